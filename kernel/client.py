@@ -1,0 +1,179 @@
+"""The base of the Python SDK: one aiohttp session, the bearer token, JSON in and out, and
+API errors turned back into Cairn's exception classes. Each package adds its calls as a mixin
+(`catalogue.client`, `transfers.client`, `wms.client`); `cairn.sdk.Client` combines them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import aiohttp
+
+from kernel import jsonio
+from kernel.errors import CairnError, ServiceUnavailable, error_class_for
+from kernel.web import API_PREFIX
+
+CLIENT_FILE = "client.json"
+
+
+def client_defaults(var_dir: str | os.PathLike[str] | None = None) -> tuple[str, str | None]:
+    """API URL and token: $CAIRN_API_URL / $CAIRN_TOKEN, else what `cairn up` wrote under ./var."""
+    url = os.environ.get("CAIRN_API_URL")
+    token = os.environ.get("CAIRN_TOKEN")
+    token_file = os.environ.get("CAIRN_TOKEN_FILE")
+    if token is None and token_file:
+        token = Path(token_file).read_text().strip()
+    saved = Path(var_dir or os.environ.get("CAIRN_VAR_DIR", "var")) / CLIENT_FILE
+    if (url is None or token is None) and saved.is_file():
+        data = json.loads(saved.read_text())
+        url = url or data.get("url")
+        token = token if token is not None else data.get("token")
+    return (url or "http://127.0.0.1:8700").rstrip("/"), token
+
+
+def lfn_path(lfn: str) -> str:
+    """An LFN as a URL path segment sequence (each segment quoted, slashes kept)."""
+    return quote(lfn, safe="/")
+
+
+class BaseClient:
+    """HTTP plumbing shared by every SDK mixin."""
+
+    def __init__(self, url: str | None = None, token: str | None = None, *, timeout_s: float = 300) -> None:
+        default_url, default_token = client_defaults()
+        self.url = (url or default_url).rstrip("/")
+        self.token = token if token is not None else default_token
+        self._timeout = aiohttp.ClientTimeout(total=timeout_s, sock_connect=10)
+        self._session: aiohttp.ClientSession | None = None
+
+    async def __aenter__(self) -> BaseClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(timeout=self._timeout)
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def _headers(self, extra: dict[str, str] | None = None) -> dict[str, str]:
+        headers = {"Accept": "application/json"}
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        if extra:
+            headers.update(extra)
+        return headers
+
+    def _url(self, path: str) -> str:
+        return f"{self.url}{API_PREFIX}{path}"
+
+    async def request(
+        self, method: str, path: str, *, json_body: Any = None, params: dict[str, Any] | None = None
+    ) -> Any:
+        """One API call; returns the decoded JSON body or raises the matching CairnError."""
+        data = jsonio.dumps(json_body) if json_body is not None else None
+        headers = self._headers({"Content-Type": "application/json"} if data is not None else None)
+        try:
+            async with self.session.request(
+                method, self._url(path), data=data, params=_clean(params), headers=headers
+            ) as resp:
+                body = await resp.read()
+                if resp.status >= 400:
+                    raise _error_from(resp.status, body, resp.headers)
+                if not body:
+                    return None
+                return json.loads(body)
+        except aiohttp.ClientConnectionError as exc:
+            raise ServiceUnavailable(f"cannot reach the Cairn API at {self.url}: {exc}") from exc
+
+    async def stream_lines(
+        self, path: str, *, params: dict[str, Any] | None = None, method: str = "GET", json_body: Any = None
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Iterate a newline-delimited JSON response as it arrives."""
+        data = jsonio.dumps(json_body) if json_body is not None else None
+        headers = self._headers({"Accept": "application/x-ndjson", "Content-Type": "application/json"})
+        try:
+            async with self.session.request(
+                method, self._url(path), params=_clean(params), headers=headers, data=data
+            ) as resp:
+                if resp.status >= 400:
+                    raise _error_from(resp.status, await resp.read(), resp.headers)
+                async for line in resp.content:
+                    if line.strip():
+                        item = json.loads(line)
+                        if isinstance(item, dict) and set(item) == {"error"}:
+                            err = item["error"]
+                            raise error_class_for(err.get("code", ""))(err.get("message", "stream failed"))
+                        yield item
+        except aiohttp.ClientConnectionError as exc:
+            raise ServiceUnavailable(f"cannot reach the Cairn API at {self.url}: {exc}") from exc
+
+    async def download_to(
+        self, path: str, dest: Path, *, params: dict[str, Any] | None = None, method: str = "GET", json_body: Any = None
+    ) -> int:
+        """Stream a binary response (Parquet, Arrow) to a file; returns bytes written."""
+        data = jsonio.dumps(json_body) if json_body is not None else None
+        headers = self._headers({"Content-Type": "application/json"} if data else None)
+        written = 0
+        async with self.session.request(
+            method, self._url(path), params=_clean(params), headers=headers, data=data
+        ) as resp:
+            if resp.status >= 400:
+                raise _error_from(resp.status, await resp.read(), resp.headers)
+            with dest.open("wb") as out:
+                async for chunk in resp.content.iter_chunked(1 << 20):
+                    out.write(chunk)
+                    written += len(chunk)
+        return written
+
+    async def health(self) -> dict[str, Any]:
+        result: dict[str, Any] = await self.request("GET", "/health")
+        return result
+
+
+def _clean(params: dict[str, Any] | None) -> dict[str, str] | None:
+    if params is None:
+        return None
+    out: dict[str, str] = {}
+    for key, value in params.items():
+        if value is None:
+            continue
+        out[key] = ("true" if value else "false") if isinstance(value, bool) else str(value)
+    return out
+
+
+def _error_from(status: int, body: bytes, headers: Any) -> CairnError:
+    try:
+        data = json.loads(body)
+        code, message, details = data.get("code", ""), data.get("message", ""), data.get("details")
+    except (ValueError, AttributeError):
+        code, message, details = "", body.decode(errors="replace")[:500], None
+    cls = error_class_for(code)
+    if cls is CairnError or cls.status != status:
+        cls = _by_status(status, cls)
+    if cls is ServiceUnavailable:
+        retry = headers.get("Retry-After", "5") if headers else "5"
+        return ServiceUnavailable(message or "service unavailable", retry_after=int(retry) if retry.isdigit() else 5)
+    err = cls(message or f"HTTP {status}", details=details)
+    return err
+
+
+def _by_status(status: int, fallback: type[CairnError]) -> type[CairnError]:
+    for code in ("invalid_input", "unauthenticated", "forbidden", "not_found", "conflict", "body_too_large",
+                 "quota_exceeded", "service_unavailable"):
+        cls = error_class_for(code)
+        if cls.status == status:
+            return cls
+    return fallback

@@ -1,0 +1,154 @@
+"""The one settings object of a Cairn process.
+
+Values come, highest priority first, from `CAIRN_*` environment variables (nested keys with
+`__`, e.g. `CAIRN_TRANSFERS__MAX_ACTIVE=50`), then from an optional TOML or YAML config file
+named by `CAIRN_CONFIG`, then from the defaults below. Everything is validated when the process
+starts; `load_settings` turns pydantic's errors into one message per wrong value naming the
+variable to fix.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from kernel.errors import ConfigurationError
+
+ENV_PREFIX = "CAIRN_"
+
+
+class TrustedIssuer(BaseModel):
+    """An external token issuer: keys from its JWKS URL, or PEM public keys given inline."""
+
+    issuer: str
+    jwks_url: str | None = None
+    public_keys: list[str] = Field(default_factory=list)
+    audience: str | None = None
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", validate_default=True
+    )
+
+    # Where this installation keeps its state (database files of the embedded default,
+    # the built-in issuer's signing key, the disk SEs of `cairn up`).
+    var_dir: Path = Path("var")
+    mongodb_uri: str | None = None
+    database: str = Field("cairn", pattern=r"^[A-Za-z0-9_-]{1,60}$")
+    # How long a request waits for the database before answering 503.
+    db_timeout_ms: int = Field(3000, ge=100, le=120_000)
+
+    api_host: str = "127.0.0.1"
+    api_port: int = Field(8700, ge=0, le=65535)
+    # Clients use this to reach the API; defaults to http://api_host:api_port.
+    api_url: str | None = None
+    max_body_bytes: int = Field(64 * 1024 * 1024, ge=1024)
+
+    token_issuer: str = "cairn"
+    token_audience: str = "cairn"
+    token_lifetime_s: int = Field(12 * 3600, ge=60)
+    signing_key_file: Path | None = None
+    trusted_issuers: list[TrustedIssuer] = Field(default_factory=list)
+
+    # The site this process runs at (clients prefer replicas on its SEs).
+    site: str | None = None
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @field_validator("mongodb_uri")
+    @classmethod
+    def _uri_scheme(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("mongodb://", "mongodb+srv://")):
+            raise ValueError("must start with mongodb:// or mongodb+srv://")
+        return value
+
+    @field_validator("api_url")
+    @classmethod
+    def _api_url_scheme(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value.rstrip("/") if value else value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, _ConfigFileSource(settings_cls))
+
+    @property
+    def resolved_api_url(self) -> str:
+        return self.api_url or f"http://{self.api_host}:{self.api_port}"
+
+    @property
+    def resolved_signing_key_file(self) -> Path:
+        return self.signing_key_file or self.var_dir / "keys" / "issuer-ed25519.pem"
+
+
+class _ConfigFileSource(PydanticBaseSettingsSource):
+    """Reads the file named by CAIRN_CONFIG (TOML or YAML), if any."""
+
+    def __init__(self, settings_cls: type[BaseSettings]) -> None:
+        super().__init__(settings_cls)
+        self._data = read_config_file(os.environ.get(ENV_PREFIX + "CONFIG"))
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return self._data.get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return dict(self._data)
+
+
+def read_config_file(path: str | None) -> dict[str, Any]:
+    if not path:
+        return {}
+    file = Path(path)
+    if not file.is_file():
+        raise ConfigurationError(f"CAIRN_CONFIG: no such file {path!r}")
+    text = file.read_text()
+    try:
+        data = tomllib.loads(text) if file.suffix == ".toml" else yaml.safe_load(text)
+    except (tomllib.TOMLDecodeError, yaml.YAMLError) as exc:
+        raise ConfigurationError(f"CAIRN_CONFIG: {path} is not valid: {exc}") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigurationError(f"CAIRN_CONFIG: {path} must hold a mapping of settings")
+    return data
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    """One line per wrong value, naming the environment variable that sets it."""
+    lines = ["invalid settings:"]
+    for err in exc.errors():
+        loc = [str(part) for part in err["loc"]]
+        env_name = ENV_PREFIX + "__".join(loc).upper()
+        value = err.get("input")
+        shown = "" if isinstance(value, dict) else f" (got {value!r})"
+        lines.append(f"  {env_name}: {err['msg']}{shown}")
+    return "\n".join(lines)
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build and validate the settings; raise ConfigurationError with a readable message."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        raise ConfigurationError(describe_validation_error(exc)) from exc
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings (read once)."""
+    return load_settings()

@@ -1,0 +1,236 @@
+"""JWT bearer tokens: the built-in issuer of the embedded default, and verification of tokens
+from it and from trusted external issuers (JWKS URL or static public keys).
+
+Only asymmetric algorithms are accepted (RS256, ES256, EdDSA). `none` and every HMAC algorithm
+are refused before any key is looked at, which also closes the HMAC-with-public-key confusion.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jwt
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from jwt import PyJWK
+
+from kernel.errors import InvalidInput, Unauthenticated
+from kernel.principal import SCOPES, Principal
+from kernel.settings import Settings, TrustedIssuer
+
+ALLOWED_ALGORITHMS = ("RS256", "ES256", "EdDSA")
+CLOCK_SKEW_S = 30
+JWKS_CACHE_S = 300
+
+JwksFetcher = Callable[[str], Awaitable[dict[str, Any]]]
+
+
+def load_or_create_signing_key(path: Path) -> Ed25519PrivateKey:
+    """The built-in issuer's Ed25519 key, created (mode 0600) on first use."""
+    if path.exists():
+        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+        if not isinstance(key, Ed25519PrivateKey):
+            raise InvalidInput(f"{path} does not hold an Ed25519 private key")
+        return key
+    path.parent.mkdir(parents=True, exist_ok=True)
+    key = Ed25519PrivateKey.generate()
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as out:
+        out.write(pem)
+    return key
+
+
+def key_id(public_pem: bytes) -> str:
+    return uuid.uuid5(uuid.NAMESPACE_URL, public_pem.decode()).hex[:16]
+
+
+@dataclass
+class BuiltinIssuer:
+    """Signs tokens for the embedded default (`cairn token issue`, `cairn up`)."""
+
+    issuer: str
+    audience: str
+    private_key: Ed25519PrivateKey
+    default_lifetime_s: int
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> BuiltinIssuer:
+        key = load_or_create_signing_key(settings.resolved_signing_key_file)
+        return cls(settings.token_issuer, settings.token_audience, key, settings.token_lifetime_s)
+
+    @property
+    def public_pem(self) -> bytes:
+        return self.private_key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+
+    @property
+    def kid(self) -> str:
+        return key_id(self.public_pem)
+
+    def jwks(self) -> dict[str, Any]:
+        """The public key as a JSON Web Key Set, for other services to verify our tokens."""
+        jwk = json.loads(jwt.algorithms.OKPAlgorithm.to_jwk(self.private_key.public_key()))
+        jwk.update({"kid": self.kid, "use": "sig", "alg": "EdDSA"})
+        return {"keys": [jwk]}
+
+    def issue(
+        self,
+        *,
+        sub: str,
+        vo: str,
+        groups: Iterable[str] = (),
+        scopes: Iterable[str] = (),
+        lifetime_s: int | None = None,
+        not_before: int | None = None,
+    ) -> str:
+        scopes = list(scopes)
+        unknown = [s for s in scopes if s not in SCOPES]
+        if unknown:
+            raise InvalidInput(f"unknown scope(s) {unknown}; known scopes: {', '.join(SCOPES)}")
+        if not sub or not vo:
+            raise InvalidInput("a token needs a user (sub) and a VO")
+        now = int(time.time())
+        claims = {
+            "iss": self.issuer,
+            "aud": self.audience,
+            "sub": sub,
+            "vo": vo,
+            "groups": list(groups),
+            "scope": " ".join(scopes),
+            "iat": now,
+            "nbf": not_before if not_before is not None else now,
+            "exp": now + (lifetime_s if lifetime_s is not None else self.default_lifetime_s),
+            "jti": uuid.uuid4().hex,
+        }
+        return jwt.encode(claims, self.private_key, algorithm="EdDSA", headers={"kid": self.kid})
+
+
+@dataclass
+class _KeySet:
+    keys: list[tuple[str | None, Any]]
+    fetched_at: float
+
+
+class TokenVerifier:
+    """Verifies bearer tokens against the built-in issuer and the trusted external issuers."""
+
+    def __init__(
+        self,
+        *,
+        audience: str,
+        builtin: BuiltinIssuer | None,
+        trusted: Iterable[TrustedIssuer] = (),
+        fetch_jwks: JwksFetcher | None = None,
+    ) -> None:
+        self.audience = audience
+        self.builtin = builtin
+        self.trusted = {t.issuer: t for t in trusted}
+        self.fetch_jwks = fetch_jwks
+        self._cache: dict[str, _KeySet] = {}
+
+    async def verify(self, token: str) -> Principal:
+        try:
+            header = jwt.get_unverified_header(token)
+            unverified = jwt.decode(token, options={"verify_signature": False})
+        except jwt.PyJWTError as exc:
+            raise Unauthenticated(f"malformed token: {exc}") from exc
+        alg = header.get("alg")
+        if alg not in ALLOWED_ALGORITHMS:
+            raise Unauthenticated(f"token algorithm {alg!r} is not allowed; allowed: {', '.join(ALLOWED_ALGORITHMS)}")
+        issuer = unverified.get("iss")
+        if not isinstance(issuer, str):
+            raise Unauthenticated("token has no issuer (iss)")
+        keys, audience = await self._keys_for(issuer)
+        kid = header.get("kid")
+        candidates = [k for k_kid, k in keys if kid is None or k_kid is None or k_kid == kid]
+        if not candidates:
+            raise Unauthenticated(f"no key of issuer {issuer!r} matches key id {kid!r}")
+        last: Exception | None = None
+        for key in candidates:
+            try:
+                claims = jwt.decode(
+                    token,
+                    key,
+                    algorithms=[alg],
+                    audience=audience,
+                    issuer=issuer,
+                    leeway=CLOCK_SKEW_S,
+                    options={"require": ["exp", "iss", "aud", "sub"]},
+                )
+                return _principal(claims)
+            except jwt.InvalidSignatureError as exc:
+                last = exc
+            except (jwt.InvalidAlgorithmError, jwt.InvalidKeyError) as exc:
+                last = exc
+            except jwt.ExpiredSignatureError as exc:
+                raise Unauthenticated("token has expired") from exc
+            except jwt.ImmatureSignatureError as exc:
+                raise Unauthenticated("token is not valid yet (nbf)") from exc
+            except jwt.InvalidAudienceError as exc:
+                raise Unauthenticated(f"token audience is not {audience!r}") from exc
+            except jwt.MissingRequiredClaimError as exc:
+                raise Unauthenticated(f"token lacks a required claim: {exc.claim}") from exc
+            except jwt.PyJWTError as exc:
+                raise Unauthenticated(f"invalid token: {exc}") from exc
+        raise Unauthenticated(f"token signature does not verify ({type(last).__name__})")
+
+    async def _keys_for(self, issuer: str) -> tuple[list[tuple[str | None, Any]], str]:
+        if self.builtin is not None and issuer == self.builtin.issuer:
+            return [(self.builtin.kid, self.builtin.private_key.public_key())], self.audience
+        trusted = self.trusted.get(issuer)
+        if trusted is None:
+            raise Unauthenticated(f"token issuer {issuer!r} is not trusted")
+        audience = trusted.audience or self.audience
+        cached = self._cache.get(issuer)
+        if cached is not None and time.monotonic() - cached.fetched_at < JWKS_CACHE_S:
+            return cached.keys, audience
+        keys: list[tuple[str | None, Any]] = [
+            (None, serialization.load_pem_public_key(pem.encode())) for pem in trusted.public_keys
+        ]
+        if trusted.jwks_url:
+            if self.fetch_jwks is None:
+                raise Unauthenticated(f"cannot fetch keys of issuer {issuer!r}")
+            try:
+                jwks = await self.fetch_jwks(trusted.jwks_url)
+                for jwk in jwks.get("keys", []):
+                    if jwk.get("kty") == "oct":
+                        continue  # symmetric keys are never trusted
+                    keys.append((jwk.get("kid"), PyJWK(jwk).key))
+            except Unauthenticated:
+                raise
+            except Exception as exc:
+                raise Unauthenticated(f"cannot fetch keys of issuer {issuer!r}: {exc}") from exc
+        self._cache[issuer] = _KeySet(keys, time.monotonic())
+        return keys, audience
+
+
+def _principal(claims: dict[str, Any]) -> Principal:
+    scope = claims.get("scope", "")
+    scopes = scope.split() if isinstance(scope, str) else list(scope)
+    groups = claims.get("groups") or []
+    if isinstance(groups, str):
+        groups = [groups]
+    # External issuers often prefix groups with '/'; Cairn's group names are bare.
+    groups = tuple(str(g).lstrip("/") for g in groups)
+    vo = claims.get("vo") or (groups[0].split("/")[0] if groups else "")
+    if not isinstance(vo, str) or not vo:
+        raise Unauthenticated("token names no VO (vo claim or groups)")
+    return Principal(
+        sub=str(claims["sub"]),
+        vo=vo,
+        groups=groups,
+        scopes=frozenset(str(s) for s in scopes),
+        issuer=str(claims["iss"]),
+        claims=claims,
+    )
