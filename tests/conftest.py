@@ -1,0 +1,5 @@
+"""Test bed: real servers on loopback (see tests/fixtures/)."""
+
+pytest_plugins = [
+    "tests.fixtures.mongo",
+]
