@@ -57,7 +57,7 @@ class Daemon(ABC):
     async def run_once(self) -> int:
         """Handle one batch of work; return how many items were handled."""
 
-    async def close(self) -> None:
+    async def close(self) -> None:  # noqa: B027 - optional hook, most daemons hold nothing to release
         """Release resources when the loop ends (override where needed)."""
 
     def stop(self) -> None:

@@ -1,0 +1,26 @@
+"""The `cairn` command: processes (server, daemon, up, pilot) and clients of the HTTP API."""
+
+from __future__ import annotations
+
+import click
+
+from cairn import __version__
+from cairn.cli import processes, token
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.version_option(__version__, prog_name="cairn")
+def cli() -> None:
+    """Cairn: file and metadata catalogue, storage, transfers, rules and jobs."""
+
+
+cli.add_command(processes.server)
+cli.add_command(processes.daemon)
+cli.add_command(processes.up)
+cli.add_command(processes.health)
+cli.add_command(token.token)
+cli.add_command(token.whoami)
+
+
+def main() -> None:
+    cli(prog_name="cairn")

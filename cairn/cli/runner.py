@@ -1,0 +1,38 @@
+"""Run an async CLI action, turning Cairn errors into a message and an exit code."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from cairn.cli.output import fail
+from cairn.sdk import Client
+from kernel.errors import CairnError
+
+T = TypeVar("T")
+
+
+def run(action: Callable[[Client], Awaitable[T]]) -> T:
+    """Call action with a connected SDK client; exit non-zero with a readable error on failure."""
+
+    async def go() -> T:
+        async with Client() as client:
+            return await action(client)
+
+    try:
+        return asyncio.run(go())
+    except CairnError as exc:
+        fail(exc)
+        raise  # unreachable: fail() exits
+
+
+def run_coro(coro: Awaitable[Any]) -> Any:
+    try:
+        return asyncio.run(_await(coro))
+    except CairnError as exc:
+        fail(exc)
+
+
+async def _await(coro: Awaitable[Any]) -> Any:
+    return await coro

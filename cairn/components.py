@@ -1,0 +1,34 @@
+"""What the processes are made of: every package's route tables, indexes and daemons.
+
+Adding a capability means adding its routes, indexes or daemon here — nowhere else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from pymongo.asynchronous.database import AsyncDatabase
+
+from cairn import system_routes
+from catalogue import storage_elements
+from kernel.daemon import Daemon
+from kernel.db import Document, IndexSpec
+from kernel.settings import Settings
+from kernel.web import ApiRoutes
+
+DaemonFactory = Callable[[Settings, AsyncDatabase[Document]], Daemon]
+
+
+def route_tables() -> list[ApiRoutes]:
+    from catalogue import se_routes
+
+    return [system_routes.routes, se_routes.routes]
+
+
+def index_specs() -> list[IndexSpec]:
+    return [*storage_elements.INDEXES]
+
+
+def daemon_factories() -> dict[str, DaemonFactory]:
+    """Daemons by the name `cairn daemon NAME` knows them; `cairn up` runs every one."""
+    return {}

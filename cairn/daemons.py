@@ -1,0 +1,37 @@
+"""Running one daemon process (`cairn daemon NAME`)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from cairn.components import daemon_factories, index_specs
+from kernel.db import close_client, ensure_indexes, get_database
+from kernel.errors import InvalidInput
+from kernel.settings import Settings
+
+
+def known_daemons() -> list[str]:
+    return sorted(daemon_factories())
+
+
+async def run_daemon(settings: Settings, name: str, *, max_cycles: int | None = None) -> None:
+    factories = daemon_factories()
+    if name not in factories:
+        raise InvalidInput(f"unknown daemon {name!r}; known: {', '.join(sorted(factories)) or 'none'}")
+    db = get_database(settings)
+    daemon = factories[name](settings, db)
+    daemon.install_signal_handlers()
+    try:
+        await ensure_indexes(db, index_specs())
+    except Exception as exc:
+        logging.getLogger("cairn.daemon").warning("indexes not ensured yet: %s", exc)
+    try:
+        await daemon.run(max_cycles=max_cycles)
+    finally:
+        await close_client()
+
+
+def main(settings: Settings, name: str) -> None:
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    asyncio.run(run_daemon(settings, name))

@@ -1,0 +1,184 @@
+"""`cairn up`: the embedded default on one machine.
+
+Starts FerretDB (data under ./var/db) unless a database URI is configured, creates two local disk
+SEs under ./var/se, issues an admin token, then runs the API server and every daemon as child
+processes, restarting any that dies. Ctrl-C (or SIGTERM) stops all of it; children also die with
+this process if it is killed outright (PR_SET_PDEATHSIG).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+
+from cairn.components import daemon_factories, index_specs
+from cairn.embedded_db import EmbeddedDatabase, start_ferretdb, wait_for_port
+from catalogue.storage_elements import Protocol, StorageElement, put_storage_element
+from kernel.client import CLIENT_FILE
+from kernel.db import close_client, ensure_indexes, get_database
+from kernel.process import child_preexec
+from kernel.settings import Settings
+from kernel.tokens import BuiltinIssuer
+
+LOCAL_SITE = "LOCAL"
+LOCAL_SES = ("LOCAL-DISK1", "LOCAL-DISK2")
+
+
+@dataclass
+class Child:
+    name: str
+    argv: list[str]
+    process: subprocess.Popen[bytes] | None = None
+    restarts: int = 0
+    next_start: float = 0.0
+    log_path: Path | None = None
+
+
+@dataclass
+class Supervisor:
+    settings: Settings
+    env: dict[str, str]
+    children: list[Child] = field(default_factory=list)
+    stopping: bool = False
+
+    def start(self, child: Child) -> None:
+        assert child.log_path is not None
+        log = child.log_path.open("ab")
+        child.process = subprocess.Popen(
+            child.argv, env=self.env, stdout=log, stderr=subprocess.STDOUT, preexec_fn=child_preexec
+        )
+        log.close()
+
+    def watch(self) -> None:
+        """Restart children that exit, with a growing delay, until asked to stop."""
+        while not self.stopping:
+            now = time.monotonic()
+            for child in self.children:
+                proc = child.process
+                if proc is not None and proc.poll() is not None:
+                    child.restarts += 1
+                    delay = min(30.0, 2.0 ** min(child.restarts, 5))
+                    print(f"cairn up: {child.name} exited with {proc.returncode}; restarting in {delay:.0f}s",
+                          file=sys.stderr, flush=True)
+                    child.process = None
+                    child.next_start = now + delay
+                if child.process is None and now >= child.next_start:
+                    self.start(child)
+            time.sleep(0.5)
+
+    def stop_all(self, timeout_s: float = 15) -> None:
+        self.stopping = True
+        running = [c.process for c in self.children if c.process is not None and c.process.poll() is None]
+        for proc in running:
+            proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + timeout_s
+        for proc in running:
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def local_storage_elements(var_dir: Path) -> list[StorageElement]:
+    ses = []
+    for index, name in enumerate(LOCAL_SES, start=1):
+        root = (var_dir / "se" / f"disk{index}").resolve()
+        root.mkdir(parents=True, exist_ok=True)
+        ses.append(
+            StorageElement(
+                name=name,
+                site=LOCAL_SITE,
+                kind="disk",
+                protocols=[Protocol(scheme="file", prefix=str(root), third_party_copy=False)],
+                attributes={"tier": 2, "local": True},
+            )
+        )
+    return ses
+
+
+async def prepare(settings: Settings) -> None:
+    """Indexes and the local SEs; idempotent, so a second `cairn up` finds everything again."""
+    db = get_database(settings)
+    try:
+        await ensure_indexes(db, index_specs())
+        for se in local_storage_elements(settings.var_dir):
+            await put_storage_element(db, se)
+    finally:
+        await close_client()
+
+
+def child_commands(settings: Settings) -> list[tuple[str, list[str]]]:
+    py = [sys.executable, "-m", "cairn"]
+    commands = [("server", [*py, "server"])]
+    commands += [(f"daemon-{name}", [*py, "daemon", name]) for name in sorted(daemon_factories())]
+    return commands
+
+
+def run_up(settings: Settings, *, vo: str) -> int:
+    var_dir = settings.var_dir.resolve()
+    var_dir.mkdir(parents=True, exist_ok=True)
+    (var_dir / "log").mkdir(exist_ok=True)
+    embedded: EmbeddedDatabase | None = None
+    if settings.mongodb_uri is None:
+        embedded = start_ferretdb(var_dir / "db")
+        print(f"cairn up: FerretDB on {embedded.uri} (data in {var_dir / 'db'})", flush=True)
+    uri = settings.mongodb_uri or (embedded.uri if embedded else "")
+    settings = settings.model_copy(update={"mongodb_uri": uri, "var_dir": var_dir})
+    supervisor: Supervisor | None = None
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_signal)
+    try:
+        asyncio.run(prepare(settings))
+        issuer = BuiltinIssuer.from_settings(settings)
+        token = issuer.issue(sub="admin", vo=vo, groups=[vo], scopes=["admin"], lifetime_s=30 * 86400)
+        url = settings.resolved_api_url
+        client_file = var_dir / CLIENT_FILE
+        client_file.write_text(json.dumps({"url": url, "token": token}))
+        client_file.chmod(0o600)
+
+        env = dict(os.environ)
+        env.update({
+            "CAIRN_MONGODB_URI": uri,
+            "CAIRN_VAR_DIR": str(var_dir),
+            "CAIRN_API_HOST": settings.api_host,
+            "CAIRN_API_PORT": str(settings.api_port),
+            "CAIRN_DATABASE": settings.database,
+        })
+        supervisor = Supervisor(settings, env)
+        for name, argv in child_commands(settings):
+            supervisor.children.append(Child(name, argv, log_path=var_dir / "log" / f"{name}.log"))
+        server = supervisor.children[0]
+        supervisor.start(server)
+        assert server.process is not None
+        wait_for_port(settings.api_host, settings.api_port, timeout_s=60, proc=server.process)
+        for child in supervisor.children[1:]:
+            supervisor.start(child)
+        print(f"cairn up: API at {url}  (health: {url}/api/v1/health)", flush=True)
+        print(f"cairn up: admin token (also in {client_file}):\n{token}", flush=True)
+        print(f"cairn up: local SEs {', '.join(LOCAL_SES)} under {var_dir / 'se'}; logs in {var_dir / 'log'}",
+              flush=True)
+        print("cairn up: running; press Ctrl-C to stop", flush=True)
+        supervisor.watch()
+    except KeyboardInterrupt:
+        print("\ncairn up: stopping", flush=True)
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        if supervisor is not None:
+            supervisor.stop_all()
+        if embedded is not None:
+            embedded.stop()
+        print("cairn up: stopped", flush=True)
+    return 0

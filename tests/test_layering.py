@@ -1,0 +1,38 @@
+"""Imports between top-level packages run one way: wms -> transfers -> catalogue; transfers and
+wms -> storage_plugins; storage_plugins imports no project package but kernel; kernel none."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGES = ("kernel", "catalogue", "transfers", "storage_plugins", "wms", "cairn")
+ALLOWED = {
+    "kernel": set(),
+    "storage_plugins": {"kernel"},
+    "catalogue": {"kernel"},
+    "transfers": {"kernel", "catalogue", "storage_plugins"},
+    "wms": {"kernel", "catalogue", "transfers", "storage_plugins"},
+    "cairn": set(PACKAGES) - {"cairn"},
+}
+
+
+def imported_packages(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text())
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.add(node.module.split(".")[0])
+    return names & set(PACKAGES)
+
+
+def test_imports_follow_the_layers() -> None:
+    wrong = []
+    for package in PACKAGES:
+        for path in (ROOT / package).rglob("*.py"):
+            for target in imported_packages(path) - ALLOWED[package] - {package}:
+                wrong.append(f"{path.relative_to(ROOT)} imports {target}")
+    assert not wrong, "\n".join(wrong)

@@ -1,0 +1,126 @@
+"""`cairn up` runs the embedded default, keeps its data across restarts and leaves nothing behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests  # type: ignore[import-untyped]
+
+from cairn.embedded_db import free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def children_of(pid: int) -> set[int]:
+    found: set[int] = set()
+    try:
+        direct = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except FileNotFoundError:
+        return found
+    for child in map(int, direct):
+        found |= {child} | children_of(child)
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0]
+    except (FileNotFoundError, IndexError):
+        return False
+    return state != "Z"
+
+
+def wait_gone(pids: set[int], timeout_s: float = 20) -> set[int]:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        left = {p for p in pids if alive(p)}
+        if not left:
+            return set()
+        time.sleep(0.2)
+    return {p for p in pids if alive(p)}
+
+
+class Up:
+    def __init__(self, workdir: Path, port: int) -> None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CAIRN_")}
+        env["PYTHONPATH"] = str(ROOT)
+        self.port = port
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "cairn", "up", "--port", str(port)],
+            cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )
+        self.output: list[str] = []
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            line = self.proc.stdout.readline() if self.proc.stdout else ""
+            if not line and self.proc.poll() is not None:
+                raise AssertionError("cairn up exited early:\n" + "".join(self.output))
+            self.output.append(line)
+            if "press Ctrl-C" in line:
+                return
+        raise AssertionError("cairn up did not come up:\n" + "".join(self.output))
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/api/v1"
+
+
+@pytest.fixture
+def workdir(tmp_path: Path) -> Iterator[Path]:
+    yield tmp_path
+
+
+def test_up_answers_health_and_stops_cleanly_on_ctrl_c(workdir: Path) -> None:
+    up = Up(workdir, free_port())
+    try:
+        health = requests.get(f"{up.url}/health", timeout=10).json()
+        assert health == {"status": "ok", "database": "ok", "version": health["version"]}
+        token = json.loads((workdir / "var" / "client.json").read_text())["token"]
+        ses = requests.get(f"{up.url}/ses", headers={"Authorization": f"Bearer {token}"}, timeout=10).json()
+        assert {se["name"] for se in ses} == {"LOCAL-DISK1", "LOCAL-DISK2"}
+        assert (workdir / "var" / "se" / "disk1").is_dir()
+        kids = children_of(up.proc.pid)
+        assert len(kids) >= 2  # FerretDB and the API server at least
+    finally:
+        up.proc.send_signal(signal.SIGINT)
+        up.proc.wait(timeout=60)
+    assert not wait_gone(kids), "processes left behind after Ctrl-C"
+
+
+def test_second_up_finds_the_data_of_the_first(workdir: Path) -> None:
+    port = free_port()
+    first = Up(workdir, port)
+    token = json.loads((workdir / "var" / "client.json").read_text())["token"]
+    se = {"name": "EXTRA", "site": "LOCAL", "kind": "disk",
+          "protocols": [{"scheme": "file", "prefix": str(workdir / "extra")}]}
+    resp = requests.put(f"{first.url}/ses/EXTRA", json=se, headers={"Authorization": f"Bearer {token}"}, timeout=10)
+    assert resp.status_code == 200, resp.text
+    first.proc.send_signal(signal.SIGINT)
+    first.proc.wait(timeout=60)
+
+    second = Up(workdir, port)
+    try:
+        token = json.loads((workdir / "var" / "client.json").read_text())["token"]
+        names = {s["name"] for s in requests.get(
+            f"{second.url}/ses", headers={"Authorization": f"Bearer {token}"}, timeout=10).json()}
+        assert "EXTRA" in names
+    finally:
+        second.proc.send_signal(signal.SIGINT)
+        second.proc.wait(timeout=60)
+
+
+def test_killing_up_outright_leaves_no_process_behind(workdir: Path) -> None:
+    up = Up(workdir, free_port())
+    kids = children_of(up.proc.pid)
+    assert kids
+    up.proc.send_signal(signal.SIGKILL)
+    up.proc.wait(timeout=10)
+    assert not wait_gone(kids), "children survived SIGKILL of cairn up"
