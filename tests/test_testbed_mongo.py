@@ -27,3 +27,24 @@ async def test_unique_index_refuses_a_duplicate(database: AsyncDatabase[Document
     else:
         raise AssertionError("a duplicate GUID was accepted")
     assert await database.probe.count_documents({}) == 1
+
+
+async def test_concurrent_increments_are_all_kept(database: AsyncDatabase[Document]) -> None:
+    """Single-document writes are atomic (MongoDB's guarantee, which leases and counters rely on)."""
+    import asyncio
+
+    await database.probe.insert_one({"_id": "counter", "n": 0})
+    await asyncio.gather(*(database.probe.update_one({"_id": "counter"}, {"$inc": {"n": 1}}) for _ in range(100)))
+    doc = await database.probe.find_one({"_id": "counter"})
+    assert doc is not None and doc["n"] == 100
+
+
+async def test_guarded_updates_let_exactly_one_writer_win(database: AsyncDatabase[Document]) -> None:
+    import asyncio
+
+    await database.probe.insert_many([{"_id": i, "state": "queued"} for i in range(20)])
+    results = await asyncio.gather(*(
+        database.probe.update_one({"_id": i % 20, "state": "queued"}, {"$set": {"state": "taken"}})
+        for i in range(80)
+    ))
+    assert sum(r.modified_count for r in results) == 20

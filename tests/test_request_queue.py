@@ -1,0 +1,87 @@
+"""The request queue: dedup on submit, exclusive claims under leases, guarded completion."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+
+from pymongo.asynchronous.database import AsyncDatabase
+
+from kernel.db import Document, ensure_indexes
+from transfers import requests as rq
+
+
+async def queue(database: AsyncDatabase[Document]) -> AsyncDatabase[Document]:
+    await ensure_indexes(database, rq.INDEXES)
+    return database
+
+
+async def test_submitting_the_same_transfer_twice_reuses_the_open_request(database: AsyncDatabase[Document]) -> None:
+    db = await queue(database)
+    first = await rq.submit_transfers(db, [{"lfn": "/vo/a", "dest_se": "B"}], requester="user:alice")
+    second = await rq.submit_transfers(db, [{"lfn": "/vo/a", "dest_se": "B"}, {"lfn": "/vo/b", "dest_se": "B"}],
+                                       requester="user:bob")
+    assert second["successful"]["/vo/a"] == first["successful"]["/vo/a"]
+    assert await db[rq.REQUESTS].count_documents({}) == 2
+
+
+async def test_bad_items_fail_alone(database: AsyncDatabase[Document]) -> None:
+    db = await queue(database)
+    result = await rq.submit_transfers(db, [{"lfn": "relative", "dest_se": "B"}, {"lfn": "/vo/x"},
+                                            {"lfn": "/vo/ok", "dest_se": "B"}], requester="user:alice")
+    assert set(result["failed"]) == {"relative", "/vo/x"}
+    assert list(result["successful"]) == ["/vo/ok"]
+
+
+async def test_concurrent_claims_never_hand_out_a_request_twice(database: AsyncDatabase[Document]) -> None:
+    db = await queue(database)
+    await rq.submit_transfers(db, [{"lfn": f"/vo/f{i}", "dest_se": "B"} for i in range(20)], requester="t")
+
+    async def worker(name: str) -> list[str]:
+        got = []
+        while (doc := await rq.claim(db, name, kinds=["transfer"], lease_s=60)) is not None:
+            got.append(doc["_id"])
+        return got
+
+    results = await asyncio.gather(*(worker(f"w{i}") for i in range(4)))
+    claimed = [rid for ids in results for rid in ids]
+    assert len(claimed) == 20
+    assert len(set(claimed)) == 20
+
+
+async def test_an_expired_lease_is_taken_over_and_the_old_holder_cannot_complete(
+    database: AsyncDatabase[Document],
+) -> None:
+    db = await queue(database)
+    await rq.submit_transfers(db, [{"lfn": "/vo/a", "dest_se": "B"}], requester="t")
+    first = await rq.claim(db, "crashed", kinds=["transfer"], lease_s=60)
+    assert first is not None
+    assert await rq.claim(db, "other", kinds=["transfer"], lease_s=60) is None
+    await db[rq.REQUESTS].update_one({"_id": first["_id"]},
+                                     {"$set": {"lease_expires": rq.now() - dt.timedelta(seconds=1)}})
+    taken = await rq.claim(db, "other", kinds=["transfer"], lease_s=60)
+    assert taken is not None and taken["_id"] == first["_id"] and taken["attempts"] == 2
+    assert not await rq.complete(db, first["_id"], "crashed", {})
+    assert await rq.complete(db, first["_id"], "other", {"bytes": 1})
+    assert not await rq.complete(db, first["_id"], "other", {"bytes": 1})
+    done = await rq.get_request(db, first["_id"])
+    assert done is not None and done["state"] == "done" and "active_key" not in done
+
+
+async def test_retry_later_hides_the_request_until_it_is_due(database: AsyncDatabase[Document]) -> None:
+    db = await queue(database)
+    await rq.submit_transfers(db, [{"lfn": "/vo/a", "dest_se": "B"}], requester="t")
+    doc = await rq.claim(db, "w", kinds=["transfer"], lease_s=60)
+    assert doc is not None
+    assert await rq.retry_later(db, doc["_id"], "w", "timeout", delay_s=3600)
+    assert await rq.claim(db, "w", kinds=["transfer"], lease_s=60) is None
+    counts = await rq.progress(db, {"requester": "t"})
+    assert counts["queued"] == 1 and counts["total"] == 1
+
+
+async def test_cancel_closes_open_requests_and_frees_the_key(database: AsyncDatabase[Document]) -> None:
+    db = await queue(database)
+    first = await rq.submit_transfers(db, [{"lfn": "/vo/a", "dest_se": "B"}], requester="t")
+    assert await rq.cancel(db, {"requester": "t"}) == 1
+    again = await rq.submit_transfers(db, [{"lfn": "/vo/a", "dest_se": "B"}], requester="t")
+    assert again["successful"]["/vo/a"] != first["successful"]["/vo/a"]

@@ -1,0 +1,278 @@
+"""The request queue: units of data movement (transfer, stage, delete) and their life cycle.
+
+A request is one document in `transfer_requests`. Every state change is one atomic update with
+a guard in its filter (the state, and the lease owner for work in progress), so any number of
+workers can share the queue without transactions:
+
+    queued --claim--> active --complete--> done
+      ^                 |  \\--fail------> failed
+      |                 |   \\--stage----> staging --staged--> queued
+      +---retry_later---+
+    queued/staging/active --cancel--> cancelled
+
+While a request is not finished it carries `active_key` ("kind:lfn:dest"), unique in a sparse
+index, so the same movement is never queued twice; submitting it again returns the request
+that already exists.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Iterable, Sequence
+from typing import Any, Literal
+
+from pymongo import ReturnDocument
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import BulkWriteError
+
+from kernel.db import Document, IndexSpec, database_errors
+from kernel.errors import InvalidInput
+
+REQUESTS = "transfer_requests"
+
+Kind = Literal["transfer", "stage", "delete"]
+KINDS: tuple[Kind, ...] = ("transfer", "stage", "delete")
+OPEN_STATES = ("queued", "staging", "active")
+FINAL_STATES = ("done", "failed", "cancelled")
+STATES = OPEN_STATES + FINAL_STATES
+DEFAULT_MAX_ATTEMPTS = 5
+
+INDEXES = [
+    IndexSpec(REQUESTS, [("active_key", 1)], name="requests_active_key", unique=True, sparse=True),
+    # claim(): the next queued request of a kind, by priority then age
+    IndexSpec(REQUESTS, [("state", 1), ("kind", 1), ("priority", -1), ("created", 1)], name="requests_claim"),
+    # claim() of expired leases
+    IndexSpec(REQUESTS, [("state", 1), ("lease_expires", 1)], name="requests_lease"),
+    IndexSpec(REQUESTS, [("requester", 1), ("state", 1)], name="requests_by_requester"),
+    IndexSpec(REQUESTS, [("submission", 1), ("state", 1)], name="requests_by_submission"),
+    IndexSpec(REQUESTS, [("lfn", 1)], name="requests_by_lfn"),
+]
+
+
+def now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def active_key(kind: str, lfn: str, dest_se: str | None) -> str:
+    return f"{kind}:{lfn}:{dest_se or '*'}"
+
+
+def _new_request(
+    kind: Kind, item: dict[str, Any], *, requester: str, activity: str, priority: int, submission: str,
+    max_attempts: int, at: dt.datetime,
+) -> Document:
+    lfn = item.get("lfn")
+    if not isinstance(lfn, str) or not lfn.startswith("/"):
+        raise InvalidInput(f"request item needs an absolute 'lfn': {item!r}")
+    dest = item.get("dest_se")
+    if kind != "delete" and not isinstance(dest, str):
+        raise InvalidInput(f"{kind} request for {lfn} needs a 'dest_se'")
+    return {
+        "_id": uuid.uuid4().hex,
+        "kind": kind,
+        "lfn": lfn,
+        "dest_se": dest,
+        "source_se": item.get("source_se"),
+        "state": "queued",
+        "active_key": active_key(kind, lfn, dest),
+        "attempts": 0,
+        "max_attempts": max_attempts,
+        "not_before": at,
+        "last_error": None,
+        "error_class": None,
+        "lease_owner": None,
+        "lease_expires": None,
+        "requester": requester,
+        "submission": submission,
+        "activity": activity,
+        "priority": priority,
+        "created": at,
+        "modified": at,
+    }
+
+
+async def submit(
+    db: AsyncDatabase[Document],
+    kind: Kind,
+    items: Sequence[dict[str, Any]],
+    *,
+    requester: str,
+    activity: str = "default",
+    priority: int = 3,
+    submission: str | None = None,
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+) -> dict[str, Any]:
+    """Queue many requests in O(1) round trips; an identical open request is reused, not doubled.
+
+    Returns {"submission": id, "successful": {lfn: request_id}, "failed": {lfn: reason}}.
+    """
+    if kind not in KINDS:
+        raise InvalidInput(f"unknown request kind {kind!r}; kinds: {', '.join(KINDS)}")
+    submission = submission or uuid.uuid4().hex
+    at = now()
+    docs: list[Document] = []
+    failed: dict[str, str] = {}
+    seen: set[str] = set()
+    for item in items:
+        try:
+            doc = _new_request(kind, item, requester=requester, activity=activity, priority=priority,
+                               submission=submission, max_attempts=max_attempts, at=at)
+        except InvalidInput as exc:
+            failed[str(item.get("lfn"))] = exc.message
+            continue
+        if doc["active_key"] in seen:
+            continue
+        seen.add(doc["active_key"])
+        docs.append(doc)
+    successful: dict[str, str] = {}
+    duplicates: list[str] = []
+    if docs:
+        with database_errors():
+            try:
+                await db[REQUESTS].insert_many(docs, ordered=False)
+            except BulkWriteError as exc:
+                for err in exc.details.get("writeErrors", []):
+                    if err.get("code") == 11000:
+                        duplicates.append(docs[err["index"]]["active_key"])
+                    else:
+                        failed[docs[err["index"]]["lfn"]] = err.get("errmsg", "write failed")
+    dup_set = set(duplicates)
+    for doc in docs:
+        if doc["active_key"] not in dup_set and doc["lfn"] not in failed:
+            successful[doc["lfn"]] = doc["_id"]
+    if duplicates:
+        # requests_active_key: the open requests that already do what was asked
+        with database_errors():
+            async for existing in db[REQUESTS].find({"active_key": {"$in": duplicates}}, {"lfn": 1}):
+                successful[existing["lfn"]] = existing["_id"]
+        for doc in docs:
+            if doc["active_key"] in dup_set and doc["lfn"] not in successful:
+                failed[doc["lfn"]] = "an identical request finished while this one was submitted; submit again"
+    return {"submission": submission, "successful": successful, "failed": failed}
+
+
+async def submit_transfers(
+    db: AsyncDatabase[Document], items: Sequence[dict[str, Any]], *, requester: str, activity: str = "default",
+    priority: int = 3, submission: str | None = None,
+) -> dict[str, Any]:
+    """Queue transfers of `{lfn, dest_se, source_se?}` items (see `submit`)."""
+    return await submit(db, "transfer", items, requester=requester, activity=activity, priority=priority,
+                        submission=submission)
+
+
+async def claim(
+    db: AsyncDatabase[Document], worker: str, *, kinds: Iterable[Kind], lease_s: float,
+    extra_filter: dict[str, Any] | None = None,
+) -> Document | None:
+    """Take the next request (queued and due, or active with an expired lease) under a lease.
+
+    One atomic find_one_and_update: two workers can never hold the same request.
+    """
+    at = now()
+    due = {"state": "queued", "not_before": {"$lte": at}}
+    abandoned = {"state": "active", "lease_expires": {"$lt": at}}
+    query: dict[str, Any] = {"kind": {"$in": list(kinds)}, "$or": [due, abandoned]}
+    if extra_filter:
+        query.update(extra_filter)
+    with database_errors():
+        # requests_claim / requests_lease
+        return await db[REQUESTS].find_one_and_update(
+            query,
+            {
+                "$set": {"state": "active", "lease_owner": worker,
+                         "lease_expires": at + dt.timedelta(seconds=lease_s), "modified": at, "started": at},
+                "$inc": {"attempts": 1},
+            },
+            sort=[("priority", -1), ("created", 1)],
+            return_document=ReturnDocument.AFTER,
+        )
+
+
+async def renew_lease(db: AsyncDatabase[Document], request_id: str, worker: str, *, lease_s: float) -> bool:
+    """Extend a lease this worker holds; False if it was lost (then the work must stop)."""
+    at = now()
+    with database_errors():
+        result = await db[REQUESTS].update_one(
+            {"_id": request_id, "state": "active", "lease_owner": worker},
+            {"$set": {"lease_expires": at + dt.timedelta(seconds=lease_s), "modified": at}},
+        )
+    return result.modified_count == 1
+
+
+async def _finish_active(
+    db: AsyncDatabase[Document], request_id: str, worker: str, update: dict[str, Any], *, final: bool
+) -> bool:
+    at = now()
+    change: dict[str, Any] = {"$set": {**update, "modified": at, "lease_owner": None, "lease_expires": None}}
+    if final:
+        change["$set"]["finished"] = at
+        change["$unset"] = {"active_key": ""}
+    with database_errors():
+        result = await db[REQUESTS].update_one({"_id": request_id, "state": "active", "lease_owner": worker}, change)
+    return result.modified_count == 1
+
+
+async def complete(db: AsyncDatabase[Document], request_id: str, worker: str, result: dict[str, Any]) -> bool:
+    """Mark work done; only the lease holder can, and only once."""
+    return await _finish_active(db, request_id, worker, {"state": "done", "result": result, "last_error": None},
+                                final=True)
+
+
+async def fail(db: AsyncDatabase[Document], request_id: str, worker: str, error: str, error_class: str) -> bool:
+    """Give up for good (permanent error, or attempts exhausted)."""
+    return await _finish_active(
+        db, request_id, worker, {"state": "failed", "last_error": error, "error_class": error_class}, final=True
+    )
+
+
+async def retry_later(
+    db: AsyncDatabase[Document], request_id: str, worker: str, error: str, *, delay_s: float,
+    update: dict[str, Any] | None = None,
+) -> bool:
+    """Put the request back in the queue, due after delay_s (exponential backoff is the caller's)."""
+    fields = {"state": "queued", "last_error": error, "error_class": "transient",
+              "not_before": now() + dt.timedelta(seconds=delay_s), **(update or {})}
+    return await _finish_active(db, request_id, worker, fields, final=False)
+
+
+async def park_for_staging(
+    db: AsyncDatabase[Document], request_id: str, worker: str, *, stage: dict[str, Any]
+) -> bool:
+    """The source is on tape: wait in `staging` until the stager reports it on disk."""
+    return await _finish_active(db, request_id, worker, {"state": "staging", "stage": stage}, final=False)
+
+
+async def cancel(db: AsyncDatabase[Document], query: dict[str, Any]) -> int:
+    """Cancel open requests matching query (callers scope it to what the user may cancel)."""
+    at = now()
+    with database_errors():
+        result = await db[REQUESTS].update_many(
+            {**query, "state": {"$in": list(OPEN_STATES)}},
+            {"$set": {"state": "cancelled", "modified": at, "finished": at, "lease_owner": None},
+             "$unset": {"active_key": ""}},
+        )
+    return result.modified_count
+
+
+async def get_request(db: AsyncDatabase[Document], request_id: str) -> Document | None:
+    with database_errors():
+        return await db[REQUESTS].find_one({"_id": request_id})
+
+
+async def requests_for(db: AsyncDatabase[Document], requester: str) -> list[Document]:
+    """Every request a requester made (e.g. "job:<id>"), oldest first."""
+    with database_errors():
+        # requests_by_requester
+        return await db[REQUESTS].find({"requester": requester}).sort("created", 1).to_list()
+
+
+async def progress(db: AsyncDatabase[Document], query: dict[str, Any]) -> dict[str, int]:
+    """Counts by state of the requests matching query (a submission, a requester...)."""
+    with database_errors():
+        cursor = await db[REQUESTS].aggregate([{"$match": query}, {"$group": {"_id": "$state", "n": {"$sum": 1}}}])
+        rows = await cursor.to_list()
+    counts = dict.fromkeys(STATES, 0)
+    counts.update({row["_id"]: row["n"] for row in rows})
+    counts["total"] = sum(counts[s] for s in STATES)
+    return counts
