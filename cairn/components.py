@@ -15,6 +15,7 @@ from kernel.daemon import Daemon
 from kernel.db import Document, IndexSpec
 from kernel.settings import Settings
 from kernel.web import ApiRoutes
+from transfers import requests as transfer_requests
 
 DaemonFactory = Callable[[Settings, AsyncDatabase[Document]], Daemon]
 
@@ -26,7 +27,7 @@ def route_tables() -> list[ApiRoutes]:
 
 
 def index_specs() -> list[IndexSpec]:
-    return [*storage_elements.INDEXES]
+    return [*storage_elements.INDEXES, *transfer_requests.INDEXES]
 
 
 def daemon_factories() -> dict[str, DaemonFactory]:
