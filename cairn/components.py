@@ -16,20 +16,29 @@ from kernel.db import Document, IndexSpec
 from kernel.settings import Settings
 from kernel.web import ApiRoutes
 from transfers import requests as transfer_requests
+from wms import jobs as wms_jobs
+from wms import task_queues as wms_task_queues
 
 DaemonFactory = Callable[[Settings, AsyncDatabase[Document]], Daemon]
 
 
 def route_tables() -> list[ApiRoutes]:
     from catalogue import se_routes
+    from wms import routes as wms_routes
 
-    return [system_routes.routes, se_routes.routes]
+    return [system_routes.routes, se_routes.routes, wms_routes.routes]
 
 
 def index_specs() -> list[IndexSpec]:
-    return [*storage_elements.INDEXES, *transfer_requests.INDEXES]
+    return [*storage_elements.INDEXES, *transfer_requests.INDEXES, *wms_jobs.INDEXES, *wms_task_queues.INDEXES]
 
 
 def daemon_factories() -> dict[str, DaemonFactory]:
     """Daemons by the name `cairn daemon NAME` knows them; `cairn up` runs every one."""
-    return {}
+    from wms.config import wms_settings
+    from wms.daemons import JobChecker, JobWatchdog
+
+    return {
+        "job-checker": lambda settings, db: JobChecker(db, wms_settings()),
+        "job-watchdog": lambda settings, db: JobWatchdog(db, wms_settings()),
+    }
