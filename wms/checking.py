@@ -93,17 +93,18 @@ async def _decide(
     if lfns and not placement.sites:
         return {"state": states.FAILED, "reason": "no allowed site can read the input data"}, None
     key = queue_key(job, placement.sites)
-    replicas = {
-        lfn: [{"se": r["se"], "site": ses[r["se"]].site, "url": r.get("url", "")}
-              for r in usable_replicas(files[lfn], ses, "disk")]
+    # A list, not a dict keyed by LFN: LFNs contain dots, which field names must not.
+    resolved = [
+        {"lfn": lfn, "adler32": files[lfn].get("adler32"),
+         "replicas": [{"se": r["se"], "site": ses[r["se"]].site, "url": r.get("url", "")}
+                      for r in usable_replicas(files[lfn], ses, "disk")]}
         for lfn in dict.fromkeys(lfns)
-    }
+    ]
     sites_text = ", ".join(placement.sites) or "any site"
     where = "hold all inputs" if placement.all_local else "hold the most inputs"
     reason = f"waiting for a pilot at {sites_text}" + (f" (sites that {where})" if lfns else "")
     outcome = {"state": states.WAITING, "reason": reason, "sites": placement.sites, "task_queue": key.queue_id,
-               "input_replicas": replicas, "enqueued": False,
-               "input_adler32": {lfn: files[lfn].get("adler32") for lfn in replicas}}
+               "resolved_inputs": resolved, "enqueued": False}
     return outcome, key
 
 

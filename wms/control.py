@@ -9,7 +9,7 @@ from kernel.errors import Conflict
 from wms import jobs, states, task_queues
 
 RESET_ON_RESCHEDULE = ("pilot", "site", "heartbeat_at", "matched_at", "started", "finished", "task_queue",
-                       "enqueued", "kill_requested", "exit_code", "missing", "input_replicas", "input_adler32", "sites")
+                       "enqueued", "kill_requested", "exit_code", "missing", "resolved_inputs", "sites")
 
 
 async def kill(db: AsyncDatabase[Document], job: Document, reason: str) -> Document:

@@ -87,10 +87,9 @@ async def work_order(db: AsyncDatabase[Document], job: Document) -> dict[str, An
     desc = job["description"]
     site = job.get("site", "")
     inputs = []
-    for lfn in desc["input_data"]:
-        replicas = job.get("input_replicas", {}).get(lfn, [])
-        ordered = sorted(replicas, key=lambda r: (r.get("site") != site, r.get("se", "")))
-        inputs.append({"lfn": lfn, "adler32": job.get("input_adler32", {}).get(lfn), "replicas": ordered})
+    for item in job.get("resolved_inputs", []):
+        ordered = sorted(item["replicas"], key=lambda r: (r.get("site") != site, r.get("se", "")))
+        inputs.append({"lfn": item["lfn"], "adler32": item.get("adler32"), "replicas": ordered})
     outputs = []
     for out in desc["outputs"]:
         try:
