@@ -14,9 +14,10 @@ import inspect
 from typing import Any
 
 from kernel.client import BaseClient
+from transfers.client import TransfersClient
 
 
-class Client(BaseClient):
+class Client(TransfersClient, BaseClient):
     """Every API call Cairn offers, as async methods."""
 
     async def whoami(self) -> dict[str, Any]:
