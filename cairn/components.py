@@ -24,9 +24,10 @@ DaemonFactory = Callable[[Settings, AsyncDatabase[Document]], Daemon]
 
 def route_tables() -> list[ApiRoutes]:
     from catalogue import se_routes
+    from transfers import request_routes
     from wms import routes as wms_routes
 
-    return [system_routes.routes, se_routes.routes, wms_routes.routes]
+    return [system_routes.routes, se_routes.routes, request_routes.routes, wms_routes.routes]
 
 
 def index_specs() -> list[IndexSpec]:

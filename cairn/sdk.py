@@ -14,10 +14,11 @@ import inspect
 from typing import Any
 
 from kernel.client import BaseClient
+from transfers.client import TransfersClient
 from wms.client import JobsClient
 
 
-class Client(JobsClient, BaseClient):
+class Client(JobsClient, TransfersClient, BaseClient):
     """Every API call Cairn offers, as async methods."""
 
     async def whoami(self) -> dict[str, Any]:

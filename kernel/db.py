@@ -70,13 +70,20 @@ async def close_client() -> None:
 
 
 async def ensure_indexes(db: AsyncDatabase[Document], specs: Iterable[IndexSpec]) -> None:
-    """Create every declared index; existing ones with the same definition are left alone."""
-    by_collection: dict[str, list[IndexModel]] = {}
+    """Create every declared index that does not exist yet, one at a time.
+
+    One at a time because FerretDB 1.24 drops the connection when a multi-index createIndexes
+    names indexes that already exist; asking only for the missing ones keeps restarts cheap.
+    """
+    by_collection: dict[str, list[IndexSpec]] = {}
     for spec in specs:
-        by_collection.setdefault(spec.collection, []).append(spec.model())
-    for name, models in by_collection.items():
+        by_collection.setdefault(spec.collection, []).append(spec)
+    for name, wanted in by_collection.items():
         with database_errors():
-            await db[name].create_indexes(models)
+            existing = set(await db[name].index_information())
+            for spec in wanted:
+                if spec.name not in existing:
+                    await db[name].create_indexes([spec.model()])
 
 
 async def ping(db: AsyncDatabase[Document]) -> bool:

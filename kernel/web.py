@@ -41,6 +41,7 @@ VERIFIER = web.AppKey("verifier", TokenVerifier)
 ISSUER = web.AppKey("issuer", BuiltinIssuer)
 HTTP_SESSION = web.AppKey("http_session", ClientSession)
 ROUTE_TABLES = web.AppKey("route_tables", list["ApiRoutes"])
+PRINCIPAL = web.RequestKey("principal", Principal)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 M = TypeVar("M", bound=BaseModel)
@@ -166,7 +167,7 @@ class ApiRoutes:
 
 def _guarded(info: RouteInfo) -> Handler:
     async def handler(request: web.Request) -> web.StreamResponse:
-        info.policy.check(request.get("principal"))
+        info.policy.check(request.get(PRINCIPAL))
         return await info.handler(request)
 
     handler.__name__ = info.handler.__name__
@@ -175,7 +176,7 @@ def _guarded(info: RouteInfo) -> Handler:
 
 def principal_of(request: web.Request) -> Principal:
     """The caller of a route whose policy required a token."""
-    principal = request.get("principal")
+    principal = request.get(PRINCIPAL)
     if principal is None:
         raise Unauthenticated("this route needs a bearer token")
     return principal
@@ -228,7 +229,7 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
         kind, _, token = header.partition(" ")
         if kind.lower() != "bearer" or not token.strip():
             raise Unauthenticated("Authorization header must be 'Bearer <token>'")
-        request["principal"] = await request.app[VERIFIER].verify(token.strip())
+        request[PRINCIPAL] = await request.app[VERIFIER].verify(token.strip())
     return await handler(request)
 
 

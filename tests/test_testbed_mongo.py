@@ -48,3 +48,13 @@ async def test_guarded_updates_let_exactly_one_writer_win(database: AsyncDatabas
         for i in range(80)
     ))
     assert sum(r.modified_count for r in results) == 20
+
+
+async def test_ensuring_indexes_twice_is_harmless(database: AsyncDatabase[Document]) -> None:
+    from kernel.db import IndexSpec, ensure_indexes
+
+    specs = [IndexSpec("probe", [("a", 1)], name="probe_a", unique=True, sparse=True),
+             IndexSpec("probe", [("b", 1), ("c", -1)], name="probe_bc")]
+    await ensure_indexes(database, specs)
+    await ensure_indexes(database, specs)
+    assert {"probe_a", "probe_bc"} <= set(await database.probe.index_information())

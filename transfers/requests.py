@@ -260,6 +260,12 @@ async def get_request(db: AsyncDatabase[Document], request_id: str) -> Document 
         return await db[REQUESTS].find_one({"_id": request_id})
 
 
+async def list_requests(db: AsyncDatabase[Document], query: dict[str, Any], *, limit: int) -> list[Document]:
+    """Requests matching query, newest first."""
+    with database_errors():
+        return await db[REQUESTS].find(query).sort("created", -1).limit(limit).to_list()
+
+
 async def requests_for(db: AsyncDatabase[Document], requester: str) -> list[Document]:
     """Every request a requester made (e.g. "job:<id>"), oldest first."""
     with database_errors():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from cairn import __version__
-from cairn.cli import jobs, processes, token
+from cairn.cli import jobs, processes, requests, token
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
@@ -22,6 +22,9 @@ cli.add_command(token.token)
 cli.add_command(token.whoami)
 cli.add_command(jobs.job)
 cli.add_command(jobs.pilot)
+cli.add_command(requests.replicate)
+cli.add_command(requests.stage)
+cli.add_command(requests.requests)
 
 
 def main() -> None:

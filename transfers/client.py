@@ -1,0 +1,46 @@
+"""SDK calls for requests (replication, staging, deletion) and transfer statistics."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kernel.client import BaseClient
+
+
+class TransfersClient(BaseClient):
+    async def replicate(
+        self, lfns: list[str], dest_se: str, *, source_se: str | None = None, activity: str = "default",
+        priority: int = 3,
+    ) -> dict[str, Any]:
+        """Queue replication of lfns to dest_se; returns {submission, successful, failed}."""
+        body = {"lfns": lfns, "dest_se": dest_se, "source_se": source_se, "activity": activity, "priority": priority}
+        result: dict[str, Any] = await self.request("POST", "/requests/transfers", json_body=body)
+        return result
+
+    async def stage(self, lfns: list[str], se: str, *, priority: int = 3) -> dict[str, Any]:
+        """Bring lfns online from tape SE `se` into its disk cache."""
+        result: dict[str, Any] = await self.request(
+            "POST", "/requests/stages", json_body={"lfns": lfns, "se": se, "priority": priority})
+        return result
+
+    async def delete_replicas(self, lfns: list[str], se: str | None = None) -> dict[str, Any]:
+        """Queue deletion of the replicas of lfns on se (every replica when se is None: admins only)."""
+        result: dict[str, Any] = await self.request(
+            "POST", "/requests/deletions", json_body={"lfns": lfns, "se": se})
+        return result
+
+    async def list_requests(self, **filters: Any) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = await self.request("GET", "/requests", params=filters)
+        return result
+
+    async def get_request(self, request_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = await self.request("GET", f"/requests/{request_id}")
+        return result
+
+    async def submission(self, submission_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = await self.request("GET", f"/submissions/{submission_id}")
+        return result
+
+    async def cancel_requests(self, ids: list[str] | None = None, submission: str | None = None) -> int:
+        result = await self.request("POST", "/requests/cancel", json_body={"ids": ids or [], "submission": submission})
+        return int(result["cancelled"])

@@ -1,0 +1,160 @@
+"""HTTP routes for requests: bulk replication, staging and deletion; listing, progress, cancel."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field
+
+from catalogue.storage_elements import get_storage_element
+from kernel.errors import Forbidden, InvalidInput, NotFound
+from kernel.principal import Principal
+from kernel.web import DATABASE, ApiRoutes, json_response, principal_of, query_int, read_model, scopes
+from transfers import requests as rq
+
+routes = ApiRoutes("requests")
+
+MAX_LFNS = 100_000
+
+
+class ReplicationRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    lfns: list[str] = Field(..., min_length=1, max_length=MAX_LFNS)
+    dest_se: str
+    source_se: str | None = None
+    activity: str = Field("default", pattern=r"^[A-Za-z0-9_. -]{1,64}$")
+    priority: int = Field(3, ge=1, le=5)
+
+
+class StageRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    lfns: list[str] = Field(..., min_length=1, max_length=MAX_LFNS)
+    se: str = Field(..., description="the tape SE whose disk cache should hold the files")
+    priority: int = Field(3, ge=1, le=5)
+
+
+class DeletionRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    lfns: list[str] = Field(..., min_length=1, max_length=MAX_LFNS)
+    se: str | None = Field(None, description="delete the replica on this SE; omit to delete every replica")
+
+
+class CancelRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    ids: list[str] = Field(default_factory=list, max_length=MAX_LFNS)
+    submission: str | None = None
+
+
+def requester_of(principal: Principal) -> str:
+    return f"user:{principal.sub}"
+
+
+def visible_to(principal: Principal) -> dict[str, Any]:
+    """Admins see every request; others see their own."""
+    return {} if principal.is_admin else {"requester": requester_of(principal)}
+
+
+@routes.post("/requests/transfers", policy=scopes("transfers.write"), body=ReplicationRequest,
+             summary="Replicate files to an SE (bulk, up to 100k LFNs)",
+             responses={404: "unknown SE", 400: "invalid input"})
+async def submit_replication(request: web.Request) -> web.Response:
+    body = await read_model(request, ReplicationRequest)
+    db = request.app[DATABASE]
+    dest = await get_storage_element(db, body.dest_se)
+    if not dest.write_enabled:
+        raise InvalidInput(f"SE {dest.name} is switched off for writing")
+    if body.source_se:
+        await get_storage_element(db, body.source_se)
+    items = [{"lfn": lfn, "dest_se": body.dest_se, "source_se": body.source_se} for lfn in body.lfns]
+    result = await rq.submit(db, "transfer", items, requester=requester_of(principal_of(request)),
+                             activity=body.activity, priority=body.priority)
+    return json_response(result, status=201)
+
+
+@routes.post("/requests/stages", policy=scopes("transfers.write"), body=StageRequest,
+             summary="Bring files online from a tape SE into its disk cache")
+async def submit_stage(request: web.Request) -> web.Response:
+    body = await read_model(request, StageRequest)
+    db = request.app[DATABASE]
+    se = await get_storage_element(db, body.se)
+    if se.kind != "tape":
+        raise InvalidInput(f"SE {se.name} is a {se.kind} SE; staging is for tape SEs")
+    items = [{"lfn": lfn, "dest_se": body.se} for lfn in body.lfns]
+    result = await rq.submit(db, "stage", items, requester=requester_of(principal_of(request)), priority=body.priority)
+    return json_response(result, status=201)
+
+
+@routes.post("/requests/deletions", policy=scopes("transfers.write"), body=DeletionRequest,
+             summary="Delete one replica, or every replica, of files")
+async def submit_deletion(request: web.Request) -> web.Response:
+    body = await read_model(request, DeletionRequest)
+    db = request.app[DATABASE]
+    principal = principal_of(request)
+    if body.se is not None:
+        await get_storage_element(db, body.se)
+    elif not principal.is_admin:
+        raise Forbidden("deleting every replica of a file is for administrators; name an SE")
+    items = [{"lfn": lfn, "dest_se": body.se} for lfn in body.lfns]
+    result = await rq.submit(db, "delete", items, requester=requester_of(principal))
+    return json_response(result, status=201)
+
+
+@routes.get("/requests", policy=scopes("transfers.read"), summary="List requests, newest first",
+            query={"state": "one state", "kind": "transfer, stage or delete", "submission": "bulk submission id",
+                   "lfn": "one LFN", "requester": "admins only: e.g. user:alice or job:ID", "limit": "at most 1000"})
+async def list_requests(request: web.Request) -> web.Response:
+    principal = principal_of(request)
+    query: dict[str, Any] = visible_to(principal)
+    for key in ("state", "kind", "submission", "lfn"):
+        if key in request.query:
+            query[key] = request.query[key]
+    if "requester" in request.query:
+        if not principal.is_admin and request.query["requester"] != requester_of(principal):
+            raise Forbidden("only administrators may list other requesters' requests")
+        query["requester"] = request.query["requester"]
+    if query.get("state") not in (None, *rq.STATES):
+        raise InvalidInput(f"unknown state {query['state']!r}; states: {', '.join(rq.STATES)}")
+    limit = query_int(request, "limit", 100, minimum=1, maximum=1000)
+    docs = await rq.list_requests(request.app[DATABASE], query, limit=limit)
+    return json_response(docs)
+
+
+@routes.get("/requests/{id}", policy=scopes("transfers.read"), summary="One request",
+            responses={404: "no such request"})
+async def get_request(request: web.Request) -> web.Response:
+    doc = await rq.get_request(request.app[DATABASE], request.match_info["id"])
+    principal = principal_of(request)
+    if doc is None or (not principal.is_admin and doc["requester"] != requester_of(principal)):
+        raise NotFound(f"request {request.match_info['id']} does not exist")
+    return json_response(doc)
+
+
+@routes.get("/submissions/{id}", policy=scopes("transfers.read"), summary="Progress of a bulk submission")
+async def submission_progress(request: web.Request) -> web.Response:
+    query = {"submission": request.match_info["id"], **visible_to(principal_of(request))}
+    counts = await rq.progress(request.app[DATABASE], query)
+    if counts["total"] == 0:
+        raise NotFound(f"submission {request.match_info['id']} does not exist")
+    return json_response({"submission": request.match_info["id"], "states": counts})
+
+
+@routes.post("/requests/cancel", policy=scopes("transfers.write"), body=CancelRequest,
+             summary="Cancel open requests by id or by submission")
+async def cancel_requests(request: web.Request) -> web.Response:
+    body = await read_model(request, CancelRequest)
+    if not body.ids and not body.submission:
+        raise InvalidInput("name request ids or a submission to cancel")
+    query: dict[str, Any] = visible_to(principal_of(request))
+    if body.ids:
+        query["_id"] = {"$in": body.ids}
+    if body.submission:
+        query["submission"] = body.submission
+    cancelled = await rq.cancel(request.app[DATABASE], query)
+    return json_response({"cancelled": cancelled})
+
+
