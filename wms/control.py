@@ -15,17 +15,18 @@ RESET_ON_RESCHEDULE = ("pilot", "site", "heartbeat_at", "matched_at", "started",
 async def kill(db: AsyncDatabase[Document], job: Document, reason: str) -> Document:
     """Stop a job wherever it is; returns what happened.
 
-    A waiting job is taken out of its task queue first: if a pilot popped it in the same
-    instant, the job is flagged instead and whoever holds it (matcher, checker, pilot) ends it.
+    A waiting job is killed by claiming its attempt, as a pilot would: if a pilot claimed it
+    in the same instant, the job is flagged instead and whoever holds it (matcher, checker,
+    pilot) ends it.
     """
     job_id = job["_id"]
     if job["state"] in states.FINAL:
         raise Conflict(f"job {job_id} is {job['state']} already")
-    queued = job["state"] == states.WAITING and job.get("task_queue")
-    if queued and await task_queues.remove(db, job["task_queue"], job_id):
-        done = await jobs.transition(db, job_id, [states.WAITING], states.KILLED, reason)
-        if done is not None:
-            return {"id": job_id, "state": states.KILLED}
+    if job["state"] == states.WAITING and await jobs.claim_attempt(db, job_id, job["attempt"], "kill"):
+        await jobs.set_state_claimed(db, job_id, states.KILLED, reason)
+        if job.get("task_queue"):
+            await task_queues.remove(db, job["task_queue"], job_id)
+        return {"id": job_id, "state": states.KILLED}
     done = await jobs.transition(db, job_id, [states.RECEIVED, states.STAGING, states.STALLED], states.KILLED,
                                  reason, guard={"claim": {"$exists": False}})
     if done is not None:

@@ -14,6 +14,7 @@ from typing import Any
 
 from pymongo import ReturnDocument, UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import DuplicateKeyError
 
 from kernel.db import Document, IndexSpec, database_errors, iterate
 from kernel.errors import NotFound
@@ -21,6 +22,8 @@ from wms import states
 
 JOBS = "jobs"
 COUNTERS = "counters"
+# One document per (job, attempt) that left `waiting`: inserting it is the claim of that attempt.
+CLAIMS = "job_claims"
 
 INDEXES = [
     # claim_batch (checker: received / staging due), stalled_jobs (watchdog)
@@ -110,6 +113,39 @@ async def transition(
             update,
             return_document=ReturnDocument.AFTER,
         )
+
+
+async def claim_attempt(db: AsyncDatabase[Document], job_id: str, attempt: int, by: str) -> bool:
+    """Take a waiting job's attempt out of the queue for good; exactly one caller ever gets True.
+
+    The unique `_id` makes the insert the guard, so neither the matcher nor a kill has to
+    filter the jobs collection on its state (an `_id` lookup everywhere, fast on any backend).
+    """
+    try:
+        with database_errors():
+            await db[CLAIMS].insert_one({"_id": f"{job_id}:{attempt}", "by": by, "at": now()})
+    except DuplicateKeyError:
+        return False
+    return True
+
+
+async def set_state_claimed(
+    db: AsyncDatabase[Document], job_id: str, to_state: str, reason: str, *, set_fields: Document | None = None
+) -> Document | None:
+    """Move a job whose current attempt the caller has claimed (filter on `_id` alone)."""
+    at = now()
+    with database_errors():
+        return await db[JOBS].find_one_and_update(
+            {"_id": job_id},
+            {"$set": {"state": to_state, "reason": reason, "updated": at, **(set_fields or {})},
+             "$push": {"history": history_entry(to_state, reason, at)}},
+            return_document=ReturnDocument.AFTER,
+        )
+
+
+async def find_job(db: AsyncDatabase[Document], job_id: str) -> Document | None:
+    with database_errors():
+        return await db[JOBS].find_one({"_id": job_id}, {"stdout": 0, "stderr": 0, "history": 0})
 
 
 async def update_fields(db: AsyncDatabase[Document], job_id: str, guard: Document, fields: Document) -> bool:

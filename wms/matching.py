@@ -5,8 +5,10 @@ Order of preference, recomputed at every match:
    so a group with twice the share may hold twice the pilots;
 2. within it, the task queue of highest priority, then the older queue id order;
 3. within a queue, the oldest job.
-The claim is a `$pop` on the task queue document; the job then moves waiting -> matched with a
-state guard, so a stale id (a job killed or matched meanwhile) is skipped, never run twice.
+The claim is a `$pop` on the task queue document, then the insert of the attempt's claim
+document (`jobs.claim_attempt`), so a stale id (a job killed or matched meanwhile) is skipped,
+never run twice. Every query on the way is an `_id` lookup or a read of the small task-queue
+collection: matching cost does not grow with the number of jobs.
 """
 
 from __future__ import annotations
@@ -63,13 +65,18 @@ async def match(db: AsyncDatabase[Document], offer: PilotOffer) -> Document | No
 
 
 async def _take(db: AsyncDatabase[Document], job_id: str, offer: PilotOffer) -> Document | None:
+    job = await jobs.find_job(db, job_id)
+    if job is None or job["state"] != states.WAITING:
+        log.info("job %s was no longer waiting when popped; skipped", job_id)
+        return None
+    if not await jobs.claim_attempt(db, job_id, job["attempt"], offer.pilot):
+        return None  # killed, or a duplicate queue entry already matched
     at = jobs.now()
-    job = await jobs.transition(
-        db, job_id, [states.WAITING], states.MATCHED, f"matched to pilot {offer.pilot} at {offer.site}",
+    job = await jobs.set_state_claimed(
+        db, job_id, states.MATCHED, f"matched to pilot {offer.pilot} at {offer.site}",
         set_fields={"pilot": offer.pilot, "site": offer.site, "matched_at": at, "heartbeat_at": at},
     )
     if job is None:
-        log.info("job %s was no longer waiting when popped; skipped", job_id)
         return None
     if job.get("kill_requested"):
         await jobs.transition(db, job_id, [states.MATCHED], states.KILLED, "killed by request")

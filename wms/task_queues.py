@@ -1,10 +1,11 @@
 """Task queues: waiting jobs grouped by what they need (sites, tags, cores, memory, group, priority).
 
 Each queue is one small document holding its definition and the ids of its waiting jobs in
-submission order. Popping the first id (`$pop` on the queue's `_id`) is the atomic claim of a
-job: one pop returns an id once, so no job goes to two pilots, and the matcher never scans the
-jobs collection. Killing a waiting job removes its id with `$pull`; whichever of pop and pull
-wins owns the job. Per-group counts of jobs at pilots (`group_usage`) feed the fair share.
+submission order. Popping the first id (`$pop` on the queue's `_id`) hands a job id to one
+matcher, which then claims the job's attempt (`jobs.claim_attempt`); the matcher never scans
+the jobs collection. A killed job's id is removed with `$pull` to keep counts right; an id
+left over (or queued twice by the watchdog's repair) is harmless because its attempt can be
+claimed only once. Per-group counts of jobs at pilots (`group_usage`) feed the fair share.
 """
 
 from __future__ import annotations
