@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime
 from typing import Any
 
 import pytest
@@ -11,8 +12,9 @@ from cairn.sdk import Client
 from kernel.errors import Conflict
 from tests.fixtures.api import RunningApi
 from tests.fixtures.grid import Grid, check_all
-from wms import jobs, task_queues
+from wms import checking, jobs, task_queues
 from wms.config import WmsSettings
+from wms.daemons import JobWatchdog
 
 USER = ("jobs.read", "jobs.write")
 
@@ -226,3 +228,33 @@ async def test_an_output_lfn_produced_by_someone_else_is_refused(
             {"lfn": "/cta/out/taken", "url": "file:///x", "size": 1, "adler32": "00000001"}])
     assert list(result["failed"]) == ["/cta/out/taken"]
     assert (await grid.db["files"].find_one({"_id": "/cta/out/taken"}))["size"] == len(b"theirs")
+
+
+async def test_a_job_queued_twice_is_still_matched_once(api: RunningApi, grid: Grid, wms_config: WmsSettings) -> None:
+    [job_id] = await submit_as(api, "alice", "cta", job())
+    await check_all(grid.db, wms_config)
+    # What the watchdog's repair can leave behind when a checker died after queueing a job.
+    stored = await jobs.get_job(grid.db, job_id)
+    await checking.enqueue(grid.db, checking.queue_key(stored, []), [(job_id, 1)])
+    async with pilot_client(api) as pilot:
+        first = await pilot.match_job(pilot="p1", site="SITE-A")
+        second = await pilot.match_job(pilot="p2", site="SITE-A")
+    assert first is not None and first["id"] == job_id
+    assert second is None
+
+
+async def test_the_watchdog_queues_a_job_its_checker_left_unqueued(
+    api: RunningApi, grid: Grid, wms_config: WmsSettings
+) -> None:
+    [job_id] = await submit_as(api, "alice", "cta", job())
+    await check_all(grid.db, wms_config)
+    # A checker that died between recording 'waiting' and queueing the job.
+    await grid.db["task_queue_entries"].delete_many({})
+    await grid.db["task_queues"].update_many({}, {"$set": {"waiting": 0}})
+    past = jobs.now() - datetime.timedelta(minutes=5)
+    await grid.db["jobs"].update_one({"_id": job_id}, {"$set": {"enqueued": False, "updated": past}})
+    async with pilot_client(api) as pilot:
+        assert await pilot.match_job(pilot="p", site="SITE-A") is None
+        assert await JobWatchdog(grid.db, wms_config).run_once() == 1
+        order = await pilot.match_job(pilot="p", site="SITE-A")
+    assert order is not None and order["id"] == job_id

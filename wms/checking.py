@@ -58,16 +58,17 @@ async def check_batch(db: AsyncDatabase[Document], config: WmsSettings, worker: 
     for job_id in leftovers:
         await jobs.transition(db, job_id, [states.CHECKING, states.STAGING], states.KILLED,
                               "killed by request", guard={"claim": claim}, unset_fields=("claim", "claimed_at"))
+    attempts = {job["_id"]: int(job["attempt"]) for job in batch}
     for key, ids in queues.items():
-        await enqueue(db, key, [i for i in ids if i not in leftovers])
+        await enqueue(db, key, [(i, attempts[i]) for i in ids if i not in leftovers])
     return len(batch)
 
 
-async def enqueue(db: AsyncDatabase[Document], key: QueueKey, job_ids: Sequence[str]) -> None:
-    """Put waiting jobs in their task queue, then record that they are there."""
-    if job_ids:
-        await task_queues.enqueue(db, key, job_ids)
-        await jobs.mark_enqueued(db, job_ids)
+async def enqueue(db: AsyncDatabase[Document], key: QueueKey, attempts: Sequence[tuple[str, int]]) -> None:
+    """Put waiting jobs (id, attempt) in their task queue, then record that they are there."""
+    if attempts:
+        await task_queues.enqueue(db, key, [task_queues.entry(job_id, n) for job_id, n in attempts])
+        await jobs.mark_enqueued(db, [job_id for job_id, _ in attempts])
 
 
 def queue_key(job: Document, sites: Sequence[str]) -> QueueKey:

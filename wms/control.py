@@ -25,7 +25,7 @@ async def kill(db: AsyncDatabase[Document], job: Document, reason: str) -> Docum
     if job["state"] == states.WAITING and await jobs.claim_attempt(db, job_id, job["attempt"], "kill"):
         await jobs.set_state_claimed(db, job_id, states.KILLED, reason)
         if job.get("task_queue"):
-            await task_queues.remove(db, job["task_queue"], job_id)
+            await task_queues.remove(db, job["task_queue"], task_queues.entry(job_id, job["attempt"]))
         return {"id": job_id, "state": states.KILLED}
     done = await jobs.transition(db, job_id, [states.RECEIVED, states.STAGING, states.STALLED], states.KILLED,
                                  reason, guard={"claim": {"$exists": False}})

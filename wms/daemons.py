@@ -57,6 +57,7 @@ class JobWatchdog(Daemon):
                 handled += 1
         handled += await jobs.clear_stale_claims(self.db, now - dt.timedelta(seconds=CLAIM_TIMEOUT_S))
         for job in await jobs.unqueued_waiting(self.db, now - dt.timedelta(seconds=REPAIR_AFTER_S), 500):
-            await checking.enqueue(self.db, checking.queue_key(job, job.get("sites", [])), [job["_id"]])
+            key = checking.queue_key(job, job.get("sites", []))
+            await checking.enqueue(self.db, key, [(job["_id"], job["attempt"])])
             handled += 1
         return handled

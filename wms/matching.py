@@ -57,20 +57,17 @@ async def match(db: AsyncDatabase[Document], offer: PilotOffer) -> Document | No
         return None
     usage = await task_queues.group_usage(db, sorted({q["group"] for q in queues}))
     for queue in fair_share_order(queues, usage):
-        while (job_id := await task_queues.pop(db, queue["_id"])) is not None:
-            job = await _take(db, job_id, offer)
+        while (popped := await task_queues.pop(db, queue["_id"])) is not None:
+            job = await _take(db, *popped, offer)
             if job is not None:
                 return job
     return None
 
 
-async def _take(db: AsyncDatabase[Document], job_id: str, offer: PilotOffer) -> Document | None:
-    job = await jobs.find_job(db, job_id)
-    if job is None or job["state"] != states.WAITING:
-        log.info("job %s was no longer waiting when popped; skipped", job_id)
+async def _take(db: AsyncDatabase[Document], job_id: str, attempt: int, offer: PilotOffer) -> Document | None:
+    if not await jobs.claim_attempt(db, job_id, attempt, offer.pilot):
+        log.info("job %s attempt %s was killed or matched already; skipped", job_id, attempt)
         return None
-    if not await jobs.claim_attempt(db, job_id, job["attempt"], offer.pilot):
-        return None  # killed, or a duplicate queue entry already matched
     at = jobs.now()
     job = await jobs.set_state_claimed(
         db, job_id, states.MATCHED, f"matched to pilot {offer.pilot} at {offer.site}",

@@ -21,12 +21,20 @@ from pymongo.asynchronous.database import AsyncDatabase
 from kernel.db import Document, IndexSpec, database_errors
 
 TASK_QUEUES = "task_queues"
+# The ids waiting in each queue, apart from the definitions so that reading the definitions
+# (every match does) stays cheap however long the queues are.
+QUEUE_ENTRIES = "task_queue_entries"
 GROUP_USAGE = "group_usage"
 
 INDEXES = [
     # eligible_queues: multikey on sites, then the waiting count
     IndexSpec(TASK_QUEUES, [("sites", 1), ("waiting", 1)], name="tq_by_site"),
 ]
+
+
+def entry(job_id: str, attempt: int) -> str:
+    """A queue entry names the attempt, so an entry left over from an earlier attempt is inert."""
+    return f"{job_id}:{attempt}"
 
 
 @dataclass(frozen=True)
@@ -56,15 +64,15 @@ class QueueKey:
         }
 
 
-async def enqueue(db: AsyncDatabase[Document], key: QueueKey, job_ids: Sequence[str]) -> str:
-    """Append jobs to their queue (created on first use); returns the queue id."""
+async def enqueue(db: AsyncDatabase[Document], key: QueueKey, entries: Sequence[str]) -> str:
+    """Append job attempts to their queue (created on first use); returns the queue id."""
     queue_id = key.queue_id
     with database_errors():
+        await db[QUEUE_ENTRIES].update_one(
+            {"_id": queue_id}, {"$push": {"entries": {"$each": list(entries)}}}, upsert=True
+        )
         await db[TASK_QUEUES].update_one(
-            {"_id": queue_id},
-            {"$setOnInsert": key.definition(), "$push": {"jobs": {"$each": list(job_ids)}},
-             "$inc": {"waiting": len(job_ids)}},
-            upsert=True,
+            {"_id": queue_id}, {"$setOnInsert": key.definition(), "$inc": {"waiting": len(entries)}}, upsert=True
         )
     return queue_id
 
@@ -77,37 +85,38 @@ async def eligible_queues(
         docs = await db[TASK_QUEUES].find(
             {"sites": {"$in": [site, "*"]}, "waiting": {"$gt": 0}, "cpu": {"$lte": cpu},
              "memory_mb": {"$lte": memory_mb}},
-            {"jobs": 0},
         ).to_list()
     offered = set(tags)
     return [d for d in docs if set(d.get("tags", [])) <= offered]
 
 
-async def pop(db: AsyncDatabase[Document], queue_id: str) -> str | None:
-    """Take the oldest job id out of a queue atomically; None when it is empty."""
+async def pop(db: AsyncDatabase[Document], queue_id: str) -> tuple[str, int] | None:
+    """Take the oldest entry out of a queue atomically: (job id, attempt), or None when empty."""
     with database_errors():
-        before = await db[TASK_QUEUES].find_one_and_update(
-            {"_id": queue_id, "waiting": {"$gt": 0}},
-            {"$pop": {"jobs": -1}, "$inc": {"waiting": -1}},
-            return_document=ReturnDocument.BEFORE,
+        before = await db[QUEUE_ENTRIES].find_one_and_update(
+            {"_id": queue_id}, {"$pop": {"entries": -1}}, return_document=ReturnDocument.BEFORE
         )
-    if before is None or not before.get("jobs"):
-        return None
-    return str(before["jobs"][0])
+        if before is None or not before.get("entries"):
+            # The count said otherwise (a concurrent pop won the last one): correct it.
+            await db[TASK_QUEUES].update_one({"_id": queue_id}, {"$set": {"waiting": 0}})
+            return None
+        await db[TASK_QUEUES].update_one({"_id": queue_id}, {"$inc": {"waiting": -1}})
+    job_id, _, attempt = str(before["entries"][0]).rpartition(":")
+    return job_id, int(attempt)
 
 
-async def remove(db: AsyncDatabase[Document], queue_id: str, job_id: str) -> bool:
-    """Take one job out of its queue; False when a pilot popped it first."""
+async def remove(db: AsyncDatabase[Document], queue_id: str, job_entry: str) -> bool:
+    """Take one entry out of its queue; False when it was not there (popped already)."""
     with database_errors():
-        result = await db[TASK_QUEUES].update_one(
-            {"_id": queue_id, "jobs": job_id}, {"$pull": {"jobs": job_id}, "$inc": {"waiting": -1}}
-        )
+        result = await db[QUEUE_ENTRIES].update_one({"_id": queue_id}, {"$pull": {"entries": job_entry}})
+        if result.modified_count:
+            await db[TASK_QUEUES].update_one({"_id": queue_id}, {"$inc": {"waiting": -1}})
     return result.modified_count == 1
 
 
 async def all_queues(db: AsyncDatabase[Document]) -> list[Document]:
     with database_errors():
-        return await db[TASK_QUEUES].find({}, {"jobs": 0}).sort("_id", 1).to_list()
+        return await db[TASK_QUEUES].find({}).sort("_id", 1).to_list()
 
 
 async def group_usage(db: AsyncDatabase[Document], groups: Sequence[str]) -> dict[str, Document]:
