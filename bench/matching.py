@@ -34,7 +34,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pymongo import AsyncMongoClient
+from pymongo import AsyncMongoClient, monitoring
 
 from cairn.components import index_specs
 from cairn.embedded_db import start_ferretdb
@@ -48,6 +48,31 @@ from wms.placement import place
 
 FILES_PER_DATASET = 50
 INPUTS_PER_JOB = 3
+
+
+class TimeByCollection(monitoring.CommandListener):
+    """Database time per collection while `active`: shows where a match spends its time."""
+
+    def __init__(self) -> None:
+        self.active = False
+        self.started_at: dict[int, tuple[float, str]] = {}
+        self.seconds: dict[str, float] = defaultdict(float)
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        target = event.command.get(event.command_name)
+        if self.active and isinstance(target, str):
+            self.started_at[event.request_id] = (time.perf_counter(), f"{event.command_name}:{target}")
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        self._done(event.request_id)
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        self._done(event.request_id)
+
+    def _done(self, request_id: int) -> None:
+        begun = self.started_at.pop(request_id, None)
+        if begun is not None:
+            self.seconds[begun[1]] += time.perf_counter() - begun[0]
 
 
 def dataset_sites(index: int, sites: list[str]) -> list[str]:
@@ -113,7 +138,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     if uri is None:
         server = start_ferretdb(tmp / "db")
         uri = server.uri
-    client: AsyncMongoClient[Document] = AsyncMongoClient(uri, tz_aware=True)
+    timing = TimeByCollection()
+    client: AsyncMongoClient[Document] = AsyncMongoClient(uri, tz_aware=True, event_listeners=[timing])
     name = f"bench_{uuid.uuid4().hex[:8]}"
     db = client[name]
     try:
@@ -141,9 +167,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 if job is not None:
                     matched += 1
 
+        timing.active = True
         t1 = time.perf_counter()
         await asyncio.gather(*[pilot(n) for n in range(args.pilots)])
         elapsed = time.perf_counter() - t1
+        timing.active = False
 
         got = [(site, job_id) for site, job_id in requests if job_id is not None]
         ids = [job_id for _, job_id in got]
@@ -176,6 +204,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                            "max": round(1000 * latencies[-1], 2)},
             "locality_hit_rate": {"cairn": round(cairn_hits / len(got), 4),
                                   "random_placement": round(random_hits / len(got), 4)},
+            "db_ms_per_request_by_command": {
+                name: round(1000 * seconds / len(requests), 2)
+                for name, seconds in sorted(timing.seconds.items(), key=lambda item: -item[1])
+            },
             "duplicates": len(ids) - len(set(ids)),
             "jobs_in_state_matched": in_db,
         }
