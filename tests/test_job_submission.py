@@ -62,6 +62,7 @@ async def test_bulk_submission_stores_every_description(api: RunningApi, grid: G
     (simple(parameters=[]), "at least one value"),
     (simple(arguments=["%(nope)s"], parameters=[1]), "cannot substitute"),
     (simple(surprise=1), "surprise"),
+    (simple(input_data=["/cta/a/f.root", "/cta/b/f.root"]), "names repeat"),
 ])
 async def test_a_malformed_description_is_refused_with_the_reason(
     api: RunningApi, grid: Grid, bad: dict[str, object], words: str

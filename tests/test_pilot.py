@@ -151,3 +151,20 @@ async def test_a_job_that_keeps_stalling_fails_after_the_reschedule_limit(
     job = await jobs.get_job(grid.db, job_id)
     assert job["state"] == "failed"
     assert "stalled 3 times" in job["reason"]
+
+
+async def test_killing_a_running_job_stops_its_payload(
+    api: RunningApi, grid: Grid, wms_config: WmsSettings, pilots: list[PilotProcess], tmp_path: Path
+) -> None:
+    marker = tmp_path / "still-running"
+    [job_id] = await submit(api, [{"executable": "/bin/sh",
+                                   "arguments": ["-c", f"sleep 5; touch {marker}"]}])
+    await check_all(grid.db, wms_config)
+    start_pilot(api, "SITE-A", tmp_path, wms_config, pilots)
+    await wait_for(grid.db, [job_id], {"running"}, pilots=pilots)
+    async with api.client(api.token(sub="alice", scopes=USER)) as alice:
+        assert (await alice.kill_job(job_id))["state"] == "kill_requested"
+    [job] = await wait_for(grid.db, [job_id], {"killed", "done", "failed"}, timeout_s=10, pilots=pilots)
+    assert (job["state"], job["reason"]) == ("killed", "killed by request")
+    await asyncio.sleep(6)
+    assert not marker.exists(), "the payload kept running after the kill"

@@ -6,6 +6,9 @@ the name, arguments, input LFNs and output LFNs are replaced by the value and it
 
 from __future__ import annotations
 
+import re
+from collections import Counter
+from pathlib import PurePosixPath
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -94,11 +97,14 @@ class JobDescription(BaseModel):
 
 
 def _check_lfns(lfns: list[str]) -> None:
-    import re
-
     bad = [lfn for lfn in lfns if not re.match(LFN_PATTERN, lfn)]
     if bad:
         raise ValueError(f"input LFNs must be absolute paths not ending in '/': {bad[:5]}")
+    # The pilot puts each input in the work directory under its file name.
+    names = Counter(PurePosixPath(lfn).name for lfn in dict.fromkeys(lfns))
+    clashes = sorted(name for name, n in names.items() if n > 1)
+    if clashes:
+        raise ValueError(f"inputs are placed in the work directory by file name; these names repeat: {clashes[:5]}")
 
 
 def expand(description: JobDescription) -> list[JobDescription]:

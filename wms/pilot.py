@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from kernel.daemon import Daemon
-from kernel.errors import CairnError, Conflict
+from kernel.errors import CairnError, Conflict, ServiceUnavailable
 from kernel.process import child_preexec
 from wms.client import JobsClient
 from wms.config import WmsSettings
@@ -96,9 +96,7 @@ class Pilot(Daemon):
             stdout, stderr = self._tail(job_dir / ".stdout"), self._tail(job_dir / ".stderr")
             if lost.is_set():
                 raise LostJob
-            await self.client.report_job(job_id, pilot=self.worker, attempt=attempt, state=outcome.state,
-                                         reason=outcome.reason, exit_code=outcome.exit_code, stdout=stdout,
-                                         stderr=stderr)
+            await self._report(job_id, attempt, outcome, stdout, stderr)
         except (LostJob, Conflict):
             log.warning("job %s attempt %s was taken from this pilot; dropped", job_id, attempt)
         finally:
@@ -107,6 +105,20 @@ class Pilot(Daemon):
                 await beat
             if not self.keep_work_dirs:
                 shutil.rmtree(job_dir, ignore_errors=True)
+
+    async def _report(self, job_id: str, attempt: int, outcome: Outcome, stdout: str, stderr: str) -> None:
+        """The final report, retried while the API is away (the work is done and should count)."""
+        for delay in (1, 2, 4, 8, 16, 0):
+            try:
+                await self.client.report_job(job_id, pilot=self.worker, attempt=attempt, state=outcome.state,
+                                             reason=outcome.reason, exit_code=outcome.exit_code, stdout=stdout,
+                                             stderr=stderr)
+                return
+            except ServiceUnavailable as exc:
+                if not delay:
+                    raise
+                log.warning("report of job %s failed (%s); retrying in %ss", job_id, exc.message, delay)
+                await asyncio.sleep(delay)
 
     async def _execute(self, order: dict[str, Any], job_dir: Path, kill: asyncio.Event,
                        lost: asyncio.Event) -> Outcome:
