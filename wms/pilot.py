@@ -79,8 +79,7 @@ class Pilot(Daemon):
     async def run_job(self, order: dict[str, Any]) -> None:
         job_id, attempt = order["id"], order["attempt"]
         job_dir = self.work_dir / f"job-{job_id}-{attempt}"
-        shutil.rmtree(job_dir, ignore_errors=True)
-        job_dir.mkdir(parents=True)
+        await asyncio.to_thread(_fresh_dir, job_dir)
         try:
             started = await self.client.start_job(job_id, pilot=self.worker, attempt=attempt)
         except Conflict as exc:
@@ -93,7 +92,8 @@ class Pilot(Daemon):
         beat = asyncio.create_task(self._heartbeats(job_id, attempt, kill, lost))
         try:
             outcome = await self._execute(order, job_dir, kill, lost)
-            stdout, stderr = self._tail(job_dir / ".stdout"), self._tail(job_dir / ".stderr")
+            stdout = await asyncio.to_thread(self._tail, job_dir / ".stdout")
+            stderr = await asyncio.to_thread(self._tail, job_dir / ".stderr")
             if lost.is_set():
                 raise LostJob
             await self._report(job_id, attempt, outcome, stdout, stderr)
@@ -104,7 +104,7 @@ class Pilot(Daemon):
             with contextlib.suppress(asyncio.CancelledError):
                 await beat
             if not self.keep_work_dirs:
-                shutil.rmtree(job_dir, ignore_errors=True)
+                await asyncio.to_thread(shutil.rmtree, job_dir, ignore_errors=True)
 
     async def _report(self, job_id: str, attempt: int, outcome: Outcome, stdout: str, stderr: str) -> None:
         """The final report, retried while the API is away (the work is done and should count)."""
@@ -224,6 +224,11 @@ class Pilot(Daemon):
                 return f.read().decode(errors="replace")
         except OSError:
             return ""
+
+
+def _fresh_dir(path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
 
 
 async def _first(*events: asyncio.Event) -> None:
