@@ -123,9 +123,9 @@ async def test_fair_share_prefers_the_group_with_fewer_running_jobs(
 
 
 async def test_a_larger_share_holds_proportionally_more_pilots(
-    api: RunningApi, grid: Grid, wms_config: WmsSettings
+    api: RunningApi, grid: Grid, wms_config: WmsSettings, admin: Client
 ) -> None:
-    await task_queues.set_share(grid.db, "big", 3.0)
+    await admin.set_job_share("big", 3.0)
     await submit_as(api, "alice", "big", *[job() for _ in range(6)])
     await submit_as(api, "bob", "small", *[job() for _ in range(6)])
     await check_all(grid.db, wms_config)
@@ -133,6 +133,8 @@ async def test_a_larger_share_holds_proportionally_more_pilots(
         orders = [await pilot.match_job(pilot="p", site="SITE-A") for _ in range(8)]
     groups = [(await jobs.get_job(grid.db, o["id"]))["group"] for o in orders if o]
     assert (groups.count("big"), groups.count("small")) == (6, 2)
+    assert await admin.job_shares() == [{"group": "big", "share": 3.0, "running": 6},
+                                        {"group": "small", "share": 1.0, "running": 2}]
 
 
 async def test_killing_a_waiting_job_takes_it_out_of_its_queue(

@@ -51,3 +51,9 @@ class ControlRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     reason: str = Field("", max_length=500)
+
+
+class ShareRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    share: float = Field(..., gt=0, le=1e6, description="relative weight of the group in the fair share")

@@ -44,6 +44,14 @@ class JobsClient(BaseClient):
         result: list[dict[str, Any]] = await self.request("GET", "/task-queues")
         return result
 
+    async def job_shares(self) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = await self.request("GET", "/job-shares")
+        return result
+
+    async def set_job_share(self, group: str, share: float) -> dict[str, Any]:
+        result: dict[str, Any] = await self.request("PUT", f"/job-shares/{group}", json_body={"share": share})
+        return result
+
     # pilot calls
 
     async def match_job(

@@ -14,6 +14,7 @@ from pydantic import ValidationError
 from kernel.errors import Forbidden, InvalidInput
 from kernel.principal import Principal
 from kernel.web import (
+    ADMIN,
     DATABASE,
     ApiRoutes,
     json_response,
@@ -25,7 +26,7 @@ from kernel.web import (
     validation_message,
 )
 from wms import control, execution, jobs, matching, states, submission, task_queues
-from wms.api_models import ControlRequest, FinalReport, MatchRequest, OutputsReport, PilotReport
+from wms.api_models import ControlRequest, FinalReport, MatchRequest, OutputsReport, PilotReport, ShareRequest
 from wms.description import JobDescription, Submission
 
 routes = ApiRoutes("jobs")
@@ -125,6 +126,21 @@ async def _optional_control(request: web.Request) -> ControlRequest:
 async def list_task_queues(request: web.Request) -> web.Response:
     queues = await task_queues.all_queues(request.app[DATABASE])
     return json_response([{"id": q.pop("_id"), **q} for q in queues])
+
+
+@routes.get("/job-shares", policy=READ, summary="Fair share: each group's share and jobs at pilots")
+async def list_shares(request: web.Request) -> web.Response:
+    usage = await task_queues.all_group_usage(request.app[DATABASE])
+    return json_response([{"group": u["_id"], "share": u.get("share", 1.0), "running": u.get("running", 0)}
+                          for u in usage])
+
+
+@routes.put("/job-shares/{group}", policy=ADMIN, summary="Set a group's fair share (default 1)", body=ShareRequest)
+async def set_share(request: web.Request) -> web.Response:
+    body = await read_model(request, ShareRequest)
+    group = request.match_info["group"]
+    await task_queues.set_share(request.app[DATABASE], group, body.share)
+    return json_response({"group": group, "share": body.share})
 
 
 # ------------------------------------------------------------------------------------ pilots

@@ -139,3 +139,8 @@ async def set_share(db: AsyncDatabase[Document], group: str, share: float) -> No
         await db[GROUP_USAGE].update_one(
             {"_id": group}, {"$set": {"share": share}, "$setOnInsert": {"running": 0}}, upsert=True
         )
+
+
+async def all_group_usage(db: AsyncDatabase[Document]) -> list[Document]:
+    with database_errors():
+        return await db[GROUP_USAGE].find({}).sort("_id", 1).to_list()

@@ -135,6 +135,20 @@ def queues(as_json: bool) -> None:
         table(found, ["id", "sites", "tags", "cpu", "memory_mb", "group", "priority", "waiting"])
 
 
+@job.command("shares")
+@click.option("--set", "setting", nargs=2, type=(str, float), help="GROUP SHARE: set a group's share (admins)")
+@json_option
+def shares(setting: tuple[str, float] | None, as_json: bool) -> None:
+    """Fair share between groups: share and jobs at pilots (the matcher favours the lowest running/share)."""
+    if setting:
+        run(lambda c: c.set_job_share(setting[0], setting[1]))
+    found = run(lambda c: c.job_shares())
+    if as_json:
+        emit_json(found)
+    else:
+        table(found, ["group", "share", "running"])
+
+
 @click.command()
 @click.option("--site", required=True, help="the site this pilot runs at")
 @click.option("--work-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("pilot-work"),
