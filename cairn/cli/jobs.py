@@ -156,8 +156,8 @@ def shares(setting: tuple[str, float] | None, as_json: bool) -> None:
 @click.option("--cpu", type=click.IntRange(1, 4096), default=1, show_default=True)
 @click.option("--memory-mb", type=click.IntRange(1), default=2048, show_default=True)
 @click.option("--tag", "tags", multiple=True, help="a tag this pilot offers (repeatable)")
-@click.option("--max-jobs", type=click.IntRange(1), help="stop after this many match attempts that found a job")
-def pilot(site: str, work_dir: Path, cpu: int, memory_mb: int, tags: tuple[str, ...], max_jobs: int | None) -> None:
+@click.option("--max-cycles", type=click.IntRange(1), help="stop after this many match attempts (default: never)")
+def pilot(site: str, work_dir: Path, cpu: int, memory_mb: int, tags: tuple[str, ...], max_cycles: int | None) -> None:
     """Run a pilot: pull jobs for SITE and run them (needs a token with scope jobs.pilot)."""
     from cairn.sdk import Client
     from wms.config import wms_settings
@@ -171,6 +171,6 @@ def pilot(site: str, work_dir: Path, cpu: int, memory_mb: int, tags: tuple[str, 
     async def go() -> None:
         agent = Pilot(Client(), site, root, wms_settings(), Resources(cpu, memory_mb, list(tags)))
         agent.install_signal_handlers()
-        await agent.run(max_cycles=max_jobs)
+        await agent.run(max_cycles=max_cycles)
 
     asyncio.run(go())
