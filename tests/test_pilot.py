@@ -197,3 +197,19 @@ async def test_a_tape_only_input_is_staged_then_the_job_runs_where_it_landed(
     await check_all(grid.db, wms_config)
     [job] = await wait_for(grid.db, [job_id], {"done", "failed"}, pilots=pilots)
     assert (job["state"], job["site"], job["stdout"]) == ("done", "SITE-B", "calibration\nraw bytes\n")
+
+
+async def test_pilots_racing_for_jobs_run_each_exactly_once(
+    api: RunningApi, grid: Grid, wms_config: WmsSettings, pilots: list[PilotProcess], tmp_path: Path
+) -> None:
+    runs = tmp_path / "runs.log"
+    ids = await submit(api, [{"executable": "/bin/sh", "arguments": ["-c", f"echo $CAIRN_JOB_ID >> {runs}"]}
+                             for _ in range(4)])
+    await check_all(grid.db, wms_config)
+    for _ in range(3):
+        start_pilot(api, "SITE-A", tmp_path, wms_config, pilots)
+    found = await wait_for(grid.db, ids, {"done", "failed"}, pilots=pilots)
+    assert [j["state"] for j in found] == ["done"] * 4
+    assert sorted(runs.read_text().split()) == sorted(ids)
+    for job in found:
+        assert [h["state"] for h in job["history"]].count("matched") == 1
