@@ -114,6 +114,9 @@ async def test_only_the_owner_or_an_admin_sees_and_kills_a_job(api: RunningApi, 
         assert [j["id"] for j in await admin.list_jobs(owner="alice")] == [job_id]
         assert (await admin.kill_job(job_id))["state"] == "killed"
         assert (await alice.get_job(job_id))["state"] == "killed"
+        await mallory.submit_jobs([simple(), simple()])
+        assert {k: v for k, v in (await alice.job_summary()).items() if v} == {"killed": 1}
+        assert {k: v for k, v in (await admin.job_summary()).items() if v} == {"killed": 1, "received": 2}
 
 
 async def test_submitting_needs_the_jobs_write_scope(api: RunningApi, grid: Grid) -> None:

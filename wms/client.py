@@ -40,6 +40,10 @@ class JobsClient(BaseClient):
         )
         return result
 
+    async def job_summary(self) -> dict[str, int]:
+        result: dict[str, int] = await self.request("GET", "/job-summary")
+        return result
+
     async def task_queues(self) -> list[dict[str, Any]]:
         result: list[dict[str, Any]] = await self.request("GET", "/task-queues")
         return result

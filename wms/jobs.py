@@ -252,9 +252,12 @@ async def silent_jobs(db: AsyncDatabase[Document], heard_before: dt.datetime, li
         ).limit(limit).to_list()
 
 
-async def count_by_state(db: AsyncDatabase[Document]) -> dict[str, int]:
+async def count_by_state(db: AsyncDatabase[Document], owner: str | None = None) -> dict[str, int]:
+    """How many jobs are in each state (of one owner, or all); index jobs_by_owner for one owner."""
+    stages: list[Document] = [{"$match": {"owner": owner}}] if owner is not None else []
+    stages.append({"$group": {"_id": "$state", "n": {"$sum": 1}}})
     with database_errors():
-        cursor = await db[JOBS].aggregate([{"$group": {"_id": "$state", "n": {"$sum": 1}}}])
+        cursor = await db[JOBS].aggregate(stages)
         rows = await cursor.to_list()
     return {row["_id"]: row["n"] for row in rows}
 

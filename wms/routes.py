@@ -81,6 +81,13 @@ async def list_jobs(request: web.Request) -> web.Response:
     return json_response(found)
 
 
+@routes.get("/job-summary", policy=READ, summary="Jobs per state (yours; everyone's for admins)")
+async def job_summary(request: web.Request) -> web.Response:
+    principal = principal_of(request)
+    counts = await jobs.count_by_state(request.app[DATABASE], None if principal.is_admin else principal.sub)
+    return json_response({state: counts.get(state, 0) for state in states.ALL})
+
+
 @routes.get("/jobs/{id}", policy=READ, summary="A job: state, history, placement, outcome",
             responses={404: "no such job", 403: "not your job"})
 async def get_job(request: web.Request) -> web.Response:

@@ -124,6 +124,17 @@ def reschedule(job_ids: tuple[str, ...], reason: str, as_json: bool) -> None:
         table(found, JOB_COLUMNS)
 
 
+@job.command("summary")
+@json_option
+def summary(as_json: bool) -> None:
+    """How many jobs are in each state (yours; everyone's for admins)."""
+    found = run(lambda c: c.job_summary())
+    if as_json:
+        emit_json(found)
+    else:
+        table([{"state": k, "jobs": v} for k, v in found.items() if v], ["state", "jobs"])
+
+
 @job.command("queues")
 @json_option
 def queues(as_json: bool) -> None:
