@@ -13,10 +13,10 @@ import functools
 import inspect
 from typing import Any
 
-from kernel.client import BaseClient
+from catalogue.client import CatalogueClient
 
 
-class Client(BaseClient):
+class Client(CatalogueClient):
     """Every API call Cairn offers, as async methods."""
 
     async def whoami(self) -> dict[str, Any]:
