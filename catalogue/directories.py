@@ -49,11 +49,19 @@ def directory_document(path: str, principal: Principal, *, mode: int | None, at:
 
 async def fetch_directories(db: AsyncDatabase[Document], paths: Iterable[str]) -> dict[str, Document]:
     """The existing directories among `paths`, in one `_id $in` query (the `_id` index)."""
-    wanted = sorted({p for p in paths if p != ROOT})
+    return await find_by_ids(db[DIRECTORIES], {p for p in paths if p != ROOT})
+
+
+async def find_by_ids(
+    collection: AsyncCollection[Document], ids: Iterable[str], projection: Any = None
+) -> dict[str, Document]:
+    """Records by `_id` in one round trip: `$in` on the `_id` index, all in the first batch."""
+    wanted = sorted(set(ids))
     if not wanted:
         return {}
     with database_errors():
-        docs = await db[DIRECTORIES].find({"_id": {"$in": wanted}}).to_list()
+        cursor = collection.find({"_id": {"$in": wanted}}, projection).limit(len(wanted)).batch_size(len(wanted))
+        docs = await cursor.to_list()
     return {d["_id"]: d for d in docs}
 
 

@@ -22,6 +22,7 @@ from catalogue.directories import (
     DUPLICATE_KEY,
     directory_document,
     fetch_directories,
+    find_by_ids,
     insert_directories,
     now,
 )
@@ -165,8 +166,7 @@ async def register_files(db: AsyncDatabase[Document], principal: Principal, file
             del batch[lfn]
     missing = sorted({a for lfn in batch for a in ancestors(lfn)[1:] if a not in dirs})
     if missing:
-        with database_errors():
-            clashing = {d["_id"] for d in await db[FILES].find({"_id": {"$in": missing}}, {"_id": 1}).to_list()}
+        clashing = set(await find_by_ids(db[FILES], missing, {"_id": 1}))
         for lfn in list(batch):
             blocked = [a for a in ancestors(lfn) if a in clashing]
             if blocked:
@@ -204,8 +204,7 @@ async def _reconcile(
     successful: dict[str, Any], failed: dict[str, Any],
 ) -> None:
     """Compare LFNs that existed already with what was given; add their new replicas."""
-    with database_errors():
-        stored = {d["_id"]: d for d in await db[FILES].find({"_id": {"$in": [f.lfn for f in duplicates]}}).to_list()}
+    stored = await find_by_ids(db[FILES], (f.lfn for f in duplicates))
     updates = []
     at = now()
     for item in duplicates:
@@ -262,12 +261,7 @@ async def get_file(db: AsyncDatabase[Document], lfn: str) -> Document:
 
 async def fetch_files(db: AsyncDatabase[Document], lfns: Iterable[str], projection: Any = None) -> dict[str, Document]:
     """The existing files among `lfns`, in one `_id $in` query (the `_id` index)."""
-    wanted = sorted(set(lfns))
-    if not wanted:
-        return {}
-    with database_errors():
-        docs = await db[FILES].find({"_id": {"$in": wanted}}, projection).to_list()
-    return {d["_id"]: d for d in docs}
+    return await find_by_ids(db[FILES], lfns, projection)
 
 
 async def authorized_files(

@@ -175,5 +175,6 @@ async def fetch_storage_elements(db: AsyncDatabase[Document], names: Iterable[st
     if not wanted:
         return {}
     with database_errors():
-        docs = await db[SES].find({"_id": {"$in": wanted}}).to_list()
+        cursor = db[SES].find({"_id": {"$in": wanted}}).limit(len(wanted)).batch_size(len(wanted))
+        docs = await cursor.to_list()
     return {d["_id"]: StorageElement.from_document(d) for d in docs}
