@@ -41,7 +41,8 @@ Outcome = dict[str, dict[str, Any]]
 INDEXES = [
     # ls: files.find({parent: p, name: {$gt: after}}).sort(name)
     IndexSpec(FILES, [("parent", 1), ("name", 1)], name="files_by_parent_name"),
-    IndexSpec(FILES, [("guid", 1)], name="files_by_guid", unique=True),
+    # Sparse: a file being moved carries its GUID as `moving_guid` for a moment (namespace.move).
+    IndexSpec(FILES, [("guid", 1)], name="files_by_guid", unique=True, sparse=True),
     # what lies on an SE (reaper, SE removal): files.find({"replicas.se": se})
     IndexSpec(FILES, [("replicas.se", 1)], name="files_by_replica_se"),
 ]

@@ -4,8 +4,9 @@ Every function takes the database first and the caller second, and applies the r
 `catalogue.permissions` (ancestors come from one `_id $in` query).
 
 Moves have no transaction to lean on: the new records are written first and the old ones
-removed after, so a crash half-way leaves both copies (never neither); moving again finishes
-the job. Replica URLs are kept as they are on a move, since the bytes on the SEs do not move.
+removed after, batch by batch, so a crash half-way leaves a record at its old place, its new
+place or both, never neither (repairing such a half-done move is not automated yet). Replica
+URLs are kept as they are on a move, since the bytes on the SEs do not move.
 """
 
 from __future__ import annotations
@@ -13,8 +14,10 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
+from pymongo import UpdateOne
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import BulkWriteError
 
 from catalogue.directories import (
     DIRECTORIES,
@@ -22,7 +25,6 @@ from catalogue.directories import (
     entry_view,
     fetch_directories,
     insert_directories,
-    insert_ignoring_duplicates,
     now,
 )
 from catalogue.files import FILES
@@ -186,39 +188,65 @@ async def move(db: AsyncDatabase[Document], principal: Principal, source: str, d
         raise NotFound(f"destination directory {target_parent} does not exist")
     require(removal_denial(principal, source, dirs))
     require(creation_denial(principal, destination, dirs))
-    at = now()
-    moved = {**doc, "_id": destination, "parent": target_parent, "name": name_of(destination), "modified": at}
+    moved = {**doc, "_id": destination, "parent": target_parent, "name": name_of(destination), "modified": now()}
     collection = db[DIRECTORIES] if kind == "directory" else db[FILES]
-    with database_errors():
-        await collection.insert_one(moved)
+    await _relocate(collection, [(source, moved)])
     if kind == "directory":
         for name in (DIRECTORIES, FILES):
             await _move_subtree(db[name], source, destination)
-    with database_errors():
-        await collection.delete_one({"_id": source})
     return entry_view(moved, kind)
 
 
+async def _relocate(collection: AsyncCollection[Document], pairs: list[tuple[str, Document]]) -> None:
+    """Put records at their new `_id`s, then drop the old ones: three round trips per batch.
+
+    A file's GUID is unique, so a copy carries it as `moving_guid` until the original is gone
+    (the GUID index is sparse). A crash between the steps leaves the original, or both, never
+    neither; a copy left with `moving_guid` still names its GUID.
+    """
+    if not pairs:
+        return
+    is_files = collection.name == FILES
+    copies = []
+    for _, doc in pairs:
+        copy = dict(doc)
+        if is_files and "guid" in copy:
+            copy["moving_guid"] = copy.pop("guid")
+        copies.append(copy)
+    blocked: set[int] = set()
+    try:
+        with database_errors():
+            await collection.insert_many(copies, ordered=False)
+    except BulkWriteError as exc:
+        # A record that appeared at the new place meanwhile: keep the original where it is.
+        blocked = {e["index"] for e in exc.details.get("writeErrors", [])}
+    moved = [i for i in range(len(pairs)) if i not in blocked]
+    if not moved:
+        return
+    restores = [
+        UpdateOne({"_id": copies[i]["_id"]}, {"$set": {"guid": copies[i]["moving_guid"]},
+                                              "$unset": {"moving_guid": ""}})
+        for i in moved if "moving_guid" in copies[i]
+    ]
+    with database_errors():
+        await collection.delete_many({"_id": {"$in": [pairs[i][0] for i in moved]}})
+        if restores:
+            await collection.bulk_write(restores, ordered=False)
+
+
 async def _move_subtree(collection: AsyncCollection[Document], source: str, destination: str) -> None:
-    """Copy every record below `source` to the same place below `destination`, then drop the old."""
-    # Index: `_id` (a prefix range on MongoDB); batches keep memory flat for big trees.
+    """Move every record below `source` to the same place below `destination`, batch by batch."""
+    # Index: `_id` (an anchored prefix regex is a range scan on MongoDB); memory stays flat.
     pattern = descendant_pattern(source)
     cut = len(source)
-    batch: list[Document] = []
-
-    async def flush() -> None:
-        if batch:
-            await insert_ignoring_duplicates(collection, batch)
-            batch.clear()
-
+    batch: list[tuple[str, Document]] = []
     async for doc in iterate(collection.find({"_id": {"$regex": pattern}}).batch_size(MOVE_BATCH)):
         path = destination + doc["_id"][cut:]
-        batch.append({**doc, "_id": path, "parent": parent_of(path)})
+        batch.append((doc["_id"], {**doc, "_id": path, "parent": parent_of(path)}))
         if len(batch) >= MOVE_BATCH:
-            await flush()
-    await flush()
-    with database_errors():
-        await collection.delete_many({"_id": {"$regex": pattern}})
+            await _relocate(collection, batch)
+            batch = []
+    await _relocate(collection, batch)
 
 
 async def remove(db: AsyncDatabase[Document], principal: Principal, path: str, *, recursive: bool = False) -> int:
