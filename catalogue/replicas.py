@@ -117,18 +117,22 @@ async def remove_replicas(db: AsyncDatabase[Document], items: Iterable[Mapping[s
     Removing a replica that is not there succeeds; a missing file fails.
     """
     pairs = _checked(items, with_replica=False)
-    found = await fetch_files(db, {lfn for lfn, _ in pairs}, {"_id": 1})
+    found = await fetch_files(db, {lfn for lfn, _ in pairs}, {"replicas": 1})
     successful: dict[str, Any] = {}
     failed: dict[str, Any] = {}
     updates = []
     at = now()
     for lfn, replica in pairs:
-        if lfn not in found:
+        doc = found.get(lfn)
+        if doc is None:
             failed[lfn] = "no such file"
             continue
         successful.setdefault(lfn, []).append(replica.se)
-        updates.append(UpdateOne({"_id": lfn, "replicas.se": replica.se},
-                                 {"$pull": {"replicas": {"se": replica.se}}, "$set": {"modified": at}}))
+        # `$pull` of the exact element read above (FerretDB has no `$pull` by condition); if it
+        # changed meanwhile the pull misses it and the caller sees it still listed.
+        for element in doc.get("replicas", []):
+            if element["se"] == replica.se:
+                updates.append(UpdateOne({"_id": lfn}, {"$pull": {"replicas": element}, "$set": {"modified": at}}))
     if updates:
         with database_errors():
             await db[FILES].bulk_write(updates, ordered=False)
@@ -144,10 +148,24 @@ async def set_replica_status(
     for value in (status, expected):
         if value is not None and value not in REPLICA_STATUSES:
             raise InvalidInput(f"replica status {value!r} is not one of {', '.join(REPLICA_STATUSES)}")
-    match: dict[str, Any] = {"se": se} if expected is None else {"se": se, "status": expected}
-    with database_errors():
-        result = await db[FILES].update_one(
-            {"_id": lfn, "replicas": {"$elemMatch": match}},
-            {"$set": {"replicas.$.status": status, "replicas.$.modified": now(), "modified": now()}},
-        )
-    return result.matched_count == 1
+    # Atomic compare-and-set on the element's position: the filter pins the SE and the status
+    # read, so a concurrent change (or a shifted array) makes it miss and we read again.
+    # (No `$elemMatch` or positional `$` here: FerretDB 1.24 supports neither in updates.)
+    for _ in range(5):
+        with database_errors():
+            doc = await db[FILES].find_one({"_id": lfn}, {"replicas": 1})
+        found = [(i, r) for i, r in enumerate((doc or {}).get("replicas", [])) if r.get("se") == se]
+        if not found:
+            return False
+        index, current = found[0]
+        if expected is not None and current.get("status") != expected:
+            return False
+        at = now()
+        with database_errors():
+            result = await db[FILES].update_one(
+                {"_id": lfn, f"replicas.{index}.se": se, f"replicas.{index}.status": current.get("status")},
+                {"$set": {f"replicas.{index}.status": status, f"replicas.{index}.modified": at, "modified": at}},
+            )
+        if result.matched_count == 1:
+            return True
+    return False
