@@ -71,12 +71,11 @@ async def close_client() -> None:
 
 async def ensure_indexes(db: AsyncDatabase[Document], specs: Iterable[IndexSpec]) -> None:
     """Create every declared index; existing ones with the same definition are left alone."""
-    by_collection: dict[str, list[IndexModel]] = {}
+    # One index per command: FerretDB 1.24 panics (and drops the connection) when one
+    # createIndexes names several indexes of a collection that all exist already.
     for spec in specs:
-        by_collection.setdefault(spec.collection, []).append(spec.model())
-    for name, models in by_collection.items():
         with database_errors():
-            await db[name].create_indexes(models)
+            await db[spec.collection].create_indexes([spec.model()])
 
 
 async def ping(db: AsyncDatabase[Document]) -> bool:
