@@ -206,8 +206,7 @@ async def _reconcile(
 ) -> None:
     """Compare LFNs that existed already with what was given; add their new replicas."""
     stored = await find_by_ids(db[FILES], (f.lfn for f in duplicates))
-    updates = []
-    at = now()
+    updates: dict[str, list[Document]] = {}
     for item in duplicates:
         doc = stored.get(item.lfn)
         if doc is None:
@@ -218,16 +217,45 @@ async def _reconcile(
             failed[item.lfn] = reason
             continue
         successful[item.lfn] = {"guid": doc["guid"], "created": False}
-        present = {r["se"] for r in doc.get("replicas", [])}
-        for replica in item.replicas:
-            if replica.se not in present:
-                updates.append(UpdateOne(
-                    {"_id": item.lfn, "replicas.se": {"$ne": replica.se}},
-                    {"$push": {"replicas": replicas[id(replica)]}, "$set": {"modified": at}},
-                ))
-    if updates:
+        updates.setdefault(item.lfn, []).extend(replicas[id(r)] for r in item.replicas)
+    await push_replicas(db, updates, known=stored)
+
+
+async def push_replicas(
+    db: AsyncDatabase[Document], wanted: Mapping[str, list[Document]], *, known: Mapping[str, Document] | None = None
+) -> None:
+    """Append replicas to files unless the file has one on that SE already (one per SE).
+
+    Each update is guarded by the file's `version` (bumped by every replica change) rather than
+    by `replicas.se $ne`, which FerretDB 1.24 evaluates wrongly on arrays; a lost race is read
+    again and retried. Two round trips per batch when nothing races.
+    """
+    pending = {lfn: reps for lfn, reps in wanted.items() if reps}
+    docs = dict(known or {})
+    for _ in range(8):
+        if not pending:
+            return
+        if not docs:
+            docs = await find_by_ids(db[FILES], pending, {"replicas.se": 1, "version": 1})
+        at = now()
+        updates = []
+        for lfn, reps in pending.items():
+            doc = docs.get(lfn)
+            if doc is None:
+                continue
+            present = {r["se"] for r in doc.get("replicas", [])}
+            new = list({r["se"]: r for r in reps if r["se"] not in present}.values())
+            if new:
+                updates.append(UpdateOne({"_id": lfn, "version": doc.get("version")},
+                                         {"$push": {"replicas": {"$each": new}}, "$set": {"modified": at},
+                                          "$inc": {"version": 1}}))
+        if not updates:
+            return
         with database_errors():
-            await db[FILES].bulk_write(updates, ordered=False)
+            result = await db[FILES].bulk_write(updates, ordered=False)
+        if result.modified_count == len(updates):
+            return
+        docs = {}
 
 
 def _file_document(item: FileIn, principal: Principal, replicas: list[Document], at: Any) -> Document:
@@ -247,6 +275,7 @@ def _file_document(item: FileIn, principal: Principal, replicas: list[Document],
         "modified": at,
         "meta": {},
         "replicas": replicas,
+        "version": 0,
     }
 
 

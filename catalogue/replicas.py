@@ -2,8 +2,8 @@
 
 Each call costs O(1) round trips whatever the number of items: the files are fetched with one
 `_id $in` and changed with one unordered bulk write whose filters guard against races (a
-`$push` only when `replicas.se` does not hold the SE yet; a status change only from the
-expected status), so no transaction is needed.
+`$push` only when the file's `version` is still the one read; a status change only from the
+status read), so no transaction is needed. Every replica change bumps the file's `version`.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pymongo import UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 
 from catalogue.directories import now
-from catalogue.files import FILES, REPLICA_STATUSES, Outcome, ReplicaIn, fetch_files, replica_documents
+from catalogue.files import FILES, REPLICA_STATUSES, Outcome, ReplicaIn, fetch_files, push_replicas, replica_documents
 from catalogue.lfn import check_lfn
 from catalogue.storage_elements import SES
 from kernel.db import Document, database_errors
@@ -89,25 +89,17 @@ async def add_replicas(db: AsyncDatabase[Document], items: Iterable[Mapping[str,
     """
     pairs = _checked(items, with_replica=True)
     docs = await replica_documents(db, pairs)
-    found = await fetch_files(db, {lfn for lfn, _ in pairs}, {"replicas.se": 1})
+    found = await fetch_files(db, {lfn for lfn, _ in pairs}, {"replicas.se": 1, "version": 1})
     successful: dict[str, Any] = {}
     failed: dict[str, Any] = {}
-    updates = []
-    at = now()
+    wanted: dict[str, list[Document]] = {}
     for lfn, replica in pairs:
-        doc = found.get(lfn)
-        if doc is None:
+        if lfn not in found:
             failed[lfn] = "no such file"
             continue
         successful.setdefault(lfn, []).append(replica.se)
-        if replica.se not in {r["se"] for r in doc.get("replicas", [])}:
-            updates.append(UpdateOne(
-                {"_id": lfn, "replicas.se": {"$ne": replica.se}},
-                {"$push": {"replicas": docs[id(replica)]}, "$set": {"modified": at}},
-            ))
-    if updates:
-        with database_errors():
-            await db[FILES].bulk_write(updates, ordered=False)
+        wanted.setdefault(lfn, []).append(docs[id(replica)])
+    await push_replicas(db, wanted, known=found)
     return {"successful": successful, "failed": failed}
 
 
@@ -132,7 +124,8 @@ async def remove_replicas(db: AsyncDatabase[Document], items: Iterable[Mapping[s
         # changed meanwhile the pull misses it and the caller sees it still listed.
         for element in doc.get("replicas", []):
             if element["se"] == replica.se:
-                updates.append(UpdateOne({"_id": lfn}, {"$pull": {"replicas": element}, "$set": {"modified": at}}))
+                updates.append(UpdateOne({"_id": lfn}, {"$pull": {"replicas": element}, "$set": {"modified": at},
+                                                         "$inc": {"version": 1}}))
     if updates:
         with database_errors():
             await db[FILES].bulk_write(updates, ordered=False)
@@ -164,7 +157,8 @@ async def set_replica_status(
         with database_errors():
             result = await db[FILES].update_one(
                 {"_id": lfn, f"replicas.{index}.se": se, f"replicas.{index}.status": current.get("status")},
-                {"$set": {f"replicas.{index}.status": status, f"replicas.{index}.modified": at, "modified": at}},
+                {"$set": {f"replicas.{index}.status": status, f"replicas.{index}.modified": at, "modified": at},
+                 "$inc": {"version": 1}},
             )
         if result.matched_count == 1:
             return True
