@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from cairn import __version__
-from cairn.cli import processes, token
+from cairn.cli import files, namespace, processes, ses, token
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
@@ -20,6 +20,9 @@ cli.add_command(processes.up)
 cli.add_command(processes.health)
 cli.add_command(token.token)
 cli.add_command(token.whoami)
+for command in (namespace.ls, namespace.stat, namespace.mkdir, namespace.mv, namespace.rm, namespace.chmod,
+                namespace.chown, files.register, files.replicas, ses.se, ses.site):
+    cli.add_command(command)
 
 
 def main() -> None:
