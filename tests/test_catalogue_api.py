@@ -10,7 +10,9 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from cairn.sdk import Client, SyncClient
 from kernel.db import Document
-from kernel.errors import Conflict, NotFound
+from kernel.errors import Conflict, NotFound, ServiceUnavailable
+from kernel.settings import Settings
+from kernel.web import ISSUER
 from tests.fixtures.api import RunningApi
 
 
@@ -110,3 +112,39 @@ async def test_every_catalogue_route_is_in_the_openapi_document_with_a_policy(ap
         ops = paths["/api/v1" + path]
         assert all(op["x-cairn-policy"] for op in ops.values()), path
     assert paths["/api/v1/ses/{name}"]["delete"]["x-cairn-policy"] == "admin"
+
+
+async def test_a_big_directory_streams_in_order_across_batches(ready: Client) -> None:
+    await ready.register_files([{"lfn": f"/cta/big/f{i:05d}", "size": 1, "adler32": "00000001"} for i in range(2500)])
+    names = [e["name"] async for e in ready.ls("/cta/big")]
+    assert names == [f"f{i:05d}" for i in range(2500)]
+    tail = [e["name"] async for e in ready.ls("/cta/big", after="f02497")]
+    assert tail == ["f02498", "f02499"]
+
+
+async def test_catalogue_routes_answer_503_with_retry_after_when_the_database_is_down(settings: Settings) -> None:
+    from aiohttp import web
+
+    from cairn.embedded_db import free_port
+    from cairn.server import build_app
+    from kernel.db import close_client
+
+    dead = settings.model_copy(update={"mongodb_uri": f"mongodb://127.0.0.1:{free_port()}/", "db_timeout_ms": 300})
+    await close_client()
+    app = build_app(dead)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    token = app[ISSUER].issue(sub="root", vo="cta", groups=["admin"], scopes=["admin"])
+    try:
+        async with Client(f"http://127.0.0.1:{port}", token) as client:
+            with pytest.raises(ServiceUnavailable) as caught:
+                await client.register_files([{"lfn": "/cta/x", "size": 1, "adler32": "00000001"}])
+            assert caught.value.retry_after >= 1
+            with pytest.raises(ServiceUnavailable):
+                await client.stat("/cta")
+    finally:
+        await runner.cleanup()
+        await close_client()
