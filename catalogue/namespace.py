@@ -39,6 +39,7 @@ from catalogue.permissions import (
     entry_denial,
     removal_denial,
     require,
+    traversal_denial,
 )
 from kernel.db import Document, database_errors, iterate
 from kernel.errors import Conflict, Forbidden, InvalidInput, NotFound
@@ -76,6 +77,7 @@ async def mkdir(
         return entry_view(ROOT_ENTRY, "directory")
     chain = [*ancestors(path), path]
     dirs = await fetch_directories(db, chain)
+    require(traversal_denial(principal, path, dirs))
     if path in dirs:
         if parents:
             return entry_view(dirs[path], "directory")
