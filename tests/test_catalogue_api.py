@@ -148,3 +148,14 @@ async def test_catalogue_routes_answer_503_with_retry_after_when_the_database_is
     finally:
         await runner.cleanup()
         await close_client()
+
+
+async def test_a_batch_of_ten_thousand_registers_and_registers_again_idempotently(ready: Client) -> None:
+    files = [{"lfn": f"/cta/bulk/d{i % 10}/f{i:05d}", "size": i, "adler32": f"{i:08x}",
+              "replicas": [{"se": "CERN-DISK"}, {"se": "DESY-DISK"}]} for i in range(10_000)]
+    first = await ready.register_files(files)
+    assert len(first["successful"]) == 10_000 and first["failed"] == {}
+    again = await ready.register_files(files)
+    assert not any(v["created"] for v in again["successful"].values()) and len(again["successful"]) == 10_000
+    resolved = await ready.get_replicas([f["lfn"] for f in files[:100]])
+    assert all(len(reps) == 2 for reps in resolved["successful"].values())
