@@ -13,11 +13,12 @@ import functools
 import inspect
 from typing import Any
 
+from catalogue.client import CatalogueClient
 from kernel.client import BaseClient
 from transfers.client import TransfersClient
 
 
-class Client(TransfersClient, BaseClient):
+class Client(CatalogueClient, TransfersClient, BaseClient):
     """Every API call Cairn offers, as async methods."""
 
     async def whoami(self) -> dict[str, Any]:
