@@ -1,2 +1,3 @@
-"""The file and metadata catalogue: namespace, files, replicas, metadata, datasets, storage
-elements and sites, and the records of rules. Its HTTP routes live in `catalogue.routes`."""
+"""The file and metadata catalogue: namespace (`namespace`, `directories`, `lfn`, `permissions`),
+files (`files`), replicas (`replicas`), storage elements and sites (`storage_elements`, `sites`).
+Its HTTP routes live in `namespace_routes`, `file_routes` and `se_routes`; its SDK calls in `client`."""

@@ -8,13 +8,14 @@ replica names its own.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterable
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pymongo.asynchronous.database import AsyncDatabase
 
 from kernel.db import Document, IndexSpec, database_errors
-from kernel.errors import NotFound
+from kernel.errors import Conflict, NotFound
 
 SES = "storage_elements"
 SITES = "sites"
@@ -58,6 +59,7 @@ class Space(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     total_bytes: int | None = Field(None, ge=0)
+    used_bytes: int | None = Field(None, ge=0)
     high_water: float = Field(0.9, gt=0, le=1)
     low_water: float = Field(0.8, gt=0, le=1)
 
@@ -122,7 +124,57 @@ async def get_storage_element(db: AsyncDatabase[Document], name: str) -> Storage
     return StorageElement.from_document(doc)
 
 
+class StorageElementUpdate(BaseModel):
+    """The parts of an SE an operator switches often: read/write/delete, space, attributes."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    read_enabled: bool | None = None
+    write_enabled: bool | None = None
+    delete_enabled: bool | None = None
+    space: Space | None = None
+    attributes: dict[str, AttributeValue] | None = None
+
+
+async def update_storage_element(
+    db: AsyncDatabase[Document], name: str, update: StorageElementUpdate
+) -> StorageElement:
+    """Change the switches, space figures or attributes of an existing SE."""
+    changes = update.model_dump(mode="python", exclude_none=True)
+    if "attributes" in changes:
+        StorageElement.model_validate({**(await get_storage_element(db, name)).model_dump(), **changes})
+    with database_errors():
+        doc = await db[SES].find_one_and_update(
+            {"_id": name}, {"$set": {**changes, "modified": dt.datetime.now(dt.UTC)}}, return_document=True
+        )
+    if doc is None:
+        raise NotFound(f"storage element {name!r} does not exist")
+    return StorageElement.from_document(doc)
+
+
+async def delete_storage_element(db: AsyncDatabase[Document], name: str) -> None:
+    """Remove an SE that holds no replica any more."""
+    await get_storage_element(db, name)
+    with database_errors():
+        # Index: files_by_replica_se.
+        holding = await db["files"].count_documents({"replicas.se": name}, limit=1)
+        if holding:
+            raise Conflict(f"storage element {name!r} still holds replicas; remove or move them first")
+        await db[SES].delete_one({"_id": name})
+
+
 async def list_storage_elements(db: AsyncDatabase[Document], **filters: Any) -> list[StorageElement]:
     with database_errors():
         docs = await db[SES].find({k: v for k, v in filters.items() if v is not None}).sort("_id", 1).to_list()
     return [StorageElement.from_document(d) for d in docs]
+
+
+async def fetch_storage_elements(db: AsyncDatabase[Document], names: Iterable[str]) -> dict[str, StorageElement]:
+    """The existing SEs among `names`, in one `_id $in` query."""
+    wanted = sorted(set(names))
+    if not wanted:
+        return {}
+    with database_errors():
+        cursor = db[SES].find({"_id": {"$in": wanted}}).limit(len(wanted)).batch_size(len(wanted))
+        docs = await cursor.to_list()
+    return {d["_id"]: StorageElement.from_document(d) for d in docs}

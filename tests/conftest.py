@@ -4,4 +4,5 @@ pytest_plugins = [
     "tests.fixtures.mongo",
     "tests.fixtures.api",
     "tests.fixtures.grid",
+    "tests.fixtures.catalogue",
 ]

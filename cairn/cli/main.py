@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from cairn import __version__
-from cairn.cli import jobs, processes, requests, token
+from cairn.cli import files, jobs, namespace, processes, requests, ses, token
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
@@ -25,6 +25,9 @@ cli.add_command(jobs.pilot)
 cli.add_command(requests.replicate)
 cli.add_command(requests.stage)
 cli.add_command(requests.requests)
+for command in (namespace.ls, namespace.stat, namespace.mkdir, namespace.mv, namespace.rm, namespace.chmod,
+                namespace.chown, files.register, files.replicas, ses.se, ses.site):
+    cli.add_command(command)
 
 
 def main() -> None:

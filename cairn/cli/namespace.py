@@ -1,0 +1,121 @@
+"""`cairn ls|stat|mkdir|mv|rm|chmod|chown`: the namespace from the command line."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from cairn.cli.output import emit_json, json_option, table
+from cairn.cli.runner import run
+from cairn.sdk import Client
+
+ENTRY_COLUMNS = ["mode", "owner", "group", "size", "modified", "name"]
+
+
+def _row(entry: dict[str, Any]) -> dict[str, Any]:
+    kind = "d" if entry["type"] == "directory" else "-"
+    return {**entry, "mode": kind + _rwx(int(entry.get("mode", 0))),
+            "name": entry["name"] + ("/" if kind == "d" else "")}
+
+
+def _rwx(mode: int) -> str:
+    return "".join(ch if mode & (1 << (8 - i)) else "-" for i, ch in enumerate("rwxrwxrwx"))
+
+
+def _octal(text: str) -> int:
+    try:
+        value = int(text, 8)
+    except ValueError as exc:
+        raise click.BadParameter(f"{text!r} is not an octal mode such as 755") from exc
+    if not 0 <= value <= 0o777:
+        raise click.BadParameter("mode must be between 000 and 777")
+    return value
+
+
+@click.command()
+@click.argument("path", default="/")
+@json_option
+def ls(path: str, as_json: bool) -> None:
+    """List a directory (streamed, sorted by name)."""
+
+    async def collect(client: Client) -> list[dict[str, Any]]:
+        return [entry async for entry in client.ls(path)]
+
+    entries = run(collect)
+    if as_json:
+        emit_json(entries)
+    else:
+        table([_row(e) for e in entries], ENTRY_COLUMNS)
+
+
+@click.command()
+@click.argument("path")
+@json_option
+def stat(path: str, as_json: bool) -> None:
+    """Show a directory or a file (with its replicas)."""
+    entry = run(lambda c: c.stat(path))
+    if as_json:
+        emit_json(entry)
+        return
+    table([_row(entry)], ["path", *ENTRY_COLUMNS[:-1]])
+    if entry["type"] == "file":
+        table([{k: entry.get(k) for k in ("guid", "adler32", "md5", "status")}], ["guid", "adler32", "md5", "status"])
+        table(entry.get("replicas", []), ["se", "status", "url"], title="replicas")
+
+
+@click.command()
+@click.argument("path")
+@click.option("-p", "--parents", is_flag=True, help="create missing parents; an existing directory is fine")
+@click.option("-m", "--mode", help="octal mode, e.g. 750")
+@json_option
+def mkdir(path: str, parents: bool, mode: str | None, as_json: bool) -> None:
+    """Create a directory."""
+    bits = _octal(mode) if mode else None
+    entry = run(lambda c: c.mkdir(path, parents=parents, mode=bits))
+    emit_json(entry) if as_json else click.echo(entry["path"])
+
+
+@click.command()
+@click.argument("source")
+@click.argument("destination")
+@json_option
+def mv(source: str, destination: str, as_json: bool) -> None:
+    """Rename or move a file or a directory tree."""
+    entry = run(lambda c: c.move(source, destination))
+    emit_json(entry) if as_json else click.echo(f"{source} -> {entry['path']}")
+
+
+@click.command()
+@click.argument("path")
+@click.option("-r", "--recursive", is_flag=True, help="remove a directory and everything below it (admins)")
+@json_option
+def rm(path: str, recursive: bool, as_json: bool) -> None:
+    """Remove a file (without replicas), an empty directory, or a tree (admins, -r)."""
+    result = run(lambda c: c.remove(path, recursive=recursive))
+    if as_json:
+        emit_json(result)
+    else:
+        click.echo(f"removed {result['removed']} entr{'y' if result['removed'] == 1 else 'ies'}")
+
+
+@click.command()
+@click.argument("mode")
+@click.argument("path")
+@json_option
+def chmod(mode: str, path: str, as_json: bool) -> None:
+    """Set the mode of an entry (octal, e.g. 750)."""
+    bits = _octal(mode)
+    entry = run(lambda c: c.chmod(path, bits))
+    emit_json(entry) if as_json else table([_row(entry)], ["path", *ENTRY_COLUMNS[:3]])
+
+
+@click.command()
+@click.argument("owner_group")
+@click.argument("path")
+@json_option
+def chown(owner_group: str, path: str, as_json: bool) -> None:
+    """Set owner and/or group: OWNER, OWNER:GROUP or :GROUP."""
+    owner, _, group = owner_group.partition(":")
+    entry = run(lambda c: c.chown(path, owner=owner or None, group=group or None))
+    emit_json(entry) if as_json else table([_row(entry)], ["path", *ENTRY_COLUMNS[:3]])

@@ -1,0 +1,136 @@
+"""`cairn se ...` and `cairn site ...`: storage elements and sites (changes need an admin token)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+
+from cairn.cli.output import emit_json, json_option, table
+from cairn.cli.runner import run
+
+SE_COLUMNS = ["name", "site", "kind", "read_enabled", "write_enabled", "delete_enabled", "protocols"]
+
+
+def _se_row(se: dict[str, Any]) -> dict[str, Any]:
+    protocols = [f"{p['scheme']}://{p.get('host') or ''}{p['prefix']}" for p in se.get("protocols", [])]
+    return {**se, "protocols": protocols}
+
+
+@click.group()
+def se() -> None:
+    """Storage elements."""
+
+
+@se.command("list")
+@click.option("--site")
+@json_option
+def se_list(site: str | None, as_json: bool) -> None:
+    """List SEs (of one site with --site)."""
+    ses = run(lambda c: c.list_ses(site=site))
+    emit_json(ses) if as_json else table([_se_row(s) for s in ses], SE_COLUMNS)
+
+
+@se.command("show")
+@click.argument("name")
+@json_option
+def se_show(name: str, as_json: bool) -> None:
+    """Show one SE."""
+    found = run(lambda c: c.get_se(name))
+    if as_json:
+        emit_json(found)
+    else:
+        table([_se_row(found)], SE_COLUMNS)
+        table([found["space"]], list(found["space"]), title="space")
+
+
+@se.command("put")
+@click.argument("definition", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@json_option
+def se_put(definition: Path, as_json: bool) -> None:
+    """Create or replace an SE from a JSON file (admins)."""
+    saved = run(lambda c: c.put_se(json.loads(definition.read_text())))
+    emit_json(saved) if as_json else click.echo(f"SE {saved['name']} saved")
+
+
+@se.command("set")
+@click.argument("name")
+@click.option("--read/--no-read", "read", default=None, help="switch reads")
+@click.option("--write/--no-write", "write", default=None, help="switch writes")
+@click.option("--delete/--no-delete", "delete", default=None, help="switch deletions")
+@click.option("--total-bytes", type=click.IntRange(0))
+@click.option("--used-bytes", type=click.IntRange(0))
+@json_option
+def se_set(name: str, read: bool | None, write: bool | None, delete: bool | None, total_bytes: int | None,
+           used_bytes: int | None, as_json: bool) -> None:
+    """Switch an SE's reads/writes/deletes or set its space figures (admins)."""
+    changes: dict[str, Any] = {k: v for k, v in {"read_enabled": read, "write_enabled": write,
+                                                 "delete_enabled": delete}.items() if v is not None}
+
+    async def apply(client: Any) -> Any:
+        if total_bytes is not None or used_bytes is not None:
+            space = (await client.get_se(name))["space"]
+            space.update({k: v for k, v in {"total_bytes": total_bytes, "used_bytes": used_bytes}.items()
+                          if v is not None})
+            changes["space"] = space
+        if not changes:
+            raise click.UsageError("nothing to change")
+        return await client.update_se(name, **changes)
+
+    saved = run(apply)
+    emit_json(saved) if as_json else table([_se_row(saved)], SE_COLUMNS)
+
+
+@se.command("delete")
+@click.argument("name")
+def se_delete(name: str) -> None:
+    """Remove an SE that holds no replica (admins)."""
+    run(lambda c: c.delete_se(name))
+    click.echo(f"SE {name} deleted")
+
+
+@click.group()
+def site() -> None:
+    """Sites and their local SEs."""
+
+
+@site.command("list")
+@json_option
+def site_list(as_json: bool) -> None:
+    """List sites."""
+    sites = run(lambda c: c.list_sites())
+    emit_json(sites) if as_json else table(sites, ["name", "description", "attributes"])
+
+
+@site.command("show")
+@click.argument("name")
+@json_option
+def site_show(name: str, as_json: bool) -> None:
+    """Show a site and its SEs."""
+    found = run(lambda c: c.get_site(name))
+    if as_json:
+        emit_json(found)
+    else:
+        table([found], ["name", "description", "attributes"])
+        table([_se_row(s) for s in found["ses"]], SE_COLUMNS, title="SEs")
+
+
+@site.command("put")
+@click.argument("name")
+@click.option("--description", default="")
+@click.option("--attribute", "attributes", multiple=True, help="KEY=VALUE (repeatable)")
+def site_put(name: str, description: str, attributes: tuple[str, ...]) -> None:
+    """Create or replace a site (admins)."""
+    attrs = dict(a.split("=", 1) for a in attributes if "=" in a)
+    run(lambda c: c.put_site(name, description=description, attributes=attrs))
+    click.echo(f"site {name} saved")
+
+
+@site.command("delete")
+@click.argument("name")
+def site_delete(name: str) -> None:
+    """Remove a site that has no SE (admins)."""
+    run(lambda c: c.delete_site(name))
+    click.echo(f"site {name} deleted")

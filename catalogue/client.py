@@ -1,0 +1,154 @@
+"""The catalogue's calls in the Python SDK (mixed into `cairn.sdk.Client`)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from typing import Any
+from urllib.parse import quote
+
+from kernel.client import BaseClient
+
+Json = dict[str, Any]
+
+
+class CatalogueClient(BaseClient):
+    """Namespace, files, replicas, SEs and sites over the HTTP API."""
+
+    # ----------------------------------------------------------------------------- namespace
+
+    async def mkdir(self, path: str, *, parents: bool = False, mode: int | None = None) -> Json:
+        """Create a directory; `parents=True` behaves like `mkdir -p`."""
+        body: Json = {"path": path, "parents": parents}
+        if mode is not None:
+            body["mode"] = mode
+        result: Json = await self.request("POST", "/namespace/mkdir", json_body=body)
+        return result
+
+    async def stat(self, path: str) -> Json:
+        """A directory or a file (with its replicas)."""
+        result: Json = await self.request("GET", "/namespace/stat", params={"path": path})
+        return result
+
+    async def ls_page(self, path: str, *, after: str | None = None, limit: int = 1000) -> Json:
+        """One page of a directory: `{"entries": [...], "next_after": name | None}`."""
+        result: Json = await self.request("GET", "/namespace/ls", params={"path": path, "after": after,
+                                                                           "limit": limit})
+        return result
+
+    async def ls(self, path: str, *, after: str | None = None) -> AsyncIterator[Json]:
+        """Every entry of a directory, sorted by name, streamed."""
+        async for entry in self.stream_lines("/namespace/ls/stream", params={"path": path, "after": after}):
+            yield entry
+
+    async def move(self, source: str, destination: str) -> Json:
+        """Rename or move a file or directory tree."""
+        result: Json = await self.request("POST", "/namespace/move",
+                                          json_body={"source": source, "destination": destination})
+        return result
+
+    async def remove(self, path: str, *, recursive: bool = False) -> Json:
+        """Remove a file, an empty directory, or (admins) a whole tree."""
+        result: Json = await self.request("POST", "/namespace/remove",
+                                          json_body={"path": path, "recursive": recursive})
+        return result
+
+    async def chmod(self, path: str, mode: int) -> Json:
+        """Set the mode bits of an entry."""
+        result: Json = await self.request("POST", "/namespace/chmod", json_body={"path": path, "mode": mode})
+        return result
+
+    async def chown(self, path: str, *, owner: str | None = None, group: str | None = None) -> Json:
+        """Change the owner (admins) or the group (owner) of an entry."""
+        body = {k: v for k, v in {"path": path, "owner": owner, "group": group}.items() if v is not None}
+        result: Json = await self.request("POST", "/namespace/chown", json_body=body)
+        return result
+
+    # --------------------------------------------------------------------------------- files
+
+    async def register_files(self, files: Sequence[Mapping[str, Any]]) -> Json:
+        """Register files with their first replicas: `{"successful": {...}, "failed": {lfn: reason}}`."""
+        result: Json = await self.request("POST", "/files/register", json_body={"files": list(files)})
+        return result
+
+    async def get_file(self, lfn: str) -> Json:
+        """One file with its replicas."""
+        result: Json = await self.request("GET", "/files", params={"lfn": lfn})
+        return result
+
+    async def remove_files(self, lfns: Iterable[str], *, force: bool = False) -> Json:
+        """Remove file records (bulk); `force` also removes files that still have replicas."""
+        result: Json = await self.request("POST", "/files/remove", json_body={"lfns": list(lfns), "force": force})
+        return result
+
+    # ------------------------------------------------------------------------------ replicas
+
+    async def get_replicas(self, lfns: Iterable[str], *, active: bool = False) -> Json:
+        """Replicas of many LFNs: `{"successful": {lfn: [replica, ...]}, "failed": {lfn: reason}}`."""
+        result: Json = await self.request("POST", "/replicas/resolve",
+                                          json_body={"lfns": list(lfns), "active": active})
+        return result
+
+    async def add_replicas(self, replicas: Iterable[Mapping[str, Any]]) -> Json:
+        """Add replicas `{lfn, se, url?, status?}` (bulk)."""
+        result: Json = await self.request("POST", "/replicas/add", json_body={"replicas": list(replicas)})
+        return result
+
+    async def remove_replicas(self, replicas: Iterable[Mapping[str, Any]]) -> Json:
+        """Remove replicas `{lfn, se}` from the catalogue (bulk)."""
+        items = [{"lfn": r["lfn"], "se": r["se"]} for r in replicas]
+        result: Json = await self.request("POST", "/replicas/remove", json_body={"replicas": items})
+        return result
+
+    async def set_replica_status(self, lfn: str, se: str, status: str, *, expected: str | None = None) -> Json:
+        """Set a replica's status, only from `expected` when given (409 otherwise)."""
+        body = {"lfn": lfn, "se": se, "status": status, "expected": expected}
+        result: Json = await self.request("POST", "/replicas/status", json_body=body)
+        return result
+
+    # -------------------------------------------------------------------------- SEs and sites
+
+    async def list_ses(self, *, site: str | None = None, kind: str | None = None) -> list[Json]:
+        """Storage elements, optionally of one site or kind."""
+        result: list[Json] = await self.request("GET", "/ses", params={"site": site, "kind": kind})
+        return result
+
+    async def get_se(self, name: str) -> Json:
+        """One storage element."""
+        result: Json = await self.request("GET", f"/ses/{quote(name, safe='')}")
+        return result
+
+    async def put_se(self, se: Mapping[str, Any]) -> Json:
+        """Create or replace a storage element (admins)."""
+        result: Json = await self.request("PUT", f"/ses/{quote(str(se['name']), safe='')}", json_body=dict(se))
+        return result
+
+    async def update_se(self, name: str, **changes: Any) -> Json:
+        """Change read/write/delete switches, space or attributes of an SE (admins)."""
+        result: Json = await self.request("PATCH", f"/ses/{quote(name, safe='')}", json_body=changes)
+        return result
+
+    async def delete_se(self, name: str) -> Json:
+        """Remove an SE that holds no replica (admins)."""
+        result: Json = await self.request("DELETE", f"/ses/{quote(name, safe='')}")
+        return result
+
+    async def list_sites(self) -> list[Json]:
+        """All sites."""
+        result: list[Json] = await self.request("GET", "/sites")
+        return result
+
+    async def get_site(self, name: str) -> Json:
+        """One site with its local SEs."""
+        result: Json = await self.request("GET", f"/sites/{quote(name, safe='')}")
+        return result
+
+    async def put_site(self, name: str, *, description: str = "", attributes: Mapping[str, Any] | None = None) -> Json:
+        """Create or replace a site (admins)."""
+        body = {"name": name, "description": description, "attributes": dict(attributes or {})}
+        result: Json = await self.request("PUT", f"/sites/{quote(name, safe='')}", json_body=body)
+        return result
+
+    async def delete_site(self, name: str) -> Json:
+        """Remove a site that has no SE (admins)."""
+        result: Json = await self.request("DELETE", f"/sites/{quote(name, safe='')}")
+        return result

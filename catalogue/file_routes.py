@@ -1,0 +1,157 @@
+"""HTTP routes of files and replicas: bulk registration, lookup, removal, replica resolution,
+adding and removing replicas and changing their status. Bulk calls answer per LFN."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field
+
+from catalogue import files, replicas
+from catalogue.files import FileIn, ReplicaStatus, authorized_files
+from catalogue.lfn import check_lfn
+from catalogue.permissions import READ, WRITE
+from kernel.errors import Conflict, Forbidden, NotFound
+from kernel.web import DATABASE, ApiRoutes, json_response, principal_of, read_model, scopes
+
+routes = ApiRoutes("files")
+READ_SCOPE = scopes("catalogue.read")
+WRITE_SCOPE = scopes("catalogue.write")
+BULK_RESPONSES = {400: "a bad item (nothing written)", 413: "body over the limit"}
+
+
+class RegisterBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    files: list[FileIn] = Field(..., max_length=1_000_000)
+
+
+class LfnsBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    lfns: list[str] = Field(..., max_length=1_000_000)
+    active: bool = Field(False, description="only replicas available on a read-enabled SE")
+
+
+class RemoveFilesBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    lfns: list[str] = Field(..., max_length=1_000_000)
+    force: bool = Field(False, description="remove files that still have replicas")
+
+
+class ReplicaItem(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    lfn: str
+    se: str = Field(..., min_length=1)
+    url: str | None = None
+    status: ReplicaStatus = "available"
+
+
+class ReplicasBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    replicas: list[ReplicaItem] = Field(..., max_length=1_000_000)
+
+
+class ReplicaStatusBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    lfn: str
+    se: str = Field(..., min_length=1)
+    status: ReplicaStatus
+    expected: ReplicaStatus | None = None
+
+
+def _checked(lfns: list[str]) -> list[str]:
+    for lfn in lfns:
+        check_lfn(lfn)
+    return lfns
+
+
+@routes.post("/files/register", policy=WRITE_SCOPE, summary="Register files with their first replicas (bulk)",
+             body=RegisterBody, responses=BULK_RESPONSES)
+async def register(request: web.Request) -> web.Response:
+    body = await read_model(request, RegisterBody)
+    return json_response(await files.register_files(request.app[DATABASE], principal_of(request), body.files))
+
+
+@routes.get("/files", policy=READ_SCOPE, summary="One file with its replicas", query={"lfn": "the LFN"},
+            responses={404: "no such file"})
+async def get_file(request: web.Request) -> web.Response:
+    lfn = check_lfn(request.query.get("lfn", ""))
+    allowed, failed = await authorized_files(request.app[DATABASE], principal_of(request), [lfn], READ)
+    if lfn in failed:
+        raise _refusal(lfn, failed[lfn])
+    return json_response({"lfn": lfn, **{k: v for k, v in allowed[lfn].items() if k != "_id"}})
+
+
+@routes.post("/files/remove", policy=WRITE_SCOPE, summary="Remove file records (bulk)", body=RemoveFilesBody,
+             responses=BULK_RESPONSES)
+async def remove(request: web.Request) -> web.Response:
+    body = await read_model(request, RemoveFilesBody)
+    result = await files.remove_files(request.app[DATABASE], principal_of(request), _checked(body.lfns),
+                                      force=body.force)
+    return json_response(result)
+
+
+@routes.post("/replicas/resolve", policy=READ_SCOPE, summary="Replicas of many LFNs (bulk; active: usable only)",
+             body=LfnsBody, responses=BULK_RESPONSES)
+async def resolve(request: web.Request) -> web.Response:
+    body = await read_model(request, LfnsBody)
+    db = request.app[DATABASE]
+    allowed, failed = await authorized_files(db, principal_of(request), _checked(body.lfns), READ)
+    if body.active:
+        allowed, inactive = await replicas.only_active(db, allowed)
+        failed |= inactive
+    found = {lfn: doc.get("replicas", []) for lfn, doc in allowed.items()}
+    return json_response({"successful": found, "failed": failed})
+
+
+async def _writable(request: web.Request, items: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict[str, str]]:
+    lfns = _checked(list(dict.fromkeys(i["lfn"] for i in items)))
+    _, failed = await authorized_files(request.app[DATABASE], principal_of(request), lfns, WRITE)
+    return [i for i in items if i["lfn"] not in failed], failed
+
+
+@routes.post("/replicas/add", policy=WRITE_SCOPE, summary="Add replicas (bulk; w on each file)", body=ReplicasBody,
+             responses=BULK_RESPONSES)
+async def add(request: web.Request) -> web.Response:
+    body = await read_model(request, ReplicasBody)
+    items, refused = await _writable(request, [i.model_dump(exclude_none=True) for i in body.replicas])
+    result = await replicas.add_replicas(request.app[DATABASE], items)
+    result["failed"].update(refused)
+    return json_response(result)
+
+
+@routes.post("/replicas/remove", policy=WRITE_SCOPE, summary="Remove replicas from the catalogue (bulk)",
+             body=ReplicasBody, responses=BULK_RESPONSES)
+async def remove_replicas(request: web.Request) -> web.Response:
+    body = await read_model(request, ReplicasBody)
+    items, refused = await _writable(request, [{"lfn": i.lfn, "se": i.se} for i in body.replicas])
+    result = await replicas.remove_replicas(request.app[DATABASE], items)
+    result["failed"].update(refused)
+    return json_response(result)
+
+
+@routes.post("/replicas/status", policy=WRITE_SCOPE, summary="Set a replica's status (guarded by expected)",
+             body=ReplicaStatusBody, responses={404: "no such replica", 409: "status is not the expected one"})
+async def set_status(request: web.Request) -> web.Response:
+    body = await read_model(request, ReplicaStatusBody)
+    db = request.app[DATABASE]
+    allowed, failed = await authorized_files(db, principal_of(request), [check_lfn(body.lfn)], WRITE)
+    if body.lfn in failed:
+        raise _refusal(body.lfn, failed[body.lfn])
+    changed = await replicas.set_replica_status(db, body.lfn, body.se, body.status, expected=body.expected)
+    if not changed:
+        current = {r["se"]: r.get("status") for r in allowed[body.lfn].get("replicas", [])}
+        if body.se not in current:
+            raise NotFound(f"{body.lfn} has no replica on {body.se}")
+        raise Conflict(f"replica of {body.lfn} on {body.se} is not {body.expected!r}")
+    return json_response({"lfn": body.lfn, "se": body.se, "status": body.status})
+
+
+def _refusal(lfn: str, reason: str) -> Exception:
+    return NotFound(f"file {lfn} does not exist") if reason == "no such file" else Forbidden(reason)

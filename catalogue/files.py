@@ -1,0 +1,346 @@
+"""File records: bulk registration with first replicas, lookup and removal.
+
+`register_files` is idempotent and costs O(1) database round trips per batch however large:
+one query for the SEs named, one `_id $in` for the directories involved, at most one query and
+one insert for missing parent directories (mkdir -p), one unordered `insert_many` of the files,
+and only when some LFNs existed already, one query to compare them and one bulk update to add
+their new replicas. The unique `_id` (the LFN) is what makes concurrent registrations safe.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pymongo import UpdateOne
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import BulkWriteError
+
+from catalogue.directories import (
+    DUPLICATE_KEY,
+    directory_document,
+    fetch_directories,
+    find_by_ids,
+    insert_directories,
+    now,
+)
+from catalogue.lfn import ancestors, check_lfn, name_of, parent_of
+from catalogue.permissions import DEFAULT_FILE_MODE, creation_denial, entry_denial, removal_denial
+from catalogue.storage_elements import fetch_storage_elements, replica_url
+from kernel.db import Document, IndexSpec, database_errors
+from kernel.errors import InvalidInput, NotFound
+from kernel.principal import Principal
+
+FILES = "files"
+ReplicaStatus = Literal["available", "copying", "unavailable", "bad"]
+REPLICA_STATUSES: tuple[str, ...] = ("available", "copying", "unavailable", "bad")
+Outcome = dict[str, dict[str, Any]]
+
+INDEXES = [
+    # ls: files.find({parent: p, name: {$gt: after}}).sort(name)
+    IndexSpec(FILES, [("parent", 1), ("name", 1)], name="files_by_parent_name"),
+    # Sparse: a file being moved carries its GUID as `moving_guid` for a moment (namespace.move).
+    IndexSpec(FILES, [("guid", 1)], name="files_by_guid", unique=True, sparse=True),
+    # what lies on an SE (reaper, SE removal): files.find({"replicas.se": se})
+    IndexSpec(FILES, [("replicas.se", 1)], name="files_by_replica_se"),
+]
+
+
+def _lfn(value: str) -> str:
+    try:
+        return check_lfn(value)
+    except InvalidInput as exc:
+        raise ValueError(exc.message) from exc
+
+
+class ReplicaIn(BaseModel):
+    """A replica as a caller gives it: the SE, and the URL unless the SE's rule should build it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    se: str = Field(..., min_length=1, max_length=64)
+    url: str | None = Field(None, min_length=1, max_length=4096)
+    status: ReplicaStatus = "available"
+
+
+class FileIn(BaseModel):
+    """A file to register."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    lfn: str
+    size: int = Field(..., ge=0)
+    adler32: str = Field(..., pattern=r"^[0-9a-fA-F]{8}$")
+    md5: str | None = Field(None, pattern=r"^[0-9a-fA-F]{32}$")
+    guid: str | None = Field(None, min_length=1, max_length=64)
+    mode: int | None = Field(None, ge=0, le=0o777)
+    replicas: list[ReplicaIn] = Field(default_factory=list, max_length=100)
+
+    @field_validator("lfn")
+    @classmethod
+    def _valid_lfn(cls, value: str) -> str:
+        return _lfn(value)
+
+    @field_validator("adler32", "md5")
+    @classmethod
+    def _lower(cls, value: str | None) -> str | None:
+        return value.lower() if value else value
+
+
+def parse_files(items: Sequence[Any]) -> list[FileIn]:
+    """Validate a batch up front: one bad item rejects the batch (400), so nothing is written."""
+    out = []
+    for index, item in enumerate(items):
+        try:
+            out.append(item if isinstance(item, FileIn) else FileIn.model_validate(item))
+        except ValidationError as exc:
+            problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'file'}: {e['msg']}" for e in exc.errors())
+            raise InvalidInput(f"file #{index}: {problems}", details={"index": index}) from exc
+    return out
+
+
+async def replica_documents(db: AsyncDatabase[Document], pairs: Iterable[tuple[str, ReplicaIn]]) -> dict[int, Document]:
+    """Replica sub-documents keyed by id() of each ReplicaIn, URLs built by each SE's rule (one query)."""
+    pairs = list(pairs)
+    ses = await fetch_storage_elements(db, {r.se for _, r in pairs})
+    unknown = sorted({r.se for _, r in pairs} - set(ses))
+    if unknown:
+        raise InvalidInput(f"unknown storage element(s): {', '.join(unknown)}", details={"unknown_ses": unknown})
+    at = now()
+    out: dict[int, Document] = {}
+    for lfn, replica in pairs:
+        url = replica.url
+        if url is None:
+            protocol = ses[replica.se].preferred_protocol("read") or ses[replica.se].preferred_protocol("write")
+            if protocol is None:
+                raise InvalidInput(f"SE {replica.se} has no read or write protocol to build a URL from")
+            url = replica_url(protocol, lfn)
+        out[id(replica)] = {"se": replica.se, "url": url, "status": replica.status, "created": at, "modified": at}
+    return out
+
+
+def _same_file(stored: Mapping[str, Any], given: FileIn) -> str | None:
+    """Why an existing record differs from the one given again, or None when it is the same file."""
+    if stored.get("size") != given.size:
+        return f"exists with a different size ({stored.get('size')} != {given.size})"
+    if stored.get("adler32") != given.adler32:
+        return f"exists with a different adler32 ({stored.get('adler32')} != {given.adler32})"
+    if given.md5 and stored.get("md5") and stored["md5"] != given.md5:
+        return f"exists with a different md5 ({stored['md5']} != {given.md5})"
+    if given.guid and stored.get("guid") != given.guid:
+        return f"exists with a different GUID ({stored.get('guid')})"
+    return None
+
+
+async def register_files(db: AsyncDatabase[Document], principal: Principal, files: Sequence[Any]) -> Outcome:
+    """Register files with their first replicas; parents are created as with mkdir -p.
+
+    Returns `{"successful": {lfn: {"guid", "created"}}, "failed": {lfn: reason}}`. Registering
+    the same file again (same size and checksums) succeeds with `created: false` and adds any
+    new replicas; a different size or checksum for an existing LFN fails with the reason.
+    """
+    parsed = parse_files(files)
+    successful: dict[str, Any] = {}
+    failed: dict[str, Any] = {}
+    batch: dict[str, FileIn] = {}
+    for item in parsed:
+        earlier = batch.get(item.lfn)
+        if earlier is None:
+            batch[item.lfn] = item
+        elif earlier.model_dump(exclude={"replicas"}) != item.model_dump(exclude={"replicas"}):
+            failed[item.lfn] = "the batch holds two different entries for this LFN"
+        else:
+            earlier.replicas.extend(r for r in item.replicas if r.se not in {e.se for e in earlier.replicas})
+    for lfn in failed:
+        batch.pop(lfn, None)
+    replicas = await replica_documents(db, ((f.lfn, r) for f in batch.values() for r in f.replicas))
+
+    # One query for every directory involved: ancestors of each LFN and the LFNs themselves.
+    involved = {a for lfn in batch for a in ancestors(lfn)} | set(batch)
+    dirs = await fetch_directories(db, involved)
+    for lfn in list(batch):
+        reason = "a directory exists at this path" if lfn in dirs else creation_denial(principal, lfn, dirs)
+        if reason:
+            failed[lfn] = reason
+            del batch[lfn]
+    missing = sorted({a for lfn in batch for a in ancestors(lfn)[1:] if a not in dirs})
+    if missing:
+        clashing = set(await find_by_ids(db[FILES], missing, {"_id": 1}))
+        for lfn in list(batch):
+            blocked = [a for a in ancestors(lfn) if a in clashing]
+            if blocked:
+                failed[lfn] = f"{blocked[0]} is a file, not a directory"
+                del batch[lfn]
+        needed = sorted({a for lfn in batch for a in ancestors(lfn)[1:] if a not in dirs})
+        at = now()
+        await insert_directories(db, [directory_document(p, principal, mode=None, at=at) for p in needed])
+
+    at = now()
+    docs = [_file_document(f, principal, [replicas[id(r)] for r in f.replicas], at) for f in batch.values()]
+    duplicates: list[FileIn] = []
+    if docs:
+        try:
+            with database_errors():
+                await db[FILES].insert_many(docs, ordered=False)
+        except BulkWriteError as exc:
+            for error in exc.details.get("writeErrors", []):
+                item = batch[docs[error["index"]]["_id"]]
+                if error.get("code") == DUPLICATE_KEY:
+                    duplicates.append(item)
+                else:
+                    failed[item.lfn] = f"not written: {error.get('errmsg', 'database error')}"
+    dup_lfns = {f.lfn for f in duplicates}
+    for doc in docs:
+        if doc["_id"] not in dup_lfns and doc["_id"] not in failed:
+            successful[doc["_id"]] = {"guid": doc["guid"], "created": True}
+    if duplicates:
+        await _reconcile(db, duplicates, replicas, successful, failed)
+    return {"successful": successful, "failed": failed}
+
+
+async def _reconcile(
+    db: AsyncDatabase[Document], duplicates: list[FileIn], replicas: dict[int, Document],
+    successful: dict[str, Any], failed: dict[str, Any],
+) -> None:
+    """Compare LFNs that existed already with what was given; add their new replicas."""
+    stored = await find_by_ids(db[FILES], (f.lfn for f in duplicates))
+    updates: dict[str, list[Document]] = {}
+    for item in duplicates:
+        doc = stored.get(item.lfn)
+        if doc is None:
+            failed[item.lfn] = "GUID already belongs to another file" if item.guid else "concurrently removed; retry"
+            continue
+        reason = _same_file(doc, item)
+        if reason:
+            failed[item.lfn] = reason
+            continue
+        successful[item.lfn] = {"guid": doc["guid"], "created": False}
+        updates.setdefault(item.lfn, []).extend(replicas[id(r)] for r in item.replicas)
+    await push_replicas(db, updates, known=stored)
+
+
+async def push_replicas(
+    db: AsyncDatabase[Document], wanted: Mapping[str, list[Document]], *, known: Mapping[str, Document] | None = None
+) -> None:
+    """Append replicas to files unless the file has one on that SE already (one per SE).
+
+    Each update is guarded by the file's `version` (bumped by every replica change) rather than
+    by `replicas.se $ne`, which FerretDB 1.24 evaluates wrongly on arrays; a lost race is read
+    again and retried. Two round trips per batch when nothing races.
+    """
+    pending = {lfn: reps for lfn, reps in wanted.items() if reps}
+    docs = dict(known or {})
+    for _ in range(8):
+        if not pending:
+            return
+        if not docs:
+            docs = await find_by_ids(db[FILES], pending, {"replicas.se": 1, "version": 1})
+        at = now()
+        updates = []
+        for lfn, reps in pending.items():
+            doc = docs.get(lfn)
+            if doc is None:
+                continue
+            present = {r["se"] for r in doc.get("replicas", [])}
+            new = list({r["se"]: r for r in reps if r["se"] not in present}.values())
+            if new:
+                updates.append(UpdateOne({"_id": lfn, "version": doc.get("version")},
+                                         {"$push": {"replicas": {"$each": new}}, "$set": {"modified": at},
+                                          "$inc": {"version": 1}}))
+        if not updates:
+            return
+        with database_errors():
+            result = await db[FILES].bulk_write(updates, ordered=False)
+        if result.modified_count == len(updates):
+            return
+        docs = {}
+
+
+def _file_document(item: FileIn, principal: Principal, replicas: list[Document], at: Any) -> Document:
+    return {
+        "_id": item.lfn,
+        "parent": parent_of(item.lfn),
+        "name": name_of(item.lfn),
+        "size": item.size,
+        "adler32": item.adler32,
+        "md5": item.md5,
+        "guid": item.guid or str(uuid.uuid4()),
+        "status": "active",
+        "owner": principal.sub,
+        "group": principal.primary_group,
+        "mode": DEFAULT_FILE_MODE if item.mode is None else item.mode,
+        "created": at,
+        "modified": at,
+        "meta": {},
+        "replicas": replicas,
+        "version": 0,
+    }
+
+
+async def get_file(db: AsyncDatabase[Document], lfn: str) -> Document:
+    """The file record of `lfn` (with its replicas); NotFound when there is none."""
+    check_lfn(lfn)
+    with database_errors():
+        doc = await db[FILES].find_one({"_id": lfn})
+    if doc is None:
+        raise NotFound(f"file {lfn} does not exist")
+    return doc
+
+
+async def fetch_files(db: AsyncDatabase[Document], lfns: Iterable[str], projection: Any = None) -> dict[str, Document]:
+    """The existing files among `lfns`, in one `_id $in` query (the `_id` index)."""
+    return await find_by_ids(db[FILES], lfns, projection)
+
+
+async def authorized_files(
+    db: AsyncDatabase[Document], principal: Principal, lfns: Sequence[str], bits: int
+) -> tuple[dict[str, Document], dict[str, str]]:
+    """Files the caller may act on with `bits` (r to read replicas, w to change them) and why
+    the others are refused; two queries (the files, then their ancestors) for any number."""
+    for lfn in lfns:
+        check_lfn(lfn)
+    found = await fetch_files(db, lfns)
+    dirs = await fetch_directories(db, {a for lfn in found for a in ancestors(lfn)})
+    allowed: dict[str, Document] = {}
+    failed: dict[str, str] = {}
+    for lfn in lfns:
+        doc = found.get(lfn)
+        reason = "no such file" if doc is None else entry_denial(principal, lfn, doc, bits, dirs)
+        if reason:
+            failed[lfn] = reason
+        elif doc is not None:
+            allowed[lfn] = doc
+    return allowed, failed
+
+
+async def remove_files(
+    db: AsyncDatabase[Document], principal: Principal, lfns: Sequence[str], *, force: bool = False
+) -> Outcome:
+    """Remove file records (w on each parent). A file that still has replicas is kept unless
+    `force`: the catalogue must not forget bytes that the reaper has not deleted yet."""
+    for lfn in lfns:
+        check_lfn(lfn)
+    found = await fetch_files(db, lfns, {"replicas.se": 1, "owner": 1})
+    dirs = await fetch_directories(db, {a for lfn in found for a in ancestors(lfn)})
+    successful: dict[str, Any] = {}
+    failed: dict[str, Any] = {}
+    doomed = []
+    for lfn in dict.fromkeys(lfns):
+        doc = found.get(lfn)
+        if doc is None:
+            successful[lfn] = {"removed": False}  # already gone: removal is idempotent
+            continue
+        reason = removal_denial(principal, lfn, dirs)
+        if not reason and doc.get("replicas") and not force:
+            reason = f"file still has {len(doc['replicas'])} replica(s); remove them first or force"
+        if reason:
+            failed[lfn] = reason
+        else:
+            doomed.append(lfn)
+    if doomed:
+        with database_errors():
+            await db[FILES].delete_many({"_id": {"$in": doomed}})
+        successful.update({lfn: {"removed": True} for lfn in doomed})
+    return {"successful": successful, "failed": failed}

@@ -1,0 +1,319 @@
+"""The namespace: mkdir, ls, stat, move, remove, chmod and chown over directories and files.
+
+Every function takes the database first and the caller second, and applies the rules of
+`catalogue.permissions` (ancestors come from one `_id $in` query).
+
+Moves have no transaction to lean on: the new records are written first and the old ones
+removed after, batch by batch, so a crash half-way leaves a record at its old place, its new
+place or both, never neither (repairing such a half-done move is not automated yet). Replica
+URLs are kept as they are on a move, since the bytes on the SEs do not move.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+from pymongo import UpdateOne
+from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import BulkWriteError
+
+from catalogue.directories import (
+    DIRECTORIES,
+    directory_document,
+    entry_view,
+    fetch_directories,
+    insert_directories,
+    now,
+)
+from catalogue.files import FILES
+from catalogue.lfn import ROOT, ancestors, check_lfn, descendant_pattern, is_within, name_of, parent_of
+from catalogue.permissions import (
+    EXECUTE,
+    READ,
+    ROOT_ENTRY,
+    check_chmod,
+    check_chown,
+    creation_denial,
+    entry_denial,
+    removal_denial,
+    require,
+    traversal_denial,
+)
+from kernel.db import Document, database_errors, iterate
+from kernel.errors import Conflict, Forbidden, InvalidInput, NotFound
+from kernel.principal import Principal
+
+MOVE_BATCH = 1000
+LIST_PROJECTION = {"replicas": 0, "meta": 0}
+
+
+async def _find_entry(db: AsyncDatabase[Document], path: str) -> tuple[Document, str] | None:
+    """The entry at `path` and its kind ("directory" or "file"), or None."""
+    if path == ROOT:
+        return ROOT_ENTRY, "directory"
+    with database_errors():
+        doc = await db[DIRECTORIES].find_one({"_id": path})
+        if doc is not None:
+            return doc, "directory"
+        doc = await db[FILES].find_one({"_id": path})
+    return (doc, "file") if doc is not None else None
+
+
+async def _existing(db: AsyncDatabase[Document], path: str) -> tuple[Document, str]:
+    found = await _find_entry(db, path)
+    if found is None:
+        raise NotFound(f"{path} does not exist")
+    return found
+
+
+async def mkdir(
+    db: AsyncDatabase[Document], principal: Principal, path: str, *, parents: bool = False, mode: int | None = None
+) -> dict[str, Any]:
+    """Create a directory (with `parents`, every missing ancestor too; an existing one is fine)."""
+    check_lfn(path)
+    if path == ROOT:
+        return entry_view(ROOT_ENTRY, "directory")
+    chain = [*ancestors(path), path]
+    dirs = await fetch_directories(db, chain)
+    require(traversal_denial(principal, path, dirs))
+    if path in dirs:
+        if parents:
+            return entry_view(dirs[path], "directory")
+        raise Conflict(f"directory {path} exists already")
+    missing = [p for p in chain if p != ROOT and p not in dirs]
+    if not parents and missing != [path]:
+        raise NotFound(f"parent directory {parent_of(path)} does not exist (use parents to create it)")
+    with database_errors():
+        clash = await db[FILES].find_one({"_id": {"$in": missing}}, {"_id": 1})
+    if clash is not None:
+        raise Conflict(f"{clash['_id']} is a file, not a directory")
+    require(creation_denial(principal, path, dirs))
+    at = now()
+    docs = [directory_document(p, principal, mode=mode if p == path else None, at=at) for p in missing]
+    await insert_directories(db, docs)
+    return entry_view(docs[-1], "directory")
+
+
+async def stat(db: AsyncDatabase[Document], principal: Principal, path: str) -> dict[str, Any]:
+    """The entry at `path` (a file with its replicas); needs x on every ancestor."""
+    check_lfn(path)
+    doc, kind = await _existing(db, path)
+    dirs = await fetch_directories(db, ancestors(path))
+    require(entry_denial(principal, path, doc, 0, dirs))
+    return entry_view(doc, kind)
+
+
+async def _merged(*cursors: AsyncIterator[tuple[str, Document]]) -> AsyncIterator[tuple[str, Document]]:
+    """Merge cursors that are each sorted by name into one sorted stream (one item per cursor held)."""
+    heads: list[tuple[str, Document] | None] = [await anext(c, None) for c in cursors]
+    while any(h is not None for h in heads):
+        index = min((i for i, h in enumerate(heads) if h is not None), key=lambda i: heads[i][1]["name"])  # type: ignore[index]
+        item = heads[index]
+        assert item is not None
+        yield item
+        heads[index] = await anext(cursors[index], None)
+
+
+async def _children(
+    collection: AsyncCollection[Document], kind: str, path: str, after: str | None, limit: int | None
+) -> AsyncIterator[tuple[str, Document]]:
+    # Index: directories_by_parent_name / files_by_parent_name — a keyset range scan.
+    query: dict[str, Any] = {"parent": path}
+    if after:
+        query["name"] = {"$gt": after}
+    cursor = collection.find(query, LIST_PROJECTION).sort("name", 1).batch_size(1000)
+    if limit is not None:
+        cursor = cursor.limit(limit)
+    async for doc in iterate(cursor):
+        if doc["_id"] != ROOT:
+            yield kind, doc
+
+
+async def _listable(db: AsyncDatabase[Document], principal: Principal, path: str) -> None:
+    check_lfn(path)
+    doc, kind = await _existing(db, path)
+    if kind != "directory":
+        raise InvalidInput(f"{path} is a file, not a directory")
+    dirs = await fetch_directories(db, ancestors(path))
+    require(entry_denial(principal, path, doc, READ | EXECUTE, dirs))
+
+
+async def open_directory(
+    db: AsyncDatabase[Document], principal: Principal, path: str, *, after: str | None = None
+) -> AsyncIterator[dict[str, Any]]:
+    """Check the caller may list `path`, then return a stream of all its entries sorted by name,
+    read from two cursors in constant memory (so errors come before a response starts)."""
+    await _listable(db, principal, path)
+
+    async def entries() -> AsyncIterator[dict[str, Any]]:
+        async for kind, doc in _merged(
+            _children(db[DIRECTORIES], "directory", path, after, None),
+            _children(db[FILES], "file", path, after, None),
+        ):
+            yield entry_view(doc, kind)
+
+    return entries()
+
+
+async def list_directory(
+    db: AsyncDatabase[Document], principal: Principal, path: str, *, after: str | None = None, limit: int = 1000
+) -> dict[str, Any]:
+    """One page of a directory: `{"entries": [...], "next_after": name | None}` (keyset paging)."""
+    await _listable(db, principal, path)
+    entries: list[dict[str, Any]] = []
+    async for kind, doc in _merged(
+        _children(db[DIRECTORIES], "directory", path, after, limit + 1),
+        _children(db[FILES], "file", path, after, limit + 1),
+    ):
+        if len(entries) == limit:
+            return {"entries": entries, "next_after": entries[-1]["name"]}
+        entries.append(entry_view(doc, kind))
+    return {"entries": entries, "next_after": None}
+
+
+async def move(db: AsyncDatabase[Document], principal: Principal, source: str, destination: str) -> dict[str, Any]:
+    """Rename or move a file or a directory (with everything below it) to a path that is free."""
+    check_lfn(source)
+    check_lfn(destination)
+    if source == ROOT:
+        raise InvalidInput("the root directory cannot be moved")
+    if is_within(destination, source):
+        raise InvalidInput(f"cannot move {source} into itself ({destination})")
+    doc, kind = await _existing(db, source)
+    if await _find_entry(db, destination) is not None:
+        raise Conflict(f"{destination} exists already")
+    target_parent = parent_of(destination)
+    dirs = await fetch_directories(db, [*ancestors(source), *ancestors(destination)])
+    if target_parent != ROOT and target_parent not in dirs:
+        raise NotFound(f"destination directory {target_parent} does not exist")
+    require(removal_denial(principal, source, dirs))
+    require(creation_denial(principal, destination, dirs))
+    moved = {**doc, "_id": destination, "parent": target_parent, "name": name_of(destination), "modified": now()}
+    collection = db[DIRECTORIES] if kind == "directory" else db[FILES]
+    await _relocate(collection, [(source, moved)])
+    if kind == "directory":
+        for name in (DIRECTORIES, FILES):
+            await _move_subtree(db[name], source, destination)
+    return entry_view(moved, kind)
+
+
+async def _relocate(collection: AsyncCollection[Document], pairs: list[tuple[str, Document]]) -> None:
+    """Put records at their new `_id`s, then drop the old ones: three round trips per batch.
+
+    A file's GUID is unique, so a copy carries it as `moving_guid` until the original is gone
+    (the GUID index is sparse). A crash between the steps leaves the original, or both, never
+    neither; a copy left with `moving_guid` still names its GUID.
+    """
+    if not pairs:
+        return
+    is_files = collection.name == FILES
+    copies = []
+    for _, doc in pairs:
+        copy = dict(doc)
+        if is_files and "guid" in copy:
+            copy["moving_guid"] = copy.pop("guid")
+        copies.append(copy)
+    blocked: set[int] = set()
+    try:
+        with database_errors():
+            await collection.insert_many(copies, ordered=False)
+    except BulkWriteError as exc:
+        # A record that appeared at the new place meanwhile: keep the original where it is.
+        blocked = {e["index"] for e in exc.details.get("writeErrors", [])}
+    moved = [i for i in range(len(pairs)) if i not in blocked]
+    if not moved:
+        return
+    restores = [
+        UpdateOne({"_id": copies[i]["_id"]}, {"$set": {"guid": copies[i]["moving_guid"]},
+                                              "$unset": {"moving_guid": ""}})
+        for i in moved if "moving_guid" in copies[i]
+    ]
+    with database_errors():
+        await collection.delete_many({"_id": {"$in": [pairs[i][0] for i in moved]}})
+        if restores:
+            await collection.bulk_write(restores, ordered=False)
+
+
+async def _move_subtree(collection: AsyncCollection[Document], source: str, destination: str) -> None:
+    """Move every record below `source` to the same place below `destination`, batch by batch."""
+    # Index: `_id` (an anchored prefix regex is a range scan on MongoDB); memory stays flat.
+    pattern = descendant_pattern(source)
+    cut = len(source)
+    batch: list[tuple[str, Document]] = []
+    async for doc in iterate(collection.find({"_id": {"$regex": pattern}}).batch_size(MOVE_BATCH)):
+        path = destination + doc["_id"][cut:]
+        batch.append((doc["_id"], {**doc, "_id": path, "parent": parent_of(path)}))
+        if len(batch) >= MOVE_BATCH:
+            await _relocate(collection, batch)
+            batch = []
+    await _relocate(collection, batch)
+
+
+async def remove(db: AsyncDatabase[Document], principal: Principal, path: str, *, recursive: bool = False) -> int:
+    """Remove a file, an empty directory, or (admins, `recursive`) a whole tree; returns entries removed."""
+    check_lfn(path)
+    if path == ROOT:
+        raise InvalidInput("the root directory cannot be removed")
+    doc, kind = await _existing(db, path)
+    dirs = await fetch_directories(db, ancestors(path))
+    require(removal_denial(principal, path, dirs))
+    if kind == "file":
+        if doc.get("replicas"):
+            raise Conflict(f"{path} still has {len(doc['replicas'])} replica(s); remove them first")
+        with database_errors():
+            result = await db[FILES].delete_one({"_id": path})
+        return result.deleted_count
+    with database_errors():
+        child = await db[DIRECTORIES].find_one({"parent": path}, {"_id": 1}) or await db[FILES].find_one(
+            {"parent": path}, {"_id": 1})
+    removed = 0
+    if child is not None:
+        if not recursive:
+            raise Conflict(f"directory {path} is not empty")
+        if not principal.is_admin:
+            raise Forbidden("only admins may remove a directory recursively")
+        pattern = descendant_pattern(path)
+        with database_errors():
+            removed += (await db[FILES].delete_many({"_id": {"$regex": pattern}})).deleted_count
+            removed += (await db[DIRECTORIES].delete_many({"_id": {"$regex": pattern}})).deleted_count
+    with database_errors():
+        removed += (await db[DIRECTORIES].delete_one({"_id": path})).deleted_count
+    return removed
+
+
+async def chmod(db: AsyncDatabase[Document], principal: Principal, path: str, mode: int) -> dict[str, Any]:
+    """Set the mode bits of an entry (its owner or an admin)."""
+    check_lfn(path)
+    if not 0 <= mode <= 0o777:
+        raise InvalidInput(f"mode must be between 0 and 0o777, got {mode}")
+    return await _change(db, principal, path, {"mode": mode}, lambda doc: check_chmod(principal, doc))
+
+
+async def chown(
+    db: AsyncDatabase[Document], principal: Principal, path: str, *, owner: str | None = None,
+    group: str | None = None,
+) -> dict[str, Any]:
+    """Change the owner (admins) and/or the group (the owner, to one of their groups) of an entry."""
+    check_lfn(path)
+    changes = {k: v for k, v in {"owner": owner, "group": group}.items() if v is not None}
+    if not changes or any(not isinstance(v, str) or not v for v in changes.values()):
+        raise InvalidInput("give a non-empty owner and/or group")
+    return await _change(db, principal, path, changes, lambda doc: check_chown(principal, doc, owner, group))
+
+
+async def _change(
+    db: AsyncDatabase[Document], principal: Principal, path: str, changes: dict[str, Any], check: Any
+) -> dict[str, Any]:
+    if path == ROOT:
+        raise InvalidInput("the root directory cannot be changed")
+    doc, kind = await _existing(db, path)
+    dirs = await fetch_directories(db, ancestors(path))
+    require(entry_denial(principal, path, doc, 0, dirs))
+    check(doc)
+    collection = db[DIRECTORIES] if kind == "directory" else db[FILES]
+    updated = {**doc, **changes, "modified": now()}
+    with database_errors():
+        await collection.update_one({"_id": path}, {"$set": {**changes, "modified": updated["modified"]}})
+    return entry_view(updated, kind)

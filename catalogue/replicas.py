@@ -1,0 +1,165 @@
+"""Replicas: the copies of a file on SEs, embedded in the file record (one per SE).
+
+Each call costs O(1) round trips whatever the number of items: the files are fetched with one
+`_id $in` and changed with one unordered bulk write whose filters guard against races (a
+`$push` only when the file's `version` is still the one read; a status change only from the
+status read), so no transaction is needed. Every replica change bumps the file's `version`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from pymongo import UpdateOne
+from pymongo.asynchronous.database import AsyncDatabase
+
+from catalogue.directories import now
+from catalogue.files import FILES, REPLICA_STATUSES, Outcome, ReplicaIn, fetch_files, push_replicas, replica_documents
+from catalogue.lfn import check_lfn
+from catalogue.storage_elements import SES
+from kernel.db import Document, database_errors
+from kernel.errors import InvalidInput
+
+
+def _checked(items: Iterable[Mapping[str, Any]], *, with_replica: bool) -> list[tuple[str, ReplicaIn]]:
+    out = []
+    for index, item in enumerate(items):
+        if not isinstance(item, Mapping):
+            raise InvalidInput(f"replica #{index} must be an object with lfn and se")
+        lfn = check_lfn(item.get("lfn"))
+        rest = {k: v for k, v in item.items() if k != "lfn"}
+        if not with_replica:
+            rest = {"se": rest.get("se")}
+        try:
+            out.append((lfn, ReplicaIn.model_validate(rest)))
+        except ValueError as exc:
+            raise InvalidInput(f"replica #{index} ({lfn}): {exc}") from exc
+    return out
+
+
+async def get_replicas(db: AsyncDatabase[Document], lfns: Sequence[str]) -> tuple[dict[str, Document], dict[str, str]]:
+    """File records (with replicas) of the LFNs found, and `{lfn: reason}` for the others."""
+    for lfn in lfns:
+        check_lfn(lfn)
+    found = await fetch_files(db, lfns)
+    failed = {lfn: "no such file" for lfn in lfns if lfn not in found}
+    return found, failed
+
+
+async def active_replicas(
+    db: AsyncDatabase[Document], lfns: Sequence[str]
+) -> tuple[dict[str, Document], dict[str, str]]:
+    """Like `get_replicas`, keeping only replicas that are available on a read-enabled SE.
+
+    A file found with no such replica is reported as failed ("no active replica").
+    """
+    found, failed = await get_replicas(db, lfns)
+    active, inactive = await only_active(db, found)
+    return active, failed | inactive
+
+
+async def only_active(
+    db: AsyncDatabase[Document], found: Mapping[str, Document]
+) -> tuple[dict[str, Document], dict[str, str]]:
+    """File records cut down to their active replicas (one query for the SEs' read switches);
+    files left with none come back as failed ("no active replica")."""
+    ses = {r["se"] for doc in found.values() for r in doc.get("replicas", [])}
+    readable: set[str] = set()
+    if ses:
+        with database_errors():
+            cursor = db[SES].find({"_id": {"$in": sorted(ses)}, "read_enabled": True}, {"_id": 1})
+            readable = {d["_id"] for d in await cursor.to_list()}
+    active: dict[str, Document] = {}
+    failed: dict[str, str] = {}
+    for lfn, doc in found.items():
+        kept = [r for r in doc.get("replicas", []) if r.get("status") == "available" and r["se"] in readable]
+        if kept:
+            active[lfn] = {**doc, "replicas": kept}
+        else:
+            failed[lfn] = "no active replica"
+    return active, failed
+
+
+async def add_replicas(db: AsyncDatabase[Document], items: Iterable[Mapping[str, Any]]) -> Outcome:
+    """Add replicas `{lfn, se, url?, status?}`; one already on that SE counts as success.
+
+    Answers `{"successful": {lfn: [se, ...]}, "failed": {lfn: reason}}`. Unknown SEs and bad
+    LFNs reject the whole call (InvalidInput) before anything is written.
+    """
+    pairs = _checked(items, with_replica=True)
+    docs = await replica_documents(db, pairs)
+    found = await fetch_files(db, {lfn for lfn, _ in pairs}, {"replicas.se": 1, "version": 1})
+    successful: dict[str, Any] = {}
+    failed: dict[str, Any] = {}
+    wanted: dict[str, list[Document]] = {}
+    for lfn, replica in pairs:
+        if lfn not in found:
+            failed[lfn] = "no such file"
+            continue
+        successful.setdefault(lfn, []).append(replica.se)
+        wanted.setdefault(lfn, []).append(docs[id(replica)])
+    await push_replicas(db, wanted, known=found)
+    return {"successful": successful, "failed": failed}
+
+
+async def remove_replicas(db: AsyncDatabase[Document], items: Iterable[Mapping[str, Any]]) -> Outcome:
+    """Remove replicas `{lfn, se}` from the catalogue (the bytes are the reaper's business).
+
+    Removing a replica that is not there succeeds; a missing file fails.
+    """
+    pairs = _checked(items, with_replica=False)
+    found = await fetch_files(db, {lfn for lfn, _ in pairs}, {"replicas": 1})
+    successful: dict[str, Any] = {}
+    failed: dict[str, Any] = {}
+    updates = []
+    at = now()
+    for lfn, replica in pairs:
+        doc = found.get(lfn)
+        if doc is None:
+            failed[lfn] = "no such file"
+            continue
+        successful.setdefault(lfn, []).append(replica.se)
+        # `$pull` of the exact element read above (FerretDB has no `$pull` by condition); if it
+        # changed meanwhile the pull misses it and the caller sees it still listed.
+        for element in doc.get("replicas", []):
+            if element["se"] == replica.se:
+                updates.append(UpdateOne({"_id": lfn}, {"$pull": {"replicas": element}, "$set": {"modified": at},
+                                                         "$inc": {"version": 1}}))
+    if updates:
+        with database_errors():
+            await db[FILES].bulk_write(updates, ordered=False)
+    return {"successful": successful, "failed": failed}
+
+
+async def set_replica_status(
+    db: AsyncDatabase[Document], lfn: str, se: str, status: str, *, expected: str | None = None
+) -> bool:
+    """Atomically set the status of the replica of `lfn` on `se`; with `expected`, only if the
+    replica is in that status now. True when the replica was changed."""
+    check_lfn(lfn)
+    for value in (status, expected):
+        if value is not None and value not in REPLICA_STATUSES:
+            raise InvalidInput(f"replica status {value!r} is not one of {', '.join(REPLICA_STATUSES)}")
+    # Atomic compare-and-set on the element's position: the filter pins the SE and the status
+    # read, so a concurrent change (or a shifted array) makes it miss and we read again.
+    # (No `$elemMatch` or positional `$` here: FerretDB 1.24 supports neither in updates.)
+    for _ in range(5):
+        with database_errors():
+            doc = await db[FILES].find_one({"_id": lfn}, {"replicas": 1})
+        found = [(i, r) for i, r in enumerate((doc or {}).get("replicas", [])) if r.get("se") == se]
+        if not found:
+            return False
+        index, current = found[0]
+        if expected is not None and current.get("status") != expected:
+            return False
+        at = now()
+        with database_errors():
+            result = await db[FILES].update_one(
+                {"_id": lfn, f"replicas.{index}.se": se, f"replicas.{index}.status": current.get("status")},
+                {"$set": {f"replicas.{index}.status": status, f"replicas.{index}.modified": at, "modified": at},
+                 "$inc": {"version": 1}},
+            )
+        if result.matched_count == 1:
+            return True
+    return False
