@@ -38,6 +38,8 @@ from pymongo import AsyncMongoClient, monitoring
 
 from cairn.components import index_specs
 from cairn.embedded_db import start_ferretdb
+from catalogue.files import FILES
+from catalogue.replicas import get_replicas
 from catalogue.storage_elements import Protocol, StorageElement, put_storage_element
 from kernel.db import Document, ensure_indexes
 from kernel.principal import Principal
@@ -99,7 +101,7 @@ async def build(db: Any, args: argparse.Namespace, rng: random.Random, se_root: 
             files.append({"_id": lfn, "size": 1, "adler32": "00000001", "owner": "bench", "group": f"g{d % 2}",
                           "mode": 0o644, "replicas": [{"se": f"{s}-DISK", "url": f"file:///{s}{lfn}",
                                                        "status": "available"} for s in where]})
-    await db[input_data.FILES].insert_many(files)
+    await db[FILES].insert_many(files)
 
     by_group: dict[str, list[JobDescription]] = defaultdict(list)
     for _ in range(args.jobs):
@@ -114,7 +116,7 @@ async def build(db: Any, args: argparse.Namespace, rng: random.Random, se_root: 
     # The checker's decisions (real placement rule and queue keys). The jobs are written back
     # whole because FerretDB runs multi-document updates one document at a time (the checker's
     # own per-job writes are indexed lookups on MongoDB).
-    catalogue = await input_data.files_of(db, holders)
+    catalogue, _ = await get_replicas(db, sorted(holders))
     ses = await input_data.storage_elements(db)
     queued: dict[Any, list[str]] = defaultdict(list)
     placed_jobs = []

@@ -53,7 +53,8 @@ async def test_without_a_site_holding_everything_the_sites_with_most_inputs_are_
 
 async def test_inputs_that_exist_nowhere_fail_the_job_naming_them(grid: Grid, wms_config: WmsSettings) -> None:
     await grid.add_file("/cta/here", b"1", ["SITE-A-DISK"])
-    await grid.db["files"].insert_one({"_id": "/cta/lost", "size": 1, "adler32": "00000000", "replicas": [
+    await grid.db["files"].insert_one({"_id": "/cta/lost", "size": 1, "adler32": "00000000", "owner": "alice",
+                                       "group": "cta", "mode": 0o644, "replicas": [
         {"se": "SITE-B-DISK", "url": "file:///nowhere", "status": "bad"}]})
     [job_id] = await submit(grid.db, ["/cta/here", "/cta/lost", "/cta/never-registered"])
     await check_all(grid.db, wms_config)

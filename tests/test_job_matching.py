@@ -214,15 +214,16 @@ async def test_outputs_of_a_rescheduled_job_are_registered_once_with_provenance(
     assert docs[0]["ancestors"] == ["/cta/in/1"]
     assert docs[0]["produced_by"] == {"job": job_id, "attempt": 2}
     assert (docs[0]["adler32"], docs[0]["owner"], len(docs[0]["replicas"])) == ("0000000b", "alice", 1)
+    assert (docs[0]["group"], docs[0]["parent"]) == ("cta", "/cta/out")  # registered through the catalogue
 
 
-async def test_an_output_lfn_produced_by_someone_else_is_refused(
+async def test_an_output_lfn_registered_by_someone_else_meanwhile_is_refused(
     api: RunningApi, grid: Grid, wms_config: WmsSettings
 ) -> None:
-    await grid.add_file("/cta/out/taken", b"theirs", ["SITE-A-DISK"])
     [job_id] = await submit_as(api, "alice", "cta",
                                job(outputs=[{"path": "t", "lfn": "/cta/out/taken", "se": "SITE-A-DISK"}]))
     await check_all(grid.db, wms_config)
+    await grid.add_file("/cta/out/taken", b"theirs", ["SITE-A-DISK"], owner="bob")
     async with pilot_client(api) as pilot:
         await pilot.match_job(pilot="p", site="SITE-A")
         await pilot.start_job(job_id, pilot="p", attempt=1)

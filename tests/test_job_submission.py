@@ -6,7 +6,7 @@ import pytest
 from pymongo.asynchronous.database import AsyncDatabase
 
 from kernel.db import Document
-from kernel.errors import Forbidden, InvalidInput
+from kernel.errors import Conflict, Forbidden, InvalidInput
 from tests.fixtures.api import RunningApi
 from tests.fixtures.grid import Grid
 
@@ -100,6 +100,16 @@ async def test_inputs_the_user_may_not_read_are_refused_and_nothing_queued(api: 
                                      simple(input_data=["/cta/private/x.dat"])])
         assert await job_count(grid.db) == 0
         assert len(await alice.submit_jobs(simple(input_data=["/cta/public/y.dat"]))) == 1
+
+
+async def test_outputs_that_exist_or_may_not_be_created_are_refused(api: RunningApi, grid: Grid) -> None:
+    await grid.add_file("/cta/out/old.txt", b"old", ["SITE-A-DISK"])
+    async with api.client(api.token(scopes=USER_SCOPES)) as alice:
+        with pytest.raises(Conflict, match=r"exist already: /cta/out/old\.txt"):
+            await alice.submit_jobs(simple(outputs=[{"path": "o", "lfn": "/cta/out/old.txt", "se": "SITE-A-DISK"}]))
+        with pytest.raises(Forbidden, match=r"may not create 1 output file\(s\): /elsewhere/o"):
+            await alice.submit_jobs(simple(outputs=[{"path": "o", "lfn": "/elsewhere/o", "se": "SITE-A-DISK"}]))
+    assert await job_count(grid.db) == 0
 
 
 async def test_only_the_owner_or_an_admin_sees_and_kills_a_job(api: RunningApi, grid: Grid) -> None:

@@ -45,7 +45,8 @@ def test_jobs_submitted_with_the_cli_run_at_the_local_site(tmp_path: Path) -> No
             "parameters: [7, 8]\n"
         )
         made = cairn(tmp_path, "job", "submit", str(tmp_path / "make.yaml"))["ids"]
-        assert [wait_final(tmp_path, i)["state"] for i in made] == ["done", "done"]
+        assert [(wait_final(tmp_path, i)["state"], wait_final(tmp_path, i)["reason"]) for i in made] == [
+            ("done", "payload succeeded and outputs are registered")] * 2
 
         (tmp_path / "sum.json").write_text(json.dumps({
             "executable": "/bin/sh", "arguments": ["-c", "cat 7.txt 8.txt > sum.txt; cat sum.txt"],

@@ -17,6 +17,7 @@ from collections.abc import Mapping, Sequence
 
 from pymongo.asynchronous.database import AsyncDatabase
 
+from catalogue.replicas import get_replicas
 from kernel.db import Document
 from transfers.requests import requests_for, submit_transfers
 from wms import input_data, jobs, states, task_queues
@@ -43,7 +44,7 @@ async def check_batch(db: AsyncDatabase[Document], config: WmsSettings, worker: 
     if not batch:
         return 0
     lfns = {lfn for job in batch for lfn in job["description"]["input_data"]}
-    files = await input_data.files_of(db, lfns)  # the one catalogue query of this pass
+    files, _ = await get_replicas(db, sorted(lfns))  # the one catalogue query of this pass
     ses = await input_data.storage_elements(db)
     outcomes: dict[str, Document] = {}
     queues: dict[QueueKey, list[str]] = defaultdict(list)

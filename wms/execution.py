@@ -11,7 +11,6 @@ from collections.abc import Sequence
 from typing import Any
 
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import DuplicateKeyError
 
 from kernel.db import Document
 from kernel.errors import Conflict, InvalidInput
@@ -69,18 +68,9 @@ async def register_outputs(
     if job["state"] != states.RUNNING or job.get("attempt") != attempt or job.get("pilot") != pilot:
         raise Conflict(f"job {job_id} attempt {attempt} is not running at pilot {pilot}")
     declared = {o["lfn"]: o for o in job["description"]["outputs"]}
-    successful: dict[str, str] = {}
-    failed: dict[str, str] = {}
-    for item in files:
-        lfn = item["lfn"]
-        if lfn not in declared:
-            failed[lfn] = "not an output declared by the job"
-            continue
-        try:
-            successful[lfn] = await outputs.register_output(
-                db, job=job, lfn=lfn, se=declared[lfn]["se"], url=item["url"], size=item["size"],
-                adler32=item["adler32"], ancestors=job["description"]["input_data"],
-            )
-        except DuplicateKeyError:
-            failed[lfn] = "the LFN exists already and was not produced by this job"
-    return {"successful": successful, "failed": failed}
+    undeclared = {f["lfn"]: "not an output declared by the job" for f in files if f["lfn"] not in declared}
+    items = [{**f, "se": declared[f["lfn"]]["se"]} for f in files if f["lfn"] in declared]
+    result = await outputs.register_outputs(db, job, items, job["description"]["input_data"]) if items else {
+        "successful": {}, "failed": {}}
+    result["failed"].update(undeclared)
+    return result

@@ -264,5 +264,5 @@ async def count_by_state(db: AsyncDatabase[Document], owner: str | None = None) 
 
 def public_view(doc: Document) -> dict[str, Any]:
     """A job as the API shows it (`id` instead of `_id`, internal bookkeeping left out)."""
-    out = {k: v for k, v in doc.items() if k not in ("_id", "claim", "claimed_at", "pilot_secret")}
+    out = {k: v for k, v in doc.items() if k not in ("_id", "claim", "claimed_at", "scopes")}
     return {"id": doc["_id"], **out}

@@ -1,8 +1,9 @@
 """Accepting jobs: expand parametric descriptions, refuse bad input with the reason, store the rest.
 
 Everything is checked before anything is stored, so a refused submission queues nothing:
-unknown sites or SEs, input LFNs the caller may not read, dataset and query inputs (not
-supported yet), output LFNs repeated within the submission.
+unknown sites or SEs, input LFNs the caller may not read (the catalogue's path permissions),
+output LFNs that exist already or that the caller may not create, output LFNs repeated within
+the submission, dataset and query inputs (not supported yet).
 """
 
 from __future__ import annotations
@@ -12,10 +13,14 @@ from collections.abc import Sequence
 
 from pymongo.asynchronous.database import AsyncDatabase
 
+from catalogue.directories import fetch_directories
+from catalogue.files import authorized_files, fetch_files
+from catalogue.lfn import ancestors, check_lfn
+from catalogue.permissions import READ, creation_denial
 from kernel.db import Document
-from kernel.errors import Forbidden, InvalidInput
+from kernel.errors import Conflict, Forbidden, InvalidInput
 from kernel.principal import Principal
-from wms import input_access, input_data, jobs, states
+from wms import input_data, jobs, states
 from wms.description import JobDescription, expand
 
 
@@ -58,13 +63,30 @@ async def _validate(db: AsyncDatabase[Document], principal: Principal, concrete:
     if repeated:
         raise InvalidInput(f"output LFNs repeat within the submission: {', '.join(repeated[:10])}",
                            details={"lfns": repeated[:100]})
-    inputs = {lfn for job in concrete for lfn in job.input_data}
-    files = await input_data.files_of(db, inputs)
-    denied = input_access.unreadable(principal, files)
+    inputs = sorted({lfn for job in concrete for lfn in job.input_data})
+    for lfn in inputs:
+        check_lfn(lfn)
+    # Inputs that do not exist pass here: the checker fails their jobs naming them.
+    _, refused = await authorized_files(db, principal, inputs, READ)
+    denied = {lfn: reason for lfn, reason in refused.items() if reason != "no such file"}
     if denied:
-        raise Forbidden(
-            f"you may not read {len(denied)} input file(s): {', '.join(denied[:10])}", details={"lfns": denied}
-        )
+        shown = "; ".join(f"{lfn}: {reason}" for lfn, reason in sorted(denied.items())[:10])
+        raise Forbidden(f"you may not read {len(denied)} input file(s): {shown}", details={"lfns": denied})
+    await _check_outputs(db, principal, [o.lfn for job in concrete for o in job.outputs])
+
+
+async def _check_outputs(db: AsyncDatabase[Document], principal: Principal, lfns: Sequence[str]) -> None:
+    """Outputs must be new LFNs the owner may create (checked again when they are registered)."""
+    for lfn in lfns:
+        check_lfn(lfn)
+    existing = sorted(await fetch_files(db, lfns, {"_id": 1}))
+    if existing:
+        raise Conflict(f"output LFN(s) exist already: {', '.join(existing[:10])}", details={"lfns": existing})
+    dirs = await fetch_directories(db, {a for lfn in lfns for a in ancestors(lfn)})
+    denied = {lfn: reason for lfn in lfns if (reason := creation_denial(principal, lfn, dirs))}
+    if denied:
+        shown = "; ".join(f"{lfn}: {reason}" for lfn, reason in sorted(denied.items())[:10])
+        raise Forbidden(f"you may not create {len(denied)} output file(s): {shown}", details={"lfns": denied})
 
 
 def _job_document(job_id: str, job: JobDescription, principal: Principal, at: object) -> Document:
@@ -73,6 +95,9 @@ def _job_document(job_id: str, job: JobDescription, principal: Principal, at: ob
         "name": job.name,
         "owner": principal.sub,
         "group": principal.primary_group,
+        "groups": list(principal.groups),
+        # The rights the job acts with when it registers outputs (delegated at submission).
+        "scopes": sorted(principal.scopes),
         "vo": principal.vo,
         "description": job.model_dump(mode="json", exclude={"parameters"}),
         "priority": job.priority,
