@@ -5,8 +5,10 @@ from __future__ import annotations
 import pytest
 from pymongo.asynchronous.database import AsyncDatabase
 
+from catalogue.directories import directory_document, insert_directories, now
 from kernel.db import Document
 from kernel.errors import Conflict, Forbidden, InvalidInput
+from kernel.principal import Principal
 from tests.fixtures.api import RunningApi
 from tests.fixtures.grid import Grid
 
@@ -100,6 +102,16 @@ async def test_inputs_the_user_may_not_read_are_refused_and_nothing_queued(api: 
                                      simple(input_data=["/cta/private/x.dat"])])
         assert await job_count(grid.db) == 0
         assert len(await alice.submit_jobs(simple(input_data=["/cta/public/y.dat"]))) == 1
+
+
+async def test_inputs_behind_a_directory_the_user_may_not_search_are_refused(api: RunningApi, grid: Grid) -> None:
+    carol = Principal(sub="carol", vo="cta", groups=("hess",))
+    await insert_directories(grid.db, [directory_document("/cta/carol", carol, mode=0o700, at=now())])
+    await grid.add_file("/cta/carol/open.dat", b"x", ["SITE-A-DISK"], owner="carol", group="hess", mode=0o644)
+    async with api.client(api.token(scopes=USER_SCOPES)) as alice:
+        with pytest.raises(Forbidden, match=r"no search \(x\) permission on directory /cta/carol"):
+            await alice.submit_jobs(simple(input_data=["/cta/carol/open.dat"]))
+    assert await job_count(grid.db) == 0
 
 
 async def test_outputs_that_exist_or_may_not_be_created_are_refused(api: RunningApi, grid: Grid) -> None:
