@@ -2,4 +2,6 @@
 
 pytest_plugins = [
     "tests.fixtures.mongo",
+    "tests.fixtures.s3",
+    "tests.fixtures.xrootd",
 ]
