@@ -168,8 +168,13 @@ class StoragePlugin(ABC):
         mode: TpcMode = "pull",
         overwrite: bool = True,
         timeout_s: float = 3600,
+        remote_token: str | None = None,
     ) -> int:
-        """Have the storage copy source to dest itself; returns the bytes moved."""
+        """Have the storage copy source to dest itself; returns the bytes it reports moved.
+
+        mode says which endpoint is active where the protocol lets the caller choose (HTTP);
+        remote_token is the credential for the passive endpoint, if it needs one.
+        """
         raise NotSupported(f"{source} -> {dest}: {self.schemes[0]} cannot do third-party copies")
 
     async def signed_url(

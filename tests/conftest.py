@@ -1,7 +1,9 @@
 """Test bed: real servers on loopback (see tests/fixtures/)."""
 
 pytest_plugins = [
+    "tests.fixtures.endpoints",
     "tests.fixtures.mongo",
+    "tests.fixtures.payloads",
     "tests.fixtures.s3",
     "tests.fixtures.xrootd",
 ]
