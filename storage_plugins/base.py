@@ -85,6 +85,8 @@ class StoragePlugin(ABC):
     # Endpoints whose plugins share a family can copy between each other without the caller
     # in the data path (root <-> root, http(s)/dav(s) <-> http(s)/dav(s)).
     tpc_family: ClassVar[str | None] = None
+    # Whether checksum() is answered by the server without reading the file back through us.
+    server_checksum: ClassVar[bool] = False
     Options: ClassVar[type[PluginOptions]] = PluginOptions
 
     def __init__(self, options: Mapping[str, Any] | None = None) -> None:

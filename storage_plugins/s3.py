@@ -101,6 +101,7 @@ class S3Plugin(StoragePlugin):
     """Objects in S3 buckets; directories are key prefixes ending in '/'."""
 
     schemes = ("s3",)
+    server_checksum = True
     Options = S3Options
     options: S3Options
 

@@ -107,6 +107,7 @@ class WebDavPlugin(StoragePlugin):
 
     schemes = ("davs", "dav", "https", "http")
     tpc_family = "http"
+    server_checksum = True
     Options = WebDavOptions
     options: WebDavOptions
 

@@ -126,6 +126,7 @@ class XRootDPlugin(StoragePlugin):
 
     schemes = ("root",)
     tpc_family = "root"
+    server_checksum = True
     Options = XRootDOptions
     options: XRootDOptions
 
