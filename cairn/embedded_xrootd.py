@@ -52,7 +52,7 @@ http.key {key_file}
 http.cadir {ca_dir}
 http.exthandler xrdtpc libXrdHttpTPC.so
 xrootd.chksum adler32
-ofs.tpc logok ttl 60 70 xfr 20 pgm {xrdcp} --server
+ofs.tpc ttl 60 70 xfr 20 pgm {xrdcp} --server
 """
 
 

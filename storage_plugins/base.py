@@ -8,8 +8,10 @@ whose server offers nothing better.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
+import uuid
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterable, AsyncIterator, Mapping
 from dataclasses import dataclass
@@ -71,6 +73,14 @@ async def write_local(path: Path, stream: AsyncIterable[bytes]) -> int:
             await handle.write(chunk)
             size += len(chunk)
     return size
+
+
+def partial_path(target: Path) -> Path:
+    """Where a download goes until it is complete and checked: beside target, renamed over it
+    at the end, so a failed download never leaves a truncated file or touches what was there."""
+    if target.exists() and not target.is_file():
+        raise InvalidInput(f"{target}: a download must go to a regular file")
+    return target.with_name(f".{target.name}.cairn-part-{uuid.uuid4().hex[:8]}")
 
 
 async def _discard(path: Path) -> None:
@@ -139,15 +149,16 @@ class StoragePlugin(ABC):
     ) -> WriteResult:
         """Download url into a local file, checking the adler32 when one is expected."""
         target = Path(path)
+        partial = await asyncio.to_thread(partial_path, target)
         digest = Adler32()
         try:
-            size = await write_local(target, tee_adler32(self.read(url), digest))
+            size = await write_local(partial, tee_adler32(self.read(url), digest))
+            if expected_adler32 is not None and digest.hexdigest() != expected_adler32:
+                raise ChecksumMismatch(url, expected_adler32, digest.hexdigest())
+            await aiofiles.os.replace(partial, target)
         except BaseException:
-            await _discard(target)
+            await _discard(partial)
             raise
-        if expected_adler32 is not None and digest.hexdigest() != expected_adler32:
-            await _discard(target)
-            raise ChecksumMismatch(url, expected_adler32, digest.hexdigest())
         return WriteResult(url, size, digest.hexdigest())
 
     async def put(

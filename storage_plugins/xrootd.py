@@ -34,7 +34,7 @@ from kernel.errors import (
     NotFound,
     ServiceUnavailable,
 )
-from storage_plugins.base import FileInfo, PluginOptions, StoragePlugin, TpcMode, WriteResult
+from storage_plugins.base import FileInfo, PluginOptions, StoragePlugin, TpcMode, WriteResult, partial_path
 from storage_plugins.checksums import Adler32, normalise_adler32
 from storage_plugins.errors import ChecksumMismatch, StorageError, TransferFailed
 from storage_plugins.posix import file_url
@@ -254,15 +254,23 @@ class XRootDPlugin(StoragePlugin):
     ) -> WriteResult:
         _is_root_url(url)
         target = _absolute(path)
+        partial = await asyncio.to_thread(partial_path, target)
         timeout = self.options.transfer_timeout_s
-        await self._filecopy(url, file_url(target), url, overwrite=True, timeout_s=timeout)
         loop = asyncio.get_running_loop()
-        actual = await loop.run_in_executor(self._executor, _adler32_of_file, target, self.options.chunk_size)
-        if expected_adler32 is not None and actual != expected_adler32:
+        try:
+            await self._filecopy(url, file_url(partial), url, overwrite=True, timeout_s=timeout)
+            actual = await loop.run_in_executor(
+                self._executor, _adler32_of_file, partial, self.options.chunk_size
+            )
+            if expected_adler32 is not None and actual != expected_adler32:
+                raise ChecksumMismatch(url, expected_adler32, actual)
+            size = (await aiofiles.os.stat(partial)).st_size
+            await aiofiles.os.replace(partial, target)
+        except BaseException:
             with contextlib.suppress(FileNotFoundError):
-                await aiofiles.os.remove(target)
-            raise ChecksumMismatch(url, expected_adler32, actual)
-        return WriteResult(url, (await aiofiles.os.stat(target)).st_size, actual)
+                await aiofiles.os.remove(partial)
+            raise
+        return WriteResult(url, size, actual)
 
     async def put(
         self, path: str | os.PathLike[str], url: str, *, expected_adler32: str | None = None
@@ -301,6 +309,12 @@ class XRootDPlugin(StoragePlugin):
         _is_root_url(dest)
         try:
             await self._filecopy(source, dest, dest, overwrite=overwrite, timeout_s=timeout_s)
-        except StorageError as exc:
-            raise TransferFailed(f"{source} -> {dest}: third-party copy failed: {exc.message}") from exc
+        except CairnError as exc:
+            # gfal2 retries a failed TPC with delegation and reports that attempt's error, which
+            # hides the usual cause: say NotFound when the source is not there.
+            if not await self.exists(source):
+                raise NotFound(f"{source}: no such file (third-party copy to {dest})") from exc
+            if isinstance(exc, StorageError):
+                raise TransferFailed(f"{source} -> {dest}: third-party copy failed: {exc.message}") from exc
+            raise
         return (await self.stat(dest)).size
