@@ -174,7 +174,11 @@ def start_xrootd(base_dir: Path, name: str, tls: TlsMaterial, *, timeout_s: floa
     args = [xrootd, "-c", str(config), "-l", str(log_file)]
     with (home / "stdout.log").open("ab") as out:
         proc = subprocess.Popen(
-            args, stdout=out, stderr=subprocess.STDOUT, cwd=home, preexec_fn=_drop_privileges_and_die_with_parent
+            args,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=home,
+            preexec_fn=_drop_privileges_and_die_with_parent,
         )
     server = XRootDServer(name, proc, root_port, http_port, data_dir, log_file, tls)
     try:

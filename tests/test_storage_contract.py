@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
@@ -102,10 +102,10 @@ async def test_get_with_a_wrong_expected_checksum_fails_and_leaves_no_file(
     assert not (tmp_path / "copy").exists()
 
 
-async def _chunks(data: bytes):  # type: ignore[no-untyped-def]
+async def _chunks(data: bytes) -> AsyncIterator[bytes]:
     yield data
 
 
-async def _drain(stream):  # type: ignore[no-untyped-def]
+async def _drain(stream: AsyncIterator[bytes]) -> None:
     async for _ in stream:
         pass

@@ -100,7 +100,7 @@ async def test_s3_to_root_streams_through_the_caller(
 ) -> None:
     data = payload(20 << 20)
     source = f"s3://{s3_bucket}/f"
-    await _upload(source, data, s3_server.options())  # type: ignore[arg-type]
+    await _upload(source, data, s3_server.options())
     result = await copy(
         source, f"{xrootd.root_url}{xrootd_path}/g", source_options={"s3": s3_server.options()}
     )

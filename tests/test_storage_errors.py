@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -85,5 +86,5 @@ async def test_root_cannot_issue_time_limited_urls(xrootd: XRootDServer) -> None
         await plugin_for(url).signed_url(url)
 
 
-async def _chunks(data: bytes):  # type: ignore[no-untyped-def]
+async def _chunks(data: bytes) -> AsyncIterator[bytes]:
     yield data

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import aiohttp
@@ -92,5 +92,5 @@ async def test_unreachable_endpoint_is_service_unavailable(s3_server: S3Endpoint
     assert "s3://b/k" in caught.value.message
 
 
-async def _chunks(data: bytes):  # type: ignore[no-untyped-def]
+async def _chunks(data: bytes) -> AsyncIterator[bytes]:
     yield data

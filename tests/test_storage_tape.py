@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -115,5 +115,5 @@ async def test_bring_online_of_a_missing_file_is_not_found(tmp_path: Path) -> No
         await tape.bring_online([f"tape://{tmp_path}/tape/none"])
 
 
-async def _chunks(data: bytes):  # type: ignore[no-untyped-def]
+async def _chunks(data: bytes) -> AsyncIterator[bytes]:
     yield data
