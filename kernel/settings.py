@@ -58,6 +58,10 @@ class Settings(BaseSettings):
     signing_key_file: Path | None = None
     trusted_issuers: list[TrustedIssuer] = Field(default_factory=list)
 
+    # Secrets for storage plugins, per SE name (e.g. {"S3-CERN": {"access_key": ..., "secret_key": ...}});
+    # merged over the non-secret options the SE's protocol carries in the catalogue.
+    storage_credentials: dict[str, dict[str, str]] = Field(default_factory=dict)
+
     # The site this process runs at (clients prefer replicas on its SEs).
     site: str | None = None
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"

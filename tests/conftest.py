@@ -1,8 +1,12 @@
 """Test bed: real servers on loopback (see tests/fixtures/)."""
 
 pytest_plugins = [
+    "tests.fixtures.endpoints",
     "tests.fixtures.mongo",
     "tests.fixtures.api",
     "tests.fixtures.grid",
     "tests.fixtures.catalogue",
+    "tests.fixtures.payloads",
+    "tests.fixtures.s3",
+    "tests.fixtures.xrootd",
 ]

@@ -1,0 +1,206 @@
+"""The one interface every storage plugin implements (fsspec's AsyncFileSystem is the model).
+
+A plugin serves the URLs of its schemes; everything is async, and bytes move as async streams
+of chunks so that memory stays constant whatever the file size. Operations a protocol cannot do
+raise `NotSupported`; the defaults below build get/put/checksum from read/write for plugins
+whose server offers nothing better.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import uuid
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterable, AsyncIterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import aiofiles
+import aiofiles.os
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from kernel.errors import InvalidInput, NotFound
+from storage_plugins.checksums import Adler32, tee_adler32
+from storage_plugins.errors import ChecksumMismatch, NotSupported
+
+CHUNK_SIZE = 1 << 20
+TpcMode = Literal["pull", "push"]
+
+
+class PluginOptions(BaseModel):
+    """Base of each plugin's options; unknown keys are refused so typos do not pass silently."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    chunk_size: int = CHUNK_SIZE
+
+
+@dataclass(frozen=True)
+class FileInfo:
+    """What stat and list answer. `adler32` is filled when the server gave it at no extra cost."""
+
+    url: str
+    size: int
+    is_dir: bool = False
+    mtime: float | None = None
+    adler32: str | None = None
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    """What a write or a download moved: the bytes and their adler32, computed on the way."""
+
+    url: str
+    size: int
+    adler32: str
+
+
+async def read_local(path: Path, chunk_size: int = CHUNK_SIZE) -> AsyncIterator[bytes]:
+    """Stream a local file in chunks."""
+    async with aiofiles.open(path, "rb") as handle:
+        while chunk := await handle.read(chunk_size):
+            yield chunk
+
+
+async def write_local(path: Path, stream: AsyncIterable[bytes]) -> int:
+    """Write a stream into a local file (creating parents); returns the bytes written."""
+    await aiofiles.os.makedirs(path.parent, exist_ok=True)
+    size = 0
+    async with aiofiles.open(path, "wb") as handle:
+        async for chunk in stream:
+            await handle.write(chunk)
+            size += len(chunk)
+    return size
+
+
+def partial_path(target: Path) -> Path:
+    """Where a download goes until it is complete and checked: beside target, renamed over it
+    at the end, so a failed download never leaves a truncated file or touches what was there."""
+    if target.exists() and not target.is_file():
+        raise InvalidInput(f"{target}: a download must go to a regular file")
+    return target.with_name(f".{target.name}.cairn-part-{uuid.uuid4().hex[:8]}")
+
+
+async def _discard(path: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        await aiofiles.os.remove(path)
+
+
+class StoragePlugin(ABC):
+    """A storage protocol. Subclasses set `schemes`, `Options`, and implement the abstract methods."""
+
+    schemes: ClassVar[tuple[str, ...]] = ()
+    # Endpoints whose plugins share a family can copy between each other without the caller
+    # in the data path (root <-> root, http(s)/dav(s) <-> http(s)/dav(s)).
+    tpc_family: ClassVar[str | None] = None
+    # Whether checksum() is answered by the server without reading the file back through us.
+    server_checksum: ClassVar[bool] = False
+    Options: ClassVar[type[PluginOptions]] = PluginOptions
+
+    def __init__(self, options: Mapping[str, Any] | None = None) -> None:
+        try:
+            self.options = self.Options.model_validate(dict(options or {}))
+        except ValidationError as exc:
+            names = ", ".join(self.schemes)
+            raise InvalidInput(f"invalid options for the {names} storage plugin: {exc}") from exc
+
+    @abstractmethod
+    async def stat(self, url: str) -> FileInfo:
+        """Size and kind of a file or directory; NotFound if it is not there."""
+
+    async def exists(self, url: str) -> bool:
+        """Whether the URL names a file or directory."""
+        try:
+            await self.stat(url)
+        except NotFound:
+            return False
+        return True
+
+    @abstractmethod
+    async def list(self, url: str) -> list[FileInfo]:
+        """The entries of a directory (or, for object stores, the objects under a prefix)."""
+
+    @abstractmethod
+    def read(self, url: str, *, offset: int = 0, length: int | None = None) -> AsyncIterator[bytes]:
+        """Stream a file's bytes, optionally a range of them."""
+
+    @abstractmethod
+    async def write(self, url: str, stream: AsyncIterable[bytes], *, size: int | None = None) -> WriteResult:
+        """Store a stream at url (replacing what was there); size helps protocols that want it."""
+
+    @abstractmethod
+    async def delete(self, url: str) -> None:
+        """Remove a file; NotFound if it is not there."""
+
+    async def mkdir(self, url: str) -> None:  # noqa: B027 - object stores have no directories
+        """Create a directory and its parents; object stores have none, so the default does nothing."""
+
+    async def checksum(self, url: str) -> str:
+        """Adler32 of a stored file; servers that know it answer, otherwise the bytes are read."""
+        digest = Adler32()
+        async for chunk in self.read(url):
+            digest.update(chunk)
+        return digest.hexdigest()
+
+    async def get(
+        self, url: str, path: str | os.PathLike[str], *, expected_adler32: str | None = None
+    ) -> WriteResult:
+        """Download url into a local file, checking the adler32 when one is expected."""
+        target = Path(path)
+        partial = await asyncio.to_thread(partial_path, target)
+        digest = Adler32()
+        try:
+            size = await write_local(partial, tee_adler32(self.read(url), digest))
+            if expected_adler32 is not None and digest.hexdigest() != expected_adler32:
+                raise ChecksumMismatch(url, expected_adler32, digest.hexdigest())
+            await aiofiles.os.replace(partial, target)
+        except BaseException:
+            await _discard(partial)
+            raise
+        return WriteResult(url, size, digest.hexdigest())
+
+    async def put(
+        self, path: str | os.PathLike[str], url: str, *, expected_adler32: str | None = None
+    ) -> WriteResult:
+        """Upload a local file to url; with expected_adler32, a mismatch deletes the upload and raises."""
+        source = Path(path)
+        size = (await aiofiles.os.stat(source)).st_size
+        result = await self.write(url, read_local(source, self.options.chunk_size), size=size)
+        if expected_adler32 is not None and result.adler32 != expected_adler32:
+            await self.delete(url)
+            raise ChecksumMismatch(url, expected_adler32, result.adler32)
+        return result
+
+    async def third_party_copy(
+        self,
+        source: str,
+        dest: str,
+        *,
+        mode: TpcMode = "pull",
+        overwrite: bool = True,
+        timeout_s: float = 3600,
+        remote_token: str | None = None,
+    ) -> int:
+        """Have the storage copy source to dest itself; returns the bytes it reports moved.
+
+        mode says which endpoint is active where the protocol lets the caller choose (HTTP);
+        remote_token is the credential for the passive endpoint, if it needs one.
+        """
+        raise NotSupported(f"{source} -> {dest}: {self.schemes[0]} cannot do third-party copies")
+
+    async def signed_url(
+        self, url: str, *, method: Literal["GET", "PUT"] = "GET", lifetime_s: int = 3600
+    ) -> str:
+        """A URL that grants method on url, without further credentials, for lifetime_s seconds."""
+        raise NotSupported(f"{url}: {self.schemes[0]} cannot issue time-limited URLs")
+
+    async def close(self) -> None:  # noqa: B027 - most plugins hold nothing to release
+        """Release connections (sessions, thread pools)."""
+
+    async def __aenter__(self) -> StoragePlugin:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()

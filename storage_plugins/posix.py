@@ -1,0 +1,136 @@
+"""`file://` URLs: a local (or locally mounted) directory, through aiofiles."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import os
+import stat
+import uuid
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from urllib.parse import quote, unquote, urlsplit
+
+import aiofiles
+import aiofiles.os
+
+from kernel.errors import CairnError, Forbidden, InvalidInput, NotFound, ServiceUnavailable
+from storage_plugins.base import FileInfo, StoragePlugin, WriteResult
+from storage_plugins.checksums import Adler32
+
+
+def local_path(url: str) -> Path:
+    """The absolute local path of a file:// URL."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("file", "") or parts.netloc not in ("", "localhost"):
+        raise InvalidInput(f"{url}: not a local file URL (file:///absolute/path)")
+    path = unquote(parts.path)
+    if not path.startswith("/"):
+        raise InvalidInput(f"{url}: the path must be absolute")
+    return Path(path)
+
+
+def file_url(path: str | os.PathLike[str]) -> str:
+    """The file:// URL of a local path."""
+    return "file://" + quote(str(Path(path).absolute()))
+
+
+def os_error(url: str, exc: OSError) -> CairnError:
+    """Map an OSError to the kernel's error classes, naming the URL."""
+    reason = exc.strerror or str(exc)
+    if exc.errno == errno.ENOENT:
+        return NotFound(f"{url}: no such file or directory")
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return Forbidden(f"{url}: permission denied ({reason})")
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.ESTALE, errno.ETIMEDOUT):
+        return ServiceUnavailable(f"{url}: storage unavailable ({reason})")
+    return InvalidInput(f"{url}: {reason}")
+
+
+@contextmanager
+def mapped_os_errors(url: str) -> Iterator[None]:
+    try:
+        yield
+    except OSError as exc:
+        raise os_error(url, exc) from exc
+
+
+def _scan(path: Path, url_of: Callable[[Path], str]) -> list[FileInfo]:
+    entries = []
+    with os.scandir(path) as scan:
+        for entry in scan:
+            info = entry.stat()
+            is_dir = entry.is_dir()
+            entries.append(
+                FileInfo(url_of(Path(entry.path)), 0 if is_dir else info.st_size, is_dir, info.st_mtime)
+            )
+    return sorted(entries, key=lambda item: item.url)
+
+
+class PosixPlugin(StoragePlugin):
+    """Files in a local directory tree; writes land atomically (temp file, then rename)."""
+
+    schemes = ("file",)
+
+    def _url(self, path: Path) -> str:
+        return file_url(path)
+
+    async def stat(self, url: str) -> FileInfo:
+        path = local_path(url)
+        with mapped_os_errors(url):
+            info = await aiofiles.os.stat(path)
+        is_dir = stat.S_ISDIR(info.st_mode)
+        return FileInfo(url, 0 if is_dir else info.st_size, is_dir, info.st_mtime)
+
+    async def list(self, url: str) -> list[FileInfo]:
+        path = local_path(url)
+        with mapped_os_errors(url):
+            return await asyncio.to_thread(_scan, path, self._url)
+
+    async def read(self, url: str, *, offset: int = 0, length: int | None = None) -> AsyncIterator[bytes]:
+        path = local_path(url)
+        with mapped_os_errors(url):
+            async with aiofiles.open(path, "rb") as handle:
+                if offset:
+                    await handle.seek(offset)
+                remaining = length
+                while remaining is None or remaining > 0:
+                    want = (
+                        self.options.chunk_size
+                        if remaining is None
+                        else min(remaining, self.options.chunk_size)
+                    )
+                    chunk = await handle.read(want)
+                    if not chunk:
+                        break
+                    if remaining is not None:
+                        remaining -= len(chunk)
+                    yield chunk
+
+    async def write(self, url: str, stream: AsyncIterable[bytes], *, size: int | None = None) -> WriteResult:
+        path = local_path(url)
+        partial = path.with_name(f".{path.name}.cairn-part-{uuid.uuid4().hex[:8]}")
+        digest = Adler32()
+        with mapped_os_errors(url):
+            await aiofiles.os.makedirs(path.parent, exist_ok=True)
+            try:
+                async with aiofiles.open(partial, "wb") as handle:
+                    async for chunk in stream:
+                        digest.update(chunk)
+                        await handle.write(chunk)
+                await aiofiles.os.replace(partial, path)
+            except BaseException:
+                partial.unlink(missing_ok=True)
+                raise
+        return WriteResult(url, digest.size, digest.hexdigest())
+
+    async def delete(self, url: str) -> None:
+        path = local_path(url)
+        with mapped_os_errors(url):
+            await aiofiles.os.remove(path)
+
+    async def mkdir(self, url: str) -> None:
+        path = local_path(url)
+        with mapped_os_errors(url):
+            await aiofiles.os.makedirs(path, exist_ok=True)

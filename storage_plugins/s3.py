@@ -1,0 +1,319 @@
+"""`s3://bucket/key` URLs on any S3 endpoint (AWS, MinIO, Ceph RGW, moto) through aioboto3.
+
+Uploads above `multipart_threshold` go in parts of `multipart_chunksize`, at most
+`max_concurrency` parts in flight, so memory stays bounded whatever the size (about
+threshold + 2 x max_concurrency x chunksize: aiohttp copies each part while sending it). S3 has no adler32,
+so the plugin records the one it computed while uploading as the object tag `adler32`; an
+object written by anyone else has no tag and its checksum is computed by reading it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterable, AsyncIterator, Iterator
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+import aioboto3
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import ConnectionError as BotoConnectionError
+from pydantic import Field
+
+from kernel.errors import CairnError, Forbidden, InvalidInput, NotFound, ServiceUnavailable
+from storage_plugins.base import FileInfo, PluginOptions, StoragePlugin, WriteResult
+from storage_plugins.checksums import Adler32
+from storage_plugins.errors import StorageError
+
+CHECKSUM_TAG = "adler32"
+_NOT_FOUND = {"NoSuchKey", "NoSuchBucket", "404", "NotFound", "NoSuchUpload"}
+_FORBIDDEN = {"AccessDenied", "403", "InvalidAccessKeyId", "SignatureDoesNotMatch", "AllAccessDisabled"}
+_UNAVAILABLE = {"SlowDown", "ServiceUnavailable", "503", "InternalError", "500", "RequestTimeout"}
+
+
+class S3Options(PluginOptions):
+    endpoint_url: str | None = None
+    access_key: str | None = None
+    secret_key: str | None = None
+    session_token: str | None = None
+    region: str = "us-east-1"
+    # MinIO, moto and most on-premises endpoints want path-style (http://host/bucket/key).
+    path_style: bool = True
+    multipart_threshold: int = Field(64 << 20, ge=1)
+    multipart_chunksize: int = Field(16 << 20, ge=5 << 20)
+    max_concurrency: int = Field(4, ge=1, le=64)
+    connect_timeout_s: float = 10
+    read_timeout_s: float = 120
+    max_attempts: int = Field(2, ge=1)
+    verify: bool | str = True
+
+
+def split_s3_url(url: str) -> tuple[str, str]:
+    """Bucket and key of an s3:// URL (the key may be empty for a bucket)."""
+    parts = urlsplit(url)
+    if parts.scheme != "s3" or not parts.netloc:
+        raise InvalidInput(f"{url}: not an S3 URL (s3://bucket/key)")
+    return parts.netloc, parts.path.lstrip("/")
+
+
+def s3_error(url: str, exc: Exception) -> CairnError:
+    """Map a botocore error to the kernel's classes, naming the URL."""
+    if isinstance(exc, ClientError):
+        error = exc.response.get("Error", {})
+        code = str(error.get("Code", ""))
+        message = error.get("Message") or code
+        if code in _NOT_FOUND:
+            return NotFound(f"{url}: no such object or bucket ({code})")
+        if code in _FORBIDDEN:
+            return Forbidden(f"{url}: access denied ({code}: {message})")
+        if code in _UNAVAILABLE:
+            return ServiceUnavailable(f"{url}: S3 endpoint unavailable ({code}: {message})")
+        return StorageError(f"{url}: S3 error {code}: {message}")
+    if isinstance(exc, BotoConnectionError):
+        return ServiceUnavailable(f"{url}: cannot reach the S3 endpoint ({exc})")
+    return StorageError(f"{url}: {exc}")
+
+
+@contextlib.contextmanager
+def mapped_s3_errors(url: str) -> Iterator[None]:
+    try:
+        yield
+    except (ClientError, BotoCoreError) as exc:
+        raise s3_error(url, exc) from exc
+
+
+async def _parts(buffer: bytearray, rest: AsyncIterator[bytes], size: int) -> AsyncIterator[bytes]:
+    """Re-chunk a stream into parts of exactly `size` bytes (the last may be shorter), starting
+    with what is in buffer (consumed in place, not copied)."""
+    async for chunk in rest:
+        buffer += chunk
+        while len(buffer) >= size:
+            with memoryview(buffer) as view:
+                part = bytes(view[:size])
+            del buffer[:size]
+            yield part
+    if buffer:
+        yield bytes(buffer)
+
+
+class S3Plugin(StoragePlugin):
+    """Objects in S3 buckets; directories are key prefixes ending in '/'."""
+
+    schemes = ("s3",)
+    server_checksum = True
+    Options = S3Options
+    options: S3Options
+
+    def __init__(self, options: Any = None) -> None:
+        super().__init__(options)
+        self._stack = contextlib.AsyncExitStack()
+        self._client: Any = None
+        self._lock = asyncio.Lock()
+
+    async def client(self) -> Any:
+        """The plugin's one aioboto3 client, opened on first use."""
+        async with self._lock:
+            if self._client is None:
+                opts = self.options
+                session = aioboto3.Session(
+                    aws_access_key_id=opts.access_key,
+                    aws_secret_access_key=opts.secret_key,
+                    aws_session_token=opts.session_token,
+                    region_name=opts.region,
+                )
+                config = Config(
+                    s3={"addressing_style": "path" if opts.path_style else "auto"},
+                    signature_version="s3v4",
+                    connect_timeout=opts.connect_timeout_s,
+                    read_timeout=opts.read_timeout_s,
+                    retries={"max_attempts": opts.max_attempts, "mode": "standard"},
+                    # Integrity is adler32's job; botocore's default CRC on every part costs CPU
+                    # and copies, and older MinIO/moto versions reject the trailing checksums.
+                    request_checksum_calculation="when_required",
+                    response_checksum_validation="when_required",
+                    max_pool_connections=max(10, opts.max_concurrency * 2),
+                )
+                self._client = await self._stack.enter_async_context(
+                    session.client("s3", endpoint_url=opts.endpoint_url, config=config, verify=opts.verify)
+                )
+            return self._client
+
+    async def close(self) -> None:
+        await self._stack.aclose()
+        self._client = None
+
+    async def stat(self, url: str) -> FileInfo:
+        bucket, key = split_s3_url(url)
+        client = await self.client()
+        if key and not key.endswith("/"):
+            try:
+                with mapped_s3_errors(url):
+                    head = await client.head_object(Bucket=bucket, Key=key)
+                return FileInfo(url, int(head["ContentLength"]), False, head["LastModified"].timestamp())
+            except NotFound:
+                pass  # perhaps a "directory": objects under key + "/"
+        with mapped_s3_errors(url):
+            prefix = key.rstrip("/") + "/" if key else ""
+            listing = await client.list_objects_v2(Bucket=bucket, Prefix=prefix, MaxKeys=1)
+        if not key or listing.get("KeyCount", 0):
+            return FileInfo(url, 0, True)
+        raise NotFound(f"{url}: no such object")
+
+    async def list(self, url: str) -> list[FileInfo]:
+        bucket, key = split_s3_url(url)
+        prefix = key.rstrip("/") + "/" if key else ""
+        client = await self.client()
+        entries: list[FileInfo] = []
+        with mapped_s3_errors(url):
+            paginator = client.get_paginator("list_objects_v2")
+            async for page in paginator.paginate(Bucket=bucket, Prefix=prefix, Delimiter="/"):
+                for common in page.get("CommonPrefixes", []):
+                    entries.append(FileInfo(f"s3://{bucket}/{common['Prefix'].rstrip('/')}", 0, True))
+                for item in page.get("Contents", []):
+                    if item["Key"] != prefix:
+                        entries.append(
+                            FileInfo(
+                                f"s3://{bucket}/{item['Key']}",
+                                int(item["Size"]),
+                                False,
+                                item["LastModified"].timestamp(),
+                            )
+                        )
+        if not entries and prefix:
+            await self.stat(url)
+        return sorted(entries, key=lambda entry: entry.url)
+
+    async def read(self, url: str, *, offset: int = 0, length: int | None = None) -> AsyncIterator[bytes]:
+        bucket, key = split_s3_url(url)
+        client = await self.client()
+        request: dict[str, Any] = {"Bucket": bucket, "Key": key}
+        if offset or length is not None:
+            if length == 0:
+                return
+            end = "" if length is None else str(offset + length - 1)
+            request["Range"] = f"bytes={offset}-{end}"
+        with mapped_s3_errors(url):
+            response = await client.get_object(**request)
+            body = response["Body"]
+            try:
+                while chunk := await body.read(self.options.chunk_size):
+                    yield chunk
+            finally:
+                body.close()
+
+    async def write(self, url: str, stream: AsyncIterable[bytes], *, size: int | None = None) -> WriteResult:
+        bucket, key = split_s3_url(url)
+        if not key or key.endswith("/"):
+            raise InvalidInput(f"{url}: an object URL needs a key that does not end in '/'")
+        client = await self.client()
+        digest = Adler32()
+        chunks = aiter(stream)
+        head = bytearray()
+        threshold = self.options.multipart_threshold
+        async for chunk in chunks:
+            digest.update(chunk)
+            head += chunk
+            if len(head) >= threshold:
+                break
+        if len(head) < threshold:
+            with mapped_s3_errors(url):
+                await client.put_object(
+                    Bucket=bucket, Key=key, Body=bytes(head), Tagging=f"{CHECKSUM_TAG}={digest.hexdigest()}"
+                )
+            return WriteResult(url, digest.size, digest.hexdigest())
+        await self._multipart(url, bucket, key, head, self._counted(chunks, digest))
+        with mapped_s3_errors(url):
+            await client.put_object_tagging(
+                Bucket=bucket,
+                Key=key,
+                Tagging={"TagSet": [{"Key": CHECKSUM_TAG, "Value": digest.hexdigest()}]},
+            )
+        return WriteResult(url, digest.size, digest.hexdigest())
+
+    @staticmethod
+    async def _counted(chunks: AsyncIterator[bytes], digest: Adler32) -> AsyncIterator[bytes]:
+        async for chunk in chunks:
+            digest.update(chunk)
+            yield chunk
+
+    async def _multipart(
+        self, url: str, bucket: str, key: str, first: bytearray, rest: AsyncIterator[bytes]
+    ) -> None:
+        client = await self.client()
+        with mapped_s3_errors(url):
+            upload_id = (await client.create_multipart_upload(Bucket=bucket, Key=key))["UploadId"]
+        etags: dict[int, str] = {}
+        slots = asyncio.Semaphore(self.options.max_concurrency)
+
+        async def send(number: int, data: bytes) -> None:
+            try:
+                with mapped_s3_errors(url):
+                    part = await client.upload_part(
+                        Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=data
+                    )
+                etags[number] = part["ETag"]
+            finally:
+                slots.release()
+
+        try:
+            try:
+                async with asyncio.TaskGroup() as group:
+                    number = 0
+                    parts = aiter(_parts(first, rest, self.options.multipart_chunksize))
+                    while True:
+                        # Take a slot before reading the next part, so that at most
+                        # max_concurrency parts are in memory at once.
+                        await slots.acquire()
+                        data = await anext(parts, None)
+                        if data is None:
+                            slots.release()
+                            break
+                        number += 1
+                        group.create_task(send(number, data))
+                        del data
+            except BaseExceptionGroup as group_error:
+                raise group_error.exceptions[0] from group_error
+            with mapped_s3_errors(url):
+                await client.complete_multipart_upload(
+                    Bucket=bucket,
+                    Key=key,
+                    UploadId=upload_id,
+                    MultipartUpload={"Parts": [{"PartNumber": n, "ETag": etags[n]} for n in sorted(etags)]},
+                )
+        except BaseException:
+            with contextlib.suppress(ClientError, BotoCoreError):
+                await asyncio.shield(
+                    client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
+                )
+            raise
+
+    async def delete(self, url: str) -> None:
+        bucket, key = split_s3_url(url)
+        client = await self.client()
+        with mapped_s3_errors(url):
+            # S3 answers 204 for a missing key; the interface promises NotFound, hence the HEAD.
+            await client.head_object(Bucket=bucket, Key=key)
+            await client.delete_object(Bucket=bucket, Key=key)
+
+    async def checksum(self, url: str) -> str:
+        bucket, key = split_s3_url(url)
+        client = await self.client()
+        with mapped_s3_errors(url):
+            tags = await client.get_object_tagging(Bucket=bucket, Key=key)
+        for tag in tags.get("TagSet", []):
+            if tag["Key"] == CHECKSUM_TAG:
+                return str(tag["Value"])
+        return await super().checksum(url)
+
+    async def signed_url(
+        self, url: str, *, method: Literal["GET", "PUT"] = "GET", lifetime_s: int = 3600
+    ) -> str:
+        bucket, key = split_s3_url(url)
+        client = await self.client()
+        operation = {"GET": "get_object", "PUT": "put_object"}[method]
+        with mapped_s3_errors(url):
+            signed: str = await client.generate_presigned_url(
+                operation, Params={"Bucket": bucket, "Key": key}, ExpiresIn=lifetime_s
+            )
+        return signed

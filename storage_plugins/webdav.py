@@ -1,0 +1,278 @@
+"""`http(s)://` and `dav(s)://` URLs: WebDAV storage (XRootD's XrdHttp, dCache, EOS, StoRM...)
+through aiohttp: GET/PUT/DELETE, PROPFIND, MKCOL, adler32 through `Want-Digest`, and WLCG
+HTTP third-party copy (COPY with `Source` or `Destination`). dav/davs are http/https on the wire.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ssl
+import xml.etree.ElementTree as ET
+from collections.abc import AsyncIterable, AsyncIterator, Mapping
+from email.utils import parsedate_to_datetime
+from typing import Any
+from urllib.parse import unquote, urlsplit, urlunsplit
+
+import aiohttp
+from pydantic import Field
+
+from kernel.errors import CairnError, Conflict, Forbidden, InvalidInput, NotFound, ServiceUnavailable
+from storage_plugins.base import FileInfo, PluginOptions, StoragePlugin, TpcMode, WriteResult
+from storage_plugins.checksums import Adler32, normalise_adler32, tee_adler32
+from storage_plugins.errors import StorageError
+from storage_plugins.http_tpc import failure_error, read_tpc_stream
+
+WIRE_SCHEME = {"dav": "http", "davs": "https", "http": "http", "https": "https"}
+PROPFIND_BODY = (
+    '<?xml version="1.0" encoding="utf-8"?><D:propfind xmlns:D="DAV:"><D:prop>'
+    "<D:getcontentlength/><D:getlastmodified/><D:resourcetype/></D:prop></D:propfind>"
+)
+
+
+class WebDavOptions(PluginOptions):
+    # A CA bundle to trust instead of the system's (self-signed test beds, grid CAs).
+    ca_file: str | None = None
+    verify: bool = True
+    # Bearer token sent as Authorization (WLCG / SciTokens).
+    token: str | None = None
+    connect_timeout_s: float = Field(10, gt=0)
+    # Longest silence while reading a response (a GET chunk, a TPC performance marker).
+    read_timeout_s: float = Field(300, gt=0)
+    max_connections: int = Field(32, ge=1)
+
+
+def wire_url(url: str) -> str:
+    """The http(s) URL a dav(s)/http(s) URL is fetched at."""
+    parts = urlsplit(url)
+    scheme = WIRE_SCHEME.get(parts.scheme.lower())
+    if scheme is None or not parts.netloc:
+        raise InvalidInput(f"{url}: not an HTTP/WebDAV URL")
+    return urlunsplit((scheme, parts.netloc, parts.path or "/", parts.query, ""))
+
+
+def _parent(url: str) -> str:
+    parts = urlsplit(url)
+    path = parts.path.rstrip("/").rsplit("/", 1)[0] or "/"
+    return urlunsplit((parts.scheme, parts.netloc, path, "", ""))
+
+
+def http_error(url: str, status: int, body: str) -> CairnError:
+    """Map an HTTP error status to the kernel's classes, naming the URL."""
+    detail = body.strip()[:300] or f"HTTP {status}"
+    if status == 404:
+        return NotFound(f"{url}: not found ({detail})")
+    if status in (401, 403):
+        return Forbidden(f"{url}: permission denied ({detail})")
+    if status in (502, 503, 504):
+        return ServiceUnavailable(f"{url}: storage unavailable ({detail})")
+    if status in (409, 412):
+        return Conflict(f"{url}: {detail}")
+    return StorageError(f"{url}: HTTP {status}: {detail}")
+
+
+def _local(tag: str) -> str:
+    return tag.rsplit("}", 1)[-1].lower()
+
+
+def parse_multistatus(base_url: str, text: str) -> list[FileInfo]:
+    """FileInfos from a PROPFIND multistatus answer; hrefs are resolved against base_url."""
+    parts = urlsplit(base_url)
+    entries = []
+    for response in ET.fromstring(text):
+        if _local(response.tag) != "response":
+            continue
+        href, size, is_dir, mtime = "", 0, False, None
+        for element in response.iter():
+            name = _local(element.tag)
+            value = (element.text or "").strip()
+            if name == "href":
+                href = value
+            elif name == "getcontentlength" and value:
+                size = int(value)
+            elif name == "collection" or (name == "iscollection" and value == "1"):
+                is_dir = True
+            elif name == "getlastmodified" and value:
+                with contextlib.suppress(TypeError, ValueError):
+                    mtime = parsedate_to_datetime(value).timestamp()
+        href_parts = urlsplit(href)
+        path = unquote(href_parts.path).rstrip("/") or "/"
+        url = urlunsplit((parts.scheme, parts.netloc, path, "", ""))
+        entries.append(FileInfo(url, 0 if is_dir else size, is_dir, mtime))
+    return entries
+
+
+class WebDavPlugin(StoragePlugin):
+    """WebDAV over aiohttp, one connection pool per plugin instance."""
+
+    schemes = ("davs", "dav", "https", "http")
+    tpc_family = "http"
+    server_checksum = True
+    Options = WebDavOptions
+    options: WebDavOptions
+
+    def __init__(self, options: Any = None) -> None:
+        super().__init__(options)
+        self._session: aiohttp.ClientSession | None = None
+
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            opts = self.options
+            ssl_arg: ssl.SSLContext | bool = False
+            if opts.verify:
+                ssl_arg = ssl.create_default_context(cafile=opts.ca_file)
+            connector = aiohttp.TCPConnector(ssl=ssl_arg, limit=opts.max_connections)
+            timeout = aiohttp.ClientTimeout(
+                total=None, sock_connect=opts.connect_timeout_s, sock_read=opts.read_timeout_s
+            )
+            self._session = aiohttp.ClientSession(connector=connector, timeout=timeout, auto_decompress=False)
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def _headers(self, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+        headers = {"Authorization": f"Bearer {self.options.token}"} if self.options.token else {}
+        headers.update(extra or {})
+        return headers
+
+    @contextlib.asynccontextmanager
+    async def _request(
+        self, method: str, url: str, *, ok: tuple[int, ...] = (200, 201, 204, 206, 207), **kwargs: Any
+    ) -> AsyncIterator[aiohttp.ClientResponse]:
+        """One request with errors mapped; yields the response when its status is in ok."""
+        headers = self._headers(kwargs.pop("headers", None))
+        try:
+            async with self.session().request(method, wire_url(url), headers=headers, **kwargs) as response:
+                if response.status not in ok:
+                    raise http_error(url, response.status, await response.text(errors="replace"))
+                yield response
+        except (aiohttp.ClientConnectionError, TimeoutError) as exc:
+            raise ServiceUnavailable(
+                f"{url}: cannot reach the storage ({exc.__class__.__name__}: {exc})"
+            ) from exc
+        except aiohttp.ClientPayloadError as exc:
+            raise StorageError(f"{url}: transfer broken off ({exc})") from exc
+
+    async def _propfind(self, url: str, depth: str) -> list[FileInfo]:
+        headers = {"Depth": depth, "Content-Type": "application/xml"}
+        async with self._request("PROPFIND", url, headers=headers, data=PROPFIND_BODY, ok=(207,)) as response:
+            text = await response.text()
+        try:
+            return parse_multistatus(url, text)
+        except ET.ParseError as exc:
+            raise StorageError(f"{url}: unreadable PROPFIND answer ({exc})") from exc
+
+    async def stat(self, url: str) -> FileInfo:
+        entries = await self._propfind(url, "0")
+        if not entries:
+            raise StorageError(f"{url}: PROPFIND answered no entry")
+        entry = entries[0]
+        return FileInfo(url, entry.size, entry.is_dir, entry.mtime)
+
+    async def list(self, url: str) -> list[FileInfo]:
+        entries = await self._propfind(url, "1")
+        own = urlsplit(wire_url(url)).path.rstrip("/") or "/"
+        children = [entry for entry in entries if (urlsplit(entry.url).path.rstrip("/") or "/") != own]
+        if len(children) == len(entries) == 0 or (not children and not entries[0].is_dir):
+            raise InvalidInput(f"{url}: not a directory")
+        scheme = urlsplit(url).scheme
+        return sorted(
+            (
+                FileInfo(urlunsplit((scheme, *urlsplit(e.url)[1:])), e.size, e.is_dir, e.mtime)
+                for e in children
+            ),
+            key=lambda entry: entry.url,
+        )
+
+    async def read(self, url: str, *, offset: int = 0, length: int | None = None) -> AsyncIterator[bytes]:
+        headers = {}
+        if offset or length is not None:
+            if length == 0:
+                return
+            if length is None:
+                # XrdHttp 5.5 answers an open-ended range ("bytes=7-") with no bytes at all.
+                length = (await self.stat(url)).size - offset
+                if length <= 0:
+                    return
+            headers["Range"] = f"bytes={offset}-{offset + length - 1}"
+        async with self._request("GET", url, headers=headers) as response:
+            try:
+                async for chunk in response.content.iter_chunked(self.options.chunk_size):
+                    yield chunk
+            except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, TimeoutError) as exc:
+                raise ServiceUnavailable(f"{url}: connection lost while reading ({exc})") from exc
+
+    async def write(self, url: str, stream: AsyncIterable[bytes], *, size: int | None = None) -> WriteResult:
+        digest = Adler32()
+        headers = {} if size is None else {"Content-Length": str(size)}
+        body: Any = b"" if size == 0 else tee_adler32(stream, digest)
+        async with self._request("PUT", url, headers=headers, data=body, ok=(200, 201, 204)):
+            pass
+        if size == 0:
+            async for chunk in stream:  # an empty stream still has to be consumed
+                digest.update(chunk)
+        if size is not None and digest.size != size:
+            raise StorageError(f"{url}: announced {size} bytes but the stream gave {digest.size}")
+        return WriteResult(url, digest.size, digest.hexdigest())
+
+    async def delete(self, url: str) -> None:
+        async with self._request("DELETE", url, ok=(200, 202, 204)):
+            pass
+
+    async def mkdir(self, url: str) -> None:
+        parts = urlsplit(url)
+        path = ""
+        for segment in [s for s in parts.path.split("/") if s]:
+            path += "/" + segment
+            # 405 (or 409 on some servers) answers a MKCOL of something that exists already.
+            async with self._request(
+                "MKCOL", urlunsplit((parts.scheme, parts.netloc, path, "", "")), ok=(200, 201, 204, 405)
+            ):
+                pass
+
+    async def checksum(self, url: str) -> str:
+        async with self._request("HEAD", url, headers={"Want-Digest": "adler32"}) as response:
+            digest_header = response.headers.get("Digest", "")
+        for item in digest_header.split(","):
+            name, _, value = item.strip().partition("=")
+            if name.lower() == "adler32" and value:
+                return normalise_adler32(value)
+        return await super().checksum(url)
+
+    async def third_party_copy(
+        self,
+        source: str,
+        dest: str,
+        *,
+        mode: TpcMode = "pull",
+        overwrite: bool = True,
+        timeout_s: float = 3600,
+        remote_token: str | None = None,
+    ) -> int:
+        """COPY between two WebDAV endpoints: pull (dest fetches `Source`) or push (source sends)."""
+        if mode == "pull":
+            await self.mkdir(_parent(dest))
+            target, headers = dest, {"Source": wire_url(source)}
+        else:
+            target, headers = source, {"Destination": wire_url(dest)}
+        headers["Overwrite"] = "T" if overwrite else "F"
+        headers["Credential"] = "none"
+        if remote_token:
+            headers["TransferHeaderAuthorization"] = f"Bearer {remote_token}"
+        try:
+            async with asyncio.timeout(timeout_s):
+                async with self._request("COPY", target, headers=headers, ok=(201, 202)) as response:
+                    outcome = await read_tpc_stream(response.content)
+        except TimeoutError as exc:
+            raise ServiceUnavailable(
+                f"{source} -> {dest}: third-party copy did not end in {timeout_s:.0f}s"
+            ) from exc
+        if not outcome.succeeded:
+            if mode == "pull":
+                with contextlib.suppress(CairnError):
+                    await self.delete(dest)
+            raise failure_error(source, dest, outcome.message)
+        return outcome.bytes_transferred

@@ -1,0 +1,320 @@
+"""`root://` URLs: XRootD storage through gfal2 (Debian's python3-gfal2).
+
+gfal2 blocks, so every call runs in the plugin's bounded thread pool, never on the event loop;
+each pool thread has its own gfal2 context. Streams move in `chunk_size` pieces; get and put
+use gfal2's native copy (as fast as xrdcp) and check the adler32 of the stored bytes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import importlib
+import os
+import stat
+import sys
+import threading
+from collections.abc import AsyncIterable, AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from types import ModuleType
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+import aiofiles.os
+from pydantic import Field
+
+from kernel.errors import (
+    CairnError,
+    ConfigurationError,
+    Conflict,
+    Forbidden,
+    InvalidInput,
+    NotFound,
+    ServiceUnavailable,
+)
+from storage_plugins.base import FileInfo, PluginOptions, StoragePlugin, TpcMode, WriteResult, partial_path
+from storage_plugins.checksums import Adler32, normalise_adler32
+from storage_plugins.errors import ChecksumMismatch, StorageError, TransferFailed
+from storage_plugins.posix import file_url
+
+T = TypeVar("T")
+DEBIAN_GFAL2_DIR = "/usr/lib/python3/dist-packages"
+# XrdCl reads these once, when gfal2 loads it. Its defaults retry an unreachable server for
+# minutes; a transfer daemon would rather hear "unavailable" and retry the request later.
+XRDCL_DEFAULTS = {"XRD_CONNECTIONRETRY": "2", "XRD_CONNECTIONWINDOW": "5", "XRD_STREAMERRORWINDOW": "30"}
+_UNAVAILABLE = {
+    errno.ECONNREFUSED,
+    errno.EHOSTUNREACH,
+    errno.ENETUNREACH,
+    errno.ETIMEDOUT,
+    errno.ECOMM,
+    errno.ECONNRESET,
+    errno.EAGAIN,
+    errno.ENOTCONN,
+    errno.EPIPE,
+}
+_gfal2: ModuleType | None = None
+
+
+def import_gfal2() -> ModuleType:
+    """gfal2's Python module: installed normally, or Debian's python3-gfal2 outside sys.path."""
+    global _gfal2
+    if _gfal2 is None:
+        for key, value in XRDCL_DEFAULTS.items():
+            os.environ.setdefault(key, value)
+        try:
+            _gfal2 = importlib.import_module("gfal2")
+        except ImportError:
+            sys.path.append(DEBIAN_GFAL2_DIR)
+            try:
+                _gfal2 = importlib.import_module("gfal2")
+            except ImportError as exc:
+                raise ConfigurationError(
+                    "the root:// plugin needs gfal2: apt-get install python3-gfal2 gfal2-plugin-xrootd"
+                ) from exc
+            finally:
+                sys.path.remove(DEBIAN_GFAL2_DIR)
+    return _gfal2
+
+
+def gfal_error(url: str, exc: Exception) -> CairnError:
+    """Map a gfal2.GError (errno in .code) to the kernel's classes, naming the URL."""
+    code = getattr(exc, "code", 0)
+    message = str(exc)
+    if code == errno.ENOENT:
+        return NotFound(f"{url}: no such file or directory ({message})")
+    if code in (errno.EACCES, errno.EPERM):
+        return Forbidden(f"{url}: permission denied ({message})")
+    if code in _UNAVAILABLE or "expired" in message.lower():
+        return ServiceUnavailable(f"{url}: storage unavailable ({message})")
+    if code == errno.EEXIST:
+        return Conflict(f"{url}: exists already ({message})")
+    if code == errno.EINVAL:
+        return InvalidInput(f"{url}: {message}")
+    return StorageError(f"{url}: {message}")
+
+
+class XRootDOptions(PluginOptions):
+    chunk_size: int = 4 << 20
+    # gfal2 calls in flight at once for this plugin instance.
+    max_threads: int = Field(8, ge=1, le=128)
+    transfer_timeout_s: int = Field(3600, ge=1)
+
+
+def _is_root_url(url: str) -> None:
+    parts = urlsplit(url)
+    if parts.scheme != "root" or not parts.netloc:
+        raise InvalidInput(f"{url}: not an XRootD URL (root://host:port//path)")
+
+
+def _absolute(path: str | os.PathLike[str]) -> Path:
+    return Path(os.path.abspath(path))
+
+
+def _adler32_of_file(path: Path, chunk_size: int) -> str:
+    digest = Adler32()
+    with path.open("rb") as handle:
+        while chunk := handle.read(chunk_size):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+class XRootDPlugin(StoragePlugin):
+    """XRootD over gfal2, off the event loop."""
+
+    schemes = ("root",)
+    tpc_family = "root"
+    server_checksum = True
+    Options = XRootDOptions
+    options: XRootDOptions
+
+    def __init__(self, options: Any = None) -> None:
+        super().__init__(options)
+        self._gfal2 = import_gfal2()
+        self._executor = ThreadPoolExecutor(self.options.max_threads, thread_name_prefix="gfal2")
+        self._local = threading.local()
+
+    def _context(self) -> Any:
+        context = getattr(self._local, "context", None)
+        if context is None:
+            context = self._local.context = self._gfal2.creat_context()
+        return context
+
+    async def _call(self, url: str, fn: Callable[..., T], *args: Any) -> T:
+        """Run fn(context, *args) in the pool; gfal2 errors become Cairn errors naming url."""
+
+        def work() -> T:
+            try:
+                return fn(self._context(), *args)
+            except self._gfal2.GError as exc:
+                raise gfal_error(url, exc) from exc
+
+        return await asyncio.get_running_loop().run_in_executor(self._executor, work)
+
+    async def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
+        self._executor = ThreadPoolExecutor(self.options.max_threads, thread_name_prefix="gfal2")
+
+    async def stat(self, url: str) -> FileInfo:
+        _is_root_url(url)
+        info = await self._call(url, lambda ctx: ctx.stat(url))
+        is_dir = stat.S_ISDIR(info.st_mode)
+        return FileInfo(url, 0 if is_dir else int(info.st_size), is_dir, float(info.st_mtime))
+
+    async def list(self, url: str) -> list[FileInfo]:
+        _is_root_url(url)
+        base = url.rstrip("/")
+
+        def listing(ctx: Any) -> list[FileInfo]:
+            entries = []
+            directory = ctx.opendir(url)
+            while True:
+                dirent, info = directory.readpp()
+                if dirent is None:
+                    break
+                if dirent.d_name in (".", ".."):
+                    continue
+                is_dir = stat.S_ISDIR(info.st_mode)
+                size = 0 if is_dir else int(info.st_size)
+                entries.append(FileInfo(f"{base}/{dirent.d_name}", size, is_dir, float(info.st_mtime)))
+            return sorted(entries, key=lambda entry: entry.url)
+
+        return await self._call(url, listing)
+
+    async def read(self, url: str, *, offset: int = 0, length: int | None = None) -> AsyncIterator[bytes]:
+        _is_root_url(url)
+        if length == 0:
+            return
+        holder = [await self._call(url, lambda ctx: ctx.open(url, "r"))]
+        try:
+            if offset:
+                await self._call(url, lambda _ctx: holder[0].lseek(offset, os.SEEK_SET))
+            remaining = length
+            while remaining is None or remaining > 0:
+                want = (
+                    self.options.chunk_size if remaining is None else min(remaining, self.options.chunk_size)
+                )
+                chunk = await self._call(url, lambda _ctx, n=want: holder[0].read_bytes(n))
+                if not chunk:
+                    break
+                if remaining is not None:
+                    remaining -= len(chunk)
+                yield chunk
+        finally:
+            # The file closes when its last reference goes: let that happen in the pool.
+            await asyncio.shield(self._call(url, lambda _ctx: holder.clear()))
+
+    async def _open_for_writing(self, url: str) -> Any:
+        try:
+            return await self._call(url, lambda ctx: ctx.open(url, "w"))
+        except NotFound:
+            await self.mkdir(url.rstrip("/").rsplit("/", 1)[0])
+            return await self._call(url, lambda ctx: ctx.open(url, "w"))
+
+    async def write(self, url: str, stream: AsyncIterable[bytes], *, size: int | None = None) -> WriteResult:
+        _is_root_url(url)
+        digest = Adler32()
+        holder = [await self._open_for_writing(url)]
+        try:
+            async for chunk in stream:
+                digest.update(chunk)
+                await self._call(url, lambda _ctx, data=chunk: holder[0].write(data))
+        finally:
+            await asyncio.shield(self._call(url, lambda _ctx: holder.clear()))
+        return WriteResult(url, digest.size, digest.hexdigest())
+
+    async def delete(self, url: str) -> None:
+        _is_root_url(url)
+        await self._call(url, lambda ctx: ctx.unlink(url))
+
+    async def mkdir(self, url: str) -> None:
+        _is_root_url(url)
+        await self._call(url, lambda ctx: ctx.mkdir_rec(url, 0o755))
+
+    async def checksum(self, url: str) -> str:
+        _is_root_url(url)
+        return normalise_adler32(await self._call(url, lambda ctx: ctx.checksum(url, "adler32")))
+
+    def _copy_parameters(self, ctx: Any, overwrite: bool, timeout_s: float) -> Any:
+        params = ctx.transfer_parameters()
+        params.overwrite = overwrite
+        params.create_parent = True
+        params.timeout = int(timeout_s)
+        return params
+
+    async def _filecopy(self, source: str, dest: str, url: str, *, overwrite: bool, timeout_s: float) -> None:
+        await self._call(
+            url, lambda ctx: ctx.filecopy(self._copy_parameters(ctx, overwrite, timeout_s), source, dest)
+        )
+
+    async def get(
+        self, url: str, path: str | os.PathLike[str], *, expected_adler32: str | None = None
+    ) -> WriteResult:
+        _is_root_url(url)
+        target = _absolute(path)
+        partial = await asyncio.to_thread(partial_path, target)
+        timeout = self.options.transfer_timeout_s
+        loop = asyncio.get_running_loop()
+        try:
+            await self._filecopy(url, file_url(partial), url, overwrite=True, timeout_s=timeout)
+            actual = await loop.run_in_executor(
+                self._executor, _adler32_of_file, partial, self.options.chunk_size
+            )
+            if expected_adler32 is not None and actual != expected_adler32:
+                raise ChecksumMismatch(url, expected_adler32, actual)
+            size = (await aiofiles.os.stat(partial)).st_size
+            await aiofiles.os.replace(partial, target)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                await aiofiles.os.remove(partial)
+            raise
+        return WriteResult(url, size, actual)
+
+    async def put(
+        self, path: str | os.PathLike[str], url: str, *, expected_adler32: str | None = None
+    ) -> WriteResult:
+        _is_root_url(url)
+        source = _absolute(path)
+        loop = asyncio.get_running_loop()
+        # Hash the local bytes while gfal2 sends them; then the server's adler32 of what it
+        # stored must agree with both.
+        local_sum = loop.run_in_executor(self._executor, _adler32_of_file, source, self.options.chunk_size)
+        timeout = self.options.transfer_timeout_s
+        try:
+            await self._filecopy(file_url(source), url, url, overwrite=True, timeout_s=timeout)
+        finally:
+            local = await local_sum
+        stored = await self.checksum(url)
+        expected = expected_adler32 or local
+        if stored != expected or local != expected:
+            with contextlib.suppress(CairnError):
+                await self.delete(url)
+            raise ChecksumMismatch(url, expected, stored if stored != expected else local)
+        return WriteResult(url, (await aiofiles.os.stat(source)).st_size, stored)
+
+    async def third_party_copy(
+        self,
+        source: str,
+        dest: str,
+        *,
+        mode: TpcMode = "pull",
+        overwrite: bool = True,
+        timeout_s: float = 3600,
+        remote_token: str | None = None,
+    ) -> int:
+        """root:// to root://: the destination server pulls from the source (XRootD TPC)."""
+        _is_root_url(source)
+        _is_root_url(dest)
+        try:
+            await self._filecopy(source, dest, dest, overwrite=overwrite, timeout_s=timeout_s)
+        except CairnError as exc:
+            # gfal2 retries a failed TPC with delegation and reports that attempt's error, which
+            # hides the usual cause: say NotFound when the source is not there.
+            if not await self.exists(source):
+                raise NotFound(f"{source}: no such file (third-party copy to {dest})") from exc
+            if isinstance(exc, StorageError):
+                raise TransferFailed(f"{source} -> {dest}: third-party copy failed: {exc.message}") from exc
+            raise
+        return (await self.stat(dest)).size

@@ -1,0 +1,79 @@
+"""How to reach a file on an SE: its URL for each of the SE's protocols, best first, with the
+storage-plugin options for each.
+
+Options are the protocol's `extra` from the catalogue (endpoint URL, bucket region, CA file,
+tape cache...) overlaid with this process's secrets for the SE (`CAIRN_STORAGE_CREDENTIALS`),
+so credentials never pass through the catalogue.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from catalogue.storage_elements import Protocol, StorageElement, replica_url
+from kernel.errors import Forbidden
+
+Operation = Literal["read", "write", "delete"]
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """One way to reach one file: the SE, the protocol, the URL and the plugin options."""
+
+    se: StorageElement
+    protocol: Protocol
+    url: str
+    options: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def scheme(self) -> str:
+        return self.protocol.scheme
+
+
+def plugin_options(
+    se: StorageElement, protocol: Protocol, credentials: Mapping[str, Mapping[str, str]]
+) -> dict[str, Any]:
+    """The options a storage plugin needs for this SE's protocol (non-secret extra + secrets)."""
+    return {**protocol.extra, **credentials.get(se.name, {})}
+
+
+def switch_allows(se: StorageElement, operation: Operation) -> bool:
+    return {"read": se.read_enabled, "write": se.write_enabled, "delete": se.delete_enabled}[operation]
+
+
+def endpoints(
+    se: StorageElement,
+    lfn: str,
+    operation: Operation,
+    *,
+    credentials: Mapping[str, Mapping[str, str]] | None = None,
+    registered_url: str | None = None,
+) -> list[Endpoint]:
+    """Every protocol of se that allows operation, best priority first, with the file's URL on it.
+
+    A replica registered with a URL of its own keeps that URL for its protocol's scheme.
+    Raises Forbidden when the SE is switched off for the operation.
+    """
+    if not switch_allows(se, operation):
+        raise Forbidden(f"SE {se.name} is switched off for {operation}ing ({lfn})")
+    found = []
+    for protocol in sorted(se.protocols, key=lambda p: p.priority):
+        if not getattr(protocol, operation):
+            continue
+        url = replica_url(protocol, lfn)
+        if registered_url and registered_url.split("://", 1)[0] == protocol.scheme:
+            url = registered_url
+        found.append(Endpoint(se, protocol, url, plugin_options(se, protocol, credentials or {})))
+    if not found:
+        raise Forbidden(f"SE {se.name} has no protocol that allows {operation} ({lfn})")
+    return found
+
+
+def options_by_scheme(eps: Iterable[Endpoint]) -> dict[str, dict[str, Any]]:
+    """Options keyed by URL scheme, as storage_plugins.copy wants them (first endpoint wins)."""
+    out: dict[str, dict[str, Any]] = {}
+    for ep in eps:
+        out.setdefault(ep.scheme, ep.options)
+    return out
