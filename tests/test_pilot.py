@@ -213,3 +213,16 @@ async def test_pilots_racing_for_jobs_run_each_exactly_once(
     assert sorted(runs.read_text().split()) == sorted(ids)
     for job in found:
         assert [h["state"] for h in job["history"]].count("matched") == 1
+
+
+async def test_a_corrupt_local_replica_is_skipped_for_a_good_remote_one(
+    api: RunningApi, grid: Grid, wms_config: WmsSettings, pilots: list[PilotProcess], tmp_path: Path
+) -> None:
+    await grid.add_file("/cta/data/twice.dat", b"good bytes\n", ["SITE-A-DISK", "SITE-B-DISK"])
+    (grid.se_roots["SITE-A-DISK"] / "cta/data/twice.dat").write_bytes(b"rotten bits\n")
+    [job_id] = await submit(api, [{"executable": "/bin/cat", "arguments": ["twice.dat"],
+                                   "input_data": ["/cta/data/twice.dat"], "requirements": {"sites": ["SITE-A"]}}])
+    await check_all(grid.db, wms_config)
+    start_pilot(api, "SITE-A", tmp_path, wms_config, pilots)
+    [job] = await wait_for(grid.db, [job_id], {"done", "failed"}, pilots=pilots)
+    assert (job["state"], job["site"], job["stdout"]) == ("done", "SITE-A", "good bytes\n")

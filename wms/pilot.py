@@ -23,6 +23,7 @@ from typing import Any
 from kernel.daemon import Daemon
 from kernel.errors import CairnError, Conflict, ServiceUnavailable
 from kernel.process import child_preexec
+from storage_plugins.registry import close_plugins
 from wms.client import JobsClient
 from wms.config import WmsSettings
 from wms.pilot_data import DataAccessError, fetch, put
@@ -75,6 +76,7 @@ class Pilot(Daemon):
 
     async def close(self) -> None:
         await self.client.close()
+        await close_plugins()
 
     async def run_job(self, order: dict[str, Any]) -> None:
         job_id, attempt = order["id"], order["attempt"]
