@@ -29,6 +29,7 @@ from catalogue.directories import (
 )
 from catalogue.files import FILES
 from catalogue.lfn import ROOT, ancestors, check_lfn, descendant_pattern, is_within, name_of, parent_of
+from catalogue.metadata import metadata_fields_for
 from catalogue.permissions import (
     EXECUTE,
     READ,
@@ -41,6 +42,7 @@ from catalogue.permissions import (
     require,
     traversal_denial,
 )
+from catalogue.usage import Usage, forget_directory_usage, move_directory_usage, record_files
 from kernel.db import Document, database_errors, iterate
 from kernel.errors import Conflict, Forbidden, InvalidInput, NotFound
 from kernel.principal import Principal
@@ -91,7 +93,8 @@ async def mkdir(
         raise Conflict(f"{clash['_id']} is a file, not a directory")
     require(creation_denial(principal, path, dirs))
     at = now()
-    docs = [directory_document(p, principal, mode=mode if p == path else None, at=at) for p in missing]
+    docs = [directory_document(p, principal, mode=mode if p == path else None, at=at,
+                               metadata=metadata_fields_for(p, {}, dirs)) for p in missing]
     await insert_directories(db, docs)
     return entry_view(docs[-1], "directory")
 
@@ -196,6 +199,12 @@ async def move(db: AsyncDatabase[Document], principal: Principal, source: str, d
     if kind == "directory":
         for name in (DIRECTORIES, FILES):
             await _move_subtree(db[name], source, destination)
+        await move_directory_usage(db, source, destination)
+    else:
+        usage = Usage()
+        usage.file(source, int(doc.get("size", 0)), -1)
+        usage.file(destination, int(doc.get("size", 0)), +1)
+        await usage.apply(db)
     return entry_view(moved, kind)
 
 
@@ -264,6 +273,8 @@ async def remove(db: AsyncDatabase[Document], principal: Principal, path: str, *
             raise Conflict(f"{path} still has {len(doc['replicas'])} replica(s); remove them first")
         with database_errors():
             result = await db[FILES].delete_one({"_id": path})
+        if result.deleted_count:
+            await record_files(db, [doc], -1)
         return result.deleted_count
     with database_errors():
         child = await db[DIRECTORIES].find_one({"parent": path}, {"_id": 1}) or await db[FILES].find_one(
@@ -275,6 +286,7 @@ async def remove(db: AsyncDatabase[Document], principal: Principal, path: str, *
         if not principal.is_admin:
             raise Forbidden("only admins may remove a directory recursively")
         pattern = descendant_pattern(path)
+        await forget_directory_usage(db, path)
         with database_errors():
             removed += (await db[FILES].delete_many({"_id": {"$regex": pattern}})).deleted_count
             removed += (await db[DIRECTORIES].delete_many({"_id": {"$regex": pattern}})).deleted_count
