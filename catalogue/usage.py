@@ -23,7 +23,7 @@ from pymongo import DeleteOne, ReplaceOne, UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 
 from catalogue.lfn import ROOT, ancestors, check_lfn, descendant_pattern
-from kernel.db import Document, database_errors
+from kernel.db import Document, database_errors, iterate
 
 USAGE = "usage"
 FILES = "files"
@@ -88,16 +88,14 @@ async def forget_directory_usage(db: AsyncDatabase[Document], path: str) -> None
     bytes off their SEs (one aggregation over the subtree), and drop its own records."""
     with database_errors():
         doc = await db[USAGE].find_one({"_id": directory_key(path)})
-        cursor = await db[FILES].aggregate([
-            {"$match": {"_id": {"$regex": descendant_pattern(path)}}}, {"$unwind": "$replicas"},
-            {"$group": {"_id": "$replicas.se", "replicas": {"$sum": 1}, "bytes": {"$sum": "$size"}}}])
-        per_se = await cursor.to_list()
     usage = Usage()
     usage.subtree(path, int((doc or {}).get("files", 0)), int((doc or {}).get("bytes", 0)), -1)
-    for group in per_se:
-        delta = usage.deltas[se_key(group["_id"])]
-        delta["replicas"] -= int(group["replicas"])
-        delta["bytes"] -= int(group["bytes"])
+    # The tree is about to be deleted record by record anyway; reading its replicas once costs
+    # the same order. (An aggregation `$sum` of a field would do, but FerretDB 1.24 sums to 0.)
+    cursor = db[FILES].find({"_id": {"$regex": descendant_pattern(path)}}, {"size": 1, "replicas.se": 1})
+    async for file in iterate(cursor.batch_size(5000)):
+        for replica in file.get("replicas", []):
+            usage.replica(replica["se"], int(file.get("size", 0)), -1)
     await usage.apply(db)
     with database_errors():
         await db[USAGE].delete_many({"_id": {"$regex": "^" + re.escape(directory_key(path)) + "(/|$)"}})
@@ -139,26 +137,30 @@ async def se_usage(db: AsyncDatabase[Document]) -> list[dict[str, Any]]:
 
 
 async def recount(db: AsyncDatabase[Document]) -> dict[str, dict[str, int]]:
-    """Usage recomputed from the file records: two aggregations (per parent directory, per SE);
-    per-directory totals are rolled up the tree here, in memory proportional to directories."""
-    totals: dict[str, dict[str, int]] = defaultdict(lambda: {"files": 0, "bytes": 0})
-    with database_errors():
-        cursor = await db[FILES].aggregate([{"$group": {"_id": "$parent", "files": {"$sum": 1},
-                                                        "bytes": {"$sum": "$size"}}}])
-        per_parent = await cursor.to_list()
-        cursor = await db[FILES].aggregate([{"$unwind": "$replicas"},
-                                            {"$group": {"_id": "$replicas.se", "replicas": {"$sum": 1},
-                                                        "bytes": {"$sum": "$size"}}}])
-        per_se = await cursor.to_list()
-    for group in per_parent:
-        parent = group["_id"]
+    """Usage recomputed from the file records in one streamed pass over them (size, parent and
+    replica SEs projected), summed per parent directory and per SE, then rolled up the tree in
+    memory proportional to the number of directories. (An aggregation `$sum` of a field would
+    save the transfer, but FerretDB 1.24 sums field references to 0.)"""
+    per_parent: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    per_se: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    cursor = db[FILES].find({}, {"parent": 1, "size": 1, "replicas.se": 1}).batch_size(5000)
+    async for file in iterate(cursor):
+        size = int(file.get("size", 0))
+        totals = per_parent[file["parent"]]
+        totals[0] += 1
+        totals[1] += size
+        for replica in file.get("replicas", []):
+            per_se[replica["se"]][0] += 1
+            per_se[replica["se"]][1] += size
+    out: dict[str, dict[str, int]] = defaultdict(lambda: {"files": 0, "bytes": 0})
+    for parent, (files, size) in per_parent.items():
         for directory in [*ancestors(parent), parent] if parent != ROOT else [ROOT]:
-            totals[directory_key(directory)]["files"] += int(group["files"])
-            totals[directory_key(directory)]["bytes"] += int(group["bytes"])
-    out = {k: dict(v) for k, v in totals.items()}
-    for group in per_se:
-        out[se_key(group["_id"])] = {"replicas": int(group["replicas"]), "bytes": int(group["bytes"])}
-    return out
+            out[directory_key(directory)]["files"] += files
+            out[directory_key(directory)]["bytes"] += size
+    result = {k: dict(v) for k, v in out.items()}
+    for se, (replicas, size) in per_se.items():
+        result[se_key(se)] = {"replicas": replicas, "bytes": size}
+    return result
 
 
 async def rebuild(db: AsyncDatabase[Document], *, fix: bool = True) -> dict[str, Any]:
