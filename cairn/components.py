@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pymongo.asynchronous.database import AsyncDatabase
 
 from cairn import system_routes
-from catalogue import directories, files, storage_elements
+from catalogue import dataset_contents, datasets, directories, files, storage_elements
 from kernel.daemon import Daemon
 from kernel.db import Document, IndexSpec
 from kernel.settings import Settings
@@ -29,7 +29,8 @@ def route_tables() -> list[ApiRoutes]:
 
 
 def index_specs() -> list[IndexSpec]:
-    return [*storage_elements.INDEXES, *directories.INDEXES, *files.INDEXES, *transfer_requests.INDEXES]
+    return [*storage_elements.INDEXES, *directories.INDEXES, *files.INDEXES, *datasets.INDEXES,
+            *dataset_contents.INDEXES, *transfer_requests.INDEXES]
 
 
 def daemon_factories() -> dict[str, DaemonFactory]:
