@@ -21,10 +21,19 @@ DaemonFactory = Callable[[Settings, AsyncDatabase[Document]], Daemon]
 
 
 def route_tables() -> list[ApiRoutes]:
-    from catalogue import file_routes, namespace_routes, se_routes
+    from catalogue import (
+        dataset_routes,
+        file_routes,
+        metadata_routes,
+        namespace_routes,
+        provenance_routes,
+        se_routes,
+        usage_routes,
+    )
     from transfers import request_routes
 
     return [system_routes.routes, namespace_routes.routes, file_routes.routes, se_routes.routes,
+            metadata_routes.routes, dataset_routes.routes, provenance_routes.routes, usage_routes.routes,
             request_routes.routes]
 
 
