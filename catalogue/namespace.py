@@ -194,11 +194,14 @@ async def move(db: AsyncDatabase[Document], principal: Principal, source: str, d
     require(removal_denial(principal, source, dirs))
     require(creation_denial(principal, destination, dirs))
     moved = {**doc, "_id": destination, "parent": target_parent, "name": name_of(destination), "modified": now()}
+    # Inherited metadata follows the new place: re-derived from the new ancestors, top down.
+    moved.update(metadata_fields_for(destination, doc.get("meta") or {}, dirs))
     collection = db[DIRECTORIES] if kind == "directory" else db[FILES]
     await _relocate(collection, [(source, moved)])
     if kind == "directory":
+        placed: dict[str, Document] = {destination: moved}
         for name in (DIRECTORIES, FILES):
-            await _move_subtree(db[name], source, destination)
+            await _move_subtree(db[name], source, destination, placed)
         await move_directory_usage(db, source, destination)
     else:
         usage = Usage()
@@ -245,15 +248,28 @@ async def _relocate(collection: AsyncCollection[Document], pairs: list[tuple[str
             await collection.bulk_write(restores, ordered=False)
 
 
-async def _move_subtree(collection: AsyncCollection[Document], source: str, destination: str) -> None:
-    """Move every record below `source` to the same place below `destination`, batch by batch."""
-    # Index: `_id` (an anchored prefix regex is a range scan on MongoDB); memory stays flat.
+async def _move_subtree(
+    collection: AsyncCollection[Document], source: str, destination: str, placed: dict[str, Document]
+) -> None:
+    """Move every record below `source` to the same place below `destination`, batch by batch,
+    re-deriving inherited metadata from the directories already `placed` (directories come
+    sorted by path, so a parent is always placed before its children; they are kept in
+    `placed`, in memory proportional to the directories of the tree)."""
+    # Index: `_id` (an anchored prefix regex is a range scan on MongoDB); memory stays flat for files.
     pattern = descendant_pattern(source)
     cut = len(source)
+    is_directories = collection.name == DIRECTORIES
+    cursor = collection.find({"_id": {"$regex": pattern}})
+    if is_directories:
+        cursor = cursor.sort("_id", 1)
     batch: list[tuple[str, Document]] = []
-    async for doc in iterate(collection.find({"_id": {"$regex": pattern}}).batch_size(MOVE_BATCH)):
+    async for doc in iterate(cursor.batch_size(MOVE_BATCH)):
         path = destination + doc["_id"][cut:]
-        batch.append((doc["_id"], {**doc, "_id": path, "parent": parent_of(path)}))
+        copy = {**doc, "_id": path, "parent": parent_of(path), **metadata_fields_for(path, doc.get("meta") or {},
+                                                                                       placed)}
+        if is_directories:
+            placed[path] = copy
+        batch.append((doc["_id"], copy))
         if len(batch) >= MOVE_BATCH:
             await _relocate(collection, batch)
             batch = []

@@ -10,7 +10,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from catalogue.files import get_file, register_files
 from catalogue.metadata import get_metadata, remove_metadata, set_metadata
 from catalogue.metadata_fields import FieldDeclaration, declare_field, list_fields, undeclare_field
-from catalogue.namespace import mkdir
+from catalogue.namespace import mkdir, move
 from kernel.db import Document
 from kernel.errors import Forbidden, InvalidInput
 from tests.fixtures.catalogue import ADMIN, BOB
@@ -99,3 +99,19 @@ async def test_setting_needs_write_permission_on_the_entry(tree: AsyncDatabase[D
     with pytest.raises(Forbidden):
         await set_metadata(tree, BOB, "/cta/mc/f2", {"x": 1})
     assert (await get_metadata(tree, BOB, "/cta/mc/f2"))["effective"] == {}
+
+
+async def test_moved_entries_inherit_from_their_new_place_and_keep_their_own(tree: AsyncDatabase[Document]) -> None:
+    await mkdir(tree, ADMIN, "/km3/sea", parents=True)
+    await set_metadata(tree, ADMIN, "/cta", {"site": "la-palma", "vo": "cta"})
+    await set_metadata(tree, ADMIN, "/km3", {"site": "sea"})
+    await set_metadata(tree, ADMIN, "/cta/mc/proton", {"particle": "proton"})
+    await set_metadata(tree, ADMIN, "/cta/mc/proton/f1", {"run": 5})
+    await move(tree, ADMIN, "/cta/mc", "/km3/sea/mc")
+    assert await effective(tree, "/km3/sea/mc/proton/f1") == {"site": "sea", "particle": "proton", "run": 5}
+    assert (await get_metadata(tree, ADMIN, "/km3/sea/mc/proton/f1"))["origin"] == {
+        "site": "/km3", "particle": "/km3/sea/mc/proton", "run": "/km3/sea/mc/proton/f1"}
+    await set_metadata(tree, ADMIN, "/km3/sea/mc/proton", {"particle": "neutrino"})
+    assert (await effective(tree, "/km3/sea/mc/proton/f1"))["particle"] == "neutrino"
+    await move(tree, ADMIN, "/km3/sea/mc/f2", "/cta/f2")
+    assert await effective(tree, "/cta/f2") == {"site": "la-palma", "vo": "cta"}
