@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pymongo.asynchronous.database import AsyncDatabase
 
 from cairn import system_routes
-from catalogue import directories, files, storage_elements
+from catalogue import dataset_contents, datasets, directories, files, storage_elements
 from kernel.daemon import Daemon
 from kernel.db import Document, IndexSpec
 from kernel.settings import Settings
@@ -23,17 +23,26 @@ DaemonFactory = Callable[[Settings, AsyncDatabase[Document]], Daemon]
 
 
 def route_tables() -> list[ApiRoutes]:
-    from catalogue import file_routes, namespace_routes, se_routes
+    from catalogue import (
+        dataset_routes,
+        file_routes,
+        metadata_routes,
+        namespace_routes,
+        provenance_routes,
+        se_routes,
+        usage_routes,
+    )
     from transfers import request_routes
     from wms import routes as wms_routes
 
     return [system_routes.routes, namespace_routes.routes, file_routes.routes, se_routes.routes,
+            metadata_routes.routes, dataset_routes.routes, provenance_routes.routes, usage_routes.routes,
             request_routes.routes, wms_routes.routes]
 
 
 def index_specs() -> list[IndexSpec]:
-    return [*storage_elements.INDEXES, *directories.INDEXES, *files.INDEXES, *transfer_requests.INDEXES,
-            *wms_jobs.INDEXES, *wms_task_queues.INDEXES]
+    return [*storage_elements.INDEXES, *directories.INDEXES, *files.INDEXES, *datasets.INDEXES,
+            *dataset_contents.INDEXES, *transfer_requests.INDEXES, *wms_jobs.INDEXES, *wms_task_queues.INDEXES]
 
 
 def daemon_factories() -> dict[str, DaemonFactory]:

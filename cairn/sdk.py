@@ -14,12 +14,13 @@ import inspect
 from typing import Any
 
 from catalogue.client import CatalogueClient
+from catalogue.metadata_client import MetadataClient
 from kernel.client import BaseClient
 from transfers.client import TransfersClient
 from wms.client import JobsClient
 
 
-class Client(JobsClient, CatalogueClient, TransfersClient, BaseClient):
+class Client(JobsClient, CatalogueClient, MetadataClient, TransfersClient, BaseClient):
     """Every API call Cairn offers, as async methods."""
 
     async def whoami(self) -> dict[str, Any]:

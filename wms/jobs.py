@@ -16,7 +16,7 @@ from pymongo import ReturnDocument, UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
-from kernel.db import Document, IndexSpec, database_errors, iterate
+from kernel.db import Document, IndexSpec, bulk_write_chunked, database_errors, iterate
 from kernel.errors import NotFound
 from wms import states
 
@@ -207,8 +207,7 @@ async def apply_outcomes(db: AsyncDatabase[Document], claim: str, outcomes: dict
         if record:
             update["$push"] = {"history": history_entry(state, reason, at)}
         ops.append(UpdateOne({"_id": job_id, "claim": claim, "kill_requested": {"$ne": True}}, update))
-    with database_errors():
-        await db[JOBS].bulk_write(ops, ordered=False)
+    await bulk_write_chunked(db[JOBS], ops)
 
 
 async def mark_enqueued(db: AsyncDatabase[Document], job_ids: Sequence[str]) -> None:
