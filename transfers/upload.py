@@ -32,8 +32,8 @@ from kernel.errors import CairnError, InvalidInput, NotFound, ServiceUnavailable
 from storage_plugins.base import StoragePlugin, read_local
 from storage_plugins.checksums import Adler32, tee_adler32
 from storage_plugins.errors import ChecksumMismatch, StorageError
-from storage_plugins.posix import file_url
-from storage_plugins.registry import plugin_for
+from storage_plugins.posix import file_url, local_path
+from storage_plugins.registry import plugin_class, plugin_for, scheme_of
 from transfers.endpoints import Endpoint, endpoints
 from transfers.io_report import FileOutcome, NoProgress, ProgressSink
 
@@ -56,6 +56,19 @@ def _adler32_of_file(path: Path) -> tuple[int, str]:
         while chunk := handle.read(HASH_CHUNK):
             digest.update(chunk)
     return digest.size, digest.hexdigest()
+
+
+def local_file(path: str | Path) -> Path:
+    """A local path, or a file:// URL; any other URL is refused (SE to SE copies are transfers)."""
+    text = str(path)
+    if "://" not in text:
+        return Path(path)
+    scheme = scheme_of(text)
+    if scheme == "file":
+        return local_path(text)
+    plugin_class(scheme)  # an unknown scheme: InvalidInput naming the known ones
+    raise InvalidInput(f"{text}: upload sends local files; to copy from a {scheme}:// storage, "
+                       "register its replica and ask for a transfer (cairn replicate)")
 
 
 async def target_lfns(client: CatalogueClient, paths: Sequence[Path], lfn: str) -> list[tuple[Path, str]]:
@@ -96,8 +109,9 @@ async def upload_files(
     stops the whole call: an unknown SE, an SE switched off for writing, the API unreachable.
     """
     sink = progress or NoProgress()
+    locals_ = [local_file(p) for p in paths]
     se = StorageElement.model_validate(await client.get_se(se_name))
-    targets = await target_lfns(client, [Path(p) for p in paths], lfn)
+    targets = await target_lfns(client, locals_, lfn)
     outcomes: dict[str, FileOutcome] = {}
     planned: list[_Planned] = []
     for local, target in targets:
