@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from cairn import __version__
-from cairn.cli import files, namespace, processes, requests, ses, token
+from cairn.cli import data, files, namespace, processes, requests, ses, token
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
@@ -21,6 +21,8 @@ cli.add_command(processes.health)
 cli.add_command(token.token)
 cli.add_command(token.whoami)
 cli.add_command(requests.replicate)
+cli.add_command(data.upload)
+cli.add_command(data.download)
 cli.add_command(requests.stage)
 cli.add_command(requests.requests)
 for command in (namespace.ls, namespace.stat, namespace.mkdir, namespace.mv, namespace.rm, namespace.chmod,
