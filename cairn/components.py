@@ -22,10 +22,10 @@ DaemonFactory = Callable[[Settings, AsyncDatabase[Document]], Daemon]
 
 def route_tables() -> list[ApiRoutes]:
     from catalogue import file_routes, namespace_routes, se_routes
-    from transfers import request_routes
+    from transfers import request_routes, signed_url_routes
 
     return [system_routes.routes, namespace_routes.routes, file_routes.routes, se_routes.routes,
-            request_routes.routes]
+            request_routes.routes, signed_url_routes.routes]
 
 
 def index_specs() -> list[IndexSpec]:

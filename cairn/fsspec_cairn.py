@@ -38,6 +38,7 @@ from transfers.download import download_one
 from transfers.endpoints import endpoints
 from transfers.io_report import NoProgress
 from transfers.replica_order import replicas_to_read
+from transfers.signed_access import needs_signing, signed_endpoint, without_signature
 
 Json = dict[str, Any]
 
@@ -142,6 +143,8 @@ class CairnFileSystem(AsyncFileSystem):
                 continue
             for ep in eps:
                 try:
+                    if needs_signing(ep):
+                        ep = await signed_endpoint(await self._api(), ep, lfn, "GET")
                     plugin = plugin_for(ep.url, ep.options)
                     data = b"".join([c async for c in plugin.read(ep.url, offset=start, length=end - start)])
                     if whole:
@@ -154,7 +157,7 @@ class CairnFileSystem(AsyncFileSystem):
                     reasons.append(f"SE {replica.se.name}: corrupted replica ({exc.message})")
                     break
                 except CairnError as exc:
-                    reasons.append(f"SE {replica.se.name}: {exc.message}")
+                    reasons.append(f"SE {replica.se.name}: {without_signature(exc, ep.url).message}")
         raise OSError(5, f"no replica of {lfn} could be read: {'; '.join(reasons) or 'it has none'}", lfn)
 
     async def _cat_file(self, path: str, start: int | None = None, end: int | None = None, **kwargs: Any) -> bytes:

@@ -21,10 +21,10 @@ import contextlib
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import aiofiles.os
 
-from catalogue.client import CatalogueClient
 from catalogue.storage_elements import StorageElement
 from kernel.errors import CairnError, Forbidden, InvalidInput
 from storage_plugins.base import StoragePlugin, partial_path, write_local
@@ -34,6 +34,10 @@ from storage_plugins.registry import plugin_for
 from transfers.endpoints import Endpoint, endpoints
 from transfers.io_report import FileOutcome, NoProgress, ProgressSink
 from transfers.replica_order import ReadableReplica, replicas_to_read
+from transfers.signed_access import needs_signing, signed_endpoint, without_signature
+
+if TYPE_CHECKING:
+    from transfers.data_client import DataClient
 
 Credentials = Mapping[str, Mapping[str, str]]
 NEXT_PROTOCOL_ERRORS = ("service_unavailable", "storage_error", "forbidden", "invalid_input", "not_supported",
@@ -61,7 +65,7 @@ def local_targets(lfns: Sequence[str], dest: str | Path | None) -> list[tuple[st
 
 
 async def download_files(
-    client: CatalogueClient,
+    client: DataClient,
     lfns: Sequence[str],
     dest: str | Path | None = None,
     *,
@@ -84,7 +88,7 @@ async def download_files(
 
 
 async def download_one(
-    client: CatalogueClient,
+    client: DataClient,
     lfn: str,
     path: Path,
     ses: Mapping[str, StorageElement],
@@ -106,7 +110,7 @@ async def download_one(
     last: CairnError | None = None
     for replica in readable:
         try:
-            ep = await _fetch_replica(replica, lfn, path, size, adler32, credentials, sink, notes)
+            ep = await _fetch_replica(client, replica, lfn, path, size, adler32, credentials, sink, notes)
         except ReplicaCorrupted as exc:
             notes.append(f"SE {replica.se.name}: corrupted replica ({exc.message}); "
                          + await _report_bad(client, lfn, replica.se.name))
@@ -129,14 +133,21 @@ async def download_one(
 
 
 async def _fetch_replica(
-    replica: ReadableReplica, lfn: str, path: Path, size: int, adler32: str, credentials: Credentials,
-    sink: ProgressSink, notes: list[str],
+    client: DataClient, replica: ReadableReplica, lfn: str, path: Path, size: int, adler32: str,
+    credentials: Credentials, sink: ProgressSink, notes: list[str],
 ) -> Endpoint:
     """Download from one replica, over its SE's read protocols in turn; the endpoint used."""
     eps = endpoints(replica.se, lfn, "read", credentials=credentials, registered_url=replica.url)
     for index, ep in enumerate(eps):
         try:
-            await _fetch(ep, path, size, adler32, lfn, sink)
+            if needs_signing(ep):
+                signed = await signed_endpoint(client, ep, lfn, "GET")
+                try:
+                    await _fetch(signed, path, size, adler32, lfn, sink)
+                except CairnError as exc:
+                    raise without_signature(exc, signed.url) from None
+            else:
+                await _fetch(ep, path, size, adler32, lfn, sink)
             return ep
         except ReplicaCorrupted:
             raise
@@ -185,7 +196,7 @@ async def _counted(stream: AsyncIterable[bytes], name: str, sink: ProgressSink) 
         yield chunk
 
 
-async def _report_bad(client: CatalogueClient, lfn: str, se: str) -> str:
+async def _report_bad(client: DataClient, lfn: str, se: str) -> str:
     """Mark a corrupted replica bad if the caller may; say what was done."""
     try:
         await client.set_replica_status(lfn, se, "bad", expected="available")

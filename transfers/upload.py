@@ -24,9 +24,8 @@ import time
 from collections.abc import AsyncIterable, AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from catalogue.client import CatalogueClient
 from catalogue.storage_elements import StorageElement
 from kernel.errors import CairnError, InvalidInput, NotFound, ServiceUnavailable
 from storage_plugins.base import StoragePlugin, read_local
@@ -36,6 +35,10 @@ from storage_plugins.posix import file_url, local_path
 from storage_plugins.registry import plugin_class, plugin_for, scheme_of
 from transfers.endpoints import Endpoint, endpoints
 from transfers.io_report import FileOutcome, NoProgress, ProgressSink
+from transfers.signed_access import needs_signing, signed_endpoint, without_signature
+
+if TYPE_CHECKING:
+    from transfers.data_client import DataClient
 
 Credentials = Mapping[str, Mapping[str, str]]
 HASH_CHUNK = 4 << 20
@@ -71,7 +74,7 @@ def local_file(path: str | Path) -> Path:
                        "register its replica and ask for a transfer (cairn replicate)")
 
 
-async def target_lfns(client: CatalogueClient, paths: Sequence[Path], lfn: str) -> list[tuple[Path, str]]:
+async def target_lfns(client: DataClient, paths: Sequence[Path], lfn: str) -> list[tuple[Path, str]]:
     """Where each local file goes: lfn itself for one file, else lfn/<name> for each.
 
     lfn is taken as a directory when several files are given, when it ends with '/', or when
@@ -94,7 +97,7 @@ async def target_lfns(client: CatalogueClient, paths: Sequence[Path], lfn: str) 
 
 
 async def upload_files(
-    client: CatalogueClient,
+    client: DataClient,
     paths: Sequence[str | Path],
     lfn: str,
     se_name: str,
@@ -145,7 +148,7 @@ async def _checksum_locals(planned: list[_Planned], concurrency: int) -> None:
 
 
 async def _register(
-    client: CatalogueClient, se: StorageElement, planned: list[_Planned], outcomes: dict[str, FileOutcome]
+    client: DataClient, se: StorageElement, planned: list[_Planned], outcomes: dict[str, FileOutcome]
 ) -> None:
     """Register every file with a copying replica (one call); refusals become failed outcomes."""
     if not planned:
@@ -171,7 +174,7 @@ async def _register(
 
 
 async def _upload_one(
-    client: CatalogueClient, se: StorageElement, item: _Planned, credentials: Credentials, sink: ProgressSink
+    client: DataClient, se: StorageElement, item: _Planned, credentials: Credentials, sink: ProgressSink
 ) -> FileOutcome:
     started = time.monotonic()
     notes: list[str] = []
@@ -182,11 +185,11 @@ async def _upload_one(
         eps = endpoints(se, item.lfn, "write", credentials=credentials)
         for index, ep in enumerate(eps):
             try:
-                await _store(ep, item, sink)
+                await _store(client, ep, item, sink)
                 stored = ep
                 break
             except (ServiceUnavailable, StorageError) as exc:
-                await _discard(ep)
+                await _discard(client, ep, item.lfn)
                 if index == len(eps) - 1 or isinstance(exc, ChecksumMismatch):
                     raise
                 notes.append(f"{ep.scheme} failed ({exc.message}); trying {eps[index + 1].scheme}")
@@ -195,7 +198,7 @@ async def _upload_one(
         error = exc if isinstance(exc, CairnError) else StorageError(f"{item.local}: {exc}")
         error.within(context)
         if stored is not None:
-            await _discard(stored)
+            await _discard(client, stored, item.lfn)
         notes.extend(await _unregister(client, se, item))
         sink.finished(item.lfn, False)
         return FileOutcome(item.lfn, str(item.local), "failed", se.name, None, item.size, item.adler32,
@@ -211,8 +214,15 @@ def _native_put(plugin: StoragePlugin) -> bool:
     return type(plugin).put is not StoragePlugin.put
 
 
-async def _store(ep: Endpoint, item: _Planned, sink: ProgressSink) -> None:
+async def _store(client: DataClient, ep: Endpoint, item: _Planned, sink: ProgressSink) -> None:
     """Send the file and check that the storage holds exactly what was registered."""
+    if needs_signing(ep):
+        signed = await signed_endpoint(client, ep, item.lfn, "PUT")
+        try:
+            await _send_signed(signed, item, sink)
+        except CairnError as exc:
+            raise without_signature(exc, signed.url) from None
+        return
     plugin = plugin_for(ep.url, ep.options)
     if _native_put(plugin):
         # gfal2 checks the server's adler32 against the local one and expected_adler32.
@@ -233,19 +243,33 @@ async def _store(ep: Endpoint, item: _Planned, sink: ProgressSink) -> None:
         raise StorageError(f"{ep.url}: the storage holds {size} bytes, {item.size} were sent")
 
 
+async def _send_signed(signed: Endpoint, item: _Planned, sink: ProgressSink) -> None:
+    """PUT to a signed URL: S3 stores all of the body or nothing, and the adler32 of what was
+    sent must be the registered one (the URL grants no HEAD to ask the storage afterwards)."""
+    plugin = plugin_for(signed.url, signed.options)
+    passed = Adler32()
+    stream = _counted(tee_adler32(read_local(item.local, plugin.options.chunk_size), passed), item.lfn, sink)
+    await plugin.write(signed.url, stream, size=item.size)
+    if passed.hexdigest() != item.adler32:
+        raise ChecksumMismatch(file_url(item.local), item.adler32, passed.hexdigest()).within(
+            "the local file changed while it was uploaded")
+
+
 async def _counted(stream: AsyncIterable[bytes], name: str, sink: ProgressSink) -> AsyncIterator[bytes]:
     async for chunk in stream:
         sink.advanced(name, len(chunk))
         yield chunk
 
 
-async def _discard(ep: Endpoint) -> None:
+async def _discard(client: DataClient, ep: Endpoint, lfn: str) -> None:
     """Remove a partial or unverified object (nothing there is fine)."""
     with contextlib.suppress(CairnError, OSError):
+        if needs_signing(ep):
+            ep = await signed_endpoint(client, ep, lfn, "DELETE")
         await plugin_for(ep.url, ep.options).delete(ep.url)
 
 
-async def _unregister(client: CatalogueClient, se: StorageElement, item: _Planned) -> list[str]:
+async def _unregister(client: DataClient, se: StorageElement, item: _Planned) -> list[str]:
     """Undo the registration of a failed upload; notes say what could not be undone."""
     try:
         if item.created:
