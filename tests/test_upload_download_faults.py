@@ -203,3 +203,18 @@ async def test_an_unknown_lfn_fails_that_file_only(
     results = await admin.download(["/cta/f", "/cta/none"], tmp_path)
     assert [(r.lfn, r.status, r.code) for r in results] == [
         ("/cta/f", "downloaded", None), ("/cta/none", "failed", "not_found")]
+
+
+async def test_a_bad_replica_on_the_se_is_not_overwritten(
+    live_ses: LiveSEs, admin: Client, payload: Callable[[int], Payload]
+) -> None:
+    se = await live_ses.add("file")
+    data = payload(300)
+    await admin.upload([data.path], "/cta/f", se.name)
+    await admin.set_replica_status("/cta/f", se.name, "bad")
+    stored = live_ses.stored_file(se.name, "/cta/f")
+    before = stored.stat().st_mtime_ns
+    result = only(await admin.upload([data.path], "/cta/f", se.name))
+    assert (result.status, result.code) == ("failed", "conflict") and "bad replica" in (result.error or "")
+    assert stored.stat().st_mtime_ns == before
+    assert [r["status"] for r in (await admin.get_file("/cta/f"))["replicas"]] == ["bad"]

@@ -10,6 +10,8 @@ Order of events for each file (Rucio's upload does the same):
    (else the local file changed meanwhile), and what the storage holds must match too
    (its own adler32 where the server computes one, else its size and the plugin's sum);
 4. the replica is flipped `copying` -> `available`.
+A `copying` replica found on the SE already (an upload that died) is written over; a `bad` or
+`unavailable` one is left alone and the file fails with a conflict.
 If any step after 2 fails, the partial object is deleted and the registration undone (the
 file record if this upload created it, else only its replica), so nothing stays registered.
 A file that is already registered with an available replica on that SE (same size and
@@ -167,10 +169,18 @@ async def _register(
         if not item.created:
             existing = await client.get_file(item.lfn)
             mine = [r for r in existing.get("replicas", []) if r.get("se") == se.name]
-            if mine and mine[0].get("status") == "available":
+            status = mine[0].get("status") if mine else None
+            if status == "available":
                 outcomes[item.lfn] = FileOutcome(item.lfn, str(item.local), "exists", se.name, mine[0].get("url"),
                                                  item.size, item.adler32,
                                                  notes=[f"already on SE {se.name} with the same adler32"])
+            elif status not in (None, "copying"):
+                # A bad or unavailable replica is an operator's (or the reaper's) business: do not
+                # overwrite its bytes, nor forget it on rollback.
+                outcomes[item.lfn] = FileOutcome(
+                    item.lfn, str(item.local), "failed", se.name, size=item.size, adler32=item.adler32,
+                    code="conflict", error=f"{item.lfn} already has a {status} replica on SE {se.name}; "
+                                           "remove it (cairn replicas / rm) before uploading again")
 
 
 async def _upload_one(
