@@ -3,6 +3,7 @@ registered without its bytes, nor bad bytes handed over as good."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 from collections.abc import Callable
@@ -16,7 +17,7 @@ from cairn.sdk import Client
 from kernel.errors import Forbidden, InvalidInput, NotFound, ServiceUnavailable
 from tests.fixtures.api import RunningApi
 from tests.fixtures.live_ses import LiveSEs
-from tests.fixtures.payloads import Payload
+from tests.fixtures.payloads import BIG_SIZE, Payload
 from transfers.io_report import FileOutcome
 
 
@@ -218,3 +219,34 @@ async def test_a_bad_replica_on_the_se_is_not_overwritten(
     assert (result.status, result.code) == ("failed", "conflict") and "bad replica" in (result.error or "")
     assert stored.stat().st_mtime_ns == before
     assert [r["status"] for r in (await admin.get_file("/cta/f"))["replicas"]] == ["bad"]
+
+
+class SignalsFirstBytes:
+    """A progress sink that tells the test when bytes have started to move."""
+
+    def __init__(self) -> None:
+        self.moving = asyncio.Event()
+
+    def started(self, name: str, size: int | None) -> None:
+        return None
+
+    def advanced(self, name: str, nbytes: int) -> None:
+        self.moving.set()
+
+    def finished(self, name: str, ok: bool) -> None:
+        return None
+
+
+async def test_an_interrupted_upload_leaves_nothing_registered_and_no_object(
+    live_ses: LiveSEs, admin: Client, payload: Callable[[int], Payload]
+) -> None:
+    se = await live_ses.add("file")
+    sink = SignalsFirstBytes()
+    task = asyncio.create_task(admin.upload([payload(BIG_SIZE).path], "/cta/f", se.name, progress=sink))
+    await asyncio.wait_for(sink.moving.wait(), timeout=60)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert await _gone(admin, "/cta/f")
+    stored_dir = live_ses.stored_file(se.name, "/cta/f").parent
+    assert not stored_dir.exists() or list(stored_dir.iterdir()) == []

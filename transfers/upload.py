@@ -191,9 +191,11 @@ async def _upload_one(
     sink.started(item.lfn, item.size)
     context = f"upload of {item.local} to {item.lfn} on SE {se.name}"
     stored: Endpoint | None = None
+    attempt: Endpoint | None = None
     try:
         eps = endpoints(se, item.lfn, "write", credentials=credentials)
         for index, ep in enumerate(eps):
+            attempt = ep
             try:
                 await _store(client, ep, item, sink)
                 stored = ep
@@ -204,12 +206,14 @@ async def _upload_one(
                     raise
                 notes.append(f"{ep.scheme} failed ({exc.message}); trying {eps[index + 1].scheme}")
         await client.set_replica_status(item.lfn, se.name, "available", expected="copying")
+    except asyncio.CancelledError:
+        # Interrupted (Ctrl-C): still leave nothing behind, then stop.
+        await asyncio.shield(_roll_back(client, se, item, attempt))
+        raise
     except (CairnError, OSError) as exc:
         error = exc if isinstance(exc, CairnError) else StorageError(f"{item.local}: {exc}")
         error.within(context)
-        if stored is not None:
-            await _discard(client, stored, item.lfn)
-        notes.extend(await _unregister(client, se, item))
+        notes.extend(await _roll_back(client, se, item, stored))
         sink.finished(item.lfn, False)
         return FileOutcome(item.lfn, str(item.local), "failed", se.name, None, item.size, item.adler32,
                            time.monotonic() - started, error.message, error.code, notes)
@@ -277,6 +281,13 @@ async def _discard(client: DataClient, ep: Endpoint, lfn: str) -> None:
         if needs_signing(ep):
             ep = await signed_endpoint(client, ep, lfn, "DELETE")
         await plugin_for(ep.url, ep.options).delete(ep.url)
+
+
+async def _roll_back(client: DataClient, se: StorageElement, item: _Planned, stored: Endpoint | None) -> list[str]:
+    """Delete what was stored (if anything) and undo the registration."""
+    if stored is not None:
+        await _discard(client, stored, item.lfn)
+    return await _unregister(client, se, item)
 
 
 async def _unregister(client: DataClient, se: StorageElement, item: _Planned) -> list[str]:
