@@ -18,6 +18,7 @@ from kernel.errors import Forbidden, InvalidInput, NotFound, ServiceUnavailable
 from tests.fixtures.api import RunningApi
 from tests.fixtures.live_ses import LiveSEs
 from tests.fixtures.payloads import BIG_SIZE, Payload
+from tests.test_upload_download import CountingSink
 from transfers.io_report import FileOutcome
 
 
@@ -137,8 +138,10 @@ async def test_a_corrupted_replica_is_marked_bad_and_the_next_one_is_served(
     for se in (near, far):
         assert only(await admin.upload([data.path], "/cta/f", se.name)).status == "uploaded"
     flip_byte(live_ses.stored_file(near.name, "/cta/f"), 1000)
-    result = only(await admin.download(["/cta/f"], tmp_path / "f", site="HERE"))
+    sink = CountingSink()
+    result = only(await admin.download(["/cta/f"], tmp_path / "f", site="HERE", progress=sink))
     assert (result.status, result.se) == ("downloaded", far.name)
+    assert sink.moved["/cta/f"] == data.size  # the bytes of the bad replica are not counted
     assert any(near.name in n and "corrupted" in n and "marked bad" in n for n in result.notes)
     assert (tmp_path / "f").read_bytes() == data.path.read_bytes()
     statuses = {r["se"]: r["status"] for r in (await admin.get_file("/cta/f"))["replicas"]}
@@ -250,3 +253,14 @@ async def test_an_interrupted_upload_leaves_nothing_registered_and_no_object(
     assert await _gone(admin, "/cta/f")
     stored_dir = live_ses.stored_file(se.name, "/cta/f").parent
     assert not stored_dir.exists() or list(stored_dir.iterdir()) == []
+
+
+async def test_an_unwritable_destination_fails_that_file_without_trying_other_replicas(
+    live_ses: LiveSEs, admin: Client, payload: Callable[[int], Payload], tmp_path: Path
+) -> None:
+    se = await live_ses.add("file")
+    await admin.upload([payload(10).path], "/cta/f", se.name)
+    (tmp_path / "plain").write_bytes(b"not a directory")
+    result = only(await admin.download(["/cta/f"], tmp_path / "plain" / "f"))
+    assert (result.status, result.code) == ("failed", "local_error")
+    assert "/cta/f" in (result.error or "") and str(tmp_path / "plain") in (result.error or "")

@@ -118,6 +118,10 @@ async def download_one(
         except CairnError as exc:
             notes.append(f"SE {replica.se.name}: {exc.message}")
             last = exc
+        except OSError as exc:  # the local side (DEST unwritable, disk full): no replica can help
+            sink.finished(lfn, False)
+            return FileOutcome(lfn, str(path), "failed", size=size, adler32=adler32, code="local_error",
+                               error=f"download of {lfn} to {path}: {exc}", notes=notes)
         else:
             sink.finished(lfn, True)
             return FileOutcome(lfn, str(path), "downloaded", replica.se.name, ep.url, size, adler32,
@@ -185,6 +189,7 @@ async def _fetch(ep: Endpoint, path: Path, size: int, adler32: str, lfn: str, si
             raise error.within(f"size {digest.size} != {size}") if digest.size != size else error
         await aiofiles.os.replace(partial, path)
     except BaseException:
+        sink.advanced(lfn, -digest.size)  # the next replica starts the count again
         with contextlib.suppress(FileNotFoundError):
             await aiofiles.os.remove(partial)
         raise
