@@ -32,12 +32,12 @@ def route_tables() -> list[ApiRoutes]:
         se_routes,
         usage_routes,
     )
-    from transfers import request_routes
+    from transfers import request_routes, signed_url_routes
     from wms import routes as wms_routes
 
     return [system_routes.routes, namespace_routes.routes, file_routes.routes, se_routes.routes,
             metadata_routes.routes, dataset_routes.routes, provenance_routes.routes, usage_routes.routes,
-            request_routes.routes, wms_routes.routes]
+            request_routes.routes, signed_url_routes.routes, wms_routes.routes]
 
 
 def index_specs() -> list[IndexSpec]:

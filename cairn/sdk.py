@@ -17,10 +17,11 @@ from catalogue.client import CatalogueClient
 from catalogue.metadata_client import MetadataClient
 from kernel.client import BaseClient
 from transfers.client import TransfersClient
+from transfers.data_client import DataClient
 from wms.client import JobsClient
 
 
-class Client(JobsClient, CatalogueClient, MetadataClient, TransfersClient, BaseClient):
+class Client(DataClient, JobsClient, CatalogueClient, MetadataClient, TransfersClient, BaseClient):
     """Every API call Cairn offers, as async methods."""
 
     async def whoami(self) -> dict[str, Any]:

@@ -21,6 +21,14 @@ class CairnError(Exception):
         self.message = message
         self.details = details or {}
 
+    def within(self, context: str) -> CairnError:
+        """The same error with its message prefixed by what was being done (e.g. the SE and
+        LFN of a storage call whose own message names only a URL); returns self to re-raise."""
+        if not self.message.startswith(context):
+            self.message = f"{context}: {self.message}"
+            self.args = (self.message,)
+        return self
+
     def to_json(self) -> dict[str, Any]:
         body: dict[str, Any] = {"code": self.code, "message": self.message}
         if self.details:

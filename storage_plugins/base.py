@@ -191,7 +191,7 @@ class StoragePlugin(ABC):
         raise NotSupported(f"{source} -> {dest}: {self.schemes[0]} cannot do third-party copies")
 
     async def signed_url(
-        self, url: str, *, method: Literal["GET", "PUT"] = "GET", lifetime_s: int = 3600
+        self, url: str, *, method: Literal["GET", "PUT", "DELETE"] = "GET", lifetime_s: int = 3600
     ) -> str:
         """A URL that grants method on url, without further credentials, for lifetime_s seconds."""
         raise NotSupported(f"{url}: {self.schemes[0]} cannot issue time-limited URLs")

@@ -307,11 +307,11 @@ class S3Plugin(StoragePlugin):
         return await super().checksum(url)
 
     async def signed_url(
-        self, url: str, *, method: Literal["GET", "PUT"] = "GET", lifetime_s: int = 3600
+        self, url: str, *, method: Literal["GET", "PUT", "DELETE"] = "GET", lifetime_s: int = 3600
     ) -> str:
         bucket, key = split_s3_url(url)
         client = await self.client()
-        operation = {"GET": "get_object", "PUT": "put_object"}[method]
+        operation = {"GET": "get_object", "PUT": "put_object", "DELETE": "delete_object"}[method]
         with mapped_s3_errors(url):
             signed: str = await client.generate_presigned_url(
                 operation, Params={"Bucket": bucket, "Key": key}, ExpiresIn=lifetime_s

@@ -9,4 +9,5 @@ pytest_plugins = [
     "tests.fixtures.payloads",
     "tests.fixtures.s3",
     "tests.fixtures.xrootd",
+    "tests.fixtures.live_ses",
 ]

@@ -16,6 +16,7 @@ from catalogue.storage_elements import Protocol, StorageElement, replica_url
 from kernel.errors import Forbidden
 
 Operation = Literal["read", "write", "delete"]
+GERUNDS: dict[str, str] = {"read": "reading", "write": "writing", "delete": "deleting"}
 
 
 @dataclass(frozen=True)
@@ -57,7 +58,7 @@ def endpoints(
     Raises Forbidden when the SE is switched off for the operation.
     """
     if not switch_allows(se, operation):
-        raise Forbidden(f"SE {se.name} is switched off for {operation}ing ({lfn})")
+        raise Forbidden(f"SE {se.name} is switched off for {GERUNDS[operation]} ({lfn})")
     found = []
     for protocol in sorted(se.protocols, key=lambda p: p.priority):
         if not getattr(protocol, operation):

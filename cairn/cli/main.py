@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from cairn import __version__
-from cairn.cli import accounting, datasets, files, jobs, meta, namespace, processes, requests, ses, token
+from cairn.cli import accounting, data, datasets, files, jobs, meta, namespace, processes, requests, ses, token
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
@@ -23,6 +23,8 @@ cli.add_command(token.whoami)
 cli.add_command(jobs.job)
 cli.add_command(jobs.pilot)
 cli.add_command(requests.replicate)
+cli.add_command(data.upload)
+cli.add_command(data.download)
 cli.add_command(requests.stage)
 cli.add_command(requests.requests)
 for command in (namespace.ls, namespace.stat, namespace.mkdir, namespace.mv, namespace.rm, namespace.chmod,

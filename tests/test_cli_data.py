@@ -1,0 +1,64 @@
+"""`cairn upload` and `cairn download` as a user runs them (subprocesses against the test API)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+from tests.fixtures.api import RunningApi
+from tests.fixtures.cli import run_cli
+from tests.fixtures.live_ses import LiveSEs
+from tests.fixtures.payloads import Payload
+
+
+async def test_upload_then_download_with_json(
+    api: RunningApi, live_ses: LiveSEs, payload: Callable[[int], Payload], tmp_path: Path
+) -> None:
+    se = await live_ses.add("s3")
+    data = payload(3000)
+    env = {"CAIRN_STORAGE_CREDENTIALS": json.dumps(live_ses.credentials)}
+    up = await run_cli(api.url, api.admin_token, "upload", str(data.path), "/cta/cli/f", "--se", se.name, "--json",
+                       env=env)
+    assert up.returncode == 0, up.stderr
+    [uploaded] = json.loads(up.stdout)
+    assert (uploaded["lfn"], uploaded["status"], uploaded["adler32"]) == ("/cta/cli/f", "uploaded", data.adler32)
+
+    down = await run_cli(api.url, api.admin_token, "download", "/cta/cli/f", str(tmp_path / "got"), "--json", env=env)
+    assert down.returncode == 0, down.stderr
+    [downloaded] = json.loads(down.stdout)
+    assert (downloaded["status"], downloaded["se"]) == ("downloaded", se.name)
+    assert (tmp_path / "got").read_bytes() == data.path.read_bytes()
+
+
+async def test_many_files_upload_into_a_directory_and_print_a_table(
+    api: RunningApi, live_ses: LiveSEs, tmp_path: Path
+) -> None:
+    se = await live_ses.add("file")
+    names = []
+    for index in range(3):
+        (tmp_path / f"f{index}").write_bytes(b"x" * index)
+        names.append(str(tmp_path / f"f{index}"))
+    up = await run_cli(api.url, api.admin_token, "upload", *names, "/cta/many", "--se", se.name)
+    assert up.returncode == 0, up.stderr
+    assert "/cta/many/f2" in up.stdout and "uploaded: 3" in up.stderr
+    down = await run_cli(api.url, api.admin_token, "download", "/cta/many/f1", "/cta/many/f2",
+                         str(tmp_path / "out"), "--json")
+    assert [d["status"] for d in json.loads(down.stdout)] == ["downloaded", "downloaded"]
+    assert (tmp_path / "out" / "f2").read_bytes() == b"xx"
+
+
+async def test_a_failed_download_exits_1_with_the_reason(api: RunningApi, live_ses: LiveSEs, tmp_path: Path) -> None:
+    down = await run_cli(api.url, api.admin_token, "download", "/cta/none", str(tmp_path), "--json")
+    assert down.returncode == 1
+    [failed] = json.loads(down.stdout)
+    assert (failed["status"], failed["code"]) == ("failed", "not_found")
+
+
+async def test_an_se_switched_off_for_writing_is_an_error_message_not_a_traceback(
+    api: RunningApi, live_ses: LiveSEs, payload: Callable[[int], Payload]
+) -> None:
+    se = await live_ses.add("file", write_enabled=False)
+    up = await run_cli(api.url, api.admin_token, "upload", str(payload(1).path), "/cta/f", "--se", se.name)
+    assert up.returncode == 2 and "forbidden" in up.stderr and se.name in up.stderr
+    assert "Traceback" not in up.stderr

@@ -1,0 +1,101 @@
+"""Protocol negotiation between two SEs for one file, and the copy that follows from it.
+
+The transfer daemons hand a source SE (and the replica's registered URL), a destination SE and
+an LFN to `copy_between`. `negotiate` picks the URLs: a third-party copy over the best family
+both SEs flag for TPC (HTTP before root, TLS on both ends before plain), so the bytes go
+storage to storage; else a stream through this process from the source's best read protocol
+to the destination's best write protocol (S3 <-> XRootD, anything <-> disk).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from catalogue.storage_elements import StorageElement
+from kernel.errors import CairnError
+from storage_plugins.base import TpcMode
+from storage_plugins.copy import CopyPlan, CopyResult, copy, plan_copy
+from transfers.endpoints import Endpoint, endpoints, options_by_scheme
+
+Credentials = Mapping[str, Mapping[str, str]]
+
+
+@dataclass(frozen=True)
+class Negotiated:
+    """What to hand to `storage_plugins.copy`: the URLs of the chosen pair and their options."""
+
+    plan: CopyPlan
+    source: Endpoint
+    dest: Endpoint
+
+    @property
+    def source_options(self) -> dict[str, dict[str, Any]]:
+        return options_by_scheme([self.source])
+
+    @property
+    def dest_options(self) -> dict[str, dict[str, Any]]:
+        return options_by_scheme([self.dest])
+
+
+def negotiate(
+    source_se: StorageElement,
+    dest_se: StorageElement,
+    lfn: str,
+    *,
+    source_url: str | None = None,
+    credentials: Credentials | None = None,
+) -> Negotiated:
+    """The best URL pair to copy lfn from source_se to dest_se.
+
+    Only protocols the SEs flag `third_party_copy` take part in a TPC; the plugins decide
+    whether two of those can meet (same family). Raises Forbidden naming the SE and LFN when
+    the source is switched off for reading or the destination for writing.
+    """
+    sources = endpoints(source_se, lfn, "read", credentials=credentials, registered_url=source_url)
+    dests = endpoints(dest_se, lfn, "write", credentials=credentials)
+    tpc_sources = [e for e in sources if e.protocol.third_party_copy]
+    tpc_dests = [e for e in dests if e.protocol.third_party_copy]
+    if tpc_sources and tpc_dests:
+        plan = plan_copy([e.url for e in tpc_sources], [e.url for e in tpc_dests])
+        if plan.mode == "tpc":
+            source = next(e for e in tpc_sources if e.url == plan.source)
+            dest = next(e for e in tpc_dests if e.url == plan.dest)
+            return Negotiated(plan, source, dest)
+    return Negotiated(CopyPlan(sources[0].url, dests[0].url, "stream", "stream"), sources[0], dests[0])
+
+
+async def copy_between(
+    source_se: StorageElement,
+    dest_se: StorageElement,
+    lfn: str,
+    *,
+    source_url: str | None = None,
+    expected_adler32: str,
+    credentials: Credentials | None = None,
+    overwrite: bool = True,
+    tpc_mode: TpcMode = "pull",
+    timeout_s: float = 3600,
+) -> CopyResult:
+    """Copy lfn's replica on source_se to dest_se the best way both allow, verifying adler32.
+
+    On a checksum mismatch the destination's copy is removed (by `storage_plugins.copy`).
+    Every error names the LFN and both SEs besides the URL the storage complained about.
+    """
+    context = f"copy of {lfn} from SE {source_se.name} to SE {dest_se.name}"
+    try:
+        chosen = negotiate(source_se, dest_se, lfn, source_url=source_url, credentials=credentials)
+        return await copy(
+            chosen.plan.source,
+            chosen.plan.dest,
+            source_options=chosen.source_options,
+            dest_options=chosen.dest_options,
+            expected_adler32=expected_adler32,
+            overwrite=overwrite,
+            allow_tpc=chosen.plan.mode == "tpc",
+            tpc_mode=tpc_mode,
+            timeout_s=timeout_s,
+        )
+    except CairnError as exc:
+        raise exc.within(context) from None
