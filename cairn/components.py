@@ -34,4 +34,6 @@ def index_specs() -> list[IndexSpec]:
 
 def daemon_factories() -> dict[str, DaemonFactory]:
     """Daemons by the name `cairn daemon NAME` knows them; `cairn up` runs every one."""
-    return {}
+    from transfers.worker import TransferWorker
+
+    return {"transfers": TransferWorker}
