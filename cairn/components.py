@@ -34,6 +34,7 @@ def index_specs() -> list[IndexSpec]:
 
 def daemon_factories() -> dict[str, DaemonFactory]:
     """Daemons by the name `cairn daemon NAME` knows them; `cairn up` runs every one."""
+    from transfers.stager import Stager
     from transfers.worker import TransferWorker
 
-    return {"transfers": TransferWorker}
+    return {"transfers": TransferWorker, "stager": Stager}
