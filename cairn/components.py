@@ -34,7 +34,8 @@ def index_specs() -> list[IndexSpec]:
 
 def daemon_factories() -> dict[str, DaemonFactory]:
     """Daemons by the name `cairn daemon NAME` knows them; `cairn up` runs every one."""
+    from transfers.reaper import Reaper
     from transfers.stager import Stager
     from transfers.worker import TransferWorker
 
-    return {"transfers": TransferWorker, "stager": Stager}
+    return {"transfers": TransferWorker, "stager": Stager, "reaper": Reaper}
