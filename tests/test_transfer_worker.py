@@ -140,8 +140,8 @@ async def test_a_cancelled_request_left_copying_by_a_dead_worker_is_cleaned_up(
     assert claimed is not None
     from transfers.destination import register_copying
 
-    assert await register_copying(database, "/vo/f", "DST") == "copying"
-    await rq.mark(database, claimed["_id"], "dead-worker", {"copying_replica": True})
+    assert await register_copying(database, "/vo/f", dst) == "copying"
+    await rq.flag_copying_replica(database, claimed["_id"])
     partial = write_bytes(dst, "/vo/f", b"half")
     assert await rq.cancel(database, {"_id": claimed["_id"]}) == 1
     worker = TransferWorker(fast_settings(settings), database)
