@@ -138,9 +138,10 @@ async def baselines(a: XRootDServer, b: XRootDServer, name: str, files: list[dic
     started = time.perf_counter()
     await run_command("cp", "-r", str(src_dir), str(scratch / f"cp-{name}"))
     out["cp"] = rate(len(files), size * len(files), time.perf_counter() - started)
+    await run_command("xrdfs", f"127.0.0.1:{b.root_port}", "mkdir", "-p", f"/xrdcp-{name}")
     started = time.perf_counter()
     await run_command("xrdcp", "-s", "-f", "-r", "--parallel", "8", f"{a.root_url}/se/bench/{name}",
-                      f"{b.root_url}/xrdcp/")
+                      f"{b.root_url}/xrdcp-{name}/")
     out["xrdcp --parallel 8"] = rate(len(files), size * len(files), time.perf_counter() - started)
     gfal_copy = shutil.which("gfal-copy")
     if gfal_copy is None:
@@ -150,7 +151,7 @@ async def baselines(a: XRootDServer, b: XRootDServer, name: str, files: list[dic
     subset = files[:gfal_max]
     started = time.perf_counter()
     for doc in subset:
-        await run_command(gfal_copy, "-f", f"{a.root_url}/se{doc['lfn']}", f"{b.root_url}/gfal{doc['lfn']}", env=env)
+        await run_command(gfal_copy, "-f", "-p", f"{a.root_url}/se{doc['lfn']}", f"{b.root_url}/gfal{doc['lfn']}", env=env)
     out["gfal-copy one at a time"] = rate(len(subset), size * len(subset), time.perf_counter() - started)
     return out
 
