@@ -151,7 +151,8 @@ async def baselines(a: XRootDServer, b: XRootDServer, name: str, files: list[dic
     subset = files[:gfal_max]
     started = time.perf_counter()
     for doc in subset:
-        await run_command(gfal_copy, "-f", "-p", f"{a.root_url}/se{doc['lfn']}", f"{b.root_url}/gfal{doc['lfn']}", env=env)
+        await run_command(gfal_copy, "-f", "-p", f"{a.root_url}/se{doc['lfn']}", f"{b.root_url}/gfal{doc['lfn']}",
+                          env=env)
     out["gfal-copy one at a time"] = rate(len(subset), size * len(subset), time.perf_counter() - started)
     return out
 

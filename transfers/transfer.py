@@ -132,8 +132,10 @@ def dest_endpoint(ctx: Context, se: StorageElement, lfn: str) -> Endpoint | None
     return None
 
 
-async def run_copy(ctx: Context, job: Job) -> None:
-    """Copy, verify, register; on failure classify, clean up and retry, fail over or give up."""
+async def run_copy(ctx: Context, job: Job) -> bool:
+    """Copy, verify, register; on failure classify, clean up and retry, fail over or give up.
+
+    True when the file is at the destination (copied now or found there)."""
     assert job.source is not None and job.dest is not None and job.file is not None
     source, dest, lfn = job.source, job.dest, job.lfn
     dest_eps: list[Endpoint] = []
@@ -143,7 +145,7 @@ async def run_copy(ctx: Context, job: Job) -> None:
         status = await destination.register_copying(ctx.db, lfn, dest, file_doc=job.file)
         if status == "available":
             await rq.complete(ctx.db, job.id, ctx.worker, {"already_there": True})
-            return
+            return True
         await rq.flag_copying_replica(ctx.db, job.id)
         result = await asyncio.wait_for(
             copy([e.url for e in src_eps], [e.url for e in dest_eps],
@@ -156,12 +158,12 @@ async def run_copy(ctx: Context, job: Job) -> None:
         raise
     except Exception as exc:
         await _failed(ctx, job, classify(exc), dest_eps[0] if dest_eps else None)
-        return
+        return False
     if not await destination.confirm(ctx.db, lfn, dest.name):
         await rq.count_copy(ctx.db, job.id)
         failure = Failure("replica_changed", f"{lfn}: the replica on {dest.name} changed during the copy", False)
         await _failed(ctx, job, failure, dest_eps[0])
-        return
+        return False
     await link_stats.record(ctx.db, source.se.name, dest.name, ok=True, nbytes=result.bytes, seconds=result.seconds,
                             mode=result.mode)
     done = await rq.complete(ctx.db, job.id, ctx.worker, {
@@ -169,6 +171,7 @@ async def run_copy(ctx: Context, job: Job) -> None:
         "adler32": result.adler32, "seconds": round(result.seconds, 3)}, copied=True)
     if not done:  # the lease was lost meanwhile; the copy still happened, so count it
         await rq.count_copy(ctx.db, job.id)
+    return True
 
 
 async def _source_is_corrupt(ctx: Context, job: Job) -> bool:

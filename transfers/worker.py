@@ -50,7 +50,7 @@ class TransferWorker(Daemon):
         self.optimizer = Optimizer(min_active=t.link_min_active, max_active=t.link_max_active,
                                    global_limit=t.global_limit, per_se_limit=t.per_se_limit)
         self.waiting: dict[Link, deque[Job]] = {}
-        self.running: dict[str, tuple[Job, asyncio.Task[None], float]] = {}
+        self.running: dict[str, tuple[Job, asyncio.Task[bool], float]] = {}
         self._ses: dict[str, StorageElement] = {}
         self._ses_at = 0.0
         self._renewer: asyncio.Task[None] | None = None
@@ -84,7 +84,7 @@ class TransferWorker(Daemon):
         finished = [rid for rid, (_, task, _) in self.running.items() if task.done()]
         for rid in finished:
             job, task, started = self.running.pop(rid)
-            ok = not task.cancelled() and task.exception() is None
+            ok = not task.cancelled() and task.exception() is None and task.result()
             if not task.cancelled() and task.exception() is not None:
                 log.error("transfer %s (%s) crashed: %r", rid, job.lfn, task.exception())
             source, dest = job.link
@@ -152,9 +152,9 @@ class TransferWorker(Daemon):
                 self.optimizer.started(*link)
                 self.running[job.id] = (job, asyncio.create_task(self._run(job)), time.monotonic())
 
-    async def _run(self, job: Job) -> None:
+    async def _run(self, job: Job) -> bool:
         try:
-            await run_copy(self.ctx, job)
+            return await run_copy(self.ctx, job)
         except asyncio.CancelledError:
             await asyncio.shield(abandon(self.ctx, job.id, job.lfn, job.dest, stopping=self.stopping))
             raise
