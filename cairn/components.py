@@ -17,6 +17,8 @@ from kernel.db import Document, IndexSpec
 from kernel.settings import Settings
 from kernel.web import ApiRoutes
 from transfers import requests as transfer_requests
+from wms import jobs as wms_jobs
+from wms import task_queues as wms_task_queues
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 DaemonFactory = Callable[[Settings, AsyncDatabase[Document]], Daemon]
@@ -25,9 +27,10 @@ DaemonFactory = Callable[[Settings, AsyncDatabase[Document]], Daemon]
 def route_tables() -> list[ApiRoutes]:
     from catalogue import file_routes, namespace_routes, se_routes
     from transfers import request_routes, stats_routes
+    from wms import routes as wms_routes
 
     return [system_routes.routes, namespace_routes.routes, file_routes.routes, se_routes.routes,
-            request_routes.routes, stats_routes.routes]
+            request_routes.routes, stats_routes.routes, wms_routes.routes]
 
 
 def plain_routes() -> list[tuple[str, str, Handler]]:
@@ -38,7 +41,8 @@ def plain_routes() -> list[tuple[str, str, Handler]]:
 
 
 def index_specs() -> list[IndexSpec]:
-    return [*storage_elements.INDEXES, *directories.INDEXES, *files.INDEXES, *transfer_requests.INDEXES]
+    return [*storage_elements.INDEXES, *directories.INDEXES, *files.INDEXES, *transfer_requests.INDEXES,
+            *wms_jobs.INDEXES, *wms_task_queues.INDEXES]
 
 
 def daemon_factories() -> dict[str, DaemonFactory]:
@@ -46,5 +50,13 @@ def daemon_factories() -> dict[str, DaemonFactory]:
     from transfers.reaper import Reaper
     from transfers.stager import Stager
     from transfers.worker import TransferWorker
+    from wms.config import wms_settings
+    from wms.daemons import JobChecker, JobWatchdog
 
-    return {"transfers": TransferWorker, "stager": Stager, "reaper": Reaper}
+    return {
+        "transfers": TransferWorker,
+        "stager": Stager,
+        "reaper": Reaper,
+        "job-checker": lambda settings, db: JobChecker(db, wms_settings()),
+        "job-watchdog": lambda settings, db: JobWatchdog(db, wms_settings()),
+    }

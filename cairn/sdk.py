@@ -16,9 +16,10 @@ from typing import Any
 from catalogue.client import CatalogueClient
 from kernel.client import BaseClient
 from transfers.client import TransfersClient
+from wms.client import JobsClient
 
 
-class Client(CatalogueClient, TransfersClient, BaseClient):
+class Client(JobsClient, CatalogueClient, TransfersClient, BaseClient):
     """Every API call Cairn offers, as async methods."""
 
     async def whoami(self) -> dict[str, Any]:

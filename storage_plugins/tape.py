@@ -16,6 +16,7 @@ import hashlib
 import json
 import os
 import shutil
+import threading
 import time
 import uuid
 from collections.abc import AsyncIterable, AsyncIterator
@@ -75,6 +76,9 @@ class TapePlugin(StoragePlugin):
         self.cache = Path(self.options.cache_dir)
         self._disk = PosixPlugin({"chunk_size": self.options.chunk_size})
         self._tasks: dict[str, asyncio.Task[None]] = {}
+        # Staging runs in worker threads, from the delayed task or from a poll that finds the
+        # delay over; one at a time, so both cannot copy the same file into the cache at once.
+        self._stage_lock = threading.Lock()
 
     # -- where things are -------------------------------------------------------------------
     def _on_tape(self, url: str) -> str:
@@ -162,9 +166,9 @@ class TapePlugin(StoragePlugin):
         record = await asyncio.to_thread(_read_json, self._request_file(request_id))
         if record is None:
             raise NotFound(f"tape bring-online request {request_id}: no such request")
-        if request_id not in self._tasks and time.time() >= record["ready_at"]:
-            # Nobody in this process is staging it (another process died, or a restart):
-            # the drive time is over, so stage it now.
+        if time.time() >= record["ready_at"] and "queued" in record["files"].values():
+            # The drive time is over but the files are not staged yet: the delayed task is late
+            # (a loaded machine) or belongs to a process that died. Stage them now.
             await self._stage(request_id)
             record = await asyncio.to_thread(_read_json, self._request_file(request_id)) or record
         statuses: dict[str, StageStatus] = {}
@@ -214,6 +218,10 @@ class TapePlugin(StoragePlugin):
         await asyncio.to_thread(self._stage_files, request_id)
 
     def _stage_files(self, request_id: str) -> None:
+        with self._stage_lock:
+            self._stage_files_locked(request_id)
+
+    def _stage_files_locked(self, request_id: str) -> None:
         path = self._request_file(request_id)
         record = _read_json(path)
         if record is None:

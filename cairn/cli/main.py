@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from cairn import __version__
-from cairn.cli import files, namespace, processes, requests, ses, token, transfers
+from cairn.cli import files, jobs, namespace, processes, requests, ses, token, transfers
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
@@ -20,6 +20,8 @@ cli.add_command(processes.up)
 cli.add_command(processes.health)
 cli.add_command(token.token)
 cli.add_command(token.whoami)
+cli.add_command(jobs.job)
+cli.add_command(jobs.pilot)
 cli.add_command(requests.replicate)
 cli.add_command(requests.stage)
 cli.add_command(requests.requests)
