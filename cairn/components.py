@@ -5,8 +5,9 @@ Adding a capability means adding its routes, indexes or daemon here — nowhere 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
+from aiohttp import web
 from pymongo.asynchronous.database import AsyncDatabase
 
 from cairn import system_routes
@@ -19,6 +20,7 @@ from transfers import requests as transfer_requests
 from wms import jobs as wms_jobs
 from wms import task_queues as wms_task_queues
 
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 DaemonFactory = Callable[[Settings, AsyncDatabase[Document]], Daemon]
 
 
@@ -32,12 +34,19 @@ def route_tables() -> list[ApiRoutes]:
         se_routes,
         usage_routes,
     )
-    from transfers import request_routes, signed_url_routes
+    from transfers import request_routes, signed_url_routes, stats_routes
     from wms import routes as wms_routes
 
     return [system_routes.routes, namespace_routes.routes, file_routes.routes, se_routes.routes,
             metadata_routes.routes, dataset_routes.routes, provenance_routes.routes, usage_routes.routes,
-            request_routes.routes, signed_url_routes.routes, wms_routes.routes]
+            request_routes.routes, signed_url_routes.routes, stats_routes.routes, wms_routes.routes]
+
+
+def plain_routes() -> list[tuple[str, str, Handler]]:
+    """Routes outside /api/v1 (method, path, handler): what monitoring scrapes."""
+    from transfers.metrics import metrics_handler
+
+    return [("GET", "/metrics", metrics_handler)]
 
 
 def index_specs() -> list[IndexSpec]:
@@ -47,10 +56,16 @@ def index_specs() -> list[IndexSpec]:
 
 def daemon_factories() -> dict[str, DaemonFactory]:
     """Daemons by the name `cairn daemon NAME` knows them; `cairn up` runs every one."""
+    from transfers.reaper import Reaper
+    from transfers.stager import Stager
+    from transfers.worker import TransferWorker
     from wms.config import wms_settings
     from wms.daemons import JobChecker, JobWatchdog
 
     return {
+        "transfers": TransferWorker,
+        "stager": Stager,
+        "reaper": Reaper,
         "job-checker": lambda settings, db: JobChecker(db, wms_settings()),
         "job-watchdog": lambda settings, db: JobWatchdog(db, wms_settings()),
     }

@@ -5,7 +5,20 @@ from __future__ import annotations
 import click
 
 from cairn import __version__
-from cairn.cli import accounting, data, datasets, files, jobs, meta, namespace, processes, requests, ses, token
+from cairn.cli import (
+    accounting,
+    data,
+    datasets,
+    files,
+    jobs,
+    meta,
+    namespace,
+    processes,
+    requests,
+    ses,
+    token,
+    transfers,
+)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
@@ -27,6 +40,7 @@ cli.add_command(data.upload)
 cli.add_command(data.download)
 cli.add_command(requests.stage)
 cli.add_command(requests.requests)
+cli.add_command(transfers.transfers)
 for command in (namespace.ls, namespace.stat, namespace.mkdir, namespace.mv, namespace.rm, namespace.chmod,
                 namespace.chown, files.register, files.replicas, ses.se, ses.site, meta.meta, meta.find,
                 datasets.dataset, datasets.container, accounting.ancestry, accounting.usage):
