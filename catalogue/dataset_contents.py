@@ -212,6 +212,24 @@ async def open_contents(
     return rows()
 
 
+async def file_lfns(db: AsyncDatabase[Document], did: str, *, limit: int) -> list[str]:
+    """The LFNs a dataset holds, or a container holds through all its descendants, sorted and
+    without repeats; InvalidInput as soon as there are more than `limit` (NotFound: no such DID)."""
+    doc = await get_did(db, did)
+    datasets = [did] if doc["type"] == "dataset" else sorted(await _descendant_containers(db, did))
+    found: set[str] = set()
+    # Container children are datasets or containers; only datasets have rows here.
+    for start in range(0, len(datasets), REFRESH_BATCH):
+        chunk = datasets[start:start + REFRESH_BATCH]
+        # Index: dataset_files_by_did_lfn.
+        cursor = db[DATASET_FILES].find({"did": {"$in": chunk}}, {"_id": 0, "lfn": 1}).batch_size(5000)
+        async for row in iterate(cursor):
+            found.add(row["lfn"])
+            if len(found) > limit:
+                raise InvalidInput(f"{did} holds more than {limit} files", details={"did": did, "limit": limit})
+    return sorted(found)
+
+
 async def list_page(db: AsyncDatabase[Document], did: str, *, after: str | None = None,
                     limit: int = 1000) -> dict[str, Any]:
     """One page of a DID's members: `{"members": [...], "next_after": key | None}`."""

@@ -85,14 +85,6 @@ async def test_unknown_output_se_or_site_is_refused_and_nothing_queued(api: Runn
     assert await job_count(grid.db) == 0
 
 
-async def test_dataset_and_query_inputs_are_not_supported_yet(api: RunningApi, grid: Grid) -> None:
-    async with api.client(api.token(scopes=USER_SCOPES)) as alice:
-        for extra in ({"input_dataset": "/cta/ds1"}, {"input_query": {"run": {"$gt": 3}}}):
-            with pytest.raises(InvalidInput, match="not supported yet"):
-                await alice.submit_jobs(simple(**extra))
-    assert await job_count(grid.db) == 0
-
-
 async def test_inputs_the_user_may_not_read_are_refused_and_nothing_queued(api: RunningApi, grid: Grid) -> None:
     await grid.add_file("/cta/private/x.dat", b"secret", ["SITE-A-DISK"], owner="carol", group="hess", mode=0o600)
     await grid.add_file("/cta/public/y.dat", b"open", ["SITE-A-DISK"], owner="carol", group="hess", mode=0o644)

@@ -5,33 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from pymongo.asynchronous.database import AsyncDatabase
-
-from kernel.db import Document
 from tests.fixtures.api import RunningApi
-from tests.fixtures.grid import Grid, PilotProcess, adler32_hex, check_all, start_pilot
+from tests.fixtures.grid import Grid, PilotProcess, adler32_hex, check_all, start_pilot, wait_for
 from wms import jobs
 from wms.config import WmsSettings
 from wms.daemons import JobWatchdog
 
 USER = ("jobs.read", "jobs.write")
-
-
-async def wait_for(db: AsyncDatabase[Document], ids: Sequence[str], wanted: set[str], *, timeout_s: float = 60,
-                   pilots: Sequence[PilotProcess] = ()) -> list[Document]:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        found = await jobs.get_jobs(db, ids)
-        if len(found) == len(ids) and all(j["state"] in wanted for j in found):
-            return sorted(found, key=lambda j: ids.index(j["_id"]))
-        if time.monotonic() > deadline:
-            logs = "\n".join(p.output()[-3000:] for p in pilots)
-            raise AssertionError(f"jobs not {wanted}: {[(j['_id'], j['state'], j['reason']) for j in found]}\n{logs}")
-        await asyncio.sleep(0.2)
 
 
 async def submit(api: RunningApi, descriptions: list[dict[str, Any]]) -> list[str]:

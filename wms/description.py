@@ -1,7 +1,12 @@
 """What a user submits: a job description, validated at the edge, and its parametric expansion.
 
 A description with `parameters` stands for one job per value; `%(param)s` and `%(index)s` in
-the name, arguments, input LFNs and output LFNs are replaced by the value and its position.
+the name, arguments, input LFNs, input dataset, input query and output LFNs are replaced by the
+value and its position.
+
+Inputs are LFNs (`input_data`), plus at most one of: a dataset or container (`input_dataset`)
+or a metadata query (`input_query`, scoped to `input_path`). Those two are resolved to LFNs at
+submission (wms/input_selection.py), and the stored job lists them in `input_data`.
 """
 
 from __future__ import annotations
@@ -9,7 +14,6 @@ from __future__ import annotations
 import re
 from collections import Counter
 from pathlib import PurePosixPath
-from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -18,6 +22,7 @@ from kernel.errors import InvalidInput
 LFN_PATTERN = r"^/[^\x00]*[^/]$"
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 MAX_JOBS_PER_SUBMISSION = 10_000
+MAX_INPUTS_PER_JOB = 10_000
 ParameterValue = str | int | float
 
 
@@ -73,9 +78,20 @@ class JobDescription(BaseModel):
     name: str = Field("job", max_length=200)
     executable: str = Field(..., min_length=1)
     arguments: list[str] = Field(default_factory=list)
-    input_data: list[str] = Field(default_factory=list, max_length=10_000)
-    input_dataset: str | None = Field(None, description="a dataset name (not supported yet)")
-    input_query: dict[str, Any] | None = Field(None, description="a metadata query (not supported yet)")
+    input_data: list[str] = Field(default_factory=list, max_length=MAX_INPUTS_PER_JOB,
+                                  description="input LFNs, placed in the work directory by file name")
+    input_dataset: str | None = Field(
+        None, max_length=400,
+        description="a dataset or container `scope:name`; its files at submission time (a container's "
+                    "recursively) are added to the inputs")
+    input_query: str | None = Field(
+        None, min_length=1, max_length=10_000,
+        description="a metadata query in the catalogue's query language (as `cairn find`), e.g. "
+                    "`run>=12 particle=proton`; the files it finds at submission time that the submitter may "
+                    "read are added to the inputs")
+    input_path: str = Field(
+        "/", pattern=r"^/", max_length=4096,
+        description="the directory `input_query` is scoped to (it must be readable); default the whole namespace")
     outputs: list[OutputFile] = Field(default_factory=list, max_length=1000)
     requirements: Requirements = Field(default_factory=Requirements)
     priority: int = Field(5, ge=0, le=10, description="0 lowest, 10 highest")
@@ -84,6 +100,10 @@ class JobDescription(BaseModel):
 
     @model_validator(mode="after")
     def _lfns_after_substitution(self) -> JobDescription:
+        if self.input_dataset is not None and self.input_query is not None:
+            raise ValueError("give input_dataset or input_query, not both")
+        if self.input_path != "/" and self.input_query is None:
+            raise ValueError("input_path scopes input_query; it means nothing without one")
         if self.parameters is None:
             _check_lfns(self.input_data)
         return self
@@ -124,6 +144,9 @@ def expand(description: JobDescription) -> list[JobDescription]:
         data["name"] = _substitute(data["name"], env)
         data["arguments"] = [_substitute(a, env) for a in data["arguments"]]
         data["input_data"] = [_substitute(lfn, env) for lfn in data["input_data"]]
+        for key in ("input_dataset", "input_query"):
+            if data[key] is not None:
+                data[key] = _substitute(data[key], env)
         data["outputs"] = [{**o, "lfn": _substitute(o["lfn"], env), "path": _substitute(o["path"], env)}
                            for o in data["outputs"]]
         try:

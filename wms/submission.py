@@ -3,7 +3,8 @@
 Everything is checked before anything is stored, so a refused submission queues nothing:
 unknown sites or SEs, input LFNs the caller may not read (the catalogue's path permissions),
 output LFNs that exist already or that the caller may not create, output LFNs repeated within
-the submission, dataset and query inputs (not supported yet).
+the submission. Dataset and query inputs are resolved to LFNs first (wms/input_selection.py),
+so the checks above apply to the files they stand for.
 """
 
 from __future__ import annotations
@@ -22,17 +23,14 @@ from kernel.errors import Conflict, Forbidden, InvalidInput
 from kernel.principal import Principal
 from wms import input_data, jobs, states
 from wms.description import JobDescription, expand
-
-
-class NotSupportedYet(InvalidInput):
-    code = "not_supported_yet"
+from wms.input_selection import resolve_inputs
 
 
 async def submit(
     db: AsyncDatabase[Document], principal: Principal, descriptions: Sequence[JobDescription]
 ) -> list[str]:
     """Validate and store the jobs of a submission; returns their ids in description order."""
-    concrete = [job for d in descriptions for job in expand(d)]
+    concrete = await resolve_inputs(db, principal, [job for d in descriptions for job in expand(d)])
     await _validate(db, principal, concrete)
     ids = await jobs.allocate_ids(db, len(concrete))
     at = jobs.now()
@@ -42,12 +40,6 @@ async def submit(
 
 
 async def _validate(db: AsyncDatabase[Document], principal: Principal, concrete: Sequence[JobDescription]) -> None:
-    for index, job in enumerate(concrete):
-        if job.input_dataset is not None or job.input_query is not None:
-            raise NotSupportedYet(
-                f"job #{index}: input_dataset and input_query are not supported yet; list the input LFNs "
-                "in input_data"
-            )
     ses = await input_data.storage_elements(db)
     sites = {se.site for se in ses.values()}
     unknown_ses = sorted({o.se for job in concrete for o in job.outputs} - set(ses))
