@@ -141,7 +141,10 @@ def run_up(settings: Settings, *, vo: str) -> int:
     def on_signal(signum: int, frame: FrameType | None) -> None:
         raise KeyboardInterrupt
 
+    # Explicit for SIGINT too: a process started in the background of a non-interactive shell
+    # inherits SIGINT ignored, and Python then never raises KeyboardInterrupt.
     signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
     try:
         asyncio.run(prepare(settings))
         issuer = BuiltinIssuer.from_settings(settings)
