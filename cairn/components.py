@@ -5,8 +5,9 @@ Adding a capability means adding its routes, indexes or daemon here — nowhere 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
+from aiohttp import web
 from pymongo.asynchronous.database import AsyncDatabase
 
 from cairn import system_routes
@@ -17,15 +18,23 @@ from kernel.settings import Settings
 from kernel.web import ApiRoutes
 from transfers import requests as transfer_requests
 
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 DaemonFactory = Callable[[Settings, AsyncDatabase[Document]], Daemon]
 
 
 def route_tables() -> list[ApiRoutes]:
     from catalogue import file_routes, namespace_routes, se_routes
-    from transfers import request_routes
+    from transfers import request_routes, stats_routes
 
     return [system_routes.routes, namespace_routes.routes, file_routes.routes, se_routes.routes,
-            request_routes.routes]
+            request_routes.routes, stats_routes.routes]
+
+
+def plain_routes() -> list[tuple[str, str, Handler]]:
+    """Routes outside /api/v1 (method, path, handler): what monitoring scrapes."""
+    from transfers.metrics import metrics_handler
+
+    return [("GET", "/metrics", metrics_handler)]
 
 
 def index_specs() -> list[IndexSpec]:
@@ -34,4 +43,8 @@ def index_specs() -> list[IndexSpec]:
 
 def daemon_factories() -> dict[str, DaemonFactory]:
     """Daemons by the name `cairn daemon NAME` knows them; `cairn up` runs every one."""
-    return {}
+    from transfers.reaper import Reaper
+    from transfers.stager import Stager
+    from transfers.worker import TransferWorker
+
+    return {"transfers": TransferWorker, "stager": Stager, "reaper": Reaper}

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 import aiohttp
 from aiohttp import web
 
-from cairn.components import index_specs, route_tables
+from cairn.components import index_specs, plain_routes, route_tables
 from kernel.db import close_client, ensure_indexes, get_database
 from kernel.settings import Settings
 from kernel.tokens import BuiltinIssuer, TokenVerifier
@@ -38,6 +38,8 @@ def build_app(settings: Settings) -> web.Application:
     app[ROUTE_TABLES] = route_tables()
     for table in app[ROUTE_TABLES]:
         table.install(app)
+    for method, path, handler in plain_routes():
+        app.router.add_route(method, path, handler)
     app.cleanup_ctx.append(_resources)
     return app
 

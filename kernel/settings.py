@@ -33,6 +33,32 @@ class TrustedIssuer(BaseModel):
     audience: str | None = None
 
 
+class TransferSettings(BaseModel):
+    """How the transfer daemons share work and pace themselves (`CAIRN_TRANSFERS__*`)."""
+
+    # A claimed request is held this long unless renewed; a crashed worker's work is taken
+    # over by another once it runs out. Leases are renewed every lease_s / 4 while work runs.
+    lease_s: float = Field(60.0, ge=1)
+    # Transfers one worker runs at once over all links, and per SE (as source or destination).
+    global_limit: int = Field(64, ge=1)
+    per_se_limit: int = Field(32, ge=1)
+    # Bounds of the optimizer's per-link decision.
+    link_min_active: int = Field(2, ge=1)
+    link_max_active: int = Field(32, ge=1)
+    # Requests a worker holds claimed beyond the ones running, waiting for a slot on their link.
+    prefetch: int = Field(16, ge=0)
+    # Exponential backoff of transient failures: base * 2^(attempt-1), at most cap.
+    retry_base_s: float = Field(10.0, ge=0)
+    retry_cap_s: float = Field(3600.0, ge=0)
+    copy_timeout_s: float = Field(3600.0, gt=0)
+    # Stager: how often a bring-online request is polled, and how long staged files stay pinned.
+    stage_poll_s: float = Field(10.0, gt=0)
+    pin_lifetime_s: float = Field(3600.0, gt=0)
+    # Reaper: how many replicas it looks at per SE and pass.
+    reaper_batch: int = Field(1000, ge=1)
+    idle_sleep_s: float = Field(1.0, gt=0)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", validate_default=True
@@ -61,6 +87,8 @@ class Settings(BaseSettings):
     # Secrets for storage plugins, per SE name (e.g. {"S3-CERN": {"access_key": ..., "secret_key": ...}});
     # merged over the non-secret options the SE's protocol carries in the catalogue.
     storage_credentials: dict[str, dict[str, str]] = Field(default_factory=dict)
+
+    transfers: TransferSettings = Field(default_factory=TransferSettings)
 
     # The site this process runs at (clients prefer replicas on its SEs).
     site: str | None = None

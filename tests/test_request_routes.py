@@ -20,8 +20,15 @@ async def put_se(admin: Client, name: str, **extra: object) -> None:
     await admin.request("PUT", f"/ses/{name}", json_body=se)
 
 
+async def register(admin: Client, lfns: list[str]) -> None:
+    """Catalogue files (no replica needed to be the subject of a request)."""
+    result = await admin.register_files([{"lfn": lfn, "size": 1, "adler32": "00020002"} for lfn in lfns])
+    assert not result["failed"], result["failed"]
+
+
 async def test_replication_of_many_lfns_is_queued_and_reported_by_submission(api: RunningApi, admin: Client) -> None:
     await put_se(admin, "DEST")
+    await register(admin, [f"/cta/f{i}" for i in range(300)])
     async with api.client(api.token(scopes=USER_SCOPES)) as alice:
         result = await alice.replicate([f"/cta/f{i}" for i in range(300)], "DEST")
         assert len(result["successful"]) == 300 and not result["failed"]
@@ -51,8 +58,22 @@ async def test_wrong_types_and_missing_fields_are_400(api: RunningApi, admin: Cl
             await alice.request("POST", "/requests/transfers", json_body={"lfns": ["/a"]})
 
 
+async def test_requests_for_files_not_in_the_catalogue_fail_one_by_one(api: RunningApi, admin: Client) -> None:
+    await put_se(admin, "DEST")
+    await register(admin, ["/cta/here"])
+    async with api.client(api.token(scopes=USER_SCOPES)) as alice:
+        result = await alice.replicate(["/cta/here", "/cta/nowhere"], "DEST")
+        assert list(result["successful"]) == ["/cta/here"]
+        assert result["failed"] == {"/cta/nowhere": "no such file"}
+        deletion = await alice.delete_replicas(["/cta/nowhere", "relative"], "DEST")
+        assert deletion["successful"] == {} and deletion["failed"]["/cta/nowhere"] == "no such file"
+        assert "relative" in deletion["failed"]
+        assert len(await alice.list_requests()) == 1
+
+
 async def test_users_see_and_cancel_only_their_own_requests(api: RunningApi, admin: Client) -> None:
     await put_se(admin, "DEST")
+    await register(admin, ["/cta/a", "/cta/b"])
     async with api.client(api.token(sub="alice", scopes=USER_SCOPES)) as alice, \
             api.client(api.token(sub="bob", scopes=USER_SCOPES)) as bob:
         mine = await alice.replicate(["/cta/a", "/cta/b"], "DEST")
@@ -66,6 +87,7 @@ async def test_users_see_and_cancel_only_their_own_requests(api: RunningApi, adm
 
 
 async def test_deleting_every_replica_needs_an_admin(api: RunningApi, admin: Client) -> None:
+    await register(admin, ["/cta/a"])
     async with api.client(api.token(scopes=USER_SCOPES)) as alice:
         with pytest.raises(Forbidden):
             await alice.delete_replicas(["/cta/a"])
@@ -84,6 +106,7 @@ async def test_cli_replicate_reads_lfns_from_a_file_and_prints_json(
     api: RunningApi, admin: Client, tmp_path: Path
 ) -> None:
     await put_se(admin, "DEST")
+    await register(admin, ["/cta/x1", "/cta/x2", "/cta/x3"])
     listing = tmp_path / "lfns.txt"
     listing.write_text("/cta/x1\n/cta/x2\n\n/cta/x3\n")
     token = api.token(scopes=USER_SCOPES)

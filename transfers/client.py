@@ -44,3 +44,8 @@ class TransfersClient(BaseClient):
     async def cancel_requests(self, ids: list[str] | None = None, submission: str | None = None) -> int:
         result = await self.request("POST", "/requests/cancel", json_body={"ids": ids or [], "submission": submission})
         return int(result["cancelled"])
+
+    async def transfer_stats(self) -> dict[str, Any]:
+        """Per-link counts and throughput, queue depths and failures by reason."""
+        result: dict[str, Any] = await self.request("GET", "/transfers/stats")
+        return result

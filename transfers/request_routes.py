@@ -6,8 +6,12 @@ from typing import Any
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
+from pymongo.asynchronous.database import AsyncDatabase
 
+from catalogue.files import fetch_files
+from catalogue.lfn import check_lfn
 from catalogue.storage_elements import get_storage_element
+from kernel.db import Document
 from kernel.errors import Forbidden, InvalidInput, NotFound
 from kernel.principal import Principal
 from kernel.web import DATABASE, ApiRoutes, json_response, principal_of, query_int, read_model, scopes
@@ -50,6 +54,30 @@ class CancelRequest(BaseModel):
     submission: str | None = None
 
 
+async def existing_lfns(db: AsyncDatabase[Document], lfns: list[str]) -> tuple[list[str], dict[str, str]]:
+    """The LFNs that name catalogued files (one `_id $in` query), and a reason for each other one."""
+    failed: dict[str, str] = {}
+    valid = []
+    for lfn in dict.fromkeys(lfns):
+        try:
+            valid.append(check_lfn(lfn))
+        except InvalidInput as exc:
+            failed[lfn] = exc.message
+    found = await fetch_files(db, valid, {"_id": 1})
+    failed.update({lfn: "no such file" for lfn in valid if lfn not in found})
+    return [lfn for lfn in valid if lfn in found], failed
+
+
+async def submit_existing(
+    db: AsyncDatabase[Document], kind: rq.Kind, lfns: list[str], item: dict[str, Any], **kw: Any
+) -> dict[str, Any]:
+    """Queue requests for the LFNs that exist; each other LFN fails on its own ("no such file")."""
+    existing, missing = await existing_lfns(db, lfns)
+    result = await rq.submit(db, kind, [{"lfn": lfn, **item} for lfn in existing], **kw)
+    result["failed"] = {**missing, **result["failed"]}
+    return result
+
+
 def requester_of(principal: Principal) -> str:
     return f"user:{principal.sub}"
 
@@ -70,9 +98,9 @@ async def submit_replication(request: web.Request) -> web.Response:
         raise InvalidInput(f"SE {dest.name} is switched off for writing")
     if body.source_se:
         await get_storage_element(db, body.source_se)
-    items = [{"lfn": lfn, "dest_se": body.dest_se, "source_se": body.source_se} for lfn in body.lfns]
-    result = await rq.submit(db, "transfer", items, requester=requester_of(principal_of(request)),
-                             activity=body.activity, priority=body.priority)
+    result = await submit_existing(db, "transfer", body.lfns, {"dest_se": body.dest_se, "source_se": body.source_se},
+                                   requester=requester_of(principal_of(request)), activity=body.activity,
+                                   priority=body.priority)
     return json_response(result, status=201)
 
 
@@ -84,8 +112,8 @@ async def submit_stage(request: web.Request) -> web.Response:
     se = await get_storage_element(db, body.se)
     if se.kind != "tape":
         raise InvalidInput(f"SE {se.name} is a {se.kind} SE; staging is for tape SEs")
-    items = [{"lfn": lfn, "dest_se": body.se} for lfn in body.lfns]
-    result = await rq.submit(db, "stage", items, requester=requester_of(principal_of(request)), priority=body.priority)
+    result = await submit_existing(db, "stage", body.lfns, {"dest_se": body.se},
+                                   requester=requester_of(principal_of(request)), priority=body.priority)
     return json_response(result, status=201)
 
 
@@ -99,8 +127,7 @@ async def submit_deletion(request: web.Request) -> web.Response:
         await get_storage_element(db, body.se)
     elif not principal.is_admin:
         raise Forbidden("deleting every replica of a file is for administrators; name an SE")
-    items = [{"lfn": lfn, "dest_se": body.se} for lfn in body.lfns]
-    result = await rq.submit(db, "delete", items, requester=requester_of(principal))
+    result = await submit_existing(db, "delete", body.lfns, {"dest_se": body.se}, requester=requester_of(principal))
     return json_response(result, status=201)
 
 

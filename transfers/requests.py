@@ -10,6 +10,12 @@ workers can share the queue without transactions:
       +---retry_later---+
     queued/staging/active --cancel--> cancelled
 
+A request in `staging` is polled by the stager under a lease of its own (the state stays
+`staging`; `stage.next_poll` says when to look again). A transfer worker that registers its
+destination replica as `copying` sets `copying_replica` on the request, and clears it once the
+replica is available or removed; a request that ended (cancelled while nobody held it, or its
+worker died) with the flag still set is swept by `ended_with_copying_replica`.
+
 While a request is not finished it carries `active_key` ("kind:lfn:dest"), unique in a sparse
 index, so the same movement is never queued twice; submitting it again returns the request
 that already exists.
@@ -47,6 +53,10 @@ INDEXES = [
     IndexSpec(REQUESTS, [("requester", 1), ("state", 1)], name="requests_by_requester"),
     IndexSpec(REQUESTS, [("submission", 1), ("state", 1)], name="requests_by_submission"),
     IndexSpec(REQUESTS, [("lfn", 1)], name="requests_by_lfn"),
+    # claim_staging(): staging requests whose next poll is due
+    IndexSpec(REQUESTS, [("state", 1), ("stage.next_poll", 1)], name="requests_stage_poll"),
+    # ended_with_copying_replica(): the few requests that still own a `copying` replica
+    IndexSpec(REQUESTS, [("copying_replica", 1)], name="requests_copying", sparse=True),
 ]
 
 
@@ -201,16 +211,117 @@ async def renew_lease(db: AsyncDatabase[Document], request_id: str, worker: str,
 
 
 async def _finish_active(
-    db: AsyncDatabase[Document], request_id: str, worker: str, update: dict[str, Any], *, final: bool
+    db: AsyncDatabase[Document], request_id: str, worker: str, update: dict[str, Any], *, final: bool,
+    from_state: str = "active", inc: dict[str, int] | None = None,
 ) -> bool:
     at = now()
     change: dict[str, Any] = {"$set": {**update, "modified": at, "lease_owner": None, "lease_expires": None}}
     if final:
         change["$set"]["finished"] = at
-        change["$unset"] = {"active_key": ""}
+        # The caller has confirmed or removed its destination replica before ending the request.
+        change["$unset"] = {"active_key": "", "copying_replica": ""}
+    if inc:
+        change["$inc"] = inc
     with database_errors():
-        result = await db[REQUESTS].update_one({"_id": request_id, "state": "active", "lease_owner": worker}, change)
+        result = await db[REQUESTS].update_one(
+            {"_id": request_id, "state": from_state, "lease_owner": worker}, change)
     return result.modified_count == 1
+
+
+async def mark(db: AsyncDatabase[Document], request_id: str, worker: str, fields: dict[str, Any]) -> bool:
+    """Set fields on a request this worker holds (False if the lease was lost)."""
+    with database_errors():
+        result = await db[REQUESTS].update_one(
+            {"_id": request_id, "state": "active", "lease_owner": worker}, {"$set": fields})
+    return result.modified_count == 1
+
+
+async def count_copy(db: AsyncDatabase[Document], request_id: str) -> None:
+    """Count one finished copy of a request's bytes, whoever did it (duplicates show as copies > 1)."""
+    with database_errors():
+        await db[REQUESTS].update_one({"_id": request_id}, {"$inc": {"copies": 1}})
+
+
+async def release(db: AsyncDatabase[Document], request_id: str, worker: str) -> bool:
+    """Give work back to the queue untouched (a worker stopping); the claim's attempt is not counted."""
+    return await _finish_active(db, request_id, worker, {"state": "queued", "not_before": now()}, final=False,
+                                inc={"attempts": -1})
+
+
+async def held_by(db: AsyncDatabase[Document], request_ids: Iterable[str], worker: str) -> set[str]:
+    """Which of these requests this worker still holds (active under its lease)."""
+    with database_errors():
+        cursor = db[REQUESTS].find({"_id": {"$in": list(request_ids)}, "state": "active", "lease_owner": worker},
+                                   {"_id": 1})
+        return {doc["_id"] for doc in await cursor.to_list()}
+
+
+async def renew_leases(db: AsyncDatabase[Document], request_ids: Sequence[str], worker: str, *,
+                       lease_s: float) -> set[str]:
+    """Extend every lease this worker holds among request_ids in one update; returns the ones still held."""
+    if not request_ids:
+        return set()
+    at = now()
+    with database_errors():
+        result = await db[REQUESTS].update_many(
+            {"_id": {"$in": list(request_ids)}, "state": "active", "lease_owner": worker},
+            {"$set": {"lease_expires": at + dt.timedelta(seconds=lease_s), "modified": at}},
+        )
+    if result.matched_count == len(request_ids):
+        return set(request_ids)
+    return await held_by(db, request_ids, worker)
+
+
+async def claim_staging(db: AsyncDatabase[Document], worker: str, *, lease_s: float) -> Document | None:
+    """Take a `staging` request whose poll is due, under a lease; its state stays `staging`."""
+    at = now()
+    with database_errors():
+        # requests_stage_poll
+        return await db[REQUESTS].find_one_and_update(
+            {"state": "staging", "stage.next_poll": {"$lte": at},
+             "$or": [{"lease_expires": None}, {"lease_expires": {"$lt": at}}]},
+            {"$set": {"lease_owner": worker, "lease_expires": at + dt.timedelta(seconds=lease_s)}},
+            sort=[("stage.next_poll", 1)],
+            return_document=ReturnDocument.AFTER,
+        )
+
+
+async def poll_staging_later(
+    db: AsyncDatabase[Document], request_id: str, worker: str, *, delay_s: float
+) -> bool:
+    """Not online yet: look again after delay_s."""
+    return await _finish_active(db, request_id, worker, {"stage.next_poll": now() + dt.timedelta(seconds=delay_s)},
+                                final=False, from_state="staging")
+
+
+async def staged(db: AsyncDatabase[Document], request_id: str, worker: str, *, done: bool) -> bool:
+    """The files are online: a stage request is done; a transfer goes back to the queue, due now."""
+    if done:
+        return await _finish_active(db, request_id, worker, {"state": "done", "result": {"staged": True},
+                                                             "last_error": None}, final=True, from_state="staging")
+    return await _finish_active(db, request_id, worker, {"state": "queued", "not_before": now()}, final=False,
+                                from_state="staging")
+
+
+async def staging_failed(db: AsyncDatabase[Document], request_id: str, worker: str, error: str) -> bool:
+    """The tape system could not bring the file online."""
+    return await _finish_active(db, request_id, worker, {"state": "failed", "last_error": error,
+                                                         "error_class": "staging_failed"},
+                                final=True, from_state="staging")
+
+
+async def ended_with_copying_replica(db: AsyncDatabase[Document], limit: int = 100) -> list[Document]:
+    """Finished requests that may still own a `copying` destination replica (to be cleaned up)."""
+    with database_errors():
+        # requests_copying
+        cursor = db[REQUESTS].find({"copying_replica": True, "state": {"$in": list(FINAL_STATES)}},
+                                   {"lfn": 1, "dest_se": 1, "state": 1}).limit(limit)
+        return await cursor.to_list()
+
+
+async def clear_copying_replica(db: AsyncDatabase[Document], request_id: str) -> None:
+    with database_errors():
+        await db[REQUESTS].update_one({"_id": request_id}, {"$unset": {"copying_replica": ""}})
 
 
 async def complete(db: AsyncDatabase[Document], request_id: str, worker: str, result: dict[str, Any]) -> bool:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from cairn import __version__
-from cairn.cli import files, namespace, processes, requests, ses, token
+from cairn.cli import files, namespace, processes, requests, ses, token, transfers
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
@@ -23,6 +23,7 @@ cli.add_command(token.whoami)
 cli.add_command(requests.replicate)
 cli.add_command(requests.stage)
 cli.add_command(requests.requests)
+cli.add_command(transfers.transfers)
 for command in (namespace.ls, namespace.stat, namespace.mkdir, namespace.mv, namespace.rm, namespace.chmod,
                 namespace.chown, files.register, files.replicas, ses.se, ses.site):
     cli.add_command(command)

@@ -1,0 +1,66 @@
+"""Watching transfers: per-link stats and queue depths through the API, the CLI and /metrics."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import aiohttp
+from pymongo.asynchronous.database import AsyncDatabase
+
+from cairn.sdk import Client
+from kernel.db import Document
+from tests.fixtures.api import RunningApi
+from tests.fixtures.cli import run_cli
+from tests.fixtures.transfers import add_ses, disk_se, fast_settings, put_files, run_until_drained
+from transfers import requests as rq
+from transfers.worker import TransferWorker
+
+
+async def _some_transfers(db: AsyncDatabase[Document], api: RunningApi, tmp_path: Path) -> None:
+    src, dst = disk_se("SRC", tmp_path / "src"), disk_se("DST", tmp_path / "dst")
+    await add_ses(db, src, dst)
+    await put_files(db, [src], ["/vo/a", "/vo/b"], size=1000)
+    await rq.submit_transfers(db, [{"lfn": lfn, "dest_se": "DST"} for lfn in ("/vo/a", "/vo/b", "/vo/none")],
+                              requester="t")
+    (tmp_path / "src" / "vo" / "b").unlink()
+    await run_until_drained(db, TransferWorker(fast_settings(api.settings), db))
+    await rq.submit_transfers(db, [{"lfn": "/vo/a", "dest_se": "SRC"}], requester="t")  # stays queued
+
+
+async def test_stats_report_links_queues_and_failures(
+    api: RunningApi, admin: Client, database: AsyncDatabase[Document], tmp_path: Path,
+) -> None:
+    await _some_transfers(database, api, tmp_path)
+    stats = await admin.transfer_stats()
+    [link] = stats["links"]
+    assert (link["source"], link["dest"], link["done"], link["failed"], link["bytes"]) == ("SRC", "DST", 1, 1, 1000)
+    assert link["failures"] == {"source_missing": 1} and link["modes"] == {"stream": 1}
+    assert stats["failures"] == {"source_missing": 1}
+    queues = {(q["kind"], q["state"], q["dest_se"]): q["requests"] for q in stats["queues"]}
+    assert queues == {("transfer", "done", "DST"): 1, ("transfer", "failed", "DST"): 2,
+                      ("transfer", "queued", "SRC"): 1}
+
+
+async def test_cli_prints_stats_as_json_and_as_tables(
+    api: RunningApi, database: AsyncDatabase[Document], tmp_path: Path,
+) -> None:
+    await _some_transfers(database, api, tmp_path)
+    out = await run_cli(api.url, api.admin_token, "transfers", "stats", "--json")
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["links"][0]["done"] == 1
+    human = await run_cli(api.url, api.admin_token, "transfers", "stats")
+    assert human.returncode == 0 and "SRC" in human.stdout and "source_missing" in human.stdout
+
+
+async def test_metrics_endpoint_exports_link_counters_and_queue_gauges(
+    api: RunningApi, database: AsyncDatabase[Document], tmp_path: Path,
+) -> None:
+    await _some_transfers(database, api, tmp_path)
+    async with aiohttp.ClientSession() as session, session.get(f"{api.url}/metrics") as resp:
+        assert resp.status == 200
+        text = await resp.text()
+    assert 'cairn_transfers_done_total{dest="DST",source="SRC"} 1.0' in text
+    assert 'cairn_transfers_failed_total{dest="DST",reason="source_missing",source="SRC"} 1.0' in text
+    assert 'cairn_transfer_bytes_total{dest="DST",source="SRC"} 1000.0' in text
+    assert 'cairn_requests{dest_se="SRC",kind="transfer",state="queued"} 1.0' in text

@@ -1,0 +1,166 @@
+"""The transfer worker, in-process on local disk SEs: copies verified and registered, failures
+classified, sources failed over, nothing left `copying`."""
+
+from __future__ import annotations
+
+import zlib
+from pathlib import Path
+
+from pymongo.asynchronous.database import AsyncDatabase
+
+from kernel.db import Document
+from kernel.settings import Settings
+from tests.fixtures.transfers import (
+    add_ses,
+    copying_replicas,
+    disk_se,
+    fast_settings,
+    put_files,
+    replica_status,
+    run_until_drained,
+    se_root,
+    write_bytes,
+)
+from transfers import link_stats
+from transfers import requests as rq
+from transfers.worker import TransferWorker
+
+
+async def test_replicated_files_are_verified_and_registered_available(
+    database: AsyncDatabase[Document], settings: Settings, tmp_path: Path,
+) -> None:
+    src, dst = disk_se("SRC", tmp_path / "src"), disk_se("DST", tmp_path / "dst")
+    await add_ses(database, src, dst)
+    lfns = [f"/vo/run/f{i}" for i in range(20)]
+    contents = await put_files(database, [src], lfns)
+    await rq.submit_transfers(database, [{"lfn": lfn, "dest_se": "DST"} for lfn in lfns], requester="t")
+    await run_until_drained(database, TransferWorker(fast_settings(settings), database))
+    for lfn in lfns:
+        assert (se_root(dst) / lfn.lstrip("/")).read_bytes() == contents[lfn]
+        assert await replica_status(database, lfn, "DST") == "available"
+    done = await database[rq.REQUESTS].find({}).to_list()
+    assert {d["state"] for d in done} == {"done"}
+    assert all(d["copies"] == 1 and d["result"]["source_se"] == "SRC" for d in done)
+    [link] = await link_stats.link_statistics(database)
+    assert (link["source"], link["dest"], link["done"], link["bytes"]) == ("SRC", "DST", 20, 20 * 1024)
+
+
+async def test_a_corrupt_source_is_marked_bad_and_another_source_is_used(
+    database: AsyncDatabase[Document], settings: Settings, tmp_path: Path,
+) -> None:
+    # Both sources sit at the destination's site; A sorts first by name, so it is tried first.
+    a, b, dst = disk_se("A", tmp_path / "a"), disk_se("B", tmp_path / "b"), disk_se("DST", tmp_path / "dst")
+    await add_ses(database, a, b, dst)
+    contents = await put_files(database, [a, b], ["/vo/f"])
+    write_bytes(a, "/vo/f", b"X" * len(contents["/vo/f"]))
+    await rq.submit_transfers(database, [{"lfn": "/vo/f", "dest_se": "DST"}], requester="t")
+    await run_until_drained(database, TransferWorker(fast_settings(settings), database))
+    request = await database[rq.REQUESTS].find_one({})
+    assert request is not None
+    assert request["state"] == "done" and request["result"]["source_se"] == "B"
+    assert request["failed_sources"] == ["A"]
+    assert await replica_status(database, "/vo/f", "A") == "bad"
+    assert await replica_status(database, "/vo/f", "DST") == "available"
+    assert (se_root(dst) / "vo/f").read_bytes() == contents["/vo/f"]
+    [link_a, _] = await link_stats.link_statistics(database)
+    assert link_a["failures"] == {"checksum_mismatch": 1}
+
+
+async def test_a_corrupt_only_source_fails_the_request_and_leaves_no_copying_replica(
+    database: AsyncDatabase[Document], settings: Settings, tmp_path: Path,
+) -> None:
+    src, dst = disk_se("SRC", tmp_path / "src"), disk_se("DST", tmp_path / "dst")
+    await add_ses(database, src, dst)
+    await put_files(database, [src], ["/vo/f"], size=100)
+    write_bytes(src, "/vo/f", b"Y" * 100)
+    await rq.submit_transfers(database, [{"lfn": "/vo/f", "dest_se": "DST"}], requester="t")
+    await run_until_drained(database, TransferWorker(fast_settings(settings), database))
+    request = await database[rq.REQUESTS].find_one({})
+    assert request is not None
+    assert (request["state"], request["error_class"]) == ("failed", "checksum_mismatch")
+    assert "no other source" in request["last_error"]
+    assert await replica_status(database, "/vo/f", "SRC") == "bad"
+    assert await replica_status(database, "/vo/f", "DST") is None
+    assert not (se_root(dst) / "vo/f").exists()
+    assert await copying_replicas(database) == []
+
+
+async def test_a_missing_source_file_fails_over_then_fails_permanently(
+    database: AsyncDatabase[Document], settings: Settings, tmp_path: Path,
+) -> None:
+    src, dst = disk_se("SRC", tmp_path / "src"), disk_se("DST", tmp_path / "dst")
+    await add_ses(database, src, dst)
+    await put_files(database, [src], ["/vo/gone"])
+    (se_root(src) / "vo/gone").unlink()
+    await rq.submit_transfers(database, [{"lfn": "/vo/gone", "dest_se": "DST"}], requester="t")
+    await run_until_drained(database, TransferWorker(fast_settings(settings), database))
+    request = await database[rq.REQUESTS].find_one({})
+    assert request is not None
+    assert (request["state"], request["error_class"], request["attempts"]) == ("failed", "source_missing", 1)
+
+
+async def test_a_file_without_a_usable_replica_fails_with_no_source(
+    database: AsyncDatabase[Document], settings: Settings, tmp_path: Path,
+) -> None:
+    src, dst = disk_se("SRC", tmp_path / "src"), disk_se("DST", tmp_path / "dst")
+    src.read_enabled = False
+    await add_ses(database, src, dst)
+    await put_files(database, [src], ["/vo/f"])
+    await rq.submit_transfers(database, [{"lfn": "/vo/f", "dest_se": "DST"},
+                                         {"lfn": "/vo/nothing", "dest_se": "DST"}], requester="t")
+    await run_until_drained(database, TransferWorker(fast_settings(settings), database))
+    by_lfn = {d["lfn"]: d async for d in database[rq.REQUESTS].find({})}
+    assert (by_lfn["/vo/f"]["state"], by_lfn["/vo/f"]["error_class"]) == ("failed", "no_source")
+    assert (by_lfn["/vo/nothing"]["state"], by_lfn["/vo/nothing"]["error_class"]) == ("failed", "no_such_file")
+
+
+async def test_a_file_already_at_the_destination_is_done_without_a_copy(
+    database: AsyncDatabase[Document], settings: Settings, tmp_path: Path,
+) -> None:
+    src, dst = disk_se("SRC", tmp_path / "src"), disk_se("DST", tmp_path / "dst")
+    await add_ses(database, src, dst)
+    await put_files(database, [src, dst], ["/vo/f"])
+    await rq.submit_transfers(database, [{"lfn": "/vo/f", "dest_se": "DST"}], requester="t")
+    await run_until_drained(database, TransferWorker(fast_settings(settings), database))
+    request = await database[rq.REQUESTS].find_one({})
+    assert request is not None
+    assert request["state"] == "done" and request["result"] == {"already_there": True}
+    assert "copies" not in request
+
+
+async def test_a_cancelled_request_left_copying_by_a_dead_worker_is_cleaned_up(
+    database: AsyncDatabase[Document], settings: Settings, tmp_path: Path,
+) -> None:
+    src, dst = disk_se("SRC", tmp_path / "src"), disk_se("DST", tmp_path / "dst")
+    await add_ses(database, src, dst)
+    await put_files(database, [src], ["/vo/f"])
+    await rq.submit_transfers(database, [{"lfn": "/vo/f", "dest_se": "DST"}], requester="t")
+    # A worker registered the destination and started writing, then died; the user cancels.
+    claimed = await rq.claim(database, "dead-worker", kinds=["transfer"], lease_s=60)
+    assert claimed is not None
+    from transfers.destination import register_copying
+
+    assert await register_copying(database, "/vo/f", "DST") == "copying"
+    await rq.mark(database, claimed["_id"], "dead-worker", {"copying_replica": True})
+    partial = write_bytes(dst, "/vo/f", b"half")
+    assert await rq.cancel(database, {"_id": claimed["_id"]}) == 1
+    worker = TransferWorker(fast_settings(settings), database)
+    await worker.run(max_cycles=1)
+    assert await copying_replicas(database) == []
+    assert await replica_status(database, "/vo/f", "DST") is None
+    assert not partial.exists()
+    doc = await database[rq.REQUESTS].find_one({})
+    assert doc is not None and "copying_replica" not in doc and doc["state"] == "cancelled"
+
+
+async def test_stream_copies_between_local_ses_keep_the_catalogue_adler32(
+    database: AsyncDatabase[Document], settings: Settings, tmp_path: Path,
+) -> None:
+    src, dst = disk_se("SRC", tmp_path / "src"), disk_se("DST", tmp_path / "dst")
+    await add_ses(database, src, dst)
+    contents = await put_files(database, [src], ["/vo/big"], size=3 << 20)
+    await rq.submit_transfers(database, [{"lfn": "/vo/big", "dest_se": "DST"}], requester="t")
+    await run_until_drained(database, TransferWorker(fast_settings(settings), database))
+    request = await database[rq.REQUESTS].find_one({})
+    assert request is not None and request["result"]["mode"] == "stream"
+    assert request["result"]["adler32"] == f"{zlib.adler32(contents['/vo/big']):08x}"

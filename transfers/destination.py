@@ -1,0 +1,76 @@
+"""A transfer's destination replica: registered `copying` before any byte moves, flipped to
+`available` only after the copy was verified, removed (with its bytes) when the copy fails.
+
+Every step is idempotent, so a worker that takes over a crashed worker's request finds the
+replica in whatever state it was left and carries on. Status changes go through
+`catalogue.replicas.set_replica_status` (a compare-and-set on the replica's status); the removal
+pulls the exact element read, so it misses (and changes nothing) if the replica changed meanwhile.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+
+from pymongo.asynchronous.database import AsyncDatabase
+
+from catalogue.files import FILES
+from catalogue.replicas import add_replicas, set_replica_status
+from kernel.db import Document, database_errors
+from kernel.errors import CairnError
+from storage_plugins.registry import plugin_for
+from transfers.endpoints import Endpoint
+
+log = logging.getLogger("cairn.transfers")
+
+
+async def replica_on(db: AsyncDatabase[Document], lfn: str, se: str) -> Document | None:
+    """The replica of lfn on se as the catalogue has it now, or None."""
+    with database_errors():
+        doc = await db[FILES].find_one({"_id": lfn}, {"replicas": 1})
+    for replica in (doc or {}).get("replicas", []):
+        if replica.get("se") == se:
+            return dict(replica)
+    return None
+
+
+async def register_copying(db: AsyncDatabase[Document], lfn: str, se: str) -> str:
+    """Make sure lfn has a `copying` replica on se before bytes move; returns the status found.
+
+    "available" means the file is there already (nothing to copy). A `bad` or `unavailable`
+    replica left from an earlier attempt becomes `copying` again.
+    """
+    current = await replica_on(db, lfn, se)
+    if current is None:
+        await add_replicas(db, [{"lfn": lfn, "se": se, "status": "copying"}])
+        current = await replica_on(db, lfn, se)
+        if current is None:
+            raise CairnError(f"{lfn}: the copying replica on {se} vanished right after it was registered")
+    status = str(current.get("status"))
+    if status in ("bad", "unavailable") and await set_replica_status(db, lfn, se, "copying", expected=status):
+        return "copying"
+    return status
+
+
+async def confirm(db: AsyncDatabase[Document], lfn: str, se: str) -> bool:
+    """The copy is verified: copying → available (True if this call flipped it or it already was)."""
+    if await set_replica_status(db, lfn, se, "available", expected="copying"):
+        return True
+    current = await replica_on(db, lfn, se)
+    return current is not None and current.get("status") == "available"
+
+
+async def discard(db: AsyncDatabase[Document], lfn: str, se: str, dest: Endpoint | None) -> None:
+    """Remove a `copying` replica and whatever bytes an unfinished copy left at dest.
+
+    Replicas in any other status are left alone: an available one is a finished copy.
+    """
+    current = await replica_on(db, lfn, se)
+    if current is None or current.get("status") != "copying":
+        return
+    if dest is not None:
+        with contextlib.suppress(CairnError, OSError):
+            await plugin_for(dest.url, dest.options).delete(dest.url)
+    with database_errors():
+        await db[FILES].update_one({"_id": lfn}, {"$pull": {"replicas": current}, "$inc": {"version": 1}})
+    log.info("removed the unfinished replica of %s on %s", lfn, se)

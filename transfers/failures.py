@@ -1,0 +1,64 @@
+"""Why a transfer failed, and whether trying again can help.
+
+Permanent: nothing to copy from (no source, the file or its last source missing, a checksum
+that stays wrong), or a request the system cannot carry out (bad input, unsupported protocol).
+Transient: the storage or network is down or slow (timeouts, 5xx, refused connections →
+ServiceUnavailable), a third-party copy that did not complete, an SE switched off for a while.
+Transient failures are retried with exponential backoff until the request's attempts run out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+import aiohttp
+
+from kernel.errors import CairnError, Forbidden, InvalidInput, NotFound, ServiceUnavailable
+from storage_plugins.errors import ChecksumMismatch, NotSupported, StorageError
+
+# Reasons, as counted in link statistics and shown in `last_error`'s `error_class`.
+NO_SOURCE = "no_source"
+NO_SUCH_FILE = "no_such_file"
+SOURCE_MISSING = "source_missing"
+CHECKSUM = "checksum_mismatch"
+UNAVAILABLE = "storage_unavailable"
+TRANSFER_FAILED = "transfer_failed"
+FORBIDDEN = "forbidden"
+INVALID = "invalid"
+TIMEOUT = "timeout"
+OTHER = "other"
+
+
+@dataclass(frozen=True)
+class Failure:
+    reason: str
+    message: str
+    permanent: bool
+
+
+def classify(exc: BaseException) -> Failure:
+    """The reason for an exception raised by a copy, and whether it is permanent."""
+    message = getattr(exc, "message", None) or str(exc) or type(exc).__name__
+    if isinstance(exc, ChecksumMismatch):
+        return Failure(CHECKSUM, message, permanent=False)
+    if isinstance(exc, NotFound):
+        return Failure(SOURCE_MISSING, message, permanent=True)
+    if isinstance(exc, InvalidInput | NotSupported):
+        return Failure(INVALID, message, permanent=True)
+    if isinstance(exc, Forbidden):
+        return Failure(FORBIDDEN, message, permanent=False)
+    if isinstance(exc, ServiceUnavailable | aiohttp.ClientError | ConnectionError):
+        return Failure(UNAVAILABLE, message, permanent=False)
+    if isinstance(exc, TimeoutError | asyncio.TimeoutError):
+        return Failure(TIMEOUT, message, permanent=False)
+    if isinstance(exc, StorageError):
+        return Failure(TRANSFER_FAILED, message, permanent=False)
+    if isinstance(exc, CairnError | OSError):
+        return Failure(OTHER, message, permanent=False)
+    return Failure(OTHER, f"{type(exc).__name__}: {message}", permanent=False)
+
+
+def backoff_s(attempts: int, *, base_s: float, cap_s: float) -> float:
+    """Delay before the next try after `attempts` tries: base * 2^(attempts-1), at most cap."""
+    return float(min(cap_s, base_s * 2 ** max(0, min(attempts - 1, 30))))

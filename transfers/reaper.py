@@ -1,0 +1,152 @@
+"""`cairn daemon reaper`: deletes replicas.
+
+1. Deletion requests: one replica (the request names the SE), or every replica of the file when
+   the request explicitly asks for it (no SE named; administrators only, checked by the route).
+   A request naming one SE never removes the file's last available replica, nor a locked,
+   protected or pinned one (see `transfers.deletion` for the protection contract).
+2. Space: when a disk SE with a `space.total_bytes` holds more than `high_water` of it (the sum of
+   its replicas' file sizes in the catalogue), the reaper deletes least-recently-used replicas
+   — by the replica's `accessed` time where something records one, else its `created` time —
+   that nothing protects and that are not the last available copy, until the SE is down to
+   `low_water`. One reaper at a time works on an SE (a named lease "reaper:SE").
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+
+from pymongo.asynchronous.database import AsyncDatabase
+
+from catalogue.files import FILES
+from catalogue.storage_elements import StorageElement, list_storage_elements
+from kernel import lease
+from kernel.daemon import Daemon
+from kernel.db import Document, database_errors
+from kernel.errors import CairnError
+from kernel.settings import Settings
+from transfers import requests as rq
+from transfers.deletion import Refused, delete_replica, protection
+from transfers.failures import backoff_s, classify
+
+log = logging.getLogger("cairn.reaper")
+
+BATCH = 200
+
+
+async def used_bytes(db: AsyncDatabase[Document], se: str) -> int:
+    """Bytes the catalogue places on an SE: the sizes of the files with a replica there (a file
+    has at most one replica per SE)."""
+    with database_errors():
+        # files_by_replica_se
+        cursor = await db[FILES].aggregate([
+            {"$match": {"replicas.se": se}},
+            {"$group": {"_id": None, "bytes": {"$sum": "$size"}}},
+        ])
+        rows = await cursor.to_list()
+    return int(rows[0]["bytes"]) if rows else 0
+
+
+async def eviction_candidates(db: AsyncDatabase[Document], se: str, *, limit: int) -> list[Document]:
+    """Available, unprotected replicas on se that are not their file's last available copy,
+    least recently used first: `{lfn, size, last_used}`."""
+    with database_errors():
+        cursor = db[FILES].find({"replicas.se": se}, {"replicas": 1, "size": 1})  # files_by_replica_se
+        docs = await cursor.to_list()
+    at = dt.datetime.now(dt.UTC)
+    out: list[Document] = []
+    for doc in docs:
+        replicas = doc.get("replicas", [])
+        mine = next((r for r in replicas if r.get("se") == se), None)
+        if mine is None or mine.get("status") != "available" or protection(mine, at):
+            continue
+        if not any(r.get("se") != se and r.get("status") == "available" for r in replicas):
+            continue
+        out.append({"lfn": doc["_id"], "size": int(doc.get("size", 0)),
+                    "last_used": mine.get("accessed") or mine.get("created") or at})
+    out.sort(key=lambda c: c["last_used"])
+    return out[:limit]
+
+
+class Reaper(Daemon):
+    name = "reaper"
+
+    def __init__(self, settings: Settings, db: AsyncDatabase[Document]) -> None:
+        super().__init__()
+        self.db = db
+        self.settings = settings.transfers
+        self.credentials = settings.storage_credentials
+        self.idle_sleep_s = settings.transfers.idle_sleep_s
+
+    async def run_once(self) -> int:
+        ses = {se.name: se for se in await list_storage_elements(self.db)}
+        handled = 0
+        for _ in range(BATCH):
+            request = await rq.claim(self.db, self.worker, kinds=["delete"], lease_s=self.settings.lease_s)
+            if request is None:
+                break
+            await self._delete(request, ses)
+            handled += 1
+        for se in ses.values():
+            handled += await self._free_space(se)
+        return handled
+
+    async def _delete(self, request: Document, ses: dict[str, StorageElement]) -> None:
+        lfn, only = request["lfn"], request.get("dest_se")
+        with database_errors():
+            doc = await self.db[FILES].find_one({"_id": lfn}, {"replicas": 1})
+        if doc is None:
+            await rq.fail(self.db, request["_id"], self.worker, f"{lfn}: no such file", "no_such_file")
+            return
+        targets = [only] if only else [r["se"] for r in doc.get("replicas", [])]
+        deleted: list[str] = []
+        try:
+            for name in targets:
+                se = ses.get(name)
+                if se is None:
+                    raise Refused(f"SE {name} does not exist")
+                if await delete_replica(self.db, lfn, se, self.credentials, allow_last=only is None,
+                                        override_protection=only is None):
+                    deleted.append(name)
+        except Refused as exc:
+            await rq.fail(self.db, request["_id"], self.worker, str(exc), "refused")
+            return
+        except CairnError as exc:
+            failure = classify(exc)
+            attempts = int(request.get("attempts", 1))
+            if failure.permanent or attempts >= int(request.get("max_attempts", rq.DEFAULT_MAX_ATTEMPTS)):
+                await rq.fail(self.db, request["_id"], self.worker, failure.message, failure.reason)
+            else:
+                await rq.retry_later(self.db, request["_id"], self.worker, failure.message,
+                                     delay_s=backoff_s(attempts, base_s=self.settings.retry_base_s,
+                                                       cap_s=self.settings.retry_cap_s))
+            return
+        await rq.complete(self.db, request["_id"], self.worker, {"deleted": deleted})
+
+    async def _free_space(self, se: StorageElement) -> int:
+        total = se.space.total_bytes
+        if se.kind != "disk" or not total or not se.delete_enabled:
+            return 0
+        used = await used_bytes(self.db, se.name)
+        if used <= se.space.high_water * total:
+            return 0
+        name = f"reaper:{se.name}"
+        if not await lease.acquire(self.db, name, self.worker, lease_s=self.settings.lease_s):
+            return 0
+        target = se.space.low_water * total
+        freed = 0
+        try:
+            for candidate in await eviction_candidates(self.db, se.name, limit=self.settings.reaper_batch):
+                if used - freed <= target or self.stopping:
+                    break
+                try:
+                    if await delete_replica(self.db, candidate["lfn"], se, self.credentials, allow_last=False):
+                        freed += candidate["size"]
+                except Refused as exc:
+                    log.info("kept %s", exc)
+        finally:
+            await lease.release(self.db, name, self.worker)
+        log.info("SE %s: %d of %d bytes used (high water %.0f%%); freed %d bytes", se.name, used, total,
+                 se.space.high_water * 100, freed)
+        return 1 if freed else 0
+

@@ -1,0 +1,244 @@
+"""One transfer request, from its claim to its end: choose the source, stage it if it is on tape,
+register the destination replica `copying`, copy (third-party when the link allows it, else
+streamed through the worker), verify adler32 against the catalogue, flip the replica to
+`available`, and finish the request — or classify the failure, fail over to another source,
+back off and retry, or give up. The worker daemon (`transfers.worker`) only schedules these.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+
+from pymongo.asynchronous.database import AsyncDatabase
+
+from catalogue.files import fetch_files
+from catalogue.replicas import set_replica_status
+from catalogue.storage_elements import StorageElement
+from kernel.db import Document
+from kernel.errors import CairnError
+from kernel.settings import TransferSettings
+from storage_plugins.copy import copy
+from storage_plugins.registry import plugin_for
+from storage_plugins.tape import TapePlugin
+from transfers import destination, link_stats
+from transfers import requests as rq
+from transfers.endpoints import Endpoint, endpoints, options_by_scheme
+from transfers.failures import CHECKSUM, NO_SOURCE, NO_SUCH_FILE, SOURCE_MISSING, Failure, backoff_s, classify
+from transfers.sources import Source, can_tpc, rank_sources
+
+log = logging.getLogger("cairn.transfers")
+
+
+@dataclass
+class Context:
+    """What every transfer of one worker shares."""
+
+    db: AsyncDatabase[Document]
+    worker: str
+    settings: TransferSettings
+    credentials: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+
+
+@dataclass
+class Job:
+    """A claimed transfer, planned: copy from `source`, or end it at once (`outcome`)."""
+
+    request: Document
+    outcome: Literal["copy", "done", "failed", "stage"]
+    file: Document | None = None
+    dest: StorageElement | None = None
+    source: Source | None = None
+    sources: list[Source] = field(default_factory=list)
+    failure: Failure | None = None
+
+    @property
+    def id(self) -> str:
+        return str(self.request["_id"])
+
+    @property
+    def lfn(self) -> str:
+        return str(self.request["lfn"])
+
+    @property
+    def link(self) -> tuple[str, str]:
+        return (self.source.se.name if self.source else "?", str(self.request["dest_se"]))
+
+
+async def plan(ctx: Context, request: Document, ses: Mapping[str, StorageElement]) -> Job:
+    """Decide what to do with a claimed transfer (reads the file; asks a tape SE if it is online)."""
+    lfn, dest_name = request["lfn"], request["dest_se"]
+    files = await fetch_files(ctx.db, [lfn])
+    file_doc = files.get(lfn)
+    if file_doc is None:
+        return Job(request, "failed", failure=Failure(NO_SUCH_FILE, f"{lfn}: no such file", permanent=True))
+    dest = ses.get(dest_name)
+    if dest is None:
+        return Job(request, "failed", failure=Failure(NO_SOURCE, f"SE {dest_name} does not exist", permanent=True))
+    if any(r.get("se") == dest_name and r.get("status") == "available" for r in file_doc.get("replicas", [])):
+        return Job(request, "done", file=file_doc, dest=dest)
+    failed_on = request.get("failed_sources", [])
+    sources = [s for s in rank_sources(file_doc, ses, dest, only_se=request.get("source_se"), failed_on=failed_on)
+               if s.se.name not in failed_on]
+    if not sources:
+        why = "every source failed" if failed_on else "no available replica on a readable SE"
+        return Job(request, "failed", file=file_doc, dest=dest,
+                   failure=Failure(NO_SOURCE, f"{lfn}: no source to copy from ({why})", permanent=True))
+    job = Job(request, "copy", file=file_doc, dest=dest, source=sources[0], sources=sources)
+    if sources[0].on_tape and not await _online(ctx, sources[0], lfn):
+        job.outcome = "stage"
+    return job
+
+
+def _tape(ctx: Context, source: Source, lfn: str) -> tuple[TapePlugin, str]:
+    ep = endpoints(source.se, lfn, "read", credentials=ctx.credentials, registered_url=source.url)[0]
+    plugin = plugin_for(ep.url, ep.options)
+    if not isinstance(plugin, TapePlugin):
+        raise CairnError(f"SE {source.se.name} is a tape SE but {ep.url} is not served by the tape plugin")
+    return plugin, ep.url
+
+
+async def _online(ctx: Context, source: Source, lfn: str) -> bool:
+    plugin, url = _tape(ctx, source, lfn)
+    return await plugin.is_online(url)
+
+
+async def stage(ctx: Context, job: Job) -> None:
+    """Every source is on tape and offline: ask for it to be brought online and park the request."""
+    assert job.source is not None
+    plugin, url = _tape(ctx, job.source, job.lfn)
+    request_id = await plugin.bring_online([url], pin_lifetime_s=ctx.settings.pin_lifetime_s)
+    await rq.park_for_staging(ctx.db, job.id, ctx.worker, stage={
+        "se": job.source.se.name, "url": url, "request_id": request_id, "next_poll": rq.now()})
+    log.info("%s: staging from %s (%s)", job.lfn, job.source.se.name, request_id)
+
+
+async def finish_without_copy(ctx: Context, job: Job) -> None:
+    """End a request the plan already settled: the file is there, or there is nothing to do."""
+    if job.outcome == "done":
+        await rq.complete(ctx.db, job.id, ctx.worker, {"already_there": True})
+    elif job.failure is not None:
+        await rq.fail(ctx.db, job.id, ctx.worker, job.failure.message, job.failure.reason)
+
+
+def dest_endpoint(ctx: Context, se: StorageElement, lfn: str) -> Endpoint | None:
+    """Where a destination replica's bytes are (to delete what an unfinished copy left)."""
+    with contextlib.suppress(CairnError):
+        return endpoints(se, lfn, "write", credentials=ctx.credentials)[0]
+    return None
+
+
+async def run_copy(ctx: Context, job: Job) -> None:
+    """Copy, verify, register; on failure classify, clean up and retry, fail over or give up."""
+    assert job.source is not None and job.dest is not None and job.file is not None
+    source, dest, lfn = job.source, job.dest, job.lfn
+    dest_eps: list[Endpoint] = []
+    try:
+        dest_eps = endpoints(dest, lfn, "write", credentials=ctx.credentials)
+        src_eps = endpoints(source.se, lfn, "read", credentials=ctx.credentials, registered_url=source.url)
+        status = await destination.register_copying(ctx.db, lfn, dest.name)
+        if status == "available":
+            await rq.complete(ctx.db, job.id, ctx.worker, {"already_there": True})
+            return
+        await rq.mark(ctx.db, job.id, ctx.worker, {"copying_replica": True, "current_source": source.se.name})
+        result = await asyncio.wait_for(
+            copy([e.url for e in src_eps], [e.url for e in dest_eps],
+                 source_options=options_by_scheme(src_eps), dest_options=options_by_scheme(dest_eps),
+                 expected_adler32=job.file["adler32"], allow_tpc=can_tpc(source.se, dest),
+                 timeout_s=ctx.settings.copy_timeout_s),
+            timeout=ctx.settings.copy_timeout_s,
+        )
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:
+        await _failed(ctx, job, classify(exc), dest_eps[0] if dest_eps else None)
+        return
+    await rq.count_copy(ctx.db, job.id)
+    if not await destination.confirm(ctx.db, lfn, dest.name):
+        failure = Failure("replica_changed", f"{lfn}: the replica on {dest.name} changed during the copy", False)
+        await _failed(ctx, job, failure, dest_eps[0])
+        return
+    await link_stats.record(ctx.db, source.se.name, dest.name, ok=True, nbytes=result.bytes, seconds=result.seconds,
+                            mode=result.mode)
+    await rq.complete(ctx.db, job.id, ctx.worker, {
+        "source_se": source.se.name, "mode": result.mode, "protocol": result.protocol, "bytes": result.bytes,
+        "adler32": result.adler32, "seconds": round(result.seconds, 3)})
+
+
+async def _source_is_corrupt(ctx: Context, job: Job) -> bool:
+    """After a checksum mismatch: does the source itself hold the wrong bytes?"""
+    assert job.source is not None and job.file is not None
+    try:
+        ep = endpoints(job.source.se, job.lfn, "read", credentials=ctx.credentials,
+                       registered_url=job.source.url)[0]
+        actual = await plugin_for(ep.url, ep.options).checksum(ep.url)
+    except CairnError:
+        return False
+    return actual.lower() != str(job.file["adler32"]).lower()
+
+
+async def _failed(ctx: Context, job: Job, failure: Failure, dest_ep: Endpoint | None) -> None:
+    assert job.source is not None and job.dest is not None
+    source = job.source.se.name
+    await destination.discard(ctx.db, job.lfn, job.dest.name, dest_ep)
+    await rq.clear_copying_replica(ctx.db, job.id)
+    await link_stats.record(ctx.db, source, job.dest.name, ok=False, reason=failure.reason)
+    failed_sources = list(job.request.get("failed_sources", []))
+    fail_over = False
+    if failure.reason == CHECKSUM and await _source_is_corrupt(ctx, job):
+        await set_replica_status(ctx.db, job.lfn, source, "bad", expected="available")
+        failure = Failure(CHECKSUM, f"{failure.message} (the replica on {source} is corrupt: marked bad)", False)
+        fail_over = True
+    elif failure.reason == SOURCE_MISSING:
+        fail_over = True
+    if fail_over:
+        failed_sources.append(source)
+        if len(job.sources) > 1:
+            log.info("%s: %s; failing over from %s", job.lfn, failure.message, source)
+            await rq.retry_later(ctx.db, job.id, ctx.worker, failure.message, delay_s=0,
+                                 update={"failed_sources": failed_sources, "error_class": failure.reason})
+            return
+        failure = Failure(failure.reason, f"{failure.message}; no other source", permanent=True)
+    attempts = int(job.request.get("attempts", 1))
+    if failure.permanent or attempts >= int(job.request.get("max_attempts", rq.DEFAULT_MAX_ATTEMPTS)):
+        message = failure.message if failure.permanent else f"gave up after {attempts} attempts: {failure.message}"
+        await rq.fail(ctx.db, job.id, ctx.worker, message, failure.reason)
+        return
+    delay = backoff_s(attempts, base_s=ctx.settings.retry_base_s, cap_s=ctx.settings.retry_cap_s)
+    await rq.retry_later(ctx.db, job.id, ctx.worker, failure.message, delay_s=delay,
+                         update={"error_class": failure.reason})
+
+
+async def abandon(ctx: Context, request_id: str, lfn: str, dest: StorageElement | None, *, stopping: bool) -> None:
+    """After a copy was interrupted (lease lost or worker stopping): clean up what is ours.
+
+    The request still ours (stopping) → its replica is removed and the request released;
+    ended meanwhile (cancelled) → its replica is removed; taken over by another worker → left alone.
+    """
+    doc = await rq.get_request(ctx.db, request_id)
+    if doc is None or dest is None:
+        return
+    ours = doc.get("state") == "active" and doc.get("lease_owner") == ctx.worker
+    if ours or doc.get("state") in rq.FINAL_STATES:
+        await destination.discard(ctx.db, lfn, dest.name, dest_endpoint(ctx, dest, lfn))
+        await rq.clear_copying_replica(ctx.db, request_id)
+    if ours and stopping:
+        await rq.release(ctx.db, request_id, ctx.worker)
+
+
+async def sweep_ended(ctx: Context, ses: Mapping[str, StorageElement]) -> int:
+    """Remove `copying` replicas left by requests that ended without their worker (cancelled
+    while it was dead, say); returns how many requests were cleaned."""
+    cleaned = 0
+    for doc in await rq.ended_with_copying_replica(ctx.db):
+        se = ses.get(doc.get("dest_se") or "")
+        if se is not None:
+            await destination.discard(ctx.db, doc["lfn"], se.name, dest_endpoint(ctx, se, doc["lfn"]))
+        await rq.clear_copying_replica(ctx.db, doc["_id"])
+        cleaned += 1
+    return cleaned
+
