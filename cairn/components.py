@@ -11,7 +11,7 @@ from aiohttp import web
 from pymongo.asynchronous.database import AsyncDatabase
 
 from cairn import system_routes
-from catalogue import directories, files, storage_elements
+from catalogue import dataset_contents, datasets, directories, files, storage_elements
 from kernel.daemon import Daemon
 from kernel.db import Document, IndexSpec
 from kernel.settings import Settings
@@ -23,10 +23,19 @@ DaemonFactory = Callable[[Settings, AsyncDatabase[Document]], Daemon]
 
 
 def route_tables() -> list[ApiRoutes]:
-    from catalogue import file_routes, namespace_routes, se_routes
+    from catalogue import (
+        dataset_routes,
+        file_routes,
+        metadata_routes,
+        namespace_routes,
+        provenance_routes,
+        se_routes,
+        usage_routes,
+    )
     from transfers import request_routes, stats_routes
 
     return [system_routes.routes, namespace_routes.routes, file_routes.routes, se_routes.routes,
+            metadata_routes.routes, dataset_routes.routes, provenance_routes.routes, usage_routes.routes,
             request_routes.routes, stats_routes.routes]
 
 
@@ -38,7 +47,8 @@ def plain_routes() -> list[tuple[str, str, Handler]]:
 
 
 def index_specs() -> list[IndexSpec]:
-    return [*storage_elements.INDEXES, *directories.INDEXES, *files.INDEXES, *transfer_requests.INDEXES]
+    return [*storage_elements.INDEXES, *directories.INDEXES, *files.INDEXES, *datasets.INDEXES,
+            *dataset_contents.INDEXES, *transfer_requests.INDEXES]
 
 
 def daemon_factories() -> dict[str, DaemonFactory]:

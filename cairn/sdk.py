@@ -14,11 +14,12 @@ import inspect
 from typing import Any
 
 from catalogue.client import CatalogueClient
+from catalogue.metadata_client import MetadataClient
 from kernel.client import BaseClient
 from transfers.client import TransfersClient
 
 
-class Client(CatalogueClient, TransfersClient, BaseClient):
+class Client(CatalogueClient, MetadataClient, TransfersClient, BaseClient):
     """Every API call Cairn offers, as async methods."""
 
     async def whoami(self) -> dict[str, Any]:

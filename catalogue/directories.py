@@ -32,8 +32,11 @@ def now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
-def directory_document(path: str, principal: Principal, *, mode: int | None, at: dt.datetime) -> Document:
-    """A new directory owned by the caller (primary group) with the given or default mode."""
+def directory_document(
+    path: str, principal: Principal, *, mode: int | None, at: dt.datetime, metadata: Document | None = None
+) -> Document:
+    """A new directory owned by the caller (primary group) with the given or default mode;
+    `metadata` holds the inherited metadata maps (see `catalogue.metadata.metadata_fields_for`)."""
     return {
         "_id": path,
         "parent": parent_of(path),
@@ -44,6 +47,7 @@ def directory_document(path: str, principal: Principal, *, mode: int | None, at:
         "created": at,
         "modified": at,
         "meta": {},
+        **(metadata or {}),
     }
 
 

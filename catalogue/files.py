@@ -27,8 +27,12 @@ from catalogue.directories import (
     now,
 )
 from catalogue.lfn import ancestors, check_lfn, name_of, parent_of
+from catalogue.metadata import metadata_fields_for
+from catalogue.metadata_fields import declared_fields, typed_values
 from catalogue.permissions import DEFAULT_FILE_MODE, creation_denial, entry_denial, removal_denial
+from catalogue.provenance import add_ancestor_links
 from catalogue.storage_elements import fetch_storage_elements, replica_url
+from catalogue.usage import Usage, record_files
 from kernel.db import Document, IndexSpec, database_errors
 from kernel.errors import InvalidInput, NotFound
 from kernel.principal import Principal
@@ -45,7 +49,10 @@ INDEXES = [
     IndexSpec(FILES, [("guid", 1)], name="files_by_guid", unique=True, sparse=True),
     # what lies on an SE (reaper, SE removal): files.find({"replicas.se": se})
     IndexSpec(FILES, [("replicas.se", 1)], name="files_by_replica_se"),
+    # provenance: descendants of a file, files.find({ancestors: {$in: [lfn, ...]}})
+    IndexSpec(FILES, [("ancestors", 1)], name="files_by_ancestors", sparse=True),
 ]
+MAX_ANCESTORS = 10_000
 
 
 def _lfn(value: str) -> str:
@@ -77,11 +84,19 @@ class FileIn(BaseModel):
     guid: str | None = Field(None, min_length=1, max_length=64)
     mode: int | None = Field(None, ge=0, le=0o777)
     replicas: list[ReplicaIn] = Field(default_factory=list, max_length=100)
+    meta: dict[str, Any] = Field(default_factory=dict, description="own metadata (validated against declared types)")
+    ancestors: list[str] = Field(default_factory=list, max_length=MAX_ANCESTORS,
+                                 description="LFNs this file was made from (provenance)")
 
     @field_validator("lfn")
     @classmethod
     def _valid_lfn(cls, value: str) -> str:
         return _lfn(value)
+
+    @field_validator("ancestors")
+    @classmethod
+    def _valid_ancestors(cls, value: list[str]) -> list[str]:
+        return list(dict.fromkeys(_lfn(v) for v in value))
 
     @field_validator("adler32", "md5")
     @classmethod
@@ -142,6 +157,13 @@ async def register_files(db: AsyncDatabase[Document], principal: Principal, file
     new replicas; a different size or checksum for an existing LFN fails with the reason.
     """
     parsed = parse_files(files)
+    declared = await declared_fields(db) if any(f.meta for f in parsed) else {}
+    own_meta: dict[int, dict[str, Any]] = {}
+    for index, item in enumerate(parsed):
+        try:
+            own_meta[id(item)] = typed_values(item.meta, declared) if item.meta else {}
+        except InvalidInput as exc:
+            raise InvalidInput(f"file #{index}: {exc.message}", details={"index": index, **exc.details}) from exc
     successful: dict[str, Any] = {}
     failed: dict[str, Any] = {}
     batch: dict[str, FileIn] = {}
@@ -175,10 +197,13 @@ async def register_files(db: AsyncDatabase[Document], principal: Principal, file
                 del batch[lfn]
         needed = sorted({a for lfn in batch for a in ancestors(lfn)[1:] if a not in dirs})
         at = now()
-        await insert_directories(db, [directory_document(p, principal, mode=None, at=at) for p in needed])
+        await insert_directories(db, [directory_document(p, principal, mode=None, at=at,
+                                                         metadata=metadata_fields_for(p, {}, dirs))
+                                      for p in needed])
 
     at = now()
-    docs = [_file_document(f, principal, [replicas[id(r)] for r in f.replicas], at) for f in batch.values()]
+    docs = [_file_document(f, principal, [replicas[id(r)] for r in f.replicas], at,
+                           metadata_fields_for(f.lfn, own_meta[id(f)], dirs)) for f in batch.values()]
     duplicates: list[FileIn] = []
     if docs:
         try:
@@ -192,9 +217,10 @@ async def register_files(db: AsyncDatabase[Document], principal: Principal, file
                 else:
                     failed[item.lfn] = f"not written: {error.get('errmsg', 'database error')}"
     dup_lfns = {f.lfn for f in duplicates}
-    for doc in docs:
-        if doc["_id"] not in dup_lfns and doc["_id"] not in failed:
-            successful[doc["_id"]] = {"guid": doc["guid"], "created": True}
+    written = [doc for doc in docs if doc["_id"] not in dup_lfns and doc["_id"] not in failed]
+    for doc in written:
+        successful[doc["_id"]] = {"guid": doc["guid"], "created": True}
+    await record_files(db, written, +1)
     if duplicates:
         await _reconcile(db, duplicates, replicas, successful, failed)
     return {"successful": successful, "failed": failed}
@@ -219,12 +245,16 @@ async def _reconcile(
         successful[item.lfn] = {"guid": doc["guid"], "created": False}
         updates.setdefault(item.lfn, []).extend(replicas[id(r)] for r in item.replicas)
     await push_replicas(db, updates, known=stored)
+    if any(f.ancestors for f in duplicates):
+        await add_ancestor_links(db, {f.lfn: f.ancestors for f in duplicates
+                                      if f.ancestors and f.lfn in successful})
 
 
 async def push_replicas(
     db: AsyncDatabase[Document], wanted: Mapping[str, list[Document]], *, known: Mapping[str, Document] | None = None
 ) -> None:
-    """Append replicas to files unless the file has one on that SE already (one per SE).
+    """Append replicas to files unless the file has one on that SE already (one per SE), and
+    account the replicas added to their SEs' usage.
 
     Each update is guarded by the file's `version` (bumped by every replica change) rather than
     by `replicas.se $ne`, which FerretDB 1.24 evaluates wrongly on arrays; a lost race is read
@@ -232,13 +262,21 @@ async def push_replicas(
     """
     pending = {lfn: reps for lfn, reps in wanted.items() if reps}
     docs = dict(known or {})
+    usage = Usage()
+    attempted: list[tuple[str, str]] = []
     for _ in range(8):
         if not pending:
-            return
+            break
         if not docs:
-            docs = await find_by_ids(db[FILES], pending, {"replicas.se": 1, "version": 1})
+            docs = await find_by_ids(db[FILES], pending, {"replicas.se": 1, "version": 1, "size": 1})
         at = now()
         updates = []
+        for lfn, se in attempted:
+            # A round that raced: what is on the file now was added (by this call, or rarely by a
+            # concurrent one — the usage rebuild corrects that drift).
+            if se in {r["se"] for r in docs.get(lfn, {}).get("replicas", [])}:
+                usage.replica(se, int(docs[lfn].get("size", 0)), +1)
+        attempted = []
         for lfn, reps in pending.items():
             doc = docs.get(lfn)
             if doc is None:
@@ -246,20 +284,25 @@ async def push_replicas(
             present = {r["se"] for r in doc.get("replicas", [])}
             new = list({r["se"]: r for r in reps if r["se"] not in present}.values())
             if new:
+                attempted.extend((lfn, r["se"]) for r in new)
                 updates.append(UpdateOne({"_id": lfn, "version": doc.get("version")},
                                          {"$push": {"replicas": {"$each": new}}, "$set": {"modified": at},
                                           "$inc": {"version": 1}}))
         if not updates:
-            return
+            break
         with database_errors():
             result = await db[FILES].bulk_write(updates, ordered=False)
         if result.modified_count == len(updates):
-            return
+            for lfn, se in attempted:
+                usage.replica(se, int(docs[lfn].get("size", 0)), +1)
+            break
         docs = {}
+    await usage.apply(db)
 
 
-def _file_document(item: FileIn, principal: Principal, replicas: list[Document], at: Any) -> Document:
-    return {
+def _file_document(item: FileIn, principal: Principal, replicas: list[Document], at: Any,
+                   metadata: Document) -> Document:
+    doc = {
         "_id": item.lfn,
         "parent": parent_of(item.lfn),
         "name": name_of(item.lfn),
@@ -273,10 +316,13 @@ def _file_document(item: FileIn, principal: Principal, replicas: list[Document],
         "mode": DEFAULT_FILE_MODE if item.mode is None else item.mode,
         "created": at,
         "modified": at,
-        "meta": {},
         "replicas": replicas,
         "version": 0,
+        **metadata,
     }
+    if item.ancestors:
+        doc["ancestors"] = item.ancestors
+    return doc
 
 
 async def get_file(db: AsyncDatabase[Document], lfn: str) -> Document:
@@ -322,7 +368,7 @@ async def remove_files(
     `force`: the catalogue must not forget bytes that the reaper has not deleted yet."""
     for lfn in lfns:
         check_lfn(lfn)
-    found = await fetch_files(db, lfns, {"replicas.se": 1, "owner": 1})
+    found = await fetch_files(db, lfns, {"replicas.se": 1, "owner": 1, "size": 1})
     dirs = await fetch_directories(db, {a for lfn in found for a in ancestors(lfn)})
     successful: dict[str, Any] = {}
     failed: dict[str, Any] = {}
@@ -343,4 +389,5 @@ async def remove_files(
         with database_errors():
             await db[FILES].delete_many({"_id": {"$in": doomed}})
         successful.update({lfn: {"removed": True} for lfn in doomed})
+        await record_files(db, (found[lfn] for lfn in doomed), -1)
     return {"successful": successful, "failed": failed}

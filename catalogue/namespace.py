@@ -29,6 +29,7 @@ from catalogue.directories import (
 )
 from catalogue.files import FILES
 from catalogue.lfn import ROOT, ancestors, check_lfn, descendant_pattern, is_within, name_of, parent_of
+from catalogue.metadata import metadata_fields_for
 from catalogue.permissions import (
     EXECUTE,
     READ,
@@ -41,6 +42,7 @@ from catalogue.permissions import (
     require,
     traversal_denial,
 )
+from catalogue.usage import Usage, forget_directory_usage, move_directory_usage, record_files
 from kernel.db import Document, database_errors, iterate
 from kernel.errors import Conflict, Forbidden, InvalidInput, NotFound
 from kernel.principal import Principal
@@ -91,7 +93,8 @@ async def mkdir(
         raise Conflict(f"{clash['_id']} is a file, not a directory")
     require(creation_denial(principal, path, dirs))
     at = now()
-    docs = [directory_document(p, principal, mode=mode if p == path else None, at=at) for p in missing]
+    docs = [directory_document(p, principal, mode=mode if p == path else None, at=at,
+                               metadata=metadata_fields_for(p, {}, dirs)) for p in missing]
     await insert_directories(db, docs)
     return entry_view(docs[-1], "directory")
 
@@ -191,11 +194,20 @@ async def move(db: AsyncDatabase[Document], principal: Principal, source: str, d
     require(removal_denial(principal, source, dirs))
     require(creation_denial(principal, destination, dirs))
     moved = {**doc, "_id": destination, "parent": target_parent, "name": name_of(destination), "modified": now()}
+    # Inherited metadata follows the new place: re-derived from the new ancestors, top down.
+    moved.update(metadata_fields_for(destination, doc.get("meta") or {}, dirs))
     collection = db[DIRECTORIES] if kind == "directory" else db[FILES]
     await _relocate(collection, [(source, moved)])
     if kind == "directory":
+        placed: dict[str, Document] = {destination: moved}
         for name in (DIRECTORIES, FILES):
-            await _move_subtree(db[name], source, destination)
+            await _move_subtree(db[name], source, destination, placed)
+        await move_directory_usage(db, source, destination)
+    else:
+        usage = Usage()
+        usage.file(source, int(doc.get("size", 0)), -1)
+        usage.file(destination, int(doc.get("size", 0)), +1)
+        await usage.apply(db)
     return entry_view(moved, kind)
 
 
@@ -236,15 +248,28 @@ async def _relocate(collection: AsyncCollection[Document], pairs: list[tuple[str
             await collection.bulk_write(restores, ordered=False)
 
 
-async def _move_subtree(collection: AsyncCollection[Document], source: str, destination: str) -> None:
-    """Move every record below `source` to the same place below `destination`, batch by batch."""
-    # Index: `_id` (an anchored prefix regex is a range scan on MongoDB); memory stays flat.
+async def _move_subtree(
+    collection: AsyncCollection[Document], source: str, destination: str, placed: dict[str, Document]
+) -> None:
+    """Move every record below `source` to the same place below `destination`, batch by batch,
+    re-deriving inherited metadata from the directories already `placed` (directories come
+    sorted by path, so a parent is always placed before its children; they are kept in
+    `placed`, in memory proportional to the directories of the tree)."""
+    # Index: `_id` (an anchored prefix regex is a range scan on MongoDB); memory stays flat for files.
     pattern = descendant_pattern(source)
     cut = len(source)
+    is_directories = collection.name == DIRECTORIES
+    cursor = collection.find({"_id": {"$regex": pattern}})
+    if is_directories:
+        cursor = cursor.sort("_id", 1)
     batch: list[tuple[str, Document]] = []
-    async for doc in iterate(collection.find({"_id": {"$regex": pattern}}).batch_size(MOVE_BATCH)):
+    async for doc in iterate(cursor.batch_size(MOVE_BATCH)):
         path = destination + doc["_id"][cut:]
-        batch.append((doc["_id"], {**doc, "_id": path, "parent": parent_of(path)}))
+        copy = {**doc, "_id": path, "parent": parent_of(path), **metadata_fields_for(path, doc.get("meta") or {},
+                                                                                       placed)}
+        if is_directories:
+            placed[path] = copy
+        batch.append((doc["_id"], copy))
         if len(batch) >= MOVE_BATCH:
             await _relocate(collection, batch)
             batch = []
@@ -264,6 +289,8 @@ async def remove(db: AsyncDatabase[Document], principal: Principal, path: str, *
             raise Conflict(f"{path} still has {len(doc['replicas'])} replica(s); remove them first")
         with database_errors():
             result = await db[FILES].delete_one({"_id": path})
+        if result.deleted_count:
+            await record_files(db, [doc], -1)
         return result.deleted_count
     with database_errors():
         child = await db[DIRECTORIES].find_one({"parent": path}, {"_id": 1}) or await db[FILES].find_one(
@@ -275,6 +302,7 @@ async def remove(db: AsyncDatabase[Document], principal: Principal, path: str, *
         if not principal.is_admin:
             raise Forbidden("only admins may remove a directory recursively")
         pattern = descendant_pattern(path)
+        await forget_directory_usage(db, path)
         with database_errors():
             removed += (await db[FILES].delete_many({"_id": {"$regex": pattern}})).deleted_count
             removed += (await db[DIRECTORIES].delete_many({"_id": {"$regex": pattern}})).deleted_count

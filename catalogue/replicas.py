@@ -18,6 +18,7 @@ from catalogue.directories import now
 from catalogue.files import FILES, REPLICA_STATUSES, Outcome, ReplicaIn, fetch_files, push_replicas, replica_documents
 from catalogue.lfn import check_lfn
 from catalogue.storage_elements import SES
+from catalogue.usage import Usage
 from kernel.db import Document, database_errors
 from kernel.errors import InvalidInput
 
@@ -89,7 +90,7 @@ async def add_replicas(db: AsyncDatabase[Document], items: Iterable[Mapping[str,
     """
     pairs = _checked(items, with_replica=True)
     docs = await replica_documents(db, pairs)
-    found = await fetch_files(db, {lfn for lfn, _ in pairs}, {"replicas.se": 1, "version": 1})
+    found = await fetch_files(db, {lfn for lfn, _ in pairs}, {"replicas.se": 1, "version": 1, "size": 1})
     successful: dict[str, Any] = {}
     failed: dict[str, Any] = {}
     wanted: dict[str, list[Document]] = {}
@@ -109,10 +110,12 @@ async def remove_replicas(db: AsyncDatabase[Document], items: Iterable[Mapping[s
     Removing a replica that is not there succeeds; a missing file fails.
     """
     pairs = _checked(items, with_replica=False)
-    found = await fetch_files(db, {lfn for lfn, _ in pairs}, {"replicas": 1})
+    found = await fetch_files(db, {lfn for lfn, _ in pairs}, {"replicas": 1, "size": 1})
     successful: dict[str, Any] = {}
     failed: dict[str, Any] = {}
     updates = []
+    usage = Usage()
+    pulled: dict[str, list[Document]] = {}
     at = now()
     for lfn, replica in pairs:
         doc = found.get(lfn)
@@ -123,13 +126,31 @@ async def remove_replicas(db: AsyncDatabase[Document], items: Iterable[Mapping[s
         # `$pull` of the exact element read above (FerretDB has no `$pull` by condition); if it
         # changed meanwhile the pull misses it and the caller sees it still listed.
         for element in doc.get("replicas", []):
-            if element["se"] == replica.se:
+            if element["se"] == replica.se and element not in pulled.setdefault(lfn, []):
+                pulled[lfn].append(element)
+                usage.replica(replica.se, int(doc.get("size", 0)), -1)
                 updates.append(UpdateOne({"_id": lfn}, {"$pull": {"replicas": element}, "$set": {"modified": at},
                                                          "$inc": {"version": 1}}))
     if updates:
         with database_errors():
-            await db[FILES].bulk_write(updates, ordered=False)
+            result = await db[FILES].bulk_write(updates, ordered=False)
+        if result.modified_count == len(updates):
+            await usage.apply(db)
+        else:
+            # Some pull missed (a concurrent change of that replica): account what is gone now.
+            await _account_partial_removal(db, pulled)
     return {"successful": successful, "failed": failed}
+
+
+async def _account_partial_removal(db: AsyncDatabase[Document], pulled: dict[str, list[Document]]) -> None:
+    now_found = await fetch_files(db, pulled, {"replicas.se": 1, "size": 1})
+    usage = Usage()
+    for lfn, elements in pulled.items():
+        still = {r["se"] for r in now_found.get(lfn, {}).get("replicas", [])}
+        for element in elements:
+            if element["se"] not in still and lfn in now_found:
+                usage.replica(element["se"], int(now_found[lfn].get("size", 0)), -1)
+    await usage.apply(db)
 
 
 async def set_replica_status(

@@ -1,0 +1,267 @@
+"""What datasets and containers hold: files attached to datasets, children of containers.
+
+Membership is referenced, never embedded (a dataset may hold millions of files):
+- `dataset_files`: `_id` `<did>#<lfn>` with `did`, `lfn`, `size` (`#` occurs in neither);
+  listing is the index range `(did, lfn)`, paged by `after` or streamed;
+- `container_children`: `_id` `<container>#<child>` with `container` and `child`.
+
+A dataset's `files` and `bytes` follow every attach and detach with one `$inc` guarded by
+`state: open`; an attach that loses a race with close/freeze takes its rows back and fails.
+Counts move by what the database reports as inserted (duplicates are not counted twice).
+Attaching a container to a container refuses cycles: the child's descendants are walked one
+`$in` query per level before the link is written (no transactions: two concurrent attaches that
+together close a cycle are not caught).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import BulkWriteError
+
+from catalogue.datasets import DATASETS, check_did, get_did, writable_did
+from catalogue.directories import DUPLICATE_KEY, find_by_ids, now
+from catalogue.files import authorized_files
+from catalogue.find import open_query
+from catalogue.permissions import READ
+from kernel.db import Document, IndexSpec, database_errors, iterate
+from kernel.errors import Conflict, InvalidInput, NotFound
+from kernel.principal import Principal
+
+DATASET_FILES = "dataset_files"
+CONTAINER_CHILDREN = "container_children"
+MAX_CONTAINER_DEPTH = 64
+REFRESH_BATCH = 1000
+
+INDEXES = [
+    # list_files: dataset_files.find({did: d, lfn: {$gt: after}}).sort(lfn)
+    IndexSpec(DATASET_FILES, [("did", 1), ("lfn", 1)], name="dataset_files_by_did_lfn"),
+    # which datasets hold a file (rules, reaper): dataset_files.find({lfn: l})
+    IndexSpec(DATASET_FILES, [("lfn", 1)], name="dataset_files_by_lfn"),
+    IndexSpec(CONTAINER_CHILDREN, [("container", 1), ("child", 1)], name="container_children_by_container"),
+    IndexSpec(CONTAINER_CHILDREN, [("child", 1)], name="container_children_by_child"),
+]
+
+
+def _row_id(did: str, member: str) -> str:
+    return f"{did}#{member}"
+
+
+async def _insert_rows(db: AsyncDatabase[Document], collection: str, rows: list[Document]) -> list[Document]:
+    """Insert rows unordered; return those actually inserted (duplicates were there already)."""
+    if not rows:
+        return []
+    duplicates: set[int] = set()
+    try:
+        with database_errors():
+            await db[collection].insert_many(rows, ordered=False)
+    except BulkWriteError as exc:
+        errors = exc.details.get("writeErrors", [])
+        if any(e.get("code") != DUPLICATE_KEY for e in errors):
+            raise
+        duplicates = {e["index"] for e in errors}
+    return [row for i, row in enumerate(rows) if i not in duplicates]
+
+
+async def _delete_rows(db: AsyncDatabase[Document], ids: list[str]) -> None:
+    if ids:
+        with database_errors():
+            await db[DATASET_FILES].delete_many({"_id": {"$in": ids}})
+
+
+async def attach_files(
+    db: AsyncDatabase[Document], principal: Principal, did: str, lfns: Sequence[str]
+) -> dict[str, Any]:
+    """Attach files (the caller must be able to read each) to an open, non-dynamic dataset.
+
+    Answers `{"successful": {lfn: {"attached": bool}}, "failed": {lfn: reason}}`; an LFN that
+    was attached already succeeds with `attached: false`.
+    """
+    doc = await writable_did(db, principal, did, "dataset")
+    if doc.get("query") is not None:
+        raise InvalidInput(f"{did} is dynamic: its contents come from its query (refresh it instead)")
+    allowed, failed = await authorized_files(db, principal, list(dict.fromkeys(lfns)), READ)
+    rows = [{"_id": _row_id(did, lfn), "did": did, "lfn": lfn, "size": int(f.get("size", 0))}
+            for lfn, f in allowed.items()]
+    inserted = await _insert_rows(db, DATASET_FILES, rows)
+    if inserted:
+        with database_errors():
+            result = await db[DATASETS].update_one(
+                {"_id": did, "state": "open"},
+                {"$inc": {"files": len(inserted), "bytes": sum(r["size"] for r in inserted)},
+                 "$set": {"modified": now()}})
+        if result.matched_count == 0:
+            with database_errors():
+                await db[DATASET_FILES].delete_many({"_id": {"$in": [r["_id"] for r in inserted]}})
+            raise Conflict(f"{did} was closed or frozen meanwhile; nothing attached")
+    new = {r["lfn"] for r in inserted}
+    return {"successful": {lfn: {"attached": lfn in new} for lfn in allowed}, "failed": failed}
+
+
+async def detach_files(
+    db: AsyncDatabase[Document], principal: Principal, did: str, lfns: Sequence[str]
+) -> dict[str, Any]:
+    """Detach files from an open, non-dynamic dataset; an LFN that is not in it fails."""
+    doc = await writable_did(db, principal, did, "dataset")
+    if doc.get("query") is not None:
+        raise InvalidInput(f"{did} is dynamic: its contents come from its query (refresh it instead)")
+    wanted = list(dict.fromkeys(lfns))
+    rows = await find_by_ids(db[DATASET_FILES], [_row_id(did, lfn) for lfn in wanted])
+    present = {row["lfn"]: row for row in rows.values()}
+    if present:
+        with database_errors():
+            result = await db[DATASET_FILES].delete_many({"_id": {"$in": sorted(rows)}})
+            await db[DATASETS].update_one(
+                {"_id": did},
+                {"$inc": {"files": -result.deleted_count, "bytes": -sum(r["size"] for r in present.values())},
+                 "$set": {"modified": now()}})
+    return {"successful": {lfn: {"detached": True} for lfn in present},
+            "failed": {lfn: f"not in {did}" for lfn in wanted if lfn not in present}}
+
+
+async def _descendant_containers(db: AsyncDatabase[Document], start: str) -> set[str]:
+    """Every DID reachable below `start` through container links (one query per level)."""
+    seen: set[str] = set()
+    level = {start}
+    for _ in range(MAX_CONTAINER_DEPTH):
+        with database_errors():
+            # Index: container_children_by_container.
+            links = await db[CONTAINER_CHILDREN].find({"container": {"$in": sorted(level)}}, {"child": 1}).to_list()
+        level = {link["child"] for link in links} - seen
+        if not level:
+            return seen
+        seen |= level
+    raise Conflict(f"containers below {start} nest deeper than {MAX_CONTAINER_DEPTH} levels")
+
+
+async def attach_children(
+    db: AsyncDatabase[Document], principal: Principal, container: str, children: Sequence[str]
+) -> dict[str, Any]:
+    """Attach datasets or containers to an open container; a child that would close a cycle
+    (the container itself, or one of its ancestors) is refused with 409 and nothing written."""
+    await writable_did(db, principal, container, "container")
+    wanted = list(dict.fromkeys(children))
+    for child in wanted:
+        check_did(child)
+    found = await find_by_ids(db[DATASETS], wanted, {"type": 1})
+    missing = [c for c in wanted if c not in found]
+    if missing:
+        raise NotFound(f"DID(s) {', '.join(missing)} do not exist")
+    for child in wanted:
+        if child == container or (found[child]["type"] == "container"
+                                  and container in await _descendant_containers(db, child)):
+            raise Conflict(f"attaching {child} to {container} would make a cycle", details={"child": child})
+    rows = [{"_id": _row_id(container, c), "container": container, "child": c} for c in wanted]
+    inserted = await _insert_rows(db, CONTAINER_CHILDREN, rows)
+    if inserted:
+        with database_errors():
+            result = await db[DATASETS].update_one(
+                {"_id": container, "state": "open"},
+                {"$inc": {"children": len(inserted)}, "$set": {"modified": now()}})
+        if result.matched_count == 0:
+            with database_errors():
+                await db[CONTAINER_CHILDREN].delete_many({"_id": {"$in": [r["_id"] for r in inserted]}})
+            raise Conflict(f"{container} was closed or frozen meanwhile; nothing attached")
+    new = {r["child"] for r in inserted}
+    return {"successful": {c: {"attached": c in new} for c in wanted}, "failed": {}}
+
+
+async def detach_children(
+    db: AsyncDatabase[Document], principal: Principal, container: str, children: Sequence[str]
+) -> dict[str, Any]:
+    """Detach children from an open container."""
+    await writable_did(db, principal, container, "container")
+    wanted = list(dict.fromkeys(children))
+    rows = await find_by_ids(db[CONTAINER_CHILDREN], [_row_id(container, c) for c in wanted])
+    present = {row["child"] for row in rows.values()}
+    if rows:
+        with database_errors():
+            result = await db[CONTAINER_CHILDREN].delete_many({"_id": {"$in": sorted(rows)}})
+            await db[DATASETS].update_one({"_id": container}, {"$inc": {"children": -result.deleted_count},
+                                                               "$set": {"modified": now()}})
+    return {"successful": {c: {"detached": True} for c in present},
+            "failed": {c: f"not in {container}" for c in wanted if c not in present}}
+
+
+async def open_contents(
+    db: AsyncDatabase[Document], did: str, *, after: str | None = None, limit: int | None = None
+) -> AsyncIterator[Document]:
+    """Check the DID exists now, then return its members sorted: `{lfn, size}` rows of a
+    dataset or `{did, type}` of a container's children."""
+    doc = await get_did(db, did)
+    if doc["type"] == "dataset":
+        query: dict[str, Any] = {"did": did}
+        if after is not None:
+            query["lfn"] = {"$gt": after}
+        # Index: dataset_files_by_did_lfn.
+        cursor = db[DATASET_FILES].find(query, {"_id": 0, "lfn": 1, "size": 1}).sort("lfn", 1)
+    else:
+        query = {"container": did}
+        if after is not None:
+            query["child"] = {"$gt": after}
+        cursor = db[CONTAINER_CHILDREN].find(query, {"_id": 0, "child": 1}).sort("child", 1)
+    if limit is not None:
+        cursor = cursor.limit(limit)
+
+    async def rows() -> AsyncIterator[Document]:
+        async for row in iterate(cursor.batch_size(5000)):
+            yield row if "lfn" in row else {"did": row["child"]}
+
+    return rows()
+
+
+async def list_page(db: AsyncDatabase[Document], did: str, *, after: str | None = None,
+                    limit: int = 1000) -> dict[str, Any]:
+    """One page of a DID's members: `{"members": [...], "next_after": key | None}`."""
+    members = [m async for m in await open_contents(db, did, after=after, limit=limit + 1)]
+    more = len(members) > limit
+    members = members[:limit]
+    key = "lfn" if members and "lfn" in members[0] else "did"
+    return {"members": members, "next_after": members[-1][key] if more else None}
+
+
+async def refresh(db: AsyncDatabase[Document], principal: Principal, did: str) -> Document:
+    """Re-run a dynamic dataset's query and make its contents the result (open datasets only).
+
+    The query's results and the stored contents are both read sorted by LFN and merged, so
+    only the difference is written, in batches, in constant memory; the counts are then set to
+    the result's totals.
+    """
+    doc = await writable_did(db, principal, did, "dataset")
+    if doc.get("query") is None:
+        raise InvalidInput(f"{did} is not dynamic (it has no query)")
+    results = await open_query(db, principal, doc["query"], scope=doc.get("path", "/"))
+    stored = iterate(db[DATASET_FILES].find({"did": did}, {"lfn": 1, "size": 1}).sort("lfn", 1).batch_size(5000))
+    files = size = 0
+    adds: list[Document] = []
+    drops: list[str] = []
+    current = await anext(stored, None)
+    async for found in results:
+        lfn = found["_id"]
+        files += 1
+        size += int(found.get("size", 0))
+        while current is not None and current["lfn"] < lfn:
+            drops.append(current["_id"])
+            current = await anext(stored, None)
+        if len(drops) >= REFRESH_BATCH:
+            await _delete_rows(db, drops)
+            drops = []
+        if current is not None and current["lfn"] == lfn:
+            current = await anext(stored, None)
+        else:
+            adds.append({"_id": _row_id(did, lfn), "did": did, "lfn": lfn, "size": int(found.get("size", 0))})
+        if len(adds) >= REFRESH_BATCH:
+            await _insert_rows(db, DATASET_FILES, adds)
+            adds = []
+    while current is not None:
+        drops.append(current["_id"])
+        current = await anext(stored, None)
+    await _insert_rows(db, DATASET_FILES, adds)
+    await _delete_rows(db, drops)
+    with database_errors():
+        updated = await db[DATASETS].find_one_and_update(
+            {"_id": did}, {"$set": {"files": files, "bytes": size, "refreshed": now(), "modified": now()}},
+            return_document=True)
+    return updated or doc

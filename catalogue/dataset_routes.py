@@ -1,0 +1,133 @@
+"""HTTP routes of datasets and containers: create, show, list, state changes, attach, detach,
+refresh, and contents (paged, or streamed as NDJSON, Arrow or Parquet)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field
+
+from catalogue import dataset_contents, datasets
+from catalogue.datasets import DidIn, did_view
+from catalogue.streaming import stream_rows
+from catalogue.tabular import DATASET_SCHEMA, check_format
+from kernel.errors import InvalidInput
+from kernel.web import DATABASE, ApiRoutes, json_response, principal_of, query_int, read_model, scopes
+
+routes = ApiRoutes("datasets")
+READ = scopes("catalogue.read")
+WRITE = scopes("catalogue.write")
+STATE_ERRORS = {403: "not the owner, group or an admin", 404: "no such DID", 409: "DID not open, or a cycle"}
+
+
+class StateBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    did: str
+    action: Literal["close", "reopen", "freeze"]
+
+
+class MembersBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    did: str
+    lfns: list[str] = Field(default_factory=list, max_length=1_000_000, description="files (datasets)")
+    children: list[str] = Field(default_factory=list, max_length=100_000, description="DIDs (containers)")
+
+
+class DidBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    did: str
+
+
+def _did(request: web.Request) -> str:
+    did = request.query.get("did")
+    if not did:
+        raise InvalidInput("query parameter 'did' is required")
+    datasets.check_did(did)
+    return did
+
+
+@routes.post("/dids", policy=WRITE, summary="Create a dataset or container (a query makes a dynamic dataset)",
+             body=DidIn, responses={400: "bad name or query", 403: "scope not yours", 409: "exists already"})
+async def create(request: web.Request) -> web.Response:
+    body = await read_model(request, DidIn)
+    db = request.app[DATABASE]
+    principal = principal_of(request)
+    doc = await datasets.create_did(db, principal, body)
+    if body.query is not None:
+        doc = await dataset_contents.refresh(db, principal, body.did)
+    return json_response(did_view(doc), status=201)
+
+
+@routes.get("/dids", policy=READ, summary="One dataset or container", query={"did": "scope:name"},
+            responses={404: "no such DID"})
+async def show(request: web.Request) -> web.Response:
+    return json_response(did_view(await datasets.get_did(request.app[DATABASE], _did(request))))
+
+
+@routes.get("/dids/list", policy=READ, summary="DIDs of a scope, by name",
+            query={"scope": "the scope", "after": "last name of the previous page", "limit": "1..10000 (1000)"})
+async def list_scope(request: web.Request) -> web.Response:
+    found = await datasets.list_dids(request.app[DATABASE], request.query.get("scope", ""),
+                                     after=request.query.get("after"),
+                                     limit=query_int(request, "limit", 1000, minimum=1, maximum=10_000))
+    return json_response(found)
+
+
+@routes.post("/dids/state", policy=WRITE, summary="close, reopen (owner/admin) or freeze (final) a DID",
+             body=StateBody, responses=STATE_ERRORS)
+async def state(request: web.Request) -> web.Response:
+    body = await read_model(request, StateBody)
+    doc = await datasets.change_state(request.app[DATABASE], principal_of(request), body.did, body.action)
+    return json_response(did_view(doc))
+
+
+@routes.post("/dids/attach", policy=WRITE, summary="Attach files to a dataset or DIDs to a container (open only)",
+             body=MembersBody, responses=STATE_ERRORS)
+async def attach(request: web.Request) -> web.Response:
+    body = await read_model(request, MembersBody)
+    db, principal = request.app[DATABASE], principal_of(request)
+    if body.children:
+        return json_response(await dataset_contents.attach_children(db, principal, body.did, body.children))
+    return json_response(await dataset_contents.attach_files(db, principal, body.did, body.lfns))
+
+
+@routes.post("/dids/detach", policy=WRITE, summary="Detach files or DIDs (open only)", body=MembersBody,
+             responses=STATE_ERRORS)
+async def detach(request: web.Request) -> web.Response:
+    body = await read_model(request, MembersBody)
+    db, principal = request.app[DATABASE], principal_of(request)
+    if body.children:
+        return json_response(await dataset_contents.detach_children(db, principal, body.did, body.children))
+    return json_response(await dataset_contents.detach_files(db, principal, body.did, body.lfns))
+
+
+@routes.post("/dids/refresh", policy=WRITE, summary="Re-run a dynamic dataset's query into its snapshot",
+             body=DidBody, responses=STATE_ERRORS)
+async def refresh(request: web.Request) -> web.Response:
+    body = await read_model(request, DidBody)
+    doc = await dataset_contents.refresh(request.app[DATABASE], principal_of(request), body.did)
+    return json_response(did_view(doc))
+
+
+@routes.get("/dids/contents", policy=READ, summary="One page of a DID's members, sorted",
+            query={"did": "scope:name", "after": "last member of the previous page", "limit": "1..10000 (1000)"})
+async def contents(request: web.Request) -> web.Response:
+    page = await dataset_contents.list_page(request.app[DATABASE], _did(request), after=request.query.get("after"),
+                                            limit=query_int(request, "limit", 1000, minimum=1, maximum=10_000))
+    return json_response(page)
+
+
+@routes.get("/dids/contents/stream", policy=READ, summary="Every member of a DID (NDJSON, Arrow or Parquet)",
+            query={"did": "scope:name", "after": "start after this member", "format": "json, arrow or parquet"},
+            streams=("application/x-ndjson", "application/vnd.apache.arrow.stream", "application/vnd.apache.parquet"))
+async def contents_stream(request: web.Request) -> web.StreamResponse:
+    did = _did(request)
+    fmt = request.query.get("format")
+    if check_format(fmt) is not None and (await datasets.get_did(request.app[DATABASE], did))["type"] != "dataset":
+        raise InvalidInput("Arrow and Parquet are for dataset contents (files); list containers as JSON")
+    rows = await dataset_contents.open_contents(request.app[DATABASE], did, after=request.query.get("after"))
+    return await stream_rows(request, rows, view=dict, schema=DATASET_SCHEMA, fmt=fmt, filename=did.replace(":", "_"))

@@ -1,0 +1,188 @@
+"""Datasets and containers (Rucio's DIDs): names, records, and their state machine.
+
+Names: `scope:name`. A scope is `[a-z0-9][a-z0-9_.-]{0,63}`; a name is letters, digits and
+`_ . - + =`, at most 255 (no `:` or `/`, so a DID is unambiguous in a URL query and on a
+command line). A caller may create DIDs in the scopes named after their groups, their VO, or
+`user.<sub>`; admins in any scope.
+
+States of a dataset or container:
+
+    open --close--> closed --reopen--> open          (reopen: the owner or an admin)
+    open|closed --freeze--> frozen                   (final: nothing changes any more)
+
+Attaching and detaching need the DID open. Changing a DID (attach, detach, close, freeze,
+refresh) is for its owner, members of its group, and admins; reopening is for the owner and
+admins only, since closing is how a producer tells consumers the content is complete.
+
+A dynamic dataset is defined by a metadata query (and a scope path): its contents are the
+query's result as of the last refresh (a snapshot, materialized like any dataset's contents,
+so listing and counting cost the same). Files are never attached to or detached from it by
+hand; `refresh` re-runs the query while it is open; freezing keeps the last snapshot forever.
+
+Each state change is one `update_one` guarded by the state it leaves, so two racing callers
+cannot both succeed.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import DuplicateKeyError
+
+from catalogue.directories import now
+from catalogue.lfn import ROOT, check_lfn
+from catalogue.meta_query import compile_query
+from catalogue.metadata_fields import declared_fields
+from kernel.db import Document, IndexSpec, database_errors
+from kernel.errors import Conflict, Forbidden, InvalidInput, NotFound
+from kernel.principal import Principal
+
+DATASETS = "datasets"
+SCOPE_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+=-]{0,254}$")
+DidType = Literal["dataset", "container"]
+State = Literal["open", "closed", "frozen"]
+
+INDEXES = [
+    # list_dids: datasets.find({scope: s}).sort(name)
+    IndexSpec(DATASETS, [("scope", 1), ("name", 1)], name="datasets_by_scope_name"),
+]
+
+# state change -> (states it may leave, state it reaches)
+TRANSITIONS: dict[str, tuple[tuple[str, ...], str]] = {
+    "close": (("open",), "closed"),
+    "reopen": (("closed",), "open"),
+    "freeze": (("open", "closed"), "frozen"),
+}
+
+
+class DidIn(BaseModel):
+    """A dataset or container to create."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    did: str
+    type: DidType = "dataset"
+    query: str | None = Field(None, max_length=10_000, description="dynamic dataset: its metadata query")
+    path: str = Field(ROOT, description="dynamic dataset: the directory its query is scoped to")
+    description: str = Field("", max_length=2000)
+
+
+def check_did(value: object) -> tuple[str, str]:
+    """(scope, name) of a valid `scope:name`; InvalidInput naming the rule otherwise."""
+    if not isinstance(value, str) or value.count(":") != 1:
+        raise InvalidInput(f"a DID is 'scope:name', got {value!r}", details={"did": str(value)})
+    scope, name = value.split(":")
+    if not SCOPE_PATTERN.match(scope):
+        raise InvalidInput(f"invalid scope {scope!r}: lower-case letters, digits, _ . - (at most 64, "
+                           "starting with a letter or digit)", details={"did": value})
+    if not NAME_PATTERN.match(name):
+        raise InvalidInput(f"invalid DID name {name!r}: letters, digits, _ . + = - (at most 255, starting with "
+                           "a letter or digit)", details={"did": value})
+    return scope, name
+
+
+def may_create_in(principal: Principal, scope: str) -> bool:
+    return principal.is_admin or scope in {*principal.groups, principal.vo, f"user.{principal.sub}"}
+
+
+def may_change(principal: Principal, did: Document) -> bool:
+    return principal.is_admin or did.get("owner") == principal.sub or did.get("group") in principal.groups
+
+
+def did_view(doc: Document) -> dict[str, Any]:
+    """The public shape of a DID record."""
+    view = {"did": doc["_id"], **{k: v for k, v in doc.items() if k != "_id"}}
+    view["dynamic"] = doc.get("query") is not None
+    return view
+
+
+async def get_did(db: AsyncDatabase[Document], did: str) -> Document:
+    """The record of a DID; NotFound when there is none."""
+    check_did(did)
+    with database_errors():
+        doc = await db[DATASETS].find_one({"_id": did})
+    if doc is None:
+        raise NotFound(f"DID {did} does not exist")
+    return doc
+
+
+async def create_did(db: AsyncDatabase[Document], principal: Principal, item: DidIn) -> Document:
+    """Create an open dataset or container owned by the caller. A dynamic dataset's query is
+    checked here (400 with the position) and its first snapshot is taken by the caller of this
+    function (`dataset_contents.refresh`)."""
+    scope, name = check_did(item.did)
+    if not may_create_in(principal, scope):
+        raise Forbidden(f"you may create DIDs in the scopes {', '.join(sorted({*principal.groups, principal.vo}))} "
+                        f"and user.{principal.sub}, not in {scope}")
+    if item.query is not None:
+        if item.type != "dataset":
+            raise InvalidInput("only datasets can be dynamic (defined by a query)")
+        check_lfn(item.path)
+        compile_query(item.query, await declared_fields(db))
+    at = now()
+    doc: Document = {"_id": item.did, "scope": scope, "name": name, "type": item.type, "state": "open",
+                     "owner": principal.sub, "group": principal.primary_group, "description": item.description,
+                     "created": at, "modified": at}
+    if item.type == "dataset":
+        doc.update({"files": 0, "bytes": 0})
+    else:
+        doc["children"] = 0
+    if item.query is not None:
+        doc.update({"query": item.query, "path": item.path, "refreshed": None})
+    try:
+        with database_errors():
+            await db[DATASETS].insert_one(doc)
+    except DuplicateKeyError as exc:
+        raise Conflict(f"DID {item.did} exists already") from exc
+    return doc
+
+
+async def change_state(db: AsyncDatabase[Document], principal: Principal, did: str, action: str) -> Document:
+    """close, reopen or freeze a DID (see the module docstring for who may do which)."""
+    if action not in TRANSITIONS:
+        raise InvalidInput(f"unknown state change {action!r}; use one of {', '.join(TRANSITIONS)}")
+    doc = await get_did(db, did)
+    allowed = principal.is_admin or doc.get("owner") == principal.sub if action == "reopen" \
+        else may_change(principal, doc)
+    if not allowed:
+        raise Forbidden(f"you may not {action} {did} (owner {doc.get('owner')}, group {doc.get('group')})")
+    leaving, reaching = TRANSITIONS[action]
+    if doc["state"] not in leaving:
+        raise Conflict(f"cannot {action} {did}: it is {doc['state']}")
+    with database_errors():
+        updated = await db[DATASETS].find_one_and_update(
+            {"_id": did, "state": doc["state"]}, {"$set": {"state": reaching, "modified": now()}},
+            return_document=True)
+    if updated is None:
+        raise Conflict(f"{did} changed state meanwhile; read it again")
+    return updated
+
+
+async def writable_did(db: AsyncDatabase[Document], principal: Principal, did: str, kind: DidType) -> Document:
+    """A DID the caller may change, of the kind asked for, and open (Conflict otherwise)."""
+    doc = await get_did(db, did)
+    if doc["type"] != kind:
+        raise InvalidInput(f"{did} is a {doc['type']}, not a {kind}")
+    if not may_change(principal, doc):
+        raise Forbidden(f"you may not change {did} (owner {doc.get('owner')}, group {doc.get('group')})")
+    if doc["state"] != "open":
+        raise Conflict(f"{did} is {doc['state']}: contents change only while it is open")
+    return doc
+
+
+async def list_dids(db: AsyncDatabase[Document], scope: str, *, after: str | None = None,
+                    limit: int = 1000) -> list[dict[str, Any]]:
+    """The DIDs of a scope sorted by name (keyset paging with `after`)."""
+    if not SCOPE_PATTERN.match(scope):
+        raise InvalidInput(f"invalid scope {scope!r}")
+    query: dict[str, Any] = {"scope": scope}
+    if after:
+        query["name"] = {"$gt": after}
+    with database_errors():
+        # Index: datasets_by_scope_name.
+        docs = await db[DATASETS].find(query).sort("name", 1).limit(limit).to_list()
+    return [did_view(d) for d in docs]

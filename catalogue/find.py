@@ -1,0 +1,119 @@
+"""Running metadata queries: one MongoDB `find` per query, streamed, with read permissions.
+
+The filter is the compiled query AND the scope (an anchored `_id` prefix: a range scan of the
+`_id` index on MongoDB). Results come sorted by LFN so a client can page with `after`. On
+MongoDB a selective query uses the index of a declared field (`meta_<key>` on
+`meta_effective.<key>`); the scope and the other conditions filter within it.
+
+Read permission is POSIX-like: a file is returned when the caller may read it (r on the file,
+x on every directory above it). The query itself is never widened or narrowed in Python; the
+ACL check runs per streamed batch with the batch's unseen ancestor directories fetched by one
+`_id $in` (admins skip it). The scope directory must be readable (r and x) by the caller.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import OperationFailure
+
+from catalogue.directories import fetch_directories
+from catalogue.lfn import ROOT, ancestors, check_lfn, descendant_pattern
+from catalogue.meta_query import compile_query
+from catalogue.metadata_fields import EFFECTIVE, declared_fields
+from catalogue.permissions import EXECUTE, READ, ROOT_ENTRY, entry_denial, require
+from kernel.db import Document, database_errors, iterate
+from kernel.errors import NotFound
+from kernel.principal import Principal
+
+FILES = "files"
+BATCH = 1000
+PROJECTION = {"meta": 0, "meta_origin": 0, "version": 0}
+
+
+def file_view(doc: Document) -> dict[str, Any]:
+    """A query result: the file's standard fields, its effective metadata and its SEs."""
+    return {
+        "lfn": doc["_id"], "size": doc.get("size"), "adler32": doc.get("adler32"), "md5": doc.get("md5"),
+        "guid": doc.get("guid"), "owner": doc.get("owner"), "group": doc.get("group"), "mode": doc.get("mode"),
+        "status": doc.get("status"), "created": doc.get("created"), "modified": doc.get("modified"),
+        "meta": doc.get(EFFECTIVE) or {}, "ses": [r["se"] for r in doc.get("replicas", [])],
+        "ancestors": doc.get("ancestors", []),
+    }
+
+
+async def query_filter(db: AsyncDatabase[Document], query: str, scope: str = ROOT,
+                       after: str | None = None) -> dict[str, Any]:
+    """The single MongoDB filter of `query` within `scope` (and after an LFN, for paging)."""
+    check_lfn(scope)
+    parts = [compile_query(query, await declared_fields(db))]
+    if scope != ROOT:
+        parts.append({"_id": {"$regex": descendant_pattern(scope)}})
+    if after is not None:
+        parts.append({"_id": {"$gt": check_lfn(after)}})
+    return parts[0] if len(parts) == 1 else {"$and": parts}
+
+
+async def _check_scope(db: AsyncDatabase[Document], principal: Principal, scope: str) -> None:
+    if scope == ROOT:
+        require(entry_denial(principal, scope, ROOT_ENTRY, READ | EXECUTE, {}))
+        return
+    dirs = await fetch_directories(db, [*ancestors(scope), scope])
+    if scope not in dirs:
+        raise NotFound(f"directory {scope} does not exist")
+    require(entry_denial(principal, scope, dirs[scope], READ | EXECUTE, dirs))
+
+
+async def _readable(db: AsyncDatabase[Document], principal: Principal, docs: list[Document],
+                    cache: dict[str, Document]) -> list[Document]:
+    if principal.is_admin:
+        return docs
+    unseen = {a for d in docs for a in ancestors(d["_id"]) if a != ROOT and a not in cache}
+    if unseen:
+        cache.update(await fetch_directories(db, unseen))
+        if len(cache) > 50_000:  # bound memory on huge scans; refetching is cheap
+            cache.clear()
+            cache.update(await fetch_directories(db, {a for d in docs for a in ancestors(d["_id"])}))
+    return [d for d in docs if entry_denial(principal, d["_id"], d, READ, cache) is None]
+
+
+async def open_query(
+    db: AsyncDatabase[Document], principal: Principal, query: str, *, scope: str = ROOT,
+    after: str | None = None, limit: int | None = None,
+) -> AsyncIterator[Document]:
+    """Check the query and the scope now (so errors come before a response starts), then return
+    the stream of matching file records the caller may read, sorted by LFN."""
+    flt = await query_filter(db, query, scope, after)
+    await _check_scope(db, principal, scope)
+
+    async def results() -> AsyncIterator[Document]:
+        cursor = db[FILES].find(flt, PROJECTION).sort("_id", 1).batch_size(BATCH)
+        if limit is not None:
+            cursor = cursor.limit(limit)
+        cache: dict[str, Document] = {}
+        batch: list[Document] = []
+        async for doc in iterate(cursor):
+            batch.append(doc)
+            if len(batch) >= BATCH:
+                for allowed in await _readable(db, principal, batch, cache):
+                    yield allowed
+                batch = []
+        for allowed in await _readable(db, principal, batch, cache):
+            yield allowed
+
+    return results()
+
+
+async def explain_query(db: AsyncDatabase[Document], query: str, scope: str = ROOT) -> dict[str, Any]:
+    """The database's explain of the query (executionStats where the server gives them)."""
+    flt = await query_filter(db, query, scope)
+    with database_errors():
+        try:
+            result: dict[str, Any] = await db.command(
+                {"explain": {"find": FILES, "filter": flt, "sort": {"_id": 1}}, "verbosity": "executionStats"})
+        except OperationFailure:  # FerretDB's explain takes fewer options
+            result = await db[FILES].find(flt).sort("_id", 1).explain()
+    return result
+

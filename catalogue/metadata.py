@@ -1,0 +1,149 @@
+"""User metadata on files and directories, with inheritance down the namespace.
+
+Every file and directory carries three maps:
+- `meta`: its own values;
+- `meta_effective`: what queries see — the values inherited from every directory above it,
+  nearer directories overriding farther ones, and its own values overriding all of them;
+- `meta_origin`: for each effective key, the path whose own value it is.
+
+New entries copy the effective maps of their nearest existing ancestor (already fetched, with
+one `_id $in`, for the ACL check). Changing a directory's key `k` is one `update_many` per
+collection over the subtree: entries whose `k` came from this directory or from farther up (or
+from nowhere) take the new value; entries whose `k` comes from a nearer directory, or is their
+own, keep theirs. So a metadata query is always a single query on `meta_effective`.
+
+Permissions: setting or removing needs w on the entry (plus traversal); reading needs traversal
+only, like stat.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.asynchronous.database import AsyncDatabase
+
+from catalogue.directories import DIRECTORIES, fetch_directories, now
+from catalogue.lfn import ROOT, ancestors, check_lfn, descendant_pattern
+from catalogue.metadata_fields import EFFECTIVE, ORIGIN, check_key, declared_fields, typed_values
+from catalogue.permissions import WRITE, entry_denial, require
+from kernel.db import Document, database_errors
+from kernel.errors import InvalidInput, NotFound
+from kernel.principal import Principal
+
+FILES = "files"  # catalogue.files imports this module; the name is the same collection
+
+
+def inherited(path: str, dirs: Mapping[str, Mapping[str, Any]]) -> tuple[dict[str, Any], dict[str, str]]:
+    """Effective values and origins that a new entry at `path` inherits: those of its nearest
+    existing ancestor among `dirs` (which already merge everything above it)."""
+    for ancestor in reversed(ancestors(path)):
+        entry = dirs.get(ancestor)
+        if entry is not None:
+            return dict(entry.get(EFFECTIVE) or {}), dict(entry.get(ORIGIN) or {})
+    return {}, {}
+
+
+def metadata_fields_for(path: str, own: Mapping[str, Any], dirs: Mapping[str, Mapping[str, Any]]) -> Document:
+    """The `meta`, `meta_effective` and `meta_origin` of a new entry with its own values `own`."""
+    effective, origin = inherited(path, dirs)
+    effective.update(own)
+    origin.update({key: path for key in own})
+    return {"meta": dict(own), EFFECTIVE: effective, ORIGIN: origin}
+
+
+async def _entry(db: AsyncDatabase[Document], path: str) -> tuple[Document, AsyncCollection[Document]]:
+    check_lfn(path)
+    if path == ROOT:
+        raise InvalidInput("the root directory carries no metadata; set it on a top-level directory")
+    with database_errors():
+        doc = await db[DIRECTORIES].find_one({"_id": path})
+        if doc is not None:
+            return doc, db[DIRECTORIES]
+        doc = await db[FILES].find_one({"_id": path})
+    if doc is None:
+        raise NotFound(f"{path} does not exist")
+    return doc, db[FILES]
+
+
+async def get_metadata(db: AsyncDatabase[Document], principal: Principal, path: str) -> dict[str, Any]:
+    """`{path, type, own, effective, origin}` of a file or directory (traversal needed)."""
+    doc, collection = await _entry(db, path)
+    dirs = await fetch_directories(db, ancestors(path))
+    require(entry_denial(principal, path, doc, 0, dirs))
+    return {"path": path, "type": "directory" if collection.name == DIRECTORIES else "file",
+            "own": doc.get("meta") or {}, "effective": doc.get(EFFECTIVE) or {}, "origin": doc.get(ORIGIN) or {}}
+
+
+async def _writable(
+    db: AsyncDatabase[Document], principal: Principal, path: str
+) -> tuple[Document, AsyncCollection[Document], dict[str, Document]]:
+    doc, collection = await _entry(db, path)
+    dirs = await fetch_directories(db, ancestors(path))
+    require(entry_denial(principal, path, doc, WRITE, dirs))
+    return doc, collection, dirs
+
+
+def _subtree_of(path: str, key: str, origins: Iterable[str | None]) -> dict[str, Any]:
+    """Entries strictly below `path` whose `key` comes from one of `origins` (None: from nowhere)."""
+    named = [o for o in origins if o is not None]
+    alternatives: list[dict[str, Any]] = [{f"{ORIGIN}.{key}": {"$in": named}}]
+    if None in origins:
+        alternatives.append({f"{ORIGIN}.{key}": {"$exists": False}})
+    return {"_id": {"$regex": descendant_pattern(path)}, "$or": alternatives}
+
+
+async def set_metadata(
+    db: AsyncDatabase[Document], principal: Principal, path: str, values: Mapping[str, Any]
+) -> dict[str, Any]:
+    """Set own values on a file or directory (validated against the declared types: a bad value
+    rejects the call, nothing written); a directory's values reach everything below it that has
+    no nearer value of its own."""
+    if not values:
+        raise InvalidInput("give at least one key and value")
+    typed = typed_values(values, await declared_fields(db))
+    _, collection, _ = await _writable(db, principal, path)
+    changes: dict[str, Any] = {"modified": now()}
+    for key, value in typed.items():
+        changes.update({f"meta.{key}": value, f"{EFFECTIVE}.{key}": value, f"{ORIGIN}.{key}": path})
+    with database_errors():
+        await collection.update_one({"_id": path}, {"$set": changes})
+        if collection.name == DIRECTORIES:
+            # Index: `_id` prefix range on MongoDB (the subtree), then the origin test.
+            farther = [*ancestors(path), path, None]
+            for key, value in typed.items():
+                update = {"$set": {f"{EFFECTIVE}.{key}": value, f"{ORIGIN}.{key}": path}}
+                for name in (DIRECTORIES, FILES):
+                    await db[name].update_many(_subtree_of(path, key, farther), update)
+    return await get_metadata(db, principal, path)
+
+
+async def remove_metadata(
+    db: AsyncDatabase[Document], principal: Principal, path: str, keys: Iterable[str]
+) -> dict[str, Any]:
+    """Remove own values; the entry (and, for a directory, whatever inherited them) falls back
+    to the value of the nearest directory above that has one, or to none."""
+    wanted = [check_key(k) for k in keys]
+    if not wanted:
+        raise InvalidInput("give at least one key")
+    doc, collection, dirs = await _writable(db, principal, path)
+    fallback_values, fallback_origins = inherited(path, dirs)
+    own = doc.get("meta") or {}
+    for key in wanted:
+        if key not in own:
+            continue
+        if key in fallback_values:
+            update: dict[str, Any] = {"$set": {f"{EFFECTIVE}.{key}": fallback_values[key],
+                                               f"{ORIGIN}.{key}": fallback_origins[key]}}
+        else:
+            update = {"$unset": {f"{EFFECTIVE}.{key}": "", f"{ORIGIN}.{key}": ""}}
+        with database_errors():
+            await collection.update_one({"_id": path}, {**update, "$unset": {
+                f"meta.{key}": "", **update.get("$unset", {})}})
+            if collection.name == DIRECTORIES:
+                for name in (DIRECTORIES, FILES):
+                    await db[name].update_many(_subtree_of(path, key, [path]), update)
+    with database_errors():
+        await collection.update_one({"_id": path}, {"$set": {"modified": now()}})
+    return await get_metadata(db, principal, path)

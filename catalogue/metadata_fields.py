@@ -1,0 +1,186 @@
+"""Declared (indexed) metadata fields and the typing of metadata values.
+
+Users may store any key; admins *declare* some keys with a type (int, float, string, datetime,
+strings = list of strings). A declared key:
+- is validated (and coerced: "12" -> 12 for int, an ISO text -> datetime) on every set;
+- gets a MongoDB index on the effective field `meta_effective.<key>` of files (and directories),
+  which is what makes metadata queries on it index-backed on MongoDB.
+Undeclared keys take any JSON scalar or a list of strings as given.
+
+Keys are identifiers (`^[A-Za-z][A-Za-z0-9_]{0,63}$`): no dots or `$`, so a key is always one
+level below `meta` and can never address something else in the document.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Mapping
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from pymongo import IndexModel
+from pymongo.asynchronous.database import AsyncDatabase
+
+from kernel.db import Document, database_errors
+from kernel.errors import InvalidInput, NotFound
+
+METADATA_FIELDS = "metadata_fields"
+EFFECTIVE = "meta_effective"
+ORIGIN = "meta_origin"
+FieldType = Literal["int", "float", "string", "datetime", "strings"]
+FIELD_TYPES: tuple[str, ...] = ("int", "float", "string", "datetime", "strings")
+KEY_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
+MAX_STRING = 4096
+MAX_LIST = 256
+
+
+class FieldDeclaration(BaseModel):
+    """An indexed metadata key and its type."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    key: str = Field(..., pattern=KEY_PATTERN.pattern)
+    type: FieldType
+    description: str = Field("", max_length=1000)
+
+
+def check_key(key: object) -> str:
+    """`key` if it is a valid metadata key, else InvalidInput."""
+    if not isinstance(key, str) or not KEY_PATTERN.match(key):
+        raise InvalidInput(f"metadata key {key!r} is not an identifier (letters, digits, _; a letter first; "
+                           "at most 64)", details={"key": str(key)})
+    return key
+
+
+def parse_datetime(value: str) -> dt.datetime:
+    """An ISO 8601 date or date-time; naive values are taken as UTC."""
+    try:
+        parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise ValueError(f"{value!r} is not an ISO 8601 date-time") from exc
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
+
+
+def coerce(key: str, kind: str, value: Any) -> Any:
+    """`value` as the declared type `kind`; ValueError saying why it cannot be."""
+    if kind == "int":
+        if isinstance(value, bool):
+            raise ValueError(f"{key} is an int, not a boolean")
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str) and re.fullmatch(r"[+-]?\d+", value.strip()):
+            return int(value)
+        raise ValueError(f"{key} is an int, got {value!r}")
+    if kind == "float":
+        if isinstance(value, bool):
+            raise ValueError(f"{key} is a float, not a boolean")
+        if isinstance(value, int | float):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise ValueError(f"{key} is a float, got {value!r}")
+    if kind == "string":
+        if isinstance(value, str) and len(value) <= MAX_STRING:
+            return value
+        raise ValueError(f"{key} is a string (at most {MAX_STRING} characters), got {value!r}")
+    if kind == "datetime":
+        if isinstance(value, dt.datetime):
+            return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+        if isinstance(value, str):
+            return parse_datetime(value)
+        raise ValueError(f"{key} is a datetime (ISO 8601 text), got {value!r}")
+    if kind == "strings":
+        if isinstance(value, list) and len(value) <= MAX_LIST and all(isinstance(v, str) for v in value):
+            return value
+        raise ValueError(f"{key} is a list of strings (at most {MAX_LIST}), got {value!r}")
+    raise ValueError(f"unknown field type {kind!r}")
+
+
+def free_value(key: str, value: Any) -> Any:
+    """An undeclared key's value: a JSON scalar or a list of strings, stored as given."""
+    if isinstance(value, bool | int | float | dt.datetime):
+        return value
+    if isinstance(value, str) and len(value) <= MAX_STRING:
+        return value
+    if isinstance(value, list) and len(value) <= MAX_LIST and all(isinstance(v, str) for v in value):
+        return value
+    raise ValueError(f"{key}: a value is a number, a string, a boolean, a datetime or a list of strings; "
+                     f"got {value!r}")
+
+
+def typed_values(values: Mapping[str, Any], declared: Mapping[str, str]) -> dict[str, Any]:
+    """Validate a `{key: value}` mapping against the declared types; InvalidInput naming every
+    bad key (so nothing is written when one is wrong)."""
+    out: dict[str, Any] = {}
+    problems: dict[str, str] = {}
+    for key, value in values.items():
+        try:
+            check_key(key)
+            out[key] = coerce(key, declared[key], value) if key in declared else free_value(key, value)
+        except (ValueError, InvalidInput) as exc:
+            problems[str(key)] = exc.message if isinstance(exc, InvalidInput) else str(exc)
+    if problems:
+        raise InvalidInput("invalid metadata: " + "; ".join(problems.values()), details={"keys": problems})
+    return out
+
+
+async def declared_fields(db: AsyncDatabase[Document]) -> dict[str, str]:
+    """`{key: type}` of every declared field (one small query; the collection is tiny)."""
+    with database_errors():
+        docs = await db[METADATA_FIELDS].find({}).to_list()
+    return {d["_id"]: d["type"] for d in docs}
+
+
+async def list_fields(db: AsyncDatabase[Document]) -> list[dict[str, Any]]:
+    """Every declared field with its type and description, sorted by key."""
+    with database_errors():
+        docs = await db[METADATA_FIELDS].find({}).sort("_id", 1).to_list()
+    return [{"key": d["_id"], "type": d["type"], "description": d.get("description", ""), "indexed": True}
+            for d in docs]
+
+
+def index_name(key: str) -> str:
+    return f"meta_{key}"
+
+
+async def declare_field(db: AsyncDatabase[Document], declaration: FieldDeclaration) -> dict[str, Any]:
+    """Declare (or re-describe) an indexed field and create its indexes on files and directories.
+
+    Changing the type of a declared field is refused: stored values were validated against the
+    old type, and a silent change would leave them wrong.
+    """
+    with database_errors():
+        existing = await db[METADATA_FIELDS].find_one({"_id": declaration.key})
+    if existing is not None and existing["type"] != declaration.type:
+        raise InvalidInput(f"field {declaration.key} is declared as {existing['type']}; remove it before "
+                           f"declaring it as {declaration.type}")
+    with database_errors():
+        await db[METADATA_FIELDS].replace_one(
+            {"_id": declaration.key},
+            {"_id": declaration.key, "type": declaration.type, "description": declaration.description}, upsert=True)
+        for collection in ("files", "directories"):
+            names = set(await db[collection].index_information())
+            if index_name(declaration.key) not in names:
+                # One index per createIndexes: FerretDB 1.24 panics on several existing ones.
+                await db[collection].create_indexes(
+                    [IndexModel([(f"{EFFECTIVE}.{declaration.key}", 1)], name=index_name(declaration.key))])
+    return {"key": declaration.key, "type": declaration.type, "description": declaration.description,
+            "indexed": True}
+
+
+async def undeclare_field(db: AsyncDatabase[Document], key: str) -> None:
+    """Forget a declaration and drop its indexes; stored values stay (as free-form values)."""
+    check_key(key)
+    with database_errors():
+        result = await db[METADATA_FIELDS].delete_one({"_id": key})
+        if result.deleted_count == 0:
+            raise NotFound(f"metadata field {key} is not declared")
+        for collection in ("files", "directories"):
+            if index_name(key) in set(await db[collection].index_information()):
+                await db[collection].drop_index(index_name(key))

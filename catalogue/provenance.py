@@ -1,0 +1,89 @@
+"""Provenance: which files a file was made from (its ancestors) and which were made from it.
+
+A file stores the LFNs it was made from in a plain `ancestors` list (the job layer writes its
+outputs' inputs there; `register_files` takes them too). Descendants are found through the
+multikey index `files_by_ancestors`. Walking either way costs one `$in` query per level, to a
+depth the caller chooses (at most MAX_DEPTH); a file reached twice is reported at its nearest
+depth, so cycles in bad data end the walk instead of looping.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
+
+from pymongo import UpdateOne
+from pymongo.asynchronous.database import AsyncDatabase
+
+from catalogue.directories import find_by_ids
+from catalogue.lfn import check_lfn
+from kernel.db import Document, database_errors
+from kernel.errors import InvalidInput, NotFound
+
+FILES = "files"
+MAX_DEPTH = 50
+MAX_RESULTS = 100_000
+Direction = Literal["ancestors", "descendants"]
+
+
+async def add_ancestor_links(db: AsyncDatabase[Document], links: Mapping[str, Sequence[str]]) -> int:
+    """Add ancestors to existing files (`{lfn: [ancestor, ...]}`, set semantics, one bulk write);
+    returns how many files changed. Ancestors need not exist (inputs may have been removed)."""
+    updates = []
+    for lfn, parents in links.items():
+        check_lfn(lfn)
+        for parent in parents:
+            check_lfn(parent)
+            if parent == lfn:
+                raise InvalidInput(f"{lfn} cannot be its own ancestor")
+        if parents:
+            updates.append(UpdateOne({"_id": lfn}, {"$addToSet": {"ancestors": {"$each": list(parents)}}}))
+    if not updates:
+        return 0
+    with database_errors():
+        result = await db[FILES].bulk_write(updates, ordered=False)
+    return result.modified_count
+
+
+async def link_ancestors(db: AsyncDatabase[Document], lfn: str, ancestors: Sequence[str]) -> dict[str, Any]:
+    """Record that `lfn` was made from `ancestors` (the file must exist)."""
+    check_lfn(lfn)
+    found = await find_by_ids(db[FILES], [lfn], {"_id": 1})
+    if lfn not in found:
+        raise NotFound(f"file {lfn} does not exist")
+    await add_ancestor_links(db, {lfn: list(dict.fromkeys(ancestors))})
+    stored = await find_by_ids(db[FILES], [lfn], {"ancestors": 1})
+    return {"lfn": lfn, "ancestors": stored[lfn].get("ancestors", [])}
+
+
+async def walk(db: AsyncDatabase[Document], lfn: str, direction: Direction, depth: int) -> list[dict[str, Any]]:
+    """Files related to `lfn` up to `depth` levels away: `[{lfn, depth, exists}]`, nearest
+    first. Ancestors that are no longer catalogued are listed with `exists: false`."""
+    check_lfn(lfn)
+    if not 1 <= depth <= MAX_DEPTH:
+        raise InvalidInput(f"depth must be between 1 and {MAX_DEPTH}")
+    start = await find_by_ids(db[FILES], [lfn], {"ancestors": 1})
+    if lfn not in start:
+        raise NotFound(f"file {lfn} does not exist")
+    seen = {lfn}
+    out: list[dict[str, Any]] = []
+    level_docs: dict[str, Document] = start
+    for level in range(1, depth + 1):
+        if direction == "ancestors":
+            names = sorted({a for d in level_docs.values() for a in d.get("ancestors", [])} - seen)
+            level_docs = await find_by_ids(db[FILES], names, {"ancestors": 1}) if names else {}
+            found = [{"lfn": n, "depth": level, "exists": n in level_docs} for n in names]
+        else:
+            with database_errors():
+                # Index: files_by_ancestors (multikey).
+                cursor = db[FILES].find({"ancestors": {"$in": sorted(level_docs)}}, {"ancestors": 1})
+                docs = await cursor.to_list()
+            level_docs = {d["_id"]: d for d in docs if d["_id"] not in seen}
+            found = [{"lfn": n, "depth": level, "exists": True} for n in sorted(level_docs)]
+        seen.update(f["lfn"] for f in found)
+        out.extend(found)
+        if len(out) > MAX_RESULTS:
+            raise InvalidInput(f"more than {MAX_RESULTS} related files; ask for a smaller depth")
+        if not level_docs:
+            break
+    return out

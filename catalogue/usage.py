@@ -1,0 +1,185 @@
+"""Usage accounting: logical files and bytes per directory (recursive), physical replicas and
+bytes per SE, kept current incrementally and recomputable by an admin rebuild.
+
+Records live in one collection `usage`: `_id` `dir:<path>` with `files` and `bytes` (everything
+below the path, the root `/` included), `_id` `se:<name>` with `replicas` and `bytes`. Every
+register, file removal, replica add and replica remove collects its increments in a `Usage`
+and applies them with one unordered `bulk_write` of upserted `$inc`s (single-document `$inc` is
+atomic), never by scanning. A file's ancestors are known from its path.
+
+Exactness: increments follow what the database reports as written. Where a bulk call only
+reports a total (two removals of the same file racing each other), the counters can drift; the
+rebuild recomputes them from the records and reports the drift it corrected.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from collections.abc import Iterable
+from typing import Any
+
+from pymongo import DeleteOne, ReplaceOne, UpdateOne
+from pymongo.asynchronous.database import AsyncDatabase
+
+from catalogue.lfn import ROOT, ancestors, check_lfn, descendant_pattern
+from kernel.db import Document, database_errors, iterate
+
+USAGE = "usage"
+FILES = "files"
+
+
+def directory_key(path: str) -> str:
+    return f"dir:{path}"
+
+
+def se_key(se: str) -> str:
+    return f"se:{se}"
+
+
+class Usage:
+    """Increments collected during one call, applied at once."""
+
+    def __init__(self) -> None:
+        self.deltas: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+
+    def file(self, lfn: str, size: int, sign: int) -> None:
+        """A file record appeared (+1) or went away (-1): every directory above it changes."""
+        for directory in ancestors(lfn):
+            delta = self.deltas[directory_key(directory)]
+            delta["files"] += sign
+            delta["bytes"] += sign * size
+
+    def replica(self, se: str, size: int, sign: int) -> None:
+        """A replica on `se` appeared (+1) or went away (-1)."""
+        delta = self.deltas[se_key(se)]
+        delta["replicas"] += sign
+        delta["bytes"] += sign * size
+
+    def subtree(self, path: str, files: int, size: int, sign: int) -> None:
+        """A whole directory's totals left (-1) or arrived (+1) at `path`: its ancestors change."""
+        for directory in ancestors(path):
+            delta = self.deltas[directory_key(directory)]
+            delta["files"] += sign * files
+            delta["bytes"] += sign * size
+
+    async def apply(self, db: AsyncDatabase[Document]) -> None:
+        """Write every non-zero increment in one unordered bulk write (upserting new records)."""
+        updates = [UpdateOne({"_id": key}, {"$inc": {k: v for k, v in delta.items() if v}}, upsert=True)
+                   for key, delta in self.deltas.items() if any(delta.values())]
+        self.deltas.clear()
+        if updates:
+            with database_errors():
+                await db[USAGE].bulk_write(updates, ordered=False)
+
+
+async def record_files(db: AsyncDatabase[Document], docs: Iterable[Document], sign: int) -> None:
+    """Account file records that were written (+1) or deleted (-1), with their replicas."""
+    usage = Usage()
+    for doc in docs:
+        usage.file(doc["_id"], int(doc.get("size", 0)), sign)
+        for replica in doc.get("replicas", []):
+            usage.replica(replica["se"], int(doc.get("size", 0)), sign)
+    await usage.apply(db)
+
+
+async def forget_directory_usage(db: AsyncDatabase[Document], path: str) -> None:
+    """Before a directory tree is deleted: take its totals off its ancestors and its replicas'
+    bytes off their SEs (one aggregation over the subtree), and drop its own records."""
+    with database_errors():
+        doc = await db[USAGE].find_one({"_id": directory_key(path)})
+    usage = Usage()
+    usage.subtree(path, int((doc or {}).get("files", 0)), int((doc or {}).get("bytes", 0)), -1)
+    # The tree is about to be deleted record by record anyway; reading its replicas once costs
+    # the same order. (An aggregation `$sum` of a field would do, but FerretDB 1.24 sums to 0.)
+    cursor = db[FILES].find({"_id": {"$regex": descendant_pattern(path)}}, {"size": 1, "replicas.se": 1})
+    async for file in iterate(cursor.batch_size(5000)):
+        for replica in file.get("replicas", []):
+            usage.replica(replica["se"], int(file.get("size", 0)), -1)
+    await usage.apply(db)
+    with database_errors():
+        await db[USAGE].delete_many({"_id": {"$regex": "^" + re.escape(directory_key(path)) + "(/|$)"}})
+
+
+async def move_directory_usage(db: AsyncDatabase[Document], source: str, destination: str) -> None:
+    """After a directory tree moved: its totals leave the source's ancestors and reach the
+    destination's, and the records of the tree are re-keyed under the new path."""
+    pattern = "^" + re.escape(directory_key(source)) + "(/|$)"
+    with database_errors():
+        records = await db[USAGE].find({"_id": {"$regex": pattern}}).to_list()
+    totals = next((r for r in records if r["_id"] == directory_key(source)), {})
+    usage = Usage()
+    usage.subtree(source, int(totals.get("files", 0)), int(totals.get("bytes", 0)), -1)
+    usage.subtree(destination, int(totals.get("files", 0)), int(totals.get("bytes", 0)), +1)
+    cut = len(directory_key(source))
+    moved = [{**r, "_id": directory_key(destination) + r["_id"][cut:]} for r in records]
+    with database_errors():
+        if moved:
+            await db[USAGE].bulk_write([ReplaceOne({"_id": m["_id"]}, m, upsert=True) for m in moved], ordered=False)
+            await db[USAGE].delete_many({"_id": {"$in": [r["_id"] for r in records]}})
+    await usage.apply(db)
+
+
+async def directory_usage(db: AsyncDatabase[Document], path: str) -> dict[str, Any]:
+    """Files and bytes below `path` (recursive); zero for a path with nothing below it."""
+    check_lfn(path)
+    with database_errors():
+        doc = await db[USAGE].find_one({"_id": directory_key(path)})
+    return {"path": path, "files": int((doc or {}).get("files", 0)), "bytes": int((doc or {}).get("bytes", 0))}
+
+
+async def se_usage(db: AsyncDatabase[Document]) -> list[dict[str, Any]]:
+    """Replicas and bytes on every SE that has held any."""
+    with database_errors():
+        docs = await db[USAGE].find({"_id": {"$regex": "^se:"}}).sort("_id", 1).to_list()
+    return [{"se": d["_id"][3:], "replicas": int(d.get("replicas", 0)), "bytes": int(d.get("bytes", 0))}
+            for d in docs]
+
+
+async def recount(db: AsyncDatabase[Document]) -> dict[str, dict[str, int]]:
+    """Usage recomputed from the file records in one streamed pass over them (size, parent and
+    replica SEs projected), summed per parent directory and per SE, then rolled up the tree in
+    memory proportional to the number of directories. (An aggregation `$sum` of a field would
+    save the transfer, but FerretDB 1.24 sums field references to 0.)"""
+    per_parent: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    per_se: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    cursor = db[FILES].find({}, {"parent": 1, "size": 1, "replicas.se": 1}).batch_size(5000)
+    async for file in iterate(cursor):
+        size = int(file.get("size", 0))
+        totals = per_parent[file["parent"]]
+        totals[0] += 1
+        totals[1] += size
+        for replica in file.get("replicas", []):
+            per_se[replica["se"]][0] += 1
+            per_se[replica["se"]][1] += size
+    out: dict[str, dict[str, int]] = defaultdict(lambda: {"files": 0, "bytes": 0})
+    for parent, (files, size) in per_parent.items():
+        for directory in [*ancestors(parent), parent] if parent != ROOT else [ROOT]:
+            out[directory_key(directory)]["files"] += files
+            out[directory_key(directory)]["bytes"] += size
+    result = {k: dict(v) for k, v in out.items()}
+    for se, (replicas, size) in per_se.items():
+        result[se_key(se)] = {"replicas": replicas, "bytes": size}
+    return result
+
+
+async def rebuild(db: AsyncDatabase[Document], *, fix: bool = True) -> dict[str, Any]:
+    """Recount usage from the records, report each counter that drifted (stored vs. recounted),
+    and with `fix` overwrite the stored counters. Writes racing the rebuild can leave new drift
+    behind; run it when the catalogue is quiet, or again."""
+    truth = await recount(db)
+    with database_errors():
+        stored = {d.pop("_id"): d for d in await db[USAGE].find({}).to_list()}
+    drift: dict[str, Any] = {}
+    writes: list[Any] = []
+    for key in sorted(set(truth) | set(stored)):
+        want = truth.get(key, {})
+        have = {k: int(v) for k, v in stored.get(key, {}).items()}
+        fields = set(want) | set(have)
+        if any(want.get(f, 0) != have.get(f, 0) for f in fields):
+            drift[key] = {"stored": have, "recounted": want}
+            writes.append(ReplaceOne({"_id": key}, want, upsert=True) if want else DeleteOne({"_id": key}))
+    if fix and writes:
+        with database_errors():
+            await db[USAGE].bulk_write(writes, ordered=False)
+    return {"checked": len(set(truth) | set(stored)), "drifted": len(drift), "fixed": fix, "drift": drift}

@@ -1,0 +1,56 @@
+"""HTTP routes of usage accounting (per directory, per SE, admin rebuild) and of SE dumps."""
+
+from __future__ import annotations
+
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict
+
+from catalogue import usage
+from catalogue.directories import fetch_directories
+from catalogue.lfn import ancestors, check_lfn
+from catalogue.permissions import entry_denial, require
+from catalogue.replica_dump import open_dump
+from catalogue.streaming import stream_rows
+from catalogue.tabular import REPLICA_SCHEMA
+from kernel.web import ADMIN, DATABASE, ApiRoutes, json_response, principal_of, read_model, scopes
+
+routes = ApiRoutes("usage")
+READ = scopes("catalogue.read")
+
+
+class RebuildBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    fix: bool = True
+
+
+@routes.get("/usage/directory", policy=READ, summary="Files and bytes below a directory (recursive)",
+            query={"path": "directory"})
+async def directory(request: web.Request) -> web.Response:
+    path = check_lfn(request.query.get("path", ""))
+    db = request.app[DATABASE]
+    dirs = await fetch_directories(db, [*ancestors(path), path])
+    require(entry_denial(principal_of(request), path, dirs.get(path, {}), 0, dirs))
+    return json_response(await usage.directory_usage(db, path))
+
+
+@routes.get("/usage/ses", policy=READ, summary="Replicas and bytes per SE")
+async def ses(request: web.Request) -> web.Response:
+    return json_response(await usage.se_usage(request.app[DATABASE]))
+
+
+@routes.post("/usage/rebuild", policy=ADMIN, summary="Recount usage from the records; report (and fix) drift",
+             body=RebuildBody)
+async def rebuild(request: web.Request) -> web.Response:
+    body = await read_model(request, RebuildBody)
+    return json_response(await usage.rebuild(request.app[DATABASE], fix=body.fix))
+
+
+@routes.get("/ses/{name}/dump", policy=ADMIN, summary="Every replica on an SE (NDJSON, Arrow or Parquet)",
+            query={"format": "json, arrow or parquet"}, responses={404: "no such SE"},
+            streams=("application/x-ndjson", "application/vnd.apache.arrow.stream", "application/vnd.apache.parquet"))
+async def dump(request: web.Request) -> web.StreamResponse:
+    name = request.match_info["name"]
+    rows = await open_dump(request.app[DATABASE], name)
+    return await stream_rows(request, rows, view=dict, schema=REPLICA_SCHEMA, fmt=request.query.get("format"),
+                             filename=f"{name}-dump")
