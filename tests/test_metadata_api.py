@@ -7,6 +7,7 @@ import asyncio
 import datetime as dt
 from pathlib import Path
 
+import aiohttp
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -134,3 +135,23 @@ async def test_sync_client_has_the_calls(api: RunningApi, loaded: Client) -> Non
             return [f["lfn"] for f in client.find("run<2")]
 
     assert await asyncio.to_thread(use) == ["/cta/mc/f00", "/cta/mc/f01"]
+
+
+async def test_bad_input_is_a_4xx_with_a_message_and_changes_nothing(api: RunningApi, loaded: Client) -> None:
+    headers = {"Authorization": f"Bearer {api.admin_token}"}
+    async with aiohttp.ClientSession(base_url=api.url, headers=headers) as http:
+        async with http.post("/api/v1/find", json={"query": "run=1 or (run=2"}) as resp:
+            body = await resp.json()
+            assert resp.status == 400 and body["code"] == "invalid_query" and body["details"]["position"] == 9
+        async with http.post("/api/v1/find", json={"query": "run=1", "format": "xml"}) as resp:
+            assert resp.status == 400
+        async with http.post("/api/v1/metadata/set", json={"path": "/cta/mc/f01", "values": {"ok": 1, "run": "x"}}
+                             ) as resp:
+            assert resp.status == 400 and "run" in (await resp.json())["message"]
+        async with http.post("/api/v1/dids", json={"did": "cta:q", "query": "run >> 1"}) as resp:
+            assert resp.status == 400
+        async with http.get("/api/v1/dids", params={"did": "cta:q"}) as resp:
+            assert resp.status == 404
+        async with http.post("/api/v1/dids/attach", json={"did": "cta:none", "lfns": ["/cta/mc/f01"]}) as resp:
+            assert resp.status == 404
+    assert "ok" not in (await loaded.get_metadata("/cta/mc/f01"))["own"]
