@@ -11,7 +11,7 @@ from aiohttp import web
 from pymongo.asynchronous.database import AsyncDatabase
 
 from cairn import system_routes
-from catalogue import dataset_contents, datasets, directories, files, storage_elements
+from catalogue import dataset_contents, datasets, directories, files, quotas, rule_locks, rules, storage_elements
 from kernel.daemon import Daemon
 from kernel.db import Document, IndexSpec
 from kernel.settings import Settings
@@ -48,13 +48,18 @@ def plain_routes() -> list[tuple[str, str, Handler]]:
 
 def index_specs() -> list[IndexSpec]:
     return [*storage_elements.INDEXES, *directories.INDEXES, *files.INDEXES, *datasets.INDEXES,
-            *dataset_contents.INDEXES, *transfer_requests.INDEXES]
+            *dataset_contents.INDEXES, *transfer_requests.INDEXES, *rules.INDEXES, *rule_locks.INDEXES,
+            *quotas.INDEXES]
 
 
 def daemon_factories() -> dict[str, DaemonFactory]:
     """Daemons by the name `cairn daemon NAME` knows them; `cairn up` runs every one."""
     from transfers.reaper import Reaper
+    from transfers.rule_cleaner import RuleCleaner
+    from transfers.rule_evaluator import RuleEvaluator
+    from transfers.rule_repairer import RuleRepairer
     from transfers.stager import Stager
     from transfers.worker import TransferWorker
 
-    return {"transfers": TransferWorker, "stager": Stager, "reaper": Reaper}
+    return {"transfers": TransferWorker, "stager": Stager, "reaper": Reaper, "rule-evaluator": RuleEvaluator,
+            "rule-repairer": RuleRepairer, "rule-cleaner": RuleCleaner}
