@@ -29,6 +29,7 @@ def route_tables() -> list[ApiRoutes]:
         metadata_routes,
         namespace_routes,
         provenance_routes,
+        rule_routes,
         se_routes,
         usage_routes,
     )
@@ -36,6 +37,7 @@ def route_tables() -> list[ApiRoutes]:
 
     return [system_routes.routes, namespace_routes.routes, file_routes.routes, se_routes.routes,
             metadata_routes.routes, dataset_routes.routes, provenance_routes.routes, usage_routes.routes,
+            rule_routes.routes,
             request_routes.routes, stats_routes.routes]
 
 

@@ -15,11 +15,12 @@ from typing import Any
 
 from catalogue.client import CatalogueClient
 from catalogue.metadata_client import MetadataClient
+from catalogue.rule_client import RulesClient
 from kernel.client import BaseClient
 from transfers.client import TransfersClient
 
 
-class Client(CatalogueClient, MetadataClient, TransfersClient, BaseClient):
+class Client(CatalogueClient, MetadataClient, RulesClient, TransfersClient, BaseClient):
     """Every API call Cairn offers, as async methods."""
 
     async def whoami(self) -> dict[str, Any]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from cairn import __version__
-from cairn.cli import accounting, datasets, files, meta, namespace, processes, requests, ses, token, transfers
+from cairn.cli import accounting, datasets, files, meta, namespace, processes, requests, rules, ses, token, transfers
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
@@ -26,9 +26,10 @@ cli.add_command(requests.requests)
 cli.add_command(transfers.transfers)
 for command in (namespace.ls, namespace.stat, namespace.mkdir, namespace.mv, namespace.rm, namespace.chmod,
                 namespace.chown, files.register, files.replicas, ses.se, ses.site, meta.meta, meta.find,
-                datasets.dataset, datasets.container, accounting.ancestry, accounting.usage):
+                datasets.dataset, datasets.container, accounting.ancestry, accounting.usage, rules.rule, rules.quota):
     cli.add_command(command)
 ses.se.add_command(accounting.se_dump)
+ses.se.add_command(rules.se_resolve)
 
 
 def main() -> None:
