@@ -62,6 +62,10 @@ def file_of(i: int) -> dict[str, Any]:
                      "tags": [f"t{i % 10}", "bench"]}}
 
 
+def progress(text: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
+
+
 def examined(plan: dict[str, Any]) -> dict[str, Any]:
     stats = plan.get("executionStats") or {}
     winning = (plan.get("queryPlanner") or {}).get("winningPlan", {})
@@ -114,6 +118,7 @@ async def main() -> None:
                                                                                         args.files))])
             assert not result["failed"], list(result["failed"].items())[:3]
         report["register_files_per_s"] = round(args.files / (time.perf_counter() - start))
+        progress(f"registered {args.files} files")
 
         dataset_files = min(args.dataset_files, args.files)
         await create_did(db, ADMIN, DidIn(did="bench:big"))
@@ -122,6 +127,7 @@ async def main() -> None:
             await attach_files(db, ADMIN, "bench:big", [file_of(i)["lfn"] for i in range(low, min(
                 low + args.batch, dataset_files))])
         report["dataset_attach_files_per_s"] = round(dataset_files / (time.perf_counter() - start))
+        progress(f"attached {dataset_files} files to bench:big")
 
         app = build_app(settings)
         runner = web.AppRunner(app)
@@ -140,6 +146,7 @@ async def main() -> None:
                     api = await timed_stream(client.find(query))
                     report[f"{label}_query"] = {"query": query, "api": api, "bare_find": baseline,
                                                 **examined(await explain_query(db, query))}
+                    progress(f"{label} query done")
                 listing = await timed_stream(client.did_contents("bench:big"))
                 start = time.perf_counter()
                 size = await client.did_contents_to_file("bench:big", tmp / "big.parquet")

@@ -13,6 +13,8 @@ States of a dataset or container:
 Attaching and detaching need the DID open. Changing a DID (attach, detach, close, freeze,
 refresh) is for its owner, members of its group, and admins; reopening is for the owner and
 admins only, since closing is how a producer tells consumers the content is complete.
+Reading a DID and listing its contents needs only the `catalogue.read` scope: DIDs are names a
+collaboration shares; a file's replicas still need r on the file (namespace permissions).
 
 A dynamic dataset is defined by a metadata query (and a scope path): its contents are the
 query's result as of the last refresh (a snapshot, materialized like any dataset's contents,

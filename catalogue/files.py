@@ -33,7 +33,7 @@ from catalogue.permissions import DEFAULT_FILE_MODE, creation_denial, entry_deni
 from catalogue.provenance import add_ancestor_links
 from catalogue.storage_elements import fetch_storage_elements, replica_url
 from catalogue.usage import Usage, record_files
-from kernel.db import Document, IndexSpec, database_errors
+from kernel.db import Document, IndexSpec, bulk_write_chunked, database_errors
 from kernel.errors import InvalidInput, NotFound
 from kernel.principal import Principal
 
@@ -291,7 +291,7 @@ async def push_replicas(
         if not updates:
             break
         with database_errors():
-            result = await db[FILES].bulk_write(updates, ordered=False)
+            result = await bulk_write_chunked(db[FILES], updates)
         if result.modified_count == len(updates):
             for lfn, se in attempted:
                 usage.replica(se, int(docs[lfn].get("size", 0)), +1)

@@ -12,6 +12,10 @@ collection over the subtree: entries whose `k` came from this directory or from 
 from nowhere) take the new value; entries whose `k` comes from a nearer directory, or is their
 own, keep theirs. So a metadata query is always a single query on `meta_effective`.
 
+There is no transaction: a file registered while its directory's value is being changed may
+keep the value it copied at registration; setting the directory's value again repairs it.
+A move re-derives the moved entries' inherited values from their new ancestors.
+
 Permissions: setting or removing needs w on the entry (plus traversal); reading needs traversal
 only, like stat.
 """

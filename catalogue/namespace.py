@@ -43,7 +43,7 @@ from catalogue.permissions import (
     traversal_denial,
 )
 from catalogue.usage import Usage, forget_directory_usage, move_directory_usage, record_files
-from kernel.db import Document, database_errors, iterate
+from kernel.db import Document, bulk_write_chunked, database_errors, iterate
 from kernel.errors import Conflict, Forbidden, InvalidInput, NotFound
 from kernel.principal import Principal
 
@@ -245,7 +245,7 @@ async def _relocate(collection: AsyncCollection[Document], pairs: list[tuple[str
     with database_errors():
         await collection.delete_many({"_id": {"$in": [pairs[i][0] for i in moved]}})
         if restores:
-            await collection.bulk_write(restores, ordered=False)
+            await bulk_write_chunked(collection, restores)
 
 
 async def _move_subtree(

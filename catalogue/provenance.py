@@ -17,7 +17,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from catalogue.directories import find_by_ids
 from catalogue.lfn import check_lfn
-from kernel.db import Document, database_errors
+from kernel.db import Document, bulk_write_chunked, database_errors
 from kernel.errors import InvalidInput, NotFound
 
 FILES = "files"
@@ -41,7 +41,7 @@ async def add_ancestor_links(db: AsyncDatabase[Document], links: Mapping[str, Se
     if not updates:
         return 0
     with database_errors():
-        result = await db[FILES].bulk_write(updates, ordered=False)
+        result = await bulk_write_chunked(db[FILES], updates)
     return result.modified_count
 
 

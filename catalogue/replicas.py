@@ -19,7 +19,7 @@ from catalogue.files import FILES, REPLICA_STATUSES, Outcome, ReplicaIn, fetch_f
 from catalogue.lfn import check_lfn
 from catalogue.storage_elements import SES
 from catalogue.usage import Usage
-from kernel.db import Document, database_errors
+from kernel.db import Document, bulk_write_chunked, database_errors
 from kernel.errors import InvalidInput
 
 
@@ -133,7 +133,7 @@ async def remove_replicas(db: AsyncDatabase[Document], items: Iterable[Mapping[s
                                                          "$inc": {"version": 1}}))
     if updates:
         with database_errors():
-            result = await db[FILES].bulk_write(updates, ordered=False)
+            result = await bulk_write_chunked(db[FILES], updates)
         if result.modified_count == len(updates):
             await usage.apply(db)
         else:

@@ -30,7 +30,7 @@ from catalogue import quotas
 from catalogue.directories import DUPLICATE_KEY, now
 from catalogue.files import FILES
 from catalogue.rule_triggers import RULES
-from kernel.db import Document, IndexSpec, bulk_update, database_errors
+from kernel.db import Document, IndexSpec, bulk_write_chunked, database_errors
 
 LOCKS = "locks"
 LOCK_STATES = ("replicating", "ok", "stuck")
@@ -174,7 +174,7 @@ async def remove_locks(db: AsyncDatabase[Document], rule: Document, locks: list[
 
 async def adjust_replica_locks(db: AsyncDatabase[Document], deltas: Mapping[tuple[str, str], int]) -> None:
     """Add deltas to the `locks` counters of replicas `(lfn, se)`: one read and one bulk write
-    per call (the write in slices FerretDB accepts, see `kernel.db.bulk_update`; plus one read
+    per call (the write in slices FerretDB accepts, see `kernel.db.bulk_write_chunked`; plus one read
     and write per retry of missed files). Replicas that are gone are skipped."""
     pending: dict[str, dict[str, int]] = defaultdict(dict)
     for (lfn, se), delta in deltas.items():
@@ -194,8 +194,8 @@ async def adjust_replica_locks(db: AsyncDatabase[Document], deltas: Mapping[tupl
                                          {"$inc": {**inc, "version": 1}, "$set": {"lock_token": token}}))
         if not updates:
             return
-        matched, _ = await bulk_update(db[FILES], updates)
-        if matched == len(updates):
+        result = await bulk_write_chunked(db[FILES], updates)
+        if result.matched_count == len(updates):
             return
         with database_errors():
             marked = await db[FILES].find({"_id": {"$in": sorted(pending)}}, {"lock_token": 1}).to_list()

@@ -4,8 +4,8 @@ bytes per SE, kept current incrementally and recomputable by an admin rebuild.
 Records live in one collection `usage`: `_id` `dir:<path>` with `files` and `bytes` (everything
 below the path, the root `/` included), `_id` `se:<name>` with `replicas` and `bytes`. Every
 register, file removal, replica add and replica remove collects its increments in a `Usage`
-and applies them with one unordered `bulk_write` of upserted `$inc`s (single-document `$inc` is
-atomic), never by scanning. A file's ancestors are known from its path.
+and applies them with one unordered bulk write of upserted `$inc`s (single-document `$inc` is
+atomic; in commands of 50, see `kernel.db.WRITE_CHUNK`), never by scanning. A file's ancestors are known from its path.
 
 Exactness: increments follow what the database reports as written. Where a bulk call only
 reports a total (two removals of the same file racing each other), the counters can drift; the
@@ -23,7 +23,7 @@ from pymongo import DeleteOne, ReplaceOne, UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 
 from catalogue.lfn import ROOT, ancestors, check_lfn, descendant_pattern
-from kernel.db import Document, database_errors, iterate
+from kernel.db import Document, bulk_write_chunked, database_errors, iterate
 
 USAGE = "usage"
 FILES = "files"
@@ -70,7 +70,7 @@ class Usage:
         self.deltas.clear()
         if updates:
             with database_errors():
-                await db[USAGE].bulk_write(updates, ordered=False)
+                await bulk_write_chunked(db[USAGE], updates)
 
 
 async def record_files(db: AsyncDatabase[Document], docs: Iterable[Document], sign: int) -> None:
@@ -115,7 +115,7 @@ async def move_directory_usage(db: AsyncDatabase[Document], source: str, destina
     moved = [{**r, "_id": directory_key(destination) + r["_id"][cut:]} for r in records]
     with database_errors():
         if moved:
-            await db[USAGE].bulk_write([ReplaceOne({"_id": m["_id"]}, m, upsert=True) for m in moved], ordered=False)
+            await bulk_write_chunked(db[USAGE], [ReplaceOne({"_id": m["_id"]}, m, upsert=True) for m in moved])
             await db[USAGE].delete_many({"_id": {"$in": [r["_id"] for r in records]}})
     await usage.apply(db)
 
@@ -181,5 +181,5 @@ async def rebuild(db: AsyncDatabase[Document], *, fix: bool = True) -> dict[str,
             writes.append(ReplaceOne({"_id": key}, want, upsert=True) if want else DeleteOne({"_id": key}))
     if fix and writes:
         with database_errors():
-            await db[USAGE].bulk_write(writes, ordered=False)
+            await bulk_write_chunked(db[USAGE], writes)
     return {"checked": len(set(truth) | set(stored)), "drifted": len(drift), "fixed": fix, "drift": drift}

@@ -155,3 +155,9 @@ async def test_bad_input_is_a_4xx_with_a_message_and_changes_nothing(api: Runnin
         async with http.post("/api/v1/dids/attach", json={"did": "cta:none", "lfns": ["/cta/mc/f01"]}) as resp:
             assert resp.status == 404
     assert "ok" not in (await loaded.get_metadata("/cta/mc/f01"))["own"]
+
+
+async def test_an_empty_result_is_a_valid_empty_parquet_file(loaded: Client, tmp_path: Path) -> None:
+    await loaded.find_to_file("run>1000", tmp_path / "none.parquet")
+    table = pq.read_table(tmp_path / "none.parquet")
+    assert table.num_rows == 0 and "meta_run" in table.column_names

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
 
 from pymongo.asynchronous.database import AsyncDatabase
@@ -68,3 +69,12 @@ async def test_rebuild_reports_and_fixes_drift(catalogue_db: AsyncDatabase[Docum
     assert report["drifted"] == 2, report
     assert report["drift"]["dir:/vo"] == {"stored": {"files": 1, "bytes": 105}, "recounted": {"files": 1, "bytes": 5}}
     assert (await rebuild(db, fix=False))["drifted"] == 0
+
+
+async def test_a_batch_touching_hundreds_of_existing_counters_completes(catalogue_db: AsyncDatabase[Document]) -> None:
+    # FerretDB 1.24 never answers an update command of 100+ statements on existing documents;
+    # the counters are written in chunks (kernel.db.WRITE_CHUNK), so this must not hang.
+    for round in range(2):
+        files = [{"lfn": f"/vo/d{i:03d}/f{round}", "size": 1, "adler32": "00000001"} for i in range(150)]
+        await asyncio.wait_for(register_files(catalogue_db, ADMIN, files), timeout=60)
+    assert (await directory_usage(catalogue_db, "/vo"))["files"] == 300
