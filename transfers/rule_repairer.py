@@ -5,9 +5,10 @@ allows — writable, within the account's quota, not already locked for that fil
 file failed on before — ranked like the evaluator ranks (`transfers.rule_placement.rank`),
 and moves the lock there: the stuck lock is released, a replicating one created (it remembers
 `failed_ses` and `moved_from`), and the rule goes back to replicating with the reason recorded
-in `error`. Locks with nowhere to go stay stuck; a rule stuck for longer than
-`rules.suspend_after_s` is suspended (the evaluator then leaves it alone until an update
-resumes it). A rule with files that found no SE at all is marked dirty for another placement.
+in `error` (until the rule is ok) and in `last_repair` (kept). Locks with nowhere to go stay
+stuck; a rule stuck for longer than `rules.suspend_after_s` is suspended (the evaluator then
+leaves it alone until an update resumes it). A rule with files that found no SE at all is
+marked dirty for another placement.
 """
 
 from __future__ import annotations
@@ -107,7 +108,8 @@ class RuleRepairer(Daemon):
             moved, reason = await repair(self.db, rule, self.settings)
             if moved:
                 fields = {"state": "replicating", "stuck_since": None, "due": now(),
-                          "error": f"moved {moved} stuck lock(s) to other SEs; last failure: {reason}"}
+                          "error": f"moved {moved} stuck lock(s) to other SEs; last failure: {reason}",
+                          "last_repair": {"at": now(), "moved": moved, "reason": reason}}
                 log.info("rule %s: %s", rule["_id"], fields["error"])
             elif int(rule.get("unplaced", 0)) > 0 and not rule.get("dirty"):
                 with database_errors():
