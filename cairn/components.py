@@ -17,6 +17,8 @@ from kernel.db import Document, IndexSpec
 from kernel.settings import Settings
 from kernel.web import ApiRoutes
 from transfers import requests as transfer_requests
+from wms import jobs as wms_jobs
+from wms import task_queues as wms_task_queues
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 DaemonFactory = Callable[[Settings, AsyncDatabase[Document]], Daemon]
@@ -34,11 +36,11 @@ def route_tables() -> list[ApiRoutes]:
         usage_routes,
     )
     from transfers import request_routes, stats_routes
+    from wms import routes as wms_routes
 
     return [system_routes.routes, namespace_routes.routes, file_routes.routes, se_routes.routes,
             metadata_routes.routes, dataset_routes.routes, provenance_routes.routes, usage_routes.routes,
-            rule_routes.routes,
-            request_routes.routes, stats_routes.routes]
+            rule_routes.routes, request_routes.routes, stats_routes.routes, wms_routes.routes]
 
 
 def plain_routes() -> list[tuple[str, str, Handler]]:
@@ -51,7 +53,7 @@ def plain_routes() -> list[tuple[str, str, Handler]]:
 def index_specs() -> list[IndexSpec]:
     return [*storage_elements.INDEXES, *directories.INDEXES, *files.INDEXES, *datasets.INDEXES,
             *dataset_contents.INDEXES, *transfer_requests.INDEXES, *rules.INDEXES, *rule_locks.INDEXES,
-            *quotas.INDEXES]
+            *quotas.INDEXES, *wms_jobs.INDEXES, *wms_task_queues.INDEXES]
 
 
 def daemon_factories() -> dict[str, DaemonFactory]:
@@ -62,6 +64,16 @@ def daemon_factories() -> dict[str, DaemonFactory]:
     from transfers.rule_repairer import RuleRepairer
     from transfers.stager import Stager
     from transfers.worker import TransferWorker
+    from wms.config import wms_settings
+    from wms.daemons import JobChecker, JobWatchdog
 
-    return {"transfers": TransferWorker, "stager": Stager, "reaper": Reaper, "rule-evaluator": RuleEvaluator,
-            "rule-repairer": RuleRepairer, "rule-cleaner": RuleCleaner}
+    return {
+        "transfers": TransferWorker,
+        "stager": Stager,
+        "reaper": Reaper,
+        "rule-evaluator": RuleEvaluator,
+        "rule-repairer": RuleRepairer,
+        "rule-cleaner": RuleCleaner,
+        "job-checker": lambda settings, db: JobChecker(db, wms_settings()),
+        "job-watchdog": lambda settings, db: JobWatchdog(db, wms_settings()),
+    }

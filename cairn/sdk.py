@@ -18,9 +18,10 @@ from catalogue.metadata_client import MetadataClient
 from catalogue.rule_client import RulesClient
 from kernel.client import BaseClient
 from transfers.client import TransfersClient
+from wms.client import JobsClient
 
 
-class Client(CatalogueClient, MetadataClient, RulesClient, TransfersClient, BaseClient):
+class Client(JobsClient, CatalogueClient, MetadataClient, RulesClient, TransfersClient, BaseClient):
     """Every API call Cairn offers, as async methods."""
 
     async def whoami(self) -> dict[str, Any]:

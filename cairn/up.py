@@ -120,6 +120,9 @@ def child_commands(settings: Settings) -> list[tuple[str, list[str]]]:
     py = [sys.executable, "-m", "cairn"]
     commands = [("server", [*py, "server"])]
     commands += [(f"daemon-{name}", [*py, "daemon", name]) for name in sorted(daemon_factories())]
+    for site in sorted({LOCAL_SITE}):
+        work_dir = settings.var_dir / "pilots" / site
+        commands.append((f"pilot-{site}", [*py, "pilot", "--site", site, "--work-dir", str(work_dir)]))
     return commands
 
 

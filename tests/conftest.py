@@ -4,6 +4,7 @@ pytest_plugins = [
     "tests.fixtures.endpoints",
     "tests.fixtures.mongo",
     "tests.fixtures.api",
+    "tests.fixtures.grid",
     "tests.fixtures.catalogue",
     "tests.fixtures.payloads",
     "tests.fixtures.s3",

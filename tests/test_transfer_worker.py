@@ -140,8 +140,8 @@ async def test_a_cancelled_request_left_copying_by_a_dead_worker_is_cleaned_up(
     assert claimed is not None
     from transfers.destination import register_copying
 
-    assert await register_copying(database, "/vo/f", "DST") == "copying"
-    await rq.mark(database, claimed["_id"], "dead-worker", {"copying_replica": True})
+    assert await register_copying(database, "/vo/f", dst) == "copying"
+    await rq.flag_copying_replica(database, claimed["_id"])
     partial = write_bytes(dst, "/vo/f", b"half")
     assert await rq.cancel(database, {"_id": claimed["_id"]}) == 1
     worker = TransferWorker(fast_settings(settings), database)
@@ -164,3 +164,32 @@ async def test_stream_copies_between_local_ses_keep_the_catalogue_adler32(
     request = await database[rq.REQUESTS].find_one({})
     assert request is not None and request["result"]["mode"] == "stream"
     assert request["result"]["adler32"] == f"{zlib.adler32(contents['/vo/big']):08x}"
+
+
+async def test_an_interrupted_copy_is_cleaned_up_and_its_request_released_or_left_to_its_new_owner(
+    database: AsyncDatabase[Document], settings: Settings, tmp_path: Path,
+) -> None:
+    from transfers.destination import register_copying
+    from transfers.transfer import Context, abandon
+
+    src, dst = disk_se("SRC", tmp_path / "src"), disk_se("DST", tmp_path / "dst")
+    await add_ses(database, src, dst)
+    await put_files(database, [src], ["/vo/mine", "/vo/taken"])
+    await rq.submit_transfers(database, [{"lfn": "/vo/mine", "dest_se": "DST"}], requester="t")
+    ctx = Context(database, "me", fast_settings(settings).transfers)
+    mine = await rq.claim(database, "me", kinds=["transfer"], lease_s=60)
+    assert mine is not None
+    await register_copying(database, "/vo/mine", dst)
+    partial = write_bytes(dst, "/vo/mine", b"half")
+    # Stopping (SIGTERM): our replica and bytes go, the request returns to the queue uncounted.
+    await abandon(ctx, mine["_id"], "/vo/mine", dst, stopping=True)
+    assert await replica_status(database, "/vo/mine", "DST") is None and not partial.exists()
+    doc = await rq.get_request(database, mine["_id"])
+    assert doc is not None and (doc["state"], doc["attempts"]) == ("queued", 0)
+    # Lease lost to another worker: its replica is its business.
+    await rq.submit_transfers(database, [{"lfn": "/vo/taken", "dest_se": "DST"}], requester="t")
+    taken = await rq.claim(database, "other", kinds=["transfer"], lease_s=60, extra_filter={"lfn": "/vo/taken"})
+    assert taken is not None
+    await register_copying(database, "/vo/taken", dst)
+    await abandon(ctx, taken["_id"], "/vo/taken", dst, stopping=False)
+    assert await replica_status(database, "/vo/taken", "DST") == "copying"

@@ -14,8 +14,10 @@ import logging
 
 from pymongo.asynchronous.database import AsyncDatabase
 
-from catalogue.files import FILES
+from catalogue.directories import now
+from catalogue.files import FILES, push_replicas
 from catalogue.replicas import add_replicas, set_replica_status
+from catalogue.storage_elements import StorageElement, replica_url
 from kernel.db import Document, database_errors
 from kernel.errors import CairnError
 from storage_plugins.registry import plugin_for
@@ -34,20 +36,31 @@ async def replica_on(db: AsyncDatabase[Document], lfn: str, se: str) -> Document
     return None
 
 
-async def register_copying(db: AsyncDatabase[Document], lfn: str, se: str) -> str:
+async def register_copying(
+    db: AsyncDatabase[Document], lfn: str, se: StorageElement, *, file_doc: Document | None = None
+) -> str:
     """Make sure lfn has a `copying` replica on se before bytes move; returns the status found.
 
     "available" means the file is there already (nothing to copy). A `bad` or `unavailable`
-    replica left from an earlier attempt becomes `copying` again.
+    replica left from an earlier attempt becomes `copying` again. With the file record just
+    read (`file_doc`, with its `version`), the replica is pushed against that version directly.
     """
-    current = await replica_on(db, lfn, se)
+    current = await replica_on(db, lfn, se.name) if file_doc is None else next(
+        (dict(r) for r in file_doc.get("replicas", []) if r.get("se") == se.name), None)
+    protocol = se.preferred_protocol("read") or se.preferred_protocol("write")
     if current is None:
-        await add_replicas(db, [{"lfn": lfn, "se": se, "status": "copying"}])
-        current = await replica_on(db, lfn, se)
+        if file_doc is not None and protocol is not None:
+            at = now()
+            replica = {"se": se.name, "url": replica_url(protocol, lfn), "status": "copying", "created": at,
+                       "modified": at}
+            await push_replicas(db, {lfn: [replica]}, known={lfn: file_doc})
+        else:
+            await add_replicas(db, [{"lfn": lfn, "se": se.name, "status": "copying"}])
+        current = await replica_on(db, lfn, se.name)
         if current is None:
             raise CairnError(f"{lfn}: the copying replica on {se} vanished right after it was registered")
     status = str(current.get("status"))
-    if status in ("bad", "unavailable") and await set_replica_status(db, lfn, se, "copying", expected=status):
+    if status in ("bad", "unavailable") and await set_replica_status(db, lfn, se.name, "copying", expected=status):
         return "copying"
     return status
 

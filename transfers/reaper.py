@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import time
 
 from pymongo.asynchronous.database import AsyncDatabase
 
@@ -32,6 +33,8 @@ from transfers.failures import backoff_s, classify
 log = logging.getLogger("cairn.reaper")
 
 BATCH = 200
+# Summing an SE's replicas is a scan of its part of the catalogue: not every cycle.
+SPACE_CHECK_S = 60.0
 
 
 async def used_bytes(db: AsyncDatabase[Document], se: str) -> int:
@@ -77,6 +80,7 @@ class Reaper(Daemon):
         self.settings = settings.transfers
         self.credentials = settings.storage_credentials
         self.idle_sleep_s = settings.transfers.idle_sleep_s
+        self._space_checked: dict[str, float] = {}
 
     async def run_once(self) -> int:
         ses = {se.name: se for se in await list_storage_elements(self.db)}
@@ -127,6 +131,9 @@ class Reaper(Daemon):
         total = se.space.total_bytes
         if se.kind != "disk" or not total or not se.delete_enabled:
             return 0
+        if time.monotonic() - self._space_checked.get(se.name, -SPACE_CHECK_S) < SPACE_CHECK_S:
+            return 0
+        self._space_checked[se.name] = time.monotonic()
         used = await used_bytes(self.db, se.name)
         if used <= se.space.high_water * total:
             return 0
@@ -148,5 +155,7 @@ class Reaper(Daemon):
             await lease.release(self.db, name, self.worker)
         log.info("SE %s: %d of %d bytes used (high water %.0f%%); freed %d bytes", se.name, used, total,
                  se.space.high_water * 100, freed)
+        if freed:
+            self._space_checked.pop(se.name, None)  # more may be needed: look again next cycle
         return 1 if freed else 0
 

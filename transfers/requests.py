@@ -228,12 +228,14 @@ async def _finish_active(
     return result.modified_count == 1
 
 
-async def mark(db: AsyncDatabase[Document], request_id: str, worker: str, fields: dict[str, Any]) -> bool:
-    """Set fields on a request this worker holds (False if the lease was lost)."""
+async def flag_copying_replica(db: AsyncDatabase[Document], request_id: str) -> None:
+    """Note that the request owns a `copying` destination replica (set before the copy starts).
+
+    Unguarded on purpose (an `_id`-only update is the cheapest write): a flag on a request that
+    ended meanwhile only makes the sweep look at a replica it will find not `copying`.
+    """
     with database_errors():
-        result = await db[REQUESTS].update_one(
-            {"_id": request_id, "state": "active", "lease_owner": worker}, {"$set": fields})
-    return result.modified_count == 1
+        await db[REQUESTS].update_one({"_id": request_id}, {"$set": {"copying_replica": True}})
 
 
 async def count_copy(db: AsyncDatabase[Document], request_id: str) -> None:
@@ -324,10 +326,13 @@ async def clear_copying_replica(db: AsyncDatabase[Document], request_id: str) ->
         await db[REQUESTS].update_one({"_id": request_id}, {"$unset": {"copying_replica": ""}})
 
 
-async def complete(db: AsyncDatabase[Document], request_id: str, worker: str, result: dict[str, Any]) -> bool:
-    """Mark work done; only the lease holder can, and only once."""
+async def complete(
+    db: AsyncDatabase[Document], request_id: str, worker: str, result: dict[str, Any], *, copied: bool = False
+) -> bool:
+    """Mark work done; only the lease holder can, and only once. `copied` counts the copy made
+    (see `count_copy`) in the same write."""
     return await _finish_active(db, request_id, worker, {"state": "done", "result": result, "last_error": None},
-                                final=True)
+                                final=True, inc={"copies": 1} if copied else None)
 
 
 async def fail(db: AsyncDatabase[Document], request_id: str, worker: str, error: str, error_class: str) -> bool:

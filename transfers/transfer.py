@@ -16,10 +16,10 @@ from typing import Literal
 
 from pymongo.asynchronous.database import AsyncDatabase
 
-from catalogue.files import fetch_files
+from catalogue.files import FILES
 from catalogue.replicas import set_replica_status
 from catalogue.storage_elements import StorageElement
-from kernel.db import Document
+from kernel.db import Document, database_errors
 from kernel.errors import CairnError
 from kernel.settings import TransferSettings
 from storage_plugins.copy import copy
@@ -72,8 +72,8 @@ class Job:
 async def plan(ctx: Context, request: Document, ses: Mapping[str, StorageElement]) -> Job:
     """Decide what to do with a claimed transfer (reads the file; asks a tape SE if it is online)."""
     lfn, dest_name = request["lfn"], request["dest_se"]
-    files = await fetch_files(ctx.db, [lfn])
-    file_doc = files.get(lfn)
+    with database_errors():
+        file_doc = await ctx.db[FILES].find_one({"_id": lfn})  # `_id` alone: the cheapest read everywhere
     if file_doc is None:
         return Job(request, "failed", failure=Failure(NO_SUCH_FILE, f"{lfn}: no such file", permanent=True))
     dest = ses.get(dest_name)
@@ -132,19 +132,21 @@ def dest_endpoint(ctx: Context, se: StorageElement, lfn: str) -> Endpoint | None
     return None
 
 
-async def run_copy(ctx: Context, job: Job) -> None:
-    """Copy, verify, register; on failure classify, clean up and retry, fail over or give up."""
+async def run_copy(ctx: Context, job: Job) -> bool:
+    """Copy, verify, register; on failure classify, clean up and retry, fail over or give up.
+
+    True when the file is at the destination (copied now or found there)."""
     assert job.source is not None and job.dest is not None and job.file is not None
     source, dest, lfn = job.source, job.dest, job.lfn
     dest_eps: list[Endpoint] = []
     try:
         dest_eps = endpoints(dest, lfn, "write", credentials=ctx.credentials)
         src_eps = endpoints(source.se, lfn, "read", credentials=ctx.credentials, registered_url=source.url)
-        status = await destination.register_copying(ctx.db, lfn, dest.name)
+        status = await destination.register_copying(ctx.db, lfn, dest, file_doc=job.file)
         if status == "available":
             await rq.complete(ctx.db, job.id, ctx.worker, {"already_there": True})
-            return
-        await rq.mark(ctx.db, job.id, ctx.worker, {"copying_replica": True, "current_source": source.se.name})
+            return True
+        await rq.flag_copying_replica(ctx.db, job.id)
         result = await asyncio.wait_for(
             copy([e.url for e in src_eps], [e.url for e in dest_eps],
                  source_options=options_by_scheme(src_eps), dest_options=options_by_scheme(dest_eps),
@@ -156,17 +158,20 @@ async def run_copy(ctx: Context, job: Job) -> None:
         raise
     except Exception as exc:
         await _failed(ctx, job, classify(exc), dest_eps[0] if dest_eps else None)
-        return
-    await rq.count_copy(ctx.db, job.id)
+        return False
     if not await destination.confirm(ctx.db, lfn, dest.name):
+        await rq.count_copy(ctx.db, job.id)
         failure = Failure("replica_changed", f"{lfn}: the replica on {dest.name} changed during the copy", False)
         await _failed(ctx, job, failure, dest_eps[0])
-        return
+        return False
     await link_stats.record(ctx.db, source.se.name, dest.name, ok=True, nbytes=result.bytes, seconds=result.seconds,
                             mode=result.mode)
-    await rq.complete(ctx.db, job.id, ctx.worker, {
+    done = await rq.complete(ctx.db, job.id, ctx.worker, {
         "source_se": source.se.name, "mode": result.mode, "protocol": result.protocol, "bytes": result.bytes,
-        "adler32": result.adler32, "seconds": round(result.seconds, 3)})
+        "adler32": result.adler32, "seconds": round(result.seconds, 3)}, copied=True)
+    if not done:  # the lease was lost meanwhile; the copy still happened, so count it
+        await rq.count_copy(ctx.db, job.id)
+    return True
 
 
 async def _source_is_corrupt(ctx: Context, job: Job) -> bool:

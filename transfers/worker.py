@@ -32,6 +32,9 @@ log = logging.getLogger("cairn.transfers")
 
 SE_REFRESH_S = 10.0
 SWEEP_EVERY_S = 30.0
+# Claims per cycle, so that starting copies and collecting results never wait for a long
+# run of claims.
+CLAIM_BURST = 8
 
 Link = tuple[str, str]
 
@@ -47,10 +50,10 @@ class TransferWorker(Daemon):
         self.optimizer = Optimizer(min_active=t.link_min_active, max_active=t.link_max_active,
                                    global_limit=t.global_limit, per_se_limit=t.per_se_limit)
         self.waiting: dict[Link, deque[Job]] = {}
-        self.running: dict[str, tuple[Job, asyncio.Task[None], float]] = {}
+        self.running: dict[str, tuple[Job, asyncio.Task[bool], float]] = {}
         self._ses: dict[str, StorageElement] = {}
         self._ses_at = 0.0
-        self._renewed_at = time.monotonic()
+        self._renewer: asyncio.Task[None] | None = None
         self._swept_at = 0.0
 
     @property
@@ -58,8 +61,10 @@ class TransferWorker(Daemon):
         return [*self.running, *(job.id for queue in self.waiting.values() for job in queue)]
 
     async def run_once(self) -> int:
+        if self._renewer is None or self._renewer.done():
+            # Its own task: a slow database round trip in the loop below must not cost a lease.
+            self._renewer = asyncio.create_task(self._renew_forever())
         handled = self._collect()
-        await self._renew_if_due()
         handled += await self._claim()
         self._dispatch()
         await self._sweep_if_due()
@@ -79,7 +84,7 @@ class TransferWorker(Daemon):
         finished = [rid for rid, (_, task, _) in self.running.items() if task.done()]
         for rid in finished:
             job, task, started = self.running.pop(rid)
-            ok = not task.cancelled() and task.exception() is None
+            ok = not task.cancelled() and task.exception() is None and task.result()
             if not task.cancelled() and task.exception() is not None:
                 log.error("transfer %s (%s) crashed: %r", rid, job.lfn, task.exception())
             source, dest = job.link
@@ -88,12 +93,18 @@ class TransferWorker(Daemon):
                                     queued=len(self.waiting.get(job.link, ())))
         return len(finished)
 
-    async def _renew_if_due(self) -> None:
-        if time.monotonic() - self._renewed_at < self.ctx.settings.lease_s / 4:
-            return
-        held = self.held
+    async def _renew_forever(self) -> None:
+        while not self.stopping:
+            await asyncio.sleep(self.ctx.settings.lease_s / 4)
+            try:
+                await self._renew()
+            except Exception as exc:  # the database is down: keep trying; leases may run out
+                log.warning("could not renew leases: %s", exc)
+
+    async def _renew(self) -> None:
+        # Finished copies not collected yet ended their requests themselves: not theirs to renew.
+        held = [rid for rid in self.held if rid not in self.running or not self.running[rid][1].done()]
         kept = await rq.renew_leases(self.ctx.db, held, self.worker, lease_s=self.ctx.settings.lease_s)
-        self._renewed_at = time.monotonic()
         for rid in set(held) - kept:
             log.warning("lost the lease of request %s; stopping its work", rid)
             if rid in self.running:
@@ -105,7 +116,9 @@ class TransferWorker(Daemon):
     async def _claim(self) -> int:
         handled = 0
         capacity = self.ctx.settings.global_limit + self.ctx.settings.prefetch
-        while not self.stopping and len(self.held) < capacity:
+        for _ in range(CLAIM_BURST):
+            if self.stopping or len(self.held) >= capacity:
+                break
             request = await rq.claim(self.ctx.db, self.worker, kinds=["transfer"], lease_s=self.ctx.settings.lease_s)
             if request is None:
                 break
@@ -139,9 +152,9 @@ class TransferWorker(Daemon):
                 self.optimizer.started(*link)
                 self.running[job.id] = (job, asyncio.create_task(self._run(job)), time.monotonic())
 
-    async def _run(self, job: Job) -> None:
+    async def _run(self, job: Job) -> bool:
         try:
-            await run_copy(self.ctx, job)
+            return await run_copy(self.ctx, job)
         except asyncio.CancelledError:
             await asyncio.shield(abandon(self.ctx, job.id, job.lfn, job.dest, stopping=self.stopping))
             raise
@@ -156,6 +169,10 @@ class TransferWorker(Daemon):
 
     async def close(self) -> None:
         """Stop running copies (their replicas are removed) and give back everything held."""
+        if self._renewer is not None:
+            self._renewer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._renewer
         for _, task, _ in self.running.values():
             task.cancel()
         for _, task, _ in list(self.running.values()):

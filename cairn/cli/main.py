@@ -5,7 +5,20 @@ from __future__ import annotations
 import click
 
 from cairn import __version__
-from cairn.cli import accounting, datasets, files, meta, namespace, processes, requests, rules, ses, token, transfers
+from cairn.cli import (
+    accounting,
+    datasets,
+    files,
+    jobs,
+    meta,
+    namespace,
+    processes,
+    requests,
+    rules,
+    ses,
+    token,
+    transfers,
+)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
@@ -20,6 +33,8 @@ cli.add_command(processes.up)
 cli.add_command(processes.health)
 cli.add_command(token.token)
 cli.add_command(token.whoami)
+cli.add_command(jobs.job)
+cli.add_command(jobs.pilot)
 cli.add_command(requests.replicate)
 cli.add_command(requests.stage)
 cli.add_command(requests.requests)

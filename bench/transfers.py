@@ -1,0 +1,264 @@
+"""Replication throughput through the transfer daemons, against command-line baselines.
+
+Scenarios, each a bulk replication request served by `cairn daemon transfers` worker processes
+on FerretDB (the embedded default), timed from submission until every request is done:
+- small: many 1 MiB files between two XRootD servers (third-party copy);
+- big: a few 1 GiB files between the same two servers (third-party copy);
+- s3: many 1 MiB files from S3 (moto) to XRootD (streamed through the worker).
+In the same run the same bytes move with `gfal-copy` one file at a time (root:// TPC, a subset
+of the small files when there are many: files/s is a rate), `xrdcp --parallel 8 -r`, and a
+plain `cp -r` of the source directory. Prints JSON with files/s, MB/s and ratios.
+
+    python -m bench.transfers                                  # 1000 x 1 MiB, 4 x 1 GiB, 1000 x 1 MiB S3
+    python -m bench.transfers --small-count 200 --big-count 2 --big-mib 256 --s3-count 200
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import zlib
+from pathlib import Path
+from typing import Any
+
+from pymongo.asynchronous.database import AsyncDatabase
+
+from bench.storage_io import MOTO, run_command
+from cairn.components import index_specs
+from cairn.embedded_db import free_port, start_ferretdb, wait_for_port
+from cairn.embedded_xrootd import XRootDServer, make_base_dir, start_xrootd_pair
+from catalogue.files import register_files
+from catalogue.storage_elements import Protocol, StorageElement, put_storage_element
+from kernel.db import Document, close_client, ensure_indexes, get_database
+from kernel.principal import Principal
+from kernel.process import child_preexec
+from kernel.settings import load_settings
+from storage_plugins.registry import close_plugins, plugin_for
+from transfers import requests as rq
+
+MB = 1_000_000
+ROOT = Path(__file__).resolve().parent.parent
+ADMIN = Principal(sub="bench", vo="bench", groups=("admin",), scopes=frozenset({"admin"}))
+S3_SECRETS = {"access_key": "bench", "secret_key": "bench"}
+
+
+def xrootd_se(name: str, server: XRootDServer) -> StorageElement:
+    return StorageElement(name=name, site=name, protocols=[
+        Protocol(scheme="davs", host="127.0.0.1", port=server.http_port, prefix="/se", third_party_copy=True,
+                 priority=1, extra={"ca_file": str(server.tls.ca_file)}),
+        Protocol(scheme="root", host="127.0.0.1", port=server.root_port, prefix="/se", third_party_copy=True,
+                 priority=2),
+    ])
+
+
+def s3_se(moto_port: int) -> StorageElement:
+    return StorageElement(name="S3", site="S3", protocols=[Protocol(
+        scheme="s3", host="bench", prefix="/se",
+        extra={"endpoint_url": f"http://127.0.0.1:{moto_port}", "path_style": "true"})])
+
+
+def write_random(path: Path, size: int) -> str:
+    """Random bytes to path in 1 MiB pieces; returns their adler32."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    value = 1
+    with path.open("wb") as handle:
+        left = size
+        while left:
+            data = os.urandom(min(left, 1 << 20))
+            value = zlib.adler32(data, value)
+            handle.write(data)
+            left -= len(data)
+    return f"{value:08x}"
+
+
+def make_dataset(server: XRootDServer, name: str, count: int, size: int) -> list[dict[str, Any]]:
+    """Files written straight into the source server's data directory under /se/bench/<name>/."""
+    files = []
+    for index in range(count):
+        lfn = f"/bench/{name}/f{index:05d}"
+        adler = write_random(server.data_dir / "se" / lfn.lstrip("/"), size)
+        files.append({"lfn": lfn, "size": size, "adler32": adler, "replicas": [{"se": "XRD-A"}]})
+    return files
+
+
+async def upload_to_s3(moto_port: int, files: list[dict[str, Any]], source_dir: Path) -> None:
+    options = {"endpoint_url": f"http://127.0.0.1:{moto_port}", "path_style": True, **S3_SECRETS}
+    s3 = plugin_for("s3://bench/", options)
+    client = await s3.client()  # type: ignore[attr-defined]
+    await client.create_bucket(Bucket="bench")
+    sem = asyncio.Semaphore(16)
+
+    async def one(doc: dict[str, Any]) -> None:
+        async with sem:
+            await s3.put(source_dir / doc["lfn"].lstrip("/"), f"s3://bench/se{doc['lfn']}")
+
+    await asyncio.gather(*(one(d) for d in files))
+    await close_plugins()
+
+
+async def replicate(db: AsyncDatabase[Document], files: list[dict[str, Any]], dest: str) -> dict[str, Any]:
+    """Submit one bulk request and wait until it is all done; files/s and MB/s over the wall clock."""
+    started = time.perf_counter()
+    result = await rq.submit_transfers(db, [{"lfn": f["lfn"], "dest_se": dest} for f in files], requester="bench")
+    query = {"submission": result["submission"]}
+    while True:
+        counts = await rq.progress(db, query)
+        if counts["queued"] + counts["active"] + counts["staging"] == 0:
+            break
+        await asyncio.sleep(0.5)
+    seconds = time.perf_counter() - started
+    modes: dict[str, int] = {}
+    async for doc in db[rq.REQUESTS].find({**query, "state": "done"}, {"result.mode": 1}):
+        mode = doc.get("result", {}).get("mode", "?")
+        modes[mode] = modes.get(mode, 0) + 1
+    nbytes = sum(f["size"] for f in files)
+    return {"files": len(files), "done": counts["done"], "failed": counts["failed"], "modes": modes,
+            "seconds": round(seconds, 2), "files_per_s": round(len(files) / seconds, 2),
+            "MB_per_s": round(nbytes / MB / seconds, 1)}
+
+
+def rate(files: int, nbytes: int, seconds: float) -> dict[str, float]:
+    return {"files": files, "seconds": round(seconds, 2), "files_per_s": round(files / seconds, 2),
+            "MB_per_s": round(nbytes / MB / seconds, 1)}
+
+
+async def baselines(a: XRootDServer, b: XRootDServer, name: str, files: list[dict[str, Any]], scratch: Path,
+                    gfal_max: int) -> dict[str, Any]:
+    """gfal-copy one file at a time, xrdcp --parallel 8 -r, and cp -r of the same files."""
+    size = files[0]["size"]
+    out: dict[str, Any] = {}
+    src_dir = a.data_dir / "se" / "bench" / name
+    started = time.perf_counter()
+    await run_command("cp", "-r", str(src_dir), str(scratch / f"cp-{name}"))
+    out["cp"] = rate(len(files), size * len(files), time.perf_counter() - started)
+    await run_command("xrdfs", f"127.0.0.1:{b.root_port}", "mkdir", "-p", f"/xrdcp-{name}")
+    started = time.perf_counter()
+    await run_command("xrdcp", "-s", "-f", "-r", "--parallel", "8", f"{a.root_url}/se/bench/{name}",
+                      f"{b.root_url}/xrdcp-{name}/")
+    out["xrdcp --parallel 8"] = rate(len(files), size * len(files), time.perf_counter() - started)
+    gfal_copy = shutil.which("gfal-copy")
+    if gfal_copy is None:
+        out["gfal-copy"] = "gfal-copy not installed"
+        return out
+    env = {**os.environ, "GFAL_PYTHONBIN": "/usr/bin/python3", "X509_CERT_DIR": str(a.tls.ca_dir)}
+    subset = files[:gfal_max]
+    started = time.perf_counter()
+    for doc in subset:
+        await run_command(gfal_copy, "-f", "-p", f"{a.root_url}/se{doc['lfn']}", f"{b.root_url}/gfal{doc['lfn']}",
+                          env=env)
+    out["gfal-copy one at a time"] = rate(len(subset), size * len(subset), time.perf_counter() - started)
+    return out
+
+
+def ratios(cairn: dict[str, Any], base: dict[str, Any]) -> dict[str, float]:
+    return {f"cairn / {k}": round(cairn["MB_per_s"] / v["MB_per_s"], 2) for k, v in base.items() if isinstance(v, dict)}
+
+
+def start_workers(count: int, env: dict[str, str], log_dir: Path) -> list[subprocess.Popen[bytes]]:
+    procs = []
+    for index in range(count):
+        with (log_dir / f"worker-{index}.log").open("wb") as log:
+            procs.append(subprocess.Popen([sys.executable, "-m", "cairn", "daemon", "transfers"], env=env,
+                                          stdout=log, stderr=subprocess.STDOUT, preexec_fn=child_preexec))
+    return procs
+
+
+async def measure(args: argparse.Namespace, uri: str, a: XRootDServer, b: XRootDServer, moto_port: int,
+                  scratch: Path) -> dict[str, Any]:
+    settings = load_settings(mongodb_uri=uri, database="bench", var_dir=scratch / "var")
+    db = get_database(settings)
+    await ensure_indexes(db, index_specs())
+    for se in (xrootd_se("XRD-A", a), xrootd_se("XRD-B", b), s3_se(moto_port)):
+        await put_storage_element(db, se)
+    small = make_dataset(a, "small", args.small_count, args.small_kib << 10)
+    big = make_dataset(a, "big", args.big_count, args.big_mib << 20)
+    s3_files = [{**f, "lfn": f["lfn"].replace("/small/", "/s3/"), "replicas": [{"se": "S3"}]}
+                for f in small[:args.s3_count]]
+    for doc in s3_files:  # the same bytes under the S3 names, so the upload reads them from disk
+        target = a.data_dir / "se" / doc["lfn"].lstrip("/")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(a.data_dir / "se" / doc["lfn"].replace("/s3/", "/small/").lstrip("/"), target)
+    await upload_to_s3(moto_port, s3_files, a.data_dir / "se")
+    for start in range(0, len(small + big + s3_files), 1000):
+        await register_files(db, ADMIN, (small + big + s3_files)[start:start + 1000])
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CAIRN_")}
+    env.update({"PYTHONPATH": str(ROOT), "CAIRN_MONGODB_URI": uri, "CAIRN_DATABASE": "bench",
+                "CAIRN_LOG_LEVEL": "WARNING", "X509_CERT_DIR": str(a.tls.ca_dir),
+                "CAIRN_STORAGE_CREDENTIALS": json.dumps({"S3": S3_SECRETS}),
+                "CAIRN_TRANSFERS__IDLE_SLEEP_S": "0.2"})
+    (scratch / "logs").mkdir()
+    workers = start_workers(args.workers, env, scratch / "logs")
+    results: dict[str, Any] = {
+        "sizes": {"small": [args.small_count, f"{args.small_kib} KiB"], "big": [args.big_count, f"{args.big_mib} MiB"],
+                  "s3": [args.s3_count, f"{args.small_kib} KiB"]},
+        "workers": args.workers, "database": "FerretDB 1.24 (SQLite)",
+    }
+    try:
+        results["cairn"] = {
+            "small XRD-A→XRD-B": await replicate(db, small, "XRD-B"),
+            "big XRD-A→XRD-B": await replicate(db, big, "XRD-B"),
+            "small S3→XRD-B": await replicate(db, s3_files, "XRD-B"),
+        }
+    finally:
+        for proc in workers:
+            proc.terminate()
+        for proc in workers:
+            proc.wait(timeout=30)
+    results["baselines"] = {
+        "small": await baselines(a, b, "small", small, scratch, args.gfal_max),
+        "big": await baselines(a, b, "big", big, scratch, args.gfal_max),
+    }
+    results["ratios"] = {
+        "small": ratios(results["cairn"]["small XRD-A→XRD-B"], results["baselines"]["small"]),
+        "big": ratios(results["cairn"]["big XRD-A→XRD-B"], results["baselines"]["big"]),
+        "s3 vs small root baselines": ratios(results["cairn"]["small S3→XRD-B"], results["baselines"]["small"]),
+    }
+    await close_client()
+    return results
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Start FerretDB, two XRootD servers and moto; measure; clean everything up."""
+    scratch = Path(tempfile.mkdtemp(prefix="cairn-bench-transfers-"))
+    xrootd_base = make_base_dir("cairn-bench-xrd-")
+    moto_port = free_port()
+    moto = subprocess.Popen([sys.executable, "-c", MOTO.format(port=moto_port)], preexec_fn=child_preexec,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ferret = start_ferretdb(scratch / "db")
+    a, b = start_xrootd_pair(xrootd_base)
+    try:
+        wait_for_port("127.0.0.1", moto_port, timeout_s=30)
+        return asyncio.run(measure(args, ferret.uri, a, b, moto_port, scratch))
+    finally:
+        a.stop()
+        b.stop()
+        ferret.stop()
+        moto.kill()
+        moto.wait()
+        shutil.rmtree(scratch, ignore_errors=True)
+        shutil.rmtree(xrootd_base, ignore_errors=True)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--small-count", type=int, default=1000, help="small files XRootD→XRootD (1000)")
+    parser.add_argument("--small-kib", type=int, default=1024, help="size of a small file in KiB (1024)")
+    parser.add_argument("--big-count", type=int, default=4, help="big files (4)")
+    parser.add_argument("--big-mib", type=int, default=1024, help="size of a big file in MiB (1024)")
+    parser.add_argument("--s3-count", type=int, default=1000,
+                        help="small files S3→XRootD (1000, at most --small-count)")
+    parser.add_argument("--workers", type=int, default=2, help="transfer worker processes (2)")
+    parser.add_argument("--gfal-max", type=int, default=100, help="files gfal-copy copies one by one (100)")
+    return parser.parse_args(argv)
+
+
+if __name__ == "__main__":
+    print(json.dumps(run(parse_args()), indent=2, ensure_ascii=False))

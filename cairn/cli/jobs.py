@@ -1,0 +1,187 @@
+"""`cairn job ...` (submit, status, list, logs, kill, reschedule, queues) and `cairn pilot`."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import click
+import yaml
+
+from cairn.cli.output import emit_json, fail, json_option, table
+from cairn.cli.runner import run
+from cairn.cli.settings import cli_settings
+from kernel.errors import InvalidInput
+
+JOB_COLUMNS = ["id", "name", "owner", "group", "state", "reason", "site", "attempt", "updated"]
+
+
+@click.group()
+def job() -> None:
+    """Submit and watch jobs."""
+
+
+def read_description(path: Path) -> Any:
+    text = path.read_text()
+    try:
+        return json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as exc:
+        fail(InvalidInput(f"{path} is not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {exc}"))
+
+
+@job.command("submit")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@json_option
+def submit(file: Path, as_json: bool) -> None:
+    """Submit the job description(s) in FILE (JSON or YAML; a list submits in bulk)."""
+    description = read_description(file)
+    ids = run(lambda c: c.submit_jobs(description))
+    if as_json:
+        emit_json({"ids": ids})
+    else:
+        click.echo(f"submitted {len(ids)} job(s): {', '.join(ids[:20])}{' ...' if len(ids) > 20 else ''}")
+
+
+@job.command("status")
+@click.argument("job_ids", nargs=-1, required=True)
+@json_option
+def status(job_ids: tuple[str, ...], as_json: bool) -> None:
+    """State, placement and history of jobs."""
+    async def fetch(c: Any) -> list[dict[str, Any]]:
+        return [await c.get_job(i) for i in job_ids]
+
+    found = run(fetch)
+    if as_json:
+        emit_json(found if len(found) > 1 else found[0])
+        return
+    table(found, JOB_COLUMNS)
+    for item in found:
+        table(item.get("history", []), ["state", "time", "reason"], title=f"job {item['id']} history")
+
+
+@job.command("list")
+@click.option("--state", help="only jobs in this state")
+@click.option("--owner", help="whose jobs (admins)")
+@click.option("--limit", type=click.IntRange(1, 10_000), default=100, show_default=True)
+@json_option
+def list_(state: str | None, owner: str | None, limit: int, as_json: bool) -> None:
+    """Jobs, newest first."""
+    found = run(lambda c: c.list_jobs(owner=owner, state=state, limit=limit))
+    if as_json:
+        emit_json(found)
+    else:
+        table(found, JOB_COLUMNS)
+
+
+@job.command("logs")
+@click.argument("job_id")
+@json_option
+def logs(job_id: str, as_json: bool) -> None:
+    """Exit code, stdout and stderr (their tails) of a job."""
+    found = run(lambda c: c.job_logs(job_id))
+    if as_json:
+        emit_json(found)
+        return
+    click.echo(f"job {found['id']}: {found['state']}, exit code {found['exit_code']}")
+    click.echo("--- stdout ---")
+    click.echo(found["stdout"], nl=False)
+    click.echo("--- stderr ---")
+    click.echo(found["stderr"], nl=False)
+
+
+@job.command("kill")
+@click.argument("job_ids", nargs=-1, required=True)
+@click.option("--reason", default="", help="recorded in the job's history")
+@json_option
+def kill(job_ids: tuple[str, ...], reason: str, as_json: bool) -> None:
+    """Kill jobs (yours, or anyone's for admins)."""
+    async def go(c: Any) -> list[dict[str, Any]]:
+        return [await c.kill_job(i, reason) for i in job_ids]
+
+    found = run(go)
+    if as_json:
+        emit_json(found)
+    else:
+        table(found, ["id", "state"])
+
+
+@job.command("reschedule")
+@click.argument("job_ids", nargs=-1, required=True)
+@click.option("--reason", default="", help="recorded in the job's history")
+@json_option
+def reschedule(job_ids: tuple[str, ...], reason: str, as_json: bool) -> None:
+    """Run stalled, failed or killed jobs again."""
+    async def go(c: Any) -> list[dict[str, Any]]:
+        return [await c.reschedule_job(i, reason) for i in job_ids]
+
+    found = run(go)
+    if as_json:
+        emit_json(found)
+    else:
+        table(found, JOB_COLUMNS)
+
+
+@job.command("summary")
+@json_option
+def summary(as_json: bool) -> None:
+    """How many jobs are in each state (yours; everyone's for admins)."""
+    found = run(lambda c: c.job_summary())
+    if as_json:
+        emit_json(found)
+    else:
+        table([{"state": k, "jobs": v} for k, v in found.items() if v], ["state", "jobs"])
+
+
+@job.command("queues")
+@json_option
+def queues(as_json: bool) -> None:
+    """Task queues and their waiting jobs."""
+    found = run(lambda c: c.task_queues())
+    if as_json:
+        emit_json(found)
+    else:
+        table(found, ["id", "sites", "tags", "cpu", "memory_mb", "group", "priority", "waiting"])
+
+
+@job.command("shares")
+@click.option("--set", "setting", nargs=2, type=(str, float), help="GROUP SHARE: set a group's share (admins)")
+@json_option
+def shares(setting: tuple[str, float] | None, as_json: bool) -> None:
+    """Fair share between groups: share and jobs at pilots (the matcher favours the lowest running/share)."""
+    if setting:
+        run(lambda c: c.set_job_share(setting[0], setting[1]))
+    found = run(lambda c: c.job_shares())
+    if as_json:
+        emit_json(found)
+    else:
+        table(found, ["group", "share", "running"])
+
+
+@click.command()
+@click.option("--site", required=True, help="the site this pilot runs at")
+@click.option("--work-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("pilot-work"),
+              show_default=True, help="where job work directories are made")
+@click.option("--cpu", type=click.IntRange(1, 4096), default=1, show_default=True)
+@click.option("--memory-mb", type=click.IntRange(1), default=2048, show_default=True)
+@click.option("--tag", "tags", multiple=True, help="a tag this pilot offers (repeatable)")
+@click.option("--max-cycles", type=click.IntRange(1), help="stop after this many match attempts (default: never)")
+def pilot(site: str, work_dir: Path, cpu: int, memory_mb: int, tags: tuple[str, ...], max_cycles: int | None) -> None:
+    """Run a pilot: pull jobs for SITE and run them (needs a token with scope jobs.pilot)."""
+    from cairn.sdk import Client
+    from wms.config import wms_settings
+    from wms.pilot import Pilot, Resources
+
+    settings = cli_settings()
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    work_dir.mkdir(parents=True, exist_ok=True)
+    root = work_dir.resolve()
+
+    async def go() -> None:
+        agent = Pilot(Client(), site, root, wms_settings(), Resources(cpu, memory_mb, list(tags)))
+        agent.install_signal_handlers()
+        await agent.run(max_cycles=max_cycles)
+
+    asyncio.run(go())

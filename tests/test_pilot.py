@@ -1,0 +1,228 @@
+"""Real `cairn pilot` processes: jobs run where their data is, outputs are registered with
+provenance, and a pilot killed mid-job leads to stalled -> rescheduled -> done once."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from pymongo.asynchronous.database import AsyncDatabase
+
+from kernel.db import Document
+from tests.fixtures.api import RunningApi
+from tests.fixtures.grid import Grid, PilotProcess, adler32_hex, check_all, start_pilot
+from wms import jobs
+from wms.config import WmsSettings
+from wms.daemons import JobWatchdog
+
+USER = ("jobs.read", "jobs.write")
+
+
+async def wait_for(db: AsyncDatabase[Document], ids: Sequence[str], wanted: set[str], *, timeout_s: float = 60,
+                   pilots: Sequence[PilotProcess] = ()) -> list[Document]:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        found = await jobs.get_jobs(db, ids)
+        if len(found) == len(ids) and all(j["state"] in wanted for j in found):
+            return sorted(found, key=lambda j: ids.index(j["_id"]))
+        if time.monotonic() > deadline:
+            logs = "\n".join(p.output()[-3000:] for p in pilots)
+            raise AssertionError(f"jobs not {wanted}: {[(j['_id'], j['state'], j['reason']) for j in found]}\n{logs}")
+        await asyncio.sleep(0.2)
+
+
+async def submit(api: RunningApi, descriptions: list[dict[str, Any]]) -> list[str]:
+    async with api.client(api.token(sub="alice", scopes=USER)) as alice:
+        return await alice.submit_jobs(descriptions)
+
+
+def reading_job(lfn: str, out_lfn: str, out_se: str) -> dict[str, Any]:
+    name = Path(lfn).name
+    return {
+        "executable": "/bin/sh",
+        "arguments": ["-c", f"cat {name} > result.txt && echo \"ran at $CAIRN_SITE\" >> result.txt"],
+        "input_data": [lfn],
+        "outputs": [{"path": "result.txt", "lfn": out_lfn, "se": out_se}],
+    }
+
+
+async def test_each_job_runs_at_a_site_holding_its_inputs_and_registers_its_outputs(
+    api: RunningApi, grid: Grid, wms_config: WmsSettings, pilots: list[PilotProcess], tmp_path: Path
+) -> None:
+    placement = {"SITE-A": "/cta/data/a.dat", "SITE-B": "/cta/data/b.dat", "SITE-C": "/cta/data/c.dat"}
+    for site, lfn in placement.items():
+        await grid.add_file(lfn, f"payload of {site}\n".encode(), [f"{site}-DISK"])
+    ids = await submit(api, [reading_job(lfn, f"/cta/out/{site}.txt", "SITE-A-DISK")
+                             for site, lfn in placement.items()])
+    await check_all(grid.db, wms_config)
+    for site in placement:
+        start_pilot(api, site, tmp_path, wms_config, pilots)
+    done = await wait_for(grid.db, ids, {"done", "failed"}, pilots=pilots)
+    assert [(j["state"], j["site"]) for j in done] == [("done", s) for s in placement]
+    for site, lfn in placement.items():
+        out = await grid.db["files"].find_one({"_id": f"/cta/out/{site}.txt"})
+        assert out is not None
+        content = (grid.se_roots["SITE-A-DISK"] / f"cta/out/{site}.txt").read_bytes()
+        assert content == f"payload of {site}\nran at {site}\n".encode()
+        assert (out["ancestors"], out["size"], out["adler32"]) == ([lfn], len(content), adler32_hex(content))
+        assert [(r["se"], r["url"], r["status"]) for r in out["replicas"]] == [
+            ("SITE-A-DISK", grid.url("SITE-A-DISK", f"/cta/out/{site}.txt"), "available")]
+
+
+async def test_failures_are_reported_with_exit_code_and_stderr(
+    api: RunningApi, grid: Grid, wms_config: WmsSettings, pilots: list[PilotProcess], tmp_path: Path
+) -> None:
+    ids = await submit(api, [
+        {"executable": "/bin/sh", "arguments": ["-c", "echo oops >&2; exit 3"]},
+        {"executable": "/bin/sleep", "arguments": ["30"], "time_limit_s": 1},
+        {"executable": "/bin/true", "outputs": [{"path": "never.txt", "lfn": "/cta/out/never", "se": "SITE-B-DISK"}]},
+        {"executable": "/no/such/program"},
+    ])
+    await check_all(grid.db, wms_config)
+    start_pilot(api, "SITE-B", tmp_path, wms_config, pilots)
+    found = await wait_for(grid.db, ids, {"done", "failed"}, pilots=pilots)
+    assert [j["state"] for j in found] == ["failed"] * 4
+    assert (found[0]["exit_code"], found[0]["stderr"], found[0]["reason"]) == (
+        3, "oops\n", "payload exited with code 3")
+    assert "time limit of 1s exceeded" in found[1]["reason"]
+    assert "did not produce never.txt" in found[2]["reason"]
+    assert "cannot start /no/such/program" in found[3]["reason"]
+    assert await grid.db["files"].find_one({"_id": "/cta/out/never"}) is None
+
+
+async def test_a_pilot_killed_mid_job_leads_to_stalled_rescheduled_and_done_once(
+    api: RunningApi, grid: Grid, wms_config: WmsSettings, pilots: list[PilotProcess], tmp_path: Path
+) -> None:
+    await grid.add_file("/cta/data/slow.dat", b"slow input\n", ["SITE-C-DISK"])
+    description = {
+        "executable": "/bin/sh",
+        "arguments": ["-c", "sleep 3; cat slow.dat > r.txt; echo attempt $CAIRN_JOB_ATTEMPT >> r.txt"],
+        "input_data": ["/cta/data/slow.dat"],
+        "outputs": [{"path": "r.txt", "lfn": "/cta/out/slow.txt", "se": "SITE-C-DISK"}],
+    }
+    [job_id] = await submit(api, [description])
+    await check_all(grid.db, wms_config)
+    first = start_pilot(api, "SITE-C", tmp_path, wms_config, pilots)
+    await wait_for(grid.db, [job_id], {"running"}, pilots=pilots)
+    first.kill()
+
+    watchdog = JobWatchdog(grid.db, wms_config)
+    deadline = time.monotonic() + 30
+    while (await jobs.get_job(grid.db, job_id))["state"] != "received":
+        assert time.monotonic() < deadline, "the watchdog never rescheduled the job"
+        await watchdog.run_once()
+        await asyncio.sleep(0.3)
+    await check_all(grid.db, wms_config)
+    start_pilot(api, "SITE-C", tmp_path, wms_config, pilots)
+    [job] = await wait_for(grid.db, [job_id], {"done", "failed"}, pilots=pilots)
+
+    assert (job["state"], job["attempt"], job["reschedules"]) == ("done", 2, 1)
+    states = [h["state"] for h in job["history"]]
+    assert states == ["received", "checking", "waiting", "matched", "running", "stalled", "received", "checking",
+                      "waiting", "matched", "running", "done"]
+    outputs = await grid.db["files"].find({"_id": "/cta/out/slow.txt"}).to_list()
+    assert len(outputs) == 1
+    assert outputs[0]["produced_by"] == {"job": job_id, "attempt": 2}
+    content = (grid.se_roots["SITE-C-DISK"] / "cta/out/slow.txt").read_text()
+    assert content == "slow input\nattempt 2\n"
+    # The watchdog has nothing more to do: the job is not declared stalled a second time.
+    await watchdog.run_once()
+    assert (await jobs.get_job(grid.db, job_id))["state"] == "done"
+
+
+async def test_a_job_that_keeps_stalling_fails_after_the_reschedule_limit(
+    grid: Grid, wms_config: WmsSettings
+) -> None:
+    from kernel.principal import Principal
+    from wms import matching, submission
+    from wms.description import JobDescription
+
+    alice = Principal(sub="alice", vo="cta", groups=("cta",), scopes=frozenset({"jobs.write"}))
+    [job_id] = await submission.submit(grid.db, alice, [JobDescription(executable="/bin/true")])
+    watchdog = JobWatchdog(grid.db, wms_config.model_copy(update={"stalled_after_s": 0.2}))
+    for _ in range(wms_config.max_reschedules + 1):
+        await check_all(grid.db, wms_config)
+        assert await matching.match(grid.db, matching.PilotOffer(pilot="silent", site="SITE-A")) is not None
+        await asyncio.sleep(0.3)
+        await watchdog.run_once()
+    job = await jobs.get_job(grid.db, job_id)
+    assert job["state"] == "failed"
+    assert "stalled 3 times" in job["reason"]
+
+
+async def test_killing_a_running_job_stops_its_payload(
+    api: RunningApi, grid: Grid, wms_config: WmsSettings, pilots: list[PilotProcess], tmp_path: Path
+) -> None:
+    marker = tmp_path / "still-running"
+    [job_id] = await submit(api, [{"executable": "/bin/sh",
+                                   "arguments": ["-c", f"sleep 5; touch {marker}"]}])
+    await check_all(grid.db, wms_config)
+    start_pilot(api, "SITE-A", tmp_path, wms_config, pilots)
+    await wait_for(grid.db, [job_id], {"running"}, pilots=pilots)
+    async with api.client(api.token(sub="alice", scopes=USER)) as alice:
+        assert (await alice.kill_job(job_id))["state"] == "kill_requested"
+    [job] = await wait_for(grid.db, [job_id], {"killed", "done", "failed"}, timeout_s=10, pilots=pilots)
+    assert (job["state"], job["reason"]) == ("killed", "killed by request")
+    await asyncio.sleep(6)
+    assert not marker.exists(), "the payload kept running after the kill"
+
+
+async def test_a_tape_only_input_is_staged_then_the_job_runs_where_it_landed(
+    api: RunningApi, grid: Grid, wms_config: WmsSettings, pilots: list[PilotProcess], tmp_path: Path
+) -> None:
+    await grid.add_se("SITE-C-TAPE", "SITE-C", kind="tape")
+    await grid.add_file("/cta/raw/run1.raw", b"raw bytes\n", ["SITE-C-TAPE"])
+    await grid.add_file("/cta/raw/calib.db", b"calibration\n", ["SITE-B-DISK"])
+    [job_id] = await submit(api, [{
+        "executable": "/bin/sh", "arguments": ["-c", "cat calib.db run1.raw"],
+        "input_data": ["/cta/raw/run1.raw", "/cta/raw/calib.db"]}])
+    await check_all(grid.db, wms_config)
+    assert (await jobs.get_job(grid.db, job_id))["state"] == "staging"
+    for site in ("SITE-A", "SITE-B", "SITE-C"):
+        start_pilot(api, site, tmp_path, wms_config, pilots)
+    await asyncio.sleep(1)
+    assert (await jobs.get_job(grid.db, job_id))["state"] == "staging"
+
+    # What the transfer machinery does for the request: bytes to the disk SE, then the replica.
+    [request] = await grid.db["transfer_requests"].find({"requester": f"job:{job_id}"}).to_list()
+    target = grid.se_roots[request["dest_se"]] / "cta/raw/run1.raw"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_bytes(b"raw bytes\n")
+    await grid.db["files"].update_one({"_id": "/cta/raw/run1.raw"}, {"$push": {"replicas": {
+        "se": request["dest_se"], "url": grid.url(request["dest_se"], "/cta/raw/run1.raw"), "status": "available"}}})
+    await asyncio.sleep(wms_config.staging_recheck_s)
+    await check_all(grid.db, wms_config)
+    [job] = await wait_for(grid.db, [job_id], {"done", "failed"}, pilots=pilots)
+    assert (job["state"], job["site"], job["stdout"]) == ("done", "SITE-B", "calibration\nraw bytes\n")
+
+
+async def test_pilots_racing_for_jobs_run_each_exactly_once(
+    api: RunningApi, grid: Grid, wms_config: WmsSettings, pilots: list[PilotProcess], tmp_path: Path
+) -> None:
+    runs = tmp_path / "runs.log"
+    ids = await submit(api, [{"executable": "/bin/sh", "arguments": ["-c", f"echo $CAIRN_JOB_ID >> {runs}"]}
+                             for _ in range(4)])
+    await check_all(grid.db, wms_config)
+    for _ in range(3):
+        start_pilot(api, "SITE-A", tmp_path, wms_config, pilots)
+    found = await wait_for(grid.db, ids, {"done", "failed"}, pilots=pilots)
+    assert [j["state"] for j in found] == ["done"] * 4
+    assert sorted(runs.read_text().split()) == sorted(ids)
+    for job in found:
+        assert [h["state"] for h in job["history"]].count("matched") == 1
+
+
+async def test_a_corrupt_local_replica_is_skipped_for_a_good_remote_one(
+    api: RunningApi, grid: Grid, wms_config: WmsSettings, pilots: list[PilotProcess], tmp_path: Path
+) -> None:
+    await grid.add_file("/cta/data/twice.dat", b"good bytes\n", ["SITE-A-DISK", "SITE-B-DISK"])
+    (grid.se_roots["SITE-A-DISK"] / "cta/data/twice.dat").write_bytes(b"rotten bits\n")
+    [job_id] = await submit(api, [{"executable": "/bin/cat", "arguments": ["twice.dat"],
+                                   "input_data": ["/cta/data/twice.dat"], "requirements": {"sites": ["SITE-A"]}}])
+    await check_all(grid.db, wms_config)
+    start_pilot(api, "SITE-A", tmp_path, wms_config, pilots)
+    [job] = await wait_for(grid.db, [job_id], {"done", "failed"}, pilots=pilots)
+    assert (job["state"], job["site"], job["stdout"]) == ("done", "SITE-A", "good bytes\n")

@@ -1,0 +1,137 @@
+"""The checker's decisions: resolve a batch of jobs' input data and place each job.
+
+One catalogue query per batch resolves every input LFN of every job to its replicas. Then
+each job either waits in the task queue of its candidate sites, waits in `staging` while its
+tape-only inputs are copied to disk at the best site, or fails naming the inputs that exist
+nowhere. Jobs in `staging` are checked again every `staging_recheck_s`; they fail when a
+transfer they asked for failed.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import uuid
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+
+from pymongo.asynchronous.database import AsyncDatabase
+
+from catalogue.replicas import get_replicas
+from kernel.db import Document
+from transfers.requests import requests_for, submit_transfers
+from wms import input_data, jobs, states, task_queues
+from wms.config import WmsSettings
+from wms.input_data import SiteStore
+from wms.placement import Placement, disk_se_at, place, staging_site, usable_replicas
+from wms.task_queues import QueueKey
+
+log = logging.getLogger("cairn.wms.checker")
+
+
+def requester_of(job_id: str) -> str:
+    return f"job:{job_id}"
+
+
+async def check_batch(db: AsyncDatabase[Document], config: WmsSettings, worker: str) -> int:
+    """One checker pass over new jobs and due staging jobs; returns how many were handled."""
+    claim = f"{worker}:{uuid.uuid4().hex[:8]}"
+    batch = await jobs.claim_batch(db, states.RECEIVED, states.CHECKING, claim, config.check_batch)
+    due = await jobs.claim_batch(
+        db, states.STAGING, states.STAGING, claim, config.check_batch, due_before=jobs.now()
+    )
+    batch += due
+    if not batch:
+        return 0
+    lfns = {lfn for job in batch for lfn in job["description"]["input_data"]}
+    files, _ = await get_replicas(db, sorted(lfns))  # the one catalogue query of this pass
+    ses = await input_data.storage_elements(db)
+    outcomes: dict[str, Document] = {}
+    queues: dict[QueueKey, list[str]] = defaultdict(list)
+    for job in batch:
+        outcome, key = await _decide(db, config, job, files, ses)
+        outcomes[job["_id"]] = outcome
+        if key is not None:
+            queues[key].append(job["_id"])
+    await jobs.apply_outcomes(db, claim, outcomes)
+    # Jobs still claimed are those someone asked to kill while this pass held them.
+    leftovers = {j["_id"] for j in await jobs.claimed_jobs(db, claim)}
+    for job_id in leftovers:
+        await jobs.transition(db, job_id, [states.CHECKING, states.STAGING], states.KILLED,
+                              "killed by request", guard={"claim": claim}, unset_fields=("claim", "claimed_at"))
+    attempts = {job["_id"]: int(job["attempt"]) for job in batch}
+    for key, ids in queues.items():
+        await enqueue(db, key, [(i, attempts[i]) for i in ids if i not in leftovers])
+    return len(batch)
+
+
+async def enqueue(db: AsyncDatabase[Document], key: QueueKey, attempts: Sequence[tuple[str, int]]) -> None:
+    """Put waiting jobs (id, attempt) in their task queue, then record that they are there."""
+    if attempts:
+        await task_queues.enqueue(db, key, [task_queues.entry(job_id, n) for job_id, n in attempts])
+        await jobs.mark_enqueued(db, [job_id for job_id, _ in attempts])
+
+
+def queue_key(job: Document, sites: Sequence[str]) -> QueueKey:
+    """The task queue of a job placed at `sites`."""
+    req = job["description"]["requirements"]
+    return QueueKey(sites=tuple(sites), tags=tuple(req["tags"]), cpu=req["cpu"], memory_mb=req["memory_mb"],
+                    group=job["group"], priority=job["priority"])
+
+
+async def _decide(
+    db: AsyncDatabase[Document], config: WmsSettings, job: Document, files: Mapping[str, Document],
+    ses: Mapping[str, SiteStore],
+) -> tuple[Document, QueueKey | None]:
+    desc = job["description"]
+    req = desc["requirements"]
+    lfns: list[str] = desc["input_data"]
+    placement = place(lfns, files, ses, allowed_sites=req["sites"])
+    if placement.missing:
+        reason = f"input data missing (no usable replica anywhere): {', '.join(placement.missing[:20])}"
+        return {"state": states.FAILED, "reason": reason, "missing": placement.missing}, None
+    if placement.tape_only:
+        return await _staging_outcome(db, config, job, placement, ses, req["sites"]), None
+    if lfns and not placement.sites:
+        return {"state": states.FAILED, "reason": "no allowed site can read the input data"}, None
+    key = queue_key(job, placement.sites)
+    # A list, not a dict keyed by LFN: LFNs contain dots, which field names must not.
+    resolved = [
+        {"lfn": lfn, "adler32": files[lfn].get("adler32"),
+         "replicas": [{"se": r["se"], "site": ses[r["se"]].site, "url": r.get("url", "")}
+                      for r in usable_replicas(files[lfn], ses, "disk")]}
+        for lfn in dict.fromkeys(lfns)
+    ]
+    sites_text = ", ".join(placement.sites) or "any site"
+    where = "hold all inputs" if placement.all_local else "hold the most inputs"
+    reason = f"waiting for a pilot at {sites_text}" + (f" (sites that {where})" if lfns else "")
+    outcome = {"state": states.WAITING, "reason": reason, "sites": placement.sites, "task_queue": key.queue_id,
+               "resolved_inputs": resolved, "enqueued": False}
+    return outcome, key
+
+
+async def _staging_outcome(
+    db: AsyncDatabase[Document], config: WmsSettings, job: Document, placement: Placement,
+    ses: Mapping[str, SiteStore], allowed_sites: Sequence[str],
+) -> Document:
+    recheck_at = jobs.now() + dt.timedelta(seconds=config.staging_recheck_s)
+    requester = requester_of(job["_id"])
+    if job["state"] == states.STAGING:
+        failed = [r for r in await requests_for(db, requester) if r["state"] in ("failed", "cancelled")
+                  and r["lfn"] in placement.tape_only]
+        if failed:
+            reason = "staging failed: " + "; ".join(f"{r['lfn']}: {r.get('last_error') or r['state']}"
+                                                    for r in failed[:10])
+            return {"state": states.FAILED, "reason": reason}
+        return {"state": states.STAGING, "reason": job["reason"], "recheck_at": recheck_at, "_push_history": False}
+    site = staging_site(placement, ses, allowed_sites)
+    dest = disk_se_at(site, ses) if site else None
+    if dest is None:
+        return {"state": states.FAILED, "reason": "inputs are only on tape and no allowed site has a disk SE"}
+    items = [{"lfn": lfn, "dest_se": dest, "source_se": tape} for lfn, tape in sorted(placement.tape_only.items())]
+    result = await submit_transfers(db, items, requester=requester, activity="job-staging", priority=4)
+    if result["failed"]:
+        return {"state": states.FAILED, "reason": f"could not request staging: {result['failed']}"}
+    reason = f"staging {len(items)} tape-only input(s) to {dest} at {site}"
+    return {"state": states.STAGING, "reason": reason, "recheck_at": recheck_at, "staging_to": dest,
+            "transfer_requests": sorted(result["successful"].values())}

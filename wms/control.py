@@ -1,0 +1,74 @@
+"""Kill and reschedule: decisions shared by users' requests and the watchdog."""
+
+from __future__ import annotations
+
+from pymongo.asynchronous.database import AsyncDatabase
+
+from kernel.db import Document
+from kernel.errors import Conflict
+from wms import jobs, states, task_queues
+
+RESET_ON_RESCHEDULE = ("pilot", "site", "heartbeat_at", "matched_at", "started", "finished", "task_queue",
+                       "enqueued", "kill_requested", "exit_code", "missing", "resolved_inputs", "sites")
+
+
+async def kill(db: AsyncDatabase[Document], job: Document, reason: str) -> Document:
+    """Stop a job wherever it is; returns what happened.
+
+    A waiting job is killed by claiming its attempt, as a pilot would: if a pilot claimed it
+    in the same instant, the job is flagged instead and whoever holds it (matcher, checker,
+    pilot) ends it.
+    """
+    job_id = job["_id"]
+    if job["state"] in states.FINAL:
+        raise Conflict(f"job {job_id} is {job['state']} already")
+    if job["state"] == states.WAITING and await jobs.claim_attempt(db, job_id, job["attempt"], "kill"):
+        await jobs.set_state_claimed(db, job_id, states.KILLED, reason)
+        if job.get("task_queue"):
+            await task_queues.remove(db, job["task_queue"], task_queues.entry(job_id, job["attempt"]))
+        return {"id": job_id, "state": states.KILLED}
+    done = await jobs.transition(db, job_id, [states.RECEIVED, states.STAGING, states.STALLED], states.KILLED,
+                                 reason, guard={"claim": {"$exists": False}})
+    if done is not None:
+        return {"id": job_id, "state": states.KILLED}
+    flagged = await jobs.update_fields(db, job_id, {"state": {"$nin": list(states.FINAL)}},
+                                       {"kill_requested": True, "kill_reason": reason})
+    if not flagged:
+        raise Conflict(f"job {job_id} finished before it could be killed")
+    return {"id": job_id, "state": "kill_requested"}
+
+
+async def reschedule(db: AsyncDatabase[Document], job: Document, reason: str) -> Document:
+    """Send a stalled, failed or killed job back to the checker as a new attempt."""
+    done = await jobs.transition(
+        db, job["_id"], list(states.RESCHEDULABLE), states.RECEIVED, reason,
+        guard={"attempt": job["attempt"]},
+        set_fields={"recheck_at": jobs.now()},
+        unset_fields=RESET_ON_RESCHEDULE,
+        inc={"attempt": 1, "reschedules": 1},
+    )
+    if done is None:
+        raise Conflict(f"job {job['_id']} is {job['state']}; only {', '.join(states.RESCHEDULABLE)} jobs "
+                       "can be rescheduled")
+    return jobs.public_view(done)
+
+
+async def declare_stalled(db: AsyncDatabase[Document], job: Document, max_reschedules: int, silent_s: float) -> str:
+    """A job whose pilot went silent: stalled, then rescheduled (or failed after too many tries)."""
+    stalled = await jobs.transition(
+        db, job["_id"], list(states.AT_PILOT), states.STALLED,
+        f"no heartbeat from pilot {job.get('pilot')} for {silent_s:.0f}s",
+        guard={"attempt": job["attempt"], "heartbeat_at": job["heartbeat_at"]},
+    )
+    if stalled is None:
+        return "alive"
+    await task_queues.add_running(db, job["group"], -1)
+    if stalled.get("kill_requested"):
+        await jobs.transition(db, job["_id"], [states.STALLED], states.KILLED, "killed by request")
+        return "killed"
+    if int(stalled.get("reschedules", 0)) >= max_reschedules:
+        await jobs.transition(db, job["_id"], [states.STALLED], states.FAILED,
+                              f"stalled {int(stalled.get('reschedules', 0)) + 1} times; giving up")
+        return "failed"
+    await reschedule(db, stalled, f"rescheduled after stalling (attempt {stalled['attempt']})")
+    return "rescheduled"

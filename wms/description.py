@@ -1,0 +1,150 @@
+"""What a user submits: a job description, validated at the edge, and its parametric expansion.
+
+A description with `parameters` stands for one job per value; `%(param)s` and `%(index)s` in
+the name, arguments, input LFNs and output LFNs are replaced by the value and its position.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from pathlib import PurePosixPath
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from kernel.errors import InvalidInput
+
+LFN_PATTERN = r"^/[^\x00]*[^/]$"
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+MAX_JOBS_PER_SUBMISSION = 10_000
+ParameterValue = str | int | float
+
+
+class OutputFile(BaseModel):
+    """A file the payload writes into its work directory, kept under `lfn` on SE `se`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    path: str = Field(..., min_length=1, description="relative path in the job's work directory")
+    lfn: str = Field(..., pattern=LFN_PATTERN)
+    se: str = Field(..., pattern=NAME_PATTERN)
+
+    @field_validator("path")
+    @classmethod
+    def _relative(cls, value: str) -> str:
+        if value.startswith("/") or ".." in value.split("/"):
+            raise ValueError("must be a relative path inside the work directory")
+        return value
+
+
+class Requirements(BaseModel):
+    """Where and on what the job may run. Sites narrow the data-driven choice, never widen it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    sites: list[str] = Field(default_factory=list, description="allowed sites; empty means any")
+    tags: list[str] = Field(default_factory=list, description="tags the pilot must offer")
+    cpu: int = Field(1, ge=1, le=1024, description="cores")
+    memory_mb: int = Field(1024, ge=1, le=4 * 1024 * 1024)
+
+    @field_validator("sites", "tags")
+    @classmethod
+    def _sorted_unique(cls, value: list[str]) -> list[str]:
+        return sorted(set(value))
+
+
+class ParameterRange(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    start: int = 0
+    stop: int
+    step: int = Field(1, ge=1)
+
+    def values(self) -> list[int]:
+        return list(range(self.start, self.stop, self.step))
+
+
+class JobDescription(BaseModel):
+    """One job, or with `parameters` one job per parameter value."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field("job", max_length=200)
+    executable: str = Field(..., min_length=1)
+    arguments: list[str] = Field(default_factory=list)
+    input_data: list[str] = Field(default_factory=list, max_length=10_000)
+    input_dataset: str | None = Field(None, description="a dataset name (not supported yet)")
+    input_query: dict[str, Any] | None = Field(None, description="a metadata query (not supported yet)")
+    outputs: list[OutputFile] = Field(default_factory=list, max_length=1000)
+    requirements: Requirements = Field(default_factory=Requirements)
+    priority: int = Field(5, ge=0, le=10, description="0 lowest, 10 highest")
+    time_limit_s: int = Field(3600, ge=1, le=14 * 86400)
+    parameters: list[ParameterValue] | ParameterRange | None = None
+
+    @model_validator(mode="after")
+    def _lfns_after_substitution(self) -> JobDescription:
+        if self.parameters is None:
+            _check_lfns(self.input_data)
+        return self
+
+    def parameter_values(self) -> list[ParameterValue] | None:
+        if self.parameters is None:
+            return None
+        if isinstance(self.parameters, ParameterRange):
+            return list(self.parameters.values())
+        return list(self.parameters)
+
+
+def _check_lfns(lfns: list[str]) -> None:
+    bad = [lfn for lfn in lfns if not re.match(LFN_PATTERN, lfn)]
+    if bad:
+        raise ValueError(f"input LFNs must be absolute paths not ending in '/': {bad[:5]}")
+    # The pilot puts each input in the work directory under its file name.
+    names = Counter(PurePosixPath(lfn).name for lfn in dict.fromkeys(lfns))
+    clashes = sorted(name for name, n in names.items() if n > 1)
+    if clashes:
+        raise ValueError(f"inputs are placed in the work directory by file name; these names repeat: {clashes[:5]}")
+
+
+def expand(description: JobDescription) -> list[JobDescription]:
+    """The concrete jobs a description stands for (itself, or one per parameter value)."""
+    values = description.parameter_values()
+    if values is None:
+        return [description]
+    if not values:
+        raise InvalidInput("parameters is empty: a parametric description must give at least one value")
+    if len(values) > MAX_JOBS_PER_SUBMISSION:
+        raise InvalidInput(f"{len(values)} parameter values exceed the limit of {MAX_JOBS_PER_SUBMISSION}")
+    template = description.model_dump(exclude={"parameters"})
+    jobs = []
+    for index, value in enumerate(values):
+        env = {"param": value, "index": index}
+        data = dict(template)
+        data["name"] = _substitute(data["name"], env)
+        data["arguments"] = [_substitute(a, env) for a in data["arguments"]]
+        data["input_data"] = [_substitute(lfn, env) for lfn in data["input_data"]]
+        data["outputs"] = [{**o, "lfn": _substitute(o["lfn"], env), "path": _substitute(o["path"], env)}
+                           for o in data["outputs"]]
+        try:
+            jobs.append(JobDescription.model_validate(data))
+        except ValueError as exc:
+            raise InvalidInput(f"parameter #{index} ({value!r}) gives an invalid job: {exc}") from exc
+    return jobs
+
+
+def _substitute(text: str, env: dict[str, ParameterValue]) -> str:
+    try:
+        return text % env
+    except (KeyError, ValueError, TypeError) as exc:
+        raise InvalidInput(
+            f"cannot substitute parameters into {text!r}: {exc!r} (use %(param)s and %(index)s; write %% for %)"
+        ) from exc
+
+
+class Submission(BaseModel):
+    """The body of POST /jobs: one description or several (bulk)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    jobs: list[JobDescription] = Field(..., min_length=1, max_length=MAX_JOBS_PER_SUBMISSION)

@@ -1,0 +1,268 @@
+"""The `jobs` collection: queries and guarded state changes, nothing else.
+
+A job document holds its description, its owner and group, its state with a history of
+(state, time, reason), and what the checker, matcher and pilot recorded about it. Every state
+change is one find_one_and_update whose filter names the states it may leave (and, for pilot
+reports, the attempt and pilot), so concurrent daemons and pilots cannot both win.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+from pymongo import ReturnDocument, UpdateOne
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import DuplicateKeyError
+
+from kernel.db import Document, IndexSpec, database_errors, iterate
+from kernel.errors import NotFound
+from wms import states
+
+JOBS = "jobs"
+COUNTERS = "counters"
+# One document per (job, attempt) that left `waiting`: inserting it is the claim of that attempt.
+CLAIMS = "job_claims"
+
+INDEXES = [
+    # claim_batch (checker: received / staging due), stalled_jobs (watchdog)
+    IndexSpec(JOBS, [("state", 1), ("recheck_at", 1)], name="jobs_by_state_recheck"),
+    IndexSpec(JOBS, [("state", 1), ("heartbeat_at", 1)], name="jobs_by_state_heartbeat"),
+    # list_jobs for one owner, newest first
+    IndexSpec(JOBS, [("owner", 1), ("submitted", -1)], name="jobs_by_owner"),
+    IndexSpec(JOBS, [("claim", 1)], name="jobs_by_claim", sparse=True),
+]
+
+
+def now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def history_entry(state: str, reason: str, at: dt.datetime | None = None) -> Document:
+    return {"state": state, "time": at or now(), "reason": reason}
+
+
+async def allocate_ids(db: AsyncDatabase[Document], count: int) -> list[str]:
+    """`count` fresh job ids in one round trip (a counter document reserves a range)."""
+    with database_errors():
+        doc = await db[COUNTERS].find_one_and_update(
+            {"_id": JOBS}, {"$inc": {"n": count}}, upsert=True, return_document=ReturnDocument.AFTER
+        )
+    assert doc is not None
+    last = int(doc["n"])
+    return [str(n) for n in range(last - count + 1, last + 1)]
+
+
+async def insert_jobs(db: AsyncDatabase[Document], docs: Sequence[Document]) -> None:
+    with database_errors():
+        await db[JOBS].insert_many(list(docs), ordered=False)
+
+
+async def get_job(db: AsyncDatabase[Document], job_id: str) -> Document:
+    with database_errors():
+        doc = await db[JOBS].find_one({"_id": job_id})
+    if doc is None:
+        raise NotFound(f"job {job_id} does not exist")
+    return doc
+
+
+async def get_jobs(db: AsyncDatabase[Document], job_ids: Sequence[str]) -> list[Document]:
+    with database_errors():
+        return await db[JOBS].find({"_id": {"$in": list(job_ids)}}).to_list()
+
+
+def list_jobs(
+    db: AsyncDatabase[Document], *, owner: str | None, state: str | None, limit: int
+) -> AsyncIterator[Document]:
+    """Jobs newest first, optionally of one owner and one state (index jobs_by_owner)."""
+    query: Document = {}
+    if owner is not None:
+        query["owner"] = owner
+    if state is not None:
+        query["state"] = state
+    projection = {"stdout": 0, "stderr": 0, "history": 0}
+    return iterate(db[JOBS].find(query, projection).sort([("submitted", -1), ("_id", -1)]).limit(limit))
+
+
+async def transition(
+    db: AsyncDatabase[Document],
+    job_id: str,
+    from_states: Sequence[str],
+    to_state: str,
+    reason: str,
+    *,
+    guard: Document | None = None,
+    set_fields: Document | None = None,
+    unset_fields: Sequence[str] = (),
+    inc: Document | None = None,
+) -> Document | None:
+    """Move a job from one of `from_states` to `to_state`; None when the guard did not hold."""
+    at = now()
+    update: Document = {
+        "$set": {"state": to_state, "reason": reason, "updated": at, **(set_fields or {})},
+        "$push": {"history": history_entry(to_state, reason, at)},
+    }
+    if unset_fields:
+        update["$unset"] = {name: "" for name in unset_fields}
+    if inc:
+        update["$inc"] = inc
+    with database_errors():
+        return await db[JOBS].find_one_and_update(
+            {"_id": job_id, "state": {"$in": list(from_states)}, **(guard or {})},
+            update,
+            return_document=ReturnDocument.AFTER,
+        )
+
+
+async def claim_attempt(db: AsyncDatabase[Document], job_id: str, attempt: int, by: str) -> bool:
+    """Take a waiting job's attempt out of the queue for good; exactly one caller ever gets True.
+
+    The unique `_id` makes the insert the guard, so neither the matcher nor a kill has to
+    filter the jobs collection on its state (an `_id` lookup everywhere, fast on any backend).
+    """
+    try:
+        with database_errors():
+            await db[CLAIMS].insert_one({"_id": f"{job_id}:{attempt}", "by": by, "at": now()})
+    except DuplicateKeyError:
+        return False
+    return True
+
+
+async def set_state_claimed(
+    db: AsyncDatabase[Document], job_id: str, to_state: str, reason: str, *, set_fields: Document | None = None
+) -> Document | None:
+    """Move a job whose current attempt the caller has claimed (filter on `_id` alone)."""
+    at = now()
+    with database_errors():
+        return await db[JOBS].find_one_and_update(
+            {"_id": job_id},
+            {"$set": {"state": to_state, "reason": reason, "updated": at, **(set_fields or {})},
+             "$push": {"history": history_entry(to_state, reason, at)}},
+            return_document=ReturnDocument.AFTER,
+        )
+
+
+async def find_job(db: AsyncDatabase[Document], job_id: str) -> Document | None:
+    with database_errors():
+        return await db[JOBS].find_one({"_id": job_id}, {"stdout": 0, "stderr": 0, "history": 0})
+
+
+async def update_fields(db: AsyncDatabase[Document], job_id: str, guard: Document, fields: Document) -> bool:
+    """Set fields without a state change (heartbeats, kill requests); False if the guard failed."""
+    with database_errors():
+        result = await db[JOBS].update_one({"_id": job_id, **guard}, {"$set": fields})
+    return result.matched_count == 1
+
+
+async def claim_batch(
+    db: AsyncDatabase[Document],
+    from_state: str,
+    to_state: str,
+    claim: str,
+    limit: int,
+    *,
+    due_before: dt.datetime | None = None,
+) -> list[Document]:
+    """Claim up to `limit` jobs in `from_state` for one checker pass (index jobs_by_state_recheck).
+
+    Three round trips whatever the batch size: find candidates, mark them with this pass's
+    claim token (guarded by state and by the absence of another claim, so a job goes to one
+    checker), then read back what was won.
+    """
+    query: Document = {"state": from_state}
+    if due_before is not None:
+        query["recheck_at"] = {"$lte": due_before}
+    with database_errors():
+        candidates = await db[JOBS].find(query, {"_id": 1}).sort("recheck_at", 1).limit(limit).to_list()
+        if not candidates:
+            return []
+        ids = [c["_id"] for c in candidates]
+        at = now()
+        update: Document = {"$set": {"claim": claim, "claimed_at": at, "state": to_state}}
+        if to_state != from_state:
+            update["$push"] = {"history": history_entry(to_state, "checking input data", at)}
+        await db[JOBS].update_many({"_id": {"$in": ids}, "state": from_state, "claim": {"$exists": False}}, update)
+        return await db[JOBS].find({"claim": claim}).to_list()
+
+
+async def apply_outcomes(db: AsyncDatabase[Document], claim: str, outcomes: dict[str, Document]) -> None:
+    """Write a checker pass's results in one bulk call.
+
+    Each update is guarded by the pass's claim and skips jobs someone asked to kill meanwhile;
+    those keep the claim so that `claimed_jobs` finds them afterwards.
+    """
+    if not outcomes:
+        return
+    at = now()
+    ops = []
+    for job_id, outcome in outcomes.items():
+        fields = dict(outcome)
+        record = fields.pop("_push_history", True)
+        state, reason = fields["state"], fields.get("reason", "")
+        update: Document = {
+            "$set": {**fields, "updated": at},
+            "$unset": {"claim": "", "claimed_at": ""},
+        }
+        if record:
+            update["$push"] = {"history": history_entry(state, reason, at)}
+        ops.append(UpdateOne({"_id": job_id, "claim": claim, "kill_requested": {"$ne": True}}, update))
+    with database_errors():
+        await db[JOBS].bulk_write(ops, ordered=False)
+
+
+async def mark_enqueued(db: AsyncDatabase[Document], job_ids: Sequence[str]) -> None:
+    with database_errors():
+        await db[JOBS].update_many({"_id": {"$in": list(job_ids)}}, {"$set": {"enqueued": True}})
+
+
+async def unqueued_waiting(db: AsyncDatabase[Document], older_than: dt.datetime, limit: int) -> list[Document]:
+    """Waiting jobs a checker placed but did not get into a queue (it died in between)."""
+    with database_errors():
+        return await db[JOBS].find(
+            {"state": states.WAITING, "enqueued": False, "updated": {"$lt": older_than}}, {"stdout": 0, "stderr": 0}
+        ).limit(limit).to_list()
+
+
+async def claimed_jobs(db: AsyncDatabase[Document], claim: str) -> list[Document]:
+    with database_errors():
+        return await db[JOBS].find({"claim": claim}, {"_id": 1, "state": 1}).to_list()
+
+
+async def clear_stale_claims(db: AsyncDatabase[Document], older_than: dt.datetime) -> int:
+    """Claims left by a checker that died mid-pass become free again (its jobs are checked anew)."""
+    stale = {"claim": {"$exists": True}, "claimed_at": {"$lt": older_than}}
+    release = {"$unset": {"claim": "", "claimed_at": ""}}
+    with database_errors():
+        back = await db[JOBS].update_many(
+            {**stale, "state": states.CHECKING},
+            {**release, "$set": {"state": states.RECEIVED},
+             "$push": {"history": history_entry(states.RECEIVED, "its checker stopped; checking again")}},
+        )
+        other = await db[JOBS].update_many(stale, release)
+    return back.modified_count + other.modified_count
+
+
+async def silent_jobs(db: AsyncDatabase[Document], heard_before: dt.datetime, limit: int) -> list[Document]:
+    """Jobs at a pilot whose last heartbeat is older than `heard_before` (index jobs_by_state_heartbeat)."""
+    with database_errors():
+        return await db[JOBS].find(
+            {"state": {"$in": list(states.AT_PILOT)}, "heartbeat_at": {"$lt": heard_before}},
+            {"stdout": 0, "stderr": 0},
+        ).limit(limit).to_list()
+
+
+async def count_by_state(db: AsyncDatabase[Document], owner: str | None = None) -> dict[str, int]:
+    """How many jobs are in each state (of one owner, or all); index jobs_by_owner for one owner."""
+    stages: list[Document] = [{"$match": {"owner": owner}}] if owner is not None else []
+    stages.append({"$group": {"_id": "$state", "n": {"$sum": 1}}})
+    with database_errors():
+        cursor = await db[JOBS].aggregate(stages)
+        rows = await cursor.to_list()
+    return {row["_id"]: row["n"] for row in rows}
+
+
+def public_view(doc: Document) -> dict[str, Any]:
+    """A job as the API shows it (`id` instead of `_id`, internal bookkeeping left out)."""
+    out = {k: v for k, v in doc.items() if k not in ("_id", "claim", "claimed_at", "scopes")}
+    return {"id": doc["_id"], **out}

@@ -1,0 +1,116 @@
+"""Matching: give a pilot the best eligible job, atomically.
+
+Order of preference, recomputed at every match:
+1. fair share between groups: the group with the lowest (jobs at pilots / share) goes first,
+   so a group with twice the share may hold twice the pilots;
+2. within it, the task queue of highest priority, then the older queue id order;
+3. within a queue, the oldest job.
+The claim is a `$pop` on the task queue document, then the insert of the attempt's claim
+document (`jobs.claim_attempt`), so a stale id (a job killed or matched meanwhile) is skipped,
+never run twice. Every query on the way is an `_id` lookup or a read of the small task-queue
+collection: matching cost does not grow with the number of jobs.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from pymongo.asynchronous.database import AsyncDatabase
+
+from catalogue.storage_elements import get_storage_element, replica_url
+from kernel.db import Document
+from kernel.errors import NotFound
+from wms import jobs, states, task_queues
+
+log = logging.getLogger("cairn.wms.matcher")
+
+
+@dataclass(frozen=True)
+class PilotOffer:
+    """What a pilot brings: where it runs and what it can give a job."""
+
+    pilot: str
+    site: str
+    cpu: int = 1
+    memory_mb: int = 2048
+    tags: Sequence[str] = field(default_factory=tuple)
+
+
+def fair_share_order(queues: Sequence[Document], usage: Mapping[str, Document]) -> list[Document]:
+    """Queues in the order the matcher tries them (see the module docstring)."""
+
+    def load(group: str) -> float:
+        entry = usage.get(group, {})
+        share = float(entry.get("share", 1.0)) or 1e-9
+        return max(0, int(entry.get("running", 0))) / share
+
+    return sorted(queues, key=lambda q: (load(q["group"]), -int(q["priority"]), q["_id"]))
+
+
+async def match(db: AsyncDatabase[Document], offer: PilotOffer) -> Document | None:
+    """The job this pilot should run next (now `matched` to it), or None when nothing fits."""
+    queues = await task_queues.eligible_queues(db, offer.site, offer.cpu, offer.memory_mb, offer.tags)
+    if not queues:
+        return None
+    usage = await task_queues.group_usage(db, sorted({q["group"] for q in queues}))
+    for queue in fair_share_order(queues, usage):
+        while (popped := await task_queues.pop(db, queue["_id"])) is not None:
+            job = await _take(db, *popped, offer)
+            if job is not None:
+                return job
+    return None
+
+
+async def _take(db: AsyncDatabase[Document], job_id: str, attempt: int, offer: PilotOffer) -> Document | None:
+    if not await jobs.claim_attempt(db, job_id, attempt, offer.pilot):
+        log.info("job %s attempt %s was killed or matched already; skipped", job_id, attempt)
+        return None
+    at = jobs.now()
+    job = await jobs.set_state_claimed(
+        db, job_id, states.MATCHED, f"matched to pilot {offer.pilot} at {offer.site}",
+        set_fields={"pilot": offer.pilot, "site": offer.site, "matched_at": at, "heartbeat_at": at},
+    )
+    if job is None:
+        return None
+    if job.get("kill_requested"):
+        await jobs.transition(db, job_id, [states.MATCHED], states.KILLED, "killed by request")
+        return None
+    await task_queues.add_running(db, job["group"], +1)
+    return job
+
+
+async def work_order(db: AsyncDatabase[Document], job: Document) -> dict[str, Any]:
+    """What the pilot needs to run a matched job: payload, inputs to fetch and where outputs go.
+
+    Inputs come with their disk replicas, site-local ones first; outputs with the URL on their
+    destination SE (the SE's preferred write protocol).
+    """
+    desc = job["description"]
+    site = job.get("site", "")
+    inputs = []
+    for item in job.get("resolved_inputs", []):
+        ordered = sorted(item["replicas"], key=lambda r: (r.get("site") != site, r.get("se", "")))
+        inputs.append({"lfn": item["lfn"], "adler32": item.get("adler32"), "replicas": ordered})
+    outputs = []
+    for out in desc["outputs"]:
+        try:
+            se = await get_storage_element(db, out["se"])
+        except NotFound:
+            outputs.append({**out, "url": None, "problem": f"SE {out['se']} no longer exists"})
+            continue
+        protocol = se.preferred_protocol("write")
+        url = replica_url(protocol, out["lfn"]) if protocol and se.write_enabled else None
+        outputs.append({**out, "url": url, **({} if url else {"problem": f"SE {se.name} is not writable"})})
+    return {
+        "id": job["_id"],
+        "attempt": job["attempt"],
+        "owner": job["owner"],
+        "executable": desc["executable"],
+        "arguments": desc["arguments"],
+        "time_limit_s": desc["time_limit_s"],
+        "inputs": inputs,
+        "outputs": outputs,
+    }

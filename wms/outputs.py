@@ -1,0 +1,78 @@
+"""Registering a job's output files in the catalogue, with provenance.
+
+Each output gets a GUID derived from the job and the LFN, the same for every attempt. The
+first registration goes through `catalogue.files.register_files` as the job's owner (so the
+catalogue's path permissions and directory creation apply); then the record gets the job's
+provenance: `ancestors` (the job's input LFNs) and `produced_by: {job, attempt}`. When a
+later attempt of the same job registers the LFN again, the GUID shows the record is this
+job's, and it is updated in place: one record per output, whatever the number of attempts.
+An LFN that exists with another GUID belongs to someone else and is refused.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+from pymongo.asynchronous.database import AsyncDatabase
+
+from catalogue.files import FILES, fetch_files, register_files
+from kernel.db import Document, database_errors
+from kernel.principal import Principal
+
+GUID_NAMESPACE = uuid.UUID("6f1e3c0a-8d5b-4a7e-9c2f-3b1d2e4f5a60")
+
+
+def output_guid(job_id: str, lfn: str) -> str:
+    """The same GUID for the same output of the same job, whichever attempt registers it."""
+    return str(uuid.uuid5(GUID_NAMESPACE, f"{job_id}:{lfn}"))
+
+
+def owner_of(job: Document) -> Principal:
+    """The job's owner as the catalogue should see them when outputs are registered: the
+    identity, groups and scopes of the token that submitted the job."""
+    groups = tuple(job.get("groups") or [job["group"]])
+    groups = (job["group"], *[g for g in groups if g != job["group"]])
+    scopes = frozenset(job.get("scopes") or ["catalogue.write"])
+    return Principal(sub=job["owner"], vo=job.get("vo", ""), groups=groups, scopes=scopes)
+
+
+async def register_outputs(
+    db: AsyncDatabase[Document], job: Document, items: Sequence[dict[str, Any]], ancestors: Sequence[str]
+) -> dict[str, dict[str, str]]:
+    """Register `{lfn, se, url, size, adler32}` items of one job attempt; answers per LFN."""
+    guids = {item["lfn"]: output_guid(job["_id"], item["lfn"]) for item in items}
+    existing = await fetch_files(db, list(guids), {"guid": 1})
+    successful: dict[str, str] = {}
+    failed: dict[str, str] = {}
+    new = []
+    at = dt.datetime.now(dt.UTC)
+    produced = {"job": job["_id"], "attempt": job["attempt"]}
+    for item in items:
+        lfn = item["lfn"]
+        stored = existing.get(lfn)
+        if stored is None:
+            new.append(item)
+        elif stored.get("guid") != guids[lfn]:
+            failed[lfn] = "the LFN exists already and was not produced by this job"
+        else:
+            replica = {"se": item["se"], "url": item["url"], "status": "available", "created": at, "modified": at}
+            with database_errors():
+                await db[FILES].update_one({"_id": lfn, "guid": guids[lfn]}, {"$set": {
+                    "size": item["size"], "adler32": item["adler32"], "replicas": [replica],
+                    "ancestors": list(ancestors), "produced_by": produced, "modified": at}})
+            successful[lfn] = "updated"
+    if new:
+        result = await register_files(db, owner_of(job), [
+            {"lfn": i["lfn"], "size": i["size"], "adler32": i["adler32"], "guid": guids[i["lfn"]],
+             "replicas": [{"se": i["se"], "url": i["url"]}]} for i in new])
+        failed.update({lfn: str(reason) for lfn, reason in result["failed"].items()})
+        registered = [lfn for lfn in result["successful"] if lfn not in failed]
+        if registered:
+            with database_errors():
+                await db[FILES].update_many({"_id": {"$in": registered}}, {"$set": {
+                    "ancestors": list(ancestors), "produced_by": produced}})
+            successful.update(dict.fromkeys(registered, "registered"))
+    return {"successful": successful, "failed": failed}

@@ -1,0 +1,248 @@
+"""The pilot agent (`cairn pilot --site S`): pull a job, fetch its inputs, run it, store its outputs.
+
+For each job: ask the matcher, mark it running, download every input from its best replica
+(site-local first) into a fresh work directory, run the payload with the job's time limit
+while a heartbeat task keeps the job alive (and learns of kill requests), upload and register
+the outputs with their inputs as ancestors, then report the end with the exit code and the
+tails of stdout and stderr. If the server says the pilot no longer holds the job (it was
+declared stalled and rescheduled), the payload is stopped and nothing more is reported.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import shutil
+import signal
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kernel.daemon import Daemon
+from kernel.errors import CairnError, Conflict, ServiceUnavailable
+from kernel.process import child_preexec
+from storage_plugins.registry import close_plugins
+from wms.client import JobsClient
+from wms.config import WmsSettings
+from wms.pilot_data import DataAccessError, fetch, put
+
+log = logging.getLogger("cairn.pilot")
+
+
+@dataclass
+class Resources:
+    cpu: int = 1
+    memory_mb: int = 2048
+    tags: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Outcome:
+    state: str
+    reason: str
+    exit_code: int | None = None
+
+
+class LostJob(Exception):
+    """The server gave this attempt to someone else: stop without reporting."""
+
+
+class Pilot(Daemon):
+    name = "pilot"
+    idle_sleep_s = 2.0
+
+    def __init__(
+        self, client: JobsClient, site: str, work_dir: Path, config: WmsSettings, resources: Resources | None = None,
+        *, keep_work_dirs: bool = False,
+    ) -> None:
+        super().__init__()
+        self.client = client
+        self.site = site
+        self.work_dir = work_dir
+        self.config = config
+        self.resources = resources or Resources()
+        self.keep_work_dirs = keep_work_dirs
+
+    async def run_once(self) -> int:
+        order = await self.client.match_job(pilot=self.worker, site=self.site, cpu=self.resources.cpu,
+                                            memory_mb=self.resources.memory_mb, tags=self.resources.tags)
+        if order is None:
+            return 0
+        log.info("pilot %s: job %s attempt %s", self.worker, order["id"], order["attempt"])
+        await self.run_job(order)
+        return 1
+
+    async def close(self) -> None:
+        await self.client.close()
+        await close_plugins()
+
+    async def run_job(self, order: dict[str, Any]) -> None:
+        job_id, attempt = order["id"], order["attempt"]
+        job_dir = self.work_dir / f"job-{job_id}-{attempt}"
+        await asyncio.to_thread(_fresh_dir, job_dir)
+        try:
+            started = await self.client.start_job(job_id, pilot=self.worker, attempt=attempt)
+        except Conflict as exc:
+            log.warning("job %s: %s", job_id, exc.message)
+            return
+        kill = asyncio.Event()
+        lost = asyncio.Event()
+        if started.get("kill"):
+            kill.set()
+        beat = asyncio.create_task(self._heartbeats(job_id, attempt, kill, lost))
+        try:
+            outcome = await self._execute(order, job_dir, kill, lost)
+            stdout = await asyncio.to_thread(self._tail, job_dir / ".stdout")
+            stderr = await asyncio.to_thread(self._tail, job_dir / ".stderr")
+            if lost.is_set():
+                raise LostJob
+            await self._report(job_id, attempt, outcome, stdout, stderr)
+        except (LostJob, Conflict):
+            log.warning("job %s attempt %s was taken from this pilot; dropped", job_id, attempt)
+        finally:
+            beat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await beat
+            if not self.keep_work_dirs:
+                await asyncio.to_thread(shutil.rmtree, job_dir, ignore_errors=True)
+
+    async def _report(self, job_id: str, attempt: int, outcome: Outcome, stdout: str, stderr: str) -> None:
+        """The final report, retried while the API is away (the work is done and should count)."""
+        for delay in (1, 2, 4, 8, 16, 0):
+            try:
+                await self.client.report_job(job_id, pilot=self.worker, attempt=attempt, state=outcome.state,
+                                             reason=outcome.reason, exit_code=outcome.exit_code, stdout=stdout,
+                                             stderr=stderr)
+                return
+            except ServiceUnavailable as exc:
+                if not delay:
+                    raise
+                log.warning("report of job %s failed (%s); retrying in %ss", job_id, exc.message, delay)
+                await asyncio.sleep(delay)
+
+    async def _execute(self, order: dict[str, Any], job_dir: Path, kill: asyncio.Event,
+                       lost: asyncio.Event) -> Outcome:
+        if kill.is_set():
+            return Outcome("killed", "killed by request before it started")
+        try:
+            await self._download_inputs(order, job_dir)
+        except DataAccessError as exc:
+            return Outcome("failed", f"input download failed: {exc.message}")
+        exit_code, why = await self._run_payload(order, job_dir, kill, lost)
+        if why == "killed":
+            return Outcome("killed", "killed by request", exit_code)
+        if why == "timeout":
+            return Outcome("failed", f"time limit of {order['time_limit_s']}s exceeded", exit_code)
+        if why:
+            return Outcome("failed", why, exit_code)
+        if exit_code != 0:
+            return Outcome("failed", f"payload exited with code {exit_code}", exit_code)
+        try:
+            await self._upload_outputs(order, job_dir)
+        except (DataAccessError, Conflict) as exc:
+            if lost.is_set() or isinstance(exc, Conflict):
+                raise LostJob from exc
+            return Outcome("failed", f"output upload failed: {exc.message}", exit_code)
+        return Outcome("done", "payload succeeded and outputs are registered", exit_code)
+
+    async def _download_inputs(self, order: dict[str, Any], job_dir: Path) -> None:
+        for item in order["inputs"]:
+            dest = job_dir / Path(item["lfn"]).name
+            errors = []
+            for replica in item["replicas"]:
+                try:
+                    await fetch(replica["url"], dest, expected_adler32=item.get("adler32"))
+                    break
+                except DataAccessError as exc:
+                    errors.append(f"{replica['se']}: {exc.message}")
+            else:
+                raise DataAccessError(f"{item['lfn']}: no replica could be read ({'; '.join(errors) or 'none'})")
+
+    async def _run_payload(
+        self, order: dict[str, Any], job_dir: Path, kill: asyncio.Event, lost: asyncio.Event
+    ) -> tuple[int | None, str]:
+        env = dict(os.environ)
+        env.update({"CAIRN_JOB_ID": str(order["id"]), "CAIRN_JOB_ATTEMPT": str(order["attempt"]),
+                    "CAIRN_SITE": self.site})
+        env.pop("CAIRN_TOKEN", None)  # the payload runs as the user, not with the pilot's credentials
+        with (job_dir / ".stdout").open("wb") as out, (job_dir / ".stderr").open("wb") as err:
+            try:
+                proc = await asyncio.create_subprocess_exec(
+                    order["executable"], *order["arguments"], cwd=job_dir, stdout=out, stderr=err, env=env,
+                    preexec_fn=child_preexec, start_new_session=True,
+                )
+            except OSError as exc:
+                return None, f"cannot start {order['executable']}: {exc.strerror or exc}"
+            waiter = asyncio.create_task(proc.wait())
+            stop = asyncio.create_task(_first(kill, lost))
+            done, _ = await asyncio.wait({waiter, stop}, timeout=order["time_limit_s"],
+                                         return_when=asyncio.FIRST_COMPLETED)
+            stop.cancel()
+            if waiter in done:
+                return proc.returncode, ""
+            _terminate(proc.pid)
+            code = await waiter
+            if lost.is_set():
+                return code, "lost"
+            return code, "killed" if kill.is_set() else "timeout"
+
+    async def _upload_outputs(self, order: dict[str, Any], job_dir: Path) -> None:
+        files = []
+        for out in order["outputs"]:
+            src = job_dir / out["path"]
+            if out.get("url") is None:
+                raise DataAccessError(out.get("problem", f"no destination for {out['lfn']}"))
+            if not src.is_file():
+                raise DataAccessError(f"the payload did not produce {out['path']} (for {out['lfn']})")
+            size, checksum = await put(src, out["url"])
+            files.append({"lfn": out["lfn"], "url": out["url"], "size": size, "adler32": checksum})
+        if files:
+            result = await self.client.register_job_outputs(order["id"], pilot=self.worker,
+                                                            attempt=order["attempt"], files=files)
+            if result["failed"]:
+                raise DataAccessError(f"output registration refused: {result['failed']}")
+
+    async def _heartbeats(self, job_id: str, attempt: int, kill: asyncio.Event, lost: asyncio.Event) -> None:
+        while True:
+            await asyncio.sleep(self.config.heartbeat_s)
+            try:
+                answer = await self.client.heartbeat_job(job_id, pilot=self.worker, attempt=attempt)
+            except Conflict:
+                lost.set()
+                return
+            except CairnError as exc:  # the API is away for a moment; the next beat may pass
+                log.warning("heartbeat for job %s failed: %s", job_id, exc.message)
+                continue
+            if answer.get("kill"):
+                kill.set()
+
+    def _tail(self, path: Path) -> str:
+        try:
+            with path.open("rb") as f:
+                f.seek(0, os.SEEK_END)
+                f.seek(max(0, f.tell() - self.config.log_tail_bytes))
+                return f.read().decode(errors="replace")
+        except OSError:
+            return ""
+
+
+def _fresh_dir(path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+
+
+async def _first(*events: asyncio.Event) -> None:
+    waits = [asyncio.create_task(e.wait()) for e in events]
+    try:
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for w in waits:
+            w.cancel()
+
+
+def _terminate(pid: int) -> None:
+    """Stop the payload and everything it started (its own process group)."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGKILL)

@@ -1,0 +1,106 @@
+"""Where a job can run, decided from its inputs' replicas. No database access here.
+
+The rule: a site is a candidate when its SEs hold every input on disk (replica status
+available, SE readable). When no site holds them all, the fallback is the sites holding the
+most inputs on disk, and the pilot reads the rest remotely. Inputs with no disk replica but
+an available tape replica must be staged first; inputs with no usable replica at all are
+missing and fail the job.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from kernel.db import Document
+from wms.input_data import SiteStore
+
+USABLE = "available"
+
+
+@dataclass
+class Placement:
+    sites: list[str] = field(default_factory=list)
+    all_local: bool = False
+    missing: list[str] = field(default_factory=list)
+    # tape-only LFN -> tape SE it can be staged from
+    tape_only: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def runnable(self) -> bool:
+        return not self.missing and not self.tape_only
+
+
+def usable_replicas(doc: Document, ses: Mapping[str, SiteStore], kind: str) -> list[Document]:
+    out = []
+    for replica in doc.get("replicas", []):
+        se = ses.get(replica.get("se", ""))
+        if se is not None and se.kind == kind and se.read_enabled and replica.get("status", USABLE) == USABLE:
+            out.append(replica)
+    return out
+
+
+def place(
+    lfns: Sequence[str],
+    files: Mapping[str, Document],
+    ses: Mapping[str, SiteStore],
+    *,
+    allowed_sites: Sequence[str] = (),
+) -> Placement:
+    """Candidate sites for a job with these inputs, restricted to `allowed_sites` if given."""
+    result = Placement()
+    holders: Counter[str] = Counter()
+    for lfn in dict.fromkeys(lfns):
+        doc = files.get(lfn)
+        if doc is None:
+            result.missing.append(lfn)
+            continue
+        disk = usable_replicas(doc, ses, "disk")
+        if disk:
+            holders.update({ses[r["se"]].site for r in disk})
+            continue
+        tape = usable_replicas(doc, ses, "tape")
+        if tape:
+            result.tape_only[lfn] = tape[0]["se"]
+        else:
+            result.missing.append(lfn)
+    if result.missing:
+        return result
+    wanted = len(dict.fromkeys(lfns)) - len(result.tape_only)
+    if allowed_sites:
+        holders = Counter({site: n for site, n in holders.items() if site in allowed_sites})
+    if not lfns:
+        result.sites = sorted(allowed_sites)
+        result.all_local = True
+        return result
+    if holders:
+        best = max(holders.values())
+        result.sites = sorted(site for site, n in holders.items() if n == best)
+        result.all_local = best == wanted
+    elif allowed_sites:
+        result.sites = sorted(allowed_sites)
+    return result
+
+
+def staging_site(placement: Placement, ses: Mapping[str, SiteStore], allowed_sites: Sequence[str]) -> str | None:
+    """The site whose disk should receive tape-only inputs: the best data site, else a site with disk."""
+    if placement.sites:
+        return placement.sites[0]
+    disk_sites = sorted({se.site for se in ses.values() if se.kind == "disk" and se.read_enabled})
+    if allowed_sites:
+        disk_sites = [s for s in disk_sites if s in allowed_sites]
+    return disk_sites[0] if disk_sites else None
+
+
+def disk_se_at(site: str, ses: Mapping[str, SiteStore]) -> str | None:
+    names = sorted(se.name for se in ses.values() if se.site == site and se.kind == "disk" and se.read_enabled)
+    return names[0] if names else None
+
+
+def best_replica(doc: Document, ses: Mapping[str, SiteStore], site: str) -> Document | None:
+    """The replica a pilot at `site` should read: a local disk one, else any disk replica."""
+    disk = usable_replicas(doc, ses, "disk")
+    local = [r for r in disk if ses[r["se"]].site == site]
+    chosen = sorted(local or disk, key=lambda r: r["se"])
+    return chosen[0] if chosen else None

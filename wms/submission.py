@@ -1,0 +1,112 @@
+"""Accepting jobs: expand parametric descriptions, refuse bad input with the reason, store the rest.
+
+Everything is checked before anything is stored, so a refused submission queues nothing:
+unknown sites or SEs, input LFNs the caller may not read (the catalogue's path permissions),
+output LFNs that exist already or that the caller may not create, output LFNs repeated within
+the submission, dataset and query inputs (not supported yet).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+
+from pymongo.asynchronous.database import AsyncDatabase
+
+from catalogue.directories import fetch_directories
+from catalogue.files import authorized_files, fetch_files
+from catalogue.lfn import ancestors, check_lfn
+from catalogue.permissions import READ, creation_denial
+from kernel.db import Document
+from kernel.errors import Conflict, Forbidden, InvalidInput
+from kernel.principal import Principal
+from wms import input_data, jobs, states
+from wms.description import JobDescription, expand
+
+
+class NotSupportedYet(InvalidInput):
+    code = "not_supported_yet"
+
+
+async def submit(
+    db: AsyncDatabase[Document], principal: Principal, descriptions: Sequence[JobDescription]
+) -> list[str]:
+    """Validate and store the jobs of a submission; returns their ids in description order."""
+    concrete = [job for d in descriptions for job in expand(d)]
+    await _validate(db, principal, concrete)
+    ids = await jobs.allocate_ids(db, len(concrete))
+    at = jobs.now()
+    docs = [_job_document(job_id, job, principal, at) for job_id, job in zip(ids, concrete, strict=True)]
+    await jobs.insert_jobs(db, docs)
+    return ids
+
+
+async def _validate(db: AsyncDatabase[Document], principal: Principal, concrete: Sequence[JobDescription]) -> None:
+    for index, job in enumerate(concrete):
+        if job.input_dataset is not None or job.input_query is not None:
+            raise NotSupportedYet(
+                f"job #{index}: input_dataset and input_query are not supported yet; list the input LFNs "
+                "in input_data"
+            )
+    ses = await input_data.storage_elements(db)
+    sites = {se.site for se in ses.values()}
+    unknown_ses = sorted({o.se for job in concrete for o in job.outputs} - set(ses))
+    if unknown_ses:
+        raise InvalidInput(f"unknown output SE(s): {', '.join(unknown_ses)}", details={"ses": unknown_ses})
+    read_only = sorted({o.se for job in concrete for o in job.outputs if ses[o.se].kind != "disk"})
+    if read_only:
+        raise InvalidInput(f"outputs must go to disk SEs; these are tape: {', '.join(read_only)}")
+    unknown_sites = sorted({s for job in concrete for s in job.requirements.sites} - sites)
+    if unknown_sites:
+        raise InvalidInput(f"unknown site(s): {', '.join(unknown_sites)}", details={"sites": unknown_sites})
+    repeated = sorted(lfn for lfn, n in Counter(o.lfn for job in concrete for o in job.outputs).items() if n > 1)
+    if repeated:
+        raise InvalidInput(f"output LFNs repeat within the submission: {', '.join(repeated[:10])}",
+                           details={"lfns": repeated[:100]})
+    inputs = sorted({lfn for job in concrete for lfn in job.input_data})
+    for lfn in inputs:
+        check_lfn(lfn)
+    # Inputs that do not exist pass here: the checker fails their jobs naming them.
+    _, refused = await authorized_files(db, principal, inputs, READ)
+    denied = {lfn: reason for lfn, reason in refused.items() if reason != "no such file"}
+    if denied:
+        shown = "; ".join(f"{lfn}: {reason}" for lfn, reason in sorted(denied.items())[:10])
+        raise Forbidden(f"you may not read {len(denied)} input file(s): {shown}", details={"lfns": denied})
+    await _check_outputs(db, principal, [o.lfn for job in concrete for o in job.outputs])
+
+
+async def _check_outputs(db: AsyncDatabase[Document], principal: Principal, lfns: Sequence[str]) -> None:
+    """Outputs must be new LFNs the owner may create (checked again when they are registered)."""
+    for lfn in lfns:
+        check_lfn(lfn)
+    existing = sorted(await fetch_files(db, lfns, {"_id": 1}))
+    if existing:
+        raise Conflict(f"output LFN(s) exist already: {', '.join(existing[:10])}", details={"lfns": existing})
+    dirs = await fetch_directories(db, {a for lfn in lfns for a in ancestors(lfn)})
+    denied = {lfn: reason for lfn in lfns if (reason := creation_denial(principal, lfn, dirs))}
+    if denied:
+        shown = "; ".join(f"{lfn}: {reason}" for lfn, reason in sorted(denied.items())[:10])
+        raise Forbidden(f"you may not create {len(denied)} output file(s): {shown}", details={"lfns": denied})
+
+
+def _job_document(job_id: str, job: JobDescription, principal: Principal, at: object) -> Document:
+    return {
+        "_id": job_id,
+        "name": job.name,
+        "owner": principal.sub,
+        "group": principal.primary_group,
+        "groups": list(principal.groups),
+        # The rights the job acts with when it registers outputs (delegated at submission).
+        "scopes": sorted(principal.scopes),
+        "vo": principal.vo,
+        "description": job.model_dump(mode="json", exclude={"parameters"}),
+        "priority": job.priority,
+        "state": states.RECEIVED,
+        "reason": "submitted",
+        "history": [jobs.history_entry(states.RECEIVED, "submitted")],
+        "submitted": at,
+        "updated": at,
+        "recheck_at": at,
+        "attempt": 1,
+        "reschedules": 0,
+    }
