@@ -11,7 +11,17 @@ from aiohttp import web
 from pymongo.asynchronous.database import AsyncDatabase
 
 from cairn import system_routes
-from catalogue import dataset_contents, datasets, directories, files, quotas, rule_locks, rules, storage_elements
+from catalogue import (
+    dataset_contents,
+    datasets,
+    directories,
+    files,
+    quotas,
+    rule_locks,
+    rules,
+    storage_elements,
+    subscriptions,
+)
 from kernel.daemon import Daemon
 from kernel.db import Document, IndexSpec
 from kernel.settings import Settings
@@ -33,6 +43,7 @@ def route_tables() -> list[ApiRoutes]:
         provenance_routes,
         rule_routes,
         se_routes,
+        subscription_routes,
         usage_routes,
     )
     from transfers import request_routes, stats_routes
@@ -40,7 +51,8 @@ def route_tables() -> list[ApiRoutes]:
 
     return [system_routes.routes, namespace_routes.routes, file_routes.routes, se_routes.routes,
             metadata_routes.routes, dataset_routes.routes, provenance_routes.routes, usage_routes.routes,
-            rule_routes.routes, request_routes.routes, stats_routes.routes, wms_routes.routes]
+            rule_routes.routes, subscription_routes.routes, request_routes.routes, stats_routes.routes,
+            wms_routes.routes]
 
 
 def plain_routes() -> list[tuple[str, str, Handler]]:
@@ -53,7 +65,7 @@ def plain_routes() -> list[tuple[str, str, Handler]]:
 def index_specs() -> list[IndexSpec]:
     return [*storage_elements.INDEXES, *directories.INDEXES, *files.INDEXES, *datasets.INDEXES,
             *dataset_contents.INDEXES, *transfer_requests.INDEXES, *rules.INDEXES, *rule_locks.INDEXES,
-            *quotas.INDEXES, *wms_jobs.INDEXES, *wms_task_queues.INDEXES]
+            *quotas.INDEXES, *subscriptions.INDEXES, *wms_jobs.INDEXES, *wms_task_queues.INDEXES]
 
 
 def daemon_factories() -> dict[str, DaemonFactory]:
@@ -62,6 +74,7 @@ def daemon_factories() -> dict[str, DaemonFactory]:
     from transfers.rule_cleaner import RuleCleaner
     from transfers.rule_evaluator import RuleEvaluator
     from transfers.rule_repairer import RuleRepairer
+    from transfers.rule_subscriber import RuleSubscriber
     from transfers.stager import Stager
     from transfers.worker import TransferWorker
     from wms.config import wms_settings
@@ -74,6 +87,7 @@ def daemon_factories() -> dict[str, DaemonFactory]:
         "rule-evaluator": RuleEvaluator,
         "rule-repairer": RuleRepairer,
         "rule-cleaner": RuleCleaner,
+        "rule-subscriptions": RuleSubscriber,
         "job-checker": lambda settings, db: JobChecker(db, wms_settings()),
         "job-watchdog": lambda settings, db: JobWatchdog(db, wms_settings()),
     }

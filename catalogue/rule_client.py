@@ -63,3 +63,23 @@ class RulesClient(BaseClient):
     async def delete_quota(self, account: str, se: str) -> Json:
         result: Json = await self.request("DELETE", "/quotas", params={"account": account, "se": se})
         return result
+
+    async def add_subscription(self, name: str, rule: Json, *, filter: Json | None = None,
+                               account: str | None = None, comment: str = "") -> Json:
+        """Subscribe new datasets matching filter (scopes, name_pattern, owners, dynamic) to a rule template."""
+        body = {"name": name, "rule": rule, "filter": filter or {}, "account": account, "comment": comment}
+        result: Json = await self.request("POST", "/subscriptions",
+                                          json_body={k: v for k, v in body.items() if v is not None})
+        return result
+
+    async def list_subscriptions(self) -> list[Json]:
+        result: list[Json] = await self.request("GET", "/subscriptions")
+        return result
+
+    async def get_subscription(self, name: str) -> Json:
+        result: Json = await self.request("GET", f"/subscriptions/{quote(name, safe='')}")
+        return result
+
+    async def delete_subscription(self, name: str) -> Json:
+        result: Json = await self.request("DELETE", f"/subscriptions/{quote(name, safe='')}")
+        return result

@@ -15,6 +15,7 @@ from kernel.errors import CairnError, Forbidden, InvalidInput, NotFound, QuotaEx
 from tests.fixtures.api import RunningApi
 from tests.fixtures.cli import run_cli
 from tests.fixtures.rules import dataset_on_src, tiered_ses
+from transfers.rule_subscriber import RuleSubscriber
 
 
 @pytest.fixture
@@ -100,3 +101,21 @@ async def test_the_cli_resolves_expressions_and_manages_rules(
     usage = await run_cli(api.url, token, "quota", "list", "--account", "root", "--json")
     assert json.loads(usage.stdout) == [{"account": "root", "se": "T1-A", "quota_bytes": 5000, "used_bytes": 0,
                                          "used_files": 0}]
+
+
+async def test_a_new_dataset_matching_a_subscription_gets_its_rule(
+    api: RunningApi, admin: Client, database: AsyncDatabase[Document], tiered: list[str],
+) -> None:
+    await admin.add_subscription("raw-to-tier1", {"copies": 2, "expression": "tier=1", "lifetime_s": 600},
+                                 filter={"scopes": ["vo"], "name_pattern": "^raw"}, account="alice")
+    await dataset_on_src(database, "vo:raw1", ["/vo/raw1/f"])
+    await dataset_on_src(database, "vo:other", ["/vo/other/f"])
+    await RuleSubscriber(api.settings, database).run(max_cycles=2)
+    made = await admin.list_rules()
+    assert [(r["did"], r["account"], r["copies"], r["subscription"]) for r in made] == [
+        ("vo:raw1", "alice", 2, "raw-to-tier1")]
+    listed = await run_cli(api.url, api.admin_token, "subscription", "list", "--json")
+    assert listed.returncode == 0, listed.stderr
+    assert [(s["name"], s["rules_created"]) for s in json.loads(listed.stdout)] == [("raw-to-tier1", 1)]
+    with pytest.raises(InvalidInput):
+        await admin.add_subscription("bad", {"copies": 1, "expression": "tier=(("})

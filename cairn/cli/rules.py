@@ -146,3 +146,55 @@ def se_resolve(expression: str, as_json: bool) -> None:
     else:
         for name in names:
             click.echo(name)
+
+
+@click.group()
+def subscription() -> None:
+    """Subscriptions: new datasets matching a filter get a rule automatically."""
+
+
+@subscription.command("add")
+@click.argument("name")
+@click.option("--copies", type=click.IntRange(1, 100), required=True)
+@click.option("--expression", "-e", required=True)
+@click.option("--grouping", type=click.Choice(["ALL", "DATASET", "NONE"]), default="DATASET", show_default=True)
+@click.option("--lifetime", "lifetime_s", type=click.IntRange(1))
+@click.option("--scope", "scopes", multiple=True, help="match datasets of this scope (repeatable)")
+@click.option("--name-pattern", help="regular expression searched in the dataset name")
+@click.option("--owner", "owners", multiple=True, help="match datasets of this owner (repeatable)")
+@click.option("--account", help="owner of the rules (admins)")
+@json_option
+def subscription_add(name: str, copies: int, expression: str, grouping: str, lifetime_s: int | None,
+                     scopes: tuple[str, ...], name_pattern: str | None, owners: tuple[str, ...],
+                     account: str | None, as_json: bool) -> None:
+    """Add a subscription."""
+    rule_template = {"copies": copies, "expression": expression, "grouping": grouping, "lifetime_s": lifetime_s}
+    filters = {"scopes": list(scopes), "name_pattern": name_pattern, "owners": list(owners)}
+    saved = run(lambda c: c.add_subscription(name, {k: v for k, v in rule_template.items() if v is not None},
+                                             filter={k: v for k, v in filters.items() if v}, account=account))
+    emit_json(saved) if as_json else click.echo(f"subscription {name} added")
+
+
+@subscription.command("list")
+@json_option
+def subscription_list(as_json: bool) -> None:
+    """List subscriptions."""
+    found = run(lambda c: c.list_subscriptions())
+    emit_json(found) if as_json else table(found, ["name", "account", "filter", "rule", "rules_created"])
+
+
+@subscription.command("show")
+@click.argument("name")
+@json_option
+def subscription_show(name: str, as_json: bool) -> None:
+    """Show a subscription (with the rules it could not create)."""
+    found = run(lambda c: c.get_subscription(name))
+    emit_json(found) if as_json else table([found], ["name", "account", "filter", "rule", "rules_created", "errors"])
+
+
+@subscription.command("delete")
+@click.argument("name")
+def subscription_delete(name: str) -> None:
+    """Remove a subscription (its rules stay)."""
+    run(lambda c: c.delete_subscription(name))
+    click.echo(f"subscription {name} deleted")
