@@ -29,7 +29,15 @@ RULES_PER_CYCLE = 20
 
 async def clean(db: AsyncDatabase[Document], rule: Document, settings: RuleSettings) -> int:
     """Cancel the rule's transfers, release its locks, remove it; returns the locks released."""
-    await rq.cancel(db, {"requester": requester(rule)})
+    while True:
+        # In slices: FerretDB 1.24 stalls on an update_many that changes thousands of documents.
+        with database_errors():
+            # Index: requests_by_requester.
+            open_ids = [r["_id"] for r in await db[rq.REQUESTS].find(
+                {"requester": requester(rule), "state": {"$in": list(rq.OPEN_STATES)}}, {"_id": 1}
+            ).limit(settings.batch).to_list()]
+        if not open_ids or not await rq.cancel(db, {"_id": {"$in": open_ids}}):
+            break
     released = 0
     while True:
         with database_errors():
