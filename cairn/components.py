@@ -11,7 +11,17 @@ from aiohttp import web
 from pymongo.asynchronous.database import AsyncDatabase
 
 from cairn import system_routes
-from catalogue import dataset_contents, datasets, directories, files, storage_elements
+from catalogue import (
+    dataset_contents,
+    datasets,
+    directories,
+    files,
+    quotas,
+    rule_locks,
+    rules,
+    storage_elements,
+    subscriptions,
+)
 from kernel.daemon import Daemon
 from kernel.db import Document, IndexSpec
 from kernel.settings import Settings
@@ -31,7 +41,9 @@ def route_tables() -> list[ApiRoutes]:
         metadata_routes,
         namespace_routes,
         provenance_routes,
+        rule_routes,
         se_routes,
+        subscription_routes,
         usage_routes,
     )
     from transfers import request_routes, signed_url_routes, stats_routes
@@ -39,7 +51,8 @@ def route_tables() -> list[ApiRoutes]:
 
     return [system_routes.routes, namespace_routes.routes, file_routes.routes, se_routes.routes,
             metadata_routes.routes, dataset_routes.routes, provenance_routes.routes, usage_routes.routes,
-            request_routes.routes, signed_url_routes.routes, stats_routes.routes, wms_routes.routes]
+            rule_routes.routes, subscription_routes.routes, request_routes.routes, signed_url_routes.routes,
+            stats_routes.routes, wms_routes.routes]
 
 
 def plain_routes() -> list[tuple[str, str, Handler]]:
@@ -51,12 +64,17 @@ def plain_routes() -> list[tuple[str, str, Handler]]:
 
 def index_specs() -> list[IndexSpec]:
     return [*storage_elements.INDEXES, *directories.INDEXES, *files.INDEXES, *datasets.INDEXES,
-            *dataset_contents.INDEXES, *transfer_requests.INDEXES, *wms_jobs.INDEXES, *wms_task_queues.INDEXES]
+            *dataset_contents.INDEXES, *transfer_requests.INDEXES, *rules.INDEXES, *rule_locks.INDEXES,
+            *quotas.INDEXES, *subscriptions.INDEXES, *wms_jobs.INDEXES, *wms_task_queues.INDEXES]
 
 
 def daemon_factories() -> dict[str, DaemonFactory]:
     """Daemons by the name `cairn daemon NAME` knows them; `cairn up` runs every one."""
     from transfers.reaper import Reaper
+    from transfers.rule_cleaner import RuleCleaner
+    from transfers.rule_evaluator import RuleEvaluator
+    from transfers.rule_repairer import RuleRepairer
+    from transfers.rule_subscriber import RuleSubscriber
     from transfers.stager import Stager
     from transfers.worker import TransferWorker
     from wms.config import wms_settings
@@ -66,6 +84,10 @@ def daemon_factories() -> dict[str, DaemonFactory]:
         "transfers": TransferWorker,
         "stager": Stager,
         "reaper": Reaper,
+        "rule-evaluator": RuleEvaluator,
+        "rule-repairer": RuleRepairer,
+        "rule-cleaner": RuleCleaner,
+        "rule-subscriptions": RuleSubscriber,
         "job-checker": lambda settings, db: JobChecker(db, wms_settings()),
         "job-watchdog": lambda settings, db: JobWatchdog(db, wms_settings()),
     }

@@ -26,6 +26,7 @@ from catalogue.directories import DUPLICATE_KEY, find_by_ids, now
 from catalogue.files import authorized_files
 from catalogue.find import open_query
 from catalogue.permissions import READ
+from catalogue.rule_triggers import content_changed
 from kernel.db import Document, IndexSpec, database_errors, iterate
 from kernel.errors import Conflict, InvalidInput, NotFound
 from kernel.principal import Principal
@@ -96,6 +97,7 @@ async def attach_files(
             with database_errors():
                 await db[DATASET_FILES].delete_many({"_id": {"$in": [r["_id"] for r in inserted]}})
             raise Conflict(f"{did} was closed or frozen meanwhile; nothing attached")
+        await content_changed(db, [did])
     new = {r["lfn"] for r in inserted}
     return {"successful": {lfn: {"attached": lfn in new} for lfn in allowed}, "failed": failed}
 
@@ -117,6 +119,7 @@ async def detach_files(
                 {"_id": did},
                 {"$inc": {"files": -result.deleted_count, "bytes": -sum(r["size"] for r in present.values())},
                  "$set": {"modified": now()}})
+        await content_changed(db, [did])
     return {"successful": {lfn: {"detached": True} for lfn in present},
             "failed": {lfn: f"not in {did}" for lfn in wanted if lfn not in present}}
 
@@ -164,6 +167,7 @@ async def attach_children(
             with database_errors():
                 await db[CONTAINER_CHILDREN].delete_many({"_id": {"$in": [r["_id"] for r in inserted]}})
             raise Conflict(f"{container} was closed or frozen meanwhile; nothing attached")
+        await content_changed(db, [container])
     new = {r["child"] for r in inserted}
     return {"successful": {c: {"attached": c in new} for c in wanted}, "failed": {}}
 
@@ -181,6 +185,7 @@ async def detach_children(
             result = await db[CONTAINER_CHILDREN].delete_many({"_id": {"$in": sorted(rows)}})
             await db[DATASETS].update_one({"_id": container}, {"$inc": {"children": -result.deleted_count},
                                                                "$set": {"modified": now()}})
+        await content_changed(db, [container])
     return {"successful": {c: {"detached": True} for c in present},
             "failed": {c: f"not in {container}" for c in wanted if c not in present}}
 
@@ -282,4 +287,5 @@ async def refresh(db: AsyncDatabase[Document], principal: Principal, did: str) -
         updated = await db[DATASETS].find_one_and_update(
             {"_id": did}, {"$set": {"files": files, "bytes": size, "refreshed": now(), "modified": now()}},
             return_document=True)
+    await content_changed(db, [did])
     return updated or doc

@@ -59,6 +59,22 @@ class TransferSettings(BaseModel):
     idle_sleep_s: float = Field(1.0, gt=0)
 
 
+class RuleSettings(BaseModel):
+    """How the rule daemons pace themselves (`CAIRN_RULES__*`)."""
+
+    # A rule is worked on by one daemon at a time under a lease this long.
+    lease_s: float = Field(60.0, ge=1)
+    # How often a replicating rule's locks are checked against their transfers.
+    poll_s: float = Field(5.0, gt=0)
+    # Locks read and written per database round trip.
+    batch: int = Field(1000, ge=1)
+    # Attempts of each transfer a rule asks for before its lock becomes stuck.
+    transfer_attempts: int = Field(5, ge=1)
+    # A rule stuck for longer than this (and not repaired meanwhile) is suspended.
+    suspend_after_s: float = Field(24 * 3600.0, gt=0)
+    idle_sleep_s: float = Field(1.0, gt=0)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", validate_default=True
@@ -89,6 +105,7 @@ class Settings(BaseSettings):
     storage_credentials: dict[str, dict[str, str]] = Field(default_factory=dict)
 
     transfers: TransferSettings = Field(default_factory=TransferSettings)
+    rules: RuleSettings = Field(default_factory=RuleSettings)
 
     # The site this process runs at (clients prefer replicas on its SEs).
     site: str | None = None

@@ -15,6 +15,7 @@ from cairn.cli import (
     namespace,
     processes,
     requests,
+    rules,
     ses,
     token,
     transfers,
@@ -43,9 +44,11 @@ cli.add_command(requests.requests)
 cli.add_command(transfers.transfers)
 for command in (namespace.ls, namespace.stat, namespace.mkdir, namespace.mv, namespace.rm, namespace.chmod,
                 namespace.chown, files.register, files.replicas, ses.se, ses.site, meta.meta, meta.find,
-                datasets.dataset, datasets.container, accounting.ancestry, accounting.usage):
+                datasets.dataset, datasets.container, accounting.ancestry, accounting.usage, rules.rule, rules.quota,
+                rules.subscription):
     cli.add_command(command)
 ses.se.add_command(accounting.se_dump)
+ses.se.add_command(rules.se_resolve)
 
 
 def main() -> None:

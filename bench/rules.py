@@ -1,0 +1,156 @@
+"""Benchmark: a replication rule on a large dataset.
+
+    python bench/rules.py [--files 100000] [--copies 2] [--mongodb-uri URI]
+
+Starts a database (FerretDB in a temp dir unless --mongodb-uri or $CAIRN_MONGODB_URI), makes a
+source SE holding every file and three tier-1 SEs, registers N files and attaches them to one
+dataset, creates a rule "COPIES copies on tier=1", and times the rule evaluator's first pass on
+it (evaluation, then progress: every lock and every transfer request written) — the time until
+all locks and requests exist. Database commands are counted with a pymongo CommandListener on
+the client the evaluator uses, and reported per 1000 files. The baseline in the same run is the
+request queue alone: submitting the same N x COPIES transfers with `transfers.requests.submit`
+(what any bulk replication costs without rules). No transfer runs. Prints JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from pymongo import AsyncMongoClient, monitoring  # noqa: E402
+from pymongo.asynchronous.database import AsyncDatabase  # noqa: E402
+
+from cairn.components import index_specs  # noqa: E402
+from cairn.embedded_db import start_ferretdb  # noqa: E402
+from catalogue import rule_locks, rules  # noqa: E402
+from catalogue.dataset_contents import attach_files  # noqa: E402
+from catalogue.datasets import DidIn, create_did  # noqa: E402
+from catalogue.files import register_files  # noqa: E402
+from catalogue.rules import RuleIn  # noqa: E402
+from catalogue.storage_elements import Protocol, StorageElement, put_storage_element  # noqa: E402
+from kernel.db import Document, ensure_indexes  # noqa: E402
+from kernel.principal import Principal  # noqa: E402
+from kernel.settings import load_settings  # noqa: E402
+from transfers import requests as rq  # noqa: E402
+from transfers.rule_evaluator import RuleEvaluator  # noqa: E402
+
+ADMIN = Principal(sub="bench", vo="bench", groups=("bench",), scopes=frozenset({"admin"}))
+BATCH = 1000
+
+
+class Commands(monitoring.CommandListener):
+    """Counts commands by name while `counting` is set."""
+
+    def __init__(self) -> None:
+        self.counting = False
+        self.seen: Counter[str] = Counter()
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        if self.counting and event.command_name not in ("hello", "ismaster", "isMaster", "endSessions", "ping"):
+            self.seen[event.command_name] += 1
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
+
+
+async def setup(db: AsyncDatabase[Document], files: int, root: Path) -> None:
+    await ensure_indexes(db, index_specs())
+    for name, tier in (("SRC", 0), ("T1-A", 1), ("T1-B", 1), ("T1-C", 1)):
+        await put_storage_element(db, StorageElement(name=name, site=name, attributes={"tier": tier},
+                                                     protocols=[Protocol(scheme="file", prefix=str(root / name))]))
+    await create_did(db, ADMIN, DidIn(did="bench:big"))
+    for start in range(0, files, BATCH):
+        batch = [{"lfn": f"/bench/big/f{i:08d}", "size": 1000 + i % 997, "adler32": f"{i:08x}",
+                  "replicas": [{"se": "SRC"}]} for i in range(start, min(files, start + BATCH))]
+        result = await register_files(db, ADMIN, batch)
+        assert not result["failed"], list(result["failed"].items())[:3]
+        attached = await attach_files(db, ADMIN, "bench:big", [f["lfn"] for f in batch])
+        assert not attached["failed"]
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    uri = args.mongodb_uri or os.environ.get("CAIRN_MONGODB_URI")
+    server = None
+    tmp = Path(tempfile.mkdtemp(prefix="cairn-bench-rules-"))
+    if uri is None:
+        server = start_ferretdb(tmp / "db")
+        uri = server.uri
+    commands = Commands()
+    client: AsyncMongoClient[Document] = AsyncMongoClient(uri, tz_aware=True, event_listeners=[commands])
+    try:
+        db = client["bench_rules"]
+        await client.drop_database("bench_rules")
+        began = time.perf_counter()
+        await setup(db, args.files, tmp / "se")
+        setup_s = time.perf_counter() - began
+        settings = load_settings(mongodb_uri=uri, database="bench_rules", var_dir=tmp / "var")
+        rule = await rules.create_rule(db, ADMIN, RuleIn(did="bench:big", copies=args.copies, expression="tier=1"))
+        evaluator = RuleEvaluator(settings, db)
+        claimed = await rules.claim(db, evaluator.worker, {"_id": rule["_id"]}, lease_s=600)
+        assert claimed is not None
+        commands.counting = True
+        began = time.perf_counter()
+        await evaluator.work_on(claimed)
+        rule_s = time.perf_counter() - began
+        commands.counting = False
+        rule_commands = dict(commands.seen)
+        locks = await db[rule_locks.LOCKS].count_documents({"rule": rule["_id"]})
+        requests = await db[rq.REQUESTS].count_documents({"requester": f"rule:{rule['_id']}"})
+        done = await rules.get_rule(db, rule["_id"])
+
+        await db[rq.REQUESTS].delete_many({"requester": f"rule:{rule['_id']}"})
+        items = {se: [{"lfn": f"/bench/big/f{i:08d}", "dest_se": se} for i in range(args.files)]
+                 for se in ("T1-A", "T1-B", "T1-C")[:args.copies]}
+        commands.seen.clear()
+        commands.counting = True
+        began = time.perf_counter()
+        for wanted in items.values():
+            for start in range(0, len(wanted), BATCH):
+                await rq.submit(db, "transfer", wanted[start:start + BATCH], requester="baseline")
+        baseline_s = time.perf_counter() - began
+        commands.counting = False
+        baseline_commands = sum(commands.seen.values())
+        total = sum(rule_commands.values())
+        return {
+            "database": "ferretdb" if server else uri.split("@")[-1],
+            "files": args.files, "copies": args.copies, "setup_s": round(setup_s, 2),
+            "rule": {"seconds_to_all_locks_and_requests": round(rule_s, 3), "locks": locks, "requests": requests,
+                     "state": done["state"], "locks_replicating": done["locks_replicating"],
+                     "files_per_s": round(args.files / rule_s, 1), "db_commands": total,
+                     "db_commands_per_1000_files": round(total * 1000 / args.files, 1),
+                     "by_command": rule_commands},
+            "baseline_submit_only": {"seconds": round(baseline_s, 3), "requests": args.files * args.copies,
+                                     "db_commands_per_1000_files": round(baseline_commands * 1000 / args.files, 1)},
+            "rule_over_baseline": round(rule_s / baseline_s, 2) if baseline_s else None,
+        }
+    finally:
+        await client.close()
+        if server is not None:
+            server.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--files", type=int, default=100_000)
+    parser.add_argument("--copies", type=int, default=2, choices=(1, 2, 3))
+    parser.add_argument("--mongodb-uri")
+    args = parser.parse_args()
+    print(json.dumps(asyncio.run(run(args)), indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,95 @@
+"""Quotas: how many bytes an account's rules may lock on an SE, and what they lock now.
+
+- `quotas`: `_id` `<account>@<se>` with `account`, `se`, `bytes` (set by administrators). An SE
+  without a quota for the account is not limited (quotas are opt-in per account and SE).
+- `account_usage`: `_id` `<account>@<se>` with `files` and `bytes` locked by the account's
+  rules on the SE, kept with `$inc` as locks are created and released (never by scanning).
+
+A rule is refused at creation when fewer SEs of its expression than its copies have room for
+the DID's bytes; the evaluator places files that arrive later only where there is room.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+from pymongo import UpdateOne
+from pymongo.asynchronous.database import AsyncDatabase
+
+from catalogue.directories import now
+from kernel.db import Document, IndexSpec, database_errors
+from kernel.errors import NotFound
+
+QUOTAS = "quotas"
+ACCOUNT_USAGE = "account_usage"
+
+INDEXES = [
+    # quotas_and_usage(account)
+    IndexSpec(QUOTAS, [("account", 1), ("se", 1)], name="quotas_by_account"),
+    IndexSpec(ACCOUNT_USAGE, [("account", 1), ("se", 1)], name="account_usage_by_account"),
+]
+
+
+class QuotaIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    account: str = Field(..., min_length=1, max_length=128)
+    se: str = Field(..., min_length=1, max_length=64)
+    bytes: int = Field(..., ge=0)
+
+
+def key(account: str, se: str) -> str:
+    return f"{account}@{se}"
+
+
+async def set_quota(db: AsyncDatabase[Document], quota: QuotaIn) -> Document:
+    """Create or change the quota of an account on an SE."""
+    doc = {"account": quota.account, "se": quota.se, "bytes": quota.bytes, "modified": now()}
+    with database_errors():
+        await db[QUOTAS].update_one({"_id": key(quota.account, quota.se)}, {"$set": doc}, upsert=True)
+    return doc
+
+
+async def delete_quota(db: AsyncDatabase[Document], account: str, se: str) -> None:
+    """Remove a quota (the account is then unlimited on that SE)."""
+    with database_errors():
+        result = await db[QUOTAS].delete_one({"_id": key(account, se)})
+    if result.deleted_count == 0:
+        raise NotFound(f"no quota for {account} on {se}")
+
+
+async def quotas_and_usage(db: AsyncDatabase[Document], account: str | None = None) -> list[dict[str, Any]]:
+    """Every (account, SE) with a quota or usage: `{account, se, quota, used_bytes, used_files}`."""
+    query = {"account": account} if account else {}
+    with database_errors():
+        quotas = {d["_id"]: d for d in await db[QUOTAS].find(query).to_list()}
+        usage = {d["_id"]: d for d in await db[ACCOUNT_USAGE].find(query).to_list()}
+    rows = []
+    for name in sorted(set(quotas) | set(usage)):
+        q, u = quotas.get(name, {}), usage.get(name, {})
+        rows.append({"account": q.get("account") or u.get("account"), "se": q.get("se") or u.get("se"),
+                     "quota_bytes": q.get("bytes"), "used_bytes": int(u.get("bytes", 0)),
+                     "used_files": int(u.get("files", 0))})
+    return rows
+
+
+async def room(db: AsyncDatabase[Document], account: str, ses: Iterable[str]) -> dict[str, int | None]:
+    """Bytes the account may still lock on each SE (None: no quota there), in two `_id $in` reads."""
+    ids = [key(account, se) for se in sorted(set(ses))]
+    with database_errors():
+        quotas = {d["se"]: int(d["bytes"]) for d in await db[QUOTAS].find({"_id": {"$in": ids}}).to_list()}
+        used = {d["se"]: int(d.get("bytes", 0)) for d in await db[ACCOUNT_USAGE].find({"_id": {"$in": ids}}).to_list()}
+    return {se: (quotas[se] - used.get(se, 0) if se in quotas else None) for se in sorted(set(ses))}
+
+
+async def charge(db: AsyncDatabase[Document], account: str, deltas: Mapping[str, tuple[int, int]]) -> None:
+    """Add `(files, bytes)` per SE to the account's usage (negative to release), one bulk write."""
+    updates = [UpdateOne({"_id": key(account, se)},
+                         {"$inc": {"files": files, "bytes": size}, "$set": {"account": account, "se": se}},
+                         upsert=True)
+               for se, (files, size) in deltas.items() if files or size]
+    if updates:
+        with database_errors():
+            await db[ACCOUNT_USAGE].bulk_write(updates, ordered=False)

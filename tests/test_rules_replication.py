@@ -1,0 +1,148 @@
+"""Rules end to end with real transfer workers on local disk SEs: a rule on a dataset ends ok
+with every file on its SEs; content added later follows; failures are repaired; expiry frees."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from pymongo.asynchronous.database import AsyncDatabase
+
+from catalogue import quotas, rule_locks, rules
+from catalogue.rules import RuleIn, RuleUpdate
+from catalogue.storage_elements import StorageElementUpdate, update_storage_element
+from kernel.db import Document
+from kernel.settings import Settings
+from tests.fixtures.catalogue import ADMIN
+from tests.fixtures.rules import (
+    dataset_on_src,
+    replicas_by_file,
+    rule_daemons,
+    rule_settings,
+    rule_state,
+    run_until,
+    tiered_ses,
+)
+from tests.fixtures.transfers import replica_status
+from transfers import requests as rq
+from transfers.reaper import Reaper
+from transfers.rule_cleaner import RuleCleaner
+from transfers.rule_evaluator import RuleEvaluator
+
+
+async def test_two_copies_on_tier1_of_a_dataset_end_ok_and_new_content_follows(
+    database: AsyncDatabase[Document], settings: Settings, tmp_path: Path,
+) -> None:
+    tier1 = await tiered_ses(database, tmp_path)
+    lfns = [f"/vo/ds/f{i:03d}" for i in range(50)]
+    await dataset_on_src(database, "vo:ds", lfns)
+    rule = await rules.create_rule(database, ADMIN, RuleIn(did="vo:ds", copies=2, expression="tier=1"))
+    fast = rule_settings(settings)
+
+    async def ok() -> bool:
+        return await rule_state(database, rule["_id"]) == "ok"
+
+    await run_until(ok, rule_daemons(fast, database))
+    placed = await replicas_by_file(database, lfns)
+    chosen = placed[lfns[0]] - {"SRC"}
+    assert len(chosen) == 2 and chosen <= set(tier1)
+    assert all(ses - {"SRC"} == chosen for ses in placed.values())
+    done = await rules.get_rule(database, rule["_id"])
+    assert (done["locks_ok"], done["locks_replicating"], done["locks_stuck"]) == (100, 0, 0)
+    locked = await database["files"].find({"_id": {"$in": lfns}}, {"replicas": 1}).to_list()
+    assert all(r.get("locks") == 1 for d in locked for r in d["replicas"] if r["se"] in chosen)
+
+    more = [f"/vo/ds/g{i:02d}" for i in range(10)]
+    await dataset_on_src(database, "vo:ds", more)
+    assert (await rules.get_rule(database, rule["_id"]))["dirty"] is True
+
+    async def all_placed() -> bool:
+        current = await rules.get_rule(database, rule["_id"])
+        return current["state"] == "ok" and not current["dirty"] and current["locks_ok"] == 120
+
+    await run_until(all_placed, rule_daemons(fast, database))
+    assert all(ses - {"SRC"} == chosen for ses in (await replicas_by_file(database, more)).values())
+    assert await database[rule_locks.LOCKS].count_documents({"rule": rule["_id"], "state": "ok"}) == 120
+
+
+async def test_a_failing_se_makes_the_rule_stuck_and_the_repairer_moves_its_locks(
+    database: AsyncDatabase[Document], settings: Settings, tmp_path: Path,
+) -> None:
+    await tiered_ses(database, tmp_path)
+    lfns = [f"/vo/rep/f{i}" for i in range(10)]
+    await dataset_on_src(database, "vo:rep", lfns)
+    rule = await rules.create_rule(database, ADMIN, RuleIn(did="vo:rep", copies=2, expression="tier=1"))
+    fast = rule_settings(settings)
+    await RuleEvaluator(fast, database).run(max_cycles=1)
+    placed = {lock["se"] for lock in await database[rule_locks.LOCKS].find({"rule": rule["_id"]}).to_list()}
+    assert placed == {"T1-A", "T1-B"}
+    await update_storage_element(database, "T1-B", StorageElementUpdate(write_enabled=False))
+    seen_stuck = False
+
+    async def ok() -> bool:
+        nonlocal seen_stuck
+        current = await rules.get_rule(database, rule["_id"])
+        seen_stuck = seen_stuck or current["state"] == "stuck" or current["locks_stuck"] > 0
+        return current["state"] == "ok"
+
+    await run_until(ok, rule_daemons(fast, database))
+    assert all(ses == {"SRC", "T1-A", "T1-C"} for ses in (await replicas_by_file(database, lfns)).values())
+    moved = await database[rule_locks.LOCKS].find({"rule": rule["_id"], "se": "T1-C"}).to_list()
+    assert len(moved) == 10 and all(lock["moved_from"] == "T1-B" and "T1-B" in lock["moved_because"]
+                                    for lock in moved)
+    repaired = (await rules.get_rule(database, rule["_id"]))["last_repair"]
+    assert seen_stuck and repaired["moved"] >= 1 and "switched off for writ" in repaired["reason"]
+
+
+async def test_a_rule_stuck_with_nowhere_to_go_is_suspended(
+    database: AsyncDatabase[Document], settings: Settings, tmp_path: Path,
+) -> None:
+    await tiered_ses(database, tmp_path, tier1=1)
+    await dataset_on_src(database, "vo:sus", ["/vo/sus/f0"])
+    rule = await rules.create_rule(database, ADMIN, RuleIn(did="vo:sus", copies=1, expression="tier=1"))
+    fast = rule_settings(settings, suspend_after_s=0.5)
+    await RuleEvaluator(fast, database).run(max_cycles=1)
+    await update_storage_element(database, "T1-A", StorageElementUpdate(write_enabled=False))
+
+    async def suspended() -> bool:
+        return await rule_state(database, rule["_id"]) == "suspended"
+
+    await run_until(suspended, rule_daemons(fast, database))
+    assert "suspended" in (await rules.get_rule(database, rule["_id"]))["error"]
+
+
+async def test_expiry_releases_the_locks_and_the_replicas_may_then_be_deleted(
+    database: AsyncDatabase[Document], settings: Settings, tmp_path: Path,
+) -> None:
+    await tiered_ses(database, tmp_path)
+    lfns = [f"/vo/exp/f{i}" for i in range(5)]
+    await dataset_on_src(database, "vo:exp", lfns)
+    rule = await rules.create_rule(database, ADMIN, RuleIn(did="vo:exp", copies=1, expression="T1-A",
+                                                           lifetime_s=3600))
+    fast = rule_settings(settings)
+
+    async def ok() -> bool:
+        return await rule_state(database, rule["_id"]) == "ok"
+
+    await run_until(ok, rule_daemons(fast, database))
+    await rq.submit(database, "delete", [{"lfn": lfns[0], "dest_se": "T1-A"}], requester="t")
+    await Reaper(fast, database).run(max_cycles=1)
+    refused = await database[rq.REQUESTS].find_one({"kind": "delete"})
+    assert refused["state"] == "failed" and "rule lock" in refused["last_error"]
+    assert await replica_status(database, lfns[0], "T1-A") == "available"
+
+    await rules.update_rule(database, ADMIN, rule["_id"], RuleUpdate(lifetime_s=1))
+    await asyncio.sleep(1.2)
+
+    async def gone() -> bool:
+        return await database[rules.RULES].count_documents({"_id": rule["_id"]}) == 0
+
+    await run_until(gone, [RuleCleaner(fast, database)])
+    assert await database[rule_locks.LOCKS].count_documents({"rule": rule["_id"]}) == 0
+    files = await database["files"].find({"_id": {"$in": lfns}}, {"replicas": 1}).to_list()
+    assert all(r.get("locks", 0) == 0 for d in files for r in d["replicas"])
+    assert (await quotas.quotas_and_usage(database, "root"))[0]["used_bytes"] == 0
+    await rq.submit(database, "delete", [{"lfn": lfn, "dest_se": "T1-A"} for lfn in lfns], requester="t2")
+    await Reaper(fast, database).run(max_cycles=1)
+    assert [await replica_status(database, lfn, "T1-A") for lfn in lfns] == [None] * 5
+    assert [await replica_status(database, lfn, "SRC") for lfn in lfns] == ["available"] * 5

@@ -1,0 +1,76 @@
+"""`cairn daemon rule-cleaner`: removes expired rules (lifetime over, or deleted by their owner).
+
+For a rule whose `expires_at` has passed and that is not `locked`, under the rule's lease: its
+open transfer requests are cancelled (another rule that shared one submits its own again), its
+locks released batch by batch (their replicas lose the protection of this rule, so the reaper
+may free the space once nothing else protects them), and the rule removed. A cleaner that dies
+half way leaves the rule expired with fewer locks; the next one carries on.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from pymongo.asynchronous.database import AsyncDatabase
+
+from catalogue import rule_locks, rules
+from catalogue.directories import now
+from catalogue.rule_triggers import RULES
+from kernel.daemon import Daemon
+from kernel.db import Document, database_errors
+from kernel.settings import RuleSettings, Settings
+from transfers import requests as rq
+from transfers.rule_evaluation import requester
+
+log = logging.getLogger("cairn.rules")
+
+RULES_PER_CYCLE = 20
+
+
+async def clean(db: AsyncDatabase[Document], rule: Document, settings: RuleSettings) -> int:
+    """Cancel the rule's transfers, release its locks, remove it; returns the locks released."""
+    while True:
+        # In slices: FerretDB 1.24 stalls on an update_many that changes thousands of documents.
+        with database_errors():
+            # Index: requests_by_requester.
+            open_ids = [r["_id"] for r in await db[rq.REQUESTS].find(
+                {"requester": requester(rule), "state": {"$in": list(rq.OPEN_STATES)}}, {"_id": 1}
+            ).limit(settings.batch).to_list()]
+        if not open_ids or not await rq.cancel(db, {"_id": {"$in": open_ids}}):
+            break
+    released = 0
+    while True:
+        with database_errors():
+            # Index: locks_by_rule_state.
+            batch = await db[rule_locks.LOCKS].find({"rule": rule["_id"]}).limit(settings.batch).to_list()
+        if not batch:
+            break
+        await rule_locks.remove_locks(db, rule, batch)
+        released += len(batch)
+    with database_errors():
+        await db[RULES].delete_one({"_id": rule["_id"], "lease_owner": rule["lease_owner"]})
+    return released
+
+
+class RuleCleaner(Daemon):
+    name = "rule-cleaner"
+
+    def __init__(self, settings: Settings, db: AsyncDatabase[Document]) -> None:
+        super().__init__()
+        self.db = db
+        self.settings = settings.rules
+        self.idle_sleep_s = settings.rules.idle_sleep_s
+
+    async def run_once(self) -> int:
+        handled = 0
+        for _ in range(RULES_PER_CYCLE):
+            if self.stopping:
+                break
+            rule = await rules.claim(self.db, self.worker, {"expires_at": {"$lt": now()}, "locked": False},
+                                     lease_s=self.settings.lease_s, sort="expires_at")
+            if rule is None:
+                break
+            released = await clean(self.db, rule, self.settings)
+            log.info("rule %s on %s expired: released %d lock(s)", rule["_id"], rule["did"], released)
+            handled += 1
+        return handled

@@ -1,0 +1,83 @@
+"""`cairn daemon rule-evaluator`: turns rules into locks and transfers, and follows them.
+
+Each cycle it takes rules one at a time under the rule's lease: a `dirty` rule (new, copies
+changed, its DID's content changed) is evaluated (`transfers.rule_evaluation.evaluate`); a rule
+with replicating locks has them moved on by their replicas and requests (`progress`), then its
+state is settled from its counters. Suspended rules are left alone; expired ones are the
+cleaner's. Any number of evaluators can run: the lease keeps each rule to one.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+
+from pymongo.asynchronous.database import AsyncDatabase
+
+from catalogue import rule_locks, rules
+from catalogue.directories import now
+from kernel.daemon import Daemon
+from kernel.db import Document, database_errors
+from kernel.settings import Settings
+from transfers.rule_evaluation import evaluate, progress, settle
+
+log = logging.getLogger("cairn.rules")
+
+RULES_PER_CYCLE = 20
+
+
+def evaluator_query(at: dt.datetime) -> dict[str, object]:
+    """Rules with work for the evaluator: dirty, or replicating (or stuck) and due for a look."""
+    live = {"$or": [{"expires_at": None}, {"expires_at": {"$gt": at}}]}
+    work = {"$or": [{"dirty": True}, {"state": {"$in": ["replicating", "stuck"]}, "due": {"$lte": at}}]}
+    return {"$and": [live, work, {"state": {"$ne": "suspended"}}]}
+
+
+async def first_stuck_error(db: AsyncDatabase[Document], rule_id: str) -> str | None:
+    """Why one of the rule's stuck locks is stuck (the reason a person sees on the rule)."""
+    with database_errors():
+        # Index: locks_by_rule_state.
+        lock = await db[rule_locks.LOCKS].find_one({"rule": rule_id, "state": "stuck"}, {"error": 1, "lfn": 1})
+    return f"{lock['lfn']}: {lock.get('error')}" if lock else None
+
+
+class RuleEvaluator(Daemon):
+    name = "rule-evaluator"
+
+    def __init__(self, settings: Settings, db: AsyncDatabase[Document]) -> None:
+        super().__init__()
+        self.db = db
+        self.settings = settings.rules
+        self.idle_sleep_s = settings.rules.idle_sleep_s
+
+    async def run_once(self) -> int:
+        handled = 0
+        for _ in range(RULES_PER_CYCLE):
+            if self.stopping:
+                break
+            rule = await rules.claim(self.db, self.worker, evaluator_query(now()), lease_s=self.settings.lease_s)
+            if rule is None:
+                break
+            handled += await self.work_on(rule)
+        return handled
+
+    async def work_on(self, rule: Document) -> int:
+        """Evaluate (if dirty) and move on one claimed rule, then give it back."""
+        changed = 0
+        try:
+            if rule.get("dirty"):
+                stats = await evaluate(self.db, rule, self.settings)
+                log.info("rule %s on %s: %s", rule["_id"], rule["did"], stats)
+                changed += stats["new"] + stats["released"] + 1
+                await rules.clear_dirty(self.db, rule["_id"], int(rule.get("generation", 0)))
+            changed += await progress(self.db, rule, self.settings)
+        finally:
+            current = await rules.get_rule(self.db, rule["_id"])
+            fields = settle(current)
+            if fields.get("state") == "stuck" and int(current.get("locks_stuck", 0)):
+                fields["error"] = await first_stuck_error(self.db, rule["_id"]) or current.get("error")
+                if current["state"] != "stuck":
+                    log.warning("rule %s is stuck: %s", rule["_id"], fields["error"])
+            due = now() + dt.timedelta(seconds=self.settings.poll_s)
+            await rules.release(self.db, rule, self.worker, {**fields, "due": due})
+        return changed

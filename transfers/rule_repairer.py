@@ -1,0 +1,124 @@
+"""`cairn daemon rule-repairer`: gets stuck rules going again, or suspends them.
+
+For each stuck lock (its transfer failed for good) it picks another SE the rule's expression
+allows — writable, within the account's quota, not already locked for that file, not one the
+file failed on before — ranked like the evaluator ranks (`transfers.rule_placement.rank`),
+and moves the lock there: the stuck lock is released, a replicating one created (it remembers
+`failed_ses` and `moved_from`), and the rule goes back to replicating with the reason recorded
+in `error` (until the rule is ok) and in `last_repair` (kept). Locks with nowhere to go stay
+stuck; a rule stuck for longer than `rules.suspend_after_s` is suspended (the evaluator then
+leaves it alone until an update resumes it). A rule with files that found no SE at all is
+marked dirty for another placement.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from pymongo.asynchronous.database import AsyncDatabase
+
+from catalogue import quotas, rule_locks, rules
+from catalogue.directories import now
+from catalogue.rule_triggers import RULES
+from catalogue.se_expression import resolve
+from kernel.daemon import Daemon
+from kernel.db import Document, database_errors
+from kernel.settings import RuleSettings, Settings
+from transfers.rule_evaluation import available_on, stuck_too_long
+from transfers.rule_placement import rank
+
+log = logging.getLogger("cairn.rules")
+
+RULES_PER_CYCLE = 20
+
+
+async def repair(db: AsyncDatabase[Document], rule: Document, settings: RuleSettings) -> tuple[int, str | None]:
+    """Move the rule's stuck locks to other allowed SEs; returns (moved, first reason seen)."""
+    ses = await rules.all_ses(db)
+    names = resolve(rule["expression"], ses)
+    candidates = [se for se in ses if se["name"] in names and se.get("write_enabled", True)]
+    room = await quotas.room(db, rule["account"], names)
+    stuck = [lock async for page in rule_locks.locks_of(db, rule["_id"], "stuck", batch=settings.batch)
+             for lock in page]
+    moved = 0
+    reason = stuck[0].get("error") if stuck else None
+    for start in range(0, len(stuck), settings.batch):
+        chunk = stuck[start:start + settings.batch]
+        lfns = sorted({lock["lfn"] for lock in chunk})
+        with database_errors():
+            # Index: locks_by_rule_lfn.
+            others = await db[rule_locks.LOCKS].find({"rule": rule["_id"], "lfn": {"$in": lfns}},
+                                                     {"lfn": 1, "se": 1}).to_list()
+        taken: dict[str, set[str]] = {}
+        for lock in others:
+            taken.setdefault(lock["lfn"], set()).add(lock["se"])
+        replicas = await available_on(db, lfns)
+        old: list[Document] = []
+        new: list[Document] = []
+        for lock in chunk:
+            lfn, size = lock["lfn"], int(lock["size"])
+            failed = [*lock.get("failed_ses", []), lock["se"]]
+            excluded = set(failed) | taken.get(lfn, set())
+            ranked = rank(candidates, [(lfn, size)], {}, replicas, rule.get("weight"))
+            choice = next((se for se in ranked if se not in excluded
+                           and (room.get(se) is None or (room.get(se) or 0) >= size)), None)
+            if choice is None:
+                continue
+            if room.get(choice) is not None:
+                room[choice] = (room[choice] or 0) - size
+            taken.setdefault(lfn, set()).add(choice)
+            old.append(lock)
+            new.append(rule_locks.new_lock(rule, lfn, choice, size,
+                                           "ok" if choice in replicas.get(lfn, set()) else "replicating",
+                                           failed_ses=failed, moved_from=lock["se"], moved_because=lock.get("error")))
+        await rule_locks.remove_locks(db, rule, old)
+        await rule_locks.insert_locks(db, rule, new)
+        moved += len(new)
+    return moved, reason
+
+
+class RuleRepairer(Daemon):
+    name = "rule-repairer"
+
+    def __init__(self, settings: Settings, db: AsyncDatabase[Document]) -> None:
+        super().__init__()
+        self.db = db
+        self.settings = settings.rules
+        self.idle_sleep_s = settings.rules.idle_sleep_s
+
+    async def run_once(self) -> int:
+        handled = 0
+        seen: set[str] = set()
+        for _ in range(RULES_PER_CYCLE):
+            rule = await rules.claim(self.db, self.worker, {"state": "stuck", "_id": {"$nin": sorted(seen)}},
+                                     lease_s=self.settings.lease_s)
+            if rule is None or self.stopping:
+                if rule is not None:
+                    await rules.release(self.db, rule, self.worker, {})
+                break
+            seen.add(rule["_id"])
+            handled += await self.work_on(rule)
+        return handled
+
+    async def work_on(self, rule: Document) -> int:
+        """Repair one claimed stuck rule, then give it back."""
+        fields: dict[str, Any] = {}
+        try:
+            moved, reason = await repair(self.db, rule, self.settings)
+            if moved:
+                fields = {"state": "replicating", "stuck_since": None, "due": now(),
+                          "error": f"moved {moved} stuck lock(s) to other SEs; last failure: {reason}",
+                          "last_repair": {"at": now(), "moved": moved, "reason": reason}}
+                log.info("rule %s: %s", rule["_id"], fields["error"])
+            elif int(rule.get("unplaced", 0)) > 0 and not rule.get("dirty"):
+                with database_errors():
+                    await self.db[RULES].update_one({"_id": rule["_id"]},
+                                                    {"$set": {"dirty": True}, "$inc": {"generation": 1}})
+            if not moved and stuck_too_long(rule, self.settings.suspend_after_s):
+                fields = {"state": "suspended", "error": f"stuck since {rule['stuck_since'].isoformat()} "
+                          f"and nowhere else to go; suspended (last failure: {reason or rule.get('error')})"}
+                log.warning("rule %s: %s", rule["_id"], fields["error"])
+        finally:
+            await rules.release(self.db, rule, self.worker, fields)
+        return 1 if fields else 0
