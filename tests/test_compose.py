@@ -29,3 +29,12 @@ def test_compose_runs_mongodb_minio_xrootd_and_the_server_with_health_checks() -
         assert name in services, f"compose.yaml has no {name} service"
         assert "healthcheck" in services[name], f"{name} has no health check"
     assert "--replSet" in services["mongo"]["command"]
+
+
+def test_compose_runs_every_daemon_cairn_knows() -> None:
+    from cairn.components import daemon_factories
+
+    services = yaml.safe_load((ROOT / "compose.yaml").read_text())["services"]
+    commands = {tuple(s.get("command", [])) for s in services.values()}
+    for name in daemon_factories():
+        assert ("cairn", "daemon", name) in commands, f"compose.yaml does not run daemon {name}"
