@@ -84,3 +84,21 @@ async def test_a_job_reading_a_file_only_on_tape_runs_once_the_daemons_staged_it
     assert content == f"raw event bytes\nat {site}\n".encode()
     assert (out["ancestors"], out["adler32"]) == (["/cta/raw/run7.raw"], adler32_hex(content))
 
+
+async def test_every_job_waiting_for_a_file_lost_from_tape_fails_naming_why(
+    api: RunningApi, grid: Grid, settings: Settings, wms_config: WmsSettings,
+) -> None:
+    tape = await grid.add_se("SITE-C-TAPE", "SITE-C", kind="tape")
+    await grid.add_file("/cta/raw/lost.raw", b"gone\n", ["SITE-C-TAPE"])
+    (tape / "cta/raw/lost.raw").unlink()  # the catalogue still lists it; the library lost the cartridge
+    reading = {"executable": "/bin/cat", "arguments": ["lost.raw"], "input_data": ["/cta/raw/lost.raw"]}
+    first, second = await submit(api, reading), await submit(api, reading)
+
+    async with data_daemons(settings, grid.db, wms_config):
+        found = await wait_for(grid.db, [first, second], {"done", "failed"}, timeout_s=60)
+
+    # Both jobs wait on one request (the second reuses the first's); its failure fails both.
+    assert [j["transfer_requests"] for j in found] == [found[0]["transfer_requests"]] * 2
+    for job in found:
+        assert job["state"] == "failed"
+        assert job["reason"].startswith("staging failed: /cta/raw/lost.raw:"), job["reason"]
