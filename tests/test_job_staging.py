@@ -85,6 +85,26 @@ async def test_a_job_reading_a_file_only_on_tape_runs_once_the_daemons_staged_it
     assert (out["ancestors"], out["adler32"]) == (["/cta/raw/run7.raw"], adler32_hex(content))
 
 
+async def test_a_tape_input_is_staged_to_the_site_holding_the_other_inputs_and_the_job_runs_there(
+    api: RunningApi, grid: Grid, settings: Settings, wms_config: WmsSettings, pilots: list[PilotProcess],
+    tmp_path: Path,
+) -> None:
+    await grid.add_se("SITE-C-TAPE", "SITE-C", kind="tape")
+    await grid.add_file("/cta/raw/run1.raw", b"raw bytes\n", ["SITE-C-TAPE"])
+    await grid.add_file("/cta/raw/calib.db", b"calibration\n", ["SITE-B-DISK"])
+    job_id = await submit(api, {"executable": "/bin/sh", "arguments": ["-c", "cat calib.db run1.raw"],
+                                "input_data": ["/cta/raw/run1.raw", "/cta/raw/calib.db"]})
+    for site in ("SITE-A", "SITE-B", "SITE-C"):
+        start_pilot(api, site, tmp_path, wms_config, pilots)
+
+    async with data_daemons(settings, grid.db, wms_config):
+        [job] = await wait_for(grid.db, [job_id], {"done", "failed"}, timeout_s=90, pilots=pilots)
+
+    assert (job["state"], job["site"], job["stdout"]) == ("done", "SITE-B", "calibration\nraw bytes\n")
+    [request] = await requests_for(grid.db, requester_of(job_id))
+    assert (request["state"], request["dest_se"]) == ("done", "SITE-B-DISK")
+
+
 async def test_every_job_waiting_for_a_file_lost_from_tape_fails_naming_why(
     api: RunningApi, grid: Grid, settings: Settings, wms_config: WmsSettings,
 ) -> None:
