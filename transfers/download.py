@@ -27,7 +27,7 @@ import aiofiles.os
 
 from catalogue.storage_elements import StorageElement
 from kernel.errors import CairnError, Forbidden, InvalidInput
-from storage_plugins.base import StoragePlugin, partial_path, write_local
+from storage_plugins.base import StoragePlugin, landing, write_local
 from storage_plugins.checksums import Adler32, tee_adler32
 from storage_plugins.errors import ChecksumMismatch
 from storage_plugins.registry import plugin_for
@@ -180,18 +180,15 @@ async def _fetch(ep: Endpoint, path: Path, size: int, adler32: str, lfn: str, si
                 await aiofiles.os.remove(path)
             raise ReplicaCorrupted(ep.url, adler32, result.adler32).within(f"size {result.size} != {size}")
         return
-    partial = await asyncio.to_thread(partial_path, path)
     digest = Adler32()
     try:
-        await write_local(partial, _counted(tee_adler32(plugin.read(ep.url), digest), lfn, sink))
-        if digest.size != size or digest.hexdigest() != adler32:
-            error = ReplicaCorrupted(ep.url, adler32, digest.hexdigest())
-            raise error.within(f"size {digest.size} != {size}") if digest.size != size else error
-        await aiofiles.os.replace(partial, path)
+        async with landing(path) as partial:
+            await write_local(partial, _counted(tee_adler32(plugin.read(ep.url), digest), lfn, sink))
+            if digest.size != size or digest.hexdigest() != adler32:
+                error = ReplicaCorrupted(ep.url, adler32, digest.hexdigest())
+                raise error.within(f"size {digest.size} != {size}") if digest.size != size else error
     except BaseException:
         sink.advanced(lfn, -digest.size)  # the next replica starts the count again
-        with contextlib.suppress(FileNotFoundError):
-            await aiofiles.os.remove(partial)
         raise
 
 
