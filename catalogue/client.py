@@ -75,6 +75,11 @@ class CatalogueClient(BaseClient):
         result: Json = await self.request("GET", "/files", params={"lfn": lfn})
         return result
 
+    async def lookup_files(self, lfns: Iterable[str]) -> Json:
+        """Many files with their replicas: `{"successful": {lfn: file}, "failed": {lfn: reason}}`."""
+        result: Json = await self.request("POST", "/files/lookup", json_body={"lfns": list(lfns)})
+        return result
+
     async def remove_files(self, lfns: Iterable[str], *, force: bool = False) -> Json:
         """Remove file records (bulk); `force` also removes files that still have replicas."""
         result: Json = await self.request("POST", "/files/remove", json_body={"lfns": list(lfns), "force": force})
@@ -103,6 +108,11 @@ class CatalogueClient(BaseClient):
         """Set a replica's status, only from `expected` when given (409 otherwise)."""
         body = {"lfn": lfn, "se": se, "status": status, "expected": expected}
         result: Json = await self.request("POST", "/replicas/status", json_body=body)
+        return result
+
+    async def set_replica_statuses(self, replicas: Iterable[Mapping[str, Any]]) -> Json:
+        """Set the status of many replicas `{lfn, se, status, expected?}`, one per LFN; answers per LFN."""
+        result: Json = await self.request("POST", "/replicas/statuses", json_body={"replicas": list(replicas)})
         return result
 
     # -------------------------------------------------------------------------- SEs and sites
