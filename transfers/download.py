@@ -1,6 +1,7 @@
 """Download files by LFN from their best replica, verified against the catalogue's adler32.
 
-For each LFN the replicas are tried in `replica_order` (available, SE readable, this site
+The files' records (size, adler32, replicas) are looked up first, one catalogue call per
+thousand LFNs. For each LFN the replicas are tried in `replica_order` (available, SE readable, this site
 first, disk before tape) and, within a replica, the SE's read protocols best first. Bytes land
 in a hidden partial file beside the target, renamed over it only once their size and adler32
 match the catalogue's, so a failed or corrupt download never leaves a file behind.
@@ -21,10 +22,12 @@ import contextlib
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import aiofiles.os
 
+from catalogue.files import refusal
+from catalogue.lfn import check_lfn
 from catalogue.storage_elements import StorageElement
 from kernel.errors import CairnError, Forbidden, InvalidInput
 from storage_plugins.base import StoragePlugin, landing, write_local
@@ -40,6 +43,8 @@ if TYPE_CHECKING:
     from transfers.data_client import DataClient
 
 Credentials = Mapping[str, Mapping[str, str]]
+Json = dict[str, Any]
+LOOKUP_CHUNK = 1000
 NEXT_PROTOCOL_ERRORS = ("service_unavailable", "storage_error", "forbidden", "invalid_input", "not_supported",
                         "transfer_failed")
 
@@ -78,13 +83,31 @@ async def download_files(
     sink = progress or NoProgress()
     targets = local_targets(lfns, dest)
     ses = {se["name"]: StorageElement.model_validate(se) for se in await client.list_ses()}
+    files = await lookup(client, [lfn for lfn, _ in targets])
     gate = asyncio.Semaphore(max(1, concurrency))
 
     async def one(lfn: str, path: Path) -> FileOutcome:
         async with gate:
-            return await download_one(client, lfn, path, ses, credentials=credentials or {}, site=site, sink=sink)
+            return await download_one(client, lfn, path, ses, credentials=credentials or {}, site=site, sink=sink,
+                                      file=files[lfn])
 
     return list(await asyncio.gather(*(one(lfn, path) for lfn, path in targets)))
+
+
+async def lookup(client: DataClient, lfns: Sequence[str]) -> dict[str, Json | CairnError]:
+    """Each LFN's file record, or why it cannot be read: one catalogue call per LOOKUP_CHUNK LFNs."""
+    found: dict[str, Json | CairnError] = {}
+    wanted = []
+    for lfn in dict.fromkeys(lfns):
+        try:
+            wanted.append(check_lfn(lfn))
+        except CairnError as exc:  # a malformed LFN fails that file, not the whole lookup
+            found[lfn] = exc
+    for start in range(0, len(wanted), LOOKUP_CHUNK):
+        result = await client.lookup_files(wanted[start:start + LOOKUP_CHUNK])
+        found.update(result["successful"])
+        found.update({lfn: refusal(lfn, reason) for lfn, reason in result["failed"].items()})
+    return found
 
 
 async def download_one(
@@ -96,11 +119,15 @@ async def download_one(
     credentials: Credentials,
     site: str | None,
     sink: ProgressSink,
+    file: Json | CairnError | None = None,
 ) -> FileOutcome:
-    """Fetch one LFN from the first replica that delivers its exact bytes."""
+    """Fetch one LFN from the first replica that delivers its exact bytes (`file`: its record,
+    or why it could not be looked up, when the caller looked it up already)."""
     started = time.monotonic()
     try:
-        doc = await client.get_file(lfn)
+        doc = file if file is not None else await client.get_file(lfn)
+        if isinstance(doc, CairnError):
+            raise doc
     except CairnError as exc:
         return FileOutcome(lfn, str(path), "failed", error=exc.message, code=exc.code)
     size, adler32 = int(doc["size"]), str(doc["adler32"])
