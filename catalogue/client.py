@@ -75,10 +75,16 @@ class CatalogueClient(BaseClient):
         result: Json = await self.request("GET", "/files", params={"lfn": lfn})
         return result
 
-    async def lookup_files(self, lfns: Iterable[str]) -> Json:
-        """Many files with their replicas: `{"successful": {lfn: file}, "failed": {lfn: reason}}`."""
-        result: Json = await self.request("POST", "/files/lookup", json_body={"lfns": list(lfns)})
-        return result
+    async def lookup_files(self, lfns: Iterable[str], *, chunk: int = 1000) -> Json:
+        """Many files with their replicas, one call per `chunk` LFNs:
+        `{"successful": {lfn: file}, "failed": {lfn: reason}}`."""
+        wanted = list(dict.fromkeys(lfns))
+        found: Json = {"successful": {}, "failed": {}}
+        for start in range(0, len(wanted), chunk):
+            part = await self.request("POST", "/files/lookup", json_body={"lfns": wanted[start:start + chunk]})
+            found["successful"].update(part["successful"])
+            found["failed"].update(part["failed"])
+        return found
 
     async def remove_files(self, lfns: Iterable[str], *, force: bool = False) -> Json:
         """Remove file records (bulk); `force` also removes files that still have replicas."""

@@ -90,6 +90,7 @@ async def test_bulk_status_changes_and_lookups_answer_per_lfn(ready: Client) -> 
         "/cta/mc/f0": ["available"], "/cta/mc/f1": ["available"]}
     assert found["successful"]["/cta/mc/f1"] == await ready.get_file("/cta/mc/f1")
     assert found["failed"] == {"/cta/mc/none": "no such file"}
+    assert await ready.lookup_files(["/cta/mc/f0", "/cta/mc/f1", "/cta/mc/none"], chunk=2) == found
     with pytest.raises(InvalidInput, match="one replica per LFN"):
         await ready.set_replica_statuses([{"lfn": "/cta/mc/f0", "se": "CERN-DISK", "status": "bad"}] * 2)
 

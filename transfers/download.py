@@ -1,10 +1,10 @@
 """Download files by LFN from their best replica, verified against the catalogue's adler32.
 
 The files' records (size, adler32, replicas) are looked up first, one catalogue call per
-thousand LFNs. For each LFN the replicas are tried in `replica_order` (available, SE readable, this site
-first, disk before tape) and, within a replica, the SE's read protocols best first. Bytes land
-in a hidden partial file beside the target, renamed over it only once their size and adler32
-match the catalogue's, so a failed or corrupt download never leaves a file behind.
+thousand LFNs. For each LFN the replicas are tried in `replica_order` (available, SE readable,
+this site first, disk before tape) and, within a replica, the SE's read protocols best first.
+Bytes land in a hidden partial file beside the target, renamed over it only once their size
+and adler32 match the catalogue's, so a failed or corrupt download never leaves a file behind.
 
 What makes a replica fail and what happens next:
 - protocol down or refusing (ServiceUnavailable, Forbidden, a storage error): the SE's next
@@ -44,7 +44,6 @@ if TYPE_CHECKING:
 
 Credentials = Mapping[str, Mapping[str, str]]
 Json = dict[str, Any]
-LOOKUP_CHUNK = 1000
 NEXT_PROTOCOL_ERRORS = ("service_unavailable", "storage_error", "forbidden", "invalid_input", "not_supported",
                         "transfer_failed")
 
@@ -95,7 +94,7 @@ async def download_files(
 
 
 async def lookup(client: DataClient, lfns: Sequence[str]) -> dict[str, Json | CairnError]:
-    """Each LFN's file record, or why it cannot be read: one catalogue call per LOOKUP_CHUNK LFNs."""
+    """Each LFN's file record, or why it cannot be read (one catalogue call per thousand LFNs)."""
     found: dict[str, Json | CairnError] = {}
     wanted = []
     for lfn in dict.fromkeys(lfns):
@@ -103,10 +102,9 @@ async def lookup(client: DataClient, lfns: Sequence[str]) -> dict[str, Json | Ca
             wanted.append(check_lfn(lfn))
         except CairnError as exc:  # a malformed LFN fails that file, not the whole lookup
             found[lfn] = exc
-    for start in range(0, len(wanted), LOOKUP_CHUNK):
-        result = await client.lookup_files(wanted[start:start + LOOKUP_CHUNK])
-        found.update(result["successful"])
-        found.update({lfn: refusal(lfn, reason) for lfn, reason in result["failed"].items()})
+    result = await client.lookup_files(wanted)
+    found.update(result["successful"])
+    found.update({lfn: refusal(lfn, reason) for lfn, reason in result["failed"].items()})
     return found
 
 
