@@ -49,12 +49,12 @@ class StatusBatches:
                     later.append(entry)
             self._queue = later
             try:
-                result = await self.client.set_replica_statuses([item for item, _ in batch])
+                failed = dict((await self.client.set_replica_statuses([item for item, _ in batch]))["failed"])
             except asyncio.CancelledError:
                 for _, done in batch:
                     done.cancel()
                 raise
-            except Exception as exc:  # the call itself failed: every change in it did
+            except Exception as exc:  # the call itself failed (or answered nonsense): every change in it did
                 for _, done in batch:
                     if not done.done():
                         done.set_exception(exc)
@@ -62,7 +62,7 @@ class StatusBatches:
             for item, done in batch:
                 if done.done():  # its task was cancelled meanwhile
                     continue
-                reason = result["failed"].get(item["lfn"])
+                reason = failed.get(item["lfn"])
                 if reason is None:
                     done.set_result(None)
                 else:
