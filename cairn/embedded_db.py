@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kernel.errors import ConfigurationError
-from kernel.process import child_preexec
+from kernel.process import child_preexec, stop_processes
 
 FERRETDB_HINT = (
     "FerretDB 1.24 is needed for the embedded default: run `bash .ci/install-ferretdb` "
@@ -67,13 +67,7 @@ class EmbeddedDatabase:
         return f"mongodb://127.0.0.1:{self.port}/"
 
     def stop(self, timeout_s: float = 10) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=timeout_s)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_processes([self.process], timeout_s=timeout_s)
 
 
 def start_ferretdb(data_dir: Path, *, port: int | None = None, timeout_s: float = 30) -> EmbeddedDatabase:

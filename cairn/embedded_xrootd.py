@@ -30,7 +30,7 @@ from pathlib import Path
 from cairn.embedded_db import free_port, wait_for_port
 from cairn.embedded_tls import TlsMaterial, make_loopback_tls
 from kernel.errors import ConfigurationError
-from kernel.process import child_preexec
+from kernel.process import child_preexec, stop_processes
 
 XROOTD_HINT = (
     "XRootD 5 is needed for the root:// and WebDAV storage elements: "
@@ -89,13 +89,7 @@ class XRootDServer:
         return f"davs://127.0.0.1:{self.http_port}"
 
     def stop(self, timeout_s: float = 10) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=timeout_s)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_processes([self.process], timeout_s=timeout_s)
 
     def log_tail(self, chars: int = 3000) -> str:
         try:

@@ -24,7 +24,7 @@ from cairn.embedded_db import EmbeddedDatabase, start_ferretdb, wait_for_port
 from catalogue.storage_elements import Protocol, StorageElement, put_storage_element
 from kernel.client import CLIENT_FILE
 from kernel.db import close_client, ensure_indexes, get_database
-from kernel.process import child_preexec
+from kernel.process import child_preexec, stop_processes
 from kernel.settings import Settings
 from kernel.tokens import BuiltinIssuer
 
@@ -76,16 +76,7 @@ class Supervisor:
 
     def stop_all(self, timeout_s: float = 15) -> None:
         self.stopping = True
-        running = [c.process for c in self.children if c.process is not None and c.process.poll() is None]
-        for proc in running:
-            proc.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + timeout_s
-        for proc in running:
-            try:
-                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_processes([c.process for c in self.children if c.process is not None], timeout_s=timeout_s)
 
 
 def local_storage_elements(var_dir: Path) -> list[StorageElement]:

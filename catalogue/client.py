@@ -75,6 +75,17 @@ class CatalogueClient(BaseClient):
         result: Json = await self.request("GET", "/files", params={"lfn": lfn})
         return result
 
+    async def lookup_files(self, lfns: Iterable[str], *, chunk: int = 1000) -> Json:
+        """Many files with their replicas, one call per `chunk` LFNs:
+        `{"successful": {lfn: file}, "failed": {lfn: reason}}`."""
+        wanted = list(dict.fromkeys(lfns))
+        found: Json = {"successful": {}, "failed": {}}
+        for start in range(0, len(wanted), chunk):
+            part = await self.request("POST", "/files/lookup", json_body={"lfns": wanted[start:start + chunk]})
+            found["successful"].update(part["successful"])
+            found["failed"].update(part["failed"])
+        return found
+
     async def remove_files(self, lfns: Iterable[str], *, force: bool = False) -> Json:
         """Remove file records (bulk); `force` also removes files that still have replicas."""
         result: Json = await self.request("POST", "/files/remove", json_body={"lfns": list(lfns), "force": force})
@@ -103,6 +114,11 @@ class CatalogueClient(BaseClient):
         """Set a replica's status, only from `expected` when given (409 otherwise)."""
         body = {"lfn": lfn, "se": se, "status": status, "expected": expected}
         result: Json = await self.request("POST", "/replicas/status", json_body=body)
+        return result
+
+    async def set_replica_statuses(self, replicas: Iterable[Mapping[str, Any]]) -> Json:
+        """Set the status of many replicas `{lfn, se, status, expected?}`, one per LFN; answers per LFN."""
+        result: Json = await self.request("POST", "/replicas/statuses", json_body={"replicas": list(replicas)})
         return result
 
     # -------------------------------------------------------------------------- SEs and sites

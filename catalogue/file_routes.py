@@ -9,10 +9,10 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
 from catalogue import files, replicas
-from catalogue.files import FileIn, ReplicaStatus, authorized_files
+from catalogue.files import FileIn, ReplicaStatus, authorized_files, refusal
 from catalogue.lfn import check_lfn
 from catalogue.permissions import READ, WRITE
-from kernel.errors import Conflict, Forbidden, NotFound
+from kernel.errors import Conflict, InvalidInput, NotFound
 from kernel.web import DATABASE, ApiRoutes, json_response, principal_of, read_model, scopes
 
 routes = ApiRoutes("files")
@@ -32,6 +32,12 @@ class LfnsBody(BaseModel):
 
     lfns: list[str] = Field(..., max_length=1_000_000)
     active: bool = Field(False, description="only replicas available on a read-enabled SE")
+
+
+class LookupBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    lfns: list[str] = Field(..., max_length=100_000)
 
 
 class RemoveFilesBody(BaseModel):
@@ -65,6 +71,12 @@ class ReplicaStatusBody(BaseModel):
     expected: ReplicaStatus | None = None
 
 
+class ReplicaStatusesBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    replicas: list[ReplicaStatusBody] = Field(..., max_length=100_000)
+
+
 def _checked(lfns: list[str]) -> list[str]:
     for lfn in lfns:
         check_lfn(lfn)
@@ -84,8 +96,8 @@ async def get_file(request: web.Request) -> web.Response:
     lfn = check_lfn(request.query.get("lfn", ""))
     allowed, failed = await authorized_files(request.app[DATABASE], principal_of(request), [lfn], READ)
     if lfn in failed:
-        raise _refusal(lfn, failed[lfn])
-    return json_response({"lfn": lfn, **{k: v for k, v in allowed[lfn].items() if k != "_id"}})
+        raise refusal(lfn, failed[lfn])
+    return json_response(_file_view(lfn, allowed[lfn]))
 
 
 @routes.post("/files/remove", policy=WRITE_SCOPE, summary="Remove file records (bulk)", body=RemoveFilesBody,
@@ -143,7 +155,7 @@ async def set_status(request: web.Request) -> web.Response:
     db = request.app[DATABASE]
     allowed, failed = await authorized_files(db, principal_of(request), [check_lfn(body.lfn)], WRITE)
     if body.lfn in failed:
-        raise _refusal(body.lfn, failed[body.lfn])
+        raise refusal(body.lfn, failed[body.lfn])
     changed = await replicas.set_replica_status(db, body.lfn, body.se, body.status, expected=body.expected)
     if not changed:
         current = {r["se"]: r.get("status") for r in allowed[body.lfn].get("replicas", [])}
@@ -153,5 +165,28 @@ async def set_status(request: web.Request) -> web.Response:
     return json_response({"lfn": body.lfn, "se": body.se, "status": body.status})
 
 
-def _refusal(lfn: str, reason: str) -> Exception:
-    return NotFound(f"file {lfn} does not exist") if reason == "no such file" else Forbidden(reason)
+@routes.post("/replicas/statuses", policy=WRITE_SCOPE, summary="Set the status of many replicas (bulk; one per LFN, "
+             "each guarded by its expected status)", body=ReplicaStatusesBody, responses=BULK_RESPONSES)
+async def set_statuses(request: web.Request) -> web.Response:
+    body = await read_model(request, ReplicaStatusesBody)
+    lfns = _checked([item.lfn for item in body.replicas])
+    if len(set(lfns)) != len(lfns):
+        raise InvalidInput("one replica per LFN in a call: set the others in another call")
+    db = request.app[DATABASE]
+    allowed, failed = await authorized_files(db, principal_of(request), lfns, WRITE)
+    items = [item.model_dump() for item in body.replicas if item.lfn in allowed]
+    result = await replicas.set_replica_statuses(db, items, allowed)
+    result["failed"].update(failed)
+    return json_response(result)
+
+
+@routes.post("/files/lookup", policy=READ_SCOPE, summary="Many files with their replicas (bulk)", body=LookupBody,
+             responses=BULK_RESPONSES)
+async def lookup(request: web.Request) -> web.Response:
+    body = await read_model(request, LookupBody)
+    allowed, failed = await authorized_files(request.app[DATABASE], principal_of(request), _checked(body.lfns), READ)
+    return json_response({"successful": {lfn: _file_view(lfn, doc) for lfn, doc in allowed.items()}, "failed": failed})
+
+
+def _file_view(lfn: str, doc: dict[str, Any]) -> dict[str, Any]:
+    return {"lfn": lfn, **{k: v for k, v in doc.items() if k != "_id"}}

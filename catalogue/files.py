@@ -34,7 +34,7 @@ from catalogue.provenance import add_ancestor_links
 from catalogue.storage_elements import fetch_storage_elements, replica_url
 from catalogue.usage import Usage, record_files
 from kernel.db import Document, IndexSpec, bulk_write_chunked, database_errors
-from kernel.errors import InvalidInput, NotFound
+from kernel.errors import CairnError, Conflict, Forbidden, InvalidInput, NotFound
 from kernel.principal import Principal
 
 FILES = "files"
@@ -338,6 +338,19 @@ async def get_file(db: AsyncDatabase[Document], lfn: str) -> Document:
 async def fetch_files(db: AsyncDatabase[Document], lfns: Iterable[str], projection: Any = None) -> dict[str, Document]:
     """The existing files among `lfns`, in one `_id $in` query (the `_id` index)."""
     return await find_by_ids(db[FILES], lfns, projection)
+
+
+def refusal(lfn: str, reason: str) -> CairnError:
+    """The error that a per-LFN reason of a bulk answer (`authorized_files`, replica calls) is
+    for a call about that one file: 404 when the file or replica is not there, 403 when the
+    caller may not, else 409."""
+    if reason == "no such file":
+        return NotFound(f"file {lfn} does not exist")
+    if reason.startswith("permission denied"):
+        return Forbidden(reason)
+    if " has no replica on " in reason:
+        return NotFound(reason)
+    return Conflict(reason)
 
 
 async def authorized_files(

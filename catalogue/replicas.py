@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from pymongo import UpdateOne
+from pymongo import UpdateMany, UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 
 from catalogue.directories import now
@@ -184,3 +184,59 @@ async def set_replica_status(
         if result.matched_count == 1:
             return True
     return False
+
+
+async def set_replica_statuses(
+    db: AsyncDatabase[Document], items: Sequence[Mapping[str, Any]], files: Mapping[str, Document]
+) -> Outcome:
+    """Set the status of many replicas `{lfn, se, status, expected?}` (one per LFN), each only
+    from `expected` when given; `files` are the records as just read (`authorized_files`).
+
+    Guarded like `set_replica_status` (the element's position, SE and status as read), in one
+    `update_many` per (position, SE, status read, status wanted): usually one for a whole
+    batch, as an upload's replicas all go from `copying` to `available` on one SE. (FerretDB
+    scans the collection for any filter but `{_id: x}`, so one guarded update per file would
+    cost a scan per file.) Only when some guard missed (a concurrent change) are the files read
+    again and the missed ones retried one by one. Answers {lfn: status} or {lfn: reason}.
+    """
+    successful: dict[str, Any] = {}
+    failed: dict[str, Any] = {}
+    groups: dict[tuple[int, str, Any, str], list[str]] = {}
+    planned: list[tuple[Mapping[str, Any], int]] = []
+    at = now()
+    at = at.replace(microsecond=at.microsecond // 1000 * 1000)  # as stored (BSON keeps milliseconds)
+    for item in items:
+        lfn, se, expected = item["lfn"], item["se"], item.get("expected")
+        found = [(i, r) for i, r in enumerate(files[lfn].get("replicas", [])) if r.get("se") == se]
+        if not found:
+            failed[lfn] = f"{lfn} has no replica on {se}"
+            continue
+        index, current = found[0]
+        if expected is not None and current.get("status") != expected:
+            failed[lfn] = f"replica of {lfn} on {se} is {current.get('status')!r}, not {expected!r}"
+            continue
+        planned.append((item, index))
+        groups.setdefault((index, se, current.get("status"), item["status"]), []).append(lfn)
+    if not planned:
+        return {"successful": successful, "failed": failed}
+    updates = [
+        UpdateMany({"_id": {"$in": lfns}, f"replicas.{index}.se": se, f"replicas.{index}.status": current},
+                   {"$set": {f"replicas.{index}.status": status, f"replicas.{index}.modified": at, "modified": at},
+                    "$inc": {"version": 1}})
+        for (index, se, current, status), lfns in groups.items()
+    ]
+    result = await bulk_write_chunked(db[FILES], updates)
+    if result.modified_count == len(planned):
+        successful.update({item["lfn"]: item["status"] for item, _ in planned})
+        return {"successful": successful, "failed": failed}
+    now_files = await fetch_files(db, [item["lfn"] for item, _ in planned], {"replicas": 1})
+    for item, index in planned:
+        lfn = item["lfn"]
+        replicas = now_files.get(lfn, {}).get("replicas", [])
+        mine = replicas[index] if index < len(replicas) else {}
+        applied = mine.get("se") == item["se"] and mine.get("status") == item["status"] and mine.get("modified") == at
+        if applied or await set_replica_status(db, lfn, item["se"], item["status"], expected=item.get("expected")):
+            successful[lfn] = item["status"]
+        else:
+            failed[lfn] = f"replica of {lfn} on {item['se']} changed meanwhile; it is not {item.get('expected')!r}"
+    return {"successful": successful, "failed": failed}

@@ -5,6 +5,7 @@ API errors turned back into Cairn's exception classes. Each package adds its cal
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from collections.abc import AsyncIterator
@@ -79,59 +80,55 @@ class BaseClient:
     def _url(self, path: str) -> str:
         return f"{self.url}{API_PREFIX}{path}"
 
-    async def request(
-        self, method: str, path: str, *, json_body: Any = None, params: dict[str, Any] | None = None
-    ) -> Any:
-        """One API call; returns the decoded JSON body or raises the matching CairnError."""
+    @contextlib.asynccontextmanager
+    async def _response(
+        self, method: str, path: str, *, json_body: Any = None, params: dict[str, Any] | None = None,
+        accept: str = "application/json",
+    ) -> AsyncIterator[aiohttp.ClientResponse]:
+        """The open response of one API call; an error status raises the matching CairnError,
+        and an API that cannot be reached (also in the middle of a stream) ServiceUnavailable."""
         data = jsonio.dumps(json_body) if json_body is not None else None
-        headers = self._headers({"Content-Type": "application/json"} if data is not None else None)
+        headers = self._headers({"Accept": accept})
+        if data is not None:
+            headers["Content-Type"] = "application/json"
         try:
             async with self.session.request(
                 method, self._url(path), data=data, params=_clean(params), headers=headers
             ) as resp:
-                body = await resp.read()
                 if resp.status >= 400:
-                    raise _error_from(resp.status, body, resp.headers)
-                if not body:
-                    return None
-                return json.loads(body)
+                    raise _error_from(resp.status, await resp.read(), resp.headers)
+                yield resp
         except aiohttp.ClientConnectionError as exc:
             raise ServiceUnavailable(f"cannot reach the Cairn API at {self.url}: {exc}") from exc
+
+    async def request(
+        self, method: str, path: str, *, json_body: Any = None, params: dict[str, Any] | None = None
+    ) -> Any:
+        """One API call; returns the decoded JSON body or raises the matching CairnError."""
+        async with self._response(method, path, json_body=json_body, params=params) as resp:
+            body = await resp.read()
+        return json.loads(body) if body else None
 
     async def stream_lines(
         self, path: str, *, params: dict[str, Any] | None = None, method: str = "GET", json_body: Any = None
     ) -> AsyncIterator[dict[str, Any]]:
         """Iterate a newline-delimited JSON response as it arrives."""
-        data = jsonio.dumps(json_body) if json_body is not None else None
-        headers = self._headers({"Accept": "application/x-ndjson", "Content-Type": "application/json"})
-        try:
-            async with self.session.request(
-                method, self._url(path), params=_clean(params), headers=headers, data=data
-            ) as resp:
-                if resp.status >= 400:
-                    raise _error_from(resp.status, await resp.read(), resp.headers)
-                async for line in resp.content:
-                    if line.strip():
-                        item = json.loads(line)
-                        if isinstance(item, dict) and set(item) == {"error"}:
-                            err = item["error"]
-                            raise error_class_for(err.get("code", ""))(err.get("message", "stream failed"))
-                        yield item
-        except aiohttp.ClientConnectionError as exc:
-            raise ServiceUnavailable(f"cannot reach the Cairn API at {self.url}: {exc}") from exc
+        async with self._response(method, path, json_body=json_body, params=params,
+                                  accept="application/x-ndjson") as resp:
+            async for line in resp.content:
+                if line.strip():
+                    item = json.loads(line)
+                    if isinstance(item, dict) and set(item) == {"error"}:
+                        err = item["error"]
+                        raise error_class_for(err.get("code", ""))(err.get("message", "stream failed"))
+                    yield item
 
     async def download_to(
         self, path: str, dest: Path, *, params: dict[str, Any] | None = None, method: str = "GET", json_body: Any = None
     ) -> int:
         """Stream a binary response (Parquet, Arrow) to a file; returns bytes written."""
-        data = jsonio.dumps(json_body) if json_body is not None else None
-        headers = self._headers({"Content-Type": "application/json"} if data else None)
         written = 0
-        async with self.session.request(
-            method, self._url(path), params=_clean(params), headers=headers, data=data
-        ) as resp:
-            if resp.status >= 400:
-                raise _error_from(resp.status, await resp.read(), resp.headers)
+        async with self._response(method, path, json_body=json_body, params=params) as resp:
             with dest.open("wb") as out:
                 async for chunk in resp.content.iter_chunked(1 << 20):
                     out.write(chunk)

@@ -88,6 +88,19 @@ async def _discard(path: Path) -> None:
         await aiofiles.os.remove(path)
 
 
+@contextlib.asynccontextmanager
+async def landing(target: Path) -> AsyncIterator[Path]:
+    """The partial file (see `partial_path`) a download into target writes and checks in the block:
+    renamed over target when the block ends, removed when it raises."""
+    partial = await asyncio.to_thread(partial_path, target)
+    try:
+        yield partial
+        await aiofiles.os.replace(partial, target)
+    except BaseException:
+        await _discard(partial)
+        raise
+
+
 class StoragePlugin(ABC):
     """A storage protocol. Subclasses set `schemes`, `Options`, and implement the abstract methods."""
 
@@ -148,17 +161,11 @@ class StoragePlugin(ABC):
         self, url: str, path: str | os.PathLike[str], *, expected_adler32: str | None = None
     ) -> WriteResult:
         """Download url into a local file, checking the adler32 when one is expected."""
-        target = Path(path)
-        partial = await asyncio.to_thread(partial_path, target)
         digest = Adler32()
-        try:
+        async with landing(Path(path)) as partial:
             size = await write_local(partial, tee_adler32(self.read(url), digest))
             if expected_adler32 is not None and digest.hexdigest() != expected_adler32:
                 raise ChecksumMismatch(url, expected_adler32, digest.hexdigest())
-            await aiofiles.os.replace(partial, target)
-        except BaseException:
-            await _discard(partial)
-            raise
         return WriteResult(url, size, digest.hexdigest())
 
     async def put(

@@ -34,7 +34,7 @@ from kernel.errors import (
     NotFound,
     ServiceUnavailable,
 )
-from storage_plugins.base import FileInfo, PluginOptions, StoragePlugin, TpcMode, WriteResult, partial_path
+from storage_plugins.base import FileInfo, PluginOptions, StoragePlugin, TpcMode, WriteResult, landing
 from storage_plugins.checksums import Adler32, normalise_adler32
 from storage_plugins.errors import ChecksumMismatch, StorageError, TransferFailed
 from storage_plugins.posix import file_url
@@ -253,11 +253,9 @@ class XRootDPlugin(StoragePlugin):
         self, url: str, path: str | os.PathLike[str], *, expected_adler32: str | None = None
     ) -> WriteResult:
         _is_root_url(url)
-        target = _absolute(path)
-        partial = await asyncio.to_thread(partial_path, target)
         timeout = self.options.transfer_timeout_s
         loop = asyncio.get_running_loop()
-        try:
+        async with landing(_absolute(path)) as partial:
             await self._filecopy(url, file_url(partial), url, overwrite=True, timeout_s=timeout)
             actual = await loop.run_in_executor(
                 self._executor, _adler32_of_file, partial, self.options.chunk_size
@@ -265,11 +263,6 @@ class XRootDPlugin(StoragePlugin):
             if expected_adler32 is not None and actual != expected_adler32:
                 raise ChecksumMismatch(url, expected_adler32, actual)
             size = (await aiofiles.os.stat(partial)).st_size
-            await aiofiles.os.replace(partial, target)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                await aiofiles.os.remove(partial)
-            raise
         return WriteResult(url, size, actual)
 
     async def put(

@@ -10,7 +10,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from cairn.sdk import Client, SyncClient
 from kernel.db import Document
-from kernel.errors import Conflict, NotFound, ServiceUnavailable
+from kernel.errors import Conflict, InvalidInput, NotFound, ServiceUnavailable
 from kernel.settings import Settings
 from kernel.web import ISSUER
 from tests.fixtures.api import RunningApi
@@ -71,6 +71,28 @@ async def test_replica_calls(ready: Client) -> None:
     assert removed["successful"] == {"/cta/mc/f1": ["CERN-DISK"]}
     assert (await ready.remove_files(["/cta/mc/f1", "/cta/mc/f2"]))["failed"]["/cta/mc/f2"].startswith("file still")
     assert (await ready.remove_files(["/cta/mc/f2"], force=True))["successful"] == {"/cta/mc/f2": {"removed": True}}
+
+
+async def test_bulk_status_changes_and_lookups_answer_per_lfn(ready: Client) -> None:
+    await ready.set_replica_status("/cta/mc/f1", "CERN-DISK", "copying")
+    changed = await ready.set_replica_statuses([
+        {"lfn": "/cta/mc/f0", "se": "CERN-DISK", "status": "bad", "expected": "copying"},
+        {"lfn": "/cta/mc/f1", "se": "CERN-DISK", "status": "available", "expected": "copying"},
+        {"lfn": "/cta/mc/f2", "se": "CERN-TAPE", "status": "bad"},
+        {"lfn": "/cta/mc/none", "se": "CERN-DISK", "status": "bad"},
+    ])
+    assert changed["successful"] == {"/cta/mc/f1": "available"}
+    assert changed["failed"] == {"/cta/mc/f0": "replica of /cta/mc/f0 on CERN-DISK is 'available', not 'copying'",
+                                 "/cta/mc/f2": "/cta/mc/f2 has no replica on CERN-TAPE",
+                                 "/cta/mc/none": "no such file"}
+    found = await ready.lookup_files(["/cta/mc/f0", "/cta/mc/f1", "/cta/mc/none"])
+    assert {lfn: [r["status"] for r in f["replicas"]] for lfn, f in found["successful"].items()} == {
+        "/cta/mc/f0": ["available"], "/cta/mc/f1": ["available"]}
+    assert found["successful"]["/cta/mc/f1"] == await ready.get_file("/cta/mc/f1")
+    assert found["failed"] == {"/cta/mc/none": "no such file"}
+    assert await ready.lookup_files(["/cta/mc/f0", "/cta/mc/f1", "/cta/mc/none"], chunk=2) == found
+    with pytest.raises(InvalidInput, match="one replica per LFN"):
+        await ready.set_replica_statuses([{"lfn": "/cta/mc/f0", "se": "CERN-DISK", "status": "bad"}] * 2)
 
 
 async def test_ses_and_sites_crud(ready: Client) -> None:

@@ -7,6 +7,7 @@ import asyncio
 from pymongo import AsyncMongoClient, monitoring
 from pymongo.asynchronous.database import AsyncDatabase
 
+from catalogue.storage_elements import StorageElementUpdate, update_storage_element
 from kernel.db import Document
 from kernel.principal import Principal
 from kernel.settings import Settings
@@ -122,6 +123,24 @@ async def test_tape_only_inputs_are_requested_for_staging_and_the_job_waits(
     job = await jobs.get_job(grid.db, job_id)
     assert (job["state"], job.get("sites")) == ("waiting", ["SITE-B"]), job["reason"]
     assert [h["state"] for h in job["history"]] == ["received", "checking", "staging", "waiting"]
+
+
+async def test_tape_only_inputs_are_staged_to_writable_disk_at_the_tape_site(
+    grid: Grid, wms_config: WmsSettings
+) -> None:
+    await grid.add_se("SITE-C-TAPE", "SITE-C", kind="tape")
+    await grid.add_se("SITE-C-DISK2", "SITE-C")
+    await update_storage_element(grid.db, "SITE-C-DISK", StorageElementUpdate(write_enabled=False))
+    await grid.add_file("/cta/raw/t3", b"tape bytes", ["SITE-C-TAPE"])
+    [job_id] = await submit(grid.db, ["/cta/raw/t3"])
+    await check_all(grid.db, wms_config)
+    job = await jobs.get_job(grid.db, job_id)
+    assert (job["state"], job["staging_to"]) == ("staging", "SITE-C-DISK2")
+
+    await update_storage_element(grid.db, "SITE-C-DISK2", StorageElementUpdate(write_enabled=False))
+    [job_id] = await submit(grid.db, ["/cta/raw/t3"])
+    await check_all(grid.db, wms_config)
+    assert (await jobs.get_job(grid.db, job_id))["staging_to"] == "SITE-A-DISK"
 
 
 async def test_a_failed_staging_request_fails_the_job(grid: Grid, wms_config: WmsSettings) -> None:

@@ -153,35 +153,6 @@ async def test_killing_a_running_job_stops_its_payload(
     assert not marker.exists(), "the payload kept running after the kill"
 
 
-async def test_a_tape_only_input_is_staged_then_the_job_runs_where_it_landed(
-    api: RunningApi, grid: Grid, wms_config: WmsSettings, pilots: list[PilotProcess], tmp_path: Path
-) -> None:
-    await grid.add_se("SITE-C-TAPE", "SITE-C", kind="tape")
-    await grid.add_file("/cta/raw/run1.raw", b"raw bytes\n", ["SITE-C-TAPE"])
-    await grid.add_file("/cta/raw/calib.db", b"calibration\n", ["SITE-B-DISK"])
-    [job_id] = await submit(api, [{
-        "executable": "/bin/sh", "arguments": ["-c", "cat calib.db run1.raw"],
-        "input_data": ["/cta/raw/run1.raw", "/cta/raw/calib.db"]}])
-    await check_all(grid.db, wms_config)
-    assert (await jobs.get_job(grid.db, job_id))["state"] == "staging"
-    for site in ("SITE-A", "SITE-B", "SITE-C"):
-        start_pilot(api, site, tmp_path, wms_config, pilots)
-    await asyncio.sleep(1)
-    assert (await jobs.get_job(grid.db, job_id))["state"] == "staging"
-
-    # What the transfer machinery does for the request: bytes to the disk SE, then the replica.
-    [request] = await grid.db["transfer_requests"].find({"requester": f"job:{job_id}"}).to_list()
-    target = grid.se_roots[request["dest_se"]] / "cta/raw/run1.raw"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_bytes(b"raw bytes\n")
-    await grid.db["files"].update_one({"_id": "/cta/raw/run1.raw"}, {"$push": {"replicas": {
-        "se": request["dest_se"], "url": grid.url(request["dest_se"], "/cta/raw/run1.raw"), "status": "available"}}})
-    await asyncio.sleep(wms_config.staging_recheck_s)
-    await check_all(grid.db, wms_config)
-    [job] = await wait_for(grid.db, [job_id], {"done", "failed"}, pilots=pilots)
-    assert (job["state"], job["site"], job["stdout"]) == ("done", "SITE-B", "calibration\nraw bytes\n")
-
-
 async def test_pilots_racing_for_jobs_run_each_exactly_once(
     api: RunningApi, grid: Grid, wms_config: WmsSettings, pilots: list[PilotProcess], tmp_path: Path
 ) -> None:

@@ -5,8 +5,15 @@ from __future__ import annotations
 import pytest
 from pymongo.asynchronous.database import AsyncDatabase
 
-from catalogue.files import get_file, register_files
-from catalogue.replicas import active_replicas, add_replicas, get_replicas, remove_replicas, set_replica_status
+from catalogue.files import fetch_files, get_file, register_files
+from catalogue.replicas import (
+    active_replicas,
+    add_replicas,
+    get_replicas,
+    remove_replicas,
+    set_replica_status,
+    set_replica_statuses,
+)
 from catalogue.storage_elements import StorageElementUpdate, get_storage_element, update_storage_element
 from kernel.db import Document
 from kernel.errors import InvalidInput
@@ -58,6 +65,23 @@ async def test_status_change_is_guarded_by_the_expected_status(two_files: AsyncD
     assert (await get_file(two_files, "/cta/r/f0"))["replicas"][0]["status"] == "copying"
     with pytest.raises(InvalidInput):
         await set_replica_status(two_files, "/cta/r/f0", "CERN-DISK", "lost")
+
+
+async def test_a_bulk_status_change_retries_what_changed_since_the_files_were_read(
+    two_files: AsyncDatabase[Document],
+) -> None:
+    read = await fetch_files(two_files, ["/cta/r/f0", "/cta/r/f1"])
+    # Meanwhile: f0 gains a replica in front of the one read (its position shifts), and f1's
+    # replica goes bad (its guard no longer holds).
+    await two_files["files"].update_one({"_id": "/cta/r/f0"}, {"$push": {"replicas": {
+        "$each": [{"se": "DESY-DISK", "status": "available"}], "$position": 0}}})
+    assert await set_replica_status(two_files, "/cta/r/f1", "CERN-DISK", "bad")
+    items = [{"lfn": lfn, "se": "CERN-DISK", "status": "copying", "expected": "available"} for lfn in read]
+    result = await set_replica_statuses(two_files, items, read)
+    assert result["successful"] == {"/cta/r/f0": "copying"} and list(result["failed"]) == ["/cta/r/f1"]
+    f0 = {r["se"]: r["status"] for r in (await get_file(two_files, "/cta/r/f0"))["replicas"]}
+    assert f0 == {"DESY-DISK": "available", "CERN-DISK": "copying"}
+    assert (await get_file(two_files, "/cta/r/f1"))["replicas"][0]["status"] == "bad"
 
 
 async def test_active_view_needs_available_replicas_on_read_enabled_ses(two_files: AsyncDatabase[Document]) -> None:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 from cairn.sdk import Client, SyncClient
@@ -141,3 +143,32 @@ async def test_the_sync_client_uploads_and_downloads(
     # The API runs on this test's event loop: the blocking client runs beside it.
     assert await asyncio.to_thread(blocking) == ("uploaded", "downloaded")
     assert (tmp_path / "sync").read_bytes() == data.path.read_bytes()
+
+
+async def test_many_files_cost_bulk_catalogue_calls_not_one_lookup_per_file(
+    api: RunningApi, live_ses: LiveSEs, tmp_path: Path
+) -> None:
+    se = await live_ses.add("file")
+    sources = []
+    for index in range(30):
+        (tmp_path / f"s{index}").write_bytes(b"small" * index)
+        sources.append(tmp_path / f"s{index}")
+    paths: list[str] = []
+    trace = aiohttp.TraceConfig()
+
+    async def seen(_session: object, _context: object, params: aiohttp.TraceRequestStartParams) -> None:
+        paths.append(params.url.path.removeprefix("/api/v1"))
+
+    trace.on_request_start.append(seen)
+    async with api.client() as client:
+        client._session = aiohttp.ClientSession(trace_configs=[trace])  # its own kind of session, observed
+        ups = await client.upload(sources, "/cta/small/", se.name, concurrency=8)
+        assert [u.status for u in ups] == ["uploaded"] * 30, [u.error for u in ups]
+        uploading, paths[:] = Counter(paths), []
+        downs = await client.download([u.lfn for u in ups], tmp_path / "out", concurrency=8)
+        assert [d.status for d in downs] == ["downloaded"] * 30, [d.error for d in downs]
+    # Each flip waits for its own file's bytes; flips of files finishing together share a call.
+    assert uploading["/files/register"] == 1 and 1 <= uploading["/replicas/statuses"] <= 30
+    assert uploading["/replicas/status"] == uploading["/files"] == 0
+    assert Counter(paths) == {"/ses": 1, "/files/lookup": 1}
+    assert (tmp_path / "out" / "s29").read_bytes() == b"small" * 29

@@ -1,9 +1,10 @@
 """Download files by LFN from their best replica, verified against the catalogue's adler32.
 
-For each LFN the replicas are tried in `replica_order` (available, SE readable, this site
-first, disk before tape) and, within a replica, the SE's read protocols best first. Bytes land
-in a hidden partial file beside the target, renamed over it only once their size and adler32
-match the catalogue's, so a failed or corrupt download never leaves a file behind.
+The files' records (size, adler32, replicas) are looked up first, one catalogue call per
+thousand LFNs. For each LFN the replicas are tried in `replica_order` (available, SE readable,
+this site first, disk before tape) and, within a replica, the SE's read protocols best first.
+Bytes land in a hidden partial file beside the target, renamed over it only once their size
+and adler32 match the catalogue's, so a failed or corrupt download never leaves a file behind.
 
 What makes a replica fail and what happens next:
 - protocol down or refusing (ServiceUnavailable, Forbidden, a storage error): the SE's next
@@ -21,13 +22,15 @@ import contextlib
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import aiofiles.os
 
+from catalogue.files import refusal
+from catalogue.lfn import check_lfn
 from catalogue.storage_elements import StorageElement
 from kernel.errors import CairnError, Forbidden, InvalidInput
-from storage_plugins.base import StoragePlugin, partial_path, write_local
+from storage_plugins.base import StoragePlugin, landing, write_local
 from storage_plugins.checksums import Adler32, tee_adler32
 from storage_plugins.errors import ChecksumMismatch
 from storage_plugins.registry import plugin_for
@@ -40,6 +43,7 @@ if TYPE_CHECKING:
     from transfers.data_client import DataClient
 
 Credentials = Mapping[str, Mapping[str, str]]
+Json = dict[str, Any]
 NEXT_PROTOCOL_ERRORS = ("service_unavailable", "storage_error", "forbidden", "invalid_input", "not_supported",
                         "transfer_failed")
 
@@ -78,13 +82,30 @@ async def download_files(
     sink = progress or NoProgress()
     targets = local_targets(lfns, dest)
     ses = {se["name"]: StorageElement.model_validate(se) for se in await client.list_ses()}
+    files = await lookup(client, [lfn for lfn, _ in targets])
     gate = asyncio.Semaphore(max(1, concurrency))
 
     async def one(lfn: str, path: Path) -> FileOutcome:
         async with gate:
-            return await download_one(client, lfn, path, ses, credentials=credentials or {}, site=site, sink=sink)
+            return await download_one(client, lfn, path, ses, credentials=credentials or {}, site=site, sink=sink,
+                                      file=files[lfn])
 
     return list(await asyncio.gather(*(one(lfn, path) for lfn, path in targets)))
+
+
+async def lookup(client: DataClient, lfns: Sequence[str]) -> dict[str, Json | CairnError]:
+    """Each LFN's file record, or why it cannot be read (one catalogue call per thousand LFNs)."""
+    found: dict[str, Json | CairnError] = {}
+    wanted = []
+    for lfn in dict.fromkeys(lfns):
+        try:
+            wanted.append(check_lfn(lfn))
+        except CairnError as exc:  # a malformed LFN fails that file, not the whole lookup
+            found[lfn] = exc
+    result = await client.lookup_files(wanted)
+    found.update(result["successful"])
+    found.update({lfn: refusal(lfn, reason) for lfn, reason in result["failed"].items()})
+    return found
 
 
 async def download_one(
@@ -96,11 +117,15 @@ async def download_one(
     credentials: Credentials,
     site: str | None,
     sink: ProgressSink,
+    file: Json | CairnError | None = None,
 ) -> FileOutcome:
-    """Fetch one LFN from the first replica that delivers its exact bytes."""
+    """Fetch one LFN from the first replica that delivers its exact bytes (`file`: its record,
+    or why it could not be looked up, when the caller looked it up already)."""
     started = time.monotonic()
     try:
-        doc = await client.get_file(lfn)
+        doc = file if file is not None else await client.get_file(lfn)
+        if isinstance(doc, CairnError):
+            raise doc
     except CairnError as exc:
         return FileOutcome(lfn, str(path), "failed", error=exc.message, code=exc.code)
     size, adler32 = int(doc["size"]), str(doc["adler32"])
@@ -180,18 +205,15 @@ async def _fetch(ep: Endpoint, path: Path, size: int, adler32: str, lfn: str, si
                 await aiofiles.os.remove(path)
             raise ReplicaCorrupted(ep.url, adler32, result.adler32).within(f"size {result.size} != {size}")
         return
-    partial = await asyncio.to_thread(partial_path, path)
     digest = Adler32()
     try:
-        await write_local(partial, _counted(tee_adler32(plugin.read(ep.url), digest), lfn, sink))
-        if digest.size != size or digest.hexdigest() != adler32:
-            error = ReplicaCorrupted(ep.url, adler32, digest.hexdigest())
-            raise error.within(f"size {digest.size} != {size}") if digest.size != size else error
-        await aiofiles.os.replace(partial, path)
+        async with landing(path) as partial:
+            await write_local(partial, _counted(tee_adler32(plugin.read(ep.url), digest), lfn, sink))
+            if digest.size != size or digest.hexdigest() != adler32:
+                error = ReplicaCorrupted(ep.url, adler32, digest.hexdigest())
+                raise error.within(f"size {digest.size} != {size}") if digest.size != size else error
     except BaseException:
         sink.advanced(lfn, -digest.size)  # the next replica starts the count again
-        with contextlib.suppress(FileNotFoundError):
-            await aiofiles.os.remove(partial)
         raise
 
 

@@ -9,7 +9,8 @@ Order of events for each file (Rucio's upload does the same):
    adler32 of what was sent is computed while streaming and must equal the one registered
    (else the local file changed meanwhile), and what the storage holds must match too
    (its own adler32 where the server computes one, else its size and the plugin's sum);
-4. the replica is flipped `copying` -> `available`.
+4. the replica is flipped `copying` -> `available` (the flips of files that finish together
+   go to the catalogue in one call: `transfers.status_batches`).
 A `copying` replica found on the SE already (an upload that died) is written over; a `bad` or
 `unavailable` one is left alone and the file fails with a conflict.
 If any step after 2 fails, the partial object is deleted and the registration undone (the
@@ -28,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from catalogue.files import refusal
 from catalogue.storage_elements import StorageElement
 from kernel.errors import CairnError, InvalidInput, NotFound, ServiceUnavailable
 from storage_plugins.base import StoragePlugin, read_local
@@ -38,6 +40,7 @@ from storage_plugins.registry import plugin_class, plugin_for, scheme_of
 from transfers.endpoints import Endpoint, endpoints
 from transfers.io_report import FileOutcome, NoProgress, ProgressSink
 from transfers.signed_access import needs_signing, signed_endpoint, without_signature
+from transfers.status_batches import StatusBatches
 
 if TYPE_CHECKING:
     from transfers.data_client import DataClient
@@ -130,10 +133,10 @@ async def upload_files(
     await _register(client, se, planned, outcomes)
 
     gate = asyncio.Semaphore(max(1, concurrency))
+    flips = StatusBatches(client)
 
     async def one(item: _Planned) -> None:
-        async with gate:
-            outcomes[item.lfn] = await _upload_one(client, se, item, credentials or {}, sink)
+        outcomes[item.lfn] = await _upload_one(client, flips, gate, se, item, credentials or {}, sink)
 
     await asyncio.gather(*(one(item) for item in planned if item.lfn not in outcomes))
     return [outcomes[target] for _, target in targets]
@@ -158,6 +161,8 @@ async def _register(
     files = [{"lfn": p.lfn, "size": p.size, "adler32": p.adler32, "replicas": [{"se": se.name, "status": "copying"}]}
              for p in planned]
     result = await client.register_files(files)
+    existing = await _existing_files(client, [p.lfn for p in planned if p.lfn not in result["failed"]
+                                              and not result["successful"][p.lfn].get("created")])
     for item in planned:
         if item.lfn in result["failed"]:
             reason = result["failed"][item.lfn]
@@ -167,8 +172,7 @@ async def _register(
             continue
         item.created = bool(result["successful"][item.lfn].get("created"))
         if not item.created:
-            existing = await client.get_file(item.lfn)
-            mine = [r for r in existing.get("replicas", []) if r.get("se") == se.name]
+            mine = [r for r in existing[item.lfn].get("replicas", []) if r.get("se") == se.name]
             status = mine[0].get("status") if mine else None
             if status == "available":
                 outcomes[item.lfn] = FileOutcome(item.lfn, str(item.local), "exists", se.name, mine[0].get("url"),
@@ -183,9 +187,23 @@ async def _register(
                                            "remove it (cairn replicas / rm) before uploading again")
 
 
+async def _existing_files(client: DataClient, lfns: list[str]) -> dict[str, Any]:
+    """The records of files that were registered before this upload (one call)."""
+    if not lfns:
+        return {}
+    result = await client.lookup_files(lfns)
+    for lfn, reason in result["failed"].items():
+        raise refusal(lfn, reason)
+    return dict(result["successful"])
+
+
 async def _upload_one(
-    client: DataClient, se: StorageElement, item: _Planned, credentials: Credentials, sink: ProgressSink
+    client: DataClient, flips: StatusBatches, gate: asyncio.Semaphore, se: StorageElement, item: _Planned,
+    credentials: Credentials, sink: ProgressSink,
 ) -> FileOutcome:
+    """Store one file in one of the `gate`'s slots, then flip its replica outside them (so that
+    the flips of files finishing meanwhile queue up and share a catalogue call)."""
+    await gate.acquire()
     started = time.monotonic()
     notes: list[str] = []
     sink.started(item.lfn, item.size)
@@ -193,19 +211,22 @@ async def _upload_one(
     stored: Endpoint | None = None
     attempt: Endpoint | None = None
     try:
-        eps = endpoints(se, item.lfn, "write", credentials=credentials)
-        for index, ep in enumerate(eps):
-            attempt = ep
-            try:
-                await _store(client, ep, item, sink)
-                stored = ep
-                break
-            except (ServiceUnavailable, StorageError) as exc:
-                await _discard(client, ep, item.lfn)
-                if index == len(eps) - 1 or isinstance(exc, ChecksumMismatch):
-                    raise
-                notes.append(f"{ep.scheme} failed ({exc.message}); trying {eps[index + 1].scheme}")
-        await client.set_replica_status(item.lfn, se.name, "available", expected="copying")
+        try:
+            eps = endpoints(se, item.lfn, "write", credentials=credentials)
+            for index, ep in enumerate(eps):
+                attempt = ep
+                try:
+                    await _store(client, ep, item, sink)
+                    stored = ep
+                    break
+                except (ServiceUnavailable, StorageError) as exc:
+                    await _discard(client, ep, item.lfn)
+                    if index == len(eps) - 1 or isinstance(exc, ChecksumMismatch):
+                        raise
+                    notes.append(f"{ep.scheme} failed ({exc.message}); trying {eps[index + 1].scheme}")
+        finally:
+            gate.release()
+        await flips.set_status(item.lfn, se.name, "available", expected="copying")
     except asyncio.CancelledError:
         # Interrupted (Ctrl-C): still leave nothing behind, then stop.
         await asyncio.shield(_roll_back(client, se, item, attempt))

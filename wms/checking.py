@@ -19,7 +19,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from catalogue.replicas import get_replicas
 from kernel.db import Document
-from transfers.requests import requests_for, submit_transfers
+from transfers.requests import list_requests, submit_transfers
 from wms import input_data, jobs, states, task_queues
 from wms.config import WmsSettings
 from wms.input_data import SiteStore
@@ -117,7 +117,7 @@ async def _staging_outcome(
     recheck_at = jobs.now() + dt.timedelta(seconds=config.staging_recheck_s)
     requester = requester_of(job["_id"])
     if job["state"] == states.STAGING:
-        failed = [r for r in await requests_for(db, requester) if r["state"] in ("failed", "cancelled")
+        failed = [r for r in await _requests_of(db, job) if r["state"] in ("failed", "cancelled")
                   and r["lfn"] in placement.tape_only]
         if failed:
             reason = "staging failed: " + "; ".join(f"{r['lfn']}: {r.get('last_error') or r['state']}"
@@ -135,3 +135,10 @@ async def _staging_outcome(
     reason = f"staging {len(items)} tape-only input(s) to {dest} at {site}"
     return {"state": states.STAGING, "reason": reason, "recheck_at": recheck_at, "staging_to": dest,
             "transfer_requests": sorted(result["successful"].values())}
+
+
+async def _requests_of(db: AsyncDatabase[Document], job: Document) -> list[Document]:
+    """The transfers a staging job waits for. By id, not by requester: a job whose copy was already
+    asked for (by another job, a rule, a user) reuses that open request instead of making its own."""
+    ids = list(job.get("transfer_requests", []))
+    return await list_requests(db, {"_id": {"$in": ids}}, limit=len(ids)) if ids else []

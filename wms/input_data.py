@@ -21,14 +21,17 @@ class SiteStore:
     site: str
     kind: str
     read_enabled: bool
+    write_enabled: bool = True
 
 
 async def storage_elements(db: AsyncDatabase[Document]) -> dict[str, SiteStore]:
     """Every SE by name (a grid has hundreds, not millions: read them all at once)."""
     with database_errors():
-        docs = await db[SES].find({}, {"_id": 1, "site": 1, "kind": 1, "read_enabled": 1}).to_list()
+        docs = await db[SES].find({}, {"_id": 1, "site": 1, "kind": 1, "read_enabled": 1,
+                                        "write_enabled": 1}).to_list()
     return {
-        d["_id"]: SiteStore(d["_id"], d.get("site", ""), d.get("kind", "disk"), d.get("read_enabled", True))
+        d["_id"]: SiteStore(d["_id"], d.get("site", ""), d.get("kind", "disk"), d.get("read_enabled", True),
+                            d.get("write_enabled", True))
         for d in docs
     }
 

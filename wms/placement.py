@@ -84,18 +84,25 @@ def place(
 
 
 def staging_site(placement: Placement, ses: Mapping[str, SiteStore], allowed_sites: Sequence[str]) -> str | None:
-    """The site whose disk should receive tape-only inputs: the best data site, else a site with disk."""
-    if placement.sites:
-        return placement.sites[0]
-    disk_sites = sorted({se.site for se in ses.values() if se.kind == "disk" and se.read_enabled})
-    if allowed_sites:
-        disk_sites = [s for s in disk_sites if s in allowed_sites]
-    return disk_sites[0] if disk_sites else None
+    """The site whose disk should receive tape-only inputs: the best data site; else the site of
+    the tape SEs holding most of them (the copy then stays inside one site); else the first site
+    with disk. Only sites with a disk SE that can be read and written count."""
+    with_disk = {se.site for se in ses.values() if _takes_copies(se)}
+    data_sites = [site for site in placement.sites if site in with_disk]
+    if data_sites:
+        return data_sites[0]
+    candidates = sorted(site for site in with_disk if not allowed_sites or site in allowed_sites)
+    tape_sites = Counter(ses[tape].site for tape in placement.tape_only.values())
+    return max(candidates, key=lambda site: tape_sites[site], default=None)  # ties: the first by name
 
 
 def disk_se_at(site: str, ses: Mapping[str, SiteStore]) -> str | None:
-    names = sorted(se.name for se in ses.values() if se.site == site and se.kind == "disk" and se.read_enabled)
+    names = sorted(se.name for se in ses.values() if se.site == site and _takes_copies(se))
     return names[0] if names else None
+
+
+def _takes_copies(se: SiteStore) -> bool:
+    return se.kind == "disk" and se.read_enabled and se.write_enabled
 
 
 def best_replica(doc: Document, ses: Mapping[str, SiteStore], site: str) -> Document | None:
