@@ -43,6 +43,9 @@ OPEN_STATES = ("queued", "staging", "active")
 FINAL_STATES = ("done", "failed", "cancelled")
 STATES = OPEN_STATES + FINAL_STATES
 DEFAULT_MAX_ATTEMPTS = 5
+# `$in` reads of this many keys at a time: MongoDB answers any size from the index, but FerretDB
+# matches every scanned document against the whole list (100k keys at once takes minutes).
+LOOKUP_CHUNK = 1000
 
 INDEXES = [
     IndexSpec(REQUESTS, [("active_key", 1)], name="requests_active_key", unique=True, sparse=True),
@@ -151,11 +154,13 @@ async def submit(
     for doc in docs:
         if doc["active_key"] not in dup_set and doc["lfn"] not in failed:
             successful[doc["lfn"]] = doc["_id"]
-    if duplicates:
-        # requests_active_key: the open requests that already do what was asked
+    # requests_active_key: the open requests that already do what was asked (in LOOKUP_CHUNK slices)
+    for start in range(0, len(duplicates), LOOKUP_CHUNK):
+        chunk = duplicates[start:start + LOOKUP_CHUNK]
         with database_errors():
-            async for existing in db[REQUESTS].find({"active_key": {"$in": duplicates}}, {"lfn": 1}):
+            async for existing in db[REQUESTS].find({"active_key": {"$in": chunk}}, {"lfn": 1}).limit(len(chunk)):
                 successful[existing["lfn"]] = existing["_id"]
+    if duplicates:
         for doc in docs:
             if doc["active_key"] in dup_set and doc["lfn"] not in successful:
                 failed[doc["lfn"]] = "an identical request finished while this one was submitted; submit again"
