@@ -204,6 +204,43 @@ async def claim(
         )
 
 
+async def claim_many(
+    db: AsyncDatabase[Document], worker: str, *, kinds: Iterable[Kind], lease_s: float, limit: int,
+) -> list[Document]:
+    """Take up to `limit` requests (as `claim` would, best first) in three round trips, not `limit`.
+
+    The candidates are read first, without a lock; one update then claims each of them whose
+    state still allows it (the guard is re-checked per document, atomically, so a request another
+    worker took meanwhile is skipped, never shared) and tags them with a fresh claim token, by
+    which the claimed ones are read back. On FerretDB, which scans the collection for every
+    filter but `{_id: x}` and serialises writers, this is one locked scan per batch instead of
+    one per request.
+    """
+    at = now()
+    due = {"state": "queued", "not_before": {"$lte": at}}
+    abandoned = {"state": "active", "lease_expires": {"$lt": at}}
+    query: dict[str, Any] = {"kind": {"$in": list(kinds)}, "$or": [due, abandoned]}
+    with database_errors():
+        # requests_claim / requests_lease
+        candidates = await db[REQUESTS].find(query, {"_id": 1}).sort([("priority", -1), ("created", 1)]) \
+            .limit(limit).to_list()
+        ids = [doc["_id"] for doc in candidates]
+        if not ids:
+            return []
+        token = uuid.uuid4().hex
+        result = await db[REQUESTS].update_many(
+            {**query, "_id": {"$in": ids}},
+            {"$set": {"state": "active", "lease_owner": worker, "lease_expires": at + dt.timedelta(seconds=lease_s),
+                      "modified": at, "started": at, "claim": token},
+             "$inc": {"attempts": 1}},
+        )
+        if result.modified_count == 0:
+            return []
+        claimed = await db[REQUESTS].find({"_id": {"$in": ids}, "claim": token}).to_list()
+    order = {rid: index for index, rid in enumerate(ids)}
+    return sorted(claimed, key=lambda doc: order[doc["_id"]])
+
+
 async def renew_lease(db: AsyncDatabase[Document], request_id: str, worker: str, *, lease_s: float) -> bool:
     """Extend a lease this worker holds; False if it was lost (then the work must stop)."""
     at = now()
