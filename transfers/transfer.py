@@ -118,10 +118,17 @@ async def stage(ctx: Context, job: Job) -> None:
     log.info("%s: staging from %s (%s)", job.lfn, job.source.se.name, request_id)
 
 
+def copied_earlier(job: Job) -> bool:
+    """Found at the destination although an earlier attempt of this very request had registered
+    its replica `copying` (and nobody removed it): that attempt made the copy and was stopped
+    (killed) before it could finish the request, so its copy is the one to count."""
+    return bool(job.request.get("copying_replica"))
+
+
 async def finish_without_copy(ctx: Context, job: Job) -> None:
     """End a request the plan already settled: the file is there, or there is nothing to do."""
     if job.outcome == "done":
-        await rq.complete(ctx.db, job.id, ctx.worker, {"already_there": True})
+        await rq.complete(ctx.db, job.id, ctx.worker, {"already_there": True}, copied=copied_earlier(job))
     elif job.failure is not None:
         await rq.fail(ctx.db, job.id, ctx.worker, job.failure.message, job.failure.reason)
 
@@ -145,7 +152,7 @@ async def run_copy(ctx: Context, job: Job) -> bool:
         dest_eps = endpoints(dest, lfn, "write", credentials=ctx.credentials)
         status = await destination.register_copying(ctx.db, lfn, dest, file_doc=job.file)
         if status == "available":
-            await rq.complete(ctx.db, job.id, ctx.worker, {"already_there": True})
+            await rq.complete(ctx.db, job.id, ctx.worker, {"already_there": True}, copied=copied_earlier(job))
             return True
         await rq.flag_copying_replica(ctx.db, job.id)
         # The one copy path of Cairn: TPC over the best family both SEs flag, else a stream.

@@ -116,7 +116,9 @@ class TransferWorker(Daemon):
     async def _claim(self) -> int:
         handled = 0
         room = min(CLAIM_BURST, self.ctx.settings.global_limit + self.ctx.settings.prefetch - len(self.held))
-        if self.stopping or room <= 0:
+        # While copies still wait here, claim only once a batch has room: one claim per finished
+        # copy would cost a locked scan of the queue on FerretDB each time.
+        if self.stopping or room <= 0 or (room < CLAIM_BURST // 2 and any(self.waiting.values())):
             return 0
         claimed = await rq.claim_many(self.ctx.db, self.worker, kinds=["transfer"], lease_s=self.ctx.settings.lease_s,
                                       limit=room)
