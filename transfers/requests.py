@@ -286,6 +286,18 @@ async def count_copy(db: AsyncDatabase[Document], request_id: str) -> None:
         await db[REQUESTS].update_one({"_id": request_id}, {"$inc": {"copies": 1}})
 
 
+async def count_unfinished_copy(db: AsyncDatabase[Document], request_id: str) -> bool:
+    """Count the copy an attempt made and confirmed without finishing the request (it lost its
+    lease, or was killed), once: only whoever clears `copying_replica` counts it. True if counted.
+
+    Not caught: an attempt whose lease ran out while it still copied, when the attempt that took
+    over copied again and finished first; its second copy goes uncounted."""
+    with database_errors():
+        result = await db[REQUESTS].update_one({"_id": request_id, "copying_replica": True},
+                                               {"$inc": {"copies": 1}, "$unset": {"copying_replica": ""}})
+    return result.modified_count == 1
+
+
 async def release(db: AsyncDatabase[Document], request_id: str, worker: str) -> bool:
     """Give work back to the queue untouched (a worker stopping); the claim's attempt is not counted."""
     return await _finish_active(db, request_id, worker, {"state": "queued", "not_before": now()}, final=False,

@@ -118,17 +118,20 @@ async def stage(ctx: Context, job: Job) -> None:
     log.info("%s: staging from %s (%s)", job.lfn, job.source.se.name, request_id)
 
 
-def copied_earlier(job: Job) -> bool:
+async def count_earlier_copy(ctx: Context, job: Job) -> None:
     """Found at the destination although an earlier attempt of this very request had registered
     its replica `copying` (and nobody removed it): that attempt made the copy and was stopped
-    (killed) before it could finish the request, so its copy is the one to count."""
-    return bool(job.request.get("copying_replica"))
+    (killed, or its lease lost) before it could finish the request. Its copy is counted here,
+    unless that attempt counted it meanwhile (see `rq.count_unfinished_copy`)."""
+    if job.request.get("copying_replica"):
+        await rq.count_unfinished_copy(ctx.db, job.id)
 
 
 async def finish_without_copy(ctx: Context, job: Job) -> None:
     """End a request the plan already settled: the file is there, or there is nothing to do."""
     if job.outcome == "done":
-        await rq.complete(ctx.db, job.id, ctx.worker, {"already_there": True}, copied=copied_earlier(job))
+        await count_earlier_copy(ctx, job)
+        await rq.complete(ctx.db, job.id, ctx.worker, {"already_there": True})
     elif job.failure is not None:
         await rq.fail(ctx.db, job.id, ctx.worker, job.failure.message, job.failure.reason)
 
@@ -152,7 +155,8 @@ async def run_copy(ctx: Context, job: Job) -> bool:
         dest_eps = endpoints(dest, lfn, "write", credentials=ctx.credentials)
         status = await destination.register_copying(ctx.db, lfn, dest, file_doc=job.file)
         if status == "available":
-            await rq.complete(ctx.db, job.id, ctx.worker, {"already_there": True}, copied=copied_earlier(job))
+            await count_earlier_copy(ctx, job)
+            await rq.complete(ctx.db, job.id, ctx.worker, {"already_there": True})
             return True
         await rq.flag_copying_replica(ctx.db, job.id)
         # The one copy path of Cairn: TPC over the best family both SEs flag, else a stream.
@@ -176,8 +180,8 @@ async def run_copy(ctx: Context, job: Job) -> bool:
     done = await rq.complete(ctx.db, job.id, ctx.worker, {
         "source_se": source.se.name, "mode": result.mode, "protocol": result.protocol, "bytes": result.bytes,
         "adler32": result.adler32, "seconds": round(result.seconds, 3)}, copied=True)
-    if not done:  # the lease was lost meanwhile; the copy still happened, so count it
-        await rq.count_copy(ctx.db, job.id)
+    if not done:  # the lease was lost meanwhile; the copy still happened, so count it (once)
+        await rq.count_unfinished_copy(ctx.db, job.id)
     return True
 
 
