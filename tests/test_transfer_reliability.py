@@ -91,7 +91,7 @@ async def test_transfers_survive_workers_killed_every_few_seconds(
     docs = await database[rq.REQUESTS].find({}).to_list()
     assert len(docs) == len(lfns) and {d["state"] for d in docs} == {"done"}
     assert sorted(d["lfn"] for d in docs) == lfns
-    assert [d["lfn"] for d in docs if d.get("copies") != 1] == []
+    assert [(d["lfn"], d.get("copies")) for d in docs if d.get("copies") != 1] == []
     assert await copying_replicas(database) == []
     for lfn in lfns:
         assert await replica_status(database, lfn, "DST") == "available"
