@@ -38,7 +38,9 @@ from transfers.worker import TransferWorker
 pytestmark = pytest.mark.slow
 
 # Small per-worker limits: a killed worker strands only what it held until its leases run out.
-FAST = {"lease_s": 3, "retry_base_s": 0.2, "retry_cap_s": 2, "idle_sleep_s": 0.2, "global_limit": 8, "prefetch": 4}
+# Leases of 6 s: FerretDB's locked writes took up to 2 s here under load, and with 3 s a live
+# worker lost leases mid-copy, so the file was copied a second time by whoever took over.
+FAST = {"lease_s": 6, "retry_base_s": 0.2, "retry_cap_s": 2, "idle_sleep_s": 0.2, "global_limit": 8, "prefetch": 4}
 
 
 # 200 by default: it drains in about 2 minutes here (2 shared cores). On FerretDB every guarded
