@@ -21,22 +21,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import os
 import shutil
-import subprocess
-import sys
-import tempfile
 import uuid
 from pathlib import Path
 from typing import Any
 
 from bench.catalogue_bulk import start_server
-from bench.storage_io import MOTO, bench_plugin, figures, make_files, timed
-from cairn.embedded_db import free_port, start_ferretdb, wait_for_port
-from cairn.embedded_xrootd import XRootDServer, make_base_dir, make_tls, start_xrootd
+from bench.harness import emit, testbed, timed
+from bench.storage_io import bench_plugin, figures, make_files
+from cairn.embedded_xrootd import XRootDServer, make_tls, start_xrootd
 from cairn.sdk import Client
-from kernel.process import child_preexec
 from kernel.settings import load_settings
 from kernel.tokens import BuiltinIssuer
 from storage_plugins.posix import file_url
@@ -126,38 +120,19 @@ async def measure(args: argparse.Namespace, api_url: str, token: str, server: XR
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    """Start FerretDB, the API server, moto and XRootD; make the files; measure; clean up."""
-    scratch = Path(tempfile.mkdtemp(prefix="cairn-bench-io-"))
-    xrootd_base = make_base_dir("cairn-bench-io-xrootd-")
-    moto_port = free_port()
-    moto = subprocess.Popen([sys.executable, "-c", MOTO.format(port=moto_port)], preexec_fn=child_preexec,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    given_uri = os.environ.get("CAIRN_MONGODB_URI")
-    db = None if given_uri else start_ferretdb(scratch / "db")
-    uri = given_uri or (db.uri if db else "")
-    xrootd = start_xrootd(xrootd_base, "bench-io", make_tls(xrootd_base))
-    api = None
-    try:
+    """Start the database, the API server, moto and XRootD; make the files; measure; clean up."""
+    with testbed("cairn-bench-io-") as bed:
+        xrootd = start_xrootd(bed.xrootd_base, "bench-io", make_tls(bed.xrootd_base))
+        bed.on_exit(xrootd.stop)
         database = f"bench_{uuid.uuid4().hex[:8]}"
-        settings = load_settings(mongodb_uri=uri, database=database, var_dir=scratch / "var")
+        settings = load_settings(mongodb_uri=bed.database_uri, database=database, var_dir=bed.scratch / "var")
         token = BuiltinIssuer.from_settings(settings).issue(sub="bench", vo="bench", groups=["bench"],
                                                             scopes=["admin"])
-        api, port = start_server(uri, database, scratch)
-        wait_for_port("127.0.0.1", moto_port, timeout_s=30)
-        big, smalls = make_files(scratch / "src", args.big_mib, args.small_count, args.small_kib)
-        return asyncio.run(measure(args, f"http://127.0.0.1:{port}", token, xrootd, moto_port, scratch, big,
-                                   smalls))
-    finally:
-        if api is not None:
-            api.terminate()
-            api.wait(timeout=30)
-        xrootd.stop()
-        if db is not None:
-            db.stop()
-        moto.kill()
-        moto.wait()
-        shutil.rmtree(scratch, ignore_errors=True)
-        shutil.rmtree(xrootd_base, ignore_errors=True)
+        api, port = start_server(bed.database_uri, database, bed.scratch)
+        bed.on_exit(lambda: (api.terminate(), api.wait(timeout=30)))
+        big, smalls = make_files(bed.scratch / "src", args.big_mib, args.small_count, args.small_kib)
+        return asyncio.run(measure(args, f"http://127.0.0.1:{port}", token, xrootd, bed.moto_port, bed.scratch,
+                                   big, smalls))
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -171,4 +146,4 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 if __name__ == "__main__":
-    print(json.dumps(run(parse_args()), indent=2))
+    emit(run(parse_args()))

@@ -19,23 +19,16 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from bench.harness import MB, MOTO, timed
 from cairn.embedded_db import free_port, wait_for_port
 from cairn.embedded_xrootd import XRootDServer, make_base_dir, make_tls, start_xrootd
 from kernel.process import child_preexec
 from storage_plugins.posix import file_url
 from storage_plugins.registry import close_plugins, plugin_for
-
-MB = 1_000_000
-# moto runs in its own process so that its work does not share the interpreter with the client.
-MOTO = (
-    "from moto.server import ThreadedMotoServer as S; import time; "
-    "S(ip_address='127.0.0.1', port={port}).start(); time.sleep(1e9)"
-)
 
 
 def make_files(directory: Path, big_mib: int, small_count: int, small_kib: int) -> tuple[Path, list[Path]]:
@@ -57,12 +50,6 @@ def make_files(directory: Path, big_mib: int, small_count: int, small_kib: int) 
 
 def _size(path: Path) -> int:
     return path.stat().st_size
-
-
-async def timed(action: Callable[[], Awaitable[Any]]) -> float:
-    started = time.perf_counter()
-    await action()
-    return time.perf_counter() - started
 
 
 async def run_command(*args: str, env: dict[str, str] | None = None) -> None:

@@ -22,7 +22,6 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 import zlib
 from pathlib import Path
@@ -30,10 +29,10 @@ from typing import Any
 
 from pymongo.asynchronous.database import AsyncDatabase
 
-from bench.storage_io import MOTO, run_command
+from bench.harness import Testbed, emit, rate, testbed
+from bench.storage_io import run_command
 from cairn.components import index_specs
-from cairn.embedded_db import free_port, start_ferretdb, wait_for_port
-from cairn.embedded_xrootd import XRootDServer, make_base_dir, start_xrootd_pair
+from cairn.embedded_xrootd import XRootDServer, start_xrootd_pair
 from catalogue.files import register_files
 from catalogue.storage_elements import Protocol, StorageElement, put_storage_element
 from kernel.db import Document, close_client, ensure_indexes, get_database
@@ -43,7 +42,6 @@ from kernel.settings import load_settings
 from storage_plugins.registry import close_plugins, plugin_for
 from transfers import requests as rq
 
-MB = 1_000_000
 ROOT = Path(__file__).resolve().parent.parent
 ADMIN = Principal(sub="bench", vo="bench", groups=("admin",), scopes=frozenset({"admin"}))
 S3_SECRETS = {"access_key": "bench", "secret_key": "bench"}
@@ -118,15 +116,8 @@ async def replicate(db: AsyncDatabase[Document], files: list[dict[str, Any]], de
     async for doc in db[rq.REQUESTS].find({**query, "state": "done"}, {"result.mode": 1}):
         mode = doc.get("result", {}).get("mode", "?")
         modes[mode] = modes.get(mode, 0) + 1
-    nbytes = sum(f["size"] for f in files)
-    return {"files": len(files), "done": counts["done"], "failed": counts["failed"], "modes": modes,
-            "seconds": round(seconds, 2), "files_per_s": round(len(files) / seconds, 2),
-            "MB_per_s": round(nbytes / MB / seconds, 1)}
-
-
-def rate(files: int, nbytes: int, seconds: float) -> dict[str, float]:
-    return {"files": files, "seconds": round(seconds, 2), "files_per_s": round(files / seconds, 2),
-            "MB_per_s": round(nbytes / MB / seconds, 1)}
+    return {"done": counts["done"], "failed": counts["failed"], "modes": modes,
+            **rate(len(files), sum(f["size"] for f in files), seconds)}
 
 
 async def baselines(a: XRootDServer, b: XRootDServer, name: str, files: list[dict[str, Any]], scratch: Path,
@@ -170,8 +161,8 @@ def start_workers(count: int, env: dict[str, str], log_dir: Path) -> list[subpro
     return procs
 
 
-async def measure(args: argparse.Namespace, uri: str, a: XRootDServer, b: XRootDServer, moto_port: int,
-                  scratch: Path) -> dict[str, Any]:
+async def measure(args: argparse.Namespace, bed: Testbed, a: XRootDServer, b: XRootDServer) -> dict[str, Any]:
+    uri, moto_port, scratch = bed.database_uri, bed.moto_port, bed.scratch
     settings = load_settings(mongodb_uri=uri, database="bench", var_dir=scratch / "var")
     db = get_database(settings)
     await ensure_indexes(db, index_specs())
@@ -199,7 +190,7 @@ async def measure(args: argparse.Namespace, uri: str, a: XRootDServer, b: XRootD
     results: dict[str, Any] = {
         "sizes": {"small": [args.small_count, f"{args.small_kib} KiB"], "big": [args.big_count, f"{args.big_mib} MiB"],
                   "s3": [args.s3_count, f"{args.small_kib} KiB"]},
-        "workers": args.workers, "database": "FerretDB 1.24 (SQLite)",
+        "workers": args.workers, "database": bed.database_kind,
     }
     try:
         results["cairn"] = {
@@ -226,25 +217,12 @@ async def measure(args: argparse.Namespace, uri: str, a: XRootDServer, b: XRootD
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    """Start FerretDB, two XRootD servers and moto; measure; clean everything up."""
-    scratch = Path(tempfile.mkdtemp(prefix="cairn-bench-transfers-"))
-    xrootd_base = make_base_dir("cairn-bench-xrd-")
-    moto_port = free_port()
-    moto = subprocess.Popen([sys.executable, "-c", MOTO.format(port=moto_port)], preexec_fn=child_preexec,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    ferret = start_ferretdb(scratch / "db")
-    a, b = start_xrootd_pair(xrootd_base)
-    try:
-        wait_for_port("127.0.0.1", moto_port, timeout_s=30)
-        return asyncio.run(measure(args, ferret.uri, a, b, moto_port, scratch))
-    finally:
-        a.stop()
-        b.stop()
-        ferret.stop()
-        moto.kill()
-        moto.wait()
-        shutil.rmtree(scratch, ignore_errors=True)
-        shutil.rmtree(xrootd_base, ignore_errors=True)
+    """Start the database, two XRootD servers and moto; measure; clean everything up."""
+    with testbed("cairn-bench-transfers-") as bed:
+        a, b = start_xrootd_pair(bed.xrootd_base)
+        bed.on_exit(a.stop)
+        bed.on_exit(b.stop)
+        return asyncio.run(measure(args, bed, a, b))
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -261,4 +239,4 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 if __name__ == "__main__":
-    print(json.dumps(run(parse_args()), indent=2, ensure_ascii=False))
+    emit(run(parse_args()))

@@ -49,6 +49,34 @@ async def test_concurrent_claims_never_hand_out_a_request_twice(database: AsyncD
     assert len(set(claimed)) == 20
 
 
+async def test_concurrent_batch_claims_never_hand_out_a_request_twice(database: AsyncDatabase[Document]) -> None:
+    db = await queue(database)
+    await rq.submit_transfers(db, [{"lfn": f"/vo/f{i:02d}", "dest_se": "B"} for i in range(40)], requester="t")
+
+    async def worker(name: str) -> list[Document]:
+        got: list[Document] = []
+        while batch := await rq.claim_many(db, name, kinds=["transfer"], lease_s=60, limit=6):
+            got += batch
+        return got
+
+    results = await asyncio.gather(*(worker(f"w{i}") for i in range(4)))
+    claimed = [doc for docs in results for doc in docs]
+    assert sorted(doc["lfn"] for doc in claimed) == [f"/vo/f{i:02d}" for i in range(40)]
+    assert all(doc["state"] == "active" and doc["attempts"] == 1 for doc in claimed)
+    for name, docs in zip((f"w{i}" for i in range(4)), results, strict=True):
+        assert {doc["lease_owner"] for doc in docs} <= {name}
+
+
+async def test_a_batch_claim_takes_the_best_first_and_expired_leases_too(database: AsyncDatabase[Document]) -> None:
+    db = await queue(database)
+    await rq.submit_transfers(db, [{"lfn": "/vo/low", "dest_se": "B"}], requester="t", priority=1)
+    await rq.submit_transfers(db, [{"lfn": "/vo/high", "dest_se": "B"}], requester="t", priority=5)
+    assert [d["lfn"] for d in await rq.claim_many(db, "dead", kinds=["transfer"], lease_s=60, limit=1)] == ["/vo/high"]
+    await db[rq.REQUESTS].update_many({}, {"$set": {"lease_expires": rq.now() - dt.timedelta(seconds=1)}})
+    taken = await rq.claim_many(db, "w", kinds=["transfer"], lease_s=60, limit=5)
+    assert [(d["lfn"], d["attempts"]) for d in taken] == [("/vo/high", 2), ("/vo/low", 1)]
+
+
 async def test_an_expired_lease_is_taken_over_and_the_old_holder_cannot_complete(
     database: AsyncDatabase[Document],
 ) -> None:

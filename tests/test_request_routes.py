@@ -116,3 +116,93 @@ async def test_cli_replicate_reads_lfns_from_a_file_and_prints_json(
     bad = await run_cli(api.url, token, "replicate", "--to", "NOWHERE", "/cta/x1")
     assert bad.returncode == 2
     assert "NOWHERE" in bad.stderr
+
+
+async def make_dataset(admin: Client, did: str, lfns: list[str], *, container: str | None = None) -> None:
+    await register(admin, lfns)
+    await admin.create_did(did)
+    await admin.attach(did, lfns=lfns)
+    if container is not None:
+        await admin.create_did(container, type="container")
+        await admin.attach(container, children=[did])
+
+
+async def test_replicating_a_dataset_queues_each_of_its_files(api: RunningApi, admin: Client) -> None:
+    await put_se(admin, "DEST")
+    lfns = [f"/cta/ds/f{i}" for i in range(5)]
+    await make_dataset(admin, "cta:ds", lfns)
+    async with api.client(api.token(scopes=USER_SCOPES)) as alice:
+        result = await alice.replicate_dataset("cta:ds", "DEST")
+        assert sorted(result["successful"]) == lfns and result["failed"] == {} and result["dataset"] == "cta:ds"
+        assert (await alice.submission(result["submission"]))["states"]["queued"] == 5
+
+
+async def test_replicating_a_container_takes_the_files_of_every_dataset_below_it(
+    api: RunningApi, admin: Client
+) -> None:
+    await put_se(admin, "DEST")
+    await make_dataset(admin, "cta:a", ["/cta/c/a1", "/cta/c/a2"], container="cta:inner")
+    await make_dataset(admin, "cta:b", ["/cta/c/b1", "/cta/c/a1"])
+    await admin.create_did("cta:outer", type="container")
+    await admin.attach("cta:outer", children=["cta:inner", "cta:b"])
+    async with api.client(api.token(scopes=USER_SCOPES)) as alice:
+        result = await alice.replicate_dataset("cta:outer", "DEST")
+    assert sorted(result["successful"]) == ["/cta/c/a1", "/cta/c/a2", "/cta/c/b1"]
+
+
+async def test_replicating_an_unknown_dataset_is_404_and_queues_nothing(api: RunningApi, admin: Client) -> None:
+    await put_se(admin, "DEST")
+    async with api.client(api.token(scopes=USER_SCOPES)) as alice:
+        with pytest.raises(NotFound, match="cta:nothing"):
+            await alice.replicate_dataset("cta:nothing", "DEST")
+        with pytest.raises(InvalidInput, match="scope:name"):
+            await alice.replicate_dataset("no-colon", "DEST")
+        assert await alice.list_requests() == []
+
+
+async def test_a_replication_names_lfns_or_a_dataset_not_both(api: RunningApi, admin: Client) -> None:
+    await put_se(admin, "DEST")
+    await make_dataset(admin, "cta:ds", ["/cta/ds/f"])
+    async with api.client(api.token(scopes=USER_SCOPES)) as alice:
+        for body in ({"dest_se": "DEST"}, {"dest_se": "DEST", "lfns": [], "dataset": None},
+                     {"dest_se": "DEST", "lfns": ["/cta/ds/f"], "dataset": "cta:ds"}):
+            with pytest.raises(InvalidInput, match="either 'lfns'"):
+                await alice.request("POST", "/requests/transfers", json_body=body)
+        assert await alice.list_requests() == []
+
+
+async def test_replicating_a_dataset_needs_the_scopes_that_list_it_and_that_move_data(
+    api: RunningApi, admin: Client
+) -> None:
+    await put_se(admin, "DEST")
+    await make_dataset(admin, "cta:ds", ["/cta/ds/f"])
+    async with api.client(api.token(scopes=("transfers.write",))) as mover:
+        with pytest.raises(Forbidden, match=r"catalogue\.read"):
+            await mover.replicate_dataset("cta:ds", "DEST")
+    async with api.client(api.token(scopes=("catalogue.read",))) as reader:
+        with pytest.raises(Forbidden, match=r"transfers\.write"):
+            await reader.replicate_dataset("cta:ds", "DEST")
+    assert await admin.list_requests() == []
+
+
+async def test_an_empty_dataset_is_refused(api: RunningApi, admin: Client) -> None:
+    await put_se(admin, "DEST")
+    await admin.create_did("cta:empty")
+    async with api.client(api.token(scopes=USER_SCOPES)) as alice:
+        with pytest.raises(InvalidInput, match="holds no files"):
+            await alice.replicate_dataset("cta:empty", "DEST")
+
+
+async def test_cli_replicate_dataset_from_one_source_se(api: RunningApi, admin: Client) -> None:
+    await put_se(admin, "DEST")
+    await put_se(admin, "SRC")
+    await make_dataset(admin, "cta:ds", ["/cta/ds/f1", "/cta/ds/f2"])
+    token = api.token(scopes=USER_SCOPES)
+    out = await run_cli(api.url, token, "replicate", "--to", "DEST", "--from", "SRC", "--dataset", "cta:ds", "--json")
+    assert out.returncode == 0, out.stderr
+    assert sorted(json.loads(out.stdout)["successful"]) == ["/cta/ds/f1", "/cta/ds/f2"]
+    assert {(r["source_se"], r["dest_se"]) for r in await admin.list_requests()} == {("SRC", "DEST")}
+    missing = await run_cli(api.url, token, "replicate", "--to", "DEST", "--dataset", "cta:none")
+    assert missing.returncode != 0 and "cta:none" in missing.stderr
+    both = await run_cli(api.url, token, "replicate", "--to", "DEST", "--dataset", "cta:ds", "/cta/ds/f1")
+    assert both.returncode == 2 and "not both" in both.stderr

@@ -17,6 +17,17 @@ class TransfersClient(BaseClient):
         result: dict[str, Any] = await self.request("POST", "/requests/transfers", json_body=body)
         return result
 
+    async def replicate_dataset(
+        self, dataset: str, dest_se: str, *, source_se: str | None = None, activity: str = "default",
+        priority: int = 3,
+    ) -> dict[str, Any]:
+        """Queue replication of every file of a dataset, or of every dataset below a container
+        (`scope:name`), to dest_se; answers like `replicate`, per LFN, plus `dataset`."""
+        body = {"dataset": dataset, "dest_se": dest_se, "source_se": source_se, "activity": activity,
+                "priority": priority}
+        result: dict[str, Any] = await self.request("POST", "/requests/transfers", json_body=body)
+        return result
+
     async def stage(self, lfns: list[str], se: str, *, priority: int = 3) -> dict[str, Any]:
         """Bring lfns online from tape SE `se` into its disk cache."""
         result: dict[str, Any] = await self.request(

@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pymongo.asynchronous.database import AsyncDatabase
 
+from catalogue.dataset_contents import file_lfns
 from catalogue.files import fetch_files
 from catalogue.lfn import check_lfn
 from catalogue.storage_elements import get_storage_element
@@ -25,11 +26,18 @@ MAX_LFNS = 100_000
 class ReplicationRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    lfns: list[str] = Field(..., min_length=1, max_length=MAX_LFNS)
+    lfns: list[str] = Field(default_factory=list, max_length=MAX_LFNS)
+    dataset: str | None = Field(None, description="a dataset or container (scope:name): replicate every file in it")
     dest_se: str
     source_se: str | None = None
     activity: str = Field("default", pattern=r"^[A-Za-z0-9_. -]{1,64}$")
     priority: int = Field(3, ge=1, le=5)
+
+    @model_validator(mode="after")
+    def lfns_or_dataset(self) -> ReplicationRequest:
+        if bool(self.lfns) == (self.dataset is not None):
+            raise ValueError("name either 'lfns' (at least one) or a 'dataset', not both")
+        return self
 
 
 class StageRequest(BaseModel):
@@ -55,7 +63,7 @@ class CancelRequest(BaseModel):
 
 
 async def existing_lfns(db: AsyncDatabase[Document], lfns: list[str]) -> tuple[list[str], dict[str, str]]:
-    """The LFNs that name catalogued files (one `_id $in` query), and a reason for each other one."""
+    """The LFNs that name catalogued files (`_id $in` queries of LOOKUP_CHUNK), and a reason for each other one."""
     failed: dict[str, str] = {}
     valid = []
     for lfn in dict.fromkeys(lfns):
@@ -63,16 +71,23 @@ async def existing_lfns(db: AsyncDatabase[Document], lfns: list[str]) -> tuple[l
             valid.append(check_lfn(lfn))
         except InvalidInput as exc:
             failed[lfn] = exc.message
-    found = await fetch_files(db, valid, {"_id": 1})
+    found: set[str] = set()
+    for start in range(0, len(valid), rq.LOOKUP_CHUNK):  # in slices: see rq.LOOKUP_CHUNK
+        found.update(await fetch_files(db, valid[start:start + rq.LOOKUP_CHUNK], {"_id": 1}))
     failed.update({lfn: "no such file" for lfn in valid if lfn not in found})
     return [lfn for lfn in valid if lfn in found], failed
 
 
 async def submit_existing(
-    db: AsyncDatabase[Document], kind: rq.Kind, lfns: list[str], item: dict[str, Any], **kw: Any
+    db: AsyncDatabase[Document], kind: rq.Kind, lfns: list[str], item: dict[str, Any], *, checked: bool = False,
+    **kw: Any,
 ) -> dict[str, Any]:
-    """Queue requests for the LFNs that exist; each other LFN fails on its own ("no such file")."""
-    existing, missing = await existing_lfns(db, lfns)
+    """Queue requests for the LFNs that exist; each other LFN fails on its own ("no such file").
+
+    `checked`: the LFNs were read from the catalogue just now (a dataset's members), so they
+    are not looked up again; one removed since it was attached fails at the worker instead.
+    """
+    existing, missing = (lfns, {}) if checked else await existing_lfns(db, lfns)
     result = await rq.submit(db, kind, [{"lfn": lfn, **item} for lfn in existing], **kw)
     result["failed"] = {**missing, **result["failed"]}
     return result
@@ -87,20 +102,36 @@ def visible_to(principal: Principal) -> dict[str, Any]:
     return {} if principal.is_admin else {"requester": requester_of(principal)}
 
 
+async def dataset_lfns(db: AsyncDatabase[Document], principal: Principal, did: str) -> list[str]:
+    """The files of a dataset, or of every dataset below a container, to replicate.
+
+    Listing a DID's contents needs `catalogue.read` (as `cairn dataset contents` does)."""
+    if not principal.has_scope("catalogue.read"):
+        raise Forbidden("replicating a dataset lists its contents: that needs the catalogue.read scope")
+    lfns = await file_lfns(db, did, limit=MAX_LFNS)
+    if not lfns:
+        raise InvalidInput(f"{did} holds no files; nothing queued", details={"dataset": did})
+    return lfns
+
+
 @routes.post("/requests/transfers", policy=scopes("transfers.write"), body=ReplicationRequest,
-             summary="Replicate files to an SE (bulk, up to 100k LFNs)",
-             responses={404: "unknown SE", 400: "invalid input"})
+             summary="Replicate files, or a dataset's or container's files, to an SE (bulk, up to 100k LFNs)",
+             responses={404: "unknown SE or dataset", 400: "invalid input"})
 async def submit_replication(request: web.Request) -> web.Response:
     body = await read_model(request, ReplicationRequest)
     db = request.app[DATABASE]
+    principal = principal_of(request)
     dest = await get_storage_element(db, body.dest_se)
     if not dest.write_enabled:
         raise InvalidInput(f"SE {dest.name} is switched off for writing")
     if body.source_se:
         await get_storage_element(db, body.source_se)
-    result = await submit_existing(db, "transfer", body.lfns, {"dest_se": body.dest_se, "source_se": body.source_se},
-                                   requester=requester_of(principal_of(request)), activity=body.activity,
-                                   priority=body.priority)
+    lfns = body.lfns if body.dataset is None else await dataset_lfns(db, principal, body.dataset)
+    result = await submit_existing(db, "transfer", lfns, {"dest_se": body.dest_se, "source_se": body.source_se},
+                                   checked=body.dataset is not None, requester=requester_of(principal),
+                                   activity=body.activity, priority=body.priority)
+    if body.dataset is not None:
+        result["dataset"] = body.dataset
     return json_response(result, status=201)
 
 

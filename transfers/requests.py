@@ -43,6 +43,9 @@ OPEN_STATES = ("queued", "staging", "active")
 FINAL_STATES = ("done", "failed", "cancelled")
 STATES = OPEN_STATES + FINAL_STATES
 DEFAULT_MAX_ATTEMPTS = 5
+# `$in` reads of this many keys at a time: MongoDB answers any size from the index, but FerretDB
+# matches every scanned document against the whole list (100k keys at once takes minutes).
+LOOKUP_CHUNK = 1000
 
 INDEXES = [
     IndexSpec(REQUESTS, [("active_key", 1)], name="requests_active_key", unique=True, sparse=True),
@@ -151,11 +154,13 @@ async def submit(
     for doc in docs:
         if doc["active_key"] not in dup_set and doc["lfn"] not in failed:
             successful[doc["lfn"]] = doc["_id"]
-    if duplicates:
-        # requests_active_key: the open requests that already do what was asked
+    # requests_active_key: the open requests that already do what was asked (in LOOKUP_CHUNK slices)
+    for start in range(0, len(duplicates), LOOKUP_CHUNK):
+        chunk = duplicates[start:start + LOOKUP_CHUNK]
         with database_errors():
-            async for existing in db[REQUESTS].find({"active_key": {"$in": duplicates}}, {"lfn": 1}):
+            async for existing in db[REQUESTS].find({"active_key": {"$in": chunk}}, {"lfn": 1}).limit(len(chunk)):
                 successful[existing["lfn"]] = existing["_id"]
+    if duplicates:
         for doc in docs:
             if doc["active_key"] in dup_set and doc["lfn"] not in successful:
                 failed[doc["lfn"]] = "an identical request finished while this one was submitted; submit again"
@@ -197,6 +202,43 @@ async def claim(
             sort=[("priority", -1), ("created", 1)],
             return_document=ReturnDocument.AFTER,
         )
+
+
+async def claim_many(
+    db: AsyncDatabase[Document], worker: str, *, kinds: Iterable[Kind], lease_s: float, limit: int,
+) -> list[Document]:
+    """Take up to `limit` requests (as `claim` would, best first) in three round trips, not `limit`.
+
+    The candidates are read first, without a lock; one update then claims each of them whose
+    state still allows it (the guard is re-checked per document, atomically, so a request another
+    worker took meanwhile is skipped, never shared) and tags them with a fresh claim token, by
+    which the claimed ones are read back. On FerretDB, which scans the collection for every
+    filter but `{_id: x}` and serialises writers, this is one locked scan per batch instead of
+    one per request.
+    """
+    at = now()
+    due = {"state": "queued", "not_before": {"$lte": at}}
+    abandoned = {"state": "active", "lease_expires": {"$lt": at}}
+    query: dict[str, Any] = {"kind": {"$in": list(kinds)}, "$or": [due, abandoned]}
+    with database_errors():
+        # requests_claim / requests_lease
+        candidates = await db[REQUESTS].find(query, {"_id": 1}).sort([("priority", -1), ("created", 1)]) \
+            .limit(limit).to_list()
+        ids = [doc["_id"] for doc in candidates]
+        if not ids:
+            return []
+        token = uuid.uuid4().hex
+        result = await db[REQUESTS].update_many(
+            {**query, "_id": {"$in": ids}},
+            {"$set": {"state": "active", "lease_owner": worker, "lease_expires": at + dt.timedelta(seconds=lease_s),
+                      "modified": at, "started": at, "claim": token},
+             "$inc": {"attempts": 1}},
+        )
+        if result.modified_count == 0:
+            return []
+        claimed = await db[REQUESTS].find({"_id": {"$in": ids}, "claim": token}).to_list()
+    order = {rid: index for index, rid in enumerate(ids)}
+    return sorted(claimed, key=lambda doc: order[doc["_id"]])
 
 
 async def renew_lease(db: AsyncDatabase[Document], request_id: str, worker: str, *, lease_s: float) -> bool:
@@ -242,6 +284,18 @@ async def count_copy(db: AsyncDatabase[Document], request_id: str) -> None:
     """Count one finished copy of a request's bytes, whoever did it (duplicates show as copies > 1)."""
     with database_errors():
         await db[REQUESTS].update_one({"_id": request_id}, {"$inc": {"copies": 1}})
+
+
+async def count_unfinished_copy(db: AsyncDatabase[Document], request_id: str) -> bool:
+    """Count the copy an attempt made and confirmed without finishing the request (it lost its
+    lease, or was killed), once: only whoever clears `copying_replica` counts it. True if counted.
+
+    Not caught: an attempt whose lease ran out while it still copied, when the attempt that took
+    over copied again and finished first; its second copy goes uncounted."""
+    with database_errors():
+        result = await db[REQUESTS].update_one({"_id": request_id, "copying_replica": True},
+                                               {"$inc": {"copies": 1}, "$unset": {"copying_replica": ""}})
+    return result.modified_count == 1
 
 
 async def release(db: AsyncDatabase[Document], request_id: str, worker: str) -> bool:

@@ -1,8 +1,9 @@
 """One transfer request, from its claim to its end: choose the source, stage it if it is on tape,
-register the destination replica `copying`, copy (third-party when the link allows it, else
-streamed through the worker), verify adler32 against the catalogue, flip the replica to
-`available`, and finish the request — or classify the failure, fail over to another source,
-back off and retry, or give up. The worker daemon (`transfers.worker`) only schedules these.
+register the destination replica `copying`, copy with `transfers.negotiation.copy_between`
+(third-party when both SEs flag a protocol family for it, else streamed through the worker),
+verify adler32 against the catalogue, flip the replica to `available`, and finish the request —
+or classify the failure, fail over to another source, back off and retry, or give up. The
+worker daemon (`transfers.worker`) only schedules these.
 """
 
 from __future__ import annotations
@@ -22,14 +23,14 @@ from catalogue.storage_elements import StorageElement
 from kernel.db import Document, database_errors
 from kernel.errors import CairnError
 from kernel.settings import TransferSettings
-from storage_plugins.copy import copy
 from storage_plugins.registry import plugin_for
 from storage_plugins.tape import TapePlugin
 from transfers import destination, link_stats
 from transfers import requests as rq
-from transfers.endpoints import Endpoint, endpoints, options_by_scheme
+from transfers.endpoints import Endpoint, endpoints
 from transfers.failures import CHECKSUM, NO_SOURCE, NO_SUCH_FILE, SOURCE_MISSING, Failure, backoff_s, classify
-from transfers.sources import Source, can_tpc, rank_sources
+from transfers.negotiation import copy_between
+from transfers.sources import Source, rank_sources
 
 log = logging.getLogger("cairn.transfers")
 
@@ -117,9 +118,19 @@ async def stage(ctx: Context, job: Job) -> None:
     log.info("%s: staging from %s (%s)", job.lfn, job.source.se.name, request_id)
 
 
+async def count_earlier_copy(ctx: Context, job: Job) -> None:
+    """Found at the destination although an earlier attempt of this very request had registered
+    its replica `copying` (and nobody removed it): that attempt made the copy and was stopped
+    (killed, or its lease lost) before it could finish the request. Its copy is counted here,
+    unless that attempt counted it meanwhile (see `rq.count_unfinished_copy`)."""
+    if job.request.get("copying_replica"):
+        await rq.count_unfinished_copy(ctx.db, job.id)
+
+
 async def finish_without_copy(ctx: Context, job: Job) -> None:
     """End a request the plan already settled: the file is there, or there is nothing to do."""
     if job.outcome == "done":
+        await count_earlier_copy(ctx, job)
         await rq.complete(ctx.db, job.id, ctx.worker, {"already_there": True})
     elif job.failure is not None:
         await rq.fail(ctx.db, job.id, ctx.worker, job.failure.message, job.failure.reason)
@@ -140,18 +151,18 @@ async def run_copy(ctx: Context, job: Job) -> bool:
     source, dest, lfn = job.source, job.dest, job.lfn
     dest_eps: list[Endpoint] = []
     try:
+        # Before anything is registered: an SE switched off for writing fails here.
         dest_eps = endpoints(dest, lfn, "write", credentials=ctx.credentials)
-        src_eps = endpoints(source.se, lfn, "read", credentials=ctx.credentials, registered_url=source.url)
         status = await destination.register_copying(ctx.db, lfn, dest, file_doc=job.file)
         if status == "available":
+            await count_earlier_copy(ctx, job)
             await rq.complete(ctx.db, job.id, ctx.worker, {"already_there": True})
             return True
         await rq.flag_copying_replica(ctx.db, job.id)
+        # The one copy path of Cairn: TPC over the best family both SEs flag, else a stream.
         result = await asyncio.wait_for(
-            copy([e.url for e in src_eps], [e.url for e in dest_eps],
-                 source_options=options_by_scheme(src_eps), dest_options=options_by_scheme(dest_eps),
-                 expected_adler32=job.file["adler32"], allow_tpc=can_tpc(source.se, dest),
-                 timeout_s=ctx.settings.copy_timeout_s),
+            copy_between(source.se, dest, lfn, source_url=source.url, expected_adler32=job.file["adler32"],
+                         credentials=ctx.credentials, timeout_s=ctx.settings.copy_timeout_s),
             timeout=ctx.settings.copy_timeout_s,
         )
     except asyncio.CancelledError:
@@ -169,8 +180,8 @@ async def run_copy(ctx: Context, job: Job) -> bool:
     done = await rq.complete(ctx.db, job.id, ctx.worker, {
         "source_se": source.se.name, "mode": result.mode, "protocol": result.protocol, "bytes": result.bytes,
         "adler32": result.adler32, "seconds": round(result.seconds, 3)}, copied=True)
-    if not done:  # the lease was lost meanwhile; the copy still happened, so count it
-        await rq.count_copy(ctx.db, job.id)
+    if not done:  # the lease was lost meanwhile; the copy still happened, so count it (once)
+        await rq.count_unfinished_copy(ctx.db, job.id)
     return True
 
 

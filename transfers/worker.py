@@ -32,8 +32,8 @@ log = logging.getLogger("cairn.transfers")
 
 SE_REFRESH_S = 10.0
 SWEEP_EVERY_S = 30.0
-# Claims per cycle, so that starting copies and collecting results never wait for a long
-# run of claims.
+# Requests claimed per cycle (in one `claim_many`), so that starting copies and collecting
+# results never wait for a long run of planning.
 CLAIM_BURST = 8
 
 Link = tuple[str, str]
@@ -115,13 +115,14 @@ class TransferWorker(Daemon):
 
     async def _claim(self) -> int:
         handled = 0
-        capacity = self.ctx.settings.global_limit + self.ctx.settings.prefetch
-        for _ in range(CLAIM_BURST):
-            if self.stopping or len(self.held) >= capacity:
-                break
-            request = await rq.claim(self.ctx.db, self.worker, kinds=["transfer"], lease_s=self.ctx.settings.lease_s)
-            if request is None:
-                break
+        room = min(CLAIM_BURST, self.ctx.settings.global_limit + self.ctx.settings.prefetch - len(self.held))
+        # While copies still wait here, claim only once a batch has room: one claim per finished
+        # copy would cost a locked scan of the queue on FerretDB each time.
+        if self.stopping or room <= 0 or (room < CLAIM_BURST // 2 and any(self.waiting.values())):
+            return 0
+        claimed = await rq.claim_many(self.ctx.db, self.worker, kinds=["transfer"], lease_s=self.ctx.settings.lease_s,
+                                      limit=room)
+        for request in claimed:
             handled += 1
             try:
                 job = await plan(self.ctx, request, await self.ses())

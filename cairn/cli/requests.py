@@ -43,16 +43,24 @@ from_file_option = click.option("--from-file", type=click.Path(exists=True, dir_
 @click.command()
 @click.option("--to", "dest_se", required=True, help="destination SE")
 @click.option("--from", "source_se", help="use only this SE as source")
+@click.option("--dataset", help="replicate every file of this dataset or container (scope:name) instead of LFNs")
 @click.option("--activity", default="default", show_default=True)
 @click.option("--priority", type=click.IntRange(1, 5), default=3, show_default=True)
 @from_file_option
 @json_option
 @lfn_args
-def replicate(dest_se: str, source_se: str | None, activity: str, priority: int, from_file: Path | None,
-              as_json: bool, lfns: tuple[str, ...]) -> None:
-    """Replicate files to an SE (up to 100k LFNs per call)."""
-    names = read_lfns(lfns, from_file)
-    result = run(lambda c: c.replicate(names, dest_se, source_se=source_se, activity=activity, priority=priority))
+def replicate(dest_se: str, source_se: str | None, dataset: str | None, activity: str, priority: int,
+              from_file: Path | None, as_json: bool, lfns: tuple[str, ...]) -> None:
+    """Replicate files, or a dataset's or container's files, to an SE (up to 100k LFNs per call)."""
+    if dataset is not None:
+        if lfns or from_file is not None:
+            raise click.UsageError("name LFNs or --dataset, not both")
+        result = run(lambda c: c.replicate_dataset(dataset, dest_se, source_se=source_se, activity=activity,
+                                                   priority=priority))
+    else:
+        names = read_lfns(lfns, from_file)
+        result = run(lambda c: c.replicate(names, dest_se, source_se=source_se, activity=activity,
+                                           priority=priority))
     print_bulk(result, as_json)
 
 
