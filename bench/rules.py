@@ -49,22 +49,58 @@ ADMIN = Principal(sub="bench", vo="bench", groups=("bench",), scopes=frozenset({
 BATCH = 1000
 
 
+IGNORED = ("hello", "ismaster", "isMaster", "endSessions", "ping")
+
+
+def _shape(value: Any) -> Any:
+    """A filter with its values replaced by their kinds (what the profile groups by)."""
+    if isinstance(value, dict):
+        return {k: _shape(v) for k, v in value.items()} if any(k.startswith("$") for k in value) or len(value) < 8 \
+            else "{...}"
+    if isinstance(value, list):
+        return [_shape(value[0]), "..."] if value else []
+    return type(value).__name__
+
+
 class Commands(monitoring.CommandListener):
-    """Counts commands by name while `counting` is set."""
+    """Counts commands by name, and times them by name, collection and filter shape, while
+    `counting` is set."""
 
     def __init__(self) -> None:
         self.counting = False
         self.seen: Counter[str] = Counter()
+        self.millis: Counter[str] = Counter()
+        self.calls: Counter[str] = Counter()
+        self._open: dict[int, str] = {}
 
     def started(self, event: monitoring.CommandStartedEvent) -> None:
-        if self.counting and event.command_name not in ("hello", "ismaster", "isMaster", "endSessions", "ping"):
-            self.seen[event.command_name] += 1
+        if not self.counting or event.command_name in IGNORED:
+            return
+        self.seen[event.command_name] += 1
+        command = event.command
+        collection = command.get(event.command_name)
+        what = command.get("filter", command.get("query"))
+        if what is None and event.command_name in ("update", "delete"):
+            statements = command.get("updates") or command.get("deletes") or [{}]
+            what = statements[0].get("q")
+        self._open[event.request_id] = f"{event.command_name} {collection} {json.dumps(_shape(what))}"
 
     def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
-        pass
+        self._done(event.request_id, event.duration_micros)
 
     def failed(self, event: monitoring.CommandFailedEvent) -> None:
-        pass
+        self._done(event.request_id, event.duration_micros)
+
+    def _done(self, request_id: int, micros: int) -> None:
+        key = self._open.pop(request_id, None)
+        if key is not None:
+            self.millis[key] += micros / 1000
+            self.calls[key] += 1
+
+    def profile(self, top: int = 12) -> list[dict[str, Any]]:
+        """The commands that took longest in all, with their count and mean time."""
+        return [{"command": key, "calls": self.calls[key], "total_ms": round(ms),
+                 "mean_ms": round(ms / self.calls[key], 2)} for key, ms in self.millis.most_common(top)]
 
 
 async def setup(db: AsyncDatabase[Document], files: int, root: Path) -> None:
@@ -108,6 +144,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         rule_s = time.perf_counter() - began
         commands.counting = False
         rule_commands = dict(commands.seen)
+        profile = commands.profile()
         locks = await db[rule_locks.LOCKS].count_documents({"rule": rule["_id"]})
         requests = await db[rq.REQUESTS].count_documents({"requester": f"rule:{rule['_id']}"})
         done = await rules.get_rule(db, rule["_id"])
@@ -132,7 +169,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                      "state": done["state"], "locks_replicating": done["locks_replicating"],
                      "files_per_s": round(args.files / rule_s, 1), "db_commands": total,
                      "db_commands_per_1000_files": round(total * 1000 / args.files, 1),
-                     "by_command": rule_commands},
+                     "by_command": rule_commands, "slowest": profile},
             "baseline_submit_only": {"seconds": round(baseline_s, 3), "requests": args.files * args.copies,
                                      "db_commands_per_1000_files": round(baseline_commands * 1000 / args.files, 1)},
             "rule_over_baseline": round(rule_s / baseline_s, 2) if baseline_s else None,

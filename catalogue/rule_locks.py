@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import uuid
 from collections import defaultdict
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from pymongo import UpdateOne
@@ -56,22 +56,15 @@ def new_lock(rule: Document, lfn: str, se: str, size: int, state: str, **extra: 
 
 
 async def locks_of(db: AsyncDatabase[Document], rule_id: str, state: str | None = None, *,
-                   batch: int = 5000) -> AsyncIterator[list[Document]]:
-    """A rule's locks (of one state) in pages by `_id`, each read whole: callers write between
-    pages, and FerretDB's SQLite backend blocks writers behind an open cursor.
-    Index: locks_by_rule_state (the `_id` range is the primary key)."""
+                   projection: Mapping[str, int] | None = None) -> list[Document]:
+    """A rule's locks (of one state), read with one cursor to its end before the caller writes:
+    FerretDB's SQLite backend blocks writers behind an open cursor, and evaluates this filter by
+    scanning the collection, so pages would cost one scan each. Index: locks_by_rule_state."""
     query: dict[str, Any] = {"rule": rule_id}
     if state is not None:
         query["state"] = state
-    after = ""
-    while True:
-        with database_errors():
-            page = await db[LOCKS].find({**query, "_id": {"$gt": after}}).sort("_id", 1).limit(batch).to_list()
-        if page:
-            yield page
-        if len(page) < batch:
-            return
-        after = page[-1]["_id"]
+    with database_errors():
+        return await db[LOCKS].find(query, dict(projection) if projection else None).batch_size(10_000).to_list()
 
 
 async def list_locks(db: AsyncDatabase[Document], rule_id: str, *, state: str | None = None,
@@ -131,6 +124,16 @@ async def protect(db: AsyncDatabase[Document], locks: list[Document]) -> None:
         await db[LOCKS].update_many({"_id": {"$in": [lock["_id"] for lock in fresh]}}, {"$set": {"counted": True}})
 
 
+async def unprotect(db: AsyncDatabase[Document], locks: list[Document]) -> None:
+    """Take the counts of locks that were counted off their replicas (replicas gone are skipped)."""
+    counted = [lock for lock in locks if lock.get("counted")]
+    if counted:
+        await adjust_replica_locks(db, {(lock["lfn"], lock["se"]): -1 for lock in counted})
+        with database_errors():
+            await db[LOCKS].update_many({"_id": {"$in": [lock["_id"] for lock in counted]}},
+                                        {"$set": {"counted": False}})
+
+
 async def set_state(db: AsyncDatabase[Document], rule_id: str, ids: list[str], from_state: str, to_state: str,
                     fields: dict[str, Any] | None = None) -> int:
     """Move locks from one state to another (only those still in from_state); counts follow."""
@@ -154,12 +157,7 @@ async def remove_locks(db: AsyncDatabase[Document], rule: Document, locks: list[
     """Release locks: unprotect their replicas, give the bytes back to the account, delete them."""
     if not locks:
         return
-    counted = [lock for lock in locks if lock.get("counted")]
-    if counted:
-        await adjust_replica_locks(db, {(lock["lfn"], lock["se"]): -1 for lock in counted})
-        with database_errors():
-            await db[LOCKS].update_many({"_id": {"$in": [lock["_id"] for lock in counted]}},
-                                        {"$set": {"counted": False}})
+    await unprotect(db, locks)
     with database_errors():
         await db[LOCKS].delete_many({"_id": {"$in": [lock["_id"] for lock in locks]}})
     counts: dict[str, int] = defaultdict(int)
@@ -202,6 +200,19 @@ async def adjust_replica_locks(db: AsyncDatabase[Document], deltas: Mapping[tupl
         done = {d["_id"] for d in marked if d.get("lock_token") == token}
         pending = defaultdict(dict, {lfn: ses for lfn, ses in pending.items() if lfn not in done
                                      and lfn in {d["_id"] for d in docs}})
+
+
+async def replica_lost(db: AsyncDatabase[Document], lfn: str, se: str) -> int:
+    """A replica that locks protected was removed anyway (an administrator's override): mark the
+    rules holding locks on it for re-evaluation, which puts those locks back to replicating.
+    Index: locks_by_lfn_se."""
+    with database_errors():
+        owners = await db[LOCKS].distinct("rule", {"lfn": lfn, "se": se})
+        if not owners:
+            return 0
+        result = await db[RULES].update_many({"_id": {"$in": sorted(owners)}},
+                                             {"$set": {"dirty": True, "due": now()}, "$inc": {"generation": 1}})
+    return result.modified_count
 
 
 def by_lfn(locks: Iterable[Document]) -> dict[str, list[Document]]:

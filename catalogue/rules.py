@@ -46,7 +46,6 @@ from kernel.principal import Principal
 Grouping = Literal["ALL", "DATASET", "NONE"]
 STATES = ("replicating", "ok", "stuck", "suspended")
 MAX_CONTAINER_DEPTH = 64
-PAGE = 5000
 
 INDEXES = [
     # rules of a DID (re-evaluation trigger, `rule list --did`)
@@ -163,23 +162,19 @@ async def rule_files(db: AsyncDatabase[Document], rule: Document) -> AsyncIterat
     datasets = [did] if rule["did_type"] == "dataset" else await datasets_below(db, did)
     seen: set[str] = set()
     for dataset in datasets:
-        after = ""
-        while True:
-            # Pages read whole, not a cursor held open while the caller writes (FerretDB's SQLite
-            # backend blocks writers behind an open cursor). Index: dataset_files_by_did_lfn.
-            with database_errors():
-                page = await db[DATASET_FILES].find({"did": dataset, "lfn": {"$gt": after}}, {"lfn": 1, "size": 1}) \
-                    .sort("lfn", 1).limit(PAGE).to_list()
-            for row in page:
-                if row["lfn"] in seen:
-                    continue
-                if rule["did_type"] == "container":
-                    seen.add(row["lfn"])
-                group = did if grouping == "ALL" else dataset if grouping == "DATASET" else str(row["lfn"])
-                yield group, row["lfn"], int(row.get("size", 0))
-            if len(page) < PAGE:
-                break
-            after = page[-1]["lfn"]
+        # One cursor per dataset read to its end before yielding (FerretDB's SQLite backend blocks
+        # writers behind an open cursor, and would scan the collection once per page).
+        # Index: dataset_files_by_did_lfn.
+        with database_errors():
+            rows = await db[DATASET_FILES].find({"did": dataset}, {"lfn": 1, "size": 1}).sort("lfn", 1) \
+                .batch_size(10_000).to_list()
+        for row in rows:
+            if row["lfn"] in seen:
+                continue
+            if rule["did_type"] == "container":
+                seen.add(row["lfn"])
+            group = did if grouping == "ALL" else dataset if grouping == "DATASET" else str(row["lfn"])
+            yield group, row["lfn"], int(row.get("size", 0))
 
 
 async def check_placeable(db: AsyncDatabase[Document], account: str, expression: str, copies: int,

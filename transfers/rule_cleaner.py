@@ -20,7 +20,7 @@ from kernel.daemon import Daemon
 from kernel.db import Document, database_errors
 from kernel.settings import RuleSettings, Settings
 from transfers import requests as rq
-from transfers.rule_evaluation import requester
+from transfers.rule_transfers import requester
 
 log = logging.getLogger("cairn.rules")
 

@@ -19,13 +19,14 @@ from typing import Any
 from pymongo.asynchronous.database import AsyncDatabase
 
 from catalogue import quotas, rule_locks, rules
+from catalogue.availability import available_on
 from catalogue.directories import now
 from catalogue.rule_triggers import RULES
 from catalogue.se_expression import resolve
 from kernel.daemon import Daemon
 from kernel.db import Document, database_errors
 from kernel.settings import RuleSettings, Settings
-from transfers.rule_evaluation import available_on, stuck_too_long
+from transfers.rule_evaluation import stuck_too_long
 from transfers.rule_placement import rank
 
 log = logging.getLogger("cairn.rules")
@@ -39,8 +40,7 @@ async def repair(db: AsyncDatabase[Document], rule: Document, settings: RuleSett
     names = resolve(rule["expression"], ses)
     candidates = [se for se in ses if se["name"] in names and se.get("write_enabled", True)]
     room = await quotas.room(db, rule["account"], names)
-    stuck = [lock async for page in rule_locks.locks_of(db, rule["_id"], "stuck", batch=settings.batch)
-             for lock in page]
+    stuck = await rule_locks.locks_of(db, rule["_id"], "stuck")
     moved = 0
     reason = stuck[0].get("error") if stuck else None
     for start in range(0, len(stuck), settings.batch):
@@ -70,7 +70,7 @@ async def repair(db: AsyncDatabase[Document], rule: Document, settings: RuleSett
             taken.setdefault(lfn, set()).add(choice)
             old.append(lock)
             new.append(rule_locks.new_lock(rule, lfn, choice, size,
-                                           "ok" if choice in replicas.get(lfn, set()) else "replicating",
+                                           "ok" if choice in replicas.get(lfn, ()) else "replicating",
                                            failed_ses=failed, moved_from=lock["se"], moved_because=lock.get("error")))
         await rule_locks.remove_locks(db, rule, old)
         await rule_locks.insert_locks(db, rule, new)
