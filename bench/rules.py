@@ -7,7 +7,9 @@ source SE holding every file and three tier-1 SEs, registers N files and attache
 dataset, creates a rule "COPIES copies on tier=1", and times the rule evaluator's first pass on
 it (evaluation, then progress: every lock and every transfer request written) — the time until
 all locks and requests exist. Database commands are counted with a pymongo CommandListener on
-the client the evaluator uses, and reported per 1000 files. The baseline in the same run is the
+the client the evaluator uses, and reported per 1000 files, with the commands that took longest
+(by collection and filter shape); the growth of the process's peak RSS during the pass is
+reported per file. The baseline in the same run is the
 request queue alone: submitting the same N x COPIES transfers with `transfers.requests.submit`
 (what any bulk replication costs without rules). No transfer runs. Prints JSON.
 """
@@ -18,6 +20,7 @@ import argparse
 import asyncio
 import json
 import os
+import resource
 import sys
 import tempfile
 import time
@@ -139,9 +142,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         claimed = await rules.claim(db, evaluator.worker, {"_id": rule["_id"]}, lease_s=600)
         assert claimed is not None
         commands.counting = True
+        rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         began = time.perf_counter()
         await evaluator.work_on(claimed)
         rule_s = time.perf_counter() - began
+        rss_growth = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before) * 1024
         commands.counting = False
         rule_commands = dict(commands.seen)
         profile = commands.profile()
@@ -167,7 +172,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "files": args.files, "copies": args.copies, "setup_s": round(setup_s, 2),
             "rule": {"seconds_to_all_locks_and_requests": round(rule_s, 3), "locks": locks, "requests": requests,
                      "state": done["state"], "locks_replicating": done["locks_replicating"],
-                     "files_per_s": round(args.files / rule_s, 1), "db_commands": total,
+                     "files_per_s": round(args.files / rule_s, 1),
+                     "peak_rss_growth_bytes_per_file": round(rss_growth / args.files), "db_commands": total,
                      "db_commands_per_1000_files": round(total * 1000 / args.files, 1),
                      "by_command": rule_commands, "slowest": profile},
             "baseline_submit_only": {"seconds": round(baseline_s, 3), "requests": args.files * args.copies,

@@ -1,11 +1,12 @@
 """Where many files are available: the SEs holding an `available` replica of each, read in a
 number of round trips that does not grow with the size of the catalogue times the number of files.
 
-A few files are read by `_id $in` in slices of `IN_SLICE` (index-backed on MongoDB). A set that is
-a good part of the `files` collection (at least 1/`SCAN_FRACTION` of its estimated count) is read
-with one cursor over the whole collection instead, keeping only the wanted files: on MongoDB that
-sequential read beats as many index lookups, and on FerretDB, which evaluates every filter other
-than `{_id: <string>}` by scanning the collection, it replaces one scan per slice by one scan.
+A few files are read by `_id $in` in slices of `IN_SLICE` (index-backed on MongoDB). A set larger
+than one slice that is a good part of the `files` collection (at least 1/`SCAN_FRACTION` of its
+estimated count) is read with one cursor over the whole collection instead, keeping only the
+wanted files: on MongoDB that sequential read beats as many index lookups, and on FerretDB, which
+evaluates every filter other than `{_id: <string>}` by scanning the collection, it replaces one
+scan per slice by one scan.
 
 The answer holds a tuple of interned SE names per file (about 120 bytes per file beyond its LFN).
 The cursor is read to its end before returning, so callers may write afterwards (FerretDB's
@@ -38,7 +39,8 @@ async def available_on(db: AsyncDatabase[Document], lfns: Collection[str]) -> di
         return {}
     out: dict[str, tuple[str, ...]] = {}
     with database_errors():
-        if len(wanted) * SCAN_FRACTION >= await db[FILES].estimated_document_count():
+        # Up to one slice is one query either way (and a count costs a scan on FerretDB).
+        if len(wanted) > IN_SLICE and len(wanted) * SCAN_FRACTION >= await db[FILES].estimated_document_count():
             async for doc in db[FILES].find({}, PROJECTION).batch_size(IN_SLICE):
                 if doc["_id"] in wanted:
                     out[doc["_id"]] = _available(doc)

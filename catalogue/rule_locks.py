@@ -128,10 +128,12 @@ async def unprotect(db: AsyncDatabase[Document], locks: list[Document]) -> None:
     """Take the counts of locks that were counted off their replicas (replicas gone are skipped)."""
     counted = [lock for lock in locks if lock.get("counted")]
     if counted:
-        await adjust_replica_locks(db, {(lock["lfn"], lock["se"]): -1 for lock in counted})
+        # The lock first: a crash in between leaves the replica counted once too often (kept
+        # longer), never a counted lock whose count was taken already (deleted early).
         with database_errors():
             await db[LOCKS].update_many({"_id": {"$in": [lock["_id"] for lock in counted]}},
                                         {"$set": {"counted": False}})
+        await adjust_replica_locks(db, {(lock["lfn"], lock["se"]): -1 for lock in counted})
 
 
 async def set_state(db: AsyncDatabase[Document], rule_id: str, ids: list[str], from_state: str, to_state: str,
