@@ -15,21 +15,18 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
+from typing import Any
 
 from pymongo.asynchronous.database import AsyncDatabase
 
 from catalogue import rule_locks, rules
 from catalogue.directories import now
-from kernel.daemon import Daemon
 from kernel.db import Document, database_errors
-from kernel.settings import Settings
+from transfers.rule_daemon import RuleDaemon
 from transfers.rule_evaluation import evaluate, settle
 from transfers.rule_progress import progress
 
 log = logging.getLogger("cairn.rules")
-
-RULES_PER_CYCLE = 20
-
 
 def evaluator_query(at: dt.datetime) -> dict[str, object]:
     """Rules with work for the evaluator: dirty, or replicating (or stuck) and due for a look."""
@@ -46,25 +43,11 @@ async def first_stuck_error(db: AsyncDatabase[Document], rule_id: str) -> str | 
     return f"{lock['lfn']}: {lock.get('error')}" if lock else None
 
 
-class RuleEvaluator(Daemon):
+class RuleEvaluator(RuleDaemon):
     name = "rule-evaluator"
 
-    def __init__(self, settings: Settings, db: AsyncDatabase[Document]) -> None:
-        super().__init__()
-        self.db = db
-        self.settings = settings.rules
-        self.idle_sleep_s = settings.rules.idle_sleep_s
-
-    async def run_once(self) -> int:
-        handled = 0
-        for _ in range(RULES_PER_CYCLE):
-            if self.stopping:
-                break
-            rule = await rules.claim(self.db, self.worker, evaluator_query(now()), lease_s=self.settings.lease_s)
-            if rule is None:
-                break
-            handled += await self.work_on(rule)
-        return handled
+    def query(self) -> dict[str, Any]:
+        return evaluator_query(now())
 
     async def work_on(self, rule: Document) -> int:
         """Evaluate (if dirty) and move on one claimed rule, then give it back."""
