@@ -61,6 +61,14 @@ async def test_a_rule_converges_once_while_its_daemons_are_killed_every_few_seco
     def logs() -> str:
         return "\n".join(d.logs() for d in (workers, *victims))
 
+    async def unsettled() -> str:
+        """The locks not ok yet, with the requests and replicas of their files (for a failure)."""
+        locks = await database[rule_locks.LOCKS].find({"state": {"$ne": "ok"}}).to_list()
+        lfns = sorted({lock["lfn"] for lock in locks})[:5]
+        requests = await database[rq.REQUESTS].find({"lfn": {"$in": lfns}}).to_list()
+        files = await database["files"].find({"_id": {"$in": lfns}}, {"replicas": 1}).to_list()
+        return f"locks: {locks[:10]}\nrequests: {requests}\nfiles: {files}"
+
     async def converged() -> bool:
         current = await rules.get_rule(database, rule["_id"])
         gone = await database[rules.RULES].find_one({"_id": brief["_id"]}) is None
@@ -74,7 +82,7 @@ async def test_a_rule_converges_once_while_its_daemons_are_killed_every_few_seco
         deadline = time.monotonic() + TIMEOUT_S
         while not await converged():
             assert time.monotonic() < deadline, (
-                f"not converged: {await rules.get_rule(database, rule['_id'])}; logs:\n{logs()}")
+                f"not converged: {await rules.get_rule(database, rule['_id'])}\n{await unsettled()}\nlogs:\n{logs()}")
             await asyncio.sleep(rng.uniform(1.0, 2.5))
             if kills < MAX_KILLS:
                 daemon = rng.choice(victims)

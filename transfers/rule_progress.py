@@ -5,8 +5,8 @@ to that SE is open (the rule's own, or anyone's: requests are shared by `active_
 the rule's transfer failed for good since the lock last asked → stuck, with the request's error;
 otherwise (never asked, done but the replica is gone, cancelled) → a transfer is submitted.
 
-Reads before writes, each collection once per pass: the rule's replicating locks, the
-availability of their files (`catalogue.availability`), the rule's own requests; then writes
+Reads before writes, each collection once per pass: the rule's replicating locks, the rule's own
+requests, the availability of their files (`catalogue.availability`); then writes
 per `batch` locks. Only the few locks with none of the rule's requests open are looked up by
 `active_key`. Memory: the replicating locks (`_id`, LFN, SE, `submitted`, `counted`; a few
 hundred bytes each) and the availability of their files, for one pass.
@@ -33,9 +33,11 @@ async def progress(db: AsyncDatabase[Document], rule: Document, settings: RuleSe
     locks = await rule_locks.locks_of(db, rule["_id"], "replicating", projection=PROJECTION)
     if not locks:
         return 0
+    # Requests before replicas: a transfer worker makes the replica available before it finishes
+    # the request, so a request read as done has its replica seen by the later read (the other
+    # order could see neither, and copy the file again).
+    requests = await rule_requests(db, rule, {(lock["lfn"], lock["se"]) for lock in locks})
     replicas = await available_on(db, {lock["lfn"] for lock in locks})
-    waiting = [lock for lock in locks if lock["se"] not in replicas.get(lock["lfn"], ())]
-    requests = await rule_requests(db, rule, {(lock["lfn"], lock["se"]) for lock in waiting})
     sources = await source_ses(db, rule)
     changed = 0
     for start in range(0, len(locks), settings.batch):
