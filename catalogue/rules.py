@@ -338,6 +338,15 @@ async def claim(db: AsyncDatabase[Document], worker: str, query: dict[str, Any],
             sort=[(sort, 1)], return_document=ReturnDocument.AFTER)
 
 
+async def renew(db: AsyncDatabase[Document], rule_id: str, worker: str, *, lease_s: float) -> bool:
+    """Extend a claimed rule's lease; False when `worker` no longer holds it (or the rule is gone)."""
+    with database_errors():
+        result = await db[RULES].update_one(
+            {"_id": rule_id, "lease_owner": worker},
+            {"$set": {"lease_expires": now() + dt.timedelta(seconds=lease_s)}})
+    return result.matched_count == 1
+
+
 async def clear_dirty(db: AsyncDatabase[Document], rule_id: str, generation: int) -> bool:
     """The evaluation that read generation `generation` is done: clear `dirty` unless the content
     changed again meanwhile."""

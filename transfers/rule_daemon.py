@@ -1,10 +1,17 @@
 """The loop the rule daemons share: take rules one at a time under each rule's own lease
 (`catalogue.rules.claim`), work on each, give it back. A subclass says which rules (`query`), in
 which order (`sort`), and what to do with one (`work_on`, which must release or remove it).
+
+The lease is renewed every third of its length while the work runs (evaluating a rule on a large
+dataset outlasts any fixed lease), so a second daemon takes a rule over only from a holder that
+died or stalled; a holder that finds its lease taken over stops its work there, as if it had died.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 from abc import abstractmethod
 from typing import Any
 
@@ -14,6 +21,8 @@ from catalogue import rules
 from kernel.daemon import Daemon
 from kernel.db import Document
 from kernel.settings import Settings
+
+log = logging.getLogger("cairn.rules")
 
 RULES_PER_CYCLE = 20
 
@@ -43,5 +52,24 @@ class RuleDaemon(Daemon):
             rule = await rules.claim(self.db, self.worker, self.query(), lease_s=self.settings.lease_s, sort=self.sort)
             if rule is None:
                 break
-            handled += await self.work_on(rule)
+            handled += await self.holding(rule)
         return handled
+
+    async def holding(self, rule: Document) -> int:
+        """`work_on(rule)`, renewing the rule's lease while it runs."""
+        work = asyncio.create_task(self.work_on(rule))
+        try:
+            while True:
+                done, _ = await asyncio.wait({work}, timeout=self.settings.lease_s / 3)
+                if done:
+                    return work.result()
+                if not await rules.renew(self.db, rule["_id"], self.worker, lease_s=self.settings.lease_s) \
+                        and not work.done():
+                    log.warning("%s: lost the lease of rule %s; stopping its work", self.name, rule["_id"])
+                    return 0
+        finally:
+            # Also when renewing failed (the database is down): the work stops with the lease.
+            if not work.done():
+                work.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await work

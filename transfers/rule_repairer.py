@@ -94,7 +94,7 @@ class RuleRepairer(RuleDaemon):
                     await rules.release(self.db, rule, self.worker, {})
                 break
             seen.add(rule["_id"])
-            handled += await self.work_on(rule)
+            handled += await self.holding(rule)
         return handled
 
     async def work_on(self, rule: Document) -> int:
