@@ -1,17 +1,18 @@
 """Benchmark: a replication rule on a large dataset.
 
-    python bench/rules.py [--files 100000] [--copies 2] [--mongodb-uri URI]
+    python bench/rules.py [--files 100000] [--copies 2] [--mongodb-uri URI] [--trace-memory]
 
 Starts a database (FerretDB in a temp dir unless --mongodb-uri or $CAIRN_MONGODB_URI), makes a
 source SE holding every file and three tier-1 SEs, registers N files and attaches them to one
 dataset, creates a rule "COPIES copies on tier=1", and times the rule evaluator's first pass on
-it (evaluation, then progress: every lock and every transfer request written) — the time until
-all locks and requests exist. Database commands are counted with a pymongo CommandListener on
+it (the evaluation writes every lock and submits every transfer request) — the time until all
+locks and requests exist. Database commands are counted with a pymongo CommandListener on
 the client the evaluator uses, and reported per 1000 files, with the commands that took longest
-(by collection and filter shape); the growth of the process's peak RSS during the pass is
-reported per file. The baseline in the same run is the request queue alone: submitting the same
-N x COPIES transfers with `transfers.requests.submit` (what any bulk replication costs without
-rules) into an empty queue, as the rule's was. No transfer runs. Prints JSON.
+(by collection and filter shape). With --trace-memory the pass's peak Python memory is reported
+per file (tracemalloc, which slows the pass: time it without). The baseline in the same run is
+the request queue alone: submitting the same N x COPIES transfers with `transfers.requests.submit`
+(what any bulk replication costs without rules) into an empty queue, as the rule's was. No
+transfer runs. Prints JSON.
 """
 
 from __future__ import annotations
@@ -20,10 +21,10 @@ import argparse
 import asyncio
 import json
 import os
-import resource
 import sys
 import tempfile
 import time
+import tracemalloc
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -145,11 +146,13 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         claimed = await rules.claim(db, evaluator.worker, {"_id": rule["_id"]}, lease_s=600)
         assert claimed is not None
         commands.counting = True
-        rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        if args.trace_memory:
+            tracemalloc.start()
         began = time.perf_counter()
         await evaluator.work_on(claimed)
         rule_s = time.perf_counter() - began
-        rss_growth = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before) * 1024
+        memory_peak = tracemalloc.get_traced_memory()[1] if args.trace_memory else None
+        tracemalloc.stop()
         commands.counting = False
         rule_commands = dict(commands.seen)
         profile = commands.profile()
@@ -163,7 +166,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "rule": {"seconds_to_all_locks_and_requests": round(rule_s, 3), "locks": locks, "requests": requests,
                      "state": done["state"], "locks_replicating": done["locks_replicating"],
                      "files_per_s": round(args.files / rule_s, 1),
-                     "peak_rss_growth_bytes_per_file": round(rss_growth / args.files), "db_commands": total,
+                     "python_peak_bytes_per_file": round(memory_peak / args.files) if memory_peak else None,
+                     "db_commands": total,
                      "db_commands_per_1000_files": round(total * 1000 / args.files, 1),
                      "by_command": rule_commands, "slowest": profile},
         }
@@ -201,6 +205,8 @@ def main() -> None:
     parser.add_argument("--files", type=int, default=100_000)
     parser.add_argument("--copies", type=int, default=2, choices=(1, 2, 3))
     parser.add_argument("--mongodb-uri")
+    parser.add_argument("--trace-memory", action="store_true",
+                        help="measure the pass's peak Python memory (tracemalloc; slows the pass)")
     args = parser.parse_args()
     print(json.dumps(asyncio.run(run(args)), indent=2))
 
