@@ -3,7 +3,9 @@ replicating, ok or stuck.
 
 Only the daemon holding the rule's lease (`catalogue.rules.claim`) changes its locks, so the
 rule's counters (`locks_replicating`, `locks_ok`, `locks_stuck`) follow every insert, state
-change and removal by the counts the database reports, without re-counting.
+change and removal by the counts the database reports, without re-counting. A daemon killed
+between a change and its count leaves them off; the evaluator notices when what it reads
+disagrees (and before it calls a rule ok) and sets them from a recount (`recount`).
 
 Protection: an ok lock adds one to its replica's `locks` counter (the reaper's protection
 contract, `transfers.deletion`), and takes it back when released. Each change is one `$inc`
@@ -18,7 +20,7 @@ than needed, never deleted early by an increment.
 from __future__ import annotations
 
 import uuid
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -78,6 +80,22 @@ async def list_locks(db: AsyncDatabase[Document], rule_id: str, *, state: str | 
     with database_errors():
         # Index: locks_by_rule_lfn.
         return await db[LOCKS].find(query).sort("_id", 1).limit(limit).to_list()
+
+
+async def recount(db: AsyncDatabase[Document], rule_id: str) -> dict[str, int]:
+    """Count the rule's locks by state and set its counters to that (for the lease holder, when
+    the counters may have drifted: a daemon killed between changing locks and counting them).
+    One cursor over the rule's locks' states. Index: locks_by_rule_state."""
+    with database_errors():
+        states = Counter(d["state"] for d in await db[LOCKS].find({"rule": rule_id}, {"state": 1, "_id": 0})
+                         .batch_size(10_000).to_list())
+        counts = {state: states.get(state, 0) for state in LOCK_STATES}
+        await db[RULES].update_one({"_id": rule_id}, {"$set": {f"locks_{s}": n for s, n in counts.items()}})
+    return counts
+
+
+def counters_of(rule: Document) -> dict[str, int]:
+    return {state: int(rule.get(f"locks_{state}", 0)) for state in LOCK_STATES}
 
 
 async def _count(db: AsyncDatabase[Document], rule_id: str, inc: Mapping[str, int]) -> None:

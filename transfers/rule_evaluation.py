@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Collection, Mapping
 from typing import Any
 
@@ -50,7 +50,12 @@ async def evaluate(db: AsyncDatabase[Document], rule: Document, settings: RuleSe
     candidates = [se for se in ses if se["name"] in names]
     room = await quotas.room(db, rule["account"], names)
     sources = await source_ses(db, rule)
-    existing = rule_locks.by_lfn(await rule_locks.locks_of(db, rule["_id"], projection=LOCK_FIELDS))
+    every = await rule_locks.locks_of(db, rule["_id"], projection=LOCK_FIELDS)
+    read = Counter(lock["state"] for lock in every)
+    if {s: read.get(s, 0) for s in rule_locks.LOCK_STATES} != rule_locks.counters_of(rule):
+        await rule_locks.recount(db, rule["_id"])  # a daemon died between changing locks and counting
+    existing = rule_locks.by_lfn(every)
+    del every
     stats = {"files": 0, "new": 0, "submitted": 0, "released": 0, "unplaced": 0, "reopened": 0, "waiting": 0}
     groups: dict[str, list[tuple[str, int]]] = defaultdict(list)
     async for key, lfn, size in rules.rule_files(db, rule):

@@ -67,6 +67,10 @@ class RuleEvaluator(RuleDaemon):
         finally:
             current = await rules.get_rule(self.db, rule["_id"])
             fields = settle(current)
+            if fields.get("state") == "ok" and current["state"] != "ok" and current.get("lease_owner") == self.worker:
+                # Counted, not assumed, before a rule is called ok (and no longer looked at).
+                current.update({f"locks_{s}": n for s, n in (await rule_locks.recount(self.db, rule["_id"])).items()})
+                fields = settle(current)
             if fields.get("state") == "stuck" and int(current.get("locks_stuck", 0)):
                 fields["error"] = await first_stuck_error(self.db, rule["_id"]) or current.get("error")
                 if current["state"] != "stuck":

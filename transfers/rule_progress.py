@@ -18,7 +18,7 @@ from collections import defaultdict
 
 from pymongo.asynchronous.database import AsyncDatabase
 
-from catalogue import rule_locks
+from catalogue import rule_locks, rules
 from catalogue.availability import available_on
 from catalogue.directories import now
 from kernel.db import Document
@@ -31,6 +31,8 @@ PROJECTION = {"lfn": 1, "se": 1, "submitted": 1, "counted": 1}
 async def progress(db: AsyncDatabase[Document], rule: Document, settings: RuleSettings) -> int:
     """Move replicating locks on by their replicas and requests; returns how many changed."""
     locks = await rule_locks.locks_of(db, rule["_id"], "replicating", projection=PROJECTION)
+    if len(locks) != rule_locks.counters_of(await rules.get_rule(db, rule["_id"]))["replicating"]:
+        await rule_locks.recount(db, rule["_id"])  # a daemon died between changing locks and counting
     if not locks:
         return 0
     # Requests before replicas: a transfer worker makes the replica available before it finishes
