@@ -41,21 +41,22 @@ class SlowDaemon(RuleDaemon):
         return 1
 
 
-async def a_rule(database: AsyncDatabase[Document], tmp_path: Path) -> Document:
+async def claimed_rule(database: AsyncDatabase[Document], tmp_path: Path, daemon: SlowDaemon) -> Document:
+    """A rule on a one-file dataset, claimed by daemon."""
     await tiered_ses(database, tmp_path)
     await dataset_on_src(database, "vo:lease", ["/vo/lease/f0"])
-    return await rules.create_rule(database, ADMIN, RuleIn(did="vo:lease", copies=1, expression="tier=1"))
+    rule = await rules.create_rule(database, ADMIN, RuleIn(did="vo:lease", copies=1, expression="tier=1"))
+    claimed = await rules.claim(database, daemon.worker, {"_id": rule["_id"]}, lease_s=LEASE_S)
+    assert claimed is not None
+    return claimed
 
 
 async def test_the_lease_is_renewed_while_the_work_outlasts_it(
     database: AsyncDatabase[Document], settings: Settings, tmp_path: Path,
 ) -> None:
-    rule = await a_rule(database, tmp_path)
-    fast = rule_settings(settings, lease_s=LEASE_S)
-    slow = SlowDaemon(fast, database, seconds=4 * LEASE_S)
-    claimed = await rules.claim(database, slow.worker, {"_id": rule["_id"]}, lease_s=LEASE_S)
-    assert claimed is not None
-    work = asyncio.create_task(slow.holding(claimed))
+    slow = SlowDaemon(rule_settings(settings, lease_s=LEASE_S), database, seconds=4 * LEASE_S)
+    rule = await claimed_rule(database, tmp_path, slow)
+    work = asyncio.create_task(slow.holding(rule))
     for _ in range(6):
         await asyncio.sleep(LEASE_S / 2)
         assert await rules.claim(database, "other", {"_id": rule["_id"]}, lease_s=LEASE_S) is None
@@ -66,14 +67,11 @@ async def test_the_lease_is_renewed_while_the_work_outlasts_it(
 async def test_work_stops_when_the_lease_was_taken_over(
     database: AsyncDatabase[Document], settings: Settings, tmp_path: Path,
 ) -> None:
-    rule = await a_rule(database, tmp_path)
-    fast = rule_settings(settings, lease_s=LEASE_S)
-    slow = SlowDaemon(fast, database, seconds=10 * LEASE_S)
-    claimed = await rules.claim(database, slow.worker, {"_id": rule["_id"]}, lease_s=LEASE_S)
-    assert claimed is not None
+    slow = SlowDaemon(rule_settings(settings, lease_s=LEASE_S), database, seconds=10 * LEASE_S)
+    rule = await claimed_rule(database, tmp_path, slow)
     # As if the holder had stalled past its lease and another daemon had taken the rule.
     await database[rules.RULES].update_one({"_id": rule["_id"]}, {"$set": {
         "lease_owner": "other", "lease_expires": dt.datetime.now(dt.UTC) + dt.timedelta(seconds=60)}})
-    assert await asyncio.wait_for(slow.holding(claimed), timeout=3 * LEASE_S) == 0
+    assert await asyncio.wait_for(slow.holding(rule), timeout=3 * LEASE_S) == 0
     assert not slow.finished
     assert (await rules.get_rule(database, rule["_id"]))["lease_owner"] == "other"

@@ -9,8 +9,9 @@ replicating, and protect ok locks a crash left uncounted. The reads come first, 
 once (FerretDB scans a collection for every filter other than `{_id: <string>}`, so reading per
 batch would make a pass quadratic); then per `batch` files one insert of locks, one of requests,
 and a few counter updates. Memory for one pass: the rule's files (LFN and size), its existing
-locks (five fields each) and the files' available SEs: under 1 KB per file (`bench/rules.py`
-measures it: about 770 bytes of peak RSS per file at 10,000 files).
+locks (five fields each) and the files' available SEs, plus one batch of new locks and requests:
+about 1.3 KB of peak Python memory per file (`bench/rules.py --trace-memory`, 10,000 files, 2
+copies), so about 130 MB for a rule on 100,000 files.
 
 Locks that were already replicating are moved on by `transfers.rule_progress`.
 
