@@ -3,7 +3,9 @@ replicating, ok or stuck.
 
 Only the daemon holding the rule's lease (`catalogue.rules.claim`) changes its locks, so the
 rule's counters (`locks_replicating`, `locks_ok`, `locks_stuck`) follow every insert, state
-change and removal by the counts the database reports, without re-counting.
+change and removal by the counts the database reports, without re-counting. A daemon killed
+between a change and its count leaves them off; the evaluator notices when what it reads
+disagrees (and before it calls a rule ok) and sets them from a recount (`recount`).
 
 Protection: an ok lock adds one to its replica's `locks` counter (the reaper's protection
 contract, `transfers.deletion`), and takes it back when released. Each change is one `$inc`
@@ -18,8 +20,8 @@ than needed, never deleted early by an increment.
 from __future__ import annotations
 
 import uuid
-from collections import defaultdict
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from pymongo import UpdateOne
@@ -56,22 +58,15 @@ def new_lock(rule: Document, lfn: str, se: str, size: int, state: str, **extra: 
 
 
 async def locks_of(db: AsyncDatabase[Document], rule_id: str, state: str | None = None, *,
-                   batch: int = 5000) -> AsyncIterator[list[Document]]:
-    """A rule's locks (of one state) in pages by `_id`, each read whole: callers write between
-    pages, and FerretDB's SQLite backend blocks writers behind an open cursor.
-    Index: locks_by_rule_state (the `_id` range is the primary key)."""
+                   projection: Mapping[str, int] | None = None) -> list[Document]:
+    """A rule's locks (of one state), read with one cursor to its end before the caller writes:
+    FerretDB's SQLite backend blocks writers behind an open cursor, and evaluates this filter by
+    scanning the collection, so pages would cost one scan each. Index: locks_by_rule_state."""
     query: dict[str, Any] = {"rule": rule_id}
     if state is not None:
         query["state"] = state
-    after = ""
-    while True:
-        with database_errors():
-            page = await db[LOCKS].find({**query, "_id": {"$gt": after}}).sort("_id", 1).limit(batch).to_list()
-        if page:
-            yield page
-        if len(page) < batch:
-            return
-        after = page[-1]["_id"]
+    with database_errors():
+        return await db[LOCKS].find(query, dict(projection) if projection else None).batch_size(10_000).to_list()
 
 
 async def list_locks(db: AsyncDatabase[Document], rule_id: str, *, state: str | None = None,
@@ -85,6 +80,22 @@ async def list_locks(db: AsyncDatabase[Document], rule_id: str, *, state: str | 
     with database_errors():
         # Index: locks_by_rule_lfn.
         return await db[LOCKS].find(query).sort("_id", 1).limit(limit).to_list()
+
+
+async def recount(db: AsyncDatabase[Document], rule_id: str) -> dict[str, int]:
+    """Count the rule's locks by state and set its counters to that (for the lease holder, when
+    the counters may have drifted: a daemon killed between changing locks and counting them).
+    One cursor over the rule's locks' states. Index: locks_by_rule_state."""
+    with database_errors():
+        states = Counter(d["state"] for d in await db[LOCKS].find({"rule": rule_id}, {"state": 1, "_id": 0})
+                         .batch_size(10_000).to_list())
+        counts = {state: states.get(state, 0) for state in LOCK_STATES}
+        await db[RULES].update_one({"_id": rule_id}, {"$set": {f"locks_{s}": n for s, n in counts.items()}})
+    return counts
+
+
+def counters_of(rule: Document) -> dict[str, int]:
+    return {state: int(rule.get(f"locks_{state}", 0)) for state in LOCK_STATES}
 
 
 async def _count(db: AsyncDatabase[Document], rule_id: str, inc: Mapping[str, int]) -> None:
@@ -131,6 +142,18 @@ async def protect(db: AsyncDatabase[Document], locks: list[Document]) -> None:
         await db[LOCKS].update_many({"_id": {"$in": [lock["_id"] for lock in fresh]}}, {"$set": {"counted": True}})
 
 
+async def unprotect(db: AsyncDatabase[Document], locks: list[Document]) -> None:
+    """Take the counts of locks that were counted off their replicas (replicas gone are skipped)."""
+    counted = [lock for lock in locks if lock.get("counted")]
+    if counted:
+        # The lock first: a crash in between leaves the replica counted once too often (kept
+        # longer), never a counted lock whose count was taken already (deleted early).
+        with database_errors():
+            await db[LOCKS].update_many({"_id": {"$in": [lock["_id"] for lock in counted]}},
+                                        {"$set": {"counted": False}})
+        await adjust_replica_locks(db, {(lock["lfn"], lock["se"]): -1 for lock in counted})
+
+
 async def set_state(db: AsyncDatabase[Document], rule_id: str, ids: list[str], from_state: str, to_state: str,
                     fields: dict[str, Any] | None = None) -> int:
     """Move locks from one state to another (only those still in from_state); counts follow."""
@@ -154,12 +177,7 @@ async def remove_locks(db: AsyncDatabase[Document], rule: Document, locks: list[
     """Release locks: unprotect their replicas, give the bytes back to the account, delete them."""
     if not locks:
         return
-    counted = [lock for lock in locks if lock.get("counted")]
-    if counted:
-        await adjust_replica_locks(db, {(lock["lfn"], lock["se"]): -1 for lock in counted})
-        with database_errors():
-            await db[LOCKS].update_many({"_id": {"$in": [lock["_id"] for lock in counted]}},
-                                        {"$set": {"counted": False}})
+    await unprotect(db, locks)
     with database_errors():
         await db[LOCKS].delete_many({"_id": {"$in": [lock["_id"] for lock in locks]}})
     counts: dict[str, int] = defaultdict(int)
@@ -202,6 +220,19 @@ async def adjust_replica_locks(db: AsyncDatabase[Document], deltas: Mapping[tupl
         done = {d["_id"] for d in marked if d.get("lock_token") == token}
         pending = defaultdict(dict, {lfn: ses for lfn, ses in pending.items() if lfn not in done
                                      and lfn in {d["_id"] for d in docs}})
+
+
+async def replica_lost(db: AsyncDatabase[Document], lfn: str, se: str) -> int:
+    """A replica that locks protected was removed anyway (an administrator's override): mark the
+    rules holding locks on it for re-evaluation, which puts those locks back to replicating.
+    Index: locks_by_lfn_se."""
+    with database_errors():
+        owners = await db[LOCKS].distinct("rule", {"lfn": lfn, "se": se})
+        if not owners:
+            return 0
+        result = await db[RULES].update_many({"_id": {"$in": sorted(owners)}},
+                                             {"$set": {"dirty": True, "due": now()}, "$inc": {"generation": 1}})
+    return result.modified_count
 
 
 def by_lfn(locks: Iterable[Document]) -> dict[str, list[Document]]:

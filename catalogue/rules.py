@@ -46,7 +46,6 @@ from kernel.principal import Principal
 Grouping = Literal["ALL", "DATASET", "NONE"]
 STATES = ("replicating", "ok", "stuck", "suspended")
 MAX_CONTAINER_DEPTH = 64
-PAGE = 5000
 
 INDEXES = [
     # rules of a DID (re-evaluation trigger, `rule list --did`)
@@ -131,7 +130,38 @@ async def did_target(db: AsyncDatabase[Document], did: str) -> tuple[str, int]:
             return "dataset", int(doc.get("bytes", 0))
         datasets = await datasets_below(db, did)
         found = await db[DATASETS].find({"_id": {"$in": sorted(datasets)}}, {"bytes": 1}).to_list()
+        # An upper bound: a file in two of the datasets is in both sums (see `distinct_bytes`).
         return "container", sum(int(d.get("bytes", 0)) for d in found)
+
+
+async def distinct_bytes(db: AsyncDatabase[Document], container: str) -> int:
+    """The bytes of the distinct files below a container (a file in several of its datasets once):
+    one cursor over their memberships, read to its end, holding the LFNs seen.
+    Index: dataset_files_by_did_lfn."""
+    datasets = await datasets_below(db, container)
+    seen: set[str] = set()
+    total = 0
+    with database_errors():
+        async for row in db[DATASET_FILES].find({"did": {"$in": datasets}}, {"lfn": 1, "size": 1}).batch_size(10_000):
+            if row["lfn"] not in seen:
+                seen.add(row["lfn"])
+                total += int(row.get("size", 0))
+    return total
+
+
+async def check_room(db: AsyncDatabase[Document], account: str, expression: str, copies: int, did: str,
+                     did_type: str, size: int) -> list[str]:
+    """`check_placeable` for a DID; a container over quota by its datasets' sums is checked again
+    by its distinct files (read only then: the sums are cheap, and usually fit)."""
+    try:
+        return await check_placeable(db, account, expression, copies, size)
+    except QuotaExceeded:
+        if did_type != "container":
+            raise
+        exact = await distinct_bytes(db, did)
+        if exact == size:
+            raise
+    return await check_placeable(db, account, expression, copies, exact)
 
 
 async def datasets_below(db: AsyncDatabase[Document], container: str) -> list[str]:
@@ -163,23 +193,19 @@ async def rule_files(db: AsyncDatabase[Document], rule: Document) -> AsyncIterat
     datasets = [did] if rule["did_type"] == "dataset" else await datasets_below(db, did)
     seen: set[str] = set()
     for dataset in datasets:
-        after = ""
-        while True:
-            # Pages read whole, not a cursor held open while the caller writes (FerretDB's SQLite
-            # backend blocks writers behind an open cursor). Index: dataset_files_by_did_lfn.
-            with database_errors():
-                page = await db[DATASET_FILES].find({"did": dataset, "lfn": {"$gt": after}}, {"lfn": 1, "size": 1}) \
-                    .sort("lfn", 1).limit(PAGE).to_list()
-            for row in page:
-                if row["lfn"] in seen:
-                    continue
-                if rule["did_type"] == "container":
-                    seen.add(row["lfn"])
-                group = did if grouping == "ALL" else dataset if grouping == "DATASET" else str(row["lfn"])
-                yield group, row["lfn"], int(row.get("size", 0))
-            if len(page) < PAGE:
-                break
-            after = page[-1]["lfn"]
+        # One cursor per dataset read to its end before yielding (FerretDB's SQLite backend blocks
+        # writers behind an open cursor, and would scan the collection once per page).
+        # Index: dataset_files_by_did_lfn.
+        with database_errors():
+            rows = await db[DATASET_FILES].find({"did": dataset}, {"lfn": 1, "size": 1}).sort("lfn", 1) \
+                .batch_size(10_000).to_list()
+        for row in rows:
+            if row["lfn"] in seen:
+                continue
+            if rule["did_type"] == "container":
+                seen.add(row["lfn"])
+            group = did if grouping == "ALL" else dataset if grouping == "DATASET" else str(row["lfn"])
+            yield group, row["lfn"], int(row.get("size", 0))
 
 
 async def check_placeable(db: AsyncDatabase[Document], account: str, expression: str, copies: int,
@@ -196,8 +222,9 @@ async def check_placeable(db: AsyncDatabase[Document], account: str, expression:
     fits = [se for se in names if room[se] is None or (room[se] or 0) >= size]
     if len(fits) < copies:
         short = {se: room[se] for se in names if se not in fits}
-        raise QuotaExceeded(f"account {account} has room for {size} bytes on {len(fits)} SE(s) of {expression!r} "
-                            f"but needs {copies}; bytes left: " + ", ".join(f"{se}={b}" for se, b in short.items()),
+        left = ", ".join(f"{se}={b}" for se, b in short.items())
+        raise QuotaExceeded(f"account {account} needs room for {size} bytes on {copies} SE(s) of {expression!r} "
+                            f"but has it on {len(fits)}; bytes left: {left}",
                             details={"needed_bytes": size, "room": short})
     return names
 
@@ -213,7 +240,7 @@ async def create_rule(db: AsyncDatabase[Document], principal: Principal, item: R
     if item.source_expression:
         validate(item.source_expression)
     did_type, size = await did_target(db, item.did)
-    await check_placeable(db, account, item.expression, item.copies, size)
+    await check_room(db, account, item.expression, item.copies, item.did, did_type, size)
     at = now()
     doc: Document = {
         "_id": rule_id or uuid.uuid4().hex, "did": item.did, "did_type": did_type, "account": account,
@@ -264,8 +291,8 @@ async def update_rule(db: AsyncDatabase[Document], principal: Principal, rule_id
     inc: dict[str, int] = {}
     if update.copies is not None and update.copies != rule["copies"]:
         if update.copies > rule["copies"]:
-            _, size = await did_target(db, rule["did"])
-            await check_placeable(db, rule["account"], rule["expression"], update.copies, size)
+            did_type, size = await did_target(db, rule["did"])
+            await check_room(db, rule["account"], rule["expression"], update.copies, rule["did"], did_type, size)
         change.update({"copies": update.copies, "dirty": True, "due": at})
         inc["generation"] = 1
     if update.lifetime_s is not None:
@@ -309,6 +336,15 @@ async def claim(db: AsyncDatabase[Document], worker: str, query: dict[str, Any],
             {"$and": [query, {"$or": [{"lease_expires": None}, {"lease_expires": {"$lt": at}}]}]},
             {"$set": {"lease_owner": worker, "lease_expires": at + dt.timedelta(seconds=lease_s)}},
             sort=[(sort, 1)], return_document=ReturnDocument.AFTER)
+
+
+async def renew(db: AsyncDatabase[Document], rule_id: str, worker: str, *, lease_s: float) -> bool:
+    """Extend a claimed rule's lease; False when `worker` no longer holds it (or the rule is gone)."""
+    with database_errors():
+        result = await db[RULES].update_one(
+            {"_id": rule_id, "lease_owner": worker},
+            {"$set": {"lease_expires": now() + dt.timedelta(seconds=lease_s)}})
+    return result.matched_count == 1
 
 
 async def clear_dirty(db: AsyncDatabase[Document], rule_id: str, generation: int) -> bool:

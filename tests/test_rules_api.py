@@ -50,7 +50,7 @@ async def test_a_rule_over_quota_is_refused_and_usage_is_shown(
     async with api.client(api.token(scopes=("rules.read", "rules.write"))) as alice:
         with pytest.raises(QuotaExceeded) as raised:
             await alice.add_rule("vo:ds", 2, "T1-A|T1-B")
-        assert "needs 2" in raised.value.message and raised.value.details["needed_bytes"] == 4000
+        assert "on 2 SE(s)" in raised.value.message and raised.value.details["needed_bytes"] == 4000
         assert await alice.list_rules() == []
         rule = await alice.add_rule("vo:ds", 1, "tier=1")
         assert rule["account"] == "alice" and rule["state"] == "replicating"

@@ -9,6 +9,7 @@ from pathlib import Path
 from pymongo.asynchronous.database import AsyncDatabase
 
 from catalogue import quotas, rule_locks, rules
+from catalogue.replicas import add_replicas
 from catalogue.rules import RuleIn, RuleUpdate
 from catalogue.storage_elements import StorageElementUpdate, update_storage_element
 from kernel.db import Document
@@ -146,3 +147,41 @@ async def test_expiry_releases_the_locks_and_the_replicas_may_then_be_deleted(
     await Reaper(fast, database).run(max_cycles=1)
     assert [await replica_status(database, lfn, "T1-A") for lfn in lfns] == [None] * 5
     assert [await replica_status(database, lfn, "SRC") for lfn in lfns] == ["available"] * 5
+
+
+async def test_an_admin_deletion_of_a_locked_replica_puts_its_lock_back_to_replicating_and_it_is_copied_again(
+    database: AsyncDatabase[Document], settings: Settings, tmp_path: Path,
+) -> None:
+    await tiered_ses(database, tmp_path)
+    lfns = [f"/vo/adm/f{i}" for i in range(4)]
+    await dataset_on_src(database, "vo:adm", lfns)
+    kept = (tmp_path / "src" / lfns[0].lstrip("/")).read_bytes()
+    rule = await rules.create_rule(database, ADMIN, RuleIn(did="vo:adm", copies=1, expression="T1-A"))
+    fast = rule_settings(settings)
+
+    async def ok() -> bool:
+        return await rule_state(database, rule["_id"]) == "ok"
+
+    await run_until(ok, rule_daemons(fast, database))
+    # An administrator's request to delete every replica of a file overrides the lock.
+    await rq.submit(database, "delete", [{"lfn": lfns[0]}], requester="admin")
+    await Reaper(fast, database).run(max_cycles=1)
+    assert (await database[rq.REQUESTS].find_one({"kind": "delete"}))["state"] == "done"
+    assert await replica_status(database, lfns[0], "T1-A") is None
+    assert (await rules.get_rule(database, rule["_id"]))["dirty"] is True
+
+    await RuleEvaluator(fast, database).run(max_cycles=1)
+    lock = await database[rule_locks.LOCKS].find_one({"rule": rule["_id"], "lfn": lfns[0]})
+    assert lock["state"] == "replicating" and lock["counted"] is False and "removed" in lock["error"]
+    current = await rules.get_rule(database, rule["_id"])
+    assert (current["state"], current["locks_ok"], current["locks_replicating"]) == ("replicating", 3, 1)
+
+    # The data comes back on the source SE: the rule copies it to T1-A again and protects it.
+    (tmp_path / "src" / lfns[0].lstrip("/")).write_bytes(kept)
+    await add_replicas(database, [{"lfn": lfns[0], "se": "SRC"}])
+    await run_until(ok, rule_daemons(fast, database))
+    assert await replica_status(database, lfns[0], "T1-A") == "available"
+    doc = await database["files"].find_one({"_id": lfns[0]}, {"replicas": 1})
+    assert [r.get("locks") for r in doc["replicas"] if r["se"] == "T1-A"] == [1]
+    current = await rules.get_rule(database, rule["_id"])
+    assert (current["locks_ok"], current["locks_replicating"], current["locks_stuck"]) == (4, 0, 0)

@@ -12,7 +12,9 @@ SE, while it has
   on the file's `version` like `catalogue.replicas.set_replica_status`), or
 - `protected: true` — a manual hold, or
 - `pinned_until` later than now — a pin (a job reading it, a staged file being used).
-Only an explicit request to delete every replica of a file (administrators) overrides them.
+Only an explicit request to delete every replica of a file (administrators) overrides them; the
+rules whose locks protected a replica so removed are told (`catalogue.rule_locks.replica_lost`),
+and their evaluator puts those locks back to replicating and copies the file again.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from typing import Any
 from pymongo.asynchronous.database import AsyncDatabase
 
 from catalogue.files import FILES
+from catalogue.rule_locks import replica_lost
 from catalogue.storage_elements import StorageElement
 from kernel.db import Document, database_errors
 from kernel.errors import NotFound
@@ -108,4 +111,7 @@ async def delete_replica(
     if replica is None:
         return False
     await delete_retired(db, lfn, se, replica, credentials)
+    if override_protection:
+        # Rules that locked it put their locks back to replicating and copy it again.
+        await replica_lost(db, lfn, se.name)
     return True

@@ -10,22 +10,20 @@ half way leaves the rule expired with fewer locks; the next one carries on.
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from pymongo.asynchronous.database import AsyncDatabase
 
-from catalogue import rule_locks, rules
+from catalogue import rule_locks
 from catalogue.directories import now
 from catalogue.rule_triggers import RULES
-from kernel.daemon import Daemon
 from kernel.db import Document, database_errors
-from kernel.settings import RuleSettings, Settings
+from kernel.settings import RuleSettings
 from transfers import requests as rq
-from transfers.rule_evaluation import requester
+from transfers.rule_daemon import RuleDaemon
+from transfers.rule_transfers import requester
 
 log = logging.getLogger("cairn.rules")
-
-RULES_PER_CYCLE = 20
-
 
 async def clean(db: AsyncDatabase[Document], rule: Document, settings: RuleSettings) -> int:
     """Cancel the rule's transfers, release its locks, remove it; returns the locks released."""
@@ -52,25 +50,15 @@ async def clean(db: AsyncDatabase[Document], rule: Document, settings: RuleSetti
     return released
 
 
-class RuleCleaner(Daemon):
+class RuleCleaner(RuleDaemon):
     name = "rule-cleaner"
+    sort = "expires_at"
 
-    def __init__(self, settings: Settings, db: AsyncDatabase[Document]) -> None:
-        super().__init__()
-        self.db = db
-        self.settings = settings.rules
-        self.idle_sleep_s = settings.rules.idle_sleep_s
+    def query(self) -> dict[str, Any]:
+        return {"expires_at": {"$lt": now()}, "locked": False}
 
-    async def run_once(self) -> int:
-        handled = 0
-        for _ in range(RULES_PER_CYCLE):
-            if self.stopping:
-                break
-            rule = await rules.claim(self.db, self.worker, {"expires_at": {"$lt": now()}, "locked": False},
-                                     lease_s=self.settings.lease_s, sort="expires_at")
-            if rule is None:
-                break
-            released = await clean(self.db, rule, self.settings)
-            log.info("rule %s on %s expired: released %d lock(s)", rule["_id"], rule["did"], released)
-            handled += 1
-        return handled
+    async def work_on(self, rule: Document) -> int:
+        """Clean one claimed expired rule (which removes it)."""
+        released = await clean(self.db, rule, self.settings)
+        log.info("rule %s on %s expired: released %d lock(s)", rule["_id"], rule["did"], released)
+        return 1

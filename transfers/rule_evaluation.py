@@ -1,16 +1,19 @@
 """What the rule evaluator does to one rule it holds the lease of.
 
-`evaluate`: read the DID's files group by group, the rule's locks and the files' replicas, and
-write the locks the placement asks for (ok where the replica is available, replicating where a
-transfer is needed), release locks of files that left the DID or exceed the copies. Round trips
-per batch of files: one read of replicas, one insert of locks, a few counter updates.
+`evaluate`: read the DID's files, the rule's locks and the availability of the files, and write
+the locks the placement asks for: ok where the replica is available, replicating where a transfer
+is needed — submitted right away, the lock remembering when (`submitted`) — or stuck when the
+source expression leaves nothing to copy from. Release locks of files that left the DID or exceed
+the copies; put ok locks whose replica was removed anyway (`rule_locks.replica_lost`) back to
+replicating, and protect ok locks a crash left uncounted. The reads come first, each collection
+once (FerretDB scans a collection for every filter other than `{_id: <string>}`, so reading per
+batch would make a pass quadratic); then per `batch` files one insert of locks, one of requests,
+and a few counter updates. Memory for one pass: the rule's files (LFN and size), its existing
+locks (five fields each) and the files' available SEs, plus one batch of new locks and requests:
+about 1.3 KB of peak Python memory per file (`bench/rules.py --trace-memory`, 10,000 files, 2
+copies), so about 130 MB for a rule on 100,000 files.
 
-`progress`: for the replicating locks, look at their replicas and transfer requests: available
-→ ok (the replica is protected); an open transfer to that SE (anyone's: requests are shared by
-`active_key`) → wait; this rule's transfer failed for good since the lock last submitted one →
-stuck, with the request's error; otherwise (never submitted, done but the replica is gone,
-cancelled) → a transfer is submitted (requester `rule:<id>`). Requests are found by key and
-requester, not stored on each lock, so a batch costs a handful of round trips.
+Locks that were already replicating are moved on by `transfers.rule_progress`.
 
 `settle`: the rule's state from its lock counters.
 """
@@ -19,61 +22,62 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections import defaultdict
-from collections.abc import Mapping
+from collections import Counter, defaultdict
+from collections.abc import Collection, Mapping
 from typing import Any
 
 from pymongo.asynchronous.database import AsyncDatabase
 
 from catalogue import quotas, rule_locks, rules
+from catalogue.availability import available_on
 from catalogue.directories import now
-from catalogue.files import FILES
 from catalogue.rule_triggers import RULES
 from catalogue.se_expression import resolve
 from kernel.db import Document, database_errors
 from kernel.settings import RuleSettings
-from transfers import requests as rq
 from transfers.rule_placement import place_group, rank
+from transfers.rule_transfers import no_source_error, source_for, source_ses, submit_for
 
 log = logging.getLogger("cairn.rules")
 
-
-def requester(rule: Document) -> str:
-    return f"rule:{rule['_id']}"
-
-
-async def available_on(db: AsyncDatabase[Document], lfns: list[str]) -> dict[str, set[str]]:
-    """The SEs each file has an available replica on (one `_id $in` read)."""
-    with database_errors():
-        docs = await db[FILES].find({"_id": {"$in": lfns}}, {"replicas.se": 1, "replicas.status": 1}).to_list()
-    return {d["_id"]: {r["se"] for r in d.get("replicas", []) if r.get("status") == "available"} for d in docs}
+LOCK_FIELDS = {"lfn": 1, "se": 1, "state": 1, "counted": 1, "size": 1}
 
 
 async def evaluate(db: AsyncDatabase[Document], rule: Document, settings: RuleSettings) -> dict[str, int]:
-    """(Re)compute a rule's locks from its DID's current content; returns counts of what changed."""
+    """(Re)compute a rule's locks from its DID's current content; returns counts of what changed
+    (`waiting`: locks left replicating from before, for `progress`)."""
     ses = await rules.all_ses(db)
     names = resolve(rule["expression"], ses)
     candidates = [se for se in ses if se["name"] in names]
     room = await quotas.room(db, rule["account"], names)
-    existing = rule_locks.by_lfn([lock async for page in rule_locks.locks_of(db, rule["_id"]) for lock in page])
-    stats = {"files": 0, "new": 0, "released": 0, "unplaced": 0}
+    sources = await source_ses(db, rule)
+    every = await rule_locks.locks_of(db, rule["_id"], projection=LOCK_FIELDS)
+    read = Counter(lock["state"] for lock in every)
+    if {s: read.get(s, 0) for s in rule_locks.LOCK_STATES} != rule_locks.counters_of(rule):
+        await rule_locks.recount(db, rule["_id"])  # a daemon died between changing locks and counting
+    existing = rule_locks.by_lfn(every)
+    del every
+    stats = {"files": 0, "new": 0, "submitted": 0, "released": 0, "unplaced": 0, "reopened": 0, "waiting": 0}
     groups: dict[str, list[tuple[str, int]]] = defaultdict(list)
     async for key, lfn, size in rules.rule_files(db, rule):
         groups[key].append((lfn, size))
         stats["files"] += 1
     seen = {lfn for files in groups.values() for lfn, _ in files}
+    replicas = await available_on(db, seen | set(existing))
+    await _check_ok_locks(db, rule, existing, replicas, settings, stats)
+    stats["waiting"] = sum(lock["state"] == "replicating" for locks in existing.values() for lock in locks)
     # Chunks of about `batch` files, whole groups where they fit (a group larger than a chunk
     # is ranked once over all its files and placed chunk by chunk).
     chunk: list[tuple[str, list[tuple[str, int]]]] = []
     size_of_chunk = 0
     for key, files in groups.items():
         if size_of_chunk + len(files) > settings.batch and chunk:
-            await _place(db, rule, candidates, chunk, existing, room, settings, stats)
+            await _place(db, rule, candidates, chunk, existing, replicas, room, sources, settings, stats)
             chunk, size_of_chunk = [], 0
         chunk.append((key, files))
         size_of_chunk += len(files)
     if chunk:
-        await _place(db, rule, candidates, chunk, existing, room, settings, stats)
+        await _place(db, rule, candidates, chunk, existing, replicas, room, sources, settings, stats)
     gone = [lock for lfn, locks in existing.items() if lfn not in seen for lock in locks]
     for start in range(0, len(gone), settings.batch):
         await rule_locks.remove_locks(db, rule, gone[start:start + settings.batch])
@@ -86,14 +90,34 @@ async def evaluate(db: AsyncDatabase[Document], rule: Document, settings: RuleSe
     return stats
 
 
+async def _check_ok_locks(db: AsyncDatabase[Document], rule: Document, existing: dict[str, list[Document]],
+                          replicas: Mapping[str, Collection[str]], settings: RuleSettings,
+                          stats: dict[str, int]) -> None:
+    """Ok locks whose replica is no longer available go back to replicating (their count taken
+    off the replica first, so a crash in between leaves an uncounted ok lock, found next time);
+    ok locks with an available replica that a crash left uncounted are counted."""
+    ok = [lock for locks in existing.values() for lock in locks if lock["state"] == "ok"]
+    lost = [lock for lock in ok if lock["se"] not in replicas.get(lock["lfn"], ())]
+    uncounted = [lock for lock in ok if not lock.get("counted") and lock["se"] in replicas.get(lock["lfn"], ())]
+    for start in range(0, len(lost), settings.batch):
+        part = lost[start:start + settings.batch]
+        await rule_locks.unprotect(db, part)
+        stats["reopened"] += await rule_locks.set_state(
+            db, rule["_id"], [lock["_id"] for lock in part], "ok", "replicating",
+            {"error": "replica removed while locked; copying it again", "counted": False})
+        for lock in part:
+            lock.update(state="replicating", counted=False)
+    if stats["reopened"]:
+        log.warning("rule %s: %d locked replica(s) were removed; copying them again", rule["_id"], stats["reopened"])
+    for start in range(0, len(uncounted), settings.batch):
+        await rule_locks.protect(db, uncounted[start:start + settings.batch])
+
+
 async def _place(db: AsyncDatabase[Document], rule: Document, candidates: list[Document],
                  groups: list[tuple[str, list[tuple[str, int]]]], existing: dict[str, list[Document]],
-                 room: dict[str, int | None], settings: RuleSettings, stats: dict[str, int]) -> None:
-    """Place whole groups: read their replicas, rank each group, write locks per `batch` files."""
-    lfns = [lfn for _, files in groups for lfn, _ in files]
-    replicas: dict[str, set[str]] = {}
-    for start in range(0, len(lfns), settings.batch):
-        replicas.update(await available_on(db, lfns[start:start + settings.batch]))
+                 replicas: Mapping[str, Collection[str]], room: dict[str, int | None], sources: set[str] | None,
+                 settings: RuleSettings, stats: dict[str, int]) -> None:
+    """Place whole groups: rank each group, write locks and their transfers per `batch` files."""
     locks: list[Document] = []
     release: list[Document] = []
     for _, files in groups:
@@ -101,104 +125,41 @@ async def _place(db: AsyncDatabase[Document], rule: Document, candidates: list[D
         for start in range(0, len(files), settings.batch):
             placement = place_group(candidates, files[start:start + settings.batch], rule["copies"], existing,
                                     replicas, room, rule.get("weight"), ranked)
-            locks += [rule_locks.new_lock(rule, lfn, se, size, "ok" if there else "replicating")
+            locks += [_new_lock(rule, lfn, se, size, there, replicas, sources)
                       for lfn, se, size, there in placement.new]
             release += placement.release
             stats["unplaced"] += len(placement.unplaced)
             if len(locks) >= settings.batch:
-                stats["new"] += len(await rule_locks.insert_locks(db, rule, locks))
+                await _write(db, rule, locks, replicas, sources, settings, stats)
                 locks = []
-    stats["new"] += len(await rule_locks.insert_locks(db, rule, locks))
+    await _write(db, rule, locks, replicas, sources, settings, stats)
     for start in range(0, len(release), settings.batch):
         await rule_locks.remove_locks(db, rule, release[start:start + settings.batch])
     stats["released"] += len(release)
 
 
-async def progress(db: AsyncDatabase[Document], rule: Document, settings: RuleSettings) -> int:
-    """Move replicating locks on by their replicas and requests; returns how many changed."""
-    changed = 0
-    async for page in rule_locks.locks_of(db, rule["_id"], "replicating", batch=settings.batch):
-        changed += await _progress_batch(db, rule, page, settings)
-    return changed
+def _new_lock(rule: Document, lfn: str, se: str, size: int, there: bool, replicas: Mapping[str, Collection[str]],
+              sources: set[str] | None) -> Document:
+    if there:
+        return rule_locks.new_lock(rule, lfn, se, size, "ok")
+    if source_for(lfn, replicas, sources) is None:
+        return rule_locks.new_lock(rule, lfn, se, size, "stuck", error=no_source_error(rule))
+    return rule_locks.new_lock(rule, lfn, se, size, "replicating", submitted=now())
 
 
-async def _progress_batch(db: AsyncDatabase[Document], rule: Document, locks: list[Document],
-                          settings: RuleSettings) -> int:
-    lfns = sorted({lock["lfn"] for lock in locks})
-    replicas = await available_on(db, lfns)
-    waiting = [lock for lock in locks if lock["se"] not in replicas.get(lock["lfn"], set())]
-    keys = [rq.active_key("transfer", lock["lfn"], lock["se"]) for lock in waiting]
-    with database_errors():
-        # Index: requests_active_key — open transfers to these destinations, whoever asked.
-        open_keys = {r["active_key"] for r in await db[rq.REQUESTS].find(
-            {"active_key": {"$in": keys}}, {"active_key": 1}).to_list()} if keys else set()
-        # Index: requests_by_requester — this rule's transfers that failed for good.
-        failed = await db[rq.REQUESTS].find(
-            {"requester": requester(rule), "state": "failed", "lfn": {"$in": [lock["lfn"] for lock in waiting]}},
-            {"lfn": 1, "dest_se": 1, "created": 1, "last_error": 1}).to_list() if waiting else []
-    failures = {(r["lfn"], r["dest_se"]): r for r in failed}
-    ok = [lock for lock in locks if lock["se"] in replicas.get(lock["lfn"], set())]
-    stuck: dict[str, list[str]] = defaultdict(list)
-    submit: list[Document] = []
-    for lock, key in zip(waiting, keys, strict=True):
-        if key in open_keys:
-            continue
-        failure = failures.get((lock["lfn"], lock["se"]))
-        submitted = lock.get("submitted")
-        if failure is not None and submitted is not None and failure["created"] >= submitted:
-            stuck[f"transfer to {lock['se']} failed: {failure.get('last_error')}"].append(lock["_id"])
-        else:
-            submit.append(lock)
-    changed = await rule_locks.set_state(db, rule["_id"], [lock["_id"] for lock in ok], "replicating", "ok")
-    await rule_locks.protect(db, ok)
-    for error, ids in stuck.items():
-        changed += await rule_locks.set_state(db, rule["_id"], ids, "replicating", "stuck", {"error": error})
-    changed += await _submit(db, rule, submit, replicas, settings)
-    return changed
-
-
-async def _source_ses(db: AsyncDatabase[Document], rule: Document) -> set[str] | None:
-    if not rule.get("source_expression"):
-        return None
-    return resolve(rule["source_expression"], await rules.all_ses(db))
-
-
-async def _submit(db: AsyncDatabase[Document], rule: Document, locks: list[Document],
-                  replicas: Mapping[str, set[str]], settings: RuleSettings) -> int:
-    """Ask for the transfers the locks wait for (one submission per destination SE); the locks
-    remember when (`submitted`), so only a failure after that makes them stuck."""
-    if not locks:
-        return 0
-    at = now()
-    sources = await _source_ses(db, rule)
-    by_dest: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    no_source: list[str] = []
-    for lock in locks:
-        item: dict[str, Any] = {"lfn": lock["lfn"], "dest_se": lock["se"]}
-        if sources is not None:
-            allowed = sorted(replicas.get(lock["lfn"], set()) & sources)
-            if not allowed:
-                no_source.append(lock["_id"])
-                continue
-            item["source_se"] = allowed[0]
-        by_dest[lock["se"]].append(item)
-    changed = await rule_locks.set_state(db, rule["_id"], no_source, "replicating", "stuck", {
-        "error": f"no available replica on the source expression {rule.get('source_expression')!r}"})
-    queued: list[str] = []
-    failed: dict[str, list[str]] = defaultdict(list)
-    for dest, items in by_dest.items():
-        result = await rq.submit(db, "transfer", items, requester=requester(rule), activity=rule["activity"],
-                                 priority=int(rule.get("priority", 3)), max_attempts=settings.transfer_attempts)
-        for item in items:
-            lid = rule_locks.lock_id(rule["_id"], item["lfn"], dest)
-            if item["lfn"] in result["successful"]:
-                queued.append(lid)
-            else:
-                failed[f"transfer not queued: {result['failed'].get(item['lfn'])}"].append(lid)
-    await rule_locks.mark(db, queued, {"submitted": at})
+async def _write(db: AsyncDatabase[Document], rule: Document, locks: list[Document],
+                 replicas: Mapping[str, Collection[str]], sources: set[str] | None, settings: RuleSettings,
+                 stats: dict[str, int]) -> None:
+    """Insert new locks, then ask for the transfers of the replicating ones (a crash in between
+    leaves locks that `progress` finds with no request and asks for)."""
+    inserted = await rule_locks.insert_locks(db, rule, locks)
+    stats["new"] += len(inserted)
+    targets = [(lock["lfn"], lock["se"], source_for(lock["lfn"], replicas, sources) or "")
+               for lock in inserted if lock["state"] == "replicating"]
+    queued, failed = await submit_for(db, rule, targets, settings)
+    stats["submitted"] += len(queued)
     for error, ids in failed.items():
-        changed += await rule_locks.set_state(db, rule["_id"], ids, "replicating", "stuck", {"error": error})
-    return changed + len(queued)
+        await rule_locks.set_state(db, rule["_id"], ids, "replicating", "stuck", {"error": error})
 
 
 def settle(rule: Document) -> dict[str, Any]:

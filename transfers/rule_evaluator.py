@@ -1,30 +1,32 @@
 """`cairn daemon rule-evaluator`: turns rules into locks and transfers, and follows them.
 
 Each cycle it takes rules one at a time under the rule's lease: a `dirty` rule (new, copies
-changed, its DID's content changed) is evaluated (`transfers.rule_evaluation.evaluate`); a rule
-with replicating locks has them moved on by their replicas and requests (`progress`), then its
-state is settled from its counters. Suspended rules are left alone; expired ones are the
-cleaner's. Any number of evaluators can run: the lease keeps each rule to one.
+changed, its DID's content changed, a locked replica removed) is evaluated
+(`transfers.rule_evaluation.evaluate`, which also submits the new locks' transfers); a rule with
+replicating locks from before has them moved on by their replicas and requests
+(`transfers.rule_progress`), then its state is settled from its counters. A rule is looked at
+again after `rules.poll_s`, or after as long as its pass took if that is longer. Suspended
+rules are left alone; expired ones are the cleaner's. Any number of evaluators can run: the
+lease keeps each rule to one.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
+import time
+from typing import Any
 
 from pymongo.asynchronous.database import AsyncDatabase
 
 from catalogue import rule_locks, rules
 from catalogue.directories import now
-from kernel.daemon import Daemon
 from kernel.db import Document, database_errors
-from kernel.settings import Settings
-from transfers.rule_evaluation import evaluate, progress, settle
+from transfers.rule_daemon import RuleDaemon
+from transfers.rule_evaluation import evaluate, settle
+from transfers.rule_progress import progress
 
 log = logging.getLogger("cairn.rules")
-
-RULES_PER_CYCLE = 20
-
 
 def evaluator_query(at: dt.datetime) -> dict[str, object]:
     """Rules with work for the evaluator: dirty, or replicating (or stuck) and due for a look."""
@@ -41,43 +43,40 @@ async def first_stuck_error(db: AsyncDatabase[Document], rule_id: str) -> str | 
     return f"{lock['lfn']}: {lock.get('error')}" if lock else None
 
 
-class RuleEvaluator(Daemon):
+class RuleEvaluator(RuleDaemon):
     name = "rule-evaluator"
 
-    def __init__(self, settings: Settings, db: AsyncDatabase[Document]) -> None:
-        super().__init__()
-        self.db = db
-        self.settings = settings.rules
-        self.idle_sleep_s = settings.rules.idle_sleep_s
-
-    async def run_once(self) -> int:
-        handled = 0
-        for _ in range(RULES_PER_CYCLE):
-            if self.stopping:
-                break
-            rule = await rules.claim(self.db, self.worker, evaluator_query(now()), lease_s=self.settings.lease_s)
-            if rule is None:
-                break
-            handled += await self.work_on(rule)
-        return handled
+    def query(self) -> dict[str, Any]:
+        return evaluator_query(now())
 
     async def work_on(self, rule: Document) -> int:
         """Evaluate (if dirty) and move on one claimed rule, then give it back."""
         changed = 0
+        began = time.monotonic()
         try:
+            waiting = True
             if rule.get("dirty"):
                 stats = await evaluate(self.db, rule, self.settings)
                 log.info("rule %s on %s: %s", rule["_id"], rule["did"], stats)
                 changed += stats["new"] + stats["released"] + 1
                 await rules.clear_dirty(self.db, rule["_id"], int(rule.get("generation", 0)))
-            changed += await progress(self.db, rule, self.settings)
+                # The new locks' transfers were submitted by the evaluation itself.
+                waiting = stats["waiting"] > 0
+            if waiting:
+                changed += await progress(self.db, rule, self.settings)
         finally:
             current = await rules.get_rule(self.db, rule["_id"])
             fields = settle(current)
+            if fields.get("state") == "ok" and current["state"] != "ok" and current.get("lease_owner") == self.worker:
+                # Counted, not assumed, before a rule is called ok (and no longer looked at).
+                current.update({f"locks_{s}": n for s, n in (await rule_locks.recount(self.db, rule["_id"])).items()})
+                fields = settle(current)
             if fields.get("state") == "stuck" and int(current.get("locks_stuck", 0)):
                 fields["error"] = await first_stuck_error(self.db, rule["_id"]) or current.get("error")
                 if current["state"] != "stuck":
                     log.warning("rule %s is stuck: %s", rule["_id"], fields["error"])
-            due = now() + dt.timedelta(seconds=self.settings.poll_s)
+            # A rule whose pass took long is looked at less often, so one large rule does not
+            # keep the evaluators from the others.
+            due = now() + dt.timedelta(seconds=max(self.settings.poll_s, time.monotonic() - began))
             await rules.release(self.db, rule, self.worker, {**fields, "due": due})
         return changed

@@ -15,7 +15,7 @@ stuck before replicating before ok, then by rank.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,7 +48,7 @@ def free_bytes(se: Mapping[str, Any]) -> int:
 
 
 def rank(ses: Sequence[Mapping[str, Any]], files: Sequence[tuple[str, int]], locks: Mapping[str, list[Document]],
-         replicas: Mapping[str, set[str]], weight: str | None) -> list[str]:
+         replicas: Mapping[str, Collection[str]], weight: str | None) -> list[str]:
     """The SE names of `ses` ranked for a group of files (see the module docstring)."""
     locked = Counter(lock["se"] for lfn, _ in files for lock in locks.get(lfn, ()))
     present = Counter(se for lfn, _ in files for se in replicas.get(lfn, ()))
@@ -63,7 +63,7 @@ def rank(ses: Sequence[Mapping[str, Any]], files: Sequence[tuple[str, int]], loc
 
 def place_group(
     ses: Sequence[Mapping[str, Any]], files: Sequence[tuple[str, int]], copies: int,
-    locks: Mapping[str, list[Document]], replicas: Mapping[str, set[str]], room: dict[str, int | None],
+    locks: Mapping[str, list[Document]], replicas: Mapping[str, Collection[str]], room: dict[str, int | None],
     weight: str | None, ranked: list[str] | None = None,
 ) -> Placement:
     """Decide new locks and releases for files of one group (`ranked` for the whole group when
@@ -81,7 +81,7 @@ def place_group(
             continue
         taken = {lock["se"] for lock in mine}
         needed = copies - len(mine)
-        there = replicas.get(lfn, set())
+        there = replicas.get(lfn, ())
         for name in ranked:
             if needed == 0:
                 break

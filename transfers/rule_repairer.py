@@ -19,19 +19,17 @@ from typing import Any
 from pymongo.asynchronous.database import AsyncDatabase
 
 from catalogue import quotas, rule_locks, rules
+from catalogue.availability import available_on
 from catalogue.directories import now
 from catalogue.rule_triggers import RULES
 from catalogue.se_expression import resolve
-from kernel.daemon import Daemon
 from kernel.db import Document, database_errors
-from kernel.settings import RuleSettings, Settings
-from transfers.rule_evaluation import available_on, stuck_too_long
+from kernel.settings import RuleSettings
+from transfers.rule_daemon import RULES_PER_CYCLE, RuleDaemon
+from transfers.rule_evaluation import stuck_too_long
 from transfers.rule_placement import rank
 
 log = logging.getLogger("cairn.rules")
-
-RULES_PER_CYCLE = 20
-
 
 async def repair(db: AsyncDatabase[Document], rule: Document, settings: RuleSettings) -> tuple[int, str | None]:
     """Move the rule's stuck locks to other allowed SEs; returns (moved, first reason seen)."""
@@ -39,21 +37,20 @@ async def repair(db: AsyncDatabase[Document], rule: Document, settings: RuleSett
     names = resolve(rule["expression"], ses)
     candidates = [se for se in ses if se["name"] in names and se.get("write_enabled", True)]
     room = await quotas.room(db, rule["account"], names)
-    stuck = [lock async for page in rule_locks.locks_of(db, rule["_id"], "stuck", batch=settings.batch)
-             for lock in page]
+    # Reads first, each collection once (see transfers.rule_evaluation), then writes per batch.
+    every = await rule_locks.locks_of(db, rule["_id"], projection={"lfn": 1, "se": 1, "state": 1})
+    if not any(lock["state"] == "stuck" for lock in every):
+        return 0, None
+    stuck = await rule_locks.locks_of(db, rule["_id"], "stuck")
+    taken: dict[str, set[str]] = {}
+    for lock in every:
+        taken.setdefault(lock["lfn"], set()).add(lock["se"])
+    del every
+    replicas = await available_on(db, {lock["lfn"] for lock in stuck})
     moved = 0
     reason = stuck[0].get("error") if stuck else None
     for start in range(0, len(stuck), settings.batch):
         chunk = stuck[start:start + settings.batch]
-        lfns = sorted({lock["lfn"] for lock in chunk})
-        with database_errors():
-            # Index: locks_by_rule_lfn.
-            others = await db[rule_locks.LOCKS].find({"rule": rule["_id"], "lfn": {"$in": lfns}},
-                                                     {"lfn": 1, "se": 1}).to_list()
-        taken: dict[str, set[str]] = {}
-        for lock in others:
-            taken.setdefault(lock["lfn"], set()).add(lock["se"])
-        replicas = await available_on(db, lfns)
         old: list[Document] = []
         new: list[Document] = []
         for lock in chunk:
@@ -70,7 +67,7 @@ async def repair(db: AsyncDatabase[Document], rule: Document, settings: RuleSett
             taken.setdefault(lfn, set()).add(choice)
             old.append(lock)
             new.append(rule_locks.new_lock(rule, lfn, choice, size,
-                                           "ok" if choice in replicas.get(lfn, set()) else "replicating",
+                                           "ok" if choice in replicas.get(lfn, ()) else "replicating",
                                            failed_ses=failed, moved_from=lock["se"], moved_because=lock.get("error")))
         await rule_locks.remove_locks(db, rule, old)
         await rule_locks.insert_locks(db, rule, new)
@@ -78,27 +75,26 @@ async def repair(db: AsyncDatabase[Document], rule: Document, settings: RuleSett
     return moved, reason
 
 
-class RuleRepairer(Daemon):
+class RuleRepairer(RuleDaemon):
     name = "rule-repairer"
 
-    def __init__(self, settings: Settings, db: AsyncDatabase[Document]) -> None:
-        super().__init__()
-        self.db = db
-        self.settings = settings.rules
-        self.idle_sleep_s = settings.rules.idle_sleep_s
+    def query(self) -> dict[str, Any]:
+        return {"state": "stuck"}
 
+    # Its own loop: a rule it could not repair stays stuck with the same `due`, so each cycle
+    # skips the rules it has seen already.
     async def run_once(self) -> int:
         handled = 0
         seen: set[str] = set()
         for _ in range(RULES_PER_CYCLE):
-            rule = await rules.claim(self.db, self.worker, {"state": "stuck", "_id": {"$nin": sorted(seen)}},
+            rule = await rules.claim(self.db, self.worker, {**self.query(), "_id": {"$nin": sorted(seen)}},
                                      lease_s=self.settings.lease_s)
             if rule is None or self.stopping:
                 if rule is not None:
                     await rules.release(self.db, rule, self.worker, {})
                 break
             seen.add(rule["_id"])
-            handled += await self.work_on(rule)
+            handled += await self.holding(rule)
         return handled
 
     async def work_on(self, rule: Document) -> int:

@@ -1,0 +1,75 @@
+"""The loop the rule daemons share: take rules one at a time under each rule's own lease
+(`catalogue.rules.claim`), work on each, give it back. A subclass says which rules (`query`), in
+which order (`sort`), and what to do with one (`work_on`, which must release or remove it).
+
+The lease is renewed every third of its length while the work runs (evaluating a rule on a large
+dataset outlasts any fixed lease), so a second daemon takes a rule over only from a holder that
+died or stalled; a holder that finds its lease taken over stops its work there, as if it had died.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from abc import abstractmethod
+from typing import Any
+
+from pymongo.asynchronous.database import AsyncDatabase
+
+from catalogue import rules
+from kernel.daemon import Daemon
+from kernel.db import Document
+from kernel.settings import Settings
+
+log = logging.getLogger("cairn.rules")
+
+RULES_PER_CYCLE = 20
+
+
+class RuleDaemon(Daemon):
+    sort = "due"
+
+    def __init__(self, settings: Settings, db: AsyncDatabase[Document]) -> None:
+        super().__init__()
+        self.db = db
+        self.settings = settings.rules
+        self.idle_sleep_s = settings.rules.idle_sleep_s
+
+    @abstractmethod
+    def query(self) -> dict[str, Any]:
+        """The rules this daemon has work on now."""
+
+    @abstractmethod
+    async def work_on(self, rule: Document) -> int:
+        """Work on one claimed rule and give it back; returns how much was done (0: nothing)."""
+
+    async def run_once(self) -> int:
+        handled = 0
+        for _ in range(RULES_PER_CYCLE):
+            if self.stopping:
+                break
+            rule = await rules.claim(self.db, self.worker, self.query(), lease_s=self.settings.lease_s, sort=self.sort)
+            if rule is None:
+                break
+            handled += await self.holding(rule)
+        return handled
+
+    async def holding(self, rule: Document) -> int:
+        """`work_on(rule)`, renewing the rule's lease while it runs."""
+        work = asyncio.create_task(self.work_on(rule))
+        try:
+            while True:
+                done, _ = await asyncio.wait({work}, timeout=self.settings.lease_s / 3)
+                if done:
+                    return work.result()
+                if not await rules.renew(self.db, rule["_id"], self.worker, lease_s=self.settings.lease_s) \
+                        and not work.done():
+                    log.warning("%s: lost the lease of rule %s; stopping its work", self.name, rule["_id"])
+                    return 0
+        finally:
+            # Also when renewing failed (the database is down): the work stops with the lease.
+            if not work.done():
+                work.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await work
