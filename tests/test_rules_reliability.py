@@ -104,9 +104,12 @@ async def test_a_rule_converges_once_while_its_daemons_are_killed_every_few_seco
     assert {s: done[f"locks_{s}"] for s in rule_locks.LOCK_STATES} == {s: recount[s] for s in rule_locks.LOCK_STATES}
 
     requests = await database[rq.REQUESTS].find({"kind": "transfer"}).to_list()
-    copies = Counter((r["lfn"], r["dest_se"]) for r in requests if r["state"] == "done")
+    # A second request for a file and SE may end done finding the file there (a daemon killed
+    # between submitting and recording it asks again); bytes moved twice is what must not happen.
+    copies: Counter[tuple[str, str]] = Counter()
+    for r in requests:
+        copies[(r["lfn"], r["dest_se"])] += int(r.get("copies", 0))
     assert [t for t, n in copies.items() if n > 1] == [], "a file was copied to one SE twice"
-    assert [r for r in requests if int(r.get("copies", 0)) > 1] == []
     assert all(r["state"] in ("done", "cancelled") for r in requests), Counter(r["state"] for r in requests)
 
     placed = await replicas_by_file(database, lfns)
