@@ -7,10 +7,10 @@ bytes (`bench.storage_io.bench_plugin`), which is the floor Cairn's overhead is 
 against (local adler32 before upload, registration, status flip, catalogue lookups,
 verification of every byte on the way down). Prints JSON: MB/s and files/s, and ratios.
 
-On FerretDB 1.24 the per-file catalogue calls (the status flip after each upload, the file
-lookup before each download) are the limit for small files: only `{_id: x}` filters are pushed
-down to SQLite, so the `_id $in` queries behind them scan the files collection and the rate falls
-as the catalogue grows (the full 1000-file run did not finish in 30 minutes on 2 shared cores).
+Small files pay Cairn's per-file catalogue work (registration, the status flip after each
+upload, batched by `transfers.status_batches`; one bulk lookup per 1000 downloads). Figures depend
+on the database: the embedded FerretDB needs the build of `.ci/install-ferretdb`, whose `_id`
+lookups use the index (the stock 1.24.2 scans the files collection for each of these writes).
 Run it against MongoDB (`CAIRN_MONGODB_URI`) for production figures.
 
     python -m bench.cairn_io                                # 1 GiB and 1000 x 1 MiB

@@ -51,8 +51,8 @@ from transfers.rule_evaluator import RuleEvaluator  # noqa: E402
 
 ADMIN = Principal(sub="bench", vo="bench", groups=("bench",), scopes=frozenset({"admin"}))
 BATCH = 1000
-# Registration and attachment read the catalogue per call (a scan each on FerretDB): large calls
-# keep the setup of 100k files to minutes.
+# Registration and attachment read the catalogue per call: large calls keep the setup of 100k
+# files short.
 SETUP_BATCH = 10_000
 
 
