@@ -78,21 +78,19 @@ async def test_a_failing_se_makes_the_rule_stuck_and_the_repairer_moves_its_lock
     placed = {lock["se"] for lock in await database[rule_locks.LOCKS].find({"rule": rule["_id"]}).to_list()}
     assert placed == {"T1-A", "T1-B"}
     await update_storage_element(database, "T1-B", StorageElementUpdate(write_enabled=False))
-    seen_stuck = False
 
     async def ok() -> bool:
-        nonlocal seen_stuck
-        current = await rules.get_rule(database, rule["_id"])
-        seen_stuck = seen_stuck or current["state"] == "stuck" or current["locks_stuck"] > 0
-        return current["state"] == "ok"
+        return (await rules.get_rule(database, rule["_id"]))["state"] == "ok"
 
     await run_until(ok, rule_daemons(fast, database))
     assert all(ses == {"SRC", "T1-A", "T1-C"} for ses in (await replicas_by_file(database, lfns)).values())
     moved = await database[rule_locks.LOCKS].find({"rule": rule["_id"], "se": "T1-C"}).to_list()
     assert len(moved) == 10 and all(lock["moved_from"] == "T1-B" and "T1-B" in lock["moved_because"]
                                     for lock in moved)
+    # The rule was stuck in between: only the repairer writes `last_repair`, and only on a stuck rule
+    # (polling for the stuck state itself can miss it when the repairer is quick).
     repaired = (await rules.get_rule(database, rule["_id"]))["last_repair"]
-    assert seen_stuck and repaired["moved"] >= 1 and "switched off for writ" in repaired["reason"]
+    assert repaired["moved"] >= 1 and "switched off for writ" in repaired["reason"]
 
 
 async def test_a_rule_stuck_with_nowhere_to_go_is_suspended(
