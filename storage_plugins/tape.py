@@ -2,9 +2,10 @@
 
 Writes go straight to "tape" (the directory). Reads are refused with NotOnline until a
 bring-online request has staged the file into the disk cache, which takes `stage_delay_s`;
-a staged copy is pinned for a lifetime and evicted once every pin on it has expired. State
-(requests, pins) lives in files under the cache directory, so a stager in another process,
-or after a restart, sees and completes the same requests.
+each request pins its staged copies for a lifetime, `release` drops one request's pin (or all),
+and a copy is evicted once no pin on it is live (`storage_plugins.tape_pins`). State (requests,
+pins) lives in files under the cache directory, so a stager in another process, or after a
+restart, sees and completes the same requests.
 """
 
 from __future__ import annotations
@@ -12,8 +13,6 @@ from __future__ import annotations
 import asyncio
 import builtins
 import contextlib
-import hashlib
-import json
 import os
 import shutil
 import threading
@@ -31,6 +30,7 @@ from kernel.errors import InvalidInput, NotFound
 from storage_plugins.base import FileInfo, PluginOptions, StoragePlugin, WriteResult
 from storage_plugins.errors import NotOnline
 from storage_plugins.posix import PosixPlugin, file_url, mapped_os_errors
+from storage_plugins.tape_pins import PinStore, read_json, write_json
 
 StageStatus = Literal["queued", "online", "failed", "evicted"]
 
@@ -50,20 +50,6 @@ def tape_path(url: str) -> Path:
     return Path(path)
 
 
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}")
-    partial.write_text(json.dumps(data))
-    os.replace(partial, path)
-
-
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        return dict(json.loads(path.read_text()))
-    except FileNotFoundError:
-        return None
-
-
 class TapePlugin(StoragePlugin):
     """A tape library simulated by a directory, with staging, pins and eviction."""
 
@@ -74,6 +60,7 @@ class TapePlugin(StoragePlugin):
     def __init__(self, options: Any = None) -> None:
         super().__init__(options)
         self.cache = Path(self.options.cache_dir)
+        self.pins = PinStore(self.cache)
         self._disk = PosixPlugin({"chunk_size": self.options.chunk_size})
         self._tasks: dict[str, asyncio.Task[None]] = {}
         # Staging runs in worker threads, from the delayed task or from a poll that finds the
@@ -86,10 +73,6 @@ class TapePlugin(StoragePlugin):
 
     def _cached(self, url: str) -> Path:
         return self.cache / "files" / str(tape_path(url)).lstrip("/")
-
-    def _pin_file(self, url: str) -> Path:
-        digest = hashlib.sha1(str(tape_path(url)).encode()).hexdigest()
-        return self.cache / "pins" / f"{digest}.json"
 
     def _request_file(self, request_id: str) -> Path:
         if not request_id.isalnum():
@@ -112,7 +95,7 @@ class TapePlugin(StoragePlugin):
 
     async def delete(self, url: str) -> None:
         await self._disk.delete(self._on_tape(url))
-        await asyncio.to_thread(self._evict, url)
+        await asyncio.to_thread(self._release, url, None)
 
     async def mkdir(self, url: str) -> None:
         await self._disk.mkdir(self._on_tape(url))
@@ -125,12 +108,8 @@ class TapePlugin(StoragePlugin):
     async def is_online(self, url: str) -> bool:
         """Whether url has a staged copy under a pin that has not expired."""
         await self.evict_expired()
-        pin = await asyncio.to_thread(_read_json, self._pin_file(url))
-        return (
-            pin is not None
-            and pin["expires"] > time.time()
-            and await aiofiles.os.path.exists(self._cached(url))
-        )
+        live = await asyncio.to_thread(self.pins.live, str(tape_path(url)))
+        return bool(live) and await aiofiles.os.path.exists(self._cached(url))
 
     async def read(self, url: str, *, offset: int = 0, length: int | None = None) -> AsyncIterator[bytes]:
         if not await self.is_online(url):
@@ -157,20 +136,21 @@ class TapePlugin(StoragePlugin):
             "ready_at": now + self.options.stage_delay_s,
             "pin_lifetime_s": pin_lifetime_s or self.options.pin_lifetime_s,
         }
-        await asyncio.to_thread(_write_json, self._request_file(request_id), record)
+        await asyncio.to_thread(write_json, self._request_file(request_id), record)
         self._tasks[request_id] = asyncio.create_task(self._stage_later(request_id))
         return request_id
 
     async def poll_bring_online(self, request_id: str) -> dict[str, StageStatus]:
-        """The status of each file of a request: queued, online, failed, or evicted (its pin ended)."""
-        record = await asyncio.to_thread(_read_json, self._request_file(request_id))
+        """The status of each file of a request: queued, online, failed, or evicted (no live pin
+        is left on its staged copy: they expired or were released)."""
+        record = await asyncio.to_thread(read_json, self._request_file(request_id))
         if record is None:
             raise NotFound(f"tape bring-online request {request_id}: no such request")
         if time.time() >= record["ready_at"] and "queued" in record["files"].values():
             # The drive time is over but the files are not staged yet: the delayed task is late
             # (a loaded machine) or belongs to a process that died. Stage them now.
             await self._stage(request_id)
-            record = await asyncio.to_thread(_read_json, self._request_file(request_id)) or record
+            record = await asyncio.to_thread(read_json, self._request_file(request_id)) or record
         statuses: dict[str, StageStatus] = {}
         for url, status in record["files"].items():
             if status == "online" and not await self.is_online(url):
@@ -178,11 +158,19 @@ class TapePlugin(StoragePlugin):
             statuses[url] = status
         return statuses
 
-    async def release(self, url: str) -> None:
-        """Drop the pin on url; its cached copy goes at the next eviction."""
-        with contextlib.suppress(FileNotFoundError):
-            await aiofiles.os.remove(self._pin_file(url))
-        await self.evict_expired()
+    async def release(self, url: str, *, request_id: str | None = None) -> bool:
+        """Drop the pin bring-online request `request_id` holds on url (every pin on url when
+        None); the staged copy is evicted once no pin is left. True if the copy stays pinned."""
+        if request_id is not None:
+            self._request_file(request_id)  # an id that cannot be one is refused, not ignored
+        return await asyncio.to_thread(self._release, url, request_id)
+
+    def _release(self, url: str, request_id: str | None) -> bool:
+        with self.pins.locked():
+            if self.pins.remove(str(tape_path(url)), request_id):
+                return True
+            self._cached(url).unlink(missing_ok=True)
+            return False
 
     async def evict_expired(self) -> builtins.list[str]:
         """Remove staged copies whose pins have expired (or were released); returns their URLs."""
@@ -190,22 +178,25 @@ class TapePlugin(StoragePlugin):
 
     def _evict_expired(self) -> builtins.list[str]:
         evicted: builtins.list[str] = []
-        now = time.time()
         files = self.cache / "files"
         if not files.is_dir():
             return evicted
-        for root, _dirs, names in os.walk(files):
-            for name in names:
-                url = "tape:///" + Path(root, name).relative_to(files).as_posix()
-                pin = _read_json(self._pin_file(url))
-                if pin is None or pin["expires"] <= now:
-                    self._evict(url)
-                    evicted.append(url)
+        with self.pins.locked():
+            now = time.time()
+            for root, _dirs, names in os.walk(files):
+                for name in names:
+                    if name.startswith("."):
+                        continue  # a copy being staged (".<name>.<id>.staging")
+                    url = "tape:///" + Path(root, name).relative_to(files).as_posix()
+                    if not self.pins.live(str(tape_path(url)), now):
+                        self._evict(url)
+                        evicted.append(url)
         return evicted
 
     def _evict(self, url: str) -> None:
+        """Drop url's staged copy and every pin on it (call under `pins.locked`)."""
         self._cached(url).unlink(missing_ok=True)
-        self._pin_file(url).unlink(missing_ok=True)
+        self.pins.remove(str(tape_path(url)), None)
 
     async def _stage_later(self, request_id: str) -> None:
         try:
@@ -223,10 +214,9 @@ class TapePlugin(StoragePlugin):
 
     def _stage_files_locked(self, request_id: str) -> None:
         path = self._request_file(request_id)
-        record = _read_json(path)
+        record = read_json(path)
         if record is None:
             return
-        expires = time.time() + record["pin_lifetime_s"]
         for url, status in record["files"].items():
             if status != "queued":
                 continue
@@ -234,18 +224,17 @@ class TapePlugin(StoragePlugin):
             try:
                 with mapped_os_errors(url):
                     cached.parent.mkdir(parents=True, exist_ok=True)
-                    partial = cached.with_name(f".{cached.name}.staging")
+                    partial = cached.with_name(f".{cached.name}.{uuid.uuid4().hex[:8]}.staging")
                     shutil.copyfile(tape_path(url), partial)
-                    os.replace(partial, cached)
-                pin = _read_json(self._pin_file(url))
-                _write_json(
-                    self._pin_file(url), {"url": url, "expires": max(expires, (pin or {}).get("expires", 0))}
-                )
+                    # The copy and its pin appear together: eviction never sees one without the other.
+                    with self.pins.locked():
+                        os.replace(partial, cached)
+                        self.pins.add(str(tape_path(url)), request_id, time.time() + record["pin_lifetime_s"])
                 record["files"][url] = "online"
             except Exception as exc:
                 record["files"][url] = "failed"
                 record.setdefault("errors", {})[url] = str(exc)
-        _write_json(path, record)
+        write_json(path, record)
 
     async def close(self) -> None:
         for task in list(self._tasks.values()):

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from kernel.errors import NotFound
+from kernel.errors import InvalidInput, NotFound
 from storage_plugins.errors import NotOnline
 from storage_plugins.registry import plugin_for
 from storage_plugins.tape import TapePlugin
@@ -94,6 +94,47 @@ async def test_release_lets_the_copy_go(tmp_path: Path) -> None:
     await _wait_online(tape, await tape.bring_online([url]))
     await tape.release(url)
     assert not await tape.is_online(url)
+
+
+async def test_each_request_pins_on_its_own_and_the_copy_goes_with_the_last_pin(tmp_path: Path) -> None:
+    tape = _tape(tmp_path, stage_delay_s=0)
+    url = f"tape://{tmp_path}/tape/f"
+    await tape.write(url, _chunks(b"x"))
+    first, second = await tape.bring_online([url]), await tape.bring_online([url])
+    await _wait_online(tape, first)
+    await _wait_online(tape, second)
+    assert await tape.release(url, request_id=first) is True
+    assert await tape.release(url, request_id=first) is True  # twice: nothing more goes
+    assert await tape.is_online(url) and await tape.poll_bring_online(second) == {url: "online"}
+    assert await tape.release(url, request_id=second) is False
+    assert not await tape.is_online(url)
+    assert await tape.poll_bring_online(first) == {url: "evicted"}
+    assert not (tmp_path / "cache" / "files" / str(tmp_path).lstrip("/") / "tape" / "f").exists()
+
+
+async def test_a_release_naming_no_possible_request_is_refused_and_keeps_the_pin(tmp_path: Path) -> None:
+    tape = _tape(tmp_path, stage_delay_s=0)
+    url = f"tape://{tmp_path}/tape/f"
+    await tape.write(url, _chunks(b"x"))
+    await _wait_online(tape, await tape.bring_online([url]))
+    with pytest.raises(InvalidInput):
+        await tape.release(url, request_id="../../pins")
+    assert await tape.is_online(url)
+
+
+async def test_pins_taken_and_released_at_once_from_two_plugins_on_one_cache_are_never_lost(tmp_path: Path) -> None:
+    # As a stager and transfer workers in separate processes do: one cache directory, many pins.
+    stager, worker = _tape(tmp_path, stage_delay_s=0), _tape(tmp_path, stage_delay_s=0)
+    url = f"tape://{tmp_path}/tape/f"
+    await stager.write(url, _chunks(b"shared"))
+    requests = await asyncio.gather(*(plugin.bring_online([url]) for plugin in [stager, worker] * 15))
+    await asyncio.gather(*(_wait_online(stager, request) for request in requests))
+    assert set(stager.pins.live(f"{tmp_path}/tape/f")) == set(requests)
+    keep, *done = requests
+    await asyncio.gather(*(plugin.release(url, request_id=request)
+                           for plugin, request in zip([worker, stager] * 15, done, strict=False)))
+    assert set(worker.pins.live(f"{tmp_path}/tape/f")) == {keep}
+    assert b"".join([chunk async for chunk in worker.read(url)]) == b"shared"
 
 
 async def test_a_request_left_by_a_dead_stager_completes_when_polled(tmp_path: Path) -> None:
