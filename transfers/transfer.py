@@ -2,8 +2,10 @@
 register the destination replica `copying`, copy with `transfers.negotiation.copy_between`
 (third-party when both SEs flag a protocol family for it, else streamed through the worker),
 verify adler32 against the catalogue, flip the replica to `available`, and finish the request —
-or classify the failure, fail over to another source, back off and retry, or give up. The
-worker daemon (`transfers.worker`) only schedules these.
+or classify the failure, fail over to another source, back off and retry, or give up. A request
+that had its source staged releases its pin on the tape's disk cache when it ends (done or
+failed for good; as FTS does), leaving other requests' pins on the same copy. The worker
+daemon (`transfers.worker`) only schedules these.
 """
 
 from __future__ import annotations
@@ -56,6 +58,7 @@ class Job:
     source: Source | None = None
     sources: list[Source] = field(default_factory=list)
     failure: Failure | None = None
+    staged_on: StorageElement | None = None  # the tape SE holding this request's pin, if it staged
 
     @property
     def id(self) -> str:
@@ -72,46 +75,66 @@ class Job:
 
 async def plan(ctx: Context, request: Document, ses: Mapping[str, StorageElement]) -> Job:
     """Decide what to do with a claimed transfer (reads the file; asks a tape SE if it is online)."""
+    job = Job(request, "failed", staged_on=ses.get((request.get("stage") or {}).get("se", "")))
     lfn, dest_name = request["lfn"], request["dest_se"]
     with database_errors():
         file_doc = await ctx.db[FILES].find_one({"_id": lfn})  # `_id` alone: the cheapest read everywhere
     if file_doc is None:
-        return Job(request, "failed", failure=Failure(NO_SUCH_FILE, f"{lfn}: no such file", permanent=True))
-    dest = ses.get(dest_name)
-    if dest is None:
-        return Job(request, "failed", failure=Failure(NO_SOURCE, f"SE {dest_name} does not exist", permanent=True))
+        job.failure = Failure(NO_SUCH_FILE, f"{lfn}: no such file", permanent=True)
+        return job
+    job.file, job.dest = file_doc, ses.get(dest_name)
+    if job.dest is None:
+        job.failure = Failure(NO_SOURCE, f"SE {dest_name} does not exist", permanent=True)
+        return job
     if any(r.get("se") == dest_name and r.get("status") == "available" for r in file_doc.get("replicas", [])):
-        return Job(request, "done", file=file_doc, dest=dest)
+        job.outcome = "done"
+        return job
     failed_on = request.get("failed_sources", [])
-    sources = [s for s in rank_sources(file_doc, ses, dest, only_se=request.get("source_se"), failed_on=failed_on)
+    sources = [s for s in rank_sources(file_doc, ses, job.dest, only_se=request.get("source_se"),
+                                       failed_on=failed_on)
                if s.se.name not in failed_on]
     if not sources:
         why = "every source failed" if failed_on else "no available replica on a readable SE"
-        return Job(request, "failed", file=file_doc, dest=dest,
-                   failure=Failure(NO_SOURCE, f"{lfn}: no source to copy from ({why})", permanent=True))
-    job = Job(request, "copy", file=file_doc, dest=dest, source=sources[0], sources=sources)
+        job.failure = Failure(NO_SOURCE, f"{lfn}: no source to copy from ({why})", permanent=True)
+        return job
+    job.outcome, job.source, job.sources = "copy", sources[0], sources
     if sources[0].on_tape and not await _online(ctx, sources[0], lfn):
         job.outcome = "stage"
     return job
 
 
-def _tape(ctx: Context, source: Source, lfn: str) -> tuple[TapePlugin, str]:
-    ep = endpoints(source.se, lfn, "read", credentials=ctx.credentials, registered_url=source.url)[0]
+def _tape(ctx: Context, se: StorageElement, lfn: str, url: str | None) -> tuple[TapePlugin, str]:
+    ep = endpoints(se, lfn, "read", credentials=ctx.credentials, registered_url=url)[0]
     plugin = plugin_for(ep.url, ep.options)
     if not isinstance(plugin, TapePlugin):
-        raise CairnError(f"SE {source.se.name} is a tape SE but {ep.url} is not served by the tape plugin")
+        raise CairnError(f"SE {se.name} is a tape SE but {ep.url} is not served by the tape plugin")
     return plugin, ep.url
 
 
 async def _online(ctx: Context, source: Source, lfn: str) -> bool:
-    plugin, url = _tape(ctx, source, lfn)
+    plugin, url = _tape(ctx, source.se, lfn, source.url)
     return await plugin.is_online(url)
+
+
+async def release_pin(ctx: Context, job: Job) -> None:
+    """The request has ended: drop the pin its bring-online request holds on the staged copy.
+
+    Only the pin of this request goes (another transfer reading the same copy keeps its own);
+    a release that fails is logged, and the pin then lapses after `pin_lifetime_s`."""
+    stage_doc = job.request.get("stage") or {}
+    if job.staged_on is None or not stage_doc.get("request_id"):
+        return
+    try:
+        plugin, url = _tape(ctx, job.staged_on, job.lfn, stage_doc.get("url"))
+        await plugin.release(url, request_id=stage_doc["request_id"])
+    except CairnError as exc:
+        log.warning("%s: could not release the pin on %s: %s", job.lfn, job.staged_on.name, exc.message)
 
 
 async def stage(ctx: Context, job: Job) -> None:
     """Every source is on tape and offline: ask for it to be brought online and park the request."""
     assert job.source is not None
-    plugin, url = _tape(ctx, job.source, job.lfn)
+    plugin, url = _tape(ctx, job.source.se, job.lfn, job.source.url)
     request_id = await plugin.bring_online([url], pin_lifetime_s=ctx.settings.pin_lifetime_s)
     await rq.park_for_staging(ctx.db, job.id, ctx.worker, stage={
         "se": job.source.se.name, "url": url, "request_id": request_id, "next_poll": rq.now()})
@@ -129,11 +152,14 @@ async def count_earlier_copy(ctx: Context, job: Job) -> None:
 
 async def finish_without_copy(ctx: Context, job: Job) -> None:
     """End a request the plan already settled: the file is there, or there is nothing to do."""
+    ended = False
     if job.outcome == "done":
         await count_earlier_copy(ctx, job)
-        await rq.complete(ctx.db, job.id, ctx.worker, {"already_there": True})
+        ended = await rq.complete(ctx.db, job.id, ctx.worker, {"already_there": True})
     elif job.failure is not None:
-        await rq.fail(ctx.db, job.id, ctx.worker, job.failure.message, job.failure.reason)
+        ended = await rq.fail(ctx.db, job.id, ctx.worker, job.failure.message, job.failure.reason)
+    if ended:
+        await release_pin(ctx, job)
 
 
 def dest_endpoint(ctx: Context, se: StorageElement, lfn: str) -> Endpoint | None:
@@ -156,7 +182,8 @@ async def run_copy(ctx: Context, job: Job) -> bool:
         status = await destination.register_copying(ctx.db, lfn, dest, file_doc=job.file)
         if status == "available":
             await count_earlier_copy(ctx, job)
-            await rq.complete(ctx.db, job.id, ctx.worker, {"already_there": True})
+            if await rq.complete(ctx.db, job.id, ctx.worker, {"already_there": True}):
+                await release_pin(ctx, job)
             return True
         await rq.flag_copying_replica(ctx.db, job.id)
         # The one copy path of Cairn: TPC over the best family both SEs flag, else a stream.
@@ -180,7 +207,9 @@ async def run_copy(ctx: Context, job: Job) -> bool:
     done = await rq.complete(ctx.db, job.id, ctx.worker, {
         "source_se": source.se.name, "mode": result.mode, "protocol": result.protocol, "bytes": result.bytes,
         "adler32": result.adler32, "seconds": round(result.seconds, 3)}, copied=True)
-    if not done:  # the lease was lost meanwhile; the copy still happened, so count it (once)
+    if done:
+        await release_pin(ctx, job)
+    else:  # the lease was lost meanwhile; the copy still happened, so count it (once)
         await rq.count_unfinished_copy(ctx.db, job.id)
     return True
 
@@ -222,7 +251,8 @@ async def _failed(ctx: Context, job: Job, failure: Failure, dest_ep: Endpoint | 
     attempts = int(job.request.get("attempts", 1))
     if failure.permanent or attempts >= int(job.request.get("max_attempts", rq.DEFAULT_MAX_ATTEMPTS)):
         message = failure.message if failure.permanent else f"gave up after {attempts} attempts: {failure.message}"
-        await rq.fail(ctx.db, job.id, ctx.worker, message, failure.reason)
+        if await rq.fail(ctx.db, job.id, ctx.worker, message, failure.reason):
+            await release_pin(ctx, job)
         return
     delay = backoff_s(attempts, base_s=ctx.settings.retry_base_s, cap_s=ctx.settings.retry_cap_s)
     await rq.retry_later(ctx.db, job.id, ctx.worker, failure.message, delay_s=delay,
