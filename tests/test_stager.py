@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import json
+import time
 from pathlib import Path
 
+import pytest
 from pymongo.asynchronous.database import AsyncDatabase
 
+from catalogue.storage_elements import StorageElement
 from kernel.db import Document
+from kernel.errors import InvalidInput
 from kernel.settings import Settings
 from storage_plugins.registry import plugin_for
 from storage_plugins.tape import TapePlugin
+from tests.fixtures.api import RunningApi
+from tests.fixtures.cli import run_cli
 from tests.fixtures.transfers import (
     add_ses,
     disk_se,
@@ -71,3 +78,95 @@ async def test_staging_a_file_without_a_replica_on_that_tape_fails(
     request = await database[rq.REQUESTS].find_one({})
     assert request is not None
     assert request["state"] == "failed" and "no replica on TAPE" in request["last_error"]
+
+
+def _tape_plugin(se: StorageElement) -> TapePlugin:
+    plugin = plugin_for("tape:///", se.protocols[0].extra)
+    assert isinstance(plugin, TapePlugin)
+    return plugin
+
+
+async def tape_file_to_copy(database: AsyncDatabase[Document], tmp_path: Path) -> StorageElement:
+    """/vo/raw/f only on tape SE TAPE, and a transfer of it to disk SE DST queued; returns TAPE."""
+    tape, dst = tape_se("TAPE", tmp_path / "t", stage_delay_s=0.2), disk_se("DST", tmp_path / "dst")
+    await add_ses(database, tape, dst)
+    await put_files(database, [tape], ["/vo/raw/f"])
+    await rq.submit_transfers(database, [{"lfn": "/vo/raw/f", "dest_se": "DST"}], requester="t")
+    return tape
+
+
+async def test_a_transfer_from_tape_releases_its_own_pin_after_the_copy_and_leaves_a_stage_pin(
+    database: AsyncDatabase[Document], settings: Settings, tmp_path: Path,
+) -> None:
+    tape = await tape_file_to_copy(database, tmp_path)
+    fast = fast_settings(settings)
+    worker = TransferWorker(fast, database)
+    await worker.run(max_cycles=1)  # parks the transfer in staging under a bring-online of its own
+    await rq.submit(database, "stage", [{"lfn": "/vo/raw/f", "dest_se": "TAPE"}], requester="u")
+    await run_until_drained(database, worker, Stager(fast, database), timeout_s=30)
+    transfer = await database[rq.REQUESTS].find_one({"kind": "transfer"})
+    staged = await database[rq.REQUESTS].find_one({"kind": "stage"})
+    assert transfer is not None and staged is not None
+    assert transfer["state"] == "done" and staged["state"] == "done"
+    assert transfer["stage"]["request_id"] != staged["stage"]["request_id"]
+    plugin, url = _tape_plugin(tape), staged["stage"]["url"]
+    assert set(plugin.pins.live(url.removeprefix("tape://"))) == {staged["stage"]["request_id"]}
+    assert await plugin.is_online(url)
+
+
+async def test_a_transfer_from_tape_that_fails_for_good_releases_its_pin(
+    database: AsyncDatabase[Document], settings: Settings, tmp_path: Path,
+) -> None:
+    tape = await tape_file_to_copy(database, tmp_path)
+    await database["files"].update_one({"_id": "/vo/raw/f"}, {"$set": {"adler32": "00000001"}})  # tape copy "bad"
+    fast = fast_settings(settings)
+    await run_until_drained(database, TransferWorker(fast, database), Stager(fast, database), timeout_s=30)
+    transfer = await database[rq.REQUESTS].find_one({})
+    assert transfer is not None and transfer["state"] == "failed" and transfer["error_class"] == "checksum_mismatch"
+    plugin, url = _tape_plugin(tape), transfer["stage"]["url"]
+    assert plugin.pins.live(url.removeprefix("tape://")) == {} and not await plugin.is_online(url)
+
+
+async def test_a_user_stages_with_a_lifetime_and_releases_through_the_cli(
+    api: RunningApi, database: AsyncDatabase[Document], settings: Settings, tmp_path: Path,
+) -> None:
+    tape = tape_se("TAPE", tmp_path / "t", stage_delay_s=0.2)
+    await add_ses(database, tape)
+    await put_files(database, [tape], ["/cta/raw/f"])
+    alice, bob = (api.token(sub=sub, scopes=("transfers.read", "transfers.write")) for sub in ("alice", "bob"))
+    out = await run_cli(api.url, alice, "stage", "--se", "TAPE", "--lifetime", "600", "--json", "/cta/raw/f")
+    assert out.returncode == 0, out.stderr
+    request_id = json.loads(out.stdout)["successful"]["/cta/raw/f"]
+    early = await run_cli(api.url, alice, "requests", "release", request_id, "--json")
+    assert json.loads(early.stdout) == {"release_asked": 0}  # not staged yet: nothing to release
+    stager = Stager(fast_settings(settings), database)
+    await run_until_drained(database, stager, timeout_s=30)
+    staged = await database[rq.REQUESTS].find_one({"_id": request_id})
+    assert staged is not None and staged["state"] == "done" and staged["pin_lifetime_s"] == 600
+    plugin, url = _tape_plugin(tape), staged["stage"]["url"]
+    expires = plugin.pins.live(url.removeprefix("tape://"))[staged["stage"]["request_id"]]
+    assert 590 < expires - time.time() <= 600
+    by_bob = await run_cli(api.url, bob, "requests", "release", request_id, "--json")
+    assert json.loads(by_bob.stdout) == {"release_asked": 0}  # not bob's
+    out = await run_cli(api.url, alice, "requests", "release", request_id)
+    assert out.returncode == 0 and "asked to release 1" in out.stdout, out.stderr
+    await Stager(fast_settings(settings), database).run(max_cycles=1)
+    released = await database[rq.REQUESTS].find_one({"_id": request_id})
+    assert released is not None and released["release"] == "released" and not await plugin.is_online(url)
+
+
+async def test_bad_stage_lifetimes_and_empty_releases_are_refused(api: RunningApi, database: AsyncDatabase[Document],
+                                                                   tmp_path: Path) -> None:
+    await add_ses(database, tape_se("TAPE", tmp_path / "t"))
+    await put_files(database, [], ["/cta/raw/f"])
+    token = api.token(scopes=("transfers.read", "transfers.write"))
+    short = await run_cli(api.url, token, "stage", "--se", "TAPE", "--lifetime", "5", "/cta/raw/f")
+    assert short.returncode == 2 and "--lifetime" in short.stderr
+    async with api.client(token) as client:
+        for lifetime in ("long", 10, 10**9):
+            with pytest.raises(InvalidInput, match="pin_lifetime_s"):
+                await client.request("POST", "/requests/stages",
+                                     json_body={"lfns": ["/cta/raw/f"], "se": "TAPE", "pin_lifetime_s": lifetime})
+        with pytest.raises(InvalidInput, match="ids or a submission"):
+            await client.release_requests([])
+        assert await client.list_requests() == []

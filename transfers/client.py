@@ -28,10 +28,12 @@ class TransfersClient(BaseClient):
         result: dict[str, Any] = await self.request("POST", "/requests/transfers", json_body=body)
         return result
 
-    async def stage(self, lfns: list[str], se: str, *, priority: int = 3) -> dict[str, Any]:
-        """Bring lfns online from tape SE `se` into its disk cache."""
-        result: dict[str, Any] = await self.request(
-            "POST", "/requests/stages", json_body={"lfns": lfns, "se": se, "priority": priority})
+    async def stage(self, lfns: list[str], se: str, *, priority: int = 3,
+                    pin_lifetime_s: float | None = None) -> dict[str, Any]:
+        """Bring lfns online from tape SE `se` into its disk cache, pinned for pin_lifetime_s
+        (default: the stager's setting) or until released (`release_requests`)."""
+        body = {"lfns": lfns, "se": se, "priority": priority, "pin_lifetime_s": pin_lifetime_s}
+        result: dict[str, Any] = await self.request("POST", "/requests/stages", json_body=body)
         return result
 
     async def delete_replicas(self, lfns: list[str], se: str | None = None) -> dict[str, Any]:
@@ -55,6 +57,11 @@ class TransfersClient(BaseClient):
     async def cancel_requests(self, ids: list[str] | None = None, submission: str | None = None) -> int:
         result = await self.request("POST", "/requests/cancel", json_body={"ids": ids or [], "submission": submission})
         return int(result["cancelled"])
+
+    async def release_requests(self, ids: list[str] | None = None, submission: str | None = None) -> int:
+        """Ask for the pins of done stage requests to be released; returns how many were asked."""
+        result = await self.request("POST", "/requests/release", json_body={"ids": ids or [], "submission": submission})
+        return int(result["release_asked"])
 
     async def transfer_stats(self) -> dict[str, Any]:
         """Per-link counts and throughput, queue depths and failures by reason."""

@@ -21,6 +21,7 @@ from transfers import requests as rq
 routes = ApiRoutes("requests")
 
 MAX_LFNS = 100_000
+MAX_PIN_LIFETIME_S = 7 * 86400
 
 
 class ReplicationRequest(BaseModel):
@@ -46,6 +47,10 @@ class StageRequest(BaseModel):
     lfns: list[str] = Field(..., min_length=1, max_length=MAX_LFNS)
     se: str = Field(..., description="the tape SE whose disk cache should hold the files")
     priority: int = Field(3, ge=1, le=5)
+    pin_lifetime_s: float | None = Field(
+        None, ge=60, le=MAX_PIN_LIFETIME_S,
+        description="how long the staged copies stay pinned (default: the stager's setting); release sooner "
+                    "with POST /requests/release")
 
 
 class DeletionRequest(BaseModel):
@@ -55,7 +60,9 @@ class DeletionRequest(BaseModel):
     se: str | None = Field(None, description="delete the replica on this SE; omit to delete every replica")
 
 
-class CancelRequest(BaseModel):
+class RequestSelection(BaseModel):
+    """Requests named by id, or by the bulk submission they came in."""
+
     model_config = ConfigDict(extra="forbid")
 
     ids: list[str] = Field(default_factory=list, max_length=MAX_LFNS)
@@ -143,7 +150,7 @@ async def submit_stage(request: web.Request) -> web.Response:
     se = await get_storage_element(db, body.se)
     if se.kind != "tape":
         raise InvalidInput(f"SE {se.name} is a {se.kind} SE; staging is for tape SEs")
-    result = await submit_existing(db, "stage", body.lfns, {"dest_se": body.se},
+    result = await submit_existing(db, "stage", body.lfns, {"dest_se": body.se, "pin_lifetime_s": body.pin_lifetime_s},
                                    requester=requester_of(principal_of(request)), priority=body.priority)
     return json_response(result, status=201)
 
@@ -201,18 +208,30 @@ async def submission_progress(request: web.Request) -> web.Response:
     return json_response({"submission": request.match_info["id"], "states": counts})
 
 
-@routes.post("/requests/cancel", policy=scopes("transfers.write"), body=CancelRequest,
-             summary="Cancel open requests by id or by submission")
-async def cancel_requests(request: web.Request) -> web.Response:
-    body = await read_model(request, CancelRequest)
+async def selected(request: web.Request, verb: str) -> dict[str, Any]:
+    """The query for the requests a body names that the caller may act on."""
+    body = await read_model(request, RequestSelection)
     if not body.ids and not body.submission:
-        raise InvalidInput("name request ids or a submission to cancel")
+        raise InvalidInput(f"name request ids or a submission to {verb}")
     query: dict[str, Any] = visible_to(principal_of(request))
     if body.ids:
         query["_id"] = {"$in": body.ids}
     if body.submission:
         query["submission"] = body.submission
-    cancelled = await rq.cancel(request.app[DATABASE], query)
+    return query
+
+
+@routes.post("/requests/cancel", policy=scopes("transfers.write"), body=RequestSelection,
+             summary="Cancel open requests by id or by submission")
+async def cancel_requests(request: web.Request) -> web.Response:
+    cancelled = await rq.cancel(request.app[DATABASE], await selected(request, "cancel"))
     return json_response({"cancelled": cancelled})
+
+
+@routes.post("/requests/release", policy=scopes("transfers.write"), body=RequestSelection,
+             summary="Release the pins of done stage requests (by id or submission); the stager drops them")
+async def release_requests(request: web.Request) -> web.Response:
+    asked = await rq.ask_release(request.app[DATABASE], await selected(request, "release"))
+    return json_response({"release_asked": asked})
 
 

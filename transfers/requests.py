@@ -60,6 +60,8 @@ INDEXES = [
     IndexSpec(REQUESTS, [("state", 1), ("stage.next_poll", 1)], name="requests_stage_poll"),
     # ended_with_copying_replica(): the few requests that still own a `copying` replica
     IndexSpec(REQUESTS, [("copying_replica", 1)], name="requests_copying", sparse=True),
+    # releases_asked(): done stage requests whose pin a user asked to release
+    IndexSpec(REQUESTS, [("release", 1)], name="requests_release", sparse=True),
 ]
 
 
@@ -81,7 +83,7 @@ def _new_request(
     dest = item.get("dest_se")
     if kind != "delete" and not isinstance(dest, str):
         raise InvalidInput(f"{kind} request for {lfn} needs a 'dest_se'")
-    return {
+    doc: Document = {
         "_id": uuid.uuid4().hex,
         "kind": kind,
         "lfn": lfn,
@@ -103,6 +105,9 @@ def _new_request(
         "created": at,
         "modified": at,
     }
+    if kind == "stage" and item.get("pin_lifetime_s") is not None:
+        doc["pin_lifetime_s"] = float(item["pin_lifetime_s"])
+    return doc
 
 
 async def submit(
@@ -423,6 +428,29 @@ async def cancel(db: AsyncDatabase[Document], query: dict[str, Any]) -> int:
              "$unset": {"active_key": ""}},
         )
     return result.modified_count
+
+
+async def ask_release(db: AsyncDatabase[Document], query: dict[str, Any]) -> int:
+    """Ask for the pins of done stage requests matching query to be released (the stager does
+    it); a request already released or asked is not counted again."""
+    with database_errors():
+        result = await db[REQUESTS].update_many(
+            {**query, "kind": "stage", "state": "done", "release": {"$exists": False}},
+            {"$set": {"release": "asked", "modified": now()}})
+    return result.modified_count
+
+
+async def releases_asked(db: AsyncDatabase[Document], limit: int) -> list[Document]:
+    with database_errors():
+        # requests_release
+        return await db[REQUESTS].find({"release": "asked"}, {"lfn": 1, "stage": 1}).limit(limit).to_list()
+
+
+async def released(db: AsyncDatabase[Document], request_id: str, outcome: str) -> None:
+    """The stager has released the pin (outcome "released", or why it could not)."""
+    with database_errors():
+        await db[REQUESTS].update_one({"_id": request_id, "release": "asked"},
+                                      {"$set": {"release": outcome, "released": now()}})
 
 
 async def get_request(db: AsyncDatabase[Document], request_id: str) -> Document | None:

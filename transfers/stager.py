@@ -4,9 +4,11 @@ It takes queued stage requests (kind "stage") and asks the tape SE to bring thei
 parking them in `staging`; transfer workers park transfers whose only sources are on tape the
 same way. It then polls every `staging` request under a lease of its own (the state stays
 `staging`, `stage.next_poll` says when), and once the file is online in the tape SE's disk
-cache: a stage request is done (the file is released to whoever asked, pinned for
-`pin_lifetime_s`), a transfer goes back to the queue, where a worker now finds its tape source
-readable.
+cache: a stage request is done (the file is released to whoever asked, pinned for the
+request's `pin_lifetime_s`, else the setting's), a transfer goes back to the queue, where a
+worker now finds its tape source readable (and releases the pin once it has copied the file).
+When a user asks to release a done stage request (`cairn requests release`), the stager drops
+that request's pin; pins other requests hold on the same copy stay.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from catalogue.files import fetch_files
 from catalogue.storage_elements import get_storage_element
 from kernel.daemon import Daemon
 from kernel.db import Document
-from kernel.errors import CairnError, NotFound
+from kernel.errors import CairnError, NotFound, ServiceUnavailable
 from kernel.settings import Settings
 from storage_plugins.registry import plugin_for
 from storage_plugins.tape import TapePlugin
@@ -55,7 +57,32 @@ class Stager(Daemon):
                 break
             await self._poll(request)
             handled += 1
+        for request in await rq.releases_asked(self.db, BATCH):
+            handled += await self._release(request)
         return handled
+
+    async def _release(self, request: Document) -> bool:
+        """Drop the pin of a done stage request (idempotent: two stagers may both do it); False
+        when the tape SE is unavailable and the release waits for a later cycle."""
+        stage = request.get("stage") or {}
+        try:
+            plugin, url = await self._tape_url(stage["se"], request["lfn"], stage.get("url"))
+            await plugin.release(url, request_id=stage["request_id"])
+        except NotFound:
+            outcome = "released"  # the SE or the file is gone, and the pin with it
+        except ServiceUnavailable as exc:
+            log.warning("%s: release of its pin postponed: %s", request["lfn"], exc.message)
+            return False
+        except (CairnError, KeyError) as exc:
+            outcome = f"not released: {exc}"
+            log.warning("%s: %s", request["lfn"], outcome)
+        else:
+            outcome = "released"
+        await rq.released(self.db, request["_id"], outcome)
+        return True
+
+    def _lifetime(self, request: Document) -> float:
+        return float(request.get("pin_lifetime_s") or self.settings.pin_lifetime_s)
 
     async def _tape_url(self, se_name: str, lfn: str, registered_url: str | None) -> tuple[TapePlugin, str]:
         se = await get_storage_element(self.db, se_name)
@@ -78,7 +105,7 @@ class Stager(Daemon):
             return
         try:
             plugin, url = await self._tape_url(se_name, lfn, replica.get("url"))
-            stage_id = await plugin.bring_online([url], pin_lifetime_s=self.settings.pin_lifetime_s)
+            stage_id = await plugin.bring_online([url], pin_lifetime_s=self._lifetime(request))
         except CairnError as exc:
             await rq.fail(self.db, request["_id"], self.worker, exc.message, "staging_failed")
             return
@@ -95,7 +122,7 @@ class Stager(Daemon):
                 status = (await plugin.poll_bring_online(stage["request_id"])).get(url, "failed")
             except NotFound:
                 # The tape system forgot the request (restarted): ask again.
-                stage_id = await plugin.bring_online([url], pin_lifetime_s=self.settings.pin_lifetime_s)
+                stage_id = await plugin.bring_online([url], pin_lifetime_s=self._lifetime(request))
                 await rq.poll_staging_later(self.db, rid, self.worker, delay_s=self.settings.stage_poll_s)
                 await self.db[rq.REQUESTS].update_one({"_id": rid}, {"$set": {"stage.request_id": stage_id}})
                 return

@@ -66,13 +66,16 @@ def replicate(dest_se: str, source_se: str | None, dataset: str | None, activity
 
 @click.command()
 @click.option("--se", required=True, help="tape SE")
+@click.option("--lifetime", "pin_lifetime_s", type=click.FloatRange(60, 7 * 86400),
+              help="seconds the staged copies stay pinned (default: the stager's setting)")
 @from_file_option
 @json_option
 @lfn_args
-def stage(se: str, from_file: Path | None, as_json: bool, lfns: tuple[str, ...]) -> None:
-    """Bring files online from a tape SE."""
+def stage(se: str, pin_lifetime_s: float | None, from_file: Path | None, as_json: bool,
+          lfns: tuple[str, ...]) -> None:
+    """Bring files online from a tape SE (release them with `cairn requests release`)."""
     names = read_lfns(lfns, from_file)
-    print_bulk(run(lambda c: c.stage(names, se)), as_json)
+    print_bulk(run(lambda c: c.stage(names, se, pin_lifetime_s=pin_lifetime_s)), as_json)
 
 
 @click.group()
@@ -121,19 +124,33 @@ def progress(submission: str, as_json: bool) -> None:
         table([{"state": k, "requests": v} for k, v in doc["states"].items()], ["state", "requests"])
 
 
+def by_ids_or_submission(ids: tuple[str, ...], submission: str | None, as_json: bool, *, call: str, key: str,
+                         said: str) -> None:
+    """Run SDK method `call` on request ids or a submission; print {key: count}, or `said` with the count."""
+    if not ids and not submission:
+        raise click.UsageError("name request ids or --submission")
+    count = run(lambda c: getattr(c, call)(list(ids), submission))
+    emit_json({key: count}) if as_json else click.echo(said.format(count))
+
+
 @requests.command("cancel")
 @click.option("--submission")
 @click.argument("ids", nargs=-1)
 @json_option
 def cancel(submission: str | None, ids: tuple[str, ...], as_json: bool) -> None:
     """Cancel open requests by id, or a whole submission."""
-    if not ids and not submission:
-        raise click.UsageError("name request ids or --submission")
-    count = run(lambda c: c.cancel_requests(list(ids), submission))
-    if as_json:
-        emit_json({"cancelled": count})
-    else:
-        click.echo(f"cancelled {count} request(s)")
+    by_ids_or_submission(ids, submission, as_json, call="cancel_requests", key="cancelled",
+                         said="cancelled {} request(s)")
+
+
+@requests.command("release")
+@click.option("--submission")
+@click.argument("ids", nargs=-1)
+@json_option
+def release(submission: str | None, ids: tuple[str, ...], as_json: bool) -> None:
+    """Release the pins of done stage requests, by id or a whole submission."""
+    by_ids_or_submission(ids, submission, as_json, call="release_requests", key="release_asked",
+                         said="asked to release {} staged request(s)")
 
 
 @requests.command("delete-replicas")
