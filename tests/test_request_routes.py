@@ -206,3 +206,17 @@ async def test_cli_replicate_dataset_from_one_source_se(api: RunningApi, admin: 
     assert missing.returncode != 0 and "cta:none" in missing.stderr
     both = await run_cli(api.url, token, "replicate", "--to", "DEST", "--dataset", "cta:ds", "/cta/ds/f1")
     assert both.returncode == 2 and "not both" in both.stderr
+
+
+async def test_cli_cancels_a_submission_and_needs_something_to_cancel(api: RunningApi, admin: Client) -> None:
+    await put_se(admin, "DEST")
+    await register(admin, ["/cta/c1", "/cta/c2"])
+    token = api.token(scopes=USER_SCOPES)
+    queued = await run_cli(api.url, token, "replicate", "--to", "DEST", "--json", "/cta/c1", "/cta/c2")
+    submission = json.loads(queued.stdout)["submission"]
+    out = await run_cli(api.url, token, "requests", "cancel", "--submission", submission, "--json")
+    assert out.returncode == 0 and json.loads(out.stdout) == {"cancelled": 2}, out.stderr
+    again = await run_cli(api.url, token, "requests", "cancel", "--submission", submission)
+    assert again.returncode == 0 and "cancelled 0 request(s)" in again.stdout
+    nothing = await run_cli(api.url, token, "requests", "cancel")
+    assert nothing.returncode == 2 and "--submission" in nothing.stderr
