@@ -7,19 +7,18 @@ change and removal by the counts the database reports, without re-counting. A da
 between a change and its count leaves them off; the evaluator notices when what it reads
 disagrees (and before it calls a rule ok) and sets them from a recount (`recount`).
 
-Protection: an ok lock adds one to its replica's `locks` counter (the reaper's protection
-contract, `transfers.deletion`), and takes it back when released. Each change is one `$inc`
-per file guarded by the file's `version` read just before and bumping it, so a reaper that
-decided on the old version fails its compare-and-set and reads again. `counted` on the lock
-records that its replica was incremented. A file whose update missed (its replicas changed
-meanwhile) is found by a token the update writes and retried; if a concurrent lock change on
-the same file overwrote the token, the retry counts twice — the replica is then kept longer
-than needed, never deleted early by an increment.
+Protection: an ok lock puts its rule's id in its replica's `lock_rules` (a rule has at most
+one lock per file and SE), and `locks` is set to the size of that set — the reaper's protection
+contract, `transfers.deletion`; releasing the lock takes the id out. Each change is a `$set` of
+both computed from the file as read just before, guarded by the file's `version` and bumping it:
+a concurrent change (another rule's lock, a reaper retiring a replica) makes it miss, and it is
+computed again from a fresh read. Adding or removing an id is idempotent, so a daemon killed
+anywhere and run again leaves `locks` exact: never a count the set does not back. `counted` on
+a lock records that its id is in the replica's set (only a hint of work left to do).
 """
 
 from __future__ import annotations
 
-import uuid
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -33,6 +32,7 @@ from catalogue.directories import DUPLICATE_KEY, now
 from catalogue.files import FILES
 from catalogue.rule_triggers import RULES
 from kernel.db import Document, IndexSpec, bulk_write_chunked, database_errors
+from kernel.errors import ServiceUnavailable
 
 LOCKS = "locks"
 LOCK_STATES = ("replicating", "ok", "stuck")
@@ -48,6 +48,11 @@ INDEXES = [
 
 def lock_id(rule_id: str, lfn: str, se: str) -> str:
     return f"{rule_id}:{lfn}:{se}"
+
+
+def rule_of(lock: Document) -> str:
+    """The rule a lock belongs to, from its `_id` (rule ids hold no ':'), whatever was projected."""
+    return str(lock["_id"]).split(":", 1)[0]
 
 
 def new_lock(rule: Document, lfn: str, se: str, size: int, state: str, **extra: Any) -> Document:
@@ -133,25 +138,25 @@ async def insert_locks(db: AsyncDatabase[Document], rule: Document, locks: list[
 
 
 async def protect(db: AsyncDatabase[Document], locks: list[Document]) -> None:
-    """Count ok locks on their replicas (once each: `counted`)."""
+    """Put ok locks on their replicas (those not `counted` yet), then mark them `counted`."""
     fresh = [lock for lock in locks if not lock.get("counted")]
     if not fresh:
         return
-    await adjust_replica_locks(db, {(lock["lfn"], lock["se"]): 1 for lock in fresh})
+    await change_replica_locks(db, fresh, add=True)
     with database_errors():
         await db[LOCKS].update_many({"_id": {"$in": [lock["_id"] for lock in fresh]}}, {"$set": {"counted": True}})
 
 
 async def unprotect(db: AsyncDatabase[Document], locks: list[Document]) -> None:
-    """Take the counts of locks that were counted off their replicas (replicas gone are skipped)."""
-    counted = [lock for lock in locks if lock.get("counted")]
-    if counted:
-        # The lock first: a crash in between leaves the replica counted once too often (kept
-        # longer), never a counted lock whose count was taken already (deleted early).
+    """Take locks off their replicas (replicas gone are skipped), then mark them not `counted`.
+
+    Every lock given is taken off, counted or not: a daemon killed after an earlier call cleared
+    the flag but before the replica changed would otherwise leave the replica locked for good."""
+    if locks:
+        await change_replica_locks(db, locks, add=False)
         with database_errors():
-            await db[LOCKS].update_many({"_id": {"$in": [lock["_id"] for lock in counted]}},
+            await db[LOCKS].update_many({"_id": {"$in": [lock["_id"] for lock in locks]}},
                                         {"$set": {"counted": False}})
-        await adjust_replica_locks(db, {(lock["lfn"], lock["se"]): -1 for lock in counted})
 
 
 async def set_state(db: AsyncDatabase[Document], rule_id: str, ids: list[str], from_state: str, to_state: str,
@@ -190,36 +195,52 @@ async def remove_locks(db: AsyncDatabase[Document], rule: Document, locks: list[
     await quotas.charge(db, rule["account"], {se: (f, b) for se, (f, b) in usage.items()})
 
 
-async def adjust_replica_locks(db: AsyncDatabase[Document], deltas: Mapping[tuple[str, str], int]) -> None:
-    """Add deltas to the `locks` counters of replicas `(lfn, se)`: one read and one bulk write
-    per call (the write in slices FerretDB accepts, see `kernel.db.bulk_write_chunked`; plus one read
-    and write per retry of missed files). Replicas that are gone are skipped."""
-    pending: dict[str, dict[str, int]] = defaultdict(dict)
-    for (lfn, se), delta in deltas.items():
-        pending[lfn][se] = pending[lfn].get(se, 0) + delta
-    for _ in range(5):
-        if not pending:
-            return
-        token = uuid.uuid4().hex
+LOCK_UPDATE_ATTEMPTS = 10
+FILES_PER_READ = 1000  # `_id $in` slices, see `transfers.requests.LOOKUP_CHUNK`
+
+
+async def change_replica_locks(db: AsyncDatabase[Document], locks: Iterable[Document], *, add: bool) -> None:
+    """Add the locks' rules to (or take them from) their replicas' `lock_rules`, `locks` following.
+
+    Per round: one read of the files (in slices) and one bulk write of the files that change,
+    each guarded by the `version` read; files whose write missed are read and computed again.
+    Replicas that are gone are skipped. Raises ServiceUnavailable if files keep changing."""
+    pending: dict[str, dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
+    for lock in locks:
+        pending[lock["lfn"]][lock["se"]].add(rule_of(lock))
+    for _ in range(LOCK_UPDATE_ATTEMPTS):
+        lfns = sorted(pending)
+        docs: list[Document] = []
         with database_errors():
-            docs = await db[FILES].find({"_id": {"$in": sorted(pending)}}, {"replicas.se": 1, "version": 1}).to_list()
-        updates = []
-        for doc in docs:
-            positions = {r.get("se"): i for i, r in enumerate(doc.get("replicas", []))}
-            inc = {f"replicas.{positions[se]}.locks": d for se, d in pending[doc["_id"]].items() if se in positions}
-            if inc:
-                updates.append(UpdateOne({"_id": doc["_id"], "version": doc.get("version")},
-                                         {"$inc": {**inc, "version": 1}, "$set": {"lock_token": token}}))
-        if not updates:
+            for start in range(0, len(lfns), FILES_PER_READ):
+                docs += await db[FILES].find({"_id": {"$in": lfns[start:start + FILES_PER_READ]}},
+                                             {"replicas.se": 1, "replicas.lock_rules": 1, "version": 1}).to_list()
+        changing = {doc["_id"]: (doc.get("version"), changes) for doc in docs
+                    if (changes := _lock_changes(doc, pending[doc["_id"]], add))}
+        if not changing:
             return
-        result = await bulk_write_chunked(db[FILES], updates)
-        if result.matched_count == len(updates):
+        result = await bulk_write_chunked(db[FILES], [
+            UpdateOne({"_id": lfn, "version": version}, {"$set": changes, "$inc": {"version": 1}})
+            for lfn, (version, changes) in changing.items()])
+        if result.matched_count == len(changing):
             return
-        with database_errors():
-            marked = await db[FILES].find({"_id": {"$in": sorted(pending)}}, {"lock_token": 1}).to_list()
-        done = {d["_id"] for d in marked if d.get("lock_token") == token}
-        pending = defaultdict(dict, {lfn: ses for lfn, ses in pending.items() if lfn not in done
-                                     and lfn in {d["_id"] for d in docs}})
+        pending = defaultdict(lambda: defaultdict(set), {lfn: pending[lfn] for lfn in changing})
+    raise ServiceUnavailable("the replicas of these files kept changing while their rule locks were updated")
+
+
+def _lock_changes(doc: Document, rules_by_se: Mapping[str, set[str]], add: bool) -> dict[str, Any]:
+    """The `$set` that adds (or removes) rules to the lock sets of a file's replicas; {} if none changes."""
+    changes: dict[str, Any] = {}
+    for i, replica in enumerate(doc.get("replicas", [])):
+        rules_here = rules_by_se.get(replica.get("se"))
+        if not rules_here:
+            continue
+        old = set(replica.get("lock_rules") or ())
+        new = old | rules_here if add else old - rules_here
+        if new != old:
+            changes[f"replicas.{i}.lock_rules"] = sorted(new)
+            changes[f"replicas.{i}.locks"] = len(new)
+    return changes
 
 
 async def replica_lost(db: AsyncDatabase[Document], lfn: str, se: str) -> int:

@@ -116,7 +116,11 @@ async def test_a_rule_converges_once_while_its_daemons_are_killed_every_few_seco
     files = {d["_id"]: d for d in await database["files"].find({"_id": {"$in": lfns}}, {"replicas": 1}).to_list()}
     for lock in locks:
         assert lock["se"] in placed[lock["lfn"]] and lock["se"] in tier1
-        replica = next(r for r in files[lock["lfn"]]["replicas"] if r["se"] == lock["se"])
-        # A kill between counting a replica and marking its lock counted may count it twice (kept
-        # longer, the safe side); never less than once.
-        assert int(replica.get("locks") or 0) >= 1, (lock, replica)
+    # Exactly the live rule's locks protect replicas, however the daemons were killed: the
+    # expired rule's are gone from every replica, and none is counted twice.
+    locked = {(lock["lfn"], lock["se"]) for lock in locks}
+    for lfn, doc in files.items():
+        for replica in doc["replicas"]:
+            expected = [rule["_id"]] if (lfn, replica["se"]) in locked else []
+            got = (replica.get("lock_rules") or [], int(replica.get("locks") or 0))
+            assert got == (expected, len(expected)), (lfn, replica)

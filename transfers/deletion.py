@@ -8,8 +8,9 @@ first retirement bumps the version the second was decided on.
 Protection contract (for the rules engineer and anyone else who wants a replica kept): a
 replica is never deleted by the reaper's space cleanup, nor by a deletion request naming its
 SE, while it has
-- `locks` > 0 — the number of rule locks on it (rules increment and decrement it; compare-and-set
-  on the file's `version` like `catalogue.replicas.set_replica_status`), or
+- `locks` > 0 — the number of rule locks on it, the size of its `lock_rules` (the rules holding
+  them; both set together by `catalogue.rule_locks.change_replica_locks`, compare-and-set on the
+  file's `version` like `catalogue.replicas.set_replica_status`), or
 - `protected: true` — a manual hold, or
 - `pinned_until` later than now — a pin (a job reading it, a staged file being used).
 Only an explicit request to delete every replica of a file (administrators) overrides them; the
