@@ -1,6 +1,6 @@
 """Benchmark: a replication rule on a large dataset.
 
-    python bench/rules.py [--files 100000] [--copies 2] [--mongodb-uri URI] [--trace-memory]
+    python bench/rules.py [--files 100000] [--copies 2] [--mongodb-uri URI] [--trace-memory] [--no-progress]
 
 Starts a database (FerretDB in a temp dir unless --mongodb-uri or $CAIRN_MONGODB_URI), makes a
 source SE holding every file and three tier-1 SEs, registers N files and attaches them to one
@@ -11,8 +11,14 @@ the client the evaluator uses, and reported per 1000 files, with the commands th
 (by collection and filter shape). With --trace-memory the pass's peak Python memory is reported
 per file (tracemalloc, which slows the pass: time it without). The baseline in the same run is
 the request queue alone: submitting the same N x COPIES transfers with `transfers.requests.submit`
-(what any bulk replication costs without rules) into an empty queue, as the rule's was. No
-transfer runs. Prints JSON.
+(what any bulk replication costs without rules) into an empty queue, as the rule's was.
+
+Then (unless --no-progress) the rule's progress once its transfers are over: no transfer runs,
+but what the transfer workers would leave is written — every locked file gets its replica on
+the chosen SE (`copying`), the catalogue flips them `available` and the requests end `done`. The
+flip, by the catalogue's bulk path (`set_replica_statuses`, what uploads and workers use), is the
+baseline of this phase; the evaluator's next pass, which turns every lock ok and puts it on its
+replica (`catalogue.rule_locks.change_replica_locks`), is timed until the rule is ok. Prints JSON.
 """
 
 from __future__ import annotations
@@ -40,7 +46,8 @@ from cairn.embedded_db import start_ferretdb  # noqa: E402
 from catalogue import rule_locks, rules  # noqa: E402
 from catalogue.dataset_contents import attach_files  # noqa: E402
 from catalogue.datasets import DidIn, create_did  # noqa: E402
-from catalogue.files import register_files  # noqa: E402
+from catalogue.files import fetch_files, register_files  # noqa: E402
+from catalogue.replicas import add_replicas, set_replica_statuses  # noqa: E402
 from catalogue.rules import RuleIn  # noqa: E402
 from catalogue.storage_elements import Protocol, StorageElement, put_storage_element  # noqa: E402
 from kernel.db import Document, ensure_indexes  # noqa: E402
@@ -125,6 +132,58 @@ async def setup(db: AsyncDatabase[Document], files: int, root: Path) -> None:
         assert not attached["failed"]
 
 
+async def timed_pass(evaluator: RuleEvaluator, db: AsyncDatabase[Document], rule_id: str,
+                     commands: Commands) -> tuple[float, dict[str, int], list[dict[str, Any]]]:
+    """One evaluator pass on the rule: seconds, commands by name, slowest commands."""
+    claimed = await rules.claim(db, evaluator.worker, {"_id": rule_id}, lease_s=3600)
+    assert claimed is not None
+    commands.seen.clear()
+    commands.millis.clear()
+    commands.calls.clear()
+    commands.counting = True
+    began = time.perf_counter()
+    await evaluator.work_on(claimed)
+    seconds = time.perf_counter() - began
+    commands.counting = False
+    return seconds, dict(commands.seen), commands.profile()
+
+
+async def progress_phase(db: AsyncDatabase[Document], evaluator: RuleEvaluator, rule: Document,
+                         commands: Commands, files: int) -> dict[str, Any]:
+    """What the transfer workers would leave, then the pass that takes the rule to ok (see the docstring)."""
+    placed: dict[str, list[str]] = {}
+    async for lock in db[rule_locks.LOCKS].find({"rule": rule["_id"]}, {"lfn": 1, "se": 1}):
+        placed.setdefault(lock["se"], []).append(lock["lfn"])
+    for se, lfns in placed.items():
+        for start in range(0, len(lfns), SETUP_BATCH):
+            added = await add_replicas(db, [{"lfn": lfn, "se": se, "status": "copying"}
+                                            for lfn in lfns[start:start + SETUP_BATCH]])
+            assert not added["failed"]
+    began = time.perf_counter()
+    for se, lfns in placed.items():
+        for start in range(0, len(lfns), BATCH):
+            chunk = lfns[start:start + BATCH]
+            found = await fetch_files(db, chunk, {"replicas": 1})
+            flipped = await set_replica_statuses(
+                db, [{"lfn": lfn, "se": se, "status": "available", "expected": "copying"} for lfn in chunk], found)
+            assert not flipped["failed"], list(flipped["failed"].items())[:3]
+    flip_s = time.perf_counter() - began
+    await db[rq.REQUESTS].update_many({"requester": f"rule:{rule['_id']}"},
+                                      {"$set": {"state": "done", "finished": rq.now()}, "$unset": {"active_key": ""}})
+    seconds, seen, profile = await timed_pass(evaluator, db, rule["_id"], commands)
+    done = await rules.get_rule(db, rule["_id"])
+    sample = await db["files"].find_one({"_id": placed[next(iter(placed))][0]}, {"replicas": 1})
+    assert sample is not None and all(r.get("locks") == 1 for r in sample["replicas"] if r["se"] != "SRC")
+    total = sum(seen.values())
+    return {
+        "progress": {"seconds_to_ok": round(seconds, 3), "state": done["state"], "locks_ok": done["locks_ok"],
+                     "locks_per_s": round(done["locks_ok"] / seconds, 1), "db_commands": total,
+                     "db_commands_per_1000_files": round(total * 1000 / files, 1), "slowest": profile},
+        "baseline_catalogue_flip": {"seconds": round(flip_s, 3), "replicas": sum(map(len, placed.values()))},
+        "progress_over_baseline": round(seconds / flip_s, 2) if flip_s else None,
+    }
+
+
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     uri = args.mongodb_uri or os.environ.get("CAIRN_MONGODB_URI")
     server = None
@@ -193,6 +252,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "seconds": round(baseline_s, 3), "requests": args.files * args.copies,
             "db_commands_per_1000_files": round(baseline_commands * 1000 / args.files, 1)}
         result["rule_over_baseline"] = round(rule_s / baseline_s, 2) if baseline_s else None
+        if args.progress:
+            print(json.dumps(result), file=sys.stderr, flush=True)
+            result.update(await progress_phase(db, evaluator, rule, commands, args.files))
         return result
     finally:
         await client.close()
@@ -205,6 +267,8 @@ def main() -> None:
     parser.add_argument("--files", type=int, default=100_000)
     parser.add_argument("--copies", type=int, default=2, choices=(1, 2, 3))
     parser.add_argument("--mongodb-uri")
+    parser.add_argument("--no-progress", dest="progress", action="store_false",
+                        help="skip the phase after the transfers (rule to ok)")
     parser.add_argument("--trace-memory", action="store_true",
                         help="measure the pass's peak Python memory (tracemalloc; slows the pass)")
     args = parser.parse_args()

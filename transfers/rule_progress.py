@@ -46,10 +46,10 @@ async def progress(db: AsyncDatabase[Document], rule: Document, settings: RuleSe
         batch = locks[start:start + settings.batch]
         ok = [lock for lock in batch if lock["se"] in replicas.get(lock["lfn"], ())]
         done = {lock["_id"] for lock in ok}
-        # Protected first: a crash in between leaves a counted replicating lock, which turns ok
-        # next time without counting again (the other order could leave an ok lock uncounted).
-        await rule_locks.protect(db, ok)
-        changed += await rule_locks.set_state(db, rule["_id"], sorted(done), "replicating", "ok")
+        # On the replicas first, then ok and `counted` in one write: a crash in between leaves
+        # a replicating lock already on its replica, put there again (idempotent) next time.
+        await rule_locks.change_replica_locks(db, [lock for lock in ok if not lock.get("counted")], add=True)
+        changed += await rule_locks.set_state(db, rule["_id"], sorted(done), "replicating", "ok", {"counted": True})
         stuck: dict[str, list[str]] = defaultdict(list)
         ask: list[Document] = []
         for lock in batch:
