@@ -10,9 +10,9 @@ disagrees (and before it calls a rule ok) and sets them from a recount (`recount
 Protection: an ok lock puts its rule's id in its replica's `lock_rules` (a rule has at most
 one lock per file and SE), and `locks` is set to the size of that set — the reaper's protection
 contract, `transfers.deletion`; releasing the lock takes the id out. Each change is a `$set` of
-both computed from the file as read just before, guarded by the file's `version` and bumping it:
-a concurrent change (another rule's lock, a reaper retiring a replica) makes it miss, and it is
-computed again from a fresh read. Adding or removing an id is idempotent, so a daemon killed
+both computed from the file as read just before, guarded by what was read and bumping the file's
+`version` (see `change_replica_locks`): a concurrent change makes it miss, and it is computed
+again from a fresh read. Adding or removing an id is idempotent, so a daemon killed
 anywhere and run again leaves `locks` exact: never a count the set does not back. `counted` on
 a lock records that its id is in the replica's set (only a hint of work left to do).
 """
@@ -23,7 +23,7 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from pymongo import UpdateOne
+from pymongo import UpdateMany
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError
 
@@ -202,35 +202,43 @@ FILES_PER_READ = 1000  # `_id $in` slices, see `transfers.requests.LOOKUP_CHUNK`
 async def change_replica_locks(db: AsyncDatabase[Document], locks: Iterable[Document], *, add: bool) -> None:
     """Add the locks' rules to (or take them from) their replicas' `lock_rules`, `locks` following.
 
-    Per round: one read of the files (in slices) and one bulk write of the files that change,
-    each guarded by the `version` read; files whose write missed are read and computed again.
-    Replicas that are gone are skipped. Raises ServiceUnavailable if files keep changing."""
+    Per round: one read of the files (in slices), then one `update_many` per kind of change —
+    usually one per SE for a batch of a rule's locks, as `catalogue.replicas.set_replica_statuses`
+    does (FerretDB scans for every filter but `_id`, so one write per file would cost more). Each
+    write is guarded by every changed replica's SE and `locks` as read: a concurrent change
+    (another rule's lock, a shifted array) makes that file miss, and the files are read and
+    computed again. A call only adds or only removes, so a changed set always changes its size
+    and the count is a sound guard. Bumps `version` (a reaper deciding on the old one reads
+    again). Replicas that are gone are skipped. Raises ServiceUnavailable if files keep changing."""
     pending: dict[str, dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
     for lock in locks:
         pending[lock["lfn"]][lock["se"]].add(rule_of(lock))
     for _ in range(LOCK_UPDATE_ATTEMPTS):
         lfns = sorted(pending)
-        docs: list[Document] = []
+        groups: dict[tuple[tuple[int, str, Any, tuple[str, ...]], ...], list[str]] = defaultdict(list)
         with database_errors():
             for start in range(0, len(lfns), FILES_PER_READ):
-                docs += await db[FILES].find({"_id": {"$in": lfns[start:start + FILES_PER_READ]}},
-                                             {"replicas.se": 1, "replicas.lock_rules": 1, "version": 1}).to_list()
-        changing = {doc["_id"]: (doc.get("version"), changes) for doc in docs
-                    if (changes := _lock_changes(doc, pending[doc["_id"]], add))}
-        if not changing:
+                cursor = db[FILES].find({"_id": {"$in": lfns[start:start + FILES_PER_READ]}},
+                                        {"replicas.se": 1, "replicas.locks": 1, "replicas.lock_rules": 1})
+                async for doc in cursor:
+                    if changes := _lock_changes(doc, pending[doc["_id"]], add):
+                        groups[changes].append(doc["_id"])
+        if not groups:
             return
-        result = await bulk_write_chunked(db[FILES], [
-            UpdateOne({"_id": lfn, "version": version}, {"$set": changes, "$inc": {"version": 1}})
-            for lfn, (version, changes) in changing.items()])
-        if result.matched_count == len(changing):
+        updates = [_lock_update(changes, group) for changes, group in groups.items()]
+        result = await bulk_write_chunked(db[FILES], updates)
+        if result.modified_count == sum(map(len, groups.values())):
             return
+        changing = [lfn for group in groups.values() for lfn in group]
         pending = defaultdict(lambda: defaultdict(set), {lfn: pending[lfn] for lfn in changing})
     raise ServiceUnavailable("the replicas of these files kept changing while their rule locks were updated")
 
 
-def _lock_changes(doc: Document, rules_by_se: Mapping[str, set[str]], add: bool) -> dict[str, Any]:
-    """The `$set` that adds (or removes) rules to the lock sets of a file's replicas; {} if none changes."""
-    changes: dict[str, Any] = {}
+def _lock_changes(doc: Document, rules_by_se: Mapping[str, set[str]], add: bool
+                  ) -> tuple[tuple[int, str, Any, tuple[str, ...]], ...]:
+    """What adding (or removing) rules changes on a file's replicas: (position, SE, `locks` as
+    read, new rule set) per replica that changes; () if none does."""
+    changes = []
     for i, replica in enumerate(doc.get("replicas", [])):
         rules_here = rules_by_se.get(replica.get("se"))
         if not rules_here:
@@ -238,9 +246,19 @@ def _lock_changes(doc: Document, rules_by_se: Mapping[str, set[str]], add: bool)
         old = set(replica.get("lock_rules") or ())
         new = old | rules_here if add else old - rules_here
         if new != old:
-            changes[f"replicas.{i}.lock_rules"] = sorted(new)
-            changes[f"replicas.{i}.locks"] = len(new)
-    return changes
+            changes.append((i, replica["se"], replica.get("locks"), tuple(sorted(new))))
+    return tuple(changes)
+
+
+def _lock_update(changes: tuple[tuple[int, str, Any, tuple[str, ...]], ...], lfns: list[str]) -> UpdateMany:
+    guard: dict[str, Any] = {"_id": {"$in": lfns}}
+    fields: dict[str, Any] = {}
+    for i, se, count, new in changes:
+        guard[f"replicas.{i}.se"] = se
+        guard[f"replicas.{i}.locks"] = count  # None also matches a replica never locked
+        fields[f"replicas.{i}.lock_rules"] = list(new)
+        fields[f"replicas.{i}.locks"] = len(new)
+    return UpdateMany(guard, {"$set": fields, "$inc": {"version": 1}})
 
 
 async def replica_lost(db: AsyncDatabase[Document], lfn: str, se: str) -> int:
