@@ -32,7 +32,7 @@ from storage_plugins.errors import NotOnline
 from storage_plugins.posix import PosixPlugin, file_url, mapped_os_errors
 from storage_plugins.tape_pins import PinStore, read_json, write_json
 
-StageStatus = Literal["queued", "online", "failed", "evicted"]
+StageStatus = Literal["queued", "online", "failed", "evicted", "released"]
 
 
 class TapeOptions(PluginOptions):
@@ -141,8 +141,8 @@ class TapePlugin(StoragePlugin):
         return request_id
 
     async def poll_bring_online(self, request_id: str) -> dict[str, StageStatus]:
-        """The status of each file of a request: queued, online, failed, or evicted (no live pin
-        is left on its staged copy: they expired or were released)."""
+        """The status of each file of a request: queued, online, failed, evicted (no live pin is
+        left on its staged copy: they expired or were released), or released before it was staged."""
         record = await asyncio.to_thread(read_json, self._request_file(request_id))
         if record is None:
             raise NotFound(f"tape bring-online request {request_id}: no such request")
@@ -160,13 +160,18 @@ class TapePlugin(StoragePlugin):
 
     async def release(self, url: str, *, request_id: str | None = None) -> bool:
         """Drop the pin bring-online request `request_id` holds on url (every pin on url when
-        None); the staged copy is evicted once no pin is left. True if the copy stays pinned."""
+        None); the staged copy is evicted once no pin is left. A file of that request not staged
+        yet is not staged at all (as SRM's abort). True if the copy stays pinned."""
         if request_id is not None:
             self._request_file(request_id)  # an id that cannot be one is refused, not ignored
         return await asyncio.to_thread(self._release, url, request_id)
 
     def _release(self, url: str, request_id: str | None) -> bool:
         with self.pins.locked():
+            record = read_json(self._request_file(request_id)) if request_id is not None else None
+            if record is not None and record["files"].get(url) == "queued":
+                record["files"][url] = "released"
+                write_json(self._request_file(request_id or ""), record)
             if self.pins.remove(str(tape_path(url)), request_id):
                 return True
             self._cached(url).unlink(missing_ok=True)
@@ -226,15 +231,25 @@ class TapePlugin(StoragePlugin):
                     cached.parent.mkdir(parents=True, exist_ok=True)
                     partial = cached.with_name(f".{cached.name}.{uuid.uuid4().hex[:8]}.staging")
                     shutil.copyfile(tape_path(url), partial)
-                    # The copy and its pin appear together: eviction never sees one without the other.
+                    # The copy and its pin appear together: eviction never sees one without the
+                    # other; and not at all for a file released meanwhile.
                     with self.pins.locked():
+                        if (read_json(path) or record)["files"].get(url) == "released":
+                            partial.unlink()
+                            record["files"][url] = "released"
+                            continue
                         os.replace(partial, cached)
                         self.pins.add(str(tape_path(url)), request_id, time.time() + record["pin_lifetime_s"])
                 record["files"][url] = "online"
             except Exception as exc:
                 record["files"][url] = "failed"
                 record.setdefault("errors", {})[url] = str(exc)
-        write_json(path, record)
+        with self.pins.locked():  # keep what a release marked while the files were copied
+            current = read_json(path) or {"files": {}}
+            for url, status in current["files"].items():
+                if status == "released":
+                    record["files"][url] = status
+            write_json(path, record)
 
     async def close(self) -> None:
         for task in list(self._tasks.values()):

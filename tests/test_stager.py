@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from pathlib import Path
@@ -170,3 +171,24 @@ async def test_bad_stage_lifetimes_and_empty_releases_are_refused(api: RunningAp
         with pytest.raises(InvalidInput, match="ids or a submission"):
             await client.release_requests([])
         assert await client.list_requests() == []
+
+
+async def test_cancelling_a_request_while_its_file_is_staged_stops_the_staging(
+    api: RunningApi, database: AsyncDatabase[Document], settings: Settings, tmp_path: Path,
+) -> None:
+    tape = tape_se("TAPE", tmp_path / "t", stage_delay_s=1.0)
+    await add_ses(database, tape)
+    await put_files(database, [tape], ["/cta/raw/f"])
+    async with api.client(api.token(scopes=("transfers.read", "transfers.write"))) as alice:
+        request_id = (await alice.stage(["/cta/raw/f"], "TAPE"))["successful"]["/cta/raw/f"]
+        await Stager(fast_settings(settings), database).run(max_cycles=1)
+        staging = await alice.get_request(request_id)
+        assert staging["state"] == "staging"
+        assert await alice.cancel_requests([request_id]) == 1
+    await Stager(fast_settings(settings), database).run(max_cycles=1)
+    cancelled = await database[rq.REQUESTS].find_one({"_id": request_id})
+    assert cancelled is not None and (cancelled["state"], cancelled["release"]) == ("cancelled", "released")
+    plugin, url = _tape_plugin(tape), staging["stage"]["url"]
+    await asyncio.sleep(1.2)  # past the drive time: the staging would be over by now
+    assert await plugin.poll_bring_online(staging["stage"]["request_id"]) == {url: "released"}
+    assert not await plugin.is_online(url) and plugin.pins.live(url.removeprefix("tape://")) == {}

@@ -60,7 +60,7 @@ INDEXES = [
     IndexSpec(REQUESTS, [("state", 1), ("stage.next_poll", 1)], name="requests_stage_poll"),
     # ended_with_copying_replica(): the few requests that still own a `copying` replica
     IndexSpec(REQUESTS, [("copying_replica", 1)], name="requests_copying", sparse=True),
-    # releases_asked(): done stage requests whose pin a user asked to release
+    # releases_asked(): stage requests whose pin a user asked to release, cancelled requests that staged
     IndexSpec(REQUESTS, [("release", 1)], name="requests_release", sparse=True),
 ]
 
@@ -419,15 +419,21 @@ async def park_for_staging(
 
 
 async def cancel(db: AsyncDatabase[Document], query: dict[str, Any]) -> int:
-    """Cancel open requests matching query (callers scope it to what the user may cancel)."""
+    """Cancel open requests matching query (callers scope it to what the user may cancel).
+
+    A request that asked a tape SE to bring its file online is also asked to be released: the
+    stager drops its pin, or stops the staging if it has not finished (`releases_asked`)."""
     at = now()
+    cancelled = 0
+    change = {"state": "cancelled", "modified": at, "finished": at, "lease_owner": None}
     with database_errors():
-        result = await db[REQUESTS].update_many(
-            {**query, "state": {"$in": list(OPEN_STATES)}},
-            {"$set": {"state": "cancelled", "modified": at, "finished": at, "lease_owner": None},
-             "$unset": {"active_key": ""}},
-        )
-    return result.modified_count
+        for staged, extra in ((True, {"release": "asked"}), (False, {})):
+            result = await db[REQUESTS].update_many(
+                {**query, "state": {"$in": list(OPEN_STATES)}, "stage.request_id": {"$exists": staged}},
+                {"$set": {**change, **extra}, "$unset": {"active_key": ""}},
+            )
+            cancelled += result.modified_count
+    return cancelled
 
 
 async def ask_release(db: AsyncDatabase[Document], query: dict[str, Any]) -> int:

@@ -7,8 +7,9 @@ same way. It then polls every `staging` request under a lease of its own (the st
 cache: a stage request is done (the file is released to whoever asked, pinned for the
 request's `pin_lifetime_s`, else the setting's), a transfer goes back to the queue, where a
 worker now finds its tape source readable (and releases the pin once it has copied the file).
-When a user asks to release a done stage request (`cairn requests release`), the stager drops
-that request's pin; pins other requests hold on the same copy stay.
+When a user asks to release a done stage request (`cairn requests release`), or cancels a
+request that asked for staging, the stager drops that request's pin (or stops its staging);
+pins other requests hold on the same copy stay.
 """
 
 from __future__ import annotations
@@ -62,7 +63,7 @@ class Stager(Daemon):
         return handled
 
     async def _release(self, request: Document) -> bool:
-        """Drop the pin of a done stage request (idempotent: two stagers may both do it); False
+        """Drop the pin of a released or cancelled request (idempotent: two stagers may both do it); False
         when the tape SE is unavailable and the release waits for a later cycle."""
         stage = request.get("stage") or {}
         try:
