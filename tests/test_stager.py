@@ -128,12 +128,18 @@ async def test_a_transfer_from_tape_that_fails_for_good_releases_its_pin(
     assert plugin.pins.live(url.removeprefix("tape://")) == {} and not await plugin.is_online(url)
 
 
+async def file_on_tape(database: AsyncDatabase[Document], tmp_path: Path, *, stage_delay_s: float) -> StorageElement:
+    """/cta/raw/f on tape SE TAPE only; returns TAPE."""
+    tape = tape_se("TAPE", tmp_path / "t", stage_delay_s=stage_delay_s)
+    await add_ses(database, tape)
+    await put_files(database, [tape], ["/cta/raw/f"])
+    return tape
+
+
 async def test_a_user_stages_with_a_lifetime_and_releases_through_the_cli(
     api: RunningApi, database: AsyncDatabase[Document], settings: Settings, tmp_path: Path,
 ) -> None:
-    tape = tape_se("TAPE", tmp_path / "t", stage_delay_s=0.2)
-    await add_ses(database, tape)
-    await put_files(database, [tape], ["/cta/raw/f"])
+    tape = await file_on_tape(database, tmp_path, stage_delay_s=0.2)
     alice, bob = (api.token(sub=sub, scopes=("transfers.read", "transfers.write")) for sub in ("alice", "bob"))
     out = await run_cli(api.url, alice, "stage", "--se", "TAPE", "--lifetime", "600", "--json", "/cta/raw/f")
     assert out.returncode == 0, out.stderr
@@ -176,9 +182,7 @@ async def test_bad_stage_lifetimes_and_empty_releases_are_refused(api: RunningAp
 async def test_cancelling_a_request_while_its_file_is_staged_stops_the_staging(
     api: RunningApi, database: AsyncDatabase[Document], settings: Settings, tmp_path: Path,
 ) -> None:
-    tape = tape_se("TAPE", tmp_path / "t", stage_delay_s=1.0)
-    await add_ses(database, tape)
-    await put_files(database, [tape], ["/cta/raw/f"])
+    tape = await file_on_tape(database, tmp_path, stage_delay_s=1.0)
     async with api.client(api.token(scopes=("transfers.read", "transfers.write"))) as alice:
         request_id = (await alice.stage(["/cta/raw/f"], "TAPE"))["successful"]["/cta/raw/f"]
         await Stager(fast_settings(settings), database).run(max_cycles=1)
