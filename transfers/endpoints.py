@@ -13,7 +13,9 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from catalogue.storage_elements import Protocol, StorageElement, replica_url
-from kernel.errors import Forbidden
+from kernel.errors import CairnError, Forbidden
+from storage_plugins.registry import plugin_for
+from storage_plugins.tape import TapePlugin
 
 Operation = Literal["read", "write", "delete"]
 GERUNDS: dict[str, str] = {"read": "reading", "write": "writing", "delete": "deleting"}
@@ -78,3 +80,16 @@ def options_by_scheme(eps: Iterable[Endpoint]) -> dict[str, dict[str, Any]]:
     for ep in eps:
         out.setdefault(ep.scheme, ep.options)
     return out
+
+
+def tape_endpoint(
+    se: StorageElement, lfn: str, *, credentials: Mapping[str, Mapping[str, str]], registered_url: str | None,
+) -> tuple[TapePlugin, str]:
+    """The tape plugin and URL to stage, poll, pin or release lfn on tape SE `se`."""
+    if se.kind != "tape":
+        raise CairnError(f"SE {se.name} is not a tape SE")
+    ep = endpoints(se, lfn, "read", credentials=credentials, registered_url=registered_url)[0]
+    plugin = plugin_for(ep.url, ep.options)
+    if not isinstance(plugin, TapePlugin):
+        raise CairnError(f"SE {se.name} is a tape SE but {ep.url} is not served by the tape plugin")
+    return plugin, ep.url

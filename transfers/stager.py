@@ -24,10 +24,9 @@ from kernel.daemon import Daemon
 from kernel.db import Document
 from kernel.errors import CairnError, NotFound, ServiceUnavailable
 from kernel.settings import Settings
-from storage_plugins.registry import plugin_for
 from storage_plugins.tape import TapePlugin
 from transfers import requests as rq
-from transfers.endpoints import endpoints
+from transfers.endpoints import tape_endpoint
 
 log = logging.getLogger("cairn.stager")
 
@@ -87,13 +86,7 @@ class Stager(Daemon):
 
     async def _tape_url(self, se_name: str, lfn: str, registered_url: str | None) -> tuple[TapePlugin, str]:
         se = await get_storage_element(self.db, se_name)
-        if se.kind != "tape":
-            raise CairnError(f"SE {se_name} is not a tape SE")
-        ep = endpoints(se, lfn, "read", credentials=self.credentials, registered_url=registered_url)[0]
-        plugin = plugin_for(ep.url, ep.options)
-        if not isinstance(plugin, TapePlugin):
-            raise CairnError(f"SE {se_name}: {ep.url} is not served by a tape plugin")
-        return plugin, ep.url
+        return tape_endpoint(se, lfn, credentials=self.credentials, registered_url=registered_url)
 
     async def _start(self, request: Document) -> None:
         """A new stage request: issue the bring-online request and wait in `staging`."""

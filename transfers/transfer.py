@@ -29,7 +29,7 @@ from storage_plugins.registry import plugin_for
 from storage_plugins.tape import TapePlugin
 from transfers import destination, link_stats
 from transfers import requests as rq
-from transfers.endpoints import Endpoint, endpoints
+from transfers.endpoints import Endpoint, endpoints, tape_endpoint
 from transfers.failures import CHECKSUM, NO_SOURCE, NO_SUCH_FILE, SOURCE_MISSING, Failure, backoff_s, classify
 from transfers.negotiation import copy_between
 from transfers.sources import Source, rank_sources
@@ -104,11 +104,7 @@ async def plan(ctx: Context, request: Document, ses: Mapping[str, StorageElement
 
 
 def _tape(ctx: Context, se: StorageElement, lfn: str, url: str | None) -> tuple[TapePlugin, str]:
-    ep = endpoints(se, lfn, "read", credentials=ctx.credentials, registered_url=url)[0]
-    plugin = plugin_for(ep.url, ep.options)
-    if not isinstance(plugin, TapePlugin):
-        raise CairnError(f"SE {se.name} is a tape SE but {ep.url} is not served by the tape plugin")
-    return plugin, ep.url
+    return tape_endpoint(se, lfn, credentials=ctx.credentials, registered_url=url)
 
 
 async def _online(ctx: Context, source: Source, lfn: str) -> bool:
