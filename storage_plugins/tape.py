@@ -162,16 +162,16 @@ class TapePlugin(StoragePlugin):
         """Drop the pin bring-online request `request_id` holds on url (every pin on url when
         None); the staged copy is evicted once no pin is left. A file of that request not staged
         yet is not staged at all (as SRM's abort). True if the copy stays pinned."""
-        if request_id is not None:
-            self._request_file(request_id)  # an id that cannot be one is refused, not ignored
-        return await asyncio.to_thread(self._release, url, request_id)
+        # An id that cannot be one is refused here, not ignored.
+        request_file = self._request_file(request_id) if request_id is not None else None
+        return await asyncio.to_thread(self._release, url, request_id, request_file)
 
-    def _release(self, url: str, request_id: str | None) -> bool:
+    def _release(self, url: str, request_id: str | None, request_file: Path | None = None) -> bool:
         with self.pins.locked():
-            record = read_json(self._request_file(request_id)) if request_id is not None else None
-            if record is not None and record["files"].get(url) == "queued":
+            record = read_json(request_file) if request_file is not None else None
+            if request_file is not None and record is not None and record["files"].get(url) == "queued":
                 record["files"][url] = "released"
-                write_json(self._request_file(request_id or ""), record)
+                write_json(request_file, record)
             if self.pins.remove(str(tape_path(url)), request_id):
                 return True
             self._cached(url).unlink(missing_ok=True)
