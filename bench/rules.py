@@ -132,20 +132,25 @@ async def setup(db: AsyncDatabase[Document], files: int, root: Path) -> None:
         assert not attached["failed"]
 
 
-async def timed_pass(evaluator: RuleEvaluator, db: AsyncDatabase[Document], rule_id: str,
-                     commands: Commands) -> tuple[float, dict[str, int], list[dict[str, Any]]]:
-    """One evaluator pass on the rule: seconds, commands by name, slowest commands."""
+async def timed_pass(evaluator: RuleEvaluator, db: AsyncDatabase[Document], rule_id: str, commands: Commands, *,
+                     trace_memory: bool = False) -> tuple[float, dict[str, int], list[dict[str, Any]], int | None]:
+    """One evaluator pass on the rule: seconds, commands by name, slowest commands, and with
+    trace_memory its peak Python memory in bytes."""
     claimed = await rules.claim(db, evaluator.worker, {"_id": rule_id}, lease_s=3600)
     assert claimed is not None
     commands.seen.clear()
     commands.millis.clear()
     commands.calls.clear()
     commands.counting = True
+    if trace_memory:
+        tracemalloc.start()
     began = time.perf_counter()
     await evaluator.work_on(claimed)
     seconds = time.perf_counter() - began
+    memory_peak = tracemalloc.get_traced_memory()[1] if trace_memory else None
+    tracemalloc.stop()
     commands.counting = False
-    return seconds, dict(commands.seen), commands.profile()
+    return seconds, dict(commands.seen), commands.profile(), memory_peak
 
 
 async def progress_phase(db: AsyncDatabase[Document], evaluator: RuleEvaluator, rule: Document,
@@ -170,7 +175,7 @@ async def progress_phase(db: AsyncDatabase[Document], evaluator: RuleEvaluator, 
     flip_s = time.perf_counter() - began
     await db[rq.REQUESTS].update_many({"requester": f"rule:{rule['_id']}"},
                                       {"$set": {"state": "done", "finished": rq.now()}, "$unset": {"active_key": ""}})
-    seconds, seen, profile = await timed_pass(evaluator, db, rule["_id"], commands)
+    seconds, seen, profile, _ = await timed_pass(evaluator, db, rule["_id"], commands)
     done = await rules.get_rule(db, rule["_id"])
     sample = await db["files"].find_one({"_id": placed[next(iter(placed))][0]}, {"replicas": 1})
     assert sample is not None and all(r.get("locks") == 1 for r in sample["replicas"] if r["se"] != "SRC")
@@ -202,19 +207,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         settings = load_settings(mongodb_uri=uri, database="bench_rules", var_dir=tmp / "var")
         rule = await rules.create_rule(db, ADMIN, RuleIn(did="bench:big", copies=args.copies, expression="tier=1"))
         evaluator = RuleEvaluator(settings, db)
-        claimed = await rules.claim(db, evaluator.worker, {"_id": rule["_id"]}, lease_s=600)
-        assert claimed is not None
-        commands.counting = True
-        if args.trace_memory:
-            tracemalloc.start()
-        began = time.perf_counter()
-        await evaluator.work_on(claimed)
-        rule_s = time.perf_counter() - began
-        memory_peak = tracemalloc.get_traced_memory()[1] if args.trace_memory else None
-        tracemalloc.stop()
-        commands.counting = False
-        rule_commands = dict(commands.seen)
-        profile = commands.profile()
+        rule_s, rule_commands, profile, memory_peak = await timed_pass(
+            evaluator, db, rule["_id"], commands, trace_memory=args.trace_memory)
         locks = await db[rule_locks.LOCKS].count_documents({"rule": rule["_id"]})
         requests = await db[rq.REQUESTS].count_documents({"requester": f"rule:{rule['_id']}"})
         done = await rules.get_rule(db, rule["_id"])
