@@ -9,7 +9,7 @@ from pathlib import Path
 from tests.fixtures.api import RunningApi
 from tests.fixtures.cli import run_cli
 from tests.fixtures.live_ses import LiveSEs
-from tests.fixtures.payloads import Payload
+from tests.fixtures.payloads import Payload, small_files
 
 
 async def test_upload_then_download_with_json(
@@ -35,10 +35,7 @@ async def test_many_files_upload_into_a_directory_and_print_a_table(
     api: RunningApi, live_ses: LiveSEs, tmp_path: Path
 ) -> None:
     se = await live_ses.add("file")
-    names = []
-    for index in range(3):
-        (tmp_path / f"f{index}").write_bytes(b"x" * index)
-        names.append(str(tmp_path / f"f{index}"))
+    names = [str(path) for path in small_files(tmp_path, 3, prefix="f", unit=b"x")]
     up = await run_cli(api.url, api.admin_token, "upload", *names, "/cta/many", "--se", se.name)
     assert up.returncode == 0, up.stderr
     assert "/cta/many/f2" in up.stdout and "uploaded: 3" in up.stderr

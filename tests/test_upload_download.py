@@ -13,7 +13,7 @@ import pytest
 from cairn.sdk import Client, SyncClient
 from tests.fixtures.api import RunningApi
 from tests.fixtures.live_ses import LiveSEs
-from tests.fixtures.payloads import BIG_SIZE, Payload, adler32_of_file
+from tests.fixtures.payloads import BIG_SIZE, Payload, adler32_of_file, small_files
 from transfers.io_report import FileOutcome
 
 
@@ -149,10 +149,7 @@ async def test_many_files_cost_bulk_catalogue_calls_not_one_lookup_per_file(
     api: RunningApi, live_ses: LiveSEs, tmp_path: Path
 ) -> None:
     se = await live_ses.add("file")
-    sources = []
-    for index in range(30):
-        (tmp_path / f"s{index}").write_bytes(b"small" * index)
-        sources.append(tmp_path / f"s{index}")
+    sources = small_files(tmp_path, 30, prefix="s", unit=b"small")
     paths: list[str] = []
     trace = aiohttp.TraceConfig()
 
