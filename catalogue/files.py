@@ -29,7 +29,7 @@ from catalogue.directories import (
 from catalogue.lfn import ancestors, check_lfn, name_of, parent_of
 from catalogue.metadata import metadata_fields_for
 from catalogue.metadata_fields import declared_fields, typed_values
-from catalogue.permissions import DEFAULT_FILE_MODE, creation_denial, entry_denial, removal_denial
+from catalogue.permissions import DEFAULT_FILE_MODE, creation_denial, hiding_denial, removal_denial
 from catalogue.provenance import add_ancestor_links
 from catalogue.storage_elements import fetch_storage_elements, replica_url
 from catalogue.usage import Usage, record_files
@@ -357,7 +357,8 @@ async def authorized_files(
     db: AsyncDatabase[Document], principal: Principal, lfns: Sequence[str], bits: int
 ) -> tuple[dict[str, Document], dict[str, str]]:
     """Files the caller may act on with `bits` (r to read replicas, w to change them) and why
-    the others are refused; two queries (the files, then their ancestors) for any number."""
+    the others are refused; two queries (the files, then their ancestors) for any number.
+    A file the caller cannot reach is refused as "no such file", like a missing one."""
     for lfn in lfns:
         check_lfn(lfn)
     found = await fetch_files(db, lfns)
@@ -366,7 +367,7 @@ async def authorized_files(
     failed: dict[str, str] = {}
     for lfn in lfns:
         doc = found.get(lfn)
-        reason = "no such file" if doc is None else entry_denial(principal, lfn, doc, bits, dirs)
+        reason = "no such file" if doc is None else hiding_denial(principal, lfn, doc, bits, dirs)
         if reason:
             failed[lfn] = reason
         elif doc is not None:

@@ -31,7 +31,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from catalogue.directories import DIRECTORIES, fetch_directories, now
 from catalogue.lfn import ROOT, ancestors, check_lfn, descendant_pattern
 from catalogue.metadata_fields import EFFECTIVE, ORIGIN, check_key, declared_fields, typed_values
-from catalogue.permissions import WRITE, entry_denial, require
+from catalogue.permissions import WRITE, entry_denial, require, traversal_denial
 from kernel.db import Document, database_errors
 from kernel.errors import InvalidInput, NotFound
 from kernel.principal import Principal
@@ -73,9 +73,9 @@ async def _entry(db: AsyncDatabase[Document], path: str) -> tuple[Document, Asyn
 
 async def get_metadata(db: AsyncDatabase[Document], principal: Principal, path: str) -> dict[str, Any]:
     """`{path, type, own, effective, origin}` of a file or directory (traversal needed)."""
-    doc, collection = await _entry(db, path)
     dirs = await fetch_directories(db, ancestors(path))
-    require(entry_denial(principal, path, doc, 0, dirs))
+    require(traversal_denial(principal, path, dirs))  # before existence: hidden = missing
+    doc, collection = await _entry(db, path)
     return {"path": path, "type": "directory" if collection.name == DIRECTORIES else "file",
             "own": doc.get("meta") or {}, "effective": doc.get(EFFECTIVE) or {}, "origin": doc.get(ORIGIN) or {}}
 
@@ -83,8 +83,9 @@ async def get_metadata(db: AsyncDatabase[Document], principal: Principal, path: 
 async def _writable(
     db: AsyncDatabase[Document], principal: Principal, path: str
 ) -> tuple[Document, AsyncCollection[Document], dict[str, Document]]:
-    doc, collection = await _entry(db, path)
     dirs = await fetch_directories(db, ancestors(path))
+    require(traversal_denial(principal, path, dirs))  # before existence: hidden = missing
+    doc, collection = await _entry(db, path)
     require(entry_denial(principal, path, doc, WRITE, dirs))
     return doc, collection, dirs
 

@@ -100,11 +100,12 @@ async def mkdir(
 
 
 async def stat(db: AsyncDatabase[Document], principal: Principal, path: str) -> dict[str, Any]:
-    """The entry at `path` (a file with its replicas); needs x on every ancestor."""
+    """The entry at `path` (a file with its replicas); needs x on every ancestor. Traversal is
+    checked before existence, so a hidden entry and a missing one get the same refusal."""
     check_lfn(path)
-    doc, kind = await _existing(db, path)
     dirs = await fetch_directories(db, ancestors(path))
-    require(entry_denial(principal, path, doc, 0, dirs))
+    require(traversal_denial(principal, path, dirs))
+    doc, kind = await _existing(db, path)
     return entry_view(doc, kind)
 
 
@@ -136,10 +137,11 @@ async def _children(
 
 async def _listable(db: AsyncDatabase[Document], principal: Principal, path: str) -> None:
     check_lfn(path)
+    dirs = await fetch_directories(db, ancestors(path))
+    require(traversal_denial(principal, path, dirs))  # before existence: hidden = missing
     doc, kind = await _existing(db, path)
     if kind != "directory":
         raise InvalidInput(f"{path} is a file, not a directory")
-    dirs = await fetch_directories(db, ancestors(path))
     require(entry_denial(principal, path, doc, READ | EXECUTE, dirs))
 
 
@@ -336,9 +338,9 @@ async def _change(
 ) -> dict[str, Any]:
     if path == ROOT:
         raise InvalidInput("the root directory cannot be changed")
-    doc, kind = await _existing(db, path)
     dirs = await fetch_directories(db, ancestors(path))
-    require(entry_denial(principal, path, doc, 0, dirs))
+    require(traversal_denial(principal, path, dirs))  # before existence: hidden = missing
+    doc, kind = await _existing(db, path)
     check(doc)
     collection = db[DIRECTORIES] if kind == "directory" else db[FILES]
     updated = {**doc, **changes, "modified": now()}

@@ -19,6 +19,8 @@ change). Then, on the entries themselves (directories and files both carry owner
 - chmod: the owner or an admin. chown of the owner: admins only. chgrp: the owner, to one of
   their own groups, or an admin.
 - the `admin` scope bypasses every check above.
+- an entry the caller cannot reach (no traversal) is reported like a missing one
+  (`hiding_denial`); `catalogue.authorization` says what each action on a DID needs.
 
 New entries belong to the caller (`sub`, primary group = first group of the token) with mode
 0775 for directories and 0664 for files unless a mode is given: collaborations share by group.
@@ -42,6 +44,7 @@ ROOT_ENTRY: dict[str, Any] = {"_id": ROOT, "parent": ROOT, "name": "", "owner": 
                               "mode": 0o755, "meta": {}}
 
 Entries = Mapping[str, Mapping[str, Any]]
+NO_SUCH_FILE = "no such file"
 _BIT_NAMES = {READ: "r", WRITE: "w", EXECUTE: "x"}
 
 
@@ -82,6 +85,14 @@ def entry_denial(principal: Principal, path: str, entry: Mapping[str, Any], bits
     if bits and not permits(principal, entry, bits):
         return f"permission denied: {_bits(bits)} permission needed on {path}"
     return None
+
+
+def hiding_denial(principal: Principal, path: str, entry: Mapping[str, Any], bits: int, dirs: Entries) -> str | None:
+    """As `entry_denial`, but an entry the caller cannot reach (no traversal) gets NO_SUCH_FILE,
+    the reason of a missing one, so that no answer tells whether a hidden entry exists."""
+    if traversal_denial(principal, path, dirs):
+        return NO_SUCH_FILE
+    return entry_denial(principal, path, entry, bits, dirs)
 
 
 def creation_denial(principal: Principal, path: str, dirs: Entries) -> str | None:

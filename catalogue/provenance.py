@@ -9,7 +9,7 @@ depth, so cycles in bad data end the walk instead of looping.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any, Literal
 
 from pymongo import UpdateOne
@@ -24,6 +24,7 @@ FILES = "files"
 MAX_DEPTH = 50
 MAX_RESULTS = 100_000
 Direction = Literal["ancestors", "descendants"]
+Visible = Callable[[Iterable[str]], Awaitable[set[str]]]
 
 
 async def add_ancestor_links(db: AsyncDatabase[Document], links: Mapping[str, Sequence[str]]) -> int:
@@ -56,9 +57,21 @@ async def link_ancestors(db: AsyncDatabase[Document], lfn: str, ancestors: Seque
     return {"lfn": lfn, "ancestors": stored[lfn].get("ancestors", [])}
 
 
-async def walk(db: AsyncDatabase[Document], lfn: str, direction: Direction, depth: int) -> list[dict[str, Any]]:
+async def _seen_by(visible: Visible | None, docs: dict[str, Document]) -> dict[str, Document]:
+    if visible is None or not docs:
+        return docs
+    shown = await visible(docs)
+    return {k: v for k, v in docs.items() if k in shown}
+
+
+async def walk(db: AsyncDatabase[Document], lfn: str, direction: Direction, depth: int, *,
+               visible: Visible | None = None) -> list[dict[str, Any]]:
     """Files related to `lfn` up to `depth` levels away: `[{lfn, depth, exists}]`, nearest
-    first. Ancestors that are no longer catalogued are listed with `exists: false`."""
+    first. Ancestors that are no longer catalogued are listed with `exists: false`.
+
+    `visible` (the caller's view, `catalogue.authorization.visible_files`) hides the files it
+    leaves out: an ancestor is then listed as not catalogued, a descendant not at all, and the
+    walk does not go on through either."""
     check_lfn(lfn)
     if not 1 <= depth <= MAX_DEPTH:
         raise InvalidInput(f"depth must be between 1 and {MAX_DEPTH}")
@@ -72,13 +85,14 @@ async def walk(db: AsyncDatabase[Document], lfn: str, direction: Direction, dept
         if direction == "ancestors":
             names = sorted({a for d in level_docs.values() for a in d.get("ancestors", [])} - seen)
             level_docs = await find_by_ids(db[FILES], names, {"ancestors": 1}) if names else {}
+            level_docs = await _seen_by(visible, level_docs)
             found = [{"lfn": n, "depth": level, "exists": n in level_docs} for n in names]
         else:
             with database_errors():
                 # Index: files_by_ancestors (multikey).
                 cursor = db[FILES].find({"ancestors": {"$in": sorted(level_docs)}}, {"ancestors": 1})
                 docs = await cursor.to_list()
-            level_docs = {d["_id"]: d for d in docs if d["_id"] not in seen}
+            level_docs = await _seen_by(visible, {d["_id"]: d for d in docs if d["_id"] not in seen})
             found = [{"lfn": n, "depth": level, "exists": True} for n in sorted(level_docs)]
         seen.update(f["lfn"] for f in found)
         out.extend(found)

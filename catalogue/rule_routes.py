@@ -1,15 +1,20 @@
 """HTTP routes of rules, their locks, quotas and RSE-expression resolution.
 
 Reading rules needs `rules.read`, creating and changing them `rules.write` (only the owning
-account or an admin changes a rule); quotas are set by administrators and read by anyone with
+account or an admin changes a rule). Making a rule also needs r on its file, or the right to
+change its dataset or container; rules on files the caller cannot see are not shown to them
+(`catalogue.authorization`). Quotas are set by administrators and read by anyone with
 `rules.read` (a non-admin sees only their own account's).
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 from aiohttp import web
 
 from catalogue import quotas, rule_locks, rules
+from catalogue.authorization import authorize_rule_target, require_visible_rule, visible_rules
 from catalogue.quotas import QuotaIn
 from catalogue.rules import RuleIn, RuleUpdate, rule_view
 from kernel.errors import InvalidInput
@@ -35,7 +40,9 @@ async def resolve_expression(request: web.Request) -> web.Response:
              responses=BAD_RULE)
 async def create(request: web.Request) -> web.Response:
     body = await read_model(request, RuleIn)
-    doc = await rules.create_rule(request.app[DATABASE], principal_of(request), body)
+    db, principal = request.app[DATABASE], principal_of(request)
+    await authorize_rule_target(db, principal, body.did)
+    doc = await rules.create_rule(db, principal, body)
     return json_response(rule_view(doc), status=201)
 
 
@@ -43,15 +50,24 @@ async def create(request: web.Request) -> web.Response:
             query={"account": "owning account", "did": "scope:name or LFN", "state": "replicating, ok, stuck...",
                    "limit": "1..10000 (1000)"})
 async def list_rules(request: web.Request) -> web.Response:
-    found = await rules.list_rules(request.app[DATABASE], account=request.query.get("account"),
+    db = request.app[DATABASE]
+    found = await rules.list_rules(db, account=request.query.get("account"),
                                    did=request.query.get("did"), state=request.query.get("state"),
                                    limit=query_int(request, "limit", 1000, minimum=1, maximum=10_000))
-    return json_response([rule_view(d) for d in found])
+    return json_response([rule_view(d) for d in await visible_rules(db, principal_of(request), found)])
+
+
+async def visible_rule(request: web.Request) -> dict[str, Any]:
+    """The rule named in the path, 404 when missing or on a file the caller cannot see."""
+    db = request.app[DATABASE]
+    doc = await rules.get_rule(db, request.match_info["id"])
+    await require_visible_rule(db, principal_of(request), doc)
+    return doc
 
 
 @routes.get("/rules/{id}", policy=READ, summary="One rule with its lock counts", responses={404: "no such rule"})
 async def show(request: web.Request) -> web.Response:
-    return json_response(rule_view(await rules.get_rule(request.app[DATABASE], request.match_info["id"])))
+    return json_response(rule_view(await visible_rule(request)))
 
 
 @routes.get("/rules/{id}/locks", policy=READ, summary="One page of a rule's locks",
@@ -59,7 +75,7 @@ async def show(request: web.Request) -> web.Response:
                    "limit": "1..10000 (1000)"})
 async def locks(request: web.Request) -> web.Response:
     db = request.app[DATABASE]
-    await rules.get_rule(db, request.match_info["id"])
+    await visible_rule(request)
     page = await rule_locks.list_locks(db, request.match_info["id"], state=request.query.get("state"),
                                        after=request.query.get("after"),
                                        limit=query_int(request, "limit", 1000, minimum=1, maximum=10_000))
@@ -70,6 +86,7 @@ async def locks(request: web.Request) -> web.Response:
               body=RuleUpdate, responses={403: "not your rule", 404: "no such rule", 422: "over quota"})
 async def update(request: web.Request) -> web.Response:
     body = await read_model(request, RuleUpdate)
+    await visible_rule(request)
     doc = await rules.update_rule(request.app[DATABASE], principal_of(request), request.match_info["id"], body)
     return json_response(rule_view(doc))
 
@@ -77,6 +94,7 @@ async def update(request: web.Request) -> web.Response:
 @routes.delete("/rules/{id}", policy=WRITE, summary="Delete a rule (expires now; the cleaner releases its locks)",
                responses={403: "not your rule", 404: "no such rule", 409: "the rule is locked"})
 async def delete(request: web.Request) -> web.Response:
+    await visible_rule(request)
     doc = await rules.delete_rule(request.app[DATABASE], principal_of(request), request.match_info["id"])
     return json_response(rule_view(doc))
 

@@ -6,9 +6,8 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict
 
 from catalogue import usage
-from catalogue.directories import fetch_directories
-from catalogue.lfn import ancestors, check_lfn
-from catalogue.permissions import entry_denial, require
+from catalogue.authorization import authorize_directory_usage
+from catalogue.lfn import check_lfn
 from catalogue.replica_dump import open_dump
 from catalogue.streaming import stream_rows
 from catalogue.tabular import REPLICA_SCHEMA
@@ -24,13 +23,12 @@ class RebuildBody(BaseModel):
     fix: bool = True
 
 
-@routes.get("/usage/directory", policy=READ, summary="Files and bytes below a directory (recursive)",
-            query={"path": "directory"})
+@routes.get("/usage/directory", policy=READ, summary="Files and bytes below a directory (recursive; r and x on it)",
+            query={"path": "directory"}, responses={404: "no such directory (or one the caller cannot see)"})
 async def directory(request: web.Request) -> web.Response:
     path = check_lfn(request.query.get("path", ""))
     db = request.app[DATABASE]
-    dirs = await fetch_directories(db, [*ancestors(path), path])
-    require(entry_denial(principal_of(request), path, dirs.get(path, {}), 0, dirs))
+    await authorize_directory_usage(db, principal_of(request), path)
     return json_response(await usage.directory_usage(db, path))
 
 

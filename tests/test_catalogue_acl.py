@@ -9,7 +9,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from cairn.sdk import Client
 from kernel.db import Document
-from kernel.errors import Forbidden
+from kernel.errors import Forbidden, NotFound
 from tests.fixtures.api import RunningApi
 
 
@@ -54,16 +54,18 @@ async def test_listing_needs_r_on_the_directory(carol: Client, bob: Client) -> N
 async def test_traversal_needs_x_on_every_ancestor(carol: Client) -> None:
     with pytest.raises(Forbidden, match=r"no search \(x\) permission on directory /cta/private"):
         await carol.stat("/cta/private/secret")
-    resolved = await carol.get_replicas(["/cta/private/secret"])
-    assert resolved["failed"]["/cta/private/secret"].startswith("permission denied: no search (x)")
+    with pytest.raises(Forbidden, match=r"no search \(x\) permission on directory /cta/private"):
+        await carol.stat("/cta/private/missing")  # the same refusal: stat tells nothing of what is hidden
+    resolved = await carol.get_replicas(["/cta/private/secret", "/cta/private/missing"])
+    assert resolved["failed"] == {"/cta/private/secret": "no such file", "/cta/private/missing": "no such file"}
 
 
 async def test_reading_replicas_needs_r_on_the_file(carol: Client, bob: Client) -> None:
     resolved = await carol.get_replicas(["/cta/group/f"])
     assert list(resolved["successful"]) == ["/cta/group/f"]
-    denied = await bob.get_replicas(["/cta/group/f"])
-    assert denied["successful"] == {} and "permission denied" in denied["failed"]["/cta/group/f"]
-    with pytest.raises(Forbidden):
+    denied = await bob.get_replicas(["/cta/group/f"])  # bob cannot enter /cta/group: hidden = missing
+    assert denied == {"successful": {}, "failed": {"/cta/group/f": "no such file"}}
+    with pytest.raises(NotFound, match="file /cta/group/f does not exist"):
         await bob.get_file("/cta/group/f")
 
 

@@ -1,4 +1,7 @@
-"""HTTP routes for requests: bulk replication, staging and deletion; listing, progress, cancel."""
+"""HTTP routes for requests: bulk replication, staging and deletion; listing, progress, cancel.
+
+Submitting needs, per file, what `catalogue.authorization` says: r to transfer or stage, w to
+delete a replica; a file the caller cannot see fails as "no such file", like a missing one."""
 
 from __future__ import annotations
 
@@ -8,8 +11,8 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pymongo.asynchronous.database import AsyncDatabase
 
+from catalogue.authorization import REQUEST_DELETION, REQUEST_STAGE, REQUEST_TRANSFER, Action, authorize_files
 from catalogue.dataset_contents import file_lfns
-from catalogue.files import fetch_files
 from catalogue.lfn import check_lfn
 from catalogue.storage_elements import get_storage_element
 from kernel.db import Document
@@ -69,8 +72,11 @@ class RequestSelection(BaseModel):
     submission: str | None = None
 
 
-async def existing_lfns(db: AsyncDatabase[Document], lfns: list[str]) -> tuple[list[str], dict[str, str]]:
-    """The LFNs that name catalogued files (`_id $in` queries of LOOKUP_CHUNK), and a reason for each other one."""
+async def authorized_lfns(
+    db: AsyncDatabase[Document], principal: Principal, lfns: list[str], action: Action
+) -> tuple[list[str], dict[str, str]]:
+    """The LFNs the caller may `action` (catalogue.authorization: r to copy or stage, w to
+    delete a replica), and a reason for each other one (a hidden file is "no such file")."""
     failed: dict[str, str] = {}
     valid = []
     for lfn in dict.fromkeys(lfns):
@@ -78,25 +84,21 @@ async def existing_lfns(db: AsyncDatabase[Document], lfns: list[str]) -> tuple[l
             valid.append(check_lfn(lfn))
         except InvalidInput as exc:
             failed[lfn] = exc.message
-    found: set[str] = set()
-    for start in range(0, len(valid), rq.LOOKUP_CHUNK):  # in slices: see rq.LOOKUP_CHUNK
-        found.update(await fetch_files(db, valid[start:start + rq.LOOKUP_CHUNK], {"_id": 1}))
-    failed.update({lfn: "no such file" for lfn in valid if lfn not in found})
-    return [lfn for lfn in valid if lfn in found], failed
+    allowed, refused = await authorize_files(db, principal, valid, action)
+    failed.update(refused)
+    return [lfn for lfn in valid if lfn in allowed], failed
 
 
-async def submit_existing(
-    db: AsyncDatabase[Document], kind: rq.Kind, lfns: list[str], item: dict[str, Any], *, checked: bool = False,
-    **kw: Any,
+async def submit_authorized(
+    db: AsyncDatabase[Document], principal: Principal, kind: rq.Kind, action: Action, lfns: list[str],
+    item: dict[str, Any], **kw: Any,
 ) -> dict[str, Any]:
-    """Queue requests for the LFNs that exist; each other LFN fails on its own ("no such file").
-
-    `checked`: the LFNs were read from the catalogue just now (a dataset's members), so they
-    are not looked up again; one removed since it was attached fails at the worker instead.
-    """
-    existing, missing = (lfns, {}) if checked else await existing_lfns(db, lfns)
-    result = await rq.submit(db, kind, [{"lfn": lfn, **item} for lfn in existing], **kw)
-    result["failed"] = {**missing, **result["failed"]}
+    """Queue requests for the LFNs the caller may `action`; each other LFN fails on its own.
+    Authorized here, once: the daemons then act with these rights (catalogue.authorization)."""
+    permitted, refused = await authorized_lfns(db, principal, lfns, action)
+    result = await rq.submit(db, kind, [{"lfn": lfn, **item} for lfn in permitted],
+                             requester=requester_of(principal), **kw)
+    result["failed"] = {**refused, **result["failed"]}
     return result
 
 
@@ -134,9 +136,9 @@ async def submit_replication(request: web.Request) -> web.Response:
     if body.source_se:
         await get_storage_element(db, body.source_se)
     lfns = body.lfns if body.dataset is None else await dataset_lfns(db, principal, body.dataset)
-    result = await submit_existing(db, "transfer", lfns, {"dest_se": body.dest_se, "source_se": body.source_se},
-                                   checked=body.dataset is not None, requester=requester_of(principal),
-                                   activity=body.activity, priority=body.priority)
+    result = await submit_authorized(db, principal, "transfer", REQUEST_TRANSFER, lfns,
+                                     {"dest_se": body.dest_se, "source_se": body.source_se},
+                                     activity=body.activity, priority=body.priority)
     if body.dataset is not None:
         result["dataset"] = body.dataset
     return json_response(result, status=201)
@@ -150,8 +152,9 @@ async def submit_stage(request: web.Request) -> web.Response:
     se = await get_storage_element(db, body.se)
     if se.kind != "tape":
         raise InvalidInput(f"SE {se.name} is a {se.kind} SE; staging is for tape SEs")
-    result = await submit_existing(db, "stage", body.lfns, {"dest_se": body.se, "pin_lifetime_s": body.pin_lifetime_s},
-                                   requester=requester_of(principal_of(request)), priority=body.priority)
+    result = await submit_authorized(db, principal_of(request), "stage", REQUEST_STAGE, body.lfns,
+                                     {"dest_se": body.se, "pin_lifetime_s": body.pin_lifetime_s},
+                                     priority=body.priority)
     return json_response(result, status=201)
 
 
@@ -165,7 +168,7 @@ async def submit_deletion(request: web.Request) -> web.Response:
         await get_storage_element(db, body.se)
     elif not principal.is_admin:
         raise Forbidden("deleting every replica of a file is for administrators; name an SE")
-    result = await submit_existing(db, "delete", body.lfns, {"dest_se": body.se}, requester=requester_of(principal))
+    result = await submit_authorized(db, principal, "delete", REQUEST_DELETION, body.lfns, {"dest_se": body.se})
     return json_response(result, status=201)
 
 

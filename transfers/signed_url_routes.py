@@ -15,9 +15,8 @@ from typing import Literal
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
-from catalogue.files import authorized_files
+from catalogue.authorization import READ_FILE, WRITE_REPLICAS, require_file
 from catalogue.lfn import check_lfn
-from catalogue.permissions import READ, WRITE
 from catalogue.storage_elements import get_storage_element
 from kernel.errors import Conflict, Forbidden, NotFound
 from kernel.web import DATABASE, SETTINGS, ApiRoutes, json_response, principal_of, read_model, scopes
@@ -52,11 +51,8 @@ async def signed_url(request: web.Request) -> web.Response:
     if writing and not principal.has_scope("catalogue.write"):
         raise Forbidden("a PUT or DELETE URL needs the catalogue.write scope")
     db = request.app[DATABASE]
-    allowed, failed = await authorized_files(db, principal, [lfn], WRITE if writing else READ)
-    if lfn in failed:
-        reason = failed[lfn]
-        raise NotFound(f"file {lfn} does not exist") if reason == "no such file" else Forbidden(reason)
-    replica = next((r for r in allowed[lfn].get("replicas", []) if r.get("se") == body.se), None)
+    doc = await require_file(db, principal, lfn, WRITE_REPLICAS if writing else READ_FILE)
+    replica = next((r for r in doc.get("replicas", []) if r.get("se") == body.se), None)
     if replica is None:
         raise NotFound(f"{lfn} has no replica on SE {body.se}")
     wanted = "copying" if writing else "available"

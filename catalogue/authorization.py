@@ -1,0 +1,179 @@
+"""Authorization of actions on DIDs (files, directories, datasets, containers): one function per
+action, used by every route and daemon entry point that acts on one, on top of the POSIX-like
+model of `catalogue.permissions` (read that docstring for classes, traversal and modes).
+
+What each action needs, besides the route's scope (the `Policy` in the route table):
+
+| action                               | needs                                                        |
+|--------------------------------------|--------------------------------------------------------------|
+| read a file (replicas, lookup, GET signed URL, attach to a dataset, job input) | r on the file |
+| write replicas (add, remove, status, PUT/DELETE signed URL) | w on the file (and catalogue.write)   |
+| request a transfer (lfns or dataset) | r on each file (copying bytes is reading them)               |
+| request a stage from tape            | r on each file                                               |
+| request deletion of a replica        | w on the file (it changes the file's replicas)               |
+| make a rule on a file                | r on the file (rules.write); the lock then protects the copy |
+| make a rule on a dataset/container   | may change the DID (owner, group, admin), or r on each file  |
+| see a rule (list, show, locks)       | own rule, or a rule whose file the caller can see            |
+| link provenance                      | w on the descendant, r on every ancestor (which must exist)  |
+| see provenance                       | r on the file; hidden relatives are not shown (note 1)       |
+| read a directory's usage             | r and x on the directory                                     |
+
+Note 1: a hidden ancestor is listed as not catalogued (`exists: false`), a hidden descendant
+not at all, and the walk does not go on through either.
+
+Every check also needs traversal (x on each ancestor directory). An object the caller cannot
+reach (no traversal) is reported exactly like a missing one: the reason is "no such file" and
+the HTTP answer the 404 of a missing file, so no answer tells whether a hidden object exists.
+A visible object without the needed bits is refused with "permission denied: ..." (403).
+Admins (scope `admin`) may do everything.
+
+Daemons act with the requester's rights as checked at submission: a request or rule is
+authorized once, when it is made, and the transfer worker, stager and reaper do not check
+again (the requester's token is not at hand later; a chmod after submission does not cancel
+queued requests, as on POSIX an open file stays open). Rules made by a subscription are
+checked as the subscription's account when the subscription is created (rules.write), not
+per matched dataset.
+
+Each function works in bulk: the files in `_id $in` slices of `CHUNK`, their ancestors in one
+query per slice, and answers `(allowed, refused)` per item.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from pymongo.asynchronous.database import AsyncDatabase
+
+from catalogue.dataset_contents import file_lfns
+from catalogue.datasets import get_did, may_change
+from catalogue.directories import fetch_directories
+from catalogue.files import authorized_files
+from catalogue.lfn import ROOT, ancestors, check_lfn
+from catalogue.permissions import EXECUTE, NO_SUCH_FILE, READ, ROOT_ENTRY, WRITE, permits, traversal_denial
+from kernel.db import Document
+from kernel.errors import Forbidden, InvalidInput, NotFound
+from kernel.principal import Principal
+
+CHUNK = 1000  # `_id $in` slices: see transfers.requests.LOOKUP_CHUNK
+RULE_FILES_CHECKED = 100_000  # a larger DID takes rules from its owner and group only
+
+Refused = dict[str, str]
+
+
+@dataclass(frozen=True)
+class Action:
+    """An action on files and the mode bits it needs on each."""
+
+    name: str
+    bits: int
+
+
+READ_FILE = Action("read", READ)
+WRITE_REPLICAS = Action("write replicas", WRITE)
+REQUEST_TRANSFER = Action("request a transfer", READ)
+REQUEST_STAGE = Action("request a stage", READ)
+REQUEST_DELETION = Action("request a deletion", WRITE)
+MAKE_RULE = Action("make a rule", READ)
+LINK_DESCENDANT = Action("link provenance to", WRITE)
+LINK_ANCESTOR = Action("link provenance from", READ)
+SEE = Action("see", 0)
+
+
+async def authorize_files(
+    db: AsyncDatabase[Document], principal: Principal, lfns: Sequence[str], action: Action
+) -> tuple[dict[str, Document], Refused]:
+    """The files (records) the caller may `action`, and a reason for each other LFN
+    ("no such file" for missing and hidden ones alike); LFNs must be checked already."""
+    allowed: dict[str, Document] = {}
+    refused: Refused = {}
+    unique = list(dict.fromkeys(lfns))
+    for start in range(0, len(unique), CHUNK):
+        ok, failed = await authorized_files(db, principal, unique[start:start + CHUNK], action.bits)
+        allowed.update(ok)
+        refused.update(failed)
+    return allowed, refused
+
+
+async def visible_files(db: AsyncDatabase[Document], principal: Principal, lfns: Iterable[str]) -> set[str]:
+    """The LFNs among `lfns` that exist and that the caller can reach (traversal)."""
+    allowed, _ = await authorize_files(db, principal, sorted(set(lfns)), SEE)
+    return set(allowed)
+
+
+def refusal_error(lfn: str, reason: str) -> Exception:
+    """The HTTP error for one refused file: 404 (missing or hidden, same body) or 403."""
+    if reason == NO_SUCH_FILE:
+        return NotFound(f"file {lfn} does not exist")
+    return Forbidden(reason)
+
+
+async def require_file(db: AsyncDatabase[Document], principal: Principal, lfn: str, action: Action) -> Document:
+    """The record of one file the caller may `action`; 404 when missing or hidden, else 403."""
+    allowed, refused = await authorize_files(db, principal, [check_lfn(lfn)], action)
+    if lfn in refused:
+        raise refusal_error(lfn, refused[lfn])
+    return allowed[lfn]
+
+
+async def authorize_rule_target(db: AsyncDatabase[Document], principal: Principal, did: str) -> None:
+    """May the caller make a rule on `did` (its locks keep the owner from deleting replicas):
+    r on a file (hidden = missing); on a dataset or container, be its owner, in its group or an
+    admin, or else hold r on every file it holds now (at most `RULE_FILES_CHECKED` of them)."""
+    if did.startswith("/"):
+        await require_file(db, principal, did, MAKE_RULE)
+        return
+    doc = await get_did(db, did)
+    if may_change(principal, doc):
+        return
+    lfns = await file_lfns(db, did, limit=RULE_FILES_CHECKED)
+    _, refused = await authorize_files(db, principal, lfns, MAKE_RULE)
+    if refused:
+        raise Forbidden(f"a rule on {did} needs r on each of its files (or to be its owner or in its group "
+                        f"{doc.get('group')}); {len(refused)} of {len(lfns)} are not readable to you",
+                        details={"not_readable": len(refused)})
+
+
+async def visible_rules(db: AsyncDatabase[Document], principal: Principal, rules: list[Document]) -> list[Document]:
+    """The rules the caller may see: all for admins; else their own, those on DIDs that are
+    datasets or containers (shared names), and those on files the caller can reach."""
+    if principal.is_admin:
+        return rules
+    foreign = {r["did"] for r in rules if r.get("account") != principal.sub and str(r.get("did", "")).startswith("/")}
+    seen = await visible_files(db, principal, foreign) if foreign else set()
+    return [r for r in rules if r.get("account") == principal.sub or r["did"] not in foreign or r["did"] in seen]
+
+
+async def require_visible_rule(db: AsyncDatabase[Document], principal: Principal, rule: Document) -> None:
+    """404 (as for a missing rule) when the caller may not see `rule` (see `visible_rules`)."""
+    if not await visible_rules(db, principal, [rule]):
+        raise NotFound(f"rule {rule['_id']} does not exist")
+
+
+async def authorize_link(
+    db: AsyncDatabase[Document], principal: Principal, lfn: str, ancestors_: Sequence[str]
+) -> None:
+    """Linking provenance: w on the descendant, r on each ancestor; every ancestor must exist
+    (a missing and a hidden ancestor are refused alike, so linking reveals nothing)."""
+    await require_file(db, principal, lfn, LINK_DESCENDANT)
+    names = [check_lfn(a) for a in ancestors_]
+    _, refused = await authorize_files(db, principal, names, LINK_ANCESTOR)
+    if refused:
+        first = next(iter(refused))
+        raise refusal_error(first, refused[first]) if len(refused) == 1 else InvalidInput(
+            f"{len(refused)} ancestors refused (missing, hidden or not readable); first: {first}",
+            details={"failed": {a: ("no such file" if r == NO_SUCH_FILE else r) for a, r in refused.items()}})
+
+
+async def authorize_directory_usage(db: AsyncDatabase[Document], principal: Principal, path: str) -> None:
+    """Reading a directory's usage needs r and x on it (like listing it); a missing or hidden
+    directory is answered with the same 404."""
+    check_lfn(path)
+    dirs = await fetch_directories(db, [*ancestors(path), path])
+    entry: Any = ROOT_ENTRY if path == ROOT else dirs.get(path)
+    if entry is None or traversal_denial(principal, path, dirs):
+        raise NotFound(f"directory {path} does not exist")
+    if not permits(principal, entry, READ | EXECUTE):
+        raise Forbidden(f"permission denied: rx permission needed on directory {path} to read its usage")
+
