@@ -10,4 +10,5 @@ pytest_plugins = [
     "tests.fixtures.s3",
     "tests.fixtures.xrootd",
     "tests.fixtures.live_ses",
+    "tests.fixtures.authz",
 ]
