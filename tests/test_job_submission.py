@@ -10,7 +10,9 @@ from kernel.db import Document
 from kernel.errors import Conflict, Forbidden, InvalidInput
 from kernel.principal import Principal
 from tests.fixtures.api import RunningApi
-from tests.fixtures.grid import Grid
+from tests.fixtures.grid import Grid, check_all
+from wms import jobs
+from wms.config import WmsSettings
 
 USER_SCOPES = ("jobs.read", "jobs.write")
 
@@ -96,14 +98,21 @@ async def test_inputs_the_user_may_not_read_are_refused_and_nothing_queued(api: 
         assert len(await alice.submit_jobs(simple(input_data=["/cta/public/y.dat"]))) == 1
 
 
-async def test_inputs_behind_a_directory_the_user_may_not_search_are_refused(api: RunningApi, grid: Grid) -> None:
+async def test_inputs_behind_a_directory_the_user_may_not_search_fail_like_missing_ones(
+    api: RunningApi, grid: Grid, wms_config: WmsSettings
+) -> None:
+    """A hidden input is accepted at submission exactly as a missing one is (refusing it would
+    tell that it exists), and the checker, reading as the job's owner, fails the job naming it."""
     carol = Principal(sub="carol", vo="cta", groups=("hess",))
     await insert_directories(grid.db, [directory_document("/cta/carol", carol, mode=0o700, at=now())])
     await grid.add_file("/cta/carol/open.dat", b"x", ["SITE-A-DISK"], owner="carol", group="hess", mode=0o644)
     async with api.client(api.token(scopes=USER_SCOPES)) as alice:
-        with pytest.raises(Forbidden, match=r"no search \(x\) permission on directory /cta/carol"):
-            await alice.submit_jobs(simple(input_data=["/cta/carol/open.dat"]))
-    assert await job_count(grid.db) == 0
+        [hidden] = await alice.submit_jobs(simple(input_data=["/cta/carol/open.dat"]))
+        [missing] = await alice.submit_jobs(simple(input_data=["/cta/carol/none.dat"]))
+    await check_all(grid.db, wms_config)
+    for job_id, lfn in ((hidden, "/cta/carol/open.dat"), (missing, "/cta/carol/none.dat")):
+        job = await jobs.get_job(grid.db, job_id)
+        assert (job["state"], job["missing"]) == ("failed", [lfn])
 
 
 async def test_outputs_that_exist_or_may_not_be_created_are_refused(api: RunningApi, grid: Grid) -> None:

@@ -17,16 +17,30 @@ from collections.abc import Mapping, Sequence
 
 from pymongo.asynchronous.database import AsyncDatabase
 
+from catalogue.directories import fetch_directories
+from catalogue.lfn import ancestors
+from catalogue.permissions import READ, hiding_denial
 from catalogue.replicas import get_replicas
 from kernel.db import Document
 from transfers.requests import list_requests, submit_transfers
 from wms import input_data, jobs, states, task_queues
 from wms.config import WmsSettings
 from wms.input_data import SiteStore
+from wms.outputs import owner_of
 from wms.placement import Placement, disk_se_at, place, staging_site, usable_replicas
 from wms.task_queues import QueueKey
 
 log = logging.getLogger("cairn.wms.checker")
+
+
+def readable_by_owner(
+    job: Document, files: Mapping[str, Document], dirs: Mapping[str, Document]
+) -> dict[str, Document]:
+    """The input files the job's owner may read now: submission lets a hidden input through like
+    a missing one (so it reveals nothing), and here it is treated as missing too (the job fails
+    naming it), so a job never reads what its owner cannot (`catalogue.authorization`)."""
+    owner = owner_of(job)
+    return {lfn: doc for lfn, doc in files.items() if hiding_denial(owner, lfn, doc, READ, dirs) is None}
 
 
 def requester_of(job_id: str) -> str:
@@ -45,11 +59,12 @@ async def check_batch(db: AsyncDatabase[Document], config: WmsSettings, worker: 
         return 0
     lfns = {lfn for job in batch for lfn in job["description"]["input_data"]}
     files, _ = await get_replicas(db, sorted(lfns))  # the one catalogue query of this pass
+    dirs = await fetch_directories(db, {a for lfn in files for a in ancestors(lfn)})
     ses = await input_data.storage_elements(db)
     outcomes: dict[str, Document] = {}
     queues: dict[QueueKey, list[str]] = defaultdict(list)
     for job in batch:
-        outcome, key = await _decide(db, config, job, files, ses)
+        outcome, key = await _decide(db, config, job, readable_by_owner(job, files, dirs), ses)
         outcomes[job["_id"]] = outcome
         if key is not None:
             queues[key].append(job["_id"])
