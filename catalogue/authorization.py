@@ -30,9 +30,11 @@ Admins (scope `admin`) may do everything.
 Daemons act with the requester's rights as checked at submission: a request or rule is
 authorized once, when it is made, and the transfer worker, stager and reaper do not check
 again (the requester's token is not at hand later; a chmod after submission does not cancel
-queued requests, as on POSIX an open file stays open). Rules made by a subscription are
-checked as the subscription's account when the subscription is created (rules.write), not
-per matched dataset.
+queued requests, as on POSIX an open file stays open). The job checker is the exception: a
+hidden input passes submission like a missing one and the checker, reading as the job's owner
+(`wms.checking.readable_by_owner`), fails the job naming it. Not covered: subscriptions (any
+holder of rules.write may subscribe; the rules they make are not checked per matched dataset),
+and a DID's contents, which list the LFNs attached to it (attaching needed r on each).
 
 Each function works in bulk: the files in `_id $in` slices of `CHUNK`, their ancestors in one
 query per slice, and answers `(allowed, refused)` per item.
