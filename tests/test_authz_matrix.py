@@ -161,12 +161,12 @@ MATRIX: dict[str, Case] = {
     "GET /jobs/{id}": Case("/jobs/{job}", (200, 403, 403), changes=frozenset()),
     "GET /jobs/{id}/logs": Case("/jobs/{job}/logs", (200, 403, 403), changes=frozenset()),
     "POST /jobs/{id}/kill": Case("/jobs/{job}/kill", (200, 403, 403), {}),
-    "POST /jobs/{id}/reschedule": Case("/jobs/{job}/reschedule", (200, 403, 403), {}),
+    "POST /jobs/{id}/reschedule": Case("/jobs/{job}/reschedule", (200, 403, 403), {}),  # killed just before
     "GET /task-queues": same(200, "/task-queues"),
     "GET /job-shares": same(200, "/job-shares"),
     "PUT /job-shares/{group}": admin_only("/job-shares/lhcb"),
     "POST /jobs/match": pilot_only("/jobs/match"),
-    "POST /jobs/{id}/start": pilot_only("/jobs/{job}/start"),
+    "POST /jobs/{id}/start": pilot_only("/jobs/{job}/start"),  # users hold no jobs.pilot
     "POST /jobs/{id}/heartbeat": pilot_only("/jobs/{job}/heartbeat"),
     "POST /jobs/{id}/outputs": pilot_only("/jobs/{job}/outputs"),
     "POST /jobs/{id}/report": pilot_only("/jobs/{job}/report"),
@@ -188,14 +188,12 @@ async def bobs_objects(world: World) -> None:
         MATRIX_IDS[key] = answer["id"]
     status, answer = await world.call("bob", "POST", "/requests/transfers", {"lfns": [PRIVATE], "dest_se": "DISK2"})
     assert status == 201 and answer["successful"], answer
-    MATRIX_IDS["request"] = answer["successful"][PRIVATE]["id"] if isinstance(
-        answer["successful"][PRIVATE], dict) else answer["successful"][PRIVATE]
-    MATRIX_IDS["submission"] = answer["submission"]
+    MATRIX_IDS.update(request=answer["successful"][PRIVATE], submission=answer["submission"])
     status, answer = await world.call("bob", "POST", "/subscriptions", {"name": "bobsub", "rule": RULE})
     assert status == 201, answer
     status, answer = await world.call("bob", "POST", "/jobs", {"jobs": [JOB]})
     assert status == 201, answer
-    MATRIX_IDS["job"] = answer["jobs"][0] if isinstance(answer.get("jobs"), list) else answer["ids"][0]
+    MATRIX_IDS["job"] = answer["ids"][0]
 
 
 def generic_status(policy: str, who: str) -> int:
