@@ -24,12 +24,14 @@ from kernel.errors import Forbidden, InvalidInput, NotFound
 from kernel.settings import Settings
 from storage_plugins.posix import PosixPlugin, file_url
 from tests.fixtures.api import RunningApi
+from tests.fixtures.grid import Grid, check_all
 from tests.fixtures.live_ses import LiveSEs
 from tests.fixtures.s3 import S3Endpoint
 from tests.fixtures.transfers import add_ses, disk_se, fast_settings, run_until_drained, se_root, write_bytes
 from transfers import requests as rq
 from transfers.reaper import Reaper
 from transfers.worker import TransferWorker
+from wms.config import WmsSettings
 
 ALICE_SCOPES = ("catalogue.read", "catalogue.write", "transfers.read", "transfers.write")
 SECRET = b"the server's private key, readable by its owner only"
@@ -231,3 +233,28 @@ async def test_a_signed_url_for_another_users_s3_object_is_refused_for_get_and_p
         [down] = await bob.download(["/lhcb/secret/x.root"], tmp_path / "back", credentials={})
         assert down.status == "downloaded", down.error
     assert (tmp_path / "back").read_bytes() == b"bob's secret bytes"
+
+
+async def test_a_pilot_is_never_sent_to_a_stored_url_outside_its_se_nor_may_it_report_one(
+    api: RunningApi, grid: Grid, wms_config: WmsSettings, tmp_path: Path,
+) -> None:
+    sentinel = tmp_path / "server-only.key"
+    sentinel.write_bytes(SECRET)
+    await grid.add_file("/cta/in/f", b"in", ["SITE-A-DISK", "SITE-B-DISK"])
+    await grid.db["files"].update_one({"_id": "/cta/in/f"}, {"$set": {"replicas.0.url": file_url(sentinel)}})
+    out = {"path": "o", "lfn": "/cta/out/o", "se": "SITE-A-DISK"}
+    async with api.client(api.token(scopes=("jobs.read", "jobs.write"))) as alice:
+        [job_id] = await alice.submit_jobs([{"executable": "/bin/true", "input_data": ["/cta/in/f"],
+                                             "outputs": [out]}])
+    await check_all(grid.db, wms_config)
+    async with api.client(api.token(sub="pilot", scopes=("jobs.pilot",))) as pilot:
+        order = await pilot.match_job(pilot="p", site="SITE-A")
+        assert order is not None and order["id"] == job_id
+        assert order["inputs"][0]["replicas"] == [
+            {"se": "SITE-B-DISK", "site": "SITE-B", "url": grid.url("SITE-B-DISK", "/cta/in/f")}]
+        await pilot.start_job(job_id, pilot="p", attempt=1)
+        result = await pilot.register_job_outputs(job_id, pilot="p", attempt=1, files=[
+            {"lfn": "/cta/out/o", "url": file_url(sentinel), "size": len(SECRET), "adler32": adler32(SECRET)}])
+    assert list(result["failed"]) == ["/cta/out/o"] and "refused" in result["failed"]["/cta/out/o"]
+    assert await grid.db["files"].find_one({"_id": "/cta/out/o"}) is None
+    assert sentinel.read_bytes() == SECRET
