@@ -6,7 +6,7 @@ import pytest
 
 from catalogue.storage_elements import Protocol, StorageElement
 from kernel.errors import Forbidden, InvalidInput
-from transfers.endpoints import endpoints, options_by_scheme
+from transfers.endpoints import endpoints, options_by_scheme, tape_endpoint
 
 SE = StorageElement(
     name="S3-AND-ROOT", site="CERN",
@@ -57,3 +57,13 @@ def test_an_se_switched_off_refuses_with_its_name() -> None:
     off = SE.model_copy(update={"write_enabled": False})
     with pytest.raises(Forbidden, match="S3-AND-ROOT"):
         endpoints(off, "/cta/f", "write")
+
+
+def test_the_tape_endpoint_refuses_a_registered_url_outside_the_tape_se() -> None:
+    tape = StorageElement(name="TAPE", site="CERN", kind="tape", protocols=[
+        Protocol(scheme="tape", prefix="/tape/cta", extra={"cache_dir": "/cache"})])
+    assert tape_endpoint(tape, "/cta/f", credentials={}, registered_url="tape:///tape//cta/cta/f")[1] == \
+        "tape:///tape/cta/cta/f"
+    for outside in ("tape:///etc/passwd", "tape:///tape/cta/cta/%2e%2e/%2e%2e/x", "tape:///tape/cta/lhcb/f"):
+        with pytest.raises(InvalidInput, match="refused"):
+            tape_endpoint(tape, "/cta/f", credentials={}, registered_url=outside)
