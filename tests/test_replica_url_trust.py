@@ -84,9 +84,12 @@ async def bed(api: RunningApi, admin: Client, database: AsyncDatabase[Document],
 async def test_registering_a_url_outside_every_se_is_refused_and_writes_nothing(bed: Bed) -> None:
     with pytest.raises(InvalidInput, match="refused"):
         await bed.alice.register_files([{
-            "lfn": "/cta/mc/evil1.root", "size": len(SECRET), "adler32": adler32(SECRET),
+            "lfn": "/cta/mc/new/evil1.root", "size": len(SECRET), "adler32": adler32(SECRET),
             "replicas": [{"se": "LOCAL-DISK1", "url": file_url(bed.sentinel)}, {"se": "LOCAL-DISK2"}]}])
-    assert await bed.db["files"].find_one({"_id": "/cta/mc/evil1.root"}) is None
+    assert await bed.db["files"].find_one({"_id": "/cta/mc/new/evil1.root"}) is None
+    with pytest.raises(NotFound):  # not even its directory was made
+        await bed.alice.stat("/cta/mc/new")
+    assert bed.untouched()
 
 
 async def test_adding_a_replica_whose_url_is_another_files_on_the_same_se_is_refused(bed: Bed) -> None:
