@@ -99,7 +99,7 @@ async def build(db: Any, args: argparse.Namespace, rng: random.Random, se_root: 
             lfn = f"/bench/ds{d:02d}/f{f:03d}"
             holders[lfn] = set(where)
             files.append({"_id": lfn, "size": 1, "adler32": "00000001", "owner": "bench", "group": f"g{d % 2}",
-                          "mode": 0o644, "replicas": [{"se": f"{s}-DISK", "url": f"file:///{s}{lfn}",
+                          "mode": 0o644, "replicas": [{"se": f"{s}-DISK", "url": f"file://{se_root / s}{lfn}",
                                                        "status": "available"} for s in where]})
     await db[FILES].insert_many(files)
 

@@ -31,7 +31,8 @@ from catalogue.metadata import metadata_fields_for
 from catalogue.metadata_fields import declared_fields, typed_values
 from catalogue.permissions import DEFAULT_FILE_MODE, creation_denial, hiding_denial, removal_denial
 from catalogue.provenance import add_ancestor_links
-from catalogue.storage_elements import fetch_storage_elements, replica_url
+from catalogue.replica_urls import se_url
+from catalogue.storage_elements import fetch_storage_elements
 from catalogue.usage import Usage, record_files
 from kernel.db import Document, IndexSpec, bulk_write_chunked, database_errors
 from kernel.errors import CairnError, Conflict, Forbidden, InvalidInput, NotFound
@@ -117,7 +118,8 @@ def parse_files(items: Sequence[Any]) -> list[FileIn]:
 
 
 async def replica_documents(db: AsyncDatabase[Document], pairs: Iterable[tuple[str, ReplicaIn]]) -> dict[int, Document]:
-    """Replica sub-documents keyed by id() of each ReplicaIn, URLs built by each SE's rule (one query)."""
+    """Replica sub-documents keyed by id() of each ReplicaIn, URLs built by each SE's rule (one query);
+    a given URL must be the one the rule builds (`catalogue.replica_urls`)."""
     pairs = list(pairs)
     ses = await fetch_storage_elements(db, {r.se for _, r in pairs})
     unknown = sorted({r.se for _, r in pairs} - set(ses))
@@ -126,12 +128,7 @@ async def replica_documents(db: AsyncDatabase[Document], pairs: Iterable[tuple[s
     at = now()
     out: dict[int, Document] = {}
     for lfn, replica in pairs:
-        url = replica.url
-        if url is None:
-            protocol = ses[replica.se].preferred_protocol("read") or ses[replica.se].preferred_protocol("write")
-            if protocol is None:
-                raise InvalidInput(f"SE {replica.se} has no read or write protocol to build a URL from")
-            url = replica_url(protocol, lfn)
+        url = se_url(ses[replica.se], lfn, replica.url)
         out[id(replica)] = {"se": replica.se, "url": url, "status": replica.status, "created": at, "modified": at}
     return out
 

@@ -4,8 +4,9 @@ An LFN is an absolute, normalised POSIX-like path:
 - it starts with `/` and, except for the root `/` itself, does not end with `/`;
 - no empty segment (`//`), no `.` or `..` segment;
 - at most MAX_LENGTH characters in all and MAX_SEGMENT in one segment, at most MAX_DEPTH segments;
-- each segment is made of letters, digits and `_ - . + = , @ ~ % :` only (no spaces, no control
-  characters, no shell or URL metacharacters), so an LFN can be appended to any SE's URL as is.
+- each segment is made of letters, digits and `_ - . + = , @ ~ :` only (no spaces, no control
+  characters or newlines, no shell or URL metacharacters, no `%`: a percent-encoded `%2e%2e`
+  would turn into `..` in a storage URL), so an LFN can be appended to any SE's URL as is.
 
 A broken rule raises InvalidInput whose `details.rule` names the rule.
 """
@@ -20,7 +21,7 @@ ROOT = "/"
 MAX_LENGTH = 1024
 MAX_SEGMENT = 255
 MAX_DEPTH = 64
-SEGMENT_CHARS = re.compile(r"^[A-Za-z0-9_\-.+=,@~%:]+$")
+SEGMENT_CHARS = re.compile(r"[A-Za-z0-9_\-.+=,@~:]+")
 
 
 def _broken(value: object, rule: str, text: str) -> InvalidInput:
@@ -50,8 +51,8 @@ def check_lfn(value: object) -> str:
             raise _broken(value, "dot_segment", "an LFN must not contain '.' or '..' segments")
         if len(segment) > MAX_SEGMENT:
             raise _broken(value, "segment_length", f"a path segment has at most {MAX_SEGMENT} characters")
-        if not SEGMENT_CHARS.match(segment):
-            raise _broken(value, "characters", "segments may hold only letters, digits and _ - . + = , @ ~ % :")
+        if not SEGMENT_CHARS.fullmatch(segment):
+            raise _broken(value, "characters", "segments may hold only letters, digits and _ - . + = , @ ~ :")
     return value
 
 

@@ -16,7 +16,7 @@ import aiofiles
 import aiofiles.os
 
 from kernel.errors import CairnError, Forbidden, InvalidInput, NotFound, ServiceUnavailable
-from storage_plugins.base import FileInfo, StoragePlugin, WriteResult
+from storage_plugins.base import FileInfo, PluginOptions, StoragePlugin, WriteResult
 from storage_plugins.checksums import Adler32
 
 
@@ -68,28 +68,52 @@ def _scan(path: Path, url_of: Callable[[Path], str]) -> list[FileInfo]:
     return sorted(entries, key=lambda item: item.url)
 
 
+class PosixOptions(PluginOptions):
+    # The SE's directory: when set, a path that resolves outside it (through `..` or a symlink)
+    # is refused before anything is opened. Cairn's daemons and routes always set it.
+    root: str | None = None
+
+
+def confined_path(url: str, root: str | None) -> Path:
+    """The local path of url, refused (Forbidden) if it holds a `..` segment (also percent-encoded)
+    or, when root is given, if its real path (symlinks resolved) leaves root's real path."""
+    path = local_path(url)
+    if ".." in path.parts:
+        raise Forbidden(f"{url}: a '..' segment is refused")
+    if root is not None:
+        real, top = os.path.realpath(path), os.path.realpath(root)
+        if real != top and not real.startswith(top.rstrip("/") + "/"):
+            raise Forbidden(f"{url}: the path leaves its storage element's directory")
+    return path
+
+
 class PosixPlugin(StoragePlugin):
     """Files in a local directory tree; writes land atomically (temp file, then rename)."""
 
     schemes = ("file",)
+    Options = PosixOptions
+    options: PosixOptions
+
+    async def _path(self, url: str) -> Path:
+        return await asyncio.to_thread(confined_path, url, self.options.root)
 
     def _url(self, path: Path) -> str:
         return file_url(path)
 
     async def stat(self, url: str) -> FileInfo:
-        path = local_path(url)
+        path = await self._path(url)
         with mapped_os_errors(url):
             info = await aiofiles.os.stat(path)
         is_dir = stat.S_ISDIR(info.st_mode)
         return FileInfo(url, 0 if is_dir else info.st_size, is_dir, info.st_mtime)
 
     async def list(self, url: str) -> list[FileInfo]:
-        path = local_path(url)
+        path = await self._path(url)
         with mapped_os_errors(url):
             return await asyncio.to_thread(_scan, path, self._url)
 
     async def read(self, url: str, *, offset: int = 0, length: int | None = None) -> AsyncIterator[bytes]:
-        path = local_path(url)
+        path = await self._path(url)
         with mapped_os_errors(url):
             async with aiofiles.open(path, "rb") as handle:
                 if offset:
@@ -109,7 +133,7 @@ class PosixPlugin(StoragePlugin):
                     yield chunk
 
     async def write(self, url: str, stream: AsyncIterable[bytes], *, size: int | None = None) -> WriteResult:
-        path = local_path(url)
+        path = await self._path(url)
         partial = path.with_name(f".{path.name}.cairn-part-{uuid.uuid4().hex[:8]}")
         digest = Adler32()
         with mapped_os_errors(url):
@@ -126,11 +150,11 @@ class PosixPlugin(StoragePlugin):
         return WriteResult(url, digest.size, digest.hexdigest())
 
     async def delete(self, url: str) -> None:
-        path = local_path(url)
+        path = await self._path(url)
         with mapped_os_errors(url):
             await aiofiles.os.remove(path)
 
     async def mkdir(self, url: str) -> None:
-        path = local_path(url)
+        path = await self._path(url)
         with mapped_os_errors(url):
             await aiofiles.os.makedirs(path, exist_ok=True)

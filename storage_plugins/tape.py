@@ -47,6 +47,8 @@ def tape_path(url: str) -> Path:
     path = unquote(parts.path)
     if parts.scheme != "tape" or parts.netloc not in ("", "localhost") or not path.startswith("/"):
         raise InvalidInput(f"{url}: not a tape URL (tape:///absolute/path)")
+    if ".." in Path(path).parts:
+        raise InvalidInput(f"{url}: a '..' segment is refused")
     return Path(path)
 
 

@@ -28,16 +28,35 @@ async def two_files(catalogue_db: AsyncDatabase[Document]) -> AsyncDatabase[Docu
     return catalogue_db
 
 
-async def test_url_is_the_preferred_protocol_followed_by_the_lfn_unless_given(
-    two_files: AsyncDatabase[Document],
-) -> None:
+async def test_url_is_the_preferred_protocol_followed_by_the_lfn(two_files: AsyncDatabase[Document]) -> None:
     result = await add_replicas(two_files, [{"lfn": "/cta/r/f0", "se": "DESY-DISK"},
-                                            {"lfn": "/cta/r/f1", "se": "DESY-DISK", "url": "s3://elsewhere/x"}])
+                                            {"lfn": "/cta/r/f1", "se": "DESY-DISK",
+                                             "url": "S3://S3.DESY.DE//bucket//cta/r/%66%31"}])
     assert result == {"successful": {"/cta/r/f0": ["DESY-DISK"], "/cta/r/f1": ["DESY-DISK"]}, "failed": {}}
     found, _ = await get_replicas(two_files, ["/cta/r/f0", "/cta/r/f1"])
     urls = {lfn: {r["se"]: r["url"] for r in doc["replicas"]} for lfn, doc in found.items()}
     assert urls["/cta/r/f0"]["DESY-DISK"] == "s3://s3.desy.de/bucket/cta/r/f0"
-    assert urls["/cta/r/f1"]["DESY-DISK"] == "s3://elsewhere/x"
+    # A given URL that normalises to one of the SE's own URLs for the LFN is stored in its canonical form.
+    assert urls["/cta/r/f1"]["DESY-DISK"] == "s3://s3.desy.de/bucket/cta/r/f1"
+
+
+@pytest.mark.parametrize("url", [
+    "s3://elsewhere/x",                                  # another bucket
+    "s3://s3.desy.de/bucket/lhcb/secret/x.root",         # under the SE's prefix, but another LFN's object
+    "s3://s3.desy.de/bucket/cta/r/x/../f0",              # dot segments
+    "s3://s3.desy.de/bucket/cta/r/%2e%2e/r/f0",          # encoded dot segments
+    "s3://s3.desy.de/bucket/cta/r/f0?versionId=1",       # a query
+    "file:///some/file/outside/every/SE",
+])
+async def test_a_given_url_other_than_the_ses_own_is_refused_and_nothing_is_written(
+    two_files: AsyncDatabase[Document], url: str,
+) -> None:
+    with pytest.raises(InvalidInput, match="refused"):
+        await add_replicas(two_files, [{"lfn": "/cta/r/f0", "se": "DESY-DISK"},
+                                       {"lfn": "/cta/r/f1", "se": "DESY-DISK", "url": url}])
+    found, _ = await get_replicas(two_files, ["/cta/r/f0", "/cta/r/f1"])
+    assert {lfn: [r["se"] for r in doc["replicas"]] for lfn, doc in found.items()} == {
+        "/cta/r/f0": ["CERN-DISK"], "/cta/r/f1": ["CERN-DISK"]}
 
 
 async def test_adding_a_replica_twice_keeps_one(two_files: AsyncDatabase[Document]) -> None:

@@ -28,10 +28,11 @@ from typing import Any
 from pymongo.asynchronous.database import AsyncDatabase
 
 from catalogue.files import FILES
+from catalogue.replica_urls import se_url
 from catalogue.rule_locks import replica_lost
 from catalogue.storage_elements import StorageElement
 from kernel.db import Document, database_errors
-from kernel.errors import NotFound
+from kernel.errors import InvalidInput, NotFound
 from storage_plugins.registry import plugin_for
 from transfers.endpoints import endpoints
 
@@ -52,12 +53,21 @@ def protection(replica: Mapping[str, Any], at: dt.datetime) -> str | None:
     return None
 
 
+def _check_inside(se: StorageElement, lfn: str, replica: Mapping[str, Any]) -> None:
+    try:
+        se_url(se, lfn, replica.get("url") or None)
+    except InvalidInput as exc:
+        raise Refused(f"{lfn} on {se.name}: {exc.message}") from exc
+
+
 async def retire(
     db: AsyncDatabase[Document], lfn: str, se: str, *, allow_last: bool, override_protection: bool = False,
+    inside: StorageElement | None = None,
 ) -> Document | None:
     """Mark the replica of lfn on se `unavailable` ahead of deletion; returns it, or None if absent.
 
-    Raises Refused when it is the file's last available replica (unless allow_last) or protected.
+    Raises Refused when it is the file's last available replica (unless allow_last) or protected,
+    or when its URL is not `inside`'s own URL for lfn (checked before anything changes).
     """
     for _ in range(5):
         with database_errors():
@@ -67,6 +77,8 @@ async def retire(
         if doc is None or index is None:
             return None
         replica = replicas[index]
+        if inside is not None:
+            _check_inside(inside, lfn, replica)
         if replica.get("status") == "copying":
             raise Refused(f"{lfn} on {se}: a transfer is writing it; cancel the transfer first")
         at = dt.datetime.now(dt.UTC)
@@ -108,7 +120,8 @@ async def delete_replica(
     allow_last: bool, override_protection: bool = False,
 ) -> bool:
     """Retire and delete one replica; False if there was none. Raises Refused."""
-    replica = await retire(db, lfn, se.name, allow_last=allow_last, override_protection=override_protection)
+    replica = await retire(db, lfn, se.name, allow_last=allow_last, override_protection=override_protection,
+                           inside=se)
     if replica is None:
         return False
     await delete_retired(db, lfn, se, replica, credentials)

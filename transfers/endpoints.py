@@ -12,7 +12,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from catalogue.storage_elements import Protocol, StorageElement, replica_url
+from catalogue.replica_urls import derived_url, se_url
+from catalogue.storage_elements import Protocol, StorageElement
 from kernel.errors import CairnError, Forbidden
 from storage_plugins.registry import plugin_for
 from storage_plugins.tape import TapePlugin
@@ -38,8 +39,10 @@ class Endpoint:
 def plugin_options(
     se: StorageElement, protocol: Protocol, credentials: Mapping[str, Mapping[str, str]]
 ) -> dict[str, Any]:
-    """The options a storage plugin needs for this SE's protocol (non-secret extra + secrets)."""
-    return {**protocol.extra, **credentials.get(se.name, {})}
+    """The options a storage plugin needs for this SE's protocol (non-secret extra + secrets);
+    a local directory's plugin also gets the SE's root, to refuse any path that resolves outside it."""
+    confined = {"root": protocol.prefix} if protocol.scheme == "file" else {}
+    return {**protocol.extra, **credentials.get(se.name, {}), **confined}
 
 
 def switch_allows(se: StorageElement, operation: Operation) -> bool:
@@ -56,18 +59,20 @@ def endpoints(
 ) -> list[Endpoint]:
     """Every protocol of se that allows operation, best priority first, with the file's URL on it.
 
-    A replica registered with a URL of its own keeps that URL for its protocol's scheme.
-    Raises Forbidden when the SE is switched off for the operation.
+    Raises Forbidden when the SE is switched off for the operation. Every URL handed out lies
+    inside se (`catalogue.replica_urls`): a registered URL that is not se's own URL for lfn, or
+    an LFN whose URL would leave the SE, raise InvalidInput before any plugin is made, so no
+    daemon or route ever reads, writes, signs or deletes a path outside an SE.
     """
     if not switch_allows(se, operation):
         raise Forbidden(f"SE {se.name} is switched off for {GERUNDS[operation]} ({lfn})")
+    if registered_url:
+        se_url(se, lfn, registered_url)
     found = []
     for protocol in sorted(se.protocols, key=lambda p: p.priority):
         if not getattr(protocol, operation):
             continue
-        url = replica_url(protocol, lfn)
-        if registered_url and registered_url.split("://", 1)[0] == protocol.scheme:
-            url = registered_url
+        url = derived_url(protocol, lfn)
         found.append(Endpoint(se, protocol, url, plugin_options(se, protocol, credentials or {})))
     if not found:
         raise Forbidden(f"SE {se.name} has no protocol that allows {operation} ({lfn})")

@@ -13,6 +13,7 @@ collection: matching cost does not grow with the number of jobs.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -20,9 +21,10 @@ from typing import Any
 
 from pymongo.asynchronous.database import AsyncDatabase
 
-from catalogue.storage_elements import get_storage_element, replica_url
+from catalogue.replica_urls import se_url
+from catalogue.storage_elements import fetch_storage_elements, get_storage_element, replica_url
 from kernel.db import Document
-from kernel.errors import NotFound
+from kernel.errors import InvalidInput, NotFound
 from wms import jobs, states, task_queues
 
 log = logging.getLogger("cairn.wms.matcher")
@@ -82,6 +84,22 @@ async def _take(db: AsyncDatabase[Document], job_id: str, attempt: int, offer: P
     return job
 
 
+async def inputs_inside_their_ses(db: AsyncDatabase[Document], items: Sequence[Document]) -> list[Document]:
+    """The resolved inputs with each replica's URL re-derived on its SE; a replica whose stored URL
+    is not its SE's URL for the LFN is left out, so a pilot never reads a path outside an SE."""
+    ses = await fetch_storage_elements(db, {r.get("se", "") for item in items for r in item["replicas"]})
+    out = []
+    for item in items:
+        kept = []
+        for replica in item["replicas"]:
+            se = ses.get(replica.get("se", ""))
+            with contextlib.suppress(InvalidInput):
+                if se is not None:
+                    kept.append({**replica, "url": se_url(se, item["lfn"], replica.get("url") or None)})
+        out.append({**item, "replicas": kept})
+    return out
+
+
 async def work_order(db: AsyncDatabase[Document], job: Document) -> dict[str, Any]:
     """What the pilot needs to run a matched job: payload, inputs to fetch and where outputs go.
 
@@ -91,7 +109,7 @@ async def work_order(db: AsyncDatabase[Document], job: Document) -> dict[str, An
     desc = job["description"]
     site = job.get("site", "")
     inputs = []
-    for item in job.get("resolved_inputs", []):
+    for item in await inputs_inside_their_ses(db, job.get("resolved_inputs", [])):
         ordered = sorted(item["replicas"], key=lambda r: (r.get("site") != site, r.get("se", "")))
         inputs.append({"lfn": item["lfn"], "adler32": item.get("adler32"), "replicas": ordered})
     outputs = []

@@ -13,13 +13,16 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from pymongo.asynchronous.database import AsyncDatabase
 
 from catalogue.files import FILES, fetch_files, register_files
+from catalogue.replica_urls import se_url
+from catalogue.storage_elements import StorageElement, fetch_storage_elements
 from kernel.db import Document, database_errors
+from kernel.errors import InvalidInput
 from kernel.principal import Principal
 
 GUID_NAMESPACE = uuid.UUID("6f1e3c0a-8d5b-4a7e-9c2f-3b1d2e4f5a60")
@@ -39,6 +42,18 @@ def owner_of(job: Document) -> Principal:
     return Principal(sub=job["owner"], vo=job.get("vo", ""), groups=groups, scopes=scopes)
 
 
+def _outside_se(ses: Mapping[str, StorageElement], item: Mapping[str, Any]) -> str | None:
+    """Why an output's URL is not its SE's URL for its LFN (None when it is)."""
+    se = ses.get(item["se"])
+    if se is None:
+        return f"SE {item['se']} does not exist"
+    try:
+        se_url(se, item["lfn"], item["url"])
+    except InvalidInput as exc:
+        return exc.message
+    return None
+
+
 async def register_outputs(
     db: AsyncDatabase[Document], job: Document, items: Sequence[dict[str, Any]], ancestors: Sequence[str]
 ) -> dict[str, dict[str, str]]:
@@ -50,10 +65,13 @@ async def register_outputs(
     new = []
     at = dt.datetime.now(dt.UTC)
     produced = {"job": job["_id"], "attempt": job["attempt"]}
+    ses = await fetch_storage_elements(db, {item["se"] for item in items})
     for item in items:
         lfn = item["lfn"]
         stored = existing.get(lfn)
-        if stored is None:
+        if (refusal := _outside_se(ses, item)) is not None:
+            failed[lfn] = refusal
+        elif stored is None:
             new.append(item)
         elif stored.get("guid") != guids[lfn]:
             failed[lfn] = "the LFN exists already and was not produced by this job"
