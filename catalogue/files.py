@@ -33,7 +33,7 @@ from catalogue.permissions import DEFAULT_FILE_MODE, creation_denial, entry_deni
 from catalogue.provenance import add_ancestor_links
 from catalogue.storage_elements import fetch_storage_elements, replica_url
 from catalogue.usage import Usage, record_files
-from kernel.db import Document, IndexSpec, bulk_write_chunked, database_errors
+from kernel.db import Document, IndexSpec, bulk_write_chunked, database_errors, increment
 from kernel.errors import CairnError, Conflict, Forbidden, InvalidInput, NotFound
 from kernel.principal import Principal
 
@@ -287,7 +287,7 @@ async def push_replicas(
                 attempted.extend((lfn, r["se"]) for r in new)
                 updates.append(UpdateOne({"_id": lfn, "version": doc.get("version")},
                                          {"$push": {"replicas": {"$each": new}}, "$set": {"modified": at},
-                                          "$inc": {"version": 1}}))
+                                          **increment({"version": 1})}))
         if not updates:
             break
         with database_errors():

@@ -23,7 +23,7 @@ from pymongo import DeleteOne, ReplaceOne, UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 
 from catalogue.lfn import ROOT, ancestors, check_lfn, descendant_pattern
-from kernel.db import Document, bulk_write_chunked, database_errors, iterate
+from kernel.db import Document, bulk_write_chunked, database_errors, increment, iterate
 
 USAGE = "usage"
 FILES = "files"
@@ -65,7 +65,7 @@ class Usage:
 
     async def apply(self, db: AsyncDatabase[Document]) -> None:
         """Write every non-zero increment in one unordered bulk write (upserting new records)."""
-        updates = [UpdateOne({"_id": key}, {"$inc": {k: v for k, v in delta.items() if v}}, upsert=True)
+        updates = [UpdateOne({"_id": key}, increment({k: v for k, v in delta.items() if v}), upsert=True)
                    for key, delta in self.deltas.items() if any(delta.values())]
         self.deltas.clear()
         if updates:
