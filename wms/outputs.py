@@ -94,10 +94,10 @@ async def register_outputs(
             replica = {"se": item["se"], "url": item["url"], "status": "available", "created": at, "modified": at}
             not_newer = {"$or": [{"produced_by.attempt": {"$lte": job["attempt"]}}, {"produced_by": None}]}
             with database_errors():
-                result = await db[FILES].update_one({"_id": lfn, "guid": guids[lfn], **not_newer}, {"$set": {
+                updated = await db[FILES].update_one({"_id": lfn, "guid": guids[lfn], **not_newer}, {"$set": {
                     "size": item["size"], "adler32": item["adler32"], "replicas": [replica],
                     "ancestors": list(ancestors), "produced_by": produced, "modified": at}})
-            if result.matched_count:
+            if updated.matched_count:
                 successful[lfn] = "updated"
             else:
                 failed[lfn] = "a later attempt of the job registered this output"
