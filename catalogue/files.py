@@ -32,7 +32,7 @@ from catalogue.metadata_fields import declared_fields, typed_values
 from catalogue.permissions import DEFAULT_FILE_MODE, creation_denial, entry_denial, removal_denial
 from catalogue.provenance import add_ancestor_links
 from catalogue.storage_elements import fetch_storage_elements, replica_url
-from catalogue.usage import Usage, record_files
+from catalogue.usage import PENDING, Usage, pending_mark, record_files
 from kernel.db import Document, IndexSpec, bulk_write_chunked, database_errors, increment
 from kernel.errors import CairnError, Conflict, Forbidden, InvalidInput, NotFound
 from kernel.principal import Principal
@@ -202,8 +202,11 @@ async def register_files(db: AsyncDatabase[Document], principal: Principal, file
                                       for p in needed])
 
     at = now()
+    token = uuid.uuid4().hex
     docs = [_file_document(f, principal, [replicas[id(r)] for r in f.replicas], at,
                            metadata_fields_for(f.lfn, own_meta[id(f)], dirs)) for f in batch.values()]
+    for doc in docs:  # counted by record_files; a retry counts what an interrupted call could not
+        doc[PENDING] = pending_mark(token, doc["replicas"])
     duplicates: list[FileIn] = []
     if docs:
         try:
@@ -244,6 +247,7 @@ async def _reconcile(
             continue
         successful[item.lfn] = {"guid": doc["guid"], "created": False}
         updates.setdefault(item.lfn, []).extend(replicas[id(r)] for r in item.replicas)
+    await record_files(db, [stored[lfn] for lfn in updates if stored[lfn].get(PENDING)], +1)
     await push_replicas(db, updates, known=stored)
     if any(f.ancestors for f in duplicates):
         await add_ancestor_links(db, {f.lfn: f.ancestors for f in duplicates
@@ -381,7 +385,7 @@ async def remove_files(
     `force`: the catalogue must not forget bytes that the reaper has not deleted yet."""
     for lfn in lfns:
         check_lfn(lfn)
-    found = await fetch_files(db, lfns, {"replicas.se": 1, "owner": 1, "size": 1})
+    found = await fetch_files(db, lfns, {"replicas.se": 1, "owner": 1, "size": 1, "guid": 1, PENDING: 1})
     dirs = await fetch_directories(db, {a for lfn in found for a in ancestors(lfn)})
     successful: dict[str, Any] = {}
     failed: dict[str, Any] = {}

@@ -10,6 +10,16 @@ atomic; in commands of 50, see `kernel.db.WRITE_CHUNK`), never by scanning. A fi
 Exactness: increments follow what the database reports as written. Where a bulk call only
 reports a total (two removals of the same file racing each other), the counters can drift; the
 rebuild recomputes them from the records and reports the drift it corrected.
+
+Partial writes and retries (the decision: counters are idempotent per file, not recounted): a
+register call inserts its file records marked `usage_pending` (its call token and the SEs of the
+first replicas), then counts them and clears the mark. A call cut short by a database outage
+(answered 503 with some records written) leaves them marked; the retry finds them as existing
+files and counts the marked ones then. Whoever counts a marked record — the inserting call, a
+retry, a concurrent duplicate, a removal (which then takes nothing off) — first wins its claim,
+the insert of `<token>:<guid>` into `usage_claims` (unique `_id`, so one winner, one round trip
+per batch), so a record is counted at most once. A crash between winning a claim and applying
+its increment undercounts; the rebuild corrects that and clears the marks and claims.
 """
 
 from __future__ import annotations
@@ -19,14 +29,18 @@ from collections import defaultdict
 from collections.abc import Iterable
 from typing import Any
 
+from bson import Int64
 from pymongo import DeleteOne, ReplaceOne, UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import BulkWriteError
 
 from catalogue.lfn import ROOT, ancestors, check_lfn, descendant_pattern
 from kernel.db import Document, bulk_write_chunked, database_errors, increment, iterate
 
 USAGE = "usage"
 FILES = "files"
+USAGE_CLAIMS = "usage_claims"
+PENDING = "usage_pending"
 
 
 def directory_key(path: str) -> str:
@@ -73,14 +87,64 @@ class Usage:
                 await bulk_write_chunked(db[USAGE], updates)
 
 
+def pending_mark(token: str, replicas: Iterable[Document]) -> Document:
+    """The mark a file record is inserted with until its usage is counted: the inserting call's
+    token and the SEs of its first replicas (what counting it adds)."""
+    return {"token": token, "ses": [r["se"] for r in replicas]}
+
+
+def _claim_id(doc: Document) -> str:
+    return f"{doc[PENDING]['token']}:{doc.get('guid') or doc.get('moving_guid') or doc['_id']}"
+
+
+async def _claim(db: AsyncDatabase[Document], docs: list[Document]) -> set[str]:
+    """Of marked file records, the LFNs whose counting this caller won (one unordered insert)."""
+    ids = {_claim_id(d): d["_id"] for d in docs}
+    if not ids:
+        return set()
+    lost: set[int] = set()
+    claims = [{"_id": claim_id} for claim_id in ids]
+    try:
+        with database_errors():
+            await db[USAGE_CLAIMS].insert_many(claims, ordered=False)
+    except BulkWriteError as exc:
+        lost = {e["index"] for e in exc.details.get("writeErrors", [])}
+    return {ids[c["_id"]] for i, c in enumerate(claims) if i not in lost}
+
+
 async def record_files(db: AsyncDatabase[Document], docs: Iterable[Document], sign: int) -> None:
-    """Account file records that were written (+1) or deleted (-1), with their replicas."""
+    """Account file records that were written (+1) or deleted (-1), with their replicas. A
+    record marked `usage_pending` is counted only by the winner of its claim (see above): when
+    written, the marked records whose claim this call wins are counted, then their mark cleared;
+    when deleted, a marked record whose claim this call wins was never counted, so nothing is
+    taken off for it."""
+    docs = list(docs)
+    won = await _claim(db, [d for d in docs if d.get(PENDING)])
     usage = Usage()
     for doc in docs:
-        usage.file(doc["_id"], int(doc.get("size", 0)), sign)
-        for replica in doc.get("replicas", []):
-            usage.replica(replica["se"], int(doc.get("size", 0)), sign)
+        pending = doc.get(PENDING)
+        if pending and (doc["_id"] in won) != (sign > 0):
+            continue
+        size = int(doc.get("size", 0))
+        usage.file(doc["_id"], size, sign)
+        ses = pending["ses"] if pending and sign > 0 else [r["se"] for r in doc.get("replicas", [])]
+        for se in ses:
+            usage.replica(se, size, sign)
     await usage.apply(db)
+    if sign > 0 and won:
+        await _settle(db, [d for d in docs if d["_id"] in won])
+
+
+async def _settle(db: AsyncDatabase[Document], counted: list[Document]) -> None:
+    """Clear the mark of counted records, then their claims: one update per inserting call
+    (one for a first try), one delete."""
+    by_token: dict[str, list[str]] = defaultdict(list)
+    for doc in counted:
+        by_token[doc[PENDING]["token"]].append(doc["_id"])
+    with database_errors():
+        for token, lfns in by_token.items():
+            await db[FILES].update_many({"_id": {"$in": lfns}, f"{PENDING}.token": token}, {"$unset": {PENDING: ""}})
+        await db[USAGE_CLAIMS].delete_many({"_id": {"$in": [_claim_id(d) for d in counted]}})
 
 
 async def forget_directory_usage(db: AsyncDatabase[Document], path: str) -> None:
@@ -92,10 +156,20 @@ async def forget_directory_usage(db: AsyncDatabase[Document], path: str) -> None
     usage.subtree(path, int((doc or {}).get("files", 0)), int((doc or {}).get("bytes", 0)), -1)
     # The tree is about to be deleted record by record anyway; reading its replicas once costs
     # the same order. (An aggregation `$sum` of a field would do, but FerretDB 1.24 sums to 0.)
-    cursor = db[FILES].find({"_id": {"$regex": descendant_pattern(path)}}, {"size": 1, "replicas.se": 1})
+    cursor = db[FILES].find({"_id": {"$regex": descendant_pattern(path)}},
+                            {"size": 1, "replicas.se": 1, "guid": 1, "moving_guid": 1, PENDING: 1})
+    pending: list[Document] = []
     async for file in iterate(cursor.batch_size(5000)):
+        if file.get(PENDING):
+            pending.append(file)  # not in the tree's totals unless someone counted it: see _claim
+            continue
         for replica in file.get("replicas", []):
             usage.replica(replica["se"], int(file.get("size", 0)), -1)
+    won = await _claim(db, pending)
+    for file in pending:
+        if file["_id"] not in won:
+            for replica in file.get("replicas", []):
+                usage.replica(replica["se"], int(file.get("size", 0)), -1)
     await usage.apply(db)
     with database_errors():
         await db[USAGE].delete_many({"_id": {"$regex": "^" + re.escape(directory_key(path)) + "(/|$)"}})
@@ -178,8 +252,13 @@ async def rebuild(db: AsyncDatabase[Document], *, fix: bool = True) -> dict[str,
         fields = set(want) | set(have)
         if any(want.get(f, 0) != have.get(f, 0) for f in fields):
             drift[key] = {"stored": have, "recounted": want}
-            writes.append(ReplaceOne({"_id": key}, want, upsert=True) if want else DeleteOne({"_id": key}))
+            stored_want = {field: Int64(value) for field, value in want.items()}
+            writes.append(ReplaceOne({"_id": key}, stored_want, upsert=True) if want else DeleteOne({"_id": key}))
     if fix and writes:
         with database_errors():
             await bulk_write_chunked(db[USAGE], writes)
+    if fix:  # the recount included every marked record: none is left to count
+        with database_errors():
+            await db[FILES].update_many({PENDING: {"$exists": True}}, {"$unset": {PENDING: ""}})
+            await db[USAGE_CLAIMS].delete_many({})
     return {"checked": len(set(truth) | set(stored)), "drifted": len(drift), "fixed": fix, "drift": drift}
