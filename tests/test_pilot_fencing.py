@@ -8,6 +8,7 @@ import asyncio
 import os
 import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -23,9 +24,9 @@ from wms.outputs import attempt_url
 LFN = "/cta/out/fenced.txt"
 
 
-async def until(condition: object, what: str, timeout_s: float = 30) -> None:
+async def until(condition: Callable[[], bool], what: str, timeout_s: float = 30) -> None:
     deadline = time.monotonic() + timeout_s
-    while not condition():  # type: ignore[operator]
+    while not condition():
         assert time.monotonic() < deadline, what
         await asyncio.sleep(0.2)
 
