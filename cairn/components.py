@@ -21,6 +21,7 @@ from catalogue import (
     rules,
     storage_elements,
     subscriptions,
+    usage,
 )
 from kernel.daemon import Daemon
 from kernel.db import Document, IndexSpec
@@ -65,7 +66,8 @@ def plain_routes() -> list[tuple[str, str, Handler]]:
 def index_specs() -> list[IndexSpec]:
     return [*storage_elements.INDEXES, *directories.INDEXES, *files.INDEXES, *datasets.INDEXES,
             *dataset_contents.INDEXES, *transfer_requests.INDEXES, *rules.INDEXES, *rule_locks.INDEXES,
-            *quotas.INDEXES, *subscriptions.INDEXES, *wms_jobs.INDEXES, *wms_task_queues.INDEXES]
+            *quotas.INDEXES, *subscriptions.INDEXES, *wms_jobs.INDEXES, *wms_task_queues.INDEXES,
+            *usage.INDEXES]
 
 
 def daemon_factories() -> dict[str, DaemonFactory]:

@@ -55,12 +55,14 @@ def wait_for_port(host: str, port: int, *, timeout_s: float, proc: subprocess.Po
 
 @dataclass
 class EmbeddedDatabase:
-    """A running FerretDB; `uri` is what CAIRN_MONGODB_URI should be set to."""
+    """A running FerretDB; `uri` is what CAIRN_MONGODB_URI should be set to, and `argv` starts
+    it again on the same port and data (how `cairn up` restarts it)."""
 
     process: subprocess.Popen[bytes]
     port: int
     data_dir: Path
     log_file: Path
+    argv: list[str]
 
     @property
     def uri(self) -> str:
@@ -70,16 +72,12 @@ class EmbeddedDatabase:
         stop_processes([self.process], timeout_s=timeout_s)
 
 
-def start_ferretdb(data_dir: Path, *, port: int | None = None, timeout_s: float = 30) -> EmbeddedDatabase:
-    """Start FerretDB with its SQLite files in data_dir, on loopback, and wait until it listens."""
-    binary = find_ferretdb()
-    data_dir.mkdir(parents=True, exist_ok=True)
+def ferretdb_command(data_dir: Path, port: int) -> list[str]:
+    """The command line of a FerretDB with its SQLite files in data_dir, on loopback:port."""
     state_dir = data_dir / "state"
-    state_dir.mkdir(exist_ok=True)
-    port = port or free_port()
-    log_file = data_dir / "ferretdb.log"
-    args = [
-        binary,
+    state_dir.mkdir(parents=True, exist_ok=True)
+    return [
+        find_ferretdb(),
         "--handler=sqlite",
         f"--sqlite-url=file:{data_dir.resolve()}/",
         f"--listen-addr=127.0.0.1:{port}",
@@ -88,6 +86,14 @@ def start_ferretdb(data_dir: Path, *, port: int | None = None, timeout_s: float 
         f"--state-dir={state_dir.resolve()}",
         "--log-level=warn",
     ]
+
+
+def start_ferretdb(data_dir: Path, *, port: int | None = None, timeout_s: float = 30) -> EmbeddedDatabase:
+    """Start FerretDB with its SQLite files in data_dir, on loopback, and wait until it listens."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    port = port or free_port()
+    log_file = data_dir / "ferretdb.log"
+    args = ferretdb_command(data_dir, port)
     with log_file.open("ab") as log:
         proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, preexec_fn=child_preexec)
     try:
@@ -96,4 +102,4 @@ def start_ferretdb(data_dir: Path, *, port: int | None = None, timeout_s: float 
         proc.kill()
         tail = log_file.read_text(errors="replace")[-2000:]
         raise ConfigurationError(f"FerretDB did not start: {exc}\n{tail}") from exc
-    return EmbeddedDatabase(proc, port, data_dir, log_file)
+    return EmbeddedDatabase(proc, port, data_dir, log_file, args)

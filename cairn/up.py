@@ -2,8 +2,10 @@
 
 Starts FerretDB (data under ./var/db) unless a database URI is configured, creates two local disk
 SEs under ./var/se, issues an admin token, then runs the API server and every daemon as child
-processes, restarting any that dies. Ctrl-C (or SIGTERM) stops all of it; children also die with
-this process if it is killed outright (PR_SET_PDEATHSIG).
+processes, restarting any that dies with a growing delay — the embedded FerretDB too, on the same
+port and data, so the API's /health comes back to ok by itself; every exit and restart is logged.
+Ctrl-C (or SIGTERM) stops all of it; children also die with this process if it is killed outright
+(PR_SET_PDEATHSIG).
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ class Supervisor:
     settings: Settings
     env: dict[str, str]
     children: list[Child] = field(default_factory=list)
+    database: Child | None = None
     stopping: bool = False
 
     def start(self, child: Child) -> None:
@@ -56,12 +59,16 @@ class Supervisor:
             child.argv, env=self.env, stdout=log, stderr=subprocess.STDOUT, preexec_fn=child_preexec
         )
         log.close()
+        if child.restarts:
+            print(f"cairn up: restarted {child.name} (restart {child.restarts}, pid {child.process.pid})",
+                  file=sys.stderr, flush=True)
 
     def watch(self) -> None:
-        """Restart children that exit, with a growing delay, until asked to stop."""
+        """Restart children (and the embedded database) that exit, with a growing delay, until
+        asked to stop."""
         while not self.stopping:
             now = time.monotonic()
-            for child in self.children:
+            for child in [*([self.database] if self.database else []), *self.children]:
                 proc = child.process
                 if proc is not None and proc.poll() is not None:
                     child.restarts += 1
@@ -75,8 +82,11 @@ class Supervisor:
             time.sleep(0.5)
 
     def stop_all(self, timeout_s: float = 15) -> None:
+        """Stop the children, then the database they were using."""
         self.stopping = True
         stop_processes([c.process for c in self.children if c.process is not None], timeout_s=timeout_s)
+        if self.database is not None and self.database.process is not None:
+            stop_processes([self.database.process], timeout_s=timeout_s)
 
 
 def local_storage_elements(var_dir: Path) -> list[StorageElement]:
@@ -154,6 +164,9 @@ def run_up(settings: Settings, *, vo: str) -> int:
             "CAIRN_DATABASE": settings.database,
         })
         supervisor = Supervisor(settings, env)
+        if embedded is not None:
+            supervisor.database = Child("ferretdb", embedded.argv, process=embedded.process,
+                                        log_path=embedded.log_file)
         for name, argv in child_commands(settings):
             supervisor.children.append(Child(name, argv, log_path=var_dir / "log" / f"{name}.log"))
         server = supervisor.children[0]
@@ -175,7 +188,7 @@ def run_up(settings: Settings, *, vo: str) -> int:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         if supervisor is not None:
             supervisor.stop_all()
-        if embedded is not None:
+        elif embedded is not None:
             embedded.stop()
         print("cairn up: stopped", flush=True)
     return 0

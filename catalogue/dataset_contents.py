@@ -27,7 +27,7 @@ from catalogue.files import authorized_files
 from catalogue.find import open_query
 from catalogue.permissions import READ
 from catalogue.rule_triggers import content_changed
-from kernel.db import Document, IndexSpec, database_errors, iterate
+from kernel.db import Document, IndexSpec, database_errors, increment, iterate
 from kernel.errors import Conflict, InvalidInput, NotFound
 from kernel.principal import Principal
 
@@ -91,7 +91,7 @@ async def attach_files(
         with database_errors():
             result = await db[DATASETS].update_one(
                 {"_id": did, "state": "open"},
-                {"$inc": {"files": len(inserted), "bytes": sum(r["size"] for r in inserted)},
+                {**increment({"files": len(inserted), "bytes": sum(r["size"] for r in inserted)}),
                  "$set": {"modified": now()}})
         if result.matched_count == 0:
             with database_errors():
@@ -117,7 +117,7 @@ async def detach_files(
             result = await db[DATASET_FILES].delete_many({"_id": {"$in": sorted(rows)}})
             await db[DATASETS].update_one(
                 {"_id": did},
-                {"$inc": {"files": -result.deleted_count, "bytes": -sum(r["size"] for r in present.values())},
+                {**increment({"files": -result.deleted_count, "bytes": -sum(r["size"] for r in present.values())}),
                  "$set": {"modified": now()}})
         await content_changed(db, [did])
     return {"successful": {lfn: {"detached": True} for lfn in present},
@@ -162,7 +162,7 @@ async def attach_children(
         with database_errors():
             result = await db[DATASETS].update_one(
                 {"_id": container, "state": "open"},
-                {"$inc": {"children": len(inserted)}, "$set": {"modified": now()}})
+                {**increment({"children": len(inserted)}), "$set": {"modified": now()}})
         if result.matched_count == 0:
             with database_errors():
                 await db[CONTAINER_CHILDREN].delete_many({"_id": {"$in": [r["_id"] for r in inserted]}})
@@ -183,7 +183,7 @@ async def detach_children(
     if rows:
         with database_errors():
             result = await db[CONTAINER_CHILDREN].delete_many({"_id": {"$in": sorted(rows)}})
-            await db[DATASETS].update_one({"_id": container}, {"$inc": {"children": -result.deleted_count},
+            await db[DATASETS].update_one({"_id": container}, {**increment({"children": -result.deleted_count}),
                                                                "$set": {"modified": now()}})
         await content_changed(db, [container])
     return {"successful": {c: {"detached": True} for c in present},

@@ -16,6 +16,7 @@ from pymongo.errors import BulkWriteError
 
 from catalogue.lfn import ROOT, name_of, parent_of
 from catalogue.permissions import DEFAULT_DIR_MODE
+from catalogue.usage import REGISTERED_IN
 from kernel.db import Document, IndexSpec, database_errors
 from kernel.principal import Principal
 
@@ -90,5 +91,5 @@ async def insert_ignoring_duplicates(collection: AsyncCollection[Document], docs
 def entry_view(doc: Document, kind: str) -> dict[str, Any]:
     """The public shape of a namespace entry: its path, type and the stored fields."""
     view = {"path": doc["_id"], "type": kind}
-    view.update({k: v for k, v in doc.items() if k != "_id"})
+    view.update({k: v for k, v in doc.items() if k not in ("_id", REGISTERED_IN)})
     return view

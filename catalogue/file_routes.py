@@ -12,6 +12,7 @@ from catalogue import files, replicas
 from catalogue.files import FileIn, ReplicaStatus, authorized_files, refusal
 from catalogue.lfn import check_lfn
 from catalogue.permissions import READ, WRITE
+from catalogue.usage import REGISTERED_IN
 from kernel.errors import Conflict, InvalidInput, NotFound
 from kernel.web import DATABASE, ApiRoutes, json_response, principal_of, read_model, scopes
 
@@ -189,4 +190,4 @@ async def lookup(request: web.Request) -> web.Response:
 
 
 def _file_view(lfn: str, doc: dict[str, Any]) -> dict[str, Any]:
-    return {"lfn": lfn, **{k: v for k, v in doc.items() if k != "_id"}}
+    return {"lfn": lfn, **{k: v for k, v in doc.items() if k not in ("_id", REGISTERED_IN)}}

@@ -33,8 +33,8 @@ from catalogue.permissions import DEFAULT_FILE_MODE, creation_denial, hiding_den
 from catalogue.provenance import add_ancestor_links
 from catalogue.replica_urls import se_url
 from catalogue.storage_elements import fetch_storage_elements
-from catalogue.usage import Usage, record_files
-from kernel.db import Document, IndexSpec, bulk_write_chunked, database_errors
+from catalogue.usage import REGISTERED_IN, Usage, record_files, record_registered, take_over_calls
+from kernel.db import Document, IndexSpec, bulk_write_chunked, database_errors, increment
 from kernel.errors import CairnError, Conflict, Forbidden, InvalidInput, NotFound
 from kernel.principal import Principal
 
@@ -199,8 +199,11 @@ async def register_files(db: AsyncDatabase[Document], principal: Principal, file
                                       for p in needed])
 
     at = now()
+    token = uuid.uuid4().hex
     docs = [_file_document(f, principal, [replicas[id(r)] for r in f.replicas], at,
                            metadata_fields_for(f.lfn, own_meta[id(f)], dirs)) for f in batch.values()]
+    for doc in docs:  # see catalogue.usage: a retry counts what a call cut short could not
+        doc[REGISTERED_IN] = token
     duplicates: list[FileIn] = []
     if docs:
         try:
@@ -217,7 +220,7 @@ async def register_files(db: AsyncDatabase[Document], principal: Principal, file
     written = [doc for doc in docs if doc["_id"] not in dup_lfns and doc["_id"] not in failed]
     for doc in written:
         successful[doc["_id"]] = {"guid": doc["guid"], "created": True}
-    await record_files(db, written, +1)
+    await record_registered(db, token, written)
     if duplicates:
         await _reconcile(db, duplicates, replicas, successful, failed)
     return {"successful": successful, "failed": failed}
@@ -241,6 +244,7 @@ async def _reconcile(
             continue
         successful[item.lfn] = {"guid": doc["guid"], "created": False}
         updates.setdefault(item.lfn, []).extend(replicas[id(r)] for r in item.replicas)
+    await take_over_calls(db, (stored[lfn] for lfn in updates))
     await push_replicas(db, updates, known=stored)
     if any(f.ancestors for f in duplicates):
         await add_ancestor_links(db, {f.lfn: f.ancestors for f in duplicates
@@ -284,7 +288,7 @@ async def push_replicas(
                 attempted.extend((lfn, r["se"]) for r in new)
                 updates.append(UpdateOne({"_id": lfn, "version": doc.get("version")},
                                          {"$push": {"replicas": {"$each": new}}, "$set": {"modified": at},
-                                          "$inc": {"version": 1}}))
+                                          **increment({"version": 1})}))
         if not updates:
             break
         with database_errors():
@@ -379,7 +383,7 @@ async def remove_files(
     `force`: the catalogue must not forget bytes that the reaper has not deleted yet."""
     for lfn in lfns:
         check_lfn(lfn)
-    found = await fetch_files(db, lfns, {"replicas.se": 1, "owner": 1, "size": 1})
+    found = await fetch_files(db, lfns, {"replicas.se": 1, "owner": 1, "size": 1, REGISTERED_IN: 1})
     dirs = await fetch_directories(db, {a for lfn in found for a in ancestors(lfn)})
     successful: dict[str, Any] = {}
     failed: dict[str, Any] = {}
@@ -397,6 +401,7 @@ async def remove_files(
         else:
             doomed.append(lfn)
     if doomed:
+        await take_over_calls(db, (found[lfn] for lfn in doomed))
         with database_errors():
             await db[FILES].delete_many({"_id": {"$in": doomed}})
         successful.update({lfn: {"removed": True} for lfn in doomed})

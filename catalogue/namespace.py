@@ -42,7 +42,7 @@ from catalogue.permissions import (
     require,
     traversal_denial,
 )
-from catalogue.usage import Usage, forget_directory_usage, move_directory_usage, record_files
+from catalogue.usage import Usage, forget_directory_usage, move_directory_usage, record_files, take_over_calls
 from kernel.db import Document, bulk_write_chunked, database_errors, iterate
 from kernel.errors import Conflict, Forbidden, InvalidInput, NotFound
 from kernel.principal import Principal
@@ -289,6 +289,7 @@ async def remove(db: AsyncDatabase[Document], principal: Principal, path: str, *
     if kind == "file":
         if doc.get("replicas"):
             raise Conflict(f"{path} still has {len(doc['replicas'])} replica(s); remove them first")
+        await take_over_calls(db, [doc])
         with database_errors():
             result = await db[FILES].delete_one({"_id": path})
         if result.deleted_count:

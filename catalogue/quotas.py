@@ -19,7 +19,7 @@ from pymongo import UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 
 from catalogue.directories import now
-from kernel.db import Document, IndexSpec, database_errors
+from kernel.db import Document, IndexSpec, database_errors, increment
 from kernel.errors import NotFound
 
 QUOTAS = "quotas"
@@ -87,7 +87,7 @@ async def room(db: AsyncDatabase[Document], account: str, ses: Iterable[str]) ->
 async def charge(db: AsyncDatabase[Document], account: str, deltas: Mapping[str, tuple[int, int]]) -> None:
     """Add `(files, bytes)` per SE to the account's usage (negative to release), one bulk write."""
     updates = [UpdateOne({"_id": key(account, se)},
-                         {"$inc": {"files": files, "bytes": size}, "$set": {"account": account, "se": se}},
+                         {**increment({"files": files, "bytes": size}), "$set": {"account": account, "se": se}},
                          upsert=True)
                for se, (files, size) in deltas.items() if files or size]
     if updates:

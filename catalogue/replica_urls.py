@@ -8,18 +8,32 @@ user's file on the same SE lies under it too. Dot segments (`.`, `..`, also perc
 control characters, a `%` left after decoding, a query, a fragment or user info are refused
 outright, and the derived URL itself must lie under its protocol's base URL.
 
+One variant is allowed: the derived URL followed by `!` and a tag (`variant_url`), e.g. the URL a
+job attempt writes its output to, so that no other attempt writes there. `!` is not allowed in an
+LFN, so a variant can never be the URL of another file, nor another file's variant.
+
 `se_url` is used where URLs enter (registration) and where they are acted on
 (`transfers.endpoints`), so both sides apply the same rule.
 """
 
 from __future__ import annotations
 
+import re
 from urllib.parse import unquote, urlsplit
 
 from catalogue.storage_elements import Protocol, StorageElement, replica_url
 from kernel.errors import InvalidInput
 
 DEFAULT_PORTS = {"http": 80, "dav": 80, "https": 443, "davs": 443, "root": 1094}
+VARIANT_MARK = "!"
+VARIANT_TAG = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+def variant_url(url: str, tag: str) -> str:
+    """The variant of a derived URL named by `tag` (letters, digits, `_` and `-`)."""
+    if not VARIANT_TAG.fullmatch(tag):
+        raise InvalidInput(f"a URL variant tag has 1-64 letters, digits, '_' or '-', not {tag!r}")
+    return f"{url}{VARIANT_MARK}{tag}"
 
 
 def _refused(url: str, why: str) -> InvalidInput:
@@ -78,11 +92,14 @@ def se_url(se: StorageElement, lfn: str, url: str | None = None) -> str:
         if protocol is None:
             raise InvalidInput(f"SE {se.name} has no read or write protocol to build a URL from")
         return derived_url(protocol, lfn)
-    wanted = normalised_url(url)
+    wanted, mark, tag = normalised_url(url).partition(VARIANT_MARK)
+    if mark and not VARIANT_TAG.fullmatch(tag):
+        raise _refused(url, f"a URL variant is the derived URL, '{VARIANT_MARK}' and a tag of "
+                            "letters, digits, '_' and '-'")
     for protocol in sorted(se.protocols, key=lambda p: p.priority):
         derived = derived_url(protocol, lfn)
         if normalised_url(derived) == wanted:
-            return derived
+            return variant_url(derived, tag) if mark else derived
     expected = derived_url(min(se.protocols, key=lambda p: p.priority), lfn)
     raise _refused(url, f"the URL of {lfn} on SE {se.name} is derived from the SE's protocols "
                         f"(e.g. {expected}); leave `url` out or give that URL")

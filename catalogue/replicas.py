@@ -19,7 +19,7 @@ from catalogue.files import FILES, REPLICA_STATUSES, Outcome, ReplicaIn, fetch_f
 from catalogue.lfn import check_lfn
 from catalogue.storage_elements import SES
 from catalogue.usage import Usage
-from kernel.db import Document, bulk_write_chunked, database_errors
+from kernel.db import Document, bulk_write_chunked, database_errors, increment
 from kernel.errors import InvalidInput
 
 
@@ -130,7 +130,7 @@ async def remove_replicas(db: AsyncDatabase[Document], items: Iterable[Mapping[s
                 pulled[lfn].append(element)
                 usage.replica(replica.se, int(doc.get("size", 0)), -1)
                 updates.append(UpdateOne({"_id": lfn}, {"$pull": {"replicas": element}, "$set": {"modified": at},
-                                                         "$inc": {"version": 1}}))
+                                                         **increment({"version": 1})}))
     if updates:
         with database_errors():
             result = await bulk_write_chunked(db[FILES], updates)
@@ -179,7 +179,7 @@ async def set_replica_status(
             result = await db[FILES].update_one(
                 {"_id": lfn, f"replicas.{index}.se": se, f"replicas.{index}.status": current.get("status")},
                 {"$set": {f"replicas.{index}.status": status, f"replicas.{index}.modified": at, "modified": at},
-                 "$inc": {"version": 1}},
+                 **increment({"version": 1})},
             )
         if result.matched_count == 1:
             return True
@@ -222,7 +222,7 @@ async def set_replica_statuses(
     updates = [
         UpdateMany({"_id": {"$in": lfns}, f"replicas.{index}.se": se, f"replicas.{index}.status": current},
                    {"$set": {f"replicas.{index}.status": status, f"replicas.{index}.modified": at, "modified": at},
-                    "$inc": {"version": 1}})
+                    **increment({"version": 1})})
         for (index, se, current, status), lfns in groups.items()
     ]
     result = await bulk_write_chunked(db[FILES], updates)

@@ -31,7 +31,7 @@ from catalogue import quotas
 from catalogue.directories import DUPLICATE_KEY, now
 from catalogue.files import FILES
 from catalogue.rule_triggers import RULES
-from kernel.db import Document, IndexSpec, bulk_write_chunked, database_errors
+from kernel.db import Document, IndexSpec, bulk_write_chunked, database_errors, increment
 from kernel.errors import ServiceUnavailable
 
 LOCKS = "locks"
@@ -107,7 +107,7 @@ async def _count(db: AsyncDatabase[Document], rule_id: str, inc: Mapping[str, in
     deltas = {f"locks_{state}": n for state, n in inc.items() if n}
     if deltas:
         with database_errors():
-            await db[RULES].update_one({"_id": rule_id}, {"$inc": deltas})
+            await db[RULES].update_one({"_id": rule_id}, increment(deltas))
 
 
 async def insert_locks(db: AsyncDatabase[Document], rule: Document, locks: list[Document]) -> list[Document]:
@@ -258,7 +258,7 @@ def _lock_update(changes: tuple[tuple[int, str, Any, tuple[str, ...]], ...], lfn
         guard[f"replicas.{i}.locks"] = count  # None also matches a replica never locked
         fields[f"replicas.{i}.lock_rules"] = list(new)
         fields[f"replicas.{i}.locks"] = len(new)
-    return UpdateMany(guard, {"$set": fields, "$inc": {"version": 1}})
+    return UpdateMany(guard, {"$set": fields, **increment({"version": 1})})
 
 
 async def replica_lost(db: AsyncDatabase[Document], lfn: str, se: str) -> int:
@@ -270,7 +270,7 @@ async def replica_lost(db: AsyncDatabase[Document], lfn: str, se: str) -> int:
         if not owners:
             return 0
         result = await db[RULES].update_many({"_id": {"$in": sorted(owners)}},
-                                             {"$set": {"dirty": True, "due": now()}, "$inc": {"generation": 1}})
+                                             {"$set": {"dirty": True, "due": now()}, **increment({"generation": 1})})
     return result.modified_count
 
 

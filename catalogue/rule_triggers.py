@@ -9,7 +9,7 @@ from collections.abc import Iterable
 
 from pymongo.asynchronous.database import AsyncDatabase
 
-from kernel.db import Document, database_errors
+from kernel.db import Document, database_errors, increment
 
 RULES = "rules"
 # Owned by catalogue.dataset_contents (which imports this module); the same collection.
@@ -38,5 +38,5 @@ async def content_changed(db: AsyncDatabase[Document], dids: Iterable[str]) -> i
     with database_errors():
         # Index: rules_by_did.
         result = await db[RULES].update_many({"did": {"$in": sorted(affected)}},
-                                             {"$set": {"dirty": True}, "$inc": {"generation": 1}})
+                                             {"$set": {"dirty": True}, **increment({"generation": 1})})
     return result.modified_count

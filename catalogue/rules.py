@@ -39,7 +39,7 @@ from catalogue.lfn import check_lfn
 from catalogue.rule_triggers import RULES
 from catalogue.se_expression import resolve, validate
 from catalogue.storage_elements import SES
-from kernel.db import Document, IndexSpec, database_errors
+from kernel.db import Document, IndexSpec, database_errors, increment
 from kernel.errors import Conflict, Forbidden, InvalidInput, NotFound, QuotaExceeded
 from kernel.principal import Principal
 
@@ -305,7 +305,7 @@ async def update_rule(db: AsyncDatabase[Document], principal: Principal, rule_id
         inc["generation"] = 1
     with database_errors():
         updated = await db[RULES].find_one_and_update(
-            {"_id": rule_id}, {"$set": change, **({"$inc": inc} if inc else {})},
+            {"_id": rule_id}, {"$set": change, **(increment(inc) if inc else {})},
             return_document=ReturnDocument.AFTER)
     if updated is None:
         raise NotFound(f"rule {rule_id} does not exist")

@@ -27,7 +27,7 @@ from catalogue.datasets import DATASETS
 from catalogue.directories import now
 from catalogue.rules import Grouping, RuleIn, create_rule
 from catalogue.se_expression import validate
-from kernel.db import Document, IndexSpec, database_errors
+from kernel.db import Document, IndexSpec, database_errors, increment
 from kernel.errors import CairnError, Conflict, Forbidden, NotFound
 from kernel.principal import Principal
 
@@ -170,5 +170,5 @@ async def process(db: AsyncDatabase[Document], subscription: Document) -> int:
     if fields or made:
         with database_errors():
             await db[SUBSCRIPTIONS].update_one({"_id": subscription["_id"]},
-                                               {"$set": fields, "$inc": {"rules_created": made}})
+                                               {"$set": fields, **increment({"rules_created": made})})
     return made

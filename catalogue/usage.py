@@ -10,6 +10,17 @@ atomic; in commands of 50, see `kernel.db.WRITE_CHUNK`), never by scanning. A fi
 Exactness: increments follow what the database reports as written. Where a bulk call only
 reports a total (two removals of the same file racing each other), the counters can drift; the
 rebuild recomputes them from the records and reports the drift it corrected.
+
+Partial writes and retries (the decision: counters are idempotent per file, by register call,
+not recounted): every register call has a token, stored in the records it inserts
+(`registered_in`). After inserting, the call claims its token — inserts it into `usage_claims`,
+whose unique `_id` lets one caller win — and counts its records only if it won. A call cut short
+by a database outage (answered 503 with some records written) never claimed its token; its retry
+meets those records as existing files, claims the token of each call named there that nobody
+claimed, and counts every record of that call. A removal does the same before it takes records
+off, so it only ever takes off what was counted. Cost: one insert per call, one sparse index.
+A crash between a claim and its increments undercounts; so can a retry that overtakes a call
+still inserting. The rebuild corrects both and claims every token it has counted.
 """
 
 from __future__ import annotations
@@ -19,14 +30,23 @@ from collections import defaultdict
 from collections.abc import Iterable
 from typing import Any
 
+from bson import Int64
 from pymongo import DeleteOne, ReplaceOne, UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import BulkWriteError
 
 from catalogue.lfn import ROOT, ancestors, check_lfn, descendant_pattern
-from kernel.db import Document, bulk_write_chunked, database_errors, iterate
+from kernel.db import Document, IndexSpec, bulk_write_chunked, database_errors, increment, iterate
 
 USAGE = "usage"
 FILES = "files"
+USAGE_CLAIMS = "usage_claims"
+REGISTERED_IN = "registered_in"
+
+INDEXES = [
+    # take_over_calls: files.find({registered_in: {$in: calls}})
+    IndexSpec(FILES, [(REGISTERED_IN, 1)], name="files_by_registered_in", sparse=True),
+]
 
 
 def directory_key(path: str) -> str:
@@ -65,7 +85,7 @@ class Usage:
 
     async def apply(self, db: AsyncDatabase[Document]) -> None:
         """Write every non-zero increment in one unordered bulk write (upserting new records)."""
-        updates = [UpdateOne({"_id": key}, {"$inc": {k: v for k, v in delta.items() if v}}, upsert=True)
+        updates = [UpdateOne({"_id": key}, increment({k: v for k, v in delta.items() if v}), upsert=True)
                    for key, delta in self.deltas.items() if any(delta.values())]
         self.deltas.clear()
         if updates:
@@ -73,8 +93,53 @@ class Usage:
                 await bulk_write_chunked(db[USAGE], updates)
 
 
+async def _claim_calls(db: AsyncDatabase[Document], calls: Iterable[str]) -> set[str]:
+    """The register calls whose counting this caller won: one unordered insert of their tokens
+    into `usage_claims`, where a token that is there already is lost (unique `_id`)."""
+    claims = [{"_id": call} for call in sorted(set(calls))]
+    if not claims:
+        return set()
+    lost: set[int] = set()
+    try:
+        with database_errors():
+            await db[USAGE_CLAIMS].insert_many(claims, ordered=False)
+    except BulkWriteError as exc:
+        lost = {e["index"] for e in exc.details.get("writeErrors", [])}
+    return {c["_id"] for i, c in enumerate(claims) if i not in lost}
+
+
+def _first_replicas(doc: Document) -> list[Document]:
+    """The replicas a file was registered with (made just before the record, so not later)."""
+    created = doc.get("created")
+    return [r for r in doc.get("replicas", []) if created is None or r.get("created", created) <= created]
+
+
+async def record_registered(db: AsyncDatabase[Document], call: str, docs: list[Document]) -> None:
+    """A register call counts the records it inserted, unless a retry took the call over first."""
+    if docs and await _claim_calls(db, [call]):
+        await record_files(db, docs, +1)
+
+
+async def take_over_calls(db: AsyncDatabase[Document], docs: Iterable[Document]) -> None:
+    """Count the records of the register calls named by `docs` that never counted theirs (cut
+    short by an outage): claim each such call, then count every record it inserted with its
+    first replicas (index files_by_registered_in). Calls that counted cost one failed insert."""
+    won = await _claim_calls(db, {d[REGISTERED_IN] for d in docs if d.get(REGISTERED_IN)})
+    if not won:
+        return
+    usage = Usage()
+    cursor = db[FILES].find({REGISTERED_IN: {"$in": sorted(won)}},
+                            {"size": 1, "created": 1, "replicas.se": 1, "replicas.created": 1})
+    async for doc in iterate(cursor.batch_size(5000)):
+        usage.file(doc["_id"], int(doc.get("size", 0)), +1)
+        for replica in _first_replicas(doc):
+            usage.replica(replica["se"], int(doc.get("size", 0)), +1)
+    await usage.apply(db)
+
+
 async def record_files(db: AsyncDatabase[Document], docs: Iterable[Document], sign: int) -> None:
-    """Account file records that were written (+1) or deleted (-1), with their replicas."""
+    """Account file records that were written (+1) or deleted (-1), with their replicas. Before
+    deleting records, call `take_over_calls` on them, so that what is taken off was counted."""
     usage = Usage()
     for doc in docs:
         usage.file(doc["_id"], int(doc.get("size", 0)), sign)
@@ -85,17 +150,21 @@ async def record_files(db: AsyncDatabase[Document], docs: Iterable[Document], si
 
 async def forget_directory_usage(db: AsyncDatabase[Document], path: str) -> None:
     """Before a directory tree is deleted: take its totals off its ancestors and its replicas'
-    bytes off their SEs (one aggregation over the subtree), and drop its own records."""
-    with database_errors():
-        doc = await db[USAGE].find_one({"_id": directory_key(path)})
-    usage = Usage()
-    usage.subtree(path, int((doc or {}).get("files", 0)), int((doc or {}).get("bytes", 0)), -1)
+    bytes off their SEs (one pass over the subtree's records), and drop its own records."""
     # The tree is about to be deleted record by record anyway; reading its replicas once costs
     # the same order. (An aggregation `$sum` of a field would do, but FerretDB 1.24 sums to 0.)
-    cursor = db[FILES].find({"_id": {"$regex": descendant_pattern(path)}}, {"size": 1, "replicas.se": 1})
+    usage = Usage()
+    calls: set[str] = set()
+    cursor = db[FILES].find({"_id": {"$regex": descendant_pattern(path)}}, {"size": 1, "replicas.se": 1,
+                                                                            REGISTERED_IN: 1})
     async for file in iterate(cursor.batch_size(5000)):
+        calls.add(file.get(REGISTERED_IN, ""))
         for replica in file.get("replicas", []):
             usage.replica(replica["se"], int(file.get("size", 0)), -1)
+    await take_over_calls(db, [{REGISTERED_IN: call} for call in calls if call])
+    with database_errors():
+        doc = await db[USAGE].find_one({"_id": directory_key(path)})
+    usage.subtree(path, int((doc or {}).get("files", 0)), int((doc or {}).get("bytes", 0)), -1)
     await usage.apply(db)
     with database_errors():
         await db[USAGE].delete_many({"_id": {"$regex": "^" + re.escape(directory_key(path)) + "(/|$)"}})
@@ -178,8 +247,13 @@ async def rebuild(db: AsyncDatabase[Document], *, fix: bool = True) -> dict[str,
         fields = set(want) | set(have)
         if any(want.get(f, 0) != have.get(f, 0) for f in fields):
             drift[key] = {"stored": have, "recounted": want}
-            writes.append(ReplaceOne({"_id": key}, want, upsert=True) if want else DeleteOne({"_id": key}))
+            stored_want = {field: Int64(value) for field, value in want.items()}
+            writes.append(ReplaceOne({"_id": key}, stored_want, upsert=True) if want else DeleteOne({"_id": key}))
     if fix and writes:
         with database_errors():
             await bulk_write_chunked(db[USAGE], writes)
+    if fix:  # the recount included every record: no register call is left to be taken over
+        with database_errors():
+            calls = await db[FILES].distinct(REGISTERED_IN)
+        await _claim_calls(db, calls)
     return {"checked": len(set(truth) | set(stored)), "drifted": len(drift), "fixed": fix, "drift": drift}

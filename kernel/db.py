@@ -7,10 +7,11 @@ assembles the process (server, daemon, CLI) passes them all to `ensure_indexes` 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from bson import Int64
 from pymongo import AsyncMongoClient, IndexModel
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import AutoReconnect, ConnectionFailure, ExecutionTimeout, NetworkTimeout, PyMongoError
@@ -105,6 +106,13 @@ def database_errors() -> Iterator[None]:
         yield
     except UNAVAILABLE_ERRORS as exc:
         raise ServiceUnavailable(f"database unavailable: {type(exc).__name__}", retry_after=5) from exc
+
+
+def increment(deltas: Mapping[str, int | float]) -> Document:
+    """The `$inc` of counters, every integer as BSON Int64: a 32-bit value that `$inc` adds an
+    int32 to wraps on FerretDB (2 GB + 2 GB = -294967296), while int32 + Int64 gives Int64 on
+    every database. Every `$inc` in Cairn is built here."""
+    return {"$inc": {name: Int64(value) if isinstance(value, int) else value for name, value in deltas.items()}}
 
 
 async def iterate(cursor: Any) -> AsyncIterator[Document]:

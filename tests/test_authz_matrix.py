@@ -169,6 +169,7 @@ MATRIX: dict[str, Case] = {
     "POST /jobs/{id}/start": pilot_only("/jobs/{job}/start"),  # users hold no jobs.pilot
     "POST /jobs/{id}/heartbeat": pilot_only("/jobs/{job}/heartbeat"),
     "POST /jobs/{id}/outputs": pilot_only("/jobs/{job}/outputs"),
+    "POST /jobs/{id}/output-slots": pilot_only("/jobs/{job}/output-slots"),
     "POST /jobs/{id}/report": pilot_only("/jobs/{job}/report"),
 }
 MATRIX_IDS: dict[str, str] = {}

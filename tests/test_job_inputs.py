@@ -66,7 +66,7 @@ async def test_a_dataset_input_runs_on_the_dataset_files_at_their_site(
     start_pilot(api, "SITE-B", tmp_path, wms_config, pilots)
     [done] = await wait_for(grid.db, ids, {"done", "failed"}, pilots=pilots)
     assert (done["state"], done["site"]) == ("done", "SITE-B")
-    assert (grid.se_roots["SITE-A-DISK"] / "cta/out/result.txt").read_bytes() == b"first\nsecond\n"
+    assert await grid.replica_bytes("/cta/out/result.txt", "SITE-A-DISK") == b"first\nsecond\n"
 
 
 async def test_a_query_input_runs_on_the_files_it_finds_within_its_path(
@@ -79,7 +79,7 @@ async def test_a_query_input_runs_on_the_files_it_finds_within_its_path(
     start_pilot(api, "SITE-C", tmp_path, wms_config, pilots)
     [done] = await wait_for(grid.db, ids, {"done", "failed"}, pilots=pilots)
     assert (done["state"], done["site"]) == ("done", "SITE-C")
-    assert (grid.se_roots["SITE-A-DISK"] / "cta/out/result.txt").read_bytes() == b"proton 12\nproton 15\n"
+    assert await grid.replica_bytes("/cta/out/result.txt", "SITE-A-DISK") == b"proton 12\nproton 15\n"
 
 
 async def test_a_container_input_is_every_file_below_it_once(api: RunningApi, grid: Grid) -> None:

@@ -15,6 +15,7 @@ from tests.fixtures.grid import Grid, check_all
 from wms import checking, jobs, task_queues
 from wms.config import WmsSettings
 from wms.daemons import JobWatchdog
+from wms.outputs import attempt_url
 
 USER = ("jobs.read", "jobs.write")
 
@@ -193,9 +194,9 @@ async def test_outputs_of_a_rescheduled_job_are_registered_once_with_provenance(
     out = {"path": "o.txt", "lfn": "/cta/out/o.txt", "se": "SITE-A-DISK"}
     [job_id] = await submit_as(api, "alice", "cta", job("/cta/in/1", outputs=[out]))
     await check_all(grid.db, wms_config)
-    url = grid.url("SITE-A-DISK", "/cta/out/o.txt")
     async with pilot_client(api) as pilot, api.client() as admin:
         for attempt, checksum in ((1, "0000000a"), (2, "0000000b")):
+            url = attempt_url(grid.url("SITE-A-DISK", "/cta/out/o.txt"), job_id, attempt)
             order = await pilot.match_job(pilot=f"p{attempt}", site="SITE-A")
             assert order is not None and order["attempt"] == attempt
             assert order["outputs"][0]["url"] == url
@@ -214,6 +215,7 @@ async def test_outputs_of_a_rescheduled_job_are_registered_once_with_provenance(
     assert docs[0]["ancestors"] == ["/cta/in/1"]
     assert docs[0]["produced_by"] == {"job": job_id, "attempt": 2}
     assert (docs[0]["adler32"], docs[0]["owner"], len(docs[0]["replicas"])) == ("0000000b", "alice", 1)
+    assert docs[0]["replicas"][0]["url"] == attempt_url(grid.url("SITE-A-DISK", "/cta/out/o.txt"), job_id, 2)
     assert (docs[0]["group"], docs[0]["parent"]) == ("cta", "/cta/out")  # registered through the catalogue
 
 
@@ -225,11 +227,12 @@ async def test_an_output_lfn_registered_by_someone_else_meanwhile_is_refused(
     await check_all(grid.db, wms_config)
     await grid.add_file("/cta/out/taken", b"theirs", ["SITE-A-DISK"], owner="bob")
     async with pilot_client(api) as pilot:
-        await pilot.match_job(pilot="p", site="SITE-A")
+        order = await pilot.match_job(pilot="p", site="SITE-A")
+        assert order is not None
         await pilot.start_job(job_id, pilot="p", attempt=1)
         result = await pilot.register_job_outputs(job_id, pilot="p", attempt=1, files=[
-            {"lfn": "/cta/out/taken", "url": "file:///x", "size": 1, "adler32": "00000001"}])
-    assert list(result["failed"]) == ["/cta/out/taken"]
+            {"lfn": "/cta/out/taken", "url": order["outputs"][0]["url"], "size": 1, "adler32": "00000001"}])
+    assert result["failed"] == {"/cta/out/taken": "the LFN exists already and was not produced by this job"}
     assert (await grid.db["files"].find_one({"_id": "/cta/out/taken"}))["size"] == len(b"theirs")
 
 

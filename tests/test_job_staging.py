@@ -80,7 +80,7 @@ async def test_a_job_reading_a_file_only_on_tape_runs_once_the_daemons_staged_it
     assert (grid.se_roots[staged_to] / "cta/raw/run7.raw").read_bytes() == b"raw event bytes\n"
     out = await grid.db["files"].find_one({"_id": "/cta/out/run7.txt"})
     assert out is not None
-    content = (grid.se_roots["SITE-A-DISK"] / "cta/out/run7.txt").read_bytes()
+    content = await grid.replica_bytes("/cta/out/run7.txt", "SITE-A-DISK")
     assert content == f"raw event bytes\nat {site}\n".encode()
     assert (out["ancestors"], out["adler32"]) == (["/cta/raw/run7.raw"], adler32_hex(content))
 

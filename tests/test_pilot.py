@@ -13,6 +13,7 @@ from tests.fixtures.grid import Grid, PilotProcess, adler32_hex, check_all, star
 from wms import jobs
 from wms.config import WmsSettings
 from wms.daemons import JobWatchdog
+from wms.outputs import attempt_url
 
 USER = ("jobs.read", "jobs.write")
 
@@ -48,11 +49,11 @@ async def test_each_job_runs_at_a_site_holding_its_inputs_and_registers_its_outp
     for site, lfn in placement.items():
         out = await grid.db["files"].find_one({"_id": f"/cta/out/{site}.txt"})
         assert out is not None
-        content = (grid.se_roots["SITE-A-DISK"] / f"cta/out/{site}.txt").read_bytes()
+        content = await grid.replica_bytes(f"/cta/out/{site}.txt", "SITE-A-DISK")
         assert content == f"payload of {site}\nran at {site}\n".encode()
         assert (out["ancestors"], out["size"], out["adler32"]) == ([lfn], len(content), adler32_hex(content))
-        assert [(r["se"], r["url"], r["status"]) for r in out["replicas"]] == [
-            ("SITE-A-DISK", grid.url("SITE-A-DISK", f"/cta/out/{site}.txt"), "available")]
+        url = attempt_url(grid.url("SITE-A-DISK", f"/cta/out/{site}.txt"), out["produced_by"]["job"], 1)
+        assert [(r["se"], r["url"], r["status"]) for r in out["replicas"]] == [("SITE-A-DISK", url, "available")]
 
 
 async def test_failures_are_reported_with_exit_code_and_stderr(
@@ -109,8 +110,8 @@ async def test_a_pilot_killed_mid_job_leads_to_stalled_rescheduled_and_done_once
     outputs = await grid.db["files"].find({"_id": "/cta/out/slow.txt"}).to_list()
     assert len(outputs) == 1
     assert outputs[0]["produced_by"] == {"job": job_id, "attempt": 2}
-    content = (grid.se_roots["SITE-C-DISK"] / "cta/out/slow.txt").read_text()
-    assert content == "slow input\nattempt 2\n"
+    content = await grid.replica_bytes("/cta/out/slow.txt", "SITE-C-DISK")
+    assert content == b"slow input\nattempt 2\n"
     # The watchdog has nothing more to do: the job is not declared stalled a second time.
     await watchdog.run_once()
     assert (await jobs.get_job(grid.db, job_id))["state"] == "done"

@@ -124,3 +124,47 @@ def test_killing_up_outright_leaves_no_process_behind(workdir: Path) -> None:
     up.proc.send_signal(signal.SIGKILL)
     up.proc.wait(timeout=10)
     assert not wait_gone(kids), "children survived SIGKILL of cairn up"
+
+
+def ferretdb_children(pid: int) -> set[int]:
+    """The live FerretDB processes below `pid`."""
+    found = set()
+    for child in children_of(pid):
+        try:
+            command = Path(f"/proc/{child}/cmdline").read_bytes()
+        except FileNotFoundError:
+            continue
+        if b"ferretdb" in command and alive(child):
+            found.add(child)
+    return found
+
+
+def test_up_restarts_its_database_when_it_dies_and_the_data_is_still_there(workdir: Path) -> None:
+    up = Up(workdir, free_port())
+    try:
+        token = json.loads((workdir / "var" / "client.json").read_text())["token"]
+        auth = {"Authorization": f"Bearer {token}"}
+        se = {"name": "BEFORE", "site": "LOCAL", "kind": "disk",
+              "protocols": [{"scheme": "file", "prefix": str(workdir / "before")}]}
+        assert requests.put(f"{up.url}/ses/BEFORE", json=se, headers=auth, timeout=10).status_code == 200
+        (first,) = ferretdb_children(up.proc.pid)
+        os.kill(first, signal.SIGKILL)
+        deadline = time.monotonic() + 60
+        health: dict[str, str] = {}
+        while time.monotonic() < deadline:
+            try:
+                health = requests.get(f"{up.url}/health", timeout=5).json()
+            except requests.RequestException:
+                health = {}
+            if health.get("database") == "ok" and ferretdb_children(up.proc.pid) - {first}:
+                break
+            time.sleep(0.5)
+        assert health.get("status") == "ok" and health.get("database") == "ok", health
+        names = {s["name"] for s in requests.get(f"{up.url}/ses", headers=auth, timeout=10).json()}
+        assert "BEFORE" in names
+    finally:
+        up.proc.send_signal(signal.SIGINT)
+        rest, _ = up.proc.communicate(timeout=60)
+    log = "".join(up.output) + rest
+    assert "ferretdb exited with -9" in log and "restarted ferretdb (restart 1" in log, log
+

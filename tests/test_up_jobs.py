@@ -58,7 +58,8 @@ def test_jobs_submitted_with_the_cli_run_at_the_local_site(tmp_path: Path) -> No
         assert (job["state"], job["site"], job["sites"]) == ("done", "LOCAL", ["LOCAL"])
         logs = cairn(tmp_path, "job", "logs", summed)
         assert logs["stdout"] == "number 7\nnumber 8\n"
-        assert (tmp_path / "var/se/disk2/local/sum.txt").read_text() == "number 7\nnumber 8\n"
+        [replica] = cairn(tmp_path, "stat", "/local/sum.txt")["replicas"]
+        assert Path(replica["url"].removeprefix("file://")).read_text() == "number 7\nnumber 8\n"
         listed = cairn(tmp_path, "job", "list")
         assert sorted(j["id"] for j in listed) == sorted([*made, summed])
     finally:

@@ -10,7 +10,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from catalogue.files import register_files, remove_files
 from catalogue.namespace import mkdir, move, remove
 from catalogue.replicas import add_replicas, remove_replicas
-from catalogue.usage import USAGE, directory_usage, rebuild, se_usage
+from catalogue.usage import USAGE, USAGE_CLAIMS, directory_usage, rebuild, se_usage
 from kernel.db import Document
 from tests.fixtures.catalogue import ADMIN
 
@@ -78,3 +78,19 @@ async def test_a_batch_touching_hundreds_of_existing_counters_completes(catalogu
         files = [{"lfn": f"/vo/d{i:03d}/f{round}", "size": 1, "adler32": "00000001"} for i in range(150)]
         await asyncio.wait_for(register_files(catalogue_db, ADMIN, files), timeout=60)
     assert (await directory_usage(catalogue_db, "/vo"))["files"] == 300
+
+
+async def test_a_rebuild_claims_the_register_calls_it_counted_so_no_retry_counts_them_again(
+    catalogue_db: AsyncDatabase[Document],
+) -> None:
+    db = catalogue_db
+    batch = [{"lfn": f"/vo/r/f{i}", "size": 10, "adler32": "00000001", "replicas": [{"se": "CERN-DISK"}]}
+             for i in range(3)]
+    await register_files(db, ADMIN, batch)
+    await db[USAGE_CLAIMS].delete_many({})  # as if the call had died before claiming its records
+    await db[USAGE].delete_many({})
+    assert (await rebuild(db, fix=True))["drifted"] > 0
+    again = await register_files(db, ADMIN, batch)
+    assert [r["created"] for r in again["successful"].values()] == [False] * 3
+    assert (await directory_usage(db, "/vo/r"))["files"] == 3
+    assert (await rebuild(db, fix=False))["drifted"] == 0

@@ -31,7 +31,7 @@ from catalogue.files import FILES
 from catalogue.replica_urls import se_url
 from catalogue.rule_locks import replica_lost
 from catalogue.storage_elements import StorageElement
-from kernel.db import Document, database_errors
+from kernel.db import Document, database_errors, increment
 from kernel.errors import InvalidInput, NotFound
 from storage_plugins.registry import plugin_for
 from transfers.endpoints import endpoints
@@ -93,7 +93,7 @@ async def retire(
             result = await db[FILES].update_one(
                 {"_id": lfn, "version": doc.get("version"), f"replicas.{index}.se": se},
                 {"$set": {f"replicas.{index}.status": "unavailable", f"replicas.{index}.modified": at,
-                          "modified": at}, "$inc": {"version": 1}},
+                          "modified": at}, **increment({"version": 1})},
             )
         if result.matched_count == 1:
             return {**replica, "status": "unavailable"}
@@ -112,7 +112,7 @@ async def delete_retired(
         doc = await db[FILES].find_one({"_id": lfn}, {"replicas": 1})
         for element in (doc or {}).get("replicas", []):
             if element.get("se") == se.name and element.get("status") == "unavailable":
-                await db[FILES].update_one({"_id": lfn}, {"$pull": {"replicas": element}, "$inc": {"version": 1}})
+                await db[FILES].update_one({"_id": lfn}, {"$pull": {"replicas": element}, **increment({"version": 1})})
 
 
 async def delete_replica(

@@ -18,7 +18,7 @@ from catalogue.directories import now
 from catalogue.files import FILES, push_replicas
 from catalogue.replicas import add_replicas, set_replica_status
 from catalogue.storage_elements import StorageElement, replica_url
-from kernel.db import Document, database_errors
+from kernel.db import Document, database_errors, increment
 from kernel.errors import CairnError
 from storage_plugins.registry import plugin_for
 from transfers.endpoints import Endpoint
@@ -85,5 +85,5 @@ async def discard(db: AsyncDatabase[Document], lfn: str, se: str, dest: Endpoint
         with contextlib.suppress(CairnError, OSError):
             await plugin_for(dest.url, dest.options).delete(dest.url)
     with database_errors():
-        await db[FILES].update_one({"_id": lfn}, {"$pull": {"replicas": current}, "$inc": {"version": 1}})
+        await db[FILES].update_one({"_id": lfn}, {"$pull": {"replicas": current}, **increment({"version": 1})})
     log.info("removed the unfinished replica of %s on %s", lfn, se)

@@ -10,7 +10,7 @@ from typing import Any
 
 from pymongo.asynchronous.database import AsyncDatabase
 
-from kernel.db import Document, database_errors
+from kernel.db import Document, database_errors, increment
 from transfers.requests import REQUESTS
 
 LINK_STATS = "link_stats"
@@ -34,7 +34,7 @@ async def record(
     with database_errors():
         await db[LINK_STATS].update_one(
             {"_id": link_id(source, dest)},
-            {"$inc": inc, "$set": {"source": source, "dest": dest, "last": at}, "$setOnInsert": {"first": at}},
+            {**increment(inc), "$set": {"source": source, "dest": dest, "last": at}, "$setOnInsert": {"first": at}},
             upsert=True,
         )
 

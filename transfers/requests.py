@@ -32,7 +32,7 @@ from pymongo import ReturnDocument
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError
 
-from kernel.db import Document, IndexSpec, database_errors
+from kernel.db import Document, IndexSpec, database_errors, increment
 from kernel.errors import InvalidInput
 
 REQUESTS = "transfer_requests"
@@ -202,7 +202,7 @@ async def claim(
             {
                 "$set": {"state": "active", "lease_owner": worker,
                          "lease_expires": at + dt.timedelta(seconds=lease_s), "modified": at, "started": at},
-                "$inc": {"attempts": 1},
+                **increment({"attempts": 1}),
             },
             sort=[("priority", -1), ("created", 1)],
             return_document=ReturnDocument.AFTER,
@@ -237,7 +237,7 @@ async def claim_many(
             {**query, "_id": {"$in": ids}},
             {"$set": {"state": "active", "lease_owner": worker, "lease_expires": at + dt.timedelta(seconds=lease_s),
                       "modified": at, "started": at, "claim": token},
-             "$inc": {"attempts": 1}},
+             **increment({"attempts": 1})},
         )
         if result.modified_count == 0:
             return []
@@ -268,7 +268,7 @@ async def _finish_active(
         # The caller has confirmed or removed its destination replica before ending the request.
         change["$unset"] = {"active_key": "", "copying_replica": ""}
     if inc:
-        change["$inc"] = inc
+        change.update(increment(inc))
     with database_errors():
         result = await db[REQUESTS].update_one(
             {"_id": request_id, "state": from_state, "lease_owner": worker}, change)
@@ -288,7 +288,7 @@ async def flag_copying_replica(db: AsyncDatabase[Document], request_id: str) -> 
 async def count_copy(db: AsyncDatabase[Document], request_id: str) -> None:
     """Count one finished copy of a request's bytes, whoever did it (duplicates show as copies > 1)."""
     with database_errors():
-        await db[REQUESTS].update_one({"_id": request_id}, {"$inc": {"copies": 1}})
+        await db[REQUESTS].update_one({"_id": request_id}, increment({"copies": 1}))
 
 
 async def count_unfinished_copy(db: AsyncDatabase[Document], request_id: str) -> bool:
@@ -299,7 +299,7 @@ async def count_unfinished_copy(db: AsyncDatabase[Document], request_id: str) ->
     over copied again and finished first; its second copy goes uncounted."""
     with database_errors():
         result = await db[REQUESTS].update_one({"_id": request_id, "copying_replica": True},
-                                               {"$inc": {"copies": 1}, "$unset": {"copying_replica": ""}})
+                                               {**increment({"copies": 1}), "$unset": {"copying_replica": ""}})
     return result.modified_count == 1
 
 

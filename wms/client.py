@@ -79,6 +79,14 @@ class JobsClient(BaseClient):
         )
         return result
 
+    async def job_output_slots(self, job_id: str, *, pilot: str, attempt: int) -> list[dict[str, Any]]:
+        """Where this attempt writes its outputs; Conflict when the attempt is no longer current."""
+        result: dict[str, Any] = await self.request(
+            "POST", f"/jobs/{job_id}/output-slots", json_body={"pilot": pilot, "attempt": attempt}
+        )
+        slots: list[dict[str, Any]] = result["outputs"]
+        return slots
+
     async def register_job_outputs(
         self, job_id: str, *, pilot: str, attempt: int, files: list[dict[str, Any]]
     ) -> dict[str, Any]:

@@ -2,7 +2,9 @@
 
 Every report names the job's attempt and the pilot; a report from a pilot that no longer
 holds that attempt (the job was declared stalled and rescheduled, or killed) is refused with
-409, so a pilot that comes back from the dead cannot overwrite the new attempt's work.
+409, so a pilot that comes back from the dead cannot overwrite the new attempt's work. Outputs
+are fenced the same way: a pilot asks for its upload slot (the URLs of its attempt, see
+`outputs.attempt_url`) right before writing, and registers only those URLs.
 """
 
 from __future__ import annotations
@@ -60,16 +62,32 @@ async def finish(
     return jobs.public_view(job)
 
 
-async def register_outputs(
-    db: AsyncDatabase[Document], job_id: str, attempt: int, pilot: str, files: Sequence[dict[str, Any]]
-) -> Document:
-    """Register uploaded outputs with provenance; answers per LFN."""
+async def _running_attempt(db: AsyncDatabase[Document], job_id: str, attempt: int, pilot: str) -> Document:
+    """The job, if `pilot` runs its current `attempt`; else 409 (the attempt is stale)."""
     job = await jobs.get_job(db, job_id)
     if job["state"] != states.RUNNING or job.get("attempt") != attempt or job.get("pilot") != pilot:
         raise Conflict(f"job {job_id} attempt {attempt} is not running at pilot {pilot}")
-    declared = {o["lfn"]: o for o in job["description"]["outputs"]}
+    return job
+
+
+async def output_slots(db: AsyncDatabase[Document], job_id: str, attempt: int, pilot: str) -> Document:
+    """Where the running attempt writes its outputs (`{outputs: [{lfn, se, path, url}]}`), asked
+    right before writing; 409 for an attempt that is no longer current."""
+    job = await _running_attempt(db, job_id, attempt, pilot)
+    return {"outputs": await outputs.output_destinations(db, job)}
+
+
+async def register_outputs(
+    db: AsyncDatabase[Document], job_id: str, attempt: int, pilot: str, files: Sequence[dict[str, Any]]
+) -> Document:
+    """Register uploaded outputs with provenance; answers per LFN. Only the URLs of this
+    attempt's upload slot are accepted."""
+    job = await _running_attempt(db, job_id, attempt, pilot)
+    declared = {o["lfn"]: o for o in await outputs.output_destinations(db, job)}
     undeclared = {f["lfn"]: "not an output declared by the job" for f in files if f["lfn"] not in declared}
-    items = [{**f, "se": declared[f["lfn"]]["se"]} for f in files if f["lfn"] in declared]
+    undeclared.update({f["lfn"]: "not this attempt's output URL" for f in files
+                       if f["lfn"] in declared and f["url"] != declared[f["lfn"]]["url"]})
+    items = [{**f, "se": declared[f["lfn"]]["se"]} for f in files if f["lfn"] not in undeclared]
     result = await outputs.register_outputs(db, job, items, job["description"]["input_data"]) if items else {
         "successful": {}, "failed": {}}
     result["failed"].update(undeclared)

@@ -16,7 +16,7 @@ from pymongo import ReturnDocument, UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
-from kernel.db import Document, IndexSpec, bulk_write_chunked, database_errors, iterate
+from kernel.db import Document, IndexSpec, bulk_write_chunked, database_errors, increment, iterate
 from kernel.errors import NotFound
 from wms import states
 
@@ -47,7 +47,7 @@ async def allocate_ids(db: AsyncDatabase[Document], count: int) -> list[str]:
     """`count` fresh job ids in one round trip (a counter document reserves a range)."""
     with database_errors():
         doc = await db[COUNTERS].find_one_and_update(
-            {"_id": JOBS}, {"$inc": {"n": count}}, upsert=True, return_document=ReturnDocument.AFTER
+            {"_id": JOBS}, increment({"n": count}), upsert=True, return_document=ReturnDocument.AFTER
         )
     assert doc is not None
     last = int(doc["n"])
@@ -106,7 +106,7 @@ async def transition(
     if unset_fields:
         update["$unset"] = {name: "" for name in unset_fields}
     if inc:
-        update["$inc"] = inc
+        update.update(increment(inc))
     with database_errors():
         return await db[JOBS].find_one_and_update(
             {"_id": job_id, "state": {"$in": list(from_states)}, **(guard or {})},

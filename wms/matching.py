@@ -22,10 +22,11 @@ from typing import Any
 from pymongo.asynchronous.database import AsyncDatabase
 
 from catalogue.replica_urls import se_url
-from catalogue.storage_elements import fetch_storage_elements, get_storage_element, replica_url
+from catalogue.storage_elements import fetch_storage_elements
 from kernel.db import Document
-from kernel.errors import InvalidInput, NotFound
+from kernel.errors import InvalidInput
 from wms import jobs, states, task_queues
+from wms.outputs import output_destinations
 
 log = logging.getLogger("cairn.wms.matcher")
 
@@ -104,7 +105,7 @@ async def work_order(db: AsyncDatabase[Document], job: Document) -> dict[str, An
     """What the pilot needs to run a matched job: payload, inputs to fetch and where outputs go.
 
     Inputs come with their disk replicas, site-local ones first; outputs with the URL on their
-    destination SE (the SE's preferred write protocol).
+    destination SE for this attempt (`outputs.output_destinations`).
     """
     desc = job["description"]
     site = job.get("site", "")
@@ -112,16 +113,7 @@ async def work_order(db: AsyncDatabase[Document], job: Document) -> dict[str, An
     for item in await inputs_inside_their_ses(db, job.get("resolved_inputs", [])):
         ordered = sorted(item["replicas"], key=lambda r: (r.get("site") != site, r.get("se", "")))
         inputs.append({"lfn": item["lfn"], "adler32": item.get("adler32"), "replicas": ordered})
-    outputs = []
-    for out in desc["outputs"]:
-        try:
-            se = await get_storage_element(db, out["se"])
-        except NotFound:
-            outputs.append({**out, "url": None, "problem": f"SE {out['se']} no longer exists"})
-            continue
-        protocol = se.preferred_protocol("write")
-        url = replica_url(protocol, out["lfn"]) if protocol and se.write_enabled else None
-        outputs.append({**out, "url": url, **({} if url else {"problem": f"SE {se.name} is not writable"})})
+    outputs = await output_destinations(db, job)
     return {
         "id": job["_id"],
         "attempt": job["attempt"],

@@ -7,6 +7,14 @@ provenance: `ancestors` (the job's input LFNs) and `produced_by: {job, attempt}`
 later attempt of the same job registers the LFN again, the GUID shows the record is this
 job's, and it is updated in place: one record per output, whatever the number of attempts.
 An LFN that exists with another GUID belongs to someone else and is refused.
+
+Fencing by attempt: every attempt writes its outputs to its own URL (`attempt_url`: the SE's URL
+for the LFN with the job and attempt as its variant, `catalogue.replica_urls.variant_url`), and
+the attempt the server accepts has that URL registered as the replica URL. A pilot that was
+stopped, declared stalled and resumed can thus only ever write bytes that nothing points to (its
+upload slot and its registration are refused, 409), and the catalogue's size and checksum are
+always those of the bytes at the registered URL. A record is never overwritten by an older attempt
+than the one that wrote it.
 """
 
 from __future__ import annotations
@@ -19,10 +27,10 @@ from typing import Any
 from pymongo.asynchronous.database import AsyncDatabase
 
 from catalogue.files import FILES, fetch_files, register_files
-from catalogue.replica_urls import se_url
-from catalogue.storage_elements import StorageElement, fetch_storage_elements
+from catalogue.replica_urls import se_url, variant_url
+from catalogue.storage_elements import StorageElement, fetch_storage_elements, get_storage_element, replica_url
 from kernel.db import Document, database_errors
-from kernel.errors import InvalidInput
+from kernel.errors import InvalidInput, NotFound
 from kernel.principal import Principal
 
 GUID_NAMESPACE = uuid.UUID("6f1e3c0a-8d5b-4a7e-9c2f-3b1d2e4f5a60")
@@ -31,6 +39,30 @@ GUID_NAMESPACE = uuid.UUID("6f1e3c0a-8d5b-4a7e-9c2f-3b1d2e4f5a60")
 def output_guid(job_id: str, lfn: str) -> str:
     """The same GUID for the same output of the same job, whichever attempt registers it."""
     return str(uuid.uuid5(GUID_NAMESPACE, f"{job_id}:{lfn}"))
+
+
+def attempt_url(url: str, job_id: str, attempt: int) -> str:
+    """The URL one attempt of a job writes an output to, used by no other attempt."""
+    return variant_url(url, f"job-{job_id}-attempt-{attempt}")
+
+
+async def output_destinations(db: AsyncDatabase[Document], job: Document) -> list[dict[str, Any]]:
+    """Each declared output of the job's current attempt with the `url` it is written to (on its
+    SE's preferred write protocol), or `url: None` and the `problem` when it cannot be written."""
+    destinations = []
+    for out in job["description"]["outputs"]:
+        try:
+            se = await get_storage_element(db, out["se"])
+        except NotFound:
+            destinations.append({**out, "url": None, "problem": f"SE {out['se']} no longer exists"})
+            continue
+        protocol = se.preferred_protocol("write")
+        if protocol is None or not se.write_enabled:
+            destinations.append({**out, "url": None, "problem": f"SE {se.name} is not writable"})
+            continue
+        url = attempt_url(replica_url(protocol, out["lfn"]), job["_id"], job["attempt"])
+        destinations.append({**out, "url": url})
+    return destinations
 
 
 def owner_of(job: Document) -> Principal:
@@ -77,11 +109,15 @@ async def register_outputs(
             failed[lfn] = "the LFN exists already and was not produced by this job"
         else:
             replica = {"se": item["se"], "url": item["url"], "status": "available", "created": at, "modified": at}
+            not_newer = {"$or": [{"produced_by.attempt": {"$lte": job["attempt"]}}, {"produced_by": None}]}
             with database_errors():
-                await db[FILES].update_one({"_id": lfn, "guid": guids[lfn]}, {"$set": {
+                updated = await db[FILES].update_one({"_id": lfn, "guid": guids[lfn], **not_newer}, {"$set": {
                     "size": item["size"], "adler32": item["adler32"], "replicas": [replica],
                     "ancestors": list(ancestors), "produced_by": produced, "modified": at}})
-            successful[lfn] = "updated"
+            if updated.matched_count:
+                successful[lfn] = "updated"
+            else:
+                failed[lfn] = "a later attempt of the job registered this output"
     if new:
         result = await register_files(db, owner_of(job), [
             {"lfn": i["lfn"], "size": i["size"], "adler32": i["adler32"], "guid": guids[i["lfn"]],

@@ -6,6 +6,10 @@ while a heartbeat task keeps the job alive (and learns of kill requests), upload
 the outputs with their inputs as ancestors, then report the end with the exit code and the
 tails of stdout and stderr. If the server says the pilot no longer holds the job (it was
 declared stalled and rescheduled), the payload is stopped and nothing more is reported.
+
+Outputs are fenced by attempt: right before writing, the pilot asks the server for its upload
+slot, which a stale attempt is refused (409), and writes only to the slot's URLs, which no other
+attempt uses (`wms.outputs.attempt_url`).
 """
 
 from __future__ import annotations
@@ -140,7 +144,7 @@ class Pilot(Daemon):
         if exit_code != 0:
             return Outcome("failed", f"payload exited with code {exit_code}", exit_code)
         try:
-            await self._upload_outputs(order, job_dir)
+            await self._upload_outputs(order, job_dir, lost)
         except (DataAccessError, Conflict) as exc:
             if lost.is_set() or isinstance(exc, Conflict):
                 raise LostJob from exc
@@ -188,9 +192,21 @@ class Pilot(Daemon):
                 return code, "lost"
             return code, "killed" if kill.is_set() else "timeout"
 
-    async def _upload_outputs(self, order: dict[str, Any], job_dir: Path) -> None:
+    async def _upload_outputs(self, order: dict[str, Any], job_dir: Path, lost: asyncio.Event) -> None:
+        if not order["outputs"]:
+            return
+        if lost.is_set():
+            raise LostJob
+        try:
+            slots = await self.client.job_output_slots(order["id"], pilot=self.worker, attempt=order["attempt"])
+        except Conflict:
+            log.warning("job %s attempt %s: upload slot refused by the server; writing nothing",
+                        order["id"], order["attempt"])
+            raise
         files = []
-        for out in order["outputs"]:
+        for out in slots:
+            if lost.is_set():
+                raise LostJob
             src = job_dir / out["path"]
             if out.get("url") is None:
                 raise DataAccessError(out.get("problem", f"no destination for {out['lfn']}"))

@@ -180,6 +180,14 @@ async def heartbeat(request: web.Request) -> web.Response:
                                                    body.pilot))
 
 
+@routes.post("/jobs/{id}/output-slots", policy=PILOT, summary="Where this attempt writes its outputs",
+             body=PilotReport, responses={409: "the pilot no longer holds this attempt: write nothing"})
+async def output_slots(request: web.Request) -> web.Response:
+    body = await read_model(request, PilotReport)
+    return json_response(await execution.output_slots(request.app[DATABASE], request.match_info["id"], body.attempt,
+                                                      body.pilot))
+
+
 @routes.post("/jobs/{id}/outputs", policy=PILOT, summary="Register uploaded outputs with provenance",
              body=OutputsReport, responses={409: "the pilot no longer holds this attempt"})
 async def register_outputs(request: web.Request) -> web.Response:

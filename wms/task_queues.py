@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass
 from pymongo import ReturnDocument
 from pymongo.asynchronous.database import AsyncDatabase
 
-from kernel.db import Document, IndexSpec, database_errors
+from kernel.db import Document, IndexSpec, database_errors, increment
 
 TASK_QUEUES = "task_queues"
 # The ids waiting in each queue, apart from the definitions so that reading the definitions
@@ -72,7 +72,7 @@ async def enqueue(db: AsyncDatabase[Document], key: QueueKey, entries: Sequence[
             {"_id": queue_id}, {"$push": {"entries": {"$each": list(entries)}}}, upsert=True
         )
         await db[TASK_QUEUES].update_one(
-            {"_id": queue_id}, {"$setOnInsert": key.definition(), "$inc": {"waiting": len(entries)}}, upsert=True
+            {"_id": queue_id}, {"$setOnInsert": key.definition(), **increment({"waiting": len(entries)})}, upsert=True
         )
     return queue_id
 
@@ -100,7 +100,7 @@ async def pop(db: AsyncDatabase[Document], queue_id: str) -> tuple[str, int] | N
             # The count said otherwise (a concurrent pop won the last one): correct it.
             await db[TASK_QUEUES].update_one({"_id": queue_id}, {"$set": {"waiting": 0}})
             return None
-        await db[TASK_QUEUES].update_one({"_id": queue_id}, {"$inc": {"waiting": -1}})
+        await db[TASK_QUEUES].update_one({"_id": queue_id}, increment({"waiting": -1}))
     job_id, _, attempt = str(before["entries"][0]).rpartition(":")
     return job_id, int(attempt)
 
@@ -110,7 +110,7 @@ async def remove(db: AsyncDatabase[Document], queue_id: str, job_entry: str) -> 
     with database_errors():
         result = await db[QUEUE_ENTRIES].update_one({"_id": queue_id}, {"$pull": {"entries": job_entry}})
         if result.modified_count:
-            await db[TASK_QUEUES].update_one({"_id": queue_id}, {"$inc": {"waiting": -1}})
+            await db[TASK_QUEUES].update_one({"_id": queue_id}, increment({"waiting": -1}))
     return result.modified_count == 1
 
 
@@ -130,7 +130,7 @@ async def group_usage(db: AsyncDatabase[Document], groups: Sequence[str]) -> dic
 async def add_running(db: AsyncDatabase[Document], group: str, delta: int) -> None:
     with database_errors():
         await db[GROUP_USAGE].update_one(
-            {"_id": group}, {"$inc": {"running": delta}, "$setOnInsert": {"share": 1.0}}, upsert=True
+            {"_id": group}, {**increment({"running": delta}), "$setOnInsert": {"share": 1.0}}, upsert=True
         )
 
 
