@@ -39,6 +39,7 @@ from catalogue.lfn import check_lfn
 from catalogue.rule_triggers import RULES
 from catalogue.se_expression import resolve, validate
 from catalogue.storage_elements import SES
+from kernel import claims
 from kernel.db import Document, IndexSpec, database_errors
 from kernel.errors import Conflict, Forbidden, InvalidInput, NotFound, QuotaExceeded
 from kernel.principal import Principal
@@ -92,7 +93,7 @@ class RuleUpdate(BaseModel):
 
 def rule_view(doc: Document) -> dict[str, Any]:
     """The public shape of a rule."""
-    view = {"id": doc["_id"], **{k: v for k, v in doc.items() if k not in ("_id", "lease_owner", "lease_expires")}}
+    view = {"id": doc["_id"], **{k: v for k, v in doc.items() if k not in ("_id", claims.OWNER, claims.EXPIRES)}}
     view["locks"] = {s: int(doc.get(f"locks_{s}", 0)) for s in ("replicating", "ok", "stuck")}
     for s in ("replicating", "ok", "stuck"):
         view.pop(f"locks_{s}", None)
@@ -250,7 +251,7 @@ async def create_rule(db: AsyncDatabase[Document], principal: Principal, item: R
         "state": "replicating", "error": None, "stuck_since": None, "created": at, "modified": at,
         "expires_at": at + dt.timedelta(seconds=item.lifetime_s) if item.lifetime_s else None,
         "dirty": True, "generation": 0, "due": at, "unplaced": 0,
-        "locks_replicating": 0, "locks_ok": 0, "locks_stuck": 0, "lease_owner": None, "lease_expires": None,
+        "locks_replicating": 0, "locks_ok": 0, "locks_stuck": 0, **claims.FREE,
     }
     with database_errors():
         await db[RULES].insert_one(doc)
@@ -330,21 +331,12 @@ async def delete_rule(db: AsyncDatabase[Document], principal: Principal, rule_id
 async def claim(db: AsyncDatabase[Document], worker: str, query: dict[str, Any], *, lease_s: float,
                 sort: str = "due") -> Document | None:
     """Take the next rule matching query that no daemon holds, under a lease (one atomic update)."""
-    at = now()
-    with database_errors():
-        return await db[RULES].find_one_and_update(
-            {"$and": [query, {"$or": [{"lease_expires": None}, {"lease_expires": {"$lt": at}}]}]},
-            {"$set": {"lease_owner": worker, "lease_expires": at + dt.timedelta(seconds=lease_s)}},
-            sort=[(sort, 1)], return_document=ReturnDocument.AFTER)
+    return await claims.claim_one(db[RULES], worker, query, lease_s=lease_s, sort=[(sort, 1)])
 
 
 async def renew(db: AsyncDatabase[Document], rule_id: str, worker: str, *, lease_s: float) -> bool:
     """Extend a claimed rule's lease; False when `worker` no longer holds it (or the rule is gone)."""
-    with database_errors():
-        result = await db[RULES].update_one(
-            {"_id": rule_id, "lease_owner": worker},
-            {"$set": {"lease_expires": now() + dt.timedelta(seconds=lease_s)}})
-    return result.matched_count == 1
+    return bool(await claims.renew(db[RULES], [rule_id], worker, lease_s=lease_s))
 
 
 async def clear_dirty(db: AsyncDatabase[Document], rule_id: str, generation: int) -> bool:
@@ -357,8 +349,4 @@ async def clear_dirty(db: AsyncDatabase[Document], rule_id: str, generation: int
 
 async def release(db: AsyncDatabase[Document], rule: Document, worker: str, fields: dict[str, Any]) -> bool:
     """Give a claimed rule back, setting fields (only the lease holder can)."""
-    with database_errors():
-        result = await db[RULES].update_one(
-            {"_id": rule["_id"], "lease_owner": worker},
-            {"$set": {**fields, "lease_owner": None, "lease_expires": None, "modified": now()}})
-    return result.modified_count == 1
+    return await claims.release(db[RULES], rule["_id"], worker, update={"$set": {**fields, "modified": now()}})

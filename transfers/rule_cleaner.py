@@ -17,6 +17,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from catalogue import rule_locks
 from catalogue.directories import now
 from catalogue.rule_triggers import RULES
+from kernel import claims
 from kernel.db import Document, database_errors
 from kernel.settings import RuleSettings
 from transfers import requests as rq
@@ -46,7 +47,7 @@ async def clean(db: AsyncDatabase[Document], rule: Document, settings: RuleSetti
         await rule_locks.remove_locks(db, rule, batch)
         released += len(batch)
     with database_errors():
-        await db[RULES].delete_one({"_id": rule["_id"], "lease_owner": rule["lease_owner"]})
+        await db[RULES].delete_one({"_id": rule["_id"], claims.OWNER: rule[claims.OWNER]})
     return released
 
 

@@ -21,6 +21,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from catalogue import rule_locks, rules
 from catalogue.directories import now
+from kernel import claims
 from kernel.db import Document, database_errors
 from transfers.rule_daemon import RuleDaemon
 from transfers.rule_evaluation import evaluate, settle
@@ -67,7 +68,7 @@ class RuleEvaluator(RuleDaemon):
         finally:
             current = await rules.get_rule(self.db, rule["_id"])
             fields = settle(current)
-            if fields.get("state") == "ok" and current["state"] != "ok" and current.get("lease_owner") == self.worker:
+            if fields.get("state") == "ok" and current["state"] != "ok" and current.get(claims.OWNER) == self.worker:
                 # Counted, not assumed, before a rule is called ok (and no longer looked at).
                 current.update({f"locks_{s}": n for s, n in (await rule_locks.recount(self.db, rule["_id"])).items()})
                 fields = settle(current)

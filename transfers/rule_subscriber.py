@@ -25,11 +25,8 @@ class RuleSubscriber(Daemon):
     async def run_once(self) -> int:
         made = 0
         for subscription in await subscriptions.list_subscriptions(self.db):
-            name = f"subscription:{subscription['_id']}"
-            if not await lease.acquire(self.db, name, self.worker, lease_s=self.settings.lease_s):
-                continue
-            try:
-                made += await subscriptions.process(self.db, subscription)
-            finally:
-                await lease.release(self.db, name, self.worker)
+            _, count = await lease.under_named_lease(
+                self.db, f"subscription:{subscription['_id']}", self.worker,
+                subscriptions.process(self.db, subscription), lease_s=self.settings.lease_s)
+            made += count or 0
         return made
