@@ -21,6 +21,7 @@ from typing import Any
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError
 
+from catalogue.collection_names import CONTAINER_CHILDREN
 from catalogue.datasets import DATASETS, check_did, get_did, writable_did
 from catalogue.directories import DUPLICATE_KEY, find_by_ids, now
 from catalogue.files import authorized_files
@@ -32,7 +33,6 @@ from kernel.errors import Conflict, InvalidInput, NotFound
 from kernel.principal import Principal
 
 DATASET_FILES = "dataset_files"
-CONTAINER_CHILDREN = "container_children"
 MAX_CONTAINER_DEPTH = 64
 REFRESH_BATCH = 1000
 

@@ -18,6 +18,7 @@ from pymongo import UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError
 
+from catalogue.collection_names import FILES
 from catalogue.directories import (
     DUPLICATE_KEY,
     directory_document,
@@ -37,7 +38,6 @@ from kernel.db import Document, IndexSpec, bulk_write_chunked, database_errors
 from kernel.errors import CairnError, Conflict, Forbidden, InvalidInput, NotFound
 from kernel.principal import Principal
 
-FILES = "files"
 ReplicaStatus = Literal["available", "copying", "unavailable", "bad"]
 REPLICA_STATUSES: tuple[str, ...] = ("available", "copying", "unavailable", "bad")
 Outcome = dict[str, dict[str, Any]]

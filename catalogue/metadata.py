@@ -28,6 +28,7 @@ from typing import Any
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 
+from catalogue.collection_names import FILES
 from catalogue.directories import DIRECTORIES, fetch_directories, now
 from catalogue.lfn import ROOT, ancestors, check_lfn, descendant_pattern
 from catalogue.metadata_fields import EFFECTIVE, ORIGIN, check_key, declared_fields, typed_values
@@ -35,8 +36,6 @@ from catalogue.permissions import WRITE, entry_denial, require
 from kernel.db import Document, database_errors
 from kernel.errors import InvalidInput, NotFound
 from kernel.principal import Principal
-
-FILES = "files"  # catalogue.files imports this module; the name is the same collection
 
 
 def inherited(path: str, dirs: Mapping[str, Mapping[str, Any]]) -> tuple[dict[str, Any], dict[str, str]]:

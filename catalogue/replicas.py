@@ -109,26 +109,40 @@ async def remove_replicas(db: AsyncDatabase[Document], items: Iterable[Mapping[s
 
     Removing a replica that is not there succeeds; a missing file fails.
     """
-    pairs = _checked(items, with_replica=False)
-    found = await fetch_files(db, {lfn for lfn, _ in pairs}, {"replicas": 1, "size": 1})
+    pairs = [(lfn, replica.se) for lfn, replica in _checked(items, with_replica=False)]
+    found = await pull_replicas(db, pairs)
     successful: dict[str, Any] = {}
     failed: dict[str, Any] = {}
+    for lfn, se in pairs:
+        if lfn in found:
+            successful.setdefault(lfn, []).append(se)
+        else:
+            failed[lfn] = "no such file"
+    return {"successful": successful, "failed": failed}
+
+
+async def pull_replicas(db: AsyncDatabase[Document], targets: Iterable[tuple[str, str]], *,
+                        status: str | None = None) -> set[str]:
+    """Take the replicas `(lfn, se)` off their files and off their SEs' usage, in one bulk write
+    (and one usage write); with `status`, only a replica in that status now (a retired replica
+    being deleted, an unfinished copy being discarded). Returns the LFNs whose file exists."""
+    targets = list(targets)
+    found = await fetch_files(db, {lfn for lfn, _ in targets}, {"replicas": 1, "size": 1})
     updates = []
     usage = Usage()
     pulled: dict[str, list[Document]] = {}
     at = now()
-    for lfn, replica in pairs:
+    for lfn, se in targets:
         doc = found.get(lfn)
         if doc is None:
-            failed[lfn] = "no such file"
             continue
-        successful.setdefault(lfn, []).append(replica.se)
         # `$pull` of the exact element read above (FerretDB has no `$pull` by condition); if it
         # changed meanwhile the pull misses it and the caller sees it still listed.
         for element in doc.get("replicas", []):
-            if element["se"] == replica.se and element not in pulled.setdefault(lfn, []):
+            if element["se"] == se and (status is None or element.get("status") == status) \
+                    and element not in pulled.setdefault(lfn, []):
                 pulled[lfn].append(element)
-                usage.replica(replica.se, int(doc.get("size", 0)), -1)
+                usage.replica(se, int(doc.get("size", 0)), -1)
                 updates.append(UpdateOne({"_id": lfn}, {"$pull": {"replicas": element}, "$set": {"modified": at},
                                                          "$inc": {"version": 1}}))
     if updates:
@@ -139,7 +153,64 @@ async def remove_replicas(db: AsyncDatabase[Document], items: Iterable[Mapping[s
         else:
             # Some pull missed (a concurrent change of that replica): account what is gone now.
             await _account_partial_removal(db, pulled)
-    return {"successful": successful, "failed": failed}
+    return set(found)
+
+
+async def set_status_if_unchanged(db: AsyncDatabase[Document], lfn: str, se: str, index: int, version: Any,
+                                  status: str) -> bool:
+    """Set the status of the replica at position `index` (on `se`) only if the file's `version`
+    is still the one read: for a decision taken on all of a file's replicas (e.g. "not its last
+    available copy"), which a concurrent change of any replica must invalidate."""
+    at = now()
+    with database_errors():
+        result = await db[FILES].update_one(
+            {"_id": lfn, "version": version, f"replicas.{index}.se": se},
+            {"$set": {f"replicas.{index}.status": status, f"replicas.{index}.modified": at, "modified": at},
+             "$inc": {"version": 1}})
+    return result.matched_count == 1
+
+
+async def overwrite_files(db: AsyncDatabase[Document], changes: Mapping[str, Document], *,
+                          guard: Mapping[str, Document] | None = None) -> set[str]:
+    """Replace the content of existing files (`{lfn: {size, adler32, replicas, ...fields}}`, e.g.
+    a job's output written again by a later attempt): one bulk write guarded by each file's
+    `version` (and `guard[lfn]`), bumping it, and one usage write moving the old size and
+    replicas out and the new ones in. Returns the LFNs overwritten (a file that changed
+    meanwhile is read again, up to a few times)."""
+    done: set[str] = set()
+    pending = dict(changes)
+    for _ in range(5):
+        found = await fetch_files(db, list(pending), {"replicas.se": 1, "size": 1, "version": 1})
+        planned = [lfn for lfn in pending if lfn in found]
+        if not planned:
+            break
+        at = now()
+        at = at.replace(microsecond=at.microsecond // 1000 * 1000)  # as stored (BSON keeps milliseconds)
+        updates = [UpdateOne({"_id": lfn, "version": found[lfn].get("version"), **(guard or {}).get(lfn, {})},
+                             {"$set": {**pending[lfn], "modified": at}, "$inc": {"version": 1}}) for lfn in planned]
+        with database_errors():
+            result = await bulk_write_chunked(db[FILES], updates)
+        written = planned
+        if result.modified_count != len(updates):  # some guard missed: find which were written
+            now_found = await fetch_files(db, planned, {"modified": 1})
+            written = [lfn for lfn in planned if now_found.get(lfn, {}).get("modified") == at]
+        usage = Usage()
+        for lfn in written:
+            before, after = found[lfn], pending[lfn]
+            old_size = int(before.get("size") or 0)
+            new_size = int(after.get("size") or old_size)
+            usage.file(lfn, old_size, -1)
+            usage.file(lfn, new_size, +1)
+            for replica in before.get("replicas") or []:
+                usage.replica(replica["se"], old_size, -1)
+            for replica in after.get("replicas") or before.get("replicas") or []:
+                usage.replica(replica["se"], new_size, +1)
+        await usage.apply(db)
+        done.update(written)
+        pending = {lfn: pending[lfn] for lfn in planned if lfn not in done}
+        if not pending:
+            break
+    return done
 
 
 async def _account_partial_removal(db: AsyncDatabase[Document], pulled: dict[str, list[Document]]) -> None:

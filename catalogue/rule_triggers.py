@@ -9,11 +9,10 @@ from collections.abc import Iterable
 
 from pymongo.asynchronous.database import AsyncDatabase
 
+from catalogue.collection_names import CONTAINER_CHILDREN
 from kernel.db import Document, database_errors
 
 RULES = "rules"
-# Owned by catalogue.dataset_contents (which imports this module); the same collection.
-CONTAINER_CHILDREN = "container_children"
 MAX_DEPTH = 64
 
 

@@ -339,6 +339,24 @@ async def renew(db: AsyncDatabase[Document], rule_id: str, worker: str, *, lease
     return bool(await claims.renew(db[RULES], [rule_id], worker, lease_s=lease_s))
 
 
+async def set_fields(db: AsyncDatabase[Document], rule_id: str, fields: dict[str, Any], *,
+                     make_dirty: bool = False) -> None:
+    """Record what a daemon holding the rule found (evaluation results, errors); with
+    `make_dirty`, also ask for a new evaluation (bumping `generation`)."""
+    update: dict[str, Any] = {"$set": {**fields, **({"dirty": True} if make_dirty else {})}}
+    if make_dirty:
+        update["$inc"] = {"generation": 1}
+    with database_errors():
+        await db[RULES].update_one({"_id": rule_id}, update)
+
+
+async def remove(db: AsyncDatabase[Document], rule: Document, worker: str) -> bool:
+    """Delete a rule whose locks are gone (the cleaner, holding its lease)."""
+    with database_errors():
+        result = await db[RULES].delete_one({"_id": rule["_id"], claims.OWNER: worker})
+    return result.deleted_count == 1
+
+
 async def clear_dirty(db: AsyncDatabase[Document], rule_id: str, generation: int) -> bool:
     """The evaluation that read generation `generation` is done: clear `dirty` unless the content
     changed again meanwhile."""

@@ -22,11 +22,11 @@ from typing import Any
 from pymongo import DeleteOne, ReplaceOne, UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 
+from catalogue.collection_names import FILES
 from catalogue.lfn import ROOT, ancestors, check_lfn, descendant_pattern
 from kernel.db import Document, bulk_write_chunked, database_errors, iterate
 
 USAGE = "usage"
-FILES = "files"
 
 
 def directory_key(path: str) -> str:

@@ -31,9 +31,8 @@ from pymongo.asynchronous.database import AsyncDatabase
 from catalogue import quotas, rule_locks, rules
 from catalogue.availability import available_on
 from catalogue.directories import now
-from catalogue.rule_triggers import RULES
 from catalogue.se_expression import resolve
-from kernel.db import Document, database_errors
+from kernel.db import Document
 from kernel.settings import RuleSettings
 from transfers.rule_placement import place_group, rank
 from transfers.rule_transfers import no_source_error, source_for, source_ses, submit_for
@@ -82,11 +81,10 @@ async def evaluate(db: AsyncDatabase[Document], rule: Document, settings: RuleSe
     for start in range(0, len(gone), settings.batch):
         await rule_locks.remove_locks(db, rule, gone[start:start + settings.batch])
     stats["released"] += len(gone)
-    with database_errors():
-        await db[RULES].update_one({"_id": rule["_id"]}, {"$set": {
-            "unplaced": stats["unplaced"], "evaluated": now(),
-            "error": (f"{stats['unplaced']} file(s) found fewer than {rule['copies']} SEs of {rule['expression']!r} "
-                      "that are writable and within quota") if stats["unplaced"] else rule.get("error")}})
+    await rules.set_fields(db, rule["_id"], {
+        "unplaced": stats["unplaced"], "evaluated": now(),
+        "error": (f"{stats['unplaced']} file(s) found fewer than {rule['copies']} SEs of {rule['expression']!r} "
+                  "that are writable and within quota") if stats["unplaced"] else rule.get("error")})
     return stats
 
 

@@ -18,8 +18,10 @@ from typing import Any
 
 from pymongo.asynchronous.database import AsyncDatabase
 
-from catalogue.files import FILES, fetch_files, register_files
-from kernel.db import Document, database_errors
+from catalogue.files import fetch_files, register_files
+from catalogue.provenance import record_production
+from catalogue.replicas import overwrite_files
+from kernel.db import Document
 from kernel.principal import Principal
 
 GUID_NAMESPACE = uuid.UUID("6f1e3c0a-8d5b-4a7e-9c2f-3b1d2e4f5a60")
@@ -48,6 +50,7 @@ async def register_outputs(
     successful: dict[str, str] = {}
     failed: dict[str, str] = {}
     new = []
+    overwrite: dict[str, Document] = {}
     at = dt.datetime.now(dt.UTC)
     produced = {"job": job["_id"], "attempt": job["attempt"]}
     for item in items:
@@ -59,11 +62,14 @@ async def register_outputs(
             failed[lfn] = "the LFN exists already and was not produced by this job"
         else:
             replica = {"se": item["se"], "url": item["url"], "status": "available", "created": at, "modified": at}
-            with database_errors():
-                await db[FILES].update_one({"_id": lfn, "guid": guids[lfn]}, {"$set": {
-                    "size": item["size"], "adler32": item["adler32"], "replicas": [replica],
-                    "ancestors": list(ancestors), "produced_by": produced, "modified": at}})
-            successful[lfn] = "updated"
+            overwrite[lfn] = {"size": item["size"], "adler32": item["adler32"], "replicas": [replica],
+                              "ancestors": list(ancestors), "produced_by": produced}
+    if overwrite:
+        # Through the catalogue: the file's version is bumped and its usage follows the new content.
+        updated = await overwrite_files(db, overwrite, guard={lfn: {"guid": guids[lfn]} for lfn in overwrite})
+        successful.update(dict.fromkeys(updated, "updated"))
+        failed.update({lfn: "the file changed while it was registered again" for lfn in overwrite
+                       if lfn not in updated})
     if new:
         result = await register_files(db, owner_of(job), [
             {"lfn": i["lfn"], "size": i["size"], "adler32": i["adler32"], "guid": guids[i["lfn"]],
@@ -71,8 +77,6 @@ async def register_outputs(
         failed.update({lfn: str(reason) for lfn, reason in result["failed"].items()})
         registered = [lfn for lfn in result["successful"] if lfn not in failed]
         if registered:
-            with database_errors():
-                await db[FILES].update_many({"_id": {"$in": registered}}, {"$set": {
-                    "ancestors": list(ancestors), "produced_by": produced}})
+            await record_production(db, registered, ancestors, produced)
             successful.update(dict.fromkeys(registered, "registered"))
     return {"successful": successful, "failed": failed}
