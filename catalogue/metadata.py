@@ -28,6 +28,7 @@ from typing import Any
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 
+from catalogue import change_feed
 from catalogue.collection_names import FILES
 from catalogue.directories import DIRECTORIES, fetch_directories, now
 from catalogue.lfn import ROOT, ancestors, check_lfn, descendant_pattern
@@ -119,6 +120,7 @@ async def set_metadata(
                 update = {"$set": {f"{EFFECTIVE}.{key}": value, f"{ORIGIN}.{key}": path}}
                 for name in (DIRECTORIES, FILES):
                     await db[name].update_many(_subtree_of(path, key, farther), update)
+    await change_feed.append(db, [change_feed.event("metadata_changed", path, keys=sorted(typed))])
     return await get_metadata(db, principal, path)
 
 
@@ -149,4 +151,5 @@ async def remove_metadata(
                     await db[name].update_many(_subtree_of(path, key, [path]), update)
     with database_errors():
         await collection.update_one({"_id": path}, {"$set": {"modified": now()}})
+    await change_feed.append(db, [change_feed.event("metadata_changed", path, keys=sorted(wanted))])
     return await get_metadata(db, principal, path)

@@ -14,6 +14,7 @@ from typing import Any
 from pymongo import UpdateMany, UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 
+from catalogue import change_feed
 from catalogue.directories import now
 from catalogue.files import FILES, REPLICA_STATUSES, Outcome, ReplicaIn, fetch_files, push_replicas, replica_documents
 from catalogue.lfn import check_lfn
@@ -150,9 +151,11 @@ async def pull_replicas(db: AsyncDatabase[Document], targets: Iterable[tuple[str
             result = await bulk_write_chunked(db[FILES], updates)
         if result.modified_count == len(updates):
             await usage.apply(db)
+            gone = [(lfn, element["se"]) for lfn, elements in pulled.items() for element in elements]
         else:
             # Some pull missed (a concurrent change of that replica): account what is gone now.
-            await _account_partial_removal(db, pulled)
+            gone = await _account_partial_removal(db, pulled)
+        await change_feed.append(db, [change_feed.event("replica_removed", lfn, se=se) for lfn, se in gone])
     return set(found)
 
 
@@ -167,6 +170,8 @@ async def set_status_if_unchanged(db: AsyncDatabase[Document], lfn: str, se: str
             {"_id": lfn, "version": version, f"replicas.{index}.se": se},
             {"$set": {f"replicas.{index}.status": status, f"replicas.{index}.modified": at, "modified": at},
              "$inc": {"version": 1}})
+    if result.matched_count == 1:
+        await change_feed.append(db, [change_feed.event("replica_status", lfn, se=se, status=status)])
     return result.matched_count == 1
 
 
@@ -206,6 +211,11 @@ async def overwrite_files(db: AsyncDatabase[Document], changes: Mapping[str, Doc
             for replica in after.get("replicas") or before.get("replicas") or []:
                 usage.replica(replica["se"], new_size, +1)
         await usage.apply(db)
+        await change_feed.append(db, [
+            *(change_feed.event("replica_removed", lfn, se=r["se"]) for lfn in written
+              for r in found[lfn].get("replicas") or []),
+            *(change_feed.event("replica_added", lfn, se=r["se"]) for lfn in written
+              for r in pending[lfn].get("replicas") or [])])
         done.update(written)
         pending = {lfn: pending[lfn] for lfn in planned if lfn not in done}
         if not pending:
@@ -213,15 +223,19 @@ async def overwrite_files(db: AsyncDatabase[Document], changes: Mapping[str, Doc
     return done
 
 
-async def _account_partial_removal(db: AsyncDatabase[Document], pulled: dict[str, list[Document]]) -> None:
+async def _account_partial_removal(db: AsyncDatabase[Document],
+                                  pulled: dict[str, list[Document]]) -> list[tuple[str, str]]:
     now_found = await fetch_files(db, pulled, {"replicas.se": 1, "size": 1})
     usage = Usage()
+    gone = []
     for lfn, elements in pulled.items():
         still = {r["se"] for r in now_found.get(lfn, {}).get("replicas", [])}
         for element in elements:
             if element["se"] not in still and lfn in now_found:
                 usage.replica(element["se"], int(now_found[lfn].get("size", 0)), -1)
+                gone.append((lfn, element["se"]))
     await usage.apply(db)
+    return gone
 
 
 async def set_replica_status(
@@ -253,6 +267,7 @@ async def set_replica_status(
                  "$inc": {"version": 1}},
             )
         if result.matched_count == 1:
+            await change_feed.append(db, [change_feed.event("replica_status", lfn, se=se, status=status)])
             return True
     return False
 
@@ -299,15 +314,21 @@ async def set_replica_statuses(
     result = await bulk_write_chunked(db[FILES], updates)
     if result.modified_count == len(planned):
         successful.update({item["lfn"]: item["status"] for item, _ in planned})
+        await change_feed.append(db, [change_feed.event("replica_status", item["lfn"], se=item["se"],
+                                                        status=item["status"]) for item, _ in planned])
         return {"successful": successful, "failed": failed}
     now_files = await fetch_files(db, [item["lfn"] for item, _ in planned], {"replicas": 1})
+    events = []
     for item, index in planned:
         lfn = item["lfn"]
         replicas = now_files.get(lfn, {}).get("replicas", [])
         mine = replicas[index] if index < len(replicas) else {}
         applied = mine.get("se") == item["se"] and mine.get("status") == item["status"] and mine.get("modified") == at
+        if applied:
+            events.append(change_feed.event("replica_status", lfn, se=item["se"], status=item["status"]))
         if applied or await set_replica_status(db, lfn, item["se"], item["status"], expected=item.get("expected")):
             successful[lfn] = item["status"]
         else:
             failed[lfn] = f"replica of {lfn} on {item['se']} changed meanwhile; it is not {item.get('expected')!r}"
+    await change_feed.append(db, events)
     return {"successful": successful, "failed": failed}
