@@ -120,6 +120,13 @@ async def _save(db: AsyncDatabase[Document], name: str, last: int) -> None:
                                        {"$set": {"position": last, "updated": _now()}})
 
 
+async def consumers(db: AsyncDatabase[Document]) -> list[dict[str, Any]]:
+    """Every registered consumer and its position."""
+    with database_errors():
+        docs = await db[CONSUMERS].find({}).sort("_id", 1).to_list()
+    return [{"name": d["_id"], "position": int(d["position"]), "updated": d.get("updated")} for d in docs]
+
+
 async def unregister(db: AsyncDatabase[Document], name: str) -> None:
     """Forget a consumer that stopped for good (so that it no longer holds back trimming)."""
     with database_errors():
