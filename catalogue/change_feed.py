@@ -1,6 +1,6 @@
 """The catalogue's change feed: an append-only log of what changed (file registered or removed,
-replica added, removed or changed status, attached or detached, metadata changed), read by the
-daemons that react to it (rules; transformations later) from a position they persist.
+replica added, removed or changed status, attached or detached, metadata changed, dataset or
+container created), read by the daemons that react to it (rules; transformations later) from a position they persist.
 
 Writing: each catalogue call that changes a batch appends that batch's events with one counter
 `$inc` (a block of sequence numbers) and one `insert_many`, right after the change itself.
@@ -40,7 +40,7 @@ SEQUENCE = "feed_sequence"
 SETTLE_S = 30.0
 
 Kind = Literal["file_registered", "file_removed", "replica_added", "replica_removed", "replica_status",
-               "attached", "detached", "metadata_changed"]
+               "attached", "detached", "metadata_changed", "did_created"]
 
 
 class Event(TypedDict, total=False):

@@ -5,6 +5,7 @@ an event that a slow writer inserts late; events every consumer passed are trimm
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import sys
@@ -20,8 +21,11 @@ from catalogue.files import register_files, remove_files
 from catalogue.metadata import set_metadata
 from catalogue.replicas import add_replicas, remove_replicas, set_replica_status
 from kernel.db import Document
+from kernel.errors import InvalidInput
 from kernel.settings import Settings
+from tests.fixtures.api import RunningApi
 from tests.fixtures.catalogue import ADMIN
+from tests.test_cli_catalogue import cairn
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -57,11 +61,11 @@ async def test_each_kind_of_catalogue_change_appends_its_event_in_order(catalogu
     events = await change_feed.read(db, start, 100)
     assert [(e["kind"], e["did"]) for e in events] == [
         ("file_registered", "/vo/feed/f"), ("replica_added", "/vo/feed/f"), ("replica_status", "/vo/feed/f"),
-        ("replica_removed", "/vo/feed/f"), ("attached", "vo:feed"), ("detached", "vo:feed"),
-        ("metadata_changed", "/vo/feed/f"), ("file_removed", "/vo/feed/f")]
-    assert [e["_id"] for e in events] == list(range(start + 1, start + 9))
+        ("replica_removed", "/vo/feed/f"), ("did_created", "vo:feed"), ("attached", "vo:feed"),
+        ("detached", "vo:feed"), ("metadata_changed", "/vo/feed/f"), ("file_removed", "/vo/feed/f")]
+    assert [e["_id"] for e in events] == list(range(start + 1, start + 10))
     assert events[1]["data"] == {"se": "DESY-DISK"} and events[2]["data"] == {"se": "DESY-DISK", "status": "bad"}
-    assert events[4]["data"] == {"member": "/vo/feed/f"} and events[6]["data"] == {"keys": ["run"]}
+    assert events[5]["data"] == {"member": "/vo/feed/f"} and events[7]["data"] == {"keys": ["run"]}
 
 
 async def test_a_batch_of_changes_appends_its_events_in_one_block(catalogue_db: AsyncDatabase[Document]) -> None:
@@ -152,3 +156,19 @@ async def test_trimming_keeps_what_a_registered_consumer_has_not_passed(database
     assert await change_feed.read(database, 0, 10) == []
     await change_feed.append(database, [change_feed.event("file_removed", "/t0")])
     assert [e["_id"] for e in await collect(database, "fast")] == [5]  # sequence numbers go on
+
+
+async def test_the_feed_is_read_through_the_api_and_the_cli_by_admins_only(
+    api: RunningApi, catalogue_db: AsyncDatabase[Document],
+) -> None:
+    await register_files(catalogue_db, ADMIN, [{"lfn": "/vo/cli/f", "size": 1, "adler32": "00000001"}])
+    start = (await api.client().change_feed(after=0, limit=10_000))["events"][-1]["seq"] - 1
+    shown = await cairn(api, "feed", "--after", str(start), "--json")
+    assert shown.returncode == 0, shown.stderr
+    answer = json.loads(shown.stdout)
+    assert [(e["kind"], e["did"]) for e in answer["events"]] == [("file_registered", "/vo/cli/f")]
+    assert isinstance(answer["consumers"], list)
+    refused = await cairn(api, "feed", "--json", token=api.token())
+    assert refused.returncode != 0 and "admin" in (refused.stderr + refused.stdout).lower()
+    with pytest.raises(InvalidInput):
+        await api.client().change_feed(after=-1)
