@@ -24,7 +24,7 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from collections.abc import AsyncIterator
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from pydantic import BaseModel, ConfigDict, Field
 from pymongo import ReturnDocument
@@ -76,6 +76,39 @@ class RuleIn(BaseModel):
     comment: str = Field("", max_length=2000)
     account: str | None = Field(None, max_length=128, description="owning account (admins only; default: caller)")
     priority: int = Field(3, ge=1, le=5)
+
+
+class Rule(claims.Leased):
+    """A document of `rules` as `create_rule` stores it (the daemons add `evaluated`,
+    `ok_since`, `last_repair`); the `locks_*` counters count its locks by state."""
+
+    _id: str
+    did: str
+    did_type: str
+    account: str
+    copies: int
+    expression: str
+    grouping: Grouping
+    weight: str | None
+    activity: str
+    source_expression: str | None
+    locked: bool
+    comment: str
+    priority: int
+    subscription: str | None
+    state: str
+    error: str | None
+    stuck_since: dt.datetime | None
+    created: dt.datetime
+    modified: dt.datetime
+    expires_at: dt.datetime | None
+    dirty: bool
+    generation: int
+    due: dt.datetime
+    unplaced: int
+    locks_replicating: int
+    locks_ok: int
+    locks_stuck: int
 
 
 class RuleUpdate(BaseModel):
@@ -243,7 +276,7 @@ async def create_rule(db: AsyncDatabase[Document], principal: Principal, item: R
     did_type, size = await did_target(db, item.did)
     await check_room(db, account, item.expression, item.copies, item.did, did_type, size)
     at = now()
-    doc: Document = {
+    doc: Rule = {
         "_id": rule_id or uuid.uuid4().hex, "did": item.did, "did_type": did_type, "account": account,
         "copies": item.copies, "expression": item.expression, "grouping": item.grouping, "weight": item.weight,
         "activity": item.activity, "source_expression": item.source_expression, "locked": item.locked,
@@ -251,11 +284,11 @@ async def create_rule(db: AsyncDatabase[Document], principal: Principal, item: R
         "state": "replicating", "error": None, "stuck_since": None, "created": at, "modified": at,
         "expires_at": at + dt.timedelta(seconds=item.lifetime_s) if item.lifetime_s else None,
         "dirty": True, "generation": 0, "due": at, "unplaced": 0,
-        "locks_replicating": 0, "locks_ok": 0, "locks_stuck": 0, **claims.FREE,
+        "locks_replicating": 0, "locks_ok": 0, "locks_stuck": 0, "lease_owner": None, "lease_expires": None,
     }
     with database_errors():
-        await db[RULES].insert_one(doc)
-    return doc
+        await db[RULES].insert_one(cast(Document, doc))
+    return cast(Document, doc)
 
 
 async def get_rule(db: AsyncDatabase[Document], rule_id: str) -> Document:

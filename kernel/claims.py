@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TypedDict
 
 from pymongo import ReturnDocument
 from pymongo.asynchronous.collection import AsyncCollection
@@ -22,6 +22,13 @@ OWNER = "lease_owner"
 EXPIRES = "lease_expires"
 # The fields of a document nobody holds.
 FREE: Document = {OWNER: None, EXPIRES: None}
+
+
+class Leased(TypedDict):
+    """The lease fields of a claimable document (both null when nobody holds it)."""
+
+    lease_owner: str | None
+    lease_expires: dt.datetime | None
 
 
 def now() -> dt.datetime:

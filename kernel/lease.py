@@ -13,7 +13,7 @@ import contextlib
 import datetime as dt
 import logging
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
-from typing import Any, TypeVar
+from typing import Any, TypedDict, TypeVar
 
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
@@ -22,6 +22,15 @@ from kernel.claims import EXPIRES, OWNER, now
 from kernel.db import Document, database_errors
 
 LEASES = "leases"
+
+
+class NamedLease(TypedDict):
+    """A document of `leases`: the lease `_id` (e.g. "reaper:SE") and its holder."""
+
+    _id: str
+    lease_owner: str
+    lease_expires: dt.datetime
+
 T = TypeVar("T")
 log = logging.getLogger("cairn.lease")
 

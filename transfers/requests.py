@@ -26,7 +26,7 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from collections.abc import Iterable, Sequence
-from typing import Any, Literal
+from typing import Any, Literal, NotRequired, cast
 
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError
@@ -74,17 +74,42 @@ def active_key(kind: str, lfn: str, dest_se: str | None) -> str:
     return f"{kind}:{lfn}:{dest_se or '*'}"
 
 
+class TransferRequest(claims.Leased):
+    """A document of `transfer_requests` as `submit` stores it (workers add `started`,
+    `finished`, `result`, `stage`, `copies`, `copying_replica`, `failed_sources`, `release`...)."""
+
+    _id: str
+    kind: Kind
+    lfn: str
+    dest_se: str | None
+    source_se: str | None
+    state: str
+    active_key: str
+    attempts: int
+    max_attempts: int
+    not_before: dt.datetime
+    last_error: str | None
+    error_class: str | None
+    requester: str
+    submission: str
+    activity: str
+    priority: int
+    created: dt.datetime
+    modified: dt.datetime
+    pin_lifetime_s: NotRequired[float]
+
+
 def _new_request(
     kind: Kind, item: dict[str, Any], *, requester: str, activity: str, priority: int, submission: str,
     max_attempts: int, at: dt.datetime,
-) -> Document:
+) -> TransferRequest:
     lfn = item.get("lfn")
     if not isinstance(lfn, str) or not lfn.startswith("/"):
         raise InvalidInput(f"request item needs an absolute 'lfn': {item!r}")
     dest = item.get("dest_se")
     if kind != "delete" and not isinstance(dest, str):
         raise InvalidInput(f"{kind} request for {lfn} needs a 'dest_se'")
-    doc: Document = {
+    doc: TransferRequest = {
         "_id": uuid.uuid4().hex,
         "kind": kind,
         "lfn": lfn,
@@ -97,7 +122,8 @@ def _new_request(
         "not_before": at,
         "last_error": None,
         "error_class": None,
-        **claims.FREE,
+        "lease_owner": None,
+        "lease_expires": None,
         "requester": requester,
         "submission": submission,
         "activity": activity,
@@ -129,7 +155,7 @@ async def submit(
         raise InvalidInput(f"unknown request kind {kind!r}; kinds: {', '.join(KINDS)}")
     submission = submission or uuid.uuid4().hex
     at = now()
-    docs: list[Document] = []
+    docs: list[TransferRequest] = []
     failed: dict[str, str] = {}
     seen: set[str] = set()
     for item in items:
@@ -148,7 +174,7 @@ async def submit(
     if docs:
         with database_errors():
             try:
-                await db[REQUESTS].insert_many(docs, ordered=False)
+                await db[REQUESTS].insert_many(cast(list[Document], docs), ordered=False)
             except BulkWriteError as exc:
                 for err in exc.details.get("writeErrors", []):
                     if err.get("code") == 11000:
