@@ -15,7 +15,7 @@ together close a cycle are not caught).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import Any
 
 from pymongo.asynchronous.database import AsyncDatabase
@@ -142,19 +142,30 @@ async def detach_files(
             "failed": {lfn: f"not in {did}" for lfn in wanted if lfn not in present}}
 
 
-async def _descendant_containers(db: AsyncDatabase[Document], start: str) -> set[str]:
-    """Every DID reachable below `start` through container links (one query per level)."""
+async def linked_dids(db: AsyncDatabase[Document], starts: Iterable[str], *, down: bool) -> tuple[set[str], bool]:
+    """The DIDs reachable from `starts` through container links, downwards (their children, and
+    theirs...) or upwards (the containers holding them, and theirs...), one query per level;
+    and whether the walk ended within MAX_CONTAINER_DEPTH levels. The one container walk."""
+    near, far = ("container", "child") if down else ("child", "container")
     seen: set[str] = set()
-    level = {start}
+    level = set(starts)
     for _ in range(MAX_CONTAINER_DEPTH):
         with database_errors():
-            # Index: container_children_by_container.
-            links = await db[CONTAINER_CHILDREN].find({"container": {"$in": sorted(level)}}, {"child": 1}).to_list()
-        level = {link["child"] for link in links} - seen
+            # Index: container_children_by_container (down) or container_children_by_child (up).
+            links = await db[CONTAINER_CHILDREN].find({near: {"$in": sorted(level)}}, {far: 1}).to_list()
+        level = {link[far] for link in links} - seen
         if not level:
-            return seen
+            return seen, True
         seen |= level
-    raise Conflict(f"containers below {start} nest deeper than {MAX_CONTAINER_DEPTH} levels")
+    return seen, False
+
+
+async def _descendant_containers(db: AsyncDatabase[Document], start: str) -> set[str]:
+    """Every DID reachable below `start` (Conflict when they nest too deep to tell)."""
+    below, complete = await linked_dids(db, [start], down=True)
+    if not complete:
+        raise Conflict(f"containers below {start} nest deeper than {MAX_CONTAINER_DEPTH} levels")
+    return below
 
 
 async def attach_children(

@@ -31,7 +31,7 @@ from pymongo import ReturnDocument
 from pymongo.asynchronous.database import AsyncDatabase
 
 from catalogue import quotas
-from catalogue.dataset_contents import CONTAINER_CHILDREN, DATASET_FILES
+from catalogue.dataset_contents import DATASET_FILES, linked_dids
 from catalogue.datasets import DATASETS, check_did
 from catalogue.directories import now
 from catalogue.files import FILES
@@ -46,7 +46,6 @@ from kernel.principal import Principal
 
 Grouping = Literal["ALL", "DATASET", "NONE"]
 STATES = ("replicating", "ok", "stuck", "suspended")
-MAX_CONTAINER_DEPTH = 64
 
 INDEXES = [
     # rules of a DID (re-evaluation trigger, `rule list --did`)
@@ -199,17 +198,8 @@ async def check_room(db: AsyncDatabase[Document], account: str, expression: str,
 
 
 async def datasets_below(db: AsyncDatabase[Document], container: str) -> list[str]:
-    """Every dataset reachable below a container, sorted (one query per level)."""
-    seen: set[str] = set()
-    level = {container}
-    for _ in range(MAX_CONTAINER_DEPTH):
-        with database_errors():
-            # Index: container_children_by_container.
-            links = await db[CONTAINER_CHILDREN].find({"container": {"$in": sorted(level)}}, {"child": 1}).to_list()
-        level = {link["child"] for link in links} - seen
-        if not level:
-            break
-        seen |= level
+    """Every dataset reachable below a container, sorted (`dataset_contents.linked_dids`)."""
+    seen, _ = await linked_dids(db, [container], down=True)
     with database_errors():
         docs = await db[DATASETS].find({"_id": {"$in": sorted(seen)}, "type": "dataset"}, {"_id": 1}).to_list()
     return sorted(d["_id"] for d in docs)
