@@ -19,6 +19,7 @@ from catalogue.dataset_contents import attach_files, detach_files
 from catalogue.datasets import DidIn, create_did
 from catalogue.files import register_files, remove_files
 from catalogue.metadata import set_metadata
+from catalogue.namespace import move, remove
 from catalogue.replicas import add_replicas, remove_replicas, set_replica_status
 from kernel.db import Document
 from kernel.errors import InvalidInput
@@ -66,6 +67,21 @@ async def test_each_kind_of_catalogue_change_appends_its_event_in_order(catalogu
     assert [e["_id"] for e in events] == list(range(start + 1, start + 10))
     assert events[1]["data"] == {"se": "DESY-DISK"} and events[2]["data"] == {"se": "DESY-DISK", "status": "bad"}
     assert events[5]["data"] == {"member": "/vo/feed/f"} and events[7]["data"] == {"keys": ["run"]}
+
+
+async def test_moving_and_removing_a_tree_append_the_files_events(catalogue_db: AsyncDatabase[Document]) -> None:
+    db = catalogue_db
+    await register_files(db, ADMIN, [{"lfn": f"/vo/tree/d/f{i}", "size": 1, "adler32": "00000001"} for i in range(3)])
+    start = await last_seq(db)
+    await move(db, ADMIN, "/vo/tree/d", "/vo/tree/e")
+    moved = await change_feed.read(db, start, 100)
+    assert sorted((e["kind"], e["did"]) for e in moved) == sorted(
+        [("file_removed", f"/vo/tree/d/f{i}") for i in range(3)]
+        + [("file_registered", f"/vo/tree/e/f{i}") for i in range(3)])
+    start = await last_seq(db)
+    await remove(db, ADMIN, "/vo/tree", recursive=True)
+    assert sorted(e["did"] for e in await change_feed.read(db, start, 100)
+                  if e["kind"] == "file_removed") == [f"/vo/tree/e/f{i}" for i in range(3)]
 
 
 async def test_a_batch_of_changes_appends_its_events_in_one_block(catalogue_db: AsyncDatabase[Document]) -> None:
