@@ -96,17 +96,31 @@ def resolver(module: str, tree: ast.Module, consts: dict[str, dict[str, str]]):
 
 
 def writes(module: str, tree: ast.Module, consts: dict[str, dict[str, str]]) -> list[tuple[int, str, str]]:
-    """(line, collection, method) of every write in a module."""
+    """(line, collection, method) of every write in a module: `db[NAME].<write>(...)`, the same
+    through a variable assigned `db[NAME]`, and `bulk_write_chunked(db[NAME], ...)`."""
     resolve = resolver(module, tree, consts)
+
+    def collection_of(expr: ast.expr) -> str | None:
+        return resolve(expr.slice) if isinstance(expr, ast.Subscript) else None
+
+    variables = {target.id: name for node in ast.walk(tree) if isinstance(node, ast.Assign)
+                 and (name := collection_of(node.value)) is not None
+                 for target in node.targets if isinstance(target, ast.Name)}
     out = []
     for node in ast.walk(tree):
-        if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in WRITES):
+        if not isinstance(node, ast.Call):
             continue
-        target = node.func.value
-        if isinstance(target, ast.Subscript):
-            collection = resolve(target.slice)
+        func = node.func
+        if isinstance(func, ast.Attribute) and func.attr in WRITES:
+            target = func.value
+            collection = variables.get(target.id) if isinstance(target, ast.Name) else collection_of(target)
             if collection is not None:
-                out.append((node.lineno, collection, node.func.attr))
+                out.append((node.lineno, collection, func.attr))
+        elif isinstance(func, ast.Name | ast.Attribute) and node.args and \
+                (func.id if isinstance(func, ast.Name) else func.attr) == "bulk_write_chunked":
+            collection = collection_of(node.args[0])
+            if collection is not None:
+                out.append((node.lineno, collection, "bulk_write_chunked"))
     return out
 
 
@@ -139,3 +153,12 @@ def test_the_check_sees_a_write_through_an_imported_constant() -> None:
     source = "from catalogue.files import FILES\nasync def f(db):\n    await db[FILES].update_one({}, {})\n"
     _, consts = collection_names()
     assert writes("transfers.example", ast.parse(source), consts) == [(3, "files", "update_one")]
+
+
+def test_the_check_sees_writes_through_a_variable_and_the_bulk_helper() -> None:
+    source = ("from catalogue import usage\nfrom kernel.db import bulk_write_chunked\nasync def f(db):\n"
+              "    files = db['files']\n    await files.delete_many({})\n"
+              "    await bulk_write_chunked(db[usage.USAGE], [])\n")
+    _, consts = collection_names()
+    assert sorted(writes("wms.example", ast.parse(source), consts)) == [
+        (5, "files", "delete_many"), (6, "usage", "bulk_write_chunked")]
