@@ -12,14 +12,15 @@ Reading: a consumer (`consume`) holds the named lease `feed:NAME` (`kernel.lease
 events after its persisted position in order, stops at a hole younger than SETTLE_S (it will
 be read next time), hands the contiguous run to its handler and only then saves its new
 position. Guarantees: at-least-once (a consumer killed after handling and before saving sees
-those events again); in sequence order, so the events of one DID (or LFN) arrive in the order
-their changes were made; a hole older than SETTLE_S is taken as a writer that died between
-allocating and inserting and is skipped (the change it would have described may or may not
-have happened; consumers treat an event as "look again", never as the state itself).
+those events again); in sequence order, so the changes of one DID (or LFN) made one after the
+other arrive in that order (two calls racing on the same DID may be numbered either way); a hole
+older than SETTLE_S is taken as a writer that died between its change and its insert, and is
+skipped: that change's events are lost. Consumers therefore treat an event as "look again at
+this DID", never as the state itself.
 
-Trimming (`trim`): events are deleted once every registered consumer has passed them and they
-are older than the retention asked for (`feed_retention_s`); a consumer that stops for good
-must be unregistered (`unregister`), or it holds the feed.
+Trimming (`trim`, called by the rule evaluator once a minute): events are deleted once every
+registered consumer has passed them and they are older than `rules.feed_retention_s`; a
+consumer that stops for good must be unregistered (`unregister`), or it holds the feed back.
 """
 
 from __future__ import annotations
