@@ -38,6 +38,7 @@ DaemonFactory = Callable[[Settings, AsyncDatabase[Document]], Daemon]
 def route_tables() -> list[ApiRoutes]:
     from catalogue import (
         dataset_routes,
+        feed_routes,
         file_routes,
         metadata_routes,
         namespace_routes,
@@ -53,7 +54,7 @@ def route_tables() -> list[ApiRoutes]:
     return [system_routes.routes, namespace_routes.routes, file_routes.routes, se_routes.routes,
             metadata_routes.routes, dataset_routes.routes, provenance_routes.routes, usage_routes.routes,
             rule_routes.routes, subscription_routes.routes, request_routes.routes, signed_url_routes.routes,
-            stats_routes.routes, wms_routes.routes]
+            stats_routes.routes, wms_routes.routes, feed_routes.routes]
 
 
 def plain_routes() -> list[tuple[str, str, Handler]]:

@@ -15,24 +15,24 @@ together close a cycle are not caught).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import Any
 
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError
 
+from catalogue import change_feed
+from catalogue.collection_names import CONTAINER_CHILDREN
 from catalogue.datasets import DATASETS, check_did, get_did, writable_did
 from catalogue.directories import DUPLICATE_KEY, find_by_ids, now
 from catalogue.files import authorized_files
 from catalogue.find import open_query
 from catalogue.permissions import READ
-from catalogue.rule_triggers import content_changed
 from kernel.db import Document, IndexSpec, database_errors, increment, iterate
 from kernel.errors import Conflict, InvalidInput, NotFound
 from kernel.principal import Principal
 
 DATASET_FILES = "dataset_files"
-CONTAINER_CHILDREN = "container_children"
 MAX_CONTAINER_DEPTH = 64
 REFRESH_BATCH = 1000
 
@@ -70,6 +70,24 @@ async def _delete_rows(db: AsyncDatabase[Document], ids: list[str]) -> None:
     if ids:
         with database_errors():
             await db[DATASET_FILES].delete_many({"_id": {"$in": ids}})
+        await _members_changed(db, "detached", [_split_row_id(i) for i in ids])
+
+
+async def _attach_rows(db: AsyncDatabase[Document], rows: list[Document]) -> None:
+    inserted = await _insert_rows(db, DATASET_FILES, rows)
+    await _members_changed(db, "attached", [(r["did"], r["lfn"]) for r in inserted])
+
+
+def _split_row_id(row_id: str) -> tuple[str, str]:
+    did, _, member = row_id.partition("#")
+    return did, member
+
+
+async def _members_changed(db: AsyncDatabase[Document], kind: change_feed.Kind,
+                           pairs: Sequence[tuple[str, str]]) -> None:
+    """Append the change feed events of members attached to or detached from their DIDs (the
+    rule daemons re-evaluate the rules on those DIDs and the containers above them)."""
+    await change_feed.append(db, [change_feed.event(kind, did, member=member) for did, member in pairs])
 
 
 async def attach_files(
@@ -97,7 +115,7 @@ async def attach_files(
             with database_errors():
                 await db[DATASET_FILES].delete_many({"_id": {"$in": [r["_id"] for r in inserted]}})
             raise Conflict(f"{did} was closed or frozen meanwhile; nothing attached")
-        await content_changed(db, [did])
+        await _members_changed(db, "attached", [(did, r["lfn"]) for r in inserted])
     new = {r["lfn"] for r in inserted}
     return {"successful": {lfn: {"attached": lfn in new} for lfn in allowed}, "failed": failed}
 
@@ -119,24 +137,35 @@ async def detach_files(
                 {"_id": did},
                 {**increment({"files": -result.deleted_count, "bytes": -sum(r["size"] for r in present.values())}),
                  "$set": {"modified": now()}})
-        await content_changed(db, [did])
+        await _members_changed(db, "detached", [(did, lfn) for lfn in present])
     return {"successful": {lfn: {"detached": True} for lfn in present},
             "failed": {lfn: f"not in {did}" for lfn in wanted if lfn not in present}}
 
 
-async def _descendant_containers(db: AsyncDatabase[Document], start: str) -> set[str]:
-    """Every DID reachable below `start` through container links (one query per level)."""
+async def linked_dids(db: AsyncDatabase[Document], starts: Iterable[str], *, down: bool) -> tuple[set[str], bool]:
+    """The DIDs reachable from `starts` through container links, downwards (their children, and
+    theirs...) or upwards (the containers holding them, and theirs...), one query per level;
+    and whether the walk ended within MAX_CONTAINER_DEPTH levels. The one container walk."""
+    near, far = ("container", "child") if down else ("child", "container")
     seen: set[str] = set()
-    level = {start}
+    level = set(starts)
     for _ in range(MAX_CONTAINER_DEPTH):
         with database_errors():
-            # Index: container_children_by_container.
-            links = await db[CONTAINER_CHILDREN].find({"container": {"$in": sorted(level)}}, {"child": 1}).to_list()
-        level = {link["child"] for link in links} - seen
+            # Index: container_children_by_container (down) or container_children_by_child (up).
+            links = await db[CONTAINER_CHILDREN].find({near: {"$in": sorted(level)}}, {far: 1}).to_list()
+        level = {link[far] for link in links} - seen
         if not level:
-            return seen
+            return seen, True
         seen |= level
-    raise Conflict(f"containers below {start} nest deeper than {MAX_CONTAINER_DEPTH} levels")
+    return seen, False
+
+
+async def _descendant_containers(db: AsyncDatabase[Document], start: str) -> set[str]:
+    """Every DID reachable below `start` (Conflict when they nest too deep to tell)."""
+    below, complete = await linked_dids(db, [start], down=True)
+    if not complete:
+        raise Conflict(f"containers below {start} nest deeper than {MAX_CONTAINER_DEPTH} levels")
+    return below
 
 
 async def attach_children(
@@ -167,7 +196,7 @@ async def attach_children(
             with database_errors():
                 await db[CONTAINER_CHILDREN].delete_many({"_id": {"$in": [r["_id"] for r in inserted]}})
             raise Conflict(f"{container} was closed or frozen meanwhile; nothing attached")
-        await content_changed(db, [container])
+        await _members_changed(db, "attached", [(container, r["child"]) for r in inserted])
     new = {r["child"] for r in inserted}
     return {"successful": {c: {"attached": c in new} for c in wanted}, "failed": {}}
 
@@ -185,7 +214,7 @@ async def detach_children(
             result = await db[CONTAINER_CHILDREN].delete_many({"_id": {"$in": sorted(rows)}})
             await db[DATASETS].update_one({"_id": container}, {**increment({"children": -result.deleted_count}),
                                                                "$set": {"modified": now()}})
-        await content_changed(db, [container])
+        await _members_changed(db, "detached", [(container, child) for child in sorted(present)])
     return {"successful": {c: {"detached": True} for c in present},
             "failed": {c: f"not in {container}" for c in wanted if c not in present}}
 
@@ -276,16 +305,15 @@ async def refresh(db: AsyncDatabase[Document], principal: Principal, did: str) -
         else:
             adds.append({"_id": _row_id(did, lfn), "did": did, "lfn": lfn, "size": int(found.get("size", 0))})
         if len(adds) >= REFRESH_BATCH:
-            await _insert_rows(db, DATASET_FILES, adds)
+            await _attach_rows(db, adds)
             adds = []
     while current is not None:
         drops.append(current["_id"])
         current = await anext(stored, None)
-    await _insert_rows(db, DATASET_FILES, adds)
+    await _attach_rows(db, adds)
     await _delete_rows(db, drops)
     with database_errors():
         updated = await db[DATASETS].find_one_and_update(
             {"_id": did}, {"$set": {"files": files, "bytes": size, "refreshed": now(), "modified": now()}},
             return_document=True)
-    await content_changed(db, [did])
     return updated or doc

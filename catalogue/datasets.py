@@ -34,6 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
+from catalogue import change_feed
 from catalogue.directories import now
 from catalogue.lfn import ROOT, check_lfn
 from catalogue.meta_query import compile_query
@@ -140,6 +141,7 @@ async def create_did(db: AsyncDatabase[Document], principal: Principal, item: Di
             await db[DATASETS].insert_one(doc)
     except DuplicateKeyError as exc:
         raise Conflict(f"DID {item.did} exists already") from exc
+    await change_feed.append(db, [change_feed.event("did_created", doc["_id"], type=doc["type"])])
     return doc
 
 

@@ -18,6 +18,8 @@ from pymongo import UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError
 
+from catalogue import change_feed
+from catalogue.collection_names import FILES
 from catalogue.directories import (
     DUPLICATE_KEY,
     directory_document,
@@ -38,7 +40,6 @@ from kernel.db import Document, IndexSpec, bulk_write_chunked, database_errors, 
 from kernel.errors import CairnError, Conflict, Forbidden, InvalidInput, NotFound
 from kernel.principal import Principal
 
-FILES = "files"
 ReplicaStatus = Literal["available", "copying", "unavailable", "bad"]
 REPLICA_STATUSES: tuple[str, ...] = ("available", "copying", "unavailable", "bad")
 Outcome = dict[str, dict[str, Any]]
@@ -221,6 +222,8 @@ async def register_files(db: AsyncDatabase[Document], principal: Principal, file
     for doc in written:
         successful[doc["_id"]] = {"guid": doc["guid"], "created": True}
     await record_registered(db, token, written)
+    await change_feed.append(db, [change_feed.event("file_registered", d["_id"],
+                                                    replicas=[r["se"] for r in d["replicas"]]) for d in written])
     if duplicates:
         await _reconcile(db, duplicates, replicas, successful, failed)
     return {"successful": successful, "failed": failed}
@@ -245,6 +248,10 @@ async def _reconcile(
         successful[item.lfn] = {"guid": doc["guid"], "created": False}
         updates.setdefault(item.lfn, []).extend(replicas[id(r)] for r in item.replicas)
     await take_over_calls(db, (stored[lfn] for lfn in updates))
+    # A retry of a call cut short after its insert finds its files here: their events may never
+    # have been written, so they are written again (consumers take events at least once).
+    await change_feed.append(db, [change_feed.event("file_registered", lfn, replicas=[
+        r["se"] for r in stored[lfn].get("replicas", [])]) for lfn in updates])
     await push_replicas(db, updates, known=stored)
     if any(f.ancestors for f in duplicates):
         await add_ancestor_links(db, {f.lfn: f.ancestors for f in duplicates
@@ -265,6 +272,7 @@ async def push_replicas(
     docs = dict(known or {})
     usage = Usage()
     attempted: list[tuple[str, str]] = []
+    added: list[tuple[str, str]] = []
     for _ in range(8):
         if not pending:
             break
@@ -277,6 +285,7 @@ async def push_replicas(
             # concurrent one — the usage rebuild corrects that drift).
             if se in {r["se"] for r in docs.get(lfn, {}).get("replicas", [])}:
                 usage.replica(se, int(docs[lfn].get("size", 0)), +1)
+                added.append((lfn, se))
         attempted = []
         for lfn, reps in pending.items():
             doc = docs.get(lfn)
@@ -296,9 +305,11 @@ async def push_replicas(
         if result.modified_count == len(updates):
             for lfn, se in attempted:
                 usage.replica(se, int(docs[lfn].get("size", 0)), +1)
+            added.extend(attempted)
             break
         docs = {}
     await usage.apply(db)
+    await change_feed.append(db, [change_feed.event("replica_added", lfn, se=se) for lfn, se in added])
 
 
 def _file_document(item: FileIn, principal: Principal, replicas: list[Document], at: Any,
@@ -406,4 +417,5 @@ async def remove_files(
             await db[FILES].delete_many({"_id": {"$in": doomed}})
         successful.update({lfn: {"removed": True} for lfn in doomed})
         await record_files(db, (found[lfn] for lfn in doomed), -1)
+        await change_feed.append(db, [change_feed.event("file_removed", lfn) for lfn in doomed])
     return {"successful": successful, "failed": failed}

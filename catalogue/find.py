@@ -19,6 +19,7 @@ from typing import Any
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import OperationFailure
 
+from catalogue.collection_names import FILES
 from catalogue.directories import fetch_directories
 from catalogue.lfn import ROOT, ancestors, check_lfn, descendant_pattern
 from catalogue.meta_query import compile_query
@@ -28,7 +29,6 @@ from kernel.db import Document, database_errors, iterate
 from kernel.errors import NotFound
 from kernel.principal import Principal
 
-FILES = "files"
 BATCH = 1000
 PROJECTION = {"meta": 0, "meta_origin": 0, "version": 0}
 

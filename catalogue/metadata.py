@@ -28,6 +28,8 @@ from typing import Any
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 
+from catalogue import change_feed
+from catalogue.collection_names import FILES
 from catalogue.directories import DIRECTORIES, fetch_directories, now
 from catalogue.lfn import ROOT, ancestors, check_lfn, descendant_pattern
 from catalogue.metadata_fields import EFFECTIVE, ORIGIN, check_key, declared_fields, typed_values
@@ -35,8 +37,6 @@ from catalogue.permissions import WRITE, entry_denial, require, traversal_denial
 from kernel.db import Document, database_errors
 from kernel.errors import InvalidInput, NotFound
 from kernel.principal import Principal
-
-FILES = "files"  # catalogue.files imports this module; the name is the same collection
 
 
 def inherited(path: str, dirs: Mapping[str, Mapping[str, Any]]) -> tuple[dict[str, Any], dict[str, str]]:
@@ -121,6 +121,7 @@ async def set_metadata(
                 update = {"$set": {f"{EFFECTIVE}.{key}": value, f"{ORIGIN}.{key}": path}}
                 for name in (DIRECTORIES, FILES):
                     await db[name].update_many(_subtree_of(path, key, farther), update)
+    await change_feed.append(db, [change_feed.event("metadata_changed", path, keys=sorted(typed))])
     return await get_metadata(db, principal, path)
 
 
@@ -151,4 +152,5 @@ async def remove_metadata(
                     await db[name].update_many(_subtree_of(path, key, [path]), update)
     with database_errors():
         await collection.update_one({"_id": path}, {"$set": {"modified": now()}})
+    await change_feed.append(db, [change_feed.event("metadata_changed", path, keys=sorted(wanted))])
     return await get_metadata(db, principal, path)

@@ -158,6 +158,11 @@ class MetadataClient(BaseClient):
         result: Json = await self.request("POST", "/usage/rebuild", json_body={"fix": fix})
         return result
 
+    async def change_feed(self, *, after: int = 0, limit: int = 100) -> Json:
+        """Change feed events after sequence number `after`, and the consumers' positions (admins)."""
+        result: Json = await self.request("GET", "/feed", params={"after": after, "limit": limit})
+        return result
+
     async def se_dump(self, se: str) -> AsyncIterator[Json]:
         """Every replica on an SE, streamed (admins)."""
         async for item in self.stream_lines(f"/ses/{quote(se, safe='')}/dump"):

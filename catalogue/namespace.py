@@ -19,6 +19,7 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError
 
+from catalogue import change_feed
 from catalogue.directories import (
     DIRECTORIES,
     directory_document,
@@ -248,6 +249,11 @@ async def _relocate(collection: AsyncCollection[Document], pairs: list[tuple[str
         await collection.delete_many({"_id": {"$in": [pairs[i][0] for i in moved]}})
         if restores:
             await bulk_write_chunked(collection, restores)
+    if is_files:
+        await change_feed.append(collection.database, [
+            event for i in moved for event in (
+                change_feed.event("file_removed", pairs[i][0], moved_to=copies[i]["_id"]),
+                change_feed.event("file_registered", copies[i]["_id"], moved_from=pairs[i][0]))])
 
 
 async def _move_subtree(
@@ -294,6 +300,7 @@ async def remove(db: AsyncDatabase[Document], principal: Principal, path: str, *
             result = await db[FILES].delete_one({"_id": path})
         if result.deleted_count:
             await record_files(db, [doc], -1)
+            await change_feed.append(db, [change_feed.event("file_removed", path)])
         return result.deleted_count
     with database_errors():
         child = await db[DIRECTORIES].find_one({"parent": path}, {"_id": 1}) or await db[FILES].find_one(
@@ -306,12 +313,24 @@ async def remove(db: AsyncDatabase[Document], principal: Principal, path: str, *
             raise Forbidden("only admins may remove a directory recursively")
         pattern = descendant_pattern(path)
         await forget_directory_usage(db, path)
+        await _tree_files_removed(db, pattern)
         with database_errors():
             removed += (await db[FILES].delete_many({"_id": {"$regex": pattern}})).deleted_count
             removed += (await db[DIRECTORIES].delete_many({"_id": {"$regex": pattern}})).deleted_count
     with database_errors():
         removed += (await db[DIRECTORIES].delete_one({"_id": path})).deleted_count
     return removed
+
+
+async def _tree_files_removed(db: AsyncDatabase[Document], pattern: str) -> None:
+    """Append the file_removed events of a tree about to be deleted (one insert per MOVE_BATCH files)."""
+    batch: list[change_feed.Event] = []
+    async for doc in iterate(db[FILES].find({"_id": {"$regex": pattern}}, {"_id": 1}).batch_size(MOVE_BATCH)):
+        batch.append(change_feed.event("file_removed", doc["_id"]))
+        if len(batch) >= MOVE_BATCH:
+            await change_feed.append(db, batch)
+            batch = []
+    await change_feed.append(db, batch)
 
 
 async def chmod(db: AsyncDatabase[Document], principal: Principal, path: str, mode: int) -> dict[str, Any]:

@@ -15,12 +15,12 @@ from typing import Any, Literal
 from pymongo import UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 
+from catalogue.collection_names import FILES
 from catalogue.directories import find_by_ids
 from catalogue.lfn import check_lfn
 from kernel.db import Document, bulk_write_chunked, database_errors
 from kernel.errors import InvalidInput, NotFound
 
-FILES = "files"
 MAX_DEPTH = 50
 MAX_RESULTS = 100_000
 Direction = Literal["ancestors", "descendants"]
@@ -44,6 +44,15 @@ async def add_ancestor_links(db: AsyncDatabase[Document], links: Mapping[str, Se
     with database_errors():
         result = await bulk_write_chunked(db[FILES], updates)
     return result.modified_count
+
+
+async def record_production(db: AsyncDatabase[Document], lfns: Sequence[str], ancestors: Sequence[str],
+                            produced_by: Document) -> None:
+    """Set what made these files: their ancestors (replacing any) and the job attempt that
+    produced them (`{job, attempt}`), in one write."""
+    with database_errors():
+        await db[FILES].update_many({"_id": {"$in": list(lfns)}}, {"$set": {
+            "ancestors": list(ancestors), "produced_by": produced_by}})
 
 
 async def link_ancestors(db: AsyncDatabase[Document], lfn: str, ancestors: Sequence[str]) -> dict[str, Any]:

@@ -6,10 +6,9 @@ from collections.abc import AsyncIterator
 
 from pymongo.asynchronous.database import AsyncDatabase
 
+from catalogue.collection_names import FILES
 from catalogue.storage_elements import get_storage_element
 from kernel.db import Document, iterate
-
-FILES = "files"
 
 
 async def open_dump(db: AsyncDatabase[Document], se: str) -> AsyncIterator[Document]:

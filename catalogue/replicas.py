@@ -14,6 +14,7 @@ from typing import Any
 from pymongo import UpdateMany, UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 
+from catalogue import change_feed
 from catalogue.directories import now
 from catalogue.files import FILES, REPLICA_STATUSES, Outcome, ReplicaIn, fetch_files, push_replicas, replica_documents
 from catalogue.lfn import check_lfn
@@ -109,26 +110,40 @@ async def remove_replicas(db: AsyncDatabase[Document], items: Iterable[Mapping[s
 
     Removing a replica that is not there succeeds; a missing file fails.
     """
-    pairs = _checked(items, with_replica=False)
-    found = await fetch_files(db, {lfn for lfn, _ in pairs}, {"replicas": 1, "size": 1})
+    pairs = [(lfn, replica.se) for lfn, replica in _checked(items, with_replica=False)]
+    found = await pull_replicas(db, pairs)
     successful: dict[str, Any] = {}
     failed: dict[str, Any] = {}
+    for lfn, se in pairs:
+        if lfn in found:
+            successful.setdefault(lfn, []).append(se)
+        else:
+            failed[lfn] = "no such file"
+    return {"successful": successful, "failed": failed}
+
+
+async def pull_replicas(db: AsyncDatabase[Document], targets: Iterable[tuple[str, str]], *,
+                        status: str | None = None) -> set[str]:
+    """Take the replicas `(lfn, se)` off their files and off their SEs' usage, in one bulk write
+    (and one usage write); with `status`, only a replica in that status now (a retired replica
+    being deleted, an unfinished copy being discarded). Returns the LFNs whose file exists."""
+    targets = list(targets)
+    found = await fetch_files(db, {lfn for lfn, _ in targets}, {"replicas": 1, "size": 1})
     updates = []
     usage = Usage()
     pulled: dict[str, list[Document]] = {}
     at = now()
-    for lfn, replica in pairs:
+    for lfn, se in targets:
         doc = found.get(lfn)
         if doc is None:
-            failed[lfn] = "no such file"
             continue
-        successful.setdefault(lfn, []).append(replica.se)
         # `$pull` of the exact element read above (FerretDB has no `$pull` by condition); if it
         # changed meanwhile the pull misses it and the caller sees it still listed.
         for element in doc.get("replicas", []):
-            if element["se"] == replica.se and element not in pulled.setdefault(lfn, []):
+            if element["se"] == se and (status is None or element.get("status") == status) \
+                    and element not in pulled.setdefault(lfn, []):
                 pulled[lfn].append(element)
-                usage.replica(replica.se, int(doc.get("size", 0)), -1)
+                usage.replica(se, int(doc.get("size", 0)), -1)
                 updates.append(UpdateOne({"_id": lfn}, {"$pull": {"replicas": element}, "$set": {"modified": at},
                                                          **increment({"version": 1})}))
     if updates:
@@ -136,21 +151,92 @@ async def remove_replicas(db: AsyncDatabase[Document], items: Iterable[Mapping[s
             result = await bulk_write_chunked(db[FILES], updates)
         if result.modified_count == len(updates):
             await usage.apply(db)
+            gone = [(lfn, element["se"]) for lfn, elements in pulled.items() for element in elements]
         else:
             # Some pull missed (a concurrent change of that replica): account what is gone now.
-            await _account_partial_removal(db, pulled)
-    return {"successful": successful, "failed": failed}
+            gone = await _account_partial_removal(db, pulled)
+        await change_feed.append(db, [change_feed.event("replica_removed", lfn, se=se) for lfn, se in gone])
+    return set(found)
 
 
-async def _account_partial_removal(db: AsyncDatabase[Document], pulled: dict[str, list[Document]]) -> None:
+async def set_status_if_unchanged(db: AsyncDatabase[Document], lfn: str, se: str, index: int, version: Any,
+                                  status: str) -> bool:
+    """Set the status of the replica at position `index` (on `se`) only if the file's `version`
+    is still the one read: for a decision taken on all of a file's replicas (e.g. "not its last
+    available copy"), which a concurrent change of any replica must invalidate."""
+    at = now()
+    with database_errors():
+        result = await db[FILES].update_one(
+            {"_id": lfn, "version": version, f"replicas.{index}.se": se},
+            {"$set": {f"replicas.{index}.status": status, f"replicas.{index}.modified": at, "modified": at},
+             **increment({"version": 1})})
+    if result.matched_count == 1:
+        await change_feed.append(db, [change_feed.event("replica_status", lfn, se=se, status=status)])
+    return result.matched_count == 1
+
+
+async def overwrite_files(db: AsyncDatabase[Document], changes: Mapping[str, Document], *,
+                          guard: Mapping[str, Document] | None = None) -> set[str]:
+    """Replace the content of existing files (`{lfn: {size, adler32, replicas, ...fields}}`, e.g.
+    a job's output written again by a later attempt): one bulk write guarded by each file's
+    `version` (and `guard[lfn]`), bumping it, and one usage write moving the old size and
+    replicas out and the new ones in. Returns the LFNs overwritten (a file that changed
+    meanwhile is read again, up to a few times)."""
+    done: set[str] = set()
+    pending = dict(changes)
+    for _ in range(5):
+        found = await fetch_files(db, list(pending), {"replicas.se": 1, "size": 1, "version": 1})
+        planned = [lfn for lfn in pending if lfn in found]
+        if not planned:
+            break
+        at = now()
+        at = at.replace(microsecond=at.microsecond // 1000 * 1000)  # as stored (BSON keeps milliseconds)
+        bump = increment({"version": 1})
+        updates = [UpdateOne({"_id": lfn, "version": found[lfn].get("version"), **(guard or {}).get(lfn, {})},
+                             {"$set": {**pending[lfn], "modified": at}, **bump}) for lfn in planned]
+        with database_errors():
+            result = await bulk_write_chunked(db[FILES], updates)
+        written = planned
+        if result.modified_count != len(updates):  # some guard missed: find which were written
+            now_found = await fetch_files(db, planned, {"modified": 1})
+            written = [lfn for lfn in planned if now_found.get(lfn, {}).get("modified") == at]
+        usage = Usage()
+        for lfn in written:
+            before, after = found[lfn], pending[lfn]
+            old_size = int(before.get("size") or 0)
+            new_size = int(after.get("size") or old_size)
+            usage.file(lfn, old_size, -1)
+            usage.file(lfn, new_size, +1)
+            for replica in before.get("replicas") or []:
+                usage.replica(replica["se"], old_size, -1)
+            for replica in after.get("replicas") or before.get("replicas") or []:
+                usage.replica(replica["se"], new_size, +1)
+        await usage.apply(db)
+        await change_feed.append(db, [
+            *(change_feed.event("replica_removed", lfn, se=r["se"]) for lfn in written
+              for r in found[lfn].get("replicas") or []),
+            *(change_feed.event("replica_added", lfn, se=r["se"]) for lfn in written
+              for r in pending[lfn].get("replicas") or [])])
+        done.update(written)
+        pending = {lfn: pending[lfn] for lfn in planned if lfn not in done}
+        if not pending:
+            break
+    return done
+
+
+async def _account_partial_removal(db: AsyncDatabase[Document],
+                                  pulled: dict[str, list[Document]]) -> list[tuple[str, str]]:
     now_found = await fetch_files(db, pulled, {"replicas.se": 1, "size": 1})
     usage = Usage()
+    gone = []
     for lfn, elements in pulled.items():
         still = {r["se"] for r in now_found.get(lfn, {}).get("replicas", [])}
         for element in elements:
             if element["se"] not in still and lfn in now_found:
                 usage.replica(element["se"], int(now_found[lfn].get("size", 0)), -1)
+                gone.append((lfn, element["se"]))
     await usage.apply(db)
+    return gone
 
 
 async def set_replica_status(
@@ -182,6 +268,7 @@ async def set_replica_status(
                  **increment({"version": 1})},
             )
         if result.matched_count == 1:
+            await change_feed.append(db, [change_feed.event("replica_status", lfn, se=se, status=status)])
             return True
     return False
 
@@ -228,15 +315,21 @@ async def set_replica_statuses(
     result = await bulk_write_chunked(db[FILES], updates)
     if result.modified_count == len(planned):
         successful.update({item["lfn"]: item["status"] for item, _ in planned})
+        await change_feed.append(db, [change_feed.event("replica_status", item["lfn"], se=item["se"],
+                                                        status=item["status"]) for item, _ in planned])
         return {"successful": successful, "failed": failed}
     now_files = await fetch_files(db, [item["lfn"] for item, _ in planned], {"replicas": 1})
+    events = []
     for item, index in planned:
         lfn = item["lfn"]
         replicas = now_files.get(lfn, {}).get("replicas", [])
         mine = replicas[index] if index < len(replicas) else {}
         applied = mine.get("se") == item["se"] and mine.get("status") == item["status"] and mine.get("modified") == at
+        if applied:
+            events.append(change_feed.event("replica_status", lfn, se=item["se"], status=item["status"]))
         if applied or await set_replica_status(db, lfn, item["se"], item["status"], expected=item.get("expected")):
             successful[lfn] = item["status"]
         else:
             failed[lfn] = f"replica of {lfn} on {item['se']} changed meanwhile; it is not {item.get('expected')!r}"
+    await change_feed.append(db, events)
     return {"successful": successful, "failed": failed}

@@ -1,6 +1,7 @@
-"""What tells the rule evaluator that a DID's content changed: attach, detach and refresh call
-`content_changed`, which marks every rule on the DID or on a container above it `dirty`
-(and bumps its `generation`, so an evaluation that read the old content does not clear the flag).
+"""Marking rules for re-evaluation when a DID's content changed: the rule evaluator reads the
+attached/detached events of the change feed (`transfers.rule_feed`) and calls `content_changed`,
+which marks every rule on the DID or on a container above it `dirty` (and bumps its
+`generation`, so an evaluation that read the old content does not clear the flag).
 """
 
 from __future__ import annotations
@@ -9,27 +10,17 @@ from collections.abc import Iterable
 
 from pymongo.asynchronous.database import AsyncDatabase
 
+from catalogue.dataset_contents import linked_dids
 from kernel.db import Document, database_errors, increment
 
 RULES = "rules"
-# Owned by catalogue.dataset_contents (which imports this module); the same collection.
-CONTAINER_CHILDREN = "container_children"
-MAX_DEPTH = 64
 
 
 async def ancestors(db: AsyncDatabase[Document], dids: Iterable[str]) -> set[str]:
-    """The DIDs and every container above them (one `$in` query per level)."""
-    seen = set(dids)
-    level = set(seen)
-    for _ in range(MAX_DEPTH):
-        if not level:
-            break
-        with database_errors():
-            # Index: container_children_by_child.
-            links = await db[CONTAINER_CHILDREN].find({"child": {"$in": sorted(level)}}, {"container": 1}).to_list()
-        level = {link["container"] for link in links} - seen
-        seen |= level
-    return seen
+    """The DIDs and every container above them (`dataset_contents.linked_dids`, upwards)."""
+    starts = set(dids)
+    above, _ = await linked_dids(db, starts, down=False)
+    return starts | above
 
 
 async def content_changed(db: AsyncDatabase[Document], dids: Iterable[str]) -> int:

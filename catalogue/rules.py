@@ -24,14 +24,14 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from collections.abc import AsyncIterator
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from pydantic import BaseModel, ConfigDict, Field
 from pymongo import ReturnDocument
 from pymongo.asynchronous.database import AsyncDatabase
 
 from catalogue import quotas
-from catalogue.dataset_contents import CONTAINER_CHILDREN, DATASET_FILES
+from catalogue.dataset_contents import DATASET_FILES, linked_dids
 from catalogue.datasets import DATASETS, check_did
 from catalogue.directories import now
 from catalogue.files import FILES
@@ -39,13 +39,13 @@ from catalogue.lfn import check_lfn
 from catalogue.rule_triggers import RULES
 from catalogue.se_expression import resolve, validate
 from catalogue.storage_elements import SES
+from kernel import claims
 from kernel.db import Document, IndexSpec, database_errors, increment
 from kernel.errors import Conflict, Forbidden, InvalidInput, NotFound, QuotaExceeded
 from kernel.principal import Principal
 
 Grouping = Literal["ALL", "DATASET", "NONE"]
 STATES = ("replicating", "ok", "stuck", "suspended")
-MAX_CONTAINER_DEPTH = 64
 
 INDEXES = [
     # rules of a DID (re-evaluation trigger, `rule list --did`)
@@ -77,6 +77,39 @@ class RuleIn(BaseModel):
     priority: int = Field(3, ge=1, le=5)
 
 
+class Rule(claims.Leased):
+    """A document of `rules` as `create_rule` stores it (the daemons add `evaluated`,
+    `ok_since`, `last_repair`); the `locks_*` counters count its locks by state."""
+
+    _id: str
+    did: str
+    did_type: str
+    account: str
+    copies: int
+    expression: str
+    grouping: Grouping
+    weight: str | None
+    activity: str
+    source_expression: str | None
+    locked: bool
+    comment: str
+    priority: int
+    subscription: str | None
+    state: str
+    error: str | None
+    stuck_since: dt.datetime | None
+    created: dt.datetime
+    modified: dt.datetime
+    expires_at: dt.datetime | None
+    dirty: bool
+    generation: int
+    due: dt.datetime
+    unplaced: int
+    locks_replicating: int
+    locks_ok: int
+    locks_stuck: int
+
+
 class RuleUpdate(BaseModel):
     """What may change on an existing rule."""
 
@@ -92,7 +125,7 @@ class RuleUpdate(BaseModel):
 
 def rule_view(doc: Document) -> dict[str, Any]:
     """The public shape of a rule."""
-    view = {"id": doc["_id"], **{k: v for k, v in doc.items() if k not in ("_id", "lease_owner", "lease_expires")}}
+    view = {"id": doc["_id"], **{k: v for k, v in doc.items() if k not in ("_id", claims.OWNER, claims.EXPIRES)}}
     view["locks"] = {s: int(doc.get(f"locks_{s}", 0)) for s in ("replicating", "ok", "stuck")}
     for s in ("replicating", "ok", "stuck"):
         view.pop(f"locks_{s}", None)
@@ -165,17 +198,8 @@ async def check_room(db: AsyncDatabase[Document], account: str, expression: str,
 
 
 async def datasets_below(db: AsyncDatabase[Document], container: str) -> list[str]:
-    """Every dataset reachable below a container, sorted (one query per level)."""
-    seen: set[str] = set()
-    level = {container}
-    for _ in range(MAX_CONTAINER_DEPTH):
-        with database_errors():
-            # Index: container_children_by_container.
-            links = await db[CONTAINER_CHILDREN].find({"container": {"$in": sorted(level)}}, {"child": 1}).to_list()
-        level = {link["child"] for link in links} - seen
-        if not level:
-            break
-        seen |= level
+    """Every dataset reachable below a container, sorted (`dataset_contents.linked_dids`)."""
+    seen, _ = await linked_dids(db, [container], down=True)
     with database_errors():
         docs = await db[DATASETS].find({"_id": {"$in": sorted(seen)}, "type": "dataset"}, {"_id": 1}).to_list()
     return sorted(d["_id"] for d in docs)
@@ -242,7 +266,7 @@ async def create_rule(db: AsyncDatabase[Document], principal: Principal, item: R
     did_type, size = await did_target(db, item.did)
     await check_room(db, account, item.expression, item.copies, item.did, did_type, size)
     at = now()
-    doc: Document = {
+    doc: Rule = {
         "_id": rule_id or uuid.uuid4().hex, "did": item.did, "did_type": did_type, "account": account,
         "copies": item.copies, "expression": item.expression, "grouping": item.grouping, "weight": item.weight,
         "activity": item.activity, "source_expression": item.source_expression, "locked": item.locked,
@@ -253,8 +277,8 @@ async def create_rule(db: AsyncDatabase[Document], principal: Principal, item: R
         "locks_replicating": 0, "locks_ok": 0, "locks_stuck": 0, "lease_owner": None, "lease_expires": None,
     }
     with database_errors():
-        await db[RULES].insert_one(doc)
-    return doc
+        await db[RULES].insert_one(cast(Document, doc))
+    return cast(Document, doc)
 
 
 async def get_rule(db: AsyncDatabase[Document], rule_id: str) -> Document:
@@ -330,21 +354,30 @@ async def delete_rule(db: AsyncDatabase[Document], principal: Principal, rule_id
 async def claim(db: AsyncDatabase[Document], worker: str, query: dict[str, Any], *, lease_s: float,
                 sort: str = "due") -> Document | None:
     """Take the next rule matching query that no daemon holds, under a lease (one atomic update)."""
-    at = now()
-    with database_errors():
-        return await db[RULES].find_one_and_update(
-            {"$and": [query, {"$or": [{"lease_expires": None}, {"lease_expires": {"$lt": at}}]}]},
-            {"$set": {"lease_owner": worker, "lease_expires": at + dt.timedelta(seconds=lease_s)}},
-            sort=[(sort, 1)], return_document=ReturnDocument.AFTER)
+    return await claims.claim_one(db[RULES], worker, query, lease_s=lease_s, sort=[(sort, 1)])
 
 
 async def renew(db: AsyncDatabase[Document], rule_id: str, worker: str, *, lease_s: float) -> bool:
     """Extend a claimed rule's lease; False when `worker` no longer holds it (or the rule is gone)."""
+    return bool(await claims.renew(db[RULES], [rule_id], worker, lease_s=lease_s))
+
+
+async def set_fields(db: AsyncDatabase[Document], rule_id: str, fields: dict[str, Any], *,
+                     make_dirty: bool = False) -> None:
+    """Record what a daemon holding the rule found (evaluation results, errors); with
+    `make_dirty`, also ask for a new evaluation (bumping `generation`)."""
+    update: dict[str, Any] = {"$set": {**fields, **({"dirty": True} if make_dirty else {})}}
+    if make_dirty:
+        update.update(increment({"generation": 1}))
     with database_errors():
-        result = await db[RULES].update_one(
-            {"_id": rule_id, "lease_owner": worker},
-            {"$set": {"lease_expires": now() + dt.timedelta(seconds=lease_s)}})
-    return result.matched_count == 1
+        await db[RULES].update_one({"_id": rule_id}, update)
+
+
+async def remove(db: AsyncDatabase[Document], rule: Document, worker: str) -> bool:
+    """Delete a rule whose locks are gone (the cleaner, holding its lease)."""
+    with database_errors():
+        result = await db[RULES].delete_one({"_id": rule["_id"], claims.OWNER: worker})
+    return result.deleted_count == 1
 
 
 async def clear_dirty(db: AsyncDatabase[Document], rule_id: str, generation: int) -> bool:
@@ -357,8 +390,4 @@ async def clear_dirty(db: AsyncDatabase[Document], rule_id: str, generation: int
 
 async def release(db: AsyncDatabase[Document], rule: Document, worker: str, fields: dict[str, Any]) -> bool:
     """Give a claimed rule back, setting fields (only the lease holder can)."""
-    with database_errors():
-        result = await db[RULES].update_one(
-            {"_id": rule["_id"], "lease_owner": worker},
-            {"$set": {**fields, "lease_owner": None, "lease_expires": None, "modified": now()}})
-    return result.modified_count == 1
+    return await claims.release(db[RULES], rule["_id"], worker, update={"$set": {**fields, "modified": now()}})

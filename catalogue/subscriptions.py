@@ -5,18 +5,18 @@ The filter looks at a dataset's DID record (datasets carry no user metadata of t
 `scopes` (any of), `name_pattern` (a regular expression searched in the name), `owners` (any
 of), `dynamic` (true or false). An empty filter matches every new dataset.
 
-The `rule-subscriptions` daemon (`transfers.rule_subscriber`) calls `process` for each
-subscription: it reads the datasets created since the subscription's `checked_until`, in order
-of creation, creates the rules (a rule's id is derived from the subscription and the DID, so
-processing a dataset twice creates one rule) and moves `checked_until` on. A rule that cannot be
-created (over quota, no SE) is recorded in `errors` (`checked_until` is inclusive, so only the
-newest dataset is looked at again on the next pass).
+The `rule-subscriptions` daemon (`transfers.rule_subscriber`) reads the `did_created` events of
+the catalogue's change feed and calls `apply_to_new` with the new DIDs: each subscription older
+than a new dataset that matches it gives it its rule (a rule's id is derived from the
+subscription and the DID, so an event handled twice creates one rule). A rule that cannot be
+created (over quota, no SE) is recorded in the subscription's `errors`.
 """
 
 from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -32,12 +32,8 @@ from kernel.errors import CairnError, Conflict, Forbidden, NotFound
 from kernel.principal import Principal
 
 SUBSCRIPTIONS = "subscriptions"
-BATCH = 500
 
-INDEXES = [
-    # process(): datasets created since a point in time
-    IndexSpec(DATASETS, [("created", 1)], name="datasets_by_created"),
-]
+INDEXES: list[IndexSpec] = []
 
 
 class DatasetFilter(BaseModel):
@@ -105,7 +101,7 @@ async def add_subscription(db: AsyncDatabase[Document], principal: Principal, it
     at = now()
     doc: Document = {"_id": item.name, "account": item.account or principal.sub,
                      "filter": item.filter.model_dump(), "rule": item.rule.model_dump(), "comment": item.comment,
-                     "created": at, "checked_until": at, "rules_created": 0, "errors": {}}
+                     "created": at, "rules_created": 0, "errors": {}}
     try:
         with database_errors():
             await db[SUBSCRIPTIONS].insert_one(doc)
@@ -140,12 +136,18 @@ def rule_id_for(subscription: str, did: str) -> str:
     return uuid.uuid5(uuid.NAMESPACE_URL, f"cairn-subscription:{subscription}:{did}").hex
 
 
-async def process(db: AsyncDatabase[Document], subscription: Document) -> int:
-    """Give the datasets created since the last call their rules; returns how many were made."""
+async def apply_to_new(db: AsyncDatabase[Document], dids: Sequence[str]) -> int:
+    """Give newly created DIDs (from the change feed's `did_created` events) the rules of every
+    subscription that matches them and is older than them; returns how many rules were made."""
     with database_errors():
-        # Index: datasets_by_created.
-        new = await db[DATASETS].find({"created": {"$gte": subscription["checked_until"]}, "type": "dataset"}) \
-            .sort("created", 1).limit(BATCH).to_list()
+        new = await db[DATASETS].find({"_id": {"$in": list(dids)}, "type": "dataset"}).sort("created", 1).to_list()
+    made = 0
+    for subscription in await list_subscriptions(db) if new else []:
+        made += await _apply(db, subscription, [d for d in new if d["created"] >= subscription["created"]])
+    return made
+
+
+async def _apply(db: AsyncDatabase[Document], subscription: Document, new: list[Document]) -> int:
     wanted = DatasetFilter.model_validate(subscription["filter"])
     principal = Principal(sub=subscription["account"], vo="", scopes=frozenset({"rules.write"}))
     made = 0
@@ -165,8 +167,6 @@ async def process(db: AsyncDatabase[Document], subscription: Document) -> int:
                 raise
             errors[did["_id"].replace(".", "_")] = exc.message
     fields: dict[str, Any] = {f"errors.{k}": v for k, v in errors.items()}
-    if new:
-        fields["checked_until"] = new[-1]["created"]
     if fields or made:
         with database_errors():
             await db[SUBSCRIPTIONS].update_one({"_id": subscription["_id"]},

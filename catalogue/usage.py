@@ -35,11 +35,11 @@ from pymongo import DeleteOne, ReplaceOne, UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError
 
+from catalogue.collection_names import FILES
 from catalogue.lfn import ROOT, ancestors, check_lfn, descendant_pattern
 from kernel.db import Document, IndexSpec, bulk_write_chunked, database_errors, increment, iterate
 
 USAGE = "usage"
-FILES = "files"
 USAGE_CLAIMS = "usage_claims"
 REGISTERED_IN = "registered_in"
 

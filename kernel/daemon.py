@@ -1,7 +1,8 @@
 """The loop every Cairn daemon runs in: do a unit of work, sleep when idle, back off while a
 dependency is down, stop cleanly on SIGTERM/SIGINT.
 
-Daemons share work through leases in MongoDB (see `kernel.lease`); this module only runs the
+Daemons share work through leases in MongoDB (`kernel.claims` for documents of a queue,
+`kernel.lease` for named leases and for renewing while work runs); this module only runs the
 loop. A daemon is a class with a `name` and an async `run_once()` that returns how many items
 it handled (0 means idle).
 """

@@ -84,12 +84,14 @@ async def test_a_batch_costs_the_same_few_commands_whatever_its_size(
             assert len(result["successful"]) == count
             sizes[run] = list(counter.commands)
         # SEs, directories, missing parents, 2 inserts, the call's claim to count its records
-        # (catalogue.usage), and the usage increments (one bulk write).
-        assert len(sizes["small"]) == len(sizes["large"]) <= 7, sizes
-        # The same batch again: duplicates are compared with one more query, still O(1).
+        # (catalogue.usage), the usage increments (one bulk write), and the change feed's events
+        # (one counter increment, one insert).
+        assert len(sizes["small"]) == len(sizes["large"]) <= 9, sizes
+        # The same batch again: duplicates are compared with one more query, their calls' claims are
+        # tried once, and their events written again (a retried call's may never have been): O(1).
         counter.commands.clear()
         again = [a_file(f"/cta/large/d{i % 7}/f{i}", ses=("CERN-DISK", "DESY-DISK")) for i in range(2000)]
         assert len((await register_files(db, ADMIN, again))["successful"]) == 2000
-        assert len(counter.commands) <= 5, counter.commands
+        assert len(counter.commands) <= 7, counter.commands
     finally:
         await client.close()

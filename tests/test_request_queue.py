@@ -9,6 +9,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from kernel.db import Document, ensure_indexes
 from transfers import requests as rq
+from transfers.failures import TIMEOUT, Failure, retry_delay_s
 
 
 async def queue(database: AsyncDatabase[Document]) -> AsyncDatabase[Document]:
@@ -113,3 +114,43 @@ async def test_cancel_closes_open_requests_and_frees_the_key(database: AsyncData
     assert await rq.cancel(db, {"requester": "t"}) == 1
     again = await rq.submit_transfers(db, [{"lfn": "/vo/a", "dest_se": "B"}], requester="t")
     assert again["successful"]["/vo/a"] != first["successful"]["/vo/a"]
+
+
+async def test_fail_or_retry_backs_off_until_the_attempts_run_out_then_fails(
+    database: AsyncDatabase[Document],
+) -> None:
+    db = await queue(database)
+    await rq.submit(db, "transfer", [{"lfn": "/vo/a", "dest_se": "B"}], requester="t", max_attempts=2)
+    slow = Failure(TIMEOUT, "timed out", permanent=False)
+    first = await rq.claim(db, "w", kinds=["transfer"], lease_s=60)
+    assert first is not None and first["attempts"] == 1
+    assert not await rq.fail_or_retry(db, first, "w", slow, base_s=0.05, cap_s=0.05)
+    queued = await rq.get_request(db, first["_id"])
+    assert queued is not None and (queued["state"], queued["error_class"]) == ("queued", TIMEOUT)
+    assert queued["not_before"] > rq.now() - dt.timedelta(seconds=1)
+    await asyncio.sleep(0.1)
+    second = await rq.claim(db, "w", kinds=["transfer"], lease_s=60)
+    assert second is not None and second["attempts"] == 2
+    assert await rq.fail_or_retry(db, second, "w", slow, base_s=0.05, cap_s=0.05)
+    failed = await rq.get_request(db, first["_id"])
+    assert failed is not None and failed["state"] == "failed"
+    assert failed["last_error"] == "gave up after 2 attempts: timed out"
+
+
+def test_the_retry_delay_doubles_up_to_its_cap_and_a_permanent_failure_is_not_retried() -> None:
+    slow = Failure(TIMEOUT, "timed out", permanent=False)
+    assert [retry_delay_s(slow, n, 10, base_s=1, cap_s=5) for n in (1, 2, 3, 4, 10)] == [1, 2, 4, 5, None]
+    assert retry_delay_s(Failure(TIMEOUT, "no", permanent=True), 1, 10, base_s=1, cap_s=5) is None
+
+
+async def test_claim_many_shares_nothing_between_workers_racing_for_the_queue(
+    database: AsyncDatabase[Document],
+) -> None:
+    db = await queue(database)
+    await rq.submit_transfers(db, [{"lfn": f"/vo/r{i}", "dest_se": "B"} for i in range(40)], requester="t")
+    batches = await asyncio.gather(*(rq.claim_many(db, f"w{n}", kinds=["transfer"], lease_s=60, limit=15)
+                                     for n in range(4)))
+    ids = [doc["_id"] for batch in batches for doc in batch]
+    assert len(ids) == len(set(ids)) >= 15  # a request another worker took meanwhile is skipped, never shared
+    stored = {doc["_id"]: doc["lease_owner"] async for doc in db[rq.REQUESTS].find({"state": "active"})}
+    assert stored == {doc["_id"]: f"w{n}" for n, batch in enumerate(batches) for doc in batch}

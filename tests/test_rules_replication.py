@@ -26,6 +26,7 @@ from tests.fixtures.rules import (
 )
 from tests.fixtures.transfers import replica_status
 from transfers import requests as rq
+from transfers import rule_feed
 from transfers.reaper import Reaper
 from transfers.rule_cleaner import RuleCleaner
 from transfers.rule_evaluator import RuleEvaluator
@@ -55,6 +56,7 @@ async def test_two_copies_on_tier1_of_a_dataset_end_ok_and_new_content_follows(
 
     more = [f"/vo/ds/g{i:02d}" for i in range(10)]
     await dataset_on_src(database, "vo:ds", more)
+    assert await rule_feed.follow(database, "t", lease_s=5) >= len(more)  # what the evaluator does first
     assert (await rules.get_rule(database, rule["_id"]))["dirty"] is True
 
     async def all_placed() -> bool:

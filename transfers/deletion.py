@@ -29,9 +29,10 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from catalogue.files import FILES
 from catalogue.replica_urls import se_url
+from catalogue.replicas import pull_replicas, set_status_if_unchanged
 from catalogue.rule_locks import replica_lost
 from catalogue.storage_elements import StorageElement
-from kernel.db import Document, database_errors, increment
+from kernel.db import Document, database_errors
 from kernel.errors import InvalidInput, NotFound
 from storage_plugins.registry import plugin_for
 from transfers.endpoints import endpoints
@@ -89,13 +90,7 @@ async def retire(
         if not others and not allow_last and replica.get("status") == "available":
             raise Refused(f"{lfn} on {se}: the last available replica; only a request to delete every replica "
                           "may remove it")
-        with database_errors():
-            result = await db[FILES].update_one(
-                {"_id": lfn, "version": doc.get("version"), f"replicas.{index}.se": se},
-                {"$set": {f"replicas.{index}.status": "unavailable", f"replicas.{index}.modified": at,
-                          "modified": at}, **increment({"version": 1})},
-            )
-        if result.matched_count == 1:
+        if await set_status_if_unchanged(db, lfn, se, index, doc.get("version"), "unavailable"):
             return {**replica, "status": "unavailable"}
     raise Refused(f"{lfn} on {se}: the file kept changing; try again")
 
@@ -108,11 +103,8 @@ async def delete_retired(
     ep = endpoints(se, lfn, "delete", credentials=credentials, registered_url=replica.get("url"))[0]
     with contextlib.suppress(NotFound):
         await plugin_for(ep.url, ep.options).delete(ep.url)
-    with database_errors():
-        doc = await db[FILES].find_one({"_id": lfn}, {"replicas": 1})
-        for element in (doc or {}).get("replicas", []):
-            if element.get("se") == se.name and element.get("status") == "unavailable":
-                await db[FILES].update_one({"_id": lfn}, {"$pull": {"replicas": element}, **increment({"version": 1})})
+    # Through the catalogue, so that the SE's usage loses the replica too.
+    await pull_replicas(db, [(lfn, se.name)], status="unavailable")
 
 
 async def delete_replica(

@@ -16,9 +16,9 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from catalogue.directories import now
 from catalogue.files import FILES, push_replicas
-from catalogue.replicas import add_replicas, set_replica_status
+from catalogue.replicas import add_replicas, pull_replicas, set_replica_status
 from catalogue.storage_elements import StorageElement, replica_url
-from kernel.db import Document, database_errors, increment
+from kernel.db import Document, database_errors
 from kernel.errors import CairnError
 from storage_plugins.registry import plugin_for
 from transfers.endpoints import Endpoint
@@ -84,6 +84,6 @@ async def discard(db: AsyncDatabase[Document], lfn: str, se: str, dest: Endpoint
     if dest is not None:
         with contextlib.suppress(CairnError, OSError):
             await plugin_for(dest.url, dest.options).delete(dest.url)
-    with database_errors():
-        await db[FILES].update_one({"_id": lfn}, {"$pull": {"replicas": current}, **increment({"version": 1})})
+    # Through the catalogue, so that the SE's usage loses the replica too.
+    await pull_replicas(db, [(lfn, se)], status="copying")
     log.info("removed the unfinished replica of %s on %s", lfn, se)

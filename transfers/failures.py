@@ -62,3 +62,11 @@ def classify(exc: BaseException) -> Failure:
 def backoff_s(attempts: int, *, base_s: float, cap_s: float) -> float:
     """Delay before the next try after `attempts` tries: base * 2^(attempts-1), at most cap."""
     return float(min(cap_s, base_s * 2 ** max(0, min(attempts - 1, 30))))
+
+
+def retry_delay_s(failure: Failure, attempts: int, max_attempts: int, *, base_s: float, cap_s: float) -> float | None:
+    """The one fail-or-retry rule for requests: None to give up (a permanent failure, or the
+    attempts used up), else the delay before the next try (exponential backoff, capped)."""
+    if failure.permanent or attempts >= max_attempts:
+        return None
+    return backoff_s(attempts, base_s=base_s, cap_s=cap_s)

@@ -28,7 +28,7 @@ from kernel.errors import CairnError
 from kernel.settings import Settings
 from transfers import requests as rq
 from transfers.deletion import Refused, delete_replica, protection
-from transfers.failures import backoff_s, classify
+from transfers.failures import classify
 
 log = logging.getLogger("cairn.reaper")
 
@@ -116,16 +116,23 @@ class Reaper(Daemon):
             await rq.fail(self.db, request["_id"], self.worker, str(exc), "refused")
             return
         except CairnError as exc:
-            failure = classify(exc)
-            attempts = int(request.get("attempts", 1))
-            if failure.permanent or attempts >= int(request.get("max_attempts", rq.DEFAULT_MAX_ATTEMPTS)):
-                await rq.fail(self.db, request["_id"], self.worker, failure.message, failure.reason)
-            else:
-                await rq.retry_later(self.db, request["_id"], self.worker, failure.message,
-                                     delay_s=backoff_s(attempts, base_s=self.settings.retry_base_s,
-                                                       cap_s=self.settings.retry_cap_s))
+            await rq.fail_or_retry(self.db, request, self.worker, classify(exc), base_s=self.settings.retry_base_s,
+                                   cap_s=self.settings.retry_cap_s)
             return
         await rq.complete(self.db, request["_id"], self.worker, {"deleted": deleted})
+
+    async def _evict(self, se: StorageElement, used: int, target: float) -> int:
+        """Delete the least recently used unprotected replicas of se until `target` bytes are used."""
+        freed = 0
+        for candidate in await eviction_candidates(self.db, se.name, limit=self.settings.reaper_batch):
+            if used - freed <= target or self.stopping:
+                break
+            try:
+                if await delete_replica(self.db, candidate["lfn"], se, self.credentials, allow_last=False):
+                    freed += candidate["size"]
+            except Refused as exc:
+                log.info("kept %s", exc)
+        return freed
 
     async def _free_space(self, se: StorageElement) -> int:
         total = se.space.total_bytes
@@ -137,22 +144,11 @@ class Reaper(Daemon):
         used = await used_bytes(self.db, se.name)
         if used <= se.space.high_water * total:
             return 0
-        name = f"reaper:{se.name}"
-        if not await lease.acquire(self.db, name, self.worker, lease_s=self.settings.lease_s):
+        held, freed = await lease.under_named_lease(self.db, f"reaper:{se.name}", self.worker,
+                                                    self._evict(se, used, se.space.low_water * total),
+                                                    lease_s=self.settings.lease_s)
+        if not held or freed is None:
             return 0
-        target = se.space.low_water * total
-        freed = 0
-        try:
-            for candidate in await eviction_candidates(self.db, se.name, limit=self.settings.reaper_batch):
-                if used - freed <= target or self.stopping:
-                    break
-                try:
-                    if await delete_replica(self.db, candidate["lfn"], se, self.credentials, allow_last=False):
-                        freed += candidate["size"]
-                except Refused as exc:
-                    log.info("kept %s", exc)
-        finally:
-            await lease.release(self.db, name, self.worker)
         log.info("SE %s: %d of %d bytes used (high water %.0f%%); freed %d bytes", se.name, used, total,
                  se.space.high_water * 100, freed)
         if freed:

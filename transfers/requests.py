@@ -26,14 +26,15 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from collections.abc import Iterable, Sequence
-from typing import Any, Literal
+from typing import Any, Literal, NotRequired, cast
 
-from pymongo import ReturnDocument
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError
 
+from kernel import claims
 from kernel.db import Document, IndexSpec, database_errors, increment
 from kernel.errors import InvalidInput
+from transfers.failures import Failure, retry_delay_s
 
 REQUESTS = "transfer_requests"
 
@@ -73,17 +74,42 @@ def active_key(kind: str, lfn: str, dest_se: str | None) -> str:
     return f"{kind}:{lfn}:{dest_se or '*'}"
 
 
+class TransferRequest(claims.Leased):
+    """A document of `transfer_requests` as `submit` stores it (workers add `started`,
+    `finished`, `result`, `stage`, `copies`, `copying_replica`, `failed_sources`, `release`...)."""
+
+    _id: str
+    kind: Kind
+    lfn: str
+    dest_se: str | None
+    source_se: str | None
+    state: str
+    active_key: str
+    attempts: int
+    max_attempts: int
+    not_before: dt.datetime
+    last_error: str | None
+    error_class: str | None
+    requester: str
+    submission: str
+    activity: str
+    priority: int
+    created: dt.datetime
+    modified: dt.datetime
+    pin_lifetime_s: NotRequired[float]
+
+
 def _new_request(
     kind: Kind, item: dict[str, Any], *, requester: str, activity: str, priority: int, submission: str,
     max_attempts: int, at: dt.datetime,
-) -> Document:
+) -> TransferRequest:
     lfn = item.get("lfn")
     if not isinstance(lfn, str) or not lfn.startswith("/"):
         raise InvalidInput(f"request item needs an absolute 'lfn': {item!r}")
     dest = item.get("dest_se")
     if kind != "delete" and not isinstance(dest, str):
         raise InvalidInput(f"{kind} request for {lfn} needs a 'dest_se'")
-    doc: Document = {
+    doc: TransferRequest = {
         "_id": uuid.uuid4().hex,
         "kind": kind,
         "lfn": lfn,
@@ -129,7 +155,7 @@ async def submit(
         raise InvalidInput(f"unknown request kind {kind!r}; kinds: {', '.join(KINDS)}")
     submission = submission or uuid.uuid4().hex
     at = now()
-    docs: list[Document] = []
+    docs: list[TransferRequest] = []
     failed: dict[str, str] = {}
     seen: set[str] = set()
     for item in items:
@@ -148,7 +174,7 @@ async def submit(
     if docs:
         with database_errors():
             try:
-                await db[REQUESTS].insert_many(docs, ordered=False)
+                await db[REQUESTS].insert_many(cast(list[Document], docs), ordered=False)
             except BulkWriteError as exc:
                 for err in exc.details.get("writeErrors", []):
                     if err.get("code") == 11000:
@@ -181,6 +207,18 @@ async def submit_transfers(
                         submission=submission)
 
 
+def _claimable(kinds: Iterable[Kind], at: dt.datetime) -> dict[str, Any]:
+    # Queued and due, or active under a lease that ran out (`kernel.claims` adds the lease guard).
+    return {"kind": {"$in": list(kinds)}, "$or": [{"state": "queued", "not_before": {"$lte": at}}, {"state": "active"}]}
+
+
+CLAIM_ORDER = [("priority", -1), ("created", 1)]
+
+
+def _start(at: dt.datetime) -> dict[str, Any]:
+    return {"$set": {"state": "active", "modified": at, "started": at}, **increment({"attempts": 1})}
+
+
 async def claim(
     db: AsyncDatabase[Document], worker: str, *, kinds: Iterable[Kind], lease_s: float,
     extra_filter: dict[str, Any] | None = None,
@@ -190,71 +228,26 @@ async def claim(
     One atomic find_one_and_update: two workers can never hold the same request.
     """
     at = now()
-    due = {"state": "queued", "not_before": {"$lte": at}}
-    abandoned = {"state": "active", "lease_expires": {"$lt": at}}
-    query: dict[str, Any] = {"kind": {"$in": list(kinds)}, "$or": [due, abandoned]}
-    if extra_filter:
-        query.update(extra_filter)
-    with database_errors():
-        # requests_claim / requests_lease
-        return await db[REQUESTS].find_one_and_update(
-            query,
-            {
-                "$set": {"state": "active", "lease_owner": worker,
-                         "lease_expires": at + dt.timedelta(seconds=lease_s), "modified": at, "started": at},
-                **increment({"attempts": 1}),
-            },
-            sort=[("priority", -1), ("created", 1)],
-            return_document=ReturnDocument.AFTER,
-        )
+    # requests_claim / requests_lease
+    return await claims.claim_one(db[REQUESTS], worker, {**_claimable(kinds, at), **(extra_filter or {})},
+                                  lease_s=lease_s, sort=CLAIM_ORDER, update=_start(at))
 
 
 async def claim_many(
     db: AsyncDatabase[Document], worker: str, *, kinds: Iterable[Kind], lease_s: float, limit: int,
 ) -> list[Document]:
-    """Take up to `limit` requests (as `claim` would, best first) in three round trips, not `limit`.
-
-    The candidates are read first, without a lock; one update then claims each of them whose
-    state still allows it (the guard is re-checked per document, atomically, so a request another
-    worker took meanwhile is skipped, never shared) and tags them with a fresh claim token, by
-    which the claimed ones are read back. On FerretDB, which scans the collection for every
-    filter but `{_id: x}` and serialises writers, this is one locked scan per batch instead of
-    one per request.
-    """
+    """Take up to `limit` requests (as `claim` would, best first) in three round trips, not `limit`
+    (`kernel.claims.claim_many`: on FerretDB, which scans the collection for every filter but
+    `{_id: x}` and serialises writers, one locked scan per batch instead of one per request)."""
     at = now()
-    due = {"state": "queued", "not_before": {"$lte": at}}
-    abandoned = {"state": "active", "lease_expires": {"$lt": at}}
-    query: dict[str, Any] = {"kind": {"$in": list(kinds)}, "$or": [due, abandoned]}
-    with database_errors():
-        # requests_claim / requests_lease
-        candidates = await db[REQUESTS].find(query, {"_id": 1}).sort([("priority", -1), ("created", 1)]) \
-            .limit(limit).to_list()
-        ids = [doc["_id"] for doc in candidates]
-        if not ids:
-            return []
-        token = uuid.uuid4().hex
-        result = await db[REQUESTS].update_many(
-            {**query, "_id": {"$in": ids}},
-            {"$set": {"state": "active", "lease_owner": worker, "lease_expires": at + dt.timedelta(seconds=lease_s),
-                      "modified": at, "started": at, "claim": token},
-             **increment({"attempts": 1})},
-        )
-        if result.modified_count == 0:
-            return []
-        claimed = await db[REQUESTS].find({"_id": {"$in": ids}, "claim": token}).to_list()
-    order = {rid: index for index, rid in enumerate(ids)}
-    return sorted(claimed, key=lambda doc: order[doc["_id"]])
+    # requests_claim / requests_lease
+    return await claims.claim_many(db[REQUESTS], worker, _claimable(kinds, at), lease_s=lease_s, sort=CLAIM_ORDER,
+                                   limit=limit, update=_start(at))
 
 
 async def renew_lease(db: AsyncDatabase[Document], request_id: str, worker: str, *, lease_s: float) -> bool:
     """Extend a lease this worker holds; False if it was lost (then the work must stop)."""
-    at = now()
-    with database_errors():
-        result = await db[REQUESTS].update_one(
-            {"_id": request_id, "state": "active", "lease_owner": worker},
-            {"$set": {"lease_expires": at + dt.timedelta(seconds=lease_s), "modified": at}},
-        )
-    return result.modified_count == 1
+    return bool(await renew_leases(db, [request_id], worker, lease_s=lease_s))
 
 
 async def _finish_active(
@@ -262,17 +255,14 @@ async def _finish_active(
     from_state: str = "active", inc: dict[str, int] | None = None,
 ) -> bool:
     at = now()
-    change: dict[str, Any] = {"$set": {**update, "modified": at, "lease_owner": None, "lease_expires": None}}
+    change: dict[str, Any] = {"$set": {**update, "modified": at}}
     if final:
         change["$set"]["finished"] = at
         # The caller has confirmed or removed its destination replica before ending the request.
         change["$unset"] = {"active_key": "", "copying_replica": ""}
     if inc:
         change.update(increment(inc))
-    with database_errors():
-        result = await db[REQUESTS].update_one(
-            {"_id": request_id, "state": from_state, "lease_owner": worker}, change)
-    return result.modified_count == 1
+    return await claims.release(db[REQUESTS], request_id, worker, guard={"state": from_state}, update=change)
 
 
 async def flag_copying_replica(db: AsyncDatabase[Document], request_id: str) -> None:
@@ -311,40 +301,21 @@ async def release(db: AsyncDatabase[Document], request_id: str, worker: str) -> 
 
 async def held_by(db: AsyncDatabase[Document], request_ids: Iterable[str], worker: str) -> set[str]:
     """Which of these requests this worker still holds (active under its lease)."""
-    with database_errors():
-        cursor = db[REQUESTS].find({"_id": {"$in": list(request_ids)}, "state": "active", "lease_owner": worker},
-                                   {"_id": 1})
-        return {doc["_id"] for doc in await cursor.to_list()}
+    return await claims.held(db[REQUESTS], list(request_ids), worker, guard={"state": "active"})
 
 
 async def renew_leases(db: AsyncDatabase[Document], request_ids: Sequence[str], worker: str, *,
                        lease_s: float) -> set[str]:
     """Extend every lease this worker holds among request_ids in one update; returns the ones still held."""
-    if not request_ids:
-        return set()
-    at = now()
-    with database_errors():
-        result = await db[REQUESTS].update_many(
-            {"_id": {"$in": list(request_ids)}, "state": "active", "lease_owner": worker},
-            {"$set": {"lease_expires": at + dt.timedelta(seconds=lease_s), "modified": at}},
-        )
-    if result.matched_count == len(request_ids):
-        return set(request_ids)
-    return await held_by(db, request_ids, worker)
+    return await claims.renew(db[REQUESTS], request_ids, worker, lease_s=lease_s, guard={"state": "active"},
+                              set_fields={"modified": now()})
 
 
 async def claim_staging(db: AsyncDatabase[Document], worker: str, *, lease_s: float) -> Document | None:
     """Take a `staging` request whose poll is due, under a lease; its state stays `staging`."""
-    at = now()
-    with database_errors():
-        # requests_stage_poll
-        return await db[REQUESTS].find_one_and_update(
-            {"state": "staging", "stage.next_poll": {"$lte": at},
-             "$or": [{"lease_expires": None}, {"lease_expires": {"$lt": at}}]},
-            {"$set": {"lease_owner": worker, "lease_expires": at + dt.timedelta(seconds=lease_s)}},
-            sort=[("stage.next_poll", 1)],
-            return_document=ReturnDocument.AFTER,
-        )
+    # requests_stage_poll
+    return await claims.claim_one(db[REQUESTS], worker, {"state": "staging", "stage.next_poll": {"$lte": now()}},
+                                  lease_s=lease_s, sort=[("stage.next_poll", 1)])
 
 
 async def poll_staging_later(
@@ -425,7 +396,7 @@ async def cancel(db: AsyncDatabase[Document], query: dict[str, Any]) -> int:
     stager drops its pin, or stops the staging if it has not finished (`releases_asked`)."""
     at = now()
     cancelled = 0
-    change = {"state": "cancelled", "modified": at, "finished": at, "lease_owner": None}
+    change = {"state": "cancelled", "modified": at, "finished": at, **claims.FREE}
     with database_errors():
         for staged, extra in ((True, {"release": "asked"}), (False, {})):
             result = await db[REQUESTS].update_many(
@@ -486,3 +457,21 @@ async def progress(db: AsyncDatabase[Document], query: dict[str, Any]) -> dict[s
     counts.update({row["_id"]: row["n"] for row in rows})
     counts["total"] = sum(counts[s] for s in STATES)
     return counts
+
+
+async def fail_or_retry(
+    db: AsyncDatabase[Document], request: Document, worker: str, failure: Failure, *, base_s: float, cap_s: float,
+    update: dict[str, Any] | None = None,
+) -> bool:
+    """End a held request after `failure` by the one rule (`failures.retry_delay_s`): failed for
+    good, or back in the queue after a backoff. True when it failed for good (and this worker
+    still held it)."""
+    attempts = int(request.get("attempts", 1))
+    delay = retry_delay_s(failure, attempts, int(request.get("max_attempts", DEFAULT_MAX_ATTEMPTS)),
+                          base_s=base_s, cap_s=cap_s)
+    if delay is None:
+        message = failure.message if failure.permanent else f"gave up after {attempts} attempts: {failure.message}"
+        return await fail(db, request["_id"], worker, message, failure.reason)
+    await retry_later(db, request["_id"], worker, failure.message, delay_s=delay,
+                      update={"error_class": failure.reason, **(update or {})})
+    return False

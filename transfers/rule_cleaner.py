@@ -14,9 +14,9 @@ from typing import Any
 
 from pymongo.asynchronous.database import AsyncDatabase
 
-from catalogue import rule_locks
+from catalogue import rule_locks, rules
 from catalogue.directories import now
-from catalogue.rule_triggers import RULES
+from kernel import claims
 from kernel.db import Document, database_errors
 from kernel.settings import RuleSettings
 from transfers import requests as rq
@@ -45,8 +45,7 @@ async def clean(db: AsyncDatabase[Document], rule: Document, settings: RuleSetti
             break
         await rule_locks.remove_locks(db, rule, batch)
         released += len(batch)
-    with database_errors():
-        await db[RULES].delete_one({"_id": rule["_id"], "lease_owner": rule["lease_owner"]})
+    await rules.remove(db, rule, rule[claims.OWNER])
     return released
 
 

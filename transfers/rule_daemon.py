@@ -9,8 +9,6 @@ died or stalled; a holder that finds its lease taken over stops its work there, 
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from abc import abstractmethod
 from typing import Any
@@ -18,6 +16,7 @@ from typing import Any
 from pymongo.asynchronous.database import AsyncDatabase
 
 from catalogue import rules
+from kernel import lease
 from kernel.daemon import Daemon
 from kernel.db import Document
 from kernel.settings import Settings
@@ -56,20 +55,10 @@ class RuleDaemon(Daemon):
         return handled
 
     async def holding(self, rule: Document) -> int:
-        """`work_on(rule)`, renewing the rule's lease while it runs."""
-        work = asyncio.create_task(self.work_on(rule))
-        try:
-            while True:
-                done, _ = await asyncio.wait({work}, timeout=self.settings.lease_s / 3)
-                if done:
-                    return work.result()
-                if not await rules.renew(self.db, rule["_id"], self.worker, lease_s=self.settings.lease_s) \
-                        and not work.done():
-                    log.warning("%s: lost the lease of rule %s; stopping its work", self.name, rule["_id"])
-                    return 0
-        finally:
-            # Also when renewing failed (the database is down): the work stops with the lease.
-            if not work.done():
-                work.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await work
+        """`work_on(rule)`, renewing the rule's lease while it runs (`kernel.lease.while_held`)."""
+        held, done = await lease.while_held(
+            self.work_on(rule), lambda: rules.renew(self.db, rule["_id"], self.worker, lease_s=self.settings.lease_s),
+            every_s=self.settings.lease_s / 3)
+        if not held:
+            log.warning("%s: lost the lease of rule %s; stopping its work", self.name, rule["_id"])
+        return done or 0

@@ -19,14 +19,18 @@ from typing import Any
 
 from pymongo.asynchronous.database import AsyncDatabase
 
-from catalogue import rule_locks, rules
+from catalogue import change_feed, rule_locks, rules
 from catalogue.directories import now
+from kernel import claims
 from kernel.db import Document, database_errors
+from transfers import rule_feed
 from transfers.rule_daemon import RuleDaemon
 from transfers.rule_evaluation import evaluate, settle
 from transfers.rule_progress import progress
 
 log = logging.getLogger("cairn.rules")
+# How often the evaluator trims the change feed of events every consumer has passed.
+TRIM_EVERY_S = 60.0
 
 def evaluator_query(at: dt.datetime) -> dict[str, object]:
     """Rules with work for the evaluator: dirty, or replicating (or stuck) and due for a look."""
@@ -45,6 +49,15 @@ async def first_stuck_error(db: AsyncDatabase[Document], rule_id: str) -> str | 
 
 class RuleEvaluator(RuleDaemon):
     name = "rule-evaluator"
+    _trimmed_at = -TRIM_EVERY_S
+
+    async def run_once(self) -> int:
+        """Follow the change feed (content changes make rules dirty), then work on rules."""
+        followed = await rule_feed.follow(self.db, self.worker, lease_s=self.settings.lease_s)
+        if time.monotonic() - self._trimmed_at >= TRIM_EVERY_S:
+            self._trimmed_at = time.monotonic()
+            await change_feed.trim(self.db, keep_s=self.settings.feed_retention_s)
+        return followed + await super().run_once()
 
     def query(self) -> dict[str, Any]:
         return evaluator_query(now())
@@ -67,7 +80,7 @@ class RuleEvaluator(RuleDaemon):
         finally:
             current = await rules.get_rule(self.db, rule["_id"])
             fields = settle(current)
-            if fields.get("state") == "ok" and current["state"] != "ok" and current.get("lease_owner") == self.worker:
+            if fields.get("state") == "ok" and current["state"] != "ok" and current.get(claims.OWNER) == self.worker:
                 # Counted, not assumed, before a rule is called ok (and no longer looked at).
                 current.update({f"locks_{s}": n for s, n in (await rule_locks.recount(self.db, rule["_id"])).items()})
                 fields = settle(current)

@@ -21,9 +21,8 @@ from pymongo.asynchronous.database import AsyncDatabase
 from catalogue import quotas, rule_locks, rules
 from catalogue.availability import available_on
 from catalogue.directories import now
-from catalogue.rule_triggers import RULES
 from catalogue.se_expression import resolve
-from kernel.db import Document, database_errors, increment
+from kernel.db import Document
 from kernel.settings import RuleSettings
 from transfers.rule_daemon import RULES_PER_CYCLE, RuleDaemon
 from transfers.rule_evaluation import stuck_too_long
@@ -108,9 +107,7 @@ class RuleRepairer(RuleDaemon):
                           "last_repair": {"at": now(), "moved": moved, "reason": reason}}
                 log.info("rule %s: %s", rule["_id"], fields["error"])
             elif int(rule.get("unplaced", 0)) > 0 and not rule.get("dirty"):
-                with database_errors():
-                    await self.db[RULES].update_one({"_id": rule["_id"]},
-                                                    {"$set": {"dirty": True}, **increment({"generation": 1})})
+                await rules.set_fields(self.db, rule["_id"], {}, make_dirty=True)
             if not moved and stuck_too_long(rule, self.settings.suspend_after_s):
                 fields = {"state": "suspended", "error": f"stuck since {rule['stuck_since'].isoformat()} "
                           f"and nowhere else to go; suspended (last failure: {reason or rule.get('error')})"}

@@ -1,16 +1,18 @@
 """`cairn daemon rule-subscriptions`: gives new datasets the rules of the subscriptions they
-match (see `catalogue.subscriptions`). One daemon at a time works on a subscription (a named
-lease "subscription:NAME"); creating a rule twice is harmless (its id is deterministic)."""
+match (see `catalogue.subscriptions`), reading the `did_created` events of the catalogue's
+change feed under its lease (one daemon at a time reads it); creating a rule twice is harmless
+(its id is deterministic), so events seen again after a crash do no harm."""
 
 from __future__ import annotations
 
 from pymongo.asynchronous.database import AsyncDatabase
 
-from catalogue import subscriptions
-from kernel import lease
+from catalogue import change_feed, subscriptions
 from kernel.daemon import Daemon
 from kernel.db import Document
 from kernel.settings import Settings
+
+CONSUMER = "rule-subscriptions"
 
 
 class RuleSubscriber(Daemon):
@@ -24,12 +26,10 @@ class RuleSubscriber(Daemon):
 
     async def run_once(self) -> int:
         made = 0
-        for subscription in await subscriptions.list_subscriptions(self.db):
-            name = f"subscription:{subscription['_id']}"
-            if not await lease.acquire(self.db, name, self.worker, lease_s=self.settings.lease_s):
-                continue
-            try:
-                made += await subscriptions.process(self.db, subscription)
-            finally:
-                await lease.release(self.db, name, self.worker)
+
+        async def handle(events: list[change_feed.Event]) -> None:
+            nonlocal made
+            made += await subscriptions.apply_to_new(self.db, [e["did"] for e in events if e["kind"] == "did_created"])
+
+        await change_feed.consume(self.db, CONSUMER, self.worker, handle, lease_s=self.settings.lease_s)
         return made

@@ -30,7 +30,7 @@ from storage_plugins.tape import TapePlugin
 from transfers import destination, link_stats
 from transfers import requests as rq
 from transfers.endpoints import Endpoint, endpoints, tape_endpoint
-from transfers.failures import CHECKSUM, NO_SOURCE, NO_SUCH_FILE, SOURCE_MISSING, Failure, backoff_s, classify
+from transfers.failures import CHECKSUM, NO_SOURCE, NO_SUCH_FILE, SOURCE_MISSING, Failure, classify
 from transfers.negotiation import copy_between
 from transfers.sources import Source, rank_sources
 
@@ -244,15 +244,9 @@ async def _failed(ctx: Context, job: Job, failure: Failure, dest_ep: Endpoint | 
                                  update={"failed_sources": failed_sources, "error_class": failure.reason})
             return
         failure = Failure(failure.reason, f"{failure.message}; no other source", permanent=True)
-    attempts = int(job.request.get("attempts", 1))
-    if failure.permanent or attempts >= int(job.request.get("max_attempts", rq.DEFAULT_MAX_ATTEMPTS)):
-        message = failure.message if failure.permanent else f"gave up after {attempts} attempts: {failure.message}"
-        if await rq.fail(ctx.db, job.id, ctx.worker, message, failure.reason):
-            await release_pin(ctx, job)
-        return
-    delay = backoff_s(attempts, base_s=ctx.settings.retry_base_s, cap_s=ctx.settings.retry_cap_s)
-    await rq.retry_later(ctx.db, job.id, ctx.worker, failure.message, delay_s=delay,
-                         update={"error_class": failure.reason})
+    if await rq.fail_or_retry(ctx.db, job.request, ctx.worker, failure, base_s=ctx.settings.retry_base_s,
+                              cap_s=ctx.settings.retry_cap_s):
+        await release_pin(ctx, job)
 
 
 async def abandon(ctx: Context, request_id: str, lfn: str, dest: StorageElement | None, *, stopping: bool) -> None:

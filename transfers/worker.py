@@ -16,15 +16,17 @@ import contextlib
 import logging
 import time
 from collections import deque
+from collections.abc import Sequence
 
 from pymongo.asynchronous.database import AsyncDatabase
 
 from catalogue.storage_elements import StorageElement, list_storage_elements
 from kernel.daemon import Daemon
 from kernel.db import Document
+from kernel.lease import LeaseKeeper
 from kernel.settings import Settings
 from transfers import requests as rq
-from transfers.failures import backoff_s, classify
+from transfers.failures import classify
 from transfers.optimizer import Optimizer
 from transfers.transfer import Context, Job, abandon, finish_without_copy, plan, run_copy, stage, sweep_ended
 
@@ -53,7 +55,8 @@ class TransferWorker(Daemon):
         self.running: dict[str, tuple[Job, asyncio.Task[bool], float]] = {}
         self._ses: dict[str, StorageElement] = {}
         self._ses_at = 0.0
-        self._renewer: asyncio.Task[None] | None = None
+        # Its own task: a slow database round trip in the loop below must not cost a lease.
+        self.keeper = LeaseKeeper(self._renew, self._renewable, self._lost, every_s=t.lease_s / 4)
         self._swept_at = 0.0
 
     @property
@@ -61,9 +64,7 @@ class TransferWorker(Daemon):
         return [*self.running, *(job.id for queue in self.waiting.values() for job in queue)]
 
     async def run_once(self) -> int:
-        if self._renewer is None or self._renewer.done():
-            # Its own task: a slow database round trip in the loop below must not cost a lease.
-            self._renewer = asyncio.create_task(self._renew_forever())
+        self.keeper.ensure_running()
         handled = self._collect()
         handled += await self._claim()
         self._dispatch()
@@ -93,25 +94,20 @@ class TransferWorker(Daemon):
                                     queued=len(self.waiting.get(job.link, ())))
         return len(finished)
 
-    async def _renew_forever(self) -> None:
-        while not self.stopping:
-            await asyncio.sleep(self.ctx.settings.lease_s / 4)
-            try:
-                await self._renew()
-            except Exception as exc:  # the database is down: keep trying; leases may run out
-                log.warning("could not renew leases: %s", exc)
-
-    async def _renew(self) -> None:
+    def _renewable(self) -> list[str]:
         # Finished copies not collected yet ended their requests themselves: not theirs to renew.
-        held = [rid for rid in self.held if rid not in self.running or not self.running[rid][1].done()]
-        kept = await rq.renew_leases(self.ctx.db, held, self.worker, lease_s=self.ctx.settings.lease_s)
-        for rid in set(held) - kept:
-            log.warning("lost the lease of request %s; stopping its work", rid)
-            if rid in self.running:
-                self.running[rid][1].cancel()
-            for queue in self.waiting.values():
-                for job in [j for j in queue if j.id == rid]:
-                    queue.remove(job)
+        return [rid for rid in self.held if rid not in self.running or not self.running[rid][1].done()]
+
+    async def _renew(self, held: Sequence[str]) -> set[str]:
+        return await rq.renew_leases(self.ctx.db, held, self.worker, lease_s=self.ctx.settings.lease_s)
+
+    def _lost(self, rid: str) -> None:
+        log.warning("lost the lease of request %s; stopping its work", rid)
+        if rid in self.running:
+            self.running[rid][1].cancel()
+        for queue in self.waiting.values():
+            for job in [j for j in queue if j.id == rid]:
+                queue.remove(job)
 
     async def _claim(self) -> int:
         handled = 0
@@ -137,13 +133,8 @@ class TransferWorker(Daemon):
             except Exception as exc:
                 failure = classify(exc)
                 log.warning("request %s (%s): %s", request["_id"], request["lfn"], failure.message)
-                if failure.permanent:
-                    await rq.fail(self.ctx.db, request["_id"], self.worker, failure.message, failure.reason)
-                else:
-                    delay = backoff_s(int(request.get("attempts", 1)), base_s=self.ctx.settings.retry_base_s,
-                                      cap_s=self.ctx.settings.retry_cap_s)
-                    await rq.retry_later(self.ctx.db, request["_id"], self.worker, failure.message, delay_s=delay,
-                                         update={"error_class": failure.reason})
+                await rq.fail_or_retry(self.ctx.db, request, self.worker, failure,
+                                       base_s=self.ctx.settings.retry_base_s, cap_s=self.ctx.settings.retry_cap_s)
         return handled
 
     def _dispatch(self) -> None:
@@ -170,10 +161,7 @@ class TransferWorker(Daemon):
 
     async def close(self) -> None:
         """Stop running copies (their replicas are removed) and give back everything held."""
-        if self._renewer is not None:
-            self._renewer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._renewer
+        await self.keeper.stop()
         for _, task, _ in self.running.values():
             task.cancel()
         for _, task, _ in list(self.running.values()):

@@ -21,6 +21,7 @@ from catalogue.directories import fetch_directories
 from catalogue.lfn import ancestors
 from catalogue.permissions import READ, hiding_denial
 from catalogue.replicas import get_replicas
+from kernel import claims
 from kernel.db import Document
 from transfers.requests import list_requests, submit_transfers
 from wms import input_data, jobs, states, task_queues
@@ -73,7 +74,7 @@ async def check_batch(db: AsyncDatabase[Document], config: WmsSettings, worker: 
     leftovers = {j["_id"] for j in await jobs.claimed_jobs(db, claim)}
     for job_id in leftovers:
         await jobs.transition(db, job_id, [states.CHECKING, states.STAGING], states.KILLED,
-                              "killed by request", guard={"claim": claim}, unset_fields=("claim", "claimed_at"))
+                              "killed by request", guard={claims.OWNER: claim}, set_fields=dict(claims.FREE))
     attempts = {job["_id"]: int(job["attempt"]) for job in batch}
     for key, ids in queues.items():
         await enqueue(db, key, [(i, attempts[i]) for i in ids if i not in leftovers])

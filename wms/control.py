@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pymongo.asynchronous.database import AsyncDatabase
 
+from kernel import claims
 from kernel.db import Document
 from kernel.errors import Conflict
 from wms import jobs, states, task_queues
@@ -28,7 +29,7 @@ async def kill(db: AsyncDatabase[Document], job: Document, reason: str) -> Docum
             await task_queues.remove(db, job["task_queue"], task_queues.entry(job_id, job["attempt"]))
         return {"id": job_id, "state": states.KILLED}
     done = await jobs.transition(db, job_id, [states.RECEIVED, states.STAGING, states.STALLED], states.KILLED,
-                                 reason, guard={"claim": {"$exists": False}})
+                                 reason, guard={claims.OWNER: None})
     if done is not None:
         return {"id": job_id, "state": states.KILLED}
     flagged = await jobs.update_fields(db, job_id, {"state": {"$nin": list(states.FINAL)}},

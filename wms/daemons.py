@@ -19,7 +19,6 @@ from wms.config import WmsSettings
 
 log = logging.getLogger("cairn.wms")
 
-CLAIM_TIMEOUT_S = 300
 REPAIR_AFTER_S = 60
 
 
@@ -55,7 +54,7 @@ class JobWatchdog(Daemon):
             if outcome != "alive":
                 log.warning("job %s: pilot %s silent for %.0fs: %s", job["_id"], job.get("pilot"), silent, outcome)
                 handled += 1
-        handled += await jobs.clear_stale_claims(self.db, now - dt.timedelta(seconds=CLAIM_TIMEOUT_S))
+        handled += await jobs.clear_stale_claims(self.db, now)
         for job in await jobs.unqueued_waiting(self.db, now - dt.timedelta(seconds=REPAIR_AFTER_S), 500):
             key = checking.queue_key(job, job.get("sites", []))
             await checking.enqueue(self.db, key, [(job["_id"], job["attempt"])])

@@ -16,6 +16,7 @@ from pymongo import ReturnDocument, UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
+from kernel import claims
 from kernel.db import Document, IndexSpec, bulk_write_chunked, database_errors, increment, iterate
 from kernel.errors import NotFound
 from wms import states
@@ -24,6 +25,8 @@ JOBS = "jobs"
 COUNTERS = "counters"
 # One document per (job, attempt) that left `waiting`: inserting it is the claim of that attempt.
 CLAIMS = "job_claims"
+# How long a checker pass holds its jobs before `clear_stale_claims` gives them to another.
+CHECK_LEASE_S = 300.0
 
 INDEXES = [
     # claim_batch (checker: received / staging due), stalled_jobs (watchdog)
@@ -31,7 +34,7 @@ INDEXES = [
     IndexSpec(JOBS, [("state", 1), ("heartbeat_at", 1)], name="jobs_by_state_heartbeat"),
     # list_jobs for one owner, newest first
     IndexSpec(JOBS, [("owner", 1), ("submitted", -1)], name="jobs_by_owner"),
-    IndexSpec(JOBS, [("claim", 1)], name="jobs_by_claim", sparse=True),
+    IndexSpec(JOBS, [(claims.OWNER, 1)], name="jobs_by_lease_owner", sparse=True),
 ]
 
 
@@ -164,26 +167,19 @@ async def claim_batch(
     *,
     due_before: dt.datetime | None = None,
 ) -> list[Document]:
-    """Claim up to `limit` jobs in `from_state` for one checker pass (index jobs_by_state_recheck).
-
-    Three round trips whatever the batch size: find candidates, mark them with this pass's
-    claim token (guarded by state and by the absence of another claim, so a job goes to one
-    checker), then read back what was won.
+    """Claim up to `limit` jobs in `from_state` for one checker pass (index jobs_by_state_recheck),
+    under the lease of the pass's token `claim` (`kernel.claims.claim_many`: three round trips
+    whatever the batch size, a job goes to one checker). A pass that dies leaves its jobs to
+    `clear_stale_claims` once the lease (CHECK_LEASE_S) ran out.
     """
     query: Document = {"state": from_state}
     if due_before is not None:
         query["recheck_at"] = {"$lte": due_before}
-    with database_errors():
-        candidates = await db[JOBS].find(query, {"_id": 1}).sort("recheck_at", 1).limit(limit).to_list()
-        if not candidates:
-            return []
-        ids = [c["_id"] for c in candidates]
-        at = now()
-        update: Document = {"$set": {"claim": claim, "claimed_at": at, "state": to_state}}
-        if to_state != from_state:
-            update["$push"] = {"history": history_entry(to_state, "checking input data", at)}
-        await db[JOBS].update_many({"_id": {"$in": ids}, "state": from_state, "claim": {"$exists": False}}, update)
-        return await db[JOBS].find({"claim": claim}).to_list()
+    update: Document = {"$set": {"state": to_state}}
+    if to_state != from_state:
+        update["$push"] = {"history": history_entry(to_state, "checking input data")}
+    return await claims.claim_many(db[JOBS], claim, query, lease_s=CHECK_LEASE_S, sort=[("recheck_at", 1)],
+                                   limit=limit, update=update)
 
 
 async def apply_outcomes(db: AsyncDatabase[Document], claim: str, outcomes: dict[str, Document]) -> None:
@@ -201,12 +197,11 @@ async def apply_outcomes(db: AsyncDatabase[Document], claim: str, outcomes: dict
         record = fields.pop("_push_history", True)
         state, reason = fields["state"], fields.get("reason", "")
         update: Document = {
-            "$set": {**fields, "updated": at},
-            "$unset": {"claim": "", "claimed_at": ""},
+            "$set": {**fields, "updated": at, **claims.FREE},
         }
         if record:
             update["$push"] = {"history": history_entry(state, reason, at)}
-        ops.append(UpdateOne({"_id": job_id, "claim": claim, "kill_requested": {"$ne": True}}, update))
+        ops.append(UpdateOne({"_id": job_id, claims.OWNER: claim, "kill_requested": {"$ne": True}}, update))
     await bulk_write_chunked(db[JOBS], ops)
 
 
@@ -225,17 +220,18 @@ async def unqueued_waiting(db: AsyncDatabase[Document], older_than: dt.datetime,
 
 async def claimed_jobs(db: AsyncDatabase[Document], claim: str) -> list[Document]:
     with database_errors():
-        return await db[JOBS].find({"claim": claim}, {"_id": 1, "state": 1}).to_list()
+        return await db[JOBS].find({claims.OWNER: claim}, {"_id": 1, "state": 1}).to_list()
 
 
-async def clear_stale_claims(db: AsyncDatabase[Document], older_than: dt.datetime) -> int:
-    """Claims left by a checker that died mid-pass become free again (its jobs are checked anew)."""
-    stale = {"claim": {"$exists": True}, "claimed_at": {"$lt": older_than}}
-    release = {"$unset": {"claim": "", "claimed_at": ""}}
+async def clear_stale_claims(db: AsyncDatabase[Document], at: dt.datetime) -> int:
+    """Claims left by a checker that died mid-pass (their lease ran out by `at`) become free again
+    (its jobs are checked anew)."""
+    stale = {claims.OWNER: {"$ne": None}, claims.EXPIRES: {"$lt": at}}
+    release = {"$set": dict(claims.FREE)}
     with database_errors():
         back = await db[JOBS].update_many(
             {**stale, "state": states.CHECKING},
-            {**release, "$set": {"state": states.RECEIVED},
+            {"$set": {**claims.FREE, "state": states.RECEIVED},
              "$push": {"history": history_entry(states.RECEIVED, "its checker stopped; checking again")}},
         )
         other = await db[JOBS].update_many(stale, release)
@@ -263,5 +259,5 @@ async def count_by_state(db: AsyncDatabase[Document], owner: str | None = None) 
 
 def public_view(doc: Document) -> dict[str, Any]:
     """A job as the API shows it (`id` instead of `_id`, internal bookkeeping left out)."""
-    out = {k: v for k, v in doc.items() if k not in ("_id", "claim", "claimed_at", "scopes")}
+    out = {k: v for k, v in doc.items() if k not in ("_id", claims.OWNER, claims.EXPIRES, "scopes")}
     return {"id": doc["_id"], **out}

@@ -26,10 +26,12 @@ from typing import Any
 
 from pymongo.asynchronous.database import AsyncDatabase
 
-from catalogue.files import FILES, fetch_files, register_files
+from catalogue.files import fetch_files, register_files
+from catalogue.provenance import record_production
 from catalogue.replica_urls import se_url, variant_url
+from catalogue.replicas import overwrite_files
 from catalogue.storage_elements import StorageElement, fetch_storage_elements, get_storage_element, replica_url
-from kernel.db import Document, database_errors
+from kernel.db import Document
 from kernel.errors import InvalidInput, NotFound
 from kernel.principal import Principal
 
@@ -95,6 +97,7 @@ async def register_outputs(
     successful: dict[str, str] = {}
     failed: dict[str, str] = {}
     new = []
+    overwrite: dict[str, Document] = {}
     at = dt.datetime.now(dt.UTC)
     produced = {"job": job["_id"], "attempt": job["attempt"]}
     ses = await fetch_storage_elements(db, {item["se"] for item in items})
@@ -109,15 +112,16 @@ async def register_outputs(
             failed[lfn] = "the LFN exists already and was not produced by this job"
         else:
             replica = {"se": item["se"], "url": item["url"], "status": "available", "created": at, "modified": at}
-            not_newer = {"$or": [{"produced_by.attempt": {"$lte": job["attempt"]}}, {"produced_by": None}]}
-            with database_errors():
-                updated = await db[FILES].update_one({"_id": lfn, "guid": guids[lfn], **not_newer}, {"$set": {
-                    "size": item["size"], "adler32": item["adler32"], "replicas": [replica],
-                    "ancestors": list(ancestors), "produced_by": produced, "modified": at}})
-            if updated.matched_count:
-                successful[lfn] = "updated"
-            else:
-                failed[lfn] = "a later attempt of the job registered this output"
+            overwrite[lfn] = {"size": item["size"], "adler32": item["adler32"], "replicas": [replica],
+                              "ancestors": list(ancestors), "produced_by": produced}
+    if overwrite:
+        not_newer = {"$or": [{"produced_by.attempt": {"$lte": job["attempt"]}}, {"produced_by": None}]}
+        # Through the catalogue: the file's version is bumped and its usage follows the new content.
+        guard = {lfn: {"guid": guids[lfn], **not_newer} for lfn in overwrite}
+        updated = await overwrite_files(db, overwrite, guard=guard)
+        successful.update(dict.fromkeys(updated, "updated"))
+        failed.update({lfn: "a later attempt of the job registered this output, or the file changed meanwhile"
+                       for lfn in overwrite if lfn not in updated})
     if new:
         result = await register_files(db, owner_of(job), [
             {"lfn": i["lfn"], "size": i["size"], "adler32": i["adler32"], "guid": guids[i["lfn"]],
@@ -125,8 +129,6 @@ async def register_outputs(
         failed.update({lfn: str(reason) for lfn, reason in result["failed"].items()})
         registered = [lfn for lfn in result["successful"] if lfn not in failed]
         if registered:
-            with database_errors():
-                await db[FILES].update_many({"_id": {"$in": registered}}, {"$set": {
-                    "ancestors": list(ancestors), "produced_by": produced}})
+            await record_production(db, registered, ancestors, produced)
             successful.update(dict.fromkeys(registered, "registered"))
     return {"successful": successful, "failed": failed}

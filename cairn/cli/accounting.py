@@ -75,6 +75,20 @@ def usage_rebuild(dry_run: bool, as_json: bool) -> None:
           + ("" if dry_run else " (fixed)"))
 
 
+@click.command("feed")
+@click.option("--after", type=int, default=0, show_default=True, help="sequence number to read after")
+@click.option("--limit", type=click.IntRange(1, 10_000), default=100, show_default=True)
+@json_option
+def feed(after: int, limit: int, as_json: bool) -> None:
+    """The catalogue's change feed: events after a position, and the consumers' positions (admins)."""
+    found = run(lambda c: c.change_feed(after=after, limit=limit))
+    if as_json:
+        emit_json(found)
+        return
+    table(found["events"], ["seq", "at", "kind", "did", "data"], title="events")
+    table(found["consumers"], ["name", "position", "updated"], title="consumers")
+
+
 @click.command("dump")
 @click.argument("se")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True)

@@ -48,6 +48,7 @@ for command in (namespace.ls, namespace.stat, namespace.mkdir, namespace.mv, nam
                 rules.subscription):
     cli.add_command(command)
 ses.se.add_command(accounting.se_dump)
+cli.add_command(accounting.feed)
 ses.se.add_command(rules.se_resolve)
 
 

@@ -1,0 +1,175 @@
+"""The catalogue's change feed: an append-only log of what changed (file registered or removed,
+replica added, removed or changed status, attached or detached, metadata changed, dataset or
+container created), read by the daemons that react to it (rules; transformations later) from a position they persist.
+
+Writing: each catalogue call that changes a batch appends that batch's events with one counter
+`$inc` (a block of sequence numbers) and one `insert_many`, right after the change itself.
+Sequence numbers are the events' `_id`s, increasing in allocation order; a writer that
+allocated a block may insert it after a later writer inserted its own, so a reader can meet a
+hole that fills a moment later.
+
+Reading: a consumer (`consume`) holds the named lease `feed:NAME` (`kernel.lease`), reads the
+events after its persisted position in order, stops at a hole younger than SETTLE_S (it will
+be read next time), hands the contiguous run to its handler and only then saves its new
+position. Guarantees: at-least-once (a consumer killed after handling and before saving sees
+those events again); in sequence order, so the changes of one DID (or LFN) made one after the
+other arrive in that order (two calls racing on the same DID may be numbered either way); a hole
+older than SETTLE_S is taken as a writer that died between its change and its insert, and is
+skipped: that change's events are lost. Consumers therefore treat an event as "look again at
+this DID", never as the state itself.
+
+Trimming (`trim`, called by the rule evaluator once a minute): events are deleted once every
+registered consumer has passed them and they are older than `rules.feed_retention_s`; a
+consumer that stops for good must be unregistered (`unregister`), or it holds the feed back.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Literal, TypedDict
+
+from pymongo import ReturnDocument
+from pymongo.asynchronous.database import AsyncDatabase
+
+from kernel import lease
+from kernel.db import Document, database_errors, increment
+
+EVENTS = "catalogue_events"
+CONSUMERS = "feed_consumers"
+SEQUENCE = "feed_sequence"
+SETTLE_S = 30.0
+
+Kind = Literal["file_registered", "file_removed", "replica_added", "replica_removed", "replica_status",
+               "attached", "detached", "metadata_changed", "did_created"]
+
+
+class Event(TypedDict, total=False):
+    """One stored event: `did` is the DID or LFN it is about; `data` what else it says."""
+
+    _id: int
+    kind: Kind
+    did: str
+    at: dt.datetime
+    data: dict[str, Any]
+
+
+class Consumer(TypedDict, total=False):
+    """A registered consumer: the last sequence number it handled."""
+
+    _id: str
+    position: int
+    updated: dt.datetime
+
+
+def event(kind: Kind, did: str, **data: Any) -> Event:
+    """An event to append (its `_id` and `at` are given by `append`)."""
+    return {"kind": kind, "did": did, "data": data} if data else {"kind": kind, "did": did}
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+async def append(db: AsyncDatabase[Document], events: Sequence[Event]) -> None:
+    """Append a batch of events: one `$inc` allocates their sequence numbers, one insert writes them."""
+    if not events:
+        return
+    with database_errors():
+        counter = await db[SEQUENCE].find_one_and_update(
+            {"_id": EVENTS}, increment({"n": len(events)}), upsert=True, return_document=ReturnDocument.AFTER)
+        assert counter is not None
+        first = int(counter["n"]) - len(events) + 1
+        at = _now()
+        await db[EVENTS].insert_many([{**e, "_id": first + i, "at": at} for i, e in enumerate(events)],
+                                     ordered=False)
+
+
+async def read(db: AsyncDatabase[Document], after: int, limit: int) -> list[Event]:
+    """Stored events after sequence number `after`, in order (holes included as gaps)."""
+    with database_errors():
+        docs = await db[EVENTS].find({"_id": {"$gt": after}}).sort("_id", 1).limit(limit).to_list()
+    return [Event(**d) for d in docs]  # type: ignore[typeddict-item]
+
+
+def settled(events: Sequence[Event], after: int, *, settle_before: dt.datetime) -> list[Event]:
+    """The run of events a consumer at `after` may handle now: up to the first hole whose
+    following event was allocated after `settle_before` (its writer may still insert it)."""
+    run: list[Event] = []
+    expected = after + 1
+    for e in events:
+        if e["_id"] != expected and e["at"] > settle_before:
+            break
+        run.append(e)
+        expected = e["_id"] + 1
+    return run
+
+
+async def position(db: AsyncDatabase[Document], name: str) -> int:
+    """The consumer's saved position (registering it at 0, the start of the feed, if new)."""
+    with database_errors():
+        doc = await db[CONSUMERS].find_one_and_update(
+            {"_id": name}, {"$setOnInsert": {"position": 0, "updated": _now()}}, upsert=True,
+            return_document=ReturnDocument.AFTER)
+    assert doc is not None
+    return int(doc["position"])
+
+
+async def _save(db: AsyncDatabase[Document], name: str, last: int) -> None:
+    with database_errors():
+        await db[CONSUMERS].update_one({"_id": name, "position": {"$lt": last}},
+                                       {"$set": {"position": last, "updated": _now()}})
+
+
+async def consumers(db: AsyncDatabase[Document]) -> list[dict[str, Any]]:
+    """Every registered consumer and its position."""
+    with database_errors():
+        docs = await db[CONSUMERS].find({}).sort("_id", 1).to_list()
+    return [{"name": d["_id"], "position": int(d["position"]), "updated": d.get("updated")} for d in docs]
+
+
+async def unregister(db: AsyncDatabase[Document], name: str) -> None:
+    """Forget a consumer that stopped for good (so that it no longer holds back trimming)."""
+    with database_errors():
+        await db[CONSUMERS].delete_one({"_id": name})
+
+
+Handler = Callable[[list[Event]], Awaitable[None]]
+
+
+async def consume(db: AsyncDatabase[Document], name: str, worker: str, handler: Handler, *, lease_s: float,
+                  batch: int = 1000, max_batches: int = 10) -> int:
+    """Hand the new events to `handler`, batch by batch, under the lease `feed:NAME`, saving the
+    position after each batch handled; returns how many were handled (0 when another process
+    holds the lease, or nothing is new)."""
+
+    async def run() -> int:
+        handled = 0
+        at = await position(db, name)
+        for _ in range(max_batches):
+            events = settled(await read(db, at, batch), at,
+                             settle_before=_now() - dt.timedelta(seconds=SETTLE_S))
+            if not events:
+                break
+            await handler(events)
+            at = events[-1]["_id"]
+            await _save(db, name, at)
+            handled += len(events)
+            if len(events) < batch:
+                break
+        return handled
+
+    _, handled = await lease.under_named_lease(db, f"feed:{name}", worker, run(), lease_s=lease_s)
+    return handled or 0
+
+
+async def trim(db: AsyncDatabase[Document], *, keep_s: float) -> int:
+    """Delete events every registered consumer has passed and older than keep_s; returns how many."""
+    with database_errors():
+        consumers = await db[CONSUMERS].find({}, {"position": 1}).to_list()
+        if not consumers:
+            return 0
+        passed = min(int(c["position"]) for c in consumers)
+        result = await db[EVENTS].delete_many(
+            {"_id": {"$lte": passed}, "at": {"$lt": _now() - dt.timedelta(seconds=keep_s)}})
+    return result.deleted_count

@@ -1,0 +1,190 @@
+"""The catalogue's change feed: one event per change, in sequence; consumers keep a persisted
+position under a lease, see every event at least once (also after being killed), never skip
+an event that a slow writer inserts late; events every consumer passed are trimmed."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sys
+from pathlib import Path
+
+import pytest
+from pymongo.asynchronous.database import AsyncDatabase
+
+from catalogue import change_feed
+from catalogue.dataset_contents import attach_files, detach_files
+from catalogue.datasets import DidIn, create_did
+from catalogue.files import register_files, remove_files
+from catalogue.metadata import set_metadata
+from catalogue.namespace import move, remove
+from catalogue.replicas import add_replicas, remove_replicas, set_replica_status
+from kernel.db import Document
+from kernel.errors import InvalidInput
+from kernel.settings import Settings
+from tests.fixtures.api import RunningApi
+from tests.fixtures.catalogue import ADMIN
+from tests.test_cli_catalogue import cairn
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+async def last_seq(db: AsyncDatabase[Document]) -> int:
+    events = await change_feed.read(db, 0, 100_000)
+    return events[-1]["_id"] if events else 0
+
+
+async def collect(db: AsyncDatabase[Document], name: str, worker: str = "w", **kw: float) -> list[change_feed.Event]:
+    seen: list[change_feed.Event] = []
+
+    async def handler(events: list[change_feed.Event]) -> None:
+        seen.extend(events)
+
+    await change_feed.consume(db, name, worker, handler, lease_s=kw.get("lease_s", 5.0))
+    return seen
+
+
+async def test_each_kind_of_catalogue_change_appends_its_event_in_order(catalogue_db: AsyncDatabase[Document]) -> None:
+    db = catalogue_db
+    start = await last_seq(db)
+    await register_files(db, ADMIN, [{"lfn": "/vo/feed/f", "size": 5, "adler32": "00000001",
+                                      "replicas": [{"se": "CERN-DISK"}]}])
+    await add_replicas(db, [{"lfn": "/vo/feed/f", "se": "DESY-DISK"}])
+    assert await set_replica_status(db, "/vo/feed/f", "DESY-DISK", "bad")
+    await remove_replicas(db, [{"lfn": "/vo/feed/f", "se": "DESY-DISK"}])
+    await create_did(db, ADMIN, DidIn(did="vo:feed"))
+    await attach_files(db, ADMIN, "vo:feed", ["/vo/feed/f"])
+    await detach_files(db, ADMIN, "vo:feed", ["/vo/feed/f"])
+    await set_metadata(db, ADMIN, "/vo/feed/f", {"run": 7})
+    await remove_files(db, ADMIN, ["/vo/feed/f"], force=True)
+    events = await change_feed.read(db, start, 100)
+    assert [(e["kind"], e["did"]) for e in events] == [
+        ("file_registered", "/vo/feed/f"), ("replica_added", "/vo/feed/f"), ("replica_status", "/vo/feed/f"),
+        ("replica_removed", "/vo/feed/f"), ("did_created", "vo:feed"), ("attached", "vo:feed"),
+        ("detached", "vo:feed"), ("metadata_changed", "/vo/feed/f"), ("file_removed", "/vo/feed/f")]
+    assert [e["_id"] for e in events] == list(range(start + 1, start + 10))
+    assert events[1]["data"] == {"se": "DESY-DISK"} and events[2]["data"] == {"se": "DESY-DISK", "status": "bad"}
+    assert events[5]["data"] == {"member": "/vo/feed/f"} and events[7]["data"] == {"keys": ["run"]}
+
+
+async def test_moving_and_removing_a_tree_append_the_files_events(catalogue_db: AsyncDatabase[Document]) -> None:
+    db = catalogue_db
+    await register_files(db, ADMIN, [{"lfn": f"/vo/tree/d/f{i}", "size": 1, "adler32": "00000001"} for i in range(3)])
+    start = await last_seq(db)
+    await move(db, ADMIN, "/vo/tree/d", "/vo/tree/e")
+    moved = await change_feed.read(db, start, 100)
+    assert sorted((e["kind"], e["did"]) for e in moved) == sorted(
+        [("file_removed", f"/vo/tree/d/f{i}") for i in range(3)]
+        + [("file_registered", f"/vo/tree/e/f{i}") for i in range(3)])
+    start = await last_seq(db)
+    await remove(db, ADMIN, "/vo/tree", recursive=True)
+    assert sorted(e["did"] for e in await change_feed.read(db, start, 100)
+                  if e["kind"] == "file_removed") == [f"/vo/tree/e/f{i}" for i in range(3)]
+
+
+async def test_a_batch_of_changes_appends_its_events_in_one_block(catalogue_db: AsyncDatabase[Document]) -> None:
+    start = await last_seq(catalogue_db)
+    await register_files(catalogue_db, ADMIN, [{"lfn": f"/vo/many/f{i}", "size": 1, "adler32": "00000001"}
+                                               for i in range(300)])
+    events = await change_feed.read(catalogue_db, start, 1000)
+    assert [e["_id"] for e in events] == list(range(start + 1, start + 301))
+    assert len({e["at"] for e in events}) == 1  # one insert
+
+
+async def test_a_consumer_resumes_from_its_saved_position(catalogue_db: AsyncDatabase[Document]) -> None:
+    db = catalogue_db
+    await register_files(db, ADMIN, [{"lfn": f"/vo/pos/f{i}", "size": 1, "adler32": "00000001"} for i in range(3)])
+    first = await collect(db, "reader")
+    assert [e["did"] for e in first][-3:] == ["/vo/pos/f0", "/vo/pos/f1", "/vo/pos/f2"]
+    assert await collect(db, "reader") == []
+    await remove_files(db, ADMIN, ["/vo/pos/f1"])
+    again = await collect(db, "reader", worker="another process")
+    assert [(e["kind"], e["did"]) for e in again] == [("file_removed", "/vo/pos/f1")]
+    assert {c["name"]: c["position"] for c in await change_feed.consumers(db)}["reader"] == again[-1]["_id"]
+
+
+async def test_a_consumer_killed_while_handling_sees_those_events_again_after_its_lease(
+    catalogue_db: AsyncDatabase[Document], settings: Settings,
+) -> None:
+    db = catalogue_db
+    await register_files(db, ADMIN, [{"lfn": f"/vo/kill/f{i}", "size": 1, "adler32": "00000001"} for i in range(5)])
+    script = (
+        "import asyncio\n"
+        "from catalogue import change_feed\n"
+        "from kernel.db import get_database\n"
+        "from kernel.settings import load_settings\n"
+        "async def main():\n"
+        "    db = get_database(load_settings())\n"
+        "    async def handler(events):\n"
+        "        print(' '.join(str(e['_id']) for e in events), flush=True)\n"
+        "        await asyncio.sleep(3600)\n"
+        "    await change_feed.consume(db, 'killed', 'victim', handler, lease_s=2)\n"
+        "asyncio.run(main())\n")
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "CAIRN_MONGODB_URI": str(settings.mongodb_uri),
+           "CAIRN_DATABASE": settings.database}
+    victim = await asyncio.create_subprocess_exec(sys.executable, "-c", script, env=env,
+                                                  stdout=asyncio.subprocess.PIPE)
+    assert victim.stdout is not None
+    handed = [int(s) for s in (await asyncio.wait_for(victim.stdout.readline(), 60)).split()]
+    victim.send_signal(signal.SIGKILL)
+    await victim.wait()
+    assert len(handed) >= 5
+    assert await collect(db, "killed", worker="survivor", lease_s=2) == []  # the victim's lease still holds
+    await asyncio.sleep(2.2)
+    resumed = await collect(db, "killed", worker="survivor", lease_s=2)
+    assert [e["_id"] for e in resumed] == handed
+
+
+async def test_a_hole_left_by_a_slow_writer_is_waited_for_not_skipped(database: AsyncDatabase[Document]) -> None:
+    await change_feed.append(database, [change_feed.event("file_registered", "/a")])
+    assert [e["did"] for e in await collect(database, "patient")] == ["/a"]
+    # A writer allocated seq 2 and has not inserted it yet; a later writer's seq 3 is in.
+    await database[change_feed.SEQUENCE].update_one({"_id": change_feed.EVENTS}, {"$inc": {"n": 1}})
+    await change_feed.append(database, [change_feed.event("file_registered", "/c")])
+    assert await collect(database, "patient") == []
+    await database[change_feed.EVENTS].insert_one({"_id": 2, "kind": "file_registered", "did": "/b",
+                                                   "at": change_feed._now()})
+    assert [e["did"] for e in await collect(database, "patient")] == ["/b", "/c"]
+
+
+async def test_a_hole_older_than_the_settling_time_is_passed(
+    database: AsyncDatabase[Document], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    await database[change_feed.SEQUENCE].update_one({"_id": change_feed.EVENTS}, {"$inc": {"n": 1}}, upsert=True)
+    await change_feed.append(database, [change_feed.event("file_registered", "/after-a-dead-writer")])
+    assert await collect(database, "mover") == []
+    monkeypatch.setattr(change_feed, "SETTLE_S", 0.0)
+    await asyncio.sleep(0.01)
+    assert [e["did"] for e in await collect(database, "mover")] == ["/after-a-dead-writer"]
+
+
+async def test_trimming_keeps_what_a_registered_consumer_has_not_passed(database: AsyncDatabase[Document]) -> None:
+    await change_feed.append(database, [change_feed.event("file_registered", f"/t{i}") for i in range(4)])
+    assert len(await collect(database, "fast")) == 4
+    await change_feed.position(database, "slow")  # registered at the start, has read nothing
+    assert await change_feed.trim(database, keep_s=0) == 0
+    assert len(await change_feed.read(database, 0, 10)) == 4
+    await change_feed.unregister(database, "slow")
+    assert await change_feed.trim(database, keep_s=3600) == 0  # passed, but not old enough
+    assert await change_feed.trim(database, keep_s=0) == 4
+    assert await change_feed.read(database, 0, 10) == []
+    await change_feed.append(database, [change_feed.event("file_removed", "/t0")])
+    assert [e["_id"] for e in await collect(database, "fast")] == [5]  # sequence numbers go on
+
+
+async def test_the_feed_is_read_through_the_api_and_the_cli_by_admins_only(
+    api: RunningApi, catalogue_db: AsyncDatabase[Document],
+) -> None:
+    await register_files(catalogue_db, ADMIN, [{"lfn": "/vo/cli/f", "size": 1, "adler32": "00000001"}])
+    start = (await api.client().change_feed(after=0, limit=10_000))["events"][-1]["seq"] - 1
+    shown = await cairn(api, "feed", "--after", str(start), "--json")
+    assert shown.returncode == 0, shown.stderr
+    answer = json.loads(shown.stdout)
+    assert [(e["kind"], e["did"]) for e in answer["events"]] == [("file_registered", "/vo/cli/f")]
+    assert isinstance(answer["consumers"], list)
+    refused = await cairn(api, "feed", "--json", token=api.token())
+    assert refused.returncode != 0 and "admin" in (refused.stderr + refused.stdout).lower()
+    with pytest.raises(InvalidInput):
+        await api.client().change_feed(after=-1)
