@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pymongo import IndexModel
 from pymongo.asynchronous.database import AsyncDatabase
 
+from kernel.bounds import INT64_MAX, INT64_MIN
 from kernel.db import Document, database_errors
 from kernel.errors import InvalidInput, NotFound
 
@@ -67,13 +68,15 @@ def coerce(key: str, kind: str, value: Any) -> Any:
     if kind == "int":
         if isinstance(value, bool):
             raise ValueError(f"{key} is an int, not a boolean")
+        number: int | None = None
         if isinstance(value, int):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        if isinstance(value, str) and re.fullmatch(r"[+-]?\d+", value.strip()):
-            return int(value)
-        raise ValueError(f"{key} is an int, got {value!r}")
+            number = value
+        elif (isinstance(value, float) and value.is_integer()) or (
+                isinstance(value, str) and re.fullmatch(r"[+-]?\d{1,20}", value.strip())):
+            number = int(value)
+        if number is not None and INT64_MIN <= number <= INT64_MAX:
+            return number
+        raise ValueError(f"{key} is an int (signed 64-bit), got {value!r}")
     if kind == "float":
         if isinstance(value, bool):
             raise ValueError(f"{key} is a float, not a boolean")

@@ -5,7 +5,6 @@ authentication and body limits, and helpers to read and write JSON.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import AsyncIterable, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
@@ -16,6 +15,7 @@ from pydantic import BaseModel, ValidationError
 from pymongo.asynchronous.database import AsyncDatabase
 
 from kernel import jsonio
+from kernel.bounds import parse_json
 from kernel.db import UNAVAILABLE_ERRORS, Document
 from kernel.errors import (
     BodyTooLarge,
@@ -248,10 +248,7 @@ async def read_json(request: web.Request) -> Any:
     raw = await request.read()
     if not raw:
         raise MalformedRequest("request body is empty; expected JSON")
-    try:
-        return json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise MalformedRequest(f"request body is not valid JSON: {exc}") from exc
+    return parse_json(raw)
 
 
 def validation_message(exc: ValidationError) -> tuple[str, list[dict[str, Any]]]:

@@ -17,13 +17,14 @@ from pathlib import PurePosixPath
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from kernel.bounds import Int64
 from kernel.errors import InvalidInput
 
 LFN_PATTERN = r"^/[^\x00]*[^/]$"
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 MAX_JOBS_PER_SUBMISSION = 10_000
 MAX_INPUTS_PER_JOB = 10_000
-ParameterValue = str | int | float
+ParameterValue = str | Int64 | float
 
 
 class OutputFile(BaseModel):
@@ -62,11 +63,15 @@ class Requirements(BaseModel):
 class ParameterRange(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    start: int = 0
-    stop: int
-    step: int = Field(1, ge=1)
+    start: Int64 = 0
+    stop: Int64
+    step: Int64 = Field(1, ge=1)
 
     def values(self) -> list[int]:
+        # Bounded before building the list: a huge range would exhaust memory, not just fail.
+        count = max(0, -(-(self.stop - self.start) // self.step))
+        if count > MAX_JOBS_PER_SUBMISSION:
+            raise InvalidInput(f"{count} parameter values exceed the limit of {MAX_JOBS_PER_SUBMISSION}")
         return list(range(self.start, self.stop, self.step))
 
 

@@ -1,0 +1,81 @@
+"""Input bounds checked at the edge, before any value reaches the database: integers fit a
+signed 64-bit BSON long, JSON bodies nest at most `MAX_JSON_DEPTH` deep, query and RSE
+expressions nest parentheses at most `MAX_EXPRESSION_DEPTH` deep, and bulk calls carry
+at most `MAX_BULK_ITEMS` items. `Int64` is the pydantic type every model uses for integers
+that are stored; `parse_json` applies the same integer bound to free-form values (metadata,
+job parameters) that no model types.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Annotated, Any, TypeVar
+
+from pydantic import Field
+
+from kernel.errors import InvalidInput, MalformedRequest
+
+INT64_MIN = -(2**63)
+INT64_MAX = 2**63 - 1
+MAX_JSON_DEPTH = 64
+MAX_EXPRESSION_DEPTH = 32
+MAX_BULK_ITEMS = 100_000
+DB_SLICE = 1000
+
+Int64 = Annotated[int, Field(ge=INT64_MIN, le=INT64_MAX)]
+"""An integer that fits BSON's int64; larger values are refused with 400 before the database."""
+
+T = TypeVar("T")
+
+
+def _bounded_int(text: str) -> int:
+    value = int(text) if len(text) <= 20 else INT64_MAX + 1
+    if not INT64_MIN <= value <= INT64_MAX:
+        raise InvalidInput(f"integer {text[:24]}{'...' if len(text) > 24 else ''} is outside the signed 64-bit range")
+    return value
+
+
+def _refuse_constant(name: str) -> float:
+    raise InvalidInput(f"{name} is not a JSON number")
+
+
+def _check_depth(value: Any) -> None:
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
+        if children is None:
+            continue
+        if depth > MAX_JSON_DEPTH:
+            raise InvalidInput(f"JSON nests deeper than {MAX_JSON_DEPTH} levels")
+        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+
+
+def parse_json(raw: bytes | str) -> Any:
+    """JSON text as Python values, refusing (400) what the database cannot hold or what would
+    exhaust the stack: integers outside int64, NaN/Infinity, nesting beyond MAX_JSON_DEPTH."""
+    try:
+        value = json.loads(raw, parse_int=_bounded_int, parse_constant=_refuse_constant)
+    except RecursionError as exc:
+        raise MalformedRequest(f"JSON nests deeper than {MAX_JSON_DEPTH} levels") from exc
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise MalformedRequest(f"request body is not valid JSON: {exc}") from exc
+    except InvalidInput:
+        raise
+    except (ValueError, TypeError) as exc:
+        raise MalformedRequest(f"request body is not valid JSON: {exc}") from exc
+    _check_depth(value)
+    return value
+
+
+def check_bulk(items: Sequence[T], what: str) -> Sequence[T]:
+    """`items` unchanged if there are at most MAX_BULK_ITEMS of them, else 400 naming the limit."""
+    if len(items) > MAX_BULK_ITEMS:
+        raise InvalidInput(f"{len(items)} {what} in one call; the maximum is {MAX_BULK_ITEMS} (split the call)")
+    return items
+
+
+def slices(items: Sequence[T], size: int = DB_SLICE) -> list[Sequence[T]]:
+    """`items` cut into consecutive slices of at most `size`: one bounded `$in` per slice."""
+    return [items[start:start + size] for start in range(0, len(items), size)]
