@@ -50,7 +50,8 @@ def _did(request: web.Request) -> str:
     return did
 
 
-@routes.post("/dids", policy=WRITE, summary="Create a dataset or container (a query makes a dynamic dataset)",
+@routes.post("/dids", status=201,
+             policy=WRITE, summary="Create a dataset or container (a query makes a dynamic dataset)",
              body=DidIn, responses={400: "bad name or query", 403: "scope not yours", 409: "exists already"})
 async def create(request: web.Request) -> web.Response:
     body = await read_model(request, DidIn)

@@ -12,6 +12,7 @@ from catalogue import files, replicas
 from catalogue.files import FileIn, ReplicaStatus, authorized_files, refusal
 from catalogue.lfn import check_lfn
 from catalogue.permissions import READ, WRITE
+from kernel.bounds import MAX_BULK_ITEMS
 from kernel.errors import Conflict, InvalidInput, NotFound
 from kernel.web import DATABASE, ApiRoutes, json_response, principal_of, read_model, scopes
 
@@ -30,14 +31,14 @@ class RegisterBody(BaseModel):
 class LfnsBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    lfns: list[str] = Field(..., max_length=1_000_000)
+    lfns: list[str] = Field(..., max_length=MAX_BULK_ITEMS, description=f"at most {MAX_BULK_ITEMS} LFNs per call")
     active: bool = Field(False, description="only replicas available on a read-enabled SE")
 
 
 class LookupBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    lfns: list[str] = Field(..., max_length=100_000)
+    lfns: list[str] = Field(..., max_length=MAX_BULK_ITEMS, description=f"at most {MAX_BULK_ITEMS} LFNs per call")
 
 
 class RemoveFilesBody(BaseModel):

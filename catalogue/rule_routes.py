@@ -31,7 +31,8 @@ async def resolve_expression(request: web.Request) -> web.Response:
     return json_response({"expression": expression, "ses": [se["name"] for se in ses]})
 
 
-@routes.post("/rules", policy=WRITE, summary="Create a rule (its locks follow from the evaluator)", body=RuleIn,
+@routes.post("/rules", status=201,
+             policy=WRITE, summary="Create a rule (its locks follow from the evaluator)", body=RuleIn,
              responses=BAD_RULE)
 async def create(request: web.Request) -> web.Response:
     body = await read_model(request, RuleIn)

@@ -13,7 +13,7 @@ READ = scopes("rules.read")
 WRITE = scopes("rules.write")
 
 
-@routes.post("/subscriptions", policy=WRITE, summary="Subscribe new datasets matching a filter to a rule",
+@routes.post("/subscriptions", status=201, policy=WRITE, summary="Subscribe new datasets matching a filter to a rule",
              body=SubscriptionIn, responses={400: "bad filter or expression", 409: "exists already"})
 async def add(request: web.Request) -> web.Response:
     body = await read_model(request, SubscriptionIn)

@@ -27,7 +27,7 @@ from catalogue.datasets import DATASETS
 from catalogue.directories import now
 from catalogue.rules import Grouping, RuleIn, create_rule
 from catalogue.se_expression import validate
-from kernel.bounds import Int64
+from kernel.bounds import MAX_LIFETIME_S, Int64
 from kernel.db import Document, IndexSpec, database_errors
 from kernel.errors import CairnError, Conflict, Forbidden, NotFound
 from kernel.principal import Principal
@@ -74,7 +74,7 @@ class RuleTemplate(BaseModel):
     copies: int = Field(..., ge=1, le=100)
     expression: str = Field(..., min_length=1, max_length=2000)
     grouping: Grouping = "DATASET"
-    lifetime_s: Int64 | None = Field(None, gt=0)
+    lifetime_s: Int64 | None = Field(None, gt=0, le=MAX_LIFETIME_S)
     weight: str | None = None
     activity: str = "default"
     source_expression: str | None = None

@@ -9,8 +9,7 @@ job parameters) that no model types.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 from pydantic import Field
 
@@ -21,12 +20,13 @@ INT64_MAX = 2**63 - 1
 MAX_JSON_DEPTH = 64
 MAX_EXPRESSION_DEPTH = 32
 MAX_BULK_ITEMS = 100_000
-DB_SLICE = 1000
+"""Most items in one bulk read (lookup, resolve): 400 above it; the SDK splits larger calls."""
+
+MAX_LIFETIME_S = 100 * 366 * 86400
+"""Longest lifetime (rules, subscriptions): now + lifetime must stay a representable datetime."""
 
 Int64 = Annotated[int, Field(ge=INT64_MIN, le=INT64_MAX)]
 """An integer that fits BSON's int64; larger values are refused with 400 before the database."""
-
-T = TypeVar("T")
 
 
 def _bounded_int(text: str) -> int:
@@ -68,14 +68,3 @@ def parse_json(raw: bytes | str) -> Any:
     _check_depth(value)
     return value
 
-
-def check_bulk(items: Sequence[T], what: str) -> Sequence[T]:
-    """`items` unchanged if there are at most MAX_BULK_ITEMS of them, else 400 naming the limit."""
-    if len(items) > MAX_BULK_ITEMS:
-        raise InvalidInput(f"{len(items)} {what} in one call; the maximum is {MAX_BULK_ITEMS} (split the call)")
-    return items
-
-
-def slices(items: Sequence[T], size: int = DB_SLICE) -> list[Sequence[T]]:
-    """`items` cut into consecutive slices of at most `size`: one bounded `$in` per slice."""
-    return [items[start:start + size] for start in range(0, len(items), size)]

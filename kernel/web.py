@@ -105,6 +105,8 @@ class RouteInfo:
     responses: dict[int, str] = field(default_factory=dict)
     streams: tuple[str, ...] = ()
     tag: str = ""
+    response: type[BaseModel] | None = None
+    status: int = 200
 
 
 class ApiRoutes:
@@ -125,7 +127,12 @@ class ApiRoutes:
         query: dict[str, str] | None = None,
         responses: dict[int, str] | None = None,
         streams: Iterable[str] = (),
+        response: type[BaseModel] | None = None,
+        status: int = 200,
     ) -> Callable[[Handler], Handler]:
+        """Record a route; `response` is the model of its success body (answered with `status`),
+        published in the OpenAPI document so that answers can be checked against it."""
+
         def register(handler: Handler) -> Handler:
             self.routes.append(
                 RouteInfo(
@@ -139,6 +146,8 @@ class ApiRoutes:
                     dict(responses or {}),
                     tuple(streams),
                     self.tag,
+                    response,
+                    status,
                 )
             )
             return handler

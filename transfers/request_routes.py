@@ -121,7 +121,7 @@ async def dataset_lfns(db: AsyncDatabase[Document], principal: Principal, did: s
     return lfns
 
 
-@routes.post("/requests/transfers", policy=scopes("transfers.write"), body=ReplicationRequest,
+@routes.post("/requests/transfers", status=201, policy=scopes("transfers.write"), body=ReplicationRequest,
              summary="Replicate files, or a dataset's or container's files, to an SE (bulk, up to 100k LFNs)",
              responses={404: "unknown SE or dataset", 400: "invalid input"})
 async def submit_replication(request: web.Request) -> web.Response:
@@ -142,7 +142,7 @@ async def submit_replication(request: web.Request) -> web.Response:
     return json_response(result, status=201)
 
 
-@routes.post("/requests/stages", policy=scopes("transfers.write"), body=StageRequest,
+@routes.post("/requests/stages", status=201, policy=scopes("transfers.write"), body=StageRequest,
              summary="Bring files online from a tape SE into its disk cache")
 async def submit_stage(request: web.Request) -> web.Response:
     body = await read_model(request, StageRequest)
@@ -155,7 +155,7 @@ async def submit_stage(request: web.Request) -> web.Response:
     return json_response(result, status=201)
 
 
-@routes.post("/requests/deletions", policy=scopes("transfers.write"), body=DeletionRequest,
+@routes.post("/requests/deletions", status=201, policy=scopes("transfers.write"), body=DeletionRequest,
              summary="Delete one replica, or every replica, of files")
 async def submit_deletion(request: web.Request) -> web.Response:
     body = await read_model(request, DeletionRequest)

@@ -47,7 +47,8 @@ async def _job_for(request: web.Request) -> dict[str, Any]:
     return job
 
 
-@routes.post("/jobs", policy=WRITE, summary="Submit jobs (one description, or {jobs: [...]}; parametric ones expand)",
+@routes.post("/jobs", status=201,
+             policy=WRITE, summary="Submit jobs (one description, or {jobs: [...]}; parametric ones expand)",
              body=Submission, responses={400: "malformed description, unknown SE or site, dataset/query input",
                                          403: "an input file you may not read"})
 async def submit_jobs(request: web.Request) -> web.Response:
