@@ -13,6 +13,7 @@ from catalogue.datasets import DidIn, did_view
 from catalogue.streaming import stream_rows
 from catalogue.tabular import DATASET_SCHEMA, check_format
 from kernel.errors import InvalidInput
+from kernel.responses import JsonList
 from kernel.web import DATABASE, ApiRoutes, json_response, principal_of, query_int, read_model, scopes
 
 routes = ApiRoutes("datasets")
@@ -70,7 +71,8 @@ async def show(request: web.Request) -> web.Response:
 
 
 @routes.get("/dids/list", policy=READ, summary="DIDs of a scope, by name",
-            query={"scope": "the scope", "after": "last name of the previous page", "limit": "1..10000 (1000)"})
+            query={"scope": "the scope", "after": "last name of the previous page", "limit": "1..10000 (1000)"},
+            response=JsonList)
 async def list_scope(request: web.Request) -> web.Response:
     found = await datasets.list_dids(request.app[DATABASE], request.query.get("scope", ""),
                                      after=request.query.get("after"),

@@ -13,6 +13,7 @@ from catalogue import quotas, rule_locks, rules
 from catalogue.quotas import QuotaIn
 from catalogue.rules import RuleIn, RuleUpdate, rule_view
 from kernel.errors import InvalidInput
+from kernel.responses import JsonList
 from kernel.web import ADMIN, DATABASE, ApiRoutes, json_response, principal_of, query_int, read_model, scopes
 
 routes = ApiRoutes("rules")
@@ -42,7 +43,7 @@ async def create(request: web.Request) -> web.Response:
 
 @routes.get("/rules", policy=READ, summary="Rules, newest first",
             query={"account": "owning account", "did": "scope:name or LFN", "state": "replicating, ok, stuck...",
-                   "limit": "1..10000 (1000)"})
+                   "limit": "1..10000 (1000)"}, response=JsonList)
 async def list_rules(request: web.Request) -> web.Response:
     found = await rules.list_rules(request.app[DATABASE], account=request.query.get("account"),
                                    did=request.query.get("did"), state=request.query.get("state"),
@@ -57,7 +58,7 @@ async def show(request: web.Request) -> web.Response:
 
 @routes.get("/rules/{id}/locks", policy=READ, summary="One page of a rule's locks",
             query={"state": "replicating, ok or stuck", "after": "last lock id of the previous page",
-                   "limit": "1..10000 (1000)"})
+                   "limit": "1..10000 (1000)"}, response=JsonList)
 async def locks(request: web.Request) -> web.Response:
     db = request.app[DATABASE]
     await rules.get_rule(db, request.match_info["id"])
@@ -83,7 +84,7 @@ async def delete(request: web.Request) -> web.Response:
 
 
 @routes.get("/quotas", policy=READ, summary="Quotas and usage per account and SE",
-            query={"account": "one account (non-admins: always their own)"})
+            query={"account": "one account (non-admins: always their own)"}, response=JsonList)
 async def list_quotas(request: web.Request) -> web.Response:
     principal = principal_of(request)
     account = request.query.get("account") if principal.is_admin else principal.sub

@@ -11,7 +11,7 @@ import datetime as dt
 from collections.abc import Iterable
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, RootModel
 from pymongo.asynchronous.database import AsyncDatabase
 
 from kernel.bounds import Int64
@@ -101,6 +101,10 @@ class StorageElement(BaseModel):
     def from_document(cls, doc: Document) -> StorageElement:
         data = {k: v for k, v in doc.items() if k not in ("_id", "created", "modified")}
         return cls(name=doc["_id"], **data)
+
+
+class StorageElementList(RootModel[list[StorageElement]]):
+    """Storage elements as GET /ses answers them."""
 
 
 def replica_url(protocol: Protocol, lfn: str) -> str:

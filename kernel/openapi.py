@@ -1,7 +1,7 @@
 """The OpenAPI 3 document, built from the route tables so it cannot drift from the routes.
 
 Every error answer carries `ErrorBody` (declared codes and `default`); a route's success answer
-carries its `response=` model when it names one, so schema checks on answers mean something.
+carries its `response=` model (a JSON object when it names none), so schema checks on answers mean something.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from kernel.bounds import MAX_BULK_ITEMS, MAX_JSON_DEPTH
-from kernel.responses import ErrorBody
+from kernel.responses import ErrorBody, JsonObject
 from kernel.web import API_PREFIX, ApiRoutes, RouteInfo
 
 _PARAM = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)(?::[^}]*)?\}")
@@ -46,8 +46,9 @@ def _responses(info: RouteInfo, schemas: dict[str, Any]) -> dict[str, Any]:
             entry["content"] = {"application/json": {"schema": _ERROR_REF}}
         elif code == info.status and info.streams:
             entry["content"] = {media: {} for media in info.streams}
-        elif code == info.status and info.response is not None:
-            entry["content"] = {"application/json": {"schema": _schema_ref(info.response, schemas, "serialization")}}
+        elif code == info.status:
+            model = info.response or JsonObject
+            entry["content"] = {"application/json": {"schema": _schema_ref(model, schemas, "serialization")}}
         out[str(code)] = entry
     out["default"] = {"description": "an error (see its code)", "content": {"application/json": {"schema": _ERROR_REF}}}
     return out

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, RootModel
 
 
 class ErrorBody(BaseModel):
@@ -42,3 +42,18 @@ class Health(BaseModel):
     status: str
     database: str
     version: str
+
+
+class JsonList(RootModel[list[dict[str, Any]]]):
+    """A JSON array of objects whose fields the route's summary describes."""
+
+
+class Whoami(BaseModel):
+    """GET /whoami: the identity a token carries."""
+
+    sub: str
+    vo: str
+    groups: list[str]
+    scopes: list[str]
+    issuer: str
+    admin: bool

@@ -15,6 +15,7 @@ from catalogue.storage_elements import get_storage_element
 from kernel.db import Document
 from kernel.errors import Forbidden, InvalidInput, NotFound
 from kernel.principal import Principal
+from kernel.responses import JsonList
 from kernel.web import DATABASE, ApiRoutes, json_response, principal_of, query_int, read_model, scopes
 from transfers import requests as rq
 
@@ -171,7 +172,8 @@ async def submit_deletion(request: web.Request) -> web.Response:
 
 @routes.get("/requests", policy=scopes("transfers.read"), summary="List requests, newest first",
             query={"state": "one state", "kind": "transfer, stage or delete", "submission": "bulk submission id",
-                   "lfn": "one LFN", "requester": "admins only: e.g. user:alice or job:ID", "limit": "at most 1000"})
+                   "lfn": "one LFN", "requester": "admins only: e.g. user:alice or job:ID", "limit": "at most 1000"},
+            response=JsonList)
 async def list_requests(request: web.Request) -> web.Response:
     principal = principal_of(request)
     query: dict[str, Any] = visible_to(principal)
