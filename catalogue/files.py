@@ -33,7 +33,7 @@ from catalogue.permissions import DEFAULT_FILE_MODE, creation_denial, entry_deni
 from catalogue.provenance import add_ancestor_links
 from catalogue.storage_elements import fetch_storage_elements, replica_url
 from catalogue.usage import Usage, record_files
-from kernel.bounds import Int64
+from kernel.bounds import Size
 from kernel.db import Document, IndexSpec, bulk_write_chunked, database_errors
 from kernel.errors import CairnError, Conflict, Forbidden, InvalidInput, NotFound
 from kernel.principal import Principal
@@ -79,7 +79,7 @@ class FileIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     lfn: str
-    size: Int64 = Field(..., ge=0)
+    size: Size
     adler32: str = Field(..., pattern=r"^[0-9a-fA-F]{8}$")
     md5: str | None = Field(None, pattern=r"^[0-9a-fA-F]{32}$")
     guid: str | None = Field(None, min_length=1, max_length=64)

@@ -19,7 +19,7 @@ from pymongo import UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 
 from catalogue.directories import now
-from kernel.bounds import Int64
+from kernel.bounds import Size
 from kernel.db import Document, IndexSpec, database_errors
 from kernel.errors import NotFound
 
@@ -38,7 +38,7 @@ class QuotaIn(BaseModel):
 
     account: str = Field(..., min_length=1, max_length=128)
     se: str = Field(..., min_length=1, max_length=64)
-    bytes: Int64 = Field(..., ge=0)
+    bytes: Size
 
 
 def key(account: str, se: str) -> str:

@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, RootModel
 from pymongo.asynchronous.database import AsyncDatabase
 
-from kernel.bounds import Int64
+from kernel.bounds import Int64, PositiveInt64, Size
 from kernel.db import Document, IndexSpec, database_errors
 from kernel.errors import Conflict, NotFound
 
@@ -53,7 +53,7 @@ class Protocol(BaseModel):
     write: bool = True
     delete: bool = True
     third_party_copy: bool = False
-    priority: Int64 = Field(1, ge=1, description="1 is preferred")
+    priority: PositiveInt64 = Field(1, description="1 is preferred")
     extra: dict[str, str] = Field(default_factory=dict, description="plugin options, e.g. s3 bucket/region")
 
     def base_url(self) -> str:
@@ -69,8 +69,8 @@ class Protocol(BaseModel):
 class Space(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    total_bytes: Int64 | None = Field(None, ge=0)
-    used_bytes: Int64 | None = Field(None, ge=0)
+    total_bytes: Size | None = None
+    used_bytes: Size | None = None
     high_water: float = Field(0.9, gt=0, le=1)
     low_water: float = Field(0.8, gt=0, le=1)
 
@@ -81,7 +81,7 @@ class StorageElement(BaseModel):
     name: str = Field(..., pattern=NAME_PATTERN)
     site: str = Field(..., pattern=NAME_PATTERN)
     kind: Literal["disk", "tape"] = "disk"
-    protocols: list[Protocol] = Field(..., min_length=1)
+    protocols: list[Protocol] = Field(..., min_length=1, max_length=64)
     attributes: Attributes = Field(default_factory=dict)
     read_enabled: bool = True
     write_enabled: bool = True

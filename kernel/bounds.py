@@ -25,8 +25,14 @@ MAX_BULK_ITEMS = 100_000
 MAX_LIFETIME_S = 100 * 366 * 86400
 """Longest lifetime (rules, subscriptions): now + lifetime must stay a representable datetime."""
 
+# Each type carries its whole range: a model field must not add Field(ge=...) to one of them,
+# as pydantic lets the type's own bound replace the field's.
 Int64 = Annotated[int, Field(ge=INT64_MIN, le=INT64_MAX)]
 """An integer that fits BSON's int64; larger values are refused with 400 before the database."""
+Size = Annotated[int, Field(ge=0, le=INT64_MAX)]
+"""A byte count or size: 0 up to the int64 maximum."""
+PositiveInt64 = Annotated[int, Field(ge=1, le=INT64_MAX)]
+"""A count, attempt or priority of at least 1 that fits int64."""
 
 
 def _bounded_int(text: str) -> int:

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from kernel.bounds import Int64
+from kernel.bounds import Int64, PositiveInt64, Size
 
 
 class MatchRequest(BaseModel):
@@ -15,8 +15,8 @@ class MatchRequest(BaseModel):
     pilot: str = Field(..., min_length=1, max_length=200)
     site: str = Field(..., min_length=1, max_length=64)
     cpu: int = Field(1, ge=1, le=4096)
-    memory_mb: Int64 = Field(2048, ge=1)
-    tags: list[str] = Field(default_factory=list)
+    memory_mb: PositiveInt64 = 2048
+    tags: list[str] = Field(default_factory=list, max_length=1000)
 
 
 class PilotReport(BaseModel):
@@ -25,7 +25,7 @@ class PilotReport(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     pilot: str = Field(..., min_length=1, max_length=200)
-    attempt: Int64 = Field(..., ge=1)
+    attempt: PositiveInt64
 
 
 class FinalReport(PilotReport):
@@ -41,7 +41,7 @@ class UploadedOutput(BaseModel):
 
     lfn: str
     url: str
-    size: Int64 = Field(..., ge=0)
+    size: Size
     adler32: str = Field(..., pattern=r"^[0-9a-f]{8}$")
 
 
