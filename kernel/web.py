@@ -276,6 +276,10 @@ async def read_model(request: web.Request, model: type[M]) -> M:
     except ValidationError as exc:
         text, problems = validation_message(exc)
         raise InvalidInput(f"invalid request body: {text}", details={"errors": problems}) from exc
+    except CairnError:
+        raise
+    except Exception as exc:  # a validator that failed some other way: still the input's fault
+        raise InvalidInput(f"invalid request body: {type(exc).__name__}: {exc}") from exc
 
 
 def query_int(request: web.Request, name: str, default: int, *, minimum: int = 0, maximum: int = 10**9) -> int:
