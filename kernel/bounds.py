@@ -9,6 +9,7 @@ job parameters) that no model types.
 from __future__ import annotations
 
 import json
+import re
 from typing import Annotated, Any
 
 from pydantic import Field
@@ -46,21 +47,40 @@ def _refuse_constant(name: str) -> float:
     raise InvalidInput(f"{name} is not a JSON number")
 
 
-def _check_depth(value: Any) -> None:
+def _check_tree(value: Any, *, strings: bool) -> None:
+    """Nesting within MAX_JSON_DEPTH and, if `strings`, no lone surrogate in any key or string
+    (the database cannot encode one; JSON lets `\\ud800` through)."""
     stack: list[tuple[Any, int]] = [(value, 1)]
     while stack:
         item, depth = stack.pop()
+        if strings and isinstance(item, str):
+            _check_unicode(item)
+            continue
         children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
         if children is None:
             continue
         if depth > MAX_JSON_DEPTH:
             raise InvalidInput(f"JSON nests deeper than {MAX_JSON_DEPTH} levels")
-        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+        if strings and isinstance(item, dict):
+            for key in item:
+                _check_unicode(key)
+        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list | str))
+
+
+def _check_unicode(text: str) -> None:
+    try:
+        text.encode()
+    except UnicodeEncodeError as exc:
+        raise InvalidInput("a string holds a lone UTF-16 surrogate (\\ud800-\\udfff); send valid Unicode") from exc
+
+
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 
 
 def parse_json(raw: bytes | str) -> Any:
     """JSON text as Python values, refusing (400) what the database cannot hold or what would
-    exhaust the stack: integers outside int64, NaN/Infinity, nesting beyond MAX_JSON_DEPTH."""
+    exhaust the stack: integers outside int64, NaN/Infinity, lone surrogates, nesting beyond
+    MAX_JSON_DEPTH. Strings are only walked when the text has a surrogate escape at all."""
     try:
         value = json.loads(raw, parse_int=_bounded_int, parse_constant=_refuse_constant)
     except RecursionError as exc:
@@ -71,6 +91,7 @@ def parse_json(raw: bytes | str) -> Any:
         raise
     except (ValueError, TypeError) as exc:
         raise MalformedRequest(f"request body is not valid JSON: {exc}") from exc
-    _check_depth(value)
+    text = raw if isinstance(raw, bytes) else raw.encode("utf-8", "surrogatepass")
+    _check_tree(value, strings=_SURROGATE_ESCAPE.search(text) is not None)
     return value
 

@@ -133,6 +133,27 @@ async def test_a_bad_se_attribute_key_is_400_and_the_se_is_unchanged(
     assert "bad key" in answer["message"]
 
 
+@pytest.mark.parametrize(("method", "path", "raw"), [
+    ("PUT", "/metadata/fields", b'{"key": "run", "type": "string", "description": "\\ud951x"}'),
+    ("POST", "/metadata/set", b'{"path": "/", "values": {"\\udc00": 1}}'),
+    ("POST", "/dids", b'{"did": "cta:d", "description": ["\\uDFFF"]}'),
+])
+async def test_a_lone_surrogate_in_a_string_is_400(
+    api: RunningApi, catalogue_db: AsyncDatabase[Document], method: str, path: str, raw: bytes
+) -> None:
+    answer = await refused(api, catalogue_db, method, path, raw=raw)
+    assert "surrogate" in answer["message"]
+
+
+async def test_undecodable_bytes_in_a_query_parameter_are_4xx(
+    api: RunningApi, catalogue_db: AsyncDatabase[Document]
+) -> None:
+    async with aiohttp.ClientSession() as http, http.get(
+        f"{api.url}/api/v1/namespace/stat?path=/%ED%A0%80%FF", headers={"Authorization": f"Bearer {api.admin_token}"}
+    ) as resp:
+        assert resp.status in (400, 404), await resp.text()
+
+
 # ----------------------------------------------------------------------------- tokens
 
 
