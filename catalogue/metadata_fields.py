@@ -24,7 +24,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from kernel.bounds import INT64_MAX, INT64_MIN
 from kernel.db import Document, database_errors
-from kernel.errors import InvalidInput, NotFound
+from kernel.errors import Conflict, InvalidInput, NotFound
 
 METADATA_FIELDS = "metadata_fields"
 EFFECTIVE = "meta_effective"
@@ -160,6 +160,12 @@ async def declare_field(db: AsyncDatabase[Document], declaration: FieldDeclarati
     """
     with database_errors():
         existing = await db[METADATA_FIELDS].find_one({"_id": declaration.key})
+        declared = [d["_id"] for d in await db[METADATA_FIELDS].find({}, {"_id": 1}).to_list()]
+    # Index names are case-insensitive on FerretDB's SQLite backend: `run` and `Run` cannot both
+    # be indexed there, so keys that differ only in case are refused everywhere.
+    twin = next((k for k in declared if k != declaration.key and k.lower() == declaration.key.lower()), None)
+    if twin is not None:
+        raise Conflict(f"field {twin} is declared; keys that differ only in case cannot both be declared")
     if existing is not None and existing["type"] != declaration.type:
         raise InvalidInput(f"field {declaration.key} is declared as {existing['type']}; remove it before "
                            f"declaring it as {declaration.type}")

@@ -54,7 +54,8 @@ async def fields(request: web.Request) -> web.Response:
 
 
 @routes.put("/metadata/fields", policy=ADMIN, summary="Declare an indexed metadata field with its type",
-            body=FieldDeclaration, responses={400: "bad key or type, or a type change"})
+            body=FieldDeclaration, responses={400: "bad key or type, or a type change",
+                                              409: "a key differing only in case is declared"})
 async def declare(request: web.Request) -> web.Response:
     body = await read_model(request, FieldDeclaration)
     return json_response(await metadata_fields.declare_field(request.app[DATABASE], body))

@@ -82,6 +82,17 @@ async def test_an_int_metadata_query_value_outside_int64_is_400(
     assert "64-bit" in answer["message"]
 
 
+async def test_a_metadata_key_differing_only_in_case_from_a_declared_one_is_409(
+    api: RunningApi, catalogue_db: AsyncDatabase[Document]
+) -> None:
+    status, _ = await call(api, "PUT", "/metadata/fields", body={"key": "run", "type": "int"})
+    assert status == 200
+    before = await snapshot(catalogue_db)
+    status, answer = await call(api, "PUT", "/metadata/fields", body={"key": "Run", "type": "int"})
+    assert (status, answer["code"]) == (409, "conflict") and "run" in answer["message"]
+    assert await snapshot(catalogue_db) == before
+
+
 async def test_a_huge_query_parameter_is_400(api: RunningApi, catalogue_db: AsyncDatabase[Document]) -> None:
     await refused(api, catalogue_db, "GET", "/namespace/ls", params={"path": "/", "limit": str(HUGE)})
     await refused(api, catalogue_db, "GET", "/jobs", params={"limit": "9" * 5000})
