@@ -97,3 +97,18 @@ async def test_generated_calls_never_get_a_5xx_and_match_the_schemas(
     print(f"{run.calls} calls, statuses {dict(sorted(run.statuses.items()))}", *run.failures, sep="\n")
     assert not run.failures, f"{len(run.failures)} failing case(s) of {run.calls}; the first: {run.failures[0]}"
     assert run.calls >= 1000, f"only {run.calls} calls ran within {BUDGET_S} s"
+
+
+async def test_every_operation_publishes_its_answer_schemas(api: RunningApi) -> None:
+    async with aiohttp.ClientSession() as http, http.get(f"{api.url}/api/v1/openapi.json") as resp:
+        doc = await resp.json()
+    for path, operations in doc["paths"].items():
+        for method, op in operations.items():
+            success = [code for code in op["responses"] if code.startswith("2")]
+            assert len(success) == 1, (method, path, success)
+            content = op["responses"][success[0]]["content"]
+            assert STREAMING in content or "schema" in content["application/json"], (method, path)
+            for code, answer in op["responses"].items():
+                if code == "default" or code >= "400":
+                    assert answer["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/ErrorBody"}
+    assert "100000" in doc["components"]["schemas"]["LookupBody"]["properties"]["lfns"]["description"]
