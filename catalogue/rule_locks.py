@@ -31,7 +31,7 @@ from catalogue import quotas
 from catalogue.directories import DUPLICATE_KEY, now
 from catalogue.files import FILES
 from catalogue.rule_triggers import RULES
-from kernel.db import Document, IndexSpec, bulk_write_chunked, database_errors, increment
+from kernel.db import Document, IndexSpec, bulk_write_chunked, database_errors, increment, read_by_ids
 from kernel.errors import ServiceUnavailable
 
 LOCKS = "locks"
@@ -196,7 +196,6 @@ async def remove_locks(db: AsyncDatabase[Document], rule: Document, locks: list[
 
 
 LOCK_UPDATE_ATTEMPTS = 10
-FILES_PER_READ = 1000  # `_id $in` slices, see `transfers.requests.LOOKUP_CHUNK`
 
 
 async def change_replica_locks(db: AsyncDatabase[Document], locks: Iterable[Document], *, add: bool) -> None:
@@ -216,13 +215,10 @@ async def change_replica_locks(db: AsyncDatabase[Document], locks: Iterable[Docu
     for _ in range(LOCK_UPDATE_ATTEMPTS):
         lfns = sorted(pending)
         groups: dict[tuple[tuple[int, str, Any, tuple[str, ...]], ...], list[str]] = defaultdict(list)
-        with database_errors():
-            for start in range(0, len(lfns), FILES_PER_READ):
-                cursor = db[FILES].find({"_id": {"$in": lfns[start:start + FILES_PER_READ]}},
-                                        {"replicas.se": 1, "replicas.locks": 1, "replicas.lock_rules": 1})
-                async for doc in cursor:
-                    if changes := _lock_changes(doc, pending[doc["_id"]], add):
-                        groups[changes].append(doc["_id"])
+        projection = {"replicas.se": 1, "replicas.locks": 1, "replicas.lock_rules": 1}
+        async for doc in read_by_ids(db[FILES], lfns, projection):
+            if changes := _lock_changes(doc, pending[doc["_id"]], add):
+                groups[changes].append(doc["_id"])
         if not groups:
             return
         updates = [_lock_update(changes, group) for changes, group in groups.items()]

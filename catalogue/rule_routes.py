@@ -17,7 +17,9 @@ from catalogue import quotas, rule_locks, rules
 from catalogue.authorization import authorize_rule_target, require_visible_rule, visible_rules
 from catalogue.quotas import QuotaIn
 from catalogue.rules import RuleIn, RuleUpdate, rule_view
+from catalogue.se_expression import validate
 from kernel.errors import InvalidInput
+from kernel.responses import JsonList
 from kernel.web import ADMIN, DATABASE, ApiRoutes, json_response, principal_of, query_int, read_model, scopes
 
 routes = ApiRoutes("rules")
@@ -36,11 +38,15 @@ async def resolve_expression(request: web.Request) -> web.Response:
     return json_response({"expression": expression, "ses": [se["name"] for se in ses]})
 
 
-@routes.post("/rules", policy=WRITE, summary="Create a rule (its locks follow from the evaluator)", body=RuleIn,
+@routes.post("/rules", status=201,
+             policy=WRITE, summary="Create a rule (its locks follow from the evaluator)", body=RuleIn,
              responses=BAD_RULE)
 async def create(request: web.Request) -> web.Response:
     body = await read_model(request, RuleIn)
     db, principal = request.app[DATABASE], principal_of(request)
+    for expression in (body.expression, body.source_expression):
+        if expression:
+            validate(expression)  # a broken body is a 400 before the DID is looked at
     await authorize_rule_target(db, principal, body.did)
     doc = await rules.create_rule(db, principal, body)
     return json_response(rule_view(doc), status=201)
@@ -48,7 +54,7 @@ async def create(request: web.Request) -> web.Response:
 
 @routes.get("/rules", policy=READ, summary="Rules, newest first",
             query={"account": "owning account", "did": "scope:name or LFN", "state": "replicating, ok, stuck...",
-                   "limit": "1..10000 (1000)"})
+                   "limit": "1..10000 (1000)"}, response=JsonList)
 async def list_rules(request: web.Request) -> web.Response:
     db = request.app[DATABASE]
     found = await rules.list_rules(db, account=request.query.get("account"),
@@ -72,7 +78,7 @@ async def show(request: web.Request) -> web.Response:
 
 @routes.get("/rules/{id}/locks", policy=READ, summary="One page of a rule's locks",
             query={"state": "replicating, ok or stuck", "after": "last lock id of the previous page",
-                   "limit": "1..10000 (1000)"})
+                   "limit": "1..10000 (1000)"}, response=JsonList)
 async def locks(request: web.Request) -> web.Response:
     db = request.app[DATABASE]
     await visible_rule(request)
@@ -100,7 +106,7 @@ async def delete(request: web.Request) -> web.Response:
 
 
 @routes.get("/quotas", policy=READ, summary="Quotas and usage per account and SE",
-            query={"account": "one account (non-admins: always their own)"})
+            query={"account": "one account (non-admins: always their own)"}, response=JsonList)
 async def list_quotas(request: web.Request) -> web.Response:
     principal = principal_of(request)
     account = request.query.get("account") if principal.is_admin else principal.sub
