@@ -53,6 +53,7 @@ def per_user(**bodies: dict[str, Any]) -> Callable[[str], dict[str, Any]]:
 VICTIM_DIR = "/lhcb/pub/victims"
 RULE = {"copies": 1, "expression": "DISK2"}
 JOB = {"executable": "/bin/true", "input_data": [SHARED]}
+TRANSFORMATION = {"name": "bobs", "input_query": "kind=raw", "job": {"executable": "/bin/true"}}
 
 # (bob, carol, alice). Decisions: see catalogue.authorization; namespace refusals that are not
 # about hidden contents stay 403 (traversal is checked before existence, so they reveal nothing).
@@ -172,6 +173,22 @@ MATRIX: dict[str, Case] = {
     "POST /jobs/{id}/outputs": pilot_only("/jobs/{job}/outputs"),
     "POST /jobs/{id}/output-slots": pilot_only("/jobs/{job}/output-slots"),
     "POST /jobs/{id}/report": pilot_only("/jobs/{job}/report"),
+    # transformations are like jobs: no namespace objects; only the owner (or an admin) sees one
+    "POST /transformations": Case("/transformations", (201, 201, 201), lambda who: {**TRANSFORMATION, "name": who},
+                                  changes=frozenset(USERS)),
+    "GET /transformations": same(200, "/transformations"),
+    "GET /transformations/{id}": Case("/transformations/{transformation}", (200, 403, 403), changes=frozenset()),
+    "GET /transformations/{id}/files": Case("/transformations/{transformation}/files", (200, 403, 403),
+                                            changes=frozenset()),
+    "GET /transformations/{id}/tasks": Case("/transformations/{transformation}/tasks", (200, 403, 403),
+                                            changes=frozenset()),
+    # bob's is new (no feeder runs here): it cannot be flushed before its initial query ran
+    "POST /transformations/{id}/flush": Case("/transformations/{transformation}/flush", (409, 403, 403), {},
+                                             changes=frozenset()),
+    "POST /transformations/{id}/stop": Case("/transformations/{transformation}/stop", (200, 403, 403), {}),
+    "POST /transformations/{id}/start": Case("/transformations/{transformation}/start", (200, 403, 403), {}),
+    "POST /transformations/{id}/extend": Case("/transformations/{transformation}/extend", (200, 403, 403),
+                                              {"tasks": 1}),
 }
 MATRIX_IDS: dict[str, str] = {}
 
@@ -196,6 +213,9 @@ async def bobs_objects(world: World) -> None:
     status, answer = await world.call("bob", "POST", "/jobs", {"jobs": [JOB]})
     assert status == 201, answer
     MATRIX_IDS["job"] = answer["ids"][0]
+    status, answer = await world.call("bob", "POST", "/transformations", TRANSFORMATION)
+    assert status == 201, answer
+    MATRIX_IDS["transformation"] = answer["id"]
 
 
 def generic_status(policy: str, who: str) -> int:

@@ -12,7 +12,7 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("kernel", "catalogue", "transfers", "storage_plugins", "wms", "cairn")
+PACKAGES = ("kernel", "catalogue", "transfers", "storage_plugins", "wms", "productions", "cairn")
 WRITES = {"insert_one", "insert_many", "update_one", "update_many", "delete_one", "delete_many", "replace_one",
           "bulk_write", "find_one_and_update", "find_one_and_replace", "find_one_and_delete", "drop"}
 # Which package may write each collection.
@@ -28,6 +28,7 @@ OWNERS = {
     "transfer_requests": "transfers", "link_stats": "transfers",
     "jobs": "wms", "job_claims": "wms", "counters": "wms", "task_queues": "wms", "task_queue_entries": "wms",
     "group_usage": "wms",
+    "transformations": "productions", "transformation_files": "productions", "transformation_tasks": "productions",
 }
 
 

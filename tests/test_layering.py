@@ -7,13 +7,14 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("kernel", "catalogue", "transfers", "storage_plugins", "wms", "cairn")
+PACKAGES = ("kernel", "catalogue", "transfers", "storage_plugins", "wms", "productions", "cairn")
 ALLOWED = {
     "kernel": set(),
     "storage_plugins": {"kernel"},
     "catalogue": {"kernel"},
     "transfers": {"kernel", "catalogue", "storage_plugins"},
     "wms": {"kernel", "catalogue", "transfers", "storage_plugins"},
+    "productions": {"kernel", "catalogue", "transfers", "storage_plugins", "wms"},
     "cairn": set(PACKAGES) - {"cairn"},
 }
 

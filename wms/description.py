@@ -37,6 +37,9 @@ class OutputFile(BaseModel):
     path: str = Field(..., min_length=1, description="relative path in the job's work directory")
     lfn: str = Field(..., pattern=LFN_PATTERN)
     se: str = Field(..., pattern=NAME_PATTERN)
+    meta: dict[str, str | Int64 | float] = Field(
+        default_factory=dict, max_length=100,
+        description="metadata the output is registered with (e.g. type=dl1), checked against the declared types")
 
     @field_validator("path")
     @classmethod

@@ -123,9 +123,10 @@ async def register_outputs(
         failed.update({lfn: "a later attempt of the job registered this output, or the file changed meanwhile"
                        for lfn in overwrite if lfn not in updated})
     if new:
+        metas = {o["lfn"]: o.get("meta") or {} for o in job["description"]["outputs"]}
         result = await register_files(db, owner_of(job), [
             {"lfn": i["lfn"], "size": i["size"], "adler32": i["adler32"], "guid": guids[i["lfn"]],
-             "replicas": [{"se": i["se"], "url": i["url"]}]} for i in new])
+             "replicas": [{"se": i["se"], "url": i["url"]}], "meta": metas.get(i["lfn"], {})} for i in new])
         failed.update({lfn: str(reason) for lfn, reason in result["failed"].items()})
         registered = [lfn for lfn in result["successful"] if lfn not in failed]
         if registered:

@@ -27,12 +27,17 @@ from wms.input_selection import resolve_inputs
 
 
 async def submit(
-    db: AsyncDatabase[Document], principal: Principal, descriptions: Sequence[JobDescription]
+    db: AsyncDatabase[Document], principal: Principal, descriptions: Sequence[JobDescription],
+    *, ids: Sequence[str] | None = None,
 ) -> list[str]:
-    """Validate and store the jobs of a submission; returns their ids in description order."""
+    """Validate and store the jobs of a submission; returns their ids in description order.
+    `ids` (from `jobs.allocate_ids`, one per concrete job) lets a caller record the ids before
+    the jobs exist, so that a retried submission can tell whether they were stored."""
     concrete = await resolve_inputs(db, principal, [job for d in descriptions for job in expand(d)])
     await _validate(db, principal, concrete)
-    ids = await jobs.allocate_ids(db, len(concrete))
+    if ids is not None and len(ids) != len(concrete):
+        raise InvalidInput(f"{len(ids)} job ids given for {len(concrete)} jobs")
+    ids = list(ids) if ids is not None else await jobs.allocate_ids(db, len(concrete))
     at = jobs.now()
     docs = [_job_document(job_id, job, principal, at) for job_id, job in zip(ids, concrete, strict=True)]
     await jobs.insert_jobs(db, docs)

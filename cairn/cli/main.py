@@ -19,6 +19,7 @@ from cairn.cli import (
     ses,
     token,
     transfers,
+    transformations,
 )
 
 
@@ -36,6 +37,7 @@ cli.add_command(token.token)
 cli.add_command(token.whoami)
 cli.add_command(jobs.job)
 cli.add_command(jobs.pilot)
+cli.add_command(transformations.transformation)
 cli.add_command(requests.replicate)
 cli.add_command(data.upload)
 cli.add_command(data.download)

@@ -1,0 +1,43 @@
+"""SDK calls for transformations (mixed into `cairn.sdk.Client`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kernel.client import BaseClient
+
+Json = dict[str, Any]
+
+
+class TransformationsClient(BaseClient):
+    async def add_transformation(self, spec: Json) -> Json:
+        """Create a transformation from its spec; returns it (state new)."""
+        result: Json = await self.request("POST", "/transformations", json_body=spec)
+        return result
+
+    async def list_transformations(self, *, owner: str | None = None, limit: int = 100) -> list[Json]:
+        result: list[Json] = await self.request("GET", "/transformations", params={"owner": owner, "limit": limit})
+        return result
+
+    async def get_transformation(self, transformation_id: str) -> Json:
+        """A transformation with its files per status and tasks per state."""
+        result: Json = await self.request("GET", f"/transformations/{transformation_id}")
+        return result
+
+    async def transformation_files(self, transformation_id: str, *, status: str | None = None,
+                                   after: str | None = None, limit: int = 1000) -> list[Json]:
+        result: list[Json] = await self.request("GET", f"/transformations/{transformation_id}/files",
+                                                params={"status": status, "after": after, "limit": limit})
+        return result
+
+    async def transformation_tasks(self, transformation_id: str, *, state: str | None = None,
+                                   limit: int = 1000) -> list[Json]:
+        result: list[Json] = await self.request("GET", f"/transformations/{transformation_id}/tasks",
+                                                params={"state": state, "limit": limit})
+        return result
+
+    async def transformation_action(self, transformation_id: str, action: str, body: Json | None = None) -> Json:
+        """flush, stop, start or extend ({"tasks": n})."""
+        result: Json = await self.request("POST", f"/transformations/{transformation_id}/{action}",
+                                          json_body=body or {})
+        return result

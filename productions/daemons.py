@@ -1,0 +1,71 @@
+"""The transformation daemons: thin loops over feeding, task creation and submission, and
+monitoring. Any number of instances run: the feed has one lease, and each transformation one
+lease per daemon, so two instances never work on the same transformation at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from pymongo.asynchronous.database import AsyncDatabase
+
+from kernel import lease
+from kernel.daemon import Daemon
+from kernel.db import Document
+from productions import feeding, monitoring, task_creation, task_submission, transformations
+
+LEASE_S = 60.0
+
+
+class _PerTransformation(Daemon):
+    idle_sleep_s = 1.0
+    states: tuple[str, ...] = transformations.RUNNING
+
+    def __init__(self, db: AsyncDatabase[Document]) -> None:
+        super().__init__()
+        self.db = db
+
+    async def each(self, work: Callable[[Document], Coroutine[Any, Any, int]]) -> int:
+        handled = 0
+        for doc in await transformations.running(self.db, self.states):
+            _, done = await lease.under_named_lease(self.db, f"{self.name}:{doc['_id']}", self.worker, work(doc),
+                                                    lease_s=LEASE_S)
+            handled += done or 0
+        return handled
+
+
+class TransformationFeeder(_PerTransformation):
+    """Feeds transformations: the change feed's new events, and the initial query of new ones."""
+
+    name = "transformation-feeder"
+    states = ("new",)
+
+    async def run_once(self) -> int:
+        handled = await feeding.follow(self.db, self.worker, lease_s=LEASE_S)
+        return handled + await self.each(lambda doc: feeding.initial_feed(self.db, doc))
+
+
+class TransformationTasks(_PerTransformation):
+    """Makes tasks of unused files and submits them as jobs."""
+
+    name = "transformation-tasks"
+    states = ("active", "flushing")
+
+    async def _work(self, doc: Document) -> int:
+        made = await task_creation.create_tasks(self.db, doc)
+        await task_creation.flush_done(self.db, doc)
+        return made + await task_submission.submit_tasks(self.db, doc)
+
+    async def run_once(self) -> int:
+        return await self.each(self._work)
+
+
+class TransformationMonitor(_PerTransformation):
+    """Follows the jobs of submitted tasks (of stopped transformations too: their running jobs)."""
+
+    name = "transformation-monitor"
+    states = ("active", "flushing", "stopped")
+
+    async def run_once(self) -> int:
+        return await self.each(lambda doc: monitoring.follow_tasks(self.db, doc))

@@ -1,0 +1,136 @@
+"""Feeding transformations with input files: the initial query (files that existed before the
+transformation), and the catalogue's change feed (files registered, or whose metadata changed,
+after). Both end in `transformation_files.add_files` (an idempotent bulk upsert), only for files
+the owner may read, so a transformation never feeds on a file its owner could not.
+
+The initial query streams the owner's `find` in LFN order, a batch at a time, saving the last
+LFN after each batch (a restarted feeder resumes there): memory stays flat for any number of
+files. The feed consumer ("transformations") evaluates each running transformation's query
+against the batch's LFNs with one `find` per transformation (the compiled query AND `_id $in`),
+and a directory whose metadata changed as the query scoped to that directory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from pymongo.asynchronous.database import AsyncDatabase
+
+from catalogue import change_feed
+from catalogue.collection_names import FILES
+from catalogue.directories import fetch_directories
+from catalogue.files import authorized_files
+from catalogue.find import open_query, query_filter
+from catalogue.lfn import ROOT
+from catalogue.permissions import READ
+from kernel.db import Document, database_errors
+from productions import transformation_files, transformations
+
+CONSUMER = "transformation-feeder"
+FILE_EVENTS = ("file_registered", "metadata_changed", "replica_added")
+BATCH = 1000
+
+
+def group_key(doc: Document) -> str | None:
+    grouping = doc["spec"].get("grouping") or {}
+    return grouping.get("key") if grouping.get("plugin") == "meta" else None
+
+
+def _needs_input(doc: Document) -> bool:
+    return doc["spec"].get("input_query") is not None
+
+
+async def initial_feed(db: AsyncDatabase[Document], doc: Document) -> int:
+    """Feed the files the query finds now (resuming after the saved LFN); then the
+    transformation is active. Returns how many files were added."""
+    added = 0
+    if _needs_input(doc):
+        spec = doc["spec"]
+        results = await open_query(db, transformations.owner_principal(doc), spec["input_query"],
+                                   scope=spec["input_path"], after=doc.get("initial_after"))
+        batch: list[Document] = []
+        async for found in results:
+            batch.append(found)
+            if len(batch) >= BATCH:
+                added += await _add_batch(db, doc, batch)
+                batch = []
+        added += await _add_batch(db, doc, batch)
+    await transformations.set_state(db, doc["_id"], ("new",), "active")
+    return added
+
+
+async def _add_batch(db: AsyncDatabase[Document], doc: Document, batch: list[Document]) -> int:
+    if not batch:
+        return 0
+    # find()'s records carry `meta` under the name the file view uses; keep the stored shape.
+    records = [{"_id": d["_id"], "size": d.get("size"), "meta_effective": d.get("meta_effective") or d.get("meta")}
+               for d in batch]
+    added = await transformation_files.add_files(db, doc["_id"], records, group_key(doc))
+    await transformations.save_initial_progress(db, doc["_id"], batch[-1]["_id"])
+    return added
+
+
+async def feed_lfns(db: AsyncDatabase[Document], doc: Document, lfns: Sequence[str]) -> int:
+    """Evaluate the transformation's query against these files (one query) and add those that
+    match and that its owner may read."""
+    if not lfns or not _needs_input(doc):
+        return 0
+    spec = doc["spec"]
+    flt = await query_filter(db, spec["input_query"], spec["input_path"])
+    with database_errors():
+        matched = await db[FILES].find({"$and": [flt, {"_id": {"$in": list(lfns)}}]}, {"_id": 1}).to_list()
+    if not matched:
+        return 0
+    allowed, _ = await authorized_files(db, transformations.owner_principal(doc), [m["_id"] for m in matched], READ)
+    return await transformation_files.add_files(db, doc["_id"], list(allowed.values()), group_key(doc))
+
+
+def _narrower(a: str, b: str) -> str | None:
+    """The narrower of two nested directories, or None when neither holds the other."""
+    for outer, inner in ((a, b), (b, a)):
+        if outer == ROOT or inner == outer or inner.startswith(outer.rstrip("/") + "/"):
+            return inner
+    return None
+
+
+async def feed_directory(db: AsyncDatabase[Document], doc: Document, directory: str) -> int:
+    """Files below a directory whose (inherited) metadata changed, as the owner's query finds them."""
+    scope = _narrower(directory, doc["spec"]["input_path"])
+    if scope is None or not _needs_input(doc):
+        return 0
+    results = await open_query(db, transformations.owner_principal(doc), doc["spec"]["input_query"], scope=scope)
+    added, batch = 0, []
+    async for found in results:
+        batch.append({"_id": found["_id"], "size": found.get("size"), "meta_effective": found.get("meta_effective")})
+        if len(batch) >= BATCH:
+            added += await transformation_files.add_files(db, doc["_id"], batch, group_key(doc))
+            batch = []
+    return added + await transformation_files.add_files(db, doc["_id"], batch, group_key(doc))
+
+
+async def handle_events(db: AsyncDatabase[Document], events: list[change_feed.Event]) -> int:
+    """Feed every running transformation from one batch of change-feed events."""
+    paths = list(dict.fromkeys(e["did"] for e in events if e["kind"] in FILE_EVENTS and e["did"].startswith("/")))
+    if not paths:
+        return 0
+    with database_errors():
+        files = [d["_id"] for d in await db[FILES].find({"_id": {"$in": paths}}, {"_id": 1}).to_list()]
+    changed_meta = {e["did"] for e in events if e["kind"] == "metadata_changed"}
+    directories = sorted(await fetch_directories(db, changed_meta - set(files)))
+    added = 0
+    for doc in await transformations.running(db):
+        added += await feed_lfns(db, doc, files)
+        for directory in directories:
+            added += await feed_directory(db, doc, directory)
+    return added
+
+
+async def follow(db: AsyncDatabase[Document], worker: str, *, lease_s: float) -> int:
+    """Handle the feed's new events for the transformations; returns how many events were read."""
+
+    async def handle(events: list[change_feed.Event]) -> None:
+        await handle_events(db, events)
+
+    return await change_feed.consume(db, CONSUMER, worker, handle, lease_s=lease_s)
+
+

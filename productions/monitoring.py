@@ -1,0 +1,64 @@
+"""Following the jobs of submitted tasks: a done job makes its task done and its files processed;
+a failed job is counted (once per attempt) and rescheduled until the transformation's
+`max_attempts`, then its task fails and its files become problematic. An mc transformation whose
+tasks were all made and all ended is completed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+from pymongo.asynchronous.database import AsyncDatabase
+
+from kernel.db import Document
+from kernel.errors import Conflict
+from productions import tasks, transformation_files, transformations
+from wms import control, jobs, states
+
+BATCH = 500
+
+
+async def _failed(db: AsyncDatabase[Document], doc: Document, task: Document, job: Document) -> None:
+    counted = await tasks.count_failure(db, task, int(job["attempt"])) or task
+    if int(counted["failures"]) < int(doc["spec"]["max_attempts"]):
+        # Conflict: rescheduled already (or by someone else); the next pass sees the new attempt.
+        with contextlib.suppress(Conflict):
+            await control.reschedule(db, job, f"task {task['_id']}: retry {counted['failures']}")
+        return
+    await transformation_files.finish_task_files(db, doc["_id"], task["_id"], "problematic", failed=True)
+    await tasks.mark(db, [task["_id"]], ["submitted"], "failed",
+                     f"job {job['_id']} failed {counted['failures']} time(s): {job.get('reason', '')}")
+
+
+async def follow_tasks(db: AsyncDatabase[Document], doc: Document) -> int:
+    """One pass over the transformation's submitted tasks; returns how many changed."""
+    changed = 0
+    after = -1
+    while True:
+        open_tasks = await tasks.tasks_in(db, doc["_id"], ["submitted"], BATCH, after)
+        if not open_tasks:
+            break
+        after = open_tasks[-1]["number"]
+        found = {j["_id"]: j for j in await jobs.get_jobs(db, [t["job"] for t in open_tasks])}
+        for task in open_tasks:
+            job = found.get(task["job"])
+            if job is None:
+                continue
+            if job["state"] == states.DONE:
+                await transformation_files.finish_task_files(db, doc["_id"], task["_id"], "processed")
+                changed += await tasks.mark(db, [task["_id"]], ["submitted"], "done", "job done")
+            elif job["state"] in (states.FAILED, states.KILLED):
+                await _failed(db, doc, task, job)
+                changed += 1
+    await _maybe_complete(db, doc)
+    return changed
+
+
+async def _maybe_complete(db: AsyncDatabase[Document], doc: Document) -> None:
+    if doc["spec"]["type"] != "mc" or doc["state"] != "active":
+        return
+    fresh = await transformations.get(db, doc["_id"])
+    if fresh["next_task"] < (fresh["spec"].get("max_tasks") or 0):
+        return
+    if not await tasks.tasks_in(db, doc["_id"], list(tasks.OPEN), 1):
+        await transformations.set_state(db, doc["_id"], ("active",), "completed")

@@ -1,0 +1,116 @@
+"""What a user gives to create a transformation: validated at the edge, before anything is stored.
+
+A job template is a job description (`wms.description.JobDescription`) whose strings may hold
+placeholders filled per task: `%(transformation)s`, `%(task)s` (the task's number) and any
+metadata key whose value all of the task's input files share (e.g. `%(run)s`). The task's input
+files become the job's `input_data`. An output's `meta` value that is exactly one placeholder
+takes the value with its type (`run: "%(run)s"` stays a number).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from wms.description import NAME_PATTERN, JobDescription
+
+Kind = Literal["processing", "mc"]
+GroupingPlugin = Literal["count", "size", "meta"]
+# A value that fills every placeholder when the template is checked at creation.
+_SAMPLE = {"transformation": "t", "transformation_id": "t", "task": 1}
+
+
+class Grouping(BaseModel):
+    """How unused files become tasks: `count` files per task, files up to `bytes` per task, or
+    files sharing the value of the metadata `key` (with at most `count` per task)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    plugin: GroupingPlugin = "count"
+    count: int = Field(1, ge=1, le=10_000, description="files per task (the most, for `meta`)")
+    bytes: int = Field(10**10, ge=1, description="total input bytes per task (`size`)")
+    key: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$",
+                            description="the metadata key whose value groups files (`meta`)")
+
+    @model_validator(mode="after")
+    def _key_for_meta(self) -> Grouping:
+        if (self.plugin == "meta") != (self.key is not None):
+            raise ValueError("give `key` with plugin meta, and only then")
+        return self
+
+
+class TransformationSpec(BaseModel):
+    """A transformation to create."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(..., pattern=NAME_PATTERN)
+    type: Kind = "processing"
+    input_query: str | None = Field(None, min_length=1, max_length=10_000,
+                                    description="metadata query (as `cairn find`) selecting the input files")
+    input_path: str = Field("/", pattern=r"^/", max_length=4096, description="the directory the query is scoped to")
+    job: dict[str, Any] = Field(..., description="the job template (a job description with placeholders)")
+    grouping: Grouping = Field(default_factory=Grouping)
+    max_tasks: int | None = Field(None, ge=0, le=10_000_000, description="at most this many tasks (MC: exactly)")
+    max_attempts: int = Field(3, ge=1, le=20, description="attempts of a task before its files are problematic")
+    priority: int = Field(5, ge=0, le=10)
+    group: str | None = Field(None, pattern=NAME_PATTERN, description="the job group (default: the owner's)")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TransformationSpec:
+        if self.type == "mc" and self.input_query is not None:
+            raise ValueError("an mc transformation has no input query")
+        if self.type == "mc" and self.max_tasks is None:
+            raise ValueError("an mc transformation needs max_tasks (how many tasks to make)")
+        if self.type == "processing" and self.input_query is None:
+            raise ValueError("a processing transformation needs an input_query")
+        if "parameters" in self.job or "input_data" in self.job:
+            raise ValueError("the job template may not give parameters or input_data (the task gives its inputs)")
+        render(self.job, _SAMPLE | placeholder_keys(self.job, sample=True), task_inputs=[])
+        return self
+
+
+def placeholder_keys(template: Any, *, sample: bool = False) -> dict[str, Any]:
+    """The metadata placeholders a template uses (`%(run)s` → run), each with a sample value."""
+    import re
+
+    found: dict[str, Any] = {}
+    for text in _strings(template):
+        for key in re.findall(r"%\(([A-Za-z_][A-Za-z0-9_.-]*)\)", text):
+            if key not in _SAMPLE:
+                found[key] = 1 if sample else None
+    return found
+
+
+def _strings(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return [s for v in value.values() for s in _strings(v)]
+    if isinstance(value, list):
+        return [s for v in value for s in _strings(v)]
+    return []
+
+
+def _fill(value: Any, env: dict[str, Any]) -> Any:
+    if isinstance(value, str):
+        for key, given in env.items():
+            if value == f"%({key})s":
+                return given
+        return value % env
+    if isinstance(value, dict):
+        return {k: _fill(v, env) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_fill(v, env) for v in value]
+    return value
+
+
+def render(template: dict[str, Any], env: dict[str, Any], *, task_inputs: list[str]) -> JobDescription:
+    """The job of one task: the template with its placeholders filled and the task's inputs
+    (ValueError naming the problem when a placeholder has no value or the job is invalid)."""
+    try:
+        filled = _fill(template, env)
+    except (KeyError, ValueError, TypeError) as exc:
+        raise ValueError(f"cannot fill the job template's placeholders: {exc!r}") from exc
+    return JobDescription.model_validate({**filled, "input_data": task_inputs})

@@ -1,0 +1,58 @@
+"""Stopping a transformation: no new tasks; tasks not submitted yet and jobs not started yet
+are cancelled (their files unused again, so `start` resumes them); running jobs finish and are
+followed. No data is deleted."""
+
+from __future__ import annotations
+
+from pymongo.asynchronous.database import AsyncDatabase
+
+from kernel.db import Document
+from kernel.errors import Conflict
+from productions import tasks, transformation_files, transformations
+from wms import control, jobs, states
+
+NOT_STARTED = (states.RECEIVED, states.CHECKING, states.STAGING, states.WAITING)
+BATCH = 500
+
+
+async def _release(db: AsyncDatabase[Document], doc: Document, task_ids: list[str], from_states: list[str]) -> int:
+    released = 0
+    for task_id in task_ids:
+        if await tasks.mark(db, [task_id], from_states, "killed", "transformation stopped"):
+            await transformation_files.finish_task_files(db, doc["_id"], task_id, "unused")
+            released += 1
+    return released
+
+
+async def stop(db: AsyncDatabase[Document], doc: Document) -> dict[str, int]:
+    """Stop the transformation and cancel what has not started; returns what was cancelled."""
+    stopped = await transformations.change_state(db, doc, ("new", "active", "flushing"), "stopped")
+    created = await tasks.tasks_in(db, doc["_id"], ["created"], 10**7)
+    cancelled = await _release(db, stopped, [t["_id"] for t in created if t.get("job") is None], ["created"])
+    jobs_killed = 0
+    after = -1
+    while batch := await tasks.tasks_in(db, doc["_id"], ["created", "submitted"], BATCH, after):
+        after = batch[-1]["number"]
+        found = await jobs.get_jobs(db, [t["job"] for t in batch if t.get("job")])
+        by_job = {t["job"]: t for t in batch}
+        for job in found:
+            if job["state"] not in NOT_STARTED:
+                continue
+            try:
+                outcome = await control.kill(db, job, "its transformation was stopped")
+            except Conflict:
+                continue
+            if outcome["state"] == states.KILLED:
+                jobs_killed += 1
+                cancelled += await _release(db, stopped, [by_job[job["_id"]]["_id"]], ["created", "submitted"])
+    return {"tasks_cancelled": cancelled, "jobs_killed": jobs_killed}
+
+
+async def start(db: AsyncDatabase[Document], doc: Document) -> Document:
+    """Resume a stopped transformation."""
+    return await transformations.change_state(db, doc, ("stopped",), "active")
+
+
+async def flush(db: AsyncDatabase[Document], doc: Document) -> Document:
+    """Ask the next task-creation pass to make tasks of incomplete groups too."""
+    return await transformations.change_state(db, doc, ("active", "flushing"), "flushing")

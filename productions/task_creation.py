@@ -1,0 +1,73 @@
+"""Making tasks: unused files are grouped (`productions.grouping`) into new tasks, or an mc
+transformation gets its next tasks with no input. Runs under the transformation's lease.
+
+Order, so that a crash loses nothing and assigns nothing twice: task numbers are reserved, the
+tasks inserted (state created, their files listed), then their files marked assigned. A task
+whose files were not marked yet (its creator died) is completed by `repair_assignments` before
+any new grouping, so a file is never put in a second task.
+"""
+
+from __future__ import annotations
+
+from pymongo import UpdateMany
+from pymongo.asynchronous.database import AsyncDatabase
+
+from kernel.db import Document, bulk_write_chunked
+from productions import tasks, transformation_files, transformations
+from productions.grouping import make_groups, shared_metadata
+
+WINDOW = 10_000
+MC_BATCH = 500
+
+
+def _env(doc: Document, number: int, files: list[Document]) -> Document:
+    return {**shared_metadata(files), "transformation": doc["name"], "transformation_id": doc["_id"], "task": number}
+
+
+async def repair_assignments(db: AsyncDatabase[Document], doc: Document) -> int:
+    """Mark assigned the files of every created task (idempotent; one bulk write)."""
+    created = await tasks.tasks_in(db, doc["_id"], ["created"], WINDOW)
+    if not created:
+        return 0
+    ops = [UpdateMany({"_id": {"$in": [transformation_files.file_id(doc["_id"], lfn) for lfn in t["files"]]},
+                       "status": "unused"},
+                      {"$set": {"status": "assigned", "task": t["_id"], "updated": tasks.now()}})
+           for t in created if t["files"]]
+    if not ops:
+        return 0
+    return (await bulk_write_chunked(db[transformation_files.FILES], ops)).modified_count
+
+
+def _room(doc: Document) -> int | None:
+    limit = doc["spec"].get("max_tasks")
+    return None if limit is None else max(0, int(limit) - int(doc.get("next_task", 0)))
+
+
+async def create_tasks(db: AsyncDatabase[Document], doc: Document) -> int:
+    """Make the tasks the transformation's unused files (or its mc quota) allow now."""
+    await repair_assignments(db, doc)
+    room = _room(doc)
+    if room == 0:
+        return 0
+    if doc["spec"]["type"] == "mc":
+        groups: list[list[Document]] = [[] for _ in range(min(room or MC_BATCH, MC_BATCH))]
+    else:
+        window = [f async for f in transformation_files.unused_files(db, doc["_id"], WINDOW)]
+        final = doc["state"] == "flushing" and len(window) < WINDOW
+        groups = make_groups(window, doc["spec"]["grouping"], final=final)
+        if room is not None:
+            groups = groups[:room]
+    if not groups:
+        return 0
+    first = await transformations.allocate_tasks(db, doc["_id"], len(groups))
+    new = [tasks.document(doc["_id"], first + i, [f["lfn"] for f in g], _env(doc, first + i, g))
+           for i, g in enumerate(groups)]
+    await tasks.insert(db, new)
+    await repair_assignments(db, doc)
+    return len(new)
+
+
+async def flush_done(db: AsyncDatabase[Document], doc: Document) -> None:
+    """A flushing transformation returns to active once a creation pass made its incomplete groups."""
+    if doc["state"] == "flushing":
+        await transformations.set_state(db, doc["_id"], ("flushing",), "active")

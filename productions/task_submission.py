@@ -1,0 +1,77 @@
+"""Submitting created tasks as jobs through the job layer, in bulk, exactly once.
+
+Each task first gets its job id recorded (`wms.jobs.allocate_ids`, then one bulk write), and
+only then is the job stored with that id (`wms.submission.submit(ids=...)`). A submitter that
+died in between leaves tasks whose job id is recorded: the next pass finds which of those jobs
+exist (they are submitted) and submits the others with the same ids, so no task gets two jobs.
+A task whose job the job layer refuses (an output that exists, an input gone) fails with the
+reason and its files become problematic.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from pymongo.asynchronous.database import AsyncDatabase
+
+from kernel.db import Document
+from kernel.errors import Conflict, Forbidden, InvalidInput, NotFound
+from productions import tasks, transformation_files, transformations
+from productions.spec import render
+from wms import jobs, submission
+from wms.description import JobDescription
+
+BATCH = 200
+REFUSALS = (InvalidInput, Conflict, Forbidden, NotFound)
+log = logging.getLogger("cairn.productions")
+
+
+def _description(doc: Document, task: Document) -> JobDescription:
+    template = {"priority": doc["spec"]["priority"], **doc["spec"]["job"]}
+    template.setdefault("name", f"{doc['name']}-%(task)s")
+    return render(template, task["env"], task_inputs=task["files"])
+
+
+async def _fail(db: AsyncDatabase[Document], doc: Document, task: Document, reason: str) -> None:
+    log.warning("transformation %s task %s refused: %s", doc["_id"], task["_id"], reason)
+    await transformation_files.finish_task_files(db, doc["_id"], task["_id"], "problematic", failed=True)
+    await tasks.mark(db, [task["_id"]], ["created"], "failed", reason)
+
+
+async def submit_tasks(db: AsyncDatabase[Document], doc: Document) -> int:
+    """Submit up to BATCH created tasks as jobs; returns how many were submitted."""
+    created = await tasks.tasks_in(db, doc["_id"], ["created"], BATCH)
+    if not created:
+        return 0
+    fresh = [t for t in created if t.get("job") is None]
+    if fresh:
+        reserved = dict(zip([t["_id"] for t in fresh], await jobs.allocate_ids(db, len(fresh)), strict=True))
+        await tasks.reserve_jobs(db, reserved)
+        created = await tasks.tasks_in(db, doc["_id"], ["created"], BATCH)
+    existing = {j["_id"] for j in await jobs.get_jobs(db, [t["job"] for t in created if t.get("job")])}
+    already = [t for t in created if t.get("job") in existing]
+    await tasks.mark(db, [t["_id"] for t in already], ["created"], "submitted", "submitted")
+    pending: list[tuple[Document, JobDescription]] = []
+    for task in created:
+        if task.get("job") is None or task["job"] in existing:
+            continue
+        try:
+            pending.append((task, _description(doc, task)))
+        except ValueError as exc:
+            await _fail(db, doc, task, f"the job template gives no valid job: {exc}")
+    if not pending:
+        return len(already)
+    principal = transformations.owner_principal(doc)
+    try:
+        await submission.submit(db, principal, [d for _, d in pending], ids=[t["job"] for t, _ in pending])
+        submitted = [t for t, _ in pending]
+    except REFUSALS:
+        submitted = []
+        for task, description in pending:  # find which task the job layer refuses
+            try:
+                await submission.submit(db, principal, [description], ids=[task["job"]])
+                submitted.append(task)
+            except REFUSALS as exc:
+                await _fail(db, doc, task, f"the job layer refused the job: {exc}")
+    await tasks.mark(db, [t["_id"] for t in submitted], ["created"], "submitted", "submitted")
+    return len(submitted) + len(already)

@@ -1,0 +1,101 @@
+"""The `transformation_tasks` collection: one document per task, `_id` "TRANSFORMATION:NUMBER".
+
+States: created (files chosen; `job` holds the job id reserved for it once submission began),
+submitted (the job exists), done, failed (its attempts ran out: its files are problematic),
+killed (the transformation was stopped before the job ran: its files are unused again).
+`failures` counts the failed job attempts seen; `seen_attempt` the last one counted, so a monitor
+that dies between counting and rescheduling never counts an attempt twice.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from typing import Any
+
+from pymongo import UpdateOne
+from pymongo.asynchronous.database import AsyncDatabase
+
+from kernel.db import Document, IndexSpec, bulk_write_chunked, database_errors
+
+TASKS = "transformation_tasks"
+STATES = ("created", "submitted", "done", "failed", "killed")
+OPEN = ("created", "submitted")
+
+INDEXES = [
+    # tasks_in (submission, monitoring, API)
+    IndexSpec(TASKS, [("transformation", 1), ("state", 1), ("number", 1)], name="transformation_tasks_by_state"),
+]
+
+
+def task_id(transformation_id: str, number: int) -> str:
+    return f"{transformation_id}:{number:08d}"
+
+
+def now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def document(transformation_id: str, number: int, lfns: Sequence[str], env: dict[str, Any]) -> Document:
+    at = now()
+    return {"_id": task_id(transformation_id, number), "transformation": transformation_id, "number": number,
+            "files": list(lfns), "env": env, "state": "created", "job": None, "failures": 0,
+            "seen_attempt": 0, "reason": "created", "created": at, "updated": at}
+
+
+async def insert(db: AsyncDatabase[Document], docs: Sequence[Document]) -> None:
+    """Store new tasks (their ids are fresh numbers, so an insert never meets an existing one)."""
+    if docs:
+        with database_errors():
+            await db[TASKS].insert_many(list(docs), ordered=False)
+
+
+async def tasks_in(db: AsyncDatabase[Document], transformation_id: str, states: Sequence[str], limit: int,
+                   after: int = -1) -> list[Document]:
+    """Tasks in these states, by number (index: transformation_tasks_by_state)."""
+    with database_errors():
+        return await db[TASKS].find({"transformation": transformation_id, "state": {"$in": list(states)},
+                                     "number": {"$gt": after}}).sort("number", 1).limit(limit).to_list()
+
+
+async def reserve_jobs(db: AsyncDatabase[Document], job_ids: dict[str, str]) -> None:
+    """Record the job id each created task will be submitted as (before the job exists)."""
+    ops = [UpdateOne({"_id": tid, "state": "created", "job": None}, {"$set": {"job": job, "updated": now()}})
+           for tid, job in job_ids.items()]
+    await bulk_write_chunked(db[TASKS], ops)
+
+
+async def mark(db: AsyncDatabase[Document], ids: Sequence[str], from_states: Sequence[str], state: str,
+               reason: str, **fields: Any) -> int:
+    """Move tasks to `state` (only those still in `from_states`), in one write."""
+    if not ids:
+        return 0
+    with database_errors():
+        result = await db[TASKS].update_many(
+            {"_id": {"$in": list(ids)}, "state": {"$in": list(from_states)}},
+            {"$set": {"state": state, "reason": reason, "updated": now(), **fields}})
+    return result.modified_count
+
+
+async def count_failure(db: AsyncDatabase[Document], task: Document, attempt: int) -> Document | None:
+    """Count job attempt `attempt` as failed, once; the task after it, or None if counted already."""
+    with database_errors():
+        return await db[TASKS].find_one_and_update(
+            {"_id": task["_id"], "state": "submitted", "seen_attempt": {"$lt": attempt}},
+            {"$inc": {"failures": 1}, "$set": {"seen_attempt": attempt, "updated": now()}},
+            return_document=True)
+
+
+async def count_by_state(db: AsyncDatabase[Document], transformation_id: str) -> dict[str, int]:
+    with database_errors():
+        rows = await (await db[TASKS].aggregate([{"$match": {"transformation": transformation_id}},
+                                          {"$group": {"_id": "$state", "n": {"$sum": 1}}}])).to_list()
+    counts = dict.fromkeys(STATES, 0)
+    counts.update({r["_id"]: int(r["n"]) for r in rows})
+    return counts
+
+
+def public_view(doc: Document) -> dict[str, Any]:
+    return {"id": doc["_id"], "number": doc["number"], "state": doc["state"], "job": doc.get("job"),
+            "files": doc["files"], "failures": doc.get("failures", 0), "reason": doc.get("reason"),
+            "env": doc.get("env", {}), "updated": doc["updated"]}

@@ -1,0 +1,110 @@
+"""The `transformation_files` collection: each input file of a transformation with its status
+(unused, assigned, processed, problematic, removed), its task, its size and the metadata the
+grouping and the job template need. `_id` is "TRANSFORMATION:LFN", so feeding a file twice (the
+change feed is at-least-once; the initial query and the feed overlap) changes nothing: it is an
+upsert with `$setOnInsert`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import AsyncIterator, Iterable, Sequence
+from typing import Any
+
+from pymongo import UpdateOne
+from pymongo.asynchronous.database import AsyncDatabase
+
+from kernel.db import Document, IndexSpec, bulk_write_chunked, database_errors, iterate
+
+FILES = "transformation_files"
+STATUSES = ("unused", "assigned", "processed", "problematic", "removed")
+
+INDEXES = [
+    # unused_files (task creation, in group then LFN order), files_of (API), counts
+    IndexSpec(FILES, [("transformation", 1), ("status", 1), ("group_value", 1), ("lfn", 1)],
+              name="transformation_files_by_status"),
+    # files of a task (monitoring)
+    IndexSpec(FILES, [("transformation", 1), ("task", 1)], name="transformation_files_by_task"),
+]
+
+
+def file_id(transformation_id: str, lfn: str) -> str:
+    return f"{transformation_id}:{lfn}"
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+async def add_files(db: AsyncDatabase[Document], transformation_id: str, found: Sequence[Document],
+                    group_key: str | None) -> int:
+    """Add catalogue file records (`_id`, size, meta_effective) as unused, in one bulk write;
+    files known already keep their status. Returns how many were new."""
+    if not found:
+        return 0
+    at = _now()
+    ops = [UpdateOne({"_id": file_id(transformation_id, doc["_id"])}, {"$setOnInsert": {
+        "transformation": transformation_id, "lfn": doc["_id"], "status": "unused", "task": None,
+        "size": int(doc.get("size") or 0), "meta": doc.get("meta_effective") or {},
+        "group_value": (doc.get("meta_effective") or {}).get(group_key) if group_key else None,
+        "failures": 0, "added": at, "updated": at}}, upsert=True) for doc in found]
+    with database_errors():
+        result = await bulk_write_chunked(db[FILES], ops)
+    return result.upserted_count
+
+
+def unused_files(db: AsyncDatabase[Document], transformation_id: str, limit: int) -> AsyncIterator[Document]:
+    """Unused files in group then LFN order (index: transformation_files_by_status)."""
+    cursor = db[FILES].find({"transformation": transformation_id, "status": "unused"},
+                            {"lfn": 1, "size": 1, "meta": 1, "group_value": 1}
+                            ).sort([("group_value", 1), ("lfn", 1)]).limit(limit).batch_size(1000)
+    return iterate(cursor)
+
+
+async def assign(db: AsyncDatabase[Document], transformation_id: str, lfns: Iterable[str], task: str) -> int:
+    """Mark the files assigned to `task`: only unused ones (or this task's already), in one write."""
+    with database_errors():
+        result = await db[FILES].update_many(
+            {"_id": {"$in": [file_id(transformation_id, lfn) for lfn in lfns]},
+             "$or": [{"status": "unused"}, {"status": "assigned", "task": task}]},
+            {"$set": {"status": "assigned", "task": task, "updated": _now()}})
+    return result.matched_count
+
+
+async def finish_task_files(db: AsyncDatabase[Document], transformation_id: str, task: str, status: str,
+                            *, failed: bool = False) -> int:
+    """Set the status of every file assigned to `task` (processed, problematic, or unused again)."""
+    update: Document = {"$set": {"status": status, "updated": _now(),
+                                 **({"task": None} if status == "unused" else {})}}
+    if failed:
+        update["$inc"] = {"failures": 1}
+    with database_errors():
+        result = await db[FILES].update_many(
+            {"transformation": transformation_id, "task": task, "status": "assigned"}, update)
+    return result.modified_count
+
+
+async def files_of(db: AsyncDatabase[Document], transformation_id: str, status: str | None,
+                   after: str | None, limit: int) -> list[Document]:
+    flt: Document = {"transformation": transformation_id}
+    if status is not None:
+        flt["status"] = status
+    if after is not None:
+        flt["lfn"] = {"$gt": after}
+    with database_errors():
+        return await db[FILES].find(flt, {"meta": 0}).sort("lfn", 1).limit(limit).to_list()
+
+
+async def count_by_status(db: AsyncDatabase[Document], transformation_id: str) -> dict[str, int]:
+    """How many files are in each status (every status listed, 0 included)."""
+    with database_errors():
+        rows = await (await db[FILES].aggregate([{"$match": {"transformation": transformation_id}},
+                                          {"$group": {"_id": "$status", "n": {"$sum": 1}}}])).to_list()
+    counts = dict.fromkeys(STATUSES, 0)
+    counts.update({r["_id"]: int(r["n"]) for r in rows})
+    return counts
+
+
+def public_view(doc: Document) -> dict[str, Any]:
+    return {"lfn": doc["lfn"], "status": doc["status"], "task": doc.get("task"), "failures": doc.get("failures", 0),
+            "size": doc.get("size")}

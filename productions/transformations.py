@@ -1,0 +1,179 @@
+"""The `transformations` collection: the stored standing orders and their guarded state changes.
+
+A transformation document holds its spec (see `productions.spec`), its owner's identity (the
+rights its tasks act with, delegated when it is created, as a job's are), its state and the
+counter of its task numbers. States: new (its initial query has not finished), active, flushing
+(the next task-creation pass also makes incomplete groups), stopped, completed (an mc
+transformation whose tasks all ended), cleaned. Every change is one update guarded by state.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import Any, TypedDict
+
+from pymongo import ReturnDocument
+from pymongo.asynchronous.database import AsyncDatabase
+
+from catalogue.find import open_query
+from kernel.db import Document, IndexSpec, database_errors, increment
+from kernel.errors import Conflict, Forbidden, InvalidInput, NotFound
+from kernel.principal import Principal
+from productions.spec import TransformationSpec
+
+TRANSFORMATIONS = "transformations"
+STATES = ("new", "active", "flushing", "stopped", "completed", "cleaned")
+# States in which the daemons work on a transformation.
+RUNNING = ("new", "active", "flushing")
+
+INDEXES = [
+    # running(): the daemons' pass over live transformations
+    IndexSpec(TRANSFORMATIONS, [("state", 1)], name="transformations_by_state"),
+    # list_transformations for one owner
+    IndexSpec(TRANSFORMATIONS, [("owner", 1), ("created", -1)], name="transformations_by_owner"),
+]
+
+
+class Transformation(TypedDict, total=False):
+    """A stored transformation."""
+
+    _id: str
+    name: str
+    spec: dict[str, Any]
+    owner: str
+    vo: str
+    groups: list[str]
+    scopes: list[str]
+    state: str
+    next_task: int
+    initial_after: str | None
+    production: str | None
+    created: dt.datetime
+    updated: dt.datetime
+
+
+def now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def document(spec: TransformationSpec, principal: Principal, production: str | None = None) -> Document:
+    """A new transformation's document (not stored yet)."""
+    at = now()
+    return {
+        "_id": uuid.uuid4().hex[:12], "name": spec.name, "spec": spec.model_dump(mode="json"),
+        "owner": principal.sub, "vo": principal.vo, "groups": list(principal.groups),
+        "scopes": sorted(principal.scopes), "state": "new", "next_task": 0, "initial_after": None,
+        "production": production, "created": at, "updated": at,
+    }
+
+
+async def insert(db: AsyncDatabase[Document], docs: list[Document]) -> None:
+    with database_errors():
+        await db[TRANSFORMATIONS].insert_many(docs)
+
+
+async def check_input(db: AsyncDatabase[Document], principal: Principal, spec: TransformationSpec) -> None:
+    """The input query must parse and its scope be readable by the owner (400/403/404 now,
+    not a transformation that silently never feeds)."""
+    if spec.input_query is not None:
+        results = await open_query(db, principal, spec.input_query, scope=spec.input_path, limit=1)
+        await results.aclose()  # type: ignore[attr-defined]
+
+
+async def create(db: AsyncDatabase[Document], principal: Principal, spec: TransformationSpec) -> Document:
+    """Check and store a new transformation (state new: the feeder runs its initial query)."""
+    await check_input(db, principal, spec)
+    doc = document(spec, principal)
+    await insert(db, [doc])
+    return doc
+
+
+def owner_principal(doc: Document) -> Principal:
+    """The owner as the catalogue and the job layer see them when the transformation acts."""
+    return Principal(sub=doc["owner"], vo=doc.get("vo", ""), groups=tuple(doc["groups"]),
+                     scopes=frozenset(doc["scopes"]))
+
+
+async def get(db: AsyncDatabase[Document], transformation_id: str) -> Document:
+    with database_errors():
+        doc = await db[TRANSFORMATIONS].find_one({"_id": transformation_id})
+    if doc is None:
+        raise NotFound(f"transformation {transformation_id} does not exist")
+    return doc
+
+
+def check_owner(principal: Principal, doc: Document) -> None:
+    """Only its owner or an admin may see or change a transformation."""
+    if not principal.is_admin and doc["owner"] != principal.sub:
+        raise Forbidden(f"transformation {doc['_id']} belongs to {doc['owner']}; "
+                        "only its owner or an admin may do this")
+
+
+async def list_transformations(db: AsyncDatabase[Document], owner: str | None, limit: int) -> list[Document]:
+    flt = {} if owner is None else {"owner": owner}
+    with database_errors():
+        return await db[TRANSFORMATIONS].find(flt).sort("created", -1).limit(limit).to_list()
+
+
+async def running(db: AsyncDatabase[Document], states: tuple[str, ...] = RUNNING) -> list[Document]:
+    """Transformations in these states: what the daemons work on (index: transformations_by_state)."""
+    with database_errors():
+        return await db[TRANSFORMATIONS].find({"state": {"$in": list(states)}}).to_list()
+
+
+async def set_state(db: AsyncDatabase[Document], transformation_id: str, from_states: tuple[str, ...],
+                    state: str, **fields: Any) -> Document | None:
+    """Move to `state` if in one of `from_states`; the new document, or None."""
+    with database_errors():
+        return await db[TRANSFORMATIONS].find_one_and_update(
+            {"_id": transformation_id, "state": {"$in": list(from_states)}},
+            {"$set": {"state": state, "updated": now(), **fields}}, return_document=ReturnDocument.AFTER)
+
+
+async def change_state(db: AsyncDatabase[Document], doc: Document, from_states: tuple[str, ...],
+                       state: str) -> Document:
+    """A user's state change; Conflict when the transformation is not in a state it may leave."""
+    changed = await set_state(db, doc["_id"], from_states, state)
+    if changed is None:
+        raise Conflict(f"transformation {doc['_id']} is {doc['state']}; it must be one of {', '.join(from_states)}")
+    return changed
+
+
+async def allocate_tasks(db: AsyncDatabase[Document], transformation_id: str, count: int) -> int:
+    """Reserve `count` task numbers in one write; returns the first."""
+    with database_errors():
+        doc = await db[TRANSFORMATIONS].find_one_and_update(
+            {"_id": transformation_id}, increment({"next_task": count}), return_document=ReturnDocument.AFTER)
+    assert doc is not None
+    return int(doc["next_task"]) - count + 1
+
+
+async def save_initial_progress(db: AsyncDatabase[Document], transformation_id: str, after: str) -> None:
+    """Remember the last LFN the initial query fed (it resumes there after a crash)."""
+    with database_errors():
+        await db[TRANSFORMATIONS].update_one({"_id": transformation_id}, {"$set": {"initial_after": after}})
+
+
+async def extend(db: AsyncDatabase[Document], doc: Document, tasks: int) -> Document:
+    """Allow `tasks` more tasks (an mc transformation makes them; a finished one becomes active)."""
+    if tasks < 1:
+        raise InvalidInput("extend by at least one task")
+    limit = doc["spec"].get("max_tasks")
+    new_limit = (limit if limit is not None else doc["next_task"]) + tasks
+    with database_errors():
+        changed = await db[TRANSFORMATIONS].find_one_and_update(
+            {"_id": doc["_id"], "state": {"$in": ["new", "active", "flushing", "completed", "stopped"]}},
+            {"$set": {"spec.max_tasks": new_limit, "updated": now()}}, return_document=ReturnDocument.AFTER)
+    if changed is None:
+        raise Conflict(f"transformation {doc['_id']} is {doc['state']}")
+    if changed["state"] == "completed":
+        changed = await set_state(db, doc["_id"], ("completed",), "active") or changed
+    return changed
+
+
+def public_view(doc: Document) -> dict[str, Any]:
+    """What the API shows of a transformation."""
+    return {"id": doc["_id"], "name": doc["name"], "owner": doc["owner"], "state": doc["state"],
+            "type": doc["spec"]["type"], "spec": doc["spec"], "tasks_created": doc.get("next_task", 0),
+            "production": doc.get("production"), "created": doc["created"], "updated": doc["updated"]}
