@@ -27,8 +27,8 @@ from kernel.daemon import Daemon
 from kernel.db import Document, IndexSpec
 from kernel.settings import Settings
 from kernel.web import ApiRoutes
+from productions import production, transformation_files, transformations
 from productions import tasks as production_tasks
-from productions import transformation_files, transformations
 from transfers import requests as transfer_requests
 from wms import jobs as wms_jobs
 from wms import task_queues as wms_task_queues
@@ -50,14 +50,15 @@ def route_tables() -> list[ApiRoutes]:
         subscription_routes,
         usage_routes,
     )
-    from productions import routes as production_routes
+    from productions import production_routes, transformation_routes
     from transfers import request_routes, signed_url_routes, stats_routes
     from wms import routes as wms_routes
 
     return [system_routes.routes, namespace_routes.routes, file_routes.routes, se_routes.routes,
             metadata_routes.routes, dataset_routes.routes, provenance_routes.routes, usage_routes.routes,
             rule_routes.routes, subscription_routes.routes, request_routes.routes, signed_url_routes.routes,
-            stats_routes.routes, wms_routes.routes, feed_routes.routes, production_routes.routes]
+            stats_routes.routes, wms_routes.routes, feed_routes.routes, transformation_routes.routes,
+            production_routes.routes]
 
 
 def plain_routes() -> list[tuple[str, str, Handler]]:
@@ -71,7 +72,8 @@ def index_specs() -> list[IndexSpec]:
     return [*storage_elements.INDEXES, *directories.INDEXES, *files.INDEXES, *datasets.INDEXES,
             *dataset_contents.INDEXES, *transfer_requests.INDEXES, *rules.INDEXES, *rule_locks.INDEXES,
             *quotas.INDEXES, *subscriptions.INDEXES, *wms_jobs.INDEXES, *wms_task_queues.INDEXES,
-            *usage.INDEXES, *transformations.INDEXES, *transformation_files.INDEXES, *production_tasks.INDEXES]
+            *usage.INDEXES, *transformations.INDEXES, *transformation_files.INDEXES, *production_tasks.INDEXES,
+            *production.INDEXES]
 
 
 def daemon_factories() -> dict[str, DaemonFactory]:

@@ -1,4 +1,4 @@
-"""SDK calls for transformations (mixed into `cairn.sdk.Client`)."""
+"""SDK calls for transformations and productions (mixed into `cairn.sdk.Client`)."""
 
 from __future__ import annotations
 
@@ -40,4 +40,26 @@ class TransformationsClient(BaseClient):
         """flush, stop, start or extend ({"tasks": n})."""
         result: Json = await self.request("POST", f"/transformations/{transformation_id}/{action}",
                                           json_body=body or {})
+        return result
+
+    async def add_production(self, spec: Json) -> Json:
+        """Create a production (its steps checked as a chain first); returns it with its step ids."""
+        result: Json = await self.request("POST", "/productions", json_body=spec)
+        return result
+
+    async def list_productions(self, *, owner: str | None = None, limit: int = 100) -> list[Json]:
+        result: list[Json] = await self.request("GET", "/productions", params={"owner": owner, "limit": limit})
+        return result
+
+    async def get_production(self, production_id: str) -> Json:
+        result: Json = await self.request("GET", f"/productions/{production_id}")
+        return result
+
+    async def production_status(self, production_id: str) -> Json:
+        """Progress per step and the production-wide status (running, done, stopped)."""
+        result: Json = await self.request("GET", f"/productions/{production_id}/status")
+        return result
+
+    async def stop_production(self, production_id: str) -> Json:
+        result: Json = await self.request("POST", f"/productions/{production_id}/stop", json_body={})
         return result

@@ -13,7 +13,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from kernel import lease
 from kernel.daemon import Daemon
 from kernel.db import Document
-from productions import feeding, monitoring, task_creation, task_submission, transformations
+from productions import feeding, monitoring, production, task_creation, task_submission, transformations
 
 LEASE_S = 60.0
 
@@ -67,5 +67,9 @@ class TransformationMonitor(_PerTransformation):
     name = "transformation-monitor"
     states = ("active", "flushing", "stopped")
 
+    async def _work(self, doc: Document) -> int:
+        changed = await monitoring.follow_tasks(self.db, doc)
+        return changed + int(await production.advance(self.db, doc))
+
     async def run_once(self) -> int:
-        return await self.each(lambda doc: monitoring.follow_tasks(self.db, doc))
+        return await self.each(self._work)

@@ -189,6 +189,13 @@ MATRIX: dict[str, Case] = {
     "POST /transformations/{id}/start": Case("/transformations/{transformation}/start", (200, 403, 403), {}),
     "POST /transformations/{id}/extend": Case("/transformations/{transformation}/extend", (200, 403, 403),
                                               {"tasks": 1}),
+    "POST /productions": Case("/productions", (201, 201, 201),
+                              lambda who: {"name": who, "steps": [{**TRANSFORMATION, "name": who}]},
+                              changes=frozenset(USERS)),
+    "GET /productions": same(200, "/productions"),
+    "GET /productions/{id}": Case("/productions/{production}", (200, 403, 403), changes=frozenset()),
+    "GET /productions/{id}/status": Case("/productions/{production}/status", (200, 403, 403), changes=frozenset()),
+    "POST /productions/{id}/stop": Case("/productions/{production}/stop", (200, 403, 403), {}),
 }
 MATRIX_IDS: dict[str, str] = {}
 
@@ -216,6 +223,9 @@ async def bobs_objects(world: World) -> None:
     status, answer = await world.call("bob", "POST", "/transformations", TRANSFORMATION)
     assert status == 201, answer
     MATRIX_IDS["transformation"] = answer["id"]
+    status, answer = await world.call("bob", "POST", "/productions", {"name": "bobs", "steps": [TRANSFORMATION]})
+    assert status == 201, answer
+    MATRIX_IDS["production"] = answer["id"]
 
 
 def generic_status(policy: str, who: str) -> int:

@@ -29,6 +29,7 @@ OWNERS = {
     "jobs": "wms", "job_claims": "wms", "counters": "wms", "task_queues": "wms", "task_queue_entries": "wms",
     "group_usage": "wms",
     "transformations": "productions", "transformation_files": "productions", "transformation_tasks": "productions",
+    "productions": "productions",
 }
 
 

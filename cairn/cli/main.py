@@ -14,6 +14,7 @@ from cairn.cli import (
     meta,
     namespace,
     processes,
+    productions,
     requests,
     rules,
     ses,
@@ -38,6 +39,7 @@ cli.add_command(token.whoami)
 cli.add_command(jobs.job)
 cli.add_command(jobs.pilot)
 cli.add_command(transformations.transformation)
+cli.add_command(productions.production)
 cli.add_command(requests.replicate)
 cli.add_command(data.upload)
 cli.add_command(data.download)
