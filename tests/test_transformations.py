@@ -1,18 +1,21 @@
-"""Transformations end to end with real pilots on `file://` SEs: an mc step makes files, a
-processing step turns them (5 per task) into dl1 files with metadata and provenance, a merge
-step groups those by run; new input registered while it runs is fed through the change feed;
-the transformation daemons run as processes and are SIGKILLed mid-way without a file processed
-twice or a task lost. Retries: a task that fails twice then succeeds, a file that stays problematic."""
+"""Transformations end to end with real pilots on `file://` SEs, as a production made from one
+YAML file with the CLI: an mc step makes files, a processing step turns them (5 per task) into
+dl1 files with metadata and provenance, a merge step groups those by run; new input registered
+while it runs is fed through the change feed; the transformation daemons run as processes and
+are SIGKILLed mid-way without a file processed twice or a task lost. Retries: a task that
+fails twice then succeeds, a file that stays problematic."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import yaml
 from pymongo.asynchronous.database import AsyncDatabase
 
 from cairn.sdk import Client
@@ -20,6 +23,7 @@ from kernel.db import Document
 from kernel.settings import Settings
 from productions.daemons import TransformationFeeder, TransformationMonitor, TransformationTasks
 from tests.fixtures.api import RunningApi
+from tests.fixtures.cli import run_cli
 from tests.fixtures.daemons import DaemonProcesses, daemon_env
 from tests.fixtures.grid import Grid, PilotProcess, adler32_hex, check_all, start_pilot
 from wms.config import WmsSettings
@@ -93,11 +97,15 @@ async def test_simulate_process_merge_with_late_input_and_killed_daemons(
     def logs() -> str:
         return "\n".join(d.logs() for d in daemons.values()) + "\n".join(p.output()[-2000:] for p in pilots)
 
+    token = api.token(sub="alice", vo="cta", groups=("cta",), scopes=USER)
+    prod_file = tmp_path / "prod.yaml"
+    prod_file.write_text(yaml.safe_dump({"name": "cta-chain", "steps": [simulate(), process(), merge()]}))
     try:
-        async with api.client(api.token(sub="alice", vo="cta", groups=("cta",), scopes=USER)) as alice:
-            sim = (await alice.add_transformation(simulate()))["id"]
-            proc = (await alice.add_transformation(process()))["id"]
-            mrg = (await alice.add_transformation(merge()))["id"]
+        added = await run_cli(api.url, token, "production", "add", str(prod_file), "--json")
+        assert added.returncode == 0, added.stderr
+        production = json.loads(added.stdout)
+        sim, proc, mrg = (s["id"] for s in production["steps"])
+        async with api.client(token) as alice:
 
             async def processed_at_least(tid: str, n: int) -> bool:
                 return (await show(alice, tid))["files"]["processed"] >= n
@@ -106,22 +114,26 @@ async def test_simulate_process_merge_with_late_input_and_killed_daemons(
             # mid-way: kill the task and monitor daemons, register new input, restart them
             for name in ("transformation-tasks", "transformation-monitor"):
                 daemons[name].kill(daemons[name].procs[0])
-            await register_sim_file(alice, grid, "/cta/sim/late/l0.sim", 9)
-            for i in range(1, 5):
+            for i in range(5):
                 await register_sim_file(alice, grid, f"/cta/sim/late/l{i}.sim", 9)
             for name in ("transformation-tasks", "transformation-monitor"):
                 daemons[name].start()
             await until(lambda: processed_at_least(proc, 15), "all 15 sim files processed", logs=logs)
             assert (await show(alice, sim))["state"] == "completed"
-            await until(lambda: _fed(alice, mrg, 3), "3 dl1 files fed to merge", logs=logs)
-            await alice.transformation_action(mrg, "flush")
+            # the merge step is flushed by the production once the steps before it are quiet
             await until(lambda: processed_at_least(mrg, 3), "merge by run", logs=logs)
             proc_view, merge_tasks = await show(alice, proc), await alice.transformation_tasks(mrg)
             proc_tasks = await alice.transformation_tasks(proc)
+        status = await run_cli(api.url, token, "production", "status", production["id"], "--json")
+        assert status.returncode == 0, status.stderr
+        progress = json.loads(status.stdout)
     finally:
         for d in daemons.values():
             d.stop_all()
 
+    assert progress["status"] == "done" and progress["problematic"] == 0
+    assert [(s["name"], s["files"]["processed"], s["tasks"]["done"]) for s in progress["steps"]] == [
+        ("simulate", 0, 2), ("process", 15, 3), ("merge", 3, 3)]
     # every sim file in exactly one task, each task one job, all done
     assert proc_view["files"] == {"unused": 0, "assigned": 0, "processed": 15, "problematic": 0, "removed": 0}
     assert [t["state"] for t in proc_tasks] == ["done"] * 3
@@ -146,10 +158,6 @@ async def test_simulate_process_merge_with_late_input_and_killed_daemons(
     assert sorted(late_dl1["ancestors"]) == [f"/cta/sim/late/l{i}.sim" for i in range(5)]
     content = await grid.replica_bytes("/cta/merged/run-9.dat", SE)
     assert content == b"".join(f"late sim /cta/sim/late/l{i}.sim\n".encode() for i in range(5))
-
-
-async def _fed(client: Client, tid: str, n: int) -> bool:
-    return sum((await show(client, tid))["files"].values()) >= n
 
 
 async def daemon_passes(db: AsyncDatabase[Document], config: WmsSettings) -> None:
