@@ -12,7 +12,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from kernel.db import Document
 from kernel.errors import Conflict
-from productions import tasks, transformation_files, transformations
+from productions import request_tasks, tasks, transformation_files, transformations
 from wms import control, jobs, states
 
 BATCH = 500
@@ -39,6 +39,10 @@ async def follow_tasks(db: AsyncDatabase[Document], doc: Document) -> int:
         if not open_tasks:
             break
         after = open_tasks[-1]["number"]
+        if doc["spec"]["type"] in request_tasks.REQUEST_KIND:
+            for task in open_tasks:
+                changed += await request_tasks.follow_task(db, doc, task)
+            continue
         found = {j["_id"]: j for j in await jobs.get_jobs(db, [t["job"] for t in open_tasks])}
         for task in open_tasks:
             job = found.get(task["job"])

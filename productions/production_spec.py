@@ -39,9 +39,19 @@ class ProductionSpec(BaseModel):
 
 
 def output_metadata(step: TransformationSpec) -> list[dict[str, Any]]:
-    """The metadata each output of the step's job template is registered with (placeholders unknown)."""
+    """The metadata each output of the step's job template is registered with (placeholders
+    unknown); replication and removal steps make no files."""
     return [{k: (UNKNOWN if isinstance(v, str) and "%(" in v else v) for k, v in (o.get("meta") or {}).items()}
-            for o in step.job.get("outputs") or []]
+            for o in (step.job or {}).get("outputs") or []]
+
+
+def _made_by(steps: list[TransformationSpec], index: int) -> list[dict[str, Any]]:
+    """What step `index` may feed on: the files of the nearest step before it that makes files
+    (a replication step passes its input on)."""
+    for before in reversed(steps[:index]):
+        if before.job is not None:
+            return output_metadata(before)
+    return []
 
 
 def _matches_any(step: TransformationSpec, outputs: list[dict[str, Any]], declared: dict[str, str], *,
@@ -55,12 +65,12 @@ def _matches_any(step: TransformationSpec, outputs: list[dict[str, Any]], declar
 
 def check_chain(spec: ProductionSpec, declared: dict[str, str]) -> None:
     """InvalidInput naming the step when the chain cannot work (see the module docstring)."""
-    for before, step in zip(spec.steps, spec.steps[1:], strict=False):
+    for index, step in enumerate(spec.steps[1:], start=1):
         if step.input_query is None:
-            raise InvalidInput(f"step {step.name} follows {before.name} but has no input_query")
-        if not _matches_any(step, output_metadata(before), declared):
+            raise InvalidInput(f"step {step.name} follows {spec.steps[index - 1].name} but has no input_query")
+        if not _matches_any(step, _made_by(spec.steps, index), declared):
             raise InvalidInput(f"step {step.name}: its query {step.input_query!r} can never match the outputs of "
-                               f"step {before.name} (their metadata: {output_metadata(before)})")
+                               f"the steps before it (their metadata: {_made_by(spec.steps, index)})")
     for i, step in enumerate(spec.steps):
         if step.input_query is None:
             continue

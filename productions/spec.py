@@ -13,9 +13,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from catalogue.se_expression import validate as validate_expression
 from wms.description import NAME_PATTERN, JobDescription
 
-Kind = Literal["processing", "mc"]
+Kind = Literal["processing", "mc", "replication", "removal"]
 GroupingPlugin = Literal["count", "size", "meta"]
 # A value that fills every placeholder when the template is checked at creation.
 _SAMPLE = {"transformation": "t", "transformation_id": "t", "task": 1}
@@ -40,6 +41,23 @@ class Grouping(BaseModel):
         return self
 
 
+class RequestTemplate(BaseModel):
+    """What a replication or removal transformation asks of the transfer queue for each file:
+    replication keeps `copies` replicas on SEs of the expression `ses`; removal deletes the
+    file's replicas on the SEs of `ses` (never its last one)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    ses: str = Field(..., min_length=1, max_length=1000, description="an SE expression, e.g. tier=1")
+    copies: int = Field(1, ge=1, le=100, description="replicas to keep on those SEs (replication)")
+    activity: str = Field("production", max_length=64)
+
+    @model_validator(mode="after")
+    def _expression_parses(self) -> RequestTemplate:
+        validate_expression(self.ses)
+        return self
+
+
 class TransformationSpec(BaseModel):
     """A transformation to create."""
 
@@ -50,7 +68,9 @@ class TransformationSpec(BaseModel):
     input_query: str | None = Field(None, min_length=1, max_length=10_000,
                                     description="metadata query (as `cairn find`) selecting the input files")
     input_path: str = Field("/", pattern=r"^/", max_length=4096, description="the directory the query is scoped to")
-    job: dict[str, Any] = Field(..., description="the job template (a job description with placeholders)")
+    job: dict[str, Any] | None = Field(None, description="the job template (a job description with placeholders)")
+    request: RequestTemplate | None = Field(None, description="what to ask of the transfer queue "
+                                                              "(replication, removal)")
     grouping: Grouping = Field(default_factory=Grouping)
     max_tasks: int | None = Field(None, ge=0, le=10_000_000, description="at most this many tasks (MC: exactly)")
     max_attempts: int = Field(3, ge=1, le=20, description="attempts of a task before its files are problematic")
@@ -63,8 +83,14 @@ class TransformationSpec(BaseModel):
             raise ValueError("an mc transformation has no input query")
         if self.type == "mc" and self.max_tasks is None:
             raise ValueError("an mc transformation needs max_tasks (how many tasks to make)")
-        if self.type == "processing" and self.input_query is None:
-            raise ValueError("a processing transformation needs an input_query")
+        if self.type != "mc" and self.input_query is None:
+            raise ValueError(f"a {self.type} transformation needs an input_query")
+        if self.type in ("replication", "removal"):
+            if self.request is None or self.job is not None:
+                raise ValueError(f"a {self.type} transformation gives a `request` template, not a `job`")
+            return self
+        if self.job is None or self.request is not None:
+            raise ValueError(f"a {self.type} transformation gives a `job` template, not a `request`")
         if "parameters" in self.job or "input_data" in self.job:
             raise ValueError("the job template may not give parameters or input_data (the task gives its inputs)")
         render(self.job, _SAMPLE | placeholder_keys(self.job, sample=True), task_inputs=[])

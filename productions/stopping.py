@@ -1,6 +1,6 @@
-"""Stopping a transformation: no new tasks; tasks not submitted yet and jobs not started yet
-are cancelled (their files unused again, so `start` resumes them); running jobs finish and are
-followed. No data is deleted."""
+"""Stopping a transformation: no new tasks; tasks not submitted yet, jobs not started yet and
+open transfer or deletion requests are cancelled (their files unused again, so `start` resumes
+them); running jobs finish and are followed. No data is deleted."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from kernel.db import Document
 from kernel.errors import Conflict
-from productions import tasks, transformation_files, transformations
+from productions import request_tasks, tasks, transformation_files, transformations
 from wms import control, jobs, states
 
 NOT_STARTED = (states.RECEIVED, states.CHECKING, states.STAGING, states.WAITING)
@@ -30,6 +30,11 @@ async def stop(db: AsyncDatabase[Document], doc: Document) -> dict[str, int]:
     created = await tasks.tasks_in(db, doc["_id"], ["created"], 10**7)
     cancelled = await _release(db, stopped, [t["_id"] for t in created if t.get("job") is None], ["created"])
     jobs_killed = 0
+    if doc["spec"]["type"] in request_tasks.REQUEST_KIND:
+        for task in await tasks.tasks_in(db, doc["_id"], ["submitted"], 10**7):
+            await request_tasks.cancel_task(db, task)
+            cancelled += await _release(db, stopped, [task["_id"]], ["submitted"])
+        return {"tasks_cancelled": cancelled, "jobs_killed": 0}
     after = -1
     while batch := await tasks.tasks_in(db, doc["_id"], ["created", "submitted"], BATCH, after):
         after = batch[-1]["number"]

@@ -16,7 +16,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from kernel.db import Document
 from kernel.errors import Conflict, Forbidden, InvalidInput, NotFound
-from productions import tasks, transformation_files, transformations
+from productions import request_tasks, tasks, transformation_files, transformations
 from productions.spec import render
 from wms import jobs, submission
 from wms.description import JobDescription
@@ -39,8 +39,12 @@ async def _fail(db: AsyncDatabase[Document], doc: Document, task: Document, reas
 
 
 async def submit_tasks(db: AsyncDatabase[Document], doc: Document) -> int:
-    """Submit up to BATCH created tasks as jobs; returns how many were submitted."""
+    """Submit up to BATCH created tasks as jobs (or requests); returns how many were submitted."""
     created = await tasks.tasks_in(db, doc["_id"], ["created"], BATCH)
+    if doc["spec"]["type"] in request_tasks.REQUEST_KIND:
+        for task in created:
+            await request_tasks.submit_task(db, doc, task)
+        return len(created)
     if not created:
         return 0
     fresh = [t for t in created if t.get("job") is None]

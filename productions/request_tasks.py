@@ -1,0 +1,79 @@
+"""Tasks of replication and removal transformations: each becomes requests in the transfer
+queue (`transfers.requests.submit`), and is followed by their states.
+
+Submission is exactly once without a recorded id: the task's id is the requests' `submission`,
+and the queue reuses an identical open request instead of doubling it, so a submitter that
+died before recording the requests submits again and gets the same ones. Replication asks
+for copies on the SEs of the expression that do not hold the file yet, until `copies` of them
+do; removal deletes the replicas on the expression's SEs, never a file's last replica (no
+request for those: they are left as they are).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pymongo.asynchronous.database import AsyncDatabase
+
+from catalogue.files import fetch_files
+from catalogue.rules import resolve_expression
+from kernel.db import Document
+from productions import tasks, transformation_files
+from transfers import requests
+
+REQUEST_KIND: dict[str, requests.Kind] = {"replication": "transfer", "removal": "delete"}
+
+
+def _items(kind: str, template: dict[str, Any], files: dict[str, Document], targets: list[str]) -> list[Document]:
+    items: list[Document] = []
+    for lfn, doc in sorted(files.items()):
+        held = [r["se"] for r in doc.get("replicas", []) if r.get("status", "available") == "available"]
+        if kind == "replication":
+            missing = max(0, int(template["copies"]) - len([se for se in held if se in targets]))
+            items += [{"lfn": lfn, "dest_se": se} for se in targets if se not in held][:missing]
+        else:
+            doomed = [se for se in held if se in targets]
+            if len(doomed) == len(held):
+                doomed = doomed[1:]  # keep the last replica
+            items += [{"lfn": lfn, "dest_se": se} for se in doomed]
+    return items
+
+
+async def submit_task(db: AsyncDatabase[Document], doc: Document, task: Document) -> None:
+    """Queue the task's requests and record them; a task with nothing to ask is done at once."""
+    template = doc["spec"]["request"]
+    targets = [se["name"] for se in await resolve_expression(db, template["ses"])]
+    files = await fetch_files(db, task["files"], {"replicas": 1})
+    items = _items(doc["spec"]["type"], template, files, targets)
+    if not items:
+        await transformation_files.finish_task_files(db, doc["_id"], task["_id"], "processed")
+        await tasks.mark(db, [task["_id"]], ["created"], "done", "nothing to do")
+        return
+    result = await requests.submit(db, REQUEST_KIND[doc["spec"]["type"]], items, requester=doc["owner"],
+                                   activity=template["activity"], priority=int(doc["spec"]["priority"]) // 2,
+                                   submission=task["_id"])
+    await tasks.mark(db, [task["_id"]], ["created"], "submitted", "requests queued",
+                     requests=sorted(set(result["successful"].values())))
+
+
+async def follow_task(db: AsyncDatabase[Document], doc: Document, task: Document) -> int:
+    """Done when every request is done; a failed or cancelled request fails the task (its files
+    problematic) once the transformation's attempts ran out, else its requests are asked again."""
+    found = [await requests.get_request(db, rid) for rid in task.get("requests", [])]
+    states = [r["state"] if r else "failed" for r in found]
+    if any(s in requests.OPEN_STATES for s in states):
+        return 0
+    if all(s == "done" for s in states):
+        await transformation_files.finish_task_files(db, doc["_id"], task["_id"], "processed")
+        return await tasks.mark(db, [task["_id"]], ["submitted"], "done", "requests done")
+    counted = await tasks.count_failure(db, task, int(task.get("seen_attempt", 0)) + 1) or task
+    if int(counted["failures"]) < int(doc["spec"]["max_attempts"]):
+        return await tasks.mark(db, [task["_id"]], ["submitted"], "created", "requests failed: asking again",
+                                requests=[])
+    await transformation_files.finish_task_files(db, doc["_id"], task["_id"], "problematic", failed=True)
+    return await tasks.mark(db, [task["_id"]], ["submitted"], "failed", f"requests {states}")
+
+
+async def cancel_task(db: AsyncDatabase[Document], task: Document) -> int:
+    """Cancel the task's open requests (a stopped transformation); how many were cancelled."""
+    return await requests.cancel(db, {"submission": task["_id"]})
