@@ -3,7 +3,7 @@
 
 - unknown fields anywhere are refused (pydantic `extra=forbid`);
 - step names are unique; every step after the first has an input query;
-- each later step's query could match some output of the step before it (judged on the
+- each later step's query could match some output of the steps before it (judged on the
   outputs' template metadata, `productions.query_match`), or the step could never run;
 - no step's query surely matches its own outputs or those of a later step (a cycle: a step
   feeding itself, or an earlier step, for ever).
@@ -46,12 +46,9 @@ def output_metadata(step: TransformationSpec) -> list[dict[str, Any]]:
 
 
 def _made_by(steps: list[TransformationSpec], index: int) -> list[dict[str, Any]]:
-    """What step `index` may feed on: the files of the nearest step before it that makes files
-    (a replication step passes its input on)."""
-    for before in reversed(steps[:index]):
-        if before.job is not None:
-            return output_metadata(before)
-    return []
+    """What step `index` may feed on: the outputs of the steps before it (a replication step
+    may keep copies of an earlier step's files, not only of the one just before)."""
+    return [meta for before in steps[:index] for meta in output_metadata(before)]
 
 
 def _matches_any(step: TransformationSpec, outputs: list[dict[str, Any]], declared: dict[str, str], *,

@@ -19,6 +19,7 @@ import yaml
 from pymongo.asynchronous.database import AsyncDatabase
 
 from cairn.sdk import Client
+from catalogue.storage_elements import Protocol, StorageElement, put_storage_element
 from kernel.db import Document
 from kernel.settings import Settings
 from productions.daemons import TransformationFeeder, TransformationMonitor, TransformationTasks
@@ -57,6 +58,11 @@ def merge() -> dict[str, Any]:
                                  "meta": {"type": "merged", "run": "%(run)s"}}]}}
 
 
+def replicate() -> dict[str, Any]:
+    return {"name": "replicate", "type": "replication", "input_query": "type=dl1", "input_path": "/cta",
+            "request": {"ses": "tier=1", "copies": 2}}
+
+
 async def until(check: Callable[[], Awaitable[bool]], what: str, *, timeout_s: float = 60,
                 between: Callable[[], Awaitable[Any]] | None = None, logs: Callable[[], str] = lambda: "") -> None:
     deadline = time.monotonic() + timeout_s
@@ -87,8 +93,12 @@ async def test_simulate_process_merge_with_late_input_and_killed_daemons(
     api: RunningApi, grid: Grid, settings: Settings, wms_config: WmsSettings, pilots: list[PilotProcess],
     tmp_path: Path,
 ) -> None:
+    for name, site in (("T1-B", "SITE-B"), ("T1-C", "SITE-C")):
+        path = await grid.add_se(name, site)
+        await put_storage_element(grid.db, StorageElement(name=name, site=site, attributes={"tier": 1},
+                                                          protocols=[Protocol(scheme="file", prefix=str(path))]))
     env = daemon_env(settings)
-    names = ("transformation-feeder", "transformation-tasks", "transformation-monitor", "job-checker")
+    names = ("transformation-feeder", "transformation-tasks", "transformation-monitor", "job-checker", "transfers")
     daemons = {n: DaemonProcesses(n, env, tmp_path) for n in names}
     for d in daemons.values():
         d.start()
@@ -99,12 +109,12 @@ async def test_simulate_process_merge_with_late_input_and_killed_daemons(
 
     token = api.token(sub="alice", vo="cta", groups=("cta",), scopes=USER)
     prod_file = tmp_path / "prod.yaml"
-    prod_file.write_text(yaml.safe_dump({"name": "cta-chain", "steps": [simulate(), process(), merge()]}))
+    prod_file.write_text(yaml.safe_dump({"name": "cta-chain", "steps": [simulate(), process(), merge(), replicate()]}))
     try:
         added = await run_cli(api.url, token, "production", "add", str(prod_file), "--json")
         assert added.returncode == 0, added.stderr
         production = json.loads(added.stdout)
-        sim, proc, mrg = (s["id"] for s in production["steps"])
+        sim, proc, mrg, rep = (s["id"] for s in production["steps"])
         async with api.client(token) as alice:
 
             async def processed_at_least(tid: str, n: int) -> bool:
@@ -122,6 +132,7 @@ async def test_simulate_process_merge_with_late_input_and_killed_daemons(
             assert (await show(alice, sim))["state"] == "completed"
             # the merge step is flushed by the production once the steps before it are quiet
             await until(lambda: processed_at_least(mrg, 3), "merge by run", logs=logs)
+            await until(lambda: processed_at_least(rep, 3), "2 copies of each dl1 file on tier=1", logs=logs)
             proc_view, merge_tasks = await show(alice, proc), await alice.transformation_tasks(mrg)
             proc_tasks = await alice.transformation_tasks(proc)
         status = await run_cli(api.url, token, "production", "status", production["id"], "--json")
@@ -133,7 +144,7 @@ async def test_simulate_process_merge_with_late_input_and_killed_daemons(
 
     assert progress["status"] == "done" and progress["problematic"] == 0
     assert [(s["name"], s["files"]["processed"], s["tasks"]["done"]) for s in progress["steps"]] == [
-        ("simulate", 0, 2), ("process", 15, 3), ("merge", 3, 3)]
+        ("simulate", 0, 2), ("process", 15, 3), ("merge", 3, 3), ("replicate", 3, 3)]
     # every sim file in exactly one task, each task one job, all done
     assert proc_view["files"] == {"unused": 0, "assigned": 0, "processed": 15, "problematic": 0, "removed": 0}
     assert [t["state"] for t in proc_tasks] == ["done"] * 3
@@ -143,8 +154,11 @@ async def test_simulate_process_merge_with_late_input_and_killed_daemons(
     db = grid.db
     jobs_of_process = await db["jobs"].count_documents({"name": {"$regex": "^process-"}})
     assert jobs_of_process == 3
-    # outputs carry the template's metadata and their provenance
+    # outputs carry the template's metadata and their provenance; dl1 files have 2 copies on tier=1
     dl1 = await db["files"].find({"meta.type": "dl1"}).sort("_id", 1).to_list()
+    for d in dl1:
+        assert sorted(r["se"] for r in d["replicas"] if r["status"] == "available") == ["SITE-A-DISK", "T1-B", "T1-C"]
+        assert await grid.replica_bytes(d["_id"], "T1-C") == await grid.replica_bytes(d["_id"], SE)
     assert sorted(d["meta"]["run"] for d in dl1) == [1, 2, 9]
     for d in dl1:
         assert len(d["ancestors"]) == 5

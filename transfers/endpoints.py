@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from catalogue.replica_urls import derived_url, se_url
+from catalogue.replica_urls import VARIANT_MARK, derived_url, se_url, variant_url
 from catalogue.storage_elements import Protocol, StorageElement
 from kernel.errors import CairnError, Forbidden
 from storage_plugins.registry import plugin_for
@@ -66,13 +66,16 @@ def endpoints(
     """
     if not switch_allows(se, operation):
         raise Forbidden(f"SE {se.name} is switched off for {GERUNDS[operation]} ({lfn})")
+    tag = ""
     if registered_url:
-        se_url(se, lfn, registered_url)
+        # A job attempt's output is registered at a variant of the derived URL: the same variant
+        # names those bytes on every protocol of the SE.
+        _, _, tag = se_url(se, lfn, registered_url).partition(VARIANT_MARK)
     found = []
     for protocol in sorted(se.protocols, key=lambda p: p.priority):
         if not getattr(protocol, operation):
             continue
-        url = derived_url(protocol, lfn)
+        url = variant_url(derived_url(protocol, lfn), tag) if tag else derived_url(protocol, lfn)
         found.append(Endpoint(se, protocol, url, plugin_options(se, protocol, credentials or {})))
     if not found:
         raise Forbidden(f"SE {se.name} has no protocol that allows {operation} ({lfn})")
