@@ -9,7 +9,7 @@ any new grouping, so a file is never put in a second task.
 
 from __future__ import annotations
 
-from pymongo import UpdateMany
+from pymongo import UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 
 from kernel.db import Document, bulk_write_chunked
@@ -25,17 +25,20 @@ def _env(doc: Document, number: int, files: list[Document]) -> Document:
 
 
 async def repair_assignments(db: AsyncDatabase[Document], doc: Document) -> int:
-    """Mark assigned the files of every created task (idempotent; one bulk write)."""
-    created = await tasks.tasks_in(db, doc["_id"], ["created"], WINDOW)
+    """Mark assigned the files of every created task not marked yet (idempotent; one bulk write,
+    then the tasks are flagged `files_marked`)."""
+    created = await tasks.tasks_in(db, doc["_id"], ["created"], WINDOW, files_marked=False)
     if not created:
         return 0
-    ops = [UpdateMany({"_id": {"$in": [transformation_files.file_id(doc["_id"], lfn) for lfn in t["files"]]},
-                       "status": "unused"},
-                      {"$set": {"status": "assigned", "task": t["_id"], "updated": tasks.now()}})
-           for t in created if t["files"]]
-    if not ops:
-        return 0
-    return (await bulk_write_chunked(db[transformation_files.FILES], ops)).modified_count
+    # One guarded update per file by `_id` (the `_id` index on MongoDB and FerretDB alike; a long
+    # `_id $in` scans on FerretDB), sent in bulk commands.
+    at = tasks.now()
+    ops = [UpdateOne({"_id": transformation_files.file_id(doc["_id"], lfn), "status": "unused"},
+                     {"$set": {"status": "assigned", "task": t["_id"], "updated": at}})
+           for t in created for lfn in t["files"]]
+    marked = (await bulk_write_chunked(db[transformation_files.FILES], ops)).modified_count if ops else 0
+    await tasks.mark_files_marked(db, [t["_id"] for t in created])
+    return marked
 
 
 def _room(doc: Document) -> int | None:

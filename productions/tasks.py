@@ -39,7 +39,7 @@ def now() -> dt.datetime:
 def document(transformation_id: str, number: int, lfns: Sequence[str], env: dict[str, Any]) -> Document:
     at = now()
     return {"_id": task_id(transformation_id, number), "transformation": transformation_id, "number": number,
-            "files": list(lfns), "env": env, "state": "created", "job": None, "failures": 0,
+            "files": list(lfns), "env": env, "state": "created", "job": None, "files_marked": False, "failures": 0,
             "seen_attempt": 0, "reason": "created", "created": at, "updated": at}
 
 
@@ -51,11 +51,12 @@ async def insert(db: AsyncDatabase[Document], docs: Sequence[Document]) -> None:
 
 
 async def tasks_in(db: AsyncDatabase[Document], transformation_id: str, states: Sequence[str], limit: int,
-                   after: int = -1) -> list[Document]:
-    """Tasks in these states, by number (index: transformation_tasks_by_state)."""
+                   after: int = -1, **fields: Any) -> list[Document]:
+    """Tasks in these states (and with these field values), by number (index:
+    transformation_tasks_by_state)."""
     with database_errors():
         return await db[TASKS].find({"transformation": transformation_id, "state": {"$in": list(states)},
-                                     "number": {"$gt": after}}).sort("number", 1).limit(limit).to_list()
+                                     "number": {"$gt": after}, **fields}).sort("number", 1).limit(limit).to_list()
 
 
 async def reserve_jobs(db: AsyncDatabase[Document], job_ids: dict[str, str]) -> None:
@@ -63,6 +64,12 @@ async def reserve_jobs(db: AsyncDatabase[Document], job_ids: dict[str, str]) -> 
     ops = [UpdateOne({"_id": tid, "state": "created", "job": None}, {"$set": {"job": job, "updated": now()}})
            for tid, job in job_ids.items()]
     await bulk_write_chunked(db[TASKS], ops)
+
+
+async def mark_files_marked(db: AsyncDatabase[Document], ids: Sequence[str]) -> None:
+    """Flag tasks whose files were marked assigned (task creation need not look at them again)."""
+    with database_errors():
+        await db[TASKS].update_many({"_id": {"$in": list(ids)}}, {"$set": {"files_marked": True}})
 
 
 async def mark(db: AsyncDatabase[Document], ids: Sequence[str], from_states: Sequence[str], state: str,

@@ -2,7 +2,7 @@
 (unused, assigned, processed, problematic, removed), its task, its size and the metadata the
 grouping and the job template need. `_id` is "TRANSFORMATION:LFN", so feeding a file twice (the
 change feed is at-least-once; the initial query and the feed overlap) changes nothing: it is an
-upsert with `$setOnInsert`.
+insert whose duplicates are skipped.
 """
 
 from __future__ import annotations
@@ -11,12 +11,13 @@ import datetime as dt
 from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import Any
 
-from pymongo import UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import BulkWriteError
 
-from kernel.db import Document, IndexSpec, bulk_write_chunked, database_errors, iterate
+from kernel.db import Document, IndexSpec, database_errors, iterate
 
 FILES = "transformation_files"
+DUPLICATE_KEY = 11000
 STATUSES = ("unused", "assigned", "processed", "problematic", "removed")
 
 INDEXES = [
@@ -38,19 +39,26 @@ def _now() -> dt.datetime:
 
 async def add_files(db: AsyncDatabase[Document], transformation_id: str, found: Sequence[Document],
                     group_key: str | None) -> int:
-    """Add catalogue file records (`_id`, size, meta_effective) as unused, in one bulk write;
-    files known already keep their status. Returns how many were new."""
+    """Add catalogue file records (`_id`, size, meta_effective) as unused, in one unordered
+    insert: a file known already is a duplicate key, skipped, and keeps its status (inserts are
+    far cheaper than upserts on the embedded database). Returns how many were new."""
     if not found:
         return 0
     at = _now()
-    ops = [UpdateOne({"_id": file_id(transformation_id, doc["_id"])}, {"$setOnInsert": {
-        "transformation": transformation_id, "lfn": doc["_id"], "status": "unused", "task": None,
-        "size": int(doc.get("size") or 0), "meta": doc.get("meta_effective") or {},
-        "group_value": (doc.get("meta_effective") or {}).get(group_key) if group_key else None,
-        "failures": 0, "added": at, "updated": at}}, upsert=True) for doc in found]
+    docs = [{"_id": file_id(transformation_id, doc["_id"]), "transformation": transformation_id, "lfn": doc["_id"],
+             "status": "unused", "task": None, "size": int(doc.get("size") or 0),
+             "meta": doc.get("meta_effective") or {},
+             "group_value": (doc.get("meta_effective") or {}).get(group_key) if group_key else None,
+             "failures": 0, "added": at, "updated": at} for doc in found]
     with database_errors():
-        result = await bulk_write_chunked(db[FILES], ops)
-    return result.upserted_count
+        try:
+            result = await db[FILES].insert_many(docs, ordered=False)
+        except BulkWriteError as exc:
+            others = [e for e in exc.details.get("writeErrors", []) if e.get("code") != DUPLICATE_KEY]
+            if others:
+                raise
+            return int(exc.details.get("nInserted", 0))
+    return len(result.inserted_ids)
 
 
 def unused_files(db: AsyncDatabase[Document], transformation_id: str, limit: int) -> AsyncIterator[Document]:
