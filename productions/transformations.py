@@ -81,18 +81,29 @@ async def check_input(db: AsyncDatabase[Document], principal: Principal, spec: T
         await results.aclose()  # type: ignore[attr-defined]
 
 
+def check_group(principal: Principal, spec: TransformationSpec) -> None:
+    """The jobs' group must be one of the owner's groups."""
+    if spec.group is not None and spec.group not in principal.groups:
+        raise InvalidInput(f"group {spec.group} is not one of yours ({', '.join(principal.groups)})")
+
+
 async def create(db: AsyncDatabase[Document], principal: Principal, spec: TransformationSpec) -> Document:
     """Check and store a new transformation (state new: the feeder runs its initial query)."""
     await check_input(db, principal, spec)
+    check_group(principal, spec)
     doc = document(spec, principal)
     await insert(db, [doc])
     return doc
 
 
 def owner_principal(doc: Document) -> Principal:
-    """The owner as the catalogue and the job layer see them when the transformation acts."""
-    return Principal(sub=doc["owner"], vo=doc.get("vo", ""), groups=tuple(doc["groups"]),
-                     scopes=frozenset(doc["scopes"]))
+    """The owner as the catalogue and the job layer see them when the transformation acts (the
+    spec's `group` first: the jobs' group, whose share they run under)."""
+    wanted = doc["spec"].get("group")
+    groups = tuple(doc["groups"])
+    if wanted in groups:
+        groups = (wanted, *[g for g in groups if g != wanted])
+    return Principal(sub=doc["owner"], vo=doc.get("vo", ""), groups=groups, scopes=frozenset(doc["scopes"]))
 
 
 async def get(db: AsyncDatabase[Document], transformation_id: str) -> Document:

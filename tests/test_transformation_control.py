@@ -89,3 +89,29 @@ async def test_stop_cancels_waiting_jobs_keeps_data_and_start_resumes(
     assert (counts["killed"], counts["submitted"]) == (1, 2)  # flushed: the 4th file's group too
     assert [t["id"] for t in await cli("list")] == [tid]
     assert (await cli("extend", tid, "--tasks", "2"))["spec"]["max_tasks"] == 5  # 3 tasks made, 2 more
+
+
+async def test_a_file_whose_metadata_comes_to_match_is_fed_and_one_its_owner_cannot_read_is_not(
+    api: RunningApi, grid: Grid,
+) -> None:
+    async with api.client(api.token(sub="alice", vo="cta", groups=("cta",), scopes=USER)) as alice:
+        tid = (await alice.add_transformation(step("t", "type=raw", "out")))["id"]
+        await TransformationFeeder(grid.db).run_once()  # the initial query: nothing matches yet
+        result = await alice.register_files([
+            {"lfn": "/cta/in/later.raw", "size": 1, "adler32": "00020002", "meta": {"type": "calib"}},
+            {"lfn": "/cta/in/secret.raw", "size": 1, "adler32": "00020002", "mode": 0o600}])
+        assert not result["failed"], result
+        await TransformationFeeder(grid.db).run_once()
+        assert await alice.transformation_files(tid) == []
+        await alice.set_metadata("/cta/in/later.raw", {"type": "raw"})
+    async with api.client(api.token(sub="carol", vo="cta", groups=("cta",), scopes=USER)) as carol:
+        # carol's transformation must not feed on alice's private file, even once it matches
+        carols = (await carol.add_transformation(step("c", "type=raw", "out")))["id"]
+        await TransformationFeeder(grid.db).run_once()
+        async with api.client(api.token(sub="alice", vo="cta", groups=("cta",), scopes=USER)) as alice:
+            await alice.set_metadata("/cta/in/secret.raw", {"type": "raw"})
+        await TransformationFeeder(grid.db).run_once()
+        assert [f["lfn"] for f in await carol.transformation_files(carols)] == ["/cta/in/later.raw"]
+    async with api.client(api.token(sub="alice", vo="cta", groups=("cta",), scopes=USER)) as alice:
+        assert [f["lfn"] for f in await alice.transformation_files(tid)] == ["/cta/in/later.raw",
+                                                                              "/cta/in/secret.raw"]
