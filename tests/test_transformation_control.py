@@ -115,3 +115,21 @@ async def test_a_file_whose_metadata_comes_to_match_is_fed_and_one_its_owner_can
     async with api.client(api.token(sub="alice", vo="cta", groups=("cta",), scopes=USER)) as alice:
         assert [f["lfn"] for f in await alice.transformation_files(tid)] == ["/cta/in/later.raw",
                                                                               "/cta/in/secret.raw"]
+
+
+async def test_a_removal_transformation_queues_deletions_but_never_of_a_last_replica(
+    api: RunningApi, grid: Grid,
+) -> None:
+    await grid.add_file("/cta/old/two.raw", b"x", ["SITE-A-DISK", "SITE-B-DISK"], meta={"type": "old"})
+    await grid.add_file("/cta/old/one.raw", b"y", ["SITE-B-DISK"], meta={"type": "old"})
+    async with api.client(api.token(sub="alice", vo="cta", groups=("cta",), scopes=USER)) as alice:
+        tid = (await alice.add_transformation({
+            "name": "clean", "type": "removal", "input_query": "type=old", "input_path": "/cta",
+            "request": {"ses": "SITE-B-DISK"}}))["id"]
+        for daemon in (TransformationFeeder(grid.db), TransformationTasks(grid.db)):
+            await daemon.run_once()
+        tasks = {t["files"][0]: t for t in await alice.transformation_tasks(tid)}
+    queued = await grid.db["transfer_requests"].find({}).to_list()
+    assert [(r["kind"], r["lfn"], r["dest_se"], r["submission"]) for r in queued] == [
+        ("delete", "/cta/old/two.raw", "SITE-B-DISK", tasks["/cta/old/two.raw"]["id"])]
+    assert (tasks["/cta/old/two.raw"]["state"], tasks["/cta/old/one.raw"]["state"]) == ("submitted", "done")
