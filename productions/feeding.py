@@ -113,10 +113,10 @@ async def handle_events(db: AsyncDatabase[Document], events: list[change_feed.Ev
     paths = list(dict.fromkeys(e["did"] for e in events if e["kind"] in FILE_EVENTS and e["did"].startswith("/")))
     if not paths:
         return 0
-    with database_errors():
-        files = [d["_id"] for d in await db[FILES].find({"_id": {"$in": paths}}, {"_id": 1}).to_list()]
-    changed_meta = {e["did"] for e in events if e["kind"] == "metadata_changed"}
-    directories = sorted(await fetch_directories(db, changed_meta - set(files)))
+    # Only a metadata change may be about a directory (its subtree is then looked at).
+    changed_meta = sorted({e["did"] for e in events if e["kind"] == "metadata_changed"})
+    directories = sorted(await fetch_directories(db, changed_meta)) if changed_meta else []
+    files = [p for p in paths if p not in set(directories)]
     added = 0
     for doc in await transformations.running(db):
         added += await feed_lfns(db, doc, files)
