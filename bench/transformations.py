@@ -5,7 +5,7 @@
 Starts a database (FerretDB in a temp dir unless --mongodb-uri or $CAIRN_MONGODB_URI), creates a
 transformation on `type=raw` under /bench, registers N matching files through the catalogue
 (which appends their change-feed events), then times the transformation daemons' work until
-every file is in a task: the feeder consuming the feed (`productions.feeding.follow`) and task
+every file is in a task: the feeder consuming the feed (`productions.feeding.handle_events`) and task
 creation (`productions.task_creation.create_tasks`). Figures: files/s from the first
 registration to the last task, files/s of feeding + task creation alone, database commands per
 file (a pymongo CommandListener on the daemons' client), and with --trace-memory the Python
@@ -36,6 +36,7 @@ from pymongo.asynchronous.database import AsyncDatabase  # noqa: E402
 
 from cairn.components import index_specs  # noqa: E402
 from cairn.embedded_db import start_ferretdb  # noqa: E402
+from catalogue import change_feed  # noqa: E402
 from catalogue.directories import directory_document, insert_directories, now  # noqa: E402
 from catalogue.files import register_files  # noqa: E402
 from catalogue.storage_elements import Protocol, StorageElement, put_storage_element  # noqa: E402
@@ -100,9 +101,14 @@ async def feed_and_group(db: AsyncDatabase[Document], doc: Document, memory: lis
                          phases: dict[str, float]) -> int:
     """Run the feeder and task creation until nothing is left to do; returns tasks made."""
     t0 = time.perf_counter()
-    while await feeding.follow(db, "bench-feeder", lease_s=600):
+
+    async def handle(events: list[change_feed.Event]) -> None:  # the feeder's handler, sampling memory
+        await feeding.handle_events(db, events)
         if memory is not None:
             memory.append(tracemalloc.get_traced_memory()[0])
+
+    while await change_feed.consume(db, feeding.CONSUMER, "bench-feeder", handle, lease_s=600):
+        pass
     t1 = time.perf_counter()
     made = 0
     while created := await task_creation.create_tasks(db, await transformations.get(db, doc["_id"])):
