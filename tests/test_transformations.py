@@ -128,6 +128,7 @@ async def test_simulate_process_merge_with_late_input_and_killed_daemons(
                 await register_sim_file(alice, grid, f"/cta/sim/late/l{i}.sim", 9)
             for name in ("transformation-tasks", "transformation-monitor"):
                 daemons[name].start()
+                daemons[name].start()  # two instances share the work by leases
             await until(lambda: processed_at_least(proc, 15), "all 15 sim files processed", logs=logs)
             assert (await show(alice, sim))["state"] == "completed"
             # the merge step is flushed by the production once the steps before it are quiet
