@@ -17,6 +17,7 @@ from catalogue import (
     directories,
     files,
     quotas,
+    replica_health,
     rule_locks,
     rules,
     storage_elements,
@@ -27,6 +28,7 @@ from kernel.daemon import Daemon
 from kernel.db import Document, IndexSpec
 from kernel.settings import Settings
 from kernel.web import ApiRoutes
+from transfers import audit_runs
 from transfers import requests as transfer_requests
 from wms import jobs as wms_jobs
 from wms import task_queues as wms_task_queues
@@ -48,13 +50,13 @@ def route_tables() -> list[ApiRoutes]:
         subscription_routes,
         usage_routes,
     )
-    from transfers import request_routes, signed_url_routes, stats_routes
+    from transfers import audit_routes, request_routes, signed_url_routes, stats_routes
     from wms import routes as wms_routes
 
     return [system_routes.routes, namespace_routes.routes, file_routes.routes, se_routes.routes,
             metadata_routes.routes, dataset_routes.routes, provenance_routes.routes, usage_routes.routes,
             rule_routes.routes, subscription_routes.routes, request_routes.routes, signed_url_routes.routes,
-            stats_routes.routes, wms_routes.routes, feed_routes.routes]
+            stats_routes.routes, wms_routes.routes, feed_routes.routes, audit_routes.routes]
 
 
 def plain_routes() -> list[tuple[str, str, Handler]]:
@@ -68,11 +70,12 @@ def index_specs() -> list[IndexSpec]:
     return [*storage_elements.INDEXES, *directories.INDEXES, *files.INDEXES, *datasets.INDEXES,
             *dataset_contents.INDEXES, *transfer_requests.INDEXES, *rules.INDEXES, *rule_locks.INDEXES,
             *quotas.INDEXES, *subscriptions.INDEXES, *wms_jobs.INDEXES, *wms_task_queues.INDEXES,
-            *usage.INDEXES]
+            *usage.INDEXES, *replica_health.INDEXES, *audit_runs.INDEXES]
 
 
 def daemon_factories() -> dict[str, DaemonFactory]:
     """Daemons by the name `cairn daemon NAME` knows them; `cairn up` runs every one."""
+    from transfers.auditor import Auditor
     from transfers.reaper import Reaper
     from transfers.rule_cleaner import RuleCleaner
     from transfers.rule_evaluator import RuleEvaluator
@@ -93,4 +96,5 @@ def daemon_factories() -> dict[str, DaemonFactory]:
         "rule-subscriptions": RuleSubscriber,
         "job-checker": lambda settings, db: JobChecker(db, wms_settings()),
         "job-watchdog": lambda settings, db: JobWatchdog(db, wms_settings()),
+        "auditor": Auditor,
     }

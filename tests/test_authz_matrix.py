@@ -172,6 +172,11 @@ MATRIX: dict[str, Case] = {
     "POST /jobs/{id}/outputs": pilot_only("/jobs/{job}/outputs"),
     "POST /jobs/{id}/output-slots": pilot_only("/jobs/{job}/output-slots"),
     "POST /jobs/{id}/report": pilot_only("/jobs/{job}/report"),
+    "POST /audit/runs": admin_only("/audit/runs"),
+    "GET /audit/runs": admin_only("/audit/runs"),
+    "GET /audit/runs/{id}": admin_only("/audit/runs/audit-000000000000"),
+    "GET /audit/runs/{id}/entries": admin_only("/audit/runs/audit-000000000000/entries"),
+    "POST /audit/runs/{id}/clean-dark": admin_only("/audit/runs/audit-000000000000/clean-dark"),
 }
 MATRIX_IDS: dict[str, str] = {}
 

@@ -26,6 +26,7 @@ OWNERS = {
     "account_usage": "catalogue", "catalogue_events": "catalogue", "feed_consumers": "catalogue",
     "feed_sequence": "catalogue",
     "transfer_requests": "transfers", "link_stats": "transfers",
+    "audit_runs": "transfers", "audit_entries": "transfers",
     "jobs": "wms", "job_claims": "wms", "counters": "wms", "task_queues": "wms", "task_queue_entries": "wms",
     "group_usage": "wms",
 }
