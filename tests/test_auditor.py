@@ -17,48 +17,15 @@ from catalogue.rules import RuleIn
 from catalogue.storage_elements import StorageElement
 from kernel.db import Document
 from kernel.settings import Settings
-from storage_plugins.base import StoragePlugin
-from storage_plugins.registry import plugin_for
+from tests.fixtures.audit import audit_settings, on_storage, storage, write_on_storage
 from tests.fixtures.catalogue import ADMIN
 from tests.fixtures.live_ses import LiveSEs
-from tests.fixtures.rules import dataset_on_src, rule_daemons, rule_settings, rule_state, run_until
+from tests.fixtures.rules import dataset_on_src, rule_daemons, rule_state, run_until
 from tests.fixtures.transfers import replica_status
 from transfers.auditor import Auditor
-from transfers.endpoints import endpoints
 from transfers.reaper import Reaper
 
 LFNS = [f"/cta/audit/f{i}" for i in range(3)]
-
-
-def audit_settings(settings: Settings, **values: object) -> Settings:
-    fast = rule_settings(settings)
-    return fast.model_copy(update={"audit": fast.audit.model_copy(update={"idle_sleep_s": 0.1, **values})})
-
-
-def storage(se: StorageElement, lfn: str, settings: Settings) -> tuple[StoragePlugin, str]:
-    """The plugin and URL of lfn on se, as the test reaches the storage itself."""
-    endpoint = endpoints(se, lfn, "read", credentials=settings.storage_credentials)[0]
-    return plugin_for(endpoint.url, endpoint.options), endpoint.url
-
-
-async def write_on_storage(se: StorageElement, lfn: str, data: bytes, settings: Settings) -> None:
-    plugin, url = storage(se, lfn, settings)
-    async with plugin:
-        await plugin.mkdir(url.rsplit("/", 1)[0])
-        await plugin.write(url, _once(data), size=len(data))
-
-
-async def _once(data: bytes):  # type: ignore[no-untyped-def]
-    yield data
-
-
-async def on_storage(se: StorageElement, lfn: str, settings: Settings) -> str | None:
-    """The adler32 of lfn on se's storage, or None when it is not there."""
-    plugin, url = storage(se, lfn, settings)
-    async with plugin:
-        if not await plugin.exists(url):
-            return None
-        return await plugin.checksum(url)
 
 
 async def ruled_copies(database: AsyncDatabase[Document], live_ses: LiveSEs, kind: str,

@@ -20,7 +20,7 @@ async def cairn(api: RunningApi, *args: str) -> tuple[int, str, str]:
 async def test_se_add_makes_each_kind_of_se_with_typed_options_and_update_changes_it(
     api: RunningApi, admin: Client,
 ) -> None:
-    code, out, err = await cairn(api, "se", "add", "TAPE-1", "--site", "CERN", "--kind", "tape",
+    code, _, err = await cairn(api, "se", "add", "TAPE-1", "--site", "CERN", "--kind", "tape",
                                  "--protocol", "tape:///archive/t1,cache_dir=/cache/t1,stage_delay_s=2",
                                  "--attr", "tier=0", "--attr", "country=CH", "--json")
     assert code == 0, err
