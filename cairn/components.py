@@ -50,13 +50,14 @@ def route_tables() -> list[ApiRoutes]:
         subscription_routes,
         usage_routes,
     )
-    from transfers import audit_routes, request_routes, signed_url_routes, stats_routes
+    from transfers import audit_routes, request_routes, signed_url_routes, stats_routes, suspicious_routes
     from wms import routes as wms_routes
 
     return [system_routes.routes, namespace_routes.routes, file_routes.routes, se_routes.routes,
             metadata_routes.routes, dataset_routes.routes, provenance_routes.routes, usage_routes.routes,
             rule_routes.routes, subscription_routes.routes, request_routes.routes, signed_url_routes.routes,
-            stats_routes.routes, wms_routes.routes, feed_routes.routes, audit_routes.routes]
+            stats_routes.routes, wms_routes.routes, feed_routes.routes, audit_routes.routes,
+            suspicious_routes.routes]
 
 
 def plain_routes() -> list[tuple[str, str, Handler]]:

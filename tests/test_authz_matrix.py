@@ -172,6 +172,9 @@ MATRIX: dict[str, Case] = {
     "POST /jobs/{id}/outputs": pilot_only("/jobs/{job}/outputs"),
     "POST /jobs/{id}/output-slots": pilot_only("/jobs/{job}/output-slots"),
     "POST /jobs/{id}/report": pilot_only("/jobs/{job}/report"),
+    # a report counts only when the server finds the replica missing too: bob's is there
+    "POST /replicas/suspicious": Case("/replicas/suspicious", (200, 200, 404), {"lfn": SHARED, "se": "DISK1"},
+                                      changes=frozenset()),
     "POST /audit/runs": admin_only("/audit/runs"),
     "GET /audit/runs": admin_only("/audit/runs"),
     "GET /audit/runs/{id}": admin_only("/audit/runs/audit-000000000000"),

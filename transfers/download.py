@@ -29,7 +29,7 @@ import aiofiles.os
 from catalogue.files import refusal
 from catalogue.lfn import check_lfn
 from catalogue.storage_elements import StorageElement
-from kernel.errors import CairnError, Forbidden, InvalidInput
+from kernel.errors import CairnError, Forbidden, InvalidInput, NotFound
 from storage_plugins.base import StoragePlugin, landing, write_local
 from storage_plugins.checksums import Adler32, tee_adler32
 from storage_plugins.errors import ChecksumMismatch
@@ -38,6 +38,7 @@ from transfers.endpoints import Endpoint, endpoints
 from transfers.io_report import FileOutcome, NoProgress, ProgressSink
 from transfers.replica_order import ReadableReplica, replicas_to_read
 from transfers.signed_access import needs_signing, signed_endpoint, without_signature
+from transfers.suspicious_client import report_missing
 
 if TYPE_CHECKING:
     from transfers.data_client import DataClient
@@ -142,6 +143,8 @@ async def download_one(
             last = exc
         except CairnError as exc:
             notes.append(f"SE {replica.se.name}: {exc.message}")
+            if isinstance(exc, NotFound):
+                notes.append(await report_missing(client, lfn, replica.se.name, exc.message))
             last = exc
         except OSError as exc:  # the local side (DEST unwritable, disk full): no replica can help
             sink.finished(lfn, False)
