@@ -86,7 +86,7 @@ class AuditSettings(BaseModel):
     # Audit every SE this often on its own (0: only when an operator asks).
     interval_s: float = Field(0.0, ge=0)
     # Catalogue replicas read per page of the sorted walk.
-    page: int = Field(5000, ge=1, le=100_000)
+    page: int = Field(10_000, ge=1, le=100_000)
     # Reports of a replica missing on storage (downloads, transfers) that mark it lost.
     suspicious_threshold: int = Field(3, ge=1)
     idle_sleep_s: float = Field(5.0, gt=0)

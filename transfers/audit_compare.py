@@ -8,8 +8,9 @@ of `DUMP_RUN` lines spilled to temporary files and merged.
 Dump format: one file per line, its path on the SE relative to the SE's protocol prefix (which
 is its LFN, e.g. `/vo/data/run1/f.root`), optionally followed by whitespace and its size in
 bytes. Empty lines and lines starting with `#` are skipped. The dump's own modification time is
-the moment it describes: files registered after it are not called lost, and files younger than
-the grace period then are not called dark.
+the moment it describes: files registered after it are not called lost, and a file in it is
+dark only once the dump is older than the grace period (a write in flight when the dump was
+taken has been registered by then).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import contextlib
 import heapq
 import os
 import tempfile
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,7 +28,7 @@ from catalogue.replica_health import EXPECTED_ON_STORAGE, CatalogueReplica
 from catalogue.replica_urls import normalised_url
 from kernel.errors import InvalidInput
 
-DUMP_RUN = 200_000
+DUMP_RUN = 50_000
 LFN_MAX = 4096
 
 
@@ -139,18 +141,20 @@ async def _next(stream: AsyncIterator[Any]) -> Any:
 async def compare(
     storage: AsyncIterator[StorageEntry], catalogue: AsyncIterator[CatalogueReplica], *,
     as_of: float, grace_s: float, on_entry: Callable[[dict[str, Any]], Awaitable[None]],
-    found: Findings | None = None,
+    found: Findings | None = None, now: float | None = None,
 ) -> Findings:
     """Merge both sorted streams. `as_of` (epoch seconds) is when the storage side was taken:
-    replicas created after it are not lost, files younger than `grace_s` then are not dark.
+    replicas created after it are not lost. A file on storage is dark once it has been there
+    unregistered for `grace_s` (its modification time, or a dump's, before `now`).
     The counters are kept in `found` as they grow (a caller may publish them meanwhile)."""
     found = found or Findings()
+    now = time.time() if now is None else now
     counts = found.counts
     st, cat = await _next(storage), await _next(catalogue)
     while st is not None or cat is not None:
         if cat is None or (st is not None and st.lfn < cat.lfn):
             counts["storage"] += 1
-            if st.mtime is not None and as_of - st.mtime < grace_s:
+            if st.mtime is not None and now - st.mtime < grace_s:
                 counts["young"] += 1
             else:
                 counts["dark"] += 1
