@@ -8,7 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from catalogue.storage_elements import get_storage_element
 from catalogue.streaming import stream_rows
-from kernel.responses import JsonList
+from kernel.responses import BulkAnswer, JsonList, JsonObject
 from kernel.web import ADMIN, DATABASE, ApiRoutes, json_response, principal_of, read_model
 from transfers import audit_runs
 from transfers.auditor import request_dark_deletion
@@ -35,7 +35,8 @@ def _run_view(run: dict[str, object]) -> dict[str, object]:
 
 
 @routes.post("/audit/runs", policy=ADMIN, summary="Queue an audit of an SE (its listing, or a dump on it)",
-             body=RunBody, responses={404: "no such SE", 409: "a run of this SE is open already"})
+             body=RunBody, responses={404: "no such SE", 409: "a run of this SE is open already"}, status=201,
+             response=JsonObject)
 async def queue(request: web.Request) -> web.Response:
     body = await read_model(request, RunBody)
     db = request.app[DATABASE]
@@ -52,7 +53,7 @@ async def list_runs(request: web.Request) -> web.Response:
 
 
 @routes.get("/audit/runs/{id}", policy=ADMIN, summary="One audit run with its counters",
-            responses={404: "no such run"})
+            responses={404: "no such run"}, response=JsonObject)
 async def get_run(request: web.Request) -> web.Response:
     return json_response(_run_view(await audit_runs.get_run(request.app[DATABASE], request.match_info["id"])))
 
@@ -70,7 +71,7 @@ async def entries(request: web.Request) -> web.StreamResponse:
 
 
 @routes.post("/audit/runs/{id}/clean-dark", policy=ADMIN, summary="Have the reaper delete a finished run's dark files",
-             responses={404: "no such run, or not finished"})
+             responses={404: "no such run", 409: "the run has not finished"}, status=201, response=BulkAnswer)
 async def clean_dark(request: web.Request) -> web.Response:
     answer = await request_dark_deletion(request.app[DATABASE], request.match_info["id"],
                                          requester=principal_of(request).sub)

@@ -24,7 +24,7 @@ from catalogue.storage_elements import StorageElement, get_storage_element, list
 from kernel import lease
 from kernel.daemon import Daemon
 from kernel.db import Document
-from kernel.errors import CairnError, NotFound
+from kernel.errors import CairnError, Conflict
 from kernel.settings import AuditSettings, Settings
 from storage_plugins.base import StoragePlugin
 from storage_plugins.registry import plugin_for
@@ -145,7 +145,7 @@ async def request_dark_deletion(db: AsyncDatabase[Document], run_id: str, *, req
     checking it is still dark: recorded by this run and still without a replica on the SE)."""
     run = await audit_runs.get_run(db, run_id)
     if run["state"] != "done":
-        raise NotFound(f"audit run {run_id!r} has not finished; dark files are deleted from finished runs only")
+        raise Conflict(f"audit run {run_id!r} is {run['state']}; dark files are deleted from finished runs only")
     await audit_runs.allow_cleaning(db, run_id)
     items = [{"lfn": lfn, "dest_se": run["se"], "audit_run": run_id} for lfn in await audit_runs.dark_lfns(db, run_id)]
     return await rq.submit(db, "delete", items, requester=requester, activity=DARK_ACTIVITY, submission=run_id)

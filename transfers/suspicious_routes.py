@@ -21,9 +21,18 @@ class SuspiciousBody(BaseModel):
     reason: str = Field("", max_length=500)
 
 
+class SuspiciousAnswer(BaseModel):
+    """What became of the report: suspicious or lost (counted), present or unverified (not)."""
+
+    lfn: str
+    se: str
+    state: str
+
+
 @routes.post("/replicas/suspicious", policy=scopes("catalogue.read"),
              summary="Report a replica found missing on storage; counted once the server finds it missing too",
-             body=SuspiciousBody, responses={404: "no such file (or hidden), or no replica on that SE"})
+             body=SuspiciousBody, responses={404: "no such file (or hidden), or no replica on that SE"},
+             response=SuspiciousAnswer)
 async def suspicious(request: web.Request) -> web.Response:
     body = await read_model(request, SuspiciousBody)
     db, settings = request.app[DATABASE], request.app[SETTINGS]
