@@ -10,7 +10,7 @@ mark it lost.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,7 +19,8 @@ from pymongo.asynchronous.database import AsyncDatabase
 from catalogue import rule_locks
 from catalogue.collection_names import FILES
 from catalogue.directories import now
-from catalogue.replicas import set_replica_status
+from catalogue.files import fetch_files
+from catalogue.replicas import set_replica_status, set_replica_statuses
 from kernel.db import Document, IndexSpec, database_errors
 
 INDEXES = [
@@ -74,6 +75,26 @@ async def mark_lost(db: AsyncDatabase[Document], lfn: str, se: str) -> bool:
             await rule_locks.replica_lost(db, lfn, se)
             return True
     return False
+
+
+async def mark_lost_many(db: AsyncDatabase[Document], se: str, lfns: Sequence[str]) -> dict[str, int]:
+    """`mark_lost` for many replicas of se at once (the bulk status path: a few writes per batch,
+    not one per replica). Answers, per LFN marked now, how many available copies it has left."""
+    if not lfns:
+        return {}
+    files = await fetch_files(db, lfns, {"replicas": 1})
+    items = []
+    for lfn, doc in files.items():
+        mine = next((r for r in doc.get("replicas", []) if r.get("se") == se), None)
+        if mine is not None and mine.get("status") in EXPECTED_ON_STORAGE:
+            items.append({"lfn": lfn, "se": se, "status": "lost", "expected": mine.get("status")})
+    result = await set_replica_statuses(db, items, files)
+    left: dict[str, int] = {}
+    for lfn in result["successful"]:
+        await rule_locks.replica_lost(db, lfn, se)
+        left[lfn] = sum(1 for r in files[lfn].get("replicas", [])
+                        if r.get("se") != se and r.get("status") == "available")
+    return left
 
 
 async def report_suspicious(db: AsyncDatabase[Document], lfn: str, se: str, *, threshold: int, reason: str) -> str:

@@ -19,7 +19,7 @@ from typing import Any
 
 from pymongo.asynchronous.database import AsyncDatabase
 
-from catalogue.replica_health import mark_lost, other_copies, replicas_on
+from catalogue.replica_health import mark_lost_many, other_copies, replicas_on
 from catalogue.storage_elements import StorageElement, get_storage_element, list_storage_elements
 from kernel import lease
 from kernel.daemon import Daemon
@@ -79,22 +79,25 @@ class Audit:
             yield entry
 
     async def on_entry(self, entry: dict[str, Any]) -> None:
-        if entry["kind"] == "lost":
-            await self._lost(entry)
         self.pending.append(entry)
         if len(self.pending) >= ENTRY_BATCH:
             await self.flush()
 
-    async def _lost(self, entry: dict[str, Any]) -> None:
-        if not self.run.get("dump"):
+    async def _lost(self, entries: list[dict[str, Any]]) -> None:
+        """Mark a batch of lost replicas (after a stat each, when the storage was listed live)."""
+        for entry in entries:
             url = endpoints(self.se, entry["lfn"], "read", credentials=self.credentials)[0].url
-            if await self.plugin.exists(url):  # written back meanwhile, or listed late: not lost
-                entry["kind"] = "rechecked"
-                return
-        entry["marked"] = await mark_lost(self.db, entry["lfn"], self.se.name)
-        entry["no_copy"] = await other_copies(self.db, entry["lfn"], self.se.name) == 0
+            if not self.run.get("dump") and await self.plugin.exists(url):
+                entry["kind"] = "rechecked"  # written back meanwhile, or listed late: not lost
+        lost = [e for e in entries if e["kind"] == "lost"]
+        left = await mark_lost_many(self.db, self.se.name, [e["lfn"] for e in lost])
+        for entry in lost:
+            entry["marked"] = entry["lfn"] in left
+            entry["no_copy"] = (left[entry["lfn"]] if entry["marked"]
+                                else await other_copies(self.db, entry["lfn"], self.se.name)) == 0
 
     async def flush(self) -> None:
+        await self._lost([e for e in self.pending if e["kind"] == "lost"])
         kept = [e for e in self.pending if e["kind"] != "rechecked"]
         self.counts["no_copy"] = self.counts.get("no_copy", 0) + sum(1 for e in kept if e.get("no_copy"))
         self.counts["rechecked"] = self.counts.get("rechecked", 0) + len(self.pending) - len(kept)
