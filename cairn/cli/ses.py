@@ -50,7 +50,8 @@ def se_show(name: str, as_json: bool) -> None:
 @click.argument("definition", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @json_option
 def se_put(definition: Path, as_json: bool) -> None:
-    """Create or replace an SE from a JSON file (admins)."""
+    """Create or replace an SE from a JSON file (admins): the fields of `cairn se show NAME --json`,
+    described in the README's "Storage elements"; `cairn se add` builds one from options."""
     saved = run(lambda c: c.put_se(json.loads(definition.read_text())))
     emit_json(saved) if as_json else click.echo(f"SE {saved['name']} saved")
 
