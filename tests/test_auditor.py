@@ -15,6 +15,7 @@ from cairn.sdk import Client
 from catalogue import rules
 from catalogue.rules import RuleIn
 from catalogue.storage_elements import StorageElement
+from kernel import lease
 from kernel.db import Document
 from kernel.settings import Settings
 from tests.fixtures.audit import audit_settings, on_storage, storage, write_on_storage
@@ -142,3 +143,17 @@ async def test_a_second_run_of_an_se_is_refused_while_one_is_open_and_audits_are
     async with live_ses.api.client(live_ses.api.token()) as user:
         with pytest.raises(Exception, match="admin"):
             await user.audit_runs()
+
+
+async def test_an_se_whose_audit_lease_another_auditor_holds_is_left_to_it(
+    database: AsyncDatabase[Document], live_ses: LiveSEs, admin: Client,
+) -> None:
+    fast = audit_settings(live_ses.api.settings)
+    await live_ses.add("file", name="LEASED")
+    run = await admin.queue_audit("LEASED")
+    assert await lease.acquire(database, "auditor:LEASED", "auditor@elsewhere", lease_s=60)
+    await Auditor(fast, database).run(max_cycles=1)
+    assert (await admin.audit_run(str(run["id"])))["state"] == "queued"
+    await lease.release(database, "auditor:LEASED", "auditor@elsewhere")
+    await Auditor(fast, database).run(max_cycles=1)
+    assert (await admin.audit_run(str(run["id"])))["state"] == "done"
