@@ -149,7 +149,8 @@ async def test_an_se_whose_audit_lease_another_auditor_holds_is_left_to_it(
     database: AsyncDatabase[Document], live_ses: LiveSEs, admin: Client,
 ) -> None:
     fast = audit_settings(live_ses.api.settings)
-    await live_ses.add("file", name="LEASED")
+    se = await live_ses.add("file", name="LEASED")
+    await write_on_storage(se, "/cta/l/f", b"x", fast)
     run = await admin.queue_audit("LEASED")
     assert await lease.acquire(database, "auditor:LEASED", "auditor@elsewhere", lease_s=60)
     await Auditor(fast, database).run(max_cycles=1)
