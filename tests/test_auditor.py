@@ -158,3 +158,16 @@ async def test_an_se_whose_audit_lease_another_auditor_holds_is_left_to_it(
     await lease.release(database, "auditor:LEASED", "auditor@elsewhere")
     await Auditor(fast, database).run(max_cycles=1)
     assert (await admin.audit_run(str(run["id"])))["state"] == "done"
+
+
+async def test_an_se_whose_root_is_missing_fails_its_run_and_loses_nothing(
+    database: AsyncDatabase[Document], live_ses: LiveSEs, admin: Client,
+) -> None:
+    fast = audit_settings(live_ses.api.settings)
+    await live_ses.add("file", name="UNMOUNTED")  # its directory was never made: as if unmounted
+    result = await admin.register_files([{"lfn": "/cta/u/f", "size": 1, "adler32": "00020002",
+                                          "replicas": [{"se": "UNMOUNTED"}]}])
+    assert not result["failed"], result
+    run = await audit(admin, database, fast, "UNMOUNTED")
+    assert run["state"] == "failed" and "UNMOUNTED" in str(run["error"]), run
+    assert await replica_status(database, "/cta/u/f", "UNMOUNTED") == "available"
