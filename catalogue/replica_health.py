@@ -1,9 +1,9 @@
 """Replicas whose bytes are gone: the catalogue side of consistency checks.
 
 `replicas_on` walks an SE's replicas in LFN order, a page at a time (each page read to its end,
-so no cursor stays open while others write `files`). `mark_lost` sets a replica `lost` (the
-change feed gets its `replica_status` event) and sends the rules holding locks on it back to
-replicating (`rule_locks.replica_lost`), so they copy the file again from another replica.
+so no cursor stays open while others write `files`). `mark_lost` sets a replica `lost`; the change
+feed gets its `replica_status` event, from which the rules holding locks on it put them back to
+replicating (`transfers.rule_feed`), so they copy the file again from another replica.
 `report_suspicious` counts reports that a replica was missing when read; `threshold` of them
 mark it lost.
 """
@@ -16,7 +16,6 @@ from typing import Any
 
 from pymongo.asynchronous.database import AsyncDatabase
 
-from catalogue import rule_locks
 from catalogue.collection_names import FILES
 from catalogue.directories import now
 from catalogue.files import fetch_files
@@ -68,11 +67,10 @@ async def other_copies(db: AsyncDatabase[Document], lfn: str, se: str) -> int:
 
 
 async def mark_lost(db: AsyncDatabase[Document], lfn: str, se: str) -> bool:
-    """Mark lfn's replica on se `lost` (from any status that expects bytes on storage) and have the
-    rules locking it copy it again; True when this call marked it."""
+    """Mark lfn's replica on se `lost` (from any status that expects bytes on storage); True when
+    this call marked it."""
     for status in EXPECTED_ON_STORAGE:
         if await set_replica_status(db, lfn, se, "lost", expected=status):
-            await rule_locks.replica_lost(db, lfn, se)
             return True
     return False
 
@@ -91,7 +89,6 @@ async def mark_lost_many(db: AsyncDatabase[Document], se: str, lfns: Sequence[st
     result = await set_replica_statuses(db, items, files)
     left: dict[str, int] = {}
     for lfn in result["successful"]:
-        await rule_locks.replica_lost(db, lfn, se)
         left[lfn] = sum(1 for r in files[lfn].get("replicas", [])
                         if r.get("se") != se and r.get("status") == "available")
     return left

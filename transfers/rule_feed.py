@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pymongo.asynchronous.database import AsyncDatabase
 
-from catalogue import change_feed
+from catalogue import change_feed, rule_locks
 from catalogue.rule_triggers import content_changed
 from kernel.db import Document
 
@@ -21,6 +21,11 @@ async def mark_changed(db: AsyncDatabase[Document], events: list[change_feed.Eve
     dids = {e["did"] for e in events if e["kind"] in CONTENT_EVENTS}
     if dids:
         await content_changed(db, dids)
+    # a replica found lost on storage (the auditor, suspicious reads): its locks copy it again
+    lost = {(e["did"], e["data"]["se"]) for e in events
+            if e["kind"] == "replica_status" and e.get("data", {}).get("status") == "lost"}
+    for lfn, se in sorted(lost):
+        await rule_locks.replica_lost(db, lfn, se)
 
 
 async def follow(db: AsyncDatabase[Document], worker: str, *, lease_s: float) -> int:
