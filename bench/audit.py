@@ -1,6 +1,7 @@
 """Benchmark: the auditor comparing an SE's storage dump with its catalogue replicas.
 
-    python bench/audit.py [--sizes 20000,100000] [--mongodb-uri URI] [--no-memory]
+    python bench/audit.py [--sizes 20000,100000] [--page 10000] [--mongodb-uri URI] [--no-memory]
+    python bench/audit.py --sort-only --sizes 200000,1000000
 
 For each size N: a fresh database (FerretDB in a temp dir unless --mongodb-uri or
 $CAIRN_MONGODB_URI) holding N files with a replica on a local-disk SE, and a site dump of N lines
@@ -9,7 +10,9 @@ paths (dark). The audit run (`transfers.auditor.run_audit`: external sort of the
 the catalogue walked in LFN pages, lost replicas marked) is timed, then run again under
 tracemalloc for its peak Python memory (slower; its time is not reported). Memory is flat when
 the peak does not grow with N. The baseline in the same run is reading the dump alone (the same
-plugin stream, lines split, no sort and no catalogue). Prints JSON.
+plugin stream, lines split, no sort and no catalogue). With --sort-only, only the storage side
+is measured, without a database: a shuffled dump of N lines sorted externally and streamed, its
+time and peak memory. Prints JSON.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import sys
 import tempfile
 import time
 import tracemalloc
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +45,7 @@ from kernel.principal import Principal  # noqa: E402
 from kernel.settings import Settings, load_settings  # noqa: E402
 from storage_plugins.posix import PosixPlugin, file_url  # noqa: E402
 from transfers import audit_runs  # noqa: E402
-from transfers.audit_compare import dump_lines  # noqa: E402
+from transfers.audit_compare import dump_lines, sorted_dump  # noqa: E402
 from transfers.auditor import run_audit  # noqa: E402
 
 ADMIN = Principal(sub="bench", vo="bench", groups=("bench",), scopes=frozenset({"admin"}))
@@ -125,7 +129,33 @@ async def measure(uri: str, scratch: Path, n: int, memory: bool, page: int) -> d
         await client.close()
 
 
+async def sort_only(sizes: list[int]) -> list[dict[str, Any]]:
+    """The storage side alone, no database: a shuffled dump of N lines sorted and streamed in order."""
+
+    async def shuffled(n: int) -> AsyncIterator[str]:
+        for k in range(n):
+            yield f"{lfn((k * 7919) % n)}\t100"  # a permutation of 0..n-1 (7919 is prime), no list held
+
+    results = []
+    for n in sizes:
+        tracemalloc.start()
+        started = time.perf_counter()
+        count = 0
+        async for _ in sorted_dump(shuffled(n), None):
+            count += 1
+        seconds = time.perf_counter() - started
+        peak = tracemalloc.get_traced_memory()[1]
+        results.append({"dump_lines": n, "sorted_lines": count, "seconds": round(seconds, 2),
+                        "lines_per_s": round(n / seconds), "peak_python_MB": round(peak / 1e6, 1)})
+        tracemalloc.stop()
+    return results
+
+
 async def main(args: argparse.Namespace) -> None:
+    if args.sort_only:
+        emit({"benchmark": "audit: sorting a site dump (no database)", "runs": await sort_only(
+            [int(s) for s in args.sizes.split(",")])})
+        return
     scratch = Path(tempfile.mkdtemp(prefix="cairn-bench-audit-"))
     uri = args.mongodb_uri or os.environ.get("CAIRN_MONGODB_URI")
     server = None
@@ -147,5 +177,6 @@ if __name__ == "__main__":
     parser.add_argument("--sizes", default="20000,100000", help="catalogue sizes, comma-separated (e.g. 1000000)")
     parser.add_argument("--mongodb-uri")
     parser.add_argument("--no-memory", action="store_true", help="skip the traced run")
+    parser.add_argument("--sort-only", action="store_true", help="only the dump's external sort (no database)")
     parser.add_argument("--page", type=int, default=10000, help="catalogue replicas read per page (audit.page)")
     asyncio.run(main(parser.parse_args()))

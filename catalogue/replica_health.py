@@ -57,6 +57,7 @@ async def replicas_on(db: AsyncDatabase[Document], se: str, *, page: int) -> Asy
         if len(docs) < page:
             return
         last = docs[-1]["_id"]
+        del docs  # not held while the next page is read: one page at a time
 
 
 async def other_copies(db: AsyncDatabase[Document], lfn: str, se: str) -> int:
