@@ -12,4 +12,5 @@ pytest_plugins = [
     "tests.fixtures.live_ses",
     "tests.fixtures.authz",
     "tests.fixtures.portal",
+    "tests.fixtures.browser",
 ]
