@@ -80,6 +80,11 @@ def journey(driver: webdriver.Chrome, url: str, token: str, job_id: str) -> None
     wait(driver).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#plot canvas"))
     screenshot(driver, "transfers")
 
+    driver.get(f"{url}/ui/accounting")
+    wait(driver).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#se-plot canvas"))
+    assert "T1-A" in driver.find_element(By.ID, "se-usage").text
+    screenshot(driver, "accounting")
+
     driver.get(f"{url}/ui/jobs")
     wait(driver).until(ec.element_to_be_clickable((By.ID, f"select-{job_id}"))).click()
     driver.find_element(By.ID, "kill").click()

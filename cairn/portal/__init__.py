@@ -12,7 +12,16 @@ import aiohttp_jinja2
 import jinja2
 from aiohttp import web
 
-from cairn.portal import dashboard, job_pages, namespace_pages, rule_pages, session_pages, transfer_pages
+from cairn.portal import (
+    accounting_pages,
+    dashboard,
+    job_pages,
+    namespace_pages,
+    rule_pages,
+    se_pages,
+    session_pages,
+    transfer_pages,
+)
 from cairn.portal.session import session_middleware
 
 PREFIX = "/ui/"
@@ -24,7 +33,8 @@ def build_portal() -> web.Application:
     app = web.Application(middlewares=[session_middleware])
     aiohttp_jinja2.setup(app, loader=jinja2.PackageLoader("cairn.portal", "templates"), autoescape=True,
                          undefined=jinja2.StrictUndefined)
-    for module in (session_pages, dashboard, namespace_pages, rule_pages, transfer_pages, job_pages):
+    for module in (session_pages, dashboard, namespace_pages, rule_pages, transfer_pages, job_pages,
+                   se_pages, accounting_pages):
         app.router.add_routes(module.routes)
     app.router.add_static("/static/", STATIC, append_version=False)
     return app
