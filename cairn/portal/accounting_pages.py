@@ -12,11 +12,11 @@ from typing import Any
 
 from aiohttp import web
 
+from cairn.portal.access import caller
+from cairn.portal.render import page
 from catalogue import quotas, usage
 from catalogue import rule_routes as rule_api
 from catalogue import usage_routes as usage_api
-from cairn.portal.access import caller
-from cairn.portal.render import page
 from kernel.errors import InvalidInput
 
 routes = web.RouteTableDef()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from cairn.portal.access import caller
+from cairn.portal.render import page
 from catalogue import se_routes as api
 from catalogue import sites, usage
 from catalogue import usage_routes as usage_api
@@ -13,8 +15,6 @@ from catalogue.storage_elements import (
     list_storage_elements,
     update_storage_element,
 )
-from cairn.portal.access import caller
-from cairn.portal.render import page
 
 routes = web.RouteTableDef()
 SWITCHES = ("read_enabled", "write_enabled", "delete_enabled")
