@@ -17,6 +17,7 @@ from catalogue import (
     directories,
     files,
     quotas,
+    replica_triage,
     rule_locks,
     rules,
     storage_elements,
@@ -68,7 +69,7 @@ def index_specs() -> list[IndexSpec]:
     return [*storage_elements.INDEXES, *directories.INDEXES, *files.INDEXES, *datasets.INDEXES,
             *dataset_contents.INDEXES, *transfer_requests.INDEXES, *rules.INDEXES, *rule_locks.INDEXES,
             *quotas.INDEXES, *subscriptions.INDEXES, *wms_jobs.INDEXES, *wms_task_queues.INDEXES,
-            *usage.INDEXES]
+            *usage.INDEXES, *replica_triage.INDEXES]
 
 
 def daemon_factories() -> dict[str, DaemonFactory]:
