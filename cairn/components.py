@@ -28,6 +28,7 @@ from kernel.daemon import Daemon
 from kernel.db import Document, IndexSpec
 from kernel.settings import Settings
 from kernel.web import ApiRoutes
+from transfers import link_series
 from transfers import requests as transfer_requests
 from wms import jobs as wms_jobs
 from wms import task_queues as wms_task_queues
@@ -69,7 +70,7 @@ def index_specs() -> list[IndexSpec]:
     return [*storage_elements.INDEXES, *directories.INDEXES, *files.INDEXES, *datasets.INDEXES,
             *dataset_contents.INDEXES, *transfer_requests.INDEXES, *rules.INDEXES, *rule_locks.INDEXES,
             *quotas.INDEXES, *subscriptions.INDEXES, *wms_jobs.INDEXES, *wms_task_queues.INDEXES,
-            *usage.INDEXES, *replica_triage.INDEXES]
+            *usage.INDEXES, *replica_triage.INDEXES, *link_series.INDEXES]
 
 
 def daemon_factories() -> dict[str, DaemonFactory]:

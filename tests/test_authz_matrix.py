@@ -156,6 +156,7 @@ MATRIX: dict[str, Case] = {
     "POST /storage/signed-url": Case("/storage/signed-url", (501, 501, 404), {"lfn": SHARED, "se": "DISK1"},
                                      changes=frozenset()),
     "GET /transfers/stats": same(200, "/transfers/stats"),
+    "GET /transfers/series": same(200, "/transfers/series"),
     "POST /jobs": Case("/jobs", (201, 201, 201), {"jobs": [JOB]}, changes=frozenset(USERS)),
     "GET /jobs": same(200, "/jobs"),
     "GET /job-summary": same(200, "/job-summary"),

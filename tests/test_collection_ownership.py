@@ -25,7 +25,7 @@ OWNERS = {
     "rules": "catalogue", "locks": "catalogue", "subscriptions": "catalogue", "quotas": "catalogue",
     "account_usage": "catalogue", "catalogue_events": "catalogue", "feed_consumers": "catalogue",
     "feed_sequence": "catalogue",
-    "transfer_requests": "transfers", "link_stats": "transfers",
+    "transfer_requests": "transfers", "link_stats": "transfers", "link_hours": "transfers",
     "jobs": "wms", "job_claims": "wms", "counters": "wms", "task_queues": "wms", "task_queue_entries": "wms",
     "group_usage": "wms",
 }

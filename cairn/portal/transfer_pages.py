@@ -12,8 +12,9 @@ from aiohttp import web
 
 from cairn.portal.access import caller
 from cairn.portal.render import page
-from kernel.web import json_response
+from kernel.web import json_response, query_int
 from transfers import stats_routes as api
+from transfers.link_series import MAX_HOURS, hourly_series
 from transfers.link_stats import failures_by_reason, link_statistics, queue_depths
 
 routes = web.RouteTableDef()
@@ -37,9 +38,8 @@ async def transfers(request: web.Request) -> web.Response:
 
 @routes.get("/transfers/series")
 async def series(request: web.Request) -> web.Response:
-    """Per link: files done, failed and MB/s, as parallel arrays for the plot."""
-    db, _ = caller(request, api.routes, "GET", "/transfers/stats")
-    links = await link_statistics(db)
-    return json_response({"links": [f"{x['source']} → {x['dest']}" for x in links],
-                          "done": [x["done"] for x in links], "failed": [x["failed"] for x in links],
-                          "mb_s": [x["mean_file_mb_s"] or 0 for x in links]})
+    """Files done and failed and MB moved per hour (all links, or the one chosen), for the plot."""
+    db, _ = caller(request, api.routes, "GET", "/transfers/series")
+    return json_response(await hourly_series(db, hours=query_int(request, "hours", 48, minimum=1, maximum=MAX_HOURS),
+                                             source=request.query.get("source") or None,
+                                             dest=request.query.get("dest") or None))
