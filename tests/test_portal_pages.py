@@ -196,6 +196,9 @@ async def test_the_job_monitor_kills_selected_jobs_of_their_owner_only(
         job = await alice.get(f"/ui/jobs/{ids[0]}")
         assert job.status == 200 and "killed" in job.text
         assert (await alice.get("/ui/jobs", params={"owner": "bob"})).status == 403
+        again = await alice.post("/ui/jobs/control", [("action", "reschedule"), ("job", ids[0]), ("job", ids[2])])
+        assert f"{ids[0]}: reschedule done" in again.text and f"{ids[2]}: reschedule done" not in again.text
+        assert (await alice.post("/ui/jobs/control", [("action", "nuke"), ("job", ids[2])])).status == 400
 
 
 async def test_the_dashboard_shows_my_rules_quota_and_failed_jobs(
