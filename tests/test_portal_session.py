@@ -11,8 +11,9 @@ READER = ("catalogue.read",)
 
 async def test_a_page_without_a_session_sends_the_browser_to_the_login_page(portal: PortalFactory) -> None:
     async with portal(None) as anonymous:
-        page = await anonymous.get("/ui/browse?path=/cta", redirects=False)
-        assert page.status == 303 and page.headers["Location"] == "/ui/login?next=/ui/browse?path=/cta"
+        page = await anonymous.get("/ui/browse?path=/cta&limit=5", redirects=False)
+        assert page.status == 303
+        assert page.headers["Location"] == "/ui/login?next=/ui/browse?path%3D/cta%26limit%3D5"
         fragment = await anonymous.get("/ui/rules", redirects=False, headers={"HX-Request": "true"})
         assert fragment.status == 401
 
@@ -76,3 +77,10 @@ async def test_login_only_returns_to_a_portal_page(api: RunningApi, portal: Port
         page = await user.post("/ui/login", {"token": api.token(scopes=READER), "next": "https://evil.example/"},
                                redirects=False)
         assert page.headers["Location"] == "/ui/"
+    async with portal(None) as user:
+        form = await user.get("/ui/login?next=/ui/browse%3Fpath%3D/cta%26limit%3D5")
+        user.csrf = form.csrf
+        page = await user.post("/ui/login", {"token": api.token(scopes=READER), "next": "/ui/browse?path=/cta&limit=5"},
+                               redirects=False)
+        assert page.headers["Location"] == "/ui/browse?path=/cta&limit=5"
+        assert 'name="next" value="/ui/browse?path=/cta&amp;limit=5"' in form.text

@@ -23,7 +23,7 @@ from cairn.portal import (
     transfer_pages,
     triage_pages,
 )
-from cairn.portal.session import session_middleware
+from cairn.portal.middleware import session_middleware
 
 PREFIX = "/ui/"
 STATIC = Path(__file__).parent / "static"

@@ -13,6 +13,7 @@ from catalogue import metadata_routes as find_api
 from catalogue import namespace_routes as api
 from catalogue.find import file_view, open_query
 from catalogue.lfn import ROOT, check_lfn
+from kernel.errors import InvalidInput
 
 routes = web.RouteTableDef()
 
@@ -27,8 +28,10 @@ async def browse(request: web.Request) -> web.Response:
     """One page of a directory (`after` is the last name of the previous page)."""
     db, user = caller(request, api.routes, "GET", "/namespace/ls")
     path = check_lfn(request.query.get("path") or ROOT)
-    listing = await namespace.list_directory(db, user, path, after=request.query.get("after") or None,
-                                             limit=page_size(request))
+    after = request.query.get("after") or None
+    if after is not None and "/" in after:
+        raise InvalidInput("'after' is an entry name from the previous page (no '/')")
+    listing = await namespace.list_directory(db, user, path, after=after, limit=page_size(request))
     return page(request, "browse.html", {"path": path, "crumbs": _crumbs(path), "listing": listing})
 
 

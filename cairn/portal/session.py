@@ -15,16 +15,15 @@ import secrets
 
 from aiohttp import web
 
-from kernel.errors import CairnError, Forbidden, Unauthenticated
+from kernel.errors import Forbidden, Unauthenticated
 from kernel.principal import Principal
-from kernel.web import PRINCIPAL, VERIFIER, Handler
+from kernel.web import PRINCIPAL
 
 SESSION_COOKIE = "cairn_session"
 LOGIN_CSRF_COOKIE = "cairn_login_csrf"
 CSRF_FIELD = "csrf"
 CSRF_HEADER = "X-CSRF-Token"
 TOKEN = web.RequestKey("portal_token", str)
-PUBLIC_PATHS = ("/ui/login", "/ui/static/")
 
 
 def csrf_token(session_token: str) -> str:
@@ -47,7 +46,9 @@ def set_cookie(request: web.Request, response: web.StreamResponse, name: str, va
                         secure=request.secure)
 
 
-async def _check_csrf(request: web.Request) -> None:
+async def check_csrf(request: web.Request) -> None:
+    """Refuse a POST whose CSRF token (form field or header) is not the session's (or, for the
+    login form, not the login cookie's)."""
     sent = request.headers.get(CSRF_HEADER)
     if sent is None:
         form = await request.post()
@@ -63,29 +64,3 @@ async def _check_csrf(request: web.Request) -> None:
 
 def new_login_csrf() -> str:
     return secrets.token_urlsafe(24)
-
-
-@web.middleware
-async def session_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Decode the session cookie into the principal, send strangers to the login page, check
-    CSRF on every POST, and show errors as pages instead of JSON."""
-    from cairn.portal.render import error_page
-
-    try:
-        token = request.cookies.get(SESSION_COOKIE)
-        if token:
-            try:
-                request[PRINCIPAL] = await request.config_dict[VERIFIER].verify(token)
-                request[TOKEN] = token
-            except Unauthenticated:
-                token = None
-        public = request.path.startswith(PUBLIC_PATHS)
-        if not token and not public:
-            if request.method == "GET" and not request.headers.get("HX-Request"):
-                raise web.HTTPSeeOther(f"/ui/login?next={request.path_qs}")
-            raise Unauthenticated("your session has ended; log in again")
-        if request.method == "POST":
-            await _check_csrf(request)
-        return await handler(request)
-    except CairnError as exc:
-        return await error_page(request, exc)
