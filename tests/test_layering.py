@@ -1,5 +1,7 @@
-"""Imports between top-level packages run one way: wms -> transfers -> catalogue; transfers and
-wms -> storage_plugins; storage_plugins imports no project package but kernel; kernel none."""
+"""Imports between top-level packages run one way, bottom to top: kernel -> storage_plugins,
+catalogue -> transfers -> rules -> wms -> productions -> cairn; dataio (the user's process) needs
+only catalogue, transfers, storage_plugins and kernel. storage_plugins and catalogue import no
+project package but kernel; kernel none."""
 
 from __future__ import annotations
 
@@ -7,13 +9,16 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("kernel", "catalogue", "transfers", "storage_plugins", "wms", "cairn")
+PACKAGES = ("kernel", "catalogue", "transfers", "rules", "storage_plugins", "wms", "productions", "dataio", "cairn")
 ALLOWED = {
     "kernel": set(),
     "storage_plugins": {"kernel"},
     "catalogue": {"kernel"},
     "transfers": {"kernel", "catalogue", "storage_plugins"},
-    "wms": {"kernel", "catalogue", "transfers", "storage_plugins"},
+    "rules": {"kernel", "catalogue", "transfers", "storage_plugins"},
+    "wms": {"kernel", "catalogue", "transfers", "rules", "storage_plugins"},
+    "productions": {"kernel", "catalogue", "transfers", "rules", "storage_plugins", "wms"},
+    "dataio": {"kernel", "catalogue", "transfers", "storage_plugins"},
     "cairn": set(PACKAGES) - {"cairn"},
 }
 

@@ -10,7 +10,7 @@ Order of events for each file (Rucio's upload does the same):
    (else the local file changed meanwhile), and what the storage holds must match too
    (its own adler32 where the server computes one, else its size and the plugin's sum);
 4. the replica is flipped `copying` -> `available` (the flips of files that finish together
-   go to the catalogue in one call: `transfers.status_batches`).
+   go to the catalogue in one call: `dataio.status_batches`).
 A `copying` replica found on the SE already (an upload that died) is written over; a `bad` or
 `unavailable` one is left alone and the file fails with a conflict.
 If any step after 2 fails, the partial object is deleted and the registration undone (the
@@ -27,10 +27,13 @@ import time
 from collections.abc import AsyncIterable, AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from catalogue.files import refusal
 from catalogue.storage_elements import StorageElement
+from dataio.progress import FileOutcome, NoProgress, ProgressSink
+from dataio.signed_access import SigningClient, needs_signing, signed_endpoint, without_signature
+from dataio.status_batches import StatusBatches
 from kernel.errors import CairnError, InvalidInput, NotFound, ServiceUnavailable
 from storage_plugins.base import StoragePlugin, read_local
 from storage_plugins.checksums import Adler32, tee_adler32
@@ -38,12 +41,6 @@ from storage_plugins.errors import ChecksumMismatch, StorageError
 from storage_plugins.posix import file_url, local_path
 from storage_plugins.registry import plugin_class, plugin_for, scheme_of
 from transfers.endpoints import Endpoint, endpoints
-from transfers.io_report import FileOutcome, NoProgress, ProgressSink
-from transfers.signed_access import needs_signing, signed_endpoint, without_signature
-from transfers.status_batches import StatusBatches
-
-if TYPE_CHECKING:
-    from transfers.data_client import DataClient
 
 Credentials = Mapping[str, Mapping[str, str]]
 HASH_CHUNK = 4 << 20
@@ -79,7 +76,7 @@ def local_file(path: str | Path) -> Path:
                        "register its replica and ask for a transfer (cairn replicate)")
 
 
-async def target_lfns(client: DataClient, paths: Sequence[Path], lfn: str) -> list[tuple[Path, str]]:
+async def target_lfns(client: SigningClient, paths: Sequence[Path], lfn: str) -> list[tuple[Path, str]]:
     """Where each local file goes: lfn itself for one file, else lfn/<name> for each.
 
     lfn is taken as a directory when several files are given, when it ends with '/', or when
@@ -102,7 +99,7 @@ async def target_lfns(client: DataClient, paths: Sequence[Path], lfn: str) -> li
 
 
 async def upload_files(
-    client: DataClient,
+    client: SigningClient,
     paths: Sequence[str | Path],
     lfn: str,
     se_name: str,
@@ -153,7 +150,7 @@ async def _checksum_locals(planned: list[_Planned], concurrency: int) -> None:
 
 
 async def _register(
-    client: DataClient, se: StorageElement, planned: list[_Planned], outcomes: dict[str, FileOutcome]
+    client: SigningClient, se: StorageElement, planned: list[_Planned], outcomes: dict[str, FileOutcome]
 ) -> None:
     """Register every file with a copying replica (one call); refusals become failed outcomes."""
     if not planned:
@@ -187,7 +184,7 @@ async def _register(
                                            "remove it (cairn replicas / rm) before uploading again")
 
 
-async def _existing_files(client: DataClient, lfns: list[str]) -> dict[str, Any]:
+async def _existing_files(client: SigningClient, lfns: list[str]) -> dict[str, Any]:
     """The records of files that were registered before this upload (one call)."""
     if not lfns:
         return {}
@@ -198,7 +195,7 @@ async def _existing_files(client: DataClient, lfns: list[str]) -> dict[str, Any]
 
 
 async def _upload_one(
-    client: DataClient, flips: StatusBatches, gate: asyncio.Semaphore, se: StorageElement, item: _Planned,
+    client: SigningClient, flips: StatusBatches, gate: asyncio.Semaphore, se: StorageElement, item: _Planned,
     credentials: Credentials, sink: ProgressSink,
 ) -> FileOutcome:
     """Store one file in one of the `gate`'s slots, then flip its replica outside them (so that
@@ -249,7 +246,7 @@ def _native_put(plugin: StoragePlugin) -> bool:
     return type(plugin).put is not StoragePlugin.put
 
 
-async def _store(client: DataClient, ep: Endpoint, item: _Planned, sink: ProgressSink) -> None:
+async def _store(client: SigningClient, ep: Endpoint, item: _Planned, sink: ProgressSink) -> None:
     """Send the file and check that the storage holds exactly what was registered."""
     if needs_signing(ep):
         signed = await signed_endpoint(client, ep, item.lfn, "PUT")
@@ -296,7 +293,7 @@ async def _counted(stream: AsyncIterable[bytes], name: str, sink: ProgressSink) 
         yield chunk
 
 
-async def _discard(client: DataClient, ep: Endpoint, lfn: str) -> None:
+async def _discard(client: SigningClient, ep: Endpoint, lfn: str) -> None:
     """Remove a partial or unverified object (nothing there is fine)."""
     with contextlib.suppress(CairnError, OSError):
         if needs_signing(ep):
@@ -304,14 +301,14 @@ async def _discard(client: DataClient, ep: Endpoint, lfn: str) -> None:
         await plugin_for(ep.url, ep.options).delete(ep.url)
 
 
-async def _roll_back(client: DataClient, se: StorageElement, item: _Planned, stored: Endpoint | None) -> list[str]:
+async def _roll_back(client: SigningClient, se: StorageElement, item: _Planned, stored: Endpoint | None) -> list[str]:
     """Delete what was stored (if anything) and undo the registration."""
     if stored is not None:
         await _discard(client, stored, item.lfn)
     return await _unregister(client, se, item)
 
 
-async def _unregister(client: DataClient, se: StorageElement, item: _Planned) -> list[str]:
+async def _unregister(client: SigningClient, se: StorageElement, item: _Planned) -> list[str]:
     """Undo the registration of a failed upload; notes say what could not be undone."""
     try:
         if item.created:
