@@ -8,13 +8,13 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from dataio.download import download_files
+from dataio.io_client import IOClient
 from dataio.progress import FileOutcome, ProgressSink
-from dataio.signed_access import SigningClient
 from dataio.upload import upload_files
 from kernel.settings import get_settings
 
 
-class DataClient(SigningClient):
+class DataClient(IOClient):
     """Upload and download through the catalogue."""
 
     async def upload(

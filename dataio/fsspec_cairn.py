@@ -37,7 +37,6 @@ from kernel.errors import CairnError, Forbidden, NotFound
 from kernel.settings import get_settings
 from storage_plugins.checksums import Adler32
 from storage_plugins.errors import ChecksumMismatch
-from storage_plugins.registry import plugin_for
 from transfers.endpoints import endpoints
 
 Json = dict[str, Any]
@@ -145,7 +144,7 @@ class CairnFileSystem(AsyncFileSystem):
                 try:
                     if needs_signing(ep):
                         ep = await signed_endpoint(await self._api(), ep, lfn, "GET")
-                    plugin = plugin_for(ep.url, ep.options)
+                    plugin = (await self._api()).plugin(ep.url, ep.options)
                     data = b"".join([c async for c in plugin.read(ep.url, offset=start, length=end - start)])
                     if whole:
                         digest = Adler32()

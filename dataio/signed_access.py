@@ -5,25 +5,14 @@ moves the bytes with the HTTP plugin."""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 from urllib.parse import urlsplit, urlunsplit
 
-from catalogue.client import CatalogueClient
+from dataio.io_client import IOClient
 from kernel.errors import CairnError
 from transfers.endpoints import Endpoint
 
 SignedMethod = Literal["GET", "PUT", "DELETE"]
-
-
-class SigningClient(CatalogueClient):
-    """The catalogue calls plus asking the server to sign a URL: all that upload and download
-    need of the client (`dataio.client.DataClient` adds upload and download themselves)."""
-
-    async def signed_url(self, lfn: str, se: str, method: str = "GET", *, lifetime_s: int = 3600) -> dict[str, Any]:
-        """A URL the server signed for method on lfn's replica on S3 SE se (no S3 secrets needed)."""
-        body = {"lfn": lfn, "se": se, "method": method, "lifetime_s": lifetime_s}
-        result: dict[str, Any] = await self.request("POST", "/storage/signed-url", json_body=body)
-        return result
 
 
 def needs_signing(ep: Endpoint) -> bool:
@@ -31,7 +20,7 @@ def needs_signing(ep: Endpoint) -> bool:
     return ep.scheme == "s3" and not ep.options.get("secret_key")
 
 
-async def signed_endpoint(client: SigningClient, ep: Endpoint, lfn: str, method: SignedMethod) -> Endpoint:
+async def signed_endpoint(client: IOClient, ep: Endpoint, lfn: str, method: SignedMethod) -> Endpoint:
     """The same replica reached through a URL the server signed for method."""
     answer = await client.signed_url(lfn, ep.se.name, method)
     options = {"ca_file": str(ep.options["verify"])} if isinstance(ep.options.get("verify"), str) else {}
