@@ -1,7 +1,7 @@
 """Replication rules (Rucio's): "N copies of a DID on the SEs of an expression, for a lifetime".
 
 A rule is one document in `rules`; its locks (one per file and SE) are in `rules.locks`.
-The rule daemons (`rules.evaluator`, `rule_repairer`, `rule_cleaner`) work on one rule
+The rule daemons (`rules.evaluator`, `rules.repairer`, `rules.cleaner`) work on one rule
 at a time under the rule's own lease (`claim`), so the rule's locks and lock counters are only
 ever changed by the holder of that lease.
 
