@@ -19,6 +19,11 @@ the chosen SE (`copying`), the catalogue flips them `available` and the requests
 flip, by the catalogue's bulk path (`set_replica_statuses`, what uploads and workers use), is the
 baseline of this phase; the evaluator's next pass, which turns every lock ok and puts it on its
 replica (`rules.locks.change_replica_locks`), is timed until the rule is ok. Prints JSON.
+
+Why `rules.evaluation` reads each collection once per pass rather than per batch: FerretDB
+scans a collection for every filter other than `{_id: <string>}`, so reading per batch would
+make a pass quadratic. Its memory: about 1.3 KB of peak Python memory per file
+(`--trace-memory`, 10,000 files, 2 copies), so about 130 MB for a rule on 100,000 files.
 """
 
 from __future__ import annotations

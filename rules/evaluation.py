@@ -4,14 +4,12 @@
 the locks the placement asks for: ok where the replica is available, replicating where a transfer
 is needed — submitted right away, the lock remembering when (`submitted`) — or stuck when the
 source expression leaves nothing to copy from. Release locks of files that left the DID or exceed
-the copies; put ok locks whose replica was removed anyway (`rules.feed`, `rules.locks.replicas_lost`) back to
-replicating, and protect ok locks a crash left uncounted. The reads come first, each collection
-once (FerretDB scans a collection for every filter other than `{_id: <string>}`, so reading per
-batch would make a pass quadratic); then per `batch` files one insert of locks, one of requests,
-and a few counter updates. Memory for one pass: the rule's files (LFN and size), its existing
-locks (five fields each) and the files' available SEs, plus one batch of new locks and requests:
-about 1.3 KB of peak Python memory per file (`bench/rules.py --trace-memory`, 10,000 files, 2
-copies), so about 130 MB for a rule on 100,000 files.
+the copies; put ok locks whose replica was removed anyway (`rules.feed`,
+`rules.locks.replicas_lost`) back to replicating, and protect ok locks a crash left uncounted.
+The reads come first, each collection once; then per `batch` files one insert of locks, one of
+requests, and a few counter updates. Memory for one pass: the rule's files (LFN and size), its
+existing locks (five fields each) and the files' available SEs, plus one batch of new locks and
+requests (figures: `bench/rules.py`).
 
 Locks that were already replicating are moved on by `rules.progress`.
 
