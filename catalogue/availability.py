@@ -1,5 +1,5 @@
 """Where many files are available: the SEs holding an `available` replica of each, read by
-`_id $in` in slices of `IN_SLICE` (index-backed on MongoDB and on Cairn's FerretDB build, see
+`_id $in` in slices (kernel.db.read_by_ids; index-backed on MongoDB and on Cairn's FerretDB build, see
 .ci/install-ferretdb), so the cost grows with the files asked for, not with the catalogue.
 
 The answer holds a tuple of interned SE names per file (about 120 bytes per file beyond its LFN).
@@ -15,9 +15,8 @@ from collections.abc import Collection
 from pymongo.asynchronous.database import AsyncDatabase
 
 from catalogue.files import FILES
-from kernel.db import Document, database_errors
+from kernel.db import Document, read_by_ids
 
-IN_SLICE = 1000
 PROJECTION = {"replicas.se": 1, "replicas.status": 1}
 
 
@@ -30,12 +29,5 @@ async def available_on(db: AsyncDatabase[Document], lfns: Collection[str]) -> di
     wanted = set(lfns)
     if not wanted:
         return {}
-    out: dict[str, tuple[str, ...]] = {}
-    with database_errors():
-        ordered = sorted(wanted)
-        for start in range(0, len(ordered), IN_SLICE):
-            part = ordered[start:start + IN_SLICE]
-            # Index: _id.
-            async for doc in db[FILES].find({"_id": {"$in": part}}, PROJECTION).batch_size(len(part)):
-                out[doc["_id"]] = _available(doc)
-    return out
+    # Index: _id.
+    return {doc["_id"]: _available(doc) async for doc in read_by_ids(db[FILES], wanted, PROJECTION)}

@@ -93,10 +93,16 @@ class CatalogueClient(BaseClient):
 
     # ------------------------------------------------------------------------------ replicas
 
-    async def get_replicas(self, lfns: Iterable[str], *, active: bool = False) -> Json:
-        """Replicas of many LFNs: `{"successful": {lfn: [replica, ...]}, "failed": {lfn: reason}}`."""
-        result: Json = await self.request("POST", "/replicas/resolve",
-                                          json_body={"lfns": list(lfns), "active": active})
+    async def get_replicas(self, lfns: Iterable[str], *, active: bool = False, chunk: int = 10_000) -> Json:
+        """Replicas of many LFNs, one call per `chunk` (the server takes at most MAX_BULK_ITEMS):
+        `{"successful": {lfn: [replica, ...]}, "failed": {lfn: reason}}`."""
+        wanted = list(dict.fromkeys(lfns))
+        result: Json = {"successful": {}, "failed": {}}
+        for start in range(0, max(len(wanted), 1), chunk):
+            part = await self.request("POST", "/replicas/resolve",
+                                      json_body={"lfns": wanted[start:start + chunk], "active": active})
+            result["successful"].update(part["successful"])
+            result["failed"].update(part["failed"])
         return result
 
     async def add_replicas(self, replicas: Iterable[Mapping[str, Any]]) -> Json:

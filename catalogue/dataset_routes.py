@@ -13,6 +13,7 @@ from catalogue.datasets import DidIn, did_view
 from catalogue.streaming import stream_rows
 from catalogue.tabular import DATASET_SCHEMA, check_format
 from kernel.errors import InvalidInput
+from kernel.responses import JsonList
 from kernel.web import DATABASE, ApiRoutes, json_response, principal_of, query_int, read_model, scopes
 
 routes = ApiRoutes("datasets")
@@ -50,7 +51,8 @@ def _did(request: web.Request) -> str:
     return did
 
 
-@routes.post("/dids", policy=WRITE, summary="Create a dataset or container (a query makes a dynamic dataset)",
+@routes.post("/dids", status=201,
+             policy=WRITE, summary="Create a dataset or container (a query makes a dynamic dataset)",
              body=DidIn, responses={400: "bad name or query", 403: "scope not yours", 409: "exists already"})
 async def create(request: web.Request) -> web.Response:
     body = await read_model(request, DidIn)
@@ -69,7 +71,8 @@ async def show(request: web.Request) -> web.Response:
 
 
 @routes.get("/dids/list", policy=READ, summary="DIDs of a scope, by name",
-            query={"scope": "the scope", "after": "last name of the previous page", "limit": "1..10000 (1000)"})
+            query={"scope": "the scope", "after": "last name of the previous page", "limit": "1..10000 (1000)"},
+            response=JsonList)
 async def list_scope(request: web.Request) -> web.Response:
     found = await datasets.list_dids(request.app[DATABASE], request.query.get("scope", ""),
                                      after=request.query.get("after"),

@@ -17,7 +17,7 @@ from pymongo.errors import BulkWriteError
 from catalogue.lfn import ROOT, name_of, parent_of
 from catalogue.permissions import DEFAULT_DIR_MODE
 from catalogue.usage import REGISTERED_IN
-from kernel.db import Document, IndexSpec, database_errors
+from kernel.db import Document, IndexSpec, database_errors, read_by_ids
 from kernel.principal import Principal
 
 DIRECTORIES = "directories"
@@ -60,14 +60,8 @@ async def fetch_directories(db: AsyncDatabase[Document], paths: Iterable[str]) -
 async def find_by_ids(
     collection: AsyncCollection[Document], ids: Iterable[str], projection: Any = None
 ) -> dict[str, Document]:
-    """Records by `_id` in one round trip: `$in` on the `_id` index, all in the first batch."""
-    wanted = sorted(set(ids))
-    if not wanted:
-        return {}
-    with database_errors():
-        cursor = collection.find({"_id": {"$in": wanted}}, projection).limit(len(wanted)).batch_size(len(wanted))
-        docs = await cursor.to_list()
-    return {d["_id"]: d for d in docs}
+    """Records by `_id`: `$in` on the `_id` index in bounded slices (kernel.db.read_by_ids)."""
+    return {d["_id"]: d async for d in read_by_ids(collection, ids, projection)}
 
 
 async def insert_directories(db: AsyncDatabase[Document], docs: list[Document]) -> None:

@@ -13,7 +13,9 @@ from catalogue.files import FileIn, ReplicaStatus, authorized_files, refusal
 from catalogue.lfn import check_lfn
 from catalogue.permissions import READ, WRITE
 from catalogue.usage import REGISTERED_IN
+from kernel.bounds import MAX_BULK_ITEMS
 from kernel.errors import Conflict, InvalidInput, NotFound
+from kernel.responses import BulkAnswer
 from kernel.web import DATABASE, ApiRoutes, json_response, principal_of, read_model, scopes
 
 routes = ApiRoutes("files")
@@ -31,14 +33,14 @@ class RegisterBody(BaseModel):
 class LfnsBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    lfns: list[str] = Field(..., max_length=1_000_000)
+    lfns: list[str] = Field(..., max_length=MAX_BULK_ITEMS, description=f"at most {MAX_BULK_ITEMS} LFNs per call")
     active: bool = Field(False, description="only replicas available on a read-enabled SE")
 
 
 class LookupBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    lfns: list[str] = Field(..., max_length=100_000)
+    lfns: list[str] = Field(..., max_length=MAX_BULK_ITEMS, description=f"at most {MAX_BULK_ITEMS} LFNs per call")
 
 
 class RemoveFilesBody(BaseModel):
@@ -85,7 +87,7 @@ def _checked(lfns: list[str]) -> list[str]:
 
 
 @routes.post("/files/register", policy=WRITE_SCOPE, summary="Register files with their first replicas (bulk)",
-             body=RegisterBody, responses=BULK_RESPONSES)
+             body=RegisterBody, responses=BULK_RESPONSES, response=BulkAnswer)
 async def register(request: web.Request) -> web.Response:
     body = await read_model(request, RegisterBody)
     return json_response(await files.register_files(request.app[DATABASE], principal_of(request), body.files))
@@ -102,7 +104,7 @@ async def get_file(request: web.Request) -> web.Response:
 
 
 @routes.post("/files/remove", policy=WRITE_SCOPE, summary="Remove file records (bulk)", body=RemoveFilesBody,
-             responses=BULK_RESPONSES)
+             responses=BULK_RESPONSES, response=BulkAnswer)
 async def remove(request: web.Request) -> web.Response:
     body = await read_model(request, RemoveFilesBody)
     result = await files.remove_files(request.app[DATABASE], principal_of(request), _checked(body.lfns),
@@ -111,7 +113,7 @@ async def remove(request: web.Request) -> web.Response:
 
 
 @routes.post("/replicas/resolve", policy=READ_SCOPE, summary="Replicas of many LFNs (bulk; active: usable only)",
-             body=LfnsBody, responses=BULK_RESPONSES)
+             body=LfnsBody, responses=BULK_RESPONSES, response=BulkAnswer)
 async def resolve(request: web.Request) -> web.Response:
     body = await read_model(request, LfnsBody)
     db = request.app[DATABASE]
@@ -130,7 +132,7 @@ async def _writable(request: web.Request, items: list[dict[str, Any]]) -> tuple[
 
 
 @routes.post("/replicas/add", policy=WRITE_SCOPE, summary="Add replicas (bulk; w on each file)", body=ReplicasBody,
-             responses=BULK_RESPONSES)
+             responses=BULK_RESPONSES, response=BulkAnswer)
 async def add(request: web.Request) -> web.Response:
     body = await read_model(request, ReplicasBody)
     items, refused = await _writable(request, [i.model_dump(exclude_none=True) for i in body.replicas])
@@ -140,7 +142,7 @@ async def add(request: web.Request) -> web.Response:
 
 
 @routes.post("/replicas/remove", policy=WRITE_SCOPE, summary="Remove replicas from the catalogue (bulk)",
-             body=ReplicasBody, responses=BULK_RESPONSES)
+             body=ReplicasBody, responses=BULK_RESPONSES, response=BulkAnswer)
 async def remove_replicas(request: web.Request) -> web.Response:
     body = await read_model(request, ReplicasBody)
     items, refused = await _writable(request, [{"lfn": i.lfn, "se": i.se} for i in body.replicas])
@@ -167,7 +169,8 @@ async def set_status(request: web.Request) -> web.Response:
 
 
 @routes.post("/replicas/statuses", policy=WRITE_SCOPE, summary="Set the status of many replicas (bulk; one per LFN, "
-             "each guarded by its expected status)", body=ReplicaStatusesBody, responses=BULK_RESPONSES)
+             "each guarded by its expected status)", body=ReplicaStatusesBody, responses=BULK_RESPONSES,
+             response=BulkAnswer)
 async def set_statuses(request: web.Request) -> web.Response:
     body = await read_model(request, ReplicaStatusesBody)
     lfns = _checked([item.lfn for item in body.replicas])
@@ -182,7 +185,7 @@ async def set_statuses(request: web.Request) -> web.Response:
 
 
 @routes.post("/files/lookup", policy=READ_SCOPE, summary="Many files with their replicas (bulk)", body=LookupBody,
-             responses=BULK_RESPONSES)
+             responses=BULK_RESPONSES, response=BulkAnswer)
 async def lookup(request: web.Request) -> web.Response:
     body = await read_model(request, LookupBody)
     allowed, failed = await authorized_files(request.app[DATABASE], principal_of(request), _checked(body.lfns), READ)

@@ -36,6 +36,7 @@ from catalogue.provenance import add_ancestor_links
 from catalogue.replica_urls import se_url
 from catalogue.storage_elements import fetch_storage_elements
 from catalogue.usage import REGISTERED_IN, Usage, record_files, record_registered, take_over_calls
+from kernel.bounds import Size
 from kernel.db import Document, IndexSpec, bulk_write_chunked, database_errors, increment
 from kernel.errors import CairnError, Conflict, Forbidden, InvalidInput, NotFound
 from kernel.principal import Principal
@@ -80,7 +81,7 @@ class FileIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     lfn: str
-    size: int = Field(..., ge=0)
+    size: Size
     adler32: str = Field(..., pattern=r"^[0-9a-fA-F]{8}$")
     md5: str | None = Field(None, pattern=r"^[0-9a-fA-F]{32}$")
     guid: str | None = Field(None, min_length=1, max_length=64)

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from catalogue.metadata_fields import EFFECTIVE, KEY_PATTERN, coerce, parse_datetime
+from kernel.bounds import INT64_MAX, INT64_MIN, MAX_EXPRESSION_DEPTH
 from kernel.errors import InvalidInput
 
 # standard key -> (document field, type)
@@ -87,6 +88,7 @@ class _Parser:
         self.query = query
         self.declared = declared
         self.pos = 0
+        self.depth = 0
 
     # -------------------------------------------------------------------------- scanning
 
@@ -148,8 +150,12 @@ class _Parser:
             raise _error(self.query, self.pos, "query ends too early (a condition is missing)")
         if self.query[self.pos] == "(":
             opened = self.pos
+            self.depth += 1
+            if self.depth > MAX_EXPRESSION_DEPTH:
+                raise _error(self.query, opened, f"parentheses nest deeper than {MAX_EXPRESSION_DEPTH} levels")
             self.pos += 1
             inner = self.disjunction()
+            self.depth -= 1
             if self.at_end():
                 raise _error(self.query, opened, "'(' is never closed")
             if self.query[self.pos] != ")":
@@ -217,7 +223,8 @@ def _typed(value: Value, kind: str | None, key: str) -> Any:
     if kind is None:
         if not value.quoted and _NUMBER.fullmatch(value.text):
             number = float(value.text)
-            return int(number) if number.is_integer() and re.fullmatch(r"[+-]?\d+", value.text) else number
+            whole = number.is_integer() and re.fullmatch(r"[+-]?\d+", value.text) and INT64_MIN <= number <= INT64_MAX
+            return int(number) if whole else number
         return value.text
     if kind == "strings":
         return value.text

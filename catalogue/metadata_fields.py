@@ -22,8 +22,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from pymongo import IndexModel
 from pymongo.asynchronous.database import AsyncDatabase
 
+from kernel.bounds import INT64_MAX, INT64_MIN
 from kernel.db import Document, database_errors
-from kernel.errors import InvalidInput, NotFound
+from kernel.errors import Conflict, InvalidInput, NotFound
 
 METADATA_FIELDS = "metadata_fields"
 EFFECTIVE = "meta_effective"
@@ -67,13 +68,15 @@ def coerce(key: str, kind: str, value: Any) -> Any:
     if kind == "int":
         if isinstance(value, bool):
             raise ValueError(f"{key} is an int, not a boolean")
+        number: int | None = None
         if isinstance(value, int):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        if isinstance(value, str) and re.fullmatch(r"[+-]?\d+", value.strip()):
-            return int(value)
-        raise ValueError(f"{key} is an int, got {value!r}")
+            number = value
+        elif (isinstance(value, float) and value.is_integer()) or (
+                isinstance(value, str) and re.fullmatch(r"[+-]?\d{1,20}", value.strip())):
+            number = int(value)
+        if number is not None and INT64_MIN <= number <= INT64_MAX:
+            return number
+        raise ValueError(f"{key} is an int (signed 64-bit), got {value!r}")
     if kind == "float":
         if isinstance(value, bool):
             raise ValueError(f"{key} is a float, not a boolean")
@@ -157,6 +160,12 @@ async def declare_field(db: AsyncDatabase[Document], declaration: FieldDeclarati
     """
     with database_errors():
         existing = await db[METADATA_FIELDS].find_one({"_id": declaration.key})
+        declared = [d["_id"] for d in await db[METADATA_FIELDS].find({}, {"_id": 1}).to_list()]
+    # Index names are case-insensitive on FerretDB's SQLite backend: `run` and `Run` cannot both
+    # be indexed there, so keys that differ only in case are refused everywhere.
+    twin = next((k for k in declared if k != declaration.key and k.lower() == declaration.key.lower()), None)
+    if twin is not None:
+        raise Conflict(f"field {twin} is declared; keys that differ only in case cannot both be declared")
     if existing is not None and existing["type"] != declaration.type:
         raise InvalidInput(f"field {declaration.key} is declared as {existing['type']}; remove it before "
                            f"declaring it as {declaration.type}")

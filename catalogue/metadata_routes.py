@@ -15,6 +15,7 @@ from catalogue.metadata_fields import FieldDeclaration, declared_fields
 from catalogue.streaming import stream_rows
 from catalogue.tabular import file_row, file_schema
 from kernel.errors import InvalidInput
+from kernel.responses import JsonList
 from kernel.web import ADMIN, DATABASE, ApiRoutes, json_response, principal_of, read_model, scopes
 
 routes = ApiRoutes("metadata")
@@ -46,13 +47,15 @@ class FindBody(BaseModel):
     format: str | None = Field(None, description="json (NDJSON, default), arrow or parquet")
 
 
-@routes.get("/metadata/fields", policy=READ, summary="Declared (indexed) metadata fields and their types")
+@routes.get("/metadata/fields", policy=READ, summary="Declared (indexed) metadata fields and their types",
+            response=JsonList)
 async def fields(request: web.Request) -> web.Response:
     return json_response(await metadata_fields.list_fields(request.app[DATABASE]))
 
 
 @routes.put("/metadata/fields", policy=ADMIN, summary="Declare an indexed metadata field with its type",
-            body=FieldDeclaration, responses={400: "bad key or type, or a type change"})
+            body=FieldDeclaration, responses={400: "bad key or type, or a type change",
+                                              409: "a key differing only in case is declared"})
 async def declare(request: web.Request) -> web.Response:
     body = await read_model(request, FieldDeclaration)
     return json_response(await metadata_fields.declare_field(request.app[DATABASE], body))

@@ -70,7 +70,7 @@ def _after(request: web.Request) -> str | None:
     return after
 
 
-@routes.post("/namespace/mkdir", policy=WRITE, summary="Create a directory (parents: like mkdir -p)",
+@routes.post("/namespace/mkdir", status=201, policy=WRITE, summary="Create a directory (parents: like mkdir -p)",
              body=MkdirBody, responses={404: "parent missing", 409: "exists already or a file is in the way"})
 async def mkdir(request: web.Request) -> web.Response:
     body = await read_model(request, MkdirBody)

@@ -13,11 +13,10 @@ from pymongo import UpdateMany
 from pymongo.asynchronous.database import AsyncDatabase
 
 from catalogue.files import FILES
-from kernel.db import Document, bulk_write_chunked, database_errors, increment
+from kernel.db import Document, bulk_write_chunked, increment, read_by_ids
 from kernel.errors import ServiceUnavailable
 
 LOCK_UPDATE_ATTEMPTS = 10
-FILES_PER_READ = 1000  # `_id $in` slices, see `transfers.requests.LOOKUP_CHUNK`
 
 
 async def change_lock_rules(db: AsyncDatabase[Document], rules_by_replica: Mapping[str, Mapping[str, set[str]]], *,
@@ -37,13 +36,10 @@ async def change_lock_rules(db: AsyncDatabase[Document], rules_by_replica: Mappi
     for _ in range(LOCK_UPDATE_ATTEMPTS):
         lfns = sorted(pending)
         groups: dict[tuple[tuple[int, str, Any, tuple[str, ...]], ...], list[str]] = defaultdict(list)
-        with database_errors():
-            for start in range(0, len(lfns), FILES_PER_READ):
-                cursor = db[FILES].find({"_id": {"$in": lfns[start:start + FILES_PER_READ]}},
-                                        {"replicas.se": 1, "replicas.locks": 1, "replicas.lock_rules": 1})
-                async for doc in cursor:
-                    if changes := _lock_changes(doc, pending[doc["_id"]], add):
-                        groups[changes].append(doc["_id"])
+        projection = {"replicas.se": 1, "replicas.locks": 1, "replicas.lock_rules": 1}
+        async for doc in read_by_ids(db[FILES], lfns, projection):
+            if changes := _lock_changes(doc, pending[doc["_id"]], add):
+                groups[changes].append(doc["_id"])
         if not groups:
             return
         updates = [_lock_update(changes, group) for changes, group in groups.items()]

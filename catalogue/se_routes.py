@@ -8,6 +8,7 @@ from catalogue import sites
 from catalogue.sites import Site
 from catalogue.storage_elements import (
     StorageElement,
+    StorageElementList,
     StorageElementUpdate,
     delete_storage_element,
     get_storage_element,
@@ -16,6 +17,7 @@ from catalogue.storage_elements import (
     update_storage_element,
 )
 from kernel.errors import InvalidInput
+from kernel.responses import JsonList
 from kernel.web import ADMIN, DATABASE, ApiRoutes, json_response, read_model, scopes
 
 routes = ApiRoutes("storage-elements")
@@ -23,7 +25,7 @@ READ = scopes("catalogue.read")
 
 
 @routes.get("/ses", policy=READ, summary="List storage elements",
-            query={"site": "only SEs of this site", "kind": "disk or tape"})
+            query={"site": "only SEs of this site", "kind": "disk or tape"}, response=StorageElementList)
 async def list_ses(request: web.Request) -> web.Response:
     ses = await list_storage_elements(
         request.app[DATABASE], site=request.query.get("site"), kind=request.query.get("kind")
@@ -31,13 +33,15 @@ async def list_ses(request: web.Request) -> web.Response:
     return json_response([se.model_dump(mode="json") for se in ses])
 
 
-@routes.get("/ses/{name}", policy=READ, summary="One storage element", responses={404: "no such SE"})
+@routes.get("/ses/{name}", policy=READ, summary="One storage element", responses={404: "no such SE"},
+            response=StorageElement)
 async def get_se(request: web.Request) -> web.Response:
     se = await get_storage_element(request.app[DATABASE], request.match_info["name"])
     return json_response(se.model_dump(mode="json"))
 
 
-@routes.put("/ses/{name}", policy=ADMIN, summary="Create or replace a storage element", body=StorageElement)
+@routes.put("/ses/{name}", policy=ADMIN, summary="Create or replace a storage element", body=StorageElement,
+            response=StorageElement)
 async def put_se(request: web.Request) -> web.Response:
     se = await read_model(request, StorageElement)
     if se.name != request.match_info["name"]:
@@ -47,7 +51,7 @@ async def put_se(request: web.Request) -> web.Response:
 
 
 @routes.patch("/ses/{name}", policy=ADMIN, summary="Switch reads/writes/deletes, set space or attributes",
-              body=StorageElementUpdate, responses={404: "no such SE"})
+              body=StorageElementUpdate, responses={404: "no such SE"}, response=StorageElement)
 async def patch_se(request: web.Request) -> web.Response:
     update = await read_model(request, StorageElementUpdate)
     se = await update_storage_element(request.app[DATABASE], request.match_info["name"], update)
@@ -61,7 +65,7 @@ async def delete_se(request: web.Request) -> web.Response:
     return json_response({"name": request.match_info["name"], "deleted": True})
 
 
-@routes.get("/sites", policy=READ, summary="List sites")
+@routes.get("/sites", policy=READ, summary="List sites", response=JsonList)
 async def list_sites(request: web.Request) -> web.Response:
     return json_response([s.model_dump() for s in await sites.list_sites(request.app[DATABASE])])
 

@@ -8,7 +8,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 from pymongo.asynchronous.database import AsyncDatabase
 
-from catalogue.storage_elements import NAME_PATTERN, SES, SITES, AttributeValue, list_storage_elements
+from catalogue.storage_elements import NAME_PATTERN, SES, SITES, Attributes, list_storage_elements
 from kernel.db import Document, database_errors
 from kernel.errors import Conflict, NotFound
 
@@ -18,7 +18,7 @@ class Site(BaseModel):
 
     name: str = Field(..., pattern=NAME_PATTERN)
     description: str = Field("", max_length=1000)
-    attributes: dict[str, AttributeValue] = Field(default_factory=dict)
+    attributes: Attributes = Field(default_factory=dict)
 
 
 def _site(doc: Document) -> Site:

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, RootModel
 from pymongo.asynchronous.database import AsyncDatabase
 
+from kernel.bounds import Int64, PositiveInt64, Size
 from kernel.db import Document, IndexSpec, database_errors
 from kernel.errors import Conflict, NotFound
 
@@ -26,7 +27,17 @@ INDEXES = [
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 Scheme = Literal["file", "s3", "root", "dav", "davs", "http", "https", "tape"]
-AttributeValue = str | int | float | bool
+AttributeValue = str | Int64 | float | bool
+
+
+def _attribute_keys(value: dict[str, AttributeValue]) -> dict[str, AttributeValue]:
+    for key in value:
+        if not key or len(key) > 64 or not key.replace("_", "").isalnum():
+            raise ValueError(f"attribute key {key!r} must be 1-64 letters, digits and underscores")
+    return value
+
+
+Attributes = Annotated[dict[str, AttributeValue], AfterValidator(_attribute_keys)]
 
 
 class Protocol(BaseModel):
@@ -42,7 +53,7 @@ class Protocol(BaseModel):
     write: bool = True
     delete: bool = True
     third_party_copy: bool = False
-    priority: int = Field(1, ge=1, description="1 is preferred")
+    priority: PositiveInt64 = Field(1, description="1 is preferred")
     extra: dict[str, str] = Field(default_factory=dict, description="plugin options, e.g. s3 bucket/region")
 
     def base_url(self) -> str:
@@ -58,8 +69,8 @@ class Protocol(BaseModel):
 class Space(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    total_bytes: int | None = Field(None, ge=0)
-    used_bytes: int | None = Field(None, ge=0)
+    total_bytes: Size | None = None
+    used_bytes: Size | None = None
     high_water: float = Field(0.9, gt=0, le=1)
     low_water: float = Field(0.8, gt=0, le=1)
 
@@ -70,20 +81,12 @@ class StorageElement(BaseModel):
     name: str = Field(..., pattern=NAME_PATTERN)
     site: str = Field(..., pattern=NAME_PATTERN)
     kind: Literal["disk", "tape"] = "disk"
-    protocols: list[Protocol] = Field(..., min_length=1)
-    attributes: dict[str, AttributeValue] = Field(default_factory=dict)
+    protocols: list[Protocol] = Field(..., min_length=1, max_length=64)
+    attributes: Attributes = Field(default_factory=dict)
     read_enabled: bool = True
     write_enabled: bool = True
     delete_enabled: bool = True
     space: Space = Field(default_factory=Space)
-
-    @field_validator("attributes")
-    @classmethod
-    def _attribute_keys(cls, value: dict[str, AttributeValue]) -> dict[str, AttributeValue]:
-        for key in value:
-            if not key or not key.replace("_", "").isalnum():
-                raise ValueError(f"attribute key {key!r} must be letters, digits and underscores")
-        return value
 
     def preferred_protocol(self, operation: Literal["read", "write", "delete"] = "read") -> Protocol | None:
         usable = [p for p in self.protocols if getattr(p, operation)]
@@ -98,6 +101,10 @@ class StorageElement(BaseModel):
     def from_document(cls, doc: Document) -> StorageElement:
         data = {k: v for k, v in doc.items() if k not in ("_id", "created", "modified")}
         return cls(name=doc["_id"], **data)
+
+
+class StorageElementList(RootModel[list[StorageElement]]):
+    """Storage elements as GET /ses answers them."""
 
 
 def replica_url(protocol: Protocol, lfn: str) -> str:
@@ -133,7 +140,7 @@ class StorageElementUpdate(BaseModel):
     write_enabled: bool | None = None
     delete_enabled: bool | None = None
     space: Space | None = None
-    attributes: dict[str, AttributeValue] | None = None
+    attributes: Attributes | None = None
 
 
 async def update_storage_element(

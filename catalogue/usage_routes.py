@@ -11,6 +11,7 @@ from catalogue.lfn import check_lfn
 from catalogue.replica_dump import open_dump
 from catalogue.streaming import stream_rows
 from catalogue.tabular import REPLICA_SCHEMA
+from kernel.responses import JsonList
 from kernel.web import ADMIN, DATABASE, ApiRoutes, json_response, principal_of, read_model, scopes
 
 routes = ApiRoutes("usage")
@@ -32,7 +33,7 @@ async def directory(request: web.Request) -> web.Response:
     return json_response(await usage.directory_usage(db, path))
 
 
-@routes.get("/usage/ses", policy=READ, summary="Replicas and bytes per SE")
+@routes.get("/usage/ses", policy=READ, summary="Replicas and bytes per SE", response=JsonList)
 async def ses(request: web.Request) -> web.Response:
     return json_response(await usage.se_usage(request.app[DATABASE]))
 

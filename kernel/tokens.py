@@ -18,7 +18,10 @@ from typing import Any
 
 import jwt
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePublicKey
+from cryptography.hazmat.primitives.asymmetric.ed448 import Ed448PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 from jwt import PyJWK
 
 from kernel.errors import InvalidInput, Unauthenticated
@@ -26,6 +29,13 @@ from kernel.principal import SCOPES, Principal
 from kernel.settings import Settings, TrustedIssuer
 
 ALLOWED_ALGORITHMS = ("RS256", "ES256", "EdDSA")
+# The public-key class each algorithm needs: a token whose alg does not fit the key is refused
+# before PyJWT sees the pair (it raises TypeError on such a mix).
+_KEY_TYPES: dict[str, tuple[type, ...]] = {
+    "RS256": (RSAPublicKey,),
+    "ES256": (EllipticCurvePublicKey,),
+    "EdDSA": (Ed25519PublicKey, Ed448PublicKey),
+}
 CLOCK_SKEW_S = 30
 JWKS_CACHE_S = 300
 
@@ -140,6 +150,16 @@ class TokenVerifier:
         self._cache: dict[str, _KeySet] = {}
 
     async def verify(self, token: str) -> Principal:
+        """The caller a token names; Unauthenticated (401) for any token that fails, whatever
+        the reason (a library error on a hostile token must never become a 500)."""
+        try:
+            return await self._verify(token)
+        except Unauthenticated:
+            raise
+        except Exception as exc:
+            raise Unauthenticated(f"invalid token ({type(exc).__name__})") from exc
+
+    async def _verify(self, token: str) -> Principal:
         try:
             header = jwt.get_unverified_header(token)
             unverified = jwt.decode(token, options={"verify_signature": False})
@@ -156,6 +176,9 @@ class TokenVerifier:
         candidates = [k for k_kid, k in keys if kid is None or k_kid is None or k_kid == kid]
         if not candidates:
             raise Unauthenticated(f"no key of issuer {issuer!r} matches key id {kid!r}")
+        candidates = [k for k in candidates if isinstance(k, _KEY_TYPES[alg])]
+        if not candidates:
+            raise Unauthenticated(f"issuer {issuer!r} has no {alg} key; the token's algorithm does not match")
         last: Exception | None = None
         for key in candidates:
             try:

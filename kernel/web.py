@@ -5,7 +5,6 @@ authentication and body limits, and helpers to read and write JSON.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import AsyncIterable, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
@@ -16,6 +15,7 @@ from pydantic import BaseModel, ValidationError
 from pymongo.asynchronous.database import AsyncDatabase
 
 from kernel import jsonio
+from kernel.bounds import parse_json
 from kernel.db import UNAVAILABLE_ERRORS, Document
 from kernel.errors import (
     BodyTooLarge,
@@ -105,6 +105,8 @@ class RouteInfo:
     responses: dict[int, str] = field(default_factory=dict)
     streams: tuple[str, ...] = ()
     tag: str = ""
+    response: type[BaseModel] | None = None
+    status: int = 200
 
 
 class ApiRoutes:
@@ -125,7 +127,12 @@ class ApiRoutes:
         query: dict[str, str] | None = None,
         responses: dict[int, str] | None = None,
         streams: Iterable[str] = (),
+        response: type[BaseModel] | None = None,
+        status: int = 200,
     ) -> Callable[[Handler], Handler]:
+        """Record a route; `response` is the model of its success body (answered with `status`),
+        published in the OpenAPI document so that answers can be checked against it."""
+
         def register(handler: Handler) -> Handler:
             self.routes.append(
                 RouteInfo(
@@ -139,6 +146,8 @@ class ApiRoutes:
                     dict(responses or {}),
                     tuple(streams),
                     self.tag,
+                    response,
+                    status,
                 )
             )
             return handler
@@ -248,10 +257,7 @@ async def read_json(request: web.Request) -> Any:
     raw = await request.read()
     if not raw:
         raise MalformedRequest("request body is empty; expected JSON")
-    try:
-        return json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise MalformedRequest(f"request body is not valid JSON: {exc}") from exc
+    return parse_json(raw)
 
 
 def validation_message(exc: ValidationError) -> tuple[str, list[dict[str, Any]]]:
@@ -270,6 +276,10 @@ async def read_model(request: web.Request, model: type[M]) -> M:
     except ValidationError as exc:
         text, problems = validation_message(exc)
         raise InvalidInput(f"invalid request body: {text}", details={"errors": problems}) from exc
+    except CairnError:
+        raise
+    except Exception as exc:  # a validator that failed some other way: still the input's fault
+        raise InvalidInput(f"invalid request body: {type(exc).__name__}: {exc}") from exc
 
 
 def query_int(request: web.Request, name: str, default: int, *, minimum: int = 0, maximum: int = 10**9) -> int:

@@ -19,6 +19,7 @@ from pymongo import UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 
 from catalogue.directories import now
+from kernel.bounds import Size
 from kernel.db import Document, IndexSpec, database_errors, increment
 from kernel.errors import NotFound
 
@@ -37,7 +38,7 @@ class QuotaIn(BaseModel):
 
     account: str = Field(..., min_length=1, max_length=128)
     se: str = Field(..., min_length=1, max_length=64)
-    bytes: int = Field(..., ge=0)
+    bytes: Size
 
 
 def key(account: str, se: str) -> str:

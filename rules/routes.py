@@ -15,10 +15,12 @@ from aiohttp import web
 
 from catalogue.authorization import authorize_rule_target, require_visible_rule, visible_rules
 from kernel.errors import InvalidInput
+from kernel.responses import JsonList
 from kernel.web import ADMIN, DATABASE, ApiRoutes, json_response, principal_of, query_int, read_model, scopes
 from rules import locks as rule_locks
 from rules import quotas, store
 from rules.quotas import QuotaIn
+from rules.se_expression import validate
 from rules.store import RuleIn, RuleUpdate, rule_view
 
 routes = ApiRoutes("rules")
@@ -37,11 +39,15 @@ async def resolve_expression(request: web.Request) -> web.Response:
     return json_response({"expression": expression, "ses": [se["name"] for se in ses]})
 
 
-@routes.post("/rules", policy=WRITE, summary="Create a rule (its locks follow from the evaluator)", body=RuleIn,
+@routes.post("/rules", status=201,
+             policy=WRITE, summary="Create a rule (its locks follow from the evaluator)", body=RuleIn,
              responses=BAD_RULE)
 async def create(request: web.Request) -> web.Response:
     body = await read_model(request, RuleIn)
     db, principal = request.app[DATABASE], principal_of(request)
+    for expression in (body.expression, body.source_expression):
+        if expression:
+            validate(expression)  # a broken body is a 400 before the DID is looked at
     await authorize_rule_target(db, principal, body.did)
     doc = await store.create_rule(db, principal, body)
     return json_response(rule_view(doc), status=201)
@@ -49,7 +55,7 @@ async def create(request: web.Request) -> web.Response:
 
 @routes.get("/rules", policy=READ, summary="Rules, newest first",
             query={"account": "owning account", "did": "scope:name or LFN", "state": "replicating, ok, stuck...",
-                   "limit": "1..10000 (1000)"})
+                   "limit": "1..10000 (1000)"}, response=JsonList)
 async def list_rules(request: web.Request) -> web.Response:
     db = request.app[DATABASE]
     found = await store.list_rules(db, account=request.query.get("account"),
@@ -73,7 +79,7 @@ async def show(request: web.Request) -> web.Response:
 
 @routes.get("/rules/{id}/locks", policy=READ, summary="One page of a rule's locks",
             query={"state": "replicating, ok or stuck", "after": "last lock id of the previous page",
-                   "limit": "1..10000 (1000)"})
+                   "limit": "1..10000 (1000)"}, response=JsonList)
 async def locks(request: web.Request) -> web.Response:
     db = request.app[DATABASE]
     await visible_rule(request)
@@ -101,7 +107,7 @@ async def delete(request: web.Request) -> web.Response:
 
 
 @routes.get("/quotas", policy=READ, summary="Quotas and usage per account and SE",
-            query={"account": "one account (non-admins: always their own)"})
+            query={"account": "one account (non-admins: always their own)"}, response=JsonList)
 async def list_quotas(request: web.Request) -> web.Response:
     principal = principal_of(request)
     account = request.query.get("account") if principal.is_admin else principal.sub

@@ -16,6 +16,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from kernel.bounds import MAX_EXPRESSION_DEPTH
 from kernel.errors import InvalidInput
 
 _TOKEN = re.compile(r"\s*(?:(?P<op>[|&\\()])|(?P<cmp>[A-Za-z0-9_.:-]+\s*(?:=|>|<)\s*[A-Za-z0-9_.:+-]+)"
@@ -89,6 +90,7 @@ class _Parser:
         self.expression = expression
         self.tokens = tokenize(expression)
         self.index = 0
+        self.depth = 0
         self.ses = ses
         self.all = {se["name"] for se in ses}
 
@@ -125,7 +127,11 @@ class _Parser:
     def term(self) -> set[str]:
         token = self.take()
         if token.kind == "op" and token.text == "(":
+            self.depth += 1
+            if self.depth > MAX_EXPRESSION_DEPTH:
+                raise _error(self.expression, token.pos, f"parentheses nest deeper than {MAX_EXPRESSION_DEPTH} levels")
             inner = self.expression_()
+            self.depth -= 1
             closing = self.peek()
             if closing is None or closing.text != ")":
                 pos = closing.pos if closing else len(self.expression)

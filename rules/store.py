@@ -37,6 +37,7 @@ from catalogue.files import FILES
 from catalogue.lfn import check_lfn
 from catalogue.storage_elements import SES
 from kernel import claims
+from kernel.bounds import MAX_LIFETIME_S
 from kernel.db import Document, IndexSpec, database_errors, increment
 from kernel.errors import Conflict, Forbidden, InvalidInput, NotFound, QuotaExceeded
 from kernel.principal import Principal
@@ -67,7 +68,8 @@ class RuleIn(BaseModel):
     copies: int = Field(..., ge=1, le=100)
     expression: str = Field(..., min_length=1, max_length=2000, description="RSE expression, e.g. tier=1&kind=disk")
     grouping: Grouping = "DATASET"
-    lifetime_s: int | None = Field(None, gt=0, description="the rule expires this long after creation")
+    lifetime_s: int | None = Field(None, gt=0, le=MAX_LIFETIME_S,
+                                     description="the rule expires this long after creation")
     weight: str | None = Field(None, max_length=64, description="SE attribute preferred by its numeric value")
     activity: str = Field("default", max_length=64)
     source_expression: str | None = Field(None, max_length=2000, description="copy only from replicas on these SEs")
@@ -116,7 +118,7 @@ class RuleUpdate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     copies: int | None = Field(None, ge=1, le=100)
-    lifetime_s: int | None = Field(None, ge=0, description="from now; 0 removes the expiry")
+    lifetime_s: int | None = Field(None, ge=0, le=MAX_LIFETIME_S, description="from now; 0 removes the expiry")
     locked: bool | None = None
     comment: str | None = Field(None, max_length=2000)
     activity: str | None = Field(None, max_length=64)

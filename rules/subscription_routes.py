@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from kernel.responses import JsonList
 from kernel.web import DATABASE, ApiRoutes, json_response, principal_of, read_model, scopes
 from rules import subscriptions
 from rules.subscriptions import SubscriptionIn, subscription_view
@@ -13,7 +14,7 @@ READ = scopes("rules.read")
 WRITE = scopes("rules.write")
 
 
-@routes.post("/subscriptions", policy=WRITE, summary="Subscribe new datasets matching a filter to a rule",
+@routes.post("/subscriptions", status=201, policy=WRITE, summary="Subscribe new datasets matching a filter to a rule",
              body=SubscriptionIn, responses={400: "bad filter or expression", 409: "exists already"})
 async def add(request: web.Request) -> web.Response:
     body = await read_model(request, SubscriptionIn)
@@ -21,7 +22,7 @@ async def add(request: web.Request) -> web.Response:
     return json_response(subscription_view(doc), status=201)
 
 
-@routes.get("/subscriptions", policy=READ, summary="Every subscription")
+@routes.get("/subscriptions", policy=READ, summary="Every subscription", response=JsonList)
 async def list_all(request: web.Request) -> web.Response:
     return json_response([subscription_view(d) for d in await subscriptions.list_subscriptions(request.app[DATABASE])])
 

@@ -25,6 +25,7 @@ from pymongo.errors import DuplicateKeyError
 
 from catalogue.datasets import DATASETS
 from catalogue.directories import now
+from kernel.bounds import MAX_LIFETIME_S
 from kernel.db import Document, IndexSpec, database_errors, increment
 from kernel.errors import CairnError, Conflict, Forbidden, NotFound
 from kernel.principal import Principal
@@ -39,9 +40,9 @@ INDEXES: list[IndexSpec] = []
 class DatasetFilter(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    scopes: list[str] = Field(default_factory=list)
+    scopes: list[str] = Field(default_factory=list, max_length=1000)
     name_pattern: str | None = Field(None, max_length=500)
-    owners: list[str] = Field(default_factory=list)
+    owners: list[str] = Field(default_factory=list, max_length=1000)
     dynamic: bool | None = None
 
     @field_validator("name_pattern")
@@ -69,7 +70,7 @@ class RuleTemplate(BaseModel):
     copies: int = Field(..., ge=1, le=100)
     expression: str = Field(..., min_length=1, max_length=2000)
     grouping: Grouping = "DATASET"
-    lifetime_s: int | None = Field(None, gt=0)
+    lifetime_s: int | None = Field(None, gt=0, le=MAX_LIFETIME_S)
     weight: str | None = None
     activity: str = "default"
     source_expression: str | None = None

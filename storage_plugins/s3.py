@@ -40,12 +40,12 @@ class S3Options(PluginOptions):
     region: str = "us-east-1"
     # MinIO, moto and most on-premises endpoints want path-style (http://host/bucket/key).
     path_style: bool = True
-    multipart_threshold: int = Field(64 << 20, ge=1)
-    multipart_chunksize: int = Field(16 << 20, ge=5 << 20)
+    multipart_threshold: int = Field(64 << 20, ge=1, le=5 << 40)
+    multipart_chunksize: int = Field(16 << 20, ge=5 << 20, le=5 << 30)
     max_concurrency: int = Field(4, ge=1, le=64)
     connect_timeout_s: float = 10
     read_timeout_s: float = 120
-    max_attempts: int = Field(2, ge=1)
+    max_attempts: int = Field(2, ge=1, le=100)
     verify: bool | str = True
 
 

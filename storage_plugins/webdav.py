@@ -39,7 +39,7 @@ class WebDavOptions(PluginOptions):
     connect_timeout_s: float = Field(10, gt=0)
     # Longest silence while reading a response (a GET chunk, a TPC performance marker).
     read_timeout_s: float = Field(300, gt=0)
-    max_connections: int = Field(32, ge=1)
+    max_connections: int = Field(32, ge=1, le=4096)
 
 
 def wire_url(url: str) -> str:

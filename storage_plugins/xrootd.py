@@ -100,7 +100,7 @@ class XRootDOptions(PluginOptions):
     chunk_size: int = 4 << 20
     # gfal2 calls in flight at once for this plugin instance.
     max_threads: int = Field(8, ge=1, le=128)
-    transfer_timeout_s: int = Field(3600, ge=1)
+    transfer_timeout_s: int = Field(3600, ge=1, le=30 * 86400)
 
 
 def _is_root_url(url: str) -> None:

@@ -122,6 +122,7 @@ MATRIX: dict[str, Case] = {
                                  changes=frozenset()),
     "GET /usage/ses": same(200, "/usage/ses"),
     "POST /usage/rebuild": admin_only("/usage/rebuild"),
+    "GET /feed": admin_only("/feed"),
     "GET /ses/{name}/dump": admin_only("/ses/DISK1/dump"),
     "GET /expressions/resolve": same(200, "/expressions/resolve", params={"expression": "DISK1"}),
     "POST /rules": Case("/rules", (201, 201, 404), {"did": SHARED, **RULE}, changes=frozenset({"bob", "carol"})),

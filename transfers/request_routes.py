@@ -18,6 +18,7 @@ from catalogue.storage_elements import get_storage_element
 from kernel.db import Document
 from kernel.errors import Forbidden, InvalidInput, NotFound
 from kernel.principal import Principal
+from kernel.responses import JsonList
 from kernel.web import DATABASE, ApiRoutes, json_response, principal_of, query_int, read_model, scopes
 from transfers import requests as rq
 
@@ -123,7 +124,7 @@ async def dataset_lfns(db: AsyncDatabase[Document], principal: Principal, did: s
     return lfns
 
 
-@routes.post("/requests/transfers", policy=scopes("transfers.write"), body=ReplicationRequest,
+@routes.post("/requests/transfers", status=201, policy=scopes("transfers.write"), body=ReplicationRequest,
              summary="Replicate files, or a dataset's or container's files, to an SE (bulk, up to 100k LFNs)",
              responses={404: "unknown SE or dataset", 400: "invalid input"})
 async def submit_replication(request: web.Request) -> web.Response:
@@ -144,7 +145,7 @@ async def submit_replication(request: web.Request) -> web.Response:
     return json_response(result, status=201)
 
 
-@routes.post("/requests/stages", policy=scopes("transfers.write"), body=StageRequest,
+@routes.post("/requests/stages", status=201, policy=scopes("transfers.write"), body=StageRequest,
              summary="Bring files online from a tape SE into its disk cache")
 async def submit_stage(request: web.Request) -> web.Response:
     body = await read_model(request, StageRequest)
@@ -158,7 +159,7 @@ async def submit_stage(request: web.Request) -> web.Response:
     return json_response(result, status=201)
 
 
-@routes.post("/requests/deletions", policy=scopes("transfers.write"), body=DeletionRequest,
+@routes.post("/requests/deletions", status=201, policy=scopes("transfers.write"), body=DeletionRequest,
              summary="Delete one replica, or every replica, of files")
 async def submit_deletion(request: web.Request) -> web.Response:
     body = await read_model(request, DeletionRequest)
@@ -174,7 +175,8 @@ async def submit_deletion(request: web.Request) -> web.Response:
 
 @routes.get("/requests", policy=scopes("transfers.read"), summary="List requests, newest first",
             query={"state": "one state", "kind": "transfer, stage or delete", "submission": "bulk submission id",
-                   "lfn": "one LFN", "requester": "admins only: e.g. user:alice or job:ID", "limit": "at most 1000"})
+                   "lfn": "one LFN", "requester": "admins only: e.g. user:alice or job:ID", "limit": "at most 1000"},
+            response=JsonList)
 async def list_requests(request: web.Request) -> web.Response:
     principal = principal_of(request)
     query: dict[str, Any] = visible_to(principal)

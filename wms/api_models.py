@@ -6,6 +6,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from kernel.bounds import Int64, PositiveInt64, Size
+
 
 class MatchRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -13,8 +15,8 @@ class MatchRequest(BaseModel):
     pilot: str = Field(..., min_length=1, max_length=200)
     site: str = Field(..., min_length=1, max_length=64)
     cpu: int = Field(1, ge=1, le=4096)
-    memory_mb: int = Field(2048, ge=1)
-    tags: list[str] = Field(default_factory=list)
+    memory_mb: PositiveInt64 = 2048
+    tags: list[str] = Field(default_factory=list, max_length=1000)
 
 
 class PilotReport(BaseModel):
@@ -23,13 +25,13 @@ class PilotReport(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     pilot: str = Field(..., min_length=1, max_length=200)
-    attempt: int = Field(..., ge=1)
+    attempt: PositiveInt64
 
 
 class FinalReport(PilotReport):
     state: Literal["done", "failed", "killed"]
     reason: str = Field("", max_length=2000)
-    exit_code: int | None = None
+    exit_code: Int64 | None = None
     stdout: str = ""
     stderr: str = ""
 
@@ -39,7 +41,7 @@ class UploadedOutput(BaseModel):
 
     lfn: str
     url: str
-    size: int = Field(..., ge=0)
+    size: Size
     adler32: str = Field(..., pattern=r"^[0-9a-f]{8}$")
 
 

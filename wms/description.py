@@ -14,16 +14,19 @@ from __future__ import annotations
 import re
 from collections import Counter
 from pathlib import PurePosixPath
+from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from kernel.bounds import Int64, PositiveInt64
 from kernel.errors import InvalidInput
 
 LFN_PATTERN = r"^/[^\x00]*[^/]$"
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 MAX_JOBS_PER_SUBMISSION = 10_000
 MAX_INPUTS_PER_JOB = 10_000
-ParameterValue = str | int | float
+ParameterValue = str | Int64 | float
+ParameterList = Annotated[list[ParameterValue], Field(max_length=MAX_JOBS_PER_SUBMISSION)]
 
 
 class OutputFile(BaseModel):
@@ -48,8 +51,8 @@ class Requirements(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    sites: list[str] = Field(default_factory=list, description="allowed sites; empty means any")
-    tags: list[str] = Field(default_factory=list, description="tags the pilot must offer")
+    sites: list[str] = Field(default_factory=list, max_length=1000, description="allowed sites; empty means any")
+    tags: list[str] = Field(default_factory=list, max_length=1000, description="tags the pilot must offer")
     cpu: int = Field(1, ge=1, le=1024, description="cores")
     memory_mb: int = Field(1024, ge=1, le=4 * 1024 * 1024)
 
@@ -62,11 +65,15 @@ class Requirements(BaseModel):
 class ParameterRange(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    start: int = 0
-    stop: int
-    step: int = Field(1, ge=1)
+    start: Int64 = 0
+    stop: Int64
+    step: PositiveInt64 = 1
 
     def values(self) -> list[int]:
+        # Bounded before building the list: a huge range would exhaust memory, not just fail.
+        count = max(0, -(-(self.stop - self.start) // self.step))
+        if count > MAX_JOBS_PER_SUBMISSION:
+            raise InvalidInput(f"{count} parameter values exceed the limit of {MAX_JOBS_PER_SUBMISSION}")
         return list(range(self.start, self.stop, self.step))
 
 
@@ -77,7 +84,7 @@ class JobDescription(BaseModel):
 
     name: str = Field("job", max_length=200)
     executable: str = Field(..., min_length=1)
-    arguments: list[str] = Field(default_factory=list)
+    arguments: list[str] = Field(default_factory=list, max_length=10_000)
     input_data: list[str] = Field(default_factory=list, max_length=MAX_INPUTS_PER_JOB,
                                   description="input LFNs, placed in the work directory by file name")
     input_dataset: str | None = Field(
@@ -96,7 +103,7 @@ class JobDescription(BaseModel):
     requirements: Requirements = Field(default_factory=Requirements)
     priority: int = Field(5, ge=0, le=10, description="0 lowest, 10 highest")
     time_limit_s: int = Field(3600, ge=1, le=14 * 86400)
-    parameters: list[ParameterValue] | ParameterRange | None = None
+    parameters: ParameterList | ParameterRange | None = None
 
     @model_validator(mode="after")
     def _lfns_after_substitution(self) -> JobDescription:

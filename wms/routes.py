@@ -13,6 +13,7 @@ from pydantic import ValidationError
 
 from kernel.errors import Forbidden, InvalidInput
 from kernel.principal import Principal
+from kernel.responses import JsonList
 from kernel.web import (
     ADMIN,
     DATABASE,
@@ -47,7 +48,8 @@ async def _job_for(request: web.Request) -> dict[str, Any]:
     return job
 
 
-@routes.post("/jobs", policy=WRITE, summary="Submit jobs (one description, or {jobs: [...]}; parametric ones expand)",
+@routes.post("/jobs", status=201,
+             policy=WRITE, summary="Submit jobs (one description, or {jobs: [...]}; parametric ones expand)",
              body=Submission, responses={400: "malformed description, unknown SE or site, dataset/query input",
                                          403: "an input file you may not read"})
 async def submit_jobs(request: web.Request) -> web.Response:
@@ -64,7 +66,7 @@ async def submit_jobs(request: web.Request) -> web.Response:
 
 @routes.get("/jobs", policy=READ, summary="List jobs, newest first (yours; admins may ask for anyone's)",
             query={"owner": "whose jobs (admins: any; default: yours, or everyone's for admins)",
-                   "state": "only this state", "limit": "at most this many (default 100)"})
+                   "state": "only this state", "limit": "at most this many (default 100)"}, response=JsonList)
 async def list_jobs(request: web.Request) -> web.Response:
     principal = principal_of(request)
     owner = request.query.get("owner")
@@ -129,13 +131,14 @@ async def _optional_control(request: web.Request) -> ControlRequest:
     return await read_model(request, ControlRequest)
 
 
-@routes.get("/task-queues", policy=READ, summary="Task queues: requirements, group, priority and waiting jobs")
+@routes.get("/task-queues", policy=READ, summary="Task queues: requirements, group, priority and waiting jobs",
+            response=JsonList)
 async def list_task_queues(request: web.Request) -> web.Response:
     queues = await task_queues.all_queues(request.app[DATABASE])
     return json_response([{"id": q.pop("_id"), **q} for q in queues])
 
 
-@routes.get("/job-shares", policy=READ, summary="Fair share: each group's share and jobs at pilots")
+@routes.get("/job-shares", policy=READ, summary="Fair share: each group's share and jobs at pilots", response=JsonList)
 async def list_shares(request: web.Request) -> web.Response:
     usage = await task_queues.all_group_usage(request.app[DATABASE])
     return json_response([{"group": u["_id"], "share": u.get("share", 1.0), "running": u.get("running", 0)}
