@@ -12,10 +12,10 @@ from pymongo.asynchronous.database import AsyncDatabase
 from cairn.sdk import Client
 from kernel.db import Document
 from kernel.errors import CairnError, Forbidden, InvalidInput, NotFound, QuotaExceeded
+from rules.subscriber import RuleSubscriber
 from tests.fixtures.api import RunningApi
 from tests.fixtures.cli import run_cli
 from tests.fixtures.rules import dataset_on_src, tiered_ses
-from transfers.rule_subscriber import RuleSubscriber
 
 
 @pytest.fixture

@@ -14,10 +14,11 @@ from aiohttp import web
 
 from cairn.portal.access import caller
 from cairn.portal.render import page
-from catalogue import quotas, usage
-from catalogue import rule_routes as rule_api
+from catalogue import usage
 from catalogue import usage_routes as usage_api
 from kernel.errors import InvalidInput
+from rules import quotas
+from rules import routes as rule_api
 
 routes = web.RouteTableDef()
 COLUMNS = {"ses": ("se", "replicas", "bytes"),

@@ -11,11 +11,11 @@ from aiohttp import web
 
 from cairn.portal.access import caller
 from cairn.portal.render import page
-from catalogue import quotas, rules
-from catalogue import rule_routes as rule_api
 from catalogue.authorization import visible_rules
-from catalogue.rules import rule_view
 from kernel.errors import Forbidden
+from rules import quotas, store
+from rules import routes as rule_api
+from rules.store import rule_view
 from wms import jobs
 from wms import routes as job_api
 
@@ -28,8 +28,8 @@ async def dashboard(request: web.Request) -> web.Response:
     try:
         db, user = caller(request, rule_api.routes, "GET", "/quotas")
         context["quotas"] = await quotas.quotas_and_usage(db, user.sub)
-        mine = [*await rules.list_rules(db, account=user.sub, state="stuck", limit=50),
-                *await rules.list_rules(db, account=user.sub, state="replicating", limit=50)]
+        mine = [*await store.list_rules(db, account=user.sub, state="stuck", limit=50),
+                *await store.list_rules(db, account=user.sub, state="replicating", limit=50)]
         context["rules"] = [rule_view(d) for d in await visible_rules(db, user, mine)]
     except Forbidden:
         pass

@@ -9,13 +9,14 @@ from pydantic import ValidationError
 
 from cairn.portal.access import caller, page_size
 from cairn.portal.render import page
-from catalogue import quotas, rule_locks, rules
-from catalogue import rule_routes as api
 from catalogue.authorization import authorize_rule_target, require_visible_rule, visible_rules
-from catalogue.rules import RuleIn, rule_view
-from catalogue.se_expression import validate
 from kernel.errors import CairnError, InvalidInput
 from kernel.web import validation_message
+from rules import locks as rule_locks
+from rules import quotas, store
+from rules import routes as api
+from rules.se_expression import validate
+from rules.store import RuleIn, rule_view
 
 routes = web.RouteTableDef()
 STATES = ("replicating", "ok", "stuck", "suspended")
@@ -27,7 +28,7 @@ async def rule_list(request: web.Request) -> web.Response:
     db, user = caller(request, api.routes, "GET", "/rules")
     state = request.query.get("state") or None
     account = request.query.get("account") or None
-    found = await rules.list_rules(db, account=account, did=request.query.get("did") or None, state=state,
+    found = await store.list_rules(db, account=account, did=request.query.get("did") or None, state=state,
                                    limit=page_size(request))
     shown = [rule_view(d) for d in await visible_rules(db, user, found)]
     return page(request, "rules.html", {"rules": shown, "states": STATES})
@@ -37,7 +38,7 @@ async def rule_list(request: web.Request) -> web.Response:
 async def rule_page(request: web.Request) -> web.Response:
     """A rule, and one page of its locks (each file's lock state and last error)."""
     db, user = caller(request, api.routes, "GET", "/rules/{id}/locks")
-    doc = await rules.get_rule(db, request.match_info["id"])
+    doc = await store.get_rule(db, request.match_info["id"])
     await require_visible_rule(db, user, doc)
     limit = page_size(request)
     locks = await rule_locks.list_locks(db, doc["_id"], state=request.query.get("state") or None,
@@ -62,7 +63,7 @@ async def preview(request: web.Request) -> web.Response:
     context: dict[str, Any] = {"expression": expression, "ses": [], "room": {}, "problem": None}
     if expression:
         try:
-            ses = await rules.resolve_expression(db, expression)
+            ses = await store.resolve_expression(db, expression)
             context["ses"] = ses
             context["room"] = await quotas.room(db, user.sub, [se["name"] for se in ses])
         except CairnError as exc:
@@ -81,7 +82,7 @@ async def create(request: web.Request) -> web.Response:
             if expression:
                 validate(expression)
         await authorize_rule_target(db, user, item.did)
-        doc = await rules.create_rule(db, user, item)
+        doc = await store.create_rule(db, user, item)
     except CairnError as exc:
         return page(request, "wizard.html", {"form": form, "problem": exc.message}, status=exc.status)
     raise web.HTTPSeeOther(f"/ui/rules/{doc['_id']}")

@@ -14,14 +14,14 @@ from typing import Any
 
 from pymongo.asynchronous.database import AsyncDatabase
 
-from catalogue import rule_locks, rules
 from catalogue.directories import now
 from kernel import claims
 from kernel.db import Document, database_errors
 from kernel.settings import RuleSettings
+from rules import locks, store
+from rules.daemon import RuleDaemon
+from rules.transfer_requests import requester
 from transfers import requests as rq
-from transfers.rule_daemon import RuleDaemon
-from transfers.rule_transfers import requester
 
 log = logging.getLogger("cairn.rules")
 
@@ -40,12 +40,12 @@ async def clean(db: AsyncDatabase[Document], rule: Document, settings: RuleSetti
     while True:
         with database_errors():
             # Index: locks_by_rule_state.
-            batch = await db[rule_locks.LOCKS].find({"rule": rule["_id"]}).limit(settings.batch).to_list()
+            batch = await db[locks.LOCKS].find({"rule": rule["_id"]}).limit(settings.batch).to_list()
         if not batch:
             break
-        await rule_locks.remove_locks(db, rule, batch)
+        await locks.remove_locks(db, rule, batch)
         released += len(batch)
-    await rules.remove(db, rule, rule[claims.OWNER])
+    await store.remove(db, rule, rule[claims.OWNER])
     return released
 
 

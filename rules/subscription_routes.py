@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from catalogue import subscriptions
-from catalogue.subscriptions import SubscriptionIn, subscription_view
 from kernel.responses import JsonList
 from kernel.web import DATABASE, ApiRoutes, json_response, principal_of, read_model, scopes
+from rules import subscriptions
+from rules.subscriptions import SubscriptionIn, subscription_view
 
 routes = ApiRoutes("subscriptions")
 READ = scopes("rules.read")

@@ -14,11 +14,11 @@ from typing import Any
 
 from pymongo.asynchronous.database import AsyncDatabase
 
-from catalogue import rules
-from catalogue.rule_locks import lock_id
-from catalogue.se_expression import resolve
 from kernel.db import Document, database_errors
 from kernel.settings import RuleSettings
+from rules import store
+from rules.locks import lock_id
+from rules.se_expression import resolve
 from transfers import requests as rq
 
 Target = tuple[str, str]  # (lfn, SE)
@@ -32,7 +32,7 @@ async def source_ses(db: AsyncDatabase[Document], rule: Document) -> set[str] | 
     """The SEs a rule may copy from (None: any)."""
     if not rule.get("source_expression"):
         return None
-    return resolve(rule["source_expression"], await rules.all_ses(db))
+    return resolve(rule["source_expression"], await store.all_ses(db))
 
 
 def no_source_error(rule: Document) -> str:

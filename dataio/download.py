@@ -22,25 +22,22 @@ import contextlib
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import aiofiles.os
 
 from catalogue.files import refusal
 from catalogue.lfn import check_lfn
 from catalogue.storage_elements import StorageElement
+from dataio.io_client import IOClient
+from dataio.progress import FileOutcome, NoProgress, ProgressSink
+from dataio.replica_order import ReadableReplica, replicas_to_read
+from dataio.signed_access import needs_signing, signed_endpoint, without_signature
 from kernel.errors import CairnError, Forbidden, InvalidInput
 from storage_plugins.base import StoragePlugin, landing, write_local
 from storage_plugins.checksums import Adler32, tee_adler32
 from storage_plugins.errors import ChecksumMismatch
-from storage_plugins.registry import plugin_for
 from transfers.endpoints import Endpoint, endpoints
-from transfers.io_report import FileOutcome, NoProgress, ProgressSink
-from transfers.replica_order import ReadableReplica, replicas_to_read
-from transfers.signed_access import needs_signing, signed_endpoint, without_signature
-
-if TYPE_CHECKING:
-    from transfers.data_client import DataClient
 
 Credentials = Mapping[str, Mapping[str, str]]
 Json = dict[str, Any]
@@ -69,7 +66,7 @@ def local_targets(lfns: Sequence[str], dest: str | Path | None) -> list[tuple[st
 
 
 async def download_files(
-    client: DataClient,
+    client: IOClient,
     lfns: Sequence[str],
     dest: str | Path | None = None,
     *,
@@ -93,7 +90,7 @@ async def download_files(
     return list(await asyncio.gather(*(one(lfn, path) for lfn, path in targets)))
 
 
-async def lookup(client: DataClient, lfns: Sequence[str]) -> dict[str, Json | CairnError]:
+async def lookup(client: IOClient, lfns: Sequence[str]) -> dict[str, Json | CairnError]:
     """Each LFN's file record, or why it cannot be read (one catalogue call per thousand LFNs)."""
     found: dict[str, Json | CairnError] = {}
     wanted = []
@@ -109,7 +106,7 @@ async def lookup(client: DataClient, lfns: Sequence[str]) -> dict[str, Json | Ca
 
 
 async def download_one(
-    client: DataClient,
+    client: IOClient,
     lfn: str,
     path: Path,
     ses: Mapping[str, StorageElement],
@@ -162,7 +159,7 @@ async def download_one(
 
 
 async def _fetch_replica(
-    client: DataClient, replica: ReadableReplica, lfn: str, path: Path, size: int, adler32: str,
+    client: IOClient, replica: ReadableReplica, lfn: str, path: Path, size: int, adler32: str,
     credentials: Credentials, sink: ProgressSink, notes: list[str],
 ) -> Endpoint:
     """Download from one replica, over its SE's read protocols in turn; the endpoint used."""
@@ -172,11 +169,11 @@ async def _fetch_replica(
             if needs_signing(ep):
                 signed = await signed_endpoint(client, ep, lfn, "GET")
                 try:
-                    await _fetch(signed, path, size, adler32, lfn, sink)
+                    await _fetch(client, signed, path, size, adler32, lfn, sink)
                 except CairnError as exc:
                     raise without_signature(exc, signed.url) from None
             else:
-                await _fetch(ep, path, size, adler32, lfn, sink)
+                await _fetch(client, ep, path, size, adler32, lfn, sink)
             return ep
         except ReplicaCorrupted:
             raise
@@ -192,8 +189,10 @@ def _native_get(plugin: StoragePlugin) -> bool:
     return type(plugin).get is not StoragePlugin.get
 
 
-async def _fetch(ep: Endpoint, path: Path, size: int, adler32: str, lfn: str, sink: ProgressSink) -> None:
-    plugin = plugin_for(ep.url, ep.options)
+async def _fetch(
+    client: IOClient, ep: Endpoint, path: Path, size: int, adler32: str, lfn: str, sink: ProgressSink,
+) -> None:
+    plugin = client.plugin(ep.url, ep.options)
     if _native_get(plugin):
         try:
             result = await plugin.get(ep.url, path, expected_adler32=adler32)
@@ -223,7 +222,7 @@ async def _counted(stream: AsyncIterable[bytes], name: str, sink: ProgressSink) 
         yield chunk
 
 
-async def _report_bad(client: DataClient, lfn: str, se: str) -> str:
+async def _report_bad(client: IOClient, lfn: str, se: str) -> str:
     """Mark a corrupted replica bad if the caller may; say what was done."""
     try:
         await client.set_replica_status(lfn, se, "bad", expected="available")

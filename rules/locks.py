@@ -1,7 +1,7 @@
 """Rule locks: one per rule, file and SE, in `locks` (`_id` `<rule>:<lfn>:<se>`), in state
 replicating, ok or stuck.
 
-Only the daemon holding the rule's lease (`catalogue.rules.claim`) changes its locks, so the
+Only the daemon holding the rule's lease (`rules.store.claim`) changes its locks, so the
 rule's counters (`locks_replicating`, `locks_ok`, `locks_stuck`) follow every insert, state
 change and removal by the counts the database reports, without re-counting. A daemon killed
 between a change and its count leaves them off; the evaluator notices when what it reads
@@ -23,16 +23,14 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from pymongo import UpdateMany
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError
 
-from catalogue import quotas
 from catalogue.directories import DUPLICATE_KEY, now
-from catalogue.files import FILES
-from catalogue.rule_triggers import RULES
-from kernel.db import Document, IndexSpec, bulk_write_chunked, database_errors, increment, read_by_ids
-from kernel.errors import ServiceUnavailable
+from catalogue.replica_locks import change_lock_rules
+from kernel.db import Document, IndexSpec, database_errors, increment
+from rules import quotas
+from rules.triggers import RULES
 
 LOCKS = "locks"
 LOCK_STATES = ("replicating", "ok", "stuck")
@@ -195,77 +193,31 @@ async def remove_locks(db: AsyncDatabase[Document], rule: Document, locks: list[
     await quotas.charge(db, rule["account"], {se: (f, b) for se, (f, b) in usage.items()})
 
 
-LOCK_UPDATE_ATTEMPTS = 10
-
-
 async def change_replica_locks(db: AsyncDatabase[Document], locks: Iterable[Document], *, add: bool) -> None:
-    """Add the locks' rules to (or take them from) their replicas' `lock_rules`, `locks` following.
-
-    Per round: one read of the files (in slices), then one `update_many` per kind of change —
-    usually one per SE for a batch of a rule's locks, as `catalogue.replicas.set_replica_statuses`
-    does (FerretDB scans for every filter but `_id`, so one write per file would cost more). Each
-    write is guarded by every changed replica's SE and `locks` as read: a concurrent change
-    (another rule's lock, a shifted array) makes that file miss, and the files are read and
-    computed again. A call only adds or only removes, so a changed set always changes its size
-    and the count is a sound guard. Bumps `version` (a reaper deciding on the old one reads
-    again). Replicas that are gone are skipped. Raises ServiceUnavailable if files keep changing."""
-    pending: dict[str, dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
+    """Add the locks' rules to (or take them from) their replicas' `lock_rules`, `locks` following
+    (through the catalogue: `catalogue.replica_locks.change_lock_rules`). Replicas that are gone
+    are skipped. Raises ServiceUnavailable if files keep changing."""
+    rules_by_replica: dict[str, dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
     for lock in locks:
-        pending[lock["lfn"]][lock["se"]].add(rule_of(lock))
-    for _ in range(LOCK_UPDATE_ATTEMPTS):
-        lfns = sorted(pending)
-        groups: dict[tuple[tuple[int, str, Any, tuple[str, ...]], ...], list[str]] = defaultdict(list)
-        projection = {"replicas.se": 1, "replicas.locks": 1, "replicas.lock_rules": 1}
-        async for doc in read_by_ids(db[FILES], lfns, projection):
-            if changes := _lock_changes(doc, pending[doc["_id"]], add):
-                groups[changes].append(doc["_id"])
-        if not groups:
-            return
-        updates = [_lock_update(changes, group) for changes, group in groups.items()]
-        result = await bulk_write_chunked(db[FILES], updates)
-        if result.modified_count == sum(map(len, groups.values())):
-            return
-        changing = [lfn for group in groups.values() for lfn in group]
-        pending = defaultdict(lambda: defaultdict(set), {lfn: pending[lfn] for lfn in changing})
-    raise ServiceUnavailable("the replicas of these files kept changing while their rule locks were updated")
+        rules_by_replica[lock["lfn"]][lock["se"]].add(rule_of(lock))
+    await change_lock_rules(db, rules_by_replica, add=add)
 
 
-def _lock_changes(doc: Document, rules_by_se: Mapping[str, set[str]], add: bool
-                  ) -> tuple[tuple[int, str, Any, tuple[str, ...]], ...]:
-    """What adding (or removing) rules changes on a file's replicas: (position, SE, `locks` as
-    read, new rule set) per replica that changes; () if none does."""
-    changes = []
-    for i, replica in enumerate(doc.get("replicas", [])):
-        rules_here = rules_by_se.get(replica.get("se"))
-        if not rules_here:
-            continue
-        old = set(replica.get("lock_rules") or ())
-        new = old | rules_here if add else old - rules_here
-        if new != old:
-            changes.append((i, replica["se"], replica.get("locks"), tuple(sorted(new))))
-    return tuple(changes)
-
-
-def _lock_update(changes: tuple[tuple[int, str, Any, tuple[str, ...]], ...], lfns: list[str]) -> UpdateMany:
-    guard: dict[str, Any] = {"_id": {"$in": lfns}}
-    fields: dict[str, Any] = {}
-    for i, se, count, new in changes:
-        guard[f"replicas.{i}.se"] = se
-        guard[f"replicas.{i}.locks"] = count  # None also matches a replica never locked
-        fields[f"replicas.{i}.lock_rules"] = list(new)
-        fields[f"replicas.{i}.locks"] = len(new)
-    return UpdateMany(guard, {"$set": fields, **increment({"version": 1})})
-
-
-async def replica_lost(db: AsyncDatabase[Document], lfn: str, se: str) -> int:
-    """A replica that locks protected was removed anyway (an administrator's override): mark the
-    rules holding locks on it for re-evaluation, which puts those locks back to replicating.
-    Index: locks_by_lfn_se."""
+async def replicas_lost(db: AsyncDatabase[Document], removed: Iterable[tuple[str, str]]) -> int:
+    """Replicas (lfn, se) that were removed: mark the rules holding locks on them for
+    re-evaluation, which puts those locks back to replicating. Only an administrator's override
+    removes a replica that locks protect; any other removal finds no lock on it, or at most makes
+    a rule re-evaluate, which changes nothing. Index: locks_by_lfn_se."""
+    wanted = set(removed)
+    if not wanted:
+        return 0
     with database_errors():
-        owners = await db[LOCKS].distinct("rule", {"lfn": lfn, "se": se})
+        found = await db[LOCKS].find({"lfn": {"$in": sorted({lfn for lfn, _ in wanted})}},
+                                     {"_id": 0, "rule": 1, "lfn": 1, "se": 1}).to_list()
+        owners = sorted({lock["rule"] for lock in found if (lock["lfn"], lock["se"]) in wanted})
         if not owners:
             return 0
-        result = await db[RULES].update_many({"_id": {"$in": sorted(owners)}},
+        result = await db[RULES].update_many({"_id": {"$in": owners}},
                                              {"$set": {"dirty": True, "due": now()}, **increment({"generation": 1})})
     return result.modified_count
 

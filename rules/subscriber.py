@@ -1,5 +1,5 @@
 """`cairn daemon rule-subscriptions`: gives new datasets the rules of the subscriptions they
-match (see `catalogue.subscriptions`), reading the `did_created` events of the catalogue's
+match (see `rules.subscriptions`), reading the `did_created` events of the catalogue's
 change feed under its lease (one daemon at a time reads it); creating a rule twice is harmless
 (its id is deterministic), so events seen again after a crash do no harm."""
 
@@ -7,10 +7,11 @@ from __future__ import annotations
 
 from pymongo.asynchronous.database import AsyncDatabase
 
-from catalogue import change_feed, subscriptions
+from catalogue import change_feed
 from kernel.daemon import Daemon
 from kernel.db import Document
 from kernel.settings import Settings
+from rules import subscriptions
 
 CONSUMER = "rule-subscriptions"
 

@@ -1,5 +1,5 @@
 """The loop the rule daemons share: take rules one at a time under each rule's own lease
-(`catalogue.rules.claim`), work on each, give it back. A subclass says which rules (`query`), in
+(`rules.store.claim`), work on each, give it back. A subclass says which rules (`query`), in
 which order (`sort`), and what to do with one (`work_on`, which must release or remove it).
 
 The lease is renewed every third of its length while the work runs (evaluating a rule on a large
@@ -15,11 +15,11 @@ from typing import Any
 
 from pymongo.asynchronous.database import AsyncDatabase
 
-from catalogue import rules
 from kernel import lease
 from kernel.daemon import Daemon
 from kernel.db import Document
 from kernel.settings import Settings
+from rules import store
 
 log = logging.getLogger("cairn.rules")
 
@@ -48,7 +48,7 @@ class RuleDaemon(Daemon):
         for _ in range(RULES_PER_CYCLE):
             if self.stopping:
                 break
-            rule = await rules.claim(self.db, self.worker, self.query(), lease_s=self.settings.lease_s, sort=self.sort)
+            rule = await store.claim(self.db, self.worker, self.query(), lease_s=self.settings.lease_s, sort=self.sort)
             if rule is None:
                 break
             handled += await self.holding(rule)
@@ -57,7 +57,7 @@ class RuleDaemon(Daemon):
     async def holding(self, rule: Document) -> int:
         """`work_on(rule)`, renewing the rule's lease while it runs (`kernel.lease.while_held`)."""
         held, done = await lease.while_held(
-            self.work_on(rule), lambda: rules.renew(self.db, rule["_id"], self.worker, lease_s=self.settings.lease_s),
+            self.work_on(rule), lambda: store.renew(self.db, rule["_id"], self.worker, lease_s=self.settings.lease_s),
             every_s=self.settings.lease_s / 3)
         if not held:
             log.warning("%s: lost the lease of rule %s; stopping its work", self.name, rule["_id"])

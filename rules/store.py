@@ -1,7 +1,7 @@
 """Replication rules (Rucio's): "N copies of a DID on the SEs of an expression, for a lifetime".
 
-A rule is one document in `rules`; its locks (one per file and SE) are in `catalogue.rule_locks`.
-The rule daemons (`transfers.rule_evaluator`, `rule_repairer`, `rule_cleaner`) work on one rule
+A rule is one document in `rules`; its locks (one per file and SE) are in `rules.locks`.
+The rule daemons (`rules.evaluator`, `rules.repairer`, `rules.cleaner`) work on one rule
 at a time under the rule's own lease (`claim`), so the rule's locks and lock counters are only
 ever changed by the holder of that lease.
 
@@ -12,7 +12,7 @@ States:
     stuck --stuck longer than rules.suspend_after_s--> suspended  (left alone until updated)
 
 A new rule, a rule whose copies changed and a rule whose DID gained or lost content are `dirty`
-(see `catalogue.rule_triggers`): the evaluator (re)computes its locks. Deleting a rule sets its
+(see `rules.triggers`): the evaluator (re)computes its locks. Deleting a rule sets its
 expiry to now; the cleaner releases its locks and removes it.
 
 Grouping decides where files go: ALL puts every file of the DID on the same SEs, DATASET the
@@ -30,20 +30,20 @@ from pydantic import BaseModel, ConfigDict, Field
 from pymongo import ReturnDocument
 from pymongo.asynchronous.database import AsyncDatabase
 
-from catalogue import quotas
 from catalogue.dataset_contents import DATASET_FILES, linked_dids
 from catalogue.datasets import DATASETS, check_did
 from catalogue.directories import now
 from catalogue.files import FILES
 from catalogue.lfn import check_lfn
-from catalogue.rule_triggers import RULES
-from catalogue.se_expression import resolve, validate
 from catalogue.storage_elements import SES
 from kernel import claims
 from kernel.bounds import MAX_LIFETIME_S
 from kernel.db import Document, IndexSpec, database_errors, increment
 from kernel.errors import Conflict, Forbidden, InvalidInput, NotFound, QuotaExceeded
 from kernel.principal import Principal
+from rules import quotas
+from rules.se_expression import resolve, validate
+from rules.triggers import RULES
 
 Grouping = Literal["ALL", "DATASET", "NONE"]
 STATES = ("replicating", "ok", "stuck", "suspended")

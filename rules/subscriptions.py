@@ -5,7 +5,7 @@ The filter looks at a dataset's DID record (datasets carry no user metadata of t
 `scopes` (any of), `name_pattern` (a regular expression searched in the name), `owners` (any
 of), `dynamic` (true or false). An empty filter matches every new dataset.
 
-The `rule-subscriptions` daemon (`transfers.rule_subscriber`) reads the `did_created` events of
+The `rule-subscriptions` daemon (`rules.subscriber`) reads the `did_created` events of
 the catalogue's change feed and calls `apply_to_new` with the new DIDs: each subscription older
 than a new dataset that matches it gives it its rule (a rule's id is derived from the
 subscription and the DID, so an event handled twice creates one rule). A rule that cannot be
@@ -25,12 +25,12 @@ from pymongo.errors import DuplicateKeyError
 
 from catalogue.datasets import DATASETS
 from catalogue.directories import now
-from catalogue.rules import Grouping, RuleIn, create_rule
-from catalogue.se_expression import validate
 from kernel.bounds import MAX_LIFETIME_S
 from kernel.db import Document, IndexSpec, database_errors, increment
 from kernel.errors import CairnError, Conflict, Forbidden, NotFound
 from kernel.principal import Principal
+from rules.se_expression import validate
+from rules.store import Grouping, RuleIn, create_rule
 
 SUBSCRIPTIONS = "subscriptions"
 

@@ -4,16 +4,14 @@
 the locks the placement asks for: ok where the replica is available, replicating where a transfer
 is needed — submitted right away, the lock remembering when (`submitted`) — or stuck when the
 source expression leaves nothing to copy from. Release locks of files that left the DID or exceed
-the copies; put ok locks whose replica was removed anyway (`rule_locks.replica_lost`) back to
-replicating, and protect ok locks a crash left uncounted. The reads come first, each collection
-once (FerretDB scans a collection for every filter other than `{_id: <string>}`, so reading per
-batch would make a pass quadratic); then per `batch` files one insert of locks, one of requests,
-and a few counter updates. Memory for one pass: the rule's files (LFN and size), its existing
-locks (five fields each) and the files' available SEs, plus one batch of new locks and requests:
-about 1.3 KB of peak Python memory per file (`bench/rules.py --trace-memory`, 10,000 files, 2
-copies), so about 130 MB for a rule on 100,000 files.
+the copies; put ok locks whose replica was removed anyway (`rules.feed`,
+`rules.locks.replicas_lost`) back to replicating, and protect ok locks a crash left uncounted.
+The reads come first, each collection once; then per `batch` files one insert of locks, one of
+requests, and a few counter updates. Memory for one pass: the rule's files (LFN and size), its
+existing locks (five fields each) and the files' available SEs, plus one batch of new locks and
+requests (figures: `bench/rules.py`).
 
-Locks that were already replicating are moved on by `transfers.rule_progress`.
+Locks that were already replicating are moved on by `rules.progress`.
 
 `settle`: the rule's state from its lock counters.
 """
@@ -29,14 +27,15 @@ from typing import Any
 
 from pymongo.asynchronous.database import AsyncDatabase
 
-from catalogue import quotas, rule_locks, rules
 from catalogue.availability import available_on
 from catalogue.directories import now
-from catalogue.se_expression import resolve
 from kernel.db import Document
 from kernel.settings import RuleSettings
-from transfers.rule_placement import place_group, rank
-from transfers.rule_transfers import no_source_error, source_for, source_ses, submit_for
+from rules import locks as rule_locks
+from rules import quotas, store
+from rules.placement import place_group, rank
+from rules.se_expression import resolve
+from rules.transfer_requests import no_source_error, source_for, source_ses, submit_for
 
 log = logging.getLogger("cairn.rules")
 
@@ -62,7 +61,7 @@ class RulePass:
 async def evaluate(db: AsyncDatabase[Document], rule: Document, settings: RuleSettings) -> dict[str, int]:
     """(Re)compute a rule's locks from its DID's current content; returns counts of what changed
     (`waiting`: locks left replicating from before, for `progress`)."""
-    ses = await rules.all_ses(db)
+    ses = await store.all_ses(db)
     names = resolve(rule["expression"], ses)
     run = RulePass(db, rule, settings, candidates=[se for se in ses if se["name"] in names],
                    room=await quotas.room(db, rule["account"], names), sources=await source_ses(db, rule))
@@ -74,7 +73,7 @@ async def evaluate(db: AsyncDatabase[Document], rule: Document, settings: RuleSe
     del every
     stats = run.stats
     groups: dict[str, list[tuple[str, int]]] = defaultdict(list)
-    async for key, lfn, size in rules.rule_files(db, rule):
+    async for key, lfn, size in store.rule_files(db, rule):
         groups[key].append((lfn, size))
         stats["files"] += 1
     seen = {lfn for files in groups.values() for lfn, _ in files}
@@ -97,7 +96,7 @@ async def evaluate(db: AsyncDatabase[Document], rule: Document, settings: RuleSe
     for start in range(0, len(gone), settings.batch):
         await rule_locks.remove_locks(db, rule, gone[start:start + settings.batch])
     stats["released"] += len(gone)
-    await rules.set_fields(db, rule["_id"], {
+    await store.set_fields(db, rule["_id"], {
         "unplaced": stats["unplaced"], "evaluated": now(),
         "error": (f"{stats['unplaced']} file(s) found fewer than {rule['copies']} SEs of {rule['expression']!r} "
                   "that are writable and within quota") if stats["unplaced"] else rule.get("error")})

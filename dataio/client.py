@@ -6,23 +6,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
 
-from catalogue.client import CatalogueClient
+from dataio.download import download_files
+from dataio.io_client import IOClient
+from dataio.progress import FileOutcome, ProgressSink
+from dataio.upload import upload_files
 from kernel.settings import get_settings
-from transfers.download import download_files
-from transfers.io_report import FileOutcome, ProgressSink
-from transfers.upload import upload_files
 
 
-class DataClient(CatalogueClient):
+class DataClient(IOClient):
     """Upload and download through the catalogue."""
-
-    async def signed_url(self, lfn: str, se: str, method: str = "GET", *, lifetime_s: int = 3600) -> dict[str, Any]:
-        """A URL the server signed for method on lfn's replica on S3 SE se (no S3 secrets needed)."""
-        body = {"lfn": lfn, "se": se, "method": method, "lifetime_s": lifetime_s}
-        result: dict[str, Any] = await self.request("POST", "/storage/signed-url", json_body=body)
-        return result
 
     async def upload(
         self,

@@ -1,7 +1,10 @@
 """The rules' reading of the catalogue's change feed (`catalogue.change_feed`): members attached
 to or detached from a DID make the rules on it, and on every container above it, `dirty`
-(`catalogue.rule_triggers.content_changed`), so that the evaluator places the new content and
-releases what left. Run by the rule evaluator at the start of each cycle, under the feed's lease.
+(`rules.triggers.content_changed`), so that the evaluator places the new content and
+releases what left; a replica removed while rule locks protected it (an administrator's
+override) makes the rules holding those locks `dirty` (`rules.locks.replicas_lost`), so that
+they copy the file again. Run by the rule evaluator at the start of each cycle, under the
+feed's lease.
 """
 
 from __future__ import annotations
@@ -9,18 +12,23 @@ from __future__ import annotations
 from pymongo.asynchronous.database import AsyncDatabase
 
 from catalogue import change_feed
-from catalogue.rule_triggers import content_changed
 from kernel.db import Document
+from rules.locks import replicas_lost
+from rules.triggers import content_changed
 
 CONSUMER = "rule-evaluator"
 CONTENT_EVENTS = ("attached", "detached")
 
 
 async def mark_changed(db: AsyncDatabase[Document], events: list[change_feed.Event]) -> None:
-    """Re-evaluate the rules of every DID whose content these events changed (one pass per batch)."""
+    """Re-evaluate the rules of every DID whose content these events changed, and of every lock
+    whose replica was removed (one pass per batch)."""
     dids = {e["did"] for e in events if e["kind"] in CONTENT_EVENTS}
     if dids:
         await content_changed(db, dids)
+    removed = {(e["did"], e["data"]["se"]) for e in events if e["kind"] == "replica_removed" and "data" in e}
+    if removed:
+        await replicas_lost(db, removed)
 
 
 async def follow(db: AsyncDatabase[Document], worker: str, *, lease_s: float) -> int:

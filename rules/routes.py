@@ -13,14 +13,15 @@ from typing import Any
 
 from aiohttp import web
 
-from catalogue import quotas, rule_locks, rules
 from catalogue.authorization import authorize_rule_target, require_visible_rule, visible_rules
-from catalogue.quotas import QuotaIn
-from catalogue.rules import RuleIn, RuleUpdate, rule_view
-from catalogue.se_expression import validate
 from kernel.errors import InvalidInput
 from kernel.responses import JsonList
 from kernel.web import ADMIN, DATABASE, ApiRoutes, json_response, principal_of, query_int, read_model, scopes
+from rules import locks as rule_locks
+from rules import quotas, store
+from rules.quotas import QuotaIn
+from rules.se_expression import validate
+from rules.store import RuleIn, RuleUpdate, rule_view
 
 routes = ApiRoutes("rules")
 READ = scopes("rules.read")
@@ -34,7 +35,7 @@ async def resolve_expression(request: web.Request) -> web.Response:
     expression = request.query.get("expression", "")
     if not expression.strip():
         raise InvalidInput("query parameter 'expression' is required")
-    ses = await rules.resolve_expression(request.app[DATABASE], expression)
+    ses = await store.resolve_expression(request.app[DATABASE], expression)
     return json_response({"expression": expression, "ses": [se["name"] for se in ses]})
 
 
@@ -48,7 +49,7 @@ async def create(request: web.Request) -> web.Response:
         if expression:
             validate(expression)  # a broken body is a 400 before the DID is looked at
     await authorize_rule_target(db, principal, body.did)
-    doc = await rules.create_rule(db, principal, body)
+    doc = await store.create_rule(db, principal, body)
     return json_response(rule_view(doc), status=201)
 
 
@@ -57,7 +58,7 @@ async def create(request: web.Request) -> web.Response:
                    "limit": "1..10000 (1000)"}, response=JsonList)
 async def list_rules(request: web.Request) -> web.Response:
     db = request.app[DATABASE]
-    found = await rules.list_rules(db, account=request.query.get("account"),
+    found = await store.list_rules(db, account=request.query.get("account"),
                                    did=request.query.get("did"), state=request.query.get("state"),
                                    limit=query_int(request, "limit", 1000, minimum=1, maximum=10_000))
     return json_response([rule_view(d) for d in await visible_rules(db, principal_of(request), found)])
@@ -66,7 +67,7 @@ async def list_rules(request: web.Request) -> web.Response:
 async def visible_rule(request: web.Request) -> dict[str, Any]:
     """The rule named in the path, 404 when missing or on a file the caller cannot see."""
     db = request.app[DATABASE]
-    doc = await rules.get_rule(db, request.match_info["id"])
+    doc = await store.get_rule(db, request.match_info["id"])
     await require_visible_rule(db, principal_of(request), doc)
     return doc
 
@@ -93,7 +94,7 @@ async def locks(request: web.Request) -> web.Response:
 async def update(request: web.Request) -> web.Response:
     body = await read_model(request, RuleUpdate)
     await visible_rule(request)
-    doc = await rules.update_rule(request.app[DATABASE], principal_of(request), request.match_info["id"], body)
+    doc = await store.update_rule(request.app[DATABASE], principal_of(request), request.match_info["id"], body)
     return json_response(rule_view(doc))
 
 
@@ -101,7 +102,7 @@ async def update(request: web.Request) -> web.Response:
                responses={403: "not your rule", 404: "no such rule", 409: "the rule is locked"})
 async def delete(request: web.Request) -> web.Response:
     await visible_rule(request)
-    doc = await rules.delete_rule(request.app[DATABASE], principal_of(request), request.match_info["id"])
+    doc = await store.delete_rule(request.app[DATABASE], principal_of(request), request.match_info["id"])
     return json_response(rule_view(doc))
 
 

@@ -18,12 +18,13 @@ from collections import defaultdict
 
 from pymongo.asynchronous.database import AsyncDatabase
 
-from catalogue import rule_locks, rules
 from catalogue.availability import available_on
 from catalogue.directories import now
 from kernel.db import Document
 from kernel.settings import RuleSettings
-from transfers.rule_transfers import no_source_error, open_elsewhere, rule_requests, source_for, source_ses, submit_for
+from rules import locks as rule_locks
+from rules import store
+from rules.transfer_requests import no_source_error, open_elsewhere, rule_requests, source_for, source_ses, submit_for
 
 PROJECTION = {"lfn": 1, "se": 1, "submitted": 1, "counted": 1}
 
@@ -31,7 +32,7 @@ PROJECTION = {"lfn": 1, "se": 1, "submitted": 1, "counted": 1}
 async def progress(db: AsyncDatabase[Document], rule: Document, settings: RuleSettings) -> int:
     """Move replicating locks on by their replicas and requests; returns how many changed."""
     locks = await rule_locks.locks_of(db, rule["_id"], "replicating", projection=PROJECTION)
-    if len(locks) != rule_locks.counters_of(await rules.get_rule(db, rule["_id"]))["replicating"]:
+    if len(locks) != rule_locks.counters_of(await store.get_rule(db, rule["_id"]))["replicating"]:
         await rule_locks.recount(db, rule["_id"])  # a daemon died between changing locks and counting
     if not locks:
         return 0

@@ -5,14 +5,12 @@ moves the bytes with the HTTP plugin."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 from urllib.parse import urlsplit, urlunsplit
 
+from dataio.io_client import IOClient
 from kernel.errors import CairnError
 from transfers.endpoints import Endpoint
-
-if TYPE_CHECKING:
-    from transfers.data_client import DataClient
 
 SignedMethod = Literal["GET", "PUT", "DELETE"]
 
@@ -22,7 +20,7 @@ def needs_signing(ep: Endpoint) -> bool:
     return ep.scheme == "s3" and not ep.options.get("secret_key")
 
 
-async def signed_endpoint(client: DataClient, ep: Endpoint, lfn: str, method: SignedMethod) -> Endpoint:
+async def signed_endpoint(client: IOClient, ep: Endpoint, lfn: str, method: SignedMethod) -> Endpoint:
     """The same replica reached through a URL the server signed for method."""
     answer = await client.signed_url(lfn, ep.se.name, method)
     options = {"ca_file": str(ep.options["verify"])} if isinstance(ep.options.get("verify"), str) else {}

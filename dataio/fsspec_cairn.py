@@ -10,7 +10,7 @@ Registered through the `fsspec.specs` entry point. Options: `api_url` and `token
 default $CAIRN_SITE) and `credentials` (storage secrets per SE, default
 $CAIRN_STORAGE_CREDENTIALS).
 
-Reads go to replicas in `transfers.replica_order` order; a replica that fails (down, missing,
+Reads go to replicas in `dataio.replica_order` order; a replica that fails (down, missing,
 corrupt) is left for the next. A whole-file read (`cat`, `get`) is checked against the
 catalogue's adler32; ranged reads (what Parquet readers do) cannot be, and trust the replica
 chosen, as every range reader must. Writing is not offered: use `cairn upload`, which
@@ -27,18 +27,17 @@ from typing import Any
 from fsspec.asyn import AsyncFileSystem, sync
 from fsspec.spec import AbstractBufferedFile
 
-from cairn.sdk import Client
 from catalogue.storage_elements import StorageElement
+from dataio.client import DataClient
+from dataio.download import download_one
+from dataio.progress import NoProgress
+from dataio.replica_order import replicas_to_read
+from dataio.signed_access import needs_signing, signed_endpoint, without_signature
 from kernel.errors import CairnError, Forbidden, NotFound
 from kernel.settings import get_settings
 from storage_plugins.checksums import Adler32
 from storage_plugins.errors import ChecksumMismatch
-from storage_plugins.registry import plugin_for
-from transfers.download import download_one
 from transfers.endpoints import endpoints
-from transfers.io_report import NoProgress
-from transfers.replica_order import replicas_to_read
-from transfers.signed_access import needs_signing, signed_endpoint, without_signature
 
 Json = dict[str, Any]
 
@@ -73,7 +72,7 @@ class CairnFileSystem(AsyncFileSystem):
         self.site = site if site is not None else (settings.site if settings else None)
         self.credentials = dict(credentials) if credentials is not None else (
             settings.storage_credentials if settings else {})
-        self._client: Client | None = None
+        self._client: DataClient | None = None
         self._ses: dict[str, StorageElement] | None = None
 
     @classmethod
@@ -86,10 +85,10 @@ class CairnFileSystem(AsyncFileSystem):
         text = "/" + text.strip("/")
         return text
 
-    async def _api(self) -> Client:
+    async def _api(self) -> DataClient:
         # Made on first use, inside fsspec's event loop, which then owns its session.
         if self._client is None:
-            self._client = Client(self.api_url, self.token)
+            self._client = DataClient(self.api_url, self.token)
         return self._client
 
     async def _storage_elements(self) -> dict[str, StorageElement]:
@@ -145,7 +144,7 @@ class CairnFileSystem(AsyncFileSystem):
                 try:
                     if needs_signing(ep):
                         ep = await signed_endpoint(await self._api(), ep, lfn, "GET")
-                    plugin = plugin_for(ep.url, ep.options)
+                    plugin = (await self._api()).plugin(ep.url, ep.options)
                     data = b"".join([c async for c in plugin.read(ep.url, offset=start, length=end - start)])
                     if whole:
                         digest = Adler32()

@@ -1,5 +1,5 @@
 """Marking rules for re-evaluation when a DID's content changed: the rule evaluator reads the
-attached/detached events of the change feed (`transfers.rule_feed`) and calls `content_changed`,
+attached/detached events of the change feed (`rules.feed`) and calls `content_changed`,
 which marks every rule on the DID or on a container above it `dirty` (and bumps its
 `generation`, so an evaluation that read the old content does not clear the flag).
 """

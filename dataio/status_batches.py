@@ -2,7 +2,7 @@
 
 Each upload flips its replica `copying` -> `available` as soon as its own bytes are verified,
 and must know whether that flip happened. Sending one call per file made small-file uploads
-cost a catalogue round trip (and, on FerretDB, a scan of the files collection) per file. Here
+cost a catalogue round trip per file (see `bench/cairn_io.py`). Here
 a change waits in a queue while a bulk call is in flight and goes in the next one (a group
 commit): a lone change still costs one call at once, many concurrent ones cost a few calls.
 """

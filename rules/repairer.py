@@ -2,7 +2,7 @@
 
 For each stuck lock (its transfer failed for good) it picks another SE the rule's expression
 allows — writable, within the account's quota, not already locked for that file, not one the
-file failed on before — ranked like the evaluator ranks (`transfers.rule_placement.rank`),
+file failed on before — ranked like the evaluator ranks (`rules.placement.rank`),
 and moves the lock there: the stuck lock is released, a replicating one created (it remembers
 `failed_ses` and `moved_from`), and the rule goes back to replicating with the reason recorded
 in `error` (until the rule is ok) and in `last_repair` (kept). Locks with nowhere to go stay
@@ -18,29 +18,29 @@ from typing import Any
 
 from pymongo.asynchronous.database import AsyncDatabase
 
-from catalogue import quotas, rule_locks, rules
 from catalogue.availability import available_on
 from catalogue.directories import now
-from catalogue.se_expression import resolve
 from kernel.db import Document
 from kernel.settings import RuleSettings
-from transfers.rule_daemon import RULES_PER_CYCLE, RuleDaemon
-from transfers.rule_evaluation import stuck_too_long
-from transfers.rule_placement import rank
+from rules import locks, quotas, store
+from rules.daemon import RULES_PER_CYCLE, RuleDaemon
+from rules.evaluation import stuck_too_long
+from rules.placement import rank
+from rules.se_expression import resolve
 
 log = logging.getLogger("cairn.rules")
 
 async def repair(db: AsyncDatabase[Document], rule: Document, settings: RuleSettings) -> tuple[int, str | None]:
     """Move the rule's stuck locks to other allowed SEs; returns (moved, first reason seen)."""
-    ses = await rules.all_ses(db)
+    ses = await store.all_ses(db)
     names = resolve(rule["expression"], ses)
     candidates = [se for se in ses if se["name"] in names and se.get("write_enabled", True)]
     room = await quotas.room(db, rule["account"], names)
-    # Reads first, each collection once (see transfers.rule_evaluation), then writes per batch.
-    every = await rule_locks.locks_of(db, rule["_id"], projection={"lfn": 1, "se": 1, "state": 1})
+    # Reads first, each collection once (see rules.evaluation), then writes per batch.
+    every = await locks.locks_of(db, rule["_id"], projection={"lfn": 1, "se": 1, "state": 1})
     if not any(lock["state"] == "stuck" for lock in every):
         return 0, None
-    stuck = await rule_locks.locks_of(db, rule["_id"], "stuck")
+    stuck = await locks.locks_of(db, rule["_id"], "stuck")
     taken: dict[str, set[str]] = {}
     for lock in every:
         taken.setdefault(lock["lfn"], set()).add(lock["se"])
@@ -65,11 +65,11 @@ async def repair(db: AsyncDatabase[Document], rule: Document, settings: RuleSett
                 room[choice] = (room[choice] or 0) - size
             taken.setdefault(lfn, set()).add(choice)
             old.append(lock)
-            new.append(rule_locks.new_lock(rule, lfn, choice, size,
+            new.append(locks.new_lock(rule, lfn, choice, size,
                                            "ok" if choice in replicas.get(lfn, ()) else "replicating",
                                            failed_ses=failed, moved_from=lock["se"], moved_because=lock.get("error")))
-        await rule_locks.remove_locks(db, rule, old)
-        await rule_locks.insert_locks(db, rule, new)
+        await locks.remove_locks(db, rule, old)
+        await locks.insert_locks(db, rule, new)
         moved += len(new)
     return moved, reason
 
@@ -86,11 +86,11 @@ class RuleRepairer(RuleDaemon):
         handled = 0
         seen: set[str] = set()
         for _ in range(RULES_PER_CYCLE):
-            rule = await rules.claim(self.db, self.worker, {**self.query(), "_id": {"$nin": sorted(seen)}},
+            rule = await store.claim(self.db, self.worker, {**self.query(), "_id": {"$nin": sorted(seen)}},
                                      lease_s=self.settings.lease_s)
             if rule is None or self.stopping:
                 if rule is not None:
-                    await rules.release(self.db, rule, self.worker, {})
+                    await store.release(self.db, rule, self.worker, {})
                 break
             seen.add(rule["_id"])
             handled += await self.holding(rule)
@@ -107,11 +107,11 @@ class RuleRepairer(RuleDaemon):
                           "last_repair": {"at": now(), "moved": moved, "reason": reason}}
                 log.info("rule %s: %s", rule["_id"], fields["error"])
             elif int(rule.get("unplaced", 0)) > 0 and not rule.get("dirty"):
-                await rules.set_fields(self.db, rule["_id"], {}, make_dirty=True)
+                await store.set_fields(self.db, rule["_id"], {}, make_dirty=True)
             if not moved and stuck_too_long(rule, self.settings.suspend_after_s):
                 fields = {"state": "suspended", "error": f"stuck since {rule['stuck_since'].isoformat()} "
                           f"and nowhere else to go; suspended (last failure: {reason or rule.get('error')})"}
                 log.warning("rule %s: %s", rule["_id"], fields["error"])
         finally:
-            await rules.release(self.db, rule, self.worker, fields)
+            await store.release(self.db, rule, self.worker, fields)
         return 1 if fields else 0

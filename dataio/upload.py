@@ -10,7 +10,7 @@ Order of events for each file (Rucio's upload does the same):
    (else the local file changed meanwhile), and what the storage holds must match too
    (its own adler32 where the server computes one, else its size and the plugin's sum);
 4. the replica is flipped `copying` -> `available` (the flips of files that finish together
-   go to the catalogue in one call: `transfers.status_batches`).
+   go to the catalogue in one call: `dataio.status_batches`).
 A `copying` replica found on the SE already (an upload that died) is written over; a `bad` or
 `unavailable` one is left alone and the file fails with a conflict.
 If any step after 2 fails, the partial object is deleted and the registration undone (the
@@ -27,23 +27,21 @@ import time
 from collections.abc import AsyncIterable, AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from catalogue.files import refusal
 from catalogue.storage_elements import StorageElement
+from dataio.io_client import IOClient
+from dataio.progress import FileOutcome, NoProgress, ProgressSink
+from dataio.signed_access import needs_signing, signed_endpoint, without_signature
+from dataio.status_batches import StatusBatches
 from kernel.errors import CairnError, InvalidInput, NotFound, ServiceUnavailable
 from storage_plugins.base import StoragePlugin, read_local
 from storage_plugins.checksums import Adler32, tee_adler32
 from storage_plugins.errors import ChecksumMismatch, StorageError
 from storage_plugins.posix import file_url, local_path
-from storage_plugins.registry import plugin_class, plugin_for, scheme_of
+from storage_plugins.registry import plugin_class, scheme_of
 from transfers.endpoints import Endpoint, endpoints
-from transfers.io_report import FileOutcome, NoProgress, ProgressSink
-from transfers.signed_access import needs_signing, signed_endpoint, without_signature
-from transfers.status_batches import StatusBatches
-
-if TYPE_CHECKING:
-    from transfers.data_client import DataClient
 
 Credentials = Mapping[str, Mapping[str, str]]
 HASH_CHUNK = 4 << 20
@@ -79,7 +77,7 @@ def local_file(path: str | Path) -> Path:
                        "register its replica and ask for a transfer (cairn replicate)")
 
 
-async def target_lfns(client: DataClient, paths: Sequence[Path], lfn: str) -> list[tuple[Path, str]]:
+async def target_lfns(client: IOClient, paths: Sequence[Path], lfn: str) -> list[tuple[Path, str]]:
     """Where each local file goes: lfn itself for one file, else lfn/<name> for each.
 
     lfn is taken as a directory when several files are given, when it ends with '/', or when
@@ -102,7 +100,7 @@ async def target_lfns(client: DataClient, paths: Sequence[Path], lfn: str) -> li
 
 
 async def upload_files(
-    client: DataClient,
+    client: IOClient,
     paths: Sequence[str | Path],
     lfn: str,
     se_name: str,
@@ -153,7 +151,7 @@ async def _checksum_locals(planned: list[_Planned], concurrency: int) -> None:
 
 
 async def _register(
-    client: DataClient, se: StorageElement, planned: list[_Planned], outcomes: dict[str, FileOutcome]
+    client: IOClient, se: StorageElement, planned: list[_Planned], outcomes: dict[str, FileOutcome]
 ) -> None:
     """Register every file with a copying replica (one call); refusals become failed outcomes."""
     if not planned:
@@ -187,7 +185,7 @@ async def _register(
                                            "remove it (cairn replicas / rm) before uploading again")
 
 
-async def _existing_files(client: DataClient, lfns: list[str]) -> dict[str, Any]:
+async def _existing_files(client: IOClient, lfns: list[str]) -> dict[str, Any]:
     """The records of files that were registered before this upload (one call)."""
     if not lfns:
         return {}
@@ -198,7 +196,7 @@ async def _existing_files(client: DataClient, lfns: list[str]) -> dict[str, Any]
 
 
 async def _upload_one(
-    client: DataClient, flips: StatusBatches, gate: asyncio.Semaphore, se: StorageElement, item: _Planned,
+    client: IOClient, flips: StatusBatches, gate: asyncio.Semaphore, se: StorageElement, item: _Planned,
     credentials: Credentials, sink: ProgressSink,
 ) -> FileOutcome:
     """Store one file in one of the `gate`'s slots, then flip its replica outside them (so that
@@ -249,16 +247,16 @@ def _native_put(plugin: StoragePlugin) -> bool:
     return type(plugin).put is not StoragePlugin.put
 
 
-async def _store(client: DataClient, ep: Endpoint, item: _Planned, sink: ProgressSink) -> None:
+async def _store(client: IOClient, ep: Endpoint, item: _Planned, sink: ProgressSink) -> None:
     """Send the file and check that the storage holds exactly what was registered."""
     if needs_signing(ep):
         signed = await signed_endpoint(client, ep, item.lfn, "PUT")
         try:
-            await _send_signed(signed, item, sink)
+            await _send_signed(client, signed, item, sink)
         except CairnError as exc:
             raise without_signature(exc, signed.url) from None
         return
-    plugin = plugin_for(ep.url, ep.options)
+    plugin = client.plugin(ep.url, ep.options)
     if _native_put(plugin):
         # gfal2 checks the server's adler32 against the local one and expected_adler32.
         await plugin.put(item.local, ep.url, expected_adler32=item.adler32)
@@ -278,10 +276,10 @@ async def _store(client: DataClient, ep: Endpoint, item: _Planned, sink: Progres
         raise StorageError(f"{ep.url}: the storage holds {size} bytes, {item.size} were sent")
 
 
-async def _send_signed(signed: Endpoint, item: _Planned, sink: ProgressSink) -> None:
+async def _send_signed(client: IOClient, signed: Endpoint, item: _Planned, sink: ProgressSink) -> None:
     """PUT to a signed URL: S3 stores all of the body or nothing, and the adler32 of what was
     sent must be the registered one (the URL grants no HEAD to ask the storage afterwards)."""
-    plugin = plugin_for(signed.url, signed.options)
+    plugin = client.plugin(signed.url, signed.options)
     passed = Adler32()
     stream = _counted(tee_adler32(read_local(item.local, plugin.options.chunk_size), passed), item.lfn, sink)
     await plugin.write(signed.url, stream, size=item.size)
@@ -296,22 +294,22 @@ async def _counted(stream: AsyncIterable[bytes], name: str, sink: ProgressSink) 
         yield chunk
 
 
-async def _discard(client: DataClient, ep: Endpoint, lfn: str) -> None:
+async def _discard(client: IOClient, ep: Endpoint, lfn: str) -> None:
     """Remove a partial or unverified object (nothing there is fine)."""
     with contextlib.suppress(CairnError, OSError):
         if needs_signing(ep):
             ep = await signed_endpoint(client, ep, lfn, "DELETE")
-        await plugin_for(ep.url, ep.options).delete(ep.url)
+        await client.plugin(ep.url, ep.options).delete(ep.url)
 
 
-async def _roll_back(client: DataClient, se: StorageElement, item: _Planned, stored: Endpoint | None) -> list[str]:
+async def _roll_back(client: IOClient, se: StorageElement, item: _Planned, stored: Endpoint | None) -> list[str]:
     """Delete what was stored (if anything) and undo the registration."""
     if stored is not None:
         await _discard(client, stored, item.lfn)
     return await _unregister(client, se, item)
 
 
-async def _unregister(client: DataClient, se: StorageElement, item: _Planned) -> list[str]:
+async def _unregister(client: IOClient, se: StorageElement, item: _Planned) -> list[str]:
     """Undo the registration of a failed upload; notes say what could not be undone."""
     try:
         if item.created:
