@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
+from catalogue.authorization import authorize_rule_target
 from catalogue.datasets import DATASETS
 from catalogue.directories import now
 from kernel.bounds import MAX_LIFETIME_S
@@ -100,7 +101,9 @@ async def add_subscription(db: AsyncDatabase[Document], principal: Principal, it
     if item.rule.source_expression:
         validate(item.rule.source_expression)
     at = now()
+    # The rights a matching dataset is checked against later are the subscriber's, as now.
     doc: Document = {"_id": item.name, "account": item.account or principal.sub,
+                     "groups": list(principal.groups), "scopes": sorted(principal.scopes | {"rules.write"}),
                      "filter": item.filter.model_dump(), "rule": item.rule.model_dump(), "comment": item.comment,
                      "created": at, "rules_created": 0, "errors": {}}
     try:
@@ -150,7 +153,8 @@ async def apply_to_new(db: AsyncDatabase[Document], dids: Sequence[str]) -> int:
 
 async def _apply(db: AsyncDatabase[Document], subscription: Document, new: list[Document]) -> int:
     wanted = DatasetFilter.model_validate(subscription["filter"])
-    principal = Principal(sub=subscription["account"], vo="", scopes=frozenset({"rules.write"}))
+    principal = Principal(sub=subscription["account"], vo="", groups=tuple(subscription.get("groups") or ()),
+                          scopes=frozenset(subscription.get("scopes") or ["rules.write"]))
     made = 0
     errors: dict[str, str] = {}
     for did in new:
@@ -158,6 +162,9 @@ async def _apply(db: AsyncDatabase[Document], subscription: Document, new: list[
             continue
         item = RuleIn(did=did["_id"], **subscription["rule"])
         try:
+            # The same check as POST /rules, as the subscriber: a dataset the subscriber may not
+            # make a rule on gets none (and the refusal is kept in `errors`).
+            await authorize_rule_target(db, principal, did["_id"])
             await create_rule(db, principal, item, rule_id=rule_id_for(subscription["_id"], did["_id"]),
                               subscription=subscription["_id"])
             made += 1
