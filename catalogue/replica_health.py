@@ -3,7 +3,7 @@
 `replicas_on` walks an SE's replicas in LFN order, a page at a time (each page read to its end,
 so no cursor stays open while others write `files`). `mark_lost` sets a replica `lost`; the change
 feed gets its `replica_status` event, from which the rules holding locks on it put them back to
-replicating (`transfers.rule_feed`), so they copy the file again from another replica.
+replicating (`rules.feed`), so they copy the file again from another replica.
 `report_suspicious` counts reports that a replica was missing when read; `threshold` of them
 mark it lost.
 """

@@ -12,12 +12,12 @@ import pytest
 from pymongo.asynchronous.database import AsyncDatabase
 
 from cairn.sdk import Client
-from catalogue import rules
-from catalogue.rules import RuleIn
 from catalogue.storage_elements import StorageElement
 from kernel import lease
 from kernel.db import Document
 from kernel.settings import Settings
+from rules import store
+from rules.store import RuleIn
 from tests.fixtures.audit import audit_settings, on_storage, storage, write_on_storage
 from tests.fixtures.catalogue import ADMIN
 from tests.fixtures.live_ses import LiveSEs
@@ -35,7 +35,7 @@ async def ruled_copies(database: AsyncDatabase[Document], live_ses: LiveSEs, kin
     await live_ses.add("file", name="SRC")
     dst = await live_ses.add(kind, name="DST", secrets_on_server=True)
     await dataset_on_src(database, "cta:audit", LFNS)
-    rule = await rules.create_rule(database, ADMIN, RuleIn(did="cta:audit", copies=1, expression="DST"))
+    rule = await store.create_rule(database, ADMIN, RuleIn(did="cta:audit", copies=1, expression="DST"))
 
     async def ok() -> bool:
         return await rule_state(database, rule["_id"]) == "ok"

@@ -92,6 +92,22 @@ def se_delete(name: str) -> None:
     click.echo(f"SE {name} deleted")
 
 
+@se.command("bad-replicas")
+@click.argument("name", required=False)
+@click.option("--after", help="last LFN of the previous page")
+@click.option("--limit", type=int, default=1000, show_default=True)
+@json_option
+def se_bad_replicas(name: str | None, after: str | None, limit: int, as_json: bool) -> None:
+    """Bad replicas (on SE NAME, or anywhere) for triage, one page by LFN (admins)."""
+    page = run(lambda c: c.bad_replicas(se=name, after=after, limit=limit))
+    if as_json:
+        emit_json(page)
+        return
+    table(page["replicas"], ["lfn", "se", "size", "good_copies"])
+    if page["next_after"]:
+        click.echo(f"more: --after {page['next_after']}")
+
+
 @click.group()
 def site() -> None:
     """Sites and their local SEs."""
