@@ -16,11 +16,9 @@ from catalogue import (
     datasets,
     directories,
     files,
-    quotas,
-    rule_locks,
-    rules,
+    replica_health,
+    replica_triage,
     storage_elements,
-    subscriptions,
     usage,
 )
 from kernel.daemon import Daemon
@@ -29,6 +27,10 @@ from kernel.settings import Settings
 from kernel.web import ApiRoutes
 from productions import production, transformation_files, transformations
 from productions import tasks as production_tasks
+from rules import locks as rule_locks
+from rules import quotas, subscriptions
+from rules import store as rule_store
+from transfers import audit_runs, link_series
 from transfers import requests as transfer_requests
 from wms import jobs as wms_jobs
 from wms import task_queues as wms_task_queues
@@ -45,20 +47,20 @@ def route_tables() -> list[ApiRoutes]:
         metadata_routes,
         namespace_routes,
         provenance_routes,
-        rule_routes,
         se_routes,
-        subscription_routes,
         usage_routes,
     )
     from productions import production_routes, transformation_routes
-    from transfers import request_routes, signed_url_routes, stats_routes
+    from rules import routes as rule_routes
+    from rules import subscription_routes
+    from transfers import audit_routes, request_routes, signed_url_routes, stats_routes, suspicious_routes
     from wms import routes as wms_routes
 
     return [system_routes.routes, namespace_routes.routes, file_routes.routes, se_routes.routes,
             metadata_routes.routes, dataset_routes.routes, provenance_routes.routes, usage_routes.routes,
             rule_routes.routes, subscription_routes.routes, request_routes.routes, signed_url_routes.routes,
-            stats_routes.routes, wms_routes.routes, feed_routes.routes, transformation_routes.routes,
-            production_routes.routes]
+            stats_routes.routes, wms_routes.routes, feed_routes.routes, audit_routes.routes,
+            suspicious_routes.routes, transformation_routes.routes, production_routes.routes]
 
 
 def plain_routes() -> list[tuple[str, str, Handler]]:
@@ -70,20 +72,22 @@ def plain_routes() -> list[tuple[str, str, Handler]]:
 
 def index_specs() -> list[IndexSpec]:
     return [*storage_elements.INDEXES, *directories.INDEXES, *files.INDEXES, *datasets.INDEXES,
-            *dataset_contents.INDEXES, *transfer_requests.INDEXES, *rules.INDEXES, *rule_locks.INDEXES,
+            *dataset_contents.INDEXES, *transfer_requests.INDEXES, *rule_store.INDEXES, *rule_locks.INDEXES,
             *quotas.INDEXES, *subscriptions.INDEXES, *wms_jobs.INDEXES, *wms_task_queues.INDEXES,
-            *usage.INDEXES, *transformations.INDEXES, *transformation_files.INDEXES, *production_tasks.INDEXES,
-            *production.INDEXES]
+            *usage.INDEXES, *replica_triage.INDEXES, *link_series.INDEXES, *replica_health.INDEXES,
+            *audit_runs.INDEXES, *transformations.INDEXES, *transformation_files.INDEXES,
+            *production_tasks.INDEXES, *production.INDEXES]
 
 
 def daemon_factories() -> dict[str, DaemonFactory]:
     """Daemons by the name `cairn daemon NAME` knows them; `cairn up` runs every one."""
     from productions.daemons import TransformationFeeder, TransformationMonitor, TransformationTasks
+    from rules.cleaner import RuleCleaner
+    from rules.evaluator import RuleEvaluator
+    from rules.repairer import RuleRepairer
+    from rules.subscriber import RuleSubscriber
+    from transfers.auditor import Auditor
     from transfers.reaper import Reaper
-    from transfers.rule_cleaner import RuleCleaner
-    from transfers.rule_evaluator import RuleEvaluator
-    from transfers.rule_repairer import RuleRepairer
-    from transfers.rule_subscriber import RuleSubscriber
     from transfers.stager import Stager
     from transfers.worker import TransferWorker
     from wms.config import wms_settings
@@ -102,4 +106,5 @@ def daemon_factories() -> dict[str, DaemonFactory]:
         "transformation-feeder": lambda settings, db: TransformationFeeder(db),
         "transformation-tasks": lambda settings, db: TransformationTasks(db),
         "transformation-monitor": lambda settings, db: TransformationMonitor(db),
+        "auditor": Auditor,
     }

@@ -16,9 +16,9 @@ from typing import Any
 from pymongo.asynchronous.database import AsyncDatabase
 
 from catalogue.files import fetch_files
-from catalogue.rules import resolve_expression
 from kernel.db import Document
 from productions import tasks, transformation_files
+from rules.store import resolve_expression
 from transfers import requests
 
 REQUEST_KIND: dict[str, requests.Kind] = {"replication": "transfer", "removal": "delete"}

@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from catalogue.se_expression import validate as validate_expression
+from rules.se_expression import validate as validate_expression
 from wms.description import NAME_PATTERN, JobDescription
 
 Kind = Literal["processing", "mc", "replication", "removal"]

@@ -11,4 +11,6 @@ pytest_plugins = [
     "tests.fixtures.xrootd",
     "tests.fixtures.live_ses",
     "tests.fixtures.authz",
+    "tests.fixtures.portal",
+    "tests.fixtures.browser",
 ]
