@@ -11,4 +11,5 @@ pytest_plugins = [
     "tests.fixtures.xrootd",
     "tests.fixtures.live_ses",
     "tests.fixtures.authz",
+    "tests.fixtures.slurm",
 ]
