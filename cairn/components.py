@@ -29,6 +29,7 @@ from kernel.settings import Settings
 from kernel.web import ApiRoutes
 from transfers import requests as transfer_requests
 from wms import jobs as wms_jobs
+from wms import pilot_records as wms_pilot_records
 from wms import task_queues as wms_task_queues
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -45,16 +46,19 @@ def route_tables() -> list[ApiRoutes]:
         provenance_routes,
         rule_routes,
         se_routes,
+        site_queue_routes,
         subscription_routes,
         usage_routes,
     )
     from transfers import request_routes, signed_url_routes, stats_routes
+    from wms import pilot_routes
     from wms import routes as wms_routes
 
     return [system_routes.routes, namespace_routes.routes, file_routes.routes, se_routes.routes,
             metadata_routes.routes, dataset_routes.routes, provenance_routes.routes, usage_routes.routes,
             rule_routes.routes, subscription_routes.routes, request_routes.routes, signed_url_routes.routes,
-            stats_routes.routes, wms_routes.routes, feed_routes.routes]
+            stats_routes.routes, wms_routes.routes, feed_routes.routes, site_queue_routes.routes,
+            pilot_routes.routes]
 
 
 def plain_routes() -> list[tuple[str, str, Handler]]:
@@ -68,7 +72,7 @@ def index_specs() -> list[IndexSpec]:
     return [*storage_elements.INDEXES, *directories.INDEXES, *files.INDEXES, *datasets.INDEXES,
             *dataset_contents.INDEXES, *transfer_requests.INDEXES, *rules.INDEXES, *rule_locks.INDEXES,
             *quotas.INDEXES, *subscriptions.INDEXES, *wms_jobs.INDEXES, *wms_task_queues.INDEXES,
-            *usage.INDEXES]
+            *usage.INDEXES, *wms_pilot_records.INDEXES]
 
 
 def daemon_factories() -> dict[str, DaemonFactory]:
@@ -93,4 +97,12 @@ def daemon_factories() -> dict[str, DaemonFactory]:
         "rule-subscriptions": RuleSubscriber,
         "job-checker": lambda settings, db: JobChecker(db, wms_settings()),
         "job-watchdog": lambda settings, db: JobWatchdog(db, wms_settings()),
+        "pilot-factory": _pilot_factory,
     }
+
+
+def _pilot_factory(settings: Settings, db: AsyncDatabase[Document]) -> Daemon:
+    from kernel.tokens import BuiltinIssuer
+    from wms.pilot_factory import FactorySettings, PilotFactory
+
+    return PilotFactory(db, settings, FactorySettings(), BuiltinIssuer.from_settings(settings))

@@ -94,6 +94,9 @@ MATRIX: dict[str, Case] = {
     "GET /sites/{name}": same(200, "/sites/SITE"),
     "PUT /sites/{name}": admin_only("/sites/SITE"),
     "DELETE /sites/{name}": admin_only("/sites/SITE"),
+    "GET /site-queues": same(200, "/site-queues"),
+    "PUT /sites/{name}/queues/{queue}": admin_only("/sites/SITE/queues/Q"),
+    "DELETE /sites/{name}/queues/{queue}": admin_only("/sites/SITE/queues/Q"),
     "GET /metadata/fields": same(200, "/metadata/fields"),
     "PUT /metadata/fields": admin_only("/metadata/fields"),
     "DELETE /metadata/fields": admin_only("/metadata/fields"),
@@ -172,6 +175,9 @@ MATRIX: dict[str, Case] = {
     "POST /jobs/{id}/outputs": pilot_only("/jobs/{job}/outputs"),
     "POST /jobs/{id}/output-slots": pilot_only("/jobs/{job}/output-slots"),
     "POST /jobs/{id}/report": pilot_only("/jobs/{job}/report"),
+    "GET /pilots": same(200, "/pilots"),
+    "GET /pilots/{name}": same(404, "/pilots/NOPE"),  # pilots are no user's objects; none exists here
+    "GET /pilots/{name}/logs": admin_only("/pilots/NOPE/logs"),
 }
 MATRIX_IDS: dict[str, str] = {}
 

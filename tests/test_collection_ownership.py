@@ -27,7 +27,7 @@ OWNERS = {
     "feed_sequence": "catalogue",
     "transfer_requests": "transfers", "link_stats": "transfers",
     "jobs": "wms", "job_claims": "wms", "counters": "wms", "task_queues": "wms", "task_queue_entries": "wms",
-    "group_usage": "wms",
+    "group_usage": "wms", "pilots": "wms",
 }
 
 

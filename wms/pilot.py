@@ -7,6 +7,10 @@ the outputs with their inputs as ancestors, then report the end with the exit co
 tails of stdout and stderr. If the server says the pilot no longer holds the job (it was
 declared stalled and rescheduled), the payload is stopped and nothing more is reported.
 
+A pilot started by the factory (`wms.pilot_factory`) is named by it (CAIRN_PILOT_NAME, which
+links the jobs it takes to its pilot document) and stops by itself after `--idle-exit-s` without
+a matching job, giving its batch slot back.
+
 Outputs are fenced by attempt: right before writing, the pilot asks the server for its upload
 slot, which a stale attempt is refused (409), and writes only to the slot's URLs, which no other
 attempt uses (`wms.outputs.attempt_url`).
@@ -20,6 +24,7 @@ import logging
 import os
 import shutil
 import signal
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -59,9 +64,13 @@ class Pilot(Daemon):
 
     def __init__(
         self, client: JobsClient, site: str, work_dir: Path, config: WmsSettings, resources: Resources | None = None,
-        *, keep_work_dirs: bool = False,
+        *, keep_work_dirs: bool = False, name: str | None = None, idle_exit_s: float | None = None,
     ) -> None:
         super().__init__()
+        if name:
+            self.worker = name
+        self.idle_exit_s = idle_exit_s
+        self._idle_since = time.monotonic()
         self.client = client
         self.site = site
         self.work_dir = work_dir
@@ -73,9 +82,13 @@ class Pilot(Daemon):
         order = await self.client.match_job(pilot=self.worker, site=self.site, cpu=self.resources.cpu,
                                             memory_mb=self.resources.memory_mb, tags=self.resources.tags)
         if order is None:
+            if self.idle_exit_s is not None and time.monotonic() - self._idle_since > self.idle_exit_s:
+                log.info("pilot %s: no matching job for %.0fs; stopping", self.worker, self.idle_exit_s)
+                self.stop()
             return 0
         log.info("pilot %s: job %s attempt %s", self.worker, order["id"], order["attempt"])
         await self.run_job(order)
+        self._idle_since = time.monotonic()
         return 1
 
     async def close(self) -> None:

@@ -87,6 +87,14 @@ class BatchBackend(ABC):
                 counts[st.state] += 1
         return counts
 
+    async def find(self, names: Sequence[str]) -> dict[str, str]:
+        """Batch ids of pilots submitted under these names (for pilots whose submission was not
+        confirmed: the factory died between sbatch and recording the id)."""
+        return {}
+
+    def follow(self, batch_id: str, log_path: Path) -> None:  # noqa: B027 - only the local backend needs it
+        """Follow a pilot this process did not submit (after a factory restart)."""
+
     def log_path(self, work_dir: Path, name: str) -> Path:
         """Where a pilot's output and log go."""
         return work_dir / f"{name}.log"

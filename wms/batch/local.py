@@ -7,10 +7,10 @@ so a restarted factory still learns how a pilot it did not start ended. Batch id
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import signal
-import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -32,11 +32,11 @@ from wms.batch import (
 class LocalBackend(BatchBackend):
     def __init__(self, work_dir: Path) -> None:
         self.work_dir = work_dir
-        self._children: dict[str, subprocess.Popen[bytes]] = {}
+        self._children: dict[str, asyncio.subprocess.Process] = {}
         self._logs: dict[str, Path] = {}
 
     async def submit(self, queue: QueueConfig, pilots: Sequence[PilotSpec]) -> list[str]:
-        ids = []
+        ids: list[str] = []
         for spec in pilots:
             spec.log_path.parent.mkdir(parents=True, exist_ok=True)
             script = spec.log_path.with_suffix(".sh")
@@ -46,9 +46,10 @@ class LocalBackend(BatchBackend):
             wrapper = f'sh "{script}"; echo $? > "{exit_file}"'
             try:
                 with spec.log_path.open("ab") as out:
-                    proc = subprocess.Popen(["sh", "-c", wrapper], stdout=out, stderr=subprocess.STDOUT,
-                                            env={**os.environ, **spec.env}, preexec_fn=child_preexec,
-                                            start_new_session=True)
+                    proc = await asyncio.create_subprocess_exec(
+                        "sh", "-c", wrapper, stdout=out, stderr=asyncio.subprocess.STDOUT,
+                        stdin=asyncio.subprocess.DEVNULL, env={**os.environ, **spec.env},
+                        preexec_fn=child_preexec, start_new_session=True)
             except OSError as exc:
                 if not ids:
                     raise BatchError(f"cannot start a local pilot: {exc}") from exc
@@ -59,16 +60,13 @@ class LocalBackend(BatchBackend):
             ids.append(batch_id)
         return ids
 
-    def remember(self, batch_id: str, log_path: Path) -> None:
-        """Follow a pilot this process did not start (after a factory restart)."""
+    def follow(self, batch_id: str, log_path: Path) -> None:
         self._logs.setdefault(batch_id, log_path)
 
     async def status(self, batch_ids: Sequence[str]) -> dict[str, BatchStatus]:
         out = {}
         for batch_id in batch_ids:
             child = self._children.get(batch_id)
-            if child is not None:
-                child.poll()
             log = self._logs.get(batch_id)
             exit_file = log.with_suffix(".exit") if log else None
             if exit_file is not None and exit_file.exists():
@@ -87,7 +85,7 @@ class LocalBackend(BatchBackend):
             os.killpg(int(batch_id.removeprefix("local-")), signal.SIGKILL)
         child = self._children.get(batch_id)
         if child is not None:
-            child.wait()
+            await child.wait()
 
 
 def _alive(batch_id: str) -> bool:
