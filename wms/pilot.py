@@ -9,7 +9,9 @@ declared stalled and rescheduled), the payload is stopped and nothing more is re
 
 A pilot started by the factory (`wms.pilot_factory`) is named by it (CAIRN_PILOT_NAME, which
 links the jobs it takes to its pilot document) and stops by itself after `--idle-exit-s` without
-a matching job, giving its batch slot back.
+a matching job, giving its batch slot back. A pilot told to stop (SIGTERM: the batch system
+cancels or pre-empts it) kills its payload and reports nothing: the job goes silent and the
+watchdog reschedules it.
 
 Outputs are fenced by attempt: right before writing, the pilot asks the server for its upload
 slot, which a stale attempt is refused (409), and writes only to the slot's URLs, which no other
@@ -113,7 +115,7 @@ class Pilot(Daemon):
             outcome = await self._execute(order, job_dir, kill, lost)
             stdout = await asyncio.to_thread(self._tail, job_dir / ".stdout")
             stderr = await asyncio.to_thread(self._tail, job_dir / ".stderr")
-            if lost.is_set():
+            if lost.is_set() or outcome.reason == "lost":  # stopped with its payload
                 raise LostJob
             await self._report(job_id, attempt, outcome, stdout, stderr)
         except (LostJob, Conflict):
@@ -193,7 +195,7 @@ class Pilot(Daemon):
             except OSError as exc:
                 return None, f"cannot start {order['executable']}: {exc.strerror or exc}"
             waiter = asyncio.create_task(proc.wait())
-            stop = asyncio.create_task(_first(kill, lost))
+            stop = asyncio.create_task(_first(kill, lost, self._stop))
             done, _ = await asyncio.wait({waiter, stop}, timeout=order["time_limit_s"],
                                          return_when=asyncio.FIRST_COMPLETED)
             stop.cancel()
@@ -201,7 +203,7 @@ class Pilot(Daemon):
                 return proc.returncode, ""
             _terminate(proc.pid)
             code = await waiter
-            if lost.is_set():
+            if lost.is_set() or self.stopping:
                 return code, "lost"
             return code, "killed" if kill.is_set() else "timeout"
 
