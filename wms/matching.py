@@ -91,7 +91,9 @@ async def _take(db: AsyncDatabase[Document], job_id: str, attempt: int, offer: P
 
 async def inputs_inside_their_ses(db: AsyncDatabase[Document], items: Sequence[Document]) -> list[Document]:
     """The resolved inputs with each replica's URL re-derived on its SE; a replica whose stored URL
-    is not its SE's URL for the LFN is left out, so a pilot never reads a path outside an SE."""
+    is not its SE's URL for the LFN is left out, so a pilot never reads a path outside an SE.
+    Each replica carries its SE's definition (`se_config`, no secrets), from which the pilot
+    takes the protocol's options as transfer workers do (`transfers.endpoints`)."""
     ses = await fetch_storage_elements(db, {r.get("se", "") for item in items for r in item["replicas"]})
     out = []
     for item in items:
@@ -100,7 +102,8 @@ async def inputs_inside_their_ses(db: AsyncDatabase[Document], items: Sequence[D
             se = ses.get(replica.get("se", ""))
             with contextlib.suppress(InvalidInput):
                 if se is not None:
-                    kept.append({**replica, "url": se_url(se, item["lfn"], replica.get("url") or None)})
+                    kept.append({**replica, "url": se_url(se, item["lfn"], replica.get("url") or None),
+                                 "se_config": se.model_dump(mode="json")})
         out.append({**item, "replicas": kept})
     return out
 

@@ -37,7 +37,7 @@ from kernel.process import child_preexec
 from storage_plugins.registry import close_plugins
 from wms.client import JobsClient
 from wms.config import WmsSettings
-from wms.pilot_data import DataAccessError, fetch, put
+from wms.pilot_data import Credentials, DataAccessError, fetch, put
 
 log = logging.getLogger("cairn.pilot")
 
@@ -67,8 +67,10 @@ class Pilot(Daemon):
     def __init__(
         self, client: JobsClient, site: str, work_dir: Path, config: WmsSettings, resources: Resources | None = None,
         *, keep_work_dirs: bool = False, name: str | None = None, idle_exit_s: float | None = None,
+        credentials: Credentials | None = None,
     ) -> None:
         super().__init__()
+        self.credentials = credentials or {}
         if name:
             self.worker = name
         self.idle_exit_s = idle_exit_s
@@ -172,7 +174,8 @@ class Pilot(Daemon):
             errors = []
             for replica in item["replicas"]:
                 try:
-                    await fetch(replica["url"], dest, expected_adler32=item.get("adler32"))
+                    await fetch(replica["url"], dest, lfn=item["lfn"], se_config=replica["se_config"],
+                                credentials=self.credentials, expected_adler32=item.get("adler32"))
                     break
                 except DataAccessError as exc:
                     errors.append(f"{replica['se']}: {exc.message}")
@@ -227,7 +230,8 @@ class Pilot(Daemon):
                 raise DataAccessError(out.get("problem", f"no destination for {out['lfn']}"))
             if not src.is_file():
                 raise DataAccessError(f"the payload did not produce {out['path']} (for {out['lfn']})")
-            size, checksum = await put(src, out["url"])
+            size, checksum = await put(src, out["url"], lfn=out["lfn"], se_config=out["se_config"],
+                                       credentials=self.credentials)
             files.append({"lfn": out["lfn"], "url": out["url"], "size": size, "adler32": checksum})
         if files:
             result = await self.client.register_job_outputs(order["id"], pilot=self.worker,

@@ -184,7 +184,8 @@ def pilot(site: str, work_dir: Path, cpu: int, memory_mb: int, tags: tuple[str, 
 
     async def go() -> None:
         agent = Pilot(Client(), site, root, wms_settings(), Resources(cpu, memory_mb, list(tags)),
-                      name=os.environ.get("CAIRN_PILOT_NAME") or None, idle_exit_s=idle_exit_s)
+                      name=os.environ.get("CAIRN_PILOT_NAME") or None, idle_exit_s=idle_exit_s,
+                      credentials=settings.storage_credentials)
         agent.install_signal_handlers()
         await agent.run(max_cycles=max_cycles)
 
