@@ -59,6 +59,7 @@ def status(job_ids: tuple[str, ...], as_json: bool) -> None:
         emit_json(found if len(found) > 1 else found[0])
         return
     table(found, JOB_COLUMNS)
+    table(found, ["id", "pilot", "batch_id", "pilot_queue"], title="pilots")
     for item in found:
         table(item.get("history", []), ["state", "time", "reason"], title=f"job {item['id']} history")
 

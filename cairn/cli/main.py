@@ -13,6 +13,7 @@ from cairn.cli import (
     jobs,
     meta,
     namespace,
+    pilots,
     processes,
     requests,
     rules,
@@ -50,6 +51,10 @@ for command in (namespace.ls, namespace.stat, namespace.mkdir, namespace.mv, nam
 ses.se.add_command(accounting.se_dump)
 cli.add_command(accounting.feed)
 ses.se.add_command(rules.se_resolve)
+
+cli.add_command(pilots.pilots)
+ses.site.add_command(pilots.site_queues)
+ses.site.add_command(pilots.site_queue_set)
 
 
 def main() -> None:
