@@ -83,17 +83,24 @@ class Pilot(Daemon):
         self.keep_work_dirs = keep_work_dirs
 
     async def run_once(self) -> int:
-        order = await self.client.match_job(pilot=self.worker, site=self.site, cpu=self.resources.cpu,
-                                            memory_mb=self.resources.memory_mb, tags=self.resources.tags)
+        try:
+            order = await self.client.match_job(pilot=self.worker, site=self.site, cpu=self.resources.cpu,
+                                                memory_mb=self.resources.memory_mb, tags=self.resources.tags)
+        except ServiceUnavailable:
+            self._stop_when_idle()  # an idle pilot that cannot reach the API leaves too
+            raise
         if order is None:
-            if self.idle_exit_s is not None and time.monotonic() - self._idle_since > self.idle_exit_s:
-                log.info("pilot %s: no matching job for %.0fs; stopping", self.worker, self.idle_exit_s)
-                self.stop()
+            self._stop_when_idle()
             return 0
         log.info("pilot %s: job %s attempt %s", self.worker, order["id"], order["attempt"])
         await self.run_job(order)
         self._idle_since = time.monotonic()
         return 1
+
+    def _stop_when_idle(self) -> None:
+        if self.idle_exit_s is not None and time.monotonic() - self._idle_since > self.idle_exit_s:
+            log.info("pilot %s: no matching job for %.0fs; stopping", self.worker, self.idle_exit_s)
+            self.stop()
 
     async def close(self) -> None:
         await self.client.close()
