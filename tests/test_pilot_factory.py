@@ -163,17 +163,16 @@ async def test_a_factory_that_died_after_sbatch_adopts_the_pilot_instead_of_subm
     api: RunningApi, slurm_site: Grid, slurm: SlurmCluster, wms_config: WmsSettings, tmp_path: Path
 ) -> None:
     grid = slurm_site
-    before = await slurm_jobs_named(slurm, f"{SITE}.batch.")
-    await put_queue(grid.db, SiteQueue(name="batch", site=SITE, backend="slurm", partition=slurm.partition,
+    await put_queue(grid.db, SiteQueue(name="adopt", site=SITE, backend="slurm", partition=slurm.partition,
                                        memory_mb=2048, max_waiting=2, max_running=6))
     await submit(api, [{"executable": "/bin/true", "requirements": {"sites": [SITE]}} for _ in range(2)])
     await check_all(grid.db, wms_config)
     factory = make_factory(api, grid, tmp_path)
-    queue = QueueConfig(name="batch", site=SITE, backend="slurm", partition=slurm.partition, memory_mb=2048,
+    queue = QueueConfig(name="adopt", site=SITE, backend="slurm", partition=slurm.partition, memory_mb=2048,
                         max_waiting=2, max_running=6)
     # The dead factory's cycle: the intent was written and sbatch ran, the batch id was never recorded.
-    spec = factory._spec(queue, f"{SITE}.batch.orphan")
-    await pilot_records.record_intents(grid.db, [{"_id": spec.name, "site": SITE, "queue": "batch",
+    spec = factory.pilot_spec(queue, f"{SITE}.adopt.orphan")
+    await pilot_records.record_intents(grid.db, [{"_id": spec.name, "site": SITE, "queue": "adopt",
                                                   "backend": "slurm", "log": str(spec.log_path)}])
     [orphan_id] = await SlurmBackend().submit(queue, [spec])
     # The next factory adopts it, and submits only the one pilot the second job still needs.
@@ -182,7 +181,8 @@ async def test_a_factory_that_died_after_sbatch_adopts_the_pilot_instead_of_subm
     assert await factory.cycle(queue) == 0
     docs = await pilot_records.list_pilots(grid.db, site=SITE)
     assert len(docs) == 2 and all(d["state"] in ("waiting", "running") for d in docs)
-    assert await slurm_jobs_named(slurm, f"{SITE}.batch.") - before == {d["batch_id"] for d in docs}
+    # Exactly the two recorded pilots exist in Slurm under this queue's names: none was submitted twice.
+    assert await slurm_jobs_named(slurm, f"{SITE}.adopt.") == {d["batch_id"] for d in docs}
     for d in docs:
         await SlurmBackend().kill(d["batch_id"])
 

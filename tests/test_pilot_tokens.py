@@ -32,7 +32,7 @@ async def test_a_pilot_token_is_bound_to_its_site_and_its_pilot(
     await check_all(grid.db, wms_config)
     factory = PilotFactory(grid.db, api.settings, FactorySettings(api_url=api.url, work_dir=tmp_path / "f",
                                                                   pilot_token_s=600), api.issuer)
-    spec = factory._spec(QueueConfig(name="q", site="SITE-A", backend="local"), "SITE-A.q.one")
+    spec = factory.pilot_spec(QueueConfig(name="q", site="SITE-A", backend="local"), "SITE-A.q.one")
     token = spec.env["CAIRN_TOKEN"]
     claims = jwt.decode(token, options={"verify_signature": False})
     assert (claims["scope"], claims["cairn_site"], claims["cairn_pilot"]) == ("jobs.pilot", "SITE-A", "SITE-A.q.one")

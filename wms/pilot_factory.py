@@ -7,8 +7,9 @@ Per queue of the site registry (`catalogue.site_queues`), under the named lease
    by name and adopted, or failed once the submission can no longer be in flight;
 2. follow: the batch state of every waiting and running pilot is read in one call; a pilot the
    batch system no longer knows is `lost` after `lost_after_s`;
-3. submit: as many pilots as the waiting jobs this queue could run call for, within the queue's
-   max waiting and max running, at most `per_cycle` per cycle; each pilot's document is written
+3. submit: as many pilots as the waiting jobs this queue could run call for, so that no more than
+   max_waiting pilots wait and no more than max_running are waiting or running, at most
+   `per_cycle` per cycle; each pilot's document is written
    (the intent) before the batch system is asked, so a restart never submits twice.
 
 Each pilot gets its own short-lived token with scope jobs.pilot only, bound to its site and its
@@ -130,7 +131,7 @@ class PilotFactory(Daemon):
         return sum(int(q.get("waiting", 0)) for q in eligible)
 
     async def submit(self, backend: BatchBackend, queue: QueueConfig, count: int) -> int:
-        specs = [self._spec(queue, f"{queue.site}.{queue.name}.{uuid.uuid4().hex[:10]}") for _ in range(count)]
+        specs = [self.pilot_spec(queue, f"{queue.site}.{queue.name}.{uuid.uuid4().hex[:10]}") for _ in range(count)]
         await pilot_records.record_intents(self.db, [
             {"_id": s.name, "site": queue.site, "queue": queue.name, "backend": queue.backend,
              "log": str(s.log_path), "factory": self.worker} for s in specs])
@@ -151,7 +152,9 @@ class PilotFactory(Daemon):
         log.info("queue %s:%s: submitted %d pilots", queue.site, queue.name, submitted)
         return submitted
 
-    def _spec(self, queue: QueueConfig, name: str) -> PilotSpec:
+    def pilot_spec(self, queue: QueueConfig, name: str) -> PilotSpec:
+        """What to submit for one pilot: its script, its own token (jobs.pilot, bound to the queue's
+        site and to `name`), the environment it needs, and where its log goes."""
         token = self.issuer.issue(
             sub=f"pilot:{name}", vo=self.config.pilot_vo, scopes=("jobs.pilot",),
             lifetime_s=self.config.pilot_token_s,

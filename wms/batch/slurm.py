@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import pwd
 from collections.abc import Sequence
 
 from wms.batch import (
@@ -137,6 +138,4 @@ def _exit_code(text: str) -> int | None:
 
 
 def _user() -> str:
-    import pwd
-
     return pwd.getpwuid(os.getuid()).pw_name
