@@ -8,7 +8,7 @@ against (local adler32 before upload, registration, status flip, catalogue looku
 verification of every byte on the way down). Prints JSON: MB/s and files/s, and ratios.
 
 Small files pay Cairn's per-file catalogue work (registration, the status flip after each
-upload, batched by `transfers.status_batches`; one bulk lookup per 1000 downloads). Figures depend
+upload, batched by `dataio.status_batches`; one bulk lookup per 1000 downloads). Figures depend
 on the database: the embedded FerretDB needs the build of `.ci/install-ferretdb`, whose `_id`
 lookups use the index (the stock 1.24.2 scans the files collection for each of these writes).
 Run it against MongoDB (`CAIRN_MONGODB_URI`) for production figures.
@@ -31,11 +31,11 @@ from bench.harness import emit, testbed, timed
 from bench.storage_io import bench_plugin, figures, make_files
 from cairn.embedded_xrootd import XRootDServer, make_tls, start_xrootd
 from cairn.sdk import Client
+from dataio.progress import FileOutcome
 from kernel.settings import load_settings
 from kernel.tokens import BuiltinIssuer
 from storage_plugins.posix import file_url
 from storage_plugins.registry import close_plugins, plugin_for
-from transfers.io_report import FileOutcome
 
 KINDS = ("file", "s3", "davs", "root")
 

@@ -16,17 +16,19 @@ from catalogue import (
     datasets,
     directories,
     files,
-    quotas,
-    rule_locks,
-    rules,
+    replica_health,
+    replica_triage,
     storage_elements,
-    subscriptions,
     usage,
 )
 from kernel.daemon import Daemon
 from kernel.db import Document, IndexSpec
 from kernel.settings import Settings
 from kernel.web import ApiRoutes
+from rules import locks as rule_locks
+from rules import quotas, subscriptions
+from rules import store as rule_store
+from transfers import audit_runs, link_series
 from transfers import requests as transfer_requests
 from wms import jobs as wms_jobs
 from wms import pilot_records as wms_pilot_records
@@ -44,21 +46,21 @@ def route_tables() -> list[ApiRoutes]:
         metadata_routes,
         namespace_routes,
         provenance_routes,
-        rule_routes,
         se_routes,
         site_queue_routes,
-        subscription_routes,
         usage_routes,
     )
-    from transfers import request_routes, signed_url_routes, stats_routes
+    from rules import routes as rule_routes
+    from rules import subscription_routes
+    from transfers import audit_routes, request_routes, signed_url_routes, stats_routes, suspicious_routes
     from wms import pilot_routes
     from wms import routes as wms_routes
 
     return [system_routes.routes, namespace_routes.routes, file_routes.routes, se_routes.routes,
             metadata_routes.routes, dataset_routes.routes, provenance_routes.routes, usage_routes.routes,
             rule_routes.routes, subscription_routes.routes, request_routes.routes, signed_url_routes.routes,
-            stats_routes.routes, wms_routes.routes, feed_routes.routes, site_queue_routes.routes,
-            pilot_routes.routes]
+            stats_routes.routes, wms_routes.routes, feed_routes.routes, audit_routes.routes,
+            suspicious_routes.routes, site_queue_routes.routes, pilot_routes.routes]
 
 
 def plain_routes() -> list[tuple[str, str, Handler]]:
@@ -70,18 +72,20 @@ def plain_routes() -> list[tuple[str, str, Handler]]:
 
 def index_specs() -> list[IndexSpec]:
     return [*storage_elements.INDEXES, *directories.INDEXES, *files.INDEXES, *datasets.INDEXES,
-            *dataset_contents.INDEXES, *transfer_requests.INDEXES, *rules.INDEXES, *rule_locks.INDEXES,
+            *dataset_contents.INDEXES, *transfer_requests.INDEXES, *rule_store.INDEXES, *rule_locks.INDEXES,
             *quotas.INDEXES, *subscriptions.INDEXES, *wms_jobs.INDEXES, *wms_task_queues.INDEXES,
-            *usage.INDEXES, *wms_pilot_records.INDEXES]
+            *usage.INDEXES, *replica_triage.INDEXES, *link_series.INDEXES, *replica_health.INDEXES,
+            *audit_runs.INDEXES, *wms_pilot_records.INDEXES]
 
 
 def daemon_factories() -> dict[str, DaemonFactory]:
     """Daemons by the name `cairn daemon NAME` knows them; `cairn up` runs every one."""
+    from rules.cleaner import RuleCleaner
+    from rules.evaluator import RuleEvaluator
+    from rules.repairer import RuleRepairer
+    from rules.subscriber import RuleSubscriber
+    from transfers.auditor import Auditor
     from transfers.reaper import Reaper
-    from transfers.rule_cleaner import RuleCleaner
-    from transfers.rule_evaluator import RuleEvaluator
-    from transfers.rule_repairer import RuleRepairer
-    from transfers.rule_subscriber import RuleSubscriber
     from transfers.stager import Stager
     from transfers.worker import TransferWorker
     from wms.config import wms_settings
@@ -98,6 +102,7 @@ def daemon_factories() -> dict[str, DaemonFactory]:
         "job-checker": lambda settings, db: JobChecker(db, wms_settings()),
         "job-watchdog": lambda settings, db: JobWatchdog(db, wms_settings()),
         "pilot-factory": _pilot_factory,
+        "auditor": Auditor,
     }
 
 

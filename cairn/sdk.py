@@ -15,14 +15,16 @@ from typing import Any
 
 from catalogue.client import CatalogueClient
 from catalogue.metadata_client import MetadataClient
-from catalogue.rule_client import RulesClient
+from dataio.client import DataClient
 from kernel.client import BaseClient
+from rules.client import RulesClient
+from transfers.audit_client import AuditClient
 from transfers.client import TransfersClient
-from transfers.data_client import DataClient
 from wms.client import JobsClient
 
 
-class Client(DataClient, JobsClient, CatalogueClient, MetadataClient, RulesClient, TransfersClient, BaseClient):
+class Client(DataClient, JobsClient, CatalogueClient, MetadataClient, RulesClient, TransfersClient, AuditClient,
+             BaseClient):
     """Every API call Cairn offers, as async methods."""
 
     async def whoami(self) -> dict[str, Any]:

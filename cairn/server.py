@@ -9,6 +9,8 @@ import aiohttp
 from aiohttp import web
 
 from cairn.components import index_specs, plain_routes, route_tables
+from cairn.portal import PREFIX as PORTAL_PREFIX
+from cairn.portal import build_portal
 from kernel.db import close_client, ensure_indexes, get_database
 from kernel.settings import Settings
 from kernel.tokens import BuiltinIssuer, TokenVerifier
@@ -40,6 +42,7 @@ def build_app(settings: Settings) -> web.Application:
         table.install(app)
     for method, path, handler in plain_routes():
         app.router.add_route(method, path, handler)
+    app.add_subapp(PORTAL_PREFIX, build_portal())
     app.cleanup_ctx.append(_resources)
     return app
 

@@ -176,6 +176,7 @@ def run_up(settings: Settings, *, vo: str) -> int:
         for child in supervisor.children[1:]:
             supervisor.start(child)
         print(f"cairn up: API at {url}  (health: {url}/api/v1/health)", flush=True)
+        print(f"cairn up: portal at {url}/ui/  (log in with the admin token below)", flush=True)
         print(f"cairn up: admin token (also in {client_file}):\n{token}", flush=True)
         print(f"cairn up: local SEs {', '.join(LOCAL_SES)} under {var_dir / 'se'}; logs in {var_dir / 'log'}",
               flush=True)

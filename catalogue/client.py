@@ -154,6 +154,11 @@ class CatalogueClient(BaseClient):
         result: Json = await self.request("DELETE", f"/ses/{quote(name, safe='')}")
         return result
 
+    async def bad_replicas(self, *, se: str | None = None, after: str | None = None, limit: int = 1000) -> Json:
+        """One page of bad replicas (admins): `{"replicas": [...], "next_after": lfn | None}`."""
+        result: Json = await self.request("GET", "/replicas/bad", params={"se": se, "after": after, "limit": limit})
+        return result
+
     async def list_sites(self) -> list[Json]:
         """All sites."""
         result: list[Json] = await self.request("GET", "/sites")

@@ -3,16 +3,21 @@ refresh, and contents (paged, or streamed as NDJSON, Arrow or Parquet)."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Literal
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
+from pymongo.asynchronous.database import AsyncDatabase
 
 from catalogue import dataset_contents, datasets
+from catalogue.authorization import visible_files
 from catalogue.datasets import DidIn, did_view
 from catalogue.streaming import stream_rows
 from catalogue.tabular import DATASET_SCHEMA, check_format
+from kernel.db import Document
 from kernel.errors import InvalidInput
+from kernel.principal import Principal
 from kernel.responses import JsonList
 from kernel.web import DATABASE, ApiRoutes, json_response, principal_of, query_int, read_model, scopes
 
@@ -119,9 +124,13 @@ async def refresh(request: web.Request) -> web.Response:
 @routes.get("/dids/contents", policy=READ, summary="One page of a DID's members, sorted",
             query={"did": "scope:name", "after": "last member of the previous page", "limit": "1..10000 (1000)"})
 async def contents(request: web.Request) -> web.Response:
-    page = await dataset_contents.list_page(request.app[DATABASE], _did(request), after=request.query.get("after"),
+    db = request.app[DATABASE]
+    page = await dataset_contents.list_page(db, _did(request), after=request.query.get("after"),
                                             limit=query_int(request, "limit", 1000, minimum=1, maximum=10_000))
-    return json_response(page)
+    # A page may come back shorter: files the caller cannot reach are left out (hidden = missing),
+    # while `next_after` still follows the stored order.
+    shown = await _reachable(db, principal_of(request), page["members"])
+    return json_response({**page, "members": shown})
 
 
 @routes.get("/dids/contents/stream", policy=READ, summary="Every member of a DID (NDJSON, Arrow or Parquet)",
@@ -133,4 +142,29 @@ async def contents_stream(request: web.Request) -> web.StreamResponse:
     if check_format(fmt) is not None and (await datasets.get_did(request.app[DATABASE], did))["type"] != "dataset":
         raise InvalidInput("Arrow and Parquet are for dataset contents (files); list containers as JSON")
     rows = await dataset_contents.open_contents(request.app[DATABASE], did, after=request.query.get("after"))
+    rows = _reachable_rows(request.app[DATABASE], principal_of(request), rows)
     return await stream_rows(request, rows, view=dict, schema=DATASET_SCHEMA, fmt=fmt, filename=did.replace(":", "_"))
+
+
+async def _reachable(db: AsyncDatabase[Document], principal: Principal, members: list[Document]) -> list[Document]:
+    """The members the caller may see: a file behind a directory it cannot search is left out,
+    as if it were not attached (datasets are shared by name, their files keep their own modes)."""
+    lfns = [m["lfn"] for m in members if "lfn" in m]
+    if principal.is_admin or not lfns:
+        return members
+    seen = await visible_files(db, principal, lfns)
+    return [m for m in members if "lfn" not in m or m["lfn"] in seen]
+
+
+async def _reachable_rows(db: AsyncDatabase[Document], principal: Principal,
+                          rows: AsyncIterator[Document]) -> AsyncIterator[Document]:
+    """`_reachable` over a stream, checked a thousand rows at a time."""
+    batch: list[Document] = []
+    async for row in rows:
+        batch.append(row)
+        if len(batch) >= 1000:
+            for shown in await _reachable(db, principal, batch):
+                yield shown
+            batch = []
+    for shown in await _reachable(db, principal, batch):
+        yield shown

@@ -8,7 +8,7 @@ from typing import Any
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
-from catalogue import files, replicas
+from catalogue import files, replica_triage, replicas
 from catalogue.files import FileIn, ReplicaStatus, authorized_files, refusal
 from catalogue.lfn import check_lfn
 from catalogue.permissions import READ, WRITE
@@ -16,7 +16,7 @@ from catalogue.usage import REGISTERED_IN
 from kernel.bounds import MAX_BULK_ITEMS
 from kernel.errors import Conflict, InvalidInput, NotFound
 from kernel.responses import BulkAnswer
-from kernel.web import DATABASE, ApiRoutes, json_response, principal_of, read_model, scopes
+from kernel.web import ADMIN, DATABASE, ApiRoutes, json_response, principal_of, query_int, read_model, scopes
 
 routes = ApiRoutes("files")
 READ_SCOPE = scopes("catalogue.read")
@@ -194,3 +194,13 @@ async def lookup(request: web.Request) -> web.Response:
 
 def _file_view(lfn: str, doc: dict[str, Any]) -> dict[str, Any]:
     return {"lfn": lfn, **{k: v for k, v in doc.items() if k not in ("_id", REGISTERED_IN)}}
+
+
+@routes.get("/replicas/bad", policy=ADMIN, summary="Bad replicas for triage, one page of files by LFN",
+            query={"se": "only this SE", "after": "last LFN of the previous page", "limit": "1..10000 (1000)"},
+            responses={400: "a bad LFN in after, or limit out of range"})
+async def bad(request: web.Request) -> web.Response:
+    after = request.query.get("after")
+    return json_response(await replica_triage.bad_replicas(
+        request.app[DATABASE], se=request.query.get("se"), after=check_lfn(after) if after else None,
+        limit=query_int(request, "limit", 1000, minimum=1, maximum=10_000)))

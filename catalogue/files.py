@@ -41,8 +41,8 @@ from kernel.db import Document, IndexSpec, bulk_write_chunked, database_errors, 
 from kernel.errors import CairnError, Conflict, Forbidden, InvalidInput, NotFound
 from kernel.principal import Principal
 
-ReplicaStatus = Literal["available", "copying", "unavailable", "bad"]
-REPLICA_STATUSES: tuple[str, ...] = ("available", "copying", "unavailable", "bad")
+ReplicaStatus = Literal["available", "copying", "unavailable", "bad", "lost"]
+REPLICA_STATUSES: tuple[str, ...] = ("available", "copying", "unavailable", "bad", "lost")
 Outcome = dict[str, dict[str, Any]]
 
 INDEXES = [

@@ -28,6 +28,7 @@ INDEXES = [
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 Scheme = Literal["file", "s3", "root", "dav", "davs", "http", "https", "tape"]
 AttributeValue = str | Int64 | float | bool
+OptionValue = str | Int64 | float | bool
 
 
 def _attribute_keys(value: dict[str, AttributeValue]) -> dict[str, AttributeValue]:
@@ -54,7 +55,9 @@ class Protocol(BaseModel):
     delete: bool = True
     third_party_copy: bool = False
     priority: PositiveInt64 = Field(1, description="1 is preferred")
-    extra: dict[str, str] = Field(default_factory=dict, description="plugin options, e.g. s3 bucket/region")
+    extra: dict[str, OptionValue] = Field(
+        default_factory=dict, description="storage-plugin options (strings, integers, numbers or booleans), "
+        "e.g. s3 endpoint_url and region, davs ca_file, tape cache_dir and stage_delay_s")
 
     def base_url(self) -> str:
         if self.scheme in ("file", "tape"):

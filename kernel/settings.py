@@ -77,6 +77,21 @@ class RuleSettings(BaseModel):
     feed_retention_s: float = Field(7 * 24 * 3600.0, ge=0)
 
 
+class AuditSettings(BaseModel):
+    """The auditor (storage against catalogue) and suspicious replicas."""
+
+    lease_s: float = Field(60.0, ge=1)
+    # Files younger than this on storage may be writes not yet registered: never called dark.
+    dark_grace_s: float = Field(24 * 3600.0, ge=0)
+    # Audit every SE this often on its own (0: only when an operator asks).
+    interval_s: float = Field(0.0, ge=0)
+    # Catalogue replicas read per page of the sorted walk.
+    page: int = Field(10_000, ge=1, le=100_000)
+    # Reports of a replica missing on storage (downloads, transfers) that mark it lost.
+    suspicious_threshold: int = Field(3, ge=1)
+    idle_sleep_s: float = Field(5.0, gt=0)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", validate_default=True
@@ -108,6 +123,7 @@ class Settings(BaseSettings):
 
     transfers: TransferSettings = Field(default_factory=TransferSettings)
     rules: RuleSettings = Field(default_factory=RuleSettings)
+    audit: AuditSettings = Field(default_factory=AuditSettings)
 
     # The site this process runs at (clients prefer replicas on its SEs).
     site: str | None = None

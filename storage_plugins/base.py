@@ -110,6 +110,8 @@ class StoragePlugin(ABC):
     tpc_family: ClassVar[str | None] = None
     # Whether checksum() is answered by the server without reading the file back through us.
     server_checksum: ClassVar[bool] = False
+    # Whether an SE's root is a directory that exists even when empty (not so in object stores).
+    has_directories: ClassVar[bool] = True
     Options: ClassVar[type[PluginOptions]] = PluginOptions
 
     def __init__(self, options: Mapping[str, Any] | None = None) -> None:
@@ -134,6 +136,19 @@ class StoragePlugin(ABC):
     @abstractmethod
     async def list(self, url: str) -> list[FileInfo]:
         """The entries of a directory (or, for object stores, the objects under a prefix)."""
+
+    async def walk(self, url: str) -> AsyncIterator[FileInfo]:
+        """Every file below a directory, recursively, in the string order of their URLs, streamed:
+        memory holds one directory's entries per level. A directory sorts as its name and "/",
+        so a depth-first walk in that order yields URLs in plain string order."""
+        entries = await self.list(url)
+        entries.sort(key=lambda entry: entry.url + "/" if entry.is_dir else entry.url)
+        for entry in entries:
+            if entry.is_dir:
+                async for inner in self.walk(entry.url):
+                    yield inner
+            else:
+                yield entry
 
     @abstractmethod
     def read(self, url: str, *, offset: int = 0, length: int | None = None) -> AsyncIterator[bytes]:

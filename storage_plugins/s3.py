@@ -101,6 +101,7 @@ class S3Plugin(StoragePlugin):
     """Objects in S3 buckets; directories are key prefixes ending in '/'."""
 
     schemes = ("s3",)
+    has_directories = False
     server_checksum = True
     Options = S3Options
     options: S3Options
@@ -183,6 +184,19 @@ class S3Plugin(StoragePlugin):
         if not entries and prefix:
             await self.stat(url)
         return sorted(entries, key=lambda entry: entry.url)
+
+    async def walk(self, url: str) -> AsyncIterator[FileInfo]:
+        """Every object under a prefix, page by page: S3 lists keys in UTF-8 binary order already."""
+        bucket, key = split_s3_url(url)
+        prefix = key.rstrip("/") + "/" if key else ""
+        client = await self.client()
+        with mapped_s3_errors(url):
+            paginator = client.get_paginator("list_objects_v2")
+            async for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
+                for item in page.get("Contents", []):
+                    if not item["Key"].endswith("/"):
+                        yield FileInfo(f"s3://{bucket}/{item['Key']}", int(item["Size"]), False,
+                                       item["LastModified"].timestamp())
 
     async def read(self, url: str, *, offset: int = 0, length: int | None = None) -> AsyncIterator[bytes]:
         bucket, key = split_s3_url(url)

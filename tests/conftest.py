@@ -12,4 +12,6 @@ pytest_plugins = [
     "tests.fixtures.live_ses",
     "tests.fixtures.authz",
     "tests.fixtures.slurm",
+    "tests.fixtures.portal",
+    "tests.fixtures.browser",
 ]

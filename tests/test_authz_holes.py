@@ -5,6 +5,8 @@ changing nothing in the database or on storage; a permitted caller is the positi
 
 from __future__ import annotations
 
+import json
+
 from tests.fixtures.authz import ALICES, DATASET, MISSING, PRIVATE, SHARED, World, same_answer
 
 
@@ -119,3 +121,18 @@ async def test_reading_a_hidden_file_is_like_reading_a_missing_one(world: World)
         assert status == 200 and body["failed"] == {PRIVATE: "no such file", MISSING: "no such file"}
     status, body = await world.call("carol", "POST", "/replicas/resolve", {"lfns": [SHARED]})
     assert status == 200 and list(body["successful"]) == [SHARED]
+
+
+async def test_dataset_contents_leave_out_files_the_reader_cannot_reach(world: World) -> None:
+    def listed(answer: tuple[int, object]) -> list[str]:
+        status, body = answer
+        assert status == 200, body
+        if isinstance(body, dict):  # a page, or a stream of one line
+            return [m["lfn"] for m in body["members"]] if "members" in body else [body["lfn"]]
+        return [json.loads(line)["lfn"] for line in str(body).splitlines() if line]
+
+    for path in ("/dids/contents", "/dids/contents/stream"):
+        assert listed(await world.call("bob", "GET", path, params={"did": DATASET})) == sorted([PRIVATE, SHARED])
+        # carol (group lhcb) reaches SHARED but not the 0700 directory; alice reaches neither
+        assert listed(await world.call("carol", "GET", path, params={"did": DATASET})) == [SHARED]
+        assert listed(await world.call("alice", "GET", path, params={"did": DATASET})) == []

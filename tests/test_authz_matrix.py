@@ -125,6 +125,7 @@ MATRIX: dict[str, Case] = {
                                  changes=frozenset()),
     "GET /usage/ses": same(200, "/usage/ses"),
     "POST /usage/rebuild": admin_only("/usage/rebuild"),
+    "GET /replicas/bad": admin_only("/replicas/bad"),
     "GET /feed": admin_only("/feed"),
     "GET /ses/{name}/dump": admin_only("/ses/DISK1/dump"),
     "GET /expressions/resolve": same(200, "/expressions/resolve", params={"expression": "DISK1"}),
@@ -158,6 +159,7 @@ MATRIX: dict[str, Case] = {
     "POST /storage/signed-url": Case("/storage/signed-url", (501, 501, 404), {"lfn": SHARED, "se": "DISK1"},
                                      changes=frozenset()),
     "GET /transfers/stats": same(200, "/transfers/stats"),
+    "GET /transfers/series": same(200, "/transfers/series"),
     "POST /jobs": Case("/jobs", (201, 201, 201), {"jobs": [JOB]}, changes=frozenset(USERS)),
     "GET /jobs": same(200, "/jobs"),
     "GET /job-summary": same(200, "/job-summary"),
@@ -178,6 +180,14 @@ MATRIX: dict[str, Case] = {
     "GET /pilots": same(200, "/pilots"),
     "GET /pilots/{name}": same(404, "/pilots/NOPE"),  # pilots are no user's objects; none exists here
     "GET /pilots/{name}/logs": admin_only("/pilots/NOPE/logs"),
+    # a report counts only when the server finds the replica missing too: bob's is there
+    "POST /replicas/suspicious": Case("/replicas/suspicious", (200, 200, 404), {"lfn": SHARED, "se": "DISK1"},
+                                      changes=frozenset()),
+    "POST /audit/runs": admin_only("/audit/runs"),
+    "GET /audit/runs": admin_only("/audit/runs"),
+    "GET /audit/runs/{id}": admin_only("/audit/runs/audit-000000000000"),
+    "GET /audit/runs/{id}/entries": admin_only("/audit/runs/audit-000000000000/entries"),
+    "POST /audit/runs/{id}/clean-dark": admin_only("/audit/runs/audit-000000000000/clean-dark"),
 }
 MATRIX_IDS: dict[str, str] = {}
 

@@ -6,6 +6,8 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from tests.fixtures.api import RunningApi
 from tests.fixtures.cli import run_cli
 from tests.fixtures.live_ses import LiveSEs
@@ -59,3 +61,20 @@ async def test_an_se_switched_off_for_writing_is_an_error_message_not_a_tracebac
     up = await run_cli(api.url, api.admin_token, "upload", str(payload(1).path), "/cta/f", "--se", se.name)
     assert up.returncode == 2 and "forbidden" in up.stderr and se.name in up.stderr
     assert "Traceback" not in up.stderr
+
+
+@pytest.mark.parametrize("kind", ["davs", "s3", "s3-signed"])
+async def test_upload_and_download_leave_no_unclosed_session(
+    api: RunningApi, live_ses: LiveSEs, payload: Callable[[int], Payload], tmp_path: Path, kind: str
+) -> None:
+    # The storage plugins' HTTP sessions belong to the client and are closed with it: aiohttp
+    # warns "Unclosed client session" / "Unclosed connector" on stderr when one is left open.
+    se = await live_ses.add(kind.removesuffix("-signed"), secrets_on_server=kind.endswith("-signed"))
+    data = payload(2000)
+    env = {"CAIRN_STORAGE_CREDENTIALS": json.dumps(live_ses.credentials)}
+    up = await run_cli(api.url, api.admin_token, "upload", str(data.path), "/cta/closed/f", "--se", se.name, env=env)
+    assert up.returncode == 0, up.stderr
+    down = await run_cli(api.url, api.admin_token, "download", "/cta/closed/f", str(tmp_path / "got"), env=env)
+    assert down.returncode == 0, down.stderr
+    assert (tmp_path / "got").read_bytes() == data.path.read_bytes()
+    assert "Unclosed" not in up.stderr + down.stderr, up.stderr + down.stderr

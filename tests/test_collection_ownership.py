@@ -12,7 +12,7 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("kernel", "catalogue", "transfers", "storage_plugins", "wms", "cairn")
+PACKAGES = ("kernel", "catalogue", "transfers", "rules", "storage_plugins", "wms", "dataio", "cairn")
 WRITES = {"insert_one", "insert_many", "update_one", "update_many", "delete_one", "delete_many", "replace_one",
           "bulk_write", "find_one_and_update", "find_one_and_replace", "find_one_and_delete", "drop"}
 # Which package may write each collection.
@@ -22,10 +22,11 @@ OWNERS = {
     "container_children": "catalogue", "usage": "catalogue", "usage_claims": "catalogue",
     "storage_elements": "catalogue", "sites": "catalogue",
     "metadata_fields": "catalogue", "meta_effective": "catalogue", "meta_origin": "catalogue",
-    "rules": "catalogue", "locks": "catalogue", "subscriptions": "catalogue", "quotas": "catalogue",
-    "account_usage": "catalogue", "catalogue_events": "catalogue", "feed_consumers": "catalogue",
+    "rules": "rules", "locks": "rules", "subscriptions": "rules", "quotas": "rules", "account_usage": "rules",
+    "catalogue_events": "catalogue", "feed_consumers": "catalogue",
     "feed_sequence": "catalogue",
-    "transfer_requests": "transfers", "link_stats": "transfers",
+    "transfer_requests": "transfers", "link_stats": "transfers", "link_hours": "transfers",
+    "audit_runs": "transfers", "audit_entries": "transfers",
     "jobs": "wms", "job_claims": "wms", "counters": "wms", "task_queues": "wms", "task_queue_entries": "wms",
     "group_usage": "wms", "pilots": "wms",
 }

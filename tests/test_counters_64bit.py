@@ -10,13 +10,13 @@ from pathlib import Path
 from bson import Int64
 from pymongo.asynchronous.database import AsyncDatabase
 
-from catalogue.rule_locks import LOCKS
 from catalogue.usage import USAGE, directory_key
 from kernel.db import Document
+from rules.evaluator import RuleEvaluator
+from rules.locks import LOCKS
 from tests.fixtures.api import RunningApi
 from tests.fixtures.cli import run_cli
 from tests.fixtures.rules import rule_settings, tiered_ses
-from transfers.rule_evaluator import RuleEvaluator
 
 TWO_GB = 2_000_000_000
 

@@ -14,8 +14,8 @@ import pandas as pd
 import pyarrow.dataset as ds
 import pytest
 
-from cairn.fsspec_cairn import CairnFileSystem
 from cairn.sdk import Client
+from dataio.fsspec_cairn import CairnFileSystem
 from tests.fixtures.api import RunningApi
 from tests.fixtures.live_ses import LiveSEs
 from tests.test_upload_download_faults import flip_byte

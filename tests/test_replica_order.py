@@ -4,7 +4,7 @@ before tape, then by name; the others are reported with the reason."""
 from __future__ import annotations
 
 from catalogue.storage_elements import Protocol, StorageElement
-from transfers.replica_order import replicas_to_read
+from dataio.replica_order import replicas_to_read
 
 
 def se(name: str, site: str, kind: str = "disk", **changes: object) -> StorageElement:

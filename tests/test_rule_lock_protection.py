@@ -9,8 +9,8 @@ from pathlib import Path
 
 from pymongo.asynchronous.database import AsyncDatabase
 
-from catalogue import rule_locks
 from kernel.db import Document
+from rules import locks as rule_locks
 from tests.fixtures.rules import dataset_on_src, tiered_ses
 
 LFNS = [f"/vo/prot/f{i}" for i in range(20)]

@@ -12,10 +12,10 @@ from pymongo.asynchronous.database import AsyncDatabase
 from cairn.sdk import Client
 from kernel.db import Document
 from kernel.errors import CairnError, Forbidden, InvalidInput, NotFound, QuotaExceeded
+from rules.subscriber import RuleSubscriber
 from tests.fixtures.api import RunningApi
 from tests.fixtures.cli import run_cli
 from tests.fixtures.rules import dataset_on_src, tiered_ses
-from transfers.rule_subscriber import RuleSubscriber
 
 
 @pytest.fixture
@@ -119,3 +119,18 @@ async def test_a_new_dataset_matching_a_subscription_gets_its_rule(
     assert [(s["name"], s["rules_created"]) for s in json.loads(listed.stdout)] == [("raw-to-tier1", 1)]
     with pytest.raises(InvalidInput):
         await admin.add_subscription("bad", {"copies": 1, "expression": "tier=(("})
+
+
+async def test_a_subscription_makes_no_rule_on_a_dataset_its_subscriber_may_not_rule_on(
+    api: RunningApi, admin: Client, database: AsyncDatabase[Document], tiered: list[str],
+) -> None:
+    async with api.client(api.token(scopes=("rules.read", "rules.write"))) as alice:
+        await alice.add_subscription("alice-all", {"copies": 1, "expression": "tier=1", "lifetime_s": 600},
+                                     filter={"scopes": ["vo"]})
+    await dataset_on_src(database, "vo:readable", ["/vo/readable/f"])
+    await dataset_on_src(database, "vo:secret", ["/vo/secret/f"])
+    await admin.chmod("/vo/secret", 0o700)  # alice can no longer read the file in it
+    await RuleSubscriber(api.settings, database).run(max_cycles=2)
+    assert [r["did"] for r in await admin.list_rules()] == ["vo:readable"]
+    [stored] = await database["subscriptions"].find({"_id": "alice-all"}).to_list()
+    assert stored["rules_created"] == 1 and list(stored["errors"]) == ["vo:secret"]

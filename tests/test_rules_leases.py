@@ -10,13 +10,13 @@ from typing import Any
 
 from pymongo.asynchronous.database import AsyncDatabase
 
-from catalogue import rules
-from catalogue.rules import RuleIn
 from kernel.db import Document
 from kernel.settings import Settings
+from rules import store
+from rules.daemon import RuleDaemon
+from rules.store import RuleIn
 from tests.fixtures.catalogue import ADMIN
 from tests.fixtures.rules import dataset_on_src, rule_settings, tiered_ses
-from transfers.rule_daemon import RuleDaemon
 
 LEASE_S = 1.0
 
@@ -37,7 +37,7 @@ class SlowDaemon(RuleDaemon):
     async def work_on(self, rule: Document) -> int:
         await asyncio.sleep(self.seconds)
         self.finished = True
-        await rules.release(self.db, rule, self.worker, {})
+        await store.release(self.db, rule, self.worker, {})
         return 1
 
 
@@ -45,8 +45,8 @@ async def claimed_rule(database: AsyncDatabase[Document], tmp_path: Path, daemon
     """A rule on a one-file dataset, claimed by daemon."""
     await tiered_ses(database, tmp_path)
     await dataset_on_src(database, "vo:lease", ["/vo/lease/f0"])
-    rule = await rules.create_rule(database, ADMIN, RuleIn(did="vo:lease", copies=1, expression="tier=1"))
-    claimed = await rules.claim(database, daemon.worker, {"_id": rule["_id"]}, lease_s=LEASE_S)
+    rule = await store.create_rule(database, ADMIN, RuleIn(did="vo:lease", copies=1, expression="tier=1"))
+    claimed = await store.claim(database, daemon.worker, {"_id": rule["_id"]}, lease_s=LEASE_S)
     assert claimed is not None
     return claimed
 
@@ -59,9 +59,9 @@ async def test_the_lease_is_renewed_while_the_work_outlasts_it(
     work = asyncio.create_task(slow.holding(rule))
     for _ in range(6):
         await asyncio.sleep(LEASE_S / 2)
-        assert await rules.claim(database, "other", {"_id": rule["_id"]}, lease_s=LEASE_S) is None
+        assert await store.claim(database, "other", {"_id": rule["_id"]}, lease_s=LEASE_S) is None
     assert await work == 1 and slow.finished
-    assert (await rules.get_rule(database, rule["_id"]))["lease_owner"] is None
+    assert (await store.get_rule(database, rule["_id"]))["lease_owner"] is None
 
 
 async def test_work_stops_when_the_lease_was_taken_over(
@@ -70,8 +70,8 @@ async def test_work_stops_when_the_lease_was_taken_over(
     slow = SlowDaemon(rule_settings(settings, lease_s=LEASE_S), database, seconds=10 * LEASE_S)
     rule = await claimed_rule(database, tmp_path, slow)
     # As if the holder had stalled past its lease and another daemon had taken the rule.
-    await database[rules.RULES].update_one({"_id": rule["_id"]}, {"$set": {
+    await database[store.RULES].update_one({"_id": rule["_id"]}, {"$set": {
         "lease_owner": "other", "lease_expires": dt.datetime.now(dt.UTC) + dt.timedelta(seconds=60)}})
     assert await asyncio.wait_for(slow.holding(rule), timeout=3 * LEASE_S) == 0
     assert not slow.finished
-    assert (await rules.get_rule(database, rule["_id"]))["lease_owner"] == "other"
+    assert (await store.get_rule(database, rule["_id"]))["lease_owner"] == "other"

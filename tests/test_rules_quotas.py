@@ -8,16 +8,18 @@ from pathlib import Path
 import pytest
 from pymongo.asynchronous.database import AsyncDatabase
 
-from catalogue import dataset_contents, datasets, quotas, rule_locks, rules
+from catalogue import dataset_contents, datasets
 from catalogue.datasets import DidIn
-from catalogue.quotas import QuotaIn
-from catalogue.rules import RuleIn
 from kernel.db import Document
 from kernel.errors import QuotaExceeded
 from kernel.settings import Settings
+from rules import locks as rule_locks
+from rules import quotas, store
+from rules.evaluator import RuleEvaluator
+from rules.quotas import QuotaIn
+from rules.store import RuleIn
 from tests.fixtures.catalogue import ADMIN
 from tests.fixtures.rules import dataset_on_src, rule_settings, tiered_ses
-from transfers.rule_evaluator import RuleEvaluator
 
 SIZE = 100
 
@@ -39,11 +41,11 @@ async def test_a_file_in_two_datasets_of_a_container_counts_once_against_the_quo
     database: AsyncDatabase[Document], settings: Settings, shared_container: None,
 ) -> None:
     await quotas.set_quota(database, QuotaIn(account="root", se="T1-A", bytes=3 * SIZE))
-    rule = await rules.create_rule(database, ADMIN, RuleIn(did="vo:both", copies=1, expression="T1-A"))
+    rule = await store.create_rule(database, ADMIN, RuleIn(did="vo:both", copies=1, expression="T1-A"))
     await RuleEvaluator(rule_settings(settings), database).run(max_cycles=1)
     locks = await database[rule_locks.LOCKS].find({"rule": rule["_id"]}).to_list()
     assert sorted(lock["lfn"] for lock in locks) == ["/vo/c/a", "/vo/c/b", "/vo/c/shared"]
-    assert (await rules.get_rule(database, rule["_id"]))["unplaced"] == 0
+    assert (await store.get_rule(database, rule["_id"]))["unplaced"] == 0
     usage = await quotas.quotas_and_usage(database, "root")
     assert [(u["se"], u["used_bytes"], u["used_files"]) for u in usage] == [("T1-A", 3 * SIZE, 3)]
 
@@ -53,6 +55,6 @@ async def test_a_container_rule_larger_than_the_quota_by_distinct_files_is_still
 ) -> None:
     await quotas.set_quota(database, QuotaIn(account="root", se="T1-A", bytes=3 * SIZE - 1))
     with pytest.raises(QuotaExceeded) as refused:
-        await rules.create_rule(database, ADMIN, RuleIn(did="vo:both", copies=1, expression="T1-A"))
+        await store.create_rule(database, ADMIN, RuleIn(did="vo:both", copies=1, expression="T1-A"))
     assert refused.value.details["needed_bytes"] == 3 * SIZE and f"needs room for {3 * SIZE}" in refused.value.message
-    assert await database[rules.RULES].count_documents({}) == 0
+    assert await database[store.RULES].count_documents({}) == 0

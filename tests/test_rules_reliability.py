@@ -14,10 +14,11 @@ from pathlib import Path
 import pytest
 from pymongo.asynchronous.database import AsyncDatabase
 
-from catalogue import rule_locks, rules
-from catalogue.rules import RuleIn
 from kernel.db import Document
 from kernel.settings import Settings
+from rules import locks as rule_locks
+from rules import store
+from rules.store import RuleIn
 from tests.fixtures.catalogue import ADMIN
 from tests.fixtures.daemons import DaemonProcesses, daemon_env
 from tests.fixtures.rules import dataset_on_src, replicas_by_file, tiered_ses
@@ -47,8 +48,8 @@ async def test_a_rule_converges_once_while_its_daemons_are_killed_every_few_seco
     tier1 = await tiered_ses(database, tmp_path)
     lfns = [f"/vo/rk/f{i:03d}" for i in range(FILES)]
     await dataset_on_src(database, "vo:rk", lfns)
-    rule = await rules.create_rule(database, ADMIN, RuleIn(did="vo:rk", copies=2, expression="tier=1"))
-    brief = await rules.create_rule(database, ADMIN, RuleIn(did="vo:rk", copies=1, expression="tier=1",
+    rule = await store.create_rule(database, ADMIN, RuleIn(did="vo:rk", copies=2, expression="tier=1"))
+    brief = await store.create_rule(database, ADMIN, RuleIn(did="vo:rk", copies=1, expression="tier=1",
                                                            lifetime_s=8))
     (tmp_path / "logs").mkdir()
     env = rule_env(settings)
@@ -70,8 +71,8 @@ async def test_a_rule_converges_once_while_its_daemons_are_killed_every_few_seco
         return f"locks: {locks[:10]}\nrequests: {requests}\nfiles: {files}"
 
     async def converged() -> bool:
-        current = await rules.get_rule(database, rule["_id"])
-        gone = await database[rules.RULES].find_one({"_id": brief["_id"]}) is None
+        current = await store.get_rule(database, rule["_id"])
+        gone = await database[store.RULES].find_one({"_id": brief["_id"]}) is None
         return current["state"] == "ok" and gone
 
     try:
@@ -82,7 +83,7 @@ async def test_a_rule_converges_once_while_its_daemons_are_killed_every_few_seco
         deadline = time.monotonic() + TIMEOUT_S
         while not await converged():
             assert time.monotonic() < deadline, (
-                f"not converged: {await rules.get_rule(database, rule['_id'])}\n{await unsettled()}\nlogs:\n{logs()}")
+                f"not converged: {await store.get_rule(database, rule['_id'])}\n{await unsettled()}\nlogs:\n{logs()}")
             await asyncio.sleep(rng.uniform(1.0, 2.5))
             if kills < MAX_KILLS:
                 daemon = rng.choice(victims)
@@ -99,7 +100,7 @@ async def test_a_rule_converges_once_while_its_daemons_are_killed_every_few_seco
     per_file = Counter(lock["lfn"] for lock in locks)
     assert len(locks) == 2 * FILES and set(per_file.values()) == {2} and set(per_file) == set(lfns)
     assert {lock["state"] for lock in locks} == {"ok"} and all(lock["counted"] for lock in locks)
-    done = await rules.get_rule(database, rule["_id"])
+    done = await store.get_rule(database, rule["_id"])
     recount = Counter(lock["state"] for lock in locks)
     assert {s: done[f"locks_{s}"] for s in rule_locks.LOCK_STATES} == {s: recount[s] for s in rule_locks.LOCK_STATES}
 

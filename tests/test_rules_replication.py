@@ -8,12 +8,14 @@ from pathlib import Path
 
 from pymongo.asynchronous.database import AsyncDatabase
 
-from catalogue import quotas, rule_locks, rules
 from catalogue.replicas import add_replicas
-from catalogue.rules import RuleIn, RuleUpdate
 from catalogue.storage_elements import StorageElementUpdate, update_storage_element
 from kernel.db import Document
 from kernel.settings import Settings
+from rules import feed, locks, quotas, store
+from rules.cleaner import RuleCleaner
+from rules.evaluator import RuleEvaluator
+from rules.store import RuleIn, RuleUpdate
 from tests.fixtures.catalogue import ADMIN
 from tests.fixtures.rules import (
     dataset_on_src,
@@ -26,10 +28,7 @@ from tests.fixtures.rules import (
 )
 from tests.fixtures.transfers import replica_status
 from transfers import requests as rq
-from transfers import rule_feed
 from transfers.reaper import Reaper
-from transfers.rule_cleaner import RuleCleaner
-from transfers.rule_evaluator import RuleEvaluator
 
 
 async def test_two_copies_on_tier1_of_a_dataset_end_ok_and_new_content_follows(
@@ -38,7 +37,7 @@ async def test_two_copies_on_tier1_of_a_dataset_end_ok_and_new_content_follows(
     tier1 = await tiered_ses(database, tmp_path)
     lfns = [f"/vo/ds/f{i:03d}" for i in range(50)]
     await dataset_on_src(database, "vo:ds", lfns)
-    rule = await rules.create_rule(database, ADMIN, RuleIn(did="vo:ds", copies=2, expression="tier=1"))
+    rule = await store.create_rule(database, ADMIN, RuleIn(did="vo:ds", copies=2, expression="tier=1"))
     fast = rule_settings(settings)
 
     async def ok() -> bool:
@@ -49,23 +48,23 @@ async def test_two_copies_on_tier1_of_a_dataset_end_ok_and_new_content_follows(
     chosen = placed[lfns[0]] - {"SRC"}
     assert len(chosen) == 2 and chosen <= set(tier1)
     assert all(ses - {"SRC"} == chosen for ses in placed.values())
-    done = await rules.get_rule(database, rule["_id"])
+    done = await store.get_rule(database, rule["_id"])
     assert (done["locks_ok"], done["locks_replicating"], done["locks_stuck"]) == (100, 0, 0)
     locked = await database["files"].find({"_id": {"$in": lfns}}, {"replicas": 1}).to_list()
     assert all(r.get("locks") == 1 for d in locked for r in d["replicas"] if r["se"] in chosen)
 
     more = [f"/vo/ds/g{i:02d}" for i in range(10)]
     await dataset_on_src(database, "vo:ds", more)
-    assert await rule_feed.follow(database, "t", lease_s=5) >= len(more)  # what the evaluator does first
-    assert (await rules.get_rule(database, rule["_id"]))["dirty"] is True
+    assert await feed.follow(database, "t", lease_s=5) >= len(more)  # what the evaluator does first
+    assert (await store.get_rule(database, rule["_id"]))["dirty"] is True
 
     async def all_placed() -> bool:
-        current = await rules.get_rule(database, rule["_id"])
+        current = await store.get_rule(database, rule["_id"])
         return current["state"] == "ok" and not current["dirty"] and current["locks_ok"] == 120
 
     await run_until(all_placed, rule_daemons(fast, database))
     assert all(ses - {"SRC"} == chosen for ses in (await replicas_by_file(database, more)).values())
-    assert await database[rule_locks.LOCKS].count_documents({"rule": rule["_id"], "state": "ok"}) == 120
+    assert await database[locks.LOCKS].count_documents({"rule": rule["_id"], "state": "ok"}) == 120
 
 
 async def test_a_failing_se_makes_the_rule_stuck_and_the_repairer_moves_its_locks(
@@ -74,24 +73,24 @@ async def test_a_failing_se_makes_the_rule_stuck_and_the_repairer_moves_its_lock
     await tiered_ses(database, tmp_path)
     lfns = [f"/vo/rep/f{i}" for i in range(10)]
     await dataset_on_src(database, "vo:rep", lfns)
-    rule = await rules.create_rule(database, ADMIN, RuleIn(did="vo:rep", copies=2, expression="tier=1"))
+    rule = await store.create_rule(database, ADMIN, RuleIn(did="vo:rep", copies=2, expression="tier=1"))
     fast = rule_settings(settings)
     await RuleEvaluator(fast, database).run(max_cycles=1)
-    placed = {lock["se"] for lock in await database[rule_locks.LOCKS].find({"rule": rule["_id"]}).to_list()}
+    placed = {lock["se"] for lock in await database[locks.LOCKS].find({"rule": rule["_id"]}).to_list()}
     assert placed == {"T1-A", "T1-B"}
     await update_storage_element(database, "T1-B", StorageElementUpdate(write_enabled=False))
 
     async def ok() -> bool:
-        return (await rules.get_rule(database, rule["_id"]))["state"] == "ok"
+        return (await store.get_rule(database, rule["_id"]))["state"] == "ok"
 
     await run_until(ok, rule_daemons(fast, database))
     assert all(ses == {"SRC", "T1-A", "T1-C"} for ses in (await replicas_by_file(database, lfns)).values())
-    moved = await database[rule_locks.LOCKS].find({"rule": rule["_id"], "se": "T1-C"}).to_list()
+    moved = await database[locks.LOCKS].find({"rule": rule["_id"], "se": "T1-C"}).to_list()
     assert len(moved) == 10 and all(lock["moved_from"] == "T1-B" and "T1-B" in lock["moved_because"]
                                     for lock in moved)
     # The rule was stuck in between: only the repairer writes `last_repair`, and only on a stuck rule
     # (polling for the stuck state itself can miss it when the repairer is quick).
-    repaired = (await rules.get_rule(database, rule["_id"]))["last_repair"]
+    repaired = (await store.get_rule(database, rule["_id"]))["last_repair"]
     assert repaired["moved"] >= 1 and "switched off for writ" in repaired["reason"]
 
 
@@ -100,7 +99,7 @@ async def test_a_rule_stuck_with_nowhere_to_go_is_suspended(
 ) -> None:
     await tiered_ses(database, tmp_path, tier1=1)
     await dataset_on_src(database, "vo:sus", ["/vo/sus/f0"])
-    rule = await rules.create_rule(database, ADMIN, RuleIn(did="vo:sus", copies=1, expression="tier=1"))
+    rule = await store.create_rule(database, ADMIN, RuleIn(did="vo:sus", copies=1, expression="tier=1"))
     fast = rule_settings(settings, suspend_after_s=0.5)
     await RuleEvaluator(fast, database).run(max_cycles=1)
     await update_storage_element(database, "T1-A", StorageElementUpdate(write_enabled=False))
@@ -109,7 +108,7 @@ async def test_a_rule_stuck_with_nowhere_to_go_is_suspended(
         return await rule_state(database, rule["_id"]) == "suspended"
 
     await run_until(suspended, rule_daemons(fast, database))
-    assert "suspended" in (await rules.get_rule(database, rule["_id"]))["error"]
+    assert "suspended" in (await store.get_rule(database, rule["_id"]))["error"]
 
 
 async def test_expiry_releases_the_locks_and_the_replicas_may_then_be_deleted(
@@ -118,7 +117,7 @@ async def test_expiry_releases_the_locks_and_the_replicas_may_then_be_deleted(
     await tiered_ses(database, tmp_path)
     lfns = [f"/vo/exp/f{i}" for i in range(5)]
     await dataset_on_src(database, "vo:exp", lfns)
-    rule = await rules.create_rule(database, ADMIN, RuleIn(did="vo:exp", copies=1, expression="T1-A",
+    rule = await store.create_rule(database, ADMIN, RuleIn(did="vo:exp", copies=1, expression="T1-A",
                                                            lifetime_s=3600))
     fast = rule_settings(settings)
 
@@ -132,14 +131,14 @@ async def test_expiry_releases_the_locks_and_the_replicas_may_then_be_deleted(
     assert refused["state"] == "failed" and "rule lock" in refused["last_error"]
     assert await replica_status(database, lfns[0], "T1-A") == "available"
 
-    await rules.update_rule(database, ADMIN, rule["_id"], RuleUpdate(lifetime_s=1))
+    await store.update_rule(database, ADMIN, rule["_id"], RuleUpdate(lifetime_s=1))
     await asyncio.sleep(1.2)
 
     async def gone() -> bool:
-        return await database[rules.RULES].count_documents({"_id": rule["_id"]}) == 0
+        return await database[store.RULES].count_documents({"_id": rule["_id"]}) == 0
 
     await run_until(gone, [RuleCleaner(fast, database)])
-    assert await database[rule_locks.LOCKS].count_documents({"rule": rule["_id"]}) == 0
+    assert await database[locks.LOCKS].count_documents({"rule": rule["_id"]}) == 0
     files = await database["files"].find({"_id": {"$in": lfns}}, {"replicas": 1}).to_list()
     assert all(r.get("locks", 0) == 0 for d in files for r in d["replicas"])
     assert (await quotas.quotas_and_usage(database, "root"))[0]["used_bytes"] == 0
@@ -156,7 +155,7 @@ async def test_an_admin_deletion_of_a_locked_replica_puts_its_lock_back_to_repli
     lfns = [f"/vo/adm/f{i}" for i in range(4)]
     await dataset_on_src(database, "vo:adm", lfns)
     kept = (tmp_path / "src" / lfns[0].lstrip("/")).read_bytes()
-    rule = await rules.create_rule(database, ADMIN, RuleIn(did="vo:adm", copies=1, expression="T1-A"))
+    rule = await store.create_rule(database, ADMIN, RuleIn(did="vo:adm", copies=1, expression="T1-A"))
     fast = rule_settings(settings)
 
     async def ok() -> bool:
@@ -168,12 +167,14 @@ async def test_an_admin_deletion_of_a_locked_replica_puts_its_lock_back_to_repli
     await Reaper(fast, database).run(max_cycles=1)
     assert (await database[rq.REQUESTS].find_one({"kind": "delete"}))["state"] == "done"
     assert await replica_status(database, lfns[0], "T1-A") is None
-    assert (await rules.get_rule(database, rule["_id"]))["dirty"] is True
+    # The rule learns it from the catalogue's change feed (what the evaluator reads first).
+    assert await feed.follow(database, "t", lease_s=5) >= 1
+    assert (await store.get_rule(database, rule["_id"]))["dirty"] is True
 
     await RuleEvaluator(fast, database).run(max_cycles=1)
-    lock = await database[rule_locks.LOCKS].find_one({"rule": rule["_id"], "lfn": lfns[0]})
+    lock = await database[locks.LOCKS].find_one({"rule": rule["_id"], "lfn": lfns[0]})
     assert lock["state"] == "replicating" and lock["counted"] is False and "removed" in lock["error"]
-    current = await rules.get_rule(database, rule["_id"])
+    current = await store.get_rule(database, rule["_id"])
     assert (current["state"], current["locks_ok"], current["locks_replicating"]) == ("replicating", 3, 1)
 
     # The data comes back on the source SE: the rule copies it to T1-A again and protects it.
@@ -183,5 +184,5 @@ async def test_an_admin_deletion_of_a_locked_replica_puts_its_lock_back_to_repli
     assert await replica_status(database, lfns[0], "T1-A") == "available"
     doc = await database["files"].find_one({"_id": lfns[0]}, {"replicas": 1})
     assert [r.get("locks") for r in doc["replicas"] if r["se"] == "T1-A"] == [1]
-    current = await rules.get_rule(database, rule["_id"])
+    current = await store.get_rule(database, rule["_id"])
     assert (current["locks_ok"], current["locks_replicating"], current["locks_stuck"]) == (4, 0, 0)

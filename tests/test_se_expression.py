@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from catalogue.se_expression import ExpressionError, resolve, validate
+from rules.se_expression import ExpressionError, resolve, validate
 
 SES = [
     {"name": "CERN-DISK", "site": "CERN", "kind": "disk", "attributes": {"tier": 0, "country": "ch", "cloud": True}},

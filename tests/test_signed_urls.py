@@ -10,8 +10,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from cairn.fsspec_cairn import CairnFileSystem
 from cairn.sdk import Client
+from dataio.fsspec_cairn import CairnFileSystem
 from kernel.errors import Conflict, Forbidden, NotFound
 from storage_plugins.errors import NotSupported
 from tests.fixtures.api import RunningApi

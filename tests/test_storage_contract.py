@@ -70,6 +70,17 @@ async def test_list_shows_files_and_directories(endpoint: Endpoint) -> None:
     assert (await plugin.stat(endpoint.url("sub"))).is_dir
 
 
+async def test_walk_streams_every_file_below_in_string_order(endpoint: Endpoint) -> None:
+    plugin = endpoint.plugin()
+    # "a-b" sorts before "a/x" as a string although the directory "a" comes first by name
+    for name in ("a/x", "a-b", "a/y/z", "b", "a.c/q"):
+        await plugin.write(endpoint.url(name), _chunks(b"12"), size=2)
+    walked = [entry async for entry in plugin.walk(endpoint.base)]
+    names = [entry.url[len(endpoint.base.rstrip("/")) + 1:] for entry in walked]
+    assert names == sorted(["a/x", "a-b", "a/y/z", "b", "a.c/q"]) == ["a-b", "a.c/q", "a/x", "a/y/z", "b"]
+    assert {entry.size for entry in walked} == {2} and all(entry.mtime for entry in walked)
+
+
 async def test_delete_removes_and_then_the_file_is_missing(endpoint: Endpoint) -> None:
     plugin, url = endpoint.plugin(), endpoint.url("gone")
     await plugin.write(url, _chunks(b"bye"), size=3)

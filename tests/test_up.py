@@ -87,6 +87,9 @@ def test_up_answers_health_and_stops_cleanly_on_ctrl_c(workdir: Path) -> None:
         ses = requests.get(f"{up.url}/ses", headers={"Authorization": f"Bearer {token}"}, timeout=10).json()
         assert {se["name"] for se in ses} == {"LOCAL-DISK1", "LOCAL-DISK2"}
         assert (workdir / "var" / "se" / "disk1").is_dir()
+        portal = f"http://127.0.0.1:{up.port}/ui/"
+        assert any(f"portal at {portal}" in line for line in up.output), "".join(up.output)
+        assert "Log in" in requests.get(portal, timeout=10).text  # the portal sends a stranger to its login
         kids = children_of(up.proc.pid)
         assert len(kids) >= 2  # FerretDB and the API server at least
     finally:

@@ -11,10 +11,10 @@ import aiohttp
 import pytest
 
 from cairn.sdk import Client, SyncClient
+from dataio.progress import FileOutcome
 from tests.fixtures.api import RunningApi
 from tests.fixtures.live_ses import LiveSEs
 from tests.fixtures.payloads import BIG_SIZE, Payload, adler32_of_file, small_files
-from transfers.io_report import FileOutcome
 
 
 class CountingSink:

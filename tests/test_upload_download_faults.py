@@ -14,12 +14,12 @@ import pytest
 from cairn.embedded_db import free_port
 from cairn.embedded_xrootd import XRootDServer
 from cairn.sdk import Client
+from dataio.progress import FileOutcome
 from kernel.errors import Forbidden, InvalidInput, NotFound, ServiceUnavailable
 from tests.fixtures.api import RunningApi
 from tests.fixtures.live_ses import LiveSEs
 from tests.fixtures.payloads import BIG_SIZE, Payload
 from tests.test_upload_download import CountingSink
-from transfers.io_report import FileOutcome
 
 
 def only(outcomes: list[FileOutcome]) -> FileOutcome:

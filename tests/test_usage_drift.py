@@ -9,18 +9,18 @@ from pathlib import Path
 
 from pymongo.asynchronous.database import AsyncDatabase
 
-from catalogue import rules
 from catalogue.replica_urls import se_url
-from catalogue.rules import RuleIn, RuleUpdate
 from catalogue.usage import rebuild, se_usage
 from kernel.db import Document
 from kernel.settings import Settings
+from rules import store
+from rules.cleaner import RuleCleaner
+from rules.store import RuleIn, RuleUpdate
 from tests.fixtures.catalogue import ADMIN
 from tests.fixtures.rules import dataset_on_src, rule_daemons, rule_settings, rule_state, run_until, tiered_ses
 from tests.fixtures.transfers import add_ses, disk_se, fast_settings, put_files, replica_status, run_until_drained
 from transfers import requests as rq
 from transfers.reaper import Reaper
-from transfers.rule_cleaner import RuleCleaner
 from transfers.worker import TransferWorker
 from wms.outputs import attempt_url, register_outputs
 
@@ -68,18 +68,18 @@ async def test_a_rules_expiry_and_the_deletion_of_its_copies_leave_no_drift(
     await tiered_ses(database, tmp_path)
     lfns = [f"/vo/exp/f{i}" for i in range(4)]
     await dataset_on_src(database, "vo:exp", lfns)
-    rule = await rules.create_rule(database, ADMIN, RuleIn(did="vo:exp", copies=1, expression="T1-A"))
+    rule = await store.create_rule(database, ADMIN, RuleIn(did="vo:exp", copies=1, expression="T1-A"))
     fast = rule_settings(settings)
 
     async def ok() -> bool:
         return await rule_state(database, rule["_id"]) == "ok"
 
     await run_until(ok, rule_daemons(fast, database))
-    await rules.update_rule(database, ADMIN, rule["_id"], RuleUpdate(lifetime_s=1))
+    await store.update_rule(database, ADMIN, rule["_id"], RuleUpdate(lifetime_s=1))
     await asyncio.sleep(1.2)
 
     async def gone() -> bool:
-        return await database[rules.RULES].count_documents({"_id": rule["_id"]}) == 0
+        return await database[store.RULES].count_documents({"_id": rule["_id"]}) == 0
 
     await run_until(gone, [RuleCleaner(fast, database)])
     await assert_no_drift(database)

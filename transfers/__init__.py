@@ -1,2 +1,3 @@
 """Data movement: the request queue and the daemons that move bytes (transfer workers, stager,
-reaper) and converge rules (evaluator, repairer, cleaner)."""
+reaper, the per-link optimizer), deletion, and their HTTP routes and SDK calls (`client`).
+Rules live in `rules`, upload and download in `dataio`."""

@@ -67,3 +67,10 @@ class TransfersClient(BaseClient):
         """Per-link counts and throughput, queue depths and failures by reason."""
         result: dict[str, Any] = await self.request("GET", "/transfers/stats")
         return result
+
+    async def transfer_series(self, *, hours: int = 48, source: str | None = None,
+                              dest: str | None = None) -> dict[str, Any]:
+        """Files done and failed and MB moved per hour over the last `hours` hours."""
+        params = {"hours": hours, "source": source, "dest": dest}
+        result: dict[str, Any] = await self.request("GET", "/transfers/series", params=params)
+        return result

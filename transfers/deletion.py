@@ -9,13 +9,14 @@ Protection contract (for the rules engineer and anyone else who wants a replica 
 replica is never deleted by the reaper's space cleanup, nor by a deletion request naming its
 SE, while it has
 - `locks` > 0 — the number of rule locks on it, the size of its `lock_rules` (the rules holding
-  them; both set together by `catalogue.rule_locks.change_replica_locks`, compare-and-set on the
+  them; both set together by `rules.locks.change_replica_locks`, compare-and-set on the
   file's `version` like `catalogue.replicas.set_replica_status`), or
 - `protected: true` — a manual hold, or
 - `pinned_until` later than now — a pin (a job reading it, a staged file being used).
 Only an explicit request to delete every replica of a file (administrators) overrides them; the
-rules whose locks protected a replica so removed are told (`catalogue.rule_locks.replica_lost`),
-and their evaluator puts those locks back to replicating and copies the file again.
+removal is in the catalogue's change feed, from which the rules whose locks protected the
+replica learn it (`rules.feed`): their evaluator puts those locks back to replicating and
+copies the file again.
 """
 
 from __future__ import annotations
@@ -30,7 +31,6 @@ from pymongo.asynchronous.database import AsyncDatabase
 from catalogue.files import FILES
 from catalogue.replica_urls import se_url
 from catalogue.replicas import pull_replicas, set_status_if_unchanged
-from catalogue.rule_locks import replica_lost
 from catalogue.storage_elements import StorageElement
 from kernel.db import Document, database_errors
 from kernel.errors import InvalidInput, NotFound
@@ -116,8 +116,6 @@ async def delete_replica(
                            inside=se)
     if replica is None:
         return False
+    # An override's removal reaches the rules that locked it through the change feed.
     await delete_retired(db, lfn, se, replica, credentials)
-    if override_protection:
-        # Rules that locked it put their locks back to replicating and copy it again.
-        await replica_lost(db, lfn, se.name)
     return True

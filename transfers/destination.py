@@ -60,7 +60,8 @@ async def register_copying(
         if current is None:
             raise CairnError(f"{lfn}: the copying replica on {se} vanished right after it was registered")
     status = str(current.get("status"))
-    if status in ("bad", "unavailable") and await set_replica_status(db, lfn, se.name, "copying", expected=status):
+    reusable = status in ("bad", "unavailable", "lost")
+    if reusable and await set_replica_status(db, lfn, se.name, "copying", expected=status):
         return "copying"
     return status
 

@@ -11,6 +11,7 @@ from typing import Any
 from pymongo.asynchronous.database import AsyncDatabase
 
 from kernel.db import Document, database_errors, increment
+from transfers.link_series import record_hour
 from transfers.requests import REQUESTS
 
 LINK_STATS = "link_stats"
@@ -37,6 +38,7 @@ async def record(
             {**increment(inc), "$set": {"source": source, "dest": dest, "last": at}, "$setOnInsert": {"first": at}},
             upsert=True,
         )
+    await record_hour(db, source, dest, ok=ok, nbytes=nbytes, at=at)
 
 
 async def link_statistics(db: AsyncDatabase[Document]) -> list[Document]:

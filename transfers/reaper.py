@@ -27,6 +27,7 @@ from kernel.db import Document, database_errors
 from kernel.errors import CairnError
 from kernel.settings import Settings
 from transfers import requests as rq
+from transfers.dark_data import StillInUse, delete_dark
 from transfers.deletion import Refused, delete_replica, protection
 from transfers.failures import classify
 
@@ -97,6 +98,9 @@ class Reaper(Daemon):
 
     async def _delete(self, request: Document, ses: dict[str, StorageElement]) -> None:
         lfn, only = request["lfn"], request.get("dest_se")
+        if request.get("audit_run"):
+            await self._delete_dark(request, ses.get(only or ""))
+            return
         with database_errors():
             doc = await self.db[FILES].find_one({"_id": lfn}, {"replicas": 1})
         if doc is None:
@@ -120,6 +124,20 @@ class Reaper(Daemon):
                                    cap_s=self.settings.retry_cap_s)
             return
         await rq.complete(self.db, request["_id"], self.worker, {"deleted": deleted})
+
+    async def _delete_dark(self, request: Document, se: StorageElement | None) -> None:
+        """A dark file an operator asked to delete (`transfers.dark_data`)."""
+        try:
+            if se is None:
+                raise StillInUse(f"SE {request.get('dest_se')} does not exist")
+            gone = await delete_dark(self.db, request["audit_run"], request["lfn"], se, self.credentials)
+        except StillInUse as exc:
+            await rq.fail(self.db, request["_id"], self.worker, str(exc), "refused")
+        except CairnError as exc:
+            await rq.fail_or_retry(self.db, request, self.worker, classify(exc), base_s=self.settings.retry_base_s,
+                                   cap_s=self.settings.retry_cap_s)
+        else:
+            await rq.complete(self.db, request["_id"], self.worker, {"deleted": [se.name] if gone else []})
 
     async def _evict(self, se: StorageElement, used: int, target: float) -> int:
         """Delete the least recently used unprotected replicas of se until `target` bytes are used."""

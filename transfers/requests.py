@@ -97,6 +97,7 @@ class TransferRequest(claims.Leased):
     created: dt.datetime
     modified: dt.datetime
     pin_lifetime_s: NotRequired[float]
+    audit_run: NotRequired[str]
 
 
 def _new_request(
@@ -131,6 +132,8 @@ def _new_request(
         "created": at,
         "modified": at,
     }
+    if kind == "delete" and isinstance(item.get("audit_run"), str):
+        doc["audit_run"] = item["audit_run"]  # a dark file of that run (transfers.dark_data)
     if kind == "stage" and item.get("pin_lifetime_s") is not None:
         doc["pin_lifetime_s"] = float(item["pin_lifetime_s"])
     return doc

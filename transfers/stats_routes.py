@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from kernel.web import DATABASE, ApiRoutes, json_response, scopes
+from kernel.web import DATABASE, ApiRoutes, json_response, query_int, scopes
+from transfers.link_series import MAX_HOURS, hourly_series
 from transfers.link_stats import failures_by_reason, link_statistics, queue_depths
 
 routes = ApiRoutes("transfers")
@@ -19,3 +20,13 @@ async def transfer_stats(request: web.Request) -> web.Response:
         "queues": await queue_depths(db),
         "failures": await failures_by_reason(db),
     })
+
+
+@routes.get("/transfers/series", policy=scopes("transfers.read"),
+            summary="Files done and failed and MB moved per hour, over the last hours (all links or one)",
+            query={"hours": f"1..{MAX_HOURS} (48)", "source": "only from this SE", "dest": "only to this SE"},
+            responses={400: "hours out of range"})
+async def transfer_series(request: web.Request) -> web.Response:
+    return json_response(await hourly_series(
+        request.app[DATABASE], hours=query_int(request, "hours", 48, minimum=1, maximum=MAX_HOURS),
+        source=request.query.get("source"), dest=request.query.get("dest")))

@@ -20,6 +20,7 @@ from typing import Literal
 from pymongo.asynchronous.database import AsyncDatabase
 
 from catalogue.files import FILES
+from catalogue.replica_health import report_suspicious
 from catalogue.replicas import set_replica_status
 from catalogue.storage_elements import StorageElement
 from kernel.db import Document, database_errors
@@ -45,6 +46,7 @@ class Context:
     worker: str
     settings: TransferSettings
     credentials: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    suspicious_threshold: int = 3  # reports of a missing source that mark it lost
 
 
 @dataclass
@@ -235,6 +237,7 @@ async def _failed(ctx: Context, job: Job, failure: Failure, dest_ep: Endpoint | 
         failure = Failure(CHECKSUM, f"{failure.message} (the replica on {source} is corrupt: marked bad)", False)
         fail_over = True
     elif failure.reason == SOURCE_MISSING:
+        await report_suspicious(ctx.db, job.lfn, source, threshold=ctx.suspicious_threshold, reason=failure.message)
         fail_over = True
     if fail_over:
         failed_sources.append(source)

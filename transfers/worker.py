@@ -47,7 +47,7 @@ class TransferWorker(Daemon):
     def __init__(self, settings: Settings, db: AsyncDatabase[Document]) -> None:
         super().__init__()
         t = settings.transfers
-        self.ctx = Context(db, self.worker, t, settings.storage_credentials)
+        self.ctx = Context(db, self.worker, t, settings.storage_credentials, settings.audit.suspicious_threshold)
         self.idle_sleep_s = t.idle_sleep_s
         self.optimizer = Optimizer(min_active=t.link_min_active, max_active=t.link_max_active,
                                    global_limit=t.global_limit, per_se_limit=t.per_se_limit)

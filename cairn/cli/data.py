@@ -24,7 +24,7 @@ from rich.progress import (
 from cairn.cli.output import emit_json, err_console, json_option, table
 from cairn.cli.runner import run
 from cairn.sdk import Client
-from transfers.io_report import FileOutcome, NoProgress, ProgressSink, outcome_summary
+from dataio.progress import FileOutcome, NoProgress, ProgressSink, outcome_summary
 
 BIG_FILE = 8 << 20
 

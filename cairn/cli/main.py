@@ -7,6 +7,7 @@ import click
 from cairn import __version__
 from cairn.cli import (
     accounting,
+    audit,
     data,
     datasets,
     files,
@@ -17,6 +18,7 @@ from cairn.cli import (
     processes,
     requests,
     rules,
+    se_admin,
     ses,
     token,
     transfers,
@@ -51,6 +53,10 @@ for command in (namespace.ls, namespace.stat, namespace.mkdir, namespace.mv, nam
 ses.se.add_command(accounting.se_dump)
 cli.add_command(accounting.feed)
 ses.se.add_command(rules.se_resolve)
+cli.add_command(audit.audit)
+ses.se.add_command(se_admin.se_add)
+ses.se.add_command(se_admin.se_update)
+ses.site.add_command(se_admin.site_add)
 
 cli.add_command(pilots.pilots)
 ses.site.add_command(pilots.site_queues)

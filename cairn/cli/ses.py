@@ -50,7 +50,8 @@ def se_show(name: str, as_json: bool) -> None:
 @click.argument("definition", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @json_option
 def se_put(definition: Path, as_json: bool) -> None:
-    """Create or replace an SE from a JSON file (admins)."""
+    """Create or replace an SE from a JSON file (admins): the fields of `cairn se show NAME --json`,
+    described in the README's "Storage elements"; `cairn se add` builds one from options."""
     saved = run(lambda c: c.put_se(json.loads(definition.read_text())))
     emit_json(saved) if as_json else click.echo(f"SE {saved['name']} saved")
 
@@ -89,6 +90,22 @@ def se_delete(name: str) -> None:
     """Remove an SE that holds no replica (admins)."""
     run(lambda c: c.delete_se(name))
     click.echo(f"SE {name} deleted")
+
+
+@se.command("bad-replicas")
+@click.argument("name", required=False)
+@click.option("--after", help="last LFN of the previous page")
+@click.option("--limit", type=int, default=1000, show_default=True)
+@json_option
+def se_bad_replicas(name: str | None, after: str | None, limit: int, as_json: bool) -> None:
+    """Bad replicas (on SE NAME, or anywhere) for triage, one page by LFN (admins)."""
+    page = run(lambda c: c.bad_replicas(se=name, after=after, limit=limit))
+    if as_json:
+        emit_json(page)
+        return
+    table(page["replicas"], ["lfn", "se", "size", "good_copies"])
+    if page["next_after"]:
+        click.echo(f"more: --after {page['next_after']}")
 
 
 @click.group()

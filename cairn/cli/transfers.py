@@ -1,6 +1,8 @@
-"""`cairn transfers stats`: how the transfer system is doing."""
+"""`cairn transfers stats|series`: how the transfer system is doing, and over time."""
 
 from __future__ import annotations
+
+import datetime as dt
 
 import click
 
@@ -26,3 +28,19 @@ def stats(as_json: bool) -> None:
     table(doc["queues"], ["kind", "state", "dest_se", "requests"], title="requests")
     table([{"reason": k, "attempts": v} for k, v in doc["failures"].items()], ["reason", "attempts"],
           title="failures by reason")
+
+
+@transfers.command("series")
+@click.option("--hours", type=int, default=48, show_default=True)
+@click.option("--source", help="only from this SE")
+@click.option("--dest", help="only to this SE")
+@json_option
+def series(hours: int, source: str | None, dest: str | None, as_json: bool) -> None:
+    """Files done and failed and MB moved per hour."""
+    doc = run(lambda c: c.transfer_series(hours=hours, source=source, dest=dest))
+    if as_json:
+        emit_json(doc)
+        return
+    rows = [{"hour": dt.datetime.fromtimestamp(t, dt.UTC).strftime("%Y-%m-%d %H:00"), "done": d, "failed": f, "mb": m}
+            for t, d, f, m in zip(doc["hours"], doc["done"], doc["failed"], doc["mb"], strict=True)]
+    table(rows, ["hour", "done", "failed", "mb"], title="per hour (UTC)")

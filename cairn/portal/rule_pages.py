@@ -1,0 +1,104 @@
+"""Rules: the list, a rule's page with its locks, and the wizard with a live preview."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+from pydantic import ValidationError
+
+from cairn.portal.access import caller, page_size
+from cairn.portal.render import page
+from catalogue.authorization import authorize_rule_target, require_visible_rule, visible_rules
+from kernel.errors import CairnError, InvalidInput
+from kernel.web import validation_message
+from rules import locks as rule_locks
+from rules import quotas, store
+from rules import routes as api
+from rules.se_expression import validate
+from rules.store import RuleIn, rule_view
+
+routes = web.RouteTableDef()
+STATES = ("replicating", "ok", "stuck", "suspended")
+
+
+@routes.get("/rules")
+async def rule_list(request: web.Request) -> web.Response:
+    """Rules the user may see, newest first, filtered by account, DID and state."""
+    db, user = caller(request, api.routes, "GET", "/rules")
+    state = request.query.get("state") or None
+    account = request.query.get("account") or None
+    found = await store.list_rules(db, account=account, did=request.query.get("did") or None, state=state,
+                                   limit=page_size(request))
+    shown = [rule_view(d) for d in await visible_rules(db, user, found)]
+    return page(request, "rules.html", {"rules": shown, "states": STATES})
+
+
+@routes.get("/rules/{id}")
+async def rule_page(request: web.Request) -> web.Response:
+    """A rule, and one page of its locks (each file's lock state and last error)."""
+    db, user = caller(request, api.routes, "GET", "/rules/{id}/locks")
+    doc = await store.get_rule(db, request.match_info["id"])
+    await require_visible_rule(db, user, doc)
+    limit = page_size(request)
+    locks = await rule_locks.list_locks(db, doc["_id"], state=request.query.get("state") or None,
+                                        after=request.query.get("after") or None, limit=limit + 1)
+    next_after = locks[limit - 1]["_id"] if len(locks) > limit else None
+    return page(request, "rule.html", {"rule": rule_view(doc), "locks": locks[:limit], "next_after": next_after,
+                                       "states": ("replicating", "ok", "stuck")})
+
+
+@routes.get("/rule-wizard")
+async def wizard(request: web.Request) -> web.Response:
+    """The form; its fields come from the query string, so a half-filled wizard can be shared."""
+    caller(request, api.routes, "POST", "/rules")
+    return page(request, "wizard.html", {"form": dict(request.query), "problem": None})
+
+
+@routes.get("/rule-wizard/preview")
+async def preview(request: web.Request) -> web.Response:
+    """The SEs an expression means now, and the user's quota room on each (an htmx fragment)."""
+    db, user = caller(request, api.routes, "GET", "/expressions/resolve")
+    expression = request.query.get("expression", "").strip()
+    context: dict[str, Any] = {"expression": expression, "ses": [], "room": {}, "problem": None}
+    if expression:
+        try:
+            ses = await store.resolve_expression(db, expression)
+            context["ses"] = ses
+            context["room"] = await quotas.room(db, user.sub, [se["name"] for se in ses])
+        except CairnError as exc:
+            context["problem"] = exc.message
+    return page(request, "fragments/preview.html", context)
+
+
+@routes.post("/rule-wizard")
+async def create(request: web.Request) -> web.Response:
+    """Create the rule through the same checks as POST /api/v1/rules, then show its page."""
+    db, user = caller(request, api.routes, "POST", "/rules")
+    form = {k: str(v) for k, v in (await request.post()).items() if k != "csrf"}
+    try:
+        item = _rule_in(form)
+        for expression in (item.expression, item.source_expression):
+            if expression:
+                validate(expression)
+        await authorize_rule_target(db, user, item.did)
+        doc = await store.create_rule(db, user, item)
+    except CairnError as exc:
+        return page(request, "wizard.html", {"form": form, "problem": exc.message}, status=exc.status)
+    raise web.HTTPSeeOther(f"/ui/rules/{doc['_id']}")
+
+
+def _rule_in(form: dict[str, str]) -> RuleIn:
+    fields: dict[str, Any] = {"did": form.get("did", "").strip(), "expression": form.get("expression", "").strip(),
+                              "copies": form.get("copies") or "1"}
+    if form.get("lifetime_days"):
+        try:
+            fields["lifetime_s"] = int(float(form["lifetime_days"]) * 86400)
+        except ValueError as exc:
+            raise InvalidInput("lifetime must be a number of days") from exc
+    if form.get("comment"):
+        fields["comment"] = form["comment"]
+    try:
+        return RuleIn.model_validate(fields)
+    except ValidationError as exc:
+        raise InvalidInput(f"invalid rule: {validation_message(exc)[0]}") from exc

@@ -1,0 +1,78 @@
+"""Rule locks as the replicas record them: each replica's `lock_rules` (the rules holding a lock
+on it) and `locks` (their number), which deletion checks before removing a replica
+(`transfers.deletion`). The catalogue writes them, on the rules' behalf (`rules.locks`).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Mapping
+from typing import Any
+
+from pymongo import UpdateMany
+from pymongo.asynchronous.database import AsyncDatabase
+
+from catalogue.files import FILES
+from kernel.db import Document, bulk_write_chunked, increment, read_by_ids
+from kernel.errors import ServiceUnavailable
+
+LOCK_UPDATE_ATTEMPTS = 10
+
+
+async def change_lock_rules(db: AsyncDatabase[Document], rules_by_replica: Mapping[str, Mapping[str, set[str]]], *,
+                            add: bool) -> None:
+    """Add rule ids to (or take them from) replicas' `lock_rules`, `locks` following;
+    `rules_by_replica` is {lfn: {se: rule ids}}.
+
+    Per round: one read of the files (in slices), then one `update_many` per kind of change —
+    usually one per SE for a batch of a rule's locks, as `catalogue.replicas.set_replica_statuses`
+    does (FerretDB scans for every filter but `_id`, so one write per file would cost more). Each
+    write is guarded by every changed replica's SE and `locks` as read: a concurrent change
+    (another rule's lock, a shifted array) makes that file miss, and the files are read and
+    computed again. A call only adds or only removes, so a changed set always changes its size
+    and the count is a sound guard. Bumps `version` (a reaper deciding on the old one reads
+    again). Replicas that are gone are skipped. Raises ServiceUnavailable if files keep changing."""
+    pending: dict[str, Mapping[str, set[str]]] = dict(rules_by_replica)
+    for _ in range(LOCK_UPDATE_ATTEMPTS):
+        lfns = sorted(pending)
+        groups: dict[tuple[tuple[int, str, Any, tuple[str, ...]], ...], list[str]] = defaultdict(list)
+        projection = {"replicas.se": 1, "replicas.locks": 1, "replicas.lock_rules": 1}
+        async for doc in read_by_ids(db[FILES], lfns, projection):
+            if changes := _lock_changes(doc, pending[doc["_id"]], add):
+                groups[changes].append(doc["_id"])
+        if not groups:
+            return
+        updates = [_lock_update(changes, group) for changes, group in groups.items()]
+        result = await bulk_write_chunked(db[FILES], updates)
+        if result.modified_count == sum(map(len, groups.values())):
+            return
+        changing = [lfn for group in groups.values() for lfn in group]
+        pending = {lfn: pending[lfn] for lfn in changing}
+    raise ServiceUnavailable("the replicas of these files kept changing while their rule locks were updated")
+
+
+def _lock_changes(doc: Document, rules_by_se: Mapping[str, set[str]], add: bool
+                  ) -> tuple[tuple[int, str, Any, tuple[str, ...]], ...]:
+    """What adding (or removing) rules changes on a file's replicas: (position, SE, `locks` as
+    read, new rule set) per replica that changes; () if none does."""
+    changes = []
+    for i, replica in enumerate(doc.get("replicas", [])):
+        rules_here = rules_by_se.get(replica.get("se"))
+        if not rules_here:
+            continue
+        old = set(replica.get("lock_rules") or ())
+        new = old | rules_here if add else old - rules_here
+        if new != old:
+            changes.append((i, replica["se"], replica.get("locks"), tuple(sorted(new))))
+    return tuple(changes)
+
+
+def _lock_update(changes: tuple[tuple[int, str, Any, tuple[str, ...]], ...], lfns: list[str]) -> UpdateMany:
+    guard: dict[str, Any] = {"_id": {"$in": lfns}}
+    fields: dict[str, Any] = {}
+    for i, se, count, new in changes:
+        guard[f"replicas.{i}.se"] = se
+        guard[f"replicas.{i}.locks"] = count  # None also matches a replica never locked
+        fields[f"replicas.{i}.lock_rules"] = list(new)
+        fields[f"replicas.{i}.locks"] = len(new)
+    return UpdateMany(guard, {"$set": fields, **increment({"version": 1})})

@@ -1,0 +1,46 @@
+"""The client side of moving bytes: the catalogue calls, a server-signed URL, and the storage
+plugins the client opens. Each client owns its plugins (their HTTP sessions and connection
+pools) and closes them with itself, so a process ends with nothing left open."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from catalogue.client import CatalogueClient
+from storage_plugins.base import StoragePlugin
+from storage_plugins.registry import plugin_class, scheme_of
+
+
+class IOClient(CatalogueClient):
+    """What upload and download need of the client (`dataio.client.DataClient` adds them)."""
+
+    def __init__(self, url: str | None = None, token: str | None = None, **kw: Any) -> None:
+        super().__init__(url, token, **kw)
+        self._plugins: dict[str, StoragePlugin] = {}
+
+    async def signed_url(self, lfn: str, se: str, method: str = "GET", *, lifetime_s: int = 3600) -> dict[str, Any]:
+        """A URL the server signed for method on lfn's replica on S3 SE se (no S3 secrets needed)."""
+        body = {"lfn": lfn, "se": se, "method": method, "lifetime_s": lifetime_s}
+        result: dict[str, Any] = await self.request("POST", "/storage/signed-url", json_body=body)
+        return result
+
+    def plugin(self, url: str, options: Mapping[str, Any] | None = None) -> StoragePlugin:
+        """The storage plugin serving url with options: this client's own, shared by its calls
+        alike, closed by `close`."""
+        cls = plugin_class(scheme_of(url))
+        key = f"{cls.__module__}.{cls.__qualname__} {json.dumps(dict(options or {}), sort_keys=True, default=str)}"
+        plugin = self._plugins.get(key)
+        if plugin is None:
+            plugin = self._plugins[key] = cls(options)
+        return plugin
+
+    async def close(self) -> None:
+        """Close the storage plugins this client opened, then its API session."""
+        plugins, self._plugins = list(self._plugins.values()), {}
+        try:
+            for plugin in plugins:
+                await plugin.close()
+        finally:
+            await super().close()

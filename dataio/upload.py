@@ -1,0 +1,323 @@
+"""Upload local files to an SE and register them in the catalogue, all or nothing per file.
+
+Order of events for each file (Rucio's upload does the same):
+1. the local file's size and adler32 are computed (off the event loop);
+2. the file is registered with a `copying` replica on the SE, in one bulk call for all files:
+   this is the permission check (w+x on the directory), done before any byte moves, and it
+   reserves the LFN so a concurrent upload of different content fails at once;
+3. the bytes go to the SE's best write protocol (the next one if a protocol is down); the
+   adler32 of what was sent is computed while streaming and must equal the one registered
+   (else the local file changed meanwhile), and what the storage holds must match too
+   (its own adler32 where the server computes one, else its size and the plugin's sum);
+4. the replica is flipped `copying` -> `available` (the flips of files that finish together
+   go to the catalogue in one call: `dataio.status_batches`).
+A `copying` replica found on the SE already (an upload that died) is written over; a `bad` or
+`unavailable` one is left alone and the file fails with a conflict.
+If any step after 2 fails, the partial object is deleted and the registration undone (the
+file record if this upload created it, else only its replica), so nothing stays registered.
+A file that is already registered with an available replica on that SE (same size and
+adler32) is reported `exists` and not sent again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterable, AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from catalogue.files import refusal
+from catalogue.storage_elements import StorageElement
+from dataio.io_client import IOClient
+from dataio.progress import FileOutcome, NoProgress, ProgressSink
+from dataio.signed_access import needs_signing, signed_endpoint, without_signature
+from dataio.status_batches import StatusBatches
+from kernel.errors import CairnError, InvalidInput, NotFound, ServiceUnavailable
+from storage_plugins.base import StoragePlugin, read_local
+from storage_plugins.checksums import Adler32, tee_adler32
+from storage_plugins.errors import ChecksumMismatch, StorageError
+from storage_plugins.posix import file_url, local_path
+from storage_plugins.registry import plugin_class, scheme_of
+from transfers.endpoints import Endpoint, endpoints
+
+Credentials = Mapping[str, Mapping[str, str]]
+HASH_CHUNK = 4 << 20
+
+
+@dataclass
+class _Planned:
+    local: Path
+    lfn: str
+    size: int = 0
+    adler32: str = ""
+    created: bool = False
+
+
+def _adler32_of_file(path: Path) -> tuple[int, str]:
+    digest = Adler32()
+    with path.open("rb") as handle:
+        while chunk := handle.read(HASH_CHUNK):
+            digest.update(chunk)
+    return digest.size, digest.hexdigest()
+
+
+def local_file(path: str | Path) -> Path:
+    """A local path, or a file:// URL; any other URL is refused (SE to SE copies are transfers)."""
+    text = str(path)
+    if "://" not in text:
+        return Path(path)
+    scheme = scheme_of(text)
+    if scheme == "file":
+        return local_path(text)
+    plugin_class(scheme)  # an unknown scheme: InvalidInput naming the known ones
+    raise InvalidInput(f"{text}: upload sends local files; to copy from a {scheme}:// storage, "
+                       "register its replica and ask for a transfer (cairn replicate)")
+
+
+async def target_lfns(client: IOClient, paths: Sequence[Path], lfn: str) -> list[tuple[Path, str]]:
+    """Where each local file goes: lfn itself for one file, else lfn/<name> for each.
+
+    lfn is taken as a directory when several files are given, when it ends with '/', or when
+    it names an existing directory.
+    """
+    if not paths:
+        raise InvalidInput("nothing to upload: give at least one local file")
+    as_directory = len(paths) > 1 or lfn.endswith("/")
+    if not as_directory:
+        with contextlib.suppress(NotFound):
+            as_directory = (await client.stat(lfn)).get("type") == "directory"
+    base = lfn.rstrip("/") or ""
+    targets = [(p, f"{base}/{p.name}" if as_directory else lfn) for p in paths]
+    seen: dict[str, Path] = {}
+    for path, target in targets:
+        if target in seen:
+            raise InvalidInput(f"{seen[target]} and {path} would both be uploaded to {target}")
+        seen[target] = path
+    return targets
+
+
+async def upload_files(
+    client: IOClient,
+    paths: Sequence[str | Path],
+    lfn: str,
+    se_name: str,
+    *,
+    credentials: Credentials | None = None,
+    progress: ProgressSink | None = None,
+    concurrency: int = 4,
+) -> list[FileOutcome]:
+    """Upload local files to lfn (a file, or a directory for several) on SE se_name.
+
+    Returns one outcome per file (uploaded, exists or failed with the reason); raises for what
+    stops the whole call: an unknown SE, an SE switched off for writing, the API unreachable.
+    """
+    sink = progress or NoProgress()
+    locals_ = [local_file(p) for p in paths]
+    se = StorageElement.model_validate(await client.get_se(se_name))
+    targets = await target_lfns(client, locals_, lfn)
+    outcomes: dict[str, FileOutcome] = {}
+    planned: list[_Planned] = []
+    for local, target in targets:
+        endpoints(se, target, "write", credentials=credentials)  # switched off: Forbidden naming SE and LFN
+        if not local.is_file():
+            outcomes[target] = FileOutcome(target, str(local), "failed", se.name, error=f"{local}: not a regular file",
+                                           code=InvalidInput.code)
+            continue
+        planned.append(_Planned(local, target))
+    await _checksum_locals(planned, concurrency)
+    await _register(client, se, planned, outcomes)
+
+    gate = asyncio.Semaphore(max(1, concurrency))
+    flips = StatusBatches(client)
+
+    async def one(item: _Planned) -> None:
+        outcomes[item.lfn] = await _upload_one(client, flips, gate, se, item, credentials or {}, sink)
+
+    await asyncio.gather(*(one(item) for item in planned if item.lfn not in outcomes))
+    return [outcomes[target] for _, target in targets]
+
+
+async def _checksum_locals(planned: list[_Planned], concurrency: int) -> None:
+    gate = asyncio.Semaphore(max(1, concurrency))
+
+    async def one(item: _Planned) -> None:
+        async with gate:
+            item.size, item.adler32 = await asyncio.to_thread(_adler32_of_file, item.local)
+
+    await asyncio.gather(*(one(item) for item in planned))
+
+
+async def _register(
+    client: IOClient, se: StorageElement, planned: list[_Planned], outcomes: dict[str, FileOutcome]
+) -> None:
+    """Register every file with a copying replica (one call); refusals become failed outcomes."""
+    if not planned:
+        return
+    files = [{"lfn": p.lfn, "size": p.size, "adler32": p.adler32, "replicas": [{"se": se.name, "status": "copying"}]}
+             for p in planned]
+    result = await client.register_files(files)
+    existing = await _existing_files(client, [p.lfn for p in planned if p.lfn not in result["failed"]
+                                              and not result["successful"][p.lfn].get("created")])
+    for item in planned:
+        if item.lfn in result["failed"]:
+            reason = result["failed"][item.lfn]
+            outcomes[item.lfn] = FileOutcome(item.lfn, str(item.local), "failed", se.name, size=item.size,
+                                             adler32=item.adler32, code="refused",
+                                             error=f"{item.lfn} not registered, nothing sent to SE {se.name}: {reason}")
+            continue
+        item.created = bool(result["successful"][item.lfn].get("created"))
+        if not item.created:
+            mine = [r for r in existing[item.lfn].get("replicas", []) if r.get("se") == se.name]
+            status = mine[0].get("status") if mine else None
+            if status == "available":
+                outcomes[item.lfn] = FileOutcome(item.lfn, str(item.local), "exists", se.name, mine[0].get("url"),
+                                                 item.size, item.adler32,
+                                                 notes=[f"already on SE {se.name} with the same adler32"])
+            elif status not in (None, "copying"):
+                # A bad or unavailable replica is an operator's (or the reaper's) business: do not
+                # overwrite its bytes, nor forget it on rollback.
+                outcomes[item.lfn] = FileOutcome(
+                    item.lfn, str(item.local), "failed", se.name, size=item.size, adler32=item.adler32,
+                    code="conflict", error=f"{item.lfn} already has a {status} replica on SE {se.name}; "
+                                           "remove it (cairn replicas / rm) before uploading again")
+
+
+async def _existing_files(client: IOClient, lfns: list[str]) -> dict[str, Any]:
+    """The records of files that were registered before this upload (one call)."""
+    if not lfns:
+        return {}
+    result = await client.lookup_files(lfns)
+    for lfn, reason in result["failed"].items():
+        raise refusal(lfn, reason)
+    return dict(result["successful"])
+
+
+async def _upload_one(
+    client: IOClient, flips: StatusBatches, gate: asyncio.Semaphore, se: StorageElement, item: _Planned,
+    credentials: Credentials, sink: ProgressSink,
+) -> FileOutcome:
+    """Store one file in one of the `gate`'s slots, then flip its replica outside them (so that
+    the flips of files finishing meanwhile queue up and share a catalogue call)."""
+    await gate.acquire()
+    started = time.monotonic()
+    notes: list[str] = []
+    sink.started(item.lfn, item.size)
+    context = f"upload of {item.local} to {item.lfn} on SE {se.name}"
+    stored: Endpoint | None = None
+    attempt: Endpoint | None = None
+    try:
+        try:
+            eps = endpoints(se, item.lfn, "write", credentials=credentials)
+            for index, ep in enumerate(eps):
+                attempt = ep
+                try:
+                    await _store(client, ep, item, sink)
+                    stored = ep
+                    break
+                except (ServiceUnavailable, StorageError) as exc:
+                    await _discard(client, ep, item.lfn)
+                    if index == len(eps) - 1 or isinstance(exc, ChecksumMismatch):
+                        raise
+                    notes.append(f"{ep.scheme} failed ({exc.message}); trying {eps[index + 1].scheme}")
+        finally:
+            gate.release()
+        await flips.set_status(item.lfn, se.name, "available", expected="copying")
+    except asyncio.CancelledError:
+        # Interrupted (Ctrl-C): still leave nothing behind, then stop.
+        await asyncio.shield(_roll_back(client, se, item, attempt))
+        raise
+    except (CairnError, OSError) as exc:
+        error = exc if isinstance(exc, CairnError) else StorageError(f"{item.local}: {exc}")
+        error.within(context)
+        notes.extend(await _roll_back(client, se, item, stored))
+        sink.finished(item.lfn, False)
+        return FileOutcome(item.lfn, str(item.local), "failed", se.name, None, item.size, item.adler32,
+                           time.monotonic() - started, error.message, error.code, notes)
+    sink.finished(item.lfn, True)
+    assert stored is not None
+    return FileOutcome(item.lfn, str(item.local), "uploaded", se.name, stored.url, item.size, item.adler32,
+                       time.monotonic() - started, notes=notes)
+
+
+def _native_put(plugin: StoragePlugin) -> bool:
+    """Whether the plugin moves local files its own way (gfal2) rather than through write()."""
+    return type(plugin).put is not StoragePlugin.put
+
+
+async def _store(client: IOClient, ep: Endpoint, item: _Planned, sink: ProgressSink) -> None:
+    """Send the file and check that the storage holds exactly what was registered."""
+    if needs_signing(ep):
+        signed = await signed_endpoint(client, ep, item.lfn, "PUT")
+        try:
+            await _send_signed(client, signed, item, sink)
+        except CairnError as exc:
+            raise without_signature(exc, signed.url) from None
+        return
+    plugin = client.plugin(ep.url, ep.options)
+    if _native_put(plugin):
+        # gfal2 checks the server's adler32 against the local one and expected_adler32.
+        await plugin.put(item.local, ep.url, expected_adler32=item.adler32)
+        sink.advanced(item.lfn, item.size)
+        return
+    passed = Adler32()
+    stream = _counted(tee_adler32(read_local(item.local, plugin.options.chunk_size), passed), item.lfn, sink)
+    result = await plugin.write(ep.url, stream, size=item.size)
+    if passed.hexdigest() != item.adler32:
+        raise ChecksumMismatch(file_url(item.local), item.adler32, passed.hexdigest()).within(
+            "the local file changed while it was uploaded")
+    stored = await plugin.checksum(ep.url) if plugin.server_checksum else result.adler32
+    if stored != item.adler32:
+        raise ChecksumMismatch(ep.url, item.adler32, stored)
+    size = (await plugin.stat(ep.url)).size
+    if size != item.size:
+        raise StorageError(f"{ep.url}: the storage holds {size} bytes, {item.size} were sent")
+
+
+async def _send_signed(client: IOClient, signed: Endpoint, item: _Planned, sink: ProgressSink) -> None:
+    """PUT to a signed URL: S3 stores all of the body or nothing, and the adler32 of what was
+    sent must be the registered one (the URL grants no HEAD to ask the storage afterwards)."""
+    plugin = client.plugin(signed.url, signed.options)
+    passed = Adler32()
+    stream = _counted(tee_adler32(read_local(item.local, plugin.options.chunk_size), passed), item.lfn, sink)
+    await plugin.write(signed.url, stream, size=item.size)
+    if passed.hexdigest() != item.adler32:
+        raise ChecksumMismatch(file_url(item.local), item.adler32, passed.hexdigest()).within(
+            "the local file changed while it was uploaded")
+
+
+async def _counted(stream: AsyncIterable[bytes], name: str, sink: ProgressSink) -> AsyncIterator[bytes]:
+    async for chunk in stream:
+        sink.advanced(name, len(chunk))
+        yield chunk
+
+
+async def _discard(client: IOClient, ep: Endpoint, lfn: str) -> None:
+    """Remove a partial or unverified object (nothing there is fine)."""
+    with contextlib.suppress(CairnError, OSError):
+        if needs_signing(ep):
+            ep = await signed_endpoint(client, ep, lfn, "DELETE")
+        await client.plugin(ep.url, ep.options).delete(ep.url)
+
+
+async def _roll_back(client: IOClient, se: StorageElement, item: _Planned, stored: Endpoint | None) -> list[str]:
+    """Delete what was stored (if anything) and undo the registration."""
+    if stored is not None:
+        await _discard(client, stored, item.lfn)
+    return await _unregister(client, se, item)
+
+
+async def _unregister(client: IOClient, se: StorageElement, item: _Planned) -> list[str]:
+    """Undo the registration of a failed upload; notes say what could not be undone."""
+    try:
+        if item.created:
+            result: dict[str, Any] = await client.remove_files([item.lfn], force=True)
+        else:
+            result = await client.remove_replicas([{"lfn": item.lfn, "se": se.name}])
+    except CairnError as exc:
+        return [f"could not undo the registration of {item.lfn}: {exc.message}"]
+    if result["failed"]:
+        return [f"could not undo the registration of {item.lfn}: {result['failed'][item.lfn]}"]
+    return ["registration undone"]

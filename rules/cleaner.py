@@ -1,0 +1,63 @@
+"""`cairn daemon rule-cleaner`: removes expired rules (lifetime over, or deleted by their owner).
+
+For a rule whose `expires_at` has passed and that is not `locked`, under the rule's lease: its
+open transfer requests are cancelled (another rule that shared one submits its own again), its
+locks released batch by batch (their replicas lose the protection of this rule, so the reaper
+may free the space once nothing else protects them), and the rule removed. A cleaner that dies
+half way leaves the rule expired with fewer locks; the next one carries on.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from pymongo.asynchronous.database import AsyncDatabase
+
+from catalogue.directories import now
+from kernel import claims
+from kernel.db import Document, database_errors
+from kernel.settings import RuleSettings
+from rules import locks, store
+from rules.daemon import RuleDaemon
+from rules.transfer_requests import requester
+from transfers import requests as rq
+
+log = logging.getLogger("cairn.rules")
+
+async def clean(db: AsyncDatabase[Document], rule: Document, settings: RuleSettings) -> int:
+    """Cancel the rule's transfers, release its locks, remove it; returns the locks released."""
+    while True:
+        # In slices: FerretDB 1.24 stalls on an update_many that changes thousands of documents.
+        with database_errors():
+            # Index: requests_by_requester.
+            open_ids = [r["_id"] for r in await db[rq.REQUESTS].find(
+                {"requester": requester(rule), "state": {"$in": list(rq.OPEN_STATES)}}, {"_id": 1}
+            ).limit(settings.batch).to_list()]
+        if not open_ids or not await rq.cancel(db, {"_id": {"$in": open_ids}}):
+            break
+    released = 0
+    while True:
+        with database_errors():
+            # Index: locks_by_rule_state.
+            batch = await db[locks.LOCKS].find({"rule": rule["_id"]}).limit(settings.batch).to_list()
+        if not batch:
+            break
+        await locks.remove_locks(db, rule, batch)
+        released += len(batch)
+    await store.remove(db, rule, rule[claims.OWNER])
+    return released
+
+
+class RuleCleaner(RuleDaemon):
+    name = "rule-cleaner"
+    sort = "expires_at"
+
+    def query(self) -> dict[str, Any]:
+        return {"expires_at": {"$lt": now()}, "locked": False}
+
+    async def work_on(self, rule: Document) -> int:
+        """Clean one claimed expired rule (which removes it)."""
+        released = await clean(self.db, rule, self.settings)
+        log.info("rule %s on %s expired: released %d lock(s)", rule["_id"], rule["did"], released)
+        return 1

@@ -1,0 +1,64 @@
+"""The loop the rule daemons share: take rules one at a time under each rule's own lease
+(`rules.store.claim`), work on each, give it back. A subclass says which rules (`query`), in
+which order (`sort`), and what to do with one (`work_on`, which must release or remove it).
+
+The lease is renewed every third of its length while the work runs (evaluating a rule on a large
+dataset outlasts any fixed lease), so a second daemon takes a rule over only from a holder that
+died or stalled; a holder that finds its lease taken over stops its work there, as if it had died.
+"""
+
+from __future__ import annotations
+
+import logging
+from abc import abstractmethod
+from typing import Any
+
+from pymongo.asynchronous.database import AsyncDatabase
+
+from kernel import lease
+from kernel.daemon import Daemon
+from kernel.db import Document
+from kernel.settings import Settings
+from rules import store
+
+log = logging.getLogger("cairn.rules")
+
+RULES_PER_CYCLE = 20
+
+
+class RuleDaemon(Daemon):
+    sort = "due"
+
+    def __init__(self, settings: Settings, db: AsyncDatabase[Document]) -> None:
+        super().__init__()
+        self.db = db
+        self.settings = settings.rules
+        self.idle_sleep_s = settings.rules.idle_sleep_s
+
+    @abstractmethod
+    def query(self) -> dict[str, Any]:
+        """The rules this daemon has work on now."""
+
+    @abstractmethod
+    async def work_on(self, rule: Document) -> int:
+        """Work on one claimed rule and give it back; returns how much was done (0: nothing)."""
+
+    async def run_once(self) -> int:
+        handled = 0
+        for _ in range(RULES_PER_CYCLE):
+            if self.stopping:
+                break
+            rule = await store.claim(self.db, self.worker, self.query(), lease_s=self.settings.lease_s, sort=self.sort)
+            if rule is None:
+                break
+            handled += await self.holding(rule)
+        return handled
+
+    async def holding(self, rule: Document) -> int:
+        """`work_on(rule)`, renewing the rule's lease while it runs (`kernel.lease.while_held`)."""
+        held, done = await lease.while_held(
+            self.work_on(rule), lambda: store.renew(self.db, rule["_id"], self.worker, lease_s=self.settings.lease_s),
+            every_s=self.settings.lease_s / 3)
+        if not held:
+            log.warning("%s: lost the lease of rule %s; stopping its work", self.name, rule["_id"])
+        return done or 0

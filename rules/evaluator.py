@@ -1,0 +1,95 @@
+"""`cairn daemon rule-evaluator`: turns rules into locks and transfers, and follows them.
+
+Each cycle it takes rules one at a time under the rule's lease: a `dirty` rule (new, copies
+changed, its DID's content changed, a locked replica removed) is evaluated
+(`rules.evaluation.evaluate`, which also submits the new locks' transfers); a rule with
+replicating locks from before has them moved on by their replicas and requests
+(`rules.progress`), then its state is settled from its counters. A rule is looked at
+again after `rules.poll_s`, or after as long as its pass took if that is longer. Suspended
+rules are left alone; expired ones are the cleaner's. Any number of evaluators can run: the
+lease keeps each rule to one.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+from typing import Any
+
+from pymongo.asynchronous.database import AsyncDatabase
+
+from catalogue import change_feed
+from catalogue.directories import now
+from kernel import claims
+from kernel.db import Document, database_errors
+from rules import feed, locks, store
+from rules.daemon import RuleDaemon
+from rules.evaluation import evaluate, settle
+from rules.progress import progress
+
+log = logging.getLogger("cairn.rules")
+# How often the evaluator trims the change feed of events every consumer has passed.
+TRIM_EVERY_S = 60.0
+
+def evaluator_query(at: dt.datetime) -> dict[str, object]:
+    """Rules with work for the evaluator: dirty, or replicating (or stuck) and due for a look."""
+    live = {"$or": [{"expires_at": None}, {"expires_at": {"$gt": at}}]}
+    work = {"$or": [{"dirty": True}, {"state": {"$in": ["replicating", "stuck"]}, "due": {"$lte": at}}]}
+    return {"$and": [live, work, {"state": {"$ne": "suspended"}}]}
+
+
+async def first_stuck_error(db: AsyncDatabase[Document], rule_id: str) -> str | None:
+    """Why one of the rule's stuck locks is stuck (the reason a person sees on the rule)."""
+    with database_errors():
+        # Index: locks_by_rule_state.
+        lock = await db[locks.LOCKS].find_one({"rule": rule_id, "state": "stuck"}, {"error": 1, "lfn": 1})
+    return f"{lock['lfn']}: {lock.get('error')}" if lock else None
+
+
+class RuleEvaluator(RuleDaemon):
+    name = "rule-evaluator"
+    _trimmed_at = -TRIM_EVERY_S
+
+    async def run_once(self) -> int:
+        """Follow the change feed (content changes make rules dirty), then work on rules."""
+        followed = await feed.follow(self.db, self.worker, lease_s=self.settings.lease_s)
+        if time.monotonic() - self._trimmed_at >= TRIM_EVERY_S:
+            self._trimmed_at = time.monotonic()
+            await change_feed.trim(self.db, keep_s=self.settings.feed_retention_s)
+        return followed + await super().run_once()
+
+    def query(self) -> dict[str, Any]:
+        return evaluator_query(now())
+
+    async def work_on(self, rule: Document) -> int:
+        """Evaluate (if dirty) and move on one claimed rule, then give it back."""
+        changed = 0
+        began = time.monotonic()
+        try:
+            waiting = True
+            if rule.get("dirty"):
+                stats = await evaluate(self.db, rule, self.settings)
+                log.info("rule %s on %s: %s", rule["_id"], rule["did"], stats)
+                changed += stats["new"] + stats["released"] + 1
+                await store.clear_dirty(self.db, rule["_id"], int(rule.get("generation", 0)))
+                # The new locks' transfers were submitted by the evaluation itself.
+                waiting = stats["waiting"] > 0
+            if waiting:
+                changed += await progress(self.db, rule, self.settings)
+        finally:
+            current = await store.get_rule(self.db, rule["_id"])
+            fields = settle(current)
+            if fields.get("state") == "ok" and current["state"] != "ok" and current.get(claims.OWNER) == self.worker:
+                # Counted, not assumed, before a rule is called ok (and no longer looked at).
+                current.update({f"locks_{s}": n for s, n in (await locks.recount(self.db, rule["_id"])).items()})
+                fields = settle(current)
+            if fields.get("state") == "stuck" and int(current.get("locks_stuck", 0)):
+                fields["error"] = await first_stuck_error(self.db, rule["_id"]) or current.get("error")
+                if current["state"] != "stuck":
+                    log.warning("rule %s is stuck: %s", rule["_id"], fields["error"])
+            # A rule whose pass took long is looked at less often, so one large rule does not
+            # keep the evaluators from the others.
+            due = now() + dt.timedelta(seconds=max(self.settings.poll_s, time.monotonic() - began))
+            await store.release(self.db, rule, self.worker, {**fields, "due": due})
+        return changed

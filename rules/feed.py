@@ -1,0 +1,45 @@
+"""The rules' reading of the catalogue's change feed (`catalogue.change_feed`): members attached
+to or detached from a DID make the rules on it, and on every container above it, `dirty`
+(`rules.triggers.content_changed`), so that the evaluator places the new content and
+releases what left; a replica removed while rule locks protected it (an administrator's
+override) makes the rules holding those locks `dirty` (`rules.locks.replicas_lost`), so that
+they copy the file again. Run by the rule evaluator at the start of each cycle, under the
+feed's lease.
+"""
+
+from __future__ import annotations
+
+from pymongo.asynchronous.database import AsyncDatabase
+
+from catalogue import change_feed
+from kernel.db import Document
+from rules.locks import replicas_lost
+from rules.triggers import content_changed
+
+CONSUMER = "rule-evaluator"
+CONTENT_EVENTS = ("attached", "detached")
+
+
+async def mark_changed(db: AsyncDatabase[Document], events: list[change_feed.Event]) -> None:
+    """Re-evaluate the rules of every DID whose content these events changed, and of every lock
+    whose replica was removed (one pass per batch)."""
+    dids = {e["did"] for e in events if e["kind"] in CONTENT_EVENTS}
+    if dids:
+        await content_changed(db, dids)
+    removed = {(e["did"], e["data"]["se"]) for e in events if e["kind"] == "replica_removed" and "data" in e}
+    if removed:
+        await replicas_lost(db, removed)
+    # a replica found lost on storage (the auditor, suspicious reads): its locks copy it again
+    lost = {(e["did"], e["data"]["se"]) for e in events
+            if e["kind"] == "replica_status" and e.get("data", {}).get("status") == "lost"}
+    if lost:
+        await replicas_lost(db, lost)
+
+
+async def follow(db: AsyncDatabase[Document], worker: str, *, lease_s: float) -> int:
+    """Handle the feed's new events for the rules; returns how many were read."""
+
+    async def handle(events: list[change_feed.Event]) -> None:
+        await mark_changed(db, events)
+
+    return await change_feed.consume(db, CONSUMER, worker, handle, lease_s=lease_s)

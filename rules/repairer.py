@@ -1,0 +1,117 @@
+"""`cairn daemon rule-repairer`: gets stuck rules going again, or suspends them.
+
+For each stuck lock (its transfer failed for good) it picks another SE the rule's expression
+allows — writable, within the account's quota, not already locked for that file, not one the
+file failed on before — ranked like the evaluator ranks (`rules.placement.rank`),
+and moves the lock there: the stuck lock is released, a replicating one created (it remembers
+`failed_ses` and `moved_from`), and the rule goes back to replicating with the reason recorded
+in `error` (until the rule is ok) and in `last_repair` (kept). Locks with nowhere to go stay
+stuck; a rule stuck for longer than `rules.suspend_after_s` is suspended (the evaluator then
+leaves it alone until an update resumes it). A rule with files that found no SE at all is
+marked dirty for another placement.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from pymongo.asynchronous.database import AsyncDatabase
+
+from catalogue.availability import available_on
+from catalogue.directories import now
+from kernel.db import Document
+from kernel.settings import RuleSettings
+from rules import locks, quotas, store
+from rules.daemon import RULES_PER_CYCLE, RuleDaemon
+from rules.evaluation import stuck_too_long
+from rules.placement import rank
+from rules.se_expression import resolve
+
+log = logging.getLogger("cairn.rules")
+
+async def repair(db: AsyncDatabase[Document], rule: Document, settings: RuleSettings) -> tuple[int, str | None]:
+    """Move the rule's stuck locks to other allowed SEs; returns (moved, first reason seen)."""
+    ses = await store.all_ses(db)
+    names = resolve(rule["expression"], ses)
+    candidates = [se for se in ses if se["name"] in names and se.get("write_enabled", True)]
+    room = await quotas.room(db, rule["account"], names)
+    # Reads first, each collection once (see rules.evaluation), then writes per batch.
+    every = await locks.locks_of(db, rule["_id"], projection={"lfn": 1, "se": 1, "state": 1})
+    if not any(lock["state"] == "stuck" for lock in every):
+        return 0, None
+    stuck = await locks.locks_of(db, rule["_id"], "stuck")
+    taken: dict[str, set[str]] = {}
+    for lock in every:
+        taken.setdefault(lock["lfn"], set()).add(lock["se"])
+    del every
+    replicas = await available_on(db, {lock["lfn"] for lock in stuck})
+    moved = 0
+    reason = stuck[0].get("error") if stuck else None
+    for start in range(0, len(stuck), settings.batch):
+        chunk = stuck[start:start + settings.batch]
+        old: list[Document] = []
+        new: list[Document] = []
+        for lock in chunk:
+            lfn, size = lock["lfn"], int(lock["size"])
+            failed = [*lock.get("failed_ses", []), lock["se"]]
+            excluded = set(failed) | taken.get(lfn, set())
+            ranked = rank(candidates, [(lfn, size)], {}, replicas, rule.get("weight"))
+            choice = next((se for se in ranked if se not in excluded
+                           and (room.get(se) is None or (room.get(se) or 0) >= size)), None)
+            if choice is None:
+                continue
+            if room.get(choice) is not None:
+                room[choice] = (room[choice] or 0) - size
+            taken.setdefault(lfn, set()).add(choice)
+            old.append(lock)
+            new.append(locks.new_lock(rule, lfn, choice, size,
+                                           "ok" if choice in replicas.get(lfn, ()) else "replicating",
+                                           failed_ses=failed, moved_from=lock["se"], moved_because=lock.get("error")))
+        await locks.remove_locks(db, rule, old)
+        await locks.insert_locks(db, rule, new)
+        moved += len(new)
+    return moved, reason
+
+
+class RuleRepairer(RuleDaemon):
+    name = "rule-repairer"
+
+    def query(self) -> dict[str, Any]:
+        return {"state": "stuck"}
+
+    # Its own loop: a rule it could not repair stays stuck with the same `due`, so each cycle
+    # skips the rules it has seen already.
+    async def run_once(self) -> int:
+        handled = 0
+        seen: set[str] = set()
+        for _ in range(RULES_PER_CYCLE):
+            rule = await store.claim(self.db, self.worker, {**self.query(), "_id": {"$nin": sorted(seen)}},
+                                     lease_s=self.settings.lease_s)
+            if rule is None or self.stopping:
+                if rule is not None:
+                    await store.release(self.db, rule, self.worker, {})
+                break
+            seen.add(rule["_id"])
+            handled += await self.holding(rule)
+        return handled
+
+    async def work_on(self, rule: Document) -> int:
+        """Repair one claimed stuck rule, then give it back."""
+        fields: dict[str, Any] = {}
+        try:
+            moved, reason = await repair(self.db, rule, self.settings)
+            if moved:
+                fields = {"state": "replicating", "stuck_since": None, "due": now(),
+                          "error": f"moved {moved} stuck lock(s) to other SEs; last failure: {reason}",
+                          "last_repair": {"at": now(), "moved": moved, "reason": reason}}
+                log.info("rule %s: %s", rule["_id"], fields["error"])
+            elif int(rule.get("unplaced", 0)) > 0 and not rule.get("dirty"):
+                await store.set_fields(self.db, rule["_id"], {}, make_dirty=True)
+            if not moved and stuck_too_long(rule, self.settings.suspend_after_s):
+                fields = {"state": "suspended", "error": f"stuck since {rule['stuck_since'].isoformat()} "
+                          f"and nowhere else to go; suspended (last failure: {reason or rule.get('error')})"}
+                log.warning("rule %s: %s", rule["_id"], fields["error"])
+        finally:
+            await store.release(self.db, rule, self.worker, fields)
+        return 1 if fields else 0

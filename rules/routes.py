@@ -1,0 +1,128 @@
+"""HTTP routes of rules, their locks, quotas and RSE-expression resolution.
+
+Reading rules needs `rules.read`, creating and changing them `rules.write` (only the owning
+account or an admin changes a rule). Making a rule also needs r on its file, or the right to
+change its dataset or container; rules on files the caller cannot see are not shown to them
+(`catalogue.authorization`). Quotas are set by administrators and read by anyone with
+`rules.read` (a non-admin sees only their own account's).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from catalogue.authorization import authorize_rule_target, require_visible_rule, visible_rules
+from kernel.errors import InvalidInput
+from kernel.responses import JsonList
+from kernel.web import ADMIN, DATABASE, ApiRoutes, json_response, principal_of, query_int, read_model, scopes
+from rules import locks as rule_locks
+from rules import quotas, store
+from rules.quotas import QuotaIn
+from rules.se_expression import validate
+from rules.store import RuleIn, RuleUpdate, rule_view
+
+routes = ApiRoutes("rules")
+READ = scopes("rules.read")
+WRITE = scopes("rules.write")
+BAD_RULE = {400: "bad or unmatched expression, too many copies", 404: "no such DID", 422: "over quota"}
+
+
+@routes.get("/expressions/resolve", policy=scopes("catalogue.read"), summary="The SEs an RSE expression means now",
+            query={"expression": "e.g. tier=1&kind=disk"}, responses={400: "the expression does not parse"})
+async def resolve_expression(request: web.Request) -> web.Response:
+    expression = request.query.get("expression", "")
+    if not expression.strip():
+        raise InvalidInput("query parameter 'expression' is required")
+    ses = await store.resolve_expression(request.app[DATABASE], expression)
+    return json_response({"expression": expression, "ses": [se["name"] for se in ses]})
+
+
+@routes.post("/rules", status=201,
+             policy=WRITE, summary="Create a rule (its locks follow from the evaluator)", body=RuleIn,
+             responses=BAD_RULE)
+async def create(request: web.Request) -> web.Response:
+    body = await read_model(request, RuleIn)
+    db, principal = request.app[DATABASE], principal_of(request)
+    for expression in (body.expression, body.source_expression):
+        if expression:
+            validate(expression)  # a broken body is a 400 before the DID is looked at
+    await authorize_rule_target(db, principal, body.did)
+    doc = await store.create_rule(db, principal, body)
+    return json_response(rule_view(doc), status=201)
+
+
+@routes.get("/rules", policy=READ, summary="Rules, newest first",
+            query={"account": "owning account", "did": "scope:name or LFN", "state": "replicating, ok, stuck...",
+                   "limit": "1..10000 (1000)"}, response=JsonList)
+async def list_rules(request: web.Request) -> web.Response:
+    db = request.app[DATABASE]
+    found = await store.list_rules(db, account=request.query.get("account"),
+                                   did=request.query.get("did"), state=request.query.get("state"),
+                                   limit=query_int(request, "limit", 1000, minimum=1, maximum=10_000))
+    return json_response([rule_view(d) for d in await visible_rules(db, principal_of(request), found)])
+
+
+async def visible_rule(request: web.Request) -> dict[str, Any]:
+    """The rule named in the path, 404 when missing or on a file the caller cannot see."""
+    db = request.app[DATABASE]
+    doc = await store.get_rule(db, request.match_info["id"])
+    await require_visible_rule(db, principal_of(request), doc)
+    return doc
+
+
+@routes.get("/rules/{id}", policy=READ, summary="One rule with its lock counts", responses={404: "no such rule"})
+async def show(request: web.Request) -> web.Response:
+    return json_response(rule_view(await visible_rule(request)))
+
+
+@routes.get("/rules/{id}/locks", policy=READ, summary="One page of a rule's locks",
+            query={"state": "replicating, ok or stuck", "after": "last lock id of the previous page",
+                   "limit": "1..10000 (1000)"}, response=JsonList)
+async def locks(request: web.Request) -> web.Response:
+    db = request.app[DATABASE]
+    await visible_rule(request)
+    page = await rule_locks.list_locks(db, request.match_info["id"], state=request.query.get("state"),
+                                       after=request.query.get("after"),
+                                       limit=query_int(request, "limit", 1000, minimum=1, maximum=10_000))
+    return json_response([{"id": lock.pop("_id"), **lock} for lock in page])
+
+
+@routes.patch("/rules/{id}", policy=WRITE, summary="Change copies, lifetime, lock flag, comment, activity; resume",
+              body=RuleUpdate, responses={403: "not your rule", 404: "no such rule", 422: "over quota"})
+async def update(request: web.Request) -> web.Response:
+    body = await read_model(request, RuleUpdate)
+    await visible_rule(request)
+    doc = await store.update_rule(request.app[DATABASE], principal_of(request), request.match_info["id"], body)
+    return json_response(rule_view(doc))
+
+
+@routes.delete("/rules/{id}", policy=WRITE, summary="Delete a rule (expires now; the cleaner releases its locks)",
+               responses={403: "not your rule", 404: "no such rule", 409: "the rule is locked"})
+async def delete(request: web.Request) -> web.Response:
+    await visible_rule(request)
+    doc = await store.delete_rule(request.app[DATABASE], principal_of(request), request.match_info["id"])
+    return json_response(rule_view(doc))
+
+
+@routes.get("/quotas", policy=READ, summary="Quotas and usage per account and SE",
+            query={"account": "one account (non-admins: always their own)"}, response=JsonList)
+async def list_quotas(request: web.Request) -> web.Response:
+    principal = principal_of(request)
+    account = request.query.get("account") if principal.is_admin else principal.sub
+    return json_response(await quotas.quotas_and_usage(request.app[DATABASE], account))
+
+
+@routes.put("/quotas", policy=ADMIN, summary="Set the bytes an account's rules may lock on an SE", body=QuotaIn)
+async def put_quota(request: web.Request) -> web.Response:
+    body = await read_model(request, QuotaIn)
+    return json_response(await quotas.set_quota(request.app[DATABASE], body))
+
+
+@routes.delete("/quotas", policy=ADMIN, summary="Remove a quota (the account is then unlimited there)",
+               query={"account": "account", "se": "SE"}, responses={404: "no such quota"})
+async def delete_quota(request: web.Request) -> web.Response:
+    account, se = request.query.get("account", ""), request.query.get("se", "")
+    await quotas.delete_quota(request.app[DATABASE], account, se)
+    return json_response({"account": account, "se": se, "deleted": True})

@@ -1,0 +1,395 @@
+"""Replication rules (Rucio's): "N copies of a DID on the SEs of an expression, for a lifetime".
+
+A rule is one document in `rules`; its locks (one per file and SE) are in `rules.locks`.
+The rule daemons (`rules.evaluator`, `rules.repairer`, `rules.cleaner`) work on one rule
+at a time under the rule's own lease (`claim`), so the rule's locks and lock counters are only
+ever changed by the holder of that lease.
+
+States:
+
+    replicating --all locks ok--> ok --content grows--> replicating
+    replicating --a lock's transfer failed for good--> stuck --repaired--> replicating
+    stuck --stuck longer than rules.suspend_after_s--> suspended  (left alone until updated)
+
+A new rule, a rule whose copies changed and a rule whose DID gained or lost content are `dirty`
+(see `rules.triggers`): the evaluator (re)computes its locks. Deleting a rule sets its
+expiry to now; the cleaner releases its locks and removes it.
+
+Grouping decides where files go: ALL puts every file of the DID on the same SEs, DATASET the
+files of each dataset on the same SEs, NONE chooses per file.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any, Literal, cast
+
+from pydantic import BaseModel, ConfigDict, Field
+from pymongo import ReturnDocument
+from pymongo.asynchronous.database import AsyncDatabase
+
+from catalogue.dataset_contents import DATASET_FILES, linked_dids
+from catalogue.datasets import DATASETS, check_did
+from catalogue.directories import now
+from catalogue.files import FILES
+from catalogue.lfn import check_lfn
+from catalogue.storage_elements import SES
+from kernel import claims
+from kernel.bounds import MAX_LIFETIME_S
+from kernel.db import Document, IndexSpec, database_errors, increment
+from kernel.errors import Conflict, Forbidden, InvalidInput, NotFound, QuotaExceeded
+from kernel.principal import Principal
+from rules import quotas
+from rules.se_expression import resolve, validate
+from rules.triggers import RULES
+
+Grouping = Literal["ALL", "DATASET", "NONE"]
+STATES = ("replicating", "ok", "stuck", "suspended")
+
+INDEXES = [
+    # rules of a DID (re-evaluation trigger, `rule list --did`)
+    IndexSpec(RULES, [("did", 1)], name="rules_by_did"),
+    IndexSpec(RULES, [("account", 1), ("created", -1)], name="rules_by_account"),
+    # claim(): the evaluator's, repairer's and cleaner's next rule
+    IndexSpec(RULES, [("state", 1), ("due", 1)], name="rules_by_state_due"),
+    IndexSpec(RULES, [("dirty", 1)], name="rules_dirty"),
+    IndexSpec(RULES, [("expires_at", 1)], name="rules_by_expiry", sparse=True),
+]
+
+
+class RuleIn(BaseModel):
+    """A rule to create."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    did: str = Field(..., description="scope:name of a dataset or container, or a file's LFN")
+    copies: int = Field(..., ge=1, le=100)
+    expression: str = Field(..., min_length=1, max_length=2000, description="RSE expression, e.g. tier=1&kind=disk")
+    grouping: Grouping = "DATASET"
+    lifetime_s: int | None = Field(None, gt=0, le=MAX_LIFETIME_S,
+                                     description="the rule expires this long after creation")
+    weight: str | None = Field(None, max_length=64, description="SE attribute preferred by its numeric value")
+    activity: str = Field("default", max_length=64)
+    source_expression: str | None = Field(None, max_length=2000, description="copy only from replicas on these SEs")
+    locked: bool = Field(False, description="a locked rule cannot be deleted, nor expire, until unlocked")
+    comment: str = Field("", max_length=2000)
+    account: str | None = Field(None, max_length=128, description="owning account (admins only; default: caller)")
+    priority: int = Field(3, ge=1, le=5)
+
+
+class Rule(claims.Leased):
+    """A document of `rules` as `create_rule` stores it (the daemons add `evaluated`,
+    `ok_since`, `last_repair`); the `locks_*` counters count its locks by state."""
+
+    _id: str
+    did: str
+    did_type: str
+    account: str
+    copies: int
+    expression: str
+    grouping: Grouping
+    weight: str | None
+    activity: str
+    source_expression: str | None
+    locked: bool
+    comment: str
+    priority: int
+    subscription: str | None
+    state: str
+    error: str | None
+    stuck_since: dt.datetime | None
+    created: dt.datetime
+    modified: dt.datetime
+    expires_at: dt.datetime | None
+    dirty: bool
+    generation: int
+    due: dt.datetime
+    unplaced: int
+    locks_replicating: int
+    locks_ok: int
+    locks_stuck: int
+
+
+class RuleUpdate(BaseModel):
+    """What may change on an existing rule."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    copies: int | None = Field(None, ge=1, le=100)
+    lifetime_s: int | None = Field(None, ge=0, le=MAX_LIFETIME_S, description="from now; 0 removes the expiry")
+    locked: bool | None = None
+    comment: str | None = Field(None, max_length=2000)
+    activity: str | None = Field(None, max_length=64)
+    state: Literal["replicating"] | None = Field(None, description="resume a suspended or stuck rule")
+
+
+def rule_view(doc: Document) -> dict[str, Any]:
+    """The public shape of a rule."""
+    view = {"id": doc["_id"], **{k: v for k, v in doc.items() if k not in ("_id", claims.OWNER, claims.EXPIRES)}}
+    view["locks"] = {s: int(doc.get(f"locks_{s}", 0)) for s in ("replicating", "ok", "stuck")}
+    for s in ("replicating", "ok", "stuck"):
+        view.pop(f"locks_{s}", None)
+    return view
+
+
+async def all_ses(db: AsyncDatabase[Document]) -> list[Document]:
+    """Every SE as the expression parser wants it (name, site, kind, attributes, switches, space)."""
+    with database_errors():
+        docs = await db[SES].find({}).to_list()
+    return [{**d, "name": d["_id"]} for d in docs]
+
+
+async def resolve_expression(db: AsyncDatabase[Document], expression: str) -> list[Document]:
+    """The SEs an expression means now, sorted by name (ExpressionError if it does not parse)."""
+    ses = await all_ses(db)
+    names = resolve(expression, ses)
+    return sorted((se for se in ses if se["name"] in names), key=lambda se: se["name"])
+
+
+async def did_target(db: AsyncDatabase[Document], did: str) -> tuple[str, int]:
+    """(type, bytes) of a rule's DID: a file (LFN), dataset or container; NotFound otherwise."""
+    with database_errors():
+        if did.startswith("/"):
+            check_lfn(did)
+            doc = await db[FILES].find_one({"_id": did}, {"size": 1})
+            if doc is None:
+                raise NotFound(f"file {did} does not exist")
+            return "file", int(doc.get("size", 0))
+        check_did(did)
+        doc = await db[DATASETS].find_one({"_id": did})
+        if doc is None:
+            raise NotFound(f"DID {did} does not exist")
+        if doc["type"] == "dataset":
+            return "dataset", int(doc.get("bytes", 0))
+        datasets = await datasets_below(db, did)
+        found = await db[DATASETS].find({"_id": {"$in": sorted(datasets)}}, {"bytes": 1}).to_list()
+        # An upper bound: a file in two of the datasets is in both sums (see `distinct_bytes`).
+        return "container", sum(int(d.get("bytes", 0)) for d in found)
+
+
+async def distinct_bytes(db: AsyncDatabase[Document], container: str) -> int:
+    """The bytes of the distinct files below a container (a file in several of its datasets once):
+    one cursor over their memberships, read to its end, holding the LFNs seen.
+    Index: dataset_files_by_did_lfn."""
+    datasets = await datasets_below(db, container)
+    seen: set[str] = set()
+    total = 0
+    with database_errors():
+        async for row in db[DATASET_FILES].find({"did": {"$in": datasets}}, {"lfn": 1, "size": 1}).batch_size(10_000):
+            if row["lfn"] not in seen:
+                seen.add(row["lfn"])
+                total += int(row.get("size", 0))
+    return total
+
+
+async def check_room(db: AsyncDatabase[Document], account: str, expression: str, copies: int, did: str,
+                     did_type: str, size: int) -> list[str]:
+    """`check_placeable` for a DID; a container over quota by its datasets' sums is checked again
+    by its distinct files (read only then: the sums are cheap, and usually fit)."""
+    try:
+        return await check_placeable(db, account, expression, copies, size)
+    except QuotaExceeded:
+        if did_type != "container":
+            raise
+        exact = await distinct_bytes(db, did)
+        if exact == size:
+            raise
+    return await check_placeable(db, account, expression, copies, exact)
+
+
+async def datasets_below(db: AsyncDatabase[Document], container: str) -> list[str]:
+    """Every dataset reachable below a container, sorted (`dataset_contents.linked_dids`)."""
+    seen, _ = await linked_dids(db, [container], down=True)
+    with database_errors():
+        docs = await db[DATASETS].find({"_id": {"$in": sorted(seen)}, "type": "dataset"}, {"_id": 1}).to_list()
+    return sorted(d["_id"] for d in docs)
+
+
+async def rule_files(db: AsyncDatabase[Document], rule: Document) -> AsyncIterator[tuple[str, str, int]]:
+    """Every file a rule covers as (group, lfn, size); the group follows the rule's grouping."""
+    did, grouping = rule["did"], rule["grouping"]
+    if rule["did_type"] == "file":
+        with database_errors():
+            doc = await db[FILES].find_one({"_id": did}, {"size": 1})
+        if doc is not None:
+            yield did, did, int(doc.get("size", 0))
+        return
+    datasets = [did] if rule["did_type"] == "dataset" else await datasets_below(db, did)
+    seen: set[str] = set()
+    for dataset in datasets:
+        # One cursor per dataset read to its end before yielding (FerretDB's SQLite backend blocks
+        # writers behind an open cursor, and would scan the collection once per page).
+        # Index: dataset_files_by_did_lfn.
+        with database_errors():
+            rows = await db[DATASET_FILES].find({"did": dataset}, {"lfn": 1, "size": 1}).sort("lfn", 1) \
+                .batch_size(10_000).to_list()
+        for row in rows:
+            if row["lfn"] in seen:
+                continue
+            if rule["did_type"] == "container":
+                seen.add(row["lfn"])
+            group = did if grouping == "ALL" else dataset if grouping == "DATASET" else str(row["lfn"])
+            yield group, row["lfn"], int(row.get("size", 0))
+
+
+async def check_placeable(db: AsyncDatabase[Document], account: str, expression: str, copies: int,
+                          size: int) -> list[str]:
+    """The SEs a rule may use; InvalidInput or QuotaExceeded (nothing written) when it cannot be met."""
+    matched = await resolve_expression(db, expression)
+    if not matched:
+        raise InvalidInput(f"expression {expression!r} matches no storage element", details={"expression": expression})
+    names = [se["name"] for se in matched]
+    if copies > len(names):
+        raise InvalidInput(f"{copies} copies asked for but {expression!r} matches only {len(names)} SE(s): "
+                           f"{', '.join(names)}", details={"ses": names})
+    room = await quotas.room(db, account, names)
+    fits = [se for se in names if room[se] is None or (room[se] or 0) >= size]
+    if len(fits) < copies:
+        short = {se: room[se] for se in names if se not in fits}
+        left = ", ".join(f"{se}={b}" for se, b in short.items())
+        raise QuotaExceeded(f"account {account} needs room for {size} bytes on {copies} SE(s) of {expression!r} "
+                            f"but has it on {len(fits)}; bytes left: {left}",
+                            details={"needed_bytes": size, "room": short})
+    return names
+
+
+async def create_rule(db: AsyncDatabase[Document], principal: Principal, item: RuleIn, *,
+                      rule_id: str | None = None, subscription: str | None = None) -> Document:
+    """Check and store a new rule (`dirty`: the evaluator makes its locks). Refuses with 4xx and
+    writes nothing on a bad or unmatched expression, too many copies, an unknown DID or no quota."""
+    if item.account is not None and item.account != principal.sub and not principal.is_admin:
+        raise Forbidden("only administrators create rules for another account")
+    account = item.account or principal.sub
+    validate(item.expression)
+    if item.source_expression:
+        validate(item.source_expression)
+    did_type, size = await did_target(db, item.did)
+    await check_room(db, account, item.expression, item.copies, item.did, did_type, size)
+    at = now()
+    doc: Rule = {
+        "_id": rule_id or uuid.uuid4().hex, "did": item.did, "did_type": did_type, "account": account,
+        "copies": item.copies, "expression": item.expression, "grouping": item.grouping, "weight": item.weight,
+        "activity": item.activity, "source_expression": item.source_expression, "locked": item.locked,
+        "comment": item.comment, "priority": item.priority, "subscription": subscription,
+        "state": "replicating", "error": None, "stuck_since": None, "created": at, "modified": at,
+        "expires_at": at + dt.timedelta(seconds=item.lifetime_s) if item.lifetime_s else None,
+        "dirty": True, "generation": 0, "due": at, "unplaced": 0,
+        "locks_replicating": 0, "locks_ok": 0, "locks_stuck": 0, "lease_owner": None, "lease_expires": None,
+    }
+    with database_errors():
+        await db[RULES].insert_one(cast(Document, doc))
+    return cast(Document, doc)
+
+
+async def get_rule(db: AsyncDatabase[Document], rule_id: str) -> Document:
+    """One rule; NotFound if there is none."""
+    with database_errors():
+        doc = await db[RULES].find_one({"_id": rule_id})
+    if doc is None:
+        raise NotFound(f"rule {rule_id} does not exist")
+    return doc
+
+
+async def list_rules(db: AsyncDatabase[Document], *, account: str | None = None, did: str | None = None,
+                     state: str | None = None, limit: int = 1000) -> list[Document]:
+    """Rules, newest first, filtered by account, DID and state."""
+    query = {k: v for k, v in {"account": account, "did": did, "state": state}.items() if v is not None}
+    with database_errors():
+        # Index: rules_by_account or rules_by_did.
+        return await db[RULES].find(query).sort("created", -1).limit(limit).to_list()
+
+
+def _may_change(principal: Principal, rule: Document) -> None:
+    if not (principal.is_admin or rule["account"] == principal.sub):
+        raise Forbidden(f"rule {rule['_id']} belongs to {rule['account']}")
+
+
+async def update_rule(db: AsyncDatabase[Document], principal: Principal, rule_id: str,
+                      update: RuleUpdate) -> Document:
+    """Change a rule's copies (checked against the quota), lifetime, lock flag, comment or
+    activity, or resume it (one atomic update; more copies make the rule dirty)."""
+    rule = await get_rule(db, rule_id)
+    _may_change(principal, rule)
+    at = now()
+    change: dict[str, Any] = {"modified": at}
+    inc: dict[str, int] = {}
+    if update.copies is not None and update.copies != rule["copies"]:
+        if update.copies > rule["copies"]:
+            did_type, size = await did_target(db, rule["did"])
+            await check_room(db, rule["account"], rule["expression"], update.copies, rule["did"], did_type, size)
+        change.update({"copies": update.copies, "dirty": True, "due": at})
+        inc["generation"] = 1
+    if update.lifetime_s is not None:
+        change["expires_at"] = at + dt.timedelta(seconds=update.lifetime_s) if update.lifetime_s else None
+    for name in ("locked", "comment", "activity"):
+        if getattr(update, name) is not None:
+            change[name] = getattr(update, name)
+    if update.state == "replicating" and rule["state"] in ("stuck", "suspended"):
+        change.update({"state": "replicating", "stuck_since": None, "dirty": True, "due": at})
+        inc["generation"] = 1
+    with database_errors():
+        updated = await db[RULES].find_one_and_update(
+            {"_id": rule_id}, {"$set": change, **(increment(inc) if inc else {})},
+            return_document=ReturnDocument.AFTER)
+    if updated is None:
+        raise NotFound(f"rule {rule_id} does not exist")
+    return updated
+
+
+async def delete_rule(db: AsyncDatabase[Document], principal: Principal, rule_id: str) -> Document:
+    """Expire a rule now (the cleaner releases its locks); a locked rule is refused."""
+    rule = await get_rule(db, rule_id)
+    _may_change(principal, rule)
+    if rule.get("locked"):
+        raise Conflict(f"rule {rule_id} is locked; unlock it first")
+    with database_errors():
+        updated = await db[RULES].find_one_and_update(
+            {"_id": rule_id, "locked": False}, {"$set": {"expires_at": now(), "modified": now()}},
+            return_document=ReturnDocument.AFTER)
+    if updated is None:
+        raise Conflict(f"rule {rule_id} was locked meanwhile")
+    return updated
+
+
+async def claim(db: AsyncDatabase[Document], worker: str, query: dict[str, Any], *, lease_s: float,
+                sort: str = "due") -> Document | None:
+    """Take the next rule matching query that no daemon holds, under a lease (one atomic update)."""
+    return await claims.claim_one(db[RULES], worker, query, lease_s=lease_s, sort=[(sort, 1)])
+
+
+async def renew(db: AsyncDatabase[Document], rule_id: str, worker: str, *, lease_s: float) -> bool:
+    """Extend a claimed rule's lease; False when `worker` no longer holds it (or the rule is gone)."""
+    return bool(await claims.renew(db[RULES], [rule_id], worker, lease_s=lease_s))
+
+
+async def set_fields(db: AsyncDatabase[Document], rule_id: str, fields: dict[str, Any], *,
+                     make_dirty: bool = False) -> None:
+    """Record what a daemon holding the rule found (evaluation results, errors); with
+    `make_dirty`, also ask for a new evaluation (bumping `generation`)."""
+    update: dict[str, Any] = {"$set": {**fields, **({"dirty": True} if make_dirty else {})}}
+    if make_dirty:
+        update.update(increment({"generation": 1}))
+    with database_errors():
+        await db[RULES].update_one({"_id": rule_id}, update)
+
+
+async def remove(db: AsyncDatabase[Document], rule: Document, worker: str) -> bool:
+    """Delete a rule whose locks are gone (the cleaner, holding its lease)."""
+    with database_errors():
+        result = await db[RULES].delete_one({"_id": rule["_id"], claims.OWNER: worker})
+    return result.deleted_count == 1
+
+
+async def clear_dirty(db: AsyncDatabase[Document], rule_id: str, generation: int) -> bool:
+    """The evaluation that read generation `generation` is done: clear `dirty` unless the content
+    changed again meanwhile."""
+    with database_errors():
+        result = await db[RULES].update_one({"_id": rule_id, "generation": generation}, {"$set": {"dirty": False}})
+    return result.modified_count == 1
+
+
+async def release(db: AsyncDatabase[Document], rule: Document, worker: str, fields: dict[str, Any]) -> bool:
+    """Give a claimed rule back, setting fields (only the lease holder can)."""
+    return await claims.release(db[RULES], rule["_id"], worker, update={"$set": {**fields, "modified": now()}})

@@ -1,0 +1,36 @@
+"""`cairn daemon rule-subscriptions`: gives new datasets the rules of the subscriptions they
+match (see `rules.subscriptions`), reading the `did_created` events of the catalogue's
+change feed under its lease (one daemon at a time reads it); creating a rule twice is harmless
+(its id is deterministic), so events seen again after a crash do no harm."""
+
+from __future__ import annotations
+
+from pymongo.asynchronous.database import AsyncDatabase
+
+from catalogue import change_feed
+from kernel.daemon import Daemon
+from kernel.db import Document
+from kernel.settings import Settings
+from rules import subscriptions
+
+CONSUMER = "rule-subscriptions"
+
+
+class RuleSubscriber(Daemon):
+    name = "rule-subscriptions"
+
+    def __init__(self, settings: Settings, db: AsyncDatabase[Document]) -> None:
+        super().__init__()
+        self.db = db
+        self.settings = settings.rules
+        self.idle_sleep_s = settings.rules.idle_sleep_s
+
+    async def run_once(self) -> int:
+        made = 0
+
+        async def handle(events: list[change_feed.Event]) -> None:
+            nonlocal made
+            made += await subscriptions.apply_to_new(self.db, [e["did"] for e in events if e["kind"] == "did_created"])
+
+        await change_feed.consume(self.db, CONSUMER, self.worker, handle, lease_s=self.settings.lease_s)
+        return made

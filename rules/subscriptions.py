@@ -1,0 +1,182 @@
+"""Subscriptions: a filter on new datasets plus a rule template; every dataset created after
+the subscription that matches gets the rule, owned by the subscription's account.
+
+The filter looks at a dataset's DID record (datasets carry no user metadata of their own):
+`scopes` (any of), `name_pattern` (a regular expression searched in the name), `owners` (any
+of), `dynamic` (true or false). An empty filter matches every new dataset.
+
+The `rule-subscriptions` daemon (`rules.subscriber`) reads the `did_created` events of
+the catalogue's change feed and calls `apply_to_new` with the new DIDs: each subscription older
+than a new dataset that matches it gives it its rule (a rule's id is derived from the
+subscription and the DID, so an event handled twice creates one rule). A rule that cannot be
+created (over quota, no SE) is recorded in the subscription's `errors`.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import DuplicateKeyError
+
+from catalogue.authorization import authorize_rule_target
+from catalogue.datasets import DATASETS
+from catalogue.directories import now
+from kernel.bounds import MAX_LIFETIME_S
+from kernel.db import Document, IndexSpec, database_errors, increment
+from kernel.errors import CairnError, Conflict, Forbidden, NotFound
+from kernel.principal import Principal
+from rules.se_expression import validate
+from rules.store import Grouping, RuleIn, create_rule
+
+SUBSCRIPTIONS = "subscriptions"
+
+INDEXES: list[IndexSpec] = []
+
+
+class DatasetFilter(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    scopes: list[str] = Field(default_factory=list, max_length=1000)
+    name_pattern: str | None = Field(None, max_length=500)
+    owners: list[str] = Field(default_factory=list, max_length=1000)
+    dynamic: bool | None = None
+
+    @field_validator("name_pattern")
+    @classmethod
+    def _compiles(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"not a regular expression: {exc}") from exc
+        return value
+
+    def matches(self, did: Document) -> bool:
+        """Whether a dataset's record passes the filter."""
+        return (did.get("type") == "dataset"
+                and (not self.scopes or did.get("scope") in self.scopes)
+                and (self.name_pattern is None or re.search(self.name_pattern, str(did.get("name", ""))) is not None)
+                and (not self.owners or did.get("owner") in self.owners)
+                and (self.dynamic is None or (did.get("query") is not None) == self.dynamic))
+
+
+class RuleTemplate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    copies: int = Field(..., ge=1, le=100)
+    expression: str = Field(..., min_length=1, max_length=2000)
+    grouping: Grouping = "DATASET"
+    lifetime_s: int | None = Field(None, gt=0, le=MAX_LIFETIME_S)
+    weight: str | None = None
+    activity: str = "default"
+    source_expression: str | None = None
+    comment: str = ""
+    priority: int = Field(3, ge=1, le=5)
+
+
+class SubscriptionIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(..., pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+    filter: DatasetFilter = Field(default_factory=DatasetFilter)
+    rule: RuleTemplate
+    account: str | None = Field(None, description="owner of the rules (admins only; default: caller)")
+    comment: str = Field("", max_length=2000)
+
+
+def subscription_view(doc: Document) -> dict[str, Any]:
+    return {"name": doc["_id"], **{k: v for k, v in doc.items() if k != "_id"}}
+
+
+async def add_subscription(db: AsyncDatabase[Document], principal: Principal, item: SubscriptionIn) -> Document:
+    """Store a subscription; it applies to datasets created from now on."""
+    if item.account is not None and item.account != principal.sub and not principal.is_admin:
+        raise Forbidden("only administrators subscribe for another account")
+    validate(item.rule.expression)
+    if item.rule.source_expression:
+        validate(item.rule.source_expression)
+    at = now()
+    # The rights a matching dataset is checked against later are the subscriber's, as now.
+    doc: Document = {"_id": item.name, "account": item.account or principal.sub,
+                     "groups": list(principal.groups), "scopes": sorted(principal.scopes | {"rules.write"}),
+                     "filter": item.filter.model_dump(), "rule": item.rule.model_dump(), "comment": item.comment,
+                     "created": at, "rules_created": 0, "errors": {}}
+    try:
+        with database_errors():
+            await db[SUBSCRIPTIONS].insert_one(doc)
+    except DuplicateKeyError as exc:
+        raise Conflict(f"subscription {item.name} exists already") from exc
+    return doc
+
+
+async def list_subscriptions(db: AsyncDatabase[Document]) -> list[Document]:
+    with database_errors():
+        return await db[SUBSCRIPTIONS].find({}).sort("_id", 1).to_list()
+
+
+async def get_subscription(db: AsyncDatabase[Document], name: str) -> Document:
+    with database_errors():
+        doc = await db[SUBSCRIPTIONS].find_one({"_id": name})
+    if doc is None:
+        raise NotFound(f"subscription {name} does not exist")
+    return doc
+
+
+async def delete_subscription(db: AsyncDatabase[Document], principal: Principal, name: str) -> None:
+    """Remove a subscription (the rules it made stay)."""
+    doc = await get_subscription(db, name)
+    if not (principal.is_admin or doc["account"] == principal.sub):
+        raise Forbidden(f"subscription {name} belongs to {doc['account']}")
+    with database_errors():
+        await db[SUBSCRIPTIONS].delete_one({"_id": name})
+
+
+def rule_id_for(subscription: str, did: str) -> str:
+    return uuid.uuid5(uuid.NAMESPACE_URL, f"cairn-subscription:{subscription}:{did}").hex
+
+
+async def apply_to_new(db: AsyncDatabase[Document], dids: Sequence[str]) -> int:
+    """Give newly created DIDs (from the change feed's `did_created` events) the rules of every
+    subscription that matches them and is older than them; returns how many rules were made."""
+    with database_errors():
+        new = await db[DATASETS].find({"_id": {"$in": list(dids)}, "type": "dataset"}).sort("created", 1).to_list()
+    made = 0
+    for subscription in await list_subscriptions(db) if new else []:
+        made += await _apply(db, subscription, [d for d in new if d["created"] >= subscription["created"]])
+    return made
+
+
+async def _apply(db: AsyncDatabase[Document], subscription: Document, new: list[Document]) -> int:
+    wanted = DatasetFilter.model_validate(subscription["filter"])
+    principal = Principal(sub=subscription["account"], vo="", groups=tuple(subscription.get("groups") or ()),
+                          scopes=frozenset(subscription.get("scopes") or ["rules.write"]))
+    made = 0
+    errors: dict[str, str] = {}
+    for did in new:
+        if not wanted.matches(did):
+            continue
+        item = RuleIn(did=did["_id"], **subscription["rule"])
+        try:
+            # The same check as POST /rules, as the subscriber: a dataset the subscriber may not
+            # make a rule on gets none (and the refusal is kept in `errors`).
+            await authorize_rule_target(db, principal, did["_id"])
+            await create_rule(db, principal, item, rule_id=rule_id_for(subscription["_id"], did["_id"]),
+                              subscription=subscription["_id"])
+            made += 1
+        except DuplicateKeyError:
+            continue
+        except CairnError as exc:
+            if exc.status >= 500:
+                raise
+            errors[did["_id"].replace(".", "_")] = exc.message
+    fields: dict[str, Any] = {f"errors.{k}": v for k, v in errors.items()}
+    if fields or made:
+        with database_errors():
+            await db[SUBSCRIPTIONS].update_one({"_id": subscription["_id"]},
+                                               {"$set": fields, **increment({"rules_created": made})})
+    return made

@@ -1,0 +1,33 @@
+"""Marking rules for re-evaluation when a DID's content changed: the rule evaluator reads the
+attached/detached events of the change feed (`rules.feed`) and calls `content_changed`,
+which marks every rule on the DID or on a container above it `dirty` (and bumps its
+`generation`, so an evaluation that read the old content does not clear the flag).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from pymongo.asynchronous.database import AsyncDatabase
+
+from catalogue.dataset_contents import linked_dids
+from kernel.db import Document, database_errors, increment
+
+RULES = "rules"
+
+
+async def ancestors(db: AsyncDatabase[Document], dids: Iterable[str]) -> set[str]:
+    """The DIDs and every container above them (`dataset_contents.linked_dids`, upwards)."""
+    starts = set(dids)
+    above, _ = await linked_dids(db, starts, down=False)
+    return starts | above
+
+
+async def content_changed(db: AsyncDatabase[Document], dids: Iterable[str]) -> int:
+    """Mark the rules on these DIDs (and on containers holding them) for re-evaluation."""
+    affected = await ancestors(db, dids)
+    with database_errors():
+        # Index: rules_by_did.
+        result = await db[RULES].update_many({"did": {"$in": sorted(affected)}},
+                                             {"$set": {"dirty": True}, **increment({"generation": 1})})
+    return result.modified_count

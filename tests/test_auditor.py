@@ -1,0 +1,173 @@
+"""The auditor on real SEs (XRootD root://, WebDAV davs://, moto S3, local disk): a ruled copy
+deleted on storage is found lost and copied back by its rule; a dark file is found and, on an
+operator's request, deleted by the reaper; a file written within the grace period is not dark."""
+
+from __future__ import annotations
+
+import zlib
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from pymongo.asynchronous.database import AsyncDatabase
+
+from cairn.sdk import Client
+from catalogue.storage_elements import StorageElement
+from kernel import lease
+from kernel.db import Document
+from kernel.settings import Settings
+from rules import store
+from rules.store import RuleIn
+from tests.fixtures.audit import audit_settings, on_storage, storage, write_on_storage
+from tests.fixtures.catalogue import ADMIN
+from tests.fixtures.live_ses import LiveSEs
+from tests.fixtures.rules import dataset_on_src, rule_daemons, rule_state, run_until
+from tests.fixtures.transfers import replica_status
+from transfers.auditor import Auditor
+from transfers.reaper import Reaper
+
+LFNS = [f"/cta/audit/f{i}" for i in range(3)]
+
+
+async def ruled_copies(database: AsyncDatabase[Document], live_ses: LiveSEs, kind: str,
+                       settings: Settings) -> StorageElement:
+    """SRC (local disk) holding LFNS, and a rule keeping one copy of them on DST (of kind)."""
+    await live_ses.add("file", name="SRC")
+    dst = await live_ses.add(kind, name="DST", secrets_on_server=True)
+    await dataset_on_src(database, "cta:audit", LFNS)
+    rule = await store.create_rule(database, ADMIN, RuleIn(did="cta:audit", copies=1, expression="DST"))
+
+    async def ok() -> bool:
+        return await rule_state(database, rule["_id"]) == "ok"
+
+    await run_until(ok, rule_daemons(settings, database), timeout_s=120)
+    return dst
+
+
+async def audit(admin: Client, database: AsyncDatabase[Document], settings: Settings, se: str,
+                dump: str | None = None) -> dict[str, object]:
+    run = await admin.queue_audit(se, dump=dump)
+    await Auditor(settings, database).run(max_cycles=1)
+    return await admin.audit_run(str(run["id"]))
+
+
+@pytest.mark.parametrize("kind", ["root", "davs", "s3"])
+async def test_a_ruled_copy_deleted_on_storage_is_found_lost_and_copied_back_and_dark_files_cleaned(
+    database: AsyncDatabase[Document], live_ses: LiveSEs, admin: Client, kind: str,
+) -> None:
+    fast = audit_settings(live_ses.api.settings, dark_grace_s=0)
+    dst = await ruled_copies(database, live_ses, kind, fast)
+    original = await on_storage(dst, LFNS[0], fast)
+    assert original is not None
+    plugin, url = storage(dst, LFNS[0], fast)
+    async with plugin:
+        await plugin.delete(url)  # behind the catalogue's back
+    await write_on_storage(dst, "/cta/audit/dark.bin", b"nobody registered me", fast)
+
+    run = await audit(admin, database, fast, "DST")
+    counts = run["counts"]
+    assert run["state"] == "done", run
+    assert isinstance(counts, dict)
+    assert (counts["lost"], counts["dark"], counts["matched"], counts["no_copy"]) == (1, 1, 2, 0), counts
+    lost = [e async for e in admin.audit_entries(str(run["id"]), "lost")]
+    assert [(e["lfn"], e["marked"], e["no_copy"]) for e in lost] == [(LFNS[0], True, False)]
+    assert [e["lfn"] async for e in admin.audit_entries(str(run["id"]), "dark")] == ["/cta/audit/dark.bin"]
+    assert await replica_status(database, LFNS[0], "DST") == "lost"
+
+    async def repaired() -> bool:
+        return await replica_status(database, LFNS[0], "DST") == "available"
+
+    await run_until(repaired, rule_daemons(fast, database), timeout_s=120)
+    assert await on_storage(dst, LFNS[0], fast) == original  # the bytes are back, on the storage itself
+
+    answer = await admin.clean_dark(str(run["id"]))
+    assert list(answer["successful"]) == ["/cta/audit/dark.bin"], answer
+    await Reaper(fast, database).run(max_cycles=1)
+    assert await on_storage(dst, "/cta/audit/dark.bin", fast) is None
+    assert all([await on_storage(dst, lfn, fast) for lfn in LFNS])
+    again = await audit(admin, database, fast, "DST")
+    assert again["counts"]["lost"] == again["counts"]["dark"] == 0, again  # type: ignore[index]
+
+
+async def test_a_file_written_within_the_grace_period_is_not_called_dark(
+    database: AsyncDatabase[Document], live_ses: LiveSEs, admin: Client,
+) -> None:
+    fast = audit_settings(live_ses.api.settings, dark_grace_s=3600)
+    se = await live_ses.add("root", name="YOUNG")
+    await write_on_storage(se, "/cta/inflight/f.bin", b"being uploaded", fast)
+    run = await audit(admin, database, fast, "YOUNG")
+    counts = run["counts"]
+    assert isinstance(counts, dict)
+    assert (counts["dark"], counts["young"]) == (0, 1), counts
+    assert [e async for e in admin.audit_entries(str(run["id"]))] == []
+
+
+async def test_a_site_dump_on_the_se_is_compared_sorted_whatever_its_order(
+    database: AsyncDatabase[Document], live_ses: LiveSEs, admin: Client, tmp_path: Path,
+) -> None:
+    fast = audit_settings(live_ses.api.settings, dark_grace_s=0)
+    se = await live_ses.add("file", name="DUMPED")
+    registered = {"/cta/d/a": b"aaaa", "/cta/d/b": b"bb", "/cta/d/c": b"c"}
+    for lfn, data in registered.items():
+        await write_on_storage(se, lfn, data, fast)
+    result = await admin.register_files([
+        {"lfn": lfn, "size": len(data), "adler32": f"{zlib.adler32(data):08x}", "replicas": [{"se": "DUMPED"}]}
+        for lfn, data in registered.items()])
+    assert not result["failed"], result
+    # the site's dump (unsorted, sizes optional): b is missing, c has the wrong size, x is dark
+    dump = "# dump of DUMPED\n/cta/d/x 7\n/cta/d/c 5\n\n/cta/d/a\t4\n"
+    await write_on_storage(se, "/dumps/today.txt", dump.encode(), fast)
+    run = await audit(admin, database, fast, "DUMPED", dump="/dumps/today.txt")
+    counts = run["counts"]
+    assert isinstance(counts, dict)
+    assert (counts["lost"], counts["dark"], counts["size_mismatch"], counts["matched"]) == (1, 1, 1, 2), counts
+    found = {(e["kind"], e["lfn"]) async for e in admin.audit_entries(str(run["id"]))}
+    assert found == {("lost", "/cta/d/b"), ("dark", "/cta/d/x"), ("size_mismatch", "/cta/d/c")}
+    assert await replica_status(database, "/cta/d/b", "DUMPED") == "lost"
+    lost = [e async for e in admin.audit_entries(str(run["id"]), "lost")]
+    assert lost[0]["no_copy"] is True  # the only copy: reported
+    parquet = tmp_path / "entries.parquet"
+    assert await admin.audit_entries_to(str(run["id"]), parquet, kind="dark") > 0
+    assert pq.read_table(parquet).column("lfn").to_pylist() == ["/cta/d/x"]
+
+
+async def test_a_second_run_of_an_se_is_refused_while_one_is_open_and_audits_are_admin_only(
+    live_ses: LiveSEs, admin: Client,
+) -> None:
+    await live_ses.add("file", name="BUSY")
+    await admin.queue_audit("BUSY")
+    with pytest.raises(Exception, match="queued or running already"):
+        await admin.queue_audit("BUSY")
+    with pytest.raises(Exception, match="does not exist"):
+        await admin.queue_audit("NO-SUCH-SE")
+    async with live_ses.api.client(live_ses.api.token()) as user:
+        with pytest.raises(Exception, match="admin"):
+            await user.audit_runs()
+
+
+async def test_an_se_whose_audit_lease_another_auditor_holds_is_left_to_it(
+    database: AsyncDatabase[Document], live_ses: LiveSEs, admin: Client,
+) -> None:
+    fast = audit_settings(live_ses.api.settings)
+    se = await live_ses.add("file", name="LEASED")
+    await write_on_storage(se, "/cta/l/f", b"x", fast)
+    run = await admin.queue_audit("LEASED")
+    assert await lease.acquire(database, "auditor:LEASED", "auditor@elsewhere", lease_s=60)
+    await Auditor(fast, database).run(max_cycles=1)
+    assert (await admin.audit_run(str(run["id"])))["state"] == "queued"
+    await lease.release(database, "auditor:LEASED", "auditor@elsewhere")
+    await Auditor(fast, database).run(max_cycles=1)
+    assert (await admin.audit_run(str(run["id"])))["state"] == "done"
+
+
+async def test_an_se_whose_root_is_missing_fails_its_run_and_loses_nothing(
+    database: AsyncDatabase[Document], live_ses: LiveSEs, admin: Client,
+) -> None:
+    fast = audit_settings(live_ses.api.settings)
+    await live_ses.add("file", name="UNMOUNTED")  # its directory was never made: as if unmounted
+    result = await admin.register_files([{"lfn": "/cta/u/f", "size": 1, "adler32": "00020002",
+                                          "replicas": [{"se": "UNMOUNTED"}]}])
+    assert not result["failed"], result
+    run = await audit(admin, database, fast, "UNMOUNTED")
+    assert run["state"] == "failed" and "UNMOUNTED" in str(run["error"]), run
+    assert await replica_status(database, "/cta/u/f", "UNMOUNTED") == "available"

@@ -1,0 +1,163 @@
+"""Audit runs: one comparison of an SE's storage with the catalogue, and what it found.
+
+A run (`audit_runs`) is queued by an operator (or by the auditor's own schedule) and done by one
+auditor under the named lease "auditor:SE". At most one run per SE is open (queued or running):
+the open run carries `open_se`, unique, unset when the run ends. What a run found is one document
+per entry in `audit_entries`: `lost` (in the catalogue, not on storage), `dark` (on storage, not
+in the catalogue, older than the grace period) and `size_mismatch`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from typing import Any, Literal, TypedDict
+
+from pymongo import ReturnDocument
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import DuplicateKeyError
+
+from kernel.claims import now
+from kernel.db import Document, IndexSpec, database_errors, iterate
+from kernel.errors import Conflict, InvalidInput, NotFound
+
+AUDIT_RUNS = "audit_runs"
+AUDIT_ENTRIES = "audit_entries"
+EntryKind = Literal["lost", "dark", "size_mismatch"]
+ENTRY_KINDS: tuple[EntryKind, ...] = ("lost", "dark", "size_mismatch")
+OPEN_STATES = ("queued", "running")
+
+INDEXES = [
+    # one open run per SE: insert_one fails on a second
+    IndexSpec(AUDIT_RUNS, [("open_se", 1)], name="audit_runs_open_se", unique=True, sparse=True),
+    # list: audit_runs.find({se?}).sort(created, -1)
+    IndexSpec(AUDIT_RUNS, [("created", -1)], name="audit_runs_by_created"),
+    # show: audit_entries.find({run, kind?}).sort(lfn)
+    IndexSpec(AUDIT_ENTRIES, [("run", 1), ("kind", 1), ("lfn", 1)], name="audit_entries_by_run"),
+]
+
+
+class AuditRun(TypedDict, total=False):
+    """A document of `audit_runs`."""
+
+    _id: str
+    se: str
+    dump: str | None
+    state: str
+    open_se: str
+    requester: str
+    created: dt.datetime
+    started: dt.datetime | None
+    finished: dt.datetime | None
+    error: str | None
+    counts: dict[str, int]
+
+
+async def queue_run(db: AsyncDatabase[Document], se: str, *, requester: str, dump: str | None = None) -> Document:
+    """Queue a run for se; Conflict (409) while another run of se is open."""
+    if dump is not None and (not dump.startswith("/") or "\n" in dump):
+        raise InvalidInput(f"a dump is named by its absolute path on the SE, not {dump!r}")
+    run: AuditRun = {"_id": f"audit-{uuid.uuid4().hex[:12]}", "se": se, "dump": dump, "state": "queued",
+                     "open_se": se, "requester": requester, "created": now(), "started": None, "finished": None,
+                     "error": None, "counts": {}}
+    with database_errors():
+        try:
+            await db[AUDIT_RUNS].insert_one(dict(run))
+        except DuplicateKeyError as exc:
+            raise Conflict(f"SE {se} has an audit run queued or running already; wait for it to end") from exc
+    return dict(run)
+
+
+async def open_runs(db: AsyncDatabase[Document]) -> list[Document]:
+    """Runs queued or running (a running run whose auditor died is taken over under its SE's lease)."""
+    with database_errors():
+        return await db[AUDIT_RUNS].find({"state": {"$in": list(OPEN_STATES)}}).sort("created", 1).to_list()
+
+
+async def last_created(db: AsyncDatabase[Document], se: str) -> dt.datetime | None:
+    """When se's latest run was queued."""
+    with database_errors():
+        doc = await db[AUDIT_RUNS].find_one({"se": se}, {"created": 1}, sort=[("created", -1)])
+    return doc["created"] if doc else None
+
+
+async def start(db: AsyncDatabase[Document], run_id: str) -> Document | None:
+    """Mark an open run running (again) and forget what an earlier, interrupted attempt found."""
+    with database_errors():
+        doc = await db[AUDIT_RUNS].find_one_and_update(
+            {"_id": run_id, "state": {"$in": list(OPEN_STATES)}},
+            {"$set": {"state": "running", "started": now(), "counts": {}}}, return_document=ReturnDocument.AFTER)
+        if doc is not None:
+            await db[AUDIT_ENTRIES].delete_many({"run": run_id})
+    return doc
+
+
+async def progress(db: AsyncDatabase[Document], run_id: str, counts: dict[str, int]) -> None:
+    """Publish a running run's counters."""
+    with database_errors():
+        await db[AUDIT_RUNS].update_one({"_id": run_id, "state": "running"}, {"$set": {"counts": dict(counts)}})
+
+
+async def finish(db: AsyncDatabase[Document], run_id: str, counts: dict[str, int], *, error: str | None = None) -> None:
+    """End a run: done with its counters, or failed with an error; it is no longer open."""
+    with database_errors():
+        await db[AUDIT_RUNS].update_one(
+            {"_id": run_id},
+            {"$set": {"state": "failed" if error else "done", "finished": now(), "counts": dict(counts),
+                      "error": error}, "$unset": {"open_se": ""}})
+
+
+async def add_entries(db: AsyncDatabase[Document], run: Document, entries: Sequence[Document]) -> None:
+    """Record what a run found (`{kind, lfn, ...}` each)."""
+    if entries:
+        with database_errors():
+            await db[AUDIT_ENTRIES].insert_many([{**e, "run": run["_id"], "se": run["se"]} for e in entries])
+
+
+async def get_run(db: AsyncDatabase[Document], run_id: str) -> Document:
+    with database_errors():
+        doc = await db[AUDIT_RUNS].find_one({"_id": run_id})
+    if doc is None:
+        raise NotFound(f"audit run {run_id!r} does not exist")
+    return doc
+
+
+async def list_runs(db: AsyncDatabase[Document], *, se: str | None = None, limit: int = 100) -> list[Document]:
+    """The latest runs, newest first. Index: audit_runs_by_created."""
+    with database_errors():
+        return await db[AUDIT_RUNS].find({"se": se} if se else {}).sort("created", -1).limit(limit).to_list()
+
+
+def entries(db: AsyncDatabase[Document], run_id: str, kind: str | None) -> AsyncIterator[Document]:
+    """A run's entries (of one kind), by LFN. Index: audit_entries_by_run."""
+    if kind is not None and kind not in ENTRY_KINDS:
+        raise InvalidInput(f"entry kind {kind!r} is not one of {', '.join(ENTRY_KINDS)}")
+    query: dict[str, Any] = {"run": run_id, **({"kind": kind} if kind else {})}
+    return iterate(db[AUDIT_ENTRIES].find(query, {"_id": 0}).sort([("kind", 1), ("lfn", 1)]).batch_size(5000))
+
+
+async def allow_cleaning(db: AsyncDatabase[Document], run_id: str) -> None:
+    """An operator asked for the dark files of run to be deleted."""
+    with database_errors():
+        await db[AUDIT_ENTRIES].update_many({"run": run_id, "kind": "dark"}, {"$set": {"clean": "requested"}})
+
+
+async def cleanable(db: AsyncDatabase[Document], run_id: str, se: str, lfn: str) -> Document | None:
+    """The dark entry of lfn on se in run, if an operator asked for its deletion: what lets the
+    reaper delete a file the catalogue does not know."""
+    with database_errors():
+        return await db[AUDIT_ENTRIES].find_one({"run": run_id, "kind": "dark", "se": se, "lfn": lfn,
+                                                 "clean": "requested"})
+
+
+async def cleaned(db: AsyncDatabase[Document], run_id: str, lfn: str, outcome: str) -> None:
+    """Record what became of a dark file's deletion."""
+    with database_errors():
+        await db[AUDIT_ENTRIES].update_one({"run": run_id, "kind": "dark", "lfn": lfn}, {"$set": {"clean": outcome}})
+
+
+async def dark_lfns(db: AsyncDatabase[Document], run_id: str) -> list[str]:
+    """The LFNs a run found dark."""
+    with database_errors():
+        return await db[AUDIT_ENTRIES].distinct("lfn", {"run": run_id, "kind": "dark"})

@@ -1,0 +1,187 @@
+"""`cairn daemon auditor`: compares each SE's storage with the catalogue (see `audit_compare`).
+
+Each cycle the auditor takes the open audit runs (`audit_runs`), queuing one first for every SE
+whose last run is older than `audit.interval_s` when that is set, and does each under the named
+lease "auditor:SE" — one auditor per SE at a time, any number of auditors. A run found lost is
+checked once more on storage (a stat) before the replica is marked `lost`
+(`catalogue.replica_health.mark_lost`: the rules locking it copy it again); a lost replica whose
+file has no other available copy is recorded so (`no_copy`). Dark files are only recorded: an
+operator asks for their deletion (`request_dark_deletion`), which the reaper does.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+from pymongo.asynchronous.database import AsyncDatabase
+
+from catalogue.replica_health import mark_lost_many, other_copies, replicas_on
+from catalogue.storage_elements import StorageElement, get_storage_element, list_storage_elements
+from kernel import lease
+from kernel.daemon import Daemon
+from kernel.db import Document
+from kernel.errors import CairnError, Conflict
+from kernel.settings import AuditSettings, Settings
+from storage_plugins.base import StoragePlugin
+from storage_plugins.registry import plugin_for
+from transfers import audit_runs
+from transfers import requests as rq
+from transfers.audit_compare import Findings, StorageEntry, compare, dump_lines, lfn_of, sorted_dump
+from transfers.endpoints import endpoints
+
+log = logging.getLogger("cairn.auditor")
+ENTRY_BATCH = 1000
+PROGRESS_S = 2.0
+DARK_ACTIVITY = "dark-data"
+
+
+async def _listing(plugin: StoragePlugin, root: str, base: str) -> AsyncIterator[StorageEntry]:
+    async for info in plugin.walk(root):
+        lfn = lfn_of(info.url, base)
+        yield StorageEntry(lfn if lfn is not None else info.url, info.size, info.mtime)
+
+
+class Audit:
+    """One run of one SE: open the storage side, merge it with the catalogue, act on what is lost."""
+
+    def __init__(self, db: AsyncDatabase[Document], settings: AuditSettings,
+                 credentials: Mapping[str, Mapping[str, str]], run: Document, se: StorageElement) -> None:
+        self.db, self.settings, self.credentials, self.run, self.se = db, settings, credentials, run, se
+        self.pending: list[dict[str, Any]] = []
+        self.counts: dict[str, int] = {}
+        self.found = Findings()
+        self.published = time.monotonic()
+        endpoint = endpoints(se, "/", "read", credentials=credentials)[0]
+        self.root, self.base = endpoint.url, endpoint.protocol.base_url()
+        self.plugin = plugin_for(endpoint.url, endpoint.options)
+
+    async def storage_side(self) -> tuple[AsyncIterator[StorageEntry], float]:
+        """The storage stream and the time it describes."""
+        dump = self.run.get("dump")
+        if not dump:
+            if self.plugin.has_directories:
+                await self.plugin.stat(self.root)  # an unmounted SE fails the run rather than lose it all
+            return _listing(self.plugin, self.root, self.base), time.time()
+        endpoint = endpoints(self.se, dump, "read", credentials=self.credentials)[0]
+        info = await self.plugin.stat(endpoint.url)
+        return sorted_dump(dump_lines(self.plugin.read(endpoint.url)), info.mtime), info.mtime or time.time()
+
+    async def publishing(self, stream: AsyncIterator[StorageEntry]) -> AsyncIterator[StorageEntry]:
+        """The storage stream, publishing the run's counters every PROGRESS_S while it flows."""
+        async for entry in stream:
+            if time.monotonic() - self.published > PROGRESS_S:
+                self.published = time.monotonic()
+                await audit_runs.progress(self.db, self.run["_id"], {**self.found.counts, **self.counts})
+            yield entry
+
+    async def on_entry(self, entry: dict[str, Any]) -> None:
+        self.pending.append(entry)
+        if len(self.pending) >= ENTRY_BATCH:
+            await self.flush()
+
+    async def _lost(self, entries: list[dict[str, Any]]) -> None:
+        """Mark a batch of lost replicas (after a stat each, when the storage was listed live)."""
+        for entry in entries:
+            url = endpoints(self.se, entry["lfn"], "read", credentials=self.credentials)[0].url
+            if not self.run.get("dump") and await self.plugin.exists(url):
+                entry["kind"] = "rechecked"  # written back meanwhile, or listed late: not lost
+        lost = [e for e in entries if e["kind"] == "lost"]
+        left = await mark_lost_many(self.db, self.se.name, [e["lfn"] for e in lost])
+        for entry in lost:
+            entry["marked"] = entry["lfn"] in left
+            entry["no_copy"] = (left[entry["lfn"]] if entry["marked"]
+                                else await other_copies(self.db, entry["lfn"], self.se.name)) == 0
+
+    async def flush(self) -> None:
+        await self._lost([e for e in self.pending if e["kind"] == "lost"])
+        kept = [e for e in self.pending if e["kind"] != "rechecked"]
+        self.counts["no_copy"] = self.counts.get("no_copy", 0) + sum(1 for e in kept if e.get("no_copy"))
+        self.counts["rechecked"] = self.counts.get("rechecked", 0) + len(self.pending) - len(kept)
+        await audit_runs.add_entries(self.db, self.run, kept)
+        self.pending = []
+
+    async def execute(self) -> dict[str, int]:
+        storage, as_of = await self.storage_side()
+        catalogue = replicas_on(self.db, self.se.name, page=self.settings.page)
+        found = await compare(self.publishing(storage), catalogue, as_of=as_of,
+                              grace_s=self.settings.dark_grace_s, on_entry=self.on_entry, found=self.found)
+        await self.flush()
+        counts = {**found.counts, **self.counts}
+        counts["lost"] -= counts.get("rechecked", 0)
+        return counts
+
+    async def close(self) -> None:
+        await self.plugin.close()
+
+
+async def run_audit(db: AsyncDatabase[Document], settings: Settings, run_id: str) -> Document | None:
+    """Do one open run now (the caller holds the SE's lease); the run as it ended."""
+    run = await audit_runs.start(db, run_id)
+    if run is None:
+        return None
+    try:
+        se = await get_storage_element(db, run["se"])
+        audit = Audit(db, settings.audit, settings.storage_credentials, run, se)
+    except CairnError as exc:
+        await audit_runs.finish(db, run_id, {}, error=exc.message)
+        return await audit_runs.get_run(db, run_id)
+    try:
+        counts = await audit.execute()
+    except (CairnError, OSError) as exc:
+        message = exc.message if isinstance(exc, CairnError) else str(exc)
+        log.warning("audit %s of %s failed: %s", run_id, run["se"], message)
+        await audit_runs.finish(db, run_id, audit.counts, error=message)
+    else:
+        log.info("audit %s of %s: %s", run_id, run["se"], counts)
+        await audit_runs.finish(db, run_id, counts)
+    finally:
+        await audit.close()
+    return await audit_runs.get_run(db, run_id)
+
+
+async def request_dark_deletion(db: AsyncDatabase[Document], run_id: str, *, requester: str) -> dict[str, Any]:
+    """Queue the deletion of every dark file a finished run found (the reaper deletes each after
+    checking it is still dark: recorded by this run and still without a replica on the SE)."""
+    run = await audit_runs.get_run(db, run_id)
+    if run["state"] != "done":
+        raise Conflict(f"audit run {run_id!r} is {run['state']}; dark files are deleted from finished runs only")
+    await audit_runs.allow_cleaning(db, run_id)
+    items = [{"lfn": lfn, "dest_se": run["se"], "audit_run": run_id} for lfn in await audit_runs.dark_lfns(db, run_id)]
+    return await rq.submit(db, "delete", items, requester=requester, activity=DARK_ACTIVITY, submission=run_id)
+
+
+class Auditor(Daemon):
+    name = "auditor"
+
+    def __init__(self, settings: Settings, db: AsyncDatabase[Document]) -> None:
+        super().__init__()
+        self.db, self.all_settings, self.settings = db, settings, settings.audit
+        self.idle_sleep_s = settings.audit.idle_sleep_s
+
+    async def _schedule(self) -> None:
+        if not self.settings.interval_s:
+            return
+        due = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=self.settings.interval_s)
+        for se in await list_storage_elements(self.db):
+            last = await audit_runs.last_created(self.db, se.name)
+            if last is None or last < due:
+                try:
+                    await audit_runs.queue_run(self.db, se.name, requester=self.worker)
+                except CairnError:
+                    continue  # one is open already
+
+    async def run_once(self) -> int:
+        await self._schedule()
+        done = 0
+        for run in await audit_runs.open_runs(self.db):
+            if self.stopping:
+                break
+            held, _ = await lease.under_named_lease(
+                self.db, f"auditor:{run['se']}", self.worker, run_audit(self.db, self.all_settings, run["_id"]),
+                lease_s=self.settings.lease_s)
+            done += int(held)
+        return done

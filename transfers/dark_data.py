@@ -1,0 +1,50 @@
+"""Deleting dark data: files on an SE that no replica in the catalogue stands for.
+
+The reaper deletes one only when an operator asked for the dark files of a finished audit run
+(`audit_runs.allow_cleaning`), the file is still without a replica on that SE, and it did not
+change on storage since the run began (a new write of the same name is not dark). The URL comes
+from `transfers.endpoints`, so nothing outside the SE is ever deleted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from pymongo.asynchronous.database import AsyncDatabase
+
+from catalogue.files import fetch_files
+from catalogue.storage_elements import StorageElement
+from kernel.db import Document
+from kernel.errors import NotFound
+from storage_plugins.registry import plugin_for
+from transfers import audit_runs
+from transfers.endpoints import endpoints
+
+
+class StillInUse(Exception):
+    """The file is no longer dark (registered, rewritten) or its deletion was not asked for."""
+
+
+async def delete_dark(db: AsyncDatabase[Document], run_id: str, lfn: str, se: StorageElement,
+                      credentials: Mapping[str, Mapping[str, str]]) -> bool:
+    """Delete the dark file lfn from se; True if it was there. Raises StillInUse when it must stay."""
+    if await audit_runs.cleanable(db, run_id, se.name, lfn) is None:
+        raise StillInUse(f"{lfn} on {se.name}: not a dark file whose deletion was asked for in run {run_id}")
+    known = await fetch_files(db, [lfn], {"replicas.se": 1})
+    if any(r.get("se") == se.name for r in known.get(lfn, {}).get("replicas", [])):
+        await audit_runs.cleaned(db, run_id, lfn, "kept: registered since")
+        raise StillInUse(f"{lfn} on {se.name}: a replica is registered now; it is not dark any more")
+    run = await audit_runs.get_run(db, run_id)
+    endpoint = endpoints(se, lfn, "delete", credentials=credentials)[0]
+    async with plugin_for(endpoint.url, endpoint.options) as plugin:
+        try:
+            info = await plugin.stat(endpoint.url)
+            if info.mtime is not None and run.get("started") and info.mtime > run["started"].timestamp():
+                await audit_runs.cleaned(db, run_id, lfn, "kept: written since the run")
+                raise StillInUse(f"{lfn} on {se.name}: written again since audit run {run_id}")
+            await plugin.delete(endpoint.url)
+        except NotFound:
+            await audit_runs.cleaned(db, run_id, lfn, "gone")
+            return False
+    await audit_runs.cleaned(db, run_id, lfn, "deleted")
+    return True
