@@ -42,7 +42,7 @@ from kernel.settings import load_settings
 from kernel.web import ISSUER
 from tests.fixtures.slurm import SlurmCluster, one_node_cluster
 from wms import checking, jobs, pilot_records
-from wms.batch import BatchBackend, QueueConfig
+from wms.batch.interface import BatchBackend, QueueConfig
 from wms.config import WmsSettings
 from wms.pilot_factory import FactorySettings, PilotFactory
 

@@ -22,7 +22,7 @@ from tests.fixtures.api import RunningApi
 from tests.fixtures.grid import Grid, check_all, wait_for
 from tests.fixtures.slurm import SlurmCluster
 from wms import jobs, pilot_records
-from wms.batch import QueueConfig
+from wms.batch.interface import QueueConfig
 from wms.batch.slurm import SlurmBackend
 from wms.config import WmsSettings
 from wms.daemons import JobWatchdog

@@ -13,7 +13,7 @@ from catalogue.sites import Site, put_site
 from kernel.errors import Conflict, Forbidden
 from tests.fixtures.api import RunningApi
 from tests.fixtures.grid import Grid, check_all
-from wms.batch import QueueConfig
+from wms.batch.interface import QueueConfig
 from wms.config import WmsSettings
 from wms.pilot_factory import FactorySettings, PilotFactory
 

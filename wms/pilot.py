@@ -39,6 +39,9 @@ from wms.client import JobsClient
 from wms.config import WmsSettings
 from wms.pilot_data import Credentials, DataAccessError, fetch, put
 
+# How long a payload killed by SIGTERM waits for the pilot's own SIGTERM (a batch cancel) to arrive.
+SIGNAL_GRACE_S = 2.0
+
 log = logging.getLogger("cairn.pilot")
 
 
@@ -210,6 +213,13 @@ class Pilot(Daemon):
                                          return_when=asyncio.FIRST_COMPLETED)
             stop.cancel()
             if waiter in done:
+                if proc.returncode == -signal.SIGTERM and not self.stopping:
+                    # A batch system's cancel signals every process of the pilot at once: the
+                    # payload may die of it before this pilot has seen its own SIGTERM.
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._stop.wait(), SIGNAL_GRACE_S)
+                if proc.returncode == -signal.SIGTERM and self.stopping:
+                    return proc.returncode, "lost"
                 return proc.returncode, ""
             _terminate(proc.pid)
             code = await waiter

@@ -37,7 +37,8 @@ from kernel.db import Document
 from kernel.settings import Settings
 from kernel.tokens import BuiltinIssuer
 from wms import pilot_records, task_queues
-from wms.batch import FINAL, LOST, RUNNING, WAITING, BatchBackend, BatchError, PilotSpec, QueueConfig, backend_for
+from wms.batch.backends import backend_for
+from wms.batch.interface import FINAL, LOST, RUNNING, WAITING, BatchBackend, BatchError, PilotSpec, QueueConfig
 
 log = logging.getLogger("cairn.pilot_factory")
 

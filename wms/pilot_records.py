@@ -18,7 +18,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from kernel.db import Document, IndexSpec, database_errors
 from kernel.errors import NotFound
-from wms.batch import ACTIVE
+from wms.batch.interface import ACTIVE
 
 PILOTS = "pilots"
 SUBMITTING = "submitting"

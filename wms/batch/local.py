@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from kernel.process import child_preexec
-from wms.batch import (
+from wms.batch.interface import (
     ABORTED,
     DONE,
     FAILED,

@@ -13,7 +13,7 @@ import os
 import pwd
 from collections.abc import Sequence
 
-from wms.batch import (
+from wms.batch.interface import (
     ABORTED,
     DONE,
     FAILED,
