@@ -33,6 +33,7 @@ from rules import store as rule_store
 from transfers import audit_runs, link_series
 from transfers import requests as transfer_requests
 from wms import jobs as wms_jobs
+from wms import pilot_records as wms_pilot_records
 from wms import task_queues as wms_task_queues
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -48,19 +49,22 @@ def route_tables() -> list[ApiRoutes]:
         namespace_routes,
         provenance_routes,
         se_routes,
+        site_queue_routes,
         usage_routes,
     )
     from productions import production_routes, transformation_routes
     from rules import routes as rule_routes
     from rules import subscription_routes
     from transfers import audit_routes, request_routes, signed_url_routes, stats_routes, suspicious_routes
+    from wms import pilot_routes
     from wms import routes as wms_routes
 
     return [system_routes.routes, namespace_routes.routes, file_routes.routes, se_routes.routes,
             metadata_routes.routes, dataset_routes.routes, provenance_routes.routes, usage_routes.routes,
             rule_routes.routes, subscription_routes.routes, request_routes.routes, signed_url_routes.routes,
             stats_routes.routes, wms_routes.routes, feed_routes.routes, audit_routes.routes,
-            suspicious_routes.routes, transformation_routes.routes, production_routes.routes]
+            suspicious_routes.routes, transformation_routes.routes, production_routes.routes,
+            site_queue_routes.routes, pilot_routes.routes]
 
 
 def plain_routes() -> list[tuple[str, str, Handler]]:
@@ -76,7 +80,7 @@ def index_specs() -> list[IndexSpec]:
             *quotas.INDEXES, *subscriptions.INDEXES, *wms_jobs.INDEXES, *wms_task_queues.INDEXES,
             *usage.INDEXES, *replica_triage.INDEXES, *link_series.INDEXES, *replica_health.INDEXES,
             *audit_runs.INDEXES, *transformations.INDEXES, *transformation_files.INDEXES,
-            *production_tasks.INDEXES, *production.INDEXES]
+            *production_tasks.INDEXES, *production.INDEXES, *wms_pilot_records.INDEXES]
 
 
 def daemon_factories() -> dict[str, DaemonFactory]:
@@ -106,5 +110,13 @@ def daemon_factories() -> dict[str, DaemonFactory]:
         "transformation-feeder": lambda settings, db: TransformationFeeder(db),
         "transformation-tasks": lambda settings, db: TransformationTasks(db),
         "transformation-monitor": lambda settings, db: TransformationMonitor(db),
+        "pilot-factory": _pilot_factory,
         "auditor": Auditor,
     }
+
+
+def _pilot_factory(settings: Settings, db: AsyncDatabase[Document]) -> Daemon:
+    from kernel.tokens import BuiltinIssuer
+    from wms.pilot_factory import FactorySettings, PilotFactory
+
+    return PilotFactory(db, settings, FactorySettings(), BuiltinIssuer.from_settings(settings))

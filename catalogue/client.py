@@ -179,3 +179,19 @@ class CatalogueClient(BaseClient):
         """Remove a site that has no SE (admins)."""
         result: Json = await self.request("DELETE", f"/sites/{quote(name, safe='')}")
         return result
+
+    async def site_queues(self, site: str | None = None) -> list[Json]:
+        """The batch queues of every site (or of one), where the pilot factory sends pilots."""
+        result: list[Json] = await self.request("GET", "/site-queues", params={"site": site})
+        return result
+
+    async def put_site_queue(self, site: str, name: str, **settings: Any) -> Json:
+        """Create or replace a batch queue of a site (admins): backend, partition, cores,
+        memory_mb, max_waiting, max_running, tags, enabled."""
+        result: Json = await self.request("PUT", f"/sites/{quote(site, safe='')}/queues/{quote(name, safe='')}",
+                                          json_body=settings)
+        return result
+
+    async def delete_site_queue(self, site: str, name: str) -> Json:
+        result: Json = await self.request("DELETE", f"/sites/{quote(site, safe='')}/queues/{quote(name, safe='')}")
+        return result

@@ -103,7 +103,9 @@ class BuiltinIssuer:
         scopes: Iterable[str] = (),
         lifetime_s: int | None = None,
         not_before: int | None = None,
+        extra: dict[str, Any] | None = None,
     ) -> str:
+        """A signed token; `extra` adds claims of its own (e.g. the site a pilot token is bound to)."""
         scopes = list(scopes)
         unknown = [s for s in scopes if s not in SCOPES]
         if unknown:
@@ -123,6 +125,7 @@ class BuiltinIssuer:
             "exp": now + (lifetime_s if lifetime_s is not None else self.default_lifetime_s),
             "jti": uuid.uuid4().hex,
         }
+        claims = {**(extra or {}), **claims}
         return jwt.encode(claims, self.private_key, algorithm="EdDSA", headers={"kid": self.kid})
 
 

@@ -95,6 +95,9 @@ MATRIX: dict[str, Case] = {
     "GET /sites/{name}": same(200, "/sites/SITE"),
     "PUT /sites/{name}": admin_only("/sites/SITE"),
     "DELETE /sites/{name}": admin_only("/sites/SITE"),
+    "GET /site-queues": same(200, "/site-queues"),
+    "PUT /sites/{name}/queues/{queue}": admin_only("/sites/SITE/queues/Q"),
+    "DELETE /sites/{name}/queues/{queue}": admin_only("/sites/SITE/queues/Q"),
     "GET /metadata/fields": same(200, "/metadata/fields"),
     "PUT /metadata/fields": admin_only("/metadata/fields"),
     "DELETE /metadata/fields": admin_only("/metadata/fields"),
@@ -198,6 +201,9 @@ MATRIX: dict[str, Case] = {
     "GET /productions/{id}": Case("/productions/{production}", (200, 403, 403), changes=frozenset()),
     "GET /productions/{id}/status": Case("/productions/{production}/status", (200, 403, 403), changes=frozenset()),
     "POST /productions/{id}/stop": Case("/productions/{production}/stop", (200, 403, 403), {}),
+    "GET /pilots": same(200, "/pilots"),
+    "GET /pilots/{name}": same(404, "/pilots/NOPE"),  # pilots are no user's objects; none exists here
+    "GET /pilots/{name}/logs": admin_only("/pilots/NOPE/logs"),
     # a report counts only when the server finds the replica missing too: bob's is there
     "POST /replicas/suspicious": Case("/replicas/suspicious", (200, 200, 404), {"lfn": SHARED, "se": "DISK1"},
                                       changes=frozenset()),

@@ -28,7 +28,7 @@ OWNERS = {
     "transfer_requests": "transfers", "link_stats": "transfers", "link_hours": "transfers",
     "audit_runs": "transfers", "audit_entries": "transfers",
     "jobs": "wms", "job_claims": "wms", "counters": "wms", "task_queues": "wms", "task_queue_entries": "wms",
-    "group_usage": "wms",
+    "group_usage": "wms", "pilots": "wms",
     "transformations": "productions", "transformation_files": "productions", "transformation_tasks": "productions",
     "productions": "productions",
 }

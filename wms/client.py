@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import quote
 
 from kernel.client import BaseClient
 
@@ -99,4 +100,22 @@ class JobsClient(BaseClient):
         result: dict[str, Any] = await self.request(
             "POST", f"/jobs/{job_id}/report", json_body={"pilot": pilot, "attempt": attempt, **outcome}
         )
+        return result
+
+    # pilots (the factory's records)
+
+    async def list_pilots(self, *, site: str | None = None, state: str | None = None,
+                          limit: int = 100) -> list[dict[str, Any]]:
+        """Pilots, newest first: name, batch id, queue, site, state, the jobs each ran."""
+        result: list[dict[str, Any]] = await self.request(
+            "GET", "/pilots", params={"site": site, "state": state, "limit": limit})
+        return result
+
+    async def get_pilot(self, name: str) -> dict[str, Any]:
+        result: dict[str, Any] = await self.request("GET", f"/pilots/{quote(name, safe='')}")
+        return result
+
+    async def pilot_logs(self, name: str) -> dict[str, Any]:
+        """The tail of a pilot's batch log (admins)."""
+        result: dict[str, Any] = await self.request("GET", f"/pilots/{quote(name, safe='')}/logs")
         return result

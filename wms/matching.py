@@ -5,6 +5,8 @@ Order of preference, recomputed at every match:
    so a group with twice the share may hold twice the pilots;
 2. within it, the task queue of highest priority, then the older queue id order;
 3. within a queue, the oldest job.
+A pilot the factory submitted gets the job added to its pilot document, and the job names the
+pilot's batch id (`batch_id`), so each leads to the other.
 The claim is a `$pop` on the task queue document, then the insert of the attempt's claim
 document (`jobs.claim_attempt`), so a stale id (a job killed or matched meanwhile) is skipped,
 never run twice. Every query on the way is an `_id` lookup or a read of the small task-queue
@@ -25,7 +27,7 @@ from catalogue.replica_urls import se_url
 from catalogue.storage_elements import fetch_storage_elements
 from kernel.db import Document
 from kernel.errors import InvalidInput
-from wms import jobs, states, task_queues
+from wms import jobs, pilot_records, states, task_queues
 from wms.outputs import output_destinations
 
 log = logging.getLogger("cairn.wms.matcher")
@@ -72,9 +74,11 @@ async def _take(db: AsyncDatabase[Document], job_id: str, attempt: int, offer: P
         log.info("job %s attempt %s was killed or matched already; skipped", job_id, attempt)
         return None
     at = jobs.now()
+    record = await pilot_records.took_job(db, offer.pilot, job_id)
+    batch = {"batch_id": record.get("batch_id"), "pilot_queue": record.get("queue")} if record else {}
     job = await jobs.set_state_claimed(
         db, job_id, states.MATCHED, f"matched to pilot {offer.pilot} at {offer.site}",
-        set_fields={"pilot": offer.pilot, "site": offer.site, "matched_at": at, "heartbeat_at": at},
+        set_fields={"pilot": offer.pilot, "site": offer.site, "matched_at": at, "heartbeat_at": at, **batch},
     )
     if job is None:
         return None
@@ -87,7 +91,9 @@ async def _take(db: AsyncDatabase[Document], job_id: str, attempt: int, offer: P
 
 async def inputs_inside_their_ses(db: AsyncDatabase[Document], items: Sequence[Document]) -> list[Document]:
     """The resolved inputs with each replica's URL re-derived on its SE; a replica whose stored URL
-    is not its SE's URL for the LFN is left out, so a pilot never reads a path outside an SE."""
+    is not its SE's URL for the LFN is left out, so a pilot never reads a path outside an SE.
+    Each replica carries its SE's definition (`se_config`, no secrets), from which the pilot
+    takes the protocol's options as transfer workers do (`transfers.endpoints`)."""
     ses = await fetch_storage_elements(db, {r.get("se", "") for item in items for r in item["replicas"]})
     out = []
     for item in items:
@@ -96,7 +102,8 @@ async def inputs_inside_their_ses(db: AsyncDatabase[Document], items: Sequence[D
             se = ses.get(replica.get("se", ""))
             with contextlib.suppress(InvalidInput):
                 if se is not None:
-                    kept.append({**replica, "url": se_url(se, item["lfn"], replica.get("url") or None)})
+                    kept.append({**replica, "url": se_url(se, item["lfn"], replica.get("url") or None),
+                                 "se_config": se.model_dump(mode="json")})
         out.append({**item, "replicas": kept})
     return out
 

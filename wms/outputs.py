@@ -63,7 +63,7 @@ async def output_destinations(db: AsyncDatabase[Document], job: Document) -> lis
             destinations.append({**out, "url": None, "problem": f"SE {se.name} is not writable"})
             continue
         url = attempt_url(replica_url(protocol, out["lfn"]), job["_id"], job["attempt"])
-        destinations.append({**out, "url": url})
+        destinations.append({**out, "url": url, "se_config": se.model_dump(mode="json")})
     return destinations
 
 

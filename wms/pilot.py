@@ -7,6 +7,12 @@ the outputs with their inputs as ancestors, then report the end with the exit co
 tails of stdout and stderr. If the server says the pilot no longer holds the job (it was
 declared stalled and rescheduled), the payload is stopped and nothing more is reported.
 
+A pilot started by the factory (`wms.pilot_factory`) is named by it (CAIRN_PILOT_NAME, which
+links the jobs it takes to its pilot document) and stops by itself after `--idle-exit-s` without
+a matching job, giving its batch slot back. A pilot told to stop (SIGTERM: the batch system
+cancels or pre-empts it) kills its payload and reports nothing: the job goes silent and the
+watchdog reschedules it.
+
 Outputs are fenced by attempt: right before writing, the pilot asks the server for its upload
 slot, which a stale attempt is refused (409), and writes only to the slot's URLs, which no other
 attempt uses (`wms.outputs.attempt_url`).
@@ -20,6 +26,7 @@ import logging
 import os
 import shutil
 import signal
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,7 +37,10 @@ from kernel.process import child_preexec
 from storage_plugins.registry import close_plugins
 from wms.client import JobsClient
 from wms.config import WmsSettings
-from wms.pilot_data import DataAccessError, fetch, put
+from wms.pilot_data import Credentials, DataAccessError, fetch, put
+
+# How long a payload killed by SIGTERM waits for the pilot's own SIGTERM (a batch cancel) to arrive.
+SIGNAL_GRACE_S = 2.0
 
 log = logging.getLogger("cairn.pilot")
 
@@ -59,9 +69,15 @@ class Pilot(Daemon):
 
     def __init__(
         self, client: JobsClient, site: str, work_dir: Path, config: WmsSettings, resources: Resources | None = None,
-        *, keep_work_dirs: bool = False,
+        *, keep_work_dirs: bool = False, name: str | None = None, idle_exit_s: float | None = None,
+        credentials: Credentials | None = None,
     ) -> None:
         super().__init__()
+        self.credentials = credentials or {}
+        if name:
+            self.worker = name
+        self.idle_exit_s = idle_exit_s
+        self._idle_since = time.monotonic()
         self.client = client
         self.site = site
         self.work_dir = work_dir
@@ -70,13 +86,24 @@ class Pilot(Daemon):
         self.keep_work_dirs = keep_work_dirs
 
     async def run_once(self) -> int:
-        order = await self.client.match_job(pilot=self.worker, site=self.site, cpu=self.resources.cpu,
-                                            memory_mb=self.resources.memory_mb, tags=self.resources.tags)
+        try:
+            order = await self.client.match_job(pilot=self.worker, site=self.site, cpu=self.resources.cpu,
+                                                memory_mb=self.resources.memory_mb, tags=self.resources.tags)
+        except ServiceUnavailable:
+            self._stop_when_idle()  # an idle pilot that cannot reach the API leaves too
+            raise
         if order is None:
+            self._stop_when_idle()
             return 0
         log.info("pilot %s: job %s attempt %s", self.worker, order["id"], order["attempt"])
         await self.run_job(order)
+        self._idle_since = time.monotonic()
         return 1
+
+    def _stop_when_idle(self) -> None:
+        if self.idle_exit_s is not None and time.monotonic() - self._idle_since > self.idle_exit_s:
+            log.info("pilot %s: no matching job for %.0fs; stopping", self.worker, self.idle_exit_s)
+            self.stop()
 
     async def close(self) -> None:
         await self.client.close()
@@ -100,7 +127,7 @@ class Pilot(Daemon):
             outcome = await self._execute(order, job_dir, kill, lost)
             stdout = await asyncio.to_thread(self._tail, job_dir / ".stdout")
             stderr = await asyncio.to_thread(self._tail, job_dir / ".stderr")
-            if lost.is_set():
+            if lost.is_set() or outcome.reason == "lost":  # stopped with its payload
                 raise LostJob
             await self._report(job_id, attempt, outcome, stdout, stderr)
         except (LostJob, Conflict):
@@ -157,7 +184,8 @@ class Pilot(Daemon):
             errors = []
             for replica in item["replicas"]:
                 try:
-                    await fetch(replica["url"], dest, expected_adler32=item.get("adler32"))
+                    await fetch(replica["url"], dest, lfn=item["lfn"], se_config=replica["se_config"],
+                                credentials=self.credentials, expected_adler32=item.get("adler32"))
                     break
                 except DataAccessError as exc:
                     errors.append(f"{replica['se']}: {exc.message}")
@@ -180,15 +208,22 @@ class Pilot(Daemon):
             except OSError as exc:
                 return None, f"cannot start {order['executable']}: {exc.strerror or exc}"
             waiter = asyncio.create_task(proc.wait())
-            stop = asyncio.create_task(_first(kill, lost))
+            stop = asyncio.create_task(_first(kill, lost, self._stop))
             done, _ = await asyncio.wait({waiter, stop}, timeout=order["time_limit_s"],
                                          return_when=asyncio.FIRST_COMPLETED)
             stop.cancel()
             if waiter in done:
+                if proc.returncode == -signal.SIGTERM and not self.stopping:
+                    # A batch system's cancel signals every process of the pilot at once: the
+                    # payload may die of it before this pilot has seen its own SIGTERM.
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._stop.wait(), SIGNAL_GRACE_S)
+                if proc.returncode == -signal.SIGTERM and self.stopping:
+                    return proc.returncode, "lost"
                 return proc.returncode, ""
             _terminate(proc.pid)
             code = await waiter
-            if lost.is_set():
+            if lost.is_set() or self.stopping:
                 return code, "lost"
             return code, "killed" if kill.is_set() else "timeout"
 
@@ -212,7 +247,8 @@ class Pilot(Daemon):
                 raise DataAccessError(out.get("problem", f"no destination for {out['lfn']}"))
             if not src.is_file():
                 raise DataAccessError(f"the payload did not produce {out['path']} (for {out['lfn']})")
-            size, checksum = await put(src, out["url"])
+            size, checksum = await put(src, out["url"], lfn=out["lfn"], se_config=out["se_config"],
+                                       credentials=self.credentials)
             files.append({"lfn": out["lfn"], "url": out["url"], "size": size, "adler32": checksum})
         if files:
             result = await self.client.register_job_outputs(order["id"], pilot=self.worker,

@@ -1,7 +1,9 @@
 """HTTP routes of the job layer: submission and watching for users, matching and reports for pilots.
 
 Users (scopes jobs.read / jobs.write) see and control their own jobs; admins see all.
-Pilots need scope jobs.pilot.
+Pilots need scope jobs.pilot. A pilot token from the factory also names its site and its pilot
+(claims cairn_site, cairn_pilot): it may match only at that site and speak only as that pilot,
+so with the attempt guard of `execution` it reports only for jobs it holds.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from kernel.web import (
 from wms import control, execution, jobs, matching, states, submission, task_queues
 from wms.api_models import ControlRequest, FinalReport, MatchRequest, OutputsReport, PilotReport, ShareRequest
 from wms.description import JobDescription, Submission
+from wms.pilot_factory import PILOT_NAME_CLAIM, PILOT_SITE_CLAIM
 
 routes = ApiRoutes("jobs")
 
@@ -156,10 +159,21 @@ async def set_share(request: web.Request) -> web.Response:
 # ------------------------------------------------------------------------------------ pilots
 
 
+def _as_pilot(request: web.Request, pilot: str, site: str | None = None) -> None:
+    """403 when a site-bound pilot token speaks for another pilot or asks for another site."""
+    claims = principal_of(request).claims
+    bound_pilot, bound_site = claims.get(PILOT_NAME_CLAIM), claims.get(PILOT_SITE_CLAIM)
+    if bound_pilot is not None and pilot != bound_pilot:
+        raise Forbidden(f"this token belongs to pilot {bound_pilot}, not {pilot}")
+    if site is not None and bound_site is not None and site != bound_site:
+        raise Forbidden(f"this pilot token is bound to site {bound_site}; it cannot take jobs for {site}")
+
+
 @routes.post("/jobs/match", policy=PILOT, summary="A pilot asks for its next job (atomically its own)",
              body=MatchRequest, responses={200: "{job: work order} or {job: null} when nothing fits"})
 async def match_job(request: web.Request) -> web.Response:
     body = await read_model(request, MatchRequest)
+    _as_pilot(request, body.pilot, body.site)
     db = request.app[DATABASE]
     offer = matching.PilotOffer(pilot=body.pilot, site=body.site, cpu=body.cpu, memory_mb=body.memory_mb,
                                 tags=tuple(body.tags))
@@ -171,6 +185,7 @@ async def match_job(request: web.Request) -> web.Response:
              body=PilotReport, responses={409: "the job is not matched to this pilot and attempt"})
 async def start_job(request: web.Request) -> web.Response:
     body = await read_model(request, PilotReport)
+    _as_pilot(request, body.pilot)
     return json_response(await execution.start(request.app[DATABASE], request.match_info["id"], body.attempt,
                                                body.pilot))
 
@@ -179,6 +194,7 @@ async def start_job(request: web.Request) -> web.Response:
              body=PilotReport, responses={409: "the pilot no longer holds this attempt: stop"})
 async def heartbeat(request: web.Request) -> web.Response:
     body = await read_model(request, PilotReport)
+    _as_pilot(request, body.pilot)
     return json_response(await execution.heartbeat(request.app[DATABASE], request.match_info["id"], body.attempt,
                                                    body.pilot))
 
@@ -187,6 +203,7 @@ async def heartbeat(request: web.Request) -> web.Response:
              body=PilotReport, responses={409: "the pilot no longer holds this attempt: write nothing"})
 async def output_slots(request: web.Request) -> web.Response:
     body = await read_model(request, PilotReport)
+    _as_pilot(request, body.pilot)
     return json_response(await execution.output_slots(request.app[DATABASE], request.match_info["id"], body.attempt,
                                                       body.pilot))
 
@@ -195,6 +212,7 @@ async def output_slots(request: web.Request) -> web.Response:
              body=OutputsReport, responses={409: "the pilot no longer holds this attempt"})
 async def register_outputs(request: web.Request) -> web.Response:
     body = await read_model(request, OutputsReport)
+    _as_pilot(request, body.pilot)
     files = [f.model_dump() for f in body.files]
     return json_response(await execution.register_outputs(request.app[DATABASE], request.match_info["id"],
                                                            body.attempt, body.pilot, files))
@@ -204,6 +222,7 @@ async def register_outputs(request: web.Request) -> web.Response:
              body=FinalReport, responses={409: "the pilot no longer holds this attempt"})
 async def report_job(request: web.Request) -> web.Response:
     body = await read_model(request, FinalReport)
+    _as_pilot(request, body.pilot)
     return json_response(await execution.finish(
         request.app[DATABASE], request.match_info["id"], body.attempt, body.pilot, state=body.state,
         reason=body.reason, exit_code=body.exit_code, stdout=body.stdout, stderr=body.stderr,

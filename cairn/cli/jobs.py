@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +59,7 @@ def status(job_ids: tuple[str, ...], as_json: bool) -> None:
         emit_json(found if len(found) > 1 else found[0])
         return
     table(found, JOB_COLUMNS)
+    table(found, ["id", "pilot", "batch_id", "pilot_queue"], title="pilots")
     for item in found:
         table(item.get("history", []), ["state", "time", "reason"], title=f"job {item['id']} history")
 
@@ -168,7 +170,9 @@ def shares(setting: tuple[str, float] | None, as_json: bool) -> None:
 @click.option("--memory-mb", type=click.IntRange(1), default=2048, show_default=True)
 @click.option("--tag", "tags", multiple=True, help="a tag this pilot offers (repeatable)")
 @click.option("--max-cycles", type=click.IntRange(1), help="stop after this many match attempts (default: never)")
-def pilot(site: str, work_dir: Path, cpu: int, memory_mb: int, tags: tuple[str, ...], max_cycles: int | None) -> None:
+@click.option("--idle-exit-s", type=click.FloatRange(0), help="stop after this long without a matching job")
+def pilot(site: str, work_dir: Path, cpu: int, memory_mb: int, tags: tuple[str, ...], max_cycles: int | None,
+          idle_exit_s: float | None) -> None:
     """Run a pilot: pull jobs for SITE and run them (needs a token with scope jobs.pilot)."""
     from cairn.sdk import Client
     from wms.config import wms_settings
@@ -180,7 +184,9 @@ def pilot(site: str, work_dir: Path, cpu: int, memory_mb: int, tags: tuple[str, 
     root = work_dir.resolve()
 
     async def go() -> None:
-        agent = Pilot(Client(), site, root, wms_settings(), Resources(cpu, memory_mb, list(tags)))
+        agent = Pilot(Client(), site, root, wms_settings(), Resources(cpu, memory_mb, list(tags)),
+                      name=os.environ.get("CAIRN_PILOT_NAME") or None, idle_exit_s=idle_exit_s,
+                      credentials=settings.storage_credentials)
         agent.install_signal_handlers()
         await agent.run(max_cycles=max_cycles)
 

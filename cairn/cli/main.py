@@ -14,6 +14,7 @@ from cairn.cli import (
     jobs,
     meta,
     namespace,
+    pilots,
     processes,
     productions,
     requests,
@@ -60,6 +61,10 @@ cli.add_command(audit.audit)
 ses.se.add_command(se_admin.se_add)
 ses.se.add_command(se_admin.se_update)
 ses.site.add_command(se_admin.site_add)
+
+cli.add_command(pilots.pilots)
+ses.site.add_command(pilots.site_queues)
+ses.site.add_command(pilots.site_queue_set)
 
 
 def main() -> None:

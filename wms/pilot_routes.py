@@ -1,0 +1,60 @@
+"""HTTP routes for pilots: their documents (jobs.read) and their batch logs (admins).
+
+A pilot document names its batch id, queue, site, state, exit code and the jobs it ran; a job
+names its pilot and batch id (GET /jobs/{id}).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+from aiohttp import web
+
+from kernel.errors import InvalidInput
+from kernel.responses import JsonList
+from kernel.web import ADMIN, DATABASE, ApiRoutes, json_response, query_int, scopes
+from wms import pilot_records
+
+routes = ApiRoutes("pilots")
+READ = scopes("jobs.read")
+LOG_TAIL_BYTES = 64 * 1024
+
+
+@routes.get("/pilots", policy=READ, summary="Pilots, newest first",
+            query={"site": "only this site", "state": "only this state", "limit": "at most this many (100)"},
+            response=JsonList)
+async def list_pilots(request: web.Request) -> web.Response:
+    state = request.query.get("state")
+    if state is not None and state not in pilot_records.STATES:
+        raise InvalidInput(f"unknown pilot state {state!r}; states: {', '.join(pilot_records.STATES)}")
+    limit = query_int(request, "limit", 100, minimum=1, maximum=10_000)
+    found = await pilot_records.list_pilots(request.app[DATABASE], site=request.query.get("site") or None,
+                                            state=state, limit=limit)
+    return json_response([pilot_records.public_view(d) for d in found])
+
+
+@routes.get("/pilots/{name}", policy=READ, summary="A pilot: batch id, queue, site, state, its jobs",
+            responses={404: "no such pilot"})
+async def get_pilot(request: web.Request) -> web.Response:
+    doc = await pilot_records.get_pilot(request.app[DATABASE], request.match_info["name"])
+    return json_response(pilot_records.public_view(doc))
+
+
+@routes.get("/pilots/{name}/logs", policy=ADMIN, summary="The tail of a pilot's batch log",
+            responses={404: "no such pilot"})
+async def pilot_logs(request: web.Request) -> web.Response:
+    doc = await pilot_records.get_pilot(request.app[DATABASE], request.match_info["name"])
+    text = await asyncio.to_thread(_tail, Path(doc.get("log", "")))
+    return json_response({"name": doc["_id"], "log": doc.get("log"), "text": text})
+
+
+def _tail(path: Path) -> str:
+    try:
+        with path.open("rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - LOG_TAIL_BYTES))
+            return f.read().decode(errors="replace")
+    except OSError:
+        return ""
