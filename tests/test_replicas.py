@@ -83,7 +83,7 @@ async def test_status_change_is_guarded_by_the_expected_status(two_files: AsyncD
     assert not await set_replica_status(two_files, "/cta/r/f0", "DESY-DISK", "bad")
     assert (await get_file(two_files, "/cta/r/f0"))["replicas"][0]["status"] == "copying"
     with pytest.raises(InvalidInput):
-        await set_replica_status(two_files, "/cta/r/f0", "CERN-DISK", "lost")
+        await set_replica_status(two_files, "/cta/r/f0", "CERN-DISK", "vanished")
 
 
 async def test_a_bulk_status_change_retries_what_changed_since_the_files_were_read(

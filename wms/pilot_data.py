@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from catalogue.replica_urls import VARIANT_MARK, normalised_url
+from catalogue.replica_urls import normalised_url
 from catalogue.storage_elements import StorageElement
 from kernel.errors import CairnError
 from storage_plugins.registry import plugin_for
@@ -39,9 +39,9 @@ def plugin_options(url: str, lfn: str, se_config: Mapping[str, Any], operation: 
         eps = endpoints(se, lfn, operation, credentials=credentials, registered_url=url)
     except (CairnError, ValueError) as exc:
         raise DataAccessError(f"cannot use {url}: {getattr(exc, 'message', exc)}") from exc
-    base = normalised_url(url.partition(VARIANT_MARK)[0])
+    wanted = normalised_url(url)  # endpoints keep a registered URL's variant (a job attempt's)
     for ep in eps:
-        if normalised_url(ep.url) == base:
+        if normalised_url(ep.url) == wanted:
             return ep.options
     raise DataAccessError(f"no protocol of SE {se.name} allows {operation} of {url}")
 
