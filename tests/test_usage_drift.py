@@ -94,7 +94,8 @@ async def test_a_jobs_output_written_again_by_a_later_attempt_leaves_no_drift(
 ) -> None:
     se1, se2 = disk_se("SE-1", tmp_path / "s1"), disk_se("SE-2", tmp_path / "s2")
     await add_ses(database, se1, se2)
-    job: Document = {"_id": "42", "attempt": 1, "owner": "root", "group": "admin", "vo": "cta", "scopes": ["admin"]}
+    job: Document = {"_id": "42", "attempt": 1, "owner": "root", "group": "admin", "vo": "cta", "scopes": ["admin"],
+                     "description": {"outputs": [{"path": "o.root", "lfn": "/vo/out/o.root", "se": "SE-1"}]}}
     first = await register_outputs(database, job, [{"lfn": "/vo/out/o.root", "se": "SE-1",
                                                     "url": attempt_url(se_url(se1, "/vo/out/o.root"), "42", 1),
                                                     "size": 100, "adler32": "00000001"}], ["/vo/in"])
