@@ -7,14 +7,15 @@ index range `(parent, name)` and a subtree is the `_id` prefix range below the p
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, TypedDict
 
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError
 
 from catalogue.lfn import ROOT, name_of, parent_of
+from catalogue.metadata_fields import MetadataMaps
 from catalogue.permissions import DEFAULT_DIR_MODE
 from catalogue.usage import REGISTERED_IN
 from kernel.db import Document, IndexSpec, database_errors, read_by_ids
@@ -29,16 +30,33 @@ INDEXES = [
 ]
 
 
+class DirectoryRecord(TypedDict, total=False):
+    """A document of `directories` (the root `/` is implicit and has none); `meta` and the
+    inherited maps as in `catalogue.metadata_fields.MetadataMaps`."""
+
+    _id: str
+    parent: str
+    name: str
+    owner: str
+    group: str
+    mode: int
+    created: dt.datetime
+    modified: dt.datetime
+    meta: dict[str, Any]
+    meta_effective: dict[str, Any]
+    meta_origin: dict[str, str]
+
+
 def now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
 def directory_document(
-    path: str, principal: Principal, *, mode: int | None, at: dt.datetime, metadata: Document | None = None
-) -> Document:
+    path: str, principal: Principal, *, mode: int | None, at: dt.datetime, metadata: MetadataMaps | None = None
+) -> DirectoryRecord:
     """A new directory owned by the caller (primary group) with the given or default mode;
     `metadata` holds the inherited metadata maps (see `catalogue.metadata.metadata_fields_for`)."""
-    return {
+    doc: DirectoryRecord = {
         "_id": path,
         "parent": parent_of(path),
         "name": name_of(path),
@@ -48,8 +66,10 @@ def directory_document(
         "created": at,
         "modified": at,
         "meta": {},
-        **(metadata or {}),
     }
+    if metadata is not None:
+        doc.update(metadata)
+    return doc
 
 
 async def fetch_directories(db: AsyncDatabase[Document], paths: Iterable[str]) -> dict[str, Document]:
@@ -64,9 +84,9 @@ async def find_by_ids(
     return {d["_id"]: d async for d in read_by_ids(collection, ids, projection)}
 
 
-async def insert_directories(db: AsyncDatabase[Document], docs: list[Document]) -> None:
+async def insert_directories(db: AsyncDatabase[Document], docs: Sequence[DirectoryRecord]) -> None:
     """Insert directories in one unordered batch; ones that a concurrent caller created are fine."""
-    await insert_ignoring_duplicates(db[DIRECTORIES], docs)
+    await insert_ignoring_duplicates(db[DIRECTORIES], [dict(d) for d in docs])
 
 
 async def insert_ignoring_duplicates(collection: AsyncCollection[Document], docs: list[Document]) -> None:
@@ -82,7 +102,7 @@ async def insert_ignoring_duplicates(collection: AsyncCollection[Document], docs
             raise
 
 
-def entry_view(doc: Document, kind: str) -> dict[str, Any]:
+def entry_view(doc: Mapping[str, Any], kind: str) -> dict[str, Any]:
     """The public shape of a namespace entry: its path, type and the stored fields."""
     view = {"path": doc["_id"], "type": kind}
     view.update({k: v for k, v in doc.items() if k not in ("_id", REGISTERED_IN)})

@@ -9,9 +9,10 @@ their new replicas. The unique `_id` (the LFN) is what makes concurrent registra
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, Literal
+from typing import Any, Literal, NotRequired, TypedDict
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pymongo import UpdateOne
@@ -30,7 +31,7 @@ from catalogue.directories import (
 )
 from catalogue.lfn import ancestors, check_lfn, name_of, parent_of
 from catalogue.metadata import metadata_fields_for
-from catalogue.metadata_fields import declared_fields, typed_values
+from catalogue.metadata_fields import MetadataMaps, declared_fields, typed_values
 from catalogue.permissions import DEFAULT_FILE_MODE, creation_denial, hiding_denial, removal_denial
 from catalogue.provenance import add_ancestor_links
 from catalogue.replica_urls import se_url
@@ -44,6 +45,43 @@ from kernel.principal import Principal
 ReplicaStatus = Literal["available", "copying", "unavailable", "bad", "lost"]
 REPLICA_STATUSES: tuple[str, ...] = ("available", "copying", "unavailable", "bad", "lost")
 Outcome = dict[str, dict[str, Any]]
+
+
+class ReplicaRecord(TypedDict):
+    """A copy of a file on one SE, embedded in the file record's `replicas`."""
+
+    se: str
+    url: str  # derived from the SE's lfn2pfn rule (catalogue.replica_urls), maybe with `!tag`
+    status: str  # one of REPLICA_STATUSES
+    created: dt.datetime
+    modified: dt.datetime
+
+
+class FileRecord(TypedDict):
+    """A document of `files`: the LFN is its `_id`; metadata keys sit in `meta` (and the
+    inherited maps of `catalogue.metadata.metadata_fields_for`); `version` bumps on every
+    replica change so guarded writes can detect races."""
+
+    _id: str
+    parent: str
+    name: str
+    size: int
+    adler32: str | None
+    md5: str | None
+    guid: str
+    status: str
+    owner: str
+    group: str
+    mode: int
+    created: dt.datetime
+    modified: dt.datetime
+    replicas: list[ReplicaRecord]
+    version: int
+    meta: dict[str, Any]
+    meta_effective: dict[str, Any]
+    meta_origin: dict[str, str]
+    ancestors: NotRequired[list[str]]
+    registered_in: NotRequired[str]
 
 INDEXES = [
     # ls: files.find({parent: p, name: {$gt: after}}).sort(name)
@@ -119,7 +157,9 @@ def parse_files(items: Sequence[Any]) -> list[FileIn]:
     return out
 
 
-async def replica_documents(db: AsyncDatabase[Document], pairs: Iterable[tuple[str, ReplicaIn]]) -> dict[int, Document]:
+async def replica_documents(
+    db: AsyncDatabase[Document], pairs: Iterable[tuple[str, ReplicaIn]]
+) -> dict[int, ReplicaRecord]:
     """Replica sub-documents keyed by id() of each ReplicaIn, URLs built by each SE's rule (one query);
     a given URL must be the one the rule builds (`catalogue.replica_urls`)."""
     pairs = list(pairs)
@@ -128,7 +168,7 @@ async def replica_documents(db: AsyncDatabase[Document], pairs: Iterable[tuple[s
     if unknown:
         raise InvalidInput(f"unknown storage element(s): {', '.join(unknown)}", details={"unknown_ses": unknown})
     at = now()
-    out: dict[int, Document] = {}
+    out: dict[int, ReplicaRecord] = {}
     for lfn, replica in pairs:
         url = se_url(ses[replica.se], lfn, replica.url)
         out[id(replica)] = {"se": replica.se, "url": url, "status": replica.status, "created": at, "modified": at}
@@ -205,12 +245,12 @@ async def register_files(db: AsyncDatabase[Document], principal: Principal, file
     docs = [_file_document(f, principal, [replicas[id(r)] for r in f.replicas], at,
                            metadata_fields_for(f.lfn, own_meta[id(f)], dirs)) for f in batch.values()]
     for doc in docs:  # see catalogue.usage: a retry counts what a call cut short could not
-        doc[REGISTERED_IN] = token
+        doc["registered_in"] = token
     duplicates: list[FileIn] = []
     if docs:
         try:
             with database_errors():
-                await db[FILES].insert_many(docs, ordered=False)
+                await db[FILES].insert_many([dict(d) for d in docs], ordered=False)
         except BulkWriteError as exc:
             for error in exc.details.get("writeErrors", []):
                 item = batch[docs[error["index"]]["_id"]]
@@ -231,12 +271,12 @@ async def register_files(db: AsyncDatabase[Document], principal: Principal, file
 
 
 async def _reconcile(
-    db: AsyncDatabase[Document], duplicates: list[FileIn], replicas: dict[int, Document],
+    db: AsyncDatabase[Document], duplicates: list[FileIn], replicas: dict[int, ReplicaRecord],
     successful: dict[str, Any], failed: dict[str, Any],
 ) -> None:
     """Compare LFNs that existed already with what was given; add their new replicas."""
     stored = await find_by_ids(db[FILES], (f.lfn for f in duplicates))
-    updates: dict[str, list[Document]] = {}
+    updates: dict[str, list[ReplicaRecord]] = {}
     for item in duplicates:
         doc = stored.get(item.lfn)
         if doc is None:
@@ -260,7 +300,8 @@ async def _reconcile(
 
 
 async def push_replicas(
-    db: AsyncDatabase[Document], wanted: Mapping[str, list[Document]], *, known: Mapping[str, Document] | None = None
+    db: AsyncDatabase[Document], wanted: Mapping[str, Sequence[Mapping[str, Any]]], *,
+    known: Mapping[str, Document] | None = None,
 ) -> None:
     """Append replicas to files unless the file has one on that SE already (one per SE), and
     account the replicas added to their SEs' usage.
@@ -313,9 +354,9 @@ async def push_replicas(
     await change_feed.append(db, [change_feed.event("replica_added", lfn, se=se) for lfn, se in added])
 
 
-def _file_document(item: FileIn, principal: Principal, replicas: list[Document], at: Any,
-                   metadata: Document) -> Document:
-    doc = {
+def _file_document(item: FileIn, principal: Principal, replicas: list[ReplicaRecord], at: dt.datetime,
+                   metadata: MetadataMaps) -> FileRecord:
+    doc: FileRecord = {
         "_id": item.lfn,
         "parent": parent_of(item.lfn),
         "name": name_of(item.lfn),
@@ -331,21 +372,23 @@ def _file_document(item: FileIn, principal: Principal, replicas: list[Document],
         "modified": at,
         "replicas": replicas,
         "version": 0,
-        **metadata,
+        "meta": metadata["meta"],
+        "meta_effective": metadata["meta_effective"],
+        "meta_origin": metadata["meta_origin"],
     }
     if item.ancestors:
         doc["ancestors"] = item.ancestors
     return doc
 
 
-async def get_file(db: AsyncDatabase[Document], lfn: str) -> Document:
+async def get_file(db: AsyncDatabase[Document], lfn: str) -> FileRecord:
     """The file record of `lfn` (with its replicas); NotFound when there is none."""
     check_lfn(lfn)
     with database_errors():
         doc = await db[FILES].find_one({"_id": lfn})
     if doc is None:
         raise NotFound(f"file {lfn} does not exist")
-    return doc
+    return doc  # type: ignore[return-value]  # what `files` holds is what register_files wrote
 
 
 async def fetch_files(db: AsyncDatabase[Document], lfns: Iterable[str], projection: Any = None) -> dict[str, Document]:

@@ -32,7 +32,7 @@ from catalogue import change_feed
 from catalogue.collection_names import FILES
 from catalogue.directories import DIRECTORIES, fetch_directories, now
 from catalogue.lfn import ROOT, ancestors, check_lfn, descendant_pattern
-from catalogue.metadata_fields import EFFECTIVE, ORIGIN, check_key, declared_fields, typed_values
+from catalogue.metadata_fields import EFFECTIVE, ORIGIN, MetadataMaps, check_key, declared_fields, typed_values
 from catalogue.permissions import WRITE, entry_denial, require, traversal_denial
 from kernel.db import Document, database_errors
 from kernel.errors import InvalidInput, NotFound
@@ -49,12 +49,12 @@ def inherited(path: str, dirs: Mapping[str, Mapping[str, Any]]) -> tuple[dict[st
     return {}, {}
 
 
-def metadata_fields_for(path: str, own: Mapping[str, Any], dirs: Mapping[str, Mapping[str, Any]]) -> Document:
+def metadata_fields_for(path: str, own: Mapping[str, Any], dirs: Mapping[str, Mapping[str, Any]]) -> MetadataMaps:
     """The `meta`, `meta_effective` and `meta_origin` of a new entry with its own values `own`."""
     effective, origin = inherited(path, dirs)
     effective.update(own)
     origin.update({key: path for key in own})
-    return {"meta": dict(own), EFFECTIVE: effective, ORIGIN: origin}
+    return {"meta": dict(own), "meta_effective": effective, "meta_origin": origin}
 
 
 async def _entry(db: AsyncDatabase[Document], path: str) -> tuple[Document, AsyncCollection[Document]]:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Any, Literal, TypedDict
 
 from pydantic import BaseModel, ConfigDict, Field
 from pymongo import IndexModel
@@ -34,6 +34,15 @@ FIELD_TYPES: tuple[str, ...] = ("int", "float", "string", "datetime", "strings")
 KEY_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
 MAX_STRING = 4096
 MAX_LIST = 256
+
+
+class MetadataMaps(TypedDict):
+    """The metadata every file and directory record carries: its own values (`meta`), the
+    effective ones including those inherited from ancestor directories, and where each came from."""
+
+    meta: dict[str, Any]
+    meta_effective: dict[str, Any]
+    meta_origin: dict[str, str]
 
 
 class FieldDeclaration(BaseModel):

@@ -16,7 +16,16 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from catalogue import change_feed
 from catalogue.directories import now
-from catalogue.files import FILES, REPLICA_STATUSES, Outcome, ReplicaIn, fetch_files, push_replicas, replica_documents
+from catalogue.files import (
+    FILES,
+    REPLICA_STATUSES,
+    Outcome,
+    ReplicaIn,
+    ReplicaRecord,
+    fetch_files,
+    push_replicas,
+    replica_documents,
+)
 from catalogue.lfn import check_lfn
 from catalogue.storage_elements import SES
 from catalogue.usage import Usage
@@ -94,7 +103,7 @@ async def add_replicas(db: AsyncDatabase[Document], items: Iterable[Mapping[str,
     found = await fetch_files(db, {lfn for lfn, _ in pairs}, {"replicas.se": 1, "version": 1, "size": 1})
     successful: dict[str, Any] = {}
     failed: dict[str, Any] = {}
-    wanted: dict[str, list[Document]] = {}
+    wanted: dict[str, list[ReplicaRecord]] = {}
     for lfn, replica in pairs:
         if lfn not in found:
             failed[lfn] = "no such file"

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from bson import Int64
@@ -114,7 +114,7 @@ def _first_replicas(doc: Document) -> list[Document]:
     return [r for r in doc.get("replicas", []) if created is None or r.get("created", created) <= created]
 
 
-async def record_registered(db: AsyncDatabase[Document], call: str, docs: list[Document]) -> None:
+async def record_registered(db: AsyncDatabase[Document], call: str, docs: Sequence[Mapping[str, Any]]) -> None:
     """A register call counts the records it inserted, unless a retry took the call over first."""
     if docs and await _claim_calls(db, [call]):
         await record_files(db, docs, +1)
@@ -137,7 +137,7 @@ async def take_over_calls(db: AsyncDatabase[Document], docs: Iterable[Document])
     await usage.apply(db)
 
 
-async def record_files(db: AsyncDatabase[Document], docs: Iterable[Document], sign: int) -> None:
+async def record_files(db: AsyncDatabase[Document], docs: Iterable[Mapping[str, Any]], sign: int) -> None:
     """Account file records that were written (+1) or deleted (-1), with their replicas. Before
     deleting records, call `take_over_calls` on them, so that what is taken off was counted."""
     usage = Usage()

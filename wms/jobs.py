@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import AsyncIterator, Sequence
-from typing import Any
+from typing import Any, NotRequired, TypedDict
 
 from pymongo import ReturnDocument, UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
@@ -38,11 +38,43 @@ INDEXES = [
 ]
 
 
+class HistoryEntry(TypedDict):
+    state: str
+    time: dt.datetime
+    reason: str
+
+
+class JobRecord(TypedDict):
+    """A document of `jobs` as submission writes it; the checker, matcher and pilot add fields
+    (`site`, `pilot`, `heartbeat_at`, `exit_code`, `stdout`, ...) as the job moves on."""
+
+    _id: str
+    name: str
+    owner: str
+    group: str
+    groups: list[str]
+    scopes: list[str]  # the rights delegated to the job for registering its outputs
+    vo: str
+    description: dict[str, Any]  # the JobDescription as JSON
+    priority: int
+    state: str
+    reason: str
+    history: list[HistoryEntry]
+    submitted: dt.datetime
+    updated: dt.datetime
+    recheck_at: dt.datetime
+    attempt: int
+    reschedules: int
+    site: NotRequired[str]
+    lease_owner: NotRequired[str | None]  # kernel.claims: a checker pass or matcher holding the job
+    lease_expires: NotRequired[dt.datetime | None]
+
+
 def now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
-def history_entry(state: str, reason: str, at: dt.datetime | None = None) -> Document:
+def history_entry(state: str, reason: str, at: dt.datetime | None = None) -> HistoryEntry:
     return {"state": state, "time": at or now(), "reason": reason}
 
 
@@ -57,9 +89,9 @@ async def allocate_ids(db: AsyncDatabase[Document], count: int) -> list[str]:
     return [str(n) for n in range(last - count + 1, last + 1)]
 
 
-async def insert_jobs(db: AsyncDatabase[Document], docs: Sequence[Document]) -> None:
+async def insert_jobs(db: AsyncDatabase[Document], docs: Sequence[JobRecord]) -> None:
     with database_errors():
-        await db[JOBS].insert_many(list(docs), ordered=False)
+        await db[JOBS].insert_many([dict(d) for d in docs], ordered=False)
 
 
 async def get_job(db: AsyncDatabase[Document], job_id: str) -> Document:

@@ -9,6 +9,7 @@ so the checks above apply to the files they stand for.
 
 from __future__ import annotations
 
+import datetime as dt
 from collections import Counter
 from collections.abc import Sequence
 
@@ -86,7 +87,7 @@ async def _check_outputs(db: AsyncDatabase[Document], principal: Principal, lfns
         raise Forbidden(f"you may not create {len(denied)} output file(s): {shown}", details={"lfns": denied})
 
 
-def _job_document(job_id: str, job: JobDescription, principal: Principal, at: object) -> Document:
+def _job_document(job_id: str, job: JobDescription, principal: Principal, at: dt.datetime) -> jobs.JobRecord:
     return {
         "_id": job_id,
         "name": job.name,
