@@ -49,7 +49,7 @@ from transfers.audit_compare import dump_lines, sorted_dump  # noqa: E402
 from transfers.auditor import run_audit  # noqa: E402
 
 ADMIN = Principal(sub="bench", vo="bench", groups=("bench",), scopes=frozenset({"admin"}))
-BATCH = 1000
+BATCH = 5000
 SE = "BENCH-DISK"
 DUMP = "/dumps/bench.txt"
 
