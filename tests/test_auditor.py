@@ -15,6 +15,7 @@ from cairn.sdk import Client
 from catalogue.storage_elements import StorageElement
 from kernel import lease
 from kernel.db import Document
+from kernel.errors import InvalidInput
 from kernel.settings import Settings
 from rules import store
 from rules.store import RuleIn
@@ -23,6 +24,7 @@ from tests.fixtures.catalogue import ADMIN
 from tests.fixtures.live_ses import LiveSEs
 from tests.fixtures.rules import dataset_on_src, rule_daemons, rule_state, run_until
 from tests.fixtures.transfers import replica_status
+from transfers.audit_compare import parse_dump_line
 from transfers.auditor import Auditor
 from transfers.reaper import Reaper
 
@@ -240,3 +242,17 @@ async def test_a_live_listing_asks_the_server_for_checksums_when_told_and_marks_
         "/cta/flip/flipped", adler32(b"flipped!!!"), True)
     assert await replica_status(database, "/cta/flip/flipped", se.name) == "bad"
     assert await replica_status(database, "/cta/flip/kept", se.name) == "available"
+
+
+def test_dump_lines_give_a_path_and_optionally_a_size_and_an_adler32() -> None:
+    assert parse_dump_line("/cta/a", 1) == ("/cta/a", None, None)
+    assert parse_dump_line("/cta/a 12", 1) == ("/cta/a", 12, None)
+    assert parse_dump_line("/cta/a 12 0A1B2C3D", 1) == ("/cta/a", 12, "0a1b2c3d")
+    assert parse_dump_line("/cta/a\t12\tab", 1) == ("/cta/a", 12, "000000ab")
+    assert parse_dump_line("/cta/with space 12", 1) == ("/cta/with space", 12, None)
+    assert parse_dump_line("/cta/with space", 1) == ("/cta/with space", None, None)
+    assert parse_dump_line("  # comment", 1) is None
+    with pytest.raises(InvalidInput, match="line 3: an adler32"):
+        parse_dump_line("/cta/a\t12\txyz", 3)
+    with pytest.raises(InvalidInput, match="line 4: a size"):
+        parse_dump_line("/cta/a\ttwelve", 4)
