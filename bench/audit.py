@@ -5,10 +5,10 @@
 
 For each size N: a fresh database (FerretDB in a temp dir unless --mongodb-uri or
 $CAIRN_MONGODB_URI) holding N files with a replica on a local-disk SE, and a site dump of N lines
-written on that SE in random order — 1% of the catalogue's replicas left out (lost) and 1% extra
-paths (dark). The audit run (`transfers.auditor.run_audit`: external sort of the dump, merge with
-the catalogue walked in LFN pages, lost replicas marked) is timed, then run again under
-tracemalloc for its peak Python memory (slower; its time is not reported). Memory is flat when
+(size and adler32 on each) written on that SE in random order — 1% of the catalogue's replicas
+left out (lost) and 1% extra paths (dark). The audit run (`transfers.auditor.run_audit`: external
+sort of the dump, merge with the catalogue walked in LFN pages, lost replicas marked) is timed,
+then run again under tracemalloc for its peak Python memory (slower; its time is not reported). Memory is flat when
 the peak does not grow with N. The baseline in the same run is reading the dump alone (the same
 plugin stream, lines split, no sort and no catalogue). With --sort-only, only the storage side
 is measured, without a database: a shuffled dump of N lines sorted externally and streamed, its
@@ -49,7 +49,7 @@ from transfers.audit_compare import dump_lines, sorted_dump  # noqa: E402
 from transfers.auditor import run_audit  # noqa: E402
 
 ADMIN = Principal(sub="bench", vo="bench", groups=("bench",), scopes=frozenset({"admin"}))
-BATCH = 1000
+BATCH = 5000
 SE = "BENCH-DISK"
 DUMP = "/dumps/bench.txt"
 
@@ -71,9 +71,10 @@ async def catalogue(db: AsyncDatabase[Document], root: Path, n: int) -> None:
 
 
 def write_dump(root: Path, n: int) -> int:
-    """The site's dump: every replica but 1% (lost), plus 1% unknown paths (dark), shuffled."""
-    lines = [f"{lfn(i)}\t100" for i in range(n) if i % 100 != 7]
-    lines += [f"/bench/dark/x{i:08d}\t5" for i in range(n // 100)]
+    """The site's dump: every replica but 1% (lost), plus 1% unknown paths (dark), shuffled; each
+    line with its size and adler32, so both are compared."""
+    lines = [f"{lfn(i)}\t100\t00000001" for i in range(n) if i % 100 != 7]
+    lines += [f"/bench/dark/x{i:08d}\t5\t00000002" for i in range(n // 100)]
     random.Random(1).shuffle(lines)
     path = root / DUMP.lstrip("/")
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -117,7 +118,8 @@ async def measure(uri: str, scratch: Path, n: int, memory: bool, page: int) -> d
             "catalogue_replicas": n, "dump_lines": lines, "register_seconds": round(registered_s, 1),
             "audit_seconds": round(seconds, 2), "entries_per_s": round((n + lines) / seconds),
             "baseline_dump_read_seconds": round(baseline_s, 2),
-            "found": {k: counts.get(k) for k in ("matched", "lost", "dark", "already_lost", "size_mismatch")}}
+            "found": {k: counts.get(k) for k in ("matched", "lost", "dark", "already_lost", "size_mismatch",
+                                                        "checksum_mismatch")}}
         if memory:
             tracemalloc.start()
             await one_run(db, settings)
@@ -134,7 +136,7 @@ async def sort_only(sizes: list[int]) -> list[dict[str, Any]]:
 
     async def shuffled(n: int) -> AsyncIterator[str]:
         for k in range(n):
-            yield f"{lfn((k * 7919) % n)}\t100"  # a permutation of 0..n-1 (7919 is prime), no list held
+            yield f"{lfn((k * 7919) % n)}\t100\t00000001"  # a permutation of 0..n-1 (7919 is prime), no list held
 
     results = []
     for n in sizes:

@@ -4,6 +4,7 @@
 so no cursor stays open while others write `files`). `mark_lost` sets a replica `lost`; the change
 feed gets its `replica_status` event, from which the rules holding locks on it put them back to
 replicating (`rules.feed`), so they copy the file again from another replica.
+`mark_bad` sets a replica whose bytes differ from its file `bad`.
 `report_suspicious` counts reports that a replica was missing when read; `threshold` of them
 mark it lost.
 """
@@ -32,12 +33,13 @@ EXPECTED_ON_STORAGE = ("available", "unavailable", "bad")
 
 @dataclass(frozen=True)
 class CatalogueReplica:
-    """One replica of an SE as the auditor compares it: its file's LFN and size, its status."""
+    """One replica of an SE as the auditor compares it: its file's LFN, size and adler32, its status."""
 
     lfn: str
     size: int
     status: str
     created: Any
+    adler32: str | None = None
 
 
 async def replicas_on(db: AsyncDatabase[Document], se: str, *, page: int) -> AsyncIterator[CatalogueReplica]:
@@ -48,12 +50,13 @@ async def replicas_on(db: AsyncDatabase[Document], se: str, *, page: int) -> Asy
         if last is not None:
             query["_id"] = {"$gt": last}
         with database_errors():
-            cursor = db[FILES].find(query, {"size": 1, "replicas.se": 1, "replicas.status": 1,
+            cursor = db[FILES].find(query, {"size": 1, "adler32": 1, "replicas.se": 1, "replicas.status": 1,
                                             "replicas.created": 1}).sort("_id", 1).limit(page)
             docs = await cursor.to_list()
         for doc in docs:
             mine = next(r for r in doc.get("replicas", []) if r.get("se") == se)
-            yield CatalogueReplica(doc["_id"], int(doc.get("size") or 0), str(mine.get("status")), mine.get("created"))
+            yield CatalogueReplica(doc["_id"], int(doc.get("size") or 0), str(mine.get("status")), mine.get("created"),
+                                   doc.get("adler32"))
         if len(docs) < page:
             return
         last = docs[-1]["_id"]
@@ -74,6 +77,16 @@ async def mark_lost(db: AsyncDatabase[Document], lfn: str, se: str) -> bool:
         if await set_replica_status(db, lfn, se, "lost", expected=status):
             return True
     return False
+
+
+async def mark_bad(db: AsyncDatabase[Document], lfn: str, se: str, expected: str) -> bool:
+    """Mark lfn's replica on se `bad` (its bytes on storage are not the file's: a size or checksum
+    mismatch) if it is still in status `expected` (available or unavailable); True when marked.
+    Readers then skip it and it is listed for triage (`replica_triage`), as after a transfer or
+    a download found its checksum wrong."""
+    if expected not in ("available", "unavailable"):
+        return False
+    return await set_replica_status(db, lfn, se, "bad", expected=expected)
 
 
 async def mark_lost_many(db: AsyncDatabase[Document], se: str, lfns: Sequence[str]) -> dict[str, int]:

@@ -87,6 +87,9 @@ class AuditSettings(BaseModel):
     interval_s: float = Field(0.0, ge=0)
     # Catalogue replicas read per page of the sorted walk.
     page: int = Field(10_000, ge=1, le=100_000)
+    # On a live listing, ask the SE for each matched file's adler32 where it computes it itself
+    # (XRootD, WebDAV, S3): one request per file, so off unless asked.
+    checksums: bool = False
     # Reports of a replica missing on storage (downloads, transfers) that mark it lost.
     suspicious_threshold: int = Field(3, ge=1)
     idle_sleep_s: float = Field(5.0, gt=0)

@@ -15,6 +15,7 @@ from cairn.sdk import Client
 from catalogue.storage_elements import StorageElement
 from kernel import lease
 from kernel.db import Document
+from kernel.errors import InvalidInput
 from kernel.settings import Settings
 from rules import store
 from rules.store import RuleIn
@@ -23,6 +24,7 @@ from tests.fixtures.catalogue import ADMIN
 from tests.fixtures.live_ses import LiveSEs
 from tests.fixtures.rules import dataset_on_src, rule_daemons, rule_state, run_until
 from tests.fixtures.transfers import replica_status
+from transfers.audit_compare import parse_dump_line
 from transfers.auditor import Auditor
 from transfers.reaper import Reaper
 
@@ -85,17 +87,21 @@ async def test_a_ruled_copy_deleted_on_storage_is_found_lost_and_copied_back_and
     await Reaper(fast, database).run(max_cycles=1)
     assert await on_storage(dst, "/cta/audit/dark.bin", fast) is None
     assert all([await on_storage(dst, lfn, fast) for lfn in LFNS])
-    again = await audit(admin, database, fast, "DST")
-    assert again["counts"]["lost"] == again["counts"]["dark"] == 0, again  # type: ignore[index]
+    # Audited again, asking the server for each file's checksum: the repaired copy is the file's.
+    again = await audit(admin, database, audit_settings(fast, checksums=True), "DST")
+    counts = again["counts"]
+    assert isinstance(counts, dict)
+    assert (counts["lost"], counts["dark"], counts["checksum_mismatch"], counts["matched"]) == (0, 0, 0, 3), again
 
 
+@pytest.mark.parametrize("kind", ["root", "davs", "s3"])
 async def test_a_file_written_within_the_grace_period_is_not_called_dark(
-    database: AsyncDatabase[Document], live_ses: LiveSEs, admin: Client,
+    database: AsyncDatabase[Document], live_ses: LiveSEs, admin: Client, kind: str,
 ) -> None:
     fast = audit_settings(live_ses.api.settings, dark_grace_s=3600)
-    se = await live_ses.add("root", name="YOUNG")
+    se = await live_ses.add(kind, name=f"YOUNG-{kind}", secrets_on_server=True)
     await write_on_storage(se, "/cta/inflight/f.bin", b"being uploaded", fast)
-    run = await audit(admin, database, fast, "YOUNG")
+    run = await audit(admin, database, fast, se.name)
     counts = run["counts"]
     assert isinstance(counts, dict)
     assert (counts["dark"], counts["young"]) == (0, 1), counts
@@ -110,6 +116,7 @@ async def test_a_site_dump_on_the_se_is_compared_sorted_whatever_its_order(
     registered = {"/cta/d/a": b"aaaa", "/cta/d/b": b"bb", "/cta/d/c": b"c"}
     for lfn, data in registered.items():
         await write_on_storage(se, lfn, data, fast)
+    await write_on_storage(se, "/cta/d/c", b"ccccc", fast)  # c's bytes on storage are not the file's
     result = await admin.register_files([
         {"lfn": lfn, "size": len(data), "adler32": f"{zlib.adler32(data):08x}", "replicas": [{"se": "DUMPED"}]}
         for lfn, data in registered.items()])
@@ -124,6 +131,7 @@ async def test_a_site_dump_on_the_se_is_compared_sorted_whatever_its_order(
     found = {(e["kind"], e["lfn"]) async for e in admin.audit_entries(str(run["id"]))}
     assert found == {("lost", "/cta/d/b"), ("dark", "/cta/d/x"), ("size_mismatch", "/cta/d/c")}
     assert await replica_status(database, "/cta/d/b", "DUMPED") == "lost"
+    assert await replica_status(database, "/cta/d/c", "DUMPED") == "bad"  # confirmed by a stat: 5 bytes
     lost = [e async for e in admin.audit_entries(str(run["id"]), "lost")]
     assert lost[0]["no_copy"] is True  # the only copy: reported
     parquet = tmp_path / "entries.parquet"
@@ -171,3 +179,80 @@ async def test_an_se_whose_root_is_missing_fails_its_run_and_loses_nothing(
     run = await audit(admin, database, fast, "UNMOUNTED")
     assert run["state"] == "failed" and "UNMOUNTED" in str(run["error"]), run
     assert await replica_status(database, "/cta/u/f", "UNMOUNTED") == "available"
+
+
+def adler32(data: bytes) -> str:
+    return f"{zlib.adler32(data):08x}"
+
+
+async def test_a_dump_with_checksums_marks_replicas_whose_bytes_differ_bad_once_storage_confirms_it(
+    database: AsyncDatabase[Document], live_ses: LiveSEs, admin: Client,
+) -> None:
+    fast = audit_settings(live_ses.api.settings, dark_grace_s=0)
+    se = await live_ses.add("file", name="SUMMED")
+    files = {"/cta/s/good": b"good", "/cta/s/flipped": b"abcd", "/cta/s/stale": b"same", "/cta/s/short": b"long"}
+    result = await admin.register_files([{"lfn": lfn, "size": len(data), "adler32": adler32(data),
+                                          "replicas": [{"se": "SUMMED"}]} for lfn, data in files.items()])
+    assert not result["failed"], result
+    for lfn, data in files.items():
+        await write_on_storage(se, lfn, data, fast)
+    await write_on_storage(se, "/cta/s/flipped", b"abce", fast)  # same size, other bytes
+    await write_on_storage(se, "/cta/s/short", b"lo", fast)
+    dump = "".join([
+        f"/cta/s/good 4 {adler32(b'good')}\n",
+        f"/cta/s/flipped 4 {adler32(b'abce')}\n",
+        f"/cta/s/stale\t4\t{adler32(b'old!')}\n",  # the dump is wrong: storage holds the right bytes
+        "/cta/s/short\t2\n"])
+    await write_on_storage(se, "/dumps/sums.txt", dump.encode(), fast)
+    run = await audit(admin, database, fast, "SUMMED", dump="/dumps/sums.txt")
+    counts = run["counts"]
+    assert isinstance(counts, dict) and run["state"] == "done", run
+    assert (counts["checksum_mismatch"], counts["size_mismatch"], counts["mismatch_rechecked"], counts["bad"]) == (
+        1, 1, 1, 2), counts
+    found = {e["lfn"]: e async for e in admin.audit_entries(str(run["id"]), "mismatch")}
+    assert set(found) == {"/cta/s/flipped", "/cta/s/short"}
+    flipped = found["/cta/s/flipped"]
+    assert (flipped["kind"], flipped["adler32"], flipped["storage_adler32"], flipped["marked"]) == (
+        "checksum_mismatch", adler32(b"abcd"), adler32(b"abce"), True)
+    assert (found["/cta/s/short"]["kind"], found["/cta/s/short"]["storage_size"]) == ("size_mismatch", 2)
+    statuses = {lfn: await replica_status(database, lfn, "SUMMED") for lfn in files}
+    assert statuses == {"/cta/s/good": "available", "/cta/s/flipped": "bad", "/cta/s/stale": "available",
+                        "/cta/s/short": "bad"}
+
+
+@pytest.mark.parametrize("kind", ["root", "davs"])
+async def test_a_live_listing_asks_the_server_for_checksums_when_told_and_marks_a_flipped_file_bad(
+    database: AsyncDatabase[Document], live_ses: LiveSEs, admin: Client, kind: str,
+) -> None:
+    plain = audit_settings(live_ses.api.settings, dark_grace_s=0)
+    summing = audit_settings(live_ses.api.settings, dark_grace_s=0, checksums=True)
+    se = await live_ses.add(kind, name=f"FLIP-{kind}", secrets_on_server=True)
+    files = {"/cta/flip/kept": b"kept bytes", "/cta/flip/flipped": b"original!!"}
+    result = await admin.register_files([{"lfn": lfn, "size": len(data), "adler32": adler32(data),
+                                          "replicas": [{"se": se.name}]} for lfn, data in files.items()])
+    assert not result["failed"], result
+    await write_on_storage(se, "/cta/flip/kept", files["/cta/flip/kept"], plain)
+    await write_on_storage(se, "/cta/flip/flipped", b"flipped!!!", plain)  # same size: only a checksum tells
+    unsummed = await audit(admin, database, plain, se.name)
+    assert unsummed["counts"]["checksum_mismatch"] == 0, unsummed  # type: ignore[index]
+    run = await audit(admin, database, summing, se.name)
+    assert run["counts"]["checksum_mismatch"] == run["counts"]["bad"] == 1, run  # type: ignore[index]
+    [entry] = [e async for e in admin.audit_entries(str(run["id"]), "checksum_mismatch")]
+    assert (entry["lfn"], entry["storage_adler32"], entry["marked"]) == (
+        "/cta/flip/flipped", adler32(b"flipped!!!"), True)
+    assert await replica_status(database, "/cta/flip/flipped", se.name) == "bad"
+    assert await replica_status(database, "/cta/flip/kept", se.name) == "available"
+
+
+def test_dump_lines_give_a_path_and_optionally_a_size_and_an_adler32() -> None:
+    assert parse_dump_line("/cta/a", 1) == ("/cta/a", None, None)
+    assert parse_dump_line("/cta/a 12", 1) == ("/cta/a", 12, None)
+    assert parse_dump_line("/cta/a 12 0A1B2C3D", 1) == ("/cta/a", 12, "0a1b2c3d")
+    assert parse_dump_line("/cta/a\t12\tab", 1) == ("/cta/a", 12, "000000ab")
+    assert parse_dump_line("/cta/with space 12", 1) == ("/cta/with space", 12, None)
+    assert parse_dump_line("/cta/with space", 1) == ("/cta/with space", None, None)
+    assert parse_dump_line("  # comment", 1) is None
+    with pytest.raises(InvalidInput, match="line 3: an adler32"):
+        parse_dump_line("/cta/a\t12\txyz", 3)
+    with pytest.raises(InvalidInput, match="line 4: a size"):
+        parse_dump_line("/cta/a\ttwelve", 4)

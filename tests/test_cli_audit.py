@@ -1,5 +1,6 @@
 """`cairn audit` through `python -m cairn` against the in-process API, with an auditor daemon
-running meanwhile: run (progress on stderr), list, show --dark (table and Parquet), clean-dark."""
+running meanwhile: run (progress on stderr), list, show --dark (table and Parquet), show --mismatch,
+clean-dark."""
 
 from __future__ import annotations
 
@@ -25,6 +26,10 @@ async def test_audit_run_list_show_and_clean_dark_from_the_cli(
     fast = audit_settings(api.settings, dark_grace_s=0)
     se = await live_ses.add("file", name="CLI-SE")
     await write_on_storage(se, "/cta/stray.bin", b"stray", fast)
+    await write_on_storage(se, "/cta/grown.bin", b"grown", fast)  # registered below as 3 bytes
+    registered = await run_cli(api.url, api.admin_token, "register", "/cta/grown.bin", "--size", "3", "--adler32",
+                               "00010001", "--se", "CLI-SE")
+    assert registered.returncode == 0, registered.stderr
     auditor = Auditor(fast, database)
     task = asyncio.create_task(auditor.run())
     try:
@@ -34,13 +39,18 @@ async def test_audit_run_list_show_and_clean_dark_from_the_cli(
         await task
     assert done.returncode == 0, done.stderr
     run = json.loads(done.stdout)
-    assert run["state"] == "done" and run["counts"]["dark"] == 1
-    assert f"{run['id']} done: storage 1" in done.stderr  # progress on stderr
+    assert run["state"] == "done" and (run["counts"]["dark"], run["counts"]["size_mismatch"]) == (1, 1)
+    assert f"{run['id']} done: storage 2" in done.stderr  # progress on stderr
 
     listed = await run_cli(api.url, api.admin_token, "audit", "list", "--json")
     assert [r["id"] for r in json.loads(listed.stdout)] == [run["id"]]
     shown = await run_cli(api.url, api.admin_token, "audit", "show", run["id"], "--dark")
-    assert shown.returncode == 0 and "/cta/stray.bin" in shown.stdout
+    assert shown.returncode == 0 and "/cta/stray.bin" in shown.stdout and "/cta/grown.bin" not in shown.stdout
+    mismatch = await run_cli(api.url, api.admin_token, "audit", "show", run["id"], "--mismatch", "--format", "json")
+    assert mismatch.returncode == 0, mismatch.stderr
+    [entry] = [json.loads(line) for line in mismatch.stdout.splitlines()]
+    assert (entry["kind"], entry["lfn"], entry["size"], entry["storage_size"], entry["marked"]) == (
+        "size_mismatch", "/cta/grown.bin", 3, 5, True)
     parquet = tmp_path / "dark.parquet"
     saved = await run_cli(api.url, api.admin_token, "audit", "show", run["id"], "--dark", "--format", "parquet",
                           "-o", str(parquet))

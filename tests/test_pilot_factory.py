@@ -1,14 +1,16 @@
 """The pilot factory against a real one-node Slurm cluster (tests.fixtures.slurm): jobs with
 input data at SLURM-SITE run inside Slurm jobs the factory submitted, pilots leave when the
-queue is empty, a cancelled pilot's job is rescheduled and done once, limits hold, and a
-factory that died between sbatch and recording the batch id does not submit again.
-
-The issue asks for 50 jobs; 12 keep this file well under a minute on two shared cores."""
+queue is empty, a cancelled pilot's job is rescheduled and done once, limits hold, a factory
+that died between sbatch and recording the batch id does not submit again, and a factory
+process SIGKILLed while its submissions are in flight and started again submits nothing twice."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -18,7 +20,9 @@ import pytest
 
 from catalogue.site_queues import SiteQueue, put_queue
 from catalogue.sites import Site, put_site
+from kernel.process import child_preexec, stop_processes
 from tests.fixtures.api import RunningApi
+from tests.fixtures.daemons import daemon_env
 from tests.fixtures.grid import Grid, check_all, wait_for
 from tests.fixtures.slurm import SlurmCluster
 from wms import jobs, pilot_records
@@ -31,7 +35,7 @@ from wms.pilot_factory import FactorySettings, PilotFactory
 SITE = "SLURM-SITE"
 SE = "SLURM-SITE-DISK"
 USER = ("jobs.read", "jobs.write")
-JOBS = 12
+JOBS = 50
 
 
 @pytest.fixture
@@ -101,7 +105,7 @@ async def test_jobs_run_inside_slurm_pilots_at_their_site_and_pilots_leave_when_
     factory = make_factory(api, grid, tmp_path)
     most_waiting = 0
     async with running(factory.run(), checker(grid, wms_config)):
-        deadline = time.monotonic() + 90
+        deadline = time.monotonic() + 240
         while True:
             found = await jobs.get_jobs(grid.db, ids)
             pilots = await pilot_records.list_pilots(grid.db, site=SITE)
@@ -202,3 +206,69 @@ async def test_an_unconfirmed_submission_that_never_reached_slurm_fails_after_th
     await factory.cycle(queue)
     ghost = await pilot_records.get_pilot(grid.db, f"{SITE}.batch.ghost")
     assert (ghost["state"], ghost["reason"]) == ("failed", "submission not confirmed by the batch system")
+
+
+def factory_process(api: RunningApi, tmp_path: Path, number: int) -> subprocess.Popen[bytes]:
+    """`cairn daemon pilot-factory` as its own process on the test's database and API."""
+    env = daemon_env(api.settings)
+    env.update({"CAIRN_PILOT_FACTORY_API_URL": api.url, "CAIRN_PILOT_FACTORY_WORK_DIR": str(tmp_path / "factory"),
+                "CAIRN_PILOT_FACTORY_PER_CYCLE": "3", "CAIRN_PILOT_FACTORY_POLL_S": "0.3",
+                "CAIRN_PILOT_FACTORY_LEASE_S": "2", "CAIRN_PILOT_FACTORY_LOST_AFTER_S": "5",
+                "CAIRN_PILOT_FACTORY_PILOT_IDLE_S": "2", "CAIRN_WMS_HEARTBEAT_S": "0.3"})
+    with (tmp_path / f"factory-{number}.log").open("wb") as log:
+        return subprocess.Popen([sys.executable, "-m", "cairn", "daemon", "pilot-factory"], env=env, stdout=log,
+                                stderr=subprocess.STDOUT, preexec_fn=child_preexec)
+
+
+async def test_a_factory_sigkilled_while_submitting_and_restarted_submits_no_pilot_twice(
+    api: RunningApi, slurm_site: Grid, slurm: SlurmCluster, wms_config: WmsSettings, tmp_path: Path
+) -> None:
+    grid = slurm_site
+    await put_queue(grid.db, SiteQueue(name="batch", site=SITE, backend="slurm", enabled=False))
+    await put_queue(grid.db, SiteQueue(name="crash", site=SITE, backend="slurm", partition=slurm.partition,
+                                       memory_mb=1024, max_waiting=3, max_running=3))
+    ids = await submit(api, [{"executable": "/bin/sh", "arguments": ["-c", "sleep 1"],
+                              "requirements": {"sites": [SITE]}} for _ in range(8)])
+    await check_all(grid.db, wms_config)
+    seen_waiting = 0
+    first = factory_process(api, tmp_path, 1)
+    procs = [first]
+    try:
+        # The kill window: intents written (state submitting), sbatch in flight, no batch id recorded.
+        deadline = time.monotonic() + 60
+        while not await grid.db[pilot_records.PILOTS].count_documents({"queue": "crash", "state": "submitting"}):
+            assert first.poll() is None and time.monotonic() < deadline, (tmp_path / "factory-1.log").read_text()
+            await asyncio.sleep(0.01)
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+        unconfirmed = {p["_id"] for p in await pilot_records.list_pilots(grid.db, site=SITE)
+                       if p["state"] == "submitting"}
+        assert unconfirmed
+        procs.append(factory_process(api, tmp_path, 2))
+        async with running(checker(grid, wms_config)):
+            deadline = time.monotonic() + 150
+            while True:
+                crash = [p for p in await pilot_records.list_pilots(grid.db, site=SITE) if p["queue"] == "crash"]
+                seen_waiting = max(seen_waiting, sum(p["state"] in ("submitting", "waiting") for p in crash))
+                found = await jobs.get_jobs(grid.db, ids)
+                if all(j["state"] == "done" for j in found) and all(
+                        p["state"] not in ("submitting", "waiting", "running") for p in crash):
+                    break
+                assert procs[1].poll() is None and time.monotonic() < deadline, (
+                    [(j["_id"], j["state"]) for j in found], [(p["_id"], p["state"]) for p in crash])
+                await asyncio.sleep(0.1)
+    finally:
+        stop_processes(procs, timeout_s=15)
+    assert seen_waiting <= 3
+    pilots = {p["_id"]: p for p in await pilot_records.list_pilots(grid.db, site=SITE) if p["queue"] == "crash"}
+    # Each unconfirmed submission was adopted (sbatch had reached Slurm) or failed (it had not).
+    assert all(pilots[name]["state"] in ("done", "failed") for name in unconfirmed)
+    in_slurm = await slurm_jobs_named(slurm, f"{SITE}.crash.")
+    recorded = {p["batch_id"] for p in pilots.values() if p.get("batch_id")}
+    assert in_slurm == recorded, (in_slurm, pilots)  # no Slurm job without its pilot document
+    names = (await asyncio.to_thread(slurm.run, "sacct", "-c", "-n", "-P", "-o", "JobName")).split()
+    crash_names = [n for n in names if n.startswith(f"{SITE}.crash.")]
+    assert len(crash_names) == len(set(crash_names)) == len(recorded)  # no pilot submitted twice
+    done = await jobs.get_jobs(grid.db, ids)
+    assert all(j["attempt"] == 1 for j in done), [j["history"] for j in done]
+    assert sorted(j for p in pilots.values() for j in p["jobs"]) == sorted(ids)  # each job ran once, in a pilot

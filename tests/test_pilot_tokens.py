@@ -40,7 +40,7 @@ async def test_a_pilot_token_is_bound_to_its_site_and_its_pilot(
     async with api.client(token) as pilot:
         with pytest.raises(Forbidden, match="bound to site SITE-A"):
             await pilot.match_job(pilot="SITE-A.q.one", site="SITE-B")
-        with pytest.raises(Forbidden, match=r"belongs to pilot SITE-A\.q\.one"):
+        with pytest.raises(Forbidden, match=r"bound to pilot SITE-A\.q\.one"):
             await pilot.match_job(pilot="SITE-A.q.other", site="SITE-A")
         order = await pilot.match_job(pilot="SITE-A.q.one", site="SITE-A")
         assert order is not None and order["id"] == job_a

@@ -25,7 +25,8 @@ class AuditClient(BaseClient):
         return result
 
     def audit_entries(self, run_id: str, kind: str | None = None) -> AsyncIterator[dict[str, Any]]:
-        """What a run found (of one kind: lost, dark or size_mismatch), by LFN."""
+        """What a run found (of one kind: lost, dark, size_mismatch, checksum_mismatch, or mismatch
+        for both), by LFN."""
         return self.stream_lines(f"/audit/runs/{run_id}/entries", params={"kind": kind})
 
     async def audit_entries_to(self, run_id: str, dest: Path, *, kind: str | None = None,

@@ -17,6 +17,7 @@ routes = ApiRoutes("audit")
 ENTRY_SCHEMA = pa.schema([
     pa.field("kind", pa.string(), nullable=False), pa.field("lfn", pa.string(), nullable=False),
     pa.field("se", pa.string()), pa.field("size", pa.int64()), pa.field("storage_size", pa.int64()),
+    pa.field("adler32", pa.string()), pa.field("storage_adler32", pa.string()),
     pa.field("status", pa.string()), pa.field("marked", pa.bool_()), pa.field("no_copy", pa.bool_()),
     pa.field("clean", pa.string()),
 ])
@@ -59,7 +60,8 @@ async def get_run(request: web.Request) -> web.Response:
 
 
 @routes.get("/audit/runs/{id}/entries", policy=ADMIN, summary="What a run found (NDJSON, Arrow or Parquet)",
-            query={"kind": "lost, dark or size_mismatch", "format": "json, arrow or parquet"},
+            query={"kind": "lost, dark, size_mismatch, checksum_mismatch or mismatch (both)",
+                   "format": "json, arrow or parquet"},
             responses={404: "no such run"},
             streams=("application/x-ndjson", "application/vnd.apache.arrow.stream", "application/vnd.apache.parquet"))
 async def entries(request: web.Request) -> web.StreamResponse:

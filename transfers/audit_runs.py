@@ -4,7 +4,8 @@ A run (`audit_runs`) is queued by an operator (or by the auditor's own schedule)
 auditor under the named lease "auditor:SE". At most one run per SE is open (queued or running):
 the open run carries `open_se`, unique, unset when the run ends. What a run found is one document
 per entry in `audit_entries`: `lost` (in the catalogue, not on storage), `dark` (on storage, not
-in the catalogue, older than the grace period) and `size_mismatch`.
+in the catalogue, older than the grace period), `size_mismatch` and `checksum_mismatch` (read
+together as the kind `mismatch`).
 """
 
 from __future__ import annotations
@@ -24,8 +25,11 @@ from kernel.errors import Conflict, InvalidInput, NotFound
 
 AUDIT_RUNS = "audit_runs"
 AUDIT_ENTRIES = "audit_entries"
-EntryKind = Literal["lost", "dark", "size_mismatch"]
-ENTRY_KINDS: tuple[EntryKind, ...] = ("lost", "dark", "size_mismatch")
+EntryKind = Literal["lost", "dark", "size_mismatch", "checksum_mismatch"]
+ENTRY_KINDS: tuple[EntryKind, ...] = ("lost", "dark", "size_mismatch", "checksum_mismatch")
+# Kinds a reader may ask for: each kind, and both mismatches at once.
+KIND_FILTERS: dict[str, Any] = {**{k: k for k in ENTRY_KINDS},
+                                "mismatch": {"$in": ["size_mismatch", "checksum_mismatch"]}}
 OPEN_STATES = ("queued", "running")
 
 INDEXES = [
@@ -131,9 +135,9 @@ async def list_runs(db: AsyncDatabase[Document], *, se: str | None = None, limit
 
 def entries(db: AsyncDatabase[Document], run_id: str, kind: str | None) -> AsyncIterator[Document]:
     """A run's entries (of one kind), by LFN. Index: audit_entries_by_run."""
-    if kind is not None and kind not in ENTRY_KINDS:
-        raise InvalidInput(f"entry kind {kind!r} is not one of {', '.join(ENTRY_KINDS)}")
-    query: dict[str, Any] = {"run": run_id, **({"kind": kind} if kind else {})}
+    if kind is not None and kind not in KIND_FILTERS:
+        raise InvalidInput(f"entry kind {kind!r} is not one of {', '.join(KIND_FILTERS)}")
+    query: dict[str, Any] = {"run": run_id, **({"kind": KIND_FILTERS[kind]} if kind else {})}
     return iterate(db[AUDIT_ENTRIES].find(query, {"_id": 0}).sort([("kind", 1), ("lfn", 1)]).batch_size(5000))
 
 

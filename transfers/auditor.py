@@ -7,6 +7,14 @@ checked once more on storage (a stat) before the replica is marked `lost`
 (`catalogue.replica_health.mark_lost`: the rules locking it copy it again); a lost replica whose
 file has no other available copy is recorded so (`no_copy`). Dark files are only recorded: an
 operator asks for their deletion (`request_dark_deletion`), which the reaper does.
+
+A size or checksum mismatch is checked once more on the storage itself (a stat; for a checksum,
+the SE's checksum of the file) before the replica is marked `bad`
+(`catalogue.replica_health.mark_bad`): its bytes are not the file's, so readers skip it and it
+is listed for triage, as when a transfer or a download finds a checksum wrong. A mismatch that no
+longer holds, or that storage cannot confirm, is recorded unmarked. With `audit.checksums` set,
+a live listing asks the SE for the adler32 of every matched file where its plugin has the
+server compute it (XRootD's checksum query, WebDAV, S3): one request per file.
 """
 
 from __future__ import annotations
@@ -19,7 +27,7 @@ from typing import Any
 
 from pymongo.asynchronous.database import AsyncDatabase
 
-from catalogue.replica_health import mark_lost_many, other_copies, replicas_on
+from catalogue.replica_health import mark_bad, mark_lost_many, other_copies, replicas_on
 from catalogue.storage_elements import StorageElement, get_storage_element, list_storage_elements
 from kernel import lease
 from kernel.daemon import Daemon
@@ -37,12 +45,13 @@ log = logging.getLogger("cairn.auditor")
 ENTRY_BATCH = 1000
 PROGRESS_S = 2.0
 DARK_ACTIVITY = "dark-data"
+MISMATCHES = ("size_mismatch", "checksum_mismatch")
 
 
 async def _listing(plugin: StoragePlugin, root: str, base: str) -> AsyncIterator[StorageEntry]:
     async for info in plugin.walk(root):
         lfn = lfn_of(info.url, base)
-        yield StorageEntry(lfn if lfn is not None else info.url, info.size, info.mtime)
+        yield StorageEntry(lfn if lfn is not None else info.url, info.size, info.mtime, info.adler32)
 
 
 class Audit:
@@ -86,9 +95,9 @@ class Audit:
     async def _lost(self, entries: list[dict[str, Any]]) -> None:
         """Mark a batch of lost replicas (after a stat each, when the storage was listed live)."""
         for entry in entries:
-            url = endpoints(self.se, entry["lfn"], "read", credentials=self.credentials)[0].url
-            if not self.run.get("dump") and await self.plugin.exists(url):
+            if not self.run.get("dump") and await self.plugin.exists(self._url(entry["lfn"])):
                 entry["kind"] = "rechecked"  # written back meanwhile, or listed late: not lost
+                self._count("rechecked")
         lost = [e for e in entries if e["kind"] == "lost"]
         left = await mark_lost_many(self.db, self.se.name, [e["lfn"] for e in lost])
         for entry in lost:
@@ -96,19 +105,61 @@ class Audit:
             entry["no_copy"] = (left[entry["lfn"]] if entry["marked"]
                                 else await other_copies(self.db, entry["lfn"], self.se.name)) == 0
 
+    def _url(self, lfn: str) -> str:
+        return endpoints(self.se, lfn, "read", credentials=self.credentials)[0].url
+
+    async def storage_adler32(self, lfn: str) -> str | None:
+        """The SE's own adler32 of lfn (None when it cannot say)."""
+        try:
+            return await self.plugin.checksum(self._url(lfn))
+        except CairnError:
+            return None
+
+    async def _still_mismatched(self, entry: dict[str, Any]) -> bool | None:
+        """Whether storage confirms a mismatch now (None: it cannot tell)."""
+        try:
+            info = await self.plugin.stat(self._url(entry["lfn"]))
+            if info.size != entry["size"]:
+                entry["storage_size"] = info.size
+                return True
+            if entry["kind"] == "size_mismatch":
+                return False
+            stored = await self.plugin.checksum(self._url(entry["lfn"]))
+        except CairnError:
+            return None
+        entry["storage_adler32"] = stored
+        return stored != entry["adler32"]
+
+    async def _mismatched(self, entries: list[dict[str, Any]]) -> None:
+        """Mark the replicas whose mismatch storage confirms `bad`; the others stay as they are."""
+        for entry in entries:
+            confirmed = await self._still_mismatched(entry)
+            if confirmed is False:  # rewritten meanwhile, or the dump was stale
+                self.found.counts[entry["kind"]] -= 1
+                entry["kind"] = "rechecked"
+                self._count("mismatch_rechecked")
+                continue
+            entry["marked"] = bool(confirmed) and await mark_bad(self.db, entry["lfn"], self.se.name, entry["status"])
+            self._count("bad", int(entry["marked"]))
+
+    def _count(self, name: str, by: int = 1) -> None:
+        self.counts[name] = self.counts.get(name, 0) + by
+
     async def flush(self) -> None:
         await self._lost([e for e in self.pending if e["kind"] == "lost"])
+        await self._mismatched([e for e in self.pending if e["kind"] in MISMATCHES])
         kept = [e for e in self.pending if e["kind"] != "rechecked"]
-        self.counts["no_copy"] = self.counts.get("no_copy", 0) + sum(1 for e in kept if e.get("no_copy"))
-        self.counts["rechecked"] = self.counts.get("rechecked", 0) + len(self.pending) - len(kept)
+        self._count("no_copy", sum(1 for e in kept if e.get("no_copy")))
         await audit_runs.add_entries(self.db, self.run, kept)
         self.pending = []
 
     async def execute(self) -> dict[str, int]:
         storage, as_of = await self.storage_side()
         catalogue = replicas_on(self.db, self.se.name, page=self.settings.page)
+        checksums = self.settings.checksums and self.plugin.server_checksum and not self.run.get("dump")
         found = await compare(self.publishing(storage), catalogue, as_of=as_of,
-                              grace_s=self.settings.dark_grace_s, on_entry=self.on_entry, found=self.found)
+                              grace_s=self.settings.dark_grace_s, on_entry=self.on_entry, found=self.found,
+                              checksum_of=self.storage_adler32 if checksums else None)
         await self.flush()
         counts = {**found.counts, **self.counts}
         counts["lost"] -= counts.get("rechecked", 0)

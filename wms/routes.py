@@ -8,7 +8,7 @@ so with the attempt guard of `execution` it reports only for jobs it holds.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
 
 from aiohttp import web
 from pydantic import ValidationError
@@ -159,21 +159,27 @@ async def set_share(request: web.Request) -> web.Response:
 # ------------------------------------------------------------------------------------ pilots
 
 
-def _as_pilot(request: web.Request, pilot: str, site: str | None = None) -> None:
-    """403 when a site-bound pilot token speaks for another pilot or asks for another site."""
+PilotBody = TypeVar("PilotBody", MatchRequest, PilotReport, FinalReport, OutputsReport)
+# What a factory's pilot token is bound to: the body field each claim must equal.
+PILOT_BINDINGS = ((PILOT_NAME_CLAIM, "pilot"), (PILOT_SITE_CLAIM, "site"))
+
+
+async def _pilot_body(request: web.Request, model: type[PilotBody]) -> PilotBody:
+    """The body of a pilot call; 403 when a site-bound pilot token speaks for another pilot or
+    asks for another site (a token without the claims, e.g. an admin's, may speak for any)."""
+    body = await read_model(request, model)
     claims = principal_of(request).claims
-    bound_pilot, bound_site = claims.get(PILOT_NAME_CLAIM), claims.get(PILOT_SITE_CLAIM)
-    if bound_pilot is not None and pilot != bound_pilot:
-        raise Forbidden(f"this token belongs to pilot {bound_pilot}, not {pilot}")
-    if site is not None and bound_site is not None and site != bound_site:
-        raise Forbidden(f"this pilot token is bound to site {bound_site}; it cannot take jobs for {site}")
+    for claim, field in PILOT_BINDINGS:
+        bound, given = claims.get(claim), getattr(body, field, None)
+        if bound is not None and given is not None and given != bound:
+            raise Forbidden(f"this pilot token is bound to {field} {bound}; it cannot act for {field} {given}")
+    return body
 
 
 @routes.post("/jobs/match", policy=PILOT, summary="A pilot asks for its next job (atomically its own)",
              body=MatchRequest, responses={200: "{job: work order} or {job: null} when nothing fits"})
 async def match_job(request: web.Request) -> web.Response:
-    body = await read_model(request, MatchRequest)
-    _as_pilot(request, body.pilot, body.site)
+    body = await _pilot_body(request, MatchRequest)
     db = request.app[DATABASE]
     offer = matching.PilotOffer(pilot=body.pilot, site=body.site, cpu=body.cpu, memory_mb=body.memory_mb,
                                 tags=tuple(body.tags))
@@ -184,8 +190,7 @@ async def match_job(request: web.Request) -> web.Response:
 @routes.post("/jobs/{id}/start", policy=PILOT, summary="The pilot starts the payload (matched -> running)",
              body=PilotReport, responses={409: "the job is not matched to this pilot and attempt"})
 async def start_job(request: web.Request) -> web.Response:
-    body = await read_model(request, PilotReport)
-    _as_pilot(request, body.pilot)
+    body = await _pilot_body(request, PilotReport)
     return json_response(await execution.start(request.app[DATABASE], request.match_info["id"], body.attempt,
                                                body.pilot))
 
@@ -193,8 +198,7 @@ async def start_job(request: web.Request) -> web.Response:
 @routes.post("/jobs/{id}/heartbeat", policy=PILOT, summary="The job is alive; answers {kill: bool}",
              body=PilotReport, responses={409: "the pilot no longer holds this attempt: stop"})
 async def heartbeat(request: web.Request) -> web.Response:
-    body = await read_model(request, PilotReport)
-    _as_pilot(request, body.pilot)
+    body = await _pilot_body(request, PilotReport)
     return json_response(await execution.heartbeat(request.app[DATABASE], request.match_info["id"], body.attempt,
                                                    body.pilot))
 
@@ -202,8 +206,7 @@ async def heartbeat(request: web.Request) -> web.Response:
 @routes.post("/jobs/{id}/output-slots", policy=PILOT, summary="Where this attempt writes its outputs",
              body=PilotReport, responses={409: "the pilot no longer holds this attempt: write nothing"})
 async def output_slots(request: web.Request) -> web.Response:
-    body = await read_model(request, PilotReport)
-    _as_pilot(request, body.pilot)
+    body = await _pilot_body(request, PilotReport)
     return json_response(await execution.output_slots(request.app[DATABASE], request.match_info["id"], body.attempt,
                                                       body.pilot))
 
@@ -211,8 +214,7 @@ async def output_slots(request: web.Request) -> web.Response:
 @routes.post("/jobs/{id}/outputs", policy=PILOT, summary="Register uploaded outputs with provenance",
              body=OutputsReport, responses={409: "the pilot no longer holds this attempt"})
 async def register_outputs(request: web.Request) -> web.Response:
-    body = await read_model(request, OutputsReport)
-    _as_pilot(request, body.pilot)
+    body = await _pilot_body(request, OutputsReport)
     files = [f.model_dump() for f in body.files]
     return json_response(await execution.register_outputs(request.app[DATABASE], request.match_info["id"],
                                                            body.attempt, body.pilot, files))
@@ -221,8 +223,7 @@ async def register_outputs(request: web.Request) -> web.Response:
 @routes.post("/jobs/{id}/report", policy=PILOT, summary="The pilot reports the end of the job",
              body=FinalReport, responses={409: "the pilot no longer holds this attempt"})
 async def report_job(request: web.Request) -> web.Response:
-    body = await read_model(request, FinalReport)
-    _as_pilot(request, body.pilot)
+    body = await _pilot_body(request, FinalReport)
     return json_response(await execution.finish(
         request.app[DATABASE], request.match_info["id"], body.attempt, body.pilot, state=body.state,
         reason=body.reason, exit_code=body.exit_code, stdout=body.stdout, stderr=body.stderr,

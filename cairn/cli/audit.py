@@ -15,12 +15,15 @@ from cairn.cli.runner import run
 from cairn.sdk import Client
 from kernel import jsonio
 
-RUN_COLUMNS = ["id", "se", "state", "dump", "created", "finished", "lost", "dark", "size_mismatch", "error"]
-COUNTERS = ("storage", "catalogue", "matched", "lost", "dark", "young", "size_mismatch", "no_copy")
+RUN_COLUMNS = ["id", "se", "state", "dump", "created", "finished", "lost", "dark", "size_mismatch",
+               "checksum_mismatch", "error"]
+COUNTERS = ("storage", "catalogue", "matched", "lost", "dark", "young", "size_mismatch", "checksum_mismatch",
+            "bad", "no_copy")
+FOUND = ("lost", "dark", "size_mismatch", "checksum_mismatch")
 
 
 def _row(run: dict[str, Any]) -> dict[str, Any]:
-    return {**run, **{k: run.get("counts", {}).get(k) for k in ("lost", "dark", "size_mismatch")}}
+    return {**run, **{k: run.get("counts", {}).get(k) for k in FOUND}}
 
 
 def _progress(run: dict[str, Any]) -> str:
@@ -36,7 +39,7 @@ def audit() -> None:
 @audit.command("run")
 @click.argument("se")
 @click.option("--dump", help="absolute path, on the SE, of a storage dump the site wrote (one path per line, "
-                             "optionally a size); without it the SE is listed")
+                             "optionally a size and an adler32); without it the SE is listed")
 @click.option("--no-wait", is_flag=True, help="queue the run and return; an auditor daemon does it")
 @click.option("--poll", type=click.FloatRange(0.1), default=2.0, show_default=True, help="seconds between progress")
 @json_option
@@ -71,13 +74,14 @@ def audit_list(se: str | None, as_json: bool) -> None:
 @click.argument("run_id", metavar="RUN")
 @click.option("--lost", "kind", flag_value="lost", help="only the lost replicas")
 @click.option("--dark", "kind", flag_value="dark", help="only the dark files")
-@click.option("--mismatched", "kind", flag_value="size_mismatch", help="only the size mismatches")
+@click.option("--mismatch", "--mismatched", "kind", flag_value="mismatch",
+              help="only the size and checksum mismatches (their replicas are marked bad)")
 @click.option("--format", "fmt", type=click.Choice(["table", "json", "parquet", "arrow"]), default="table",
               show_default=True)
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
               help="file for parquet/arrow (default RUN-entries.parquet)")
 def audit_show(run_id: str, kind: str | None, fmt: str, output: Path | None) -> None:
-    """A run's counters and what it found (all entries, or --lost / --dark / --mismatched)."""
+    """A run's counters and what it found (all entries, or --lost / --dark / --mismatch)."""
     if fmt in ("parquet", "arrow"):
         target = output or Path(f"{run_id}-entries.{'parquet' if fmt == 'parquet' else 'arrows'}")
         written = run(lambda c: c.audit_entries_to(run_id, target, kind=kind, fmt=fmt))
@@ -93,7 +97,8 @@ def audit_show(run_id: str, kind: str | None, fmt: str, output: Path | None) -> 
             click.echo(jsonio.dumps(entry))
         return
     click.echo(_progress(found), err=True)
-    table(entries, ["kind", "lfn", "size", "storage_size", "status", "marked", "no_copy", "clean"])
+    table(entries, ["kind", "lfn", "size", "storage_size", "adler32", "storage_adler32", "status", "marked", "no_copy",
+                    "clean"])
 
 
 @audit.command("clean-dark")
