@@ -86,7 +86,8 @@ async def _matching(db: AsyncDatabase[Document], doc: Document, lfns: Sequence[s
     spec = doc["spec"]
     flt = await query_filter(db, spec["input_query"], spec["input_path"])
     with database_errors():
-        matched = await db[FILES].find({"$and": [flt, {"_id": {"$in": list(lfns)}}]}, {"_id": 1}).to_list()
+        # `_id` at the top: FerretDB then reads these files by the `_id` index, not the whole collection.
+        matched = await db[FILES].find({"_id": {"$in": list(lfns)}, "$and": [flt]}, {"_id": 1}).to_list()
     return {m["_id"] for m in matched}
 
 
