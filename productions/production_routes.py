@@ -6,10 +6,9 @@ from __future__ import annotations
 from aiohttp import web
 
 from kernel.db import Document
-from kernel.responses import JsonList
-from kernel.web import DATABASE, ApiRoutes, json_response, principal_of, query_int, read_model, scopes
+from kernel.web import DATABASE, ApiRoutes, json_response, scopes
 from productions import production
-from productions.owned_routes import add_action, listing_owner, mine
+from productions.owned_routes import add_action, add_creation, add_listing, mine
 from productions.production_spec import ProductionSpec
 
 routes = ApiRoutes("productions")
@@ -23,20 +22,11 @@ async def _mine(request: web.Request) -> Document:
     return await mine(request, production.get, NOUN)
 
 
-@routes.post("/productions", status=201, policy=WRITE, summary="Create a production: its steps, checked as a chain",
-             body=ProductionSpec, responses={400: "invalid spec, a step that can never match, a cycle"})
-async def add_production(request: web.Request) -> web.Response:
-    spec = await read_model(request, ProductionSpec)
-    doc = await production.create(request.app[DATABASE], principal_of(request), spec)
-    return json_response(production.public_view(doc), status=201)
-
-
-@routes.get("/productions", policy=READ, summary="Productions, newest first (yours; admins: anyone's)",
-            query={"owner": "whose (admins)", "limit": "at most this many (default 100)"}, response=JsonList)
-async def list_productions(request: web.Request) -> web.Response:
-    found = await production.list_productions(request.app[DATABASE], listing_owner(request, "productions"),
-                                              query_int(request, "limit", 100, minimum=1, maximum=10_000))
-    return json_response([production.public_view(d) for d in found])
+add_creation(routes, "/productions", ProductionSpec, production.create, production.public_view,
+             name="add_production", policy=WRITE, summary="Create a production: its steps, checked as a chain",
+             responses={400: "invalid spec, a step that can never match, a cycle"})
+add_listing(routes, "/productions", "productions", production.list_productions, production.public_view,
+            name="list_productions", policy=READ)
 
 
 @routes.get("/productions/{id}", policy=READ, summary="A production and its steps",

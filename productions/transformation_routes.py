@@ -14,9 +14,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from kernel.db import Document
 from kernel.errors import Conflict, InvalidInput
 from kernel.responses import JsonList
-from kernel.web import DATABASE, ApiRoutes, json_response, principal_of, query_int, read_model, scopes
+from kernel.web import DATABASE, ApiRoutes, json_response, query_int, read_model, scopes
 from productions import cleaning, stopping, tasks, transformation_files, transformations
-from productions.owned_routes import add_action, listing_owner, mine
+from productions.owned_routes import add_action, add_creation, add_listing, mine
 from productions.spec import TransformationSpec
 
 routes = ApiRoutes("transformations")
@@ -43,20 +43,11 @@ def _one_of(request: web.Request, name: str, allowed: Sequence[str]) -> str | No
     return value
 
 
-@routes.post("/transformations", status=201, policy=WRITE, summary="Create a transformation",
-             body=TransformationSpec, responses={400: "invalid spec or query", 403: "a scope you may not read"})
-async def add_transformation(request: web.Request) -> web.Response:
-    spec = await read_model(request, TransformationSpec)
-    doc = await transformations.create(request.app[DATABASE], principal_of(request), spec)
-    return json_response(transformations.public_view(doc), status=201)
-
-
-@routes.get("/transformations", policy=READ, summary="Transformations, newest first (yours; admins: anyone's)",
-            query={"owner": "whose (admins)", "limit": "at most this many (default 100)"}, response=JsonList)
-async def list_transformations(request: web.Request) -> web.Response:
-    found = await transformations.list_transformations(request.app[DATABASE], listing_owner(request, "transformations"),
-                                                       query_int(request, "limit", 100, minimum=1, maximum=10_000))
-    return json_response([transformations.public_view(d) for d in found])
+add_creation(routes, "/transformations", TransformationSpec, transformations.create, transformations.public_view,
+             name="add_transformation", policy=WRITE, summary="Create a transformation",
+             responses={400: "invalid spec or query", 403: "a scope you may not read"})
+add_listing(routes, "/transformations", "transformations", transformations.list_transformations,
+            transformations.public_view, name="list_transformations", policy=READ)
 
 
 @routes.get("/transformations/{id}", policy=READ, summary="A transformation, its files per status, its tasks per state",

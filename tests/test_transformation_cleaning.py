@@ -4,7 +4,6 @@ the bookkeeping but no data; a production stops, starts and is deleted from the 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +13,7 @@ from cairn.sdk import Client
 from kernel.errors import Conflict, NotFound
 from productions.daemons import TransformationFeeder, TransformationTasks
 from tests.fixtures.api import RunningApi
-from tests.fixtures.cli import run_cli
+from tests.fixtures.cli import cli_json
 from tests.fixtures.grid import Grid
 
 USER = ("jobs.read", "jobs.write", "catalogue.read", "catalogue.write")
@@ -86,9 +85,7 @@ async def test_clean_ends_the_jobs_deletes_the_bookkeeping_and_keeps_every_file(
     token = api.token(sub="alice", vo="cta", groups=("cta",), scopes=USER)
 
     async def cli(*args: str, code: int = 0) -> Any:
-        done = await run_cli(api.url, token, "transformation", *args, "--json")
-        assert done.returncode == code, done.stderr
-        return json.loads(done.stdout) if code == 0 else done.stderr
+        return await cli_json(api.url, token, "transformation", *args, code=code)
 
     spec_file = tmp_path / "t.yaml"
     spec_file.write_text(yaml.safe_dump(spec("t", grouping={"count": 2})))
@@ -121,9 +118,7 @@ async def test_a_production_stops_starts_and_is_deleted_from_the_cli_without_its
     token = api.token(sub="alice", vo="cta", groups=("cta",), scopes=USER)
 
     async def cli(*args: str) -> Any:
-        done = await run_cli(api.url, token, "production", *args, "--json")
-        assert done.returncode == 0, done.stderr
-        return json.loads(done.stdout)
+        return await cli_json(api.url, token, "production", *args)
 
     prod_file = tmp_path / "p.yaml"
     prod_file.write_text(yaml.safe_dump({"name": "p", "steps": [
