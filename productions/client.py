@@ -37,9 +37,14 @@ class TransformationsClient(BaseClient):
         return result
 
     async def transformation_action(self, transformation_id: str, action: str, body: Json | None = None) -> Json:
-        """flush, stop, start or extend ({"tasks": n})."""
+        """flush, stop, start, clean or extend ({"tasks": n})."""
         result: Json = await self.request("POST", f"/transformations/{transformation_id}/{action}",
                                           json_body=body or {})
+        return result
+
+    async def delete_transformation(self, transformation_id: str) -> Json:
+        """Stop, clean and forget a transformation (not a production's step); no data is deleted."""
+        result: Json = await self.request("DELETE", f"/transformations/{transformation_id}")
         return result
 
     async def add_production(self, spec: Json) -> Json:
@@ -60,6 +65,15 @@ class TransformationsClient(BaseClient):
         result: Json = await self.request("GET", f"/productions/{production_id}/status")
         return result
 
+    async def production_action(self, production_id: str, action: str) -> Json:
+        """stop or start."""
+        result: Json = await self.request("POST", f"/productions/{production_id}/{action}", json_body={})
+        return result
+
     async def stop_production(self, production_id: str) -> Json:
-        result: Json = await self.request("POST", f"/productions/{production_id}/stop", json_body={})
+        return await self.production_action(production_id, "stop")
+
+    async def delete_production(self, production_id: str) -> Json:
+        """Stop, clean and delete every step, then the production; no data is deleted."""
+        result: Json = await self.request("DELETE", f"/productions/{production_id}")
         return result

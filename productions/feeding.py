@@ -8,6 +8,12 @@ LFN after each batch (a restarted feeder resumes there): memory stays flat for a
 files. The feed consumer ("transformations") evaluates each running transformation's query
 against the batch's LFNs with one `find` per transformation (the compiled query AND `_id $in`),
 and a directory whose metadata changed as the query scoped to that directory.
+
+Leaving: a file whose metadata changed (its own, or its directory's) so that the query no longer
+matches it, or that was removed from the catalogue, is dropped from a transformation while it is
+still unused (status removed); one assigned or processed stays as it is (its task ran or runs on
+it). A removed file that comes to match again is unused again. (Inputs are queries over a
+directory, not datasets, so an attachment or detachment changes no transformation's input.)
 """
 
 from __future__ import annotations
@@ -28,6 +34,11 @@ from productions import transformation_files, transformations
 
 CONSUMER = "transformation-feeder"
 FILE_EVENTS = ("file_registered", "metadata_changed", "replica_added")
+# Transformations the feed feeds: a stopped one too (it makes no tasks, but `start` resumes it
+# with what was registered meanwhile).
+FEEDING = ("new", "active", "flushing", "stopped")
+# Events after which a file may no longer belong to a transformation.
+LEAVING_EVENTS = ("metadata_changed", "file_removed")
 BATCH = 1000
 
 
@@ -70,19 +81,34 @@ async def _add_batch(db: AsyncDatabase[Document], doc: Document, batch: list[Doc
     return added
 
 
-async def feed_lfns(db: AsyncDatabase[Document], doc: Document, lfns: Sequence[str]) -> int:
-    """Evaluate the transformation's query against these files (one query) and add those that
-    match and that its owner may read."""
-    if not lfns or not _needs_input(doc):
-        return 0
+async def _matching(db: AsyncDatabase[Document], doc: Document, lfns: Sequence[str]) -> set[str]:
+    """Those of these files the transformation's query matches now (one query)."""
     spec = doc["spec"]
     flt = await query_filter(db, spec["input_query"], spec["input_path"])
     with database_errors():
-        matched = await db[FILES].find({"$and": [flt, {"_id": {"$in": list(lfns)}}]}, {"_id": 1}).to_list()
+        # `_id` at the top: FerretDB then reads these files by the `_id` index, not the whole collection.
+        matched = await db[FILES].find({"_id": {"$in": list(lfns)}, "$and": [flt]}, {"_id": 1}).to_list()
+    return {m["_id"] for m in matched}
+
+
+async def feed_lfns(db: AsyncDatabase[Document], doc: Document, lfns: Sequence[str],
+                    leaving: Sequence[str] = ()) -> int:
+    """Evaluate the transformation's query against these files (one query) and add those that
+    match and that its owner may read; of `leaving` (files whose metadata changed or that were
+    removed), drop the unused ones that no longer match."""
+    if not lfns or not _needs_input(doc):
+        return 0
+    matched = await _matching(db, doc, lfns)
+    gone = [lfn for lfn in leaving if lfn not in matched]
+    if gone:
+        await transformation_files.drop_unused(db, doc["_id"], gone)
     if not matched:
         return 0
-    allowed, _ = await authorized_files(db, transformations.owner_principal(doc), [m["_id"] for m in matched], READ)
-    return await transformation_files.add_files(db, doc["_id"], list(allowed.values()), group_key(doc))
+    allowed, _ = await authorized_files(db, transformations.owner_principal(doc), sorted(matched), READ)
+    added = await transformation_files.add_files(db, doc["_id"], list(allowed.values()), group_key(doc))
+    if added < len(allowed):  # some were known: a removed one that matches again is unused again
+        await transformation_files.revive(db, doc["_id"], list(allowed))
+    return added
 
 
 def _narrower(a: str, b: str) -> str | None:
@@ -105,22 +131,35 @@ async def feed_directory(db: AsyncDatabase[Document], doc: Document, directory: 
         if len(batch) >= BATCH:
             added += await transformation_files.add_files(db, doc["_id"], batch, group_key(doc))
             batch = []
-    return added + await transformation_files.add_files(db, doc["_id"], batch, group_key(doc))
+    added += await transformation_files.add_files(db, doc["_id"], batch, group_key(doc))
+    await _drop_left_below(db, doc, scope)
+    return added
+
+
+async def _drop_left_below(db: AsyncDatabase[Document], doc: Document, scope: str) -> None:
+    """Drop the unused files below `scope` that the query no longer matches (a batch at a time)."""
+    after = None
+    while lfns := await transformation_files.unused_below(db, doc["_id"], scope, after, BATCH):
+        matched = await _matching(db, doc, lfns)
+        await transformation_files.drop_unused(db, doc["_id"], [lfn for lfn in lfns if lfn not in matched])
+        after = lfns[-1]
 
 
 async def handle_events(db: AsyncDatabase[Document], events: list[change_feed.Event]) -> int:
     """Feed every running transformation from one batch of change-feed events."""
-    paths = list(dict.fromkeys(e["did"] for e in events if e["kind"] in FILE_EVENTS and e["did"].startswith("/")))
+    kinds = FILE_EVENTS + LEAVING_EVENTS
+    paths = list(dict.fromkeys(e["did"] for e in events if e["kind"] in kinds and e["did"].startswith("/")))
     if not paths:
         return 0
     # Only a metadata change may be about a directory (its subtree is then looked at).
     changed_meta = sorted({e["did"] for e in events if e["kind"] == "metadata_changed"})
-    directories = sorted(await fetch_directories(db, changed_meta)) if changed_meta else []
-    files = [p for p in paths if p not in set(directories)]
+    directories = set(await fetch_directories(db, changed_meta)) if changed_meta else set()
+    files = [p for p in paths if p not in directories]
+    leaving = sorted({e["did"] for e in events if e["kind"] in LEAVING_EVENTS} - directories)
     added = 0
-    for doc in await transformations.running(db):
-        added += await feed_lfns(db, doc, files)
-        for directory in directories:
+    for doc in await transformations.running(db, FEEDING):
+        added += await feed_lfns(db, doc, files, leaving)
+        for directory in sorted(directories):
             added += await feed_directory(db, doc, directory)
     return added
 

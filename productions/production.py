@@ -16,7 +16,7 @@ from catalogue.metadata_fields import declared_fields
 from kernel.db import Document, IndexSpec, database_errors
 from kernel.errors import Conflict, NotFound
 from kernel.principal import Principal
-from productions import stopping, tasks, transformation_files, transformations
+from productions import cleaning, stopping, tasks, transformation_files, transformations
 from productions.production_spec import ProductionSpec, check_chain
 
 PRODUCTIONS = "productions"
@@ -78,10 +78,47 @@ async def stop(db: AsyncDatabase[Document], doc: Document) -> dict[str, Any]:
     for tid in doc["steps"]:
         with contextlib.suppress(Conflict):
             cancelled[tid] = await stopping.stop(db, await transformations.get(db, tid))
-    with database_errors():
-        await db[PRODUCTIONS].update_one({"_id": doc["_id"]}, {"$set": {"state": "stopped",
-                                                                         "updated": dt.datetime.now(dt.UTC)}})
+    await _set_state(db, doc, "stopped")
     return {"id": doc["_id"], "state": "stopped", "cancelled": cancelled}
+
+
+async def _set_state(db: AsyncDatabase[Document], doc: Document, state: str) -> None:
+    with database_errors():
+        await db[PRODUCTIONS].update_one({"_id": doc["_id"]}, {"$set": {"state": state,
+                                                                         "updated": dt.datetime.now(dt.UTC)}})
+
+
+async def start(db: AsyncDatabase[Document], doc: Document) -> dict[str, Any]:
+    """Resume a stopped production: its stopped steps become active (completed ones stay)."""
+    if doc["state"] != "stopped":
+        raise Conflict(f"production {doc['_id']} is {doc['state']}; only a stopped one starts")
+    started = []
+    for tid in doc["steps"]:
+        with contextlib.suppress(Conflict):  # a step that was not stopped (completed) stays as it is
+            started.append((await stopping.start(db, await transformations.get(db, tid)))["_id"])
+    await _set_state(db, doc, "active")
+    return {"id": doc["_id"], "state": "active", "started": started}
+
+
+async def _existing_steps(db: AsyncDatabase[Document], doc: Document) -> list[Document]:
+    steps = []
+    for tid in doc["steps"]:
+        with contextlib.suppress(NotFound):  # deleted already by an earlier, interrupted delete
+            steps.append(await transformations.get(db, tid))
+    return steps
+
+
+async def delete(db: AsyncDatabase[Document], doc: Document) -> dict[str, Any]:
+    """Delete a production: each step stopped (what has not started is cancelled), cleaned
+    (`productions.cleaning`: bookkeeping only, no data deleted) and deleted, then the
+    production. Repeating it finishes an interrupted one."""
+    await _set_state(db, doc, "stopped")
+    cleaned: dict[str, Any] = {}
+    for step in await _existing_steps(db, doc):
+        cleaned[step["_id"]] = await cleaning.delete(db, step)
+    with database_errors():
+        await db[PRODUCTIONS].delete_one({"_id": doc["_id"]})
+    return {"id": doc["_id"], "deleted": True, "steps": cleaned}
 
 
 async def advance(db: AsyncDatabase[Document], step: Document) -> bool:

@@ -5,8 +5,9 @@ Submission is exactly once without a recorded id: the task's id is the requests'
 and the queue reuses an identical open request instead of doubling it, so a submitter that
 died before recording the requests submits again and gets the same ones. Replication asks
 for copies on the SEs of the expression that do not hold the file yet, until `copies` of them
-do; removal deletes the replicas on the expression's SEs, never a file's last replica (no
-request for those: they are left as they are).
+do (a task of the `broadcast` plugin: on every one of its `target_ses`; of the `share` plugin:
+one copy on the expression's SEs at its `site`); removal deletes the replicas on the
+expression's SEs, never a file's last replica (no request for those: they are left as they are).
 """
 
 from __future__ import annotations
@@ -39,12 +40,22 @@ def _items(kind: str, template: dict[str, Any], files: dict[str, Document], targ
     return items
 
 
+def _task_targets(template: dict[str, Any], env: dict[str, Any], ses: list[Document]) -> tuple[list[str], int]:
+    """The SEs this task may copy to, and how many copies it keeps there."""
+    if env.get("target_ses") is not None:
+        wanted = {se["name"] for se in ses} & set(env["target_ses"])
+        return sorted(wanted), len(wanted)
+    if env.get("site") is not None:
+        return [se["name"] for se in ses if se["site"] == env["site"]], 1
+    return [se["name"] for se in ses], int(template["copies"])
+
+
 async def submit_task(db: AsyncDatabase[Document], doc: Document, task: Document) -> None:
     """Queue the task's requests and record them; a task with nothing to ask is done at once."""
     template = doc["spec"]["request"]
-    targets = [se["name"] for se in await resolve_expression(db, template["ses"])]
+    targets, copies = _task_targets(template, task.get("env", {}), await resolve_expression(db, template["ses"]))
     files = await fetch_files(db, task["files"], {"replicas": 1})
-    items = _items(doc["spec"]["type"], template, files, targets)
+    items = _items(doc["spec"]["type"], {**template, "copies": copies}, files, targets)
     if not items:
         await transformation_files.finish_task_files(db, doc["_id"], task["_id"], "processed")
         await tasks.mark(db, [task["_id"]], ["created"], "done", "nothing to do")

@@ -9,6 +9,7 @@ takes the value with its type (`run: "%(run)s"` stays a number).
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -17,14 +18,16 @@ from rules.se_expression import validate as validate_expression
 from wms.description import NAME_PATTERN, JobDescription
 
 Kind = Literal["processing", "mc", "replication", "removal"]
-GroupingPlugin = Literal["count", "size", "meta"]
+GroupingPlugin = Literal["count", "size", "meta", "broadcast", "share"]
 # A value that fills every placeholder when the template is checked at creation.
 _SAMPLE = {"transformation": "t", "transformation_id": "t", "task": 1}
 
 
 class Grouping(BaseModel):
-    """How unused files become tasks: `count` files per task, files up to `bytes` per task, or
-    files sharing the value of the metadata `key` (with at most `count` per task)."""
+    """How unused files become tasks: `count` files per task, files up to `bytes` per task,
+    files sharing the value of the metadata `key`, files on the same SEs (`broadcast`), or files
+    divided among sites by `shares` (`share`); at most `count` per task except for `size`
+    (see `productions.grouping`)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -33,11 +36,18 @@ class Grouping(BaseModel):
     bytes: int = Field(10**10, ge=1, description="total input bytes per task (`size`)")
     key: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$",
                             description="the metadata key whose value groups files (`meta`)")
+    shares: dict[str, float] | None = Field(None, min_length=1, max_length=1000,
+                                            description="site name → its share of the files (`share`)")
 
     @model_validator(mode="after")
     def _key_for_meta(self) -> Grouping:
         if (self.plugin == "meta") != (self.key is not None):
             raise ValueError("give `key` with plugin meta, and only then")
+        if (self.plugin == "share") != (self.shares is not None):
+            raise ValueError("give `shares` with plugin share, and only then")
+        for site, share in (self.shares or {}).items():
+            if not re.fullmatch(NAME_PATTERN, site) or not 0 < share <= 1e6:
+                raise ValueError(f"shares: {site!r}: {share} must be a site name with a share above 0")
         return self
 
 
@@ -83,6 +93,10 @@ class TransformationSpec(BaseModel):
             raise ValueError("an mc transformation has no input query")
         if self.type == "mc" and self.max_tasks is None:
             raise ValueError("an mc transformation needs max_tasks (how many tasks to make)")
+        if self.grouping.plugin == "share" and self.type not in ("processing", "replication"):
+            raise ValueError("grouping by share is for processing and replication transformations")
+        if self.type == "mc" and self.grouping.plugin == "broadcast":
+            raise ValueError("an mc transformation has no input files to broadcast")
         if self.type != "mc" and self.input_query is None:
             raise ValueError(f"a {self.type} transformation needs an input_query")
         if self.type in ("replication", "removal"):
@@ -99,8 +113,6 @@ class TransformationSpec(BaseModel):
 
 def placeholder_keys(template: Any, *, sample: bool = False) -> dict[str, Any]:
     """The metadata placeholders a template uses (`%(run)s` → run), each with a sample value."""
-    import re
-
     found: dict[str, Any] = {}
     for text in _strings(template):
         for key in re.findall(r"%\(([A-Za-z_][A-Za-z0-9_.-]*)\)", text):

@@ -13,15 +13,16 @@ from pymongo import UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 
 from kernel.db import Document, bulk_write_chunked
-from productions import tasks, transformation_files, transformations
-from productions.grouping import make_groups, shared_metadata
+from productions import locality, tasks, transformation_files, transformations
+from productions.grouping import Group, make_groups, needs_location, shared_metadata
 
 WINDOW = 10_000
 MC_BATCH = 500
 
 
-def _env(doc: Document, number: int, files: list[Document]) -> Document:
-    return {**shared_metadata(files), "transformation": doc["name"], "transformation_id": doc["_id"], "task": number}
+def _env(doc: Document, number: int, group: Group) -> Document:
+    return {**shared_metadata(group.files), **group.env, "transformation": doc["name"],
+            "transformation_id": doc["_id"], "task": number}
 
 
 async def repair_assignments(db: AsyncDatabase[Document], doc: Document) -> int:
@@ -53,21 +54,34 @@ async def create_tasks(db: AsyncDatabase[Document], doc: Document) -> int:
     if room == 0:
         return 0
     if doc["spec"]["type"] == "mc":
-        groups: list[list[Document]] = [[] for _ in range(min(room or MC_BATCH, MC_BATCH))]
+        groups = [Group([]) for _ in range(min(room or MC_BATCH, MC_BATCH))]
     else:
-        window = [f async for f in transformation_files.unused_files(db, doc["_id"], WINDOW)]
-        final = doc["state"] == "flushing" and len(window) < WINDOW
-        groups = make_groups(window, doc["spec"]["grouping"], final=final)
+        groups = await _group_window(db, doc)
         if room is not None:
             groups = groups[:room]
     if not groups:
         return 0
     first = await transformations.allocate_tasks(db, doc["_id"], len(groups))
-    new = [tasks.document(doc["_id"], first + i, [f["lfn"] for f in g], _env(doc, first + i, g))
+    new = [tasks.document(doc["_id"], first + i, [f["lfn"] for f in g.files], _env(doc, first + i, g))
            for i, g in enumerate(groups)]
     await tasks.insert(db, new)
     await repair_assignments(db, doc)
     return len(new)
+
+
+async def _group_window(db: AsyncDatabase[Document], doc: Document) -> list[Group]:
+    """The groups the next window of unused files makes (tagged with their location first when
+    the plugin groups by it)."""
+    window = [f async for f in transformation_files.unused_files(db, doc["_id"], WINDOW)]
+    final = doc["state"] == "flushing" and len(window) < WINDOW
+    grouping = doc["spec"]["grouping"]
+    taken = None
+    if window and needs_location(grouping):
+        await locality.tag(db, doc, window)
+        if grouping["plugin"] == "share":
+            taken = await tasks.files_by_site(db, doc["_id"])
+    return make_groups(window, grouping, final=final, replication=doc["spec"]["type"] == "replication",
+                       taken=taken)
 
 
 async def flush_done(db: AsyncDatabase[Document], doc: Document) -> None:

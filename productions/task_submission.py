@@ -29,6 +29,8 @@ log = logging.getLogger("cairn.productions")
 def _description(doc: Document, task: Document) -> JobDescription:
     template = {"priority": doc["spec"]["priority"], **doc["spec"]["job"]}
     template.setdefault("name", f"{doc['name']}-%(task)s")
+    if task["env"].get("site") is not None:  # the share plugin chose the site (where the inputs are)
+        template["requirements"] = {**(template.get("requirements") or {}), "sites": [task["env"]["site"]]}
     return render(template, task["env"], task_inputs=task["files"])
 
 

@@ -39,7 +39,8 @@ def now() -> dt.datetime:
 def document(transformation_id: str, number: int, lfns: Sequence[str], env: dict[str, Any]) -> Document:
     at = now()
     return {"_id": task_id(transformation_id, number), "transformation": transformation_id, "number": number,
-            "files": list(lfns), "env": env, "state": "created", "job": None, "files_marked": False, "failures": 0,
+            "files": list(lfns), "file_count": len(lfns), "site": env.get("site"), "env": env, "state": "created",
+            "job": None, "files_marked": False, "failures": 0,
             "seen_attempt": 0, "reason": "created", "created": at, "updated": at}
 
 
@@ -100,6 +101,22 @@ async def count_by_state(db: AsyncDatabase[Document], transformation_id: str) ->
     counts = dict.fromkeys(STATES, 0)
     counts.update({r["_id"]: int(r["n"]) for r in rows})
     return counts
+
+
+async def files_by_site(db: AsyncDatabase[Document], transformation_id: str) -> dict[str, int]:
+    """How many input files the transformation's tasks took per site (tasks of the `share`
+    plugin name theirs; killed ones gave their files back)."""
+    with database_errors():
+        rows = await (await db[TASKS].aggregate([
+            {"$match": {"transformation": transformation_id, "state": {"$ne": "killed"}}},
+            {"$group": {"_id": "$site", "n": {"$sum": "$file_count"}}}])).to_list()
+    return {r["_id"]: int(r["n"]) for r in rows if r["_id"] is not None}
+
+
+async def delete_all(db: AsyncDatabase[Document], transformation_id: str) -> int:
+    """Delete every one of a transformation's tasks (cleaning); how many."""
+    with database_errors():
+        return (await db[TASKS].delete_many({"transformation": transformation_id})).deleted_count
 
 
 def public_view(doc: Document) -> dict[str, Any]:

@@ -92,6 +92,41 @@ async def finish_task_files(db: AsyncDatabase[Document], transformation_id: str,
     return result.modified_count
 
 
+async def drop_unused(db: AsyncDatabase[Document], transformation_id: str, lfns: Sequence[str]) -> int:
+    """Files that left the input (their metadata no longer matches, or they were removed): those
+    still unused become removed; assigned or processed ones stay as they are. One write."""
+    if not lfns:
+        return 0
+    with database_errors():
+        result = await db[FILES].update_many(
+            {"_id": {"$in": [file_id(transformation_id, lfn) for lfn in lfns]}, "status": "unused"},
+            {"$set": {"status": "removed", "updated": _now()}})
+    return result.modified_count
+
+
+async def revive(db: AsyncDatabase[Document], transformation_id: str, lfns: Sequence[str]) -> int:
+    """Removed files that match the input again become unused. One write."""
+    with database_errors():
+        result = await db[FILES].update_many(
+            {"_id": {"$in": [file_id(transformation_id, lfn) for lfn in lfns]}, "status": "removed"},
+            {"$set": {"status": "unused", "task": None, "updated": _now()}})
+    return result.modified_count
+
+
+async def unused_below(db: AsyncDatabase[Document], transformation_id: str, directory: str, after: str | None,
+                       limit: int) -> list[str]:
+    """LFNs of unused files below a directory, in LFN order after `after` (index:
+    transformation_files_by_status, then the LFN range)."""
+    prefix = directory.rstrip("/") + "/"
+    lfn: Document = {"$gte": prefix, "$lt": prefix[:-1] + "0"}  # "0" sorts right after "/"
+    if after is not None:
+        lfn["$gt"] = after
+    with database_errors():
+        found = await db[FILES].find({"transformation": transformation_id, "status": "unused", "lfn": lfn},
+                                     {"lfn": 1}).sort("lfn", 1).limit(limit).to_list()
+    return [f["lfn"] for f in found]
+
+
 async def files_of(db: AsyncDatabase[Document], transformation_id: str, status: str | None,
                    after: str | None, limit: int) -> list[Document]:
     flt: Document = {"transformation": transformation_id}
@@ -111,6 +146,12 @@ async def count_by_status(db: AsyncDatabase[Document], transformation_id: str) -
     counts = dict.fromkeys(STATUSES, 0)
     counts.update({r["_id"]: int(r["n"]) for r in rows})
     return counts
+
+
+async def delete_all(db: AsyncDatabase[Document], transformation_id: str) -> int:
+    """Delete every one of a transformation's per-file statuses (cleaning); how many."""
+    with database_errors():
+        return (await db[FILES].delete_many({"transformation": transformation_id})).deleted_count
 
 
 def public_view(doc: Document) -> dict[str, Any]:

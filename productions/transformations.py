@@ -4,7 +4,8 @@ A transformation document holds its spec (see `productions.spec`), its owner's i
 rights its tasks act with, delegated when it is created, as a job's are), its state and the
 counter of its task numbers. States: new (its initial query has not finished), active, flushing
 (the next task-creation pass also makes incomplete groups), stopped, completed (an mc
-transformation whose tasks all ended), cleaned. Every change is one update guarded by state.
+transformation whose tasks all ended), cleaned (its tasks and file statuses deleted, their
+counts kept: `productions.cleaning`). Every change is one update guarded by state.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from catalogue.find import open_query
 from kernel.db import Document, IndexSpec, database_errors, increment
-from kernel.errors import Conflict, Forbidden, InvalidInput, NotFound
+from kernel.errors import Conflict, InvalidInput, NotFound
 from kernel.principal import Principal
 from productions.spec import TransformationSpec
 
@@ -49,6 +50,7 @@ class Transformation(TypedDict, total=False):
     next_task: int
     initial_after: str | None
     production: str | None
+    cleaned_summary: dict[str, Any]
     created: dt.datetime
     updated: dt.datetime
 
@@ -114,13 +116,6 @@ async def get(db: AsyncDatabase[Document], transformation_id: str) -> Document:
     return doc
 
 
-def check_owner(principal: Principal, doc: Document) -> None:
-    """Only its owner or an admin may see or change a transformation."""
-    if not principal.is_admin and doc["owner"] != principal.sub:
-        raise Forbidden(f"transformation {doc['_id']} belongs to {doc['owner']}; "
-                        "only its owner or an admin may do this")
-
-
 async def list_transformations(db: AsyncDatabase[Document], owner: str | None, limit: int) -> list[Document]:
     flt = {} if owner is None else {"owner": owner}
     with database_errors():
@@ -183,8 +178,15 @@ async def extend(db: AsyncDatabase[Document], doc: Document, tasks: int) -> Docu
     return changed
 
 
+async def delete(db: AsyncDatabase[Document], transformation_id: str) -> None:
+    """Delete a transformation's document (after `productions.cleaning.clean`)."""
+    with database_errors():
+        await db[TRANSFORMATIONS].delete_one({"_id": transformation_id, "state": "cleaned"})
+
+
 def public_view(doc: Document) -> dict[str, Any]:
     """What the API shows of a transformation."""
     return {"id": doc["_id"], "name": doc["name"], "owner": doc["owner"], "state": doc["state"],
             "type": doc["spec"]["type"], "spec": doc["spec"], "tasks_created": doc.get("next_task", 0),
-            "production": doc.get("production"), "created": doc["created"], "updated": doc["updated"]}
+            "production": doc.get("production"), "created": doc["created"], "updated": doc["updated"],
+            **({"cleaned_summary": doc["cleaned_summary"]} if doc.get("cleaned_summary") else {})}

@@ -194,6 +194,10 @@ MATRIX: dict[str, Case] = {
     "POST /transformations/{id}/start": Case("/transformations/{transformation}/start", (200, 403, 403), {}),
     "POST /transformations/{id}/extend": Case("/transformations/{transformation}/extend", (200, 403, 403),
                                               {"tasks": 1}),
+    # bob's is active again after start: it must be stopped before it is cleaned
+    "POST /transformations/{id}/clean": Case("/transformations/{transformation}/clean", (409, 403, 403), {},
+                                             changes=frozenset()),
+    "DELETE /transformations/{id}": Case("/transformations/{transformation}", (200, 403, 403)),
     "POST /productions": Case("/productions", (201, 201, 201),
                               lambda who: {"name": who, "steps": [{**TRANSFORMATION, "name": who}]},
                               changes=frozenset(USERS)),
@@ -201,6 +205,8 @@ MATRIX: dict[str, Case] = {
     "GET /productions/{id}": Case("/productions/{production}", (200, 403, 403), changes=frozenset()),
     "GET /productions/{id}/status": Case("/productions/{production}/status", (200, 403, 403), changes=frozenset()),
     "POST /productions/{id}/stop": Case("/productions/{production}/stop", (200, 403, 403), {}),
+    "POST /productions/{id}/start": Case("/productions/{production}/start", (200, 403, 403), {}),
+    "DELETE /productions/{id}": Case("/productions/{production}", (200, 403, 403)),
     "GET /pilots": same(200, "/pilots"),
     "GET /pilots/{name}": same(404, "/pilots/NOPE"),  # pilots are no user's objects; none exists here
     "GET /pilots/{name}/logs": admin_only("/pilots/NOPE/logs"),

@@ -3,7 +3,6 @@ jobs are cancelled, files go back to unused, no data is deleted; the CLI drives 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +12,7 @@ import yaml
 from kernel.errors import InvalidInput, NotFound
 from productions.daemons import TransformationFeeder, TransformationTasks
 from tests.fixtures.api import RunningApi
-from tests.fixtures.cli import run_cli
+from tests.fixtures.cli import cli_json
 from tests.fixtures.grid import Grid
 
 USER = ("jobs.read", "jobs.write", "catalogue.read", "catalogue.write")
@@ -64,9 +63,7 @@ async def test_stop_cancels_waiting_jobs_keeps_data_and_start_resumes(
     spec_file.write_text(yaml.safe_dump({**step("t", "type=raw", "out"), "grouping": {"count": 3}}))
 
     async def cli(*args: str) -> Any:
-        done = await run_cli(api.url, token, "transformation", *args, "--json")
-        assert done.returncode == 0, done.stderr
-        return json.loads(done.stdout)
+        return await cli_json(api.url, token, "transformation", *args)
 
     tid = (await cli("add", str(spec_file)))["id"]
     for daemon in (TransformationFeeder(grid.db), TransformationTasks(grid.db)):

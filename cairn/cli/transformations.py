@@ -1,106 +1,73 @@
-"""`cairn transformation ...`: add, list, show, files, tasks, flush, stop, start, extend."""
+"""`cairn transformation ...`: add, list, show, files, tasks, flush, stop, start, extend, clean, delete."""
 
 from __future__ import annotations
 
-from pathlib import Path
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import click
 
-from cairn.cli.jobs import read_description
-from cairn.cli.output import emit_json, json_option, table
+from cairn.cli.output import json_option, table
 from cairn.cli.runner import run
+from cairn.cli.standing_orders import add_command, answer, id_command, list_command
+from cairn.sdk import Client
 
 COLUMNS = ["id", "name", "type", "state", "owner", "tasks_created", "updated"]
 
 
 @click.group()
 def transformation() -> None:
-    """Standing orders: files matching a query become tasks, each a job."""
+    """Standing orders: files matching a query become tasks, each a job or requests."""
 
 
-@transformation.command("add")
-@click.argument("spec_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@json_option
-def add(spec_file: Path, as_json: bool) -> None:
-    """Create the transformation described in SPEC_FILE (YAML or JSON)."""
-    spec = read_description(spec_file)
-    created = run(lambda c: c.add_transformation(spec))
-    if as_json:
-        emit_json(created)
-    else:
-        click.echo(f"transformation {created['id']} ({created['name']}) created")
-
-
-@transformation.command("list")
-@click.option("--owner", help="whose (admins)")
-@click.option("--limit", type=click.IntRange(1, 10_000), default=100, show_default=True)
-@json_option
-def list_(owner: str | None, limit: int, as_json: bool) -> None:
-    """Transformations, newest first."""
-    found = run(lambda c: c.list_transformations(owner=owner, limit=limit))
-    if as_json:
-        emit_json(found)
-    else:
-        table(found, COLUMNS)
-
-
-@transformation.command("show")
-@click.argument("transformation_id")
-@json_option
-def show(transformation_id: str, as_json: bool) -> None:
-    """A transformation, its files per status and its tasks per state."""
-    found = run(lambda c: c.get_transformation(transformation_id))
-    if as_json:
-        emit_json(found)
-        return
+def _show(found: dict[str, Any]) -> None:
     table([found], COLUMNS)
     table([found["files"]], list(found["files"]), title="files")
     table([found["tasks"]], list(found["tasks"]), title="tasks")
 
 
-@transformation.command("files")
-@click.argument("transformation_id")
-@click.option("--status", help="only files in this status")
-@click.option("--limit", type=click.IntRange(1, 10_000), default=1000, show_default=True)
-@json_option
-def files(transformation_id: str, status: str | None, limit: int, as_json: bool) -> None:
-    """A transformation's input files and their status."""
-    found = run(lambda c: c.transformation_files(transformation_id, status=status, limit=limit))
-    if as_json:
-        emit_json(found)
-    else:
-        table(found, ["lfn", "status", "task", "failures"])
+add_command(transformation, "transformation", lambda c, spec: c.add_transformation(spec),
+            lambda t: click.echo(f"transformation {t['id']} ({t['name']}) created"))
+list_command(transformation, "transformations",
+             lambda c, owner, limit: c.list_transformations(owner=owner, limit=limit),
+             lambda found: table(found, COLUMNS))
+id_command(transformation, "show", "A transformation, its files per status and its tasks per state.",
+           lambda c, tid: c.get_transformation(tid), _show)
 
 
-@transformation.command("tasks")
-@click.argument("transformation_id")
-@click.option("--state", help="only tasks in this state")
-@click.option("--limit", type=click.IntRange(1, 10_000), default=1000, show_default=True)
-@json_option
-def tasks(transformation_id: str, state: str | None, limit: int, as_json: bool) -> None:
-    """A transformation's tasks with their job and state."""
-    found = run(lambda c: c.transformation_tasks(transformation_id, state=state, limit=limit))
-    if as_json:
-        emit_json(found)
-    else:
-        table(found, ["number", "state", "job", "failures", "reason"])
-
-
-def _action(name: str, doc: str) -> None:
+def _listing(name: str, doc: str, option: str, columns: list[str],
+             fetch: Callable[[Client, str, str | None, int], Awaitable[Any]]) -> None:
     @transformation.command(name, help=doc)
     @click.argument("transformation_id")
+    @click.option(f"--{option}", "only", help=f"only those in this {option}")
+    @click.option("--limit", type=click.IntRange(1, 10_000), default=1000, show_default=True)
     @json_option
-    def command(transformation_id: str, as_json: bool) -> None:
-        result = run(lambda c: c.transformation_action(transformation_id, name))
-        if as_json:
-            emit_json(result)
-        else:
-            click.echo(f"{name}: {result}")
+    def command(transformation_id: str, only: str | None, limit: int, as_json: bool) -> None:
+        answer(run(lambda c: fetch(c, transformation_id, only, limit)), as_json, lambda found: table(found, columns))
 
 
-_action("flush", "Make tasks of incomplete groups too (once).")
-_action("stop", "Stop: no new tasks; tasks and jobs not started are cancelled; no data is deleted.")
-_action("start", "Resume a stopped transformation.")
+_listing("files", "A transformation's input files and their status.", "status", ["lfn", "status", "task", "failures"],
+         lambda c, tid, only, limit: c.transformation_files(tid, status=only, limit=limit))
+_listing("tasks", "A transformation's tasks with their job and state.", "state",
+         ["number", "state", "job", "failures", "reason"],
+         lambda c, tid, only, limit: c.transformation_tasks(tid, state=only, limit=limit))
+
+def _action(name: str, doc: str) -> None:
+    id_command(transformation, name, doc, lambda c, tid: c.transformation_action(tid, name),
+               lambda result: click.echo(f"{name}: {result}"))
+
+
+for _name, _doc in (
+    ("flush", "Make tasks of incomplete groups too (once)."),
+    ("stop", "Stop: no new tasks; tasks and jobs not started are cancelled; no data is deleted."),
+    ("start", "Resume a stopped transformation."),
+    ("clean", "Clean a stopped or completed transformation: its jobs and requests are ended, its tasks and file "
+              "statuses deleted (their counts kept); no data is deleted."),
+):
+    _action(_name, _doc)
+id_command(transformation, "delete", "Stop, clean and forget a transformation (not a production's step); "
+           "no data is deleted.", lambda c, tid: c.delete_transformation(tid),
+           lambda result: click.echo(f"transformation {result['id']} deleted"))
 
 
 @transformation.command("extend")
@@ -109,8 +76,5 @@ _action("start", "Resume a stopped transformation.")
 @json_option
 def extend(transformation_id: str, count: int, as_json: bool) -> None:
     """Allow more tasks (an mc transformation makes them)."""
-    result = run(lambda c: c.transformation_action(transformation_id, "extend", {"tasks": count}))
-    if as_json:
-        emit_json(result)
-    else:
-        click.echo(f"transformation {result['id']}: max_tasks {result['spec']['max_tasks']}")
+    answer(run(lambda c: c.transformation_action(transformation_id, "extend", {"tasks": count})), as_json,
+           lambda r: click.echo(f"transformation {r['id']}: max_tasks {r['spec']['max_tasks']}"))
