@@ -10,8 +10,9 @@ from aiohttp import web
 
 from cairn.portal.access import caller, page_size
 from cairn.portal.render import page
-from kernel.errors import CairnError, Forbidden, InvalidInput
-from wms import control, jobs, states
+from kernel.errors import CairnError, Forbidden, InvalidInput, NotFound
+from wms import control, jobs, pilot_records, states
+from wms import pilot_routes as pilot_api
 from wms import routes as api
 from wms.routes import _own as require_own_job
 
@@ -66,4 +67,16 @@ async def job_page(request: web.Request) -> web.Response:
     db, user = caller(request, api.routes, "GET", "/jobs/{id}/logs")
     job: dict[str, Any] = await jobs.get_job(db, request.match_info["id"])
     require_own_job(user, job)
-    return page(request, "job.html", {"job": jobs.public_view(job)})
+    return page(request, "job.html", {"job": jobs.public_view(job), "pilot": await _pilot_of(request, job)})
+
+
+async def _pilot_of(request: web.Request, job: dict[str, Any]) -> dict[str, Any] | None:
+    """The record of the pilot that ran the job, if the factory submitted it (a pilot started by
+    hand has none) and the token may read pilots (GET /pilots/{name})."""
+    if not job.get("pilot"):
+        return None
+    try:
+        db, _ = caller(request, pilot_api.routes, "GET", "/pilots/{name}")
+        return pilot_records.public_view(await pilot_records.get_pilot(db, job["pilot"]))
+    except (Forbidden, NotFound):
+        return None
