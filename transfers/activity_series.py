@@ -1,8 +1,8 @@
 """Accounting of finished requests by activity: totals, and a series over time, each counted by
 MongoDB aggregation (`$match` + `$group`) so that callers get a few numbers, never the requests.
 
-FerretDB has no date operators (`$dateTrunc`, `$subtract`), so a series is one aggregation per
-time bucket, each reading the finished requests of its bucket through `requests_by_finished`;
+FerretDB has no date operators (`$dateTrunc`, `$subtract`), so a series is counted per time
+bucket, each count reading the finished requests of its bucket through `requests_by_finished`;
 the number of buckets is bounded (`MAX_BUCKETS`).
 """
 
@@ -24,16 +24,25 @@ MAX_BUCKETS = 120
 COUNTED = ("done", "failed")
 
 
-def _group(start: dt.datetime, end: dt.datetime) -> list[Document]:
-    return [{"$match": {"finished": {"$gte": start, "$lt": end}, "state": {"$in": list(COUNTED)}}},
-            {"$group": {"_id": {"activity": "$activity", "state": "$state"}, "n": {"$sum": 1},
-                        "bytes": {"$sum": "$result.bytes"}}}]
+def _match(start: dt.datetime, end: dt.datetime) -> Document:
+    return {"$match": {"finished": {"$gte": start, "$lt": end}, "state": {"$in": list(COUNTED)}}}
+
+
+async def _aggregate(db: AsyncDatabase[Document], stages: list[Document]) -> list[Document]:
+    with database_errors():
+        cursor = await db[REQUESTS].aggregate(stages)  # Index: requests_by_finished.
+        return await cursor.to_list()
 
 
 async def _counts(db: AsyncDatabase[Document], start: dt.datetime, end: dt.datetime) -> list[Document]:
-    with database_errors():
-        cursor = await db[REQUESTS].aggregate(_group(start, end))  # Index: requests_by_finished.
-        return await cursor.to_list()
+    """Requests and bytes per activity and state in [start, end). Two aggregations of one
+    accumulator each: FerretDB 1.24 computes only the first accumulator of a `$group`."""
+    key = {"activity": "$activity", "state": "$state"}
+    counted, summed = await asyncio.gather(
+        _aggregate(db, [_match(start, end), {"$group": {"_id": key, "n": {"$sum": 1}}}]),
+        _aggregate(db, [_match(start, end), {"$group": {"_id": key, "bytes": {"$sum": "$result.bytes"}}}]))
+    nbytes = {(r["_id"].get("activity"), r["_id"]["state"]): r["bytes"] for r in summed}
+    return [{**r, "bytes": nbytes.get((r["_id"].get("activity"), r["_id"]["state"]), 0)} for r in counted]
 
 
 def _bucket_start(at: dt.datetime, step_hours: int) -> dt.datetime:
