@@ -142,7 +142,8 @@ async def test_a_transformation_shows_its_progress_and_pages_files_and_tasks(
         assert len(names(tasks.text, r'<tr class="task">')) == 1 and "after_task=1" in tasks.text
         assert (await alice.get(f"/ui/transformations/{tid}", params={"file_status": "lost"})).status == 400
         listing = await alice.get("/ui/productions")
-        assert f'href="/ui/transformations/{tid}"' in listing.text and f'href="/ui/productions/{made["id"]}"' in listing.text
+        assert f'href="/ui/transformations/{tid}"' in listing.text
+        assert f'href="/ui/productions/{made["id"]}"' in listing.text
         chain = await alice.get(f"/ui/productions/{made['id']}")
         assert chain.status == 200 and ">sim</a>" in chain.text and ">reco</a>" in chain.text
         assert (await alice.get("/ui/productions", params={"owner": "bob"})).status == 403
