@@ -5,7 +5,7 @@
 function cairnBars(id, names, values, label, color) {
   const el = document.getElementById(id);
   if (!el || !names.length) return null;
-  const opts = {width: 560, height: 200,
+  const opts = {width: 560, height: 200, legend: {show: false},
     scales: {x: {time: false, range: [-0.5, names.length - 0.5]}, y: {range: (u, lo, hi) => [0, Math.max(hi, 1) * 1.1]}},
     axes: [{values: (u, v) => v.map(i => names[i] || "")}, {label: label}],
     series: [{}, {label: label, fill: color || "rgba(45,59,69,0.4)", stroke: "#2d3b45", paths: uPlot.paths.bars({size: [0.6]})}]};
