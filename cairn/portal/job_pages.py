@@ -22,6 +22,7 @@ ACTIONS = {"kill": control.kill, "reschedule": control.reschedule}
 
 @routes.get("/jobs")
 async def job_list(request: web.Request) -> web.Response:
+    """One page of jobs, newest first; `after` is the last job of the previous page."""
     db, user = caller(request, api.routes, "GET", "/jobs")
     owner = request.query.get("owner") or None
     if not user.is_admin:
@@ -31,11 +32,13 @@ async def job_list(request: web.Request) -> web.Response:
     state = request.query.get("state") or None
     if state is not None and state not in states.ALL:
         raise InvalidInput(f"unknown state {state!r}; states: {', '.join(states.ALL)}")
-    found = [jobs.public_view(d) async for d in jobs.list_jobs(db, owner=owner, state=state,
-                                                                 limit=page_size(request))]
+    limit = page_size(request)
+    found = await jobs.page_jobs(db, owner=owner, state=state, after=request.query.get("after") or None,
+                                 limit=limit + 1)
     counts = await jobs.count_by_state(db, None if user.is_admin else user.sub)
-    return page(request, "jobs.html", {"jobs": found, "states": states.ALL, "counts": counts,
-                                       "outcomes": request.query.getall("outcome", [])})
+    return page(request, "jobs.html", {"jobs": [jobs.public_view(d) for d in found[:limit]], "states": states.ALL,
+                                       "counts": counts, "outcomes": request.query.getall("outcome", []),
+                                       "next_after": found[limit - 1]["_id"] if len(found) > limit else None})
 
 
 @routes.post("/jobs/control")
