@@ -241,3 +241,26 @@ async def test_the_job_monitor_pages_newest_first_with_its_filters_in_the_url(
     async with portal(api.token(sub="bob", scopes=JOBS)) as bob:
         theirs = await bob.get("/ui/jobs")
         assert theirs.status == 200 and not any(f'id="select-{i}"' in theirs.text for i in ids)
+
+
+async def test_the_rule_list_pages_and_skips_rules_on_files_the_user_may_not_read(
+    api: RunningApi, tree: Client, portal: PortalFactory,
+) -> None:
+    secret = await tree.add_rule("/cta/secret/hidden.root", 1, "SITE-B-DISK")
+    public = [(await tree.add_rule(f"/cta/mc/run1/f{i:02d}.root", 1, "SITE-B-DISK"))["id"] for i in range(5)]
+    async with portal(api.token(scopes=RULES)) as alice:
+        seen: list[str] = []
+        url, params = "/ui/rules", {"state": "replicating", "limit": "2"}
+        for _ in range(5):
+            listing = await alice.get(url, params=params)
+            assert listing.status == 200 and secret["id"] not in listing.text
+            seen += [i for i in public if f'href="/ui/rules/{i}"' in listing.text]
+            more = re.search(r'id="next" href="([^"]+)"', listing.text)
+            if more is None:
+                break
+            url, params = more.group(1), {}
+            assert "state=replicating" in url
+        assert sorted(seen) == sorted(public) and len(seen) == len(public)
+        missing = await alice.get("/ui/rules", params={"after": "nope"})
+        hidden = await alice.get("/ui/rules", params={"after": secret["id"]})
+        assert missing.status == hidden.status == 404  # a hidden rule is not a cursor either
