@@ -30,7 +30,7 @@ from productions import tasks as production_tasks
 from rules import locks as rule_locks
 from rules import quotas, subscriptions
 from rules import store as rule_store
-from transfers import activity_series, audit_runs, link_series
+from transfers import audit_runs, link_series
 from transfers import requests as transfer_requests
 from wms import jobs as wms_jobs
 from wms import pilot_records as wms_pilot_records
@@ -80,8 +80,7 @@ def index_specs() -> list[IndexSpec]:
             *quotas.INDEXES, *subscriptions.INDEXES, *wms_jobs.INDEXES, *wms_task_queues.INDEXES,
             *usage.INDEXES, *replica_triage.INDEXES, *link_series.INDEXES, *replica_health.INDEXES,
             *audit_runs.INDEXES, *transformations.INDEXES, *transformation_files.INDEXES,
-            *production_tasks.INDEXES, *production.INDEXES, *wms_pilot_records.INDEXES,
-            *activity_series.INDEXES]
+            *production_tasks.INDEXES, *production.INDEXES, *wms_pilot_records.INDEXES]
 
 
 def daemon_factories() -> dict[str, DaemonFactory]:

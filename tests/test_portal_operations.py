@@ -17,7 +17,7 @@ from productions.daemons import TransformationFeeder, TransformationTasks
 from tests.fixtures.api import RunningApi
 from tests.fixtures.grid import Grid, check_all
 from tests.fixtures.portal import PortalFactory
-from tests.fixtures.transfers import finished_requests
+from tests.fixtures.transfers import transfers_by_activity
 from wms import matching, pilot_records
 from wms.config import WmsSettings
 
@@ -159,7 +159,7 @@ async def test_a_transformation_shows_its_progress_and_pages_files_and_tasks(
 async def test_accounting_counts_requests_by_activity_over_time(
     api: RunningApi, database: AsyncDatabase[Document], portal: PortalFactory,
 ) -> None:
-    await finished_requests(database)
+    await transfers_by_activity(database)
     async with portal(api.token(scopes=("catalogue.read", "rules.read", "transfers.read"))) as operator:
         page = await operator.get("/ui/accounting", params={"hours": "6", "step_hours": "2"})
         assert page.status == 200

@@ -1,4 +1,4 @@
-"""Accounting by activity: finished transfer requests counted per activity (done, failed, MB) in
+"""Accounting by activity: transfers counted per activity (done, failed attempts, MB) in
 time buckets, over HTTP and the CLI, with every bucket present and the bucket count bounded."""
 
 from __future__ import annotations
@@ -13,13 +13,13 @@ from kernel.db import Document
 from kernel.errors import InvalidInput
 from tests.fixtures.api import RunningApi
 from tests.fixtures.cli import run_cli
-from tests.fixtures.transfers import finished_requests
+from tests.fixtures.transfers import transfers_by_activity
 from transfers.activity_series import activity_series
 
 
 async def test_requests_are_counted_per_activity_in_their_bucket(api: RunningApi,
                                                                  database: AsyncDatabase[Document]) -> None:
-    await finished_requests(database)
+    await transfers_by_activity(database)
     async with api.client(api.token(scopes=("transfers.read",))) as operator:
         doc = await operator.transfer_activity(hours=3)
         assert len(doc["buckets"]) == 3 and doc["buckets"][2] - doc["buckets"][1] == 3600

@@ -1,9 +1,11 @@
-"""Accounting of finished requests by activity: totals, and a series over time, each counted by
-MongoDB aggregation (`$match` + `$group`) so that callers get a few numbers, never the requests.
+"""Accounting of transfers by activity over time: files done, failed attempts and MB moved per
+activity, in buckets of whole hours, and their totals.
 
-FerretDB has no date operators (`$dateTrunc`, `$subtract`), so a series is counted per time
-bucket, each count reading the finished requests of its bucket through `requests_by_finished`;
-the number of buckets is bounded (`MAX_BUCKETS`).
+It reads the per-link, per-activity hourly counters of `link_series` (one `$inc` per finished
+transfer, so a plot never reads the requests) and adds them up per activity and hour with
+MongoDB aggregation (`$match` on the hour, index link_hours_by_hour, then `$group`); buckets of
+several hours are folded from those rows. Counters written before activities were recorded
+count as activity "default".
 """
 
 from __future__ import annotations
@@ -14,35 +16,24 @@ from typing import Any
 
 from pymongo.asynchronous.database import AsyncDatabase
 
-from kernel.db import Document, IndexSpec, database_errors
+from kernel.db import Document, database_errors
 from kernel.errors import InvalidInput
-from transfers.requests import REQUESTS
+from transfers.link_series import LINK_HOURS
 
-INDEXES = [IndexSpec(REQUESTS, [("finished", 1)], name="requests_by_finished", sparse=True)]
 MAX_HOURS = 24 * 90
 MAX_BUCKETS = 120
-COUNTED = ("done", "failed")
+FIELDS = ("done", "failed", "bytes")
 
 
-def _match(start: dt.datetime, end: dt.datetime) -> Document:
-    return {"$match": {"finished": {"$gte": start, "$lt": end}, "state": {"$in": list(COUNTED)}}}
-
-
-async def _aggregate(db: AsyncDatabase[Document], stages: list[Document]) -> list[Document]:
+async def _summed(db: AsyncDatabase[Document], start: dt.datetime, field: str) -> list[Document]:
+    """One counter summed per activity and hour since `start`. One accumulator per `$group`:
+    FerretDB 1.24 computes only the first accumulator of a `$group`."""
+    key = {"activity": "$activity", "hour": "$hour"}
+    stages: list[Document] = [{"$match": {"hour": {"$gte": start}}},
+                              {"$group": {"_id": key, "v": {"$sum": f"${field}"}}}]
     with database_errors():
-        cursor = await db[REQUESTS].aggregate(stages)  # Index: requests_by_finished.
+        cursor = await db[LINK_HOURS].aggregate(stages)  # Index: link_hours_by_hour.
         return await cursor.to_list()
-
-
-async def _counts(db: AsyncDatabase[Document], start: dt.datetime, end: dt.datetime) -> list[Document]:
-    """Requests and bytes per activity and state in [start, end). Two aggregations of one
-    accumulator each: FerretDB 1.24 computes only the first accumulator of a `$group`."""
-    key = {"activity": "$activity", "state": "$state"}
-    counted, summed = await asyncio.gather(
-        _aggregate(db, [_match(start, end), {"$group": {"_id": key, "n": {"$sum": 1}}}]),
-        _aggregate(db, [_match(start, end), {"$group": {"_id": key, "bytes": {"$sum": "$result.bytes"}}}]))
-    nbytes = {(r["_id"].get("activity"), r["_id"]["state"]): r["bytes"] for r in summed}
-    return [{**r, "bytes": nbytes.get((r["_id"].get("activity"), r["_id"]["state"]), 0)} for r in counted]
 
 
 def _bucket_start(at: dt.datetime, step_hours: int) -> dt.datetime:
@@ -52,8 +43,8 @@ def _bucket_start(at: dt.datetime, step_hours: int) -> dt.datetime:
 
 async def activity_series(db: AsyncDatabase[Document], *, hours: int = 48, step_hours: int = 1,
                           now: dt.datetime | None = None) -> dict[str, Any]:
-    """Requests finished per activity over the last `hours`, in buckets of `step_hours` (oldest
-    first): `{"buckets": [epoch s], "activities": {name: {"done": [...], "failed": [...],
+    """Transfers per activity over the last `hours`, in buckets of `step_hours` (oldest first):
+    `{"buckets": [epoch s], "step_hours", "activities": {name: {"done": [...], "failed": [...],
     "mb": [...]}}, "totals": [{"activity", "done", "failed", "bytes"}]}`."""
     if not 1 <= hours <= MAX_HOURS or step_hours < 1:
         raise InvalidInput(f"hours must be 1..{MAX_HOURS} and step_hours at least 1")
@@ -62,19 +53,18 @@ async def activity_series(db: AsyncDatabase[Document], *, hours: int = 48, step_
         raise InvalidInput(f"{count} buckets asked for; at most {MAX_BUCKETS} (raise step_hours)")
     step = dt.timedelta(hours=step_hours)
     first = _bucket_start(now or dt.datetime.now(dt.UTC), step_hours) - step * (count - 1)
-    starts = [first + step * i for i in range(count)]
-    rows = await asyncio.gather(*(_counts(db, s, s + step) for s in starts))
-    names = sorted({str(r["_id"].get("activity")) for bucket in rows for r in bucket})
-    series: dict[str, dict[str, list[Any]]] = {n: {"done": [0] * count, "failed": [0] * count, "mb": [0.0] * count}
-                                               for n in names}
-    totals: dict[str, dict[str, Any]] = {n: {"activity": n, "done": 0, "failed": 0, "bytes": 0} for n in names}
-    for i, bucket in enumerate(rows):
-        for row in bucket:
-            name, state = str(row["_id"].get("activity")), row["_id"]["state"]
-            series[name][state][i] += int(row["n"])
-            totals[name][state] += int(row["n"])
-            if state == "done":
-                series[name]["mb"][i] = round(int(row.get("bytes") or 0) / 1e6, 3)
-                totals[name]["bytes"] += int(row.get("bytes") or 0)
-    return {"buckets": [int(s.timestamp()) for s in starts], "step_hours": step_hours, "activities": series,
-            "totals": list(totals.values())}
+    rows = dict(zip(FIELDS, await asyncio.gather(*(_summed(db, first, f) for f in FIELDS)), strict=True))
+    names = sorted({str(r["_id"].get("activity") or "default") for found in rows.values() for r in found})
+    counts = {n: {f: [0] * count for f in FIELDS} for n in names}
+    for field, found in rows.items():
+        for row in found:
+            hour = row["_id"]["hour"]
+            hour = hour.replace(tzinfo=dt.UTC) if hour.tzinfo is None else hour
+            index = int((hour - first) // step)
+            if 0 <= index < count:
+                counts[str(row["_id"].get("activity") or "default")][field][index] += int(row["v"] or 0)
+    return {"buckets": [int((first + step * i).timestamp()) for i in range(count)], "step_hours": step_hours,
+            "activities": {n: {"done": c["done"], "failed": c["failed"], "mb": [round(b / 1e6, 3) for b in c["bytes"]]}
+                           for n, c in counts.items()},
+            "totals": [{"activity": n, "done": sum(c["done"]), "failed": sum(c["failed"]), "bytes": sum(c["bytes"])}
+                       for n, c in counts.items()]}

@@ -76,7 +76,7 @@ class TransfersClient(BaseClient):
         return result
 
     async def transfer_activity(self, *, hours: int = 48, step_hours: int = 1) -> dict[str, Any]:
-        """Requests finished per activity (done, failed, MB) over the last `hours`, per bucket."""
+        """Transfers per activity (files done, failed attempts, MB) over the last `hours`, per bucket."""
         result: dict[str, Any] = await self.request("GET", "/transfers/activity",
                                                     params={"hours": hours, "step_hours": step_hours})
         return result

@@ -35,7 +35,7 @@ async def transfer_series(request: web.Request) -> web.Response:
 
 
 @routes.get("/transfers/activity", policy=scopes("transfers.read"),
-            summary="Requests finished per activity (done, failed, MB) over the last hours, in buckets",
+            summary="Transfers per activity (files done, failed attempts, MB) over the last hours, in buckets",
             query={"hours": f"1..{ACTIVITY_MAX_HOURS} (48)", "step_hours": "bucket width in hours (1)"},
             responses={400: "hours or bucket count out of range"})
 async def transfer_activity(request: web.Request) -> web.Response:

@@ -51,7 +51,7 @@ def series(hours: int, source: str | None, dest: str | None, as_json: bool) -> N
 @click.option("--step-hours", type=int, default=1, show_default=True, help="bucket width")
 @json_option
 def activity(hours: int, step_hours: int, as_json: bool) -> None:
-    """Requests finished per activity: totals, and (with --json) the series per bucket."""
+    """Transfers per activity (done, failed attempts, bytes): totals, and with --json per bucket."""
     doc = run(lambda c: c.transfer_activity(hours=hours, step_hours=step_hours))
     if as_json:
         emit_json(doc)

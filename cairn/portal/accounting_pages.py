@@ -1,10 +1,10 @@
-"""Accounting: bytes and replicas per SE and per account, and requests finished per activity over
-time, as tables, plots (PNG from the browser's canvas) and CSV downloads.
+"""Accounting: bytes and replicas per SE and per account, and transfers per activity over time,
+as tables, plots (PNG from the browser's canvas) and CSV downloads.
 
-The figures are the catalogue's usage counters, the rules' account usage and the transfer
-requests counted by activity in MongoDB (the same functions as GET /usage/ses, GET /quotas and
-GET /transfers/activity); an account sees its own rows, admins every account's. The browser gets
-the activity series as JSON, never the requests.
+The figures are the catalogue's usage counters, the rules' account usage and the transfers'
+hourly counters added up per activity in MongoDB (the same functions as GET /usage/ses,
+GET /quotas and GET /transfers/activity); an account sees its own rows, admins every account's.
+The browser gets the activity series as JSON, never the requests.
 """
 
 from __future__ import annotations
