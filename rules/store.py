@@ -301,6 +301,20 @@ async def list_rules(db: AsyncDatabase[Document], *, account: str | None = None,
         return await db[RULES].find(query).sort("created", -1).limit(limit).to_list()
 
 
+async def page_rules(db: AsyncDatabase[Document], *, account: str | None = None, did: str | None = None,
+                     state: str | None = None, after: str | None = None, limit: int = 100) -> list[Document]:
+    """One page of `list_rules`, continuing after the rule `after` (keyset on created then id);
+    an unknown `after` is NotFound."""
+    query: Document = {k: v for k, v in {"account": account, "did": did, "state": state}.items() if v is not None}
+    if after is not None:
+        last = await get_rule(db, after)
+        query["$or"] = [{"created": {"$lt": last["created"]}},
+                        {"created": last["created"], "_id": {"$lt": last["_id"]}}]
+    with database_errors():
+        # Index: rules_by_account or rules_by_did.
+        return await db[RULES].find(query).sort([("created", -1), ("_id", -1)]).limit(limit).to_list()
+
+
 def _may_change(principal: Principal, rule: Document) -> None:
     if not (principal.is_admin or rule["account"] == principal.sub):
         raise Forbidden(f"rule {rule['_id']} belongs to {rule['account']}")

@@ -161,6 +161,7 @@ MATRIX: dict[str, Case] = {
                                      changes=frozenset()),
     "GET /transfers/stats": same(200, "/transfers/stats"),
     "GET /transfers/series": same(200, "/transfers/series"),
+    "GET /transfers/activity": same(200, "/transfers/activity"),
     "POST /jobs": Case("/jobs", (201, 201, 201), {"jobs": [JOB]}, changes=frozenset(USERS)),
     "GET /jobs": same(200, "/jobs"),
     "GET /job-summary": same(200, "/job-summary"),

@@ -4,6 +4,7 @@ user may see, paging — for the browser, queries, rules, transfers, jobs and th
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import AsyncIterator
 
 import pytest
@@ -214,3 +215,52 @@ async def test_the_dashboard_shows_my_rules_quota_and_failed_jobs(
     async with portal(api.token(scopes=READER)) as reader:
         page = await reader.get("/ui/")
         assert page.status == 200 and 'id="quotas"' not in page.text and 'id="failed-jobs"' not in page.text
+
+
+async def test_the_job_monitor_pages_newest_first_with_its_filters_in_the_url(
+    api: RunningApi, grid: Grid, portal: PortalFactory,
+) -> None:
+    async with api.client(api.token(scopes=JOBS)) as sdk:
+        ids = await sdk.submit_jobs([{"executable": "/bin/echo", "name": f"p{i}"} for i in range(5)])
+    async with portal(api.token(scopes=JOBS)) as alice:
+        seen: list[str] = []
+        url, params = "/ui/jobs", {"state": "received", "limit": "2"}
+        for _ in range(5):
+            listing = await alice.get(url, params=params)
+            assert listing.status == 200
+            found = [i for i in ids if f'id="select-{i}"' in listing.text]
+            assert 0 < len(found) <= 2
+            seen += found
+            more = re.search(r'id="next" href="([^"]+)"', listing.text)
+            if more is None:
+                break
+            url, params = more.group(1), {}
+            assert "state=received" in url  # the filter travels with the page
+        assert sorted(seen) == sorted(ids) and len(seen) == len(ids)
+        assert (await alice.get("/ui/jobs", params={"after": "nope"})).status == 404
+    async with portal(api.token(sub="bob", scopes=JOBS)) as bob:
+        theirs = await bob.get("/ui/jobs")
+        assert theirs.status == 200 and not any(f'id="select-{i}"' in theirs.text for i in ids)
+
+
+async def test_the_rule_list_pages_and_skips_rules_on_files_the_user_may_not_read(
+    api: RunningApi, tree: Client, portal: PortalFactory,
+) -> None:
+    secret = await tree.add_rule("/cta/secret/hidden.root", 1, "SITE-B-DISK")
+    public = [(await tree.add_rule(f"/cta/mc/run1/f{i:02d}.root", 1, "SITE-B-DISK"))["id"] for i in range(5)]
+    async with portal(api.token(scopes=RULES)) as alice:
+        seen: list[str] = []
+        url, params = "/ui/rules", {"state": "replicating", "limit": "2"}
+        for _ in range(5):
+            listing = await alice.get(url, params=params)
+            assert listing.status == 200 and secret["id"] not in listing.text
+            seen += [i for i in public if f'href="/ui/rules/{i}"' in listing.text]
+            more = re.search(r'id="next" href="([^"]+)"', listing.text)
+            if more is None:
+                break
+            url, params = more.group(1), {}
+            assert "state=replicating" in url
+        assert sorted(seen) == sorted(public) and len(seen) == len(public)
+        missing = await alice.get("/ui/rules", params={"after": "nope"})
+        hidden = await alice.get("/ui/rules", params={"after": secret["id"]})
+        assert missing.status == hidden.status == 404  # a hidden rule is not a cursor either

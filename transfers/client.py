@@ -74,3 +74,9 @@ class TransfersClient(BaseClient):
         params = {"hours": hours, "source": source, "dest": dest}
         result: dict[str, Any] = await self.request("GET", "/transfers/series", params=params)
         return result
+
+    async def transfer_activity(self, *, hours: int = 48, step_hours: int = 1) -> dict[str, Any]:
+        """Transfers per activity (files done, failed attempts, MB) over the last `hours`, per bucket."""
+        result: dict[str, Any] = await self.request("GET", "/transfers/activity",
+                                                    params={"hours": hours, "step_hours": step_hours})
+        return result

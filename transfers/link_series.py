@@ -1,6 +1,6 @@
-"""Transfers over time: per link and hour, files done and failed and bytes moved, counted with
-one `$inc` upsert per finished transfer (beside the link's totals in `link_stats`), so that a
-plot of the last hours reads a few documents per link instead of the requests."""
+"""Transfers over time: per link, activity and hour, files done and failed and bytes moved,
+counted with one `$inc` upsert per finished transfer (beside the link's totals in `link_stats`),
+so that a plot of the last hours reads a few documents per link instead of the requests."""
 
 from __future__ import annotations
 
@@ -21,14 +21,16 @@ def _hour(at: dt.datetime) -> dt.datetime:
 
 
 async def record_hour(db: AsyncDatabase[Document], source: str, dest: str, *, ok: bool, nbytes: int,
-                      at: dt.datetime) -> None:
-    """Add one finished transfer (or failed attempt) to its link's counters of the hour `at`."""
+                      at: dt.datetime, activity: str = "default") -> None:
+    """Add one finished transfer (or failed attempt) to its link's counters of the hour `at`, one
+    document per link, activity and hour (so accounting can count by activity too)."""
     hour = _hour(at)
     inc: dict[str, Any] = {"done": 1, "bytes": nbytes} if ok else {"failed": 1}
     with database_errors():
         await db[LINK_HOURS].update_one(
-            {"_id": f"{source}>{dest}@{hour:%Y%m%d%H}"},
-            {**increment(inc), "$set": {"source": source, "dest": dest, "hour": hour}}, upsert=True,
+            {"_id": f"{source}>{dest}#{activity}@{hour:%Y%m%d%H}"},
+            {**increment(inc), "$set": {"source": source, "dest": dest, "activity": activity, "hour": hour}},
+            upsert=True,
         )
 
 

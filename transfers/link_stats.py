@@ -23,9 +23,9 @@ def link_id(source: str, dest: str) -> str:
 
 async def record(
     db: AsyncDatabase[Document], source: str, dest: str, *, ok: bool, nbytes: int = 0, seconds: float = 0.0,
-    mode: str | None = None, reason: str | None = None,
+    mode: str | None = None, reason: str | None = None, activity: str = "default",
 ) -> None:
-    """Add one finished transfer (or failed attempt) to its link's counters."""
+    """Add one finished transfer (or failed attempt) to its link's counters (and its activity's)."""
     at = dt.datetime.now(dt.UTC)
     inc: dict[str, Any] = {"done": 1, "bytes": nbytes, "seconds": seconds} if ok else {"failed": 1}
     if ok and mode:
@@ -38,7 +38,7 @@ async def record(
             {**increment(inc), "$set": {"source": source, "dest": dest, "last": at}, "$setOnInsert": {"first": at}},
             upsert=True,
         )
-    await record_hour(db, source, dest, ok=ok, nbytes=nbytes, at=at)
+    await record_hour(db, source, dest, ok=ok, nbytes=nbytes, at=at, activity=activity)
 
 
 async def link_statistics(db: AsyncDatabase[Document]) -> list[Document]:

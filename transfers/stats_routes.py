@@ -5,6 +5,8 @@ from __future__ import annotations
 from aiohttp import web
 
 from kernel.web import DATABASE, ApiRoutes, json_response, query_int, scopes
+from transfers.activity_series import MAX_HOURS as ACTIVITY_MAX_HOURS
+from transfers.activity_series import activity_series
 from transfers.link_series import MAX_HOURS, hourly_series
 from transfers.link_stats import failures_by_reason, link_statistics, queue_depths
 
@@ -30,3 +32,13 @@ async def transfer_series(request: web.Request) -> web.Response:
     return json_response(await hourly_series(
         request.app[DATABASE], hours=query_int(request, "hours", 48, minimum=1, maximum=MAX_HOURS),
         source=request.query.get("source"), dest=request.query.get("dest")))
+
+
+@routes.get("/transfers/activity", policy=scopes("transfers.read"),
+            summary="Transfers per activity (files done, failed attempts, MB) over the last hours, in buckets",
+            query={"hours": f"1..{ACTIVITY_MAX_HOURS} (48)", "step_hours": "bucket width in hours (1)"},
+            responses={400: "hours or bucket count out of range"})
+async def transfer_activity(request: web.Request) -> web.Response:
+    return json_response(await activity_series(
+        request.app[DATABASE], hours=query_int(request, "hours", 48, minimum=1, maximum=ACTIVITY_MAX_HOURS),
+        step_hours=query_int(request, "step_hours", 1, minimum=1, maximum=ACTIVITY_MAX_HOURS)))

@@ -201,7 +201,7 @@ async def run_copy(ctx: Context, job: Job) -> bool:
         await _failed(ctx, job, failure, dest_eps[0])
         return False
     await link_stats.record(ctx.db, source.se.name, dest.name, ok=True, nbytes=result.bytes, seconds=result.seconds,
-                            mode=result.mode)
+                            mode=result.mode, activity=job.request.get("activity", "default"))
     done = await rq.complete(ctx.db, job.id, ctx.worker, {
         "source_se": source.se.name, "mode": result.mode, "protocol": result.protocol, "bytes": result.bytes,
         "adler32": result.adler32, "seconds": round(result.seconds, 3)}, copied=True)
@@ -229,7 +229,8 @@ async def _failed(ctx: Context, job: Job, failure: Failure, dest_ep: Endpoint | 
     source = job.source.se.name
     await destination.discard(ctx.db, job.lfn, job.dest.name, dest_ep)
     await rq.clear_copying_replica(ctx.db, job.id)
-    await link_stats.record(ctx.db, source, job.dest.name, ok=False, reason=failure.reason)
+    await link_stats.record(ctx.db, source, job.dest.name, ok=False, reason=failure.reason,
+                            activity=job.request.get("activity", "default"))
     failed_sources = list(job.request.get("failed_sources", []))
     fail_over = False
     if failure.reason == CHECKSUM and await _source_is_corrupt(ctx, job):

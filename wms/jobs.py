@@ -120,6 +120,20 @@ def list_jobs(
     return iterate(db[JOBS].find(query, projection).sort([("submitted", -1), ("_id", -1)]).limit(limit))
 
 
+async def page_jobs(db: AsyncDatabase[Document], *, owner: str | None, state: str | None, after: str | None,
+                    limit: int) -> list[Document]:
+    """One page of `list_jobs`, continuing after the job `after` (keyset on submitted then id, so
+    a page costs the same however deep it is); an unknown `after` is NotFound."""
+    query: Document = {k: v for k, v in {"owner": owner, "state": state}.items() if v is not None}
+    if after is not None:
+        last = await get_job(db, after)
+        query["$or"] = [{"submitted": {"$lt": last["submitted"]}},
+                        {"submitted": last["submitted"], "_id": {"$lt": last["_id"]}}]
+    projection = {"stdout": 0, "stderr": 0, "history": 0}
+    with database_errors():
+        return await db[JOBS].find(query, projection).sort([("submitted", -1), ("_id", -1)]).limit(limit).to_list()
+
+
 async def transition(
     db: AsyncDatabase[Document],
     job_id: str,

@@ -99,5 +99,20 @@ async def list_pilots(db: AsyncDatabase[Document], *, site: str | None = None, s
         return await db[PILOTS].find(query).sort("submitted_at", -1).limit(limit).to_list()
 
 
+async def page_pilots(db: AsyncDatabase[Document], *, site: str | None = None, queue: str | None = None,
+                      state: str | None = None, after: str | None = None, limit: int = 100) -> list[Document]:
+    """One page of pilots, newest first, continuing after the pilot named `after` (keyset on
+    submitted_at then name, index pilots_by_time), without their job lists; an unknown `after`
+    is NotFound."""
+    query: Document = {k: v for k, v in {"site": site, "queue": queue, "state": state}.items() if v}
+    if after is not None:
+        last = await get_pilot(db, after)
+        query["$or"] = [{"submitted_at": {"$lt": last["submitted_at"]}},
+                        {"submitted_at": last["submitted_at"], "_id": {"$lt": last["_id"]}}]
+    with database_errors():
+        cursor = db[PILOTS].find(query, {"jobs": 0}).sort([("submitted_at", -1), ("_id", -1)])
+        return await cursor.limit(limit).to_list()
+
+
 def public_view(doc: Document) -> dict[str, Any]:
     return {"name": doc["_id"], **{k: v for k, v in doc.items() if k not in ("_id", "unknown_since")}}

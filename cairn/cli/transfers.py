@@ -1,4 +1,4 @@
-"""`cairn transfers stats|series`: how the transfer system is doing, and over time."""
+"""`cairn transfers stats|series|activity`: how the transfer system is doing, over time, by activity."""
 
 from __future__ import annotations
 
@@ -44,3 +44,16 @@ def series(hours: int, source: str | None, dest: str | None, as_json: bool) -> N
     rows = [{"hour": dt.datetime.fromtimestamp(t, dt.UTC).strftime("%Y-%m-%d %H:00"), "done": d, "failed": f, "mb": m}
             for t, d, f, m in zip(doc["hours"], doc["done"], doc["failed"], doc["mb"], strict=True)]
     table(rows, ["hour", "done", "failed", "mb"], title="per hour (UTC)")
+
+
+@transfers.command("activity")
+@click.option("--hours", type=int, default=48, show_default=True)
+@click.option("--step-hours", type=int, default=1, show_default=True, help="bucket width")
+@json_option
+def activity(hours: int, step_hours: int, as_json: bool) -> None:
+    """Transfers per activity (done, failed attempts, bytes): totals, and with --json per bucket."""
+    doc = run(lambda c: c.transfer_activity(hours=hours, step_hours=step_hours))
+    if as_json:
+        emit_json(doc)
+        return
+    table(doc["totals"], ["activity", "done", "failed", "bytes"], title=f"by activity, last {hours} h")

@@ -17,6 +17,8 @@ from cairn.portal import (
     dashboard,
     job_pages,
     namespace_pages,
+    pilot_pages,
+    production_pages,
     rule_pages,
     se_pages,
     session_pages,
@@ -35,7 +37,7 @@ def build_portal() -> web.Application:
     aiohttp_jinja2.setup(app, loader=jinja2.PackageLoader("cairn.portal", "templates"), autoescape=True,
                          undefined=jinja2.StrictUndefined)
     for module in (session_pages, dashboard, namespace_pages, rule_pages, transfer_pages, job_pages,
-                   se_pages, accounting_pages, triage_pages):
+                   se_pages, accounting_pages, triage_pages, pilot_pages, production_pages):
         app.router.add_routes(module.routes)
     app.router.add_static("/static/", STATIC, append_version=False)
     return app

@@ -10,8 +10,9 @@ from aiohttp import web
 
 from cairn.portal.access import caller, page_size
 from cairn.portal.render import page
-from kernel.errors import CairnError, Forbidden, InvalidInput
-from wms import control, jobs, states
+from kernel.errors import CairnError, Forbidden, InvalidInput, NotFound
+from wms import control, jobs, pilot_records, states
+from wms import pilot_routes as pilot_api
 from wms import routes as api
 from wms.routes import _own as require_own_job
 
@@ -21,6 +22,7 @@ ACTIONS = {"kill": control.kill, "reschedule": control.reschedule}
 
 @routes.get("/jobs")
 async def job_list(request: web.Request) -> web.Response:
+    """One page of jobs, newest first; `after` is the last job of the previous page."""
     db, user = caller(request, api.routes, "GET", "/jobs")
     owner = request.query.get("owner") or None
     if not user.is_admin:
@@ -30,11 +32,13 @@ async def job_list(request: web.Request) -> web.Response:
     state = request.query.get("state") or None
     if state is not None and state not in states.ALL:
         raise InvalidInput(f"unknown state {state!r}; states: {', '.join(states.ALL)}")
-    found = [jobs.public_view(d) async for d in jobs.list_jobs(db, owner=owner, state=state,
-                                                                 limit=page_size(request))]
+    limit = page_size(request)
+    found = await jobs.page_jobs(db, owner=owner, state=state, after=request.query.get("after") or None,
+                                 limit=limit + 1)
     counts = await jobs.count_by_state(db, None if user.is_admin else user.sub)
-    return page(request, "jobs.html", {"jobs": found, "states": states.ALL, "counts": counts,
-                                       "outcomes": request.query.getall("outcome", [])})
+    return page(request, "jobs.html", {"jobs": [jobs.public_view(d) for d in found[:limit]], "states": states.ALL,
+                                       "counts": counts, "outcomes": request.query.getall("outcome", []),
+                                       "next_after": found[limit - 1]["_id"] if len(found) > limit else None})
 
 
 @routes.post("/jobs/control")
@@ -66,4 +70,16 @@ async def job_page(request: web.Request) -> web.Response:
     db, user = caller(request, api.routes, "GET", "/jobs/{id}/logs")
     job: dict[str, Any] = await jobs.get_job(db, request.match_info["id"])
     require_own_job(user, job)
-    return page(request, "job.html", {"job": jobs.public_view(job)})
+    return page(request, "job.html", {"job": jobs.public_view(job), "pilot": await _pilot_of(request, job)})
+
+
+async def _pilot_of(request: web.Request, job: dict[str, Any]) -> dict[str, Any] | None:
+    """The record of the pilot that ran the job, if the factory submitted it (a pilot started by
+    hand has none) and the token may read pilots (GET /pilots/{name})."""
+    if not job.get("pilot"):
+        return None
+    try:
+        db, _ = caller(request, pilot_api.routes, "GET", "/pilots/{name}")
+        return pilot_records.public_view(await pilot_records.get_pilot(db, job["pilot"]))
+    except (Forbidden, NotFound):
+        return None

@@ -20,18 +20,32 @@ from rules.store import RuleIn, rule_view
 
 routes = web.RouteTableDef()
 STATES = ("replicating", "ok", "stuck", "suspended")
+MAX_BATCHES = 10
 
 
 @routes.get("/rules")
 async def rule_list(request: web.Request) -> web.Response:
-    """Rules the user may see, newest first, filtered by account, DID and state."""
+    """One page of the rules the user may see, newest first, filtered by account, DID and state;
+    `after` is the last rule of the previous page (one the user may see: a hidden rule's id
+    answers like a missing one and never appears in a link)."""
     db, user = caller(request, api.routes, "GET", "/rules")
-    state = request.query.get("state") or None
-    account = request.query.get("account") or None
-    found = await store.list_rules(db, account=account, did=request.query.get("did") or None, state=state,
-                                   limit=page_size(request))
-    shown = [rule_view(d) for d in await visible_rules(db, user, found)]
-    return page(request, "rules.html", {"rules": shown, "states": STATES})
+    filters = {"account": request.query.get("account") or None, "did": request.query.get("did") or None,
+               "state": request.query.get("state") or None}
+    after = request.query.get("after") or None
+    if after is not None:
+        await require_visible_rule(db, user, await store.get_rule(db, after))
+    limit = page_size(request)
+    shown: list[dict[str, Any]] = []
+    for _ in range(MAX_BATCHES):  # rules on hidden files are skipped; bounded, so a page stays cheap
+        batch = await store.page_rules(db, **filters, after=after, limit=limit + 1)
+        shown += await visible_rules(db, user, batch)
+        if len(shown) > limit or len(batch) <= limit:
+            break
+        after = batch[-1]["_id"]
+    more = len(shown) > limit or (len(shown) > 0 and len(batch) > limit)
+    rows = shown[:limit]
+    return page(request, "rules.html", {"rules": [rule_view(d) for d in rows], "states": STATES,
+                                        "next_after": rows[-1]["_id"] if more and rows else None})
 
 
 @routes.get("/rules/{id}")
