@@ -17,6 +17,7 @@ from kernel.web import query_int
 from productions import production, tasks, transformation_files, transformations
 from productions import production_routes as production_api
 from productions import transformation_routes as api
+from productions.owned_routes import check_owner
 
 routes = web.RouteTableDef()
 
@@ -50,7 +51,7 @@ async def production_page(request: web.Request) -> web.Response:
     """A production's status and its steps' files by status and tasks by state."""
     db, user = caller(request, production_api.routes, "GET", "/productions/{id}/status")
     doc = await production.get(db, request.match_info["id"])
-    transformations.check_owner(user, doc)
+    check_owner(user, doc, "production")
     return page(request, "production.html", {"status": await production.status(db, doc),
                                              "statuses": transformation_files.STATUSES})
 
@@ -70,7 +71,7 @@ async def transformation_page(request: web.Request) -> web.Response:
     caller(request, api.routes, "GET", "/transformations/{id}/files")
     caller(request, api.routes, "GET", "/transformations/{id}/tasks")
     doc = await transformations.get(db, request.match_info["id"])
-    transformations.check_owner(user, doc)
+    check_owner(user, doc, "transformation")
     limit = page_size(request)
     status = _choice(request, "file_status", transformation_files.STATUSES)
     state = _choice(request, "task_state", tasks.STATES)
