@@ -25,14 +25,15 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Literal, NotRequired, cast
 
+from pymongo import UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError
 
 from kernel import claims
-from kernel.db import Document, IndexSpec, database_errors, increment
+from kernel.db import Document, IndexSpec, bulk_write_chunked, database_errors, increment
 from kernel.errors import InvalidInput
 from transfers.failures import Failure, retry_delay_s
 
@@ -274,8 +275,18 @@ async def flag_copying_replica(db: AsyncDatabase[Document], request_id: str) -> 
     Unguarded on purpose (an `_id`-only update is the cheapest write): a flag on a request that
     ended meanwhile only makes the sweep look at a replica it will find not `copying`.
     """
+    await flag_copying_replicas(db, [request_id])
+
+
+async def flag_copying_replicas(db: AsyncDatabase[Document], request_ids: Sequence[str]) -> None:
+    """`flag_copying_replica` for many requests in one update (by `_id` only, as there)."""
+    if not request_ids:
+        return
     with database_errors():
-        await db[REQUESTS].update_one({"_id": request_id}, {"$set": {"copying_replica": True}})
+        if len(request_ids) == 1:
+            await db[REQUESTS].update_one({"_id": request_ids[0]}, {"$set": {"copying_replica": True}})
+        else:
+            await db[REQUESTS].update_many({"_id": {"$in": list(request_ids)}}, {"$set": {"copying_replica": True}})
 
 
 async def count_copy(db: AsyncDatabase[Document], request_id: str) -> None:
@@ -366,6 +377,28 @@ async def complete(
     (see `count_copy`) in the same write."""
     return await _finish_active(db, request_id, worker, {"state": "done", "result": result, "last_error": None},
                                 final=True, inc={"copies": 1} if copied else None)
+
+
+async def complete_copied(db: AsyncDatabase[Document], results: Mapping[str, dict[str, Any]], worker: str) -> set[str]:
+    """`complete(..., copied=True)` for many requests (`{request_id: result}`) in one bulk write,
+    each guarded by its lease as there; returns the ids this call ended (a request whose lease
+    was lost meanwhile is left alone, and its copy is the caller's to count)."""
+    if not results:
+        return set()
+    at = claims.now()  # milliseconds, as stored: the requests this call ended are read back by it
+    updates = [
+        UpdateOne({"_id": request_id, claims.OWNER: worker, "state": "active"},
+                  {"$set": {"state": "done", "result": {**result, "worker": worker}, "last_error": None,
+                            "modified": at, "finished": at, **claims.FREE},
+                   "$unset": {"active_key": "", "copying_replica": ""}, **increment({"copies": 1})})
+        for request_id, result in results.items()]
+    outcome = await bulk_write_chunked(db[REQUESTS], updates)
+    if outcome.modified_count == len(updates):
+        return set(results)
+    with database_errors():
+        cursor = db[REQUESTS].find({"_id": {"$in": list(results)}, "state": "done", "finished": at,
+                                    "result.worker": worker}, {"_id": 1})
+        return {doc["_id"] for doc in await cursor.to_list()}
 
 
 async def fail(db: AsyncDatabase[Document], request_id: str, worker: str, error: str, error_class: str) -> bool:
