@@ -332,6 +332,34 @@ async def claim_staging(db: AsyncDatabase[Document], worker: str, *, lease_s: fl
                                   lease_s=lease_s, sort=[("stage.next_poll", 1)])
 
 
+async def claim_staging_many(db: AsyncDatabase[Document], worker: str, *, lease_s: float,
+                             limit: int) -> list[Document]:
+    """`claim_staging` for up to `limit` requests, in `kernel.claims.claim_many`'s three round trips."""
+    # requests_stage_poll
+    return await claims.claim_many(db[REQUESTS], worker, {"state": "staging", "stage.next_poll": {"$lte": now()}},
+                                   lease_s=lease_s, sort=[("stage.next_poll", 1)], limit=limit)
+
+
+async def staged_many(db: AsyncDatabase[Document], worker: str, *, done: Sequence[str] = (),
+                      requeued: Sequence[str] = (), poll_later: Sequence[str] = (), delay_s: float = 0.0) -> None:
+    """`staged` and `poll_staging_later` for many held `staging` requests: one guarded update
+    each for the stage requests now done, the transfers back in the queue and those to poll
+    again after delay_s (a request this worker no longer holds is left alone)."""
+    at = now()
+    changes: list[tuple[Sequence[str], dict[str, Any]]] = [
+        (done, {"$set": {"state": "done", "result": {"staged": True}, "last_error": None, "modified": at,
+                         "finished": at, **claims.FREE}, "$unset": {"active_key": "", "copying_replica": ""}}),
+        (requeued, {"$set": {"state": "queued", "not_before": at, "modified": at, **claims.FREE}}),
+        (poll_later, {"$set": {"stage.next_poll": at + dt.timedelta(seconds=delay_s), "modified": at,
+                               **claims.FREE}}),
+    ]
+    with database_errors():
+        for ids, change in changes:
+            if ids:
+                await db[REQUESTS].update_many({"_id": {"$in": list(ids)}, claims.OWNER: worker, "state": "staging"},
+                                               change)
+
+
 async def poll_staging_later(
     db: AsyncDatabase[Document], request_id: str, worker: str, *, delay_s: float
 ) -> bool:
