@@ -92,7 +92,7 @@ async def finish_copies(ctx: Context, copies: Sequence[Copied], *, db_commands: 
     await link_stats.record_many(ctx.db, [
         link_stats.Outcome(c.job.link[0], c.job.link[1], True, c.result.bytes, c.result.seconds, c.result.mode)
         for c in good], db_commands=db_commands)
-    done = await rq.complete_copied(ctx.db, {c.job.id: c.summary() for c in good}, ctx.worker)
+    done = await rq.complete_many(ctx.db, {c.job.id: c.summary() for c in good}, ctx.worker, copied=True)
     for copied in good:
         if copied.job.id in done:
             await release_pin(ctx, copied.job)

@@ -77,7 +77,7 @@ def active_key(kind: str, lfn: str, dest_se: str | None) -> str:
 
 class TransferRequest(claims.Leased):
     """A document of `transfer_requests` as `submit` stores it (workers add `started`,
-    `finished`, `result`, `stage`, `copies`, `copying_replica`, `failed_sources`, `release`...)."""
+    `finished`, `finished_by`, `result`, `stage`, `copies`, `copying_replica`, `failed_sources`, `release`...)."""
 
     _id: str
     kind: Kind
@@ -407,25 +407,26 @@ async def complete(
                                 final=True, inc={"copies": 1} if copied else None)
 
 
-async def complete_copied(db: AsyncDatabase[Document], results: Mapping[str, dict[str, Any]], worker: str) -> set[str]:
-    """`complete(..., copied=True)` for many requests (`{request_id: result}`) in one bulk write,
-    each guarded by its lease as there; returns the ids this call ended (a request whose lease
-    was lost meanwhile is left alone, and its copy is the caller's to count)."""
+async def complete_many(db: AsyncDatabase[Document], results: Mapping[str, dict[str, Any]], worker: str, *,
+                        copied: bool = False) -> set[str]:
+    """`complete` for many requests (`{request_id: result}`) in one bulk write, each guarded by
+    its lease as there (and counting its copy when `copied`); returns the ids this call ended (a
+    request whose lease was lost meanwhile is left alone: its copy is the caller's to count)."""
     if not results:
         return set()
     at = claims.now()  # milliseconds, as stored: the requests this call ended are read back by it
     updates = [
         UpdateOne({"_id": request_id, claims.OWNER: worker, "state": "active"},
-                  {"$set": {"state": "done", "result": {**result, "worker": worker}, "last_error": None,
+                  {"$set": {"state": "done", "result": result, "last_error": None, "finished_by": worker,
                             "modified": at, "finished": at, **claims.FREE},
-                   "$unset": {"active_key": "", "copying_replica": ""}, **increment({"copies": 1})})
+                   "$unset": {"active_key": "", "copying_replica": ""}, **(increment({"copies": 1}) if copied else {})})
         for request_id, result in results.items()]
     outcome = await bulk_write_chunked(db[REQUESTS], updates)
     if outcome.modified_count == len(updates):
         return set(results)
     with database_errors():
         cursor = db[REQUESTS].find({"_id": {"$in": list(results)}, "state": "done", "finished": at,
-                                    "result.worker": worker}, {"_id": 1})
+                                    "finished_by": worker}, {"_id": 1})
         return {doc["_id"] for doc in await cursor.to_list()}
 
 
