@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
-from kernel.errors import CairnError
+from kernel.errors import CairnError, ServiceUnavailable
 from transfers import destination, link_stats
 from transfers import requests as rq
 from transfers.endpoints import endpoints
@@ -41,8 +41,23 @@ async def start_copies(ctx: Context, jobs: Sequence[Job]) -> tuple[list[Job], li
             ended.append((job, False))
             continue
         wanted.append(job)
-    statuses = await destination.register_copying_many(
-        ctx.db, [(job.file, job.dest) for job in wanted if job.file is not None and job.dest is not None])
+    try:
+        statuses = await destination.register_copying_many(
+            ctx.db, [(job.file, job.dest) for job in wanted if job.file is not None and job.dest is not None])
+    except ServiceUnavailable:
+        raise
+    except CairnError:  # one file's replica would not register: find which, and fail only that one
+        statuses = {}
+        for job in list(wanted):
+            assert job.dest is not None
+            try:
+                statuses[(job.lfn, job.dest.name)] = await destination.register_copying(ctx.db, job.lfn, job.dest)
+            except ServiceUnavailable:
+                raise
+            except CairnError as exc:
+                await failed(ctx, job, classify(exc))
+                ended.append((job, False))
+                wanted.remove(job)
     for job in wanted:
         assert job.dest is not None
         if statuses[(job.lfn, job.dest.name)] == "available":
