@@ -43,8 +43,10 @@ SWEEP_EVERY_S = 30.0
 # results never wait for a long run of planning.
 CLAIM_BURST = 32
 # After the first copy of a cycle ends, how long the worker lets others end before it takes
-# their steps together (one bulk write each, not one per file).
+# their steps together (one bulk write each, not one per file) — only while enough copies run
+# for that to pay: on a link with a few slots the wait would cost throughput instead.
 COLLECT_WINDOW_S = 0.1
+COLLECT_WINDOW_MIN_RUNNING = 16
 
 Link = tuple[str, str]
 
@@ -83,7 +85,7 @@ class TransferWorker(Daemon):
         if self.running:
             tasks = [task for _, task, _ in self.running.values()]
             done, _ = await asyncio.wait(tasks, timeout=0.5, return_when=asyncio.FIRST_COMPLETED)
-            if done and len(done) < len(tasks):
+            if done and len(done) < len(tasks) and len(tasks) >= COLLECT_WINDOW_MIN_RUNNING:
                 await asyncio.sleep(COLLECT_WINDOW_S)
             return max(handled, 1)
         return handled
