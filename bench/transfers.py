@@ -7,10 +7,14 @@ on FerretDB (the embedded default), timed from submission until every request is
 - s3: many 1 MiB files from S3 (moto) to XRootD (streamed through the worker).
 In the same run the same bytes move with `gfal-copy` one file at a time (root:// TPC, a subset
 of the small files when there are many: files/s is a rate), `xrdcp --parallel 8 -r`, and a
-plain `cp -r` of the source directory. Prints JSON with files/s, MB/s and ratios.
+plain `cp -r` of the source directory; the S3 files move through an aioboto3 download + `xrdcp`
+upload pipeline, `--pipeline` files at a time. Prints JSON with files/s, MB/s, ratios, and the
+database commands the workers sent per file (`link_stats`' `db_commands`). `--profile DIR` runs
+the workers under cProfile (one `.prof` per worker in DIR, for `python -m pstats`).
 
     python -m bench.transfers                                  # 1000 x 1 MiB, 4 x 1 GiB, 1000 x 1 MiB S3
     python -m bench.transfers --small-count 200 --big-count 2 --big-mib 256 --s3-count 200
+    python -m bench.transfers --small-count 200 --big-count 1 --big-mib 64 --s3-count 50 --profile /tmp/prof
 """
 
 from __future__ import annotations
@@ -22,11 +26,13 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import zlib
 from pathlib import Path
 from typing import Any
 
+import aioboto3
 from pymongo.asynchronous.database import AsyncDatabase
 
 from bench.harness import Testbed, emit, rate, testbed
@@ -40,6 +46,7 @@ from kernel.principal import Principal
 from kernel.process import child_preexec
 from kernel.settings import load_settings
 from storage_plugins.registry import close_plugins, plugin_for
+from transfers import link_stats
 from transfers import requests as rq
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -101,8 +108,16 @@ async def upload_to_s3(moto_port: int, files: list[dict[str, Any]], source_dir: 
     await close_plugins()
 
 
+async def commands_and_files(db: AsyncDatabase[Document]) -> tuple[int, int]:
+    """Database commands the workers reported so far, and the files they did over those links."""
+    links = await link_stats.link_statistics(db)
+    return sum(link["db_commands"] for link in links), sum(link["done"] for link in links if link["db_commands"])
+
+
 async def replicate(db: AsyncDatabase[Document], files: list[dict[str, Any]], dest: str) -> dict[str, Any]:
-    """Submit one bulk request and wait until it is all done; files/s and MB/s over the wall clock."""
+    """Submit one bulk request and wait until it is all done; files/s and MB/s over the wall clock,
+    and the database commands the workers reported per file meanwhile."""
+    commands_before, files_before = await commands_and_files(db)
     started = time.perf_counter()
     result = await rq.submit_transfers(db, [{"lfn": f["lfn"], "dest_se": dest} for f in files], requester="bench")
     query = {"submission": result["submission"]}
@@ -116,8 +131,37 @@ async def replicate(db: AsyncDatabase[Document], files: list[dict[str, Any]], de
     async for doc in db[rq.REQUESTS].find({**query, "state": "done"}, {"result.mode": 1}):
         mode = doc.get("result", {}).get("mode", "?")
         modes[mode] = modes.get(mode, 0) + 1
+    await asyncio.sleep(1.0)  # the workers' last cycle reports its commands
+    commands_after, files_after = await commands_and_files(db)
+    per_file = (commands_after - commands_before) / (files_after - files_before) if files_after > files_before else None
     return {"done": counts["done"], "failed": counts["failed"], "modes": modes,
+            "db_commands_per_file": round(per_file, 2) if per_file is not None else None,
             **rate(len(files), sum(f["size"] for f in files), seconds)}
+
+
+async def s3_pipeline(moto_port: int, b: XRootDServer, files: list[dict[str, Any]], scratch: Path,
+                      parallel: int) -> dict[str, Any]:
+    """The S3 files moved without Cairn: an aioboto3 download to local disk, then `xrdcp` up to
+    the destination server, `parallel` files at a time."""
+    await run_command("xrdfs", f"127.0.0.1:{b.root_port}", "mkdir", "-p", "/pipeline")
+    sem = asyncio.Semaphore(parallel)
+    landing = Path(tempfile.mkdtemp(dir=scratch, prefix="pipeline-"))
+    session = aioboto3.Session(aws_access_key_id=S3_SECRETS["access_key"],
+                               aws_secret_access_key=S3_SECRETS["secret_key"], region_name="us-east-1")
+    started = time.perf_counter()
+    async with session.client("s3", endpoint_url=f"http://127.0.0.1:{moto_port}") as s3:
+
+        async def one(index: int, doc: dict[str, Any]) -> None:
+            async with sem:
+                local = landing / f"f{index:05d}"
+                response = await s3.get_object(Bucket="bench", Key=f"se{doc['lfn']}")
+                async with response["Body"] as body:
+                    local.write_bytes(await body.read())
+                await run_command("xrdcp", "-s", "-f", str(local), f"{b.root_url}/pipeline/f{index:05d}")
+                local.unlink()
+
+        await asyncio.gather(*(one(i, d) for i, d in enumerate(files)))
+    return rate(len(files), sum(f["size"] for f in files), time.perf_counter() - started)
 
 
 async def baselines(a: XRootDServer, b: XRootDServer, name: str, files: list[dict[str, Any]], scratch: Path,
@@ -152,11 +196,13 @@ def ratios(cairn: dict[str, Any], base: dict[str, Any]) -> dict[str, float]:
     return {f"cairn / {k}": round(cairn["MB_per_s"] / v["MB_per_s"], 2) for k, v in base.items() if isinstance(v, dict)}
 
 
-def start_workers(count: int, env: dict[str, str], log_dir: Path) -> list[subprocess.Popen[bytes]]:
+def start_workers(count: int, env: dict[str, str], log_dir: Path,
+                  profile_dir: Path | None = None) -> list[subprocess.Popen[bytes]]:
     procs = []
     for index in range(count):
+        profiler = ["-m", "cProfile", "-o", str(profile_dir / f"worker-{index}.prof")] if profile_dir else []
         with (log_dir / f"worker-{index}.log").open("wb") as log:
-            procs.append(subprocess.Popen([sys.executable, "-m", "cairn", "daemon", "transfers"], env=env,
+            procs.append(subprocess.Popen([sys.executable, *profiler, "-m", "cairn", "daemon", "transfers"], env=env,
                                           stdout=log, stderr=subprocess.STDOUT, preexec_fn=child_preexec))
     return procs
 
@@ -186,7 +232,9 @@ async def measure(args: argparse.Namespace, bed: Testbed, a: XRootDServer, b: XR
                 "CAIRN_STORAGE_CREDENTIALS": json.dumps({"S3": S3_SECRETS}),
                 "CAIRN_TRANSFERS__IDLE_SLEEP_S": "0.2"})
     (scratch / "logs").mkdir()
-    workers = start_workers(args.workers, env, scratch / "logs")
+    if args.profile:
+        args.profile.mkdir(parents=True, exist_ok=True)
+    workers = start_workers(args.workers, env, scratch / "logs", args.profile)
     results: dict[str, Any] = {
         "sizes": {"small": [args.small_count, f"{args.small_kib} KiB"], "big": [args.big_count, f"{args.big_mib} MiB"],
                   "s3": [args.s3_count, f"{args.small_kib} KiB"]},
@@ -206,11 +254,13 @@ async def measure(args: argparse.Namespace, bed: Testbed, a: XRootDServer, b: XR
     results["baselines"] = {
         "small": await baselines(a, b, "small", small, scratch, args.gfal_max),
         "big": await baselines(a, b, "big", big, scratch, args.gfal_max),
+        "s3": {f"aioboto3 + xrdcp, {args.pipeline} at a time":
+               await s3_pipeline(moto_port, b, s3_files, scratch, args.pipeline)} if s3_files else {},
     }
     results["ratios"] = {
         "small": ratios(results["cairn"]["small XRD-A→XRD-B"], results["baselines"]["small"]),
         "big": ratios(results["cairn"]["big XRD-A→XRD-B"], results["baselines"]["big"]),
-        "s3 vs small root baselines": ratios(results["cairn"]["small S3→XRD-B"], results["baselines"]["small"]),
+        "s3": ratios(results["cairn"]["small S3→XRD-B"], results["baselines"]["s3"]),
     }
     await close_client()
     return results
@@ -235,6 +285,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="small files S3→XRootD (1000, at most --small-count)")
     parser.add_argument("--workers", type=int, default=2, help="transfer worker processes (2)")
     parser.add_argument("--gfal-max", type=int, default=100, help="files gfal-copy copies one by one (100)")
+    parser.add_argument("--pipeline", type=int, default=8,
+                        help="S3 files the aioboto3 + xrdcp baseline moves at once (8)")
+    parser.add_argument("--profile", type=Path, help="run the workers under cProfile, writing worker-N.prof here")
     return parser.parse_args(argv)
 
 

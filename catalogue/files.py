@@ -302,9 +302,9 @@ async def _reconcile(
 async def push_replicas(
     db: AsyncDatabase[Document], wanted: Mapping[str, Sequence[Mapping[str, Any]]], *,
     known: Mapping[str, Document] | None = None,
-) -> None:
+) -> list[tuple[str, str]]:
     """Append replicas to files unless the file has one on that SE already (one per SE), and
-    account the replicas added to their SEs' usage.
+    account the replicas added to their SEs' usage. Returns the `(lfn, se)` pairs added.
 
     Each update is guarded by the file's `version` (bumped by every replica change) rather than
     by `replicas.se $ne`, which FerretDB 1.24 evaluates wrongly on arrays; a lost race is read
@@ -352,6 +352,7 @@ async def push_replicas(
         docs = {}
     await usage.apply(db)
     await change_feed.append(db, [change_feed.event("replica_added", lfn, se=se) for lfn, se in added])
+    return added
 
 
 def _file_document(item: FileIn, principal: Principal, replicas: list[ReplicaRecord], at: dt.datetime,

@@ -18,6 +18,7 @@ LFN, so a variant can never be the URL of another file, nor another file's varia
 
 from __future__ import annotations
 
+import functools
 import re
 from urllib.parse import unquote, urlsplit
 
@@ -41,6 +42,8 @@ def _refused(url: str, why: str) -> InvalidInput:
     return InvalidInput(f"replica URL {shown!r} refused: {why}", details={"url": shown})
 
 
+# Cached: every copy checks its URLs against its SEs' base URLs, the same few strings each time.
+@functools.lru_cache(maxsize=4096)
 def normalised_url(url: str) -> str:
     """`url` in canonical form (see the module docstring); InvalidInput when it cannot be trusted."""
     if any(ord(c) < 32 or ord(c) == 127 for c in url) or "\\" in url:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bson import Int64
-from pymongo import AsyncMongoClient, IndexModel
+from pymongo import AsyncMongoClient, IndexModel, monitoring
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import AutoReconnect, ConnectionFailure, ExecutionTimeout, NetworkTimeout, PyMongoError
 
@@ -41,6 +41,26 @@ _client: AsyncMongoClient[Document] | None = None
 _client_uri: str | None = None
 
 
+class CommandCounter(monitoring.CommandListener):
+    """Counts the database commands this process sends (a daemon reports them per unit of work,
+    e.g. `cairn transfers stats`' DB commands per transferred file)."""
+
+    def __init__(self) -> None:
+        self.sent = 0
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        self.sent += 1
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
+
+
+COMMANDS = CommandCounter()
+
+
 def get_client(settings: Settings) -> AsyncMongoClient[Document]:
     """The process's one client (created on first use, reused afterwards)."""
     global _client, _client_uri
@@ -53,6 +73,7 @@ def get_client(settings: Settings) -> AsyncMongoClient[Document]:
             connectTimeoutMS=settings.db_timeout_ms,
             tz_aware=True,
             appname="cairn",
+            event_listeners=[COMMANDS],
         )
         _client_uri = settings.mongodb_uri
     return _client

@@ -165,6 +165,11 @@ class StoragePlugin(ABC):
     async def mkdir(self, url: str) -> None:  # noqa: B027 - object stores have no directories
         """Create a directory and its parents; object stores have none, so the default does nothing."""
 
+    async def size_and_checksum(self, url: str) -> tuple[int, str]:
+        """Size and adler32 of a stored file (a copy's check); a plugin whose server says both in
+        one answer overrides this."""
+        return (await self.stat(url)).size, await self.checksum(url)
+
     async def checksum(self, url: str) -> str:
         """Adler32 of a stored file; servers that know it answer, otherwise the bytes are read."""
         digest = Adler32()

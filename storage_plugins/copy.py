@@ -157,8 +157,8 @@ async def _third_party(
         timeout_s=timeout_s,
         remote_token=remote_token,
     )
-    size = (await dst.stat(plan.dest)).size
-    return size, await dst.checksum(plan.dest), expected
+    size, actual = await dst.size_and_checksum(plan.dest)
+    return size, actual, expected
 
 
 async def _stream(

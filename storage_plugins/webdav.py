@@ -114,6 +114,9 @@ class WebDavPlugin(StoragePlugin):
     def __init__(self, options: Any = None) -> None:
         super().__init__(options)
         self._session: aiohttp.ClientSession | None = None
+        # Directories a pulling COPY made or found here: the next copy into one skips its MKCOLs
+        # (one per path segment). Forgotten when a copy into it fails, so a retry makes it again.
+        self._made_dirs: set[str] = set()
 
     def session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
@@ -233,6 +236,16 @@ class WebDavPlugin(StoragePlugin):
             ):
                 pass
 
+    async def size_and_checksum(self, url: str) -> tuple[int, str]:
+        """One HEAD: Content-Length and the adler32 Digest (else as the base class does)."""
+        async with self._request("HEAD", url, headers={"Want-Digest": "adler32"}) as response:
+            length, digest_header = response.headers.get("Content-Length"), response.headers.get("Digest", "")
+        for item in digest_header.split(","):
+            name, _, value = item.strip().partition("=")
+            if name.lower() == "adler32" and value and length is not None and length.isdigit():
+                return int(length), normalise_adler32(value)
+        return await super().size_and_checksum(url)
+
     async def checksum(self, url: str) -> str:
         async with self._request("HEAD", url, headers={"Want-Digest": "adler32"}) as response:
             digest_header = response.headers.get("Digest", "")
@@ -253,8 +266,13 @@ class WebDavPlugin(StoragePlugin):
         remote_token: str | None = None,
     ) -> int:
         """COPY between two WebDAV endpoints: pull (dest fetches `Source`) or push (source sends)."""
+        parent = _parent(dest)
         if mode == "pull":
-            await self.mkdir(_parent(dest))
+            if parent not in self._made_dirs:
+                await self.mkdir(parent)
+                if len(self._made_dirs) > 100_000:
+                    self._made_dirs.clear()
+                self._made_dirs.add(parent)
             target, headers = dest, {"Source": wire_url(source)}
         else:
             target, headers = source, {"Destination": wire_url(dest)}
@@ -267,10 +285,15 @@ class WebDavPlugin(StoragePlugin):
                 async with self._request("COPY", target, headers=headers, ok=(201, 202)) as response:
                     outcome = await read_tpc_stream(response.content)
         except TimeoutError as exc:
+            self._made_dirs.discard(parent)
             raise ServiceUnavailable(
                 f"{source} -> {dest}: third-party copy did not end in {timeout_s:.0f}s"
             ) from exc
+        except BaseException:
+            self._made_dirs.discard(parent)
+            raise
         if not outcome.succeeded:
+            self._made_dirs.discard(parent)
             if mode == "pull":
                 with contextlib.suppress(CairnError):
                     await self.delete(dest)

@@ -37,6 +37,8 @@ async def test_stats_report_links_queues_and_failures(
     assert (link["source"], link["dest"], link["done"], link["failed"], link["bytes"]) == ("SRC", "DST", 1, 1, 1000)
     assert link["failures"] == {"source_missing": 1} and link["modes"] == {"stream": 1}
     assert stats["failures"] == {"source_missing": 1}
+    # What the worker's database work cost per file it transferred, amortised over its cycles.
+    assert link["db_commands"] > 0 and stats["db_commands_per_file"] == link["db_commands_per_file"] > 0
     queues = {(q["kind"], q["state"], q["dest_se"]): q["requests"] for q in stats["queues"]}
     assert queues == {("transfer", "done", "DST"): 1, ("transfer", "failed", "DST"): 2,
                       ("transfer", "queued", "SRC"): 1}
@@ -51,6 +53,8 @@ async def test_cli_prints_stats_as_json_and_as_tables(
     assert json.loads(out.stdout)["links"][0]["done"] == 1
     human = await run_cli(api.url, api.admin_token, "transfers", "stats")
     assert human.returncode == 0 and "SRC" in human.stdout and "source_missing" in human.stdout
+    assert "database commands per transferred file: " in human.stdout
+    assert "not reported" not in human.stdout
 
 
 async def test_metrics_endpoint_exports_link_counters_and_queue_gauges(

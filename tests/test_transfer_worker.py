@@ -3,9 +3,11 @@ classified, sources failed over, nothing left `copying`."""
 
 from __future__ import annotations
 
+import logging
 import zlib
 from pathlib import Path
 
+import pytest
 from pymongo.asynchronous.database import AsyncDatabase
 
 from kernel.db import Document
@@ -193,3 +195,27 @@ async def test_an_interrupted_copy_is_cleaned_up_and_its_request_released_or_lef
     await register_copying(database, "/vo/taken", dst)
     await abandon(ctx, taken["_id"], "/vo/taken", dst, stopping=False)
     assert await replica_status(database, "/vo/taken", "DST") == "copying"
+
+
+async def test_no_done_request_is_counted_as_a_failure_while_leases_are_renewed_often(
+    database: AsyncDatabase[Document], settings: Settings, tmp_path: Path, caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Leases renewed every second while requests end all the time: a renewal that meets a
+    # request just ended must not stop its work, nor count it failed on its link.
+    src, dst = disk_se("SRC", tmp_path / "src"), disk_se("DST", tmp_path / "dst")
+    await add_ses(database, src, dst)
+    lfns = [f"/vo/renew/f{i:03d}" for i in range(150)]
+    await put_files(database, [src], lfns, size=2048)
+    await rq.submit_transfers(database, [{"lfn": lfn, "dest_se": "DST"} for lfn in lfns], requester="t")
+    worker = TransferWorker(fast_settings(settings, lease_s=4.0, global_limit=32, prefetch=16), database)
+    with caplog.at_level(logging.WARNING, logger="cairn.transfers"):
+        await run_until_drained(database, worker, timeout_s=120)
+    docs = await database[rq.REQUESTS].find({}).to_list()
+    assert {d["state"] for d in docs} == {"done"} and all(d["copies"] == 1 for d in docs)
+    [link] = await link_stats.link_statistics(database)
+    assert (link["done"], link["failed"]) == (150, 0)
+    state = worker.optimizer.link("SRC", "DST")
+    assert all(state.results) and state.active == 0
+    assert [r.getMessage() for r in caplog.records if "lost the lease" in r.getMessage()] == []
+    # The link reports what its worker's database work cost per file.
+    assert link["db_commands"] > 0 and 0 < link["db_commands_per_file"] < 10

@@ -100,11 +100,18 @@ async def delete_retired(
     credentials: Mapping[str, Mapping[str, str]],
 ) -> None:
     """Delete a retired replica's bytes (already gone is fine), then its catalogue record."""
+    await delete_retired_bytes(lfn, se, replica, credentials)
+    # Through the catalogue, so that the SE's usage loses the replica too.
+    await pull_replicas(db, [(lfn, se.name)], status="unavailable")
+
+
+async def delete_retired_bytes(lfn: str, se: StorageElement, replica: Mapping[str, Any],
+                               credentials: Mapping[str, Mapping[str, str]]) -> None:
+    """Delete a retired replica's bytes (already gone is fine); its record is the caller's to
+    remove (`catalogue.replicas.pull_replicas` with status `unavailable`, many at once)."""
     ep = endpoints(se, lfn, "delete", credentials=credentials, registered_url=replica.get("url"))[0]
     with contextlib.suppress(NotFound):
         await plugin_for(ep.url, ep.options).delete(ep.url)
-    # Through the catalogue, so that the SE's usage loses the replica too.
-    await pull_replicas(db, [(lfn, se.name)], status="unavailable")
 
 
 async def delete_replica(

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Mapping, Sequence
 
 from pymongo.asynchronous.database import AsyncDatabase
 
 from catalogue.directories import now
 from catalogue.files import FILES, push_replicas
-from catalogue.replicas import add_replicas, pull_replicas, set_replica_status
+from catalogue.replicas import add_replicas, pull_replicas, set_replica_status, set_replica_statuses
 from catalogue.storage_elements import StorageElement, replica_url
 from kernel.db import Document, database_errors
 from kernel.errors import CairnError
@@ -64,6 +65,61 @@ async def register_copying(
     if reusable and await set_replica_status(db, lfn, se.name, "copying", expected=status):
         return "copying"
     return status
+
+
+async def register_copying_many(
+    db: AsyncDatabase[Document], wanted: Sequence[tuple[Document, StorageElement]]
+) -> dict[tuple[str, str], str]:
+    """`register_copying` for many copies at once (each `(file record just read, destination
+    SE)`): the replicas not on their file yet are pushed in one guarded bulk write; the others
+    (left by an earlier attempt) and the pushes that lost a race go one by one. Returns
+    {(lfn, se): status found}, as `register_copying` would."""
+    statuses: dict[tuple[str, str], str] = {}
+    pushes: dict[str, list[Document]] = {}
+    known: dict[str, Document] = {}
+    at = now()
+    for file_doc, se in wanted:
+        protocol = se.preferred_protocol("read") or se.preferred_protocol("write")
+        if protocol is not None and not any(r.get("se") == se.name for r in file_doc.get("replicas", [])):
+            known[file_doc["_id"]] = file_doc
+            pushes.setdefault(file_doc["_id"], []).append({
+                "se": se.name, "url": replica_url(protocol, file_doc["_id"]), "status": "copying", "created": at,
+                "modified": at})
+    if pushes:
+        statuses.update(dict.fromkeys(await push_replicas(db, pushes, known=known), "copying"))
+    for file_doc, se in wanted:
+        if (file_doc["_id"], se.name) not in statuses:
+            statuses[(file_doc["_id"], se.name)] = await register_copying(db, file_doc["_id"], se)
+    return statuses
+
+
+def copying_record(file_doc: Document, se: str) -> Document:
+    """The file record as it is once its replica on se is `copying` (what
+    `register_copying_many` made it): for `confirm_many`'s guard on the replica's position."""
+    replicas = [dict(r) for r in file_doc.get("replicas", [])]
+    mine = [r for r in replicas if r.get("se") == se]
+    if mine:
+        mine[0]["status"] = "copying"
+    else:
+        replicas.append({"se": se, "status": "copying"})
+    return {**file_doc, "replicas": replicas}
+
+
+async def confirm_many(db: AsyncDatabase[Document], copies: Mapping[str, tuple[str, Document]]) -> set[str]:
+    """`confirm` for many verified copies (`{lfn: (se, record as copying_record gives it)}`) in
+    one guarded bulk update; returns the LFNs whose replica is `available` now (flipped here or
+    before), the others changed during their copy."""
+    if not copies:
+        return set()
+    outcome = await set_replica_statuses(
+        db, [{"lfn": lfn, "se": se, "status": "available", "expected": "copying"} for lfn, (se, _) in copies.items()],
+        {lfn: record for lfn, (_, record) in copies.items()})
+    confirmed = set(outcome["successful"])
+    for lfn in set(copies) - confirmed:
+        current = await replica_on(db, lfn, copies[lfn][0])
+        if current is not None and current.get("status") == "available":
+            confirmed.add(lfn)
+    return confirmed
 
 
 async def confirm(db: AsyncDatabase[Document], lfn: str, se: str) -> bool:

@@ -1,15 +1,17 @@
 """Transfers over time: per link, activity and hour, files done and failed and bytes moved,
-counted with one `$inc` upsert per finished transfer (beside the link's totals in `link_stats`),
-so that a plot of the last hours reads a few documents per link instead of the requests."""
+counted with one `$inc` upsert per link, activity and worker cycle (beside the link's totals in
+`link_stats`), so that a plot of the last hours reads a few documents per link instead of the requests."""
 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping
 from typing import Any
 
+from pymongo import UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 
-from kernel.db import Document, IndexSpec, database_errors, increment
+from kernel.db import Document, IndexSpec, bulk_write_chunked, database_errors, increment
 
 LINK_HOURS = "link_hours"
 INDEXES = [IndexSpec(LINK_HOURS, [("hour", 1)], name="link_hours_by_hour")]
@@ -22,16 +24,25 @@ def _hour(at: dt.datetime) -> dt.datetime:
 
 async def record_hour(db: AsyncDatabase[Document], source: str, dest: str, *, ok: bool, nbytes: int,
                       at: dt.datetime, activity: str = "default") -> None:
-    """Add one finished transfer (or failed attempt) to its link's counters of the hour `at`, one
-    document per link, activity and hour (so accounting can count by activity too)."""
+    """Add one finished transfer (or failed attempt) to its link's counters of the hour `at`."""
+    await record_hours(db, {(source, dest, activity): {"done": 1, "bytes": nbytes} if ok else {"failed": 1}}, at=at)
+
+
+async def record_hours(db: AsyncDatabase[Document], per_link: Mapping[tuple[str, str, str], Mapping[str, Any]], *,
+                       at: dt.datetime) -> None:
+    """Add finished transfers (their `done`, `failed` and `bytes` per link and activity) to the
+    counters of the hour `at`: one upsert per link and activity, in one bulk write."""
     hour = _hour(at)
-    inc: dict[str, Any] = {"done": 1, "bytes": nbytes} if ok else {"failed": 1}
-    with database_errors():
-        await db[LINK_HOURS].update_one(
-            {"_id": f"{source}>{dest}#{activity}@{hour:%Y%m%d%H}"},
-            {**increment(inc), "$set": {"source": source, "dest": dest, "activity": activity, "hour": hour}},
-            upsert=True,
-        )
+    updates = []
+    for (source, dest, activity), totals in per_link.items():
+        inc = {name: totals[name] for name in ("done", "failed", "bytes") if totals.get(name)}
+        if inc:
+            updates.append(UpdateOne(
+                {"_id": f"{source}>{dest}#{activity}@{hour:%Y%m%d%H}"},
+                {**increment(inc), "$set": {"source": source, "dest": dest, "activity": activity, "hour": hour}},
+                upsert=True))
+    if updates:
+        await bulk_write_chunked(db[LINK_HOURS], updates)
 
 
 async def hourly_series(db: AsyncDatabase[Document], *, hours: int = 48, source: str | None = None,

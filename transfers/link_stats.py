@@ -1,44 +1,96 @@
 """Transfer statistics per link (source SE → destination SE), kept in MongoDB so that any
-stateless API server can report them: every worker adds what it did with one `$inc` upsert per
-finished transfer, and the queue's depths are counted from the requests themselves.
+stateless API server can report them: every worker adds what a cycle finished with one bulk of
+`$inc` upserts (one per link), and the queue's depths are counted from the requests themselves.
+A link also counts the database commands its workers sent per file they finished there
+(`db_commands`, the worker's commands since its last report, shared out by files).
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
+from pymongo import UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 
-from kernel.db import Document, database_errors, increment
-from transfers.link_series import record_hour
+from kernel.db import Document, bulk_write_chunked, database_errors, increment
+from transfers.link_series import record_hours
 from transfers.requests import REQUESTS
 
 LINK_STATS = "link_stats"
+K = TypeVar("K")
 
 
 def link_id(source: str, dest: str) -> str:
     return f"{source}>{dest}"
 
 
+@dataclass(frozen=True)
+class Outcome:
+    """One finished transfer (or failed attempt) on a link."""
+
+    source: str
+    dest: str
+    ok: bool
+    nbytes: int = 0
+    seconds: float = 0.0
+    mode: str | None = None
+    reason: str | None = None
+    activity: str = "default"
+
+
 async def record(
     db: AsyncDatabase[Document], source: str, dest: str, *, ok: bool, nbytes: int = 0, seconds: float = 0.0,
     mode: str | None = None, reason: str | None = None, activity: str = "default",
 ) -> None:
-    """Add one finished transfer (or failed attempt) to its link's counters (and its activity's)."""
+    """Add one finished transfer (or failed attempt) to its link's counters."""
+    await record_many(db, [Outcome(source, dest, ok, nbytes, seconds, mode, reason, activity)])
+
+
+def _increments(outcome: Outcome) -> dict[str, Any]:
+    if not outcome.ok:
+        return {"failed": 1, f"failures.{outcome.reason or 'other'}": 1}
+    inc: dict[str, Any] = {"done": 1, "bytes": outcome.nbytes, "seconds": outcome.seconds}
+    if outcome.mode:
+        inc[f"mode.{outcome.mode}"] = 1
+    return inc
+
+
+def _totals(outcomes: Sequence[Outcome], key: Callable[[Outcome], K]) -> dict[K, dict[str, Any]]:
+    """The outcomes' increments summed per key (a link, or a link and an activity)."""
+    out: dict[K, dict[str, Any]] = {}
+    for outcome in outcomes:
+        totals = out.setdefault(key(outcome), {})
+        for name, value in _increments(outcome).items():
+            totals[name] = totals.get(name, 0) + value
+    return out
+
+
+async def record_many(db: AsyncDatabase[Document], outcomes: Sequence[Outcome], *, db_commands: int = 0) -> None:
+    """Add finished transfers to their links' counters: one upsert per link in one bulk write
+    (and the same for the hourly series). `db_commands` sent for them are shared out over the
+    links by files done."""
+    if not outcomes:
+        return
     at = dt.datetime.now(dt.UTC)
-    inc: dict[str, Any] = {"done": 1, "bytes": nbytes, "seconds": seconds} if ok else {"failed": 1}
-    if ok and mode:
-        inc[f"mode.{mode}"] = 1
-    if not ok:
-        inc[f"failures.{reason or 'other'}"] = 1
+    per_link = _totals(outcomes, lambda o: (o.source, o.dest))
+    done = sum(1 for o in outcomes if o.ok)
+    if db_commands and done:
+        shares = [(link, totals.get("done", 0)) for link, totals in per_link.items() if totals.get("done")]
+        left = db_commands
+        for index, (link, files) in enumerate(shares):
+            share = left if index == len(shares) - 1 else db_commands * files // done
+            per_link[link]["db_commands"] = share
+            left -= share
+    updates = [UpdateOne({"_id": link_id(source, dest)},
+                         {**increment(inc), "$set": {"source": source, "dest": dest, "last": at},
+                          "$setOnInsert": {"first": at}}, upsert=True)
+               for (source, dest), inc in per_link.items()]
     with database_errors():
-        await db[LINK_STATS].update_one(
-            {"_id": link_id(source, dest)},
-            {**increment(inc), "$set": {"source": source, "dest": dest, "last": at}, "$setOnInsert": {"first": at}},
-            upsert=True,
-        )
-    await record_hour(db, source, dest, ok=ok, nbytes=nbytes, at=at, activity=activity)
+        await bulk_write_chunked(db[LINK_STATS], updates)
+    await record_hours(db, _totals(outcomes, lambda o: (o.source, o.dest, o.activity)), at=at)
 
 
 async def link_statistics(db: AsyncDatabase[Document]) -> list[Document]:
@@ -53,6 +105,8 @@ async def link_statistics(db: AsyncDatabase[Document]) -> list[Document]:
         out.append({
             "source": doc["source"], "dest": doc["dest"], "done": done, "failed": doc.get("failed", 0),
             "bytes": nbytes, "copy_seconds": round(seconds, 3),
+            "db_commands": int(doc.get("db_commands", 0)),
+            "db_commands_per_file": round(doc["db_commands"] / done, 3) if done and doc.get("db_commands") else None,
             "mean_file_mb_s": round(nbytes / seconds / 1e6, 3) if seconds > 0 else None,
             "wall_mb_s": round(nbytes / span / 1e6, 3) if span > 0 else None,
             "modes": doc.get("mode", {}), "failures": doc.get("failures", {}),
@@ -73,6 +127,14 @@ async def queue_depths(db: AsyncDatabase[Document]) -> list[Document]:
           "requests": r["n"]} for r in rows),
         key=lambda r: (str(r["kind"]), str(r["state"]), str(r["dest_se"])),
     )
+
+
+def db_commands_per_file(links: Sequence[Document]) -> float | None:
+    """Database commands the workers sent per file they transferred, over the links given (as
+    `link_statistics` reports them; links whose workers reported no commands are left out)."""
+    commands = sum(link["db_commands"] for link in links)
+    done = sum(link["done"] for link in links if link["db_commands"])
+    return round(commands / done, 3) if done else None
 
 
 async def failures_by_reason(db: AsyncDatabase[Document]) -> dict[str, int]:

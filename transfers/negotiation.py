@@ -46,15 +46,17 @@ def negotiate(
     *,
     source_url: str | None = None,
     credentials: Credentials | None = None,
+    dest_endpoints: list[Endpoint] | None = None,
 ) -> Negotiated:
     """The best URL pair to copy lfn from source_se to dest_se.
 
     Only protocols the SEs flag `third_party_copy` take part in a TPC; the plugins decide
     whether two of those can meet (same family). Raises Forbidden naming the SE and LFN when
-    the source is switched off for reading or the destination for writing.
+    the source is switched off for reading or the destination for writing. `dest_endpoints`:
+    dest_se's write endpoints for lfn when the caller has them already.
     """
     sources = endpoints(source_se, lfn, "read", credentials=credentials, registered_url=source_url)
-    dests = endpoints(dest_se, lfn, "write", credentials=credentials)
+    dests = dest_endpoints or endpoints(dest_se, lfn, "write", credentials=credentials)
     tpc_sources = [e for e in sources if e.protocol.third_party_copy]
     tpc_dests = [e for e in dests if e.protocol.third_party_copy]
     if tpc_sources and tpc_dests:
@@ -77,6 +79,7 @@ async def copy_between(
     overwrite: bool = True,
     tpc_mode: TpcMode = "pull",
     timeout_s: float = 3600,
+    dest_endpoints: list[Endpoint] | None = None,
 ) -> CopyResult:
     """Copy lfn's replica on source_se to dest_se the best way both allow, verifying adler32.
 
@@ -85,7 +88,8 @@ async def copy_between(
     """
     context = f"copy of {lfn} from SE {source_se.name} to SE {dest_se.name}"
     try:
-        chosen = negotiate(source_se, dest_se, lfn, source_url=source_url, credentials=credentials)
+        chosen = negotiate(source_se, dest_se, lfn, source_url=source_url, credentials=credentials,
+                           dest_endpoints=dest_endpoints)
         return await copy(
             chosen.plan.source,
             chosen.plan.dest,

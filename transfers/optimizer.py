@@ -74,6 +74,12 @@ class Optimizer:
     def started(self, source: str, dest: str) -> None:
         self.link(source, dest).active += 1
 
+    def released(self, source: str, dest: str) -> None:
+        """A started transfer stopped without an outcome on the link (its request was taken over,
+        or the worker is stopping): its slot is free, and neither a success nor a failure counts."""
+        state = self.link(source, dest)
+        state.active = max(0, state.active - 1)
+
     def finished(self, source: str, dest: str, *, ok: bool, nbytes: int, seconds: float, queued: int = 0) -> None:
         """Record one finished transfer and, every `window` of them, move the link's decision."""
         state = self.link(source, dest)

@@ -9,6 +9,12 @@
    — by the replica's `accessed` time where something records one, else its `created` time —
    that nothing protects and that are not the last available copy, until the SE is down to
    `low_water`. One reaper at a time works on an SE (a named lease "reaper:SE").
+
+Deletion requests go in batches: claimed together, the files of "every replica" requests read
+in one query, each replica retired (a guarded compare-and-set, one by one) and its bytes
+deleted, then the batch's retired records pulled in one catalogue call and its requests ended
+in one bulk write. A reaper killed in between leaves retired replicas whose requests another
+reaper takes over: retiring, deleting and pulling again are idempotent.
 """
 
 from __future__ import annotations
@@ -19,7 +25,8 @@ import time
 
 from pymongo.asynchronous.database import AsyncDatabase
 
-from catalogue.files import FILES
+from catalogue.files import FILES, fetch_files
+from catalogue.replicas import pull_replicas
 from catalogue.storage_elements import StorageElement, list_storage_elements
 from kernel import lease
 from kernel.daemon import Daemon
@@ -28,7 +35,7 @@ from kernel.errors import CairnError
 from kernel.settings import Settings
 from transfers import requests as rq
 from transfers.dark_data import StillInUse, delete_dark
-from transfers.deletion import Refused, delete_replica, protection
+from transfers.deletion import Refused, delete_replica, delete_retired_bytes, protection, retire
 from transfers.failures import classify
 
 log = logging.getLogger("cairn.reaper")
@@ -85,45 +92,61 @@ class Reaper(Daemon):
 
     async def run_once(self) -> int:
         ses = {se.name: se for se in await list_storage_elements(self.db)}
-        handled = 0
-        for _ in range(BATCH):
-            request = await rq.claim(self.db, self.worker, kinds=["delete"], lease_s=self.settings.lease_s)
-            if request is None:
-                break
-            await self._delete(request, ses)
-            handled += 1
+        claimed = await rq.claim_many(self.db, self.worker, kinds=["delete"], lease_s=self.settings.lease_s,
+                                      limit=BATCH)
+        handled = len(claimed)
+        if claimed:
+            await self._delete_batch(claimed, ses)
         for se in ses.values():
             handled += await self._free_space(se)
         return handled
 
-    async def _delete(self, request: Document, ses: dict[str, StorageElement]) -> None:
+    async def _delete_batch(self, requests: list[Document], ses: dict[str, StorageElement]) -> None:
+        every = {r["lfn"] for r in requests if not r.get("dest_se") and not r.get("audit_run")}
+        files = await fetch_files(self.db, every, {"replicas.se": 1}) if every else {}
+        deleted: dict[str, list[str]] = {}
+        pulls: list[tuple[str, str]] = []
+        for request in requests:
+            if request.get("audit_run"):
+                await self._delete_dark(request, ses.get(request.get("dest_se") or ""))
+                continue
+            only = request.get("dest_se")
+            if not only and request["lfn"] not in files:
+                await rq.fail(self.db, request["_id"], self.worker, f"{request['lfn']}: no such file", "no_such_file")
+                continue
+            targets = [only] if only else [r["se"] for r in files[request["lfn"]].get("replicas", [])]
+            gone: list[str] = []
+            if await self._retire_and_delete(request, targets, ses, gone):
+                deleted[request["_id"]] = gone
+            pulls += [(request["lfn"], name) for name in gone]
+        # Through the catalogue, so that the SEs' usage loses the replicas too.
+        if pulls:
+            await pull_replicas(self.db, pulls, status="unavailable")
+        await rq.complete_many(self.db, {rid: {"deleted": names} for rid, names in deleted.items()}, self.worker)
+
+    async def _retire_and_delete(self, request: Document, targets: list[str], ses: dict[str, StorageElement],
+                                 gone: list[str]) -> bool:
+        """Retire each target replica and delete its bytes, adding its SE to `gone` (records to
+        pull); False when the request ended here (refused: failed; a storage error: retried)."""
         lfn, only = request["lfn"], request.get("dest_se")
-        if request.get("audit_run"):
-            await self._delete_dark(request, ses.get(only or ""))
-            return
-        with database_errors():
-            doc = await self.db[FILES].find_one({"_id": lfn}, {"replicas": 1})
-        if doc is None:
-            await rq.fail(self.db, request["_id"], self.worker, f"{lfn}: no such file", "no_such_file")
-            return
-        targets = [only] if only else [r["se"] for r in doc.get("replicas", [])]
-        deleted: list[str] = []
         try:
             for name in targets:
                 se = ses.get(name)
                 if se is None:
                     raise Refused(f"SE {name} does not exist")
-                if await delete_replica(self.db, lfn, se, self.credentials, allow_last=only is None,
-                                        override_protection=only is None):
-                    deleted.append(name)
+                replica = await retire(self.db, lfn, name, allow_last=only is None, override_protection=only is None,
+                                       inside=se)
+                if replica is not None:
+                    await delete_retired_bytes(lfn, se, replica, self.credentials)
+                    gone.append(name)
         except Refused as exc:
             await rq.fail(self.db, request["_id"], self.worker, str(exc), "refused")
-            return
+            return False
         except CairnError as exc:
             await rq.fail_or_retry(self.db, request, self.worker, classify(exc), base_s=self.settings.retry_base_s,
                                    cap_s=self.settings.retry_cap_s)
-            return
-        await rq.complete(self.db, request["_id"], self.worker, {"deleted": deleted})
+            return False
+        return True
 
     async def _delete_dark(self, request: Document, se: StorageElement | None) -> None:
         """A dark file an operator asked to delete (`transfers.dark_data`)."""

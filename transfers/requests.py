@@ -25,14 +25,15 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Literal, NotRequired, cast
 
+from pymongo import UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError
 
 from kernel import claims
-from kernel.db import Document, IndexSpec, database_errors, increment
+from kernel.db import Document, IndexSpec, bulk_write_chunked, database_errors, increment
 from kernel.errors import InvalidInput
 from transfers.failures import Failure, retry_delay_s
 
@@ -76,7 +77,7 @@ def active_key(kind: str, lfn: str, dest_se: str | None) -> str:
 
 class TransferRequest(claims.Leased):
     """A document of `transfer_requests` as `submit` stores it (workers add `started`,
-    `finished`, `result`, `stage`, `copies`, `copying_replica`, `failed_sources`, `release`...)."""
+    `finished`, `finished_by`, `result`, `stage`, `copies`, `copying_replica`, `failed_sources`, `release`...)."""
 
     _id: str
     kind: Kind
@@ -274,8 +275,18 @@ async def flag_copying_replica(db: AsyncDatabase[Document], request_id: str) -> 
     Unguarded on purpose (an `_id`-only update is the cheapest write): a flag on a request that
     ended meanwhile only makes the sweep look at a replica it will find not `copying`.
     """
+    await flag_copying_replicas(db, [request_id])
+
+
+async def flag_copying_replicas(db: AsyncDatabase[Document], request_ids: Sequence[str]) -> None:
+    """`flag_copying_replica` for many requests in one update (by `_id` only, as there)."""
+    if not request_ids:
+        return
     with database_errors():
-        await db[REQUESTS].update_one({"_id": request_id}, {"$set": {"copying_replica": True}})
+        if len(request_ids) == 1:
+            await db[REQUESTS].update_one({"_id": request_ids[0]}, {"$set": {"copying_replica": True}})
+        else:
+            await db[REQUESTS].update_many({"_id": {"$in": list(request_ids)}}, {"$set": {"copying_replica": True}})
 
 
 async def count_copy(db: AsyncDatabase[Document], request_id: str) -> None:
@@ -319,6 +330,34 @@ async def claim_staging(db: AsyncDatabase[Document], worker: str, *, lease_s: fl
     # requests_stage_poll
     return await claims.claim_one(db[REQUESTS], worker, {"state": "staging", "stage.next_poll": {"$lte": now()}},
                                   lease_s=lease_s, sort=[("stage.next_poll", 1)])
+
+
+async def claim_staging_many(db: AsyncDatabase[Document], worker: str, *, lease_s: float,
+                             limit: int) -> list[Document]:
+    """`claim_staging` for up to `limit` requests, in `kernel.claims.claim_many`'s three round trips."""
+    # requests_stage_poll
+    return await claims.claim_many(db[REQUESTS], worker, {"state": "staging", "stage.next_poll": {"$lte": now()}},
+                                   lease_s=lease_s, sort=[("stage.next_poll", 1)], limit=limit)
+
+
+async def staged_many(db: AsyncDatabase[Document], worker: str, *, done: Sequence[str] = (),
+                      requeued: Sequence[str] = (), poll_later: Sequence[str] = (), delay_s: float = 0.0) -> None:
+    """`staged` and `poll_staging_later` for many held `staging` requests: one guarded update
+    each for the stage requests now done, the transfers back in the queue and those to poll
+    again after delay_s (a request this worker no longer holds is left alone)."""
+    at = now()
+    changes: list[tuple[Sequence[str], dict[str, Any]]] = [
+        (done, {"$set": {"state": "done", "result": {"staged": True}, "last_error": None, "modified": at,
+                         "finished": at, **claims.FREE}, "$unset": {"active_key": "", "copying_replica": ""}}),
+        (requeued, {"$set": {"state": "queued", "not_before": at, "modified": at, **claims.FREE}}),
+        (poll_later, {"$set": {"stage.next_poll": at + dt.timedelta(seconds=delay_s), "modified": at,
+                               **claims.FREE}}),
+    ]
+    with database_errors():
+        for ids, change in changes:
+            if ids:
+                await db[REQUESTS].update_many({"_id": {"$in": list(ids)}, claims.OWNER: worker, "state": "staging"},
+                                               change)
 
 
 async def poll_staging_later(
@@ -366,6 +405,29 @@ async def complete(
     (see `count_copy`) in the same write."""
     return await _finish_active(db, request_id, worker, {"state": "done", "result": result, "last_error": None},
                                 final=True, inc={"copies": 1} if copied else None)
+
+
+async def complete_many(db: AsyncDatabase[Document], results: Mapping[str, dict[str, Any]], worker: str, *,
+                        copied: bool = False) -> set[str]:
+    """`complete` for many requests (`{request_id: result}`) in one bulk write, each guarded by
+    its lease as there (and counting its copy when `copied`); returns the ids this call ended (a
+    request whose lease was lost meanwhile is left alone: its copy is the caller's to count)."""
+    if not results:
+        return set()
+    at = claims.now()  # milliseconds, as stored: the requests this call ended are read back by it
+    updates = [
+        UpdateOne({"_id": request_id, claims.OWNER: worker, "state": "active"},
+                  {"$set": {"state": "done", "result": result, "last_error": None, "finished_by": worker,
+                            "modified": at, "finished": at, **claims.FREE},
+                   "$unset": {"active_key": "", "copying_replica": ""}, **(increment({"copies": 1}) if copied else {})})
+        for request_id, result in results.items()]
+    outcome = await bulk_write_chunked(db[REQUESTS], updates)
+    if outcome.modified_count == len(updates):
+        return set(results)
+    with database_errors():
+        cursor = db[REQUESTS].find({"_id": {"$in": list(results)}, "state": "done", "finished": at,
+                                    "finished_by": worker}, {"_id": 1})
+        return {doc["_id"] for doc in await cursor.to_list()}
 
 
 async def fail(db: AsyncDatabase[Document], request_id: str, worker: str, error: str, error_class: str) -> bool:

@@ -10,6 +10,9 @@ worker now finds its tape source readable (and releases the pin once it has copi
 When a user asks to release a done stage request (`cairn requests release`), or cancels a
 request that asked for staging, the stager drops that request's pin (or stops its staging);
 pins other requests hold on the same copy stay.
+
+A cycle claims its requests in batches (`claim_many`), reads their files in one query and the
+SEs once, and writes the polls' outcomes (online, not yet) with one guarded update per outcome.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import logging
 from pymongo.asynchronous.database import AsyncDatabase
 
 from catalogue.files import fetch_files
-from catalogue.storage_elements import get_storage_element
+from catalogue.storage_elements import StorageElement, list_storage_elements
 from kernel.daemon import Daemon
 from kernel.db import Document
 from kernel.errors import CairnError, NotFound, ServiceUnavailable
@@ -42,21 +45,25 @@ class Stager(Daemon):
         self.settings = settings.transfers
         self.credentials = settings.storage_credentials
         self.idle_sleep_s = min(settings.transfers.idle_sleep_s, settings.transfers.stage_poll_s)
+        self._ses: dict[str, StorageElement] = {}
 
     async def run_once(self) -> int:
+        self._ses = {se.name: se for se in await list_storage_elements(self.db)}  # once per cycle
         handled = 0
-        for _ in range(BATCH):
-            request = await rq.claim(self.db, self.worker, kinds=["stage"], lease_s=self.settings.lease_s)
-            if request is None:
-                break
-            await self._start(request)
+        claimed = await rq.claim_many(self.db, self.worker, kinds=["stage"], lease_s=self.settings.lease_s,
+                                      limit=BATCH)
+        files = await fetch_files(self.db, {request["lfn"] for request in claimed}) if claimed else {}
+        for request in claimed:
+            await self._start(request, files.get(request["lfn"]))
             handled += 1
-        for _ in range(BATCH):
-            request = await rq.claim_staging(self.db, self.worker, lease_s=self.settings.lease_s)
-            if request is None:
-                break
-            await self._poll(request)
+        staging = await rq.claim_staging_many(self.db, self.worker, lease_s=self.settings.lease_s, limit=BATCH)
+        outcomes: dict[str, list[str]] = {"done": [], "requeued": [], "poll_later": []}
+        for request in staging:
+            outcome = await self._poll(request)
+            if outcome:
+                outcomes[outcome].append(request["_id"])
             handled += 1
+        await rq.staged_many(self.db, self.worker, **outcomes, delay_s=self.settings.stage_poll_s)
         for request in await rq.releases_asked(self.db, BATCH):
             handled += await self._release(request)
         return handled
@@ -85,13 +92,14 @@ class Stager(Daemon):
         return float(request.get("pin_lifetime_s") or self.settings.pin_lifetime_s)
 
     async def _tape_url(self, se_name: str, lfn: str, registered_url: str | None) -> tuple[TapePlugin, str]:
-        se = await get_storage_element(self.db, se_name)
+        se = self._ses.get(se_name)
+        if se is None:
+            raise NotFound(f"SE {se_name} does not exist")
         return tape_endpoint(se, lfn, credentials=self.credentials, registered_url=registered_url)
 
-    async def _start(self, request: Document) -> None:
-        """A new stage request: issue the bring-online request and wait in `staging`."""
+    async def _start(self, request: Document, file_doc: Document | None) -> None:
+        """A new stage request (its file as just read): issue the bring-online request and wait in `staging`."""
         lfn, se_name = request["lfn"], request["dest_se"]
-        file_doc = (await fetch_files(self.db, [lfn])).get(lfn)
         replica = next((r for r in (file_doc or {}).get("replicas", []) if r.get("se") == se_name), None)
         if file_doc is None or replica is None:
             reason = "no such file" if file_doc is None else f"no replica on {se_name}"
@@ -106,8 +114,9 @@ class Stager(Daemon):
         await rq.park_for_staging(self.db, request["_id"], self.worker, stage={
             "se": se_name, "url": url, "request_id": stage_id, "next_poll": rq.now()})
 
-    async def _poll(self, request: Document) -> None:
-        """A `staging` request whose poll is due: online → release or requeue; else look again later."""
+    async def _poll(self, request: Document) -> str | None:
+        """A `staging` request whose poll is due: online → "done" (a stage request) or "requeued"
+        (a transfer); not yet → "poll_later"; None when this call ended it (failed) itself."""
         stage = request.get("stage") or {}
         rid = request["_id"]
         try:
@@ -119,14 +128,14 @@ class Stager(Daemon):
                 stage_id = await plugin.bring_online([url], pin_lifetime_s=self._lifetime(request))
                 await rq.poll_staging_later(self.db, rid, self.worker, delay_s=self.settings.stage_poll_s)
                 await self.db[rq.REQUESTS].update_one({"_id": rid}, {"$set": {"stage.request_id": stage_id}})
-                return
+                return None
         except (CairnError, KeyError) as exc:
             await rq.staging_failed(self.db, rid, self.worker, f"staging {request['lfn']}: {exc}")
-            return
+            return None
         if status == "online":
-            await rq.staged(self.db, rid, self.worker, done=request["kind"] == "stage")
             log.info("%s online on %s", request["lfn"], stage["se"])
-        elif status == "queued":
-            await rq.poll_staging_later(self.db, rid, self.worker, delay_s=self.settings.stage_poll_s)
-        else:
-            await rq.staging_failed(self.db, rid, self.worker, f"{request['lfn']}: bring-online ended {status}")
+            return "done" if request["kind"] == "stage" else "requeued"
+        if status == "queued":
+            return "poll_later"
+        await rq.staging_failed(self.db, rid, self.worker, f"{request['lfn']}: bring-online ended {status}")
+        return None

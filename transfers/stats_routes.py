@@ -8,17 +8,20 @@ from kernel.web import DATABASE, ApiRoutes, json_response, query_int, scopes
 from transfers.activity_series import MAX_HOURS as ACTIVITY_MAX_HOURS
 from transfers.activity_series import activity_series
 from transfers.link_series import MAX_HOURS, hourly_series
-from transfers.link_stats import failures_by_reason, link_statistics, queue_depths
+from transfers.link_stats import db_commands_per_file, failures_by_reason, link_statistics, queue_depths
 
 routes = ApiRoutes("transfers")
 
 
 @routes.get("/transfers/stats", policy=scopes("transfers.read"),
-            summary="Per-link transfer counts and throughput, queue depths, failures by reason")
+            summary="Per-link transfer counts and throughput, queue depths, failures by reason, and the "
+                    "database commands the workers sent per transferred file")
 async def transfer_stats(request: web.Request) -> web.Response:
     db = request.app[DATABASE]
+    links = await link_statistics(db)
     return json_response({
-        "links": await link_statistics(db),
+        "links": links,
+        "db_commands_per_file": db_commands_per_file(links),
         "queues": await queue_depths(db),
         "failures": await failures_by_reason(db),
     })

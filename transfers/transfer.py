@@ -1,11 +1,12 @@
 """One transfer request, from its claim to its end: choose the source, stage it if it is on tape,
-register the destination replica `copying`, copy with `transfers.negotiation.copy_between`
-(third-party when both SEs flag a protocol family for it, else streamed through the worker),
-verify adler32 against the catalogue, flip the replica to `available`, and finish the request —
-or classify the failure, fail over to another source, back off and retry, or give up. A request
-that had its source staged releases its pin on the tape's disk cache when it ends (done or
-failed for good; as FTS does), leaving other requests' pins on the same copy. The worker
-daemon (`transfers.worker`) only schedules these.
+copy with `transfers.negotiation.copy_between` (third-party when both SEs flag a protocol family
+for it, else streamed through the worker), verified against the catalogue's adler32 — or
+classify the failure, fail over to another source, back off and retry, or give up. The steps
+before and after a successful copy (destination replica `copying`, then `available`, request
+done) are taken for a whole worker cycle at once by `transfers.copy_steps`. A request that had
+its source staged releases its pin on the tape's disk cache when it ends (done or failed for
+good; as FTS does), leaving other requests' pins on the same copy. The worker daemon
+(`transfers.worker`) only schedules these.
 """
 
 from __future__ import annotations
@@ -19,13 +20,13 @@ from typing import Literal
 
 from pymongo.asynchronous.database import AsyncDatabase
 
-from catalogue.files import FILES
 from catalogue.replica_health import report_suspicious
 from catalogue.replicas import set_replica_status
 from catalogue.storage_elements import StorageElement
-from kernel.db import Document, database_errors
+from kernel.db import Document
 from kernel.errors import CairnError
 from kernel.settings import TransferSettings
+from storage_plugins.copy import CopyResult
 from storage_plugins.registry import plugin_for
 from storage_plugins.tape import TapePlugin
 from transfers import destination, link_stats
@@ -61,6 +62,10 @@ class Job:
     sources: list[Source] = field(default_factory=list)
     failure: Failure | None = None
     staged_on: StorageElement | None = None  # the tape SE holding this request's pin, if it staged
+    dest_eps: list[Endpoint] = field(default_factory=list)  # where it is written, best first
+    # Set once the request's end is being written: a lease found lost from then on is the
+    # request ending, not a reason to stop its work.
+    ending: bool = False
 
     @property
     def id(self) -> str:
@@ -75,12 +80,26 @@ class Job:
         return (self.source.se.name if self.source else "?", str(self.request["dest_se"]))
 
 
-async def plan(ctx: Context, request: Document, ses: Mapping[str, StorageElement]) -> Job:
-    """Decide what to do with a claimed transfer (reads the file; asks a tape SE if it is online)."""
+@dataclass
+class Copied:
+    """A copy made and verified, its catalogue and queue steps still to take (`copy_steps`)."""
+
+    job: Job
+    result: CopyResult
+
+    def summary(self) -> dict[str, object]:
+        """The request's `result` once done."""
+        assert self.job.source is not None
+        return {"source_se": self.job.source.se.name, "mode": self.result.mode, "protocol": self.result.protocol,
+                "bytes": self.result.bytes, "adler32": self.result.adler32, "seconds": round(self.result.seconds, 3)}
+
+
+async def plan(ctx: Context, request: Document, file_doc: Document | None,
+               ses: Mapping[str, StorageElement]) -> Job:
+    """Decide what to do with a claimed transfer, given its file as just read (asks a tape SE
+    whether the file is online)."""
     job = Job(request, "failed", staged_on=ses.get((request.get("stage") or {}).get("se", "")))
     lfn, dest_name = request["lfn"], request["dest_se"]
-    with database_errors():
-        file_doc = await ctx.db[FILES].find_one({"_id": lfn})  # `_id` alone: the cheapest read everywhere
     if file_doc is None:
         job.failure = Failure(NO_SUCH_FILE, f"{lfn}: no such file", permanent=True)
         return job
@@ -150,6 +169,7 @@ async def count_earlier_copy(ctx: Context, job: Job) -> None:
 
 async def finish_without_copy(ctx: Context, job: Job) -> None:
     """End a request the plan already settled: the file is there, or there is nothing to do."""
+    job.ending = True
     ended = False
     if job.outcome == "done":
         await count_earlier_copy(ctx, job)
@@ -167,49 +187,26 @@ def dest_endpoint(ctx: Context, se: StorageElement, lfn: str) -> Endpoint | None
     return None
 
 
-async def run_copy(ctx: Context, job: Job) -> bool:
-    """Copy, verify, register; on failure classify, clean up and retry, fail over or give up.
+async def run_copy(ctx: Context, job: Job) -> Copied | bool:
+    """Copy to the `copying` replica `copy_steps.start_copies` registered, verifying adler32.
 
-    True when the file is at the destination (copied now or found there)."""
+    A verified copy comes back as `Copied` (its catalogue steps are the worker cycle's); a failed
+    one is classified, cleaned up and retried, failed over or given up here (False)."""
     assert job.source is not None and job.dest is not None and job.file is not None
-    source, dest, lfn = job.source, job.dest, job.lfn
-    dest_eps: list[Endpoint] = []
     try:
-        # Before anything is registered: an SE switched off for writing fails here.
-        dest_eps = endpoints(dest, lfn, "write", credentials=ctx.credentials)
-        status = await destination.register_copying(ctx.db, lfn, dest, file_doc=job.file)
-        if status == "available":
-            await count_earlier_copy(ctx, job)
-            if await rq.complete(ctx.db, job.id, ctx.worker, {"already_there": True}):
-                await release_pin(ctx, job)
-            return True
-        await rq.flag_copying_replica(ctx.db, job.id)
         # The one copy path of Cairn: TPC over the best family both SEs flag, else a stream.
         result = await asyncio.wait_for(
-            copy_between(source.se, dest, lfn, source_url=source.url, expected_adler32=job.file["adler32"],
-                         credentials=ctx.credentials, timeout_s=ctx.settings.copy_timeout_s),
+            copy_between(job.source.se, job.dest, job.lfn, source_url=job.source.url,
+                         expected_adler32=job.file["adler32"], credentials=ctx.credentials,
+                         timeout_s=ctx.settings.copy_timeout_s, dest_endpoints=job.dest_eps or None),
             timeout=ctx.settings.copy_timeout_s,
         )
     except asyncio.CancelledError:
         raise
     except Exception as exc:
-        await _failed(ctx, job, classify(exc), dest_eps[0] if dest_eps else None)
+        await failed(ctx, job, classify(exc))
         return False
-    if not await destination.confirm(ctx.db, lfn, dest.name):
-        await rq.count_copy(ctx.db, job.id)
-        failure = Failure("replica_changed", f"{lfn}: the replica on {dest.name} changed during the copy", False)
-        await _failed(ctx, job, failure, dest_eps[0])
-        return False
-    await link_stats.record(ctx.db, source.se.name, dest.name, ok=True, nbytes=result.bytes, seconds=result.seconds,
-                            mode=result.mode, activity=job.request.get("activity", "default"))
-    done = await rq.complete(ctx.db, job.id, ctx.worker, {
-        "source_se": source.se.name, "mode": result.mode, "protocol": result.protocol, "bytes": result.bytes,
-        "adler32": result.adler32, "seconds": round(result.seconds, 3)}, copied=True)
-    if done:
-        await release_pin(ctx, job)
-    else:  # the lease was lost meanwhile; the copy still happened, so count it (once)
-        await rq.count_unfinished_copy(ctx.db, job.id)
-    return True
+    return Copied(job, result)
 
 
 async def _source_is_corrupt(ctx: Context, job: Job) -> bool:
@@ -224,10 +221,13 @@ async def _source_is_corrupt(ctx: Context, job: Job) -> bool:
     return actual.lower() != str(job.file["adler32"]).lower()
 
 
-async def _failed(ctx: Context, job: Job, failure: Failure, dest_ep: Endpoint | None) -> None:
+async def failed(ctx: Context, job: Job, failure: Failure) -> None:
+    """End an attempt that failed: remove its replica and bytes, count the failure on the link,
+    mark a corrupt source bad or report a missing one, then fail over, retry later or give up."""
     assert job.source is not None and job.dest is not None
+    job.ending = True
     source = job.source.se.name
-    await destination.discard(ctx.db, job.lfn, job.dest.name, dest_ep)
+    await destination.discard(ctx.db, job.lfn, job.dest.name, job.dest_eps[0] if job.dest_eps else None)
     await rq.clear_copying_replica(ctx.db, job.id)
     await link_stats.record(ctx.db, source, job.dest.name, ok=False, reason=failure.reason,
                             activity=job.request.get("activity", "default"))

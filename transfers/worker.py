@@ -5,8 +5,11 @@ the copies whose lease was lost: cancelled, or taken over after this worker stal
 queued transfers up to its global limit plus a small prefetch, plans them (source by rank,
 staging when the only sources are on tape), and starts the waiting ones per link (source SE →
 destination SE) as far as the optimizer's decision for the link and the global and per-SE
-limits allow. What one transfer does is in `transfers.transfer`. Any number of workers share
-the queue: a request is held by one lease at a time, and the replica steps are idempotent.
+limits allow. What one transfer does is in `transfers.transfer`; the catalogue and queue steps
+before and after the copies of a cycle are taken in bulk (`transfers.copy_steps`). Any number of
+workers share the queue: a request is held by one lease at a time, and the replica steps are
+idempotent. A request whose end is being written is not stopped when its lease is found gone:
+ending it is what gives the lease up.
 """
 
 from __future__ import annotations
@@ -20,15 +23,17 @@ from collections.abc import Sequence
 
 from pymongo.asynchronous.database import AsyncDatabase
 
+from catalogue.files import fetch_files
 from catalogue.storage_elements import StorageElement, list_storage_elements
 from kernel.daemon import Daemon
-from kernel.db import Document
+from kernel.db import COMMANDS, Document
 from kernel.lease import LeaseKeeper
 from kernel.settings import Settings
 from transfers import requests as rq
+from transfers.copy_steps import finish_copies, start_copies
 from transfers.failures import classify
 from transfers.optimizer import Optimizer
-from transfers.transfer import Context, Job, abandon, finish_without_copy, plan, run_copy, stage, sweep_ended
+from transfers.transfer import Context, Copied, Job, abandon, finish_without_copy, plan, run_copy, stage, sweep_ended
 
 log = logging.getLogger("cairn.transfers")
 
@@ -36,7 +41,12 @@ SE_REFRESH_S = 10.0
 SWEEP_EVERY_S = 30.0
 # Requests claimed per cycle (in one `claim_many`), so that starting copies and collecting
 # results never wait for a long run of planning.
-CLAIM_BURST = 8
+CLAIM_BURST = 32
+# After the first copy of a cycle ends, how long the worker lets others end before it takes
+# their steps together (one bulk write each, not one per file) — only while enough copies run
+# for that to pay: on a link with a few slots the wait would cost throughput instead.
+COLLECT_WINDOW_S = 0.1
+COLLECT_WINDOW_MIN_RUNNING = 16
 
 Link = tuple[str, str]
 
@@ -52,7 +62,10 @@ class TransferWorker(Daemon):
         self.optimizer = Optimizer(min_active=t.link_min_active, max_active=t.link_max_active,
                                    global_limit=t.global_limit, per_se_limit=t.per_se_limit)
         self.waiting: dict[Link, deque[Job]] = {}
-        self.running: dict[str, tuple[Job, asyncio.Task[bool], float]] = {}
+        self.running: dict[str, tuple[Job, asyncio.Task[Copied | bool], float]] = {}
+        # Jobs whose steps this cycle is taking (registering or ending them): held, not running.
+        self.stepping: dict[str, Job] = {}
+        self._commands_reported = COMMANDS.sent
         self._ses: dict[str, StorageElement] = {}
         self._ses_at = 0.0
         # Its own task: a slow database round trip in the loop below must not cost a lease.
@@ -61,17 +74,19 @@ class TransferWorker(Daemon):
 
     @property
     def held(self) -> list[str]:
-        return [*self.running, *(job.id for queue in self.waiting.values() for job in queue)]
+        return [*self.running, *self.stepping, *(job.id for queue in self.waiting.values() for job in queue)]
 
     async def run_once(self) -> int:
         self.keeper.ensure_running()
-        handled = self._collect()
+        handled = await self._collect()
         handled += await self._claim()
-        self._dispatch()
+        await self._dispatch()
         await self._sweep_if_due()
         if self.running:
             tasks = [task for _, task, _ in self.running.values()]
-            await asyncio.wait(tasks, timeout=0.5, return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait(tasks, timeout=0.5, return_when=asyncio.FIRST_COMPLETED)
+            if done and len(done) < len(tasks) and len(tasks) >= COLLECT_WINDOW_MIN_RUNNING:
+                await asyncio.sleep(COLLECT_WINDOW_S)
             return max(handled, 1)
         return handled
 
@@ -81,32 +96,58 @@ class TransferWorker(Daemon):
             self._ses_at = time.monotonic()
         return self._ses
 
-    def _collect(self) -> int:
+    async def _collect(self) -> int:
+        """Take the finished copies out of `running` and their steps in bulk; tell the optimizer."""
         finished = [rid for rid, (_, task, _) in self.running.items() if task.done()]
+        copies: list[tuple[Copied, float]] = []
         for rid in finished:
             job, task, started = self.running.pop(rid)
-            ok = not task.cancelled() and task.exception() is None and task.result()
-            if not task.cancelled() and task.exception() is not None:
+            if task.cancelled():  # its lease was lost, or the worker is stopping: not the link's doing
+                self.optimizer.released(*job.link)
+            elif task.exception() is not None:
                 log.error("transfer %s (%s) crashed: %r", rid, job.lfn, task.exception())
-            source, dest = job.link
-            self.optimizer.finished(source, dest, ok=ok, nbytes=int((job.file or {}).get("size", 0)) if ok else 0,
-                                    seconds=time.monotonic() - started,
-                                    queued=len(self.waiting.get(job.link, ())))
+                self._finished(job, ok=False, started=started)
+            elif isinstance(outcome := task.result(), Copied):
+                copies.append((outcome, started))
+                self.stepping[rid] = job
+            else:
+                self._finished(job, ok=outcome, started=started)
+        if copies:
+            try:
+                sent, self._commands_reported = COMMANDS.sent - self._commands_reported, COMMANDS.sent
+                ended = await finish_copies(self.ctx, [c for c, _ in copies], db_commands=sent)
+            except BaseException:
+                for copied, _ in copies:
+                    self.optimizer.released(*copied.job.link)
+                raise
+            finally:
+                for copied, _ in copies:
+                    self.stepping.pop(copied.job.id, None)
+            started_at = {copied.job.id: started for copied, started in copies}
+            for job, ok in ended:
+                self._finished(job, ok=ok, started=started_at[job.id])
         return len(finished)
 
+    def _finished(self, job: Job, *, ok: bool, started: float) -> None:
+        self.optimizer.finished(*job.link, ok=ok, nbytes=int((job.file or {}).get("size", 0)) if ok else 0,
+                                seconds=time.monotonic() - started, queued=len(self.waiting.get(job.link, ())))
+
     def _renewable(self) -> list[str]:
-        # Finished copies not collected yet ended their requests themselves: not theirs to renew.
+        # Finished copies not collected yet ended their requests themselves, or are about to.
         return [rid for rid in self.held if rid not in self.running or not self.running[rid][1].done()]
 
     async def _renew(self, held: Sequence[str]) -> set[str]:
         return await rq.renew_leases(self.ctx.db, held, self.worker, lease_s=self.ctx.settings.lease_s)
 
     def _lost(self, rid: str) -> None:
-        log.warning("lost the lease of request %s; stopping its work", rid)
-        if rid in self.running:
+        """Stop the work of a request whose lease is gone, unless that work is ending it (then
+        the lease went with the request's end: nothing to stop, nothing to count)."""
+        if rid in self.running and not self.running[rid][0].ending and not self.running[rid][1].done():
+            log.warning("lost the lease of request %s; stopping its copy", rid)
             self.running[rid][1].cancel()
         for queue in self.waiting.values():
             for job in [j for j in queue if j.id == rid]:
+                log.warning("lost the lease of request %s; dropping it", rid)
                 queue.remove(job)
 
     async def _claim(self) -> int:
@@ -118,10 +159,12 @@ class TransferWorker(Daemon):
             return 0
         claimed = await rq.claim_many(self.ctx.db, self.worker, kinds=["transfer"], lease_s=self.ctx.settings.lease_s,
                                       limit=room)
+        files = await fetch_files(self.ctx.db, {request["lfn"] for request in claimed}) if claimed else {}
+        ses = await self.ses()
         for request in claimed:
             handled += 1
             try:
-                job = await plan(self.ctx, request, await self.ses())
+                job = await plan(self.ctx, request, files.get(request["lfn"]), ses)
                 if job.outcome == "copy":
                     self.waiting.setdefault(job.link, deque()).append(job)
                 elif job.outcome == "stage":
@@ -137,14 +180,34 @@ class TransferWorker(Daemon):
                                        base_s=self.ctx.settings.retry_base_s, cap_s=self.ctx.settings.retry_cap_s)
         return handled
 
-    def _dispatch(self) -> None:
+    async def _dispatch(self) -> None:
+        """Start what the optimizer allows, registering the destination replicas in one go."""
+        starting: list[Job] = []
         for link, queue in self.waiting.items():
             while queue and self.optimizer.may_start(*link):
                 job = queue.popleft()
                 self.optimizer.started(*link)
-                self.running[job.id] = (job, asyncio.create_task(self._run(job)), time.monotonic())
+                starting.append(job)
+                self.stepping[job.id] = job
+        if not starting:
+            return
+        try:
+            ready, ended = await start_copies(self.ctx, starting)
+        except BaseException:
+            for job in starting:  # back to waiting, as they were (their leases still renewed)
+                self.optimizer.released(*job.link)
+                self.waiting[job.link].appendleft(job)
+            raise
+        finally:
+            for job in starting:
+                self.stepping.pop(job.id, None)
+        at = time.monotonic()
+        for job, ok in ended:
+            self._finished(job, ok=ok, started=at)
+        for job in ready:
+            self.running[job.id] = (job, asyncio.create_task(self._run(job)), at)
 
-    async def _run(self, job: Job) -> bool:
+    async def _run(self, job: Job) -> Copied | bool:
         try:
             return await run_copy(self.ctx, job)
         except asyncio.CancelledError:

@@ -18,13 +18,14 @@ def transfers() -> None:
 @transfers.command("stats")
 @json_option
 def stats(as_json: bool) -> None:
-    """Per-link throughput, queue depths and failures by reason."""
+    """Per-link throughput, queue depths, failures by reason, and DB commands per file."""
     doc = run(lambda c: c.transfer_stats())
     if as_json:
         emit_json(doc)
         return
-    table(doc["links"], ["source", "dest", "done", "failed", "bytes", "mean_file_mb_s", "wall_mb_s", "failures"],
-          title="links")
+    table(doc["links"], ["source", "dest", "done", "failed", "bytes", "mean_file_mb_s", "wall_mb_s",
+                         "db_commands_per_file", "failures"], title="links")
+    click.echo(f"database commands per transferred file: {doc.get('db_commands_per_file') or 'not reported yet'}")
     table(doc["queues"], ["kind", "state", "dest_se", "requests"], title="requests")
     table([{"reason": k, "attempts": v} for k, v in doc["failures"].items()], ["reason", "attempts"],
           title="failures by reason")
