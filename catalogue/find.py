@@ -103,7 +103,7 @@ async def open_query(
     async def results() -> AsyncIterator[Document]:
         cache: dict[str, Document] = {}
         batch: list[Document] = []
-        async for doc in pages_by_id(db[FILES], flt, PROJECTION, after=low, before=high, limit=limit, page=BATCH):
+        async for doc in pages_by_id(db[FILES], flt, PROJECTION, after=low, before=high, limit=limit):
             batch.append(doc)
             if len(batch) >= BATCH:
                 for allowed in await _readable(db, principal, batch, cache):

@@ -187,14 +187,16 @@ def _within(flt: Mapping[str, Any], bounds: Mapping[str, Any]) -> Document:
     return {"$and": [dict(flt), {"_id": dict(bounds)}]}
 
 
-async def pages_by_id(collection: Any, flt: Mapping[str, Any], projection: Any = None, *, after: str | None = None,
-                      before: str | None = None, limit: int | None = None, page: int = PAGE) -> AsyncIterator[Document]:
+async def pages_by_id(
+    collection: Any, flt: Mapping[str, Any], projection: Any = None, *, after: str | None = None,
+    before: str | None = None, limit: int | None = None, page: int | None = None,
+) -> AsyncIterator[Document]:
     """Every document matching `flt` with `after < _id < before`, in `_id` order, read by key:
     each page is one query `_id > last` sorted by `_id` with a limit (a range scan of the `_id`
     index), read to its end before the next, so no cursor stays open and memory holds one page.
     A document inserted behind the last key while the pages run is not returned; none is returned
-    twice."""
-    last, left = after, limit
+    twice. Pages hold `page` documents (PAGE unless given)."""
+    last, left, page = after, limit, page or PAGE
     while left is None or left > 0:
         size = page if left is None else min(page, left)
         bounds = {op: value for op, value in (("$gt", last), ("$lt", before)) if value is not None}
