@@ -33,7 +33,7 @@ async def emit_json_stream(items: AsyncIterable[Any]) -> int:
     count = 0
     lines: list[str] = ["["]
     async for item in items:
-        lines.append(("  " if count == 0 else ",\n  ") + jsonio.dumps(item))
+        lines.append(("\n  " if count == 0 else ",\n  ") + jsonio.dumps(item))
         count += 1
         if len(lines) >= CHUNK:
             click.echo("".join(lines), nl=False)
