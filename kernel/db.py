@@ -154,15 +154,17 @@ async def bulk_write_chunked(collection: Any, operations: Sequence[Any], *, orde
 READ_SLICE = 1000
 
 
-async def read_by_ids(collection: Any, ids: Iterable[Any], projection: Any = None) -> AsyncIterator[Document]:
-    """The documents whose `_id` is among `ids`, one `$in` per READ_SLICE ids (the `_id` index).
-    Each slice is read to its end before the next query, so no cursor stays open across slices."""
+async def read_by_ids(collection: Any, ids: Iterable[Any], projection: Any = None, *,
+                      flt: Mapping[str, Any] | None = None) -> AsyncIterator[Document]:
+    """The documents whose `_id` is among `ids` (and that match `flt`), one `$in` per READ_SLICE
+    ids (the `_id` index). Each slice is read to its end before the next query, so no cursor stays
+    open across slices. Every bulk read by `_id` goes through here."""
     wanted = sorted(set(ids))
     with database_errors():
         for start in range(0, len(wanted), READ_SLICE):
             part = wanted[start:start + READ_SLICE]
-            docs = await collection.find({"_id": {"$in": part}}, projection).limit(len(part)) \
-                .batch_size(len(part)).to_list()
+            query = {"_id": {"$in": part}} if not flt else {"$and": [dict(flt), {"_id": {"$in": part}}]}
+            docs = await collection.find(query, projection).limit(len(part)).batch_size(len(part)).to_list()
             for doc in docs:
                 yield doc
 

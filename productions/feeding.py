@@ -23,7 +23,7 @@ from catalogue.files import authorized_files
 from catalogue.find import open_query, query_filter
 from catalogue.lfn import ROOT
 from catalogue.permissions import READ
-from kernel.db import Document, database_errors
+from kernel.db import Document, read_by_ids
 from productions import transformation_files, transformations
 
 CONSUMER = "transformation-feeder"
@@ -77,8 +77,7 @@ async def feed_lfns(db: AsyncDatabase[Document], doc: Document, lfns: Sequence[s
         return 0
     spec = doc["spec"]
     flt = await query_filter(db, spec["input_query"], spec["input_path"])
-    with database_errors():
-        matched = await db[FILES].find({"$and": [flt, {"_id": {"$in": list(lfns)}}]}, {"_id": 1}).to_list()
+    matched = [d async for d in read_by_ids(db[FILES], lfns, {"_id": 1}, flt=flt)]
     if not matched:
         return 0
     allowed, _ = await authorized_files(db, transformations.owner_principal(doc), [m["_id"] for m in matched], READ)
