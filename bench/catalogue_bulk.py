@@ -1,13 +1,16 @@
 """Benchmark: bulk registration and replica resolution through the API server.
 
-    python bench/catalogue_bulk.py [--files 100000] [--batch 10000] [--resolve 10000]
+    python bench/catalogue_bulk.py [--files 100000] [--batch 10000] [--resolve 1000,10000,100000]
 
 Starts a database (FerretDB in a temp dir, unless --mongodb-uri) and `python -m cairn server` as a
 subprocess; registers N files with 2 replicas each in batches, then resolves the replicas of
-random LFNs. Prints JSON: files/s, database commands per 1000 items (from the database server's
-own command counters, so every command the API server sent is counted), and the API server's
-peak RSS (VmHWM from /proc). The baseline in the same run is a bare `insert_many` of the same
-documents straight into the database: the floor that registration overhead is measured against.
+random LFNs, once per count in --resolve (so the figures show whether the cost is linear in N).
+Prints JSON: files/s, database commands per 1000 items (from the database server's own command
+counters, so every command the API server sent is counted), CPU seconds of the API server and of
+the database during each resolution (from /proc, so a loaded machine's waiting is not counted),
+and the API server's peak RSS (VmHWM from /proc). The baselines in the same run: a bare
+`insert_many` of the same documents straight into the database (the floor of registration) and a
+bare `_id $in` read of the same LFNs in slices of 1000 (the floor of resolution).
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ sys.path.insert(0, str(ROOT))
 
 from pymongo import AsyncMongoClient  # noqa: E402
 
-from cairn.embedded_db import free_port, start_ferretdb, wait_for_port  # noqa: E402
+from cairn.embedded_db import find_ferretdb, free_port, start_ferretdb, wait_for_port  # noqa: E402
 from cairn.sdk import Client  # noqa: E402
 from kernel.settings import load_settings  # noqa: E402
 from kernel.tokens import BuiltinIssuer  # noqa: E402
@@ -50,6 +53,14 @@ def peak_rss_kib(pid: int) -> int:
         if line.startswith("VmHWM:"):
             return int(line.split()[1])
     return -1
+
+
+def cpu_seconds(pid: int | None) -> float:
+    """User + system CPU time of a process so far (0 when there is no such process to watch)."""
+    if pid is None:
+        return 0.0
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def se(name: str, root: str) -> dict[str, Any]:
@@ -74,8 +85,32 @@ def start_server(uri: str, database: str, workdir: Path) -> tuple[subprocess.Pop
     return server, port
 
 
-async def measure(args: argparse.Namespace, uri: str, database: str, port: int, pid: int, workdir: Path,
-                  token: str) -> dict[str, Any]:
+async def resolve_once(client: Client, mongo: AsyncMongoClient[dict[str, Any]], database: str, files: int,
+                       count: int, pid: int, db_pid: int | None) -> dict[str, Any]:
+    """Resolve `count` random LFNs through the API, then read the same records bare (the floor)."""
+    numbers = random.Random(count).sample(range(files), min(count, files))
+    picks = [f"/bench/d{i % 100:03d}/f{i:08d}.root" for i in numbers]
+    before, started = await command_count(mongo), time.perf_counter()
+    cpu = cpu_seconds(pid), cpu_seconds(db_pid)
+    resolved = await client.get_replicas(picks)
+    seconds = time.perf_counter() - started
+    server_cpu, db_cpu = cpu_seconds(pid) - cpu[0], cpu_seconds(db_pid) - cpu[1]
+    commands = await command_count(mongo) - before
+    assert len(resolved["successful"]) == len(picks), "some LFNs did not resolve"
+    assert all(len(r) == 2 for r in resolved["successful"].values())
+    started, base_cpu = time.perf_counter(), cpu_seconds(db_pid)
+    wanted = sorted(picks)
+    for start in range(0, len(wanted), 1000):
+        await mongo[database]["files"].find({"_id": {"$in": wanted[start:start + 1000]}}).to_list()
+    bare_s, bare_db_cpu = time.perf_counter() - started, cpu_seconds(db_pid) - base_cpu
+    return {"lfns": len(picks), "seconds": round(seconds, 2), "lfns_per_s": round(len(picks) / seconds),
+            "server_cpu_s": round(server_cpu, 2), "database_cpu_s": round(db_cpu, 2), "db_commands": commands,
+            "db_commands_per_1000_lfns": round(commands * 1000 / len(picks), 2),
+            "baseline_bare_id_in_find": {"seconds": round(bare_s, 2), "database_cpu_s": round(bare_db_cpu, 2)}}
+
+
+async def measure(args: argparse.Namespace, uri: str, database: str, port: int, pid: int, db_pid: int | None,
+                  workdir: Path, token: str) -> dict[str, Any]:
     mongo: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(uri)
     try:
         async with Client(f"http://127.0.0.1:{port}", token, timeout_s=3600) as client:
@@ -90,14 +125,9 @@ async def measure(args: argparse.Namespace, uri: str, database: str, port: int, 
             register_s = time.perf_counter() - started
             register_cmds = await command_count(mongo) - before
 
-            picks = [f"/bench/d{i % 100:03d}/f{i:08d}.root"
-                     for i in random.Random(7).sample(range(args.files), min(args.resolve, args.files))]
-            before, started = await command_count(mongo), time.perf_counter()
-            resolved = await client.get_replicas(picks)
-            resolve_s = time.perf_counter() - started
-            resolve_cmds = await command_count(mongo) - before
-            assert len(resolved["successful"]) == len(picks), "some LFNs did not resolve"
-            assert all(len(r) == 2 for r in resolved["successful"].values())
+            resolves = []
+            for count in args.resolve:
+                resolves.append(await resolve_once(client, mongo, database, args.files, count, pid, db_pid))
 
         # Baseline: the same documents inserted bare, in the same batches, into another collection.
         docs = [{"_id": f["lfn"], **f} for f in files_of(0, args.files)]
@@ -116,20 +146,24 @@ async def measure(args: argparse.Namespace, uri: str, database: str, port: int, 
         "register": {"seconds": round(register_s, 2), "files_per_s": round(args.files / register_s),
                      "db_commands": register_cmds,
                      "db_commands_per_1000_files": round(register_cmds * 1000 / args.files, 2), "failed": failed},
-        "resolve": {"lfns": len(picks), "seconds": round(resolve_s, 2), "lfns_per_s": round(len(picks) / resolve_s),
-                    "db_commands": resolve_cmds,
-                    "db_commands_per_1000_lfns": round(resolve_cmds * 1000 / len(picks), 2)},
+        "resolve": resolves,
         "baseline_bare_insert_many": {"seconds": round(baseline_s, 2), "files_per_s": round(args.files / baseline_s)},
         "server_peak_rss_mib": round(rss / 1024, 1),
-        "database": "mongodb" if args.mongodb_uri else "ferretdb-1.24-sqlite",
+        "database": "mongodb" if args.mongodb_uri else f"ferretdb-1.24-sqlite ({ferretdb_version()})",
     }
+
+
+def ferretdb_version() -> str:
+    out = subprocess.run([find_ferretdb(), "--version"], capture_output=True, text=True, check=False).stdout
+    return out.splitlines()[0].removeprefix("version: ") if out else "unknown"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--files", type=int, default=100_000)
     parser.add_argument("--batch", type=int, default=10_000)
-    parser.add_argument("--resolve", type=int, default=10_000)
+    parser.add_argument("--resolve", type=lambda s: [int(n) for n in s.split(",")], default=[1000, 10_000, 100_000],
+                        help="comma-separated counts of LFNs to resolve, one resolution each")
     parser.add_argument("--mongodb-uri", default=os.environ.get("CAIRN_MONGODB_URI"))
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="cairn-bench-") as tmp:
@@ -143,7 +177,8 @@ def main() -> None:
             token = BuiltinIssuer.from_settings(settings).issue(sub="bench", vo="bench", groups=["bench"],
                                                                 scopes=["admin"])
             server, port = start_server(uri, database, workdir)
-            figures = asyncio.run(measure(args, uri, database, port, server.pid, workdir, token))
+            figures = asyncio.run(measure(args, uri, database, port, server.pid,
+                                         db.process.pid if db else None, workdir, token))
             print(json.dumps(figures, indent=2))
         finally:
             if server is not None:

@@ -25,8 +25,8 @@ DIRECTORIES = "directories"
 DUPLICATE_KEY = 11000
 
 INDEXES = [
-    # ls: directories.find({parent: p, name: {$gt: after}}).sort(name)
-    IndexSpec(DIRECTORIES, [("parent", 1), ("name", 1)], name="directories_by_parent_name"),
+    # ls: directories.find({parent: p, _id: {$gt: p/after, $lt: p0}}).sort(_id).limit(page)
+    IndexSpec(DIRECTORIES, [("parent", 1), ("_id", 1)], name="directories_by_parent_id"),
 ]
 
 

@@ -1,7 +1,8 @@
 """Running metadata queries: one MongoDB `find` per query, streamed, with read permissions.
 
-The filter is the compiled query AND the scope (an anchored `_id` prefix: a range scan of the
-`_id` index on MongoDB). Results come sorted by LFN so a client can page with `after`. On
+The filter is the compiled query AND the scope (an `_id` range). Results are read in keyset
+pages sorted by LFN (`kernel.db.pages_by_id`), so a client can page with `after` and the
+database never sorts more than a page. On
 MongoDB a selective query uses the index of a declared field (`meta_<key>` on
 `meta_effective.<key>`); the scope and the other conditions filter within it.
 
@@ -21,11 +22,11 @@ from pymongo.errors import OperationFailure
 
 from catalogue.collection_names import FILES
 from catalogue.directories import fetch_directories
-from catalogue.lfn import ROOT, ancestors, check_lfn, descendant_pattern
+from catalogue.lfn import ROOT, ancestors, check_lfn
 from catalogue.meta_query import compile_query
 from catalogue.metadata_fields import EFFECTIVE, declared_fields
 from catalogue.permissions import EXECUTE, READ, ROOT_ENTRY, entry_denial, require
-from kernel.db import Document, database_errors, iterate
+from kernel.db import Document, database_errors, pages_by_id
 from kernel.errors import NotFound
 from kernel.principal import Principal
 
@@ -44,15 +45,24 @@ def file_view(doc: Document) -> dict[str, Any]:
     }
 
 
+def scope_bounds(scope: str, after: str | None = None) -> tuple[str | None, str | None]:
+    """The `_id` bounds (both exclusive) of the files below `scope` after the LFN `after`:
+    `scope/` .. `scope0` ('0' follows '/'), a range of the `_id` index."""
+    low, high = (None, None) if scope == ROOT else (scope + "/", scope + "0")
+    if after is not None and (low is None or check_lfn(after) > low):
+        low = after
+    return low, high
+
+
 async def query_filter(db: AsyncDatabase[Document], query: str, scope: str = ROOT,
                        after: str | None = None) -> dict[str, Any]:
     """The single MongoDB filter of `query` within `scope` (and after an LFN, for paging)."""
     check_lfn(scope)
     parts = [compile_query(query, await declared_fields(db))]
-    if scope != ROOT:
-        parts.append({"_id": {"$regex": descendant_pattern(scope)}})
-    if after is not None:
-        parts.append({"_id": {"$gt": check_lfn(after)}})
+    low, high = scope_bounds(scope, after)
+    bounds = {op: value for op, value in (("$gt", low), ("$lt", high)) if value is not None}
+    if bounds:
+        parts.append({"_id": bounds})
     return parts[0] if len(parts) == 1 else {"$and": parts}
 
 
@@ -84,17 +94,16 @@ async def open_query(
     after: str | None = None, limit: int | None = None,
 ) -> AsyncIterator[Document]:
     """Check the query and the scope now (so errors come before a response starts), then return
-    the stream of matching file records the caller may read, sorted by LFN."""
-    flt = await query_filter(db, query, scope, after)
+    the stream of matching file records the caller may read, sorted by LFN, read page by page."""
+    check_lfn(scope)
+    flt = compile_query(query, await declared_fields(db))
+    low, high = scope_bounds(scope, after)
     await _check_scope(db, principal, scope)
 
     async def results() -> AsyncIterator[Document]:
-        cursor = db[FILES].find(flt, PROJECTION).sort("_id", 1).batch_size(BATCH)
-        if limit is not None:
-            cursor = cursor.limit(limit)
         cache: dict[str, Document] = {}
         batch: list[Document] = []
-        async for doc in iterate(cursor):
+        async for doc in pages_by_id(db[FILES], flt, PROJECTION, after=low, before=high, limit=limit):
             batch.append(doc)
             if len(batch) >= BATCH:
                 for allowed in await _readable(db, principal, batch, cache):

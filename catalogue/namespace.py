@@ -44,7 +44,7 @@ from catalogue.permissions import (
     traversal_denial,
 )
 from catalogue.usage import Usage, forget_directory_usage, move_directory_usage, record_files, take_over_calls
-from kernel.db import Document, bulk_write_chunked, database_errors, iterate
+from kernel.db import Document, bulk_write_chunked, database_errors, iterate, pages_by_id
 from kernel.errors import Conflict, Forbidden, InvalidInput, NotFound
 from kernel.principal import Principal
 
@@ -121,19 +121,21 @@ async def _merged(*cursors: AsyncIterator[tuple[str, Document]]) -> AsyncIterato
         heads[index] = await anext(cursors[index], None)
 
 
+def child_range(path: str, after: str | None = None) -> tuple[str, str]:
+    """The `_id` bounds (both exclusive) of the entries below `path` whose name comes after
+    `after`: `path/after` .. `path0` ('0' follows '/'), so a directory's children are a range of
+    the `_id` index in name order (descendants further down share it; `parent` filters them)."""
+    prefix = path.rstrip("/") + "/"
+    return prefix + (after or ""), prefix[:-1] + "0"
+
+
 async def _children(
     collection: AsyncCollection[Document], kind: str, path: str, after: str | None, limit: int | None
 ) -> AsyncIterator[tuple[str, Document]]:
-    # Index: directories_by_parent_name / files_by_parent_name — a keyset range scan.
-    query: dict[str, Any] = {"parent": path}
-    if after:
-        query["name"] = {"$gt": after}
-    cursor = collection.find(query, LIST_PROJECTION).sort("name", 1).batch_size(1000)
-    if limit is not None:
-        cursor = cursor.limit(limit)
-    async for doc in iterate(cursor):
-        if doc["_id"] != ROOT:
-            yield kind, doc
+    # Index: directories_by_parent_id / files_by_parent_id — keyset pages, each a range scan.
+    low, high = child_range(path, after)
+    async for doc in pages_by_id(collection, {"parent": path}, LIST_PROJECTION, after=low, before=high, limit=limit):
+        yield kind, doc
 
 
 async def _listable(db: AsyncDatabase[Document], principal: Principal, path: str) -> None:
@@ -150,7 +152,8 @@ async def open_directory(
     db: AsyncDatabase[Document], principal: Principal, path: str, *, after: str | None = None
 ) -> AsyncIterator[dict[str, Any]]:
     """Check the caller may list `path`, then return a stream of all its entries sorted by name,
-    read from two cursors in constant memory (so errors come before a response starts)."""
+    read page by page from two key ranges in constant memory (so errors come before a response
+    starts)."""
     await _listable(db, principal, path)
 
     async def entries() -> AsyncIterator[dict[str, Any]]:

@@ -8,18 +8,17 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from catalogue.collection_names import FILES
 from catalogue.storage_elements import get_storage_element
-from kernel.db import Document, iterate
+from kernel.db import Document, pages_by_id
 
 
 async def open_dump(db: AsyncDatabase[Document], se: str) -> AsyncIterator[Document]:
     """Check the SE exists now, then return a stream of `{lfn, se, url, status, size, adler32,
-    created}` for each replica on it, sorted by LFN."""
+    created}` for each replica on it, sorted by LFN, read page by page."""
     await get_storage_element(db, se)
 
     async def rows() -> AsyncIterator[Document]:
-        # Index: files_by_replica_se (multikey on replicas.se).
-        cursor = db[FILES].find({"replicas.se": se}, {"size": 1, "adler32": 1, "replicas": 1}).sort("_id", 1)
-        async for doc in iterate(cursor.batch_size(5000)):
+        # Index: files_by_replica_se_lfn — keyset pages, each a range scan.
+        async for doc in pages_by_id(db[FILES], {"replicas.se": se}, {"size": 1, "adler32": 1, "replicas": 1}):
             for replica in doc.get("replicas", []):
                 if replica.get("se") == se:
                     yield {"lfn": doc["_id"], "se": se, "url": replica.get("url"), "status": replica.get("status"),

@@ -21,7 +21,7 @@ from catalogue.collection_names import FILES
 from catalogue.directories import now
 from catalogue.files import fetch_files
 from catalogue.replicas import set_replica_status, set_replica_statuses
-from kernel.db import Document, IndexSpec, database_errors
+from kernel.db import Document, IndexSpec, database_errors, pages_by_id
 
 INDEXES = [
     # the auditor's sorted walk: files.find({"replicas.se": se, _id: {$gt: last}}).sort(_id)
@@ -44,23 +44,11 @@ class CatalogueReplica:
 
 async def replicas_on(db: AsyncDatabase[Document], se: str, *, page: int) -> AsyncIterator[CatalogueReplica]:
     """The replicas on se, in LFN order; memory holds one page. Index: files_by_replica_se_lfn."""
-    last: str | None = None
-    while True:
-        query: Document = {"replicas.se": se}
-        if last is not None:
-            query["_id"] = {"$gt": last}
-        with database_errors():
-            cursor = db[FILES].find(query, {"size": 1, "adler32": 1, "replicas.se": 1, "replicas.status": 1,
-                                            "replicas.created": 1}).sort("_id", 1).limit(page)
-            docs = await cursor.to_list()
-        for doc in docs:
-            mine = next(r for r in doc.get("replicas", []) if r.get("se") == se)
-            yield CatalogueReplica(doc["_id"], int(doc.get("size") or 0), str(mine.get("status")), mine.get("created"),
-                                   doc.get("adler32"))
-        if len(docs) < page:
-            return
-        last = docs[-1]["_id"]
-        del docs  # not held while the next page is read: one page at a time
+    projection = {"size": 1, "adler32": 1, "replicas.se": 1, "replicas.status": 1, "replicas.created": 1}
+    async for doc in pages_by_id(db[FILES], {"replicas.se": se}, projection, page=page):
+        mine = next(r for r in doc.get("replicas", []) if r.get("se") == se)
+        yield CatalogueReplica(doc["_id"], int(doc.get("size") or 0), str(mine.get("status")), mine.get("created"),
+                               doc.get("adler32"))
 
 
 async def other_copies(db: AsyncDatabase[Document], lfn: str, se: str) -> int:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +30,7 @@ from catalogue.files import refusal
 from catalogue.lfn import check_lfn
 from catalogue.storage_elements import StorageElement
 from dataio.io_client import IOClient
-from dataio.progress import FileOutcome, NoProgress, ProgressSink
+from dataio.progress import FileOutcome, NoProgress, ProgressSink, counted
 from dataio.replica_order import ReadableReplica, replicas_to_read
 from dataio.signed_access import needs_signing, signed_endpoint, without_signature
 from kernel.errors import CairnError, Forbidden, InvalidInput, NotFound
@@ -210,19 +210,13 @@ async def _fetch(
     digest = Adler32()
     try:
         async with landing(path) as partial:
-            await write_local(partial, _counted(tee_adler32(plugin.read(ep.url), digest), lfn, sink))
+            await write_local(partial, counted(tee_adler32(plugin.read(ep.url), digest), lfn, sink))
             if digest.size != size or digest.hexdigest() != adler32:
                 error = ReplicaCorrupted(ep.url, adler32, digest.hexdigest())
                 raise error.within(f"size {digest.size} != {size}") if digest.size != size else error
     except BaseException:
         sink.advanced(lfn, -digest.size)  # the next replica starts the count again
         raise
-
-
-async def _counted(stream: AsyncIterable[bytes], name: str, sink: ProgressSink) -> AsyncIterator[bytes]:
-    async for chunk in stream:
-        sink.advanced(name, len(chunk))
-        yield chunk
 
 
 async def _report_bad(client: IOClient, lfn: str, se: str) -> str:

@@ -6,7 +6,7 @@ progress display (rich bars in the CLI) can follow along without the transfer co
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -71,3 +71,10 @@ def outcome_summary(outcomes: Sequence[FileOutcome]) -> dict[str, Any]:
         counts[outcome.status] = counts.get(outcome.status, 0) + 1
     moved = sum(o.size or 0 for o in outcomes if o.status in ("uploaded", "downloaded"))
     return {"files": len(outcomes), **counts, "bytes": moved}
+
+
+async def counted(stream: AsyncIterable[bytes], name: str, sink: ProgressSink) -> AsyncIterator[bytes]:
+    """`stream` passed through, each chunk reported to `sink` as progress of `name`."""
+    async for chunk in stream:
+        sink.advanced(name, len(chunk))
+        yield chunk

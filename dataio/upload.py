@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,7 +32,7 @@ from typing import Any
 from catalogue.files import refusal
 from catalogue.storage_elements import StorageElement
 from dataio.io_client import IOClient
-from dataio.progress import FileOutcome, NoProgress, ProgressSink
+from dataio.progress import FileOutcome, NoProgress, ProgressSink, counted
 from dataio.signed_access import needs_signing, signed_endpoint, without_signature
 from dataio.status_batches import StatusBatches
 from kernel.errors import CairnError, InvalidInput, NotFound, ServiceUnavailable
@@ -263,7 +263,7 @@ async def _store(client: IOClient, ep: Endpoint, item: _Planned, sink: ProgressS
         sink.advanced(item.lfn, item.size)
         return
     passed = Adler32()
-    stream = _counted(tee_adler32(read_local(item.local, plugin.options.chunk_size), passed), item.lfn, sink)
+    stream = counted(tee_adler32(read_local(item.local, plugin.options.chunk_size), passed), item.lfn, sink)
     result = await plugin.write(ep.url, stream, size=item.size)
     if passed.hexdigest() != item.adler32:
         raise ChecksumMismatch(file_url(item.local), item.adler32, passed.hexdigest()).within(
@@ -281,17 +281,11 @@ async def _send_signed(client: IOClient, signed: Endpoint, item: _Planned, sink:
     sent must be the registered one (the URL grants no HEAD to ask the storage afterwards)."""
     plugin = client.plugin(signed.url, signed.options)
     passed = Adler32()
-    stream = _counted(tee_adler32(read_local(item.local, plugin.options.chunk_size), passed), item.lfn, sink)
+    stream = counted(tee_adler32(read_local(item.local, plugin.options.chunk_size), passed), item.lfn, sink)
     await plugin.write(signed.url, stream, size=item.size)
     if passed.hexdigest() != item.adler32:
         raise ChecksumMismatch(file_url(item.local), item.adler32, passed.hexdigest()).within(
             "the local file changed while it was uploaded")
-
-
-async def _counted(stream: AsyncIterable[bytes], name: str, sink: ProgressSink) -> AsyncIterator[bytes]:
-    async for chunk in stream:
-        sink.advanced(name, len(chunk))
-        yield chunk
 
 
 async def _discard(client: IOClient, ep: Endpoint, lfn: str) -> None:

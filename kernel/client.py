@@ -45,11 +45,15 @@ def lfn_path(lfn: str) -> str:
 class BaseClient:
     """HTTP plumbing shared by every SDK mixin."""
 
-    def __init__(self, url: str | None = None, token: str | None = None, *, timeout_s: float = 300) -> None:
+    def __init__(self, url: str | None = None, token: str | None = None, *, timeout_s: float | None = None) -> None:
+        """`timeout_s` ($CAIRN_API_TIMEOUT, else 300) bounds how long the API may stay silent (no
+        byte of an answer or of a stream's body), not how long an answer may take: a 1M-entry
+        stream runs for minutes."""
         default_url, default_token = client_defaults()
         self.url = (url or default_url).rstrip("/")
         self.token = token if token is not None else default_token
-        self._timeout = aiohttp.ClientTimeout(total=timeout_s, sock_connect=10)
+        self.timeout_s = timeout_s if timeout_s is not None else float(os.environ.get("CAIRN_API_TIMEOUT", 300))
+        self._timeout = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=self.timeout_s)
         self._session: aiohttp.ClientSession | None = None
 
     async def __aenter__(self) -> Self:
@@ -98,6 +102,12 @@ class BaseClient:
                 if resp.status >= 400:
                     raise _error_from(resp.status, await resp.read(), resp.headers)
                 yield resp
+        except aiohttp.ConnectionTimeoutError as exc:
+            raise ServiceUnavailable(f"cannot reach the Cairn API at {self.url}: connection timed out") from exc
+        except TimeoutError as exc:  # aiohttp's ServerTimeoutError (sock_read) derives from it
+            raise ServiceUnavailable(f"the Cairn API at {self.url} sent nothing for {self.timeout_s:g} s "
+                                     f"({method} {path}); it may be overloaded, or the call needs a longer "
+                                     "timeout", retry_after=5) from exc
         except aiohttp.ClientConnectionError as exc:
             raise ServiceUnavailable(f"cannot reach the Cairn API at {self.url}: {exc}") from exc
 

@@ -29,7 +29,7 @@ from catalogue.files import authorized_files
 from catalogue.find import open_query, query_filter
 from catalogue.lfn import ROOT
 from catalogue.permissions import READ
-from kernel.db import Document, database_errors
+from kernel.db import Document, read_by_ids
 from productions import transformation_files, transformations
 
 CONSUMER = "transformation-feeder"
@@ -85,10 +85,7 @@ async def _matching(db: AsyncDatabase[Document], doc: Document, lfns: Sequence[s
     """Those of these files the transformation's query matches now (one query)."""
     spec = doc["spec"]
     flt = await query_filter(db, spec["input_query"], spec["input_path"])
-    with database_errors():
-        # `_id` at the top: FerretDB then reads these files by the `_id` index, not the whole collection.
-        matched = await db[FILES].find({"_id": {"$in": list(lfns)}, "$and": [flt]}, {"_id": 1}).to_list()
-    return {m["_id"] for m in matched}
+    return {d["_id"] async for d in read_by_ids(db[FILES], lfns, {"_id": 1}, flt=flt)}
 
 
 async def feed_lfns(db: AsyncDatabase[Document], doc: Document, lfns: Sequence[str],

@@ -38,7 +38,7 @@ from catalogue.lfn import check_lfn
 from catalogue.storage_elements import SES
 from kernel import claims
 from kernel.bounds import MAX_LIFETIME_S
-from kernel.db import Document, IndexSpec, database_errors, increment
+from kernel.db import Document, IndexSpec, database_errors, increment, read_by_ids
 from kernel.errors import Conflict, Forbidden, InvalidInput, NotFound, QuotaExceeded
 from kernel.principal import Principal
 from rules import quotas
@@ -164,7 +164,7 @@ async def did_target(db: AsyncDatabase[Document], did: str) -> tuple[str, int]:
         if doc["type"] == "dataset":
             return "dataset", int(doc.get("bytes", 0))
         datasets = await datasets_below(db, did)
-        found = await db[DATASETS].find({"_id": {"$in": sorted(datasets)}}, {"bytes": 1}).to_list()
+        found = [d async for d in read_by_ids(db[DATASETS], datasets, {"bytes": 1})]
         # An upper bound: a file in two of the datasets is in both sums (see `distinct_bytes`).
         return "container", sum(int(d.get("bytes", 0)) for d in found)
 
@@ -202,9 +202,7 @@ async def check_room(db: AsyncDatabase[Document], account: str, expression: str,
 async def datasets_below(db: AsyncDatabase[Document], container: str) -> list[str]:
     """Every dataset reachable below a container, sorted (`dataset_contents.linked_dids`)."""
     seen, _ = await linked_dids(db, [container], down=True)
-    with database_errors():
-        docs = await db[DATASETS].find({"_id": {"$in": sorted(seen)}, "type": "dataset"}, {"_id": 1}).to_list()
-    return sorted(d["_id"] for d in docs)
+    return sorted([d["_id"] async for d in read_by_ids(db[DATASETS], seen, {"_id": 1}, flt={"type": "dataset"})])
 
 
 async def rule_files(db: AsyncDatabase[Document], rule: Document) -> AsyncIterator[tuple[str, str, int]]:

@@ -27,7 +27,7 @@ from catalogue.authorization import authorize_rule_target
 from catalogue.datasets import DATASETS
 from catalogue.directories import now
 from kernel.bounds import MAX_LIFETIME_S
-from kernel.db import Document, IndexSpec, database_errors, increment
+from kernel.db import Document, IndexSpec, database_errors, increment, read_by_ids
 from kernel.errors import CairnError, Conflict, Forbidden, NotFound
 from kernel.principal import Principal
 from rules.se_expression import validate
@@ -143,8 +143,8 @@ def rule_id_for(subscription: str, did: str) -> str:
 async def apply_to_new(db: AsyncDatabase[Document], dids: Sequence[str]) -> int:
     """Give newly created DIDs (from the change feed's `did_created` events) the rules of every
     subscription that matches them and is older than them; returns how many rules were made."""
-    with database_errors():
-        new = await db[DATASETS].find({"_id": {"$in": list(dids)}, "type": "dataset"}).sort("created", 1).to_list()
+    found = [d async for d in read_by_ids(db[DATASETS], dids, flt={"type": "dataset"})]
+    new = sorted(found, key=lambda d: d["created"])
     made = 0
     for subscription in await list_subscriptions(db) if new else []:
         made += await _apply(db, subscription, [d for d in new if d["created"] >= subscription["created"]])

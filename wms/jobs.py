@@ -17,7 +17,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
 from kernel import claims
-from kernel.db import Document, IndexSpec, bulk_write_chunked, database_errors, increment, iterate
+from kernel.db import Document, IndexSpec, bulk_write_chunked, database_errors, increment, iterate, read_by_ids
 from kernel.errors import NotFound
 from wms import states
 
@@ -103,8 +103,8 @@ async def get_job(db: AsyncDatabase[Document], job_id: str) -> Document:
 
 
 async def get_jobs(db: AsyncDatabase[Document], job_ids: Sequence[str]) -> list[Document]:
-    with database_errors():
-        return await db[JOBS].find({"_id": {"$in": list(job_ids)}}).to_list()
+    """The jobs among `job_ids` that exist, by `_id` in slices (kernel.db.read_by_ids)."""
+    return [doc async for doc in read_by_ids(db[JOBS], job_ids)]
 
 
 def list_jobs(

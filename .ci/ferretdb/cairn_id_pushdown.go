@@ -7,51 +7,114 @@ import (
 	"github.com/FerretDB/FerretDB/internal/backends/sqlite/metadata"
 	"github.com/FerretDB/FerretDB/internal/handler/sjson"
 	"github.com/FerretDB/FerretDB/internal/types"
+	"github.com/FerretDB/FerretDB/internal/util/must"
 )
 
 // cairnMaxIn bounds the values of an `_id: {$in: [...]}` pushed down to SQLite.
 const cairnMaxIn = 10000
 
-// cairnIDWhere narrows a query to the `_id` values its filter names: `_id: <string|ObjectID>` or
-// `_id: {$in: [<string|ObjectID>...]}`, whatever other keys the filter has (the handler applies
-// the whole filter to what comes back). Any other filter gets no WHERE clause.
-func cairnIDWhere(filter *types.Document) (string, []any) {
+// CairnIDOrder is the query comment by which a caller declares that the `_id` values it pages
+// through are strings of characters above '"' other than '\' and those JSON escapes (as LFNs,
+// SE names and Cairn's other natural keys are). For such strings the JSON text SQLite indexes
+// sorts exactly like the strings, so `_id` ranges and `_id` order may be taken from the index.
+const CairnIDOrder = "cairn:id-order"
+
+// cairnIDWhere narrows a query to the `_id` values its filter names: `_id: <string|ObjectID>`,
+// `_id: {$in: [<string|ObjectID>...]}` and, with the CairnIDOrder comment, `_id: {$gt|$gte|$lt|$lte:
+// <string>}`; at the top level or in the elements of a top-level `$and`. Only conditions the
+// filter implies are pushed (a subset of a conjunction), and the handler applies the whole
+// filter to what comes back, so anything else is simply not narrowed.
+func cairnIDWhere(filter *types.Document, comment string) (string, []any) {
 	if filter == nil {
 		return "", nil
 	}
-	v, err := filter.Get("_id")
-	if err != nil {
-		return "", nil
-	}
-	switch v := v.(type) {
-	case string, types.ObjectID:
-		return fmt.Sprintf(` WHERE %s = ?`, metadata.IDColumn), []any{cairnIDArg(v)}
-	case *types.Document:
-		if v.Len() != 1 {
-			return "", nil
-		}
-		in, err := v.Get("$in")
+	ranges := comment == CairnIDOrder
+	var clauses []string
+	var args []any
+	add := func(doc *types.Document) {
+		v, err := doc.Get("_id")
 		if err != nil {
-			return "", nil
+			return
 		}
-		values, ok := in.(*types.Array)
-		if !ok || values.Len() == 0 || values.Len() > cairnMaxIn {
-			return "", nil
-		}
-		args := make([]any, 0, values.Len())
-		for i := 0; i < values.Len(); i++ {
-			item, _ := values.Get(i)
-			switch item.(type) {
-			case string, types.ObjectID:
-				args = append(args, cairnIDArg(item))
-			default:
-				return "", nil
+		c, a := cairnIDCondition(v, ranges)
+		clauses = append(clauses, c...)
+		args = append(args, a...)
+	}
+	add(filter)
+	if and, err := filter.Get("$and"); err == nil {
+		if parts, ok := and.(*types.Array); ok {
+			for i := 0; i < parts.Len(); i++ {
+				if part, ok := must.NotFail(parts.Get(i)).(*types.Document); ok {
+					add(part)
+				}
 			}
 		}
-		marks := strings.TrimSuffix(strings.Repeat("?, ", len(args)), ", ")
-		return fmt.Sprintf(` WHERE %s IN (%s)`, metadata.IDColumn, marks), args
 	}
-	return "", nil
+	if len(clauses) == 0 {
+		return "", nil
+	}
+	return " WHERE " + strings.Join(clauses, " AND "), args
+}
+
+var cairnRangeOps = map[string]string{"$gt": ">", "$gte": ">=", "$lt": "<", "$lte": "<="}
+
+// cairnIDCondition is the SQL of one `_id` condition: equality, `$in`, and (when ranges) string bounds.
+func cairnIDCondition(v any, ranges bool) ([]string, []any) {
+	switch v := v.(type) {
+	case string, types.ObjectID:
+		return []string{fmt.Sprintf(`%s = ?`, metadata.IDColumn)}, []any{cairnIDArg(v)}
+	case *types.Document:
+		var clauses []string
+		var args []any
+		for _, op := range v.Keys() {
+			operand := must.NotFail(v.Get(op))
+			if op == "$in" {
+				if c, a := cairnIDIn(operand); c != "" {
+					clauses, args = append(clauses, c), append(args, a...)
+				}
+				continue
+			}
+			if sqlOp, ok := cairnRangeOps[op]; ok && ranges {
+				if s, ok := operand.(string); ok {
+					clauses = append(clauses, fmt.Sprintf(`%s %s ?`, metadata.IDColumn, sqlOp))
+					args = append(args, cairnIDArg(s))
+				}
+			}
+		}
+		return clauses, args
+	}
+	return nil, nil
+}
+
+func cairnIDIn(in any) (string, []any) {
+	values, ok := in.(*types.Array)
+	if !ok || values.Len() == 0 || values.Len() > cairnMaxIn {
+		return "", nil
+	}
+	args := make([]any, 0, values.Len())
+	for i := 0; i < values.Len(); i++ {
+		item, _ := values.Get(i)
+		switch item.(type) {
+		case string, types.ObjectID:
+			args = append(args, cairnIDArg(item))
+		default:
+			return "", nil
+		}
+	}
+	marks := strings.TrimSuffix(strings.Repeat("?, ", len(args)), ", ")
+	return fmt.Sprintf(`%s IN (%s)`, metadata.IDColumn, marks), args
+}
+
+// cairnOrderBy is `ORDER BY` the `_id` index for a sort of exactly `{_id: 1}` or `{_id: -1}`
+// (the handler passes such a sort down only with the CairnIDOrder comment); "" otherwise.
+func cairnOrderBy(sort *types.Document) string {
+	if sort.Len() != 1 || sort.Keys()[0] != "_id" {
+		return ""
+	}
+	if v, _ := sort.Get("_id"); v == int64(-1) {
+		return fmt.Sprintf(" ORDER BY %s DESC", metadata.IDColumn)
+	}
+	return fmt.Sprintf(" ORDER BY %s", metadata.IDColumn)
 }
 
 func cairnIDArg(v any) string {

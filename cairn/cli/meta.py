@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from cairn.cli.output import emit_json, json_option, table
+from cairn.cli.output import emit_json, json_option, stream_table, table
 from cairn.cli.runner import run
 from cairn.sdk import Client
 from kernel import jsonio
@@ -117,22 +117,20 @@ def find(query: str, path: str, fmt: str | None, output: Path | None, limit: int
         return
 
     async def stream(client: Client) -> int:
+        results = client.find(query, path=path, limit=limit)
+        if fmt != "json" and not output:
+            columns = ["lfn", "size", "ses", "meta"]
+            return await stream_table(({c: item[c] for c in columns} async for item in results), columns)
         count = 0
-        rows: list[dict[str, Any]] = []
         sink = output.open("w") if output else None
         try:
-            async for item in client.find(query, path=path, limit=limit):
+            async for item in results:
                 count += 1
-                if fmt == "json" or sink:
-                    line = jsonio.dumps(item)
-                    sink.write(line + "\n") if sink else click.echo(line)
-                else:
-                    rows.append({"lfn": item["lfn"], "size": item["size"], "ses": item["ses"], "meta": item["meta"]})
+                line = jsonio.dumps(item)
+                sink.write(line + "\n") if sink else click.echo(line)
         finally:
             if sink:
                 sink.close()
-        if rows:
-            table(rows, ["lfn", "size", "ses", "meta"])
         return count
 
     count = run(stream)

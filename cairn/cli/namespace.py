@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from cairn.cli.output import emit_json, json_option, table
+from cairn.cli.output import emit_json, emit_json_stream, json_option, stream_table, table
 from cairn.cli.runner import run
 from cairn.sdk import Client
 
@@ -37,16 +37,16 @@ def _octal(text: str) -> int:
 @click.argument("path", default="/")
 @json_option
 def ls(path: str, as_json: bool) -> None:
-    """List a directory (streamed, sorted by name)."""
+    """List a directory (streamed, sorted by name; printed as it arrives)."""
 
-    async def collect(client: Client) -> list[dict[str, Any]]:
-        return [entry async for entry in client.ls(path)]
+    async def show(client: Client) -> None:
+        entries = client.ls(path)
+        if as_json:
+            await emit_json_stream(entries)
+        else:
+            await stream_table((_row(e) async for e in entries), ENTRY_COLUMNS)
 
-    entries = run(collect)
-    if as_json:
-        emit_json(entries)
-    else:
-        table([_row(e) for e in entries], ENTRY_COLUMNS)
+    run(show)
 
 
 @click.command()

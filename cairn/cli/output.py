@@ -1,10 +1,11 @@
-"""How the CLI prints: human tables by default, JSON with --json."""
+"""How the CLI prints: human tables by default, JSON with --json. Listings of any size print as
+they arrive (`emit_json_stream`, `stream_table`), holding one chunk of rows, never the result."""
 
 from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncIterable, Iterable, Sequence
 from typing import Any
 
 import click
@@ -22,6 +23,56 @@ json_option = click.option("--json", "as_json", is_flag=True, help="print JSON f
 
 def emit_json(data: Any) -> None:
     click.echo(json.dumps(json.loads(jsonio.dumps(data)), indent=2))
+
+
+CHUNK = 500
+
+
+async def emit_json_stream(items: AsyncIterable[Any]) -> int:
+    """Print items as one JSON array, written as they arrive (an item per line); returns how many."""
+    count = 0
+    lines: list[str] = ["["]
+    async for item in items:
+        lines.append(("\n  " if count == 0 else ",\n  ") + jsonio.dumps(item))
+        count += 1
+        if len(lines) >= CHUNK:
+            click.echo("".join(lines), nl=False)
+            lines = []
+    lines.append("\n]" if count else "]")
+    click.echo("".join(lines))
+    return count
+
+
+async def stream_table(rows: AsyncIterable[dict[str, Any]], columns: Sequence[str], *, sample: int = CHUNK) -> int:
+    """Print rows as a plain aligned table as they arrive: the column widths come from the first
+    `sample` rows (a longer cell later only pushes its own line out). Returns how many rows."""
+    widths = [len(col) for col in columns]
+    held: list[list[str]] = [[col.upper() for col in columns]]
+    sized = False
+    count = 0
+    async for row in rows:
+        held.append([_cell(row.get(col)) for col in columns])
+        count += 1
+        if not sized and count >= sample:
+            widths, sized = _widths(held, widths), True
+        if sized and len(held) >= CHUNK:
+            click.echo("\n".join(_line(cells, widths) for cells in held))
+            held = []
+    if not sized:
+        widths = _widths(held, widths)
+    if held:
+        click.echo("\n".join(_line(cells, widths) for cells in held))
+    return count
+
+
+def _widths(rows: list[list[str]], widths: list[int]) -> list[int]:
+    for cells in rows:
+        widths = [max(w, len(c)) for w, c in zip(widths, cells, strict=True)]
+    return widths
+
+
+def _line(cells: Sequence[str], widths: Sequence[int]) -> str:
+    return "  ".join(cell.ljust(width) for cell, width in zip(cells, widths, strict=True)).rstrip()
 
 
 def table(rows: Iterable[dict[str, Any]], columns: Sequence[str], *, title: str | None = None) -> None:

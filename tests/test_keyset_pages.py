@@ -1,0 +1,95 @@
+"""Large results are read in keyset pages (kernel.db.pages_by_id): every entry once, in `_id`
+order, across pages, while others insert; ls and find over many pages."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from pymongo.asynchronous.database import AsyncDatabase
+
+import kernel.db
+from catalogue.files import register_files
+from catalogue.find import open_query
+from catalogue.namespace import list_directory, open_directory
+from kernel.db import Document, pages_by_id
+from tests.fixtures.catalogue import ADMIN
+
+
+@pytest.fixture
+def small_pages(monkeypatch: pytest.MonkeyPatch) -> int:
+    """Pages of 7 documents, so a few dozen entries span many pages."""
+    monkeypatch.setattr(kernel.db, "PAGE", 7)
+    return 7
+
+
+async def test_pages_return_every_entry_once_in_order_while_others_insert(
+    database: AsyncDatabase[Document], small_pages: int,
+) -> None:
+    probe = database["keyset_probe"]
+    present = [f"/k/d/f{i:04d}" for i in range(0, 300, 2)]
+    await probe.insert_many([{"_id": lfn, "parent": "/k/d"} for lfn in present])
+    # In the range but filtered out (deeper down), and outside the range.
+    await probe.insert_many([{"_id": f"/k/d/f{i:04d}/x", "parent": f"/k/d/f{i:04d}"} for i in range(0, 300, 10)])
+    await probe.insert_many([{"_id": f"/k/e{i}", "parent": "/k/d"} for i in range(5)])
+    listing_done = asyncio.Event()
+    inserted_during: list[str] = []
+
+    async def insert_meanwhile() -> None:
+        for i in range(1, 300, 2):
+            if listing_done.is_set():
+                return
+            await probe.insert_one({"_id": f"/k/d/f{i:04d}", "parent": "/k/d"})
+            inserted_during.append(f"/k/d/f{i:04d}")
+            await asyncio.sleep(0)
+
+    inserter = asyncio.create_task(insert_meanwhile())
+    seen = []
+    async for doc in pages_by_id(probe, {"parent": "/k/d"}, after="/k/d/", before="/k/d0"):
+        seen.append(doc["_id"])
+        await asyncio.sleep(0)
+    listing_done.set()
+    await inserter
+    assert inserted_during, "nothing was inserted while the pages ran"
+    assert len(seen) > 3 * small_pages
+    assert seen == sorted(set(seen)), "out of order or returned twice"
+    assert set(present) <= set(seen), "an entry present throughout was skipped"
+    assert set(seen) <= set(present) | set(inserted_during)
+
+
+async def test_a_limit_and_bounds_cut_the_pages(database: AsyncDatabase[Document], small_pages: int) -> None:
+    probe = database["keyset_limit"]
+    await probe.insert_many([{"_id": f"/l/{i:03d}"} for i in range(50)])
+    got = [d["_id"] async for d in pages_by_id(probe, {}, after="/l/009", before="/l/040", limit=20)]
+    assert got == [f"/l/{i:03d}" for i in range(10, 30)]
+    assert [d["_id"] async for d in pages_by_id(probe, {}, after="/l/045")] == [f"/l/{i:03d}" for i in range(46, 50)]
+
+
+async def test_ls_and_find_over_many_pages_return_each_entry_once_by_name(
+    catalogue_db: AsyncDatabase[Document], small_pages: int,
+) -> None:
+    names = [f"f{i:03d}" for i in range(40)]
+    files = [{"lfn": f"/cta/big/{n}", "size": 1, "adler32": "00000001", "meta": {"run": i}}
+             for i, n in enumerate(names)]
+    # Subdirectories whose own files sit between the directory's entries in `_id` order.
+    files += [{"lfn": f"/cta/big/{n}.d/inner{j}", "size": 1, "adler32": "00000001", "meta": {"run": 99}}
+              for n in names[::9] for j in range(3)]
+    outcome = await register_files(catalogue_db, ADMIN, files)
+    assert not outcome["failed"]
+    expected = sorted(names + [f"{n}.d" for n in names[::9]])
+    streamed = [e["name"] async for e in await open_directory(catalogue_db, ADMIN, "/cta/big")]
+    assert streamed == expected
+    paged: list[str] = []
+    after = None
+    while True:
+        page = await list_directory(catalogue_db, ADMIN, "/cta/big", after=after, limit=6)
+        paged += [e["name"] for e in page["entries"]]
+        if page["next_after"] is None:
+            break
+        after = page["next_after"]
+    assert paged == expected
+    found = [d["_id"] async for d in await open_query(catalogue_db, ADMIN, "run<99", scope="/cta/big")]
+    assert found == [f"/cta/big/{n}" for n in names]
+    later = [d["_id"] async for d in await open_query(catalogue_db, ADMIN, "run>=0", scope="/cta/big",
+                                                      after="/cta/big/f030", limit=10)]
+    assert later == sorted(f["lfn"] for f in files if f["lfn"] > "/cta/big/f030")[:10]
