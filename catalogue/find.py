@@ -24,7 +24,7 @@ from catalogue.directories import fetch_directories
 from catalogue.lfn import ROOT, ancestors, check_lfn, descendant_pattern
 from catalogue.meta_query import compile_query
 from catalogue.metadata_fields import EFFECTIVE, declared_fields
-from catalogue.permissions import EXECUTE, READ, ROOT_ENTRY, entry_denial, require
+from catalogue.permissions import EXECUTE, READ, ROOT_ENTRY, entry_denial, require, within_reach
 from kernel.db import Document, database_errors, iterate
 from kernel.errors import NotFound
 from kernel.principal import Principal
@@ -58,17 +58,17 @@ async def query_filter(db: AsyncDatabase[Document], query: str, scope: str = ROO
 
 async def _check_scope(db: AsyncDatabase[Document], principal: Principal, scope: str) -> None:
     if scope == ROOT:
-        require(entry_denial(principal, scope, ROOT_ENTRY, READ | EXECUTE, {}))
+        require(entry_denial(principal, scope, ROOT_ENTRY, READ | EXECUTE, {}), scope)
         return
     dirs = await fetch_directories(db, [*ancestors(scope), scope])
-    if scope not in dirs:
+    if scope not in dirs or not within_reach(principal, scope):
         raise NotFound(f"directory {scope} does not exist")
-    require(entry_denial(principal, scope, dirs[scope], READ | EXECUTE, dirs))
+    require(entry_denial(principal, scope, dirs[scope], READ | EXECUTE, dirs), scope)
 
 
 async def _readable(db: AsyncDatabase[Document], principal: Principal, docs: list[Document],
                     cache: dict[str, Document]) -> list[Document]:
-    if principal.is_admin:
+    if principal.is_global_admin:
         return docs
     unseen = {a for d in docs for a in ancestors(d["_id"]) if a != ROOT and a not in cache}
     if unseen:

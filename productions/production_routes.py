@@ -7,6 +7,7 @@ from typing import Any
 
 from aiohttp import web
 
+from catalogue.authorization import vo_query
 from kernel.errors import Forbidden
 from kernel.responses import JsonList
 from kernel.web import DATABASE, ApiRoutes, json_response, principal_of, query_int, read_model, scopes
@@ -21,7 +22,7 @@ WRITE = scopes("jobs.write")
 
 async def _mine(request: web.Request) -> dict[str, Any]:
     doc = await production.get(request.app[DATABASE], request.match_info["id"])
-    transformations.check_owner(principal_of(request), doc)
+    transformations.check_owner(principal_of(request), doc, "production")
     return doc
 
 
@@ -43,7 +44,8 @@ async def list_productions(request: web.Request) -> web.Response:
             raise Forbidden("only admins may list other users' productions")
         owner = principal.sub
     found = await production.list_productions(request.app[DATABASE], owner,
-                                              query_int(request, "limit", 100, minimum=1, maximum=10_000))
+                                              query_int(request, "limit", 100, minimum=1, maximum=10_000),
+                                              vo_query(principal))
     return json_response([production.public_view(d) for d in found])
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
+from catalogue.authorization import vo_query
 from kernel.errors import Forbidden, InvalidInput
 from kernel.responses import JsonList
 from kernel.web import DATABASE, ApiRoutes, json_response, principal_of, query_int, read_model, scopes
@@ -49,7 +50,8 @@ async def list_transformations(request: web.Request) -> web.Response:
             raise Forbidden("only admins may list other users' transformations")
         owner = principal.sub
     found = await transformations.list_transformations(request.app[DATABASE], owner,
-                                                       query_int(request, "limit", 100, minimum=1, maximum=10_000))
+                                                       query_int(request, "limit", 100, minimum=1, maximum=10_000),
+                                                       vo_query(principal))
     return json_response([transformations.public_view(d) for d in found])
 
 

@@ -16,6 +16,7 @@ from typing import Any, TypedDict
 from pymongo import ReturnDocument
 from pymongo.asynchronous.database import AsyncDatabase
 
+from catalogue.authorization import require_vo
 from catalogue.find import open_query
 from kernel.db import Document, IndexSpec, database_errors, increment
 from kernel.errors import Conflict, Forbidden, InvalidInput, NotFound
@@ -114,15 +115,19 @@ async def get(db: AsyncDatabase[Document], transformation_id: str) -> Document:
     return doc
 
 
-def check_owner(principal: Principal, doc: Document) -> None:
-    """Only its owner or an admin may see or change a transformation."""
+def check_owner(principal: Principal, doc: Document, kind: str = "transformation") -> None:
+    """Only its owner or an admin may see or change a transformation (or production, `kind`);
+    another VO's is answered like a missing one."""
+    require_vo(principal, doc, f"{kind} {doc['_id']} does not exist")
     if not principal.is_admin and doc["owner"] != principal.sub:
         raise Forbidden(f"transformation {doc['_id']} belongs to {doc['owner']}; "
                         "only its owner or an admin may do this")
 
 
-async def list_transformations(db: AsyncDatabase[Document], owner: str | None, limit: int) -> list[Document]:
-    flt = {} if owner is None else {"owner": owner}
+async def list_transformations(db: AsyncDatabase[Document], owner: str | None, limit: int,
+                               where: Document | None = None) -> list[Document]:
+    """Newest first, of one owner or all, matching `where` (e.g. the caller's VO)."""
+    flt = {**({} if owner is None else {"owner": owner}), **(where or {})}
     with database_errors():
         return await db[TRANSFORMATIONS].find(flt).sort("created", -1).limit(limit).to_list()
 

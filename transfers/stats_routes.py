@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from kernel.web import DATABASE, ApiRoutes, json_response, query_int, scopes
+from catalogue.authorization import require_installation_view
+from kernel.web import DATABASE, ApiRoutes, json_response, principal_of, query_int, scopes
 from transfers.link_series import MAX_HOURS, hourly_series
 from transfers.link_stats import failures_by_reason, link_statistics, queue_depths
 
@@ -14,6 +15,7 @@ routes = ApiRoutes("transfers")
 @routes.get("/transfers/stats", policy=scopes("transfers.read"),
             summary="Per-link transfer counts and throughput, queue depths, failures by reason")
 async def transfer_stats(request: web.Request) -> web.Response:
+    require_installation_view(principal_of(request), "transfer statistics")
     db = request.app[DATABASE]
     return json_response({
         "links": await link_statistics(db),
@@ -27,6 +29,7 @@ async def transfer_stats(request: web.Request) -> web.Response:
             query={"hours": f"1..{MAX_HOURS} (48)", "source": "only from this SE", "dest": "only to this SE"},
             responses={400: "hours out of range"})
 async def transfer_series(request: web.Request) -> web.Response:
+    require_installation_view(principal_of(request), "transfer statistics")
     return json_response(await hourly_series(
         request.app[DATABASE], hours=query_int(request, "hours", 48, minimum=1, maximum=MAX_HOURS),
         source=request.query.get("source"), dest=request.query.get("dest")))

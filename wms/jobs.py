@@ -76,10 +76,11 @@ async def get_jobs(db: AsyncDatabase[Document], job_ids: Sequence[str]) -> list[
 
 
 def list_jobs(
-    db: AsyncDatabase[Document], *, owner: str | None, state: str | None, limit: int
+    db: AsyncDatabase[Document], *, owner: str | None, state: str | None, limit: int, where: Document | None = None
 ) -> AsyncIterator[Document]:
-    """Jobs newest first, optionally of one owner and one state (index jobs_by_owner)."""
-    query: Document = {}
+    """Jobs newest first, optionally of one owner and one state, and matching `where` (e.g. the
+    caller's VO) (index jobs_by_owner)."""
+    query: Document = dict(where or {})
     if owner is not None:
         query["owner"] = owner
     if state is not None:
@@ -247,9 +248,12 @@ async def silent_jobs(db: AsyncDatabase[Document], heard_before: dt.datetime, li
         ).limit(limit).to_list()
 
 
-async def count_by_state(db: AsyncDatabase[Document], owner: str | None = None) -> dict[str, int]:
-    """How many jobs are in each state (of one owner, or all); index jobs_by_owner for one owner."""
-    stages: list[Document] = [{"$match": {"owner": owner}}] if owner is not None else []
+async def count_by_state(db: AsyncDatabase[Document], owner: str | None = None,
+                         where: Document | None = None) -> dict[str, int]:
+    """How many jobs are in each state (of one owner, or all; matching `where`, e.g. a VO);
+    index jobs_by_owner for one owner."""
+    match = {**({"owner": owner} if owner is not None else {}), **(where or {})}
+    stages: list[Document] = [{"$match": match}] if match else []
     stages.append({"$group": {"_id": "$state", "n": {"$sum": 1}}})
     with database_errors():
         cursor = await db[JOBS].aggregate(stages)

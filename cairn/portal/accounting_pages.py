@@ -16,6 +16,7 @@ from cairn.portal.access import caller
 from cairn.portal.render import page
 from catalogue import usage
 from catalogue import usage_routes as usage_api
+from catalogue.authorization import name_in_vo
 from kernel.errors import InvalidInput
 from rules import quotas
 from rules import routes as rule_api
@@ -30,7 +31,8 @@ async def _table(request: web.Request, name: str) -> list[dict[str, Any]]:
         db, _ = caller(request, usage_api.routes, "GET", "/usage/ses")
         return await usage.se_usage(db)
     db, user = caller(request, rule_api.routes, "GET", "/quotas")
-    return await quotas.quotas_and_usage(db, None if user.is_admin else user.sub)
+    rows = await quotas.quotas_and_usage(db, None if user.is_admin else user.sub)
+    return [r for r in rows if name_in_vo(user, str(r["account"]))]
 
 
 @routes.get("/accounting")

@@ -10,6 +10,7 @@ from aiohttp import web
 
 from cairn.portal.access import caller, page_size
 from cairn.portal.render import page
+from catalogue.authorization import vo_query
 from kernel.errors import CairnError, Forbidden, InvalidInput
 from wms import control, jobs, states
 from wms import routes as api
@@ -31,8 +32,8 @@ async def job_list(request: web.Request) -> web.Response:
     if state is not None and state not in states.ALL:
         raise InvalidInput(f"unknown state {state!r}; states: {', '.join(states.ALL)}")
     found = [jobs.public_view(d) async for d in jobs.list_jobs(db, owner=owner, state=state,
-                                                                 limit=page_size(request))]
-    counts = await jobs.count_by_state(db, None if user.is_admin else user.sub)
+                                                                 limit=page_size(request), where=vo_query(user))]
+    counts = await jobs.count_by_state(db, None if user.is_admin else user.sub, where=vo_query(user))
     return page(request, "jobs.html", {"jobs": found, "states": states.ALL, "counts": counts,
                                        "outcomes": request.query.getall("outcome", [])})
 
