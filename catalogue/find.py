@@ -57,6 +57,8 @@ async def query_filter(db: AsyncDatabase[Document], query: str, scope: str = ROO
 
 
 async def _check_scope(db: AsyncDatabase[Document], principal: Principal, scope: str) -> None:
+    if scope == ROOT and principal.confined:
+        return  # the whole namespace, for a caller confined to a VO: its VO's roots (`_vo_roots`)
     if scope == ROOT:
         require(entry_denial(principal, scope, ROOT_ENTRY, READ | EXECUTE, {}), scope)
         return
@@ -64,6 +66,12 @@ async def _check_scope(db: AsyncDatabase[Document], principal: Principal, scope:
     if scope not in dirs or not within_reach(principal, scope):
         raise NotFound(f"directory {scope} does not exist")
     require(entry_denial(principal, scope, dirs[scope], READ | EXECUTE, dirs), scope)
+
+
+def _vo_roots(principal: Principal) -> dict[str, Any]:
+    """The LFNs below the caller's VO roots (another VO's roots nested there are left out per
+    file, by `entry_denial`)."""
+    return {"$or": [{"_id": {"$regex": descendant_pattern(root)}} for root in principal.roots] or [{"_id": None}]}
 
 
 async def _readable(db: AsyncDatabase[Document], principal: Principal, docs: list[Document],
@@ -87,6 +95,8 @@ async def open_query(
     the stream of matching file records the caller may read, sorted by LFN."""
     flt = await query_filter(db, query, scope, after)
     await _check_scope(db, principal, scope)
+    if scope == ROOT and principal.confined and ROOT not in principal.roots:
+        flt = {"$and": [flt, _vo_roots(principal)]}
 
     async def results() -> AsyncIterator[Document]:
         cursor = db[FILES].find(flt, PROJECTION).sort("_id", 1).batch_size(BATCH)

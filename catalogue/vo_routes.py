@@ -12,9 +12,11 @@ from catalogue.vos import Vo, qualified
 from kernel.errors import Forbidden, InvalidInput, NotFound
 from kernel.principal import ADMIN_SCOPE, Principal
 from kernel.responses import JsonList
-from kernel.web import ADMIN, AUTHENTICATED, DATABASE, ApiRoutes, json_response, principal_of, read_model
+from kernel.web import ADMIN, DATABASE, ApiRoutes, json_response, principal_of, read_model, scopes
 
 routes = ApiRoutes("vos")
+READ = scopes("catalogue.read")
+WRITE = scopes("catalogue.write")
 
 
 class MembersChange(BaseModel):
@@ -36,7 +38,7 @@ async def _vo_for(request: web.Request) -> Vo:
     return await vos.get_vo(request.app[DATABASE], name)
 
 
-@routes.get("/vos", policy=AUTHENTICATED, summary="VOs of this installation (yours only, unless global admin)",
+@routes.get("/vos", policy=READ, summary="VOs of this installation (yours only, unless global admin)",
             response=JsonList)
 async def list_vos(request: web.Request) -> web.Response:
     principal = principal_of(request)
@@ -44,7 +46,7 @@ async def list_vos(request: web.Request) -> web.Response:
     return json_response([v.model_dump(mode="json") for v in found if not principal.confined or v.name == principal.vo])
 
 
-@routes.get("/vos/{name}", policy=AUTHENTICATED, summary="One VO: roots, scopes, SEs, sites, admins",
+@routes.get("/vos/{name}", policy=READ, summary="One VO: roots, scopes, SEs, sites, admins",
             responses={404: "no such VO (or not yours)"}, response=Vo)
 async def show_vo(request: web.Request) -> web.Response:
     return json_response((await _vo_for(request)).model_dump(mode="json"))
@@ -67,14 +69,14 @@ async def put_vo(request: web.Request) -> web.Response:
     return json_response(stored.model_dump(mode="json"))
 
 
-@routes.get("/vos/{name}/members", policy=AUTHENTICATED, summary="A VO's members and admins",
+@routes.get("/vos/{name}/members", policy=READ, summary="A VO's members and admins",
             responses={404: "no such VO (or not yours)"})
 async def members(request: web.Request) -> web.Response:
     vo = await _vo_for(request)
     return json_response({"vo": vo.name, "members": vo.members, "admins": vo.admins})
 
 
-@routes.patch("/vos/{name}/members", policy=AUTHENTICATED, body=MembersChange,
+@routes.patch("/vos/{name}/members", policy=WRITE, body=MembersChange,
               summary="Add or remove members (or admins) of a VO: its admins or a global admin",
               responses={403: "not an admin of this VO", 404: "no such VO (or not yours)"})
 async def change_members(request: web.Request) -> web.Response:

@@ -23,7 +23,9 @@ from catalogue.files import authorized_files
 from catalogue.find import open_query, query_filter
 from catalogue.lfn import ROOT
 from catalogue.permissions import READ
+from catalogue.vos import confine_owner
 from kernel.db import Document, database_errors
+from kernel.principal import Principal
 from productions import transformation_files, transformations
 
 CONSUMER = "transformation-feeder"
@@ -46,7 +48,7 @@ async def initial_feed(db: AsyncDatabase[Document], doc: Document) -> int:
     added = 0
     if _needs_input(doc):
         spec = doc["spec"]
-        results = await open_query(db, transformations.owner_principal(doc), spec["input_query"],
+        results = await open_query(db, await _owner(db, doc), spec["input_query"],
                                    scope=spec["input_path"], after=doc.get("initial_after"))
         batch: list[Document] = []
         async for found in results:
@@ -81,7 +83,7 @@ async def feed_lfns(db: AsyncDatabase[Document], doc: Document, lfns: Sequence[s
         matched = await db[FILES].find({"$and": [flt, {"_id": {"$in": list(lfns)}}]}, {"_id": 1}).to_list()
     if not matched:
         return 0
-    allowed, _ = await authorized_files(db, transformations.owner_principal(doc), [m["_id"] for m in matched], READ)
+    allowed, _ = await authorized_files(db, await _owner(db, doc), [m["_id"] for m in matched], READ)
     return await transformation_files.add_files(db, doc["_id"], list(allowed.values()), group_key(doc))
 
 
@@ -98,7 +100,7 @@ async def feed_directory(db: AsyncDatabase[Document], doc: Document, directory: 
     scope = _narrower(directory, doc["spec"]["input_path"])
     if scope is None or not _needs_input(doc):
         return 0
-    results = await open_query(db, transformations.owner_principal(doc), doc["spec"]["input_query"], scope=scope)
+    results = await open_query(db, await _owner(db, doc), doc["spec"]["input_query"], scope=scope)
     added, batch = 0, []
     async for found in results:
         batch.append({"_id": found["_id"], "size": found.get("size"), "meta_effective": found.get("meta_effective")})
@@ -134,3 +136,6 @@ async def follow(db: AsyncDatabase[Document], worker: str, *, lease_s: float) ->
     return await change_feed.consume(db, CONSUMER, worker, handle, lease_s=lease_s)
 
 
+async def _owner(db: AsyncDatabase[Document], doc: Document) -> Principal:
+    """The transformation's owner, confined to their VO (catalogue.vos)."""
+    return await confine_owner(db, transformations.owner_principal(doc))
