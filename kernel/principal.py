@@ -21,6 +21,7 @@ SCOPES = (
     "admin",
 )
 ADMIN_SCOPE = "admin"
+PILOT_SCOPE = "jobs.pilot"
 DEFAULT_VO = "local"  # the VO of objects stored before VOs were recorded (no `vo` field)
 GLOBAL_VO = "*"  # an admin token of this VO is a global admin of a multi-VO installation
 
@@ -67,6 +68,8 @@ class Principal:
         return self.groups[0] if self.groups else self.vo
 
     def has_scope(self, scope: str) -> bool:
+        if scope == PILOT_SCOPE and self.confined:
+            return False  # pilots run every VO's jobs: the installation's pilots, never one VO's caller
         return self.is_admin or scope in self.scopes
 
     def to_json(self) -> dict[str, Any]:
