@@ -27,7 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pymongo.asynchronous.database import AsyncDatabase
 
 from catalogue.lfn import ROOT, check_lfn, is_within
-from catalogue.storage_elements import NAME_PATTERN
+from catalogue.storage_elements import NAME_PATTERN, fetch_storage_elements
 from kernel.db import Document, database_errors
 from kernel.errors import Conflict, InvalidInput, NotFound, Unauthenticated
 from kernel.principal import ADMIN_SCOPE, DEFAULT_VO, GLOBAL_VO, Principal
@@ -122,6 +122,9 @@ async def put_vo(db: AsyncDatabase[Document], vo: Vo) -> Vo:
         raise InvalidInput(f"{GLOBAL_VO!r} is the global VO of installation admins, not a VO to register")
     _cache.pop(db.name, None)
     _check_disjoint(vo, await registry(db))
+    unknown = sorted(set(vo.ses) - set(await fetch_storage_elements(db, vo.ses)))
+    if unknown:
+        raise InvalidInput(f"unknown SE(s) {unknown}: add them first (cairn se add)")
     at = dt.datetime.now(dt.UTC)
     fields = vo.model_dump(mode="json", exclude={"name"})
     with database_errors():
