@@ -187,6 +187,14 @@ async def test_quotas_and_ses_are_per_vo(vo_world: World) -> None:
     assert vo["ses"]["DISK1"]["quota_bytes"] == CTA_QUOTA
 
 
+async def test_a_job_cannot_take_another_vos_dataset_as_input(vo_world: World) -> None:
+    job = {"executable": "/bin/true", "input_dataset": DATASET}
+    status, answer = await vo_world.call("eve", "POST", "/jobs", job)
+    assert status == 404 and answer["message"] == f"DID {DATASET} does not exist", answer
+    status, answer = await vo_world.call("bob", "POST", "/jobs", job)
+    assert status == 201, answer
+
+
 async def test_tokens_of_an_unregistered_vo_or_a_global_non_admin_are_refused(vo_world: World) -> None:
     status, _ = await vo_world.call("stranger", "GET", "/whoami")
     assert status == 401
