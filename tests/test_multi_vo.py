@@ -6,8 +6,9 @@ the call the authorization matrix makes on bob's objects (tests/test_authz_matri
 route without a matrix entry fails there first) and makes it as eve and as ctaadmin. Each call
 must answer exactly as the same call on objects that never existed (lhcb's names swapped for
 missing ones, answers compared with the names swapped back), must be refused (403/404) unless
-the matrix lets an outsider succeed, and must leave the database and the SEs as they were,
-unless the route creates the caller's own objects, which then leave every other document alone.
+the matrix lets an outsider succeed, must not name lhcb's paths, DIDs or object ids it was not
+asked about (listings), and must leave the database and the SEs as they were, unless the route
+creates the caller's own objects, which then leave every other document alone.
 """
 
 from __future__ import annotations
@@ -86,7 +87,10 @@ def additions_only(before: dict[str, Any], after: dict[str, Any]) -> bool:
 
 async def sweep(world: World, who: str) -> list[str]:
     names = missing_ids()
+    # what names lhcb's objects in an answer (numeric job ids are too short to look for)
+    markers = ["/lhcb", "lhcb:", "bobsub", *[v for v in MATRIX_IDS.values() if not v.isdigit()]]
     wrong: list[str] = []
+    asked = ""
     state = await world.snapshot()
     for table in route_tables():
         for route in table.routes:
@@ -102,6 +106,10 @@ async def sweep(world: World, who: str) -> list[str]:
             refused = key in REFUSED or route.policy.admin
             if (refused and status != 403) or (not outsider_ok and status not in (403, 404)):
                 wrong.append(f"{key} as {who}: {status}, expected a refusal: {str(answer)[:200]}")
+            asked += json.dumps([path, body, params])  # the caller's own objects hold what it sent
+            leaked = [m for m in markers if m in json.dumps(answer) and m not in asked]
+            if leaked:
+                wrong.append(f"{key} as {who}: the answer names lhcb's {leaked}: {str(answer)[:200]}")
             if creates:
                 continue
             status_b, answer_b = await world.call(who, method, swap(path, names), swap(body, names),
@@ -190,7 +198,7 @@ async def test_quotas_and_ses_are_per_vo(vo_world: World) -> None:
 async def test_a_job_cannot_take_another_vos_dataset_as_input(vo_world: World) -> None:
     job = {"executable": "/bin/true", "input_dataset": DATASET}
     status, answer = await vo_world.call("eve", "POST", "/jobs", job)
-    assert status == 404 and answer["message"] == f"DID {DATASET} does not exist", answer
+    assert status == 404 and answer["message"] == f"job #0: DID {DATASET} does not exist", answer
     status, answer = await vo_world.call("bob", "POST", "/jobs", job)
     assert status == 201, answer
 
