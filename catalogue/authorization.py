@@ -135,6 +135,18 @@ def require_installation_view(principal: Principal, what: str) -> None:
         raise Forbidden(f"{what} counts every VO's data; only a global admin may read it here")
 
 
+def require_quota_admin(principal: Principal, account: str | None = None, se: str | None = None) -> None:
+    """Quotas are set by admins: a global admin for anyone; a VO's admin for the accounts of its
+    VO (VO-qualified names, e.g. `cta:ann`) on SEs the VO uses (403 otherwise)."""
+    if not principal.is_admin:
+        raise Forbidden("quotas are set by administrators (scope 'admin')")
+    if account is None or principal.is_global_admin:
+        return
+    if not name_in_vo(principal, account) or not se_in_vo(principal, se or ""):
+        raise Forbidden(f"an admin of VO {principal.vo} sets quotas of its own accounts ({principal.vo}:NAME) "
+                        "on the VO's SEs only")
+
+
 def require_did(principal: Principal, did: str) -> str:
     """A DID in the caller's VO (its scope is one of the VO's); else the 404 of a missing DID."""
     if not did_within_reach(principal, did):

@@ -16,6 +16,7 @@ from aiohttp import web
 from catalogue.authorization import (
     authorize_rule_target,
     name_in_vo,
+    require_quota_admin,
     require_visible_rule,
     se_in_vo,
     visible_rules,
@@ -23,7 +24,7 @@ from catalogue.authorization import (
 )
 from kernel.errors import InvalidInput
 from kernel.responses import JsonList
-from kernel.web import ADMIN, DATABASE, ApiRoutes, json_response, principal_of, query_int, read_model, scopes
+from kernel.web import DATABASE, ApiRoutes, json_response, principal_of, query_int, read_model, scopes
 from rules import locks as rule_locks
 from rules import quotas, store
 from rules.quotas import QuotaIn
@@ -125,15 +126,20 @@ async def list_quotas(request: web.Request) -> web.Response:
     return json_response([r for r in rows if name_in_vo(principal, str(r["account"]))])
 
 
-@routes.put("/quotas", policy=ADMIN, summary="Set the bytes an account's rules may lock on an SE", body=QuotaIn)
+@routes.put("/quotas", policy=WRITE, body=QuotaIn, responses={403: "not an admin (of this account's VO)"},
+            summary="Set the bytes an account's rules may lock on an SE (admins; a VO's admins for its members)")
 async def put_quota(request: web.Request) -> web.Response:
+    require_quota_admin(principal_of(request))
     body = await read_model(request, QuotaIn)
+    require_quota_admin(principal_of(request), body.account, body.se)
     return json_response(await quotas.set_quota(request.app[DATABASE], body))
 
 
-@routes.delete("/quotas", policy=ADMIN, summary="Remove a quota (the account is then unlimited there)",
-               query={"account": "account", "se": "SE"}, responses={404: "no such quota"})
+@routes.delete("/quotas", policy=WRITE, summary="Remove a quota (the account is then unlimited there)",
+               query={"account": "account", "se": "SE"},
+               responses={403: "not an admin (of this account's VO)", 404: "no such quota"})
 async def delete_quota(request: web.Request) -> web.Response:
     account, se = request.query.get("account", ""), request.query.get("se", "")
+    require_quota_admin(principal_of(request), account, se)
     await quotas.delete_quota(request.app[DATABASE], account, se)
     return json_response({"account": account, "se": se, "deleted": True})

@@ -137,7 +137,7 @@ MATRIX: dict[str, Case] = {
     "PATCH /rules/{id}": Case("/rules/{rule}", (200, 404, 404), {"comment": "changed"}),
     "DELETE /rules/{id}": Case("/rules/{victim_rule}", (200, 404, 404)),
     "GET /quotas": same(200, "/quotas"),
-    "PUT /quotas": admin_only("/quotas"),
+    "PUT /quotas": admin_only("/quotas"),  # users hold rules.write: refused as no admins
     "DELETE /quotas": admin_only("/quotas"),
     # subscriptions are anyone's with rules.write (their rules are not checked per dataset)
     "POST /subscriptions": Case("/subscriptions", (201, 201, 201), lambda who: {

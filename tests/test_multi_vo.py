@@ -28,6 +28,10 @@ VO_CASES: dict[str, Case] = {
     "GET /vos/{name}/members": Case("/vos/lhcb/members", (200, 200, 404), changes=frozenset()),
     "PATCH /vos/{name}/members": Case("/vos/lhcb/members", (403, 403, 404), {"add": ["mallory"]},
                                       changes=frozenset()),
+    "PUT /quotas": Case("/quotas", (403, 403, 403), {"account": "lhcb:bob", "se": "DISK2", "bytes": 1},
+                        changes=frozenset()),
+    "DELETE /quotas": Case("/quotas", (403, 403, 403), params={"account": "lhcb:bob", "se": "DISK2"},
+                           changes=frozenset()),
     "PUT /vos/{name}": Case("/vos/lhcb", (403, 403, 403), {"name": "lhcb", "roots": ["/cta"]},
                             changes=frozenset()),
 }
@@ -220,6 +224,19 @@ async def test_a_vo_admin_manages_only_its_own_vos_members(vo_world: World) -> N
     status, answer = await vo_world.call("ctaadmin", "PATCH", "/vos/lhcb/members", {"add": ["frank"]})
     assert status == 404, answer
     status, answer = await vo_world.call("ctaadmin", "PUT", "/vos/cta", {"name": "cta", "roots": ["/"]})
+    assert status == 403, answer
+
+
+async def test_a_vo_admin_sets_quotas_of_its_own_members_on_its_own_ses(vo_world: World) -> None:
+    quota = {"account": "cta:eve", "se": "DISK3", "bytes": 5}
+    status, answer = await vo_world.call("ctaadmin", "PUT", "/quotas", quota)
+    assert status == 200, answer
+    status, answer = await vo_world.call("eve", "GET", "/quotas")
+    assert [(q["account"], q["se"], q["quota_bytes"]) for q in answer] == [("cta:eve", "DISK3", 5)]
+    for refused in ({**quota, "se": "DISK2"}, {**quota, "account": "lhcb:bob"}, {**quota, "account": "eve"}):
+        status, answer = await vo_world.call("ctaadmin", "PUT", "/quotas", refused)
+        assert status == 403, (refused, answer)
+    status, answer = await vo_world.call("eve", "PUT", "/quotas", quota)
     assert status == 403, answer
 
 
