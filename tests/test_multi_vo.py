@@ -227,6 +227,18 @@ async def test_a_vo_admin_manages_only_its_own_vos_members(vo_world: World) -> N
     assert status == 403, answer
 
 
+async def test_fair_shares_of_groups_of_the_same_name_are_per_vo(vo_world: World) -> None:
+    for group, share in (("lhcb:phys", 1.0), ("cta:phys", 3.0)):
+        status, answer = await vo_world.call("admin", "PUT", f"/job-shares/{group}", {"share": share})
+        assert status == 200, answer
+    _, seen_by_eve = await vo_world.call("eve", "GET", "/job-shares")
+    _, seen_by_bob = await vo_world.call("bob", "GET", "/job-shares")
+    assert [(s["group"], s["share"]) for s in seen_by_eve] == [("cta:phys", 3.0)]
+    assert [(s["group"], s["share"]) for s in seen_by_bob] == [("lhcb:phys", 1.0)]
+    status, answer = await vo_world.call("ctaadmin", "PUT", "/job-shares/cta:phys", {"share": 9})
+    assert status == 403, answer  # shares between VOs are the installation's
+
+
 async def test_a_vo_admin_sets_quotas_of_its_own_members_on_its_own_ses(vo_world: World) -> None:
     quota = {"account": "cta:eve", "se": "DISK3", "bytes": 5}
     status, answer = await vo_world.call("ctaadmin", "PUT", "/quotas", quota)
