@@ -51,6 +51,7 @@ def route_tables() -> list[ApiRoutes]:
         se_routes,
         site_queue_routes,
         usage_routes,
+        vo_routes,
     )
     from productions import production_routes, transformation_routes
     from rules import routes as rule_routes
@@ -64,7 +65,7 @@ def route_tables() -> list[ApiRoutes]:
             rule_routes.routes, subscription_routes.routes, request_routes.routes, signed_url_routes.routes,
             stats_routes.routes, wms_routes.routes, feed_routes.routes, audit_routes.routes,
             suspicious_routes.routes, transformation_routes.routes, production_routes.routes,
-            site_queue_routes.routes, pilot_routes.routes]
+            site_queue_routes.routes, pilot_routes.routes, vo_routes.routes]
 
 
 def plain_routes() -> list[tuple[str, str, Handler]]:

@@ -11,10 +11,12 @@ from aiohttp import web
 from cairn.components import index_specs, plain_routes, route_tables
 from cairn.portal import PREFIX as PORTAL_PREFIX
 from cairn.portal import build_portal
+from catalogue.vos import confine
 from kernel.db import close_client, ensure_indexes, get_database
 from kernel.settings import Settings
 from kernel.tokens import BuiltinIssuer, TokenVerifier
 from kernel.web import (
+    CONFINE,
     DATABASE,
     HTTP_SESSION,
     ISSUER,
@@ -37,6 +39,7 @@ def build_app(settings: Settings) -> web.Application:
     app[DATABASE] = get_database(settings)
     issuer = BuiltinIssuer.from_settings(settings)
     app[ISSUER] = issuer
+    app[CONFINE] = confine
     app[ROUTE_TABLES] = route_tables()
     for table in app[ROUTE_TABLES]:
         table.install(app)

@@ -24,8 +24,10 @@ from types import FrameType
 from cairn.components import daemon_factories, index_specs
 from cairn.embedded_db import EmbeddedDatabase, start_ferretdb, wait_for_port
 from catalogue.storage_elements import Protocol, StorageElement, put_storage_element
+from catalogue.vos import ensure_default_vo
 from kernel.client import CLIENT_FILE
 from kernel.db import close_client, ensure_indexes, get_database
+from kernel.principal import DEFAULT_VO
 from kernel.process import child_preexec, stop_processes
 from kernel.settings import Settings
 from kernel.tokens import BuiltinIssuer
@@ -106,13 +108,15 @@ def local_storage_elements(var_dir: Path) -> list[StorageElement]:
     return ses
 
 
-async def prepare(settings: Settings) -> None:
-    """Indexes and the local SEs; idempotent, so a second `cairn up` finds everything again."""
+async def prepare(settings: Settings, vo: str = DEFAULT_VO) -> None:
+    """Indexes, the local SEs and the VO `vo` rooted at `/` (when no VO is registered yet);
+    idempotent, so a second `cairn up` finds everything again."""
     db = get_database(settings)
     try:
         await ensure_indexes(db, index_specs())
         for se in local_storage_elements(settings.var_dir):
             await put_storage_element(db, se)
+        await ensure_default_vo(db, vo)
     finally:
         await close_client()
 
@@ -128,6 +132,8 @@ def child_commands(settings: Settings) -> list[tuple[str, list[str]]]:
 
 
 def run_up(settings: Settings, *, vo: str) -> int:
+    """Run everything on one machine; the admin token is of VO `vo` (default `local`), the VO
+    rooted at `/` that `prepare` registers, whose admins are global admins (catalogue.vos)."""
     var_dir = settings.var_dir.resolve()
     var_dir.mkdir(parents=True, exist_ok=True)
     (var_dir / "log").mkdir(exist_ok=True)
@@ -147,7 +153,7 @@ def run_up(settings: Settings, *, vo: str) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     try:
-        asyncio.run(prepare(settings))
+        asyncio.run(prepare(settings, vo))
         issuer = BuiltinIssuer.from_settings(settings)
         token = issuer.issue(sub="admin", vo=vo, groups=[vo], scopes=["admin"], lifetime_s=30 * 86400)
         url = settings.resolved_api_url

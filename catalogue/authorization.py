@@ -36,6 +36,14 @@ hidden input passes submission like a missing one and the checker, reading as th
 holder of rules.write may subscribe; the rules they make are not checked per matched dataset),
 and a DID's contents, which list the LFNs attached to it (attaching needed r on each).
 
+VOs (`catalogue.vos`): once a VO is registered, a caller is confined to its VO. Paths outside
+its VO's roots and DIDs outside its VO's scopes answer like missing ones (in
+`catalogue.permissions` and `require_did`); objects that are no namespace entries (rules,
+requests, jobs, transformations, productions, subscriptions, pilots) carry the `vo` of the
+principal that made them (`vo_stamp`), lists keep to the caller's (`vo_query`) and another
+VO's object answers the 404 of a missing one (`require_vo`). A VO's admin holds `admin` only
+inside its VO; routes for the whole installation need a global admin (`Policy(admin=True)`).
+
 Each function works in bulk: the files in `_id $in` slices of `CHUNK`, their ancestors in one
 query per slice, and answers `(allowed, refused)` per item.
 """
@@ -49,14 +57,14 @@ from typing import Any
 from pymongo.asynchronous.database import AsyncDatabase
 
 from catalogue.dataset_contents import file_lfns
-from catalogue.datasets import get_did, may_change
+from catalogue.datasets import did_within_reach, get_did, may_change
 from catalogue.directories import fetch_directories
 from catalogue.files import authorized_files
 from catalogue.lfn import ROOT, ancestors, check_lfn
 from catalogue.permissions import EXECUTE, NO_SUCH_FILE, READ, ROOT_ENTRY, WRITE, permits, traversal_denial
 from kernel.db import Document
 from kernel.errors import Forbidden, InvalidInput, NotFound
-from kernel.principal import Principal
+from kernel.principal import DEFAULT_VO, Principal
 
 CHUNK = 1000  # `_id $in` slices: see transfers.requests.LOOKUP_CHUNK
 RULE_FILES_CHECKED = 100_000  # a larger DID takes rules from its owner and group only
@@ -81,6 +89,69 @@ MAKE_RULE = Action("make a rule", READ)
 LINK_DESCENDANT = Action("link provenance to", WRITE)
 LINK_ANCESTOR = Action("link provenance from", READ)
 SEE = Action("see", 0)
+
+
+def vo_stamp(principal: Principal) -> str:
+    """The VO an object made by the caller belongs to."""
+    return principal.vo
+
+
+def vo_query(principal: Principal) -> dict[str, Any]:
+    """The filter that keeps a listing to the caller's VO (objects without `vo` are DEFAULT_VO's)."""
+    if not principal.confined:
+        return {}
+    return {"vo": {"$in": [principal.vo, None]}} if principal.vo == DEFAULT_VO else {"vo": principal.vo}
+
+
+def require_vo(principal: Principal, doc: Document, missing: str) -> None:
+    """404 with the message of a missing object (`missing`) when `doc` is another VO's."""
+    if not principal.sees_vo(doc.get("vo")):
+        raise NotFound(missing)
+
+
+def name_in_vo(principal: Principal, group: str) -> bool:
+    """Is a stored user or group name (VO-qualified, see `catalogue.vos.qualified`) of the caller's VO?"""
+    if not principal.confined:
+        return True
+    return group.startswith(f"{principal.vo}:") or (principal.vo == DEFAULT_VO and ":" not in group)
+
+
+def se_in_vo(principal: Principal, se: str) -> bool:
+    """May the caller's VO use SE `se` (every SE when the VO lists none)?"""
+    return not principal.confined or not principal.ses or se in principal.ses
+
+
+def require_se(principal: Principal, se: str) -> str:
+    """An SE the caller's VO uses; another is answered like a missing SE."""
+    if not se_in_vo(principal, se):
+        raise NotFound(f"storage element {se!r} does not exist")
+    return se
+
+
+def require_installation_view(principal: Principal, what: str) -> None:
+    """Totals over the whole installation (per-SE usage, per-link transfer statistics) count every
+    VO's files: a caller confined to one VO among several is refused them (403)."""
+    if principal.confined and not principal.sole_vo:
+        raise Forbidden(f"{what} counts every VO's data; only a global admin may read it here")
+
+
+def require_quota_admin(principal: Principal, account: str | None = None, se: str | None = None) -> None:
+    """Quotas are set by admins: a global admin for anyone; a VO's admin for the accounts of its
+    VO (VO-qualified names, e.g. `cta:ann`) on SEs the VO uses (403 otherwise)."""
+    if not principal.is_admin:
+        raise Forbidden("quotas are set by administrators (scope 'admin')")
+    if account is None or principal.is_global_admin:
+        return
+    if not name_in_vo(principal, account) or not se_in_vo(principal, se or ""):
+        raise Forbidden(f"an admin of VO {principal.vo} sets quotas of its own accounts ({principal.vo}:NAME) "
+                        "on the VO's SEs only")
+
+
+def require_did(principal: Principal, did: str) -> str:
+    """A DID in the caller's VO (its scope is one of the VO's); else the 404 of a missing DID."""
+    if not did_within_reach(principal, did):
+        raise NotFound(f"DID {did} does not exist")
+    return did
 
 
 async def authorize_files(
@@ -126,7 +197,7 @@ async def authorize_rule_target(db: AsyncDatabase[Document], principal: Principa
     if did.startswith("/"):
         await require_file(db, principal, did, MAKE_RULE)
         return
-    doc = await get_did(db, did)
+    doc = await get_did(db, require_did(principal, did))
     if may_change(principal, doc):
         return
     lfns = await file_lfns(db, did, limit=RULE_FILES_CHECKED)
@@ -140,6 +211,7 @@ async def authorize_rule_target(db: AsyncDatabase[Document], principal: Principa
 async def visible_rules(db: AsyncDatabase[Document], principal: Principal, rules: list[Document]) -> list[Document]:
     """The rules the caller may see: all for admins; else their own, those on DIDs that are
     datasets or containers (shared names), and those on files the caller can reach."""
+    rules = [r for r in rules if principal.sees_vo(r.get("vo"))]
     if principal.is_admin:
         return rules
     foreign = {r["did"] for r in rules if r.get("account") != principal.sub and str(r.get("did", "")).startswith("/")}

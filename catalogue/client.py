@@ -195,3 +195,32 @@ class CatalogueClient(BaseClient):
     async def delete_site_queue(self, site: str, name: str) -> Json:
         result: Json = await self.request("DELETE", f"/sites/{quote(site, safe='')}/queues/{quote(name, safe='')}")
         return result
+
+    # ------------------------------------------------------------------------------------- VOs
+
+    async def list_vos(self) -> list[Json]:
+        """The VOs of the installation (a VO's member sees only their own)."""
+        result: list[Json] = await self.request("GET", "/vos")
+        return result
+
+    async def get_vo(self, name: str) -> Json:
+        """One VO: roots, DID scopes, SEs (path, quota), sites, admins, members."""
+        result: Json = await self.request("GET", f"/vos/{quote(name, safe='')}")
+        return result
+
+    async def put_vo(self, vo: Mapping[str, Any]) -> Json:
+        """Create or replace a VO (global admins); its missing root directories are made."""
+        result: Json = await self.request("PUT", f"/vos/{quote(str(vo['name']), safe='')}", json_body=dict(vo))
+        return result
+
+    async def vo_members(self, name: str) -> Json:
+        """A VO's members and admins."""
+        result: Json = await self.request("GET", f"/vos/{quote(name, safe='')}/members")
+        return result
+
+    async def change_vo_members(self, name: str, *, add: Iterable[str] = (), remove: Iterable[str] = (),
+                                admins: bool = False) -> Json:
+        """Add or remove members (or admins) of a VO (its admins or a global admin)."""
+        body = {"add": list(add), "remove": list(remove), "admins": admins}
+        result: Json = await self.request("PATCH", f"/vos/{quote(name, safe='')}/members", json_body=body)
+        return result

@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pymongo.asynchronous.database import AsyncDatabase
 
 from catalogue import dataset_contents, datasets
-from catalogue.authorization import visible_files
+from catalogue.authorization import require_did, visible_files
 from catalogue.datasets import DidIn, did_view
 from catalogue.streaming import stream_rows
 from catalogue.tabular import DATASET_SCHEMA, check_format
@@ -53,7 +53,14 @@ def _did(request: web.Request) -> str:
     if not did:
         raise InvalidInput("query parameter 'did' is required")
     datasets.check_did(did)
-    return did
+    return require_did(principal_of(request), did)
+
+
+def _in_vo(request: web.Request, *dids: str) -> None:
+    """404 (as for a missing DID) for a DID of another VO named in a body."""
+    for did in dids:
+        datasets.check_did(did)
+        require_did(principal_of(request), did)
 
 
 @routes.post("/dids", status=201,
@@ -61,6 +68,7 @@ def _did(request: web.Request) -> str:
              body=DidIn, responses={400: "bad name or query", 403: "scope not yours", 409: "exists already"})
 async def create(request: web.Request) -> web.Response:
     body = await read_model(request, DidIn)
+    datasets.check_did(body.did)  # a malformed name is a 400 before the scope is judged
     db = request.app[DATABASE]
     principal = principal_of(request)
     doc = await datasets.create_did(db, principal, body)
@@ -79,16 +87,18 @@ async def show(request: web.Request) -> web.Response:
             query={"scope": "the scope", "after": "last name of the previous page", "limit": "1..10000 (1000)"},
             response=JsonList)
 async def list_scope(request: web.Request) -> web.Response:
-    found = await datasets.list_dids(request.app[DATABASE], request.query.get("scope", ""),
-                                     after=request.query.get("after"),
+    scope = request.query.get("scope", "")
+    found = await datasets.list_dids(request.app[DATABASE], scope, after=request.query.get("after"),
                                      limit=query_int(request, "limit", 1000, minimum=1, maximum=10_000))
-    return json_response(found)
+    # another VO's scope lists like an empty one
+    return json_response(found if datasets.scope_within_reach(principal_of(request), scope) else [])
 
 
 @routes.post("/dids/state", policy=WRITE, summary="close, reopen (owner/admin) or freeze (final) a DID",
              body=StateBody, responses=STATE_ERRORS)
 async def state(request: web.Request) -> web.Response:
     body = await read_model(request, StateBody)
+    _in_vo(request, body.did)
     doc = await datasets.change_state(request.app[DATABASE], principal_of(request), body.did, body.action)
     return json_response(did_view(doc))
 
@@ -97,6 +107,7 @@ async def state(request: web.Request) -> web.Response:
              body=MembersBody, responses=STATE_ERRORS)
 async def attach(request: web.Request) -> web.Response:
     body = await read_model(request, MembersBody)
+    _in_vo(request, body.did, *body.children)
     db, principal = request.app[DATABASE], principal_of(request)
     if body.children:
         return json_response(await dataset_contents.attach_children(db, principal, body.did, body.children))
@@ -107,6 +118,7 @@ async def attach(request: web.Request) -> web.Response:
              responses=STATE_ERRORS)
 async def detach(request: web.Request) -> web.Response:
     body = await read_model(request, MembersBody)
+    _in_vo(request, body.did, *body.children)
     db, principal = request.app[DATABASE], principal_of(request)
     if body.children:
         return json_response(await dataset_contents.detach_children(db, principal, body.did, body.children))
@@ -117,6 +129,7 @@ async def detach(request: web.Request) -> web.Response:
              body=DidBody, responses=STATE_ERRORS)
 async def refresh(request: web.Request) -> web.Response:
     body = await read_model(request, DidBody)
+    _in_vo(request, body.did)
     doc = await dataset_contents.refresh(request.app[DATABASE], principal_of(request), body.did)
     return json_response(did_view(doc))
 
@@ -150,7 +163,7 @@ async def _reachable(db: AsyncDatabase[Document], principal: Principal, members:
     """The members the caller may see: a file behind a directory it cannot search is left out,
     as if it were not attached (datasets are shared by name, their files keep their own modes)."""
     lfns = [m["lfn"] for m in members if "lfn" in m]
-    if principal.is_admin or not lfns:
+    if principal.is_global_admin or not lfns:
         return members
     seen = await visible_files(db, principal, lfns)
     return [m for m in members if "lfn" not in m or m["lfn"] in seen]

@@ -88,7 +88,28 @@ def check_did(value: object) -> tuple[str, str]:
     return scope, name
 
 
+WILDCARD_SCOPE = "*"
+
+
+def scope_within_reach(principal: Principal, scope: str) -> bool:
+    """Is a DID scope the caller's VO's (always, while the caller is not confined to a VO)?"""
+    if not principal.confined or scope in principal.did_scopes:
+        return True
+    return WILDCARD_SCOPE in principal.did_scopes and scope not in principal.foreign_scopes
+
+
+def did_within_reach(principal: Principal, did: str) -> bool:
+    return scope_within_reach(principal, did.split(":", 1)[0])
+
+
 def may_create_in(principal: Principal, scope: str) -> bool:
+    """A confined caller creates in its VO's scopes (all of them: a VO's scopes are shared by its
+    members); otherwise, and in a VO of scope `*`, admins anywhere (within reach) and users in
+    their groups', VO's and user scope."""
+    if not scope_within_reach(principal, scope):
+        return False
+    if principal.confined and WILDCARD_SCOPE not in principal.did_scopes:
+        return True
     return principal.is_admin or scope in {*principal.groups, principal.vo, f"user.{principal.sub}"}
 
 
@@ -119,8 +140,9 @@ async def create_did(db: AsyncDatabase[Document], principal: Principal, item: Di
     function (`dataset_contents.refresh`)."""
     scope, name = check_did(item.did)
     if not may_create_in(principal, scope):
-        raise Forbidden(f"you may create DIDs in the scopes {', '.join(sorted({*principal.groups, principal.vo}))} "
-                        f"and user.{principal.sub}, not in {scope}")
+        mine = principal.did_scopes if principal.confined and WILDCARD_SCOPE not in principal.did_scopes else (
+            *principal.groups, principal.vo, f"user.{principal.sub}")
+        raise Forbidden(f"you may create DIDs in the scopes {', '.join(sorted(set(mine)))}, not in {scope}")
     if item.query is not None:
         if item.type != "dataset":
             raise InvalidInput("only datasets can be dynamic (defined by a query)")

@@ -32,7 +32,13 @@ from catalogue.directories import (
 from catalogue.lfn import ancestors, check_lfn, name_of, parent_of
 from catalogue.metadata import metadata_fields_for
 from catalogue.metadata_fields import MetadataMaps, declared_fields, typed_values
-from catalogue.permissions import DEFAULT_FILE_MODE, creation_denial, hiding_denial, removal_denial
+from catalogue.permissions import (
+    DEFAULT_FILE_MODE,
+    NO_SUCH_FILE,
+    creation_denial,
+    hiding_denial,
+    removal_denial,
+)
 from catalogue.provenance import add_ancestor_links
 from catalogue.replica_urls import se_url
 from catalogue.storage_elements import fetch_storage_elements
@@ -446,10 +452,10 @@ async def remove_files(
     doomed = []
     for lfn in dict.fromkeys(lfns):
         doc = found.get(lfn)
-        if doc is None:
+        reason = removal_denial(principal, lfn, dirs) if doc is not None else None
+        if doc is None or reason == NO_SUCH_FILE:  # another VO's file is answered as a missing one
             successful[lfn] = {"removed": False}  # already gone: removal is idempotent
             continue
-        reason = removal_denial(principal, lfn, dirs)
         if not reason and doc.get("replicas") and not force:
             reason = f"file still has {len(doc['replicas'])} replica(s); remove them first or force"
         if reason:

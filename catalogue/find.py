@@ -25,7 +25,7 @@ from catalogue.directories import fetch_directories
 from catalogue.lfn import ROOT, ancestors, check_lfn
 from catalogue.meta_query import compile_query
 from catalogue.metadata_fields import EFFECTIVE, declared_fields
-from catalogue.permissions import EXECUTE, READ, ROOT_ENTRY, entry_denial, require
+from catalogue.permissions import EXECUTE, READ, ROOT_ENTRY, entry_denial, require, within_reach
 from kernel.db import Document, database_errors, pages_by_id
 from kernel.errors import NotFound
 from kernel.principal import Principal
@@ -67,18 +67,27 @@ async def query_filter(db: AsyncDatabase[Document], query: str, scope: str = ROO
 
 
 async def _check_scope(db: AsyncDatabase[Document], principal: Principal, scope: str) -> None:
+    if scope == ROOT and principal.confined:
+        return  # the whole namespace, for a caller confined to a VO: its VO's roots (`_vo_roots`)
     if scope == ROOT:
-        require(entry_denial(principal, scope, ROOT_ENTRY, READ | EXECUTE, {}))
+        require(entry_denial(principal, scope, ROOT_ENTRY, READ | EXECUTE, {}), scope)
         return
     dirs = await fetch_directories(db, [*ancestors(scope), scope])
-    if scope not in dirs:
+    if scope not in dirs or not within_reach(principal, scope):
         raise NotFound(f"directory {scope} does not exist")
-    require(entry_denial(principal, scope, dirs[scope], READ | EXECUTE, dirs))
+    require(entry_denial(principal, scope, dirs[scope], READ | EXECUTE, dirs), scope)
+
+
+def _vo_roots(principal: Principal) -> dict[str, Any]:
+    """The LFNs below the caller's VO roots (another VO's roots nested there are left out per
+    file, by `entry_denial`)."""
+    ranges = [{"_id": {"$gt": low, "$lt": high}} for low, high in map(scope_bounds, principal.roots)]
+    return {"$or": ranges or [{"_id": None}]}
 
 
 async def _readable(db: AsyncDatabase[Document], principal: Principal, docs: list[Document],
                     cache: dict[str, Document]) -> list[Document]:
-    if principal.is_admin:
+    if principal.is_global_admin:
         return docs
     unseen = {a for d in docs for a in ancestors(d["_id"]) if a != ROOT and a not in cache}
     if unseen:
@@ -99,6 +108,8 @@ async def open_query(
     flt = compile_query(query, await declared_fields(db))
     low, high = scope_bounds(scope, after)
     await _check_scope(db, principal, scope)
+    if scope == ROOT and principal.confined and ROOT not in principal.roots:
+        flt = {"$and": [flt, _vo_roots(principal)]}
 
     async def results() -> AsyncIterator[Document]:
         cache: dict[str, Document] = {}

@@ -74,7 +74,7 @@ async def _entry(db: AsyncDatabase[Document], path: str) -> tuple[Document, Asyn
 async def get_metadata(db: AsyncDatabase[Document], principal: Principal, path: str) -> dict[str, Any]:
     """`{path, type, own, effective, origin}` of a file or directory (traversal needed)."""
     dirs = await fetch_directories(db, ancestors(path))
-    require(traversal_denial(principal, path, dirs))  # before existence: hidden = missing
+    require(traversal_denial(principal, path, dirs), path)  # before existence: hidden = missing
     doc, collection = await _entry(db, path)
     return {"path": path, "type": "directory" if collection.name == DIRECTORIES else "file",
             "own": doc.get("meta") or {}, "effective": doc.get(EFFECTIVE) or {}, "origin": doc.get(ORIGIN) or {}}
@@ -84,9 +84,9 @@ async def _writable(
     db: AsyncDatabase[Document], principal: Principal, path: str
 ) -> tuple[Document, AsyncCollection[Document], dict[str, Document]]:
     dirs = await fetch_directories(db, ancestors(path))
-    require(traversal_denial(principal, path, dirs))  # before existence: hidden = missing
+    require(traversal_denial(principal, path, dirs), path)  # before existence: hidden = missing
     doc, collection = await _entry(db, path)
-    require(entry_denial(principal, path, doc, WRITE, dirs))
+    require(entry_denial(principal, path, doc, WRITE, dirs), path)
     return doc, collection, dirs
 
 

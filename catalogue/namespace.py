@@ -42,6 +42,7 @@ from catalogue.permissions import (
     removal_denial,
     require,
     traversal_denial,
+    within_reach,
 )
 from catalogue.usage import Usage, forget_directory_usage, move_directory_usage, record_files, take_over_calls
 from kernel.db import Document, bulk_write_chunked, database_errors, iterate, pages_by_id
@@ -80,7 +81,7 @@ async def mkdir(
         return entry_view(ROOT_ENTRY, "directory")
     chain = [*ancestors(path), path]
     dirs = await fetch_directories(db, chain)
-    require(traversal_denial(principal, path, dirs))
+    require(traversal_denial(principal, path, dirs), path)
     if path in dirs:
         if parents:
             return entry_view(dirs[path], "directory")
@@ -92,7 +93,7 @@ async def mkdir(
         clash = await db[FILES].find_one({"_id": {"$in": missing}}, {"_id": 1})
     if clash is not None:
         raise Conflict(f"{clash['_id']} is a file, not a directory")
-    require(creation_denial(principal, path, dirs))
+    require(creation_denial(principal, path, dirs), path)
     at = now()
     docs = [directory_document(p, principal, mode=mode if p == path else None, at=at,
                                metadata=metadata_fields_for(p, {}, dirs)) for p in missing]
@@ -105,7 +106,7 @@ async def stat(db: AsyncDatabase[Document], principal: Principal, path: str) -> 
     checked before existence, so a hidden entry and a missing one get the same refusal."""
     check_lfn(path)
     dirs = await fetch_directories(db, ancestors(path))
-    require(traversal_denial(principal, path, dirs))
+    require(traversal_denial(principal, path, dirs), path)
     doc, kind = await _existing(db, path)
     return entry_view(doc, kind)
 
@@ -141,11 +142,11 @@ async def _children(
 async def _listable(db: AsyncDatabase[Document], principal: Principal, path: str) -> None:
     check_lfn(path)
     dirs = await fetch_directories(db, ancestors(path))
-    require(traversal_denial(principal, path, dirs))  # before existence: hidden = missing
+    require(traversal_denial(principal, path, dirs), path)  # before existence: hidden = missing
     doc, kind = await _existing(db, path)
     if kind != "directory":
         raise InvalidInput(f"{path} is a file, not a directory")
-    require(entry_denial(principal, path, doc, READ | EXECUTE, dirs))
+    require(entry_denial(principal, path, doc, READ | EXECUTE, dirs), path)
 
 
 async def open_directory(
@@ -161,7 +162,8 @@ async def open_directory(
             _children(db[DIRECTORIES], "directory", path, after, None),
             _children(db[FILES], "file", path, after, None),
         ):
-            yield entry_view(doc, kind)
+            if within_reach(principal, doc["_id"]):
+                yield entry_view(doc, kind)
 
     return entries()
 
@@ -178,7 +180,8 @@ async def list_directory(
     ):
         if len(entries) == limit:
             return {"entries": entries, "next_after": entries[-1]["name"]}
-        entries.append(entry_view(doc, kind))
+        if within_reach(principal, doc["_id"]):  # another VO's root below ours is not listed
+            entries.append(entry_view(doc, kind))
     return {"entries": entries, "next_after": None}
 
 
@@ -197,8 +200,8 @@ async def move(db: AsyncDatabase[Document], principal: Principal, source: str, d
     dirs = await fetch_directories(db, [*ancestors(source), *ancestors(destination)])
     if target_parent != ROOT and target_parent not in dirs:
         raise NotFound(f"destination directory {target_parent} does not exist")
-    require(removal_denial(principal, source, dirs))
-    require(creation_denial(principal, destination, dirs))
+    require(removal_denial(principal, source, dirs), source)
+    require(creation_denial(principal, destination, dirs), destination)
     moved = {**doc, "_id": destination, "parent": target_parent, "name": name_of(destination), "modified": now()}
     # Inherited metadata follows the new place: re-derived from the new ancestors, top down.
     moved.update(metadata_fields_for(destination, doc.get("meta") or {}, dirs))
@@ -294,7 +297,7 @@ async def remove(db: AsyncDatabase[Document], principal: Principal, path: str, *
         raise InvalidInput("the root directory cannot be removed")
     doc, kind = await _existing(db, path)
     dirs = await fetch_directories(db, ancestors(path))
-    require(removal_denial(principal, path, dirs))
+    require(removal_denial(principal, path, dirs), path)
     if kind == "file":
         if doc.get("replicas"):
             raise Conflict(f"{path} still has {len(doc['replicas'])} replica(s); remove them first")
@@ -314,6 +317,8 @@ async def remove(db: AsyncDatabase[Document], principal: Principal, path: str, *
             raise Conflict(f"directory {path} is not empty")
         if not principal.is_admin:
             raise Forbidden("only admins may remove a directory recursively")
+        if any(is_within(root, path) for root in principal.foreign_roots):
+            raise Forbidden(f"{path} holds another VO's namespace root; only a global admin may remove it")
         pattern = descendant_pattern(path)
         await forget_directory_usage(db, path)
         await _tree_files_removed(db, pattern)
@@ -362,7 +367,7 @@ async def _change(
     if path == ROOT:
         raise InvalidInput("the root directory cannot be changed")
     dirs = await fetch_directories(db, ancestors(path))
-    require(traversal_denial(principal, path, dirs))  # before existence: hidden = missing
+    require(traversal_denial(principal, path, dirs), path)  # before existence: hidden = missing
     doc, kind = await _existing(db, path)
     check(doc)
     collection = db[DIRECTORIES] if kind == "directory" else db[FILES]

@@ -19,6 +19,9 @@ change). Then, on the entries themselves (directories and files both carry owner
 - chmod: the owner or an admin. chown of the owner: admins only. chgrp: the owner, to one of
   their own groups, or an admin.
 - the `admin` scope bypasses every check above.
+- VOs (`catalogue.vos`): a confined caller reaches only paths whose VO is its own, the VO whose
+  namespace root is the longest one above the path. Any other path is answered like a missing
+  one (`NO_SUCH_FILE`, 404), before every check above; admins of a VO are confined too.
 - an entry the caller cannot reach (no traversal) is reported like a missing one
   (`hiding_denial`); `catalogue.authorization` says what each action on a DID needs.
 
@@ -33,8 +36,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from catalogue.lfn import ROOT, ancestors, parent_of
-from kernel.errors import Forbidden
+from catalogue.lfn import ROOT, ancestors, is_within, parent_of
+from kernel.errors import Forbidden, NotFound
 from kernel.principal import Principal
 
 READ, WRITE, EXECUTE = 4, 2, 1
@@ -66,8 +69,20 @@ def _bits(bits: int) -> str:
     return "".join(name for bit, name in _BIT_NAMES.items() if bits & bit)
 
 
+def within_reach(principal: Principal, path: str) -> bool:
+    """Is `path` in the caller's VO: below one of its roots deeper than any other VO's root above it?"""
+    if not principal.confined:
+        return True
+    own = max((len(r) for r in principal.roots if is_within(path, r)), default=-1)
+    foreign = max((len(r) for r in principal.foreign_roots if is_within(path, r)), default=-1)
+    return own > foreign
+
+
 def traversal_denial(principal: Principal, path: str, dirs: Entries) -> str | None:
-    """Why the caller may not reach `path` (no x on an existing ancestor), or None."""
+    """Why the caller may not reach `path` (outside its VO: NO_SUCH_FILE; no x on an existing
+    ancestor), or None."""
+    if not within_reach(principal, path):
+        return NO_SUCH_FILE
     for ancestor in ancestors(path):
         entry = ROOT_ENTRY if ancestor == ROOT else dirs.get(ancestor)
         if entry is None:
@@ -111,6 +126,8 @@ def creation_denial(principal: Principal, path: str, dirs: Entries) -> str | Non
 
 def removal_denial(principal: Principal, path: str, dirs: Entries) -> str | None:
     """Why the caller may not remove (or move away) `path`, or None."""
+    if not within_reach(principal, path):
+        return NO_SUCH_FILE
     parent = parent_of(path)
     entry = ROOT_ENTRY if parent == ROOT else dirs.get(parent)
     if entry is None:
@@ -118,8 +135,11 @@ def removal_denial(principal: Principal, path: str, dirs: Entries) -> str | None
     return entry_denial(principal, parent, entry, WRITE | EXECUTE, dirs)
 
 
-def require(reason: str | None) -> None:
-    """Raise Forbidden when a check above gave a reason."""
+def require(reason: str | None, path: str = "") -> None:
+    """Raise Forbidden when a check above gave a reason; when the reason is that `path` is
+    hidden, the NotFound a missing entry gets."""
+    if reason == NO_SUCH_FILE:
+        raise NotFound(f"{path or 'entry'} does not exist")
     if reason:
         raise Forbidden(reason)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from catalogue import sites
+from catalogue.authorization import require_se, se_in_vo
 from catalogue.sites import Site
 from catalogue.storage_elements import (
     StorageElement,
@@ -18,7 +19,7 @@ from catalogue.storage_elements import (
 )
 from kernel.errors import InvalidInput
 from kernel.responses import JsonList
-from kernel.web import ADMIN, DATABASE, ApiRoutes, json_response, read_model, scopes
+from kernel.web import ADMIN, DATABASE, ApiRoutes, json_response, principal_of, read_model, scopes
 
 routes = ApiRoutes("storage-elements")
 READ = scopes("catalogue.read")
@@ -30,13 +31,15 @@ async def list_ses(request: web.Request) -> web.Response:
     ses = await list_storage_elements(
         request.app[DATABASE], site=request.query.get("site"), kind=request.query.get("kind")
     )
-    return json_response([se.model_dump(mode="json") for se in ses])
+    principal = principal_of(request)
+    return json_response([se.model_dump(mode="json") for se in ses if se_in_vo(principal, se.name)])
 
 
 @routes.get("/ses/{name}", policy=READ, summary="One storage element", responses={404: "no such SE"},
             response=StorageElement)
 async def get_se(request: web.Request) -> web.Response:
-    se = await get_storage_element(request.app[DATABASE], request.match_info["name"])
+    name = require_se(principal_of(request), request.match_info["name"])
+    se = await get_storage_element(request.app[DATABASE], name)
     return json_response(se.model_dump(mode="json"))
 
 

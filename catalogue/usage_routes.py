@@ -6,7 +6,7 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict
 
 from catalogue import usage
-from catalogue.authorization import authorize_directory_usage
+from catalogue.authorization import authorize_directory_usage, require_installation_view
 from catalogue.lfn import check_lfn
 from catalogue.replica_dump import open_dump
 from catalogue.streaming import stream_rows
@@ -35,6 +35,7 @@ async def directory(request: web.Request) -> web.Response:
 
 @routes.get("/usage/ses", policy=READ, summary="Replicas and bytes per SE", response=JsonList)
 async def ses(request: web.Request) -> web.Response:
+    require_installation_view(principal_of(request), "usage per SE")
     return json_response(await usage.se_usage(request.app[DATABASE]))
 
 

@@ -21,6 +21,9 @@ SCOPES = (
     "admin",
 )
 ADMIN_SCOPE = "admin"
+PILOT_SCOPE = "jobs.pilot"
+DEFAULT_VO = "local"  # the VO of objects stored before VOs were recorded (no `vo` field)
+GLOBAL_VO = "*"  # an admin token of this VO is a global admin of a multi-VO installation
 
 
 @dataclass(frozen=True)
@@ -31,16 +34,42 @@ class Principal:
     scopes: frozenset[str] = frozenset()
     issuer: str = ""
     claims: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+    # Set by `catalogue.vos.confine` once some VO is registered: the caller then reaches only
+    # its VO's namespace roots (minus other VOs' roots nested in them), DID scopes and objects.
+    confined: bool = False
+    roots: tuple[str, ...] = ()
+    foreign_roots: tuple[str, ...] = ()
+    did_scopes: tuple[str, ...] = ()  # `*`: every scope no other VO claims (`foreign_scopes`)
+    foreign_scopes: tuple[str, ...] = ()
+    ses: tuple[str, ...] = ()  # the SEs the VO may use (empty: every SE)
+    sole_vo: bool = False  # the caller's VO is the only one registered (installation totals hide nothing)
 
     @property
     def is_admin(self) -> bool:
+        """Admin within what the caller reaches: every VO when unconfined, its own VO when not."""
         return ADMIN_SCOPE in self.scopes
+
+    @property
+    def is_global_admin(self) -> bool:
+        """Admin of the whole installation (global routes: SEs, sites, VOs, audits, ...)."""
+        return self.is_admin and not self.confined
+
+    @property
+    def qualified_groups(self) -> tuple[str, ...]:
+        """The groups as `vo:group`: a group belongs to its VO, so two VOs' groups of one name differ."""
+        return tuple(f"{self.vo}:{g}" for g in self.groups)
+
+    def sees_vo(self, vo: str | None) -> bool:
+        """May the caller see an object of VO `vo` (None: stored before VOs, i.e. DEFAULT_VO)?"""
+        return not self.confined or (vo or DEFAULT_VO) == self.vo
 
     @property
     def primary_group(self) -> str:
         return self.groups[0] if self.groups else self.vo
 
     def has_scope(self, scope: str) -> bool:
+        if scope == PILOT_SCOPE and self.confined:
+            return False  # pilots run every VO's jobs: the installation's pilots, never one VO's caller
         return self.is_admin or scope in self.scopes
 
     def to_json(self) -> dict[str, Any]:
@@ -51,4 +80,7 @@ class Principal:
             "scopes": sorted(self.scopes),
             "issuer": self.issuer,
             "admin": self.is_admin,
+            "global_admin": self.is_global_admin,
+            "qualified_groups": list(self.qualified_groups),
+            "roots": list(self.roots),
         }

@@ -49,7 +49,9 @@ class JsonList(RootModel[list[dict[str, Any]]]):
 
 
 class Whoami(BaseModel):
-    """GET /whoami: the identity a token carries."""
+    """GET /whoami: the identity a token carries, as this installation sees it (identity is
+    (vo, sub); `global_admin`: admin of the whole installation, not of one VO; `roots`: the
+    namespace roots of the caller's VO when it is confined to them)."""
 
     sub: str
     vo: str
@@ -57,3 +59,6 @@ class Whoami(BaseModel):
     scopes: list[str]
     issuer: str
     admin: bool
+    global_admin: bool
+    qualified_groups: list[str]
+    roots: list[str]

@@ -31,6 +31,10 @@ class TrustedIssuer(BaseModel):
     jwks_url: str | None = None
     public_keys: list[str] = Field(default_factory=list)
     audience: str | None = None
+    # The VO every token of this issuer belongs to (None: the token's own `vo` claim), and the
+    # claim that carries its groups (e.g. `wlcg.groups`, `eduperson_entitlement`).
+    vo: str | None = None
+    groups_claim: str = "groups"
 
 
 class TransferSettings(BaseModel):

@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 from jwt import PyJWK
 
 from kernel.errors import InvalidInput, Unauthenticated
-from kernel.principal import SCOPES, Principal
+from kernel.principal import GLOBAL_VO, SCOPES, Principal
 from kernel.settings import Settings, TrustedIssuer
 
 ALLOWED_ALGORITHMS = ("RS256", "ES256", "EdDSA")
@@ -112,6 +112,8 @@ class BuiltinIssuer:
             raise InvalidInput(f"unknown scope(s) {unknown}; known scopes: {', '.join(SCOPES)}")
         if not sub or not vo:
             raise InvalidInput("a token needs a user (sub) and a VO")
+        if vo == GLOBAL_VO and "admin" not in scopes:
+            raise InvalidInput(f"a token of the global VO {GLOBAL_VO!r} is an admin token: give it the admin scope")
         now = int(time.time())
         claims = {
             "iss": self.issuer,
@@ -194,7 +196,7 @@ class TokenVerifier:
                     leeway=CLOCK_SKEW_S,
                     options={"require": ["exp", "iss", "aud", "sub"]},
                 )
-                return _principal(claims)
+                return _principal(claims, self.trusted.get(issuer))
             except jwt.InvalidSignatureError as exc:
                 last = exc
             except (jwt.InvalidAlgorithmError, jwt.InvalidKeyError) as exc:
@@ -241,17 +243,22 @@ class TokenVerifier:
         return keys, audience
 
 
-def _principal(claims: dict[str, Any]) -> Principal:
+def _principal(claims: dict[str, Any], trusted: TrustedIssuer | None = None) -> Principal:
+    """The caller a verified token names. A trusted issuer mapped to a VO makes every token of
+    its VO (whatever `vo` the token claims) and says which claim carries the groups; only the
+    built-in issuer may name the global VO `*`."""
     scope = claims.get("scope", "")
     scopes = scope.split() if isinstance(scope, str) else list(scope)
-    groups = claims.get("groups") or []
+    groups = claims.get(trusted.groups_claim if trusted else "groups") or []
     if isinstance(groups, str):
         groups = [groups]
     # External issuers often prefix groups with '/'; Cairn's group names are bare.
     groups = tuple(str(g).lstrip("/") for g in groups)
-    vo = claims.get("vo") or (groups[0].split("/")[0] if groups else "")
+    vo = (trusted.vo if trusted else None) or claims.get("vo") or (groups[0].split("/")[0] if groups else "")
     if not isinstance(vo, str) or not vo:
         raise Unauthenticated("token names no VO (vo claim or groups)")
+    if vo == GLOBAL_VO and trusted is not None:
+        raise Unauthenticated(f"only the built-in issuer may issue tokens of VO {GLOBAL_VO!r}")
     return Principal(
         sub=str(claims["sub"]),
         vo=vo,

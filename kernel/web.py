@@ -42,6 +42,10 @@ ISSUER = web.AppKey("issuer", BuiltinIssuer)
 HTTP_SESSION = web.AppKey("http_session", ClientSession)
 ROUTE_TABLES = web.AppKey("route_tables", list["ApiRoutes"])
 PRINCIPAL = web.RequestKey("principal", Principal)
+# What a verified caller may reach on this installation (its VO): set by the assembly
+# (`catalogue.vos.confine`), applied to every authenticated request.
+Confine = Callable[[AsyncDatabase[Document], Principal], Awaitable[Principal]]
+CONFINE: web.AppKey[Confine] = web.AppKey("confine")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 M = TypeVar("M", bound=BaseModel)
@@ -67,8 +71,9 @@ class Policy:
             return
         if principal is None:
             raise Unauthenticated("this route needs a bearer token (Authorization: Bearer ...)")
-        if self.admin and not principal.is_admin:
-            raise Forbidden("this route is for administrators (scope 'admin')")
+        if self.admin and not principal.is_global_admin:
+            raise Forbidden("this route is for administrators of the installation (scope 'admin'; "
+                            "a VO's admin manages only that VO)")
         missing = [s for s in self.scopes if not principal.has_scope(s)]
         if missing:
             raise Forbidden(f"token lacks scope(s): {', '.join(missing)}")
@@ -238,8 +243,15 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
         kind, _, token = header.partition(" ")
         if kind.lower() != "bearer" or not token.strip():
             raise Unauthenticated("Authorization header must be 'Bearer <token>'")
-        request[PRINCIPAL] = await request.app[VERIFIER].verify(token.strip())
+        request[PRINCIPAL] = await authenticate(request, token.strip())
     return await handler(request)
+
+
+async def authenticate(request: web.Request, token: str) -> Principal:
+    """The caller a token names, confined to what its VO may reach (401 for a bad token)."""
+    principal = await request.config_dict[VERIFIER].verify(token)
+    confine = request.config_dict.get(CONFINE)
+    return await confine(request.config_dict[DATABASE], principal) if confine else principal
 
 
 # ------------------------------------------------------------------------------ JSON helpers

@@ -29,7 +29,9 @@ from catalogue.files import authorized_files
 from catalogue.find import open_query, query_filter
 from catalogue.lfn import ROOT
 from catalogue.permissions import READ
+from catalogue.vos import confine_owner
 from kernel.db import Document, read_by_ids
+from kernel.principal import Principal
 from productions import transformation_files, transformations
 
 CONSUMER = "transformation-feeder"
@@ -57,7 +59,7 @@ async def initial_feed(db: AsyncDatabase[Document], doc: Document) -> int:
     added = 0
     if _needs_input(doc):
         spec = doc["spec"]
-        results = await open_query(db, transformations.owner_principal(doc), spec["input_query"],
+        results = await open_query(db, await _owner(db, doc), spec["input_query"],
                                    scope=spec["input_path"], after=doc.get("initial_after"))
         batch: list[Document] = []
         async for found in results:
@@ -101,7 +103,7 @@ async def feed_lfns(db: AsyncDatabase[Document], doc: Document, lfns: Sequence[s
         await transformation_files.drop_unused(db, doc["_id"], gone)
     if not matched:
         return 0
-    allowed, _ = await authorized_files(db, transformations.owner_principal(doc), sorted(matched), READ)
+    allowed, _ = await authorized_files(db, await _owner(db, doc), sorted(matched), READ)
     added = await transformation_files.add_files(db, doc["_id"], list(allowed.values()), group_key(doc))
     if added < len(allowed):  # some were known: a removed one that matches again is unused again
         await transformation_files.revive(db, doc["_id"], list(allowed))
@@ -121,7 +123,7 @@ async def feed_directory(db: AsyncDatabase[Document], doc: Document, directory: 
     scope = _narrower(directory, doc["spec"]["input_path"])
     if scope is None or not _needs_input(doc):
         return 0
-    results = await open_query(db, transformations.owner_principal(doc), doc["spec"]["input_query"], scope=scope)
+    results = await open_query(db, await _owner(db, doc), doc["spec"]["input_query"], scope=scope)
     added, batch = 0, []
     async for found in results:
         batch.append({"_id": found["_id"], "size": found.get("size"), "meta_effective": found.get("meta_effective")})
@@ -170,3 +172,6 @@ async def follow(db: AsyncDatabase[Document], worker: str, *, lease_s: float) ->
     return await change_feed.consume(db, CONSUMER, worker, handle, lease_s=lease_s)
 
 
+async def _owner(db: AsyncDatabase[Document], doc: Document) -> Principal:
+    """The transformation's owner, confined to their VO (catalogue.vos)."""
+    return await confine_owner(db, transformations.owner_principal(doc))

@@ -11,6 +11,7 @@ from typing import Any
 from aiohttp import web
 from pydantic import BaseModel
 
+from catalogue.authorization import require_vo, vo_query
 from kernel.db import Document
 from kernel.errors import Forbidden
 from kernel.principal import Principal
@@ -23,7 +24,8 @@ View = Callable[[Document], dict[str, Any]]
 
 
 def check_owner(principal: Principal, doc: Document, noun: str) -> None:
-    """Only its owner or an admin may see or change it."""
+    """Only its owner or an admin may see or change it; another VO's answers like a missing one."""
+    require_vo(principal, doc, f"{noun} {doc['_id']} does not exist")
     if not principal.is_admin and doc["owner"] != principal.sub:
         raise Forbidden(f"{noun} {doc['_id']} belongs to {doc['owner']}; only its owner or an admin may do this")
 
@@ -72,13 +74,14 @@ def add_creation(routes: ApiRoutes, path: str, model: type[BaseModel],
 
 
 def add_listing(routes: ApiRoutes, path: str, plural: str,
-                fetch: Callable[[Any, str | None, int], Awaitable[list[Document]]], view: View, *,
+                fetch: Callable[[Any, str | None, int, Document], Awaitable[list[Document]]], view: View, *,
                 name: str, policy: Policy) -> None:
     """`GET path`: the caller's (an admin: anyone's), newest first."""
 
     async def handler(request: web.Request) -> web.Response:
         found = await fetch(request.app[DATABASE], listing_owner(request, plural),
-                            query_int(request, "limit", 100, minimum=1, maximum=10_000))
+                            query_int(request, "limit", 100, minimum=1, maximum=10_000),
+                            vo_query(principal_of(request)))
         return json_response([view(d) for d in found])
 
     handler.__name__ = name

@@ -12,6 +12,7 @@ from typing import Any
 
 from pymongo.asynchronous.database import AsyncDatabase
 
+from catalogue.authorization import vo_stamp
 from catalogue.metadata_fields import declared_fields
 from kernel.db import Document, IndexSpec, database_errors
 from kernel.errors import Conflict, NotFound
@@ -33,7 +34,8 @@ async def create(db: AsyncDatabase[Document], principal: Principal, spec: Produc
     docs = [transformations.document(step, principal, production_id) for step in spec.steps]
     await transformations.insert(db, docs)
     at = dt.datetime.now(dt.UTC)
-    doc = {"_id": production_id, "name": spec.name, "owner": principal.sub, "steps": [d["_id"] for d in docs],
+    doc = {"_id": production_id, "name": spec.name, "owner": principal.sub, "vo": vo_stamp(principal),
+           "steps": [d["_id"] for d in docs],
            "step_names": [s.name for s in spec.steps], "state": "active", "created": at, "updated": at}
     with database_errors():
         await db[PRODUCTIONS].insert_one(doc)
@@ -48,9 +50,12 @@ async def get(db: AsyncDatabase[Document], production_id: str) -> Document:
     return doc
 
 
-async def list_productions(db: AsyncDatabase[Document], owner: str | None, limit: int) -> list[Document]:
+async def list_productions(db: AsyncDatabase[Document], owner: str | None, limit: int,
+                           where: Document | None = None) -> list[Document]:
+    """Newest first, of one owner or all, matching `where` (e.g. the caller's VO)."""
+    flt = {**({} if owner is None else {"owner": owner}), **(where or {})}
     with database_errors():
-        return await db[PRODUCTIONS].find({} if owner is None else {"owner": owner}).sort(
+        return await db[PRODUCTIONS].find(flt).sort(
             "created", -1).limit(limit).to_list()
 
 

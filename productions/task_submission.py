@@ -14,6 +14,7 @@ import logging
 
 from pymongo.asynchronous.database import AsyncDatabase
 
+from catalogue.vos import confine_owner
 from kernel.db import Document
 from kernel.errors import Conflict, Forbidden, InvalidInput, NotFound
 from productions import request_tasks, tasks, transformation_files, transformations
@@ -67,7 +68,7 @@ async def submit_tasks(db: AsyncDatabase[Document], doc: Document) -> int:
             await _fail(db, doc, task, f"the job template gives no valid job: {exc}")
     if not pending:
         return len(already)
-    principal = transformations.owner_principal(doc)
+    principal = await confine_owner(db, transformations.owner_principal(doc))
     try:
         await submission.submit(db, principal, [d for _, d in pending], ids=[t["job"] for t, _ in pending])
         submitted = [t for t, _ in pending]

@@ -116,8 +116,10 @@ async def get(db: AsyncDatabase[Document], transformation_id: str) -> Document:
     return doc
 
 
-async def list_transformations(db: AsyncDatabase[Document], owner: str | None, limit: int) -> list[Document]:
-    flt = {} if owner is None else {"owner": owner}
+async def list_transformations(db: AsyncDatabase[Document], owner: str | None, limit: int,
+                               where: Document | None = None) -> list[Document]:
+    """Newest first, of one owner or all, matching `where` (e.g. the caller's VO)."""
+    flt = {**({} if owner is None else {"owner": owner}), **(where or {})}
     with database_errors():
         return await db[TRANSFORMATIONS].find(flt).sort("created", -1).limit(limit).to_list()
 

@@ -11,6 +11,7 @@ the DID's bytes; the evaluator places files that arrive later only where there i
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -19,9 +20,11 @@ from pymongo import UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 
 from catalogue.directories import now
+from catalogue.vos import Vo
 from kernel.bounds import Size
 from kernel.db import Document, IndexSpec, database_errors, increment
 from kernel.errors import NotFound
+from kernel.principal import DEFAULT_VO
 
 QUOTAS = "quotas"
 ACCOUNT_USAGE = "account_usage"
@@ -83,6 +86,25 @@ async def room(db: AsyncDatabase[Document], account: str, ses: Iterable[str]) ->
         quotas = {d["se"]: int(d["bytes"]) for d in await db[QUOTAS].find({"_id": {"$in": ids}}).to_list()}
         used = {d["se"]: int(d.get("bytes", 0)) for d in await db[ACCOUNT_USAGE].find({"_id": {"$in": ids}}).to_list()}
     return {se: (quotas[se] - used.get(se, 0) if se in quotas else None) for se in sorted(set(ses))}
+
+
+async def within_vo_quota(db: AsyncDatabase[Document], vo: Vo, room: dict[str, int | None]) -> dict[str, int | None]:
+    """`room` cut to what the VO may still lock on each SE: its quota there (`catalogue.vos`) less
+    what all its accounts lock (accounts are VO-qualified names, bare in DEFAULT_VO)."""
+    limits = {se: vo.ses[se].quota_bytes for se in room if se in vo.ses and vo.ses[se].quota_bytes is not None}
+    if not limits:
+        return room
+    pattern = "^[^:]*$" if vo.name == DEFAULT_VO else "^" + re.escape(vo.name) + ":"
+    with database_errors():
+        cursor = await db[ACCOUNT_USAGE].aggregate([
+            {"$match": {"se": {"$in": sorted(limits)}, "account": {"$regex": pattern}}},
+            {"$group": {"_id": "$se", "bytes": {"$sum": "$bytes"}}}])
+        used = {row["_id"]: int(row["bytes"]) for row in await cursor.to_list()}
+    cut = dict(room)
+    for se, limit in limits.items():
+        left = int(limit or 0) - used.get(se, 0)
+        cut[se] = left if room[se] is None else min(left, room[se] or 0)
+    return cut
 
 
 async def charge(db: AsyncDatabase[Document], account: str, deltas: Mapping[str, tuple[int, int]]) -> None:

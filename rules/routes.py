@@ -13,10 +13,18 @@ from typing import Any
 
 from aiohttp import web
 
-from catalogue.authorization import authorize_rule_target, require_visible_rule, visible_rules
+from catalogue.authorization import (
+    authorize_rule_target,
+    name_in_vo,
+    require_quota_admin,
+    require_visible_rule,
+    se_in_vo,
+    visible_rules,
+    vo_query,
+)
 from kernel.errors import InvalidInput
 from kernel.responses import JsonList
-from kernel.web import ADMIN, DATABASE, ApiRoutes, json_response, principal_of, query_int, read_model, scopes
+from kernel.web import DATABASE, ApiRoutes, json_response, principal_of, query_int, read_model, scopes
 from rules import locks as rule_locks
 from rules import quotas, store
 from rules.quotas import QuotaIn
@@ -36,7 +44,9 @@ async def resolve_expression(request: web.Request) -> web.Response:
     if not expression.strip():
         raise InvalidInput("query parameter 'expression' is required")
     ses = await store.resolve_expression(request.app[DATABASE], expression)
-    return json_response({"expression": expression, "ses": [se["name"] for se in ses]})
+    principal = principal_of(request)
+    return json_response({"expression": expression, "ses": [se["name"] for se in ses
+                                                            if se_in_vo(principal, se["name"])]})
 
 
 @routes.post("/rules", status=201,
@@ -57,11 +67,12 @@ async def create(request: web.Request) -> web.Response:
             query={"account": "owning account", "did": "scope:name or LFN", "state": "replicating, ok, stuck...",
                    "limit": "1..10000 (1000)"}, response=JsonList)
 async def list_rules(request: web.Request) -> web.Response:
-    db = request.app[DATABASE]
+    db, principal = request.app[DATABASE], principal_of(request)
     found = await store.list_rules(db, account=request.query.get("account"),
                                    did=request.query.get("did"), state=request.query.get("state"),
-                                   limit=query_int(request, "limit", 1000, minimum=1, maximum=10_000))
-    return json_response([rule_view(d) for d in await visible_rules(db, principal_of(request), found)])
+                                   limit=query_int(request, "limit", 1000, minimum=1, maximum=10_000),
+                                   where=vo_query(principal))
+    return json_response([rule_view(d) for d in await visible_rules(db, principal, found)])
 
 
 async def visible_rule(request: web.Request) -> dict[str, Any]:
@@ -111,18 +122,24 @@ async def delete(request: web.Request) -> web.Response:
 async def list_quotas(request: web.Request) -> web.Response:
     principal = principal_of(request)
     account = request.query.get("account") if principal.is_admin else principal.sub
-    return json_response(await quotas.quotas_and_usage(request.app[DATABASE], account))
+    rows = await quotas.quotas_and_usage(request.app[DATABASE], account)
+    return json_response([r for r in rows if name_in_vo(principal, str(r["account"]))])
 
 
-@routes.put("/quotas", policy=ADMIN, summary="Set the bytes an account's rules may lock on an SE", body=QuotaIn)
+@routes.put("/quotas", policy=WRITE, body=QuotaIn, responses={403: "not an admin (of this account's VO)"},
+            summary="Set the bytes an account's rules may lock on an SE (admins; a VO's admins for its members)")
 async def put_quota(request: web.Request) -> web.Response:
+    require_quota_admin(principal_of(request))
     body = await read_model(request, QuotaIn)
+    require_quota_admin(principal_of(request), body.account, body.se)
     return json_response(await quotas.set_quota(request.app[DATABASE], body))
 
 
-@routes.delete("/quotas", policy=ADMIN, summary="Remove a quota (the account is then unlimited there)",
-               query={"account": "account", "se": "SE"}, responses={404: "no such quota"})
+@routes.delete("/quotas", policy=WRITE, summary="Remove a quota (the account is then unlimited there)",
+               query={"account": "account", "se": "SE"},
+               responses={403: "not an admin (of this account's VO)", 404: "no such quota"})
 async def delete_quota(request: web.Request) -> web.Response:
     account, se = request.query.get("account", ""), request.query.get("se", "")
+    require_quota_admin(principal_of(request), account, se)
     await quotas.delete_quota(request.app[DATABASE], account, se)
     return json_response({"account": account, "se": se, "deleted": True})

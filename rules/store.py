@@ -30,12 +30,14 @@ from pydantic import BaseModel, ConfigDict, Field
 from pymongo import ReturnDocument
 from pymongo.asynchronous.database import AsyncDatabase
 
+from catalogue.authorization import vo_stamp
 from catalogue.dataset_contents import DATASET_FILES, linked_dids
 from catalogue.datasets import DATASETS, check_did
 from catalogue.directories import now
 from catalogue.files import FILES
 from catalogue.lfn import check_lfn
 from catalogue.storage_elements import SES
+from catalogue.vos import registry
 from kernel import claims
 from kernel.bounds import MAX_LIFETIME_S
 from kernel.db import Document, IndexSpec, database_errors, increment, read_by_ids
@@ -84,6 +86,7 @@ class Rule(claims.Leased):
     `ok_since`, `last_repair`); the `locks_*` counters count its locks by state."""
 
     _id: str
+    vo: str
     did: str
     did_type: str
     account: str
@@ -185,18 +188,18 @@ async def distinct_bytes(db: AsyncDatabase[Document], container: str) -> int:
 
 
 async def check_room(db: AsyncDatabase[Document], account: str, expression: str, copies: int, did: str,
-                     did_type: str, size: int) -> list[str]:
+                     did_type: str, size: int, vo: str | None = None) -> list[str]:
     """`check_placeable` for a DID; a container over quota by its datasets' sums is checked again
     by its distinct files (read only then: the sums are cheap, and usually fit)."""
     try:
-        return await check_placeable(db, account, expression, copies, size)
+        return await check_placeable(db, account, expression, copies, size, vo)
     except QuotaExceeded:
         if did_type != "container":
             raise
         exact = await distinct_bytes(db, did)
         if exact == size:
             raise
-    return await check_placeable(db, account, expression, copies, exact)
+    return await check_placeable(db, account, expression, copies, exact, vo)
 
 
 async def datasets_below(db: AsyncDatabase[Document], container: str) -> list[str]:
@@ -233,9 +236,13 @@ async def rule_files(db: AsyncDatabase[Document], rule: Document) -> AsyncIterat
 
 
 async def check_placeable(db: AsyncDatabase[Document], account: str, expression: str, copies: int,
-                          size: int) -> list[str]:
-    """The SEs a rule may use; InvalidInput or QuotaExceeded (nothing written) when it cannot be met."""
+                          size: int, vo: str | None = None) -> list[str]:
+    """The SEs a rule may use; InvalidInput or QuotaExceeded (nothing written) when it cannot be met.
+    A rule of a registered VO uses only the VO's SEs (if it lists any) within the VO's quotas."""
     matched = await resolve_expression(db, expression)
+    registered = (await registry(db)).get(vo) if vo else None
+    if registered is not None and registered.ses:
+        matched = [se for se in matched if se["name"] in registered.ses]
     if not matched:
         raise InvalidInput(f"expression {expression!r} matches no storage element", details={"expression": expression})
     names = [se["name"] for se in matched]
@@ -243,6 +250,8 @@ async def check_placeable(db: AsyncDatabase[Document], account: str, expression:
         raise InvalidInput(f"{copies} copies asked for but {expression!r} matches only {len(names)} SE(s): "
                            f"{', '.join(names)}", details={"ses": names})
     room = await quotas.room(db, account, names)
+    if registered is not None:
+        room = await quotas.within_vo_quota(db, registered, room)
     fits = [se for se in names if room[se] is None or (room[se] or 0) >= size]
     if len(fits) < copies:
         short = {se: room[se] for se in names if se not in fits}
@@ -264,10 +273,11 @@ async def create_rule(db: AsyncDatabase[Document], principal: Principal, item: R
     if item.source_expression:
         validate(item.source_expression)
     did_type, size = await did_target(db, item.did)
-    await check_room(db, account, item.expression, item.copies, item.did, did_type, size)
+    await check_room(db, account, item.expression, item.copies, item.did, did_type, size, vo_stamp(principal))
     at = now()
     doc: Rule = {
-        "_id": rule_id or uuid.uuid4().hex, "did": item.did, "did_type": did_type, "account": account,
+        "_id": rule_id or uuid.uuid4().hex, "vo": vo_stamp(principal), "did": item.did, "did_type": did_type,
+        "account": account,
         "copies": item.copies, "expression": item.expression, "grouping": item.grouping, "weight": item.weight,
         "activity": item.activity, "source_expression": item.source_expression, "locked": item.locked,
         "comment": item.comment, "priority": item.priority, "subscription": subscription,
@@ -291,9 +301,10 @@ async def get_rule(db: AsyncDatabase[Document], rule_id: str) -> Document:
 
 
 async def list_rules(db: AsyncDatabase[Document], *, account: str | None = None, did: str | None = None,
-                     state: str | None = None, limit: int = 1000) -> list[Document]:
-    """Rules, newest first, filtered by account, DID and state."""
+                     state: str | None = None, limit: int = 1000, where: Document | None = None) -> list[Document]:
+    """Rules, newest first, filtered by account, DID and state (and `where`, e.g. the caller's VO)."""
     query = {k: v for k, v in {"account": account, "did": did, "state": state}.items() if v is not None}
+    query.update(where or {})
     with database_errors():
         # Index: rules_by_account or rules_by_did.
         return await db[RULES].find(query).sort("created", -1).limit(limit).to_list()
@@ -330,7 +341,8 @@ async def update_rule(db: AsyncDatabase[Document], principal: Principal, rule_id
     if update.copies is not None and update.copies != rule["copies"]:
         if update.copies > rule["copies"]:
             did_type, size = await did_target(db, rule["did"])
-            await check_room(db, rule["account"], rule["expression"], update.copies, rule["did"], did_type, size)
+            await check_room(db, rule["account"], rule["expression"], update.copies, rule["did"], did_type, size,
+                             rule.get("vo"))
         change.update({"copies": update.copies, "dirty": True, "due": at})
         inc["generation"] = 1
     if update.lifetime_s is not None:

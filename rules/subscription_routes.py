@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from catalogue.authorization import vo_query
 from kernel.responses import JsonList
 from kernel.web import DATABASE, ApiRoutes, json_response, principal_of, read_model, scopes
 from rules import subscriptions
@@ -24,12 +25,13 @@ async def add(request: web.Request) -> web.Response:
 
 @routes.get("/subscriptions", policy=READ, summary="Every subscription", response=JsonList)
 async def list_all(request: web.Request) -> web.Response:
-    return json_response([subscription_view(d) for d in await subscriptions.list_subscriptions(request.app[DATABASE])])
+    found = await subscriptions.list_subscriptions(request.app[DATABASE], vo_query(principal_of(request)))
+    return json_response([subscription_view(d) for d in found])
 
 
 @routes.get("/subscriptions/{name}", policy=READ, summary="One subscription", responses={404: "no such subscription"})
 async def show(request: web.Request) -> web.Response:
-    doc = await subscriptions.get_subscription(request.app[DATABASE], request.match_info["name"])
+    doc = await subscriptions.get_subscription(request.app[DATABASE], principal_of(request), request.match_info["name"])
     return json_response(subscription_view(doc))
 
 

@@ -23,13 +23,14 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
-from catalogue.authorization import authorize_rule_target
-from catalogue.datasets import DATASETS
+from catalogue.authorization import authorize_rule_target, require_vo, vo_stamp
+from catalogue.datasets import DATASETS, did_within_reach
 from catalogue.directories import now
+from catalogue.vos import confine_owner, qualified
 from kernel.bounds import MAX_LIFETIME_S
 from kernel.db import Document, IndexSpec, database_errors, increment, read_by_ids
 from kernel.errors import CairnError, Conflict, Forbidden, NotFound
-from kernel.principal import Principal
+from kernel.principal import DEFAULT_VO, Principal
 from rules.se_expression import validate
 from rules.store import Grouping, RuleIn, create_rule
 
@@ -90,7 +91,13 @@ class SubscriptionIn(BaseModel):
 
 
 def subscription_view(doc: Document) -> dict[str, Any]:
-    return {"name": doc["_id"], **{k: v for k, v in doc.items() if k != "_id"}}
+    return {**{k: v for k, v in doc.items() if k != "_id"}, "name": doc.get("name", doc["_id"])}
+
+
+def subscription_id(principal: Principal, name: str) -> str:
+    """A subscription's `_id`: its name qualified by the VO (`catalogue.vos.qualified`), so each
+    VO has its own names and another VO's subscription is simply not found."""
+    return qualified(principal.vo, name) if principal.confined else name
 
 
 async def add_subscription(db: AsyncDatabase[Document], principal: Principal, item: SubscriptionIn) -> Document:
@@ -102,7 +109,8 @@ async def add_subscription(db: AsyncDatabase[Document], principal: Principal, it
         validate(item.rule.source_expression)
     at = now()
     # The rights a matching dataset is checked against later are the subscriber's, as now.
-    doc: Document = {"_id": item.name, "account": item.account or principal.sub,
+    doc: Document = {"_id": subscription_id(principal, item.name), "name": item.name, "vo": vo_stamp(principal),
+                     "account": item.account or principal.sub,
                      "groups": list(principal.groups), "scopes": sorted(principal.scopes | {"rules.write"}),
                      "filter": item.filter.model_dump(), "rule": item.rule.model_dump(), "comment": item.comment,
                      "created": at, "rules_created": 0, "errors": {}}
@@ -114,26 +122,30 @@ async def add_subscription(db: AsyncDatabase[Document], principal: Principal, it
     return doc
 
 
-async def list_subscriptions(db: AsyncDatabase[Document]) -> list[Document]:
+async def list_subscriptions(db: AsyncDatabase[Document], where: Document | None = None) -> list[Document]:
+    """Every subscription (of the VO `where` names, e.g. `vo_query`)."""
     with database_errors():
-        return await db[SUBSCRIPTIONS].find({}).sort("_id", 1).to_list()
+        return await db[SUBSCRIPTIONS].find(where or {}).sort("_id", 1).to_list()
 
 
-async def get_subscription(db: AsyncDatabase[Document], name: str) -> Document:
+async def get_subscription(db: AsyncDatabase[Document], principal: Principal, name: str) -> Document:
+    """One subscription of the caller's VO; 404 for a missing one and another VO's alike."""
     with database_errors():
-        doc = await db[SUBSCRIPTIONS].find_one({"_id": name})
+        doc = await db[SUBSCRIPTIONS].find_one({"_id": subscription_id(principal, name)})
+    missing = f"subscription {name} does not exist"
     if doc is None:
-        raise NotFound(f"subscription {name} does not exist")
+        raise NotFound(missing)
+    require_vo(principal, doc, missing)
     return doc
 
 
 async def delete_subscription(db: AsyncDatabase[Document], principal: Principal, name: str) -> None:
     """Remove a subscription (the rules it made stay)."""
-    doc = await get_subscription(db, name)
+    doc = await get_subscription(db, principal, name)
     if not (principal.is_admin or doc["account"] == principal.sub):
         raise Forbidden(f"subscription {name} belongs to {doc['account']}")
     with database_errors():
-        await db[SUBSCRIPTIONS].delete_one({"_id": name})
+        await db[SUBSCRIPTIONS].delete_one({"_id": doc["_id"]})
 
 
 def rule_id_for(subscription: str, did: str) -> str:
@@ -153,13 +165,15 @@ async def apply_to_new(db: AsyncDatabase[Document], dids: Sequence[str]) -> int:
 
 async def _apply(db: AsyncDatabase[Document], subscription: Document, new: list[Document]) -> int:
     wanted = DatasetFilter.model_validate(subscription["filter"])
-    principal = Principal(sub=subscription["account"], vo="", groups=tuple(subscription.get("groups") or ()),
-                          scopes=frozenset(subscription.get("scopes") or ["rules.write"]))
+    principal = await confine_owner(db, Principal(
+        sub=subscription["account"], vo=subscription.get("vo") or DEFAULT_VO,
+        groups=tuple(subscription.get("groups") or ()),
+        scopes=frozenset(subscription.get("scopes") or ["rules.write"])))
     made = 0
     errors: dict[str, str] = {}
     for did in new:
-        if not wanted.matches(did):
-            continue
+        if not wanted.matches(did) or not did_within_reach(principal, did["_id"]):
+            continue  # another VO's datasets are not this subscription's business
         item = RuleIn(did=did["_id"], **subscription["rule"])
         try:
             # The same check as POST /rules, as the subscriber: a dataset the subscriber may not

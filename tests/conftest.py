@@ -11,6 +11,7 @@ pytest_plugins = [
     "tests.fixtures.xrootd",
     "tests.fixtures.live_ses",
     "tests.fixtures.authz",
+    "tests.fixtures.multi_vo",
     "tests.fixtures.slurm",
     "tests.fixtures.portal",
     "tests.fixtures.browser",

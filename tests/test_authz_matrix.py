@@ -137,7 +137,7 @@ MATRIX: dict[str, Case] = {
     "PATCH /rules/{id}": Case("/rules/{rule}", (200, 404, 404), {"comment": "changed"}),
     "DELETE /rules/{id}": Case("/rules/{victim_rule}", (200, 404, 404)),
     "GET /quotas": same(200, "/quotas"),
-    "PUT /quotas": admin_only("/quotas"),
+    "PUT /quotas": admin_only("/quotas"),  # users hold rules.write: refused as no admins
     "DELETE /quotas": admin_only("/quotas"),
     # subscriptions are anyone's with rules.write (their rules are not checked per dataset)
     "POST /subscriptions": Case("/subscriptions", (201, 201, 201), lambda who: {
@@ -219,6 +219,12 @@ MATRIX: dict[str, Case] = {
     "GET /audit/runs/{id}": admin_only("/audit/runs/audit-000000000000"),
     "GET /audit/runs/{id}/entries": admin_only("/audit/runs/audit-000000000000/entries"),
     "POST /audit/runs/{id}/clean-dark": admin_only("/audit/runs/audit-000000000000/clean-dark"),
+    # no VO is registered here (single-VO installation): tests/test_multi_vo.py covers VOs
+    "GET /vos": same(200, "/vos"),
+    "GET /vos/{name}": same(404, "/vos/NOPE"),
+    "PUT /vos/{name}": admin_only("/vos/NOPE"),
+    "GET /vos/{name}/members": same(404, "/vos/NOPE/members"),
+    "PATCH /vos/{name}/members": same(404, "/vos/NOPE/members", body={"add": ["eve"]}),
 }
 MATRIX_IDS: dict[str, str] = {}
 

@@ -11,7 +11,17 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pymongo.asynchronous.database import AsyncDatabase
 
-from catalogue.authorization import REQUEST_DELETION, REQUEST_STAGE, REQUEST_TRANSFER, Action, authorize_files
+from catalogue.authorization import (
+    REQUEST_DELETION,
+    REQUEST_STAGE,
+    REQUEST_TRANSFER,
+    Action,
+    authorize_files,
+    require_did,
+    require_se,
+    vo_query,
+    vo_stamp,
+)
 from catalogue.dataset_contents import file_lfns
 from catalogue.lfn import check_lfn
 from catalogue.storage_elements import get_storage_element
@@ -98,7 +108,7 @@ async def submit_authorized(
     Authorized here, once: the daemons then act with these rights (catalogue.authorization)."""
     permitted, refused = await authorized_lfns(db, principal, lfns, action)
     result = await rq.submit(db, kind, [{"lfn": lfn, **item} for lfn in permitted],
-                             requester=requester_of(principal), **kw)
+                             requester=requester_of(principal), vo=vo_stamp(principal), **kw)
     result["failed"] = {**refused, **result["failed"]}
     return result
 
@@ -108,8 +118,8 @@ def requester_of(principal: Principal) -> str:
 
 
 def visible_to(principal: Principal) -> dict[str, Any]:
-    """Admins see every request; others see their own."""
-    return {} if principal.is_admin else {"requester": requester_of(principal)}
+    """Admins see every request of their VO (of every VO: global admins); others see their own."""
+    return vo_query(principal) if principal.is_admin else {"requester": requester_of(principal)}
 
 
 async def dataset_lfns(db: AsyncDatabase[Document], principal: Principal, did: str) -> list[str]:
@@ -118,7 +128,7 @@ async def dataset_lfns(db: AsyncDatabase[Document], principal: Principal, did: s
     Listing a DID's contents needs `catalogue.read` (as `cairn dataset contents` does)."""
     if not principal.has_scope("catalogue.read"):
         raise Forbidden("replicating a dataset lists its contents: that needs the catalogue.read scope")
-    lfns = await file_lfns(db, did, limit=MAX_LFNS)
+    lfns = await file_lfns(db, require_did(principal, did), limit=MAX_LFNS)
     if not lfns:
         raise InvalidInput(f"{did} holds no files; nothing queued", details={"dataset": did})
     return lfns
@@ -131,11 +141,11 @@ async def submit_replication(request: web.Request) -> web.Response:
     body = await read_model(request, ReplicationRequest)
     db = request.app[DATABASE]
     principal = principal_of(request)
-    dest = await get_storage_element(db, body.dest_se)
+    dest = await get_storage_element(db, require_se(principal, body.dest_se))
     if not dest.write_enabled:
         raise InvalidInput(f"SE {dest.name} is switched off for writing")
     if body.source_se:
-        await get_storage_element(db, body.source_se)
+        await get_storage_element(db, require_se(principal, body.source_se))
     lfns = body.lfns if body.dataset is None else await dataset_lfns(db, principal, body.dataset)
     result = await submit_authorized(db, principal, "transfer", REQUEST_TRANSFER, lfns,
                                      {"dest_se": body.dest_se, "source_se": body.source_se},
@@ -150,7 +160,7 @@ async def submit_replication(request: web.Request) -> web.Response:
 async def submit_stage(request: web.Request) -> web.Response:
     body = await read_model(request, StageRequest)
     db = request.app[DATABASE]
-    se = await get_storage_element(db, body.se)
+    se = await get_storage_element(db, require_se(principal_of(request), body.se))
     if se.kind != "tape":
         raise InvalidInput(f"SE {se.name} is a {se.kind} SE; staging is for tape SEs")
     result = await submit_authorized(db, principal_of(request), "stage", REQUEST_STAGE, body.lfns,
@@ -166,7 +176,7 @@ async def submit_deletion(request: web.Request) -> web.Response:
     db = request.app[DATABASE]
     principal = principal_of(request)
     if body.se is not None:
-        await get_storage_element(db, body.se)
+        await get_storage_element(db, require_se(principal, body.se))
     elif not principal.is_admin:
         raise Forbidden("deleting every replica of a file is for administrators; name an SE")
     result = await submit_authorized(db, principal, "delete", REQUEST_DELETION, body.lfns, {"dest_se": body.se})
@@ -199,7 +209,8 @@ async def list_requests(request: web.Request) -> web.Response:
 async def get_request(request: web.Request) -> web.Response:
     doc = await rq.get_request(request.app[DATABASE], request.match_info["id"])
     principal = principal_of(request)
-    if doc is None or (not principal.is_admin and doc["requester"] != requester_of(principal)):
+    if doc is None or not principal.sees_vo(doc.get("vo")) or (
+            not principal.is_admin and doc["requester"] != requester_of(principal)):
         raise NotFound(f"request {request.match_info['id']} does not exist")
     return json_response(doc)
 

@@ -82,6 +82,7 @@ class TransferRequest(claims.Leased):
     _id: str
     kind: Kind
     lfn: str
+    vo: NotRequired[str]
     dest_se: str | None
     source_se: str | None
     state: str
@@ -150,8 +151,10 @@ async def submit(
     priority: int = 3,
     submission: str | None = None,
     max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+    vo: str | None = None,
 ) -> dict[str, Any]:
     """Queue many requests in O(1) round trips; an identical open request is reused, not doubled.
+    `vo`: the VO of the requester (a user's; daemons' requests have none, see catalogue.vos).
 
     Returns {"submission": id, "successful": {lfn: request_id}, "failed": {lfn: reason}}.
     """
@@ -171,6 +174,8 @@ async def submit(
             continue
         if doc["active_key"] in seen:
             continue
+        if vo is not None:
+            doc["vo"] = vo
         seen.add(doc["active_key"])
         docs.append(doc)
     successful: dict[str, str] = {}

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from kernel.web import DATABASE, ApiRoutes, json_response, query_int, scopes
+from catalogue.authorization import require_installation_view
+from kernel.web import DATABASE, ApiRoutes, json_response, principal_of, query_int, scopes
 from transfers.activity_series import MAX_HOURS as ACTIVITY_MAX_HOURS
 from transfers.activity_series import activity_series
 from transfers.link_series import MAX_HOURS, hourly_series
@@ -17,6 +18,7 @@ routes = ApiRoutes("transfers")
             summary="Per-link transfer counts and throughput, queue depths, failures by reason, and the "
                     "database commands the workers sent per transferred file")
 async def transfer_stats(request: web.Request) -> web.Response:
+    require_installation_view(principal_of(request), "transfer statistics")
     db = request.app[DATABASE]
     links = await link_statistics(db)
     return json_response({
@@ -32,6 +34,7 @@ async def transfer_stats(request: web.Request) -> web.Response:
             query={"hours": f"1..{MAX_HOURS} (48)", "source": "only from this SE", "dest": "only to this SE"},
             responses={400: "hours out of range"})
 async def transfer_series(request: web.Request) -> web.Response:
+    require_installation_view(principal_of(request), "transfer statistics")
     return json_response(await hourly_series(
         request.app[DATABASE], hours=query_int(request, "hours", 48, minimum=1, maximum=MAX_HOURS),
         source=request.query.get("source"), dest=request.query.get("dest")))
@@ -42,6 +45,7 @@ async def transfer_series(request: web.Request) -> web.Response:
             query={"hours": f"1..{ACTIVITY_MAX_HOURS} (48)", "step_hours": "bucket width in hours (1)"},
             responses={400: "hours or bucket count out of range"})
 async def transfer_activity(request: web.Request) -> web.Response:
+    require_installation_view(principal_of(request), "transfer activity")
     return json_response(await activity_series(
         request.app[DATABASE], hours=query_int(request, "hours", 48, minimum=1, maximum=ACTIVITY_MAX_HOURS),
         step_hours=query_int(request, "step_hours", 1, minimum=1, maximum=ACTIVITY_MAX_HOURS)))

@@ -21,8 +21,10 @@ from catalogue.directories import fetch_directories
 from catalogue.lfn import ancestors
 from catalogue.permissions import READ, hiding_denial
 from catalogue.replicas import get_replicas
+from catalogue.vos import confine_owner
 from kernel import claims
 from kernel.db import Document
+from kernel.principal import Principal
 from transfers.requests import list_requests, submit_transfers
 from wms import input_data, jobs, states, task_queues
 from wms.config import WmsSettings
@@ -35,12 +37,12 @@ log = logging.getLogger("cairn.wms.checker")
 
 
 def readable_by_owner(
-    job: Document, files: Mapping[str, Document], dirs: Mapping[str, Document]
+    owner: Principal, files: Mapping[str, Document], dirs: Mapping[str, Document]
 ) -> dict[str, Document]:
     """The input files the job's owner may read now: submission lets a hidden input through like
     a missing one (so it reveals nothing), and here it is treated as missing too (the job fails
-    naming it), so a job never reads what its owner cannot (`catalogue.authorization`)."""
-    owner = owner_of(job)
+    naming it), so a job never reads what its owner cannot (`catalogue.authorization`); `owner`
+    is `owner_of(job)` confined to its VO."""
     return {lfn: doc for lfn, doc in files.items() if hiding_denial(owner, lfn, doc, READ, dirs) is None}
 
 
@@ -65,7 +67,8 @@ async def check_batch(db: AsyncDatabase[Document], config: WmsSettings, worker: 
     outcomes: dict[str, Document] = {}
     queues: dict[QueueKey, list[str]] = defaultdict(list)
     for job in batch:
-        outcome, key = await _decide(db, config, job, readable_by_owner(job, files, dirs), ses)
+        owner = await confine_owner(db, owner_of(job))
+        outcome, key = await _decide(db, config, job, readable_by_owner(owner, files, dirs), ses)
         outcomes[job["_id"]] = outcome
         if key is not None:
             queues[key].append(job["_id"])

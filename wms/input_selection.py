@@ -17,6 +17,7 @@ from collections.abc import Sequence
 
 from pymongo.asynchronous.database import AsyncDatabase
 
+from catalogue.authorization import require_did
 from catalogue.dataset_contents import file_lfns
 from catalogue.find import open_query
 from catalogue.lfn import check_lfn
@@ -39,7 +40,7 @@ def _selection(job: JobDescription) -> Selection | None:
 async def _resolve(db: AsyncDatabase[Document], principal: Principal, selection: Selection) -> list[str]:
     kind, what, path = selection
     if kind == "dataset":
-        lfns = await file_lfns(db, what, limit=MAX_INPUTS_PER_JOB)
+        lfns = await file_lfns(db, require_did(principal, what), limit=MAX_INPUTS_PER_JOB)
         if not lfns:
             raise InvalidInput(f"input_dataset {what} holds no files")
         return lfns

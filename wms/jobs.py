@@ -108,10 +108,11 @@ async def get_jobs(db: AsyncDatabase[Document], job_ids: Sequence[str]) -> list[
 
 
 def list_jobs(
-    db: AsyncDatabase[Document], *, owner: str | None, state: str | None, limit: int
+    db: AsyncDatabase[Document], *, owner: str | None, state: str | None, limit: int, where: Document | None = None
 ) -> AsyncIterator[Document]:
-    """Jobs newest first, optionally of one owner and one state (index jobs_by_owner)."""
-    query: Document = {}
+    """Jobs newest first, optionally of one owner and one state, and matching `where` (e.g. the
+    caller's VO) (index jobs_by_owner)."""
+    query: Document = dict(where or {})
     if owner is not None:
         query["owner"] = owner
     if state is not None:
@@ -121,12 +122,16 @@ def list_jobs(
 
 
 async def page_jobs(db: AsyncDatabase[Document], *, owner: str | None, state: str | None, after: str | None,
-                    limit: int) -> list[Document]:
+                    limit: int, where: Document | None = None) -> list[Document]:
     """One page of `list_jobs`, continuing after the job `after` (keyset on submitted then id, so
-    a page costs the same however deep it is); an unknown `after` is NotFound."""
-    query: Document = {k: v for k, v in {"owner": owner, "state": state}.items() if v is not None}
+    a page costs the same however deep it is); an `after` that is unknown or outside `where` (the
+    caller's VO) is NotFound."""
+    query: Document = {**(where or {}), **{k: v for k, v in {"owner": owner, "state": state}.items() if v is not None}}
     if after is not None:
-        last = await get_job(db, after)
+        with database_errors():
+            last = await db[JOBS].find_one({**(where or {}), "_id": after}, {"submitted": 1})
+        if last is None:
+            raise NotFound(f"job {after} does not exist")
         query["$or"] = [{"submitted": {"$lt": last["submitted"]}},
                         {"submitted": last["submitted"], "_id": {"$lt": last["_id"]}}]
     projection = {"stdout": 0, "stderr": 0, "history": 0}
@@ -293,9 +298,12 @@ async def silent_jobs(db: AsyncDatabase[Document], heard_before: dt.datetime, li
         ).limit(limit).to_list()
 
 
-async def count_by_state(db: AsyncDatabase[Document], owner: str | None = None) -> dict[str, int]:
-    """How many jobs are in each state (of one owner, or all); index jobs_by_owner for one owner."""
-    stages: list[Document] = [{"$match": {"owner": owner}}] if owner is not None else []
+async def count_by_state(db: AsyncDatabase[Document], owner: str | None = None,
+                         where: Document | None = None) -> dict[str, int]:
+    """How many jobs are in each state (of one owner, or all; matching `where`, e.g. a VO);
+    index jobs_by_owner for one owner."""
+    match = {**({"owner": owner} if owner is not None else {}), **(where or {})}
+    stages: list[Document] = [{"$match": match}] if match else []
     stages.append({"$group": {"_id": "$state", "n": {"$sum": 1}}})
     with database_errors():
         cursor = await db[JOBS].aggregate(stages)

@@ -31,6 +31,7 @@ from catalogue.provenance import record_production
 from catalogue.replica_urls import se_url, variant_url
 from catalogue.replicas import overwrite_files
 from catalogue.storage_elements import StorageElement, fetch_storage_elements, get_storage_element, replica_url
+from catalogue.vos import confine_owner
 from kernel.db import Document
 from kernel.errors import InvalidInput, NotFound
 from kernel.principal import Principal
@@ -124,7 +125,7 @@ async def register_outputs(
                        for lfn in overwrite if lfn not in updated})
     if new:
         metas = {o["lfn"]: o.get("meta") or {} for o in job["description"]["outputs"]}
-        result = await register_files(db, owner_of(job), [
+        result = await register_files(db, await confine_owner(db, owner_of(job)), [
             {"lfn": i["lfn"], "size": i["size"], "adler32": i["adler32"], "guid": guids[i["lfn"]],
              "replicas": [{"se": i["se"], "url": i["url"]}], "meta": metas.get(i["lfn"], {})} for i in new])
         failed.update({lfn: str(reason) for lfn, reason in result["failed"].items()})

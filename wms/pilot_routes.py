@@ -9,13 +9,18 @@ from __future__ import annotations
 import asyncio
 import os
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 
+from catalogue.authorization import vo_query
+from kernel.db import read_by_ids
 from kernel.errors import InvalidInput
+from kernel.principal import Principal
 from kernel.responses import JsonList
-from kernel.web import ADMIN, DATABASE, ApiRoutes, json_response, query_int, scopes
+from kernel.web import ADMIN, DATABASE, ApiRoutes, json_response, principal_of, query_int, scopes
 from wms import pilot_records
+from wms.jobs import JOBS
 
 routes = ApiRoutes("pilots")
 READ = scopes("jobs.read")
@@ -38,8 +43,18 @@ async def list_pilots(request: web.Request) -> web.Response:
 @routes.get("/pilots/{name}", policy=READ, summary="A pilot: batch id, queue, site, state, its jobs",
             responses={404: "no such pilot"})
 async def get_pilot(request: web.Request) -> web.Response:
-    doc = await pilot_records.get_pilot(request.app[DATABASE], request.match_info["name"])
-    return json_response(pilot_records.public_view(doc))
+    return json_response(await pilot_view(request.app[DATABASE], principal_of(request), request.match_info["name"]))
+
+
+async def pilot_view(db: Any, principal: Principal, name: str) -> dict[str, Any]:
+    """A pilot as its caller may see it: a pilot runs every VO's jobs, so a caller confined to a
+    VO is shown only the jobs of its VO (API and portal alike)."""
+    view = pilot_records.public_view(await pilot_records.get_pilot(db, name))
+    if principal.confined:
+        ran = view.get("jobs", [])
+        mine = {d["_id"] async for d in read_by_ids(db[JOBS], ran, {"_id": 1}, flt=vo_query(principal))}
+        view["jobs"] = [job for job in ran if job in mine]
+    return view
 
 
 @routes.get("/pilots/{name}/logs", policy=ADMIN, summary="The tail of a pilot's batch log",

@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 from aiohttp import web
 from pydantic import ValidationError
 
+from catalogue.authorization import name_in_vo, require_vo, vo_query
 from kernel.errors import Forbidden, InvalidInput
 from kernel.principal import Principal
 from kernel.responses import JsonList
@@ -41,6 +42,7 @@ PILOT = scopes("jobs.pilot")
 
 
 def _own(principal: Principal, job: dict[str, Any]) -> None:
+    require_vo(principal, job, f"job {job['_id']} does not exist")  # another VO's job is a missing one
     if not principal.is_admin and job["owner"] != principal.sub:
         raise Forbidden(f"job {job['_id']} belongs to {job['owner']}; only its owner or an admin may do this")
 
@@ -82,14 +84,15 @@ async def list_jobs(request: web.Request) -> web.Response:
         raise InvalidInput(f"unknown state {state!r}; states: {', '.join(states.ALL)}")
     limit = query_int(request, "limit", 100, minimum=1, maximum=10_000)
     found = [jobs.public_view(d) async for d in jobs.list_jobs(request.app[DATABASE], owner=owner, state=state,
-                                                                 limit=limit)]
+                                                                 limit=limit, where=vo_query(principal))]
     return json_response(found)
 
 
 @routes.get("/job-summary", policy=READ, summary="Jobs per state (yours; everyone's for admins)")
 async def job_summary(request: web.Request) -> web.Response:
     principal = principal_of(request)
-    counts = await jobs.count_by_state(request.app[DATABASE], None if principal.is_admin else principal.sub)
+    counts = await jobs.count_by_state(request.app[DATABASE], None if principal.is_admin else principal.sub,
+                                       where=vo_query(principal))
     return json_response({state: counts.get(state, 0) for state in states.ALL})
 
 
@@ -137,15 +140,17 @@ async def _optional_control(request: web.Request) -> ControlRequest:
 @routes.get("/task-queues", policy=READ, summary="Task queues: requirements, group, priority and waiting jobs",
             response=JsonList)
 async def list_task_queues(request: web.Request) -> web.Response:
+    principal = principal_of(request)
     queues = await task_queues.all_queues(request.app[DATABASE])
-    return json_response([{"id": q.pop("_id"), **q} for q in queues])
+    return json_response([{"id": q.pop("_id"), **q} for q in queues if name_in_vo(principal, str(q.get("group")))])
 
 
 @routes.get("/job-shares", policy=READ, summary="Fair share: each group's share and jobs at pilots", response=JsonList)
 async def list_shares(request: web.Request) -> web.Response:
+    principal = principal_of(request)
     usage = await task_queues.all_group_usage(request.app[DATABASE])
     return json_response([{"group": u["_id"], "share": u.get("share", 1.0), "running": u.get("running", 0)}
-                          for u in usage])
+                          for u in usage if name_in_vo(principal, u["_id"])])
 
 
 @routes.put("/job-shares/{group}", policy=ADMIN, summary="Set a group's fair share (default 1)", body=ShareRequest)

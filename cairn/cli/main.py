@@ -24,6 +24,7 @@ from cairn.cli import (
     token,
     transfers,
     transformations,
+    vos,
 )
 
 
@@ -63,6 +64,7 @@ ses.se.add_command(se_admin.se_update)
 ses.site.add_command(se_admin.site_add)
 
 cli.add_command(pilots.pilots)
+cli.add_command(vos.vo)
 ses.site.add_command(pilots.site_queues)
 ses.site.add_command(pilots.site_queue_set)
 

@@ -8,7 +8,7 @@ from cairn.cli.output import emit_json, fail, json_option, table
 from cairn.cli.runner import run
 from cairn.cli.settings import cli_settings
 from kernel.errors import CairnError
-from kernel.principal import SCOPES
+from kernel.principal import DEFAULT_VO, GLOBAL_VO, SCOPES
 from kernel.tokens import BuiltinIssuer
 
 
@@ -19,7 +19,8 @@ def token() -> None:
 
 @token.command("issue")
 @click.option("--user", "-u", required=True, help="subject (user name)")
-@click.option("--vo", required=True, help="virtual organisation")
+@click.option("--vo", default=DEFAULT_VO, show_default=True,
+              help=f"virtual organisation ({GLOBAL_VO!r} with --scope admin: a global admin)")
 @click.option("--group", "-g", "groups", multiple=True, help="group (repeatable; the first is primary)")
 @click.option("--scope", "-s", "scopes", multiple=True, help=f"scope (repeatable): {', '.join(SCOPES)}")
 @click.option("--lifetime", type=click.IntRange(60, 366 * 86400), help="seconds until it expires")
@@ -42,4 +43,4 @@ def whoami(as_json: bool) -> None:
     if as_json:
         emit_json(me)
     else:
-        table([me], ["sub", "vo", "groups", "scopes", "admin"])
+        table([me], ["sub", "vo", "groups", "scopes", "admin", "global_admin", "roots"])

@@ -21,6 +21,7 @@ from cairn.portal.access import caller
 from cairn.portal.render import page
 from catalogue import usage
 from catalogue import usage_routes as usage_api
+from catalogue.authorization import name_in_vo
 from kernel.errors import Forbidden, InvalidInput
 from kernel.web import json_response, query_int
 from rules import quotas
@@ -55,7 +56,8 @@ async def _table(request: web.Request, name: str) -> list[dict[str, Any]]:
     if name == "activity":
         return _activity_rows(await _series(request))
     db, user = caller(request, rule_api.routes, "GET", "/quotas")
-    return await quotas.quotas_and_usage(db, None if user.is_admin else user.sub)
+    rows = await quotas.quotas_and_usage(db, None if user.is_admin else user.sub)
+    return [r for r in rows if name_in_vo(user, str(r["account"]))]
 
 
 @routes.get("/accounting")

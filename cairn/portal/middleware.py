@@ -10,7 +10,7 @@ from aiohttp import web
 from cairn.portal.render import error_page
 from cairn.portal.session import SESSION_COOKIE, TOKEN, check_csrf
 from kernel.errors import CairnError, Unauthenticated
-from kernel.web import PRINCIPAL, VERIFIER, Handler
+from kernel.web import PRINCIPAL, Handler, authenticate
 
 PUBLIC_PATHS = ("/ui/login", "/ui/static/")
 
@@ -23,7 +23,7 @@ async def session_middleware(request: web.Request, handler: Handler) -> web.Stre
         token = request.cookies.get(SESSION_COOKIE)
         if token:
             try:
-                request[PRINCIPAL] = await request.config_dict[VERIFIER].verify(token)
+                request[PRINCIPAL] = await authenticate(request, token)
                 request[TOKEN] = token
             except Unauthenticated:
                 token = None

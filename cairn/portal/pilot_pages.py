@@ -49,7 +49,7 @@ async def pilot_page(request: web.Request) -> web.Response:
     """A pilot and one page of the jobs it ran that the user may see (`after`: a job id)."""
     db, user = caller(request, api.routes, "GET", "/pilots/{name}")
     caller(request, job_api.routes, "GET", "/jobs/{id}")
-    pilot = pilot_records.public_view(await pilot_records.get_pilot(db, request.match_info["name"]))
+    pilot = await api.pilot_view(db, user, request.match_info["name"])
     ran: list[str] = pilot.pop("jobs", [])
     after = request.query.get("after")
     start = ran.index(after) + 1 if after in ran else 0
@@ -58,7 +58,8 @@ async def pilot_page(request: web.Request) -> web.Response:
     while start < len(ran) and len(visible) <= limit:  # bounded slices, so a busy pilot is never read whole
         chunk = ran[start:start + limit + 1]
         found = {d["_id"]: d for d in await jobs.get_jobs(db, chunk)}
-        visible += [jobs.public_view(found[i]) for i in chunk if i in found and _readable(user, found[i])]
+        visible += [jobs.public_view(found[i]) for i in chunk
+                    if i in found and user.sees_vo(found[i].get("vo")) and _readable(user, found[i])]
         start += len(chunk)
     return page(request, "pilot.html", {"pilot": pilot, "jobs": visible[:limit], "ran": len(ran),
                                         "next_after": visible[limit - 1]["id"] if len(visible) > limit else None})

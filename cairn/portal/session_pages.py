@@ -7,7 +7,7 @@ from aiohttp import web
 from cairn.portal.render import page
 from cairn.portal.session import LOGIN_CSRF_COOKIE, SESSION_COOKIE, new_login_csrf, set_cookie
 from kernel.errors import Unauthenticated
-from kernel.web import VERIFIER
+from kernel.web import authenticate
 
 routes = web.RouteTableDef()
 
@@ -34,7 +34,7 @@ async def login(request: web.Request) -> web.Response:
     try:
         if not token:
             raise Unauthenticated("paste a token")
-        await request.config_dict[VERIFIER].verify(token)
+        await authenticate(request, token)
     except Unauthenticated as exc:
         csrf = new_login_csrf()
         response = page(request, "login.html", {"login_csrf": csrf, "next": _next(form.get("next")),

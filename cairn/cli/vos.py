@@ -1,0 +1,86 @@
+"""`cairn vo add|list|show|members`: the VOs (collaborations) one installation serves."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from cairn.cli.output import emit_json, json_option, table
+from cairn.cli.runner import run
+
+VO_COLUMNS = ["name", "roots", "scopes", "ses", "sites", "admins"]
+
+
+def _row(vo: dict[str, Any]) -> dict[str, Any]:
+    ses = [f"{name}:{se['path']}" + (f" ({se['quota_bytes']} B)" if se.get("quota_bytes") is not None else "")
+           for name, se in vo.get("ses", {}).items()]
+    return {**vo, "ses": ses}
+
+
+def _se_option(value: str) -> tuple[str, dict[str, Any]]:
+    """`NAME[:PATH[:QUOTA_BYTES]]` -> (NAME, {path, quota_bytes})."""
+    name, _, rest = value.partition(":")
+    path, _, quota = rest.partition(":")
+    try:
+        return name, {"path": path or "/", "quota_bytes": int(quota) if quota else None}
+    except ValueError as exc:
+        raise click.BadParameter(f"quota of {value!r} must be a number of bytes") from exc
+
+
+@click.group()
+def vo() -> None:
+    """VOs: collaborations sharing this installation, each isolated from the others."""
+
+
+@vo.command("add")
+@click.argument("name")
+@click.option("--root", "roots", multiple=True, required=True, help="namespace root, e.g. /cta (repeatable)")
+@click.option("--scope", "scopes", multiple=True, help="DID scope of the VO (repeatable)")
+@click.option("--se", "ses", multiple=True, help="SE the VO may use: NAME[:PATH[:QUOTA_BYTES]] (repeatable)")
+@click.option("--site", "sites", multiple=True, help="site of the VO (repeatable)")
+@click.option("--admin", "admins", multiple=True, help="user who administers the VO (repeatable)")
+@json_option
+def vo_add(name: str, roots: tuple[str, ...], scopes: tuple[str, ...], ses: tuple[str, ...],
+           sites: tuple[str, ...], admins: tuple[str, ...], as_json: bool) -> None:
+    """Create or replace a VO (global admins); its missing root directories are made."""
+    body = {"name": name, "roots": list(roots), "scopes": list(scopes), "ses": dict(_se_option(s) for s in ses),
+            "sites": list(sites), "admins": list(admins)}
+    saved = run(lambda c: c.put_vo(body))
+    emit_json(saved) if as_json else click.echo(f"VO {saved['name']} saved (roots {', '.join(saved['roots'])})")
+
+
+@vo.command("list")
+@json_option
+def vo_list(as_json: bool) -> None:
+    """The VOs you may see (yours; every VO for a global admin)."""
+    found = run(lambda c: c.list_vos())
+    emit_json(found) if as_json else table([_row(v) for v in found], VO_COLUMNS)
+
+
+@vo.command("show")
+@click.argument("name")
+@json_option
+def vo_show(name: str, as_json: bool) -> None:
+    """One VO."""
+    found = run(lambda c: c.get_vo(name))
+    emit_json(found) if as_json else table([_row(found)], VO_COLUMNS)
+
+
+@vo.command("members")
+@click.argument("name")
+@click.option("--add", "add", multiple=True, help="user to add (repeatable)")
+@click.option("--remove", "remove", multiple=True, help="user to remove (repeatable)")
+@click.option("--admins", is_flag=True, help="change the VO's admins instead of its members")
+@json_option
+def vo_members(name: str, add: tuple[str, ...], remove: tuple[str, ...], admins: bool, as_json: bool) -> None:
+    """Show a VO's members and admins; with --add/--remove, change them (the VO's admins)."""
+    if add or remove:
+        found = run(lambda c: c.change_vo_members(name, add=add, remove=remove, admins=admins))
+    else:
+        found = run(lambda c: c.vo_members(name))
+    if as_json:
+        emit_json(found)
+    else:
+        table([{"user": u, "role": "admin"} for u in found["admins"]]
+              + [{"user": u, "role": "member"} for u in found["members"]], ["user", "role"], title=f"VO {name}")

@@ -1,0 +1,219 @@
+"""The VO registry: the collaborations one installation serves, and what each may reach.
+
+A VO has namespace roots (`/cta`), DID scopes (`cta`, `user.cta`), the SEs it may use (each
+with the VO's path prefix on it and a quota in bytes), sites, admins and members. While the
+registry is empty the installation is single-VO and callers are not confined (as before VOs
+existed). Once a VO is registered, `confine` marks every caller: a token must name a
+registered VO (or be an admin token of the global VO `*`), and the caller then reaches only
+its VO's paths, scopes and objects (`catalogue.authorization` applies it). Identity is
+(vo, sub): names are stored VO-qualified (`cta:bob`, group `cta:phys`), except in the VO
+`local`, whose names stay bare. Global admins are admins of `*` or of the VO whose roots
+include `/` (the installation's own VO, `local` after `cairn up`); an admin of any other VO
+(token scope `admin`, or listed in the VO's `admins`) is admin inside its VO only.
+
+A path belongs to the VO whose root is the longest one above it: the VO `local` made by
+`cairn up` has the root `/` and owns every path no other VO claims. Objects stored before VOs
+(no `vo` field) count as the VO `local` (`kernel.principal.DEFAULT_VO`).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import time
+from typing import Any, TypedDict
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pymongo.asynchronous.database import AsyncDatabase
+
+from catalogue.lfn import ROOT, check_lfn, is_within
+from catalogue.storage_elements import NAME_PATTERN, fetch_storage_elements
+from kernel.db import Document, database_errors
+from kernel.errors import Conflict, InvalidInput, NotFound, Unauthenticated
+from kernel.principal import ADMIN_SCOPE, DEFAULT_VO, GLOBAL_VO, Principal
+
+VOS = "vos"
+CACHE_S = 2.0  # how long a server process trusts its copy of the (small, rarely changed) registry
+PILOT_SCOPES = frozenset({"jobs.pilot"})
+SCOPE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}$"
+
+
+class VoSe(BaseModel):
+    """How a VO uses one SE: its path prefix there and its quota (None: no limit)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    path: str = Field("/", max_length=1000)
+    quota_bytes: int | None = Field(None, ge=0)
+
+
+class Vo(BaseModel):
+    """One VO as stored and as the API shows it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(..., pattern=NAME_PATTERN)
+    roots: list[str] = Field(..., min_length=1, max_length=100)
+    scopes: list[str] = Field(default_factory=list, max_length=100)
+    ses: dict[str, VoSe] = Field(default_factory=dict)
+    sites: list[str] = Field(default_factory=list, max_length=1000)
+    admins: list[str] = Field(default_factory=list, max_length=1000)
+    members: list[str] = Field(default_factory=list, max_length=100_000)
+
+    @field_validator("roots")
+    @classmethod
+    def _roots(cls, roots: list[str]) -> list[str]:
+        return sorted({check_lfn(r) for r in roots})
+
+    @field_validator("scopes")
+    @classmethod
+    def _scopes(cls, scopes: list[str]) -> list[str]:
+        bad = [s for s in scopes if s != "*" and not re.match(SCOPE_PATTERN, s)]
+        if bad:
+            raise ValueError(f"invalid DID scope(s) {bad}")
+        return sorted(set(scopes))
+
+
+class VoDocument(TypedDict, total=False):
+    _id: str
+    roots: list[str]
+    scopes: list[str]
+    ses: dict[str, dict[str, Any]]
+    sites: list[str]
+    admins: list[str]
+    members: list[str]
+    created: dt.datetime
+
+
+def _vo(doc: Document) -> Vo:
+    return Vo(name=doc["_id"], **{k: v for k, v in doc.items() if k in Vo.model_fields and k != "name"})
+
+
+_cache: dict[str, tuple[float, dict[str, Vo]]] = {}
+
+
+async def registry(db: AsyncDatabase[Document], *, fresh: bool = False) -> dict[str, Vo]:
+    """Every VO by name (cached for CACHE_S per database; writes here drop the cache)."""
+    cached = _cache.get(db.name)
+    if cached is not None and not fresh and time.monotonic() - cached[0] < CACHE_S:
+        return cached[1]
+    with database_errors():
+        docs = await db[VOS].find().sort("_id", 1).to_list()
+    vos = {d["_id"]: _vo(d) for d in docs}
+    _cache[db.name] = (time.monotonic(), vos)
+    return vos
+
+
+def _check_disjoint(vo: Vo, others: dict[str, Vo]) -> None:
+    for other in others.values():
+        if other.name == vo.name:
+            continue
+        same_roots = set(vo.roots) & set(other.roots)
+        if same_roots:
+            raise Conflict(f"root(s) {sorted(same_roots)} belong to VO {other.name!r} already")
+        same_scopes = set(vo.scopes) & set(other.scopes) - {"*"}
+        if same_scopes:
+            raise Conflict(f"DID scope(s) {sorted(same_scopes)} belong to VO {other.name!r} already")
+
+
+async def put_vo(db: AsyncDatabase[Document], vo: Vo) -> Vo:
+    """Create or replace a VO; roots and DID scopes may not be another VO's."""
+    if vo.name == GLOBAL_VO:
+        raise InvalidInput(f"{GLOBAL_VO!r} is the global VO of installation admins, not a VO to register")
+    _cache.pop(db.name, None)
+    _check_disjoint(vo, await registry(db))
+    unknown = sorted(set(vo.ses) - set(await fetch_storage_elements(db, vo.ses)))
+    if unknown:
+        raise InvalidInput(f"unknown SE(s) {unknown}: add them first (cairn se add)")
+    at = dt.datetime.now(dt.UTC)
+    fields = vo.model_dump(mode="json", exclude={"name"})
+    with database_errors():
+        await db[VOS].update_one({"_id": vo.name}, {"$set": {**fields, "modified": at},
+                                                     "$setOnInsert": {"created": at}}, upsert=True)
+    _cache.pop(db.name, None)
+    return vo
+
+
+async def ensure_default_vo(db: AsyncDatabase[Document], name: str = DEFAULT_VO) -> None:
+    """Register the installation's own VO (root `/`, every DID scope no other VO claims) when
+    there is no VO yet (`cairn up`): it then serves one VO and works as before VOs existed."""
+    if not await registry(db, fresh=True):
+        await put_vo(db, Vo(name=name, roots=["/"], scopes=["*"]))
+
+
+async def get_vo(db: AsyncDatabase[Document], name: str) -> Vo:
+    vo = (await registry(db)).get(name)
+    if vo is None:
+        raise NotFound(f"VO {name!r} does not exist")
+    return vo
+
+
+async def change_members(db: AsyncDatabase[Document], name: str, *, add: list[str], remove: list[str],
+                         admins: bool = False) -> Vo:
+    """Add and remove members (or, with `admins`, admins) of a VO."""
+    await get_vo(db, name)
+    field = "admins" if admins else "members"
+    with database_errors():
+        if add:
+            await db[VOS].update_one({"_id": name}, {"$addToSet": {field: {"$each": add}}})
+        if remove:
+            await db[VOS].update_one({"_id": name}, {"$pull": {field: {"$in": remove}}})
+    _cache.pop(db.name, None)
+    return await get_vo(db, name)
+
+
+def vo_of_path(vos: dict[str, Vo], path: str) -> str | None:
+    """The VO a path belongs to: the one with the longest root above it (None: no VO's)."""
+    best: tuple[int, str | None] = (-1, None)
+    for vo in vos.values():
+        for root in vo.roots:
+            if is_within(path, root) and len(root) > best[0]:
+                best = (len(root), vo.name)
+    return best[1]
+
+
+def qualified(vo: str, name: str) -> str:
+    """A user or group name as stored in a multi-VO installation: `vo:name`, bare in DEFAULT_VO
+    (whose names are those stored before VOs existed, so old owners keep their entries)."""
+    return name if vo == DEFAULT_VO or name.startswith(f"{vo}:") else f"{vo}:{name}"
+
+
+async def confine(db: AsyncDatabase[Document], principal: Principal) -> Principal:
+    """The caller with its VO's reach (see the module docstring); 401 for a VO not registered.
+    Its `sub` and groups become VO-qualified (`qualified`); `claims` keep the issuer's names."""
+    vos = await registry(db)
+    if not vos or principal.confined or principal.scopes == PILOT_SCOPES:
+        return principal  # single-VO; already confined; a pilot (installation's, runs every VO's jobs)
+    if principal.vo == GLOBAL_VO:
+        if not principal.is_admin:
+            raise Unauthenticated(f"a token of the global VO {GLOBAL_VO!r} must hold the admin scope")
+        return principal
+    vo = vos.get(principal.vo)
+    if vo is None:
+        raise Unauthenticated(f"VO {principal.vo!r} is not registered on this installation")
+    names = [principal.sub, *principal.groups]
+    if any(":" in n and not n.startswith(f"{vo.name}:") for n in names):
+        raise Unauthenticated("user and group names may not hold ':' (it separates a VO from a name)")
+    bare_sub = principal.sub.removeprefix(f"{vo.name}:")
+    admin = principal.is_admin or bare_sub in vo.admins
+    scopes = principal.scopes | ({ADMIN_SCOPE} if admin else set())
+    unconfined = admin and ROOT in vo.roots  # the installation's own VO (rooted at /): its admins are global
+    foreign = tuple(r for other in vos.values() if other.name != vo.name for r in other.roots
+                    if any(is_within(r, own) for own in vo.roots))
+    return Principal(sub=qualified(vo.name, principal.sub), vo=vo.name,
+                     groups=tuple(qualified(vo.name, g) for g in principal.groups), scopes=frozenset(scopes),
+                     issuer=principal.issuer, claims=principal.claims, confined=not unconfined,
+                     roots=tuple(vo.roots), foreign_roots=() if unconfined else foreign,
+                     did_scopes=tuple(vo.scopes),
+                     foreign_scopes=tuple(s for other in vos.values() if other.name != vo.name for s in other.scopes),
+                     ses=tuple(sorted(vo.ses)), sole_vo=len(vos) == 1)
+
+
+async def confine_owner(db: AsyncDatabase[Document], principal: Principal) -> Principal:
+    """As `confine`, for daemons acting as an object's owner (already qualified names): an owner
+    of a VO that is gone reaches nothing rather than failing the daemon."""
+    try:
+        return await confine(db, principal)
+    except Unauthenticated:
+        return Principal(sub=principal.sub, vo=principal.vo, groups=principal.groups, scopes=frozenset(),
+                         confined=True)
