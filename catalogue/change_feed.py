@@ -4,7 +4,9 @@ container created), read by the daemons that react to it (rules; transformations
 
 Writing: each catalogue call that changes a batch appends that batch's events with one counter
 `$inc` (a block of sequence numbers) and one `insert_many`, right after the change itself.
-Sequence numbers are the events' `_id`s, increasing in allocation order; a writer that
+Sequence numbers are the events' `_id`s (stored as fixed-width decimal text, `key`, so that
+reading after a position is a range of the `_id` index on any database, see `kernel.db.ID_ORDER`;
+`read` gives them back as numbers), increasing in allocation order; a writer that
 allocated a block may insert it after a later writer inserted its own, so a reader can meet a
 hole that fills a moment later.
 
@@ -33,12 +35,13 @@ from pymongo import ReturnDocument
 from pymongo.asynchronous.database import AsyncDatabase
 
 from kernel import lease
-from kernel.db import Document, database_errors, increment
+from kernel.db import ID_ORDER, Document, database_errors, increment
 
 EVENTS = "catalogue_events"
 CONSUMERS = "feed_consumers"
 SEQUENCE = "feed_sequence"
 SETTLE_S = 30.0
+KEY_DIGITS = 20  # an int64 sequence number in full
 
 Kind = Literal["file_registered", "file_removed", "replica_added", "replica_removed", "replica_status",
                "attached", "detached", "metadata_changed", "did_created"]
@@ -67,6 +70,11 @@ def event(kind: Kind, did: str, **data: Any) -> Event:
     return {"kind": kind, "did": did, "data": data} if data else {"kind": kind, "did": did}
 
 
+def key(seq: int) -> str:
+    """The stored `_id` of sequence number `seq`: zero-padded decimal, sorting like the numbers."""
+    return f"{seq:0{KEY_DIGITS}d}"
+
+
 def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
@@ -81,15 +89,16 @@ async def append(db: AsyncDatabase[Document], events: Sequence[Event]) -> None:
         assert counter is not None
         first = int(counter["n"]) - len(events) + 1
         at = _now()
-        await db[EVENTS].insert_many([{**e, "_id": first + i, "at": at} for i, e in enumerate(events)],
+        await db[EVENTS].insert_many([{**e, "_id": key(first + i), "at": at} for i, e in enumerate(events)],
                                      ordered=False)
 
 
 async def read(db: AsyncDatabase[Document], after: int, limit: int) -> list[Event]:
     """Stored events after sequence number `after`, in order (holes included as gaps)."""
     with database_errors():
-        docs = await db[EVENTS].find({"_id": {"$gt": after}}).sort("_id", 1).limit(limit).to_list()
-    return [Event(**d) for d in docs]  # type: ignore[typeddict-item]
+        docs = await db[EVENTS].find({"_id": {"$gt": key(after)}}, comment=ID_ORDER).sort("_id", 1) \
+            .limit(limit).to_list()
+    return [Event(**{**d, "_id": int(d["_id"])}) for d in docs]  # type: ignore[typeddict-item]
 
 
 def settled(events: Sequence[Event], after: int, *, settle_before: dt.datetime) -> list[Event]:
@@ -171,5 +180,5 @@ async def trim(db: AsyncDatabase[Document], *, keep_s: float) -> int:
             return 0
         passed = min(int(c["position"]) for c in consumers)
         result = await db[EVENTS].delete_many(
-            {"_id": {"$lte": passed}, "at": {"$lt": _now() - dt.timedelta(seconds=keep_s)}})
+            {"_id": {"$lte": key(passed)}, "at": {"$lt": _now() - dt.timedelta(seconds=keep_s)}})
     return result.deleted_count

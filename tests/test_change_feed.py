@@ -144,7 +144,7 @@ async def test_a_hole_left_by_a_slow_writer_is_waited_for_not_skipped(database: 
     await database[change_feed.SEQUENCE].update_one({"_id": change_feed.EVENTS}, {"$inc": {"n": 1}})
     await change_feed.append(database, [change_feed.event("file_registered", "/c")])
     assert await collect(database, "patient") == []
-    await database[change_feed.EVENTS].insert_one({"_id": 2, "kind": "file_registered", "did": "/b",
+    await database[change_feed.EVENTS].insert_one({"_id": change_feed.key(2), "kind": "file_registered", "did": "/b",
                                                    "at": change_feed._now()})
     assert [e["did"] for e in await collect(database, "patient")] == ["/b", "/c"]
 
