@@ -118,8 +118,10 @@ class PilotFactory(Daemon):
         pilots = await pilot_records.active(self.db, queue.site, queue.name)
         waiting = sum(p["state"] in (pilot_records.SUBMITTING, WAITING) for p in pilots)
         running = sum(p["state"] == RUNNING for p in pilots)
+        # A pilot that runs but has taken no job yet is about to take one of the waiting jobs.
+        starting = sum(p["state"] == RUNNING and not p.get("jobs") for p in pilots)
         demand = await self.demand(queue)
-        count = min(demand - waiting, queue.max_waiting - waiting, queue.max_running - running - waiting,
+        count = min(demand - waiting - starting, queue.max_waiting - waiting, queue.max_running - running - waiting,
                     self.config.per_cycle)
         if count <= 0:
             return 0
