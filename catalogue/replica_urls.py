@@ -42,11 +42,16 @@ def _refused(url: str, why: str) -> InvalidInput:
     return InvalidInput(f"replica URL {shown!r} refused: {why}", details={"url": shown})
 
 
+# An LFN of segments of LFN characters, none of them '.' or '..' (what check_lfn lets through).
+_PLAIN_LFN = re.compile(r"(?:/(?!\.\.?(?:/|$))[A-Za-z0-9_\-.+=,@~:]+)+")
+_UNSAFE = re.compile(r"[\x00-\x1f\x7f\\]")  # control characters and backslash
+
+
 # Cached: every copy checks its URLs against its SEs' base URLs, the same few strings each time.
 @functools.lru_cache(maxsize=4096)
 def normalised_url(url: str) -> str:
     """`url` in canonical form (see the module docstring); InvalidInput when it cannot be trusted."""
-    if any(ord(c) < 32 or ord(c) == 127 for c in url) or "\\" in url:
+    if _UNSAFE.search(url):
         raise _refused(url, "it holds control characters or a backslash")
     try:
         parts = urlsplit(url)
@@ -64,7 +69,7 @@ def normalised_url(url: str) -> str:
     if port == DEFAULT_PORTS.get(scheme):
         port = None
     path = unquote(parts.path)
-    if "%" in path or any(ord(c) < 32 or ord(c) == 127 for c in path) or "\\" in path:
+    if "%" in path or _UNSAFE.search(path):
         raise _refused(url, "it holds percent-encoded control characters, backslashes or a double encoding")
     segments = [segment for segment in path.split("/") if segment]
     if any(segment in (".", "..") for segment in segments):
@@ -82,6 +87,8 @@ def lies_under(url: str, base: str) -> bool:
 def derived_url(protocol: Protocol, lfn: str) -> str:
     """The lfn2pfn URL of lfn on protocol, refused if it would leave the protocol's base URL."""
     url = replica_url(protocol, lfn)
+    if _PLAIN_LFN.fullmatch(lfn):  # base + '/' + plain segments: under the base by construction
+        return url
     if not lies_under(url, protocol.base_url()):
         raise _refused(url, f"it does not lie under {protocol.base_url()}")
     return url
@@ -95,12 +102,14 @@ def se_url(se: StorageElement, lfn: str, url: str | None = None) -> str:
         if protocol is None:
             raise InvalidInput(f"SE {se.name} has no read or write protocol to build a URL from")
         return derived_url(protocol, lfn)
+    derived_urls = [derived_url(protocol, lfn) for protocol in sorted(se.protocols, key=lambda p: p.priority)]
+    if url in derived_urls:  # exactly what the SE's rule builds (the common case: no parsing)
+        return url
     wanted, mark, tag = normalised_url(url).partition(VARIANT_MARK)
     if mark and not VARIANT_TAG.fullmatch(tag):
         raise _refused(url, f"a URL variant is the derived URL, '{VARIANT_MARK}' and a tag of "
                             "letters, digits, '_' and '-'")
-    for protocol in sorted(se.protocols, key=lambda p: p.priority):
-        derived = derived_url(protocol, lfn)
+    for derived in derived_urls:
         if normalised_url(derived) == wanted:
             return variant_url(derived, tag) if mark else derived
     expected = derived_url(min(se.protocols, key=lambda p: p.priority), lfn)
