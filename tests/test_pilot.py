@@ -4,12 +4,11 @@ provenance, and a pilot killed mid-job leads to stalled -> rescheduled -> done o
 from __future__ import annotations
 
 import asyncio
-import time
 from pathlib import Path
 from typing import Any
 
 from tests.fixtures.api import RunningApi
-from tests.fixtures.grid import Grid, PilotProcess, adler32_hex, check_all, start_pilot, wait_for
+from tests.fixtures.grid import Grid, PilotProcess, adler32_hex, check_all, start_pilot, wait_for, watchdog_reschedules
 from wms import jobs
 from wms.config import WmsSettings
 from wms.daemons import JobWatchdog
@@ -93,12 +92,7 @@ async def test_a_pilot_killed_mid_job_leads_to_stalled_rescheduled_and_done_once
     await wait_for(grid.db, [job_id], {"running"}, pilots=pilots)
     first.kill()
 
-    watchdog = JobWatchdog(grid.db, wms_config)
-    deadline = time.monotonic() + 30
-    while (await jobs.get_job(grid.db, job_id))["state"] != "received":
-        assert time.monotonic() < deadline, "the watchdog never rescheduled the job"
-        await watchdog.run_once()
-        await asyncio.sleep(0.3)
+    await watchdog_reschedules(grid.db, wms_config, job_id)
     await check_all(grid.db, wms_config)
     start_pilot(api, "SITE-C", tmp_path, wms_config, pilots)
     [job] = await wait_for(grid.db, [job_id], {"done", "failed"}, pilots=pilots)
@@ -113,7 +107,7 @@ async def test_a_pilot_killed_mid_job_leads_to_stalled_rescheduled_and_done_once
     content = await grid.replica_bytes("/cta/out/slow.txt", "SITE-C-DISK")
     assert content == b"slow input\nattempt 2\n"
     # The watchdog has nothing more to do: the job is not declared stalled a second time.
-    await watchdog.run_once()
+    await JobWatchdog(grid.db, wms_config).run_once()
     assert (await jobs.get_job(grid.db, job_id))["state"] == "done"
 
 

@@ -15,10 +15,9 @@ import pytest
 
 from kernel.errors import Conflict
 from tests.fixtures.api import RunningApi
-from tests.fixtures.grid import Grid, PilotProcess, adler32_hex, check_all, start_pilot, wait_for
+from tests.fixtures.grid import Grid, PilotProcess, adler32_hex, check_all, start_pilot, wait_for, watchdog_reschedules
 from wms import jobs
 from wms.config import WmsSettings
-from wms.daemons import JobWatchdog
 from wms.outputs import attempt_url
 
 LFN = "/cta/out/fenced.txt"
@@ -44,12 +43,7 @@ async def test_a_resumed_stale_pilot_cannot_overwrite_the_output_of_the_current_
     stale_pilot = running["pilot"]
     os.kill(stale.process.pid, signal.SIGSTOP)
     try:
-        watchdog = JobWatchdog(grid.db, wms_config)
-        deadline = time.monotonic() + 30
-        while (await jobs.get_job(grid.db, job_id))["state"] != "received":
-            assert time.monotonic() < deadline, "the watchdog never rescheduled the job"
-            await watchdog.run_once()
-            await asyncio.sleep(0.3)
+        await watchdog_reschedules(grid.db, wms_config, job_id)
         await check_all(grid.db, wms_config)
         start_pilot(api, "SITE-B", tmp_path, wms_config, pilots)
         [done] = await wait_for(grid.db, [job_id], {"done", "failed"}, pilots=pilots)
