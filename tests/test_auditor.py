@@ -22,7 +22,7 @@ from rules.store import RuleIn
 from tests.fixtures.audit import audit_settings, on_storage, storage, write_on_storage
 from tests.fixtures.catalogue import ADMIN
 from tests.fixtures.live_ses import LiveSEs
-from tests.fixtures.rules import dataset_on_src, rule_daemons, rule_state, run_until
+from tests.fixtures.rules import dataset_on_src, rule_daemons, run_until, run_until_ok
 from tests.fixtures.transfers import replica_status
 from transfers.audit_compare import parse_dump_line
 from transfers.auditor import Auditor
@@ -39,10 +39,7 @@ async def ruled_copies(database: AsyncDatabase[Document], live_ses: LiveSEs, kin
     await dataset_on_src(database, "cta:audit", LFNS)
     rule = await store.create_rule(database, ADMIN, RuleIn(did="cta:audit", copies=1, expression="DST"))
 
-    async def ok() -> bool:
-        return await rule_state(database, rule["_id"]) == "ok"
-
-    await run_until(ok, rule_daemons(settings, database), timeout_s=120)
+    await run_until_ok(database, settings, rule["_id"], timeout_s=120)
     return dst
 
 

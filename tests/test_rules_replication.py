@@ -24,6 +24,7 @@ from tests.fixtures.rules import (
     rule_settings,
     rule_state,
     run_until,
+    run_until_ok,
     tiered_ses,
 )
 from tests.fixtures.transfers import replica_status
@@ -40,10 +41,7 @@ async def test_two_copies_on_tier1_of_a_dataset_end_ok_and_new_content_follows(
     rule = await store.create_rule(database, ADMIN, RuleIn(did="vo:ds", copies=2, expression="tier=1"))
     fast = rule_settings(settings)
 
-    async def ok() -> bool:
-        return await rule_state(database, rule["_id"]) == "ok"
-
-    await run_until(ok, rule_daemons(fast, database))
+    await run_until_ok(database, fast, rule["_id"])
     placed = await replicas_by_file(database, lfns)
     chosen = placed[lfns[0]] - {"SRC"}
     assert len(chosen) == 2 and chosen <= set(tier1)
@@ -80,10 +78,7 @@ async def test_a_failing_se_makes_the_rule_stuck_and_the_repairer_moves_its_lock
     assert placed == {"T1-A", "T1-B"}
     await update_storage_element(database, "T1-B", StorageElementUpdate(write_enabled=False))
 
-    async def ok() -> bool:
-        return (await store.get_rule(database, rule["_id"]))["state"] == "ok"
-
-    await run_until(ok, rule_daemons(fast, database))
+    await run_until_ok(database, fast, rule["_id"])
     assert all(ses == {"SRC", "T1-A", "T1-C"} for ses in (await replicas_by_file(database, lfns)).values())
     moved = await database[locks.LOCKS].find({"rule": rule["_id"], "se": "T1-C"}).to_list()
     assert len(moved) == 10 and all(lock["moved_from"] == "T1-B" and "T1-B" in lock["moved_because"]
@@ -121,10 +116,7 @@ async def test_expiry_releases_the_locks_and_the_replicas_may_then_be_deleted(
                                                            lifetime_s=3600))
     fast = rule_settings(settings)
 
-    async def ok() -> bool:
-        return await rule_state(database, rule["_id"]) == "ok"
-
-    await run_until(ok, rule_daemons(fast, database))
+    await run_until_ok(database, fast, rule["_id"])
     await rq.submit(database, "delete", [{"lfn": lfns[0], "dest_se": "T1-A"}], requester="t")
     await Reaper(fast, database).run(max_cycles=1)
     refused = await database[rq.REQUESTS].find_one({"kind": "delete"})
@@ -158,10 +150,7 @@ async def test_an_admin_deletion_of_a_locked_replica_puts_its_lock_back_to_repli
     rule = await store.create_rule(database, ADMIN, RuleIn(did="vo:adm", copies=1, expression="T1-A"))
     fast = rule_settings(settings)
 
-    async def ok() -> bool:
-        return await rule_state(database, rule["_id"]) == "ok"
-
-    await run_until(ok, rule_daemons(fast, database))
+    await run_until_ok(database, fast, rule["_id"])
     # An administrator's request to delete every replica of a file overrides the lock.
     await rq.submit(database, "delete", [{"lfn": lfns[0]}], requester="admin")
     await Reaper(fast, database).run(max_cycles=1)
@@ -180,7 +169,7 @@ async def test_an_admin_deletion_of_a_locked_replica_puts_its_lock_back_to_repli
     # The data comes back on the source SE: the rule copies it to T1-A again and protects it.
     (tmp_path / "src" / lfns[0].lstrip("/")).write_bytes(kept)
     await add_replicas(database, [{"lfn": lfns[0], "se": "SRC"}])
-    await run_until(ok, rule_daemons(fast, database))
+    await run_until_ok(database, fast, rule["_id"])
     assert await replica_status(database, lfns[0], "T1-A") == "available"
     doc = await database["files"].find_one({"_id": lfns[0]}, {"replicas": 1})
     assert [r.get("locks") for r in doc["replicas"] if r["se"] == "T1-A"] == [1]

@@ -17,7 +17,7 @@ from rules import store
 from rules.cleaner import RuleCleaner
 from rules.store import RuleIn, RuleUpdate
 from tests.fixtures.catalogue import ADMIN
-from tests.fixtures.rules import dataset_on_src, rule_daemons, rule_settings, rule_state, run_until, tiered_ses
+from tests.fixtures.rules import dataset_on_src, rule_settings, run_until, run_until_ok, tiered_ses
 from tests.fixtures.transfers import add_ses, disk_se, fast_settings, put_files, replica_status, run_until_drained
 from transfers import requests as rq
 from transfers.reaper import Reaper
@@ -71,10 +71,7 @@ async def test_a_rules_expiry_and_the_deletion_of_its_copies_leave_no_drift(
     rule = await store.create_rule(database, ADMIN, RuleIn(did="vo:exp", copies=1, expression="T1-A"))
     fast = rule_settings(settings)
 
-    async def ok() -> bool:
-        return await rule_state(database, rule["_id"]) == "ok"
-
-    await run_until(ok, rule_daemons(fast, database))
+    await run_until_ok(database, fast, rule["_id"])
     await store.update_rule(database, ADMIN, rule["_id"], RuleUpdate(lifetime_s=1))
     await asyncio.sleep(1.2)
 
