@@ -20,7 +20,8 @@ from kernel.db import Document, read_by_ids
 PROJECTION = {"replicas.se": 1, "replicas.status": 1}
 
 
-def _available(doc: Document) -> tuple[str, ...]:
+def available_ses(doc: Document) -> tuple[str, ...]:
+    """The SEs a file record (read with at least PROJECTION) has an available replica on."""
     return tuple(sys.intern(r["se"]) for r in doc.get("replicas", []) if r.get("status") == "available")
 
 
@@ -30,4 +31,4 @@ async def available_on(db: AsyncDatabase[Document], lfns: Collection[str]) -> di
     if not wanted:
         return {}
     # Index: _id.
-    return {doc["_id"]: _available(doc) async for doc in read_by_ids(db[FILES], wanted, PROJECTION)}
+    return {doc["_id"]: available_ses(doc) async for doc in read_by_ids(db[FILES], wanted, PROJECTION)}

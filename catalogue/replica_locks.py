@@ -6,7 +6,7 @@ on it) and `locks` (their number), which deletion checks before removing a repli
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from pymongo import UpdateMany
@@ -17,10 +17,19 @@ from kernel.db import Document, bulk_write_chunked, increment, read_by_ids
 from kernel.errors import ServiceUnavailable
 
 LOCK_UPDATE_ATTEMPTS = 10
+# What `change_lock_rules` reads of a file (and `replica_states` hands to callers that decide by
+# availability before locking, so that one read serves both).
+PROJECTION = {"replicas.se": 1, "replicas.status": 1, "replicas.locks": 1, "replicas.lock_rules": 1}
+
+
+async def replica_states(db: AsyncDatabase[Document], lfns: Iterable[str]) -> dict[str, Document]:
+    """The files' replicas (SE, status and rule locks), read by `_id` in slices: what
+    `change_lock_rules` needs as `files`, and what `catalogue.availability.available_ses` reads."""
+    return {doc["_id"]: doc async for doc in read_by_ids(db[FILES], lfns, PROJECTION)}
 
 
 async def change_lock_rules(db: AsyncDatabase[Document], rules_by_replica: Mapping[str, Mapping[str, set[str]]], *,
-                            add: bool) -> None:
+                            add: bool, files: Mapping[str, Document] | None = None) -> None:
     """Add rule ids to (or take them from) replicas' `lock_rules`, `locks` following;
     `rules_by_replica` is {lfn: {se: rule ids}}.
 
@@ -31,13 +40,17 @@ async def change_lock_rules(db: AsyncDatabase[Document], rules_by_replica: Mappi
     (another rule's lock, a shifted array) makes that file miss, and the files are read and
     computed again. A call only adds or only removes, so a changed set always changes its size
     and the count is a sound guard. Bumps `version` (a reaper deciding on the old one reads
-    again). Replicas that are gone are skipped. Raises ServiceUnavailable if files keep changing."""
+    again). Replicas that are gone are skipped. Raises ServiceUnavailable if files keep changing.
+
+    `files`, when given, are the records as the caller just read them (`replica_states`): the
+    first round computes from them instead of reading again (the guards make a stale one miss)."""
     pending: dict[str, Mapping[str, set[str]]] = dict(rules_by_replica)
     for _ in range(LOCK_UPDATE_ATTEMPTS):
-        lfns = sorted(pending)
         groups: dict[tuple[tuple[int, str, Any, tuple[str, ...]], ...], list[str]] = defaultdict(list)
-        projection = {"replicas.se": 1, "replicas.locks": 1, "replicas.lock_rules": 1}
-        async for doc in read_by_ids(db[FILES], lfns, projection):
+        docs = [files[lfn] for lfn in pending if lfn in files] if files is not None else \
+            [doc async for doc in read_by_ids(db[FILES], pending, PROJECTION)]
+        files = None
+        for doc in docs:
             if changes := _lock_changes(doc, pending[doc["_id"]], add):
                 groups[changes].append(doc["_id"])
         if not groups:

@@ -28,7 +28,7 @@ from pymongo.errors import BulkWriteError
 
 from catalogue.directories import DUPLICATE_KEY, now
 from catalogue.replica_locks import change_lock_rules
-from kernel.db import Document, IndexSpec, database_errors, increment
+from kernel.db import ID_ORDER, Document, IndexSpec, database_errors, increment
 from rules import quotas
 from rules.triggers import RULES
 
@@ -60,16 +60,24 @@ def new_lock(rule: Document, lfn: str, se: str, size: int, state: str, **extra: 
             "created": at, "modified": at, **extra}
 
 
-async def locks_of(db: AsyncDatabase[Document], rule_id: str, state: str | None = None, *,
-                   projection: Mapping[str, int] | None = None) -> list[Document]:
-    """A rule's locks (of one state), read with one cursor to its end before the caller writes:
-    FerretDB's SQLite backend blocks writers behind an open cursor, and evaluates this filter by
-    scanning the collection, so pages would cost one scan each. Index: locks_by_rule_state."""
+def _of_rule(rule_id: str, state: str | None = None) -> Document:
+    """The filter of a rule's locks (of one state): by rule and state, and by the `_id` range its
+    lock ids share (`<rule>:` up to `<rule>;`; rule ids hold no ':'), which Cairn's FerretDB build
+    reads from the `_id` index under the ID_ORDER comment instead of scanning every rule's locks.
+    Index: locks_by_rule_state (rule, state, _id) on MongoDB."""
     query: dict[str, Any] = {"rule": rule_id}
     if state is not None:
         query["state"] = state
+    return {"$and": [query, {"_id": {"$gt": f"{rule_id}:", "$lt": f"{rule_id};"}}]}
+
+
+async def locks_of(db: AsyncDatabase[Document], rule_id: str, state: str | None = None, *,
+                   projection: Mapping[str, int] | None = None) -> list[Document]:
+    """A rule's locks (of one state), read with one cursor to its end before the caller writes
+    (FerretDB's SQLite backend blocks writers behind an open cursor). Index: see `_of_rule`."""
     with database_errors():
-        return await db[LOCKS].find(query, dict(projection) if projection else None).batch_size(10_000).to_list()
+        return await db[LOCKS].find(_of_rule(rule_id, state), dict(projection) if projection else None,
+                                    comment=ID_ORDER).batch_size(10_000).to_list()
 
 
 async def list_locks(db: AsyncDatabase[Document], rule_id: str, *, state: str | None = None,
@@ -88,10 +96,10 @@ async def list_locks(db: AsyncDatabase[Document], rule_id: str, *, state: str | 
 async def recount(db: AsyncDatabase[Document], rule_id: str) -> dict[str, int]:
     """Count the rule's locks by state and set its counters to that (for the lease holder, when
     the counters may have drifted: a daemon killed between changing locks and counting them).
-    One cursor over the rule's locks' states. Index: locks_by_rule_state."""
+    One cursor over the rule's locks' states. Index: see `_of_rule`."""
     with database_errors():
-        states = Counter(d["state"] for d in await db[LOCKS].find({"rule": rule_id}, {"state": 1, "_id": 0})
-                         .batch_size(10_000).to_list())
+        states = Counter(d["state"] for d in await db[LOCKS].find(_of_rule(rule_id), {"state": 1, "_id": 0},
+                                                                  comment=ID_ORDER).batch_size(10_000).to_list())
         counts = {state: states.get(state, 0) for state in LOCK_STATES}
         await db[RULES].update_one({"_id": rule_id}, {"$set": {f"locks_{s}": n for s, n in counts.items()}})
     return counts
@@ -158,15 +166,28 @@ async def unprotect(db: AsyncDatabase[Document], locks: list[Document]) -> None:
 
 
 async def set_state(db: AsyncDatabase[Document], rule_id: str, ids: list[str], from_state: str, to_state: str,
-                    fields: dict[str, Any] | None = None) -> int:
-    """Move locks from one state to another (only those still in from_state); counts follow."""
+                    fields: dict[str, Any] | None = None, *, tally: Counter[str] | None = None) -> int:
+    """Move locks from one state to another (only those still in from_state); counts follow, on
+    the rule at once, or into `tally` for the caller to count once for many calls (`count`)."""
     if not ids:
         return 0
     with database_errors():
         result = await db[LOCKS].update_many({"_id": {"$in": ids}, "state": from_state},
                                              {"$set": {"state": to_state, "modified": now(), **(fields or {})}})
-    await _count(db, rule_id, {from_state: -result.modified_count, to_state: result.modified_count})
+    changes = {from_state: -result.modified_count, to_state: result.modified_count}
+    if tally is None:
+        await _count(db, rule_id, changes)
+    else:
+        tally.update(changes)
     return result.modified_count
+
+
+async def count(db: AsyncDatabase[Document], rule_id: str, tally: Counter[str]) -> None:
+    """Add the changes `set_state` gathered in `tally` to the rule's counters (one update), and
+    empty it. A daemon killed before this leaves the counters off, which the next pass notices
+    (`recount`)."""
+    await _count(db, rule_id, tally)
+    tally.clear()
 
 
 async def mark(db: AsyncDatabase[Document], ids: list[str], fields: dict[str, Any]) -> None:
@@ -193,14 +214,17 @@ async def remove_locks(db: AsyncDatabase[Document], rule: Document, locks: list[
     await quotas.charge(db, rule["account"], {se: (f, b) for se, (f, b) in usage.items()})
 
 
-async def change_replica_locks(db: AsyncDatabase[Document], locks: Iterable[Document], *, add: bool) -> None:
+async def change_replica_locks(db: AsyncDatabase[Document], locks: Iterable[Document], *, add: bool,
+                               files: Mapping[str, Document] | None = None) -> None:
     """Add the locks' rules to (or take them from) their replicas' `lock_rules`, `locks` following
-    (through the catalogue: `catalogue.replica_locks.change_lock_rules`). Replicas that are gone
+    (through the catalogue: `catalogue.replica_locks.change_lock_rules`, which computes from
+    `files` when the caller just read them with `replica_states`). Replicas that are gone
     are skipped. Raises ServiceUnavailable if files keep changing."""
     rules_by_replica: dict[str, dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
     for lock in locks:
         rules_by_replica[lock["lfn"]][lock["se"]].add(rule_of(lock))
-    await change_lock_rules(db, rules_by_replica, add=add)
+    if rules_by_replica:
+        await change_lock_rules(db, rules_by_replica, add=add, files=files)
 
 
 async def replicas_lost(db: AsyncDatabase[Document], removed: Iterable[tuple[str, str]]) -> int:
