@@ -348,7 +348,7 @@ async def claim_staging_many(db: AsyncDatabase[Document], worker: str, *, lease_
 
 async def staged_many(db: AsyncDatabase[Document], worker: str, *, done: Sequence[str] = (),
                       requeued: Sequence[str] = (), poll_later: Sequence[str] = (), delay_s: float = 0.0) -> None:
-    """`staged` and `poll_staging_later` for many held `staging` requests: one guarded update
+    """The polls' outcomes for many held `staging` requests: one guarded update
     each for the stage requests now done, the transfers back in the queue and those to poll
     again after delay_s (a request this worker no longer holds is left alone)."""
     at = now()
@@ -364,30 +364,6 @@ async def staged_many(db: AsyncDatabase[Document], worker: str, *, done: Sequenc
             if ids:
                 await db[REQUESTS].update_many({"_id": {"$in": list(ids)}, claims.OWNER: worker, "state": "staging"},
                                                change)
-
-
-async def poll_staging_later(
-    db: AsyncDatabase[Document], request_id: str, worker: str, *, delay_s: float
-) -> bool:
-    """Not online yet: look again after delay_s."""
-    return await _finish_active(db, request_id, worker, {"stage.next_poll": now() + dt.timedelta(seconds=delay_s)},
-                                final=False, from_state="staging")
-
-
-async def staged(db: AsyncDatabase[Document], request_id: str, worker: str, *, done: bool) -> bool:
-    """The files are online: a stage request is done; a transfer goes back to the queue, due now."""
-    if done:
-        return await _finish_active(db, request_id, worker, {"state": "done", "result": {"staged": True},
-                                                             "last_error": None}, final=True, from_state="staging")
-    return await _finish_active(db, request_id, worker, {"state": "queued", "not_before": now()}, final=False,
-                                from_state="staging")
-
-
-async def staging_failed(db: AsyncDatabase[Document], request_id: str, worker: str, error: str) -> bool:
-    """The tape system could not bring the file online."""
-    return await _finish_active(db, request_id, worker, {"state": "failed", "last_error": error,
-                                                         "error_class": "staging_failed"},
-                                final=True, from_state="staging")
 
 
 async def ended_with_copying_replica(db: AsyncDatabase[Document], limit: int = 100) -> list[Document]:
@@ -492,13 +468,6 @@ async def retry_later(
     fields = {"state": "queued", "last_error": error, "error_class": "transient",
               "not_before": now() + dt.timedelta(seconds=delay_s), **(update or {})}
     return await _finish_active(db, request_id, worker, fields, final=False)
-
-
-async def park_for_staging(
-    db: AsyncDatabase[Document], request_id: str, worker: str, *, stage: dict[str, Any]
-) -> bool:
-    """The source is on tape: wait in `staging` until the stager reports it on disk."""
-    return await _finish_active(db, request_id, worker, {"state": "staging", "stage": stage}, final=False)
 
 
 async def cancel(db: AsyncDatabase[Document], query: dict[str, Any]) -> int:

@@ -183,6 +183,11 @@ def dest_endpoint(ctx: Context, se: StorageElement, lfn: str) -> Endpoint | None
     return None
 
 
+def _size(file_doc: Document) -> int | None:
+    size = file_doc.get("size")
+    return int(size) if isinstance(size, int) and size >= 0 else None
+
+
 async def run_copy(ctx: Context, job: Job) -> Copied | Failed:
     """Copy to the `copying` replica `copy_steps.start_copies` registered, verifying adler32.
 
@@ -193,7 +198,8 @@ async def run_copy(ctx: Context, job: Job) -> Copied | Failed:
         # The one copy path of Cairn: TPC over the best family both SEs flag, else a stream.
         result = await asyncio.wait_for(
             copy_between(job.source.se, job.dest, job.lfn, source_url=job.source.url,
-                         expected_adler32=job.file["adler32"], credentials=ctx.credentials,
+                         expected_adler32=job.file["adler32"], expected_size=_size(job.file),
+                         credentials=ctx.credentials,
                          timeout_s=ctx.settings.copy_timeout_s, dest_endpoints=job.dest_eps or None),
             timeout=ctx.settings.copy_timeout_s,
         )
