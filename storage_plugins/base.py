@@ -210,7 +210,8 @@ class StoragePlugin(ABC):
         timeout_s: float = 3600,
         remote_token: str | None = None,
     ) -> int:
-        """Have the storage copy source to dest itself; returns the bytes it reports moved.
+        """Have the storage copy source to dest itself; returns the bytes it reports moved (0 when
+        the protocol does not say: `storage_plugins.copy` reads the copy's size and checksum after).
 
         mode says which endpoint is active where the protocol lets the caller choose (HTTP);
         remote_token is the credential for the passive endpoint, if it needs one.

@@ -14,7 +14,7 @@ from typing import Any, Literal
 from kernel.errors import CairnError, Conflict, InvalidInput
 from storage_plugins.base import StoragePlugin, TpcMode
 from storage_plugins.checksums import Adler32, tee_adler32
-from storage_plugins.errors import ChecksumMismatch
+from storage_plugins.errors import ChecksumMismatch, StorageError
 from storage_plugins.registry import plugin_class, plugin_for, scheme_of
 
 # Third-party-copy families in order of preference: WLCG is moving transfers to HTTP TPC.
@@ -92,19 +92,23 @@ async def copy(
     source_options: OptionsByScheme | None = None,
     dest_options: OptionsByScheme | None = None,
     expected_adler32: str | None = None,
+    expected_size: int | None = None,
     overwrite: bool = True,
     allow_tpc: bool = True,
     tpc_mode: TpcMode = "pull",
     timeout_s: float = 3600,
+    plan: CopyPlan | None = None,
 ) -> CopyResult:
     """Copy one file from source to dest and verify it arrived whole.
 
     source and dest are a URL or the URLs of one file on each endpoint, one per protocol,
     best first; options are per URL scheme (e.g. {"davs": {"ca_file": ...}}). The copied
     file's adler32 must equal expected_adler32 (the catalogue's) if given, else the source's;
-    on a mismatch the destination is deleted and ChecksumMismatch raised.
+    on a mismatch the destination is deleted and ChecksumMismatch raised. expected_size (the
+    catalogue's) spares a stream the stat of its source, which is then asked only if the copy
+    fails. `plan`: the pair the caller chose already (`plan_copy`'s answer for these URLs).
     """
-    plan = plan_copy(source, dest)
+    plan = plan or plan_copy(source, dest)
     if not allow_tpc and plan.mode == "tpc":
         plan = CopyPlan(_as_list(source)[0], _as_list(dest)[0], "stream", "stream")
     src, dst = _plugin(plan.source, source_options), _plugin(plan.dest, dest_options)
@@ -117,7 +121,7 @@ async def copy(
                 plan, src, dst, expected_adler32, source_options, dest_options, overwrite, tpc_mode, timeout_s
             )
         else:
-            size, actual, expected = await _stream(plan, src, dst, expected_adler32)
+            size, actual, expected = await _stream(plan, src, dst, expected_adler32, expected_size)
     except ChecksumMismatch:
         with contextlib.suppress(CairnError):
             await dst.delete(plan.dest)
@@ -162,11 +166,20 @@ async def _third_party(
 
 
 async def _stream(
-    plan: CopyPlan, src: StoragePlugin, dst: StoragePlugin, expected_adler32: str | None
+    plan: CopyPlan, src: StoragePlugin, dst: StoragePlugin, expected_adler32: str | None, expected_size: int | None,
 ) -> tuple[int, str, str]:
-    size = (await src.stat(plan.source)).size
+    size = expected_size if expected_size is not None else (await src.stat(plan.source)).size
     passed = Adler32()
-    await dst.write(plan.dest, tee_adler32(src.read(plan.source), passed), size=size)
+    try:
+        await dst.write(plan.dest, tee_adler32(src.read(plan.source), passed), size=size)
+    except StorageError:
+        # Written to the catalogue's size: a source that holds another size is a wrong copy.
+        if expected_size is not None and expected_adler32 is not None:
+            actual_size = (await src.stat(plan.source)).size
+            if actual_size != expected_size:
+                raise ChecksumMismatch(plan.source, expected_adler32, f"(size {actual_size}, not {expected_size})") \
+                    from None
+        raise
     if expected_adler32 is not None and passed.hexdigest() != expected_adler32:
         raise ChecksumMismatch(plan.source, expected_adler32, passed.hexdigest())
     # What passed through us is what the source holds; the destination, if it can say cheaply,

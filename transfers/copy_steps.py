@@ -1,44 +1,65 @@
 """The catalogue and queue steps around one worker cycle's copies, taken in bulk.
 
 Before: the destination replicas of the copies a cycle starts are registered `copying` in one
-guarded bulk push, and their requests flagged as owning them in one update. After: the verified
-copies that ended during the cycle flip `copying` → `available` in one guarded update, count on
-their links in one upsert each, and end their requests `done` in one bulk write, each guarded by
-its lease and counting its copy in the same write. Every step is idempotent and guarded as its
-one-file form is (`transfers.destination`, `transfers.requests.complete`), so a worker killed
-between two of them leaves what the worker taking over finishes without counting anything twice:
-a replica found `available` with the request's `copying_replica` flag still set is counted once
-by whoever clears the flag (`transfer.count_earlier_copy`).
+guarded bulk push, and their requests flagged as owning them in one update. After: whatever
+ended during the cycle (`Cycle`: verified copies, failed attempts, files found at their
+destination already, requests parked for staging) is settled together — the verified copies'
+replicas flip `copying` → `available` in one guarded update, the failed ones' replicas go in one
+bulk pull (`transfers.failed_copies`), every request ends in one bulk write, each guarded by its
+lease and attempt (`requests.end_many`) and counting its copy in the same write, and the links
+count the cycle in one upsert each. Every step is idempotent and guarded as its one-file form
+is, so a worker killed between two of them leaves what the worker taking over finishes without
+counting anything twice: a replica found `available` with the request's `copying_replica` flag
+still set is counted once by whoever clears the flag (`transfer.count_earlier_copy`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 from kernel.errors import CairnError, ServiceUnavailable
-from transfers import destination, link_stats
+from transfers import destination, failed_copies, link_stats
 from transfers import requests as rq
 from transfers.endpoints import endpoints
 from transfers.failures import Failure, classify
-from transfers.transfer import Context, Copied, Job, count_earlier_copy, failed, release_pin
+from transfers.transfer import Context, Copied, Failed, Job, count_earlier_copy, release_pin
 
 log = logging.getLogger("cairn.transfers")
 
 
-async def start_copies(ctx: Context, jobs: Sequence[Job]) -> tuple[list[Job], list[tuple[Job, bool]]]:
-    """Register the destination replicas of the copies about to start. Returns the jobs to copy,
-    and the ones that ended here (True: the file was there already; False: failed)."""
-    ready: list[Job] = []
-    ended: list[tuple[Job, bool]] = []
+@dataclass
+class Cycle:
+    """What ended during a worker cycle, its steps still to take (`finish_cycle`)."""
+
+    copies: list[Copied] = field(default_factory=list)
+    failures: list[Failed] = field(default_factory=list)
+    already_there: list[Job] = field(default_factory=list)  # nothing to copy: the file is there
+    parked: list[tuple[Job, dict[str, Any]]] = field(default_factory=list)  # waiting for staging
+
+    def jobs(self) -> Iterator[Job]:
+        yield from (c.job for c in self.copies)
+        yield from (f.job for f in self.failures)
+        yield from self.already_there
+        yield from (job for job, _ in self.parked)
+
+    def __bool__(self) -> bool:
+        return any(True for _ in self.jobs())
+
+
+async def start_copies(ctx: Context, jobs: Sequence[Job], cycle: Cycle) -> list[Job]:
+    """Register the destination replicas of the copies about to start; returns the jobs to copy.
+    The others ended here and go to `cycle` (the file was there already, or it failed)."""
     wanted: list[Job] = []
     for job in jobs:
         assert job.dest is not None and job.file is not None
         try:  # before anything is registered: an SE switched off for writing fails here
             job.dest_eps = endpoints(job.dest, job.lfn, "write", credentials=ctx.credentials)
         except CairnError as exc:
-            await failed(ctx, job, classify(exc))
-            ended.append((job, False))
+            cycle.failures.append(Failed(job, classify(exc)))
             continue
         wanted.append(job)
     try:
@@ -55,21 +76,17 @@ async def start_copies(ctx: Context, jobs: Sequence[Job]) -> tuple[list[Job], li
             except ServiceUnavailable:
                 raise
             except CairnError as exc:
-                await failed(ctx, job, classify(exc))
-                ended.append((job, False))
+                cycle.failures.append(Failed(job, classify(exc)))
                 wanted.remove(job)
+    ready: list[Job] = []
     for job in wanted:
         assert job.dest is not None
         if statuses[(job.lfn, job.dest.name)] == "available":
-            job.ending = True
-            await count_earlier_copy(ctx, job)
-            if await rq.complete(ctx.db, job.id, ctx.worker, {"already_there": True}):
-                await release_pin(ctx, job)
-            ended.append((job, True))
+            cycle.already_there.append(job)
         else:
             ready.append(job)
     await rq.flag_copying_replicas(ctx.db, [job.id for job in ready])
-    return ready, ended
+    return ready
 
 
 async def _confirm(ctx: Context, copies: Sequence[Copied]) -> set[tuple[str, str]]:
@@ -94,30 +111,53 @@ async def _confirm(ctx: Context, copies: Sequence[Copied]) -> set[tuple[str, str
     return confirmed
 
 
-async def finish_copies(ctx: Context, copies: Sequence[Copied], *, db_commands: int = 0) -> list[tuple[Job, bool]]:
-    """Take the steps after the verified copies of a cycle; returns each job with whether its
-    copy stands (False: the replica changed during the copy, and the attempt failed)."""
+async def _confirmed(ctx: Context, copies: Sequence[Copied], cycle: Cycle) -> list[Copied]:
+    """The copies whose replica is `available` now; the others (their replica changed during the
+    copy) made a copy that counts, and an attempt that failed (added to `cycle`)."""
     if not copies:
         return []
     confirmed = await _confirm(ctx, copies)
     good = [c for c in copies if c.job.dest is not None and (c.job.lfn, c.job.dest.name) in confirmed]
-    changed = [c for c in copies if c not in good]
-    for copied in good:
-        copied.job.ending = True
-    await link_stats.record_many(ctx.db, [
-        link_stats.Outcome(c.job.link[0], c.job.link[1], True, c.result.bytes, c.result.seconds, c.result.mode,
-                           activity=c.job.request.get("activity", "default"))
-        for c in good], db_commands=db_commands)
-    done = await rq.complete_many(ctx.db, {c.job.id: c.summary() for c in good}, ctx.worker, copied=True)
-    for copied in good:
-        if copied.job.id in done:
-            await release_pin(ctx, copied.job)
-        else:  # the lease was lost meanwhile; the copy still happened, so count it (once)
-            await rq.count_unfinished_copy(ctx.db, copied.job.id)
-    for copied in changed:
+    for copied in copies:
         job = copied.job
-        assert job.dest is not None
-        await rq.count_copy(ctx.db, job.id)
-        await failed(ctx, job, Failure("replica_changed", f"{job.lfn}: the replica on {job.dest.name} changed "
-                                                          "during the copy", False))
-    return [(c.job, True) for c in good] + [(c.job, False) for c in changed]
+        if copied not in good and job.dest is not None:
+            await rq.count_copy(ctx.db, job.id)
+            cycle.failures.append(Failed(job, Failure(
+                "replica_changed", f"{job.lfn}: the replica on {job.dest.name} changed during the copy", False)))
+    return good
+
+
+def _ends(good: Sequence[Copied], cycle: Cycle) -> list[rq.End]:
+    """The request ends of a cycle's verified copies, files found there and requests parked."""
+    def end(job: Job, fields: dict[str, Any], **kw: Any) -> rq.End:
+        return rq.End(job.id, fields, attempts=job.request.get("attempts"), **kw)
+    return [
+        *(end(c.job, rq.done_fields(c.summary()), final=True, copied=True) for c in good),
+        *(end(job, rq.done_fields({"already_there": True}), final=True) for job in cycle.already_there),
+        *(end(job, {"state": "staging", "stage": stage}, final=False) for job, stage in cycle.parked),
+    ]
+
+
+async def finish_cycle(ctx: Context, cycle: Cycle, *, db_commands: int = 0) -> list[tuple[Job, bool]]:
+    """Take the steps after everything that ended in a cycle; returns each job that ended with
+    whether it stands (True: copied, or there already; False: it failed, or its replica changed
+    during the copy). Parked jobs have not ended and are not returned."""
+    for job in cycle.jobs():
+        job.ending = True
+    good = await _confirmed(ctx, cycle.copies, cycle)
+    for job in cycle.already_there:
+        await count_earlier_copy(ctx, job)
+    decided = await failed_copies.decide(ctx, cycle.failures)
+    ended = await rq.end_many(ctx.db, [*_ends(good, cycle), *(d.end for d in decided)], ctx.worker)
+    failures = await failed_copies.after_end(ctx, decided, ended)
+    await link_stats.record_many(ctx.db, [
+        *(link_stats.Outcome(*c.job.link, True, c.result.bytes, c.result.seconds, c.result.mode,
+                             activity=c.job.request.get("activity", "default")) for c in good),
+        *failures], db_commands=db_commands)
+    for copied in good:
+        if copied.job.id not in ended:  # the lease was lost meanwhile; the copy still happened: count it (once)
+            await rq.count_unfinished_copy(ctx.db, copied.job.id)
+    await asyncio.gather(*(release_pin(ctx, job) for job in [*(c.job for c in good), *cycle.already_there]
+                           if job.id in ended))
+    return [*((c.job, True) for c in good), *((job, True) for job in cycle.already_there),
+            *((f.job, False) for f in cycle.failures)]

@@ -9,6 +9,7 @@ pulls the exact element read, so it misses (and changes nothing) if the replica 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import Mapping, Sequence
@@ -16,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from pymongo.asynchronous.database import AsyncDatabase
 
 from catalogue.directories import now
-from catalogue.files import FILES, push_replicas
+from catalogue.files import FILES, fetch_files, push_replicas
 from catalogue.replicas import add_replicas, pull_replicas, set_replica_status, set_replica_statuses
 from catalogue.storage_elements import StorageElement, replica_url
 from kernel.db import Document, database_errors
@@ -135,12 +136,27 @@ async def discard(db: AsyncDatabase[Document], lfn: str, se: str, dest: Endpoint
 
     Replicas in any other status are left alone: an available one is a finished copy.
     """
-    current = await replica_on(db, lfn, se)
-    if current is None or current.get("status") != "copying":
+    await discard_many(db, [(lfn, se, dest)])
+
+
+async def _delete_bytes(dest: Endpoint) -> None:
+    with contextlib.suppress(CairnError, OSError):
+        await plugin_for(dest.url, dest.options).delete(dest.url)
+
+
+async def discard_many(db: AsyncDatabase[Document], targets: Sequence[tuple[str, str, Endpoint | None]]) -> None:
+    """`discard` for many `(lfn, se, dest)`: one read of their files, the bytes of those still
+    `copying` deleted side by side, then those replicas pulled in one bulk write."""
+    if not targets:
         return
-    if dest is not None:
-        with contextlib.suppress(CairnError, OSError):
-            await plugin_for(dest.url, dest.options).delete(dest.url)
-    # Through the catalogue, so that the SE's usage loses the replica too.
-    await pull_replicas(db, [(lfn, se)], status="copying")
-    log.info("removed the unfinished replica of %s on %s", lfn, se)
+    found = await fetch_files(db, {lfn for lfn, _, _ in targets}, {"replicas": 1})
+    copying = [(lfn, se, dest) for lfn, se, dest in targets
+               if any(r.get("se") == se and r.get("status") == "copying"
+                      for r in (found.get(lfn) or {}).get("replicas", []))]
+    if not copying:
+        return
+    await asyncio.gather(*(_delete_bytes(dest) for _, _, dest in copying if dest is not None))
+    # Through the catalogue, so that the SEs' usage loses the replicas too.
+    await pull_replicas(db, [(lfn, se) for lfn, se, _ in copying], status="copying")
+    for lfn, se, _ in copying:
+        log.info("removed the unfinished replica of %s on %s", lfn, se)

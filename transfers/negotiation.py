@@ -75,13 +75,15 @@ async def copy_between(
     *,
     source_url: str | None = None,
     expected_adler32: str,
+    expected_size: int | None = None,
     credentials: Credentials | None = None,
     overwrite: bool = True,
     tpc_mode: TpcMode = "pull",
     timeout_s: float = 3600,
     dest_endpoints: list[Endpoint] | None = None,
 ) -> CopyResult:
-    """Copy lfn's replica on source_se to dest_se the best way both allow, verifying adler32.
+    """Copy lfn's replica on source_se to dest_se the best way both allow, verifying adler32
+    (and the size, `expected_size`: the catalogue's, which spares a stream a stat of its source).
 
     On a checksum mismatch the destination's copy is removed (by `storage_plugins.copy`).
     Every error names the LFN and both SEs besides the URL the storage complained about.
@@ -96,10 +98,12 @@ async def copy_between(
             source_options=chosen.source_options,
             dest_options=chosen.dest_options,
             expected_adler32=expected_adler32,
+            expected_size=expected_size,
             overwrite=overwrite,
             allow_tpc=chosen.plan.mode == "tpc",
             tpc_mode=tpc_mode,
             timeout_s=timeout_s,
+            plan=chosen.plan,  # negotiated above: not planned twice per file
         )
     except CairnError as exc:
         raise exc.within(context) from None

@@ -26,6 +26,7 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Literal, NotRequired, cast
 
 from pymongo import UpdateOne
@@ -33,7 +34,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError
 
 from kernel import claims
-from kernel.db import Document, IndexSpec, bulk_write_chunked, database_errors, increment
+from kernel.db import Document, IndexSpec, bulk_write_chunked, database_errors, increment, read_by_ids
 from kernel.errors import InvalidInput
 from transfers.failures import Failure, retry_delay_s
 
@@ -347,7 +348,7 @@ async def claim_staging_many(db: AsyncDatabase[Document], worker: str, *, lease_
 
 async def staged_many(db: AsyncDatabase[Document], worker: str, *, done: Sequence[str] = (),
                       requeued: Sequence[str] = (), poll_later: Sequence[str] = (), delay_s: float = 0.0) -> None:
-    """`staged` and `poll_staging_later` for many held `staging` requests: one guarded update
+    """The polls' outcomes for many held `staging` requests: one guarded update
     each for the stage requests now done, the transfers back in the queue and those to poll
     again after delay_s (a request this worker no longer holds is left alone)."""
     at = now()
@@ -363,30 +364,6 @@ async def staged_many(db: AsyncDatabase[Document], worker: str, *, done: Sequenc
             if ids:
                 await db[REQUESTS].update_many({"_id": {"$in": list(ids)}, claims.OWNER: worker, "state": "staging"},
                                                change)
-
-
-async def poll_staging_later(
-    db: AsyncDatabase[Document], request_id: str, worker: str, *, delay_s: float
-) -> bool:
-    """Not online yet: look again after delay_s."""
-    return await _finish_active(db, request_id, worker, {"stage.next_poll": now() + dt.timedelta(seconds=delay_s)},
-                                final=False, from_state="staging")
-
-
-async def staged(db: AsyncDatabase[Document], request_id: str, worker: str, *, done: bool) -> bool:
-    """The files are online: a stage request is done; a transfer goes back to the queue, due now."""
-    if done:
-        return await _finish_active(db, request_id, worker, {"state": "done", "result": {"staged": True},
-                                                             "last_error": None}, final=True, from_state="staging")
-    return await _finish_active(db, request_id, worker, {"state": "queued", "not_before": now()}, final=False,
-                                from_state="staging")
-
-
-async def staging_failed(db: AsyncDatabase[Document], request_id: str, worker: str, error: str) -> bool:
-    """The tape system could not bring the file online."""
-    return await _finish_active(db, request_id, worker, {"state": "failed", "last_error": error,
-                                                         "error_class": "staging_failed"},
-                                final=True, from_state="staging")
 
 
 async def ended_with_copying_replica(db: AsyncDatabase[Document], limit: int = 100) -> list[Document]:
@@ -412,27 +389,68 @@ async def complete(
                                 final=True, inc={"copies": 1} if copied else None)
 
 
+@dataclass(frozen=True)
+class End:
+    """How one held attempt of a request ends, for `end_many`: the fields to set, whether the
+    request is finished (`final`), whether its copy is counted in the same write (`copied`).
+    `attempts`: the attempt this worker holds (as claimed), so that a write meant for an earlier
+    attempt of the same request, even by the same worker, changes nothing."""
+
+    request_id: str
+    fields: dict[str, Any]
+    final: bool
+    attempts: int | None = None
+    copied: bool = False
+    # Its destination replica was removed (a failed copy): the request owns none any more.
+    clear_copying: bool = False
+
+
+def _end_update(end: End, worker: str, at: dt.datetime, token: str, from_state: str) -> UpdateOne:
+    guard: dict[str, Any] = {"_id": end.request_id, claims.OWNER: worker, "state": from_state}
+    if end.attempts is not None:
+        guard["attempts"] = end.attempts
+    change: dict[str, Any] = {"$set": {**end.fields, "modified": at, "ended_by": token, **claims.FREE}}
+    if end.final:
+        # The caller has confirmed or removed its destination replica before ending the request.
+        change["$set"].update({"finished": at, "finished_by": worker})
+        change["$unset"] = {"active_key": "", "copying_replica": ""}
+    elif end.clear_copying:
+        change["$unset"] = {"copying_replica": ""}
+    if end.copied:
+        change.update(increment({"copies": 1}))
+    return UpdateOne(guard, change)
+
+
+async def end_many(db: AsyncDatabase[Document], ends: Sequence[End], worker: str, *,
+                   from_state: str = "active") -> set[str]:
+    """End many held attempts in one bulk write, each guarded by its lease (and attempt) as
+    `complete`, `fail` and `retry_later` are; returns the ids this call ended. A request whose
+    lease was lost meanwhile is left alone, so a replay or a worker taking over never sees an
+    attempt's end (nor its counters) applied twice. Each write stamps a token of this call, by
+    which the ones that took are read back when not all did."""
+    if not ends:
+        return set()
+    token = uuid.uuid4().hex
+    at = claims.now()
+    outcome = await bulk_write_chunked(db[REQUESTS], [_end_update(end, worker, at, token, from_state) for end in ends])
+    ids = [end.request_id for end in ends]
+    if outcome.modified_count == len(ends):
+        return set(ids)
+    return {doc["_id"] async for doc in read_by_ids(db[REQUESTS], ids, {"_id": 1}, flt={"ended_by": token})}
+
+
+def done_fields(result: dict[str, Any]) -> dict[str, Any]:
+    """The fields of a request done with `result`."""
+    return {"state": "done", "result": result, "last_error": None}
+
+
 async def complete_many(db: AsyncDatabase[Document], results: Mapping[str, dict[str, Any]], worker: str, *,
                         copied: bool = False) -> set[str]:
     """`complete` for many requests (`{request_id: result}`) in one bulk write, each guarded by
     its lease as there (and counting its copy when `copied`); returns the ids this call ended (a
     request whose lease was lost meanwhile is left alone: its copy is the caller's to count)."""
-    if not results:
-        return set()
-    at = claims.now()  # milliseconds, as stored: the requests this call ended are read back by it
-    updates = [
-        UpdateOne({"_id": request_id, claims.OWNER: worker, "state": "active"},
-                  {"$set": {"state": "done", "result": result, "last_error": None, "finished_by": worker,
-                            "modified": at, "finished": at, **claims.FREE},
-                   "$unset": {"active_key": "", "copying_replica": ""}, **(increment({"copies": 1}) if copied else {})})
-        for request_id, result in results.items()]
-    outcome = await bulk_write_chunked(db[REQUESTS], updates)
-    if outcome.modified_count == len(updates):
-        return set(results)
-    with database_errors():
-        cursor = db[REQUESTS].find({"_id": {"$in": list(results)}, "state": "done", "finished": at,
-                                    "finished_by": worker}, {"_id": 1})
-        return {doc["_id"] for doc in await cursor.to_list()}
+    return await end_many(db, [End(rid, done_fields(result), final=True, copied=copied)
+                               for rid, result in results.items()], worker)
 
 
 async def fail(db: AsyncDatabase[Document], request_id: str, worker: str, error: str, error_class: str) -> bool:
@@ -450,13 +468,6 @@ async def retry_later(
     fields = {"state": "queued", "last_error": error, "error_class": "transient",
               "not_before": now() + dt.timedelta(seconds=delay_s), **(update or {})}
     return await _finish_active(db, request_id, worker, fields, final=False)
-
-
-async def park_for_staging(
-    db: AsyncDatabase[Document], request_id: str, worker: str, *, stage: dict[str, Any]
-) -> bool:
-    """The source is on tape: wait in `staging` until the stager reports it on disk."""
-    return await _finish_active(db, request_id, worker, {"state": "staging", "stage": stage}, final=False)
 
 
 async def cancel(db: AsyncDatabase[Document], query: dict[str, Any]) -> int:
@@ -529,19 +540,27 @@ async def progress(db: AsyncDatabase[Document], query: dict[str, Any]) -> dict[s
     return counts
 
 
-async def fail_or_retry(
-    db: AsyncDatabase[Document], request: Document, worker: str, failure: Failure, *, base_s: float, cap_s: float,
-    update: dict[str, Any] | None = None,
-) -> bool:
-    """End a held request after `failure` by the one rule (`failures.retry_delay_s`): failed for
-    good, or back in the queue after a backoff. True when it failed for good (and this worker
-    still held it)."""
+def failure_end(request: Document, failure: Failure, *, base_s: float, cap_s: float,
+                update: dict[str, Any] | None = None) -> End:
+    """How a held request ends after `failure`, by the one rule (`failures.retry_delay_s`): failed
+    for good (final), or back in the queue after a backoff."""
     attempts = int(request.get("attempts", 1))
     delay = retry_delay_s(failure, attempts, int(request.get("max_attempts", DEFAULT_MAX_ATTEMPTS)),
                           base_s=base_s, cap_s=cap_s)
     if delay is None:
         message = failure.message if failure.permanent else f"gave up after {attempts} attempts: {failure.message}"
-        return await fail(db, request["_id"], worker, message, failure.reason)
-    await retry_later(db, request["_id"], worker, failure.message, delay_s=delay,
-                      update={"error_class": failure.reason, **(update or {})})
-    return False
+        return End(request["_id"], {"state": "failed", "last_error": message, "error_class": failure.reason},
+                   final=True, attempts=request.get("attempts"))
+    return End(request["_id"], {"state": "queued", "last_error": failure.message, "error_class": failure.reason,
+                                "not_before": now() + dt.timedelta(seconds=delay), **(update or {})},
+               final=False, attempts=request.get("attempts"))
+
+
+async def fail_or_retry(
+    db: AsyncDatabase[Document], request: Document, worker: str, failure: Failure, *, base_s: float, cap_s: float,
+    update: dict[str, Any] | None = None,
+) -> bool:
+    """End a held request after `failure` (`failure_end`). True when it failed for good (and this
+    worker still held it)."""
+    end = failure_end(request, failure, base_s=base_s, cap_s=cap_s, update=update)
+    return bool(await end_many(db, [end], worker)) and end.final

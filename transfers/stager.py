@@ -12,11 +12,14 @@ request that asked for staging, the stager drops that request's pin (or stops it
 pins other requests hold on the same copy stay.
 
 A cycle claims its requests in batches (`claim_many`), reads their files in one query and the
-SEs once, and writes the polls' outcomes (online, not yet) with one guarded update per outcome.
+SEs once, and writes the new requests' ends (parked in `staging`, or failed) in one guarded bulk
+write, the polls' outcomes (online, not yet) with one guarded update per outcome, and the polls
+that ended a request (failed) or asked again in one more bulk (`requests.end_many`).
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 
 from pymongo.asynchronous.database import AsyncDatabase
@@ -53,17 +56,21 @@ class Stager(Daemon):
         claimed = await rq.claim_many(self.db, self.worker, kinds=["stage"], lease_s=self.settings.lease_s,
                                       limit=BATCH)
         files = await fetch_files(self.db, {request["lfn"] for request in claimed}) if claimed else {}
-        for request in claimed:
-            await self._start(request, files.get(request["lfn"]))
-            handled += 1
+        started = [await self._start(request, files.get(request["lfn"])) for request in claimed]
+        await rq.end_many(self.db, started, self.worker)
+        handled += len(claimed)
         staging = await rq.claim_staging_many(self.db, self.worker, lease_s=self.settings.lease_s, limit=BATCH)
         outcomes: dict[str, list[str]] = {"done": [], "requeued": [], "poll_later": []}
+        ended: list[rq.End] = []
         for request in staging:
             outcome = await self._poll(request)
-            if outcome:
+            if isinstance(outcome, rq.End):
+                ended.append(outcome)
+            else:
                 outcomes[outcome].append(request["_id"])
             handled += 1
         await rq.staged_many(self.db, self.worker, **outcomes, delay_s=self.settings.stage_poll_s)
+        await rq.end_many(self.db, ended, self.worker, from_state="staging")
         for request in await rq.releases_asked(self.db, BATCH):
             handled += await self._release(request)
         return handled
@@ -97,28 +104,27 @@ class Stager(Daemon):
             raise NotFound(f"SE {se_name} does not exist")
         return tape_endpoint(se, lfn, credentials=self.credentials, registered_url=registered_url)
 
-    async def _start(self, request: Document, file_doc: Document | None) -> None:
-        """A new stage request (its file as just read): issue the bring-online request and wait in `staging`."""
+    async def _start(self, request: Document, file_doc: Document | None) -> rq.End:
+        """A new stage request (its file as just read): issue the bring-online request; returns
+        the request's end, waiting in `staging` (or failed)."""
         lfn, se_name = request["lfn"], request["dest_se"]
         replica = next((r for r in (file_doc or {}).get("replicas", []) if r.get("se") == se_name), None)
         if file_doc is None or replica is None:
             reason = "no such file" if file_doc is None else f"no replica on {se_name}"
-            await rq.fail(self.db, request["_id"], self.worker, f"{lfn}: {reason}", "no_source")
-            return
+            return _failed(request, f"{lfn}: {reason}", "no_source")
         try:
             plugin, url = await self._tape_url(se_name, lfn, replica.get("url"))
             stage_id = await plugin.bring_online([url], pin_lifetime_s=self._lifetime(request))
         except CairnError as exc:
-            await rq.fail(self.db, request["_id"], self.worker, exc.message, "staging_failed")
-            return
-        await rq.park_for_staging(self.db, request["_id"], self.worker, stage={
-            "se": se_name, "url": url, "request_id": stage_id, "next_poll": rq.now()})
+            return _failed(request, exc.message, "staging_failed")
+        return rq.End(request["_id"], {"state": "staging", "stage": {
+            "se": se_name, "url": url, "request_id": stage_id, "next_poll": rq.now()}}, final=False,
+            attempts=request.get("attempts"))
 
-    async def _poll(self, request: Document) -> str | None:
+    async def _poll(self, request: Document) -> str | rq.End:
         """A `staging` request whose poll is due: online → "done" (a stage request) or "requeued"
-        (a transfer); not yet → "poll_later"; None when this call ended it (failed) itself."""
+        (a transfer); not yet → "poll_later"; else its end (failed, or asked again)."""
         stage = request.get("stage") or {}
-        rid = request["_id"]
         try:
             plugin, url = await self._tape_url(stage["se"], request["lfn"], stage.get("url"))
             try:
@@ -126,16 +132,18 @@ class Stager(Daemon):
             except NotFound:
                 # The tape system forgot the request (restarted): ask again.
                 stage_id = await plugin.bring_online([url], pin_lifetime_s=self._lifetime(request))
-                await rq.poll_staging_later(self.db, rid, self.worker, delay_s=self.settings.stage_poll_s)
-                await self.db[rq.REQUESTS].update_one({"_id": rid}, {"$set": {"stage.request_id": stage_id}})
-                return None
+                return rq.End(request["_id"], {"stage.request_id": stage_id, "stage.next_poll": rq.now() + dt.timedelta(
+                    seconds=self.settings.stage_poll_s)}, final=False, attempts=request.get("attempts"))
         except (CairnError, KeyError) as exc:
-            await rq.staging_failed(self.db, rid, self.worker, f"staging {request['lfn']}: {exc}")
-            return None
+            return _failed(request, f"staging {request['lfn']}: {exc}", "staging_failed")
         if status == "online":
             log.info("%s online on %s", request["lfn"], stage["se"])
             return "done" if request["kind"] == "stage" else "requeued"
         if status == "queued":
             return "poll_later"
-        await rq.staging_failed(self.db, rid, self.worker, f"{request['lfn']}: bring-online ended {status}")
-        return None
+        return _failed(request, f"{request['lfn']}: bring-online ended {status}", "staging_failed")
+
+
+def _failed(request: Document, error: str, error_class: str) -> rq.End:
+    return rq.End(request["_id"], {"state": "failed", "last_error": error, "error_class": error_class}, final=True,
+                  attempts=request.get("attempts"))

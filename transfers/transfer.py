@@ -1,9 +1,10 @@
 """One transfer request, from its claim to its end: choose the source, stage it if it is on tape,
 copy with `transfers.negotiation.copy_between` (third-party when both SEs flag a protocol family
 for it, else streamed through the worker), verified against the catalogue's adler32 — or
-classify the failure, fail over to another source, back off and retry, or give up. The steps
-before and after a successful copy (destination replica `copying`, then `available`, request
-done) are taken for a whole worker cycle at once by `transfers.copy_steps`. A request that had
+classify the failure. The steps before and after a copy (destination replica `copying`, then
+`available` and the request done; or the replica removed and the request failed over, retried
+later or given up, `transfers.failed_copies`) are taken for a whole worker cycle at once by
+`transfers.copy_steps`. A request that had
 its source staged releases its pin on the tape's disk cache when it ends (done or failed for
 good; as FTS does), leaving other requests' pins on the same copy. The worker daemon
 (`transfers.worker`) only schedules these.
@@ -16,23 +17,20 @@ import contextlib
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from pymongo.asynchronous.database import AsyncDatabase
 
-from catalogue.replica_health import report_suspicious
-from catalogue.replicas import set_replica_status
 from catalogue.storage_elements import StorageElement
 from kernel.db import Document
 from kernel.errors import CairnError
 from kernel.settings import TransferSettings
 from storage_plugins.copy import CopyResult
-from storage_plugins.registry import plugin_for
 from storage_plugins.tape import TapePlugin
-from transfers import destination, link_stats
+from transfers import destination
 from transfers import requests as rq
 from transfers.endpoints import Endpoint, endpoints, tape_endpoint
-from transfers.failures import CHECKSUM, NO_SOURCE, NO_SUCH_FILE, SOURCE_MISSING, Failure, classify
+from transfers.failures import NO_SOURCE, NO_SUCH_FILE, Failure, classify
 from transfers.negotiation import copy_between
 from transfers.sources import Source, rank_sources
 
@@ -94,6 +92,17 @@ class Copied:
                 "bytes": self.result.bytes, "adler32": self.result.adler32, "seconds": round(self.result.seconds, 3)}
 
 
+@dataclass
+class Failed:
+    """An attempt that failed, its end still to write (`transfers.failed_copies`). `attempted`: a
+    copy was tried (its destination replica is discarded and its link counts the failure);
+    False for a request that failed while it was planned."""
+
+    job: Job
+    failure: Failure
+    attempted: bool = True
+
+
 async def plan(ctx: Context, request: Document, file_doc: Document | None,
                ses: Mapping[str, StorageElement]) -> Job:
     """Decide what to do with a claimed transfer, given its file as just read (asks a tape SE
@@ -148,14 +157,14 @@ async def release_pin(ctx: Context, job: Job) -> None:
         log.warning("%s: could not release the pin on %s: %s", job.lfn, job.staged_on.name, exc.message)
 
 
-async def stage(ctx: Context, job: Job) -> None:
-    """Every source is on tape and offline: ask for it to be brought online and park the request."""
+async def stage(ctx: Context, job: Job) -> dict[str, Any]:
+    """Every source is on tape and offline: ask for it to be brought online; returns the request's
+    `stage` for it to wait in `staging` (`copy_steps.Cycle.parked`)."""
     assert job.source is not None
     plugin, url = _tape(ctx, job.source.se, job.lfn, job.source.url)
     request_id = await plugin.bring_online([url], pin_lifetime_s=ctx.settings.pin_lifetime_s)
-    await rq.park_for_staging(ctx.db, job.id, ctx.worker, stage={
-        "se": job.source.se.name, "url": url, "request_id": request_id, "next_poll": rq.now()})
     log.info("%s: staging from %s (%s)", job.lfn, job.source.se.name, request_id)
+    return {"se": job.source.se.name, "url": url, "request_id": request_id, "next_poll": rq.now()}
 
 
 async def count_earlier_copy(ctx: Context, job: Job) -> None:
@@ -167,19 +176,6 @@ async def count_earlier_copy(ctx: Context, job: Job) -> None:
         await rq.count_unfinished_copy(ctx.db, job.id)
 
 
-async def finish_without_copy(ctx: Context, job: Job) -> None:
-    """End a request the plan already settled: the file is there, or there is nothing to do."""
-    job.ending = True
-    ended = False
-    if job.outcome == "done":
-        await count_earlier_copy(ctx, job)
-        ended = await rq.complete(ctx.db, job.id, ctx.worker, {"already_there": True})
-    elif job.failure is not None:
-        ended = await rq.fail(ctx.db, job.id, ctx.worker, job.failure.message, job.failure.reason)
-    if ended:
-        await release_pin(ctx, job)
-
-
 def dest_endpoint(ctx: Context, se: StorageElement, lfn: str) -> Endpoint | None:
     """Where a destination replica's bytes are (to delete what an unfinished copy left)."""
     with contextlib.suppress(CairnError):
@@ -187,70 +183,31 @@ def dest_endpoint(ctx: Context, se: StorageElement, lfn: str) -> Endpoint | None
     return None
 
 
-async def run_copy(ctx: Context, job: Job) -> Copied | bool:
+def _size(file_doc: Document) -> int | None:
+    size = file_doc.get("size")
+    return int(size) if isinstance(size, int) and size >= 0 else None
+
+
+async def run_copy(ctx: Context, job: Job) -> Copied | Failed:
     """Copy to the `copying` replica `copy_steps.start_copies` registered, verifying adler32.
 
-    A verified copy comes back as `Copied` (its catalogue steps are the worker cycle's); a failed
-    one is classified, cleaned up and retried, failed over or given up here (False)."""
+    A verified copy comes back as `Copied`, a failed one as `Failed` (classified): the steps
+    after either are the worker cycle's (`copy_steps.finish_cycle`)."""
     assert job.source is not None and job.dest is not None and job.file is not None
     try:
         # The one copy path of Cairn: TPC over the best family both SEs flag, else a stream.
         result = await asyncio.wait_for(
             copy_between(job.source.se, job.dest, job.lfn, source_url=job.source.url,
-                         expected_adler32=job.file["adler32"], credentials=ctx.credentials,
+                         expected_adler32=job.file["adler32"], expected_size=_size(job.file),
+                         credentials=ctx.credentials,
                          timeout_s=ctx.settings.copy_timeout_s, dest_endpoints=job.dest_eps or None),
             timeout=ctx.settings.copy_timeout_s,
         )
     except asyncio.CancelledError:
         raise
     except Exception as exc:
-        await failed(ctx, job, classify(exc))
-        return False
+        return Failed(job, classify(exc))
     return Copied(job, result)
-
-
-async def _source_is_corrupt(ctx: Context, job: Job) -> bool:
-    """After a checksum mismatch: does the source itself hold the wrong bytes?"""
-    assert job.source is not None and job.file is not None
-    try:
-        ep = endpoints(job.source.se, job.lfn, "read", credentials=ctx.credentials,
-                       registered_url=job.source.url)[0]
-        actual = await plugin_for(ep.url, ep.options).checksum(ep.url)
-    except CairnError:
-        return False
-    return actual.lower() != str(job.file["adler32"]).lower()
-
-
-async def failed(ctx: Context, job: Job, failure: Failure) -> None:
-    """End an attempt that failed: remove its replica and bytes, count the failure on the link,
-    mark a corrupt source bad or report a missing one, then fail over, retry later or give up."""
-    assert job.source is not None and job.dest is not None
-    job.ending = True
-    source = job.source.se.name
-    await destination.discard(ctx.db, job.lfn, job.dest.name, job.dest_eps[0] if job.dest_eps else None)
-    await rq.clear_copying_replica(ctx.db, job.id)
-    await link_stats.record(ctx.db, source, job.dest.name, ok=False, reason=failure.reason,
-                            activity=job.request.get("activity", "default"))
-    failed_sources = list(job.request.get("failed_sources", []))
-    fail_over = False
-    if failure.reason == CHECKSUM and await _source_is_corrupt(ctx, job):
-        await set_replica_status(ctx.db, job.lfn, source, "bad", expected="available")
-        failure = Failure(CHECKSUM, f"{failure.message} (the replica on {source} is corrupt: marked bad)", False)
-        fail_over = True
-    elif failure.reason == SOURCE_MISSING:
-        await report_suspicious(ctx.db, job.lfn, source, threshold=ctx.suspicious_threshold, reason=failure.message)
-        fail_over = True
-    if fail_over:
-        failed_sources.append(source)
-        if len(job.sources) > 1:
-            log.info("%s: %s; failing over from %s", job.lfn, failure.message, source)
-            await rq.retry_later(ctx.db, job.id, ctx.worker, failure.message, delay_s=0,
-                                 update={"failed_sources": failed_sources, "error_class": failure.reason})
-            return
-        failure = Failure(failure.reason, f"{failure.message}; no other source", permanent=True)
-    if await rq.fail_or_retry(ctx.db, job.request, ctx.worker, failure, base_s=ctx.settings.retry_base_s,
-                              cap_s=ctx.settings.retry_cap_s):
-        await release_pin(ctx, job)
 
 
 async def abandon(ctx: Context, request_id: str, lfn: str, dest: StorageElement | None, *, stopping: bool) -> None:

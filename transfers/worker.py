@@ -6,7 +6,9 @@ queued transfers up to its global limit plus a small prefetch, plans them (sourc
 staging when the only sources are on tape), and starts the waiting ones per link (source SE →
 destination SE) as far as the optimizer's decision for the link and the global and per-SE
 limits allow. What one transfer does is in `transfers.transfer`; the catalogue and queue steps
-before and after the copies of a cycle are taken in bulk (`transfers.copy_steps`). Any number of
+before and after the copies of a cycle are taken in bulk (`transfers.copy_steps`): whatever
+ended during a cycle — copied, failed, found at its destination already, parked for staging —
+is gathered in a `Cycle` and settled together at the start of the next. Any number of
 workers share the queue: a request is held by one lease at a time, and the replica steps are
 idempotent. A request whose end is being written is not stopped when its lease is found gone:
 ending it is what gives the lease up.
@@ -30,10 +32,10 @@ from kernel.db import COMMANDS, Document
 from kernel.lease import LeaseKeeper
 from kernel.settings import Settings
 from transfers import requests as rq
-from transfers.copy_steps import finish_copies, start_copies
+from transfers.copy_steps import Cycle, finish_cycle, start_copies
 from transfers.failures import classify
 from transfers.optimizer import Optimizer
-from transfers.transfer import Context, Copied, Job, abandon, finish_without_copy, plan, run_copy, stage, sweep_ended
+from transfers.transfer import Context, Copied, Failed, Job, abandon, plan, run_copy, stage, sweep_ended
 
 log = logging.getLogger("cairn.transfers")
 
@@ -62,9 +64,13 @@ class TransferWorker(Daemon):
         self.optimizer = Optimizer(min_active=t.link_min_active, max_active=t.link_max_active,
                                    global_limit=t.global_limit, per_se_limit=t.per_se_limit)
         self.waiting: dict[Link, deque[Job]] = {}
-        self.running: dict[str, tuple[Job, asyncio.Task[Copied | bool], float]] = {}
+        self.running: dict[str, tuple[Job, asyncio.Task[Copied | Failed], float]] = {}
         # Jobs whose steps this cycle is taking (registering or ending them): held, not running.
         self.stepping: dict[str, Job] = {}
+        # What ended since the last settling (held until then), and when the jobs the optimizer
+        # counts on their link started.
+        self.cycle = Cycle()
+        self.on_link: dict[str, float] = {}
         self._commands_reported = COMMANDS.sent
         self._ses: dict[str, StorageElement] = {}
         self._ses_at = 0.0
@@ -74,7 +80,8 @@ class TransferWorker(Daemon):
 
     @property
     def held(self) -> list[str]:
-        return [*self.running, *self.stepping, *(job.id for queue in self.waiting.values() for job in queue)]
+        return [*self.running, *self.stepping, *(job.id for job in self.cycle.jobs()),
+                *(job.id for queue in self.waiting.values() for job in queue)]
 
     async def run_once(self) -> int:
         self.keeper.ensure_running()
@@ -97,40 +104,50 @@ class TransferWorker(Daemon):
         return self._ses
 
     async def _collect(self) -> int:
-        """Take the finished copies out of `running` and their steps in bulk; tell the optimizer."""
+        """Take the finished copies out of `running` and settle them with whatever else ended since
+        the last cycle, in bulk; tell the optimizer."""
         finished = [rid for rid, (_, task, _) in self.running.items() if task.done()]
-        copies: list[tuple[Copied, float]] = []
         for rid in finished:
-            job, task, started = self.running.pop(rid)
+            job, task, _ = self.running.pop(rid)
             if task.cancelled():  # its lease was lost, or the worker is stopping: not the link's doing
                 self.optimizer.released(*job.link)
+                self.on_link.pop(rid, None)
             elif task.exception() is not None:
                 log.error("transfer %s (%s) crashed: %r", rid, job.lfn, task.exception())
-                self._finished(job, ok=False, started=started)
+                self._finished(job, ok=False)
             elif isinstance(outcome := task.result(), Copied):
-                copies.append((outcome, started))
-                self.stepping[rid] = job
+                self.cycle.copies.append(outcome)
             else:
-                self._finished(job, ok=outcome, started=started)
-        if copies:
-            try:
-                sent, self._commands_reported = COMMANDS.sent - self._commands_reported, COMMANDS.sent
-                ended = await finish_copies(self.ctx, [c for c, _ in copies], db_commands=sent)
-            except BaseException:
-                for copied, _ in copies:
-                    self.optimizer.released(*copied.job.link)
-                raise
-            finally:
-                for copied, _ in copies:
-                    self.stepping.pop(copied.job.id, None)
-            started_at = {copied.job.id: started for copied, started in copies}
-            for job, ok in ended:
-                self._finished(job, ok=ok, started=started_at[job.id])
+                self.cycle.failures.append(outcome)
+        await self._settle()
         return len(finished)
 
-    def _finished(self, job: Job, *, ok: bool, started: float) -> None:
-        self.optimizer.finished(*job.link, ok=ok, nbytes=int((job.file or {}).get("size", 0)) if ok else 0,
-                                seconds=time.monotonic() - started, queued=len(self.waiting.get(job.link, ())))
+    async def _settle(self) -> None:
+        if not self.cycle:
+            return
+        cycle, self.cycle = self.cycle, Cycle()
+        for job in cycle.jobs():
+            self.stepping[job.id] = job
+        try:
+            sent, self._commands_reported = COMMANDS.sent - self._commands_reported, COMMANDS.sent
+            ended = await finish_cycle(self.ctx, cycle, db_commands=sent)
+        except BaseException:
+            for job in cycle.jobs():
+                if self.on_link.pop(job.id, None) is not None:
+                    self.optimizer.released(*job.link)
+            raise
+        finally:
+            for job in cycle.jobs():
+                self.stepping.pop(job.id, None)
+        for job, ok in ended:
+            self._finished(job, ok=ok)
+
+    def _finished(self, job: Job, *, ok: bool) -> None:
+        """Tell the optimizer, if the job counted on its link (it was started there)."""
+        started = self.on_link.pop(job.id, None)
+        if started is not None:
+            self.optimizer.finished(*job.link, ok=ok, nbytes=int((job.file or {}).get("size", 0)) if ok else 0,
+                                    seconds=time.monotonic() - started, queued=len(self.waiting.get(job.link, ())))
 
     def _renewable(self) -> list[str]:
         # Finished copies not collected yet ended their requests themselves, or are about to.
@@ -168,16 +185,17 @@ class TransferWorker(Daemon):
                 if job.outcome == "copy":
                     self.waiting.setdefault(job.link, deque()).append(job)
                 elif job.outcome == "stage":
-                    await stage(self.ctx, job)
-                else:
-                    await finish_without_copy(self.ctx, job)
+                    self.cycle.parked.append((job, await stage(self.ctx, job)))
+                elif job.outcome == "done":
+                    self.cycle.already_there.append(job)
+                elif job.failure is not None:
+                    self.cycle.failures.append(Failed(job, job.failure, attempted=False))
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 failure = classify(exc)
                 log.warning("request %s (%s): %s", request["_id"], request["lfn"], failure.message)
-                await rq.fail_or_retry(self.ctx.db, request, self.worker, failure,
-                                       base_s=self.ctx.settings.retry_base_s, cap_s=self.ctx.settings.retry_cap_s)
+                self.cycle.failures.append(Failed(Job(request, "failed", failure=failure), failure, attempted=False))
         return handled
 
     async def _dispatch(self) -> None:
@@ -191,8 +209,9 @@ class TransferWorker(Daemon):
                 self.stepping[job.id] = job
         if not starting:
             return
+        ended = Cycle()
         try:
-            ready, ended = await start_copies(self.ctx, starting)
+            ready = await start_copies(self.ctx, starting, ended)
         except BaseException:
             for job in starting:  # back to waiting, as they were (their leases still renewed)
                 self.optimizer.released(*job.link)
@@ -202,12 +221,14 @@ class TransferWorker(Daemon):
             for job in starting:
                 self.stepping.pop(job.id, None)
         at = time.monotonic()
-        for job, ok in ended:
-            self._finished(job, ok=ok, started=at)
+        for job in starting:
+            self.on_link[job.id] = at
+        self.cycle.failures += ended.failures
+        self.cycle.already_there += ended.already_there
         for job in ready:
             self.running[job.id] = (job, asyncio.create_task(self._run(job)), at)
 
-    async def _run(self, job: Job) -> Copied | bool:
+    async def _run(self, job: Job) -> Copied | Failed:
         try:
             return await run_copy(self.ctx, job)
         except asyncio.CancelledError:
@@ -231,6 +252,8 @@ class TransferWorker(Daemon):
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self.running.clear()
+        with contextlib.suppress(Exception):  # what ended before the stop is settled, not redone
+            await self._settle()
         for queue in self.waiting.values():
             for job in queue:
                 with contextlib.suppress(Exception):

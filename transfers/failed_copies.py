@@ -1,0 +1,111 @@
+"""How the failed attempts of a worker cycle end, decided for all of them before one bulk write.
+
+A failed copy's destination replica goes (its bytes first, then every `copying` replica of the
+cycle in one bulk pull); a source found corrupt is to be marked bad, a missing one reported; and
+the request ends by the one fail-or-retry rule (`requests.failure_end`), or fails over at once to
+another source when the one tried is bad. The ends themselves are written by the cycle
+(`copy_steps.finish_cycle`) in one guarded bulk write with its other ends; only the attempts whose
+end that write took count on their links and note their source (`after_end`), so a replay or a
+worker whose lease went to a request that ended meanwhile counts nothing twice — and never a done
+request as a failure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from catalogue.replica_health import report_suspicious
+from catalogue.replicas import set_replica_status
+from kernel.errors import CairnError
+from storage_plugins.registry import plugin_for
+from transfers import destination, link_stats
+from transfers import requests as rq
+from transfers.endpoints import endpoints
+from transfers.failures import CHECKSUM, SOURCE_MISSING, Failure
+from transfers.transfer import Context, Failed, Job, release_pin
+
+log = logging.getLogger("cairn.transfers")
+
+
+@dataclass
+class Decided:
+    """A failed attempt with its request's end, and what to note on its source once that end
+    is written ("bad": the source holds wrong bytes; "missing": it holds none)."""
+
+    failed: Failed
+    end: rq.End
+    note: str | None = None
+
+
+async def _source_is_corrupt(ctx: Context, job: Job) -> bool:
+    """After a checksum mismatch: does the source itself hold the wrong bytes?"""
+    assert job.source is not None and job.file is not None
+    try:
+        ep = endpoints(job.source.se, job.lfn, "read", credentials=ctx.credentials,
+                       registered_url=job.source.url)[0]
+        actual = await plugin_for(ep.url, ep.options).checksum(ep.url)
+    except CairnError:
+        return False
+    return actual.lower() != str(job.file["adler32"]).lower()
+
+
+async def _decide(ctx: Context, failed: Failed) -> Decided:
+    job, failure = failed.job, failed.failure
+    base_s, cap_s = ctx.settings.retry_base_s, ctx.settings.retry_cap_s
+    if not failed.attempted or job.source is None:
+        return Decided(failed, rq.failure_end(job.request, failure, base_s=base_s, cap_s=cap_s))
+    source = job.source.se.name
+    note = None
+    if failure.reason == CHECKSUM and await _source_is_corrupt(ctx, job):
+        failure = Failure(CHECKSUM, f"{failure.message} (the replica on {source} is corrupt: marked bad)", False)
+        note = "bad"
+    elif failure.reason == SOURCE_MISSING:
+        note = "missing"
+    if note is not None:
+        if len(job.sources) > 1:
+            log.info("%s: %s; failing over from %s", job.lfn, failure.message, source)
+            fields = {"state": "queued", "last_error": failure.message, "error_class": failure.reason,
+                      "not_before": rq.now(), "failed_sources": [*job.request.get("failed_sources", []), source]}
+            return Decided(failed, rq.End(job.id, fields, final=False, attempts=job.request.get("attempts"),
+                                          clear_copying=True), note)
+        failure = Failure(failure.reason, f"{failure.message}; no other source", permanent=True)
+    end = rq.failure_end(job.request, failure, base_s=base_s, cap_s=cap_s)
+    return Decided(failed, dataclasses.replace(end, clear_copying=True), note)
+
+
+async def decide(ctx: Context, failures: Sequence[Failed]) -> list[Decided]:
+    """Discard the failed copies' destination replicas (their bytes, then the replicas in one
+    bulk pull) and decide how each request ends."""
+    for failed in failures:
+        failed.job.ending = True
+    await destination.discard_many(ctx.db, [
+        (f.job.lfn, f.job.dest.name, f.job.dest_eps[0] if f.job.dest_eps else None)
+        for f in failures if f.attempted and f.job.dest is not None])
+    return [await _decide(ctx, failed) for failed in failures]
+
+
+async def after_end(ctx: Context, decided: Sequence[Decided], ended: set[str]) -> list[link_stats.Outcome]:
+    """Once the ends are written: note the sources, release the pins of the requests that failed
+    for good; returns the link outcomes to count (those of the attempts this worker ended)."""
+    outcomes: list[link_stats.Outcome] = []
+    pins: list[Job] = []
+    for item in decided:
+        job = item.failed.job
+        if job.id not in ended:
+            continue
+        if job.source is not None and item.note == "bad":
+            await set_replica_status(ctx.db, job.lfn, job.source.se.name, "bad", expected="available")
+        elif job.source is not None and item.note == "missing":
+            await report_suspicious(ctx.db, job.lfn, job.source.se.name, threshold=ctx.suspicious_threshold,
+                                    reason=item.failed.failure.message)
+        if item.failed.attempted:
+            outcomes.append(link_stats.Outcome(*job.link, False, reason=item.failed.failure.reason,
+                                               activity=job.request.get("activity", "default")))
+        if item.end.final:
+            pins.append(job)
+    await asyncio.gather(*(release_pin(ctx, job) for job in pins))
+    return outcomes
