@@ -3,10 +3,12 @@ fair shares between VOs and within them, job ids per VO, and each VO's sites."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from cairn.sdk import Client
 from tests.fixtures.authz import World
+from tests.fixtures.cli import run_cli
 from tests.fixtures.grid import check_all
 from wms import task_queues
 from wms.config import WmsSettings
@@ -98,3 +100,25 @@ async def test_a_vos_jobs_run_only_at_its_sites(vo_world: World, wms_config: Wms
     assert {q["group"] for q in at_site} == {"lhcb:phys"}
     assert await vo_of_matches(vo_world, 10, site="SITE") == {"lhcb": 2}
     assert await vo_of_matches(vo_world, 10, site="CTASITE") == {"cta": 3}
+
+
+async def test_the_cli_sets_and_shows_vo_and_group_shares(vo_world: World) -> None:
+    async def cairn(who: str, *args: str) -> tuple[int, str, str]:
+        done = await run_cli(vo_world.api.url, vo_world.tokens[who], *args)
+        return done.returncode, done.stdout, done.stderr
+
+    code, out, err = await cairn("admin", "vo", "update", "lhcb", "--share", "2", "--json")
+    assert code == 0 and json.loads(out) == {"vo": "lhcb", "share": 2.0}, err
+    code, out, err = await cairn("admin", "vo", "add", "km3net", "--root", "/km3net", "--share", "3", "--json")
+    assert code == 0 and json.loads(out)["fair_share"] == 3.0, err
+    code, out, err = await cairn("admin", "vo", "shares", "--json")
+    assert code == 0 and {(s["vo"], s["share"]) for s in json.loads(out)} == {
+        ("lhcb", 2.0), ("cta", 1.0), ("km3net", 3.0)}, err
+    code, _, err = await cairn("ctaadmin", "vo", "update", "cta", "--share", "9")
+    assert code == 2 and "administrators of the installation" in err
+    code, out, err = await cairn("ctaadmin", "job", "shares", "--set", "cta:phys", "4", "--json")
+    assert code == 0 and json.loads(out) == [{"group": "cta:phys", "vo": "cta", "share": 4.0, "running": 0}], err
+    code, _, err = await cairn("ctaadmin", "job", "shares", "--set", "lhcb:phys", "4")
+    assert code == 2 and "group lhcb:phys does not exist" in err
+    code, out, err = await cairn("eve", "vo", "shares")
+    assert code == 0 and "cta" in out and "lhcb" not in out, err
