@@ -17,6 +17,7 @@ import logging
 from collections.abc import Sequence
 
 from kernel.errors import CairnError, ServiceUnavailable
+from kernel.principal import DEFAULT_VO
 from transfers import destination, link_stats
 from transfers import requests as rq
 from transfers.endpoints import endpoints
@@ -106,7 +107,8 @@ async def finish_copies(ctx: Context, copies: Sequence[Copied], *, db_commands: 
         copied.job.ending = True
     await link_stats.record_many(ctx.db, [
         link_stats.Outcome(c.job.link[0], c.job.link[1], True, c.result.bytes, c.result.seconds, c.result.mode,
-                           activity=c.job.request.get("activity", "default"))
+                           activity=c.job.request.get("activity", "default"),
+                           vo=c.job.request.get("vo") or DEFAULT_VO)
         for c in good], db_commands=db_commands)
     done = await rq.complete_many(ctx.db, {c.job.id: c.summary() for c in good}, ctx.worker, copied=True)
     for copied in good:

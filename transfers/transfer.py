@@ -25,6 +25,7 @@ from catalogue.replicas import set_replica_status
 from catalogue.storage_elements import StorageElement
 from kernel.db import Document
 from kernel.errors import CairnError
+from kernel.principal import DEFAULT_VO
 from kernel.settings import TransferSettings
 from storage_plugins.copy import CopyResult
 from storage_plugins.registry import plugin_for
@@ -230,7 +231,7 @@ async def failed(ctx: Context, job: Job, failure: Failure) -> None:
     await destination.discard(ctx.db, job.lfn, job.dest.name, job.dest_eps[0] if job.dest_eps else None)
     await rq.clear_copying_replica(ctx.db, job.id)
     await link_stats.record(ctx.db, source, job.dest.name, ok=False, reason=failure.reason,
-                            activity=job.request.get("activity", "default"))
+                            activity=job.request.get("activity", "default"), vo=job.request.get("vo") or DEFAULT_VO)
     failed_sources = list(job.request.get("failed_sources", []))
     fail_over = False
     if failure.reason == CHECKSUM and await _source_is_corrupt(ctx, job):

@@ -17,7 +17,16 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
 from kernel import claims
-from kernel.db import Document, IndexSpec, bulk_write_chunked, database_errors, increment, iterate, read_by_ids
+from kernel.db import (
+    Document,
+    IndexSpec,
+    bulk_write_chunked,
+    count_by,
+    database_errors,
+    increment,
+    iterate,
+    read_by_ids,
+)
 from kernel.errors import NotFound
 from kernel.principal import DEFAULT_VO, GLOBAL_VO
 from wms import states
@@ -324,6 +333,11 @@ async def count_by_state(db: AsyncDatabase[Document], owner: str | None = None,
         cursor = await db[JOBS].aggregate(stages)
         rows = await cursor.to_list()
     return {row["_id"]: row["n"] for row in rows}
+
+
+async def count_by_vo_and_state(db: AsyncDatabase[Document]) -> list[Document]:
+    """Jobs per VO and state, every VO's (for monitoring): `[{vo, state, n}]` (no `vo`: DEFAULT_VO)."""
+    return [{**row, "vo": row["vo"] or DEFAULT_VO} for row in await count_by(db[JOBS], ["vo", "state"])]
 
 
 def public_view(doc: Document) -> dict[str, Any]:

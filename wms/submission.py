@@ -1,7 +1,8 @@
 """Accepting jobs: expand parametric descriptions, refuse bad input with the reason, store the rest.
 
 Everything is checked before anything is stored, so a refused submission queues nothing:
-unknown sites (or sites that are not the VO's, when it lists any) or SEs, input LFNs the caller may not read (the catalogue's path permissions),
+unknown sites (or sites that are not the VO's, when it lists any) or SEs, input LFNs the
+caller may not read (the catalogue's path permissions),
 output LFNs that exist already or that the caller may not create, output LFNs repeated within
 the submission. Dataset and query inputs are resolved to LFNs first (wms/input_selection.py),
 so the checks above apply to the files they stand for.
@@ -18,8 +19,8 @@ from pymongo.asynchronous.database import AsyncDatabase
 from catalogue.directories import fetch_directories
 from catalogue.files import authorized_files, fetch_files
 from catalogue.lfn import ancestors, check_lfn
-from catalogue.vos import registry
 from catalogue.permissions import READ, creation_denial
+from catalogue.vos import registry
 from kernel.db import Document
 from kernel.errors import Conflict, Forbidden, InvalidInput
 from kernel.principal import Principal
