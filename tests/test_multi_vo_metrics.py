@@ -7,10 +7,13 @@ from __future__ import annotations
 import re
 
 import aiohttp
+from pymongo.asynchronous.database import AsyncDatabase
 
+from kernel.db import Document
 from tests.fixtures.authz import ALICES, World
 from tests.fixtures.transfers import fast_settings, run_until_drained
 from tests.test_authz_matrix import bobs_objects
+from transfers import link_stats
 from transfers.worker import TransferWorker
 
 
@@ -69,3 +72,16 @@ async def test_a_scrape_without_a_token_is_refused_when_several_vos_share_the_in
 ) -> None:
     status, text = await scrape(vo_world, None)
     assert status == 401 and "needs a bearer token" in text, text
+
+
+async def test_what_a_link_counted_before_it_kept_vos_apart_is_the_local_vos(
+    database: AsyncDatabase[Document],
+) -> None:
+    await database[link_stats.LINK_STATS].insert_one(  # as stored before the per-VO counters
+        {"_id": link_stats.link_id("A", "B"), "source": "A", "dest": "B", "done": 3, "bytes": 30, "seconds": 1.0,
+         "failed": 1, "failures": {"timeout": 1}})
+    await link_stats.record(database, "A", "B", ok=True, nbytes=5, seconds=0.5, vo="c.t.a")
+    await link_stats.record(database, "A", "B", ok=False, reason="timeout", vo="c.t.a")
+    rows = {r["vo"]: r for r in await link_stats.link_statistics_by_vo(database)}
+    assert {vo: (r["done"], r["bytes"], r["failed"], r["failures"]) for vo, r in rows.items()} == {
+        "local": (3, 30, 1, {"timeout": 1}), "c.t.a": (1, 5, 1, {"timeout": 1})}
