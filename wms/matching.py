@@ -10,8 +10,9 @@ A pilot the factory submitted gets the job added to its pilot document, and the 
 pilot's batch id (`batch_id`), so each leads to the other.
 The claim is a `$pop` on the task queue document, then the insert of the attempt's claim
 document (`jobs.claim_attempt`), so a stale id (a job killed or matched meanwhile) is skipped,
-never run twice. Every query on the way is an `_id` lookup or a read of the small task-queue
-collection: matching cost does not grow with the number of jobs.
+never run twice. Every query on the way is an `_id` lookup or a read of a small collection (task
+queues, one usage document per group; the VO registry is cached): matching cost does not grow
+with the number of jobs.
 """
 
 from __future__ import annotations
