@@ -70,7 +70,7 @@ def route_tables() -> list[ApiRoutes]:
 
 def plain_routes() -> list[tuple[str, str, Handler]]:
     """Routes outside /api/v1 (method, path, handler): what monitoring scrapes."""
-    from transfers.metrics import metrics_handler
+    from cairn.metrics import metrics_handler
 
     return [("GET", "/metrics", metrics_handler)]
 

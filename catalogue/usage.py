@@ -36,7 +36,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError
 
 from catalogue.collection_names import FILES
-from catalogue.lfn import ROOT, ancestors, check_lfn, descendant_pattern
+from catalogue.lfn import ROOT, ancestors, check_lfn, descendant_pattern, is_within
 from kernel.db import Document, IndexSpec, bulk_write_chunked, database_errors, increment, iterate
 
 USAGE = "usage"
@@ -195,6 +195,21 @@ async def directory_usage(db: AsyncDatabase[Document], path: str) -> dict[str, A
     with database_errors():
         doc = await db[USAGE].find_one({"_id": directory_key(path)})
     return {"path": path, "files": int((doc or {}).get("files", 0)), "bytes": int((doc or {}).get("bytes", 0))}
+
+
+async def vo_usage(db: AsyncDatabase[Document], roots: Mapping[str, Sequence[str]]) -> dict[str, dict[str, int]]:
+    """Files and bytes per VO, given each VO's namespace roots: below its roots, less what is below
+    another VO's root nested in them (the VO `local` rooted at `/` holds every other VO's root)."""
+    every = {root for vo_roots in roots.values() for root in vo_roots}
+    counted = {root: await directory_usage(db, root) for root in sorted(every)}
+    out: dict[str, dict[str, int]] = {}
+    for vo, vo_roots in roots.items():
+        own = set(vo_roots)
+        nested = {r for r in every - own if any(is_within(r, o) for o in own)}
+        outermost = {r for r in nested if not any(r != n and is_within(r, n) for n in nested)}
+        out[vo] = {key: sum(counted[r][key] for r in own) - sum(counted[r][key] for r in outermost)
+                   for key in ("files", "bytes")}
+    return out
 
 
 async def se_usage(db: AsyncDatabase[Document]) -> list[dict[str, Any]]:

@@ -59,6 +59,8 @@ class Vo(BaseModel):
     sites: list[str] = Field(default_factory=list, max_length=1000)
     admins: list[str] = Field(default_factory=list, max_length=1000)
     members: list[str] = Field(default_factory=list, max_length=100_000)
+    fair_share: float = Field(1.0, gt=0, le=1_000_000,
+                              description="the VO's share of the pilots against other VOs (wms.matching)")
 
     @field_validator("roots")
     @classmethod
@@ -82,6 +84,7 @@ class VoDocument(TypedDict, total=False):
     sites: list[str]
     admins: list[str]
     members: list[str]
+    fair_share: float
     created: dt.datetime
 
 
@@ -159,6 +162,21 @@ async def change_members(db: AsyncDatabase[Document], name: str, *, add: list[st
         if remove:
             await db[VOS].update_one({"_id": name}, {"$pull": {field: {"$in": remove}}})
     _cache.pop(db.name, None)
+    return await get_vo(db, name)
+
+
+async def fair_shares(db: AsyncDatabase[Document]) -> dict[str, float]:
+    """Each VO's share of the pilots (1 unless set): the first level of the matcher's fair share."""
+    return {name: vo.fair_share for name, vo in (await registry(db)).items()}
+
+
+async def set_fair_share(db: AsyncDatabase[Document], name: str, share: float) -> Vo:
+    """Set a VO's share of the pilots (global admins: shares between VOs are the installation's)."""
+    with database_errors():
+        found = await db[VOS].update_one({"_id": name}, {"$set": {"fair_share": float(share)}})
+    _cache.pop(db.name, None)
+    if not found.matched_count:
+        raise NotFound(f"VO {name!r} does not exist")
     return await get_vo(db, name)
 
 

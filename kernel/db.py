@@ -136,6 +136,15 @@ def increment(deltas: Mapping[str, int | float]) -> Document:
     return {"$inc": {name: Int64(value) if isinstance(value, int) else value for name, value in deltas.items()}}
 
 
+async def count_by(collection: Any, fields: Sequence[str]) -> list[Document]:
+    """The collection's documents counted per combination of `fields` (one `$group`):
+    `[{field: value or None, ..., "n": count}]` (what monitoring reports)."""
+    with database_errors():
+        cursor = await collection.aggregate([{"$group": {"_id": {f: f"${f}" for f in fields}, "n": {"$sum": 1}}}])
+        rows = await cursor.to_list()
+    return [{**{f: row["_id"].get(f) for f in fields}, "n": row["n"]} for row in rows]
+
+
 async def iterate(cursor: Any) -> AsyncIterator[Document]:
     """Iterate a cursor with database errors mapped; for streaming responses."""
     with database_errors():

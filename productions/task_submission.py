@@ -17,6 +17,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from catalogue.vos import confine_owner
 from kernel.db import Document
 from kernel.errors import Conflict, Forbidden, InvalidInput, NotFound
+from kernel.principal import DEFAULT_VO
 from productions import request_tasks, tasks, transformation_files, transformations
 from productions.spec import render
 from wms import jobs, submission
@@ -52,7 +53,8 @@ async def submit_tasks(db: AsyncDatabase[Document], doc: Document) -> int:
         return 0
     fresh = [t for t in created if t.get("job") is None]
     if fresh:
-        reserved = dict(zip([t["_id"] for t in fresh], await jobs.allocate_ids(db, len(fresh)), strict=True))
+        ids = await jobs.allocate_ids(db, len(fresh), doc.get("vo") or DEFAULT_VO)
+        reserved = dict(zip([t["_id"] for t in fresh], ids, strict=True))
         await tasks.reserve_jobs(db, reserved)
         created = await tasks.tasks_in(db, doc["_id"], ["created"], BATCH)
     existing = {j["_id"] for j in await jobs.get_jobs(db, [t["job"] for t in created if t.get("job")])}

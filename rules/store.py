@@ -40,9 +40,9 @@ from catalogue.storage_elements import SES
 from catalogue.vos import registry
 from kernel import claims
 from kernel.bounds import MAX_LIFETIME_S
-from kernel.db import Document, IndexSpec, database_errors, increment, read_by_ids
+from kernel.db import Document, IndexSpec, count_by, database_errors, increment, read_by_ids
 from kernel.errors import Conflict, Forbidden, InvalidInput, NotFound, QuotaExceeded
-from kernel.principal import Principal
+from kernel.principal import DEFAULT_VO, Principal
 from rules import quotas
 from rules.se_expression import resolve, validate
 from rules.triggers import RULES
@@ -289,6 +289,11 @@ async def create_rule(db: AsyncDatabase[Document], principal: Principal, item: R
     with database_errors():
         await db[RULES].insert_one(cast(Document, doc))
     return cast(Document, doc)
+
+
+async def count_by_vo_and_state(db: AsyncDatabase[Document]) -> list[Document]:
+    """Rules per VO and state, every VO's (for monitoring): `[{vo, state, n}]` (no `vo`: DEFAULT_VO)."""
+    return [{**row, "vo": row["vo"] or DEFAULT_VO} for row in await count_by(db[RULES], ["vo", "state"])]
 
 
 async def get_rule(db: AsyncDatabase[Document], rule_id: str) -> Document:

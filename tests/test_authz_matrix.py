@@ -172,7 +172,9 @@ MATRIX: dict[str, Case] = {
     "POST /jobs/{id}/reschedule": Case("/jobs/{job}/reschedule", (200, 403, 403), {}),  # killed just before
     "GET /task-queues": same(200, "/task-queues"),
     "GET /job-shares": same(200, "/job-shares"),
-    "PUT /job-shares/{group}": admin_only("/job-shares/lhcb"),
+    "PUT /job-shares/{group}": Case("/job-shares/lhcb", (403, 403, 403), {"share": 2}, changes=frozenset()),
+    "GET /vo-shares": same(200, "/vo-shares"),
+    "PUT /vo-shares/{vo}": Case("/vo-shares/lhcb", (403, 403, 403), {"share": 2}, changes=frozenset()),
     "POST /jobs/match": pilot_only("/jobs/match"),
     "POST /jobs/{id}/start": pilot_only("/jobs/{job}/start"),  # users hold no jobs.pilot
     "POST /jobs/{id}/heartbeat": pilot_only("/jobs/{job}/heartbeat"),

@@ -134,8 +134,8 @@ async def test_a_larger_share_holds_proportionally_more_pilots(
         orders = [await pilot.match_job(pilot="p", site="SITE-A") for _ in range(8)]
     groups = [(await jobs.get_job(grid.db, o["id"]))["group"] for o in orders if o]
     assert (groups.count("big"), groups.count("small")) == (6, 2)
-    assert await admin.job_shares() == [{"group": "big", "share": 3.0, "running": 6},
-                                        {"group": "small", "share": 1.0, "running": 2}]
+    assert await admin.job_shares() == [{"group": "big", "vo": "local", "share": 3.0, "running": 6},
+                                        {"group": "small", "vo": "local", "share": 1.0, "running": 2}]
 
 
 async def test_killing_a_waiting_job_takes_it_out_of_its_queue(

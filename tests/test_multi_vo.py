@@ -34,6 +34,7 @@ VO_CASES: dict[str, Case] = {
                            changes=frozenset()),
     "PUT /vos/{name}": Case("/vos/lhcb", (403, 403, 403), {"name": "lhcb", "roots": ["/cta"]},
                             changes=frozenset()),
+    "PUT /job-shares/{group}": Case("/job-shares/lhcb:phys", (403, 403, 403), {"share": 5}, changes=frozenset()),
 }
 # Installation totals that mix VOs are refused to a confined caller.
 REFUSED = {"GET /usage/ses", "GET /transfers/stats", "GET /transfers/series"}
@@ -236,7 +237,13 @@ async def test_fair_shares_of_groups_of_the_same_name_are_per_vo(vo_world: World
     assert [(s["group"], s["share"]) for s in seen_by_eve] == [("cta:phys", 3.0)]
     assert [(s["group"], s["share"]) for s in seen_by_bob] == [("lhcb:phys", 1.0)]
     status, answer = await vo_world.call("ctaadmin", "PUT", "/job-shares/cta:phys", {"share": 9})
-    assert status == 403, answer  # shares between VOs are the installation's
+    assert status == 200, answer  # a VO's admin shares its VO's pilots among its groups
+    status, answer = await vo_world.call("ctaadmin", "PUT", "/job-shares/lhcb:phys", {"share": 9})
+    assert status == 404 and answer["message"] == "group lhcb:phys does not exist", answer
+    status, answer = await vo_world.call("eve", "PUT", "/job-shares/cta:phys", {"share": 9})
+    assert status == 403, answer
+    _, seen_by_bob = await vo_world.call("bob", "GET", "/job-shares")
+    assert [(s["group"], s["share"]) for s in seen_by_bob] == [("lhcb:phys", 1.0)]
 
 
 async def test_a_vo_admin_sets_quotas_of_its_own_members_on_its_own_ses(vo_world: World) -> None:

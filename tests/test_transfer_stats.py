@@ -64,7 +64,7 @@ async def test_metrics_endpoint_exports_link_counters_and_queue_gauges(
     async with aiohttp.ClientSession() as session, session.get(f"{api.url}/metrics") as resp:
         assert resp.status == 200
         text = await resp.text()
-    assert 'cairn_transfers_done_total{dest="DST",source="SRC"} 1.0' in text
-    assert 'cairn_transfers_failed_total{dest="DST",reason="source_missing",source="SRC"} 1.0' in text
-    assert 'cairn_transfer_bytes_total{dest="DST",source="SRC"} 1000.0' in text
-    assert 'cairn_requests{dest_se="SRC",kind="transfer",state="queued"} 1.0' in text
+    assert 'cairn_transfers_done_total{dest="DST",source="SRC",vo="local"} 1.0' in text
+    assert 'cairn_transfers_failed_total{dest="DST",reason="source_missing",source="SRC",vo="local"} 1.0' in text
+    assert 'cairn_transfer_bytes_total{dest="DST",source="SRC",vo="local"} 1000.0' in text
+    assert 'cairn_requests{dest_se="SRC",kind="transfer",state="queued",vo="local"} 1.0' in text

@@ -152,7 +152,8 @@ async def finish_cycle(ctx: Context, cycle: Cycle, *, db_commands: int = 0) -> l
     failures = await failed_copies.after_end(ctx, decided, ended)
     await link_stats.record_many(ctx.db, [
         *(link_stats.Outcome(*c.job.link, True, c.result.bytes, c.result.seconds, c.result.mode,
-                             activity=c.job.request.get("activity", "default")) for c in good),
+                             activity=c.job.request.get("activity", "default"), vo=c.job.vo)
+          for c in good),
         *failures], db_commands=db_commands)
     for copied in good:
         if copied.job.id not in ended:  # the lease was lost meanwhile; the copy still happened: count it (once)

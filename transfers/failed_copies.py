@@ -104,7 +104,7 @@ async def after_end(ctx: Context, decided: Sequence[Decided], ended: set[str]) -
                                     reason=item.failed.failure.message)
         if item.failed.attempted:
             outcomes.append(link_stats.Outcome(*job.link, False, reason=item.failed.failure.reason,
-                                               activity=job.request.get("activity", "default")))
+                                               activity=job.request.get("activity", "default"), vo=job.vo))
         if item.end.final:
             pins.append(job)
     await asyncio.gather(*(release_pin(ctx, job) for job in pins))

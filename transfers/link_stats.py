@@ -2,7 +2,8 @@
 stateless API server can report them: every worker adds what a cycle finished with one bulk of
 `$inc` upserts (one per link), and the queue's depths are counted from the requests themselves.
 A link also counts the database commands its workers sent per file they finished there
-(`db_commands`, the worker's commands since its last report, shared out by files).
+(`db_commands`, the worker's commands since its last report, shared out by files), and keeps
+its counters per VO of the requests too (`vos.<VO>.…`, read by `link_statistics_by_vo`).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pymongo import UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 
 from kernel.db import Document, bulk_write_chunked, database_errors, increment
+from kernel.principal import DEFAULT_VO
 from transfers.link_series import record_hours
 from transfers.requests import REQUESTS
 
@@ -39,14 +41,29 @@ class Outcome:
     mode: str | None = None
     reason: str | None = None
     activity: str = "default"
+    vo: str = DEFAULT_VO  # the VO of the request
 
 
 async def record(
     db: AsyncDatabase[Document], source: str, dest: str, *, ok: bool, nbytes: int = 0, seconds: float = 0.0,
-    mode: str | None = None, reason: str | None = None, activity: str = "default",
+    mode: str | None = None, reason: str | None = None, activity: str = "default", vo: str = DEFAULT_VO,
 ) -> None:
     """Add one finished transfer (or failed attempt) to its link's counters."""
-    await record_many(db, [Outcome(source, dest, ok, nbytes, seconds, mode, reason, activity)])
+    await record_many(db, [Outcome(source, dest, ok, nbytes, seconds, mode, reason, activity, vo)])
+
+
+def vo_key(vo: str) -> str:
+    """A VO's name as a field name (a `.` would nest; VO names hold no `$`)."""
+    return vo.replace("%", "%25").replace(".", "%2E")
+
+
+def _vo_name(key: str) -> str:
+    return key.replace("%2E", ".").replace("%25", "%")
+
+
+def _vo_increments(outcome: Outcome) -> dict[str, Any]:
+    inc = {k: v for k, v in _increments(outcome).items() if not k.startswith("mode.")}
+    return {f"vos.{vo_key(outcome.vo)}.{name}": value for name, value in inc.items()}
 
 
 def _increments(outcome: Outcome) -> dict[str, Any]:
@@ -58,12 +75,15 @@ def _increments(outcome: Outcome) -> dict[str, Any]:
     return inc
 
 
-def _totals(outcomes: Sequence[Outcome], key: Callable[[Outcome], K]) -> dict[K, dict[str, Any]]:
-    """The outcomes' increments summed per key (a link, or a link and an activity)."""
+def _totals(outcomes: Sequence[Outcome], key: Callable[[Outcome], K], *, per_vo: bool = False,
+            ) -> dict[K, dict[str, Any]]:
+    """The outcomes' increments summed per key (a link, or a link and an activity), with each
+    VO's share of them when `per_vo`."""
     out: dict[K, dict[str, Any]] = {}
     for outcome in outcomes:
         totals = out.setdefault(key(outcome), {})
-        for name, value in _increments(outcome).items():
+        both = {**_increments(outcome), **(_vo_increments(outcome) if per_vo else {})}
+        for name, value in both.items():
             totals[name] = totals.get(name, 0) + value
     return out
 
@@ -75,7 +95,7 @@ async def record_many(db: AsyncDatabase[Document], outcomes: Sequence[Outcome], 
     if not outcomes:
         return
     at = dt.datetime.now(dt.UTC)
-    per_link = _totals(outcomes, lambda o: (o.source, o.dest))
+    per_link = _totals(outcomes, lambda o: (o.source, o.dest), per_vo=True)
     done = sum(1 for o in outcomes if o.ok)
     if db_commands and done:
         shares = [(link, totals.get("done", 0)) for link, totals in per_link.items() if totals.get("done")]
@@ -115,17 +135,51 @@ async def link_statistics(db: AsyncDatabase[Document]) -> list[Document]:
     return out
 
 
-async def queue_depths(db: AsyncDatabase[Document]) -> list[Document]:
-    """Requests counted by kind and state, and queued transfers by destination SE."""
+COUNTED = ("done", "failed", "bytes", "seconds")
+
+
+async def link_statistics_by_vo(db: AsyncDatabase[Document]) -> list[Document]:
+    """Each link's counters per VO of the requests: {source, dest, vo, done, failed, bytes,
+    seconds, failures}. What a link counted before it kept VOs apart is the VO `local`'s (as
+    every object stored before VOs)."""
     with database_errors():
-        cursor = await db[REQUESTS].aggregate([
-            {"$group": {"_id": {"kind": "$kind", "state": "$state", "dest_se": "$dest_se"}, "n": {"$sum": 1}}},
-        ])
+        docs = await db[LINK_STATS].find({}).sort("_id", 1).to_list()
+    rows = []
+    for doc in docs:
+        per_vo = {_vo_name(k): _flat(v) for k, v in doc.get("vos", {}).items()}
+        legacy = _flat(doc)
+        for counts in per_vo.values():
+            legacy = {name: n - counts.get(name, 0) for name, n in legacy.items()}
+        local = per_vo.setdefault(DEFAULT_VO, {})
+        for name, n in legacy.items():
+            local[name] = local.get(name, 0) + max(0, n)
+        for vo, counts in sorted(per_vo.items()):
+            if any(counts.get(name) for name in COUNTED):
+                failures = {k.removeprefix("failures."): n for k, n in counts.items()
+                            if k.startswith("failures.") and n}
+                rows.append({"source": doc["source"], "dest": doc["dest"], "vo": vo,
+                             **{name: counts.get(name, 0) for name in COUNTED}, "failures": failures})
+    return rows
+
+
+def _flat(counts: Document) -> dict[str, Any]:
+    """A link's (or one VO's) counters with failures as `failures.<reason>` keys."""
+    return {**{name: counts.get(name, 0) for name in COUNTED},
+            **{f"failures.{reason}": n for reason, n in counts.get("failures", {}).items()}}
+
+
+async def queue_depths(db: AsyncDatabase[Document], *, by_vo: bool = False) -> list[Document]:
+    """Requests counted by kind and state, and queued transfers by destination SE (and by the
+    requests' VO, `vo`, when `by_vo`)."""
+    key = {"kind": "$kind", "state": "$state", "dest_se": "$dest_se", **({"vo": "$vo"} if by_vo else {})}
+    with database_errors():
+        cursor = await db[REQUESTS].aggregate([{"$group": {"_id": key, "n": {"$sum": 1}}}])
         rows = await cursor.to_list()
+    vo = {"vo": lambda r: r["_id"].get("vo") or DEFAULT_VO} if by_vo else {}
     return sorted(
         ({"kind": r["_id"].get("kind"), "state": r["_id"].get("state"), "dest_se": r["_id"].get("dest_se"),
-          "requests": r["n"]} for r in rows),
-        key=lambda r: (str(r["kind"]), str(r["state"]), str(r["dest_se"])),
+          **{name: get(r) for name, get in vo.items()}, "requests": r["n"]} for r in rows),
+        key=lambda r: (str(r["kind"]), str(r["state"]), str(r["dest_se"]), str(r.get("vo"))),
     )
 
 

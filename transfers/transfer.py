@@ -24,6 +24,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from catalogue.storage_elements import StorageElement
 from kernel.db import Document
 from kernel.errors import CairnError
+from kernel.principal import DEFAULT_VO
 from kernel.settings import TransferSettings
 from storage_plugins.copy import CopyResult
 from storage_plugins.tape import TapePlugin
@@ -76,6 +77,11 @@ class Job:
     @property
     def link(self) -> tuple[str, str]:
         return (self.source.se.name if self.source else "?", str(self.request["dest_se"]))
+
+    @property
+    def vo(self) -> str:
+        """The VO of the request (link counters are kept per VO too)."""
+        return str(self.request.get("vo") or DEFAULT_VO)
 
 
 @dataclass

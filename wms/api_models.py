@@ -58,4 +58,5 @@ class ControlRequest(BaseModel):
 class ShareRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    share: float = Field(..., gt=0, le=1e6, description="relative weight of the group in the fair share")
+    share: float = Field(..., gt=0, le=1e6,
+                         description="relative weight of the group (within its VO) or of the VO (between VOs)")

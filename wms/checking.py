@@ -4,7 +4,9 @@ One catalogue query per batch resolves every input LFN of every job to its repli
 each job either waits in the task queue of its candidate sites, waits in `staging` while its
 tape-only inputs are copied to disk at the best site, or fails naming the inputs that exist
 nowhere. Jobs in `staging` are checked again every `staging_recheck_s`; they fail when a
-transfer they asked for failed.
+transfer they asked for failed. A job runs only at its VO's sites when the VO lists any
+(`placement.allowed_sites`), so its task queue, and the pilot factory's demand at a site, count
+it only there.
 """
 
 from __future__ import annotations
@@ -21,16 +23,16 @@ from catalogue.directories import fetch_directories
 from catalogue.lfn import ancestors
 from catalogue.permissions import READ, hiding_denial
 from catalogue.replicas import get_replicas
-from catalogue.vos import confine_owner
+from catalogue.vos import confine_owner, registry
 from kernel import claims
 from kernel.db import Document
-from kernel.principal import Principal
+from kernel.principal import DEFAULT_VO, Principal
 from transfers.requests import list_requests, submit_transfers
 from wms import input_data, jobs, states, task_queues
 from wms.config import WmsSettings
 from wms.input_data import SiteStore
 from wms.outputs import owner_of
-from wms.placement import Placement, disk_se_at, place, staging_site, usable_replicas
+from wms.placement import Placement, allowed_sites, disk_se_at, place, staging_site, usable_replicas
 from wms.task_queues import QueueKey
 
 log = logging.getLogger("cairn.wms.checker")
@@ -64,11 +66,18 @@ async def check_batch(db: AsyncDatabase[Document], config: WmsSettings, worker: 
     files, _ = await get_replicas(db, sorted(lfns))  # the one catalogue query of this pass
     dirs = await fetch_directories(db, {a for lfn in files for a in ancestors(lfn)})
     ses = await input_data.storage_elements(db)
+    vo_sites = {name: vo.sites for name, vo in (await registry(db)).items()}
     outcomes: dict[str, Document] = {}
     queues: dict[QueueKey, list[str]] = defaultdict(list)
     for job in batch:
         owner = await confine_owner(db, owner_of(job))
-        outcome, key = await _decide(db, config, job, readable_by_owner(owner, files, dirs), ses)
+        requested = job["description"]["requirements"]["sites"]
+        sites = allowed_sites(requested, vo_sites.get(job.get("vo") or DEFAULT_VO, []))
+        if sites is None:
+            outcomes[job["_id"]] = {"state": states.FAILED,
+                                    "reason": f"none of the job's sites is a site of VO {job.get('vo')}"}
+            continue
+        outcome, key = await _decide(db, config, job, readable_by_owner(owner, files, dirs), ses, sites)
         outcomes[job["_id"]] = outcome
         if key is not None:
             queues[key].append(job["_id"])
@@ -100,17 +109,17 @@ def queue_key(job: Document, sites: Sequence[str]) -> QueueKey:
 
 async def _decide(
     db: AsyncDatabase[Document], config: WmsSettings, job: Document, files: Mapping[str, Document],
-    ses: Mapping[str, SiteStore],
+    ses: Mapping[str, SiteStore], sites: Sequence[str],
 ) -> tuple[Document, QueueKey | None]:
+    """Place one job; `sites` are those it may run at (`placement.allowed_sites`; empty: any)."""
     desc = job["description"]
-    req = desc["requirements"]
     lfns: list[str] = desc["input_data"]
-    placement = place(lfns, files, ses, allowed_sites=req["sites"])
+    placement = place(lfns, files, ses, allowed_sites=sites)
     if placement.missing:
         reason = f"input data missing (no usable replica anywhere): {', '.join(placement.missing[:20])}"
         return {"state": states.FAILED, "reason": reason, "missing": placement.missing}, None
     if placement.tape_only:
-        return await _staging_outcome(db, config, job, placement, ses, req["sites"]), None
+        return await _staging_outcome(db, config, job, placement, ses, sites), None
     if lfns and not placement.sites:
         return {"state": states.FAILED, "reason": "no allowed site can read the input data"}, None
     key = queue_key(job, placement.sites)

@@ -57,6 +57,14 @@ class JobsClient(BaseClient):
         result: dict[str, Any] = await self.request("PUT", f"/job-shares/{group}", json_body={"share": share})
         return result
 
+    async def vo_shares(self) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = await self.request("GET", "/vo-shares")
+        return result
+
+    async def set_vo_share(self, vo: str, share: float) -> dict[str, Any]:
+        result: dict[str, Any] = await self.request("PUT", f"/vo-shares/{vo}", json_body={"share": share})
+        return result
+
     # pilot calls
 
     async def match_job(

@@ -17,14 +17,26 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
 from kernel import claims
-from kernel.db import Document, IndexSpec, bulk_write_chunked, database_errors, increment, iterate, read_by_ids
+from kernel.db import (
+    Document,
+    IndexSpec,
+    bulk_write_chunked,
+    count_by,
+    database_errors,
+    increment,
+    iterate,
+    read_by_ids,
+)
 from kernel.errors import NotFound
+from kernel.principal import DEFAULT_VO, GLOBAL_VO
 from wms import states
 
 JOBS = "jobs"
 COUNTERS = "counters"
 # One document per (job, attempt) that left `waiting`: inserting it is the claim of that attempt.
 CLAIMS = "job_claims"
+# VOs whose job ids are the plain numbers of the installation-wide counter (as before VOs).
+LOCAL_IDS = frozenset({DEFAULT_VO, GLOBAL_VO})
 # How long a checker pass holds its jobs before `clear_stale_claims` gives them to another.
 CHECK_LEASE_S = 300.0
 
@@ -78,15 +90,27 @@ def history_entry(state: str, reason: str, at: dt.datetime | None = None) -> His
     return {"state": state, "time": at or now(), "reason": reason}
 
 
-async def allocate_ids(db: AsyncDatabase[Document], count: int) -> list[str]:
-    """`count` fresh job ids in one round trip (a counter document reserves a range)."""
+def counter_id(vo: str) -> str:
+    """The counter document of a VO's job ids (see `allocate_ids`)."""
+    return JOBS if vo in LOCAL_IDS else f"{JOBS}:{vo}"
+
+
+async def allocate_ids(db: AsyncDatabase[Document], count: int, vo: str = DEFAULT_VO) -> list[str]:
+    """`count` fresh job ids of VO `vo` in one round trip (a counter document reserves a range).
+
+    Each VO counts its own jobs, so the ids a user sees leave no gap for another VO's submissions.
+    The VO `local` (and the global VO of installation admins) keeps the plain numbers it always
+    had (`1`, `2`, ...); another VO's ids are `VO-N` (`cta-1`): a `-` never appears in a plain
+    number and the VO's name is everything before the last `-`, so no two VOs' ids collide.
+    """
     with database_errors():
         doc = await db[COUNTERS].find_one_and_update(
-            {"_id": JOBS}, increment({"n": count}), upsert=True, return_document=ReturnDocument.AFTER
+            {"_id": counter_id(vo)}, increment({"n": count}), upsert=True, return_document=ReturnDocument.AFTER
         )
     assert doc is not None
     last = int(doc["n"])
-    return [str(n) for n in range(last - count + 1, last + 1)]
+    prefix = "" if vo in LOCAL_IDS else f"{vo}-"
+    return [f"{prefix}{n}" for n in range(last - count + 1, last + 1)]
 
 
 async def insert_jobs(db: AsyncDatabase[Document], docs: Sequence[JobRecord]) -> None:
@@ -309,6 +333,11 @@ async def count_by_state(db: AsyncDatabase[Document], owner: str | None = None,
         cursor = await db[JOBS].aggregate(stages)
         rows = await cursor.to_list()
     return {row["_id"]: row["n"] for row in rows}
+
+
+async def count_by_vo_and_state(db: AsyncDatabase[Document]) -> list[Document]:
+    """Jobs per VO and state, every VO's (for monitoring): `[{vo, state, n}]` (no `vo`: DEFAULT_VO)."""
+    return [{**row, "vo": row["vo"] or DEFAULT_VO} for row in await count_by(db[JOBS], ["vo", "state"])]
 
 
 def public_view(doc: Document) -> dict[str, Any]:

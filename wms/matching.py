@@ -1,16 +1,18 @@
 """Matching: give a pilot the best eligible job, atomically.
 
-Order of preference, recomputed at every match:
-1. fair share between groups: the group with the lowest (jobs at pilots / share) goes first,
-   so a group with twice the share may hold twice the pilots;
-2. within it, the task queue of highest priority, then the older queue id order;
-3. within a queue, the oldest job.
+Order of preference, recomputed at every match (two-level fair share, as DIRAC's):
+1. fair share between VOs: the VO with the lowest (its groups' jobs at pilots / the VO's share,
+   `catalogue.vos.fair_shares`) goes first, so a VO with twice the share may hold twice the pilots;
+2. within it, fair share between the VO's groups: lowest (jobs at pilots / group share) first;
+3. within the group, the task queue of highest priority, then the older queue id order;
+4. within a queue, the oldest job.
 A pilot the factory submitted gets the job added to its pilot document, and the job names the
 pilot's batch id (`batch_id`), so each leads to the other.
 The claim is a `$pop` on the task queue document, then the insert of the attempt's claim
 document (`jobs.claim_attempt`), so a stale id (a job killed or matched meanwhile) is skipped,
-never run twice. Every query on the way is an `_id` lookup or a read of the small task-queue
-collection: matching cost does not grow with the number of jobs.
+never run twice. Every query on the way is an `_id` lookup or a read of a small collection (task
+queues, one usage document per group; the VO registry is cached): matching cost does not grow
+with the number of jobs.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from catalogue.replica_urls import se_url
 from catalogue.storage_elements import fetch_storage_elements
+from catalogue.vos import fair_shares
 from kernel.db import Document
 from kernel.errors import InvalidInput
 from wms import jobs, pilot_records, states, task_queues
@@ -44,15 +47,27 @@ class PilotOffer:
     tags: Sequence[str] = field(default_factory=tuple)
 
 
-def fair_share_order(queues: Sequence[Document], usage: Mapping[str, Document]) -> list[Document]:
-    """Queues in the order the matcher tries them (see the module docstring)."""
+def fair_share_order(queues: Sequence[Document], usage: Mapping[str, Document],
+                     vo_shares: Mapping[str, float] | None = None) -> list[Document]:
+    """Queues in the order the matcher tries them (see the module docstring). `usage` holds every
+    group's jobs at pilots and share (task_queues.all_group_usage); `vo_shares` each VO's share
+    (a VO not listed has 1)."""
+    shares = vo_shares or {}
+    at_pilots: dict[str, int] = {}
+    for group, entry in usage.items():
+        vo = task_queues.group_vo(group)
+        at_pilots[vo] = at_pilots.get(vo, 0) + max(0, int(entry.get("running", 0)))
+
+    def vo_load(vo: str) -> float:
+        return at_pilots.get(vo, 0) / (float(shares.get(vo, 1.0)) or 1e-9)
 
     def load(group: str) -> float:
         entry = usage.get(group, {})
         share = float(entry.get("share", 1.0)) or 1e-9
         return max(0, int(entry.get("running", 0))) / share
 
-    return sorted(queues, key=lambda q: (load(q["group"]), -int(q["priority"]), q["_id"]))
+    return sorted(queues, key=lambda q: (vo_load(task_queues.group_vo(q["group"])), load(q["group"]),
+                                         -int(q["priority"]), q["_id"]))
 
 
 async def match(db: AsyncDatabase[Document], offer: PilotOffer) -> Document | None:
@@ -60,8 +75,8 @@ async def match(db: AsyncDatabase[Document], offer: PilotOffer) -> Document | No
     queues = await task_queues.eligible_queues(db, offer.site, offer.cpu, offer.memory_mb, offer.tags)
     if not queues:
         return None
-    usage = await task_queues.group_usage(db, sorted({q["group"] for q in queues}))
-    for queue in fair_share_order(queues, usage):
+    usage = {u["_id"]: u for u in await task_queues.all_group_usage(db)}
+    for queue in fair_share_order(queues, usage, await fair_shares(db)):
         while (popped := await task_queues.pop(db, queue["_id"])) is not None:
             job = await _take(db, *popped, offer)
             if job is not None:

@@ -41,6 +41,18 @@ def usable_replicas(doc: Document, ses: Mapping[str, SiteStore], kind: str) -> l
     return out
 
 
+def allowed_sites(requested: Sequence[str], vo_sites: Sequence[str]) -> list[str] | None:
+    """The sites a job may run at: those it asked for, kept to its VO's sites when the VO lists
+    any (a VO's jobs run only where the VO runs); None when none of its sites is the VO's.
+    An empty list means any site."""
+    if not vo_sites:
+        return list(requested)
+    if not requested:
+        return sorted(vo_sites)
+    kept = [site for site in requested if site in vo_sites]
+    return kept or None
+
+
 def place(
     lfns: Sequence[str],
     files: Mapping[str, Document],

@@ -14,7 +14,8 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from catalogue.authorization import name_in_vo, require_vo, vo_query
-from kernel.errors import Forbidden, InvalidInput
+from catalogue.vos import fair_shares, set_fair_share
+from kernel.errors import Forbidden, InvalidInput, NotFound
 from kernel.principal import Principal
 from kernel.responses import JsonList
 from kernel.web import (
@@ -145,20 +146,50 @@ async def list_task_queues(request: web.Request) -> web.Response:
     return json_response([{"id": q.pop("_id"), **q} for q in queues if name_in_vo(principal, str(q.get("group")))])
 
 
-@routes.get("/job-shares", policy=READ, summary="Fair share: each group's share and jobs at pilots", response=JsonList)
+@routes.get("/job-shares", policy=READ, summary="Fair share: each group's VO, share and jobs at pilots",
+            response=JsonList)
 async def list_shares(request: web.Request) -> web.Response:
     principal = principal_of(request)
     usage = await task_queues.all_group_usage(request.app[DATABASE])
-    return json_response([{"group": u["_id"], "share": u.get("share", 1.0), "running": u.get("running", 0)}
-                          for u in usage if name_in_vo(principal, u["_id"])])
+    return json_response([{"group": u["_id"], "vo": task_queues.group_vo(u["_id"]), "share": u.get("share", 1.0),
+                           "running": u.get("running", 0)} for u in usage if name_in_vo(principal, u["_id"])])
 
 
-@routes.put("/job-shares/{group}", policy=ADMIN, summary="Set a group's fair share (default 1)", body=ShareRequest)
+@routes.put("/job-shares/{group}", policy=WRITE, body=ShareRequest,
+            summary="Set a group's fair share within its VO (default 1): the VO's admins or a global admin",
+            responses={403: "not an admin", 404: "a group of another VO"})
 async def set_share(request: web.Request) -> web.Response:
-    body = await read_model(request, ShareRequest)
+    principal = principal_of(request)
     group = request.match_info["group"]
+    if not principal.is_admin:
+        raise Forbidden("group shares are set by the VO's admins or the installation's (scope 'admin')")
+    if not name_in_vo(principal, group):
+        raise NotFound(f"group {group} does not exist")  # another VO's group: as a missing one
+    body = await read_model(request, ShareRequest)
     await task_queues.set_share(request.app[DATABASE], group, body.share)
-    return json_response({"group": group, "share": body.share})
+    return json_response({"group": group, "vo": task_queues.group_vo(group), "share": body.share})
+
+
+@routes.get("/vo-shares", policy=READ, summary="Fair share between VOs: each VO's share and jobs at pilots "
+            "(yours only, unless global admin)", response=JsonList)
+async def list_vo_shares(request: web.Request) -> web.Response:
+    principal = principal_of(request)
+    db = request.app[DATABASE]
+    running: dict[str, int] = {}
+    for usage in await task_queues.all_group_usage(db):
+        vo = task_queues.group_vo(usage["_id"])
+        running[vo] = running.get(vo, 0) + max(0, int(usage.get("running", 0)))
+    return json_response([{"vo": vo, "share": share, "running": running.get(vo, 0)}
+                          for vo, share in (await fair_shares(db)).items() if principal.sees_vo(vo)])
+
+
+@routes.put("/vo-shares/{vo}", policy=ADMIN, body=ShareRequest,
+            summary="Set a VO's share of the pilots against other VOs (default 1)",
+            responses={404: "no such VO"})
+async def set_vo_share(request: web.Request) -> web.Response:
+    body = await read_model(request, ShareRequest)
+    vo = await set_fair_share(request.app[DATABASE], request.match_info["vo"], body.share)
+    return json_response({"vo": vo.name, "share": vo.fair_share})
 
 
 # ------------------------------------------------------------------------------------ pilots

@@ -1,7 +1,8 @@
 """Accepting jobs: expand parametric descriptions, refuse bad input with the reason, store the rest.
 
 Everything is checked before anything is stored, so a refused submission queues nothing:
-unknown sites or SEs, input LFNs the caller may not read (the catalogue's path permissions),
+unknown sites (or sites that are not the VO's, when it lists any) or SEs, input LFNs the
+caller may not read (the catalogue's path permissions),
 output LFNs that exist already or that the caller may not create, output LFNs repeated within
 the submission. Dataset and query inputs are resolved to LFNs first (wms/input_selection.py),
 so the checks above apply to the files they stand for.
@@ -19,6 +20,7 @@ from catalogue.directories import fetch_directories
 from catalogue.files import authorized_files, fetch_files
 from catalogue.lfn import ancestors, check_lfn
 from catalogue.permissions import READ, creation_denial
+from catalogue.vos import registry
 from kernel.db import Document
 from kernel.errors import Conflict, Forbidden, InvalidInput
 from kernel.principal import Principal
@@ -38,7 +40,7 @@ async def submit(
     await _validate(db, principal, concrete)
     if ids is not None and len(ids) != len(concrete):
         raise InvalidInput(f"{len(ids)} job ids given for {len(concrete)} jobs")
-    ids = list(ids) if ids is not None else await jobs.allocate_ids(db, len(concrete))
+    ids = list(ids) if ids is not None else await jobs.allocate_ids(db, len(concrete), principal.vo)
     at = jobs.now()
     docs = [_job_document(job_id, job, principal, at) for job_id, job in zip(ids, concrete, strict=True)]
     await jobs.insert_jobs(db, docs)
@@ -48,6 +50,9 @@ async def submit(
 async def _validate(db: AsyncDatabase[Document], principal: Principal, concrete: Sequence[JobDescription]) -> None:
     ses = await input_data.storage_elements(db)
     sites = {se.site for se in ses.values()}
+    vo = (await registry(db)).get(principal.vo)
+    if vo is not None and vo.sites:
+        sites &= set(vo.sites)  # another VO's site answers like an unknown one
     unknown_ses = sorted({o.se for job in concrete for o in job.outputs} - set(ses))
     if unknown_ses:
         raise InvalidInput(f"unknown output SE(s): {', '.join(unknown_ses)}", details={"ses": unknown_ses})

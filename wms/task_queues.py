@@ -5,7 +5,8 @@ submission order. Popping the first id (`$pop` on the queue's `_id`) hands a job
 matcher, which then claims the job's attempt (`jobs.claim_attempt`); the matcher never scans
 the jobs collection. A killed job's id is removed with `$pull` to keep counts right; an id
 left over (or queued twice by the watchdog's repair) is harmless because its attempt can be
-claimed only once. Per-group counts of jobs at pilots (`group_usage`) feed the fair share.
+claimed only once. Per-group counts of jobs at pilots (`group_usage`) feed the fair share; a
+group's VO is the prefix of its stored name (`group_vo`), so the counts sum up per VO too.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pymongo import ReturnDocument
 from pymongo.asynchronous.database import AsyncDatabase
 
 from kernel.db import Document, IndexSpec, database_errors, increment
+from kernel.principal import DEFAULT_VO
 
 TASK_QUEUES = "task_queues"
 # The ids waiting in each queue, apart from the definitions so that reading the definitions
@@ -30,6 +32,13 @@ INDEXES = [
     # eligible_queues: multikey on sites, then the waiting count
     IndexSpec(TASK_QUEUES, [("sites", 1), ("waiting", 1)], name="tq_by_site"),
 ]
+
+
+def group_vo(group: str) -> str:
+    """The VO of a stored group name: `cta` for `cta:phys`; a bare name is the VO `local`'s
+    (names are stored VO-qualified except in that VO, see `catalogue.vos.qualified`)."""
+    vo, sep, _ = group.partition(":")
+    return vo if sep else DEFAULT_VO
 
 
 def entry(job_id: str, attempt: int) -> str:

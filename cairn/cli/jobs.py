@@ -149,17 +149,19 @@ def queues(as_json: bool) -> None:
 
 
 @job.command("shares")
-@click.option("--set", "setting", nargs=2, type=(str, float), help="GROUP SHARE: set a group's share (admins)")
+@click.option("--set", "setting", nargs=2, type=(str, float),
+              help="GROUP SHARE: set a group's share within its VO (the VO's admins)")
 @json_option
 def shares(setting: tuple[str, float] | None, as_json: bool) -> None:
-    """Fair share between groups: share and jobs at pilots (the matcher favours the lowest running/share)."""
+    """Fair share between groups of a VO: share and jobs at pilots (the matcher favours the VO, then the
+    group, with the lowest running/share; `cairn vo shares` shows the VOs')."""
     if setting:
         run(lambda c: c.set_job_share(setting[0], setting[1]))
     found = run(lambda c: c.job_shares())
     if as_json:
         emit_json(found)
     else:
-        table(found, ["group", "share", "running"])
+        table(found, ["group", "vo", "share", "running"])
 
 
 @click.command()

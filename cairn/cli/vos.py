@@ -1,4 +1,4 @@
-"""`cairn vo add|list|show|members`: the VOs (collaborations) one installation serves."""
+"""`cairn vo add|list|show|members|update|shares`: the VOs (collaborations) one installation serves."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import click
 from cairn.cli.output import emit_json, json_option, table
 from cairn.cli.runner import run
 
-VO_COLUMNS = ["name", "roots", "scopes", "ses", "sites", "admins"]
+VO_COLUMNS = ["name", "roots", "scopes", "ses", "sites", "admins", "fair_share"]
 
 
 def _row(vo: dict[str, Any]) -> dict[str, Any]:
@@ -40,12 +40,14 @@ def vo() -> None:
 @click.option("--se", "ses", multiple=True, help="SE the VO may use: NAME[:PATH[:QUOTA_BYTES]] (repeatable)")
 @click.option("--site", "sites", multiple=True, help="site of the VO (repeatable)")
 @click.option("--admin", "admins", multiple=True, help="user who administers the VO (repeatable)")
+@click.option("--share", type=click.FloatRange(0, 1e6, min_open=True), default=1.0, show_default=True,
+              help="the VO's share of the pilots against other VOs")
 @json_option
 def vo_add(name: str, roots: tuple[str, ...], scopes: tuple[str, ...], ses: tuple[str, ...],
-           sites: tuple[str, ...], admins: tuple[str, ...], as_json: bool) -> None:
+           sites: tuple[str, ...], admins: tuple[str, ...], share: float, as_json: bool) -> None:
     """Create or replace a VO (global admins); its missing root directories are made."""
     body = {"name": name, "roots": list(roots), "scopes": list(scopes), "ses": dict(_se_option(s) for s in ses),
-            "sites": list(sites), "admins": list(admins)}
+            "sites": list(sites), "admins": list(admins), "fair_share": share}
     saved = run(lambda c: c.put_vo(body))
     emit_json(saved) if as_json else click.echo(f"VO {saved['name']} saved (roots {', '.join(saved['roots'])})")
 
@@ -84,3 +86,22 @@ def vo_members(name: str, add: tuple[str, ...], remove: tuple[str, ...], admins:
     else:
         table([{"user": u, "role": "admin"} for u in found["admins"]]
               + [{"user": u, "role": "member"} for u in found["members"]], ["user", "role"], title=f"VO {name}")
+
+
+@vo.command("update")
+@click.argument("name")
+@click.option("--share", type=click.FloatRange(0, 1e6, min_open=True), required=True,
+              help="the VO's share of the pilots against other VOs")
+@json_option
+def vo_update(name: str, share: float, as_json: bool) -> None:
+    """Change a VO's fair share (global admins); the rest of the VO stays as it is."""
+    saved = run(lambda c: c.set_vo_share(name, share))
+    emit_json(saved) if as_json else click.echo(f"VO {saved['vo']}: share {saved['share']}")
+
+
+@vo.command("shares")
+@json_option
+def vo_shares(as_json: bool) -> None:
+    """Fair share between VOs: each VO's share and jobs at pilots (yours only, unless global admin)."""
+    found = run(lambda c: c.vo_shares())
+    emit_json(found) if as_json else table(found, ["vo", "share", "running"])
