@@ -49,7 +49,6 @@ SEQUENCE = "feed_sequence"
 SETTLE_S = 30.0
 KEY_DIGITS = 20  # an int64 sequence number in full
 BLOCK = 1000  # events per stored document, at most
-READ_PAGE = 1000  # blocks per read query, at most
 
 Kind = Literal["file_registered", "file_removed", "replica_added", "replica_removed", "replica_status",
                "attached", "detached", "metadata_changed", "did_created"]
@@ -119,18 +118,21 @@ async def append(db: AsyncDatabase[Document], events: Sequence[Event]) -> None:
 
 async def _blocks_after(db: AsyncDatabase[Document], after: int, limit: int, *,
                         whole: bool) -> tuple[list[Event], bool]:
-    """The events after `after` in order, read as `_id` ranges of blocks, at most `limit`: with
-    `whole`, ending at a block's end unless the first block alone holds more than `limit`; and
-    whether it stopped at `limit` (more may follow) rather than at the end of the feed. Each
-    query asks for as many blocks as the blocks seen so far suggest are still needed (2 at first:
-    full blocks take one query; a run of one-event blocks takes two)."""
+    """The events after `after` in order, at most `limit`: with `whole`, ending at a block's end
+    unless the first block alone holds more than `limit`; and whether it stopped at `limit`
+    (more may follow) rather than at the end of the feed. Each query is an `_id` range over the
+    blocks that start within the next `limit` sequence numbers, so a read holds at most
+    `limit + BLOCK` events whatever the blocks' sizes; a window left short (the end of the feed,
+    or a hole: trimmed events, a dead writer's run) is followed by one query for where the feed
+    goes on."""
     found: list[Event] = []
-    low = key(max(0, after - BLOCK + 1))  # the block holding after + 1 starts after this key
-    page, blocks, events_seen = 2, 0, 0
-    while len(found) < limit:
+    low = max(0, after - BLOCK + 1)  # the block holding after + 1 starts after this
+    upto = after  # sequence numbers looked at so far
+    while True:
+        high = upto + limit - len(found)
         with database_errors():
-            docs = await db[EVENTS].find({"_id": {"$gt": low}}, comment=ID_ORDER).sort("_id", 1).limit(page) \
-                .batch_size(page).to_list()
+            docs = await db[EVENTS].find({"_id": {"$gt": key(low), "$lte": key(high)}}, comment=ID_ORDER) \
+                .sort("_id", 1).to_list()
         for doc in docs:
             events = [e for e in _unrolled(doc) if e["_id"] > after]
             if whole and found and len(found) + len(events) > limit:
@@ -138,12 +140,13 @@ async def _blocks_after(db: AsyncDatabase[Document], after: int, limit: int, *,
             found.extend(events[:limit - len(found)])
             if len(found) >= limit:
                 return found, True
-            blocks, events_seen = blocks + 1, events_seen + len(events)
-        if len(docs) < page:
-            break
-        low = docs[-1]["_id"]
-        page = min(READ_PAGE, max(2, -(-(limit - len(found)) * blocks // max(1, events_seen)) + 1))
-    return found, False
+        low, upto = high, max(high, found[-1]["_id"] if found else high)
+        with database_errors():
+            later = await db[EVENTS].find({"_id": {"$gt": key(upto)}}, {"_id": 1}, comment=ID_ORDER) \
+                .sort("_id", 1).limit(1).to_list()
+        if not later:
+            return found, False
+        low = upto = int(later[0]["_id"]) - 1
 
 
 async def read(db: AsyncDatabase[Document], after: int, limit: int) -> list[Event]:

@@ -145,6 +145,23 @@ async def test_one_event_per_call_blocks_are_read_in_few_queries(
     assert counter.commands.count("find") <= 2
 
 
+async def test_reads_go_on_past_a_hole_longer_than_a_read_and_never_load_more_than_a_block_extra(
+    database: AsyncDatabase[Document], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    await change_feed.append(database, [change_feed.event("did_created", "vo:first")])
+    await database[change_feed.SEQUENCE].update_one({"_id": change_feed.EVENTS}, {"$inc": {"n": 5000}})  # died
+    await change_feed.append(database, [change_feed.event("did_created", f"vo:d{i}") for i in range(2500)])
+    assert [e["_id"] for e in await change_feed.read(database, 1, 3)] == [5002, 5003, 5004]
+    monkeypatch.setattr(change_feed, "SETTLE_S", 0.0)
+    seen: list[list[int]] = []
+
+    async def handler(events: list[change_feed.Event]) -> None:
+        seen.append([e["_id"] for e in events])
+
+    await change_feed.consume(database, "late", "w", handler, lease_s=5, batch=1500)
+    assert [(b[0], b[-1], len(b)) for b in seen] == [(1, 6001, 1001), (6002, 7501, 1500)]  # whole blocks
+
+
 async def test_events_stored_one_per_document_before_blocks_are_still_read_and_trimmed(
     database: AsyncDatabase[Document],
 ) -> None:
