@@ -1,10 +1,12 @@
 """Benchmark: bulk registration and replica resolution through the API server.
 
     python bench/catalogue_bulk.py [--files 100000] [--batch 10000] [--resolve 1000,10000,100000]
+                                   [--only register]
 
 Starts a database (FerretDB in a temp dir, unless --mongodb-uri) and `python -m cairn server` as a
 subprocess; registers N files with 2 replicas each in batches, then resolves the replicas of
-random LFNs, once per count in --resolve (so the figures show whether the cost is linear in N).
+random LFNs, once per count in --resolve (so the figures show whether the cost is linear in N);
+`--only register` measures registration (and its bare baseline) alone.
 Prints JSON: files/s, database commands per 1000 items (from the database server's own command
 counters, so every command the API server sent is counted), CPU seconds of the API server and of
 the database during each resolution (from /proc, so a loaded machine's waiting is not counted),
@@ -118,15 +120,17 @@ async def measure(args: argparse.Namespace, uri: str, database: str, port: int, 
                 await client.put_se(se(name, str(workdir / "se")))
 
             before, started = await command_count(mongo), time.perf_counter()
+            cpu = cpu_seconds(pid), cpu_seconds(db_pid)
             failed = 0
             for start in range(0, args.files, args.batch):
                 result = await client.register_files(files_of(start, min(args.files, start + args.batch)))
                 failed += len(result["failed"])
             register_s = time.perf_counter() - started
+            register_cpu = cpu_seconds(pid) - cpu[0], cpu_seconds(db_pid) - cpu[1]
             register_cmds = await command_count(mongo) - before
 
             resolves = []
-            for count in args.resolve:
+            for count in [] if args.only == "register" else args.resolve:
                 resolves.append(await resolve_once(client, mongo, database, args.files, count, pid, db_pid))
 
         # Baseline: the same documents inserted bare, in the same batches, into another collection.
@@ -145,7 +149,8 @@ async def measure(args: argparse.Namespace, uri: str, database: str, port: int, 
         "batch": args.batch,
         "register": {"seconds": round(register_s, 2), "files_per_s": round(args.files / register_s),
                      "db_commands": register_cmds,
-                     "db_commands_per_1000_files": round(register_cmds * 1000 / args.files, 2), "failed": failed},
+                     "db_commands_per_1000_files": round(register_cmds * 1000 / args.files, 2), "failed": failed,
+                     "server_cpu_s": round(register_cpu[0], 2), "database_cpu_s": round(register_cpu[1], 2)},
         "resolve": resolves,
         "baseline_bare_insert_many": {"seconds": round(baseline_s, 2), "files_per_s": round(args.files / baseline_s)},
         "server_peak_rss_mib": round(rss / 1024, 1),
@@ -164,6 +169,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=10_000)
     parser.add_argument("--resolve", type=lambda s: [int(n) for n in s.split(",")], default=[1000, 10_000, 100_000],
                         help="comma-separated counts of LFNs to resolve, one resolution each")
+    parser.add_argument("--only", choices=["register"], help="measure registration alone (no resolutions)")
     parser.add_argument("--mongodb-uri", default=os.environ.get("CAIRN_MONGODB_URI"))
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="cairn-bench-") as tmp:

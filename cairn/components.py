@@ -16,7 +16,6 @@ from catalogue import (
     datasets,
     directories,
     files,
-    replica_health,
     replica_triage,
     storage_elements,
     usage,
@@ -79,7 +78,7 @@ def index_specs() -> list[IndexSpec]:
     return [*storage_elements.INDEXES, *directories.INDEXES, *files.INDEXES, *datasets.INDEXES,
             *dataset_contents.INDEXES, *transfer_requests.INDEXES, *rule_store.INDEXES, *rule_locks.INDEXES,
             *quotas.INDEXES, *subscriptions.INDEXES, *wms_jobs.INDEXES, *wms_task_queues.INDEXES,
-            *usage.INDEXES, *replica_triage.INDEXES, *link_series.INDEXES, *replica_health.INDEXES,
+            *usage.INDEXES, *replica_triage.INDEXES, *link_series.INDEXES,
             *audit_runs.INDEXES, *transformations.INDEXES, *transformation_files.INDEXES,
             *production_tasks.INDEXES, *production.INDEXES, *wms_pilot_records.INDEXES]
 

@@ -94,8 +94,10 @@ INDEXES = [
     IndexSpec(FILES, [("parent", 1), ("_id", 1)], name="files_by_parent_id"),
     # Sparse: a file being moved carries its GUID as `moving_guid` for a moment (namespace.move).
     IndexSpec(FILES, [("guid", 1)], name="files_by_guid", unique=True, sparse=True),
-    # what lies on an SE (reaper, SE removal): files.find({"replicas.se": se})
-    IndexSpec(FILES, [("replicas.se", 1)], name="files_by_replica_se"),
+    # what lies on an SE (reaper, SE removal): files.find({"replicas.se": se}); the auditor's
+    # sorted walk: files.find({"replicas.se": se, _id: {$gt: last}}).sort(_id). One index for
+    # both (a second one on replicas.se alone cost every file insert ~5% more for nothing).
+    IndexSpec(FILES, [("replicas.se", 1), ("_id", 1)], name="files_by_replica_se_lfn"),
     # provenance: descendants of a file, files.find({ancestors: {$in: [lfn, ...]}})
     IndexSpec(FILES, [("ancestors", 1)], name="files_by_ancestors", sparse=True),
 ]

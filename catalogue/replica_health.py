@@ -21,12 +21,8 @@ from catalogue.collection_names import FILES
 from catalogue.directories import now
 from catalogue.files import fetch_files
 from catalogue.replicas import set_replica_status, set_replica_statuses
-from kernel.db import Document, IndexSpec, database_errors, pages_by_id
+from kernel.db import Document, database_errors, pages_by_id
 
-INDEXES = [
-    # the auditor's sorted walk: files.find({"replicas.se": se, _id: {$gt: last}}).sort(_id)
-    IndexSpec(FILES, [("replicas.se", 1), ("_id", 1)], name="files_by_replica_se_lfn"),
-]
 # A replica in these states is expected on storage; `copying` ones are still being written.
 EXPECTED_ON_STORAGE = ("available", "unavailable", "bad")
 

@@ -166,7 +166,7 @@ async def delete_storage_element(db: AsyncDatabase[Document], name: str) -> None
     """Remove an SE that holds no replica any more."""
     await get_storage_element(db, name)
     with database_errors():
-        # Index: files_by_replica_se.
+        # Index: files_by_replica_se_lfn.
         holding = await db["files"].count_documents({"replicas.se": name}, limit=1)
         if holding:
             raise Conflict(f"storage element {name!r} still holds replicas; remove or move them first")

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
 from catalogue import change_feed
@@ -25,7 +26,7 @@ from kernel.db import Document
 from kernel.errors import InvalidInput
 from kernel.settings import Settings
 from tests.fixtures.api import RunningApi
-from tests.fixtures.catalogue import ADMIN
+from tests.fixtures.catalogue import ADMIN, CommandCounter
 from tests.test_cli_catalogue import cairn
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -93,6 +94,88 @@ async def test_a_batch_of_changes_appends_its_events_in_one_block(catalogue_db: 
     assert len({e["at"] for e in events}) == 1  # one insert
 
 
+async def test_a_big_append_is_stored_as_blocks_and_read_back_as_events_in_order(
+    database: AsyncDatabase[Document],
+) -> None:
+    await change_feed.append(database, [change_feed.event("file_registered", f"/b{i}") for i in range(2500)])
+    blocks = await database[change_feed.EVENTS].find({}).sort("_id", 1).to_list()
+    assert [(b["_id"], b["last"], len(b["events"])) for b in blocks] == [
+        (change_feed.key(1), 1000, 1000), (change_feed.key(1001), 2000, 1000), (change_feed.key(2001), 2500, 500)]
+    everything = await change_feed.read(database, 0, 10_000)
+    assert [(e["_id"], e["did"]) for e in everything] == [(i + 1, f"/b{i}") for i in range(2500)]
+    middle = await change_feed.read(database, 1500, 700)  # starts inside a block, ends inside another
+    assert [e["_id"] for e in middle] == list(range(1501, 2201))
+
+
+async def test_a_consumer_takes_whole_blocks_and_saves_its_position_at_their_ends(
+    database: AsyncDatabase[Document],
+) -> None:
+    for size in (300, 400, 500, 5):
+        await change_feed.append(database, [change_feed.event("file_registered", f"/s{size}-{i}") for i in range(size)])
+    batches: list[list[int]] = []
+    saved: list[int] = []
+
+    async def handler(events: list[change_feed.Event]) -> None:
+        batches.append([e["_id"] for e in events])
+        saved.append(await change_feed.position(database, "blocks"))
+
+    await change_feed.consume(database, "blocks", "w", handler, lease_s=5, batch=800)
+    assert [(b[0], b[-1]) for b in batches] == [(1, 700), (701, 1205)]  # 300+400, then 500+5: block ends
+    assert saved == [0, 700]
+    assert await change_feed.position(database, "blocks") == 1205
+    # a block bigger than the batch is split, and the consumer goes on inside it
+    await change_feed.append(database, [change_feed.event("file_removed", f"/big{i}") for i in range(30)])
+    batches.clear()
+    await change_feed.consume(database, "blocks", "w", handler, lease_s=5, batch=20)
+    assert [(b[0], b[-1]) for b in batches] == [(1206, 1225), (1226, 1235)]
+
+
+async def test_one_event_per_call_blocks_are_read_in_few_queries(
+    database: AsyncDatabase[Document], mongodb_uri: str,
+) -> None:
+    for i in range(60):
+        await change_feed.append(database, [change_feed.event("did_created", f"vo:d{i}")])
+    counter = CommandCounter()
+    reader: AsyncMongoClient[Document] = AsyncMongoClient(mongodb_uri, event_listeners=[counter], tz_aware=True)
+    try:
+        events = await change_feed.read(reader[database.name], 0, 1000)
+    finally:
+        await reader.close()
+    assert [e["did"] for e in events] == [f"vo:d{i}" for i in range(60)]
+    assert counter.commands.count("find") <= 2
+
+
+async def test_reads_go_on_past_a_hole_longer_than_a_read_and_never_load_more_than_a_block_extra(
+    database: AsyncDatabase[Document], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    await change_feed.append(database, [change_feed.event("did_created", "vo:first")])
+    await database[change_feed.SEQUENCE].update_one({"_id": change_feed.EVENTS}, {"$inc": {"n": 5000}})  # died
+    await change_feed.append(database, [change_feed.event("did_created", f"vo:d{i}") for i in range(2500)])
+    assert [e["_id"] for e in await change_feed.read(database, 1, 3)] == [5002, 5003, 5004]
+    monkeypatch.setattr(change_feed, "SETTLE_S", 0.0)
+    seen: list[list[int]] = []
+
+    async def handler(events: list[change_feed.Event]) -> None:
+        seen.append([e["_id"] for e in events])
+
+    await change_feed.consume(database, "late", "w", handler, lease_s=5, batch=1500)
+    assert [(b[0], b[-1], len(b)) for b in seen] == [(1, 6001, 1001), (6002, 7501, 1500)]  # whole blocks
+
+
+async def test_events_stored_one_per_document_before_blocks_are_still_read_and_trimmed(
+    database: AsyncDatabase[Document],
+) -> None:
+    at = change_feed._now()
+    await database[change_feed.EVENTS].insert_many([
+        {"_id": change_feed.key(i), "kind": "file_registered", "did": f"/old{i}", "at": at} for i in (1, 2)])
+    await database[change_feed.SEQUENCE].update_one({"_id": change_feed.EVENTS}, {"$set": {"n": 2}}, upsert=True)
+    await change_feed.append(database, [change_feed.event("file_removed", "/old1")])
+    assert [(e["_id"], e["did"]) for e in await collect(database, "upgraded")] == [
+        (1, "/old1"), (2, "/old2"), (3, "/old1")]
+    assert await change_feed.trim(database, keep_s=0) == 3
+    assert await change_feed.read(database, 0, 10) == []
+
+
 async def test_a_consumer_resumes_from_its_saved_position(catalogue_db: AsyncDatabase[Document]) -> None:
     db = catalogue_db
     await register_files(db, ADMIN, [{"lfn": f"/vo/pos/f{i}", "size": 1, "adler32": "00000001"} for i in range(3)])
@@ -144,8 +227,8 @@ async def test_a_hole_left_by_a_slow_writer_is_waited_for_not_skipped(database: 
     await database[change_feed.SEQUENCE].update_one({"_id": change_feed.EVENTS}, {"$inc": {"n": 1}})
     await change_feed.append(database, [change_feed.event("file_registered", "/c")])
     assert await collect(database, "patient") == []
-    await database[change_feed.EVENTS].insert_one({"_id": change_feed.key(2), "kind": "file_registered", "did": "/b",
-                                                   "at": change_feed._now()})
+    await database[change_feed.EVENTS].insert_one(
+        change_feed.stored_block(2, [change_feed.event("file_registered", "/b")], change_feed._now()))
     assert [e["did"] for e in await collect(database, "patient")] == ["/b", "/c"]
 
 
@@ -172,6 +255,22 @@ async def test_trimming_keeps_what_a_registered_consumer_has_not_passed(database
     assert await change_feed.read(database, 0, 10) == []
     await change_feed.append(database, [change_feed.event("file_removed", "/t0")])
     assert [e["_id"] for e in await collect(database, "fast")] == [5]  # sequence numbers go on
+
+
+async def test_trimming_keeps_a_block_a_consumer_is_inside_of(database: AsyncDatabase[Document]) -> None:
+    await change_feed.append(database, [change_feed.event("file_registered", f"/p{i}") for i in range(2)])
+    await change_feed.append(database, [change_feed.event("file_registered", f"/q{i}") for i in range(3)])
+
+    async def nothing(events: list[change_feed.Event]) -> None:
+        pass
+
+    await change_feed.consume(database, "inside", "w", nothing, lease_s=5, batch=2, max_batches=1)  # block 1..2
+    await change_feed.consume(database, "inside", "w", nothing, lease_s=5, batch=2, max_batches=1)  # 3..4 of 3..5
+    assert await change_feed.position(database, "inside") == 4
+    assert await change_feed.trim(database, keep_s=0) == 2
+    assert [e["did"] for e in await change_feed.read(database, 0, 10)] == ["/q0", "/q1", "/q2"]
+    assert [e["did"] for e in await collect(database, "inside")] == ["/q2"]
+    assert await change_feed.trim(database, keep_s=0) == 3
 
 
 async def test_the_feed_is_read_through_the_api_and_the_cli_by_admins_only(

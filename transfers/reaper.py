@@ -49,7 +49,7 @@ async def used_bytes(db: AsyncDatabase[Document], se: str) -> int:
     """Bytes the catalogue places on an SE: the sizes of the files with a replica there (a file
     has at most one replica per SE)."""
     with database_errors():
-        # files_by_replica_se
+        # files_by_replica_se_lfn
         cursor = await db[FILES].aggregate([
             {"$match": {"replicas.se": se}},
             {"$group": {"_id": None, "bytes": {"$sum": "$size"}}},
@@ -62,7 +62,7 @@ async def eviction_candidates(db: AsyncDatabase[Document], se: str, *, limit: in
     """Available, unprotected replicas on se that are not their file's last available copy,
     least recently used first: `{lfn, size, last_used}`."""
     with database_errors():
-        cursor = db[FILES].find({"replicas.se": se}, {"replicas": 1, "size": 1})  # files_by_replica_se
+        cursor = db[FILES].find({"replicas.se": se}, {"replicas": 1, "size": 1})  # files_by_replica_se_lfn
         docs = await cursor.to_list()
     at = dt.datetime.now(dt.UTC)
     out: list[Document] = []
