@@ -1,14 +1,15 @@
-"""HTTP routes of the VO registry (`catalogue.vos`): global admins add VOs; a VO's members see
-their VO; a VO's admins manage its members. Another VO answers like a missing one."""
+"""HTTP routes of the VO registry (`catalogue.vos`): global admins add and delete VOs; a VO's
+members see their VO; a VO's admins manage its members and switch its SEs for it. Another VO
+answers like a missing one."""
 
 from __future__ import annotations
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
-from catalogue import namespace, vos
+from catalogue import namespace, vo_removal, vos
 from catalogue.permissions import DEFAULT_DIR_MODE
-from catalogue.vos import Vo, qualified
+from catalogue.vos import Vo, VoSeSwitches, qualified
 from kernel.errors import Forbidden, InvalidInput, NotFound
 from kernel.principal import ADMIN_SCOPE, Principal
 from kernel.responses import JsonList
@@ -82,8 +83,31 @@ async def members(request: web.Request) -> web.Response:
 async def change_members(request: web.Request) -> web.Response:
     body = await read_model(request, MembersChange)
     vo = await _vo_for(request)
-    if not principal_of(request).is_admin:
-        raise Forbidden(f"only an admin of VO {vo.name} (or of the installation) may change its members")
+    _require_vo_admin(principal_of(request), vo, "change its members")
     changed = await vos.change_members(request.app[DATABASE], vo.name, add=body.add, remove=body.remove,
                                        admins=body.admins)
     return json_response({"vo": changed.name, "members": changed.members, "admins": changed.admins})
+
+
+def _require_vo_admin(principal: Principal, vo: Vo, what: str) -> None:
+    if not principal.is_admin:
+        raise Forbidden(f"only an admin of VO {vo.name} (or of the installation) may {what}")
+
+
+@routes.delete("/vos/{name}", policy=ADMIN, summary="Delete a VO that has no files, directories or datasets left",
+               responses={404: "no such VO", 409: "the VO still has data (named), or it is the default VO"})
+async def delete_vo(request: web.Request) -> web.Response:
+    name = request.match_info["name"]
+    await vo_removal.delete_vo(request.app[DATABASE], principal_of(request), name)
+    return json_response({"deleted": name})
+
+
+@routes.patch("/vos/{name}/ses/{se}", policy=WRITE, body=VoSeSwitches, response=Vo,
+              summary="Switch reads/writes/deletes of the VO's files on one of its SEs: its admins or a global admin",
+              responses={403: "not an admin of this VO", 404: "no such VO (or not yours), or an SE it does not use"})
+async def switch_se(request: web.Request) -> web.Response:
+    body = await read_model(request, VoSeSwitches)
+    vo = await _vo_for(request)
+    _require_vo_admin(principal_of(request), vo, "switch its SEs")
+    changed = await vos.switch_se(request.app[DATABASE], vo.name, request.match_info["se"], body)
+    return json_response(changed.model_dump(mode="json"))

@@ -136,6 +136,14 @@ def increment(deltas: Mapping[str, int | float]) -> Document:
     return {"$inc": {name: Int64(value) if isinstance(value, int) else value for name, value in deltas.items()}}
 
 
+async def stamp_missing(collection: Any, name: str, value: Any) -> int:
+    """Set field `name` to `value` on the documents that lack it (or hold null), in one
+    `update_many`; how many changed. Run twice, the second changes nothing."""
+    with database_errors():
+        result = await collection.update_many({name: None}, {"$set": {name: value}})
+    return int(result.modified_count)
+
+
 async def iterate(cursor: Any) -> AsyncIterator[Document]:
     """Iterate a cursor with database errors mapped; for streaming responses."""
     with database_errors():

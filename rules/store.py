@@ -40,7 +40,7 @@ from catalogue.storage_elements import SES
 from catalogue.vos import registry
 from kernel import claims
 from kernel.bounds import MAX_LIFETIME_S
-from kernel.db import Document, IndexSpec, database_errors, increment, read_by_ids
+from kernel.db import Document, IndexSpec, database_errors, increment, read_by_ids, stamp_missing
 from kernel.errors import Conflict, Forbidden, InvalidInput, NotFound, QuotaExceeded
 from kernel.principal import Principal
 from rules import quotas
@@ -417,3 +417,8 @@ async def clear_dirty(db: AsyncDatabase[Document], rule_id: str, generation: int
 async def release(db: AsyncDatabase[Document], rule: Document, worker: str, fields: dict[str, Any]) -> bool:
     """Give a claimed rule back, setting fields (only the lease holder can)."""
     return await claims.release(db[RULES], rule["_id"], worker, update={"$set": {**fields, "modified": now()}})
+
+
+async def adopt_unowned(db: AsyncDatabase[Document], vo: str) -> int:
+    """Give the rules stored before VOs were recorded (no `vo`) to VO `vo` (`cairn vo migrate`)."""
+    return await stamp_missing(db[RULES], "vo", vo)

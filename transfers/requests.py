@@ -33,7 +33,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError
 
 from kernel import claims
-from kernel.db import Document, IndexSpec, bulk_write_chunked, database_errors, increment
+from kernel.db import Document, IndexSpec, bulk_write_chunked, database_errors, increment, stamp_missing
 from kernel.errors import InvalidInput
 from transfers.failures import Failure, retry_delay_s
 
@@ -545,3 +545,8 @@ async def fail_or_retry(
     await retry_later(db, request["_id"], worker, failure.message, delay_s=delay,
                       update={"error_class": failure.reason, **(update or {})})
     return False
+
+
+async def adopt_unowned(db: AsyncDatabase[Document], vo: str) -> int:
+    """Give the requests stored before VOs were recorded (no `vo`) to VO `vo` (`cairn vo migrate`)."""
+    return await stamp_missing(db[REQUESTS], "vo", vo)
