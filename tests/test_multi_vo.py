@@ -34,6 +34,10 @@ VO_CASES: dict[str, Case] = {
                            changes=frozenset()),
     "PUT /vos/{name}": Case("/vos/lhcb", (403, 403, 403), {"name": "lhcb", "roots": ["/cta"]},
                             changes=frozenset()),
+    "DELETE /vos/{name}": Case("/vos/lhcb", (403, 403, 403), changes=frozenset()),
+    "PATCH /vos/{name}/ses/{se}": Case("/vos/lhcb/ses/DISK1", (403, 403, 404), {"write_enabled": False},
+                                       changes=frozenset()),
+    "POST /vos/{name}/migrate": Case("/vos/lhcb/migrate", (403, 403, 403), changes=frozenset()),
 }
 # Installation totals that mix VOs are refused to a confined caller.
 REFUSED = {"GET /usage/ses", "GET /transfers/stats", "GET /transfers/series"}
