@@ -249,9 +249,7 @@ async def check_placeable(db: AsyncDatabase[Document], account: str, expression:
     if copies > len(names):
         raise InvalidInput(f"{copies} copies asked for but {expression!r} matches only {len(names)} SE(s): "
                            f"{', '.join(names)}", details={"ses": names})
-    room = await quotas.room(db, account, names)
-    if registered is not None:
-        room = await quotas.within_vo_quota(db, registered, room)
+    room = await quotas.room_in_vo(db, account, vo, names)
     fits = [se for se in names if room[se] is None or (room[se] or 0) >= size]
     if len(fits) < copies:
         short = {se: room[se] for se in names if se not in fits}

@@ -9,8 +9,13 @@ from pathlib import Path
 import pytest
 
 from kernel.errors import Forbidden
-from tests.fixtures.authz import SHARED, World
+from kernel.settings import Settings
+from rules import locks as rule_locks
+from rules import store
+from rules.evaluator import RuleEvaluator
+from tests.fixtures.authz import ALICES, SHARED, World
 from tests.fixtures.cli import run_cli
+from tests.fixtures.rules import rule_settings
 from tests.fixtures.transfers import se_root
 
 
@@ -101,3 +106,18 @@ async def test_cli_vo_se_switches_the_vos_files_on_an_se(vo_world: World) -> Non
     assert vo["ses"]["DISK1"]["read_enabled"] is False and vo["ses"]["DISK1"]["write_enabled"] is True
     done = await run_cli(vo_world.api.url, vo_world.tokens["ctaadmin"], "vo", "se", "lhcb", "DISK1", "--no-read")
     assert done.returncode == 2 and "does not exist" in done.stderr
+
+
+async def test_a_vos_quota_on_a_shared_se_holds_when_its_rules_grow(vo_world: World, settings: Settings) -> None:
+    for who, did, lfn in (("eve", "cta:grow", ALICES), ("bob", "lhcb:grow", SHARED)):
+        status, answer = await vo_world.call(who, "POST", "/dids", {"did": did, "type": "dataset"})
+        assert status == 201, answer
+        status, rule = await vo_world.call(who, "POST", "/rules", {"did": did, "copies": 1, "expression": "DISK1"})
+        assert status == 201, rule  # empty: within cta's quota of CTA_QUOTA bytes on DISK1
+        status, answer = await vo_world.call(who, "POST", "/dids/attach", {"did": did, "lfns": [lfn]})
+        assert status == 200, answer
+    await RuleEvaluator(rule_settings(settings), vo_world.db).run(max_cycles=1)
+    placed = {lock["lfn"] for lock in await vo_world.db[rule_locks.LOCKS].find({"se": "DISK1"}).to_list()}
+    assert ALICES not in placed and SHARED in placed  # cta's file exceeds cta's quota; lhcb has none there
+    cta_rule = await vo_world.db[store.RULES].find_one({"did": "cta:grow"})
+    assert cta_rule is not None and cta_rule["unplaced"] == 1 and "within quota" in cta_rule["error"], cta_rule
