@@ -8,9 +8,10 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
 from catalogue import namespace, vo_removal, vos
+from catalogue.authorization import require_admin
 from catalogue.permissions import DEFAULT_DIR_MODE
 from catalogue.vos import Vo, VoSeSwitches, qualified
-from kernel.errors import Forbidden, InvalidInput, NotFound
+from kernel.errors import InvalidInput, NotFound
 from kernel.principal import ADMIN_SCOPE, Principal
 from kernel.responses import JsonList
 from kernel.web import ADMIN, DATABASE, ApiRoutes, json_response, principal_of, read_model, scopes
@@ -90,8 +91,7 @@ async def change_members(request: web.Request) -> web.Response:
 
 
 def _require_vo_admin(principal: Principal, vo: Vo, what: str) -> None:
-    if not principal.is_admin:
-        raise Forbidden(f"only an admin of VO {vo.name} (or of the installation) may {what}")
+    require_admin(principal, f"only an admin of VO {vo.name} (or of the installation) may {what}")
 
 
 @routes.delete("/vos/{name}", policy=ADMIN, summary="Delete a VO that has no files, directories or datasets left",

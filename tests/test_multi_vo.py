@@ -38,6 +38,11 @@ VO_CASES: dict[str, Case] = {
     "PATCH /vos/{name}/ses/{se}": Case("/vos/lhcb/ses/DISK1", (403, 403, 404), {"write_enabled": False},
                                        changes=frozenset()),
     "POST /vos/{name}/migrate": Case("/vos/lhcb/migrate", (403, 403, 403), changes=frozenset()),
+    # A VO's admin declares fields for its own VO (tests/test_multi_vo_fields.py): an outsider's own object.
+    "PUT /metadata/fields": Case("/metadata/fields", (403, 403, 200), {"key": "ctaonly", "type": "int"},
+                                 changes=frozenset({"alice"})),
+    "DELETE /metadata/fields": Case("/metadata/fields", (403, 403, 404), params={"key": "nosuchfield"},
+                                    changes=frozenset()),
 }
 # Installation totals that mix VOs are refused to a confined caller.
 REFUSED = {"GET /usage/ses", "GET /transfers/stats", "GET /transfers/series"}
