@@ -4,6 +4,8 @@ answers like a missing one."""
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -17,6 +19,7 @@ from kernel.responses import JsonList
 from kernel.web import ADMIN, DATABASE, ApiRoutes, json_response, principal_of, read_model, scopes
 
 routes = ApiRoutes("vos")
+M = TypeVar("M", bound=BaseModel)
 READ = scopes("catalogue.read")
 WRITE = scopes("catalogue.write")
 
@@ -38,6 +41,14 @@ async def _vo_for(request: web.Request) -> Vo:
     name = request.match_info["name"]
     _visible(principal_of(request), name)
     return await vos.get_vo(request.app[DATABASE], name)
+
+
+async def _admin_change(request: web.Request, model: type[M], what: str) -> tuple[M, Vo]:
+    """The body of a change to a VO and the VO, once the caller is its admin (or a global admin)."""
+    body = await read_model(request, model)
+    vo = await _vo_for(request)
+    require_admin(principal_of(request), f"only an admin of VO {vo.name} (or of the installation) may {what}")
+    return body, vo
 
 
 @routes.get("/vos", policy=READ, summary="VOs of this installation (yours only, unless global admin)",
@@ -82,16 +93,10 @@ async def members(request: web.Request) -> web.Response:
               summary="Add or remove members (or admins) of a VO: its admins or a global admin",
               responses={403: "not an admin of this VO", 404: "no such VO (or not yours)"})
 async def change_members(request: web.Request) -> web.Response:
-    body = await read_model(request, MembersChange)
-    vo = await _vo_for(request)
-    _require_vo_admin(principal_of(request), vo, "change its members")
+    body, vo = await _admin_change(request, MembersChange, "change its members")
     changed = await vos.change_members(request.app[DATABASE], vo.name, add=body.add, remove=body.remove,
                                        admins=body.admins)
     return json_response({"vo": changed.name, "members": changed.members, "admins": changed.admins})
-
-
-def _require_vo_admin(principal: Principal, vo: Vo, what: str) -> None:
-    require_admin(principal, f"only an admin of VO {vo.name} (or of the installation) may {what}")
 
 
 @routes.delete("/vos/{name}", policy=ADMIN, summary="Delete a VO that has no files, directories or datasets left",
@@ -106,8 +111,6 @@ async def delete_vo(request: web.Request) -> web.Response:
               summary="Switch reads/writes/deletes of the VO's files on one of its SEs: its admins or a global admin",
               responses={403: "not an admin of this VO", 404: "no such VO (or not yours), or an SE it does not use"})
 async def switch_se(request: web.Request) -> web.Response:
-    body = await read_model(request, VoSeSwitches)
-    vo = await _vo_for(request)
-    _require_vo_admin(principal_of(request), vo, "switch its SEs")
+    body, vo = await _admin_change(request, VoSeSwitches, "switch its SEs")
     changed = await vos.switch_se(request.app[DATABASE], vo.name, request.match_info["se"], body)
     return json_response(changed.model_dump(mode="json"))

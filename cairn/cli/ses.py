@@ -10,7 +10,7 @@ from typing import Any
 import click
 
 from cairn.cli.output import emit, emit_json, json_option, table
-from cairn.cli.runner import run
+from cairn.cli.runner import run, run_and_say
 
 SE_COLUMNS = ["name", "site", "kind", "read_enabled", "write_enabled", "delete_enabled", "protocols"]
 
@@ -99,8 +99,7 @@ def se_set(name: str, read: bool | None, write: bool | None, delete: bool | None
 @click.argument("name")
 def se_delete(name: str) -> None:
     """Remove an SE that holds no replica (admins)."""
-    run(lambda c: c.delete_se(name))
-    click.echo(f"SE {name} deleted")
+    run_and_say(lambda c: c.delete_se(name), f"SE {name} deleted")
 
 
 @se.command("bad-replicas")
@@ -152,13 +151,11 @@ def site_show(name: str, as_json: bool) -> None:
 def site_put(name: str, description: str, attributes: tuple[str, ...]) -> None:
     """Create or replace a site (admins)."""
     attrs = dict(a.split("=", 1) for a in attributes if "=" in a)
-    run(lambda c: c.put_site(name, description=description, attributes=attrs))
-    click.echo(f"site {name} saved")
+    run_and_say(lambda c: c.put_site(name, description=description, attributes=attrs), f"site {name} saved")
 
 
 @site.command("delete")
 @click.argument("name")
 def site_delete(name: str) -> None:
     """Remove a site that has no SE (admins)."""
-    run(lambda c: c.delete_site(name))
-    click.echo(f"site {name} deleted")
+    run_and_say(lambda c: c.delete_site(name), f"site {name} deleted")

@@ -7,7 +7,7 @@ from typing import Any
 import click
 
 from cairn.cli.output import emit, emit_json, json_option
-from cairn.cli.runner import run
+from cairn.cli.runner import run, run_and_say
 from cairn.cli.ses import switch_changes, switch_options
 from kernel.principal import DEFAULT_VO
 
@@ -105,8 +105,7 @@ def vo_se(name: str, se: str, read: bool | None, write: bool | None, delete: boo
 @click.argument("name")
 def vo_delete(name: str) -> None:
     """Delete a VO with no files, directories or datasets left (global admins)."""
-    run(lambda c: c.delete_vo(name))
-    click.echo(f"VO {name} deleted")
+    run_and_say(lambda c: c.delete_vo(name), f"VO {name} deleted")
 
 
 @vo.command("migrate")
