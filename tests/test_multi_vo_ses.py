@@ -17,6 +17,7 @@ from tests.fixtures.authz import ALICES, SHARED, World
 from tests.fixtures.cli import run_cli
 from tests.fixtures.rules import rule_settings
 from tests.fixtures.transfers import se_root
+from transfers.auditor import Auditor
 
 
 def base(world: World) -> str:
@@ -121,3 +122,14 @@ async def test_a_vos_quota_on_a_shared_se_holds_when_its_rules_grow(vo_world: Wo
     assert ALICES not in placed and SHARED in placed  # cta's file exceeds cta's quota; lhcb has none there
     cta_rule = await vo_world.db[store.RULES].find_one({"did": "cta:grow"})
     assert cta_rule is not None and cta_rule["unplaced"] == 1 and "within quota" in cta_rule["error"], cta_rule
+
+
+async def test_an_audit_of_an_se_with_vo_paths_fails_rather_than_call_files_dark(
+    vo_world: World, settings: Settings,
+) -> None:
+    async with vo_world.client("admin") as admin:
+        queued = await admin.queue_audit("DISK1")
+        await Auditor(settings, vo_world.db).run(max_cycles=1)
+        run = await admin.audit_run(str(queued["id"]))
+    assert run["state"] == "failed" and "not supported yet" in str(run["error"]), run
+    assert not await vo_world.db["audit_entries"].count_documents({})
