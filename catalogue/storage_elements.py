@@ -24,7 +24,7 @@ from kernel.errors import Conflict, NotFound
 
 SES = "storage_elements"
 SITES = "sites"
-VOS = "vos"  # written by catalogue.vos; read here for the VOs' paths on each SE
+VOS = "vos"  # the VO registry, written by catalogue.vos (defined here: read for the VOs' paths on each SE)
 VO_PATHS_CACHE_S = 2.0
 VO_FIELDS = ("vo_paths", "vo_switched_off")  # filled from the VO registry, never stored with the SE
 OPERATIONS = ("read", "write", "delete")

@@ -27,12 +27,11 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pymongo.asynchronous.database import AsyncDatabase
 
 from catalogue.lfn import ROOT, check_lfn, is_within
-from catalogue.storage_elements import NAME_PATTERN, fetch_storage_elements, forget_vo_uses
+from catalogue.storage_elements import NAME_PATTERN, VOS, fetch_storage_elements, forget_vo_uses
 from kernel.db import Document, database_errors
 from kernel.errors import Conflict, InvalidInput, NotFound, Unauthenticated
 from kernel.principal import ADMIN_SCOPE, DEFAULT_VO, GLOBAL_VO, Principal
 
-VOS = "vos"
 CACHE_S = 2.0  # how long a server process trusts its copy of the (small, rarely changed) registry
 PILOT_SCOPES = frozenset({"jobs.pilot"})
 SCOPE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}$"
