@@ -162,8 +162,9 @@ def forget_vo_uses(db: AsyncDatabase[Document]) -> None:
 
 
 async def vo_uses(db: AsyncDatabase[Document]) -> dict[str, tuple[dict[str, str], dict[str, list[str]]]]:
-    """SE name -> ({VO root -> the VO's path there, if not `/`}, {VO root -> operations the VO's
-    admins switched off there}), from the VO registry (cached briefly)."""
+    """SE name -> ({VO root -> the VO's path there}, {VO root -> operations the VO's admins
+    switched off there}), from the VO registry (cached briefly). An SE where no VO has a path
+    other than `/` has no paths; one where some VO has lists every VO's root (`/` for no path)."""
     cached = _vo_uses_cache.get(db.name)
     if cached is not None and time.monotonic() - cached[0] < VO_PATHS_CACHE_S:
         return cached[1]
@@ -179,6 +180,10 @@ async def vo_uses(db: AsyncDatabase[Document]) -> dict[str, tuple[dict[str, str]
                     paths[root] = use["path"]
                 if stopped:
                     off[root] = stopped
+    every_root = [root for vo in docs for root in vo.get("roots", [])]
+    for paths, _ in uses.values():
+        if paths:  # another VO's root nested in one with a path keeps its files where they are
+            paths.update({root: paths.get(root, "/") for root in every_root})
     _vo_uses_cache[db.name] = (time.monotonic(), uses)
     return uses
 

@@ -64,7 +64,7 @@ class Audit:
         self.counts: dict[str, int] = {}
         self.found = Findings()
         self.published = time.monotonic()
-        if se.vo_paths:
+        if any(path.rstrip("/") for path in se.vo_paths.values()):
             # Its files lie below each VO's path, out of LFN order: a listing would read them as dark.
             raise InvalidInput(f"SE {se.name} places VOs' files below their paths ({', '.join(sorted(se.vo_paths))}); "
                                "auditing such an SE is not supported yet")
