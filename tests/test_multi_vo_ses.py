@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from catalogue.storage_elements import Protocol, StorageElement, replica_url
 from kernel.errors import Forbidden
 from kernel.settings import Settings
 from rules import locks as rule_locks
@@ -133,3 +134,10 @@ async def test_an_audit_of_an_se_with_vo_paths_fails_rather_than_call_files_dark
         run = await admin.audit_run(str(queued["id"]))
     assert run["state"] == "failed" and "not supported yet" in str(run["error"]), run
     assert not await vo_world.db["audit_entries"].count_documents({})
+
+
+def test_a_files_place_follows_the_longest_vo_root_above_it() -> None:
+    se = StorageElement(name="D", site="S", protocols=[Protocol(scheme="file", prefix="/d")],
+                        vo_paths={"/": "/local", "/cta": "/", "/lhcb": "/lhcb"})
+    assert [replica_url(se.protocols[0], lfn) for lfn in ("/home/x", "/cta/x", "/lhcb/x", "/lhcbx/y")] == [
+        "file:///d/local/home/x", "file:///d/cta/x", "file:///d/lhcb/lhcb/x", "file:///d/local/lhcbx/y"]
