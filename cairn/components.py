@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 from pymongo.asynchronous.database import AsyncDatabase
 
-from cairn import system_routes
+from cairn import system_routes, vo_migration
 from catalogue import (
     dataset_contents,
     datasets,
@@ -64,7 +64,7 @@ def route_tables() -> list[ApiRoutes]:
             rule_routes.routes, subscription_routes.routes, request_routes.routes, signed_url_routes.routes,
             stats_routes.routes, wms_routes.routes, feed_routes.routes, audit_routes.routes,
             suspicious_routes.routes, transformation_routes.routes, production_routes.routes,
-            site_queue_routes.routes, pilot_routes.routes, vo_routes.routes]
+            site_queue_routes.routes, pilot_routes.routes, vo_routes.routes, vo_migration.routes]
 
 
 def plain_routes() -> list[tuple[str, str, Handler]]:

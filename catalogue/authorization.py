@@ -63,7 +63,7 @@ from catalogue.files import authorized_files
 from catalogue.lfn import ROOT, ancestors, check_lfn
 from catalogue.permissions import EXECUTE, NO_SUCH_FILE, READ, ROOT_ENTRY, WRITE, permits, traversal_denial
 from kernel.db import Document
-from kernel.errors import Forbidden, InvalidInput, NotFound
+from kernel.errors import Conflict, Forbidden, InvalidInput, NotFound
 from kernel.principal import DEFAULT_VO, Principal
 
 CHUNK = 1000  # `_id $in` slices: see transfers.requests.LOOKUP_CHUNK
@@ -145,6 +145,30 @@ def require_quota_admin(principal: Principal, account: str | None = None, se: st
     if not name_in_vo(principal, account) or not se_in_vo(principal, se or ""):
         raise Forbidden(f"an admin of VO {principal.vo} sets quotas of its own accounts ({principal.vo}:NAME) "
                         "on the VO's SEs only")
+
+
+FIELD_ADMINS = "metadata fields are declared by administrators (of the installation, or of a VO for its namespace)"
+
+
+def require_admin(principal: Principal, why: str) -> None:
+    """403 with `why` unless the caller is an admin (of the installation, or of its VO)."""
+    if not principal.is_admin:
+        raise Forbidden(why)
+
+
+def require_field_admin(principal: Principal, key: str, declared: Document | None, *, declaring: bool) -> None:
+    """Metadata fields are declared by admins: a global admin changes any; a VO's admin only its
+    VO's (`catalogue.metadata_fields`): a field of the installation is refused (403), another
+    VO's answers as a key not declared (404 on undeclaring; 409 "taken" on declaring, naming no VO)."""
+    require_admin(principal, FIELD_ADMINS)
+    if principal.is_global_admin or declared is None:
+        return
+    if declared.get("vo") is None:
+        raise Forbidden(f"metadata field {key} is the installation's: only its administrators change it")
+    if declared["vo"] != principal.vo:
+        if declaring:
+            raise Conflict(f"metadata key {key} is taken in this installation; choose another")
+        raise NotFound(f"metadata field {key} is not declared")
 
 
 def require_did(principal: Principal, did: str) -> str:

@@ -129,6 +129,13 @@ class CatalogueClient(BaseClient):
 
     # -------------------------------------------------------------------------- SEs and sites
 
+    async def _named(self, method: str, kind: str, name: str, body: Mapping[str, Any] | None = None, *,
+                     below: str = "") -> Json:
+        """One call on `/{kind}/{name}{below}`: an SE or a VO of the installation's registries."""
+        result: Json = await self.request(method, f"/{kind}/{quote(name, safe='')}{below}",
+                                          json_body=dict(body) if body is not None else None)
+        return result
+
     async def list_ses(self, *, site: str | None = None, kind: str | None = None) -> list[Json]:
         """Storage elements, optionally of one site or kind."""
         result: list[Json] = await self.request("GET", "/ses", params={"site": site, "kind": kind})
@@ -136,23 +143,19 @@ class CatalogueClient(BaseClient):
 
     async def get_se(self, name: str) -> Json:
         """One storage element."""
-        result: Json = await self.request("GET", f"/ses/{quote(name, safe='')}")
-        return result
+        return await self._named("GET", "ses", name)
 
     async def put_se(self, se: Mapping[str, Any]) -> Json:
         """Create or replace a storage element (admins)."""
-        result: Json = await self.request("PUT", f"/ses/{quote(str(se['name']), safe='')}", json_body=dict(se))
-        return result
+        return await self._named("PUT", "ses", str(se["name"]), se)
 
     async def update_se(self, name: str, **changes: Any) -> Json:
         """Change read/write/delete switches, space or attributes of an SE (admins)."""
-        result: Json = await self.request("PATCH", f"/ses/{quote(name, safe='')}", json_body=changes)
-        return result
+        return await self._named("PATCH", "ses", name, changes)
 
     async def delete_se(self, name: str) -> Json:
         """Remove an SE that holds no replica (admins)."""
-        result: Json = await self.request("DELETE", f"/ses/{quote(name, safe='')}")
-        return result
+        return await self._named("DELETE", "ses", name)
 
     async def bad_replicas(self, *, se: str | None = None, after: str | None = None, limit: int = 1000) -> Json:
         """One page of bad replicas (admins): `{"replicas": [...], "next_after": lfn | None}`."""
@@ -204,23 +207,32 @@ class CatalogueClient(BaseClient):
         return result
 
     async def get_vo(self, name: str) -> Json:
-        """One VO: roots, DID scopes, SEs (path, quota), sites, admins, members."""
-        result: Json = await self.request("GET", f"/vos/{quote(name, safe='')}")
-        return result
+        """One VO: roots, DID scopes, SEs (path, quota, switches), sites, admins, members."""
+        return await self._named("GET", "vos", name)
 
     async def put_vo(self, vo: Mapping[str, Any]) -> Json:
         """Create or replace a VO (global admins); its missing root directories are made."""
-        result: Json = await self.request("PUT", f"/vos/{quote(str(vo['name']), safe='')}", json_body=dict(vo))
-        return result
+        return await self._named("PUT", "vos", str(vo["name"]), vo)
+
+    async def delete_vo(self, name: str) -> Json:
+        """Delete a VO with no files, directories or datasets left (global admins; 409 names what remains)."""
+        return await self._named("DELETE", "vos", name)
 
     async def vo_members(self, name: str) -> Json:
         """A VO's members and admins."""
-        result: Json = await self.request("GET", f"/vos/{quote(name, safe='')}/members")
-        return result
+        return await self._named("GET", "vos", name, below="/members")
 
     async def change_vo_members(self, name: str, *, add: Iterable[str] = (), remove: Iterable[str] = (),
                                 admins: bool = False) -> Json:
         """Add or remove members (or admins) of a VO (its admins or a global admin)."""
         body = {"add": list(add), "remove": list(remove), "admins": admins}
-        result: Json = await self.request("PATCH", f"/vos/{quote(name, safe='')}/members", json_body=body)
-        return result
+        return await self._named("PATCH", "vos", name, body, below="/members")
+
+    async def switch_vo_se(self, name: str, se: str, **switches: bool) -> Json:
+        """Switch read_enabled/write_enabled/delete_enabled of a VO's files on one of its SEs
+        (the VO's admins or a global admin); the SE's own switches are unchanged."""
+        return await self._named("PATCH", "vos", name, switches, below=f"/ses/{quote(se, safe='')}")
+
+    async def migrate_to_vo(self, name: str = "local") -> Json:
+        """Give every rule, request, job, ... stored without a VO to VO `name` (global admins)."""
+        return await self._named("POST", "vos", name, below="/migrate")

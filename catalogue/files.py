@@ -31,7 +31,7 @@ from catalogue.directories import (
 )
 from catalogue.lfn import ancestors, check_lfn, name_of, parent_of
 from catalogue.metadata import metadata_fields_for
-from catalogue.metadata_fields import MetadataMaps, declared_fields, typed_values
+from catalogue.metadata_fields import MetadataMaps, field_types, typed_values, types_for
 from catalogue.permissions import (
     DEFAULT_FILE_MODE,
     NO_SUCH_FILE,
@@ -43,6 +43,7 @@ from catalogue.provenance import add_ancestor_links
 from catalogue.replica_urls import se_url
 from catalogue.storage_elements import fetch_storage_elements
 from catalogue.usage import REGISTERED_IN, Usage, record_files, record_registered, take_over_calls
+from catalogue.vos import registry, vo_of_path
 from kernel.bounds import Size
 from kernel.db import Document, IndexSpec, bulk_write_chunked, database_errors, increment
 from kernel.errors import CairnError, Conflict, Forbidden, InvalidInput, NotFound
@@ -204,10 +205,12 @@ async def register_files(db: AsyncDatabase[Document], principal: Principal, file
     new replicas; a different size or checksum for an existing LFN fails with the reason.
     """
     parsed = parse_files(files)
-    declared = await declared_fields(db) if any(f.meta for f in parsed) else {}
+    fields = await field_types(db) if any(f.meta for f in parsed) else {}
+    vos = await registry(db) if fields else {}
     own_meta: dict[int, dict[str, Any]] = {}
     for index, item in enumerate(parsed):
         try:
+            declared = types_for(fields, vo_of_path(vos, item.lfn))  # the installation's and the file's VO's
             own_meta[id(item)] = typed_values(item.meta, declared) if item.meta else {}
         except InvalidInput as exc:
             raise InvalidInput(f"file #{index}: {exc.message}", details={"index": index, **exc.details}) from exc

@@ -32,8 +32,9 @@ from catalogue import change_feed
 from catalogue.collection_names import FILES
 from catalogue.directories import DIRECTORIES, fetch_directories, now
 from catalogue.lfn import ROOT, ancestors, check_lfn, descendant_pattern
-from catalogue.metadata_fields import EFFECTIVE, ORIGIN, MetadataMaps, check_key, declared_fields, typed_values
+from catalogue.metadata_fields import EFFECTIVE, ORIGIN, MetadataMaps, check_key, field_types, typed_values, types_for
 from catalogue.permissions import WRITE, entry_denial, require, traversal_denial
+from catalogue.vos import registry, vo_of_path
 from kernel.db import Document, database_errors
 from kernel.errors import InvalidInput, NotFound
 from kernel.principal import Principal
@@ -107,7 +108,7 @@ async def set_metadata(
     no nearer value of its own."""
     if not values:
         raise InvalidInput("give at least one key and value")
-    typed = typed_values(values, await declared_fields(db))
+    typed = typed_values(values, types_for(await field_types(db), vo_of_path(await registry(db), path)))
     _, collection, _ = await _writable(db, principal, path)
     changes: dict[str, Any] = {"modified": now()}
     for key, value in typed.items():

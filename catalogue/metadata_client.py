@@ -23,9 +23,10 @@ class MetadataClient(BaseClient):
         result: list[Json] = await self.request("GET", "/metadata/fields")
         return result
 
-    async def declare_field(self, key: str, type: str, description: str = "") -> Json:
-        """Declare an indexed field: int, float, string, datetime or strings (admins)."""
-        body = {"key": key, "type": type, "description": description}
+    async def declare_field(self, key: str, type: str, description: str = "", *, vo: str | None = None) -> Json:
+        """Declare an indexed field: int, float, string, datetime or strings (admins; a VO's admin
+        declares for its VO; a global admin for VO `vo`, or for every VO when None)."""
+        body = {"key": key, "type": type, "description": description, "vo": vo}
         result: Json = await self.request("PUT", "/metadata/fields", json_body=body)
         return result
 

@@ -9,6 +9,11 @@ Undeclared keys take any JSON scalar or a list of strings as given.
 
 Keys are identifiers (`^[A-Za-z][A-Za-z0-9_]{0,63}$`): no dots or `$`, so a key is always one
 level below `meta` and can never address something else in the document.
+
+A field belongs to the whole installation (`vo` None; declared by a global admin) or to one VO
+(declared by that VO's admin): a VO's field types values only in that VO's namespace
+(`types_for`), and only its VO's admins or a global admin change it. A key is declared once
+in the installation (one index, one type for queries), so a VO cannot take a key another holds.
 """
 
 from __future__ import annotations
@@ -53,6 +58,8 @@ class FieldDeclaration(BaseModel):
     key: str = Field(..., pattern=KEY_PATTERN.pattern)
     type: FieldType
     description: str = Field("", max_length=1000)
+    vo: str | None = Field(None, max_length=64, description="the VO whose namespace the field types (None: every "
+                           "VO's); a VO admin's declarations are always its VO's")
 
 
 def check_key(key: object) -> str:
@@ -149,12 +156,36 @@ async def declared_fields(db: AsyncDatabase[Document]) -> dict[str, str]:
     return {d["_id"]: d["type"] for d in docs}
 
 
-async def list_fields(db: AsyncDatabase[Document]) -> list[dict[str, Any]]:
-    """Every declared field with its type and description, sorted by key."""
+async def field_types(db: AsyncDatabase[Document]) -> dict[str, tuple[str, str | None]]:
+    """`{key: (type, vo)}` of every declared field (`vo` None: the installation's)."""
     with database_errors():
-        docs = await db[METADATA_FIELDS].find({}).sort("_id", 1).to_list()
-    return [{"key": d["_id"], "type": d["type"], "description": d.get("description", ""), "indexed": True}
-            for d in docs]
+        docs = await db[METADATA_FIELDS].find({}).to_list()
+    return {d["_id"]: (d["type"], d.get("vo")) for d in docs}
+
+
+def types_for(fields: Mapping[str, tuple[str, str | None]], vo: str | None) -> dict[str, str]:
+    """`{key: type}` of the fields that type values in VO `vo`'s namespace: the installation's and its own."""
+    return {key: kind for key, (kind, owner) in fields.items() if owner is None or owner == vo}
+
+
+def _shown(doc: Document) -> dict[str, Any]:
+    return {"key": doc["_id"], "type": doc["type"], "description": doc.get("description", ""),
+            "vo": doc.get("vo"), "indexed": True}
+
+
+async def list_fields(db: AsyncDatabase[Document], vo: str | None = None) -> list[dict[str, Any]]:
+    """Every declared field with its type, description and VO, sorted by key; with `vo`, only
+    the installation's fields and that VO's."""
+    query = {} if vo is None else {"vo": {"$in": [None, vo]}}
+    with database_errors():
+        docs = await db[METADATA_FIELDS].find(query).sort("_id", 1).to_list()
+    return [_shown(d) for d in docs]
+
+
+async def declaration_of(db: AsyncDatabase[Document], key: str) -> Document | None:
+    """The stored declaration of `key`, or None."""
+    with database_errors():
+        return await db[METADATA_FIELDS].find_one({"_id": key})
 
 
 def index_name(key: str) -> str:
@@ -175,13 +206,17 @@ async def declare_field(db: AsyncDatabase[Document], declaration: FieldDeclarati
     twin = next((k for k in declared if k != declaration.key and k.lower() == declaration.key.lower()), None)
     if twin is not None:
         raise Conflict(f"field {twin} is declared; keys that differ only in case cannot both be declared")
+    if existing is not None and existing.get("vo") != declaration.vo:
+        raise Conflict(f"field {declaration.key} is declared for {existing.get('vo') or 'the whole installation'}; "
+                       "a key is declared once in the installation")
     if existing is not None and existing["type"] != declaration.type:
         raise InvalidInput(f"field {declaration.key} is declared as {existing['type']}; remove it before "
                            f"declaring it as {declaration.type}")
     with database_errors():
         await db[METADATA_FIELDS].replace_one(
             {"_id": declaration.key},
-            {"_id": declaration.key, "type": declaration.type, "description": declaration.description}, upsert=True)
+            {"_id": declaration.key, "type": declaration.type, "description": declaration.description,
+             "vo": declaration.vo}, upsert=True)
         for collection in ("files", "directories"):
             names = set(await db[collection].index_information())
             if index_name(declaration.key) not in names:
@@ -189,7 +224,7 @@ async def declare_field(db: AsyncDatabase[Document], declaration: FieldDeclarati
                 await db[collection].create_indexes(
                     [IndexModel([(f"{EFFECTIVE}.{declaration.key}", 1)], name=index_name(declaration.key))])
     return {"key": declaration.key, "type": declaration.type, "description": declaration.description,
-            "indexed": True}
+            "vo": declaration.vo, "indexed": True}
 
 
 async def undeclare_field(db: AsyncDatabase[Document], key: str) -> None:

@@ -8,7 +8,8 @@ from typing import Any
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
-from catalogue import metadata, metadata_fields
+from catalogue import metadata, metadata_fields, vos
+from catalogue.authorization import FIELD_ADMINS, require_admin, require_field_admin
 from catalogue.find import explain_query, file_view, open_query
 from catalogue.lfn import ROOT, check_lfn
 from catalogue.metadata_fields import FieldDeclaration, declared_fields
@@ -47,25 +48,41 @@ class FindBody(BaseModel):
     format: str | None = Field(None, description="json (NDJSON, default), arrow or parquet")
 
 
-@routes.get("/metadata/fields", policy=READ, summary="Declared (indexed) metadata fields and their types",
-            response=JsonList)
+@routes.get("/metadata/fields", policy=READ, response=JsonList,
+            summary="Declared (indexed) metadata fields, their types and VOs (the installation's and your VO's)")
 async def fields(request: web.Request) -> web.Response:
-    return json_response(await metadata_fields.list_fields(request.app[DATABASE]))
+    principal = principal_of(request)
+    vo = principal.vo if principal.confined else None
+    return json_response(await metadata_fields.list_fields(request.app[DATABASE], vo))
 
 
-@routes.put("/metadata/fields", policy=ADMIN, summary="Declare an indexed metadata field with its type",
-            body=FieldDeclaration, responses={400: "bad key or type, or a type change",
-                                              409: "a key differing only in case is declared"})
+@routes.put("/metadata/fields", policy=WRITE, body=FieldDeclaration,
+            summary="Declare an indexed metadata field with its type: global admins (any VO, or all), a VO's "
+                    "admins (for their VO's namespace)",
+            responses={400: "bad key or type, or a type change", 403: "not an admin, or the installation's field",
+                       404: "no such VO", 409: "the key is taken (another VO's, or differing only in case)"})
 async def declare(request: web.Request) -> web.Response:
+    principal = principal_of(request)
+    require_admin(principal, FIELD_ADMINS)
     body = await read_model(request, FieldDeclaration)
-    return json_response(await metadata_fields.declare_field(request.app[DATABASE], body))
+    db = request.app[DATABASE]
+    require_field_admin(principal, body.key, await metadata_fields.declaration_of(db, body.key), declaring=True)
+    if principal.confined:
+        body.vo = principal.vo  # a VO's admin declares for its own VO only
+    elif body.vo is not None:
+        await vos.get_vo(db, body.vo)
+    return json_response(await metadata_fields.declare_field(db, body))
 
 
-@routes.delete("/metadata/fields", policy=ADMIN, summary="Undeclare a field (values stay, as free-form)",
-               query={"key": "the field"}, responses={404: "not declared"})
+@routes.delete("/metadata/fields", policy=WRITE, summary="Undeclare a field (values stay, as free-form)",
+               query={"key": "the field"}, responses={403: "not an admin, or the installation's field",
+                                                      404: "not declared (or another VO's)"})
 async def undeclare(request: web.Request) -> web.Response:
     key = request.query.get("key", "")
-    await metadata_fields.undeclare_field(request.app[DATABASE], key)
+    db = request.app[DATABASE]
+    require_admin(principal_of(request), FIELD_ADMINS)
+    require_field_admin(principal_of(request), key, await metadata_fields.declaration_of(db, key), declaring=False)
+    await metadata_fields.undeclare_field(db, key)
     return json_response({"key": key, "declared": False})
 
 

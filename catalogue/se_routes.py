@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from aiohttp import web
 
 from catalogue import sites
 from catalogue.authorization import require_se, se_in_vo
 from catalogue.sites import Site
 from catalogue.storage_elements import (
+    VO_FIELDS,
     StorageElement,
     StorageElementList,
     StorageElementUpdate,
@@ -18,11 +21,21 @@ from catalogue.storage_elements import (
     update_storage_element,
 )
 from kernel.errors import InvalidInput
+from kernel.principal import Principal
 from kernel.responses import JsonList
 from kernel.web import ADMIN, DATABASE, ApiRoutes, json_response, principal_of, read_model, scopes
 
 routes = ApiRoutes("storage-elements")
 READ = scopes("catalogue.read")
+
+
+def _shown(principal: Principal, se: StorageElement) -> dict[str, Any]:
+    """An SE as the caller sees it: a confined caller sees its own VO's path and switches only."""
+    shown = se.model_dump(mode="json")
+    if principal.confined:
+        for field in VO_FIELDS:
+            shown[field] = {root: v for root, v in shown[field].items() if root in principal.roots}
+    return shown
 
 
 @routes.get("/ses", policy=READ, summary="List storage elements",
@@ -32,15 +45,15 @@ async def list_ses(request: web.Request) -> web.Response:
         request.app[DATABASE], site=request.query.get("site"), kind=request.query.get("kind")
     )
     principal = principal_of(request)
-    return json_response([se.model_dump(mode="json") for se in ses if se_in_vo(principal, se.name)])
+    return json_response([_shown(principal, se) for se in ses if se_in_vo(principal, se.name)])
 
 
 @routes.get("/ses/{name}", policy=READ, summary="One storage element", responses={404: "no such SE"},
             response=StorageElement)
 async def get_se(request: web.Request) -> web.Response:
-    name = require_se(principal_of(request), request.match_info["name"])
-    se = await get_storage_element(request.app[DATABASE], name)
-    return json_response(se.model_dump(mode="json"))
+    principal = principal_of(request)
+    se = await get_storage_element(request.app[DATABASE], require_se(principal, request.match_info["name"]))
+    return json_response(_shown(principal, se))
 
 
 @routes.put("/ses/{name}", policy=ADMIN, summary="Create or replace a storage element", body=StorageElement,

@@ -2,30 +2,39 @@
 
 An SE is stored under its name (`_id`). Its protocols say how its files are reached; the URL
 of a replica is built from the preferred protocol and the LFN by `replica_url` unless the
-replica names its own.
+replica names its own. An SE that serves several VOs places each VO's files under the VO's
+path there (`catalogue.vos.VoSe.path`): an SE loaded here carries them as `vo_paths` (VO root
+-> path below every protocol's prefix), so the derived URL of `/cta/x` is `<prefix>/<path>/cta/x`.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import time
 from collections.abc import Iterable
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, RootModel
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, RootModel, model_validator
 from pymongo.asynchronous.database import AsyncDatabase
 
+from catalogue.lfn import is_within
 from kernel.bounds import Int64, PositiveInt64, Size
 from kernel.db import Document, IndexSpec, database_errors
 from kernel.errors import Conflict, NotFound
 
 SES = "storage_elements"
 SITES = "sites"
+VOS = "vos"  # the VO registry, written by catalogue.vos (defined here: read for the VOs' paths on each SE)
+VO_PATHS_CACHE_S = 2.0
+VO_FIELDS = ("vo_paths", "vo_switched_off")  # filled from the VO registry, never stored with the SE
+OPERATIONS = ("read", "write", "delete")
 
 INDEXES = [
     IndexSpec(SES, [("site", 1)], name="ses_by_site"),
 ]
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+Operation = Literal["read", "write", "delete"]
 Scheme = Literal["file", "s3", "root", "dav", "davs", "http", "https", "tape"]
 AttributeValue = str | Int64 | float | bool
 OptionValue = str | Int64 | float | bool
@@ -58,6 +67,14 @@ class Protocol(BaseModel):
     extra: dict[str, OptionValue] = Field(
         default_factory=dict, description="storage-plugin options (strings, integers, numbers or booleans), "
         "e.g. s3 endpoint_url and region, davs ca_file, tape cache_dir and stage_delay_s")
+    _vo_paths: dict[str, str] = PrivateAttr(default_factory=dict)  # set from StorageElement.vo_paths
+
+    def physical_path(self, lfn: str) -> str:
+        """Where lfn lies below the prefix: under the path of the VO whose root is longest above it."""
+        roots = [root for root in self._vo_paths if is_within(lfn, root)]
+        if not roots:
+            return lfn
+        return self._vo_paths[max(roots, key=len)].rstrip("/") + lfn
 
     def base_url(self) -> str:
         if self.scheme in ("file", "tape"):
@@ -90,20 +107,40 @@ class StorageElement(BaseModel):
     write_enabled: bool = True
     delete_enabled: bool = True
     space: Space = Field(default_factory=Space)
+    vo_paths: dict[str, str] = Field(
+        default_factory=dict, description="read-only, from the VO registry: VO root -> the VO's path below every "
+        "protocol's prefix (files under the root are placed there); ignored when an SE is written")
+    vo_switched_off: dict[str, list[Operation]] = Field(
+        default_factory=dict, description="read-only, from the VO registry: VO root -> the operations that VO's "
+        "admins switched off on this SE for its files; ignored when an SE is written")
 
-    def preferred_protocol(self, operation: Literal["read", "write", "delete"] = "read") -> Protocol | None:
+    @model_validator(mode="after")
+    def _place_vo_paths(self) -> StorageElement:
+        for protocol in self.protocols:
+            protocol._vo_paths = self.vo_paths
+        return self
+
+    def switched_on(self, operation: Operation, lfn: str) -> bool:
+        """May `operation` act on lfn here: the SE's own switch and that of lfn's VO (longest root)."""
+        if not getattr(self, f"{operation}_enabled"):
+            return False
+        roots = [root for root in self.vo_switched_off if is_within(lfn, root)]
+        return not roots or operation not in self.vo_switched_off[max(roots, key=len)]
+
+    def preferred_protocol(self, operation: Operation = "read") -> Protocol | None:
         usable = [p for p in self.protocols if getattr(p, operation)]
         return min(usable, key=lambda p: p.priority) if usable else None
 
     def to_document(self) -> Document:
-        doc = self.model_dump(mode="python")
+        doc = self.model_dump(mode="python", exclude=set(VO_FIELDS))
         doc["_id"] = doc.pop("name")
         return doc
 
     @classmethod
-    def from_document(cls, doc: Document) -> StorageElement:
-        data = {k: v for k, v in doc.items() if k not in ("_id", "created", "modified")}
-        return cls(name=doc["_id"], **data)
+    def from_document(cls, doc: Document, vo_paths: dict[str, str] | None = None,
+                      vo_switched_off: dict[str, list[str]] | None = None) -> StorageElement:
+        data = {k: v for k, v in doc.items() if k not in ("_id", "created", "modified", *VO_FIELDS)}
+        return cls(name=doc["_id"], **data, vo_paths=vo_paths or {}, vo_switched_off=vo_switched_off or {})
 
 
 class StorageElementList(RootModel[list[StorageElement]]):
@@ -111,8 +148,49 @@ class StorageElementList(RootModel[list[StorageElement]]):
 
 
 def replica_url(protocol: Protocol, lfn: str) -> str:
-    """The deterministic URL of an LFN on an SE: the protocol's base URL followed by the LFN."""
-    return protocol.base_url() + lfn
+    """The deterministic URL of an LFN on an SE: the protocol's base URL followed by the LFN
+    (below the path of the LFN's VO on an SE that gives VOs paths)."""
+    return protocol.base_url() + protocol.physical_path(lfn)
+
+
+_vo_uses_cache: dict[str, tuple[float, dict[str, tuple[dict[str, str], dict[str, list[str]]]]]] = {}
+
+
+def forget_vo_uses(db: AsyncDatabase[Document]) -> None:
+    """Drop this process's copy of the VOs' paths and switches (`catalogue.vos` calls it on every change)."""
+    _vo_uses_cache.pop(db.name, None)
+
+
+async def vo_uses(db: AsyncDatabase[Document]) -> dict[str, tuple[dict[str, str], dict[str, list[str]]]]:
+    """SE name -> ({VO root -> the VO's path there}, {VO root -> operations the VO's admins
+    switched off there}), from the VO registry (cached briefly). An SE where no VO has a path
+    other than `/` has no paths; one where some VO has lists every VO's root (`/` for no path)."""
+    cached = _vo_uses_cache.get(db.name)
+    if cached is not None and time.monotonic() - cached[0] < VO_PATHS_CACHE_S:
+        return cached[1]
+    with database_errors():
+        docs = await db[VOS].find({}, {"roots": 1, "ses": 1}).to_list()
+    uses: dict[str, tuple[dict[str, str], dict[str, list[str]]]] = {}
+    for vo in docs:
+        for se, use in (vo.get("ses") or {}).items():
+            paths, off = uses.setdefault(se, ({}, {}))
+            stopped = [op for op in OPERATIONS if not (use or {}).get(f"{op}_enabled", True)]
+            for root in vo.get("roots", []):
+                if (use or {}).get("path", "/").rstrip("/"):
+                    paths[root] = use["path"]
+                if stopped:
+                    off[root] = stopped
+    every_root = [root for vo in docs for root in vo.get("roots", [])]
+    for paths, _ in uses.values():
+        if paths:  # another VO's root nested in one with a path keeps its files where they are
+            paths.update({root: paths.get(root, "/") for root in every_root})
+    _vo_uses_cache[db.name] = (time.monotonic(), uses)
+    return uses
+
+
+async def _loaded(db: AsyncDatabase[Document], docs: list[Document]) -> list[StorageElement]:
+    uses = await vo_uses(db) if docs else {}
+    return [StorageElement.from_document(d, *uses.get(d["_id"], ({}, {}))) for d in docs]
 
 
 async def put_storage_element(db: AsyncDatabase[Document], se: StorageElement) -> None:
@@ -131,7 +209,7 @@ async def get_storage_element(db: AsyncDatabase[Document], name: str) -> Storage
         doc = await db[SES].find_one({"_id": name})
     if doc is None:
         raise NotFound(f"storage element {name!r} does not exist")
-    return StorageElement.from_document(doc)
+    return (await _loaded(db, [doc]))[0]
 
 
 class StorageElementUpdate(BaseModel):
@@ -159,7 +237,7 @@ async def update_storage_element(
         )
     if doc is None:
         raise NotFound(f"storage element {name!r} does not exist")
-    return StorageElement.from_document(doc)
+    return (await _loaded(db, [doc]))[0]
 
 
 async def delete_storage_element(db: AsyncDatabase[Document], name: str) -> None:
@@ -176,7 +254,7 @@ async def delete_storage_element(db: AsyncDatabase[Document], name: str) -> None
 async def list_storage_elements(db: AsyncDatabase[Document], **filters: Any) -> list[StorageElement]:
     with database_errors():
         docs = await db[SES].find({k: v for k, v in filters.items() if v is not None}).sort("_id", 1).to_list()
-    return [StorageElement.from_document(d) for d in docs]
+    return await _loaded(db, docs)
 
 
 async def fetch_storage_elements(db: AsyncDatabase[Document], names: Iterable[str]) -> dict[str, StorageElement]:
@@ -187,4 +265,4 @@ async def fetch_storage_elements(db: AsyncDatabase[Document], names: Iterable[st
     with database_errors():
         cursor = db[SES].find({"_id": {"$in": wanted}}).limit(len(wanted)).batch_size(len(wanted))
         docs = await cursor.to_list()
-    return {d["_id"]: StorageElement.from_document(d) for d in docs}
+    return {se.name: se for se in await _loaded(db, docs)}

@@ -1,20 +1,25 @@
-"""HTTP routes of the VO registry (`catalogue.vos`): global admins add VOs; a VO's members see
-their VO; a VO's admins manage its members. Another VO answers like a missing one."""
+"""HTTP routes of the VO registry (`catalogue.vos`): global admins add and delete VOs; a VO's
+members see their VO; a VO's admins manage its members and switch its SEs for it. Another VO
+answers like a missing one."""
 
 from __future__ import annotations
+
+from typing import TypeVar
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
-from catalogue import namespace, vos
+from catalogue import namespace, vo_removal, vos
+from catalogue.authorization import require_admin
 from catalogue.permissions import DEFAULT_DIR_MODE
-from catalogue.vos import Vo, qualified
-from kernel.errors import Forbidden, InvalidInput, NotFound
+from catalogue.vos import Vo, VoSeSwitches, qualified
+from kernel.errors import InvalidInput, NotFound
 from kernel.principal import ADMIN_SCOPE, Principal
 from kernel.responses import JsonList
 from kernel.web import ADMIN, DATABASE, ApiRoutes, json_response, principal_of, read_model, scopes
 
 routes = ApiRoutes("vos")
+M = TypeVar("M", bound=BaseModel)
 READ = scopes("catalogue.read")
 WRITE = scopes("catalogue.write")
 
@@ -36,6 +41,14 @@ async def _vo_for(request: web.Request) -> Vo:
     name = request.match_info["name"]
     _visible(principal_of(request), name)
     return await vos.get_vo(request.app[DATABASE], name)
+
+
+async def _admin_change(request: web.Request, model: type[M], what: str) -> tuple[M, Vo]:
+    """The body of a change to a VO and the VO, once the caller is its admin (or a global admin)."""
+    body = await read_model(request, model)
+    vo = await _vo_for(request)
+    require_admin(principal_of(request), f"only an admin of VO {vo.name} (or of the installation) may {what}")
+    return body, vo
 
 
 @routes.get("/vos", policy=READ, summary="VOs of this installation (yours only, unless global admin)",
@@ -80,10 +93,24 @@ async def members(request: web.Request) -> web.Response:
               summary="Add or remove members (or admins) of a VO: its admins or a global admin",
               responses={403: "not an admin of this VO", 404: "no such VO (or not yours)"})
 async def change_members(request: web.Request) -> web.Response:
-    body = await read_model(request, MembersChange)
-    vo = await _vo_for(request)
-    if not principal_of(request).is_admin:
-        raise Forbidden(f"only an admin of VO {vo.name} (or of the installation) may change its members")
+    body, vo = await _admin_change(request, MembersChange, "change its members")
     changed = await vos.change_members(request.app[DATABASE], vo.name, add=body.add, remove=body.remove,
                                        admins=body.admins)
     return json_response({"vo": changed.name, "members": changed.members, "admins": changed.admins})
+
+
+@routes.delete("/vos/{name}", policy=ADMIN, summary="Delete a VO that has no files, directories or datasets left",
+               responses={404: "no such VO", 409: "the VO still has data (named), or it is the default VO"})
+async def delete_vo(request: web.Request) -> web.Response:
+    name = request.match_info["name"]
+    await vo_removal.delete_vo(request.app[DATABASE], principal_of(request), name)
+    return json_response({"deleted": name})
+
+
+@routes.patch("/vos/{name}/ses/{se}", policy=WRITE, body=VoSeSwitches, response=Vo,
+              summary="Switch reads/writes/deletes of the VO's files on one of its SEs: its admins or a global admin",
+              responses={403: "not an admin of this VO", 404: "no such VO (or not yours), or an SE it does not use"})
+async def switch_se(request: web.Request) -> web.Response:
+    body, vo = await _admin_change(request, VoSeSwitches, "switch its SEs")
+    changed = await vos.switch_se(request.app[DATABASE], vo.name, request.match_info["se"], body)
+    return json_response(changed.model_dump(mode="json"))

@@ -27,24 +27,44 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pymongo.asynchronous.database import AsyncDatabase
 
 from catalogue.lfn import ROOT, check_lfn, is_within
-from catalogue.storage_elements import NAME_PATTERN, fetch_storage_elements
+from catalogue.storage_elements import NAME_PATTERN, VOS, fetch_storage_elements, forget_vo_uses
 from kernel.db import Document, database_errors
 from kernel.errors import Conflict, InvalidInput, NotFound, Unauthenticated
 from kernel.principal import ADMIN_SCOPE, DEFAULT_VO, GLOBAL_VO, Principal
 
-VOS = "vos"
 CACHE_S = 2.0  # how long a server process trusts its copy of the (small, rarely changed) registry
 PILOT_SCOPES = frozenset({"jobs.pilot"})
 SCOPE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}$"
 
 
 class VoSe(BaseModel):
-    """How a VO uses one SE: its path prefix there and its quota (None: no limit)."""
+    """How a VO uses one SE: its path there (below every protocol's prefix: the VO's files are
+    placed under it, `catalogue.storage_elements`), its quota (None: no limit; rule locks count,
+    `rules.quotas.within_vo_quota`) and its own read/write/delete switches (the VO's admins set
+    them; they stop the VO's operations only, on top of the SE's own switches)."""
 
     model_config = ConfigDict(extra="forbid")
 
     path: str = Field("/", max_length=1000)
     quota_bytes: int | None = Field(None, ge=0)
+    read_enabled: bool = True
+    write_enabled: bool = True
+    delete_enabled: bool = True
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, path: str) -> str:
+        return check_lfn(path)
+
+
+class VoSeSwitches(BaseModel):
+    """A VO's switches on one of its SEs (what a VO's admin may change there)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    read_enabled: bool | None = None
+    write_enabled: bool | None = None
+    delete_enabled: bool | None = None
 
 
 class Vo(BaseModel):
@@ -88,6 +108,11 @@ class VoDocument(TypedDict, total=False):
     created: dt.datetime
 
 
+def _forget(db: AsyncDatabase[Document]) -> None:
+    _cache.pop(db.name, None)
+    forget_vo_uses(db)
+
+
 def _vo(doc: Document) -> Vo:
     return Vo(name=doc["_id"], **{k: v for k, v in doc.items() if k in Vo.model_fields and k != "name"})
 
@@ -123,7 +148,7 @@ async def put_vo(db: AsyncDatabase[Document], vo: Vo) -> Vo:
     """Create or replace a VO; roots and DID scopes may not be another VO's."""
     if vo.name == GLOBAL_VO:
         raise InvalidInput(f"{GLOBAL_VO!r} is the global VO of installation admins, not a VO to register")
-    _cache.pop(db.name, None)
+    _forget(db)
     _check_disjoint(vo, await registry(db))
     unknown = sorted(set(vo.ses) - set(await fetch_storage_elements(db, vo.ses)))
     if unknown:
@@ -133,7 +158,7 @@ async def put_vo(db: AsyncDatabase[Document], vo: Vo) -> Vo:
     with database_errors():
         await db[VOS].update_one({"_id": vo.name}, {"$set": {**fields, "modified": at},
                                                      "$setOnInsert": {"created": at}}, upsert=True)
-    _cache.pop(db.name, None)
+    _forget(db)
     return vo
 
 
@@ -161,7 +186,7 @@ async def change_members(db: AsyncDatabase[Document], name: str, *, add: list[st
             await db[VOS].update_one({"_id": name}, {"$addToSet": {field: {"$each": add}}})
         if remove:
             await db[VOS].update_one({"_id": name}, {"$pull": {field: {"$in": remove}}})
-    _cache.pop(db.name, None)
+    _forget(db)
     return await get_vo(db, name)
 
 
@@ -174,10 +199,38 @@ async def set_fair_share(db: AsyncDatabase[Document], name: str, share: float) -
     """Set a VO's share of the pilots (global admins: shares between VOs are the installation's)."""
     with database_errors():
         found = await db[VOS].update_one({"_id": name}, {"$set": {"fair_share": float(share)}})
-    _cache.pop(db.name, None)
+    _forget(db)
     if not found.matched_count:
         raise NotFound(f"VO {name!r} does not exist")
     return await get_vo(db, name)
+
+
+async def switch_se(db: AsyncDatabase[Document], name: str, se: str, switches: VoSeSwitches) -> Vo:
+    """Set a VO's own read/write/delete switches on one of its SEs (404 for an SE it does not use)."""
+    vo = await get_vo(db, name)
+    if se not in vo.ses:
+        raise NotFound(f"storage element {se!r} does not exist")
+    changes = {f"ses.{se}.{k}": v for k, v in switches.model_dump(exclude_none=True).items()}
+    if not changes:
+        raise InvalidInput("nothing to change: give read_enabled, write_enabled or delete_enabled")
+    with database_errors():
+        await db[VOS].update_one({"_id": name}, {"$set": {**changes, "modified": dt.datetime.now(dt.UTC)}})
+    _forget(db)
+    return await get_vo(db, name)
+
+
+async def delete_vo(db: AsyncDatabase[Document], name: str, remains: list[str]) -> None:
+    """Remove a VO whose data is gone (`remains`: what the caller found still there; 409 naming it).
+    The VO `local` cannot go while it is the installation's default (it owns what no VO claims)."""
+    await get_vo(db, name)
+    if name == DEFAULT_VO:
+        raise Conflict(f"VO {DEFAULT_VO!r} is the default VO (objects without a VO are its): it cannot be deleted")
+    if remains:
+        raise Conflict(f"VO {name!r} still has {'; '.join(remains)}: remove them first",
+                       details={"remains": remains})
+    with database_errors():
+        await db[VOS].delete_one({"_id": name})
+    _forget(db)
 
 
 def vo_of_path(vos: dict[str, Vo], path: str) -> str | None:

@@ -145,6 +145,14 @@ async def count_by(collection: Any, fields: Sequence[str]) -> list[Document]:
     return [{**{f: row["_id"].get(f) for f in fields}, "n": row["n"]} for row in rows]
 
 
+async def stamp_missing(collection: Any, name: str, value: Any) -> int:
+    """Set field `name` to `value` on the documents that lack it (or hold null), in one
+    `update_many`; how many changed. Run twice, the second changes nothing."""
+    with database_errors():
+        result = await collection.update_many({name: None}, {"$set": {name: value}})
+    return int(result.modified_count)
+
+
 async def iterate(cursor: Any) -> AsyncIterator[Document]:
     """Iterate a cursor with database errors mapped; for streaming responses."""
     with database_errors():

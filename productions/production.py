@@ -14,7 +14,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from catalogue.authorization import vo_stamp
 from catalogue.metadata_fields import declared_fields
-from kernel.db import Document, IndexSpec, database_errors
+from kernel.db import Document, IndexSpec, database_errors, stamp_missing
 from kernel.errors import Conflict, NotFound
 from kernel.principal import Principal
 from productions import cleaning, stopping, tasks, transformation_files, transformations
@@ -145,3 +145,8 @@ def public_view(doc: Document) -> dict[str, Any]:
     return {"id": doc["_id"], "name": doc["name"], "owner": doc["owner"], "state": doc["state"],
             "steps": [{"id": t, "name": n} for t, n in zip(doc["steps"], doc["step_names"], strict=True)],
             "created": doc["created"]}
+
+
+async def adopt_unowned(db: AsyncDatabase[Document], vo: str) -> int:
+    """Give the productions stored before VOs were recorded (no `vo`) to VO `vo` (`cairn vo migrate`)."""
+    return await stamp_missing(db[PRODUCTIONS], "vo", vo)

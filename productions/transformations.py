@@ -18,7 +18,7 @@ from pymongo import ReturnDocument
 from pymongo.asynchronous.database import AsyncDatabase
 
 from catalogue.find import open_query
-from kernel.db import Document, IndexSpec, database_errors, increment
+from kernel.db import Document, IndexSpec, database_errors, increment, stamp_missing
 from kernel.errors import Conflict, InvalidInput, NotFound
 from kernel.principal import Principal
 from productions.spec import TransformationSpec
@@ -192,3 +192,8 @@ def public_view(doc: Document) -> dict[str, Any]:
             "type": doc["spec"]["type"], "spec": doc["spec"], "tasks_created": doc.get("next_task", 0),
             "production": doc.get("production"), "created": doc["created"], "updated": doc["updated"],
             **({"cleaned_summary": doc["cleaned_summary"]} if doc.get("cleaned_summary") else {})}
+
+
+async def adopt_unowned(db: AsyncDatabase[Document], vo: str) -> int:
+    """Give the transformations stored before VOs were recorded (no `vo`) to VO `vo` (`cairn vo migrate`)."""
+    return await stamp_missing(db[TRANSFORMATIONS], "vo", vo)

@@ -64,7 +64,8 @@ async def evaluate(db: AsyncDatabase[Document], rule: Document, settings: RuleSe
     ses = await store.all_ses(db)
     names = resolve(rule["expression"], ses)
     run = RulePass(db, rule, settings, candidates=[se for se in ses if se["name"] in names],
-                   room=await quotas.room(db, rule["account"], names), sources=await source_ses(db, rule))
+                   room=await quotas.room_in_vo(db, rule["account"], rule.get("vo"), names),
+                   sources=await source_ses(db, rule))
     every = await rule_locks.locks_of(db, rule["_id"], projection=LOCK_FIELDS)
     read = Counter(lock["state"] for lock in every)
     if {s: read.get(s, 0) for s in rule_locks.LOCK_STATES} != rule_locks.counters_of(rule):

@@ -20,7 +20,7 @@ from pymongo import UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 
 from catalogue.directories import now
-from catalogue.vos import Vo
+from catalogue.vos import Vo, registry
 from kernel.bounds import Size
 from kernel.db import Document, IndexSpec, database_errors, increment
 from kernel.errors import NotFound
@@ -105,6 +105,15 @@ async def within_vo_quota(db: AsyncDatabase[Document], vo: Vo, room: dict[str, i
         left = int(limit or 0) - used.get(se, 0)
         cut[se] = left if room[se] is None else min(left, room[se] or 0)
     return cut
+
+
+async def room_in_vo(db: AsyncDatabase[Document], account: str, vo: str | None,
+                     ses: Iterable[str]) -> dict[str, int | None]:
+    """Bytes the account may still lock on each SE, cut to what its VO (None: DEFAULT_VO) may
+    still lock there; every place that places locks (creation, evaluation, repair) asks this."""
+    left = await room(db, account, ses)
+    registered = (await registry(db)).get(vo or DEFAULT_VO)
+    return left if registered is None else await within_vo_quota(db, registered, left)
 
 
 async def charge(db: AsyncDatabase[Document], account: str, deltas: Mapping[str, tuple[int, int]]) -> None:

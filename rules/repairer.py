@@ -35,7 +35,7 @@ async def repair(db: AsyncDatabase[Document], rule: Document, settings: RuleSett
     ses = await store.all_ses(db)
     names = resolve(rule["expression"], ses)
     candidates = [se for se in ses if se["name"] in names and se.get("write_enabled", True)]
-    room = await quotas.room(db, rule["account"], names)
+    room = await quotas.room_in_vo(db, rule["account"], rule.get("vo"), names)
     # Reads first, each collection once (see rules.evaluation), then writes per batch.
     every = await locks.locks_of(db, rule["_id"], projection={"lfn": 1, "se": 1, "state": 1})
     if not any(lock["state"] == "stuck" for lock in every):

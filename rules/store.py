@@ -40,7 +40,7 @@ from catalogue.storage_elements import SES
 from catalogue.vos import registry
 from kernel import claims
 from kernel.bounds import MAX_LIFETIME_S
-from kernel.db import Document, IndexSpec, count_by, database_errors, increment, read_by_ids
+from kernel.db import Document, IndexSpec, count_by, database_errors, increment, read_by_ids, stamp_missing
 from kernel.errors import Conflict, Forbidden, InvalidInput, NotFound, QuotaExceeded
 from kernel.principal import DEFAULT_VO, Principal
 from rules import quotas
@@ -249,9 +249,7 @@ async def check_placeable(db: AsyncDatabase[Document], account: str, expression:
     if copies > len(names):
         raise InvalidInput(f"{copies} copies asked for but {expression!r} matches only {len(names)} SE(s): "
                            f"{', '.join(names)}", details={"ses": names})
-    room = await quotas.room(db, account, names)
-    if registered is not None:
-        room = await quotas.within_vo_quota(db, registered, room)
+    room = await quotas.room_in_vo(db, account, vo, names)
     fits = [se for se in names if room[se] is None or (room[se] or 0) >= size]
     if len(fits) < copies:
         short = {se: room[se] for se in names if se not in fits}
@@ -422,3 +420,8 @@ async def clear_dirty(db: AsyncDatabase[Document], rule_id: str, generation: int
 async def release(db: AsyncDatabase[Document], rule: Document, worker: str, fields: dict[str, Any]) -> bool:
     """Give a claimed rule back, setting fields (only the lease holder can)."""
     return await claims.release(db[RULES], rule["_id"], worker, update={"$set": {**fields, "modified": now()}})
+
+
+async def adopt_unowned(db: AsyncDatabase[Document], vo: str) -> int:
+    """Give the rules stored before VOs were recorded (no `vo`) to VO `vo` (`cairn vo migrate`)."""
+    return await stamp_missing(db[RULES], "vo", vo)

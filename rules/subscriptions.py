@@ -28,7 +28,7 @@ from catalogue.datasets import DATASETS, did_within_reach
 from catalogue.directories import now
 from catalogue.vos import confine_owner, qualified
 from kernel.bounds import MAX_LIFETIME_S
-from kernel.db import Document, IndexSpec, database_errors, increment, read_by_ids
+from kernel.db import Document, IndexSpec, database_errors, increment, read_by_ids, stamp_missing
 from kernel.errors import CairnError, Conflict, Forbidden, NotFound
 from kernel.principal import DEFAULT_VO, Principal
 from rules.se_expression import validate
@@ -194,3 +194,8 @@ async def _apply(db: AsyncDatabase[Document], subscription: Document, new: list[
             await db[SUBSCRIPTIONS].update_one({"_id": subscription["_id"]},
                                                {"$set": fields, **increment({"rules_created": made})})
     return made
+
+
+async def adopt_unowned(db: AsyncDatabase[Document], vo: str) -> int:
+    """Give the subscriptions stored before VOs were recorded (no `vo`) to VO `vo` (`cairn vo migrate`)."""
+    return await stamp_missing(db[SUBSCRIPTIONS], "vo", vo)

@@ -227,6 +227,9 @@ MATRIX: dict[str, Case] = {
     "PUT /vos/{name}": admin_only("/vos/NOPE"),
     "GET /vos/{name}/members": same(404, "/vos/NOPE/members"),
     "PATCH /vos/{name}/members": same(404, "/vos/NOPE/members", body={"add": ["eve"]}),
+    "DELETE /vos/{name}": admin_only("/vos/NOPE"),
+    "PATCH /vos/{name}/ses/{se}": same(404, "/vos/NOPE/ses/DISK1", body={"write_enabled": False}),
+    "POST /vos/{name}/migrate": admin_only("/vos/NOPE/migrate"),
 }
 MATRIX_IDS: dict[str, str] = {}
 

@@ -31,7 +31,8 @@ async def test_vo_add_list_show_and_members_round_trip(
     code, out, err = await cairn(api, root, "vo", "add", "cta", "--root", "/cta", "--scope", "cta",
                                  "--se", "DISK1:/cta:1000", "--site", "SITE", "--admin", "ctaadmin", "--json")
     assert code == 0, err
-    assert json.loads(out)["ses"] == {"DISK1": {"path": "/cta", "quota_bytes": 1000}}
+    assert json.loads(out)["ses"] == {"DISK1": {"path": "/cta", "quota_bytes": 1000, "read_enabled": True,
+                                                "write_enabled": True, "delete_enabled": True}}
     code, out, err = await cairn(api, root, "vo", "list")
     assert code == 0 and "cta" in out and "/cta" in out, err
     ctaadmin = api.token("ctaadmin", vo="cta", groups=("cta",), scopes=USER)

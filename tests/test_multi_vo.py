@@ -35,6 +35,15 @@ VO_CASES: dict[str, Case] = {
     "PUT /vos/{name}": Case("/vos/lhcb", (403, 403, 403), {"name": "lhcb", "roots": ["/cta"]},
                             changes=frozenset()),
     "PUT /job-shares/{group}": Case("/job-shares/lhcb:phys", (403, 403, 403), {"share": 5}, changes=frozenset()),
+    "DELETE /vos/{name}": Case("/vos/lhcb", (403, 403, 403), changes=frozenset()),
+    "PATCH /vos/{name}/ses/{se}": Case("/vos/lhcb/ses/DISK1", (403, 403, 404), {"write_enabled": False},
+                                       changes=frozenset()),
+    "POST /vos/{name}/migrate": Case("/vos/lhcb/migrate", (403, 403, 403), changes=frozenset()),
+    # A VO's admin declares fields for its own VO (tests/test_multi_vo_fields.py): an outsider's own object.
+    "PUT /metadata/fields": Case("/metadata/fields", (403, 403, 200), {"key": "ctaonly", "type": "int"},
+                                 changes=frozenset({"alice"})),
+    "DELETE /metadata/fields": Case("/metadata/fields", (403, 403, 404), params={"key": "nosuchfield"},
+                                    changes=frozenset()),
 }
 # Installation totals that mix VOs are refused to a confined caller.
 REFUSED = {"GET /usage/ses", "GET /transfers/stats", "GET /transfers/series"}

@@ -32,7 +32,7 @@ from catalogue.storage_elements import StorageElement, get_storage_element, list
 from kernel import lease
 from kernel.daemon import Daemon
 from kernel.db import Document
-from kernel.errors import CairnError, Conflict
+from kernel.errors import CairnError, Conflict, InvalidInput
 from kernel.settings import AuditSettings, Settings
 from storage_plugins.base import StoragePlugin
 from storage_plugins.registry import plugin_for
@@ -64,6 +64,10 @@ class Audit:
         self.counts: dict[str, int] = {}
         self.found = Findings()
         self.published = time.monotonic()
+        if any(path.rstrip("/") for path in se.vo_paths.values()):
+            # Its files lie below each VO's path, out of LFN order: a listing would read them as dark.
+            raise InvalidInput(f"SE {se.name} places VOs' files below their paths ({', '.join(sorted(se.vo_paths))}); "
+                               "auditing such an SE is not supported yet")
         endpoint = endpoints(se, "/", "read", credentials=credentials)[0]
         self.root, self.base = endpoint.url, endpoint.protocol.base_url()
         self.plugin = plugin_for(endpoint.url, endpoint.options)

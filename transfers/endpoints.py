@@ -45,10 +45,6 @@ def plugin_options(
     return {**protocol.extra, **credentials.get(se.name, {}), **confined}
 
 
-def switch_allows(se: StorageElement, operation: Operation) -> bool:
-    return {"read": se.read_enabled, "write": se.write_enabled, "delete": se.delete_enabled}[operation]
-
-
 def endpoints(
     se: StorageElement,
     lfn: str,
@@ -64,7 +60,7 @@ def endpoints(
     an LFN whose URL would leave the SE, raise InvalidInput before any plugin is made, so no
     daemon or route ever reads, writes, signs or deletes a path outside an SE.
     """
-    if not switch_allows(se, operation):
+    if not se.switched_on(operation, lfn):  # the SE's switch, and that of lfn's VO there
         raise Forbidden(f"SE {se.name} is switched off for {GERUNDS[operation]} ({lfn})")
     tag = ""
     if registered_url:

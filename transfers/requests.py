@@ -34,7 +34,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError
 
 from kernel import claims
-from kernel.db import Document, IndexSpec, bulk_write_chunked, database_errors, increment, read_by_ids
+from kernel.db import Document, IndexSpec, bulk_write_chunked, database_errors, increment, read_by_ids, stamp_missing
 from kernel.errors import InvalidInput
 from transfers.failures import Failure, retry_delay_s
 
@@ -564,3 +564,8 @@ async def fail_or_retry(
     worker still held it)."""
     end = failure_end(request, failure, base_s=base_s, cap_s=cap_s, update=update)
     return bool(await end_many(db, [end], worker)) and end.final
+
+
+async def adopt_unowned(db: AsyncDatabase[Document], vo: str) -> int:
+    """Give the requests stored before VOs were recorded (no `vo`) to VO `vo` (`cairn vo migrate`)."""
+    return await stamp_missing(db[REQUESTS], "vo", vo)

@@ -344,3 +344,10 @@ def public_view(doc: Document) -> dict[str, Any]:
     """A job as the API shows it (`id` instead of `_id`, internal bookkeeping left out)."""
     out = {k: v for k, v in doc.items() if k not in ("_id", claims.OWNER, claims.EXPIRES, "scopes")}
     return {"id": doc["_id"], **out}
+
+
+async def adopt_unowned(db: AsyncDatabase[Document], vo: str) -> int:
+    """Give the jobs stored before VOs were recorded (no `vo`) to VO `vo` (`cairn vo migrate`)."""
+    with database_errors():
+        result = await db[JOBS].update_many({"vo": None}, {"$set": {"vo": vo}})
+    return int(result.modified_count)

@@ -77,19 +77,23 @@ def meta_rm(path: str, keys: tuple[str, ...], as_json: bool) -> None:
 @click.option("--declare", nargs=2, metavar="KEY TYPE", help="declare KEY as int|float|string|datetime|strings")
 @click.option("--undeclare", metavar="KEY", help="forget a declaration")
 @click.option("--description", default="")
+@click.option("--vo", default=None, help="with --declare (global admins): the VO whose namespace the field types; "
+              "a VO's admin always declares for its own VO")
 @json_option
-def meta_fields(declare: tuple[str, str] | None, undeclare: str | None, description: str, as_json: bool) -> None:
-    """List declared (indexed) fields; declaring or undeclaring needs an admin token."""
+def meta_fields(declare: tuple[str, str] | None, undeclare: str | None, description: str, vo: str | None,
+                as_json: bool) -> None:
+    """List declared (indexed) fields; declaring or undeclaring needs an admin token (of the
+    installation, or of a VO for the fields of its own namespace)."""
 
     async def act(client: Client) -> Any:
         if declare:
-            await client.declare_field(declare[0], declare[1], description)
+            await client.declare_field(declare[0], declare[1], description, vo=vo)
         if undeclare:
             await client.undeclare_field(undeclare)
         return await client.list_fields()
 
     fields = run(act)
-    emit_json(fields) if as_json else table(fields, ["key", "type", "indexed", "description"])
+    emit_json(fields) if as_json else table(fields, ["key", "type", "vo", "indexed", "description"])
 
 
 @click.command()

@@ -65,6 +65,15 @@ async def stream_table(rows: AsyncIterable[dict[str, Any]], columns: Sequence[st
     return count
 
 
+def emit(found: Any, as_json: bool, rows: Iterable[dict[str, Any]], columns: Sequence[str], *,
+         title: str | None = None) -> None:
+    """What a command found: as JSON with --json, else `rows` (its view of it) as a table."""
+    if as_json:
+        emit_json(found)
+    else:
+        table(rows, columns, title=title)
+
+
 def _widths(rows: list[list[str]], widths: list[int]) -> list[int]:
     for cells in rows:
         widths = [max(w, len(c)) for w, c in zip(widths, cells, strict=True)]

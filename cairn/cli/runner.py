@@ -6,6 +6,8 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
+import click
+
 from cairn.cli.output import fail
 from cairn.sdk import Client
 from kernel.errors import CairnError
@@ -25,6 +27,12 @@ def run(action: Callable[[Client], Awaitable[T]]) -> T:
     except CairnError as exc:
         fail(exc)
         raise  # unreachable: fail() exits
+
+
+def run_and_say(action: Callable[[Client], Awaitable[Any]], done: str) -> None:
+    """`run` an action whose answer needs no showing, then say what was `done`."""
+    run(action)
+    click.echo(done)
 
 
 def run_coro(coro: Awaitable[Any]) -> Any:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import click
 
-from cairn.cli.output import emit_json, json_option, table
-from cairn.cli.runner import run
+from cairn.cli.output import emit, emit_json, json_option, table
+from cairn.cli.runner import run, run_and_say
 
 SE_COLUMNS = ["name", "site", "kind", "read_enabled", "write_enabled", "delete_enabled", "protocols"]
 
@@ -17,6 +18,19 @@ SE_COLUMNS = ["name", "site", "kind", "read_enabled", "write_enabled", "delete_e
 def _se_row(se: dict[str, Any]) -> dict[str, Any]:
     protocols = [f"{p['scheme']}://{p.get('host') or ''}{p['prefix']}" for p in se.get("protocols", [])]
     return {**se, "protocols": protocols}
+
+
+def switch_options(command: Callable[..., None]) -> Callable[..., None]:
+    """`--read/--no-read`, `--write/--no-write`, `--delete/--no-delete` (None when not given)."""
+    for name, what in (("delete", "deletions"), ("write", "writes"), ("read", "reads")):
+        command = click.option(f"--{name}/--no-{name}", name, default=None, help=f"switch {what}")(command)
+    return command
+
+
+def switch_changes(read: bool | None, write: bool | None, delete: bool | None) -> dict[str, bool]:
+    """The switches given, as the API names them (`read_enabled`, ...)."""
+    given = {"read_enabled": read, "write_enabled": write, "delete_enabled": delete}
+    return {k: v for k, v in given.items() if v is not None}
 
 
 @click.group()
@@ -30,7 +44,7 @@ def se() -> None:
 def se_list(site: str | None, as_json: bool) -> None:
     """List SEs (of one site with --site)."""
     ses = run(lambda c: c.list_ses(site=site))
-    emit_json(ses) if as_json else table([_se_row(s) for s in ses], SE_COLUMNS)
+    emit(ses, as_json, [_se_row(s) for s in ses], SE_COLUMNS)
 
 
 @se.command("show")
@@ -58,17 +72,14 @@ def se_put(definition: Path, as_json: bool) -> None:
 
 @se.command("set")
 @click.argument("name")
-@click.option("--read/--no-read", "read", default=None, help="switch reads")
-@click.option("--write/--no-write", "write", default=None, help="switch writes")
-@click.option("--delete/--no-delete", "delete", default=None, help="switch deletions")
+@switch_options
 @click.option("--total-bytes", type=click.IntRange(0))
 @click.option("--used-bytes", type=click.IntRange(0))
 @json_option
 def se_set(name: str, read: bool | None, write: bool | None, delete: bool | None, total_bytes: int | None,
            used_bytes: int | None, as_json: bool) -> None:
     """Switch an SE's reads/writes/deletes or set its space figures (admins)."""
-    changes: dict[str, Any] = {k: v for k, v in {"read_enabled": read, "write_enabled": write,
-                                                 "delete_enabled": delete}.items() if v is not None}
+    changes: dict[str, Any] = switch_changes(read, write, delete)
 
     async def apply(client: Any) -> Any:
         if total_bytes is not None or used_bytes is not None:
@@ -81,15 +92,14 @@ def se_set(name: str, read: bool | None, write: bool | None, delete: bool | None
         return await client.update_se(name, **changes)
 
     saved = run(apply)
-    emit_json(saved) if as_json else table([_se_row(saved)], SE_COLUMNS)
+    emit(saved, as_json, [_se_row(saved)], SE_COLUMNS)
 
 
 @se.command("delete")
 @click.argument("name")
 def se_delete(name: str) -> None:
     """Remove an SE that holds no replica (admins)."""
-    run(lambda c: c.delete_se(name))
-    click.echo(f"SE {name} deleted")
+    run_and_say(lambda c: c.delete_se(name), f"SE {name} deleted")
 
 
 @se.command("bad-replicas")
@@ -141,13 +151,11 @@ def site_show(name: str, as_json: bool) -> None:
 def site_put(name: str, description: str, attributes: tuple[str, ...]) -> None:
     """Create or replace a site (admins)."""
     attrs = dict(a.split("=", 1) for a in attributes if "=" in a)
-    run(lambda c: c.put_site(name, description=description, attributes=attrs))
-    click.echo(f"site {name} saved")
+    run_and_say(lambda c: c.put_site(name, description=description, attributes=attrs), f"site {name} saved")
 
 
 @site.command("delete")
 @click.argument("name")
 def site_delete(name: str) -> None:
     """Remove a site that has no SE (admins)."""
-    run(lambda c: c.delete_site(name))
-    click.echo(f"site {name} deleted")
+    run_and_say(lambda c: c.delete_site(name), f"site {name} deleted")

@@ -1,4 +1,4 @@
-"""`cairn vo add|list|show|members|update|shares`: the VOs (collaborations) one installation serves."""
+"""`cairn vo add|list|show|members|update|shares|se|delete|migrate`: the VOs one installation serves."""
 
 from __future__ import annotations
 
@@ -6,14 +6,17 @@ from typing import Any
 
 import click
 
-from cairn.cli.output import emit_json, json_option, table
-from cairn.cli.runner import run
+from cairn.cli.output import emit, emit_json, json_option, table
+from cairn.cli.runner import run, run_and_say
+from cairn.cli.ses import switch_changes, switch_options
+from kernel.principal import DEFAULT_VO
 
 VO_COLUMNS = ["name", "roots", "scopes", "ses", "sites", "admins", "fair_share"]
 
 
 def _row(vo: dict[str, Any]) -> dict[str, Any]:
     ses = [f"{name}:{se['path']}" + (f" ({se['quota_bytes']} B)" if se.get("quota_bytes") is not None else "")
+           + "".join(f" no-{op}" for op in ("read", "write", "delete") if not se.get(f"{op}_enabled", True))
            for name, se in vo.get("ses", {}).items()]
     return {**vo, "ses": ses}
 
@@ -57,7 +60,7 @@ def vo_add(name: str, roots: tuple[str, ...], scopes: tuple[str, ...], ses: tupl
 def vo_list(as_json: bool) -> None:
     """The VOs you may see (yours; every VO for a global admin)."""
     found = run(lambda c: c.list_vos())
-    emit_json(found) if as_json else table([_row(v) for v in found], VO_COLUMNS)
+    emit(found, as_json, [_row(v) for v in found], VO_COLUMNS)
 
 
 @vo.command("show")
@@ -66,7 +69,7 @@ def vo_list(as_json: bool) -> None:
 def vo_show(name: str, as_json: bool) -> None:
     """One VO."""
     found = run(lambda c: c.get_vo(name))
-    emit_json(found) if as_json else table([_row(found)], VO_COLUMNS)
+    emit(found, as_json, [_row(found)], VO_COLUMNS)
 
 
 @vo.command("members")
@@ -81,11 +84,8 @@ def vo_members(name: str, add: tuple[str, ...], remove: tuple[str, ...], admins:
         found = run(lambda c: c.change_vo_members(name, add=add, remove=remove, admins=admins))
     else:
         found = run(lambda c: c.vo_members(name))
-    if as_json:
-        emit_json(found)
-    else:
-        table([{"user": u, "role": "admin"} for u in found["admins"]]
-              + [{"user": u, "role": "member"} for u in found["members"]], ["user", "role"], title=f"VO {name}")
+    emit(found, as_json, [{"user": u, "role": "admin"} for u in found["admins"]]
+         + [{"user": u, "role": "member"} for u in found["members"]], ["user", "role"], title=f"VO {name}")
 
 
 @vo.command("update")
@@ -105,3 +105,36 @@ def vo_shares(as_json: bool) -> None:
     """Fair share between VOs: each VO's share and jobs at pilots (yours only, unless global admin)."""
     found = run(lambda c: c.vo_shares())
     emit_json(found) if as_json else table(found, ["vo", "share", "running"])
+
+
+@vo.command("se")
+@click.argument("name")
+@click.argument("se")
+@switch_options
+@json_option
+def vo_se(name: str, se: str, read: bool | None, write: bool | None, delete: bool | None, as_json: bool) -> None:
+    """Switch reads/writes/deletes of VO NAME's files on its SE (the VO's admins); the SE's own
+    switches (`cairn se set`, global admins) are unchanged."""
+    changes = switch_changes(read, write, delete)
+    if not changes:
+        raise click.UsageError("nothing to change: give --read/--no-read, --write/--no-write or --delete/--no-delete")
+    found = run(lambda c: c.switch_vo_se(name, se, **changes))
+    emit(found, as_json, [_row(found)], VO_COLUMNS)
+
+
+@vo.command("delete")
+@click.argument("name")
+def vo_delete(name: str) -> None:
+    """Delete a VO with no files, directories or datasets left (global admins)."""
+    run_and_say(lambda c: c.delete_vo(name), f"VO {name} deleted")
+
+
+@vo.command("migrate")
+@click.option("--to", "target", default=DEFAULT_VO, show_default=True, help="the VO to give them to")
+@json_option
+def vo_migrate(target: str, as_json: bool) -> None:
+    """Give every rule, subscription, request, job, transformation and production stored
+    without a VO to VO --to (global admins); running it again changes nothing."""
+    found = run(lambda c: c.migrate_to_vo(target))
+    emit(found, as_json, [{"collection": k, "adopted": v} for k, v in found["adopted"].items()],
+         ["collection", "adopted"], title=f"given to VO {found['vo']}")
