@@ -233,7 +233,8 @@ async def pages_by_id(
 ) -> AsyncIterator[Document]:
     """Every document matching `flt` with `after < _id < before`, in `_id` order, read by key:
     each page is one query `_id > last` sorted by `_id` with a limit (a range scan of the `_id`
-    index), read to its end before the next, so no cursor stays open and memory holds one page.
+    index), read to its end before the next, so no cursor stays open and memory holds one page
+    (the previous one is released before the next is read).
     A document inserted behind the last key while the pages run is not returned; none is returned
     twice. Pages hold `page` documents (PAGE unless given)."""
     last, left, page = after, limit, page or PAGE
@@ -243,10 +244,11 @@ async def pages_by_id(
         with database_errors():
             docs = await collection.find(_within(flt, bounds), projection, comment=ID_ORDER).sort("_id", 1) \
                 .limit(size).batch_size(size).to_list()
-        for doc in docs:
-            yield doc
-        if len(docs) < size:
+        count, last = len(docs), docs[-1]["_id"] if docs else last
+        docs.reverse()
+        while docs:  # each document dropped as it is handed over; none held while the next page is read
+            yield docs.pop()
+        if count < size:
             return
-        last = docs[-1]["_id"]
         if left is not None:
-            left -= len(docs)
+            left -= count

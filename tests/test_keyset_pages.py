@@ -4,6 +4,7 @@ order, across pages, while others insert; ls and find over many pages."""
 from __future__ import annotations
 
 import asyncio
+import tracemalloc
 
 import pytest
 from pymongo.asynchronous.database import AsyncDatabase
@@ -93,3 +94,28 @@ async def test_ls_and_find_over_many_pages_return_each_entry_once_by_name(
     later = [d["_id"] async for d in await open_query(catalogue_db, ADMIN, "run>=0", scope="/cta/big",
                                                       after="/cta/big/f030", limit=10)]
     assert later == sorted(f["lfn"] for f in files if f["lfn"] > "/cta/big/f030")[:10]
+
+
+async def test_memory_holds_one_page_however_many_pages_are_read(database: AsyncDatabase[Document]) -> None:
+    """The auditor walks a whole SE this way: the peak must not be two pages (the previous one
+    kept while the next is read: 1.5x one page's peak here) nor grow with the number of pages."""
+
+    probe = database["keyset_memory"]
+    page = 200
+    await probe.insert_many([{"_id": f"/m/f{i:05d}", "pad": "x" * 4000} for i in range(5 * page)])
+
+    async def peak(limit: int) -> int:
+        tracemalloc.start()
+        try:
+            count = 0
+            async for _doc in pages_by_id(probe, {}, limit=limit, page=page):
+                count += 1
+            assert count == limit
+            return tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+
+    one_page = await peak(page)
+    five_pages = await peak(5 * page)
+    assert one_page > page * 4000, "the page's documents were not traced"
+    assert five_pages < 1.25 * one_page, (one_page, five_pages)

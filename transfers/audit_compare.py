@@ -146,6 +146,7 @@ async def sorted_dump(lines: AsyncIterator[str], mtime: float | None) -> AsyncIt
             pending = []
     if pending:
         runs.append(_spill(pending))
+        pending = []  # not held through the merge
     with sorted_runs(runs) as merged:
         previous = None
         for row in merged:
