@@ -96,16 +96,38 @@ async def ensure_indexes(db: AsyncDatabase[Document], specs: Iterable[IndexSpec]
 
     One at a time because FerretDB 1.24 drops the connection when a multi-index createIndexes
     names indexes that already exist; asking only for the missing ones keeps restarts cheap.
+    On a server that answers no query from a secondary index (`serves_secondary_indexes`), only
+    the unique indexes are made: the others would cost every write and serve no read.
     """
     by_collection: dict[str, list[IndexSpec]] = {}
     for spec in specs:
         by_collection.setdefault(spec.collection, []).append(spec)
+    secondary: bool | None = None
     for name, wanted in by_collection.items():
         with database_errors():
             existing = set(await db[name].index_information())
             for spec in wanted:
-                if spec.name not in existing:
-                    await db[name].create_indexes([spec.model()])
+                if spec.name in existing:
+                    continue
+                if not spec.unique:
+                    if secondary is None:
+                        secondary = await serves_secondary_indexes(db, name)
+                    if not secondary:
+                        continue
+                await db[name].create_indexes([spec.model()])
+
+
+async def serves_secondary_indexes(db: AsyncDatabase[Document], collection: str) -> bool:
+    """Whether the server can answer a query on a field other than `_id` from an index: asked by
+    explaining such a query on an existing collection. FerretDB's SQLite backend pushes only `_id`
+    filters down to SQL (its explain says `filterPushdown: false`), so it never reads a secondary
+    index; MongoDB, and FerretDB on PostgreSQL, do."""
+    try:
+        plan = await db.command("explain", {"find": collection, "filter": {"cairn_probe": "x"}},
+                                verbosity="queryPlanner")
+    except PyMongoError:
+        return True
+    return plan.get("filterPushdown") is not False
 
 
 async def ping(db: AsyncDatabase[Document]) -> bool:
