@@ -22,7 +22,6 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -35,11 +34,9 @@ sys.path.insert(0, str(ROOT))
 import pyarrow.parquet as pq  # noqa: E402
 from pymongo import AsyncMongoClient  # noqa: E402
 
-from bench.catalogue_bulk import ferretdb_version, se, start_server  # noqa: E402
-from cairn.embedded_db import start_ferretdb  # noqa: E402
+from bench.catalogue_bulk import se  # noqa: E402
+from bench.harness import api_server  # noqa: E402
 from cairn.sdk import Client  # noqa: E402
-from kernel.settings import load_settings  # noqa: E402
-from kernel.tokens import BuiltinIssuer  # noqa: E402
 
 SE_NAME = "BENCH-DISK1"
 FILL_BATCH = 10_000
@@ -238,28 +235,11 @@ def main() -> None:
     parser.add_argument("--no-two-at-once", dest="two_at_once", action="store_false",
                         help="skip the run of two Parquet finds at once")
     args = parser.parse_args()
-    given = os.environ.get("CAIRN_MONGODB_URI")
-    with tempfile.TemporaryDirectory(prefix="cairn-bench-listing-") as tmp:
-        workdir = Path(tmp)
-        db = None if given else start_ferretdb(workdir / "db")
-        server = None
-        try:
-            uri = given or (db.uri if db else "")
-            database = f"bench_{uuid.uuid4().hex[:8]}"
-            settings = load_settings(mongodb_uri=uri, database=database, var_dir=workdir / "var")
-            token = BuiltinIssuer.from_settings(settings).issue(sub="bench", vo="bench", groups=["bench"],
-                                                                scopes=["admin"])
-            server, port = start_server(uri, database, workdir)
-            watch = Watch(server.pid, db.process.pid if db else None)
-            figures = measure(args, uri, database, f"http://127.0.0.1:{port}", token, watch, workdir)
-            figures["database"] = "mongodb" if given else f"ferretdb-1.24-sqlite ({ferretdb_version()})"
-            print(json.dumps(figures, indent=2))
-        finally:
-            if server is not None:
-                server.terminate()
-                server.wait(timeout=30)
-            if db is not None:
-                db.stop()
+    with api_server("cairn-bench-listing-", os.environ.get("CAIRN_MONGODB_URI")) as api:
+        watch = Watch(api.pid, api.database_pid)
+        figures = measure(args, api.uri, api.database, api.url, api.token, watch, api.workdir)
+        figures["database"] = api.database_kind
+        print(json.dumps(figures, indent=2))
 
 
 if __name__ == "__main__":
