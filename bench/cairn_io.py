@@ -26,8 +26,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from bench.catalogue_bulk import start_server
-from bench.harness import emit, testbed, timed
+from bench.harness import emit, start_server, testbed, timed
 from bench.storage_io import bench_plugin, figures, make_files
 from cairn.embedded_xrootd import XRootDServer, make_tls, start_xrootd
 from cairn.sdk import Client

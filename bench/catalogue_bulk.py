@@ -22,11 +22,8 @@ import asyncio
 import json
 import os
 import random
-import subprocess
 import sys
-import tempfile
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -35,10 +32,8 @@ sys.path.insert(0, str(ROOT))
 
 from pymongo import AsyncMongoClient  # noqa: E402
 
-from cairn.embedded_db import find_ferretdb, free_port, start_ferretdb, wait_for_port  # noqa: E402
+from bench.harness import api_server  # noqa: E402
 from cairn.sdk import Client  # noqa: E402
-from kernel.settings import load_settings  # noqa: E402
-from kernel.tokens import BuiltinIssuer  # noqa: E402
 
 IGNORED = {"serverStatus", "serverstatus", "hello", "ismaster", "isMaster", "ping", "endSessions", "buildInfo",
            "buildinfo", "getParameter", "getparameter"}
@@ -73,18 +68,6 @@ def se(name: str, root: str) -> dict[str, Any]:
 def files_of(start: int, stop: int) -> list[dict[str, Any]]:
     return [{"lfn": f"/bench/d{i % 100:03d}/f{i:08d}.root", "size": 1000 + i, "adler32": f"{i:08x}",
              "replicas": [{"se": "BENCH-DISK1"}, {"se": "BENCH-DISK2"}]} for i in range(start, stop)]
-
-
-def start_server(uri: str, database: str, workdir: Path) -> tuple[subprocess.Popen[bytes], int]:
-    """`python -m cairn server` on a free port, its log in the work directory."""
-    port = free_port()
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "CAIRN_MONGODB_URI": uri, "CAIRN_DATABASE": database,
-           "CAIRN_VAR_DIR": str(workdir / "var"), "CAIRN_API_PORT": str(port), "CAIRN_LOG_LEVEL": "WARNING"}
-    with (workdir / "server.log").open("wb") as log:
-        server = subprocess.Popen([sys.executable, "-m", "cairn", "server"], env=env, stdout=log,
-                                  stderr=subprocess.STDOUT)
-    wait_for_port("127.0.0.1", port, timeout_s=60, proc=server)
-    return server, port
 
 
 async def resolve_once(client: Client, mongo: AsyncMongoClient[dict[str, Any]], database: str, files: int,
@@ -154,13 +137,7 @@ async def measure(args: argparse.Namespace, uri: str, database: str, port: int, 
         "resolve": resolves,
         "baseline_bare_insert_many": {"seconds": round(baseline_s, 2), "files_per_s": round(args.files / baseline_s)},
         "server_peak_rss_mib": round(rss / 1024, 1),
-        "database": "mongodb" if args.mongodb_uri else f"ferretdb-1.24-sqlite ({ferretdb_version()})",
     }
-
-
-def ferretdb_version() -> str:
-    out = subprocess.run([find_ferretdb(), "--version"], capture_output=True, text=True, check=False).stdout
-    return out.splitlines()[0].removeprefix("version: ") if out else "unknown"
 
 
 def main() -> None:
@@ -172,26 +149,11 @@ def main() -> None:
     parser.add_argument("--only", choices=["register"], help="measure registration alone (no resolutions)")
     parser.add_argument("--mongodb-uri", default=os.environ.get("CAIRN_MONGODB_URI"))
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="cairn-bench-") as tmp:
-        workdir = Path(tmp)
-        db = None if args.mongodb_uri else start_ferretdb(workdir / "db")
-        server = None
-        try:
-            uri = args.mongodb_uri or (db.uri if db else "")
-            database = f"bench_{uuid.uuid4().hex[:8]}"
-            settings = load_settings(mongodb_uri=uri, database=database, var_dir=workdir / "var")
-            token = BuiltinIssuer.from_settings(settings).issue(sub="bench", vo="bench", groups=["bench"],
-                                                                scopes=["admin"])
-            server, port = start_server(uri, database, workdir)
-            figures = asyncio.run(measure(args, uri, database, port, server.pid,
-                                         db.process.pid if db else None, workdir, token))
-            print(json.dumps(figures, indent=2))
-        finally:
-            if server is not None:
-                server.terminate()
-                server.wait(timeout=30)
-            if db is not None:
-                db.stop()
+    with api_server("cairn-bench-", args.mongodb_uri) as api:
+        figures = asyncio.run(measure(args, api.uri, api.database, api.port, api.pid, api.database_pid, api.workdir,
+                                      api.token))
+        figures["database"] = api.database_kind
+        print(json.dumps(figures, indent=2))
 
 
 if __name__ == "__main__":

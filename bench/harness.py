@@ -1,6 +1,7 @@
 """What the benchmarks that start servers share: a scratch directory, moto in its own process,
-the database ($CAIRN_MONGODB_URI, else FerretDB in the scratch directory), whatever else they
-start stopped in reverse order, the clock, rates, and the JSON they print."""
+the database ($CAIRN_MONGODB_URI, else FerretDB in the scratch directory), the API server with an
+admin token, whatever else they start stopped in reverse order, the clock, rates, and the JSON
+they print."""
 
 from __future__ import annotations
 
@@ -12,14 +13,19 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cairn.embedded_db import free_port, start_ferretdb, wait_for_port
+from cairn.embedded_db import find_ferretdb, free_port, start_ferretdb, wait_for_port
 from cairn.embedded_xrootd import make_base_dir
 from kernel.process import child_preexec
+from kernel.settings import load_settings
+from kernel.tokens import BuiltinIssuer
+
+ROOT = Path(__file__).resolve().parent.parent
 
 MB = 1_000_000
 # moto runs in its own process so that its work does not share the interpreter with the client.
@@ -69,6 +75,67 @@ def testbed(prefix: str) -> Iterator[Testbed]:
         moto.wait()
         shutil.rmtree(scratch, ignore_errors=True)
         shutil.rmtree(xrootd_base, ignore_errors=True)
+
+
+def start_server(uri: str, database: str, workdir: Path) -> tuple[subprocess.Popen[bytes], int]:
+    """`python -m cairn server` of this tree on a free port, its log in the work directory."""
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "CAIRN_MONGODB_URI": uri, "CAIRN_DATABASE": database,
+           "CAIRN_VAR_DIR": str(workdir / "var"), "CAIRN_API_PORT": str(port), "CAIRN_LOG_LEVEL": "WARNING"}
+    with (workdir / "server.log").open("wb") as log:
+        server = subprocess.Popen([sys.executable, "-m", "cairn", "server"], env=env, stdout=log,
+                                  stderr=subprocess.STDOUT)
+    wait_for_port("127.0.0.1", port, timeout_s=60, proc=server)
+    return server, port
+
+
+def ferretdb_version() -> str:
+    out = subprocess.run([find_ferretdb(), "--version"], capture_output=True, text=True, check=False).stdout
+    return out.splitlines()[0].removeprefix("version: ") if out else "unknown"
+
+
+@dataclass
+class ApiServer:
+    """The API server of one benchmark run, on a database of its own, and an admin token for it."""
+
+    workdir: Path
+    uri: str
+    database: str
+    port: int
+    token: str
+    pid: int
+    database_pid: int | None
+    database_kind: str
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+@contextlib.contextmanager
+def api_server(prefix: str, mongodb_uri: str | None) -> Iterator[ApiServer]:
+    """A scratch directory, the database (`mongodb_uri`, else FerretDB in the scratch directory)
+    and `python -m cairn server` on it; all stopped and removed afterwards."""
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+        workdir = Path(tmp)
+        ferret = None if mongodb_uri else start_ferretdb(workdir / "db")
+        server = None
+        try:
+            uri = mongodb_uri or (ferret.uri if ferret else "")
+            database = f"bench_{uuid.uuid4().hex[:8]}"
+            settings = load_settings(mongodb_uri=uri, database=database, var_dir=workdir / "var")
+            token = BuiltinIssuer.from_settings(settings).issue(sub="bench", vo="bench", groups=["bench"],
+                                                                scopes=["admin"])
+            server, port = start_server(uri, database, workdir)
+            kind = "mongodb" if mongodb_uri else f"ferretdb-1.24-sqlite ({ferretdb_version()})"
+            yield ApiServer(workdir, uri, database, port, token, server.pid,
+                            ferret.process.pid if ferret else None, kind)
+        finally:
+            if server is not None:
+                server.terminate()
+                server.wait(timeout=30)
+            if ferret is not None:
+                ferret.stop()
 
 
 async def timed(action: Callable[[], Awaitable[Any]]) -> float:

@@ -22,7 +22,6 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -35,11 +34,9 @@ sys.path.insert(0, str(ROOT))
 import pyarrow.parquet as pq  # noqa: E402
 from pymongo import AsyncMongoClient  # noqa: E402
 
-from bench.catalogue_bulk import ferretdb_version, se, start_server  # noqa: E402
-from cairn.embedded_db import start_ferretdb  # noqa: E402
+from bench.catalogue_bulk import se  # noqa: E402
+from bench.harness import api_server  # noqa: E402
 from cairn.sdk import Client  # noqa: E402
-from kernel.settings import load_settings  # noqa: E402
-from kernel.tokens import BuiltinIssuer  # noqa: E402
 
 SE_NAME = "BENCH-DISK1"
 FILL_BATCH = 10_000
@@ -96,9 +93,10 @@ def cli(url: str, token: str, args: list[str], stdout: Any) -> subprocess.Popen[
 
 
 def run_command(name: str, url: str, token: str, commands: list[tuple[list[str], Path]], watch: Watch,
-                started_past: int, watched: Path | None = None) -> dict[str, Any]:
+                started_past: int, watched: Path | None = None, tolerate_failure: bool = False) -> dict[str, Any]:
     """Run the commands at once (stdout of each to its file); time the first entry of the first
-    (`watched`, else its stdout, growing past `started_past` bytes), the whole, and the peaks."""
+    (`watched`, else its stdout, growing past `started_past` bytes), the whole, and the peaks. A
+    failed command ends the benchmark, unless `tolerate_failure` (then the result says `failed`)."""
     watched = watched or commands[0][1]
     watch.start()
     began = time.perf_counter()
@@ -113,13 +111,14 @@ def run_command(name: str, url: str, token: str, commands: list[tuple[list[str],
     seconds = time.perf_counter() - began
     for out in outs:
         out.close()
-    for proc in procs:
-        errors = proc.stderr.read().decode() if proc.stderr else ""
-        if proc.returncode != 0:
-            raise SystemExit(f"{name}: exit {proc.returncode}: {errors[-2000:]}")
+    failures = [f"exit {proc.returncode}: " + (proc.stderr.read().decode() if proc.stderr else "")[-2000:]
+                for proc in procs if proc.returncode != 0]
+    if failures and not tolerate_failure:
+        raise SystemExit(f"{name}: {failures[0]}")
     if first is None:
         first = seconds
-    return {"command": name, "first_entry_s": round(first, 3), "seconds": round(seconds, 2),
+    return {"command": name, **({"failed": " ".join(failures[0].split())} if failures else {}),
+            "first_entry_s": round(first, 3), "seconds": round(seconds, 2),
             "server_idle_mib": mib(watch.idle["server"]), "server_peak_mib": mib(watch.peak["server"]),
             "server_peak_over_idle": round(watch.peak["server"] / watch.idle["server"], 2),
             "cli_peak_mib": mib(watch.peak["cli"]),
@@ -199,7 +198,7 @@ def measure(args: argparse.Namespace, uri: str, database: str, url: str, token: 
     out = workdir / "out"
     out.mkdir()
     idle_cli = run_command("cairn ls / --json (idle CLI)", url, token, [(["ls", "/", "--json"], out / "idle.json")],
-                           watch, 0)
+                           watch, 0, tolerate_failure=True)
     runs = []
     ls = run_command("cairn ls /big --json", url, token, [(["ls", "/big", "--json"], out / "ls.json")], watch, 2)
     assert json_array_items(out / "ls.json") == n, "ls did not list every entry"
@@ -227,8 +226,9 @@ def measure(args: argparse.Namespace, uri: str, database: str, url: str, token: 
                           0, out / "two0.parquet")
         two["entries_per_s"] = round(2 * n / two["seconds"])
         runs.append(two)
+    idle_failed = {"idle_cli_failed": idle_cli["failed"]} if "failed" in idle_cli else {}
     return {"entries": n, "fill_bare_insert_s": round(fill_s, 1), "idle_cli_peak_mib": idle_cli["cli_peak_mib"],
-            "idle_cli_seconds": idle_cli["seconds"], "runs": runs,
+            "idle_cli_seconds": idle_cli["seconds"], **idle_failed, "runs": runs,
             "baseline_bare_keyset_scan": asyncio.run(bare_scan(uri, database))}
 
 
@@ -238,28 +238,11 @@ def main() -> None:
     parser.add_argument("--no-two-at-once", dest="two_at_once", action="store_false",
                         help="skip the run of two Parquet finds at once")
     args = parser.parse_args()
-    given = os.environ.get("CAIRN_MONGODB_URI")
-    with tempfile.TemporaryDirectory(prefix="cairn-bench-listing-") as tmp:
-        workdir = Path(tmp)
-        db = None if given else start_ferretdb(workdir / "db")
-        server = None
-        try:
-            uri = given or (db.uri if db else "")
-            database = f"bench_{uuid.uuid4().hex[:8]}"
-            settings = load_settings(mongodb_uri=uri, database=database, var_dir=workdir / "var")
-            token = BuiltinIssuer.from_settings(settings).issue(sub="bench", vo="bench", groups=["bench"],
-                                                                scopes=["admin"])
-            server, port = start_server(uri, database, workdir)
-            watch = Watch(server.pid, db.process.pid if db else None)
-            figures = measure(args, uri, database, f"http://127.0.0.1:{port}", token, watch, workdir)
-            figures["database"] = "mongodb" if given else f"ferretdb-1.24-sqlite ({ferretdb_version()})"
-            print(json.dumps(figures, indent=2))
-        finally:
-            if server is not None:
-                server.terminate()
-                server.wait(timeout=30)
-            if db is not None:
-                db.stop()
+    with api_server("cairn-bench-listing-", os.environ.get("CAIRN_MONGODB_URI")) as api:
+        watch = Watch(api.pid, api.database_pid)
+        figures = measure(args, api.uri, api.database, api.url, api.token, watch, api.workdir)
+        figures["database"] = api.database_kind
+        print(json.dumps(figures, indent=2))
 
 
 if __name__ == "__main__":

@@ -24,10 +24,8 @@ from kernel.principal import Principal
 DIRECTORIES = "directories"
 DUPLICATE_KEY = 11000
 
-INDEXES = [
-    # ls: directories.find({parent: p, _id: {$gt: p/after, $lt: p0}}).sort(_id).limit(page)
-    IndexSpec(DIRECTORIES, [("parent", 1), ("_id", 1)], name="directories_by_parent_id"),
-]
+# ls reads `_id` ranges (catalogue.children): no index beyond `_id`.
+INDEXES: list[IndexSpec] = []
 
 
 class DirectoryRecord(TypedDict, total=False):

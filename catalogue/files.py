@@ -91,8 +91,6 @@ class FileRecord(TypedDict):
     registered_in: NotRequired[str]
 
 INDEXES = [
-    # ls: files.find({parent: p, _id: {$gt: p/after, $lt: p0}}).sort(_id).limit(page)
-    IndexSpec(FILES, [("parent", 1), ("_id", 1)], name="files_by_parent_id"),
     # Sparse: a file being moved carries its GUID as `moving_guid` for a moment (namespace.move).
     IndexSpec(FILES, [("guid", 1)], name="files_by_guid", unique=True, sparse=True),
     # what lies on an SE (reaper, SE removal): files.find({"replicas.se": se}); the auditor's

@@ -20,6 +20,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError
 
 from catalogue import change_feed
+from catalogue.children import direct_children, subtree_range
 from catalogue.directories import (
     DIRECTORIES,
     directory_document,
@@ -45,7 +46,7 @@ from catalogue.permissions import (
     within_reach,
 )
 from catalogue.usage import Usage, forget_directory_usage, move_directory_usage, record_files, take_over_calls
-from kernel.db import Document, bulk_write_chunked, database_errors, iterate, pages_by_id
+from kernel.db import Document, bulk_write_chunked, database_errors, iterate, page_by_id
 from kernel.errors import Conflict, Forbidden, InvalidInput, NotFound
 from kernel.principal import Principal
 
@@ -122,20 +123,11 @@ async def _merged(*cursors: AsyncIterator[tuple[str, Document]]) -> AsyncIterato
         heads[index] = await anext(cursors[index], None)
 
 
-def child_range(path: str, after: str | None = None) -> tuple[str, str]:
-    """The `_id` bounds (both exclusive) of the entries below `path` whose name comes after
-    `after`: `path/after` .. `path0` ('0' follows '/'), so a directory's children are a range of
-    the `_id` index in name order (descendants further down share it; `parent` filters them)."""
-    prefix = path.rstrip("/") + "/"
-    return prefix + (after or ""), prefix[:-1] + "0"
-
-
 async def _children(
     collection: AsyncCollection[Document], kind: str, path: str, after: str | None, limit: int | None
 ) -> AsyncIterator[tuple[str, Document]]:
-    # Index: directories_by_parent_id / files_by_parent_id — keyset pages, each a range scan.
-    low, high = child_range(path, after)
-    async for doc in pages_by_id(collection, {"parent": path}, LIST_PROJECTION, after=low, before=high, limit=limit):
+    # Index: `_id` — ranges that jump over subdirectories' subtrees (catalogue.children).
+    async for doc in direct_children(collection, path, LIST_PROJECTION, after=after, limit=limit):
         yield kind, doc
 
 
@@ -308,11 +300,11 @@ async def remove(db: AsyncDatabase[Document], principal: Principal, path: str, *
             await record_files(db, [doc], -1)
             await change_feed.append(db, [change_feed.event("file_removed", path)])
         return result.deleted_count
-    with database_errors():
-        child = await db[DIRECTORIES].find_one({"parent": path}, {"_id": 1}) or await db[FILES].find_one(
-            {"parent": path}, {"_id": 1})
+    low, high = subtree_range(path)  # anything in the range is below `path`: one index probe each
+    child = await page_by_id(db[DIRECTORIES], {}, {"_id": 1}, after=low, before=high, size=1) or await page_by_id(
+        db[FILES], {}, {"_id": 1}, after=low, before=high, size=1)
     removed = 0
-    if child is not None:
+    if child:
         if not recursive:
             raise Conflict(f"directory {path} is not empty")
         if not principal.is_admin:

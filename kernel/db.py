@@ -249,6 +249,20 @@ def _within(flt: Mapping[str, Any], bounds: Mapping[str, Any]) -> Document:
     return {"$and": [dict(flt), {"_id": dict(bounds)}]}
 
 
+async def page_by_id(
+    collection: Any, flt: Mapping[str, Any], projection: Any = None, *, after: str | None = None,
+    since: str | None = None, before: str | None = None, size: int | None = None,
+) -> list[Document]:
+    """One keyset page: up to `size` (PAGE) documents matching `flt` with `after < _id` (or
+    `since <= _id`) and `_id < before`, in `_id` order: one query, a range scan of the `_id` index
+    that stops after its documents."""
+    size = size or PAGE
+    bounds = {op: value for op, value in (("$gt", after), ("$gte", since), ("$lt", before)) if value is not None}
+    with database_errors():
+        return await collection.find(_within(flt, bounds), projection, comment=ID_ORDER).sort("_id", 1) \
+            .limit(size).batch_size(size).to_list()
+
+
 async def pages_by_id(
     collection: Any, flt: Mapping[str, Any], projection: Any = None, *, after: str | None = None,
     before: str | None = None, limit: int | None = None, page: int | None = None,
@@ -262,10 +276,7 @@ async def pages_by_id(
     last, left, page = after, limit, page or PAGE
     while left is None or left > 0:
         size = page if left is None else min(page, left)
-        bounds = {op: value for op, value in (("$gt", last), ("$lt", before)) if value is not None}
-        with database_errors():
-            docs = await collection.find(_within(flt, bounds), projection, comment=ID_ORDER).sort("_id", 1) \
-                .limit(size).batch_size(size).to_list()
+        docs = await page_by_id(collection, flt, projection, after=last, before=before, size=size)
         count, last = len(docs), docs[-1]["_id"] if docs else last
         docs.reverse()
         while docs:  # each document dropped as it is handed over; none held while the next page is read

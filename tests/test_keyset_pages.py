@@ -7,6 +7,7 @@ import asyncio
 import tracemalloc
 
 import pytest
+from pymongo import AsyncMongoClient, monitoring
 from pymongo.asynchronous.database import AsyncDatabase
 
 import kernel.db
@@ -14,6 +15,7 @@ from catalogue.files import register_files
 from catalogue.find import open_query
 from catalogue.namespace import list_directory, open_directory
 from kernel.db import Document, pages_by_id
+from kernel.settings import Settings
 from tests.fixtures.catalogue import ADMIN
 
 
@@ -119,3 +121,54 @@ async def test_memory_holds_one_page_however_many_pages_are_read(database: Async
     five_pages = await peak(5 * page)
     assert one_page > page * 4000, "the page's documents were not traced"
     assert five_pages < 1.25 * one_page, (one_page, five_pages)
+
+
+class FindRecorder(monitoring.CommandListener):
+    """The filter of every `find` a client sends and how many documents came back."""
+
+    def __init__(self) -> None:
+        self.filters: list[dict] = []
+        self.returned = 0
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        if event.command_name == "find":
+            self.filters.append(dict(event.command.get("filter", {})))
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        if event.command_name in ("find", "getMore"):
+            cursor = event.reply.get("cursor", {})
+            self.returned += len(cursor.get("firstBatch", cursor.get("nextBatch", [])))
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
+
+
+async def test_ls_reads_id_ranges_that_jump_over_the_subtrees_below(
+    catalogue_db: AsyncDatabase[Document], settings: Settings,
+) -> None:
+    # Children whose names sort around the subdirectory `sub` and its subtree (`sub/` .. `sub0`,
+    # with `sub0` itself a child), and 400 files and 20 directories down in the subtree.
+    children = ["a", "sub", "sub-x", "sub.txt", "sub0", "z"]
+    files = [{"lfn": f"/cta/d/{n}", "size": 1, "adler32": "00000001"} for n in ("a", "sub.txt", "sub0", "z")]
+    files += [{"lfn": f"/cta/d/sub/s{i % 20:02d}/f{i:03d}", "size": 1, "adler32": "00000001"} for i in range(400)]
+    files += [{"lfn": "/cta/d/sub-x/f", "size": 1, "adler32": "00000001"}]
+    assert not (await register_files(catalogue_db, ADMIN, files))["failed"]
+    recorder = FindRecorder()
+    client: AsyncMongoClient[Document] = AsyncMongoClient(settings.mongodb_uri, event_listeners=[recorder])
+    try:
+        db = client[settings.database]
+        streamed = [e["name"] async for e in await open_directory(db, ADMIN, "/cta/d")]
+        first = await list_directory(db, ADMIN, "/cta/d", limit=3)
+        rest = await list_directory(db, ADMIN, "/cta/d", after=first["next_after"], limit=3)
+        paged = [e["name"] for e in first["entries"] + rest["entries"]]
+        below = [e["name"] async for e in await open_directory(db, ADMIN, "/cta/d/sub")]
+    finally:
+        await client.close()
+    assert streamed == children and paged == children
+    assert below == [f"s{i:02d}" for i in range(20)]
+    listing_queries = [f for f in recorder.filters if set(f) == {"_id"} and not isinstance(f["_id"], str)]
+    assert listing_queries, "no `_id` range was read"
+    lookups = [f for f in recorder.filters if f not in listing_queries]
+    assert all(set(f) == {"_id"} for f in lookups), f"a listing filtered on more than `_id`: {lookups}"
+    # 6 + 6 + 20 entries listed, their directories looked up; the 420 records below `sub` are jumped.
+    assert recorder.returned < 150, f"{recorder.returned} documents read for 32 entries"
