@@ -99,7 +99,7 @@ async def test_a_big_append_is_stored_as_blocks_and_read_back_as_events_in_order
 ) -> None:
     await change_feed.append(database, [change_feed.event("file_registered", f"/b{i}") for i in range(2500)])
     blocks = await database[change_feed.EVENTS].find({}).sort("_id", 1).to_list()
-    assert [(b["_id"], b["last"], len(b["events"])) for b in blocks] == [
+    assert [(b["_id"], b["last"], len(json.loads(b["events"]))) for b in blocks] == [
         (change_feed.key(1), 1000, 1000), (change_feed.key(1001), 2000, 1000), (change_feed.key(2001), 2500, 500)]
     everything = await change_feed.read(database, 0, 10_000)
     assert [(e["_id"], e["did"]) for e in everything] == [(i + 1, f"/b{i}") for i in range(2500)]
@@ -167,12 +167,17 @@ async def test_events_stored_one_per_document_before_blocks_are_still_read_and_t
 ) -> None:
     at = change_feed._now()
     await database[change_feed.EVENTS].insert_many([
-        {"_id": change_feed.key(i), "kind": "file_registered", "did": f"/old{i}", "at": at} for i in (1, 2)])
-    await database[change_feed.SEQUENCE].update_one({"_id": change_feed.EVENTS}, {"$set": {"n": 2}}, upsert=True)
+        *({"_id": change_feed.key(i), "kind": "file_registered", "did": f"/old{i}", "at": at} for i in (1, 2)),
+        # a block whose events are a list of documents (the layout before they became one text)
+        {"_id": change_feed.key(3), "last": 4, "at": at, "events": [
+            {"kind": "file_registered", "did": "/list3"},
+            {"kind": "replica_added", "did": "/list3", "data": {"se": "A"}}]},
+    ])
+    await database[change_feed.SEQUENCE].update_one({"_id": change_feed.EVENTS}, {"$set": {"n": 4}}, upsert=True)
     await change_feed.append(database, [change_feed.event("file_removed", "/old1")])
     assert [(e["_id"], e["did"]) for e in await collect(database, "upgraded")] == [
-        (1, "/old1"), (2, "/old2"), (3, "/old1")]
-    assert await change_feed.trim(database, keep_s=0) == 3
+        (1, "/old1"), (2, "/old2"), (3, "/list3"), (4, "/list3"), (5, "/old1")]
+    assert await change_feed.trim(database, keep_s=0) == 5
     assert await change_feed.read(database, 0, 10) == []
 
 
