@@ -79,6 +79,24 @@ async def test_a_vo_admin_switches_an_se_for_its_own_vo_only(vo_world: World, tm
     await upload(vo_world, "eve", tmp_path, "/cta/mc/on.dat")
 
 
+async def test_a_replication_to_an_se_the_vo_switched_off_is_refused_when_asked(
+    vo_world: World, tmp_path: Path,
+) -> None:
+    await upload(vo_world, "eve", tmp_path, "/cta/mc/tocopy.dat", se="DISK3")
+    status, _ = await vo_world.call("ctaadmin", "PATCH", "/vos/cta/ses/DISK1", {"write_enabled": False})
+    assert status == 200
+    _, before = await vo_world.call("eve", "GET", "/requests", params={"kind": "transfer"})
+    status, answer = await vo_world.call("eve", "POST", "/requests/transfers",
+                                         {"lfns": ["/cta/mc/tocopy.dat"], "dest_se": "DISK1"})
+    assert status == 400 and "switched off for writing" in answer["message"], answer
+    _, after = await vo_world.call("eve", "GET", "/requests", params={"kind": "transfer"})
+    assert after == before  # nothing queued
+    await vo_world.call("ctaadmin", "PATCH", "/vos/cta/ses/DISK1", {"write_enabled": True})
+    status, answer = await vo_world.call("eve", "POST", "/requests/transfers",
+                                         {"lfns": ["/cta/mc/tocopy.dat"], "dest_se": "DISK1"})
+    assert status == 201, answer
+
+
 @pytest.mark.parametrize(("who", "path", "status"), [
     ("ctaadmin", "/vos/lhcb/ses/DISK1", 404),  # another VO: as if missing
     ("ctaadmin", "/vos/cta/ses/DISK2", 404),  # an SE cta does not use

@@ -24,6 +24,7 @@ from catalogue.authorization import (
 )
 from catalogue.dataset_contents import file_lfns
 from catalogue.lfn import check_lfn
+from catalogue.permissions import within_reach
 from catalogue.storage_elements import get_storage_element
 from kernel.db import Document
 from kernel.errors import Forbidden, InvalidInput, NotFound
@@ -147,6 +148,12 @@ async def submit_replication(request: web.Request) -> web.Response:
     if body.source_se:
         await get_storage_element(db, require_se(principal, body.source_se))
     lfns = body.lfns if body.dataset is None else await dataset_lfns(db, principal, body.dataset)
+    # The VO's own switch on the SE (`cairn vo se`): refused now rather than queued and failed by
+    # the worker; only the caller's VO's files are looked at (another VO's switches stay unseen).
+    off = [lfn for lfn in lfns if within_reach(principal, lfn) and not dest.switched_on("write", lfn)]
+    if off:
+        raise InvalidInput(f"SE {dest.name} is switched off for writing {off[0]}'s VO"
+                           + (f" (and {len(off) - 1} more files)" if len(off) > 1 else ""))
     result = await submit_authorized(db, principal, "transfer", REQUEST_TRANSFER, lfns,
                                      {"dest_se": body.dest_se, "source_se": body.source_se},
                                      activity=body.activity, priority=body.priority)
