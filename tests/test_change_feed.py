@@ -267,7 +267,7 @@ async def test_trimming_keeps_a_block_a_consumer_is_inside_of(database: AsyncDat
     await change_feed.append(database, [change_feed.event("file_registered", f"/q{i}") for i in range(3)])
 
     async def nothing(events: list[change_feed.Event]) -> None:
-        pass
+        """A consumer that only moves its position on."""
 
     await change_feed.consume(database, "inside", "w", nothing, lease_s=5, batch=2, max_batches=1)  # block 1..2
     await change_feed.consume(database, "inside", "w", nothing, lease_s=5, batch=2, max_batches=1)  # 3..4 of 3..5

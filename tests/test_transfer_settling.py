@@ -84,13 +84,18 @@ async def _claim(ctx: Context, lfn: str) -> Document:
     return request
 
 
-async def test_a_failure_settled_for_a_done_request_is_not_counted(
-    database: AsyncDatabase[Document], settings: Settings, tmp_path: Path,
-) -> None:
+async def _one_transfer(database: AsyncDatabase[Document], tmp_path: Path) -> None:
+    """SRC holding /vo/f and a transfer of it to DST, queued."""
     src, dst = disk_se("SRC", tmp_path / "src"), disk_se("DST", tmp_path / "dst")
     await add_ses(database, src, dst)
     await put_files(database, [src], ["/vo/f"])
     await rq.submit_transfers(database, [{"lfn": "/vo/f", "dest_se": "DST"}], requester="t")
+
+
+async def test_a_failure_settled_for_a_done_request_is_not_counted(
+    database: AsyncDatabase[Document], settings: Settings, tmp_path: Path,
+) -> None:
+    await _one_transfer(database, tmp_path)
     await run_until_drained(database, TransferWorker(fast_settings(settings), database))
     [done] = await database[rq.REQUESTS].find({}).to_list()
     assert done["state"] == "done"
@@ -110,10 +115,7 @@ async def test_a_failure_settled_for_a_done_request_is_not_counted(
 async def test_an_end_meant_for_an_earlier_attempt_of_the_same_worker_changes_nothing(
     database: AsyncDatabase[Document], settings: Settings, tmp_path: Path,
 ) -> None:
-    src, dst = disk_se("SRC", tmp_path / "src"), disk_se("DST", tmp_path / "dst")
-    await add_ses(database, src, dst)
-    await put_files(database, [src], ["/vo/f"])
-    await rq.submit_transfers(database, [{"lfn": "/vo/f", "dest_se": "DST"}], requester="t")
+    await _one_transfer(database, tmp_path)
     ctx = Context(database, "w", fast_settings(settings).transfers)
     first = await _claim(ctx, "/vo/f")
     job = await _planned(ctx, first)
