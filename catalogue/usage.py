@@ -42,6 +42,8 @@ from kernel.db import Document, IndexSpec, bulk_write_chunked, database_errors, 
 USAGE = "usage"
 USAGE_CLAIMS = "usage_claims"
 REGISTERED_IN = "registered_in"
+# An SE record's tokens of replica removals counted but not yet complete (`count_removals`).
+REMOVALS = "removals"
 
 INDEXES = [
     # take_over_calls: files.find({registered_in: {$in: calls}})
@@ -100,6 +102,61 @@ class Usage:
         if updates:
             with database_errors():
                 await bulk_write_chunked(db[USAGE], updates)
+
+
+Removals = Mapping[str, Mapping[str, int]]  # {se: {removal token: bytes}}, one token per replica
+
+
+def _removal_updates(removals: Removals, *, sign: int) -> list[UpdateOne]:
+    """Per SE, one update taking (sign -1) or giving back (+1) all its replicas at once, guarded
+    by the tokens' absence (taking) or presence (giving back) in the record's REMOVALS."""
+    updates = []
+    for se, tokens in removals.items():
+        if not tokens:
+            continue
+        present = sign > 0
+        guard = {f"{REMOVALS}.{token}": {"$exists": present} for token in tokens}
+        marks: dict[str, Any] = {"$unset": {f"{REMOVALS}.{t}": "" for t in tokens}} if present \
+            else {"$set": {f"{REMOVALS}.{t}": 1 for t in tokens}}
+        updates.append(UpdateOne({"_id": se_key(se), **guard}, {
+            **increment({"replicas": sign * len(tokens), "bytes": sign * sum(tokens.values())}), **marks}))
+    return updates
+
+
+async def _apply_removals(db: AsyncDatabase[Document], removals: Removals, *, sign: int) -> None:
+    updates = _removal_updates(removals, sign=sign)
+    if not updates:
+        return
+    result = await bulk_write_chunked(db[USAGE], updates)
+    if result.modified_count < len(updates):
+        # Some token was taken already (a removal another process began): one by one, each guarded.
+        singles = [u for se, tokens in removals.items() for token, size in tokens.items()
+                   for u in _removal_updates({se: {token: size}}, sign=sign)]
+        await bulk_write_chunked(db[USAGE], singles)
+
+
+async def count_removals(db: AsyncDatabase[Document], removals: Removals) -> None:
+    """Take replicas being removed off their SEs' usage exactly once, whoever repeats the call:
+    `removals` names each replica by its removal token (kept on the replica until it is gone,
+    `catalogue.replica_removal`). One update per SE record for all its tokens, guarded by their
+    absence from the record's REMOVALS and recording them there; only if some was recorded
+    already (a removal cut short and taken over) are the tokens applied one by one."""
+    await _apply_removals(db, removals, sign=-1)
+
+
+async def uncount_removals(db: AsyncDatabase[Document], removals: Removals) -> None:
+    """Give back what `count_removals` took for replicas that were not removed after all (changed
+    meanwhile), each token once."""
+    await _apply_removals(db, removals, sign=+1)
+
+
+async def forget_removals(db: AsyncDatabase[Document], tokens: Mapping[str, Iterable[str]]) -> None:
+    """Drop the tokens of removals that are complete (their replicas gone) from the SE records:
+    one update per SE."""
+    updates = [UpdateOne({"_id": se_key(se)}, {"$unset": {f"{REMOVALS}.{t}": "" for t in names}})
+               for se, names in tokens.items() if names]
+    if updates:
+        await bulk_write_chunked(db[USAGE], updates)
 
 
 async def _claim_calls(db: AsyncDatabase[Document], calls: Iterable[str]) -> set[str]:
@@ -267,7 +324,7 @@ async def rebuild(db: AsyncDatabase[Document], *, fix: bool = True) -> dict[str,
     writes: list[Any] = []
     for key in sorted(set(truth) | set(stored)):
         want = truth.get(key, {})
-        have = {k: int(v) for k, v in stored.get(key, {}).items()}
+        have = {k: int(v) for k, v in stored.get(key, {}).items() if k != REMOVALS}
         fields = set(want) | set(have)
         if any(want.get(f, 0) != have.get(f, 0) for f in fields):
             drift[key] = {"stored": have, "recounted": want}

@@ -13,7 +13,7 @@ import contextlib
 import os
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterable, AsyncIterator, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -27,6 +27,8 @@ from storage_plugins.checksums import Adler32, tee_adler32
 from storage_plugins.errors import ChecksumMismatch, NotSupported
 
 CHUNK_SIZE = 1 << 20
+# Deletions in flight at once on one server (`StoragePlugin.delete_many`).
+DELETE_CONCURRENCY = 8
 TpcMode = Literal["pull", "push"]
 
 
@@ -161,6 +163,25 @@ class StoragePlugin(ABC):
     @abstractmethod
     async def delete(self, url: str) -> None:
         """Remove a file; NotFound if it is not there."""
+
+    async def delete_many(self, urls: Sequence[str], *, concurrency: int = DELETE_CONCURRENCY) -> dict[str, Exception]:
+        """Remove many files of this plugin's server, a file already gone counting as removed;
+        returns `{url: error}` for those that could not be. This default runs `delete` with at
+        most `concurrency` at once; a plugin whose server deletes in bulk overrides it."""
+        gate = asyncio.Semaphore(concurrency)
+        failed: dict[str, Exception] = {}
+
+        async def one(url: str) -> None:
+            async with gate:
+                try:
+                    await self.delete(url)
+                except NotFound:
+                    pass
+                except Exception as exc:  # reported per URL: one file's error must not stop the others
+                    failed[url] = exc
+
+        await asyncio.gather(*(one(url) for url in dict.fromkeys(urls)))
+        return failed
 
     async def mkdir(self, url: str) -> None:  # noqa: B027 - object stores have no directories
         """Create a directory and its parents; object stores have none, so the default does nothing."""

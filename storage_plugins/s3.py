@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterable, AsyncIterator, Iterator
+from collections.abc import AsyncIterable, AsyncIterator, Iterator, Sequence
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
@@ -22,11 +22,12 @@ from botocore.exceptions import ConnectionError as BotoConnectionError
 from pydantic import Field
 
 from kernel.errors import CairnError, Forbidden, InvalidInput, NotFound, ServiceUnavailable
-from storage_plugins.base import FileInfo, PluginOptions, StoragePlugin, WriteResult
+from storage_plugins.base import DELETE_CONCURRENCY, FileInfo, PluginOptions, StoragePlugin, WriteResult
 from storage_plugins.checksums import Adler32
 from storage_plugins.errors import StorageError
 
 CHECKSUM_TAG = "adler32"
+DELETE_OBJECTS = 1000  # keys per DeleteObjects request, S3's limit
 _NOT_FOUND = {"NoSuchKey", "NoSuchBucket", "404", "NotFound", "NoSuchUpload"}
 _FORBIDDEN = {"AccessDenied", "403", "InvalidAccessKeyId", "SignatureDoesNotMatch", "AllAccessDisabled"}
 _UNAVAILABLE = {"SlowDown", "ServiceUnavailable", "503", "InternalError", "500", "RequestTimeout"}
@@ -309,6 +310,36 @@ class S3Plugin(StoragePlugin):
             # S3 answers 204 for a missing key; the interface promises NotFound, hence the HEAD.
             await client.head_object(Bucket=bucket, Key=key)
             await client.delete_object(Bucket=bucket, Key=key)
+
+    async def delete_many(self, urls: Sequence[str], *, concurrency: int = DELETE_CONCURRENCY) -> dict[str, Exception]:
+        """DeleteObjects: up to DELETE_OBJECTS keys of a bucket per request, `concurrency`
+        requests at once (S3 reports a missing key as deleted, which is what the caller wants)."""
+        by_bucket: dict[str, list[tuple[str, str]]] = {}
+        for url in dict.fromkeys(urls):
+            bucket, key = split_s3_url(url)
+            by_bucket.setdefault(bucket, []).append((key, url))
+        calls = [(bucket, keys[start:start + DELETE_OBJECTS]) for bucket, keys in by_bucket.items()
+                 for start in range(0, len(keys), DELETE_OBJECTS)]
+        client = await self.client()
+        gate = asyncio.Semaphore(concurrency)
+        failed: dict[str, Exception] = {}
+
+        async def one(bucket: str, keys: list[tuple[str, str]]) -> None:
+            url_of = dict(keys)
+            async with gate:
+                try:
+                    with mapped_s3_errors(f"s3://{bucket}"):
+                        answer = await client.delete_objects(
+                            Bucket=bucket, Delete={"Objects": [{"Key": key} for key, _ in keys], "Quiet": True})
+                except CairnError as exc:
+                    failed.update({url: exc for _, url in keys})
+                    return
+            for error in answer.get("Errors", []):
+                url = url_of.get(error.get("Key", ""), f"s3://{bucket}/{error.get('Key', '')}")
+                failed[url] = s3_error(url, ClientError({"Error": error}, "DeleteObjects"))
+
+        await asyncio.gather(*(one(bucket, keys) for bucket, keys in calls))
+        return {url: exc for url, exc in failed.items() if not isinstance(exc, NotFound)}
 
     async def checksum(self, url: str) -> str:
         bucket, key = split_s3_url(url)

@@ -1,9 +1,11 @@
-"""Deleting a replica safely: first retire it in the catalogue (available → unavailable, so no
-one reads it any more), then delete its bytes, then remove the record.
+"""Deleting replicas safely, a batch at a time: first retire them in the catalogue (available →
+unavailable, so no one reads them any more), then delete their bytes, then remove the records.
 
-Retiring is a compare-and-set on the file's `version` read together with the other replicas:
-two reapers retiring the last two copies of a file on two SEs cannot both succeed, because the
-first retirement bumps the version the second was decided on.
+Retiring is decided on each file's replicas as read and written guarded by the file's
+`version` (`catalogue.replica_removal.retire_replicas`): two reapers retiring the last two copies
+of a file on two SEs cannot both succeed, because the first retirement bumps the version the
+second was decided on. Deletions of the same file in one batch are decided one after the other
+on the same read, each seeing the ones before it.
 
 Protection contract (for the rules engineer and anyone else who wants a replica kept): a
 replica is never deleted by the reaper's space cleanup, nor by a deletion request naming its
@@ -17,29 +19,69 @@ Only an explicit request to delete every replica of a file (administrators) over
 removal is in the catalogue's change feed, from which the rules whose locks protected the
 replica learn it (`rules.feed`): their evaluator puts those locks back to replicating and
 copies the file again.
+
+Bytes go per SE, grouped by plugin, through `StoragePlugin.delete_many` (S3: DeleteObjects;
+others: at most DELETE_CONCURRENCY deletions at once per SE); the SEs in parallel.
 """
 
 from __future__ import annotations
 
-import contextlib
+import asyncio
 import datetime as dt
-from collections.abc import Mapping
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from pymongo.asynchronous.database import AsyncDatabase
 
-from catalogue.files import FILES
+from catalogue.files import fetch_files
+from catalogue.replica_removal import remove_retired, retire_replicas
 from catalogue.replica_urls import se_url
-from catalogue.replicas import pull_replicas, set_status_if_unchanged
 from catalogue.storage_elements import StorageElement
-from kernel.db import Document, database_errors
-from kernel.errors import InvalidInput, NotFound
+from kernel.db import Document
+from kernel.errors import CairnError, InvalidInput
+from storage_plugins.base import DELETE_CONCURRENCY, StoragePlugin
 from storage_plugins.registry import plugin_for
 from transfers.endpoints import endpoints
+
+Target = tuple[str, str]  # (lfn, se)
 
 
 class Refused(Exception):
     """The replica must not be deleted (last copy, locked, protected, pinned)."""
+
+
+@dataclass(frozen=True)
+class Deletion:
+    """One unit of deletion (a request, a replica to evict): the replicas of `lfn` on `ses`, all or
+    none; `allow_last` and `override_protection` as for an explicit every-replica request."""
+
+    key: str
+    lfn: str
+    ses: tuple[str, ...]
+    allow_last: bool = False
+    override_protection: bool = False
+
+
+@dataclass(frozen=True)
+class Retired:
+    """`retire_many`'s answer: the targets retired by key, the refused, the targets' URLs."""
+
+    targets: dict[str, list[Target]]
+    refused: dict[str, str]
+    urls: dict[Target, str | None]
+
+
+@dataclass
+class Outcome:
+    """What became of a batch of deletions, by key: the SEs whose replicas are gone (`done`; an
+    absent replica counts as gone), refused with the reason, or failed with a storage or
+    catalogue error (to be retried)."""
+
+    done: dict[str, list[str]] = field(default_factory=dict)
+    refused: dict[str, str] = field(default_factory=dict)
+    failed: dict[str, CairnError] = field(default_factory=dict)
 
 
 def protection(replica: Mapping[str, Any], at: dt.datetime) -> str | None:
@@ -61,68 +103,122 @@ def _check_inside(se: StorageElement, lfn: str, replica: Mapping[str, Any]) -> N
         raise Refused(f"{lfn} on {se.name}: {exc.message}") from exc
 
 
-async def retire(
-    db: AsyncDatabase[Document], lfn: str, se: str, *, allow_last: bool, override_protection: bool = False,
-    inside: StorageElement | None = None,
-) -> Document | None:
-    """Mark the replica of lfn on se `unavailable` ahead of deletion; returns it, or None if absent.
-
-    Raises Refused when it is the file's last available replica (unless allow_last) or protected,
-    or when its URL is not `inside`'s own URL for lfn (checked before anything changes).
-    """
-    for _ in range(5):
-        with database_errors():
-            doc = await db[FILES].find_one({"_id": lfn}, {"replicas": 1, "version": 1})
-        replicas = (doc or {}).get("replicas", [])
-        index = next((i for i, r in enumerate(replicas) if r.get("se") == se), None)
-        if doc is None or index is None:
-            return None
+def _decide(deletion: Deletion, replicas: list[Document], ses: Mapping[str, StorageElement] | None,
+            at: dt.datetime) -> list[tuple[int, str, bool]]:
+    """The deletion's replicas as `(position, se, to_retire)` (to_retire False: already
+    retired), deciding on `replicas` (the file as read, with this batch's earlier retirements
+    applied); raises Refused. With `ses`, each replica's SE must be there and its URL inside it."""
+    lfn, chosen = deletion.lfn, []
+    for name in deletion.ses:
+        index = next((i for i, r in enumerate(replicas) if r.get("se") == name), None)
+        if index is None:
+            continue
         replica = replicas[index]
-        if inside is not None:
-            _check_inside(inside, lfn, replica)
+        if ses is not None:
+            if name not in ses:
+                raise Refused(f"SE {name} does not exist")
+            _check_inside(ses[name], lfn, replica)
         if replica.get("status") == "copying":
-            raise Refused(f"{lfn} on {se}: a transfer is writing it; cancel the transfer first")
-        at = dt.datetime.now(dt.UTC)
-        reason = None if override_protection else protection(replica, at)
+            raise Refused(f"{lfn} on {name}: a transfer is writing it; cancel the transfer first")
+        reason = None if deletion.override_protection else protection(replica, at)
         if reason:
-            raise Refused(f"{lfn} on {se}: {reason}")
-        others = [r for r in replicas if r.get("se") != se and r.get("status") == "available"]
-        if not others and not allow_last and replica.get("status") == "available":
-            raise Refused(f"{lfn} on {se}: the last available replica; only a request to delete every replica "
+            raise Refused(f"{lfn} on {name}: {reason}")
+        others = [r for r in replicas if r.get("se") not in (name, *deletion.ses) and r.get("status") == "available"]
+        if not others and not deletion.allow_last and replica.get("status") == "available":
+            raise Refused(f"{lfn} on {name}: the last available replica; only a request to delete every replica "
                           "may remove it")
-        if await set_status_if_unchanged(db, lfn, se, index, doc.get("version"), "unavailable"):
-            return {**replica, "status": "unavailable"}
-    raise Refused(f"{lfn} on {se}: the file kept changing; try again")
+        chosen.append((index, name, replica.get("status") != "unavailable"))
+    return chosen
 
 
-async def delete_retired(
-    db: AsyncDatabase[Document], lfn: str, se: StorageElement, replica: Mapping[str, Any],
-    credentials: Mapping[str, Mapping[str, str]],
-) -> None:
-    """Delete a retired replica's bytes (already gone is fine), then its catalogue record."""
-    await delete_retired_bytes(lfn, se, replica, credentials)
-    # Through the catalogue, so that the SE's usage loses the replica too.
-    await pull_replicas(db, [(lfn, se.name)], status="unavailable")
+async def retire_many(db: AsyncDatabase[Document], deletions: Sequence[Deletion],
+                      ses: Mapping[str, StorageElement] | None) -> Retired:
+    """Retire the deletions' replicas: the targets retired (or already so) by key, the refused,
+    and the targets' registered URLs. One read and one bulk write per round; files that changed
+    meanwhile are read and decided again (a few rounds), then refused."""
+    retired: dict[str, list[Target]] = {}
+    refused: dict[str, str] = {}
+    urls: dict[Target, str | None] = {}
+    pending = list(deletions)
+    for _ in range(5):
+        files = await fetch_files(db, {d.lfn for d in pending}, {"replicas": 1, "version": 1})
+        at = dt.datetime.now(dt.UTC)
+        plans: dict[str, tuple[Any, list[tuple[int, str]]]] = {}
+        decided: dict[str, list[Target]] = {}
+        for deletion in pending:
+            doc = files.get(deletion.lfn)
+            if doc is None:
+                retired[deletion.key] = []
+                continue
+            replicas = doc.setdefault("replicas", [])
+            try:
+                chosen = _decide(deletion, replicas, ses, at)
+            except Refused as exc:
+                refused[deletion.key] = str(exc)
+                continue
+            for index, name, to_retire in chosen:
+                urls[(deletion.lfn, name)] = replicas[index].get("url")
+                if to_retire:
+                    replicas[index] = {**replicas[index], "status": "unavailable"}
+                    plans.setdefault(deletion.lfn, (doc.get("version"), []))[1].append((index, name))
+            decided[deletion.key] = [(deletion.lfn, name) for _, name, _ in chosen]
+        written = await retire_replicas(db, plans)
+        pending = [d for d in pending if d.key in decided and d.lfn in plans and d.lfn not in written]
+        again = {d.key for d in pending}
+        retired.update({key: targets for key, targets in decided.items() if key not in again})
+        if not pending:
+            break
+    refused.update({d.key: f"{d.lfn}: the file kept changing; try again" for d in pending})
+    return Retired(retired, refused, urls)
 
 
-async def delete_retired_bytes(lfn: str, se: StorageElement, replica: Mapping[str, Any],
-                               credentials: Mapping[str, Mapping[str, str]]) -> None:
-    """Delete a retired replica's bytes (already gone is fine); its record is the caller's to
-    remove (`catalogue.replicas.pull_replicas` with status `unavailable`, many at once)."""
-    ep = endpoints(se, lfn, "delete", credentials=credentials, registered_url=replica.get("url"))[0]
-    with contextlib.suppress(NotFound):
-        await plugin_for(ep.url, ep.options).delete(ep.url)
+async def delete_bytes(urls: Mapping[Target, str | None], ses: Mapping[str, StorageElement],
+                       credentials: Mapping[str, Mapping[str, str]]) -> dict[Target, CairnError]:
+    """Delete the bytes of retired replicas `{(lfn, se): registered URL}` (already gone is fine):
+    per SE and plugin in bulk, the SEs at once. Returns the targets whose bytes could not be
+    deleted, with the error."""
+    failed: dict[Target, CairnError] = {}
+    groups: dict[str, dict[StoragePlugin, dict[str, Target]]] = defaultdict(lambda: defaultdict(dict))
+    for (lfn, name), registered in urls.items():
+        try:
+            ep = endpoints(ses[name], lfn, "delete", credentials=credentials, registered_url=registered)[0]
+        except CairnError as exc:
+            failed[(lfn, name)] = exc
+            continue
+        groups[name][plugin_for(ep.url, ep.options)][ep.url] = (lfn, name)
+
+    async def on_se(by_plugin: dict[StoragePlugin, dict[str, Target]]) -> None:
+        for plugin, urls in by_plugin.items():
+            errors = await plugin.delete_many(list(urls), concurrency=DELETE_CONCURRENCY)
+            for url, exc in errors.items():
+                failed[urls[url]] = exc if isinstance(exc, CairnError) else CairnError(f"{url}: {exc}")
+
+    await asyncio.gather(*(on_se(by_plugin) for by_plugin in groups.values()))
+    return failed
 
 
-async def delete_replica(
-    db: AsyncDatabase[Document], lfn: str, se: StorageElement, credentials: Mapping[str, Mapping[str, str]], *,
-    allow_last: bool, override_protection: bool = False,
-) -> bool:
-    """Retire and delete one replica; False if there was none. Raises Refused."""
-    replica = await retire(db, lfn, se.name, allow_last=allow_last, override_protection=override_protection,
-                           inside=se)
-    if replica is None:
-        return False
-    # An override's removal reaches the rules that locked it through the change feed.
-    await delete_retired(db, lfn, se, replica, credentials)
-    return True
+async def delete_replicas(db: AsyncDatabase[Document], deletions: Sequence[Deletion],
+                          ses: Mapping[str, StorageElement], credentials: Mapping[str, Mapping[str, str]]) -> Outcome:
+    """Retire, delete the bytes of and remove the replicas of a batch of deletions (a few round
+    trips for the whole batch). A deletion whose bytes could not all be deleted fails (its
+    replicas stay retired, and are removed when it is tried again); the others' records go."""
+    retired = await retire_many(db, deletions, ses)
+    errors = await delete_bytes(retired.urls, ses, credentials) if retired.urls else {}
+    await remove_retired(db, [t for t in retired.urls if t not in errors])
+    outcome = Outcome(refused=retired.refused)
+    for key, found in retired.targets.items():
+        error = next((errors[t] for t in found if t in errors), None)
+        if error is not None:
+            outcome.failed[key] = error
+        else:
+            outcome.done[key] = [name for _, name in found]
+    return outcome
+
+
+async def retire(db: AsyncDatabase[Document], lfn: str, se: str, *, allow_last: bool,
+                 override_protection: bool = False) -> bool:
+    """Retire one replica (`retire_many` for one); False if there is none. Raises Refused."""
+    retired = await retire_many(db, [Deletion("one", lfn, (se,), allow_last, override_protection)], None)
+    if retired.refused:
+        raise Refused(retired.refused["one"])
+    return bool(retired.targets.get("one"))

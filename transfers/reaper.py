@@ -10,11 +10,13 @@
    that nothing protects and that are not the last available copy, until the SE is down to
    `low_water`. One reaper at a time works on an SE (a named lease "reaper:SE").
 
-Deletion requests go in batches: claimed together, the files of "every replica" requests read
-in one query, each replica retired (a guarded compare-and-set, one by one) and its bytes
-deleted, then the batch's retired records pulled in one catalogue call and its requests ended
-in one bulk write. A reaper killed in between leaves retired replicas whose requests another
-reaper takes over: retiring, deleting and pulling again are idempotent.
+Each cycle claims a batch of deletion requests and deletes them together (`transfers.deletion.
+delete_replicas`): the files read once, the replicas retired in one guarded bulk write, the bytes
+deleted per SE in bulk (S3 DeleteObjects) or a few at once, the records and the SEs' usage
+removed in a few bulk writes (`catalogue.replica_removal`, each step idempotent), and the
+requests ended in one bulk write guarded by their leases. A reaper killed anywhere leaves
+retired replicas (and perhaps removal tokens) whose requests another reaper takes over when
+their leases expire: it repeats every step, and nothing is counted twice or lost.
 """
 
 from __future__ import annotations
@@ -26,7 +28,6 @@ import time
 from pymongo.asynchronous.database import AsyncDatabase
 
 from catalogue.files import FILES, fetch_files
-from catalogue.replicas import pull_replicas
 from catalogue.storage_elements import StorageElement, list_storage_elements
 from kernel import lease
 from kernel.daemon import Daemon
@@ -35,7 +36,7 @@ from kernel.errors import CairnError
 from kernel.settings import Settings
 from transfers import requests as rq
 from transfers.dark_data import StillInUse, delete_dark
-from transfers.deletion import Refused, delete_replica, delete_retired_bytes, protection, retire
+from transfers.deletion import Deletion, delete_replicas, protection
 from transfers.failures import classify
 
 log = logging.getLogger("cairn.reaper")
@@ -79,6 +80,11 @@ async def eviction_candidates(db: AsyncDatabase[Document], se: str, *, limit: in
     return out[:limit]
 
 
+def _failed(request: Document, error: str, error_class: str) -> rq.End:
+    return rq.End(request["_id"], {"state": "failed", "last_error": error, "error_class": error_class}, final=True,
+                  attempts=request.get("attempts"))
+
+
 class Reaper(Daemon):
     name = "reaper"
 
@@ -102,51 +108,34 @@ class Reaper(Daemon):
         return handled
 
     async def _delete_batch(self, requests: list[Document], ses: dict[str, StorageElement]) -> None:
-        every = {r["lfn"] for r in requests if not r.get("dest_se") and not r.get("audit_run")}
+        dark = [r for r in requests if r.get("audit_run")]
+        for request in dark:
+            await self._delete_dark(request, ses.get(request.get("dest_se") or ""))
+        requests = [r for r in requests if not r.get("audit_run")]
+        every = {r["lfn"] for r in requests if not r.get("dest_se")}
         files = await fetch_files(self.db, every, {"replicas.se": 1}) if every else {}
-        deleted: dict[str, list[str]] = {}
-        pulls: list[tuple[str, str]] = []
+        ends: list[rq.End] = []
+        deletions: list[Deletion] = []
         for request in requests:
-            if request.get("audit_run"):
-                await self._delete_dark(request, ses.get(request.get("dest_se") or ""))
-                continue
             only = request.get("dest_se")
             if not only and request["lfn"] not in files:
-                await rq.fail(self.db, request["_id"], self.worker, f"{request['lfn']}: no such file", "no_such_file")
+                ends.append(_failed(request, f"{request['lfn']}: no such file", "no_such_file"))
                 continue
-            targets = [only] if only else [r["se"] for r in files[request["lfn"]].get("replicas", [])]
-            gone: list[str] = []
-            if await self._retire_and_delete(request, targets, ses, gone):
-                deleted[request["_id"]] = gone
-            pulls += [(request["lfn"], name) for name in gone]
-        # Through the catalogue, so that the SEs' usage loses the replicas too.
-        if pulls:
-            await pull_replicas(self.db, pulls, status="unavailable")
-        await rq.complete_many(self.db, {rid: {"deleted": names} for rid, names in deleted.items()}, self.worker)
-
-    async def _retire_and_delete(self, request: Document, targets: list[str], ses: dict[str, StorageElement],
-                                 gone: list[str]) -> bool:
-        """Retire each target replica and delete its bytes, adding its SE to `gone` (records to
-        pull); False when the request ended here (refused: failed; a storage error: retried)."""
-        lfn, only = request["lfn"], request.get("dest_se")
-        try:
-            for name in targets:
-                se = ses.get(name)
-                if se is None:
-                    raise Refused(f"SE {name} does not exist")
-                replica = await retire(self.db, lfn, name, allow_last=only is None, override_protection=only is None,
-                                       inside=se)
-                if replica is not None:
-                    await delete_retired_bytes(lfn, se, replica, self.credentials)
-                    gone.append(name)
-        except Refused as exc:
-            await rq.fail(self.db, request["_id"], self.worker, str(exc), "refused")
-            return False
-        except CairnError as exc:
-            await rq.fail_or_retry(self.db, request, self.worker, classify(exc), base_s=self.settings.retry_base_s,
-                                   cap_s=self.settings.retry_cap_s)
-            return False
-        return True
+            names = (only,) if only else tuple(r["se"] for r in files[request["lfn"]].get("replicas", []))
+            missing = next((name for name in names if name not in ses), None)
+            if missing is not None:
+                ends.append(_failed(request, f"SE {missing} does not exist", "refused"))
+                continue
+            # An explicit request for every replica (administrators) may take the last and protected ones.
+            deletions.append(Deletion(request["_id"], request["lfn"], names, allow_last=not only,
+                                      override_protection=not only))
+        outcome = await delete_replicas(self.db, deletions, ses, self.credentials)
+        by_id = {r["_id"]: r for r in requests}
+        ends += [rq.End(rid, rq.done_fields({"deleted": names}), final=True) for rid, names in outcome.done.items()]
+        ends += [_failed(by_id[rid], reason, "refused") for rid, reason in outcome.refused.items()]
+        ends += [rq.failure_end(by_id[rid], classify(exc), base_s=self.settings.retry_base_s,
+                                cap_s=self.settings.retry_cap_s) for rid, exc in outcome.failed.items()]
+        await rq.end_many(self.db, ends, self.worker)
 
     async def _delete_dark(self, request: Document, se: StorageElement | None) -> None:
         """A dark file an operator asked to delete (`transfers.dark_data`)."""
@@ -163,17 +152,20 @@ class Reaper(Daemon):
             await rq.complete(self.db, request["_id"], self.worker, {"deleted": [se.name] if gone else []})
 
     async def _evict(self, se: StorageElement, used: int, target: float) -> int:
-        """Delete the least recently used unprotected replicas of se until `target` bytes are used."""
-        freed = 0
+        """Delete the least recently used unprotected replicas of se until `target` bytes are used
+        (one batch: the replicas that free enough, deleted together)."""
+        chosen: list[Document] = []
         for candidate in await eviction_candidates(self.db, se.name, limit=self.settings.reaper_batch):
-            if used - freed <= target or self.stopping:
+            if used - sum(c["size"] for c in chosen) <= target or self.stopping:
                 break
-            try:
-                if await delete_replica(self.db, candidate["lfn"], se, self.credentials, allow_last=False):
-                    freed += candidate["size"]
-            except Refused as exc:
-                log.info("kept %s", exc)
-        return freed
+            chosen.append(candidate)
+        outcome = await delete_replicas(self.db, [Deletion(c["lfn"], c["lfn"], (se.name,)) for c in chosen],
+                                        {se.name: se}, self.credentials)
+        for lfn, reason in outcome.refused.items():
+            log.info("kept %s: %s", lfn, reason)
+        for lfn, exc in outcome.failed.items():
+            log.warning("could not evict %s from %s: %s", lfn, se.name, exc)
+        return sum(c["size"] for c in chosen if outcome.done.get(c["lfn"]))
 
     async def _free_space(self, se: StorageElement) -> int:
         total = se.space.total_bytes

@@ -1,0 +1,151 @@
+"""Retiring and removing replicas in bulk, for the reaper: a few bulk writes per batch, each
+step guarded and idempotent, so that a process killed anywhere and a successor repeating the
+call never count a removal twice nor lose one.
+
+`retire_replicas`: the replicas a caller decided to delete become `unavailable`, each file's
+update guarded by the `version` the decision was taken on (one update per file, one bulk write).
+
+`remove_retired`: a retired replica leaves its file and its SE's usage in four steps:
+1. it gets a removal token (`removal`), unless it has one (a removal cut short): one bulk write;
+2. its SE's usage loses it once per token (`catalogue.usage.count_removals`: one update per SE
+   record, guarded by the tokens it has already taken);
+3. it is pulled from its file, token and all (an exact `$pull`): one bulk write;
+4. the tokens leave the usage records (`forget_removals`).
+A replica changed between 1 and 3 (made available again) is not pulled: what step 2 took is given
+back by its token. A successor finds the token on the replica and repeats 2-4; step 2's guard
+makes the repeat count nothing. (A process that stalls past its lease and resumes after its
+successor finished step 4 could count a token again; `usage rebuild` corrects that.)
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from pymongo import UpdateOne
+from pymongo.asynchronous.database import AsyncDatabase
+
+from catalogue import change_feed
+from catalogue.collection_names import FILES
+from catalogue.directories import now
+from catalogue.files import fetch_files
+from catalogue.usage import count_removals, forget_removals, uncount_removals
+from kernel.db import Document, bulk_write_chunked, increment
+
+REMOVAL = "removal"
+Target = tuple[str, str]  # (lfn, se)
+Positions = dict[Target, tuple[int, Document]]  # a replica as read, with its position in its file
+
+
+async def retire_replicas(db: AsyncDatabase[Document], plans: Mapping[str, tuple[Any, Sequence[tuple[int, str]]]],
+                          ) -> set[str]:
+    """Make replicas `unavailable` ahead of their deletion: `plans` is `{lfn: (version, [(index,
+    se), ...])}`, the positions as read with that `version`. One bulk write, each file's update
+    guarded by its version and the positions' SEs (and bumping the version, so that a decision
+    taken on the file's replicas by anyone else is invalidated). Returns the LFNs retired; the
+    others changed meanwhile, and their caller decides again on a fresh read."""
+    if not plans:
+        return set()
+    at = now()
+    at = at.replace(microsecond=at.microsecond // 1000 * 1000)  # as stored (BSON keeps milliseconds)
+    updates = []
+    for lfn, (version, positions) in plans.items():
+        guard = {f"replicas.{index}.se": se for index, se in positions}
+        change = {f"replicas.{index}.{field}": value for index, _ in positions
+                  for field, value in (("status", "unavailable"), ("modified", at))}
+        updates.append(UpdateOne({"_id": lfn, "version": version, **guard},
+                                 {"$set": {**change, "modified": at}, **increment({"version": 1})}))
+    result = await bulk_write_chunked(db[FILES], updates)
+    retired = set(plans)
+    if result.modified_count < len(updates):  # the files written carry this call's time
+        now_files = await fetch_files(db, plans, {"modified": 1})
+        retired = {lfn for lfn in plans if now_files.get(lfn, {}).get("modified") == at}
+    await change_feed.append(db, [change_feed.event("replica_status", lfn, se=se, status="unavailable")
+                                  for lfn in sorted(retired) for _, se in plans[lfn][1]])
+    return retired
+
+
+def _retired(found: Mapping[str, Document], targets: Iterable[Target]) -> dict[Target, tuple[int, Document]]:
+    """The targets' replicas that are retired now, with their position."""
+    out = {}
+    for lfn, se in targets:
+        for index, replica in enumerate(found.get(lfn, {}).get("replicas", [])):
+            if replica.get("se") == se and replica.get("status") == "unavailable":
+                out[(lfn, se)] = (index, replica)
+    return out
+
+
+async def _tokens(db: AsyncDatabase[Document], targets: set[Target]) -> tuple[Positions, dict[str, int]]:
+    """Step 1: each retired target's replica, with its position and its removal token (given
+    now, or kept from a removal cut short), and the files' sizes."""
+    projection = {"replicas": 1, "size": 1}
+    found = await fetch_files(db, {lfn for lfn, _ in targets}, projection)
+    marks = []
+    for (lfn, se), (index, replica) in _retired(found, targets).items():
+        if not replica.get(REMOVAL):
+            marks.append(UpdateOne({"_id": lfn, f"replicas.{index}.se": se, f"replicas.{index}.status": "unavailable",
+                                    f"replicas.{index}.{REMOVAL}": None},
+                                   {"$set": {f"replicas.{index}.{REMOVAL}": uuid.uuid4().hex}}))
+    if marks:
+        await bulk_write_chunked(db[FILES], marks)
+        found = await fetch_files(db, found, projection)  # the tokens as stored, whoever set them
+    marked = {target: place for target, place in _retired(found, targets).items() if place[1].get(REMOVAL)}
+    return marked, {lfn: int(doc.get("size", 0)) for lfn, doc in found.items()}
+
+
+def _by_se(replicas: Positions, sizes: Mapping[str, int]) -> dict[str, dict[str, int]]:
+    out: dict[str, dict[str, int]] = defaultdict(dict)
+    for (lfn, se), (_, replica) in replicas.items():
+        out[se][replica[REMOVAL]] = sizes.get(lfn, 0)
+    return out
+
+
+async def _pull(db: AsyncDatabase[Document], marked: Positions) -> tuple[set[Target], Positions]:
+    """Step 3: pull each replica exactly as read (the filter pins the element at its position, so
+    an update that matches is a pull that took); returns the targets gone, and those that
+    changed (made available again, or still changing after a few reads)."""
+    gone: set[Target] = set()
+    changed: Positions = {}
+    pending = dict(marked)
+    for _ in range(5):
+        at = now()
+        pulls = [UpdateOne({"_id": lfn, f"replicas.{index}": replica},
+                           {"$pull": {"replicas": replica}, "$set": {"modified": at}, **increment({"version": 1})})
+                 for (lfn, _), (index, replica) in pending.items()]
+        result = await bulk_write_chunked(db[FILES], pulls)
+        if result.modified_count == len(pulls):
+            return gone | set(pending), changed
+        after = await fetch_files(db, {lfn for lfn, _ in pending}, {"replicas": 1})
+        left: Positions = {}
+        for (lfn, se), (_, replica) in pending.items():
+            now_at = [(i, r) for i, r in enumerate(after.get(lfn, {}).get("replicas", []))
+                      if r.get(REMOVAL) == replica[REMOVAL]]
+            if not now_at:
+                gone.add((lfn, se))
+            elif now_at[0][1].get("status") == "unavailable":
+                left[(lfn, se)] = now_at[0]
+            else:
+                changed[(lfn, se)] = (now_at[0][0], replica)
+        pending = left
+        if not pending:
+            break
+    return gone, {**changed, **pending}
+
+
+async def remove_retired(db: AsyncDatabase[Document], targets: Iterable[Target]) -> set[Target]:
+    """Remove retired (`unavailable`) replicas `(lfn, se)` from their files and their SEs' usage
+    (the module docstring's four steps; O(1) round trips per batch). Returns the targets
+    removed, now or by an earlier attempt cut short after its pull; a target whose replica is
+    not retired is left alone."""
+    marked, sizes = await _tokens(db, set(targets))
+    if not marked:
+        return set()
+    await count_removals(db, _by_se(marked, sizes))
+    gone, changed = await _pull(db, marked)
+    await uncount_removals(db, _by_se(changed, sizes))
+    await forget_removals(db, {se: list(names) for se, names in _by_se(
+        {t: marked[t] for t in gone}, sizes).items()})
+    await change_feed.append(db, [change_feed.event("replica_removed", lfn, se=se) for lfn, se in sorted(gone)])
+    return gone
