@@ -101,17 +101,29 @@ class Reaper(Daemon):
         claimed = await rq.claim_many(self.db, self.worker, kinds=["delete"], lease_s=self.settings.lease_s,
                                       limit=BATCH)
         handled = len(claimed)
-        if claimed:
-            await self._delete_batch(claimed, ses)
+        for request in [r for r in claimed if r.get("audit_run")]:
+            await self._delete_dark(request, ses.get(request.get("dest_se") or ""))
+        if batch := [r for r in claimed if not r.get("audit_run")]:
+            await self._holding(batch, ses)
         for se in ses.values():
             handled += await self._free_space(se)
         return handled
 
+    async def _holding(self, requests: list[Document], ses: dict[str, StorageElement]) -> None:
+        """`_delete_batch`, renewing the batch's leases while it runs: a batch that outlasts its
+        leases on a slow database would otherwise be taken over while this reaper still works on
+        it (two live holders of one removal). A lost lease stops the batch, as if this reaper died."""
+        ids = [r["_id"] for r in requests]
+
+        async def keep() -> bool:
+            held = await rq.renew_leases(self.db, ids, self.worker, lease_s=self.settings.lease_s)
+            return len(held) == len(ids)
+
+        held, _ = await lease.while_held(self._delete_batch(requests, ses), keep, every_s=self.settings.lease_s / 3)
+        if not held:
+            log.warning("lost the lease of some of %d deletion requests; stopping their batch", len(ids))
+
     async def _delete_batch(self, requests: list[Document], ses: dict[str, StorageElement]) -> None:
-        dark = [r for r in requests if r.get("audit_run")]
-        for request in dark:
-            await self._delete_dark(request, ses.get(request.get("dest_se") or ""))
-        requests = [r for r in requests if not r.get("audit_run")]
         every = {r["lfn"] for r in requests if not r.get("dest_se")}
         files = await fetch_files(self.db, every, {"replicas.se": 1}) if every else {}
         ends: list[rq.End] = []

@@ -1,0 +1,78 @@
+"""The reaper's batched deletions against SIGKILL: reaper processes killed every second or two
+while they delete leave, once restarted ones finish, every request done, every replica and its
+bytes gone, and the SE's usage exact (nothing counted twice, nothing lost); and the usage step
+taken twice with the same removal tokens counts once."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from pathlib import Path
+
+import pytest
+from pymongo.asynchronous.database import AsyncDatabase
+
+from catalogue.usage import count_removals, rebuild, se_usage
+from kernel.db import Document
+from kernel.settings import Settings
+from tests.fixtures.daemons import DaemonProcesses, daemon_env
+from tests.fixtures.transfers import add_ses, disk_se, open_requests, put_files, se_root
+from transfers import requests as rq
+
+pytestmark = pytest.mark.slow
+
+FAST = {"lease_s": 4, "retry_base_s": 0.2, "retry_cap_s": 2, "idle_sleep_s": 0.2}
+DELETIONS = 400
+
+
+def _usage_of(rows: list[dict[str, int | str]], se: str) -> tuple[int, int]:
+    row = next((r for r in rows if r["se"] == se), {"replicas": 0, "bytes": 0})
+    return int(row["replicas"]), int(row["bytes"])
+
+
+async def test_deletions_survive_reapers_killed_every_few_seconds(
+    database: AsyncDatabase[Document], settings: Settings, tmp_path: Path,
+) -> None:
+    keep, gone = disk_se("KEEP", tmp_path / "keep"), disk_se("GONE", tmp_path / "gone")
+    await add_ses(database, keep, gone)
+    lfns = [f"/vo/reap/f{i:03d}" for i in range(DELETIONS)]
+    await put_files(database, [keep, gone], lfns, size=1000)
+    await rq.submit(database, "delete", [{"lfn": lfn, "dest_se": "GONE"} for lfn in lfns], requester="t")
+    (tmp_path / "logs").mkdir()
+    reapers = DaemonProcesses("reaper", daemon_env(settings, **FAST), tmp_path / "logs")
+    rng = random.Random(17)
+    try:
+        for _ in range(2):
+            reapers.start()
+        deadline = time.monotonic() + 300
+        while await open_requests(database):
+            assert time.monotonic() < deadline, f"not drained: {await rq.progress(database, {})}\n{reapers.logs()}"
+            await asyncio.sleep(rng.uniform(0.5, 1.5))
+            if reapers.procs and reapers.killed < 20:
+                reapers.kill(rng.choice(reapers.procs))
+                reapers.start()
+    finally:
+        reapers.stop_all()
+    assert reapers.killed >= 3, "the reapers finished before enough of them were killed to mean anything"
+    requests = await database[rq.REQUESTS].find({}).to_list()
+    assert {r["state"] for r in requests} == {"done"}
+    files = await database["files"].find({"_id": {"$in": lfns}}, {"replicas": 1}).to_list()
+    assert all([r["se"] for r in f["replicas"]] == ["KEEP"] for f in files) and len(files) == DELETIONS
+    assert not any((se_root(gone) / lfn.lstrip("/")).exists() for lfn in lfns)
+    usage = await se_usage(database)
+    assert _usage_of(usage, "GONE") == (0, 0) and _usage_of(usage, "KEEP") == (DELETIONS, DELETIONS * 1000)
+    report = await rebuild(database, fix=False)
+    assert report["drifted"] == 0, report["drift"]
+
+
+async def test_counting_removals_again_with_the_same_tokens_counts_nothing(
+    database: AsyncDatabase[Document], tmp_path: Path,
+) -> None:
+    se = disk_se("SE", tmp_path / "se")
+    await add_ses(database, se)
+    await put_files(database, [se], [f"/vo/tok/f{i}" for i in range(4)], size=100)
+    await count_removals(database, {"SE": {"t1": 100, "t2": 100}})
+    await count_removals(database, {"SE": {"t1": 100, "t2": 100, "t3": 100}})  # a successor: t3 is new
+    await count_removals(database, {"SE": {"t3": 100}})
+    assert _usage_of(await se_usage(database), "SE") == (1, 100)
