@@ -5,7 +5,8 @@ changed, its DID's content changed, a locked replica removed) is evaluated
 (`rules.evaluation.evaluate`, which also submits the new locks' transfers); a rule with
 replicating locks from before has them moved on by their replicas and requests
 (`rules.progress`), then its state is settled from its counters. A rule is looked at
-again after `rules.poll_s`, or after as long as its pass took if that is longer. Suspended
+again after `rules.poll_s`, or after as long as its pass took if that is longer, or sooner when
+the change feed says replicas it waits for became available (`rules.wake`). Suspended
 rules are left alone; expired ones are the cleaner's. Any number of evaluators can run: the
 lease keeps each rule to one.
 """
@@ -27,6 +28,7 @@ from rules import feed, locks, store
 from rules.daemon import RuleDaemon
 from rules.evaluation import evaluate, settle
 from rules.progress import progress
+from rules.wake import release_unless_woken
 
 log = logging.getLogger("cairn.rules")
 # How often the evaluator trims the change feed of events every consumer has passed.
@@ -89,7 +91,8 @@ class RuleEvaluator(RuleDaemon):
                 if current["state"] != "stuck":
                     log.warning("rule %s is stuck: %s", rule["_id"], fields["error"])
             # A rule whose pass took long is looked at less often, so one large rule does not
-            # keep the evaluators from the others.
-            due = now() + dt.timedelta(seconds=max(self.settings.poll_s, time.monotonic() - began))
-            await store.release(self.db, rule, self.worker, {**fields, "due": due})
+            # keep the evaluators from the others; a wake (`rules.wake`) brings it forward.
+            took = time.monotonic() - began
+            due = now() + dt.timedelta(seconds=max(self.settings.poll_s, took))
+            await release_unless_woken(self.db, rule, self.worker, {**fields, "due": due}, took)
         return changed

@@ -3,7 +3,9 @@ to or detached from a DID make the rules on it, and on every container above it,
 (`rules.triggers.content_changed`), so that the evaluator places the new content and
 releases what left; a replica removed while rule locks protected it (an administrator's
 override) makes the rules holding those locks `dirty` (`rules.locks.replicas_lost`), so that
-they copy the file again. Run by the rule evaluator at the start of each cycle, under the
+they copy the file again; a replica that became available wakes the rules with a replicating
+lock on it (`rules.wake.replicas_available`), so they turn ok without waiting for their poll.
+Run by the rule evaluator at the start of each cycle, under the
 feed's lease.
 """
 
@@ -15,6 +17,7 @@ from catalogue import change_feed
 from kernel.db import Document
 from rules.locks import replicas_lost
 from rules.triggers import content_changed
+from rules.wake import replicas_available
 
 CONSUMER = "rule-evaluator"
 CONTENT_EVENTS = ("attached", "detached")
@@ -34,6 +37,11 @@ async def mark_changed(db: AsyncDatabase[Document], events: list[change_feed.Eve
             if e["kind"] == "replica_status" and e.get("data", {}).get("status") == "lost"}
     if lost:
         await replicas_lost(db, lost)
+    # a replica that became available (a transfer's end): the rules waiting on it look again now
+    available = {(e["did"], e["data"]["se"]) for e in events
+                 if e["kind"] == "replica_status" and e.get("data", {}).get("status") == "available"}
+    if available:
+        await replicas_available(db, available)
 
 
 async def follow(db: AsyncDatabase[Document], worker: str, *, lease_s: float) -> int:

@@ -109,6 +109,9 @@ class Rule(claims.Leased):
     dirty: bool
     generation: int
     due: dt.datetime
+    # set by `rules.wake`: wakes counted, and the earliest a wake may bring `due` to
+    wakes: int
+    next_wake: dt.datetime
     unplaced: int
     locks_replicating: int
     locks_ok: int
@@ -417,9 +420,12 @@ async def clear_dirty(db: AsyncDatabase[Document], rule_id: str, generation: int
     return result.modified_count == 1
 
 
-async def release(db: AsyncDatabase[Document], rule: Document, worker: str, fields: dict[str, Any]) -> bool:
-    """Give a claimed rule back, setting fields (only the lease holder can)."""
-    return await claims.release(db[RULES], rule["_id"], worker, update={"$set": {**fields, "modified": now()}})
+async def release(db: AsyncDatabase[Document], rule: Document, worker: str, fields: dict[str, Any], *,
+                  guard: dict[str, Any] | None = None) -> bool:
+    """Give a claimed rule back, setting fields (only the lease holder can, and only while the
+    rule matches `guard`)."""
+    return await claims.release(db[RULES], rule["_id"], worker, guard=guard,
+                                update={"$set": {**fields, "modified": now()}})
 
 
 async def adopt_unowned(db: AsyncDatabase[Document], vo: str) -> int:
