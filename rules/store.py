@@ -24,7 +24,7 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from collections.abc import AsyncIterator
-from typing import Any, Literal, cast
+from typing import Any, Literal, NotRequired, cast
 
 from pydantic import BaseModel, ConfigDict, Field
 from pymongo import ReturnDocument
@@ -110,8 +110,8 @@ class Rule(claims.Leased):
     generation: int
     due: dt.datetime
     # set by `rules.wake`: wakes counted, and the earliest a wake may bring `due` to
-    wakes: int
-    next_wake: dt.datetime
+    wakes: NotRequired[int]
+    next_wake: NotRequired[dt.datetime]
     unplaced: int
     locks_replicating: int
     locks_ok: int
