@@ -2,11 +2,13 @@
 step guarded and idempotent, so that a process killed anywhere and a successor repeating the
 call never count a removal twice nor lose one.
 
-`retire_replicas`: the replicas a caller decided to delete become `unavailable`, each file's
-update guarded by the `version` the decision was taken on (one update per file, one bulk write).
+`retire_replicas`: the replicas a caller decided to delete become `unavailable` (and get their
+removal token, below), each file's update guarded by the `version` the decision was taken on
+(one update per file, one bulk write).
 
 `remove_retired`: a retired replica leaves its file and its SE's usage in four steps:
-1. it gets a removal token (`removal`), unless it has one (a removal cut short): one bulk write;
+1. it has a removal token (`removal`), given when it was retired, or now if it was retired
+   otherwise: one bulk write for those;
 2. its SE's usage loses it once per token (`catalogue.usage.count_removals`: one update per SE
    record, guarded by the tokens it has already taken);
 3. it is pulled from its file, token and all (an exact `$pull`): one bulk write;
@@ -53,8 +55,9 @@ async def retire_replicas(db: AsyncDatabase[Document], plans: Mapping[str, tuple
     updates = []
     for lfn, (version, positions) in plans.items():
         guard = {f"replicas.{index}.se": se for index, se in positions}
+        # The removal token is given here too, saving `remove_retired` a write per replica.
         change = {f"replicas.{index}.{field}": value for index, _ in positions
-                  for field, value in (("status", "unavailable"), ("modified", at))}
+                  for field, value in (("status", "unavailable"), ("modified", at), (REMOVAL, uuid.uuid4().hex))}
         updates.append(UpdateOne({"_id": lfn, "version": version, **guard},
                                  {"$set": {**change, "modified": at}, **increment({"version": 1})}))
     result = await bulk_write_chunked(db[FILES], updates)
