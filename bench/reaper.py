@@ -100,8 +100,8 @@ async def submit(db: AsyncDatabase[Document], group: str, files: int) -> None:
 
 
 async def reaper_run(db: AsyncDatabase[Document], reaper: Reaper) -> None:
-    while await db[rq.REQUESTS].count_documents({"state": {"$in": list(rq.OPEN_STATES)}}):
-        await reaper.run_once()
+    while await reaper.run_once():  # until a cycle finds nothing to do
+        pass
 
 
 async def per_file_run(db: AsyncDatabase[Document], se: StorageElement) -> None:

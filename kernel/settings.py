@@ -58,7 +58,8 @@ class TransferSettings(BaseModel):
     # Stager: how often a bring-online request is polled, and how long staged files stay pinned.
     stage_poll_s: float = Field(10.0, gt=0)
     pin_lifetime_s: float = Field(3600.0, gt=0)
-    # Reaper: how many replicas it looks at per SE and pass.
+    # Reaper: how many deletion requests it claims per cycle (on FerretDB each claim scans the
+    # queue: fewer, larger batches), and how many replicas it looks at per SE and pass.
     reaper_batch: int = Field(1000, ge=1)
     idle_sleep_s: float = Field(1.0, gt=0)
 

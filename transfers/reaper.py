@@ -41,7 +41,6 @@ from transfers.failures import classify
 
 log = logging.getLogger("cairn.reaper")
 
-BATCH = 200
 # Summing an SE's replicas is a scan of its part of the catalogue: not every cycle.
 SPACE_CHECK_S = 60.0
 
@@ -99,7 +98,7 @@ class Reaper(Daemon):
     async def run_once(self) -> int:
         ses = {se.name: se for se in await list_storage_elements(self.db)}
         claimed = await rq.claim_many(self.db, self.worker, kinds=["delete"], lease_s=self.settings.lease_s,
-                                      limit=BATCH)
+                                      limit=self.settings.reaper_batch)
         handled = len(claimed)
         for request in [r for r in claimed if r.get("audit_run")]:
             await self._delete_dark(request, ses.get(request.get("dest_se") or ""))
