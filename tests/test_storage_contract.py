@@ -89,6 +89,15 @@ async def test_delete_removes_and_then_the_file_is_missing(endpoint: Endpoint) -
     assert not await plugin.exists(url)
 
 
+async def test_delete_many_removes_every_file_and_counts_one_already_gone_as_removed(endpoint: Endpoint) -> None:
+    plugin = endpoint.plugin()
+    urls = [endpoint.url(f"many/f{i}") for i in range(5)]
+    for url in urls:
+        await plugin.write(url, _chunks(b"x"), size=1)
+    assert await plugin.delete_many([*urls, endpoint.url("many/never-there")], concurrency=2) == {}
+    assert [await plugin.exists(url) for url in urls] == [False] * 5
+
+
 async def test_missing_file_is_not_found_naming_the_url(endpoint: Endpoint, tmp_path: Path) -> None:
     plugin, url = endpoint.plugin(), endpoint.url("missing")
     for attempt in (
