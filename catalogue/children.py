@@ -11,7 +11,9 @@ the collection, on any database, whatever the subtrees hold.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 import kernel.db
@@ -24,38 +26,69 @@ def subtree_range(path: str) -> tuple[str, str]:
     return prefix, prefix[:-1] + "0"
 
 
+@dataclass
+class _Walk:
+    """Where the next page starts: after the last key read, or at the end of the subtree being
+    jumped over (`jump_to`, an inclusive lower bound), and how many records it reads."""
+
+    last: str
+    jump_to: str | None = None
+    size: int = 1
+
+
+def _take(docs: list[Document], walk: _Walk, cut: int) -> tuple[list[Document], bool]:
+    """The children among one page's records (those deeper down set `walk.jump_to`), and
+    whether the page met a subtree."""
+    children: list[Document] = []
+    jumped = False
+    for doc in docs:
+        key = doc["_id"]
+        if walk.jump_to is not None and key < walk.jump_to:
+            continue
+        slash = key.find("/", cut)
+        if slash >= 0:
+            walk.jump_to, jumped = key[:slash] + "0", True
+            continue
+        walk.jump_to = None
+        children.append(doc)
+    return children, jumped
+
+
 async def direct_children(
     collection: Any, path: str, projection: Any = None, *, after: str | None = None, limit: int | None = None,
-) -> AsyncIterator[Document]:
+) -> AsyncIterator[list[Document]]:
     """The records of `collection` directly below `path` whose names come after `after`, in name
-    order, at most `limit` of them; memory holds one page."""
+    order, at most `limit` of them, a page at a time; the next page is read while the caller
+    handles this one (memory holds two pages)."""
     prefix, end = subtree_range(path)
     cut = len(prefix)
-    last: str = prefix + (after or "")
-    jump_to: str | None = None  # the end of the subtree being jumped over (inclusive lower bound)
+    walk = _Walk(prefix + (after or ""))
+
+    def read() -> asyncio.Future[list[Document]]:
+        return asyncio.ensure_future(page_by_id(
+            collection, {}, projection, after=None if walk.jump_to else walk.last, since=walk.jump_to, before=end,
+            size=walk.size))
+
     # Pages start at one record, and again after every jump (the rest of a page that meets a
-    # subtree is read in vain), and double while they hold only children, up to kernel.db.PAGE:
-    # records read in vain stay below twice the children listed plus one per subtree jumped over.
-    size, left = 1, limit
-    while left is None or left > 0:
-        docs = await page_by_id(collection, {}, projection, after=None if jump_to else last, since=jump_to,
-                                before=end, size=size)
-        jumped = False
-        for doc in docs:
-            key = doc["_id"]
-            if jump_to is not None and key < jump_to:
-                continue
-            slash = key.find("/", cut)
-            if slash >= 0:
-                jump_to, jumped = key[:slash] + "0", True
-                continue
-            jump_to = None
-            yield doc
+    # subtree is read in vain), and double while they hold only children, up to
+    # kernel.db.STREAM_PAGE: records read in vain stay below twice the children listed plus one
+    # per subtree jumped over.
+    left = limit
+    pending: asyncio.Future[list[Document]] | None = read()
+    try:
+        while pending is not None:
+            docs = await pending
+            pending = None
+            children, jumped = _take(docs, walk, cut)
             if left is not None:
-                left -= 1
-                if left == 0:
-                    return
-        if len(docs) < size:
-            return
-        last = docs[-1]["_id"]
-        size = 1 if jumped else min(2 * size, kernel.db.PAGE)
+                children = children[:left]
+                left -= len(children)
+            if len(docs) == walk.size and (left is None or left > 0):
+                walk.last = docs[-1]["_id"]
+                walk.size = 1 if jumped else min(2 * walk.size, kernel.db.STREAM_PAGE)
+                pending = read()
+            if children:
+                yield children
+    finally:
+        if pending is not None:
+            pending.cancel()

@@ -40,6 +40,10 @@ class CatalogueClient(BaseClient):
         async for entry in self.stream_lines("/namespace/ls/stream", params={"path": path, "after": after}):
             yield entry
 
+    def ls_lines(self, path: str, *, after: str | None = None) -> AsyncIterator[list[bytes]]:
+        """What `ls` streams, as chunks of undecoded JSON lines (one entry each), to pass on."""
+        return self.stream_line_chunks("/namespace/ls/stream", params={"path": path, "after": after})
+
     async def move(self, source: str, destination: str) -> Json:
         """Rename or move a file or directory tree."""
         result: Json = await self.request("POST", "/namespace/move",

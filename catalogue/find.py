@@ -1,14 +1,14 @@
 """Running metadata queries: one MongoDB `find` per query, streamed, with read permissions.
 
 The filter is the compiled query AND the scope (an `_id` range). Results are read in keyset
-pages sorted by LFN (`kernel.db.pages_by_id`), so a client can page with `after` and the
+pages sorted by LFN (`kernel.db.stream_pages`), so a client can page with `after` and the
 database never sorts more than a page. On
 MongoDB a selective query uses the index of a declared field (`meta_<key>` on
 `meta_effective.<key>`); the scope and the other conditions filter within it.
 
 Read permission is POSIX-like: a file is returned when the caller may read it (r on the file,
 x on every directory above it). The query itself is never widened or narrowed in Python; the
-ACL check runs per streamed batch with the batch's unseen ancestor directories fetched by one
+ACL check runs per page with the page's unseen ancestor directories fetched by one
 `_id $in` (admins skip it). The scope directory must be readable (r and x) by the caller.
 """
 
@@ -26,11 +26,10 @@ from catalogue.lfn import ROOT, ancestors, check_lfn
 from catalogue.meta_query import compile_query
 from catalogue.metadata_fields import EFFECTIVE, declared_fields
 from catalogue.permissions import EXECUTE, READ, ROOT_ENTRY, entry_denial, require, within_reach
-from kernel.db import Document, database_errors, pages_by_id
+from kernel.db import Document, database_errors, stream_pages
 from kernel.errors import NotFound
 from kernel.principal import Principal
 
-BATCH = 1000
 PROJECTION = {"meta": 0, "meta_origin": 0, "version": 0}
 
 
@@ -113,15 +112,9 @@ async def open_query(
 
     async def results() -> AsyncIterator[Document]:
         cache: dict[str, Document] = {}
-        batch: list[Document] = []
-        async for doc in pages_by_id(db[FILES], flt, PROJECTION, after=low, before=high, limit=limit):
-            batch.append(doc)
-            if len(batch) >= BATCH:
-                for allowed in await _readable(db, principal, batch, cache):
-                    yield allowed
-                batch = []
-        for allowed in await _readable(db, principal, batch, cache):
-            yield allowed
+        async for page in stream_pages(db[FILES], flt, PROJECTION, after=low, before=high, limit=limit):
+            for allowed in await _readable(db, principal, page, cache):
+                yield allowed
 
     return results()
 

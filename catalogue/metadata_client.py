@@ -169,6 +169,10 @@ class MetadataClient(BaseClient):
         async for item in self.stream_lines(f"/ses/{quote(se, safe='')}/dump"):
             yield item
 
+    def se_dump_lines(self, se: str) -> AsyncIterator[list[bytes]]:
+        """What `se_dump` streams, as chunks of undecoded JSON lines (one replica each), to pass on."""
+        return self.stream_line_chunks(f"/ses/{quote(se, safe='')}/dump")
+
     async def se_dump_to_file(self, se: str, dest: Path, *, format: str = "parquet") -> int:
         """Write every replica on an SE to `dest` as Parquet or Arrow IPC (admins)."""
         return await self.download_to(f"/ses/{quote(se, safe='')}/dump", Path(dest), params={"format": format})

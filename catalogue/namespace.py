@@ -127,8 +127,9 @@ async def _children(
     collection: AsyncCollection[Document], kind: str, path: str, after: str | None, limit: int | None
 ) -> AsyncIterator[tuple[str, Document]]:
     # Index: `_id` — ranges that jump over subdirectories' subtrees (catalogue.children).
-    async for doc in direct_children(collection, path, LIST_PROJECTION, after=after, limit=limit):
-        yield kind, doc
+    async for page in direct_children(collection, path, LIST_PROJECTION, after=after, limit=limit):
+        for doc in page:
+            yield kind, doc
 
 
 async def _listable(db: AsyncDatabase[Document], principal: Principal, path: str) -> None:

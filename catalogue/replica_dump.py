@@ -8,7 +8,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from catalogue.collection_names import FILES
 from catalogue.storage_elements import get_storage_element
-from kernel.db import Document, pages_by_id
+from kernel.db import Document, stream_pages
 
 
 async def open_dump(db: AsyncDatabase[Document], se: str) -> AsyncIterator[Document]:
@@ -18,10 +18,12 @@ async def open_dump(db: AsyncDatabase[Document], se: str) -> AsyncIterator[Docum
 
     async def rows() -> AsyncIterator[Document]:
         # Index: files_by_replica_se_lfn — keyset pages, each a range scan.
-        async for doc in pages_by_id(db[FILES], {"replicas.se": se}, {"size": 1, "adler32": 1, "replicas": 1}):
-            for replica in doc.get("replicas", []):
-                if replica.get("se") == se:
-                    yield {"lfn": doc["_id"], "se": se, "url": replica.get("url"), "status": replica.get("status"),
-                           "size": doc.get("size"), "adler32": doc.get("adler32"), "created": replica.get("created")}
+        async for page in stream_pages(db[FILES], {"replicas.se": se}, {"size": 1, "adler32": 1, "replicas": 1}):
+            for doc in page:
+                for replica in doc.get("replicas", []):
+                    if replica.get("se") == se:
+                        yield {"lfn": doc["_id"], "se": se, "url": replica.get("url"), "status": replica.get("status"),
+                               "size": doc.get("size"), "adler32": doc.get("adler32"),
+                               "created": replica.get("created")}
 
     return rows()

@@ -14,6 +14,7 @@ from typing import Any, Self
 from urllib.parse import quote
 
 import aiohttp
+import orjson
 
 from kernel import jsonio
 from kernel.errors import CairnError, ServiceUnavailable, error_class_for
@@ -123,15 +124,35 @@ class BaseClient:
         self, path: str, *, params: dict[str, Any] | None = None, method: str = "GET", json_body: Any = None
     ) -> AsyncIterator[dict[str, Any]]:
         """Iterate a newline-delimited JSON response as it arrives."""
+        async for lines in self.stream_line_chunks(path, params=params, method=method, json_body=json_body):
+            for line in lines:
+                yield orjson.loads(line)
+
+    async def stream_line_chunks(
+        self, path: str, *, params: dict[str, Any] | None = None, method: str = "GET", json_body: Any = None
+    ) -> AsyncIterator[list[bytes]]:
+        """A newline-delimited JSON response as it arrives, as lists of its lines, undecoded
+        (without newlines): for a caller that passes them on. The error line that ends a stream
+        cut short is raised as its CairnError, after the lines before it."""
         async with self._response(method, path, json_body=json_body, params=params,
                                   accept="application/x-ndjson") as resp:
-            async for line in resp.content:
-                if line.strip():
-                    item = json.loads(line)
-                    if isinstance(item, dict) and set(item) == {"error"}:
-                        err = item["error"]
-                        raise error_class_for(err.get("code", ""))(err.get("message", "stream failed"))
-                    yield item
+            rest = b""
+            async for chunk in resp.content.iter_any():
+                lines = (rest + chunk).split(b"\n")
+                rest = lines.pop()
+                lines = [line for line in lines if line.strip()]
+                error = _stream_error(lines[-1]) if lines else None
+                if error is not None:
+                    lines.pop()
+                if lines:
+                    yield lines
+                if error is not None:
+                    raise error
+            if rest.strip():
+                error = _stream_error(rest)
+                if error is not None:
+                    raise error
+                yield [rest]
 
     async def download_to(
         self, path: str, dest: Path, *, params: dict[str, Any] | None = None, method: str = "GET", json_body: Any = None
@@ -148,6 +169,17 @@ class BaseClient:
     async def health(self) -> dict[str, Any]:
         result: dict[str, Any] = await self.request("GET", "/health")
         return result
+
+
+def _stream_error(line: bytes) -> CairnError | None:
+    """The CairnError of a stream's error line (the last line of a stream cut short), else None."""
+    if not line.startswith(b'{"error":'):
+        return None
+    item = orjson.loads(line)
+    if not (isinstance(item, dict) and set(item) == {"error"}):
+        return None
+    err = item["error"]
+    return error_class_for(err.get("code", ""))(err.get("message", "stream failed"))
 
 
 def _clean(params: dict[str, Any] | None) -> dict[str, str] | None:

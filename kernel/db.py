@@ -6,6 +6,7 @@ assembles the process (server, daemon, CLI) passes them all to `ensure_indexes` 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -235,6 +236,11 @@ async def read_by_ids(collection: Any, ids: Iterable[Any], projection: Any = Non
 # (.ci/install-ferretdb). MongoDB only logs it.
 ID_ORDER = "cairn:id-order"
 PAGE = 1000
+# A streamed response's pages grow from FIRST_PAGE to STREAM_PAGE documents: a small first page
+# answers at once, and large ones spread each query's fixed cost (on the embedded database, pages
+# of 4000 documents read ~1.2x as many per second as pages of 1000).
+FIRST_PAGE = 100
+STREAM_PAGE = 4000
 
 
 def _within(flt: Mapping[str, Any], bounds: Mapping[str, Any]) -> Document:
@@ -285,3 +291,32 @@ async def pages_by_id(
             return
         if left is not None:
             left -= count
+
+
+async def stream_pages(
+    collection: Any, flt: Mapping[str, Any], projection: Any = None, *, after: str | None = None,
+    before: str | None = None, limit: int | None = None,
+) -> AsyncIterator[list[Document]]:
+    """What `pages_by_id` reads, as pages for a response that streams: pages start at FIRST_PAGE
+    documents, so the first ones go out at once, and double up to STREAM_PAGE; the next page is
+    read while the caller sends this one, so the database and the server work at once (memory
+    holds two pages)."""
+    left, size = limit, FIRST_PAGE if limit is None else min(FIRST_PAGE, limit)
+
+    def read(start: str | None, count: int) -> asyncio.Future[list[Document]]:
+        return asyncio.ensure_future(page_by_id(collection, flt, projection, after=start, before=before, size=count))
+
+    pending: asyncio.Future[list[Document]] | None = read(after, size) if size > 0 else None
+    try:
+        while pending is not None:
+            docs = await pending
+            pending = None
+            left = None if left is None else left - len(docs)
+            if len(docs) == size and (left is None or left > 0):
+                size = min(2 * size, STREAM_PAGE, *([left] if left is not None else []))
+                pending = read(docs[-1]["_id"], size)
+            if docs:
+                yield docs
+    finally:
+        if pending is not None:
+            pending.cancel()

@@ -1,4 +1,7 @@
-"""JSON encoding shared by the API and the SDK (datetimes as ISO 8601, sets as lists)."""
+"""JSON encoding shared by the API and the SDK (datetimes as ISO 8601, sets as lists).
+
+`dumps` is the general encoder; `dumps_bytes` writes the same JSON (compact, UTF-8 rather than
+`\\u` escapes) through orjson, several times faster, for streams of many rows."""
 
 from __future__ import annotations
 
@@ -6,6 +9,7 @@ import datetime as dt
 import json
 from typing import Any
 
+import orjson
 from bson import ObjectId
 
 
@@ -27,3 +31,12 @@ def _default(value: Any) -> Any:
 
 def dumps(value: Any) -> str:
     return json.dumps(value, default=_default, separators=(",", ":"))
+
+
+def dumps_bytes(value: Any) -> bytes:
+    """`dumps(value)` as UTF-8 bytes, by orjson (naive datetimes taken as UTC, as `_default` does);
+    what orjson refuses (non-string keys, integers beyond 64 bits) goes through `dumps`."""
+    try:
+        return orjson.dumps(value, default=_default, option=orjson.OPT_NAIVE_UTC)
+    except TypeError:  # orjson.JSONEncodeError derives from TypeError
+        return dumps(value).encode()

@@ -5,6 +5,7 @@ authentication and body limits, and helpers to read and write JSON.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterable, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
@@ -307,23 +308,35 @@ def query_int(request: web.Request, name: str, default: int, *, minimum: int = 0
     return value
 
 
+# A stream writes what it holds when it holds NDJSON_CHUNK items or when NDJSON_WAIT seconds
+# have passed since its last write, so the first entries leave at once and later ones in large
+# writes.
+NDJSON_CHUNK = 2000
+NDJSON_WAIT = 0.05
+
+
 async def stream_ndjson(request: web.Request, items: AsyncIterable[Any]) -> web.StreamResponse:
     """Stream items as newline-delimited JSON; memory stays constant however many there are."""
     response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
     await response.prepare(request)
-    batch: list[str] = []
+    batch: list[bytes] = []
+    clock = asyncio.get_running_loop().time
+    due = clock() + NDJSON_WAIT
     try:
         async for item in items:
-            batch.append(jsonio.dumps(item))
-            if len(batch) >= 500:
-                await response.write(("\n".join(batch) + "\n").encode())
+            batch.append(jsonio.dumps_bytes(item))
+            if len(batch) >= NDJSON_CHUNK or clock() >= due:
+                batch.append(b"")
+                await response.write(b"\n".join(batch))
                 batch.clear()
+                due = clock() + NDJSON_WAIT
     except CairnError as exc:
         # Headers are gone already: the last line carries the error so clients can tell
         # a cut-short stream from a complete one.
-        batch.append(jsonio.dumps({"error": exc.to_json()}))
+        batch.append(jsonio.dumps_bytes({"error": exc.to_json()}))
     if batch:
-        await response.write(("\n".join(batch) + "\n").encode())
+        batch.append(b"")
+        await response.write(b"\n".join(batch))
     await response.write_eof()
     return response
 

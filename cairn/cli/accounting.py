@@ -9,7 +9,6 @@ import click
 from cairn.cli.output import emit_json, json_option, table
 from cairn.cli.runner import run
 from cairn.sdk import Client
-from kernel import jsonio
 
 
 @click.group()
@@ -100,10 +99,11 @@ def se_dump(se: str, output: Path, fmt: str | None) -> None:
     if fmt == "json":
         async def lines(client: Client) -> int:
             count = 0
-            with output.open("w") as out:
-                async for row in client.se_dump(se):
-                    out.write(jsonio.dumps(row) + "\n")
-                    count += 1
+            with output.open("wb") as out:
+                async for chunk in client.se_dump_lines(se):  # one write per chunk, passed on undecoded
+                    chunk.append(b"")
+                    out.write(b"\n".join(chunk))
+                    count += len(chunk) - 1
             return count
 
         click.echo(f"wrote {run(lines)} replica(s) to {output}", err=True)

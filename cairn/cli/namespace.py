@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from cairn.cli.output import emit_json, emit_json_stream, json_option, stream_table, table
+from cairn.cli.output import emit_json, emit_json_lines_stream, json_option, stream_table, table
 from cairn.cli.runner import run
 from cairn.sdk import Client
 
@@ -40,11 +40,10 @@ def ls(path: str, as_json: bool) -> None:
     """List a directory (streamed, sorted by name; printed as it arrives)."""
 
     async def show(client: Client) -> None:
-        entries = client.ls(path)
         if as_json:
-            await emit_json_stream(entries)
+            await emit_json_lines_stream(client.ls_lines(path))
         else:
-            await stream_table((_row(e) async for e in entries), ENTRY_COLUMNS)
+            await stream_table((_row(e) async for e in client.ls(path)), ENTRY_COLUMNS)
 
     run(show)
 

@@ -1,5 +1,5 @@
 """How the CLI prints: human tables by default, JSON with --json. Listings of any size print as
-they arrive (`emit_json_stream`, `stream_table`), holding one chunk of rows, never the result."""
+they arrive (`emit_json_lines_stream`, `stream_table`), holding one chunk of rows, never the result."""
 
 from __future__ import annotations
 
@@ -28,18 +28,18 @@ def emit_json(data: Any) -> None:
 CHUNK = 500
 
 
-async def emit_json_stream(items: AsyncIterable[Any]) -> int:
-    """Print items as one JSON array, written as they arrive (an item per line); returns how many."""
+async def emit_json_lines_stream(chunks: AsyncIterable[list[bytes]]) -> int:
+    """Print one JSON array (an item per line) from chunks of JSON lines as the API sent them,
+    each already one compact item: passed on undecoded, one write per chunk. Returns how many."""
+    out = sys.stdout.buffer
     count = 0
-    lines: list[str] = ["["]
-    async for item in items:
-        lines.append(("\n  " if count == 0 else ",\n  ") + jsonio.dumps(item))
-        count += 1
-        if len(lines) >= CHUNK:
-            click.echo("".join(lines), nl=False)
-            lines = []
-    lines.append("\n]" if count else "]")
-    click.echo("".join(lines))
+    out.write(b"[")
+    async for lines in chunks:
+        out.write((b",\n  " if count else b"\n  ") + b",\n  ".join(lines))
+        out.flush()
+        count += len(lines)
+    out.write(b"\n]\n" if count else b"]\n")
+    out.flush()
     return count
 
 
