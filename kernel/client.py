@@ -16,8 +16,8 @@ from urllib.parse import quote
 import aiohttp
 
 from kernel import jsonio
+from kernel.api_prefix import API_PREFIX
 from kernel.errors import CairnError, ServiceUnavailable, error_class_for
-from kernel.web import API_PREFIX
 
 CLIENT_FILE = "client.json"
 

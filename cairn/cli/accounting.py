@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from cairn.cli.output import emit_json, json_option, table
 from cairn.cli.runner import run
-from cairn.sdk import Client
 from kernel import jsonio
+
+if TYPE_CHECKING:
+    from cairn.sdk import Client
 
 
 @click.group()
