@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from catalogue.files import refusal
+from catalogue.refusals import refusal
 from kernel.errors import CairnError
 
 if TYPE_CHECKING:

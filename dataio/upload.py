@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from catalogue.files import refusal
+from catalogue.refusals import refusal
 from catalogue.storage_elements import StorageElement
 from dataio.io_client import IOClient
 from dataio.progress import FileOutcome, NoProgress, ProgressSink, counted
