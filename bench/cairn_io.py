@@ -8,7 +8,7 @@ against (local adler32 before upload, registration, status flip, catalogue looku
 verification of every byte on the way down). Prints JSON: MB/s and files/s, and ratios.
 
 Small files pay Cairn's per-file catalogue work (registration, the status flip after each
-upload, batched by `dataio.status_batches`; one bulk lookup per 1000 downloads). Figures depend
+upload, one call per batch of 500 by `dataio.status_batches`; one bulk lookup per 1000 downloads). Figures depend
 on the database: the embedded FerretDB needs the build of `.ci/install-ferretdb`, whose `_id`
 lookups use the index (the stock 1.24.2 scans the files collection for each of these writes).
 Run it against MongoDB (`CAIRN_MONGODB_URI`) for production figures.

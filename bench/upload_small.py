@@ -31,9 +31,11 @@ import zlib
 from pathlib import Path
 from typing import Any
 
+# Run as a script, bench/ would come first on the path and its rules.py hide the rules package.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
 import dataio
-from bench.catalogue_bulk import start_server
-from bench.harness import emit, testbed
+from bench.harness import emit, start_server, testbed
 from cairn.sdk import Client
 from kernel.settings import load_settings
 from kernel.tokens import BuiltinIssuer

@@ -28,10 +28,11 @@ from cairn.embedded_db import start_ferretdb
 from cairn.server import build_app
 from catalogue import namespace, vos
 from catalogue.files import register_files
+from kernel.api_prefix import API_PREFIX
 from kernel.db import get_database
 from kernel.principal import Principal
 from kernel.settings import load_settings
-from kernel.web import API_PREFIX, ISSUER
+from kernel.web import ISSUER
 
 SCOPES = ("catalogue.read", "catalogue.write")
 LFN = "/cta/run1/f.root"

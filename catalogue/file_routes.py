@@ -9,9 +9,10 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
 from catalogue import files, replica_triage, replicas
-from catalogue.files import FileIn, ReplicaStatus, authorized_files, refusal
+from catalogue.files import FileIn, ReplicaStatus, authorized_files
 from catalogue.lfn import check_lfn
 from catalogue.permissions import READ, WRITE
+from catalogue.refusals import refusal
 from catalogue.usage import REGISTERED_IN
 from kernel.bounds import MAX_BULK_ITEMS
 from kernel.errors import Conflict, InvalidInput, NotFound

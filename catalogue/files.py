@@ -46,7 +46,7 @@ from catalogue.usage import REGISTERED_IN, Usage, record_files, record_registere
 from catalogue.vos import registry, vo_of_path
 from kernel.bounds import Size
 from kernel.db import Document, IndexSpec, bulk_write_chunked, database_errors, increment
-from kernel.errors import CairnError, Conflict, Forbidden, InvalidInput, NotFound
+from kernel.errors import InvalidInput, NotFound
 from kernel.principal import Principal
 
 ReplicaStatus = Literal["available", "copying", "unavailable", "bad", "lost"]
@@ -404,19 +404,6 @@ async def get_file(db: AsyncDatabase[Document], lfn: str) -> FileRecord:
 async def fetch_files(db: AsyncDatabase[Document], lfns: Iterable[str], projection: Any = None) -> dict[str, Document]:
     """The existing files among `lfns`, in one `_id $in` query (the `_id` index)."""
     return await find_by_ids(db[FILES], lfns, projection)
-
-
-def refusal(lfn: str, reason: str) -> CairnError:
-    """The error that a per-LFN reason of a bulk answer (`authorized_files`, replica calls) is
-    for a call about that one file: 404 when the file or replica is not there, 403 when the
-    caller may not, else 409."""
-    if reason == "no such file":
-        return NotFound(f"file {lfn} does not exist")
-    if reason.startswith("permission denied"):
-        return Forbidden(reason)
-    if " has no replica on " in reason:
-        return NotFound(reason)
-    return Conflict(reason)
 
 
 async def authorized_files(

@@ -6,12 +6,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from dataio.download import download_files
 from dataio.io_client import IOClient
-from dataio.progress import FileOutcome, ProgressSink
-from dataio.upload import upload_files
-from kernel.settings import get_settings
+
+if TYPE_CHECKING:
+    from dataio.progress import FileOutcome, ProgressSink
 
 
 class DataClient(IOClient):
@@ -28,6 +28,11 @@ class DataClient(IOClient):
         concurrency: int = 4,
     ) -> list[FileOutcome]:
         """Store local files on SE `se` and register them at lfn (a directory for several files)."""
+        # Imported here: the SDK's other calls (and every CLI command but these) need neither the
+        # storage plugins nor the catalogue's models and settings.
+        from dataio.upload import upload_files
+        from kernel.settings import get_settings
+
         creds = get_settings().storage_credentials if credentials is None else credentials
         return await upload_files(self, paths, lfn, se, credentials=creds, progress=progress,
                                   concurrency=concurrency)
@@ -43,6 +48,9 @@ class DataClient(IOClient):
         concurrency: int = 4,
     ) -> list[FileOutcome]:
         """Fetch LFNs from their best replicas into dest (a directory for several LFNs)."""
+        from dataio.download import download_files
+        from kernel.settings import get_settings
+
         settings = get_settings()
         creds = settings.storage_credentials if credentials is None else credentials
         return await download_files(self, lfns, dest, credentials=creds, site=settings.site if site is None else site,

@@ -26,8 +26,8 @@ from typing import Any
 
 import aiofiles.os
 
-from catalogue.files import refusal
 from catalogue.lfn import check_lfn
+from catalogue.refusals import refusal
 from catalogue.storage_elements import StorageElement
 from dataio.io_client import IOClient
 from dataio.progress import FileOutcome, NoProgress, ProgressSink, counted

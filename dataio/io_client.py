@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from catalogue.client import CatalogueClient
-from storage_plugins.base import StoragePlugin
-from storage_plugins.registry import plugin_class, scheme_of
+
+if TYPE_CHECKING:
+    from storage_plugins.base import StoragePlugin
 
 
 class IOClient(CatalogueClient):
@@ -29,6 +30,8 @@ class IOClient(CatalogueClient):
     def plugin(self, url: str, options: Mapping[str, Any] | None = None) -> StoragePlugin:
         """The storage plugin serving url with options: this client's own, shared by its calls
         alike, closed by `close`."""
+        from storage_plugins.registry import plugin_class, scheme_of  # not on the SDK's import path
+
         cls = plugin_class(scheme_of(url))
         key = f"{cls.__module__}.{cls.__qualname__} {json.dumps(dict(options or {}), sort_keys=True, default=str)}"
         plugin = self._plugins.get(key)

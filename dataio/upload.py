@@ -2,15 +2,18 @@
 
 Order of events for each file (Rucio's upload does the same):
 1. the local file's size and adler32 are computed (off the event loop);
-2. the file is registered with a `copying` replica on the SE, in one bulk call for all files:
+2. the file is registered with a `copying` replica on the SE, in one bulk call per batch:
    this is the permission check (w+x on the directory), done before any byte moves, and it
    reserves the LFN so a concurrent upload of different content fails at once;
 3. the bytes go to the SE's best write protocol (the next one if a protocol is down); the
    adler32 of what was sent is computed while streaming and must equal the one registered
    (else the local file changed meanwhile), and what the storage holds must match too
    (its own adler32 where the server computes one, else its size and the plugin's sum);
-4. the replica is flipped `copying` -> `available` (the flips of files that finish together
-   go to the catalogue in one call: `dataio.status_batches`).
+4. the replicas of a batch's stored files are flipped `copying` -> `available` in one call
+   (`dataio.status_batches`), once every file of the batch is stored or has failed.
+Files go in batches of BATCH: while one batch is stored and flipped, the next is hashed and
+registered (at most two batches registered and not yet flipped), so neither the catalogue nor
+the copies wait for the other, and a crash leaves at most two batches of `copying` records.
 A `copying` replica found on the SE already (an upload that died) is written over; a `bad` or
 `unavailable` one is left alone and the file fails with a conflict.
 If any step after 2 fails, the partial object is deleted and the registration undone (the
@@ -29,22 +32,24 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from catalogue.files import refusal
+from catalogue.refusals import refusal
 from catalogue.storage_elements import StorageElement
 from dataio.io_client import IOClient
 from dataio.progress import FileOutcome, NoProgress, ProgressSink, counted
 from dataio.signed_access import needs_signing, signed_endpoint, without_signature
-from dataio.status_batches import StatusBatches
+from dataio.status_batches import make_available
 from kernel.errors import CairnError, InvalidInput, NotFound, ServiceUnavailable
 from storage_plugins.base import StoragePlugin, read_local
 from storage_plugins.checksums import Adler32, tee_adler32
 from storage_plugins.errors import ChecksumMismatch, StorageError
-from storage_plugins.posix import file_url, local_path
+from storage_plugins.posix import PosixPlugin, file_url, local_path
 from storage_plugins.registry import plugin_class, scheme_of
 from transfers.endpoints import Endpoint, endpoints
 
 Credentials = Mapping[str, Mapping[str, str]]
 HASH_CHUNK = 4 << 20
+BATCH = 500  # files per registration and per finalisation call (bench/upload_small.py)
+SMALL_FILE = 1 << 20  # up to this size, a file goes to a posix SE in one step (`_native_put`)
 
 
 @dataclass
@@ -54,6 +59,16 @@ class _Planned:
     size: int = 0
     adler32: str = ""
     created: bool = False
+
+
+@dataclass
+class _Stored:
+    """A file whose bytes are on the SE and verified, waiting for its replica's flip."""
+
+    item: _Planned
+    endpoint: Endpoint
+    started: float
+    notes: list[str]
 
 
 def _adler32_of_file(path: Path) -> tuple[int, str]:
@@ -127,16 +142,29 @@ async def upload_files(
                                            code=InvalidInput.code)
             continue
         planned.append(_Planned(local, target))
-    await _checksum_locals(planned, concurrency)
-    await _register(client, se, planned, outcomes)
+    gate = asyncio.Semaphore(max(1, concurrency))  # files being stored at once
+    in_flight = asyncio.Semaphore(2)  # batches registered and not yet flipped
+    preparing = asyncio.Lock()  # one batch hashed and registered at a time, in order
 
-    gate = asyncio.Semaphore(max(1, concurrency))
-    flips = StatusBatches(client)
+    async def one_batch(batch: list[_Planned]) -> None:
+        async with in_flight:
+            async with preparing:
+                await _checksum_locals(batch, concurrency)
+                await _register(client, se, batch, outcomes)
+            todo = [item for item in batch if item.lfn not in outcomes]
+            stored = await asyncio.gather(
+                *(_store_one(client, gate, se, item, credentials or {}, sink, outcomes) for item in todo))
+            await _finalise(client, se, [s for s in stored if s is not None], outcomes, sink)
 
-    async def one(item: _Planned) -> None:
-        outcomes[item.lfn] = await _upload_one(client, flips, gate, se, item, credentials or {}, sink)
-
-    await asyncio.gather(*(one(item) for item in planned if item.lfn not in outcomes))
+    batches = [asyncio.ensure_future(one_batch(planned[i:i + BATCH])) for i in range(0, len(planned), BATCH)]
+    try:
+        await asyncio.gather(*batches)
+    except BaseException:
+        # What stops one batch (the API gone) stops the others: each undoes its files and ends.
+        for batch in batches:
+            batch.cancel()
+        await asyncio.gather(*batches, return_exceptions=True)
+        raise
     return [outcomes[target] for _, target in targets]
 
 
@@ -195,56 +223,85 @@ async def _existing_files(client: IOClient, lfns: list[str]) -> dict[str, Any]:
     return dict(result["successful"])
 
 
-async def _upload_one(
-    client: IOClient, flips: StatusBatches, gate: asyncio.Semaphore, se: StorageElement, item: _Planned,
-    credentials: Credentials, sink: ProgressSink,
-) -> FileOutcome:
-    """Store one file in one of the `gate`'s slots, then flip its replica outside them (so that
-    the flips of files finishing meanwhile queue up and share a catalogue call)."""
-    await gate.acquire()
+async def _store_one(
+    client: IOClient, gate: asyncio.Semaphore, se: StorageElement, item: _Planned, credentials: Credentials,
+    sink: ProgressSink, outcomes: dict[str, FileOutcome],
+) -> _Stored | None:
+    """Store one file in one of the `gate`'s slots; on failure, undo it and record the outcome."""
     started = time.monotonic()
     notes: list[str] = []
-    sink.started(item.lfn, item.size)
-    context = f"upload of {item.local} to {item.lfn} on SE {se.name}"
-    stored: Endpoint | None = None
     attempt: Endpoint | None = None
     try:
-        try:
+        async with gate:
+            sink.started(item.lfn, item.size)
             eps = endpoints(se, item.lfn, "write", credentials=credentials)
             for index, ep in enumerate(eps):
                 attempt = ep
                 try:
                     await _store(client, ep, item, sink)
-                    stored = ep
-                    break
+                    return _Stored(item, ep, started, notes)
                 except (ServiceUnavailable, StorageError) as exc:
                     await _discard(client, ep, item.lfn)
                     if index == len(eps) - 1 or isinstance(exc, ChecksumMismatch):
                         raise
                     notes.append(f"{ep.scheme} failed ({exc.message}); trying {eps[index + 1].scheme}")
-        finally:
-            gate.release()
-        await flips.set_status(item.lfn, se.name, "available", expected="copying")
     except asyncio.CancelledError:
-        # Interrupted (Ctrl-C): still leave nothing behind, then stop.
+        # Interrupted (Ctrl-C), also while waiting for a slot: still leave nothing behind, then stop.
         await asyncio.shield(_roll_back(client, se, item, attempt))
         raise
     except (CairnError, OSError) as exc:
-        error = exc if isinstance(exc, CairnError) else StorageError(f"{item.local}: {exc}")
-        error.within(context)
-        notes.extend(await _roll_back(client, se, item, stored))
-        sink.finished(item.lfn, False)
-        return FileOutcome(item.lfn, str(item.local), "failed", se.name, None, item.size, item.adler32,
-                           time.monotonic() - started, error.message, error.code, notes)
-    sink.finished(item.lfn, True)
-    assert stored is not None
-    return FileOutcome(item.lfn, str(item.local), "uploaded", se.name, stored.url, item.size, item.adler32,
-                       time.monotonic() - started, notes=notes)
+        outcomes[item.lfn] = await _failed(client, se, item, None, started, exc, notes, sink)
+    return None
 
 
-def _native_put(plugin: StoragePlugin) -> bool:
-    """Whether the plugin moves local files its own way (gfal2) rather than through write()."""
-    return type(plugin).put is not StoragePlugin.put
+async def _finalise(client: IOClient, se: StorageElement, stored: list[_Stored], outcomes: dict[str, FileOutcome],
+                    sink: ProgressSink) -> None:
+    """Flip the stored files' replicas to available in one call; undo those it did not flip."""
+    if not stored:
+        return
+    try:
+        refused: dict[str, CairnError] = await make_available(client, se.name, [s.item.lfn for s in stored])
+    except asyncio.CancelledError:
+        await asyncio.shield(asyncio.gather(*(_roll_back(client, se, s.item, s.endpoint) for s in stored)))
+        raise
+    except (CairnError, OSError) as exc:  # the call failed: no file of the batch is known available
+        refused = {s.item.lfn: _as_error(exc, s.item) for s in stored}
+    for entry in stored:
+        item = entry.item
+        error = refused.get(item.lfn)
+        if error is not None:
+            outcomes[item.lfn] = await _failed(client, se, item, entry.endpoint, entry.started, error, entry.notes,
+                                               sink)
+            continue
+        sink.finished(item.lfn, True)
+        outcomes[item.lfn] = FileOutcome(item.lfn, str(item.local), "uploaded", se.name, entry.endpoint.url,
+                                         item.size, item.adler32, time.monotonic() - entry.started,
+                                         notes=entry.notes)
+
+
+def _as_error(exc: Exception, item: _Planned) -> CairnError:
+    return exc if isinstance(exc, CairnError) else StorageError(f"{item.local}: {exc}")
+
+
+async def _failed(client: IOClient, se: StorageElement, item: _Planned, stored: Endpoint | None, started: float,
+                  exc: Exception, notes: list[str], sink: ProgressSink) -> FileOutcome:
+    """Undo a file's upload (its bytes, its registration) and say why it failed."""
+    error = _as_error(exc, item)
+    error.within(f"upload of {item.local} to {item.lfn} on SE {se.name}")
+    notes = [*notes, *await _roll_back(client, se, item, stored)]
+    sink.finished(item.lfn, False)
+    return FileOutcome(item.lfn, str(item.local), "failed", se.name, None, item.size, item.adler32,
+                       time.monotonic() - started, error.message, error.code, notes)
+
+
+def _native_put(plugin: StoragePlugin, size: int) -> bool:
+    """Whether to hand the local file to the plugin's own put rather than stream it through
+    write(): where the plugin moves files its own way (gfal2), and for a small file where its put
+    is one copy in one thread (posix: a stream costs a dozen thread hops per file). A large file
+    to a posix SE streams, so that its progress shows as it moves."""
+    if type(plugin).put is StoragePlugin.put:
+        return False
+    return not isinstance(plugin, PosixPlugin) or size <= SMALL_FILE
 
 
 async def _store(client: IOClient, ep: Endpoint, item: _Planned, sink: ProgressSink) -> None:
@@ -257,9 +314,12 @@ async def _store(client: IOClient, ep: Endpoint, item: _Planned, sink: ProgressS
             raise without_signature(exc, signed.url) from None
         return
     plugin = client.plugin(ep.url, ep.options)
-    if _native_put(plugin):
-        # gfal2 checks the server's adler32 against the local one and expected_adler32.
-        await plugin.put(item.local, ep.url, expected_adler32=item.adler32)
+    if _native_put(plugin, item.size):
+        # The plugin checks the adler32 of what it stored against expected_adler32 (gfal2: the
+        # server's; posix: of the bytes it copied, in one thread) and stores nothing on a mismatch.
+        result = await plugin.put(item.local, ep.url, expected_adler32=item.adler32)
+        if result.size and result.size != item.size:
+            raise StorageError(f"{ep.url}: {result.size} bytes were stored, {item.size} were registered")
         sink.advanced(item.lfn, item.size)
         return
     passed = Adler32()

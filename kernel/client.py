@@ -17,8 +17,8 @@ import aiohttp
 import orjson
 
 from kernel import jsonio
+from kernel.api_prefix import API_PREFIX
 from kernel.errors import CairnError, ServiceUnavailable, error_class_for
-from kernel.web import API_PREFIX
 
 CLIENT_FILE = "client.json"
 

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import sys
 from typing import Any
 
 import orjson
-from bson import ObjectId
 
 
 def _default(value: Any) -> Any:
@@ -22,7 +22,9 @@ def _default(value: Any) -> Any:
         return value.isoformat()
     if isinstance(value, set | frozenset | tuple):
         return list(value)
-    if isinstance(value, ObjectId):
+    # An ObjectId exists only where bson was imported (the server): the SDK need not import it.
+    bson = sys.modules.get("bson")
+    if bson is not None and isinstance(value, bson.ObjectId):
         return str(value)
     if hasattr(value, "model_dump"):
         return value.model_dump(mode="json")

@@ -11,9 +11,10 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from kernel.api_prefix import API_PREFIX
 from kernel.bounds import MAX_BULK_ITEMS, MAX_JSON_DEPTH
 from kernel.responses import ErrorBody, JsonObject
-from kernel.web import API_PREFIX, ApiRoutes, RouteInfo
+from kernel.web import ApiRoutes, RouteInfo
 
 _PARAM = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)(?::[^}]*)?\}")
 _ERROR_REF = {"$ref": "#/components/schemas/ErrorBody"}

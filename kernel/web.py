@@ -16,6 +16,7 @@ from pydantic import BaseModel, ValidationError
 from pymongo.asynchronous.database import AsyncDatabase
 
 from kernel import jsonio
+from kernel.api_prefix import API_PREFIX
 from kernel.bounds import parse_json
 from kernel.db import UNAVAILABLE_ERRORS, Document
 from kernel.errors import (
@@ -33,8 +34,6 @@ from kernel.settings import Settings
 from kernel.tokens import BuiltinIssuer, TokenVerifier
 
 log = logging.getLogger("cairn.http")
-
-API_PREFIX = "/api/v1"
 
 SETTINGS = web.AppKey("settings", Settings)
 DATABASE = web.AppKey("database", AsyncDatabase[Document])

@@ -6,6 +6,7 @@ import asyncio
 import errno
 import os
 import stat
+import threading
 import uuid
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
@@ -18,6 +19,7 @@ import aiofiles.os
 from kernel.errors import CairnError, Forbidden, InvalidInput, NotFound, ServiceUnavailable
 from storage_plugins.base import FileInfo, PluginOptions, StoragePlugin, WriteResult
 from storage_plugins.checksums import Adler32
+from storage_plugins.errors import ChecksumMismatch
 
 
 def local_path(url: str) -> Path:
@@ -87,6 +89,31 @@ def confined_path(url: str, root: str | None) -> Path:
     return path
 
 
+def _copy_file(source: Path, url: str, root: str | None, chunk_size: int, expected_adler32: str | None,
+               stop: threading.Event) -> tuple[int, str]:
+    """Copy a local file to url's path (through a partial file, renamed when complete and, with
+    expected_adler32, only if the bytes copied have it); in one thread, so a small file costs one
+    hop off the event loop. `stop` set: the copy ends at the next chunk, leaving nothing."""
+    path = confined_path(url, root)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.cairn-part-{uuid.uuid4().hex[:8]}")
+    digest = Adler32()
+    try:
+        with source.open("rb") as src, partial.open("wb") as dst:
+            while chunk := src.read(chunk_size):
+                if stop.is_set():
+                    raise InterruptedError(f"copy of {source} to {url} stopped")
+                digest.update(chunk)
+                dst.write(chunk)
+        if expected_adler32 is not None and digest.hexdigest() != expected_adler32:
+            raise ChecksumMismatch(url, expected_adler32, digest.hexdigest())
+        os.replace(partial, path)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    return digest.size, digest.hexdigest()
+
+
 class PosixPlugin(StoragePlugin):
     """Files in a local directory tree; writes land atomically (temp file, then rename)."""
 
@@ -148,6 +175,23 @@ class PosixPlugin(StoragePlugin):
                 partial.unlink(missing_ok=True)
                 raise
         return WriteResult(url, digest.size, digest.hexdigest())
+
+    async def put(
+        self, path: str | os.PathLike[str], url: str, *, expected_adler32: str | None = None
+    ) -> WriteResult:
+        """Copy a local file in one worker thread; a mismatch with expected_adler32 stores nothing."""
+        stop = threading.Event()
+        copy = asyncio.ensure_future(asyncio.to_thread(
+            _copy_file, Path(path), url, self.options.root, self.options.chunk_size, expected_adler32, stop))
+        try:
+            with mapped_os_errors(url):
+                size, adler32 = await asyncio.shield(copy)
+        except asyncio.CancelledError:
+            stop.set()  # a thread cannot be cancelled: it stops at its next chunk and removes its partial file
+            await asyncio.wait([copy])
+            copy.exception()  # retrieved: the InterruptedError of a stopped copy is expected
+            raise
+        return WriteResult(url, size, adler32)
 
     async def delete(self, url: str) -> None:
         path = await self._path(url)

@@ -122,6 +122,16 @@ async def test_get_with_a_wrong_expected_checksum_fails_and_leaves_no_file(
     assert not (tmp_path / "copy").exists()
 
 
+async def test_put_with_a_wrong_expected_checksum_fails_and_stores_nothing(
+    endpoint: Endpoint, payload: Callable[[int], Payload]
+) -> None:
+    plugin, url = endpoint.plugin(), endpoint.url("dir/put")
+    with pytest.raises(ChecksumMismatch) as caught:
+        await plugin.put(payload(1).path, url, expected_adler32="00000001")
+    assert caught.value.expected == "00000001" and url in caught.value.message
+    assert not await plugin.exists(url)
+
+
 async def _chunks(data: bytes) -> AsyncIterator[bytes]:
     yield data
 

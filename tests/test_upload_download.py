@@ -10,6 +10,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+import dataio.upload
 from cairn.sdk import Client, SyncClient
 from dataio.progress import FileOutcome
 from tests.fixtures.api import RunningApi
@@ -164,8 +165,39 @@ async def test_many_files_cost_bulk_catalogue_calls_not_one_lookup_per_file(
         uploading, paths[:] = Counter(paths), []
         downs = await client.download([u.lfn for u in ups], tmp_path / "out", concurrency=8)
         assert [d.status for d in downs] == ["downloaded"] * 30, [d.error for d in downs]
-    # Each flip waits for its own file's bytes; flips of files finishing together share a call.
-    assert uploading["/files/register"] == 1 and 1 <= uploading["/replicas/statuses"] <= 30
+    # One batch: one registration call before any byte moves, one finalisation call after them all.
+    assert uploading["/files/register"] == 1 and uploading["/replicas/statuses"] == 1
     assert uploading["/replicas/status"] == uploading["/files"] == 0
     assert Counter(paths) == {"/ses": 1, "/files/lookup": 1}
     assert (tmp_path / "out" / "s29").read_bytes() == b"small" * 29
+
+
+async def test_batches_cost_one_registration_and_one_finalisation_each_and_count_what_they_stored(
+    api: RunningApi, live_ses: LiveSEs, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(dataio.upload, "BATCH", 10)
+    se = await live_ses.add("file")
+    sources = small_files(tmp_path, 25, prefix="b", unit=b"batched")
+    paths: list[str] = []
+    trace = aiohttp.TraceConfig()
+
+    async def seen(_session: object, _context: object, params: aiohttp.TraceRequestStartParams) -> None:
+        paths.append(params.url.path.removeprefix("/api/v1"))
+
+    trace.on_request_start.append(seen)
+    async with api.client() as client:
+        client._session = aiohttp.ClientSession(trace_configs=[trace])  # its own kind of session, observed
+        before = {u["se"]: u for u in await client.se_usage()}.get(se.name, {"replicas": 0, "bytes": 0})
+        ups = await client.upload(sources, "/cta/batched/", se.name, concurrency=3)
+        assert [u.status for u in ups] == ["uploaded"] * 25, [u.error for u in ups]
+        calls = Counter(paths)
+        again = await client.upload(sources, "/cta/batched/", se.name, concurrency=3)
+        assert [u.status for u in again] == ["exists"] * 25
+        stored = sum(len(b"batched") * index for index in range(25))
+        assert await client.directory_usage("/cta/batched") == {"path": "/cta/batched", "files": 25, "bytes": stored}
+        after = {u["se"]: u for u in await client.se_usage()}[se.name]
+        assert (after["replicas"] - before["replicas"], after["bytes"] - before["bytes"]) == (25, stored)
+        assert (await client.rebuild_usage(fix=False))["drifted"] == 0
+        replicas = (await client.lookup_files([u.lfn for u in ups]))["successful"]
+    assert calls["/files/register"] == 3 and calls["/replicas/statuses"] == 3
+    assert {r["status"] for doc in replicas.values() for r in doc["replicas"]} == {"available"}

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from cairn.cli.output import emit_json, json_option, table
 from cairn.cli.runner import run
-from cairn.sdk import Client
+
+if TYPE_CHECKING:
+    from cairn.sdk import Client
 
 
 @click.group()

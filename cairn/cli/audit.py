@@ -6,13 +6,12 @@ from __future__ import annotations
 import asyncio
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from cairn.cli.output import emit_json, json_option, table
 from cairn.cli.runner import run
-from cairn.sdk import Client
 from kernel import jsonio
 
 RUN_COLUMNS = ["id", "se", "state", "dump", "created", "finished", "lost", "dark", "size_mismatch",
@@ -20,6 +19,9 @@ RUN_COLUMNS = ["id", "se", "state", "dump", "created", "finished", "lost", "dark
 COUNTERS = ("storage", "catalogue", "matched", "lost", "dark", "young", "size_mismatch", "checksum_mismatch",
             "bad", "no_copy")
 FOUND = ("lost", "dark", "size_mismatch", "checksum_mismatch")
+
+if TYPE_CHECKING:
+    from cairn.sdk import Client
 
 
 def _row(run: dict[str, Any]) -> dict[str, Any]:

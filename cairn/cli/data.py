@@ -9,24 +9,20 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    TaskID,
-    TextColumn,
-    TimeRemainingColumn,
-    TransferSpeedColumn,
-)
 
 from cairn.cli.output import emit_json, err_console, json_option, table
 from cairn.cli.runner import run
-from cairn.sdk import Client
 from dataio.progress import FileOutcome, NoProgress, ProgressSink, outcome_summary
 
 BIG_FILE = 8 << 20
+
+if TYPE_CHECKING:
+    from rich.progress import Progress, TaskID
+
+    from cairn.sdk import Client
 
 
 class RichProgress:
@@ -64,9 +60,18 @@ def progress_sink(as_json: bool, label: str, total: int | None) -> Iterator[Prog
     if as_json:
         yield NoProgress()
         return
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
+
     columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
                TimeRemainingColumn())
-    with Progress(*columns, console=err_console, transient=True) as progress:
+    with Progress(*columns, console=err_console(), transient=True) as progress:
         yield RichProgress(progress, label, total)
 
 
@@ -79,7 +84,7 @@ def report(outcomes: Sequence[FileOutcome], as_json: bool) -> None:
                  "seconds": f"{o.seconds:.2f}", "detail": o.error or "; ".join(o.notes)} for o in outcomes]
         table(rows, ["lfn", "local", "status", "se", "size", "seconds", "detail"])
         summary = outcome_summary(outcomes)
-        err_console.print(", ".join(f"{k}: {v}" for k, v in summary.items()))
+        err_console().print(", ".join(f"{k}: {v}" for k, v in summary.items()))
     if any(not o.ok for o in outcomes):
         raise SystemExit(1)
 

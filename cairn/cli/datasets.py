@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from cairn.cli.output import emit_json, json_option, table
 from cairn.cli.runner import run
-from cairn.sdk import Client
 from kernel import jsonio
 
 DID_COLUMNS = ["did", "type", "state", "files", "bytes", "children", "owner", "group", "query"]
+
+if TYPE_CHECKING:
+    from cairn.sdk import Client
 
 
 def _did(doc: dict[str, Any], as_json: bool) -> None:

@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import click
-import yaml
 
 from cairn.cli.output import emit_json, fail, json_option, table
 from cairn.cli.runner import run
@@ -26,6 +25,8 @@ def job() -> None:
 
 
 def read_description(path: Path) -> Any:
+    import yaml  # only the commands that read a description need it
+
     text = path.read_text()
     try:
         return json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)

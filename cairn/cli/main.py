@@ -1,72 +1,72 @@
-"""The `cairn` command: processes (server, daemon, up, pilot) and clients of the HTTP API."""
+"""The `cairn` command: processes (server, daemon, up, pilot) and clients of the HTTP API.
+
+Commands are imported when called (`cairn.cli.lazy_group`), so `cairn ls` pays for the import
+of what `ls` needs, not of the whole CLI.
+"""
 
 from __future__ import annotations
 
 import click
 
 from cairn import __version__
-from cairn.cli import (
-    accounting,
-    audit,
-    data,
-    datasets,
-    files,
-    jobs,
-    meta,
-    namespace,
-    pilots,
-    processes,
-    productions,
-    requests,
-    rules,
-    se_admin,
-    ses,
-    token,
-    transfers,
-    transformations,
-    vos,
-)
+from cairn.cli.lazy_group import LazyGroup
+
+COMMANDS = {
+    "server": "cairn.cli.processes:server",
+    "daemon": "cairn.cli.processes:daemon",
+    "up": "cairn.cli.processes:up",
+    "health": "cairn.cli.processes:health",
+    "token": "cairn.cli.token:token",
+    "whoami": "cairn.cli.token:whoami",
+    "job": "cairn.cli.jobs:job",
+    "pilot": "cairn.cli.jobs:pilot",
+    "transformation": "cairn.cli.transformations:transformation",
+    "production": "cairn.cli.productions:production",
+    "replicate": "cairn.cli.requests:replicate",
+    "upload": "cairn.cli.data:upload",
+    "download": "cairn.cli.data:download",
+    "stage": "cairn.cli.requests:stage",
+    "requests": "cairn.cli.requests:requests",
+    "transfers": "cairn.cli.transfers:transfers",
+    "ls": "cairn.cli.namespace:ls",
+    "stat": "cairn.cli.namespace:stat",
+    "mkdir": "cairn.cli.namespace:mkdir",
+    "mv": "cairn.cli.namespace:mv",
+    "rm": "cairn.cli.namespace:rm",
+    "chmod": "cairn.cli.namespace:chmod",
+    "chown": "cairn.cli.namespace:chown",
+    "register": "cairn.cli.files:register",
+    "replicas": "cairn.cli.files:replicas",
+    "se": "cairn.cli.ses:se",
+    "site": "cairn.cli.ses:site",
+    "meta": "cairn.cli.meta:meta",
+    "find": "cairn.cli.meta:find",
+    "dataset": "cairn.cli.datasets:dataset",
+    "container": "cairn.cli.datasets:container",
+    "ancestry": "cairn.cli.accounting:ancestry",
+    "usage": "cairn.cli.accounting:usage",
+    "feed": "cairn.cli.accounting:feed",
+    "rule": "cairn.cli.rules:rule",
+    "quota": "cairn.cli.rules:quota",
+    "subscription": "cairn.cli.rules:subscription",
+    "audit": "cairn.cli.audit:audit",
+    "pilots": "cairn.cli.pilots:pilots",
+    "vo": "cairn.cli.vos:vo",
+}
+
+# Subcommands of a group that live beside the features they serve.
+GROUP_EXTRAS = {
+    "se": ["cairn.cli.accounting:se_dump", "cairn.cli.rules:se_resolve", "cairn.cli.se_admin:se_add",
+           "cairn.cli.se_admin:se_update"],
+    "site": ["cairn.cli.se_admin:site_add", "cairn.cli.pilots:site_queues", "cairn.cli.pilots:site_queue_set"],
+}
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.group(cls=LazyGroup, lazy=COMMANDS, extra=GROUP_EXTRAS,
+             context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 @click.version_option(__version__, prog_name="cairn")
 def cli() -> None:
     """Cairn: file and metadata catalogue, storage, transfers, rules and jobs."""
-
-
-cli.add_command(processes.server)
-cli.add_command(processes.daemon)
-cli.add_command(processes.up)
-cli.add_command(processes.health)
-cli.add_command(token.token)
-cli.add_command(token.whoami)
-cli.add_command(jobs.job)
-cli.add_command(jobs.pilot)
-cli.add_command(transformations.transformation)
-cli.add_command(productions.production)
-cli.add_command(requests.replicate)
-cli.add_command(data.upload)
-cli.add_command(data.download)
-cli.add_command(requests.stage)
-cli.add_command(requests.requests)
-cli.add_command(transfers.transfers)
-for command in (namespace.ls, namespace.stat, namespace.mkdir, namespace.mv, namespace.rm, namespace.chmod,
-                namespace.chown, files.register, files.replicas, ses.se, ses.site, meta.meta, meta.find,
-                datasets.dataset, datasets.container, accounting.ancestry, accounting.usage, rules.rule, rules.quota,
-                rules.subscription):
-    cli.add_command(command)
-ses.se.add_command(accounting.se_dump)
-cli.add_command(accounting.feed)
-ses.se.add_command(rules.se_resolve)
-cli.add_command(audit.audit)
-ses.se.add_command(se_admin.se_add)
-ses.se.add_command(se_admin.se_update)
-ses.site.add_command(se_admin.site_add)
-
-cli.add_command(pilots.pilots)
-cli.add_command(vos.vo)
-ses.site.add_command(pilots.site_queues)
-ses.site.add_command(pilots.site_queue_set)
 
 
 def main() -> None:

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from cairn.cli.output import emit_json, json_option, stream_table, table
 from cairn.cli.runner import run
-from cairn.sdk import Client
 from kernel import jsonio
+
+if TYPE_CHECKING:
+    from cairn.sdk import Client
 
 
 def parse_value(text: str) -> Any:

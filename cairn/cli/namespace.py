@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from cairn.cli.output import emit_json, emit_json_lines_stream, json_option, stream_table, table
 from cairn.cli.runner import run
-from cairn.sdk import Client
 
 ENTRY_COLUMNS = ["mode", "owner", "group", "size", "modified", "name"]
+
+if TYPE_CHECKING:
+    from cairn.sdk import Client
 
 
 def _row(entry: dict[str, Any]) -> dict[str, Any]:

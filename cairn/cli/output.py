@@ -3,20 +3,33 @@ they arrive (`emit_json_lines_stream`, `stream_table`), holding one chunk of row
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 from collections.abc import AsyncIterable, Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-from rich.console import Console
-from rich.table import Table
 
 from kernel import jsonio
 from kernel.errors import CairnError
 
-console = Console()
-err_console = Console(stderr=True)
+if TYPE_CHECKING:
+    from rich.console import Console
+
+
+@functools.cache
+def console(*, stderr: bool = False) -> Console:
+    """The rich console of stdout (or stderr), made on first use: commands that print JSON or a
+    streamed table never import rich."""
+    from rich.console import Console
+
+    return Console(stderr=stderr)
+
+
+def err_console() -> Console:
+    return console(stderr=True)
+
 
 json_option = click.option("--json", "as_json", is_flag=True, help="print JSON for scripts")
 
@@ -85,12 +98,14 @@ def _line(cells: Sequence[str], widths: Sequence[int]) -> str:
 
 
 def table(rows: Iterable[dict[str, Any]], columns: Sequence[str], *, title: str | None = None) -> None:
+    from rich.table import Table
+
     view = Table(title=title, show_edge=False, header_style="bold")
     for col in columns:
         view.add_column(col)
     for row in rows:
         view.add_row(*[_cell(row.get(col)) for col in columns])
-    console.print(view)
+    console().print(view)
 
 
 def _cell(value: Any) -> str:
@@ -104,5 +119,5 @@ def _cell(value: Any) -> str:
 
 
 def fail(exc: CairnError) -> None:
-    err_console.print(f"[red]error[/red] ({exc.code}): {exc.message}")
+    err_console().print(f"[red]error[/red] ({exc.code}): {exc.message}")
     sys.exit(2 if exc.status < 500 else 3)

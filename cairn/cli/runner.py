@@ -4,19 +4,23 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from cairn.cli.output import fail
-from cairn.sdk import Client
 from kernel.errors import CairnError
 
 T = TypeVar("T")
 
+if TYPE_CHECKING:
+    from cairn.sdk import Client
+
 
 def run(action: Callable[[Client], Awaitable[T]]) -> T:
     """Call action with a connected SDK client; exit non-zero with a readable error on failure."""
+
+    from cairn.sdk import Client  # here, not at the top: `cairn --help` needs no HTTP client
 
     async def go() -> T:
         async with Client() as client:

@@ -3,7 +3,7 @@ The server checks every field against the SE schema and names the one that is wr
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -11,12 +11,14 @@ from cairn.cli.output import emit_json, json_option, table
 from cairn.cli.runner import run
 from cairn.cli.se_spec import pairs, protocols
 from cairn.cli.ses import SE_COLUMNS, _se_row
-from cairn.sdk import Client
 from kernel.errors import Conflict, NotFound
 
 PROTOCOL_HELP = ("URL[,flag...]: file:///dir, s3://BUCKET/prefix, root://host:port//dir, davs://host:port/dir, "
                  "tape:///dir; flags ro, noread, nowrite, nodelete, tpc, priority=N, KEY=VALUE plugin options "
                  "(repeatable; the first is preferred)")
+
+if TYPE_CHECKING:
+    from cairn.sdk import Client
 
 
 def _options(f: Any) -> Any:

@@ -6,17 +6,19 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from cairn.cli.jobs import read_description
 from cairn.cli.output import emit_json, json_option
 from cairn.cli.runner import run
-from cairn.sdk import Client
 
 Json = Any
 Human = Callable[[Json], None]
+
+if TYPE_CHECKING:
+    from cairn.sdk import Client
 
 
 def answer(result: Json, as_json: bool, human: Human) -> None:

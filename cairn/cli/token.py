@@ -9,7 +9,6 @@ from cairn.cli.runner import run
 from cairn.cli.settings import cli_settings
 from kernel.errors import CairnError
 from kernel.principal import DEFAULT_VO, GLOBAL_VO, SCOPES
-from kernel.tokens import BuiltinIssuer
 
 
 @click.group()
@@ -26,6 +25,8 @@ def token() -> None:
 @click.option("--lifetime", type=click.IntRange(60, 366 * 86400), help="seconds until it expires")
 def issue(user: str, vo: str, groups: tuple[str, ...], scopes: tuple[str, ...], lifetime: int | None) -> None:
     """Sign a token with the built-in issuer's key (kept under ./var/keys)."""
+    from kernel.tokens import BuiltinIssuer  # jwt and cryptography: for this command only
+
     settings = cli_settings()
     try:
         issuer = BuiltinIssuer.from_settings(settings)

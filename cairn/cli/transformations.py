@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from cairn.cli.output import json_option, table
 from cairn.cli.runner import run
 from cairn.cli.standing_orders import add_command, answer, id_command, list_command
-from cairn.sdk import Client
 
 COLUMNS = ["id", "name", "type", "state", "owner", "tasks_created", "updated"]
+
+if TYPE_CHECKING:
+    from cairn.sdk import Client
 
 
 @click.group()
