@@ -1,4 +1,9 @@
-"""JSON encoding shared by the API and the SDK (datetimes as ISO 8601, sets as lists)."""
+"""JSON encoding shared by the API and the SDK (datetimes as ISO 8601, naive ones as UTC; sets as
+lists). orjson writes it: the standard library's encoder and its datetime hook took most of the API
+server's CPU when resolving 10k LFNs (bench/results/resolve_issue17.json). What orjson refuses
+(integers beyond 64 bits, keys that are not strings) goes through `json` with the same hook.
+orjson writes non-ASCII characters as UTF-8 instead of \\u escapes (the same JSON), and NaN and
+infinities as null (they are not JSON; the API refuses them on input)."""
 
 from __future__ import annotations
 
@@ -6,6 +11,7 @@ import datetime as dt
 import json
 from typing import Any
 
+import orjson
 from bson import ObjectId
 
 
@@ -26,4 +32,7 @@ def _default(value: Any) -> Any:
 
 
 def dumps(value: Any) -> str:
-    return json.dumps(value, default=_default, separators=(",", ":"))
+    try:
+        return orjson.dumps(value, default=_default, option=orjson.OPT_NAIVE_UTC).decode()
+    except orjson.JSONEncodeError:
+        return json.dumps(value, default=_default, separators=(",", ":"))
