@@ -32,14 +32,14 @@ func Unmarshal(data []byte) (*types.Document, error) {
 // unmarshalSingleValue, as before.
 func cairnUnmarshal(data []byte) (*types.Document, bool) {
 	s := cairnScanner{b: data}
-	pairs, ok := s.object()
+	pairs, ok := s.object(32)
 	if !ok || s.rest() {
 		return nil, false
 	}
 
 	schemaAt := -1
 	for i, p := range pairs {
-		if p.key == "$s" {
+		if cairnKeyIs(data, p, "$s") {
 			if schemaAt >= 0 {
 				return nil, false
 			}
@@ -55,9 +55,10 @@ func cairnUnmarshal(data []byte) (*types.Document, bool) {
 		return nil, false
 	}
 
-	fields := make([]cairnPair, 0, len(pairs)-1)
-	fields = append(fields, pairs[:schemaAt]...)
-	fields = append(fields, pairs[schemaAt+1:]...)
+	fields := pairs[1:]
+	if schemaAt != 0 {
+		fields = append(pairs[:schemaAt], pairs[schemaAt+1:]...)
+	}
 
 	return cairnDocument(data, fields, sch)
 }
@@ -70,7 +71,7 @@ func cairnDocument(data []byte, fields []cairnPair, sch *schema) (*types.Documen
 
 	d := types.MakeDocument(len(fields))
 	for i, key := range sch.Keys {
-		if fields[i].key != key {
+		if !cairnKeyIs(data, fields[i], key) {
 			return nil, false
 		}
 		v, ok := cairnValue(data[fields[i].start:fields[i].end], sch.Properties[key])
@@ -98,7 +99,7 @@ func cairnValue(raw []byte, sch *elem) (any, bool) {
 			return nil, false
 		}
 		s := cairnScanner{b: raw}
-		pairs, ok := s.object()
+		pairs, ok := s.object(len(sch.Schema.Keys))
 		if !ok || s.rest() {
 			return nil, false
 		}
@@ -322,11 +323,19 @@ func cairnElemClean(e *elem) bool {
 	return true
 }
 
-// cairnPair is one member of a JSON object (or element of an array, with no key): the bytes of
-// its value are [start, end) of the scanned text.
+// cairnPair is one member of a JSON object (or element of an array, with no key): the bytes
+// between the quotes of its key are [keyStart, keyEnd) of the scanned text and those of its value
+// [start, end); plain is false when the key has an escape or a control character.
 type cairnPair struct {
-	key        string
-	start, end int
+	keyStart, keyEnd int
+	start, end       int
+	plain            bool
+}
+
+// cairnKeyIs reports whether the key of p is exactly `key` (a plain key that equals the schema's,
+// which encoding/json decoded: then the key decodes to itself).
+func cairnKeyIs(b []byte, p cairnPair, key string) bool {
+	return p.plain && string(b[p.keyStart:p.keyEnd]) == key
 }
 
 // cairnScanner finds the members of one JSON object or array without decoding their values.
@@ -351,14 +360,14 @@ func (s *cairnScanner) rest() bool {
 	return s.i != len(s.b)
 }
 
-// object reads `{"key": value, ...}`; keys must be plain strings.
-func (s *cairnScanner) object() ([]cairnPair, bool) {
+// object reads `{"key": value, ...}`, expecting about `size` members.
+func (s *cairnScanner) object(size int) ([]cairnPair, bool) {
 	s.space()
 	if s.i >= len(s.b) || s.b[s.i] != '{' {
 		return nil, false
 	}
 	s.i++
-	pairs := make([]cairnPair, 0, 8)
+	pairs := make([]cairnPair, 0, size)
 	s.space()
 	if s.i < len(s.b) && s.b[s.i] == '}' {
 		s.i++
@@ -366,14 +375,12 @@ func (s *cairnScanner) object() ([]cairnPair, bool) {
 	}
 	for {
 		s.space()
-		start := s.i
-		if !s.skipString() {
-			return nil, false
-		}
-		key, ok := cairnPlainString(s.b[start:s.i])
+		keyStart := s.i + 1
+		plain, ok := s.scanString()
 		if !ok {
 			return nil, false
 		}
+		keyEnd := s.i - 1
 		s.space()
 		if s.i >= len(s.b) || s.b[s.i] != ':' {
 			return nil, false
@@ -384,7 +391,7 @@ func (s *cairnScanner) object() ([]cairnPair, bool) {
 		if !s.skipValue() {
 			return nil, false
 		}
-		pairs = append(pairs, cairnPair{key: key, start: vStart, end: s.i})
+		pairs = append(pairs, cairnPair{keyStart: keyStart, keyEnd: keyEnd, start: vStart, end: s.i, plain: plain})
 		s.space()
 		if s.i >= len(s.b) {
 			return nil, false
@@ -408,7 +415,7 @@ func (s *cairnScanner) array() ([]cairnPair, bool) {
 		return nil, false
 	}
 	s.i++
-	var items []cairnPair
+	items := make([]cairnPair, 0, 4)
 	s.space()
 	if s.i < len(s.b) && s.b[s.i] == ']' {
 		s.i++
@@ -439,19 +446,30 @@ func (s *cairnScanner) array() ([]cairnPair, bool) {
 
 // skipString moves past a JSON string (escapes included) without checking its contents.
 func (s *cairnScanner) skipString() bool {
+	_, ok := s.scanString()
+	return ok
+}
+
+// scanString moves past a JSON string; plain is false when it holds an escape or a control
+// character.
+func (s *cairnScanner) scanString() (plain, ok bool) {
 	if s.i >= len(s.b) || s.b[s.i] != '"' {
-		return false
+		return false, false
 	}
+	plain = true
 	for s.i++; s.i < len(s.b); s.i++ {
-		switch s.b[s.i] {
-		case '\\':
+		switch c := s.b[s.i]; {
+		case c == '\\':
+			plain = false
 			s.i++
-		case '"':
+		case c == '"':
 			s.i++
-			return true
+			return plain, true
+		case c < 0x20:
+			plain = false
 		}
 	}
-	return false
+	return false, false
 }
 
 // skipValue moves past one value: a string, an object or array (to its matching bracket), or a
