@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from catalogue import files, replica_triage, replicas
 from catalogue.files import FileIn, ReplicaStatus, authorized_files
 from catalogue.lfn import check_lfn
-from catalogue.permissions import READ, WRITE
+from catalogue.permissions import PERMISSION_FIELDS, READ, WRITE
 from catalogue.refusals import refusal
 from catalogue.usage import REGISTERED_IN
 from kernel.bounds import MAX_BULK_ITEMS
@@ -23,6 +23,8 @@ routes = ApiRoutes("files")
 READ_SCOPE = scopes("catalogue.read")
 WRITE_SCOPE = scopes("catalogue.write")
 BULK_RESPONSES = {400: "a bad item (nothing written)", 413: "body over the limit"}
+# What /replicas/resolve reads of each file record.
+RESOLVED_FIELDS = {"replicas": 1, **dict.fromkeys(PERMISSION_FIELDS, 1)}
 
 
 class RegisterBody(BaseModel):
@@ -118,7 +120,8 @@ async def remove(request: web.Request) -> web.Response:
 async def resolve(request: web.Request) -> web.Response:
     body = await read_model(request, LfnsBody)
     db = request.app[DATABASE]
-    allowed, failed = await authorized_files(db, principal_of(request), _checked(body.lfns), READ)
+    # authorized_files checks each LFN; the records are read without what the answer does not use
+    allowed, failed = await authorized_files(db, principal_of(request), body.lfns, READ, RESOLVED_FIELDS)
     if body.active:
         allowed, inactive = await replicas.only_active(db, allowed)
         failed |= inactive

@@ -407,20 +407,23 @@ async def fetch_files(db: AsyncDatabase[Document], lfns: Iterable[str], projecti
 
 
 async def authorized_files(
-    db: AsyncDatabase[Document], principal: Principal, lfns: Sequence[str], bits: int
+    db: AsyncDatabase[Document], principal: Principal, lfns: Sequence[str], bits: int, projection: Any = None
 ) -> tuple[dict[str, Document], dict[str, str]]:
     """Files the caller may act on with `bits` (r to read replicas, w to change them) and why
     the others are refused; two queries (the files, then their ancestors) for any number.
-    A file the caller cannot reach is refused as "no such file", like a missing one."""
+    A file the caller cannot reach is refused as "no such file", like a missing one.
+    A `projection` must keep PERMISSION_FIELDS."""
     for lfn in lfns:
         check_lfn(lfn)
-    found = await fetch_files(db, lfns)
-    dirs = await fetch_directories(db, {a for lfn in found for a in ancestors(lfn)})
+    found = await fetch_files(db, lfns, projection)
+    parents = {parent_of(lfn) for lfn in found}  # a file's ancestors: its parent's and the parent
+    dirs = await fetch_directories(db, parents.union(*(ancestors(p) for p in parents)))
     allowed: dict[str, Document] = {}
     failed: dict[str, str] = {}
+    walked: dict[str, str | None] = {}
     for lfn in lfns:
         doc = found.get(lfn)
-        reason = "no such file" if doc is None else hiding_denial(principal, lfn, doc, bits, dirs)
+        reason = "no such file" if doc is None else hiding_denial(principal, lfn, doc, bits, dirs, walked)
         if reason:
             failed[lfn] = reason
         elif doc is not None:

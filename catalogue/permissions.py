@@ -49,6 +49,8 @@ ROOT_ENTRY: dict[str, Any] = {"_id": ROOT, "parent": ROOT, "name": "", "owner": 
 Entries = Mapping[str, Mapping[str, Any]]
 NO_SUCH_FILE = "no such file"
 _BIT_NAMES = {READ: "r", WRITE: "w", EXECUTE: "x"}
+# What `permits` reads of an entry: a projection of entries to be checked keeps these.
+PERMISSION_FIELDS = ("owner", "group", "mode")
 
 
 def permits(principal: Principal, entry: Mapping[str, Any], bits: int) -> bool:
@@ -78,11 +80,22 @@ def within_reach(principal: Principal, path: str) -> bool:
     return own > foreign
 
 
-def traversal_denial(principal: Principal, path: str, dirs: Entries) -> str | None:
+def traversal_denial(principal: Principal, path: str, dirs: Entries,
+                     walked: dict[str, str | None] | None = None) -> str | None:
     """Why the caller may not reach `path` (outside its VO: NO_SUCH_FILE; no x on an existing
-    ancestor), or None."""
+    ancestor), or None. The walk up the ancestors depends on the parent directory alone, so a
+    batch of paths passes one `walked` dict to make it once per directory."""
     if not within_reach(principal, path):
         return NO_SUCH_FILE
+    if walked is None or path == ROOT:
+        return _search_denial(principal, path, dirs)
+    parent = parent_of(path)
+    if parent not in walked:
+        walked[parent] = _search_denial(principal, path, dirs)
+    return walked[parent]
+
+
+def _search_denial(principal: Principal, path: str, dirs: Entries) -> str | None:
     for ancestor in ancestors(path):
         entry = ROOT_ENTRY if ancestor == ROOT else dirs.get(ancestor)
         if entry is None:
@@ -94,20 +107,23 @@ def traversal_denial(principal: Principal, path: str, dirs: Entries) -> str | No
 
 def entry_denial(principal: Principal, path: str, entry: Mapping[str, Any], bits: int, dirs: Entries) -> str | None:
     """Why the caller may not act on an existing entry needing `bits`, or None."""
-    reason = traversal_denial(principal, path, dirs)
-    if reason:
-        return reason
+    return traversal_denial(principal, path, dirs) or _bits_denial(principal, path, entry, bits)
+
+
+def _bits_denial(principal: Principal, path: str, entry: Mapping[str, Any], bits: int) -> str | None:
     if bits and not permits(principal, entry, bits):
         return f"permission denied: {_bits(bits)} permission needed on {path}"
     return None
 
 
-def hiding_denial(principal: Principal, path: str, entry: Mapping[str, Any], bits: int, dirs: Entries) -> str | None:
+def hiding_denial(principal: Principal, path: str, entry: Mapping[str, Any], bits: int, dirs: Entries,
+                  walked: dict[str, str | None] | None = None) -> str | None:
     """As `entry_denial`, but an entry the caller cannot reach (no traversal) gets NO_SUCH_FILE,
-    the reason of a missing one, so that no answer tells whether a hidden entry exists."""
-    if traversal_denial(principal, path, dirs):
+    the reason of a missing one, so that no answer tells whether a hidden entry exists.
+    `walked` as for `traversal_denial`."""
+    if traversal_denial(principal, path, dirs, walked):
         return NO_SUCH_FILE
-    return entry_denial(principal, path, entry, bits, dirs)
+    return _bits_denial(principal, path, entry, bits)
 
 
 def creation_denial(principal: Principal, path: str, dirs: Entries) -> str | None:

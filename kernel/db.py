@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
+from collections import deque
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -211,23 +212,41 @@ async def bulk_write_chunked(collection: Any, operations: Sequence[Any], *, orde
 
 
 # One `_id $in` of 100,000 values took minutes on the embedded database; slices of READ_SLICE
-# keep each query small and index-backed on MongoDB and FerretDB alike.
+# keep each query small and index-backed on MongoDB and FerretDB alike. READ_AHEAD slices are
+# asked for at once, so the database reads the next slice while this process decodes one.
 READ_SLICE = 1000
+READ_AHEAD = 2
 
 
 async def read_by_ids(collection: Any, ids: Iterable[Any], projection: Any = None, *,
-                      flt: Mapping[str, Any] | None = None) -> AsyncIterator[Document]:
+                      flt: Mapping[str, Any] | None = None) -> AsyncGenerator[Document, None]:
     """The documents whose `_id` is among `ids` (and that match `flt`), one `$in` per READ_SLICE
-    ids (the `_id` index). Each slice is read to its end before the next query, so no cursor stays
-    open across slices. Every bulk read by `_id` goes through here."""
+    ids (the `_id` index), slice after slice, READ_AHEAD of them in flight. Each query is read to
+    its end (no cursor stays open across slices). Every bulk read by `_id` goes through here."""
     wanted = sorted(set(ids))
-    with database_errors():
-        for start in range(0, len(wanted), READ_SLICE):
-            part = wanted[start:start + READ_SLICE]
-            query = {"_id": {"$in": part}} if not flt else {"$and": [dict(flt), {"_id": {"$in": part}}]}
-            docs = await collection.find(query, projection).limit(len(part)).batch_size(len(part)).to_list()
-            for doc in docs:
-                yield doc
+
+    async def read(part: list[Any]) -> list[Document]:
+        query = {"_id": {"$in": part}} if not flt else {"$and": [dict(flt), {"_id": {"$in": part}}]}
+        docs: list[Document] = await collection.find(query, projection).limit(len(part)) \
+            .batch_size(len(part)).to_list()
+        return docs
+
+    parts = (wanted[start:start + READ_SLICE] for start in range(0, len(wanted), READ_SLICE))
+    pending: deque[asyncio.Task[list[Document]]] = deque()
+    try:
+        with database_errors():
+            for part in parts:
+                pending.append(asyncio.ensure_future(read(part)))
+                if len(pending) < READ_AHEAD:
+                    continue
+                for doc in await pending.popleft():
+                    yield doc
+            while pending:
+                for doc in await pending.popleft():
+                    yield doc
+    finally:
+        for task in pending:
+            task.cancel()
 
 
 # The comment by which a keyset page tells Cairn's FerretDB build that its `_id`s are strings

@@ -1,7 +1,10 @@
-"""JSON encoding shared by the API and the SDK (datetimes as ISO 8601, sets as lists).
-
-`dumps` is the general encoder; `dumps_bytes` writes the same JSON (compact, UTF-8 rather than
-`\\u` escapes) through orjson, several times faster, for streams of many rows."""
+"""JSON encoding shared by the API and the SDK (datetimes as ISO 8601, naive ones as UTC; sets as
+lists). orjson writes it: the standard library's encoder and its datetime hook took most of the API
+server's CPU when resolving 10k LFNs (bench/results/resolve_issue17.json). What orjson refuses
+(integers beyond 64 bits, keys that are not strings) goes through `json` with the same hook.
+orjson writes non-ASCII characters as UTF-8 instead of \\u escapes (the same JSON), and NaN and
+infinities as null (they are not JSON; the API refuses them on input). `dumps_bytes` is the same
+JSON as UTF-8 bytes, for streams of many rows."""
 
 from __future__ import annotations
 
@@ -31,14 +34,12 @@ def _default(value: Any) -> Any:
     raise TypeError(f"cannot encode {type(value).__name__} as JSON")
 
 
-def dumps(value: Any) -> str:
-    return json.dumps(value, default=_default, separators=(",", ":"))
-
-
 def dumps_bytes(value: Any) -> bytes:
-    """`dumps(value)` as UTF-8 bytes, by orjson (naive datetimes taken as UTC, as `_default` does);
-    what orjson refuses (non-string keys, integers beyond 64 bits) goes through `dumps`."""
     try:
         return orjson.dumps(value, default=_default, option=orjson.OPT_NAIVE_UTC)
-    except TypeError:  # orjson.JSONEncodeError derives from TypeError
-        return dumps(value).encode()
+    except orjson.JSONEncodeError:
+        return json.dumps(value, default=_default, separators=(",", ":")).encode()
+
+
+def dumps(value: Any) -> str:
+    return dumps_bytes(value).decode()

@@ -69,6 +69,18 @@ async def test_reading_replicas_needs_r_on_the_file(carol: Client, bob: Client) 
         await bob.get_file("/cta/group/f")
 
 
+async def test_one_resolution_judges_each_file_and_each_directory(tree: RunningApi, carol: Client) -> None:
+    async with tree.client(tree.token("alice", groups=("cta",))) as alice:
+        await alice.register_files([{"lfn": "/cta/group/own", "size": 1, "adler32": "00000001", "mode": 0o600,
+                                     "replicas": [{"se": "CERN-DISK"}]}])
+    lfns = ["/cta/group/f", "/cta/private/secret", "/cta/group/own", "/cta/private/missing", "/cta/group/nothing"]
+    resolved = await carol.get_replicas(lfns)
+    assert list(resolved["successful"]) == ["/cta/group/f"]
+    assert resolved["failed"] == {"/cta/private/secret": "no such file", "/cta/private/missing": "no such file",
+                                  "/cta/group/own": "permission denied: r permission needed on /cta/group/own",
+                                  "/cta/group/nothing": "no such file"}
+
+
 async def test_creating_needs_w_on_the_parent(carol: Client, bob: Client) -> None:
     with pytest.raises(Forbidden, match="wx permission needed on directory /cta/group"):
         await carol.mkdir("/cta/group/mine")

@@ -1,16 +1,56 @@
 """What the changes of `.ci/install-ferretdb` must keep true on any database: `$in` (checked by
-set on the FerretDB build) answers like a recount, and an `update` command of many statements
-that modify existing documents answers (it hung on FerretDB 1.24 at 100)."""
+set on the FerretDB build) answers like a recount, an `update` command of many statements
+that modify existing documents answers (it hung on FerretDB 1.24 at 100), and documents come
+back exactly as stored, field order included (the build decodes them in one pass and returns
+unprojected ones without copying), also through kernel.db.read_by_ids's overlapping slices."""
 
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 
-from bson import Int64
+from bson import Int64, ObjectId
 from pymongo import UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 
-from kernel.db import Document
+from kernel.db import READ_SLICE, Document, read_by_ids
+
+ODD_STRINGS = ["", "plain", 'quote " and \\ backslash', "new\nline\ttab\x01", "é日本\u2028", "/cta/d/f.root"]
+
+
+def stored(i: int) -> Document:
+    """A document with every kind of value the catalogue stores, nested, varied by i."""
+    when = dt.datetime(2026, 1, 1, tzinfo=dt.UTC) + dt.timedelta(milliseconds=i * 1_000_003)
+    text = ODD_STRINGS[i % len(ODD_STRINGS)]
+    return {
+        "_id": f"/cta/d{i % 7}/f{i:05d}.root", "size": i, "big": Int64(1 << 40) + i, "ratio": i / 7 - 3.5,
+        "created": when, "md5": None, "ok": i % 2 == 0, "guid": ObjectId(f"{i:024x}"), "raw": bytes([i % 256]),
+        "text": text, "tags": [text, i, {}, {"x": []}], "meta": {}, "empty": [],
+        "replicas": [{"se": f"SE{i % 3}", "url": f"root://h//{text}", "status": "available", "created": when}],
+        "nested": {"a": {"b": {"c": [i, {"d": text}]}}, "é": "ü"},
+    }
+
+
+async def test_documents_come_back_as_stored(database: AsyncDatabase[Document]) -> None:
+    probe = database["stored_probe"]
+    docs = [stored(i) for i in range(2 * READ_SLICE + 300)]
+    await probe.insert_many(docs)
+    by_id = {d["_id"]: d for d in docs}
+    found = [d async for d in read_by_ids(probe, [*by_id, "/cta/missing"])]
+    assert len(found) == len(docs)
+    assert all(list(d.items()) == list(by_id[d["_id"]].items()) for d in found)
+    projected = await probe.find({"_id": docs[5]["_id"]}, {"replicas": 1, "text": 1}).to_list()
+    assert projected == [{"_id": docs[5]["_id"], "text": docs[5]["text"], "replicas": docs[5]["replicas"]}]
+
+
+async def test_a_read_by_ids_left_early_leaves_the_database_usable(database: AsyncDatabase[Document]) -> None:
+    probe = database["stored_probe"]
+    await probe.insert_many([stored(i) for i in range(3 * READ_SLICE)])
+    reads = read_by_ids(probe, [stored(i)["_id"] for i in range(3 * READ_SLICE)], {"_id": 1})
+    first = await anext(reads)
+    await reads.aclose()  # the slices still in flight are cancelled
+    assert first["_id"].startswith("/cta/")
+    assert await probe.count_documents({}) == 3 * READ_SLICE
 
 
 async def test_in_answers_match_a_recount(database: AsyncDatabase[Document]) -> None:

@@ -8,7 +8,8 @@ from catalogue.lfn import ancestors, check_lfn, is_within, name_of, parent_of
 from kernel.errors import InvalidInput
 
 
-@pytest.mark.parametrize("lfn", ["/", "/cta", "/cta/mc/run_01/f-1.root", "/a/b.c/d+e=f,g@h~i:k"])
+@pytest.mark.parametrize("lfn", ["/", "/cta", "/cta/mc/run_01/f-1.root", "/a/b.c/d+e=f,g@h~i:k", "/...", "/.a/..b/c..",
+                                 "/" + "a" * 255, "/a" * 64])
 def test_valid_lfns_pass(lfn: str) -> None:
     assert check_lfn(lfn) == lfn
 
@@ -24,6 +25,9 @@ def test_valid_lfns_pass(lfn: str) -> None:
         ("/cta/./f", "dot_segment"),
         ("/cta/../etc/passwd", "dot_segment"),
         ("/cta/..", "dot_segment"),
+        ("/.", "dot_segment"),
+        ("/cta/.", "dot_segment"),
+        ("/../cta", "dot_segment"),
         ("/" + "a" * 1100, "length"),
         ("/" + "a" * 256, "segment_length"),
         ("/a" * 65, "depth"),
