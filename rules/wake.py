@@ -21,7 +21,7 @@ from pymongo import UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 
 from catalogue.directories import now
-from kernel.db import Document, bulk_write_chunked, database_errors, read_by_ids
+from kernel.db import Document, bulk_write_chunked, database_errors, increment, read_by_ids
 from rules import store
 from rules.locks import LOCKS, lock_id
 from rules.se_expression import ExpressionError, resolve
@@ -71,7 +71,7 @@ async def wake(db: AsyncDatabase[Document], rules: Iterable[Document]) -> None:
     for rule in rules:
         target = max(at, rule.get("next_wake") or at)
         waiting = {"_id": rule["_id"], "state": {"$in": list(WAITING_STATES)}}
-        updates += [UpdateOne(waiting, {"$inc": {"wakes": 1}}),
+        updates += [UpdateOne(waiting, increment({"wakes": 1})),
                     UpdateOne({**waiting, "due": {"$gt": target}}, {"$set": {"due": target}})]
     if updates:
         await bulk_write_chunked(db[RULES], updates)
