@@ -114,13 +114,13 @@ class Commands(monitoring.CommandListener):
     def _done(self, request_id: int, micros: int) -> None:
         key = self._open.pop(request_id, None)
         if key is not None:
-            self.millis[key] += micros / 1000
+            self.millis[key] += micros  # microseconds, shown in ms by `profile`
             self.calls[key] += 1
 
     def profile(self, top: int = 12) -> list[dict[str, Any]]:
         """The commands that took longest in all, with their count and mean time."""
-        return [{"command": key, "calls": self.calls[key], "total_ms": round(ms),
-                 "mean_ms": round(ms / self.calls[key], 2)} for key, ms in self.millis.most_common(top)]
+        return [{"command": key, "calls": self.calls[key], "total_ms": round(us / 1000),
+                 "mean_ms": round(us / 1000 / self.calls[key], 2)} for key, us in self.millis.most_common(top)]
 
 
 async def setup(db: AsyncDatabase[Document], files: int, root: Path) -> None:
@@ -130,7 +130,7 @@ async def setup(db: AsyncDatabase[Document], files: int, root: Path) -> None:
                                                      protocols=[Protocol(scheme="file", prefix=str(root / name))]))
     await create_did(db, ADMIN, DidIn(did="bench:big"))
     for start in range(0, files, SETUP_BATCH):
-        batch = [{"lfn": f"/bench/big/f{i:08d}", "size": 1000 + i % 997, "adler32": f"{i:08x}",
+        batch: list[dict[str, Any]] = [{"lfn": f"/bench/big/f{i:08d}", "size": 1000 + i % 997, "adler32": f"{i:08x}",
                   "replicas": [{"se": "SRC"}]} for i in range(start, min(files, start + SETUP_BATCH))]
         result = await register_files(db, ADMIN, batch)
         assert not result["failed"], list(result["failed"].items())[:3]
@@ -179,8 +179,11 @@ async def progress_phase(db: AsyncDatabase[Document], evaluator: RuleEvaluator, 
                 db, [{"lfn": lfn, "se": se, "status": "available", "expected": "copying"} for lfn in chunk], found)
             assert not flipped["failed"], list(flipped["failed"].items())[:3]
     flip_s = time.perf_counter() - began
-    await db[rq.REQUESTS].update_many({"requester": f"rule:{rule['_id']}"},
-                                      {"$set": {"state": "done", "finished": rq.now()}, "$unset": {"active_key": ""}})
+    # In `_id` slices: one update_many of 200,000 requests ran at ~38 per second on FerretDB.
+    ids = [d["_id"] for d in await db[rq.REQUESTS].find({"requester": f"rule:{rule['_id']}"}, {"_id": 1}).to_list()]
+    for start in range(0, len(ids), BATCH):
+        await db[rq.REQUESTS].update_many({"_id": {"$in": ids[start:start + BATCH]}}, {
+            "$set": {"state": "done", "finished": rq.now()}, "$unset": {"active_key": ""}})
     seconds, seen, profile, _ = await timed_pass(evaluator, db, rule["_id"], commands)
     done = await store.get_rule(db, rule["_id"])
     sample = await db["files"].find_one({"_id": placed[next(iter(placed))][0]}, {"replicas": 1})
