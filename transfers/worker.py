@@ -88,21 +88,28 @@ class TransferWorker(Daemon):
             steps, self._steps = self._steps, None
             handled += steps.result()  # its errors are the loop's (backoff when unavailable)
         self._dispatch()
-        if self._steps is None:
+        if self._steps is None and (not self.running or self._settle_in() <= 0 or self._claim_room()
+                                    or self._sweep_due()):
             self._steps = asyncio.create_task(self._take_steps())
         if not self.running:  # nothing copies: the steps are all there is to wait for
-            steps, self._steps = self._steps, None
-            handled += await steps
+            pending, self._steps = self._steps, None
+            if pending is not None:
+                handled += await pending
             self._dispatch()
             return handled
-        await asyncio.wait([self._steps, *(task for _, task, _ in self.running.values())], timeout=0.5,
-                           return_when=asyncio.FIRST_COMPLETED)
+        waits = [task for _, task, _ in self.running.values()]
+        await asyncio.wait([*waits, self._steps] if self._steps else waits,
+                           timeout=min(0.5, max(0.05, self._settle_in())), return_when=asyncio.FIRST_COMPLETED)
         return max(handled, 1)
+
+    def _settle_in(self) -> float:
+        """Seconds until the next settling is due."""
+        return self._settled_at + self.ctx.settings.settle_every_s - time.monotonic()
 
     async def _take_steps(self) -> int:
         """Settle what ended (when due), claim more (when there is room), sweep (when due);
         returns the requests claimed."""
-        if not self.running or time.monotonic() - self._settled_at >= self.ctx.settings.settle_every_s:
+        if not self.running or self._settle_in() <= 0:
             await self._settle()
         claimed = await self._claim()
         await self._sweep_if_due()
@@ -180,14 +187,22 @@ class TransferWorker(Daemon):
                 log.warning("lost the lease of request %s; dropping it", rid)
                 queue.remove(job)
 
-    async def _claim(self) -> int:
+    def _claim_room(self) -> int:
+        """How many requests to claim now (0: none). While copies still wait here, only once a
+        batch has room: each claim costs a few round trips (a locked scan of the queue on
+        FerretDB), whatever its size."""
         settings = self.ctx.settings
         capacity = settings.global_limit + settings.prefetch
         room = min(settings.claim_batch, capacity - len(self.held))
-        # While copies still wait here, claim only once a batch has room: each claim costs a few
-        # round trips (a locked scan of the queue on FerretDB), whatever its size.
         half_batch = min(settings.claim_batch, capacity) // 2
         if self.stopping or room <= 0 or (room < half_batch and any(self.waiting.values())):
+            return 0
+        return room
+
+    async def _claim(self) -> int:
+        settings = self.ctx.settings
+        room = self._claim_room()
+        if not room:
             return 0
         claimed = await rq.claim_many(self.ctx.db, self.worker, kinds=["transfer"], lease_s=settings.lease_s,
                                       limit=room)
@@ -249,8 +264,11 @@ class TransferWorker(Daemon):
             await asyncio.shield(abandon(self.ctx, job.id, job.lfn, job.dest, stopping=self.stopping))
             raise
 
+    def _sweep_due(self) -> bool:
+        return time.monotonic() - self._swept_at >= SWEEP_EVERY_S
+
     async def _sweep_if_due(self) -> None:
-        if time.monotonic() - self._swept_at < SWEEP_EVERY_S:
+        if not self._sweep_due():
             return
         self._swept_at = time.monotonic()
         cleaned = await sweep_ended(self.ctx, await self.ses())
