@@ -1,8 +1,10 @@
 """Replication throughput through the transfer daemons, against command-line baselines.
 
 Scenarios, each a bulk replication request served by `cairn daemon transfers` worker processes
-on FerretDB (the embedded default), timed from submission until every request is done:
-- small: many 1 MiB files between two XRootD servers (third-party copy);
+on FerretDB (the embedded default), timed from submission until every request is done, after
+an untimed warm-up replication (`--warmup` files) that waits for the workers to be up:
+- small: many 1 MiB files between two XRootD servers (client-routed by XrdCl below the
+  workers' `route_below_bytes`, else third-party copy);
 - big: a few 1 GiB files between the same two servers (third-party copy);
 - s3: many 1 MiB files from S3 (moto) to XRootD (streamed through the worker).
 In the same run the same bytes move with `gfal-copy` one file at a time (root:// TPC, a subset
@@ -215,6 +217,7 @@ async def measure(args: argparse.Namespace, bed: Testbed, a: XRootDServer, b: XR
     for se in (xrootd_se("XRD-A", a), xrootd_se("XRD-B", b), s3_se(moto_port)):
         await put_storage_element(db, se)
     small = make_dataset(a, "small", args.small_count, args.small_kib << 10)
+    warm = make_dataset(a, "warm", args.warmup, args.small_kib << 10)
     big = make_dataset(a, "big", args.big_count, args.big_mib << 20)
     s3_files = [{**f, "lfn": f["lfn"].replace("/small/", "/s3/"), "replicas": [{"se": "S3"}]}
                 for f in small[:args.s3_count]]
@@ -223,8 +226,9 @@ async def measure(args: argparse.Namespace, bed: Testbed, a: XRootDServer, b: XR
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(a.data_dir / "se" / doc["lfn"].replace("/s3/", "/small/").lstrip("/"), target)
     await upload_to_s3(moto_port, s3_files, a.data_dir / "se")
-    for start in range(0, len(small + big + s3_files), 1000):
-        await register_files(db, ADMIN, (small + big + s3_files)[start:start + 1000])
+    every = small + big + s3_files + warm
+    for start in range(0, len(every), 1000):
+        await register_files(db, ADMIN, every[start:start + 1000])
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("CAIRN_")}
     env.update({"PYTHONPATH": str(ROOT), "CAIRN_MONGODB_URI": uri, "CAIRN_DATABASE": "bench",
@@ -239,8 +243,11 @@ async def measure(args: argparse.Namespace, bed: Testbed, a: XRootDServer, b: XR
         "sizes": {"small": [args.small_count, f"{args.small_kib} KiB"], "big": [args.big_count, f"{args.big_mib} MiB"],
                   "s3": [args.s3_count, f"{args.small_kib} KiB"]},
         "workers": args.workers, "database": bed.database_kind,
+        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
     }
     try:
+        if warm:  # untimed: the workers' start (imports, first claim) is not part of any scenario
+            results["warm-up (untimed)"] = await replicate(db, warm, "XRD-B")
         results["cairn"] = {
             "small XRD-A→XRD-B": await replicate(db, small, "XRD-B"),
             "big XRD-A→XRD-B": await replicate(db, big, "XRD-B"),
@@ -262,6 +269,7 @@ async def measure(args: argparse.Namespace, bed: Testbed, a: XRootDServer, b: XR
         "big": ratios(results["cairn"]["big XRD-A→XRD-B"], results["baselines"]["big"]),
         "s3": ratios(results["cairn"]["small S3→XRD-B"], results["baselines"]["s3"]),
     }
+    results["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     await close_client()
     return results
 
@@ -283,6 +291,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--big-mib", type=int, default=1024, help="size of a big file in MiB (1024)")
     parser.add_argument("--s3-count", type=int, default=1000,
                         help="small files S3→XRootD (1000, at most --small-count)")
+    parser.add_argument("--warmup", type=int, default=16,
+                        help="small files replicated before the timed scenarios, so that the workers are up (16)")
     parser.add_argument("--workers", type=int, default=2, help="transfer worker processes (2)")
     parser.add_argument("--gfal-max", type=int, default=100, help="files gfal-copy copies one by one (100)")
     parser.add_argument("--pipeline", type=int, default=8,

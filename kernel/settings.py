@@ -49,12 +49,19 @@ class TransferSettings(BaseModel):
     # Bounds of the optimizer's per-link decision.
     link_min_active: int = Field(2, ge=1)
     link_max_active: int = Field(32, ge=1)
-    # Requests a worker holds claimed beyond the ones running, waiting for a slot on their link.
-    prefetch: int = Field(16, ge=0)
+    # Requests a worker holds claimed beyond the ones running, waiting for a slot on their link
+    # (their destination replicas registered already), and at most how many one claim takes.
+    prefetch: int = Field(128, ge=0)
+    claim_batch: int = Field(256, ge=1)
+    # While copies run, what ended is settled (one bulk write per step) at most this often.
+    settle_every_s: float = Field(1.0, ge=0)
     # Exponential backoff of transient failures: base * 2^(attempt-1), at most cap.
     retry_base_s: float = Field(10.0, ge=0)
     retry_cap_s: float = Field(3600.0, ge=0)
     copy_timeout_s: float = Field(3600.0, gt=0)
+    # Files of at most this many bytes are copied through the worker by the protocol's own
+    # client where both SEs allow it (root:// with XrdCl) rather than by TPC; 0: always TPC.
+    route_below_bytes: int = Field(16 << 20, ge=0)
     # Stager: how often a bring-online request is polled, and how long staged files stay pinned.
     stage_poll_s: float = Field(10.0, gt=0)
     pin_lifetime_s: float = Field(3600.0, gt=0)

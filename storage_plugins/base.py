@@ -112,6 +112,9 @@ class StoragePlugin(ABC):
     tpc_family: ClassVar[str | None] = None
     # Whether checksum() is answered by the server without reading the file back through us.
     server_checksum: ClassVar[bool] = False
+    # Whether `routed_copy` works: two URLs of this protocol copied by its own client in this
+    # process (cheaper than a TPC for small files when the server spawns a process per TPC).
+    routes_copies: ClassVar[bool] = False
     # Whether an SE's root is a directory that exists even when empty (not so in object stores).
     has_directories: ClassVar[bool] = True
     Options: ClassVar[type[PluginOptions]] = PluginOptions
@@ -185,6 +188,12 @@ class StoragePlugin(ABC):
 
     async def mkdir(self, url: str) -> None:  # noqa: B027 - object stores have no directories
         """Create a directory and its parents; object stores have none, so the default does nothing."""
+
+    async def routed_copy(self, source: str, dest: str, *, expected_adler32: str, timeout_s: float) -> tuple[int, str]:
+        """Copy between two URLs of this plugin's protocol through this process with the protocol's
+        own client, the destination checking the stored bytes' adler32 against expected_adler32;
+        returns (size, adler32 the destination computed). Only where `routes_copies` is True."""
+        raise NotSupported(f"{source} -> {dest}: no client-routed copy for this protocol")
 
     async def size_and_checksum(self, url: str) -> tuple[int, str]:
         """Size and adler32 of a stored file (a copy's check); a plugin whose server says both in

@@ -25,12 +25,14 @@ OptionsByScheme = Mapping[str, Mapping[str, Any]]
 
 @dataclass(frozen=True)
 class CopyPlan:
-    """Which URLs to copy between, and whether the storage does it (tpc) or we do (stream)."""
+    """Which URLs to copy between, and whether the storage does it (tpc) or we do (stream).
+    `routed`: a stream that the protocol's own client moves (`StoragePlugin.routed_copy`)."""
 
     source: str
     dest: str
     mode: Literal["tpc", "stream"]
     protocol: str
+    routed: bool = False
 
 
 @dataclass(frozen=True)
@@ -74,6 +76,18 @@ def plan_copy(sources: str | Sequence[str], dests: str | Sequence[str]) -> CopyP
     if best is not None:
         return best[2]
     return CopyPlan(source_urls[0], dest_urls[0], "stream", "stream")
+
+
+def plan_routed(sources: str | Sequence[str], dests: str | Sequence[str]) -> CopyPlan | None:
+    """The best pair of one protocol whose client copies between its URLs itself through this
+    process (`routes_copies`), or None."""
+    for source in _as_list(sources):
+        plugin = plugin_class(scheme_of(source))
+        if plugin.routes_copies:
+            for dest in _as_list(dests):
+                if plugin_class(scheme_of(dest)) is plugin:
+                    return CopyPlan(source, dest, "stream", plugin.tpc_family or scheme_of(source), routed=True)
+    return None
 
 
 def _plugin(url: str, options: OptionsByScheme | None) -> StoragePlugin:
@@ -120,6 +134,8 @@ async def copy(
             size, actual, expected = await _third_party(
                 plan, src, dst, expected_adler32, source_options, dest_options, overwrite, tpc_mode, timeout_s
             )
+        elif plan.routed:
+            size, actual, expected = await _routed(plan, src, dst, expected_adler32, expected_size, timeout_s)
         else:
             size, actual, expected = await _stream(plan, src, dst, expected_adler32, expected_size)
     except ChecksumMismatch:
@@ -162,6 +178,17 @@ async def _third_party(
         remote_token=remote_token,
     )
     size, actual = await dst.size_and_checksum(plan.dest)
+    return size, actual, expected
+
+
+async def _routed(
+    plan: CopyPlan, src: StoragePlugin, dst: StoragePlugin, expected_adler32: str | None, expected_size: int | None,
+    timeout_s: float,
+) -> tuple[int, str, str]:
+    expected = expected_adler32 or await src.checksum(plan.source)
+    size, actual = await dst.routed_copy(plan.source, plan.dest, expected_adler32=expected, timeout_s=timeout_s)
+    if expected_size is not None and size != expected_size:
+        raise ChecksumMismatch(plan.dest, f"{expected} of {expected_size} bytes", f"{actual} of {size} bytes")
     return size, actual, expected
 
 

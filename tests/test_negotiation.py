@@ -99,3 +99,41 @@ async def test_switched_off_ses_refuse_naming_the_se(live_ses: LiveSEs) -> None:
     no_writes = await live_ses.add("root", server=1, write_enabled=False)
     with pytest.raises(Forbidden, match=f"SE {no_writes.name} is switched off for writing"):
         await copy_between(dest, no_writes, "/cta/f", expected_adler32="00000001")
+
+
+async def test_a_small_file_between_xrootd_ses_is_routed_through_the_caller_by_xrdcl(
+    live_ses: LiveSEs, admin: Client, payload: Callable[[int], Payload]
+) -> None:
+    data = payload(1 << 20)
+    source = await _uploaded(admin, live_ses, "xrootd", data, server=0)
+    dest = await live_ses.add("xrootd", server=1)
+    result = await copy_between(live_ses.made[source], dest, "/cta/f", expected_adler32=data.adler32,
+                                expected_size=data.size, route_below=data.size)
+    assert (result.mode, result.protocol, result.bytes, result.adler32) == ("stream", "root", data.size, data.adler32)
+    assert result.source.startswith("root://") and result.dest.startswith("root://")
+    assert live_ses.stored_file(dest.name, "/cta/f").read_bytes() == data.path.read_bytes()
+
+
+async def test_a_file_above_the_routing_size_keeps_its_third_party_copy(
+    live_ses: LiveSEs, admin: Client, payload: Callable[[int], Payload]
+) -> None:
+    data = payload(1 << 20)
+    source = await _uploaded(admin, live_ses, "xrootd", data, server=0)
+    dest = await live_ses.add("xrootd", server=1)
+    result = await copy_between(live_ses.made[source], dest, "/cta/f", expected_adler32=data.adler32,
+                                expected_size=data.size, route_below=data.size - 1)
+    assert (result.mode, result.protocol) == ("tpc", "http")
+
+
+async def test_a_routed_copy_whose_bytes_disagree_with_the_catalogue_fails_and_leaves_no_copy(
+    live_ses: LiveSEs, admin: Client, payload: Callable[[int], Payload]
+) -> None:
+    data = payload(1 << 20)
+    source = await _uploaded(admin, live_ses, "xrootd", data, server=0)
+    dest = await live_ses.add("xrootd", server=1)
+    wrong = f"{(int(data.adler32, 16) + 1) & 0xFFFFFFFF:08x}"
+    with pytest.raises(ChecksumMismatch) as caught:
+        await copy_between(live_ses.made[source], dest, "/cta/f", expected_adler32=wrong,
+                           expected_size=data.size, route_below=data.size)
+    assert "/cta/f" in caught.value.message and source in caught.value.message
+    assert not live_ses.stored_file(dest.name, "/cta/f").exists()

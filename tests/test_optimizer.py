@@ -47,6 +47,16 @@ def test_falling_throughput_removes_a_slot() -> None:
     assert opt.link("A", "B").decision == before - 1
 
 
+def test_falling_throughput_after_a_slot_was_taken_keeps_the_decision() -> None:
+    opt = Optimizer(min_active=1, max_active=16, window=4)
+    run_window(opt, ok=True, nbytes=10_000_000, seconds_each=0.01)
+    run_window(opt, ok=True, nbytes=1_000_000, seconds_each=0.01)  # a slot added, then a fall: one off
+    after_cut = opt.link("A", "B").decision
+    run_window(opt, ok=True, nbytes=100_000, seconds_each=0.01)
+    run_window(opt, ok=True, nbytes=10_000, seconds_each=0.01)
+    assert opt.link("A", "B").decision == after_cut
+
+
 def test_global_and_per_se_limits_cap_every_link() -> None:
     opt = Optimizer(min_active=8, max_active=8, global_limit=100, per_se_limit=3)
     for _ in range(3):

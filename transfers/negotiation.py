@@ -1,10 +1,13 @@
 """Protocol negotiation between two SEs for one file, and the copy that follows from it.
 
 The transfer daemons hand a source SE (and the replica's registered URL), a destination SE and
-an LFN to `copy_between`. `negotiate` picks the URLs: a third-party copy over the best family
-both SEs flag for TPC (HTTP before root, TLS on both ends before plain), so the bytes go
-storage to storage; else a stream through this process from the source's best read protocol
-to the destination's best write protocol (S3 <-> XRootD, anything <-> disk).
+an LFN to `copy_between`. `negotiate` picks the URLs: for a file of at most `route_below` bytes,
+a client-routed copy when both SEs speak a protocol whose own client copies through this
+process (root:// with XrdCl; a small file's TPC costs the destination server a process);
+else a third-party copy over the best family both SEs flag for TPC (HTTP before root, TLS on
+both ends before plain), so the bytes go storage to storage; else a stream through this process
+from the source's best read protocol to the destination's best write protocol (S3 <-> XRootD,
+anything <-> disk).
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from typing import Any
 from catalogue.storage_elements import StorageElement
 from kernel.errors import CairnError
 from storage_plugins.base import TpcMode
-from storage_plugins.copy import CopyPlan, CopyResult, copy, plan_copy
+from storage_plugins.copy import CopyPlan, CopyResult, copy, plan_copy, plan_routed
 from transfers.endpoints import Endpoint, endpoints, options_by_scheme
 
 Credentials = Mapping[str, Mapping[str, str]]
@@ -47,16 +50,24 @@ def negotiate(
     source_url: str | None = None,
     credentials: Credentials | None = None,
     dest_endpoints: list[Endpoint] | None = None,
+    size: int | None = None,
+    route_below: int = 0,
 ) -> Negotiated:
     """The best URL pair to copy lfn from source_se to dest_se.
 
     Only protocols the SEs flag `third_party_copy` take part in a TPC; the plugins decide
     whether two of those can meet (same family). Raises Forbidden naming the SE and LFN when
     the source is switched off for reading or the destination for writing. `dest_endpoints`:
-    dest_se's write endpoints for lfn when the caller has them already.
+    dest_se's write endpoints for lfn when the caller has them already. `size` (the catalogue's)
+    at most `route_below`: a client-routed pair wins when there is one.
     """
     sources = endpoints(source_se, lfn, "read", credentials=credentials, registered_url=source_url)
     dests = dest_endpoints or endpoints(dest_se, lfn, "write", credentials=credentials)
+    if size is not None and size <= route_below:
+        routed = plan_routed([e.url for e in sources], [e.url for e in dests])
+        if routed is not None:
+            return Negotiated(routed, next(e for e in sources if e.url == routed.source),
+                              next(e for e in dests if e.url == routed.dest))
     tpc_sources = [e for e in sources if e.protocol.third_party_copy]
     tpc_dests = [e for e in dests if e.protocol.third_party_copy]
     if tpc_sources and tpc_dests:
@@ -81,17 +92,19 @@ async def copy_between(
     tpc_mode: TpcMode = "pull",
     timeout_s: float = 3600,
     dest_endpoints: list[Endpoint] | None = None,
+    route_below: int = 0,
 ) -> CopyResult:
     """Copy lfn's replica on source_se to dest_se the best way both allow, verifying adler32
     (and the size, `expected_size`: the catalogue's, which spares a stream a stat of its source).
 
     On a checksum mismatch the destination's copy is removed (by `storage_plugins.copy`).
     Every error names the LFN and both SEs besides the URL the storage complained about.
+    `route_below`: see `negotiate` (needs `expected_size`).
     """
     context = f"copy of {lfn} from SE {source_se.name} to SE {dest_se.name}"
     try:
         chosen = negotiate(source_se, dest_se, lfn, source_url=source_url, credentials=credentials,
-                           dest_endpoints=dest_endpoints)
+                           dest_endpoints=dest_endpoints, size=expected_size, route_below=route_below)
         return await copy(
             chosen.plan.source,
             chosen.plan.dest,

@@ -7,7 +7,10 @@ Each link has a decision: how many transfers may run on it at once, between `min
   least 1) — failing links get fewer slots, so errors do not multiply;
 - otherwise, if the smoothed throughput (EMA of bytes/s over the whole link) rose by more than
   `gain` since the last decision or stayed level while work waited: one more slot;
-- if the throughput fell by more than `gain`: one slot fewer (the link or an end is saturated);
+- if the throughput fell by more than `gain` after a slot was added: one slot fewer (the link
+  or an end is saturated); after a slot was taken or none changed, keep it: a fall that the
+  decision itself caused, or the machine's load, is no reason to take another (taking one each
+  time spiralled small-file links down to the minimum);
 - else keep it.
 
 Global and per-SE limits cap what the decisions allow (`may_start`).
@@ -27,6 +30,7 @@ class LinkState:
     last_decided_bps: float = 0.0
     results: deque[bool] = field(default_factory=lambda: deque(maxlen=50))
     since_decision: int = 0
+    last_step: int = 0  # how the last decision moved: +1, -1 or 0
     active: int = 0
     bytes_in_flight_start: dict[str, float] = field(default_factory=dict)
     window_bytes: int = 0
@@ -95,7 +99,7 @@ class Optimizer:
         elapsed = max(1e-3, time.monotonic() - state.window_started)
         bps = state.window_bytes / elapsed
         state.ema_bps = bps if state.ema_bps == 0 else self.ema_alpha * bps + (1 - self.ema_alpha) * state.ema_bps
-        previous = state.last_decided_bps
+        previous, before = state.last_decided_bps, state.decision
         if state.success_rate < 0.5:
             state.decision //= 2
         elif state.success_rate < self.min_success:
@@ -103,10 +107,11 @@ class Optimizer:
         elif previous == 0 or state.ema_bps > previous * (1 + self.gain):
             state.decision += 1
         elif state.ema_bps < previous * (1 - self.gain):
-            state.decision -= 1
+            state.decision -= 1 if state.last_step > 0 else 0
         elif queued > 0:
             state.decision += 1
         state.decision = max(self.min_active, min(self.max_active, state.decision))
+        state.last_step = (state.decision > before) - (state.decision < before)
         state.last_decided_bps = state.ema_bps
         state.since_decision = 0
         state.window_bytes = 0

@@ -1,6 +1,7 @@
 """One transfer request, from its claim to its end: choose the source, stage it if it is on tape,
-copy with `transfers.negotiation.copy_between` (third-party when both SEs flag a protocol family
-for it, else streamed through the worker), verified against the catalogue's adler32 — or
+copy with `transfers.negotiation.copy_between` (a small file client-routed by the protocol's own
+client where it can, else third-party when both SEs flag a protocol family for it, else streamed
+through the worker), verified against the catalogue's adler32 — or
 classify the failure. The steps before and after a copy (destination replica `copying`, then
 `available` and the request done; or the replica removed and the request failed over, retried
 later or given up, `transfers.failed_copies`) are taken for a whole worker cycle at once by
@@ -206,7 +207,8 @@ async def run_copy(ctx: Context, job: Job) -> Copied | Failed:
             copy_between(job.source.se, job.dest, job.lfn, source_url=job.source.url,
                          expected_adler32=job.file["adler32"], expected_size=_size(job.file),
                          credentials=ctx.credentials,
-                         timeout_s=ctx.settings.copy_timeout_s, dest_endpoints=job.dest_eps or None),
+                         timeout_s=ctx.settings.copy_timeout_s, dest_endpoints=job.dest_eps or None,
+                         route_below=ctx.settings.route_below_bytes),
             timeout=ctx.settings.copy_timeout_s,
         )
     except asyncio.CancelledError:

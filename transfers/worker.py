@@ -1,17 +1,19 @@
 """`cairn daemon transfers`: the transfer worker.
 
-Each cycle it collects finished copies, renews the leases of everything it holds (and stops
-the copies whose lease was lost: cancelled, or taken over after this worker stalled), claims
-queued transfers up to its global limit plus a small prefetch, plans them (source by rank,
-staging when the only sources are on tape), and starts the waiting ones per link (source SE →
-destination SE) as far as the optimizer's decision for the link and the global and per-SE
-limits allow. What one transfer does is in `transfers.transfer`; the catalogue and queue steps
-before and after the copies of a cycle are taken in bulk (`transfers.copy_steps`): whatever
-ended during a cycle — copied, failed, found at its destination already, parked for staging —
-is gathered in a `Cycle` and settled together at the start of the next. Any number of
-workers share the queue: a request is held by one lease at a time, and the replica steps are
-idempotent. A request whose end is being written is not stopped when its lease is found gone:
-ending it is what gives the lease up.
+Each cycle it collects finished copies, claims queued transfers in batches (up to its global
+limit plus a prefetch), plans them (source by rank, staging when the only sources are on tape)
+and registers the destination replicas of the whole batch `copying` at once; then it starts
+the waiting copies per link (source SE → destination SE) as far as the optimizer's decision
+for the link and the global and per-SE limits allow — in memory, so a slot freed by a finished
+copy is refilled at once. Leases are renewed in one write per renewal (its own task), and the
+copies whose lease was lost are stopped (cancelled, or taken over after this worker stalled).
+What one transfer does is in `transfers.transfer`; the catalogue and queue steps before and
+after the copies are taken in bulk (`transfers.copy_steps`): whatever ended — copied, failed,
+found at its destination already, parked for staging — is gathered in a `Cycle` and settled
+together once per `settle_every_s` (or at once when nothing else runs), so the database sees a
+few writes per batch, not per file. Any number of workers share the queue: a request is held
+by one lease at a time, and the replica steps are idempotent. A request whose end is being
+written is not stopped when its lease is found gone: ending it is what gives the lease up.
 """
 
 from __future__ import annotations
@@ -41,14 +43,6 @@ log = logging.getLogger("cairn.transfers")
 
 SE_REFRESH_S = 10.0
 SWEEP_EVERY_S = 30.0
-# Requests claimed per cycle (in one `claim_many`), so that starting copies and collecting
-# results never wait for a long run of planning.
-CLAIM_BURST = 32
-# After the first copy of a cycle ends, how long the worker lets others end before it takes
-# their steps together (one bulk write each, not one per file) — only while enough copies run
-# for that to pay: on a link with a few slots the wait would cost throughput instead.
-COLLECT_WINDOW_S = 0.1
-COLLECT_WINDOW_MIN_RUNNING = 16
 
 Link = tuple[str, str]
 
@@ -70,6 +64,8 @@ class TransferWorker(Daemon):
         # What ended since the last settling (held until then), and when the jobs the optimizer
         # counts on their link started.
         self.cycle = Cycle()
+        self._settled_at = time.monotonic()
+        self._steps: asyncio.Task[int] | None = None  # the database steps in flight, if any
         self.on_link: dict[str, float] = {}
         self._commands_reported = COMMANDS.sent
         self._ses: dict[str, StorageElement] = {}
@@ -84,18 +80,40 @@ class TransferWorker(Daemon):
                 *(job.id for queue in self.waiting.values() for job in queue)]
 
     async def run_once(self) -> int:
+        """Collect and start copies in memory; the database steps (settling, claiming, sweeping)
+        run beside them in one task at a time, so a slow round trip never leaves slots idle."""
         self.keeper.ensure_running()
-        handled = await self._collect()
-        handled += await self._claim()
-        await self._dispatch()
+        handled = self._collect()
+        if self._steps is not None and self._steps.done():
+            steps, self._steps = self._steps, None
+            handled += steps.result()  # its errors are the loop's (backoff when unavailable)
+        self._dispatch()
+        if self._steps is None and (not self.running or self._settle_in() <= 0 or self._claim_room()
+                                    or self._sweep_due()):
+            self._steps = asyncio.create_task(self._take_steps())
+        if not self.running:  # nothing copies: the steps are all there is to wait for
+            pending, self._steps = self._steps, None
+            if pending is not None:
+                handled += await pending
+            self._dispatch()
+            return handled
+        waits = [task for _, task, _ in self.running.values()]
+        await asyncio.wait([*waits, self._steps] if self._steps else waits,
+                           timeout=min(0.5, max(0.05, self._settle_in())), return_when=asyncio.FIRST_COMPLETED)
+        return max(handled, 1)
+
+    def _settle_in(self) -> float:
+        """Seconds until the next settling is due."""
+        return self._settled_at + self.ctx.settings.settle_every_s - time.monotonic()
+
+    async def _take_steps(self) -> int:
+        """Settle what ended (when due), claim more (when there is room), sweep (when due);
+        returns the requests claimed."""
+        if not self.running or self._settle_in() <= 0:
+            await self._settle()
+        claimed = await self._claim()
         await self._sweep_if_due()
-        if self.running:
-            tasks = [task for _, task, _ in self.running.values()]
-            done, _ = await asyncio.wait(tasks, timeout=0.5, return_when=asyncio.FIRST_COMPLETED)
-            if done and len(done) < len(tasks) and len(tasks) >= COLLECT_WINDOW_MIN_RUNNING:
-                await asyncio.sleep(COLLECT_WINDOW_S)
-            return max(handled, 1)
-        return handled
+        return claimed
 
     async def ses(self) -> dict[str, StorageElement]:
         if time.monotonic() - self._ses_at > SE_REFRESH_S:
@@ -103,9 +121,9 @@ class TransferWorker(Daemon):
             self._ses_at = time.monotonic()
         return self._ses
 
-    async def _collect(self) -> int:
-        """Take the finished copies out of `running` and settle them with whatever else ended since
-        the last cycle, in bulk; tell the optimizer."""
+    def _collect(self) -> int:
+        """Take the finished copies out of `running` into the cycle (their link slots free at
+        once); they are settled with whatever else ended at the cycle's next settling."""
         finished = [rid for rid, (_, task, _) in self.running.items() if task.done()]
         for rid in finished:
             job, task, _ = self.running.pop(rid)
@@ -117,12 +135,14 @@ class TransferWorker(Daemon):
                 self._finished(job, ok=False)
             elif isinstance(outcome := task.result(), Copied):
                 self.cycle.copies.append(outcome)
+                self._finished(job, ok=True)
             else:
                 self.cycle.failures.append(outcome)
-        await self._settle()
+                self._finished(job, ok=False)
         return len(finished)
 
     async def _settle(self) -> None:
+        self._settled_at = time.monotonic()
         if not self.cycle:
             return
         cycle, self.cycle = self.cycle, Cycle()
@@ -167,23 +187,33 @@ class TransferWorker(Daemon):
                 log.warning("lost the lease of request %s; dropping it", rid)
                 queue.remove(job)
 
-    async def _claim(self) -> int:
-        handled = 0
-        room = min(CLAIM_BURST, self.ctx.settings.global_limit + self.ctx.settings.prefetch - len(self.held))
-        # While copies still wait here, claim only once a batch has room: one claim per finished
-        # copy would cost a locked scan of the queue on FerretDB each time.
-        if self.stopping or room <= 0 or (room < CLAIM_BURST // 2 and any(self.waiting.values())):
+    def _claim_room(self) -> int:
+        """How many requests to claim now (0: none). While copies still wait here, only once a
+        batch has room: each claim costs a few round trips (a locked scan of the queue on
+        FerretDB), whatever its size."""
+        settings = self.ctx.settings
+        capacity = settings.global_limit + settings.prefetch
+        room = min(settings.claim_batch, capacity - len(self.held))
+        half_batch = min(settings.claim_batch, capacity) // 2
+        if self.stopping or room <= 0 or (room < half_batch and any(self.waiting.values())):
             return 0
-        claimed = await rq.claim_many(self.ctx.db, self.worker, kinds=["transfer"], lease_s=self.ctx.settings.lease_s,
+        return room
+
+    async def _claim(self) -> int:
+        settings = self.ctx.settings
+        room = self._claim_room()
+        if not room:
+            return 0
+        claimed = await rq.claim_many(self.ctx.db, self.worker, kinds=["transfer"], lease_s=settings.lease_s,
                                       limit=room)
         files = await fetch_files(self.ctx.db, {request["lfn"] for request in claimed}) if claimed else {}
         ses = await self.ses()
+        copies: list[Job] = []
         for request in claimed:
-            handled += 1
             try:
                 job = await plan(self.ctx, request, files.get(request["lfn"]), ses)
                 if job.outcome == "copy":
-                    self.waiting.setdefault(job.link, deque()).append(job)
+                    copies.append(job)
                 elif job.outcome == "stage":
                     self.cycle.parked.append((job, await stage(self.ctx, job)))
                 elif job.outcome == "done":
@@ -196,37 +226,36 @@ class TransferWorker(Daemon):
                 failure = classify(exc)
                 log.warning("request %s (%s): %s", request["_id"], request["lfn"], failure.message)
                 self.cycle.failures.append(Failed(Job(request, "failed", failure=failure), failure, attempted=False))
-        return handled
+        await self._register(copies)
+        return len(claimed)
 
-    async def _dispatch(self) -> None:
-        """Start what the optimizer allows, registering the destination replicas in one go."""
-        starting: list[Job] = []
+    async def _register(self, jobs: list[Job]) -> None:
+        """Register the destination replicas of a claimed batch `copying` in one go; the copies
+        then wait for a slot on their link. Those that ended here go to the cycle."""
+        if not jobs:
+            return
+        for job in jobs:
+            self.stepping[job.id] = job
+        ended = Cycle()
+        try:
+            ready = await start_copies(self.ctx, jobs, ended)
+        finally:
+            for job in jobs:
+                self.stepping.pop(job.id, None)
+        self.cycle.failures += ended.failures
+        self.cycle.already_there += ended.already_there
+        for job in ready:
+            self.waiting.setdefault(job.link, deque()).append(job)
+
+    def _dispatch(self) -> None:
+        """Start what the optimizer allows (the replicas are registered already)."""
+        at = time.monotonic()
         for link, queue in self.waiting.items():
             while queue and self.optimizer.may_start(*link):
                 job = queue.popleft()
                 self.optimizer.started(*link)
-                starting.append(job)
-                self.stepping[job.id] = job
-        if not starting:
-            return
-        ended = Cycle()
-        try:
-            ready = await start_copies(self.ctx, starting, ended)
-        except BaseException:
-            for job in starting:  # back to waiting, as they were (their leases still renewed)
-                self.optimizer.released(*job.link)
-                self.waiting[job.link].appendleft(job)
-            raise
-        finally:
-            for job in starting:
-                self.stepping.pop(job.id, None)
-        at = time.monotonic()
-        for job in starting:
-            self.on_link[job.id] = at
-        self.cycle.failures += ended.failures
-        self.cycle.already_there += ended.already_there
-        for job in ready:
-            self.running[job.id] = (job, asyncio.create_task(self._run(job)), at)
+                self.on_link[job.id] = at
+                self.running[job.id] = (job, asyncio.create_task(self._run(job)), at)
 
     async def _run(self, job: Job) -> Copied | Failed:
         try:
@@ -235,8 +264,11 @@ class TransferWorker(Daemon):
             await asyncio.shield(abandon(self.ctx, job.id, job.lfn, job.dest, stopping=self.stopping))
             raise
 
+    def _sweep_due(self) -> bool:
+        return time.monotonic() - self._swept_at >= SWEEP_EVERY_S
+
     async def _sweep_if_due(self) -> None:
-        if time.monotonic() - self._swept_at < SWEEP_EVERY_S:
+        if not self._sweep_due():
             return
         self._swept_at = time.monotonic()
         cleaned = await sweep_ended(self.ctx, await self.ses())
@@ -246,6 +278,10 @@ class TransferWorker(Daemon):
     async def close(self) -> None:
         """Stop running copies (their replicas are removed) and give back everything held."""
         await self.keeper.stop()
+        if self._steps is not None:
+            with contextlib.suppress(Exception):
+                await self._steps
+        self._collect()  # copies that ended already are settled below, not redone
         for _, task, _ in self.running.values():
             task.cancel()
         for _, task, _ in list(self.running.values()):
