@@ -10,8 +10,10 @@ would: `cairn ls /big --json`, `cairn find 'size>=0' --path /big --format parque
 For each it prints the time to the first entry (the first bytes past the JSON array's `[`, or in
 the output file), entries/s, the peak RSS of the CLI, of the API server and of the database
 against their idle RSS before the command (peaks reset through /proc/PID/clear_refs, sampled
-every 20 ms), and checks that every entry arrived. The baseline in the same run: a bare keyset
-scan of the same records straight from the database (the floor of any listing).
+every 20 ms), the CPU each of them spent per entry (where the time goes; on a loaded machine
+every figure inflates, the database's up to 8x), and checks that every entry arrived. The
+baseline in the same run: a bare keyset scan of the same records straight from the database
+(the floor of any listing).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import argparse
 import asyncio
 import json
 import os
+import resource
 import subprocess
 import sys
 import time
@@ -53,6 +56,21 @@ def rss_kib(pid: int, field_name: str) -> int:
     return 0
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds a process has used (0 once it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def children_cpu_seconds() -> float:
+    """CPU seconds of this process's children that have ended (the CLI runs, once reaped)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def reset_peak(pid: int) -> None:
     """Start VmHWM again from the current RSS (Linux: `5` to clear_refs)."""
     Path(f"/proc/{pid}/clear_refs").write_text("5")
@@ -66,13 +84,22 @@ class Watch:
     database: int | None
     idle: dict[str, int] = field(default_factory=dict)
     peak: dict[str, int] = field(default_factory=dict)
+    cpu: dict[str, float] = field(default_factory=dict)
 
     def start(self) -> None:
         for name, pid in self.services():
             reset_peak(pid)
             self.idle[name] = rss_kib(pid, "VmRSS")
             self.peak[name] = self.idle[name]
+            self.cpu[name] = cpu_seconds(pid)
         self.peak["cli"] = 0
+        self.cpu["cli"] = children_cpu_seconds()
+
+    def cpu_used(self) -> dict[str, float]:
+        """CPU seconds each used since `start` (the CLI's once its processes are reaped)."""
+        now = {name: cpu_seconds(pid) for name, pid in self.services()}
+        now["cli"] = children_cpu_seconds()
+        return {name: now[name] - self.cpu[name] for name in now}
 
     def services(self) -> list[tuple[str, int]]:
         return [("server", self.server)] + ([("database", self.database)] if self.database else [])
@@ -109,6 +136,7 @@ def run_command(name: str, url: str, token: str, commands: list[tuple[list[str],
             first = time.perf_counter() - began
         time.sleep(0.02)
     seconds = time.perf_counter() - began
+    cpu = watch.cpu_used()
     for out in outs:
         out.close()
     failures = [f"exit {proc.returncode}: " + (proc.stderr.read().decode() if proc.stderr else "")[-2000:]
@@ -119,6 +147,7 @@ def run_command(name: str, url: str, token: str, commands: list[tuple[list[str],
         first = seconds
     return {"command": name, **({"failed": " ".join(failures[0].split())} if failures else {}),
             "first_entry_s": round(first, 3), "seconds": round(seconds, 2),
+            "cpu_s": {name: round(value, 2) for name, value in cpu.items()},
             "server_idle_mib": mib(watch.idle["server"]), "server_peak_mib": mib(watch.peak["server"]),
             "server_peak_over_idle": round(watch.peak["server"] / watch.idle["server"], 2),
             "cli_peak_mib": mib(watch.peak["cli"]),
@@ -169,12 +198,14 @@ async def fill(uri: str, database: str, url: str, token: str, entries: int, work
         await mongo.close()
 
 
-async def bare_scan(uri: str, database: str) -> dict[str, Any]:
-    """The floor: the same records read straight from the database by keyset pages of 1000."""
+async def bare_scan(uri: str, database: str, database_pid: int | None) -> dict[str, Any]:
+    """The floor: the same records read straight from the database by keyset pages of 1000, with
+    the CPU the database and this client spent per entry."""
     mongo: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(uri)
     try:
         files = mongo[database]["files"]
         started, first, count, last = time.perf_counter(), None, 0, "/big/"
+        db_cpu, own_cpu = cpu_seconds(database_pid) if database_pid else 0.0, time.process_time()
         while True:
             page = await files.find({"_id": {"$gt": last, "$lt": "/big0"}}, {"meta": 0},
                                     comment="cairn:id-order").sort("_id", 1).limit(1000).to_list()
@@ -185,8 +216,12 @@ async def bare_scan(uri: str, database: str) -> dict[str, Any]:
                 break
             last = page[-1]["_id"]
         seconds = time.perf_counter() - started
+        used = {"client": time.process_time() - own_cpu}
+        if database_pid:
+            used["database"] = cpu_seconds(database_pid) - db_cpu
         return {"entries": count, "first_entry_s": round(first or 0, 3), "seconds": round(seconds, 2),
-                "entries_per_s": round(count / seconds)}
+                "entries_per_s": round(count / seconds),
+                "cpu_us_per_entry": {name: round(value / count * 1e6) for name, value in used.items()}}
     finally:
         await mongo.close()
 
@@ -215,6 +250,7 @@ def measure(args: argparse.Namespace, uri: str, database: str, url: str, token: 
     runs.append(dump)
     for run in runs:
         run["entries_per_s"] = round(n / run["seconds"])
+        run["cpu_us_per_entry"] = {name: round(value / n * 1e6) for name, value in run["cpu_s"].items()}
         run["cli_peak_over_idle"] = round(run["cli_peak_mib"] / idle_cli["cli_peak_mib"], 2)
     # The first-entry time of a file output is when its first bytes land: for Parquet that is the
     # first row group (catalogue.tabular.BATCH rows).
@@ -229,7 +265,7 @@ def measure(args: argparse.Namespace, uri: str, database: str, url: str, token: 
     idle_failed = {"idle_cli_failed": idle_cli["failed"]} if "failed" in idle_cli else {}
     return {"entries": n, "fill_bare_insert_s": round(fill_s, 1), "idle_cli_peak_mib": idle_cli["cli_peak_mib"],
             "idle_cli_seconds": idle_cli["seconds"], **idle_failed, "runs": runs,
-            "baseline_bare_keyset_scan": asyncio.run(bare_scan(uri, database))}
+            "baseline_bare_keyset_scan": asyncio.run(bare_scan(uri, database, watch.database))}
 
 
 def main() -> None:

@@ -62,23 +62,25 @@ def file_row(view: Mapping[str, Any], declared: Mapping[str, str]) -> Row:
     meta = view.get("meta") or {}
     row = {k: view.get(k) for k in ("lfn", "size", "adler32", "md5", "guid", "owner", "group", "mode", "status",
                                      "created", "modified", "ses", "ancestors")}
-    row["meta"] = json.dumps(json.loads(jsonio.dumps(meta)), sort_keys=True)
+    row["meta"] = json.dumps(json.loads(jsonio.dumps(meta)), sort_keys=True) if meta else "{}"
     for key, kind in declared.items():
         value = meta.get(key)
         row[f"meta_{key}"] = value if _fits(value, kind) else None
     return row
 
 
+_CHECKS: dict[str, Callable[[Any], bool]] = {
+    "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
+    "float": lambda v: isinstance(v, int | float) and not isinstance(v, bool),
+    "string": lambda v: isinstance(v, str),
+    "datetime": lambda v: isinstance(v, dt.datetime),
+    "strings": lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v),
+}
+
+
 def _fits(value: Any, kind: str) -> bool:
     """Values stored before a field was declared may have another type: those become null."""
-    checks: dict[str, Callable[[Any], bool]] = {
-        "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
-        "float": lambda v: isinstance(v, int | float) and not isinstance(v, bool),
-        "string": lambda v: isinstance(v, str),
-        "datetime": lambda v: isinstance(v, dt.datetime),
-        "strings": lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v),
-    }
-    return value is not None and checks[kind](value)
+    return value is not None and _CHECKS[kind](value)
 
 
 DATASET_SCHEMA = pa.schema([pa.field("lfn", pa.string(), nullable=False), pa.field("size", pa.int64())])

@@ -75,6 +75,53 @@ async def silent_api() -> AsyncIterator[str]:
         await runner.cleanup()
 
 
+@pytest.fixture
+async def cut_api() -> AsyncIterator[str]:
+    """An HTTP server whose NDJSON listing stops with the error line the API writes when a stream
+    fails after its headers went out."""
+
+    async def cut(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
+        await response.prepare(request)
+        await response.write(b'{"name":"first","type":"file","mode":420}\n'
+                             b'{"name":"second","type":"file","mode":420}\n'
+                             b'{"error":{"code":"service_unavailable","message":"lost: AutoReconnect"}}\n')
+        await response.write_eof()
+        return response
+
+    app = web.Application()
+    app.router.add_get("/api/v1/namespace/ls/stream", cut)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        await runner.cleanup()
+
+
+async def test_a_stream_cut_short_raises_its_error_after_the_entries_before_it(cut_api: str) -> None:
+    async with Client(cut_api, "token") as client:
+        seen = []
+        with pytest.raises(ServiceUnavailable, match="AutoReconnect"):
+            async for entry in client.ls("/"):
+                seen.append(entry["name"])
+        assert seen == ["first", "second"]
+        lines: list[bytes] = []
+        with pytest.raises(ServiceUnavailable, match="AutoReconnect"):
+            async for chunk in client.ls_lines("/"):
+                lines += chunk
+        assert [json.loads(line)["name"] for line in lines] == ["first", "second"]
+
+
+async def test_the_cli_reports_a_stream_cut_short_as_an_error(cut_api: str) -> None:
+    done = await run_cli(cut_api, "token", "ls", "/", "--json")
+    assert done.returncode == 3
+    assert "AutoReconnect" in done.stderr and "Traceback" not in done.stderr
+    assert '"second"' in done.stdout and not done.stdout.rstrip().endswith("]")
+
+
 async def test_a_silent_stream_is_a_service_unavailable_error(silent_api: str) -> None:
     async with Client(silent_api, "token", timeout_s=0.5) as client:
         seen = []

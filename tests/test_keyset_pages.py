@@ -1,5 +1,6 @@
-"""Large results are read in keyset pages (kernel.db.pages_by_id): every entry once, in `_id`
-order, across pages, while others insert; ls and find over many pages."""
+"""Large results are read in keyset pages (kernel.db.pages_by_id, and kernel.db.stream_pages for
+responses): every entry once, in `_id` order, across pages, while others insert; ls and find
+over many pages."""
 
 from __future__ import annotations
 
@@ -14,15 +15,17 @@ import kernel.db
 from catalogue.files import register_files
 from catalogue.find import open_query
 from catalogue.namespace import list_directory, open_directory
-from kernel.db import Document, pages_by_id
+from kernel.db import Document, pages_by_id, stream_pages
 from kernel.settings import Settings
 from tests.fixtures.catalogue import ADMIN
 
 
 @pytest.fixture
 def small_pages(monkeypatch: pytest.MonkeyPatch) -> int:
-    """Pages of 7 documents, so a few dozen entries span many pages."""
+    """Pages of 7 documents (streamed ones growing from 2), so a few dozen entries span many pages."""
     monkeypatch.setattr(kernel.db, "PAGE", 7)
+    monkeypatch.setattr(kernel.db, "FIRST_PAGE", 2)
+    monkeypatch.setattr(kernel.db, "STREAM_PAGE", 7)
     return 7
 
 
@@ -66,6 +69,18 @@ async def test_a_limit_and_bounds_cut_the_pages(database: AsyncDatabase[Document
     got = [d["_id"] async for d in pages_by_id(probe, {}, after="/l/009", before="/l/040", limit=20)]
     assert got == [f"/l/{i:03d}" for i in range(10, 30)]
     assert [d["_id"] async for d in pages_by_id(probe, {}, after="/l/045")] == [f"/l/{i:03d}" for i in range(46, 50)]
+
+
+async def test_streamed_pages_grow_from_a_small_first_page_and_hold_every_entry_once(
+    database: AsyncDatabase[Document], small_pages: int,
+) -> None:
+    probe = database["keyset_stream"]
+    await probe.insert_many([{"_id": f"/s/{i:03d}"} for i in range(30)])
+    pages = [[d["_id"] for d in page] async for page in stream_pages(probe, {}, after="/s/", before="/s0")]
+    assert [len(page) for page in pages] == [2, 4, 7, 7, 7, 3]
+    assert [key for page in pages for key in page] == [f"/s/{i:03d}" for i in range(30)]
+    cut = [d["_id"] async for page in stream_pages(probe, {}, after="/s/004", limit=9) for d in page]
+    assert cut == [f"/s/{i:03d}" for i in range(5, 14)]
 
 
 async def test_ls_and_find_over_many_pages_return_each_entry_once_by_name(
