@@ -73,6 +73,10 @@ class TransferWorker(Daemon):
         # Its own task: a slow database round trip in the loop below must not cost a lease.
         self.keeper = LeaseKeeper(self._renew, self._renewable, self._lost, every_s=t.lease_s / 4)
         self._swept_at = 0.0
+        # A claim that found fewer requests than it asked for drained the queue: the next waits
+        # idle_sleep_s (on FerretDB each claim scans the queue; claiming on every turn of the
+        # loop while copies ran made those scans most of the database's work).
+        self._claim_after = 0.0
 
     @property
     def held(self) -> list[str]:
@@ -197,6 +201,8 @@ class TransferWorker(Daemon):
         half_batch = min(settings.claim_batch, capacity) // 2
         if self.stopping or room <= 0 or (room < half_batch and any(self.waiting.values())):
             return 0
+        if self.running and time.monotonic() < self._claim_after:
+            return 0
         return room
 
     async def _claim(self) -> int:
@@ -206,6 +212,8 @@ class TransferWorker(Daemon):
             return 0
         claimed = await rq.claim_many(self.ctx.db, self.worker, kinds=["transfer"], lease_s=settings.lease_s,
                                       limit=room)
+        drained = len(claimed) < room
+        self._claim_after = time.monotonic() + settings.idle_sleep_s if drained else 0.0
         files = await fetch_files(self.ctx.db, {request["lfn"] for request in claimed}) if claimed else {}
         ses = await self.ses()
         copies: list[Job] = []
