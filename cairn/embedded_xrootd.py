@@ -51,7 +51,9 @@ http.cert {cert_file}
 http.key {key_file}
 http.cadir {ca_dir}
 http.exthandler xrdtpc libXrdHttpTPC.so
-xrootd.chksum adler32
+# Checksums the server computes at once: beyond the limit a client is told to come back later
+# (XrdCl waited ~30 s), and every routed copy asks the destination for its adler32.
+xrootd.chksum max 32 adler32
 ofs.tpc ttl 60 70 xfr 20 pgm {xrdcp} --server
 """
 
