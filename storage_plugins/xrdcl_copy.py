@@ -9,18 +9,16 @@ removed by XrdCl (`rmBadCksum`).
 
 from __future__ import annotations
 
-import importlib
 import os
-import sys
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
 from kernel.errors import CairnError, ConfigurationError, NotFound, ServiceUnavailable
 from storage_plugins.checksums import normalise_adler32
+from storage_plugins.debian_modules import import_debian_module
 from storage_plugins.errors import ChecksumMismatch, StorageError
 
-DEBIAN_DIST_PACKAGES = "/usr/lib/python3/dist-packages"
 # XrdCl reads these once per process, whether gfal2 or these bindings load it first. Its
 # defaults retry an unreachable server for minutes; a transfer daemon would rather hear
 # "unavailable" and retry the request later. Its timeouts are only checked every
@@ -48,16 +46,9 @@ def xrdcl_client() -> ModuleType:
     global _client
     if _client is None:
         apply_xrdcl_defaults()
-        try:
-            _client = importlib.import_module("XRootD.client")
-        except ImportError:
-            sys.path.append(DEBIAN_DIST_PACKAGES)
-            try:
-                _client = importlib.import_module("XRootD.client")
-            except ImportError as exc:
-                raise ConfigurationError("client-routed root:// copies need apt-get install python3-xrootd") from exc
-            finally:
-                sys.path.remove(DEBIAN_DIST_PACKAGES)
+        _client = import_debian_module(
+            "XRootD.client", "client-routed root:// copies need apt-get install python3-xrootd"
+        )
     return _client
 
 

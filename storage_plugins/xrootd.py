@@ -10,10 +10,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
-import importlib
 import os
 import stat
-import sys
 import threading
 from collections.abc import AsyncIterable, AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -27,7 +25,6 @@ from pydantic import Field
 
 from kernel.errors import (
     CairnError,
-    ConfigurationError,
     Conflict,
     Forbidden,
     InvalidInput,
@@ -36,13 +33,13 @@ from kernel.errors import (
 )
 from storage_plugins.base import FileInfo, PluginOptions, StoragePlugin, TpcMode, WriteResult, landing
 from storage_plugins.checksums import Adler32, normalise_adler32
+from storage_plugins.debian_modules import import_debian_module
 from storage_plugins.errors import ChecksumMismatch, StorageError, TransferFailed
 from storage_plugins.posix import file_url
 from storage_plugins.xrdcl_copy import apply_xrdcl_defaults, copy_routed
 from storage_plugins.xrdcl_copy import available as xrdcl_available
 
 T = TypeVar("T")
-DEBIAN_GFAL2_DIR = "/usr/lib/python3/dist-packages"
 _UNAVAILABLE = {
     errno.ECONNREFUSED,
     errno.EHOSTUNREACH,
@@ -62,18 +59,9 @@ def import_gfal2() -> ModuleType:
     global _gfal2
     if _gfal2 is None:
         apply_xrdcl_defaults()
-        try:
-            _gfal2 = importlib.import_module("gfal2")
-        except ImportError:
-            sys.path.append(DEBIAN_GFAL2_DIR)
-            try:
-                _gfal2 = importlib.import_module("gfal2")
-            except ImportError as exc:
-                raise ConfigurationError(
-                    "the root:// plugin needs gfal2: apt-get install python3-gfal2 gfal2-plugin-xrootd"
-                ) from exc
-            finally:
-                sys.path.remove(DEBIAN_GFAL2_DIR)
+        _gfal2 = import_debian_module(
+            "gfal2", "the root:// plugin needs gfal2: apt-get install python3-gfal2 gfal2-plugin-xrootd"
+        )
     return _gfal2
 
 

@@ -8,6 +8,7 @@ from collections.abc import Callable
 import pytest
 
 from cairn.sdk import Client
+from catalogue.storage_elements import StorageElement
 from kernel.errors import Forbidden, NotFound
 from storage_plugins.errors import ChecksumMismatch
 from tests.fixtures.live_ses import LiveSEs
@@ -21,6 +22,14 @@ async def _uploaded(admin: Client, live_ses: LiveSEs, kind: str, data: Payload, 
     [result] = await admin.upload([data.path], "/cta/f", se.name, credentials=live_ses.credentials)
     assert result.status == "uploaded", result.error
     return se.name
+
+
+async def _between_xrootd_servers(
+    admin: Client, live_ses: LiveSEs, data: Payload
+) -> tuple[str, StorageElement]:
+    """`data` uploaded to an xrootd SE on the first server (its name), and an empty one on the second."""
+    source = await _uploaded(admin, live_ses, "xrootd", data, server=0)
+    return source, await live_ses.add("xrootd", server=1)
 
 
 @pytest.mark.parametrize("kind", ["root", "davs"])
@@ -105,8 +114,7 @@ async def test_a_small_file_between_xrootd_ses_is_routed_through_the_caller_by_x
     live_ses: LiveSEs, admin: Client, payload: Callable[[int], Payload]
 ) -> None:
     data = payload(1 << 20)
-    source = await _uploaded(admin, live_ses, "xrootd", data, server=0)
-    dest = await live_ses.add("xrootd", server=1)
+    source, dest = await _between_xrootd_servers(admin, live_ses, data)
     result = await copy_between(live_ses.made[source], dest, "/cta/f", expected_adler32=data.adler32,
                                 expected_size=data.size, route_below=data.size)
     assert (result.mode, result.protocol, result.bytes, result.adler32) == ("stream", "root", data.size, data.adler32)
@@ -118,8 +126,7 @@ async def test_a_file_above_the_routing_size_keeps_its_third_party_copy(
     live_ses: LiveSEs, admin: Client, payload: Callable[[int], Payload]
 ) -> None:
     data = payload(1 << 20)
-    source = await _uploaded(admin, live_ses, "xrootd", data, server=0)
-    dest = await live_ses.add("xrootd", server=1)
+    source, dest = await _between_xrootd_servers(admin, live_ses, data)
     result = await copy_between(live_ses.made[source], dest, "/cta/f", expected_adler32=data.adler32,
                                 expected_size=data.size, route_below=data.size - 1)
     assert (result.mode, result.protocol) == ("tpc", "http")
@@ -129,8 +136,7 @@ async def test_a_routed_copy_whose_bytes_disagree_with_the_catalogue_fails_and_l
     live_ses: LiveSEs, admin: Client, payload: Callable[[int], Payload]
 ) -> None:
     data = payload(1 << 20)
-    source = await _uploaded(admin, live_ses, "xrootd", data, server=0)
-    dest = await live_ses.add("xrootd", server=1)
+    source, dest = await _between_xrootd_servers(admin, live_ses, data)
     wrong = f"{(int(data.adler32, 16) + 1) & 0xFFFFFFFF:08x}"
     with pytest.raises(ChecksumMismatch) as caught:
         await copy_between(live_ses.made[source], dest, "/cta/f", expected_adler32=wrong,

@@ -146,11 +146,9 @@ async def test_the_sync_client_uploads_and_downloads(
     assert (tmp_path / "sync").read_bytes() == data.path.read_bytes()
 
 
-async def test_many_files_cost_bulk_catalogue_calls_not_one_lookup_per_file(
-    api: RunningApi, live_ses: LiveSEs, tmp_path: Path
-) -> None:
-    se = await live_ses.add("file")
-    sources = small_files(tmp_path, 30, prefix="s", unit=b"small")
+
+def observe_paths(client: Client) -> list[str]:
+    """Give `client` a session of its own kind that records the API path of every request it sends."""
     paths: list[str] = []
     trace = aiohttp.TraceConfig()
 
@@ -158,8 +156,16 @@ async def test_many_files_cost_bulk_catalogue_calls_not_one_lookup_per_file(
         paths.append(params.url.path.removeprefix("/api/v1"))
 
     trace.on_request_start.append(seen)
+    client._session = aiohttp.ClientSession(trace_configs=[trace])
+    return paths
+
+async def test_many_files_cost_bulk_catalogue_calls_not_one_lookup_per_file(
+    api: RunningApi, live_ses: LiveSEs, tmp_path: Path
+) -> None:
+    se = await live_ses.add("file")
+    sources = small_files(tmp_path, 30, prefix="s", unit=b"small")
     async with api.client() as client:
-        client._session = aiohttp.ClientSession(trace_configs=[trace])  # its own kind of session, observed
+        paths = observe_paths(client)
         ups = await client.upload(sources, "/cta/small/", se.name, concurrency=8)
         assert [u.status for u in ups] == ["uploaded"] * 30, [u.error for u in ups]
         uploading, paths[:] = Counter(paths), []
@@ -178,15 +184,8 @@ async def test_batches_cost_one_registration_and_one_finalisation_each_and_count
     monkeypatch.setattr(dataio.upload, "BATCH", 10)
     se = await live_ses.add("file")
     sources = small_files(tmp_path, 25, prefix="b", unit=b"batched")
-    paths: list[str] = []
-    trace = aiohttp.TraceConfig()
-
-    async def seen(_session: object, _context: object, params: aiohttp.TraceRequestStartParams) -> None:
-        paths.append(params.url.path.removeprefix("/api/v1"))
-
-    trace.on_request_start.append(seen)
     async with api.client() as client:
-        client._session = aiohttp.ClientSession(trace_configs=[trace])  # its own kind of session, observed
+        paths = observe_paths(client)
         before = {u["se"]: u for u in await client.se_usage()}.get(se.name, {"replicas": 0, "bytes": 0})
         ups = await client.upload(sources, "/cta/batched/", se.name, concurrency=3)
         assert [u.status for u in ups] == ["uploaded"] * 25, [u.error for u in ups]
