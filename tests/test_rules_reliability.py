@@ -50,7 +50,7 @@ async def test_a_rule_converges_once_while_its_daemons_are_killed_every_few_seco
     await dataset_on_src(database, "vo:rk", lfns)
     rule = await store.create_rule(database, ADMIN, RuleIn(did="vo:rk", copies=2, expression="tier=1"))
     brief = await store.create_rule(database, ADMIN, RuleIn(did="vo:rk", copies=1, expression="tier=1",
-                                                           lifetime_s=8))
+                                                           lifetime_s=12))
     (tmp_path / "logs").mkdir()
     env = rule_env(settings)
     workers = DaemonProcesses("transfers", env, tmp_path / "logs")
@@ -84,7 +84,9 @@ async def test_a_rule_converges_once_while_its_daemons_are_killed_every_few_seco
         while not await converged():
             assert time.monotonic() < deadline, (
                 f"not converged: {await store.get_rule(database, rule['_id'])}\n{await unsettled()}\nlogs:\n{logs()}")
-            await asyncio.sleep(rng.uniform(1.0, 2.5))
+            # Every 0.5-2 s: with the rule woken by the change feed it can be ok within seconds,
+            # and the brief rule's 12 s then still leave at least six kills.
+            await asyncio.sleep(rng.uniform(0.5, 2.0))
             if kills < MAX_KILLS:
                 daemon = rng.choice(victims)
                 daemon.kill(daemon.procs[0])
