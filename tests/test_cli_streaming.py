@@ -4,8 +4,9 @@ row by row) and an API that goes silent is a clear error, not a traceback."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 from aiohttp import web
@@ -52,6 +53,23 @@ async def test_find_table_streams_every_match(api: RunningApi, big_directory: li
     assert f"{ENTRIES} file(s)" in found.stderr
 
 
+
+@contextlib.asynccontextmanager
+async def listing_server(
+    handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
+) -> AsyncIterator[str]:
+    """A loopback HTTP server answering the API's streamed listing with `handler`; its base URL."""
+    app = web.Application()
+    app.router.add_get("/api/v1/namespace/ls/stream", handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        await runner.cleanup()
+
 @pytest.fixture
 async def silent_api() -> AsyncIterator[str]:
     """An HTTP server that starts an NDJSON answer, sends one line, then says nothing."""
@@ -63,16 +81,8 @@ async def silent_api() -> AsyncIterator[str]:
         await asyncio.sleep(30)
         return response
 
-    app = web.Application()
-    app.router.add_get("/api/v1/namespace/ls/stream", stall)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        await runner.cleanup()
+    async with listing_server(stall) as url:
+        yield url
 
 
 @pytest.fixture
@@ -89,16 +99,8 @@ async def cut_api() -> AsyncIterator[str]:
         await response.write_eof()
         return response
 
-    app = web.Application()
-    app.router.add_get("/api/v1/namespace/ls/stream", cut)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        await runner.cleanup()
+    async with listing_server(cut) as url:
+        yield url
 
 
 async def test_a_stream_cut_short_raises_its_error_after_the_entries_before_it(cut_api: str) -> None:
