@@ -93,6 +93,23 @@ class XRootDServer:
     def stop(self, timeout_s: float = 10) -> None:
         stop_processes([self.process], timeout_s=timeout_s)
 
+    def wait_until_up(self, timeout_s: float = 30) -> None:
+        """Return once both ports answer; ConfigurationError with the log if the server does not."""
+        try:
+            wait_for_port("127.0.0.1", self.root_port, timeout_s=timeout_s, proc=self.process)
+            wait_for_port("127.0.0.1", self.http_port, timeout_s=timeout_s, proc=self.process)
+        except ConfigurationError as exc:
+            self.stop()
+            raise ConfigurationError(
+                f"xrootd {self.name!r} did not start ({exc}). {XROOTD_HINT}. Its log:\n{self.log_tail()}"
+            ) from exc
+
+    def start_again(self, timeout_s: float = 30) -> None:
+        """Start a server that exited with its own configuration: same ports, same data."""
+        self.stop()
+        self.process = _spawn(find_xrootd()[0], self.data_dir.parent)
+        self.wait_until_up(timeout_s)
+
     def log_tail(self, chars: int = 3000) -> str:
         try:
             return self.log_file.read_text(errors="replace")[-chars:]
@@ -165,27 +182,23 @@ def start_xrootd(base_dir: Path, name: str, tls: TlsMaterial, *, timeout_s: floa
             xrdcp=xrdcp,
         )
     )
-    log_file = home / "xrootd.log"
     _hand_over(home)
-    args = [xrootd, "-c", str(config), "-l", str(log_file)]
+    server = XRootDServer(name, _spawn(xrootd, home), root_port, http_port, data_dir, home / "xrootd.log", tls)
+    server.wait_until_up(timeout_s)
+    return server
+
+
+def _spawn(xrootd: str, home: Path) -> subprocess.Popen[bytes]:
+    """Run xrootd with the configuration under home, logging there."""
+    args = [xrootd, "-c", str(home / "xrootd.cfg"), "-l", str(home / "xrootd.log")]
     with (home / "stdout.log").open("ab") as out:
-        proc = subprocess.Popen(
+        return subprocess.Popen(
             args,
             stdout=out,
             stderr=subprocess.STDOUT,
             cwd=home,
             preexec_fn=_drop_privileges_and_die_with_parent,
         )
-    server = XRootDServer(name, proc, root_port, http_port, data_dir, log_file, tls)
-    try:
-        wait_for_port("127.0.0.1", root_port, timeout_s=timeout_s, proc=proc)
-        wait_for_port("127.0.0.1", http_port, timeout_s=timeout_s, proc=proc)
-    except ConfigurationError as exc:
-        server.stop()
-        raise ConfigurationError(
-            f"xrootd {name!r} did not start ({exc}). {XROOTD_HINT}. Its log:\n{server.log_tail()}"
-        ) from exc
-    return server
 
 
 def make_tls(base_dir: Path) -> TlsMaterial:
