@@ -39,7 +39,7 @@ from dataio.progress import FileOutcome, NoProgress, ProgressSink, counted
 from dataio.signed_access import needs_signing, signed_endpoint, without_signature
 from dataio.status_batches import make_available
 from kernel.errors import CairnError, InvalidInput, NotFound, ServiceUnavailable
-from storage_plugins.base import StoragePlugin, read_local
+from storage_plugins.base import StoragePlugin, WriteResult, read_local
 from storage_plugins.checksums import Adler32, tee_adler32
 from storage_plugins.errors import ChecksumMismatch, StorageError
 from storage_plugins.posix import PosixPlugin, file_url, local_path
@@ -50,6 +50,7 @@ Credentials = Mapping[str, Mapping[str, str]]
 HASH_CHUNK = 4 << 20
 BATCH = 500  # files per registration and per finalisation call (bench/upload_small.py)
 SMALL_FILE = 1 << 20  # up to this size, a file goes to a posix SE in one step (`_native_put`)
+PUT_CHUNK = 16  # small files copied to a posix SE in one worker-thread hop (`_store_chunk`)
 
 
 @dataclass
@@ -152,9 +153,8 @@ async def upload_files(
                 await _checksum_locals(batch, concurrency)
                 await _register(client, se, batch, outcomes)
             todo = [item for item in batch if item.lfn not in outcomes]
-            stored = await asyncio.gather(
-                *(_store_one(client, gate, se, item, credentials or {}, sink, outcomes) for item in todo))
-            await _finalise(client, se, [s for s in stored if s is not None], outcomes, sink)
+            stored = await _store_all(client, gate, se, todo, credentials or {}, sink, outcomes)
+            await _finalise(client, se, stored, outcomes, sink)
 
     batches = [asyncio.ensure_future(one_batch(planned[i:i + BATCH])) for i in range(0, len(planned), BATCH)]
     try:
@@ -169,13 +169,19 @@ async def upload_files(
 
 
 async def _checksum_locals(planned: list[_Planned], concurrency: int) -> None:
+    """Size and adler32 of every file, `concurrency` threads at once, PUT_CHUNK files per thread
+    hop (a small file's hop costs more than its sum)."""
     gate = asyncio.Semaphore(max(1, concurrency))
 
-    async def one(item: _Planned) -> None:
-        async with gate:
-            item.size, item.adler32 = await asyncio.to_thread(_adler32_of_file, item.local)
+    def chunk_sums(chunk: list[_Planned]) -> None:
+        for item in chunk:
+            item.size, item.adler32 = _adler32_of_file(item.local)
 
-    await asyncio.gather(*(one(item) for item in planned))
+    async def some(chunk: list[_Planned]) -> None:
+        async with gate:
+            await asyncio.to_thread(chunk_sums, chunk)
+
+    await asyncio.gather(*(some(planned[i:i + PUT_CHUNK]) for i in range(0, len(planned), PUT_CHUNK)))
 
 
 async def _register(
@@ -223,9 +229,63 @@ async def _existing_files(client: IOClient, lfns: list[str]) -> dict[str, Any]:
     return dict(result["successful"])
 
 
+async def _store_all(
+    client: IOClient, gate: asyncio.Semaphore, se: StorageElement, todo: list[_Planned], credentials: Credentials,
+    sink: ProgressSink, outcomes: dict[str, FileOutcome],
+) -> list[_Stored]:
+    """Store a batch's files: small ones bound for a local-disk SE PUT_CHUNK at a time (one
+    worker-thread hop each chunk), the others one by one; each in one of the `gate`'s slots."""
+    quick: list[tuple[_Planned, Endpoint]] = []
+    each: list[_Planned] = []
+    for item in todo:
+        best = endpoints(se, item.lfn, "write", credentials=credentials)[0]
+        if best.scheme == "file" and item.size <= SMALL_FILE:
+            quick.append((item, best))
+        else:
+            each.append(item)
+    stored = await asyncio.gather(
+        *(_store_chunk(client, gate, se, quick[i:i + PUT_CHUNK], credentials, sink, outcomes)
+          for i in range(0, len(quick), PUT_CHUNK)),
+        *(_store_one(client, gate, se, item, credentials, sink, outcomes) for item in each))
+    return [entry for part in stored for entry in (part if isinstance(part, list) else [part]) if entry is not None]
+
+
+async def _store_chunk(
+    client: IOClient, gate: asyncio.Semaphore, se: StorageElement, chunk: list[tuple[_Planned, Endpoint]],
+    credentials: Credentials, sink: ProgressSink, outcomes: dict[str, FileOutcome],
+) -> list[_Stored | None]:
+    """Copy small files to a local-disk SE in one thread (`PosixPlugin.put_many`: each checked
+    against its registered adler32, stored whole or not at all). A file that fails there takes
+    the one-file way (`_store_one`: the SE's other protocols, then the undo and the reason)."""
+    started = time.monotonic()
+    try:
+        async with gate:
+            for item, _ in chunk:
+                sink.started(item.lfn, item.size)
+            first = chunk[0][1]
+            plugin = client.plugin(first.url, first.options)
+            if not isinstance(plugin, PosixPlugin):
+                raise TypeError(f"{first.url}: a local-disk SE's plugin is {type(plugin).__name__}")
+            results = await plugin.put_many([(item.local, ep.url, item.adler32) for item, ep in chunk])
+    except asyncio.CancelledError:
+        await asyncio.shield(asyncio.gather(*(_roll_back(client, se, item, ep) for item, ep in chunk)))
+        raise
+    done: list[_Stored | None] = []
+    again: list[_Planned] = []
+    for (item, ep), result in zip(chunk, results, strict=True):
+        if isinstance(result, WriteResult) and result.size == item.size:
+            sink.advanced(item.lfn, item.size)
+            done.append(_Stored(item, ep, started, []))
+        else:
+            again.append(item)
+    done += await asyncio.gather(
+        *(_store_one(client, gate, se, item, credentials, sink, outcomes, announced=True) for item in again))
+    return done
+
+
 async def _store_one(
     client: IOClient, gate: asyncio.Semaphore, se: StorageElement, item: _Planned, credentials: Credentials,
-    sink: ProgressSink, outcomes: dict[str, FileOutcome],
+    sink: ProgressSink, outcomes: dict[str, FileOutcome], *, announced: bool = False,
 ) -> _Stored | None:
     """Store one file in one of the `gate`'s slots; on failure, undo it and record the outcome."""
     started = time.monotonic()
@@ -233,7 +293,8 @@ async def _store_one(
     attempt: Endpoint | None = None
     try:
         async with gate:
-            sink.started(item.lfn, item.size)
+            if not announced:
+                sink.started(item.lfn, item.size)
             eps = endpoints(se, item.lfn, "write", credentials=credentials)
             for index, ep in enumerate(eps):
                 attempt = ep

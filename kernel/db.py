@@ -215,7 +215,7 @@ async def bulk_write_chunked(collection: Any, operations: Sequence[Any], *, orde
 # keep each query small and index-backed on MongoDB and FerretDB alike. READ_AHEAD slices are
 # asked for at once, so the database reads the next slice while this process decodes one.
 READ_SLICE = 1000
-READ_AHEAD = 2
+READ_AHEAD = 4
 
 
 async def read_by_ids(collection: Any, ids: Iterable[Any], projection: Any = None, *,

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import builtins
 import errno
 import os
 import stat
 import threading
 import uuid
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import quote, unquote, urlsplit
@@ -70,31 +71,52 @@ def _scan(path: Path, url_of: Callable[[Path], str]) -> list[FileInfo]:
     return sorted(entries, key=lambda item: item.url)
 
 
+# What `PosixPlugin.put_many` copies: a local file, the URL it goes to, its expected adler32.
+PutItem = tuple[Path, str, str | None]
+
+
 class PosixOptions(PluginOptions):
     # The SE's directory: when set, a path that resolves outside it (through `..` or a symlink)
     # is refused before anything is opened. Cairn's daemons and routes always set it.
     root: str | None = None
 
 
-def confined_path(url: str, root: str | None) -> Path:
+def confined_path(url: str, root: str | None, real_dirs: dict[str, str] | None = None) -> Path:
     """The local path of url, refused (Forbidden) if it holds a `..` segment (also percent-encoded)
-    or, when root is given, if its real path (symlinks resolved) leaves root's real path."""
+    or, when root is given, if its real path (symlinks resolved) leaves root's real path.
+    real_dirs, when given, keeps the real paths of root and of the directories seen, for the
+    next call on the same files (a file that is a symlink is still resolved itself)."""
     path = local_path(url)
     if ".." in path.parts:
         raise Forbidden(f"{url}: a '..' segment is refused")
     if root is not None:
-        real, top = os.path.realpath(path), os.path.realpath(root)
+        known = {} if real_dirs is None else real_dirs
+        top = known.get(root) or known.setdefault(root, os.path.realpath(root))
+        real = _real_path(path, known)
         if real != top and not real.startswith(top.rstrip("/") + "/"):
             raise Forbidden(f"{url}: the path leaves its storage element's directory")
     return path
 
 
+def _real_path(path: Path, real_dirs: dict[str, str]) -> str:
+    """os.path.realpath(path), taking its directory's real path from real_dirs when known there."""
+    parent, name = os.path.split(str(path))
+    if not name or os.path.islink(path):
+        return os.path.realpath(path)
+    real_parent = real_dirs.get(parent)
+    if real_parent is None:
+        real_parent = os.path.realpath(parent)
+        if os.path.isdir(parent):  # a directory yet to be made may be made a symlink meanwhile
+            real_dirs[parent] = real_parent
+    return os.path.join(real_parent, name)
+
+
 def _copy_file(source: Path, url: str, root: str | None, chunk_size: int, expected_adler32: str | None,
-               stop: threading.Event) -> tuple[int, str]:
+               stop: threading.Event, real_dirs: dict[str, str] | None = None) -> tuple[int, str]:
     """Copy a local file to url's path (through a partial file, renamed when complete and, with
     expected_adler32, only if the bytes copied have it); in one thread, so a small file costs one
     hop off the event loop. `stop` set: the copy ends at the next chunk, leaving nothing."""
-    path = confined_path(url, root)
+    path = confined_path(url, root, real_dirs)
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f".{path.name}.cairn-part-{uuid.uuid4().hex[:8]}")
     digest = Adler32()
@@ -192,6 +214,35 @@ class PosixPlugin(StoragePlugin):
             copy.exception()  # retrieved: the InterruptedError of a stopped copy is expected
             raise
         return WriteResult(url, size, adler32)
+
+    async def put_many(self, items: Sequence[PutItem]) -> Sequence[WriteResult | CairnError]:
+        """Copy several small local files, each as `put` does (local path, URL, expected adler32),
+        one after the other in one worker thread: one hop off the event loop for all of them.
+        One result per item, in order: its WriteResult, or the error that stopped that file."""
+        stop = threading.Event()
+        copy = asyncio.ensure_future(asyncio.to_thread(self._copy_each, items, stop))
+        try:
+            return await asyncio.shield(copy)
+        except asyncio.CancelledError:
+            stop.set()  # the thread ends at its next chunk and removes its partial file
+            await asyncio.wait([copy])
+            copy.exception()  # retrieved: what the stopped thread raised, if anything, is moot
+            raise
+
+    def _copy_each(self, items: Sequence[PutItem], stop: threading.Event) -> Sequence[WriteResult | CairnError]:
+        results: builtins.list[WriteResult | CairnError] = []
+        real_dirs: dict[str, str] = {}
+        for source, url, expected in items:
+            if stop.is_set():
+                break
+            try:
+                with mapped_os_errors(url):
+                    size, adler32 = _copy_file(source, url, self.options.root, self.options.chunk_size, expected,
+                                               stop, real_dirs)
+                results.append(WriteResult(url, size, adler32))
+            except CairnError as exc:
+                results.append(exc)
+        return results
 
     async def delete(self, url: str) -> None:
         path = await self._path(url)

@@ -184,6 +184,11 @@ async def test_the_posix_plugin_never_leaves_its_se_root(tmp_path: Path) -> None
             await plugin.delete(url)
         with pytest.raises(Forbidden):
             await plugin.write(url, _chunks(b"overwritten"))
+    local = tmp_path / "local"
+    local.write_bytes(b"overwritten")
+    inside = file_url(root / "cta" / "in")  # a file that may go first, then the escapes in one call
+    results = await plugin.put_many([(local, url, None) for url in [inside, *escapes, inside]])
+    assert [type(r).__name__ for r in results] == ["WriteResult", *["Forbidden"] * len(escapes), "WriteResult"]
     assert (outside / "f").read_bytes() == SECRET
     with pytest.raises(Forbidden):  # '..' is refused even by a plugin that was given no root
         await PosixPlugin().stat(f"file://{root}/cta/%2E%2E/%2E%2E/outside/f")

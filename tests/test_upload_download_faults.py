@@ -264,3 +264,45 @@ async def test_an_unwritable_destination_fails_that_file_without_trying_other_re
     result = only(await admin.download(["/cta/f"], tmp_path / "plain" / "f"))
     assert (result.status, result.code) == ("failed", "local_error")
     assert "/cta/f" in (result.error or "") and str(tmp_path / "plain") in (result.error or "")
+
+
+class ChangesOneFileAtItsStart(ChangesTheFileMidway):
+    """Rewrites the tail of one local file when its copy is about to start (after its adler32
+    was taken and registered)."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.name = ""
+
+    def started(self, name: str, size: int | None) -> None:
+        if name == self.name:
+            super().advanced(name, 0)
+
+    def advanced(self, name: str, nbytes: int) -> None:
+        return None
+
+
+async def test_a_file_that_changed_fails_alone_among_many_small_files_to_a_disk_se(
+    live_ses: LiveSEs, admin: Client, tmp_path: Path
+) -> None:
+    se = await live_ses.add("file")
+    sources = []
+    for index in range(40):  # several of the chunks a disk SE's small files are copied in
+        path = tmp_path / f"f{index:02d}"
+        path.write_bytes(os.urandom(1000 + index))
+        sources.append(path)
+    sink = ChangesOneFileAtItsStart(sources[21])
+    sink.name = "/cta/many/f21"
+    outcomes = await admin.upload(sources, "/cta/many/", se.name, progress=sink)
+    assert [o.status for o in outcomes] == ["uploaded"] * 21 + ["failed"] + ["uploaded"] * 18
+    bad = outcomes[21]
+    assert bad.code == "checksum_mismatch" and se.name in (bad.error or "") and "/cta/many/f21" in (bad.error or "")
+    assert await _gone(admin, "/cta/many/f21")
+    stored = live_ses.stored_file(se.name, "/cta/many/f00").parent
+    assert sorted(p.name for p in stored.iterdir()) == [f"f{i:02d}" for i in range(40) if i != 21]
+    for index, source in enumerate(sources):
+        if index != 21:
+            assert (stored / source.name).read_bytes() == source.read_bytes()
+    replicas = await admin.get_replicas([o.lfn for o in outcomes if o.ok])
+    assert len(replicas["successful"]) == 39
+    assert all(r[0]["status"] == "available" for r in replicas["successful"].values())
