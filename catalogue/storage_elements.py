@@ -12,15 +12,17 @@ from __future__ import annotations
 import datetime as dt
 import time
 from collections.abc import Iterable
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, RootModel, model_validator
-from pymongo.asynchronous.database import AsyncDatabase
 
 from catalogue.lfn import is_within
 from kernel.bounds import Int64, PositiveInt64, Size
-from kernel.db import Document, IndexSpec, database_errors
+from kernel.documents import Document, IndexSpec, database_errors
 from kernel.errors import Conflict, NotFound
+
+if TYPE_CHECKING:
+    from pymongo.asynchronous.database import AsyncDatabase
 
 SES = "storage_elements"
 SITES = "sites"

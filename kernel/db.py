@@ -7,37 +7,19 @@ assembles the process (server, daemon, CLI) passes them all to `ensure_indexes` 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections import deque
-from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from bson import Int64
-from pymongo import AsyncMongoClient, IndexModel, monitoring
+from pymongo import AsyncMongoClient, monitoring
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import AutoReconnect, ConnectionFailure, ExecutionTimeout, NetworkTimeout, PyMongoError
 
+from kernel.documents import Document, IndexSpec, database_errors
 from kernel.errors import ServiceUnavailable
 from kernel.settings import Settings
-
-Document = dict[str, Any]
-
-
-@dataclass(frozen=True)
-class IndexSpec:
-    """One index of one collection, named so that queries can cite it."""
-
-    collection: str
-    keys: Sequence[tuple[str, int]]
-    name: str
-    unique: bool = False
-    sparse: bool = False
-    options: dict[str, Any] = field(default_factory=dict)
-
-    def model(self) -> IndexModel:
-        return IndexModel(list(self.keys), name=self.name, unique=self.unique, sparse=self.sparse, **self.options)
-
 
 _client: AsyncMongoClient[Document] | None = None
 _client_uri: str | None = None
@@ -142,15 +124,6 @@ async def ping(db: AsyncDatabase[Document]) -> bool:
 
 
 UNAVAILABLE_ERRORS = (ConnectionFailure, AutoReconnect, NetworkTimeout, ExecutionTimeout)
-
-
-@contextlib.contextmanager
-def database_errors() -> Iterator[None]:
-    """Turn 'the database is down' into ServiceUnavailable (503 with Retry-After)."""
-    try:
-        yield
-    except UNAVAILABLE_ERRORS as exc:
-        raise ServiceUnavailable(f"database unavailable: {type(exc).__name__}", retry_after=5) from exc
 
 
 def increment(deltas: Mapping[str, int | float]) -> Document:

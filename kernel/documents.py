@@ -1,0 +1,47 @@
+"""What a collection's documents and indexes are, without the database driver: modules that
+declare them (models also used by the SDK and the CLI) import this, not `kernel.db`, so a
+client process does not load PyMongo and the server settings it never uses."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from kernel.errors import ServiceUnavailable
+
+if TYPE_CHECKING:
+    from pymongo import IndexModel
+
+Document = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class IndexSpec:
+    """One index of one collection, named so that queries can cite it."""
+
+    collection: str
+    keys: Sequence[tuple[str, int]]
+    name: str
+    unique: bool = False
+    sparse: bool = False
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def model(self) -> IndexModel:
+        from pymongo import IndexModel
+
+        return IndexModel(list(self.keys), name=self.name, unique=self.unique, sparse=self.sparse, **self.options)
+
+
+@contextlib.contextmanager
+def database_errors() -> Iterator[None]:
+    """Turn 'the database is down' into ServiceUnavailable (503 with Retry-After)."""
+    try:
+        yield
+    except Exception as exc:
+        from kernel.db import UNAVAILABLE_ERRORS  # loaded already wherever a database was called
+
+        if isinstance(exc, UNAVAILABLE_ERRORS):
+            raise ServiceUnavailable(f"database unavailable: {type(exc).__name__}", retry_after=5) from exc
+        raise
