@@ -20,8 +20,9 @@ the locks not ok.
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter, defaultdict
-from collections.abc import Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Iterator, Mapping
 
 from pymongo.asynchronous.database import AsyncDatabase
 
@@ -74,8 +75,9 @@ async def _available_to_ok(db: AsyncDatabase[Document], rule: Document, locks: l
     changed = 0
     waiting: list[Document] = []
     replicas: Availability = {}
-    for batch in _by_file(locks, settings.batch):
-        files = await replica_states(db, {lock["lfn"] for lock in batch})
+    batches = list(_by_file(locks, settings.batch))
+    reads = (replica_states(db, {lock["lfn"] for lock in batch}) for batch in batches)
+    async for batch, files in _read_ahead(batches, reads):
         here = {lfn: available_ses(doc) for lfn, doc in files.items()}
         ok = [lock for lock in batch if lock["se"] in here.get(lock["lfn"], ())]
         changed += await _to_ok(db, rule, ok, tally, files)
@@ -84,6 +86,24 @@ async def _available_to_ok(db: AsyncDatabase[Document], rule: Document, locks: l
                 waiting.append(lock)
                 replicas[lock["lfn"]] = here.get(lock["lfn"], ())
     return changed, waiting, replicas
+
+
+async def _read_ahead(batches: list[list[Document]], reads: Iterator[Awaitable[Mapping[str, Document]]]
+                      ) -> AsyncIterator[tuple[list[Document], Mapping[str, Document]]]:
+    """Each batch with its files, the next batch's files read while this one's locks are written:
+    batches never share a file, so a read that overtakes the writes of the batch before it reads
+    the same documents as the read after them would."""
+    pending: asyncio.Future[Mapping[str, Document]] | None = None
+    try:
+        for batch in batches:
+            files = await (pending if pending is not None else next(reads))
+            following = next(reads, None)
+            pending = asyncio.ensure_future(following) if following is not None else None
+            yield batch, files
+    finally:
+        if pending is not None:
+            pending.cancel()
+            await asyncio.gather(pending, return_exceptions=True)
 
 
 async def _to_ok(db: AsyncDatabase[Document], rule: Document, ok: list[Document], tally: Counter[str],
