@@ -48,6 +48,7 @@ FAST = {"lease_s": 6, "retry_base_s": 0.2, "retry_cap_s": 2, "idle_sleep_s": 0.2
 # before that patch every guarded write scanned the queue and 500 took 8 minutes.
 KILL_TEST_TRANSFERS = int(os.environ.get("CAIRN_TEST_KILL_TRANSFERS", "500"))
 KILL_TEST_TIMEOUT_S = float(os.environ.get("CAIRN_TEST_KILL_TIMEOUT_S", "300"))
+XROOTD_KILL_TEST_TRANSFERS = int(os.environ.get("CAIRN_TEST_XROOTD_KILL_TRANSFERS", "500"))
 
 
 def adler32_of(path: Path) -> str:
@@ -69,7 +70,53 @@ async def test_transfers_survive_workers_killed_every_few_seconds(
     await add_ses(database, src, dst)
     lfns = [f"/vo/kill/f{i:03d}" for i in range(KILL_TEST_TRANSFERS)]
     contents = await put_files(database, [src], lfns, size=4096)
-    await rq.submit_transfers(database, [{"lfn": lfn, "dest_se": "DST"} for lfn in lfns], requester="t")
+    await drain_while_killing_workers(database, settings, tmp_path, lfns, "DST")
+    for lfn in lfns:
+        assert adler32_of(se_root(dst) / lfn.lstrip("/")) == f"{zlib.adler32(contents[lfn]):08x}"
+    files = await database["files"].find({"_id": {"$in": lfns}}, {"replicas": 1}).to_list()
+    assert all(sorted(r["se"] for r in f["replicas"]) == ["DST", "SRC"] for f in files)
+
+
+async def test_copies_between_xrootd_servers_survive_workers_killed_every_few_seconds(
+    database: AsyncDatabase[Document], settings: Settings, tmp_path: Path,
+    xrootd_pair: tuple[XRootDServer, XRootDServer], xrootd_path: str,
+) -> None:
+    """The same on root:// with third-party copy, where small files are copied by the worker's
+    own XRootD client (`storage_plugins.xrdcl_copy`): a worker killed mid-copy leaves a partial
+    file that the next copy overwrites, and never a request done twice or a replica lost."""
+    first, second = xrootd_pair
+    ses = [StorageElement(name=name, site="X", protocols=[Protocol(
+        scheme="root", host="127.0.0.1", port=server.root_port, prefix=xrootd_path, third_party_copy=True)])
+        for name, server in (("XSRC", first), ("XDST", second))]
+    await add_ses(database, *ses)
+    lfns = [f"/vo/xkill/f{i:03d}" for i in range(XROOTD_KILL_TEST_TRANSFERS)]
+    contents = {lfn: os.urandom(4096 + i) for i, lfn in enumerate(lfns)}
+    for lfn, data in contents.items():
+        path = data_file(first, f"{xrootd_path}{lfn}")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+    from catalogue.files import register_files
+    from tests.fixtures.catalogue import ADMIN
+
+    result = await register_files(database, ADMIN, [
+        {"lfn": lfn, "size": len(data), "adler32": f"{zlib.adler32(data):08x}", "replicas": [{"se": "XSRC"}]}
+        for lfn, data in contents.items()])
+    assert not result["failed"]
+    await drain_while_killing_workers(database, settings, tmp_path, lfns, "XDST")
+    results = [d["result"] for d in await database[rq.REQUESTS].find({}, {"result": 1}).to_list()]
+    # Copied by XrdCl, or found copied already (a killed worker's copy, made available before it
+    # could end the request).
+    copied = [r for r in results if not r.get("already_there")]
+    assert {(r["mode"], r["protocol"]) for r in copied} == {("stream", "root")} and len(copied) > len(lfns) // 2
+    for lfn, data in contents.items():  # on the destination server's disk, not through Cairn
+        assert data_file(second, f"{xrootd_path}{lfn}").read_bytes() == data
+
+
+async def drain_while_killing_workers(database: AsyncDatabase[Document], settings: Settings, tmp_path: Path,
+                                      lfns: list[str], dest_se: str) -> None:
+    """Copy lfns to dest_se with three worker processes, one SIGKILLed (and another started)
+    every 1-2 s; then every request is done with exactly one copy, every replica available."""
+    await rq.submit_transfers(database, [{"lfn": lfn, "dest_se": dest_se} for lfn in lfns], requester="t")
     (tmp_path / "logs").mkdir()
     workers = DaemonProcesses("transfers", daemon_env(settings, **FAST), tmp_path / "logs")
     rng = random.Random(6)
@@ -93,10 +140,7 @@ async def test_transfers_survive_workers_killed_every_few_seconds(
     assert [(d["lfn"], d.get("copies")) for d in docs if d.get("copies") != 1] == []
     assert await copying_replicas(database) == []
     for lfn in lfns:
-        assert await replica_status(database, lfn, "DST") == "available"
-        assert adler32_of(se_root(dst) / lfn.lstrip("/")) == f"{zlib.adler32(contents[lfn]):08x}"
-    files = await database["files"].find({"_id": {"$in": lfns}}, {"replicas": 1}).to_list()
-    assert all(sorted(r["se"] for r in f["replicas"]) == ["DST", "SRC"] for f in files)
+        assert await replica_status(database, lfn, dest_se) == "available"
 
 
 async def test_three_workers_on_one_queue_copy_each_file_once(
