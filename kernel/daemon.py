@@ -23,6 +23,8 @@ from kernel.db import UNAVAILABLE_ERRORS
 from kernel.errors import ServiceUnavailable
 
 log = logging.getLogger("cairn.daemon")
+# What makes a daemon back off and try again rather than fail: a dependency that is down.
+RETRIED_ERRORS: tuple[type[Exception], ...] = (ServiceUnavailable, *UNAVAILABLE_ERRORS)
 
 
 @dataclass
@@ -82,7 +84,7 @@ class Daemon(ABC):
                 cycles += 1
                 try:
                     handled = await self.run_once()
-                except (ServiceUnavailable, *UNAVAILABLE_ERRORS) as exc:
+                except RETRIED_ERRORS as exc:
                     delay = backoff.next_delay()
                     log.warning("%s: dependency unavailable (%s); retrying in %.1fs", self.name, exc, delay)
                     await self.sleep(delay)

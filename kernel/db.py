@@ -15,9 +15,9 @@ from typing import Any
 from bson import Int64
 from pymongo import AsyncMongoClient, monitoring
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import AutoReconnect, ConnectionFailure, ExecutionTimeout, NetworkTimeout, PyMongoError
+from pymongo.errors import PyMongoError
 
-from kernel.documents import Document, IndexSpec, database_errors
+from kernel.documents import Document, IndexSpec, database_errors, unavailable_errors
 from kernel.errors import ServiceUnavailable
 from kernel.settings import Settings
 
@@ -123,7 +123,7 @@ async def ping(db: AsyncDatabase[Document]) -> bool:
     return True
 
 
-UNAVAILABLE_ERRORS = (ConnectionFailure, AutoReconnect, NetworkTimeout, ExecutionTimeout)
+UNAVAILABLE_ERRORS = unavailable_errors()
 
 
 def increment(deltas: Mapping[str, int | float]) -> Document:

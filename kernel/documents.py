@@ -34,14 +34,19 @@ class IndexSpec:
         return IndexModel(list(self.keys), name=self.name, unique=self.unique, sparse=self.sparse, **self.options)
 
 
+def unavailable_errors() -> tuple[type[Exception], ...]:
+    """The driver's errors that mean "the database is down" (the driver loads on first call)."""
+    from pymongo.errors import AutoReconnect, ConnectionFailure, ExecutionTimeout, NetworkTimeout
+
+    return (ConnectionFailure, AutoReconnect, NetworkTimeout, ExecutionTimeout)
+
+
 @contextlib.contextmanager
 def database_errors() -> Iterator[None]:
     """Turn 'the database is down' into ServiceUnavailable (503 with Retry-After)."""
     try:
         yield
     except Exception as exc:
-        from kernel.db import UNAVAILABLE_ERRORS  # loaded already wherever a database was called
-
-        if isinstance(exc, UNAVAILABLE_ERRORS):
+        if isinstance(exc, unavailable_errors()):
             raise ServiceUnavailable(f"database unavailable: {type(exc).__name__}", retry_after=5) from exc
         raise
