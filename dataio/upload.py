@@ -243,11 +243,11 @@ async def _store_all(
             quick.append((item, best))
         else:
             each.append(item)
-    stored = await asyncio.gather(
-        *(_store_chunk(client, gate, se, quick[i:i + PUT_CHUNK], credentials, sink, outcomes)
-          for i in range(0, len(quick), PUT_CHUNK)),
-        *(_store_one(client, gate, se, item, credentials, sink, outcomes) for item in each))
-    return [entry for part in stored for entry in (part if isinstance(part, list) else [part]) if entry is not None]
+    chunked, single = await asyncio.gather(
+        asyncio.gather(*(_store_chunk(client, gate, se, quick[i:i + PUT_CHUNK], credentials, sink, outcomes)
+                         for i in range(0, len(quick), PUT_CHUNK))),
+        asyncio.gather(*(_store_one(client, gate, se, item, credentials, sink, outcomes) for item in each)))
+    return [entry for entry in [*(e for part in chunked for e in part), *single] if entry is not None]
 
 
 async def _store_chunk(

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter, defaultdict
-from collections.abc import AsyncIterator, Awaitable, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 
 from pymongo.asynchronous.database import AsyncDatabase
 
@@ -75,9 +75,8 @@ async def _available_to_ok(db: AsyncDatabase[Document], rule: Document, locks: l
     changed = 0
     waiting: list[Document] = []
     replicas: Availability = {}
-    batches = list(_by_file(locks, settings.batch))
-    reads = (replica_states(db, {lock["lfn"] for lock in batch}) for batch in batches)
-    async for batch, files in _read_ahead(batches, reads):
+    async for batch, files in _read_ahead(list(_by_file(locks, settings.batch)),
+                                          lambda batch: replica_states(db, {lock["lfn"] for lock in batch})):
         here = {lfn: available_ses(doc) for lfn, doc in files.items()}
         ok = [lock for lock in batch if lock["se"] in here.get(lock["lfn"], ())]
         changed += await _to_ok(db, rule, ok, tally, files)
@@ -88,17 +87,16 @@ async def _available_to_ok(db: AsyncDatabase[Document], rule: Document, locks: l
     return changed, waiting, replicas
 
 
-async def _read_ahead(batches: list[list[Document]], reads: Iterator[Awaitable[Mapping[str, Document]]]
+async def _read_ahead(batches: list[list[Document]], read: Callable[[list[Document]], Awaitable[Mapping[str, Document]]]
                       ) -> AsyncIterator[tuple[list[Document], Mapping[str, Document]]]:
     """Each batch with its files, the next batch's files read while this one's locks are written:
     batches never share a file, so a read that overtakes the writes of the batch before it reads
     the same documents as the read after them would."""
     pending: asyncio.Future[Mapping[str, Document]] | None = None
     try:
-        for batch in batches:
-            files = await (pending if pending is not None else next(reads))
-            following = next(reads, None)
-            pending = asyncio.ensure_future(following) if following is not None else None
+        for index, batch in enumerate(batches):
+            files = await (pending if pending is not None else read(batch))
+            pending = asyncio.ensure_future(read(batches[index + 1])) if index + 1 < len(batches) else None
             yield batch, files
     finally:
         if pending is not None:

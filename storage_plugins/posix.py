@@ -91,8 +91,9 @@ def confined_path(url: str, root: str | None, real_dirs: dict[str, str] | None =
         raise Forbidden(f"{url}: a '..' segment is refused")
     if root is not None:
         known = {} if real_dirs is None else real_dirs
-        top = known.get(root) or known.setdefault(root, os.path.realpath(root))
-        real = _real_path(path, known)
+        if root not in known:
+            known[root] = os.path.realpath(root)
+        top, real = known[root], _real_path(path, known)
         if real != top and not real.startswith(top.rstrip("/") + "/"):
             raise Forbidden(f"{url}: the path leaves its storage element's directory")
     return path
@@ -112,7 +113,7 @@ def _real_path(path: Path, real_dirs: dict[str, str]) -> str:
 
 
 def _copy_file(source: Path, url: str, root: str | None, chunk_size: int, expected_adler32: str | None,
-               stop: threading.Event, real_dirs: dict[str, str] | None = None) -> tuple[int, str]:
+               stop: threading.Event, real_dirs: dict[str, str]) -> tuple[int, str]:
     """Copy a local file to url's path (through a partial file, renamed when complete and, with
     expected_adler32, only if the bytes copied have it); in one thread, so a small file costs one
     hop off the event loop. `stop` set: the copy ends at the next chunk, leaving nothing."""
@@ -202,18 +203,10 @@ class PosixPlugin(StoragePlugin):
         self, path: str | os.PathLike[str], url: str, *, expected_adler32: str | None = None
     ) -> WriteResult:
         """Copy a local file in one worker thread; a mismatch with expected_adler32 stores nothing."""
-        stop = threading.Event()
-        copy = asyncio.ensure_future(asyncio.to_thread(
-            _copy_file, Path(path), url, self.options.root, self.options.chunk_size, expected_adler32, stop))
-        try:
-            with mapped_os_errors(url):
-                size, adler32 = await asyncio.shield(copy)
-        except asyncio.CancelledError:
-            stop.set()  # a thread cannot be cancelled: it stops at its next chunk and removes its partial file
-            await asyncio.wait([copy])
-            copy.exception()  # retrieved: the InterruptedError of a stopped copy is expected
-            raise
-        return WriteResult(url, size, adler32)
+        (result,) = await self.put_many([(Path(path), url, expected_adler32)])
+        if isinstance(result, CairnError):
+            raise result
+        return result
 
     async def put_many(self, items: Sequence[PutItem]) -> Sequence[WriteResult | CairnError]:
         """Copy several small local files, each as `put` does (local path, URL, expected adler32),
@@ -224,7 +217,7 @@ class PosixPlugin(StoragePlugin):
         try:
             return await asyncio.shield(copy)
         except asyncio.CancelledError:
-            stop.set()  # the thread ends at its next chunk and removes its partial file
+            stop.set()  # a thread cannot be cancelled: it stops at its next chunk and removes its partial file
             await asyncio.wait([copy])
             copy.exception()  # retrieved: what the stopped thread raised, if anything, is moot
             raise
