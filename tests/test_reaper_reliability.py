@@ -1,13 +1,10 @@
-"""The reaper's batched deletions against SIGKILL: reaper processes killed every second or two
-while they delete leave, once restarted ones finish, every request done, every replica and its
+"""The reaper's batched deletions against SIGKILL: reaper processes killed through the work while
+they delete leave, once restarted ones finish, every request done, every replica and its
 bytes gone, and the SE's usage exact (nothing counted twice, nothing lost); and the usage step
 taken twice with the same removal tokens counts once."""
 
 from __future__ import annotations
 
-import asyncio
-import random
-import time
 from pathlib import Path
 
 import pytest
@@ -16,13 +13,14 @@ from pymongo.asynchronous.database import AsyncDatabase
 from catalogue.usage import count_removals, rebuild, se_usage
 from kernel.db import Document
 from kernel.settings import Settings
-from tests.fixtures.daemons import DaemonProcesses, daemon_env
+from tests.fixtures.daemons import DaemonProcesses, daemon_env, drain_while_killing
 from tests.fixtures.transfers import add_ses, disk_se, open_requests, put_files, se_root
 from transfers import requests as rq
 
 pytestmark = pytest.mark.slow
 
-FAST = {"lease_s": 4, "retry_base_s": 0.2, "retry_cap_s": 2, "idle_sleep_s": 0.2}
+# Batches of 20: 400 deletions take many batches, so kills land in the middle of some.
+FAST = {"lease_s": 4, "retry_base_s": 0.2, "retry_cap_s": 2, "idle_sleep_s": 0.2, "reaper_batch": 20}
 DELETIONS = 400
 
 
@@ -41,17 +39,11 @@ async def test_deletions_survive_reapers_killed_every_few_seconds(
     await rq.submit(database, "delete", [{"lfn": lfn, "dest_se": "GONE"} for lfn in lfns], requester="t")
     (tmp_path / "logs").mkdir()
     reapers = DaemonProcesses("reaper", daemon_env(settings, **FAST), tmp_path / "logs")
-    rng = random.Random(17)
     try:
         for _ in range(2):
             reapers.start()
-        deadline = time.monotonic() + 300
-        while await open_requests(database):
-            assert time.monotonic() < deadline, f"not drained: {await rq.progress(database, {})}\n{reapers.logs()}"
-            await asyncio.sleep(rng.uniform(0.5, 1.5))
-            if reapers.procs and reapers.killed < 20:
-                reapers.kill(rng.choice(reapers.procs))
-                reapers.start()
+        await drain_while_killing(reapers, lambda: open_requests(database), kills=3, seed=17, timeout_s=300,
+                                  max_kills=20)
     finally:
         reapers.stop_all()
     assert reapers.killed >= 3, "the reapers finished before enough of them were killed to mean anything"

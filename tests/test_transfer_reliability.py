@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import random
 import time
 import zlib
 from pathlib import Path
@@ -18,7 +17,7 @@ from cairn.embedded_xrootd import XRootDServer
 from catalogue.storage_elements import Protocol, StorageElement
 from kernel.db import Document
 from kernel.settings import Settings
-from tests.fixtures.daemons import DaemonProcesses, daemon_env
+from tests.fixtures.daemons import DaemonProcesses, daemon_env, drain_while_killing
 from tests.fixtures.tcp_gate import TcpGate
 from tests.fixtures.transfers import (
     add_ses,
@@ -43,10 +42,9 @@ pytestmark = pytest.mark.slow
 FAST = {"lease_s": 6, "retry_base_s": 0.2, "retry_cap_s": 2, "idle_sleep_s": 0.2, "global_limit": 8, "prefetch": 4}
 
 
-# The issue's size: 500 transfers while workers are killed every 0.5-1.5 s. On the patched
-# FerretDB (guarded writes by _id pushed down, see .ci/install-ferretdb) 500 on disk drain in
-# 8-20 s here, so kills every 1-2 s were sometimes too few to mean anything; before that patch
-# every guarded write scanned the queue and 500 took 8 minutes.
+# The issue's size: 500 transfers while workers are killed. On the patched FerretDB (guarded
+# writes by _id pushed down, see .ci/install-ferretdb) 500 on disk drain in 8-20 s here, so
+# kills on a clock alone were sometimes too few to mean anything; they follow the progress too.
 KILL_TEST_TRANSFERS = int(os.environ.get("CAIRN_TEST_KILL_TRANSFERS", "500"))
 KILL_TEST_TIMEOUT_S = float(os.environ.get("CAIRN_TEST_KILL_TIMEOUT_S", "300"))
 XROOTD_KILL_TEST_TRANSFERS = int(os.environ.get("CAIRN_TEST_XROOTD_KILL_TRANSFERS", "500"))
@@ -115,23 +113,17 @@ async def test_copies_between_xrootd_servers_survive_workers_killed_every_few_se
 
 async def drain_while_killing_workers(database: AsyncDatabase[Document], settings: Settings, tmp_path: Path,
                                       lfns: list[str], dest_se: str) -> None:
-    """Copy lfns to dest_se with three worker processes, one SIGKILLed (and another started)
-    every 0.5-1.5 s; then every request is done with exactly one copy, every replica available."""
+    """Copy lfns to dest_se with three worker processes, one SIGKILLed (and another started) at
+    every sixth of the work and every 0.5-1.5 s; then every request is done with exactly one
+    copy, every replica available."""
     await rq.submit_transfers(database, [{"lfn": lfn, "dest_se": dest_se} for lfn in lfns], requester="t")
     (tmp_path / "logs").mkdir()
     workers = DaemonProcesses("transfers", daemon_env(settings, **FAST), tmp_path / "logs")
-    rng = random.Random(6)
     try:
         for _ in range(3):
             workers.start()
-        deadline = time.monotonic() + KILL_TEST_TIMEOUT_S
-        while await open_requests(database):
-            assert time.monotonic() < deadline, (
-                f"not drained: {await rq.progress(database, {})}; worker logs:\n{workers.logs()}")
-            await asyncio.sleep(rng.uniform(0.5, 1.5))
-            if workers.procs and workers.killed < 30:
-                workers.kill(rng.choice(workers.procs))
-                workers.start()
+        await drain_while_killing(workers, lambda: open_requests(database), kills=5, seed=6,
+                                  timeout_s=KILL_TEST_TIMEOUT_S)
     finally:
         workers.stop_all()
     assert workers.killed >= 5, "the workers finished before enough of them were killed to mean anything"
