@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT))
 
 from pymongo import AsyncMongoClient  # noqa: E402
 
-from bench.harness import api_server  # noqa: E402
+from bench.harness import api_server, cpu_seconds  # noqa: E402
 from cairn.sdk import Client  # noqa: E402
 
 IGNORED = {"serverStatus", "serverstatus", "hello", "ismaster", "isMaster", "ping", "endSessions", "buildInfo",
@@ -50,14 +50,6 @@ def peak_rss_kib(pid: int) -> int:
         if line.startswith("VmHWM:"):
             return int(line.split()[1])
     return -1
-
-
-def cpu_seconds(pid: int | None) -> float:
-    """User + system CPU time of a process so far (0 when there is no such process to watch)."""
-    if pid is None:
-        return 0.0
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def se(name: str, root: str) -> dict[str, Any]:

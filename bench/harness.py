@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -44,6 +45,7 @@ class Testbed:
     moto_port: int
     database_uri: str
     database_kind: str
+    database_pid: int | None = None  # the embedded FerretDB's (None for a database given by URI)
     stops: list[Callable[[], object]] = field(default_factory=list)
 
     def on_exit(self, stop: Callable[[], object]) -> None:
@@ -62,7 +64,8 @@ def testbed(prefix: str) -> Iterator[Testbed]:
     given_uri = os.environ.get("CAIRN_MONGODB_URI")
     ferret = None if given_uri else start_ferretdb(scratch / "db")
     bed = Testbed(scratch, xrootd_base, moto_port, given_uri or (ferret.uri if ferret else ""),
-                  "CAIRN_MONGODB_URI" if given_uri else "FerretDB 1.24 (SQLite)")
+                  "CAIRN_MONGODB_URI" if given_uri else "FerretDB 1.24 (SQLite)",
+                  ferret.process.pid if ferret else None)
     try:
         wait_for_port("127.0.0.1", moto_port, timeout_s=30)
         yield bed
@@ -75,6 +78,45 @@ def testbed(prefix: str) -> Iterator[Testbed]:
         moto.wait()
         shutil.rmtree(scratch, ignore_errors=True)
         shutil.rmtree(xrootd_base, ignore_errors=True)
+
+
+def cpu_seconds(pid: int | None) -> float:
+    """User + system CPU time of a process so far (0 when there is no such process to watch)."""
+    if pid is None:
+        return 0.0
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def children_cpu_seconds() -> float:
+    """User + system CPU time of this process's children that ended (and were waited for) so far."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+@dataclass
+class CpuMeter:
+    """CPU seconds spent by roles (each a set of processes) over a stretch of a benchmark, so a
+    rate can be told apart from the CPU it costs (on a 2-core machine the sum bounds the rate);
+    `ended_children` names the role of the child processes that end within the stretch."""
+
+    roles: dict[str, list[int | None]]
+    ended_children: str | None = None
+    _start: dict[str, float] = field(default_factory=dict)
+
+    def _now(self) -> dict[str, float]:
+        now = {role: sum(cpu_seconds(pid) for pid in pids) for role, pids in self.roles.items()}
+        if self.ended_children:
+            now[self.ended_children] = children_cpu_seconds()
+        return now
+
+    def start(self) -> None:
+        self._start = self._now()
+
+    def ms_per(self, items: int) -> dict[str, float]:
+        """CPU milliseconds per item of each role since `start`, and their total."""
+        spent = {role: (value - self._start[role]) * 1000 / max(1, items) for role, value in self._now().items()}
+        return {**{role: round(ms, 2) for role, ms in spent.items()}, "total": round(sum(spent.values()), 2)}
 
 
 def start_server(uri: str, database: str, workdir: Path) -> tuple[subprocess.Popen[bytes], int]:

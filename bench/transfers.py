@@ -8,11 +8,14 @@ an untimed warm-up replication (`--warmup` files) that waits for the workers to 
 - big: a few 1 GiB files between the same two servers (third-party copy);
 - s3: many 1 MiB files from S3 (moto) to XRootD (streamed through the worker).
 In the same run the same bytes move with `gfal-copy` one file at a time (root:// TPC, a subset
-of the small files when there are many: files/s is a rate), `xrdcp --parallel 8 -r`, and a
-plain `cp -r` of the source directory; the S3 files move through an aioboto3 download + `xrdcp`
-upload pipeline, `--pipeline` files at a time. Prints JSON with files/s, MB/s, ratios, and the
-database commands the workers sent per file (`link_stats`' `db_commands`). `--profile DIR` runs
-the workers under cProfile (one `.prof` per worker in DIR, for `python -m pstats`).
+of the small files when there are many: files/s is a rate), `xrdcp --parallel 8 -r` (without
+and with `--cksum adler32`: Cairn verifies every copy), and a plain `cp -r` of the source
+directory; the S3 files move through an aioboto3 download + `xrdcp` upload pipeline,
+`--pipeline` files at a time. Prints JSON with files/s, MB/s, ratios, the database commands the
+workers sent per file (`link_stats`' `db_commands`), and the CPU milliseconds per file of each
+process involved (database, workers, each XRootD server, xrdcp; from /proc): on a machine of few
+cores their total bounds the rate. `--worker-env KEY=VALUE` sets the workers' settings;
+`--profile DIR` runs the workers under cProfile (one `.prof` per worker in DIR).
 
     python -m bench.transfers                                  # 1000 x 1 MiB, 4 x 1 GiB, 1000 x 1 MiB S3
     python -m bench.transfers --small-count 200 --big-count 2 --big-mib 256 --s3-count 200
@@ -37,7 +40,7 @@ from typing import Any
 import aioboto3
 from pymongo.asynchronous.database import AsyncDatabase
 
-from bench.harness import Testbed, emit, rate, testbed
+from bench.harness import CpuMeter, Testbed, emit, rate, testbed
 from bench.storage_io import run_command
 from cairn.components import index_specs
 from cairn.embedded_xrootd import XRootDServer, start_xrootd_pair
@@ -116,19 +119,24 @@ async def commands_and_files(db: AsyncDatabase[Document]) -> tuple[int, int]:
     return sum(link["db_commands"] for link in links), sum(link["done"] for link in links if link["db_commands"])
 
 
-async def replicate(db: AsyncDatabase[Document], files: list[dict[str, Any]], dest: str) -> dict[str, Any]:
-    """Submit one bulk request and wait until it is all done; files/s and MB/s over the wall clock,
-    and the database commands the workers reported per file meanwhile."""
+async def replicate(db: AsyncDatabase[Document], files: list[dict[str, Any]], dest: str,
+                    meter: CpuMeter) -> dict[str, Any]:
+    """Submit one bulk request and wait until it is all done; files/s and MB/s from the submission
+    to the last request's end (its `finished`), the database commands the workers reported per
+    file meanwhile, and the CPU each role spent per file."""
     commands_before, files_before = await commands_and_files(db)
-    started = time.perf_counter()
+    meter.start()
+    started = time.time()
     result = await rq.submit_transfers(db, [{"lfn": f["lfn"], "dest_se": dest} for f in files], requester="bench")
     query = {"submission": result["submission"]}
-    while True:
+    while True:  # seldom: each poll is a scan of the queue, load on the database the workers share
         counts = await rq.progress(db, query)
         if counts["queued"] + counts["active"] + counts["staging"] == 0:
             break
-        await asyncio.sleep(0.5)
-    seconds = time.perf_counter() - started
+        await asyncio.sleep(1.0)
+    last = await db[rq.REQUESTS].find_one(query, {"finished": 1}, sort=[("finished", -1)])
+    seconds = last["finished"].timestamp() - started if last and last.get("finished") else time.time() - started
+    cpu = meter.ms_per(len(files))
     modes: dict[str, int] = {}
     async for doc in db[rq.REQUESTS].find({**query, "state": "done"}, {"result.mode": 1}):
         mode = doc.get("result", {}).get("mode", "?")
@@ -138,7 +146,7 @@ async def replicate(db: AsyncDatabase[Document], files: list[dict[str, Any]], de
     per_file = (commands_after - commands_before) / (files_after - files_before) if files_after > files_before else None
     return {"done": counts["done"], "failed": counts["failed"], "modes": modes,
             "db_commands_per_file": round(per_file, 2) if per_file is not None else None,
-            **rate(len(files), sum(f["size"] for f in files), seconds)}
+            "cpu_ms_per_file": cpu, **rate(len(files), sum(f["size"] for f in files), seconds)}
 
 
 async def s3_pipeline(moto_port: int, b: XRootDServer, files: list[dict[str, Any]], scratch: Path,
@@ -175,11 +183,17 @@ async def baselines(a: XRootDServer, b: XRootDServer, name: str, files: list[dic
     started = time.perf_counter()
     await run_command("cp", "-r", str(src_dir), str(scratch / f"cp-{name}"))
     out["cp"] = rate(len(files), size * len(files), time.perf_counter() - started)
-    await run_command("xrdfs", f"127.0.0.1:{b.root_port}", "mkdir", "-p", f"/xrdcp-{name}")
-    started = time.perf_counter()
-    await run_command("xrdcp", "-s", "-f", "-r", "--parallel", "8", f"{a.root_url}/se/bench/{name}",
-                      f"{b.root_url}/xrdcp-{name}/")
-    out["xrdcp --parallel 8"] = rate(len(files), size * len(files), time.perf_counter() - started)
+    # As the issue compares (no checksum), and verified end to end as Cairn verifies every copy.
+    for label, options in (("xrdcp --parallel 8", ()), ("xrdcp --parallel 8 --cksum adler32", ("--cksum", "adler32"))):
+        target = f"/xrdcp-{name}{'-cksum' if options else ''}"
+        await run_command("xrdfs", f"127.0.0.1:{b.root_port}", "mkdir", "-p", target)
+        meter = CpuMeter(xrootd_roles(a, b), ended_children="xrdcp")
+        meter.start()
+        started = time.perf_counter()
+        await run_command("xrdcp", "-s", "-f", "-r", "--parallel", "8", *options, f"{a.root_url}/se/bench/{name}",
+                          f"{b.root_url}{target}/")
+        out[label] = {**rate(len(files), size * len(files), time.perf_counter() - started),
+                      "cpu_ms_per_file": meter.ms_per(len(files))}
     gfal_copy = shutil.which("gfal-copy")
     if gfal_copy is None:
         out["gfal-copy"] = "gfal-copy not installed"
@@ -192,6 +206,10 @@ async def baselines(a: XRootDServer, b: XRootDServer, name: str, files: list[dic
                           env=env)
     out["gfal-copy one at a time"] = rate(len(subset), size * len(subset), time.perf_counter() - started)
     return out
+
+
+def xrootd_roles(a: XRootDServer, b: XRootDServer) -> dict[str, list[int | None]]:
+    return {"xrootd source": [a.process.pid], "xrootd destination": [b.process.pid]}
 
 
 def ratios(cairn: dict[str, Any], base: dict[str, Any]) -> dict[str, float]:
@@ -235,6 +253,7 @@ async def measure(args: argparse.Namespace, bed: Testbed, a: XRootDServer, b: XR
                 "CAIRN_LOG_LEVEL": "WARNING", "X509_CERT_DIR": str(a.tls.ca_dir),
                 "CAIRN_STORAGE_CREDENTIALS": json.dumps({"S3": S3_SECRETS}),
                 "CAIRN_TRANSFERS__IDLE_SLEEP_S": "0.2"})
+    env.update(dict(item.split("=", 1) for item in args.worker_env))
     (scratch / "logs").mkdir()
     if args.profile:
         args.profile.mkdir(parents=True, exist_ok=True)
@@ -245,13 +264,15 @@ async def measure(args: argparse.Namespace, bed: Testbed, a: XRootDServer, b: XR
         "workers": args.workers, "database": bed.database_kind,
         "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
     }
+    meter = CpuMeter({"database": [bed.database_pid], "workers": [w.pid for w in workers], **xrootd_roles(a, b),
+                      "this benchmark": [os.getpid()]})
     try:
         if warm:  # untimed: the workers' start (imports, first claim) is not part of any scenario
-            results["warm-up (untimed)"] = await replicate(db, warm, "XRD-B")
+            results["warm-up (untimed)"] = await replicate(db, warm, "XRD-B", meter)
         results["cairn"] = {
-            "small XRD-A→XRD-B": await replicate(db, small, "XRD-B"),
-            "big XRD-A→XRD-B": await replicate(db, big, "XRD-B"),
-            "small S3→XRD-B": await replicate(db, s3_files, "XRD-B"),
+            "small XRD-A→XRD-B": await replicate(db, small, "XRD-B", meter),
+            "big XRD-A→XRD-B": await replicate(db, big, "XRD-B", meter),
+            "small S3→XRD-B": await replicate(db, s3_files, "XRD-B", meter),
         }
     finally:
         for proc in workers:
@@ -297,6 +318,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--gfal-max", type=int, default=100, help="files gfal-copy copies one by one (100)")
     parser.add_argument("--pipeline", type=int, default=8,
                         help="S3 files the aioboto3 + xrdcp baseline moves at once (8)")
+    parser.add_argument("--worker-env", action="append", default=[], metavar="KEY=VALUE",
+                        help="set in the workers' environment, e.g. CAIRN_TRANSFERS__SETTLE_EVERY_S=2 (repeatable)")
     parser.add_argument("--profile", type=Path, help="run the workers under cProfile, writing worker-N.prof here")
     return parser.parse_args(argv)
 
