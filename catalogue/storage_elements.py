@@ -73,10 +73,13 @@ class Protocol(BaseModel):
 
     def physical_path(self, lfn: str) -> str:
         """Where lfn lies below the prefix: under the path of the VO whose root is longest above it."""
-        roots = [root for root in self._vo_paths if is_within(lfn, root)]
+        # Read where pydantic keeps it: `self._vo_paths` goes through pydantic's attribute
+        # fallback (~5 us, a failed descriptor probe), and this runs for every URL built.
+        vo_paths: dict[str, str] = (self.__pydantic_private__ or {}).get("_vo_paths", {})
+        roots = [root for root in vo_paths if is_within(lfn, root)]
         if not roots:
             return lfn
-        return self._vo_paths[max(roots, key=len)].rstrip("/") + lfn
+        return vo_paths[max(roots, key=len)].rstrip("/") + lfn
 
     def base_url(self) -> str:
         if self.scheme in ("file", "tape"):

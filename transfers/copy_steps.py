@@ -117,10 +117,14 @@ async def _confirmed(ctx: Context, copies: Sequence[Copied], cycle: Cycle) -> li
     if not copies:
         return []
     confirmed = await _confirm(ctx, copies)
-    good = [c for c in copies if c.job.dest is not None and (c.job.lfn, c.job.dest.name) in confirmed]
+    good: list[Copied] = []
     for copied in copies:
         job = copied.job
-        if copied not in good and job.dest is not None:
+        if job.dest is None:
+            continue
+        if (job.lfn, job.dest.name) in confirmed:
+            good.append(copied)
+        else:
             await rq.count_copy(ctx.db, job.id)
             cycle.failures.append(Failed(job, Failure(
                 "replica_changed", f"{job.lfn}: the replica on {job.dest.name} changed during the copy", False)))

@@ -50,7 +50,9 @@ class Context:
     suspicious_threshold: int = 3  # reports of a missing source that mark it lost
 
 
-@dataclass
+# Work items compare by identity (eq=False): comparing two by value walked their request and
+# file documents and SE models, and a cycle's bookkeeping compares many of them.
+@dataclass(eq=False)
 class Job:
     """A claimed transfer, planned: copy from `source`, or end it at once (`outcome`)."""
 
@@ -85,7 +87,7 @@ class Job:
         return str(self.request.get("vo") or DEFAULT_VO)
 
 
-@dataclass
+@dataclass(eq=False)
 class Copied:
     """A copy made and verified, its catalogue and queue steps still to take (`copy_steps`)."""
 
@@ -99,7 +101,7 @@ class Copied:
                 "bytes": self.result.bytes, "adler32": self.result.adler32, "seconds": round(self.result.seconds, 3)}
 
 
-@dataclass
+@dataclass(eq=False)
 class Failed:
     """An attempt that failed, its end still to write (`transfers.failed_copies`). `attempted`: a
     copy was tried (its destination replica is discarded and its link counts the failure);
