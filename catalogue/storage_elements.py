@@ -18,7 +18,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, 
 
 from catalogue.lfn import is_within
 from kernel.bounds import Int64, PositiveInt64, Size
-from kernel.documents import Document, IndexSpec, database_errors
+from kernel.documents import Document, IndexSpec, database_errors, one_reply
 from kernel.errors import Conflict, NotFound
 
 if TYPE_CHECKING:
@@ -268,6 +268,6 @@ async def fetch_storage_elements(db: AsyncDatabase[Document], names: Iterable[st
     if not wanted:
         return {}
     with database_errors():
-        cursor = db[SES].find({"_id": {"$in": wanted}}).limit(len(wanted)).batch_size(len(wanted))
+        cursor = db[SES].find({"_id": {"$in": wanted}}).limit(len(wanted)).batch_size(one_reply(len(wanted)))
         docs = await cursor.to_list()
     return {se.name: se for se in await _loaded(db, docs)}

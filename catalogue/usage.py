@@ -5,7 +5,7 @@ Records live in one collection `usage`: `_id` `dir:<path>` with `files` and `byt
 below the path, the root `/` included), `_id` `se:<name>` with `replicas` and `bytes`. Every
 register, file removal, replica add and replica remove collects its increments in a `Usage`
 and applies them with one unordered bulk write of upserted `$inc`s (single-document `$inc` is
-atomic; in commands of 50, see `kernel.db.WRITE_CHUNK`), never by scanning. A file's ancestors are known from its path.
+atomic; in commands of `kernel.db.write_chunk`), never by scanning. A file's ancestors are known from its path.
 
 Exactness: increments follow what the database reports as written. Where a bulk call only
 reports a total (two removals of the same file racing each other), the counters can drift; the
@@ -89,7 +89,7 @@ class Usage:
 
     async def apply(self, db: AsyncDatabase[Document]) -> None:
         """Write every non-zero increment in one unordered bulk write (upserting new records):
-        each counter document once, in commands of WRITE_CHUNK."""
+        each counter document once, in commands of `kernel.db.write_chunk`."""
         for parent, (files, size) in self.per_parent.items():
             for directory in [*ancestors(parent), parent]:
                 delta = self.deltas[directory_key(directory)]

@@ -7,6 +7,8 @@ assembles the process (server, daemon, CLI) passes them all to `ensure_indexes` 
 from __future__ import annotations
 
 import asyncio
+import re
+import weakref
 from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -17,7 +19,7 @@ from pymongo import AsyncMongoClient, monitoring
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import PyMongoError
 
-from kernel.documents import Document, IndexSpec, database_errors, unavailable_errors
+from kernel.documents import Document, IndexSpec, database_errors, one_reply, unavailable_errors
 from kernel.errors import ServiceUnavailable
 from kernel.settings import Settings
 
@@ -157,10 +159,36 @@ async def iterate(cursor: Any) -> AsyncIterator[Document]:
             yield doc
 
 
-# FerretDB 1.24 never answers an `update` command of 100 or more statements that change
-# existing documents (found with the usage counters; upserts that insert are not affected).
-# MongoDB takes up to 100,000 per command; 50 keeps both working at a small cost.
-WRITE_CHUNK = 50
+# FerretDB 1.24 as released never answers an `update` command of 100 or more statements that
+# change existing documents (found with the usage counters; upserts that insert are not
+# affected). MongoDB takes up to 100,000 per command, and so does the build Cairn installs (its
+# sixth change, .ci/install-ferretdb, from v1.24.2-cairn.6 on). Bulk writes go in commands of
+# WRITE_CHUNK, or of STOCK_FERRETDB_WRITE_CHUNK on a FerretDB without that fix (asked once per
+# client, `buildInfo`): at 50 a transfer worker's cycle of 100-200 copies took 3-4 commands per step.
+WRITE_CHUNK = 1000
+STOCK_FERRETDB_WRITE_CHUNK = 50
+_FIXED_FERRETDB = re.compile(r"-cairn\.(\d+)$")
+_write_chunks: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
+
+
+def write_chunk_for(build_info: Mapping[str, Any]) -> int:
+    """The statements per write command a server with this `buildInfo` answers."""
+    version = str(build_info.get("ferretdbVersion") or "")
+    fixed = _FIXED_FERRETDB.search(version)
+    if version and not (fixed and int(fixed.group(1)) >= 6):
+        return STOCK_FERRETDB_WRITE_CHUNK
+    return WRITE_CHUNK
+
+
+async def write_chunk(collection: Any) -> int:
+    """The statements per write command for collection's server (asked once per client)."""
+    client = collection.database.client
+    chunk = _write_chunks.get(client)
+    if chunk is None:
+        with database_errors():
+            chunk = write_chunk_for(await client.admin.command("buildInfo"))
+        _write_chunks[client] = chunk
+    return chunk
 
 
 @dataclass
@@ -172,11 +200,12 @@ class BulkCounts:
 
 
 async def bulk_write_chunked(collection: Any, operations: Sequence[Any], *, ordered: bool = False) -> BulkCounts:
-    """`bulk_write` in commands of at most WRITE_CHUNK operations, with the counts summed."""
+    """`bulk_write` in commands of at most `write_chunk` operations, with the counts summed."""
     counts = BulkCounts()
+    chunk = await write_chunk(collection) if operations else WRITE_CHUNK
     with database_errors():
-        for start in range(0, len(operations), WRITE_CHUNK):
-            result = await collection.bulk_write(list(operations[start:start + WRITE_CHUNK]), ordered=ordered)
+        for start in range(0, len(operations), chunk):
+            result = await collection.bulk_write(list(operations[start:start + chunk]), ordered=ordered)
             counts.matched_count += result.matched_count
             counts.modified_count += result.modified_count
             counts.upserted_count += result.upserted_count
@@ -201,7 +230,7 @@ async def read_by_ids(collection: Any, ids: Iterable[Any], projection: Any = Non
     async def read(part: list[Any]) -> list[Document]:
         query = {"_id": {"$in": part}} if not flt else {"$and": [dict(flt), {"_id": {"$in": part}}]}
         docs: list[Document] = await collection.find(query, projection).limit(len(part)) \
-            .batch_size(len(part)).to_list()
+            .batch_size(one_reply(len(part))).to_list()
         return docs
 
     parts = (wanted[start:start + READ_SLICE] for start in range(0, len(wanted), READ_SLICE))
@@ -258,7 +287,7 @@ async def page_by_id(
     bounds = {op: value for op, value in (("$gt", after), ("$gte", since), ("$lt", before)) if value is not None}
     with database_errors():
         return await collection.find(_within(flt, bounds), projection, comment=ID_ORDER).sort("_id", 1) \
-            .limit(size).batch_size(size).to_list()
+            .limit(size).batch_size(one_reply(size)).to_list()
 
 
 async def pages_by_id(

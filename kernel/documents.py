@@ -50,3 +50,10 @@ def database_errors() -> Iterator[None]:
         if isinstance(exc, unavailable_errors()):
             raise ServiceUnavailable(f"database unavailable: {type(exc).__name__}", retry_after=5) from exc
         raise
+
+
+def one_reply(limit: int) -> int:
+    """The batch size that returns a read of at most `limit` documents in one reply and closes
+    its cursor there: a first batch exactly full leaves the cursor open (MongoDB and FerretDB
+    alike), and the driver then sent a getMore that found nothing, or a killCursors."""
+    return limit + 1
