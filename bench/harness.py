@@ -81,15 +81,18 @@ def testbed(prefix: str) -> Iterator[Testbed]:
 
 
 def cpu_seconds(pid: int | None) -> float:
-    """User + system CPU time of a process so far (0 when there is no such process to watch)."""
+    """User + system CPU seconds a process has used (0 without a process to watch, or once it is gone)."""
     if pid is None:
         return 0.0
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError):
+        return 0.0
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def children_cpu_seconds() -> float:
-    """User + system CPU time of this process's children that ended (and were waited for) so far."""
+    """CPU seconds of this process's children that have ended (and were waited for) so far."""
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return usage.ru_utime + usage.ru_stime
 

@@ -22,7 +22,6 @@ import argparse
 import asyncio
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
@@ -38,7 +37,7 @@ import pyarrow.parquet as pq  # noqa: E402
 from pymongo import AsyncMongoClient  # noqa: E402
 
 from bench.catalogue_bulk import se  # noqa: E402
-from bench.harness import api_server  # noqa: E402
+from bench.harness import api_server, children_cpu_seconds, cpu_seconds  # noqa: E402
 from cairn.sdk import Client  # noqa: E402
 
 SE_NAME = "BENCH-DISK1"
@@ -54,21 +53,6 @@ def rss_kib(pid: int, field_name: str) -> int:
     except (FileNotFoundError, ProcessLookupError):
         pass
     return 0
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds a process has used (0 once it is gone)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (FileNotFoundError, ProcessLookupError):
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def children_cpu_seconds() -> float:
-    """CPU seconds of this process's children that have ended (the CLI runs, once reaped)."""
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
 
 
 def reset_peak(pid: int) -> None:

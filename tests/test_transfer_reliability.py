@@ -14,9 +14,11 @@ import pytest
 from pymongo.asynchronous.database import AsyncDatabase
 
 from cairn.embedded_xrootd import XRootDServer
+from catalogue.files import register_files
 from catalogue.storage_elements import Protocol, StorageElement
 from kernel.db import Document
 from kernel.settings import Settings
+from tests.fixtures.catalogue import ADMIN
 from tests.fixtures.daemons import DaemonProcesses, daemon_env, drain_while_killing
 from tests.fixtures.tcp_gate import TcpGate
 from tests.fixtures.transfers import (
@@ -94,9 +96,6 @@ async def test_copies_between_xrootd_servers_survive_workers_killed_every_few_se
         path = data_file(first, f"{xrootd_path}{lfn}")
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data)
-    from catalogue.files import register_files
-    from tests.fixtures.catalogue import ADMIN
-
     result = await register_files(database, ADMIN, [
         {"lfn": lfn, "size": len(data), "adler32": f"{zlib.adler32(data):08x}", "replicas": [{"se": "XSRC"}]}
         for lfn, data in contents.items()])
@@ -216,9 +215,6 @@ async def test_a_corrupt_source_on_xrootd_is_marked_bad_and_the_copy_comes_from_
     path.write_bytes(b"X" * len(data))
     (se_root(spare) / "vo/corrupt").mkdir(parents=True)
     (se_root(spare) / "vo/corrupt/f").write_bytes(data)
-    from catalogue.files import register_files
-    from tests.fixtures.catalogue import ADMIN
-
     await register_files(database, ADMIN, [{"lfn": lfn, "size": len(data), "adler32": good,
                                             "replicas": [{"se": "XRD-A"}, {"se": "SPARE"}]}])
     await rq.submit_transfers(database, [{"lfn": lfn, "dest_se": "XRD-B"}], requester="t")
