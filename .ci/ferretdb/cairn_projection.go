@@ -1,6 +1,11 @@
 package common
 
-import "github.com/FerretDB/FerretDB/internal/types"
+import (
+	"strings"
+
+	"github.com/FerretDB/FerretDB/internal/types"
+	"github.com/FerretDB/FerretDB/internal/util/must"
+)
 
 // cairnUnprojected reports whether a find's empty projection would return `doc` unchanged:
 // ProjectDocument then answers a deep copy (made twice) with `_id` moved to the front, so a
@@ -13,4 +18,58 @@ func cairnUnprojected(doc, projection *types.Document) bool {
 	}
 	keys := doc.Keys()
 	return keys[0] == "_id"
+}
+
+// cairnTopLevel is a validated inclusion projection of top-level fields only (`{a: 1, b: true}`,
+// `_id` kept or dropped): no dotted path, no positional `$`, no literal value, no operator.
+type cairnTopLevel struct {
+	fields map[string]struct{}
+	keepID bool
+}
+
+// cairnTopLevelOf returns the fast form of a validated projection, or nil when ProjectDocument
+// must apply it.
+func cairnTopLevelOf(projection *types.Document, inclusion bool) *cairnTopLevel {
+	if !inclusion || projection.Len() == 0 {
+		return nil
+	}
+	p := &cairnTopLevel{fields: make(map[string]struct{}, projection.Len()), keepID: true}
+	for _, key := range projection.Keys() {
+		include, isBool := must.NotFail(projection.Get(key)).(bool)
+		if !isBool || strings.ContainsAny(key, ".$") {
+			return nil
+		}
+		if key == "_id" {
+			p.keepID = include
+			continue
+		}
+		if !include {
+			return nil
+		}
+		p.fields[key] = struct{}{}
+	}
+	return p
+}
+
+// project answers what ProjectDocument answers for such a projection, without its three deep
+// copies of the document and one of the projection per document (the cost of a projection was
+// 0.3 database CPU-s per 10k catalogue files read by `_id`, 60% more than the read without it):
+// `_id` first, then the included fields in the document's order, their values shared with
+// `doc`, which the backend decoded for this query alone.
+func (p *cairnTopLevel) project(doc *types.Document) (*types.Document, bool) {
+	if p == nil || !doc.Has("_id") {
+		return nil, false
+	}
+	projected := types.MakeDocument(len(p.fields) + 1)
+	projected.SetRecordID(doc.RecordID())
+	if p.keepID {
+		projected.Set("_id", must.NotFail(doc.Get("_id")))
+	}
+	keys, values := doc.Keys(), doc.Values()
+	for i, key := range keys {
+		if _, wanted := p.fields[key]; wanted && key != "_id" {
+			projected.Set(key, values[i])
+		}
+	}
+	return projected, true
 }
