@@ -15,6 +15,7 @@ from catalogue.permissions import PERMISSION_FIELDS, READ, WRITE
 from catalogue.refusals import refusal
 from catalogue.usage import REGISTERED_IN
 from kernel.bounds import MAX_BULK_ITEMS
+from kernel.db import for_output
 from kernel.errors import Conflict, InvalidInput, NotFound
 from kernel.responses import BulkAnswer
 from kernel.web import ADMIN, DATABASE, ApiRoutes, json_response, principal_of, query_int, read_model, scopes
@@ -119,7 +120,7 @@ async def remove(request: web.Request) -> web.Response:
              body=LfnsBody, responses=BULK_RESPONSES, response=BulkAnswer)
 async def resolve(request: web.Request) -> web.Response:
     body = await read_model(request, LfnsBody)
-    db = request.app[DATABASE]
+    db = for_output(request.app[DATABASE])  # read only to be answered
     # authorized_files checks each LFN; the records are read without what the answer does not use
     allowed, failed = await authorized_files(db, principal_of(request), body.lfns, READ, RESOLVED_FIELDS)
     if body.active:

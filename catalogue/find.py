@@ -26,7 +26,7 @@ from catalogue.lfn import ROOT, ancestors, check_lfn
 from catalogue.meta_query import compile_query
 from catalogue.metadata_fields import EFFECTIVE, declared_fields
 from catalogue.permissions import EXECUTE, READ, ROOT_ENTRY, entry_denial, require, within_reach
-from kernel.db import Document, database_errors, stream_pages
+from kernel.db import Document, database_errors, for_output, stream_pages
 from kernel.errors import NotFound
 from kernel.principal import Principal
 
@@ -112,7 +112,8 @@ async def open_query(
 
     async def results() -> AsyncIterator[Document]:
         cache: dict[str, Document] = {}
-        async for page in stream_pages(db[FILES], flt, PROJECTION, after=low, before=high, limit=limit):
+        pages = stream_pages(for_output(db[FILES]), flt, PROJECTION, after=low, before=high, limit=limit)
+        async for page in pages:
             for allowed in await _readable(db, principal, page, cache):
                 yield allowed
 

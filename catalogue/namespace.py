@@ -46,7 +46,7 @@ from catalogue.permissions import (
     within_reach,
 )
 from catalogue.usage import Usage, forget_directory_usage, move_directory_usage, record_files, take_over_calls
-from kernel.db import Document, bulk_write_chunked, database_errors, iterate, page_by_id
+from kernel.db import Document, bulk_write_chunked, database_errors, for_output, iterate, page_by_id
 from kernel.errors import Conflict, Forbidden, InvalidInput, NotFound
 from kernel.principal import Principal
 
@@ -152,8 +152,8 @@ async def open_directory(
 
     async def entries() -> AsyncIterator[dict[str, Any]]:
         async for kind, doc in _merged(
-            _children(db[DIRECTORIES], "directory", path, after, None),
-            _children(db[FILES], "file", path, after, None),
+            _children(for_output(db[DIRECTORIES]), "directory", path, after, None),
+            _children(for_output(db[FILES]), "file", path, after, None),
         ):
             if within_reach(principal, doc["_id"]):
                 yield entry_view(doc, kind)
@@ -168,8 +168,8 @@ async def list_directory(
     await _listable(db, principal, path)
     entries: list[dict[str, Any]] = []
     async for kind, doc in _merged(
-        _children(db[DIRECTORIES], "directory", path, after, limit + 1),
-        _children(db[FILES], "file", path, after, limit + 1),
+        _children(for_output(db[DIRECTORIES]), "directory", path, after, limit + 1),
+        _children(for_output(db[FILES]), "file", path, after, limit + 1),
     ):
         if len(entries) == limit:
             return {"entries": entries, "next_after": entries[-1]["name"]}

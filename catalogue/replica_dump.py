@@ -8,7 +8,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from catalogue.collection_names import FILES
 from catalogue.storage_elements import get_storage_element
-from kernel.db import Document, stream_pages
+from kernel.db import Document, for_output, stream_pages
 
 
 async def open_dump(db: AsyncDatabase[Document], se: str) -> AsyncIterator[Document]:
@@ -18,7 +18,8 @@ async def open_dump(db: AsyncDatabase[Document], se: str) -> AsyncIterator[Docum
 
     async def rows() -> AsyncIterator[Document]:
         # Index: files_by_replica_se_lfn — keyset pages, each a range scan.
-        async for page in stream_pages(db[FILES], {"replicas.se": se}, {"size": 1, "adler32": 1, "replicas": 1}):
+        files = for_output(db[FILES])  # rows go out as JSON or Parquet
+        async for page in stream_pages(files, {"replicas.se": se}, {"size": 1, "adler32": 1, "replicas": 1}):
             for doc in page:
                 for replica in doc.get("replicas", []):
                     if replica.get("se") == se:

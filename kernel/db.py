@@ -12,10 +12,11 @@ import weakref
 from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from bson import Int64
 from pymongo import AsyncMongoClient, monitoring
+from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import PyMongoError
 
@@ -46,6 +47,8 @@ class CommandCounter(monitoring.CommandListener):
 
 COMMANDS = CommandCounter()
 
+OutputDb = TypeVar("OutputDb", AsyncDatabase[Document], AsyncCollection[Document])
+
 
 def get_client(settings: Settings) -> AsyncMongoClient[Document]:
     """The process's one client (created on first use, reused afterwards)."""
@@ -67,6 +70,15 @@ def get_client(settings: Settings) -> AsyncMongoClient[Document]:
 
 def get_database(settings: Settings) -> AsyncDatabase[Document]:
     return get_client(settings)[settings.database]
+
+
+def for_output(db: OutputDb) -> OutputDb:
+    """`db` (a database or a collection) decoding datetimes naive, for reads whose documents go
+    out as JSON: kernel.jsonio writes a naive datetime as UTC, the same text as the aware one
+    the client decodes otherwise, and bson decodes naive datetimes 4x faster than aware ones
+    (a third of the API server's CPU when resolving 10k LFNs). Never compare what it reads with
+    an aware datetime (a TypeError)."""
+    return db.with_options(codec_options=db.codec_options.with_options(tz_aware=False))
 
 
 async def close_client() -> None:

@@ -2,7 +2,9 @@
 set on the FerretDB build) answers like a recount, an `update` command of many statements
 that modify existing documents answers (it hung on FerretDB 1.24 at 100), and documents come
 back exactly as stored, field order included (the build decodes them in one pass and returns
-unprojected ones without copying), also through kernel.db.read_by_ids's overlapping slices."""
+unprojected ones without copying, and projections of top-level fields without copying either),
+also through kernel.db.read_by_ids's overlapping slices and kernel.db.for_output's naive
+datetimes."""
 
 from __future__ import annotations
 
@@ -13,7 +15,8 @@ from bson import Int64, ObjectId
 from pymongo import UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 
-from kernel.db import READ_SLICE, Document, read_by_ids
+from kernel.db import READ_SLICE, Document, for_output, read_by_ids
+from kernel.jsonio import dumps
 
 ODD_STRINGS = ["", "plain", 'quote " and \\ backslash', "new\nline\ttab\x01", "é日本\u2028", "/cta/d/f.root"]
 
@@ -41,6 +44,42 @@ async def test_documents_come_back_as_stored(database: AsyncDatabase[Document]) 
     assert all(list(d.items()) == list(by_id[d["_id"]].items()) for d in found)
     projected = await probe.find({"_id": docs[5]["_id"]}, {"replicas": 1, "text": 1}).to_list()
     assert projected == [{"_id": docs[5]["_id"], "text": docs[5]["text"], "replicas": docs[5]["replicas"]}]
+
+
+async def test_projections_answer_like_mongodb(database: AsyncDatabase[Document]) -> None:
+    probe = database["projection_probe"]
+    docs = [stored(i) for i in range(40)]
+    del docs[3]["text"]  # an included field that is missing is left out
+    await probe.insert_many(docs)
+
+    def expected(doc: Document, fields: list[str], keep_id: bool = True) -> Document:
+        """`_id` first, then the included fields in the stored document's order."""
+        return {k: v for k, v in doc.items() if (k == "_id" and keep_id) or k in fields}
+
+    for projection, fields, keep_id in [
+        ({"replicas": 1, "text": 1}, ["replicas", "text"], True),
+        ({"text": True, "size": 1, "created": 1.0}, ["size", "created", "text"], True),
+        ({"_id": 0, "nested": 1, "size": 1}, ["size", "nested"], False),
+        ({"_id": 1}, [], True),
+    ]:
+        found = await probe.find({"_id": {"$in": [d["_id"] for d in docs]}}, projection).sort("_id", 1).to_list()
+        want = [expected(d, fields, keep_id) for d in sorted(docs, key=lambda d: d["_id"])]
+        assert [list(d.items()) for d in found] == [list(w.items()) for w in want], projection
+    dotted = await probe.find({"_id": docs[0]["_id"]}, {"nested.a.b": 1, "replicas.se": 1}).to_list()
+    nested = {"a": {"b": docs[0]["nested"]["a"]["b"]}}
+    assert dotted == [{"_id": docs[0]["_id"], "replicas": [{"se": "SE0"}], "nested": nested}]
+
+
+async def test_reads_for_output_give_the_same_json(database: AsyncDatabase[Document]) -> None:
+    probe = database["output_probe"]
+    docs = [{k: v for k, v in stored(i).items() if k != "raw"} for i in range(5)]  # (bytes are not JSON)
+    await probe.insert_many(docs)
+    aware = await probe.find().sort("_id", 1).to_list()
+    naive = await for_output(probe).find().sort("_id", 1).to_list()
+    assert aware[0]["created"].tzinfo is not None and naive[0]["created"].tzinfo is None
+    assert [dumps(d) for d in naive] == [dumps(d) for d in aware]
+    assert (await for_output(database)["output_probe"].find_one({"_id": docs[0]["_id"]}) or {})["created"] == \
+        docs[0]["created"].replace(tzinfo=None)
 
 
 async def test_a_read_by_ids_left_early_leaves_the_database_usable(database: AsyncDatabase[Document]) -> None:
