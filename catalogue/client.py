@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from typing import Any
 from urllib.parse import quote
@@ -9,6 +10,7 @@ from urllib.parse import quote
 from kernel.client import BaseClient
 
 Json = dict[str, Any]
+CHUNKS_IN_FLIGHT = 3
 
 
 class CatalogueClient(BaseClient):
@@ -82,13 +84,7 @@ class CatalogueClient(BaseClient):
     async def lookup_files(self, lfns: Iterable[str], *, chunk: int = 1000) -> Json:
         """Many files with their replicas, one call per `chunk` LFNs:
         `{"successful": {lfn: file}, "failed": {lfn: reason}}`."""
-        wanted = list(dict.fromkeys(lfns))
-        found: Json = {"successful": {}, "failed": {}}
-        for start in range(0, len(wanted), chunk):
-            part = await self.request("POST", "/files/lookup", json_body={"lfns": wanted[start:start + chunk]})
-            found["successful"].update(part["successful"])
-            found["failed"].update(part["failed"])
-        return found
+        return await self._per_lfn_chunks("/files/lookup", lfns, chunk, {})
 
     async def remove_files(self, lfns: Iterable[str], *, force: bool = False) -> Json:
         """Remove file records (bulk); `force` also removes files that still have replicas."""
@@ -97,16 +93,32 @@ class CatalogueClient(BaseClient):
 
     # ------------------------------------------------------------------------------ replicas
 
-    async def get_replicas(self, lfns: Iterable[str], *, active: bool = False, chunk: int = 10_000) -> Json:
+    async def get_replicas(self, lfns: Iterable[str], *, active: bool = False, chunk: int = 5000) -> Json:
         """Replicas of many LFNs, one call per `chunk` (the server takes at most MAX_BULK_ITEMS):
         `{"successful": {lfn: [replica, ...]}, "failed": {lfn: reason}}`."""
+        return await self._per_lfn_chunks("/replicas/resolve", lfns, chunk, {"active": active})
+
+    async def _per_lfn_chunks(self, path: str, lfns: Iterable[str], chunk: int, body: Json) -> Json:
+        """A bulk call by LFN in calls of `chunk` LFNs, CHUNKS_IN_FLIGHT at a time (the server
+        reads the catalogue for one while it answers another), merged in the LFNs' order."""
         wanted = list(dict.fromkeys(lfns))
+        gate = asyncio.Semaphore(CHUNKS_IN_FLIGHT)
+
+        async def call(part: list[str]) -> Json:
+            async with gate:
+                answer: Json = await self.request("POST", path, json_body={"lfns": part, **body})
+                return answer
+
+        calls = [asyncio.ensure_future(call(wanted[start:start + chunk])) for start in range(0, len(wanted), chunk)]
+        try:
+            answers = await asyncio.gather(*calls)
+        finally:  # the first error is raised as it is; the calls still out are not left running
+            for pending in calls:
+                pending.cancel()
         result: Json = {"successful": {}, "failed": {}}
-        for start in range(0, max(len(wanted), 1), chunk):
-            part = await self.request("POST", "/replicas/resolve",
-                                      json_body={"lfns": wanted[start:start + chunk], "active": active})
-            result["successful"].update(part["successful"])
-            result["failed"].update(part["failed"])
+        for answer in answers:
+            result["successful"].update(answer["successful"])
+            result["failed"].update(answer["failed"])
         return result
 
     async def add_replicas(self, replicas: Iterable[Mapping[str, Any]]) -> Json:
