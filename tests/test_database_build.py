@@ -52,18 +52,21 @@ async def test_projections_answer_like_mongodb(database: AsyncDatabase[Document]
     del docs[3]["text"]  # an included field that is missing is left out
     await probe.insert_many(docs)
 
-    def expected(doc: Document, fields: list[str], keep_id: bool = True) -> Document:
-        """`_id` first, then the included fields in the stored document's order."""
-        return {k: v for k, v in doc.items() if (k == "_id" and keep_id) or k in fields}
+    def expected(doc: Document, fields: list[str], keep_id: bool = True, exclude: bool = False) -> Document:
+        """`_id` first, then the included (or not excluded) fields in the stored document's order."""
+        return {k: v for k, v in doc.items() if (k == "_id" and keep_id) or (k != "_id" and (k in fields) != exclude)}
 
-    for projection, fields, keep_id in [
-        ({"replicas": 1, "text": 1}, ["replicas", "text"], True),
-        ({"text": True, "size": 1, "created": 1.0}, ["size", "created", "text"], True),
-        ({"_id": 0, "nested": 1, "size": 1}, ["size", "nested"], False),
-        ({"_id": 1}, [], True),
+    for projection, fields, keep_id, exclude in [
+        ({"replicas": 1, "text": 1}, ["replicas", "text"], True, False),
+        ({"text": True, "size": 1, "created": 1.0}, ["size", "created", "text"], True, False),
+        ({"_id": 0, "nested": 1, "size": 1}, ["size", "nested"], False, False),
+        ({"_id": 1}, [], True, False),
+        ({"meta": 0, "text": 0, "tags": False}, ["meta", "text", "tags"], True, True),
+        ({"_id": 0, "replicas": 0}, ["replicas"], False, True),
+        ({"_id": 0}, [], False, True),
     ]:
         found = await probe.find({"_id": {"$in": [d["_id"] for d in docs]}}, projection).sort("_id", 1).to_list()
-        want = [expected(d, fields, keep_id) for d in sorted(docs, key=lambda d: d["_id"])]
+        want = [expected(d, fields, keep_id, exclude) for d in sorted(docs, key=lambda d: d["_id"])]
         assert [list(d.items()) for d in found] == [list(w.items()) for w in want], projection
     dotted = await probe.find({"_id": docs[0]["_id"]}, {"nested.a.b": 1, "replicas.se": 1}).to_list()
     nested = {"a": {"b": docs[0]["nested"]["a"]["b"]}}

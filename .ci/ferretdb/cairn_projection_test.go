@@ -44,18 +44,24 @@ func cairnRandomDoc(r *rand.Rand) *types.Document {
 	return doc
 }
 
-// cairnRandomProjection mixes what the fast path takes and what it must leave to ProjectDocument.
+// cairnRandomProjection mixes what the fast path takes (inclusions or exclusions of top-level
+// fields, `_id` either way) and what it must leave to ProjectDocument (dotted paths, mixtures).
 func cairnRandomProjection(r *rand.Rand) *types.Document {
+	modes := [][]any{{int32(1), true, float64(1), int64(2)}, {false, int32(0), float64(0)}}
+	mode := modes[r.Intn(2)]
 	p := types.MakeDocument(0)
 	for _, i := range r.Perm(len(cairnKeys)) {
 		if r.Intn(2) == 0 {
 			continue
 		}
-		values := []any{int32(1), true, float64(1), int64(2), false, int32(0)}
+		values := mode
+		if cairnKeys[i] == "_id" || r.Intn(20) == 0 {
+			values = append(append([]any{}, modes[0]...), modes[1]...)
+		}
 		p.Set(cairnKeys[i], values[r.Intn(len(values))])
 	}
 	if r.Intn(8) == 0 {
-		p.Set("c.x", int32(1))
+		p.Set("c.x", mode[0])
 	}
 	return p
 }
@@ -71,7 +77,7 @@ func cairnMust[T any](v T, err error) T {
 // declines; and it takes the projections Cairn sends.
 func TestCairnTopLevelProjection(t *testing.T) {
 	r := rand.New(rand.NewSource(17))
-	taken := 0
+	taken, excluded := 0, 0
 	for n := 0; n < 20000; n++ {
 		projection, doc := cairnRandomProjection(r), cairnRandomDoc(r)
 		validated, inclusion, err := ValidateProjection(projection)
@@ -83,6 +89,9 @@ func TestCairnTopLevelProjection(t *testing.T) {
 			continue
 		}
 		taken++
+		if !inclusion {
+			excluded++
+		}
 		want, err := ProjectDocument(doc, validated, nil, inclusion)
 		if err != nil {
 			t.Fatalf("ProjectDocument(%v, %v): %v", doc, projection, err)
@@ -92,12 +101,16 @@ func TestCairnTopLevelProjection(t *testing.T) {
 			t.Fatalf("projection %v of %v:\n fast %s\n want %s", projection, doc, got, expected)
 		}
 	}
-	if taken < 2000 {
-		t.Fatalf("the fast path took only %d projections", taken)
+	if taken < 2000 || excluded < 2000 {
+		t.Fatalf("the fast path took only %d projections, %d of them exclusions", taken, excluded)
 	}
-	cairn := cairnMust(types.NewDocument("replicas", int32(1), "owner", int32(1), "group", int32(1), "mode", int32(1)))
-	validated, inclusion, _ := ValidateProjection(cairn)
-	if cairnTopLevelOf(validated, inclusion) == nil {
-		t.Fatal("a projection of top-level fields is not taken")
+	for _, cairn := range []*types.Document{
+		cairnMust(types.NewDocument("replicas", int32(1), "owner", int32(1), "group", int32(1), "mode", int32(1))),
+		cairnMust(types.NewDocument("meta", int32(0), "meta_origin", int32(0), "version", int32(0))),
+	} {
+		validated, inclusion, _ := ValidateProjection(cairn)
+		if cairnTopLevelOf(validated, inclusion) == nil {
+			t.Fatalf("the projection %v of top-level fields is not taken", cairn)
+		}
 	}
 }
