@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+from typing import Any
 
 from bson import Int64, ObjectId
 from pymongo import UpdateOne
@@ -111,6 +112,53 @@ async def test_in_answers_match_a_recount(database: AsyncDatabase[Document]) -> 
     numbers = list(range(0, 120, 7)) + [f"s{i}" for i in range(20)]
     by_number = await probe.find({"n": {"$in": numbers}}).to_list()
     assert sorted(d["n"] for d in by_number) == list(range(0, 120, 7))
+
+
+def matches(doc: Document, field: str, wanted: set[Any]) -> bool:
+    """MongoDB's equality (or `$in`) of strings on a top-level field: the value, or an element of it."""
+    value = doc.get(field, ())
+    return any(isinstance(v, str) and v in wanted for v in (value if isinstance(value, list) else [value]))
+
+
+async def test_string_field_filters_answer_like_a_recount(database: AsyncDatabase[Document]) -> None:
+    """The build narrows scans by top-level string equality, `$in` and `$or` of them in SQL; what
+    MongoDB would match must still come back: arrays holding the value, escaped and non-ASCII
+    text, and values of other types (which must not match a string)."""
+    probe = database["field_probe"]
+    states = ["queued", "active", "done", 'q"uo\te', "é日本", "queued ", ""]
+    docs: list[Document] = []
+    for i in range(210):
+        state: Any = states[i % len(states)]
+        if i % 10 == 3:
+            state = [state, "other"]  # an array holding the value
+        elif i % 10 == 7:
+            state = [None, 5, i] if i % 20 == 7 else {"state": "queued"}  # never a string match
+        elif i % 10 == 9:
+            state = ObjectId(f"{i:024x}")
+        doc = {"_id": f"r{i:03d}", "state": state, "kind": "transfer" if i % 3 else "stage", "n": i}
+        if i % 11 == 0:
+            del doc["state"]
+        docs.append(doc)
+    await probe.insert_many(docs)
+
+    async def found(flt: Document) -> list[int]:
+        return sorted(d["n"] for d in await probe.find(flt).to_list())
+
+    for state in states:
+        assert await found({"state": state}) == [d["n"] for d in docs if matches(d, "state", {state})], state
+        assert await found({"state": {"$eq": state}, "n": {"$gte": 50}}) == \
+            [d["n"] for d in docs if matches(d, "state", {state}) and d["n"] >= 50]
+    some = {"queued", "é日本", "nowhere"}
+    assert await found({"state": {"$in": sorted(some)}}) == [d["n"] for d in docs if matches(d, "state", some)]
+    claimable = {"kind": {"$in": ["transfer"]}, "$or": [{"state": "queued", "n": {"$lt": 150}}, {"state": "active"}]}
+    assert await found({"$and": [claimable, {"$or": [{"lease": None}, {"lease": {"$lt": 3}}]}]}) == [
+        d["n"] for d in docs if d["kind"] == "transfer"
+        and ((matches(d, "state", {"queued"}) and d["n"] < 150) or matches(d, "state", {"active"}))]
+    assert await found({"$or": [{"state": "done"}, {"n": {"$lt": 5}}]}) == \
+        [d["n"] for d in docs if matches(d, "state", {"done"}) or d["n"] < 5]
+    changed = await probe.update_many({"state": "active", "kind": "stage"}, {"$set": {"seen": True}})
+    assert changed.modified_count == len([d for d in docs if matches(d, "state", {"active"}) and d["kind"] == "stage"])
+    assert await probe.count_documents({"state": "queued"}) == len([d for d in docs if matches(d, "state", {"queued"})])
 
 
 async def test_one_update_command_of_300_modifying_statements_answers(database: AsyncDatabase[Document]) -> None:
