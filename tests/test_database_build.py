@@ -121,9 +121,10 @@ def matches(doc: Document, field: str, wanted: set[Any]) -> bool:
 
 
 async def test_string_field_filters_answer_like_a_recount(database: AsyncDatabase[Document]) -> None:
-    """The build narrows scans by top-level string equality, `$in` and `$or` of them in SQL; what
+    """The build skips rows undecoded by top-level string equality, `$in` and `$or` of them; what
     MongoDB would match must still come back: arrays holding the value, escaped and non-ASCII
-    text, and values of other types (which must not match a string)."""
+    text, fields after text that looks like structure, and values of other types (which must not
+    match a string)."""
     probe = database["field_probe"]
     states = ["queued", "active", "done", 'q"uo\te', "é日本", "queued ", ""]
     docs: list[Document] = []
@@ -135,7 +136,9 @@ async def test_string_field_filters_answer_like_a_recount(database: AsyncDatabas
             state = [None, 5, i] if i % 20 == 7 else {"state": "queued"}  # never a string match
         elif i % 10 == 9:
             state = ObjectId(f"{i:024x}")
-        doc = {"_id": f"r{i:03d}", "state": state, "kind": "transfer" if i % 3 else "stage", "n": i}
+        # Before `state`: text that looks like structure, and the same field in nested documents.
+        doc = {"_id": f"r{i:03d}", "note": 'a"}],{[\\' + "\\", "history": [{"state": "queued"}, {"state": ["active"]}],
+               "state": state, "kind": "transfer" if i % 3 else "stage", "n": i}
         if i % 11 == 0:
             del doc["state"]
         docs.append(doc)

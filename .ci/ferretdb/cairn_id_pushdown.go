@@ -23,8 +23,7 @@ const CairnIDOrder = "cairn:id-order"
 // `_id: {$in: [<string|ObjectID>...]}` and, with the CairnIDOrder comment, `_id: {$gt|$gte|$lt|$lte:
 // <string>}`; at the top level or in the elements of a top-level `$and`. Only conditions the
 // filter implies are pushed (a subset of a conjunction), and the handler applies the whole
-// filter to what comes back, so anything else is simply not narrowed. Conditions on other
-// top-level fields are added by cairnImplied (cairn_field_pushdown.go).
+// filter to what comes back, so anything else is simply not narrowed.
 func cairnIDWhere(filter *types.Document, comment string) (string, []any) {
 	if filter == nil {
 		return "", nil
@@ -51,8 +50,6 @@ func cairnIDWhere(filter *types.Document, comment string) (string, []any) {
 			}
 		}
 	}
-	fields, fieldArgs := cairnImplied(filter, 0)
-	clauses, args = append(clauses, fields...), append(args, fieldArgs...)
 	if len(clauses) == 0 {
 		return "", nil
 	}
