@@ -218,9 +218,11 @@ func cairnStrings(in any) ([]any, bool) {
 	return values, true
 }
 
-// cairnFiltered sets a query iterator's raw filter (cairnRawFilter of the query's filter).
-func cairnFiltered(iter types.DocumentsIterator, filter *types.Document) types.DocumentsIterator {
-	if q, ok := iter.(*queryIterator); ok && !q.onlyRecordIDs {
+// cairnFiltered sets a query iterator's raw filter (cairnRawFilter of the query's filter) when
+// SQL reads the whole table (`where` is empty): rows found by `_id` mostly match, and testing
+// them first would only add to their cost.
+func cairnFiltered(iter types.DocumentsIterator, filter *types.Document, where string) types.DocumentsIterator {
+	if q, ok := iter.(*queryIterator); ok && !q.onlyRecordIDs && where == "" {
 		q.cairnKeep = cairnRawFilter(filter)
 	}
 	return iter
