@@ -196,6 +196,8 @@ func cairnTopLevel(row []byte, keys []string) (values [][]byte, ok bool) {
 			depth++
 		case '}', ']':
 			depth--
+		case ' ', '\t', '\n', '\r':
+			return nil, false // not sjson.Marshal's compact text: a key could hide behind the space
 		}
 	}
 	return values, depth == 0
