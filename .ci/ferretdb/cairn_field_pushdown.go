@@ -40,20 +40,22 @@ func cairnRawFilter(filter *types.Document) func([]byte) bool {
 	}
 	return func(row []byte) bool {
 		values, ok := cairnTopLevel(row, keys)
-		if !ok {
-			return true
-		}
-		for _, test := range tests {
-			if !test(values) {
-				return false
-			}
-		}
-		return true
+		return !ok || cairnAll(tests, values)
 	}
 }
 
 // cairnTest judges a row by the values of its top-level fields (as cairnTopLevel finds them).
 type cairnTest func(values [][]byte) bool
+
+// cairnAll reports whether every test holds.
+func cairnAll(tests []cairnTest, values [][]byte) bool {
+	for _, test := range tests {
+		if !test(values) {
+			return false
+		}
+	}
+	return true
+}
 
 // cairnAllOf is the tests a filter document implies (all must hold); `keys` collects the fields
 // they read, a test reading values[i] for keys[i].
@@ -104,14 +106,10 @@ func cairnAnyOf(value any, depth int, keys *[]string) cairnTest {
 		alternatives = append(alternatives, tests)
 	}
 	return func(values [][]byte) bool {
-	next:
 		for _, tests := range alternatives {
-			for _, test := range tests {
-				if !test(values) {
-					continue next
-				}
+			if cairnAll(tests, values) {
+				return true
 			}
-			return true
 		}
 		return false
 	}
