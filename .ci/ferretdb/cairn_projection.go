@@ -63,15 +63,15 @@ func (p *cairnTopLevel) project(doc *types.Document) (*types.Document, bool) {
 	if p == nil || !doc.Has("_id") {
 		return nil, false
 	}
-	projected := types.MakeDocument(doc.Len())
+	projected := types.CairnMakeDocument(doc.Len())
 	projected.SetRecordID(doc.RecordID())
 	if p.keepID {
-		projected.Set("_id", must.NotFail(doc.Get("_id")))
+		projected.CairnAdd("_id", must.NotFail(doc.Get("_id")))
 	}
 	keys, values := doc.Keys(), doc.Values()
 	for i, key := range keys {
-		if _, listed := p.fields[key]; listed != p.exclude && key != "_id" {
-			projected.Set(key, values[i])
+		if _, listed := p.fields[key]; listed != p.exclude && key != "_id" && !projected.CairnAdd(key, values[i]) {
+			return nil, false // a key twice: ProjectDocument decides
 		}
 	}
 	return projected, true

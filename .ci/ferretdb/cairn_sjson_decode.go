@@ -69,7 +69,7 @@ func cairnDocument(data []byte, fields []cairnPair, sch *schema) (*types.Documen
 		return nil, false
 	}
 
-	d := types.MakeDocument(len(fields))
+	d := types.CairnMakeDocument(len(fields))
 	for i, key := range sch.Keys {
 		if !cairnKeyIs(data, fields[i], key) {
 			return nil, false
@@ -78,7 +78,9 @@ func cairnDocument(data []byte, fields []cairnPair, sch *schema) (*types.Documen
 		if !ok {
 			return nil, false
 		}
-		d.Set(key, v)
+		if !d.CairnAdd(key, v) {
+			return nil, false
+		}
 	}
 
 	return d, true
