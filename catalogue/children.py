@@ -12,12 +12,12 @@ the collection, on any database, whatever the subtrees hold.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
 import kernel.db
-from kernel.db import Document, page_by_id
+from kernel.db import Document, page_by_id, read_ahead
 
 
 def subtree_range(path: str) -> tuple[str, str]:
@@ -64,17 +64,16 @@ async def direct_children(
     cut = len(prefix)
     walk = _Walk(prefix + (after or ""))
 
-    def read() -> asyncio.Future[list[Document]]:
-        return asyncio.ensure_future(page_by_id(
-            collection, {}, projection, after=None if walk.jump_to else walk.last, since=walk.jump_to, before=end,
-            size=walk.size))
+    def read() -> Coroutine[Any, Any, list[Document]]:
+        return page_by_id(collection, {}, projection, after=None if walk.jump_to else walk.last,
+                          since=walk.jump_to, before=end, size=walk.size)
 
     # Pages start at one record, and again after every jump (the rest of a page that meets a
     # subtree is read in vain), and double while they hold only children, up to
     # kernel.db.STREAM_PAGE: records read in vain stay below twice the children listed plus one
     # per subtree jumped over.
     left = limit
-    pending: asyncio.Future[list[Document]] | None = read()
+    pending: asyncio.Future[list[Document]] | None = await read_ahead(read())
     try:
         while pending is not None:
             docs = await pending
@@ -86,7 +85,7 @@ async def direct_children(
             if len(docs) == walk.size and (left is None or left > 0):
                 walk.last = docs[-1]["_id"]
                 walk.size = 1 if jumped else min(2 * walk.size, kernel.db.STREAM_PAGE)
-                pending = read()
+                pending = await read_ahead(read())
             if children:
                 yield children
     finally:

@@ -10,7 +10,7 @@ import asyncio
 import re
 import weakref
 from collections import deque
-from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -246,11 +246,11 @@ async def read_by_ids(collection: Any, ids: Iterable[Any], projection: Any = Non
         return docs
 
     parts = (wanted[start:start + READ_SLICE] for start in range(0, len(wanted), READ_SLICE))
-    pending: deque[asyncio.Task[list[Document]]] = deque()
+    pending: deque[asyncio.Future[list[Document]]] = deque()
     try:
         with database_errors():
             for part in parts:
-                pending.append(asyncio.ensure_future(read(part)))
+                pending.append(await read_ahead(read(part)))
                 if len(pending) < READ_AHEAD:
                     continue
                 for doc in await pending.popleft():
@@ -326,6 +326,20 @@ async def pages_by_id(
             left -= count
 
 
+async def read_ahead(read: Coroutine[Any, Any, list[Document]]) -> asyncio.Future[list[Document]]:
+    """Start reading a page while the caller works on the previous one: the read runs for one
+    turn of the event loop here, which sends its query, so the database answers while the caller
+    converts (started only as a task, the query left at the caller's next await, after its
+    conversion, and the two never overlapped: `cairn se dump` 18k -> 27k entries/s)."""
+    task = asyncio.ensure_future(read)
+    try:
+        await asyncio.sleep(0)
+    except BaseException:
+        task.cancel()
+        raise
+    return task
+
+
 async def stream_pages(
     collection: Any, flt: Mapping[str, Any], projection: Any = None, *, after: str | None = None,
     before: str | None = None, limit: int | None = None,
@@ -335,11 +349,9 @@ async def stream_pages(
     read while the caller sends this one, so the database and the server work at once (memory
     holds two pages)."""
     left, size = limit, FIRST_PAGE if limit is None else min(FIRST_PAGE, limit)
-
-    def read(start: str | None, count: int) -> asyncio.Future[list[Document]]:
-        return asyncio.ensure_future(page_by_id(collection, flt, projection, after=start, before=before, size=count))
-
-    pending: asyncio.Future[list[Document]] | None = read(after, size) if size > 0 else None
+    pending: asyncio.Future[list[Document]] | None = None
+    if size > 0:
+        pending = await read_ahead(page_by_id(collection, flt, projection, after=after, before=before, size=size))
     try:
         while pending is not None:
             docs = await pending
@@ -347,7 +359,8 @@ async def stream_pages(
             left = None if left is None else left - len(docs)
             if len(docs) == size and (left is None or left > 0):
                 size = min(2 * size, STREAM_PAGE, *([left] if left is not None else []))
-                pending = read(docs[-1]["_id"], size)
+                pending = await read_ahead(page_by_id(collection, flt, projection, after=docs[-1]["_id"],
+                                                      before=before, size=size))
             if docs:
                 yield docs
     finally:
