@@ -12,6 +12,7 @@ from cairn.components import index_specs, plain_routes, route_tables
 from cairn.portal import PREFIX as PORTAL_PREFIX
 from cairn.portal import build_portal
 from catalogue.vos import confine
+from kernel.collector import settle_collector
 from kernel.db import close_client, ensure_indexes, get_database
 from kernel.settings import Settings
 from kernel.tokens import BuiltinIssuer, TokenVerifier
@@ -78,5 +79,7 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
 
 def run_server(settings: Settings) -> None:
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    web.run_app(build_app(settings), host=settings.api_host, port=settings.api_port, print=None,
-                access_log=None, shutdown_timeout=10)
+    app = build_app(settings)
+    settle_collector()
+    web.run_app(app, host=settings.api_host, port=settings.api_port, print=None, access_log=None,
+                shutdown_timeout=10)
