@@ -11,6 +11,7 @@ from aiohttp import web
 from cairn.components import index_specs, plain_routes, route_tables
 from cairn.portal import PREFIX as PORTAL_PREFIX
 from cairn.portal import build_portal
+from catalogue.tabular import load_converters
 from catalogue.vos import confine
 from kernel.collector import settle_collector
 from kernel.db import close_client, ensure_indexes, get_database
@@ -80,6 +81,7 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
 def run_server(settings: Settings) -> None:
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     app = build_app(settings)
+    load_converters()
     settle_collector()
     web.run_app(app, host=settings.api_host, port=settings.api_port, print=None, access_log=None,
                 shutdown_timeout=10)
