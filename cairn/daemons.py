@@ -10,6 +10,7 @@ from kernel.collector import settle_collector
 from kernel.db import close_client, ensure_indexes, get_database
 from kernel.errors import InvalidInput
 from kernel.settings import Settings
+from storage_plugins.registry import close_plugins
 
 
 def known_daemons() -> list[str]:
@@ -30,6 +31,7 @@ async def run_daemon(settings: Settings, name: str, *, max_cycles: int | None = 
     try:
         await daemon.run(max_cycles=max_cycles)
     finally:
+        await close_plugins()  # their HTTP sessions and connections, else reported unclosed at exit
         await close_client()
 
 
