@@ -350,9 +350,11 @@ async def stream_pages(
     read while the caller sends this one, so the database and the server work at once (memory
     holds two pages)."""
     left, size = limit, FIRST_PAGE if limit is None else min(FIRST_PAGE, limit)
-    pending: asyncio.Future[list[Document]] | None = None
-    if size > 0:
-        pending = await read_ahead(page_by_id(collection, flt, projection, after=after, before=before, size=size))
+
+    def read(start: str | None) -> Coroutine[Any, Any, list[Document]]:
+        return page_by_id(collection, flt, projection, after=start, before=before, size=size)
+
+    pending: asyncio.Future[list[Document]] | None = await read_ahead(read(after)) if size > 0 else None
     try:
         while pending is not None:
             docs = await pending
@@ -360,8 +362,7 @@ async def stream_pages(
             left = None if left is None else left - len(docs)
             if len(docs) == size and (left is None or left > 0):
                 size = min(2 * size, STREAM_PAGE, *([left] if left is not None else []))
-                pending = await read_ahead(page_by_id(collection, flt, projection, after=docs[-1]["_id"],
-                                                      before=before, size=size))
+                pending = await read_ahead(read(docs[-1]["_id"]))
             if docs:
                 yield docs
     finally:
