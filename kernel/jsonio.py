@@ -34,11 +34,14 @@ def _default(value: Any) -> Any:
     raise TypeError(f"cannot encode {type(value).__name__} as JSON")
 
 
-def dumps_bytes(value: Any) -> bytes:
+def dumps_bytes(value: Any, *, indent: bool = False) -> bytes:
+    """Compact JSON, or with indent=True two spaces per level (for people reading it)."""
     try:
-        return orjson.dumps(value, default=_default, option=orjson.OPT_NAIVE_UTC)
+        return orjson.dumps(value, default=_default,
+                            option=orjson.OPT_NAIVE_UTC | (orjson.OPT_INDENT_2 if indent else 0))
     except orjson.JSONEncodeError:
-        return json.dumps(value, default=_default, separators=(",", ":")).encode()
+        layout: dict[str, Any] = {"indent": 2} if indent else {"separators": (",", ":")}
+        return json.dumps(value, default=_default, **layout).encode()
 
 
 def dumps(value: Any) -> str:

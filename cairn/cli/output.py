@@ -4,7 +4,6 @@ they arrive (`emit_json_lines_stream`, `stream_table`), holding one chunk of row
 from __future__ import annotations
 
 import functools
-import json
 import sys
 from collections.abc import AsyncIterable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -35,7 +34,7 @@ json_option = click.option("--json", "as_json", is_flag=True, help="print JSON f
 
 
 def emit_json(data: Any) -> None:
-    click.echo(json.dumps(json.loads(jsonio.dumps(data)), indent=2))
+    click.echo(jsonio.dumps_bytes(data, indent=True))
 
 
 CHUNK = 500
