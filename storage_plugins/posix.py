@@ -118,7 +118,8 @@ def _copy_file(source: Path, url: str, root: str | None, chunk_size: int, expect
     expected_adler32, only if the bytes copied have it); in one thread, so a small file costs one
     hop off the event loop. `stop` set: the copy ends at the next chunk, leaving nothing."""
     path = confined_path(url, root, real_dirs)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if str(path.parent) not in real_dirs:  # not a directory known to exist (confined_path's)
+        path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f".{path.name}.cairn-part-{uuid.uuid4().hex[:8]}")
     digest = Adler32()
     try:
