@@ -68,6 +68,7 @@ class _Planned:
     size: int = 0
     adler32: str = ""
     created: bool = False
+    unreadable: str | None = None  # why its sum could not be read (it fails alone)
 
 
 @dataclass
@@ -146,9 +147,9 @@ async def upload_files(
     planned: list[_Planned] = []
     for local, target in targets:
         endpoints(se, target, "write", credentials=credentials)  # switched off: Forbidden naming SE and LFN
-        size = _regular_size(local)
-        if size is None:
-            outcomes[target] = FileOutcome(target, str(local), "failed", se.name, error=f"{local}: not a regular file",
+        size, unusable = _local_size(local)
+        if unusable:
+            outcomes[target] = FileOutcome(target, str(local), "failed", se.name, error=unusable,
                                            code=InvalidInput.code)
             continue
         planned.append(_Planned(local, target, size))
@@ -161,7 +162,11 @@ async def upload_files(
         async with in_flight:
             async with preparing:
                 await _checksum_locals(batch, gate, disk)
-                await _register(client, se, batch, outcomes)
+                for item in batch:
+                    if item.unreadable:
+                        outcomes[item.lfn] = FileOutcome(item.lfn, str(item.local), "failed", se.name,
+                                                         error=item.unreadable, code=InvalidInput.code)
+                await _register(client, se, [item for item in batch if not item.unreadable], outcomes)
             todo = [item for item in batch if item.lfn not in outcomes]
             stored = await _store_all(client, gate, disk, se, todo, credentials or {}, sink, outcomes)
             await _finalise(client, se, stored, outcomes, sink)
@@ -178,22 +183,29 @@ async def upload_files(
     return [outcomes[target] for _, target in targets]
 
 
-def _regular_size(path: Path) -> int | None:
-    """The size of a regular file (as it is now: its sum gives the size registered), else None."""
+def _local_size(path: Path) -> tuple[int, str | None]:
+    """A local file's size as it is now (its sum gives the size registered), or why it cannot be
+    uploaded."""
     try:
         info = path.stat()
-    except OSError:
-        return None
-    return info.st_size if stat.S_ISREG(info.st_mode) else None
+    except OSError as exc:
+        return 0, f"{path}: {exc.strerror or exc}"
+    if not stat.S_ISREG(info.st_mode):
+        return 0, f"{path}: not a regular file"
+    return info.st_size, None
 
 
 async def _checksum_locals(planned: list[_Planned], gate: asyncio.Semaphore, disk: asyncio.Semaphore) -> None:
     """Size and adler32 of every file: small ones PUT_CHUNK per thread hop (a small file's hop
-    costs more than its sum) in the `disk` slots, big ones each in one of the `gate`'s."""
+    costs more than its sum) in the `disk` slots, big ones each in one of the `gate`'s. A file
+    that cannot be read now is marked `unreadable` with the reason, and the others go on."""
 
     def sums(chunk: list[_Planned]) -> None:
         for item in chunk:
-            item.size, item.adler32 = _adler32_of_file(item.local)
+            try:
+                item.size, item.adler32 = _adler32_of_file(item.local)
+            except OSError as exc:  # gone or unreadable since it was planned
+                item.unreadable = f"{item.local}: {exc.strerror or exc}"
 
     async def some(chunk: list[_Planned], slots: asyncio.Semaphore) -> None:
         async with slots:

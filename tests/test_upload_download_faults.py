@@ -306,3 +306,30 @@ async def test_a_file_that_changed_fails_alone_among_many_small_files_to_a_disk_
     replicas = await admin.get_replicas([o.lfn for o in outcomes if o.ok])
     assert len(replicas["successful"]) == 39
     assert all(r[0]["status"] == "available" for r in replicas["successful"].values())
+
+
+async def test_local_files_that_cannot_be_read_fail_alone_and_register_nothing(
+    live_ses: LiveSEs, admin: Client, tmp_path: Path
+) -> None:
+    se = await live_ses.add("file")
+    good = [tmp_path / "a", tmp_path / "z"]
+    for path in good:
+        path.write_bytes(os.urandom(2000))
+    gone = tmp_path / "gone"
+    gone.symlink_to(tmp_path / "nowhere")
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    # A regular file (size 0) whose reading fails: this process's memory read from address 0 (EIO).
+    unreadable = Path("/proc/self/mem")
+    outcomes = await admin.upload([good[0], gone, folder, unreadable, good[1]], "/cta/mixed/", se.name)
+    assert [(o.lfn, o.status) for o in outcomes] == [
+        ("/cta/mixed/a", "uploaded"), ("/cta/mixed/gone", "failed"), ("/cta/mixed/folder", "failed"),
+        ("/cta/mixed/mem", "failed"), ("/cta/mixed/z", "uploaded")]
+    assert "No such file" in (outcomes[1].error or "") and "not a regular file" in (outcomes[2].error or "")
+    assert "/proc/self/mem" in (outcomes[3].error or "") and "Input/output error" in (outcomes[3].error or "")
+    assert {o.code for o in outcomes if not o.ok} == {InvalidInput.code}
+    looked = await admin.lookup_files([o.lfn for o in outcomes])
+    assert sorted(looked["successful"]) == ["/cta/mixed/a", "/cta/mixed/z"]
+    stored = live_ses.stored_file(se.name, "/cta/mixed/a").parent
+    assert sorted(p.name for p in stored.iterdir()) == ["a", "z"]
+    assert all((stored / p.name).read_bytes() == p.read_bytes() for p in good)
