@@ -161,7 +161,7 @@ async def upload_files(
     async def one_batch(batch: list[_Planned]) -> None:
         async with in_flight:
             async with preparing:
-                await _checksum_locals(batch, gate, disk)
+                await _checksum_locals(batch, concurrency, disk)
                 for item in batch:
                     if item.unreadable:
                         outcomes[item.lfn] = FileOutcome(item.lfn, str(item.local), "failed", se.name,
@@ -195,10 +195,12 @@ def _local_size(path: Path) -> tuple[int, str | None]:
     return info.st_size, None
 
 
-async def _checksum_locals(planned: list[_Planned], gate: asyncio.Semaphore, disk: asyncio.Semaphore) -> None:
+async def _checksum_locals(planned: list[_Planned], concurrency: int, disk: asyncio.Semaphore) -> None:
     """Size and adler32 of every file: small ones PUT_CHUNK per thread hop (a small file's hop
-    costs more than its sum) in the `disk` slots, big ones each in one of the `gate`'s. A file
-    that cannot be read now is marked `unreadable` with the reason, and the others go on."""
+    costs more than its sum) in the `disk` slots, big ones `concurrency` at once (slots of their
+    own: the previous batch's stores, holding the upload's, do not delay them). A file that
+    cannot be read now is marked `unreadable` with the reason, and the others go on."""
+    big = asyncio.Semaphore(max(1, concurrency))
 
     def sums(chunk: list[_Planned]) -> None:
         for item in chunk:
@@ -213,7 +215,7 @@ async def _checksum_locals(planned: list[_Planned], gate: asyncio.Semaphore, dis
 
     small = [item for item in planned if item.size <= SMALL_FILE]
     await asyncio.gather(*(some(small[i:i + PUT_CHUNK], disk) for i in range(0, len(small), PUT_CHUNK)),
-                         *(some([item], gate) for item in planned if item.size > SMALL_FILE))
+                         *(some([item], big) for item in planned if item.size > SMALL_FILE))
 
 
 async def _register(
