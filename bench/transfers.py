@@ -129,11 +129,15 @@ async def replicate(db: AsyncDatabase[Document], files: list[dict[str, Any]], de
     started = time.time()
     result = await rq.submit_transfers(db, [{"lfn": f["lfn"], "dest_se": dest} for f in files], requester="bench")
     query = {"submission": result["submission"]}
-    while True:  # seldom: each poll is a scan of the queue, load on the database the workers share
-        counts = await rq.progress(db, query)
-        if counts["queued"] + counts["active"] + counts["staging"] == 0:
+    # Seldom, and asking only whether one request is still open: the database the workers share
+    # then skips ended requests before decoding them (counting every state each second decoded
+    # the whole submission: a tenth of the database's CPU with 3000 files).
+    still_open = {**query, "state": {"$in": list(rq.OPEN_STATES)}}
+    while True:
+        if not await db[rq.REQUESTS].find_one(still_open, {"_id": 1}):
             break
         await asyncio.sleep(1.0)
+    counts = await rq.progress(db, query)
     last = await db[rq.REQUESTS].find_one(query, {"finished": 1}, sort=[("finished", -1)])
     seconds = last["finished"].timestamp() - started if last and last.get("finished") else time.time() - started
     cpu = meter.ms_per(len(files))
