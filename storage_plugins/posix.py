@@ -113,13 +113,15 @@ def _real_path(path: Path, real_dirs: dict[str, str]) -> str:
 
 
 def _copy_file(source: Path, url: str, root: str | None, chunk_size: int, expected_adler32: str | None,
-               stop: threading.Event, real_dirs: dict[str, str]) -> tuple[int, str]:
+               stop: threading.Event, real_dirs: dict[str, str], made_dirs: set[str]) -> tuple[int, str]:
     """Copy a local file to url's path (through a partial file, renamed when complete and, with
     expected_adler32, only if the bytes copied have it); in one thread, so a small file costs one
-    hop off the event loop. `stop` set: the copy ends at the next chunk, leaving nothing."""
+    hop off the event loop. `stop` set: the copy ends at the next chunk, leaving nothing.
+    made_dirs: the directories made (or found) by the calls before, not made again."""
     path = confined_path(url, root, real_dirs)
-    if str(path.parent) not in real_dirs:  # not a directory known to exist (confined_path's)
+    if (parent := str(path.parent)) not in made_dirs:
         path.parent.mkdir(parents=True, exist_ok=True)
+        made_dirs.add(parent)
     partial = path.with_name(f".{path.name}.cairn-part-{uuid.uuid4().hex[:8]}")
     digest = Adler32()
     try:
@@ -226,13 +228,14 @@ class PosixPlugin(StoragePlugin):
     def _copy_each(self, items: Sequence[PutItem], stop: threading.Event) -> Sequence[WriteResult | CairnError]:
         results: builtins.list[WriteResult | CairnError] = []
         real_dirs: dict[str, str] = {}
+        made_dirs: set[str] = set()
         for source, url, expected in items:
             if stop.is_set():
                 break
             try:
                 with mapped_os_errors(url):
                     size, adler32 = _copy_file(source, url, self.options.root, self.options.chunk_size, expected,
-                                               stop, real_dirs)
+                                               stop, real_dirs, made_dirs)
                 results.append(WriteResult(url, size, adler32))
             except CairnError as exc:
                 results.append(exc)
