@@ -16,6 +16,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,13 +47,27 @@ class Child:
     log_path: Path | None = None
 
 
+class StopSignals:
+    """SIGINT and SIGTERM ask `cairn up` to stop: noted in `asked`, and raised as
+    KeyboardInterrupt to cut a blocking step short. The note is what counts: CPython also runs a
+    signal's handler inside callbacks of its own, where what it raises is printed ("Exception
+    ignored in ...") and dropped; a Ctrl-C that came while a child was forked landed in logging's
+    at-fork hook that way, and `cairn up` went on running."""
+
+    def __init__(self) -> None:
+        self.asked = threading.Event()
+
+    def __call__(self, signum: int, frame: FrameType | None) -> None:
+        self.asked.set()
+        raise KeyboardInterrupt
+
+
 @dataclass
 class Supervisor:
     settings: Settings
     env: dict[str, str]
     children: list[Child] = field(default_factory=list)
     database: Child | None = None
-    stopping: bool = False
 
     def start(self, child: Child) -> None:
         assert child.log_path is not None
@@ -65,10 +80,10 @@ class Supervisor:
             print(f"cairn up: restarted {child.name} (restart {child.restarts}, pid {child.process.pid})",
                   file=sys.stderr, flush=True)
 
-    def watch(self) -> None:
+    def watch(self, stop: threading.Event) -> None:
         """Restart children (and the embedded database) that exit, with a growing delay, until
-        asked to stop."""
-        while not self.stopping:
+        `stop` is set."""
+        while not stop.is_set():
             now = time.monotonic()
             for child in [*([self.database] if self.database else []), *self.children]:
                 proc = child.process
@@ -81,11 +96,10 @@ class Supervisor:
                     child.next_start = now + delay
                 if child.process is None and now >= child.next_start:
                     self.start(child)
-            time.sleep(0.5)
+            stop.wait(0.5)
 
     def stop_all(self, timeout_s: float = 15) -> None:
         """Stop the children, then the database they were using."""
-        self.stopping = True
         stop_processes([c.process for c in self.children if c.process is not None], timeout_s=timeout_s)
         if self.database is not None and self.database.process is not None:
             stop_processes([self.database.process], timeout_s=timeout_s)
@@ -145,13 +159,11 @@ def run_up(settings: Settings, *, vo: str) -> int:
     settings = settings.model_copy(update={"mongodb_uri": uri, "var_dir": var_dir})
     supervisor: Supervisor | None = None
 
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        raise KeyboardInterrupt
-
+    stop = StopSignals()
     # Explicit for SIGINT too: a process started in the background of a non-interactive shell
     # inherits SIGINT ignored, and Python then never raises KeyboardInterrupt.
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
     try:
         asyncio.run(prepare(settings, vo))
         issuer = BuiltinIssuer.from_settings(settings)
@@ -187,10 +199,12 @@ def run_up(settings: Settings, *, vo: str) -> int:
         print(f"cairn up: local SEs {', '.join(LOCAL_SES)} under {var_dir / 'se'}; logs in {var_dir / 'log'}",
               flush=True)
         print("cairn up: running; press Ctrl-C to stop", flush=True)
-        supervisor.watch()
+        supervisor.watch(stop.asked)
     except KeyboardInterrupt:
-        print("\ncairn up: stopping", flush=True)
+        pass
     finally:
+        if stop.asked.is_set():
+            print("\ncairn up: stopping", flush=True)
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         if supervisor is not None:

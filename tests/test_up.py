@@ -171,3 +171,39 @@ def test_up_restarts_its_database_when_it_dies_and_the_data_is_still_there(workd
     log = "".join(up.output) + rest
     assert "ferretdb exited with -9" in log and "restarted ferretdb (restart 1" in log, log
 
+
+
+# A SIGINT handled while CPython runs its own at-fork hooks (forking a child with a preexec_fn, as
+# `cairn up` does for each of its children): the handler's KeyboardInterrupt is printed and lost
+# there, and the supervisor must stop all the same.
+SWALLOWED_CTRL_C = """
+import os, signal, subprocess, sys, threading
+from cairn.up import StopSignals, Supervisor
+from kernel.process import child_preexec
+from kernel.settings import load_settings
+
+stop = StopSignals()
+signal.signal(signal.SIGINT, stop)
+
+def ctrl_c_inside_the_hook() -> None:
+    os.kill(os.getpid(), signal.SIGINT)
+    sum(range(10_000))  # the handler runs here, inside the hook: its raise goes nowhere
+
+os.register_at_fork(after_in_parent=ctrl_c_inside_the_hook)
+subprocess.run(["true"], preexec_fn=child_preexec, check=True)
+print("still running after the Ctrl-C", flush=True)
+watching = threading.Thread(target=Supervisor(load_settings(), {}).watch, args=(stop.asked,))
+watching.start()
+watching.join(timeout=10)
+print("supervisor stopped" if not watching.is_alive() else "supervisor still watching", flush=True)
+os._exit(0)
+"""
+
+
+def test_a_ctrl_c_whose_interrupt_python_dropped_still_stops_the_supervisor(workdir: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CAIRN_")}
+    done = subprocess.run([sys.executable, "-c", SWALLOWED_CTRL_C], cwd=workdir, env={**env, "PYTHONPATH": str(ROOT)},
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert "Exception ignored" in done.stderr and "KeyboardInterrupt" in done.stderr, done.stderr
+    said = done.stdout.splitlines()
+    assert said == ["still running after the Ctrl-C", "supervisor stopped"], done.stdout + done.stderr
