@@ -194,6 +194,19 @@ async def test_the_posix_plugin_never_leaves_its_se_root(tmp_path: Path) -> None
         await PosixPlugin().stat(f"file://{root}/cta/%2E%2E/%2E%2E/outside/f")
 
 
+async def test_posix_put_many_makes_the_directories_it_needs_the_root_too(tmp_path: Path) -> None:
+    root = tmp_path / "se-not-made-yet"
+    plugin = PosixPlugin({"root": str(root)})
+    local = tmp_path / "local"
+    local.write_bytes(b"payload")
+    urls = [file_url(root / "top"), file_url(root / "a" / "b" / "f1"), file_url(root / "a" / "b" / "f2"),
+            file_url(root / "a" / "c" / "f3")]
+    results = await plugin.put_many([(local, url, None) for url in urls])
+    assert [type(r).__name__ for r in results] == ["WriteResult"] * len(urls), results
+    assert sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()) == ["a/b/f1", "a/b/f2", "a/c/f3",
+                                                                                         "top"]
+
+
 async def _chunks(data: bytes) -> AsyncIterator[bytes]:
     yield data
 
