@@ -201,7 +201,7 @@ def run_up(settings: Settings, *, vo: str) -> int:
         print("cairn up: running; press Ctrl-C to stop", flush=True)
         supervisor.watch(stop.asked)
     except KeyboardInterrupt:
-        pass
+        stop.asked.set()  # a KeyboardInterrupt is a stop request (StopSignals noted it as well)
     finally:
         if stop.asked.is_set():
             print("\ncairn up: stopping", flush=True)

@@ -149,8 +149,7 @@ async def upload_files(
         endpoints(se, target, "write", credentials=credentials)  # switched off: Forbidden naming SE and LFN
         size, unusable = _local_size(local)
         if unusable:
-            outcomes[target] = FileOutcome(target, str(local), "failed", se.name, error=unusable,
-                                           code=InvalidInput.code)
+            outcomes[target] = _unusable(target, local, se, unusable)
             continue
         planned.append(_Planned(local, target, size))
     gate = asyncio.Semaphore(max(1, concurrency))  # files being stored at once
@@ -164,8 +163,7 @@ async def upload_files(
                 await _checksum_locals(batch, concurrency, disk)
                 for item in batch:
                     if item.unreadable:
-                        outcomes[item.lfn] = FileOutcome(item.lfn, str(item.local), "failed", se.name,
-                                                         error=item.unreadable, code=InvalidInput.code)
+                        outcomes[item.lfn] = _unusable(item.lfn, item.local, se, item.unreadable)
                 await _register(client, se, [item for item in batch if not item.unreadable], outcomes)
             todo = [item for item in batch if item.lfn not in outcomes]
             stored = await _store_all(client, gate, disk, se, todo, credentials or {}, sink, outcomes)
@@ -193,6 +191,11 @@ def _local_size(path: Path) -> tuple[int, str | None]:
     if not stat.S_ISREG(info.st_mode):
         return 0, f"{path}: not a regular file"
     return info.st_size, None
+
+
+def _unusable(lfn: str, local: Path, se: StorageElement, reason: str) -> FileOutcome:
+    """The outcome of a local file that cannot be uploaded as it is (nothing registered, nothing sent)."""
+    return FileOutcome(lfn, str(local), "failed", se.name, error=reason, code=InvalidInput.code)
 
 
 async def _checksum_locals(planned: list[_Planned], concurrency: int, disk: asyncio.Semaphore) -> None:
