@@ -95,7 +95,8 @@ async def ensure_indexes(db: AsyncDatabase[Document], specs: Iterable[IndexSpec]
     One at a time because FerretDB 1.24 drops the connection when a multi-index createIndexes
     names indexes that already exist; asking only for the missing ones keeps restarts cheap.
     On a server that answers no query from a secondary index (`serves_secondary_indexes`), only
-    the unique indexes are made: the others would cost every write and serve no read.
+    the unique indexes are made, and those read under INDEX_ORDER where the server is Cairn's
+    FerretDB build (`serves_index_order`): the others would cost every write and serve no read.
     """
     by_collection: dict[str, list[IndexSpec]] = {}
     for spec in specs:
@@ -110,7 +111,7 @@ async def ensure_indexes(db: AsyncDatabase[Document], specs: Iterable[IndexSpec]
                 if not spec.unique:
                     if secondary is None:
                         secondary = await serves_secondary_indexes(db, name)
-                    if not secondary:
+                    if not secondary and not (spec.index_order and await serves_index_order(db)):
                         continue
                 await db[name].create_indexes([spec.model()])
 
@@ -126,6 +127,16 @@ async def serves_secondary_indexes(db: AsyncDatabase[Document], collection: str)
     except PyMongoError:
         return True
     return plan.get("filterPushdown") is not False
+
+
+async def serves_index_order(db: AsyncDatabase[Document]) -> bool:
+    """Whether the server reads INDEX_ORDER finds from the index they name: Cairn's FerretDB build
+    from its tenth version on (`buildInfo`; MongoDB reads every index, so this is asked only of a
+    server that serves no secondary index)."""
+    with database_errors():
+        version = str((await db.client.admin.command("buildInfo")).get("ferretdbVersion") or "")
+    fixed = _FIXED_FERRETDB.search(version)
+    return bool(fixed and int(fixed.group(1)) >= 10)
 
 
 async def ping(db: AsyncDatabase[Document]) -> bool:
@@ -268,6 +279,12 @@ async def read_by_ids(collection: Any, ids: Iterable[Any], projection: Any = Non
 # `_id` order from the `_id` index instead of sorting the whole collection in memory
 # (.ci/install-ferretdb). MongoDB only logs it.
 ID_ORDER = "cairn:id-order"
+# The comment by which a find tells Cairn's FerretDB build that the fields its filter compares with
+# strings (at the top level) never hold arrays, and that each field it sorts by holds values of
+# one kind whose JSON text sorts like them (strings as for ID_ORDER, integers of one number of
+# digits, dates): the build then reads those equalities and that order from an index that has
+# them (a claim of the next 256 requests reads 256, not the queue). MongoDB only logs it.
+INDEX_ORDER = "cairn:index-order"
 PAGE = 1000
 # A streamed response's pages grow from FIRST_PAGE to STREAM_PAGE documents: a small first page
 # answers at once, and large ones spread each query's fixed cost (on the embedded database, pages

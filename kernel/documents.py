@@ -27,6 +27,9 @@ class IndexSpec:
     unique: bool = False
     sparse: bool = False
     options: dict[str, Any] = field(default_factory=dict)
+    # Read under `kernel.db.INDEX_ORDER` (equalities on its first keys, sorted by the rest): Cairn's
+    # FerretDB build answers such reads from this index, so it is made there too (`ensure_indexes`).
+    index_order: bool = False
 
     def model(self) -> IndexModel:
         from pymongo import IndexModel

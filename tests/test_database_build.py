@@ -4,19 +4,31 @@ that modify existing documents answers (it hung on FerretDB 1.24 at 100), and do
 back exactly as stored, field order included (the build decodes them in one pass and returns
 unprojected ones without copying, and projections of top-level fields without copying either),
 also through kernel.db.read_by_ids's overlapping slices and kernel.db.for_output's naive
-datetimes."""
+datetimes; finds under kernel.db.INDEX_ORDER (read from an index on the build) answer like
+finds sorted in memory."""
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import random
 from typing import Any
 
+import pytest
 from bson import Int64, ObjectId
 from pymongo import UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 
-from kernel.db import READ_SLICE, Document, for_output, read_by_ids
+from kernel.db import (
+    INDEX_ORDER,
+    READ_SLICE,
+    Document,
+    IndexSpec,
+    ensure_indexes,
+    for_output,
+    read_by_ids,
+    serves_index_order,
+)
 from kernel.jsonio import dumps
 
 ODD_STRINGS = ["", "plain", 'quote " and \\ backslash', "new\nline\ttab\x01", "é日本\u2028", "/cta/d/f.root"]
@@ -171,3 +183,62 @@ async def test_one_update_command_of_300_modifying_statements_answers(database: 
     modified = await asyncio.wait_for(counters.bulk_write(ops, ordered=False), timeout=60)
     assert modified.modified_count == 300
     assert sorted({d["n"] for d in await counters.find({}).to_list()}) == [2]
+
+
+def queued(i: int, rng: random.Random, start: dt.datetime) -> Document:
+    """A queue entry that keeps INDEX_ORDER's promises: string state and kind, one-digit
+    priority, a date; some of them leased, some not due yet."""
+    return {"_id": f"q{i:05d}", "state": rng.choice(["queued", "queued", "active", "done"]),
+            "kind": rng.choice(["transfer", "stage"]), "priority": rng.randint(0, 9),
+            "created": start + dt.timedelta(milliseconds=rng.randint(0, 10**9)),
+            "not_before": start + dt.timedelta(seconds=rng.randint(-100, 100)),
+            "lease_expires": rng.choice([None, start - dt.timedelta(seconds=1), start + dt.timedelta(seconds=60)])}
+
+
+async def test_index_order_reads_answer_like_an_in_memory_sort(database: AsyncDatabase[Document]) -> None:
+    """Finds under INDEX_ORDER (the build reads their string equalities and their order from an
+    index) answer what the same find without it answers (sorted in memory on the build), limits
+    and the other conditions of the filter included, with the index made as Cairn makes it."""
+    probe = database["order_probe"]
+    await ensure_indexes(database, [IndexSpec("order_probe", [("state", 1), ("kind", 1), ("priority", -1),
+                                                              ("created", 1)], name="order_claim", index_order=True)])
+    rng = random.Random(17)
+    start = dt.datetime(2026, 6, 1, tzinfo=dt.UTC)
+    await probe.insert_many([queued(i, rng, start) for i in range(3000)])
+    sort = [("priority", -1), ("created", 1)]
+    unheld = {"$or": [{"lease_expires": None}, {"lease_expires": {"$lt": start}}]}
+    filters: list[Document] = [
+        {"state": "queued", "kind": "transfer"},
+        {"state": "queued", "kind": "stage", "not_before": {"$lte": start}, **unheld},
+        {"$and": [{"state": "active"}, {"kind": "transfer"}, unheld]},
+        {"state": "queued", "kind": {"$in": ["transfer", "stage"]}},
+        {"state": "nowhere", "kind": "transfer"},
+    ]
+    for flt in filters:
+        for limit in (0, 1, 256):
+            plain = await probe.find(flt, {"_id": 1}).sort(sort).limit(limit).to_list()
+            ordered = await probe.find(flt, {"_id": 1}, comment=INDEX_ORDER).sort(sort).limit(limit).to_list()
+            assert ordered == plain, (flt, limit)
+            assert limit == 0 or len(plain) <= limit
+    assert len(await probe.find(filters[1], comment=INDEX_ORDER).sort(sort).to_list()) > 100
+
+
+async def test_the_build_reads_index_order_from_the_index(database: AsyncDatabase[Document]) -> None:
+    """On Cairn's FerretDB build the index of an `index_order` spec is made (the other secondary
+    indexes are not: it serves none of them) and INDEX_ORDER finds are answered from it, which the
+    promises' breach shows: the index holds JSON text, so priority 10 sorts before 9, and an array
+    holding the state is not an equal string."""
+    if not await serves_index_order(database):
+        pytest.skip("the server is not Cairn's FerretDB build")
+    probe = database["breach_probe"]
+    specs = [IndexSpec("breach_probe", [("state", 1), ("priority", 1)], name="breach_order", index_order=True),
+             IndexSpec("breach_probe", [("kind", 1)], name="breach_kind")]
+    await ensure_indexes(database, specs)
+    assert set(await probe.index_information()) == {"_id_", "breach_order"}
+    await probe.insert_many([{"_id": "a", "state": "queued", "priority": 9},
+                             {"_id": "b", "state": "queued", "priority": 10},
+                             {"_id": "c", "state": ["queued"], "priority": 1}])
+    in_memory = await probe.find({"state": "queued"}).sort("priority", 1).to_list()
+    from_index = await probe.find({"state": "queued"}, comment=INDEX_ORDER).sort("priority", 1).to_list()
+    assert [d["_id"] for d in in_memory] == ["c", "a", "b"]
+    assert [d["_id"] for d in from_index] == ["b", "a"]

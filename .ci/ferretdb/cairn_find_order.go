@@ -1,20 +1,42 @@
 package handler
 
 import (
+	"strings"
+
 	"github.com/FerretDB/FerretDB/internal/backends"
 	"github.com/FerretDB/FerretDB/internal/handler/common"
 	"github.com/FerretDB/FerretDB/internal/types"
 )
 
-// cairnIDOrder is the comment of cairn_id_pushdown.go (CairnIDOrder in the sqlite backend).
-const cairnIDOrder = "cairn:id-order"
+// The comments of cairn_id_pushdown.go and cairn_index_order.go (CairnIDOrder and
+// CairnIndexOrder in the sqlite backend).
+const (
+	cairnIDOrder    = "cairn:id-order"
+	cairnIndexOrder = "cairn:index-order"
+)
 
-// cairnPushIDSort hands a sort of exactly `{_id: ±1}` to the backend, which reads the `_id` index
-// in that order, and clears it from the handler's params so that no in-memory sort collects the
-// whole result: the limit then stops reading after its documents (a keyset page costs its own
-// size, not the collection's). Only for a find whose comment is cairnIDOrder.
+// cairnPushIDSort hands a find's sort to the backend, which reads an index in that order, and
+// clears it from the handler's params so that no in-memory sort collects the whole result: the
+// limit then stops reading after its documents (a keyset page or a claim costs its own size, not
+// the collection's). With the cairnIDOrder comment, a sort of exactly `{_id: ±1}`; with
+// cairnIndexOrder, a sort of top-level fields named by letters, digits and underscores.
 func cairnPushIDSort(params *common.FindParams, qp *backends.QueryParams) {
-	if params.Comment != cairnIDOrder || params.Sort.Len() != 1 || params.Sort.Keys()[0] != "_id" {
+	switch params.Comment {
+	case cairnIDOrder:
+		if params.Sort.Len() != 1 || params.Sort.Keys()[0] != "_id" {
+			return
+		}
+	case cairnIndexOrder:
+		if params.Sort.Len() == 0 {
+			return
+		}
+		for _, key := range params.Sort.Keys() {
+			if key == "" || strings.Trim(key, "_abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789") != "" ||
+				(key[0] >= '0' && key[0] <= '9') {
+				return
+			}
+		}
+	default:
 		return
 	}
 	qp.Sort = params.Sort

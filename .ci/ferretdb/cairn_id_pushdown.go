@@ -21,7 +21,8 @@ const CairnIDOrder = "cairn:id-order"
 
 // cairnIDWhere narrows a query to the `_id` values its filter names: `_id: <string|ObjectID>`,
 // `_id: {$in: [<string|ObjectID>...]}` and, with the CairnIDOrder comment, `_id: {$gt|$gte|$lt|$lte:
-// <string>}`; at the top level or in the elements of a top-level `$and`. Only conditions the
+// <string>}`; with the CairnIndexOrder comment, to its fields' string equalities (see there);
+// at the top level or in the elements of a top-level `$and`. Only conditions the
 // filter implies are pushed (a subset of a conjunction), and the handler applies the whole
 // filter to what comes back, so anything else is simply not narrowed.
 func cairnIDWhere(filter *types.Document, comment string) (string, []any) {
@@ -29,9 +30,15 @@ func cairnIDWhere(filter *types.Document, comment string) (string, []any) {
 		return "", nil
 	}
 	ranges := comment == CairnIDOrder
+	fields := comment == CairnIndexOrder
 	var clauses []string
 	var args []any
 	add := func(doc *types.Document) {
+		if fields {
+			c, a := cairnFieldEqualities(doc)
+			clauses = append(clauses, c...)
+			args = append(args, a...)
+		}
 		v, err := doc.Get("_id")
 		if err != nil {
 			return
@@ -105,16 +112,22 @@ func cairnIDIn(in any) (string, []any) {
 	return fmt.Sprintf(`%s IN (%s)`, metadata.IDColumn, marks), args
 }
 
-// cairnOrderBy is `ORDER BY` the `_id` index for a sort of exactly `{_id: 1}` or `{_id: -1}`
-// (the handler passes such a sort down only with the CairnIDOrder comment); "" otherwise.
+// cairnOrderBy is `ORDER BY` a sort the handler passed down (of `_id` alone with the CairnIDOrder
+// comment, of top-level fields with CairnIndexOrder), on the expressions the indexes use; "" for
+// `$natural`, FerretDB's own.
 func cairnOrderBy(sort *types.Document) string {
-	if sort.Len() != 1 || sort.Keys()[0] != "_id" {
+	if sort.Len() == 0 || sort.Keys()[0] == "$natural" {
 		return ""
 	}
-	if v, _ := sort.Get("_id"); v == int64(-1) {
-		return fmt.Sprintf(" ORDER BY %s DESC", metadata.IDColumn)
+	terms := make([]string, 0, sort.Len())
+	for _, key := range sort.Keys() {
+		term := cairnFieldColumn(key)
+		if v, _ := sort.Get(key); v == int64(-1) {
+			term += " DESC"
+		}
+		terms = append(terms, term)
 	}
-	return fmt.Sprintf(" ORDER BY %s", metadata.IDColumn)
+	return " ORDER BY " + strings.Join(terms, ", ")
 }
 
 func cairnIDArg(v any) string {

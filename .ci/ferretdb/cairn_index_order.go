@@ -1,0 +1,64 @@
+package sqlite
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/FerretDB/FerretDB/internal/backends/sqlite/metadata"
+	"github.com/FerretDB/FerretDB/internal/types"
+	"github.com/FerretDB/FerretDB/internal/util/must"
+)
+
+// CairnIndexOrder is the query comment by which a caller declares two things of a find:
+//   - no field its filter compares with a string at the top level (or in a top-level `$and`)
+//     holds an array in any document (MongoDB's `{f: "x"}` also matches an array holding "x");
+//   - each field of its sort holds, in every document the filter matches, values of one kind
+//     whose JSON text sorts like the values: strings as for CairnIDOrder, non-negative integers
+//     of one number of digits, dates (milliseconds since 1970: thirteen digits until 2286).
+//
+// Then those equalities become `WHERE` terms and the sort (top-level fields, passed down by the
+// handler, see cairn_find_order.go) becomes `ORDER BY` terms, spelled as FerretDB's indexes spell
+// their keys, so SQLite reads an index that holds them in that order, and the handler's limit stops
+// reading after its documents: taking the next 256 requests of a queue of 100k costs 256, not
+// the queue. The handler still applies the whole filter to every document that comes back.
+const CairnIndexOrder = "cairn:index-order"
+
+// cairnFieldColumn is a top-level field's value as FerretDB's indexes spell it (`->"f"`, which
+// SQLite reads as `->'f'`); `_id` as the `_id` index does. Field names come from the handler,
+// which passes only names of letters, digits and underscores; quotes are doubled regardless.
+func cairnFieldColumn(field string) string {
+	if field == "_id" {
+		return metadata.IDColumn
+	}
+	return fmt.Sprintf("%s->'%s'", metadata.DefaultColumn, strings.ReplaceAll(field, "'", "''"))
+}
+
+// cairnFieldEqualities is the SQL of doc's top-level `f: <string>` conditions (f not `_id`, whose
+// conditions cairnIDCondition makes): JSON text equal to the string's.
+func cairnFieldEqualities(doc *types.Document) ([]string, []any) {
+	var clauses []string
+	var args []any
+	for _, key := range doc.Keys() {
+		if key == "_id" || !cairnPlainField(key) {
+			continue
+		}
+		if s, ok := must.NotFail(doc.Get(key)).(string); ok {
+			clauses = append(clauses, cairnFieldColumn(key)+" = ?")
+			args = append(args, cairnIDArg(s))
+		}
+	}
+	return clauses, args
+}
+
+// cairnPlainField: a name of ASCII letters, digits and underscores, not starting with a digit.
+func cairnPlainField(name string) bool {
+	if name == "" || (name[0] >= '0' && name[0] <= '9') {
+		return false
+	}
+	for _, r := range name {
+		if !(r == '_' || (r >= 'a' && r <= 'z') || (r >= 'A' && r <= 'Z') || (r >= '0' && r <= '9')) {
+			return false
+		}
+	}
+	return true
+}
