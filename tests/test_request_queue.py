@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 
+import pytest
 from pymongo.asynchronous.database import AsyncDatabase
 
 from kernel.db import Document, ensure_indexes
+from kernel.errors import InvalidInput
 from transfers import requests as rq
 from transfers.failures import TIMEOUT, Failure, retry_delay_s
 
@@ -76,6 +78,41 @@ async def test_a_batch_claim_takes_the_best_first_and_expired_leases_too(databas
     await db[rq.REQUESTS].update_many({}, {"$set": {"lease_expires": rq.now() - dt.timedelta(seconds=1)}})
     taken = await rq.claim_many(db, "w", kinds=["transfer"], lease_s=60, limit=5)
     assert [(d["lfn"], d["attempts"]) for d in taken] == [("/vo/high", 2), ("/vo/low", 1)]
+
+
+async def test_a_batch_claim_takes_expired_leases_then_due_requests_of_its_kind_best_first(
+    database: AsyncDatabase[Document],
+) -> None:
+    """The requests a dead worker held come first (they were at the head of the queue when it took
+    them), then queued and due ones by priority and age; ended ones, other kinds and requests not
+    due yet stay where they are, however many the history holds."""
+    db = await queue(database)
+    await rq.submit_transfers(db, [{"lfn": "/vo/dead", "dest_se": "B"}], requester="t", priority=0)
+    assert len(await rq.claim_many(db, "dead", kinds=["transfer"], lease_s=60, limit=5)) == 1
+    await db[rq.REQUESTS].update_many({}, {"$set": {"lease_expires": rq.now() - dt.timedelta(seconds=1)}})
+    done = await rq.submit_transfers(db, [{"lfn": f"/vo/done{i}", "dest_se": "B"} for i in range(30)], requester="t",
+                                     priority=9)
+    await db[rq.REQUESTS].update_many({"_id": {"$in": list(done["successful"].values())}},
+                                      {"$set": {"state": "done"}, "$unset": {"active_key": ""}})
+    for lfn, priority in (("/vo/old3", 3), ("/vo/new3", 3), ("/vo/p9", 9), ("/vo/p1", 1), ("/vo/later", 9)):
+        await rq.submit_transfers(db, [{"lfn": lfn, "dest_se": "B"}], requester="t", priority=priority)
+    await db[rq.REQUESTS].update_one({"lfn": "/vo/later"}, {"$set": {"not_before": rq.now() + dt.timedelta(hours=1)}})
+    await rq.submit(db, "delete", [{"lfn": "/vo/gone"}], requester="t", priority=9)
+    first = await rq.claim_many(db, "w", kinds=["transfer"], lease_s=60, limit=3)
+    assert [d["lfn"] for d in first] == ["/vo/dead", "/vo/p9", "/vo/old3"]
+    rest = await rq.claim_many(db, "w", kinds=["transfer"], lease_s=60, limit=10)
+    assert [d["lfn"] for d in rest] == ["/vo/new3", "/vo/p1"]
+    assert [d["lfn"] for d in await rq.claim_many(db, "w", kinds=["delete", "stage"], lease_s=60, limit=10)] == \
+        ["/vo/gone"]
+
+
+async def test_a_priority_outside_the_queue_s_digits_is_refused(database: AsyncDatabase[Document]) -> None:
+    db = await queue(database)
+    for priority in (-1, 10, 3.0, True, "3"):
+        with pytest.raises(InvalidInput, match="priority"):
+            await rq.submit_transfers(db, [{"lfn": "/vo/f", "dest_se": "B"}], requester="t",
+                                      priority=priority)  # type: ignore[arg-type]
+    assert await db[rq.REQUESTS].count_documents({}) == 0
 
 
 async def test_an_expired_lease_is_taken_over_and_the_old_holder_cannot_complete(

@@ -74,9 +74,10 @@ class TransferWorker(Daemon):
         self.keeper = LeaseKeeper(self._renew, self._renewable, self._lost, every_s=t.lease_s / 4)
         self._swept_at = 0.0
         # A claim that found fewer requests than it asked for drained the queue: the next waits
-        # idle_sleep_s (on FerretDB each claim scans the queue; claiming on every turn of the
-        # loop while copies ran made those scans most of the database's work).
+        # idle_sleep_s (each claim costs a few round trips; claiming on every turn of the loop
+        # while copies ran made them most of the database's work when claims scanned the queue).
         self._claim_after = 0.0
+        self._expired_look_at = 0.0  # when to look for requests whose lease ran out next (monotonic)
 
     @property
     def held(self) -> list[str]:
@@ -193,8 +194,7 @@ class TransferWorker(Daemon):
 
     def _claim_room(self) -> int:
         """How many requests to claim now (0: none). While copies still wait here, only once a
-        batch has room: each claim costs a few round trips (a locked scan of the queue on
-        FerretDB), whatever its size."""
+        batch has room: each claim costs a few round trips, whatever its size."""
         settings = self.ctx.settings
         capacity = settings.global_limit + settings.prefetch
         room = min(settings.claim_batch, capacity - len(self.held))
@@ -210,8 +210,13 @@ class TransferWorker(Daemon):
         room = self._claim_room()
         if not room:
             return 0
+        # Requests whose worker died are looked for once per renewal period (lease_s / 4), not at
+        # every claim (several a second while small files flow): they have waited a lease already.
+        expired = time.monotonic() >= self._expired_look_at
+        if expired:
+            self._expired_look_at = time.monotonic() + settings.lease_s / 4
         claimed = await rq.claim_many(self.ctx.db, self.worker, kinds=["transfer"], lease_s=settings.lease_s,
-                                      limit=room)
+                                      limit=room, expired=expired)
         drained = len(claimed) < room
         self._claim_after = time.monotonic() + settings.idle_sleep_s if drained else 0.0
         files = await fetch_files(self.ctx.db, {request["lfn"] for request in claimed}) if claimed else {}
