@@ -74,18 +74,19 @@ async def claim_one(
 
 async def claim_many(
     collection: AsyncCollection[Document], owner: str, query: Document, *, lease_s: float,
-    sort: Sequence[tuple[str, int]], limit: int, update: Document | None = None,
+    sort: Sequence[tuple[str, int]], limit: int, update: Document | None = None, comment: str | None = None,
 ) -> list[Document]:
     """Take up to `limit` free documents matching query (as `claim_one` would, best first) in
     three round trips: read candidates without a lock, claim those still free in one update (the
     guard is re-checked per document, atomically, so one another process took meanwhile is
-    skipped, never shared), read back those this call won (by owner and exact expiry)."""
+    skipped, never shared), read back those this call won (by owner and exact expiry).
+    `comment`: the candidates' read's (`kernel.db.INDEX_ORDER` where its promises hold)."""
     at = now()
     available = _available(query, at)
     fields = taken(owner, at, lease_s)
     with database_errors():
         # Each read in one reply: the default first batch of 101 cost a getMore per claim of more.
-        candidates = await collection.find(available, {"_id": 1}).sort(list(sort)).limit(limit) \
+        candidates = await collection.find(available, {"_id": 1}, comment=comment).sort(list(sort)).limit(limit) \
             .batch_size(one_reply(limit)).to_list()
         ids = [doc["_id"] for doc in candidates]
         if not ids:
