@@ -102,6 +102,11 @@ def parse_multistatus(base_url: str, text: str) -> list[FileInfo]:
     return entries
 
 
+# Requests that change nothing on the storage, so a connection broken before any answer may be
+# retried once (`WebDavPlugin._send`).
+RESENDABLE = frozenset({"GET", "HEAD", "PROPFIND", "OPTIONS"})
+
+
 class WebDavPlugin(StoragePlugin):
     """WebDAV over aiohttp, one connection pool per plugin instance."""
 
@@ -148,7 +153,7 @@ class WebDavPlugin(StoragePlugin):
         """One request with errors mapped; yields the response when its status is in ok."""
         headers = self._headers(kwargs.pop("headers", None))
         try:
-            async with self.session().request(method, wire_url(url), headers=headers, **kwargs) as response:
+            async with await self._send(method, url, headers, kwargs) as response:
                 if response.status not in ok:
                     raise http_error(url, response.status, await response.text(errors="replace"))
                 yield response
@@ -158,6 +163,21 @@ class WebDavPlugin(StoragePlugin):
             ) from exc
         except aiohttp.ClientPayloadError as exc:
             raise StorageError(f"{url}: transfer broken off ({exc})") from exc
+
+    async def _send(
+        self, method: str, url: str, headers: dict[str, str], kwargs: dict[str, Any]
+    ) -> aiohttp.ClientResponse:
+        """The response to one request. A request that changes nothing is sent once more when its
+        connection breaks before any answer: a pooled keep-alive connection the server had just
+        closed (XrdHttp closes some after an error answer) fails that way, and aiohttp resends
+        only the methods it knows to be idempotent, not PROPFIND. Others (PUT of a stream that is
+        gone, COPY, DELETE, MKCOL) are not resent: the server may have acted on them."""
+        try:
+            return await self.session().request(method, wire_url(url), headers=headers, **kwargs)
+        except (aiohttp.ClientOSError, aiohttp.ServerDisconnectedError):
+            if method not in RESENDABLE:
+                raise
+        return await self.session().request(method, wire_url(url), headers=headers, **kwargs)
 
     async def _propfind(self, url: str, depth: str) -> list[FileInfo]:
         headers = {"Depth": depth, "Content-Type": "application/xml"}
