@@ -10,13 +10,17 @@ QUEUED transfer requests queued, DONE more that ended (the history a queue keeps
 - `in_memory_sort` (baseline, same database, same run): CLAIMS claims of LIMIT by
   `kernel.claims.claim_many` with the filter the workers used before (both states in one `$or`,
   no comment), which the database answers by reading every open request and sorting them.
-Each call's wall time and the database's CPU per call (FerretDB's, from /proc). Prints JSON.
+The same for the job checker's claims (`--jobs`): QUEUED jobs `received` beside DONE `done` ones,
+claimed in batches of LIMIT by `wms.jobs.claim_batch` (`jobs_by_state_recheck` under INDEX_ORDER)
+and by the same claim without the comment. Each call's wall time and the database's CPU per call
+(FerretDB's, from /proc). Prints JSON.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import datetime as dt
 import json
 import os
 import shutil
@@ -24,6 +28,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +43,7 @@ from cairn.embedded_db import start_ferretdb  # noqa: E402
 from kernel import claims  # noqa: E402
 from kernel.db import Document, ensure_indexes  # noqa: E402
 from transfers import requests as rq  # noqa: E402
+from wms import jobs, states  # noqa: E402
 
 SUBMIT_BATCH = 10_000
 
@@ -63,16 +69,38 @@ async def in_memory_sort_claim(db: AsyncDatabase[Document], worker: str, limit: 
                                    limit=limit)
 
 
+async def fill_jobs(db: AsyncDatabase[Document], received: int, done: int) -> None:
+    """Job records as far as the checker's claim reads them (state, recheck_at, history, lease)."""
+    at = rq.now()
+    for start in range(0, received + done, SUBMIT_BATCH):
+        await db[jobs.JOBS].insert_many([
+            {"_id": f"bench-{i:07d}", "state": states.DONE if i < done else states.RECEIVED,
+             "recheck_at": at + dt.timedelta(milliseconds=i), "owner": "bench", "lease_owner": None,
+             "lease_expires": None, "history": [{"state": states.RECEIVED, "time": at, "reason": "submitted"}]}
+            for i in range(start, min(received + done, start + SUBMIT_BATCH))])
+
+
+def claimer(db: AsyncDatabase[Document], how: str, limit: int) -> Callable[[str], Awaitable[list[Document]]]:
+    """One claim of the kind `how` names, by a worker of the given name."""
+    received, checking = states.RECEIVED, states.CHECKING
+    return {
+        "claim": lambda worker: rq.claim_many(db, worker, kinds=["transfer"], lease_s=600, limit=limit),
+        "in_memory_sort": lambda worker: in_memory_sort_claim(db, worker, limit),
+        "job_claim": lambda worker: jobs.claim_batch(db, received, checking, worker, limit),
+        "job_in_memory_sort": lambda worker: claims.claim_many(
+            db[jobs.JOBS], worker, {"state": received}, lease_s=jobs.CHECK_LEASE_S, sort=[("recheck_at", 1)],
+            limit=limit, update={"$set": {"state": checking}}),
+    }[how]
+
+
 async def timed_claims(db: AsyncDatabase[Document], db_pid: int | None, how: str, count: int,
                        limit: int) -> dict[str, Any]:
     seconds: list[float] = []
     cpu_before = cpu_seconds(db_pid)
+    claim = claimer(db, how, limit)
     for n in range(count):
         began = time.perf_counter()
-        if how == "claim":
-            got = await rq.claim_many(db, f"bench-{how}-{n}", kinds=["transfer"], lease_s=600, limit=limit)
-        else:
-            got = await in_memory_sort_claim(db, f"bench-{how}-{n}", limit)
+        got = await claim(f"bench-{how}-{n}")
         seconds.append(time.perf_counter() - began)
         if len(got) != limit:
             raise SystemExit(f"{how}: claimed {len(got)} of {limit}")
@@ -83,14 +111,15 @@ async def timed_claims(db: AsyncDatabase[Document], db_pid: int | None, how: str
 async def one_size(uri: str, db_pid: int | None, queued: int, args: argparse.Namespace) -> dict[str, Any]:
     client: AsyncMongoClient[Document] = AsyncMongoClient(uri, tz_aware=True)
     db = client[f"bench_claims_{queued}"]
+    what = "job_" if args.jobs else ""
     try:
-        await ensure_indexes(db, rq.INDEXES)
-        # Both runs take CLAIMS x LIMIT requests: queue that many more, so each sees ~QUEUED.
+        await ensure_indexes(db, jobs.INDEXES if args.jobs else rq.INDEXES)
+        # Both runs take CLAIMS x LIMIT: queue that many more, so each sees ~QUEUED.
         began = time.perf_counter()
-        await fill(db, queued + 2 * args.claims * args.limit, args.done)
+        await (fill_jobs if args.jobs else fill)(db, queued + 2 * args.claims * args.limit, args.done)
         filled = time.perf_counter() - began
-        claim = await timed_claims(db, db_pid, "claim", args.claims, args.limit)
-        baseline = await timed_claims(db, db_pid, "in_memory_sort", args.claims, args.limit)
+        claim = await timed_claims(db, db_pid, f"{what}claim", args.claims, args.limit)
+        baseline = await timed_claims(db, db_pid, f"{what}in_memory_sort", args.claims, args.limit)
         return {"queued": queued, "done": args.done, "limit": args.limit, "fill_s": round(filled, 1),
                 "claim": claim, "in_memory_sort": baseline,
                 "speedup_median": round(baseline["median_s"] / claim["median_s"], 1)}
@@ -113,7 +142,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         if server is not None:
             server.stop()
         shutil.rmtree(scratch, ignore_errors=True)
-    return {"benchmark": "claims", "database": "CAIRN_MONGODB_URI" if server is None else "FerretDB 1.24 (SQLite)",
+    return {"benchmark": "job claims" if args.jobs else "claims",
+            "database": "CAIRN_MONGODB_URI" if server is None else "FerretDB 1.24 (SQLite)",
             "sizes": sizes}
 
 
@@ -123,6 +153,7 @@ def main() -> None:
     parser.add_argument("--done", type=int, default=10_000, help="ended requests in the history")
     parser.add_argument("--claims", type=int, default=5)
     parser.add_argument("--limit", type=int, default=256)
+    parser.add_argument("--jobs", action="store_true", help="the job checker's claims instead of transfer requests'")
     print(json.dumps(asyncio.run(run(parser.parse_args())), indent=1))
 
 
