@@ -1,6 +1,7 @@
-"""Benchmark: what one claim of the next transfer requests costs as the queue grows.
+"""Benchmark: what one claim of a queue's next entries costs as the queue grows.
 
-    python bench/claims.py [--queued 1000,10000,100000] [--done 10000] [--claims 5] [--limit 256]
+    python bench/claims.py [--queue transfers|jobs|staging] [--queued 1000,10000,100000] [--done 10000]
+                           [--claims 5] [--limit 256]
 
 For each queue size, in a database of its own (FerretDB in a temp dir unless $CAIRN_MONGODB_URI):
 QUEUED transfer requests queued, DONE more that ended (the history a queue keeps), then
@@ -10,10 +11,12 @@ QUEUED transfer requests queued, DONE more that ended (the history a queue keeps
 - `in_memory_sort` (baseline, same database, same run): CLAIMS claims of LIMIT by
   `kernel.claims.claim_many` with the filter the workers used before (both states in one `$or`,
   no comment), which the database answers by reading every open request and sorting them.
-The same for the job checker's claims (`--jobs`): QUEUED jobs `received` beside DONE `done` ones,
-claimed in batches of LIMIT by `wms.jobs.claim_batch` (`jobs_by_state_recheck` under INDEX_ORDER)
-and by the same claim without the comment. Each call's wall time and the database's CPU per call
-(FerretDB's, from /proc). Prints JSON.
+The same for the job checker's claims (`--queue jobs`): QUEUED jobs `received` beside DONE `done`
+ones, claimed in batches of LIMIT by `wms.jobs.claim_batch` (`jobs_by_state_recheck` under
+INDEX_ORDER) and by the same claim without the comment; and for the stager's polls (`--queue
+staging`): QUEUED stage requests `staging` with their polls due, claimed by
+`transfers.requests.claim_staging_many` (`requests_stage_poll`) and without the comment. Each
+call's wall time and the database's CPU per call (FerretDB's, from /proc). Prints JSON.
 """
 
 from __future__ import annotations
@@ -80,6 +83,19 @@ async def fill_jobs(db: AsyncDatabase[Document], received: int, done: int) -> No
             for i in range(start, min(received + done, start + SUBMIT_BATCH))])
 
 
+async def fill_staging(db: AsyncDatabase[Document], staging: int, done: int) -> None:
+    """Stage requests in `staging` with their polls due (as the stager leaves them), beside ended ones."""
+    await fill(db, 0, done)
+    at = rq.now()
+    for start in range(0, staging, SUBMIT_BATCH):
+        result = await rq.submit(db, "stage", [{"lfn": f"/bench/tape/f{i:07d}", "dest_se": "TAPE"}
+                                               for i in range(start, min(staging, start + SUBMIT_BATCH))],
+                                 requester="bench")
+        await db[rq.REQUESTS].update_many(
+            {"_id": {"$in": list(result["successful"].values())}},
+            {"$set": {"state": "staging", "stage": {"se": "TAPE", "request_id": "bench", "next_poll": at}}})
+
+
 def claimer(db: AsyncDatabase[Document], how: str, limit: int) -> Callable[[str], Awaitable[list[Document]]]:
     """One claim of the kind `how` names, by a worker of the given name."""
     received, checking = states.RECEIVED, states.CHECKING
@@ -90,6 +106,10 @@ def claimer(db: AsyncDatabase[Document], how: str, limit: int) -> Callable[[str]
         "job_in_memory_sort": lambda worker: claims.claim_many(
             db[jobs.JOBS], worker, {"state": received}, lease_s=jobs.CHECK_LEASE_S, sort=[("recheck_at", 1)],
             limit=limit, update={"$set": {"state": checking}}),
+        "staging_claim": lambda worker: rq.claim_staging_many(db, worker, lease_s=600, limit=limit),
+        "staging_in_memory_sort": lambda worker: claims.claim_many(
+            db[rq.REQUESTS], worker, {"state": "staging", "stage.next_poll": {"$lte": rq.now()}}, lease_s=600,
+            sort=[("stage.next_poll", 1)], limit=limit),
     }[how]
 
 
@@ -111,12 +131,13 @@ async def timed_claims(db: AsyncDatabase[Document], db_pid: int | None, how: str
 async def one_size(uri: str, db_pid: int | None, queued: int, args: argparse.Namespace) -> dict[str, Any]:
     client: AsyncMongoClient[Document] = AsyncMongoClient(uri, tz_aware=True)
     db = client[f"bench_claims_{queued}"]
-    what = "job_" if args.jobs else ""
+    what = {"transfers": "", "jobs": "job_", "staging": "staging_"}[args.queue]
     try:
-        await ensure_indexes(db, jobs.INDEXES if args.jobs else rq.INDEXES)
+        await ensure_indexes(db, jobs.INDEXES if args.queue == "jobs" else rq.INDEXES)
         # Both runs take CLAIMS x LIMIT: queue that many more, so each sees ~QUEUED.
         began = time.perf_counter()
-        await (fill_jobs if args.jobs else fill)(db, queued + 2 * args.claims * args.limit, args.done)
+        filler = {"transfers": fill, "jobs": fill_jobs, "staging": fill_staging}[args.queue]
+        await filler(db, queued + 2 * args.claims * args.limit, args.done)
         filled = time.perf_counter() - began
         claim = await timed_claims(db, db_pid, f"{what}claim", args.claims, args.limit)
         baseline = await timed_claims(db, db_pid, f"{what}in_memory_sort", args.claims, args.limit)
@@ -142,7 +163,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         if server is not None:
             server.stop()
         shutil.rmtree(scratch, ignore_errors=True)
-    return {"benchmark": "job claims" if args.jobs else "claims",
+    return {"benchmark": f"claims of {args.queue}",
             "database": "CAIRN_MONGODB_URI" if server is None else "FerretDB 1.24 (SQLite)",
             "sizes": sizes}
 
@@ -153,7 +174,8 @@ def main() -> None:
     parser.add_argument("--done", type=int, default=10_000, help="ended requests in the history")
     parser.add_argument("--claims", type=int, default=5)
     parser.add_argument("--limit", type=int, default=256)
-    parser.add_argument("--jobs", action="store_true", help="the job checker's claims instead of transfer requests'")
+    parser.add_argument("--queue", choices=("transfers", "jobs", "staging"), default="transfers",
+                        help="whose claims: transfer workers', the job checker's or the stager's polls")
     print(json.dumps(asyncio.run(run(parser.parse_args())), indent=1))
 
 

@@ -192,7 +192,8 @@ def queued(i: int, rng: random.Random, start: dt.datetime) -> Document:
             "kind": rng.choice(["transfer", "stage"]), "priority": rng.randint(0, 9),
             "created": start + dt.timedelta(milliseconds=rng.randint(0, 10**9)),
             "not_before": start + dt.timedelta(seconds=rng.randint(-100, 100)),
-            "lease_expires": rng.choice([None, start - dt.timedelta(seconds=1), start + dt.timedelta(seconds=60)])}
+            "lease_expires": rng.choice([None, start - dt.timedelta(seconds=1), start + dt.timedelta(seconds=60)]),
+            "stage": {"next_poll": start + dt.timedelta(milliseconds=rng.randint(-10**6, 10**6))}}
 
 
 async def test_index_order_reads_answer_like_an_in_memory_sort(database: AsyncDatabase[Document]) -> None:
@@ -200,34 +201,39 @@ async def test_index_order_reads_answer_like_an_in_memory_sort(database: AsyncDa
     index) answer what the same find without it answers (sorted in memory on the build), limits
     and the other conditions of the filter included, with the index made as Cairn makes it."""
     probe = database["order_probe"]
-    await ensure_indexes(database, [IndexSpec("order_probe", [("state", 1), ("kind", 1), ("priority", -1),
-                                                              ("created", 1)], name="order_claim", index_order=True)])
+    await ensure_indexes(database, [
+        IndexSpec("order_probe", [("state", 1), ("kind", 1), ("priority", -1), ("created", 1)], name="order_claim",
+                  index_order=True),
+        IndexSpec("order_probe", [("state", 1), ("stage.next_poll", 1)], name="order_poll", index_order=True)])
     rng = random.Random(17)
     start = dt.datetime(2026, 6, 1, tzinfo=dt.UTC)
     await probe.insert_many([queued(i, rng, start) for i in range(3000)])
     sort = [("priority", -1), ("created", 1)]
     unheld = {"$or": [{"lease_expires": None}, {"lease_expires": {"$lt": start}}]}
-    filters: list[Document] = [
-        {"state": "queued", "kind": "transfer"},
-        {"state": "queued", "kind": "stage", "not_before": {"$lte": start}, **unheld},
-        {"$and": [{"state": "active"}, {"kind": "transfer"}, unheld]},
-        {"state": "queued", "kind": {"$in": ["transfer", "stage"]}},
-        {"state": "nowhere", "kind": "transfer"},
+    poll = [("stage.next_poll", 1)]
+    filters: list[tuple[Document, list[tuple[str, int]]]] = [
+        ({"state": "queued", "kind": "transfer"}, sort),
+        ({"state": "queued", "kind": "stage", "not_before": {"$lte": start}, **unheld}, sort),
+        ({"$and": [{"state": "active"}, {"kind": "transfer"}, unheld]}, sort),
+        ({"state": "queued", "kind": {"$in": ["transfer", "stage"]}}, sort),
+        ({"state": "nowhere", "kind": "transfer"}, sort),
+        ({"state": "active", "stage.next_poll": {"$lte": start}, **unheld}, poll),
     ]
-    for flt in filters:
+    for flt, sort in filters:
         for limit in (0, 1, 256):
             plain = await probe.find(flt, {"_id": 1}).sort(sort).limit(limit).to_list()
             ordered = await probe.find(flt, {"_id": 1}, comment=INDEX_ORDER).sort(sort).limit(limit).to_list()
             assert ordered == plain, (flt, limit)
             assert limit == 0 or len(plain) <= limit
-    assert len(await probe.find(filters[1], comment=INDEX_ORDER).sort(sort).to_list()) > 100
+    for flt, sort in filters[1:2] + filters[-1:]:
+        assert len(await probe.find(flt, comment=INDEX_ORDER).sort(sort).to_list()) > 100
 
 
 async def test_the_build_reads_index_order_from_the_index(database: AsyncDatabase[Document]) -> None:
     """On Cairn's FerretDB build the index of an `index_order` spec is made (the other secondary
     indexes are not: it serves none of them) and INDEX_ORDER finds are answered from it, which the
-    promises' breach shows: the index holds JSON text, so priority 10 sorts before 9, and an array
-    holding the state is not an equal string."""
+    promises' breach shows: the index holds JSON text, so priority 10 sorts before 9 (also at a
+    dotted path), and an array holding the state is not an equal string."""
     if not await serves_index_order(database):
         pytest.skip("the server is not Cairn's FerretDB build")
     probe = database["breach_probe"]
@@ -235,10 +241,11 @@ async def test_the_build_reads_index_order_from_the_index(database: AsyncDatabas
              IndexSpec("breach_probe", [("kind", 1)], name="breach_kind")]
     await ensure_indexes(database, specs)
     assert set(await probe.index_information()) == {"_id_", "breach_order"}
-    await probe.insert_many([{"_id": "a", "state": "queued", "priority": 9},
-                             {"_id": "b", "state": "queued", "priority": 10},
-                             {"_id": "c", "state": ["queued"], "priority": 1}])
-    in_memory = await probe.find({"state": "queued"}).sort("priority", 1).to_list()
-    from_index = await probe.find({"state": "queued"}, comment=INDEX_ORDER).sort("priority", 1).to_list()
-    assert [d["_id"] for d in in_memory] == ["c", "a", "b"]
-    assert [d["_id"] for d in from_index] == ["b", "a"]
+    await probe.insert_many([{"_id": "a", "state": "queued", "priority": 9, "stage": {"poll": 10}},
+                             {"_id": "b", "state": "queued", "priority": 10, "stage": {"poll": 9}},
+                             {"_id": "c", "state": ["queued"], "priority": 1, "stage": {"poll": 1}}])
+    for key, in_memory_order, index_order in (("priority", "cab", "ba"), ("stage.poll", "cba", "ab")):
+        in_memory = await probe.find({"state": "queued"}).sort(key, 1).to_list()
+        from_index = await probe.find({"state": "queued"}, comment=INDEX_ORDER).sort(key, 1).to_list()
+        assert "".join(d["_id"] for d in in_memory) == in_memory_order
+        assert "".join(d["_id"] for d in from_index) == index_order

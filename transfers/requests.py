@@ -72,7 +72,7 @@ INDEXES = [
     IndexSpec(REQUESTS, [("submission", 1), ("state", 1)], name="requests_by_submission"),
     IndexSpec(REQUESTS, [("lfn", 1)], name="requests_by_lfn"),
     # claim_staging(): staging requests whose next poll is due
-    IndexSpec(REQUESTS, [("state", 1), ("stage.next_poll", 1)], name="requests_stage_poll"),
+    IndexSpec(REQUESTS, [("state", 1), ("stage.next_poll", 1)], name="requests_stage_poll", index_order=True),
     # ended_with_copying_replica(): the few requests that still own a `copying` replica
     IndexSpec(REQUESTS, [("copying_replica", 1)], name="requests_copying", sparse=True),
     # releases_asked(): stage requests whose pin a user asked to release, cancelled requests that staged
@@ -370,10 +370,11 @@ async def claim_staging(db: AsyncDatabase[Document], worker: str, *, lease_s: fl
 
 async def claim_staging_many(db: AsyncDatabase[Document], worker: str, *, lease_s: float,
                              limit: int) -> list[Document]:
-    """`claim_staging` for up to `limit` requests, in `kernel.claims.claim_many`'s three round trips."""
-    # requests_stage_poll
+    """`claim_staging` for up to `limit` requests, in `kernel.claims.claim_many`'s three round trips;
+    read from `requests_stage_poll` under INDEX_ORDER (`stage` is a document and `next_poll` a date
+    in every staging request), so a tape's 100k staging files cost a poll its batch, not all of them."""
     return await claims.claim_many(db[REQUESTS], worker, {"state": "staging", "stage.next_poll": {"$lte": now()}},
-                                   lease_s=lease_s, sort=[("stage.next_poll", 1)], limit=limit)
+                                   lease_s=lease_s, sort=[("stage.next_poll", 1)], limit=limit, comment=INDEX_ORDER)
 
 
 async def staged_many(db: AsyncDatabase[Document], worker: str, *, done: Sequence[str] = (),

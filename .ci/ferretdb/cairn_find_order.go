@@ -15,11 +15,15 @@ const (
 	cairnIndexOrder = "cairn:index-order"
 )
 
+// cairnNameChars are those of the field names whose sort cairnIndexOrder passes down.
+const cairnNameChars = "_abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+
 // cairnPushIDSort hands a find's sort to the backend, which reads an index in that order, and
 // clears it from the handler's params so that no in-memory sort collects the whole result: the
 // limit then stops reading after its documents (a keyset page or a claim costs its own size, not
 // the collection's). With the cairnIDOrder comment, a sort of exactly `{_id: ±1}`; with
-// cairnIndexOrder, a sort of top-level fields named by letters, digits and underscores.
+// cairnIndexOrder, a sort of fields whose names (each part of a dotted path) are letters, digits
+// and underscores, not starting with a digit.
 func cairnPushIDSort(params *common.FindParams, qp *backends.QueryParams) {
 	switch params.Comment {
 	case cairnIDOrder:
@@ -31,9 +35,10 @@ func cairnPushIDSort(params *common.FindParams, qp *backends.QueryParams) {
 			return
 		}
 		for _, key := range params.Sort.Keys() {
-			if key == "" || strings.Trim(key, "_abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789") != "" ||
-				(key[0] >= '0' && key[0] <= '9') {
-				return
+			for _, part := range strings.Split(key, ".") {
+				if part == "" || strings.Trim(part, cairnNameChars) != "" || (part[0] >= '0' && part[0] <= '9') {
+					return
+				}
 			}
 		}
 	default:

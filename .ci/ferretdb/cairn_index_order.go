@@ -14,23 +14,30 @@ import (
 //     holds an array in any document (MongoDB's `{f: "x"}` also matches an array holding "x");
 //   - each field of its sort holds, in every document the filter matches, values of one kind
 //     whose JSON text sorts like the values: strings as for CairnIDOrder, non-negative integers
-//     of one number of digits, dates (milliseconds since 1970: thirteen digits until 2286).
+//     of one number of digits, dates (milliseconds since 1970: thirteen digits until 2286); and
+//     no part of a dotted sort path holds an array.
 //
-// Then those equalities become `WHERE` terms and the sort (top-level fields, passed down by the
-// handler, see cairn_find_order.go) becomes `ORDER BY` terms, spelled as FerretDB's indexes spell
-// their keys, so SQLite reads an index that holds them in that order, and the handler's limit stops
-// reading after its documents: taking the next 256 requests of a queue of 100k costs 256, not
-// the queue. The handler still applies the whole filter to every document that comes back.
+// Then those equalities become `WHERE` terms and the sort (of fields or dotted paths, passed
+// down by the handler, see cairn_find_order.go) becomes `ORDER BY` terms, spelled as FerretDB's
+// indexes spell their keys, so SQLite reads an index that holds them in that order, and the
+// handler's limit stops reading after its documents: taking the next 256 requests of a queue of
+// 100k costs 256, not the queue. The handler still applies the whole filter to every document
+// that comes back.
 const CairnIndexOrder = "cairn:index-order"
 
-// cairnFieldColumn is a top-level field's value as FerretDB's indexes spell it (`->"f"`, which
-// SQLite reads as `->'f'`); `_id` as the `_id` index does. Field names come from the handler,
-// which passes only names of letters, digits and underscores; quotes are doubled regardless.
+// cairnFieldColumn is a field's value as FerretDB's indexes spell it (`->"a"->"b"` for `a.b`,
+// which SQLite reads as `->'a'->'b'`); `_id` as the `_id` index does. Field names come from the
+// handler, which passes only names of letters, digits and underscores (each part of a dotted
+// path); quotes are doubled regardless.
 func cairnFieldColumn(field string) string {
 	if field == "_id" {
 		return metadata.IDColumn
 	}
-	return fmt.Sprintf("%s->'%s'", metadata.DefaultColumn, strings.ReplaceAll(field, "'", "''"))
+	column := metadata.DefaultColumn
+	for _, part := range strings.Split(field, ".") {
+		column += fmt.Sprintf("->'%s'", strings.ReplaceAll(part, "'", "''"))
+	}
+	return column
 }
 
 // cairnFieldEqualities is the SQL of doc's top-level `f: <string>` conditions (f not `_id`, whose
