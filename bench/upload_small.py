@@ -124,9 +124,14 @@ async def measure(args: argparse.Namespace, url: str, token: str, scratch: Path)
         await client.put_se({"name": SE, "site": "BENCH", "protocols": [{"scheme": "file", "prefix": str(se_root)}]})
         await client.mkdir("/bench")
         for round_ in range(args.rounds):
+            # Each starts with no dirty pages of the one before: the kernel's writeback of 100 MB
+            # landing inside a timed run made the same run take 0.5 s or 1.2 s on this VM.
+            os.sync()
             times["floor"].append(await floor(client, paths[0].parent, se_root, f"/bench/floor{round_}"))
+            os.sync()
             times["cli"].append(await asyncio.to_thread(cli_upload, env, paths, f"/bench/cli{round_}",
                                                         args.concurrency))
+            os.sync()
             times["sdk"].append(await sdk_upload(client, paths, f"/bench/sdk{round_}", args.concurrency))
     figures = {name: summary(seconds, args.count) for name, seconds in times.items()}
     return {
