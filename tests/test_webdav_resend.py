@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from kernel.errors import ServiceUnavailable
+from storage_plugins.base import FileInfo
 from storage_plugins.webdav import WebDavPlugin
 
 MULTISTATUS = (
@@ -66,25 +67,25 @@ async def _chunks(data: bytes) -> AsyncIterator[bytes]:
     yield data
 
 
-@pytest.mark.parametrize("server", [1], indirect=True)
-async def test_a_propfind_whose_connection_broke_before_an_answer_is_sent_once_more(server: ResettingServer) -> None:
+async def stat(server: ResettingServer) -> FileInfo:
     plugin = WebDavPlugin({"verify": False})
     try:
-        info = await plugin.stat(f"http://127.0.0.1:{server.port}/d/f")
+        return await plugin.stat(f"http://127.0.0.1:{server.port}/d/f")
     finally:
         await plugin.close()
+
+
+@pytest.mark.parametrize("server", [1], indirect=True)
+async def test_a_propfind_whose_connection_broke_before_an_answer_is_sent_once_more(server: ResettingServer) -> None:
+    info = await stat(server)
     assert info.size == 7 and not info.is_dir
     assert server.seen == ["PROPFIND", "PROPFIND"]
 
 
 @pytest.mark.parametrize("server", [2], indirect=True)
 async def test_a_second_break_is_reported_not_retried_again(server: ResettingServer) -> None:
-    plugin = WebDavPlugin({"verify": False})
-    try:
-        with pytest.raises(ServiceUnavailable, match="cannot reach the storage"):
-            await plugin.stat(f"http://127.0.0.1:{server.port}/d/f")
-    finally:
-        await plugin.close()
+    with pytest.raises(ServiceUnavailable, match="cannot reach the storage"):
+        await stat(server)
     assert server.seen == ["PROPFIND", "PROPFIND"]
 
 
