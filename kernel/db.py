@@ -280,7 +280,7 @@ async def read_by_ids(collection: Any, ids: Iterable[Any], projection: Any = Non
 # (.ci/install-ferretdb). MongoDB only logs it.
 ID_ORDER = "cairn:id-order"
 # The comment by which a find tells Cairn's FerretDB build that the fields its filter compares with
-# strings (at the top level) never hold arrays, and that each field or dotted path it sorts by
+# strings or booleans (at the top level) never hold arrays, and that each field or dotted path it sorts by
 # holds values of one kind whose JSON text sorts like them (strings as for ID_ORDER, integers of
 # one number of digits, dates) and no array on the way: the build then reads those equalities
 # and that order from an index that has them (a claim of the next 256 requests reads 256, not

@@ -10,8 +10,9 @@ import (
 )
 
 // CairnIndexOrder is the query comment by which a caller declares two things of a find:
-//   - no field its filter compares with a string at the top level (or in a top-level `$and`)
-//     holds an array in any document (MongoDB's `{f: "x"}` also matches an array holding "x");
+//   - no field its filter compares with a string or a boolean at the top level (or in a
+//     top-level `$and`) holds an array in any document (MongoDB's `{f: "x"}` also matches an
+//     array holding "x");
 //   - each field of its sort holds, in every document the filter matches, values of one kind
 //     whose JSON text sorts like the values: strings as for CairnIDOrder, non-negative integers
 //     of one number of digits, dates (milliseconds since 1970: thirteen digits until 2286); and
@@ -40,8 +41,8 @@ func cairnFieldColumn(field string) string {
 	return column
 }
 
-// cairnFieldEqualities is the SQL of doc's top-level `f: <string>` conditions (f not `_id`, whose
-// conditions cairnIDCondition makes): JSON text equal to the string's.
+// cairnFieldEqualities is the SQL of doc's top-level `f: <string>` and `f: <boolean>` conditions
+// (f not `_id`, whose conditions cairnIDCondition makes): JSON text equal to the value's.
 func cairnFieldEqualities(doc *types.Document) ([]string, []any) {
 	var clauses []string
 	var args []any
@@ -49,9 +50,10 @@ func cairnFieldEqualities(doc *types.Document) ([]string, []any) {
 		if key == "_id" || !cairnPlainField(key) {
 			continue
 		}
-		if s, ok := must.NotFail(doc.Get(key)).(string); ok {
+		switch v := must.NotFail(doc.Get(key)).(type) {
+		case string, bool:
 			clauses = append(clauses, cairnFieldColumn(key)+" = ?")
-			args = append(args, cairnIDArg(s))
+			args = append(args, cairnIDArg(v))
 		}
 	}
 	return clauses, args
