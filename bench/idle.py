@@ -1,0 +1,117 @@
+"""Benchmark: what an idle `cairn up` costs as its transfer history grows.
+
+    python bench/idle.py [--history 0,100000,300000] [--window 60] [--tree PATH]
+
+For each history size: `cairn up` (the tree's code, FerretDB from $CAIRN_FERRETDB or the usual
+places) in a scratch directory; HISTORY transfer requests submitted and ended (`done`), as months
+of use leave them; 10 s to settle; then each of its processes' CPU over WINDOW seconds in which
+nothing is asked of it. The daemons still look for work every second or so (claims, staging
+polls, pins to release, copying replicas to sweep): those looks must cost the same whatever the
+history holds. The first size (0) is the baseline of the same run. `--tree` measures another
+checkout of Cairn (its own `cairn up`) for a before/after. Prints JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from pymongo import AsyncMongoClient  # noqa: E402
+
+from bench.harness import cpu_seconds  # noqa: E402
+from kernel.db import Document  # noqa: E402
+from transfers import requests as rq  # noqa: E402
+
+BATCH = 10_000
+
+
+def wait_for_up(log: Path, proc: subprocess.Popen[bytes]) -> str:
+    """The database URI `cairn up` printed once it is running."""
+    for _ in range(180):
+        time.sleep(1)
+        text = log.read_text()
+        found = re.search(r"FerretDB on (mongodb://\S+)", text)
+        if found and "running; press Ctrl-C" in text:
+            return found.group(1)
+        if proc.poll() is not None:
+            break
+    raise SystemExit(f"cairn up did not start:\n{log.read_text()[-3000:]}")
+
+
+async def ended_history(uri: str, count: int) -> None:
+    """COUNT transfer requests submitted and ended, in batches as bulk requests come."""
+    client: AsyncMongoClient[Document] = AsyncMongoClient(uri, tz_aware=True)
+    db = client["cairn"]
+    try:
+        for start in range(0, count, BATCH):
+            items = [{"lfn": f"/history/f{i:07d}", "dest_se": "LOCAL-DISK2"}
+                     for i in range(start, min(count, start + BATCH))]
+            result = await rq.submit_transfers(db, items, requester="bench")
+            await db[rq.REQUESTS].update_many(
+                {"_id": {"$in": list(result["successful"].values())}},
+                {"$set": {"state": "done", "finished": rq.now(), "result": {"mode": "tpc", "bytes": 1 << 20}},
+                 "$unset": {"active_key": ""}})
+    finally:
+        await client.close()
+
+
+def one_size(tree: Path, history: int, window: float) -> dict[str, Any]:
+    scratch = Path(tempfile.mkdtemp(prefix="cairn-bench-idle-"))
+    log = scratch / "up.log"
+    env = {**os.environ, "PYTHONPATH": str(tree)}
+    with log.open("wb") as out:
+        up = subprocess.Popen([sys.executable, "-m", "cairn", "up"], cwd=scratch, env=env, stdout=out,
+                              stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        uri = wait_for_up(log, up)
+        began = time.perf_counter()
+        asyncio.run(ended_history(uri, history))
+        filled = time.perf_counter() - began
+        time.sleep(10)
+        listed = subprocess.run(["pgrep", "-s", str(up.pid)], capture_output=True, text=True).stdout
+        pids = [int(p) for p in listed.split()]
+        names = {pid: Path(f"/proc/{pid}/cmdline").read_text().replace("\0", " ").strip()[:90] for pid in pids}
+        before = {pid: cpu_seconds(pid) for pid in pids}
+        time.sleep(window)
+        used = {names[pid]: round(cpu_seconds(pid) - before[pid], 2) for pid in pids}
+    finally:
+        os.killpg(up.pid, signal.SIGINT)
+        try:
+            up.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(up.pid, signal.SIGKILL)
+            up.wait()
+        shutil.rmtree(scratch, ignore_errors=True)
+    database = sum(cpu for name, cpu in used.items() if "ferretdb" in name)
+    return {"history": history, "fill_s": round(filled, 1), "window_s": window,
+            "cpu_s": {"database": round(database, 2), "all": round(sum(used.values()), 2)},
+            "database_cpu_share": round(database / window, 3),
+            "processes": dict(sorted(used.items(), key=lambda item: -item[1])[:8])}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--history", default="0,100000,300000", help="ended requests, comma-separated (0 first)")
+    parser.add_argument("--window", type=float, default=60.0, help="seconds of idleness measured")
+    parser.add_argument("--tree", type=Path, default=ROOT, help="the Cairn checkout whose `cairn up` runs")
+    args = parser.parse_args()
+    sizes = [one_size(args.tree.resolve(), int(n), args.window) for n in args.history.split(",")]
+    print(json.dumps({"benchmark": "idle cairn up", "tree": str(args.tree.resolve()), "sizes": sizes}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
