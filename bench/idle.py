@@ -1,10 +1,11 @@
 """Benchmark: what an idle `cairn up` costs as its transfer history grows.
 
-    python bench/idle.py [--history 0,100000,300000] [--window 60] [--tree PATH]
+    python bench/idle.py [--history 0,100000,300000] [--window 60] [--of requests|jobs] [--tree PATH]
 
 For each history size: `cairn up` (the tree's code, FerretDB from $CAIRN_FERRETDB or the usual
 places) in a scratch directory; HISTORY transfer requests submitted and ended (`done`), as months
-of use leave them; 10 s to settle; then each of its processes' CPU over WINDOW seconds in which
+of use leave them (or, `--of jobs`, HISTORY job records that ran and ended); 10 s to settle;
+then each of its processes' CPU over WINDOW seconds in which
 nothing is asked of it. The daemons still look for work every second or so (claims, staging
 polls, pins to release, copying replicas to sweep): those looks must cost the same whatever the
 history holds. The first size (0) is the baseline of the same run. `--tree` measures another
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import datetime as dt
 import json
 import os
 import re
@@ -35,6 +37,7 @@ from pymongo import AsyncMongoClient  # noqa: E402
 from bench.harness import cpu_seconds  # noqa: E402
 from kernel.db import Document  # noqa: E402
 from transfers import requests as rq  # noqa: E402
+from wms import jobs  # noqa: E402
 
 BATCH = 10_000
 
@@ -52,11 +55,29 @@ def wait_for_up(log: Path, proc: subprocess.Popen[bytes]) -> str:
     raise SystemExit(f"cairn up did not start:\n{log.read_text()[-3000:]}")
 
 
-async def ended_history(uri: str, count: int) -> None:
-    """COUNT transfer requests submitted and ended, in batches as bulk requests come."""
+def ended_job(number: int, at: dt.datetime) -> Document:
+    """A job record as one that ran and ended leaves it (fields of `wms.jobs.JobRecord`, history)."""
+    steps = ["received", "checking", "waiting", "matched", "running", "done"]
+    return {"_id": str(number), "name": f"job {number}", "owner": "bench", "group": "local", "groups": ["local"],
+            "scopes": [], "vo": "local", "description": {"executable": "/bin/true", "arguments": [str(number)]},
+            "priority": 5, "state": "done", "reason": "exit code 0", "submitted": at, "updated": at,
+            "recheck_at": at, "heartbeat_at": at, "attempt": 1, "reschedules": 0, "site": "LOCAL",
+            "pilot": "bench-pilot", "exit_code": 0, "lease_owner": None, "lease_expires": None,
+            "history": [{"state": state, "time": at, "reason": state} for state in steps]}
+
+
+async def ended_history(uri: str, count: int, kind: str) -> None:
+    """COUNT transfer requests submitted and ended, in batches as bulk requests come; or (kind
+    `jobs`) COUNT job records that ran and ended."""
     client: AsyncMongoClient[Document] = AsyncMongoClient(uri, tz_aware=True)
     db = client["cairn"]
     try:
+        if kind == "jobs":
+            at = rq.now()
+            for start in range(0, count, BATCH):
+                await db[jobs.JOBS].insert_many([ended_job(1_000_000 + i, at)
+                                                 for i in range(start, min(count, start + BATCH))])
+            return
         for start in range(0, count, BATCH):
             items = [{"lfn": f"/history/f{i:07d}", "dest_se": "LOCAL-DISK2"}
                      for i in range(start, min(count, start + BATCH))]
@@ -69,7 +90,7 @@ async def ended_history(uri: str, count: int) -> None:
         await client.close()
 
 
-def one_size(tree: Path, history: int, window: float) -> dict[str, Any]:
+def one_size(tree: Path, history: int, window: float, kind: str) -> dict[str, Any]:
     scratch = Path(tempfile.mkdtemp(prefix="cairn-bench-idle-"))
     log = scratch / "up.log"
     env = {**os.environ, "PYTHONPATH": str(tree)}
@@ -79,7 +100,7 @@ def one_size(tree: Path, history: int, window: float) -> dict[str, Any]:
     try:
         uri = wait_for_up(log, up)
         began = time.perf_counter()
-        asyncio.run(ended_history(uri, history))
+        asyncio.run(ended_history(uri, history, kind))
         filled = time.perf_counter() - began
         time.sleep(10)
         listed = subprocess.run(["pgrep", "-s", str(up.pid)], capture_output=True, text=True).stdout
@@ -97,7 +118,7 @@ def one_size(tree: Path, history: int, window: float) -> dict[str, Any]:
             up.wait()
         shutil.rmtree(scratch, ignore_errors=True)
     database = sum(cpu for name, cpu in used.items() if "ferretdb" in name)
-    return {"history": history, "fill_s": round(filled, 1), "window_s": window,
+    return {"history": history, "of": kind, "fill_s": round(filled, 1), "window_s": window,
             "cpu_s": {"database": round(database, 2), "all": round(sum(used.values()), 2)},
             "database_cpu_share": round(database / window, 3),
             "processes": dict(sorted(used.items(), key=lambda item: -item[1])[:8])}
@@ -108,8 +129,10 @@ def main() -> None:
     parser.add_argument("--history", default="0,100000,300000", help="ended requests, comma-separated (0 first)")
     parser.add_argument("--window", type=float, default=60.0, help="seconds of idleness measured")
     parser.add_argument("--tree", type=Path, default=ROOT, help="the Cairn checkout whose `cairn up` runs")
+    parser.add_argument("--of", choices=("requests", "jobs"), default="requests",
+                        help="what the history holds: ended transfer requests or ended jobs")
     args = parser.parse_args()
-    sizes = [one_size(args.tree.resolve(), int(n), args.window) for n in args.history.split(",")]
+    sizes = [one_size(args.tree.resolve(), int(n), args.window, args.of) for n in args.history.split(",")]
     print(json.dumps({"benchmark": "idle cairn up", "tree": str(args.tree.resolve()), "sizes": sizes}, indent=1))
 
 

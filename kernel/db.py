@@ -280,11 +280,12 @@ async def read_by_ids(collection: Any, ids: Iterable[Any], projection: Any = Non
 # (.ci/install-ferretdb). MongoDB only logs it.
 ID_ORDER = "cairn:id-order"
 # The comment by which a find tells Cairn's FerretDB build that the fields its filter compares with
-# strings or booleans (at the top level) never hold arrays, and that each field or dotted path it sorts by
-# holds values of one kind whose JSON text sorts like them (strings as for ID_ORDER, integers of
-# one number of digits, dates) and no array on the way: the build then reads those equalities
-# and that order from an index that has them (a claim of the next 256 requests reads 256, not
-# the queue). MongoDB only logs it.
+# strings or booleans (at the top level) never hold arrays, that the strings it bounds (`$gt`...)
+# sort like their JSON text, and that each field or dotted path it sorts by holds values of one
+# kind whose JSON text sorts like them (strings as for ID_ORDER, integers of one number of
+# digits, dates) and no array on the way: the build then reads those conditions and that order
+# from an index that has them (a claim of the next 256 requests reads 256, not the queue).
+# MongoDB only logs it.
 INDEX_ORDER = "cairn:index-order"
 PAGE = 1000
 # A streamed response's pages grow from FIRST_PAGE to STREAM_PAGE documents: a small first page

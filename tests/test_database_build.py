@@ -194,7 +194,8 @@ def queued(i: int, rng: random.Random, start: dt.datetime) -> Document:
             "not_before": start + dt.timedelta(seconds=rng.randint(-100, 100)),
             "lease_expires": rng.choice([None, start - dt.timedelta(seconds=1), start + dt.timedelta(seconds=60)]),
             "stage": {"next_poll": start + dt.timedelta(milliseconds=rng.randint(-10**6, 10**6))},
-            **({"flag": rng.choice([True, False])} if rng.random() < 0.3 else {})}
+            **({"flag": rng.choice([True, False])} if rng.random() < 0.3 else {}),
+            "holder": rng.choice([None, "w1:0a", "w2:1b", "w10:2c", 7, ""])}
 
 
 async def test_index_order_reads_answer_like_an_in_memory_sort(database: AsyncDatabase[Document]) -> None:
@@ -206,6 +207,7 @@ async def test_index_order_reads_answer_like_an_in_memory_sort(database: AsyncDa
         IndexSpec("order_probe", [("state", 1), ("kind", 1), ("priority", -1), ("created", 1)], name="order_claim",
                   index_order=True),
         IndexSpec("order_probe", [("flag", 1)], name="order_flag", sparse=True, index_order=True),
+        IndexSpec("order_probe", [("holder", 1)], name="order_holder", sparse=True, index_order=True),
         IndexSpec("order_probe", [("state", 1), ("stage.next_poll", 1)], name="order_poll", index_order=True)])
     rng = random.Random(17)
     start = dt.datetime(2026, 6, 1, tzinfo=dt.UTC)
@@ -222,6 +224,8 @@ async def test_index_order_reads_answer_like_an_in_memory_sort(database: AsyncDa
         ({"state": "active", "stage.next_poll": {"$lte": start}, **unheld}, poll),
         ({"flag": True, "state": {"$in": ["done", "active"]}}, sort),
         ({"flag": False}, poll),
+        ({"holder": {"$gt": ""}, "lease_expires": {"$lt": start}}, poll),
+        ({"holder": {"$gte": "w10", "$lt": "w2"}}, sort),
     ]
     for flt, sort in filters:
         for limit in (0, 1, 256):
@@ -237,7 +241,8 @@ async def test_the_build_reads_index_order_from_the_index(database: AsyncDatabas
     """On Cairn's FerretDB build the index of an `index_order` spec is made (the other secondary
     indexes are not: it serves none of them) and INDEX_ORDER finds are answered from it, which the
     promises' breach shows: the index holds JSON text, so priority 10 sorts before 9 (also at a
-    dotted path), and an array holding the state (or `true`) is not an equal string (or boolean)."""
+    dotted path), an array holding the state (or `true`) is not an equal string (or boolean), and a
+    string bound compares JSON text (" w", whose text starts below the quote, is not above "")."""
     if not await serves_index_order(database):
         pytest.skip("the server is not Cairn's FerretDB build")
     probe = database["breach_probe"]
@@ -250,6 +255,9 @@ async def test_the_build_reads_index_order_from_the_index(database: AsyncDatabas
                              {"_id": "c", "state": ["queued"], "priority": 1, "stage": {"poll": 1}, "flag": [True]}])
     assert [d["_id"] for d in await probe.find({"flag": True}).sort("_id", 1).to_list()] == ["a", "c"]
     assert [d["_id"] for d in await probe.find({"flag": True}, comment=INDEX_ORDER).to_list()] == ["a"]
+    await probe.insert_many([{"_id": "d", "holder": " w"}, {"_id": "e", "holder": "w"}, {"_id": "f", "holder": 5}])
+    assert [d["_id"] for d in await probe.find({"holder": {"$gt": ""}}).sort("_id", 1).to_list()] == ["d", "e"]
+    assert [d["_id"] for d in await probe.find({"holder": {"$gt": ""}}, comment=INDEX_ORDER).to_list()] == ["e"]
     for key, in_memory_order, index_order in (("priority", "cab", "ba"), ("stage.poll", "cba", "ab")):
         in_memory = await probe.find({"state": "queued"}).sort(key, 1).to_list()
         from_index = await probe.find({"state": "queued"}, comment=INDEX_ORDER).sort(key, 1).to_list()

@@ -264,3 +264,24 @@ async def test_the_watchdog_queues_a_job_its_checker_left_unqueued(
         assert await JobWatchdog(grid.db, wms_config).run_once() == 1
         order = await pilot.match_job(pilot="p", site="SITE-A")
     assert order is not None and order["id"] == job_id
+
+
+async def test_the_watchdog_frees_the_claims_of_a_checker_that_died_and_only_those(
+    api: RunningApi, grid: Grid, wms_config: WmsSettings
+) -> None:
+    ids = await submit_as(api, "alice", "cta", job(), job(), job())
+    # A checker pass took all three and died; another pass, alive, holds a fresh claim on none.
+    taken = await jobs.claim_batch(grid.db, "received", "checking", "dead-host:0a1b2c3d", 10)
+    assert sorted(doc["_id"] for doc in taken) == sorted(ids)
+    expired = jobs.now() - datetime.timedelta(seconds=1)
+    await grid.db["jobs"].update_many({"_id": {"$in": ids[:2]}}, {"$set": {"lease_expires": expired}})
+    await grid.db["jobs"].update_one({"_id": ids[1]}, {"$set": {"state": "staging"}})
+    assert await JobWatchdog(grid.db, wms_config).run_once() == 2
+    after = {doc["_id"]: doc for doc in await grid.db["jobs"].find({"_id": {"$in": ids}}).to_list()}
+    assert (after[ids[0]]["state"], after[ids[0]]["lease_owner"]) == ("received", None)
+    assert after[ids[0]]["history"][-1]["reason"] == "its checker stopped; checking again"
+    assert (after[ids[1]]["state"], after[ids[1]]["lease_owner"]) == ("staging", None)
+    assert (after[ids[2]]["state"], after[ids[2]]["lease_owner"]) == ("checking", "dead-host:0a1b2c3d")
+    assert await JobWatchdog(grid.db, wms_config).run_once() == 0
+    assert await check_all(grid.db, wms_config) == 2  # the two freed; the live claim's job stays its own
+    assert (await jobs.get_job(grid.db, ids[2]))["lease_owner"] == "dead-host:0a1b2c3d"
