@@ -399,9 +399,9 @@ async def staged_many(db: AsyncDatabase[Document], worker: str, *, done: Sequenc
 
 async def ended_with_copying_replica(db: AsyncDatabase[Document], limit: int = 100) -> list[Document]:
     """Finished requests that may still own a `copying` destination replica (to be cleaned up).
-    From `requests_copying` under INDEX_ORDER (the flag is `True` or absent): each worker asks every
-    `transfers.worker.SWEEP_EVERY_S`, and on the embedded database a scan decoded every ended request the queue ever
-    held (1 database CPU-s per sweep at 100k)."""
+    From `requests_copying` under INDEX_ORDER (the flag is `True` or absent): each worker asks
+    every `transfers.worker.SWEEP_EVERY_S`, and on the embedded database a scan decoded every
+    ended request the queue ever held (1 database CPU-s per sweep at 100k)."""
     with database_errors():
         cursor = db[REQUESTS].find({"copying_replica": True, "state": {"$in": list(FINAL_STATES)}},
                                    {"lfn": 1, "dest_se": 1, "state": 1}, comment=INDEX_ORDER).limit(limit)
