@@ -1,10 +1,11 @@
 """Benchmark: what an idle `cairn up` costs as its transfer history grows.
 
-    python bench/idle.py [--history 0,100000,300000] [--window 60] [--of requests|jobs] [--tree PATH]
+    python bench/idle.py [--history 0,100000,300000] [--window 60] [--of requests|jobs|rules] [--tree PATH]
 
 For each history size: `cairn up` (the tree's code, FerretDB from $CAIRN_FERRETDB or the usual
 places) in a scratch directory; HISTORY transfer requests submitted and ended (`done`), as months
-of use leave them (or, `--of jobs`, HISTORY job records that ran and ended); 10 s to settle;
+of use leave them (or, `--of jobs`, HISTORY job records that ran and ended; `--of rules`, HISTORY
+rules at rest, all their locks ok); 10 s to settle;
 then each of its processes' CPU over WINDOW seconds in which
 nothing is asked of it. The daemons still look for work every second or so (claims, staging
 polls, pins to release, copying replicas to sweep): those looks must cost the same whatever the
@@ -66,17 +67,28 @@ def ended_job(number: int, at: dt.datetime) -> Document:
             "history": [{"state": state, "time": at, "reason": state} for state in steps]}
 
 
+def ok_rule(number: int, at: dt.datetime) -> Document:
+    """A rule whose locks are all ok and that nobody changes (fields of `rules.store.Rule`)."""
+    return {"_id": f"{number:032x}", "vo": "local", "did": f"local:ds{number}", "did_type": "DATASET",
+            "account": "bench", "copies": 2, "expression": "tier=1", "grouping": "DATASET", "weight": None,
+            "activity": "default", "source_expression": None, "locked": False, "comment": "", "priority": 3,
+            "subscription": None, "state": "ok", "error": None, "stuck_since": None, "created": at, "modified": at,
+            "expires_at": None, "dirty": False, "generation": 1, "due": at + dt.timedelta(days=3650), "unplaced": 0,
+            "locks_replicating": 0, "locks_ok": 20, "locks_stuck": 0, "lease_owner": None, "lease_expires": None}
+
+
 async def ended_history(uri: str, count: int, kind: str) -> None:
     """COUNT transfer requests submitted and ended, in batches as bulk requests come; or (kind
     `jobs`) COUNT job records that ran and ended."""
     client: AsyncMongoClient[Document] = AsyncMongoClient(uri, tz_aware=True)
     db = client["cairn"]
     try:
-        if kind == "jobs":
+        if kind in ("jobs", "rules"):
             at = rq.now()
+            make, collection = (ended_job, jobs.JOBS) if kind == "jobs" else (ok_rule, "rules")
             for start in range(0, count, BATCH):
-                await db[jobs.JOBS].insert_many([ended_job(1_000_000 + i, at)
-                                                 for i in range(start, min(count, start + BATCH))])
+                await db[collection].insert_many([make(1_000_000 + i, at)
+                                                  for i in range(start, min(count, start + BATCH))])
             return
         for start in range(0, count, BATCH):
             items = [{"lfn": f"/history/f{i:07d}", "dest_se": "LOCAL-DISK2"}
@@ -129,8 +141,8 @@ def main() -> None:
     parser.add_argument("--history", default="0,100000,300000", help="ended requests, comma-separated (0 first)")
     parser.add_argument("--window", type=float, default=60.0, help="seconds of idleness measured")
     parser.add_argument("--tree", type=Path, default=ROOT, help="the Cairn checkout whose `cairn up` runs")
-    parser.add_argument("--of", choices=("requests", "jobs"), default="requests",
-                        help="what the history holds: ended transfer requests or ended jobs")
+    parser.add_argument("--of", choices=("requests", "jobs", "rules"), default="requests",
+                        help="what the history holds: ended transfer requests, ended jobs or rules at rest (ok)")
     args = parser.parse_args()
     sizes = [one_size(args.tree.resolve(), int(n), args.window, args.of) for n in args.history.split(",")]
     print(json.dumps({"benchmark": "idle cairn up", "tree": str(args.tree.resolve()), "sizes": sizes}, indent=1))

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 from abc import abstractmethod
-from typing import Any
 
 from pymongo.asynchronous.database import AsyncDatabase
 
@@ -36,8 +35,8 @@ class RuleDaemon(Daemon):
         self.idle_sleep_s = settings.rules.idle_sleep_s
 
     @abstractmethod
-    def query(self) -> dict[str, Any]:
-        """The rules this daemon has work on now."""
+    def query(self) -> Document | list[Document]:
+        """The rules this daemon has work on now (several queries: tried in turn)."""
 
     @abstractmethod
     async def work_on(self, rule: Document) -> int:

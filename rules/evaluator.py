@@ -16,7 +16,6 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
-from typing import Any
 
 from pymongo.asynchronous.database import AsyncDatabase
 
@@ -34,11 +33,13 @@ log = logging.getLogger("cairn.rules")
 # How often the evaluator trims the change feed of events every consumer has passed.
 TRIM_EVERY_S = 60.0
 
-def evaluator_query(at: dt.datetime) -> dict[str, object]:
-    """Rules with work for the evaluator: dirty, or replicating (or stuck) and due for a look."""
+def evaluator_query(at: dt.datetime) -> list[Document]:
+    """Rules with work for the evaluator, in the order it takes them: dirty ones (not suspended),
+    then replicating and then stuck ones due for a look; unexpired all. Each its own query, so that
+    an index holds its condition (`rules_dirty`, `rules_by_state_due`)."""
     live = {"$or": [{"expires_at": None}, {"expires_at": {"$gt": at}}]}
-    work = {"$or": [{"dirty": True}, {"state": {"$in": ["replicating", "stuck"]}, "due": {"$lte": at}}]}
-    return {"$and": [live, work, {"state": {"$ne": "suspended"}}]}
+    return [{"dirty": True, "state": {"$ne": "suspended"}, **live},
+            *({"state": state, "due": {"$lte": at}, **live} for state in ("replicating", "stuck"))]
 
 
 async def first_stuck_error(db: AsyncDatabase[Document], rule_id: str) -> str | None:
@@ -61,7 +62,7 @@ class RuleEvaluator(RuleDaemon):
             await change_feed.trim(self.db, keep_s=self.settings.feed_retention_s)
         return followed + await super().run_once()
 
-    def query(self) -> dict[str, Any]:
+    def query(self) -> list[Document]:
         return evaluator_query(now())
 
     async def work_on(self, rule: Document) -> int:

@@ -226,6 +226,8 @@ async def test_index_order_reads_answer_like_an_in_memory_sort(database: AsyncDa
         ({"flag": False}, poll),
         ({"holder": {"$gt": ""}, "lease_expires": {"$lt": start}}, poll),
         ({"holder": {"$gte": "w10", "$lt": "w2"}}, sort),
+        ({"lease_expires": {"$lt": start}, "state": "queued"}, sort),
+        ({"created": {"$gte": start + dt.timedelta(days=3), "$lt": start + dt.timedelta(days=8)}}, sort),
     ]
     for flt, sort in filters:
         for limit in (0, 1, 256):
@@ -242,7 +244,8 @@ async def test_the_build_reads_index_order_from_the_index(database: AsyncDatabas
     indexes are not: it serves none of them) and INDEX_ORDER finds are answered from it, which the
     promises' breach shows: the index holds JSON text, so priority 10 sorts before 9 (also at a
     dotted path), an array holding the state (or `true`) is not an equal string (or boolean), and a
-    string bound compares JSON text (" w", whose text starts below the quote, is not above "")."""
+    string bound compares JSON text (" w", whose text starts below the quote, is not above ""), as
+    does a date bound (1990's twelve digits of milliseconds are not below 2026's thirteen)."""
     if not await serves_index_order(database):
         pytest.skip("the server is not Cairn's FerretDB build")
     probe = database["breach_probe"]
@@ -258,6 +261,11 @@ async def test_the_build_reads_index_order_from_the_index(database: AsyncDatabas
     await probe.insert_many([{"_id": "d", "holder": " w"}, {"_id": "e", "holder": "w"}, {"_id": "f", "holder": 5}])
     assert [d["_id"] for d in await probe.find({"holder": {"$gt": ""}}).sort("_id", 1).to_list()] == ["d", "e"]
     assert [d["_id"] for d in await probe.find({"holder": {"$gt": ""}}, comment=INDEX_ORDER).to_list()] == ["e"]
+    old, new = dt.datetime(1990, 1, 1, tzinfo=dt.UTC), dt.datetime(2020, 1, 1, tzinfo=dt.UTC)  # 12 and 13 digits
+    await probe.insert_many([{"_id": "g", "when": old}, {"_id": "h", "when": new}, {"_id": "i", "when": "2019"}])
+    before = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    assert [d["_id"] for d in await probe.find({"when": {"$lt": before}}).sort("_id", 1).to_list()] == ["g", "h"]
+    assert [d["_id"] for d in await probe.find({"when": {"$lt": before}}, comment=INDEX_ORDER).to_list()] == ["h"]
     for key, in_memory_order, index_order in (("priority", "cab", "ba"), ("stage.poll", "cba", "ab")):
         in_memory = await probe.find({"state": "queued"}).sort(key, 1).to_list()
         from_index = await probe.find({"state": "queued"}, comment=INDEX_ORDER).sort(key, 1).to_list()

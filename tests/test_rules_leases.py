@@ -10,10 +10,11 @@ from typing import Any
 
 from pymongo.asynchronous.database import AsyncDatabase
 
-from kernel.db import Document
+from kernel.db import Document, ensure_indexes
 from kernel.settings import Settings
 from rules import store
 from rules.daemon import RuleDaemon
+from rules.evaluator import evaluator_query
 from rules.store import RuleIn
 from tests.fixtures.catalogue import ADMIN
 from tests.fixtures.rules import dataset_on_src, rule_settings, tiered_ses
@@ -75,3 +76,26 @@ async def test_work_stops_when_the_lease_was_taken_over(
     assert await asyncio.wait_for(slow.holding(rule), timeout=3 * LEASE_S) == 0
     assert not slow.finished
     assert (await store.get_rule(database, rule["_id"]))["lease_owner"] == "other"
+
+
+async def test_the_evaluator_takes_dirty_rules_then_replicating_then_stuck_ones_due_and_nothing_else(
+    database: AsyncDatabase[Document],
+) -> None:
+    """Its claims are three queries now (each read from an index on the embedded database): the
+    order they are tried in, and what none of them takes (suspended, expired, not due, held)."""
+    await ensure_indexes(database, store.INDEXES)
+    at = dt.datetime.now(dt.UTC)
+    hour = dt.timedelta(hours=1)
+    rules = {"stuck": ("stuck", False, at - 2 * hour, None), "replicating": ("replicating", False, at - hour, None),
+             "dirty": ("ok", True, at + hour, None), "suspended": ("suspended", True, at - hour, None),
+             "expired": ("ok", True, at - hour, at - hour), "later": ("replicating", False, at + hour, None),
+             "held": ("replicating", False, at - 3 * hour, None)}
+    await database[store.RULES].insert_many([
+        {"_id": name, "state": state, "dirty": dirty, "due": due, "expires_at": expires, "locked": False,
+         "lease_owner": "other" if name == "held" else None,
+         "lease_expires": at + hour if name == "held" else None}
+        for name, (state, dirty, due, expires) in rules.items()])
+    taken = []
+    while (rule := await store.claim(database, "evaluator", evaluator_query(at), lease_s=60)) is not None:
+        taken.append(rule["_id"])
+    assert taken == ["dirty", "replicating", "stuck"]

@@ -3,6 +3,7 @@ package sqlite
 import (
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/FerretDB/FerretDB/internal/backends/sqlite/metadata"
 	"github.com/FerretDB/FerretDB/internal/types"
@@ -12,8 +13,8 @@ import (
 // CairnIndexOrder is the query comment by which a caller declares two things of a find:
 //   - no field its filter compares with a string or a boolean at the top level (or in a
 //     top-level `$and`) holds an array in any document (MongoDB's `{f: "x"}` also matches an
-//     array holding "x"), and the strings it bounds (`$gt`, `$lt`...) sort like their JSON text
-//     (as for CairnIDOrder);
+//     array holding "x"), the strings it bounds (`$gt`, `$lt`...) sort like their JSON text
+//     (as for CairnIDOrder), and a field it bounds by a date holds dates (or null) only;
 //   - each field of its sort holds, in every document the filter matches, values of one kind
 //     whose JSON text sorts like the values: strings as for CairnIDOrder, non-negative integers
 //     of one number of digits, dates (milliseconds since 1970: thirteen digits until 2286); and
@@ -64,25 +65,34 @@ func cairnFieldEqualities(doc *types.Document) ([]string, []any) {
 	return clauses, args
 }
 
-// cairnStringRange is the SQL of a field's `$gt`, `$gte`, `$lt` and `$lte` of strings. MongoDB
-// compares a string only with strings, and the JSON text of every string (and of no other
-// value) starts with '"', so the strings' texts lie in ['"', '#'): each bound comes with the
-// other end of that range, and SQLite reads only the strings' part of an index.
+// cairnStringRange is the SQL of a field's `$gt`, `$gte`, `$lt` and `$lte` of strings or dates.
+// MongoDB compares a string only with strings and a date only with dates; the JSON text of every
+// string (and of no other value) starts with '"', so the strings' texts lie in ['"', '#'), and a
+// date's text is its milliseconds, digits only, in ['0', ':') (where the promise puts the field's
+// other values too: dates, thirteen digits). Each bound comes with the other end of its range,
+// and SQLite reads only that part of an index.
 func cairnStringRange(column string, ops *types.Document) ([]string, []any) {
 	var clauses []string
 	var args []any
 	for _, op := range ops.Keys() {
 		sqlOp, ok := cairnRangeOps[op]
-		s, isString := must.NotFail(ops.Get(op)).(string)
-		if !ok || !isString {
+		if !ok {
 			continue
 		}
-		bracket := column + ` < '#'`
+		low, high := `'"'`, `'#'`
+		switch must.NotFail(ops.Get(op)).(type) {
+		case string:
+		case time.Time:
+			low, high = `'0'`, `':'`
+		default:
+			continue
+		}
+		bracket := column + " < " + high
 		if sqlOp == "<" || sqlOp == "<=" {
-			bracket = column + ` >= '"'`
+			bracket = column + " >= " + low
 		}
 		clauses = append(clauses, fmt.Sprintf("%s %s ?", column, sqlOp), bracket)
-		args = append(args, cairnIDArg(s))
+		args = append(args, cairnIDArg(must.NotFail(ops.Get(op))))
 	}
 	return clauses, args
 }
