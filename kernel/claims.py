@@ -101,6 +101,21 @@ async def claim_many(
     return sorted(claimed, key=lambda doc: order[doc["_id"]])
 
 
+async def claim_in_turn(
+    collection: AsyncCollection[Document], owner: str, queries: Sequence[Document], *, lease_s: float,
+    sort: Sequence[tuple[str, int]], limit: int, update: Document | None = None, comment: str | None = None,
+) -> list[Document]:
+    """`claim_many` of each query in turn until `limit` are taken: the first query's documents
+    first (several queries where one `$or` would hold no index's order)."""
+    got: list[Document] = []
+    for query in queries:
+        got += await claim_many(collection, owner, query, lease_s=lease_s, sort=sort, limit=limit - len(got),
+                                update=update, comment=comment)
+        if len(got) >= limit:
+            break
+    return got
+
+
 async def held(collection: AsyncCollection[Document], ids: Sequence[Any], owner: str, *,
                guard: Document | None = None) -> set[Any]:
     """Which of these documents `owner` holds."""

@@ -134,9 +134,8 @@ async def serves_index_order(db: AsyncDatabase[Document]) -> bool:
     from its tenth version on (`buildInfo`; MongoDB reads every index, so this is asked only of a
     server that serves no secondary index)."""
     with database_errors():
-        version = str((await db.client.admin.command("buildInfo")).get("ferretdbVersion") or "")
-    fixed = _FIXED_FERRETDB.search(version)
-    return bool(fixed and int(fixed.group(1)) >= 10)
+        build = cairn_build(await db.client.admin.command("buildInfo"))
+    return build is not None and build >= 10
 
 
 async def ping(db: AsyncDatabase[Document]) -> bool:
@@ -194,11 +193,20 @@ _FIXED_FERRETDB = re.compile(r"-cairn\.(\d+)$")
 _write_chunks: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
 
 
+def cairn_build(build_info: Mapping[str, Any]) -> int | None:
+    """The number of Cairn's FerretDB build a server with this `buildInfo` runs (`-cairn.N`), 0 for
+    another FerretDB, None for a server that is not FerretDB (MongoDB)."""
+    version = str(build_info.get("ferretdbVersion") or "")
+    if not version:
+        return None
+    fixed = _FIXED_FERRETDB.search(version)
+    return int(fixed.group(1)) if fixed else 0
+
+
 def write_chunk_for(build_info: Mapping[str, Any]) -> int:
     """The statements per write command a server with this `buildInfo` answers."""
-    version = str(build_info.get("ferretdbVersion") or "")
-    fixed = _FIXED_FERRETDB.search(version)
-    if version and not (fixed and int(fixed.group(1)) >= 6):
+    build = cairn_build(build_info)
+    if build is not None and build < 6:
         return STOCK_FERRETDB_WRITE_CHUNK
     return WRITE_CHUNK
 

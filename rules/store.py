@@ -395,18 +395,15 @@ async def delete_rule(db: AsyncDatabase[Document], principal: Principal, rule_id
 async def claim(db: AsyncDatabase[Document], worker: str, query: Document | Sequence[Document], *, lease_s: float,
                 sort: str = "due") -> Document | None:
     """Take the next rule that no daemon holds, under a lease: the first by `sort` matching query,
-    or matching the first of several queries that matches one (`kernel.claims.claim_many` of one).
+    or matching the first of several queries that matches one (`kernel.claims.claim_in_turn`).
 
     Read under INDEX_ORDER (states are strings, `dirty` and `locked` booleans, `due` and
     `expires_at` dates or null): the rule daemons look every cycle, and on the embedded database
     a look that read every rule cost more than a core at 100k rules (bench/idle.py --of rules);
     a query whose conditions an index holds (a state, a flag, a date bound) reads only its rules."""
-    for one in [query] if isinstance(query, dict) else query:
-        taken = await claims.claim_many(db[RULES], worker, one, lease_s=lease_s, sort=[(sort, 1)], limit=1,
-                                        comment=INDEX_ORDER)
-        if taken:
-            return taken[0]
-    return None
+    taken = await claims.claim_in_turn(db[RULES], worker, [query] if isinstance(query, dict) else query,
+                                       lease_s=lease_s, sort=[(sort, 1)], limit=1, comment=INDEX_ORDER)
+    return taken[0] if taken else None
 
 
 async def renew(db: AsyncDatabase[Document], rule_id: str, worker: str, *, lease_s: float) -> bool:

@@ -275,14 +275,10 @@ async def claim_many(
     at = now()
     kind_list = list(kinds)
     kind: Document = {"kind": kind_list[0]} if len(kind_list) == 1 else {"kind": {"$in": kind_list}}
-    got: list[Document] = []
     states: list[Document] = [{"state": "active"}] if expired else []
-    for state in [*states, {"state": "queued", "not_before": {"$lte": at}}]:
-        got += await claims.claim_many(db[REQUESTS], worker, {**state, **kind}, lease_s=lease_s, sort=CLAIM_ORDER,
-                                       limit=limit - len(got), update=_start(at), comment=INDEX_ORDER)
-        if len(got) == limit:
-            break
-    return got
+    queries = [{**state, **kind} for state in [*states, {"state": "queued", "not_before": {"$lte": at}}]]
+    return await claims.claim_in_turn(db[REQUESTS], worker, queries, lease_s=lease_s, sort=CLAIM_ORDER, limit=limit,
+                                      update=_start(at), comment=INDEX_ORDER)
 
 
 async def renew_lease(db: AsyncDatabase[Document], request_id: str, worker: str, *, lease_s: float) -> bool:
