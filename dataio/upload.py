@@ -52,13 +52,17 @@ HASH_CHUNK = 4 << 20
 BATCH = 500  # files per registration and per finalisation call (bench/upload_small.py)
 SMALL_FILE = 1 << 20  # up to this size, a file goes to a posix SE in one step (`_native_put`)
 PUT_CHUNK = 16  # small files copied to a posix SE in one worker-thread hop (`_store_chunk`)
-# Worker threads at once for small files' local-disk work (their sums, their copies to a posix
-# SE): short system calls between bits of Python, where more threads mostly take turns at the
-# GIL. 1000 x 100 KiB to a local disk (bench/upload_small.py, same run): client CPU 0.48-0.53 s
-# with one thread, 0.61-0.76 with two, 0.79-0.94 with four; wall 0.88-0.98, 0.91-1.03, 1.01-1.17 s.
-# Two, not one: one sums the next batch while the other copies, and an SE on a network mount
-# (each file creation a round trip) still gets some overlap.
+# Worker threads at once for small files' copies to a posix SE: short system calls between bits
+# of Python, where more threads mostly take turns at the GIL. 1000 x 100 KiB to a local disk
+# (bench/upload_small.py, same run): client CPU 0.48-0.53 s with one thread, 0.61-0.76 with two,
+# 0.79-0.94 with four; wall 0.88-0.98, 0.91-1.03, 1.01-1.17 s. Two, not one: an SE on a network
+# mount (each file creation a round trip) still gets some overlap.
 DISK_THREADS = 2
+# Small files' sums have one thread of their own: in the copies' slots, the next batch's sums
+# (which its registration waits for) queued behind this batch's copies, and the next copies then
+# waited for that registration. 1000 x 100 KiB, medians of 5 uploads, three interleaved pairs:
+# 0.62 / 0.71 / 0.61 s in the copies' slots, 0.62 / 0.55 / 0.57 s in a slot of their own.
+SUM_THREADS = 1
 
 
 @dataclass
@@ -153,14 +157,15 @@ async def upload_files(
             continue
         planned.append(_Planned(local, target, size))
     gate = asyncio.Semaphore(max(1, concurrency))  # files being stored at once
-    disk = asyncio.Semaphore(DISK_THREADS)  # small files' local-disk work
+    disk = asyncio.Semaphore(DISK_THREADS)  # small files' copies to a posix SE
+    summing = asyncio.Semaphore(SUM_THREADS)  # small files' sums
     in_flight = asyncio.Semaphore(2)  # batches registered and not yet flipped
     preparing = asyncio.Lock()  # one batch hashed and registered at a time, in order
 
     async def one_batch(batch: list[_Planned]) -> None:
         async with in_flight:
             async with preparing:
-                await _checksum_locals(batch, concurrency, disk)
+                await _checksum_locals(batch, concurrency, summing)
                 for item in batch:
                     if item.unreadable:
                         outcomes[item.lfn] = _unusable(item.lfn, item.local, se, item.unreadable)
@@ -198,9 +203,9 @@ def _unusable(lfn: str, local: Path, se: StorageElement, reason: str) -> FileOut
     return FileOutcome(lfn, str(local), "failed", se.name, error=reason, code=InvalidInput.code)
 
 
-async def _checksum_locals(planned: list[_Planned], concurrency: int, disk: asyncio.Semaphore) -> None:
+async def _checksum_locals(planned: list[_Planned], concurrency: int, summing: asyncio.Semaphore) -> None:
     """Size and adler32 of every file: small ones PUT_CHUNK per thread hop (a small file's hop
-    costs more than its sum) in the `disk` slots, big ones `concurrency` at once (slots of their
+    costs more than its sum) in the `summing` slots, big ones `concurrency` at once (slots of their
     own: the previous batch's stores, holding the upload's, do not delay them). A file that
     cannot be read now is marked `unreadable` with the reason, and the others go on."""
     big = asyncio.Semaphore(max(1, concurrency))
@@ -217,7 +222,7 @@ async def _checksum_locals(planned: list[_Planned], concurrency: int, disk: asyn
             await asyncio.to_thread(sums, chunk)
 
     small = [item for item in planned if item.size <= SMALL_FILE]
-    await asyncio.gather(*(some(small[i:i + PUT_CHUNK], disk) for i in range(0, len(small), PUT_CHUNK)),
+    await asyncio.gather(*(some(small[i:i + PUT_CHUNK], summing) for i in range(0, len(small), PUT_CHUNK)),
                          *(some([item], big) for item in planned if item.size > SMALL_FILE))
 
 
