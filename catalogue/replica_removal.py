@@ -15,8 +15,11 @@ removal token, below), each file's update guarded by the `version` the decision 
 4. the tokens leave the usage records (`forget_removals`).
 A replica changed between 1 and 3 (made available again) is not pulled: what step 2 took is given
 back by its token. A successor finds the token on the replica and repeats 2-4; step 2's guard
-makes the repeat count nothing. (A process that stalls past its lease and resumes after its
-successor finished step 4 could count a token again; `usage rebuild` corrects that.)
+makes the repeat count nothing. A process that stalled past its lease and resumed after its
+successor finished step 4 would count a token again: step 2 therefore begins with
+`kernel.lease.check_held()`, which stops work (run under a lease) whose lease this process has
+not renewed for three quarters of its length; a repeat needs a stall of a quarter lease (15 s by
+default) between that check and the database, and `usage rebuild` corrects what one did.
 """
 
 from __future__ import annotations

@@ -37,6 +37,7 @@ from pymongo.errors import BulkWriteError
 
 from catalogue.collection_names import FILES
 from catalogue.lfn import ROOT, ancestors, check_lfn, descendant_pattern, is_within, parent_of
+from kernel import lease
 from kernel.db import Document, IndexSpec, bulk_write_chunked, database_errors, increment, iterate
 
 USAGE = "usage"
@@ -140,7 +141,10 @@ async def count_removals(db: AsyncDatabase[Document], removals: Removals) -> Non
     `removals` names each replica by its removal token (kept on the replica until it is gone,
     `catalogue.replica_removal`). One update per SE record for all its tokens, guarded by their
     absence from the record's REMOVALS and recording them there; only if some was recorded
-    already (a removal cut short and taken over) are the tokens applied one by one."""
+    already (a removal cut short and taken over) are the tokens applied one by one.
+    Work run under a lease stops here (`kernel.lease.LeaseLost`) if that lease may have run out:
+    a successor may have counted these tokens and forgotten them already."""
+    lease.check_held()
     await _apply_removals(db, removals, sign=-1)
 
 

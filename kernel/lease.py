@@ -1,6 +1,14 @@
 """Named leases in MongoDB (one holder at a time for work that is not a document of a queue,
 e.g. "reaper:SE-NAME"), and the helpers that keep leases renewed while their work runs.
 
+A holder that stalls (stopped, swapped out, a paused VM) may resume after its lease ran out and
+a successor took its work over. A write that only a holder may make without a guard of its own in
+the database (a count another document's state decides) calls `check_held()` just before: work
+run by `while_held(..., lease_s=...)` then stops with `LeaseLost` unless its lease was renewed (or
+taken) less than three quarters of a lease ago by this process's clock. A successor starts a
+quarter of a lease later at the earliest, so such a write can only meet its successor's if it
+takes that long between the check and the database.
+
 A named lease is one document `{_id: name, lease_owner, lease_expires}` (the fields of
 `kernel.claims`); taking or renewing it is one upsert whose filter matches only a free, expired
 or own lease, so a held lease makes the upsert hit the unique `_id` and fail — no transaction.
@@ -10,8 +18,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import datetime as dt
 import logging
+import time
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any, TypedDict, TypeVar
 
@@ -33,6 +43,31 @@ class NamedLease(TypedDict):
 
 T = TypeVar("T")
 log = logging.getLogger("cairn.lease")
+# The part of a lease a holder counts on after a renewal, by its own clock: the rest covers the
+# clocks of the holder and its successor disagreeing and the write in flight.
+SURE_PART = 0.75
+
+
+class LeaseLost(Exception):
+    """The lease of the work running here may have run out: it stops, as if its holder had died."""
+
+
+class _Held:
+    """Until when (time.monotonic()) the work running in a context surely holds its lease."""
+
+    def __init__(self, until: float) -> None:
+        self.until = until
+
+
+_HELD: contextvars.ContextVar[_Held | None] = contextvars.ContextVar("cairn_lease_held", default=None)
+
+
+def check_held() -> None:
+    """Raise LeaseLost when the work running here holds its lease through `while_held` and that
+    lease may have run out by now (see the module docstring); nothing outside such work."""
+    held = _HELD.get()
+    if held is not None and time.monotonic() > held.until:
+        raise LeaseLost(f"lease not renewed for {time.monotonic() - held.until:.1f} s past its sure part")
 
 
 async def acquire(db: AsyncDatabase[Document], name: str, owner: str, *, lease_s: float) -> bool:
@@ -56,21 +91,34 @@ async def release(db: AsyncDatabase[Document], name: str, owner: str) -> None:
         await db[LEASES].delete_one({"_id": name, OWNER: owner})
 
 
-async def while_held(work: Coroutine[Any, Any, T], keep: Callable[[], Awaitable[bool]], *,
-                     every_s: float) -> tuple[bool, T | None]:
+async def while_held(work: Coroutine[Any, Any, T], keep: Callable[[], Awaitable[bool]], *, every_s: float,
+                     lease_s: float | None = None, since: float | None = None) -> tuple[bool, T | None]:
     """Run `work`, calling `keep()` (renew the lease) every `every_s` while it runs.
 
     Returns (True, result), or (False, None) once `keep()` says the lease was lost: the work is
     then cancelled, as if its holder had died. When `keep()` raises (the database is down) the
-    work is cancelled too and the error propagates: the work stops with the lease."""
-    task = asyncio.ensure_future(work)
+    work is cancelled too and the error propagates: the work stops with the lease.
+    With `lease_s` (the lease's length; `since`: the time.monotonic() before it was taken, else
+    now), the work's `check_held()` raises LeaseLost once the lease was not renewed for
+    SURE_PART of it; work that stops so returns (False, None) too."""
+    held = _Held(float("inf"))
+    if lease_s is not None:
+        held.until = (time.monotonic() if since is None else since) + SURE_PART * lease_s
+    context = contextvars.copy_context()
+    context.run(_HELD.set, held)
+    task = asyncio.get_running_loop().create_task(work, context=context)
     try:
         while True:
             done, _ = await asyncio.wait({task}, timeout=every_s)
             if done:
-                return True, task.result()
-            if not await keep() and not task.done():
+                return _outcome(task)
+            sent = time.monotonic()
+            if not await keep():
+                if task.done():
+                    return _outcome(task)
                 return False, None
+            if lease_s is not None:
+                held.until = sent + SURE_PART * lease_s
     finally:
         if not task.done():
             task.cancel()
@@ -78,15 +126,25 @@ async def while_held(work: Coroutine[Any, Any, T], keep: Callable[[], Awaitable[
                 await task
 
 
+def _outcome(task: asyncio.Task[T]) -> tuple[bool, T | None]:
+    try:
+        return True, task.result()
+    except LeaseLost as exc:
+        log.warning("stopping work whose lease may have run out: %s", exc)
+        return False, None
+
+
 async def under_named_lease(db: AsyncDatabase[Document], name: str, owner: str, work: Coroutine[Any, Any, T], *,
                             lease_s: float) -> tuple[bool, T | None]:
     """Run `work` holding the named lease `name` (renewed every third of its length), then give
     it up; (False, None) without running it when someone else holds the lease, or once it was lost."""
+    since = time.monotonic()
     if not await acquire(db, name, owner, lease_s=lease_s):
         work.close()
         return False, None
     try:
-        return await while_held(work, lambda: acquire(db, name, owner, lease_s=lease_s), every_s=lease_s / 3)
+        return await while_held(work, lambda: acquire(db, name, owner, lease_s=lease_s), every_s=lease_s / 3,
+                                lease_s=lease_s, since=since)
     finally:
         await release(db, name, owner)
 

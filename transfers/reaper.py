@@ -97,28 +97,32 @@ class Reaper(Daemon):
 
     async def run_once(self) -> int:
         ses = {se.name: se for se in await list_storage_elements(self.db)}
+        claimed_at = time.monotonic()
         claimed = await rq.claim_many(self.db, self.worker, kinds=["delete"], lease_s=self.settings.lease_s,
                                       limit=self.settings.reaper_batch)
         handled = len(claimed)
         for request in [r for r in claimed if r.get("audit_run")]:
             await self._delete_dark(request, ses.get(request.get("dest_se") or ""))
         if batch := [r for r in claimed if not r.get("audit_run")]:
-            await self._holding(batch, ses)
+            await self._holding(batch, ses, claimed_at)
         for se in ses.values():
             handled += await self._free_space(se)
         return handled
 
-    async def _holding(self, requests: list[Document], ses: dict[str, StorageElement]) -> None:
+    async def _holding(self, requests: list[Document], ses: dict[str, StorageElement], claimed_at: float) -> None:
         """`_delete_batch`, renewing the batch's leases while it runs: a batch that outlasts its
         leases on a slow database would otherwise be taken over while this reaper still works on
-        it (two live holders of one removal). A lost lease stops the batch, as if this reaper died."""
+        it (two live holders of one removal). A lost lease stops the batch, as if this reaper died;
+        so does a lease this reaper could not renew in time (it stalled), before the batch's
+        removals are counted (`kernel.lease.check_held`)."""
         ids = [r["_id"] for r in requests]
 
         async def keep() -> bool:
             held = await rq.renew_leases(self.db, ids, self.worker, lease_s=self.settings.lease_s)
             return len(held) == len(ids)
 
-        held, _ = await lease.while_held(self._delete_batch(requests, ses), keep, every_s=self.settings.lease_s / 3)
+        held, _ = await lease.while_held(self._delete_batch(requests, ses), keep, every_s=self.settings.lease_s / 3,
+                                         lease_s=self.settings.lease_s, since=claimed_at)
         if not held:
             log.warning("lost the lease of some of %d deletion requests; stopping their batch", len(ids))
 
