@@ -10,12 +10,10 @@ variable to fix.
 from __future__ import annotations
 
 import os
-import tomllib
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
@@ -199,6 +197,11 @@ def read_config_file(path: str | None) -> dict[str, Any]:
     if not file.is_file():
         raise ConfigurationError(f"CAIRN_CONFIG: no such file {path!r}")
     text = file.read_text()
+    # Imported here: most processes (every CLI command) read no file, and yaml costs ~8 ms to load.
+    import tomllib
+
+    import yaml
+
     try:
         data = tomllib.loads(text) if file.suffix == ".toml" else yaml.safe_load(text)
     except (tomllib.TOMLDecodeError, yaml.YAMLError) as exc:
