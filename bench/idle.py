@@ -1,11 +1,14 @@
 """Benchmark: what an idle `cairn up` costs as its transfer history grows.
 
-    python bench/idle.py [--history 0,100000,300000] [--window 60] [--of requests|jobs|rules] [--tree PATH]
+    python bench/idle.py [--history 0,100000,300000] [--window 60] [--of requests|jobs|rules|replicas]
+                         [--tree PATH]
 
 For each history size: `cairn up` (the tree's code, FerretDB from $CAIRN_FERRETDB or the usual
 places) in a scratch directory; HISTORY transfer requests submitted and ended (`done`), as months
 of use leave them (or, `--of jobs`, HISTORY job records that ran and ended; `--of rules`, HISTORY
-rules at rest, all their locks ok); 10 s to settle;
+rules at rest, all their locks ok; `--of replicas`, HISTORY files registered with a replica on
+LOCAL-DISK1, which is given a `space.total_bytes` far above them, so the reaper looks at its
+space once a minute and evicts nothing); 10 s to settle;
 then each of its processes' CPU over WINDOW seconds in which
 nothing is asked of it. The daemons still look for work every second or so (claims, staging
 polls, pins to release, copying replicas to sweep): those looks must cost the same whatever the
@@ -36,7 +39,10 @@ sys.path.insert(0, str(ROOT))
 from pymongo import AsyncMongoClient  # noqa: E402
 
 from bench.harness import cpu_seconds  # noqa: E402
+from catalogue.files import register_files  # noqa: E402
+from catalogue.storage_elements import get_storage_element, put_storage_element  # noqa: E402
 from kernel.db import Document  # noqa: E402
+from kernel.principal import Principal  # noqa: E402
 from transfers import requests as rq  # noqa: E402
 from wms import jobs  # noqa: E402
 
@@ -83,6 +89,9 @@ async def ended_history(uri: str, count: int, kind: str) -> None:
     client: AsyncMongoClient[Document] = AsyncMongoClient(uri, tz_aware=True)
     db = client["cairn"]
     try:
+        if kind == "replicas":
+            await space_managed_history(db, count)
+            return
         if kind in ("jobs", "rules"):
             at = rq.now()
             make, collection = (ended_job, jobs.JOBS) if kind == "jobs" else (ok_rule, "rules")
@@ -100,6 +109,21 @@ async def ended_history(uri: str, count: int, kind: str) -> None:
                  "$unset": {"active_key": ""}})
     finally:
         await client.close()
+
+
+async def space_managed_history(db: Any, count: int) -> None:
+    """COUNT files with a replica on LOCAL-DISK1 (registered: the usage records follow), and a
+    space limit on that SE that they fill to one part in a million."""
+    admin = Principal(sub="bench", vo="local", groups=("admin",), scopes=frozenset({"admin"}))
+    for start in range(0, count, BATCH):
+        files = [{"lfn": f"/history/d{i // 1000:04d}/f{i:07d}", "size": 1 << 20, "adler32": f"{i:08x}",
+                  "replicas": [{"se": "LOCAL-DISK1"}]} for i in range(start, min(count, start + BATCH))]
+        result = await register_files(db, admin, files)
+        if result["failed"]:
+            raise SystemExit(f"registration failed: {list(result['failed'].items())[:3]}")
+    se = await get_storage_element(db, "LOCAL-DISK1")
+    se.space = se.space.model_copy(update={"total_bytes": max(1, count) << 40})
+    await put_storage_element(db, se)
 
 
 def one_size(tree: Path, history: int, window: float, kind: str) -> dict[str, Any]:
@@ -141,8 +165,9 @@ def main() -> None:
     parser.add_argument("--history", default="0,100000,300000", help="ended requests, comma-separated (0 first)")
     parser.add_argument("--window", type=float, default=60.0, help="seconds of idleness measured")
     parser.add_argument("--tree", type=Path, default=ROOT, help="the Cairn checkout whose `cairn up` runs")
-    parser.add_argument("--of", choices=("requests", "jobs", "rules"), default="requests",
-                        help="what the history holds: ended transfer requests, ended jobs or rules at rest (ok)")
+    parser.add_argument("--of", choices=("requests", "jobs", "rules", "replicas"), default="requests",
+                        help="what the history holds: ended transfer requests, ended jobs, rules at rest (ok) "
+                             "or replicas on a space-managed SE")
     args = parser.parse_args()
     sizes = [one_size(args.tree.resolve(), int(n), args.window, args.of) for n in args.history.split(",")]
     print(json.dumps({"benchmark": "idle cairn up", "tree": str(args.tree.resolve()), "sizes": sizes}, indent=1))

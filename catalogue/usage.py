@@ -290,6 +290,13 @@ async def se_usage(db: AsyncDatabase[Document]) -> list[dict[str, Any]]:
             for d in docs]
 
 
+async def se_bytes(db: AsyncDatabase[Document], se: str) -> int:
+    """Bytes of the replicas on one SE, from its usage record (one read by `_id`)."""
+    with database_errors():
+        doc = await db[USAGE].find_one({"_id": se_key(se)}, {"bytes": 1})
+    return int((doc or {}).get("bytes", 0))
+
+
 async def recount(db: AsyncDatabase[Document]) -> dict[str, dict[str, int]]:
     """Usage recomputed from the file records in one streamed pass over them (size, parent and
     replica SEs projected), summed per parent directory and per SE, then rolled up the tree in

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import random
 from pathlib import Path
 
+import pytest
 from pymongo.asynchronous.database import AsyncDatabase
 
 from kernel import lease
@@ -15,7 +17,7 @@ from kernel.settings import Settings
 from tests.fixtures.transfers import add_ses, disk_se, fast_settings, put_files, replica_status, se_root
 from transfers import requests as rq
 from transfers.deletion import Refused, retire
-from transfers.reaper import Reaper, used_bytes
+from transfers.reaper import Reaper, eviction_candidates, used_bytes
 
 KIB = 1024
 
@@ -84,10 +86,12 @@ async def test_two_retirements_of_the_last_two_copies_cannot_both_succeed(
         assert "last available replica" in str(exc)
 
 
+@pytest.mark.parametrize("batch", [1000, 2])
 async def test_a_full_se_is_cleaned_to_low_water_least_recently_used_first(
-    database: AsyncDatabase[Document], settings: Settings, tmp_path: Path,
+    database: AsyncDatabase[Document], settings: Settings, tmp_path: Path, batch: int,
 ) -> None:
-    # 10 files of 1 KiB on a 10 KiB SE (100% > 90% high water) → down to 50% low water.
+    # 10 files of 1 KiB on a 10 KiB SE (100% > 90% high water) → down to 50% low water, in one
+    # cycle also when that takes several batches (chosen from one read of the SE's replicas).
     full = disk_se("FULL", tmp_path / "full", total_bytes=10 * KIB, high_water=0.9, low_water=0.5)
     other = disk_se("OTHER", tmp_path / "other")
     await add_ses(database, full, other)
@@ -100,12 +104,30 @@ async def test_a_full_se_is_cleaned_to_low_water_least_recently_used_first(
             {"_id": lfn, "replicas.0.se": "FULL"}, {"$set": {"replicas.0.accessed": base + dt.timedelta(hours=i)}})
     await database["files"].update_one({"_id": "/vo/f0", "replicas.0.se": "FULL"},
                                        {"$set": {"replicas.0.protected": True}})
-    await Reaper(fast_settings(settings), database).run(max_cycles=1)
+    await Reaper(fast_settings(settings, reaper_batch=batch), database).run(max_cycles=1)
     left = {lfn for lfn in lfns if await replica_status(database, lfn, "FULL") is not None}
     # f0 protected, f1..f5 deleted (5 KiB freed → 5 KiB = low water), f6.. kept; f8, f9 last copies.
     assert left == {"/vo/f0", "/vo/f6", "/vo/f7", "/vo/f8", "/vo/f9"}
     assert await used_bytes(database, "FULL") == 5 * KIB
     assert sorted(p.name for p in (se_root(full) / "vo").iterdir()) == ["f0", "f6", "f7", "f8", "f9"]
+
+
+async def test_eviction_candidates_are_the_least_recently_used_whatever_the_limit(
+    database: AsyncDatabase[Document], tmp_path: Path,
+) -> None:
+    full, other = disk_se("FULL", tmp_path / "full"), disk_se("OTHER", tmp_path / "other")
+    await add_ses(database, full, other)
+    lfns = [f"/vo/lru/f{i:02d}" for i in range(30)]
+    await put_files(database, [full, other], lfns, size=KIB)
+    hours = random.Random(5).sample(range(100), len(lfns))
+    base = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    for lfn, hour in zip(lfns, hours, strict=True):
+        await database["files"].update_one(
+            {"_id": lfn, "replicas.0.se": "FULL"}, {"$set": {"replicas.0.accessed": base + dt.timedelta(hours=hour)}})
+    everyone = await eviction_candidates(database, "FULL", limit=100)
+    assert [c["lfn"] for c in everyone] == [lfn for _, lfn in sorted(zip(hours, lfns, strict=True))]
+    for limit in (1, 7, 29):
+        assert await eviction_candidates(database, "FULL", limit=limit) == everyone[:limit]
 
 
 async def test_a_named_lease_has_one_holder_until_it_expires(database: AsyncDatabase[Document]) -> None:
