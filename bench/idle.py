@@ -1,14 +1,15 @@
 """Benchmark: what an idle `cairn up` costs as its transfer history grows.
 
-    python bench/idle.py [--history 0,100000,300000] [--window 60] [--of requests|jobs|rules|replicas]
-                         [--tree PATH]
+    python bench/idle.py [--history 0,100000,300000] [--window 60]
+                         [--of requests|jobs|rules|replicas|tasks] [--tree PATH]
 
 For each history size: `cairn up` (the tree's code, FerretDB from $CAIRN_FERRETDB or the usual
 places) in a scratch directory; HISTORY transfer requests submitted and ended (`done`), as months
 of use leave them (or, `--of jobs`, HISTORY job records that ran and ended; `--of rules`, HISTORY
 rules at rest, all their locks ok; `--of replicas`, HISTORY files registered with a replica on
 LOCAL-DISK1, which is given a `space.total_bytes` far above them, so the reaper looks at its
-space once a minute and evicts nothing); 10 s to settle;
+space once a minute and evicts nothing; `--of tasks`, an active transformation whose HISTORY
+tasks are done and whose HISTORY files are processed); 10 s to settle;
 then each of its processes' CPU over WINDOW seconds in which
 nothing is asked of it. The daemons still look for work every second or so (claims, staging
 polls, pins to release, copying replicas to sweep): those looks must cost the same whatever the
@@ -43,6 +44,8 @@ from catalogue.files import register_files  # noqa: E402
 from catalogue.storage_elements import get_storage_element, put_storage_element  # noqa: E402
 from kernel.db import Document  # noqa: E402
 from kernel.principal import Principal  # noqa: E402
+from productions import tasks, transformation_files, transformations  # noqa: E402
+from productions.spec import TransformationSpec  # noqa: E402
 from transfers import requests as rq  # noqa: E402
 from wms import jobs  # noqa: E402
 
@@ -92,6 +95,9 @@ async def ended_history(uri: str, count: int, kind: str) -> None:
         if kind == "replicas":
             await space_managed_history(db, count)
             return
+        if kind == "tasks":
+            await processed_transformation(db, count)
+            return
         if kind in ("jobs", "rules"):
             at = rq.now()
             make, collection = (ended_job, jobs.JOBS) if kind == "jobs" else (ok_rule, "rules")
@@ -124,6 +130,28 @@ async def space_managed_history(db: Any, count: int) -> None:
     se = await get_storage_element(db, "LOCAL-DISK1")
     se.space = se.space.model_copy(update={"total_bytes": max(1, count) << 40})
     await put_storage_element(db, se)
+
+
+async def processed_transformation(db: Any, count: int) -> None:
+    """An active transformation with COUNT tasks done, one file each, processed (the fields of
+    `productions.tasks.document` and `productions.transformation_files.add_files`)."""
+    admin = Principal(sub="bench", vo="local", groups=("admin",), scopes=frozenset({"admin"}))
+    spec = TransformationSpec.model_validate({"name": "history", "input_query": "type=raw", "input_path": "/history",
+                                              "grouping": {"count": 1}, "job": {"executable": "/bin/true"}})
+    doc = await transformations.create(db, admin, spec)
+    at = rq.now()
+    for start in range(0, count, BATCH):
+        numbers = range(start, min(count, start + BATCH))
+        await db[tasks.TASKS].insert_many([
+            {**tasks.document(doc["_id"], n, [f"/history/f{n:07d}"], {"site": "LOCAL"}), "state": "done",
+             "job": f"{n:032x}", "files_marked": True, "reason": "job done"} for n in numbers])
+        await db[transformation_files.FILES].insert_many([
+            {"_id": transformation_files.file_id(doc["_id"], f"/history/f{n:07d}"), "transformation": doc["_id"],
+             "lfn": f"/history/f{n:07d}", "status": "processed", "task": tasks.task_id(doc["_id"], n),
+             "size": 1 << 20, "meta": {"type": "raw"}, "group_value": None, "failures": 0, "added": at,
+             "updated": at} for n in numbers])
+    await db[transformations.TRANSFORMATIONS].update_one(
+        {"_id": doc["_id"]}, {"$set": {"state": "active", "next_task": count, "initial_after": "~"}})
 
 
 def one_size(tree: Path, history: int, window: float, kind: str) -> dict[str, Any]:
@@ -165,9 +193,9 @@ def main() -> None:
     parser.add_argument("--history", default="0,100000,300000", help="ended requests, comma-separated (0 first)")
     parser.add_argument("--window", type=float, default=60.0, help="seconds of idleness measured")
     parser.add_argument("--tree", type=Path, default=ROOT, help="the Cairn checkout whose `cairn up` runs")
-    parser.add_argument("--of", choices=("requests", "jobs", "rules", "replicas"), default="requests",
-                        help="what the history holds: ended transfer requests, ended jobs, rules at rest (ok) "
-                             "or replicas on a space-managed SE")
+    parser.add_argument("--of", choices=("requests", "jobs", "rules", "replicas", "tasks"), default="requests",
+                        help="what the history holds: ended transfer requests, ended jobs, rules at rest (ok), "
+                             "replicas on a space-managed SE or a transformation's done tasks")
     args = parser.parse_args()
     sizes = [one_size(args.tree.resolve(), int(n), args.window, args.of) for n in args.history.split(",")]
     print(json.dumps({"benchmark": "idle cairn up", "tree": str(args.tree.resolve()), "sizes": sizes}, indent=1))
