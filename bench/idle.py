@@ -136,7 +136,7 @@ async def processed_transformation(db: Any, count: int) -> None:
     """An active transformation with COUNT tasks done, one file each, processed (the fields of
     `productions.tasks.document` and `productions.transformation_files.add_files`)."""
     admin = Principal(sub="bench", vo="local", groups=("admin",), scopes=frozenset({"admin"}))
-    spec = TransformationSpec.model_validate({"name": "history", "input_query": "type=raw", "input_path": "/history",
+    spec = TransformationSpec.model_validate({"name": "history", "input_query": "type=raw", "input_path": "/",
                                               "grouping": {"count": 1}, "job": {"executable": "/bin/true"}})
     doc = await transformations.create(db, admin, spec)
     at = rq.now()

@@ -14,6 +14,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from kernel.db import Document, bulk_write_chunked
 from productions import locality, tasks, transformation_files, transformations
+from productions.feeding import group_key
 from productions.grouping import Group, make_groups, needs_location, shared_metadata
 
 WINDOW = 10_000
@@ -72,7 +73,8 @@ async def create_tasks(db: AsyncDatabase[Document], doc: Document) -> int:
 async def _group_window(db: AsyncDatabase[Document], doc: Document) -> list[Group]:
     """The groups the next window of unused files makes (tagged with their location first when
     the plugin groups by it)."""
-    window = [f async for f in transformation_files.unused_files(db, doc["_id"], WINDOW)]
+    window = [f async for f in transformation_files.unused_files(db, doc["_id"], WINDOW,
+                                                                 grouped=group_key(doc) is not None)]
     final = doc["state"] == "flushing" and len(window) < WINDOW
     grouping = doc["spec"]["grouping"]
     taken = None

@@ -16,15 +16,16 @@ from typing import Any
 from pymongo import UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 
-from kernel.db import Document, IndexSpec, bulk_write_chunked, database_errors
+from kernel.db import INDEX_ORDER, Document, IndexSpec, bulk_write_chunked, database_errors
 
 TASKS = "transformation_tasks"
 STATES = ("created", "submitted", "done", "failed", "killed")
 OPEN = ("created", "submitted")
 
 INDEXES = [
-    # tasks_in (submission, monitoring, API)
-    IndexSpec(TASKS, [("transformation", 1), ("state", 1), ("number", 1)], name="transformation_tasks_by_state"),
+    # tasks_in (submission, monitoring, API): one state at a time, in `_id` (so number) order
+    IndexSpec(TASKS, [("transformation", 1), ("state", 1), ("_id", 1)], name="transformation_tasks_by_state_id",
+              index_order=True),
 ]
 
 
@@ -53,11 +54,19 @@ async def insert(db: AsyncDatabase[Document], docs: Sequence[Document]) -> None:
 
 async def tasks_in(db: AsyncDatabase[Document], transformation_id: str, states: Sequence[str], limit: int,
                    after: int = -1, **fields: Any) -> list[Document]:
-    """Tasks in these states (and with these field values), by number (index:
-    transformation_tasks_by_state)."""
-    with database_errors():
-        return await db[TASKS].find({"transformation": transformation_id, "state": {"$in": list(states)},
-                                     "number": {"$gt": after}, **fields}).sort("number", 1).limit(limit).to_list()
+    """Tasks in these states (and with these field values) numbered above `after`, by number, at
+    most `limit`. One read per state of the index transformation_tasks_by_state_id under
+    INDEX_ORDER (`transformation` and `state` strings, `fields` strings or booleans, `_id` the
+    number zero-padded): on the embedded database a transformation's history of ended tasks is
+    not read to find its open ones (every monitor and submission cycle asks)."""
+    found: list[Document] = []
+    for state in dict.fromkeys(states):
+        with database_errors():
+            found += await db[TASKS].find(
+                {"transformation": transformation_id, "state": state, "_id": {"$gt": task_id(transformation_id, after)},
+                 "number": {"$gt": after}, **fields}, comment=INDEX_ORDER).sort("_id", 1).limit(limit).to_list()
+    found.sort(key=lambda task: task["number"])
+    return found[:limit]
 
 
 async def reserve_jobs(db: AsyncDatabase[Document], job_ids: dict[str, str]) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError
 
-from kernel.db import Document, IndexSpec, database_errors, iterate
+from kernel.db import INDEX_ORDER, Document, IndexSpec, database_errors, iterate
 
 FILES = "transformation_files"
 DUPLICATE_KEY = 11000
@@ -23,7 +23,7 @@ STATUSES = ("unused", "assigned", "processed", "problematic", "removed")
 INDEXES = [
     # unused_files (task creation, in group then LFN order), files_of (API), counts
     IndexSpec(FILES, [("transformation", 1), ("status", 1), ("group_value", 1), ("lfn", 1)],
-              name="transformation_files_by_status"),
+              name="transformation_files_by_status", index_order=True),
     # files of a task (monitoring)
     IndexSpec(FILES, [("transformation", 1), ("task", 1)], name="transformation_files_by_task"),
 ]
@@ -61,10 +61,16 @@ async def add_files(db: AsyncDatabase[Document], transformation_id: str, found: 
     return len(result.inserted_ids)
 
 
-def unused_files(db: AsyncDatabase[Document], transformation_id: str, limit: int) -> AsyncIterator[Document]:
-    """Unused files in group then LFN order (index: transformation_files_by_status)."""
+def unused_files(db: AsyncDatabase[Document], transformation_id: str, limit: int, *,
+                 grouped: bool = True) -> AsyncIterator[Document]:
+    """Unused files in group then LFN order (index: transformation_files_by_status). Not
+    `grouped` (no group key: `group_value` null in every file), read under INDEX_ORDER: on the
+    embedded database the files the transformation has processed are not read to find the next
+    unused ones (every task creation cycle asks). Group values may be numbers, whose JSON text
+    does not sort like them: those are sorted in memory."""
     cursor = db[FILES].find({"transformation": transformation_id, "status": "unused"},
-                            {"lfn": 1, "size": 1, "meta": 1, "group_value": 1}
+                            {"lfn": 1, "size": 1, "meta": 1, "group_value": 1},
+                            comment=None if grouped else INDEX_ORDER,
                             ).sort([("group_value", 1), ("lfn", 1)]).limit(limit).batch_size(1000)
     return iterate(cursor)
 

@@ -24,6 +24,7 @@ from kernel.principal import Principal
 from productions.spec import TransformationSpec
 
 TRANSFORMATIONS = "transformations"
+MAX_TASK = 99_999_999  # the highest task number (`productions.tasks.task_id` pads eight digits)
 STATES = ("new", "active", "flushing", "stopped", "completed", "cleaned")
 # States in which the daemons work on a transformation.
 RUNNING = ("new", "active", "flushing")
@@ -149,11 +150,15 @@ async def change_state(db: AsyncDatabase[Document], doc: Document, from_states: 
 
 
 async def allocate_tasks(db: AsyncDatabase[Document], transformation_id: str, count: int) -> int:
-    """Reserve `count` task numbers in one write; returns the first."""
+    """Reserve `count` task numbers in one write; returns the first. Numbers stop at MAX_TASK
+    (eight digits: a task's `_id` holds its number zero-padded, and `_id` order is number order)."""
     with database_errors():
         doc = await db[TRANSFORMATIONS].find_one_and_update(
-            {"_id": transformation_id}, increment({"next_task": count}), return_document=ReturnDocument.AFTER)
-    assert doc is not None
+            {"_id": transformation_id, "next_task": {"$not": {"$gt": MAX_TASK - count}}},
+            increment({"next_task": count}), return_document=ReturnDocument.AFTER)
+    if doc is None:
+        await get(db, transformation_id)  # NotFound when it is gone
+        raise Conflict(f"transformation {transformation_id} has made its {MAX_TASK:,} tasks: no more can be made")
     return int(doc["next_task"]) - count + 1
 
 
