@@ -64,9 +64,22 @@ async def _step_progress(db: AsyncDatabase[Document], transformation_id: str) ->
     files = await transformation_files.count_by_status(db, transformation_id)
     counts = await tasks.count_by_state(db, transformation_id)
     quiet = (files["unused"] + files["assigned"] == 0 and counts["created"] + counts["submitted"] == 0
-             and doc["state"] != "new" and (doc["spec"]["type"] != "mc" or doc["state"] in ("completed", "stopped")))
+             and _settled(doc))
     return {"id": transformation_id, "name": doc["name"], "state": doc["state"], "files": files, "tasks": counts,
             "quiet": quiet}
+
+
+def _settled(doc: Document) -> bool:
+    """Past its initial query, and (mc) done making tasks."""
+    return doc["state"] != "new" and (doc["spec"]["type"] != "mc" or doc["state"] in ("completed", "stopped"))
+
+
+async def _quiet(db: AsyncDatabase[Document], transformation_id: str) -> bool:
+    """`_step_progress`'s `quiet` by a few reads that stop at their first document (the monitor
+    asks every cycle: counting every file and task of each step read them all)."""
+    return (_settled(await transformations.get(db, transformation_id))
+            and not await transformation_files.any_in(db, transformation_id, ("unused", "assigned"))
+            and not await tasks.tasks_in(db, transformation_id, tasks.OPEN, 1))
 
 
 async def status(db: AsyncDatabase[Document], doc: Document) -> dict[str, Any]:
@@ -133,10 +146,10 @@ async def advance(db: AsyncDatabase[Document], step: Document) -> bool:
         return False
     production = await get(db, step["production"])
     index = production["steps"].index(step["_id"])
-    if index == 0 or (await transformation_files.count_by_status(db, step["_id"]))["unused"] == 0:
+    if index == 0 or not await transformation_files.any_in(db, step["_id"], ("unused",)):
         return False
     for before in production["steps"][:index]:
-        if not (await _step_progress(db, before))["quiet"]:
+        if not await _quiet(db, before):
             return False
     return await transformations.set_state(db, step["_id"], ("active",), "flushing") is not None
 

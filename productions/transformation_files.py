@@ -144,6 +144,17 @@ async def files_of(db: AsyncDatabase[Document], transformation_id: str, status: 
         return await db[FILES].find(flt, {"meta": 0}).sort("lfn", 1).limit(limit).to_list()
 
 
+async def any_in(db: AsyncDatabase[Document], transformation_id: str, statuses: Sequence[str]) -> bool:
+    """Whether some file of the transformation has one of these statuses: one read per status
+    that stops at the first file, under INDEX_ORDER (index transformation_files_by_status)."""
+    for status in statuses:
+        with database_errors():
+            if await db[FILES].find_one({"transformation": transformation_id, "status": status}, {"_id": 1},
+                                        comment=INDEX_ORDER) is not None:
+                return True
+    return False
+
+
 async def count_by_status(db: AsyncDatabase[Document], transformation_id: str) -> dict[str, int]:
     """How many files are in each status (every status listed, 0 included)."""
     with database_errors():

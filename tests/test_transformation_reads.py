@@ -77,6 +77,8 @@ async def test_unused_files_come_in_group_then_lfn_order(database: AsyncDatabase
     other = await _transformation(database)
     await transformation_files.add_files(database, other["_id"], plain[:50], None)
     unused = sorted(lfns[100:])
+    assert await transformation_files.any_in(database, doc["_id"], ["assigned", "processed"])
+    assert not await transformation_files.any_in(database, doc["_id"], ["assigned", "problematic"])
     for limit in (1, 17, 1000):
         got = [f["lfn"] async for f in transformation_files.unused_files(database, doc["_id"], limit,
                                                                             grouped=False)]
