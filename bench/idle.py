@@ -1,7 +1,7 @@
 """Benchmark: what an idle `cairn up` costs as its transfer history grows.
 
     python bench/idle.py [--history 0,100000,300000] [--window 60]
-                         [--of requests|jobs|rules|replicas|tasks] [--tree PATH]
+                         [--of requests|jobs|rules|replicas|tasks|pilots] [--tree PATH]
 
 For each history size: `cairn up` (the tree's code, FerretDB from $CAIRN_FERRETDB or the usual
 places) in a scratch directory; HISTORY transfer requests submitted and ended (`done`), as months
@@ -9,7 +9,8 @@ of use leave them (or, `--of jobs`, HISTORY job records that ran and ended; `--o
 rules at rest, all their locks ok; `--of replicas`, HISTORY files registered with a replica on
 LOCAL-DISK1, which is given a `space.total_bytes` far above them, so the reaper looks at its
 space once a minute and evicts nothing; `--of tasks`, an active transformation whose HISTORY
-tasks are done and whose HISTORY files are processed); 10 s to settle;
+tasks are done and whose HISTORY files are processed; `--of pilots`, a local pilot queue at
+LOCAL whose HISTORY pilots ended, and no job waiting); 10 s to settle;
 then each of its processes' CPU over WINDOW seconds in which
 nothing is asked of it. The daemons still look for work every second or so (claims, staging
 polls, pins to release, copying replicas to sweep): those looks must cost the same whatever the
@@ -41,6 +42,7 @@ from pymongo import AsyncMongoClient  # noqa: E402
 
 from bench.harness import cpu_seconds  # noqa: E402
 from catalogue.files import register_files  # noqa: E402
+from catalogue.site_queues import SiteQueue, put_queue  # noqa: E402
 from catalogue.storage_elements import get_storage_element, put_storage_element  # noqa: E402
 from kernel.db import Document  # noqa: E402
 from kernel.principal import Principal  # noqa: E402
@@ -48,6 +50,7 @@ from productions import tasks, transformation_files, transformations  # noqa: E4
 from productions.spec import TransformationSpec  # noqa: E402
 from transfers import requests as rq  # noqa: E402
 from wms import jobs  # noqa: E402
+from wms.pilot_records import PILOTS  # noqa: E402
 
 BATCH = 10_000
 
@@ -97,6 +100,9 @@ async def ended_history(uri: str, count: int, kind: str) -> None:
             return
         if kind == "tasks":
             await processed_transformation(db, count)
+            return
+        if kind == "pilots":
+            await ended_pilots(db, count)
             return
         if kind in ("jobs", "rules"):
             at = rq.now()
@@ -154,6 +160,17 @@ async def processed_transformation(db: Any, count: int) -> None:
         {"_id": doc["_id"]}, {"$set": {"state": "active", "next_task": count, "initial_after": "~"}})
 
 
+async def ended_pilots(db: Any, count: int) -> None:
+    """A local queue at LOCAL and COUNT of its pilots that ran and ended (`wms.pilot_records`)."""
+    await put_queue(db, SiteQueue(name="local", site="LOCAL", backend="local", max_waiting=2, max_running=2))
+    at = rq.now()
+    for start in range(0, count, BATCH):
+        await db[PILOTS].insert_many([
+            {"_id": f"LOCAL.local.{i:010x}", "site": "LOCAL", "queue": "local", "backend": "local",
+             "log": f"/tmp/pilot-{i}.log", "factory": "bench", "state": "done", "batch_id": str(i), "jobs": [],
+             "submitted_at": at, "updated": at, "exit_code": 0} for i in range(start, min(count, start + BATCH))])
+
+
 def one_size(tree: Path, history: int, window: float, kind: str) -> dict[str, Any]:
     scratch = Path(tempfile.mkdtemp(prefix="cairn-bench-idle-"))
     log = scratch / "up.log"
@@ -193,9 +210,10 @@ def main() -> None:
     parser.add_argument("--history", default="0,100000,300000", help="ended requests, comma-separated (0 first)")
     parser.add_argument("--window", type=float, default=60.0, help="seconds of idleness measured")
     parser.add_argument("--tree", type=Path, default=ROOT, help="the Cairn checkout whose `cairn up` runs")
-    parser.add_argument("--of", choices=("requests", "jobs", "rules", "replicas", "tasks"), default="requests",
+    parser.add_argument("--of", choices=("requests", "jobs", "rules", "replicas", "tasks", "pilots"),
+                        default="requests",
                         help="what the history holds: ended transfer requests, ended jobs, rules at rest (ok), "
-                             "replicas on a space-managed SE or a transformation's done tasks")
+                             "replicas on a space-managed SE, a transformation's done tasks or a queue's ended pilots")
     args = parser.parse_args()
     sizes = [one_size(args.tree.resolve(), int(n), args.window, args.of) for n in args.history.split(",")]
     print(json.dumps({"benchmark": "idle cairn up", "tree": str(args.tree.resolve()), "sizes": sizes}, indent=1))
