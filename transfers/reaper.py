@@ -5,10 +5,11 @@
    A request naming one SE never removes the file's last available replica, nor a locked,
    protected or pinned one (see `transfers.deletion` for the protection contract).
 2. Space: when a disk SE with a `space.total_bytes` holds more than `high_water` of it (the sizes
-   of the files with a replica there, from the SE's usage record), the reaper deletes least-recently-used replicas
-   — by the replica's `accessed` time where something records one, else its `created` time —
-   that nothing protects and that are not the last available copy, until the SE is down to
-   `low_water`. One reaper at a time works on an SE (a named lease "reaper:SE").
+   of the files with a replica there, from the SE's usage record), the reaper deletes
+   least-recently-used replicas — by the replica's `accessed` time where something records one,
+   else its `created` time — that nothing protects and that are not the last available copy,
+   until the SE is down to `low_water`. One reaper at a time works on an SE (a named lease
+   "reaper:SE").
 
 Each cycle claims a batch of deletion requests and deletes them together (`transfers.deletion.
 delete_replicas`): the files read once, the replicas retired in one guarded bulk write, the bytes
