@@ -32,6 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -90,37 +91,40 @@ def ok_rule(number: int, at: dt.datetime) -> Document:
 
 
 async def ended_history(uri: str, count: int, kind: str) -> None:
-    """COUNT transfer requests submitted and ended, in batches as bulk requests come; or (kind
-    `jobs`) COUNT job records that ran and ended."""
+    """COUNT records of `kind`'s history (HISTORIES) in the installation's database."""
     client: AsyncMongoClient[Document] = AsyncMongoClient(uri, tz_aware=True)
-    db = client["cairn"]
     try:
-        if kind == "replicas":
-            await space_managed_history(db, count)
-            return
-        if kind == "tasks":
-            await processed_transformation(db, count)
-            return
-        if kind == "pilots":
-            await ended_pilots(db, count)
-            return
-        if kind in ("jobs", "rules"):
-            at = rq.now()
-            make, collection = (ended_job, jobs.JOBS) if kind == "jobs" else (ok_rule, "rules")
-            for start in range(0, count, BATCH):
-                await db[collection].insert_many([make(1_000_000 + i, at)
-                                                  for i in range(start, min(count, start + BATCH))])
-            return
-        for start in range(0, count, BATCH):
-            items = [{"lfn": f"/history/f{i:07d}", "dest_se": "LOCAL-DISK2"}
-                     for i in range(start, min(count, start + BATCH))]
-            result = await rq.submit_transfers(db, items, requester="bench")
-            await db[rq.REQUESTS].update_many(
-                {"_id": {"$in": list(result["successful"].values())}},
-                {"$set": {"state": "done", "finished": rq.now(), "result": {"mode": "tpc", "bytes": 1 << 20}},
-                 "$unset": {"active_key": ""}})
+        await HISTORIES[kind](client["cairn"], count)
     finally:
         await client.close()
+
+
+async def ended_requests(db: Any, count: int) -> None:
+    """COUNT transfer requests submitted and ended, in batches as bulk requests come."""
+    for start in range(0, count, BATCH):
+        items = [{"lfn": f"/history/f{i:07d}", "dest_se": "LOCAL-DISK2"}
+                 for i in range(start, min(count, start + BATCH))]
+        result = await rq.submit_transfers(db, items, requester="bench")
+        await db[rq.REQUESTS].update_many(
+            {"_id": {"$in": list(result["successful"].values())}},
+            {"$set": {"state": "done", "finished": rq.now(), "result": {"mode": "tpc", "bytes": 1 << 20}},
+             "$unset": {"active_key": ""}})
+
+
+async def _records(db: Any, count: int, collection: str, make: Callable[[int, dt.datetime], Document]) -> None:
+    at = rq.now()
+    for start in range(0, count, BATCH):
+        await db[collection].insert_many([make(1_000_000 + i, at) for i in range(start, min(count, start + BATCH))])
+
+
+async def ended_jobs(db: Any, count: int) -> None:
+    """COUNT job records that ran and ended."""
+    await _records(db, count, jobs.JOBS, ended_job)
+
+
+async def rules_at_rest(db: Any, count: int) -> None:
+    """COUNT rules whose locks are all ok."""
+    await _records(db, count, "rules", ok_rule)
 
 
 async def space_managed_history(db: Any, count: int) -> None:
@@ -171,6 +175,12 @@ async def ended_pilots(db: Any, count: int) -> None:
              "submitted_at": at, "updated": at, "exit_code": 0} for i in range(start, min(count, start + BATCH))])
 
 
+HISTORIES: dict[str, Callable[[Any, int], Awaitable[None]]] = {
+    "requests": ended_requests, "jobs": ended_jobs, "rules": rules_at_rest, "replicas": space_managed_history,
+    "tasks": processed_transformation, "pilots": ended_pilots,
+}
+
+
 def one_size(tree: Path, history: int, window: float, kind: str) -> dict[str, Any]:
     scratch = Path(tempfile.mkdtemp(prefix="cairn-bench-idle-"))
     log = scratch / "up.log"
@@ -210,8 +220,7 @@ def main() -> None:
     parser.add_argument("--history", default="0,100000,300000", help="ended requests, comma-separated (0 first)")
     parser.add_argument("--window", type=float, default=60.0, help="seconds of idleness measured")
     parser.add_argument("--tree", type=Path, default=ROOT, help="the Cairn checkout whose `cairn up` runs")
-    parser.add_argument("--of", choices=("requests", "jobs", "rules", "replicas", "tasks", "pilots"),
-                        default="requests",
+    parser.add_argument("--of", choices=tuple(HISTORIES), default="requests",
                         help="what the history holds: ended transfer requests, ended jobs, rules at rest (ok), "
                              "replicas on a space-managed SE, a transformation's done tasks or a queue's ended pilots")
     args = parser.parse_args()

@@ -303,6 +303,21 @@ FIRST_PAGE = 100
 STREAM_PAGE = 4000
 
 
+async def find_in_turn(collection: Any, queries: Iterable[Document], projection: Any = None, *,
+                       limit: int = 0) -> list[Document]:
+    """The documents of each query in turn, each read under INDEX_ORDER (so from its index, where
+    one `$in` or `$or` of them would read every document on the embedded database), until `limit`
+    are found (0: every one). The queries must keep INDEX_ORDER's promises."""
+    found: list[Document] = []
+    with database_errors():
+        for query in queries:
+            cursor = collection.find(query, projection, comment=INDEX_ORDER)
+            found += await (cursor.limit(limit - len(found)) if limit else cursor).to_list()
+            if limit and len(found) >= limit:
+                break
+    return found
+
+
 def _within(flt: Mapping[str, Any], bounds: Mapping[str, Any]) -> Document:
     """`flt` AND `_id` within `bounds`, with the bounds as a top-level `$and` element (where the
     FerretDB build pushes `_id` conditions down)."""

@@ -14,7 +14,7 @@ from typing import Any
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError
 
-from kernel.db import INDEX_ORDER, Document, IndexSpec, database_errors, iterate
+from kernel.db import INDEX_ORDER, Document, IndexSpec, database_errors, find_in_turn, iterate
 
 FILES = "transformation_files"
 DUPLICATE_KEY = 11000
@@ -147,12 +147,8 @@ async def files_of(db: AsyncDatabase[Document], transformation_id: str, status: 
 async def any_in(db: AsyncDatabase[Document], transformation_id: str, statuses: Sequence[str]) -> bool:
     """Whether some file of the transformation has one of these statuses: one read per status
     that stops at the first file, under INDEX_ORDER (index transformation_files_by_status)."""
-    for status in statuses:
-        with database_errors():
-            if await db[FILES].find_one({"transformation": transformation_id, "status": status}, {"_id": 1},
-                                        comment=INDEX_ORDER) is not None:
-                return True
-    return False
+    return bool(await find_in_turn(db[FILES], ({"transformation": transformation_id, "status": status}
+                                               for status in statuses), {"_id": 1}, limit=1))
 
 
 async def count_by_status(db: AsyncDatabase[Document], transformation_id: str) -> dict[str, int]:

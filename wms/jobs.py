@@ -24,6 +24,7 @@ from kernel.db import (
     bulk_write_chunked,
     count_by,
     database_errors,
+    find_in_turn,
     increment,
     iterate,
     read_by_ids,
@@ -329,15 +330,8 @@ async def silent_jobs(db: AsyncDatabase[Document], heard_before: dt.datetime, li
     """Jobs at a pilot whose last heartbeat is older than `heard_before`: one read of
     jobs_by_state_heartbeat per state under INDEX_ORDER (the watchdog asks every few seconds; one
     `$in` of the states scanned a 100k-job history for 0.6 database CPU-s each time)."""
-    found: list[Document] = []
-    with database_errors():
-        for state in states.AT_PILOT:
-            found += await db[JOBS].find(
-                {"state": state, "heartbeat_at": {"$lt": heard_before}}, {"stdout": 0, "stderr": 0},
-                comment=INDEX_ORDER).limit(limit - len(found)).to_list()
-            if len(found) >= limit:
-                break
-    return found
+    return await find_in_turn(db[JOBS], ({"state": state, "heartbeat_at": {"$lt": heard_before}}
+                                         for state in states.AT_PILOT), {"stdout": 0, "stderr": 0}, limit=limit)
 
 
 async def count_by_state(db: AsyncDatabase[Document], owner: str | None = None,

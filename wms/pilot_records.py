@@ -16,7 +16,7 @@ from typing import Any
 
 from pymongo.asynchronous.database import AsyncDatabase
 
-from kernel.db import INDEX_ORDER, Document, IndexSpec, database_errors
+from kernel.db import Document, IndexSpec, database_errors, find_in_turn
 from kernel.errors import NotFound
 from wms.batch.interface import ACTIVE
 
@@ -69,12 +69,8 @@ async def active(db: AsyncDatabase[Document], site: str, queue: str) -> list[Doc
     """The queue's pilots that are submitting, waiting or running: one read per state under
     INDEX_ORDER (`site`, `queue`, `state` strings; index pilots_by_queue), so that on the
     embedded database the factory's every cycle does not read the queue's history of ended pilots."""
-    found: list[Document] = []
-    for state in (SUBMITTING, *ACTIVE):
-        with database_errors():
-            found += await db[PILOTS].find({"site": site, "queue": queue, "state": state},
-                                           comment=INDEX_ORDER).to_list()
-    return found
+    return await find_in_turn(db[PILOTS], ({"site": site, "queue": queue, "state": state}
+                                           for state in (SUBMITTING, *ACTIVE)))
 
 
 async def took_job(db: AsyncDatabase[Document], name: str, job_id: str) -> Document | None:
