@@ -6,6 +6,12 @@ of what `ls` needs, not of the whole CLI.
 
 from __future__ import annotations
 
+import atexit
+import os
+import sys
+import threading
+from typing import NoReturn
+
 import click
 
 from cairn import __version__
@@ -70,4 +76,33 @@ def cli() -> None:
 
 
 def main() -> None:
-    cli(prog_name="cairn")
+    """The `cairn` entry point: the command, then `leave` with its exit status."""
+    try:
+        cli(prog_name="cairn")
+    except SystemExit as done:
+        leave(done.code)
+
+
+def leave(code: object) -> NoReturn:
+    """End the process with a finished command's status, without the interpreter's teardown:
+    freeing every module and object of a process about to end took 70-110 ms here, a quarter of
+    a short command's time (`cairn stat` 0.35 -> 0.27 s, bench/cli_startup.py). What the ordinary
+    exit does that matters is done first: the exit handlers (atexit, which logging and temporary
+    directories use) and the flush of stdout and stderr, whose failure (a full disk, a closed
+    pipe) is exit status 120 as the interpreter's own. While another thread still runs (it may
+    be writing), the ordinary exit, which waits for it, is taken instead."""
+    if threading.active_count() > 1:
+        raise SystemExit(code)
+    if code is None or isinstance(code, int):
+        status = code or 0
+    else:  # sys.exit("message"): the message on stderr, status 1
+        print(code, file=sys.stderr)
+        status = 1
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            if not stream.closed:
+                stream.flush()
+        except OSError:
+            status = status or 120
+    os._exit(status)
