@@ -97,18 +97,25 @@ async def ensure_indexes(db: AsyncDatabase[Document], specs: Iterable[IndexSpec]
     On a server that answers no query from a secondary index (`serves_secondary_indexes`), only
     the unique indexes are made, and those read under INDEX_ORDER where the server is Cairn's
     FerretDB build (`serves_index_order`): the others would cost every write and serve no read.
+    An index kept only for GROUP_COUNT counts (`group_count` without `index_order`) is made on
+    the build from its eleventh version, which reads it, and nowhere else.
     """
     by_collection: dict[str, list[IndexSpec]] = {}
     for spec in specs:
         by_collection.setdefault(spec.collection, []).append(spec)
     secondary: bool | None = None
+    build: int | None = None
     for name, wanted in by_collection.items():
         with database_errors():
             existing = set(await db[name].index_information())
             for spec in wanted:
                 if spec.name in existing:
                     continue
-                if not spec.unique:
+                if spec.group_count and not spec.index_order:
+                    build = await cairn_build_at(db) if build is None else build
+                    if build < 11:
+                        continue
+                elif not spec.unique:
                     if secondary is None:
                         secondary = await serves_secondary_indexes(db, name)
                     if not secondary and not (spec.index_order and await serves_index_order(db)):
@@ -133,9 +140,14 @@ async def serves_index_order(db: AsyncDatabase[Document]) -> bool:
     """Whether the server reads INDEX_ORDER finds from the index they name: Cairn's FerretDB build
     from its tenth version on (`buildInfo`; MongoDB reads every index, so this is asked only of a
     server that serves no secondary index)."""
+    return await cairn_build_at(db) >= 10
+
+
+async def cairn_build_at(db: AsyncDatabase[Document]) -> int:
+    """Which version of Cairn's FerretDB build the server is (`buildInfo`); 0 for any other server."""
     with database_errors():
         build = cairn_build(await db.client.admin.command("buildInfo"))
-    return build is not None and build >= 10
+    return build or 0
 
 
 async def ping(db: AsyncDatabase[Document]) -> bool:
@@ -157,13 +169,23 @@ def increment(deltas: Mapping[str, int | float]) -> Document:
     return {"$inc": {name: Int64(value) if isinstance(value, int) else value for name, value in deltas.items()}}
 
 
-async def count_by(collection: Any, fields: Sequence[str]) -> list[Document]:
-    """The collection's documents counted per combination of `fields` (one `$group`):
-    `[{field: value or None, ..., "n": count}]` (what monitoring reports)."""
+async def count_by(collection: Any, fields: Sequence[str], *, absent: Mapping[str, Any] | None = None
+                   ) -> list[Document]:
+    """The collection's documents counted per combination of top-level `fields` (one `$group`):
+    `[{field: value, ..., "n": count}]` (what monitoring reports), a field missing or null counted
+    as `absent`'s value for it, else None (one row for all three). Under GROUP_COUNT, which Cairn's
+    FerretDB build answers from an index whose first keys are `fields` in this order (an IndexSpec
+    with `group_count`) while the values are strings or null."""
     with database_errors():
-        cursor = await collection.aggregate([{"$group": {"_id": {f: f"${f}" for f in fields}, "n": {"$sum": 1}}}])
+        cursor = await collection.aggregate([{"$group": {"_id": {f: f"${f}" for f in fields}, "n": {"$sum": 1}}}],
+                                             comment=GROUP_COUNT)
         rows = await cursor.to_list()
-    return [{**{f: row["_id"].get(f) for f in fields}, "n": row["n"]} for row in rows]
+    merged: dict[str, Document] = {}
+    for row in rows:
+        values = {f: (absent or {}).get(f) if row["_id"].get(f) is None else row["_id"][f] for f in fields}
+        entry = merged.setdefault(repr(list(values.items())), {**values, "n": 0})
+        entry["n"] += row["n"]
+    return list(merged.values())
 
 
 async def stamp_missing(collection: Any, name: str, value: Any) -> int:
@@ -295,6 +317,12 @@ ID_ORDER = "cairn:id-order"
 # from an index that has them (a claim of the next 256 requests reads 256, not the queue).
 # MongoDB only logs it.
 INDEX_ORDER = "cairn:index-order"
+# The comment by which an aggregate that counts documents per top-level fields (`count_by`) asks
+# Cairn's FerretDB build (from its eleventh version) to count them in an index whose first keys
+# are those fields, reading no document; it does where there is one and every value is a string,
+# null or missing, and else groups the documents as without it (the caller promises nothing).
+# MongoDB only logs it.
+GROUP_COUNT = "cairn:group-count"
 PAGE = 1000
 # A streamed response's pages grow from FIRST_PAGE to STREAM_PAGE documents: a small first page
 # answers at once, and large ones spread each query's fixed cost (on the embedded database, pages

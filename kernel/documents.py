@@ -30,6 +30,10 @@ class IndexSpec:
     # Read under `kernel.db.INDEX_ORDER` (equalities on its first keys, sorted by the rest): Cairn's
     # FerretDB build answers such reads from this index, so it is made there too (`ensure_indexes`).
     index_order: bool = False
+    # Counted under `kernel.db.GROUP_COUNT` (`count_by` over its first keys, in order): Cairn's
+    # FerretDB build answers those counts from this index, reading no document, so it is made
+    # there (`ensure_indexes`); MongoDB groups without reading an index, so it is made nowhere else.
+    group_count: bool = False
 
     def model(self) -> IndexModel:
         from pymongo import IndexModel

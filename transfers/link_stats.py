@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 from pymongo import UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 
-from kernel.db import Document, bulk_write_chunked, database_errors, increment
+from kernel.db import Document, bulk_write_chunked, count_by, database_errors, increment
 from kernel.principal import DEFAULT_VO
 from transfers.link_series import record_hours
 from transfers.requests import REQUESTS
@@ -170,15 +170,13 @@ def _flat(counts: Document) -> dict[str, Any]:
 
 async def queue_depths(db: AsyncDatabase[Document], *, by_vo: bool = False) -> list[Document]:
     """Requests counted by kind and state, and queued transfers by destination SE (and by the
-    requests' VO, `vo`, when `by_vo`)."""
-    key = {"kind": "$kind", "state": "$state", "dest_se": "$dest_se", **({"vo": "$vo"} if by_vo else {})}
-    with database_errors():
-        cursor = await db[REQUESTS].aggregate([{"$group": {"_id": key, "n": {"$sum": 1}}}])
-        rows = await cursor.to_list()
-    vo = {"vo": lambda r: r["_id"].get("vo") or DEFAULT_VO} if by_vo else {}
+    requests' VO, `vo`, when `by_vo`); in the order of the fields of `requests_by_state_kind_se_vo`,
+    which the embedded database counts them in."""
+    rows = await count_by(db[REQUESTS], ["state", "kind", "dest_se", *(["vo"] if by_vo else [])],
+                          absent={"vo": DEFAULT_VO})
     return sorted(
-        ({"kind": r["_id"].get("kind"), "state": r["_id"].get("state"), "dest_se": r["_id"].get("dest_se"),
-          **{name: get(r) for name, get in vo.items()}, "requests": r["n"]} for r in rows),
+        ({"kind": r["kind"], "state": r["state"], "dest_se": r["dest_se"],
+          **({"vo": r["vo"]} if by_vo else {}), "requests": r["n"]} for r in rows),
         key=lambda r: (str(r["kind"]), str(r["state"]), str(r["dest_se"]), str(r.get("vo"))),
     )
 
