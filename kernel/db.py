@@ -98,7 +98,8 @@ async def ensure_indexes(db: AsyncDatabase[Document], specs: Iterable[IndexSpec]
     the unique indexes are made, and those read under INDEX_ORDER where the server is Cairn's
     FerretDB build (`serves_index_order`): the others would cost every write and serve no read.
     An index kept only for GROUP_COUNT counts (`group_count` without `index_order`) is made on
-    the build from its eleventh version, which reads it, and nowhere else.
+    the build from its eleventh version, which reads it, and nowhere else. A `retired` index is
+    dropped where it exists.
     """
     by_collection: dict[str, list[IndexSpec]] = {}
     for spec in specs:
@@ -109,6 +110,10 @@ async def ensure_indexes(db: AsyncDatabase[Document], specs: Iterable[IndexSpec]
         with database_errors():
             existing = set(await db[name].index_information())
             for spec in wanted:
+                if spec.retired:
+                    if spec.name in existing:
+                        await db[name].drop_index(spec.name)
+                    continue
                 if spec.name in existing:
                     continue
                 if spec.group_count and not spec.index_order:

@@ -34,6 +34,9 @@ class IndexSpec:
     # FerretDB build answers those counts from this index, reading no document, so it is made
     # there (`ensure_indexes`); MongoDB groups without reading an index, so it is made nowhere else.
     group_count: bool = False
+    # An index an earlier version made and this one no longer reads: `ensure_indexes` drops it
+    # where it finds it (it cost every write and served nothing).
+    retired: bool = False
 
     def model(self) -> IndexModel:
         from pymongo import IndexModel

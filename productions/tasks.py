@@ -26,6 +26,9 @@ INDEXES = [
     # tasks_in (submission, monitoring, API): one state at a time, in `_id` (so number) order
     IndexSpec(TASKS, [("transformation", 1), ("state", 1), ("_id", 1)], name="transformation_tasks_by_state_id",
               index_order=True),
+    # read until 2026-12-04, sorted by number (in memory on the embedded database)
+    IndexSpec(TASKS, [("transformation", 1), ("state", 1), ("number", 1)], name="transformation_tasks_by_state",
+              retired=True),
 ]
 
 

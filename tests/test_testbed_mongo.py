@@ -66,6 +66,18 @@ async def test_ensuring_indexes_twice_is_harmless(database: AsyncDatabase[Docume
     assert ("probe_bc" in made) == await serves_secondary_indexes(database, "probe")
 
 
+async def test_a_retired_index_is_dropped_and_nothing_else(database: AsyncDatabase[Document]) -> None:
+    from kernel.db import IndexSpec, ensure_indexes
+
+    await database.retiring.create_index([("a", 1), ("b", 1)], name="retiring_old", unique=True)
+    await database.retiring.create_index([("a", 1)], name="retiring_kept", unique=True)
+    specs = [IndexSpec("retiring", [("a", 1)], name="retiring_kept", unique=True),
+             IndexSpec("retiring", [("a", 1), ("b", 1)], name="retiring_old", unique=True, retired=True)]
+    for _ in range(2):  # the second finds nothing to drop
+        await ensure_indexes(database, specs)
+        assert set(await database.retiring.index_information()) == {"_id_", "retiring_kept"}
+
+
 async def test_the_server_says_whether_it_reads_secondary_indexes(database: AsyncDatabase[Document]) -> None:
     from kernel.db import serves_secondary_indexes
 

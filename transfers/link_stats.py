@@ -170,8 +170,9 @@ def _flat(counts: Document) -> dict[str, Any]:
 
 async def queue_depths(db: AsyncDatabase[Document], *, by_vo: bool = False) -> list[Document]:
     """Requests counted by kind and state, and queued transfers by destination SE (and by the
-    requests' VO, `vo`, when `by_vo`); in the order of the fields of `requests_by_state_kind_se_vo`,
-    which the embedded database counts them in."""
+    requests' VO, `vo`, when `by_vo`). Unlike jobs and rules, requests have no index to count them
+    in on the embedded database (one cost 0.2-0.26 database CPU-ms per transferred file, +12%, in
+    bench/transfers.py A/Bs): the build groups every request, ~0.6 s per 100k at a scrape."""
     rows = await count_by(db[REQUESTS], ["state", "kind", "dest_se", *(["vo"] if by_vo else [])],
                           absent={"vo": DEFAULT_VO})
     return sorted(

@@ -77,9 +77,6 @@ INDEXES = [
     IndexSpec(REQUESTS, [("copying_replica", 1)], name="requests_copying", sparse=True, index_order=True),
     # releases_asked(): stage requests whose pin a user asked to release, cancelled requests that staged
     IndexSpec(REQUESTS, [("release", 1)], name="requests_release", sparse=True, index_order=True),
-    # link_stats.queue_depths (GET /metrics, transfers stats), on the embedded database
-    IndexSpec(REQUESTS, [("state", 1), ("kind", 1), ("dest_se", 1), ("vo", 1)], name="requests_by_state_kind_se_vo",
-              group_count=True),
 ]
 
 
