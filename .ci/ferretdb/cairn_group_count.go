@@ -36,8 +36,17 @@ func cairnGroupCount(ctx context.Context, db *fsql.DB, meta *metadata.Collection
 	if !cairnGroupIndexed(meta.Settings.Indexes, group.Fields) {
 		return nil, false, nil
 	}
-	s := &cairnGroupScan{ctx: ctx, db: db, table: meta.TableName, group: group, seen: map[string]int{}}
-	if ok, err := s.level(0, nil, nil); !ok || err != nil {
+	s := &cairnGroupScan{ctx: ctx, table: meta.TableName, group: group, seen: map[string]int{}}
+	var ok bool
+	// One read transaction: every statement sees the same snapshot (WAL), so a document that
+	// changes state meanwhile is counted once, as by one query.
+	err := db.InTransaction(ctx, func(tx *fsql.Tx) error {
+		s.db = tx
+		var err error
+		ok, err = s.level(0, nil, nil)
+		return err
+	})
+	if !ok || err != nil {
 		return nil, false, err
 	}
 
@@ -72,7 +81,7 @@ func cairnGroupIndexed(indexes []metadata.IndexInfo, fields []string) bool {
 // cairnGroupScan walks the distinct combinations of a group's fields in one index.
 type cairnGroupScan struct {
 	ctx    context.Context
-	db     *fsql.DB
+	db     *fsql.Tx
 	table  string
 	group  *backends.CairnGroup
 	ids    []*types.Document
