@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import datetime as dt
 import json
 import os
@@ -32,7 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -56,17 +57,36 @@ from wms.pilot_records import PILOTS  # noqa: E402
 BATCH = 10_000
 
 
-def wait_for_up(log: Path, proc: subprocess.Popen[bytes]) -> str:
-    """The database URI `cairn up` printed once it is running."""
-    for _ in range(180):
-        time.sleep(1)
-        text = log.read_text()
-        found = re.search(r"FerretDB on (mongodb://\S+)", text)
-        if found and "running; press Ctrl-C" in text:
-            return found.group(1)
-        if proc.poll() is not None:
-            break
-    raise SystemExit(f"cairn up did not start:\n{log.read_text()[-3000:]}")
+@contextlib.contextmanager
+def running_up(tree: Path) -> Iterator[tuple[subprocess.Popen[bytes], str, str]]:
+    """`cairn up` of the tree in a scratch directory: (its process, the database URI, its log's
+    text once it runs); stopped (SIGINT, then SIGKILL after 60 s) and removed afterwards."""
+    scratch = Path(tempfile.mkdtemp(prefix="cairn-bench-up-"))
+    log = scratch / "up.log"
+    env = {**os.environ, "PYTHONPATH": str(tree)}
+    with log.open("wb") as out:
+        up = subprocess.Popen([sys.executable, "-m", "cairn", "up"], cwd=scratch, env=env, stdout=out,
+                              stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        for _ in range(180):
+            time.sleep(1)
+            text = log.read_text()
+            found = re.search(r"FerretDB on (mongodb://\S+)", text)
+            if found and "running; press Ctrl-C" in text:
+                break
+            if up.poll() is not None:
+                raise SystemExit(f"cairn up did not start:\n{text[-3000:]}")
+        else:
+            raise SystemExit(f"cairn up did not start in 180 s:\n{log.read_text()[-3000:]}")
+        yield up, found.group(1), text
+    finally:
+        os.killpg(up.pid, signal.SIGINT)
+        try:
+            up.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(up.pid, signal.SIGKILL)
+            up.wait()
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def ended_job(number: int, at: dt.datetime) -> Document:
@@ -182,14 +202,7 @@ HISTORIES: dict[str, Callable[[Any, int], Awaitable[None]]] = {
 
 
 def one_size(tree: Path, history: int, window: float, kind: str) -> dict[str, Any]:
-    scratch = Path(tempfile.mkdtemp(prefix="cairn-bench-idle-"))
-    log = scratch / "up.log"
-    env = {**os.environ, "PYTHONPATH": str(tree)}
-    with log.open("wb") as out:
-        up = subprocess.Popen([sys.executable, "-m", "cairn", "up"], cwd=scratch, env=env, stdout=out,
-                              stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        uri = wait_for_up(log, up)
+    with running_up(tree) as (up, uri, _):
         began = time.perf_counter()
         asyncio.run(ended_history(uri, history, kind))
         filled = time.perf_counter() - began
@@ -200,14 +213,6 @@ def one_size(tree: Path, history: int, window: float, kind: str) -> dict[str, An
         before = {pid: cpu_seconds(pid) for pid in pids}
         time.sleep(window)
         used = {names[pid]: round(cpu_seconds(pid) - before[pid], 2) for pid in pids}
-    finally:
-        os.killpg(up.pid, signal.SIGINT)
-        try:
-            up.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(up.pid, signal.SIGKILL)
-            up.wait()
-        shutil.rmtree(scratch, ignore_errors=True)
     database = sum(cpu for name, cpu in used.items() if "ferretdb" in name)
     return {"history": history, "of": kind, "fill_s": round(filled, 1), "window_s": window,
             "cpu_s": {"database": round(database, 2), "all": round(sum(used.values()), 2)},

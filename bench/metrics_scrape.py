@@ -16,14 +16,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import re
-import shutil
-import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -34,7 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.harness import cpu_seconds  # noqa: E402
-from bench.idle import ended_history, wait_for_up  # noqa: E402
+from bench.idle import ended_history, running_up  # noqa: E402
 
 KINDS = ("requests", "jobs", "rules")
 
@@ -57,17 +53,10 @@ async def scrapes(url: str, count: int, pids: dict[str, list[int]]) -> dict[str,
 
 
 def one_size(tree: Path, history: int, count: int) -> dict[str, Any]:
-    scratch = Path(tempfile.mkdtemp(prefix="cairn-bench-metrics-"))
-    log = scratch / "up.log"
-    env = {**os.environ, "PYTHONPATH": str(tree)}
-    with log.open("wb") as out:
-        up = subprocess.Popen([sys.executable, "-m", "cairn", "up"], cwd=scratch, env=env, stdout=out,
-                              stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        uri = wait_for_up(log, up)
-        url = re.search(r"API at (http://\S+)", log.read_text())
+    with running_up(tree) as (up, uri, log):
+        url = re.search(r"API at (http://\S+)", log)
         if url is None:
-            raise SystemExit(f"no API URL in {log}")
+            raise SystemExit("cairn up printed no API address")
         began = time.perf_counter()
         for kind in KINDS:
             asyncio.run(ended_history(uri, history, kind))
@@ -78,14 +67,6 @@ def one_size(tree: Path, history: int, count: int) -> dict[str, Any]:
         pids = {"database": [p for p, c in commands.items() if "ferretdb" in c],
                 "api": [p for p, c in commands.items() if "cairn server" in c]}
         result = asyncio.run(scrapes(url.group(1), count, pids))
-    finally:
-        os.killpg(up.pid, signal.SIGINT)
-        try:
-            up.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(up.pid, signal.SIGKILL)
-            up.wait()
-        shutil.rmtree(scratch, ignore_errors=True)
     return {"history_each": history, "fill_s": round(filled, 1), **result}
 
 
