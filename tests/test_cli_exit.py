@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -61,3 +62,15 @@ def test_running_thread_is_waited_for() -> None:
         leave(0)
     """)
     assert (done.returncode, done.stdout) == (0, "from the thread\n")
+
+
+def test_a_profiled_command_writes_its_profile(tmp_path: Path) -> None:
+    """Under `python -m cProfile -o FILE`, which writes FILE after the program returns: the ordinary exit."""
+    script = tmp_path / "command.py"
+    script.write_text("from cairn.cli.main import leave\nprint('out')\nleave(4)\n")
+    profile = tmp_path / "command.prof"
+    done = subprocess.run([sys.executable, "-m", "cProfile", "-o", str(profile), str(script)], cwd=ROOT,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=60,
+                          check=False)
+    assert done.stdout == "out\n", done.stderr  # (cProfile swallows the status: its own behaviour)
+    assert profile.exists() and profile.stat().st_size > 0

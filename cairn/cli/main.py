@@ -89,9 +89,11 @@ def leave(code: object) -> NoReturn:
     a short command's time (`cairn stat` 0.35 -> 0.27 s, bench/cli_startup.py). What the ordinary
     exit does that matters is done first: the exit handlers (atexit, which logging and temporary
     directories use) and the flush of stdout and stderr, whose failure (a full disk, a closed
-    pipe) is exit status 120 as the interpreter's own. While another thread still runs (it may
-    be writing), the ordinary exit, which waits for it, is taken instead."""
-    if threading.active_count() > 1:
+    pipe) is exit status 120 as the interpreter's own. The ordinary exit is taken instead while
+    another thread still runs (it may be writing; the exit waits for it), and under a profiler or
+    a tracer (`python -m cProfile -m cairn ...`, coverage), which write their results after the
+    program returns."""
+    if threading.active_count() > 1 or sys.getprofile() is not None or sys.gettrace() is not None:
         raise SystemExit(code)
     if code is None or isinstance(code, int):
         status = code or 0
