@@ -80,7 +80,8 @@ def running_up(tree: Path) -> Iterator[tuple[subprocess.Popen[bytes], str, str]]
             raise SystemExit(f"cairn up did not start in 180 s:\n{log.read_text()[-3000:]}")
         yield up, found.group(1), text
     finally:
-        os.killpg(up.pid, signal.SIGINT)
+        with contextlib.suppress(ProcessLookupError):  # (it may have died already)
+            os.killpg(up.pid, signal.SIGINT)
         try:
             up.wait(timeout=60)
         except subprocess.TimeoutExpired:

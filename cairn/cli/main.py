@@ -86,7 +86,7 @@ def main() -> None:
 def leave(code: object) -> NoReturn:
     """End the process with a finished command's status, without the interpreter's teardown:
     freeing every module and object of a process about to end took 70-110 ms here, a quarter of
-    a short command's time (`cairn stat` 0.35 -> 0.27 s, bench/cli_startup.py). What the ordinary
+    a short command's time (`cairn stat` 0.20-0.27 -> 0.17-0.19 s; bench/cli_startup.py). What the ordinary
     exit does that matters is done first: the exit handlers (atexit, which logging and temporary
     directories use) and the flush of stdout and stderr, whose failure (a full disk, a closed
     pipe) is exit status 120 as the interpreter's own. The ordinary exit is taken instead while
