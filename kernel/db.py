@@ -149,10 +149,14 @@ async def serves_index_order(db: AsyncDatabase[Document]) -> bool:
 
 
 async def cairn_build_at(db: AsyncDatabase[Document]) -> int:
-    """Which version of Cairn's FerretDB build the server is (`buildInfo`); 0 for any other server."""
-    with database_errors():
-        build = cairn_build(await db.client.admin.command("buildInfo"))
-    return build or 0
+    """Which version of Cairn's FerretDB build the server is (`buildInfo`, asked once per client);
+    0 for any other server."""
+    build = _builds.get(db.client)
+    if build is None:
+        with database_errors():
+            build = cairn_build(await db.client.admin.command("buildInfo")) or 0
+        _builds[db.client] = build
+    return build
 
 
 async def ping(db: AsyncDatabase[Document]) -> bool:
@@ -218,6 +222,7 @@ WRITE_CHUNK = 1000
 STOCK_FERRETDB_WRITE_CHUNK = 50
 _FIXED_FERRETDB = re.compile(r"-cairn\.(\d+)$")
 _write_chunks: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
+_builds: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()  # cairn_build_at's answers
 
 
 def cairn_build(build_info: Mapping[str, Any]) -> int | None:

@@ -8,13 +8,14 @@ insert whose duplicates are skipped.
 from __future__ import annotations
 
 import datetime as dt
+import heapq
 from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import Any
 
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError
 
-from kernel.db import INDEX_ORDER, Document, IndexSpec, database_errors, find_in_turn, iterate
+from kernel.db import INDEX_ORDER, Document, IndexSpec, database_errors, find_in_turn, iterate, serves_index_order
 
 FILES = "transformation_files"
 DUPLICATE_KEY = 11000
@@ -61,18 +62,60 @@ async def add_files(db: AsyncDatabase[Document], transformation_id: str, found: 
     return len(result.inserted_ids)
 
 
-def unused_files(db: AsyncDatabase[Document], transformation_id: str, limit: int, *,
-                 grouped: bool = True) -> AsyncIterator[Document]:
-    """Unused files in group then LFN order (index: transformation_files_by_status). Not
-    `grouped` (no group key: `group_value` null in every file), read under INDEX_ORDER: on the
-    embedded database the files the transformation has processed are not read to find the next
-    unused ones (every task creation cycle asks). Group values may be numbers, whose JSON text
-    does not sort like them: those are sorted in memory."""
-    cursor = db[FILES].find({"transformation": transformation_id, "status": "unused"},
-                            {"lfn": 1, "size": 1, "meta": 1, "group_value": 1},
-                            comment=None if grouped else INDEX_ORDER,
+async def unused_files(db: AsyncDatabase[Document], transformation_id: str, limit: int, *,
+                       grouped: bool = True) -> AsyncIterator[Document]:
+    """Unused files in group then LFN order (index: transformation_files_by_status). On the
+    embedded database (Cairn's build) they are read under INDEX_ORDER, so the files the
+    transformation has processed, and other transformations' files, are not read to find the next
+    unused ones (every task creation cycle asks): not `grouped` (no group key: `group_value` null
+    in every file), sorted by the index; `grouped`, the group values may be numbers, whose JSON
+    text does not sort like them, so the `limit` first are kept here (`_first_by_value`), unless a
+    value is one it cannot order (a document, an array), when the database sorts them all."""
+    query = {"transformation": transformation_id, "status": "unused"}
+    projection = {"lfn": 1, "size": 1, "meta": 1, "group_value": 1}
+    if grouped and await serves_index_order(db):
+        window = await _first_by_value(db, query, projection, limit)
+        if window is not None:
+            for doc in window:
+                yield doc
+            return
+    cursor = db[FILES].find(query, projection, comment=None if grouped else INDEX_ORDER
                             ).sort([("group_value", 1), ("lfn", 1)]).limit(limit).batch_size(1000)
-    return iterate(cursor)
+    async for doc in iterate(cursor):
+        yield doc
+
+
+async def _first_by_value(db: AsyncDatabase[Document], query: Document, projection: Document,
+                          limit: int) -> list[Document] | None:
+    """The `limit` first of the query's files by (group value, LFN) as MongoDB sorts them, read
+    under INDEX_ORDER in no order and kept at most 2 x limit at a time; None at a group value
+    `value_order` cannot place."""
+    best: list[tuple[tuple[Any, ...], str, Document]] = []
+    async for doc in iterate(db[FILES].find(query, projection, comment=INDEX_ORDER).batch_size(1000)):
+        order = value_order(doc.get("group_value"))
+        if order is None:
+            return None
+        best.append((order, doc["lfn"], doc))
+        if len(best) > 2 * max(limit, 1):
+            best = heapq.nsmallest(limit, best, key=lambda entry: entry[:2])
+    return [doc for *_, doc in heapq.nsmallest(limit, best, key=lambda entry: entry[:2])]
+
+
+def value_order(value: Any) -> tuple[Any, ...] | None:
+    """A key that orders scalar values as MongoDB sorts them (null, numbers by value, strings by
+    code point, booleans, dates); None for a value of another kind, or NaN (which the embedded
+    database does not store anyway)."""
+    if value is None:
+        return (1,)
+    if isinstance(value, bool):
+        return (8, value)
+    if isinstance(value, int | float):
+        return None if value != value else (2, value)
+    if isinstance(value, str):
+        return (3, value)
+    if isinstance(value, dt.datetime):
+        return (9, value)
+    return None
 
 
 async def assign(db: AsyncDatabase[Document], transformation_id: str, lfns: Iterable[str], task: str) -> int:

@@ -6,6 +6,7 @@ being number order."""
 from __future__ import annotations
 
 import random
+from typing import Any
 
 import pytest
 from pymongo.asynchronous.database import AsyncDatabase
@@ -85,11 +86,28 @@ async def test_unused_files_come_in_group_then_lfn_order(database: AsyncDatabase
         assert got == unused[:limit]
     # Grouped by a metadata value that may be a number: sorted as values, not as text.
     keyed = await _transformation(database)
-    runs = [{"_id": f"/r/f{i:03d}", "size": 1, "meta_effective": {"run": run}}
+    runs: list[Document] = [{"_id": f"/r/f{i:03d}", "size": 1, "meta_effective": {"run": run}}
             for i, run in enumerate(rng.choices([9, 10, 100, 2], k=40))]
     await transformation_files.add_files(database, keyed["_id"], runs, "run")
     got = [(f["group_value"], f["lfn"]) async for f in transformation_files.unused_files(database, keyed["_id"], 100)]
     assert got == sorted((r["meta_effective"]["run"], r["_id"]) for r in runs)
+    # Values of every scalar kind, in MongoDB's order (null, numbers, strings, booleans), whatever
+    # the limit; and a document among them, which only the database can place: all still come.
+    mixed = await _transformation(database)
+    kinds: list[Any] = [None, -1, 2.5, 3, "", "b", "a b", "é", True, False]
+    files: list[Document] = [{"_id": f"/m/f{i:03d}", "size": 1, "meta_effective": {"k": rng.choice(kinds)}}
+                             for i in range(120)]
+    await transformation_files.add_files(database, mixed["_id"], files, "k")
+    order = {str(v): i for i, v in enumerate([None, -1, 2.5, 3, "", "a b", "b", "é", False, True])}
+    expected = sorted((order[str(f["meta_effective"]["k"])], f["_id"]) for f in files)
+    for limit in (1, 7, 50, 1000):
+        got_mixed = [(order[str(f["group_value"])], f["lfn"])
+                     async for f in transformation_files.unused_files(database, mixed["_id"], limit)]
+        assert got_mixed == expected[:limit], limit
+    await transformation_files.add_files(database, mixed["_id"], [{"_id": "/m/doc", "size": 1,
+                                                                  "meta_effective": {"k": {"x": 1}}}], "k")
+    everything = [f["lfn"] async for f in transformation_files.unused_files(database, mixed["_id"], 1000)]
+    assert sorted(everything) == sorted([f["_id"] for f in files] + ["/m/doc"])
 
 
 async def test_on_the_build_open_tasks_and_unused_files_are_read_from_their_indexes(
@@ -109,5 +127,5 @@ async def test_on_the_build_open_tasks_and_unused_files_are_read_from_their_inde
     await database[transformation_files.FILES].update_one({"lfn": "/b"}, {"$set": {"status": ["unused"]}})
     plain = transformation_files.unused_files(database, doc["_id"], 10, grouped=False)
     assert [f["lfn"] async for f in plain] == ["/a"]
-    # Grouped, the files are sorted in memory: every matching document is read.
-    assert [f["lfn"] async for f in transformation_files.unused_files(database, doc["_id"], 10)] == ["/a", "/b"]
+    # Grouped too (the group values are ordered by Cairn): the index is read.
+    assert [f["lfn"] async for f in transformation_files.unused_files(database, doc["_id"], 10)] == ["/a"]
