@@ -6,6 +6,7 @@ groups the documents as without it."""
 
 from __future__ import annotations
 
+import asyncio
 import random
 from collections import Counter
 from typing import Any
@@ -79,3 +80,34 @@ async def test_the_build_counts_from_the_index(database: AsyncDatabase[Document]
     from_index = await (await probe.aggregate(pipeline, comment=GROUP_COUNT)).to_list()
     assert [(d["_id"]["state"], d["n"]) for d in grouped] == [("z", 3), ("a", 2), ("m", 1)]
     assert [(d["_id"]["state"], d["n"]) for d in from_index] == [("a", 2), ("m", 1), ("z", 3)]
+
+
+async def test_the_build_counts_one_snapshot(database: AsyncDatabase[Document]) -> None:
+    """On the build, a count is several statements (a seek per value, a count per combination)
+    read in one transaction: while documents move between states, the counts always add up to
+    the documents, as one query's would. (MongoDB's own `$group` gives no such promise: a
+    collection scan may meet a moved document twice.)"""
+    if await cairn_build_at(database) < 11:
+        pytest.skip("the server is not Cairn's FerretDB build (cairn.11 or later)")
+    name = "group_snapshot_probe"
+    await ensure_indexes(database, [IndexSpec(name, [("state", 1), ("vo", 1)], name="snapshot_by_state_vo",
+                                              group_count=True)])
+    await database[name].insert_many([{"_id": i, "state": "a", "vo": f"v{i % 3}"} for i in range(3000)])
+    stop = asyncio.Event()
+
+    async def flip() -> int:
+        flips = 0
+        while not stop.is_set():
+            state, other = ("a", "b") if flips % 2 == 0 else ("b", "a")
+            await database[name].update_many({"state": state}, {"$set": {"state": other}})
+            flips += 1
+        return flips
+
+    flipper = asyncio.ensure_future(flip())
+    try:
+        totals = [sum(row["n"] for row in await count_by(database[name], ["state", "vo"])) for _ in range(150)]
+    finally:
+        stop.set()
+        flips = await flipper
+    assert flips >= 2, "the documents did not move while they were counted"
+    assert set(totals) == {3000}
