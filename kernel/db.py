@@ -205,7 +205,7 @@ async def stamp_missing(collection: Any, name: str, value: Any) -> int:
     return int(result.modified_count)
 
 
-async def iterate(cursor: Any) -> AsyncIterator[Document]:
+async def iterate(cursor: Any) -> AsyncGenerator[Document, None]:
     """Iterate a cursor with database errors mapped; for streaming responses."""
     with database_errors():
         async for doc in cursor:

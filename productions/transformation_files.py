@@ -7,6 +7,7 @@ insert whose duplicates are skipped.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import heapq
 from collections.abc import AsyncIterator, Iterable, Sequence
@@ -87,18 +88,21 @@ async def unused_files(db: AsyncDatabase[Document], transformation_id: str, limi
 
 async def _first_by_value(db: AsyncDatabase[Document], query: Document, projection: Document,
                           limit: int) -> list[Document] | None:
-    """The `limit` first of the query's files by (group value, LFN) as MongoDB sorts them, read
-    under INDEX_ORDER in no order and kept at most 2 x limit at a time; None at a group value
+    """The `limit` first (0: all) of the query's files by (group value, LFN) as MongoDB sorts them,
+    read under INDEX_ORDER in no order and kept at most 2 x limit at a time; None at a group value
     `value_order` cannot place."""
     best: list[tuple[tuple[Any, ...], str, Document]] = []
-    async for doc in iterate(db[FILES].find(query, projection, comment=INDEX_ORDER).batch_size(1000)):
-        order = value_order(doc.get("group_value"))
-        if order is None:
-            return None
-        best.append((order, doc["lfn"], doc))
-        if len(best) > 2 * max(limit, 1):
-            best = heapq.nsmallest(limit, best, key=lambda entry: entry[:2])
-    return [doc for *_, doc in heapq.nsmallest(limit, best, key=lambda entry: entry[:2])]
+    files = iterate(db[FILES].find(query, projection, comment=INDEX_ORDER).batch_size(1000))
+    async with contextlib.aclosing(files):
+        async for doc in files:
+            order = value_order(doc.get("group_value"))
+            if order is None:
+                return None
+            best.append((order, doc["lfn"], doc))
+            if limit and len(best) > 2 * limit:
+                best = heapq.nsmallest(limit, best, key=lambda entry: entry[:2])
+    best.sort(key=lambda entry: entry[:2])
+    return [doc for *_, doc in best[:limit or None]]
 
 
 def value_order(value: Any) -> tuple[Any, ...] | None:

@@ -100,10 +100,10 @@ async def test_unused_files_come_in_group_then_lfn_order(database: AsyncDatabase
     await transformation_files.add_files(database, mixed["_id"], files, "k")
     order = {str(v): i for i, v in enumerate([None, -1, 2.5, 3, "", "a b", "b", "é", False, True])}
     expected = sorted((order[str(f["meta_effective"]["k"])], f["_id"]) for f in files)
-    for limit in (1, 7, 50, 1000):
+    for limit in (1, 7, 50, 1000, 0):  # 0: no limit, as for a find
         got_mixed = [(order[str(f["group_value"])], f["lfn"])
                      async for f in transformation_files.unused_files(database, mixed["_id"], limit)]
-        assert got_mixed == expected[:limit], limit
+        assert got_mixed == expected[:limit or None], limit
     await transformation_files.add_files(database, mixed["_id"], [{"_id": "/m/doc", "size": 1,
                                                                   "meta_effective": {"k": {"x": 1}}}], "k")
     everything = [f["lfn"] async for f in transformation_files.unused_files(database, mixed["_id"], 1000)]
