@@ -105,7 +105,6 @@ async def ensure_indexes(db: AsyncDatabase[Document], specs: Iterable[IndexSpec]
     for spec in specs:
         by_collection.setdefault(spec.collection, []).append(spec)
     secondary: bool | None = None
-    build: int | None = None
     for name, wanted in by_collection.items():
         with database_errors():
             existing = set(await db[name].index_information())
@@ -117,8 +116,7 @@ async def ensure_indexes(db: AsyncDatabase[Document], specs: Iterable[IndexSpec]
                 if spec.name in existing:
                     continue
                 if spec.group_count and not spec.index_order:
-                    build = await cairn_build_at(db) if build is None else build
-                    if build < 11:
+                    if await cairn_build_at(db) < 11:
                         continue
                 elif not spec.unique:
                     if secondary is None:
