@@ -5,6 +5,7 @@ attempt of the same worker) changes and counts nothing."""
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
 
 from pymongo.asynchronous.database import AsyncDatabase
@@ -120,7 +121,9 @@ async def test_an_end_meant_for_an_earlier_attempt_of_the_same_worker_changes_no
     first = await _claim(ctx, "/vo/f")
     job = await _planned(ctx, first)
     # Its lease runs out while the worker stalls; the same worker claims the request again.
-    await database[rq.REQUESTS].update_one({"_id": first["_id"]}, {"$set": {"lease_expires": rq.now()}})
+    # (a second ago: stored times keep milliseconds, and a claim in the same one would not see it expired)
+    ran_out = rq.now() - dt.timedelta(seconds=1)
+    await database[rq.REQUESTS].update_one({"_id": first["_id"]}, {"$set": {"lease_expires": ran_out}})
     second = await _claim(ctx, "/vo/f")
     assert (second["_id"], second["attempts"]) == (first["_id"], 2)
     # The first attempt's failure, and then its "found there already", settle late: nothing lands.
