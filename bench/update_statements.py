@@ -33,7 +33,7 @@ from pymongo import AsyncMongoClient, UpdateOne
 from bench.harness import cpu_seconds, emit
 from cairn.embedded_db import find_ferretdb, start_ferretdb
 from kernel.db import Document, ensure_indexes
-from transfers.requests import INDEXES
+from transfers.requests import INDEXES, REQUESTS
 
 
 def request(i: int, at: dt.datetime) -> Document:
@@ -43,7 +43,7 @@ def request(i: int, at: dt.datetime) -> Document:
             "activity": "default", "lease_owner": None, "lease_expires": None}
 
 
-async def one_round(binary: str, docs: int, per_command: int) -> dict[str, float]:
+async def one_round(binary: str, docs: int, per_command: int) -> dict[str, Any]:
     scratch = Path(tempfile.mkdtemp(prefix="cairn-bench-updates-"))
     os.environ["CAIRN_FERRETDB"] = binary
     database = start_ferretdb(scratch)
@@ -52,22 +52,24 @@ async def one_round(binary: str, docs: int, per_command: int) -> dict[str, float
         db = client["bench"]
         await ensure_indexes(db, INDEXES)
         at = dt.datetime.now(dt.UTC)
-        await db.requests.insert_many([request(i, at) for i in range(docs)])
+        requests = db[REQUESTS]
+        await requests.insert_many([request(i, at) for i in range(docs)])
+        indexes = sorted(await requests.index_information())
         slices = [[f"req-{i:08d}" for i in range(s, min(s + per_command, docs))] for s in range(0, docs, per_command)]
         pid = database.process.pid
-        out: dict[str, float] = {}
+        out: dict[str, Any] = {"indexes": indexes}
         for name, state in (("statements", "active"), ("update_many", "done")):
             start_cpu, start = cpu_seconds(pid), time.perf_counter()
             for ids in slices:
                 change = {"$set": {"state": state, "lease_owner": "w", "modified": dt.datetime.now(dt.UTC)}}
                 if name == "statements":
-                    await db.requests.bulk_write([UpdateOne({"_id": i, "lease_owner": {"$ne": "x"}}, change)
-                                                  for i in ids], ordered=False)
+                    await requests.bulk_write([UpdateOne({"_id": i, "lease_owner": {"$ne": "x"}}, change)
+                                               for i in ids], ordered=False)
                 else:
-                    await db.requests.update_many({"_id": {"$in": ids}}, change)
+                    await requests.update_many({"_id": {"$in": ids}}, change)
             out[f"{name}_cpu_ms_per_doc"] = (cpu_seconds(pid) - start_cpu) * 1000 / docs
             out[f"{name}_wall_ms_per_doc"] = (time.perf_counter() - start) * 1000 / docs
-        assert await db.requests.count_documents({"state": "done"}) == docs
+        assert await requests.count_documents({"state": "done"}) == docs
         await client.close()
         return out
     finally:
@@ -87,14 +89,15 @@ async def main() -> None:
     parser.add_argument("--ferretdb", action="append", help="a FerretDB binary (repeat to compare builds)")
     args = parser.parse_args()
     binaries = args.ferretdb or [find_ferretdb()]
-    rounds: dict[str, list[dict[str, float]]] = {b: [] for b in binaries}
+    rounds: dict[str, list[dict[str, Any]]] = {b: [] for b in binaries}
     for _ in range(args.rounds):
         for binary in binaries:
             rounds[binary].append(await one_round(binary, args.docs, args.per_command))
     results: list[dict[str, Any]] = []
     for binary, measured in rounds.items():
-        medians = {key: round(statistics.median(r[key] for r in measured), 3) for key in measured[0]}
-        results.append({"ferretdb": binary, "version": version(binary), **medians,
+        medians = {key: round(statistics.median(r[key] for r in measured), 3) for key in measured[0]
+                   if key != "indexes"}
+        results.append({"ferretdb": binary, "version": version(binary), "indexes": measured[0]["indexes"], **medians,
                         "statement_over_update_many": round(medians["statements_cpu_ms_per_doc"]
                                                             / medians["update_many_cpu_ms_per_doc"], 2),
                         "rounds": measured})
