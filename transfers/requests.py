@@ -77,6 +77,10 @@ INDEXES = [
     IndexSpec(REQUESTS, [("copying_replica", 1)], name="requests_copying", sparse=True, index_order=True),
     # releases_asked(): stage requests whose pin a user asked to release, cancelled requests that staged
     IndexSpec(REQUESTS, [("release", 1)], name="requests_release", sparse=True, index_order=True),
+    # queue_depths() (GET /metrics): requests counted by state, kind, destination and VO from the
+    # index on the embedded database (`kernel.db.count_by`), not by reading every request ever held
+    IndexSpec(REQUESTS, [("state", 1), ("kind", 1), ("dest_se", 1), ("vo", 1)], name="requests_by_state_kind_dest_vo",
+              group_count=True),
 ]
 
 
