@@ -9,9 +9,10 @@ an untimed warm-up replication (`--warmup` files) that waits for the workers to 
 - s3: many 1 MiB files from S3 (moto) to XRootD (streamed through the worker).
 In the same run the same bytes move with `gfal-copy` one file at a time (root:// TPC, a subset
 of the small files when there are many: files/s is a rate), `xrdcp --parallel 8 -r` (without
-and with `--cksum adler32`: Cairn verifies every copy), and a plain `cp -r` of the source
-directory; the S3 files move through an aioboto3 download + `xrdcp` upload pipeline,
-`--pipeline` files at a time. Prints JSON with files/s, MB/s, ratios, the database commands the
+and with `--cksum adler32`: Cairn verifies every copy; the plain one also before Cairn's run,
+reported alone and as the mean with the one after, since this VM's speed drifts within a run),
+and a plain `cp -r` of the source directory; the S3 files move through an aioboto3 download +
+`xrdcp` upload pipeline, `--pipeline` files at a time. Prints JSON with files/s, MB/s, ratios, the database commands the
 workers sent per file (`link_stats`' `db_commands`), and the CPU milliseconds per file of each
 process involved (database, workers, each XRootD server, xrdcp; from /proc): on a machine of few
 cores their total bounds the rate. `--worker-env KEY=VALUE` sets the workers' settings;
@@ -190,14 +191,7 @@ async def baselines(a: XRootDServer, b: XRootDServer, name: str, files: list[dic
     # As the issue compares (no checksum), and verified end to end as Cairn verifies every copy.
     for label, options in (("xrdcp --parallel 8", ()), ("xrdcp --parallel 8 --cksum adler32", ("--cksum", "adler32"))):
         target = f"/xrdcp-{name}{'-cksum' if options else ''}"
-        await run_command("xrdfs", f"127.0.0.1:{b.root_port}", "mkdir", "-p", target)
-        meter = CpuMeter(xrootd_roles(a, b), ended_children="xrdcp")
-        meter.start()
-        started = time.perf_counter()
-        await run_command("xrdcp", "-s", "-f", "-r", "--parallel", "8", *options, f"{a.root_url}/se/bench/{name}",
-                          f"{b.root_url}{target}/")
-        out[label] = {**rate(len(files), size * len(files), time.perf_counter() - started),
-                      "cpu_ms_per_file": meter.ms_per(len(files))}
+        out[label] = await xrdcp_parallel(a, b, name, files, options, target=target)
     gfal_copy = shutil.which("gfal-copy")
     if gfal_copy is None:
         out["gfal-copy"] = "gfal-copy not installed"
@@ -210,6 +204,28 @@ async def baselines(a: XRootDServer, b: XRootDServer, name: str, files: list[dic
                           env=env)
     out["gfal-copy one at a time"] = rate(len(subset), size * len(subset), time.perf_counter() - started)
     return out
+
+
+async def xrdcp_parallel(a: XRootDServer, b: XRootDServer, name: str, files: list[dict[str, Any]],
+                         options: tuple[str, ...], *, target: str) -> dict[str, Any]:
+    """`xrdcp --parallel 8 -r` of the dataset's directory into `target` on b, with its rate and the
+    CPU it cost (xrdcp and both servers)."""
+    size = files[0]["size"]
+    await run_command("xrdfs", f"127.0.0.1:{b.root_port}", "mkdir", "-p", target)
+    meter = CpuMeter(xrootd_roles(a, b), ended_children="xrdcp")
+    meter.start()
+    started = time.perf_counter()
+    await run_command("xrdcp", "-s", "-f", "-r", "--parallel", "8", *options, f"{a.root_url}/se/bench/{name}",
+                      f"{b.root_url}{target}/")
+    return {**rate(len(files), size * len(files), time.perf_counter() - started),
+            "cpu_ms_per_file": meter.ms_per(len(files))}
+
+
+def bracketed(before: dict[str, Any], after: dict[str, Any], nbytes: int) -> dict[str, Any]:
+    """The mean of a baseline timed before and after Cairn's run (by time, so files/s is their
+    harmonic mean): on a VM whose speed drifts, what Cairn's run in between is fairly compared with."""
+    seconds = (before["seconds"] + after["seconds"]) / 2
+    return rate(before["files"], nbytes, seconds)
 
 
 def xrootd_roles(a: XRootDServer, b: XRootDServer) -> dict[str, list[int | None]]:
@@ -261,6 +277,8 @@ async def measure(args: argparse.Namespace, bed: Testbed, a: XRootDServer, b: XR
     (scratch / "logs").mkdir()
     if args.profile:
         args.profile.mkdir(parents=True, exist_ok=True)
+    # The issue's baseline once before Cairn's run too (and again after it, below), into its own directory.
+    xrdcp_before = await xrdcp_parallel(a, b, "small", small, (), target="/xrdcp-small-before")
     workers = start_workers(args.workers, env, scratch / "logs", args.profile)
     results: dict[str, Any] = {
         "sizes": {"small": [args.small_count, f"{args.small_kib} KiB"], "big": [args.big_count, f"{args.big_mib} MiB"],
@@ -289,6 +307,10 @@ async def measure(args: argparse.Namespace, bed: Testbed, a: XRootDServer, b: XR
         "s3": {f"aioboto3 + xrdcp, {args.pipeline} at a time":
                await s3_pipeline(moto_port, b, s3_files, scratch, args.pipeline)} if s3_files else {},
     }
+    small_bases = results["baselines"]["small"]
+    small_bases["xrdcp --parallel 8, before Cairn"] = xrdcp_before
+    small_bases["xrdcp --parallel 8, before and after"] = bracketed(
+        xrdcp_before, small_bases["xrdcp --parallel 8"], sum(f["size"] for f in small))
     results["ratios"] = {
         "small": ratios(results["cairn"]["small XRD-A→XRD-B"], results["baselines"]["small"]),
         "big": ratios(results["cairn"]["big XRD-A→XRD-B"], results["baselines"]["big"]),
