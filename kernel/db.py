@@ -149,12 +149,16 @@ async def serves_index_order(db: AsyncDatabase[Document]) -> bool:
 async def cairn_build_at(db: AsyncDatabase[Document]) -> int:
     """Which version of Cairn's FerretDB build the server is (`buildInfo`, asked once per client);
     0 for any other server."""
-    build = _builds.get(db.client)
-    if build is None:
+    return await _build_of(db.client) or 0
+
+
+async def _build_of(client: Any) -> int | None:
+    """`cairn_build` of the client's server, asked once per client (what `cairn_build_at` and
+    `write_chunk` decide by)."""
+    if client not in _builds:
         with database_errors():
-            build = cairn_build(await db.client.admin.command("buildInfo")) or 0
-        _builds[db.client] = build
-    return build
+            _builds[client] = cairn_build(await client.admin.command("buildInfo"))
+    return _builds[client]
 
 
 async def ping(db: AsyncDatabase[Document]) -> bool:
@@ -219,8 +223,7 @@ async def iterate(cursor: Any) -> AsyncGenerator[Document, None]:
 WRITE_CHUNK = 1000
 STOCK_FERRETDB_WRITE_CHUNK = 50
 _FIXED_FERRETDB = re.compile(r"-cairn\.(\d+)$")
-_write_chunks: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
-_builds: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()  # cairn_build_at's answers
+_builds: weakref.WeakKeyDictionary[Any, int | None] = weakref.WeakKeyDictionary()  # _build_of's answers
 
 
 def cairn_build(build_info: Mapping[str, Any]) -> int | None:
@@ -235,21 +238,16 @@ def cairn_build(build_info: Mapping[str, Any]) -> int | None:
 
 def write_chunk_for(build_info: Mapping[str, Any]) -> int:
     """The statements per write command a server with this `buildInfo` answers."""
-    build = cairn_build(build_info)
-    if build is not None and build < 6:
-        return STOCK_FERRETDB_WRITE_CHUNK
-    return WRITE_CHUNK
+    return _write_chunk_of(cairn_build(build_info))
+
+
+def _write_chunk_of(build: int | None) -> int:
+    return STOCK_FERRETDB_WRITE_CHUNK if build is not None and build < 6 else WRITE_CHUNK
 
 
 async def write_chunk(collection: Any) -> int:
     """The statements per write command for collection's server (asked once per client)."""
-    client = collection.database.client
-    chunk = _write_chunks.get(client)
-    if chunk is None:
-        with database_errors():
-            chunk = write_chunk_for(await client.admin.command("buildInfo"))
-        _write_chunks[client] = chunk
-    return chunk
+    return _write_chunk_of(await _build_of(collection.database.client))
 
 
 @dataclass
