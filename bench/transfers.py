@@ -9,14 +9,16 @@ an untimed warm-up replication (`--warmup` files) that waits for the workers to 
 - s3: many 1 MiB files from S3 (moto) to XRootD (streamed through the worker).
 In the same run the same bytes move with `gfal-copy` one file at a time (root:// TPC, a subset
 of the small files when there are many: files/s is a rate), `xrdcp --parallel 8 -r` (without
-and with `--cksum adler32`: Cairn verifies every copy; the plain one also before Cairn's run,
-reported alone and as the mean with the one after, since this VM's speed drifts within a run),
-and a plain `cp -r` of the source directory; the S3 files move through an aioboto3 download +
-`xrdcp` upload pipeline, `--pipeline` files at a time. Prints JSON with files/s, MB/s, ratios, the database commands the
-workers sent per file (`link_stats`' `db_commands`), and the CPU milliseconds per file of each
-process involved (database, workers, each XRootD server, xrdcp; from /proc): on a machine of few
-cores their total bounds the rate. `--worker-env KEY=VALUE` sets the workers' settings;
-`--profile DIR` runs the workers under cProfile (one `.prof` per worker in DIR).
+and with `--cksum adler32`: Cairn verifies every copy; the plain one just before Cairn's small
+files and just after them, its idle workers stopped, reported alone and as their mean, since
+this VM's speed drifts within a run), and a plain `cp -r` of the source directory; the S3 files
+move through an aioboto3 download + `xrdcp` upload pipeline, `--pipeline` files at a time. Each
+timed phase starts after a `sync` and ends by removing what it wrote, after an untimed primer
+copy (`removed`: so that each starts alike). Prints JSON with files/s, MB/s, ratios, the
+database commands the workers sent per file (`link_stats`' `db_commands`), and the CPU
+milliseconds per file of each process involved (database, workers, each XRootD server, xrdcp;
+from /proc): on a machine of few cores their total bounds the rate. `--worker-env KEY=VALUE`
+sets the workers' settings; `--profile DIR` runs the workers under cProfile (one `.prof` per worker in DIR).
 
     python -m bench.transfers                                  # 1000 x 1 MiB, 4 x 1 GiB, 1000 x 1 MiB S3
     python -m bench.transfers --small-count 200 --big-count 2 --big-mib 256 --s3-count 200
@@ -30,6 +32,7 @@ import asyncio
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -120,11 +123,26 @@ async def commands_and_files(db: AsyncDatabase[Document]) -> tuple[int, int]:
     return sum(link["db_commands"] for link in links), sum(link["done"] for link in links if link["db_commands"])
 
 
+async def written_out() -> None:
+    """`sync` before a timed phase: otherwise the kernel writes the previous phase's data out
+    during this one, on the same two cores."""
+    await run_command("sync")
+
+
+async def removed(path: Path) -> None:
+    """Remove what a timed phase wrote, once it is measured. On this VM, memory the guest freed a
+    while ago goes back to the host and costs twice as much to write into again: the same xrdcp
+    cost its destination server 2.6 CPU-ms per file when it ran right after a deletion and 5.2-5.9
+    otherwise. Each phase deleting its own writes gives the next one the same start."""
+    await asyncio.to_thread(shutil.rmtree, path, True)
+
+
 async def replicate(db: AsyncDatabase[Document], files: list[dict[str, Any]], dest: str,
                     meter: CpuMeter) -> dict[str, Any]:
     """Submit one bulk request and wait until it is all done; files/s and MB/s from the submission
     to the last request's end (its `finished`), the database commands the workers reported per
     file meanwhile, and the CPU each role spent per file."""
+    await written_out()
     commands_before, files_before = await commands_and_files(db)
     meter.start()
     started = time.time()
@@ -163,6 +181,7 @@ async def s3_pipeline(moto_port: int, b: XRootDServer, files: list[dict[str, Any
     landing = Path(tempfile.mkdtemp(dir=scratch, prefix="pipeline-"))
     session = aioboto3.Session(aws_access_key_id=S3_SECRETS["access_key"],
                                aws_secret_access_key=S3_SECRETS["secret_key"], region_name="us-east-1")
+    await written_out()
     started = time.perf_counter()
     async with session.client("s3", endpoint_url=f"http://127.0.0.1:{moto_port}") as s3:
 
@@ -176,25 +195,30 @@ async def s3_pipeline(moto_port: int, b: XRootDServer, files: list[dict[str, Any
                 local.unlink()
 
         await asyncio.gather(*(one(i, d) for i, d in enumerate(files)))
-    return rate(len(files), sum(f["size"] for f in files), time.perf_counter() - started)
+    measured = rate(len(files), sum(f["size"] for f in files), time.perf_counter() - started)
+    await removed(b.data_dir / "pipeline")
+    return measured
 
 
 async def baselines(a: XRootDServer, b: XRootDServer, name: str, files: list[dict[str, Any]], scratch: Path,
-                    gfal_max: int) -> dict[str, Any]:
-    """gfal-copy one file at a time, xrdcp --parallel 8 -r, and cp -r of the same files (none
-    without files: `--big-count 0` leaves that scenario out)."""
+                    gfal_max: int, plain: dict[str, Any] | None = None) -> dict[str, Any]:
+    """gfal-copy one file at a time, xrdcp --parallel 8 -r (unless `plain` is its figure, timed
+    already), and cp -r of the same files (none without files: `--big-count 0` leaves that
+    scenario out)."""
     if not files:
         return {}
     size = files[0]["size"]
     out: dict[str, Any] = {}
     src_dir = a.data_dir / "se" / "bench" / name
+    await written_out()
     started = time.perf_counter()
     await run_command("cp", "-r", str(src_dir), str(scratch / f"cp-{name}"))
     out["cp"] = rate(len(files), size * len(files), time.perf_counter() - started)
+    await removed(scratch / f"cp-{name}")
     # As the issue compares (no checksum), and verified end to end as Cairn verifies every copy.
     for label, options in (("xrdcp --parallel 8", ()), ("xrdcp --parallel 8 --cksum adler32", ("--cksum", "adler32"))):
         target = f"/xrdcp-{name}{'-cksum' if options else ''}"
-        out[label] = await xrdcp_parallel(a, b, name, files, options, target=target)
+        out[label] = plain if plain and not options else await xrdcp_parallel(a, b, name, files, options, target=target)
     gfal_copy = shutil.which("gfal-copy")
     if gfal_copy is None:
         out["gfal-copy"] = "gfal-copy not installed"
@@ -206,6 +230,7 @@ async def baselines(a: XRootDServer, b: XRootDServer, name: str, files: list[dic
         await run_command(gfal_copy, "-f", "-p", f"{a.root_url}/se{doc['lfn']}", f"{b.root_url}/gfal{doc['lfn']}",
                           env=env)
     out["gfal-copy one at a time"] = rate(len(subset), size * len(subset), time.perf_counter() - started)
+    await removed(b.data_dir / "gfal")
     return out
 
 
@@ -215,13 +240,16 @@ async def xrdcp_parallel(a: XRootDServer, b: XRootDServer, name: str, files: lis
     CPU it cost (xrdcp and both servers)."""
     size = files[0]["size"]
     await run_command("xrdfs", f"127.0.0.1:{b.root_port}", "mkdir", "-p", target)
+    await written_out()
     meter = CpuMeter(xrootd_roles(a, b), ended_children="xrdcp")
     meter.start()
     started = time.perf_counter()
     await run_command("xrdcp", "-s", "-f", "-r", "--parallel", "8", *options, f"{a.root_url}/se/bench/{name}",
                       f"{b.root_url}{target}/")
-    return {**rate(len(files), size * len(files), time.perf_counter() - started),
-            "cpu_ms_per_file": meter.ms_per(len(files))}
+    measured = {**rate(len(files), size * len(files), time.perf_counter() - started),
+                "cpu_ms_per_file": meter.ms_per(len(files))}
+    await removed(b.data_dir / target.lstrip("/"))
+    return measured
 
 
 def bracketed(before: dict[str, Any], after: dict[str, Any], nbytes: int) -> dict[str, Any]:
@@ -281,7 +309,10 @@ async def measure(args: argparse.Namespace, bed: Testbed, a: XRootDServer, b: XR
     (scratch / "logs").mkdir()
     if args.profile:
         args.profile.mkdir(parents=True, exist_ok=True)
-    # The issue's baseline once before Cairn's run too (and again after it, below), into its own directory.
+    # Untimed, so that the first timed phase starts as the others do: right after a phase's writes
+    # were removed (`removed`).
+    await xrdcp_parallel(a, b, "small", small, (), target="/xrdcp-small-primer")
+    # The issue's baseline just before Cairn's run and just after it (below), each into its own directory.
     xrdcp_before = await xrdcp_parallel(a, b, "small", small, (), target="/xrdcp-small-before")
     workers = start_workers(args.workers, env, scratch / "logs", args.profile)
     results: dict[str, Any] = {
@@ -295,18 +326,27 @@ async def measure(args: argparse.Namespace, bed: Testbed, a: XRootDServer, b: XR
     try:
         if warm:  # untimed: the workers' start (imports, first claim) is not part of any scenario
             results["warm-up (untimed)"] = await replicate(db, warm, "XRD-B", meter)
-        results["cairn"] = {
-            "small XRD-A→XRD-B": await replicate(db, small, "XRD-B", meter),
-            "big XRD-A→XRD-B": await replicate(db, big, "XRD-B", meter),
-            "small S3→XRD-B": await replicate(db, s3_files, "XRD-B", meter),
-        }
+        results["cairn"] = {}
+        xrdcp_after: dict[str, Any] | None = None
+        for label, files in (("small XRD-A→XRD-B", small), ("big XRD-A→XRD-B", big), ("small S3→XRD-B", s3_files)):
+            results["cairn"][label] = await replicate(db, files, "XRD-B", meter)
+            if files:  # where the workers wrote them: /se/bench/<dataset>/ on the destination
+                await removed(b.data_dir / "se" / files[0]["lfn"].rsplit("/", 1)[0].lstrip("/"))
+            if files is small:  # the baseline again right away, the idle workers stopped meanwhile
+                for proc in workers:
+                    proc.send_signal(signal.SIGSTOP)
+                try:
+                    xrdcp_after = await xrdcp_parallel(a, b, "small", small, (), target="/xrdcp-small")
+                finally:
+                    for proc in workers:
+                        proc.send_signal(signal.SIGCONT)
     finally:
         for proc in workers:
             proc.terminate()
         for proc in workers:
             proc.wait(timeout=30)
     results["baselines"] = {
-        "small": await baselines(a, b, "small", small, scratch, args.gfal_max),
+        "small": await baselines(a, b, "small", small, scratch, args.gfal_max, plain=xrdcp_after),
         "big": await baselines(a, b, "big", big, scratch, args.gfal_max),
         "s3": {f"aioboto3 + xrdcp, {args.pipeline} at a time":
                await s3_pipeline(moto_port, b, s3_files, scratch, args.pipeline)} if s3_files else {},
