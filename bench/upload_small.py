@@ -5,7 +5,7 @@ registration (issue 17: the upload at least 0.8x as fast as that floor).
 
 Starts the database (FerretDB in a scratch directory unless $CAIRN_MONGODB_URI) and a
 `cairn server` subprocess, makes COUNT random files of KIB KiB and a local-disk SE, then per
-round, each into a directory of its own:
+round, each into a directory of its own (each round begins with the next phase in turn):
 - floor: `cp -r` of the directory into the SE's tree where the catalogue derives the replicas'
   URLs, then the adler32 of every file (a registration needs it) and one bulk registration of
   all of them with an available replica, through the API (`Client.register_files`);
@@ -35,6 +35,7 @@ import sys
 import time
 import uuid
 import zlib
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -148,19 +149,23 @@ async def measure(args: argparse.Namespace, url: str, token: str, scratch: Path)
     async with Client(url, token, timeout_s=3600) as client:
         await client.put_se({"name": SE, "site": "BENCH", "protocols": [{"scheme": "file", "prefix": str(se_root)}]})
         await client.mkdir("/bench")
+        phases: dict[str, Callable[[str], Awaitable[float]]] = {
+            "floor": lambda lfn_dir: floor(client, paths[0].parent, se_root, lfn_dir),
+            "floor_cli": lambda lfn_dir: floor_cli(env, paths[0].parent, se_root, lfn_dir, scratch),
+            "cli": lambda lfn_dir: asyncio.to_thread(cli_upload, env, paths, lfn_dir, args.concurrency),
+            "sdk": lambda lfn_dir: sdk_upload(client, paths, lfn_dir, args.concurrency),
+        }
+        order = list(phases)
         for round_ in range(args.rounds):
-            # Each starts with no dirty pages of the one before: the kernel's writeback of 100 MB
-            # landing inside a timed run made the same run take 0.5 s or 1.2 s on this VM.
-            os.sync()
-            times["floor"].append(await floor(client, paths[0].parent, se_root, f"/bench/floor{round_}"))
-            os.sync()
-            times["floor_cli"].append(await floor_cli(env, paths[0].parent, se_root, f"/bench/floorcli{round_}",
-                                                      scratch))
-            os.sync()
-            times["cli"].append(await asyncio.to_thread(cli_upload, env, paths, f"/bench/cli{round_}",
-                                                        args.concurrency))
-            os.sync()
-            times["sdk"].append(await sdk_upload(client, paths, f"/bench/sdk{round_}", args.concurrency))
+            # Each round starts with another phase (none always follows the same one), and each
+            # phase with no dirty pages of the one before: the kernel's writeback of 100 MB landing
+            # inside a timed run made the same run take 0.5 s or 1.2 s on this VM. What a phase
+            # wrote stays: removing it (as bench/transfers.py does with its gigabytes) made every
+            # later phase slower, 0.29 s to 1.1 s for the floor over 8 rounds, creating files
+            # after many deletions on this disk.
+            for name in order[round_ % len(order):] + order[:round_ % len(order)]:
+                os.sync()
+                times[name].append(await phases[name](f"/bench/{name}{round_}"))
     figures = {name: summary(seconds, args.count) for name, seconds in times.items()}
     return {
         "files": args.count, "file_KiB": args.kib, "rounds": args.rounds, "concurrency": args.concurrency,
