@@ -18,7 +18,8 @@ copy (`removed`: so that each starts alike). Prints JSON with files/s, MB/s, rat
 database commands the workers sent per file (`link_stats`' `db_commands`), and the CPU
 milliseconds per file of each process involved (database, workers, each XRootD server, xrdcp;
 from /proc): on a machine of few cores their total bounds the rate. `--worker-env KEY=VALUE`
-sets the workers' settings; `--profile DIR` runs the workers under cProfile (one `.prof` per worker in DIR).
+sets the workers' settings; `--profile DIR` runs the workers under cProfile (one `.prof` per
+worker in DIR).
 
     python -m bench.transfers                                  # 1000 x 1 MiB, 4 x 1 GiB, 1000 x 1 MiB S3
     python -m bench.transfers --small-count 200 --big-count 2 --big-mib 256 --s3-count 200
@@ -130,10 +131,11 @@ async def written_out() -> None:
 
 
 async def removed(path: Path) -> None:
-    """Remove what a timed phase wrote, once it is measured. On this VM, memory the guest freed a
-    while ago goes back to the host and costs twice as much to write into again: the same xrdcp
-    cost its destination server 2.6 CPU-ms per file when it ran right after a deletion and 5.2-5.9
-    otherwise. Each phase deleting its own writes gives the next one the same start."""
+    """Remove what a timed phase wrote, once it is measured. On this VM, writing into memory the
+    guest freed a while ago costs about twice as much as into memory just freed (presumably given
+    back to the host meanwhile): the same xrdcp cost its destination server 2.6 CPU-ms per file
+    when it ran right after a deletion and 5.2-5.9 otherwise. Each phase deleting its own writes
+    gives the next one the same start."""
     await asyncio.to_thread(shutil.rmtree, path, True)
 
 
