@@ -10,20 +10,25 @@ removal token, below), each file's update guarded by the `version` the decision 
 1. it has a removal token (`removal`), given when it was retired, or now if it was retired
    otherwise: one bulk write for those;
 2. its SE's usage loses it once per token (`catalogue.usage.count_removals`: one update per SE
-   record, guarded by the tokens it has already taken);
+   record, guarded by the tokens it has already taken and by the SE's removal fence, read before
+   the tokens of step 1);
 3. it is pulled from its file, token and all (an exact `$pull`): one bulk write;
 4. the tokens leave the usage records (`forget_removals`).
 A replica changed between 1 and 3 (made available again) is not pulled: what step 2 took is given
 back by its token. A successor finds the token on the replica and repeats 2-4; step 2's guard
-makes the repeat count nothing. A process that stalled past its lease and resumed after its
-successor finished step 4 would count a token again: step 2 therefore begins with
-`kernel.lease.check_held()`, which stops work (run under a lease) whose lease this process has
-not renewed for three quarters of its length; a repeat needs a stall of a quarter lease (15 s by
-default) between that check and the database, and `usage rebuild` corrects what one did.
+makes the repeat count nothing. A process that stalled and resumed after its successor finished
+step 4 (the token gone from the usage record, so that guard would pass again) is refused by the
+fence: step 4, and any giving back, moves it, and a count must find it where it was before its
+tokens were read; it then reads the fence and the tokens again, and finds its replicas gone.
+Counts that meet another batch's step 4 on the same SE read again too (`COUNT_ATTEMPTS`, with a
+short random pause). Step 2 also begins with `kernel.lease.check_held()`, which stops work (run
+under a lease) whose lease this process has not renewed for three quarters of its length.
 """
 
 from __future__ import annotations
 
+import asyncio
+import random
 import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
@@ -36,10 +41,12 @@ from catalogue import change_feed
 from catalogue.collection_names import FILES
 from catalogue.directories import now
 from catalogue.files import fetch_files
-from catalogue.usage import count_removals, forget_removals, uncount_removals
+from catalogue.usage import count_removals, forget_removals, removal_fences, uncount_removals
 from kernel.db import Document, bulk_write_chunked, increment
+from kernel.errors import ServiceUnavailable
 
 REMOVAL = "removal"
+COUNT_ATTEMPTS = 20  # reads of the fences and tokens before a count gives up (`remove_retired`)
 Target = tuple[str, str]  # (lfn, se)
 Positions = dict[Target, tuple[int, Document]]  # a replica as read, with its position in its file
 
@@ -145,10 +152,18 @@ async def remove_retired(db: AsyncDatabase[Document], targets: Iterable[Target])
     (the module docstring's four steps; O(1) round trips per batch). Returns the targets
     removed, now or by an earlier attempt cut short after its pull; a target whose replica is
     not retired is left alone."""
-    marked, sizes = await _tokens(db, set(targets))
-    if not marked:
-        return set()
-    await count_removals(db, _by_se(marked, sizes))
+    wanted = set(targets)
+    for attempt in range(COUNT_ATTEMPTS):
+        fences = await removal_fences(db, {se for _, se in wanted})  # before the tokens (`count_removals`)
+        marked, sizes = await _tokens(db, wanted)
+        if not marked:
+            return set()
+        if await count_removals(db, _by_se(marked, sizes), fences):
+            break
+        await asyncio.sleep(random.uniform(0, 0.05 * (attempt + 1)))  # other removals on these SEs ended meanwhile
+    else:
+        raise ServiceUnavailable(f"removals on SE(s) {', '.join(sorted({se for _, se in wanted}))} kept ending "
+                                 f"while these were counted ({COUNT_ATTEMPTS} tries); try again")
     gone, changed = await _pull(db, marked)
     await uncount_removals(db, _by_se(changed, sizes))
     await forget_removals(db, {se: list(names) for se, names in _by_se(

@@ -45,6 +45,8 @@ USAGE_CLAIMS = "usage_claims"
 REGISTERED_IN = "registered_in"
 # An SE record's tokens of replica removals counted but not yet complete (`count_removals`).
 REMOVALS = "removals"
+# An SE record's count of the times tokens left its REMOVALS (`removal_fences`).
+FENCE = "removals_fence"
 
 INDEXES = [
     # take_over_calls: files.find({registered_in: {$in: calls}})
@@ -108,56 +110,82 @@ class Usage:
 Removals = Mapping[str, Mapping[str, int]]  # {se: {removal token: bytes}}, one token per replica
 
 
-def _removal_updates(removals: Removals, *, sign: int) -> list[UpdateOne]:
+def _removal_updates(removals: Removals, *, sign: int, fences: Mapping[str, int | None] | None = None
+                     ) -> list[UpdateOne]:
     """Per SE, one update taking (sign -1) or giving back (+1) all its replicas at once, guarded
-    by the tokens' absence (taking) or presence (giving back) in the record's REMOVALS."""
+    by the tokens' absence (taking; and by the SE's fence as `fences` read it) or presence
+    (giving back, which moves the fence: tokens leave) in the record's REMOVALS."""
     updates = []
     for se, tokens in removals.items():
         if not tokens:
             continue
         present = sign > 0
-        guard = {f"{REMOVALS}.{token}": {"$exists": present} for token in tokens}
-        marks: dict[str, Any] = {"$unset": {f"{REMOVALS}.{t}": "" for t in tokens}} if present \
-            else {"$set": {f"{REMOVALS}.{t}": 1 for t in tokens}}
-        updates.append(UpdateOne({"_id": se_key(se), **guard}, {
-            **increment({"replicas": sign * len(tokens), "bytes": sign * sum(tokens.values())}), **marks}))
+        guard: dict[str, Any] = {f"{REMOVALS}.{token}": {"$exists": present} for token in tokens}
+        counters: dict[str, int] = {"replicas": sign * len(tokens), "bytes": sign * sum(tokens.values())}
+        if present:
+            marks: dict[str, Any] = {"$unset": {f"{REMOVALS}.{t}": "" for t in tokens}}
+            counters[FENCE] = 1
+        else:
+            marks = {"$set": {f"{REMOVALS}.{t}": 1 for t in tokens}}
+            guard[FENCE] = (fences or {}).get(se)  # None: no token ever left (the field is missing)
+        updates.append(UpdateOne({"_id": se_key(se), **guard}, {**increment(counters), **marks}))
     return updates
 
 
-async def _apply_removals(db: AsyncDatabase[Document], removals: Removals, *, sign: int) -> None:
-    updates = _removal_updates(removals, sign=sign)
+async def _apply_removals(db: AsyncDatabase[Document], removals: Removals, *, sign: int,
+                          fences: Mapping[str, int | None] | None = None) -> None:
+    updates = _removal_updates(removals, sign=sign, fences=fences)
     if not updates:
         return
     result = await bulk_write_chunked(db[USAGE], updates)
     if result.modified_count < len(updates):
-        # Some token was taken already (a removal another process began): one by one, each guarded.
+        # Some token was taken already (a removal another process began), or a fence moved: one
+        # by one, each guarded.
         singles = [u for se, tokens in removals.items() for token, size in tokens.items()
-                   for u in _removal_updates({se: {token: size}}, sign=sign)]
+                   for u in _removal_updates({se: {token: size}}, sign=sign, fences=fences)]
         await bulk_write_chunked(db[USAGE], singles)
 
 
-async def count_removals(db: AsyncDatabase[Document], removals: Removals) -> None:
+async def removal_fences(db: AsyncDatabase[Document], ses: Iterable[str]) -> dict[str, int | None]:
+    """Each SE's removal fence: how many times tokens left its REMOVALS (None: never). A caller
+    reads it before it reads the removal tokens it will count (`count_removals`)."""
+    keys = {se_key(se): se for se in ses}
+    with database_errors():
+        docs = await db[USAGE].find({"_id": {"$in": list(keys)}}, {FENCE: 1}).to_list()
+    found = {keys[d["_id"]]: d.get(FENCE) for d in docs}
+    return {se: None if (value := found.get(se)) is None else int(value) for se in keys.values()}
+
+
+async def count_removals(db: AsyncDatabase[Document], removals: Removals, fences: Mapping[str, int | None]) -> bool:
     """Take replicas being removed off their SEs' usage exactly once, whoever repeats the call:
     `removals` names each replica by its removal token (kept on the replica until it is gone,
-    `catalogue.replica_removal`). One update per SE record for all its tokens, guarded by their
-    absence from the record's REMOVALS and recording them there; only if some was recorded
-    already (a removal cut short and taken over) are the tokens applied one by one.
-    Work run under a lease stops here (`kernel.lease.LeaseLost`) if that lease may have run out:
-    a successor may have counted these tokens and forgotten them already."""
+    `catalogue.replica_removal`), as read after `fences` (`removal_fences`). One update per SE
+    record for all its tokens, guarded by their absence from the record's REMOVALS and recording
+    them there, and by the record's fence; only if some was recorded already (a removal cut
+    short and taken over) or a fence moved are the tokens applied one by one.
+    A token leaves REMOVALS only with its replica gone (`forget_removals`) or given back
+    (`uncount_removals`), and either moves the fence: a count whose tokens were read before
+    that is refused whenever it reaches the database, however long its process stalled. Returns
+    False when some fence moved since `fences` (read them and the tokens again; what this call
+    recorded stays recorded, and a token recorded is never counted again).
+    Work run under a lease also stops here (`kernel.lease.LeaseLost`) if that lease may have run
+    out: its successor has the work."""
     lease.check_held()
-    await _apply_removals(db, removals, sign=-1)
+    await _apply_removals(db, removals, sign=-1, fences=fences)
+    return await removal_fences(db, removals) == {se: fences.get(se) for se in removals}
 
 
 async def uncount_removals(db: AsyncDatabase[Document], removals: Removals) -> None:
     """Give back what `count_removals` took for replicas that were not removed after all (changed
-    meanwhile), each token once."""
+    meanwhile), each token once; their tokens leave, which moves the fence."""
     await _apply_removals(db, removals, sign=+1)
 
 
 async def forget_removals(db: AsyncDatabase[Document], tokens: Mapping[str, Iterable[str]]) -> None:
-    """Drop the tokens of removals that are complete (their replicas gone) from the SE records:
-    one update per SE."""
-    updates = [UpdateOne({"_id": se_key(se)}, {"$unset": {f"{REMOVALS}.{t}": "" for t in names}})
+    """Drop the tokens of removals that are complete (their replicas gone) from the SE records,
+    moving each record's fence (`count_removals`): one update per SE."""
+    updates = [UpdateOne({"_id": se_key(se)}, {"$unset": {f"{REMOVALS}.{t}": "" for t in names},
+                                                **increment({FENCE: 1})})
                for se, names in tokens.items() if names]
     if updates:
         await bulk_write_chunked(db[USAGE], updates)
@@ -335,11 +363,13 @@ async def rebuild(db: AsyncDatabase[Document], *, fix: bool = True) -> dict[str,
     writes: list[Any] = []
     for key in sorted(set(truth) | set(stored)):
         want = truth.get(key, {})
-        have = {k: int(v) for k, v in stored.get(key, {}).items() if k != REMOVALS}
+        have = {k: int(v) for k, v in stored.get(key, {}).items() if k not in (REMOVALS, FENCE)}
         fields = set(want) | set(have)
         if any(want.get(f, 0) != have.get(f, 0) for f in fields):
             drift[key] = {"stored": have, "recounted": want}
             stored_want = {field: Int64(value) for field, value in want.items()}
+            if key.startswith("se:"):  # its tokens go: move its fence (`count_removals`)
+                stored_want[FENCE] = Int64(int(stored.get(key, {}).get(FENCE) or 0) + 1)
             writes.append(ReplaceOne({"_id": key}, stored_want, upsert=True) if want else DeleteOne({"_id": key}))
     if fix and writes:
         with database_errors():

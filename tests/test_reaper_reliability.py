@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from pymongo.asynchronous.database import AsyncDatabase
 
-from catalogue.usage import count_removals, rebuild, se_usage
+from catalogue.usage import count_removals, forget_removals, rebuild, removal_fences, se_usage, uncount_removals
 from kernel.db import Document
 from kernel.settings import Settings
 from tests.fixtures.daemons import DaemonProcesses, daemon_env, drain_while_killing
@@ -64,7 +64,37 @@ async def test_counting_removals_again_with_the_same_tokens_counts_nothing(
     se = disk_se("SE", tmp_path / "se")
     await add_ses(database, se)
     await put_files(database, [se], [f"/vo/tok/f{i}" for i in range(4)], size=100)
-    await count_removals(database, {"SE": {"t1": 100, "t2": 100}})
-    await count_removals(database, {"SE": {"t1": 100, "t2": 100, "t3": 100}})  # a successor: t3 is new
-    await count_removals(database, {"SE": {"t3": 100}})
+    fences = await removal_fences(database, ["SE"])
+    assert await count_removals(database, {"SE": {"t1": 100, "t2": 100}}, fences)
+    assert await count_removals(database, {"SE": {"t1": 100, "t2": 100, "t3": 100}}, fences)  # a successor: t3 is new
+    assert await count_removals(database, {"SE": {"t3": 100}}, fences)
     assert _usage_of(await se_usage(database), "SE") == (1, 100)
+
+
+async def test_a_count_read_before_a_token_left_is_refused(database: AsyncDatabase[Document], tmp_path: Path) -> None:
+    """A removal complete (its token forgotten) or given back moves the SE's fence: a count whose
+    tokens were read before that counts nothing, even of tokens not recorded now."""
+    se = disk_se("SE", tmp_path / "se")
+    await add_ses(database, se)
+    await put_files(database, [se], [f"/vo/fence/f{i}" for i in range(4)], size=100)
+    stale = await removal_fences(database, ["SE"])
+    assert stale == {"SE": None}
+    assert await count_removals(database, {"SE": {"t1": 100}}, stale)
+    await forget_removals(database, {"SE": ["t1"]})  # its replica gone
+    assert not await count_removals(database, {"SE": {"t1": 100, "t2": 100}}, stale)
+    assert _usage_of(await se_usage(database), "SE") == (3, 300)
+    fresh = await removal_fences(database, ["SE"])
+    assert fresh == {"SE": 1}
+    assert await count_removals(database, {"SE": {"t2": 100}}, fresh)
+    await uncount_removals(database, {"SE": {"t2": 100}})  # its replica kept after all
+    assert _usage_of(await se_usage(database), "SE") == (3, 300)
+    assert not await count_removals(database, {"SE": {"t2": 100}}, fresh)
+    assert _usage_of(await se_usage(database), "SE") == (3, 300)
+    # No replica was removed: a rebuild puts the counters back, and its record's tokens go with
+    # the old record, so its fence moves too (and is no counter of its own).
+    before_rebuild = await removal_fences(database, ["SE"])
+    assert (await rebuild(database))["drifted"] == 1
+    assert _usage_of(await se_usage(database), "SE") == (4, 400)
+    assert (await rebuild(database, fix=False))["drifted"] == 0
+    assert not await count_removals(database, {"SE": {"t3": 100}}, before_rebuild)
+    assert _usage_of(await se_usage(database), "SE") == (4, 400)

@@ -1,7 +1,8 @@
 """A holder that stalls past its lease: `kernel.lease.check_held` stops its work before a write
 that only a holder may make. A reaper frozen between reading its removal tokens and counting them,
 while a successor removes the same replicas (counting and forgetting the tokens), counts nothing
-when it resumes: the SEs' usage stays exact."""
+when it resumes: the SEs' usage stays exact. Frozen later still, its count already checked and on
+its way to the database, the removals' fence (`catalogue.usage.count_removals`) refuses it."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from typing import Any
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
+from catalogue import usage as usage_module
 from catalogue.replica_removal import remove_retired
 from catalogue.usage import count_removals, rebuild, se_usage
 from kernel import lease
@@ -68,9 +70,12 @@ def _stall_at_first_call(code: Any, stalled: threading.Event, thaw: threading.Ev
     return profile
 
 
-async def test_a_removal_resumed_after_its_successor_finished_counts_nothing(
-    database: AsyncDatabase[Document], settings: Settings, tmp_path: Path,
-) -> None:
+async def _stalled_removal_and_its_successor(database: AsyncDatabase[Document], settings: Settings, tmp_path: Path,
+                                             frozen_at: Any, lease_s: float) -> tuple[bool, Any]:
+    """Four retired replicas on GONE: a reaper in another thread (its own client and loop, as
+    another process) is frozen the first time it runs `frozen_at`; a successor removes the same
+    replicas (count, pull, forget); then the first resumes. Checks what must hold whatever the
+    first did, and returns what its `while_held` gave."""
     keep, gone = disk_se("KEEP", tmp_path / "keep"), disk_se("GONE", tmp_path / "gone")
     await add_ses(database, keep, gone)
     lfns = [f"/vo/stall/f{i}" for i in range(4)]
@@ -82,17 +87,15 @@ async def test_a_removal_resumed_after_its_successor_finished_counts_nothing(
     outcome: dict[str, Any] = {}
 
     def stalled_reaper() -> None:
-        """Another process's reaper: its own client and loop, frozen as it begins counting."""
-
         async def hold() -> tuple[bool, Any]:
             client: AsyncMongoClient[Document] = AsyncMongoClient(settings.mongodb_uri, tz_aware=True)
             try:
                 return await lease.while_held(remove_retired(client[settings.database], targets), _kept,
-                                              every_s=60, lease_s=LEASE_S)
+                                              every_s=60, lease_s=lease_s)
             finally:
                 await client.close()
 
-        sys.setprofile(_stall_at_first_call(count_removals.__code__, stalled, thaw))
+        sys.setprofile(_stall_at_first_call(frozen_at, stalled, thaw))
         try:
             outcome["held"] = asyncio.run(hold())
         finally:
@@ -101,16 +104,34 @@ async def test_a_removal_resumed_after_its_successor_finished_counts_nothing(
     thread = threading.Thread(target=stalled_reaper)
     thread.start()
     try:
-        assert await asyncio.to_thread(stalled.wait, 30), "the first reaper never reached its count"
-        await asyncio.sleep(LEASE_S)  # its lease runs out; a successor takes the requests over
+        assert await asyncio.to_thread(stalled.wait, 30), "the first reaper never reached the point to freeze at"
+        await asyncio.sleep(min(lease_s, LEASE_S))  # a short lease runs out; a successor takes the requests over
         assert await remove_retired(database, targets) == set(targets)
     finally:
         thaw.set()
         await asyncio.to_thread(thread.join, 30)
     usage = {row["se"]: (row["replicas"], row["bytes"]) for row in await se_usage(database)}
     assert usage.get("GONE", (0, 0)) == (0, 0) and usage["KEEP"] == (4, 400)
-    assert outcome["held"] == (False, None)
     report = await rebuild(database, fix=False)
     assert report["drifted"] == 0, report["drift"]
     files = await database["files"].find({"_id": {"$in": lfns}}, {"replicas.se": 1}).to_list()
     assert sorted(r["se"] for f in files for r in f["replicas"]) == ["KEEP"] * 4
+    return outcome["held"]
+
+
+async def test_a_removal_resumed_after_its_successor_finished_counts_nothing(
+    database: AsyncDatabase[Document], settings: Settings, tmp_path: Path,
+) -> None:
+    """Frozen as it begins counting, past its lease: `check_held` stops it."""
+    held = await _stalled_removal_and_its_successor(database, settings, tmp_path, count_removals.__code__, LEASE_S)
+    assert held == (False, None)
+
+
+async def test_a_count_frozen_on_its_way_to_the_database_counts_nothing_after_its_successor(
+    database: AsyncDatabase[Document], settings: Settings, tmp_path: Path,
+) -> None:
+    """Frozen after `check_held` passed (a long lease), with its write about to be sent: the
+    removals' fence refuses the write, and it reads again to find its replicas gone."""
+    held = await _stalled_removal_and_its_successor(database, settings, tmp_path, usage_module._apply_removals.__code__,
+                                                    60.0)
+    assert held == (True, set())
