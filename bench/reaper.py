@@ -21,6 +21,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -160,6 +161,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         await client.close()
         if server is not None:
             server.stop()
+        shutil.rmtree(tmp, ignore_errors=True)  # the database, the SEs' bytes and settings
 
 
 def main() -> None:
