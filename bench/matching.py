@@ -23,6 +23,7 @@ import asyncio
 import json
 import os
 import random
+import shutil
 import statistics
 import sys
 import tempfile
@@ -218,6 +219,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         await client.close()
         if server is not None:
             server.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def main() -> None:

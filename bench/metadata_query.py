@@ -22,6 +22,7 @@ import asyncio
 import datetime as dt
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -161,6 +162,7 @@ async def main() -> None:
         await get_database(settings).client.drop_database(settings.database)
         if server is not None:
             server.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -32,6 +32,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -263,6 +264,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         await client.close()
         if server is not None:
             server.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def main() -> None:

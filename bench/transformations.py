@@ -20,6 +20,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -184,8 +185,9 @@ def main() -> None:
     parser.add_argument("--trace-memory", action="store_true")
     args = parser.parse_args()
     uri, ferret = args.mongodb_uri, None
+    scratch = Path(tempfile.mkdtemp(prefix="cairn-bench-tf-"))
     if not uri:
-        ferret = start_ferretdb(Path(tempfile.mkdtemp(prefix="cairn-bench-tf-")) / "db")
+        ferret = start_ferretdb(scratch / "db")
         uri = ferret.uri
     try:
         result = asyncio.run(run(uri, args.files, args.per_task, args.trace_memory))
@@ -194,6 +196,7 @@ def main() -> None:
     finally:
         if ferret is not None:
             ferret.stop()
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 if __name__ == "__main__":

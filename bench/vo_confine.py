@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import shutil
 import statistics
 import sys
 import tempfile
@@ -92,6 +93,7 @@ def main() -> None:
         figures = asyncio.run(run(args.calls, ferret.uri, scratch / "var"))
     finally:
         ferret.stop()
+        shutil.rmtree(scratch, ignore_errors=True)
     print(json.dumps({"benchmark": "vo_confine", "database": "FerretDB 1.24 (SQLite)", **figures}, indent=2))
 
 
