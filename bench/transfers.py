@@ -127,7 +127,7 @@ async def commands_and_files(db: AsyncDatabase[Document]) -> tuple[int, int]:
 async def written_out() -> None:
     """`sync` before a timed phase: otherwise the kernel writes the previous phase's data out
     during this one, on the same two cores."""
-    await run_command("sync")
+    await asyncio.to_thread(os.sync)
 
 
 async def removed(path: Path) -> None:

@@ -368,7 +368,7 @@ async def rebuild(db: AsyncDatabase[Document], *, fix: bool = True) -> dict[str,
         if any(want.get(f, 0) != have.get(f, 0) for f in fields):
             drift[key] = {"stored": have, "recounted": want}
             stored_want = {field: Int64(value) for field, value in want.items()}
-            if key.startswith("se:"):  # its tokens go: move its fence (`count_removals`)
+            if key.startswith(se_key("")):  # its tokens go: move its fence (`count_removals`)
                 stored_want[FENCE] = Int64(int(stored.get(key, {}).get(FENCE) or 0) + 1)
             writes.append(ReplaceOne({"_id": key}, stored_want, upsert=True) if want else DeleteOne({"_id": key}))
     if fix and writes:
