@@ -17,7 +17,7 @@ from pymongo.errors import BulkWriteError
 from catalogue.lfn import ROOT, name_of, parent_of
 from catalogue.metadata_fields import MetadataMaps
 from catalogue.permissions import DEFAULT_DIR_MODE
-from catalogue.usage import REGISTERED_IN
+from catalogue.usage import INTERNAL_FIELDS
 from kernel.db import Document, IndexSpec, database_errors, read_by_ids
 from kernel.principal import Principal
 
@@ -103,5 +103,5 @@ async def insert_ignoring_duplicates(collection: AsyncCollection[Document], docs
 def entry_view(doc: Mapping[str, Any], kind: str) -> dict[str, Any]:
     """The public shape of a namespace entry: its path, type and the stored fields."""
     view = {"path": doc["_id"], "type": kind}
-    view.update({k: v for k, v in doc.items() if k not in ("_id", REGISTERED_IN)})
+    view.update({k: v for k, v in doc.items() if k not in INTERNAL_FIELDS})
     return view

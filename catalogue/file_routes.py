@@ -13,7 +13,7 @@ from catalogue.files import FileIn, ReplicaStatus, authorized_files
 from catalogue.lfn import check_lfn
 from catalogue.permissions import PERMISSION_FIELDS, READ, WRITE
 from catalogue.refusals import refusal
-from catalogue.usage import REGISTERED_IN
+from catalogue.usage import INTERNAL_FIELDS
 from kernel.bounds import MAX_BULK_ITEMS
 from kernel.db import for_output
 from kernel.errors import Conflict, InvalidInput, NotFound
@@ -198,7 +198,7 @@ async def lookup(request: web.Request) -> web.Response:
 
 
 def _file_view(lfn: str, doc: dict[str, Any]) -> dict[str, Any]:
-    return {"lfn": lfn, **{k: v for k, v in doc.items() if k not in ("_id", REGISTERED_IN)}}
+    return {"lfn": lfn, **{k: v for k, v in doc.items() if k not in INTERNAL_FIELDS}}
 
 
 @routes.get("/replicas/bad", policy=ADMIN, summary="Bad replicas for triage, one page of files by LFN",

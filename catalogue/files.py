@@ -29,6 +29,7 @@ from catalogue.directories import (
     insert_directories,
     now,
 )
+from catalogue.file_removal import remove_records, still_has_replicas
 from catalogue.lfn import ancestors, check_lfn, name_of, parent_of
 from catalogue.metadata import metadata_fields_for
 from catalogue.metadata_fields import MetadataMaps, field_types, typed_values, types_for
@@ -42,7 +43,7 @@ from catalogue.permissions import (
 from catalogue.provenance import add_ancestor_links
 from catalogue.replica_urls import se_url
 from catalogue.storage_elements import fetch_storage_elements
-from catalogue.usage import REGISTERED_IN, Usage, record_files, record_registered, take_over_calls
+from catalogue.usage import REGISTERED_IN, Usage, record_registered, take_over_calls
 from catalogue.vos import registry, vo_of_path
 from kernel.bounds import Size
 from kernel.db import Document, IndexSpec, bulk_write_chunked, database_errors, increment
@@ -435,7 +436,8 @@ async def remove_files(
     db: AsyncDatabase[Document], principal: Principal, lfns: Sequence[str], *, force: bool = False
 ) -> Outcome:
     """Remove file records (w on each parent). A file that still has replicas is kept unless
-    `force`: the catalogue must not forget bytes that the reaper has not deleted yet."""
+    `force`: the catalogue must not forget bytes that the reaper has not deleted yet. Each
+    record is deleted and taken off the usage counters by one call (`catalogue.file_removal`)."""
     for lfn in lfns:
         check_lfn(lfn)
     found = await fetch_files(db, lfns, {"replicas.se": 1, "owner": 1, "size": 1, REGISTERED_IN: 1})
@@ -450,16 +452,13 @@ async def remove_files(
             successful[lfn] = {"removed": False}  # already gone: removal is idempotent
             continue
         if not reason and doc.get("replicas") and not force:
-            reason = f"file still has {len(doc['replicas'])} replica(s); remove them first or force"
+            reason = still_has_replicas(len(doc["replicas"]))
         if reason:
             failed[lfn] = reason
         else:
             doomed.append(lfn)
     if doomed:
-        await take_over_calls(db, (found[lfn] for lfn in doomed))
-        with database_errors():
-            await db[FILES].delete_many({"_id": {"$in": doomed}})
-        successful.update({lfn: {"removed": True} for lfn in doomed})
-        await record_files(db, (found[lfn] for lfn in doomed), -1)
-        await change_feed.append(db, [change_feed.event("file_removed", lfn) for lfn in doomed])
+        removed, refused = await remove_records(db, doomed, force=force)
+        failed.update(refused)
+        successful.update({lfn: {"removed": lfn in removed} for lfn in doomed if lfn not in refused})
     return {"successful": successful, "failed": failed}

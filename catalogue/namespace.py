@@ -29,6 +29,7 @@ from catalogue.directories import (
     insert_directories,
     now,
 )
+from catalogue.file_removal import remove_records
 from catalogue.files import FILES
 from catalogue.lfn import ROOT, ancestors, check_lfn, descendant_pattern, is_within, name_of, parent_of
 from catalogue.metadata import metadata_fields_for
@@ -45,7 +46,7 @@ from catalogue.permissions import (
     traversal_denial,
     within_reach,
 )
-from catalogue.usage import Usage, forget_directory_usage, move_directory_usage, record_files, take_over_calls
+from catalogue.usage import REMOVING, Usage, forget_directory_usage, move_directory_usage
 from kernel.db import Document, bulk_write_chunked, database_errors, for_output, iterate, page_by_id
 from kernel.errors import Conflict, Forbidden, InvalidInput, NotFound
 from kernel.principal import Principal
@@ -226,6 +227,7 @@ async def _relocate(collection: AsyncCollection[Document], pairs: list[tuple[str
     copies = []
     for _, doc in pairs:
         copy = dict(doc)
+        copy.pop(REMOVING, None)  # a removal's mark stays with the record it marked
         if is_files and "guid" in copy:
             copy["moving_guid"] = copy.pop("guid")
         copies.append(copy)
@@ -294,13 +296,10 @@ async def remove(db: AsyncDatabase[Document], principal: Principal, path: str, *
     if kind == "file":
         if doc.get("replicas"):
             raise Conflict(f"{path} still has {len(doc['replicas'])} replica(s); remove them first")
-        await take_over_calls(db, [doc])
-        with database_errors():
-            result = await db[FILES].delete_one({"_id": path})
-        if result.deleted_count:
-            await record_files(db, [doc], -1)
-            await change_feed.append(db, [change_feed.event("file_removed", path)])
-        return result.deleted_count
+        removed_files, refused = await remove_records(db, [path], force=False)
+        if path in refused:
+            raise Conflict(f"{path}: {refused[path]}")
+        return len(removed_files)
     low, high = subtree_range(path)  # anything in the range is below `path`: one index probe each
     child = await page_by_id(db[DIRECTORIES], {}, {"_id": 1}, after=low, before=high, size=1) or await page_by_id(
         db[FILES], {}, {"_id": 1}, after=low, before=high, size=1)

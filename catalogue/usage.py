@@ -7,9 +7,10 @@ register, file removal, replica add and replica remove collects its increments i
 and applies them with one unordered bulk write of upserted `$inc`s (single-document `$inc` is
 atomic; in commands of `kernel.db.write_chunk`), never by scanning. A file's ancestors are known from its path.
 
-Exactness: increments follow what the database reports as written. Where a bulk call only
-reports a total (two removals of the same file racing each other), the counters can drift; the
-rebuild recomputes them from the records and reports the drift it corrected.
+Exactness: increments follow what the database reports as written. A file removal counts only
+the records it marked as its own before deleting them (`catalogue.file_removal`), so two
+removals of the same file racing each other take it off once. The rebuild recomputes the
+counters from the records and reports the drift it corrected.
 
 Partial writes and retries (the decision: counters are idempotent per file, by register call,
 not recounted): every register call has a token, stored in the records it inserts
@@ -43,6 +44,10 @@ from kernel.db import Document, IndexSpec, bulk_write_chunked, database_errors, 
 USAGE = "usage"
 USAGE_CLAIMS = "usage_claims"
 REGISTERED_IN = "registered_in"
+# A file record's mark while one removal call removes it (`catalogue.file_removal`).
+REMOVING = "removing"
+# A file record's bookkeeping fields, which no reader shows.
+INTERNAL_FIELDS = ("_id", REGISTERED_IN, REMOVING)
 # An SE record's tokens of replica removals counted but not yet complete (`count_removals`).
 REMOVALS = "removals"
 # An SE record's count of the times tokens left its REMOVALS (`removal_fences`).

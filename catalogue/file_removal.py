@@ -1,0 +1,155 @@
+"""Removal of file records, each taken off the usage counters by exactly one call.
+
+Two calls removing the same file (two users, or a client retrying a request that timed out
+while the first still runs) both read its record before either deletes it; were each to delete
+by `_id` and count what it had read, the file's directories and its replicas' SEs would lose it
+twice. So a call first marks the records it means to remove (`removing`: its token and the
+time) where no other call's mark is, reads back the records that carry its mark — what it reads
+is what it deletes and counts — and deletes those by its mark. A record another live call marked
+is left to that call (this one waits up to ELSEWHERE_WAIT for it to end, then says so). A record
+that leaves another way meanwhile (a move, a tree removal) is counted by that way: if fewer
+records were deleted than went, the call cannot tell which were its own and counts none.
+A mark older than REMOVAL_LEASE is a call that died between marking and deleting (its files were
+never taken off): the next removal takes it over. A call past half the lease before its delete
+gives up (503) and releases its marks; only a stall of more than half a lease between that check
+and the delete reaching the database could still miscount (`cairn usage rebuild` mends it), as
+could an outage between a delete and its count.
+Without `force`, a record is marked only while it has no replica, so a replica added after the
+caller's permission check keeps the file. Cost: one more write and read of each record.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from pymongo.asynchronous.database import AsyncDatabase
+
+from catalogue import change_feed
+from catalogue.collection_names import FILES
+from catalogue.directories import now
+from catalogue.usage import REGISTERED_IN, REMOVING, record_files, take_over_calls
+from kernel.db import READ_SLICE, Document, database_errors, read_by_ids
+from kernel.errors import ServiceUnavailable
+
+REMOVAL_LEASE = dt.timedelta(minutes=2)
+ELSEWHERE_WAIT = 1.0  # seconds a removal waits for another call removing some of its files
+COUNTED_FIELDS = {"replicas.se": 1, "size": 1, REGISTERED_IN: 1}  # what counting a removal reads
+log = logging.getLogger(__name__)
+
+
+def still_has_replicas(count: int) -> str:
+    return f"file still has {count} replica(s); remove them first or force"
+
+
+async def remove_records(db: AsyncDatabase[Document], lfns: Sequence[str], *, force: bool
+                         ) -> tuple[set[str], dict[str, str]]:
+    """Mark, delete and count the records of lfns (permission checked) that no other call is
+    removing. Returns the LFNs this call removed, and why some were not: one that gained a
+    replica (without force), one another call still holds after a short wait for it. The rest
+    were removed by someone else meanwhile."""
+    claim = await claim_removals(db, lfns, COUNTED_FIELDS, force=force)
+    try:
+        await take_over_calls(db, claim.records.values())  # what is taken off was counted
+        removed = await delete_claimed(db, claim)
+    except BaseException:
+        await asyncio.shield(_released(db, claim))
+        raise
+    await record_files(db, removed.values(), -1)
+    await change_feed.append(db, [change_feed.event("file_removed", lfn) for lfn in removed])
+    refused = {lfn: still_has_replicas(count) for lfn, count in claim.kept.items()}
+    for lfn, since in (await _still_elsewhere(db, claim.elsewhere)).items():
+        refused[lfn] = f"file is being removed by another request (since {since.isoformat()}); try again"
+    return set(removed), refused
+
+
+@dataclass
+class Claim:
+    """What one removal call marked and read back, and what it found in other hands."""
+
+    token: str
+    at: dt.datetime
+    records: dict[str, Document] = field(default_factory=dict)  # marked by this call, as read after marking
+    elsewhere: dict[str, dt.datetime] = field(default_factory=dict)  # being removed by another call (since)
+    kept: dict[str, int] = field(default_factory=dict)  # gained replicas since the check (without force): how many
+
+
+async def claim_removals(db: AsyncDatabase[Document], lfns: Sequence[str], projection: dict[str, int], *,
+                         force: bool) -> Claim:
+    """Mark lfns' records for this call (free ones, or ones whose mark outlived the lease), then
+    read them back: which are this call's (with their fields in `projection`), which another
+    call's, which gained a replica. An LFN whose record is gone is in none of them."""
+    claim = Claim(uuid.uuid4().hex, now())
+    free = {"$or": [{REMOVING: {"$exists": False}}, {f"{REMOVING}.at": {"$lt": claim.at - REMOVAL_LEASE}}]}
+    conditions: list[Document] = [free] if force else [free, {"replicas.0": {"$exists": False}}]
+    with database_errors():
+        for start in range(0, len(lfns), READ_SLICE):
+            part = list(lfns[start:start + READ_SLICE])
+            await db[FILES].update_many({"$and": [{"_id": {"$in": part}}, *conditions]},
+                                        {"$set": {REMOVING: {"token": claim.token, "at": claim.at}}})
+    async for doc in read_by_ids(db[FILES], lfns, {**projection, REMOVING: 1}):
+        mark = doc.pop(REMOVING, None) or {}
+        if mark.get("token") == claim.token:
+            claim.records[doc["_id"]] = doc
+        elif mark:
+            claim.elsewhere[doc["_id"]] = mark["at"]
+        else:
+            claim.kept[doc["_id"]] = len(doc.get("replicas", []))
+    return claim
+
+
+async def delete_claimed(db: AsyncDatabase[Document], claim: Claim) -> dict[str, Document]:
+    """Delete the records this call marked, by its mark; the ones it deleted, to be counted."""
+    if now() - claim.at > REMOVAL_LEASE / 2:
+        raise ServiceUnavailable("the removal took too long to reach its delete; its files are left for the "
+                                 "next removal to take over", retry_after=int(REMOVAL_LEASE.total_seconds()))
+    lfns = sorted(claim.records)
+    deleted = 0
+    with database_errors():
+        for start in range(0, len(lfns), READ_SLICE):
+            result = await db[FILES].delete_many({"$and": [{"_id": {"$in": lfns[start:start + READ_SLICE]}},
+                                                           {f"{REMOVING}.token": claim.token}]})
+            deleted += result.deleted_count
+    if deleted == len(lfns):
+        return claim.records
+    # Some records went otherwise (a move or a tree removal took them, or a call that took over
+    # marks this one let lapse). The ones still there are not this call's; if exactly as many
+    # are gone as it deleted, those are its own; else it cannot tell which, and counts none.
+    left = {doc["_id"] async for doc in read_by_ids(db[FILES], lfns, {"_id": 1})}
+    gone = {lfn: doc for lfn, doc in claim.records.items() if lfn not in left}
+    if len(gone) == deleted:
+        return gone
+    log.warning("a removal deleted %d of %d files another operation also took; it counts none of them "
+                "(`cairn usage rebuild` reports any drift)", deleted, len(gone))
+    return {}
+
+
+async def release(db: AsyncDatabase[Document], claim: Claim) -> None:
+    """Take this call's marks off (it failed before its delete): its files stay, free at once."""
+    lfns = sorted(claim.records)
+    with database_errors():
+        for start in range(0, len(lfns), READ_SLICE):
+            await db[FILES].update_many({"$and": [{"_id": {"$in": lfns[start:start + READ_SLICE]}},
+                                                  {f"{REMOVING}.token": claim.token}]}, {"$unset": {REMOVING: ""}})
+
+
+async def _released(db: AsyncDatabase[Document], claim: Claim) -> None:
+    with contextlib.suppress(ServiceUnavailable):  # the database is down: the marks lapse with the lease
+        await release(db, claim)
+
+
+async def _still_elsewhere(db: AsyncDatabase[Document], elsewhere: dict[str, dt.datetime]) -> dict[str, dt.datetime]:
+    """Of records another call is removing, those still there after waiting up to ELSEWHERE_WAIT
+    for that call to end (a live one ends within milliseconds)."""
+    deadline = time.monotonic() + ELSEWHERE_WAIT
+    while elsewhere and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+        present = {doc["_id"] async for doc in read_by_ids(db[FILES], elsewhere, {"_id": 1})}
+        elsewhere = {lfn: since for lfn, since in elsewhere.items() if lfn in present}
+    return elsewhere
