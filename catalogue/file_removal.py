@@ -97,18 +97,17 @@ async def claim_removals(db: AsyncDatabase[Document], lfns: Sequence[str], proje
         mark = doc.pop(REMOVING, None) or {}
         if mark.get("token") == claim.token:
             claim.records[doc["_id"]] = doc
-        elif mark:
-            claim.elsewhere[doc["_id"]] = mark["at"]
+        elif mark or force or not doc.get("replicas"):  # held, or let go by its holder just now
+            claim.elsewhere[doc["_id"]] = mark.get("at", claim.at)
         else:
-            claim.kept[doc["_id"]] = len(doc.get("replicas", []))
+            claim.kept[doc["_id"]] = len(doc["replicas"])
     return claim
 
 
 async def delete_claimed(db: AsyncDatabase[Document], claim: Claim) -> dict[str, Document]:
     """Delete the records this call marked, by its mark; the ones it deleted, to be counted."""
     if now() - claim.at > REMOVAL_LEASE / 2:
-        raise ServiceUnavailable("the removal took too long to reach its delete; its files are left for the "
-                                 "next removal to take over", retry_after=int(REMOVAL_LEASE.total_seconds()))
+        raise ServiceUnavailable("the removal took too long to reach its delete; nothing was removed, try again")
     lfns = sorted(claim.records)
     deleted = 0
     with database_errors():
@@ -125,8 +124,8 @@ async def delete_claimed(db: AsyncDatabase[Document], claim: Claim) -> dict[str,
     gone = {lfn: doc for lfn, doc in claim.records.items() if lfn not in left}
     if len(gone) == deleted:
         return gone
-    log.warning("a removal deleted %d of %d files another operation also took; it counts none of them "
-                "(`cairn usage rebuild` reports any drift)", deleted, len(gone))
+    log.warning("a removal deleted %d records while %d of the ones it marked went: it cannot tell which were "
+                "its own and counts none (`cairn usage rebuild` mends the drift)", deleted, len(gone))
     return {}
 
 
