@@ -46,7 +46,7 @@ from catalogue.permissions import (
     traversal_denial,
     within_reach,
 )
-from catalogue.usage import REMOVING, Usage, forget_directory_usage, move_directory_usage
+from catalogue.usage import REMOVING, Usage, drop_directory_usage, move_directory_usage
 from kernel.db import Document, bulk_write_chunked, database_errors, for_output, iterate, page_by_id
 from kernel.errors import Conflict, Forbidden, InvalidInput, NotFound
 from kernel.principal import Principal
@@ -311,26 +311,34 @@ async def remove(db: AsyncDatabase[Document], principal: Principal, path: str, *
             raise Forbidden("only admins may remove a directory recursively")
         if any(is_within(root, path) for root in principal.foreign_roots):
             raise Forbidden(f"{path} holds another VO's namespace root; only a global admin may remove it")
-        pattern = descendant_pattern(path)
-        await forget_directory_usage(db, path)
-        await _tree_files_removed(db, pattern)
+        removed += await _remove_tree_files(db, path)
         with database_errors():
-            removed += (await db[FILES].delete_many({"_id": {"$regex": pattern}})).deleted_count
-            removed += (await db[DIRECTORIES].delete_many({"_id": {"$regex": pattern}})).deleted_count
+            removed += (await db[DIRECTORIES].delete_many({"_id": {"$regex": descendant_pattern(path)}})).deleted_count
+        await drop_directory_usage(db, path)
     with database_errors():
         removed += (await db[DIRECTORIES].delete_one({"_id": path})).deleted_count
     return removed
 
 
-async def _tree_files_removed(db: AsyncDatabase[Document], pattern: str) -> None:
-    """Append the file_removed events of a tree about to be deleted (one insert per MOVE_BATCH files)."""
-    batch: list[change_feed.Event] = []
-    async for doc in iterate(db[FILES].find({"_id": {"$regex": pattern}}, {"_id": 1}).batch_size(MOVE_BATCH)):
-        batch.append(change_feed.event("file_removed", doc["_id"]))
-        if len(batch) >= MOVE_BATCH:
-            await change_feed.append(db, batch)
-            batch = []
-    await change_feed.append(db, batch)
+async def _remove_tree_files(db: AsyncDatabase[Document], path: str) -> int:
+    """Remove every file below `path`, MOVE_BATCH at a time in `_id` order, each record taken
+    off the counters by the call that deletes it (`catalogue.file_removal`, as a removal of those
+    files racing this one would); the files removed. One another request still holds stops the
+    tree's removal (409) once the rest of its files are gone."""
+    low, high = subtree_range(path)
+    removed = 0
+    held: dict[str, str] = {}
+    while page := await page_by_id(db[FILES], {}, {"_id": 1}, after=low, before=high, size=MOVE_BATCH):
+        lfns = [doc["_id"] for doc in page]
+        gone, refused = await remove_records(db, lfns, force=True)
+        removed += len(gone)
+        held.update(refused)
+        low = lfns[-1]
+    if held:
+        lfn, reason = next(iter(held.items()))
+        raise Conflict(f"{len(held)} file(s) below {path} were not removed (e.g. {lfn}: {reason}); the rest were, "
+                       "try again")
+    return removed
 
 
 async def chmod(db: AsyncDatabase[Document], principal: Principal, path: str, mode: int) -> dict[str, Any]:

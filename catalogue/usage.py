@@ -37,7 +37,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError
 
 from catalogue.collection_names import FILES
-from catalogue.lfn import ROOT, ancestors, check_lfn, descendant_pattern, is_within, parent_of
+from catalogue.lfn import ROOT, ancestors, check_lfn, is_within, parent_of
 from kernel import lease
 from kernel.db import Document, IndexSpec, bulk_write_chunked, database_errors, increment, iterate
 
@@ -251,24 +251,9 @@ async def record_files(db: AsyncDatabase[Document], docs: Iterable[Mapping[str, 
     await usage.apply(db)
 
 
-async def forget_directory_usage(db: AsyncDatabase[Document], path: str) -> None:
-    """Before a directory tree is deleted: take its totals off its ancestors and its replicas'
-    bytes off their SEs (one pass over the subtree's records), and drop its own records."""
-    # The tree is about to be deleted record by record anyway; reading its replicas once costs
-    # the same order. (An aggregation `$sum` of a field would do, but FerretDB 1.24 sums to 0.)
-    usage = Usage()
-    calls: set[str] = set()
-    cursor = db[FILES].find({"_id": {"$regex": descendant_pattern(path)}}, {"size": 1, "replicas.se": 1,
-                                                                            REGISTERED_IN: 1})
-    async for file in iterate(cursor.batch_size(5000)):
-        calls.add(file.get(REGISTERED_IN, ""))
-        for replica in file.get("replicas", []):
-            usage.replica(replica["se"], int(file.get("size", 0)), -1)
-    await take_over_calls(db, [{REGISTERED_IN: call} for call in calls if call])
-    with database_errors():
-        doc = await db[USAGE].find_one({"_id": directory_key(path)})
-    usage.subtree(path, int((doc or {}).get("files", 0)), int((doc or {}).get("bytes", 0)), -1)
-    await usage.apply(db)
+async def drop_directory_usage(db: AsyncDatabase[Document], path: str) -> None:
+    """After a directory tree's files were removed (each taken off its ancestors and SEs as it
+    went): drop the records of the tree's directories."""
     with database_errors():
         await db[USAGE].delete_many({"_id": {"$regex": "^" + re.escape(directory_key(path)) + "(/|$)"}})
 

@@ -169,3 +169,24 @@ async def test_removals_racing_through_the_api_and_the_cli_leave_usage_exact(api
     assert json.loads(usage.stdout) == {"path": "/vo/e2e", "files": 0, "bytes": 0}, usage.stderr
     report = await run_cli(api.url, api.admin_token, "usage", "rebuild", "--dry-run", "--json")
     assert json.loads(report.stdout)["drifted"] == 0, report.stdout
+
+
+async def test_a_tree_removal_racing_removals_of_its_files_counts_each_once(
+    catalogue_db: AsyncDatabase[Document],
+) -> None:
+    db = catalogue_db
+    lfns = [f"/vo/tree/t/d{d}/f{i:03d}" for d in range(3) for i in range(400)]
+    await registered(db, lfns)
+    await registered(db, ["/vo/tree/kept"])
+    tree = asyncio.ensure_future(remove(db, ADMIN, "/vo/tree/t", recursive=True))
+    bulk = await asyncio.gather(*(remove_files(db, ADMIN, lfns[k::3], force=True) for k in range(3)))
+    try:
+        entries = await tree
+    except Conflict:  # it met files the bulk calls held: those are gone now, so it completes again
+        entries = await remove(db, ADMIN, "/vo/tree/t", recursive=True)
+    by_bulk = sum(answer["removed"] for outcome in bulk for answer in outcome["successful"].values())
+    assert by_bulk + entries >= len(lfns)  # the directories count among the tree's entries
+    assert await db["files"].count_documents({}) == 1
+    assert (await directory_usage(db, "/vo"))["files"] == 1
+    assert {u["se"]: u["replicas"] for u in await se_usage(db)} == {"CERN-DISK": 1, "DESY-DISK": 1}
+    await assert_exact(db)
