@@ -323,8 +323,8 @@ async def remove(db: AsyncDatabase[Document], principal: Principal, path: str, *
 async def _remove_tree_files(db: AsyncDatabase[Document], path: str) -> int:
     """Remove every file below `path`, MOVE_BATCH at a time in `_id` order, each record taken
     off the counters by the call that deletes it (`catalogue.file_removal`, as a removal of those
-    files racing this one would); the files removed. One another request still holds stops the
-    tree's removal (409) once the rest of its files are gone."""
+    files racing this one would); returns how many it removed. A file that another request still
+    holds stops the tree's removal (409) once the rest of its files are gone."""
     low, high = subtree_range(path)
     removed = 0
     held: dict[str, str] = {}
