@@ -26,7 +26,7 @@ import datetime as dt
 import logging
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from pymongo.asynchronous.database import AsyncDatabase
@@ -89,10 +89,8 @@ async def claim_removals(db: AsyncDatabase[Document], lfns: Sequence[str], proje
     free = {"$or": [{REMOVING: {"$exists": False}}, {f"{REMOVING}.at": {"$lt": claim.at - REMOVAL_LEASE}}]}
     conditions: list[Document] = [free] if force else [free, {"replicas.0": {"$exists": False}}]
     with database_errors():
-        for start in range(0, len(lfns), READ_SLICE):
-            part = list(lfns[start:start + READ_SLICE])
-            await db[FILES].update_many({"$and": [{"_id": {"$in": part}}, *conditions]},
-                                        {"$set": {REMOVING: {"token": claim.token, "at": claim.at}}})
+        for flt in _by_id(lfns, *conditions):
+            await db[FILES].update_many(flt, {"$set": {REMOVING: {"token": claim.token, "at": claim.at}}})
     async for doc in read_by_ids(db[FILES], lfns, {**projection, REMOVING: 1}):
         mark = doc.pop(REMOVING, None) or {}
         if mark.get("token") == claim.token:
@@ -111,16 +109,14 @@ async def delete_claimed(db: AsyncDatabase[Document], claim: Claim) -> dict[str,
     lfns = sorted(claim.records)
     deleted = 0
     with database_errors():
-        for start in range(0, len(lfns), READ_SLICE):
-            result = await db[FILES].delete_many({"$and": [{"_id": {"$in": lfns[start:start + READ_SLICE]}},
-                                                           {f"{REMOVING}.token": claim.token}]})
-            deleted += result.deleted_count
+        for flt in _by_id(lfns, {f"{REMOVING}.token": claim.token}):
+            deleted += (await db[FILES].delete_many(flt)).deleted_count
     if deleted == len(lfns):
         return claim.records
     # Some records went otherwise (a move or a tree removal took them, or a call that took over
     # marks this one let lapse). The ones still there are not this call's; if exactly as many
     # are gone as it deleted, those are its own; else it cannot tell which, and counts none.
-    left = {doc["_id"] async for doc in read_by_ids(db[FILES], lfns, {"_id": 1})}
+    left = await _present(db, lfns)
     gone = {lfn: doc for lfn, doc in claim.records.items() if lfn not in left}
     if len(gone) == deleted:
         return gone
@@ -131,11 +127,9 @@ async def delete_claimed(db: AsyncDatabase[Document], claim: Claim) -> dict[str,
 
 async def release(db: AsyncDatabase[Document], claim: Claim) -> None:
     """Take this call's marks off (it failed before its delete): its files stay, free at once."""
-    lfns = sorted(claim.records)
     with database_errors():
-        for start in range(0, len(lfns), READ_SLICE):
-            await db[FILES].update_many({"$and": [{"_id": {"$in": lfns[start:start + READ_SLICE]}},
-                                                  {f"{REMOVING}.token": claim.token}]}, {"$unset": {REMOVING: ""}})
+        for flt in _by_id(sorted(claim.records), {f"{REMOVING}.token": claim.token}):
+            await db[FILES].update_many(flt, {"$unset": {REMOVING: ""}})
 
 
 async def _released(db: AsyncDatabase[Document], claim: Claim) -> None:
@@ -149,6 +143,17 @@ async def _still_elsewhere(db: AsyncDatabase[Document], elsewhere: dict[str, dt.
     deadline = time.monotonic() + ELSEWHERE_WAIT
     while elsewhere and time.monotonic() < deadline:
         await asyncio.sleep(0.05)
-        present = {doc["_id"] async for doc in read_by_ids(db[FILES], elsewhere, {"_id": 1})}
+        present = await _present(db, elsewhere)
         elsewhere = {lfn: since for lfn, since in elsewhere.items() if lfn in present}
     return elsewhere
+
+
+def _by_id(lfns: Sequence[str], *conditions: Document) -> Iterator[Document]:
+    """The filters of `conditions` on lfns' records, READ_SLICE `_id`s each (an `_id` index lookup)."""
+    for start in range(0, len(lfns), READ_SLICE):
+        yield {"$and": [{"_id": {"$in": list(lfns[start:start + READ_SLICE])}}, *conditions]}
+
+
+async def _present(db: AsyncDatabase[Document], lfns: Iterable[str]) -> set[str]:
+    """Which of lfns have a record now."""
+    return {doc["_id"] async for doc in read_by_ids(db[FILES], lfns, {"_id": 1})}
