@@ -42,6 +42,7 @@ from catalogue.permissions import (
 )
 from catalogue.provenance import add_ancestor_links
 from catalogue.replica_urls import se_url
+from catalogue.replica_writers import ADDED, REPLICA_WRITERS, new_token, own_writes, writer_field
 from catalogue.storage_elements import fetch_storage_elements
 from catalogue.usage import REGISTERED_IN, Usage, record_registered, take_over_calls
 from catalogue.vos import registry, vo_of_path
@@ -102,6 +103,8 @@ INDEXES = [
     IndexSpec(FILES, [("ancestors", 1)], name="files_by_ancestors", sparse=True),
 ]
 MAX_ANCESTORS = 10_000
+PUSH_ROUNDS = 8  # rounds of a replica push that keeps losing races before it gives up on the rest
+PUSH_FIELDS = {"replicas.se": 1, "version": 1, "size": 1, REPLICA_WRITERS: 1}  # what a push reads
 
 
 def _lfn(value: str) -> str:
@@ -314,31 +317,25 @@ async def push_replicas(
     known: Mapping[str, Document] | None = None,
 ) -> list[tuple[str, str]]:
     """Append replicas to files unless the file has one on that SE already (one per SE), and
-    account the replicas added to their SEs' usage. Returns the `(lfn, se)` pairs added.
+    account the replicas added to their SEs' usage. Returns the `(lfn, se)` pairs this call added.
 
     Each update is guarded by the file's `version` (bumped by every replica change) rather than
-    by `replicas.se $ne`, which FerretDB 1.24 evaluates wrongly on arrays; a lost race is read
-    again and retried. Two round trips per batch when nothing races.
+    by `replicas.se $ne`, which FerretDB 1.24 evaluates wrongly on arrays, and carries the call's
+    token (`catalogue.replica_writers`): a round that partly missed reads the files back, counts
+    the replicas with its token, and tries the rest again. Two round trips per batch when
+    nothing races.
     """
     pending = {lfn: reps for lfn, reps in wanted.items() if reps}
     docs = dict(known or {})
+    token = new_token()
     usage = Usage()
-    attempted: list[tuple[str, str]] = []
     added: list[tuple[str, str]] = []
-    for _ in range(8):
-        if not pending:
-            break
+    for _ in range(PUSH_ROUNDS):
         if not docs:
-            docs = await find_by_ids(db[FILES], pending, {"replicas.se": 1, "version": 1, "size": 1})
+            docs = await find_by_ids(db[FILES], pending, PUSH_FIELDS)
         at = now()
         updates = []
-        for lfn, se in attempted:
-            # A round that raced: what is on the file now was added (by this call, or rarely by a
-            # concurrent one — the usage rebuild corrects that drift).
-            if se in {r["se"] for r in docs.get(lfn, {}).get("replicas", [])}:
-                usage.replica(se, int(docs[lfn].get("size", 0)), +1)
-                added.append((lfn, se))
-        attempted = []
+        attempted: list[tuple[str, str]] = []
         for lfn, reps in pending.items():
             doc = docs.get(lfn)
             if doc is None:
@@ -347,19 +344,24 @@ async def push_replicas(
             new = list({r["se"]: r for r in reps if r["se"] not in present}.values())
             if new:
                 attempted.extend((lfn, r["se"]) for r in new)
+                writers = {writer_field(r["se"], ADDED): token for r in new}
                 updates.append(UpdateOne({"_id": lfn, "version": doc.get("version")},
-                                         {"$push": {"replicas": {"$each": new}}, "$set": {"modified": at},
+                                         {"$push": {"replicas": {"$each": new}}, "$set": {"modified": at, **writers},
                                           **increment({"version": 1})}))
         if not updates:
             break
+        sizes = {lfn: int(docs[lfn].get("size", 0)) for lfn, _ in attempted}
         with database_errors():
             result = await bulk_write_chunked(db[FILES], updates)
-        if result.modified_count == len(updates):
-            for lfn, se in attempted:
-                usage.replica(se, int(docs[lfn].get("size", 0)), +1)
-            added.extend(attempted)
+        mine = attempted
+        if result.modified_count < len(updates):
+            docs = await find_by_ids(db[FILES], pending, PUSH_FIELDS)
+            mine = own_writes(docs, attempted, ADDED, token, result.modified_count)
+        for lfn, se in mine:
+            usage.replica(se, sizes[lfn], +1)
+        added.extend(mine)
+        if len(mine) == len(attempted):
             break
-        docs = {}
     await usage.apply(db)
     await change_feed.append(db, [change_feed.event("replica_added", lfn, se=se) for lfn, se in added])
     return added

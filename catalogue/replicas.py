@@ -4,6 +4,8 @@ Each call costs O(1) round trips whatever the number of items: the files are fet
 `_id $in` and changed with one unordered bulk write whose filters guard against races (a
 `$push` only when the file's `version` is still the one read; a status change only from the
 status read), so no transaction is needed. Every replica change bumps the file's `version`.
+Adds and removals carry their call's token, by which a write that partly missed counts its own
+replicas on the SEs' usage and no other call's (`catalogue.replica_writers`).
 """
 
 from __future__ import annotations
@@ -27,11 +29,15 @@ from catalogue.files import (
     replica_documents,
 )
 from catalogue.lfn import check_lfn
+from catalogue.replica_removal import REMOVAL, remove_retired
+from catalogue.replica_writers import REMOVED, REPLICA_WRITERS, new_token, own_writes, writer_field
 from catalogue.storage_elements import SES
 from catalogue.usage import Usage
 from kernel.db import Document, bulk_write_chunked, database_errors, increment
 from kernel.errors import InvalidInput
 
+PULL_ROUNDS = 5  # rounds of a replica pull that keeps losing races before it leaves the rest listed
+PULL_FIELDS = {"replicas": 1, "size": 1, REPLICA_WRITERS: 1}  # what a pull reads
 
 def _checked(items: Iterable[Mapping[str, Any]], *, with_replica: bool) -> list[tuple[str, ReplicaIn]]:
     out = []
@@ -133,39 +139,61 @@ async def remove_replicas(db: AsyncDatabase[Document], items: Iterable[Mapping[s
 
 async def pull_replicas(db: AsyncDatabase[Document], targets: Iterable[tuple[str, str]], *,
                         status: str | None = None) -> set[str]:
-    """Take the replicas `(lfn, se)` off their files and off their SEs' usage, in one bulk write
-    (and one usage write); with `status`, only a replica in that status now (a retired replica
-    being deleted, an unfinished copy being discarded). Returns the LFNs whose file exists."""
-    targets = list(targets)
-    found = await fetch_files(db, {lfn for lfn, _ in targets}, {"replicas": 1, "size": 1})
-    updates = []
-    usage = Usage()
-    pulled: dict[str, list[Document]] = {}
-    at = now()
+    """Take the replicas `(lfn, se)` off their files and off their SEs' usage, one update per file
+    in one bulk write (and one usage write); with `status`, only a replica in that status now (a
+    retired replica being deleted, an unfinished copy being discarded). Returns the LFNs whose
+    file exists.
+
+    Each update pins the elements it pulls at their positions as read (FerretDB has no `$pull` by
+    condition) and carries the call's token (`catalogue.replica_writers`): a round that partly
+    missed (a file changed meanwhile) reads the files back, counts the replicas its token took,
+    and tries the others again on what it read. A retired replica the reaper is removing (it
+    carries a removal token) goes the reaper's way (`remove_retired`), which its SE's usage
+    counts by that token: the two racing take it off once."""
+    wanted: dict[str, set[str]] = {}
     for lfn, se in targets:
-        doc = found.get(lfn)
-        if doc is None:
-            continue
-        # `$pull` of the exact element read above (FerretDB has no `$pull` by condition); if it
-        # changed meanwhile the pull misses it and the caller sees it still listed.
-        for element in doc.get("replicas", []):
-            if element["se"] == se and (status is None or element.get("status") == status) \
-                    and element not in pulled.setdefault(lfn, []):
-                pulled[lfn].append(element)
-                usage.replica(se, int(doc.get("size", 0)), -1)
-                updates.append(UpdateOne({"_id": lfn}, {"$pull": {"replicas": element}, "$set": {"modified": at},
-                                                         **increment({"version": 1})}))
-    if updates:
+        wanted.setdefault(lfn, set()).add(se)
+    found = await fetch_files(db, wanted, PULL_FIELDS)
+    existing = set(found)
+    retired = [(lfn, r["se"]) for lfn, doc in found.items() for r in doc.get("replicas", [])
+               if r["se"] in wanted[lfn] and r.get(REMOVAL) and r.get("status") == "unavailable"
+               and status in (None, "unavailable")]
+    for lfn, se in retired:
+        wanted[lfn].discard(se)
+    token = new_token()
+    usage = Usage()
+    gone: list[tuple[str, str]] = []
+    for _ in range(PULL_ROUNDS):
+        plans = {lfn: hits for lfn, doc in found.items()
+                 if (hits := [(i, r) for i, r in enumerate(doc.get("replicas", []))
+                              if r["se"] in wanted.get(lfn, ()) and (status is None or r.get("status") == status)])}
+        if not plans:
+            break
+        at = now()
+        updates = [UpdateOne({"_id": lfn, **{f"replicas.{i}": r for i, r in hits}},
+                             {"$pullAll": {"replicas": [r for _, r in hits]},
+                              "$set": {"modified": at, **{writer_field(r["se"], REMOVED): token for _, r in hits}},
+                              **increment({"version": 1})})
+                   for lfn, hits in plans.items()]
+        attempted = [(lfn, r["se"]) for lfn, hits in plans.items() for _, r in hits]
+        sizes = {lfn: int(found[lfn].get("size", 0)) for lfn in plans}
         with database_errors():
             result = await bulk_write_chunked(db[FILES], updates)
-        if result.modified_count == len(updates):
-            await usage.apply(db)
-            gone = [(lfn, element["se"]) for lfn, elements in pulled.items() for element in elements]
-        else:
-            # Some pull missed (a concurrent change of that replica): account what is gone now.
-            gone = await _account_partial_removal(db, pulled)
-        await change_feed.append(db, [change_feed.event("replica_removed", lfn, se=se) for lfn, se in gone])
-    return set(found)
+        mine = attempted
+        if result.modified_count < len(updates):
+            found = await fetch_files(db, plans, PULL_FIELDS)
+            mine = own_writes(found, attempted, REMOVED, token, result.modified_count)
+        for lfn, se in mine:
+            usage.replica(se, sizes[lfn], -1)
+            wanted[lfn].discard(se)
+        gone.extend(mine)
+        if len(mine) == len(attempted):
+            break
+    await usage.apply(db)
+    await change_feed.append(db, [change_feed.event("replica_removed", lfn, se=se) for lfn, se in gone])
+    if retired:
+        await remove_retired(db, retired)
+    return existing
 
 
 async def set_status_if_unchanged(db: AsyncDatabase[Document], lfn: str, se: str, index: int, version: Any,
@@ -231,21 +259,6 @@ async def overwrite_files(db: AsyncDatabase[Document], changes: Mapping[str, Doc
         if not pending:
             break
     return done
-
-
-async def _account_partial_removal(db: AsyncDatabase[Document],
-                                  pulled: dict[str, list[Document]]) -> list[tuple[str, str]]:
-    now_found = await fetch_files(db, pulled, {"replicas.se": 1, "size": 1})
-    usage = Usage()
-    gone = []
-    for lfn, elements in pulled.items():
-        still = {r["se"] for r in now_found.get(lfn, {}).get("replicas", [])}
-        for element in elements:
-            if element["se"] not in still and lfn in now_found:
-                usage.replica(element["se"], int(now_found[lfn].get("size", 0)), -1)
-                gone.append((lfn, element["se"]))
-    await usage.apply(db)
-    return gone
 
 
 async def set_replica_status(

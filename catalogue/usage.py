@@ -9,8 +9,9 @@ atomic; in commands of `kernel.db.write_chunk`), never by scanning. A file's anc
 
 Exactness: increments follow what the database reports as written. A file removal counts only
 the records it marked as its own before deleting them (`catalogue.file_removal`), so two
-removals of the same file racing each other take it off once. The rebuild recomputes the
-counters from the records and reports the drift it corrected.
+removals of the same file racing each other take it off once; a replica added or removed by
+several calls at once is counted by the call whose write took (`catalogue.replica_writers`).
+The rebuild recomputes the counters from the records and reports the drift it corrected.
 
 Partial writes and retries (the decision: counters are idempotent per file, by register call,
 not recounted): every register call has a token, stored in the records it inserts
@@ -38,6 +39,7 @@ from pymongo.errors import BulkWriteError
 
 from catalogue.collection_names import FILES
 from catalogue.lfn import ROOT, ancestors, check_lfn, is_within, parent_of
+from catalogue.replica_writers import REPLICA_WRITERS
 from kernel import lease
 from kernel.db import Document, IndexSpec, bulk_write_chunked, database_errors, increment, iterate
 
@@ -47,7 +49,7 @@ REGISTERED_IN = "registered_in"
 # A file record's mark while one removal call removes it (`catalogue.file_removal`).
 REMOVING = "removing"
 # A file record's bookkeeping fields, which no reader shows.
-INTERNAL_FIELDS = ("_id", REGISTERED_IN, REMOVING)
+INTERNAL_FIELDS = ("_id", REGISTERED_IN, REMOVING, REPLICA_WRITERS)
 # An SE record's tokens of replica removals counted but not yet complete (`count_removals`).
 REMOVALS = "removals"
 # An SE record's count of the times tokens left its REMOVALS (`removal_fences`).

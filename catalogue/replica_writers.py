@@ -1,0 +1,63 @@
+"""Which call last added, and which last removed, a file's replica on each SE: how a bulk write
+of replicas that partly missed finds the writes that were its own, so that a replica added or
+removed by several calls at once is counted on its SE's usage once.
+
+A replica push (`catalogue.files.push_replicas`) or pull (`catalogue.replicas.pull_replicas`)
+is one guarded update per file, which also sets, in the same document, `replica_writers.<SE>.add`
+(or `.remove`) to the call's token. When the bulk write reports every update applied, the call
+counts what it sent. When it reports fewer (another call changed some of the files meanwhile —
+two clients adding the same replicas, a retry racing the request it repeats), the database does
+not say which; the call reads the files back and counts the replicas that carry its token, and
+only those. The call that lost the race to add (or remove) a replica finds the other's token
+there and counts nothing.
+
+A token stays until the next push (pull) of a replica on that SE of that file replaces it. If
+that happens between a call's write and its read-back (the same replica added, removed and added
+again within those milliseconds), the call finds fewer files with its token than the database
+reported written: it counts those it found and logs the difference (`cairn usage rebuild` mends
+it). Readers never show the field (`catalogue.usage.INTERNAL_FIELDS`); it costs a few dozen bytes
+per SE a file has ever had a replica on.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+REPLICA_WRITERS = "replica_writers"
+ADDED = "add"
+REMOVED = "remove"
+
+
+def new_token() -> str:
+    """A call's token (unique among calls)."""
+    return uuid.uuid4().hex
+
+
+def _key(se: str) -> str:
+    # An SE name may hold dots, which a field path would split; names never hold '~'.
+    return se.replace(".", "~")
+
+
+def writer_field(se: str, op: str) -> str:
+    """The field an update sets to its call's token when it adds (ADDED) or removes (REMOVED) the
+    replica on se."""
+    return f"{REPLICA_WRITERS}.{_key(se)}.{op}"
+
+
+def own_writes(docs: Mapping[str, Mapping[str, Any]], attempted: Sequence[tuple[str, str]], op: str, token: str,
+               reported: int) -> list[tuple[str, str]]:
+    """Of the `(lfn, se)` pairs a bulk write attempted (one update per file, `reported` of them
+    applied), those the files read back since (`docs`, with REPLICA_WRITERS) show written by
+    `token`."""
+    mine = [(lfn, se) for lfn, se in attempted
+            if ((docs.get(lfn) or {}).get(REPLICA_WRITERS) or {}).get(_key(se), {}).get(op) == token]
+    if len({lfn for lfn, _ in mine}) < reported:
+        log.warning("%d of the %d files whose replicas this call %s were changed again before it read them "
+                    "back: their SEs' usage may be off by those (`cairn usage rebuild` mends it)",
+                    reported - len({lfn for lfn, _ in mine}), reported, "added" if op == ADDED else "removed")
+    return mine
