@@ -39,6 +39,7 @@ from kernel.errors import InvalidInput
 PULL_ROUNDS = 5  # rounds of a replica pull that keeps losing races before it leaves the rest listed
 PULL_FIELDS = {"replicas": 1, "size": 1, REPLICA_WRITERS: 1}  # what a pull reads
 
+
 def _checked(items: Iterable[Mapping[str, Any]], *, with_replica: bool) -> list[tuple[str, ReplicaIn]]:
     out = []
     for index, item in enumerate(items):
@@ -155,18 +156,21 @@ async def pull_replicas(db: AsyncDatabase[Document], targets: Iterable[tuple[str
         wanted.setdefault(lfn, set()).add(se)
     found = await fetch_files(db, wanted, PULL_FIELDS)
     existing = set(found)
-    retired = [(lfn, r["se"]) for lfn, doc in found.items() for r in doc.get("replicas", [])
-               if r["se"] in wanted[lfn] and r.get(REMOVAL) and r.get("status") == "unavailable"
-               and status in (None, "unavailable")]
-    for lfn, se in retired:
-        wanted[lfn].discard(se)
     token = new_token()
     usage = Usage()
     gone: list[tuple[str, str]] = []
+    retired: set[tuple[str, str]] = set()
     for _ in range(PULL_ROUNDS):
-        plans = {lfn: hits for lfn, doc in found.items()
-                 if (hits := [(i, r) for i, r in enumerate(doc.get("replicas", []))
-                              if r["se"] in wanted.get(lfn, ()) and (status is None or r.get("status") == status)])}
+        plans: dict[str, list[tuple[int, Document]]] = {}
+        for lfn, doc in found.items():
+            for index, replica in enumerate(doc.get("replicas", [])):
+                if replica["se"] not in wanted.get(lfn, ()) or status not in (None, replica.get("status")):
+                    continue
+                if replica.get(REMOVAL) and replica.get("status") == "unavailable":
+                    retired.add((lfn, replica["se"]))  # the reaper's (below)
+                    wanted[lfn].discard(replica["se"])
+                else:
+                    plans.setdefault(lfn, []).append((index, replica))
         if not plans:
             break
         at = now()
@@ -192,7 +196,7 @@ async def pull_replicas(db: AsyncDatabase[Document], targets: Iterable[tuple[str
     await usage.apply(db)
     await change_feed.append(db, [change_feed.event("replica_removed", lfn, se=se) for lfn, se in gone])
     if retired:
-        await remove_retired(db, retired)
+        await remove_retired(db, sorted(retired))
     return existing
 
 
