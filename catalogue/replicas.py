@@ -30,7 +30,7 @@ from catalogue.files import (
 )
 from catalogue.lfn import check_lfn
 from catalogue.replica_removal import REMOVAL, remove_retired
-from catalogue.replica_writers import REMOVED, REPLICA_WRITERS, new_token, own_writes, writer_field
+from catalogue.replica_writers import OVERWRITTEN, REMOVED, REPLICA_WRITERS, new_token, own_writes, writer_field
 from catalogue.storage_elements import SES
 from catalogue.usage import Usage
 from kernel.db import Document, bulk_write_chunked, database_errors, increment
@@ -222,25 +222,27 @@ async def overwrite_files(db: AsyncDatabase[Document], changes: Mapping[str, Doc
     a job's output written again by a later attempt): one bulk write guarded by each file's
     `version` (and `guard[lfn]`), bumping it, and one usage write moving the old size and
     replicas out and the new ones in. Returns the LFNs overwritten (a file that changed
-    meanwhile is read again, up to a few times)."""
+    meanwhile is read again, up to a few times); the updates carry the call's token, by which a
+    write that partly missed finds its own (`catalogue.replica_writers`)."""
     done: set[str] = set()
     pending = dict(changes)
+    token = new_token()
     for _ in range(5):
         found = await fetch_files(db, list(pending), {"replicas.se": 1, "size": 1, "version": 1})
         planned = [lfn for lfn in pending if lfn in found]
         if not planned:
             break
         at = now()
-        at = at.replace(microsecond=at.microsecond // 1000 * 1000)  # as stored (BSON keeps milliseconds)
-        bump = increment({"version": 1})
+        mark = {"modified": at, writer_field(None, OVERWRITTEN): token}
         updates = [UpdateOne({"_id": lfn, "version": found[lfn].get("version"), **(guard or {}).get(lfn, {})},
-                             {"$set": {**pending[lfn], "modified": at}, **bump}) for lfn in planned]
+                             {"$set": {**pending[lfn], **mark}, **increment({"version": 1})}) for lfn in planned]
         with database_errors():
             result = await bulk_write_chunked(db[FILES], updates)
         written = planned
         if result.modified_count != len(updates):  # some guard missed: find which were written
-            now_found = await fetch_files(db, planned, {"modified": 1})
-            written = [lfn for lfn in planned if now_found.get(lfn, {}).get("modified") == at]
+            now_found = await fetch_files(db, planned, {REPLICA_WRITERS: 1})
+            written = [lfn for lfn, _ in own_writes(now_found, [(lfn, None) for lfn in planned], OVERWRITTEN, token,
+                                                     result.modified_count)]
         usage = Usage()
         for lfn in written:
             before, after = found[lfn], pending[lfn]

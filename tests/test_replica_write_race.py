@@ -14,7 +14,7 @@ from catalogue.files import fetch_files, register_files
 from catalogue.namespace import stat
 from catalogue.replica_removal import remove_retired, retire_replicas
 from catalogue.replica_writers import REPLICA_WRITERS
-from catalogue.replicas import add_replicas, remove_replicas
+from catalogue.replicas import add_replicas, overwrite_files, remove_replicas
 from catalogue.usage import rebuild, se_usage
 from kernel.db import Document
 from tests.fixtures.api import RunningApi
@@ -113,6 +113,34 @@ async def test_a_removal_racing_the_reaper_over_retired_replicas_takes_each_off_
     assert await replicas_on(db, "DESY-DISK") == 0
     assert await usage_by_se(db) == {"CERN-DISK": (100, 100 * SIZE), "DESY-DISK": (0, 0)}
     await assert_exact(db)
+
+
+async def test_overwrites_of_the_same_files_racing_each_other_count_what_each_wrote(
+    catalogue_db: AsyncDatabase[Document],
+) -> None:
+    db = catalogue_db
+    lfns = [f"/vo/over/f{i:03d}" for i in range(200)]
+    await registered(db, lfns)
+
+    def content(size: int, se: str) -> dict[str, Document]:
+        replica = {"se": se, "url": f"root://x/{se}/{size}", "status": "available"}
+        return {lfn: {"size": size, "adler32": f"{size:08x}", "replicas": [replica]} for lfn in lfns}
+
+    # Later attempts of a job write its outputs again at once, each its own content; in three waves.
+    sizes = (2000, 3000, 4000, 5000)
+    for _ in range(3):
+        done = await asyncio.gather(*(overwrite_files(db, content(size, se))
+                                      for size in sizes for se in ("DESY-DISK", "CERN-TAPE")))
+        assert set().union(*done) == set(lfns)
+        await assert_exact(db)
+    docs = await fetch_files(db, lfns, {"size": 1, "replicas": 1})
+    assert all(len(doc["replicas"]) == 1 and doc["replicas"][0]["url"].endswith(f"/{doc['size']}")
+               for doc in docs.values())
+    expected: dict[str, list[int]] = {"CERN-DISK": [0, 0], "DESY-DISK": [0, 0], "CERN-TAPE": [0, 0]}
+    for doc in docs.values():
+        expected[doc["replicas"][0]["se"]][0] += 1
+        expected[doc["replicas"][0]["se"]][1] += doc["size"]
+    assert await usage_by_se(db) == {se: (count, size) for se, (count, size) in expected.items()}
 
 
 async def test_replica_writes_racing_through_the_api_and_the_cli_leave_usage_exact(api: RunningApi) -> None:
