@@ -30,6 +30,11 @@ async def registered(db: AsyncDatabase[Document], lfns: list[str]) -> None:
     assert not result["failed"], result["failed"]
 
 
+async def added(db: AsyncDatabase[Document], lfns: list[str], ses: tuple[str, ...]) -> None:
+    outcome = await add_replicas(db, [{"lfn": lfn, "se": se} for lfn in lfns for se in ses])
+    assert not outcome["failed"], outcome["failed"]
+
+
 async def usage_by_se(db: AsyncDatabase[Document]) -> dict[str, tuple[int, int]]:
     return {u["se"]: (u["replicas"], u["bytes"]) for u in await se_usage(db)}
 
@@ -67,8 +72,7 @@ async def test_concurrent_removals_of_the_same_replicas_take_each_off_once(
     db = catalogue_db
     lfns = [f"/vo/pull/f{i:03d}" for i in range(200)]
     await registered(db, lfns)
-    added = await add_replicas(db, [{"lfn": lfn, "se": se} for lfn in lfns for se in ("DESY-DISK", "CERN-TAPE")])
-    assert not added["failed"]
+    await added(db, lfns, ("DESY-DISK", "CERN-TAPE"))
     # Both replicas of a file in one call: each call takes them off in turns, its own way.
     items = [{"lfn": lfn, "se": se} for lfn in lfns for se in ("DESY-DISK", "CERN-TAPE")]
     outcomes = await asyncio.gather(*(remove_replicas(db, items[k:] + items[:k]) for k in range(0, 400, 70)))
@@ -100,7 +104,7 @@ async def test_a_removal_racing_the_reaper_over_retired_replicas_takes_each_off_
     db = catalogue_db
     lfns = [f"/vo/reap/f{i:03d}" for i in range(100)]
     await registered(db, lfns)
-    assert not (await add_replicas(db, [{"lfn": lfn, "se": "DESY-DISK"} for lfn in lfns]))["failed"]
+    await added(db, lfns, ("DESY-DISK",))
     docs = await fetch_files(db, lfns, {"replicas.se": 1, "version": 1})
     plans = {lfn: (doc["version"], [(i, r["se"]) for i, r in enumerate(doc["replicas"]) if r["se"] == "DESY-DISK"])
              for lfn, doc in docs.items()}
