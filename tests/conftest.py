@@ -13,6 +13,7 @@ pytest_plugins = [
     "tests.fixtures.authz",
     "tests.fixtures.multi_vo",
     "tests.fixtures.slurm",
+    "tests.fixtures.tcp_gate",
     "tests.fixtures.portal",
     "tests.fixtures.browser",
 ]

@@ -8,10 +8,9 @@ import asyncio
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 import pytest
 from pymongo import AsyncMongoClient
@@ -28,16 +27,6 @@ from tests.fixtures.tcp_gate import TcpGate
 
 FILES = 5000
 SIZE = 1000
-
-
-@pytest.fixture
-async def db_gate(mongodb_uri: str) -> AsyncIterator[TcpGate]:
-    port = urlparse(mongodb_uri).port
-    assert port is not None
-    gate = TcpGate(port)
-    await gate.open()
-    yield gate
-    await gate.close()
 
 
 @pytest.fixture
