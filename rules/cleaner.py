@@ -4,7 +4,8 @@ For a rule whose `expires_at` has passed and that is not `locked`, under the rul
 open transfer requests are cancelled (another rule that shared one submits its own again), its
 locks released batch by batch (their replicas lose the protection of this rule, so the reaper
 may free the space once nothing else protects them), and the rule removed. A cleaner that dies
-half way leaves the rule expired with fewer locks; the next one carries on.
+half way leaves the rule expired with fewer locks; the next one carries on (locks it was
+releasing when it died wait for their marks to lapse, `rules.locks.RELEASE_LEASE`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from catalogue.directories import now
 from kernel import claims
 from kernel.db import Document, database_errors
+from kernel.errors import ServiceUnavailable
 from kernel.settings import RuleSettings
 from rules import locks, store
 from rules.daemon import RuleDaemon
@@ -43,8 +45,11 @@ async def clean(db: AsyncDatabase[Document], rule: Document, settings: RuleSetti
             batch = await db[locks.LOCKS].find({"rule": rule["_id"]}).limit(settings.batch).to_list()
         if not batch:
             break
-        await locks.remove_locks(db, rule, batch)
-        released += len(batch)
+        freed = await locks.remove_locks(db, rule, batch)
+        if not freed:  # another call is releasing them (or died doing so: its marks lapse)
+            raise ServiceUnavailable(f"the locks of rule {rule['_id']} are being released by another call; "
+                                     "trying again later")
+        released += freed
     await store.remove(db, rule, rule[claims.OWNER])
     return released
 

@@ -64,6 +64,11 @@ class RulesClient(BaseClient):
         result: Json = await self.request("DELETE", "/quotas", params={"account": account, "se": se})
         return result
 
+    async def rebuild_quota_usage(self, *, fix: bool = True) -> Json:
+        """Recount quota usage from the rule locks, report drift and (with fix) correct it (admins)."""
+        result: Json = await self.request("POST", "/quotas/rebuild", json_body={"fix": fix})
+        return result
+
     async def add_subscription(self, name: str, rule: Json, *, filter: Json | None = None,
                                account: str | None = None, comment: str = "") -> Json:
         """Subscribe new datasets matching filter (scopes, name_pattern, owners, dynamic) to a rule template."""

@@ -95,8 +95,7 @@ async def evaluate(db: AsyncDatabase[Document], rule: Document, settings: RuleSe
         await _place(run, chunk)
     gone = [lock for lfn, locks in run.existing.items() if lfn not in seen for lock in locks]
     for start in range(0, len(gone), settings.batch):
-        await rule_locks.remove_locks(db, rule, gone[start:start + settings.batch])
-    stats["released"] += len(gone)
+        stats["released"] += await rule_locks.remove_locks(db, rule, gone[start:start + settings.batch])
     await store.set_fields(db, rule["_id"], {
         "unplaced": stats["unplaced"], "evaluated": now(),
         "error": (f"{stats['unplaced']} file(s) found fewer than {rule['copies']} SEs of {rule['expression']!r} "
@@ -145,8 +144,7 @@ async def _place(run: RulePass, groups: list[tuple[str, list[tuple[str, int]]]])
                 locks = []
     await _write(run, locks)
     for start in range(0, len(release), batch):
-        await rule_locks.remove_locks(run.db, rule, release[start:start + batch])
-    run.stats["released"] += len(release)
+        run.stats["released"] += await rule_locks.remove_locks(run.db, rule, release[start:start + batch])
 
 
 def _new_lock(run: RulePass, lfn: str, se: str, size: int, there: bool) -> Document:

@@ -15,10 +15,30 @@ both computed from the file as read just before, guarded by what was read and bu
 again from a fresh read. Adding or removing an id is idempotent, so a daemon killed
 anywhere and run again leaves `locks` exact: never a count the set does not back. `counted` on
 a lock records that its id is in the replica's set (only a hint of work left to do).
+
+Quota usage (`rules.quotas`): a lock's bytes are charged to its rule's account before the lock
+is written and given back after it is deleted, so a call cut short (killed, or a 503) leaves the
+account charged for locks it does not hold — refused early, never let past its quota; `cairn
+quota rebuild` (`rules.quota_rebuild`) mends that. An insert charges every lock it is given
+and gives back those that existed already (deterministic ids: the unique `_id` lets one caller
+win), so concurrent inserts, and a retry of an insert the database wrote before it failed, charge
+each lock once. A release gives back only what it deleted: it marks the locks no other live call
+is releasing (`releasing`: its token and the time), reads back those carrying its mark, deletes
+them by its mark and counts what it read, so two calls releasing the same locks (a stalled lease
+holder and its successor, a retry of a call that timed out) give each back once. A mark older
+than RELEASE_LEASE is a call that died between marking and deleting: the next release takes it
+over. A call past half the lease before its delete gives up (503) and takes its marks off; only
+a stall of more than half a lease between that check and the delete reaching the database could
+still count a lock twice, and then it counts none (it logs that). Cost: one more read per batch.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+import uuid
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -28,12 +48,16 @@ from pymongo.errors import BulkWriteError
 
 from catalogue.directories import DUPLICATE_KEY, now
 from catalogue.replica_locks import change_lock_rules
-from kernel.db import ID_ORDER, Document, IndexSpec, database_errors, increment
+from kernel.db import ID_ORDER, Document, IndexSpec, database_errors, increment, read_by_ids
+from kernel.errors import ServiceUnavailable
 from rules import quotas
 from rules.triggers import RULES
 
 LOCKS = "locks"
 LOCK_STATES = ("replicating", "ok", "stuck")
+RELEASING = "releasing"  # a lock's mark while one call releases it: {token, at}
+RELEASE_LEASE = dt.timedelta(minutes=2)
+log = logging.getLogger("cairn.rules")
 
 INDEXES = [
     # a rule's locks by state (progress, repair, rule show)
@@ -117,10 +141,12 @@ async def _count(db: AsyncDatabase[Document], rule_id: str, inc: Mapping[str, in
 
 
 async def insert_locks(db: AsyncDatabase[Document], rule: Document, locks: list[Document]) -> list[Document]:
-    """Insert locks (unordered; ids are deterministic, so a lock that exists is skipped), count
-    them on the rule and on the account's usage, and protect the replicas of the ok ones."""
+    """Charge the account for locks, insert them (unordered; ids are deterministic, so a lock that
+    exists is skipped and its charge given back), count them on the rule, and protect the replicas
+    of the ok ones."""
     if not locks:
         return []
+    await quotas.charge(db, rule["account"], _held(locks, +1))
     duplicates: set[int] = set()
     try:
         with database_errors():
@@ -130,17 +156,21 @@ async def insert_locks(db: AsyncDatabase[Document], rule: Document, locks: list[
         if any(e.get("code") != DUPLICATE_KEY for e in errors):
             raise
         duplicates = {e["index"] for e in errors}
+    if duplicates:
+        await quotas.charge(db, rule["account"], _held([locks[i] for i in sorted(duplicates)], -1))
     inserted = [lock for i, lock in enumerate(locks) if i not in duplicates]
-    counts: dict[str, int] = defaultdict(int)
-    usage: dict[str, list[int]] = defaultdict(lambda: [0, 0])
-    for lock in inserted:
-        counts[lock["state"]] += 1
-        usage[lock["se"]][0] += 1
-        usage[lock["se"]][1] += lock["size"]
-    await _count(db, rule["_id"], counts)
-    await quotas.charge(db, rule["account"], {se: (f, b) for se, (f, b) in usage.items()})
+    await _count(db, rule["_id"], Counter(lock["state"] for lock in inserted))
     await protect(db, [lock for lock in inserted if lock["state"] == "ok"])
     return inserted
+
+
+def _held(locks: Iterable[Document], sign: int) -> dict[str, tuple[int, int]]:
+    """(files, bytes) per SE that locks hold, signed: what they charge (+1) or give back (-1)."""
+    usage: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    for lock in locks:
+        usage[lock["se"]][0] += sign
+        usage[lock["se"]][1] += sign * int(lock["size"])
+    return {se: (files, size) for se, (files, size) in usage.items()}
 
 
 async def protect(db: AsyncDatabase[Document], locks: list[Document]) -> None:
@@ -197,21 +227,61 @@ async def mark(db: AsyncDatabase[Document], ids: list[str], fields: dict[str, An
             await db[LOCKS].update_many({"_id": {"$in": ids}}, {"$set": fields})
 
 
-async def remove_locks(db: AsyncDatabase[Document], rule: Document, locks: list[Document]) -> None:
-    """Release locks: unprotect their replicas, give the bytes back to the account, delete them."""
+async def remove_locks(db: AsyncDatabase[Document], rule: Document, locks: list[Document]) -> int:
+    """Release the locks no other live call is releasing: take them off their replicas, delete
+    them, uncount them on the rule and give their bytes back to the account (see the module
+    docstring). Returns how many this call released."""
     if not locks:
-        return
-    await unprotect(db, locks)
+        return 0
+    token, at = uuid.uuid4().hex, now()
+    mine = await _mark_for_release(db, [lock["_id"] for lock in locks], token, at)
+    if not mine:
+        return 0
+    try:
+        await change_replica_locks(db, mine, add=False)
+        released = await _delete_marked(db, mine, token, at)
+    except BaseException:
+        await asyncio.shield(_unmark(db, mine, token))
+        raise
+    await _count(db, rule["_id"], {state: -n for state, n in Counter(lock["state"] for lock in released).items()})
+    await quotas.charge(db, rule["account"], _held(released, -1))
+    return len(released)
+
+
+async def _mark_for_release(db: AsyncDatabase[Document], ids: list[str], token: str, at: dt.datetime
+                            ) -> list[Document]:
+    """Mark the locks of ids that no live call marked (none, or a mark past RELEASE_LEASE) and
+    read back those carrying this mark. Marking clears `counted`: their replicas change next."""
+    free = {"$or": [{RELEASING: {"$exists": False}}, {f"{RELEASING}.at": {"$lt": at - RELEASE_LEASE}}]}
     with database_errors():
-        await db[LOCKS].delete_many({"_id": {"$in": [lock["_id"] for lock in locks]}})
-    counts: dict[str, int] = defaultdict(int)
-    usage: dict[str, list[int]] = defaultdict(lambda: [0, 0])
-    for lock in locks:
-        counts[lock["state"]] -= 1
-        usage[lock["se"]][0] -= 1
-        usage[lock["se"]][1] -= lock["size"]
-    await _count(db, rule["_id"], counts)
-    await quotas.charge(db, rule["account"], {se: (f, b) for se, (f, b) in usage.items()})
+        await db[LOCKS].update_many({"$and": [{"_id": {"$in": ids}}, free]},
+                                    {"$set": {RELEASING: {"token": token, "at": at}, "counted": False}})
+    return [lock async for lock in read_by_ids(db[LOCKS], ids, {"lfn": 1, "se": 1, "size": 1, "state": 1},
+                                                  flt={f"{RELEASING}.token": token})]
+
+
+async def _delete_marked(db: AsyncDatabase[Document], mine: list[Document], token: str, at: dt.datetime
+                         ) -> list[Document]:
+    """Delete the locks this call marked, by its mark; the ones to count (all, or none when a
+    call that took over a lapsed mark deleted some of them first)."""
+    if now() - at > RELEASE_LEASE / 2:
+        raise ServiceUnavailable("releasing the locks took too long to reach their delete; none was released, "
+                                 "try again")
+    with database_errors():
+        result = await db[LOCKS].delete_many({"$and": [{"_id": {"$in": [lock["_id"] for lock in mine]}},
+                                                       {f"{RELEASING}.token": token}]})
+    if result.deleted_count == len(mine):
+        return mine
+    log.warning("a release deleted %d of the %d locks it marked (another call took the rest over): it cannot "
+                "tell which and gives none back (`cairn quota rebuild` mends it)", result.deleted_count, len(mine))
+    return []
+
+
+async def _unmark(db: AsyncDatabase[Document], mine: list[Document], token: str) -> None:
+    """Take this call's marks off (it failed before its delete): the locks are free at once."""
+    with contextlib.suppress(ServiceUnavailable), database_errors():  # the database is down: the marks lapse
+        await db[LOCKS].update_many({"$and": [{"_id": {"$in": [lock["_id"] for lock in mine]}},
+                                              {f"{RELEASING}.token": token}]}, {"$unset": {RELEASING: ""}})
 
 
 async def change_replica_locks(db: AsyncDatabase[Document], locks: Iterable[Document], *, add: bool,

@@ -3,7 +3,9 @@
 - `quotas`: `_id` `<account>@<se>` with `account`, `se`, `bytes` (set by administrators). An SE
   without a quota for the account is not limited (quotas are opt-in per account and SE).
 - `account_usage`: `_id` `<account>@<se>` with `files` and `bytes` locked by the account's
-  rules on the SE, kept with `$inc` as locks are created and released (never by scanning).
+  rules on the SE, kept with `$inc` as locks are created and released (never by scanning),
+  each lock counted once however many calls race to write or release it (`rules.locks`). A call
+  cut short leaves the account overcharged, never under: `rules.quota_rebuild` recounts it.
 
 A rule is refused at creation when fewer SEs of its expression than its copies have room for
 the DID's bytes; the evaluator places files that arrive later only where there is room.

@@ -4,7 +4,8 @@ Reading rules needs `rules.read`, creating and changing them `rules.write` (only
 account or an admin changes a rule). Making a rule also needs r on its file, or the right to
 change its dataset or container; rules on files the caller cannot see are not shown to them
 (`catalogue.authorization`). Quotas are set by administrators and read by anyone with
-`rules.read` (a non-admin sees only their own account's).
+`rules.read` (a non-admin sees only their own account's); the installation's administrators
+rebuild the usage they are checked against from the locks (`rules.quota_rebuild`).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from aiohttp import web
+from pydantic import BaseModel, ConfigDict
 
 from catalogue.authorization import (
     authorize_rule_target,
@@ -24,9 +26,9 @@ from catalogue.authorization import (
 )
 from kernel.errors import InvalidInput
 from kernel.responses import JsonList
-from kernel.web import DATABASE, ApiRoutes, json_response, principal_of, query_int, read_model, scopes
+from kernel.web import ADMIN, DATABASE, ApiRoutes, json_response, principal_of, query_int, read_model, scopes
 from rules import locks as rule_locks
-from rules import quotas, store
+from rules import quota_rebuild, quotas, store
 from rules.quotas import QuotaIn
 from rules.se_expression import validate
 from rules.store import RuleIn, RuleUpdate, rule_view
@@ -35,6 +37,12 @@ routes = ApiRoutes("rules")
 READ = scopes("rules.read")
 WRITE = scopes("rules.write")
 BAD_RULE = {400: "bad or unmatched expression, too many copies", 404: "no such DID", 422: "over quota"}
+
+
+class RebuildBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    fix: bool = True
 
 
 @routes.get("/expressions/resolve", policy=scopes("catalogue.read"), summary="The SEs an RSE expression means now",
@@ -143,3 +151,10 @@ async def delete_quota(request: web.Request) -> web.Response:
     require_quota_admin(principal_of(request), account, se)
     await quotas.delete_quota(request.app[DATABASE], account, se)
     return json_response({"account": account, "se": se, "deleted": True})
+
+
+@routes.post("/quotas/rebuild", policy=ADMIN, body=RebuildBody,
+             summary="Recount quota usage from the rule locks; report (and fix) drift")
+async def rebuild_usage(request: web.Request) -> web.Response:
+    body = await read_model(request, RebuildBody)
+    return json_response(await quota_rebuild.rebuild(request.app[DATABASE], fix=body.fix))

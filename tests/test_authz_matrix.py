@@ -139,6 +139,7 @@ MATRIX: dict[str, Case] = {
     "GET /quotas": same(200, "/quotas"),
     "PUT /quotas": admin_only("/quotas"),  # users hold rules.write: refused as no admins
     "DELETE /quotas": admin_only("/quotas"),
+    "POST /quotas/rebuild": admin_only("/quotas/rebuild"),
     # subscriptions are anyone's with rules.write (their rules are not checked per dataset)
     "POST /subscriptions": Case("/subscriptions", (201, 201, 201), lambda who: {
         "name": f"sub-{who}", "filter": {"scopes": ["lhcb"]}, "rule": RULE}, changes=frozenset(USERS)),

@@ -135,6 +135,21 @@ def quota_delete(account: str, se: str) -> None:
     click.echo(f"quota of {account} on {se} removed")
 
 
+@quota.command("rebuild")
+@click.option("--dry-run", is_flag=True, help="report drift without fixing it")
+@json_option
+def quota_rebuild(dry_run: bool, as_json: bool) -> None:
+    """Recount quota usage from the rule locks, report drift and fix it (admins)."""
+    report = run(lambda c: c.rebuild_quota_usage(fix=not dry_run))
+    if as_json:
+        emit_json(report)
+        return
+    rows = [{"account": v["account"], "se": v["se"], "stored": v["stored"], "recounted": v["recounted"]}
+            for v in report["drift"].values()]
+    table(rows, ["account", "se", "stored", "recounted"], title=f"{report['drifted']} of {report['checked']} drifted"
+          + ("" if dry_run else " (fixed)"))
+
+
 @click.command("resolve")
 @click.argument("expression")
 @json_option

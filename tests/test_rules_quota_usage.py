@@ -1,0 +1,198 @@
+"""An account's quota usage (`account_usage`) equals what its rules' locks hold: when several
+calls insert or release the same locks at once (two daemons, a retry of a call that timed out),
+when an insert cut short by a database outage is retried, and, after a call cut short left it
+off, once an administrator rebuilt it from the locks (`rules.quota_rebuild`, through
+`POST /quotas/rebuild` and `cairn quota rebuild`). Calls are cut short by a real outage: the
+database behind a TCP gate that closes as soon as the database answered a given command."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from collections import defaultdict
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import pytest
+from pymongo import AsyncMongoClient
+from pymongo.asynchronous.database import AsyncDatabase
+
+from cairn.sdk import Client
+from catalogue.directories import now
+from kernel.db import Document
+from kernel.errors import ServiceUnavailable
+from kernel.settings import Settings
+from rules import locks as rule_locks
+from rules import quotas, store
+from rules.store import RuleIn
+from tests.fixtures.api import RunningApi
+from tests.fixtures.catalogue import ADMIN, CommandCounter
+from tests.fixtures.cli import cli_json, run_cli
+from tests.fixtures.rules import dataset_on_src, tiered_ses
+from tests.fixtures.tcp_gate import CutAfter, TcpGate
+
+SIZE = 100
+CALLS = 4
+LFNS = [f"/vo/q/f{i:02d}" for i in range(20)]
+HALF = {"SRC": (10, 10 * SIZE), "T1-A": (10, 10 * SIZE)}  # ten files' locks on each SE
+ALL = {"SRC": (20, 20 * SIZE), "T1-A": (20, 20 * SIZE)}
+
+Held = dict[str, tuple[int, int]]  # (files, bytes) per SE
+
+
+@pytest.fixture
+async def rule(database: AsyncDatabase[Document], tmp_path: Path) -> Document:
+    """A rule of root's on a dataset of 20 files with a replica each on SRC, and no locks yet."""
+    await tiered_ses(database, tmp_path)
+    await dataset_on_src(database, "vo:q", LFNS, size=SIZE)
+    return await store.create_rule(database, ADMIN, RuleIn(did="vo:q", copies=2, expression="SRC|T1-A"))
+
+
+def new_locks(rule: Document) -> list[Document]:
+    """A lock per file on SRC (ok: its replica is there, so the lock protects it) and on T1-A
+    (replicating), file by file: the first 20 are the first ten files'."""
+    return [rule_locks.new_lock(rule, lfn, se, SIZE, "ok" if se == "SRC" else "replicating")
+            for lfn in LFNS for se in ("SRC", "T1-A")]
+
+
+async def held_by_locks(db: AsyncDatabase[Document]) -> Held:
+    totals: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    for lock in await db[rule_locks.LOCKS].find({}, {"se": 1, "size": 1}).to_list():
+        totals[lock["se"]][0] += 1
+        totals[lock["se"]][1] += lock["size"]
+    return {se: (files, size) for se, (files, size) in totals.items()}
+
+
+async def charged(db: AsyncDatabase[Document], account: str = "root") -> Held:
+    return {row["se"]: (row["used_files"], row["used_bytes"]) for row in await quotas.quotas_and_usage(db, account)
+            if row["used_files"] or row["used_bytes"]}
+
+
+async def protected(db: AsyncDatabase[Document], rule: Document) -> set[str]:
+    """The files whose SRC replica names the rule in its `lock_rules`."""
+    files = await db["files"].find({}, {"replicas.se": 1, "replicas.lock_rules": 1}).to_list()
+    return {f["_id"] for f in files for replica in f["replicas"]
+            if replica["se"] == "SRC" and rule["_id"] in replica.get("lock_rules", [])}
+
+
+async def cut_short(gate: TcpGate, settings: Settings, command: str, collection: str,
+                    call: Callable[[AsyncDatabase[Document]], Awaitable[object]]) -> None:
+    """Run `call` on a client through the gate, which closes once the database answered `command`
+    on `collection`: the call fails with 503 at its next command. The gate opens again after."""
+    cut = CutAfter(gate, command, collection)
+    client = cut.client()
+    try:
+        async with asyncio.timeout(30):
+            with pytest.raises(ServiceUnavailable):
+                await call(client[settings.database])
+    finally:
+        await client.close()
+        await gate.cut()
+        await gate.open()
+    assert cut.done, f"the call sent no {command} on {collection}"
+
+
+async def test_concurrent_releases_of_the_same_locks_give_their_bytes_back_once(
+    database: AsyncDatabase[Document], rule: Document,
+) -> None:
+    locks = new_locks(rule)
+    await rule_locks.insert_locks(database, rule, locks)
+    released = await asyncio.gather(*(rule_locks.remove_locks(database, rule, [dict(lock) for lock in locks[:20]])
+                                      for _ in range(CALLS)))
+    assert sum(released) == 20
+    assert await held_by_locks(database) == HALF
+    assert await charged(database) == HALF
+    assert await protected(database, rule) == set(LFNS[10:])
+    counted = rule_locks.counters_of(await store.get_rule(database, rule["_id"]))
+    assert counted == await rule_locks.recount(database, rule["_id"])
+
+
+async def test_concurrent_inserts_of_the_same_locks_charge_them_once(
+    database: AsyncDatabase[Document], rule: Document,
+) -> None:
+    await asyncio.gather(*(rule_locks.insert_locks(database, rule, new_locks(rule)) for _ in range(CALLS)))
+    assert await held_by_locks(database) == ALL
+    assert await charged(database) == ALL
+
+
+async def test_an_insert_cut_short_after_writing_its_locks_then_retried_charges_them_once(
+    database: AsyncDatabase[Document], settings: Settings, rule: Document, db_gate: TcpGate,
+) -> None:
+    await cut_short(db_gate, settings, "insert", rule_locks.LOCKS,
+                    lambda db: rule_locks.insert_locks(db, rule, new_locks(rule)))
+    assert await held_by_locks(database) == ALL
+    await rule_locks.insert_locks(database, rule, new_locks(rule))  # the retry
+    assert await charged(database) == ALL
+
+
+async def test_locks_a_release_marked_before_it_died_are_released_once_its_mark_lapsed(
+    database: AsyncDatabase[Document], settings: Settings, rule: Document, db_gate: TcpGate,
+) -> None:
+    await rule_locks.insert_locks(database, rule, new_locks(rule))
+    gone = new_locks(rule)[:20]
+    await cut_short(db_gate, settings, "update", rule_locks.LOCKS, lambda db: rule_locks.remove_locks(db, rule, gone))
+    assert await rule_locks.remove_locks(database, rule, gone) == 0  # its mark holds them: it may still run
+    lapsed = now() - rule_locks.RELEASE_LEASE - dt.timedelta(seconds=1)  # as if the lease had passed
+    await database[rule_locks.LOCKS].update_many({rule_locks.RELEASING: {"$exists": True}},
+                                                 {"$set": {f"{rule_locks.RELEASING}.at": lapsed}})
+    assert await rule_locks.remove_locks(database, rule, gone) == 20
+    assert await held_by_locks(database) == HALF
+    assert await charged(database) == HALF
+    assert await protected(database, rule) == set(LFNS[10:])
+
+
+async def test_the_rebuild_finds_and_fixes_a_release_cut_short_after_its_delete_through_the_api(
+    database: AsyncDatabase[Document], settings: Settings, rule: Document, db_gate: TcpGate, admin: Client,
+) -> None:
+    await rule_locks.insert_locks(database, rule, new_locks(rule))
+    gone = new_locks(rule)[:20]
+    await cut_short(db_gate, settings, "delete", rule_locks.LOCKS, lambda db: rule_locks.remove_locks(db, rule, gone))
+    assert await rule_locks.remove_locks(database, rule, gone) == 0  # a retry finds nothing left to release
+    assert (await held_by_locks(database), await charged(database)) == (HALF, ALL)
+
+    report = await admin.rebuild_quota_usage(fix=False)
+    assert (report["checked"], report["drifted"], report["fixed"]) == (2, 2, False)
+    assert report["drift"]["root@SRC"] == {"account": "root", "se": "SRC", "stored": {"files": 20, "bytes": 20 * SIZE},
+                                           "recounted": {"files": 10, "bytes": 10 * SIZE}}
+    assert await charged(database) == ALL
+    assert (await admin.rebuild_quota_usage())["drifted"] == 2
+    assert await charged(database) == HALF
+    assert (await admin.rebuild_quota_usage(fix=False))["drifted"] == 0
+
+
+async def test_cairn_quota_rebuild_finds_and_fixes_an_insert_cut_short_before_writing_its_locks(
+    database: AsyncDatabase[Document], settings: Settings, rule: Document, db_gate: TcpGate, api: RunningApi,
+) -> None:
+    locks = new_locks(rule)
+    await rule_locks.insert_locks(database, rule, locks[:20])
+    await cut_short(db_gate, settings, "update", quotas.ACCOUNT_USAGE,
+                    lambda db: rule_locks.insert_locks(db, rule, locks[20:]))
+    assert (await held_by_locks(database), await charged(database)) == (HALF, ALL)
+
+    report = await cli_json(api.url, api.admin_token, "quota", "rebuild", "--dry-run")
+    assert isinstance(report, dict) and (report["drifted"], report["fixed"]) == (2, False)
+    assert await charged(database) == ALL
+    fixed = await run_cli(api.url, api.admin_token, "quota", "rebuild")
+    assert fixed.returncode == 0 and "2 of 2 drifted (fixed)" in fixed.stdout, fixed.stderr
+    assert await charged(database) == HALF
+    report = await cli_json(api.url, api.admin_token, "quota", "rebuild", "--dry-run")
+    assert isinstance(report, dict) and report["drifted"] == 0
+
+
+async def test_a_release_costs_the_same_few_commands_whatever_its_size(
+    database: AsyncDatabase[Document], settings: Settings, rule: Document, mongodb_uri: str,
+) -> None:
+    locks = new_locks(rule)
+    await rule_locks.insert_locks(database, rule, locks)
+    counter = CommandCounter()
+    client: AsyncMongoClient[Document] = AsyncMongoClient(mongodb_uri, event_listeners=[counter], tz_aware=True)
+    sent = {}
+    try:
+        for size, part in (("small", locks[:2]), ("large", locks[2:])):
+            counter.commands.clear()
+            assert await rule_locks.remove_locks(client[settings.database], rule, part) == len(part)
+            sent[size] = list(counter.commands)
+    finally:
+        await client.close()
+    # mark, read back, the files' replicas (read, write), delete, the rule's counters, the usage
+    assert sent["small"] == sent["large"] == ["update", "find", "find", "update", "delete", "update", "update"]
