@@ -106,7 +106,8 @@ async def locks_of(db: AsyncDatabase[Document], rule_id: str, state: str | None 
 
 async def list_locks(db: AsyncDatabase[Document], rule_id: str, *, state: str | None = None,
                      after: str | None = None, limit: int = 1000) -> list[Document]:
-    """One page of a rule's locks sorted by LFN and SE (`after` is the last `_id` seen)."""
+    """One page of a rule's locks sorted by LFN and SE (`after` is the last `_id` seen), without
+    a release's mark (bookkeeping no reader is shown)."""
     query: dict[str, Any] = {"rule": rule_id}
     if state:
         query["state"] = state
@@ -114,7 +115,7 @@ async def list_locks(db: AsyncDatabase[Document], rule_id: str, *, state: str | 
         query["_id"] = {"$gt": after}
     with database_errors():
         # Index: locks_by_rule_lfn.
-        return await db[LOCKS].find(query).sort("_id", 1).limit(limit).to_list()
+        return await db[LOCKS].find(query, {RELEASING: 0}).sort("_id", 1).limit(limit).to_list()
 
 
 async def recount(db: AsyncDatabase[Document], rule_id: str) -> dict[str, int]:

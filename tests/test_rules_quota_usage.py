@@ -132,6 +132,8 @@ async def test_locks_a_release_marked_before_it_died_are_released_once_its_mark_
     gone = new_locks(rule)[:20]
     await cut_short(db_gate, settings, "update", rule_locks.LOCKS, lambda db: rule_locks.remove_locks(db, rule, gone))
     assert await rule_locks.remove_locks(database, rule, gone) == 0  # its mark holds them: it may still run
+    shown = await rule_locks.list_locks(database, rule["_id"])
+    assert len(shown) == 40 and not any(rule_locks.RELEASING in lock for lock in shown)  # readers see no mark
     lapsed = now() - rule_locks.RELEASE_LEASE - dt.timedelta(seconds=1)  # as if the lease had passed
     await database[rule_locks.LOCKS].update_many({rule_locks.RELEASING: {"$exists": True}},
                                                  {"$set": {f"{rule_locks.RELEASING}.at": lapsed}})
