@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from cairn.cli.output import emit_json, json_option, table
+from cairn.cli.output import drift_title, emit, emit_json, json_option, table
 from cairn.cli.runner import run
 
 if TYPE_CHECKING:
@@ -69,12 +69,8 @@ def usage_ses(as_json: bool) -> None:
 def usage_rebuild(dry_run: bool, as_json: bool) -> None:
     """Recount usage from the catalogue, report drift and fix it (admins)."""
     report = run(lambda c: c.rebuild_usage(fix=not dry_run))
-    if as_json:
-        emit_json(report)
-        return
     rows = [{"counter": k, "stored": v["stored"], "recounted": v["recounted"]} for k, v in report["drift"].items()]
-    table(rows, ["counter", "stored", "recounted"], title=f"{report['drifted']} of {report['checked']} drifted"
-          + ("" if dry_run else " (fixed)"))
+    emit(report, as_json, rows, ["counter", "stored", "recounted"], title=drift_title(report, dry_run))
 
 
 @click.command("feed")

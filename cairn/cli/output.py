@@ -86,6 +86,11 @@ def emit(found: Any, as_json: bool, rows: Iterable[dict[str, Any]], columns: Seq
         table(rows, columns, title=title)
 
 
+def drift_title(report: dict[str, Any], dry_run: bool) -> str:
+    """The title of a rebuild's drift table (`cairn usage rebuild`, `cairn quota rebuild`)."""
+    return f"{report['drifted']} of {report['checked']} drifted" + ("" if dry_run else " (fixed)")
+
+
 def _widths(rows: list[list[str]], widths: list[int]) -> list[int]:
     for cells in rows:
         widths = [max(w, len(c)) for w, c in zip(widths, cells, strict=True)]

@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from cairn.cli.output import emit_json, json_option, table
+from cairn.cli.output import drift_title, emit, emit_json, json_option, table
 from cairn.cli.runner import run
 
 RULE_COLUMNS = ["id", "did", "account", "copies", "expression", "grouping", "state", "locks", "expires_at", "error"]
@@ -141,13 +141,9 @@ def quota_delete(account: str, se: str) -> None:
 def quota_rebuild(dry_run: bool, as_json: bool) -> None:
     """Recount quota usage from the rule locks, report drift and fix it (admins)."""
     report = run(lambda c: c.rebuild_quota_usage(fix=not dry_run))
-    if as_json:
-        emit_json(report)
-        return
     rows = [{"account": v["account"], "se": v["se"], "stored": v["stored"], "recounted": v["recounted"]}
             for v in report["drift"].values()]
-    table(rows, ["account", "se", "stored", "recounted"], title=f"{report['drifted']} of {report['checked']} drifted"
-          + ("" if dry_run else " (fixed)"))
+    emit(report, as_json, rows, ["account", "se", "stored", "recounted"], title=drift_title(report, dry_run))
 
 
 @click.command("resolve")
