@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict
 
 from catalogue import usage
 from catalogue.authorization import authorize_directory_usage, require_installation_view
@@ -11,17 +10,11 @@ from catalogue.lfn import check_lfn
 from catalogue.replica_dump import open_dump
 from catalogue.streaming import stream_rows
 from catalogue.tabular import REPLICA_SCHEMA
-from kernel.responses import JsonList
+from kernel.responses import JsonList, RebuildBody
 from kernel.web import ADMIN, DATABASE, ApiRoutes, json_response, principal_of, read_model, scopes
 
 routes = ApiRoutes("usage")
 READ = scopes("catalogue.read")
-
-
-class RebuildBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    fix: bool = True
 
 
 @routes.get("/usage/directory", policy=READ, summary="Files and bytes below a directory (recursive; r and x on it)",

@@ -1,6 +1,7 @@
 """Shapes of the API's answers that the OpenAPI document publishes (`response=` on a route):
-the one error body every 4xx/5xx carries, and the per-item answer of bulk calls. Routes with
-answers of their own name a model from their package; these are the shared ones."""
+the one error body every 4xx/5xx carries, and the per-item answer of bulk calls; and the one
+request body several packages share (`RebuildBody`). Routes with bodies of their own name a
+model from their package; these are the shared ones."""
 
 from __future__ import annotations
 
@@ -62,3 +63,11 @@ class Whoami(BaseModel):
     global_admin: bool
     qualified_groups: list[str]
     roots: list[str]
+
+
+class RebuildBody(BaseModel):
+    """POST of an administrators' recount (usage, quotas, job counters): `fix: false` only reports."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    fix: bool = True

@@ -13,7 +13,6 @@ from __future__ import annotations
 from typing import Any
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict
 
 from catalogue.authorization import (
     authorize_rule_target,
@@ -25,7 +24,7 @@ from catalogue.authorization import (
     vo_query,
 )
 from kernel.errors import InvalidInput
-from kernel.responses import JsonList
+from kernel.responses import JsonList, RebuildBody
 from kernel.web import ADMIN, DATABASE, ApiRoutes, json_response, principal_of, query_int, read_model, scopes
 from rules import locks as rule_locks
 from rules import quota_rebuild, quotas, store
@@ -37,12 +36,6 @@ routes = ApiRoutes("rules")
 READ = scopes("rules.read")
 WRITE = scopes("rules.write")
 BAD_RULE = {400: "bad or unmatched expression, too many copies", 404: "no such DID", 422: "over quota"}
-
-
-class RebuildBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    fix: bool = True
 
 
 @routes.get("/expressions/resolve", policy=scopes("catalogue.read"), summary="The SEs an RSE expression means now",

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 from collections import defaultdict
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -20,7 +19,6 @@ from pymongo.asynchronous.database import AsyncDatabase
 from cairn.sdk import Client
 from catalogue.directories import now
 from kernel.db import Document
-from kernel.errors import ServiceUnavailable
 from kernel.settings import Settings
 from rules import locks as rule_locks
 from rules import quotas, store
@@ -29,7 +27,7 @@ from tests.fixtures.api import RunningApi
 from tests.fixtures.catalogue import ADMIN, CommandCounter
 from tests.fixtures.cli import cli_json, run_cli
 from tests.fixtures.rules import dataset_on_src, tiered_ses
-from tests.fixtures.tcp_gate import CutAfter, TcpGate
+from tests.fixtures.tcp_gate import TcpGate, cut_short
 
 SIZE = 100
 CALLS = 4
@@ -75,23 +73,6 @@ async def protected(db: AsyncDatabase[Document], rule: Document) -> set[str]:
             if replica["se"] == "SRC" and rule["_id"] in replica.get("lock_rules", [])}
 
 
-async def cut_short(gate: TcpGate, settings: Settings, command: str, collection: str,
-                    call: Callable[[AsyncDatabase[Document]], Awaitable[object]]) -> None:
-    """Run `call` on a client through the gate, which closes once the database answered `command`
-    on `collection`: the call fails with 503 at its next command. The gate opens again after."""
-    cut = CutAfter(gate, command, collection)
-    client = cut.client()
-    try:
-        async with asyncio.timeout(30):
-            with pytest.raises(ServiceUnavailable):
-                await call(client[settings.database])
-    finally:
-        await client.close()
-        await gate.cut()
-        await gate.open()
-    assert cut.done, f"the call sent no {command} on {collection}"
-
-
 async def test_concurrent_releases_of_the_same_locks_give_their_bytes_back_once(
     database: AsyncDatabase[Document], rule: Document,
 ) -> None:
@@ -118,7 +99,7 @@ async def test_concurrent_inserts_of_the_same_locks_charge_them_once(
 async def test_an_insert_cut_short_after_writing_its_locks_then_retried_charges_them_once(
     database: AsyncDatabase[Document], settings: Settings, rule: Document, db_gate: TcpGate,
 ) -> None:
-    await cut_short(db_gate, settings, "insert", rule_locks.LOCKS,
+    await cut_short(db_gate, settings.database, "insert", rule_locks.LOCKS,
                     lambda db: rule_locks.insert_locks(db, rule, new_locks(rule)))
     assert await held_by_locks(database) == ALL
     await rule_locks.insert_locks(database, rule, new_locks(rule))  # the retry
@@ -130,7 +111,8 @@ async def test_locks_a_release_marked_before_it_died_are_released_once_its_mark_
 ) -> None:
     await rule_locks.insert_locks(database, rule, new_locks(rule))
     gone = new_locks(rule)[:20]
-    await cut_short(db_gate, settings, "update", rule_locks.LOCKS, lambda db: rule_locks.remove_locks(db, rule, gone))
+    await cut_short(db_gate, settings.database, "update", rule_locks.LOCKS,
+                    lambda db: rule_locks.remove_locks(db, rule, gone))
     assert await rule_locks.remove_locks(database, rule, gone) == 0  # its mark holds them: it may still run
     shown = await rule_locks.list_locks(database, rule["_id"])
     assert len(shown) == 40 and not any(rule_locks.RELEASING in lock for lock in shown)  # readers see no mark
@@ -148,7 +130,8 @@ async def test_the_rebuild_finds_and_fixes_a_release_cut_short_after_its_delete_
 ) -> None:
     await rule_locks.insert_locks(database, rule, new_locks(rule))
     gone = new_locks(rule)[:20]
-    await cut_short(db_gate, settings, "delete", rule_locks.LOCKS, lambda db: rule_locks.remove_locks(db, rule, gone))
+    await cut_short(db_gate, settings.database, "delete", rule_locks.LOCKS,
+                    lambda db: rule_locks.remove_locks(db, rule, gone))
     assert await rule_locks.remove_locks(database, rule, gone) == 0  # a retry finds nothing left to release
     assert (await held_by_locks(database), await charged(database)) == (HALF, ALL)
 
@@ -167,7 +150,7 @@ async def test_cairn_quota_rebuild_finds_and_fixes_an_insert_cut_short_before_wr
 ) -> None:
     locks = new_locks(rule)
     await rule_locks.insert_locks(database, rule, locks[:20])
-    await cut_short(db_gate, settings, "update", quotas.ACCOUNT_USAGE,
+    await cut_short(db_gate, settings.database, "update", quotas.ACCOUNT_USAGE,
                     lambda db: rule_locks.insert_locks(db, rule, locks[20:]))
     assert (await held_by_locks(database), await charged(database)) == (HALF, ALL)
 
