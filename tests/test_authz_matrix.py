@@ -174,6 +174,7 @@ MATRIX: dict[str, Case] = {
     "GET /task-queues": same(200, "/task-queues"),
     "GET /job-shares": same(200, "/job-shares"),
     "PUT /job-shares/{group}": Case("/job-shares/lhcb", (403, 403, 403), {"share": 2}, changes=frozenset()),
+    "POST /job-counters/rebuild": admin_only("/job-counters/rebuild"),
     "GET /vo-shares": same(200, "/vo-shares"),
     "PUT /vo-shares/{vo}": Case("/vo-shares/lhcb", (403, 403, 403), {"share": 2}, changes=frozenset()),
     "POST /jobs/match": pilot_only("/jobs/match"),

@@ -57,6 +57,11 @@ class JobsClient(BaseClient):
         result: dict[str, Any] = await self.request("PUT", f"/job-shares/{group}", json_body={"share": share})
         return result
 
+    async def rebuild_job_counters(self, *, fix: bool = True) -> dict[str, Any]:
+        """Recount the task queues' and groups' counters, report drift and (with fix) correct it (admins)."""
+        result: dict[str, Any] = await self.request("POST", "/job-counters/rebuild", json_body={"fix": fix})
+        return result
+
     async def vo_shares(self) -> list[dict[str, Any]]:
         result: list[dict[str, Any]] = await self.request("GET", "/vo-shares")
         return result

@@ -19,6 +19,12 @@ class WmsSettings(BaseSettings):
     staging_recheck_s: float = Field(30.0, gt=0)
     # Captured stdout/stderr kept per job (the tail, in bytes).
     log_tail_bytes: int = Field(64 * 1024, ge=1024)
+    # A waiting job its checker placed but did not queue (it died in between) is queued by the
+    # watchdog once it has waited this long.
+    unqueued_repair_s: float = Field(60.0, gt=0)
+    # How far apart the watchdog's two looks at the task queues' and groups' counters must be for
+    # it to mend one both looks found drifted alike (`wms.counter_recount.QuietMender`).
+    counter_mend_s: float = Field(60.0, gt=0)
 
 
 def wms_settings() -> WmsSettings:

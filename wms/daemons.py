@@ -2,7 +2,8 @@
 
 - job-checker: resolves input data of new jobs (and rechecks staging jobs) and queues them;
 - job-watchdog: declares jobs stalled when their pilot is silent and reschedules them, frees
-  claims of checkers that died, and queues jobs a checker placed but did not queue.
+  claims of checkers that died, queues jobs a checker placed but did not queue, and mends the
+  task queues' and groups' counters that stayed drifted (`counter_recount.QuietMender`).
 """
 
 from __future__ import annotations
@@ -16,10 +17,9 @@ from kernel.daemon import Daemon
 from kernel.db import Document
 from wms import checking, control, jobs
 from wms.config import WmsSettings
+from wms.counter_recount import QuietMender
 
 log = logging.getLogger("cairn.wms")
-
-REPAIR_AFTER_S = 60
 
 
 class JobChecker(Daemon):
@@ -43,6 +43,7 @@ class JobWatchdog(Daemon):
         self.db = db
         self.config = config
         self.idle_sleep_s = min(10.0, config.stalled_after_s / 3)
+        self.mender = QuietMender(config.counter_mend_s)
 
     async def run_once(self) -> int:
         now = jobs.now()
@@ -55,8 +56,12 @@ class JobWatchdog(Daemon):
                 log.warning("job %s: pilot %s silent for %.0fs: %s", job["_id"], job.get("pilot"), silent, outcome)
                 handled += 1
         handled += await jobs.clear_stale_claims(self.db, now)
-        for job in await jobs.unqueued_waiting(self.db, now - dt.timedelta(seconds=REPAIR_AFTER_S), 500):
+        repair_before = now - dt.timedelta(seconds=self.config.unqueued_repair_s)
+        for job in await jobs.unqueued_waiting(self.db, repair_before, 500):
             key = checking.queue_key(job, job.get("sites", []))
             await checking.enqueue(self.db, key, [(job["_id"], job["attempt"])])
+            handled += 1
+        for counter in await self.mender.look(self.db):
+            log.warning("counter %s had drifted from what it counts (a call cut short); mended", counter)
             handled += 1
         return handled

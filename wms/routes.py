@@ -17,7 +17,7 @@ from catalogue.authorization import name_in_vo, require_vo, vo_query
 from catalogue.vos import fair_shares, set_fair_share
 from kernel.errors import Forbidden, InvalidInput, NotFound
 from kernel.principal import Principal
-from kernel.responses import JsonList
+from kernel.responses import JsonList, RebuildBody
 from kernel.web import (
     ADMIN,
     DATABASE,
@@ -30,7 +30,7 @@ from kernel.web import (
     scopes,
     validation_message,
 )
-from wms import control, execution, jobs, matching, states, submission, task_queues
+from wms import control, counter_recount, execution, jobs, matching, states, submission, task_queues
 from wms.api_models import ControlRequest, FinalReport, MatchRequest, OutputsReport, PilotReport, ShareRequest
 from wms.description import JobDescription, Submission
 from wms.pilot_factory import PILOT_NAME_CLAIM, PILOT_SITE_CLAIM
@@ -168,6 +168,13 @@ async def set_share(request: web.Request) -> web.Response:
     body = await read_model(request, ShareRequest)
     await task_queues.set_share(request.app[DATABASE], group, body.share)
     return json_response({"group": group, "vo": task_queues.group_vo(group), "share": body.share})
+
+
+@routes.post("/job-counters/rebuild", policy=ADMIN, body=RebuildBody,
+             summary="Recount the task queues' waiting jobs and the groups' jobs at pilots; report (and fix) drift")
+async def rebuild_counters(request: web.Request) -> web.Response:
+    body = await read_model(request, RebuildBody)
+    return json_response(await counter_recount.rebuild(request.app[DATABASE], fix=body.fix))
 
 
 @routes.get("/vo-shares", policy=READ, summary="Fair share between VOs: each VO's share and jobs at pilots "

@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from cairn.cli.output import emit_json, fail, json_option, table
+from cairn.cli.output import drift_title, emit, emit_json, fail, json_option, table
 from cairn.cli.runner import run
 from cairn.cli.settings import cli_settings
 from kernel.errors import InvalidInput
@@ -163,6 +163,18 @@ def shares(setting: tuple[str, float] | None, as_json: bool) -> None:
         emit_json(found)
     else:
         table(found, ["group", "vo", "share", "running"])
+
+
+@job.command("rebuild-counters")
+@click.option("--dry-run", is_flag=True, help="report drift without fixing it")
+@json_option
+def rebuild_counters(dry_run: bool, as_json: bool) -> None:
+    """Recount the task queues' waiting jobs and the groups' jobs at pilots, report drift and fix it
+    (admins; the job watchdog mends what stays drifted on its own)."""
+    report = run(lambda c: c.rebuild_job_counters(fix=not dry_run))
+    rows = [{"counter": name, "vo": v["vo"] or "", "stored": v["stored"], "recounted": v["recounted"]}
+            for name, v in report["drift"].items()]
+    emit(report, as_json, rows, ["counter", "vo", "stored", "recounted"], title=drift_title(report, dry_run))
 
 
 @click.command()

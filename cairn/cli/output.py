@@ -87,8 +87,12 @@ def emit(found: Any, as_json: bool, rows: Iterable[dict[str, Any]], columns: Seq
 
 
 def drift_title(report: dict[str, Any], dry_run: bool) -> str:
-    """The title of a rebuild's drift table (`cairn usage rebuild`, `cairn quota rebuild`)."""
-    return f"{report['drifted']} of {report['checked']} drifted" + ("" if dry_run else " (fixed)")
+    """The title of a rebuild's drift table (`cairn usage rebuild`, `cairn quota rebuild`, `cairn job
+    rebuild-counters`, whose counters that moved while it ran are `moved`: not fixed)."""
+    title = f"{report['drifted']} of {report['checked']} drifted" + ("" if dry_run else " (fixed)")
+    if moved := report.get("moved"):
+        title += f"; {len(moved)} moved meanwhile, not fixed (run it again): {', '.join(moved)}"
+    return title
 
 
 def _widths(rows: list[list[str]], widths: list[int]) -> list[int]:
