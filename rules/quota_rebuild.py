@@ -15,9 +15,16 @@ All of these overcharge: the account is refused early, never let past its quota.
 Each lock carries its rule's account (`rules.locks.new_lock`; a rule's account never changes), so
 one pass over the locks (`account`, `se`, `size`, in keyset pages by `_id`: no cursor stays open,
 which on the embedded database would hold writers back) gives files and bytes per account and SE.
-Those that differ from what is stored are reported and, unless dry-run, set. Locks written or
-released while the rebuild runs can leave new drift behind: run it when the rules are quiet, or
-again.
+Those that differ from what is stored are reported and, unless dry-run, set.
+
+The stored usage is read before the locks are counted, and a record is set (or removed) only
+where it still holds what was read: a charge or give-back that lands while the locks are counted
+(an insert charges before it writes its locks, a release gives back after its delete) moves the
+record, which is then left alone and reported under `moved` (run the rebuild again). Without
+that, a lock inserted behind the count's pages with its charge already stored would be set back
+out of the usage for good, letting the account past its quota. What is left: a charge stored
+just before the rebuild began whose locks land after the count passed them, or a delete counted
+whose give-back lands after the record was set (milliseconds each, between a call's two writes).
 """
 
 from __future__ import annotations
@@ -25,10 +32,10 @@ from __future__ import annotations
 from typing import Any
 
 from bson import Int64
-from pymongo import DeleteOne, UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import DuplicateKeyError
 
-from kernel.db import STREAM_PAGE, Document, bulk_write_chunked, database_errors, pages_by_id
+from kernel.db import STREAM_PAGE, Document, database_errors, pages_by_id
 from rules.locks import LOCKS
 from rules.quotas import ACCOUNT_USAGE, key
 
@@ -48,23 +55,54 @@ async def recount(db: AsyncDatabase[Document]) -> Held:
 
 async def rebuild(db: AsyncDatabase[Document], *, fix: bool = True) -> dict[str, Any]:
     """Recount account usage from the locks, report each (account, SE) that drifted (stored vs.
-    recounted) and, with `fix`, set it to the recount (a record with nothing locked goes)."""
-    truth = await recount(db)
+    recounted) and, with `fix`, set it to the recount where it did not move meanwhile (a record
+    with nothing locked goes)."""
+    held = await stored(db)
+    return await apply(db, held, await recount(db), fix=fix)
+
+
+async def stored(db: AsyncDatabase[Document]) -> dict[str, Document]:
+    """The usage records as they are now, by `_id`."""
     with database_errors():
-        stored = {d["_id"]: d for d in await db[ACCOUNT_USAGE].find({}).to_list()}
+        return {d["_id"]: d for d in await db[ACCOUNT_USAGE].find({}).to_list()}
+
+
+async def apply(db: AsyncDatabase[Document], held: dict[str, Document], truth: Held, *, fix: bool) -> dict[str, Any]:
+    """Report what differs between the records read before the count (`held`) and the count, and
+    with `fix` set each record that still holds what was read."""
     drift: dict[str, Any] = {}
-    writes: list[DeleteOne | UpdateOne] = []
-    for name in sorted(set(truth) | set(stored)):
-        row = truth.get(name) or stored[name]
-        want, have = _counts(truth.get(name, {})), _counts(stored.get(name, {}))
+    moved: list[str] = []
+    for name in sorted(set(truth) | set(held)):
+        row = truth.get(name) or held[name]
+        want, have = _counts(truth.get(name, {})), _counts(held.get(name, {}))
         if want == have:
             continue
         drift[name] = {"account": row["account"], "se": row["se"], "stored": have, "recounted": want}
-        update = {"$set": {"account": row["account"], "se": row["se"], **{f: Int64(n) for f, n in want.items()}}}
-        writes.append(UpdateOne({"_id": name}, update, upsert=True) if name in truth else DeleteOne({"_id": name}))
-    if fix and writes:
-        await bulk_write_chunked(db[ACCOUNT_USAGE], writes)
-    return {"checked": len(set(truth) | set(stored)), "drifted": len(drift), "fixed": fix, "drift": drift}
+        if fix and not await _set_if_unmoved(db, name, held.get(name), row, want if name in truth else None):
+            moved.append(name)
+    return {"checked": len(set(truth) | set(held)), "drifted": len(drift), "fixed": fix, "moved": moved,
+            "drift": drift}
+
+
+async def _set_if_unmoved(db: AsyncDatabase[Document], name: str, was: Document | None, row: Document,
+                          want: dict[str, int] | None) -> bool:
+    """Set record `name` to `want` (None: remove it) where it still holds what `was` read (None:
+    where there was none); False if it moved."""
+    with database_errors():
+        if was is None:  # no record when read: insert one, unless a charge made it meanwhile
+            try:
+                await db[ACCOUNT_USAGE].insert_one({"_id": name, **_record(row, want or {})})
+            except DuplicateKeyError:
+                return False
+            return True
+        guard: Document = {"_id": name, **{f: was.get(f, {"$exists": False}) for f in ("files", "bytes")}}
+        if want is None:
+            return bool((await db[ACCOUNT_USAGE].delete_one(guard)).deleted_count)
+        return bool((await db[ACCOUNT_USAGE].update_one(guard, {"$set": _record(row, want)})).matched_count)
+
+
+def _record(row: Document, counts: dict[str, int]) -> Document:
+    return {"account": row["account"], "se": row["se"], **{f: Int64(n) for f, n in counts.items()}}
 
 
 def _counts(doc: Document) -> dict[str, int]:

@@ -21,7 +21,7 @@ from catalogue.directories import now
 from kernel.db import Document
 from kernel.settings import Settings
 from rules import locks as rule_locks
-from rules import quotas, store
+from rules import quota_rebuild, quotas, store
 from rules.store import RuleIn
 from tests.fixtures.api import RunningApi
 from tests.fixtures.catalogue import ADMIN, CommandCounter
@@ -162,6 +162,28 @@ async def test_cairn_quota_rebuild_finds_and_fixes_an_insert_cut_short_before_wr
     assert await charged(database) == HALF
     report = await cli_json(api.url, api.admin_token, "quota", "rebuild", "--dry-run")
     assert isinstance(report, dict) and report["drifted"] == 0
+
+
+async def test_a_charge_that_lands_while_the_rebuild_counts_is_not_set_back(
+    database: AsyncDatabase[Document], settings: Settings, rule: Document, db_gate: TcpGate,
+) -> None:
+    """The rebuild's steps in turn, with the retry of an insert cut short landing between its count
+    of the locks and its writes: the account is charged for locks the count did not see."""
+    locks = new_locks(rule)
+    await rule_locks.insert_locks(database, rule, locks[:20])
+    await cut_short(db_gate, settings.database, "update", quotas.ACCOUNT_USAGE,
+                    lambda db: rule_locks.insert_locks(db, rule, locks[20:]))
+    held = await quota_rebuild.stored(database)
+    counted = await quota_rebuild.recount(database)
+    await rule_locks.insert_locks(database, rule, locks[20:])  # the retry: charged again, locks written
+    overcharged = {se: (files + files // 2, size + size // 2) for se, (files, size) in ALL.items()}
+    assert (await held_by_locks(database), await charged(database)) == (ALL, overcharged)
+
+    report = await quota_rebuild.apply(database, held, counted, fix=True)
+    assert (report["drifted"], report["moved"]) == (2, ["root@SRC", "root@T1-A"])
+    assert await charged(database) == overcharged  # not set back to the count: never under the locks
+    assert (await quota_rebuild.rebuild(database))["moved"] == []
+    assert await charged(database) == ALL
 
 
 async def test_a_release_costs_the_same_few_commands_whatever_its_size(
