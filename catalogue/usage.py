@@ -33,7 +33,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from bson import Int64
-from pymongo import DeleteOne, ReplaceOne, UpdateOne
+from pymongo import ReplaceOne, UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError
 
@@ -42,6 +42,7 @@ from catalogue.lfn import ROOT, ancestors, check_lfn, is_within, parent_of
 from catalogue.replica_writers import REPLICA_WRITERS
 from kernel import lease
 from kernel.db import Document, IndexSpec, bulk_write_chunked, database_errors, increment, iterate
+from kernel.recount import set_if_unmoved
 
 USAGE = "usage"
 USAGE_CLAIMS = "usage_claims"
@@ -54,6 +55,8 @@ INTERNAL_FIELDS = ("_id", REGISTERED_IN, REMOVING, REPLICA_WRITERS)
 REMOVALS = "removals"
 # An SE record's count of the times tokens left its REMOVALS (`removal_fences`).
 FENCE = "removals_fence"
+# The fields of a record that every write to it moves (a rebuild sets it only where they did not).
+COUNTED = ("files", "replicas", "bytes", FENCE)
 
 INDEXES = [
     # take_over_calls: files.find({registered_in: {$in: calls}})
@@ -317,14 +320,16 @@ async def se_bytes(db: AsyncDatabase[Document], se: str) -> int:
     return int((doc or {}).get("bytes", 0))
 
 
-async def recount(db: AsyncDatabase[Document]) -> dict[str, dict[str, int]]:
+async def recount(db: AsyncDatabase[Document]) -> tuple[dict[str, dict[str, int]], set[str]]:
     """Usage recomputed from the file records in one streamed pass over them (size, parent and
     replica SEs projected), summed per parent directory and per SE, then rolled up the tree in
-    memory proportional to the number of directories. (An aggregation `$sum` of a field would
-    save the transfer, but FerretDB 1.24 sums field references to 0.)"""
+    memory proportional to the number of directories; and the register calls named by the
+    records it read. (An aggregation `$sum` of a field would save the transfer, but FerretDB 1.24
+    sums field references to 0.)"""
     per_parent: dict[str, list[int]] = defaultdict(lambda: [0, 0])
     per_se: dict[str, list[int]] = defaultdict(lambda: [0, 0])
-    cursor = db[FILES].find({}, {"parent": 1, "size": 1, "replicas.se": 1}).batch_size(5000)
+    calls: set[str] = set()
+    cursor = db[FILES].find({}, {"parent": 1, "size": 1, "replicas.se": 1, REGISTERED_IN: 1}).batch_size(5000)
     async for file in iterate(cursor):
         size = int(file.get("size", 0))
         totals = per_parent[file["parent"]]
@@ -333,6 +338,8 @@ async def recount(db: AsyncDatabase[Document]) -> dict[str, dict[str, int]]:
         for replica in file.get("replicas", []):
             per_se[replica["se"]][0] += 1
             per_se[replica["se"]][1] += size
+        if call := file.get(REGISTERED_IN):
+            calls.add(call)
     out: dict[str, dict[str, int]] = defaultdict(lambda: {"files": 0, "bytes": 0})
     for parent, (files, size) in per_parent.items():
         for directory in [*ancestors(parent), parent] if parent != ROOT else [ROOT]:
@@ -341,33 +348,45 @@ async def recount(db: AsyncDatabase[Document]) -> dict[str, dict[str, int]]:
     result = {k: dict(v) for k, v in out.items()}
     for se, (replicas, size) in per_se.items():
         result[se_key(se)] = {"replicas": replicas, "bytes": size}
-    return result
+    return result, calls
 
 
 async def rebuild(db: AsyncDatabase[Document], *, fix: bool = True) -> dict[str, Any]:
     """Recount usage from the records, report each counter that drifted (stored vs. recounted),
-    and with `fix` overwrite the stored counters. Writes racing the rebuild can leave new drift
-    behind; run it when the catalogue is quiet, or again."""
-    truth = await recount(db)
+    and with `fix` set each to its recount where it did not move meanwhile (`kernel.recount`: the
+    records are read before the count, so an increment landing while the files are counted, for
+    records behind the count's cursor, is never set back; such a record is reported `moved`, for
+    another run), then claim the register calls whose records the count read (a retry or removal
+    will not count them again). What is left: an increment stored just before the rebuild began
+    for records written after the count passed them (milliseconds between a call's two writes)."""
+    held = await stored_usage(db)
+    return await apply_recount(db, held, *await recount(db), fix=fix)
+
+
+async def stored_usage(db: AsyncDatabase[Document]) -> dict[str, Document]:
+    """Every usage record as it is now, by `_id` (without it)."""
     with database_errors():
-        stored = {d.pop("_id"): d for d in await db[USAGE].find({}).to_list()}
+        return {d.pop("_id"): d for d in await db[USAGE].find({}).to_list()}
+
+
+async def apply_recount(db: AsyncDatabase[Document], stored: dict[str, Document], truth: dict[str, dict[str, int]],
+                        calls: set[str], *, fix: bool) -> dict[str, Any]:
+    """`rebuild` once the records (`stored`, read first) and the files (`truth`, `calls`) were read."""
     drift: dict[str, Any] = {}
-    writes: list[Any] = []
+    moved: list[str] = []
     for key in sorted(set(truth) | set(stored)):
-        want = truth.get(key, {})
-        have = {k: int(v) for k, v in stored.get(key, {}).items() if k not in (REMOVALS, FENCE)}
-        fields = set(want) | set(have)
-        if any(want.get(f, 0) != have.get(f, 0) for f in fields):
-            drift[key] = {"stored": have, "recounted": want}
-            stored_want = {field: Int64(value) for field, value in want.items()}
-            if key.startswith(se_key("")):  # its tokens go: move its fence (`count_removals`)
-                stored_want[FENCE] = Int64(int(stored.get(key, {}).get(FENCE) or 0) + 1)
-            writes.append(ReplaceOne({"_id": key}, stored_want, upsert=True) if want else DeleteOne({"_id": key}))
-    if fix and writes:
-        with database_errors():
-            await bulk_write_chunked(db[USAGE], writes)
-    if fix:  # the recount included every record: no register call is left to be taken over
-        with database_errors():
-            calls = await db[FILES].distinct(REGISTERED_IN)
+        want, was = truth.get(key, {}), stored.get(key)
+        have = {k: int(v) for k, v in (was or {}).items() if k not in (REMOVALS, FENCE)}
+        if all(want.get(f, 0) == have.get(f, 0) for f in set(want) | set(have)):
+            continue
+        drift[key] = {"stored": have, "recounted": want}
+        record: Document = {field: Int64(value) for field, value in want.items()}
+        if key.startswith(se_key("")):  # its tokens go: move its fence (`count_removals`)
+            record[FENCE] = Int64(int((was or {}).get(FENCE) or 0) + 1)
+        if fix and not await set_if_unmoved(db[USAGE], key, was, record if want else None, fields=COUNTED,
+                                            replace=True):
+            moved.append(key)
+    if fix:  # the count included these calls' records: nobody is to count them again
         await _claim_calls(db, calls)
-    return {"checked": len(set(truth) | set(stored)), "drifted": len(drift), "fixed": fix, "drift": drift}
+    return {"checked": len(set(truth) | set(stored)), "drifted": len(drift), "fixed": fix, "moved": moved,
+            "drift": drift}

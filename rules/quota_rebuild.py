@@ -33,13 +33,14 @@ from typing import Any
 
 from bson import Int64
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import DuplicateKeyError
 
 from kernel.db import STREAM_PAGE, Document, database_errors, pages_by_id
+from kernel.recount import set_if_unmoved
 from rules.locks import LOCKS
 from rules.quotas import ACCOUNT_USAGE, key
 
 Held = dict[str, dict[str, Any]]  # {"<account>@<se>": {account, se, files, bytes}}
+FIELDS = ("files", "bytes")
 
 
 async def recount(db: AsyncDatabase[Document]) -> Held:
@@ -78,27 +79,11 @@ async def apply(db: AsyncDatabase[Document], held: dict[str, Document], truth: H
         if want == have:
             continue
         drift[name] = {"account": row["account"], "se": row["se"], "stored": have, "recounted": want}
-        if fix and not await _set_if_unmoved(db, name, held.get(name), row, want if name in truth else None):
+        record = _record(row, want) if name in truth else None  # nothing locked: the record goes
+        if fix and not await set_if_unmoved(db[ACCOUNT_USAGE], name, held.get(name), record, fields=FIELDS):
             moved.append(name)
     return {"checked": len(set(truth) | set(held)), "drifted": len(drift), "fixed": fix, "moved": moved,
             "drift": drift}
-
-
-async def _set_if_unmoved(db: AsyncDatabase[Document], name: str, was: Document | None, row: Document,
-                          want: dict[str, int] | None) -> bool:
-    """Set record `name` to `want` (None: remove it) where it still holds what `was` read (None:
-    where there was none); False if it moved."""
-    with database_errors():
-        if was is None:  # no record when read: insert one, unless a charge made it meanwhile
-            try:
-                await db[ACCOUNT_USAGE].insert_one({"_id": name, **_record(row, want or {})})
-            except DuplicateKeyError:
-                return False
-            return True
-        guard: Document = {"_id": name, **{f: was.get(f, {"$exists": False}) for f in ("files", "bytes")}}
-        if want is None:
-            return bool((await db[ACCOUNT_USAGE].delete_one(guard)).deleted_count)
-        return bool((await db[ACCOUNT_USAGE].update_one(guard, {"$set": _record(row, want)})).matched_count)
 
 
 def _record(row: Document, counts: dict[str, int]) -> Document:
@@ -106,4 +91,4 @@ def _record(row: Document, counts: dict[str, int]) -> Document:
 
 
 def _counts(doc: Document) -> dict[str, int]:
-    return {"files": int(doc.get("files", 0)), "bytes": int(doc.get("bytes", 0))}
+    return {f: int(doc.get(f, 0)) for f in FIELDS}

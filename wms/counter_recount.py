@@ -12,13 +12,12 @@ jobs at pilots, not the history) and merged by id, so a job that starts between 
 counted once.
 
 - `rebuild` (administrators: `POST /job-counters/rebuild`, `cairn job rebuild-counters`) reports
-  every counter that differs and, unless a dry run, sets it. Each is set only if it still holds
-  what was read (a counter moved meanwhile is reported under `moved`, for another run). A move
-  whose counter write is still on its way while the rebuild runs can leave new drift behind
-  (as with `cairn usage rebuild`): run it when the queues are quiet, or again.
-- `QuietMender` (the job watchdog) mends on its own what drifted by the same amount in two looks
-  at least `WmsSettings.counter_mend_s` apart, neither the counter nor the recount having moved in
-  between: a counter write still on its way would have had to wait that long.
+  every counter that differs and, unless a dry run, sets it, each only where it still holds what
+  was read (`kernel.recount`; one that moved meanwhile is reported under `moved`, for another
+  run). A move whose counter write is still on its way can leave new drift behind: run it again.
+- `QuietMender` (the job watchdog) mends on its own what it found drifted alike (the same stored
+  value, the same recount) in two looks at least `WmsSettings.counter_mend_s` apart: a counter
+  write still on its way would have had to wait that long.
 """
 
 from __future__ import annotations
@@ -29,8 +28,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import DuplicateKeyError
 
+from kernel import recount as recount_records
 from kernel.db import Document, database_errors, find_in_turn
 from wms import states
 from wms.jobs import JOBS
@@ -88,20 +87,14 @@ def drifted(truth: Truth, held: Values) -> dict[CounterKey, tuple[int | None, in
     return {key: (held.get(key), want) for key, want in truth.items() if held.get(key) != want}
 
 
-async def set_if_unmoved(db: AsyncDatabase[Document], key: CounterKey, was: int | None, value: int) -> bool:
-    """Set the counter to value where it still holds `was` (None: missing); False if it moved."""
+async def set_if_unmoved(db: AsyncDatabase[Document], key: CounterKey, was: int | None, value: int, *,
+                         found: bool = True) -> bool:
+    """Set the counter to value where it still holds `was` (None: no such field); `found` False:
+    its document was not there (a group's first job at a pilot never made one). False if it moved."""
     collection, doc_id, name = key
-    guard: Document = {"_id": doc_id, name: was if was is not None else {"$exists": False}}
-    update: Document = {"$set": {name: value}}
-    create = collection == GROUP_USAGE and was is None  # a group's first job at a pilot made none yet
-    if create:
-        update["$setOnInsert"] = {"share": 1.0}
-    try:
-        with database_errors():
-            result = await db[collection].update_one(guard, update, upsert=create)
-    except DuplicateKeyError:  # the document exists and its counter moved: the guard missed it
-        return False
-    return bool(result.modified_count or result.upserted_id is not None)
+    return await recount_records.set_if_unmoved(
+        db[collection], doc_id, {name: was} if was is not None else {} if found else None, {name: value},
+        fields=[name], insert={"share": 1.0} if collection == GROUP_USAGE else None)
 
 
 async def rebuild(db: AsyncDatabase[Document], *, fix: bool = True) -> dict[str, Any]:
@@ -110,7 +103,7 @@ async def rebuild(db: AsyncDatabase[Document], *, fix: bool = True) -> dict[str,
     truth = await recount(db)
     drift = drifted(truth, held)
     moved = [counter_name(key) for key, (was, want) in drift.items()
-             if fix and not await set_if_unmoved(db, key, was, want)]
+             if fix and not await set_if_unmoved(db, key, was, want, found=key in held)]
     return {
         "checked": len(truth), "drifted": len(drift), "fixed": fix, "moved": moved,
         "drift": {counter_name(key): {"vo": group_vo(key[1]) if key[0] == GROUP_USAGE else None,
@@ -135,7 +128,8 @@ class QuietMender:
         held = await stored(db)
         drift = drifted(await recount(db), held)
         steady = {key: values for key, values in drift.items() if self.seen.get(key) == values}
-        mended = [counter_name(key) for key, (was, want) in steady.items() if await set_if_unmoved(db, key, was, want)]
+        mended = [counter_name(key) for key, (was, want) in steady.items()
+                  if await set_if_unmoved(db, key, was, want, found=key in held)]
         self.seen = {key: values for key, values in drift.items() if key not in steady}
         self.last_look = now
         return mended
