@@ -3,16 +3,14 @@
 Two calls removing the same file (two users, or a client retrying a request that timed out
 while the first still runs) both read its record before either deletes it; were each to delete
 by `_id` and count what it had read, the file's directories and its replicas' SEs would lose it
-twice. So a call first marks the records it means to remove (`removing`: its token and the
-time) where no other call's mark is, reads back the records that carry its mark — what it reads
-is what it deletes and counts — and deletes those by its mark. A record another live call marked
-is left to that call (this one waits up to ELSEWHERE_WAIT for it to end, then says so). A record
-that leaves another way meanwhile (a move, a tree removal) is counted by that way: if fewer
-records were deleted than went, the call cannot tell which were its own and counts none.
-A mark older than REMOVAL_LEASE is a call that died between marking and deleting (its files were
-never taken off): the next removal takes it over. A call past half the lease before its delete
-gives up (503) and releases its marks; only a stall of more than half a lease between that check
-and the delete reaching the database could still miscount (`cairn usage rebuild` mends it), as
+twice. So a call marks the records it means to remove (`removing`, a `kernel.marks.Mark` with
+lease REMOVAL_LEASE), reads back those that carry its mark, deletes them by it and counts what it
+read. A record another live call marked is left to that call (this one waits up to
+ELSEWHERE_WAIT for it to end, then says so). A record that leaves another way meanwhile (a move,
+a tree removal) is counted by that way: if fewer records were deleted than went, the call cannot
+tell which were its own and counts none. A lapsed mark (a call that died between marking and
+deleting: its files were never taken off) is taken over by the next removal; a stall of more
+than half a lease just before a delete could still miscount (`cairn usage rebuild` mends it), as
 could an outage between a delete and its count.
 Without `force`, a record is marked only while it has no replica, so a replica added after the
 caller's permission check keeps the file. Cost: one more write and read of each record.
@@ -21,22 +19,19 @@ caller's permission check keeps the file. Cost: one more write and read of each 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import logging
 import time
-import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from pymongo.asynchronous.database import AsyncDatabase
 
 from catalogue import change_feed
 from catalogue.collection_names import FILES
-from catalogue.directories import now
 from catalogue.usage import REGISTERED_IN, REMOVING, record_files, take_over_calls
-from kernel.db import READ_SLICE, Document, database_errors, read_by_ids
-from kernel.errors import ServiceUnavailable
+from kernel.db import Document, database_errors, read_by_ids
+from kernel.marks import Mark, by_ids
 
 REMOVAL_LEASE = dt.timedelta(minutes=2)
 ELSEWHERE_WAIT = 1.0  # seconds a removal waits for another call removing some of its files
@@ -59,7 +54,7 @@ async def remove_records(db: AsyncDatabase[Document], lfns: Sequence[str], *, fo
         await take_over_calls(db, claim.records.values())  # what is taken off was counted
         removed = await delete_claimed(db, claim)
     except BaseException:
-        await asyncio.shield(_released(db, claim))
+        await asyncio.shield(release(db, claim))
         raise
     await record_files(db, removed.values(), -1)
     await change_feed.append(db, [change_feed.event("file_removed", lfn) for lfn in removed])
@@ -73,8 +68,7 @@ async def remove_records(db: AsyncDatabase[Document], lfns: Sequence[str], *, fo
 class Claim:
     """What one removal call marked and read back, and what it found in other hands."""
 
-    token: str
-    at: dt.datetime
+    mark: Mark
     records: dict[str, Document] = field(default_factory=dict)  # marked by this call, as read after marking
     elsewhere: dict[str, dt.datetime] = field(default_factory=dict)  # being removed by another call (since)
     kept: dict[str, int] = field(default_factory=dict)  # gained replicas since the check (without force): how many
@@ -85,18 +79,17 @@ async def claim_removals(db: AsyncDatabase[Document], lfns: Sequence[str], proje
     """Mark lfns' records for this call (free ones, or ones whose mark outlived the lease), then
     read them back: which are this call's (with their fields in `projection`), which another
     call's, which gained a replica. An LFN whose record is gone is in none of them."""
-    claim = Claim(uuid.uuid4().hex, now())
-    free = {"$or": [{REMOVING: {"$exists": False}}, {f"{REMOVING}.at": {"$lt": claim.at - REMOVAL_LEASE}}]}
-    conditions: list[Document] = [free] if force else [free, {"replicas.0": {"$exists": False}}]
+    claim = Claim(Mark(REMOVING, REMOVAL_LEASE))
+    conditions = [claim.mark.free()] if force else [claim.mark.free(), {"replicas.0": {"$exists": False}}]
     with database_errors():
-        for flt in _by_id(lfns, *conditions):
-            await db[FILES].update_many(flt, {"$set": {REMOVING: {"token": claim.token, "at": claim.at}}})
+        for flt in by_ids(lfns, *conditions):
+            await db[FILES].update_many(flt, {"$set": {REMOVING: claim.mark.value()}})
     async for doc in read_by_ids(db[FILES], lfns, {**projection, REMOVING: 1}):
-        mark = doc.pop(REMOVING, None) or {}
-        if mark.get("token") == claim.token:
+        mine, mark = claim.mark.holds(doc), doc.pop(REMOVING, None) or {}
+        if mine:
             claim.records[doc["_id"]] = doc
         elif mark or force or not doc.get("replicas"):  # held, or let go by its holder just now
-            claim.elsewhere[doc["_id"]] = mark.get("at", claim.at)
+            claim.elsewhere[doc["_id"]] = mark.get("at", claim.mark.at)
         else:
             claim.kept[doc["_id"]] = len(doc["replicas"])
     return claim
@@ -104,13 +97,8 @@ async def claim_removals(db: AsyncDatabase[Document], lfns: Sequence[str], proje
 
 async def delete_claimed(db: AsyncDatabase[Document], claim: Claim) -> dict[str, Document]:
     """Delete the records this call marked, by its mark; the ones it deleted, to be counted."""
-    if now() - claim.at > REMOVAL_LEASE / 2:
-        raise ServiceUnavailable("the removal took too long to reach its delete; nothing was removed, try again")
     lfns = sorted(claim.records)
-    deleted = 0
-    with database_errors():
-        for flt in _by_id(lfns, {f"{REMOVING}.token": claim.token}):
-            deleted += (await db[FILES].delete_many(flt)).deleted_count
+    deleted = await claim.mark.delete(db[FILES], lfns, "the removal")
     if deleted == len(lfns):
         return claim.records
     # Some records went otherwise (a move or a tree removal took them, or a call that took over
@@ -127,14 +115,7 @@ async def delete_claimed(db: AsyncDatabase[Document], claim: Claim) -> dict[str,
 
 async def release(db: AsyncDatabase[Document], claim: Claim) -> None:
     """Take this call's marks off (it failed before its delete): its files stay, free at once."""
-    with database_errors():
-        for flt in _by_id(sorted(claim.records), {f"{REMOVING}.token": claim.token}):
-            await db[FILES].update_many(flt, {"$unset": {REMOVING: ""}})
-
-
-async def _released(db: AsyncDatabase[Document], claim: Claim) -> None:
-    with contextlib.suppress(ServiceUnavailable):  # the database is down: the marks lapse with the lease
-        await release(db, claim)
+    await claim.mark.take_off(db[FILES], sorted(claim.records))
 
 
 async def _still_elsewhere(db: AsyncDatabase[Document], elsewhere: dict[str, dt.datetime]) -> dict[str, dt.datetime]:
@@ -146,12 +127,6 @@ async def _still_elsewhere(db: AsyncDatabase[Document], elsewhere: dict[str, dt.
         present = await _present(db, elsewhere)
         elsewhere = {lfn: since for lfn, since in elsewhere.items() if lfn in present}
     return elsewhere
-
-
-def _by_id(lfns: Sequence[str], *conditions: Document) -> Iterator[Document]:
-    """The filters of `conditions` on lfns' records, READ_SLICE `_id`s each (an `_id` index lookup)."""
-    for start in range(0, len(lfns), READ_SLICE):
-        yield {"$and": [{"_id": {"$in": list(lfns[start:start + READ_SLICE])}}, *conditions]}
 
 
 async def _present(db: AsyncDatabase[Document], lfns: Iterable[str]) -> set[str]:

@@ -23,22 +23,19 @@ quota rebuild` (`rules.quota_rebuild`) mends that. An insert charges every lock 
 and gives back those that existed already (deterministic ids: the unique `_id` lets one caller
 win), so concurrent inserts, and a retry of an insert the database wrote before it failed, charge
 each lock once. A release gives back only what it deleted: it marks the locks no other live call
-is releasing (`releasing`: its token and the time), reads back those carrying its mark, deletes
-them by its mark and counts what it read, so two calls releasing the same locks (a stalled lease
-holder and its successor, a retry of a call that timed out) give each back once. A mark older
-than RELEASE_LEASE is a call that died between marking and deleting: the next release takes it
-over. A call past half the lease before its delete gives up (503) and takes its marks off; only
-a stall of more than half a lease between that check and the delete reaching the database could
-still count a lock twice, and then it counts none (it logs that). Cost: one more read per batch.
+is releasing (`releasing`, a `kernel.marks.Mark` with lease RELEASE_LEASE), reads back those
+carrying its mark, deletes them by its mark and counts what it read, so two calls releasing the
+same locks (a stalled lease holder and its successor, a retry of a call that timed out) give
+each back once; a lapsed mark (a call that died between marking and deleting) is taken over. A
+stall of more than half a lease just before a delete could still count a lock twice, and then
+it counts none (it logs that). Cost: one more read per batch.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import logging
-import uuid
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -49,7 +46,7 @@ from pymongo.errors import BulkWriteError
 from catalogue.directories import DUPLICATE_KEY, now
 from catalogue.replica_locks import change_lock_rules
 from kernel.db import ID_ORDER, Document, IndexSpec, database_errors, increment, read_by_ids
-from kernel.errors import ServiceUnavailable
+from kernel.marks import Mark, by_ids
 from rules import quotas
 from rules.triggers import RULES
 
@@ -234,55 +231,40 @@ async def remove_locks(db: AsyncDatabase[Document], rule: Document, locks: list[
     docstring). Returns how many this call released."""
     if not locks:
         return 0
-    token, at = uuid.uuid4().hex, now()
-    mine = await _mark_for_release(db, [lock["_id"] for lock in locks], token, at)
+    mark = Mark(RELEASING, RELEASE_LEASE)
+    mine = await _mark_for_release(db, [lock["_id"] for lock in locks], mark)
     if not mine:
         return 0
     try:
         await change_replica_locks(db, mine, add=False)
-        released = await _delete_marked(db, mine, token, at)
+        released = await _delete_marked(db, mine, mark)
     except BaseException:
-        await asyncio.shield(_unmark(db, mine, token))
+        await asyncio.shield(mark.take_off(db[LOCKS], [lock["_id"] for lock in mine]))
         raise
     await _count(db, rule["_id"], {state: -n for state, n in Counter(lock["state"] for lock in released).items()})
     await quotas.charge(db, rule["account"], _held(released, -1))
     return len(released)
 
 
-async def _mark_for_release(db: AsyncDatabase[Document], ids: list[str], token: str, at: dt.datetime
-                            ) -> list[Document]:
-    """Mark the locks of ids that no live call marked (none, or a mark past RELEASE_LEASE) and
-    read back those carrying this mark. Marking clears `counted`: their replicas change next."""
-    free = {"$or": [{RELEASING: {"$exists": False}}, {f"{RELEASING}.at": {"$lt": at - RELEASE_LEASE}}]}
+async def _mark_for_release(db: AsyncDatabase[Document], ids: list[str], mark: Mark) -> list[Document]:
+    """Mark the locks of ids that no live call marked and read back those carrying this mark.
+    Marking clears `counted`: their replicas change next."""
     with database_errors():
-        await db[LOCKS].update_many({"$and": [{"_id": {"$in": ids}}, free]},
-                                    {"$set": {RELEASING: {"token": token, "at": at}, "counted": False}})
+        for flt in by_ids(ids, mark.free()):
+            await db[LOCKS].update_many(flt, {"$set": {RELEASING: mark.value(), "counted": False}})
     return [lock async for lock in read_by_ids(db[LOCKS], ids, {"lfn": 1, "se": 1, "size": 1, "state": 1},
-                                                  flt={f"{RELEASING}.token": token})]
+                                                  flt=mark.mine())]
 
 
-async def _delete_marked(db: AsyncDatabase[Document], mine: list[Document], token: str, at: dt.datetime
-                         ) -> list[Document]:
+async def _delete_marked(db: AsyncDatabase[Document], mine: list[Document], mark: Mark) -> list[Document]:
     """Delete the locks this call marked, by its mark; the ones to count (all, or none when a
     call that took over a lapsed mark deleted some of them first)."""
-    if now() - at > RELEASE_LEASE / 2:
-        raise ServiceUnavailable("releasing the locks took too long to reach their delete; none was released, "
-                                 "try again")
-    with database_errors():
-        result = await db[LOCKS].delete_many({"$and": [{"_id": {"$in": [lock["_id"] for lock in mine]}},
-                                                       {f"{RELEASING}.token": token}]})
-    if result.deleted_count == len(mine):
+    deleted = await mark.delete(db[LOCKS], [lock["_id"] for lock in mine], "releasing the locks")
+    if deleted == len(mine):
         return mine
     log.warning("a release deleted %d of the %d locks it marked (another call took the rest over): it cannot "
-                "tell which and gives none back (`cairn quota rebuild` mends it)", result.deleted_count, len(mine))
+                "tell which and gives none back (`cairn quota rebuild` mends it)", deleted, len(mine))
     return []
-
-
-async def _unmark(db: AsyncDatabase[Document], mine: list[Document], token: str) -> None:
-    """Take this call's marks off (it failed before its delete): the locks are free at once."""
-    with contextlib.suppress(ServiceUnavailable), database_errors():  # the database is down: the marks lapse
-        await db[LOCKS].update_many({"$and": [{"_id": {"$in": [lock["_id"] for lock in mine]}},
-                                              {f"{RELEASING}.token": token}]}, {"$unset": {RELEASING: ""}})
 
 
 async def change_replica_locks(db: AsyncDatabase[Document], locks: Iterable[Document], *, add: bool,

@@ -91,7 +91,7 @@ async def test_marks_of_a_removal_that_died_are_taken_over_after_the_lease(
     early = await remove_files(db, ADMIN, lfns, force=True)
     assert sorted(early["failed"]) == lfns and "being removed by another request" in early["failed"][lfns[0]]
     assert await db["files"].count_documents({}) == 2
-    await db["files"].update_many({}, {"$set": {f"{REMOVING}.at": dead.at - REMOVAL_LEASE * 2}})
+    await db["files"].update_many({}, {"$set": {f"{REMOVING}.at": dead.mark.at - REMOVAL_LEASE * 2}})
     late = await remove_files(db, ADMIN, lfns, force=True)
     assert late == {"successful": {lfn: {"removed": True} for lfn in lfns}, "failed": {}}
     assert await delete_claimed(db, dead) == {}  # the dead call, were it to wake, counts nothing
@@ -117,7 +117,7 @@ async def test_a_removal_past_half_its_lease_gives_up_and_a_release_frees_its_fi
     db = catalogue_db
     await registered(db, ["/vo/slow/f"])
     slow = await claim_removals(db, ["/vo/slow/f"], FIELDS, force=True)
-    slow.at -= REMOVAL_LEASE / 2 + dt.timedelta(seconds=1)
+    slow.mark.at -= REMOVAL_LEASE / 2 + dt.timedelta(seconds=1)
     with pytest.raises(ServiceUnavailable):
         await delete_claimed(db, slow)
     assert await db["files"].count_documents({REMOVING: {"$exists": True}}) == 1
