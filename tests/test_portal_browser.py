@@ -9,10 +9,13 @@ The server and the daemons run on the test's event loop; the browser is driven f
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from pathlib import Path
+from typing import Literal, TypeVar
 
 from pymongo.asynchronous.database import AsyncDatabase
 from selenium import webdriver
+from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as ec
 from selenium.webdriver.support.ui import Select, WebDriverWait
@@ -42,8 +45,27 @@ document.querySelector("#" + id).closest("main").querySelector("#activity-png").
 """
 
 
-def wait(driver: webdriver.Chrome, seconds: float = 15) -> WebDriverWait[webdriver.Chrome]:
-    return WebDriverWait(driver, seconds, poll_frequency=0.2)
+T = TypeVar("T")
+
+
+class RenderingWait(WebDriverWait[webdriver.Chrome]):
+    """A wait whose conditions are asked again when the page re-rendered the element between
+    finding it and reading it: Chrome then answers 'unknown error ... Node with given id does not
+    belong to the document' rather than a stale reference (a failure of CI on 2026-12-05)."""
+
+    def until(self, method: Callable[[webdriver.Chrome], T], message: str = "") -> T:
+        def asked(driver: webdriver.Chrome) -> T | Literal[False]:
+            try:
+                return method(driver)
+            except WebDriverException as exc:
+                if "does not belong to the document" in (exc.msg or ""):
+                    return False
+                raise
+        return super().until(asked, message)
+
+
+def wait(driver: webdriver.Chrome, seconds: float = 15) -> RenderingWait:
+    return RenderingWait(driver, seconds, poll_frequency=0.2, ignored_exceptions=(StaleElementReferenceException,))
 
 
 def log_in(driver: webdriver.Chrome, url: str, token: str) -> None:
