@@ -10,7 +10,7 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 from pymongo.asynchronous.database import AsyncDatabase
 
-from catalogue import dataset_contents, datasets
+from catalogue import dataset_contents, dataset_recount, datasets
 from catalogue.authorization import require_did, visible_files
 from catalogue.datasets import DidIn, did_view
 from catalogue.streaming import stream_rows
@@ -18,8 +18,8 @@ from catalogue.tabular import DATASET_SCHEMA, check_format
 from kernel.db import Document
 from kernel.errors import InvalidInput
 from kernel.principal import Principal
-from kernel.responses import JsonList
-from kernel.web import DATABASE, ApiRoutes, json_response, principal_of, query_int, read_model, scopes
+from kernel.responses import JsonList, RebuildBody
+from kernel.web import ADMIN, DATABASE, ApiRoutes, json_response, principal_of, query_int, read_model, scopes
 
 routes = ApiRoutes("datasets")
 READ = scopes("catalogue.read")
@@ -132,6 +132,13 @@ async def refresh(request: web.Request) -> web.Response:
     _in_vo(request, body.did)
     doc = await dataset_contents.refresh(request.app[DATABASE], principal_of(request), body.did)
     return json_response(did_view(doc))
+
+
+@routes.post("/dids/rebuild-counts", policy=ADMIN, body=RebuildBody,
+             summary="Recount datasets' files and bytes and containers' children from their rows; report and fix drift")
+async def rebuild_counts(request: web.Request) -> web.Response:
+    body = await read_model(request, RebuildBody)
+    return json_response(await dataset_recount.rebuild(request.app[DATABASE], fix=body.fix))
 
 
 @routes.get("/dids/contents", policy=READ, summary="One page of a DID's members, sorted",

@@ -113,6 +113,11 @@ class MetadataClient(BaseClient):
         result: Json = await self.request("POST", "/dids/refresh", json_body={"did": did})
         return result
 
+    async def rebuild_did_counts(self, *, fix: bool = True) -> Json:
+        """Recount datasets' and containers' counts from their rows, report drift and (with fix) correct it (admins)."""
+        result: Json = await self.request("POST", "/dids/rebuild-counts", json_body={"fix": fix})
+        return result
+
     async def did_contents_page(self, did: str, *, after: str | None = None, limit: int = 1000) -> Json:
         """One page of members: `{"members": [...], "next_after": key | None}`."""
         result: Json = await self.request("GET", "/dids/contents", params={"did": did, "after": after,

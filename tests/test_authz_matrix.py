@@ -118,6 +118,7 @@ MATRIX: dict[str, Case] = {
     "POST /dids/detach": Case("/dids/detach", (200, 200, 403), {"did": DATASET, "lfns": [ALICES]},
                               changes=frozenset({"bob", "carol"})),
     "POST /dids/refresh": Case("/dids/refresh", (400, 400, 403), {"did": DATASET}, changes=frozenset()),
+    "POST /dids/rebuild-counts": admin_only("/dids/rebuild-counts"),
     "GET /dids/contents": same(200, "/dids/contents", params={"did": DATASET}),
     "GET /dids/contents/stream": same(200, "/dids/contents/stream", params={"did": DATASET}),
     "GET /provenance": Case("/provenance", (200, 200, 404), params={"lfn": SHARED}, changes=frozenset()),

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from cairn.cli.output import emit_json, json_option, table
+from cairn.cli.output import drift_title, emit, emit_json, json_option, table
 from cairn.cli.runner import run
 from kernel import jsonio
 
@@ -129,6 +129,17 @@ def dataset_detach(did: str, lfns: tuple[str, ...], as_json: bool) -> None:
 def dataset_refresh(did: str, as_json: bool) -> None:
     """Re-run a dynamic dataset's query into its snapshot."""
     _did(run(lambda c: c.refresh_did(did)), as_json)
+
+
+@dataset.command("rebuild-counts")
+@click.option("--dry-run", is_flag=True, help="report drift without fixing it")
+@json_option
+def dataset_rebuild_counts(dry_run: bool, as_json: bool) -> None:
+    """Recount datasets' files and bytes and containers' children from their rows, report drift
+    and fix it (admins)."""
+    report = run(lambda c: c.rebuild_did_counts(fix=not dry_run))
+    rows = [{"did": did, "stored": v["stored"], "recounted": v["recounted"]} for did, v in report["drift"].items()]
+    emit(report, as_json, rows, ["did", "stored", "recounted"], title=drift_title(report, dry_run))
 
 
 @dataset.command("contents")
