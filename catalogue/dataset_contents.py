@@ -5,13 +5,14 @@ Membership is referenced, never embedded (a dataset may hold millions of files):
   listing is the index range `(did, lfn)`, paged by `after` or streamed;
 - `container_children`: `_id` `<container>#<child>` with `container` and `child`.
 
-A dataset's `files` and `bytes` count each row once whoever races: an attach charges the
-dataset for its rows first (guarded by `state: open`), inserts them and gives back those that
-were there already (`_counted_insert`), and takes them back out if a close or freeze landed
-meanwhile; a detach marks the rows no other call is detaching (`detaching`, `kernel.marks`),
-reads back its own, deletes them by its mark and takes off what it read. A call cut short can
-leave a dataset counting rows it does not hold, never the other way; `cairn dataset
-rebuild-counts` (`catalogue.dataset_recount`) recounts them from the rows.
+A dataset's `files` and `bytes`, and a container's `children`, count each row once whoever
+races: an attach charges the DID for its rows first (guarded by `state: open`), inserts them,
+gives back those that were there already (`_counted_insert`) and takes them back out if a close
+or freeze landed meanwhile; a file detach marks the rows no other call is detaching
+(`detaching`, `kernel.marks`), reads back its own, deletes them by its mark and takes off what it
+read (a child detach takes off what its delete reports). A call cut short can leave a DID
+counting rows it does not hold, never the other way; `cairn dataset rebuild-counts`
+(`catalogue.dataset_recount`) recounts them from the rows.
 Attaching a container to a container refuses cycles: the child's descendants are walked one
 `$in` query per level before the link is written (no transactions: two concurrent attaches that
 together close a cycle are not caught).
@@ -22,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from typing import Any
 
 from pymongo.asynchronous.database import AsyncDatabase
@@ -78,8 +79,17 @@ async def _insert_rows(db: AsyncDatabase[Document], collection: str, rows: list[
     return [row for i, row in enumerate(rows) if i not in duplicates]
 
 
-async def _counted_insert(db: AsyncDatabase[Document], did: str, rows: list[Document]) -> list[Document]:
-    """Insert a dataset's file rows and count them: the dataset is charged for every row first
+def _file_tally(rows: Sequence[Document]) -> dict[str, int]:
+    return {"files": len(rows), "bytes": sum(int(r["size"]) for r in rows)}
+
+
+def _child_tally(rows: Sequence[Document]) -> dict[str, int]:
+    return {"children": len(rows)}
+
+
+async def _counted_insert(db: AsyncDatabase[Document], did: str, collection: str, rows: list[Document],
+                          tally: Callable[[Sequence[Document]], dict[str, int]]) -> list[Document]:
+    """Insert a DID's member rows and count them (`tally`): the DID is charged for every row first
     (guarded by `state: open`: a closed one refuses before anything is written), then the rows go
     in and those that were there already are given back, so a call cut short between the two
     leaves the dataset counting rows it may not hold (mended by `cairn dataset rebuild-counts`),
@@ -89,21 +99,19 @@ async def _counted_insert(db: AsyncDatabase[Document], did: str, rows: list[Docu
         return []
     with database_errors():
         charged = await db[DATASETS].update_one(
-            {"_id": did, "state": "open"},
-            {**increment({"files": len(rows), "bytes": sum(r["size"] for r in rows)}), "$set": {"modified": now()}})
+            {"_id": did, "state": "open"}, {**increment(tally(rows)), "$set": {"modified": now()}})
     if charged.matched_count == 0:
         raise Conflict(f"{did} is not open; nothing attached")
-    inserted = await _insert_rows(db, DATASET_FILES, rows)
+    inserted = await _insert_rows(db, collection, rows)
     kept = {r["_id"] for r in inserted}
     back = [r for r in rows if r["_id"] not in kept]
     with database_errors():
         closed = (await db[DATASETS].find_one({"_id": did}, {"state": 1}) or {}).get("state") != "open"
         if closed:
-            await db[DATASET_FILES].delete_many({"_id": {"$in": sorted(kept)}})
+            await db[collection].delete_many({"_id": {"$in": sorted(kept)}})
             back = rows
         if back:
-            await db[DATASETS].update_one(
-                {"_id": did}, increment({"files": -len(back), "bytes": -sum(r["size"] for r in back)}))
+            await db[DATASETS].update_one({"_id": did}, increment({k: -n for k, n in tally(back).items()}))
     if closed:
         raise Conflict(f"{did} was closed or frozen meanwhile; nothing attached")
     return inserted
@@ -147,7 +155,7 @@ async def attach_files(
     allowed, failed = await authorized_files(db, principal, list(dict.fromkeys(lfns)), READ)
     rows = [{"_id": _row_id(did, lfn), "did": did, "lfn": lfn, "size": int(f.get("size", 0))}
             for lfn, f in allowed.items()]
-    inserted = await _counted_insert(db, did, rows)
+    inserted = await _counted_insert(db, did, DATASET_FILES, rows, _file_tally)
     if inserted:
         await _members_changed(db, "attached", [(did, r["lfn"]) for r in inserted])
     new = {r["lfn"] for r in inserted}
@@ -181,7 +189,7 @@ async def detach_files(
     elif mine:
         with database_errors():
             await db[DATASETS].update_one(
-                {"_id": did}, {**increment({"files": -len(mine), "bytes": -sum(int(r["size"]) for r in mine.values())}),
+                {"_id": did}, {**increment({k: -n for k, n in _file_tally(list(mine.values())).items()}),
                                "$set": {"modified": now()}})
         await _members_changed(db, "detached", [(did, lfn) for lfn in mine])
     present = {row["lfn"] for row in found.values()}
@@ -233,16 +241,8 @@ async def attach_children(
                                   and container in await _descendant_containers(db, child)):
             raise Conflict(f"attaching {child} to {container} would make a cycle", details={"child": child})
     rows = [{"_id": _row_id(container, c), "container": container, "child": c} for c in wanted]
-    inserted = await _insert_rows(db, CONTAINER_CHILDREN, rows)
+    inserted = await _counted_insert(db, container, CONTAINER_CHILDREN, rows, _child_tally)
     if inserted:
-        with database_errors():
-            result = await db[DATASETS].update_one(
-                {"_id": container, "state": "open"},
-                {**increment({"children": len(inserted)}), "$set": {"modified": now()}})
-        if result.matched_count == 0:
-            with database_errors():
-                await db[CONTAINER_CHILDREN].delete_many({"_id": {"$in": [r["_id"] for r in inserted]}})
-            raise Conflict(f"{container} was closed or frozen meanwhile; nothing attached")
         await _members_changed(db, "attached", [(container, r["child"]) for r in inserted])
     new = {r["child"] for r in inserted}
     return {"successful": {c: {"attached": c in new} for c in wanted}, "failed": {}}

@@ -13,6 +13,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from cairn.sdk import Client
 from catalogue import change_feed, dataset_recount
+from catalogue.collection_names import CONTAINER_CHILDREN
 from catalogue.dataset_contents import DATASET_FILES, attach_children, attach_files, detach_files
 from catalogue.datasets import DATASETS, DidIn, create_did, get_did
 from catalogue.files import register_files
@@ -97,3 +98,17 @@ async def test_counts_left_by_calls_cut_short_are_rebuilt_through_the_api_and_th
     assert await counts(db) == (15, 15 * SIZE)
     again = await cli_json(api.url, api.admin_token, "dataset", "rebuild-counts", "--dry-run")
     assert isinstance(again, dict) and (again["drifted"], again["moved"]) == (0, [])
+
+
+async def test_a_container_attach_cut_short_after_its_links_went_in_counts_them(
+    db: AsyncDatabase[Document], settings: Settings, db_gate: TcpGate,
+) -> None:
+    await create_did(db, ALICE, DidIn(did="cta:ds2"))
+    await create_did(db, ALICE, DidIn(did="cta:c1", type="container"))
+    await cut_short(db_gate, settings.database, "insert", CONTAINER_CHILDREN,
+                    lambda gated: attach_children(gated, ALICE, "cta:c1", [DID, "cta:ds2"]))
+    assert (await get_did(db, "cta:c1"))["children"] == 2
+    retried = await asyncio.gather(*(attach_children(db, ALICE, "cta:c1", [DID, "cta:ds2"]) for _ in range(CALLS)))
+    assert not any(result["attached"] for answer in retried for result in answer["successful"].values())
+    assert (await get_did(db, "cta:c1"))["children"] == 2
+    assert (await dataset_recount.rebuild(db, fix=False))["drifted"] == 0
