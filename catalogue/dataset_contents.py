@@ -10,7 +10,7 @@ races: an attach charges the DID for its rows first (guarded by `state: open`), 
 gives back those that were there already (`_counted_insert`) and takes them back out if a close
 or freeze landed meanwhile; a file detach marks the rows no other call is detaching
 (`detaching`, `kernel.marks`), reads back its own, deletes them by its mark and takes off what it
-read (a child detach takes off what its delete reports). A call cut short can leave a DID
+read (`_marked_delete`, for a container's children too). A call cut short can leave a DID
 counting rows it does not hold, never the other way; `cairn dataset rebuild-counts`
 (`catalogue.dataset_recount`) recounts them from the rows.
 Attaching a container to a container refuses cycles: the child's descendants are walked one
@@ -47,6 +47,7 @@ DETACHING = "detaching"
 DETACH_LEASE = dt.timedelta(minutes=2)
 MAX_CONTAINER_DEPTH = 64
 REFRESH_BATCH = 1000
+Tally = Callable[[Sequence[Document]], dict[str, int]]  # what member rows add to their DID's counts
 log = logging.getLogger(__name__)
 
 INDEXES = [
@@ -88,7 +89,7 @@ def _child_tally(rows: Sequence[Document]) -> dict[str, int]:
 
 
 async def _counted_insert(db: AsyncDatabase[Document], did: str, collection: str, rows: list[Document],
-                          tally: Callable[[Sequence[Document]], dict[str, int]]) -> list[Document]:
+                          tally: Tally) -> list[Document]:
     """Insert a DID's member rows and count them (`tally`): the DID is charged for every row first
     (guarded by `state: open`: a closed one refuses before anything is written), then the rows go
     in and those that were there already are given back, so a call cut short between the two
@@ -170,31 +171,40 @@ async def detach_files(
     if doc.get("query") is not None:
         raise InvalidInput(f"{did} is dynamic: its contents come from its query (refresh it instead)")
     wanted = list(dict.fromkeys(lfns))
-    ids = [_row_id(did, lfn) for lfn in wanted]
+    present, mine = await _marked_delete(db, did, DATASET_FILES, [_row_id(did, lfn) for lfn in wanted], _file_tally)
+    lfns_present = {row["lfn"] for row in present}
+    detached = {row["lfn"] for row in mine}
+    await _members_changed(db, "detached", [(did, lfn) for lfn in sorted(detached)])
+    return {"successful": {lfn: {"detached": lfn in detached} for lfn in wanted if lfn in lfns_present},
+            "failed": {lfn: f"not in {did}" for lfn in wanted if lfn not in lfns_present}}
+
+
+async def _marked_delete(db: AsyncDatabase[Document], did: str, collection: str, ids: list[str], tally: Tally
+                         ) -> tuple[list[Document], list[Document]]:
+    """Delete the member rows of ids that no other call is detaching and take them off the DID's
+    counts (`tally`): mark them (`kernel.marks`), read back, delete by the mark, count what was
+    read. Returns the rows found, and those this call detached."""
     mark = Mark(DETACHING, DETACH_LEASE)
     with database_errors():
         for flt in by_ids(ids, mark.free()):
-            await db[DATASET_FILES].update_many(flt, {"$set": {DETACHING: mark.value()}})
-    found = await find_by_ids(db[DATASET_FILES], ids, {"lfn": 1, "size": 1, DETACHING: 1})
-    mine = {row["lfn"]: row for row in found.values() if mark.holds(row)}
-    mine_ids = sorted(row["_id"] for row in mine.values())
+            await db[collection].update_many(flt, {"$set": {DETACHING: mark.value()}})
+    found = list((await find_by_ids(db[collection], ids)).values())
+    mine = [row for row in found if mark.holds(row)]
+    mine_ids = sorted(row["_id"] for row in mine)
     try:
-        deleted = await mark.delete(db[DATASET_FILES], mine_ids, "the detach")
+        deleted = await mark.delete(db[collection], mine_ids, "the detach")
     except BaseException:
-        await asyncio.shield(mark.take_off(db[DATASET_FILES], mine_ids))
+        await asyncio.shield(mark.take_off(db[collection], mine_ids))
         raise
     if deleted != len(mine):  # a call that took lapsed marks over deleted some first
         log.warning("a detach from %s deleted %d of the %d rows it marked: it cannot tell which and counts "
                     "none (`cairn dataset rebuild-counts` mends it)", did, deleted, len(mine))
-    elif mine:
+        return found, []
+    if mine:
         with database_errors():
-            await db[DATASETS].update_one(
-                {"_id": did}, {**increment({k: -n for k, n in _file_tally(list(mine.values())).items()}),
-                               "$set": {"modified": now()}})
-        await _members_changed(db, "detached", [(did, lfn) for lfn in mine])
-    present = {row["lfn"] for row in found.values()}
-    return {"successful": {lfn: {"detached": lfn in mine} for lfn in wanted if lfn in present},
-            "failed": {lfn: f"not in {did}" for lfn in wanted if lfn not in present}}
+            await db[DATASETS].update_one({"_id": did}, {**increment({k: -n for k, n in tally(mine).items()}),
+                                                         "$set": {"modified": now()}})
+    return found, mine
 
 
 async def linked_dids(db: AsyncDatabase[Document], starts: Iterable[str], *, down: bool) -> tuple[set[str], bool]:
@@ -254,16 +264,13 @@ async def detach_children(
     """Detach children from an open container."""
     await writable_did(db, principal, container, "container")
     wanted = list(dict.fromkeys(children))
-    rows = await find_by_ids(db[CONTAINER_CHILDREN], [_row_id(container, c) for c in wanted])
-    present = {row["child"] for row in rows.values()}
-    if rows:
-        with database_errors():
-            result = await db[CONTAINER_CHILDREN].delete_many({"_id": {"$in": sorted(rows)}})
-            await db[DATASETS].update_one({"_id": container}, {**increment({"children": -result.deleted_count}),
-                                                               "$set": {"modified": now()}})
-        await _members_changed(db, "detached", [(container, child) for child in sorted(present)])
-    return {"successful": {c: {"detached": True} for c in present},
-            "failed": {c: f"not in {container}" for c in wanted if c not in present}}
+    present, mine = await _marked_delete(db, container, CONTAINER_CHILDREN,
+                                         [_row_id(container, c) for c in wanted], _child_tally)
+    found = {row["child"] for row in present}
+    detached = {row["child"] for row in mine}
+    await _members_changed(db, "detached", [(container, child) for child in sorted(detached)])
+    return {"successful": {c: {"detached": c in detached} for c in wanted if c in found},
+            "failed": {c: f"not in {container}" for c in wanted if c not in found}}
 
 
 async def open_contents(

@@ -14,7 +14,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from cairn.sdk import Client
 from catalogue import change_feed, dataset_recount
 from catalogue.collection_names import CONTAINER_CHILDREN
-from catalogue.dataset_contents import DATASET_FILES, attach_children, attach_files, detach_files
+from catalogue.dataset_contents import DATASET_FILES, attach_children, attach_files, detach_children, detach_files
 from catalogue.datasets import DATASETS, DidIn, create_did, get_did
 from catalogue.files import register_files
 from kernel.db import Document
@@ -112,3 +112,17 @@ async def test_a_container_attach_cut_short_after_its_links_went_in_counts_them(
     assert not any(result["attached"] for answer in retried for result in answer["successful"].values())
     assert (await get_did(db, "cta:c1"))["children"] == 2
     assert (await dataset_recount.rebuild(db, fix=False))["drifted"] == 0
+
+
+async def test_concurrent_detaches_of_the_same_children_take_each_off_once(db: AsyncDatabase[Document]) -> None:
+    children = [f"cta:part{i}" for i in range(6)]
+    for child in children:
+        await create_did(db, ALICE, DidIn(did=child))
+    await create_did(db, ALICE, DidIn(did="cta:c1", type="container"))
+    await attach_children(db, ALICE, "cta:c1", children)
+    answers = await asyncio.gather(*(detach_children(db, ALICE, "cta:c1", children[:4]) for _ in range(CALLS)))
+    assert (await get_did(db, "cta:c1"))["children"] == 2
+    detached = [c for answer in answers for c, result in answer["successful"].items() if result["detached"]]
+    assert sorted(detached) == children[:4]  # each by exactly one call
+    events = [e for e in await change_feed.read(db, 0, 1000) if e["kind"] == "detached"]
+    assert sorted(e["data"]["member"] for e in events) == children[:4]
