@@ -6,7 +6,8 @@ them by its mark. A mark older than its lease is a call's that died between mark
 the next call takes it over. A call past half its lease before its delete gives up (503) and
 takes its marks off, so a call that took lapsed marks over never races a live deleter; only a
 stall of more than half a lease between that check and the delete reaching the database could.
-Used by `catalogue.file_removal` (file records) and `rules.locks` (rule locks)."""
+Used by `catalogue.file_removal` (file records), `catalogue.dataset_contents` (a DID's member
+rows) and `rules.locks` (rule locks)."""
 
 from __future__ import annotations
 
