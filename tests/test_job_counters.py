@@ -68,11 +68,11 @@ async def test_a_match_cut_short_is_found_and_fixed_by_cairn_job_rebuild_counter
     assert await counters(grid.db) == ([0], 2)
 
 
-async def test_a_queue_whose_count_fell_below_its_entries_is_mended_by_the_watchdog(
+async def test_a_count_below_its_queue_never_goes_negative_and_strands_the_next_job(
     api: RunningApi, grid: Grid, wms_config: WmsSettings, settings: Settings, db_gate: TcpGate,
 ) -> None:
-    config = wms_config.model_copy(update={"unqueued_repair_s": 0.1, "counter_mend_s": 0.5})
-    watchdog = JobWatchdog(grid.db, config)
+    config = wms_config.model_copy(update={"unqueued_repair_s": 0.1, "counter_mend_s": 3600})
+    watchdog = JobWatchdog(grid.db, config)  # its own mend a long way off: not what this shows
     [first] = await submit(api)
     # The checker's enqueue is cut after the job's entry went into its queue: no definition, no
     # count. The watchdog's repair queues the job again (two entries, a count of one).
@@ -84,18 +84,34 @@ async def test_a_queue_whose_count_fell_below_its_entries_is_mended_by_the_watch
     assert (await match(api) or {}).get("id") == first
     [second] = await submit(api)
     await check_all(grid.db, wms_config)
-    # The leftover entry is popped first and skipped (its attempt was claimed): the count falls to -1.
+    # The leftover entry is popped first and skipped (its attempt was claimed); the count stays 0
+    # rather than going to -1, where the next job queued would have been counted 0 for ever.
     assert (await match(api) or {}).get("id") == second
     [third] = await submit(api)
     await check_all(grid.db, wms_config)
-    assert await counters(grid.db) == ([0], 2)
+    assert await counters(grid.db) == ([1], 2)
+    assert (await match(api) or {}).get("id") == third
+
+
+async def test_a_queue_counted_below_its_entries_is_mended_by_the_watchdog(
+    api: RunningApi, grid: Grid, wms_config: WmsSettings, settings: Settings, db_gate: TcpGate,
+) -> None:
+    config = wms_config.model_copy(update={"unqueued_repair_s": 3600, "counter_mend_s": 0.5})
+    watchdog = JobWatchdog(grid.db, config)  # its repair of unqueued jobs a long way off
+    await submit(api)
+    await check_all(grid.db, wms_config)
+    assert await match(api) is not None  # the queue exists, and is empty
+    [stranded] = await submit(api)
+    await cut_short(db_gate, settings.database, "update", task_queues.QUEUE_ENTRIES,
+                    lambda db: checking.check_batch(db, config, "checker"))
+    assert await counters(grid.db) == ([0], 1)
     assert await match(api) is None  # queued, counted 0: offered to no pilot
 
     async with asyncio.timeout(10):
-        while await counters(grid.db) != ([1], 2):
+        while await counters(grid.db) != ([1], 1):
             await asyncio.sleep(0.2)
             await watchdog.run_once()
-    assert (await match(api) or {}).get("id") == third
+    assert (await match(api) or {}).get("id") == stranded
     assert (await counter_recount.rebuild(grid.db, fix=False))["drifted"] == 0
 
 

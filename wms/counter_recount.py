@@ -1,8 +1,8 @@
 """The job layer's counters recounted from what they count: drift reported, and mended.
 
 Two counters steer matching, each moved by a write of its own after the write it counts:
-- a task queue's `waiting` (`task_queues`), after its entries' push or pop: a queue whose count
-  fell to 0 below its entries is offered to no pilot, and its jobs wait for ever;
+- a task queue's `waiting` (`task_queues`), after its entries' push or pop: a queue counted 0
+  with entries is offered to no pilot, and its jobs wait until the count is mended;
 - a group's `running` (`task_queues.add_running`), after a job's move to or from a pilot: a
   group counted as holding pilots it does not hold is held back in the fair share.
 A call cut between the two writes (its process killed, the database gone between them) leaves

@@ -109,7 +109,7 @@ async def pop(db: AsyncDatabase[Document], queue_id: str) -> tuple[str, int] | N
             # The count said otherwise (a concurrent pop won the last one): correct it.
             await db[TASK_QUEUES].update_one({"_id": queue_id}, {"$set": {"waiting": 0}})
             return None
-        await db[TASK_QUEUES].update_one({"_id": queue_id}, increment({"waiting": -1}))
+        await _one_less(db, queue_id)
     job_id, _, attempt = str(before["entries"][0]).rpartition(":")
     return job_id, int(attempt)
 
@@ -119,8 +119,16 @@ async def remove(db: AsyncDatabase[Document], queue_id: str, job_entry: str) -> 
     with database_errors():
         result = await db[QUEUE_ENTRIES].update_one({"_id": queue_id}, {"$pull": {"entries": job_entry}})
         if result.modified_count:
-            await db[TASK_QUEUES].update_one({"_id": queue_id}, increment({"waiting": -1}))
+            await _one_less(db, queue_id)
     return result.modified_count == 1
+
+
+async def _one_less(db: AsyncDatabase[Document], queue_id: str) -> None:
+    """One entry fewer in the queue's count, never below 0: a count already below its entries
+    (an enqueue cut between its push and its count, then queued again by the watchdog's repair)
+    would otherwise go negative, and the next job queued there would be counted 0 and offered to
+    no pilot."""
+    await db[TASK_QUEUES].update_one({"_id": queue_id, "waiting": {"$gt": 0}}, increment({"waiting": -1}))
 
 
 async def all_queues(db: AsyncDatabase[Document]) -> list[Document]:
