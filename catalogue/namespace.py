@@ -5,13 +5,17 @@ Every function takes the database first and the caller second, and applies the r
 
 Moves have no transaction to lean on: the new records are written first and the old ones
 removed after, batch by batch, so a crash half-way leaves a record at its old place, its new
-place or both, never neither (repairing such a half-done move is not automated yet). Replica
-URLs are kept as they are on a move, since the bytes on the SEs do not move.
+place or both, never neither (repairing such a half-done move is not automated yet). One call
+moves a given file or directory (`catalogue.file_move`; a directory's `moving` mark), so a retried
+or concurrent move is refused rather than copying it twice; a file moved or removed on its own
+while a directory above it moves is not covered. Replica URLs are kept as they are on a move,
+since the bytes on the SEs do not move.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import datetime as dt
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from pymongo import UpdateOne
@@ -29,6 +33,7 @@ from catalogue.directories import (
     insert_directories,
     now,
 )
+from catalogue.file_move import move_file_record
 from catalogue.file_removal import remove_records
 from catalogue.files import FILES
 from catalogue.lfn import ROOT, ancestors, check_lfn, descendant_pattern, is_within, name_of, parent_of
@@ -46,12 +51,14 @@ from catalogue.permissions import (
     traversal_denial,
     within_reach,
 )
-from catalogue.usage import REMOVING, Usage, drop_directory_usage, move_directory_usage
+from catalogue.usage import MOVING, REMOVING, Usage, drop_directory_usage, move_directory_usage
 from kernel.db import Document, bulk_write_chunked, database_errors, for_output, iterate, page_by_id
 from kernel.errors import Conflict, Forbidden, InvalidInput, NotFound
+from kernel.marks import Mark
 from kernel.principal import Principal
 
 MOVE_BATCH = 1000
+MOVE_LEASE = dt.timedelta(minutes=10)  # a directory move's mark (a big tree takes a while to move)
 LIST_PROJECTION = {"replicas": 0, "meta": 0}
 
 
@@ -187,7 +194,7 @@ async def move(db: AsyncDatabase[Document], principal: Principal, source: str, d
         raise InvalidInput("the root directory cannot be moved")
     if is_within(destination, source):
         raise InvalidInput(f"cannot move {source} into itself ({destination})")
-    doc, kind = await _existing(db, source)
+    _, kind = await _existing(db, source)
     if await _find_entry(db, destination) is not None:
         raise Conflict(f"{destination} exists already")
     target_parent = parent_of(destination)
@@ -196,38 +203,66 @@ async def move(db: AsyncDatabase[Document], principal: Principal, source: str, d
         raise NotFound(f"destination directory {target_parent} does not exist")
     require(removal_denial(principal, source, dirs), source)
     require(creation_denial(principal, destination, dirs), destination)
-    moved = {**doc, "_id": destination, "parent": target_parent, "name": name_of(destination), "modified": now()}
-    # Inherited metadata follows the new place: re-derived from the new ancestors, top down.
-    moved.update(metadata_fields_for(destination, doc.get("meta") or {}, dirs))
-    collection = db[DIRECTORIES] if kind == "directory" else db[FILES]
-    await _relocate(collection, [(source, moved)])
-    if kind == "directory":
-        placed: dict[str, Document] = {destination: moved}
-        for name in (DIRECTORIES, FILES):
-            await _move_subtree(db[name], source, destination, placed)
-        await move_directory_usage(db, source, destination)
-    else:
+
+    def place(record: Document) -> Document:
+        """The record at its new place; inherited metadata re-derived from the new ancestors."""
+        moved = {**record, "_id": destination, "parent": target_parent, "name": name_of(destination),
+                 "modified": now()}
+        return {**moved, **metadata_fields_for(destination, record.get("meta") or {}, dirs)}
+
+    if kind == "file":
+        was, placed = await move_file_record(db, source, place)
         usage = Usage()
-        usage.file(source, int(doc.get("size", 0)), -1)
-        usage.file(destination, int(doc.get("size", 0)), +1)
+        usage.file(source, int(was.get("size", 0)), -1)
+        usage.file(destination, int(was.get("size", 0)), +1)
         await usage.apply(db)
-    return entry_view(moved, kind)
+        return entry_view(placed, kind)
+    return entry_view(await _move_directory(db, source, destination, place), kind)
 
 
-async def _relocate(collection: AsyncCollection[Document], pairs: list[tuple[str, Document]]) -> None:
-    """Put records at their new `_id`s, then drop the old ones: three round trips per batch.
+async def _move_directory(db: AsyncDatabase[Document], source: str, destination: str,
+                          place: Callable[[Document], Document]) -> Document:
+    """Move a directory and everything below it, marked (`MOVING`) so that one call moves it: a
+    second move of it meanwhile (a retry, another user) is refused (409) instead of copying the
+    tree again and moving its usage twice. Files moved or removed one by one below it while it
+    moves are not covered (see the module)."""
+    mark = Mark(MOVING, MOVE_LEASE)
+    with database_errors():
+        marked = await db[DIRECTORIES].update_one({"$and": [{"_id": source}, mark.free()]},
+                                                  {"$set": {MOVING: mark.value()}})
+    if not marked.modified_count:
+        raise Conflict(f"{source} is being moved by another request, or was moved meanwhile; try again")
+    with database_errors():
+        current = await db[DIRECTORIES].find_one({"_id": source})
+    if current is None or not mark.holds(current):
+        raise Conflict(f"{source} was moved meanwhile; nothing moved")
+    moved = place(current)
+    if not await _relocate(db[DIRECTORIES], [(source, moved)]):
+        await mark.take_off(db[DIRECTORIES], [source])
+        raise Conflict(f"{destination} exists already")
+    placed: dict[str, Document] = {destination: moved}
+    for name in (DIRECTORIES, FILES):
+        await _move_subtree(db[name], source, destination, placed)
+    await move_directory_usage(db, source, destination)
+    return moved
+
+
+async def _relocate(collection: AsyncCollection[Document], pairs: list[tuple[str, Document]]) -> int:
+    """Put records at their new `_id`s, then drop the old ones: three round trips per batch; how
+    many moved (a record whose new place was taken meanwhile stays where it was).
 
     A file's GUID is unique, so a copy carries it as `moving_guid` until the original is gone
     (the GUID index is sparse). A crash between the steps leaves the original, or both, never
     neither; a copy left with `moving_guid` still names its GUID.
     """
     if not pairs:
-        return
+        return 0
     is_files = collection.name == FILES
     copies = []
     for _, doc in pairs:
         copy = dict(doc)
-        copy.pop(REMOVING, None)  # a removal's mark stays with the record it marked
+        copy.pop(REMOVING, None)  # a removal's (or move's) mark stays with the record it marked
+        copy.pop(MOVING, None)
         if is_files and "guid" in copy:
             copy["moving_guid"] = copy.pop("guid")
         copies.append(copy)
@@ -240,7 +275,7 @@ async def _relocate(collection: AsyncCollection[Document], pairs: list[tuple[str
         blocked = {e["index"] for e in exc.details.get("writeErrors", [])}
     moved = [i for i in range(len(pairs)) if i not in blocked]
     if not moved:
-        return
+        return 0
     restores = [
         UpdateOne({"_id": copies[i]["_id"]}, {"$set": {"guid": copies[i]["moving_guid"]},
                                               "$unset": {"moving_guid": ""}})
@@ -255,6 +290,7 @@ async def _relocate(collection: AsyncCollection[Document], pairs: list[tuple[str
             event for i in moved for event in (
                 change_feed.event("file_removed", pairs[i][0], moved_to=copies[i]["_id"]),
                 change_feed.event("file_registered", copies[i]["_id"], moved_from=pairs[i][0]))])
+    return len(moved)
 
 
 async def _move_subtree(

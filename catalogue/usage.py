@@ -49,8 +49,10 @@ USAGE_CLAIMS = "usage_claims"
 REGISTERED_IN = "registered_in"
 # A file record's mark while one removal call removes it (`catalogue.file_removal`).
 REMOVING = "removing"
-# A file record's bookkeeping fields, which no reader shows.
-INTERNAL_FIELDS = ("_id", REGISTERED_IN, REMOVING, REPLICA_WRITERS)
+# A directory record's mark while one call moves it (`catalogue.namespace.move`).
+MOVING = "moving"
+# A record's bookkeeping fields, which no reader shows.
+INTERNAL_FIELDS = ("_id", REGISTERED_IN, REMOVING, MOVING, REPLICA_WRITERS, "moving_guid")
 # An SE record's tokens of replica removals counted but not yet complete (`count_removals`).
 REMOVALS = "removals"
 # An SE record's count of the times tokens left its REMOVALS (`removal_fences`).

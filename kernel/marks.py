@@ -56,15 +56,15 @@ class Mark:
     def holds(self, doc: Document) -> bool:
         return bool((doc.get(self.name) or {}).get("token") == self.token)
 
-    async def delete(self, collection: Any, ids: Sequence[Any], what: str) -> int:
-        """Delete the documents of ids that carry this mark; how many. 503 naming `what` when the
-        call is past half its lease (another call may take its marks over): the caller takes its
-        marks off and nothing was done."""
+    async def delete(self, collection: Any, ids: Sequence[Any], what: str, where: Document | None = None) -> int:
+        """Delete the documents of ids that carry this mark (and match `where`); how many. 503
+        naming `what` when the call is past half its lease (another call may take its marks
+        over): the caller takes its marks off and nothing was done."""
         if _now() - self.at > self.lease / 2:
             raise ServiceUnavailable(f"{what} took too long to reach its delete; nothing was done, try again")
         deleted = 0
         with database_errors():
-            for flt in by_ids(ids, self.mine()):
+            for flt in by_ids(ids, self.mine(), *([where] if where else [])):
                 deleted += (await collection.delete_many(flt)).deleted_count
         return deleted
 

@@ -135,18 +135,20 @@ async def test_without_force_a_file_that_gained_a_replica_is_not_marked(catalogu
     assert await db["files"].count_documents({REMOVING: {"$exists": True}}) == 0
 
 
-async def test_a_move_racing_a_removal_leaves_the_moved_record_unmarked_and_counts_once(
+async def test_a_move_of_a_file_a_removal_holds_is_refused_and_the_removal_counts_it_once(
     catalogue_db: AsyncDatabase[Document],
 ) -> None:
     db = catalogue_db
     await registered(db, ["/vo/mv/a/f"])
     claim = await claim_removals(db, ["/vo/mv/a/f"], FIELDS, force=True)
-    moved = await move(db, ADMIN, "/vo/mv/a/f", "/vo/mv/b")
-    assert REMOVING not in moved
-    assert await db["files"].count_documents({"_id": "/vo/mv/b", REMOVING: {"$exists": True}}) == 0
-    assert await delete_claimed(db, claim) == {}  # the move took it: the removal counts nothing
+    with pytest.raises(Conflict):
+        await move(db, ADMIN, "/vo/mv/a/f", "/vo/mv/b")
+    assert await db["files"].count_documents({"_id": "/vo/mv/b"}) == 0
+    removed = await delete_claimed(db, claim)
+    assert list(removed) == ["/vo/mv/a/f"]
+    await record_files(db, removed.values(), -1)
     await assert_exact(db)
-    assert (await directory_usage(db, "/vo/mv"))["files"] == 1
+    assert (await directory_usage(db, "/vo/mv"))["files"] == 0
 
 
 async def test_removals_racing_through_the_api_and_the_cli_leave_usage_exact(api: RunningApi) -> None:

@@ -1,0 +1,100 @@
+"""A file record moved to a new LFN by exactly one call, with the replicas it has when it goes.
+
+Two moves of the same file (a client retrying a `cairn mv` that timed out, two users) both read
+it before either moved it; each inserting its copy and deleting the original by `_id` left the
+file at two LFNs (two destinations), or counted its move twice (one destination). So a move marks
+the record as a removal does (`removing`, a `kernel.marks.Mark` with the removals' lease): another
+move or a removal of the file meanwhile is refused (409) or waits. It then reads the record back,
+inserts its copy at the destination (its GUID as `moving_guid` until the original is gone: the
+GUID index is unique) and deletes the original by its mark and by the `version` it copied: a
+replica added or removed meanwhile bumps it, and the copy is taken back and made again from a
+fresh read (up to MOVE_ROUNDS times). An original that left another way meanwhile (a directory
+move, a removal that took a lapsed mark over) makes the move take its copy back and answer 409.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import DuplicateKeyError
+
+from catalogue import change_feed
+from catalogue.file_removal import REMOVAL_LEASE
+from catalogue.files import FILES
+from catalogue.usage import REMOVING
+from kernel.db import Document, database_errors
+from kernel.errors import Conflict, NotFound
+from kernel.marks import Mark
+
+MOVE_ROUNDS = 5
+
+
+async def move_file_record(db: AsyncDatabase[Document], source: str, place: Callable[[Document], Document]
+                           ) -> tuple[Document, Document]:
+    """Move the file at `source` to the record `place` makes of it as it is now; returns the
+    record moved (as it was) and the new one. 404 when it is gone; 409 when another call is
+    moving or removing it, when the destination is taken, or when it keeps changing."""
+    mark = Mark(REMOVING, REMOVAL_LEASE)
+    with database_errors():
+        marked = await db[FILES].update_one({"$and": [{"_id": source}, mark.free()]},
+                                            {"$set": {REMOVING: mark.value()}})
+        if not marked.modified_count and await db[FILES].find_one({"_id": source}, {"_id": 1}) is None:
+            raise NotFound(f"{source} does not exist")
+    if not marked.modified_count:
+        raise Conflict(f"{source} is being moved or removed by another request; try again")
+    copy: Document | None = None
+    try:
+        for _ in range(MOVE_ROUNDS):
+            with database_errors():
+                current = await db[FILES].find_one({"_id": source, **mark.mine()})
+            if current is None:
+                raise Conflict(f"{source} was moved or removed by another request meanwhile; nothing moved")
+            copy = _copy_of(place(current))
+            try:
+                with database_errors():
+                    await db[FILES].insert_one(copy)
+            except DuplicateKeyError:
+                copy = None
+                raise Conflict(f"{place(current)['_id']} exists already") from None
+            if await mark.delete(db[FILES], [source], "the move", where={"version": current.get("version")}):
+                placed = await _placed(db, source, copy)
+                copy = None
+                return current, placed
+            await _take_back(db, copy)  # the original changed (or went) since it was read
+            copy = None
+        raise Conflict(f"{source} kept changing while it was moved; nothing moved, try again")
+    except BaseException:
+        if copy is not None:
+            await asyncio.shield(_take_back(db, copy))
+        await asyncio.shield(mark.take_off(db[FILES], [source]))
+        raise
+
+
+def _copy_of(record: Document) -> Document:
+    """The new record as first written: its GUID held as `moving_guid` (also what tells the copy
+    from a record made there otherwise), the original's mark left behind."""
+    copy = {k: v for k, v in record.items() if k not in (REMOVING, "guid")}
+    copy["moving_guid"] = record.get("guid")
+    return copy
+
+
+async def _placed(db: AsyncDatabase[Document], source: str, copy: Document) -> Document:
+    """The copy is the file now, its original gone: its GUID back, and the move told."""
+    placed = {k: v for k, v in copy.items() if k != "moving_guid"}
+    change: Document = {"$unset": {"moving_guid": ""}}
+    if copy["moving_guid"] is not None:
+        placed["guid"] = copy["moving_guid"]
+        change["$set"] = {"guid": copy["moving_guid"]}
+    with database_errors():
+        await db[FILES].update_one({"_id": copy["_id"]}, change)
+    await change_feed.append(db, [change_feed.event("file_removed", source, moved_to=copy["_id"]),
+                                  change_feed.event("file_registered", copy["_id"], moved_from=source)])
+    return placed
+
+
+async def _take_back(db: AsyncDatabase[Document], copy: Document) -> None:
+    """Remove a copy whose original stayed (the record there still holds `moving_guid`)."""
+    with database_errors():
+        await db[FILES].delete_one({"_id": copy["_id"], "moving_guid": {"$exists": True}})

@@ -1,0 +1,145 @@
+"""A file or directory is moved by one call however many ask at once (a client retrying a `cairn
+mv` that timed out, two users): the others are refused (409), the file stays at one LFN with its
+GUID, and the usage counters count the move once. A replica added while a move is under way goes
+with the file."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pymongo
+import pytest
+from pymongo import AsyncMongoClient, monitoring
+from pymongo.asynchronous.database import AsyncDatabase
+
+from catalogue.files import register_files
+from catalogue.namespace import mkdir, move
+from catalogue.usage import directory_usage, rebuild
+from kernel.db import Document
+from kernel.errors import Conflict, NotFound
+from kernel.settings import Settings
+from tests.fixtures.api import RunningApi
+from tests.fixtures.catalogue import ADMIN
+from tests.fixtures.cli import run_cli
+
+CALLS = 4
+
+
+async def registered(db: AsyncDatabase[Document], lfns: list[str]) -> None:
+    files = [{"lfn": lfn, "size": 100, "adler32": "00000001", "replicas": [{"se": "CERN-DISK"}]} for lfn in lfns]
+    assert not (await register_files(db, ADMIN, files))["failed"]
+
+
+async def lfns_and_guids(db: AsyncDatabase[Document]) -> dict[str, str]:
+    return {doc["_id"]: doc["guid"] for doc in await db["files"].find({}, {"guid": 1}).to_list()}
+
+
+async def assert_exact(db: AsyncDatabase[Document]) -> None:
+    report = await rebuild(db, fix=False)
+    assert report["drifted"] == 0, report["drift"]
+
+
+def outcomes(results: list[Any]) -> list[str]:
+    """Each call's answer: moved, or refused (409 while another holds it, 404 once it moved away)."""
+    for result in results:
+        if isinstance(result, BaseException) and not isinstance(result, Conflict | NotFound):
+            raise result
+    return sorted("moved" if isinstance(r, dict) else "refused" for r in results)
+
+
+async def test_moves_of_one_file_to_two_places_at_once_leave_it_at_one(catalogue_db: AsyncDatabase[Document]) -> None:
+    db = catalogue_db
+    await registered(db, ["/vo/m/a/f"])
+    await mkdir(db, ADMIN, "/vo/m/b")
+    await mkdir(db, ADMIN, "/vo/m/c")
+    [guid] = (await lfns_and_guids(db)).values()
+    results = await asyncio.gather(move(db, ADMIN, "/vo/m/a/f", "/vo/m/b/f"), move(db, ADMIN, "/vo/m/a/f", "/vo/m/c/f"),
+                                   return_exceptions=True)
+    assert outcomes(results) == ["moved", "refused"]
+    placed = await lfns_and_guids(db)
+    assert list(placed.values()) == [guid] and list(placed) in (["/vo/m/b/f"], ["/vo/m/c/f"])
+    await assert_exact(db)
+
+
+async def test_a_move_asked_again_at_once_counts_it_once(catalogue_db: AsyncDatabase[Document]) -> None:
+    db = catalogue_db
+    await registered(db, ["/vo/m/a/f", "/vo/m/a/g"])
+    await mkdir(db, ADMIN, "/vo/m/b")
+    results = await asyncio.gather(*(move(db, ADMIN, "/vo/m/a/f", "/vo/m/b/f") for _ in range(CALLS)),
+                                   return_exceptions=True)
+    assert outcomes(results) == ["moved"] + ["refused"] * (CALLS - 1)
+    assert sorted(await lfns_and_guids(db)) == ["/vo/m/a/g", "/vo/m/b/f"]
+    assert [(await directory_usage(db, d))["files"] for d in ("/vo/m/a", "/vo/m/b")] == [1, 1]
+    await assert_exact(db)
+
+
+async def test_moves_of_one_directory_to_several_places_at_once_move_it_once(
+    catalogue_db: AsyncDatabase[Document],
+) -> None:
+    db = catalogue_db
+    await registered(db, [f"/vo/m/tree/d{d}/f{i}" for d in range(3) for i in range(20)])
+    results = await asyncio.gather(*(move(db, ADMIN, "/vo/m/tree", f"/vo/m/to{k}") for k in range(CALLS)),
+                                   return_exceptions=True)
+    assert outcomes(results) == ["moved"] + ["refused"] * (CALLS - 1)
+    parents = {lfn.split("/")[3] for lfn in await lfns_and_guids(db)}
+    assert len(parents) == 1 and len(await lfns_and_guids(db)) == 60
+    assert (await directory_usage(db, "/vo/m"))["files"] == 60
+    await assert_exact(db)
+
+
+class ReplicaAddedAfterCopy(monitoring.CommandListener):
+    """Adds a replica to `source` (as another call would, bumping its version) the moment the
+    database has answered the move's first insert on `files`: between its copy and its delete."""
+
+    def __init__(self, uri: str, database: str, source: str) -> None:
+        self.writer: pymongo.MongoClient[Document] = pymongo.MongoClient(uri)
+        self.database, self.source, self.done = database, source, False
+        self.request: int | None = None
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        if self.request is None and event.command_name == "insert" and event.command.get("insert") == "files":
+            self.request = event.request_id
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        if not self.done and event.request_id == self.request:
+            self.done = True
+            self.writer[self.database]["files"].update_one(
+                {"_id": self.source}, {"$push": {"replicas": {"se": "DESY-DISK", "status": "available"}},
+                                       "$inc": {"version": 1}})
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        """Nothing to do for a command that failed (the listener interface asks for this method)."""
+
+
+async def test_a_replica_added_while_the_file_moves_goes_with_it(
+    catalogue_db: AsyncDatabase[Document], settings: Settings, mongodb_uri: str,
+) -> None:
+    await registered(catalogue_db, ["/vo/m/a/f"])
+    listener = ReplicaAddedAfterCopy(mongodb_uri, settings.database, "/vo/m/a/f")
+    client: AsyncMongoClient[Document] = AsyncMongoClient(mongodb_uri, event_listeners=[listener], tz_aware=True)
+    try:
+        moved = await move(client[settings.database], ADMIN, "/vo/m/a/f", "/vo/m/b")
+    finally:
+        await client.close()
+        listener.writer.close()
+    assert listener.done
+    assert [r["se"] for r in moved["replicas"]] == ["CERN-DISK", "DESY-DISK"]
+    [record] = await catalogue_db["files"].find({}).to_list()
+    assert record["_id"] == "/vo/m/b" and [r["se"] for r in record["replicas"]] == ["CERN-DISK", "DESY-DISK"]
+
+
+async def test_cairn_mv_run_several_times_at_once_moves_the_file_once(api: RunningApi) -> None:
+    async with api.client() as admin:
+        await admin.register_files([{"lfn": "/vo/cli/a/f", "size": 5, "adler32": "00000001"}])
+        await admin.mkdir("/vo/cli/b", parents=True)
+    runs = await asyncio.gather(*(run_cli(api.url, api.admin_token, "mv", "/vo/cli/a/f", "/vo/cli/b/f")
+                                  for _ in range(CALLS)))
+    refused = [done for done in runs if done.returncode]
+    assert len(refused) == CALLS - 1, [d.stderr for d in runs]
+    assert all("conflict" in done.stderr or "not_found" in done.stderr for done in refused), [d.stderr for d in refused]
+    async with api.client() as admin:
+        assert (await admin.rebuild_usage(fix=False))["drifted"] == 0
+        assert (await admin.stat("/vo/cli/b/f"))["path"] == "/vo/cli/b/f"
+        with pytest.raises(NotFound):
+            await admin.stat("/vo/cli/a/f")
