@@ -14,6 +14,7 @@ since the bytes on the SEs do not move.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -237,7 +238,12 @@ async def _move_directory(db: AsyncDatabase[Document], source: str, destination:
     if current is None or not mark.holds(current):
         raise Conflict(f"{source} was moved meanwhile; nothing moved")
     moved = place(current)
-    if not await _relocate(db[DIRECTORIES], [(source, moved)]):
+    try:
+        relocated = await _relocate(db[DIRECTORIES], [(source, moved)])
+    except BaseException:
+        await asyncio.shield(mark.take_off(db[DIRECTORIES], [source]))
+        raise
+    if not relocated:
         await mark.take_off(db[DIRECTORIES], [source])
         raise Conflict(f"{destination} exists already")
     placed: dict[str, Document] = {destination: moved}
