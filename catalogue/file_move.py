@@ -8,8 +8,9 @@ move or a removal of the file meanwhile is refused (409) or waits. It then reads
 inserts its copy at the destination (its GUID as `moving_guid` until the original is gone: the
 GUID index is unique) and deletes the original by its mark and by the `version` it copied: a
 replica added or removed meanwhile bumps it, and the copy is taken back and made again from a
-fresh read (up to MOVE_ROUNDS times). An original that left another way meanwhile (a directory
-move, a removal that took a lapsed mark over) makes the move take its copy back and answer 409.
+fresh read (up to MOVE_ROUNDS times). An original that left another way meanwhile (a removal
+that took a lapsed mark over) makes the move take its copy back and answer 409; so does a
+directory above the file or its destination being moved (`catalogue.directory_moves`).
 """
 
 from __future__ import annotations
@@ -21,9 +22,9 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
 from catalogue import change_feed
-from catalogue.file_removal import REMOVAL_LEASE
+from catalogue.directory_moves import moving_above
 from catalogue.files import FILES
-from catalogue.usage import REMOVING
+from catalogue.usage import REMOVAL_LEASE, REMOVING
 from kernel.db import Document, database_errors
 from kernel.errors import Conflict, NotFound
 from kernel.marks import Mark
@@ -31,8 +32,8 @@ from kernel.marks import Mark
 MOVE_ROUNDS = 5
 
 
-async def move_file_record(db: AsyncDatabase[Document], source: str, place: Callable[[Document], Document]
-                           ) -> tuple[Document, Document]:
+async def move_file_record(db: AsyncDatabase[Document], source: str, destination: str,
+                           place: Callable[[Document], Document]) -> tuple[Document, Document]:
     """Move the file at `source` to the record `place` makes of it as it is now; returns the
     record moved (as it was) and the new one. 404 when it is gone; 409 when another call is
     moving or removing it, when the destination is taken, or when it keeps changing."""
@@ -46,6 +47,8 @@ async def move_file_record(db: AsyncDatabase[Document], source: str, place: Call
         raise Conflict(f"{source} is being moved or removed by another request; try again")
     copy: Document | None = None
     try:
+        if await moving_above(db, [source, destination]):
+            raise Conflict(f"a directory above {source} or {destination} is being moved; try again")
         for _ in range(MOVE_ROUNDS):
             with database_errors():
                 current = await db[FILES].find_one({"_id": source, **mark.mine()})
@@ -57,7 +60,7 @@ async def move_file_record(db: AsyncDatabase[Document], source: str, place: Call
                     await db[FILES].insert_one(copy)
             except DuplicateKeyError:
                 copy = None
-                raise Conflict(f"{place(current)['_id']} exists already") from None
+                raise Conflict(f"{destination} exists already") from None
             if await mark.delete(db[FILES], [source], "the move", where={"version": current.get("version")}):
                 placed = await _placed(db, source, copy)
                 copy = None

@@ -11,7 +11,8 @@ a tree removal) is counted by that way: if fewer records were deleted than went,
 tell which were its own and counts none. A lapsed mark (a call that died between marking and
 deleting: its files were never taken off) is taken over by the next removal; a stall of more
 than half a lease just before a delete could still miscount (`cairn usage rebuild` mends it), as
-could an outage between a delete and its count.
+could an outage between a delete and its count. A file below a directory being moved is given up
+(`catalogue.directory_moves`).
 Without `force`, a record is marked only while it has no replica, so a replica added after the
 caller's permission check keeps the file. Cost: one more write and read of each record.
 """
@@ -29,11 +30,11 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from catalogue import change_feed
 from catalogue.collection_names import FILES
-from catalogue.usage import REGISTERED_IN, REMOVING, record_files, take_over_calls
+from catalogue.directory_moves import moving_above
+from catalogue.usage import REGISTERED_IN, REMOVAL_LEASE, REMOVING, record_files, take_over_calls
 from kernel.db import Document, database_errors, read_by_ids
 from kernel.marks import Mark, by_ids
 
-REMOVAL_LEASE = dt.timedelta(minutes=2)
 ELSEWHERE_WAIT = 1.0  # seconds a removal waits for another call removing some of its files
 COUNTED_FIELDS = {"replicas.se": 1, "size": 1, REGISTERED_IN: 1}  # what counting a removal reads
 log = logging.getLogger(__name__)
@@ -61,6 +62,8 @@ async def remove_records(db: AsyncDatabase[Document], lfns: Sequence[str], *, fo
     refused = {lfn: still_has_replicas(count) for lfn, count in claim.kept.items()}
     for lfn, since in (await _still_elsewhere(db, claim.elsewhere)).items():
         refused[lfn] = f"file is being removed by another request (since {since.isoformat()}); try again"
+    for lfn in claim.moving:
+        refused[lfn] = "a directory above the file is being moved; try again"
     return set(removed), refused
 
 
@@ -72,6 +75,7 @@ class Claim:
     records: dict[str, Document] = field(default_factory=dict)  # marked by this call, as read after marking
     elsewhere: dict[str, dt.datetime] = field(default_factory=dict)  # being removed by another call (since)
     kept: dict[str, int] = field(default_factory=dict)  # gained replicas since the check (without force): how many
+    moving: set[str] = field(default_factory=set)  # below a directory being moved: given up, left as they are
 
 
 async def claim_removals(db: AsyncDatabase[Document], lfns: Sequence[str], projection: dict[str, int], *,
@@ -92,6 +96,10 @@ async def claim_removals(db: AsyncDatabase[Document], lfns: Sequence[str], proje
             claim.elsewhere[doc["_id"]] = mark.get("at", claim.mark.at)
         else:
             claim.kept[doc["_id"]] = len(doc["replicas"])
+    claim.moving = await moving_above(db, claim.records) if claim.records else set()
+    if claim.moving:
+        await claim.mark.take_off(db[FILES], sorted(claim.moving))
+        claim.records = {lfn: doc for lfn, doc in claim.records.items() if lfn not in claim.moving}
     return claim
 
 

@@ -7,15 +7,15 @@ Moves have no transaction to lean on: the new records are written first and the 
 removed after, batch by batch, so a crash half-way leaves a record at its old place, its new
 place or both, never neither (repairing such a half-done move is not automated yet). One call
 moves a given file or directory (`catalogue.file_move`; a directory's `moving` mark), so a retried
-or concurrent move is refused rather than copying it twice; a file moved or removed on its own
-while a directory above it moves is not covered. Replica URLs are kept as they are on a move,
-since the bytes on the SEs do not move.
+or concurrent move is refused rather than copying it twice, and a directory move and the moves
+and removals of files below it exclude each other (`catalogue.directory_moves`; files registered
+below a moving directory are not covered). Replica URLs are kept as they are on a move, since
+the bytes on the SEs do not move.
 """
 
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -34,6 +34,7 @@ from catalogue.directories import (
     insert_directories,
     now,
 )
+from catalogue.directory_moves import MOVE_LEASE, files_held_below
 from catalogue.file_move import move_file_record
 from catalogue.file_removal import remove_records
 from catalogue.files import FILES
@@ -59,7 +60,6 @@ from kernel.marks import Mark
 from kernel.principal import Principal
 
 MOVE_BATCH = 1000
-MOVE_LEASE = dt.timedelta(minutes=10)  # a directory move's mark (a big tree takes a while to move)
 LIST_PROJECTION = {"replicas": 0, "meta": 0}
 
 
@@ -212,7 +212,7 @@ async def move(db: AsyncDatabase[Document], principal: Principal, source: str, d
         return {**moved, **metadata_fields_for(destination, record.get("meta") or {}, dirs)}
 
     if kind == "file":
-        was, placed = await move_file_record(db, source, place)
+        was, placed = await move_file_record(db, source, destination, place)
         usage = Usage()
         usage.file(source, int(was.get("size", 0)), -1)
         usage.file(destination, int(was.get("size", 0)), +1)
@@ -225,8 +225,8 @@ async def _move_directory(db: AsyncDatabase[Document], source: str, destination:
                           place: Callable[[Document], Document]) -> Document:
     """Move a directory and everything below it, marked (`MOVING`) so that one call moves it: a
     second move of it meanwhile (a retry, another user) is refused (409) instead of copying the
-    tree again and moving its usage twice. Files moved or removed one by one below it while it
-    moves are not covered (see the module)."""
+    tree again and moving its usage twice; it excludes the moves and removals of files below it
+    (`catalogue.directory_moves`)."""
     mark = Mark(MOVING, MOVE_LEASE)
     with database_errors():
         marked = await db[DIRECTORIES].update_one({"$and": [{"_id": source}, mark.free()]},
@@ -237,6 +237,9 @@ async def _move_directory(db: AsyncDatabase[Document], source: str, destination:
         current = await db[DIRECTORIES].find_one({"_id": source})
     if current is None or not mark.holds(current):
         raise Conflict(f"{source} was moved meanwhile; nothing moved")
+    if held := await files_held_below(db, source):
+        await mark.take_off(db[DIRECTORIES], [source])
+        raise Conflict(f"{len(held)} file(s) below {source} are being moved or removed (e.g. {held[0]}); try again")
     moved = place(current)
     try:
         relocated = await _relocate(db[DIRECTORIES], [(source, moved)])

@@ -27,6 +27,7 @@ still inserting. The rebuild corrects both and claims every token it has counted
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
@@ -47,8 +48,10 @@ from kernel.recount import set_if_unmoved
 USAGE = "usage"
 USAGE_CLAIMS = "usage_claims"
 REGISTERED_IN = "registered_in"
-# A file record's mark while one removal call removes it (`catalogue.file_removal`).
+# A file record's mark while one call removes or moves it (`catalogue.file_removal`,
+# `catalogue.file_move`), and how long a mark holds (a dead call's lapses and is taken over).
 REMOVING = "removing"
+REMOVAL_LEASE = dt.timedelta(minutes=2)
 # A directory record's mark while one call moves it (`catalogue.namespace.move`).
 MOVING = "moving"
 # A record's bookkeeping fields, which no reader shows.

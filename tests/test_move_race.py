@@ -6,6 +6,7 @@ with the file."""
 from __future__ import annotations
 
 import asyncio
+import threading
 from typing import Any
 
 import pymongo
@@ -13,9 +14,10 @@ import pytest
 from pymongo import AsyncMongoClient, monitoring
 from pymongo.asynchronous.database import AsyncDatabase
 
-from catalogue.files import register_files
+from catalogue.file_removal import COUNTED_FIELDS, claim_removals, delete_claimed
+from catalogue.files import register_files, remove_files
 from catalogue.namespace import mkdir, move
-from catalogue.usage import directory_usage, rebuild
+from catalogue.usage import directory_usage, rebuild, record_files
 from kernel.db import Document
 from kernel.errors import Conflict, NotFound
 from kernel.settings import Settings
@@ -143,3 +145,64 @@ async def test_cairn_mv_run_several_times_at_once_moves_the_file_once(api: Runni
         assert (await admin.stat("/vo/cli/b/f"))["path"] == "/vo/cli/b/f"
         with pytest.raises(NotFound):
             await admin.stat("/vo/cli/a/f")
+
+
+async def test_a_directory_move_waits_for_a_removal_under_way_below_it_and_refuses_if_it_stays(
+    catalogue_db: AsyncDatabase[Document],
+) -> None:
+    db = catalogue_db
+    await registered(db, ["/vo/m/d/f", "/vo/m/d/g"])
+    claim = await claim_removals(db, ["/vo/m/d/f"], COUNTED_FIELDS, force=True)  # a removal under way
+    with pytest.raises(Conflict, match="being moved or removed"):
+        await move(db, ADMIN, "/vo/m/d", "/vo/m/e")
+    assert sorted(await lfns_and_guids(db)) == ["/vo/m/d/f", "/vo/m/d/g"]
+    await record_files(db, (await delete_claimed(db, claim)).values(), -1)  # the removal ends
+    await move(db, ADMIN, "/vo/m/d", "/vo/m/e")
+    assert sorted(await lfns_and_guids(db)) == ["/vo/m/e/g"]
+    await assert_exact(db)
+
+
+class RemovalWhileDirectoryMoves(monitoring.CommandListener):
+    """Runs a removal of `lfns` (in a thread of its own, with its own client) the moment the
+    database has answered the directory move's mark, before the move copies anything."""
+
+    def __init__(self, uri: str, database: str, lfns: list[str]) -> None:
+        self.uri, self.database, self.lfns = uri, database, lfns
+        self.request: int | None = None
+        self.answer: dict[str, Any] | None = None
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        if self.request is None and event.command_name == "update" and event.command.get("update") == "directories":
+            self.request = event.request_id
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        if self.answer is None and event.request_id == self.request:
+            thread = threading.Thread(target=lambda: asyncio.run(self._remove()))
+            thread.start()
+            thread.join()
+
+    async def _remove(self) -> None:
+        client: AsyncMongoClient[Document] = AsyncMongoClient(self.uri, tz_aware=True)
+        try:
+            self.answer = await remove_files(client[self.database], ADMIN, self.lfns, force=True)
+        finally:
+            await client.close()
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        """Nothing to do for a command that failed (the listener interface asks for this method)."""
+
+
+async def test_a_removal_below_a_directory_being_moved_is_refused_and_the_move_completes(
+    catalogue_db: AsyncDatabase[Document], settings: Settings, mongodb_uri: str,
+) -> None:
+    await registered(catalogue_db, ["/vo/m/d/f", "/vo/m/d/g"])
+    listener = RemovalWhileDirectoryMoves(mongodb_uri, settings.database, ["/vo/m/d/f"])
+    client: AsyncMongoClient[Document] = AsyncMongoClient(mongodb_uri, event_listeners=[listener], tz_aware=True)
+    try:
+        await move(client[settings.database], ADMIN, "/vo/m/d", "/vo/m/e")
+    finally:
+        await client.close()
+    assert listener.answer is not None
+    assert listener.answer["failed"] == {"/vo/m/d/f": "a directory above the file is being moved; try again"}
+    assert sorted(await lfns_and_guids(catalogue_db)) == ["/vo/m/e/f", "/vo/m/e/g"]
+    await assert_exact(catalogue_db)

@@ -1,0 +1,60 @@
+"""A directory move excludes the moves and removals of the files below it, and they exclude it.
+
+A directory move copies its tree's records to the new place and deletes the originals by `_id`;
+a file moved or removed on its own meanwhile could be copied by both, or taken from under the
+other. Each side sets its mark first and then looks for the other's (two single-document writes
+and two reads on one database: at least one of them sees the other): a directory move marks its
+directory record (MOVING, lease MOVE_LEASE), then waits up to HELD_WAIT for the live marks of
+files below it (`removing`: a file move or removal under way, `catalogue.file_move`,
+`catalogue.file_removal`) to go, and answers 409 if some stay; a file move or removal marks its
+file records, then gives up those below a directory a live move holds (409 for them). Files
+registered below a directory while it moves are not covered: a registration sets no mark.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import time
+from collections.abc import Iterable
+
+from pymongo.asynchronous.database import AsyncDatabase
+
+from catalogue.children import subtree_range
+from catalogue.collection_names import FILES
+from catalogue.directories import DIRECTORIES
+from catalogue.lfn import ancestors
+from catalogue.usage import MOVING, REMOVAL_LEASE, REMOVING
+from kernel.db import Document, pages_by_id, read_by_ids
+
+MOVE_LEASE = dt.timedelta(minutes=10)  # a directory move's mark (a big tree takes a while to move)
+HELD_WAIT = 2.0  # seconds a directory move waits for the file moves and removals under way below it
+
+
+def _live(mark: Document | None, lease: dt.timedelta) -> bool:
+    at = (mark or {}).get("at")
+    return at is not None and bool(at > dt.datetime.now(dt.UTC) - lease)
+
+
+async def moving_above(db: AsyncDatabase[Document], lfns: Iterable[str]) -> set[str]:
+    """Of lfns, those below a directory that a live move holds (one read of their ancestors)."""
+    parents = {lfn: ancestors(lfn) for lfn in lfns}
+    above = sorted({d for chain in parents.values() for d in chain})
+    held = {doc["_id"] async for doc in read_by_ids(db[DIRECTORIES], above, {MOVING: 1},
+                                                    flt={MOVING: {"$exists": True}})
+            if _live(doc.get(MOVING), MOVE_LEASE)}
+    return {lfn for lfn, chain in parents.items() if held.intersection(chain)} if held else set()
+
+
+async def files_held_below(db: AsyncDatabase[Document], path: str) -> list[str]:
+    """The files below `path` that a live file move or removal holds, after waiting up to
+    HELD_WAIT for them to go (one read of the subtree's records by `_id` range each look)."""
+    low, high = subtree_range(path)
+    deadline = time.monotonic() + HELD_WAIT
+    while True:
+        held = [doc["_id"] async for doc in pages_by_id(db[FILES], {REMOVING: {"$exists": True}}, {REMOVING: 1},
+                                                        after=low, before=high)
+                if _live(doc.get(REMOVING), REMOVAL_LEASE)]
+        if not held or time.monotonic() >= deadline:
+            return held
+        await asyncio.sleep(0.05)
