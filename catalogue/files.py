@@ -29,6 +29,7 @@ from catalogue.directories import (
     insert_directories,
     now,
 )
+from catalogue.directory_moves import moving_above
 from catalogue.file_removal import remove_records, still_has_replicas
 from catalogue.lfn import ancestors, check_lfn, name_of, parent_of
 from catalogue.metadata import metadata_fields_for
@@ -49,6 +50,7 @@ from catalogue.vos import registry, vo_of_path
 from kernel.bounds import Size
 from kernel.db import Document, IndexSpec, bulk_write_chunked, database_errors, increment
 from kernel.errors import InvalidInput, NotFound
+from kernel.marks import by_ids
 from kernel.principal import Principal
 
 ReplicaStatus = Literal["available", "copying", "unavailable", "bad", "lost"]
@@ -93,7 +95,7 @@ class FileRecord(TypedDict):
     registered_in: NotRequired[str]
 
 INDEXES = [
-    # Sparse: a file being moved carries its GUID as `moving_guid` for a moment (namespace.move).
+    # Sparse: a file being moved carries its GUID as `moving_guid` for a moment (catalogue.moves).
     IndexSpec(FILES, [("guid", 1)], name="files_by_guid", unique=True, sparse=True),
     # what lies on an SE (reaper, SE removal): files.find({"replicas.se": se}); the auditor's
     # sorted walk: files.find({"replicas.se": se, _id: {$gt: last}}).sort(_id). One index for
@@ -272,7 +274,8 @@ async def register_files(db: AsyncDatabase[Document], principal: Principal, file
                 else:
                     failed[item.lfn] = f"not written: {error.get('errmsg', 'database error')}"
     dup_lfns = {f.lfn for f in duplicates}
-    written = [doc for doc in docs if doc["_id"] not in dup_lfns and doc["_id"] not in failed]
+    written = await _outside_moves(db, token, [doc for doc in docs if doc["_id"] not in dup_lfns
+                                                and doc["_id"] not in failed], failed)
     for doc in written:
         successful[doc["_id"]] = {"guid": doc["guid"], "created": True}
     await record_registered(db, token, written)
@@ -281,6 +284,22 @@ async def register_files(db: AsyncDatabase[Document], principal: Principal, file
     if duplicates:
         await _reconcile(db, duplicates, replicas, successful, failed)
     return {"successful": successful, "failed": failed}
+
+
+async def _outside_moves(db: AsyncDatabase[Document], token: str, written: list[FileRecord],
+                         failed: dict[str, Any]) -> list[FileRecord]:
+    """Of the records a register call just wrote, those that are not below a directory a live
+    move holds; the others are taken back (still uncounted) and fail, so that a directory move
+    never leaves a file behind at its old place (`catalogue.directory_moves`)."""
+    held = await moving_above(db, [doc["_id"] for doc in written]) if written else set()
+    if not held:
+        return written
+    with database_errors():
+        for flt in by_ids(sorted(held), {REGISTERED_IN: token}):
+            await db[FILES].delete_many(flt)
+    for lfn in held:
+        failed[lfn] = "a directory above the file is being moved; try again"
+    return [doc for doc in written if doc["_id"] not in held]
 
 
 async def _reconcile(

@@ -1,30 +1,18 @@
-"""The namespace: mkdir, ls, stat, move, remove, chmod and chown over directories and files.
+"""The namespace: mkdir, ls, stat, remove, chmod and chown over directories and files (moves
+are `catalogue.moves`).
 
 Every function takes the database first and the caller second, and applies the rules of
 `catalogue.permissions` (ancestors come from one `_id $in` query).
-
-Moves have no transaction to lean on: the new records are written first and the old ones
-removed after, batch by batch, so a crash half-way leaves a record at its old place, its new
-place or both, never neither (repairing such a half-done move is not automated yet). One call
-moves a given file or directory (`catalogue.file_move`; a directory's `moving` mark), so a retried
-or concurrent move is refused rather than copying it twice, and a directory move and the moves
-and removals of files below it exclude each other (`catalogue.directory_moves`; files registered
-below a moving directory are not covered). Replica URLs are kept as they are on a move, since
-the bytes on the SEs do not move.
 """
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
-from pymongo import UpdateOne
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import BulkWriteError
 
-from catalogue import change_feed
 from catalogue.children import direct_children, subtree_range
 from catalogue.directories import (
     DIRECTORIES,
@@ -34,11 +22,9 @@ from catalogue.directories import (
     insert_directories,
     now,
 )
-from catalogue.directory_moves import MOVE_LEASE, files_held_below
-from catalogue.file_move import move_file_record
 from catalogue.file_removal import remove_records
 from catalogue.files import FILES
-from catalogue.lfn import ROOT, ancestors, check_lfn, descendant_pattern, is_within, name_of, parent_of
+from catalogue.lfn import ROOT, ancestors, check_lfn, descendant_pattern, is_within, parent_of
 from catalogue.metadata import metadata_fields_for
 from catalogue.permissions import (
     EXECUTE,
@@ -53,17 +39,16 @@ from catalogue.permissions import (
     traversal_denial,
     within_reach,
 )
-from catalogue.usage import MOVING, REMOVING, Usage, drop_directory_usage, move_directory_usage
-from kernel.db import Document, bulk_write_chunked, database_errors, for_output, iterate, page_by_id
+from catalogue.usage import drop_directory_usage
+from kernel.db import Document, database_errors, for_output, page_by_id
 from kernel.errors import Conflict, Forbidden, InvalidInput, NotFound
-from kernel.marks import Mark
 from kernel.principal import Principal
 
-MOVE_BATCH = 1000
 LIST_PROJECTION = {"replicas": 0, "meta": 0}
+REMOVE_BATCH = 1000  # files of a tree removed per call of `remove_records`
 
 
-async def _find_entry(db: AsyncDatabase[Document], path: str) -> tuple[Document, str] | None:
+async def find_entry(db: AsyncDatabase[Document], path: str) -> tuple[Document, str] | None:
     """The entry at `path` and its kind ("directory" or "file"), or None."""
     if path == ROOT:
         return ROOT_ENTRY, "directory"
@@ -75,8 +60,8 @@ async def _find_entry(db: AsyncDatabase[Document], path: str) -> tuple[Document,
     return (doc, "file") if doc is not None else None
 
 
-async def _existing(db: AsyncDatabase[Document], path: str) -> tuple[Document, str]:
-    found = await _find_entry(db, path)
+async def existing_entry(db: AsyncDatabase[Document], path: str) -> tuple[Document, str]:
+    found = await find_entry(db, path)
     if found is None:
         raise NotFound(f"{path} does not exist")
     return found
@@ -117,7 +102,7 @@ async def stat(db: AsyncDatabase[Document], principal: Principal, path: str) -> 
     check_lfn(path)
     dirs = await fetch_directories(db, ancestors(path))
     require(traversal_denial(principal, path, dirs), path)
-    doc, kind = await _existing(db, path)
+    doc, kind = await existing_entry(db, path)
     return entry_view(doc, kind)
 
 
@@ -145,7 +130,7 @@ async def _listable(db: AsyncDatabase[Document], principal: Principal, path: str
     check_lfn(path)
     dirs = await fetch_directories(db, ancestors(path))
     require(traversal_denial(principal, path, dirs), path)  # before existence: hidden = missing
-    doc, kind = await _existing(db, path)
+    doc, kind = await existing_entry(db, path)
     if kind != "directory":
         raise InvalidInput(f"{path} is a file, not a directory")
     require(entry_denial(principal, path, doc, READ | EXECUTE, dirs), path)
@@ -187,155 +172,12 @@ async def list_directory(
     return {"entries": entries, "next_after": None}
 
 
-async def move(db: AsyncDatabase[Document], principal: Principal, source: str, destination: str) -> dict[str, Any]:
-    """Rename or move a file or a directory (with everything below it) to a path that is free."""
-    check_lfn(source)
-    check_lfn(destination)
-    if source == ROOT:
-        raise InvalidInput("the root directory cannot be moved")
-    if is_within(destination, source):
-        raise InvalidInput(f"cannot move {source} into itself ({destination})")
-    _, kind = await _existing(db, source)
-    if await _find_entry(db, destination) is not None:
-        raise Conflict(f"{destination} exists already")
-    target_parent = parent_of(destination)
-    dirs = await fetch_directories(db, [*ancestors(source), *ancestors(destination)])
-    if target_parent != ROOT and target_parent not in dirs:
-        raise NotFound(f"destination directory {target_parent} does not exist")
-    require(removal_denial(principal, source, dirs), source)
-    require(creation_denial(principal, destination, dirs), destination)
-
-    def place(record: Document) -> Document:
-        """The record at its new place; inherited metadata re-derived from the new ancestors."""
-        moved = {**record, "_id": destination, "parent": target_parent, "name": name_of(destination),
-                 "modified": now()}
-        return {**moved, **metadata_fields_for(destination, record.get("meta") or {}, dirs)}
-
-    if kind == "file":
-        was, placed = await move_file_record(db, source, destination, place)
-        usage = Usage()
-        usage.file(source, int(was.get("size", 0)), -1)
-        usage.file(destination, int(was.get("size", 0)), +1)
-        await usage.apply(db)
-        return entry_view(placed, kind)
-    return entry_view(await _move_directory(db, source, destination, place), kind)
-
-
-async def _move_directory(db: AsyncDatabase[Document], source: str, destination: str,
-                          place: Callable[[Document], Document]) -> Document:
-    """Move a directory and everything below it, marked (`MOVING`) so that one call moves it: a
-    second move of it meanwhile (a retry, another user) is refused (409) instead of copying the
-    tree again and moving its usage twice; it excludes the moves and removals of files below it
-    (`catalogue.directory_moves`)."""
-    mark = Mark(MOVING, MOVE_LEASE)
-    with database_errors():
-        marked = await db[DIRECTORIES].update_one({"$and": [{"_id": source}, mark.free()]},
-                                                  {"$set": {MOVING: mark.value()}})
-    if not marked.modified_count:
-        raise Conflict(f"{source} is being moved by another request, or was moved meanwhile; try again")
-    with database_errors():
-        current = await db[DIRECTORIES].find_one({"_id": source})
-    if current is None or not mark.holds(current):
-        raise Conflict(f"{source} was moved meanwhile; nothing moved")
-    if held := await files_held_below(db, source):
-        await mark.take_off(db[DIRECTORIES], [source])
-        raise Conflict(f"{len(held)} file(s) below {source} are being moved or removed (e.g. {held[0]}); try again")
-    moved = place(current)
-    try:
-        relocated = await _relocate(db[DIRECTORIES], [(source, moved)])
-    except BaseException:
-        await asyncio.shield(mark.take_off(db[DIRECTORIES], [source]))
-        raise
-    if not relocated:
-        await mark.take_off(db[DIRECTORIES], [source])
-        raise Conflict(f"{destination} exists already")
-    placed: dict[str, Document] = {destination: moved}
-    for name in (DIRECTORIES, FILES):
-        await _move_subtree(db[name], source, destination, placed)
-    await move_directory_usage(db, source, destination)
-    return moved
-
-
-async def _relocate(collection: AsyncCollection[Document], pairs: list[tuple[str, Document]]) -> int:
-    """Put records at their new `_id`s, then drop the old ones: three round trips per batch; how
-    many moved (a record whose new place was taken meanwhile stays where it was).
-
-    A file's GUID is unique, so a copy carries it as `moving_guid` until the original is gone
-    (the GUID index is sparse). A crash between the steps leaves the original, or both, never
-    neither; a copy left with `moving_guid` still names its GUID.
-    """
-    if not pairs:
-        return 0
-    is_files = collection.name == FILES
-    copies = []
-    for _, doc in pairs:
-        copy = dict(doc)
-        copy.pop(REMOVING, None)  # a removal's (or move's) mark stays with the record it marked
-        copy.pop(MOVING, None)
-        if is_files and "guid" in copy:
-            copy["moving_guid"] = copy.pop("guid")
-        copies.append(copy)
-    blocked: set[int] = set()
-    try:
-        with database_errors():
-            await collection.insert_many(copies, ordered=False)
-    except BulkWriteError as exc:
-        # A record that appeared at the new place meanwhile: keep the original where it is.
-        blocked = {e["index"] for e in exc.details.get("writeErrors", [])}
-    moved = [i for i in range(len(pairs)) if i not in blocked]
-    if not moved:
-        return 0
-    restores = [
-        UpdateOne({"_id": copies[i]["_id"]}, {"$set": {"guid": copies[i]["moving_guid"]},
-                                              "$unset": {"moving_guid": ""}})
-        for i in moved if "moving_guid" in copies[i]
-    ]
-    with database_errors():
-        await collection.delete_many({"_id": {"$in": [pairs[i][0] for i in moved]}})
-        if restores:
-            await bulk_write_chunked(collection, restores)
-    if is_files:
-        await change_feed.append(collection.database, [
-            event for i in moved for event in (
-                change_feed.event("file_removed", pairs[i][0], moved_to=copies[i]["_id"]),
-                change_feed.event("file_registered", copies[i]["_id"], moved_from=pairs[i][0]))])
-    return len(moved)
-
-
-async def _move_subtree(
-    collection: AsyncCollection[Document], source: str, destination: str, placed: dict[str, Document]
-) -> None:
-    """Move every record below `source` to the same place below `destination`, batch by batch,
-    re-deriving inherited metadata from the directories already `placed` (directories come
-    sorted by path, so a parent is always placed before its children; they are kept in
-    `placed`, in memory proportional to the directories of the tree)."""
-    # Index: `_id` (an anchored prefix regex is a range scan on MongoDB); memory stays flat for files.
-    pattern = descendant_pattern(source)
-    cut = len(source)
-    is_directories = collection.name == DIRECTORIES
-    cursor = collection.find({"_id": {"$regex": pattern}})
-    if is_directories:
-        cursor = cursor.sort("_id", 1)
-    batch: list[tuple[str, Document]] = []
-    async for doc in iterate(cursor.batch_size(MOVE_BATCH)):
-        path = destination + doc["_id"][cut:]
-        copy = {**doc, "_id": path, "parent": parent_of(path), **metadata_fields_for(path, doc.get("meta") or {},
-                                                                                       placed)}
-        if is_directories:
-            placed[path] = copy
-        batch.append((doc["_id"], copy))
-        if len(batch) >= MOVE_BATCH:
-            await _relocate(collection, batch)
-            batch = []
-    await _relocate(collection, batch)
-
-
 async def remove(db: AsyncDatabase[Document], principal: Principal, path: str, *, recursive: bool = False) -> int:
     """Remove a file, an empty directory, or (admins, `recursive`) a whole tree; returns entries removed."""
     check_lfn(path)
     if path == ROOT:
         raise InvalidInput("the root directory cannot be removed")
-    doc, kind = await _existing(db, path)
+    doc, kind = await existing_entry(db, path)
     dirs = await fetch_directories(db, ancestors(path))
     require(removal_denial(principal, path, dirs), path)
     if kind == "file":
@@ -366,14 +208,14 @@ async def remove(db: AsyncDatabase[Document], principal: Principal, path: str, *
 
 
 async def _remove_tree_files(db: AsyncDatabase[Document], path: str) -> int:
-    """Remove every file below `path`, MOVE_BATCH at a time in `_id` order, each record taken
+    """Remove every file below `path`, REMOVE_BATCH at a time in `_id` order, each record taken
     off the counters by the call that deletes it (`catalogue.file_removal`, as a removal of those
     files racing this one would); returns how many it removed. A file that another request still
     holds stops the tree's removal (409) once the rest of its files are gone."""
     low, high = subtree_range(path)
     removed = 0
     held: dict[str, str] = {}
-    while page := await page_by_id(db[FILES], {}, {"_id": 1}, after=low, before=high, size=MOVE_BATCH):
+    while page := await page_by_id(db[FILES], {}, {"_id": 1}, after=low, before=high, size=REMOVE_BATCH):
         lfns = [doc["_id"] for doc in page]
         gone, refused = await remove_records(db, lfns, force=True)
         removed += len(gone)
@@ -413,7 +255,7 @@ async def _change(
         raise InvalidInput("the root directory cannot be changed")
     dirs = await fetch_directories(db, ancestors(path))
     require(traversal_denial(principal, path, dirs), path)  # before existence: hidden = missing
-    doc, kind = await _existing(db, path)
+    doc, kind = await existing_entry(db, path)
     check(doc)
     collection = db[DIRECTORIES] if kind == "directory" else db[FILES]
     updated = {**doc, **changes, "modified": now()}

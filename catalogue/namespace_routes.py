@@ -9,7 +9,7 @@ from __future__ import annotations
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
-from catalogue import namespace
+from catalogue import moves, namespace
 from catalogue.lfn import check_lfn
 from kernel.errors import InvalidInput
 from kernel.web import DATABASE, ApiRoutes, json_response, principal_of, query_int, read_model, scopes, stream_ndjson
@@ -108,7 +108,7 @@ async def ls_stream(request: web.Request) -> web.StreamResponse:
              responses={404: "source or destination directory missing", 409: "destination exists"})
 async def move(request: web.Request) -> web.Response:
     body = await read_model(request, MoveBody)
-    entry = await namespace.move(request.app[DATABASE], principal_of(request), body.source, body.destination)
+    entry = await moves.move(request.app[DATABASE], principal_of(request), body.source, body.destination)
     return json_response(entry)
 
 

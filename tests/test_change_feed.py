@@ -20,7 +20,8 @@ from catalogue.dataset_contents import attach_files, detach_files
 from catalogue.datasets import DidIn, create_did
 from catalogue.files import register_files, remove_files
 from catalogue.metadata import set_metadata
-from catalogue.namespace import move, remove
+from catalogue.moves import move
+from catalogue.namespace import remove
 from catalogue.replicas import add_replicas, remove_replicas, set_replica_status
 from kernel.db import Document
 from kernel.errors import InvalidInput

@@ -15,7 +15,8 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from catalogue.file_removal import REMOVAL_LEASE, claim_removals, delete_claimed, release
 from catalogue.files import register_files, remove_files
-from catalogue.namespace import move, remove, stat
+from catalogue.moves import move
+from catalogue.namespace import remove, stat
 from catalogue.usage import REMOVING, directory_usage, rebuild, record_files, se_usage
 from kernel.db import Document
 from kernel.errors import Conflict, NotFound, ServiceUnavailable

@@ -10,7 +10,8 @@ from pymongo.asynchronous.database import AsyncDatabase
 from catalogue.files import get_file, register_files
 from catalogue.metadata import get_metadata, remove_metadata, set_metadata
 from catalogue.metadata_fields import FieldDeclaration, declare_field, list_fields, undeclare_field
-from catalogue.namespace import mkdir, move
+from catalogue.moves import move
+from catalogue.namespace import mkdir
 from kernel.db import Document
 from kernel.errors import Forbidden, InvalidInput
 from tests.fixtures.catalogue import ADMIN, BOB

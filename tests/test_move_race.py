@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pymongo
@@ -16,7 +17,8 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from catalogue.file_removal import COUNTED_FIELDS, claim_removals, delete_claimed
 from catalogue.files import register_files, remove_files
-from catalogue.namespace import mkdir, move
+from catalogue.moves import move
+from catalogue.namespace import mkdir
 from catalogue.usage import directory_usage, rebuild, record_files
 from kernel.db import Document
 from kernel.errors import Conflict, NotFound
@@ -162,12 +164,13 @@ async def test_a_directory_move_waits_for_a_removal_under_way_below_it_and_refus
     await assert_exact(db)
 
 
-class RemovalWhileDirectoryMoves(monitoring.CommandListener):
-    """Runs a removal of `lfns` (in a thread of its own, with its own client) the moment the
-    database has answered the directory move's mark, before the move copies anything."""
+class CallWhileDirectoryMoves(monitoring.CommandListener):
+    """Runs `call` (in a thread of its own, with its own client) the moment the database has
+    answered the directory move's mark, before the move copies anything."""
 
-    def __init__(self, uri: str, database: str, lfns: list[str]) -> None:
-        self.uri, self.database, self.lfns = uri, database, lfns
+    def __init__(self, uri: str, database: str,
+                 call: Callable[[AsyncDatabase[Document]], Awaitable[dict[str, Any]]]) -> None:
+        self.uri, self.database, self.call = uri, database, call
         self.request: int | None = None
         self.answer: dict[str, Any] | None = None
 
@@ -177,14 +180,14 @@ class RemovalWhileDirectoryMoves(monitoring.CommandListener):
 
     def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
         if self.answer is None and event.request_id == self.request:
-            thread = threading.Thread(target=lambda: asyncio.run(self._remove()))
+            thread = threading.Thread(target=lambda: asyncio.run(self._run()))
             thread.start()
             thread.join()
 
-    async def _remove(self) -> None:
+    async def _run(self) -> None:
         client: AsyncMongoClient[Document] = AsyncMongoClient(self.uri, tz_aware=True)
         try:
-            self.answer = await remove_files(client[self.database], ADMIN, self.lfns, force=True)
+            self.answer = await self.call(client[self.database])
         finally:
             await client.close()
 
@@ -192,17 +195,34 @@ class RemovalWhileDirectoryMoves(monitoring.CommandListener):
         """Nothing to do for a command that failed (the listener interface asks for this method)."""
 
 
+async def moved_with(uri: str, database: str, listener: CallWhileDirectoryMoves, source: str, destination: str) -> None:
+    client: AsyncMongoClient[Document] = AsyncMongoClient(uri, event_listeners=[listener], tz_aware=True)
+    try:
+        await move(client[database], ADMIN, source, destination)
+    finally:
+        await client.close()
+    assert listener.answer is not None
+
+
 async def test_a_removal_below_a_directory_being_moved_is_refused_and_the_move_completes(
     catalogue_db: AsyncDatabase[Document], settings: Settings, mongodb_uri: str,
 ) -> None:
     await registered(catalogue_db, ["/vo/m/d/f", "/vo/m/d/g"])
-    listener = RemovalWhileDirectoryMoves(mongodb_uri, settings.database, ["/vo/m/d/f"])
-    client: AsyncMongoClient[Document] = AsyncMongoClient(mongodb_uri, event_listeners=[listener], tz_aware=True)
-    try:
-        await move(client[settings.database], ADMIN, "/vo/m/d", "/vo/m/e")
-    finally:
-        await client.close()
-    assert listener.answer is not None
-    assert listener.answer["failed"] == {"/vo/m/d/f": "a directory above the file is being moved; try again"}
+    listener = CallWhileDirectoryMoves(mongodb_uri, settings.database,
+                                       lambda db: remove_files(db, ADMIN, ["/vo/m/d/f"], force=True))
+    await moved_with(mongodb_uri, settings.database, listener, "/vo/m/d", "/vo/m/e")
+    assert (listener.answer or {})["failed"] == {"/vo/m/d/f": "a directory above the file is being moved; try again"}
     assert sorted(await lfns_and_guids(catalogue_db)) == ["/vo/m/e/f", "/vo/m/e/g"]
+    await assert_exact(catalogue_db)
+
+
+async def test_a_file_registered_below_a_directory_being_moved_is_refused_and_left_nowhere(
+    catalogue_db: AsyncDatabase[Document], settings: Settings, mongodb_uri: str,
+) -> None:
+    await registered(catalogue_db, ["/vo/m/d/f"])
+    new = [{"lfn": "/vo/m/d/new", "size": 7, "adler32": "00000001", "replicas": [{"se": "CERN-DISK"}]}]
+    listener = CallWhileDirectoryMoves(mongodb_uri, settings.database, lambda db: register_files(db, ADMIN, new))
+    await moved_with(mongodb_uri, settings.database, listener, "/vo/m/d", "/vo/m/e")
+    assert (listener.answer or {})["failed"] == {"/vo/m/d/new": "a directory above the file is being moved; try again"}
+    assert sorted(await lfns_and_guids(catalogue_db)) == ["/vo/m/e/f"]
     await assert_exact(catalogue_db)

@@ -6,7 +6,8 @@ import pytest
 from pymongo.asynchronous.database import AsyncDatabase
 
 from catalogue.files import get_file, register_files
-from catalogue.namespace import chmod, chown, list_directory, mkdir, move, open_directory, remove, stat
+from catalogue.moves import move
+from catalogue.namespace import chmod, chown, list_directory, mkdir, open_directory, remove, stat
 from kernel.db import Document
 from kernel.errors import Conflict, Forbidden, InvalidInput, NotFound
 from tests.fixtures.catalogue import ADMIN, ALICE

@@ -8,7 +8,8 @@ import random
 from pymongo.asynchronous.database import AsyncDatabase
 
 from catalogue.files import register_files, remove_files
-from catalogue.namespace import mkdir, move, remove
+from catalogue.moves import move
+from catalogue.namespace import mkdir, remove
 from catalogue.replicas import add_replicas, remove_replicas
 from catalogue.usage import USAGE, USAGE_CLAIMS, directory_usage, rebuild, se_usage
 from kernel.db import Document

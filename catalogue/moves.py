@@ -1,0 +1,222 @@
+"""Moving (renaming) a file or a directory with everything below it (`cairn mv`).
+
+Moves have no transaction to lean on: the new records are written first and the old ones
+removed after, batch by batch, so a crash half-way leaves a record at its old place, its new
+place or both, never neither (repairing such a half-done move is not automated yet). One call
+moves a given file (`catalogue.file_move`) or directory (its `moving` mark), so a retried or
+concurrent move is refused rather than copying it twice; a directory move and the moves and
+removals of files below it exclude each other (`catalogue.directory_moves`; files registered below
+a moving directory are given up by their registration); a file whose replicas change while its
+directory moves is copied again from a fresh read. Replica URLs are kept as they are on a move,
+since the bytes on the SEs do not move.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+from pymongo import DeleteOne, UpdateOne
+from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import BulkWriteError
+
+from catalogue import change_feed
+from catalogue.directories import DIRECTORIES, entry_view, fetch_directories, find_by_ids, now
+from catalogue.directory_moves import MOVE_LEASE, files_held_below
+from catalogue.file_move import move_file_record
+from catalogue.files import FILES
+from catalogue.lfn import ROOT, ancestors, check_lfn, descendant_pattern, is_within, name_of, parent_of
+from catalogue.metadata import metadata_fields_for
+from catalogue.namespace import existing_entry, find_entry
+from catalogue.permissions import creation_denial, removal_denial, require
+from catalogue.usage import MOVING, REMOVING, Usage, move_directory_usage
+from kernel.db import Document, bulk_write_chunked, database_errors, iterate
+from kernel.errors import Conflict, InvalidInput, NotFound, ServiceUnavailable
+from kernel.marks import Mark
+from kernel.principal import Principal
+
+MOVE_BATCH = 1000
+RELOCATE_ROUNDS = 10  # times a directory move copies again the files that changed while it copied them
+
+
+async def move(db: AsyncDatabase[Document], principal: Principal, source: str, destination: str) -> dict[str, Any]:
+    """Rename or move a file or a directory (with everything below it) to a path that is free."""
+    check_lfn(source)
+    check_lfn(destination)
+    if source == ROOT:
+        raise InvalidInput("the root directory cannot be moved")
+    if is_within(destination, source):
+        raise InvalidInput(f"cannot move {source} into itself ({destination})")
+    _, kind = await existing_entry(db, source)
+    if await find_entry(db, destination) is not None:
+        raise Conflict(f"{destination} exists already")
+    target_parent = parent_of(destination)
+    dirs = await fetch_directories(db, [*ancestors(source), *ancestors(destination)])
+    if target_parent != ROOT and target_parent not in dirs:
+        raise NotFound(f"destination directory {target_parent} does not exist")
+    require(removal_denial(principal, source, dirs), source)
+    require(creation_denial(principal, destination, dirs), destination)
+
+    def place(record: Document) -> Document:
+        """The record at its new place; inherited metadata re-derived from the new ancestors."""
+        moved = {**record, "_id": destination, "parent": target_parent, "name": name_of(destination),
+                 "modified": now()}
+        return {**moved, **metadata_fields_for(destination, record.get("meta") or {}, dirs)}
+
+    if kind == "file":
+        was, placed = await move_file_record(db, source, destination, place)
+        usage = Usage()
+        usage.file(source, int(was.get("size", 0)), -1)
+        usage.file(destination, int(was.get("size", 0)), +1)
+        await usage.apply(db)
+        return entry_view(placed, kind)
+    return entry_view(await _move_directory(db, source, destination, place), kind)
+
+
+async def _move_directory(db: AsyncDatabase[Document], source: str, destination: str,
+                          place: Callable[[Document], Document]) -> Document:
+    """Move a directory and everything below it, marked (`MOVING`) so that one call moves it: a
+    second move of it meanwhile (a retry, another user) is refused (409) instead of copying the
+    tree again and moving its usage twice; it excludes the moves and removals of files below it
+    (`catalogue.directory_moves`)."""
+    mark = Mark(MOVING, MOVE_LEASE)
+    with database_errors():
+        marked = await db[DIRECTORIES].update_one({"$and": [{"_id": source}, mark.free()]},
+                                                  {"$set": {MOVING: mark.value()}})
+    if not marked.modified_count:
+        raise Conflict(f"{source} is being moved by another request, or was moved meanwhile; try again")
+    with database_errors():
+        current = await db[DIRECTORIES].find_one({"_id": source})
+    if current is None or not mark.holds(current):
+        raise Conflict(f"{source} was moved meanwhile; nothing moved")
+    if held := await files_held_below(db, source):
+        await mark.take_off(db[DIRECTORIES], [source])
+        raise Conflict(f"{len(held)} file(s) below {source} are being moved or removed (e.g. {held[0]}); try again")
+    moved = place(current)
+    try:
+        relocated, _ = await _relocate(db[DIRECTORIES], [(source, moved)])
+    except BaseException:
+        await asyncio.shield(mark.take_off(db[DIRECTORIES], [source]))
+        raise
+    if not relocated:
+        await mark.take_off(db[DIRECTORIES], [source])
+        raise Conflict(f"{destination} exists already")
+    placed: dict[str, Document] = {destination: moved}
+    for name in (DIRECTORIES, FILES):
+        await _move_subtree(db[name], source, destination, placed)
+    await move_directory_usage(db, source, destination)
+    return moved
+
+
+async def _relocate(collection: AsyncCollection[Document], pairs: list[tuple[str, Document]]
+                    ) -> tuple[int, list[str]]:
+    """Put records at their new `_id`s, then drop the old ones: three round trips per batch. How
+    many moved (a record whose new place was taken meanwhile stays where it was), and the files
+    that changed since they were read (a replica written: a file's `version` moved), whose copies
+    are taken back for the caller to move again from a fresh read.
+
+    A file's GUID is unique, so a copy carries it as `moving_guid` until the original is gone
+    (the GUID index is sparse). A crash between the steps leaves the original, or both, never
+    neither; a copy left with `moving_guid` still names its GUID.
+    """
+    if not pairs:
+        return 0, []
+    is_files = collection.name == FILES
+    copies = []
+    for _, doc in pairs:
+        copy = dict(doc)
+        copy.pop(REMOVING, None)  # a removal's (or move's) mark stays with the record it marked
+        copy.pop(MOVING, None)
+        if is_files and "guid" in copy:
+            copy["moving_guid"] = copy.pop("guid")
+        copies.append(copy)
+    blocked: set[int] = set()
+    try:
+        with database_errors():
+            await collection.insert_many(copies, ordered=False)
+    except BulkWriteError as exc:
+        # A record that appeared at the new place meanwhile: keep the original where it is.
+        blocked = {e["index"] for e in exc.details.get("writeErrors", [])}
+    moved = [i for i in range(len(pairs)) if i not in blocked]
+    if not moved:
+        return 0, []
+    changed = await _drop_originals(collection, [(pairs[i][0], copies[i]) for i in moved], by_version=is_files)
+    moved = [i for i in moved if pairs[i][0] not in changed]
+    restores = [
+        UpdateOne({"_id": copies[i]["_id"]}, {"$set": {"guid": copies[i]["moving_guid"]},
+                                              "$unset": {"moving_guid": ""}})
+        for i in moved if "moving_guid" in copies[i]
+    ]
+    if restores:
+        with database_errors():
+            await bulk_write_chunked(collection, restores)
+    if is_files:
+        await change_feed.append(collection.database, [
+            event for i in moved for event in (
+                change_feed.event("file_removed", pairs[i][0], moved_to=copies[i]["_id"]),
+                change_feed.event("file_registered", copies[i]["_id"], moved_from=pairs[i][0]))])
+    return len(moved), sorted(changed)
+
+
+async def _drop_originals(collection: AsyncCollection[Document], placed: list[tuple[str, Document]], *,
+                          by_version: bool) -> set[str]:
+    """Delete the originals of the copies just placed; with `by_version`, only those still at the
+    version copied: the others (changed meanwhile) stay, their copies are taken back, and their
+    `_id`s are returned."""
+    with database_errors():
+        if not by_version:
+            await collection.delete_many({"_id": {"$in": [old for old, _ in placed]}})
+            return set()
+        await bulk_write_chunked(collection, [DeleteOne({"_id": old, "version": copy.get("version")})
+                                              for old, copy in placed])
+        changed = set(await find_by_ids(collection, [old for old, _ in placed], {"_id": 1}))
+        if changed:
+            await collection.delete_many({"_id": {"$in": [copy["_id"] for old, copy in placed if old in changed]},
+                                          "moving_guid": {"$exists": True}})
+    return changed
+
+
+async def _move_subtree(
+    collection: AsyncCollection[Document], source: str, destination: str, placed: dict[str, Document]
+) -> None:
+    """Move every record below `source` to the same place below `destination`, batch by batch,
+    re-deriving inherited metadata from the directories already `placed` (directories come
+    sorted by path, so a parent is always placed before its children; they are kept in
+    `placed`, in memory proportional to the directories of the tree)."""
+    # Index: `_id` (an anchored prefix regex is a range scan on MongoDB); memory stays flat for files.
+    pattern = descendant_pattern(source)
+    cut = len(source)
+    is_directories = collection.name == DIRECTORIES
+
+    def placed_copy(doc: Document) -> tuple[str, Document]:
+        path = destination + doc["_id"][cut:]
+        copy = {**doc, "_id": path, "parent": parent_of(path), **metadata_fields_for(path, doc.get("meta") or {},
+                                                                                       placed)}
+        if is_directories:
+            placed[path] = copy
+        return doc["_id"], copy
+
+    cursor = collection.find({"_id": {"$regex": pattern}})
+    if is_directories:
+        cursor = cursor.sort("_id", 1)
+    batch: list[tuple[str, Document]] = []
+    async for doc in iterate(cursor.batch_size(MOVE_BATCH)):
+        batch.append(placed_copy(doc))
+        if len(batch) >= MOVE_BATCH:
+            await _relocate_all(collection, batch, placed_copy)
+            batch = []
+    await _relocate_all(collection, batch, placed_copy)
+
+
+async def _relocate_all(collection: AsyncCollection[Document], batch: list[tuple[str, Document]],
+                        placed_copy: Callable[[Document], tuple[str, Document]]) -> None:
+    """`_relocate` a batch, then again from a fresh read the files that changed meanwhile."""
+    for _ in range(RELOCATE_ROUNDS):
+        _, changed = await _relocate(collection, batch)
+        if not changed:
+            return
+        batch = [placed_copy(doc) for doc in (await find_by_ids(collection, changed)).values()]
+    raise ServiceUnavailable(f"{len(batch)} file(s) kept changing while their directory moved (e.g. {batch[0][0]}): "
+                             "they are still at their old place; move them after it")
