@@ -226,3 +226,19 @@ async def test_a_file_registered_below_a_directory_being_moved_is_refused_and_le
     assert (listener.answer or {})["failed"] == {"/vo/m/d/new": "a directory above the file is being moved; try again"}
     assert sorted(await lfns_and_guids(catalogue_db)) == ["/vo/m/e/f"]
     await assert_exact(catalogue_db)
+
+
+async def test_a_replica_added_while_its_directory_moves_goes_with_the_file(
+    catalogue_db: AsyncDatabase[Document], settings: Settings, mongodb_uri: str,
+) -> None:
+    await registered(catalogue_db, ["/vo/m/d/f", "/vo/m/d/g"])
+    listener = ReplicaAddedAfterCopy(mongodb_uri, settings.database, "/vo/m/d/f")
+    client: AsyncMongoClient[Document] = AsyncMongoClient(mongodb_uri, event_listeners=[listener], tz_aware=True)
+    try:
+        await move(client[settings.database], ADMIN, "/vo/m/d", "/vo/m/e")
+    finally:
+        await client.close()
+        listener.writer.close()
+    assert listener.done
+    records = {doc["_id"]: [r["se"] for r in doc["replicas"]] for doc in await catalogue_db["files"].find({}).to_list()}
+    assert records == {"/vo/m/e/f": ["CERN-DISK", "DESY-DISK"], "/vo/m/e/g": ["CERN-DISK"]}
