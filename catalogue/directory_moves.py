@@ -7,8 +7,10 @@ and two reads on one database: at least one of them sees the other): a directory
 directory record (MOVING, lease MOVE_LEASE), then waits up to HELD_WAIT for the live marks of
 files below it (`removing`: a file move or removal under way, `catalogue.file_move`,
 `catalogue.file_removal`) to go, and answers 409 if some stay; a file move or removal marks its
-file records, then gives up those below a directory a live move holds (409 for them). Files
-registered below a directory while it moves are not covered: a registration sets no mark.
+file records, then gives up those below a directory a live move holds (409 for them); a
+registration refuses files below a moving directory it read, and gives up those it wrote if a
+move's mark appeared meanwhile (a directory it made on the way may be left at the old place in
+that narrow case).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from catalogue.usage import MOVING, REMOVAL_LEASE, REMOVING
 from kernel.db import Document, pages_by_id, read_by_ids
 
 MOVE_LEASE = dt.timedelta(minutes=10)  # a directory move's mark (a big tree takes a while to move)
+BELOW_A_MOVE = "a directory above the file is being moved; try again"  # why such a file is refused
 HELD_WAIT = 2.0  # seconds a directory move waits for the file moves and removals under way below it
 
 
@@ -36,14 +39,19 @@ def _live(mark: Document | None, lease: dt.timedelta) -> bool:
     return at is not None and bool(at > dt.datetime.now(dt.UTC) - lease)
 
 
+def below_moves(lfns: Iterable[str], directories: Iterable[Document]) -> set[str]:
+    """Of lfns, those below one of `directories` (their ancestors' records, as read) that a live
+    move holds."""
+    held = {doc["_id"] for doc in directories if _live(doc.get(MOVING), MOVE_LEASE)}
+    return {lfn for lfn in lfns if held.intersection(ancestors(lfn))} if held else set()
+
+
 async def moving_above(db: AsyncDatabase[Document], lfns: Iterable[str]) -> set[str]:
     """Of lfns, those below a directory that a live move holds (one read of their ancestors)."""
-    parents = {lfn: ancestors(lfn) for lfn in lfns}
-    above = sorted({d for chain in parents.values() for d in chain})
-    held = {doc["_id"] async for doc in read_by_ids(db[DIRECTORIES], above, {MOVING: 1},
-                                                    flt={MOVING: {"$exists": True}})
-            if _live(doc.get(MOVING), MOVE_LEASE)}
-    return {lfn for lfn, chain in parents.items() if held.intersection(chain)} if held else set()
+    lfns = list(lfns)
+    above = sorted({d for lfn in lfns for d in ancestors(lfn)})
+    marked = [doc async for doc in read_by_ids(db[DIRECTORIES], above, {MOVING: 1}, flt={MOVING: {"$exists": True}})]
+    return below_moves(lfns, marked)
 
 
 async def files_held_below(db: AsyncDatabase[Document], path: str) -> list[str]:

@@ -30,7 +30,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from catalogue import change_feed
 from catalogue.collection_names import FILES
-from catalogue.directory_moves import moving_above
+from catalogue.directory_moves import BELOW_A_MOVE, moving_above
 from catalogue.usage import REGISTERED_IN, REMOVAL_LEASE, REMOVING, record_files, take_over_calls
 from kernel.db import Document, database_errors, read_by_ids
 from kernel.marks import Mark, by_ids
@@ -63,7 +63,7 @@ async def remove_records(db: AsyncDatabase[Document], lfns: Sequence[str], *, fo
     for lfn, since in (await _still_elsewhere(db, claim.elsewhere)).items():
         refused[lfn] = f"file is being removed by another request (since {since.isoformat()}); try again"
     for lfn in claim.moving:
-        refused[lfn] = "a directory above the file is being moved; try again"
+        refused[lfn] = BELOW_A_MOVE
     return set(removed), refused
 
 

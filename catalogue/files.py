@@ -29,7 +29,7 @@ from catalogue.directories import (
     insert_directories,
     now,
 )
-from catalogue.directory_moves import moving_above
+from catalogue.directory_moves import BELOW_A_MOVE, below_moves, moving_above
 from catalogue.file_removal import remove_records, still_has_replicas
 from catalogue.lfn import ancestors, check_lfn, name_of, parent_of
 from catalogue.metadata import metadata_fields_for
@@ -241,6 +241,9 @@ async def register_files(db: AsyncDatabase[Document], principal: Principal, file
         if reason:
             failed[lfn] = reason
             del batch[lfn]
+    for lfn in below_moves(list(batch), dirs.values()):
+        failed[lfn] = BELOW_A_MOVE
+        del batch[lfn]
     missing = sorted({a for lfn in batch for a in ancestors(lfn)[1:] if a not in dirs})
     if missing:
         clashing = set(await find_by_ids(db[FILES], missing, {"_id": 1}))
@@ -298,7 +301,7 @@ async def _outside_moves(db: AsyncDatabase[Document], token: str, written: list[
         for flt in by_ids(sorted(held), {REGISTERED_IN: token}):
             await db[FILES].delete_many(flt)
     for lfn in held:
-        failed[lfn] = "a directory above the file is being moved; try again"
+        failed[lfn] = BELOW_A_MOVE
     return [doc for doc in written if doc["_id"] not in held]
 
 

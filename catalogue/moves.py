@@ -14,13 +14,13 @@ since the bytes on the SEs do not move.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from pymongo import DeleteOne, UpdateOne
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import BulkWriteError
+from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from catalogue import change_feed
 from catalogue.directories import DIRECTORIES, entry_view, fetch_directories, find_by_ids, now
@@ -95,18 +95,25 @@ async def _move_directory(db: AsyncDatabase[Document], source: str, destination:
         await mark.take_off(db[DIRECTORIES], [source])
         raise Conflict(f"{len(held)} file(s) below {source} are being moved or removed (e.g. {held[0]}); try again")
     moved = place(current)
+    moved.pop(MOVING, None)
     try:
-        relocated, _ = await _relocate(db[DIRECTORIES], [(source, moved)])
+        with database_errors():
+            await db[DIRECTORIES].insert_one(moved)
+    except DuplicateKeyError:
+        await mark.take_off(db[DIRECTORIES], [source])
+        raise Conflict(f"{destination} exists already") from None
     except BaseException:
         await asyncio.shield(mark.take_off(db[DIRECTORIES], [source]))
         raise
-    if not relocated:
-        await mark.take_off(db[DIRECTORIES], [source])
-        raise Conflict(f"{destination} exists already")
+    # The source's record, and its mark, stay until everything below it has moved: the files below
+    # see the mark on an ancestor for as long as some of them are still at their old place.
     placed: dict[str, Document] = {destination: moved}
     for name in (DIRECTORIES, FILES):
-        await _move_subtree(db[name], source, destination, placed)
+        await _move_subtree(db[name], source, destination, placed,
+                            lambda: mark.renew(db[DIRECTORIES], [source]))
     await move_directory_usage(db, source, destination)
+    with database_errors():
+        await db[DIRECTORIES].delete_one({"_id": source, **mark.mine()})
     return moved
 
 
@@ -179,7 +186,8 @@ async def _drop_originals(collection: AsyncCollection[Document], placed: list[tu
 
 
 async def _move_subtree(
-    collection: AsyncCollection[Document], source: str, destination: str, placed: dict[str, Document]
+    collection: AsyncCollection[Document], source: str, destination: str, placed: dict[str, Document],
+    keep_mark: Callable[[], Awaitable[None]],
 ) -> None:
     """Move every record below `source` to the same place below `destination`, batch by batch,
     re-deriving inherited metadata from the directories already `placed` (directories come
@@ -206,6 +214,7 @@ async def _move_subtree(
         batch.append(placed_copy(doc))
         if len(batch) >= MOVE_BATCH:
             await _relocate_all(collection, batch, placed_copy)
+            await keep_mark()
             batch = []
     await _relocate_all(collection, batch, placed_copy)
 

@@ -68,6 +68,15 @@ class Mark:
                 deleted += (await collection.delete_many(flt)).deleted_count
         return deleted
 
+    async def renew(self, collection: Any, ids: Sequence[Any]) -> None:
+        """Move this mark's time to now on the documents of ids that carry it (a long call keeps
+        its marks from lapsing)."""
+        at = _now()
+        with database_errors():
+            for flt in by_ids(ids, self.mine()):
+                await collection.update_many(flt, {"$set": {f"{self.name}.at": at}})
+        self.at = at
+
     async def take_off(self, collection: Any, ids: Sequence[Any]) -> None:
         """Take this mark off the documents of ids (the call failed before its delete): they are
         free at once. With the database down, nothing is done: the marks lapse with the lease."""

@@ -15,6 +15,7 @@ import pytest
 from pymongo import AsyncMongoClient, monitoring
 from pymongo.asynchronous.database import AsyncDatabase
 
+from catalogue.directory_moves import BELOW_A_MOVE
 from catalogue.file_removal import COUNTED_FIELDS, claim_removals, delete_claimed
 from catalogue.files import register_files, remove_files
 from catalogue.moves import move
@@ -166,16 +167,19 @@ async def test_a_directory_move_waits_for_a_removal_under_way_below_it_and_refus
 
 class CallWhileDirectoryMoves(monitoring.CommandListener):
     """Runs `call` (in a thread of its own, with its own client) the moment the database has
-    answered the directory move's mark, before the move copies anything."""
+    answered the directory move's first `command` on `collection`: by default its mark, before it
+    copies anything; ("insert", "files"): its copy of the first files, half-way."""
 
-    def __init__(self, uri: str, database: str,
-                 call: Callable[[AsyncDatabase[Document]], Awaitable[dict[str, Any]]]) -> None:
+    def __init__(self, uri: str, database: str, call: Callable[[AsyncDatabase[Document]], Awaitable[dict[str, Any]]],
+                 command: str = "update", collection: str = "directories") -> None:
         self.uri, self.database, self.call = uri, database, call
+        self.command, self.collection = command, collection
         self.request: int | None = None
         self.answer: dict[str, Any] | None = None
 
     def started(self, event: monitoring.CommandStartedEvent) -> None:
-        if self.request is None and event.command_name == "update" and event.command.get("update") == "directories":
+        if self.request is None and event.command_name == self.command \
+                and event.command.get(self.command) == self.collection:
             self.request = event.request_id
 
     def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
@@ -211,20 +215,25 @@ async def test_a_removal_below_a_directory_being_moved_is_refused_and_the_move_c
     listener = CallWhileDirectoryMoves(mongodb_uri, settings.database,
                                        lambda db: remove_files(db, ADMIN, ["/vo/m/d/f"], force=True))
     await moved_with(mongodb_uri, settings.database, listener, "/vo/m/d", "/vo/m/e")
-    assert (listener.answer or {})["failed"] == {"/vo/m/d/f": "a directory above the file is being moved; try again"}
+    assert (listener.answer or {})["failed"] == {"/vo/m/d/f": BELOW_A_MOVE}
     assert sorted(await lfns_and_guids(catalogue_db)) == ["/vo/m/e/f", "/vo/m/e/g"]
     await assert_exact(catalogue_db)
 
 
+@pytest.mark.parametrize("when", ["update directories", "insert files"])
 async def test_a_file_registered_below_a_directory_being_moved_is_refused_and_left_nowhere(
-    catalogue_db: AsyncDatabase[Document], settings: Settings, mongodb_uri: str,
+    catalogue_db: AsyncDatabase[Document], settings: Settings, mongodb_uri: str, when: str,
 ) -> None:
     await registered(catalogue_db, ["/vo/m/d/f"])
-    new = [{"lfn": "/vo/m/d/new", "size": 7, "adler32": "00000001", "replicas": [{"se": "CERN-DISK"}]}]
-    listener = CallWhileDirectoryMoves(mongodb_uri, settings.database, lambda db: register_files(db, ADMIN, new))
+    new = [{"lfn": "/vo/m/d/sub/new", "size": 7, "adler32": "00000001", "replicas": [{"se": "CERN-DISK"}]}]
+    command, collection = when.split()
+    listener = CallWhileDirectoryMoves(mongodb_uri, settings.database, lambda db: register_files(db, ADMIN, new),
+                                       command, collection)
     await moved_with(mongodb_uri, settings.database, listener, "/vo/m/d", "/vo/m/e")
-    assert (listener.answer or {})["failed"] == {"/vo/m/d/new": "a directory above the file is being moved; try again"}
+    assert (listener.answer or {})["failed"] == {"/vo/m/d/sub/new": BELOW_A_MOVE}
     assert sorted(await lfns_and_guids(catalogue_db)) == ["/vo/m/e/f"]
+    left = await catalogue_db["directories"].find({"_id": {"$regex": "^/vo/m/d(/|$)"}}, {"_id": 1}).to_list()
+    assert left == []  # nothing left at the old place
     await assert_exact(catalogue_db)
 
 
