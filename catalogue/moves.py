@@ -17,7 +17,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from pymongo import DeleteOne, UpdateOne
+from pymongo import UpdateOne
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError, DuplicateKeyError
@@ -176,8 +176,11 @@ async def _drop_originals(collection: AsyncCollection[Document], placed: list[tu
         if not by_version:
             await collection.delete_many({"_id": {"$in": [old for old, _ in placed]}})
             return set()
-        await bulk_write_chunked(collection, [DeleteOne({"_id": old, "version": copy.get("version")})
-                                              for old, copy in placed])
+        versions: dict[Any, list[str]] = {}
+        for old, copy in placed:
+            versions.setdefault(copy.get("version"), []).append(old)
+        for version, olds in versions.items():  # a batch's files hold a few versions: a few deletes
+            await collection.delete_many({"_id": {"$in": olds}, "version": version})
         changed = set(await find_by_ids(collection, [old for old, _ in placed], {"_id": 1}))
         if changed:
             await collection.delete_many({"_id": {"$in": [copy["_id"] for old, copy in placed if old in changed]},
