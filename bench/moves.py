@@ -1,0 +1,108 @@
+"""Benchmark: what moving costs the catalogue, against relocating the same records bare.
+
+    python -m bench.moves [--files 10000] [--file-moves 200] [--rounds 3]
+
+Starts the database (FerretDB in a scratch directory unless $CAIRN_MONGODB_URI), then per round,
+on FILES files with two replicas each over 100 directories, registered afresh for each phase:
+- tree: `moves.move` of their directory (what `cairn mv DIR` runs: the directory's mark, the
+  live file marks below it read once, copies, originals deleted per version copied);
+- files: FILE_MOVES `moves.move` of single files, one after the other (the file's mark, a
+  re-read, the ancestors' marks, copy, guarded delete);
+- bare: `insert_many` of the records at their new `_id`s and `delete_many` of the originals,
+  1000 a call (the floor: no marks, no guards, no usage, no change feed).
+Prints JSON: seconds per round and their medians, milliseconds and database CPU-ms per file, and
+the tree's move over the bare relocation. Each round checks `usage rebuild` finds no drift.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
+
+# Run as a script, bench/ would come first on the path and its rules.py hide the rules package.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from pymongo import AsyncMongoClient
+from pymongo.asynchronous.database import AsyncDatabase
+
+from bench.harness import emit, testbed
+from bench.removals import ADMIN, SES, registered, timed
+from catalogue.moves import move
+from catalogue.storage_elements import Protocol, StorageElement, put_storage_element
+from catalogue.usage import rebuild
+from kernel.db import Document
+
+
+async def bare(db: AsyncDatabase[Document], top: str, lfns: list[str]) -> None:
+    for start in range(0, len(lfns), 1000):
+        part = lfns[start:start + 1000]
+        docs = await db["files"].find({"_id": {"$in": part}}).to_list()
+        await db["files"].insert_many([{**d, "_id": top + "-bare" + d["_id"][len(top):], "guid": None} for d in docs])
+        await db["files"].delete_many({"_id": {"$in": part}})
+
+
+async def one_by_one(db: AsyncDatabase[Document], lfns: list[str]) -> None:
+    for lfn in lfns:
+        await move(db, ADMIN, lfn, lfn + "-moved")
+
+
+async def measure(uri: str, pid: int | None, files: int, file_moves: int, rounds: int) -> dict[str, Any]:
+    client: AsyncMongoClient[Document] = AsyncMongoClient(uri, tz_aware=True)
+    db = client[f"bench_moves_{uuid.uuid4().hex[:8]}"]
+    seconds: dict[str, list[float]] = {"tree": [], "files": [], "bare": []}
+    cpu: dict[str, list[float]] = {name: [] for name in seconds}
+    counts = {"tree": files, "files": file_moves, "bare": files}
+    try:
+        for se in SES:
+            await put_storage_element(db, StorageElement(name=se, site="BENCH", kind="disk",
+                                                         protocols=[Protocol(scheme="file", prefix=f"/bench/{se}")]))
+        for round_ in range(rounds):
+            for name in ("tree", "files", "bare"):
+                top = f"/bench/{name}{round_}"
+                lfns = await registered(db, top, files)
+                if name == "tree":
+                    action = move(db, ADMIN, top, top + "-moved")
+                elif name == "files":
+                    action = one_by_one(db, lfns[:file_moves])
+                else:
+                    action = bare(db, top, lfns)
+                wall, used = await timed(pid, action)
+                seconds[name].append(round(wall, 3))
+                cpu[name].append(used)
+                if name != "bare":  # what the moves counted is what they moved
+                    assert (await rebuild(db, fix=False))["drifted"] == 0
+            await db["usage"].delete_many({})  # the bare relocation left counters behind
+            await db["files"].delete_many({})
+            await db["directories"].delete_many({})
+    finally:
+        await client.drop_database(db.name)
+        await client.close()
+    medians = {name: statistics.median(values) for name, values in seconds.items()}
+    return {
+        "files": files, "file_moves": file_moves, "rounds": rounds, "replicas_per_file": len(SES),
+        **{name: {"seconds": values, "median_s": round(medians[name], 3),
+                  "ms_per_file": round(medians[name] * 1000 / counts[name], 4),
+                  "db_cpu_ms_per_file": round(statistics.median(cpu[name]) * 1000 / counts[name], 4) if pid else None}
+           for name, values in seconds.items()},
+        "tree_over_bare": round(medians["tree"] / medians["bare"], 2),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--files", type=int, default=10_000, help="files per phase and round (10000)")
+    parser.add_argument("--file-moves", type=int, default=200, help="single-file moves per round (200)")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of tree, files and bare (3); medians reported")
+    args = parser.parse_args()
+    with testbed("cairn-bench-moves-") as bed:
+        result = asyncio.run(measure(bed.database_uri, bed.database_pid, args.files, args.file_moves, args.rounds))
+        emit({"database": bed.database_kind, **result})
+
+
+if __name__ == "__main__":
+    main()
