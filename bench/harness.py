@@ -10,6 +10,7 @@ import json
 import os
 import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -194,6 +195,23 @@ def rate(files: int, nbytes: int, seconds: float) -> dict[str, float]:
     """files/s and MB/s (10^6 bytes) of moving `files` files of `nbytes` bytes in all."""
     return {"files": files, "seconds": round(seconds, 2), "files_per_s": round(files / seconds, 2),
             "MB_per_s": round(nbytes / MB / seconds, 1)}
+
+
+def phase_figures(seconds: dict[str, list[float]], cpu: dict[str, list[float]], counts: dict[str, int],
+                  unit: str, pid: int | None) -> dict[str, dict[str, Any]]:
+    """Per phase: its seconds per round, their median, and milliseconds and database CPU-ms per
+    `unit` (`counts[phase]` of them per round; the CPU only when the database's pid is known)."""
+    figures = {}
+    for name, values in seconds.items():
+        median, per = statistics.median(values), 1000 / counts[name]
+        figures[name] = {"seconds": values, "median_s": round(median, 3), f"ms_per_{unit}": round(median * per, 4),
+                         f"db_cpu_ms_per_{unit}": round(statistics.median(cpu[name]) * per, 4) if pid else None}
+    return figures
+
+
+def over(figures: dict[str, dict[str, Any]], phase: str, floor: str) -> float:
+    """A phase's median over another's (the bare floor)."""
+    return round(statistics.median(figures[phase]["seconds"]) / statistics.median(figures[floor]["seconds"]), 2)
 
 
 def emit(result: dict[str, Any]) -> None:

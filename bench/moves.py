@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import statistics
 import sys
 import uuid
 from pathlib import Path
@@ -30,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
-from bench.harness import emit, testbed
+from bench.harness import emit, over, phase_figures, testbed
 from bench.removals import ADMIN, SES, registered, timed
 from catalogue.moves import move
 from catalogue.storage_elements import Protocol, StorageElement, put_storage_element
@@ -82,15 +81,9 @@ async def measure(uri: str, pid: int | None, files: int, file_moves: int, rounds
     finally:
         await client.drop_database(db.name)
         await client.close()
-    medians = {name: statistics.median(values) for name, values in seconds.items()}
-    return {
-        "files": files, "file_moves": file_moves, "rounds": rounds, "replicas_per_file": len(SES),
-        **{name: {"seconds": values, "median_s": round(medians[name], 3),
-                  "ms_per_file": round(medians[name] * 1000 / counts[name], 4),
-                  "db_cpu_ms_per_file": round(statistics.median(cpu[name]) * 1000 / counts[name], 4) if pid else None}
-           for name, values in seconds.items()},
-        "tree_over_bare": round(medians["tree"] / medians["bare"], 2),
-    }
+    figures = phase_figures(seconds, cpu, counts, "file", pid)
+    return {"files": files, "file_moves": file_moves, "rounds": rounds, "replicas_per_file": len(SES), **figures,
+            "tree_over_bare": over(figures, "tree", "bare")}
 
 
 def main() -> None:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import statistics
 import sys
 import time
 import uuid
@@ -31,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
-from bench.harness import cpu_seconds, emit, testbed
+from bench.harness import cpu_seconds, emit, over, phase_figures, testbed
 from catalogue.files import register_files, remove_files
 from catalogue.namespace import remove
 from catalogue.storage_elements import Protocol, StorageElement, put_storage_element
@@ -103,16 +102,9 @@ async def measure(uri: str, pid: int | None, files: int, rounds: int) -> dict[st
     finally:
         await client.drop_database(db.name)
         await client.close()
-    medians = {name: statistics.median(values) for name, values in seconds.items()}
-    return {
-        "files": files, "rounds": rounds, "replicas_per_file": len(SES),
-        **{name: {"seconds": values, "median_s": round(medians[name], 3),
-                  "ms_per_file": round(medians[name] * 1000 / files, 4),
-                  "db_cpu_ms_per_file": round(statistics.median(cpu[name]) * 1000 / files, 4) if pid else None}
-           for name, values in seconds.items()},
-        "bulk_over_bare": round(medians["bulk"] / medians["bare"], 2),
-        "tree_over_bare": round(medians["tree"] / medians["bare"], 2),
-    }
+    figures = phase_figures(seconds, cpu, dict.fromkeys(seconds, files), "file", pid)
+    return {"files": files, "rounds": rounds, "replicas_per_file": len(SES), **figures,
+            "bulk_over_bare": over(figures, "bulk", "bare"), "tree_over_bare": over(figures, "tree", "bare")}
 
 
 def main() -> None:

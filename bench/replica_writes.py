@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import statistics
 import sys
 import time
 import uuid
@@ -32,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from pymongo import AsyncMongoClient, UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 
-from bench.harness import cpu_seconds, emit, testbed
+from bench.harness import cpu_seconds, emit, over, phase_figures, testbed
 from catalogue.files import register_files
 from catalogue.replicas import add_replicas, remove_replicas
 from catalogue.storage_elements import Protocol, StorageElement, put_storage_element
@@ -93,16 +92,10 @@ async def measure(uri: str, pid: int | None, files: int, rounds: int) -> dict[st
     finally:
         await client.drop_database(db.name)
         await client.close()
-    medians = {name: statistics.median(values) for name, values in seconds.items()}
-    return {
-        "files": files, "rounds": rounds,
-        **{name: {"seconds": values, "median_s": round(medians[name], 3),
-                  "ms_per_replica": round(medians[name] * 1000 / files, 4),
-                  "db_cpu_ms_per_replica": round(statistics.median(cpu[name]) * 1000 / files, 4) if pid else None}
-           for name, values in seconds.items()},
-        "add_over_bare": round(medians["add"] / medians["bare_add"], 2),
-        "remove_over_bare": round(medians["remove"] / medians["bare_remove"], 2),
-    }
+    figures = phase_figures(seconds, cpu, dict.fromkeys(seconds, files), "replica", pid)
+    return {"files": files, "rounds": rounds, **figures,
+            "add_over_bare": over(figures, "add", "bare_add"),
+            "remove_over_bare": over(figures, "remove", "bare_remove")}
 
 
 def main() -> None:
