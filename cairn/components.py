@@ -16,6 +16,7 @@ from catalogue import (
     datasets,
     directories,
     files,
+    moved_paths,
     replica_triage,
     storage_elements,
     usage,
@@ -80,7 +81,7 @@ def index_specs() -> list[IndexSpec]:
             *quotas.INDEXES, *subscriptions.INDEXES, *wms_jobs.INDEXES, *wms_task_queues.INDEXES,
             *usage.INDEXES, *replica_triage.INDEXES, *link_series.INDEXES,
             *audit_runs.INDEXES, *transformations.INDEXES, *transformation_files.INDEXES,
-            *production_tasks.INDEXES, *production.INDEXES, *wms_pilot_records.INDEXES]
+            *production_tasks.INDEXES, *production.INDEXES, *wms_pilot_records.INDEXES, *moved_paths.INDEXES]
 
 
 def daemon_factories() -> dict[str, DaemonFactory]:

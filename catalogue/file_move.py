@@ -21,7 +21,7 @@ from collections.abc import Callable
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
-from catalogue import change_feed
+from catalogue import change_feed, moved_paths
 from catalogue.directory_moves import moving_above
 from catalogue.files import FILES
 from catalogue.usage import REMOVAL_LEASE, REMOVING
@@ -55,6 +55,7 @@ async def move_file_record(db: AsyncDatabase[Document], source: str, destination
             if current is None:
                 raise Conflict(f"{source} was moved or removed by another request meanwhile; nothing moved")
             copy = _copy_of(place(current))
+            await moved_paths.hold(db, [copy])  # before the original leaves its LFN
             try:
                 with database_errors():
                     await db[FILES].insert_one(copy)

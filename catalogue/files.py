@@ -19,7 +19,7 @@ from pymongo import UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError
 
-from catalogue import change_feed
+from catalogue import change_feed, moved_paths
 from catalogue.collection_names import FILES
 from catalogue.directories import (
     DUPLICATE_KEY,
@@ -49,7 +49,7 @@ from catalogue.usage import REGISTERED_IN, Usage, record_registered, take_over_c
 from catalogue.vos import registry, vo_of_path
 from kernel.bounds import Size
 from kernel.db import Document, IndexSpec, bulk_write_chunked, database_errors, increment
-from kernel.errors import InvalidInput, NotFound
+from kernel.errors import Conflict, InvalidInput, NotFound
 from kernel.marks import by_ids
 from kernel.principal import Principal
 
@@ -106,7 +106,7 @@ INDEXES = [
 ]
 MAX_ANCESTORS = 10_000
 PUSH_ROUNDS = 8  # rounds of a replica push that keeps losing races before it gives up on the rest
-PUSH_FIELDS = {"replicas.se": 1, "version": 1, "size": 1, REPLICA_WRITERS: 1}  # what a push reads
+PUSH_FIELDS = {"replicas.se": 1, "version": 1, "size": 1, "guid": 1, REPLICA_WRITERS: 1}  # what a push reads
 
 
 def _lfn(value: str) -> str:
@@ -292,16 +292,22 @@ async def register_files(db: AsyncDatabase[Document], principal: Principal, file
 async def _outside_moves(db: AsyncDatabase[Document], token: str, written: list[FileRecord],
                          failed: dict[str, Any]) -> list[FileRecord]:
     """Of the records a register call just wrote, those that are not below a directory a live
-    move holds; the others are taken back (still uncounted) and fail, so that a directory move
-    never leaves a file behind at its old place (`catalogue.directory_moves`)."""
-    held = await moving_above(db, [doc["_id"] for doc in written]) if written else set()
+    move holds, and whose replicas' paths hold no moved file's bytes; the others are taken back
+    (still uncounted) and fail, so that a directory move never leaves a file behind at its old
+    place (`catalogue.directory_moves`) and no write goes over a moved file's bytes
+    (`catalogue.moved_paths`: read after the insert, which succeeded only once a moved original
+    had left its LFN, so after its paths were held)."""
+    held = dict.fromkeys(await moving_above(db, [doc["_id"] for doc in written]) if written else set(),
+                         BELOW_A_MOVE)
+    for lfn, se in await moved_paths.held_by_others(
+            db, ((doc["_id"], r["se"], doc["guid"]) for doc in written for r in doc["replicas"])):
+        held.setdefault(lfn, f"replica on SE {se} not registered: {moved_paths.HELD}")
     if not held:
         return written
     with database_errors():
         for flt in by_ids(sorted(held), {REGISTERED_IN: token}):
             await db[FILES].delete_many(flt)
-    for lfn in held:
-        failed[lfn] = BELOW_A_MOVE
+    failed.update(held)
     return [doc for doc in written if doc["_id"] not in held]
 
 
@@ -328,7 +334,11 @@ async def _reconcile(
     # have been written, so they are written again (consumers take events at least once).
     await change_feed.append(db, [change_feed.event("file_registered", lfn, replicas=[
         r["se"] for r in stored[lfn].get("replicas", [])]) for lfn in updates])
-    await push_replicas(db, updates, known=stored)
+    refused: dict[tuple[str, str], str] = {}
+    await push_replicas(db, updates, known=stored, refused=refused)
+    for lfn, se in refused:  # the file is registered, but that replica is not: the file fails
+        successful.pop(lfn, None)
+        failed[lfn] = f"replica on SE {se} not registered: {moved_paths.HELD}"
     if any(f.ancestors for f in duplicates):
         await add_ancestor_links(db, {f.lfn: f.ancestors for f in duplicates
                                       if f.ancestors and f.lfn in successful})
@@ -336,10 +346,12 @@ async def _reconcile(
 
 async def push_replicas(
     db: AsyncDatabase[Document], wanted: Mapping[str, Sequence[Mapping[str, Any]]], *,
-    known: Mapping[str, Document] | None = None,
+    known: Mapping[str, Document] | None = None, refused: dict[tuple[str, str], str] | None = None,
 ) -> list[tuple[str, str]]:
     """Append replicas to files unless the file has one on that SE already (one per SE), and
     account the replicas added to their SEs' usage. Returns the `(lfn, se)` pairs this call added.
+    A replica whose path on its SE holds a moved file's bytes (`catalogue.moved_paths`) is not
+    added: listed in `refused` when given, else the call raises Conflict before writing anything.
 
     Each update is guarded by the file's `version` (bumped by every replica change) rather than
     by `replicas.se $ne`, which FerretDB 1.24 evaluates wrongly on arrays, and carries the call's
@@ -349,6 +361,16 @@ async def push_replicas(
     """
     pending = {lfn: reps for lfn, reps in wanted.items() if reps}
     docs = dict(known or {})
+    if pending and not docs:
+        docs = await find_by_ids(db[FILES], pending, PUSH_FIELDS)
+    held = await moved_paths.held_by_others(db, (
+        (lfn, r["se"], docs[lfn].get("guid")) for lfn, reps in pending.items() if lfn in docs
+        for r in reps if not r.get(moved_paths.PATH_LFN)))
+    if held:
+        if refused is None:
+            raise Conflict(f"{min(held)[0]} on SE {min(held)[1]}: {moved_paths.HELD}", details={"held": sorted(held)})
+        refused.update(dict.fromkeys(held, moved_paths.HELD))
+        pending = {lfn: [r for r in reps if (lfn, r["se"]) not in held] for lfn, reps in pending.items()}
     token = new_token()
     usage = Usage()
     added: list[tuple[str, str]] = []

@@ -7,8 +7,8 @@ moves a given file (`catalogue.file_move`) or directory (its `moving` mark), so 
 concurrent move is refused rather than copying it twice; a directory move and the moves and
 removals of files below it exclude each other (`catalogue.directory_moves`; files registered below
 a moving directory are given up by their registration); a file whose replicas change while its
-directory moves is copied again from a fresh read. Replica URLs are kept as they are on a move,
-since the bytes on the SEs do not move.
+directory moves is copied again from a fresh read. The bytes on the SEs do not move: each replica
+keeps its URL and the LFN it was derived from, and that path stays held (`catalogue.moved_paths`).
 """
 
 from __future__ import annotations
@@ -22,13 +22,14 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
-from catalogue import change_feed
+from catalogue import change_feed, moved_paths
 from catalogue.directories import DIRECTORIES, entry_view, fetch_directories, find_by_ids, now
 from catalogue.directory_moves import MOVE_LEASE, files_held_below
 from catalogue.file_move import move_file_record
 from catalogue.files import FILES
 from catalogue.lfn import ROOT, ancestors, check_lfn, descendant_pattern, is_within, name_of, parent_of
 from catalogue.metadata import metadata_fields_for
+from catalogue.moved_paths import moved_replicas
 from catalogue.namespace import existing_entry, find_entry
 from catalogue.permissions import creation_denial, removal_denial, require
 from catalogue.usage import MOVING, REMOVING, Usage, move_directory_usage
@@ -63,6 +64,8 @@ async def move(db: AsyncDatabase[Document], principal: Principal, source: str, d
         """The record at its new place; inherited metadata re-derived from the new ancestors."""
         moved = {**record, "_id": destination, "parent": target_parent, "name": name_of(destination),
                  "modified": now()}
+        if "replicas" in record:
+            moved["replicas"] = moved_replicas(record["replicas"], source, destination)
         return {**moved, **metadata_fields_for(destination, record.get("meta") or {}, dirs)}
 
     if kind == "file":
@@ -139,6 +142,8 @@ async def _relocate(collection: AsyncCollection[Document], pairs: list[tuple[str
         if is_files and "guid" in copy:
             copy["moving_guid"] = copy.pop("guid")
         copies.append(copy)
+    if is_files:  # before any original leaves its LFN (catalogue.moved_paths)
+        await moved_paths.hold(collection.database, copies)
     blocked: set[int] = set()
     try:
         with database_errors():
@@ -207,6 +212,8 @@ async def _move_subtree(
                                                                                        placed)}
         if is_directories:
             placed[path] = copy
+        else:
+            copy["replicas"] = moved_replicas(doc.get("replicas", []), doc["_id"], path)
         return doc["_id"], copy
 
     cursor = collection.find({"_id": {"$regex": pattern}})

@@ -107,7 +107,7 @@ async def add_replicas(db: AsyncDatabase[Document], items: Iterable[Mapping[str,
     """
     pairs = _checked(items, with_replica=True)
     docs = await replica_documents(db, pairs)
-    found = await fetch_files(db, {lfn for lfn, _ in pairs}, {"replicas.se": 1, "version": 1, "size": 1})
+    found = await fetch_files(db, {lfn for lfn, _ in pairs}, {"replicas.se": 1, "version": 1, "size": 1, "guid": 1})
     successful: dict[str, Any] = {}
     failed: dict[str, Any] = {}
     wanted: dict[str, list[ReplicaRecord]] = {}
@@ -117,7 +117,13 @@ async def add_replicas(db: AsyncDatabase[Document], items: Iterable[Mapping[str,
             continue
         successful.setdefault(lfn, []).append(replica.se)
         wanted.setdefault(lfn, []).append(docs[id(replica)])
-    await push_replicas(db, wanted, known=found)
+    refused: dict[tuple[str, str], str] = {}
+    await push_replicas(db, wanted, known=found, refused=refused)
+    for lfn, se in refused:
+        successful[lfn].remove(se)
+        if not successful[lfn]:
+            del successful[lfn]
+        failed[lfn] = f"replica on SE {se} not added: {refused[(lfn, se)]}"
     return {"successful": successful, "failed": failed}
 
 

@@ -19,6 +19,7 @@ WRITES = {"insert_one", "insert_many", "update_one", "update_many", "delete_one"
 OWNERS = {
     "leases": "kernel",
     "files": "catalogue", "directories": "catalogue", "datasets": "catalogue", "dataset_files": "catalogue",
+    "moved_paths": "catalogue",
     "container_children": "catalogue", "usage": "catalogue", "usage_claims": "catalogue",
     "storage_elements": "catalogue", "sites": "catalogue", "vos": "catalogue",
     "metadata_fields": "catalogue", "meta_effective": "catalogue", "meta_origin": "catalogue",

@@ -1,0 +1,94 @@
+"""A moved file's bytes stay where they were written: its replicas keep their storage path.
+
+A move renames a file in the catalogue only; on every SE its bytes stay at the URL derived from
+the LFN they were written under. So each replica of a moved file keeps that LFN as `path_lfn`
+(set by the server on the move, never taken from a client, dropped when the file moves back), and
+everything that reads, copies from, stages, checks or deletes the replica derives its URLs from
+`storage_lfn` (the path), not from the file's LFN.
+
+The old path stays taken: a new file registered at the old LFN derives the same URL on that SE,
+and a write there would overwrite the moved file's bytes. So a move records each such path as
+held (`moved_paths`: one record per SE and path, with the holder's GUID) *before* the original
+record leaves the old LFN. A new replica at a held path is refused (409, `HELD`): pushed on an
+existing file, before the push (a file can only exist at the old LFN once the original left,
+so after the record was written); registered with a new file, after its insert, for the same
+reason (`catalogue.files` gives such files up, uncounted). A holder moved back to its path may
+add a replica there again (its GUID). The record goes when the reaper has deleted the bytes at
+that path (`release`); a replica forgotten without its bytes deleted keeps its path held.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from pymongo.asynchronous.database import AsyncDatabase
+
+from catalogue.directories import insert_ignoring_duplicates
+from kernel.db import Document, IndexSpec, database_errors, read_by_ids
+from kernel.marks import by_ids
+
+MOVED_PATHS = "moved_paths"
+PATH_LFN = "path_lfn"
+HELD = "the SE's path for this LFN holds the bytes of another file that was moved; choose another LFN or SE"
+# No index but `_id`: every write and check goes by it; an audit reads its SE's paths once a run.
+INDEXES: list[IndexSpec] = []
+
+
+def storage_lfn(lfn: str, replica: Mapping[str, Any]) -> str:
+    """The LFN whose URLs on the replica's SE hold its bytes: the one it was written under."""
+    return str(replica.get(PATH_LFN) or lfn)
+
+
+def _key(se: str, path: str) -> str:
+    return f"{se}{path}"  # an SE name has no '/', a path starts with one
+
+
+def moved_replicas(replicas: Sequence[Mapping[str, Any]], old: str, new: str) -> list[dict[str, Any]]:
+    """The replicas of the file at `old` as they are once it is at `new`: each keeps its path."""
+    out = []
+    for replica in replicas:
+        moved = {**replica, PATH_LFN: storage_lfn(old, replica)}
+        if moved[PATH_LFN] == new:  # moved back where its bytes are
+            del moved[PATH_LFN]
+        out.append(moved)
+    return out
+
+
+async def hold(db: AsyncDatabase[Document], records: Iterable[Mapping[str, Any]]) -> None:
+    """Record the paths the replicas of these moved records hold (their GUID as `guid` or, while
+    they move, `moving_guid`): one unordered insert, none when no replica has a path of its own.
+    A path recorded already is its holder's: no other file's replica can be at it (`HELD`)."""
+    docs = [{"_id": _key(replica["se"], replica[PATH_LFN]), "se": replica["se"], "path": replica[PATH_LFN],
+             "guid": record.get("guid") or record.get("moving_guid")}
+            for record in records for replica in record.get("replicas", []) if replica.get(PATH_LFN)]
+    await insert_ignoring_duplicates(db[MOVED_PATHS], docs)
+
+
+async def held_by_others(db: AsyncDatabase[Document], wanted: Iterable[tuple[str, str, Any]]) -> set[tuple[str, str]]:
+    """Of `(lfn, se, guid)` (a replica to add at lfn's own path on se, for the file of that GUID),
+    the `(lfn, se)` whose path holds another file's bytes. One `_id $in` read."""
+    wanted = list(wanted)
+    if not wanted:
+        return set()
+    keys = {_key(se, lfn): (lfn, se, guid) for lfn, se, guid in wanted}
+    with database_errors():
+        held = [doc async for doc in read_by_ids(db[MOVED_PATHS], keys, {"guid": 1})]
+    return {keys[doc["_id"]][:2] for doc in held if doc.get("guid") is None or doc["guid"] != keys[doc["_id"]][2]}
+
+
+async def release(db: AsyncDatabase[Document], gone: Iterable[tuple[str, str]]) -> None:
+    """The bytes at these `(se, path)` were deleted: their paths are free again."""
+    keys = sorted({_key(se, path) for se, path in gone})
+    with database_errors():
+        for flt in by_ids(keys):
+            await db[MOVED_PATHS].delete_many(flt)
+
+
+async def held_on(db: AsyncDatabase[Document], se: str, paths: Sequence[str] | None = None) -> set[str]:
+    """The paths held on se (of `paths`, or all): their bytes are a moved file's, not dark data."""
+    with database_errors():
+        if paths is not None:
+            return {doc["path"] async for doc in read_by_ids(db[MOVED_PATHS], [_key(se, p) for p in paths],
+                                                             {"path": 1})}
+        return {doc["path"] async for doc in db[MOVED_PATHS].find({"se": se}, {"path": 1})}
