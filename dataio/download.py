@@ -127,7 +127,7 @@ async def download_one(
     except CairnError as exc:
         return FileOutcome(lfn, str(path), "failed", error=exc.message, code=exc.code)
     size, adler32 = int(doc["size"]), str(doc["adler32"])
-    readable, skipped = replicas_to_read(doc.get("replicas", []), ses, site=site)
+    readable, skipped = replicas_to_read(lfn, doc.get("replicas", []), ses, site=site)
     notes = [f"SE {name} not tried: {why}" for name, why in skipped.items()]
     sink.started(lfn, size)
     last: CairnError | None = None
@@ -166,7 +166,7 @@ async def _fetch_replica(
     credentials: Credentials, sink: ProgressSink, notes: list[str],
 ) -> Endpoint:
     """Download from one replica, over its SE's read protocols in turn; the endpoint used."""
-    eps = endpoints(replica.se, lfn, "read", credentials=credentials, registered_url=replica.url)
+    eps = endpoints(replica.se, replica.path, "read", credentials=credentials, registered_url=replica.url)
     for index, ep in enumerate(eps):
         try:
             if needs_signing(ep):

@@ -131,12 +131,14 @@ class CairnFileSystem(AsyncFileSystem):
         """Bytes [start, end) of a file from its first replica that delivers them; the whole file
         is checked against its adler32 (a corrupt replica is skipped)."""
         lfn = str(doc["lfn"])
-        readable, skipped = replicas_to_read(doc.get("replicas", []), await self._storage_elements(), site=self.site)
+        ses = await self._storage_elements()
+        readable, skipped = replicas_to_read(lfn, doc.get("replicas", []), ses, site=self.site)
         reasons = [f"SE {name}: {why}" for name, why in skipped.items()]
         whole = start == 0 and end >= int(doc["size"])
         for replica in readable:
             try:
-                eps = endpoints(replica.se, lfn, "read", credentials=self.credentials, registered_url=replica.url)
+                eps = endpoints(replica.se, replica.path, "read", credentials=self.credentials,
+                                registered_url=replica.url)
             except CairnError as exc:
                 reasons.append(exc.message)
                 continue

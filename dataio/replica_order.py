@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from catalogue.moved_paths import storage_lfn
 from catalogue.storage_elements import StorageElement
 
 
@@ -21,12 +22,13 @@ class ReadableReplica:
 
     se: StorageElement
     url: str | None
+    path: str  # the LFN its URLs derive from (`catalogue.moved_paths.storage_lfn`)
 
 
 def replicas_to_read(
-    replicas: list[Mapping[str, Any]], ses: Mapping[str, StorageElement], *, site: str | None = None
+    lfn: str, replicas: list[Mapping[str, Any]], ses: Mapping[str, StorageElement], *, site: str | None = None
 ) -> tuple[list[ReadableReplica], dict[str, str]]:
-    """The readable replicas best first, and `{se: why not}` for the others."""
+    """The readable replicas of lfn best first, and `{se: why not}` for the others."""
     ranked: list[tuple[tuple[Any, ...], ReadableReplica]] = []
     skipped: dict[str, str] = {}
     for replica in replicas:
@@ -40,6 +42,6 @@ def replicas_to_read(
             skipped[name] = f"SE {name} is switched off for reading"
         else:
             key = (site is None or se.site != site, se.kind == "tape", name)
-            ranked.append((key, ReadableReplica(se, replica.get("url"))))
+            ranked.append((key, ReadableReplica(se, replica.get("url"), storage_lfn(lfn, replica))))
     ranked.sort(key=lambda pair: pair[0])
     return [replica for _, replica in ranked], skipped

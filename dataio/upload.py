@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from catalogue.moved_paths import storage_lfn
 from catalogue.refusals import refusal
 from catalogue.storage_elements import StorageElement
 from dataio.io_client import IOClient
@@ -252,9 +253,10 @@ async def _register(
                 outcomes[item.lfn] = FileOutcome(item.lfn, str(item.local), "exists", se.name, mine[0].get("url"),
                                                  item.size, item.adler32,
                                                  notes=[f"already on SE {se.name} with the same adler32"])
-            elif status not in (None, "copying"):
+            elif status not in (None, "copying") or storage_lfn(item.lfn, mine[0]) != item.lfn:
                 # A bad or unavailable replica is an operator's (or the reaper's) business: do not
-                # overwrite its bytes, nor forget it on rollback.
+                # overwrite its bytes, nor forget it on rollback. Nor one left by an upload whose
+                # file was moved meanwhile: its bytes lie at the old LFN's path.
                 outcomes[item.lfn] = FileOutcome(
                     item.lfn, str(item.local), "failed", se.name, size=item.size, adler32=item.adler32,
                     code="conflict", error=f"{item.lfn} already has a {status} replica on SE {se.name}; "

@@ -21,18 +21,18 @@ def replicas(*names: str, status: str = "available") -> list[dict[str, str]]:
 
 
 def test_the_readers_site_comes_first_and_disk_before_tape() -> None:
-    order, _ = replicas_to_read(replicas("B-DISK", "A-TAPE", "A-DISK"), SES, site="A")
+    order, _ = replicas_to_read("/vo/f", replicas("B-DISK", "A-TAPE", "A-DISK"), SES, site="A")
     assert [r.se.name for r in order] == ["A-DISK", "A-TAPE", "B-DISK"]
 
 
 def test_without_a_site_disk_comes_before_tape() -> None:
-    order, _ = replicas_to_read(replicas("A-TAPE", "B-DISK", "A-DISK"), SES)
+    order, _ = replicas_to_read("/vo/f", replicas("A-TAPE", "B-DISK", "A-DISK"), SES)
     assert [r.se.name for r in order] == ["A-DISK", "B-DISK", "A-TAPE"]
 
 
 def test_unusable_replicas_are_left_out_with_the_reason() -> None:
     listed = replicas("C-OFF", "GONE") + replicas("B-DISK", status="bad")
-    order, skipped = replicas_to_read(listed, SES)
+    order, skipped = replicas_to_read("/vo/f", listed, SES)
     assert order == []
     assert skipped == {"C-OFF": "SE C-OFF is switched off for reading", "GONE": "unknown SE",
                        "B-DISK": "replica is bad"}

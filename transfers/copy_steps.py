@@ -21,6 +21,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from catalogue.moved_paths import storage_lfn
 from kernel.errors import CairnError, ServiceUnavailable
 from transfers import destination, failed_copies, link_stats
 from transfers import requests as rq
@@ -50,6 +51,15 @@ class Cycle:
         return any(True for _ in self.jobs())
 
 
+def dest_path(job: Job) -> str:
+    """Where the copy's bytes go on its destination: the path of the replica there that an earlier
+    attempt left (`bad`, `unavailable`, `lost`, `copying`: registered again in place, it keeps its
+    path, maybe a moved file's), else the file's LFN."""
+    assert job.dest is not None and job.file is not None
+    there = next((r for r in job.file.get("replicas", []) if r.get("se") == job.dest.name), None)
+    return storage_lfn(job.lfn, there) if there is not None else job.lfn
+
+
 async def start_copies(ctx: Context, jobs: Sequence[Job], cycle: Cycle) -> list[Job]:
     """Register the destination replicas of the copies about to start; returns the jobs to copy.
     The others ended here and go to `cycle` (the file was there already, or it failed)."""
@@ -57,7 +67,7 @@ async def start_copies(ctx: Context, jobs: Sequence[Job], cycle: Cycle) -> list[
     for job in jobs:
         assert job.dest is not None and job.file is not None
         try:  # before anything is registered: an SE switched off for writing fails here
-            job.dest_eps = endpoints(job.dest, job.lfn, "write", credentials=ctx.credentials)
+            job.dest_eps = endpoints(job.dest, dest_path(job), "write", credentials=ctx.credentials)
         except CairnError as exc:
             cycle.failures.append(Failed(job, classify(exc)))
             continue

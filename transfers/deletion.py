@@ -35,7 +35,9 @@ from typing import Any
 
 from pymongo.asynchronous.database import AsyncDatabase
 
+from catalogue import moved_paths
 from catalogue.files import fetch_files
+from catalogue.moved_paths import storage_lfn
 from catalogue.replica_removal import remove_retired, retire_replicas
 from catalogue.replica_urls import se_url
 from catalogue.storage_elements import StorageElement
@@ -65,12 +67,21 @@ class Deletion:
 
 
 @dataclass(frozen=True)
+class Place:
+    """Where a replica's bytes are: its registered URL, and the LFN its URLs derive from (a moved
+    file's replica keeps the one it was written under, `catalogue.moved_paths`)."""
+
+    url: str | None
+    path: str
+
+
+@dataclass(frozen=True)
 class Retired:
-    """`retire_many`'s answer: the targets retired by key, the refused, the targets' URLs."""
+    """`retire_many`'s answer: the targets retired by key, the refused, the targets' places."""
 
     targets: dict[str, list[Target]]
     refused: dict[str, str]
-    urls: dict[Target, str | None]
+    places: dict[Target, Place]
 
 
 @dataclass
@@ -98,7 +109,7 @@ def protection(replica: Mapping[str, Any], at: dt.datetime) -> str | None:
 
 def _check_inside(se: StorageElement, lfn: str, replica: Mapping[str, Any]) -> None:
     try:
-        se_url(se, lfn, replica.get("url") or None)
+        se_url(se, storage_lfn(lfn, replica), replica.get("url") or None)
     except InvalidInput as exc:
         raise Refused(f"{lfn} on {se.name}: {exc.message}") from exc
 
@@ -134,11 +145,11 @@ def _decide(deletion: Deletion, replicas: list[Document], ses: Mapping[str, Stor
 async def retire_many(db: AsyncDatabase[Document], deletions: Sequence[Deletion],
                       ses: Mapping[str, StorageElement] | None) -> Retired:
     """Retire the deletions' replicas: the targets retired (or already so) by key, the refused,
-    and the targets' registered URLs. One read and one bulk write per round; files that changed
+    and where the targets' bytes are. One read and one bulk write per round; files that changed
     meanwhile are read and decided again (a few rounds), then refused."""
     retired: dict[str, list[Target]] = {}
     refused: dict[str, str] = {}
-    urls: dict[Target, str | None] = {}
+    places: dict[Target, Place] = {}
     pending = list(deletions)
     for _ in range(5):
         files = await fetch_files(db, {d.lfn for d in pending}, {"replicas": 1, "version": 1})
@@ -157,7 +168,8 @@ async def retire_many(db: AsyncDatabase[Document], deletions: Sequence[Deletion]
                 refused[deletion.key] = str(exc)
                 continue
             for index, name, to_retire in chosen:
-                urls[(deletion.lfn, name)] = replicas[index].get("url")
+                places[(deletion.lfn, name)] = Place(replicas[index].get("url"),
+                                                     storage_lfn(deletion.lfn, replicas[index]))
                 if to_retire:
                     replicas[index] = {**replicas[index], "status": "unavailable"}
                     plans.setdefault(deletion.lfn, (doc.get("version"), []))[1].append((index, name))
@@ -169,19 +181,19 @@ async def retire_many(db: AsyncDatabase[Document], deletions: Sequence[Deletion]
         if not pending:
             break
     refused.update({d.key: f"{d.lfn}: the file kept changing; try again" for d in pending})
-    return Retired(retired, refused, urls)
+    return Retired(retired, refused, places)
 
 
-async def delete_bytes(urls: Mapping[Target, str | None], ses: Mapping[str, StorageElement],
+async def delete_bytes(places: Mapping[Target, Place], ses: Mapping[str, StorageElement],
                        credentials: Mapping[str, Mapping[str, str]]) -> dict[Target, CairnError]:
-    """Delete the bytes of retired replicas `{(lfn, se): registered URL}` (already gone is fine):
+    """Delete the bytes of retired replicas `{(lfn, se): place}` (already gone is fine):
     per SE and plugin in bulk, the SEs at once. Returns the targets whose bytes could not be
     deleted, with the error."""
     failed: dict[Target, CairnError] = {}
     groups: dict[str, dict[StoragePlugin, dict[str, Target]]] = defaultdict(lambda: defaultdict(dict))
-    for (lfn, name), registered in urls.items():
+    for (lfn, name), place in places.items():
         try:
-            ep = endpoints(ses[name], lfn, "delete", credentials=credentials, registered_url=registered)[0]
+            ep = endpoints(ses[name], place.path, "delete", credentials=credentials, registered_url=place.url)[0]
         except CairnError as exc:
             failed[(lfn, name)] = exc
             continue
@@ -203,8 +215,10 @@ async def delete_replicas(db: AsyncDatabase[Document], deletions: Sequence[Delet
     trips for the whole batch). A deletion whose bytes could not all be deleted fails (its
     replicas stay retired, and are removed when it is tried again); the others' records go."""
     retired = await retire_many(db, deletions, ses)
-    errors = await delete_bytes(retired.urls, ses, credentials) if retired.urls else {}
-    await remove_retired(db, [t for t in retired.urls if t not in errors])
+    errors = await delete_bytes(retired.places, ses, credentials) if retired.places else {}
+    gone = await remove_retired(db, [t for t in retired.places if t not in errors])
+    # A path is free once no record would delete there again (a replica that stays keeps it held).
+    await moved_paths.release(db, [(se, retired.places[(lfn, se)].path) for lfn, se in gone])
     outcome = Outcome(refused=retired.refused)
     for key, found in retired.targets.items():
         error = next((errors[t] for t in found if t in errors), None)

@@ -18,10 +18,12 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from catalogue.directories import now
 from catalogue.files import FILES, fetch_files, push_replicas
+from catalogue.moved_paths import storage_lfn
+from catalogue.replica_urls import derived_url
 from catalogue.replicas import add_replicas, pull_replicas, set_replica_status, set_replica_statuses
 from catalogue.storage_elements import StorageElement, replica_url
 from kernel.db import Document, database_errors
-from kernel.errors import CairnError
+from kernel.errors import CairnError, Conflict
 from storage_plugins.registry import plugin_for
 from transfers.endpoints import Endpoint
 
@@ -57,7 +59,9 @@ async def register_copying(
                        "modified": at}
             await push_replicas(db, {lfn: [replica]}, known={lfn: file_doc})
         else:
-            await add_replicas(db, [{"lfn": lfn, "se": se.name, "status": "copying"}])
+            outcome = await add_replicas(db, [{"lfn": lfn, "se": se.name, "status": "copying"}])
+            if lfn in outcome["failed"]:  # e.g. its path there holds a moved file's bytes
+                raise Conflict(f"{lfn}: {outcome['failed'][lfn]}")
         current = await replica_on(db, lfn, se.name)
         if current is None:
             raise CairnError(f"{lfn}: the copying replica on {se} vanished right after it was registered")
@@ -150,13 +154,18 @@ async def discard_many(db: AsyncDatabase[Document], targets: Sequence[tuple[str,
     if not targets:
         return
     found = await fetch_files(db, {lfn for lfn, _, _ in targets}, {"replicas": 1})
-    copying = [(lfn, se, dest) for lfn, se, dest in targets
-               if any(r.get("se") == se and r.get("status") == "copying"
-                      for r in (found.get(lfn) or {}).get("replicas", []))]
+    copying: dict[tuple[str, str], Endpoint | None] = {}
+    for lfn, se, dest in targets:
+        for replica in (found.get(lfn) or {}).get("replicas", []):
+            if replica.get("se") == se and replica.get("status") == "copying":
+                # Only bytes at the replica's own URL go: a moved file's replica lies at its old path
+                # (`catalogue.moved_paths`), and the path of its LFN may hold another file's bytes.
+                own = dest is not None and dest.url == derived_url(dest.protocol, storage_lfn(lfn, replica))
+                copying[(lfn, se)] = dest if own else None
     if not copying:
         return
-    await asyncio.gather(*(_delete_bytes(dest) for _, _, dest in copying if dest is not None))
+    await asyncio.gather(*(_delete_bytes(dest) for dest in copying.values() if dest is not None))
     # Through the catalogue, so that the SEs' usage loses the replicas too.
-    await pull_replicas(db, [(lfn, se) for lfn, se, _ in copying], status="copying")
-    for lfn, se, _ in copying:
+    await pull_replicas(db, list(copying), status="copying")
+    for lfn, se in copying:
         log.info("removed the unfinished replica of %s on %s", lfn, se)

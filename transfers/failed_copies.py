@@ -45,7 +45,7 @@ async def _source_is_corrupt(ctx: Context, job: Job) -> bool:
     """After a checksum mismatch: does the source itself hold the wrong bytes?"""
     assert job.source is not None and job.file is not None
     try:
-        ep = endpoints(job.source.se, job.lfn, "read", credentials=ctx.credentials,
+        ep = endpoints(job.source.se, job.source.path, "read", credentials=ctx.credentials,
                        registered_url=job.source.url)[0]
         actual = await plugin_for(ep.url, ep.options).checksum(ep.url)
     except CairnError:

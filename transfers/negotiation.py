@@ -48,6 +48,7 @@ def negotiate(
     lfn: str,
     *,
     source_url: str | None = None,
+    source_lfn: str | None = None,
     credentials: Credentials | None = None,
     dest_endpoints: list[Endpoint] | None = None,
     size: int | None = None,
@@ -58,10 +59,11 @@ def negotiate(
     Only protocols the SEs flag `third_party_copy` take part in a TPC; the plugins decide
     whether two of those can meet (same family). Raises Forbidden naming the SE and LFN when
     the source is switched off for reading or the destination for writing. `dest_endpoints`:
-    dest_se's write endpoints for lfn when the caller has them already. `size` (the catalogue's)
-    at most `route_below`: a client-routed pair wins when there is one.
+    dest_se's write endpoints for lfn when the caller has them already; `source_lfn`: the path
+    the source replica's bytes lie at, when it is not lfn's (a moved file's, `catalogue.moved_paths`).
+    `size` (the catalogue's) at most `route_below`: a client-routed pair wins when there is one.
     """
-    sources = endpoints(source_se, lfn, "read", credentials=credentials, registered_url=source_url)
+    sources = endpoints(source_se, source_lfn or lfn, "read", credentials=credentials, registered_url=source_url)
     dests = dest_endpoints or endpoints(dest_se, lfn, "write", credentials=credentials)
     if size is not None and size <= route_below:
         routed = plan_routed([e.url for e in sources], [e.url for e in dests])
@@ -85,6 +87,7 @@ async def copy_between(
     lfn: str,
     *,
     source_url: str | None = None,
+    source_lfn: str | None = None,
     expected_adler32: str,
     expected_size: int | None = None,
     credentials: Credentials | None = None,
@@ -103,8 +106,9 @@ async def copy_between(
     """
     context = f"copy of {lfn} from SE {source_se.name} to SE {dest_se.name}"
     try:
-        chosen = negotiate(source_se, dest_se, lfn, source_url=source_url, credentials=credentials,
-                           dest_endpoints=dest_endpoints, size=expected_size, route_below=route_below)
+        chosen = negotiate(source_se, dest_se, lfn, source_url=source_url, source_lfn=source_lfn,
+                           credentials=credentials, dest_endpoints=dest_endpoints, size=expected_size,
+                           route_below=route_below)
         return await copy(
             chosen.plan.source,
             chosen.plan.dest,

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from catalogue.authorization import READ_FILE, WRITE_REPLICAS, require_file
 from catalogue.lfn import check_lfn
+from catalogue.moved_paths import storage_lfn
 from catalogue.storage_elements import get_storage_element
 from kernel.errors import Conflict, Forbidden, NotFound
 from kernel.web import DATABASE, SETTINGS, ApiRoutes, json_response, principal_of, read_model, scopes
@@ -60,8 +61,8 @@ async def signed_url(request: web.Request) -> web.Response:
         raise Conflict(f"the replica of {lfn} on SE {body.se} is {replica.get('status')}; "
                        f"{body.method} URLs are given for {wanted} replicas only")
     se = await get_storage_element(db, body.se)
-    eps = endpoints(se, lfn, "write" if writing else "read", credentials=request.app[SETTINGS].storage_credentials,
-                    registered_url=replica.get("url"))
+    eps = endpoints(se, storage_lfn(lfn, replica), "write" if writing else "read",
+                    credentials=request.app[SETTINGS].storage_credentials, registered_url=replica.get("url"))
     s3 = [ep for ep in eps if ep.scheme == "s3"]
     if not s3:
         raise NotSupported(f"SE {se.name} has no S3 protocol to sign a {body.method} URL for {lfn}")

@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from catalogue.moved_paths import storage_lfn
 from catalogue.storage_elements import StorageElement
 
 TPC_FAMILIES = {"root": "root", "davs": "http", "https": "http", "dav": "http", "http": "http", "s3": "s3"}
@@ -22,6 +23,7 @@ TPC_FAMILIES = {"root": "root", "davs": "http", "https": "http", "dav": "http", 
 class Source:
     se: StorageElement
     url: str
+    path: str  # the LFN its URLs derive from (`catalogue.moved_paths.storage_lfn`)
 
     @property
     def on_tape(self) -> bool:
@@ -63,6 +65,6 @@ def rank_sources(
             se.site != dest.site,
             se.name,
         )
-        candidates.append((key, Source(se, replica["url"])))
+        candidates.append((key, Source(se, replica["url"], storage_lfn(str(file_doc.get("_id", "")), replica))))
     candidates.sort(key=lambda pair: pair[0])
     return [source for _, source in candidates]

@@ -25,6 +25,7 @@ import logging
 from pymongo.asynchronous.database import AsyncDatabase
 
 from catalogue.files import fetch_files
+from catalogue.moved_paths import storage_lfn
 from catalogue.storage_elements import StorageElement, list_storage_elements
 from kernel.daemon import Daemon
 from kernel.db import Document
@@ -80,7 +81,7 @@ class Stager(Daemon):
         when the tape SE is unavailable and the release waits for a later cycle."""
         stage = request.get("stage") or {}
         try:
-            plugin, url = await self._tape_url(stage["se"], request["lfn"], stage.get("url"))
+            plugin, url = await self._tape_url(stage["se"], stage.get("path") or request["lfn"], stage.get("url"))
             await plugin.release(url, request_id=stage["request_id"])
         except NotFound:
             outcome = "released"  # the SE or the file is gone, and the pin with it
@@ -98,11 +99,12 @@ class Stager(Daemon):
     def _lifetime(self, request: Document) -> float:
         return float(request.get("pin_lifetime_s") or self.settings.pin_lifetime_s)
 
-    async def _tape_url(self, se_name: str, lfn: str, registered_url: str | None) -> tuple[TapePlugin, str]:
+    async def _tape_url(self, se_name: str, path: str, registered_url: str | None) -> tuple[TapePlugin, str]:
+        """The tape plugin and URL of the replica whose bytes lie at `path`'s URL on SE se_name."""
         se = self._ses.get(se_name)
         if se is None:
             raise NotFound(f"SE {se_name} does not exist")
-        return tape_endpoint(se, lfn, credentials=self.credentials, registered_url=registered_url)
+        return tape_endpoint(se, path, credentials=self.credentials, registered_url=registered_url)
 
     async def _start(self, request: Document, file_doc: Document | None) -> rq.End:
         """A new stage request (its file as just read): issue the bring-online request; returns
@@ -113,12 +115,13 @@ class Stager(Daemon):
             reason = "no such file" if file_doc is None else f"no replica on {se_name}"
             return _failed(request, f"{lfn}: {reason}", "no_source")
         try:
-            plugin, url = await self._tape_url(se_name, lfn, replica.get("url"))
+            plugin, url = await self._tape_url(se_name, storage_lfn(lfn, replica), replica.get("url"))
             stage_id = await plugin.bring_online([url], pin_lifetime_s=self._lifetime(request))
         except CairnError as exc:
             return _failed(request, exc.message, "staging_failed")
         return rq.End(request["_id"], {"state": "staging", "stage": {
-            "se": se_name, "url": url, "request_id": stage_id, "next_poll": rq.now()}}, final=False,
+            "se": se_name, "url": url, "path": storage_lfn(lfn, replica), "request_id": stage_id,
+            "next_poll": rq.now()}}, final=False,
             attempts=request.get("attempts"))
 
     async def _poll(self, request: Document) -> str | rq.End:
@@ -126,7 +129,7 @@ class Stager(Daemon):
         (a transfer); not yet → "poll_later"; else its end (failed, or asked again)."""
         stage = request.get("stage") or {}
         try:
-            plugin, url = await self._tape_url(stage["se"], request["lfn"], stage.get("url"))
+            plugin, url = await self._tape_url(stage["se"], stage.get("path") or request["lfn"], stage.get("url"))
             try:
                 status = (await plugin.poll_bring_online(stage["request_id"])).get(url, "failed")
             except NotFound:

@@ -9,9 +9,11 @@ there; a transfer worker's report counts as it comes (it just failed to read it)
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 from pymongo.asynchronous.database import AsyncDatabase
 
+from catalogue.moved_paths import storage_lfn
 from catalogue.replica_health import report_suspicious
 from catalogue.storage_elements import get_storage_element
 from kernel.db import Document
@@ -20,13 +22,14 @@ from storage_plugins.registry import plugin_for
 from transfers.endpoints import endpoints
 
 
-async def confirm_and_report(db: AsyncDatabase[Document], lfn: str, se_name: str, url: str | None, *,
+async def confirm_and_report(db: AsyncDatabase[Document], lfn: str, se_name: str, replica: Mapping[str, Any], *,
                              credentials: Mapping[str, Mapping[str, str]], threshold: int, reason: str) -> str:
     """Check lfn's replica on se is missing on storage and count the report: "suspicious" or
     "lost"; "present" (not counted) when it is there, "unverified" when storage cannot tell."""
     se = await get_storage_element(db, se_name)
     try:
-        endpoint = endpoints(se, lfn, "read", credentials=credentials, registered_url=url)[0]
+        endpoint = endpoints(se, storage_lfn(lfn, replica), "read", credentials=credentials,
+                             registered_url=replica.get("url"))[0]
         async with plugin_for(endpoint.url, endpoint.options) as plugin:
             await plugin.stat(endpoint.url)
     except NotFound:

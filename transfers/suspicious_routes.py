@@ -40,7 +40,7 @@ async def suspicious(request: web.Request) -> web.Response:
     replica = next((r for r in doc.get("replicas", []) if r.get("se") == body.se), None)
     if replica is None:
         raise NotFound(f"{body.lfn} has no replica on {body.se}")
-    state = await confirm_and_report(db, body.lfn, body.se, replica.get("url"),
+    state = await confirm_and_report(db, body.lfn, body.se, replica,
                                      credentials=settings.storage_credentials,
                                      threshold=settings.audit.suspicious_threshold,
                                      reason=body.reason or f"reported by {principal_of(request).sub}")

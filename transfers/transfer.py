@@ -147,7 +147,7 @@ def _tape(ctx: Context, se: StorageElement, lfn: str, url: str | None) -> tuple[
 
 
 async def _online(ctx: Context, source: Source, lfn: str) -> bool:
-    plugin, url = _tape(ctx, source.se, lfn, source.url)
+    plugin, url = _tape(ctx, source.se, source.path, source.url)
     return await plugin.is_online(url)
 
 
@@ -160,7 +160,7 @@ async def release_pin(ctx: Context, job: Job) -> None:
     if job.staged_on is None or not stage_doc.get("request_id"):
         return
     try:
-        plugin, url = _tape(ctx, job.staged_on, job.lfn, stage_doc.get("url"))
+        plugin, url = _tape(ctx, job.staged_on, stage_doc.get("path") or job.lfn, stage_doc.get("url"))
         await plugin.release(url, request_id=stage_doc["request_id"])
     except CairnError as exc:
         log.warning("%s: could not release the pin on %s: %s", job.lfn, job.staged_on.name, exc.message)
@@ -170,10 +170,11 @@ async def stage(ctx: Context, job: Job) -> dict[str, Any]:
     """Every source is on tape and offline: ask for it to be brought online; returns the request's
     `stage` for it to wait in `staging` (`copy_steps.Cycle.parked`)."""
     assert job.source is not None
-    plugin, url = _tape(ctx, job.source.se, job.lfn, job.source.url)
+    plugin, url = _tape(ctx, job.source.se, job.source.path, job.source.url)
     request_id = await plugin.bring_online([url], pin_lifetime_s=ctx.settings.pin_lifetime_s)
     log.info("%s: staging from %s (%s)", job.lfn, job.source.se.name, request_id)
-    return {"se": job.source.se.name, "url": url, "request_id": request_id, "next_poll": rq.now()}
+    return {"se": job.source.se.name, "url": url, "path": job.source.path, "request_id": request_id,
+            "next_poll": rq.now()}
 
 
 async def count_earlier_copy(ctx: Context, job: Job) -> None:
@@ -206,7 +207,7 @@ async def run_copy(ctx: Context, job: Job) -> Copied | Failed:
     try:
         # The one copy path of Cairn: TPC over the best family both SEs flag, else a stream.
         result = await asyncio.wait_for(
-            copy_between(job.source.se, job.dest, job.lfn, source_url=job.source.url,
+            copy_between(job.source.se, job.dest, job.lfn, source_url=job.source.url, source_lfn=job.source.path,
                          expected_adler32=job.file["adler32"], expected_size=_size(job.file),
                          credentials=ctx.credentials,
                          timeout_s=ctx.settings.copy_timeout_s, dest_endpoints=job.dest_eps or None,

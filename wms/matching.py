@@ -25,6 +25,7 @@ from typing import Any
 
 from pymongo.asynchronous.database import AsyncDatabase
 
+from catalogue.moved_paths import storage_lfn
 from catalogue.replica_urls import se_url
 from catalogue.storage_elements import fetch_storage_elements
 from catalogue.vos import fair_shares
@@ -117,7 +118,8 @@ async def inputs_inside_their_ses(db: AsyncDatabase[Document], items: Sequence[D
             se = ses.get(replica.get("se", ""))
             with contextlib.suppress(InvalidInput):
                 if se is not None:
-                    kept.append({**replica, "url": se_url(se, item["lfn"], replica.get("url") or None),
+                    url = se_url(se, storage_lfn(item["lfn"], replica), replica.get("url") or None)
+                    kept.append({**replica, "url": url,
                                  "se_config": se.model_dump(mode="json")})
         out.append({**item, "replicas": kept})
     return out

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from catalogue.moved_paths import storage_lfn
 from kernel.daemon import Daemon
 from kernel.errors import CairnError, Conflict, ServiceUnavailable
 from kernel.process import child_preexec
@@ -184,7 +185,8 @@ class Pilot(Daemon):
             errors = []
             for replica in item["replicas"]:
                 try:
-                    await fetch(replica["url"], dest, lfn=item["lfn"], se_config=replica["se_config"],
+                    await fetch(replica["url"], dest, lfn=storage_lfn(item["lfn"], replica),
+                                se_config=replica["se_config"],
                                 credentials=self.credentials, expected_adler32=item.get("adler32"))
                     break
                 except DataAccessError as exc:
