@@ -20,6 +20,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from catalogue.collection_names import FILES
 from catalogue.directories import now
 from catalogue.files import fetch_files
+from catalogue.moved_paths import PATH_LFN
 from catalogue.replicas import set_replica_status, set_replica_statuses
 from kernel.db import Document, database_errors, pages_by_id
 
@@ -39,10 +40,15 @@ class CatalogueReplica:
 
 
 async def replicas_on(db: AsyncDatabase[Document], se: str, *, page: int) -> AsyncIterator[CatalogueReplica]:
-    """The replicas on se, in LFN order; memory holds one page. Index: files_by_replica_se_lfn."""
-    projection = {"size": 1, "adler32": 1, "replicas.se": 1, "replicas.status": 1, "replicas.created": 1}
+    """The replicas on se, in LFN order; memory holds one page. Index: files_by_replica_se_lfn.
+    A moved file's replica is left out: its bytes lie at another LFN's path, out of this order
+    (`catalogue.moved_paths`; the auditor leaves those paths out of the storage side too)."""
+    projection = {"size": 1, "adler32": 1, "replicas.se": 1, "replicas.status": 1, "replicas.created": 1,
+                  f"replicas.{PATH_LFN}": 1}
     async for doc in pages_by_id(db[FILES], {"replicas.se": se}, projection, page=page):
         mine = next(r for r in doc.get("replicas", []) if r.get("se") == se)
+        if mine.get(PATH_LFN):
+            continue
         yield CatalogueReplica(doc["_id"], int(doc.get("size") or 0), str(mine.get("status")), mine.get("created"),
                                doc.get("adler32"))
 

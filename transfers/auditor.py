@@ -27,6 +27,7 @@ from typing import Any
 
 from pymongo.asynchronous.database import AsyncDatabase
 
+from catalogue.moved_paths import held_on
 from catalogue.replica_health import mark_bad, mark_lost_many, other_copies, replicas_on
 from catalogue.storage_elements import StorageElement, get_storage_element, list_storage_elements
 from kernel import lease
@@ -52,6 +53,14 @@ async def _listing(plugin: StoragePlugin, root: str, base: str) -> AsyncIterator
     async for info in plugin.walk(root):
         lfn = lfn_of(info.url, base)
         yield StorageEntry(lfn if lfn is not None else info.url, info.size, info.mtime, info.adler32)
+
+
+async def _without(stream: AsyncIterator[StorageEntry], held: set[str]) -> AsyncIterator[StorageEntry]:
+    """The storage stream without the paths moved files' bytes hold (`catalogue.moved_paths`):
+    those are not dark, and their replicas are not in the catalogue side's LFN order."""
+    async for entry in stream:
+        if entry.lfn not in held:
+            yield entry
 
 
 class Audit:
@@ -159,6 +168,7 @@ class Audit:
 
     async def execute(self) -> dict[str, int]:
         storage, as_of = await self.storage_side()
+        storage = _without(storage, await held_on(self.db, self.se.name))
         catalogue = replicas_on(self.db, self.se.name, page=self.settings.page)
         checksums = self.settings.checksums and self.plugin.server_checksum and not self.run.get("dump")
         found = await compare(self.publishing(storage), catalogue, as_of=as_of,

@@ -1,7 +1,8 @@
 """Deleting dark data: files on an SE that no replica in the catalogue stands for.
 
 The reaper deletes one only when an operator asked for the dark files of a finished audit run
-(`audit_runs.allow_cleaning`), the file is still without a replica on that SE, and it did not
+(`audit_runs.allow_cleaning`), the file is still without a replica on that SE (nor holds a
+moved file's bytes, `catalogue.moved_paths`), and it did not
 change on storage since the run began (a new write of the same name is not dark). The URL comes
 from `transfers.endpoints`, so nothing outside the SE is ever deleted.
 """
@@ -13,6 +14,7 @@ from collections.abc import Mapping
 from pymongo.asynchronous.database import AsyncDatabase
 
 from catalogue.files import fetch_files
+from catalogue.moved_paths import held_on
 from catalogue.storage_elements import StorageElement
 from kernel.db import Document
 from kernel.errors import NotFound
@@ -34,6 +36,9 @@ async def delete_dark(db: AsyncDatabase[Document], run_id: str, lfn: str, se: St
     if any(r.get("se") == se.name for r in known.get(lfn, {}).get("replicas", [])):
         await audit_runs.cleaned(db, run_id, lfn, "kept: registered since")
         raise StillInUse(f"{lfn} on {se.name}: a replica is registered now; it is not dark any more")
+    if lfn in await held_on(db, se.name, [lfn]):
+        await audit_runs.cleaned(db, run_id, lfn, "kept: a moved file's bytes")
+        raise StillInUse(f"{lfn} on {se.name}: the bytes of a file moved to another LFN; not dark")
     run = await audit_runs.get_run(db, run_id)
     endpoint = endpoints(se, lfn, "delete", credentials=credentials)[0]
     async with plugin_for(endpoint.url, endpoint.options) as plugin:
