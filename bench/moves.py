@@ -5,7 +5,8 @@
 Starts the database (FerretDB in a scratch directory unless $CAIRN_MONGODB_URI), then per round,
 on FILES files with two replicas each over 100 directories, registered afresh for each phase:
 - tree: `moves.move` of their directory (what `cairn mv DIR` runs: the directory's mark, the
-  live file marks below it read once, copies, originals deleted per version copied);
+  live file marks below it read once, the paths the replicas keep recorded as held
+  (`catalogue.moved_paths`), copies, originals deleted per version copied);
 - files: FILE_MOVES `moves.move` of single files, one after the other (the file's mark, a
   re-read, the ancestors' marks, copy, guarded delete);
 - bare: `insert_many` of the records at their new `_id`s and `delete_many` of the originals,
