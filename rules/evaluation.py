@@ -159,8 +159,11 @@ def _new_lock(run: RulePass, lfn: str, se: str, size: int, there: bool) -> Docum
 async def _write(run: RulePass, locks: list[Document]) -> None:
     """Insert new locks, then ask for the transfers of the replicating ones (a crash in between
     leaves locks that `progress` finds with no request and asks for)."""
-    inserted = await rule_locks.insert_locks(run.db, run.rule, locks)
+    refused: list[Document] = []
+    inserted = await rule_locks.insert_locks(run.db, run.rule, locks, refused=refused)
     run.stats["new"] += len(inserted)
+    # Its room was taken meanwhile (another rule of the account): placed again next evaluation.
+    run.stats["unplaced"] += len({lock["lfn"] for lock in refused})
     targets = [(lock["lfn"], lock["se"], source_for(lock["lfn"], run.replicas, run.sources) or "")
                for lock in inserted if lock["state"] == "replicating"]
     queued, failed = await submit_for(run.db, run.rule, targets, run.settings)

@@ -17,9 +17,10 @@ anywhere and run again leaves `locks` exact: never a count the set does not back
 a lock records that its id is in the replica's set (only a hint of work left to do).
 
 Quota usage (`rules.quotas`): a lock's bytes are charged to its rule's account before the lock
-is written and given back after it is deleted, so a call cut short (killed, or a 503) leaves the
-account charged for locks it does not hold — refused early, never let past its quota; `cairn
-quota rebuild` (`rules.quota_rebuild`) mends that. An insert charges every lock it is given
+is written (where the account has a quota, only while it has room: `quotas.reserve`; the locks
+it has no room for are not written) and given back after it is deleted, so a call cut short
+(killed, or a 503) leaves the account charged for locks it does not hold — refused early, never
+let past its quota; `cairn quota rebuild` (`rules.quota_rebuild`) mends that. An insert charges every lock it is given
 and gives back those that existed already (deterministic ids: the unique `_id` lets one caller
 win), so concurrent inserts, and a retry of an insert the database wrote before it failed, charge
 each lock once. A release gives back only what it deleted: it marks the locks no other live call
@@ -138,13 +139,19 @@ async def _count(db: AsyncDatabase[Document], rule_id: str, inc: Mapping[str, in
             await db[RULES].update_one({"_id": rule_id}, increment(deltas))
 
 
-async def insert_locks(db: AsyncDatabase[Document], rule: Document, locks: list[Document]) -> list[Document]:
+async def insert_locks(db: AsyncDatabase[Document], rule: Document, locks: list[Document], *,
+                       refused: list[Document] | None = None) -> list[Document]:
     """Charge the account for locks, insert them (unordered; ids are deterministic, so a lock that
     exists is skipped and its charge given back), count them on the rule, and protect the replicas
-    of the ok ones."""
+    of the ok ones. Locks on an SE where the account's quota has no room for them now
+    (`quotas.reserve`) are not written: they go to `refused` when given."""
+    short = await quotas.reserve(db, rule["account"], _held(locks, +1)) if locks else set()
+    if short:
+        if refused is not None:
+            refused.extend(lock for lock in locks if lock["se"] in short)
+        locks = [lock for lock in locks if lock["se"] not in short]
     if not locks:
         return []
-    await quotas.charge(db, rule["account"], _held(locks, +1))
     duplicates: set[int] = set()
     try:
         with database_errors():

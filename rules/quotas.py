@@ -8,7 +8,12 @@
   cut short leaves the account overcharged, never under: `rules.quota_rebuild` recounts it.
 
 A rule is refused at creation when fewer SEs of its expression than its copies have room for
-the DID's bytes; the evaluator places files that arrive later only where there is room.
+the DID's bytes; the evaluator places files that arrive later only where there is room. Room is
+read, then taken: locks are charged by `reserve`, a conditional `$inc` that applies only while
+the account's usage on the SE leaves room for them under its quota, so rules of one account
+placed at the same moment by several daemons (each read the same room) cannot together take the
+account past its quota: the later ones' locks on that SE are refused and placed again next time.
+A VO's quota over all its accounts is checked as read, not reserved.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from catalogue.directories import now
 from catalogue.vos import Vo, registry
 from kernel.bounds import Size
-from kernel.db import Document, IndexSpec, database_errors, increment
+from kernel.db import Document, IndexSpec, database_errors, increment, read_by_ids
 from kernel.errors import NotFound
 from kernel.principal import DEFAULT_VO
 
@@ -116,6 +121,32 @@ async def room_in_vo(db: AsyncDatabase[Document], account: str, vo: str | None,
     left = await room(db, account, ses)
     registered = (await registry(db)).get(vo or DEFAULT_VO)
     return left if registered is None else await within_vo_quota(db, registered, left)
+
+
+async def reserve(db: AsyncDatabase[Document], account: str, deltas: Mapping[str, tuple[int, int]]) -> set[str]:
+    """Charge `(files, bytes)` per SE to the account, on each SE where it has a quota only if its
+    usage there stays within it; returns the SEs refused (nothing charged there). One read of the
+    quotas, one write per SE with a quota (a usage record not made yet is made first), one bulk
+    write for the others."""
+    wanted = {se: delta for se, delta in deltas.items() if delta[0] or delta[1]}
+    with database_errors():
+        limits = {doc["se"]: int(doc["bytes"]) async for doc in read_by_ids(
+            db[QUOTAS], [key(account, se) for se in wanted if wanted[se][1] > 0], {"se": 1, "bytes": 1})}
+    refused: set[str] = set()
+    for se in sorted(limits):
+        files, size = wanted.pop(se)
+        change = {**increment({"files": files, "bytes": size}), "$set": {"account": account, "se": se}}
+        flt = {"_id": key(account, se), "bytes": {"$lte": limits[se] - size}}
+        with database_errors():
+            if (await db[ACCOUNT_USAGE].update_one(flt, change)).modified_count:
+                continue
+            made = await db[ACCOUNT_USAGE].update_one(  # the account's first lock on the SE?
+                {"_id": key(account, se)}, {"$setOnInsert": {"account": account, "se": se, "files": 0, "bytes": 0}},
+                upsert=True)
+            if made.upserted_id is None or not (await db[ACCOUNT_USAGE].update_one(flt, change)).modified_count:
+                refused.add(se)
+    await charge(db, account, wanted)
+    return refused
 
 
 async def charge(db: AsyncDatabase[Document], account: str, deltas: Mapping[str, tuple[int, int]]) -> None:

@@ -68,9 +68,13 @@ async def repair(db: AsyncDatabase[Document], rule: Document, settings: RuleSett
             new.append(locks.new_lock(rule, lfn, choice, size,
                                            "ok" if choice in replicas.get(lfn, ()) else "replicating",
                                            failed_ses=failed, moved_from=lock["se"], moved_because=lock.get("error")))
-        await locks.remove_locks(db, rule, old)
-        await locks.insert_locks(db, rule, new)
-        moved += len(new)
+        # The new locks first: one whose SE's room went meanwhile is refused, and its old lock stays.
+        refused: list[Document] = []
+        await locks.insert_locks(db, rule, new, refused=refused)
+        kept = {lock["_id"] for lock in refused}
+        await locks.remove_locks(db, rule, [lock for lock, placed in zip(old, new, strict=True)
+                                            if placed["_id"] not in kept])
+        moved += len(new) - len(kept)
     return moved, reason
 
 

@@ -3,6 +3,7 @@ in the check when the rule is created and in the bytes its locks charge."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
@@ -15,8 +16,10 @@ from kernel.errors import QuotaExceeded
 from kernel.settings import Settings
 from rules import locks as rule_locks
 from rules import quotas, store
+from rules.evaluation import evaluate
 from rules.evaluator import RuleEvaluator
 from rules.quotas import QuotaIn
+from rules.repairer import repair
 from rules.store import RuleIn
 from tests.fixtures.catalogue import ADMIN
 from tests.fixtures.rules import dataset_on_src, rule_settings, tiered_ses
@@ -58,3 +61,57 @@ async def test_a_container_rule_larger_than_the_quota_by_distinct_files_is_still
         await store.create_rule(database, ADMIN, RuleIn(did="vo:both", copies=1, expression="T1-A"))
     assert refused.value.details["needed_bytes"] == 3 * SIZE and f"needs room for {3 * SIZE}" in refused.value.message
     assert await database[store.RULES].count_documents({}) == 0
+
+
+async def test_rules_of_one_account_placed_at_once_cannot_together_pass_its_quota(
+    database: AsyncDatabase[Document], settings: Settings, tmp_path: Path,
+) -> None:
+    # Each rule fits alone (both are made while the account locks nothing); only one fits beside
+    # the other. Two daemons evaluating them at the same moment each read the same room.
+    await tiered_ses(database, tmp_path)
+    for did, lfn in (("vo:p", "/vo/q/p"), ("vo:r", "/vo/q/r")):
+        await dataset_on_src(database, did, [lfn], size=SIZE)
+    await quotas.set_quota(database, QuotaIn(account="root", se="T1-A", bytes=SIZE + SIZE // 2))
+    rules = [await store.create_rule(database, ADMIN, RuleIn(did=did, copies=1, expression="T1-A"))
+             for did in ("vo:p", "vo:r")]
+    fast = rule_settings(settings).rules
+    await asyncio.gather(*(evaluate(database, rule, fast) for rule in rules))
+
+    usage = await quotas.quotas_and_usage(database, "root")
+    assert [(u["se"], u["used_bytes"], u["used_files"]) for u in usage] == [("T1-A", SIZE, 1)]
+    assert await database[rule_locks.LOCKS].count_documents({}) == 1
+    after = [await store.get_rule(database, rule["_id"]) for rule in rules]
+    assert sorted(rule["unplaced"] for rule in after) == [0, 1]
+    # The refused one is placed by a later evaluation once there is room.
+    await quotas.set_quota(database, QuotaIn(account="root", se="T1-A", bytes=2 * SIZE))
+    waiting = next(rule for rule in after if rule["unplaced"])
+    await evaluate(database, waiting, fast)
+    assert (await store.get_rule(database, waiting["_id"]))["unplaced"] == 0
+    assert [u["used_bytes"] for u in await quotas.quotas_and_usage(database, "root")] == [2 * SIZE]
+
+
+async def test_stuck_locks_moved_at_once_cannot_together_pass_the_quota_of_their_new_se(
+    database: AsyncDatabase[Document], settings: Settings, tmp_path: Path,
+) -> None:
+    # Two rules of one account, each with a lock stuck on T1-A; T1-B has room for one file, T1-C
+    # none. Two repairers at the same moment both choose T1-B: one moves there, the other's lock
+    # stays where it was (stuck), not released for a lock that was never written.
+    await tiered_ses(database, tmp_path)
+    for did, lfn in (("vo:p", "/vo/q/p"), ("vo:r", "/vo/q/r")):
+        await dataset_on_src(database, did, [lfn], size=SIZE)
+    await quotas.set_quota(database, QuotaIn(account="root", se="T1-B", bytes=SIZE + SIZE // 2))
+    await quotas.set_quota(database, QuotaIn(account="root", se="T1-C", bytes=0))
+    rules = []
+    for did, lfn in (("vo:p", "/vo/q/p"), ("vo:r", "/vo/q/r")):
+        rule = await store.create_rule(database, ADMIN, RuleIn(did=did, copies=1, expression="tier=1"))
+        await rule_locks.insert_locks(database, rule, [rule_locks.new_lock(rule, lfn, "T1-A", SIZE, "stuck",
+                                                                           error="copy failed")])
+        rules.append(await store.get_rule(database, rule["_id"]))
+    fast = rule_settings(settings).rules
+    moved = await asyncio.gather(*(repair(database, rule, fast) for rule in rules))
+
+    assert sorted(count for count, _ in moved) == [0, 1]
+    locks = sorted((lock["se"], lock["state"]) for lock in await database[rule_locks.LOCKS].find({}).to_list())
+    assert locks == [("T1-A", "stuck"), ("T1-B", "replicating")]
+    usage = {u["se"]: u["used_bytes"] for u in await quotas.quotas_and_usage(database, "root")}
+    assert usage == {"T1-A": SIZE, "T1-B": SIZE, "T1-C": 0}
