@@ -23,6 +23,8 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from catalogue import change_feed, moved_paths
+from catalogue.children import subtree_range
+from catalogue.dataset_contents import DATASET_FILES
 from catalogue.directories import DIRECTORIES, entry_view, fetch_directories, find_by_ids, now
 from catalogue.directory_moves import MOVE_LEASE, files_held_below
 from catalogue.file_move import move_file_record
@@ -50,7 +52,7 @@ async def move(db: AsyncDatabase[Document], principal: Principal, source: str, d
         raise InvalidInput("the root directory cannot be moved")
     if is_within(destination, source):
         raise InvalidInput(f"cannot move {source} into itself ({destination})")
-    _, kind = await existing_entry(db, source)
+    entry, kind = await existing_entry(db, source)
     if await find_entry(db, destination) is not None:
         raise Conflict(f"{destination} exists already")
     target_parent = parent_of(destination)
@@ -59,6 +61,8 @@ async def move(db: AsyncDatabase[Document], principal: Principal, source: str, d
         raise NotFound(f"destination directory {target_parent} does not exist")
     require(removal_denial(principal, source, dirs), source)
     require(creation_denial(principal, destination, dirs), destination)
+    if held := await _named_by_lfn(db, source, entry, kind):
+        raise Conflict(held)
 
     def place(record: Document) -> Document:
         """The record at its new place; inherited metadata re-derived from the new ancestors."""
@@ -76,6 +80,28 @@ async def move(db: AsyncDatabase[Document], principal: Principal, source: str, d
         await usage.apply(db)
         return entry_view(placed, kind)
     return entry_view(await _move_directory(db, source, destination, place), kind)
+
+
+async def _named_by_lfn(db: AsyncDatabase[Document], source: str, entry: Document, kind: str) -> str | None:
+    """Why the file (or a file below the directory) at source must keep its LFN, or None: datasets
+    and replication rules name their files by LFN, so a file a dataset holds, or whose replicas a
+    rule locks, is not renamed (Rucio renames no such file either); detach it or delete the rule
+    first. Two reads by index (`dataset_files_by_lfn`; a directory's files by `_id` range)."""
+    if kind == "file":
+        locked = entry if any(r.get("locks") for r in entry.get("replicas", [])) else None
+        below: Any = source
+    else:
+        low, high = subtree_range(source)
+        below = {"$gt": low, "$lt": high}
+        with database_errors():
+            locked = await db[FILES].find_one({"_id": below, "replicas.locks": {"$gt": 0}}, {"_id": 1})
+    if locked is not None:
+        return f"{locked['_id']} has replicas locked by replication rules, which name it by its LFN; it cannot move"
+    with database_errors():
+        row = await db[DATASET_FILES].find_one({"lfn": below}, {"lfn": 1})
+    if row is not None:
+        return f"{row['lfn']} is attached to a dataset, which names it by its LFN; detach it before moving it"
+    return None
 
 
 async def _move_directory(db: AsyncDatabase[Document], source: str, destination: str,

@@ -17,6 +17,8 @@ from pathlib import Path
 from pymongo.asynchronous.database import AsyncDatabase
 
 from cairn.sdk import Client
+from catalogue import dataset_contents, datasets
+from catalogue.datasets import DidIn
 from catalogue.files import register_files, remove_files
 from catalogue.moves import move
 from catalogue.namespace import mkdir
@@ -24,12 +26,16 @@ from catalogue.replicas import add_replicas
 from catalogue.usage import rebuild
 from kernel.db import Document
 from kernel.settings import Settings
+from rules import store
+from rules.evaluation import evaluate
+from rules.store import RuleIn
 from tests.fixtures.api import RunningApi
 from tests.fixtures.audit import audit_settings
 from tests.fixtures.catalogue import ADMIN
 from tests.fixtures.cli import run_cli
 from tests.fixtures.live_ses import LiveSEs
 from tests.fixtures.payloads import Payload
+from tests.fixtures.rules import rule_settings
 from tests.fixtures.transfers import (
     add_ses,
     disk_se,
@@ -168,3 +174,27 @@ async def test_a_file_moved_back_owns_its_path_again_and_a_new_file_there_is_not
     [replica] = back["replicas"]
     assert "path_lfn" not in replica and (se_root(a) / "vo/x/f").exists()
     assert (await add_replicas(database, [{"lfn": "/vo/x/f", "se": "B"}]))["successful"] == {"/vo/x/f": ["B"]}
+
+
+async def test_files_a_dataset_holds_or_a_rule_locks_keep_their_lfn(
+    api: RunningApi, database: AsyncDatabase[Document], tmp_path: Path,
+) -> None:
+    disk = disk_se("KEEP", tmp_path / "keep")
+    await add_ses(database, disk)
+    await put_files(database, [disk], ["/vo/ds/in", "/vo/ds/out", "/vo/locked/f"])
+    await datasets.create_did(database, ADMIN, DidIn(did="vo:kept"))
+    assert not (await dataset_contents.attach_files(database, ADMIN, "vo:kept", ["/vo/ds/in"]))["failed"]
+    rule = await store.create_rule(database, ADMIN, RuleIn(did="/vo/locked/f", copies=1, expression="KEEP"))
+    await evaluate(database, rule, rule_settings(api.settings).rules)  # the replica is there: an ok lock
+    await mkdir(database, ADMIN, "/vo/elsewhere")
+
+    for source, why in (("/vo/ds/in", "attached to a dataset"), ("/vo/ds", "/vo/ds/in is attached to a dataset"),
+                        ("/vo/locked/f", "locked by replication rules"), ("/vo/locked", "locked by replication")):
+        refused = await run_cli(api.url, api.admin_token, "mv", source, "/vo/elsewhere/x")
+        assert refused.returncode != 0 and why in refused.stdout + refused.stderr, refused.stdout + refused.stderr
+    assert await database["files"].count_documents({"_id": {"$regex": "^/vo/elsewhere"}}) == 0
+    await move(database, ADMIN, "/vo/ds/out", "/vo/elsewhere/out")  # a file no dataset holds moves
+    await dataset_contents.detach_files(database, ADMIN, "vo:kept", ["/vo/ds/in"])
+    await move(database, ADMIN, "/vo/ds", "/vo/elsewhere/ds")
+    assert sorted([d["_id"] async for d in database["files"].find({"_id": {"$regex": "^/vo/elsewhere/"}})]) == [
+        "/vo/elsewhere/ds/in", "/vo/elsewhere/out"]
