@@ -86,17 +86,23 @@ async def _named_by_lfn(db: AsyncDatabase[Document], source: str, entry: Documen
     """Why the file (or a file below the directory) at source must keep its LFN, or None: datasets
     and replication rules name their files by LFN, so a file a dataset holds, or whose replicas a
     rule locks, is not renamed (Rucio renames no such file either); detach it or delete the rule
-    first. Two reads by index (`dataset_files_by_lfn`; a directory's files by `_id` range)."""
+    first. Nor one with a replica being written: its writer finishes it by LFN. Reads by index
+    (`dataset_files_by_lfn`; a directory's files by `_id` range, `files_by_replica_status`)."""
     if kind == "file":
-        locked = entry if any(r.get("locks") for r in entry.get("replicas", [])) else None
+        replicas = entry.get("replicas", [])
+        locked = entry if any(r.get("locks") for r in replicas) else None
+        writing = entry if any(r.get("status") == "copying" for r in replicas) else None
         below: Any = source
     else:
         low, high = subtree_range(source)
         below = {"$gt": low, "$lt": high}
         with database_errors():
             locked = await db[FILES].find_one({"_id": below, "replicas.locks": {"$gt": 0}}, {"_id": 1})
+            writing = await db[FILES].find_one({"_id": below, "replicas.status": "copying"}, {"_id": 1})
     if locked is not None:
         return f"{locked['_id']} has replicas locked by replication rules, which name it by its LFN; it cannot move"
+    if writing is not None:  # the transfer or upload would finish a replica at an LFN that moved away
+        return f"{writing['_id']} has a replica being written (a transfer or an upload); move it once that ends"
     with database_errors():
         row = await db[DATASET_FILES].find_one({"lfn": below}, {"lfn": 1})
     if row is not None:

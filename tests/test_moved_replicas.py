@@ -176,7 +176,7 @@ async def test_a_file_moved_back_owns_its_path_again_and_a_new_file_there_is_not
     assert (await add_replicas(database, [{"lfn": "/vo/x/f", "se": "B"}]))["successful"] == {"/vo/x/f": ["B"]}
 
 
-async def test_files_a_dataset_holds_or_a_rule_locks_keep_their_lfn(
+async def test_files_a_dataset_holds_a_rule_locks_or_a_writer_writes_keep_their_lfn(
     api: RunningApi, database: AsyncDatabase[Document], tmp_path: Path,
 ) -> None:
     disk = disk_se("KEEP", tmp_path / "keep")
@@ -187,9 +187,12 @@ async def test_files_a_dataset_holds_or_a_rule_locks_keep_their_lfn(
     rule = await store.create_rule(database, ADMIN, RuleIn(did="/vo/locked/f", copies=1, expression="KEEP"))
     await evaluate(database, rule, rule_settings(api.settings).rules)  # the replica is there: an ok lock
     await mkdir(database, ADMIN, "/vo/elsewhere")
+    busy = {"lfn": "/vo/busy/f", "size": 1, "adler32": "00000001", "replicas": [{"se": "KEEP", "status": "copying"}]}
+    assert not (await register_files(database, ADMIN, [busy]))["failed"]  # an upload under way
 
     for source, why in (("/vo/ds/in", "attached to a dataset"), ("/vo/ds", "/vo/ds/in is attached to a dataset"),
-                        ("/vo/locked/f", "locked by replication rules"), ("/vo/locked", "locked by replication")):
+                        ("/vo/locked/f", "locked by replication rules"), ("/vo/locked", "locked by replication"),
+                        ("/vo/busy/f", "being written"), ("/vo/busy", "/vo/busy/f has a replica being written")):
         refused = await run_cli(api.url, api.admin_token, "mv", source, "/vo/elsewhere/x")
         assert refused.returncode != 0 and why in refused.stdout + refused.stderr, refused.stdout + refused.stderr
     assert await database["files"].count_documents({"_id": {"$regex": "^/vo/elsewhere"}}) == 0
