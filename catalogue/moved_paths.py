@@ -14,7 +14,8 @@ existing file, before the push (a file can only exist at the old LFN once the or
 so after the record was written); registered with a new file, after its insert, for the same
 reason (`catalogue.files` gives such files up, uncounted). A holder moved back to its path may
 add a replica there again (its GUID). The record goes when the reaper has deleted the bytes at
-that path (`release`); a replica forgotten without its bytes deleted keeps its path held.
+that path (`release`), or when it is found with no replica of its holder left at the path (the
+replica left the catalogue otherwise: its bytes are dark data, found and cleaned by an audit).
 """
 
 from __future__ import annotations
@@ -24,8 +25,9 @@ from typing import Any
 
 from pymongo.asynchronous.database import AsyncDatabase
 
+from catalogue.collection_names import FILES
 from catalogue.directories import insert_ignoring_duplicates
-from kernel.db import Document, IndexSpec, database_errors, read_by_ids
+from kernel.db import READ_SLICE, Document, IndexSpec, database_errors, read_by_ids
 from kernel.marks import by_ids
 
 MOVED_PATHS = "moved_paths"
@@ -67,14 +69,16 @@ async def hold(db: AsyncDatabase[Document], records: Iterable[Mapping[str, Any]]
 
 async def held_by_others(db: AsyncDatabase[Document], wanted: Iterable[tuple[str, str, Any]]) -> set[tuple[str, str]]:
     """Of `(lfn, se, guid)` (a replica to add at lfn's own path on se, for the file of that GUID),
-    the `(lfn, se)` whose path holds another file's bytes. One `_id $in` read."""
+    the `(lfn, se)` whose path holds another file's catalogued bytes. One `_id $in` read (and
+    `_live`'s reads for the paths found, rare: a path a moved file left)."""
     wanted = list(wanted)
     if not wanted:
         return set()
     keys = {_key(se, lfn): (lfn, se, guid) for lfn, se, guid in wanted}
     with database_errors():
-        held = [doc async for doc in read_by_ids(db[MOVED_PATHS], keys, {"guid": 1})]
-    return {keys[doc["_id"]][:2] for doc in held if doc.get("guid") is None or doc["guid"] != keys[doc["_id"]][2]}
+        found = [doc async for doc in read_by_ids(db[MOVED_PATHS], keys)]
+    others = [doc for doc in found if doc.get("guid") is None or doc["guid"] != keys[doc["_id"]][2]]
+    return {keys[doc["_id"]][:2] for doc in await _live(db, others)}
 
 
 async def release(db: AsyncDatabase[Document], gone: Iterable[tuple[str, str]]) -> None:
@@ -89,6 +93,42 @@ async def held_on(db: AsyncDatabase[Document], se: str, paths: Sequence[str] | N
     """The paths held on se (of `paths`, or all): their bytes are a moved file's, not dark data."""
     with database_errors():
         if paths is not None:
-            return {doc["path"] async for doc in read_by_ids(db[MOVED_PATHS], [_key(se, p) for p in paths],
-                                                             {"path": 1})}
-        return {doc["path"] async for doc in db[MOVED_PATHS].find({"se": se}, {"path": 1})}
+            found = [doc async for doc in read_by_ids(db[MOVED_PATHS], [_key(se, p) for p in paths])]
+        else:
+            found = await db[MOVED_PATHS].find({"se": se}).to_list()
+    return {doc["path"] for doc in await _live(db, found)}
+
+
+async def _live(db: AsyncDatabase[Document], records: list[Document]) -> list[Document]:
+    """Of path records, those whose holder still has a replica at the path: the others (its replica
+    left the catalogue without the reaper, e.g. an administrator's catalogue-only removal or a
+    forced file removal; its bytes, if any, are dark data now) are deleted, guarded by their GUID.
+
+    The holder is found by its GUID; a holder half-way through another move carries it as
+    `moving_guid` (no index: read only when a GUID is missing, once per stale record, since those
+    are then deleted), and the GUID is read again after that, so a move passing from one to the
+    other between the reads is not taken for a holder gone."""
+    guids = sorted({doc["guid"] for doc in records if doc.get("guid") is not None})
+    if not guids:
+        return records
+    projection = {"guid": 1, "moving_guid": 1, "replicas.se": 1, f"replicas.{PATH_LFN}": 1}
+    holders: dict[str, Document] = {}
+    for field in ("guid", "moving_guid", "guid"):
+        missing = [guid for guid in guids if guid not in holders]
+        with database_errors():
+            for start in range(0, len(missing), READ_SLICE):
+                async for doc in db[FILES].find({field: {"$in": missing[start:start + READ_SLICE]}}, projection):
+                    holders[doc[field]] = doc
+    live, stale = [], []
+    for record in records:
+        holder = holders.get(record.get("guid") or "")
+        if record.get("guid") is None or (holder is not None and any(
+                r.get("se") == record["se"] and storage_lfn(holder["_id"], r) == record["path"]
+                for r in holder.get("replicas", []))):
+            live.append(record)
+        else:
+            stale.append(record)
+    with database_errors():
+        for record in stale:
+            await db[MOVED_PATHS].delete_one({"_id": record["_id"], "guid": record["guid"]})
+    return live

@@ -201,3 +201,21 @@ async def test_files_a_dataset_holds_a_rule_locks_or_a_writer_writes_keep_their_
     await move(database, ADMIN, "/vo/ds", "/vo/elsewhere/ds")
     assert sorted([d["_id"] async for d in database["files"].find({"_id": {"$regex": "^/vo/elsewhere/"}})]) == [
         "/vo/elsewhere/ds/in", "/vo/elsewhere/out"]
+
+
+async def test_a_path_whose_moved_replica_left_the_catalogue_is_free_and_its_bytes_found_dark(
+    api: RunningApi, live_ses: LiveSEs, database: AsyncDatabase[Document], admin: Client,
+    payload: Callable[[int], Payload],
+) -> None:
+    se = await live_ses.add("file", name="FORGOT")
+    data, other = payload(1000), payload(2000)
+    await cli(api, "upload", str(data.path), "/cta/fg/f", "--se", se.name)
+    await cli(api, "mv", "/cta/fg/f", "/cta/fg/g")
+    assert HELD in await cli(api, "upload", str(other.path), "/cta/fg/f", "--se", se.name, code=1)
+    # An administrator forgets the replica in the catalogue only: its bytes are dark data now.
+    assert not (await admin.remove_replicas([{"lfn": "/cta/fg/g", "se": se.name}]))["failed"]
+    run = await admin.queue_audit(se.name)
+    await Auditor(audit_settings(api.settings, dark_grace_s=0), database).run(max_cycles=1)
+    assert [e["lfn"] async for e in admin.audit_entries(str(run["id"]), "dark")] == ["/cta/fg/f"]
+    await cli(api, "upload", str(other.path), "/cta/fg/f", "--se", se.name)
+    assert live_ses.stored_file(se.name, "/cta/fg/f").read_bytes() == other.path.read_bytes()
