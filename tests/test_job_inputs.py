@@ -10,10 +10,12 @@ from pymongo.asynchronous.database import AsyncDatabase
 from catalogue.dataset_contents import attach_children, attach_files
 from catalogue.datasets import DidIn, create_did
 from catalogue.directories import directory_document, insert_directories, now
+from catalogue.moves import move
 from kernel.db import Document
 from kernel.errors import Forbidden, InvalidInput, NotFound
 from kernel.principal import Principal
 from tests.fixtures.api import RunningApi
+from tests.fixtures.catalogue import ADMIN
 from tests.fixtures.grid import Grid, PilotProcess, check_all, start_pilot, wait_for
 from wms import input_selection
 from wms.config import WmsSettings
@@ -153,3 +155,19 @@ async def test_more_inputs_than_the_per_job_limit_are_refused(
         await submit(api, {"executable": "/bin/true", "input_query": "run=10", "input_path": "/cta/mc",
                            "input_data": ["/cta/mc/run12.dat", "/cta/mc/run15.dat"]})
     assert await job_count(grid.db) == 0
+
+
+async def test_a_moved_input_is_read_by_the_pilot_where_its_bytes_are(
+    api: RunningApi, grid: Grid, wms_config: WmsSettings, pilots: list[PilotProcess], tmp_path: Path
+) -> None:
+    # `cairn mv` renames in the catalogue only: the bytes stay at the old LFN's path on SITE-B-DISK.
+    await grid.add_file("/cta/raw/a.dat", b"moved bytes\n", ["SITE-B-DISK"])
+    await insert_directories(grid.db, [directory_document(d, ALICE, mode=0o755, at=now())
+                                       for d in ("/cta/raw", "/cta/kept")])
+    await move(grid.db, ADMIN, "/cta/raw/a.dat", "/cta/kept/a.dat")
+    ids, _ = await submit(api, concatenating(input_data=["/cta/kept/a.dat"]))
+    await check_all(grid.db, wms_config)
+    start_pilot(api, "SITE-B", tmp_path, wms_config, pilots)
+    [done] = await wait_for(grid.db, ids, {"done", "failed"}, pilots=pilots)
+    assert (done["state"], done["site"]) == ("done", "SITE-B")
+    assert await grid.replica_bytes("/cta/out/result.txt", "SITE-A-DISK") == b"moved bytes\n"

@@ -21,6 +21,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from catalogue.directories import fetch_directories
 from catalogue.lfn import ancestors
+from catalogue.moved_paths import PATH_LFN, storage_lfn
 from catalogue.permissions import READ, hiding_denial
 from catalogue.replicas import get_replicas
 from catalogue.vos import confine_owner, registry
@@ -126,7 +127,8 @@ async def _decide(
     # A list, not a dict keyed by LFN: LFNs contain dots, which field names must not.
     resolved = [
         {"lfn": lfn, "adler32": files[lfn].get("adler32"),
-         "replicas": [{"se": r["se"], "site": ses[r["se"]].site, "url": r.get("url", "")}
+         "replicas": [{"se": r["se"], "site": ses[r["se"]].site, "url": r.get("url", ""),
+                       PATH_LFN: storage_lfn(lfn, r)}  # where a moved file's bytes are
                       for r in usable_replicas(files[lfn], ses, "disk")]}
         for lfn in dict.fromkeys(lfns)
     ]
