@@ -98,3 +98,17 @@ async def test_it_is_read_only(options: dict[str, object], live_ses: LiveSEs) ->
     fs = CairnFileSystem(**options)
     with pytest.raises(NotImplementedError, match="read-only"):
         await asyncio.to_thread(fs.open, "/cta/new", "wb")
+
+
+async def test_a_moved_file_is_read_by_its_new_lfn_from_where_its_bytes_are(
+    live_ses: LiveSEs, admin: Client, options: dict[str, object], tmp_path: Path
+) -> None:
+    se = await live_ses.add("davs")
+    local = tmp_path / "events.parquet"
+    frame(300).to_parquet(local)
+    [up] = await admin.upload([local], "/cta/raw/events.parquet", se.name)
+    assert up.status == "uploaded", up.error
+    await admin.mkdir("/cta/kept")
+    await admin.move("/cta/raw/events.parquet", "/cta/kept/events.parquet")
+    read = await asyncio.to_thread(pd.read_parquet, "cairn:///cta/kept/events.parquet", storage_options=options)
+    pd.testing.assert_frame_equal(read, frame(300))
