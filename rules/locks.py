@@ -145,7 +145,7 @@ async def insert_locks(db: AsyncDatabase[Document], rule: Document, locks: list[
     exists is skipped and its charge given back), count them on the rule, and protect the replicas
     of the ok ones. Locks on an SE where the account's quota has no room for them now
     (`quotas.reserve`) are not written: they go to `refused` when given."""
-    short = await quotas.reserve(db, rule["account"], _held(locks, +1)) if locks else set()
+    short = await quotas.reserve(db, rule["account"], _held(locks, +1), rule.get("vo")) if locks else set()
     if short:
         if refused is not None:
             refused.extend(lock for lock in locks if lock["se"] in short)

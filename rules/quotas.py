@@ -13,7 +13,8 @@ read, then taken: locks are charged by `reserve`, a conditional `$inc` that appl
 the account's usage on the SE leaves room for them under its quota, so rules of one account
 placed at the same moment by several daemons (each read the same room) cannot together take the
 account past its quota: the later ones' locks on that SE are refused and placed again next time.
-A VO's quota over all its accounts is checked as read, not reserved.
+A VO's quota (over all its accounts) is checked after the charge, which is given back if the VO's
+accounts together lock more than it.
 """
 
 from __future__ import annotations
@@ -98,20 +99,32 @@ async def room(db: AsyncDatabase[Document], account: str, ses: Iterable[str]) ->
 async def within_vo_quota(db: AsyncDatabase[Document], vo: Vo, room: dict[str, int | None]) -> dict[str, int | None]:
     """`room` cut to what the VO may still lock on each SE: its quota there (`catalogue.vos`) less
     what all its accounts lock (accounts are VO-qualified names, bare in DEFAULT_VO)."""
-    limits = {se: vo.ses[se].quota_bytes for se in room if se in vo.ses and vo.ses[se].quota_bytes is not None}
+    limits = _vo_limits(vo, room)
     if not limits:
         return room
-    pattern = "^[^:]*$" if vo.name == DEFAULT_VO else "^" + re.escape(vo.name) + ":"
-    with database_errors():
-        cursor = await db[ACCOUNT_USAGE].aggregate([
-            {"$match": {"se": {"$in": sorted(limits)}, "account": {"$regex": pattern}}},
-            {"$group": {"_id": "$se", "bytes": {"$sum": "$bytes"}}}])
-        used = {row["_id"]: int(row["bytes"]) for row in await cursor.to_list()}
+    used = await _vo_usage(db, vo, limits)
     cut = dict(room)
     for se, limit in limits.items():
         left = int(limit or 0) - used.get(se, 0)
         cut[se] = left if room[se] is None else min(left, room[se] or 0)
     return cut
+
+
+def _vo_limits(vo: Vo, ses: Iterable[str]) -> dict[str, int]:
+    """The VO's quota on each of ses that it has one on."""
+    return {se: int(vo.ses[se].quota_bytes or 0) for se in ses
+            if se in vo.ses and vo.ses[se].quota_bytes is not None}
+
+
+async def _vo_usage(db: AsyncDatabase[Document], vo: Vo, ses: Iterable[str]) -> dict[str, int]:
+    """Bytes all the VO's accounts lock on each of ses (accounts are VO-qualified names, bare in
+    DEFAULT_VO): one aggregation."""
+    pattern = "^[^:]*$" if vo.name == DEFAULT_VO else "^" + re.escape(vo.name) + ":"
+    with database_errors():
+        cursor = await db[ACCOUNT_USAGE].aggregate([
+            {"$match": {"se": {"$in": sorted(ses)}, "account": {"$regex": pattern}}},
+            {"$group": {"_id": "$se", "bytes": {"$sum": "$bytes"}}}])
+        return {row["_id"]: int(row["bytes"]) for row in await cursor.to_list()}
 
 
 async def room_in_vo(db: AsyncDatabase[Document], account: str, vo: str | None,
@@ -123,12 +136,16 @@ async def room_in_vo(db: AsyncDatabase[Document], account: str, vo: str | None,
     return left if registered is None else await within_vo_quota(db, registered, left)
 
 
-async def reserve(db: AsyncDatabase[Document], account: str, deltas: Mapping[str, tuple[int, int]]) -> set[str]:
+async def reserve(db: AsyncDatabase[Document], account: str, deltas: Mapping[str, tuple[int, int]],
+                  vo: str | None = None) -> set[str]:
     """Charge `(files, bytes)` per SE to the account, on each SE where it has a quota only if its
     usage there stays within it; returns the SEs refused (nothing charged there). One read of the
     quotas, one write per SE with a quota (a usage record not made yet is made first), one bulk
-    write for the others."""
+    write for the others. Where its VO (None: DEFAULT_VO) has a quota, what all its accounts lock
+    there is read after the charge, and the charge given back if they lock more than it (two
+    calls at once may then both give back, and both wait for the next evaluation: never past)."""
     wanted = {se: delta for se, delta in deltas.items() if delta[0] or delta[1]}
+    asked = dict(wanted)
     with database_errors():
         limits = {doc["se"]: int(doc["bytes"]) async for doc in read_by_ids(
             db[QUOTAS], [key(account, se) for se in wanted if wanted[se][1] > 0], {"se": 1, "bytes": 1})}
@@ -146,6 +163,14 @@ async def reserve(db: AsyncDatabase[Document], account: str, deltas: Mapping[str
             if made.upserted_id is None or not (await db[ACCOUNT_USAGE].update_one(flt, change)).modified_count:
                 refused.add(se)
     await charge(db, account, wanted)
+    registered = (await registry(db)).get(vo or DEFAULT_VO)
+    charged = [se for se in asked if se not in refused and asked[se][1] > 0]
+    limits = _vo_limits(registered, charged) if registered else {}
+    if registered and limits:
+        used = await _vo_usage(db, registered, limits)
+        past = {se for se, limit in limits.items() if used.get(se, 0) > limit}
+        await charge(db, account, {se: (-asked[se][0], -asked[se][1]) for se in past})
+        refused |= past
     return refused
 
 

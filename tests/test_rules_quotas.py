@@ -11,6 +11,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from catalogue import dataset_contents, datasets
 from catalogue.datasets import DidIn
+from catalogue.vos import Vo, VoSe, put_vo
 from kernel.db import Document
 from kernel.errors import QuotaExceeded
 from kernel.settings import Settings
@@ -115,3 +116,31 @@ async def test_stuck_locks_moved_at_once_cannot_together_pass_the_quota_of_their
     assert locks == [("T1-A", "stuck"), ("T1-B", "replicating")]
     usage = {u["se"]: u["used_bytes"] for u in await quotas.quotas_and_usage(database, "root")}
     assert usage == {"T1-A": SIZE, "T1-B": SIZE, "T1-C": 0}
+
+
+async def test_rules_of_two_accounts_placed_at_once_cannot_together_pass_their_vos_quota(
+    database: AsyncDatabase[Document], settings: Settings, tmp_path: Path,
+) -> None:
+    # The VO's quota on T1-A has room for one of the two files; the accounts have none of their own.
+    await tiered_ses(database, tmp_path)
+    for did, lfn in (("vo:p", "/vo/q/p"), ("vo:r", "/vo/q/r")):
+        await dataset_on_src(database, did, [lfn], size=SIZE)
+    room = VoSe(quota_bytes=SIZE + SIZE // 2)
+    await put_vo(database, Vo(name="cta", roots=["/vo"], scopes=["vo"], ses={"T1-A": room}))
+    rules = []
+    for did, account in (("vo:p", "cta:ann"), ("vo:r", "cta:ben")):  # accounts are VO-qualified
+        rule = await store.create_rule(database, ADMIN, RuleIn(did=did, copies=1, expression="T1-A"))
+        assert rule["vo"] == "cta"
+        await database[store.RULES].update_one({"_id": rule["_id"]}, {"$set": {"account": account}})
+        rules.append(await store.get_rule(database, rule["_id"]))
+    fast = rule_settings(settings).rules
+    await asyncio.gather(*(evaluate(database, rule, fast) for rule in rules))
+
+    def locked(rows: list[dict[str, object]]) -> int:
+        return sum(int(str(row["used_bytes"])) for row in rows if row["se"] == "T1-A")
+
+    assert locked(await quotas.quotas_and_usage(database)) <= SIZE + SIZE // 2
+    for rule in rules:  # evaluated again one after the other: one of them is placed
+        await evaluate(database, await store.get_rule(database, rule["_id"]), fast)
+    assert locked(await quotas.quotas_and_usage(database)) == SIZE
+    assert sorted([(await store.get_rule(database, rule["_id"]))["unplaced"] for rule in rules]) == [0, 1]
