@@ -21,7 +21,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from catalogue.directories import fetch_directories
 from catalogue.lfn import ancestors
-from catalogue.moved_paths import PATH_LFN, storage_lfn
+from catalogue.moved_paths import PATH_LFN
 from catalogue.permissions import READ, hiding_denial
 from catalogue.replicas import get_replicas
 from catalogue.vos import confine_owner, registry
@@ -128,7 +128,7 @@ async def _decide(
     resolved = [
         {"lfn": lfn, "adler32": files[lfn].get("adler32"),
          "replicas": [{"se": r["se"], "site": ses[r["se"]].site, "url": r.get("url", ""),
-                       PATH_LFN: storage_lfn(lfn, r)}  # where a moved file's bytes are
+                       **({PATH_LFN: r[PATH_LFN]} if r.get(PATH_LFN) else {})}  # a moved file's path
                       for r in usable_replicas(files[lfn], ses, "disk")]}
         for lfn in dict.fromkeys(lfns)
     ]
