@@ -375,8 +375,6 @@ async def push_replicas(
     usage = Usage()
     added: list[tuple[str, str]] = []
     for _ in range(PUSH_ROUNDS):
-        if not docs:
-            docs = await find_by_ids(db[FILES], pending, PUSH_FIELDS)
         at = now()
         updates = []
         attempted: list[tuple[str, str]] = []

@@ -64,14 +64,22 @@ async def test_a_container_rule_larger_than_the_quota_by_distinct_files_is_still
     assert await database[store.RULES].count_documents({}) == 0
 
 
+TWO = (("vo:p", "/vo/q/p"), ("vo:r", "/vo/q/r"))  # two datasets of one file each
+
+
+async def two_datasets(database: AsyncDatabase[Document], tmp_path: Path) -> None:
+    """The tiered SEs, and the datasets of TWO, each file of SIZE bytes on SRC."""
+    await tiered_ses(database, tmp_path)
+    for did, lfn in TWO:
+        await dataset_on_src(database, did, [lfn], size=SIZE)
+
+
 async def test_rules_of_one_account_placed_at_once_cannot_together_pass_its_quota(
     database: AsyncDatabase[Document], settings: Settings, tmp_path: Path,
 ) -> None:
     # Each rule fits alone (both are made while the account locks nothing); only one fits beside
     # the other. Two daemons evaluating them at the same moment each read the same room.
-    await tiered_ses(database, tmp_path)
-    for did, lfn in (("vo:p", "/vo/q/p"), ("vo:r", "/vo/q/r")):
-        await dataset_on_src(database, did, [lfn], size=SIZE)
+    await two_datasets(database, tmp_path)
     await quotas.set_quota(database, QuotaIn(account="root", se="T1-A", bytes=SIZE + SIZE // 2))
     rules = [await store.create_rule(database, ADMIN, RuleIn(did=did, copies=1, expression="T1-A"))
              for did in ("vo:p", "vo:r")]
@@ -97,13 +105,11 @@ async def test_stuck_locks_moved_at_once_cannot_together_pass_the_quota_of_their
     # Two rules of one account, each with a lock stuck on T1-A; T1-B has room for one file, T1-C
     # none. Two repairers at the same moment both choose T1-B: one moves there, the other's lock
     # stays where it was (stuck), not released for a lock that was never written.
-    await tiered_ses(database, tmp_path)
-    for did, lfn in (("vo:p", "/vo/q/p"), ("vo:r", "/vo/q/r")):
-        await dataset_on_src(database, did, [lfn], size=SIZE)
+    await two_datasets(database, tmp_path)
     await quotas.set_quota(database, QuotaIn(account="root", se="T1-B", bytes=SIZE + SIZE // 2))
     await quotas.set_quota(database, QuotaIn(account="root", se="T1-C", bytes=0))
     rules = []
-    for did, lfn in (("vo:p", "/vo/q/p"), ("vo:r", "/vo/q/r")):
+    for did, lfn in TWO:
         rule = await store.create_rule(database, ADMIN, RuleIn(did=did, copies=1, expression="tier=1"))
         await rule_locks.insert_locks(database, rule, [rule_locks.new_lock(rule, lfn, "T1-A", SIZE, "stuck",
                                                                            error="copy failed")])
@@ -122,9 +128,7 @@ async def test_rules_of_two_accounts_placed_at_once_cannot_together_pass_their_v
     database: AsyncDatabase[Document], settings: Settings, tmp_path: Path,
 ) -> None:
     # The VO's quota on T1-A has room for one of the two files; the accounts have none of their own.
-    await tiered_ses(database, tmp_path)
-    for did, lfn in (("vo:p", "/vo/q/p"), ("vo:r", "/vo/q/r")):
-        await dataset_on_src(database, did, [lfn], size=SIZE)
+    await two_datasets(database, tmp_path)
     room = VoSe(quota_bytes=SIZE + SIZE // 2)
     await put_vo(database, Vo(name="cta", roots=["/vo"], scopes=["vo"], ses={"T1-A": room}))
     rules = []
