@@ -45,6 +45,7 @@ from catalogue.provenance import add_ancestor_links
 from catalogue.replica_urls import se_url
 from catalogue.replica_writers import ADDED, REPLICA_WRITERS, new_token, own_writes, writer_field
 from catalogue.storage_elements import fetch_storage_elements
+from catalogue.storage_paths import PATH_LFN
 from catalogue.usage import REGISTERED_IN, Usage, record_registered, take_over_calls
 from catalogue.vos import registry, vo_of_path
 from kernel.bounds import Size
@@ -365,7 +366,7 @@ async def push_replicas(
         docs = await find_by_ids(db[FILES], pending, PUSH_FIELDS)
     held = await moved_paths.held_by_others(db, (
         (lfn, r["se"], docs[lfn].get("guid")) for lfn, reps in pending.items() if lfn in docs
-        for r in reps if not r.get(moved_paths.PATH_LFN)))
+        for r in reps if not r.get(PATH_LFN)))
     if held:
         if refused is None:
             raise Conflict(f"{min(held)[0]} on SE {min(held)[1]}: {moved_paths.HELD}", details={"held": sorted(held)})

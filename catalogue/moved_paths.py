@@ -4,7 +4,7 @@ A move renames a file in the catalogue only; on every SE its bytes stay at the U
 the LFN they were written under. So each replica of a moved file keeps that LFN as `path_lfn`
 (set by the server on the move, never taken from a client, dropped when the file moves back), and
 everything that reads, copies from, stages, checks or deletes the replica derives its URLs from
-`storage_lfn` (the path), not from the file's LFN.
+`catalogue.storage_paths.storage_lfn` (the path), not from the file's LFN.
 
 The old path stays taken: a new file registered at the old LFN derives the same URL on that SE,
 and a write there would overwrite the moved file's bytes. So a move records each such path as
@@ -27,34 +27,18 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from catalogue.collection_names import FILES
 from catalogue.directories import insert_ignoring_duplicates
+from catalogue.storage_paths import PATH_LFN, storage_lfn
 from kernel.db import READ_SLICE, Document, IndexSpec, database_errors, read_by_ids
 from kernel.marks import by_ids
 
 MOVED_PATHS = "moved_paths"
-PATH_LFN = "path_lfn"
 HELD = "the SE's path for this LFN holds the bytes of another file that was moved; choose another LFN or SE"
 # No index but `_id`: every write and check goes by it; an audit reads its SE's paths once a run.
 INDEXES: list[IndexSpec] = []
 
 
-def storage_lfn(lfn: str, replica: Mapping[str, Any]) -> str:
-    """The LFN whose URLs on the replica's SE hold its bytes: the one it was written under."""
-    return str(replica.get(PATH_LFN) or lfn)
-
-
 def _key(se: str, path: str) -> str:
     return f"{se}{path}"  # an SE name has no '/', a path starts with one
-
-
-def moved_replicas(replicas: Sequence[Mapping[str, Any]], old: str, new: str) -> list[dict[str, Any]]:
-    """The replicas of the file at `old` as they are once it is at `new`: each keeps its path."""
-    out = []
-    for replica in replicas:
-        moved = {**replica, PATH_LFN: storage_lfn(old, replica)}
-        if moved[PATH_LFN] == new:  # moved back where its bytes are
-            del moved[PATH_LFN]
-        out.append(moved)
-    return out
 
 
 async def hold(db: AsyncDatabase[Document], records: Iterable[Mapping[str, Any]]) -> None:

@@ -31,9 +31,9 @@ from catalogue.file_move import move_file_record
 from catalogue.files import FILES
 from catalogue.lfn import ROOT, ancestors, check_lfn, descendant_pattern, is_within, name_of, parent_of
 from catalogue.metadata import metadata_fields_for
-from catalogue.moved_paths import moved_replicas
 from catalogue.namespace import existing_entry, find_entry
 from catalogue.permissions import creation_denial, removal_denial, require
+from catalogue.storage_paths import moved_replicas
 from catalogue.usage import MOVING, REMOVING, Usage, move_directory_usage
 from kernel.db import Document, bulk_write_chunked, database_errors, iterate
 from kernel.errors import Conflict, InvalidInput, NotFound, ServiceUnavailable

@@ -20,8 +20,8 @@ from pymongo.asynchronous.database import AsyncDatabase
 from catalogue.collection_names import FILES
 from catalogue.directories import now
 from catalogue.files import fetch_files
-from catalogue.moved_paths import PATH_LFN
 from catalogue.replicas import set_replica_status, set_replica_statuses
+from catalogue.storage_paths import PATH_LFN
 from kernel.db import Document, database_errors, pages_by_id
 
 # A replica in these states is expected on storage; `copying` ones are still being written.

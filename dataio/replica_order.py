@@ -12,8 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from catalogue.moved_paths import storage_lfn
 from catalogue.storage_elements import StorageElement
+from catalogue.storage_paths import storage_lfn
 
 
 @dataclass(frozen=True)
@@ -22,7 +22,7 @@ class ReadableReplica:
 
     se: StorageElement
     url: str | None
-    path: str  # the LFN its URLs derive from (`catalogue.moved_paths.storage_lfn`)
+    path: str  # the LFN its URLs derive from (`catalogue.storage_paths.storage_lfn`)
 
 
 def replicas_to_read(

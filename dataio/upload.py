@@ -33,9 +33,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from catalogue.moved_paths import storage_lfn
 from catalogue.refusals import refusal
 from catalogue.storage_elements import StorageElement
+from catalogue.storage_paths import storage_lfn
 from dataio.io_client import IOClient
 from dataio.progress import FileOutcome, NoProgress, ProgressSink, counted
 from dataio.signed_access import needs_signing, signed_endpoint, without_signature

@@ -21,7 +21,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from catalogue.moved_paths import storage_lfn
+from catalogue.storage_paths import storage_lfn
 from kernel.errors import CairnError, ServiceUnavailable
 from transfers import destination, failed_copies, link_stats
 from transfers import requests as rq

@@ -37,10 +37,10 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from catalogue import moved_paths
 from catalogue.files import fetch_files
-from catalogue.moved_paths import storage_lfn
 from catalogue.replica_removal import remove_retired, retire_replicas
 from catalogue.replica_urls import se_url
 from catalogue.storage_elements import StorageElement
+from catalogue.storage_paths import storage_lfn
 from kernel.db import Document
 from kernel.errors import CairnError, InvalidInput
 from storage_plugins.base import DELETE_CONCURRENCY, StoragePlugin

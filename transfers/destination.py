@@ -18,10 +18,10 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from catalogue.directories import now
 from catalogue.files import FILES, fetch_files, push_replicas
-from catalogue.moved_paths import storage_lfn
 from catalogue.replica_urls import derived_url
 from catalogue.replicas import add_replicas, pull_replicas, set_replica_status, set_replica_statuses
 from catalogue.storage_elements import StorageElement, replica_url
+from catalogue.storage_paths import storage_lfn
 from kernel.db import Document, database_errors
 from kernel.errors import CairnError, Conflict
 from storage_plugins.registry import plugin_for

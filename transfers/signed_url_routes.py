@@ -17,8 +17,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from catalogue.authorization import READ_FILE, WRITE_REPLICAS, require_file
 from catalogue.lfn import check_lfn
-from catalogue.moved_paths import storage_lfn
 from catalogue.storage_elements import get_storage_element
+from catalogue.storage_paths import storage_lfn
 from kernel.errors import Conflict, Forbidden, NotFound
 from kernel.web import DATABASE, SETTINGS, ApiRoutes, json_response, principal_of, read_model, scopes
 from storage_plugins.errors import NotSupported

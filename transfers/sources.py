@@ -13,8 +13,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from catalogue.moved_paths import storage_lfn
 from catalogue.storage_elements import StorageElement
+from catalogue.storage_paths import storage_lfn
 
 TPC_FAMILIES = {"root": "root", "davs": "http", "https": "http", "dav": "http", "http": "http", "s3": "s3"}
 
@@ -23,7 +23,7 @@ TPC_FAMILIES = {"root": "root", "davs": "http", "https": "http", "dav": "http", 
 class Source:
     se: StorageElement
     url: str
-    path: str  # the LFN its URLs derive from (`catalogue.moved_paths.storage_lfn`)
+    path: str  # the LFN its URLs derive from (`catalogue.storage_paths.storage_lfn`)
 
     @property
     def on_tape(self) -> bool:

@@ -25,8 +25,8 @@ import logging
 from pymongo.asynchronous.database import AsyncDatabase
 
 from catalogue.files import fetch_files
-from catalogue.moved_paths import storage_lfn
 from catalogue.storage_elements import StorageElement, list_storage_elements
+from catalogue.storage_paths import storage_lfn
 from kernel.daemon import Daemon
 from kernel.db import Document
 from kernel.errors import CairnError, NotFound, ServiceUnavailable

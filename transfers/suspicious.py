@@ -13,9 +13,9 @@ from typing import Any
 
 from pymongo.asynchronous.database import AsyncDatabase
 
-from catalogue.moved_paths import storage_lfn
 from catalogue.replica_health import report_suspicious
 from catalogue.storage_elements import get_storage_element
+from catalogue.storage_paths import storage_lfn
 from kernel.db import Document
 from kernel.errors import CairnError, NotFound
 from storage_plugins.registry import plugin_for

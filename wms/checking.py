@@ -21,9 +21,9 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from catalogue.directories import fetch_directories
 from catalogue.lfn import ancestors
-from catalogue.moved_paths import PATH_LFN
 from catalogue.permissions import READ, hiding_denial
 from catalogue.replicas import get_replicas
+from catalogue.storage_paths import PATH_LFN
 from catalogue.vos import confine_owner, registry
 from kernel import claims
 from kernel.db import Document

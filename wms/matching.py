@@ -25,9 +25,9 @@ from typing import Any
 
 from pymongo.asynchronous.database import AsyncDatabase
 
-from catalogue.moved_paths import storage_lfn
 from catalogue.replica_urls import se_url
 from catalogue.storage_elements import fetch_storage_elements
+from catalogue.storage_paths import storage_lfn
 from catalogue.vos import fair_shares
 from kernel.db import Document
 from kernel.errors import InvalidInput

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from catalogue.moved_paths import storage_lfn
+from catalogue.storage_paths import storage_lfn
 from kernel.daemon import Daemon
 from kernel.errors import CairnError, Conflict, ServiceUnavailable
 from kernel.process import child_preexec
