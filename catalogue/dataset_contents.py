@@ -12,7 +12,9 @@ or freeze landed meanwhile; a file detach marks the rows no other call is detach
 (`detaching`, `kernel.marks`), reads back its own, deletes them by its mark and takes off what it
 read (`_marked_delete`, for a container's children too). A call cut short can leave a DID
 counting rows it does not hold, never the other way; `cairn dataset rebuild-counts`
-(`catalogue.dataset_recount`) recounts them from the rows.
+(`catalogue.dataset_recount`) recounts them from the rows. An attach looks, after its rows are in,
+for its files being moved or removed (`catalogue.directory_moves.leaving`; a move looks for rows
+after its mark) and takes those rows back out: no row names an LFN its file left.
 Attaching a container to a container refuses cycles: the child's descendants are walked one
 `$in` query per level before the link is written (no transactions: two concurrent attaches that
 together close a cycle are not caught).
@@ -33,6 +35,7 @@ from catalogue import change_feed
 from catalogue.collection_names import CONTAINER_CHILDREN
 from catalogue.datasets import DATASETS, check_did, get_did, writable_did
 from catalogue.directories import DUPLICATE_KEY, find_by_ids, now
+from catalogue.directory_moves import leaving
 from catalogue.files import authorized_files
 from catalogue.find import open_query
 from catalogue.permissions import READ
@@ -42,6 +45,7 @@ from kernel.marks import Mark, by_ids
 from kernel.principal import Principal
 
 DATASET_FILES = "dataset_files"
+LEFT = "the file was being moved or removed while it was attached; nothing attached, try again"
 # A dataset file row's mark while one detach call removes it (`kernel.marks`).
 DETACHING = "detaching"
 DETACH_LEASE = dt.timedelta(minutes=2)
@@ -157,6 +161,13 @@ async def attach_files(
     rows = [{"_id": _row_id(did, lfn), "did": did, "lfn": lfn, "size": int(f.get("size", 0))}
             for lfn, f in allowed.items()]
     inserted = await _counted_insert(db, did, DATASET_FILES, rows, _file_tally)
+    if gone := await leaving(db, [r["lfn"] for r in inserted]):
+        # Moved or removed while attached: the row would name an LFN the file left. Taken back
+        # out (and off the counts) the way a detach does, so a detach racing it counts once.
+        await _marked_delete(db, did, DATASET_FILES, [_row_id(did, lfn) for lfn in sorted(gone)], _file_tally)
+        inserted = [r for r in inserted if r["lfn"] not in gone]
+        failed.update(dict.fromkeys(sorted(gone), LEFT))
+        allowed = {lfn: f for lfn, f in allowed.items() if lfn not in gone}
     if inserted:
         await _members_changed(db, "attached", [(did, r["lfn"]) for r in inserted])
     new = {r["lfn"] for r in inserted}

@@ -10,7 +10,8 @@ files below it (`removing`: a file move or removal under way, `catalogue.file_mo
 file records, then gives up those below a directory a live move holds (409 for them); a
 registration refuses files below a moving directory it read, and gives up those it wrote if a
 move's mark appeared meanwhile (a directory it made on the way may be left at the old place in
-that narrow case).
+that narrow case). A dataset's attach names files by LFN the same way: a move looks for dataset
+rows after its mark, an attach for marks (and the files) after its rows (`leaving`).
 """
 
 from __future__ import annotations
@@ -52,6 +53,18 @@ async def moving_above(db: AsyncDatabase[Document], lfns: Iterable[str]) -> set[
     above = sorted({d for lfn in lfns for d in ancestors(lfn)})
     marked = [doc async for doc in read_by_ids(db[DIRECTORIES], above, {MOVING: 1}, flt={MOVING: {"$exists": True}})]
     return below_moves(lfns, marked)
+
+
+async def leaving(db: AsyncDatabase[Document], lfns: Iterable[str]) -> set[str]:
+    """Of lfns, the files gone, held by a live move or removal of their own, or below a directory
+    a live move holds: what a call that names files by LFN (a dataset's attach) must not keep,
+    read after its own write (the move marks first and looks for that write after)."""
+    lfns = list(lfns)
+    if not lfns:
+        return set()
+    present = {doc["_id"]: doc async for doc in read_by_ids(db[FILES], lfns, {REMOVING: 1})}
+    held = {lfn for lfn in lfns if lfn not in present or _live(present[lfn].get(REMOVING), REMOVAL_LEASE)}
+    return held | await moving_above(db, [lfn for lfn in lfns if lfn not in held])
 
 
 async def files_held_below(db: AsyncDatabase[Document], path: str) -> list[str]:

@@ -16,7 +16,7 @@ directory above the file or its destination being moved (`catalogue.directory_mo
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
@@ -33,10 +33,13 @@ MOVE_ROUNDS = 5
 
 
 async def move_file_record(db: AsyncDatabase[Document], source: str, destination: str,
-                           place: Callable[[Document], Document]) -> tuple[Document, Document]:
+                           place: Callable[[Document], Document],
+                           refusal: Callable[[Document], Awaitable[str | None]]) -> tuple[Document, Document]:
     """Move the file at `source` to the record `place` makes of it as it is now; returns the
     record moved (as it was) and the new one. 404 when it is gone; 409 when another call is
-    moving or removing it, when the destination is taken, or when it keeps changing."""
+    moving or removing it, when the destination is taken, when it keeps changing, or with the
+    reason `refusal` finds in the record as read under the mark (after the mark: a call that
+    names the file by its LFN writes first and looks for the mark after)."""
     mark = Mark(REMOVING, REMOVAL_LEASE)
     with database_errors():
         marked = await db[FILES].update_one({"$and": [{"_id": source}, mark.free()]},
@@ -54,6 +57,8 @@ async def move_file_record(db: AsyncDatabase[Document], source: str, destination
                 current = await db[FILES].find_one({"_id": source, **mark.mine()})
             if current is None:
                 raise Conflict(f"{source} was moved or removed by another request meanwhile; nothing moved")
+            if reason := await refusal(current):
+                raise Conflict(reason)
             copy = _copy_of(place(current))
             await moved_paths.hold(db, [copy])  # before the original leaves its LFN
             try:

@@ -52,7 +52,7 @@ async def move(db: AsyncDatabase[Document], principal: Principal, source: str, d
         raise InvalidInput("the root directory cannot be moved")
     if is_within(destination, source):
         raise InvalidInput(f"cannot move {source} into itself ({destination})")
-    entry, kind = await existing_entry(db, source)
+    _, kind = await existing_entry(db, source)
     if await find_entry(db, destination) is not None:
         raise Conflict(f"{destination} exists already")
     target_parent = parent_of(destination)
@@ -61,8 +61,6 @@ async def move(db: AsyncDatabase[Document], principal: Principal, source: str, d
         raise NotFound(f"destination directory {target_parent} does not exist")
     require(removal_denial(principal, source, dirs), source)
     require(creation_denial(principal, destination, dirs), destination)
-    if held := await _named_by_lfn(db, source, entry, kind):
-        raise Conflict(held)
 
     def place(record: Document) -> Document:
         """The record at its new place; inherited metadata re-derived from the new ancestors."""
@@ -73,7 +71,8 @@ async def move(db: AsyncDatabase[Document], principal: Principal, source: str, d
         return {**moved, **metadata_fields_for(destination, record.get("meta") or {}, dirs)}
 
     if kind == "file":
-        was, placed = await move_file_record(db, source, destination, place)
+        was, placed = await move_file_record(db, source, destination, place,
+                                             lambda current: _named_by_lfn(db, source, current, kind))
         usage = Usage()
         usage.file(source, int(was.get("size", 0)), -1)
         usage.file(destination, int(was.get("size", 0)), +1)
@@ -86,7 +85,9 @@ async def _named_by_lfn(db: AsyncDatabase[Document], source: str, entry: Documen
     """Why the file (or a file below the directory) at source must keep its LFN, or None: datasets
     and replication rules name their files by LFN, so a file a dataset holds, or whose replicas a
     rule locks, is not renamed (Rucio renames no such file either); detach it or delete the rule
-    first. Nor one with a replica being written: its writer finishes it by LFN. Reads by index
+    first. Nor one with a replica being written: its writer finishes it by LFN. Asked once the
+    move's mark is on (an attach looks for the mark after its rows are in: one of the two sees
+    the other, `catalogue.directory_moves.leaving`). Reads by index
     (`dataset_files_by_lfn`; a directory's files by `_id` range, `files_by_replica_status`)."""
     if kind == "file":
         replicas = entry.get("replicas", [])
@@ -129,6 +130,9 @@ async def _move_directory(db: AsyncDatabase[Document], source: str, destination:
     if held := await files_held_below(db, source):
         await mark.take_off(db[DIRECTORIES], [source])
         raise Conflict(f"{len(held)} file(s) below {source} are being moved or removed (e.g. {held[0]}); try again")
+    if reason := await _named_by_lfn(db, source, current, "directory"):  # after the mark: see `_named_by_lfn`
+        await mark.take_off(db[DIRECTORIES], [source])
+        raise Conflict(reason)
     moved = place(current)
     moved.pop(MOVING, None)
     try:
