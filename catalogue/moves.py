@@ -28,6 +28,7 @@ from catalogue.dataset_contents import DATASET_FILES
 from catalogue.directories import DIRECTORIES, entry_view, fetch_directories, find_by_ids, now
 from catalogue.directory_moves import MOVE_LEASE, files_held_below
 from catalogue.file_move import move_file_record
+from catalogue.file_rules import NAMED_BY
 from catalogue.files import FILES
 from catalogue.lfn import ROOT, ancestors, check_lfn, descendant_pattern, is_within, name_of, parent_of
 from catalogue.metadata import metadata_fields_for
@@ -83,15 +84,16 @@ async def move(db: AsyncDatabase[Document], principal: Principal, source: str, d
 
 async def _named_by_lfn(db: AsyncDatabase[Document], source: str, entry: Document, kind: str) -> str | None:
     """Why the file (or a file below the directory) at source must keep its LFN, or None: datasets
-    and replication rules name their files by LFN, so a file a dataset holds, or whose replicas a
-    rule locks, is not renamed (Rucio renames no such file either); detach it or delete the rule
-    first. Nor one with a replica being written: its writer finishes it by LFN. Asked once the
-    move's mark is on (an attach looks for the mark after its rows are in: one of the two sees
-    the other, `catalogue.directory_moves.leaving`). Reads by index
+    and replication rules name their files by LFN, so a file a dataset holds, whose replicas a
+    rule locks or that is a rule's DID (`catalogue.file_rules`), is not renamed (Rucio renames no
+    such file either); detach it or delete the rule first. Nor one with a replica being written:
+    its writer finishes it by LFN. Asked once the move's mark is on (an attach or a rule looks
+    for the mark after its own write: one of the two sees the other). Reads by index
     (`dataset_files_by_lfn`; a directory's files by `_id` range, `files_by_replica_status`)."""
     if kind == "file":
         replicas = entry.get("replicas", [])
         locked = entry if any(r.get("locks") for r in replicas) else None
+        named = entry if entry.get(NAMED_BY) else None
         writing = entry if any(r.get("status") == "copying" for r in replicas) else None
         below: Any = source
     else:
@@ -99,9 +101,13 @@ async def _named_by_lfn(db: AsyncDatabase[Document], source: str, entry: Documen
         below = {"$gt": low, "$lt": high}
         with database_errors():
             locked = await db[FILES].find_one({"_id": below, "replicas.locks": {"$gt": 0}}, {"_id": 1})
+            named = await db[FILES].find_one({"_id": below, f"{NAMED_BY}.0": {"$exists": True}}, {NAMED_BY: 1})
             writing = await db[FILES].find_one({"_id": below, "replicas.status": "copying"}, {"_id": 1})
     if locked is not None:
         return f"{locked['_id']} has replicas locked by replication rules, which name it by its LFN; it cannot move"
+    if named is not None:
+        return (f"{named['_id']} is the DID of replication rule {sorted(named[NAMED_BY])[0]}, which names it by its "
+                "LFN; it cannot move (delete the rule first)")
     if writing is not None:  # the transfer or upload would finish a replica at an LFN that moved away
         return f"{writing['_id']} has a replica being written (a transfer or an upload); move it once that ends"
     with database_errors():

@@ -30,6 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pymongo import ReturnDocument
 from pymongo.asynchronous.database import AsyncDatabase
 
+from catalogue import file_rules
 from catalogue.authorization import vo_stamp
 from catalogue.dataset_contents import DATASET_FILES, linked_dids
 from catalogue.datasets import DATASETS, check_did
@@ -300,6 +301,13 @@ async def create_rule(db: AsyncDatabase[Document], principal: Principal, item: R
     }
     with database_errors():
         await db[RULES].insert_one(cast(Document, doc))
+    if did_type == "file" and not await file_rules.name_file(db, item.did, doc["_id"]):
+        # The file is being moved or removed: the rule is withdrawn the way a deletion does (the
+        # cleaner cancels what its evaluation may have started), and the caller told.
+        with database_errors():
+            await db[RULES].update_one({"_id": doc["_id"]}, {"$set": {"locked": False, "expires_at": now()}})
+        raise Conflict(f"file {item.did} was being moved or removed while the rule was made; the rule was "
+                       "withdrawn, try again")
     return cast(Document, doc)
 
 
@@ -425,7 +433,10 @@ async def set_fields(db: AsyncDatabase[Document], rule_id: str, fields: dict[str
 
 
 async def remove(db: AsyncDatabase[Document], rule: Document, worker: str) -> bool:
-    """Delete a rule whose locks are gone (the cleaner, holding its lease)."""
+    """Delete a rule whose locks are gone (the cleaner, holding its lease); a file it names is
+    unnamed first (`catalogue.file_rules`: never a name without its rule)."""
+    if rule.get("did_type") == "file":
+        await file_rules.unname_file(db, rule["did"], rule["_id"])
     with database_errors():
         result = await db[RULES].delete_one({"_id": rule["_id"], claims.OWNER: worker})
     return result.deleted_count == 1
