@@ -89,20 +89,20 @@ async def _named_by_lfn(db: AsyncDatabase[Document], source: str, entry: Documen
     such file either); detach it or delete the rule first. Nor one with a replica being written:
     its writer finishes it by LFN. Asked once the move's mark is on (an attach or a rule looks
     for the mark after its own write: one of the two sees the other). Reads by index
-    (`dataset_files_by_lfn`; a directory's files by `_id` range, `files_by_replica_status`)."""
-    if kind == "file":
-        replicas = entry.get("replicas", [])
-        locked = entry if any(r.get("locks") for r in replicas) else None
-        named = entry if entry.get(NAMED_BY) else None
-        writing = entry if any(r.get("status") == "copying" for r in replicas) else None
-        below: Any = source
-    else:
+    (`dataset_files_by_lfn`; a directory's files in one look by `_id` range)."""
+    below: Any = source
+    if kind == "directory":  # one look at the subtree for a file held any of the three ways
         low, high = subtree_range(source)
         below = {"$gt": low, "$lt": high}
         with database_errors():
-            locked = await db[FILES].find_one({"_id": below, "replicas.locks": {"$gt": 0}}, {"_id": 1})
-            named = await db[FILES].find_one({"_id": below, f"{NAMED_BY}.0": {"$exists": True}}, {NAMED_BY: 1})
-            writing = await db[FILES].find_one({"_id": below, "replicas.status": "copying"}, {"_id": 1})
+            entry = await db[FILES].find_one(
+                {"_id": below, "$or": [{"replicas.locks": {"$gt": 0}}, {f"{NAMED_BY}.0": {"$exists": True}},
+                                       {"replicas.status": "copying"}]},
+                {"replicas.locks": 1, "replicas.status": 1, NAMED_BY: 1}) or {}
+    replicas = entry.get("replicas", [])
+    locked = entry if any(r.get("locks") for r in replicas) else None
+    named = entry if entry.get(NAMED_BY) else None
+    writing = entry if any(r.get("status") == "copying" for r in replicas) else None
     if locked is not None:
         return f"{locked['_id']} has replicas locked by replication rules, which name it by its LFN; it cannot move"
     if named is not None:
