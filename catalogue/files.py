@@ -337,9 +337,9 @@ async def _reconcile(
         r["se"] for r in stored[lfn].get("replicas", [])]) for lfn in updates])
     refused: dict[tuple[str, str], str] = {}
     await push_replicas(db, updates, known=stored, refused=refused)
-    for lfn, se in refused:  # the file is registered, but that replica is not: the file fails
+    for (lfn, se), why in refused.items():  # the file is registered, but that replica is not: the file fails
         successful.pop(lfn, None)
-        failed[lfn] = f"replica on SE {se} not registered: {moved_paths.HELD}"
+        failed[lfn] = f"replica on SE {se} not registered: {why}"
     if any(f.ancestors for f in duplicates):
         await add_ancestor_links(db, {f.lfn: f.ancestors for f in duplicates
                                       if f.ancestors and f.lfn in successful})
@@ -351,8 +351,11 @@ async def push_replicas(
 ) -> list[tuple[str, str]]:
     """Append replicas to files unless the file has one on that SE already (one per SE), and
     account the replicas added to their SEs' usage. Returns the `(lfn, se)` pairs this call added.
-    A replica whose path on its SE holds a moved file's bytes (`catalogue.moved_paths`) is not
-    added: listed in `refused` when given, else the call raises Conflict before writing anything.
+    A replica whose path on its SE holds a moved file's bytes (`catalogue.moved_paths`), or a
+    `copying` one (a writer's) on a file below a directory a live move holds, is not added:
+    listed in `refused` when given, else the call raises Conflict before writing anything (the
+    move would carry the replica away from the LFN its writer finishes it by; looked for before
+    the push, so a push in the milliseconds after the move's look for writers can still go along).
 
     Each update is guarded by the file's `version` (bumped by every replica change) rather than
     by `replicas.se $ne`, which FerretDB 1.24 evaluates wrongly on arrays, and carries the call's
@@ -364,13 +367,18 @@ async def push_replicas(
     docs = dict(known or {})
     if pending and not docs:
         docs = await find_by_ids(db[FILES], pending, PUSH_FIELDS)
-    held = await moved_paths.held_by_others(db, (
+    held = dict.fromkeys(await moved_paths.held_by_others(db, (
         (lfn, r["se"], docs[lfn].get("guid")) for lfn, reps in pending.items() if lfn in docs
-        for r in reps if not r.get(PATH_LFN)))
+        for r in reps if not r.get(PATH_LFN))), moved_paths.HELD)
+    writing = [lfn for lfn, reps in pending.items() if any(r.get("status") == "copying" for r in reps)]
+    for lfn in await moving_above(db, writing) if writing else ():
+        # Its writer would finish it by this LFN, which the directory move is taking away.
+        held.update({(lfn, r["se"]): BELOW_A_MOVE for r in pending[lfn] if r.get("status") == "copying"})
     if held:
         if refused is None:
-            raise Conflict(f"{min(held)[0]} on SE {min(held)[1]}: {moved_paths.HELD}", details={"held": sorted(held)})
-        refused.update(dict.fromkeys(held, moved_paths.HELD))
+            (lfn, se), why = min(held.items())
+            raise Conflict(f"{lfn} on SE {se}: {why}", details={"held": sorted(held)})
+        refused.update(held)
         pending = {lfn: [r for r in reps if (lfn, r["se"]) not in held] for lfn, reps in pending.items()}
     token = new_token()
     usage = Usage()

@@ -20,6 +20,7 @@ from catalogue.file_removal import COUNTED_FIELDS, claim_removals, delete_claime
 from catalogue.files import register_files, remove_files
 from catalogue.moves import move
 from catalogue.namespace import mkdir
+from catalogue.replicas import add_replicas
 from catalogue.usage import directory_usage, rebuild, record_files
 from kernel.db import Document
 from kernel.errors import Conflict, NotFound
@@ -251,3 +252,22 @@ async def test_a_replica_added_while_its_directory_moves_goes_with_the_file(
     assert listener.done
     records = {doc["_id"]: [r["se"] for r in doc["replicas"]] for doc in await catalogue_db["files"].find({}).to_list()}
     assert records == {"/vo/m/e/f": ["CERN-DISK", "DESY-DISK"], "/vo/m/e/g": ["CERN-DISK"]}
+
+
+@pytest.mark.parametrize("when", ["update directories", "insert files"])
+async def test_a_replica_being_written_below_a_directory_being_moved_is_refused(
+    catalogue_db: AsyncDatabase[Document], settings: Settings, mongodb_uri: str, when: str,
+) -> None:
+    """A `copying` replica (a transfer's or an upload's) is finished by its writer at the LFN it was
+    registered under: carried along by the move, it was left `copying` at the new LFN for good."""
+    await registered(catalogue_db, ["/vo/m/d/f", "/vo/m/d/g"])
+    command, collection = when.split()
+    writing = [{"lfn": "/vo/m/d/f", "se": "DESY-DISK", "status": "copying"}]
+    listener = CallWhileDirectoryMoves(mongodb_uri, settings.database, lambda db: add_replicas(db, writing),
+                                       command, collection)
+    await moved_with(mongodb_uri, settings.database, listener, "/vo/m/d", "/vo/m/e")
+    assert (listener.answer or {})["failed"] == {"/vo/m/d/f": f"replica on SE DESY-DISK not added: {BELOW_A_MOVE}"}
+    records = {doc["_id"]: [(r["se"], r["status"]) for r in doc["replicas"]]
+               for doc in await catalogue_db["files"].find({}).to_list()}
+    assert records == {"/vo/m/e/f": [("CERN-DISK", "available")], "/vo/m/e/g": [("CERN-DISK", "available")]}
+    await assert_exact(catalogue_db)
