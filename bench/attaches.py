@@ -2,14 +2,17 @@
 
     python -m bench.attaches [--files 10000] [--rounds 3]
 
-Starts the database (FerretDB in a scratch directory unless $CAIRN_MONGODB_URI), registers FILES
-files over 100 directories once, then per round, each phase into a dataset of its own:
+Starts the database (FerretDB in a scratch directory unless $CAIRN_MONGODB_URI), makes Cairn's
+indexes as the server does, registers FILES files over 100 directories once, then per round,
+each phase into a dataset of its own:
 - attach: `dataset_contents.attach_files` in calls of 1000 LFNs (what `cairn dataset attach` runs:
   the files' read permission, the dataset's counts charged first, the rows, and the look for
   files moved or removed meanwhile, `catalogue.directory_moves.leaving`);
 - bare: `insert_many` of the same rows into `dataset_files`, 1000 a call (the floor).
 Prints JSON: seconds per round and their medians, milliseconds and database CPU-ms per file, and
-attach over bare.
+attach over bare. Then MOVES single-file moves of files no dataset holds, before any row and once
+all rounds' rows are in (a move looks for dataset rows of its file, `catalogue.moves`): their
+seconds and `moves_with_rows_over_without` (1.0: the look does not grow with the rows).
 """
 
 from __future__ import annotations
@@ -29,10 +32,12 @@ from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
 from bench.harness import cpu_seconds, emit, over, phase_figures, testbed
+from cairn.components import index_specs
 from catalogue import dataset_contents
 from catalogue.datasets import DidIn, create_did
 from catalogue.files import register_files
-from kernel.db import Document
+from catalogue.moves import move
+from kernel.db import Document, ensure_indexes
 from kernel.principal import Principal
 
 ADMIN = Principal(sub="bench", vo="bench", groups=("admin",), scopes=frozenset({"admin"}))
@@ -60,11 +65,24 @@ async def bare(db: AsyncDatabase[Document], did: str, lfns: list[str]) -> None:
                                                for lfn in lfns[start:start + CALL]], ordered=False)
 
 
-async def measure(uri: str, pid: int | None, files: int, rounds: int) -> dict[str, Any]:
+async def moves(db: AsyncDatabase[Document], count: int, tag: str) -> float:
+    """Seconds for `count` single-file moves of fresh files that no dataset holds."""
+    lfns = [f"/bench/loose/{tag}/f{i:05d}" for i in range(count)]
+    result = await register_files(db, ADMIN, [{"lfn": lfn, "size": 1000, "adler32": "00000001"} for lfn in lfns])
+    assert not result["failed"]
+    began = time.perf_counter()
+    for lfn in lfns:
+        await move(db, ADMIN, lfn, f"{lfn}.moved")
+    return round(time.perf_counter() - began, 3)
+
+
+async def measure(uri: str, pid: int | None, files: int, rounds: int, move_count: int) -> dict[str, Any]:
     client: AsyncMongoClient[Document] = AsyncMongoClient(uri)
     db = client[f"bench_attaches_{uuid.uuid4().hex[:8]}"]
     try:
+        await ensure_indexes(db, index_specs())  # as the server makes them at its start
         lfns = await registered(db, files)
+        before = await moves(db, move_count, "before")
         seconds: dict[str, list[float]] = {"attach": [], "bare": []}
         cpu: dict[str, list[float]] = {name: [] for name in seconds}
         for round_ in range(rounds):
@@ -76,20 +94,26 @@ async def measure(uri: str, pid: int | None, files: int, rounds: int) -> dict[st
                 seconds[name].append(round(time.perf_counter() - began, 3))
                 cpu[name].append(cpu_seconds(pid) - cpu_before)
                 assert await db["dataset_files"].count_documents({"did": did}) == files
+        rows = await db["dataset_files"].count_documents({})
+        after = await moves(db, move_count, "after")
     finally:
         await client.drop_database(db.name)
         await client.close()
     figures = phase_figures(seconds, cpu, dict.fromkeys(seconds, files), "file", pid)
-    return {"files": files, "rounds": rounds, **figures, "attach_over_bare": over(figures, "attach", "bare")}
+    return {"files": files, "rounds": rounds, **figures, "attach_over_bare": over(figures, "attach", "bare"),
+            "moves": {"count": move_count, "seconds_without_rows": before, "seconds_with_rows": after,
+                      "dataset_rows": rows},
+            "moves_with_rows_over_without": round(after / before, 2)}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--files", type=int, default=10_000, help="files per phase and round (10000)")
     parser.add_argument("--rounds", type=int, default=3, help="rounds of attach and bare (3); medians reported")
+    parser.add_argument("--moves", type=int, default=50, help="single-file moves before and after the rows (50)")
     args = parser.parse_args()
     with testbed("cairn-bench-attaches-") as bed:
-        result = asyncio.run(measure(bed.database_uri, bed.database_pid, args.files, args.rounds))
+        result = asyncio.run(measure(bed.database_uri, bed.database_pid, args.files, args.rounds, args.moves))
         emit({"database": bed.database_kind, **result})
 
 

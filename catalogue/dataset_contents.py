@@ -57,8 +57,10 @@ log = logging.getLogger(__name__)
 INDEXES = [
     # list_files: dataset_files.find({did: d, lfn: {$gt: after}}).sort(lfn)
     IndexSpec(DATASET_FILES, [("did", 1), ("lfn", 1)], name="dataset_files_by_did_lfn"),
-    # which datasets hold a file (rules, reaper): dataset_files.find({lfn: l})
-    IndexSpec(DATASET_FILES, [("lfn", 1)], name="dataset_files_by_lfn"),
+    # is a file (or one below a directory) in a dataset: a move's look, `catalogue.moves`,
+    # dataset_files.find_one({lfn: l or {$gt, $lt}}) under INDEX_ORDER (made on the embedded
+    # database too: without it the look scanned every row, 84 ms per 100k rows for each move)
+    IndexSpec(DATASET_FILES, [("lfn", 1)], name="dataset_files_by_lfn", index_order=True),
     IndexSpec(CONTAINER_CHILDREN, [("container", 1), ("child", 1)], name="container_children_by_container"),
     IndexSpec(CONTAINER_CHILDREN, [("child", 1)], name="container_children_by_child"),
 ]

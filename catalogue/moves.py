@@ -36,7 +36,7 @@ from catalogue.namespace import existing_entry, find_entry
 from catalogue.permissions import creation_denial, removal_denial, require
 from catalogue.storage_paths import moved_replicas
 from catalogue.usage import MOVING, REMOVING, Usage, move_directory_usage
-from kernel.db import Document, bulk_write_chunked, database_errors, iterate
+from kernel.db import INDEX_ORDER, Document, bulk_write_chunked, database_errors, iterate
 from kernel.errors import Conflict, InvalidInput, NotFound, ServiceUnavailable
 from kernel.marks import Mark
 from kernel.principal import Principal
@@ -111,7 +111,7 @@ async def _named_by_lfn(db: AsyncDatabase[Document], source: str, entry: Documen
     if writing is not None:  # the transfer or upload would finish a replica at an LFN that moved away
         return f"{writing['_id']} has a replica being written (a transfer or an upload); move it once that ends"
     with database_errors():
-        row = await db[DATASET_FILES].find_one({"lfn": below}, {"lfn": 1})
+        row = await db[DATASET_FILES].find_one({"lfn": below}, {"lfn": 1}, comment=INDEX_ORDER)  # LFNs: no arrays
     if row is not None:
         return f"{row['lfn']} is attached to a dataset, which names it by its LFN; detach it before moving it"
     return None
