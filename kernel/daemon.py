@@ -19,12 +19,17 @@ import socket
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
-from kernel.db import UNAVAILABLE_ERRORS
+from kernel.documents import unavailable_errors
 from kernel.errors import ServiceUnavailable
 
 log = logging.getLogger("cairn.daemon")
-# What makes a daemon back off and try again rather than fail: a dependency that is down.
-RETRIED_ERRORS: tuple[type[Exception], ...] = (ServiceUnavailable, *UNAVAILABLE_ERRORS)
+
+
+def retried(exc: Exception) -> bool:
+    """Does exc make a daemon back off and try again rather than fail: a dependency that is down.
+    The driver's errors are looked up only then (the pilot, a daemon with no database, does not
+    load the driver to start)."""
+    return isinstance(exc, (ServiceUnavailable, *unavailable_errors()))
 
 
 @dataclass
@@ -84,14 +89,12 @@ class Daemon(ABC):
                 cycles += 1
                 try:
                     handled = await self.run_once()
-                except RETRIED_ERRORS as exc:
+                except Exception as exc:
                     delay = backoff.next_delay()
-                    log.warning("%s: dependency unavailable (%s); retrying in %.1fs", self.name, exc, delay)
-                    await self.sleep(delay)
-                    continue
-                except Exception:
-                    delay = backoff.next_delay()
-                    log.exception("%s: unexpected error; retrying in %.1fs", self.name, delay)
+                    if retried(exc):
+                        log.warning("%s: dependency unavailable (%s); retrying in %.1fs", self.name, exc, delay)
+                    else:
+                        log.exception("%s: unexpected error; retrying in %.1fs", self.name, delay)
                     await self.sleep(delay)
                     continue
                 backoff.reset()

@@ -1,6 +1,6 @@
-"""The client side (the `cairn` data commands and the SDK) does not load the database driver: a
-user's `cairn upload` or `download` pays its import on every run (~0.1 s here, a quarter of the
-command's start), and a client has no database to talk to."""
+"""The client side (the `cairn` data commands, the SDK, the pilot) does not load the database
+driver: a user's `cairn upload` or `download` pays its import on every run (~0.1 s here, a quarter
+of the command's start), a pilot on every job slot, and none of them has a database to talk to."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import sys
 from bench.harness import ROOT
 
 CLIENT_MODULES = ("cairn.cli.main", "cairn.cli.data", "cairn.cli.files", "cairn.sdk", "dataio.upload",
-                  "dataio.download", "dataio.fsspec_cairn")
+                  "dataio.download", "dataio.fsspec_cairn", "wms.pilot")
 
 
 def test_client_modules_leave_the_database_driver_out() -> None:
