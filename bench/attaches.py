@@ -12,7 +12,10 @@ each phase into a dataset of its own:
 Prints JSON: seconds per round and their medians, milliseconds and database CPU-ms per file, and
 attach over bare. Then MOVES single-file moves of files no dataset holds, before any row and once
 all rounds' rows are in (a move looks for dataset rows of its file, `catalogue.moves`): their
-seconds and `moves_with_rows_over_without` (1.0: the look does not grow with the rows).
+seconds and `moves_with_rows_over_without` (1.0: the look does not grow with the rows). And one
+dataset's files read back among all the rows: its first page and a middle page of 1000
+(`list_page`, what `GET /dids/contents` serves) and its whole stream (`open_contents`, the stream
+route's), with the time to the stream's first row.
 """
 
 from __future__ import annotations
@@ -76,6 +79,22 @@ async def moves(db: AsyncDatabase[Document], count: int, tag: str) -> float:
     return round(time.perf_counter() - began, 3)
 
 
+async def read_back(db: AsyncDatabase[Document], did: str, middle: str) -> dict[str, float]:
+    """Seconds for a dataset's first page, a page from its middle, and its stream (first row, all)."""
+    figures: dict[str, float] = {}
+    for name, after in (("first_page_s", None), ("middle_page_s", middle)):
+        began = time.perf_counter()
+        page = await dataset_contents.list_page(db, did, after=after, limit=1000)
+        figures[name] = round(time.perf_counter() - began, 4)
+        assert len(page["members"]) == 1000
+    began, first, count = time.perf_counter(), 0.0, 0
+    async for _ in await dataset_contents.open_contents(db, did):
+        count += 1
+        first = first or time.perf_counter() - began
+    figures["stream_first_row_s"], figures["stream_s"] = round(first, 4), round(time.perf_counter() - began, 3)
+    return figures
+
+
 async def measure(uri: str, pid: int | None, files: int, rounds: int, move_count: int) -> dict[str, Any]:
     client: AsyncMongoClient[Document] = AsyncMongoClient(uri)
     db = client[f"bench_attaches_{uuid.uuid4().hex[:8]}"]
@@ -96,6 +115,7 @@ async def measure(uri: str, pid: int | None, files: int, rounds: int, move_count
                 assert await db["dataset_files"].count_documents({"did": did}) == files
         rows = await db["dataset_files"].count_documents({})
         after = await moves(db, move_count, "after")
+        reads = await read_back(db, "bench:attach0", sorted(lfns)[files // 2])
     finally:
         await client.drop_database(db.name)
         await client.close()
@@ -103,7 +123,7 @@ async def measure(uri: str, pid: int | None, files: int, rounds: int, move_count
     return {"files": files, "rounds": rounds, **figures, "attach_over_bare": over(figures, "attach", "bare"),
             "moves": {"count": move_count, "seconds_without_rows": before, "seconds_with_rows": after,
                       "dataset_rows": rows},
-            "moves_with_rows_over_without": round(after / before, 2)}
+            "moves_with_rows_over_without": round(after / before, 2), "read_back": {"dataset_files": files, **reads}}
 
 
 def main() -> None:

@@ -239,8 +239,8 @@ async def rule_files(db: AsyncDatabase[Document], rule: Document) -> AsyncIterat
         # writers behind an open cursor, and would scan the collection once per page).
         # Index: dataset_files_by_did_lfn.
         with database_errors():
-            rows = await db[DATASET_FILES].find({"did": dataset}, {"lfn": 1, "size": 1}).sort("lfn", 1) \
-                .batch_size(10_000).to_list()
+            rows = await db[DATASET_FILES].find({"did": dataset}, {"lfn": 1, "size": 1}, comment=INDEX_ORDER) \
+                .sort("lfn", 1).batch_size(10_000).to_list()
         for row in rows:
             if row["lfn"] in seen:
                 continue
