@@ -38,6 +38,7 @@ from catalogue.directories import DUPLICATE_KEY, find_by_ids, now
 from catalogue.directory_moves import leaving
 from catalogue.files import authorized_files
 from catalogue.find import open_query
+from catalogue.lfn import check_lfn
 from catalogue.permissions import READ
 from kernel.db import INDEX_ORDER, Document, IndexSpec, database_errors, increment, iterate
 from kernel.errors import Conflict, InvalidInput, NotFound
@@ -297,8 +298,8 @@ async def open_contents(
     doc = await get_did(db, did)
     if doc["type"] == "dataset":
         query: dict[str, Any] = {"did": did}
-        if after is not None:
-            query["lfn"] = {"$gt": after}
+        if after is not None:  # an LFN (or a path between LFNs): what the index order assumes
+            query["lfn"] = {"$gt": check_lfn(after)}
         # Index: dataset_files_by_did_lfn, in its order (a page reads its rows, a stream starts at once).
         cursor = db[DATASET_FILES].find(query, {"_id": 0, "lfn": 1, "size": 1}, comment=INDEX_ORDER).sort("lfn", 1)
     else:

@@ -73,6 +73,14 @@ async def test_contents_page_by_lfn(files: AsyncDatabase[Document]) -> None:
     assert [m["lfn"] for m in first["members"]] == [f"/cta/d/f{i}" for i in range(4)]
     second = await list_page(files, "cta:ds1", after=first["next_after"], limit=4)
     assert [m["lfn"] for m in second["members"]] == ["/cta/d/f4", "/cta/d/f5"] and second["next_after"] is None
+    # Another dataset's rows interleave in the index; a page reads only this one's, in order.
+    await create_did(files, ALICE, DidIn(did="cta:ds2"))
+    await attach_files(files, ALICE, "cta:ds2", [f"/cta/d/f{i}" for i in range(1, 6, 2)])
+    between = await list_page(files, "cta:ds2", after="/cta/d/f1+", limit=1)  # a path between two LFNs
+    assert [m["lfn"] for m in between["members"]] == ["/cta/d/f3"] and between["next_after"] == "/cta/d/f3"
+    for bad in ('/cta/d/f1"', "f1", "/cta/../d"):  # not an LFN: the index order it is read in would not hold
+        with pytest.raises(InvalidInput):
+            await list_page(files, "cta:ds1", after=bad)
 
 
 async def test_state_machine(files: AsyncDatabase[Document]) -> None:
