@@ -65,7 +65,10 @@ INDEXES = [
     # dataset_files.find_one({lfn: l or {$gt, $lt}}) under INDEX_ORDER (made on the embedded
     # database too: without it the look scanned every row, 84 ms per 100k rows for each move)
     IndexSpec(DATASET_FILES, [("lfn", 1)], name="dataset_files_by_lfn", index_order=True),
-    IndexSpec(CONTAINER_CHILDREN, [("container", 1), ("child", 1)], name="container_children_by_container"),
+    # a container's children in order (pages, streams), under INDEX_ORDER: made on the embedded
+    # database too, like the dataset's files above
+    IndexSpec(CONTAINER_CHILDREN, [("container", 1), ("child", 1)], name="container_children_by_container",
+              index_order=True),
     IndexSpec(CONTAINER_CHILDREN, [("child", 1)], name="container_children_by_child"),
 ]
 
@@ -304,9 +307,10 @@ async def open_contents(
         cursor = db[DATASET_FILES].find(query, {"_id": 0, "lfn": 1, "size": 1}, comment=INDEX_ORDER).sort("lfn", 1)
     else:
         query = {"container": did}
-        if after is not None:
+        if after is not None:  # a DID: what the index order assumes
+            check_did(after)
             query["child"] = {"$gt": after}
-        cursor = db[CONTAINER_CHILDREN].find(query, {"_id": 0, "child": 1}).sort("child", 1)
+        cursor = db[CONTAINER_CHILDREN].find(query, {"_id": 0, "child": 1}, comment=INDEX_ORDER).sort("child", 1)
     if limit is not None:
         cursor = cursor.limit(limit)
 

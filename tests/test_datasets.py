@@ -154,3 +154,17 @@ async def test_containers_nest_and_refuse_cycles(files: AsyncDatabase[Document])
     await detach_children(files, ALICE, "cta:mid", ["cta:low"])
     assert (await get_did(files, "cta:mid"))["children"] == 1
     await attach_children(files, ALICE, "cta:low", ["cta:top"])  # no cycle any more
+
+
+async def test_a_containers_children_page_in_order_among_other_containers(files: AsyncDatabase[Document]) -> None:
+    for name in ("c1", "c2", *(f"d{i}" for i in range(5))):
+        await dataset(files, f"cta:{name}", type="container" if name.startswith("c") else "dataset")
+    await attach_children(files, ALICE, "cta:c1", [f"cta:d{i}" for i in range(5)])
+    await attach_children(files, ALICE, "cta:c2", ["cta:d0", "cta:d3"])  # rows interleaved with c1's in the index
+    first = await list_page(files, "cta:c1", limit=2)
+    assert [m["did"] for m in first["members"]] == ["cta:d0", "cta:d1"] and first["next_after"] == "cta:d1"
+    rest = await list_page(files, "cta:c1", after=first["next_after"], limit=10)
+    assert [m["did"] for m in rest["members"]] == ["cta:d2", "cta:d3", "cta:d4"] and rest["next_after"] is None
+    assert [m["did"] for m in (await list_page(files, "cta:c2", after="cta:d0"))["members"]] == ["cta:d3"]
+    with pytest.raises(InvalidInput):
+        await list_page(files, "cta:c1", after='cta:d"1')
