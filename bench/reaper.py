@@ -38,8 +38,9 @@ from bench.rules import Commands  # noqa: E402
 from cairn.components import index_specs  # noqa: E402
 from cairn.embedded_db import start_ferretdb  # noqa: E402
 from catalogue.files import register_files  # noqa: E402
+from catalogue.replica_pulls import pull_replicas  # noqa: E402
 from catalogue.replica_urls import se_url  # noqa: E402
-from catalogue.replicas import pull_replicas, set_replica_status  # noqa: E402
+from catalogue.replicas import set_replica_status  # noqa: E402
 from catalogue.storage_elements import Protocol, StorageElement, put_storage_element  # noqa: E402
 from kernel.db import Document, ensure_indexes, read_by_ids  # noqa: E402
 from kernel.principal import Principal  # noqa: E402

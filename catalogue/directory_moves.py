@@ -11,7 +11,10 @@ file records, then gives up those below a directory a live move holds (409 for t
 registration refuses files below a moving directory it read, and gives up those it wrote if a
 move's mark appeared meanwhile (a directory it made on the way may be left at the old place in
 that narrow case). A dataset's attach names files by LFN the same way: a move looks for dataset
-rows after its mark, an attach for marks (and the files) after its rows (`leaving`).
+rows after its mark, an attach for marks (and the files) after its rows (`leaving`); and so
+does a writer's `copying` replica: a move looks for such replicas after its mark, a push (or a
+replica set `copying` again) for marks, or the file carried away, after its write
+(`carried_or_moving`; `catalogue.replica_pushes` takes the replica back).
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from catalogue.children import subtree_range
 from catalogue.collection_names import FILES
 from catalogue.directories import DIRECTORIES
-from catalogue.lfn import ancestors
+from catalogue.lfn import ROOT, ancestors
 from catalogue.usage import MOVING, REMOVAL_LEASE, REMOVING
 from kernel.db import Document, pages_by_id, read_by_ids
 
@@ -53,6 +56,37 @@ async def moving_above(db: AsyncDatabase[Document], lfns: Iterable[str]) -> set[
     above = sorted({d for lfn in lfns for d in ancestors(lfn)})
     marked = [doc async for doc in read_by_ids(db[DIRECTORIES], above, {MOVING: 1}, flt={MOVING: {"$exists": True}})]
     return below_moves(lfns, marked)
+
+
+async def _looked_above(db: AsyncDatabase[Document], lfns: list[str]) -> tuple[set[str], list[str]]:
+    """Of lfns, those below a directory a live move holds, and those with a directory above them
+    missing (one read of their ancestors)."""
+    above = sorted({d for lfn in lfns for d in ancestors(lfn) if d != ROOT})
+    found = [doc async for doc in read_by_ids(db[DIRECTORIES], above, {MOVING: 1})]
+    present = {doc["_id"] for doc in found}
+    return below_moves(lfns, found), [lfn for lfn in lfns if any(d not in present for d in ancestors(lfn) if d != ROOT)]
+
+
+async def moving_or_gone_above(db: AsyncDatabase[Document], lfns: Iterable[str]) -> set[str]:
+    """Of the LFNs of records just written with their directories, those below a directory a live
+    move holds or with a directory above them gone (one read of their ancestors): what a
+    registration must give up, read after its insert (a directory move takes the directories
+    below it away first and its own record, with the mark, last)."""
+    moving, orphaned = await _looked_above(db, list(lfns))
+    return moving | set(orphaned)
+
+
+async def carried_or_moving(db: AsyncDatabase[Document], lfns: Iterable[str]) -> set[str]:
+    """Of the LFNs of existing files, those below a directory a live move holds, or no longer at
+    their LFN with a directory above them gone (moved away; a file registered without its
+    directories may lack them and still be there): read after a write that names a file by its
+    LFN, what a directory move may have carried away or be about to. One read of their
+    ancestors, and one of the files whose directories are missing."""
+    moving, orphaned = await _looked_above(db, list(lfns))
+    if not orphaned:
+        return moving
+    there = {doc["_id"] async for doc in read_by_ids(db[FILES], orphaned, {"_id": 1})}
+    return moving | {lfn for lfn in orphaned if lfn not in there}
 
 
 async def leaving(db: AsyncDatabase[Document], lfns: Iterable[str]) -> set[str]:

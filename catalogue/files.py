@@ -15,7 +15,6 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Literal, NotRequired, TypedDict
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
-from pymongo import UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError
 
@@ -29,7 +28,7 @@ from catalogue.directories import (
     insert_directories,
     now,
 )
-from catalogue.directory_moves import BELOW_A_MOVE, below_moves, moving_above
+from catalogue.directory_moves import BELOW_A_MOVE, below_moves, moving_or_gone_above
 from catalogue.file_removal import remove_records, still_has_replicas
 from catalogue.lfn import ancestors, check_lfn, name_of, parent_of
 from catalogue.metadata import metadata_fields_for
@@ -42,15 +41,14 @@ from catalogue.permissions import (
     removal_denial,
 )
 from catalogue.provenance import add_ancestor_links
+from catalogue.replica_pushes import push_replicas
 from catalogue.replica_urls import se_url
-from catalogue.replica_writers import ADDED, REPLICA_WRITERS, new_token, own_writes, writer_field
 from catalogue.storage_elements import fetch_storage_elements
-from catalogue.storage_paths import PATH_LFN
-from catalogue.usage import REGISTERED_IN, Usage, record_registered, take_over_calls
+from catalogue.usage import REGISTERED_IN, record_registered, take_over_calls
 from catalogue.vos import registry, vo_of_path
 from kernel.bounds import Size
-from kernel.db import Document, IndexSpec, bulk_write_chunked, database_errors, increment
-from kernel.errors import Conflict, InvalidInput, NotFound
+from kernel.db import Document, IndexSpec, database_errors
+from kernel.errors import InvalidInput, NotFound
 from kernel.marks import by_ids
 from kernel.principal import Principal
 
@@ -106,8 +104,6 @@ INDEXES = [
     IndexSpec(FILES, [("ancestors", 1)], name="files_by_ancestors", sparse=True),
 ]
 MAX_ANCESTORS = 10_000
-PUSH_ROUNDS = 8  # rounds of a replica push that keeps losing races before it gives up on the rest
-PUSH_FIELDS = {"replicas.se": 1, "version": 1, "size": 1, "guid": 1, REPLICA_WRITERS: 1}  # what a push reads
 
 
 def _lfn(value: str) -> str:
@@ -298,7 +294,7 @@ async def _outside_moves(db: AsyncDatabase[Document], token: str, written: list[
     place (`catalogue.directory_moves`) and no write goes over a moved file's bytes
     (`catalogue.moved_paths`: read after the insert, which succeeded only once a moved original
     had left its LFN, so after its paths were held)."""
-    held = dict.fromkeys(await moving_above(db, [doc["_id"] for doc in written]) if written else set(),
+    held = dict.fromkeys(await moving_or_gone_above(db, [doc["_id"] for doc in written]) if written else set(),
                          BELOW_A_MOVE)
     for lfn, se in await moved_paths.held_by_others(
             db, ((doc["_id"], r["se"], doc["guid"]) for doc in written for r in doc["replicas"])):
@@ -343,79 +339,6 @@ async def _reconcile(
     if any(f.ancestors for f in duplicates):
         await add_ancestor_links(db, {f.lfn: f.ancestors for f in duplicates
                                       if f.ancestors and f.lfn in successful})
-
-
-async def push_replicas(
-    db: AsyncDatabase[Document], wanted: Mapping[str, Sequence[Mapping[str, Any]]], *,
-    known: Mapping[str, Document] | None = None, refused: dict[tuple[str, str], str] | None = None,
-) -> list[tuple[str, str]]:
-    """Append replicas to files unless the file has one on that SE already (one per SE), and
-    account the replicas added to their SEs' usage. Returns the `(lfn, se)` pairs this call added.
-    A replica whose path on its SE holds a moved file's bytes (`catalogue.moved_paths`), or a
-    `copying` one (a writer's) on a file below a directory a live move holds, is not added:
-    listed in `refused` when given, else the call raises Conflict before writing anything (the
-    move would carry the replica away from the LFN its writer finishes it by; looked for before
-    the push, so a push in the milliseconds after the move's look for writers can still go along).
-
-    Each update is guarded by the file's `version` (bumped by every replica change) rather than
-    by `replicas.se $ne`, which FerretDB 1.24 evaluates wrongly on arrays, and carries the call's
-    token (`catalogue.replica_writers`): a round that partly missed reads the files back, counts
-    the replicas with its token, and tries the rest again. Two round trips per batch when
-    nothing races.
-    """
-    pending = {lfn: reps for lfn, reps in wanted.items() if reps}
-    docs = dict(known or {})
-    if pending and not docs:
-        docs = await find_by_ids(db[FILES], pending, PUSH_FIELDS)
-    held = dict.fromkeys(await moved_paths.held_by_others(db, (
-        (lfn, r["se"], docs[lfn].get("guid")) for lfn, reps in pending.items() if lfn in docs
-        for r in reps if not r.get(PATH_LFN))), moved_paths.HELD)
-    writing = [lfn for lfn, reps in pending.items() if any(r.get("status") == "copying" for r in reps)]
-    for lfn in await moving_above(db, writing) if writing else ():
-        # Its writer would finish it by this LFN, which the directory move is taking away.
-        held.update({(lfn, r["se"]): BELOW_A_MOVE for r in pending[lfn] if r.get("status") == "copying"})
-    if held:
-        if refused is None:
-            (lfn, se), why = min(held.items())
-            raise Conflict(f"{lfn} on SE {se}: {why}", details={"held": sorted(held)})
-        refused.update(held)
-        pending = {lfn: [r for r in reps if (lfn, r["se"]) not in held] for lfn, reps in pending.items()}
-    token = new_token()
-    usage = Usage()
-    added: list[tuple[str, str]] = []
-    for _ in range(PUSH_ROUNDS):
-        at = now()
-        updates = []
-        attempted: list[tuple[str, str]] = []
-        for lfn, reps in pending.items():
-            doc = docs.get(lfn)
-            if doc is None:
-                continue
-            present = {r["se"] for r in doc.get("replicas", [])}
-            new = list({r["se"]: r for r in reps if r["se"] not in present}.values())
-            if new:
-                attempted.extend((lfn, r["se"]) for r in new)
-                writers = {writer_field(r["se"], ADDED): token for r in new}
-                updates.append(UpdateOne({"_id": lfn, "version": doc.get("version")},
-                                         {"$push": {"replicas": {"$each": new}}, "$set": {"modified": at, **writers},
-                                          **increment({"version": 1})}))
-        if not updates:
-            break
-        sizes = {lfn: int(docs[lfn].get("size", 0)) for lfn, _ in attempted}
-        with database_errors():
-            result = await bulk_write_chunked(db[FILES], updates)
-        mine = attempted
-        if result.modified_count < len(updates):
-            docs = await find_by_ids(db[FILES], pending, PUSH_FIELDS)
-            mine = own_writes(docs, attempted, ADDED, token, result.modified_count)
-        for lfn, se in mine:
-            usage.replica(se, sizes[lfn], +1)
-        added.extend(mine)
-        if len(mine) == len(attempted):
-            break
-    await usage.apply(db)
-    await change_feed.append(db, [change_feed.event("replica_added", lfn, se=se) for lfn, se in added])
-    return added
 
 
 def _file_document(item: FileIn, principal: Principal, replicas: list[ReplicaRecord], at: dt.datetime,

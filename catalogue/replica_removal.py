@@ -39,8 +39,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from catalogue import change_feed
 from catalogue.collection_names import FILES
-from catalogue.directories import now
-from catalogue.files import fetch_files
+from catalogue.directories import find_by_ids, now
 from catalogue.usage import count_removals, forget_removals, removal_fences, uncount_removals
 from kernel.db import Document, bulk_write_chunked, increment
 from kernel.errors import ServiceUnavailable
@@ -73,7 +72,7 @@ async def retire_replicas(db: AsyncDatabase[Document], plans: Mapping[str, tuple
     result = await bulk_write_chunked(db[FILES], updates)
     retired = set(plans)
     if result.modified_count < len(updates):  # the files written carry this call's time
-        now_files = await fetch_files(db, plans, {"modified": 1})
+        now_files = await find_by_ids(db[FILES], plans, {"modified": 1})
         retired = {lfn for lfn in plans if now_files.get(lfn, {}).get("modified") == at}
     await change_feed.append(db, [change_feed.event("replica_status", lfn, se=se, status="unavailable")
                                   for lfn in sorted(retired) for _, se in plans[lfn][1]])
@@ -94,7 +93,7 @@ async def _tokens(db: AsyncDatabase[Document], targets: set[Target]) -> tuple[Po
     """Step 1: each retired target's replica, with its position and its removal token (given
     now, or kept from a removal cut short), and the files' sizes."""
     projection = {"replicas": 1, "size": 1}
-    found = await fetch_files(db, {lfn for lfn, _ in targets}, projection)
+    found = await find_by_ids(db[FILES], {lfn for lfn, _ in targets}, projection)
     marks = []
     for (lfn, se), (index, replica) in _retired(found, targets).items():
         if not replica.get(REMOVAL):
@@ -103,7 +102,7 @@ async def _tokens(db: AsyncDatabase[Document], targets: set[Target]) -> tuple[Po
                                    {"$set": {f"replicas.{index}.{REMOVAL}": uuid.uuid4().hex}}))
     if marks:
         await bulk_write_chunked(db[FILES], marks)
-        found = await fetch_files(db, found, projection)  # the tokens as stored, whoever set them
+        found = await find_by_ids(db[FILES], found, projection)  # the tokens as stored, whoever set them
     marked = {target: place for target, place in _retired(found, targets).items() if place[1].get(REMOVAL)}
     return marked, {lfn: int(doc.get("size", 0)) for lfn, doc in found.items()}
 
@@ -130,7 +129,7 @@ async def _pull(db: AsyncDatabase[Document], marked: Positions) -> tuple[set[Tar
         result = await bulk_write_chunked(db[FILES], pulls)
         if result.modified_count == len(pulls):
             return gone | set(pending), changed
-        after = await fetch_files(db, {lfn for lfn, _ in pending}, {"replicas": 1})
+        after = await find_by_ids(db[FILES], {lfn for lfn, _ in pending}, {"replicas": 1})
         left: Positions = {}
         for (lfn, se), (_, replica) in pending.items():
             now_at = [(i, r) for i, r in enumerate(after.get(lfn, {}).get("replicas", []))

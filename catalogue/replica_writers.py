@@ -52,13 +52,18 @@ def writer_field(se: str | None, op: str) -> str:
     return f"{REPLICA_WRITERS}.{_key(se)}.{op}"
 
 
+def written_by(doc: Mapping[str, Any], se: str | None, op: str, token: str) -> bool:
+    """Whether the file record `doc` (read with REPLICA_WRITERS) shows its replica on se last
+    added (ADDED) or removed (REMOVED), or (se None) itself last overwritten, by `token`'s call."""
+    return bool((doc.get(REPLICA_WRITERS) or {}).get(_key(se), {}).get(op) == token)
+
+
 def own_writes(docs: Mapping[str, Mapping[str, Any]], attempted: Sequence[tuple[str, Place]], op: str, token: str,
                reported: int) -> list[tuple[str, Place]]:
     """Of the `(lfn, se)` pairs a bulk write attempted (one update per file, `reported` of them
     applied), those the files read back since (`docs`, with REPLICA_WRITERS) show written by
     `token`."""
-    mine = [(lfn, se) for lfn, se in attempted
-            if ((docs.get(lfn) or {}).get(REPLICA_WRITERS) or {}).get(_key(se), {}).get(op) == token]
+    mine = [(lfn, se) for lfn, se in attempted if written_by(docs.get(lfn) or {}, se, op, token)]
     found = len({lfn for lfn, _ in mine})
     if found < reported:
         log.warning("%d of the %d files this call wrote (%s) were written again before it read them back: "

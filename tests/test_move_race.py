@@ -26,8 +26,9 @@ from kernel.db import Document
 from kernel.errors import Conflict, NotFound
 from kernel.settings import Settings
 from tests.fixtures.api import RunningApi
-from tests.fixtures.catalogue import ADMIN
+from tests.fixtures.catalogue import ADMIN, storage_elements
 from tests.fixtures.cli import run_cli
+from transfers.destination import register_copying
 
 CALLS = 4
 
@@ -270,4 +271,133 @@ async def test_a_replica_being_written_below_a_directory_being_moved_is_refused(
     records = {doc["_id"]: [(r["se"], r["status"]) for r in doc["replicas"]]
                for doc in await catalogue_db["files"].find({}).to_list()}
     assert records == {"/vo/m/e/f": [("CERN-DISK", "available")], "/vo/m/e/g": [("CERN-DISK", "available")]}
+    await assert_exact(catalogue_db)
+
+
+
+class MoveAroundAPush(monitoring.CommandListener):
+    """Listens to a writer's client: just before its push of a replica is sent, a directory move
+    starts (a thread with a client of its own) and runs until it has looked for replicas being
+    written (its read of `dataset_files`, the look's last); the push then lands, and the move goes
+    on before the writer's next command: to its end (`until` "end"), or until it has copied the
+    files (`until` "copied": their originals still there), where it waits for the writer's call
+    to end (`writer_done`)."""
+
+    def __init__(self, uri: str, database: str, source: str, destination: str, until: str) -> None:
+        self.uri, self.database, self.source, self.destination = uri, database, source, destination
+        self.until = until
+        self.looked, self.pushed, self.ended = threading.Event(), threading.Event(), threading.Event()
+        self.writer_done = threading.Event()
+        self.push: int | None = None
+        self.copy: int | None = None
+        self.held_at_copy = False
+        self.moved: dict[str, Any] | None = None
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        if self.push is None and event.command_name == "update" and event.command.get("update") == "files":
+            self.push = event.request_id
+            threading.Thread(target=lambda: asyncio.run(self._move())).start()
+            assert self.looked.wait(30)
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        if event.request_id == self.push:
+            self.pushed.set()
+            assert self.ended.wait(30)
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        """Nothing to do for a command that failed (the listener interface asks for this method)."""
+
+    def move_started(self, event: monitoring.CommandStartedEvent) -> None:
+        if self.until == "copied" and self.pushed.is_set() and event.command_name == "insert" \
+                and event.command.get("insert") == "files":
+            self.copy = event.request_id
+
+    def move_succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        if not self.looked.is_set() and event.command_name == "find" \
+                and event.reply.get("cursor", {}).get("ns", "").endswith(".dataset_files"):
+            self.looked.set()
+            assert self.pushed.wait(30)
+        elif event.request_id == self.copy and not self.ended.is_set():
+            self.held_at_copy = True
+            self.ended.set()
+            assert self.writer_done.wait(30)
+
+    async def _move(self) -> None:
+        mover = self
+
+        class Mover(monitoring.CommandListener):
+            def started(self, event: monitoring.CommandStartedEvent) -> None:
+                mover.move_started(event)
+
+            def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+                mover.move_succeeded(event)
+
+            def failed(self, event: monitoring.CommandFailedEvent) -> None:
+                """Nothing to do for a command that failed."""
+
+        client: AsyncMongoClient[Document] = AsyncMongoClient(self.uri, event_listeners=[Mover()], tz_aware=True)
+        try:
+            self.moved = await move(client[self.database], ADMIN, self.source, self.destination)
+        finally:
+            self.looked.set()
+            self.ended.set()
+            await client.close()
+
+
+@pytest.mark.parametrize("until", ["end", "copied"])
+async def test_a_replica_being_written_that_a_directory_move_carried_away_is_taken_back(
+    catalogue_db: AsyncDatabase[Document], settings: Settings, mongodb_uri: str, until: str,
+) -> None:
+    """A writer pushes its `copying` replica just after a directory move looked for writers (and
+    found none); the move then copies the file with it, and ends (or has only copied it) before
+    the writer looks for moves. The writer finds the directory gone (or marked) and takes its
+    replica back off the file where it now is (by its GUID), counted off its SE once (a move
+    that copied the file meanwhile copies it again without the replica): before, it stayed
+    `copying` at the new LFN for good, and the writer went on to write it by the old one."""
+    await registered(catalogue_db, ["/vo/m/d/f", "/vo/m/d/g"])
+    guids = await lfns_and_guids(catalogue_db)
+    listener = MoveAroundAPush(mongodb_uri, settings.database, "/vo/m/d", "/vo/m/e", until)
+    client: AsyncMongoClient[Document] = AsyncMongoClient(mongodb_uri, event_listeners=[listener], tz_aware=True)
+    try:
+        answer = await add_replicas(client[settings.database], [{"lfn": "/vo/m/d/f", "se": "DESY-DISK",
+                                                                 "status": "copying"}])
+    finally:
+        listener.writer_done.set()
+        await client.close()
+    for _ in range(300):  # the move, in its thread, may still be ending
+        if listener.moved is not None:
+            break
+        await asyncio.sleep(0.05)
+    assert listener.moved is not None and listener.moved["path"] == "/vo/m/e"  # the move ran around the push
+    assert listener.held_at_copy == (until == "copied")
+    assert answer == {"successful": {}, "failed": {"/vo/m/d/f": f"replica on SE DESY-DISK not added: {BELOW_A_MOVE}"}}
+    records = {doc["_id"]: (doc["guid"], [(r["se"], r["status"]) for r in doc["replicas"]])
+               for doc in await catalogue_db["files"].find({}).to_list()}
+    assert records == {"/vo/m/e/f": (guids["/vo/m/d/f"], [("CERN-DISK", "available")]),
+                       "/vo/m/e/g": (guids["/vo/m/d/g"], [("CERN-DISK", "available")])}
+    await assert_exact(catalogue_db)
+
+
+async def test_a_lost_replica_set_copying_again_that_a_directory_move_carried_away_is_set_back(
+    catalogue_db: AsyncDatabase[Document], settings: Settings, mongodb_uri: str,
+) -> None:
+    """A transfer to an SE where the file's replica was marked lost sets that replica `copying`
+    again (no push): the same look after the write, and the replica set back to `lost` where the
+    file now is, the transfer refused to be tried again."""
+    await registered(catalogue_db, ["/vo/m/d/f", "/vo/m/d/g"])
+    assert not (await add_replicas(catalogue_db, [{"lfn": "/vo/m/d/f", "se": "DESY-DISK", "status": "lost"}]))["failed"]
+    desy = next(se for se in storage_elements() if se.name == "DESY-DISK")
+    listener = MoveAroundAPush(mongodb_uri, settings.database, "/vo/m/d", "/vo/m/e", "end")
+    client: AsyncMongoClient[Document] = AsyncMongoClient(mongodb_uri, event_listeners=[listener], tz_aware=True)
+    try:
+        with pytest.raises(Conflict, match=BELOW_A_MOVE):
+            await register_copying(client[settings.database], "/vo/m/d/f", desy)
+    finally:
+        listener.writer_done.set()
+        await client.close()
+    assert listener.moved is not None and listener.moved["path"] == "/vo/m/e"
+    records = {doc["_id"]: [(r["se"], r["status"]) for r in doc["replicas"]]
+               for doc in await catalogue_db["files"].find({}).to_list()}
+    assert records == {"/vo/m/e/f": [("CERN-DISK", "available"), ("DESY-DISK", "lost")],
+                       "/vo/m/e/g": [("CERN-DISK", "available")]}
     await assert_exact(catalogue_db)

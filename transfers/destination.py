@@ -17,9 +17,12 @@ from collections.abc import Mapping, Sequence
 from pymongo.asynchronous.database import AsyncDatabase
 
 from catalogue.directories import now
-from catalogue.files import FILES, fetch_files, push_replicas
+from catalogue.directory_moves import BELOW_A_MOVE, carried_or_moving
+from catalogue.files import FILES, fetch_files
+from catalogue.replica_pulls import pull_replicas
+from catalogue.replica_pushes import push_replicas, set_back
 from catalogue.replica_urls import derived_url
-from catalogue.replicas import add_replicas, pull_replicas, set_replica_status, set_replica_statuses
+from catalogue.replicas import add_replicas, set_replica_status, set_replica_statuses
 from catalogue.storage_elements import StorageElement, replica_url
 from catalogue.storage_paths import storage_lfn
 from kernel.db import Document, database_errors
@@ -45,9 +48,11 @@ async def register_copying(
 ) -> str:
     """Make sure lfn has a `copying` replica on se before bytes move; returns the status found.
 
-    "available" means the file is there already (nothing to copy). A `bad` or `unavailable`
-    replica left from an earlier attempt becomes `copying` again. With the file record just
-    read (`file_doc`, with its `version`), the replica is pushed against that version directly.
+    "available" means the file is there already (nothing to copy). A `bad`, `unavailable` or
+    `lost` replica left from an earlier attempt becomes `copying` again (set back, and Conflict,
+    if a directory move holds or took a directory above the file: its writer finishes it by this
+    LFN). With the file record just read (`file_doc`, with its `version`, `guid`), the replica is
+    pushed against that version directly.
     """
     current = await replica_on(db, lfn, se.name) if file_doc is None else next(
         (dict(r) for r in file_doc.get("replicas", []) if r.get("se") == se.name), None)
@@ -66,10 +71,17 @@ async def register_copying(
         if current is None:
             raise CairnError(f"{lfn}: the copying replica on {se} vanished right after it was registered")
     status = str(current.get("status"))
-    reusable = status in ("bad", "unavailable", "lost")
-    if reusable and await set_replica_status(db, lfn, se.name, "copying", expected=status):
-        return "copying"
-    return status
+    if status not in ("bad", "unavailable", "lost"):
+        return status
+    guid = (file_doc or (await fetch_files(db, [lfn], {"guid": 1})).get(lfn) or {}).get("guid")
+    if not await set_replica_status(db, lfn, se.name, "copying", expected=status):
+        return status
+    if guid and await carried_or_moving(db, [lfn]):
+        # Its writer would finish it by this LFN, which a directory move holds or took away (the
+        # same look after the write as a push's: `catalogue.replica_pushes`).
+        await set_back(db, guid, se.name, status)
+        raise Conflict(f"{lfn} on SE {se.name}: {BELOW_A_MOVE}")
+    return "copying"
 
 
 async def register_copying_many(
