@@ -167,10 +167,12 @@ async def set_back(db: AsyncDatabase[Document], guid: str, se: str, was: str) ->
             continue
         doc, index = settled[0]
         with database_errors():
-            await db[FILES].update_one(
+            result = await db[FILES].update_one(
                 {"_id": doc["_id"], "guid": guid, f"replicas.{index}.se": se, f"replicas.{index}.status": "copying"},
                 {"$set": {f"replicas.{index}.status": was, f"replicas.{index}.modified": now()},
                  **increment({"version": 1})})
+        if result.modified_count:
+            await change_feed.append(db, [change_feed.event("replica_status", doc["_id"], se=se, status=was)])
     log.warning("the replica on SE %s of the file of GUID %s could not be set back to %s", se, guid, was)
 
 
