@@ -1,8 +1,9 @@
 """Benchmark: what moving costs the catalogue, against relocating the same records bare.
 
-    python -m bench.moves [--files 10000] [--file-moves 200] [--rounds 3]
+    python -m bench.moves [--files 10000] [--file-moves 200] [--rounds 3] [--others 0]
 
-Starts the database (FerretDB in a scratch directory unless $CAIRN_MONGODB_URI), then per round,
+Starts the database (FerretDB in a scratch directory unless $CAIRN_MONGODB_URI), registers OTHERS
+files elsewhere (kept through the rounds: a move should not cost more for them), then per round,
 on FILES files with two replicas each over 100 directories, registered afresh for each phase:
 - tree: `moves.move` of their directory (what `cairn mv DIR` runs: the directory's mark, the
   live file marks below it read once, the paths the replicas keep recorded as held
@@ -51,7 +52,8 @@ async def one_by_one(db: AsyncDatabase[Document], lfns: list[str]) -> None:
         await move(db, ADMIN, lfn, lfn + "-moved")
 
 
-async def measure(uri: str, pid: int | None, files: int, file_moves: int, rounds: int) -> dict[str, Any]:
+async def measure(uri: str, pid: int | None, files: int, file_moves: int, rounds: int, others: int
+                  ) -> dict[str, Any]:
     client: AsyncMongoClient[Document] = AsyncMongoClient(uri, tz_aware=True)
     db = client[f"bench_moves_{uuid.uuid4().hex[:8]}"]
     seconds: dict[str, list[float]] = {"tree": [], "files": [], "bare": []}
@@ -61,6 +63,8 @@ async def measure(uri: str, pid: int | None, files: int, file_moves: int, rounds
         for se in SES:
             await put_storage_element(db, StorageElement(name=se, site="BENCH", kind="disk",
                                                          protocols=[Protocol(scheme="file", prefix=f"/bench/{se}")]))
+        if others:  # files elsewhere in the catalogue, kept through the rounds
+            await registered(db, "/others", others)
         for round_ in range(rounds):
             for name in ("tree", "files", "bare"):
                 top = f"/bench/{name}{round_}"
@@ -76,14 +80,15 @@ async def measure(uri: str, pid: int | None, files: int, file_moves: int, rounds
                 cpu[name].append(used)
                 if name != "bare":  # what the moves counted is what they moved
                     assert (await rebuild(db, fix=False))["drifted"] == 0
-            await db["usage"].delete_many({})  # the bare relocation left counters behind
-            await db["files"].delete_many({})
-            await db["directories"].delete_many({})
+            for name in ("files", "directories"):
+                await db[name].delete_many({"_id": {"$regex": "^/bench/"}})
+            await rebuild(db, fix=True)  # the bare relocation and the deletions left counters behind
     finally:
         await client.drop_database(db.name)
         await client.close()
     figures = phase_figures(seconds, cpu, counts, "file", pid)
-    return {"files": files, "file_moves": file_moves, "rounds": rounds, "replicas_per_file": len(SES), **figures,
+    return {"files": files, "file_moves": file_moves, "rounds": rounds, "other_files": others,
+            "replicas_per_file": len(SES), **figures,
             "tree_over_bare": over(figures, "tree", "bare")}
 
 
@@ -92,9 +97,12 @@ def main() -> None:
     parser.add_argument("--files", type=int, default=10_000, help="files per phase and round (10000)")
     parser.add_argument("--file-moves", type=int, default=200, help="single-file moves per round (200)")
     parser.add_argument("--rounds", type=int, default=3, help="rounds of tree, files and bare (3); medians reported")
+    parser.add_argument("--others", type=int, default=0,
+                        help="files registered elsewhere first and kept, as in a catalogue that holds more (0)")
     args = parser.parse_args()
     with testbed("cairn-bench-moves-") as bed:
-        result = asyncio.run(measure(bed.database_uri, bed.database_pid, args.files, args.file_moves, args.rounds))
+        result = asyncio.run(measure(bed.database_uri, bed.database_pid, args.files, args.file_moves, args.rounds,
+                                     args.others))
         emit({"database": bed.database_kind, **result})
 
 

@@ -21,8 +21,9 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from pymongo.asynchronous.database import AsyncDatabase
 
@@ -30,12 +31,15 @@ from catalogue.children import subtree_range
 from catalogue.collection_names import FILES
 from catalogue.directories import DIRECTORIES
 from catalogue.lfn import ROOT, ancestors
-from catalogue.usage import MOVING, REMOVAL_LEASE, REMOVING
-from kernel.db import Document, pages_by_id, read_by_ids
+from catalogue.usage import MOVING, REGISTERED_IN, REMOVAL_LEASE, REMOVING, WITHDRAWN
+from kernel.db import Document, database_errors, increment, pages_by_id, read_by_ids
+from kernel.marks import by_ids
 
+log = logging.getLogger(__name__)
 MOVE_LEASE = dt.timedelta(minutes=10)  # a directory move's mark (a big tree takes a while to move)
 BELOW_A_MOVE = "a directory above the file is being moved; try again"  # why such a file is refused
 HELD_WAIT = 2.0  # seconds a directory move waits for the file moves and removals under way below it
+PASS_WAIT = 10.0  # seconds a registration giving records up waits for a move's batch under way to pass them
 
 
 def _live(mark: Document | None, lease: dt.timedelta) -> bool:
@@ -113,3 +117,56 @@ async def files_held_below(db: AsyncDatabase[Document], path: str) -> list[str]:
         if not held or time.monotonic() >= deadline:
             return held
         await asyncio.sleep(0.05)
+
+
+async def give_up_registered(db: AsyncDatabase[Document], call: str, records: Mapping[str, str]) -> None:
+    """Delete the records a register call (`call`, its REGISTERED_IN token) just wrote and gives up
+    below a directory move (`{lfn: GUID}`, uncounted), wherever the move has put them.
+
+    A move may have read a record before the call looked: copied and dropped it already (it is
+    at its new LFN), or be copying it. So the call first marks its records WITHDRAWN (a change
+    of their version): a move copies no WITHDRAWN record, and one that copied a record before the
+    mark takes the copy back (the original's version changed) and leaves it. Then it waits for
+    the move's batch under way to pass (`_moves_passed`), and deletes its records at their LFN,
+    and those the move had carried away, by their GUID."""
+    lfns = sorted(records)
+    marked = 0
+    with database_errors():
+        for flt in by_ids(lfns, {REGISTERED_IN: call}):
+            marked += (await db[FILES].update_many(flt, {"$set": {WITHDRAWN: True}, **increment({"version": 1})})
+                       ).modified_count
+    await _moves_passed(db, lfns)
+    with database_errors():
+        for flt in by_ids(lfns, {REGISTERED_IN: call}):
+            await db[FILES].delete_many(flt)
+        if marked < len(lfns):  # carried away before the mark (or removed meanwhile): no index on the embedded database
+            await db[FILES].delete_many({"guid": {"$in": sorted(records.values())}, REGISTERED_IN: call})
+
+
+async def _moves_passed(db: AsyncDatabase[Document], lfns: list[str]) -> None:
+    """Wait (up to PASS_WAIT) until every live directory move above lfns has renewed its mark
+    twice (after each batch it relocates: the batch under way, and one more read ahead) or ended,
+    so that none still holds a copy of a record read before now."""
+    above = sorted({d for lfn in lfns for d in ancestors(lfn) if d != ROOT})
+
+    async def marks() -> dict[str, tuple[str, dt.datetime]]:
+        return {doc["_id"]: (doc[MOVING].get("token"), doc[MOVING].get("at"))
+                async for doc in read_by_ids(db[DIRECTORIES], above, {MOVING: 1}, flt={MOVING: {"$exists": True}})
+                if _live(doc.get(MOVING), MOVE_LEASE)}
+
+    seen = {path: [mark] for path, mark in (await marks()).items()}
+    deadline = time.monotonic() + PASS_WAIT
+    while seen and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
+        now = await marks()
+        for path, history in list(seen.items()):
+            mark = now.get(path)
+            if mark is None or mark[0] != history[0][0]:  # ended (or another move, which read after the mark)
+                del seen[path]
+            elif mark != history[-1]:
+                history.append(mark)
+                if len(history) > 2:
+                    del seen[path]
+    if seen:
+        log.warning("a directory move above %s did not pass the records a registration gave up within %.0f s; "
+                    "deleting them now", min(seen), PASS_WAIT)

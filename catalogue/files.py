@@ -28,7 +28,7 @@ from catalogue.directories import (
     insert_directories,
     now,
 )
-from catalogue.directory_moves import BELOW_A_MOVE, below_moves, moving_or_gone_above
+from catalogue.directory_moves import BELOW_A_MOVE, below_moves, give_up_registered, moving_or_gone_above
 from catalogue.file_removal import remove_records, still_has_replicas
 from catalogue.lfn import ancestors, check_lfn, name_of, parent_of
 from catalogue.metadata import metadata_fields_for
@@ -49,7 +49,6 @@ from catalogue.vos import registry, vo_of_path
 from kernel.bounds import Size
 from kernel.db import Document, IndexSpec, database_errors
 from kernel.errors import InvalidInput, NotFound
-from kernel.marks import by_ids
 from kernel.principal import Principal
 
 ReplicaStatus = Literal["available", "copying", "unavailable", "bad", "lost"]
@@ -301,9 +300,7 @@ async def _outside_moves(db: AsyncDatabase[Document], token: str, written: list[
         held.setdefault(lfn, f"replica on SE {se} not registered: {moved_paths.HELD}")
     if not held:
         return written
-    with database_errors():
-        for flt in by_ids(sorted(held), {REGISTERED_IN: token}):
-            await db[FILES].delete_many(flt)
+    await give_up_registered(db, token, {doc["_id"]: doc["guid"] for doc in written if doc["_id"] in held})
     failed.update(held)
     return [doc for doc in written if doc["_id"] not in held]
 

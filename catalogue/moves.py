@@ -30,13 +30,13 @@ from catalogue.directory_moves import MOVE_LEASE, files_held_below
 from catalogue.file_move import move_file_record
 from catalogue.file_rules import NAMED_BY
 from catalogue.files import FILES
-from catalogue.lfn import ROOT, ancestors, check_lfn, descendant_pattern, is_within, name_of, parent_of
+from catalogue.lfn import ROOT, ancestors, check_lfn, is_within, name_of, parent_of
 from catalogue.metadata import metadata_fields_for
 from catalogue.namespace import existing_entry, find_entry
 from catalogue.permissions import creation_denial, removal_denial, require
 from catalogue.storage_paths import moved_replicas
-from catalogue.usage import MOVING, REMOVING, Usage, move_directory_usage
-from kernel.db import INDEX_ORDER, Document, bulk_write_chunked, database_errors, iterate
+from catalogue.usage import MOVING, REMOVING, WITHDRAWN, Usage, move_directory_usage
+from kernel.db import ID_ORDER, INDEX_ORDER, Document, bulk_write_chunked, database_errors, pages_by_id
 from kernel.errors import Conflict, InvalidInput, NotFound, ServiceUnavailable
 from kernel.marks import Mark
 from kernel.principal import Principal
@@ -98,7 +98,7 @@ async def _named_by_lfn(db: AsyncDatabase[Document], source: str, entry: Documen
             entry = await db[FILES].find_one(
                 {"_id": below, "$or": [{"replicas.locks": {"$gt": 0}}, {f"{NAMED_BY}.0": {"$exists": True}},
                                        {"replicas.status": "copying"}]},
-                {"replicas.locks": 1, "replicas.status": 1, NAMED_BY: 1}) or {}
+                {"replicas.locks": 1, "replicas.status": 1, NAMED_BY: 1}, comment=ID_ORDER) or {}  # LFNs: a range
     replicas = entry.get("replicas", [])
     locked = entry if any(r.get("locks") for r in replicas) else None
     named = entry if entry.get(NAMED_BY) else None
@@ -243,8 +243,9 @@ async def _move_subtree(
     re-deriving inherited metadata from the directories already `placed` (directories come
     sorted by path, so a parent is always placed before its children; they are kept in
     `placed`, in memory proportional to the directories of the tree)."""
-    # Index: `_id` (an anchored prefix regex is a range scan on MongoDB); memory stays flat for files.
-    pattern = descendant_pattern(source)
+    # Index: `_id`, read by key in pages of MOVE_BATCH (a range on any database); memory stays flat
+    # for files. A record a registration gave up (WITHDRAWN) is not copied: it deletes it where it is.
+    low, high = subtree_range(source)
     cut = len(source)
     is_directories = collection.name == DIRECTORIES
 
@@ -258,11 +259,9 @@ async def _move_subtree(
             copy["replicas"] = moved_replicas(doc.get("replicas", []), doc["_id"], path)
         return doc["_id"], copy
 
-    cursor = collection.find({"_id": {"$regex": pattern}})
-    if is_directories:
-        cursor = cursor.sort("_id", 1)
     batch: list[tuple[str, Document]] = []
-    async for doc in iterate(cursor.batch_size(MOVE_BATCH)):
+    flt = {} if is_directories else {WITHDRAWN: {"$exists": False}}
+    async for doc in pages_by_id(collection, flt, after=low, before=high, page=MOVE_BATCH):
         batch.append(placed_copy(doc))
         if len(batch) >= MOVE_BATCH:
             await _relocate_all(collection, batch, placed_copy)
@@ -278,6 +277,6 @@ async def _relocate_all(collection: AsyncCollection[Document], batch: list[tuple
         _, changed = await _relocate(collection, batch)
         if not changed:
             return
-        batch = [placed_copy(doc) for doc in (await find_by_ids(collection, changed)).values()]
+        batch = [placed_copy(doc) for doc in (await find_by_ids(collection, changed)).values() if WITHDRAWN not in doc]
     raise ServiceUnavailable(f"{len(batch)} file(s) kept changing while their directory moved (e.g. {batch[0][0]}): "
                              "they are still at their old place; move them after it")

@@ -54,8 +54,11 @@ REMOVING = "removing"
 REMOVAL_LEASE = dt.timedelta(minutes=2)
 # A directory record's mark while one call moves it (`catalogue.namespace.move`).
 MOVING = "moving"
+# A file record a registration wrote and gives up below a directory move: no move copies it
+# (`catalogue.directory_moves.give_up_registered`).
+WITHDRAWN = "withdrawn"
 # A record's bookkeeping fields, which no reader shows.
-INTERNAL_FIELDS = ("_id", REGISTERED_IN, REMOVING, MOVING, REPLICA_WRITERS, "moving_guid")
+INTERNAL_FIELDS = ("_id", REGISTERED_IN, REMOVING, MOVING, REPLICA_WRITERS, "moving_guid", WITHDRAWN)
 # An SE record's tokens of replica removals counted but not yet complete (`count_removals`).
 REMOVALS = "removals"
 # An SE record's count of the times tokens left its REMOVALS (`removal_fences`).

@@ -276,16 +276,19 @@ async def test_a_replica_being_written_below_a_directory_being_moved_is_refused(
 
 
 class MoveAroundAPush(monitoring.CommandListener):
-    """Listens to a writer's client: just before its push of a replica is sent, a directory move
-    starts (a thread with a client of its own) and runs until it has looked for replicas being
-    written (its read of `dataset_files`, the look's last); the push then lands, and the move goes
-    on before the writer's next command: to its end (`until` "end"), or until it has copied the
-    files (`until` "copied": their originals still there), where it waits for the writer's call
-    to end (`writer_done`)."""
+    """Listens to a writer's client: just before its write (`trigger`: a push of a replica, by
+    default; a registration's insert) is sent, a directory move starts (a thread with a client of
+    its own) and runs until it has looked for replicas being written (its read of
+    `dataset_files`, the look's last); the write then lands, and the move goes on before the
+    writer's next command: to its end (`until` "end"), or until it has copied the files (`until`
+    "copied": their originals still there), where it waits for the writer's next update of a
+    file to land, or its call to end (`writer_done`)."""
 
-    def __init__(self, uri: str, database: str, source: str, destination: str, until: str) -> None:
+    def __init__(self, uri: str, database: str, source: str, destination: str, until: str,
+                 trigger: str = "update") -> None:
         self.uri, self.database, self.source, self.destination = uri, database, source, destination
-        self.until = until
+        self.until, self.trigger = until, trigger
+        self.release: int | None = None
         self.looked, self.pushed, self.ended = threading.Event(), threading.Event(), threading.Event()
         self.writer_done = threading.Event()
         self.push: int | None = None
@@ -294,15 +297,21 @@ class MoveAroundAPush(monitoring.CommandListener):
         self.moved: dict[str, Any] | None = None
 
     def started(self, event: monitoring.CommandStartedEvent) -> None:
-        if self.push is None and event.command_name == "update" and event.command.get("update") == "files":
+        if event.command.get(event.command_name) != "files":
+            return
+        if self.push is None and event.command_name == self.trigger:
             self.push = event.request_id
             threading.Thread(target=lambda: asyncio.run(self._move())).start()
             assert self.looked.wait(30)
+        elif self.push is not None and self.release is None and event.command_name == "update":
+            self.release = event.request_id
 
     def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
         if event.request_id == self.push:
             self.pushed.set()
             assert self.ended.wait(30)
+        elif event.request_id == self.release:
+            self.writer_done.set()
 
     def failed(self, event: monitoring.CommandFailedEvent) -> None:
         """Nothing to do for a command that failed (the listener interface asks for this method)."""
@@ -400,4 +409,35 @@ async def test_a_lost_replica_set_copying_again_that_a_directory_move_carried_aw
                for doc in await catalogue_db["files"].find({}).to_list()}
     assert records == {"/vo/m/e/f": [("CERN-DISK", "available"), ("DESY-DISK", "lost")],
                        "/vo/m/e/g": [("CERN-DISK", "available")]}
+    await assert_exact(catalogue_db)
+
+
+@pytest.mark.parametrize("until", ["end", "copied"])
+async def test_a_file_registered_that_a_directory_move_carried_away_is_given_up_where_it_went(
+    catalogue_db: AsyncDatabase[Document], settings: Settings, mongodb_uri: str, until: str,
+) -> None:
+    """A registration inserts its file just after a directory move above it looked for writers;
+    the move reads the new record and copies it, and has ended (or only copied it) when the
+    registration looks and gives the file up. Before, its delete at the old LFN missed the copy:
+    the file stayed at the new LFN, never counted. Now it marks its record withdrawn (a move
+    that copied it takes the copy back and leaves it), waits for the move to pass, and deletes
+    it wherever it is (by its GUID)."""
+    await registered(catalogue_db, ["/vo/m/d/f", "/vo/m/d/g"])
+    guids = await lfns_and_guids(catalogue_db)
+    listener = MoveAroundAPush(mongodb_uri, settings.database, "/vo/m/d", "/vo/m/e", until, trigger="insert")
+    new = [{"lfn": "/vo/m/d/new", "size": 7, "adler32": "00000001", "replicas": [{"se": "DESY-DISK"}]}]
+    client: AsyncMongoClient[Document] = AsyncMongoClient(mongodb_uri, event_listeners=[listener], tz_aware=True)
+    try:
+        answer = await register_files(client[settings.database], ADMIN, new)
+    finally:
+        listener.writer_done.set()
+        await client.close()
+    for _ in range(300):  # the move, in its thread, may still be ending
+        if listener.moved is not None:
+            break
+        await asyncio.sleep(0.05)
+    assert listener.moved is not None and listener.moved["path"] == "/vo/m/e"
+    assert listener.held_at_copy == (until == "copied")
+    assert answer["failed"] == {"/vo/m/d/new": BELOW_A_MOVE}
+    assert await lfns_and_guids(catalogue_db) == {"/vo/m/e/f": guids["/vo/m/d/f"], "/vo/m/e/g": guids["/vo/m/d/g"]}
     await assert_exact(catalogue_db)
