@@ -40,7 +40,7 @@ from catalogue.files import authorized_files
 from catalogue.find import open_query
 from catalogue.lfn import check_lfn
 from catalogue.permissions import READ
-from kernel.db import INDEX_ORDER, Document, IndexSpec, database_errors, increment, iterate
+from kernel.db import INDEX_ORDER, Document, IndexSpec, database_errors, find_by_values, increment, iterate
 from kernel.errors import Conflict, InvalidInput, NotFound
 from kernel.marks import Mark, by_ids
 from kernel.principal import Principal
@@ -69,7 +69,9 @@ INDEXES = [
     # database too, like the dataset's files above
     IndexSpec(CONTAINER_CHILDREN, [("container", 1), ("child", 1)], name="container_children_by_container",
               index_order=True),
-    IndexSpec(CONTAINER_CHILDREN, [("child", 1)], name="container_children_by_child"),
+    # the containers holding a DID (the walks up: a rule's triggers, on every attach; cycle checks),
+    # one DID at a time under INDEX_ORDER on the embedded database (`find_by_values`)
+    IndexSpec(CONTAINER_CHILDREN, [("child", 1)], name="container_children_by_child", index_order=True),
 ]
 
 
@@ -235,9 +237,8 @@ async def linked_dids(db: AsyncDatabase[Document], starts: Iterable[str], *, dow
     seen: set[str] = set()
     level = set(starts)
     for _ in range(MAX_CONTAINER_DEPTH):
-        with database_errors():
-            # Index: container_children_by_container (down) or container_children_by_child (up).
-            links = await db[CONTAINER_CHILDREN].find({near: {"$in": sorted(level)}}, {far: 1}).to_list()
+        # Index: container_children_by_container (down) or container_children_by_child (up).
+        links = await find_by_values(db[CONTAINER_CHILDREN], near, level, {far: 1})
         level = {link[far] for link in links} - seen
         if not level:
             return seen, True

@@ -62,7 +62,9 @@ STATES = ("replicating", "ok", "stuck", "suspended")
 
 INDEXES = [
     # rules of a DID (re-evaluation trigger, `rule list --did`)
-    IndexSpec(RULES, [("did", 1)], name="rules_by_did"),
+    # the rules on a DID: made on the embedded database too, read one DID at a time under INDEX_ORDER
+    # (`rules.triggers`: every attach marks the rules on the DID and the containers above it)
+    IndexSpec(RULES, [("did", 1)], name="rules_by_did", index_order=True),
     IndexSpec(RULES, [("account", 1), ("created", -1)], name="rules_by_account"),
     # claim(): the evaluator's, repairer's and cleaner's next rule
     IndexSpec(RULES, [("state", 1), ("due", 1)], name="rules_by_state_due", index_order=True),

@@ -11,7 +11,8 @@ from collections.abc import Iterable
 from pymongo.asynchronous.database import AsyncDatabase
 
 from catalogue.dataset_contents import linked_dids
-from kernel.db import Document, database_errors, increment
+from kernel.db import Document, database_errors, find_by_values, increment
+from kernel.marks import by_ids
 
 RULES = "rules"
 
@@ -26,8 +27,11 @@ async def ancestors(db: AsyncDatabase[Document], dids: Iterable[str]) -> set[str
 async def content_changed(db: AsyncDatabase[Document], dids: Iterable[str]) -> int:
     """Mark the rules on these DIDs (and on containers holding them) for re-evaluation."""
     affected = await ancestors(db, dids)
+    # Index: rules_by_did (`find_by_values`: one DID at a time on the embedded database), then `_id`.
+    ids = sorted(doc["_id"] for doc in await find_by_values(db[RULES], "did", affected, {"_id": 1}))
+    modified = 0
     with database_errors():
-        # Index: rules_by_did.
-        result = await db[RULES].update_many({"did": {"$in": sorted(affected)}},
-                                             {"$set": {"dirty": True}, **increment({"generation": 1})})
-    return result.modified_count
+        for flt in by_ids(ids):
+            modified += (await db[RULES].update_many(flt, {"$set": {"dirty": True}, **increment({"generation": 1})})
+                         ).modified_count
+    return modified
