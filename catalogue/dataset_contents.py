@@ -328,11 +328,11 @@ async def file_lfns(db: AsyncDatabase[Document], did: str, *, limit: int) -> lis
     doc = await get_did(db, did)
     datasets = [did] if doc["type"] == "dataset" else sorted(await _descendant_containers(db, did))
     found: set[str] = set()
-    # Container children are datasets or containers; only datasets have rows here.
-    for start in range(0, len(datasets), REFRESH_BATCH):
-        chunk = datasets[start:start + REFRESH_BATCH]
-        # Index: dataset_files_by_did_lfn.
-        cursor = db[DATASET_FILES].find({"did": {"$in": chunk}}, {"_id": 0, "lfn": 1}).batch_size(5000)
+    # Container children are datasets or containers; only datasets have rows here. Index:
+    # dataset_files_by_did_lfn, one DID at a time (a `$in` of them reads every row of every
+    # dataset on the embedded database).
+    for dataset in datasets:
+        cursor = db[DATASET_FILES].find({"did": dataset}, {"_id": 0, "lfn": 1}, comment=INDEX_ORDER).batch_size(5000)
         async for row in iterate(cursor):
             found.add(row["lfn"])
             if len(found) > limit:

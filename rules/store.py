@@ -191,13 +191,17 @@ async def did_target(db: AsyncDatabase[Document], did: str) -> tuple[str, int]:
 
 async def distinct_bytes(db: AsyncDatabase[Document], container: str) -> int:
     """The bytes of the distinct files below a container (a file in several of its datasets once):
-    one cursor over their memberships, read to its end, holding the LFNs seen.
-    Index: dataset_files_by_did_lfn."""
+    one read of each dataset's memberships, holding the LFNs seen.
+    Index: dataset_files_by_did_lfn (one dataset at a time: a `$in` of them reads every membership
+    of every dataset on the embedded database)."""
     datasets = await datasets_below(db, container)
     seen: set[str] = set()
     total = 0
-    with database_errors():
-        async for row in db[DATASET_FILES].find({"did": {"$in": datasets}}, {"lfn": 1, "size": 1}).batch_size(10_000):
+    for dataset in datasets:
+        with database_errors():
+            rows = await db[DATASET_FILES].find({"did": dataset}, {"lfn": 1, "size": 1}, comment=INDEX_ORDER) \
+                .batch_size(10_000).to_list()
+        for row in rows:
             if row["lfn"] not in seen:
                 seen.add(row["lfn"])
                 total += int(row.get("size", 0))
