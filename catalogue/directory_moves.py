@@ -9,8 +9,9 @@ files below it (`removing`: a file move or removal under way, `catalogue.file_mo
 `catalogue.file_removal`) to go, and answers 409 if some stay; a file move or removal marks its
 file records, then gives up those below a directory a live move holds (409 for them); a
 registration refuses files below a moving directory it read, and gives up those it wrote if a
-move's mark appeared meanwhile (a directory it made on the way may be left at the old place in
-that narrow case). A dataset's attach names files by LFN the same way: a move looks for dataset
+move's mark appeared meanwhile, or a directory above them went, wherever the move put them
+(`give_up_registered`; a directory it made on the way may be left at the old place in that
+narrow case). A dataset's attach names files by LFN the same way: a move looks for dataset
 rows after its mark, an attach for marks (and the files) after its rows (`leaving`); and so
 does a writer's `copying` replica: a move looks for such replicas after its mark, a push (or a
 replica set `copying` again) for marks, or the file carried away, after its write

@@ -352,6 +352,22 @@ class MoveAroundAPush(monitoring.CommandListener):
             self.ended.set()
             await client.close()
 
+    async def around(self, call: Callable[[AsyncDatabase[Document]], Awaitable[Any]]) -> Any:
+        """The writer's `call` on a client of its own that this listens to; returns once the move
+        (in its thread) has ended too, checking that it ran around the write as asked."""
+        client: AsyncMongoClient[Document] = AsyncMongoClient(self.uri, event_listeners=[self], tz_aware=True)
+        try:
+            return await call(client[self.database])
+        finally:
+            self.writer_done.set()
+            await client.close()
+            for _ in range(300):  # the move, in its thread, may still be ending
+                if self.moved is not None:
+                    break
+                await asyncio.sleep(0.05)
+            assert self.moved is not None and self.moved["path"] == self.destination
+            assert self.held_at_copy == (self.until == "copied")
+
 
 @pytest.mark.parametrize("until", ["end", "copied"])
 async def test_a_replica_being_written_that_a_directory_move_carried_away_is_taken_back(
@@ -366,19 +382,8 @@ async def test_a_replica_being_written_that_a_directory_move_carried_away_is_tak
     await registered(catalogue_db, ["/vo/m/d/f", "/vo/m/d/g"])
     guids = await lfns_and_guids(catalogue_db)
     listener = MoveAroundAPush(mongodb_uri, settings.database, "/vo/m/d", "/vo/m/e", until)
-    client: AsyncMongoClient[Document] = AsyncMongoClient(mongodb_uri, event_listeners=[listener], tz_aware=True)
-    try:
-        answer = await add_replicas(client[settings.database], [{"lfn": "/vo/m/d/f", "se": "DESY-DISK",
-                                                                 "status": "copying"}])
-    finally:
-        listener.writer_done.set()
-        await client.close()
-    for _ in range(300):  # the move, in its thread, may still be ending
-        if listener.moved is not None:
-            break
-        await asyncio.sleep(0.05)
-    assert listener.moved is not None and listener.moved["path"] == "/vo/m/e"  # the move ran around the push
-    assert listener.held_at_copy == (until == "copied")
+    answer = await listener.around(lambda db: add_replicas(db, [{"lfn": "/vo/m/d/f", "se": "DESY-DISK",
+                                                                 "status": "copying"}]))
     assert answer == {"successful": {}, "failed": {"/vo/m/d/f": f"replica on SE DESY-DISK not added: {BELOW_A_MOVE}"}}
     records = {doc["_id"]: (doc["guid"], [(r["se"], r["status"]) for r in doc["replicas"]])
                for doc in await catalogue_db["files"].find({}).to_list()}
@@ -397,14 +402,8 @@ async def test_a_lost_replica_set_copying_again_that_a_directory_move_carried_aw
     assert not (await add_replicas(catalogue_db, [{"lfn": "/vo/m/d/f", "se": "DESY-DISK", "status": "lost"}]))["failed"]
     desy = next(se for se in storage_elements() if se.name == "DESY-DISK")
     listener = MoveAroundAPush(mongodb_uri, settings.database, "/vo/m/d", "/vo/m/e", "end")
-    client: AsyncMongoClient[Document] = AsyncMongoClient(mongodb_uri, event_listeners=[listener], tz_aware=True)
-    try:
-        with pytest.raises(Conflict, match=BELOW_A_MOVE):
-            await register_copying(client[settings.database], "/vo/m/d/f", desy)
-    finally:
-        listener.writer_done.set()
-        await client.close()
-    assert listener.moved is not None and listener.moved["path"] == "/vo/m/e"
+    with pytest.raises(Conflict, match=BELOW_A_MOVE):
+        await listener.around(lambda db: register_copying(db, "/vo/m/d/f", desy))
     records = {doc["_id"]: [(r["se"], r["status"]) for r in doc["replicas"]]
                for doc in await catalogue_db["files"].find({}).to_list()}
     assert records == {"/vo/m/e/f": [("CERN-DISK", "available"), ("DESY-DISK", "lost")],
@@ -426,18 +425,7 @@ async def test_a_file_registered_that_a_directory_move_carried_away_is_given_up_
     guids = await lfns_and_guids(catalogue_db)
     listener = MoveAroundAPush(mongodb_uri, settings.database, "/vo/m/d", "/vo/m/e", until, trigger="insert")
     new = [{"lfn": "/vo/m/d/new", "size": 7, "adler32": "00000001", "replicas": [{"se": "DESY-DISK"}]}]
-    client: AsyncMongoClient[Document] = AsyncMongoClient(mongodb_uri, event_listeners=[listener], tz_aware=True)
-    try:
-        answer = await register_files(client[settings.database], ADMIN, new)
-    finally:
-        listener.writer_done.set()
-        await client.close()
-    for _ in range(300):  # the move, in its thread, may still be ending
-        if listener.moved is not None:
-            break
-        await asyncio.sleep(0.05)
-    assert listener.moved is not None and listener.moved["path"] == "/vo/m/e"
-    assert listener.held_at_copy == (until == "copied")
+    answer = await listener.around(lambda db: register_files(db, ADMIN, new))
     assert answer["failed"] == {"/vo/m/d/new": BELOW_A_MOVE}
     assert await lfns_and_guids(catalogue_db) == {"/vo/m/e/f": guids["/vo/m/d/f"], "/vo/m/e/g": guids["/vo/m/d/g"]}
     await assert_exact(catalogue_db)
