@@ -10,6 +10,7 @@ variable to fix.
 from __future__ import annotations
 
 import os
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
@@ -213,15 +214,30 @@ def read_config_file(path: str | None) -> dict[str, Any]:
     return data
 
 
+# Settings whose values a message never repeats (tokens, keys, storage credentials...), and the
+# password of a URI's user, which it masks: such messages reach terminals and logs.
+_SECRET_NAMES = re.compile(r"token|secret|passw|key|credential", re.IGNORECASE)
+_URI_PASSWORD = re.compile(r"(://[^/@:\s]*):[^/@\s]*@")
+
+
+def _shown(loc: list[str], value: Any) -> str:
+    """What a message about a wrong value says of the value."""
+    if isinstance(value, dict):
+        return ""
+    if any(_SECRET_NAMES.search(part) for part in loc):
+        return " (the value is not shown: it may be a secret)"
+    masked = _URI_PASSWORD.sub(r"\1:***@", repr(value))
+    return f" (got {masked})"
+
+
 def describe_validation_error(exc: ValidationError) -> str:
-    """One line per wrong value, naming the environment variable that sets it."""
+    """One line per wrong value, naming the environment variable that sets it (never repeating
+    a secret: `_shown`)."""
     lines = ["invalid settings:"]
     for err in exc.errors():
         loc = [str(part) for part in err["loc"]]
         env_name = ENV_PREFIX + "__".join(loc).upper()
-        value = err.get("input")
-        shown = "" if isinstance(value, dict) else f" (got {value!r})"
-        lines.append(f"  {env_name}: {err['msg']}{shown}")
+        lines.append(f"  {env_name}: {err['msg']}{_shown(loc, err.get('input'))}")
     return "\n".join(lines)
 
 

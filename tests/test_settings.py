@@ -50,3 +50,17 @@ def test_missing_config_file_is_named(monkeypatch: pytest.MonkeyPatch, tmp_path:
     monkeypatch.setenv("CAIRN_CONFIG", str(tmp_path / "nope.toml"))
     with pytest.raises(ConfigurationError, match=r"nope\.toml"):
         load_settings()
+
+
+def test_a_wrong_secret_or_a_uri_password_is_never_repeated(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A client's token put where the server's settings are read (CAIRN_TOKEN is the CLI's, not a
+    setting), or a database URI with its password: the message names the variable, not the secret."""
+    monkeypatch.setenv("CAIRN_TOKEN", "eyJhbGciOi.secret-token-value.sig")
+    monkeypatch.setenv("CAIRN_MONGODB_URI", "postgres://cairn:hunter2@db.example:5432/x")
+    monkeypatch.setenv("CAIRN_API_PORT", "not-a-port")
+    with pytest.raises(ConfigurationError) as err:
+        load_settings(token="eyJhbGciOi.secret-token-value.sig")
+    text = str(err.value)
+    assert "CAIRN_TOKEN" in text and "secret-token-value" not in text
+    assert "CAIRN_MONGODB_URI" in text and "hunter2" not in text and "postgres://cairn:***@db.example" in text
+    assert "not-a-port" in text  # what is no secret is still shown
