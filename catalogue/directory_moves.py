@@ -33,7 +33,7 @@ from catalogue.collection_names import FILES
 from catalogue.directories import DIRECTORIES
 from catalogue.lfn import ROOT, ancestors
 from catalogue.usage import MOVING, REGISTERED_IN, REMOVAL_LEASE, REMOVING, WITHDRAWN
-from kernel.db import Document, database_errors, increment, pages_by_id, read_by_ids
+from kernel.db import Document, database_errors, find_by_values, increment, pages_by_id, read_by_ids
 from kernel.marks import by_ids
 
 log = logging.getLogger(__name__)
@@ -137,11 +137,12 @@ async def give_up_registered(db: AsyncDatabase[Document], call: str, records: Ma
             marked += (await db[FILES].update_many(flt, {"$set": {WITHDRAWN: True}, **increment({"version": 1})})
                        ).modified_count
     await _moves_passed(db, lfns)
+    if marked < len(lfns):  # some carried away before the mark (or removed meanwhile): where are they now
+        carried = await find_by_values(db[FILES], "guid", records.values(), {"_id": 1})
+        lfns = sorted({*lfns, *(doc["_id"] for doc in carried)})
     with database_errors():
         for flt in by_ids(lfns, {REGISTERED_IN: call}):
             await db[FILES].delete_many(flt)
-        if marked < len(lfns):  # carried away before the mark (or removed meanwhile): no index on the embedded database
-            await db[FILES].delete_many({"guid": {"$in": sorted(records.values())}, REGISTERED_IN: call})
 
 
 async def _moves_passed(db: AsyncDatabase[Document], lfns: list[str]) -> None:

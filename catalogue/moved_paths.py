@@ -28,7 +28,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from catalogue.collection_names import FILES
 from catalogue.directories import insert_ignoring_duplicates
 from catalogue.storage_paths import PATH_LFN, storage_lfn
-from kernel.db import READ_SLICE, Document, IndexSpec, database_errors, read_by_ids
+from kernel.db import READ_SLICE, Document, IndexSpec, database_errors, find_by_values, read_by_ids
 from kernel.marks import by_ids
 
 MOVED_PATHS = "moved_paths"
@@ -99,6 +99,9 @@ async def _live(db: AsyncDatabase[Document], records: list[Document]) -> list[Do
     holders: dict[str, Document] = {}
     for field in ("guid", "moving_guid", "guid"):
         missing = [guid for guid in guids if guid not in holders]
+        if field == "guid":  # its index, on any database (`find_by_values`)
+            holders.update((doc["guid"], doc) for doc in await find_by_values(db[FILES], "guid", missing, projection))
+            continue
         with database_errors():
             for start in range(0, len(missing), READ_SLICE):
                 async for doc in db[FILES].find({field: {"$in": missing[start:start + READ_SLICE]}}, projection):

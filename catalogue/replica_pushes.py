@@ -24,7 +24,7 @@ from catalogue.replica_pulls import pull_replicas
 from catalogue.replica_writers import ADDED, REPLICA_WRITERS, new_token, own_writes, writer_field, written_by
 from catalogue.storage_paths import PATH_LFN
 from catalogue.usage import Usage
-from kernel.db import Document, bulk_write_chunked, database_errors, increment
+from kernel.db import Document, bulk_write_chunked, database_errors, find_by_values, increment
 from kernel.errors import Conflict
 
 log = logging.getLogger(__name__)
@@ -177,11 +177,12 @@ async def set_back(db: AsyncDatabase[Document], guid: str, se: str, was: str) ->
 
 
 async def _holders(db: AsyncDatabase[Document], guids: list[str]) -> list[Document]:
-    """The records of these GUIDs: by `guid`, and for those not found by `moving_guid` (a move's
-    copy before its original left: no index, read only after a directory move took files away)."""
+    """The records of these GUIDs: by `guid` (its index, `find_by_values`), and for those not found
+    by `moving_guid` (a move's copy before its original left: no index, read only after a
+    directory move took files away)."""
+    found = await find_by_values(db[FILES], "guid", guids, HOLDER_FIELDS)
+    missing = sorted(set(guids) - {doc["guid"] for doc in found})
     with database_errors():
-        found = await db[FILES].find({"guid": {"$in": guids}}, HOLDER_FIELDS).to_list()
-        missing = sorted(set(guids) - {doc["guid"] for doc in found})
         if missing:
             found += await db[FILES].find({"moving_guid": {"$in": missing}}, HOLDER_FIELDS).to_list()
     return found
