@@ -16,9 +16,9 @@ from catalogue import change_feed
 from catalogue.collection_names import FILES
 from catalogue.directories import find_by_ids, now
 from catalogue.replica_removal import REMOVAL, remove_retired
-from catalogue.replica_writers import REMOVED, REPLICA_WRITERS, new_token, own_writes, writer_field
+from catalogue.replica_writers import REMOVED, REPLICA_WRITERS, new_token, write_round, writer_field
 from catalogue.usage import Usage
-from kernel.db import Document, bulk_write_chunked, database_errors, increment
+from kernel.db import Document, increment
 
 PULL_ROUNDS = 5  # rounds of a replica pull that keeps losing races before it leaves the rest listed
 PULL_FIELDS = {"replicas": 1, "size": 1, REPLICA_WRITERS: 1}  # what a pull reads
@@ -67,12 +67,8 @@ async def pull_replicas(db: AsyncDatabase[Document], targets: Iterable[tuple[str
                    for lfn, hits in plans.items()]
         attempted = [(lfn, r["se"]) for lfn, hits in plans.items() for _, r in hits]
         sizes = {lfn: int(found[lfn].get("size", 0)) for lfn in plans}
-        with database_errors():
-            result = await bulk_write_chunked(db[FILES], updates)
-        mine = attempted
-        if result.modified_count < len(updates):
-            found = await find_by_ids(db[FILES], plans, PULL_FIELDS)
-            mine = own_writes(found, attempted, REMOVED, token, result.modified_count)
+        mine, reread = await write_round(db[FILES], updates, attempted, REMOVED, token, plans, PULL_FIELDS)
+        found = found if reread is None else reread
         for lfn, se in mine:
             usage.replica(se, sizes[lfn], -1)
             wanted[lfn].discard(se)

@@ -21,10 +21,10 @@ from catalogue.collection_names import FILES
 from catalogue.directories import find_by_ids, now
 from catalogue.directory_moves import BELOW_A_MOVE, carried_or_moving
 from catalogue.replica_pulls import pull_replicas
-from catalogue.replica_writers import ADDED, REPLICA_WRITERS, new_token, own_writes, writer_field, written_by
+from catalogue.replica_writers import ADDED, REPLICA_WRITERS, new_token, write_round, writer_field, written_by
 from catalogue.storage_paths import PATH_LFN
 from catalogue.usage import Usage
-from kernel.db import Document, bulk_write_chunked, database_errors, find_by_values, increment
+from kernel.db import Document, database_errors, find_by_values, increment
 from kernel.errors import Conflict
 
 log = logging.getLogger(__name__)
@@ -88,12 +88,8 @@ async def push_replicas(
         if not updates:
             break
         sizes = {lfn: int(docs[lfn].get("size", 0)) for lfn, _ in attempted}
-        with database_errors():
-            result = await bulk_write_chunked(db[FILES], updates)
-        mine = attempted
-        if result.modified_count < len(updates):
-            docs = await find_by_ids(db[FILES], pending, PUSH_FIELDS)
-            mine = own_writes(docs, attempted, ADDED, token, result.modified_count)
+        mine, reread = await write_round(db[FILES], updates, attempted, ADDED, token, pending, PUSH_FIELDS)
+        docs = docs if reread is None else reread
         for lfn, se in mine:
             usage.replica(se, sizes[lfn], +1)
         added.extend(mine)

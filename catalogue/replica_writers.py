@@ -24,8 +24,12 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, TypeVar
+
+from pymongo import UpdateOne
+
+from kernel.db import Document, bulk_write_chunked, database_errors, read_by_ids
 
 log = logging.getLogger(__name__)
 Place = TypeVar("Place", bound=str | None)  # an SE's name, or None for the file itself
@@ -70,3 +74,17 @@ def own_writes(docs: Mapping[str, Mapping[str, Any]], attempted: Sequence[tuple[
                     "the usage counters may be off by those (`cairn usage rebuild` mends it)",
                     reported - found, reported, op)
     return mine
+
+
+async def write_round(collection: Any, updates: Sequence[UpdateOne], attempted: Sequence[tuple[str, Place]], op: str,
+                      token: str, reread: Iterable[str], fields: Mapping[str, Any]
+                      ) -> tuple[list[tuple[str, Place]], dict[str, Document] | None]:
+    """Apply one round of a bulk write that carries `token` (one guarded update per file, the
+    `attempted` pairs in them): the pairs this call wrote, and, when some update missed, the
+    files of `reread` as read back (with `fields`) for the next round; None when all applied."""
+    with database_errors():
+        result = await bulk_write_chunked(collection, list(updates))
+    if result.modified_count == len(updates):
+        return list(attempted), None
+    docs = {doc["_id"]: doc async for doc in read_by_ids(collection, reread, fields)}
+    return own_writes(docs, attempted, op, token, result.modified_count), docs

@@ -18,6 +18,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from catalogue import change_feed
 from catalogue.directories import now
+from catalogue.directory_moves import BELOW_A_MOVE, carried_or_moving
 from catalogue.files import (
     FILES,
     REPLICA_STATUSES,
@@ -29,12 +30,12 @@ from catalogue.files import (
 )
 from catalogue.lfn import check_lfn
 from catalogue.replica_pulls import pull_replicas
-from catalogue.replica_pushes import push_replicas
+from catalogue.replica_pushes import push_replicas, set_back
 from catalogue.replica_writers import OVERWRITTEN, REPLICA_WRITERS, new_token, own_writes, writer_field
 from catalogue.storage_elements import SES
 from catalogue.usage import Usage
 from kernel.db import Document, bulk_write_chunked, database_errors, increment
-from kernel.errors import InvalidInput
+from kernel.errors import Conflict, InvalidInput
 
 
 def _checked(items: Iterable[Mapping[str, Any]], *, with_replica: bool) -> list[tuple[str, ReplicaIn]]:
@@ -240,6 +241,20 @@ async def set_replica_status(
             await change_feed.append(db, [change_feed.event("replica_status", lfn, se=se, status=status)])
             return True
     return False
+
+
+async def copying_again(db: AsyncDatabase[Document], lfn: str, se: str, was: str, guid: str | None) -> bool:
+    """Set a replica left `was` (bad, unavailable, lost) by an earlier attempt `copying` again for a
+    writer; False if it is no longer `was`. Its writer finishes it by this LFN, so it looks for a
+    directory move after the write, as a push does (`catalogue.replica_pushes`): one that holds or
+    took a directory above the file sets it back to `was` where the file now is (by its `guid`),
+    and the writer gets Conflict (BELOW_A_MOVE)."""
+    if not await set_replica_status(db, lfn, se, "copying", expected=was):
+        return False
+    if guid and await carried_or_moving(db, [lfn]):
+        await set_back(db, guid, se, was)
+        raise Conflict(f"{lfn} on SE {se}: {BELOW_A_MOVE}")
+    return True
 
 
 async def set_replica_statuses(

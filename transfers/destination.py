@@ -17,12 +17,11 @@ from collections.abc import Mapping, Sequence
 from pymongo.asynchronous.database import AsyncDatabase
 
 from catalogue.directories import now
-from catalogue.directory_moves import BELOW_A_MOVE, carried_or_moving
 from catalogue.files import FILES, fetch_files
 from catalogue.replica_pulls import pull_replicas
-from catalogue.replica_pushes import push_replicas, set_back
+from catalogue.replica_pushes import push_replicas
 from catalogue.replica_urls import derived_url
-from catalogue.replicas import add_replicas, set_replica_status, set_replica_statuses
+from catalogue.replicas import add_replicas, copying_again, set_replica_status, set_replica_statuses
 from catalogue.storage_elements import StorageElement, replica_url
 from catalogue.storage_paths import storage_lfn
 from kernel.db import Document, database_errors
@@ -74,14 +73,7 @@ async def register_copying(
     if status not in ("bad", "unavailable", "lost"):
         return status
     guid = (file_doc or (await fetch_files(db, [lfn], {"guid": 1})).get(lfn) or {}).get("guid")
-    if not await set_replica_status(db, lfn, se.name, "copying", expected=status):
-        return status
-    if guid and await carried_or_moving(db, [lfn]):
-        # Its writer would finish it by this LFN, which a directory move holds or took away (the
-        # same look after the write as a push's: `catalogue.replica_pushes`).
-        await set_back(db, guid, se.name, status)
-        raise Conflict(f"{lfn} on SE {se.name}: {BELOW_A_MOVE}")
-    return "copying"
+    return "copying" if await copying_again(db, lfn, se.name, status, guid) else status
 
 
 async def register_copying_many(
