@@ -66,7 +66,7 @@ from kernel.db import Document
 from kernel.errors import Conflict, Forbidden, InvalidInput, NotFound
 from kernel.principal import DEFAULT_VO, Principal
 
-CHUNK = 1000  # `_id $in` slices: see transfers.requests.LOOKUP_CHUNK
+CHUNK = 1000  # `_id $in` slices: see kernel.db.READ_SLICE
 RULE_FILES_CHECKED = 100_000  # a larger DID takes rules from its owner and group only
 
 Refused = dict[str, str]

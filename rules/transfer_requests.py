@@ -14,7 +14,7 @@ from typing import Any
 
 from pymongo.asynchronous.database import AsyncDatabase
 
-from kernel.db import Document, database_errors
+from kernel.db import Document, database_errors, find_by_values
 from kernel.settings import RuleSettings
 from rules import store
 from rules.locks import lock_id
@@ -108,6 +108,5 @@ async def open_elsewhere(db: AsyncDatabase[Document], targets: list[Target]) -> 
     if not targets:
         return set()
     keys = {rq.active_key("transfer", lfn, se): (lfn, se) for lfn, se in targets}
-    with database_errors():
-        found = await db[rq.REQUESTS].find({"active_key": {"$in": sorted(keys)}}, {"active_key": 1}).to_list()
+    found = await find_by_values(db[rq.REQUESTS], "active_key", keys, {"active_key": 1})
     return {keys[r["active_key"]] for r in found}

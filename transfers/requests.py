@@ -40,6 +40,7 @@ from kernel.db import (
     IndexSpec,
     bulk_write_chunked,
     database_errors,
+    find_by_values,
     increment,
     read_by_ids,
     stamp_missing,
@@ -57,9 +58,6 @@ STATES = OPEN_STATES + FINAL_STATES
 DEFAULT_MAX_ATTEMPTS = 5
 # Priorities are one digit: claims read them in index order as text (`claim_many`).
 MAX_PRIORITY = 9
-# `$in` reads of this many keys at a time: MongoDB answers any size from the index, but FerretDB
-# matches every scanned document against the whole list (100k keys at once takes minutes).
-LOOKUP_CHUNK = 1000
 
 INDEXES = [
     IndexSpec(REQUESTS, [("active_key", 1)], name="requests_active_key", unique=True, sparse=True),
@@ -213,12 +211,9 @@ async def submit(
     for doc in docs:
         if doc["active_key"] not in dup_set and doc["lfn"] not in failed:
             successful[doc["lfn"]] = doc["_id"]
-    # requests_active_key: the open requests that already do what was asked (in LOOKUP_CHUNK slices)
-    for start in range(0, len(duplicates), LOOKUP_CHUNK):
-        chunk = duplicates[start:start + LOOKUP_CHUNK]
-        with database_errors():
-            async for existing in db[REQUESTS].find({"active_key": {"$in": chunk}}, {"lfn": 1}).limit(len(chunk)):
-                successful[existing["lfn"]] = existing["_id"]
+    # requests_active_key: the open requests that already do what was asked
+    for existing in await find_by_values(db[REQUESTS], "active_key", duplicates, {"lfn": 1}):
+        successful[existing["lfn"]] = existing["_id"]
     if duplicates:
         for doc in docs:
             if doc["active_key"] in dup_set and doc["lfn"] not in successful:
