@@ -40,6 +40,7 @@ from rules.transfer_requests import no_source_error, source_for, source_ses, sub
 log = logging.getLogger("cairn.rules")
 
 LOCK_FIELDS = {"lfn": 1, "se": 1, "state": 1, "counted": 1, "size": 1}
+STATS = ("files", "new", "submitted", "released", "unplaced", "reopened", "waiting")
 
 
 @dataclass
@@ -54,13 +55,15 @@ class RulePass:
     sources: set[str] | None  # the SEs of its source expression (None: any)
     existing: dict[str, list[Document]] = field(default_factory=dict)  # its locks by LFN
     replicas: Mapping[str, Collection[str]] = field(default_factory=dict)  # SEs with an available replica
-    stats: dict[str, int] = field(default_factory=lambda: dict.fromkeys(
-        ("files", "new", "submitted", "released", "unplaced", "reopened", "waiting"), 0))
+    stats: dict[str, int] = field(default_factory=lambda: dict.fromkeys(STATS, 0))
 
 
 async def evaluate(db: AsyncDatabase[Document], rule: Document, settings: RuleSettings) -> dict[str, int]:
     """(Re)compute a rule's locks from its DID's current content; returns counts of what changed
     (`waiting`: locks left replicating from before, for `progress`)."""
+    if not await store.name_its_file(db, rule):
+        log.warning("rule %s withdrawn: its file %s is being moved or removed", rule["_id"], rule["did"])
+        return dict.fromkeys(STATS, 0)
     ses = await store.all_ses(db)
     names = resolve(rule["expression"], ses)
     run = RulePass(db, rule, settings, candidates=[se for se in ses if se["name"] in names],

@@ -308,13 +308,28 @@ async def create_rule(db: AsyncDatabase[Document], principal: Principal, item: R
     with database_errors():
         await db[RULES].insert_one(cast(Document, doc))
     if did_type == "file" and not await file_rules.name_file(db, item.did, doc["_id"]):
-        # The file is being moved or removed: the rule is withdrawn the way a deletion does (the
-        # cleaner cancels what its evaluation may have started), and the caller told.
-        with database_errors():
-            await db[RULES].update_one({"_id": doc["_id"]}, {"$set": {"locked": False, "expires_at": now()}})
+        await _withdraw(db, doc["_id"])
         raise Conflict(f"file {item.did} was being moved or removed while the rule was made; the rule was "
                        "withdrawn, try again")
     return cast(Document, doc)
+
+
+async def _withdraw(db: AsyncDatabase[Document], rule_id: str) -> None:
+    """A rule on a file being moved or removed is withdrawn the way a deletion does (the cleaner
+    cancels what its evaluation may have started)."""
+    with database_errors():
+        await db[RULES].update_one({"_id": rule_id}, {"$set": {"locked": False, "expires_at": now()}})
+
+
+async def name_its_file(db: AsyncDatabase[Document], rule: Document) -> bool:
+    """Before each evaluation of a rule on a file DID: the rule names its file, which its making
+    does right after storing it, so a making cut short in between (a killed server) left the file
+    movable; named here where it is not yet (a write that matches nothing otherwise). False when
+    the file is being moved or removed: the rule is withdrawn, as its making would have done."""
+    if rule.get("did_type") != "file" or await file_rules.name_file(db, rule["did"], rule["_id"], unless_named=True):
+        return True
+    await _withdraw(db, rule["_id"])
+    return False
 
 
 async def count_by_vo_and_state(db: AsyncDatabase[Document]) -> list[Document]:

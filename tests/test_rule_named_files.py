@@ -7,6 +7,7 @@ stored, and looks for a move under way after; the move marks first and reads the
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import random
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from kernel.db import Document
 from kernel.errors import Conflict
 from rules import store
 from rules.cleaner import RuleCleaner
+from rules.evaluator import RuleEvaluator
 from rules.store import RuleIn
 from tests.fixtures.api import RunningApi
 from tests.fixtures.catalogue import ADMIN
@@ -94,3 +96,34 @@ async def test_a_rule_made_while_its_file_moves_is_withdrawn_or_the_move_refused
         live = [r async for r in database["rules"].find({"did": lfn, "expires_at": None})]
         assert [r["_id"] for r in live] == ([rule_id] if rule_id else []), lfn
     assert any(r for r, _ in outcomes) and any(m for _, m in outcomes)  # both sides won some races
+
+
+async def test_a_rule_whose_making_was_cut_short_names_its_file_at_its_first_evaluation(
+    api: RunningApi, database: AsyncDatabase[Document], tmp_path: Path,
+) -> None:
+    """A making killed between storing the rule and naming its file left the file movable under
+    the rule for good; the evaluator names it. One on a file being removed is withdrawn instead."""
+    src, dst = disk_se("CUT-SRC", tmp_path / "src"), disk_se("CUT-DST", tmp_path / "dst")
+    await add_ses(database, src, dst)
+    await put_files(database, [src], ["/vo/cut/f", "/vo/cut/g"])
+    await mkdir(database, ADMIN, "/vo/cutaway")
+    made = {lfn: await store.create_rule(database, ADMIN, RuleIn(did=lfn, copies=1, expression="CUT-DST"))
+            for lfn in ("/vo/cut/f", "/vo/cut/g")}
+    for lfn, rule in made.items():  # the cut: the rules stored, their names never written
+        await database["files"].update_one({"_id": lfn}, {"$pull": {NAMED_BY: rule["_id"]}})
+    # g is being removed (a live removal mark) when the evaluator first looks
+    await database["files"].update_one({"_id": "/vo/cut/g"},
+                                       {"$set": {"removing": {"token": "cut", "at": dt.datetime.now(dt.UTC)}}})
+
+    async def looked_at() -> bool:
+        f = await database["files"].find_one({"_id": "/vo/cut/f"})
+        g_rule = await database["rules"].find_one({"_id": made["/vo/cut/g"]["_id"]})
+        return bool(f and made["/vo/cut/f"]["_id"] in f.get(NAMED_BY, [])) and \
+            (g_rule is None or g_rule.get("expires_at") is not None)
+
+    await run_until(looked_at, [RuleEvaluator(rule_settings(api.settings), database)], timeout_s=30)
+    refused = await run_cli(api.url, api.admin_token, "mv", "/vo/cut/f", "/vo/cutaway/f")
+    said = refused.stdout + refused.stderr
+    assert refused.returncode != 0 and f"is the DID of replication rule {made['/vo/cut/f']['_id']}" in said, said
+    g = await database["files"].find_one({"_id": "/vo/cut/g"})
+    assert g is not None and not g.get(NAMED_BY)  # withdrawn, not naming the file it gave up
