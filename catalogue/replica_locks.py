@@ -29,9 +29,11 @@ async def replica_states(db: AsyncDatabase[Document], lfns: Iterable[str]) -> di
 
 
 async def change_lock_rules(db: AsyncDatabase[Document], rules_by_replica: Mapping[str, Mapping[str, set[str]]], *,
-                            add: bool, files: Mapping[str, Document] | None = None) -> None:
+                            add: bool, files: Mapping[str, Document] | None = None) -> set[tuple[str, str]]:
     """Add rule ids to (or take them from) replicas' `lock_rules`, `locks` following;
-    `rules_by_replica` is {lfn: {se: rule ids}}.
+    `rules_by_replica` is {lfn: {se: rule ids}}. Returns the replicas `(lfn, se)` found gone
+    (no replica on that SE, or no file) in a read: when adding, the locks their caller must not
+    count as protecting anything (a removal that came first carried no lock of theirs).
 
     Per round: one read of the files (in slices), then one `update_many` per kind of change —
     usually one per SE for a batch of a rule's locks, as `catalogue.replicas.set_replica_statuses`
@@ -45,20 +47,24 @@ async def change_lock_rules(db: AsyncDatabase[Document], rules_by_replica: Mappi
     `files`, when given, are the records as the caller just read them (`replica_states`): the
     first round computes from them instead of reading again (the guards make a stale one miss)."""
     pending: dict[str, Mapping[str, set[str]]] = dict(rules_by_replica)
+    gone: set[tuple[str, str]] = set()
     for _ in range(LOCK_UPDATE_ATTEMPTS):
         groups: dict[tuple[tuple[int, str, Any, tuple[str, ...]], ...], list[str]] = defaultdict(list)
-        docs = [files[lfn] for lfn in pending if lfn in files] if files is not None else \
-            [doc async for doc in read_by_ids(db[FILES], pending, PROJECTION)]
+        given = {lfn: files[lfn] for lfn in pending if lfn in files} if files is not None else {}
+        docs = {**given, **{doc["_id"]: doc async for doc in read_by_ids(
+            db[FILES], [lfn for lfn in pending if lfn not in given], PROJECTION)}}
         files = None
-        for doc in docs:
-            if changes := _lock_changes(doc, pending[doc["_id"]], add):
-                groups[changes].append(doc["_id"])
+        for lfn, rules_by_se in pending.items():
+            present = {r.get("se") for r in docs.get(lfn, {}).get("replicas", [])}
+            gone.update((lfn, se) for se in rules_by_se if se not in present)
+            if lfn in docs and (changes := _lock_changes(docs[lfn], rules_by_se, add)):
+                groups[changes].append(lfn)
         if not groups:
-            return
+            return gone
         updates = [_lock_update(changes, group) for changes, group in groups.items()]
         result = await bulk_write_chunked(db[FILES], updates)
         if result.modified_count == sum(map(len, groups.values())):
-            return
+            return gone
         changing = [lfn for group in groups.values() for lfn in group]
         pending = {lfn: pending[lfn] for lfn in changing}
     raise ServiceUnavailable("the replicas of these files kept changing while their rule locks were updated")

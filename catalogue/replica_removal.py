@@ -114,10 +114,11 @@ def _by_se(replicas: Positions, sizes: Mapping[str, int]) -> dict[str, dict[str,
     return out
 
 
-async def _pull(db: AsyncDatabase[Document], marked: Positions) -> tuple[set[Target], Positions]:
+async def _pull(db: AsyncDatabase[Document], marked: Positions) -> tuple[set[Target], Positions, Positions]:
     """Step 3: pull each replica exactly as read (the filter pins the element at its position, so
-    an update that matches is a pull that took); returns the targets gone, and those that
-    changed (made available again, or still changing after a few reads)."""
+    an update that matches is a pull that took); returns the targets gone, those known to have
+    gone exactly as read (a round whose every pull took), and those that changed (made available
+    again, or still changing after a few reads)."""
     gone: set[Target] = set()
     changed: Positions = {}
     pending = dict(marked)
@@ -128,7 +129,7 @@ async def _pull(db: AsyncDatabase[Document], marked: Positions) -> tuple[set[Tar
                  for (lfn, _), (index, replica) in pending.items()]
         result = await bulk_write_chunked(db[FILES], pulls)
         if result.modified_count == len(pulls):
-            return gone | set(pending), changed
+            return gone | set(pending), pending, changed
         after = await find_by_ids(db[FILES], {lfn for lfn, _ in pending}, {"replicas": 1})
         left: Positions = {}
         for (lfn, se), (_, replica) in pending.items():
@@ -143,7 +144,7 @@ async def _pull(db: AsyncDatabase[Document], marked: Positions) -> tuple[set[Tar
         pending = left
         if not pending:
             break
-    return gone, {**changed, **pending}
+    return gone, {}, {**changed, **pending}
 
 
 async def remove_retired(db: AsyncDatabase[Document], targets: Iterable[Target]) -> set[Target]:
@@ -163,9 +164,18 @@ async def remove_retired(db: AsyncDatabase[Document], targets: Iterable[Target])
     else:
         raise ServiceUnavailable(f"removals on SE(s) {', '.join(sorted({se for _, se in wanted}))} kept ending "
                                  f"while these were counted ({COUNT_ATTEMPTS} tries); try again")
-    gone, changed = await _pull(db, marked)
+    gone, exact, changed = await _pull(db, marked)
     await uncount_removals(db, _by_se(changed, sizes))
     await forget_removals(db, {se: list(names) for se, names in _by_se(
         {t: marked[t] for t in gone}, sizes).items()})
-    await change_feed.append(db, [change_feed.event("replica_removed", lfn, se=se) for lfn, se in sorted(gone)])
+    await change_feed.append(db, [_removed(lfn, se, exact.get((lfn, se))) for lfn, se in sorted(gone)])
     return gone
+
+
+def _removed(lfn: str, se: str, place: tuple[int, Document] | None) -> change_feed.Event:
+    """A removal's event: with the rules that locked the replica (`lock_rules`) when it is known
+    to have gone exactly as read, so that the rules' feed marks those, and reads no lock for
+    the others (`rules.feed`)."""
+    if place is None:
+        return change_feed.event("replica_removed", lfn, se=se)
+    return change_feed.event("replica_removed", lfn, se=se, lock_rules=sorted(place[1].get("lock_rules") or ()))

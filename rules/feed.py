@@ -2,11 +2,11 @@
 to or detached from a DID make the rules on it, and on every container above it, `dirty`
 (`rules.triggers.content_changed`), so that the evaluator places the new content and
 releases what left; a replica removed while rule locks protected it (an administrator's
-override) makes the rules holding those locks `dirty` (`rules.locks.replicas_lost`), so that
-they copy the file again; a replica that became available wakes the rules with a replicating
-lock on it (`rules.wake.replicas_available`), so they turn ok without waiting for their poll.
-Run by the rule evaluator at the start of each cycle, under the
-feed's lease.
+override) makes the rules holding those locks `dirty` (the reaper's removals name those rules;
+the others are looked up: `rules.locks.replicas_lost`), so that they copy the file again; a
+replica that became available wakes the rules with a replicating lock on it
+(`rules.wake.replicas_available`), so they turn ok without waiting for their poll.
+Run by the rule evaluator at the start of each cycle, under the feed's lease.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from catalogue import change_feed
 from kernel.db import Document
-from rules.locks import replicas_lost
+from rules.locks import make_dirty, replicas_lost
 from rules.triggers import content_changed
 from rules.wake import replicas_available
 
@@ -29,7 +29,11 @@ async def mark_changed(db: AsyncDatabase[Document], events: list[change_feed.Eve
     dids = {e["did"] for e in events if e["kind"] in CONTENT_EVENTS}
     if dids:
         await content_changed(db, dids)
-    removed = {(e["did"], e["data"]["se"]) for e in events if e["kind"] == "replica_removed" and "data" in e}
+    # a removal that tells which rules locked its replica (the reaper's) marks those; the others
+    # are looked up in the locks
+    removals = [e for e in events if e["kind"] == "replica_removed" and "data" in e]
+    await make_dirty(db, {rule for e in removals for rule in e["data"].get("lock_rules", ())})
+    removed = {(e["did"], e["data"]["se"]) for e in removals if "lock_rules" not in e["data"]}
     if removed:
         await replicas_lost(db, removed)
     # a replica found lost on storage (the auditor, suspicious reads): its locks copy it again

@@ -179,13 +179,19 @@ def _held(locks: Iterable[Document], sign: int) -> dict[str, tuple[int, int]]:
 
 
 async def protect(db: AsyncDatabase[Document], locks: list[Document]) -> None:
-    """Put ok locks on their replicas (those not `counted` yet), then mark them `counted`."""
+    """Put ok locks on their replicas (those not `counted` yet), then mark them `counted`. A lock
+    whose replica is gone is not counted and its rule is marked for re-evaluation (which copies
+    the file again): the replica's removal came before the lock reached it, so it told no rule
+    (`rules.feed`)."""
     fresh = [lock for lock in locks if not lock.get("counted")]
     if not fresh:
         return
-    await change_replica_locks(db, fresh, add=True)
-    with database_errors():
-        await db[LOCKS].update_many({"_id": {"$in": [lock["_id"] for lock in fresh]}}, {"$set": {"counted": True}})
+    gone = await change_replica_locks(db, fresh, add=True)
+    counted = [lock["_id"] for lock in fresh if (lock["lfn"], lock["se"]) not in gone]
+    if counted:
+        with database_errors():
+            await db[LOCKS].update_many({"_id": {"$in": counted}}, {"$set": {"counted": True}})
+    await make_dirty(db, {rule_of(lock) for lock in fresh if (lock["lfn"], lock["se"]) in gone})
 
 
 async def unprotect(db: AsyncDatabase[Document], locks: list[Document]) -> None:
@@ -275,32 +281,41 @@ async def _delete_marked(db: AsyncDatabase[Document], mine: list[Document], mark
 
 
 async def change_replica_locks(db: AsyncDatabase[Document], locks: Iterable[Document], *, add: bool,
-                               files: Mapping[str, Document] | None = None) -> None:
+                               files: Mapping[str, Document] | None = None) -> set[tuple[str, str]]:
     """Add the locks' rules to (or take them from) their replicas' `lock_rules`, `locks` following
     (through the catalogue: `catalogue.replica_locks.change_lock_rules`, which computes from
     `files` when the caller just read them with `replica_states`). Replicas that are gone
-    are skipped. Raises ServiceUnavailable if files keep changing."""
+    are skipped and returned as `(lfn, se)`. Raises ServiceUnavailable if files keep changing."""
     rules_by_replica: dict[str, dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
     for lock in locks:
         rules_by_replica[lock["lfn"]][lock["se"]].add(rule_of(lock))
-    if rules_by_replica:
-        await change_lock_rules(db, rules_by_replica, add=add, files=files)
+    if not rules_by_replica:
+        return set()
+    return await change_lock_rules(db, rules_by_replica, add=add, files=files)
 
 
 async def replicas_lost(db: AsyncDatabase[Document], removed: Iterable[tuple[str, str]]) -> int:
-    """Replicas (lfn, se) that were removed: mark the rules holding locks on them for
-    re-evaluation, which puts those locks back to replicating. Only an administrator's override
-    removes a replica that locks protect; any other removal finds no lock on it, or at most makes
-    a rule re-evaluate, which changes nothing. Index: locks_by_lfn_se."""
+    """Replicas (lfn, se) that were removed or found lost, when what locked them is not known:
+    mark the rules holding locks on them for re-evaluation, which puts those locks back to
+    replicating. Only an administrator's override removes a replica that locks protect; any other
+    removal finds no lock on it, or at most makes a rule re-evaluate, which changes nothing.
+    Index: locks_by_lfn_se (not made on the embedded database: a read of every lock there, which
+    the reaper's removals spare by telling the rules that locked what they removed)."""
     wanted = set(removed)
     if not wanted:
         return 0
     with database_errors():
         found = await db[LOCKS].find({"lfn": {"$in": sorted({lfn for lfn, _ in wanted})}},
                                      {"_id": 0, "rule": 1, "lfn": 1, "se": 1}).to_list()
-        owners = sorted({lock["rule"] for lock in found if (lock["lfn"], lock["se"]) in wanted})
-        if not owners:
-            return 0
+    return await make_dirty(db, {lock["rule"] for lock in found if (lock["lfn"], lock["se"]) in wanted})
+
+
+async def make_dirty(db: AsyncDatabase[Document], rule_ids: Iterable[str]) -> int:
+    """Mark rules for re-evaluation now (a replica of theirs went); returns how many were marked."""
+    owners = sorted(set(rule_ids))
+    if not owners:
+        return 0
+    with database_errors():
         result = await db[RULES].update_many({"_id": {"$in": owners}},
                                              {"$set": {"dirty": True, "due": now()}, **increment({"generation": 1})})
     return result.modified_count

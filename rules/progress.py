@@ -107,11 +107,13 @@ async def _read_ahead(batches: list[list[Document]], read: Callable[[list[Docume
 async def _to_ok(db: AsyncDatabase[Document], rule: Document, ok: list[Document], tally: Counter[str],
                  files: Mapping[str, Document] | None = None) -> int:
     """Put the locks on their replicas, then make them ok and `counted` in one write: a crash in
-    between leaves a replicating lock already on its replica, put there again (idempotent) next time."""
-    await rule_locks.change_replica_locks(db, [lock for lock in ok if not lock.get("counted")], add=True,
-                                          files=files)
-    return await rule_locks.set_state(db, rule["_id"], sorted(lock["_id"] for lock in ok), "replicating", "ok",
-                                      {"counted": True}, tally=tally)
+    between leaves a replicating lock already on its replica, put there again (idempotent) next time.
+    A lock whose replica went in between stays replicating (its removal told no rule)."""
+    gone = await rule_locks.change_replica_locks(db, [lock for lock in ok if not lock.get("counted")], add=True,
+                                                 files=files)
+    return await rule_locks.set_state(db, rule["_id"], sorted(lock["_id"] for lock in ok
+                                                              if (lock["lfn"], lock["se"]) not in gone),
+                                      "replicating", "ok", {"counted": True}, tally=tally)
 
 
 async def _follow_requests(db: AsyncDatabase[Document], rule: Document, waiting: list[Document],
