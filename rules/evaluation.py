@@ -64,7 +64,7 @@ async def evaluate(db: AsyncDatabase[Document], rule: Document, settings: RuleSe
     if not await store.name_its_file(db, rule):
         log.warning("rule %s withdrawn: its file %s is being moved or removed", rule["_id"], rule["did"])
         return dict.fromkeys(STATS, 0)
-    ses = await store.all_ses(db)
+    ses = await store.rule_ses(db, rule.get("vo"))
     names = resolve(rule["expression"], ses)
     run = RulePass(db, rule, settings, candidates=[se for se in ses if se["name"] in names],
                    room=await quotas.room_in_vo(db, rule["account"], rule.get("vo"), names),

@@ -32,7 +32,7 @@ log = logging.getLogger("cairn.rules")
 
 async def repair(db: AsyncDatabase[Document], rule: Document, settings: RuleSettings) -> tuple[int, str | None]:
     """Move the rule's stuck locks to other allowed SEs; returns (moved, first reason seen)."""
-    ses = await store.all_ses(db)
+    ses = await store.rule_ses(db, rule.get("vo"))
     names = resolve(rule["expression"], ses)
     candidates = [se for se in ses if se["name"] in names and se.get("write_enabled", True)]
     room = await quotas.room_in_vo(db, rule["account"], rule.get("vo"), names)

@@ -31,7 +31,7 @@ from pymongo import ReturnDocument
 from pymongo.asynchronous.database import AsyncDatabase
 
 from catalogue import file_rules
-from catalogue.authorization import vo_stamp
+from catalogue.authorization import name_in_vo, vo_stamp
 from catalogue.dataset_contents import DATASET_FILES, linked_dids
 from catalogue.datasets import DATASETS, check_did
 from catalogue.directories import now
@@ -75,12 +75,12 @@ INDEXES = [
 ]
 
 
-class RuleIn(BaseModel):
-    """A rule to create."""
+class RulePlacement(BaseModel):
+    """What a rule asks of its copies: a rule's own (`RuleIn`) and a subscription's template for
+    the rules it makes (`rules.subscriptions`), with the same bounds."""
 
     model_config = ConfigDict(extra="forbid")
 
-    did: str = Field(..., description="scope:name of a dataset or container, or a file's LFN")
     copies: int = Field(..., ge=1, le=100)
     expression: str = Field(..., min_length=1, max_length=2000, description="RSE expression, e.g. tier=1&kind=disk")
     grouping: Grouping = "DATASET"
@@ -89,10 +89,16 @@ class RuleIn(BaseModel):
     weight: str | None = Field(None, max_length=64, description="SE attribute preferred by its numeric value")
     activity: str = Field("default", max_length=64)
     source_expression: str | None = Field(None, max_length=2000, description="copy only from replicas on these SEs")
-    locked: bool = Field(False, description="a locked rule cannot be deleted, nor expire, until unlocked")
     comment: str = Field("", max_length=2000)
-    account: str | None = Field(None, max_length=128, description="owning account (admins only; default: caller)")
     priority: int = Field(3, ge=1, le=5)
+
+
+class RuleIn(RulePlacement):
+    """A rule to create."""
+
+    did: str = Field(..., description="scope:name of a dataset or container, or a file's LFN")
+    locked: bool = Field(False, description="a locked rule cannot be deleted, nor expire, until unlocked")
+    account: str | None = Field(None, max_length=128, description="owning account (admins only; default: caller)")
 
 
 class Rule(claims.Leased):
@@ -159,6 +165,19 @@ async def all_ses(db: AsyncDatabase[Document]) -> list[Document]:
     with database_errors():
         docs = await db[SES].find({}).to_list()
     return [{**d, "name": d["_id"]} for d in docs]
+
+
+async def rule_ses(db: AsyncDatabase[Document], vo: str | None) -> list[Document]:
+    """The SEs the rules of VO `vo` (a rule's `vo` stamp) may place copies on, as the expression
+    parser wants them: every SE, or the VO's own where the VO lists SEs; one the VO switched off
+    for writing is not writable for them (`catalogue.vos`, on top of the SE's own switch). The
+    rules' creation, evaluation and repair all place within these."""
+    ses = await all_ses(db)
+    registered = (await registry(db)).get(vo) if vo else None
+    if registered is None or not registered.ses:
+        return ses
+    return [{**se, "write_enabled": se.get("write_enabled", True) and registered.ses[se["name"]].write_enabled}
+            for se in ses if se["name"] in registered.ses]
 
 
 async def resolve_expression(db: AsyncDatabase[Document], expression: str) -> list[Document]:
@@ -260,13 +279,9 @@ async def check_placeable(db: AsyncDatabase[Document], account: str, expression:
                           size: int, vo: str | None = None) -> list[str]:
     """The SEs a rule may use; InvalidInput or QuotaExceeded (nothing written) when it cannot be met.
     A rule of a registered VO uses only the VO's SEs (if it lists any) within the VO's quotas."""
-    matched = await resolve_expression(db, expression)
-    registered = (await registry(db)).get(vo) if vo else None
-    if registered is not None and registered.ses:
-        matched = [se for se in matched if se["name"] in registered.ses]
-    if not matched:
+    names = sorted(resolve(expression, await rule_ses(db, vo)))
+    if not names:
         raise InvalidInput(f"expression {expression!r} matches no storage element", details={"expression": expression})
-    names = [se["name"] for se in matched]
     if copies > len(names):
         raise InvalidInput(f"{copies} copies asked for but {expression!r} matches only {len(names)} SE(s): "
                            f"{', '.join(names)}", details={"ses": names})
@@ -281,12 +296,22 @@ async def check_placeable(db: AsyncDatabase[Document], account: str, expression:
     return names
 
 
+def check_account(principal: Principal, account: str | None, what: str) -> None:
+    """Only administrators act for another account, and a VO's administrators only for accounts
+    of their VO (whose quotas they manage: `catalogue.authorization.name_in_vo`)."""
+    if account is None or account == principal.sub:
+        return
+    if not principal.is_admin:
+        raise Forbidden(f"only administrators {what} for another account")
+    if not name_in_vo(principal, account):
+        raise Forbidden(f"account {account} is not of VO {principal.vo}")
+
+
 async def create_rule(db: AsyncDatabase[Document], principal: Principal, item: RuleIn, *,
                       rule_id: str | None = None, subscription: str | None = None) -> Document:
     """Check and store a new rule (`dirty`: the evaluator makes its locks). Refuses with 4xx and
     writes nothing on a bad or unmatched expression, too many copies, an unknown DID or no quota."""
-    if item.account is not None and item.account != principal.sub and not principal.is_admin:
-        raise Forbidden("only administrators create rules for another account")
+    check_account(principal, item.account, "create rules")
     account = item.account or principal.sub
     validate(item.expression)
     if item.source_expression:
