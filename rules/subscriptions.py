@@ -2,7 +2,8 @@
 the subscription that matches gets the rule, owned by the subscription's account.
 
 The filter looks at a dataset's DID record (datasets carry no user metadata of their own):
-`scopes` (any of), `name_pattern` (a regular expression searched in the name), `owners` (any
+`scopes` (any of), `name_pattern` (a regular expression searched in the name, by RE2:
+`kernel.patterns`), `owners` (any
 of), `dynamic` (true or false). An empty filter matches every new dataset.
 
 The `rule-subscriptions` daemon (`rules.subscriber`) reads the `did_created` events of
@@ -14,12 +15,11 @@ created (over quota, no SE) is recorded in the subscription's `errors`.
 
 from __future__ import annotations
 
-import re
 import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
@@ -27,14 +27,15 @@ from catalogue.authorization import authorize_rule_target, require_vo, vo_stamp
 from catalogue.datasets import DATASETS, did_within_reach
 from catalogue.directories import now
 from catalogue.vos import confine_owner, qualified
-from kernel.bounds import MAX_LIFETIME_S
 from kernel.db import Document, IndexSpec, database_errors, increment, read_by_ids, stamp_missing
 from kernel.errors import CairnError, Conflict, Forbidden, NotFound
+from kernel.patterns import compiled, searches
 from kernel.principal import DEFAULT_VO, Principal
 from rules.se_expression import validate
-from rules.store import Grouping, RuleIn, create_rule
+from rules.store import RuleIn, RulePlacement, check_account, create_rule
 
 SUBSCRIPTIONS = "subscriptions"
+MAX_ERRORS = 1000  # refusals kept per subscription (`_record`)
 
 INDEXES: list[IndexSpec] = []
 
@@ -51,33 +52,22 @@ class DatasetFilter(BaseModel):
     @classmethod
     def _compiles(cls, value: str | None) -> str | None:
         if value is not None:
-            try:
-                re.compile(value)
-            except re.error as exc:
-                raise ValueError(f"not a regular expression: {exc}") from exc
+            compiled(value)  # PatternError (a ValueError): a 400 with the reason
         return value
 
     def matches(self, did: Document) -> bool:
-        """Whether a dataset's record passes the filter."""
+        """Whether a dataset's record passes the filter (the pattern matched in linear time,
+        `kernel.patterns`)."""
         return (did.get("type") == "dataset"
                 and (not self.scopes or did.get("scope") in self.scopes)
-                and (self.name_pattern is None or re.search(self.name_pattern, str(did.get("name", ""))) is not None)
+                and (self.name_pattern is None or searches(self.name_pattern, str(did.get("name", ""))))
                 and (not self.owners or did.get("owner") in self.owners)
                 and (self.dynamic is None or (did.get("query") is not None) == self.dynamic))
 
 
-class RuleTemplate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    copies: int = Field(..., ge=1, le=100)
-    expression: str = Field(..., min_length=1, max_length=2000)
-    grouping: Grouping = "DATASET"
-    lifetime_s: int | None = Field(None, gt=0, le=MAX_LIFETIME_S)
-    weight: str | None = None
-    activity: str = "default"
-    source_expression: str | None = None
-    comment: str = ""
-    priority: int = Field(3, ge=1, le=5)
+class RuleTemplate(RulePlacement):
+    """The rule a subscription gives each dataset it matches: bounded as a rule is (a template the
+    rules could not take stopped the subscriber at the first dataset it matched)."""
 
 
 class SubscriptionIn(BaseModel):
@@ -86,7 +76,7 @@ class SubscriptionIn(BaseModel):
     name: str = Field(..., pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
     filter: DatasetFilter = Field(default_factory=DatasetFilter)
     rule: RuleTemplate
-    account: str | None = Field(None, description="owner of the rules (admins only; default: caller)")
+    account: str | None = Field(None, max_length=128, description="owner of the rules (admins only; default: caller)")
     comment: str = Field("", max_length=2000)
 
 
@@ -102,8 +92,7 @@ def subscription_id(principal: Principal, name: str) -> str:
 
 async def add_subscription(db: AsyncDatabase[Document], principal: Principal, item: SubscriptionIn) -> Document:
     """Store a subscription; it applies to datasets created from now on."""
-    if item.account is not None and item.account != principal.sub and not principal.is_admin:
-        raise Forbidden("only administrators subscribe for another account")
+    check_account(principal, item.account, "subscribe")
     validate(item.rule.expression)
     if item.rule.source_expression:
         validate(item.rule.source_expression)
@@ -174,8 +163,8 @@ async def _apply(db: AsyncDatabase[Document], subscription: Document, new: list[
     for did in new:
         if not wanted.matches(did) or not did_within_reach(principal, did["_id"]):
             continue  # another VO's datasets are not this subscription's business
-        item = RuleIn(did=did["_id"], **subscription["rule"])
         try:
+            item = RuleIn(did=did["_id"], **subscription["rule"])
             # The same check as POST /rules, as the subscriber: a dataset the subscriber may not
             # make a rule on gets none (and the refusal is kept in `errors`).
             await authorize_rule_target(db, principal, did["_id"])
@@ -184,16 +173,28 @@ async def _apply(db: AsyncDatabase[Document], subscription: Document, new: list[
             made += 1
         except DuplicateKeyError:
             continue
+        except ValidationError as exc:  # a template stored before its bounds were a rule's
+            errors[did["_id"].replace(".", "_")] = f"the subscription's rule is not valid: {exc.errors()[0]['msg']}"
         except CairnError as exc:
             if exc.status >= 500:
                 raise
             errors[did["_id"].replace(".", "_")] = exc.message
-    fields: dict[str, Any] = {f"errors.{k}": v for k, v in errors.items()}
-    if fields or made:
+    await _record(db, subscription, made, errors)
+    return made
+
+
+async def _record(db: AsyncDatabase[Document], subscription: Document, made: int, errors: dict[str, str]) -> None:
+    """Count the rules made and keep the refusals by dataset, up to MAX_ERRORS of them (the
+    others only counted in `errors_dropped`, so a subscription refused on every dataset does not
+    grow without bound)."""
+    room = max(0, MAX_ERRORS - len(subscription.get("errors") or {}))
+    kept = dict(sorted(errors.items())[:room])
+    fields: dict[str, Any] = {f"errors.{k}": v for k, v in kept.items()}
+    counts = {"rules_created": made, "errors_dropped": len(errors) - len(kept)}
+    if fields or made or counts["errors_dropped"]:
         with database_errors():
             await db[SUBSCRIPTIONS].update_one({"_id": subscription["_id"]},
-                                               {"$set": fields, **increment({"rules_created": made})})
-    return made
+                                               {**({"$set": fields} if fields else {}), **increment(counts)})
 
 
 async def adopt_unowned(db: AsyncDatabase[Document], vo: str) -> int:
