@@ -24,6 +24,7 @@ from rules import locks, store
 from rules.daemon import RuleDaemon
 from rules.transfer_requests import requester
 from transfers import requests as rq
+from transfers.shared_requests import cancel_as
 
 log = logging.getLogger("cairn.rules")
 
@@ -36,7 +37,8 @@ async def clean(db: AsyncDatabase[Document], rule: Document, settings: RuleSetti
             open_ids = [r["_id"] for r in await db[rq.REQUESTS].find(
                 {"requester": requester(rule), "state": {"$in": list(rq.OPEN_STATES)}}, {"_id": 1}
             ).limit(settings.batch).to_list()]
-        if not open_ids or not await rq.cancel(db, {"_id": {"$in": open_ids}}):
+        # a request others joined passes to them (`transfers.shared_requests`)
+        if not open_ids or not await cancel_as(db, {"_id": {"$in": open_ids}}, requester(rule)):
             break
     released = 0
     while True:

@@ -32,6 +32,7 @@ from kernel.principal import Principal
 from kernel.responses import JsonList
 from kernel.web import DATABASE, ApiRoutes, json_response, principal_of, query_int, read_model, scopes
 from transfers import requests as rq
+from transfers.shared_requests import both, cancel_as, of_requester, of_submission
 
 routes = ApiRoutes("requests")
 
@@ -119,8 +120,14 @@ def requester_of(principal: Principal) -> str:
 
 
 def visible_to(principal: Principal) -> dict[str, Any]:
-    """Admins see every request of their VO (of every VO: global admins); others see their own."""
-    return vo_query(principal) if principal.is_admin else {"requester": requester_of(principal)}
+    """Admins see every request of their VO (of every VO: global admins); others see those they
+    asked for (owned or joined: `transfers.shared_requests`)."""
+    return vo_query(principal) if principal.is_admin else of_requester(requester_of(principal))
+
+
+def asked_by(principal: Principal, doc: Document) -> bool:
+    """Did the caller ask for this request (its owner, or one who joined it)?"""
+    return requester_of(principal) in (doc["requester"], *doc.get(rq.JOINED, ()))
 
 
 async def dataset_lfns(db: AsyncDatabase[Document], principal: Principal, did: str) -> list[str]:
@@ -197,15 +204,17 @@ async def submit_deletion(request: web.Request) -> web.Response:
 async def list_requests(request: web.Request) -> web.Response:
     principal = principal_of(request)
     query: dict[str, Any] = visible_to(principal)
-    for key in ("state", "kind", "submission", "lfn"):
+    for key in ("state", "kind", "lfn"):
         if key in request.query:
             query[key] = request.query[key]
+    if "submission" in request.query:
+        query = both(query, of_submission(request.query["submission"]))
     if "requester" in request.query:
         if not principal.is_admin and request.query["requester"] != requester_of(principal):
             raise Forbidden("only administrators may list other requesters' requests")
         query["requester"] = request.query["requester"]
-    if query.get("state") not in (None, *rq.STATES):
-        raise InvalidInput(f"unknown state {query['state']!r}; states: {', '.join(rq.STATES)}")
+    if request.query.get("state") not in (None, *rq.STATES):
+        raise InvalidInput(f"unknown state {request.query['state']!r}; states: {', '.join(rq.STATES)}")
     limit = query_int(request, "limit", 100, minimum=1, maximum=1000)
     docs = await rq.list_requests(request.app[DATABASE], query, limit=limit)
     return json_response(docs)
@@ -216,15 +225,14 @@ async def list_requests(request: web.Request) -> web.Response:
 async def get_request(request: web.Request) -> web.Response:
     doc = await rq.get_request(request.app[DATABASE], request.match_info["id"])
     principal = principal_of(request)
-    if doc is None or not principal.sees_vo(doc.get("vo")) or (
-            not principal.is_admin and doc["requester"] != requester_of(principal)):
+    if doc is None or not principal.sees_vo(doc.get("vo")) or (not principal.is_admin and not asked_by(principal, doc)):
         raise NotFound(f"request {request.match_info['id']} does not exist")
     return json_response(doc)
 
 
 @routes.get("/submissions/{id}", policy=scopes("transfers.read"), summary="Progress of a bulk submission")
 async def submission_progress(request: web.Request) -> web.Response:
-    query = {"submission": request.match_info["id"], **visible_to(principal_of(request))}
+    query = both(of_submission(request.match_info["id"]), visible_to(principal_of(request)))
     counts = await rq.progress(request.app[DATABASE], query)
     if counts["total"] == 0:
         raise NotFound(f"submission {request.match_info['id']} does not exist")
@@ -238,16 +246,19 @@ async def selected(request: web.Request, verb: str) -> dict[str, Any]:
         raise InvalidInput(f"name request ids or a submission to {verb}")
     query: dict[str, Any] = visible_to(principal_of(request))
     if body.ids:
-        query["_id"] = {"$in": body.ids}
+        query = both(query, {"_id": {"$in": body.ids}})
     if body.submission:
-        query["submission"] = body.submission
+        query = both(query, of_submission(body.submission))
     return query
 
 
 @routes.post("/requests/cancel", policy=scopes("transfers.write"), body=RequestSelection,
              summary="Cancel open requests by id or by submission")
 async def cancel_requests(request: web.Request) -> web.Response:
-    cancelled = await rq.cancel(request.app[DATABASE], await selected(request, "cancel"))
+    principal, query = principal_of(request), await selected(request, "cancel")
+    db = request.app[DATABASE]
+    # an administrator cancels outright; a user withdraws (`transfers.shared_requests`)
+    cancelled = await (rq.cancel(db, query) if principal.is_admin else cancel_as(db, query, requester_of(principal)))
     return json_response({"cancelled": cancelled})
 
 

@@ -58,6 +58,9 @@ STATES = OPEN_STATES + FINAL_STATES
 DEFAULT_MAX_ATTEMPTS = 5
 # Priorities are one digit: claims read them in index order as text (`claim_many`).
 MAX_PRIORITY = 9
+# The requesters, other than the owner, that asked for an open request while it was open (`_join`),
+# and their submissions.
+JOINED, JOINED_SUBMISSIONS = "joined", "joined_submissions"
 
 INDEXES = [
     IndexSpec(REQUESTS, [("active_key", 1)], name="requests_active_key", unique=True, sparse=True),
@@ -68,6 +71,8 @@ INDEXES = [
     IndexSpec(REQUESTS, [("state", 1), ("lease_expires", 1)], name="requests_lease"),
     IndexSpec(REQUESTS, [("requester", 1), ("state", 1)], name="requests_by_requester"),
     IndexSpec(REQUESTS, [("submission", 1), ("state", 1)], name="requests_by_submission"),
+    IndexSpec(REQUESTS, [(JOINED, 1)], name="requests_joined", sparse=True),
+    IndexSpec(REQUESTS, [(JOINED_SUBMISSIONS, 1)], name="requests_joined_submissions", sparse=True),
     IndexSpec(REQUESTS, [("lfn", 1)], name="requests_by_lfn"),
     # claim_staging(): staging requests whose next poll is due
     IndexSpec(REQUESTS, [("state", 1), ("stage.next_poll", 1)], name="requests_stage_poll", index_order=True),
@@ -168,8 +173,9 @@ async def submit(
     max_attempts: int = DEFAULT_MAX_ATTEMPTS,
     vo: str | None = None,
 ) -> dict[str, Any]:
-    """Queue many requests in O(1) round trips; an identical open request is reused, not doubled.
-    `vo`: the VO of the requester (a user's; daemons' requests have none, see catalogue.vos).
+    """Queue many requests in O(1) round trips; an identical open request is reused, not doubled
+    (another requester's is shared with this one: `_join`). `vo`: the VO of the requester (a
+    user's; daemons' requests have none, see catalogue.vos).
 
     Returns {"submission": id, "successful": {lfn: request_id}, "failed": {lfn: reason}}.
     """
@@ -212,13 +218,25 @@ async def submit(
         if doc["active_key"] not in dup_set and doc["lfn"] not in failed:
             successful[doc["lfn"]] = doc["_id"]
     # requests_active_key: the open requests that already do what was asked
-    for existing in await find_by_values(db[REQUESTS], "active_key", duplicates, {"lfn": 1}):
-        successful[existing["lfn"]] = existing["_id"]
+    existing = await find_by_values(db[REQUESTS], "active_key", duplicates, {"lfn": 1, "requester": 1})
+    successful.update({doc["lfn"]: doc["_id"] for doc in existing})
+    await _join(db, [doc["_id"] for doc in existing if doc.get("requester") != requester], requester, submission)
     if duplicates:
         for doc in docs:
             if doc["active_key"] in dup_set and doc["lfn"] not in successful:
                 failed[doc["lfn"]] = "an identical request finished while this one was submitted; submit again"
     return {"submission": submission, "successful": successful, "failed": failed}
+
+
+async def _join(db: AsyncDatabase[Document], ids: list[str], requester: str, submission: str) -> None:
+    """Another requester's open requests that do what this one asked: shared with it, not handed
+    over (`JOINED`, and its submission in `JOINED_SUBMISSIONS`), so it sees them, follows them by
+    its submission and may withdraw from them, and their owner's cancel no longer cancels what it
+    was told is queued (`transfers.shared_requests`)."""
+    if ids:
+        with database_errors():
+            await db[REQUESTS].update_many({"_id": {"$in": ids}, "state": {"$in": list(OPEN_STATES)}},
+                                           {"$addToSet": {JOINED: requester, JOINED_SUBMISSIONS: submission}})
 
 
 async def submit_transfers(
