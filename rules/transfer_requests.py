@@ -50,7 +50,8 @@ def source_for(lfn: str, replicas: Mapping[str, Collection[str]], sources: set[s
 async def submit_for(db: AsyncDatabase[Document], rule: Document, targets: Iterable[tuple[str, str, str]],
                      settings: RuleSettings) -> tuple[list[str], dict[str, list[str]]]:
     """Queue transfers for `(lfn, dest SE, source SE or '')` (one submission per destination; an
-    identical open request of anyone is reused). Returns the lock ids queued and, by reason,
+    identical open request of anyone is reused), stamped with the rule's VO (whose administrators
+    see them, and only they: `catalogue.vos`). Returns the lock ids queued and, by reason,
     those that could not be."""
     by_dest: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for lfn, dest, source in targets:
@@ -61,7 +62,8 @@ async def submit_for(db: AsyncDatabase[Document], rule: Document, targets: Itera
         for start in range(0, len(items), settings.batch):
             part = items[start:start + settings.batch]
             result = await rq.submit(db, "transfer", part, requester=requester(rule), activity=rule["activity"],
-                                     priority=int(rule.get("priority", 3)), max_attempts=settings.transfer_attempts)
+                                     priority=int(rule.get("priority", 3)), max_attempts=settings.transfer_attempts,
+                                     vo=rule.get("vo"))
             for item in part:
                 lid = lock_id(rule["_id"], item["lfn"], dest)
                 if item["lfn"] in result["successful"]:

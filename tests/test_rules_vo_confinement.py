@@ -30,6 +30,12 @@ async def test_a_rule_places_its_copies_only_on_its_vos_ses(vo_world: World, set
 
     await run_until(ok, rule_daemons(rule_settings(settings), vo_world.db), timeout_s=40)
     assert not await vo_world.db["transfer_requests"].find_one({"dest_se": "DISK2"})
+    # its transfer is the VO's: cta's administrator sees it, lhcb's does not
+    asked = await vo_world.db["transfer_requests"].find({"requester": f"rule:{rule['id']}"}).to_list()
+    assert [r.get("vo") for r in asked] == ["cta"]
+    for admin, seen in (("ctaadmin", [asked[0]["_id"]]), ("lhcbadmin", [])):
+        status, listed = await vo_world.call(admin, "GET", "/requests")
+        assert status == 200 and [r["_id"] for r in listed] == seen, (admin, listed)
     assert not [p for p in se_root(vo_world.ses[1]).rglob("*") if p.is_file() and "cta" in str(p)]
     status, refused = await vo_world.call("eve", "POST", "/rules", {"did": ALICES, "copies": 1, "expression": "DISK2"})
     assert status == 400 and "matches no storage element" in refused["message"], refused
