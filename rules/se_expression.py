@@ -52,7 +52,7 @@ def tokenize(expression: str) -> list[Token]:
             raise _error(expression, pos + skipped, f"unexpected character {expression[pos + skipped]!r}")
         kind = match.lastgroup or ""
         text = match.group(kind)
-        tokens.append(Token(kind, text.replace(" ", ""), match.start(kind)))
+        tokens.append(Token(kind, "".join(text.split()), match.start(kind)))  # any whitespace, as `\s` took it
         pos = match.end()
     if not tokens:
         raise _error(expression, 0, "empty expression")

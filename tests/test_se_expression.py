@@ -27,6 +27,7 @@ SES = [
     ("cloud", {"CERN-DISK", "DESY-DISK"}),
     ("(tier=0|tier=1)\\(country=ch&kind=tape)", {"CERN-DISK", "DESY-DISK", "IN2P3-DISK"}),
     ("tier=1 | site = PIC", {"DESY-DISK", "IN2P3-DISK", "PIC-DISK"}),
+    ("tier\t=\t1|site\u00a0=PIC", {"DESY-DISK", "IN2P3-DISK", "PIC-DISK"}),  # any whitespace, not only spaces
     ("tier=5", set()),
 ])
 def test_expression_selects(expression: str, expected: set[str]) -> None:
