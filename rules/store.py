@@ -403,7 +403,8 @@ def _may_change(principal: Principal, rule: Document) -> None:
 async def update_rule(db: AsyncDatabase[Document], principal: Principal, rule_id: str,
                       update: RuleUpdate) -> Document:
     """Change a rule's copies (checked against the quota), lifetime, lock flag, comment or
-    activity, or resume it (one atomic update; more copies make the rule dirty)."""
+    activity, or resume it (one atomic update; more copies make the rule dirty). An expired rule
+    (deleted, or past its lifetime) is refused (409): the cleaner removes it whatever changes."""
     rule = await get_rule(db, rule_id)
     _may_change(principal, rule)
     at = now()
@@ -424,12 +425,13 @@ async def update_rule(db: AsyncDatabase[Document], principal: Principal, rule_id
     if update.state == "replicating" and rule["state"] in ("stuck", "suspended"):
         change.update({"state": "replicating", "stuck_since": None, "dirty": True, "due": at})
         inc["generation"] = 1
+    # An expired rule is being removed (the cleaner may be releasing its locks): not changed.
     with database_errors():
         updated = await db[RULES].find_one_and_update(
-            {"_id": rule_id}, {"$set": change, **(increment(inc) if inc else {})},
-            return_document=ReturnDocument.AFTER)
+            {"_id": rule_id, "$or": [{"expires_at": None}, {"expires_at": {"$gt": at}}]},
+            {"$set": change, **(increment(inc) if inc else {})}, return_document=ReturnDocument.AFTER)
     if updated is None:
-        raise NotFound(f"rule {rule_id} does not exist")
+        raise Conflict(f"rule {rule_id} has expired and is being removed; make a new rule")
     return updated
 
 

@@ -96,6 +96,9 @@ async def test_the_cli_resolves_expressions_and_manages_rules(
     assert json.loads(unlocked.stdout)["locked"] is False
     deleted = await run_cli(api.url, token, "rule", "delete", rule["id"], "--json")
     assert deleted.returncode == 0 and json.loads(deleted.stdout)["expires_at"] is not None
+    # a deleted rule is being removed: no change brings it back (the cleaner removes it anyway)
+    revived = await run_cli(api.url, token, "rule", "update", rule["id"], "--lifetime", "3600")
+    assert revived.returncode != 0 and "has expired and is being removed" in revived.stderr, revived.stderr
     quota = await run_cli(api.url, token, "quota", "set", "root", "T1-A", "5000")
     assert quota.returncode == 0, quota.stderr
     usage = await run_cli(api.url, token, "quota", "list", "--account", "root", "--json")
