@@ -100,7 +100,9 @@ async def mark_lost_many(db: AsyncDatabase[Document], se: str, lfns: Sequence[st
 
 async def report_suspicious(db: AsyncDatabase[Document], lfn: str, se: str, *, threshold: int, reason: str) -> str:
     """Count one report that lfn's replica on se was missing on storage; the `threshold`-th marks
-    it lost. Answers the replica's state afterwards: "suspicious", "lost" or "absent"."""
+    it lost. Answers the replica's state afterwards: "suspicious", "lost" or "absent", or
+    "not_expected" (nothing counted) for a replica whose bytes are not expected on storage yet (one
+    being written: a count taken then stayed, and the first miss after its copy marked it lost)."""
     for _ in range(5):
         with database_errors():
             doc = await db[FILES].find_one({"_id": lfn}, {"replicas": 1})
@@ -110,6 +112,8 @@ async def report_suspicious(db: AsyncDatabase[Document], lfn: str, se: str, *, t
         index, replica = found[0]
         if replica.get("status") == "lost":
             return "lost"
+        if replica.get("status") not in EXPECTED_ON_STORAGE:
+            return "not_expected"
         count = int(replica.get("suspicions") or 0)
         with database_errors():
             result = await db[FILES].update_one(

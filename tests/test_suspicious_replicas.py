@@ -62,3 +62,17 @@ async def test_a_transfer_whose_source_is_missing_reports_it_and_fails_over(
     request = await database[rq.REQUESTS].find_one({"lfn": "/vo/t/f"})
     assert request["state"] == "failed" and "no other source" in request["last_error"]
     assert [await replica_status(database, "/vo/t/f", name) for name in ("A", "B")] == ["lost", "lost"]
+
+
+async def test_a_replica_being_written_is_not_counted_suspicious(live_ses: LiveSEs, admin: Client) -> None:
+    """Its bytes are not there yet: a count taken then stayed, and the first miss after its copy
+    ended marked it lost at once."""
+    live_ses.api.settings.audit.suspicious_threshold = 2
+    await live_ses.add("file", name="BEING")
+    result = await admin.register_files([{"lfn": "/cta/s/w", "size": 4, "adler32": "03d8019b",
+                                          "replicas": [{"se": "BEING", "status": "copying"}]}])
+    assert not result["failed"], result
+    answer = await admin.request("POST", "/replicas/suspicious", json_body={"lfn": "/cta/s/w", "se": "BEING"})
+    assert answer["state"] == "not_expected", answer
+    doc = await admin.get_file("/cta/s/w")
+    assert [(r["status"], r.get("suspicions")) for r in doc["replicas"]] == [("copying", None)]
