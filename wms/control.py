@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from pymongo.asynchronous.database import AsyncDatabase
 
 from kernel import claims
@@ -39,17 +41,20 @@ async def kill(db: AsyncDatabase[Document], job: Document, reason: str) -> Docum
     return {"id": job_id, "state": "kill_requested"}
 
 
-async def reschedule(db: AsyncDatabase[Document], job: Document, reason: str) -> Document:
-    """Send a stalled, failed or killed job back to the checker as a new attempt."""
+async def reschedule(db: AsyncDatabase[Document], job: Document, reason: str, *,
+                     from_states: Sequence[str] = states.RESCHEDULABLE) -> Document:
+    """Send a stalled, failed or killed job back to the checker as a new attempt. `from_states`
+    narrows what the job may be in now: the watchdog moves only a job still stalled, so a kill
+    that landed since it declared the stall stays a kill (the attempt alone does not change)."""
     done = await jobs.transition(
-        db, job["_id"], list(states.RESCHEDULABLE), states.RECEIVED, reason,
+        db, job["_id"], list(from_states), states.RECEIVED, reason,
         guard={"attempt": job["attempt"]},
         set_fields={"recheck_at": jobs.now()},
         unset_fields=RESET_ON_RESCHEDULE,
         inc={"attempt": 1, "reschedules": 1},
     )
     if done is None:
-        raise Conflict(f"job {job['_id']} is {job['state']}; only {', '.join(states.RESCHEDULABLE)} jobs "
+        raise Conflict(f"job {job['_id']} is {job['state']}; only {', '.join(from_states)} jobs "
                        "can be rescheduled")
     return jobs.public_view(done)
 
@@ -71,5 +76,9 @@ async def declare_stalled(db: AsyncDatabase[Document], job: Document, max_resche
         await jobs.transition(db, job["_id"], [states.STALLED], states.FAILED,
                               f"stalled {int(stalled.get('reschedules', 0)) + 1} times; giving up")
         return "failed"
-    await reschedule(db, stalled, f"rescheduled after stalling (attempt {stalled['attempt']})")
+    try:
+        await reschedule(db, stalled, f"rescheduled after stalling (attempt {stalled['attempt']})",
+                         from_states=[states.STALLED])
+    except Conflict:
+        return "moved on by a request meanwhile"
     return "rescheduled"

@@ -1,0 +1,43 @@
+"""What the job layer's audit found, as specifications: a job reaches only its VO's SEs and the
+files its submitter can see, answers reveal no hidden file or other VO's job, parametric
+substitution is bounded and refuses what is not text, and a user's kill outlives the watchdog."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import pytest
+
+from tests.fixtures.authz import World
+from tests.fixtures.grid import check_all
+from wms import control, jobs, task_queues
+from wms.config import WmsSettings
+
+
+async def test_a_kill_during_a_stall_stays_a_kill(world: World, wms_config: WmsSettings,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """The user's kill is sent while the watchdog is between declaring the stall and rescheduling:
+    the real `add_running` runs, and the kill request goes to the real server in its wake."""
+    status, answer = await world.call("bob", "POST", "/jobs", {"executable": "/bin/true"})
+    assert status == 201, answer
+    [jid] = answer["ids"]
+    await check_all(world.db, wms_config)
+    async with world.api.client(world.api.token(sub="pilot", scopes=("jobs.pilot",))) as p:
+        assert (await p.match_job(pilot="p1", site="SITE"))["id"] == jid
+        await p.start_job(jid, pilot="p1", attempt=1)
+    await world.db["jobs"].update_one({"_id": jid}, {"$set": {"heartbeat_at": jobs.now() - dt.timedelta(seconds=60)}})
+    job = await jobs.get_job(world.db, jid)
+    add_running = task_queues.add_running
+    kills = []
+
+    async def then_the_user_kills(db: Any, group: str, delta: int) -> None:
+        await add_running(db, group, delta)
+        kills.append(await world.call("bob", "POST", f"/jobs/{jid}/kill", {}))
+
+    monkeypatch.setattr(task_queues, "add_running", then_the_user_kills)
+    outcome = await control.declare_stalled(world.db, job, max_reschedules=5, silent_s=60)
+    assert kills == [(200, {"id": jid, "state": "killed"})]
+    assert outcome != "rescheduled"
+    final = await jobs.get_job(world.db, jid)
+    assert (final["state"], final["attempt"]) == ("killed", 1)
