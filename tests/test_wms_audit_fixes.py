@@ -11,8 +11,22 @@ import pytest
 
 from tests.fixtures.authz import World
 from tests.fixtures.grid import check_all
-from wms import control, jobs, task_queues
+from wms import control, jobs, pilot_records, task_queues
 from wms.config import WmsSettings
+
+
+async def test_the_pilot_listing_shows_only_the_callers_vos_jobs(vo_world: World, wms_config: WmsSettings) -> None:
+    status, answer = await vo_world.call("eve", "POST", "/jobs", {"executable": "/bin/true"})
+    assert status == 201, answer
+    [eve_job] = answer["ids"]
+    await check_all(vo_world.db, wms_config)
+    await pilot_records.record_intents(vo_world.db, [{"_id": "P1", "site": "SITE", "queue": "q", "backend": "local"}])
+    async with vo_world.api.client(vo_world.api.token(sub="pilot", scopes=("jobs.pilot",))) as p:
+        assert (await p.match_job(pilot="P1", site="SITE"))["id"] == eve_job
+    status, listing = await vo_world.call("bob", "GET", "/pilots")
+    assert status == 200 and [(p["name"], p["jobs"]) for p in listing] == [("P1", [])]
+    status, listing = await vo_world.call("eve", "GET", "/pilots")
+    assert [(p["name"], p["jobs"]) for p in listing] == [("P1", [eve_job])]
 
 
 async def test_a_kill_during_a_stall_stays_a_kill(world: World, wms_config: WmsSettings,

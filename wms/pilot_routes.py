@@ -37,7 +37,8 @@ async def list_pilots(request: web.Request) -> web.Response:
     limit = query_int(request, "limit", 100, minimum=1, maximum=10_000)
     found = await pilot_records.list_pilots(request.app[DATABASE], site=request.query.get("site") or None,
                                             state=state, limit=limit)
-    return json_response([pilot_records.public_view(d) for d in found])
+    views = [pilot_records.public_view(d) for d in found]
+    return json_response(await _confine_jobs(request.app[DATABASE], principal_of(request), views))
 
 
 @routes.get("/pilots/{name}", policy=READ, summary="A pilot: batch id, queue, site, state, its jobs",
@@ -49,12 +50,20 @@ async def get_pilot(request: web.Request) -> web.Response:
 async def pilot_view(db: Any, principal: Principal, name: str) -> dict[str, Any]:
     """A pilot as its caller may see it: a pilot runs every VO's jobs, so a caller confined to a
     VO is shown only the jobs of its VO (API and portal alike)."""
-    view = pilot_records.public_view(await pilot_records.get_pilot(db, name))
-    if principal.confined:
-        ran = view.get("jobs", [])
-        mine = {d["_id"] async for d in read_by_ids(db[JOBS], ran, {"_id": 1}, flt=vo_query(principal))}
-        view["jobs"] = [job for job in ran if job in mine]
+    doc = await pilot_records.get_pilot(db, name)
+    [view] = await _confine_jobs(db, principal, [pilot_records.public_view(doc)])
     return view
+
+
+async def _confine_jobs(db: Any, principal: Principal, views: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The pilots' views with only the jobs of the caller's VO (one read for all of them)."""
+    if not principal.confined:
+        return views
+    ran = {job for view in views for job in view.get("jobs", [])}
+    mine = {d["_id"] async for d in read_by_ids(db[JOBS], ran, {"_id": 1}, flt=vo_query(principal))}
+    for view in views:
+        view["jobs"] = [job for job in view.get("jobs", []) if job in mine]
+    return views
 
 
 @routes.get("/pilots/{name}/logs", policy=ADMIN, summary="The tail of a pilot's batch log",
