@@ -9,10 +9,17 @@ from typing import Any
 
 import pytest
 
-from tests.fixtures.authz import World
+from tests.fixtures.authz import DATASET, SHARED, World
 from tests.fixtures.grid import check_all
 from wms import control, jobs, pilot_records, task_queues
 from wms.config import WmsSettings
+
+
+async def test_a_dataset_input_leaves_out_files_the_submitter_cannot_reach(world: World) -> None:
+    status, answer = await world.call("carol", "POST", "/jobs", {"executable": "/bin/true", "input_dataset": DATASET})
+    assert status == 201, answer
+    status, job = await world.call("carol", "GET", f"/jobs/{answer['ids'][0]}")
+    assert job["description"]["input_data"] == [SHARED]
 
 
 async def test_the_pilot_listing_shows_only_the_callers_vos_jobs(vo_world: World, wms_config: WmsSettings) -> None:

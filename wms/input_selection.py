@@ -1,8 +1,9 @@
 """Resolving a job's dataset or query input to the LFNs it stands for, at submission.
 
 `input_dataset` becomes the files of the dataset (a container's: of every dataset below it),
-as `catalogue.dataset_contents.file_lfns` lists them. `input_query` becomes what
-`catalogue.find.open_query` returns for the submitter, with the same permission rules as
+as `catalogue.dataset_contents.file_lfns` lists them, less those the submitter cannot reach (as
+GET /dids/contents shows them; one it can see but not read is refused at submission).
+`input_query` becomes what `catalogue.find.open_query` returns for the submitter, with the same permission rules as
 `cairn find` (files the submitter may not read are left out; the scope directory must be
 readable). Either is a snapshot: files attached or matching later do not join the job.
 
@@ -17,7 +18,7 @@ from collections.abc import Sequence
 
 from pymongo.asynchronous.database import AsyncDatabase
 
-from catalogue.authorization import require_did
+from catalogue.authorization import require_did, visible_files
 from catalogue.dataset_contents import file_lfns
 from catalogue.find import open_query
 from catalogue.lfn import check_lfn
@@ -41,9 +42,11 @@ async def _resolve(db: AsyncDatabase[Document], principal: Principal, selection:
     kind, what, path = selection
     if kind == "dataset":
         lfns = await file_lfns(db, require_did(principal, what), limit=MAX_INPUTS_PER_JOB)
-        if not lfns:
+        # As GET /dids/contents: a file the submitter cannot reach is left out (hidden = not attached).
+        seen = await visible_files(db, principal, lfns)
+        if not seen:
             raise InvalidInput(f"input_dataset {what} holds no files")
-        return lfns
+        return [lfn for lfn in lfns if lfn in seen]
     results = await open_query(db, principal, what, scope=check_lfn(path))
     found: list[str] = []
     async for doc in results:
