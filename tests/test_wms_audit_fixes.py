@@ -15,6 +15,18 @@ from wms import control, jobs, pilot_records, task_queues
 from wms.config import WmsSettings
 
 
+def with_output(lfn: str, se: str) -> dict[str, Any]:
+    return {"executable": "/bin/true", "outputs": [{"path": "o", "lfn": lfn, "se": se}]}
+
+
+async def test_an_output_on_another_vos_se_answers_like_a_missing_se(vo_world: World) -> None:
+    missing = await vo_world.call("eve", "POST", "/jobs", with_output("/cta/mc/out-a", "NOPE"))
+    foreign = await vo_world.call("eve", "POST", "/jobs", with_output("/cta/mc/out-b", "DISK2"))
+    assert foreign[0] == missing[0] == 400
+    assert foreign[1]["message"] == "unknown output SE(s): DISK2"
+    assert (await vo_world.call("eve", "POST", "/jobs", with_output("/cta/mc/out-c", "DISK3")))[0] == 201
+
+
 async def test_a_dataset_input_leaves_out_files_the_submitter_cannot_reach(world: World) -> None:
     status, answer = await world.call("carol", "POST", "/jobs", {"executable": "/bin/true", "input_dataset": DATASET})
     assert status == 201, answer

@@ -1,7 +1,7 @@
 """Accepting jobs: expand parametric descriptions, refuse bad input with the reason, store the rest.
 
 Everything is checked before anything is stored, so a refused submission queues nothing:
-unknown sites (or sites that are not the VO's, when it lists any) or SEs, input LFNs the
+unknown sites or SEs (another VO's, when the VO lists its own, answer as unknown), input LFNs the
 caller may not read (the catalogue's path permissions),
 output LFNs that exist already or that the caller may not create, output LFNs repeated within
 the submission. Dataset and query inputs are resolved to LFNs first (wms/input_selection.py),
@@ -16,6 +16,7 @@ from collections.abc import Sequence
 
 from pymongo.asynchronous.database import AsyncDatabase
 
+from catalogue.authorization import se_in_vo
 from catalogue.directories import fetch_directories
 from catalogue.files import authorized_files, fetch_files
 from catalogue.lfn import ancestors, check_lfn
@@ -53,7 +54,8 @@ async def _validate(db: AsyncDatabase[Document], principal: Principal, concrete:
     vo = (await registry(db)).get(principal.vo)
     if vo is not None and vo.sites:
         sites &= set(vo.sites)  # another VO's site answers like an unknown one
-    unknown_ses = sorted({o.se for job in concrete for o in job.outputs} - set(ses))
+    usable = {name for name in ses if se_in_vo(principal, name)}  # another VO's SE answers like an unknown one
+    unknown_ses = sorted({o.se for job in concrete for o in job.outputs} - usable)
     if unknown_ses:
         raise InvalidInput(f"unknown output SE(s): {', '.join(unknown_ses)}", details={"ses": unknown_ses})
     read_only = sorted({o.se for job in concrete for o in job.outputs if ses[o.se].kind != "disk"})
