@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from tests.fixtures.authz import DATASET, SHARED, World
+from tests.fixtures.authz import DATASET, PRIVATE, SHARED, World
 from tests.fixtures.grid import check_all
 from wms import control, jobs, pilot_records, task_queues
 from wms.config import WmsSettings
@@ -32,6 +32,19 @@ async def test_a_dataset_input_leaves_out_files_the_submitter_cannot_reach(world
     assert status == 201, answer
     status, job = await world.call("carol", "GET", f"/jobs/{answer['ids'][0]}")
     assert job["description"]["input_data"] == [SHARED]
+
+
+async def test_an_output_over_a_hidden_file_answers_like_a_missing_one(world: World) -> None:
+    hidden = await world.call("carol", "POST", "/jobs", with_output(PRIVATE, "DISK1"))
+    missing = await world.call("carol", "POST", "/jobs", with_output("/lhcb/data/nothing-here.root", "DISK1"))
+    assert hidden[0] == missing[0] == 403
+
+
+async def test_an_output_over_another_vos_file_answers_like_a_missing_one(vo_world: World) -> None:
+    hidden = await vo_world.call("eve", "POST", "/jobs", with_output(PRIVATE, "DISK3"))
+    missing = await vo_world.call("eve", "POST", "/jobs", with_output("/lhcb/data/nothing-here.root", "DISK3"))
+    assert hidden[0] == missing[0] == 403
+    assert hidden[1]["details"]["lfns"][PRIVATE] == missing[1]["details"]["lfns"]["/lhcb/data/nothing-here.root"]
 
 
 async def test_the_pilot_listing_shows_only_the_callers_vos_jobs(vo_world: World, wms_config: WmsSettings) -> None:

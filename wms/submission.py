@@ -81,17 +81,19 @@ async def _validate(db: AsyncDatabase[Document], principal: Principal, concrete:
 
 
 async def _check_outputs(db: AsyncDatabase[Document], principal: Principal, lfns: Sequence[str]) -> None:
-    """Outputs must be new LFNs the owner may create (checked again when they are registered)."""
+    """Outputs must be new LFNs the owner may create (checked again when they are registered).
+    The right to create comes first: only where the caller could create a file may it learn that
+    one exists (else a hidden or another VO's file would answer 409, a missing one 403)."""
     for lfn in lfns:
         check_lfn(lfn)
-    existing = sorted(await fetch_files(db, lfns, {"_id": 1}))
-    if existing:
-        raise Conflict(f"output LFN(s) exist already: {', '.join(existing[:10])}", details={"lfns": existing})
     dirs = await fetch_directories(db, {a for lfn in lfns for a in ancestors(lfn)})
     denied = {lfn: reason for lfn in lfns if (reason := creation_denial(principal, lfn, dirs))}
     if denied:
         shown = "; ".join(f"{lfn}: {reason}" for lfn, reason in sorted(denied.items())[:10])
         raise Forbidden(f"you may not create {len(denied)} output file(s): {shown}", details={"lfns": denied})
+    existing = sorted(await fetch_files(db, lfns, {"_id": 1}))
+    if existing:
+        raise Conflict(f"output LFN(s) exist already: {', '.join(existing[:10])}", details={"lfns": existing})
 
 
 def _job_document(job_id: str, job: JobDescription, principal: Principal, at: dt.datetime) -> jobs.JobRecord:
