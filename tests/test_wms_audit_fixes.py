@@ -19,6 +19,18 @@ def with_output(lfn: str, se: str) -> dict[str, Any]:
     return {"executable": "/bin/true", "outputs": [{"path": "o", "lfn": lfn, "se": se}]}
 
 
+def parametric(arguments: list[str], parameters: Any) -> dict[str, Any]:
+    return {"executable": "/bin/true", "arguments": arguments, "parameters": parameters}
+
+
+async def refused_storing_nothing(world: World, body: dict[str, Any]) -> dict[str, Any]:
+    status, answer = await world.call("bob", "POST", "/jobs", body)
+    assert status == 400, (status, answer)
+    assert answer["code"] == "invalid_input"
+    assert await world.db["jobs"].count_documents({}) == 0
+    return dict(answer)
+
+
 async def test_an_output_on_another_vos_se_answers_like_a_missing_se(vo_world: World) -> None:
     missing = await vo_world.call("eve", "POST", "/jobs", with_output("/cta/mc/out-a", "NOPE"))
     foreign = await vo_world.call("eve", "POST", "/jobs", with_output("/cta/mc/out-b", "DISK2"))
@@ -59,6 +71,15 @@ async def test_the_pilot_listing_shows_only_the_callers_vos_jobs(vo_world: World
     assert status == 200 and [(p["name"], p["jobs"]) for p in listing] == [("P1", [])]
     status, listing = await vo_world.call("eve", "GET", "/pilots")
     assert [(p["name"], p["jobs"]) for p in listing] == [("P1", [eve_job])]
+
+
+async def test_percent_c_beyond_unicode_is_refused(world: World) -> None:
+    await refused_storing_nothing(world, parametric(["%(param)c"], [2**40]))
+
+
+async def test_percent_c_giving_a_surrogate_is_refused(world: World) -> None:
+    answer = await refused_storing_nothing(world, parametric(["%(param)c"], [65, 0xD800]))
+    assert "surrogate" in answer["message"]
 
 
 async def test_a_kill_during_a_stall_stays_a_kill(world: World, wms_config: WmsSettings,

@@ -25,6 +25,7 @@ LFN_PATTERN = r"^/[^\x00]*[^/]$"
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 MAX_JOBS_PER_SUBMISSION = 10_000
 MAX_INPUTS_PER_JOB = 10_000
+SURROGATE = re.compile("[\ud800-\udfff]")
 ParameterValue = str | Int64 | float
 ParameterList = Annotated[list[ParameterValue], Field(max_length=MAX_JOBS_PER_SUBMISSION)]
 
@@ -168,11 +169,15 @@ def expand(description: JobDescription) -> list[JobDescription]:
 
 def _substitute(text: str, env: dict[str, ParameterValue]) -> str:
     try:
-        return text % env
-    except (KeyError, ValueError, TypeError) as exc:
+        result = text % env
+    except (KeyError, ValueError, TypeError, OverflowError) as exc:
         raise InvalidInput(
             f"cannot substitute parameters into {text!r}: {exc!r} (use %(param)s and %(index)s; write %% for %)"
         ) from exc
+    # `%c` of a value in U+D800..U+DFFF makes a lone surrogate, which no UTF-8 text (nor BSON) holds.
+    if SURROGATE.search(result):
+        raise InvalidInput(f"substituting parameters into {text!r} gives a lone surrogate, not text")
+    return result
 
 
 class Submission(BaseModel):
