@@ -13,6 +13,7 @@ from tests.fixtures.authz import DATASET, PRIVATE, SHARED, World
 from tests.fixtures.grid import check_all
 from wms import control, jobs, pilot_records, task_queues
 from wms.config import WmsSettings
+from wms.description import MAX_JOBS_PER_SUBMISSION
 
 
 def with_output(lfn: str, se: str) -> dict[str, Any]:
@@ -80,6 +81,30 @@ async def test_percent_c_beyond_unicode_is_refused(world: World) -> None:
 async def test_percent_c_giving_a_surrogate_is_refused(world: World) -> None:
     answer = await refused_storing_nothing(world, parametric(["%(param)c"], [65, 0xD800]))
     assert "surrogate" in answer["message"]
+
+
+async def test_a_printf_width_beyond_the_bound_is_refused(world: World) -> None:
+    answer = await refused_storing_nothing(world, parametric(["%(index)20000000d"], [1]))
+    assert "width or precision" in answer["message"]
+    await refused_storing_nothing(world, parametric(["%(index).20000000d"], [1]))
+
+
+async def test_a_modest_printf_width_still_pads(world: World) -> None:
+    status, answer = await world.call("bob", "POST", "/jobs", parametric(["%(index)05d", "%(param)-4s|"], ["a"]))
+    assert status == 201, answer
+    status, job = await world.call("bob", "GET", f"/jobs/{answer['ids'][0]}")
+    assert job["description"]["arguments"] == ["00000", "a   |"]
+
+
+async def test_many_substitutions_of_a_long_value_are_refused_before_they_are_built(world: World) -> None:
+    answer = await refused_storing_nothing(world, parametric(["%(param)s"] * 70, ["x" * 1_000_000]))
+    assert "characters of substituted text" in answer["message"]
+
+
+async def test_the_job_limit_bounds_the_whole_submission(world: World) -> None:
+    half = parametric([], {"stop": MAX_JOBS_PER_SUBMISSION // 2 + 1})
+    answer = await refused_storing_nothing(world, {"jobs": [half, half]})
+    assert "per submission" in answer["message"]
 
 
 async def test_a_kill_during_a_stall_stays_a_kill(world: World, wms_config: WmsSettings,

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import PurePosixPath
 from typing import Annotated
 
@@ -25,6 +26,12 @@ LFN_PATTERN = r"^/[^\x00]*[^/]$"
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 MAX_JOBS_PER_SUBMISSION = 10_000
 MAX_INPUTS_PER_JOB = 10_000
+MAX_FORMAT_WIDTH = 100
+MAX_EXPANDED_CHARS = 64 * 1024 * 1024
+# What one conversion adds beyond its width and its value's text (`%f` of 1e308 writes 309 digits).
+NUMBER_CHARS = 330
+# `%%`, or a conversion's mapping key, flags, width (group 1) and precision (group 2).
+CONVERSION = re.compile(r"%(?:%|(?:\([^()]*\))?[-#0 +]*(\*|\d*)(?:\.(\*|\d*))?)", re.ASCII)
 SURROGATE = re.compile("[\ud800-\udfff]")
 ParameterValue = str | Int64 | float
 ParameterList = Annotated[list[ParameterValue], Field(max_length=MAX_JOBS_PER_SUBMISSION)]
@@ -73,9 +80,12 @@ class ParameterRange(BaseModel):
     stop: Int64
     step: PositiveInt64 = 1
 
+    def count(self) -> int:
+        return max(0, -(-(self.stop - self.start) // self.step))
+
     def values(self) -> list[int]:
         # Bounded before building the list: a huge range would exhaust memory, not just fail.
-        count = max(0, -(-(self.stop - self.start) // self.step))
+        count = self.count()
         if count > MAX_JOBS_PER_SUBMISSION:
             raise InvalidInput(f"{count} parameter values exceed the limit of {MAX_JOBS_PER_SUBMISSION}")
         return list(range(self.start, self.stop, self.step))
@@ -119,6 +129,20 @@ class JobDescription(BaseModel):
             _check_lfns(self.input_data)
         return self
 
+    def job_count(self) -> int:
+        """How many jobs the description stands for, counted without building them."""
+        if self.parameters is None:
+            return 1
+        if isinstance(self.parameters, ParameterRange):
+            return self.parameters.count()
+        return len(self.parameters)
+
+    def templates(self) -> list[str]:
+        """The texts parameters are substituted into."""
+        texts = [self.name, *self.arguments, *self.input_data, *(o.lfn for o in self.outputs),
+                 *(o.path for o in self.outputs)]
+        return texts + [text for text in (self.input_dataset, self.input_query) if text is not None]
+
     def parameter_values(self) -> list[ParameterValue] | None:
         if self.parameters is None:
             return None
@@ -138,6 +162,32 @@ def _check_lfns(lfns: list[str]) -> None:
         raise ValueError(f"inputs are placed in the work directory by file name; these names repeat: {clashes[:5]}")
 
 
+def expand_all(descriptions: Sequence[JobDescription]) -> list[JobDescription]:
+    """The concrete jobs of a whole submission, bounded before any is built: a few short
+    descriptions with many parameter values (or wide printf fields) would otherwise fill the
+    memory from a small body. At most MAX_JOBS_PER_SUBMISSION jobs in all, and at most
+    MAX_EXPANDED_CHARS characters of substituted text (an upper bound, reckoned from the templates)."""
+    total = sum(d.job_count() for d in descriptions)
+    if total > MAX_JOBS_PER_SUBMISSION:
+        raise InvalidInput(f"the submission stands for {total} jobs; the limit is {MAX_JOBS_PER_SUBMISSION} "
+                           "per submission (split it)")
+    chars = sum(_expanded_chars(d) for d in descriptions)
+    if chars > MAX_EXPANDED_CHARS:
+        raise InvalidInput(f"the parametric jobs would hold up to {chars} characters of substituted text; the "
+                           f"limit is {MAX_EXPANDED_CHARS} per submission (split it, or shorten the templates)")
+    return [job for d in descriptions for job in expand(d)]
+
+
+def _expanded_chars(description: JobDescription) -> int:
+    values = description.parameter_values()
+    if not values:
+        return 0
+    texts = description.templates()
+    conversions = sum(len(CONVERSION.findall(text)) for text in texts)
+    widest = MAX_FORMAT_WIDTH + NUMBER_CHARS + max(len(ascii(v)) for v in values)
+    return len(values) * (sum(map(len, texts)) + conversions * widest)
+
+
 def expand(description: JobDescription) -> list[JobDescription]:
     """The concrete jobs a description stands for (itself, or one per parameter value)."""
     values = description.parameter_values()
@@ -147,6 +197,8 @@ def expand(description: JobDescription) -> list[JobDescription]:
         raise InvalidInput("parameters is empty: a parametric description must give at least one value")
     if len(values) > MAX_JOBS_PER_SUBMISSION:
         raise InvalidInput(f"{len(values)} parameter values exceed the limit of {MAX_JOBS_PER_SUBMISSION}")
+    for text in description.templates():
+        _check_widths(text)
     template = description.model_dump(exclude={"parameters"})
     jobs = []
     for index, value in enumerate(values):
@@ -165,6 +217,20 @@ def expand(description: JobDescription) -> list[JobDescription]:
         except ValueError as exc:
             raise InvalidInput(f"parameter #{index} ({value!r}) gives an invalid job: {exc}") from exc
     return jobs
+
+
+def _check_widths(text: str) -> None:
+    """Refuse a printf width or precision that would build a huge string from a short template
+    (`%(index)20000000d` is 20 MB per job), before anything is substituted."""
+    for width, precision in CONVERSION.findall(text):
+        if any(_beyond_bound(n) for n in (width, precision)):
+            raise InvalidInput(f"cannot substitute parameters into {text[:100]!r}: a width or precision above "
+                               f"{MAX_FORMAT_WIDTH} is refused")
+
+
+def _beyond_bound(number: str) -> bool:
+    digits = number.lstrip("0*")  # long digit strings are refused unread (int() refuses them too)
+    return len(digits) > 3 or int(digits or "0") > MAX_FORMAT_WIDTH
 
 
 def _substitute(text: str, env: dict[str, ParameterValue]) -> str:

@@ -26,7 +26,7 @@ from kernel.db import Document
 from kernel.errors import Conflict, Forbidden, InvalidInput
 from kernel.principal import Principal
 from wms import input_data, jobs, states
-from wms.description import JobDescription, expand
+from wms.description import JobDescription, expand_all
 from wms.input_selection import resolve_inputs
 
 
@@ -37,7 +37,7 @@ async def submit(
     """Validate and store the jobs of a submission; returns their ids in description order.
     `ids` (from `jobs.allocate_ids`, one per concrete job) lets a caller record the ids before
     the jobs exist, so that a retried submission can tell whether they were stored."""
-    concrete = await resolve_inputs(db, principal, [job for d in descriptions for job in expand(d)])
+    concrete = await resolve_inputs(db, principal, expand_all(descriptions))
     await _validate(db, principal, concrete)
     if ids is not None and len(ids) != len(concrete):
         raise InvalidInput(f"{len(ids)} job ids given for {len(concrete)} jobs")
