@@ -68,6 +68,7 @@ async def test_a_job_reading_a_file_only_on_tape_runs_once_the_daemons_staged_it
 
     [request] = await requests_for(grid.db, requester_of(job_id))
     assert (request["state"], request["result"]["source_se"]) == ("done", "SITE-C-TAPE")
+    assert request["vo"] == job["vo"]  # the job's VO's administrators see the transfers it asked for
     # No disk holds any input, so the copy goes to disk at the tape's own site, and the job with it.
     site, staged_to = "SITE-C", request["dest_se"]
     assert (staged_to, job["state"], job["site"]) == ("SITE-C-DISK", "done", site), job["reason"]

@@ -241,11 +241,11 @@ async def _join(db: AsyncDatabase[Document], ids: list[str], requester: str, sub
 
 async def submit_transfers(
     db: AsyncDatabase[Document], items: Sequence[dict[str, Any]], *, requester: str, activity: str = "default",
-    priority: int = 3, submission: str | None = None,
+    priority: int = 3, submission: str | None = None, vo: str | None = None,
 ) -> dict[str, Any]:
     """Queue transfers of `{lfn, dest_se, source_se?}` items (see `submit`)."""
     return await submit(db, "transfer", items, requester=requester, activity=activity, priority=priority,
-                        submission=submission)
+                        submission=submission, vo=vo)
 
 
 def _claimable(kinds: Iterable[Kind], at: dt.datetime) -> dict[str, Any]:

@@ -159,7 +159,8 @@ async def _staging_outcome(
     if dest is None:
         return {"state": states.FAILED, "reason": "inputs are only on tape and no allowed site has a disk SE"}
     items = [{"lfn": lfn, "dest_se": dest, "source_se": tape} for lfn, tape in sorted(placement.tape_only.items())]
-    result = await submit_transfers(db, items, requester=requester, activity="job-staging", priority=4)
+    result = await submit_transfers(db, items, requester=requester, activity="job-staging", priority=4,
+                                    vo=job.get("vo"))
     if result["failed"]:
         return {"state": states.FAILED, "reason": f"could not request staging: {result['failed']}"}
     reason = f"staging {len(items)} tape-only input(s) to {dest} at {site}"
