@@ -28,10 +28,9 @@ from typing import Any
 # Run as a script, bench/ would come first on the path and its rules.py hide the rules package.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
-from bench.harness import cpu_seconds, emit, testbed
+from bench.harness import cpu_seconds, emit_by_size, scratch_database
 from catalogue.dataset_contents import CONTAINER_CHILDREN, linked_dids
 from catalogue.dataset_contents import INDEXES as CONTENT_INDEXES
 from kernel.db import Document, ensure_indexes, increment
@@ -80,9 +79,7 @@ async def timed(pid: int | None, action: Callable[[], Awaitable[Any]]) -> tuple[
 
 
 async def measure(uri: str, pid: int | None, size: int, calls: int) -> dict[str, Any]:
-    client: AsyncMongoClient[Document] = AsyncMongoClient(uri, tz_aware=True)
-    db = client[f"bench_walks_{uuid.uuid4().hex[:8]}"]
-    try:
+    async with scratch_database(uri, "bench_walks") as db:
         await filled(db, size)
         dids = [f"vo:d{(i * 7919) % size}" for i in range(calls)]
         phases: dict[str, tuple[Callable[[], Awaitable[Any]], Callable[[], Awaitable[Any]]]] = {
@@ -102,9 +99,6 @@ async def measure(uri: str, pid: int | None, size: int, calls: int) -> dict[str,
             out[name] = {"seconds": seconds, "db_cpu_s": cpu, "by_in_seconds": base_seconds, "by_in_db_cpu_s": base_cpu,
                          "over_by_in": round(seconds / base_seconds, 3) if base_seconds else None}
         return out
-    finally:
-        await client.drop_database(db.name)
-        await client.close()
 
 
 def main() -> None:
@@ -112,10 +106,8 @@ def main() -> None:
     parser.add_argument("--sizes", default="10000,100000", help="datasets (and rules) per run (10000,100000)")
     parser.add_argument("--calls", type=int, default=20, help="content_changed calls per size (20)")
     args = parser.parse_args()
-    with testbed("cairn-bench-walks-") as bed:
-        results = {size: asyncio.run(measure(bed.database_uri, bed.database_pid, int(size), args.calls))
-                   for size in args.sizes.split(",")}
-        emit({"database": bed.database_kind, "calls": args.calls, "by_size": results})
+    emit_by_size("cairn-bench-walks-", args.sizes, lambda uri, pid, size: measure(uri, pid, size, args.calls),
+                 calls=args.calls)
 
 
 if __name__ == "__main__":

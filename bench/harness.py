@@ -16,7 +16,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -212,6 +212,32 @@ def phase_figures(seconds: dict[str, list[float]], cpu: dict[str, list[float]], 
 def over(figures: dict[str, dict[str, Any]], phase: str, floor: str) -> float:
     """A phase's median over another's (the bare floor)."""
     return round(statistics.median(figures[phase]["seconds"]) / statistics.median(figures[floor]["seconds"]), 2)
+
+
+@contextlib.asynccontextmanager
+async def scratch_database(uri: str, prefix: str) -> AsyncIterator[Any]:
+    """A fresh database of its own on the server at `uri`, dropped afterwards."""
+    from pymongo import AsyncMongoClient
+
+    client: Any = AsyncMongoClient(uri, tz_aware=True)
+    db = client[f"{prefix}_{uuid.uuid4().hex[:8]}"]
+    try:
+        yield db
+    finally:
+        await client.drop_database(db.name)
+        await client.close()
+
+
+def emit_by_size(prefix: str, sizes: str, measure: Callable[[str, int | None, int], Awaitable[dict[str, Any]]],
+                 **fields: Any) -> None:
+    """Run `measure(database URI, database pid, size)` for each of the comma-separated sizes on one
+    testbed and print the figures by size (with `fields`)."""
+    import asyncio
+
+    with testbed(prefix) as bed:
+        results = {size: asyncio.run(measure(bed.database_uri, bed.database_pid, int(size)))
+                   for size in sizes.split(",")}
+        emit({"database": bed.database_kind, **fields, "by_size": results})
 
 
 def emit(result: dict[str, Any]) -> None:

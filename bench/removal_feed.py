@@ -14,30 +14,24 @@ CPU-seconds of each, and the first over the second.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
 # Run as a script, bench/ would come first on the path and its rules.py hide the rules package.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pymongo import AsyncMongoClient
-
-from bench.harness import cpu_seconds, emit, testbed
+from bench.harness import cpu_seconds, emit_by_size, scratch_database
 from catalogue import change_feed
-from kernel.db import Document, ensure_indexes
+from kernel.db import ensure_indexes
 from rules.feed import mark_changed
 from rules.locks import INDEXES as LOCK_INDEXES
 from rules.locks import LOCKS, new_lock
 
 
 async def measure(uri: str, pid: int | None, size: int, removals: int) -> dict[str, Any]:
-    client: AsyncMongoClient[Document] = AsyncMongoClient(uri, tz_aware=True)
-    db = client[f"bench_removal_feed_{uuid.uuid4().hex[:8]}"]
-    try:
+    async with scratch_database(uri, "bench_removal_feed") as db:
         await ensure_indexes(db, LOCK_INDEXES)
         for start in range(0, size, 10_000):
             await db[LOCKS].insert_many([
@@ -54,9 +48,6 @@ async def measure(uri: str, pid: int | None, size: int, removals: int) -> dict[s
             out[name] = {"seconds": round(time.perf_counter() - began, 4), "db_cpu_s": round(cpu_seconds(pid) - cpu, 3)}
         out["named_over_looked_up"] = round(out["named"]["seconds"] / out["looked_up"]["seconds"], 4)
         return out
-    finally:
-        await client.drop_database(db.name)
-        await client.close()
 
 
 def main() -> None:
@@ -64,10 +55,8 @@ def main() -> None:
     parser.add_argument("--sizes", default="100000,200000", help="rule locks per run (100000,200000)")
     parser.add_argument("--removals", type=int, default=1000, help="removal events in the batch (1000)")
     args = parser.parse_args()
-    with testbed("cairn-bench-removal-feed-") as bed:
-        results = {size: asyncio.run(measure(bed.database_uri, bed.database_pid, int(size), args.removals))
-                   for size in args.sizes.split(",")}
-        emit({"database": bed.database_kind, "removals": args.removals, "by_size": results})
+    emit_by_size("cairn-bench-removal-feed-", args.sizes,
+                 lambda uri, pid, size: measure(uri, pid, size, args.removals), removals=args.removals)
 
 
 if __name__ == "__main__":
