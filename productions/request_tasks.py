@@ -8,6 +8,11 @@ for copies on the SEs of the expression that do not hold the file yet, until `co
 do (a task of the `broadcast` plugin: on every one of its `target_ses`; of the `share` plugin:
 one copy on the expression's SEs at its `site`); removal deletes the replicas on the
 expression's SEs, never a file's last replica (no request for those: they are left as they are).
+
+A task asks as its transformation's owner, with the checks `POST /requests/...` makes: r on each
+file to copy it, w to delete its replicas (feeding needs only r), only SEs of the owner's VO,
+and the requests stamped with that VO. A task holding a file the owner may not act on is
+refused whole (`Forbidden`; task_submission records the refusal), nothing of it queued.
 """
 
 from __future__ import annotations
@@ -16,13 +21,17 @@ from typing import Any
 
 from pymongo.asynchronous.database import AsyncDatabase
 
-from catalogue.files import fetch_files
+from catalogue.authorization import REQUEST_DELETION, REQUEST_TRANSFER, Action, authorize_files, se_in_vo, vo_stamp
+from catalogue.vos import confine_owner
 from kernel.db import Document
-from productions import tasks, transformation_files
+from kernel.errors import Forbidden
+from kernel.principal import Principal
+from productions import tasks, transformation_files, transformations
 from rules.store import resolve_expression
 from transfers import requests
 
 REQUEST_KIND: dict[str, requests.Kind] = {"replication": "transfer", "removal": "delete"}
+REQUEST_ACTION: dict[str, Action] = {"replication": REQUEST_TRANSFER, "removal": REQUEST_DELETION}
 
 
 def _items(kind: str, template: dict[str, Any], files: dict[str, Document], targets: list[str]) -> list[Document]:
@@ -50,11 +59,30 @@ def _task_targets(template: dict[str, Any], env: dict[str, Any], ses: list[Docum
     return [se["name"] for se in ses], int(template["copies"])
 
 
+async def _owner_ses(db: AsyncDatabase[Document], owner: Principal, expression: str) -> list[Document]:
+    """The SEs of the expression that the owner's VO uses (as `require_se` for a direct request)."""
+    return [se for se in await resolve_expression(db, expression) if se_in_vo(owner, se["name"])]
+
+
+async def _owner_files(db: AsyncDatabase[Document], owner: Principal, doc: Document,
+                       task: Document) -> dict[str, Document]:
+    """The task's files (records), each of which the owner may act on; Forbidden otherwise."""
+    action = REQUEST_ACTION[doc["spec"]["type"]]
+    files, refused = await authorize_files(db, owner, task["files"], action)
+    if refused:
+        lfn, reason = sorted(refused.items())[0]
+        more = f" (and {len(refused) - 1} more files)" if len(refused) > 1 else ""
+        raise Forbidden(f"the owner may not {action.name} of {lfn}: {reason}{more}")
+    return files
+
+
 async def submit_task(db: AsyncDatabase[Document], doc: Document, task: Document) -> None:
-    """Queue the task's requests and record them; a task with nothing to ask is done at once."""
+    """Queue the task's requests as the owner and record them; a task with nothing to ask is
+    done at once. Forbidden when the owner may not act on one of its files."""
     template = doc["spec"]["request"]
-    targets, copies = _task_targets(template, task.get("env", {}), await resolve_expression(db, template["ses"]))
-    files = await fetch_files(db, task["files"], {"replicas": 1})
+    owner = await confine_owner(db, transformations.owner_principal(doc))
+    targets, copies = _task_targets(template, task.get("env", {}), await _owner_ses(db, owner, template["ses"]))
+    files = await _owner_files(db, owner, doc, task)
     items = _items(doc["spec"]["type"], {**template, "copies": copies}, files, targets)
     if not items:
         await transformation_files.finish_task_files(db, doc["_id"], task["_id"], "processed")
@@ -62,7 +90,7 @@ async def submit_task(db: AsyncDatabase[Document], doc: Document, task: Document
         return
     result = await requests.submit(db, REQUEST_KIND[doc["spec"]["type"]], items, requester=doc["owner"],
                                    activity=template["activity"], priority=int(doc["spec"]["priority"]) // 2,
-                                   submission=task["_id"])
+                                   submission=task["_id"], vo=vo_stamp(owner))
     await tasks.mark(db, [task["_id"]], ["created"], "submitted", "requests queued",
                      requests=sorted(set(result["successful"].values())))
 

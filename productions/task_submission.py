@@ -4,8 +4,9 @@ Each task first gets its job id recorded (`wms.jobs.allocate_ids`, then one bulk
 only then is the job stored with that id (`wms.submission.submit(ids=...)`). A submitter that
 died in between leaves tasks whose job id is recorded: the next pass finds which of those jobs
 exist (they are submitted) and submits the others with the same ids, so no task gets two jobs.
-A task whose job the job layer refuses (an output that exists, an input gone) fails with the
-reason and its files become problematic.
+A task whose job the job layer refuses (an output that exists, an input gone), or whose
+requests its owner may not make (`request_tasks`), fails with the reason and its files become
+problematic.
 """
 
 from __future__ import annotations
@@ -42,13 +43,23 @@ async def _fail(db: AsyncDatabase[Document], doc: Document, task: Document, reas
     await tasks.mark(db, [task["_id"]], ["created"], "failed", reason)
 
 
+async def _submit_requests(db: AsyncDatabase[Document], doc: Document, created: list[Document]) -> int:
+    """Queue each task's requests; a task its owner may not ask for fails on its own."""
+    queued = 0
+    for task in created:
+        try:
+            await request_tasks.submit_task(db, doc, task)
+            queued += 1
+        except REFUSALS as exc:
+            await _fail(db, doc, task, f"the requests were refused: {exc}")
+    return queued
+
+
 async def submit_tasks(db: AsyncDatabase[Document], doc: Document) -> int:
     """Submit up to BATCH created tasks as jobs (or requests); returns how many were submitted."""
     created = await tasks.tasks_in(db, doc["_id"], ["created"], BATCH)
     if doc["spec"]["type"] in request_tasks.REQUEST_KIND:
-        for task in created:
-            await request_tasks.submit_task(db, doc, task)
-        return len(created)
+        return await _submit_requests(db, doc, created)
     if not created:
         return 0
     fresh = [t for t in created if t.get("job") is None]

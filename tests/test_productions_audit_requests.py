@@ -1,0 +1,48 @@
+"""Replication and removal transformations ask for requests as their owner, with the checks of
+`POST /requests/...`: w on a file to delete its replicas (feeding needs only r), only SEs of the
+owner's VO, and the requests stamped with that VO. A task the owner may not make fails with the
+reason and its files become problematic; nothing of it is queued."""
+
+from __future__ import annotations
+
+from productions.daemons import TransformationFeeder, TransformationTasks
+from tests.fixtures.api import RunningApi
+from tests.fixtures.authz import ALICES, World
+from tests.fixtures.grid import Grid
+
+USER = ("jobs.read", "jobs.write", "catalogue.read", "catalogue.write")
+LFN = "/cta/alices/data.raw"
+
+
+async def _run_tasks(grid_db: object) -> None:
+    for daemon in (TransformationFeeder(grid_db), TransformationTasks(grid_db)):  # type: ignore[arg-type]
+        await daemon.run_once()
+
+
+async def test_a_removal_transformation_of_files_its_owner_may_only_read_deletes_nothing(
+    api: RunningApi, grid: Grid,
+) -> None:
+    await grid.add_file(LFN, b"precious", ["SITE-A-DISK", "SITE-B-DISK"], owner="alice", group="cta",
+                        mode=0o644, meta={"type": "old"})  # carol, of group cta, reads it, may not write it
+    async with api.client(api.token(sub="carol", vo="cta", groups=("cta",), scopes=USER)) as carol:
+        tid = (await carol.add_transformation({
+            "name": "wipe", "type": "removal", "input_query": "type=old", "input_path": "/cta",
+            "request": {"ses": "SITE-B-DISK"}}))["id"]
+        await _run_tasks(grid.db)
+        [task] = await carol.transformation_tasks(tid)
+        [file] = await carol.transformation_files(tid)
+    assert await grid.db["transfer_requests"].count_documents({}) == 0
+    assert task["state"] == "failed" and "w permission needed" in task["reason"], task
+    assert file["status"] == "problematic"
+
+
+async def test_a_replication_transformation_copies_only_to_its_owners_vo_ses_and_stamps_the_vo(
+    vo_world: World,
+) -> None:
+    async with vo_world.client("eve") as eve:  # cta: DISK1 and DISK3; DISK2 is lhcb's
+        await eve.set_metadata(ALICES, {"kind": "mine"})
+        await eve.add_transformation({"name": "spread", "type": "replication", "input_query": "kind=mine",
+                                      "input_path": "/cta", "request": {"ses": "DISK2|DISK3", "copies": 2}})
+    await _run_tasks(vo_world.db)
+    queued = await vo_world.db["transfer_requests"].find({}, {"lfn": 1, "dest_se": 1, "vo": 1, "_id": 0}).to_list()
+    assert queued == [{"lfn": ALICES, "dest_se": "DISK3", "vo": "cta"}]
