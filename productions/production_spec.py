@@ -17,7 +17,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from catalogue.meta_query import compile_query
 from kernel.errors import InvalidInput
-from productions.query_match import UNKNOWN, could_match
+from kernel.patterns import PatternError
+from productions.query_match import UNKNOWN, check_patterns, could_match
 from productions.spec import TransformationSpec
 from wms.description import NAME_PATTERN
 
@@ -56,6 +57,11 @@ def _matches_any(step: TransformationSpec, outputs: list[dict[str, Any]], declar
     """Could (or, `surely`, must) the step's query match one of these outputs?"""
     assert step.input_query is not None
     flt = compile_query(step.input_query, declared)
+    try:
+        check_patterns(flt)
+    except PatternError as exc:
+        raise InvalidInput(f"step {step.name}: a pattern of its query {step.input_query!r} is refused: {exc}") \
+            from None
     results = [could_match(flt, meta) for meta in outputs]
     return any(r is True for r in results) if surely else any(r is not False for r in results)
 

@@ -4,15 +4,18 @@ step whose query can never match the previous step's outputs, or a step fed by i
 
 Three-valued: True (matches), False (cannot match), None (depends on what is not known: a
 metadata value that is a placeholder, or a standard key such as size or name).
+
+A query's patterns (its wildcards) are the user's: they are matched by RE2 (`kernel.patterns`),
+in time linear in the value; `check_patterns` finds one RE2 refuses before any is matched.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from typing import Any
 
 from catalogue.metadata_fields import EFFECTIVE
+from kernel.patterns import compiled
 
 UNKNOWN = object()
 _PREFIX = f"{EFFECTIVE}."
@@ -40,7 +43,7 @@ def _compare(value: Any, condition: Any) -> bool | None:
         elif op == "$exists":
             results.append(bool(arg))
         elif op == "$regex":
-            results.append(isinstance(value, str) and re.search(arg, value) is not None)
+            results.append(isinstance(value, str) and compiled(arg).search(value) is not None)
         elif op in ("$lt", "$lte", "$gt", "$gte"):
             try:
                 results.append({"$lt": value < arg, "$lte": value <= arg, "$gt": value > arg,
@@ -75,3 +78,16 @@ def could_match(flt: Mapping[str, Any], meta: Mapping[str, Any]) -> bool | None:
             else:
                 results.append(_compare(meta[name], condition))
     return _and(results)
+
+
+def check_patterns(flt: Any) -> None:
+    """PatternError (a ValueError) for the first of the filter's patterns that RE2 refuses."""
+    if isinstance(flt, Mapping):
+        for op, arg in flt.items():
+            if op == "$regex":
+                compiled(arg)
+            else:
+                check_patterns(arg)
+    elif isinstance(flt, list):
+        for item in flt:
+            check_patterns(item)
