@@ -5,17 +5,19 @@ lease per daemon, so two instances never work on the same transformation at once
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Coroutine
 from typing import Any
 
 from pymongo.asynchronous.database import AsyncDatabase
 
 from kernel import lease
-from kernel.daemon import Daemon
+from kernel.daemon import Daemon, retried
 from kernel.db import Document
 from productions import feeding, monitoring, production, task_creation, task_submission, transformations
 
 LEASE_S = 60.0
+log = logging.getLogger("cairn.productions")
 
 
 class _PerTransformation(Daemon):
@@ -29,10 +31,22 @@ class _PerTransformation(Daemon):
     async def each(self, work: Callable[[Document], Coroutine[Any, Any, int]]) -> int:
         handled = 0
         for doc in await transformations.running(self.db, self.states):
+            handled += await self._isolated(doc, work)
+        return handled
+
+    async def _isolated(self, doc: Document, work: Callable[[Document], Coroutine[Any, Any, int]]) -> int:
+        """One transformation's work under its lease. Its unexpected error is logged and the
+        others go on (one user's transformation must not stop everyone's); the database being
+        down is no one transformation's fault: it stops the pass, and the daemon backs off."""
+        try:
             _, done = await lease.under_named_lease(self.db, f"{self.name}:{doc['_id']}", self.worker, work(doc),
                                                     lease_s=LEASE_S)
-            handled += done or 0
-        return handled
+        except Exception as exc:
+            if retried(exc):
+                raise
+            log.exception("%s: transformation %s failed; the others go on", self.name, doc["_id"])
+            return 0
+        return done or 0
 
 
 class TransformationFeeder(_PerTransformation):

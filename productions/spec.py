@@ -146,9 +146,25 @@ def _fill(value: Any, env: dict[str, Any]) -> Any:
 
 def render(template: dict[str, Any], env: dict[str, Any], *, task_inputs: list[str]) -> JobDescription:
     """The job of one task: the template with its placeholders filled and the task's inputs
-    (ValueError naming the problem when a placeholder has no value or the job is invalid)."""
+    (ValueError naming the problem when a placeholder has no value or the job is invalid).
+    A file's metadata fills it, so any value must give a ValueError, not another error: `%(run)c`
+    with run=2**40 overflows, with run=0xD800 gives a lone surrogate the database cannot store."""
     try:
         filled = _fill(template, env)
-    except (KeyError, ValueError, TypeError) as exc:
+        _check_text(filled)
+    except (KeyError, ValueError, TypeError, ArithmeticError) as exc:
         raise ValueError(f"cannot fill the job template's placeholders: {exc!r}") from exc
     return JobDescription.model_validate({**filled, "input_data": task_inputs})
+
+
+def _check_text(value: Any) -> None:
+    """UnicodeEncodeError (a ValueError) for text that is not valid UTF-8 (a lone surrogate)."""
+    if isinstance(value, str):
+        value.encode()
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _check_text(key)
+            _check_text(item)
+    elif isinstance(value, list):
+        for item in value:
+            _check_text(item)

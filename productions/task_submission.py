@@ -77,7 +77,7 @@ async def submit_tasks(db: AsyncDatabase[Document], doc: Document) -> int:
             continue
         try:
             pending.append((task, _description(doc, task)))
-        except ValueError as exc:
+        except (ValueError, ArithmeticError) as exc:  # from a file's metadata: this task's, no one else's
             await _fail(db, doc, task, f"the job template gives no valid job: {exc}")
     if not pending:
         return len(already)
