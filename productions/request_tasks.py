@@ -22,6 +22,7 @@ from typing import Any
 from pymongo.asynchronous.database import AsyncDatabase
 
 from catalogue.authorization import REQUEST_DELETION, REQUEST_TRANSFER, Action, authorize_files, se_in_vo, vo_stamp
+from catalogue.permissions import NO_SUCH_FILE
 from catalogue.vos import confine_owner
 from kernel.db import Document
 from kernel.errors import Forbidden
@@ -66,9 +67,11 @@ async def _owner_ses(db: AsyncDatabase[Document], owner: Principal, expression: 
 
 async def _owner_files(db: AsyncDatabase[Document], owner: Principal, doc: Document,
                        task: Document) -> dict[str, Document]:
-    """The task's files (records), each of which the owner may act on; Forbidden otherwise."""
+    """The task's files (records), each of which the owner may act on; Forbidden otherwise. A
+    file gone since it was fed (or hidden from the owner now) is left out, as a gone one was."""
     action = REQUEST_ACTION[doc["spec"]["type"]]
-    files, refused = await authorize_files(db, owner, task["files"], action)
+    files, denied = await authorize_files(db, owner, task["files"], action)
+    refused = {lfn: reason for lfn, reason in denied.items() if reason != NO_SUCH_FILE}
     if refused:
         lfn, reason = sorted(refused.items())[0]
         more = f" (and {len(refused) - 1} more files)" if len(refused) > 1 else ""

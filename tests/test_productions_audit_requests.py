@@ -5,6 +5,7 @@ reason and its files become problematic; nothing of it is queued."""
 
 from __future__ import annotations
 
+from productions import task_creation, transformations
 from productions.daemons import TransformationFeeder, TransformationTasks
 from tests.fixtures.api import RunningApi
 from tests.fixtures.authz import ALICES, World
@@ -46,3 +47,22 @@ async def test_a_replication_transformation_copies_only_to_its_owners_vo_ses_and
     await _run_tasks(vo_world.db)
     queued = await vo_world.db["transfer_requests"].find({}, {"lfn": 1, "dest_se": 1, "vo": 1, "_id": 0}).to_list()
     assert queued == [{"lfn": ALICES, "dest_se": "DISK3", "vo": "cta"}]
+
+
+async def test_a_file_gone_since_it_was_fed_is_left_out_and_the_rest_of_its_task_is_asked_for(
+    api: RunningApi, grid: Grid,
+) -> None:
+    for name in ("gone", "kept"):
+        await grid.add_file(f"/cta/old/{name}.raw", b"x", ["SITE-A-DISK", "SITE-B-DISK"], meta={"type": "old"})
+    async with api.client(api.token(sub="alice", vo="cta", groups=("cta",), scopes=USER)) as alice:
+        tid = (await alice.add_transformation({
+            "name": "clean", "type": "removal", "input_query": "type=old", "input_path": "/cta",
+            "grouping": {"count": 2}, "request": {"ses": "SITE-B-DISK"}}))["id"]
+        await TransformationFeeder(grid.db).run_once()
+        await task_creation.create_tasks(grid.db, await transformations.get(grid.db, tid))
+        await grid.db["files"].delete_one({"_id": "/cta/old/gone.raw"})
+        await TransformationTasks(grid.db).run_once()
+        [task] = await alice.transformation_tasks(tid)
+    queued = await grid.db["transfer_requests"].find({}, {"lfn": 1, "dest_se": 1, "_id": 0}).to_list()
+    assert queued == [{"lfn": "/cta/old/kept.raw", "dest_se": "SITE-B-DISK"}]
+    assert task["state"] == "submitted"
