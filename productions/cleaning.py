@@ -40,7 +40,7 @@ async def _end_open_tasks(db: AsyncDatabase[Document], doc: Document) -> int:
         after = batch[-1]["number"]
         if doc["spec"]["type"] in request_tasks.REQUEST_KIND:
             for task in batch:
-                ended += await request_tasks.cancel_task(db, task)
+                ended += await request_tasks.cancel_task(db, doc, task)
             continue
         for job in await jobs.get_jobs(db, [t["job"] for t in batch if t.get("job")]):
             with contextlib.suppress(Conflict):  # it ended already

@@ -29,7 +29,7 @@ async def create(db: AsyncDatabase[Document], principal: Principal, spec: Produc
     check_chain(spec, await declared_fields(db))
     for step in spec.steps:
         await transformations.check_input(db, principal, step)
-        transformations.check_group(principal, step)
+        transformations.check_rights(principal, step)
     production_id = uuid.uuid4().hex[:12]
     docs = [transformations.document(step, principal, production_id) for step in spec.steps]
     await transformations.insert(db, docs)

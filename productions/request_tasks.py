@@ -9,7 +9,8 @@ do (a task of the `broadcast` plugin: on every one of its `target_ses`; of the `
 one copy on the expression's SEs at its `site`); removal deletes the replicas on the
 expression's SEs, never a file's last replica (no request for those: they are left as they are).
 
-A task asks as its transformation's owner, with the checks `POST /requests/...` makes: r on each
+A task asks as its transformation's owner (the requests are the owner's, `user:<owner>`, as its
+direct ones), with the checks `POST /requests/...` makes: the transfers.write scope, r on each
 file to copy it, w to delete its replicas (feeding needs only r), only SEs of the owner's VO,
 and the requests stamped with that VO. A task holding a file the owner may not act on is
 refused whole (`Forbidden`; task_submission records the refusal), nothing of it queued.
@@ -30,6 +31,7 @@ from kernel.principal import Principal
 from productions import tasks, transformation_files, transformations
 from rules.store import resolve_expression
 from transfers import requests
+from transfers.shared_requests import cancel_as
 
 REQUEST_KIND: dict[str, requests.Kind] = {"replication": "transfer", "removal": "delete"}
 REQUEST_ACTION: dict[str, Action] = {"replication": REQUEST_TRANSFER, "removal": REQUEST_DELETION}
@@ -84,6 +86,8 @@ async def submit_task(db: AsyncDatabase[Document], doc: Document, task: Document
     done at once. Forbidden when the owner may not act on one of its files."""
     template = doc["spec"]["request"]
     owner = await confine_owner(db, transformations.owner_principal(doc))
+    if not owner.has_scope("transfers.write"):
+        raise Forbidden("the owner may not ask for transfers or deletions (no transfers.write scope)")
     targets, copies = _task_targets(template, task.get("env", {}), await _owner_ses(db, owner, template["ses"]))
     files = await _owner_files(db, owner, doc, task)
     items = _items(doc["spec"]["type"], {**template, "copies": copies}, files, targets)
@@ -91,7 +95,8 @@ async def submit_task(db: AsyncDatabase[Document], doc: Document, task: Document
         await transformation_files.finish_task_files(db, doc["_id"], task["_id"], "processed")
         await tasks.mark(db, [task["_id"]], ["created"], "done", "nothing to do")
         return
-    result = await requests.submit(db, REQUEST_KIND[doc["spec"]["type"]], items, requester=doc["owner"],
+    result = await requests.submit(db, REQUEST_KIND[doc["spec"]["type"]], items,
+                                   requester=requests.user_requester(owner.sub),
                                    activity=template["activity"], priority=int(doc["spec"]["priority"]) // 2,
                                    submission=task["_id"], vo=vo_stamp(owner))
     await tasks.mark(db, [task["_id"]], ["created"], "submitted", "requests queued",
@@ -116,6 +121,7 @@ async def follow_task(db: AsyncDatabase[Document], doc: Document, task: Document
     return await tasks.mark(db, [task["_id"]], ["submitted"], "failed", f"requests {states}")
 
 
-async def cancel_task(db: AsyncDatabase[Document], task: Document) -> int:
-    """Cancel the task's open requests (a stopped transformation); how many were cancelled."""
-    return await requests.cancel(db, {"submission": task["_id"]})
+async def cancel_task(db: AsyncDatabase[Document], doc: Document, task: Document) -> int:
+    """Cancel the task's open requests (a stopped transformation) for its owner: one another
+    requester joined stays theirs (`transfers.shared_requests`); how many the owner no longer has."""
+    return await cancel_as(db, {"submission": task["_id"]}, requests.user_requester(doc["owner"]))

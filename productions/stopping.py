@@ -32,7 +32,7 @@ async def stop(db: AsyncDatabase[Document], doc: Document) -> dict[str, int]:
     jobs_killed = 0
     if doc["spec"]["type"] in request_tasks.REQUEST_KIND:
         for task in await tasks.tasks_in(db, doc["_id"], ["submitted"], 10**7):
-            await request_tasks.cancel_task(db, task)
+            await request_tasks.cancel_task(db, doc, task)
             cancelled += await _release(db, stopped, [task["_id"]], ["submitted"])
         return {"tasks_cancelled": cancelled, "jobs_killed": 0}
     after = -1

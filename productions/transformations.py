@@ -19,7 +19,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from catalogue.find import open_query
 from kernel.db import Document, IndexSpec, database_errors, increment, stamp_missing
-from kernel.errors import Conflict, InvalidInput, NotFound
+from kernel.errors import Conflict, Forbidden, InvalidInput, NotFound
 from kernel.principal import Principal
 from productions.spec import TransformationSpec
 
@@ -28,6 +28,7 @@ MAX_TASK = 99_999_999  # the highest task number (`productions.tasks.task_id` pa
 STATES = ("new", "active", "flushing", "stopped", "completed", "cleaned")
 # States in which the daemons work on a transformation.
 RUNNING = ("new", "active", "flushing")
+REQUEST_TYPES = ("replication", "removal")  # their tasks are transfer-queue requests (`productions.request_tasks`)
 
 INDEXES = [
     # running(): the daemons' pass over live transformations
@@ -84,16 +85,19 @@ async def check_input(db: AsyncDatabase[Document], principal: Principal, spec: T
         await results.aclose()  # type: ignore[attr-defined]
 
 
-def check_group(principal: Principal, spec: TransformationSpec) -> None:
-    """The jobs' group must be one of the owner's groups."""
+def check_rights(principal: Principal, spec: TransformationSpec) -> None:
+    """The jobs' group must be one of the owner's groups; a transformation that asks for
+    transfers or deletions needs the right to ask for them directly (`transfers.write`)."""
     if spec.group is not None and spec.group not in principal.groups:
         raise InvalidInput(f"group {spec.group} is not one of yours ({', '.join(principal.groups)})")
+    if spec.type in REQUEST_TYPES and not principal.has_scope("transfers.write"):
+        raise Forbidden(f"a {spec.type} transformation asks for requests: it needs the transfers.write scope")
 
 
 async def create(db: AsyncDatabase[Document], principal: Principal, spec: TransformationSpec) -> Document:
     """Check and store a new transformation (state new: the feeder runs its initial query)."""
     await check_input(db, principal, spec)
-    check_group(principal, spec)
+    check_rights(principal, spec)
     doc = document(spec, principal)
     await insert(db, [doc])
     return doc

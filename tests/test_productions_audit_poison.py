@@ -15,7 +15,7 @@ from tests.fixtures.api import RunningApi
 from tests.fixtures.grid import Grid
 from tests.fixtures.tcp_gate import TcpGate, cut_short
 
-USER = ("jobs.read", "jobs.write", "catalogue.read", "catalogue.write")
+USER = ("jobs.read", "jobs.write", "catalogue.read", "catalogue.write", "transfers.read", "transfers.write")
 SE = "SITE-A-DISK"
 
 

@@ -5,13 +5,16 @@ reason and its files become problematic; nothing of it is queued."""
 
 from __future__ import annotations
 
+import pytest
+
+from kernel.errors import CairnError
 from productions import task_creation, transformations
 from productions.daemons import TransformationFeeder, TransformationTasks
 from tests.fixtures.api import RunningApi
 from tests.fixtures.authz import ALICES, World
 from tests.fixtures.grid import Grid
 
-USER = ("jobs.read", "jobs.write", "catalogue.read", "catalogue.write")
+USER = ("jobs.read", "jobs.write", "catalogue.read", "catalogue.write", "transfers.read", "transfers.write")
 LFN = "/cta/alices/data.raw"
 
 
@@ -35,6 +38,26 @@ async def test_a_removal_transformation_of_files_its_owner_may_only_read_deletes
     assert await grid.db["transfer_requests"].count_documents({}) == 0
     assert task["state"] == "failed" and "w permission needed" in task["reason"], task
     assert file["status"] == "problematic"
+
+
+async def test_a_request_transformation_needs_the_right_to_ask_for_requests(api: RunningApi, grid: Grid) -> None:
+    """One that may not queue a transfer or deletion directly (no transfers.write) may not have a
+    transformation queue them; and the requests a transformation queues are its owner's own."""
+    jobs_only = ("jobs.read", "jobs.write", "catalogue.read", "catalogue.write")
+    async with api.client(api.token(sub="carol", vo="cta", groups=("cta",), scopes=jobs_only)) as carol:
+        for kind in ("removal", "replication"):
+            with pytest.raises(CairnError) as refused:
+                await carol.add_transformation({"name": f"t-{kind}", "type": kind, "input_query": "type=old",
+                                                "input_path": "/cta", "request": {"ses": "SITE-B-DISK"}})
+            assert refused.value.status == 403 and "transfers.write" in refused.value.message
+    assert await grid.db["transformations"].count_documents({}) == 0
+    await grid.add_file("/cta/old/f.raw", b"x", ["SITE-A-DISK"], owner="alice", meta={"type": "old"})
+    async with api.client(api.token(sub="alice", vo="cta", groups=("cta",), scopes=USER)) as alice:
+        await alice.add_transformation({"name": "copy", "type": "replication", "input_query": "type=old",
+                                        "input_path": "/cta", "request": {"ses": "SITE-B-DISK"}})
+        await _run_tasks(grid.db)
+        [mine] = await alice.request("GET", "/requests")
+    assert (mine["lfn"], mine["dest_se"], mine["requester"]) == ("/cta/old/f.raw", "SITE-B-DISK", "user:alice")
 
 
 async def test_a_replication_transformation_copies_only_to_its_owners_vo_ses_and_stamps_the_vo(

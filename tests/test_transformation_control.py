@@ -15,7 +15,7 @@ from tests.fixtures.api import RunningApi
 from tests.fixtures.cli import cli_json
 from tests.fixtures.grid import Grid
 
-USER = ("jobs.read", "jobs.write", "catalogue.read", "catalogue.write")
+USER = ("jobs.read", "jobs.write", "catalogue.read", "catalogue.write", "transfers.read", "transfers.write")
 SE = "SITE-A-DISK"
 
 

@@ -17,7 +17,7 @@ from productions.spec import TransformationSpec
 from tests.fixtures.api import RunningApi
 from tests.fixtures.grid import Grid
 
-USER = ("jobs.read", "jobs.write", "catalogue.read", "catalogue.write")
+USER = ("jobs.read", "jobs.write", "catalogue.read", "catalogue.write", "transfers.read", "transfers.write")
 A, B, C = "SITE-A-DISK", "SITE-B-DISK", "SITE-C-DISK"
 JOB = {"executable": "/bin/true"}
 

@@ -29,7 +29,7 @@ from tests.fixtures.daemons import DaemonProcesses, daemon_env
 from tests.fixtures.grid import Grid, PilotProcess, adler32_hex, check_all, start_pilot
 from wms.config import WmsSettings
 
-USER = ("jobs.read", "jobs.write", "catalogue.read", "catalogue.write")
+USER = ("jobs.read", "jobs.write", "catalogue.read", "catalogue.write", "transfers.read", "transfers.write")
 SE = "SITE-A-DISK"
 ONLY_A = {"sites": ["SITE-A"]}
 

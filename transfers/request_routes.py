@@ -116,7 +116,7 @@ async def submit_authorized(
 
 
 def requester_of(principal: Principal) -> str:
-    return f"user:{principal.sub}"
+    return rq.user_requester(principal.sub)
 
 
 def visible_to(principal: Principal) -> dict[str, Any]:

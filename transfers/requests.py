@@ -228,6 +228,11 @@ async def submit(
     return {"submission": submission, "successful": successful, "failed": failed}
 
 
+def user_requester(sub: str) -> str:
+    """The requester a user's requests carry (what `GET /requests` shows them)."""
+    return f"user:{sub}"
+
+
 async def _join(db: AsyncDatabase[Document], ids: list[str], requester: str, submission: str) -> None:
     """Another requester's open requests that do what this one asked: shared with it, not handed
     over (`JOINED`, and its submission in `JOINED_SUBMISSIONS`), so it sees them, follows them by
