@@ -76,6 +76,34 @@ async def test_failures_are_reported_with_exit_code_and_stderr(
     assert await grid.db["files"].find_one({"_id": "/cta/out/never"}) is None
 
 
+async def test_an_output_that_leads_out_of_the_jobs_directory_is_not_uploaded(
+    api: RunningApi, grid: Grid, wms_config: WmsSettings, pilots: list[PilotProcess], tmp_path: Path
+) -> None:
+    """A payload links its declared output (or a directory on its path) to a file outside its work
+    directory that the pilot can read (here the pilot's own log-and-state directory's neighbour):
+    the job fails and nothing is uploaded, rather than the pilot copying that file to the job
+    owner's LFN."""
+    secret = tmp_path / "pilot-only.txt"
+    secret.write_text("the pilot's credentials\n")
+    ids = await submit(api, [
+        {"executable": "/bin/ln", "arguments": ["-s", str(secret), "out.txt"],
+         "outputs": [{"path": "out.txt", "lfn": "/cta/out/stolen", "se": "SITE-B-DISK"}]},
+        {"executable": "/bin/ln", "arguments": ["-s", str(tmp_path), "sub"],
+         "outputs": [{"path": "sub/pilot-only.txt", "lfn": "/cta/out/stolen2", "se": "SITE-B-DISK"}]},
+        {"executable": "/bin/sh", "arguments": ["-c", "echo kept > real.txt && ln -s real.txt out.txt"],
+         "outputs": [{"path": "out.txt", "lfn": "/cta/out/inside", "se": "SITE-B-DISK"}]},
+    ])
+    await check_all(grid.db, wms_config)
+    start_pilot(api, "SITE-B", tmp_path, wms_config, pilots)
+    found = await wait_for(grid.db, ids, {"done", "failed"}, pilots=pilots)
+    assert [j["state"] for j in found] == ["failed", "failed", "done"], [j["reason"] for j in found]
+    assert all("leads out of the job's directory" in j["reason"] for j in found[:2]), [j["reason"] for j in found]
+    for lfn in ("/cta/out/stolen", "/cta/out/stolen2"):
+        assert await grid.db["files"].find_one({"_id": lfn}) is None
+    assert not [p for p in grid.se_roots["SITE-B-DISK"].rglob("*") if p.is_file() and "stolen" in p.name]
+    assert await grid.replica_bytes("/cta/out/inside", "SITE-B-DISK") == b"kept\n"  # a link inside is followed
+
+
 async def test_a_pilot_killed_mid_job_leads_to_stalled_rescheduled_and_done_once(
     api: RunningApi, grid: Grid, wms_config: WmsSettings, pilots: list[PilotProcess], tmp_path: Path
 ) -> None:

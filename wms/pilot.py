@@ -244,11 +244,9 @@ class Pilot(Daemon):
         for out in slots:
             if lost.is_set():
                 raise LostJob
-            src = job_dir / out["path"]
             if out.get("url") is None:
                 raise DataAccessError(out.get("problem", f"no destination for {out['lfn']}"))
-            if not src.is_file():
-                raise DataAccessError(f"the payload did not produce {out['path']} (for {out['lfn']})")
+            src = _produced(job_dir, out["path"], out["lfn"])
             size, checksum = await put(src, out["url"], lfn=out["lfn"], se_config=out["se_config"],
                                        credentials=self.credentials)
             files.append({"lfn": out["lfn"], "url": out["url"], "size": size, "adler32": checksum})
@@ -300,3 +298,18 @@ def _terminate(pid: int) -> None:
     """Stop the payload and everything it started (its own process group)."""
     with contextlib.suppress(ProcessLookupError):
         os.killpg(pid, signal.SIGKILL)
+
+
+def _produced(job_dir: Path, path: str, lfn: str) -> Path:
+    """The output file `path` the payload left in its work directory, as a regular file there: a
+    symbolic link (of the file, or of a directory on its path) leading out of the directory is
+    refused, or a payload could have the pilot upload, under the job owner's LFN, a file only the
+    pilot may read (its own credentials, another job's outputs)."""
+    src = job_dir / path
+    real = src.resolve()
+    if not real.is_relative_to(job_dir.resolve()):
+        raise DataAccessError(f"output {path} (for {lfn}) leads out of the job's directory; not uploaded")
+    if not real.is_file():
+        raise DataAccessError(f"the payload did not produce {path} (for {lfn})")
+    return real
+
