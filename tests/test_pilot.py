@@ -76,13 +76,13 @@ async def test_failures_are_reported_with_exit_code_and_stderr(
     assert await grid.db["files"].find_one({"_id": "/cta/out/never"}) is None
 
 
-async def test_an_output_that_leads_out_of_the_jobs_directory_is_not_uploaded(
+async def test_an_output_or_log_that_leads_out_of_the_jobs_directory_is_not_read(
     api: RunningApi, grid: Grid, wms_config: WmsSettings, pilots: list[PilotProcess], tmp_path: Path
 ) -> None:
     """A payload links its declared output (or a directory on its path) to a file outside its work
-    directory that the pilot can read (here the pilot's own log-and-state directory's neighbour):
-    the job fails and nothing is uploaded, rather than the pilot copying that file to the job
-    owner's LFN."""
+    directory that the pilot can read: the job fails and nothing is uploaded, rather than the
+    pilot copying that file to the job owner's LFN; a payload that replaces its log by such a link
+    gets its own log's tail reported, not the file's."""
     secret = tmp_path / "pilot-only.txt"
     secret.write_text("the pilot's credentials\n")
     ids = await submit(api, [
@@ -92,11 +92,14 @@ async def test_an_output_that_leads_out_of_the_jobs_directory_is_not_uploaded(
          "outputs": [{"path": "sub/pilot-only.txt", "lfn": "/cta/out/stolen2", "se": "SITE-B-DISK"}]},
         {"executable": "/bin/sh", "arguments": ["-c", "echo kept > real.txt && ln -s real.txt out.txt"],
          "outputs": [{"path": "out.txt", "lfn": "/cta/out/inside", "se": "SITE-B-DISK"}]},
+        # its log replaced by a link: the tail reported is still what the payload wrote
+        {"executable": "/bin/sh", "arguments": ["-c", f"echo mine >&2; rm .stderr; ln -s {secret} .stderr; exit 4"]},
     ])
     await check_all(grid.db, wms_config)
     start_pilot(api, "SITE-B", tmp_path, wms_config, pilots)
     found = await wait_for(grid.db, ids, {"done", "failed"}, pilots=pilots)
-    assert [j["state"] for j in found] == ["failed", "failed", "done"], [j["reason"] for j in found]
+    assert [j["state"] for j in found] == ["failed", "failed", "done", "failed"], [j["reason"] for j in found]
+    assert (found[3]["exit_code"], found[3]["stderr"]) == (4, "mine\n")
     assert all("leads out of the job's directory" in j["reason"] for j in found[:2]), [j["reason"] for j in found]
     for lfn in ("/cta/out/stolen", "/cta/out/stolen2"):
         assert await grid.db["files"].find_one({"_id": lfn}) is None

@@ -29,7 +29,7 @@ import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from catalogue.storage_paths import storage_lfn
 from kernel.daemon import Daemon
@@ -44,6 +44,7 @@ from wms.pilot_data import Credentials, DataAccessError, fetch, put
 SIGNAL_GRACE_S = 2.0
 
 log = logging.getLogger("cairn.pilot")
+Logs = tuple[BinaryIO, BinaryIO]  # the payload's stdout and stderr, as the pilot opened them
 
 
 @dataclass
@@ -124,10 +125,13 @@ class Pilot(Daemon):
         if started.get("kill"):
             kill.set()
         beat = asyncio.create_task(self._heartbeats(job_id, attempt, kill, lost))
+        # The logs are read back through the pilot's own descriptors: the payload may replace the
+        # files by links to what only the pilot may read, whose tails would go into the job's record.
         try:
-            outcome = await self._execute(order, job_dir, kill, lost)
-            stdout = await asyncio.to_thread(self._tail, job_dir / ".stdout")
-            stderr = await asyncio.to_thread(self._tail, job_dir / ".stderr")
+            with (job_dir / ".stdout").open("w+b") as out, (job_dir / ".stderr").open("w+b") as err:
+                outcome = await self._execute(order, job_dir, kill, lost, (out, err))
+                stdout = await asyncio.to_thread(self._tail, out)
+                stderr = await asyncio.to_thread(self._tail, err)
             if lost.is_set() or outcome.reason == "lost":  # stopped with its payload
                 raise LostJob
             await self._report(job_id, attempt, outcome, stdout, stderr)
@@ -155,14 +159,14 @@ class Pilot(Daemon):
                 await asyncio.sleep(delay)
 
     async def _execute(self, order: dict[str, Any], job_dir: Path, kill: asyncio.Event,
-                       lost: asyncio.Event) -> Outcome:
+                       lost: asyncio.Event, logs: Logs) -> Outcome:
         if kill.is_set():
             return Outcome("killed", "killed by request before it started")
         try:
             await self._download_inputs(order, job_dir)
         except DataAccessError as exc:
             return Outcome("failed", f"input download failed: {exc.message}")
-        exit_code, why = await self._run_payload(order, job_dir, kill, lost)
+        exit_code, why = await self._run_payload(order, job_dir, kill, lost, logs)
         if why == "killed":
             return Outcome("killed", "killed by request", exit_code)
         if why == "timeout":
@@ -195,39 +199,39 @@ class Pilot(Daemon):
                 raise DataAccessError(f"{item['lfn']}: no replica could be read ({'; '.join(errors) or 'none'})")
 
     async def _run_payload(
-        self, order: dict[str, Any], job_dir: Path, kill: asyncio.Event, lost: asyncio.Event
+        self, order: dict[str, Any], job_dir: Path, kill: asyncio.Event, lost: asyncio.Event, logs: Logs,
     ) -> tuple[int | None, str]:
         env = dict(os.environ)
         env.update({"CAIRN_JOB_ID": str(order["id"]), "CAIRN_JOB_ATTEMPT": str(order["attempt"]),
                     "CAIRN_SITE": self.site})
         env.pop("CAIRN_TOKEN", None)  # the payload runs as the user, not with the pilot's credentials
-        with (job_dir / ".stdout").open("wb") as out, (job_dir / ".stderr").open("wb") as err:
-            try:
-                proc = await asyncio.create_subprocess_exec(
-                    order["executable"], *order["arguments"], cwd=job_dir, stdout=out, stderr=err, env=env,
-                    preexec_fn=child_preexec, start_new_session=True,
-                )
-            except OSError as exc:
-                return None, f"cannot start {order['executable']}: {exc.strerror or exc}"
-            waiter = asyncio.create_task(proc.wait())
-            stop = asyncio.create_task(_first(kill, lost, self._stop))
-            done, _ = await asyncio.wait({waiter, stop}, timeout=order["time_limit_s"],
-                                         return_when=asyncio.FIRST_COMPLETED)
-            stop.cancel()
-            if waiter in done:
-                if proc.returncode == -signal.SIGTERM and not self.stopping:
-                    # A batch system's cancel signals every process of the pilot at once: the
-                    # payload may die of it before this pilot has seen its own SIGTERM.
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._stop.wait(), SIGNAL_GRACE_S)
-                if proc.returncode == -signal.SIGTERM and self.stopping:
-                    return proc.returncode, "lost"
-                return proc.returncode, ""
-            _terminate(proc.pid)
-            code = await waiter
-            if lost.is_set() or self.stopping:
-                return code, "lost"
-            return code, "killed" if kill.is_set() else "timeout"
+        out, err = logs
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                order["executable"], *order["arguments"], cwd=job_dir, stdout=out, stderr=err, env=env,
+                preexec_fn=child_preexec, start_new_session=True,
+            )
+        except OSError as exc:
+            return None, f"cannot start {order['executable']}: {exc.strerror or exc}"
+        waiter = asyncio.create_task(proc.wait())
+        stop = asyncio.create_task(_first(kill, lost, self._stop))
+        done, _ = await asyncio.wait({waiter, stop}, timeout=order["time_limit_s"],
+                                     return_when=asyncio.FIRST_COMPLETED)
+        stop.cancel()
+        if waiter in done:
+            if proc.returncode == -signal.SIGTERM and not self.stopping:
+                # A batch system's cancel signals every process of the pilot at once: the
+                # payload may die of it before this pilot has seen its own SIGTERM.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), SIGNAL_GRACE_S)
+            if proc.returncode == -signal.SIGTERM and self.stopping:
+                return proc.returncode, "lost"
+            return proc.returncode, ""
+        _terminate(proc.pid)
+        code = await waiter
+        if lost.is_set() or self.stopping:
+            return code, "lost"
+        return code, "killed" if kill.is_set() else "timeout"
 
     async def _upload_outputs(self, order: dict[str, Any], job_dir: Path, lost: asyncio.Event) -> None:
         if not order["outputs"]:
@@ -270,12 +274,11 @@ class Pilot(Daemon):
             if answer.get("kill"):
                 kill.set()
 
-    def _tail(self, path: Path) -> str:
+    def _tail(self, log: BinaryIO) -> str:
         try:
-            with path.open("rb") as f:
-                f.seek(0, os.SEEK_END)
-                f.seek(max(0, f.tell() - self.config.log_tail_bytes))
-                return f.read().decode(errors="replace")
+            log.seek(0, os.SEEK_END)
+            log.seek(max(0, log.tell() - self.config.log_tail_bytes))
+            return log.read().decode(errors="replace")
         except OSError:
             return ""
 
