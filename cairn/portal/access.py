@@ -6,7 +6,9 @@ from aiohttp import web
 from pymongo.asynchronous.database import AsyncDatabase
 
 from cairn.portal.session import principal
+from catalogue.authorization import require_installation_view
 from kernel.db import Document
+from kernel.errors import Forbidden
 from kernel.principal import Principal
 from kernel.web import DATABASE, ApiRoutes, Policy
 
@@ -25,6 +27,16 @@ def caller(request: web.Request, table: ApiRoutes, method: str, path: str) -> tu
     user = principal(request)
     route_policy(table, method, path).check(user)
     return request.config_dict[DATABASE], user
+
+
+def sees_installation(user: Principal) -> bool:
+    """Would the API give the user totals over the whole installation (`require_installation_view`)?
+    A page leaves out what the user may not see instead of refusing the rest of the page."""
+    try:
+        require_installation_view(user, "totals over the installation")
+    except Forbidden:
+        return False
+    return True
 
 
 def page_size(request: web.Request, default: int = 100) -> int:

@@ -1,0 +1,42 @@
+"""Portal pages answer a VO-confined user as the API does (an SE of another VO is missing, usage
+per SE is an installation view)."""
+
+from __future__ import annotations
+
+import re
+
+from tests.fixtures.authz import World
+from tests.fixtures.portal import PortalFactory
+
+USAGE_LINE = "3 replicas, 768 bytes"  # DISK1's usage (both VOs' files), as the SE page shows it
+SE_LINK = re.compile(r'<a href="/ui/ses/([^"]+)">')
+
+
+async def test_an_se_of_another_vo_is_a_missing_se_page(vo_world: World, portal: PortalFactory) -> None:
+    async with portal(vo_world.tokens["eve"]) as eve:
+        lhcbs = await eve.get("/ui/ses/DISK2")
+        missing = await eve.get("/ui/ses/NOSUCH")
+        own = await eve.get("/ui/ses/DISK3")
+    assert lhcbs.status == missing.status == 404
+    assert lhcbs.text.replace("DISK2", "NOSUCH") == missing.text
+    assert own.status == 200
+
+
+async def test_the_se_list_shows_only_the_ses_of_the_callers_vo(vo_world: World, portal: PortalFactory) -> None:
+    async with portal(vo_world.tokens["eve"]) as eve:
+        page = await eve.get("/ui/ses")
+    async with portal(vo_world.tokens["admin"]) as admin:
+        everything = await admin.get("/ui/ses")
+    assert page.status == 200 and SE_LINK.findall(page.text) == ["DISK1", "DISK3"]
+    assert SE_LINK.findall(everything.text) == ["DISK1", "DISK2", "DISK3", "TAPE1"]
+
+
+async def test_se_pages_leave_out_usage_per_se_for_a_vo_among_several(vo_world: World,
+                                                                      portal: PortalFactory) -> None:
+    async with portal(vo_world.tokens["eve"]) as eve:
+        listed, one, site = await eve.get("/ui/ses"), await eve.get("/ui/ses/DISK1"), await eve.get("/ui/sites/SITE")
+    async with portal(vo_world.tokens["admin"]) as admin:
+        shown = [await admin.get("/ui/ses"), await admin.get("/ui/ses/DISK1"), await admin.get("/ui/sites/SITE")]
+    assert listed.status == one.status == site.status == 200
+    assert "<th>replicas</th>" not in listed.text + site.text and USAGE_LINE not in one.text
+    assert all("<td>3</td><td>768</td>" in p.text for p in (shown[0], shown[2])) and USAGE_LINE in shown[1].text
