@@ -40,3 +40,15 @@ async def test_se_pages_leave_out_usage_per_se_for_a_vo_among_several(vo_world: 
     assert listed.status == one.status == site.status == 200
     assert "<th>replicas</th>" not in listed.text + site.text and USAGE_LINE not in one.text
     assert all("<td>3</td><td>768</td>" in p.text for p in (shown[0], shown[2])) and USAGE_LINE in shown[1].text
+
+
+async def test_accounting_per_se_is_refused_to_a_vo_among_several(vo_world: World, portal: PortalFactory) -> None:
+    async with portal(vo_world.tokens["eve"]) as eve:
+        exported = await eve.get("/ui/accounting.csv", params={"table": "ses"})
+        accounting = await eve.get("/ui/accounting")
+    async with portal(vo_world.tokens["admin"]) as admin:
+        everything = await admin.get("/ui/accounting.csv", params={"table": "ses"})
+    assert exported.status == 403 and "DISK2" not in exported.text
+    assert accounting.status == 200 and 'id="account-usage"' in accounting.text
+    assert 'id="se-usage"' not in accounting.text and "DISK2" not in accounting.text
+    assert everything.status == 200 and "DISK2," in everything.text

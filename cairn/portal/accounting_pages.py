@@ -4,6 +4,8 @@ as tables, plots (PNG from the browser's canvas) and CSV downloads.
 The figures are the catalogue's usage counters, the rules' account usage and the transfers'
 hourly counters added up per activity in MongoDB (the same functions as GET /usage/ses,
 GET /quotas and GET /transfers/activity); an account sees its own rows, admins every account's.
+Usage per SE counts every VO's files: a caller GET /usage/ses refuses (a VO among several) is
+refused its CSV (403), and the page leaves that table out.
 The browser gets the activity series as JSON, never the requests.
 """
 
@@ -17,11 +19,11 @@ from typing import Any
 
 from aiohttp import web
 
-from cairn.portal.access import caller
+from cairn.portal.access import caller, sees_installation
 from cairn.portal.render import page
 from catalogue import usage
 from catalogue import usage_routes as usage_api
-from catalogue.authorization import name_in_vo
+from catalogue.authorization import name_in_vo, require_installation_view
 from kernel.errors import Forbidden, InvalidInput
 from kernel.web import json_response, query_int
 from rules import quotas
@@ -51,7 +53,8 @@ def _activity_rows(series: dict[str, Any]) -> list[dict[str, Any]]:
 
 async def _table(request: web.Request, name: str) -> list[dict[str, Any]]:
     if name == "ses":
-        db, _ = caller(request, usage_api.routes, "GET", "/usage/ses")
+        db, user = caller(request, usage_api.routes, "GET", "/usage/ses")
+        require_installation_view(user, "usage per SE")
         return await usage.se_usage(db)
     if name == "activity":
         return _activity_rows(await _series(request))
@@ -62,8 +65,10 @@ async def _table(request: web.Request, name: str) -> list[dict[str, Any]]:
 
 @routes.get("/accounting")
 async def accounting(request: web.Request) -> web.Response:
-    context: dict[str, Any] = {"ses": await _table(request, "ses"), "accounts": await _table(request, "accounts"),
-                               "activity": None}
+    _, user = caller(request, usage_api.routes, "GET", "/usage/ses")
+    context: dict[str, Any] = {  # a VO among several sees its accounts, not every VO's usage per SE
+        "ses": await _table(request, "ses") if sees_installation(user) else None,
+        "accounts": await _table(request, "accounts"), "activity": None}
     with contextlib.suppress(Forbidden):  # a token without transfers.read sees storage accounting only
         context["activity"] = (await _series(request))["totals"]
     return page(request, "accounting.html", context)
