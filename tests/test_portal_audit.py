@@ -1,15 +1,18 @@
 """Portal pages answer a VO-confined user as the API does (an SE of another VO is missing, usage
-per SE is an installation view)."""
+per SE is an installation view), and a page size that is not a plain number is a 400."""
 
 from __future__ import annotations
 
 import re
 
+from tests.fixtures.api import RunningApi
 from tests.fixtures.authz import World
 from tests.fixtures.portal import PortalFactory
 
 USAGE_LINE = "3 replicas, 768 bytes"  # DISK1's usage (both VOs' files), as the SE page shows it
 SE_LINK = re.compile(r'<a href="/ui/ses/([^"]+)">')
+PAGED = (("/ui/browse", {"path": "/"}), ("/ui/find", {"q": "size > 0", "path": "/"}), ("/ui/jobs", {}),
+         ("/ui/rules", {}), ("/ui/pilots", {}), ("/ui/productions", {}), ("/ui/triage", {}))
 
 
 async def test_an_se_of_another_vo_is_a_missing_se_page(vo_world: World, portal: PortalFactory) -> None:
@@ -52,3 +55,14 @@ async def test_accounting_per_se_is_refused_to_a_vo_among_several(vo_world: Worl
     assert accounting.status == 200 and 'id="account-usage"' in accounting.text
     assert 'id="se-usage"' not in accounting.text and "DISK2" not in accounting.text
     assert everything.status == 200 and "DISK2," in everything.text
+
+
+async def test_a_page_size_other_than_ascii_digits_is_a_400_on_every_paged_page(
+    api: RunningApi, portal: PortalFactory,
+) -> None:
+    async with portal(api.admin_token) as root:
+        for url, params in PAGED:
+            assert (await root.get(url, params={**params, "limit": "5"})).status == 200, url
+            for limit in ("²", "٣", "abc", "-1"):
+                page = await root.get(url, params={**params, "limit": limit})
+                assert page.status == 400 and "limit" in page.text, (url, limit, page.status)

@@ -8,7 +8,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from cairn.portal.session import principal
 from catalogue.authorization import require_installation_view
 from kernel.db import Document
-from kernel.errors import Forbidden
+from kernel.errors import Forbidden, InvalidInput
 from kernel.principal import Principal
 from kernel.web import DATABASE, ApiRoutes, Policy
 
@@ -40,6 +40,11 @@ def sees_installation(user: Principal) -> bool:
 
 
 def page_size(request: web.Request, default: int = 100) -> int:
-    """The page size in the query string, bounded so that no page renders a huge listing."""
+    """The page size in the query string, bounded so that no page renders a huge listing; one
+    that is not ASCII digits is a 400 (`str.isdigit` alone lets through "²", which `int` refuses)."""
     raw = request.query.get("limit", "")
-    return min(max(int(raw), 1), 1000) if raw.isdigit() else default
+    if not raw:
+        return default
+    if not (raw.isascii() and raw.isdigit()):
+        raise InvalidInput(f"query parameter 'limit' must be a whole number of rows (1 to 1000), got {raw!r}")
+    return min(max(int(raw), 1), 1000)
