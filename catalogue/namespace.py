@@ -177,8 +177,9 @@ async def remove(db: AsyncDatabase[Document], principal: Principal, path: str, *
     check_lfn(path)
     if path == ROOT:
         raise InvalidInput("the root directory cannot be removed")
-    doc, kind = await existing_entry(db, path)
     dirs = await fetch_directories(db, ancestors(path))
+    require(traversal_denial(principal, path, dirs), path)  # before existence: hidden = missing
+    doc, kind = await existing_entry(db, path)
     require(removal_denial(principal, path, dirs), path)
     if kind == "file":
         if doc.get("replicas"):
