@@ -34,6 +34,7 @@ from catalogue.permissions import (
     check_chown,
     creation_denial,
     entry_denial,
+    permits,
     removal_denial,
     require,
     traversal_denial,
@@ -97,12 +98,16 @@ async def mkdir(
 
 
 async def stat(db: AsyncDatabase[Document], principal: Principal, path: str) -> dict[str, Any]:
-    """The entry at `path` (a file with its replicas); needs x on every ancestor. Traversal is
-    checked before existence, so a hidden entry and a missing one get the same refusal."""
+    """The entry at `path`; needs x on every ancestor. Traversal is checked before existence, so
+    a hidden entry and a missing one get the same refusal. A file's replicas say where its bytes
+    are, which is reading it: they are shown only to a caller with r on the file, as
+    /replicas/resolve and GET /files would."""
     check_lfn(path)
     dirs = await fetch_directories(db, ancestors(path))
     require(traversal_denial(principal, path, dirs), path)
     doc, kind = await existing_entry(db, path)
+    if kind == "file" and not permits(principal, doc, READ):
+        doc = {k: v for k, v in doc.items() if k != "replicas"}
     return entry_view(doc, kind)
 
 

@@ -4,7 +4,10 @@ the portal's file page) showing where the bytes of a file the caller may not rea
 
 from __future__ import annotations
 
-from tests.fixtures.authz import MISSING, PRIVATE, World, same_answer
+from tests.fixtures.authz import MISSING, PRIVATE, SHARED, World, register_with_bytes, same_answer
+from tests.fixtures.portal import PortalFactory
+
+UNREADABLE = "/lhcb/pub/own.root"  # bob's, 0600 in the directory carol may enter
 
 
 async def test_removing_a_hidden_entry_answers_as_removing_a_missing_one(world: World) -> None:
@@ -17,3 +20,24 @@ async def test_removing_another_vos_entry_answers_as_removing_a_missing_one(vo_w
     hidden = await vo_world.call("eve", "POST", "/namespace/remove", {"path": PRIVATE})
     missing = await vo_world.call("eve", "POST", "/namespace/remove", {"path": MISSING})
     assert hidden[0] == 404 and same_answer(hidden, missing, PRIVATE, MISSING), (hidden, missing)
+
+
+async def test_stat_shows_replicas_only_to_a_reader_of_the_file(world: World) -> None:
+    async with world.client("bob") as bob:
+        await register_with_bytes(bob, world.ses[:1], [(UNREADABLE, 0o600)])
+    unreadable = await world.call("carol", "GET", "/namespace/stat", params={"path": UNREADABLE})
+    assert unreadable[0] == 200 and "replicas" not in unreadable[1], unreadable
+    readable = await world.call("carol", "GET", "/namespace/stat", params={"path": SHARED})
+    assert readable[0] == 200 and readable[1]["replicas"], readable
+    own = await world.call("bob", "GET", "/namespace/stat", params={"path": UNREADABLE})
+    assert own[1]["replicas"], own
+
+
+async def test_the_file_page_shows_replicas_only_to_a_reader_of_the_file(world: World, portal: PortalFactory) -> None:
+    async with world.client("bob") as bob:
+        await register_with_bytes(bob, world.ses[:1], [(UNREADABLE, 0o600)])
+    async with portal(world.tokens["carol"]) as carol:
+        unreadable = await carol.get("/ui/file", params={"path": UNREADABLE})
+        assert unreadable.status == 200 and 'id="replicas"' not in unreadable.text and "file://" not in unreadable.text
+        readable = await carol.get("/ui/file", params={"path": SHARED})
+        assert readable.status == 200 and 'id="replicas"' in readable.text
