@@ -33,7 +33,7 @@ from catalogue.files import FILES
 from catalogue.lfn import ROOT, ancestors, check_lfn, is_within, name_of, parent_of
 from catalogue.metadata import metadata_fields_for
 from catalogue.namespace import existing_entry, find_entry
-from catalogue.permissions import creation_denial, removal_denial, require
+from catalogue.permissions import creation_denial, removal_denial, require, traversal_denial
 from catalogue.storage_paths import moved_replicas
 from catalogue.usage import MOVING, REMOVING, WITHDRAWN, Usage, move_directory_usage
 from kernel.db import ID_ORDER, INDEX_ORDER, Document, bulk_write_chunked, database_errors, pages_by_id
@@ -53,11 +53,13 @@ async def move(db: AsyncDatabase[Document], principal: Principal, source: str, d
         raise InvalidInput("the root directory cannot be moved")
     if is_within(destination, source):
         raise InvalidInput(f"cannot move {source} into itself ({destination})")
+    dirs = await fetch_directories(db, [*ancestors(source), *ancestors(destination)])
+    for path in (source, destination):  # before existence: hidden = missing
+        require(traversal_denial(principal, path, dirs), path)
     _, kind = await existing_entry(db, source)
     if await find_entry(db, destination) is not None:
         raise Conflict(f"{destination} exists already")
     target_parent = parent_of(destination)
-    dirs = await fetch_directories(db, [*ancestors(source), *ancestors(destination)])
     if target_parent != ROOT and target_parent not in dirs:
         raise NotFound(f"destination directory {target_parent} does not exist")
     require(removal_denial(principal, source, dirs), source)

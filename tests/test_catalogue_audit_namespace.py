@@ -4,10 +4,35 @@ the portal's file page) showing where the bytes of a file the caller may not rea
 
 from __future__ import annotations
 
-from tests.fixtures.authz import MISSING, PRIVATE, SHARED, World, register_with_bytes, same_answer
+from tests.fixtures.authz import ALICES, MISSING, PRIVATE, SHARED, World, register_with_bytes, same_answer
 from tests.fixtures.portal import PortalFactory
 
 UNREADABLE = "/lhcb/pub/own.root"  # bob's, 0600 in the directory carol may enter
+
+
+async def test_moving_onto_a_hidden_entry_answers_as_onto_a_missing_one(world: World) -> None:
+    hidden = await world.call("alice", "POST", "/namespace/move", {"source": ALICES, "destination": PRIVATE})
+    missing = await world.call("alice", "POST", "/namespace/move", {"source": ALICES, "destination": MISSING})
+    no_dir = await world.call("alice", "POST", "/namespace/move", {"source": ALICES, "destination": "/lhcb/nodir/x"})
+    assert same_answer(hidden, missing, PRIVATE, MISSING), (hidden, missing)
+    assert same_answer(no_dir, missing, "/lhcb/nodir/x", MISSING), (no_dir, missing)
+
+
+async def test_moving_onto_another_vos_entry_answers_as_onto_a_missing_one(vo_world: World) -> None:
+    async with vo_world.client("eve") as eve:
+        await eve.mkdir("/cta/mine")
+    source = "/cta/mine"
+    hidden = await vo_world.call("eve", "POST", "/namespace/move", {"source": source, "destination": PRIVATE})
+    missing = await vo_world.call("eve", "POST", "/namespace/move", {"source": source, "destination": MISSING})
+    no_dir = await vo_world.call("eve", "POST", "/namespace/move", {"source": source, "destination": "/lhcb/nodir/x"})
+    assert hidden[0] == 404 and same_answer(hidden, missing, PRIVATE, MISSING), (hidden, missing)
+    assert same_answer(no_dir, missing, "/lhcb/nodir/x", MISSING), (no_dir, missing)
+
+
+async def test_moving_a_hidden_entry_answers_as_moving_a_missing_one(world: World) -> None:
+    hidden = await world.call("alice", "POST", "/namespace/move", {"source": PRIVATE, "destination": "/cta/mc/b.root"})
+    missing = await world.call("alice", "POST", "/namespace/move", {"source": MISSING, "destination": "/cta/mc/b.root"})
+    assert same_answer(hidden, missing, PRIVATE, MISSING), (hidden, missing)
 
 
 async def test_removing_a_hidden_entry_answers_as_removing_a_missing_one(world: World) -> None:
