@@ -9,6 +9,7 @@ removals of files below it exclude each other (`catalogue.directory_moves`; file
 a moving directory are given up by their registration); a file whose replicas change while its
 directory moves is copied again from a fresh read. The bytes on the SEs do not move: each replica
 keeps its URL and the LFN it was derived from, and that path stays held (`catalogue.moved_paths`).
+A directory never carries another VO's nested namespace root along, nor is moved over one.
 """
 
 from __future__ import annotations
@@ -64,6 +65,8 @@ async def move(db: AsyncDatabase[Document], principal: Principal, source: str, d
         raise NotFound(f"destination directory {target_parent} does not exist")
     require(removal_denial(principal, source, dirs), source)
     require(creation_denial(principal, destination, dirs), destination)
+    if kind == "directory":
+        require(_foreign_root_denial(principal, source, destination))
 
     def place(record: Document) -> Document:
         """The record at its new place; inherited metadata re-derived from the new ancestors."""
@@ -82,6 +85,19 @@ async def move(db: AsyncDatabase[Document], principal: Principal, source: str, d
         await usage.apply(db)
         return entry_view(placed, kind)
     return entry_view(await _move_directory(db, source, destination, place), kind)
+
+
+def _foreign_root_denial(principal: Principal, source: str, destination: str) -> str | None:
+    """Why the caller may not move the directory `source` to `destination` for another VO's
+    namespace root (nested in its own), or None: a tree holding such a root would carry that VO's
+    files into the caller's VO, and a tree moved over one would hand the caller's files to it. As
+    for a recursive removal (`catalogue.namespace.remove`), only a global admin may."""
+    for root in principal.foreign_roots:
+        if is_within(root, source):
+            return f"{source} holds another VO's namespace root; only a global admin may move it"
+        if is_within(root, destination):
+            return f"{destination} holds another VO's namespace root; only a global admin may move a directory there"
+    return None
 
 
 async def _named_by_lfn(db: AsyncDatabase[Document], source: str, entry: Document, kind: str) -> str | None:

@@ -4,10 +4,44 @@ the portal's file page) showing where the bytes of a file the caller may not rea
 
 from __future__ import annotations
 
-from tests.fixtures.authz import ALICES, MISSING, PRIVATE, SHARED, World, register_with_bytes, same_answer
+from tests.fixtures.authz import ALICES, MISSING, PRIVATE, SHARED, USER_SCOPES, World, register_with_bytes, same_answer
 from tests.fixtures.portal import PortalFactory
 
 UNREADABLE = "/lhcb/pub/own.root"  # bob's, 0600 in the directory carol may enter
+
+
+async def _nested_vo(world: World, root: str) -> None:
+    """VO `sub`, rooted at `root` inside lhcb's namespace, administered by sam."""
+    st, answer = await world.call("admin", "PUT", "/vos/sub", {"name": "sub", "roots": [root], "scopes": ["sub"],
+                                                               "admins": ["sam"]})
+    assert st == 200, answer
+    world.tokens["sam"] = world.api.token("sam", vo="sub", groups=("sub",), scopes=USER_SCOPES)
+
+
+async def test_moving_a_directory_that_holds_another_vos_root_is_refused(vo_world: World) -> None:
+    async with vo_world.client("bob") as bob:
+        await bob.mkdir("/lhcb/grp", mode=0o775)
+    await _nested_vo(vo_world, "/lhcb/grp/s")
+    registered = await vo_world.call("sam", "POST", "/files/register", {"files": [
+        {"lfn": "/lhcb/grp/s/f.root", "size": 1, "adler32": "00020002", "mode": 0o664}]})
+    assert not registered[1]["failed"], registered
+    moved = await vo_world.call("bob", "POST", "/namespace/move", {"source": "/lhcb/grp", "destination": "/lhcb/grp2"})
+    assert moved[0] == 403 and "another VO" in moved[1]["message"], moved
+    assert (await vo_world.call("sam", "GET", "/files", params={"lfn": "/lhcb/grp/s/f.root"}))[0] == 200
+    by_admin = await vo_world.call("admin", "POST", "/namespace/move",
+                                   {"source": "/lhcb/grp", "destination": "/lhcb/grp2"})
+    assert by_admin[0] == 200, by_admin  # a global admin may
+
+
+async def test_moving_a_directory_onto_another_vos_root_is_refused(vo_world: World) -> None:
+    async with vo_world.client("bob") as bob:
+        await bob.mkdir("/lhcb/mine/s", parents=True, mode=0o775)
+    await _nested_vo(vo_world, "/lhcb/grp/s")
+    gone = await vo_world.call("admin", "POST", "/namespace/remove", {"path": "/lhcb/grp", "recursive": True})
+    assert gone[0] == 200, gone  # sub's root directory is gone, sub is not: bob's /lhcb/mine/s would become sub's
+    moved = await vo_world.call("bob", "POST", "/namespace/move", {"source": "/lhcb/mine", "destination": "/lhcb/grp"})
+    assert moved[0] == 403 and "another VO" in moved[1]["message"], moved
+    assert (await vo_world.call("bob", "GET", "/namespace/stat", params={"path": "/lhcb/mine/s"}))[0] == 200
 
 
 async def test_moving_onto_a_hidden_entry_answers_as_onto_a_missing_one(world: World) -> None:
