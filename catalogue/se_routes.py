@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from aiohttp import web
 
 from catalogue import sites
 from catalogue.authorization import require_se, se_in_vo
 from catalogue.sites import Site
 from catalogue.storage_elements import (
-    VO_FIELDS,
     StorageElement,
     StorageElementList,
     StorageElementUpdate,
@@ -18,24 +15,15 @@ from catalogue.storage_elements import (
     get_storage_element,
     list_storage_elements,
     put_storage_element,
+    shown_to,
     update_storage_element,
 )
 from kernel.errors import InvalidInput
-from kernel.principal import Principal
 from kernel.responses import JsonList
 from kernel.web import ADMIN, DATABASE, ApiRoutes, json_response, principal_of, read_model, scopes
 
 routes = ApiRoutes("storage-elements")
 READ = scopes("catalogue.read")
-
-
-def _shown(principal: Principal, se: StorageElement) -> dict[str, Any]:
-    """An SE as the caller sees it: a confined caller sees its own VO's path and switches only."""
-    shown = se.model_dump(mode="json")
-    if principal.confined:
-        for field in VO_FIELDS:
-            shown[field] = {root: v for root, v in shown[field].items() if root in principal.roots}
-    return shown
 
 
 @routes.get("/ses", policy=READ, summary="List storage elements",
@@ -45,7 +33,7 @@ async def list_ses(request: web.Request) -> web.Response:
         request.app[DATABASE], site=request.query.get("site"), kind=request.query.get("kind")
     )
     principal = principal_of(request)
-    return json_response([_shown(principal, se) for se in ses if se_in_vo(principal, se.name)])
+    return json_response([shown_to(principal, se) for se in ses if se_in_vo(principal, se.name)])
 
 
 @routes.get("/ses/{name}", policy=READ, summary="One storage element", responses={404: "no such SE"},
@@ -53,7 +41,7 @@ async def list_ses(request: web.Request) -> web.Response:
 async def get_se(request: web.Request) -> web.Response:
     principal = principal_of(request)
     se = await get_storage_element(request.app[DATABASE], require_se(principal, request.match_info["name"]))
-    return json_response(_shown(principal, se))
+    return json_response(shown_to(principal, se))
 
 
 @routes.put("/ses/{name}", policy=ADMIN, summary="Create or replace a storage element", body=StorageElement,
@@ -88,7 +76,7 @@ async def list_sites(request: web.Request) -> web.Response:
 
 @routes.get("/sites/{name}", policy=READ, summary="One site with its local SEs", responses={404: "no such site"})
 async def get_site(request: web.Request) -> web.Response:
-    return json_response(await sites.get_site(request.app[DATABASE], request.match_info["name"]))
+    return json_response(await sites.get_site(request.app[DATABASE], request.match_info["name"], principal_of(request)))
 
 
 @routes.put("/sites/{name}", policy=ADMIN, summary="Create or replace a site", body=Site)

@@ -8,9 +8,11 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 from pymongo.asynchronous.database import AsyncDatabase
 
-from catalogue.storage_elements import NAME_PATTERN, SES, SITES, Attributes, list_storage_elements
+from catalogue.authorization import se_in_vo
+from catalogue.storage_elements import NAME_PATTERN, SES, SITES, Attributes, list_storage_elements, shown_to
 from kernel.db import Document, database_errors
 from kernel.errors import Conflict, NotFound
+from kernel.principal import Principal
 
 
 class Site(BaseModel):
@@ -42,14 +44,15 @@ async def list_sites(db: AsyncDatabase[Document]) -> list[Site]:
     return [_site(d) for d in docs]
 
 
-async def get_site(db: AsyncDatabase[Document], name: str) -> dict[str, Any]:
-    """A site with the SEs local to it."""
+async def get_site(db: AsyncDatabase[Document], name: str, principal: Principal) -> dict[str, Any]:
+    """A site with the SEs local to it that the caller's VO uses, as it sees them (another VO's
+    SEs there are left out, as `GET /ses` leaves them out)."""
     with database_errors():
         doc = await db[SITES].find_one({"_id": name})
     if doc is None:
         raise NotFound(f"site {name!r} does not exist")
     ses = await list_storage_elements(db, site=name)  # Index: ses_by_site.
-    return {**_site(doc).model_dump(), "ses": [se.model_dump(mode="json") for se in ses]}
+    return {**_site(doc).model_dump(), "ses": [shown_to(principal, se) for se in ses if se_in_vo(principal, se.name)]}
 
 
 async def delete_site(db: AsyncDatabase[Document], name: str) -> None:

@@ -24,6 +24,8 @@ from kernel.errors import Conflict, NotFound
 if TYPE_CHECKING:
     from pymongo.asynchronous.database import AsyncDatabase
 
+    from kernel.principal import Principal
+
 SES = "storage_elements"
 SITES = "sites"
 VOS = "vos"  # the VO registry, written by catalogue.vos (defined here: read for the VOs' paths on each SE)
@@ -271,3 +273,14 @@ async def fetch_storage_elements(db: AsyncDatabase[Document], names: Iterable[st
         cursor = db[SES].find({"_id": {"$in": wanted}}).limit(len(wanted)).batch_size(one_reply(len(wanted)))
         docs = await cursor.to_list()
     return {se.name: se for se in await _loaded(db, docs)}
+
+
+def shown_to(principal: Principal, se: StorageElement) -> dict[str, Any]:
+    """An SE as the caller sees it (the API's and the portal's): a VO-confined caller sees its own
+    VO's path and switches only."""
+    shown = se.model_dump(mode="json")
+    if principal.confined:
+        for name in VO_FIELDS:
+            shown[name] = {root: v for root, v in shown[name].items() if root in principal.roots}
+    return shown
+

@@ -65,6 +65,18 @@ async def test_a_vo_sees_only_its_own_path_and_switches_on_a_shared_se(vo_world:
     assert seen_by_admin["vo_paths"] == {"/cta": "/cta", "/lhcb": "/lhcb"}
 
 
+async def test_a_site_shows_a_vo_only_its_own_ses_there(vo_world: World) -> None:
+    """GET /sites/{name} lists the site's SEs as GET /ses does: another VO's are left out, a shared
+    one shows the caller's VO's path only (it listed every SE at the site, every VO's paths)."""
+    for who, expected in (("eve", ["DISK1", "DISK3"]), ("bob", ["DISK1", "DISK2"]),
+                          ("admin", ["DISK1", "DISK2", "DISK3"])):
+        status, site = await vo_world.call(who, "GET", "/sites/SITE")
+        assert status == 200 and sorted(se["name"] for se in site["ses"]) == expected, (who, site)
+    _, site = await vo_world.call("eve", "GET", "/sites/SITE")
+    [shared] = [se for se in site["ses"] if se["name"] == "DISK1"]
+    assert list(shared["vo_paths"]) == ["/cta"], shared
+
+
 async def test_a_vo_admin_switches_an_se_for_its_own_vo_only(vo_world: World, tmp_path: Path) -> None:
     status, answer = await vo_world.call("ctaadmin", "PATCH", "/vos/cta/ses/DISK1", {"write_enabled": False})
     assert status == 200 and answer["ses"]["DISK1"]["write_enabled"] is False, answer

@@ -16,11 +16,11 @@ from catalogue import se_routes as api
 from catalogue import sites, usage
 from catalogue import usage_routes as usage_api
 from catalogue.authorization import require_se, se_in_vo
-from catalogue.se_routes import _shown as se_as_shown
 from catalogue.storage_elements import (
     StorageElementUpdate,
     get_storage_element,
     list_storage_elements,
+    shown_to,
     update_storage_element,
 )
 from kernel.db import Document
@@ -45,7 +45,7 @@ async def se_list(request: web.Request) -> web.Response:
     caller(request, usage_api.routes, "GET", "/usage/ses")
     ses = await list_storage_elements(db, site=request.query.get("site") or None,
                                       kind=request.query.get("kind") or None)
-    shown = [se_as_shown(user, se) for se in ses if se_in_vo(user, se.name)]
+    shown = [shown_to(user, se) for se in ses if se_in_vo(user, se.name)]
     return page(request, "ses.html", {"ses": shown, "used": await _usage(db, user)})
 
 
@@ -54,7 +54,7 @@ async def se_page(request: web.Request) -> web.Response:
     db, user = caller(request, api.routes, "GET", "/ses/{name}")
     se = await get_storage_element(db, require_se(user, request.match_info["name"]))
     used = await _usage(db, user)
-    return page(request, "se.html", {"se": se_as_shown(user, se), "switches": SWITCHES,
+    return page(request, "se.html", {"se": shown_to(user, se), "switches": SWITCHES,
                                      "used": None if used is None else used.get(se.name, {})})
 
 
@@ -71,5 +71,5 @@ async def switch(request: web.Request) -> web.Response:
 @routes.get("/sites/{name}")
 async def site_page(request: web.Request) -> web.Response:
     db, user = caller(request, api.routes, "GET", "/sites/{name}")
-    site = await sites.get_site(db, request.match_info["name"])
+    site = await sites.get_site(db, request.match_info["name"], user)
     return page(request, "site.html", {"site": site, "used": await _usage(db, user)})
