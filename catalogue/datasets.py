@@ -44,6 +44,7 @@ from kernel.errors import Conflict, Forbidden, InvalidInput, NotFound
 from kernel.principal import Principal
 
 DATASETS = "datasets"
+# Checked with `fullmatch`: `$` also matches before a final newline, so `match` took "lhcb:name\n".
 SCOPE_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+=-]{0,254}$")
 DidType = Literal["dataset", "container"]
@@ -79,10 +80,10 @@ def check_did(value: object) -> tuple[str, str]:
     if not isinstance(value, str) or value.count(":") != 1:
         raise InvalidInput(f"a DID is 'scope:name', got {value!r}", details={"did": str(value)})
     scope, name = value.split(":")
-    if not SCOPE_PATTERN.match(scope):
+    if not SCOPE_PATTERN.fullmatch(scope):
         raise InvalidInput(f"invalid scope {scope!r}: lower-case letters, digits, _ . - (at most 64, "
                            "starting with a letter or digit)", details={"did": value})
-    if not NAME_PATTERN.match(name):
+    if not NAME_PATTERN.fullmatch(name):
         raise InvalidInput(f"invalid DID name {name!r}: letters, digits, _ . + = - (at most 255, starting with "
                            "a letter or digit)", details={"did": value})
     return scope, name
@@ -203,7 +204,7 @@ async def writable_did(db: AsyncDatabase[Document], principal: Principal, did: s
 async def list_dids(db: AsyncDatabase[Document], scope: str, *, after: str | None = None,
                     limit: int = 1000) -> list[dict[str, Any]]:
     """The DIDs of a scope sorted by name (keyset paging with `after`)."""
-    if not SCOPE_PATTERN.match(scope):
+    if not SCOPE_PATTERN.fullmatch(scope):
         raise InvalidInput(f"invalid scope {scope!r}")
     query: dict[str, Any] = {"scope": scope}
     if after:

