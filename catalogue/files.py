@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Literal, NotRequired, TypedDict
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError
 
@@ -147,6 +147,24 @@ class FileIn(BaseModel):
     @classmethod
     def _valid_ancestors(cls, value: list[str]) -> list[str]:
         return list(dict.fromkeys(_lfn(v) for v in value))
+
+    @field_validator("replicas")
+    @classmethod
+    def _one_per_se(cls, value: list[ReplicaIn]) -> list[ReplicaIn]:
+        # A file has one replica per SE (as `push_replicas` keeps it): two would be stored and
+        # counted on the SE's usage twice.
+        seen: set[str] = set()
+        for replica in value:
+            if replica.se in seen:
+                raise ValueError(f"SE {replica.se} is named twice: a file has one replica per SE")
+            seen.add(replica.se)
+        return value
+
+    @model_validator(mode="after")
+    def _not_its_own_ancestor(self) -> FileIn:
+        if self.lfn in self.ancestors:
+            raise ValueError(f"{self.lfn} cannot be its own ancestor")
+        return self
 
     @field_validator("adler32", "md5")
     @classmethod

@@ -31,3 +31,17 @@ async def test_a_did_ending_in_a_newline_is_refused(world: World) -> None:
 def test_a_vo_scope_ending_in_a_newline_is_refused() -> None:
     with pytest.raises(ValidationError, match="invalid DID scope"):
         Vo(name="atlas", roots=["/atlas"], scopes=["atlas\n"])
+
+
+async def test_a_file_registered_with_one_se_twice_is_refused(world: World) -> None:
+    before = await world.snapshot()
+    status, body = await world.call("bob", "POST", "/files/register", {"files": [
+        {"lfn": "/lhcb/pub/dup.root", **F, "replicas": [{"se": "DISK1"}, {"se": "DISK1", "status": "copying"}]}]})
+    assert status == 400 and "DISK1 is named twice" in body["message"], body
+    assert await world.snapshot() == before
+
+
+async def test_a_file_registered_as_its_own_ancestor_is_refused(world: World) -> None:
+    status, body = await world.call("bob", "POST", "/files/register", {"files": [
+        {"lfn": "/lhcb/pub/self.root", **F, "ancestors": ["/lhcb/pub/self.root"]}]})
+    assert status == 400 and "cannot be its own ancestor" in body["message"], body
