@@ -61,7 +61,7 @@ from catalogue.datasets import did_within_reach, get_did, may_change
 from catalogue.directories import fetch_directories
 from catalogue.files import authorized_files
 from catalogue.lfn import ROOT, ancestors, check_lfn
-from catalogue.permissions import EXECUTE, NO_SUCH_FILE, READ, ROOT_ENTRY, WRITE, permits, traversal_denial
+from catalogue.permissions import EXECUTE, NO_SUCH_FILE, READ, ROOT_ENTRY, WRITE, permits, se_in_vo, traversal_denial
 from kernel.db import Document
 from kernel.errors import Conflict, Forbidden, InvalidInput, NotFound
 from kernel.principal import DEFAULT_VO, Principal
@@ -114,11 +114,6 @@ def name_in_vo(principal: Principal, group: str) -> bool:
     if not principal.confined:
         return True
     return group.startswith(f"{principal.vo}:") or (principal.vo == DEFAULT_VO and ":" not in group)
-
-
-def se_in_vo(principal: Principal, se: str) -> bool:
-    """May the caller's VO use SE `se` (every SE when the VO lists none)?"""
-    return not principal.confined or not principal.ses or se in principal.ses
 
 
 def require_se(principal: Principal, se: str) -> str:

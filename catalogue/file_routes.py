@@ -141,7 +141,7 @@ async def _writable(request: web.Request, items: list[dict[str, Any]]) -> tuple[
 async def add(request: web.Request) -> web.Response:
     body = await read_model(request, ReplicasBody)
     items, refused = await _writable(request, [i.model_dump(exclude_none=True) for i in body.replicas])
-    result = await replicas.add_replicas(request.app[DATABASE], items)
+    result = await replicas.add_replicas(request.app[DATABASE], items, principal_of(request))
     result["failed"].update(refused)
     return json_response(result)
 

@@ -39,6 +39,7 @@ from catalogue.permissions import (
     creation_denial,
     hiding_denial,
     removal_denial,
+    se_in_vo,
 )
 from catalogue.provenance import add_ancestor_links
 from catalogue.replica_pushes import push_replicas
@@ -185,12 +186,16 @@ def parse_files(items: Sequence[Any]) -> list[FileIn]:
 
 
 async def replica_documents(
-    db: AsyncDatabase[Document], pairs: Iterable[tuple[str, ReplicaIn]]
+    db: AsyncDatabase[Document], pairs: Iterable[tuple[str, ReplicaIn]], principal: Principal | None = None
 ) -> dict[int, ReplicaRecord]:
     """Replica sub-documents keyed by id() of each ReplicaIn, URLs built by each SE's rule (one query);
-    a given URL must be the one the rule builds (`catalogue.replica_urls`)."""
+    a given URL must be the one the rule builds (`catalogue.replica_urls`). For a caller's
+    `principal`, an SE its VO does not use is refused like an unknown one (`se_in_vo`): the
+    answer must not tell another VO's SE from a missing one."""
     pairs = list(pairs)
     ses = await fetch_storage_elements(db, {r.se for _, r in pairs})
+    if principal is not None:
+        ses = {name: se for name, se in ses.items() if se_in_vo(principal, name)}
     unknown = sorted({r.se for _, r in pairs} - set(ses))
     if unknown:
         raise InvalidInput(f"unknown storage element(s): {', '.join(unknown)}", details={"unknown_ses": unknown})
@@ -245,7 +250,7 @@ async def register_files(db: AsyncDatabase[Document], principal: Principal, file
             earlier.replicas.extend(r for r in item.replicas if r.se not in {e.se for e in earlier.replicas})
     for lfn in failed:
         batch.pop(lfn, None)
-    replicas = await replica_documents(db, ((f.lfn, r) for f in batch.values() for r in f.replicas))
+    replicas = await replica_documents(db, ((f.lfn, r) for f in batch.values() for r in f.replicas), principal)
 
     # One query for every directory involved: ancestors of each LFN and the LFNs themselves.
     involved = {a for lfn in batch for a in ancestors(lfn)} | set(batch)

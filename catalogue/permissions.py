@@ -21,7 +21,8 @@ change). Then, on the entries themselves (directories and files both carry owner
 - the `admin` scope bypasses every check above.
 - VOs (`catalogue.vos`): a confined caller reaches only paths whose VO is its own, the VO whose
   namespace root is the longest one above the path. Any other path is answered like a missing
-  one (`NO_SUCH_FILE`, 404), before every check above; admins of a VO are confined too.
+  one (`NO_SUCH_FILE`, 404), before every check above; admins of a VO are confined too. An SE
+  the caller's VO does not use (`se_in_vo`) is answered like a missing SE.
 - an entry the caller cannot reach (no traversal) is reported like a missing one
   (`hiding_denial`); `catalogue.authorization` says what each action on a DID needs.
 
@@ -78,6 +79,11 @@ def within_reach(principal: Principal, path: str) -> bool:
     own = max((len(r) for r in principal.roots if is_within(path, r)), default=-1)
     foreign = max((len(r) for r in principal.foreign_roots if is_within(path, r)), default=-1)
     return own > foreign
+
+
+def se_in_vo(principal: Principal, se: str) -> bool:
+    """May the caller's VO use SE `se` (every SE when the VO lists none)?"""
+    return not principal.confined or not principal.ses or se in principal.ses
 
 
 def traversal_denial(principal: Principal, path: str, dirs: Entries,

@@ -36,6 +36,7 @@ from catalogue.storage_elements import SES
 from catalogue.usage import Usage
 from kernel.db import Document, bulk_write_chunked, database_errors, increment
 from kernel.errors import Conflict, InvalidInput
+from kernel.principal import Principal
 
 
 def _checked(items: Iterable[Mapping[str, Any]], *, with_replica: bool) -> list[tuple[str, ReplicaIn]]:
@@ -97,14 +98,16 @@ async def only_active(
     return active, failed
 
 
-async def add_replicas(db: AsyncDatabase[Document], items: Iterable[Mapping[str, Any]]) -> Outcome:
+async def add_replicas(db: AsyncDatabase[Document], items: Iterable[Mapping[str, Any]],
+                       principal: Principal | None = None) -> Outcome:
     """Add replicas `{lfn, se, url?, status?}`; one already on that SE counts as success.
 
-    Answers `{"successful": {lfn: [se, ...]}, "failed": {lfn: reason}}`. Unknown SEs and bad
-    LFNs reject the whole call (InvalidInput) before anything is written.
+    Answers `{"successful": {lfn: [se, ...]}, "failed": {lfn: reason}}`. Unknown SEs (for a
+    caller's `principal`, also SEs its VO does not use) and bad LFNs reject the whole call
+    (InvalidInput) before anything is written.
     """
     pairs = _checked(items, with_replica=True)
-    docs = await replica_documents(db, pairs)
+    docs = await replica_documents(db, pairs, principal)
     found = await fetch_files(db, {lfn for lfn, _ in pairs}, {"replicas.se": 1, "version": 1, "size": 1, "guid": 1})
     successful: dict[str, Any] = {}
     failed: dict[str, Any] = {}

@@ -9,7 +9,7 @@ import pytest
 from pydantic import ValidationError
 
 from catalogue.vos import Vo
-from tests.fixtures.authz import World
+from tests.fixtures.authz import ALICES, World, same_answer
 
 F = {"size": 1, "adler32": "00020002"}
 
@@ -45,3 +45,18 @@ async def test_a_file_registered_as_its_own_ancestor_is_refused(world: World) ->
     status, body = await world.call("bob", "POST", "/files/register", {"files": [
         {"lfn": "/lhcb/pub/self.root", **F, "ancestors": ["/lhcb/pub/self.root"]}]})
     assert status == 400 and "cannot be its own ancestor" in body["message"], body
+
+
+async def test_another_vos_se_is_refused_like_an_unknown_one(vo_world: World) -> None:
+    before = await vo_world.snapshot()
+    answers = {}
+    for se in ("DISK2", "NOSUCH"):  # DISK2 is lhcb's; eve is of cta
+        answers[se] = (
+            await vo_world.call("eve", "POST", "/replicas/add", {"replicas": [{"lfn": ALICES, "se": se}]}),
+            await vo_world.call("eve", "POST", "/files/register", {"files": [
+                {"lfn": "/cta/mc/b.root", **F, "replicas": [{"se": se}]}]}))
+    assert await vo_world.snapshot() == before
+    for foreign, unknown in zip(answers["DISK2"], answers["NOSUCH"], strict=True):
+        assert foreign[0] == 400 and same_answer(foreign, unknown, "DISK2", "NOSUCH"), (foreign, unknown)
+    status, body = await vo_world.call("eve", "POST", "/replicas/add", {"replicas": [{"lfn": ALICES, "se": "DISK3"}]})
+    assert status == 200 and body["successful"] == {ALICES: ["DISK3"]}, body
