@@ -35,11 +35,11 @@ from catalogue.metadata import metadata_fields_for
 from catalogue.metadata_fields import MetadataMaps, field_types, typed_values, types_for
 from catalogue.permissions import (
     DEFAULT_FILE_MODE,
-    NO_SUCH_FILE,
     creation_denial,
     hiding_denial,
     removal_denial,
     se_in_vo,
+    traversal_denial,
 )
 from catalogue.provenance import add_ancestor_links
 from catalogue.replica_pushes import push_replicas
@@ -256,7 +256,8 @@ async def register_files(db: AsyncDatabase[Document], principal: Principal, file
     involved = {a for lfn in batch for a in ancestors(lfn)} | set(batch)
     dirs = await fetch_directories(db, involved)
     for lfn in list(batch):
-        reason = "a directory exists at this path" if lfn in dirs else creation_denial(principal, lfn, dirs)
+        # The denial first: a hidden or another VO's directory must answer as a missing path does.
+        reason = creation_denial(principal, lfn, dirs) or ("a directory exists at this path" if lfn in dirs else None)
         if reason:
             failed[lfn] = reason
             del batch[lfn]
@@ -431,9 +432,10 @@ async def authorized_files(
 async def remove_files(
     db: AsyncDatabase[Document], principal: Principal, lfns: Sequence[str], *, force: bool = False
 ) -> Outcome:
-    """Remove file records (w on each parent). A file that still has replicas is kept unless
-    `force`: the catalogue must not forget bytes that the reaper has not deleted yet. Each
-    record is deleted and taken off the usage counters by one call (`catalogue.file_removal`)."""
+    """Remove file records (w on each parent); a missing file and one the caller cannot reach both
+    answer `removed: false`. A file that still has replicas is kept unless `force`: the catalogue
+    must not forget bytes that the reaper has not deleted yet. Each record is deleted and taken
+    off the usage counters by one call (`catalogue.file_removal`)."""
     for lfn in lfns:
         check_lfn(lfn)
     found = await fetch_files(db, lfns, {"replicas.se": 1, "owner": 1, "size": 1, REGISTERED_IN: 1})
@@ -441,12 +443,13 @@ async def remove_files(
     successful: dict[str, Any] = {}
     failed: dict[str, Any] = {}
     doomed = []
+    walked: dict[str, str | None] = {}
     for lfn in dict.fromkeys(lfns):
         doc = found.get(lfn)
-        reason = removal_denial(principal, lfn, dirs) if doc is not None else None
-        if doc is None or reason == NO_SUCH_FILE:  # another VO's file is answered as a missing one
+        if doc is None or traversal_denial(principal, lfn, dirs, walked):  # hidden answers as missing
             successful[lfn] = {"removed": False}  # already gone: removal is idempotent
             continue
+        reason = removal_denial(principal, lfn, dirs)
         if not reason and doc.get("replicas") and not force:
             reason = still_has_replicas(len(doc["replicas"]))
         if reason:

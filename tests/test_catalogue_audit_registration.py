@@ -9,7 +9,7 @@ import pytest
 from pydantic import ValidationError
 
 from catalogue.vos import Vo
-from tests.fixtures.authz import ALICES, World, same_answer
+from tests.fixtures.authz import ALICES, MISSING, PRIVATE, World, same_answer
 
 F = {"size": 1, "adler32": "00020002"}
 
@@ -60,3 +60,25 @@ async def test_another_vos_se_is_refused_like_an_unknown_one(vo_world: World) ->
         assert foreign[0] == 400 and same_answer(foreign, unknown, "DISK2", "NOSUCH"), (foreign, unknown)
     status, body = await vo_world.call("eve", "POST", "/replicas/add", {"replicas": [{"lfn": ALICES, "se": "DISK3"}]})
     assert status == 200 and body["successful"] == {ALICES: ["DISK3"]}, body
+
+
+async def test_removing_a_hidden_file_answers_as_for_a_missing_one(world: World) -> None:
+    before = await world.snapshot()
+    status, body = await world.call("alice", "POST", "/files/remove", {"lfns": [PRIVATE, MISSING], "force": True})
+    assert await world.snapshot() == before
+    assert status == 200 and body == {"successful": {PRIVATE: {"removed": False}, MISSING: {"removed": False}},
+                                      "failed": {}}, body
+
+
+async def test_registering_at_a_hidden_directory_answers_as_at_a_missing_path(world: World) -> None:
+    status, body = await world.call("alice", "POST", "/files/register", {"files": [
+        {"lfn": "/lhcb/data", **F}, {"lfn": "/lhcb/nodir", **F}]})
+    assert status == 200 and body["failed"]["/lhcb/data"] == body["failed"]["/lhcb/nodir"], body
+
+
+async def test_registering_at_another_vos_directory_answers_as_at_a_missing_path(vo_world: World) -> None:
+    status, body = await vo_world.call("eve", "POST", "/files/register", {"files": [
+        {"lfn": "/lhcb/data", **F}, {"lfn": "/lhcb/nodir", **F}]})
+    assert status == 200 and body["failed"]["/lhcb/data"] == body["failed"]["/lhcb/nodir"], body
+    status, body = await vo_world.call("bob", "POST", "/files/register", {"files": [{"lfn": "/lhcb/data", **F}]})
+    assert body["failed"] == {"/lhcb/data": "a directory exists at this path"}, body  # seen by its owner
