@@ -35,6 +35,9 @@ from catalogue.metadata import metadata_fields_for
 from catalogue.metadata_fields import MetadataMaps, field_types, typed_values, types_for
 from catalogue.permissions import (
     DEFAULT_FILE_MODE,
+    NO_SUCH_FILE,
+    READ,
+    WRITE,
     creation_denial,
     hiding_denial,
     removal_denial,
@@ -225,7 +228,9 @@ async def register_files(db: AsyncDatabase[Document], principal: Principal, file
 
     Returns `{"successful": {lfn: {"guid", "created"}}, "failed": {lfn: reason}}`. Registering
     the same file again (same size and checksums) succeeds with `created: false` and adds any
-    new replicas; a different size or checksum for an existing LFN fails with the reason.
+    new replicas and ancestors, given w on the file; a different size or checksum for an
+    existing LFN fails with the reason. Ancestors need r on each, which must exist, as for
+    /provenance/link (`catalogue.authorization`).
     """
     parsed = parse_files(files)
     fields = await field_types(db) if any(f.meta for f in parsed) else {}
@@ -263,6 +268,9 @@ async def register_files(db: AsyncDatabase[Document], principal: Principal, file
             del batch[lfn]
     for lfn in below_moves(list(batch), dirs.values()):
         failed[lfn] = BELOW_A_MOVE
+        del batch[lfn]
+    for lfn, reason in (await _refused_ancestors(db, principal, batch)).items():
+        failed[lfn] = reason
         del batch[lfn]
     missing = sorted({a for lfn in batch for a in ancestors(lfn)[1:] if a not in dirs})
     if missing:
@@ -305,7 +313,7 @@ async def register_files(db: AsyncDatabase[Document], principal: Principal, file
     await change_feed.append(db, [change_feed.event("file_registered", d["_id"],
                                                     replicas=[r["se"] for r in d["replicas"]]) for d in written])
     if duplicates:
-        await _reconcile(db, duplicates, replicas, successful, failed)
+        await _reconcile(db, principal, dirs, duplicates, replicas, successful, failed)
     return {"successful": successful, "failed": failed}
 
 
@@ -329,11 +337,31 @@ async def _outside_moves(db: AsyncDatabase[Document], token: str, written: list[
     return [doc for doc in written if doc["_id"] not in held]
 
 
+async def _refused_ancestors(db: AsyncDatabase[Document], principal: Principal,
+                             batch: Mapping[str, FileIn]) -> dict[str, str]:
+    """Why each file of `batch` may not name its ancestors, judged as /provenance/link judges
+    them: r on each, which must exist, a hidden one refused as a missing one (two queries for the
+    whole batch). An ancestor missing now is taken when the same call registers it: a batch may
+    hold a file and what was made from it."""
+    named = sorted({a for f in batch.values() for a in f.ancestors})
+    if not named:
+        return {}
+    _, refused = await authorized_files(db, principal, named, READ)
+    out: dict[str, str] = {}
+    for item in batch.values():
+        first = next((a for a in item.ancestors if a in refused
+                      and not (refused[a] == NO_SUCH_FILE and a in batch)), None)
+        if first:
+            out[item.lfn] = f"ancestor {first}: {refused[first]}"
+    return out
+
+
 async def _reconcile(
-    db: AsyncDatabase[Document], duplicates: list[FileIn], replicas: dict[int, ReplicaRecord],
-    successful: dict[str, Any], failed: dict[str, Any],
+    db: AsyncDatabase[Document], principal: Principal, dirs: Mapping[str, Document], duplicates: list[FileIn],
+    replicas: dict[int, ReplicaRecord], successful: dict[str, Any], failed: dict[str, Any],
 ) -> None:
-    """Compare LFNs that existed already with what was given; add their new replicas."""
+    """Compare LFNs that existed already with what was given; add their new replicas and
+    ancestors, which changes the file and so needs w on it (as /replicas/add and /provenance/link)."""
     stored = await find_by_ids(db[FILES], (f.lfn for f in duplicates))
     updates: dict[str, list[ReplicaRecord]] = {}
     for item in duplicates:
@@ -342,6 +370,8 @@ async def _reconcile(
             failed[item.lfn] = "GUID already belongs to another file" if item.guid else "concurrently removed; retry"
             continue
         reason = _same_file(doc, item)
+        if not reason and (item.replicas or item.ancestors):
+            reason = hiding_denial(principal, item.lfn, doc, WRITE, dirs)
         if reason:
             failed[item.lfn] = reason
             continue

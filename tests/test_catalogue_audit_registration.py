@@ -9,7 +9,7 @@ import pytest
 from pydantic import ValidationError
 
 from catalogue.vos import Vo
-from tests.fixtures.authz import ALICES, MISSING, PRIVATE, World, same_answer
+from tests.fixtures.authz import ALICES, MISSING, PRIVATE, SHARED, World, same_answer
 
 F = {"size": 1, "adler32": "00020002"}
 
@@ -82,3 +82,53 @@ async def test_registering_at_another_vos_directory_answers_as_at_a_missing_path
     assert status == 200 and body["failed"]["/lhcb/data"] == body["failed"]["/lhcb/nodir"], body
     status, body = await vo_world.call("bob", "POST", "/files/register", {"files": [{"lfn": "/lhcb/data", **F}]})
     assert body["failed"] == {"/lhcb/data": "a directory exists at this path"}, body  # seen by its owner
+
+
+async def test_registering_another_users_file_again_adds_nothing_without_w_on_it(world: World) -> None:
+    lfn = "/lhcb/pub/shared/b.root"
+    async with world.client("bob") as bob:
+        await bob.mkdir("/lhcb/pub/shared", mode=0o770)  # carol (group lhcb) may create here
+        assert not (await bob.register_files([{"lfn": lfn, **F, "mode": 0o640, "replicas": [{"se": "DISK1"}]}]))[
+            "failed"]
+    before = await world.snapshot()
+    for extra in ({"replicas": [{"se": "DISK2", "status": "copying"}]}, {"ancestors": [SHARED]}):
+        status, body = await world.call("carol", "POST", "/files/register", {"files": [{"lfn": lfn, **F, **extra}]})
+        assert status == 200 and body == {"successful": {}, "failed": {
+            lfn: f"permission denied: w permission needed on {lfn}"}}, body
+    assert await world.snapshot() == before
+    status, body = await world.call("carol", "POST", "/files/register", {"files": [{"lfn": lfn, **F}]})
+    assert body["successful"][lfn]["created"] is False  # the same file again, changing nothing: still fine
+    status, body = await world.call("bob", "POST", "/files/register", {"files": [
+        {"lfn": lfn, **F, "replicas": [{"se": "DISK2", "status": "copying"}], "ancestors": [SHARED]}]})
+    assert body["successful"][lfn]["created"] is False, body
+    doc = await world.db["files"].find_one({"_id": lfn})
+    assert [r["se"] for r in doc["replicas"]] == ["DISK1", "DISK2"] and doc["ancestors"] == [SHARED]
+
+
+async def test_ancestors_given_at_registration_are_checked_as_provenance_links_are(world: World) -> None:
+    before = await world.snapshot()
+    answers = {}
+    for ancestor in (PRIVATE, MISSING):
+        status, body = await world.call("alice", "POST", "/files/register", {"files": [
+            {"lfn": "/cta/mc/child.root", **F, "ancestors": [ancestor]}]})
+        assert status == 200 and body["successful"] == {}, body
+        answers[ancestor] = body
+    assert answers[PRIVATE] == {"successful": {}, "failed": {"/cta/mc/child.root": f"ancestor {PRIVATE}: no such file"}}
+    assert same_answer((200, answers[PRIVATE]), (200, answers[MISSING]), PRIVATE, MISSING)
+    # an existing file of alice's, given again with a hidden ancestor, is not linked to it either
+    stored = await world.db["files"].find_one({"_id": ALICES})
+    status, body = await world.call("alice", "POST", "/files/register", {"files": [
+        {"lfn": ALICES, "size": stored["size"], "adler32": stored["adler32"], "ancestors": [PRIVATE]}]})
+    assert body["failed"] == {ALICES: f"ancestor {PRIVATE}: no such file"}, body
+    assert await world.snapshot() == before
+    _, descendants = await world.call("bob", "GET", "/provenance", params={"lfn": PRIVATE, "direction": "descendants"})
+    assert "/cta/mc" not in str(descendants)
+
+
+async def test_a_batch_may_hold_a_file_and_what_was_made_from_it(world: World) -> None:
+    status, body = await world.call("alice", "POST", "/files/register", {"files": [
+        {"lfn": "/cta/mc/derived.root", **F, "ancestors": ["/cta/mc/raw.root", ALICES]},
+        {"lfn": "/cta/mc/raw.root", **F}]})
+    assert status == 200 and not body["failed"], body
+    doc = await world.db["files"].find_one({"_id": "/cta/mc/derived.root"})
+    assert doc["ancestors"] == ["/cta/mc/raw.root", ALICES]
