@@ -3,8 +3,9 @@
 `register_files` is idempotent and costs O(1) database round trips per batch however large:
 one query for the SEs named, one `_id $in` for the directories involved, at most one query and
 one insert for missing parent directories (mkdir -p), one unordered `insert_many` of the files,
-and only when some LFNs existed already, one query to compare them and one bulk update to add
-their new replicas. The unique `_id` (the LFN) is what makes concurrent registrations safe.
+only when ancestors are given, two queries to check them (`authorized_files`), and only when
+some LFNs existed already, one query to compare them and one bulk update to add their new
+replicas. The unique `_id` (the LFN) is what makes concurrent registrations safe.
 """
 
 from __future__ import annotations
