@@ -152,7 +152,7 @@ class JobDescription(BaseModel):
 
 
 def _check_lfns(lfns: list[str]) -> None:
-    bad = [lfn for lfn in lfns if not re.match(LFN_PATTERN, lfn)]
+    bad = [lfn for lfn in lfns if not re.fullmatch(LFN_PATTERN, lfn)]
     if bad:
         raise ValueError(f"input LFNs must be absolute paths not ending in '/': {bad[:5]}")
     # The pilot puts each input in the work directory under its file name.
