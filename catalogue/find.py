@@ -9,7 +9,8 @@ MongoDB a selective query uses the index of a declared field (`meta_<key>` on
 Read permission is POSIX-like: a file is returned when the caller may read it (r on the file,
 x on every directory above it). The query itself is never widened or narrowed in Python; the
 ACL check runs per page with the page's unseen ancestor directories fetched by one
-`_id $in` (admins skip it). The scope directory must be readable (r and x) by the caller.
+`_id $in` (admins skip it). The scope directory must be readable (r and x) by the caller; one
+it cannot reach answers like a missing one (404).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from catalogue.directories import fetch_directories
 from catalogue.lfn import ROOT, ancestors, check_lfn
 from catalogue.meta_query import compile_query
 from catalogue.metadata_fields import EFFECTIVE, declared_fields
-from catalogue.permissions import EXECUTE, READ, ROOT_ENTRY, entry_denial, require, within_reach
+from catalogue.permissions import EXECUTE, READ, ROOT_ENTRY, entry_denial, require, traversal_denial
 from kernel.db import Document, database_errors, for_output, stream_pages
 from kernel.errors import NotFound
 from kernel.principal import Principal
@@ -72,8 +73,8 @@ async def _check_scope(db: AsyncDatabase[Document], principal: Principal, scope:
         require(entry_denial(principal, scope, ROOT_ENTRY, READ | EXECUTE, {}), scope)
         return
     dirs = await fetch_directories(db, [*ancestors(scope), scope])
-    if scope not in dirs or not within_reach(principal, scope):
-        raise NotFound(f"directory {scope} does not exist")
+    if scope not in dirs or traversal_denial(principal, scope, dirs):
+        raise NotFound(f"directory {scope} does not exist")  # hidden answers like missing
     require(entry_denial(principal, scope, dirs[scope], READ | EXECUTE, dirs), scope)
 
 
