@@ -144,13 +144,33 @@ async def rebuild_counts(request: web.Request) -> web.Response:
 @routes.get("/dids/contents", policy=READ, summary="One page of a DID's members, sorted",
             query={"did": "scope:name", "after": "last member of the previous page", "limit": "1..10000 (1000)"})
 async def contents(request: web.Request) -> web.Response:
-    db = request.app[DATABASE]
-    page = await dataset_contents.list_page(db, _did(request), after=request.query.get("after"),
-                                            limit=query_int(request, "limit", 1000, minimum=1, maximum=10_000))
-    # A page may come back shorter: files the caller cannot reach are left out (hidden = missing),
-    # while `next_after` still follows the stored order.
-    shown = await _reachable(db, principal_of(request), page["members"])
-    return json_response({**page, "members": shown})
+    limit = query_int(request, "limit", 1000, minimum=1, maximum=10_000)
+    return json_response(await _visible_page(request.app[DATABASE], principal_of(request), _did(request),
+                                             request.query.get("after"), limit))
+
+
+SCANNED_PER_PAGE = 10  # stored pages one contents page reads at most once it has a member to show
+
+
+async def _visible_page(db: AsyncDatabase[Document], principal: Principal, did: str, after: str | None,
+                        limit: int) -> dict[str, object]:
+    """One page of the members the caller may see. Files it cannot reach are left out (hidden =
+    missing), and `next_after` is always a member shown: naming the last stored row read would
+    name a hidden file. So stored pages are read until `limit` members are shown or the end, or,
+    once one is shown, at most SCANNED_PER_PAGE stored pages (a page may then come back shorter);
+    a run of hidden rows before the first shown member is read through, a page at a time."""
+    shown: list[Document] = []
+    cursor, scanned = after, 0
+    while True:
+        page = await dataset_contents.list_page(db, did, after=cursor, limit=limit)
+        shown += await _reachable(db, principal, page["members"])
+        cursor, scanned = page["next_after"], scanned + 1
+        if len(shown) >= limit or cursor is None or (shown and scanned >= SCANNED_PER_PAGE):
+            break
+    more = len(shown) > limit or cursor is not None
+    shown = shown[:limit]
+    key = "lfn" if shown and "lfn" in shown[0] else "did"
+    return {"members": shown, "next_after": shown[-1][key] if more and shown else None}
 
 
 @routes.get("/dids/contents/stream", policy=READ, summary="Every member of a DID (NDJSON, Arrow or Parquet)",
