@@ -104,7 +104,7 @@ MATRIX: dict[str, Case] = {
     "GET /metadata": Case("/metadata", (200, 200, 403), params={"path": SHARED}, changes=frozenset()),
     "POST /metadata/set": Case("/metadata/set", (200, 403, 403), {"path": SHARED, "values": {"run": 7}}),
     "POST /metadata/remove": Case("/metadata/remove", (200, 403, 403), {"path": SHARED, "keys": ["run"]}),
-    "POST /find": Case("/find", (200, 200, 403), {"query": "size >= 0", "path": "/lhcb/pub"}, changes=frozenset()),
+    "POST /find": Case("/find", (200, 200, 404), {"query": "size >= 0", "path": "/lhcb/pub"}, changes=frozenset()),
     "POST /find/explain": admin_only("/find/explain"),
     "POST /dids": Case("/dids", (201, 403, 403), {"did": "user.bob:new", "type": "dataset"}),
     "GET /dids": same(200, "/dids", params={"did": DATASET}),
