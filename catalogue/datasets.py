@@ -38,7 +38,7 @@ from catalogue import change_feed
 from catalogue.directories import now
 from catalogue.lfn import ROOT, check_lfn
 from catalogue.meta_query import compile_query
-from catalogue.metadata_fields import declared_fields
+from catalogue.metadata_fields import query_fields
 from kernel.db import Document, IndexSpec, database_errors
 from kernel.errors import Conflict, Forbidden, InvalidInput, NotFound
 from kernel.principal import Principal
@@ -148,7 +148,7 @@ async def create_did(db: AsyncDatabase[Document], principal: Principal, item: Di
         if item.type != "dataset":
             raise InvalidInput("only datasets can be dynamic (defined by a query)")
         check_lfn(item.path)
-        compile_query(item.query, await declared_fields(db))
+        compile_query(item.query, await query_fields(db, principal))
     at = now()
     doc: Document = {"_id": item.did, "scope": scope, "name": name, "type": item.type, "state": "open",
                      "owner": principal.sub, "group": principal.primary_group, "description": item.description,

@@ -25,7 +25,7 @@ from catalogue.collection_names import FILES
 from catalogue.directories import fetch_directories
 from catalogue.lfn import ROOT, ancestors, check_lfn
 from catalogue.meta_query import compile_query
-from catalogue.metadata_fields import EFFECTIVE, declared_fields
+from catalogue.metadata_fields import EFFECTIVE, declared_fields, query_fields
 from catalogue.permissions import EXECUTE, READ, ROOT_ENTRY, entry_denial, require, traversal_denial
 from kernel.db import Document, database_errors, for_output, stream_pages
 from kernel.errors import NotFound
@@ -105,7 +105,7 @@ async def open_query(
     """Check the query and the scope now (so errors come before a response starts), then return
     the stream of matching file records the caller may read, sorted by LFN, read page by page."""
     check_lfn(scope)
-    flt = compile_query(query, await declared_fields(db))
+    flt = compile_query(query, await query_fields(db, principal))
     low, high = scope_bounds(scope, after)
     await _check_scope(db, principal, scope)
     if scope == ROOT and principal.confined and ROOT not in principal.roots:

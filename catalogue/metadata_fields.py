@@ -31,6 +31,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from kernel.bounds import INT64_MAX, INT64_MIN
 from kernel.db import Document, database_errors
 from kernel.errors import Conflict, InvalidInput, NotFound
+from kernel.principal import Principal
 
 METADATA_FIELDS = "metadata_fields"
 EFFECTIVE = "meta_effective"
@@ -167,6 +168,16 @@ async def field_types(db: AsyncDatabase[Document]) -> dict[str, tuple[str, str |
 def types_for(fields: Mapping[str, tuple[str, str | None]], vo: str | None) -> dict[str, str]:
     """`{key: type}` of the fields that type values in VO `vo`'s namespace: the installation's and its own."""
     return {key: kind for key, (kind, owner) in fields.items() if owner is None or owner == vo}
+
+
+async def query_fields(db: AsyncDatabase[Document], principal: Principal) -> dict[str, str]:
+    """`{key: type}` of the fields the caller's metadata queries are typed by: those it is shown
+    (GET /metadata/fields), the installation's and its VO's; every field for a caller not
+    confined to a VO. Another VO's key is a free one to it, so no answer tells that it is declared."""
+    fields = await field_types(db)
+    if not principal.confined:
+        return {key: kind for key, (kind, _) in fields.items()}
+    return types_for(fields, principal.vo)
 
 
 def _shown(doc: Document) -> dict[str, Any]:

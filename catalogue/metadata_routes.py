@@ -12,7 +12,7 @@ from catalogue import metadata, metadata_fields, vos
 from catalogue.authorization import FIELD_ADMINS, require_admin, require_field_admin
 from catalogue.find import explain_query, file_view, open_query
 from catalogue.lfn import ROOT, check_lfn
-from catalogue.metadata_fields import FieldDeclaration, declared_fields
+from catalogue.metadata_fields import FieldDeclaration, query_fields
 from catalogue.streaming import stream_rows
 from catalogue.tabular import file_row, file_schema
 from kernel.errors import InvalidInput
@@ -115,7 +115,7 @@ async def remove_values(request: web.Request) -> web.Response:
 async def find(request: web.Request) -> web.StreamResponse:
     body = await read_model(request, FindBody)
     db = request.app[DATABASE]
-    declared = await declared_fields(db)
+    declared = await query_fields(db, principal_of(request))
     results = await open_query(db, principal_of(request), body.query, scope=check_lfn(body.path),
                                after=body.after, limit=body.limit)
     return await stream_rows(request, results, fmt=body.format, filename="find", schema=file_schema(declared),

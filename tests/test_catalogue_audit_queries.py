@@ -5,6 +5,10 @@ typed nor reached (tests.fixtures.authz and tests.fixtures.multi_vo)."""
 
 from __future__ import annotations
 
+import aiohttp
+import pyarrow as pa
+
+from kernel.web import API_PREFIX
 from tests.fixtures.authz import DATASET, PRIVATE, SHARED, World
 
 
@@ -30,3 +34,25 @@ async def test_contents_page_reads_past_hidden_rows_to_fill_itself(world: World)
     assert [m["lfn"] for m in first["members"]] == [SHARED] and first["next_after"] is None
     _, bobs = await world.call("bob", "GET", "/dids/contents", params={"did": DATASET, "limit": "1"})
     assert [m["lfn"] for m in bobs["members"]] == [PRIVATE] and bobs["next_after"] == PRIVATE
+
+
+async def _find_arrow_columns(world: World, who: str) -> list[str]:
+    async with aiohttp.ClientSession() as session, session.post(
+            world.api.url + API_PREFIX + "/find", json={"query": "size >= 0", "format": "arrow"},
+            headers={"Authorization": f"Bearer {world.tokens[who]}"}) as resp:
+        assert resp.status == 200, await resp.text()
+        return list(pa.ipc.open_stream(await resp.read()).schema.names)
+
+
+async def test_find_types_a_query_by_the_callers_fields_only(vo_world: World) -> None:
+    status, _ = await vo_world.call("lhcbadmin", "PUT", "/metadata/fields", {"key": "lhcbsecret", "type": "int"})
+    assert status == 200
+    assert "meta_lhcbsecret" not in await _find_arrow_columns(vo_world, "eve")
+    assert "meta_lhcbsecret" in await _find_arrow_columns(vo_world, "bob")
+    typed = await vo_world.call("eve", "POST", "/find", {"query": "lhcbsecret = abc"})
+    free = await vo_world.call("eve", "POST", "/find", {"query": "nosuchfield = abc"})
+    assert typed == free == (200, "")
+    dynamic = await vo_world.call("eve", "POST", "/dids", {"did": "cta:dyn", "query": "lhcbsecret = abc"})
+    assert dynamic[0] == 201, dynamic
+    assert (await vo_world.call("bob", "POST", "/find", {"query": "lhcbsecret = abc"}))[0] == 400
+
