@@ -13,6 +13,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from catalogue import dataset_contents, dataset_recount, datasets
 from catalogue.authorization import require_did, visible_files
 from catalogue.datasets import DidIn, did_view
+from catalogue.find import check_query
 from catalogue.streaming import stream_rows
 from catalogue.tabular import DATASET_SCHEMA, check_format
 from kernel.db import Document
@@ -71,6 +72,9 @@ async def create(request: web.Request) -> web.Response:
     datasets.check_did(body.did)  # a malformed name is a 400 before the scope is judged
     db = request.app[DATABASE]
     principal = principal_of(request)
+    if body.query is not None and body.type == "dataset":
+        # the checks of its first refresh, before anything is written: a refusal leaves no DID behind
+        await check_query(db, principal, body.query, body.path)
     doc = await datasets.create_did(db, principal, body)
     if body.query is not None:
         doc = await dataset_contents.refresh(db, principal, body.did)

@@ -98,16 +98,25 @@ async def _readable(db: AsyncDatabase[Document], principal: Principal, docs: lis
     return [d for d in docs if entry_denial(principal, d["_id"], d, READ, cache) is None]
 
 
+async def check_query(db: AsyncDatabase[Document], principal: Principal, query: str,
+                      scope: str = ROOT) -> dict[str, Any]:
+    """The compiled query, once the checks of `open_query` pass: it compiles, typed by the
+    caller's fields (400), and the caller may read the scope directory (404 when missing or
+    hidden, 403 without r and x). What a dynamic dataset must pass before it is created."""
+    check_lfn(scope)
+    flt = compile_query(query, await query_fields(db, principal))
+    await _check_scope(db, principal, scope)
+    return flt
+
+
 async def open_query(
     db: AsyncDatabase[Document], principal: Principal, query: str, *, scope: str = ROOT,
     after: str | None = None, limit: int | None = None,
 ) -> AsyncIterator[Document]:
     """Check the query and the scope now (so errors come before a response starts), then return
     the stream of matching file records the caller may read, sorted by LFN, read page by page."""
-    check_lfn(scope)
-    flt = compile_query(query, await query_fields(db, principal))
+    flt = await check_query(db, principal, query, scope)
     low, high = scope_bounds(scope, after)
-    await _check_scope(db, principal, scope)
     if scope == ROOT and principal.confined and ROOT not in principal.roots:
         flt = {"$and": [flt, _vo_roots(principal)]}
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import aiohttp
 import pyarrow as pa
 
+from catalogue import change_feed
 from kernel.web import API_PREFIX
 from tests.fixtures.authz import DATASET, PRIVATE, SHARED, World
 
@@ -56,3 +57,11 @@ async def test_find_types_a_query_by_the_callers_fields_only(vo_world: World) ->
     assert dynamic[0] == 201, dynamic
     assert (await vo_world.call("bob", "POST", "/find", {"query": "lhcbsecret = abc"}))[0] == 400
 
+
+async def test_a_refused_dynamic_dataset_is_not_created(world: World) -> None:
+    before = await change_feed.read(world.db, 0, 100_000)
+    body = {"did": "cta:dyn", "type": "dataset", "query": "size >= 0", "path": "/lhcb/data"}
+    assert (await world.call("alice", "POST", "/dids", body))[0] == 404
+    assert (await world.call("alice", "GET", "/dids", params={"did": "cta:dyn"}))[0] == 404
+    assert await change_feed.read(world.db, 0, 100_000) == before
+    assert (await world.call("alice", "POST", "/dids", {**body, "path": "/cta"}))[0] == 201
