@@ -290,12 +290,19 @@ async def move_directory_usage(db: AsyncDatabase[Document], source: str, destina
     await usage.apply(db)
 
 
-async def directory_usage(db: AsyncDatabase[Document], path: str) -> dict[str, Any]:
-    """Files and bytes below `path` (recursive); zero for a path with nothing below it."""
+async def directory_usage(db: AsyncDatabase[Document], path: str, leaving_out: Iterable[str] = ()) -> dict[str, Any]:
+    """Files and bytes below `path` (recursive), less what is below those of the directories
+    `leaving_out` nested in it (another VO's roots, for a caller confined to its VO, as
+    `vo_usage` counts); zero for a path with nothing below it. One read of the records by `_id`."""
     check_lfn(path)
+    nested = {d for d in leaving_out if d != path and is_within(d, path)}
+    outermost = sorted(d for d in nested if not any(d != n and is_within(d, n) for n in nested))
+    keys = [directory_key(p) for p in (path, *outermost)]
     with database_errors():
-        doc = await db[USAGE].find_one({"_id": directory_key(path)})
-    return {"path": path, "files": int((doc or {}).get("files", 0)), "bytes": int((doc or {}).get("bytes", 0))}
+        docs = {d["_id"]: d for d in await db[USAGE].find({"_id": {"$in": keys}}).to_list()}
+    counted = [docs.get(k, {}) for k in keys]
+    return {"path": path, **{key: int(counted[0].get(key, 0)) - sum(int(c.get(key, 0)) for c in counted[1:])
+                             for key in ("files", "bytes")}}
 
 
 async def vo_usage(db: AsyncDatabase[Document], roots: Mapping[str, Sequence[str]]) -> dict[str, dict[str, int]]:

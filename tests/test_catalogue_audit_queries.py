@@ -10,7 +10,7 @@ import pyarrow as pa
 
 from catalogue import change_feed
 from kernel.web import API_PREFIX
-from tests.fixtures.authz import DATASET, PRIVATE, SHARED, World
+from tests.fixtures.authz import DATASET, PRIVATE, SHARED, USER_SCOPES, World
 
 
 async def test_find_in_a_hidden_directory_answers_like_a_missing_one(world: World) -> None:
@@ -65,3 +65,15 @@ async def test_a_refused_dynamic_dataset_is_not_created(world: World) -> None:
     assert (await world.call("alice", "GET", "/dids", params={"did": "cta:dyn"}))[0] == 404
     assert await change_feed.read(world.db, 0, 100_000) == before
     assert (await world.call("alice", "POST", "/dids", {**body, "path": "/cta"}))[0] == 201
+
+
+async def test_directory_usage_leaves_out_other_vos_nested_roots(vo_world: World) -> None:
+    status, _ = await vo_world.call("admin", "PUT", "/vos/local", {"name": "local", "roots": ["/"],
+                                                                   "scopes": ["local"]})
+    assert status == 200
+    vo_world.tokens["lou"] = vo_world.api.token("lou", vo="local", groups=("local",), scopes=USER_SCOPES)
+    _, everything = await vo_world.call("admin", "GET", "/usage/directory", params={"path": "/"})
+    _, lhcb = await vo_world.call("bob", "GET", "/usage/directory", params={"path": "/lhcb"})
+    assert everything["files"] > lhcb["files"] > 0
+    assert await vo_world.call("lou", "GET", "/usage/directory", params={"path": "/"}) == (
+        200, {"path": "/", "files": 0, "bytes": 0})
