@@ -10,7 +10,9 @@ New entries copy the effective maps of their nearest existing ancestor (already 
 one `_id $in`, for the ACL check). Changing a directory's key `k` is one `update_many` per
 collection over the subtree: entries whose `k` came from this directory or from farther up (or
 from nowhere) take the new value; entries whose `k` comes from a nearer directory, or is their
-own, keep theirs. So a metadata query is always a single query on `meta_effective`.
+own, keep theirs. So a metadata query is always a single query on `meta_effective`. The subtree
+stops at another VO's root nested in it: that VO's entries inherit nothing from the directories
+of the VO above.
 
 There is no transaction: a file registered while its directory's value is being changed may
 keep the value it copied at registration; setting the directory's value again repairs it.
@@ -31,10 +33,10 @@ from pymongo.asynchronous.database import AsyncDatabase
 from catalogue import change_feed
 from catalogue.collection_names import FILES
 from catalogue.directories import DIRECTORIES, fetch_directories, now
-from catalogue.lfn import ROOT, ancestors, check_lfn, descendant_pattern
+from catalogue.lfn import ROOT, ancestors, check_lfn, descendant_pattern, is_within
 from catalogue.metadata_fields import EFFECTIVE, ORIGIN, MetadataMaps, check_key, field_types, typed_values, types_for
 from catalogue.permissions import WRITE, entry_denial, require, traversal_denial
-from catalogue.vos import registry, vo_of_path
+from catalogue.vos import Vo, registry, vo_of_path
 from kernel.db import Document, database_errors
 from kernel.errors import InvalidInput, NotFound
 from kernel.principal import Principal
@@ -91,13 +93,26 @@ async def _writable(
     return doc, collection, dirs
 
 
-def _subtree_of(path: str, key: str, origins: Iterable[str | None]) -> dict[str, Any]:
-    """Entries strictly below `path` whose `key` comes from one of `origins` (None: from nowhere)."""
+def _subtree_of(path: str, key: str, origins: Iterable[str | None], leaving_out: Iterable[str] = ()) -> dict[str, Any]:
+    """Entries strictly below `path` whose `key` comes from one of `origins` (None: from nowhere),
+    but for the directories `leaving_out` and what is below them."""
     named = [o for o in origins if o is not None]
     alternatives: list[dict[str, Any]] = [{f"{ORIGIN}.{key}": {"$in": named}}]
     if None in origins:
         alternatives.append({f"{ORIGIN}.{key}": {"$exists": False}})
-    return {"_id": {"$regex": descendant_pattern(path)}, "$or": alternatives}
+    flt: dict[str, Any] = {"_id": {"$regex": descendant_pattern(path)}, "$or": alternatives}
+    # `dir` itself, then `dir/` .. `dir0` ('0' follows '/'): its subtree, a range of the `_id` index
+    outside = [clause for d in leaving_out for clause in (
+        {"_id": {"$ne": d}}, {"$or": [{"_id": {"$lt": d + "/"}}, {"_id": {"$gte": d + "0"}}]})]
+    return {**flt, "$and": outside} if outside else flt
+
+
+def _other_vos_below(vos: dict[str, Vo], path: str) -> list[str]:
+    """The roots of other VOs than `path`'s nested below it: a VO's namespace inherits nothing
+    from another's directories above its root (`principal.foreign_roots` seen from `path`)."""
+    own = vo_of_path(vos, path)
+    return sorted(root for vo in vos.values() if vo.name != own for root in vo.roots
+                  if root != path and is_within(root, path))
 
 
 async def set_metadata(
@@ -108,7 +123,8 @@ async def set_metadata(
     no nearer value of its own."""
     if not values:
         raise InvalidInput("give at least one key and value")
-    typed = typed_values(values, types_for(await field_types(db), vo_of_path(await registry(db), path)))
+    vos = await registry(db)
+    typed = typed_values(values, types_for(await field_types(db), vo_of_path(vos, path)))
     _, collection, _ = await _writable(db, principal, path)
     changes: dict[str, Any] = {"modified": now()}
     for key, value in typed.items():
@@ -118,10 +134,11 @@ async def set_metadata(
         if collection.name == DIRECTORIES:
             # Index: `_id` prefix range on MongoDB (the subtree), then the origin test.
             farther = [*ancestors(path), path, None]
+            foreign = _other_vos_below(vos, path)
             for key, value in typed.items():
                 update = {"$set": {f"{EFFECTIVE}.{key}": value, f"{ORIGIN}.{key}": path}}
                 for name in (DIRECTORIES, FILES):
-                    await db[name].update_many(_subtree_of(path, key, farther), update)
+                    await db[name].update_many(_subtree_of(path, key, farther, foreign), update)
     await change_feed.append(db, [change_feed.event("metadata_changed", path, keys=sorted(typed))])
     return await get_metadata(db, principal, path)
 
@@ -135,6 +152,7 @@ async def remove_metadata(
     if not wanted:
         raise InvalidInput("give at least one key")
     doc, collection, dirs = await _writable(db, principal, path)
+    foreign = _other_vos_below(await registry(db), path)
     fallback_values, fallback_origins = inherited(path, dirs)
     own = doc.get("meta") or {}
     for key in wanted:
@@ -150,7 +168,7 @@ async def remove_metadata(
                 f"meta.{key}": "", **update.get("$unset", {})}})
             if collection.name == DIRECTORIES:
                 for name in (DIRECTORIES, FILES):
-                    await db[name].update_many(_subtree_of(path, key, [path]), update)
+                    await db[name].update_many(_subtree_of(path, key, [path], foreign), update)
     with database_errors():
         await collection.update_one({"_id": path}, {"$set": {"modified": now()}})
     await change_feed.append(db, [change_feed.event("metadata_changed", path, keys=sorted(wanted))])

@@ -77,3 +77,30 @@ async def test_directory_usage_leaves_out_other_vos_nested_roots(vo_world: World
     assert everything["files"] > lhcb["files"] > 0
     assert await vo_world.call("lou", "GET", "/usage/directory", params={"path": "/"}) == (
         200, {"path": "/", "files": 0, "bytes": 0})
+
+
+async def test_directory_metadata_stops_at_another_vos_nested_root(vo_world: World) -> None:
+    async with vo_world.client("bob") as bob:
+        await bob.mkdir("/lhcb/grp", mode=0o775)
+    status, _ = await vo_world.call("admin", "PUT", "/vos/sub", {"name": "sub", "roots": ["/lhcb/grp/s"],
+                                                                 "scopes": ["sub"], "admins": ["sam"]})
+    assert status == 200
+    vo_world.tokens["sam"] = vo_world.api.token("sam", vo="sub", groups=("sub",), scopes=USER_SCOPES)
+    files = [{"lfn": "/lhcb/grp/s/f.root", "size": 1, "adler32": "00020002"}]
+    assert (await vo_world.call("sam", "POST", "/files/register", {"files": files}))[0] == 200
+    async with vo_world.client("bob") as bob:
+        await bob.mkdir("/lhcb/grp/s.b", mode=0o775)  # beside the root, sorting between it and its subtree
+    for path in ("/lhcb/grp", "/lhcb"):
+        answer = await vo_world.call("bob", "POST", "/metadata/set", {"path": path, "values": {"quality": "bad"}})
+        assert answer[0] == 200, answer
+    for path in ("/lhcb/grp/s", "/lhcb/grp/s/f.root"):
+        _, sams = await vo_world.call("sam", "GET", "/metadata", params={"path": path})
+        assert sams["effective"] == {}, sams
+    _, bobs = await vo_world.call("bob", "GET", "/metadata", params={"path": "/lhcb/grp/s.b"})
+    assert bobs["effective"] == {"quality": "bad"} and bobs["origin"] == {"quality": "/lhcb/grp"}
+    removed = await vo_world.call("bob", "POST", "/metadata/remove", {"path": "/lhcb/grp", "keys": ["quality"]})
+    assert removed[0] == 200, removed
+    _, bobs = await vo_world.call("bob", "GET", "/metadata", params={"path": "/lhcb/grp/s.b"})
+    assert bobs["origin"] == {"quality": "/lhcb"}
+    _, sams = await vo_world.call("sam", "GET", "/metadata", params={"path": "/lhcb/grp/s/f.root"})
+    assert sams["effective"] == {}, sams
