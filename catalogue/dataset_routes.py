@@ -154,19 +154,22 @@ async def contents(request: web.Request) -> web.Response:
 
 
 SCANNED_PER_PAGE = 10  # stored pages one contents page reads at most once it has a member to show
+SCANNED_ROWS = 1000  # stored rows read at a time past hidden ones, whatever the page's limit
 
 
 async def _visible_page(db: AsyncDatabase[Document], principal: Principal, did: str, after: str | None,
                         limit: int) -> dict[str, object]:
     """One page of the members the caller may see. Files it cannot reach are left out (hidden =
     missing), and `next_after` is always a member shown: naming the last stored row read would
-    name a hidden file. So stored pages are read until `limit` members are shown or the end, or,
-    once one is shown, at most SCANNED_PER_PAGE stored pages (a page may then come back shorter);
-    a run of hidden rows before the first shown member is read through, a page at a time."""
+    name a hidden file. So stored rows are read (`limit` of them, then at least SCANNED_ROWS at a
+    time) until `limit` members are shown or the end, or, once one is shown, at most
+    SCANNED_PER_PAGE reads (a page may then come back shorter); a run of hidden rows before the
+    first shown member is read through, a thousand rows a query."""
     shown: list[Document] = []
     cursor, scanned = after, 0
     while True:
-        page = await dataset_contents.list_page(db, did, after=cursor, limit=limit)
+        size = limit if scanned == 0 else max(limit, SCANNED_ROWS)
+        page = await dataset_contents.list_page(db, did, after=cursor, limit=size)
         shown += await _reachable(db, principal, page["members"])
         cursor, scanned = page["next_after"], scanned + 1
         if len(shown) >= limit or cursor is None or (shown and scanned >= SCANNED_PER_PAGE):

@@ -37,6 +37,27 @@ async def test_contents_page_reads_past_hidden_rows_to_fill_itself(world: World)
     assert [m["lfn"] for m in bobs["members"]] == [PRIVATE] and bobs["next_after"] == PRIVATE
 
 
+async def test_contents_pages_through_hidden_runs_naming_only_shown_members(world: World) -> None:
+    hidden = [f"/lhcb/data/h{i}" for i in range(5)] + [f"/lhcb/x/h{i}" for i in range(3)]
+    shown = [f"/lhcb/pub/v{i}" for i in range(3)]
+    async with world.client("bob") as bob:
+        await bob.mkdir("/lhcb/x", mode=0o700)
+    files = [{"lfn": lfn, "size": 1, "adler32": "00020002"} for lfn in hidden + shown]
+    assert (await world.call("bob", "POST", "/files/register", {"files": files}))[0] == 200
+    assert (await world.call("bob", "POST", "/dids", {"did": "lhcb:mixed", "type": "dataset"}))[0] == 201
+    assert (await world.call("bob", "POST", "/dids/attach", {"did": "lhcb:mixed", "lfns": hidden + shown}))[0] == 200
+    seen, cursors, after = [], [], None
+    while True:
+        params = {"did": "lhcb:mixed", "limit": "2", **({"after": after} if after else {})}
+        status, page = await world.call("carol", "GET", "/dids/contents", params=params)
+        assert status == 200, page
+        seen += [m["lfn"] for m in page["members"]]
+        if (after := page["next_after"]) is None:
+            break
+        cursors.append(after)
+    assert seen == shown and cursors == [shown[1]]
+
+
 async def _find_arrow_columns(world: World, who: str) -> list[str]:
     async with aiohttp.ClientSession() as session, session.post(
             world.api.url + API_PREFIX + "/find", json={"query": "size >= 0", "format": "arrow"},
