@@ -55,10 +55,12 @@ def scope_bounds(scope: str, after: str | None = None) -> tuple[str | None, str 
 
 
 async def query_filter(db: AsyncDatabase[Document], query: str, scope: str = ROOT,
-                       after: str | None = None) -> dict[str, Any]:
-    """The single MongoDB filter of `query` within `scope` (and after an LFN, for paging)."""
+                       after: str | None = None, *, principal: Principal | None = None) -> dict[str, Any]:
+    """The single MongoDB filter of `query` within `scope` (and after an LFN, for paging), typed
+    by the fields `principal` is shown (`query_fields`), or every declared field without one."""
     check_lfn(scope)
-    parts = [compile_query(query, await declared_fields(db))]
+    fields = await (query_fields(db, principal) if principal is not None else declared_fields(db))
+    parts = [compile_query(query, fields)]
     low, high = scope_bounds(scope, after)
     bounds = {op: value for op, value in (("$gt", low), ("$lt", high)) if value is not None}
     if bounds:

@@ -86,7 +86,7 @@ async def _add_batch(db: AsyncDatabase[Document], doc: Document, batch: list[Doc
 async def _matching(db: AsyncDatabase[Document], doc: Document, lfns: Sequence[str]) -> set[str]:
     """Those of these files the transformation's query matches now (one query)."""
     spec = doc["spec"]
-    flt = await query_filter(db, spec["input_query"], spec["input_path"])
+    flt = await query_filter(db, spec["input_query"], spec["input_path"], principal=await _owner(db, doc))
     return {d["_id"] async for d in read_by_ids(db[FILES], lfns, {"_id": 1}, flt=flt)}
 
 

@@ -10,7 +10,8 @@ import pyarrow as pa
 
 from catalogue import change_feed
 from kernel.web import API_PREFIX
-from tests.fixtures.authz import DATASET, PRIVATE, SHARED, USER_SCOPES, World
+from productions.feeding import feed_lfns
+from tests.fixtures.authz import ALICES, DATASET, PRIVATE, SHARED, USER_SCOPES, World
 
 
 async def test_find_in_a_hidden_directory_answers_like_a_missing_one(world: World) -> None:
@@ -77,6 +78,14 @@ async def test_find_types_a_query_by_the_callers_fields_only(vo_world: World) ->
     dynamic = await vo_world.call("eve", "POST", "/dids", {"did": "cta:dyn", "query": "lhcbsecret = abc"})
     assert dynamic[0] == 201, dynamic
     assert (await vo_world.call("bob", "POST", "/find", {"query": "lhcbsecret = abc"}))[0] == 400
+    # a transformation's feeding types its owner's query by the owner's fields too
+    status, made = await vo_world.call("eve", "POST", "/transformations", {
+        "name": "t", "type": "replication", "input_query": "lhcbsecret = abc", "input_path": "/cta",
+        "request": {"ses": "DISK3"}})
+    assert status == 201, made
+    await vo_world.call("eve", "POST", "/metadata/set", {"path": ALICES, "values": {"lhcbsecret": "abc"}})
+    doc = await vo_world.db["transformations"].find_one({"_id": made["id"]})
+    assert await feed_lfns(vo_world.db, doc, [ALICES]) == 1
 
 
 async def test_a_refused_dynamic_dataset_is_not_created(world: World) -> None:
