@@ -18,8 +18,9 @@ There is no transaction: a file registered while its directory's value is being 
 keep the value it copied at registration; setting the directory's value again repairs it.
 A move re-derives the moved entries' inherited values from their new ancestors.
 
-Permissions: setting or removing needs w on the entry (plus traversal); reading needs traversal
-only, like stat.
+Permissions: setting or removing needs w on the entry (plus traversal); reading needs r on it
+(plus traversal), as POSIX asks for extended attributes: stat and listings leave metadata out
+for a caller without r (`catalogue.namespace.shown_entry`), and /find shows only readable files.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from catalogue.collection_names import FILES
 from catalogue.directories import DIRECTORIES, fetch_directories, now
 from catalogue.lfn import ROOT, ancestors, check_lfn, descendant_pattern, is_within
 from catalogue.metadata_fields import EFFECTIVE, ORIGIN, MetadataMaps, check_key, field_types, typed_values, types_for
-from catalogue.permissions import WRITE, entry_denial, require, traversal_denial
+from catalogue.permissions import READ, WRITE, entry_denial, require, traversal_denial
 from catalogue.vos import Vo, registry, vo_of_path
 from kernel.db import Document, database_errors
 from kernel.errors import InvalidInput, NotFound
@@ -75,10 +76,22 @@ async def _entry(db: AsyncDatabase[Document], path: str) -> tuple[Document, Asyn
 
 
 async def get_metadata(db: AsyncDatabase[Document], principal: Principal, path: str) -> dict[str, Any]:
-    """`{path, type, own, effective, origin}` of a file or directory (traversal needed)."""
+    """`{path, type, own, effective, origin}` of a file or directory: reading it, so r on it
+    (as POSIX asks for extended attributes, and as /find shows only readable files)."""
     dirs = await fetch_directories(db, ancestors(path))
     require(traversal_denial(principal, path, dirs), path)  # before existence: hidden = missing
     doc, collection = await _entry(db, path)
+    require(entry_denial(principal, path, doc, READ, dirs), path)
+    return _view(path, doc, collection)
+
+
+async def _written(db: AsyncDatabase[Document], path: str) -> dict[str, Any]:
+    """The entry's metadata after a change, for its writer (w is what writing needs)."""
+    doc, collection = await _entry(db, path)
+    return _view(path, doc, collection)
+
+
+def _view(path: str, doc: Document, collection: AsyncCollection[Document]) -> dict[str, Any]:
     return {"path": path, "type": "directory" if collection.name == DIRECTORIES else "file",
             "own": doc.get("meta") or {}, "effective": doc.get(EFFECTIVE) or {}, "origin": doc.get(ORIGIN) or {}}
 
@@ -140,7 +153,7 @@ async def set_metadata(
                 for name in (DIRECTORIES, FILES):
                     await db[name].update_many(_subtree_of(path, key, farther, foreign), update)
     await change_feed.append(db, [change_feed.event("metadata_changed", path, keys=sorted(typed))])
-    return await get_metadata(db, principal, path)
+    return await _written(db, path)
 
 
 async def remove_metadata(
@@ -172,4 +185,4 @@ async def remove_metadata(
     with database_errors():
         await collection.update_one({"_id": path}, {"$set": {"modified": now()}})
     await change_feed.append(db, [change_feed.event("metadata_changed", path, keys=sorted(wanted))])
-    return await get_metadata(db, principal, path)
+    return await _written(db, path)

@@ -26,6 +26,7 @@ from catalogue.file_removal import remove_records
 from catalogue.files import FILES
 from catalogue.lfn import ROOT, ancestors, check_lfn, descendant_pattern, is_within, parent_of
 from catalogue.metadata import metadata_fields_for
+from catalogue.metadata_fields import EFFECTIVE, ORIGIN
 from catalogue.permissions import (
     EXECUTE,
     READ,
@@ -46,6 +47,10 @@ from kernel.errors import Conflict, Forbidden, InvalidInput, NotFound
 from kernel.principal import Principal
 
 LIST_PROJECTION = {"replicas": 0, "meta": 0}
+# What reading an entry shows beyond its attributes, so only to a caller with r on it (as POSIX
+# asks r for extended attributes, and as /find, GET /files and /replicas/resolve ask): its
+# metadata, and a file's replicas (where its bytes are).
+READ_FIELDS = frozenset({"replicas", "meta", EFFECTIVE, ORIGIN})
 REMOVE_BATCH = 1000  # files of a tree removed per call of `remove_records`
 
 
@@ -99,15 +104,20 @@ async def mkdir(
 
 async def stat(db: AsyncDatabase[Document], principal: Principal, path: str) -> dict[str, Any]:
     """The entry at `path`; needs x on every ancestor. Traversal is checked before existence, so
-    a hidden entry and a missing one get the same refusal. A file's replicas say where its bytes
-    are, which is reading it: they are shown only to a caller with r on the file, as
-    /replicas/resolve and GET /files would."""
+    a hidden entry and a missing one get the same refusal. Its metadata and a file's replicas
+    (where its bytes are) are reading it: shown only to a caller with r on it (`shown_entry`)."""
     check_lfn(path)
     dirs = await fetch_directories(db, ancestors(path))
     require(traversal_denial(principal, path, dirs), path)
     doc, kind = await existing_entry(db, path)
-    if kind == "file" and not permits(principal, doc, READ):
-        doc = {k: v for k, v in doc.items() if k != "replicas"}
+    return shown_entry(principal, doc, kind)
+
+
+def shown_entry(principal: Principal, doc: Document, kind: str) -> dict[str, Any]:
+    """An entry as the caller sees it: its attributes, and what reading it shows (READ_FIELDS)
+    only with r on it."""
+    if not permits(principal, doc, READ):
+        doc = {k: v for k, v in doc.items() if k not in READ_FIELDS}
     return entry_view(doc, kind)
 
 
@@ -155,7 +165,7 @@ async def open_directory(
             _children(for_output(db[FILES]), "file", path, after, None),
         ):
             if within_reach(principal, doc["_id"]):
-                yield entry_view(doc, kind)
+                yield shown_entry(principal, doc, kind)
 
     return entries()
 
@@ -173,7 +183,7 @@ async def list_directory(
         if len(entries) == limit:
             return {"entries": entries, "next_after": entries[-1]["name"]}
         if within_reach(principal, doc["_id"]):  # another VO's root below ours is not listed
-            entries.append(entry_view(doc, kind))
+            entries.append(shown_entry(principal, doc, kind))
     return {"entries": entries, "next_after": None}
 
 

@@ -79,7 +79,7 @@ async def mkdir(request: web.Request) -> web.Response:
     return json_response(entry, status=201)
 
 
-@routes.get("/namespace/stat", policy=READ, summary="One directory or file (its replicas if the caller may read it)",
+@routes.get("/namespace/stat", policy=READ, summary="One directory or file (replicas, metadata: to a reader)",
             query={"path": "absolute path"}, responses={404: "no such entry"})
 async def stat(request: web.Request) -> web.Response:
     return json_response(await namespace.stat(request.app[DATABASE], principal_of(request), _path(request)))

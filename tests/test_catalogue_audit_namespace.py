@@ -100,3 +100,27 @@ async def test_the_file_page_shows_replicas_only_to_a_reader_of_the_file(world: 
         assert unreadable.status == 200 and 'id="replicas"' not in unreadable.text and "file://" not in unreadable.text
         readable = await carol.get("/ui/file", params={"path": SHARED})
         assert readable.status == 200 and 'id="replicas"' in readable.text
+
+
+async def test_metadata_is_shown_only_to_a_reader_of_the_entry(world: World, portal: PortalFactory) -> None:
+    """An entry's metadata is reading it (r, as POSIX asks for extended attributes, and as /find
+    shows only readable files): stat, listings, GET /metadata and the file page gave it to anyone
+    who could traverse to it."""
+    async with world.client("bob") as bob:
+        await register_with_bytes(bob, world.ses[:1], [(UNREADABLE, 0o600)])
+        await bob.request("POST", "/metadata/set", json_body={"path": UNREADABLE, "values": {"secret": "s3"}})
+        await bob.request("POST", "/metadata/set", json_body={"path": SHARED, "values": {"kind": "open"}})
+    refused = await world.call("carol", "GET", "/metadata", params={"path": UNREADABLE})
+    assert refused[0] == 403 and "s3" not in str(refused[1]), refused
+    assert (await world.call("carol", "GET", "/metadata", params={"path": SHARED}))[1]["effective"] == {"kind": "open"}
+    stat = await world.call("carol", "GET", "/namespace/stat", params={"path": UNREADABLE})
+    assert stat[0] == 200 and "s3" not in str(stat[1]), stat
+    status, listing = await world.call("carol", "GET", "/namespace/ls", params={"path": "/lhcb/pub"})
+    assert status == 200, listing
+    entries = {e["path"]: e for e in listing["entries"]}
+    assert "s3" not in str(entries[UNREADABLE]) and entries[SHARED]["meta_effective"] == {"kind": "open"}
+    own = await world.call("bob", "GET", "/namespace/stat", params={"path": UNREADABLE})
+    assert own[1]["meta"] == {"secret": "s3"}, own
+    async with portal(world.tokens["carol"]) as carol:
+        page = await carol.get("/ui/file", params={"path": UNREADABLE})
+        assert page.status == 200 and "s3" not in page.text and 'id="metadata"' not in page.text

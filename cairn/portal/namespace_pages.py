@@ -13,7 +13,7 @@ from catalogue import metadata_routes as find_api
 from catalogue import namespace_routes as api
 from catalogue.find import file_view, open_query
 from catalogue.lfn import ROOT, check_lfn
-from kernel.errors import InvalidInput
+from kernel.errors import Forbidden, InvalidInput
 
 routes = web.RouteTableDef()
 
@@ -41,7 +41,10 @@ async def file_page(request: web.Request) -> web.Response:
     db, user = caller(request, api.routes, "GET", "/namespace/stat")
     path = check_lfn(request.query.get("path") or ROOT)
     entry = await namespace.stat(db, user, path)
-    meta = await metadata.get_metadata(db, user, path)
+    try:  # metadata is reading the entry: without r the page leaves it out, as stat does
+        meta: dict[str, Any] | None = await metadata.get_metadata(db, user, path)
+    except Forbidden:
+        meta = None
     return page(request, "file.html", {"path": path, "crumbs": _crumbs(path), "entry": entry, "meta": meta})
 
 
