@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from kernel.errors import ConfigurationError
+from kernel.private_files import write_private
 
 
 @dataclass(frozen=True)
@@ -135,6 +136,5 @@ def make_loopback_tls(directory: Path, *, days: int = 2) -> TlsMaterial:
     cert_file = directory / "hostcert.pem"
     cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     key_file = directory / "hostkey.pem"
-    key_file.write_bytes(_pem_key(key))
-    key_file.chmod(0o600)
+    write_private(key_file, _pem_key(key))
     return TlsMaterial(ca_file=ca_file, ca_dir=ca_dir, cert_file=cert_file, key_file=key_file)

@@ -1,9 +1,10 @@
 """`cairn up`: the embedded default on one machine.
 
-Starts FerretDB (data under ./var/db) unless a database URI is configured, creates two local disk
-SEs under ./var/se, issues an admin token, then runs the API server and every daemon as child
-processes, restarting any that dies with a growing delay — the embedded FerretDB too, on the same
-port and data, so the API's /health comes back to ok by itself; every exit and restart is logged.
+Starts FerretDB (data under ./var/db, listening on a socket there) unless a database URI is
+configured, creates two local disk SEs under ./var/se, issues an admin token, then runs the API
+server and every daemon as child processes, restarting any that dies with a growing delay — the
+embedded FerretDB too, on the same socket and data, so the API's /health comes back to ok by
+itself; every exit and restart is logged.
 Ctrl-C (or SIGTERM) stops all of it; children also die with this process if it is killed outright
 (PR_SET_PDEATHSIG).
 """
@@ -18,6 +19,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -29,6 +31,7 @@ from catalogue.vos import ensure_default_vo
 from kernel.client import CLIENT_FILE
 from kernel.db import close_client, ensure_indexes, get_database
 from kernel.principal import DEFAULT_VO
+from kernel.private_files import private_dir, write_private
 from kernel.process import child_preexec, stop_processes
 from kernel.settings import Settings
 from kernel.tokens import BuiltinIssuer
@@ -45,6 +48,7 @@ class Child:
     restarts: int = 0
     next_start: float = 0.0
     log_path: Path | None = None
+    before_start: Callable[[], None] | None = None  # run before each (re)start
 
 
 class StopSignals:
@@ -71,6 +75,8 @@ class Supervisor:
 
     def start(self, child: Child) -> None:
         assert child.log_path is not None
+        if child.before_start is not None:
+            child.before_start()
         log = child.log_path.open("ab")
         child.process = subprocess.Popen(
             child.argv, env=self.env, stdout=log, stderr=subprocess.STDOUT, preexec_fn=child_preexec
@@ -148,12 +154,13 @@ def child_commands(settings: Settings) -> list[tuple[str, list[str]]]:
 def run_up(settings: Settings, *, vo: str) -> int:
     """Run everything on one machine; the admin token is of VO `vo` (default `local`), the VO
     rooted at `/` that `prepare` registers, whose admins are global admins (catalogue.vos)."""
-    var_dir = settings.var_dir.resolve()
-    var_dir.mkdir(parents=True, exist_ok=True)
+    # Only this account may enter var: the admin token, the signing keys, the local SEs' files
+    # and the embedded database (on a socket in var/db: it has no accounts of its own).
+    var_dir = private_dir(settings.var_dir.resolve())
     (var_dir / "log").mkdir(exist_ok=True)
     embedded: EmbeddedDatabase | None = None
     if settings.mongodb_uri is None:
-        embedded = start_ferretdb(var_dir / "db")
+        embedded = start_ferretdb(var_dir / "db", private=True)
         print(f"cairn up: FerretDB on {embedded.uri} (data in {var_dir / 'db'})", flush=True)
     uri = settings.mongodb_uri or (embedded.uri if embedded else "")
     settings = settings.model_copy(update={"mongodb_uri": uri, "var_dir": var_dir})
@@ -170,8 +177,7 @@ def run_up(settings: Settings, *, vo: str) -> int:
         token = issuer.issue(sub="admin", vo=vo, groups=[vo], scopes=["admin"], lifetime_s=30 * 86400)
         url = settings.resolved_api_url
         client_file = var_dir / CLIENT_FILE
-        client_file.write_text(json.dumps({"url": url, "token": token}))
-        client_file.chmod(0o600)
+        write_private(client_file, json.dumps({"url": url, "token": token}).encode())
 
         env = dict(os.environ)
         env.update({
@@ -184,7 +190,7 @@ def run_up(settings: Settings, *, vo: str) -> int:
         supervisor = Supervisor(settings, env)
         if embedded is not None:
             supervisor.database = Child("ferretdb", embedded.argv, process=embedded.process,
-                                        log_path=embedded.log_file)
+                                        log_path=embedded.log_file, before_start=embedded.prepare)
         for name, argv in child_commands(settings):
             supervisor.children.append(Child(name, argv, log_path=var_dir / "log" / f"{name}.log"))
         server = supervisor.children[0]
@@ -209,7 +215,7 @@ def run_up(settings: Settings, *, vo: str) -> int:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         if supervisor is not None:
             supervisor.stop_all()
-        elif embedded is not None:
-            embedded.stop()
+        if embedded is not None:
+            embedded.stop()  # stopped already with the supervisor's children; its socket goes now
         print("cairn up: stopped", flush=True)
     return 0
