@@ -19,7 +19,9 @@ in the installation (one index, one type for queries), so a VO cannot take a key
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import math
 import re
 from collections.abc import Mapping
 from typing import Any, Literal, TypedDict
@@ -98,14 +100,16 @@ def coerce(key: str, kind: str, value: Any) -> Any:
     if kind == "float":
         if isinstance(value, bool):
             raise ValueError(f"{key} is a float, not a boolean")
+        number: float | None = None
         if isinstance(value, int | float):
-            return float(value)
-        if isinstance(value, str):
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        raise ValueError(f"{key} is a float, got {value!r}")
+            number = float(value)
+        elif isinstance(value, str):
+            with contextlib.suppress(ValueError):
+                number = float(value)
+        # 'inf' and 'nan' are floats to Python, not to JSON: stored, every answer would show null.
+        if number is not None and math.isfinite(number):
+            return number
+        raise ValueError(f"{key} is a (finite) float, got {value!r}")
     if kind == "string":
         if isinstance(value, str) and len(value) <= MAX_STRING:
             return value

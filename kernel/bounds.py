@@ -9,6 +9,7 @@ job parameters) that no model types.
 from __future__ import annotations
 
 import json
+import math
 import re
 from typing import Annotated, Any
 
@@ -47,6 +48,15 @@ def _refuse_constant(name: str) -> float:
     raise InvalidInput(f"{name} is not a JSON number")
 
 
+def _finite_float(text: str) -> float:
+    """A JSON number with a fraction or exponent; one beyond a double's range (1e999) would
+    become an infinity, which is not JSON and which every answer would show as null."""
+    value = float(text)
+    if not math.isfinite(value):
+        raise InvalidInput(f"number {text[:24]}{'...' if len(text) > 24 else ''} is beyond a 64-bit float's range")
+    return value
+
+
 def _check_tree(value: Any, *, strings: bool) -> None:
     """Nesting within MAX_JSON_DEPTH and, if `strings`, no lone surrogate in any key or string
     (the database cannot encode one; JSON lets `\\ud800` through)."""
@@ -79,10 +89,11 @@ _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 
 def parse_json(raw: bytes | str) -> Any:
     """JSON text as Python values, refusing (400) what the database cannot hold or what would
-    exhaust the stack: integers outside int64, NaN/Infinity, lone surrogates, nesting beyond
+    exhaust the stack: integers outside int64, NaN/Infinity (or numbers beyond a double's range),
+    lone surrogates, nesting beyond
     MAX_JSON_DEPTH. Strings are only walked when the text has a surrogate escape at all."""
     try:
-        value = json.loads(raw, parse_int=_bounded_int, parse_constant=_refuse_constant)
+        value = json.loads(raw, parse_int=_bounded_int, parse_float=_finite_float, parse_constant=_refuse_constant)
     except RecursionError as exc:
         raise MalformedRequest(f"JSON nests deeper than {MAX_JSON_DEPTH} levels") from exc
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:

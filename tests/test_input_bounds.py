@@ -82,6 +82,30 @@ async def test_an_int_metadata_query_value_outside_int64_is_400(
     assert "64-bit" in answer["message"]
 
 
+@pytest.mark.parametrize(("path", "raw"), [
+    ("/metadata/set", b'{"path": "/", "values": {"energy": 1e999}}'),
+    ("/metadata/set", b'{"path": "/", "values": {"energy": [1.5, -1e400]}}'),
+    ("/files/register", b'{"files": [{"lfn": "/cta/f.root", "size": 1, "adler32": "00000001", "m": 1e309}]}'),
+    ("/find", b'{"query": "run>1", "limit": 1e999}'),
+])
+async def test_numbers_beyond_a_doubles_range_are_400(
+    api: RunningApi, catalogue_db: AsyncDatabase[Document], path: str, raw: bytes
+) -> None:
+    """Python reads them as infinities, which are not JSON: stored, every answer showed null."""
+    answer = await refused(api, catalogue_db, "POST", path, raw=raw)
+    assert "float's range" in answer["message"]
+
+
+@pytest.mark.parametrize("value", ["inf", "-Infinity", "nan", "1e999"])
+async def test_a_declared_float_refuses_infinities_and_nan(
+    api: RunningApi, catalogue_db: AsyncDatabase[Document], value: Any
+) -> None:
+    status, _ = await call(api, "PUT", "/metadata/fields", body={"key": "energy", "type": "float"})
+    assert status == 200
+    answer = await refused(api, catalogue_db, "POST", "/metadata/set", body={"path": "/", "values": {"energy": value}})
+    assert "finite" in answer["message"]
+
+
 async def test_a_metadata_key_differing_only_in_case_from_a_declared_one_is_409(
     api: RunningApi, catalogue_db: AsyncDatabase[Document]
 ) -> None:
