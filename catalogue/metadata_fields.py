@@ -100,15 +100,15 @@ def coerce(key: str, kind: str, value: Any) -> Any:
     if kind == "float":
         if isinstance(value, bool):
             raise ValueError(f"{key} is a float, not a boolean")
-        number: float | None = None
+        real: float | None = None
         if isinstance(value, int | float):
-            number = float(value)
+            real = float(value)
         elif isinstance(value, str):
             with contextlib.suppress(ValueError):
-                number = float(value)
+                real = float(value)
         # 'inf' and 'nan' are floats to Python, not to JSON: stored, every answer would show null.
-        if number is not None and math.isfinite(number):
-            return number
+        if real is not None and math.isfinite(real):
+            return real
         raise ValueError(f"{key} is a (finite) float, got {value!r}")
     if kind == "string":
         if isinstance(value, str) and len(value) <= MAX_STRING:
