@@ -23,6 +23,7 @@ from pydantic import Field
 
 from kernel.errors import CairnError, Forbidden, InvalidInput, NotFound, ServiceUnavailable
 from storage_plugins.base import DELETE_CONCURRENCY, FileInfo, PluginOptions, StoragePlugin, WriteResult
+from storage_plugins.byte_ranges import range_skip, within
 from storage_plugins.checksums import Adler32
 from storage_plugins.errors import StorageError
 
@@ -82,6 +83,12 @@ def mapped_s3_errors(url: str) -> Iterator[None]:
         yield
     except (ClientError, BotoCoreError) as exc:
         raise s3_error(url, exc) from exc
+
+
+async def _chunks(body: Any, size: int) -> AsyncIterator[bytes]:
+    """An object's body (aiobotocore's stream) in chunks of at most size bytes."""
+    while chunk := await body.read(size):
+        yield chunk
 
 
 async def _parts(buffer: bytearray, rest: AsyncIterator[bytes], size: int) -> AsyncIterator[bytes]:
@@ -212,7 +219,9 @@ class S3Plugin(StoragePlugin):
             response = await client.get_object(**request)
             body = response["Body"]
             try:
-                while chunk := await body.read(self.options.chunk_size):
+                skip = range_skip(url, offset, "ContentRange" in response, response.get("ContentRange")) \
+                    if "Range" in request else 0
+                async for chunk in within(_chunks(body, self.options.chunk_size), skip, length):
                     yield chunk
             finally:
                 body.close()

@@ -19,6 +19,7 @@ from pydantic import Field
 
 from kernel.errors import CairnError, Conflict, Forbidden, InvalidInput, NotFound, ServiceUnavailable
 from storage_plugins.base import FileInfo, PluginOptions, StoragePlugin, TpcMode, WriteResult
+from storage_plugins.byte_ranges import range_skip, within
 from storage_plugins.checksums import Adler32, normalise_adler32, tee_adler32
 from storage_plugins.errors import StorageError
 from storage_plugins.http_tpc import failure_error, read_tpc_stream
@@ -222,8 +223,10 @@ class WebDavPlugin(StoragePlugin):
                     return
             headers["Range"] = f"bytes={offset}-{offset + length - 1}"
         async with self._request("GET", url, headers=headers) as response:
+            skip = range_skip(url, offset, response.status == 206, response.headers.get("Content-Range")) \
+                if "Range" in headers else 0
             try:
-                async for chunk in response.content.iter_chunked(self.options.chunk_size):
+                async for chunk in within(response.content.iter_chunked(self.options.chunk_size), skip, length):
                     yield chunk
             except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, TimeoutError) as exc:
                 raise ServiceUnavailable(f"{url}: connection lost while reading ({exc})") from exc
