@@ -84,4 +84,4 @@ def run_server(settings: Settings) -> None:
     load_converters()
     settle_collector()
     web.run_app(app, host=settings.api_host, port=settings.api_port, print=None, access_log=None,
-                shutdown_timeout=10)
+                shutdown_timeout=10, keepalive_timeout=settings.keepalive_s)

@@ -49,6 +49,13 @@ class MalformedRequest(InvalidInput):
     code = "malformed_request"
 
 
+class RequestTimeout(CairnError):
+    """The request's body did not arrive in time (`body_read_s`)."""
+
+    status = 408
+    code = "request_timeout"
+
+
 class BodyTooLarge(CairnError):
     status = 413
     code = "body_too_large"

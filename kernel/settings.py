@@ -124,6 +124,13 @@ class Settings(BaseSettings):
     # Clients use this to reach the API; defaults to http://api_host:api_port.
     api_url: str | None = None
     max_body_bytes: int = Field(64 * 1024 * 1024, ge=1024)
+    # How long a request's body may take to arrive (408 after): a client that announces a body
+    # and trickles it would hold a handler and its buffer for as long as it liked.
+    body_read_s: float = Field(120.0, gt=0, le=86400)
+    # A connection with no request in progress (idle between requests, or whose request's headers
+    # have not all come: a client trickling them) is closed this long after its last request
+    # ended, or after it opened.
+    keepalive_s: float = Field(75.0, gt=0, le=86400)
 
     token_issuer: str = "cairn"
     token_audience: str = "cairn"

@@ -26,6 +26,7 @@ from kernel.errors import (
     InvalidInput,
     MalformedRequest,
     NotFound,
+    RequestTimeout,
     ServiceUnavailable,
     Unauthenticated,
 )
@@ -262,11 +263,15 @@ def json_response(data: Any, status: int = 200) -> web.Response:
 
 
 async def read_json(request: web.Request) -> Any:
-    """The request body as JSON, refusing oversized or unparseable bodies with 4xx."""
-    limit = request.app[SETTINGS].max_body_bytes
+    """The request body as JSON, refusing oversized, slow (408) or unparseable bodies with 4xx."""
+    settings = request.app[SETTINGS]
+    limit = settings.max_body_bytes
     if request.content_length is not None and request.content_length > limit:
         raise BodyTooLarge(f"request body of {request.content_length} bytes exceeds the limit of {limit}")
-    raw = await request.read()
+    try:
+        raw = await asyncio.wait_for(request.read(), settings.body_read_s)
+    except TimeoutError:
+        raise RequestTimeout(f"the request body did not arrive within {settings.body_read_s:g} s") from None
     if not raw:
         raise MalformedRequest("request body is empty; expected JSON")
     return parse_json(raw)
