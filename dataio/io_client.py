@@ -27,6 +27,12 @@ class IOClient(CatalogueClient):
         result: dict[str, Any] = await self.request("POST", "/storage/signed-url", json_body=body)
         return result
 
+    async def discard_stored(self, lfn: str, se: str) -> dict[str, Any]:
+        """The server deletes what this client wrote for lfn's `copying` replica on S3 SE se
+        through a signed URL (a failed upload's undo; nothing there is fine)."""
+        result: dict[str, Any] = await self.request("POST", "/storage/discard", json_body={"lfn": lfn, "se": se})
+        return result
+
     def plugin(self, url: str, options: Mapping[str, Any] | None = None) -> StoragePlugin:
         """The storage plugin serving url with options: this client's own, shared by its calls
         alike, closed by `close`."""

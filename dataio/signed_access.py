@@ -5,14 +5,14 @@ moves the bytes with the HTTP plugin."""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
 from dataio.io_client import IOClient
 from kernel.errors import CairnError
 from transfers.endpoints import Endpoint
 
-SignedMethod = Literal["GET", "PUT", "DELETE"]
+SignedMethod = Literal["GET", "PUT"]
 
 
 def needs_signing(ep: Endpoint) -> bool:
@@ -23,7 +23,10 @@ def needs_signing(ep: Endpoint) -> bool:
 async def signed_endpoint(client: IOClient, ep: Endpoint, lfn: str, method: SignedMethod) -> Endpoint:
     """The same replica reached through a URL the server signed for method."""
     answer = await client.signed_url(lfn, ep.se.name, method)
-    options = {"ca_file": str(ep.options["verify"])} if isinstance(ep.options.get("verify"), str) else {}
+    verify = ep.options.get("verify")
+    options: dict[str, Any] = {"ca_file": str(verify)} if isinstance(verify, str) else {}
+    if answer.get("headers"):  # what the URL was signed with: a PUT without them is refused
+        options["put_headers"] = dict(answer["headers"])
     return Endpoint(ep.se, ep.protocol, str(answer["url"]), options)
 
 

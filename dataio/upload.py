@@ -40,7 +40,7 @@ from dataio.io_client import IOClient
 from dataio.progress import FileOutcome, NoProgress, ProgressSink, counted
 from dataio.signed_access import needs_signing, signed_endpoint, without_signature
 from dataio.status_batches import make_available
-from kernel.errors import CairnError, InvalidInput, NotFound, ServiceUnavailable
+from kernel.errors import CairnError, Conflict, InvalidInput, NotFound, ServiceUnavailable
 from storage_plugins.base import StoragePlugin, WriteResult, read_local
 from storage_plugins.checksums import Adler32, tee_adler32
 from storage_plugins.errors import ChecksumMismatch, StorageError
@@ -415,12 +415,17 @@ def _native_put(plugin: StoragePlugin, size: int) -> bool:
 async def _store(client: IOClient, ep: Endpoint, item: _Planned, sink: ProgressSink) -> None:
     """Send the file and check that the storage holds exactly what was registered."""
     if needs_signing(ep):
-        signed = await signed_endpoint(client, ep, item.lfn, "PUT")
-        try:
-            await _send_signed(client, signed, item, sink)
-        except CairnError as exc:
-            raise without_signature(exc, signed.url) from None
-        return
+        for again in (True, False):
+            signed = await signed_endpoint(client, ep, item.lfn, "PUT")
+            try:
+                await _send_signed(client, signed, item, sink)
+                return
+            except Conflict as exc:  # an object is there (an upload of this replica that died): once more
+                if not again:
+                    raise without_signature(exc, signed.url) from None
+                await client.discard_stored(item.lfn, ep.se.name)
+            except CairnError as exc:
+                raise without_signature(exc, signed.url) from None
     plugin = client.plugin(ep.url, ep.options)
     if _native_put(plugin, item.size):
         # The plugin checks the adler32 of what it stored against expected_adler32 (gfal2: the
@@ -460,7 +465,8 @@ async def _discard(client: IOClient, ep: Endpoint, lfn: str) -> None:
     """Remove a partial or unverified object (nothing there is fine)."""
     with contextlib.suppress(CairnError, OSError):
         if needs_signing(ep):
-            ep = await signed_endpoint(client, ep, lfn, "DELETE")
+            await client.discard_stored(lfn, ep.se.name)  # the server deletes: no DELETE URL outlives its check
+            return
         await client.plugin(ep.url, ep.options).delete(ep.url)
 
 

@@ -103,6 +103,10 @@ async def landing(target: Path) -> AsyncIterator[Path]:
         raise
 
 
+# What a PUT through a URL signed `create_only` must send: the URL is valid only with them.
+CREATE_ONLY_HEADERS = {"If-None-Match": "*"}
+
+
 class StoragePlugin(ABC):
     """A storage protocol. Subclasses set `schemes`, `Options`, and implement the abstract methods."""
 
@@ -249,9 +253,12 @@ class StoragePlugin(ABC):
         raise NotSupported(f"{source} -> {dest}: {self.schemes[0]} cannot do third-party copies")
 
     async def signed_url(
-        self, url: str, *, method: Literal["GET", "PUT", "DELETE"] = "GET", lifetime_s: int = 3600
+        self, url: str, *, method: Literal["GET", "PUT", "DELETE"] = "GET", lifetime_s: int = 3600,
+        size: int | None = None, create_only: bool = False,
     ) -> str:
-        """A URL that grants method on url, without further credentials, for lifetime_s seconds."""
+        """A URL that grants method on url, without further credentials, for lifetime_s seconds;
+        a PUT of exactly `size` bytes only, and with `create_only` only where no object is (the
+        PUT must then carry `CREATE_ONLY_HEADERS`, which the signature covers)."""
         raise NotSupported(f"{url}: {self.schemes[0]} cannot issue time-limited URLs")
 
     async def close(self) -> None:  # noqa: B027 - most plugins hold nothing to release

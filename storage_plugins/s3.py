@@ -22,7 +22,14 @@ from botocore.exceptions import ConnectionError as BotoConnectionError
 from pydantic import Field
 
 from kernel.errors import CairnError, Forbidden, InvalidInput, NotFound, ServiceUnavailable
-from storage_plugins.base import DELETE_CONCURRENCY, FileInfo, PluginOptions, StoragePlugin, WriteResult
+from storage_plugins.base import (
+    CREATE_ONLY_HEADERS,
+    DELETE_CONCURRENCY,
+    FileInfo,
+    PluginOptions,
+    StoragePlugin,
+    WriteResult,
+)
 from storage_plugins.byte_ranges import range_skip, within
 from storage_plugins.checksums import Adler32
 from storage_plugins.errors import StorageError
@@ -361,13 +368,21 @@ class S3Plugin(StoragePlugin):
         return await super().checksum(url)
 
     async def signed_url(
-        self, url: str, *, method: Literal["GET", "PUT", "DELETE"] = "GET", lifetime_s: int = 3600
+        self, url: str, *, method: Literal["GET", "PUT", "DELETE"] = "GET", lifetime_s: int = 3600,
+        size: int | None = None, create_only: bool = False,
     ) -> str:
         bucket, key = split_s3_url(url)
         client = await self.client()
         operation = {"GET": "get_object", "PUT": "put_object", "DELETE": "delete_object"}[method]
+        params: dict[str, Any] = {"Bucket": bucket, "Key": key}
+        if method == "PUT":
+            # Signed headers (SigV4): S3 refuses the URL with another Content-Length (a PUT of more
+            # than was registered: a quota bypass) or without If-None-Match (overwriting an object
+            # that exists: another file's, once this URL's grant is gone).
+            if size is not None:
+                params["ContentLength"] = size
+            if create_only:
+                params["IfNoneMatch"] = CREATE_ONLY_HEADERS["If-None-Match"]
         with mapped_s3_errors(url):
-            signed: str = await client.generate_presigned_url(
-                operation, Params={"Bucket": bucket, "Key": key}, ExpiresIn=lifetime_s
-            )
+            signed: str = await client.generate_presigned_url(operation, Params=params, ExpiresIn=lifetime_s)
         return signed

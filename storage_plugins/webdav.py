@@ -41,6 +41,8 @@ class WebDavOptions(PluginOptions):
     # Longest silence while reading a response (a GET chunk, a TPC performance marker).
     read_timeout_s: float = Field(300, gt=0)
     max_connections: int = Field(32, ge=1, le=4096)
+    # Headers every PUT carries: the conditions a signed URL was signed with (`CREATE_ONLY_HEADERS`).
+    put_headers: dict[str, str] = Field(default_factory=dict)
 
 
 def wire_url(url: str) -> str:
@@ -233,7 +235,7 @@ class WebDavPlugin(StoragePlugin):
 
     async def write(self, url: str, stream: AsyncIterable[bytes], *, size: int | None = None) -> WriteResult:
         digest = Adler32()
-        headers = {} if size is None else {"Content-Length": str(size)}
+        headers = {**self.options.put_headers, **({} if size is None else {"Content-Length": str(size)})}
         body: Any = b"" if size == 0 else tee_adler32(stream, digest)
         async with self._request("PUT", url, headers=headers, data=body, ok=(200, 201, 204)):
             pass

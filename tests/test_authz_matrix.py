@@ -161,6 +161,9 @@ MATRIX: dict[str, Case] = {
     # a GET URL needs r on the file; the SE (posix) then cannot sign: 501
     "POST /storage/signed-url": Case("/storage/signed-url", (501, 501, 404), {"lfn": SHARED, "se": "DISK1"},
                                      changes=frozenset()),
+    # deleting an upload's object needs w on the file and a copying replica (bob's is available: 409)
+    "POST /storage/discard": Case("/storage/discard", (409, 403, 404), {"lfn": SHARED, "se": "DISK1"},
+                                  changes=frozenset()),
     "GET /transfers/stats": same(200, "/transfers/stats"),
     "GET /transfers/series": same(200, "/transfers/series"),
     "GET /transfers/activity": same(200, "/transfers/activity"),

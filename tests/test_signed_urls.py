@@ -4,15 +4,18 @@ replica and one method, given only to callers the catalogue lets read or write t
 from __future__ import annotations
 
 import asyncio
+import zlib
 from collections.abc import Callable
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
+import aiohttp
 import pandas as pd
 import pytest
 
 from cairn.sdk import Client
 from dataio.fsspec_cairn import CairnFileSystem
-from kernel.errors import Conflict, Forbidden, NotFound
+from kernel.errors import Conflict, Forbidden, InvalidInput, NotFound
 from storage_plugins.errors import NotSupported
 from tests.fixtures.api import RunningApi
 from tests.fixtures.live_ses import LiveSEs
@@ -84,3 +87,95 @@ async def test_cairn_fsspec_reads_an_s3_replica_through_a_signed_url(
     fs = CairnFileSystem(api.url, api.admin_token, credentials={}, skip_instance_cache=True)
     read = await asyncio.to_thread(pd.read_parquet, "/cta/x.parquet", filesystem=fs)
     assert list(read["x"]) == list(range(1000))
+
+
+USER_SCOPES = ("catalogue.read", "catalogue.write")
+
+
+def _sum(data: bytes) -> str:
+    return f"{zlib.adler32(data):08x}"
+
+
+async def test_a_put_url_is_short_lived_and_signed_for_the_size_and_for_creating_only(
+    api: RunningApi, live_ses: LiveSEs, s3_server: S3Endpoint, tmp_path: Path
+) -> None:
+    """A URL cannot be revoked: kept after its file was removed, bob's PUT URL must not overwrite
+    the object of alice's file registered later at the same LFN, nor store more than registered."""
+    se = await live_ses.add("s3", secrets_on_server=True)
+    bob_data, alice_data = b"bob's bytes", b"alice's precious bytes"
+    async with api.client(api.token("bob", scopes=USER_SCOPES)) as bob:
+        await bob.register_files([{"lfn": "/cta/f", "size": len(bob_data), "adler32": _sum(bob_data),
+                                   "replicas": [{"se": se.name, "status": "copying"}]}])
+        answer = await bob.signed_url("/cta/f", se.name, "PUT", lifetime_s=24 * 3600)
+        with pytest.raises(InvalidInput, match="method"):  # no DELETE URL: the server deletes (discard)
+            await bob.signed_url("/cta/f", se.name, "DELETE")
+        await bob.remove_files(["/cta/f"], force=True)
+    assert answer["expires_in"] == 600 and "X-Amz-Expires=600" in answer["url"]
+    signed = parse_qs(urlsplit(answer["url"]).query)["X-Amz-SignedHeaders"][0].split(";")
+    assert {"content-length", "if-none-match"} <= set(signed)  # S3 refuses the URL without them
+    assert answer["headers"] == {"If-None-Match": "*"}
+    async with api.client(api.token("alice", scopes=USER_SCOPES)) as alice:
+        await alice.register_files([{"lfn": "/cta/f", "size": len(alice_data), "adler32": _sum(alice_data),
+                                     "mode": 0o644, "replicas": [{"se": se.name, "status": "copying"}]}])
+        [up] = await alice.upload([_local(tmp_path, alice_data)], "/cta/f", se.name, credentials={})
+        assert up.status == "uploaded", up.error
+    async with aiohttp.ClientSession() as http:
+        put = http.put(answer["url"], data=b"x" * len(bob_data), headers=answer["headers"])
+        async with put as resp:
+            assert resp.status == 412  # the object exists: not overwritten
+    async with s3_server.client() as s3:
+        bucket, key = up.url.removeprefix("s3://").split("/", 1)  # type: ignore[union-attr]
+        assert await (await s3.get_object(Bucket=bucket, Key=key))["Body"].read() == alice_data
+
+
+async def test_discard_deletes_only_what_a_writer_of_a_copying_replica_wrote(
+    api: RunningApi, live_ses: LiveSEs, s3_server: S3Endpoint
+) -> None:
+    se = await live_ses.add("s3", secrets_on_server=True)
+    data = b"half an upload"
+    async with api.client(api.token("bob", scopes=USER_SCOPES)) as bob, \
+            api.client(api.token("carol", scopes=USER_SCOPES)) as carol:
+        await bob.register_files([{"lfn": "/cta/f", "size": len(data), "adler32": _sum(data), "mode": 0o644,
+                                   "replicas": [{"se": se.name, "status": "copying"}]}])
+        url = (await bob.get_file("/cta/f"))["replicas"][0]["url"]
+        bucket, key = url.removeprefix("s3://").split("/", 1)
+        async with s3_server.client() as s3:
+            await s3.put_object(Bucket=bucket, Key=key, Body=data)
+        with pytest.raises(Forbidden):
+            await carol.discard_stored("/cta/f", se.name)
+        assert await _object_size(s3_server, url) == len(data)  # carol's call changed nothing
+        assert (await bob.discard_stored("/cta/f", se.name))["discarded"] is True
+        async with s3_server.client() as s3:
+            listing = await s3.list_objects_v2(Bucket=bucket)
+        assert [o["Key"] for o in listing.get("Contents", [])] == []
+        assert (await bob.discard_stored("/cta/f", se.name))["discarded"] is True  # nothing there: fine
+        await bob.set_replica_statuses([{"lfn": "/cta/f", "se": se.name, "status": "available",
+                                         "expected": "copying"}])
+        with pytest.raises(Conflict, match="copying"):
+            await bob.discard_stored("/cta/f", se.name)
+
+
+async def test_an_upload_writes_over_the_object_an_upload_that_died_left(
+    api: RunningApi, live_ses: LiveSEs, s3_server: S3Endpoint, tmp_path: Path
+) -> None:
+    """The PUT URL only creates: the object a dead upload of this copying replica left is
+    discarded through the server and the upload goes on."""
+    se = await live_ses.add("s3", secrets_on_server=True)
+    data = b"the real content"
+    async with api.client(api.token("bob", scopes=USER_SCOPES)) as bob:
+        await bob.register_files([{"lfn": "/cta/f", "size": len(data), "adler32": _sum(data),
+                                   "replicas": [{"se": se.name, "status": "copying"}]}])
+        url = (await bob.get_file("/cta/f"))["replicas"][0]["url"]
+        bucket, key = url.removeprefix("s3://").split("/", 1)
+        async with s3_server.client() as s3:
+            await s3.put_object(Bucket=bucket, Key=key, Body=b"left by a dead upload")
+        [up] = await bob.upload([_local(tmp_path, data)], "/cta/f", se.name, credentials={})
+        assert up.status == "uploaded", up.error
+    async with s3_server.client() as s3:
+        assert await (await s3.get_object(Bucket=bucket, Key=key))["Body"].read() == data
+
+
+def _local(directory: Path, data: bytes) -> Path:
+    path = directory / "f"
+    path.write_bytes(data)
+    return path
