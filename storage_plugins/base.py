@@ -82,7 +82,16 @@ def partial_path(target: Path) -> Path:
     at the end, so a failed download never leaves a truncated file or touches what was there."""
     if target.exists() and not target.is_file():
         raise InvalidInput(f"{target}: a download must go to a regular file")
-    return target.with_name(f".{target.name}.cairn-part-{uuid.uuid4().hex[:8]}")
+    return target.with_name(partial_name(target.name))
+
+
+def partial_name(name: str) -> str:
+    """The name of a file being written beside `name` (hidden, unique, renamed over it when
+    complete), within NAME_MAX bytes: a name of 237 bytes or more would otherwise make every
+    write of that file fail ("File name too long")."""
+    suffix = f".cairn-part-{uuid.uuid4().hex[:8]}"
+    head = f".{name}".encode()[:NAME_MAX - len(suffix)].decode(errors="ignore")  # whole characters only
+    return head + suffix
 
 
 async def _discard(path: Path) -> None:
@@ -103,6 +112,7 @@ async def landing(target: Path) -> AsyncIterator[Path]:
         raise
 
 
+NAME_MAX = 255  # bytes of a file name on Linux file systems
 # What a PUT through a URL signed `create_only` must send: the URL is valid only with them.
 CREATE_ONLY_HEADERS = {"If-None-Match": "*"}
 

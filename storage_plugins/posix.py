@@ -8,7 +8,6 @@ import errno
 import os
 import stat
 import threading
-import uuid
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,7 +17,7 @@ import aiofiles
 import aiofiles.os
 
 from kernel.errors import CairnError, Forbidden, InvalidInput, NotFound, ServiceUnavailable
-from storage_plugins.base import FileInfo, PluginOptions, StoragePlugin, WriteResult
+from storage_plugins.base import FileInfo, PluginOptions, StoragePlugin, WriteResult, partial_name
 from storage_plugins.checksums import Adler32
 from storage_plugins.errors import ChecksumMismatch
 
@@ -122,7 +121,7 @@ def _copy_file(source: Path, url: str, root: str | None, chunk_size: int, expect
     if (parent := str(path.parent)) not in made_dirs:
         path.parent.mkdir(parents=True, exist_ok=True)
         made_dirs.add(parent)
-    partial = path.with_name(f".{path.name}.cairn-part-{uuid.uuid4().hex[:8]}")
+    partial = path.with_name(partial_name(path.name))
     digest = Adler32()
     try:
         with source.open("rb") as src, partial.open("wb") as dst:
@@ -187,7 +186,7 @@ class PosixPlugin(StoragePlugin):
 
     async def write(self, url: str, stream: AsyncIterable[bytes], *, size: int | None = None) -> WriteResult:
         path = await self._path(url)
-        partial = path.with_name(f".{path.name}.cairn-part-{uuid.uuid4().hex[:8]}")
+        partial = path.with_name(partial_name(path.name))
         digest = Adler32()
         with mapped_os_errors(url):
             await aiofiles.os.makedirs(path.parent, exist_ok=True)
