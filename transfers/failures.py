@@ -2,6 +2,9 @@
 
 Permanent: nothing to copy from (no source, the file or its last source missing, a checksum
 that stays wrong), or a request the system cannot carry out (bad input, unsupported protocol).
+A NotFound is the source's (SOURCE_MISSING, still to be confirmed by a stat of the source:
+`transfers.failed_copies`) unless the copy knew it came from the destination
+(`negotiation.error_side`): a destination's is transient, and never the source's loss.
 Transient: the storage or network is down or slow (timeouts, 5xx, refused connections →
 ServiceUnavailable), a third-party copy that did not complete, an SE switched off for a while.
 Transient failures are retried with exponential backoff until the request's attempts run out.
@@ -21,6 +24,7 @@ from storage_plugins.errors import ChecksumMismatch, NotSupported, StorageError
 NO_SOURCE = "no_source"
 NO_SUCH_FILE = "no_such_file"
 SOURCE_MISSING = "source_missing"
+DESTINATION_NOT_FOUND = "destination_not_found"
 CHECKSUM = "checksum_mismatch"
 UNAVAILABLE = "storage_unavailable"
 TRANSFER_FAILED = "transfer_failed"
@@ -42,6 +46,9 @@ def classify(exc: BaseException) -> Failure:
     message = getattr(exc, "message", None) or str(exc) or type(exc).__name__
     if isinstance(exc, ChecksumMismatch):
         return Failure(CHECKSUM, message, permanent=False)
+    if isinstance(exc, NotFound) and exc.details.get("side") == "destination":
+        return Failure(DESTINATION_NOT_FOUND, f"the destination answered not found (its bucket or directory may be "
+                                              f"missing; the source is not in question): {message}", permanent=False)
     if isinstance(exc, NotFound):
         return Failure(SOURCE_MISSING, message, permanent=True)
     if isinstance(exc, InvalidInput | NotSupported):
