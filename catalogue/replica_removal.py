@@ -51,19 +51,23 @@ Positions = dict[Target, tuple[int, Document]]  # a replica as read, with its po
 
 
 async def retire_replicas(db: AsyncDatabase[Document], plans: Mapping[str, tuple[Any, Sequence[tuple[int, str]]]],
-                          ) -> set[str]:
+                          *, guids: Mapping[str, str | None] | None = None) -> set[str]:
     """Make replicas `unavailable` ahead of their deletion: `plans` is `{lfn: (version, [(index,
     se), ...])}`, the positions as read with that `version`. One bulk write, each file's update
     guarded by its version and the positions' SEs (and bumping the version, so that a decision
-    taken on the file's replicas by anyone else is invalidated). Returns the LFNs retired; the
-    others changed meanwhile, and their caller decides again on a fresh read."""
+    taken on the file's replicas by anyone else is invalidated), and by the file's GUID as read
+    where `guids` has it (a file removed and registered again at the LFN may have the version and
+    replicas of the one decided on). Returns the LFNs retired; the others changed meanwhile, and
+    their caller decides again on a fresh read."""
     if not plans:
         return set()
     at = now()
     at = at.replace(microsecond=at.microsecond // 1000 * 1000)  # as stored (BSON keeps milliseconds)
     updates = []
     for lfn, (version, positions) in plans.items():
-        guard = {f"replicas.{index}.se": se for index, se in positions}
+        guard: dict[str, Any] = {f"replicas.{index}.se": se for index, se in positions}
+        if (guids or {}).get(lfn):
+            guard["guid"] = (guids or {})[lfn]
         # The removal token is given here too, saving `remove_retired` a write per replica.
         change = {f"replicas.{index}.{field}": value for index, _ in positions
                   for field, value in (("status", "unavailable"), ("modified", at), (REMOVAL, uuid.uuid4().hex))}

@@ -13,7 +13,9 @@ Transient failures are retried with exponential backoff until the request's atte
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import aiohttp
 
@@ -25,6 +27,7 @@ NO_SOURCE = "no_source"
 NO_SUCH_FILE = "no_such_file"
 SOURCE_MISSING = "source_missing"
 DESTINATION_NOT_FOUND = "destination_not_found"
+FILE_REPLACED = "file_replaced"
 CHECKSUM = "checksum_mismatch"
 UNAVAILABLE = "storage_unavailable"
 TRANSFER_FAILED = "transfer_failed"
@@ -64,6 +67,18 @@ def classify(exc: BaseException) -> Failure:
     if isinstance(exc, CairnError | OSError):
         return Failure(OTHER, message, permanent=False)
     return Failure(OTHER, f"{type(exc).__name__}: {message}", permanent=False)
+
+
+def file_replaced(request: Mapping[str, Any], file_doc: Mapping[str, Any] | None) -> Failure | None:
+    """The failure of a request whose LFN now names another file than the one it was authorized
+    for at submission (its `guid`; requests without one, the daemons', act on the LFN): that
+    file was removed and another registered in its place, maybe by someone the requester may
+    not act for. None while it is the same file (or there is none: the caller says so)."""
+    wanted = request.get("guid")
+    if not wanted or file_doc is None or file_doc.get("guid") == wanted:
+        return None
+    return Failure(FILE_REPLACED, f"{request['lfn']} is no longer the file this request was submitted for (GUID "
+                                  f"{wanted}, now {file_doc.get('guid')}): nothing done to it", permanent=True)
 
 
 def backoff_s(attempts: int, *, base_s: float, cap_s: float) -> float:

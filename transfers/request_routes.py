@@ -87,9 +87,10 @@ class RequestSelection(BaseModel):
 
 async def authorized_lfns(
     db: AsyncDatabase[Document], principal: Principal, lfns: list[str], action: Action
-) -> tuple[list[str], dict[str, str]]:
+) -> tuple[dict[str, str], dict[str, str]]:
     """The LFNs the caller may `action` (catalogue.authorization: r to copy or stage, w to
-    delete a replica), and a reason for each other one (a hidden file is "no such file")."""
+    delete a replica) with their file's GUID, and a reason for each other one (a hidden file is
+    "no such file")."""
     failed: dict[str, str] = {}
     valid = []
     for lfn in dict.fromkeys(lfns):
@@ -99,7 +100,7 @@ async def authorized_lfns(
             failed[lfn] = exc.message
     allowed, refused = await authorize_files(db, principal, valid, action)
     failed.update(refused)
-    return [lfn for lfn in valid if lfn in allowed], failed
+    return {lfn: str(allowed[lfn].get("guid") or "") for lfn in valid if lfn in allowed}, failed
 
 
 async def submit_authorized(
@@ -107,9 +108,10 @@ async def submit_authorized(
     item: dict[str, Any], **kw: Any,
 ) -> dict[str, Any]:
     """Queue requests for the LFNs the caller may `action`; each other LFN fails on its own.
-    Authorized here, once: the daemons then act with these rights (catalogue.authorization)."""
+    Authorized here, once, for the file each LFN names now: the daemons then act with these
+    rights on that file only (its GUID, in the request), never on one registered there later."""
     permitted, refused = await authorized_lfns(db, principal, lfns, action)
-    result = await rq.submit(db, kind, [{"lfn": lfn, **item} for lfn in permitted],
+    result = await rq.submit(db, kind, [{"lfn": lfn, "guid": guid or None, **item} for lfn, guid in permitted.items()],
                              requester=requester_of(principal), vo=vo_stamp(principal), **kw)
     result["failed"] = {**refused, **result["failed"]}
     return result
