@@ -32,7 +32,7 @@ from kernel.principal import Principal
 from kernel.responses import JsonList
 from kernel.web import DATABASE, ApiRoutes, json_response, principal_of, query_int, read_model, scopes
 from transfers import requests as rq
-from transfers.shared_requests import both, cancel_as, of_requester, of_submission
+from transfers.shared_requests import both, cancel_as, of_requester, of_submission, release_as
 
 routes = ApiRoutes("requests")
 
@@ -267,7 +267,11 @@ async def cancel_requests(request: web.Request) -> web.Response:
 @routes.post("/requests/release", policy=scopes("transfers.write"), body=RequestSelection,
              summary="Release the pins of done stage requests (by id or submission); the stager drops them")
 async def release_requests(request: web.Request) -> web.Response:
-    asked = await rq.ask_release(request.app[DATABASE], await selected(request, "release"))
+    principal, query = principal_of(request), await selected(request, "release")
+    db = request.app[DATABASE]
+    # as cancel: an administrator releases outright; a user withdraws, and the pin goes once
+    # nobody who asked for the staged copy is left (`transfers.shared_requests`)
+    asked = await (rq.ask_release(db, query) if principal.is_admin else release_as(db, query, requester_of(principal)))
     return json_response({"release_asked": asked})
 
 
