@@ -23,11 +23,17 @@ tokens were read; it then reads the fence and the tokens again, and finds its re
 Counts that meet another batch's step 4 on the same SE read again too (`COUNT_ATTEMPTS`, with a
 short random pause). Step 2 also begins with `kernel.lease.check_held()`, which stops work (run
 under a lease) whose lease this process has not renewed for three quarters of its length.
+
+The removal token is also the mark of a replica being deleted: a writer never takes it over
+(`being_removed`; `catalogue.replicas.copying_again`), since the deleter may still delete the bytes
+at its path, new ones included. A mark older than REMOVAL_HORIZON_S no longer holds a writer off:
+its deletion was abandoned (failed for good, or its eviction died), and no live one lasts that long.
 """
 
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import random
 import uuid
 from collections import defaultdict
@@ -42,12 +48,29 @@ from catalogue.collection_names import FILES
 from catalogue.directories import find_by_ids, now
 from catalogue.usage import count_removals, forget_removals, removal_fences, uncount_removals
 from kernel.db import Document, bulk_write_chunked, increment
-from kernel.errors import ServiceUnavailable
+from kernel.errors import Conflict, ServiceUnavailable
 
 REMOVAL = "removal"
+REMOVAL_HORIZON_S = 6 * 3600.0  # see the module docstring
 COUNT_ATTEMPTS = 20  # reads of the fences and tokens before a count gives up (`remove_retired`)
 Target = tuple[str, str]  # (lfn, se)
 Positions = dict[Target, tuple[int, Document]]  # a replica as read, with its position in its file
+
+
+class ReplicaBeingRemoved(Conflict):
+    """A writer asked for a replica that a deletion has retired and may still be deleting."""
+
+    code = "replica_being_removed"
+
+
+def being_removed(replica: Mapping[str, Any], at: dt.datetime) -> bool:
+    """Is a deletion (still) at work on this replica (retired with a removal token lately)?"""
+    retired_at = replica.get("modified")
+    if not replica.get(REMOVAL) or replica.get("status") != "unavailable":
+        return False
+    if isinstance(retired_at, dt.datetime) and retired_at.tzinfo is None:
+        retired_at = retired_at.replace(tzinfo=dt.UTC)  # as a client without tz_aware reads it
+    return not isinstance(retired_at, dt.datetime) or (at - retired_at).total_seconds() < REMOVAL_HORIZON_S
 
 
 async def retire_replicas(db: AsyncDatabase[Document], plans: Mapping[str, tuple[Any, Sequence[tuple[int, str]]]],

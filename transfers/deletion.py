@@ -1,5 +1,6 @@
 """Deleting replicas safely, a batch at a time: first retire them in the catalogue (available →
-unavailable, so no one reads them any more), then delete their bytes, then remove the records.
+unavailable, so no one reads them any more, nor writes them again: `catalogue.replica_removal.
+being_removed`), then delete their bytes, then remove the records.
 
 Retiring is decided on each file's replicas as read and written guarded by the file's
 `version` (`catalogue.replica_removal.retire_replicas`): two reapers retiring the last two copies
@@ -37,7 +38,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from catalogue import moved_paths
 from catalogue.files import fetch_files
-from catalogue.replica_removal import remove_retired, retire_replicas
+from catalogue.replica_removal import REMOVAL, remove_retired, retire_replicas
 from catalogue.replica_urls import se_url
 from catalogue.storage_elements import StorageElement
 from catalogue.storage_paths import storage_lfn
@@ -122,7 +123,7 @@ def _check_inside(se: StorageElement, lfn: str, replica: Mapping[str, Any]) -> N
 def _decide(deletion: Deletion, replicas: list[Document], ses: Mapping[str, StorageElement] | None,
             at: dt.datetime) -> list[tuple[int, str, bool]]:
     """The deletion's replicas as `(position, se, to_retire)` (to_retire False: already
-    retired), deciding on `replicas` (the file as read, with this batch's earlier retirements
+    retired by a deletion), deciding on `replicas` (the file as read, with this batch's earlier retirements
     applied); raises Refused. With `ses`, each replica's SE must be there and its URL inside it."""
     lfn, chosen = deletion.lfn, []
     for name in deletion.ses:
@@ -143,7 +144,9 @@ def _decide(deletion: Deletion, replicas: list[Document], ses: Mapping[str, Stor
         if not others and not deletion.allow_last and replica.get("status") == "available":
             raise Refused(f"{lfn} on {name}: the last available replica; only a request to delete every replica "
                           "may remove it")
-        chosen.append((index, name, replica.get("status") != "unavailable"))
+        # One retired otherwise (no removal token) is retired again, so that it carries the mark
+        # that keeps writers off it while its bytes go (`catalogue.replica_removal.being_removed`).
+        chosen.append((index, name, replica.get("status") != "unavailable" or not replica.get(REMOVAL)))
     return chosen
 
 

@@ -19,6 +19,7 @@ from typing import Any
 
 import aiohttp
 
+from catalogue.replica_removal import ReplicaBeingRemoved
 from kernel.errors import CairnError, Forbidden, InvalidInput, NotFound, ServiceUnavailable
 from storage_plugins.errors import ChecksumMismatch, NotSupported, StorageError
 
@@ -28,6 +29,7 @@ NO_SUCH_FILE = "no_such_file"
 SOURCE_MISSING = "source_missing"
 DESTINATION_NOT_FOUND = "destination_not_found"
 FILE_REPLACED = "file_replaced"
+DESTINATION_BEING_DELETED = "destination_being_deleted"
 CHECKSUM = "checksum_mismatch"
 UNAVAILABLE = "storage_unavailable"
 TRANSFER_FAILED = "transfer_failed"
@@ -54,6 +56,8 @@ def classify(exc: BaseException) -> Failure:
                                               f"missing; the source is not in question): {message}", permanent=False)
     if isinstance(exc, NotFound):
         return Failure(SOURCE_MISSING, message, permanent=True)
+    if isinstance(exc, ReplicaBeingRemoved):  # retried until the deletion has removed the record
+        return Failure(DESTINATION_BEING_DELETED, message, permanent=False)
     if isinstance(exc, InvalidInput | NotSupported):
         return Failure(INVALID, message, permanent=True)
     if isinstance(exc, Forbidden):
