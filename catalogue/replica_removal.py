@@ -74,14 +74,17 @@ def being_removed(replica: Mapping[str, Any], at: dt.datetime) -> bool:
 
 
 async def retire_replicas(db: AsyncDatabase[Document], plans: Mapping[str, tuple[Any, Sequence[tuple[int, str]]]],
-                          *, guids: Mapping[str, str | None] | None = None) -> set[str]:
+                          *, guids: Mapping[str, str | None] | None = None,
+                          tokens: Mapping[Target, str] | None = None) -> set[str]:
     """Make replicas `unavailable` ahead of their deletion: `plans` is `{lfn: (version, [(index,
     se), ...])}`, the positions as read with that `version`. One bulk write, each file's update
     guarded by its version and the positions' SEs (and bumping the version, so that a decision
     taken on the file's replicas by anyone else is invalidated), and by the file's GUID as read
     where `guids` has it (a file removed and registered again at the LFN may have the version and
-    replicas of the one decided on). Returns the LFNs retired; the others changed meanwhile, and
-    their caller decides again on a fresh read."""
+    replicas of the one decided on). A replica retired before keeps its removal token (`tokens`,
+    by `(lfn, se)`: a count may have taken it) and has its mark renewed (`being_removed`).
+    Returns the LFNs retired; the others changed meanwhile, and their caller decides again on a
+    fresh read."""
     if not plans:
         return set()
     at = now()
@@ -92,8 +95,9 @@ async def retire_replicas(db: AsyncDatabase[Document], plans: Mapping[str, tuple
         if (guids or {}).get(lfn):
             guard["guid"] = (guids or {})[lfn]
         # The removal token is given here too, saving `remove_retired` a write per replica.
-        change = {f"replicas.{index}.{field}": value for index, _ in positions
-                  for field, value in (("status", "unavailable"), ("modified", at), (REMOVAL, uuid.uuid4().hex))}
+        change = {f"replicas.{index}.{field}": value for index, se in positions
+                  for field, value in (("status", "unavailable"), ("modified", at),
+                                       (REMOVAL, (tokens or {}).get((lfn, se)) or uuid.uuid4().hex))}
         updates.append(UpdateOne({"_id": lfn, "version": version, **guard},
                                  {"$set": {**change, "modified": at}, **increment({"version": 1})}))
     result = await bulk_write_chunked(db[FILES], updates)

@@ -14,7 +14,7 @@ from pathlib import Path
 from pymongo.asynchronous.database import AsyncDatabase
 
 from catalogue.files import FILES
-from catalogue.replica_removal import REMOVAL_HORIZON_S, remove_retired
+from catalogue.replica_removal import REMOVAL, REMOVAL_HORIZON_S, being_removed, remove_retired
 from kernel.db import Document
 from kernel.settings import Settings
 from tests.fixtures.transfers import (
@@ -68,6 +68,16 @@ async def test_a_transfer_waits_for_a_deletion_at_work_on_its_destination_replic
     assert (se_root(b) / "vo/f").exists()
 
 
+async def _retired_long_ago(db: AsyncDatabase[Document], lfn: str, se: str) -> Document:
+    """Date the replica's retirement back beyond the horizon (a deletion abandoned then); returns it."""
+    doc = await db[FILES].find_one({"_id": lfn})
+    assert doc is not None
+    index = next(i for i, r in enumerate(doc["replicas"]) if r["se"] == se)
+    long_ago = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=REMOVAL_HORIZON_S + 60)
+    await db[FILES].update_one({"_id": lfn}, {"$set": {f"replicas.{index}.modified": long_ago}})
+    return {**doc["replicas"][index], "modified": long_ago}
+
+
 async def test_a_replica_whose_deletion_was_abandoned_long_ago_is_copied_again(
     database: AsyncDatabase[Document], settings: Settings, tmp_path: Path,
 ) -> None:
@@ -76,12 +86,25 @@ async def test_a_replica_whose_deletion_was_abandoned_long_ago_is_copied_again(
     await put_files(database, [a, b], ["/vo/f"])
     await retire_many(database, [Deletion("d", "/vo/f", ("B",))], {"A": a, "B": b})
     (se_root(b) / "vo/f").unlink()  # its bytes went; the deleter never came back for the record
-    long_ago = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=REMOVAL_HORIZON_S + 60)
-    doc = await database[FILES].find_one({"_id": "/vo/f"})
-    assert doc is not None
-    index = next(i for i, r in enumerate(doc["replicas"]) if r["se"] == "B")
-    await database[FILES].update_one({"_id": "/vo/f"}, {"$set": {f"replicas.{index}.modified": long_ago}})
+    await _retired_long_ago(database, "/vo/f", "B")
     await rq.submit(database, "transfer", [{"lfn": "/vo/f", "dest_se": "B"}], requester="user:y")
     await run_until_drained(database, TransferWorker(fast_settings(settings), database), timeout_s=30)
     assert await replica_status(database, "/vo/f", "B") == "available"
     assert (se_root(b) / "vo/f").exists()
+
+
+async def test_a_deletion_taking_over_an_abandoned_one_marks_the_replica_afresh_with_its_token(
+    database: AsyncDatabase[Document], tmp_path: Path,
+) -> None:
+    a, b = disk_se("A", tmp_path / "a"), disk_se("B", tmp_path / "b")
+    await add_ses(database, a, b)
+    await put_files(database, [a, b], ["/vo/f"])
+    await retire_many(database, [Deletion("d1", "/vo/f", ("B",))], {"A": a, "B": b})
+    stale = await _retired_long_ago(database, "/vo/f", "B")
+    assert not being_removed(stale, dt.datetime.now(dt.UTC))
+    await retire_many(database, [Deletion("d2", "/vo/f", ("B",))], {"A": a, "B": b})
+    doc = await database[FILES].find_one({"_id": "/vo/f"})
+    assert doc is not None
+    [now_b] = [r for r in doc["replicas"] if r["se"] == "B"]
+    assert being_removed(now_b, dt.datetime.now(dt.UTC))
+    assert now_b[REMOVAL] == stale[REMOVAL]  # a count may have taken the token: it is kept

@@ -38,7 +38,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from catalogue import moved_paths
 from catalogue.files import fetch_files
-from catalogue.replica_removal import REMOVAL, remove_retired, retire_replicas
+from catalogue.replica_removal import REMOVAL, being_removed, remove_retired, retire_replicas
 from catalogue.replica_urls import se_url
 from catalogue.storage_elements import StorageElement
 from catalogue.storage_paths import storage_lfn
@@ -122,9 +122,9 @@ def _check_inside(se: StorageElement, lfn: str, replica: Mapping[str, Any]) -> N
 
 def _decide(deletion: Deletion, replicas: list[Document], ses: Mapping[str, StorageElement] | None,
             at: dt.datetime) -> list[tuple[int, str, bool]]:
-    """The deletion's replicas as `(position, se, to_retire)` (to_retire False: already
-    retired by a deletion), deciding on `replicas` (the file as read, with this batch's earlier retirements
-    applied); raises Refused. With `ses`, each replica's SE must be there and its URL inside it."""
+    """The deletion's replicas as `(position, se, to_retire)` (to_retire False: already retired
+    by a deletion at work), deciding on `replicas` (the file as read, with this batch's earlier
+    retirements applied); raises Refused. With `ses`, each replica's SE must be there and its URL inside it."""
     lfn, chosen = deletion.lfn, []
     for name in deletion.ses:
         index = next((i for i, r in enumerate(replicas) if r.get("se") == name), None)
@@ -144,9 +144,9 @@ def _decide(deletion: Deletion, replicas: list[Document], ses: Mapping[str, Stor
         if not others and not deletion.allow_last and replica.get("status") == "available":
             raise Refused(f"{lfn} on {name}: the last available replica; only a request to delete every replica "
                           "may remove it")
-        # One retired otherwise (no removal token) is retired again, so that it carries the mark
-        # that keeps writers off it while its bytes go (`catalogue.replica_removal.being_removed`).
-        chosen.append((index, name, replica.get("status") != "unavailable" or not replica.get(REMOVAL)))
+        # One retired otherwise (no removal token), or by a deletion abandoned long ago, is retired
+        # again: the mark keeps writers off it while its bytes go (`replica_removal.being_removed`).
+        chosen.append((index, name, replica.get("status") != "unavailable" or not being_removed(replica, at)))
     return chosen
 
 
@@ -164,6 +164,7 @@ async def retire_many(db: AsyncDatabase[Document], deletions: Sequence[Deletion]
         files = await fetch_files(db, {d.lfn for d in pending}, {"replicas": 1, "version": 1, "guid": 1})
         at = dt.datetime.now(dt.UTC)
         plans: dict[str, tuple[Any, list[tuple[int, str]]]] = {}
+        tokens: dict[Target, str] = {}
         decided: dict[str, list[Target]] = {}
         for deletion in pending:
             doc = files.get(deletion.lfn)
@@ -183,12 +184,14 @@ async def retire_many(db: AsyncDatabase[Document], deletions: Sequence[Deletion]
                 places[(deletion.lfn, name)] = Place(replicas[index].get("url"),
                                                      storage_lfn(deletion.lfn, replicas[index]))
                 if to_retire:
+                    if replicas[index].get(REMOVAL):
+                        tokens[(deletion.lfn, name)] = replicas[index][REMOVAL]
                     replicas[index] = {**replicas[index], "status": "unavailable"}
                     plans.setdefault(deletion.lfn, (doc.get("version"), []))[1].append((index, name))
             decided[deletion.key] = [(deletion.lfn, name) for _, name, _ in chosen]
         # Guarded by the GUID read too: a file removed and registered again at the LFN since
         # may have come back to the same version and replicas.
-        written = await retire_replicas(db, plans, guids={lfn: files[lfn].get("guid") for lfn in plans})
+        written = await retire_replicas(db, plans, guids={lfn: files[lfn].get("guid") for lfn in plans}, tokens=tokens)
         pending = [d for d in pending if d.key in decided and d.lfn in plans and d.lfn not in written]
         again = {d.key for d in pending}
         retired.update({key: targets for key, targets in decided.items() if key not in again})
