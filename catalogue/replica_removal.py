@@ -23,11 +23,17 @@ tokens were read; it then reads the fence and the tokens again, and finds its re
 Counts that meet another batch's step 4 on the same SE read again too (`COUNT_ATTEMPTS`, with a
 short random pause). Step 2 also begins with `kernel.lease.check_held()`, which stops work (run
 under a lease) whose lease this process has not renewed for three quarters of its length.
+
+The removal token is also the mark of a replica being deleted: a writer never takes it over
+(`being_removed`; `catalogue.replicas.copying_again`), since the deleter may still delete the bytes
+at its path, new ones included. A mark older than REMOVAL_HORIZON_S no longer holds a writer off:
+its deletion was abandoned (failed for good, or its eviction died), and no live one lasts that long.
 """
 
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import random
 import uuid
 from collections import defaultdict
@@ -42,31 +48,56 @@ from catalogue.collection_names import FILES
 from catalogue.directories import find_by_ids, now
 from catalogue.usage import count_removals, forget_removals, removal_fences, uncount_removals
 from kernel.db import Document, bulk_write_chunked, increment
-from kernel.errors import ServiceUnavailable
+from kernel.errors import Conflict, ServiceUnavailable
 
 REMOVAL = "removal"
+REMOVAL_HORIZON_S = 6 * 3600.0  # see the module docstring
 COUNT_ATTEMPTS = 20  # reads of the fences and tokens before a count gives up (`remove_retired`)
 Target = tuple[str, str]  # (lfn, se)
 Positions = dict[Target, tuple[int, Document]]  # a replica as read, with its position in its file
 
 
+class ReplicaBeingRemoved(Conflict):
+    """A writer asked for a replica that a deletion has retired and may still be deleting."""
+
+    code = "replica_being_removed"
+
+
+def being_removed(replica: Mapping[str, Any], at: dt.datetime) -> bool:
+    """Is a deletion (still) at work on this replica (retired with a removal token lately)?"""
+    retired_at = replica.get("modified")
+    if not replica.get(REMOVAL) or replica.get("status") != "unavailable":
+        return False
+    if isinstance(retired_at, dt.datetime) and retired_at.tzinfo is None:
+        retired_at = retired_at.replace(tzinfo=dt.UTC)  # as a client without tz_aware reads it
+    return not isinstance(retired_at, dt.datetime) or (at - retired_at).total_seconds() < REMOVAL_HORIZON_S
+
+
 async def retire_replicas(db: AsyncDatabase[Document], plans: Mapping[str, tuple[Any, Sequence[tuple[int, str]]]],
-                          ) -> set[str]:
+                          *, guids: Mapping[str, str | None] | None = None,
+                          tokens: Mapping[Target, str] | None = None) -> set[str]:
     """Make replicas `unavailable` ahead of their deletion: `plans` is `{lfn: (version, [(index,
     se), ...])}`, the positions as read with that `version`. One bulk write, each file's update
     guarded by its version and the positions' SEs (and bumping the version, so that a decision
-    taken on the file's replicas by anyone else is invalidated). Returns the LFNs retired; the
-    others changed meanwhile, and their caller decides again on a fresh read."""
+    taken on the file's replicas by anyone else is invalidated), and by the file's GUID as read
+    where `guids` has it (a file removed and registered again at the LFN may have the version and
+    replicas of the one decided on). A replica retired before keeps its removal token (`tokens`,
+    by `(lfn, se)`: a count may have taken it) and has its mark renewed (`being_removed`).
+    Returns the LFNs retired; the others changed meanwhile, and their caller decides again on a
+    fresh read."""
     if not plans:
         return set()
     at = now()
     at = at.replace(microsecond=at.microsecond // 1000 * 1000)  # as stored (BSON keeps milliseconds)
     updates = []
     for lfn, (version, positions) in plans.items():
-        guard = {f"replicas.{index}.se": se for index, se in positions}
+        guard: dict[str, Any] = {f"replicas.{index}.se": se for index, se in positions}
+        if (guids or {}).get(lfn):
+            guard["guid"] = (guids or {})[lfn]
         # The removal token is given here too, saving `remove_retired` a write per replica.
-        change = {f"replicas.{index}.{field}": value for index, _ in positions
-                  for field, value in (("status", "unavailable"), ("modified", at), (REMOVAL, uuid.uuid4().hex))}
+        change = {f"replicas.{index}.{field}": value for index, se in positions
+                  for field, value in (("status", "unavailable"), ("modified", at),
+                                       (REMOVAL, (tokens or {}).get((lfn, se)) or uuid.uuid4().hex))}
         updates.append(UpdateOne({"_id": lfn, "version": version, **guard},
                                  {"$set": {**change, "modified": at}, **increment({"version": 1})}))
     result = await bulk_write_chunked(db[FILES], updates)

@@ -31,6 +31,7 @@ from catalogue.files import (
 from catalogue.lfn import check_lfn
 from catalogue.replica_pulls import pull_replicas
 from catalogue.replica_pushes import push_replicas, set_back
+from catalogue.replica_removal import REMOVAL, ReplicaBeingRemoved, being_removed
 from catalogue.replica_writers import OVERWRITTEN, REPLICA_WRITERS, new_token, own_writes, writer_field
 from catalogue.storage_elements import SES
 from catalogue.usage import Usage
@@ -213,10 +214,12 @@ async def overwrite_files(db: AsyncDatabase[Document], changes: Mapping[str, Doc
 
 
 async def set_replica_status(
-    db: AsyncDatabase[Document], lfn: str, se: str, status: str, *, expected: str | None = None
+    db: AsyncDatabase[Document], lfn: str, se: str, status: str, *, expected: str | None = None,
+    unless_removing: bool = False,
 ) -> bool:
     """Atomically set the status of the replica of `lfn` on `se`; with `expected`, only if the
-    replica is in that status now. True when the replica was changed."""
+    replica is in that status now. True when the replica was changed. `unless_removing`: raise
+    ReplicaBeingRemoved for a replica a deletion is at work on (`replica_removal.being_removed`)."""
     check_lfn(lfn)
     for value in (status, expected):
         if value is not None and value not in REPLICA_STATUSES:
@@ -234,9 +237,15 @@ async def set_replica_status(
         if expected is not None and current.get("status") != expected:
             return False
         at = now()
+        guard = {"_id": lfn, f"replicas.{index}.se": se, f"replicas.{index}.status": current.get("status")}
+        if unless_removing:
+            if being_removed(current, at):
+                raise ReplicaBeingRemoved(f"{lfn} on SE {se}: a deletion is removing this replica; it may be "
+                                          "written again once it is gone")
+            guard[f"replicas.{index}.{REMOVAL}"] = current.get(REMOVAL)  # as read: a retirement since misses
         with database_errors():
             result = await db[FILES].update_one(
-                {"_id": lfn, f"replicas.{index}.se": se, f"replicas.{index}.status": current.get("status")},
+                guard,
                 {"$set": {f"replicas.{index}.status": status, f"replicas.{index}.modified": at, "modified": at},
                  **increment({"version": 1})},
             )
@@ -251,8 +260,9 @@ async def copying_again(db: AsyncDatabase[Document], lfn: str, se: str, was: str
     writer; False if it is no longer `was`. Its writer finishes it by this LFN, so it looks for a
     directory move after the write, as a push does (`catalogue.replica_pushes`): one that holds or
     took a directory above the file sets it back to `was` where the file now is (by its `guid`),
-    and the writer gets Conflict (BELOW_A_MOVE)."""
-    if not await set_replica_status(db, lfn, se, "copying", expected=was):
+    and the writer gets Conflict (BELOW_A_MOVE). A replica a deletion is at work on is not taken
+    (ReplicaBeingRemoved): the deleter would delete the new bytes at its path."""
+    if not await set_replica_status(db, lfn, se, "copying", expected=was, unless_removing=True):
         return False
     if guid and await carried_or_moving(db, [lfn]):
         await set_back(db, guid, se, was)

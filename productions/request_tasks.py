@@ -41,14 +41,15 @@ def _items(kind: str, template: dict[str, Any], files: dict[str, Document], targ
     items: list[Document] = []
     for lfn, doc in sorted(files.items()):
         held = [r["se"] for r in doc.get("replicas", []) if r.get("status", "available") == "available"]
+        guid = doc.get("guid")  # the file the owner was authorized for, not one registered at the LFN later
         if kind == "replication":
             missing = max(0, int(template["copies"]) - len([se for se in held if se in targets]))
-            items += [{"lfn": lfn, "dest_se": se} for se in targets if se not in held][:missing]
+            items += [{"lfn": lfn, "dest_se": se, "guid": guid} for se in targets if se not in held][:missing]
         else:
             doomed = [se for se in held if se in targets]
             if len(doomed) == len(held):
                 doomed = doomed[1:]  # keep the last replica
-            items += [{"lfn": lfn, "dest_se": se} for se in doomed]
+            items += [{"lfn": lfn, "dest_se": se, "guid": guid} for se in doomed]
     return items
 
 

@@ -3,13 +3,20 @@ user sees it, follows it by their own submission and withdraws from it alone, an
 cancel no longer cancels what the second user was told is queued (it passes to them); the request
 is cancelled when nobody who asked for it is left. Before, the second user got the owner's request
 id, which they could see neither directly nor by their submission, and the owner's cancel
-cancelled it under them."""
+cancelled it under them. A done stage request's pin is released the same way: by the last of
+those who asked for it."""
 
 from __future__ import annotations
 
+import zlib
 from typing import Any
 
 from tests.fixtures.authz import SHARED, World
+from tests.fixtures.transfers import fast_settings, run_until_drained, write_bytes
+from transfers.endpoints import tape_endpoint
+from transfers.stager import Stager
+
+ON_TAPE = "/lhcb/pub/t.root"
 
 
 async def _state(world: World, rid: str) -> tuple[str, str, list[str]]:
@@ -59,3 +66,40 @@ async def test_a_user_who_joined_withdraws_alone(world: World) -> None:
     assert await _state(world, rid) == ("queued", "user:bob", [])
     status, _ = await world.call("carol", "GET", f"/requests/{rid}")
     assert status == 404
+
+
+async def _staged_for_bob_and_carol(world: World) -> tuple[str, dict[str, Any], dict[str, Any]]:
+    """ON_TAPE (bob's, carol may read it) staged by one request that bob made and carol joined."""
+    tape, data = world.ses[2], b"tape bytes" * 100
+    write_bytes(tape, ON_TAPE, data)
+    async with world.client("bob") as bob:
+        result = await bob.register_files([{"lfn": ON_TAPE, "size": len(data), "adler32": f"{zlib.adler32(data):08x}",
+                                            "mode": 0o640, "replicas": [{"se": tape.name}]}])
+        assert not result["failed"], result
+    answers = []
+    for who in ("bob", "carol"):
+        status, answer = await world.call(who, "POST", "/requests/stages", {"lfns": [ON_TAPE], "se": tape.name})
+        assert status == 201, answer
+        answers.append(answer)
+    await run_until_drained(world.db, Stager(fast_settings(world.api.settings), world.db), timeout_s=30)
+    return answers[0]["successful"][ON_TAPE], answers[0], answers[1]
+
+
+async def _online_after_the_stager(world: World) -> bool:
+    stager = Stager(fast_settings(world.api.settings), world.db)
+    for _ in range(3):
+        await stager.run_once()
+    plugin, url = tape_endpoint(world.ses[2], ON_TAPE, credentials={}, registered_url=None)
+    return await plugin.is_online(url)
+
+
+async def test_a_shared_stage_pin_is_released_only_by_the_last_who_asked_for_it(world: World) -> None:
+    rid, bobs, carols = await _staged_for_bob_and_carol(world)
+    assert await _state(world, rid) == ("done", "user:bob", ["user:carol"])
+    status, answer = await world.call("carol", "POST", "/requests/release", {"submission": carols["submission"]})
+    assert status == 200 and answer["release_asked"] == 1, answer  # carol withdraws: bob still relies on it
+    assert await _state(world, rid) == ("done", "user:bob", [])
+    assert await _online_after_the_stager(world)
+    status, answer = await world.call("bob", "POST", "/requests/release", {"submission": bobs["submission"]})
+    assert status == 200 and answer["release_asked"] == 1, answer
+    assert not await _online_after_the_stager(world)

@@ -21,6 +21,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from catalogue.replica_removal import ReplicaBeingRemoved
 from catalogue.storage_paths import storage_lfn
 from kernel.errors import CairnError, ServiceUnavailable
 from transfers import destination, failed_copies, link_stats
@@ -86,7 +87,8 @@ async def start_copies(ctx: Context, jobs: Sequence[Job], cycle: Cycle) -> list[
             except ServiceUnavailable:
                 raise
             except CairnError as exc:
-                cycle.failures.append(Failed(job, classify(exc)))
+                # Waiting for a deletion to finish is no copy tried: nothing to discard, no link to blame.
+                cycle.failures.append(Failed(job, classify(exc), attempted=not isinstance(exc, ReplicaBeingRemoved)))
                 wanted.remove(job)
     ready: list[Job] = []
     for job in wanted:

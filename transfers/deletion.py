@@ -1,5 +1,6 @@
 """Deleting replicas safely, a batch at a time: first retire them in the catalogue (available →
-unavailable, so no one reads them any more), then delete their bytes, then remove the records.
+unavailable, so no one reads them any more, nor writes them again: `catalogue.replica_removal.
+being_removed`), then delete their bytes, then remove the records.
 
 Retiring is decided on each file's replicas as read and written guarded by the file's
 `version` (`catalogue.replica_removal.retire_replicas`): two reapers retiring the last two copies
@@ -37,7 +38,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from catalogue import moved_paths
 from catalogue.files import fetch_files
-from catalogue.replica_removal import remove_retired, retire_replicas
+from catalogue.replica_removal import REMOVAL, being_removed, remove_retired, retire_replicas
 from catalogue.replica_urls import se_url
 from catalogue.storage_elements import StorageElement
 from catalogue.storage_paths import storage_lfn
@@ -46,6 +47,7 @@ from kernel.errors import CairnError, InvalidInput
 from storage_plugins.base import DELETE_CONCURRENCY, StoragePlugin
 from storage_plugins.registry import plugin_for
 from transfers.endpoints import endpoints
+from transfers.failures import file_replaced
 
 Target = tuple[str, str]  # (lfn, se)
 
@@ -64,6 +66,7 @@ class Deletion:
     ses: tuple[str, ...]
     allow_last: bool = False
     override_protection: bool = False
+    guid: str | None = None  # the file meant (a request's, `failures.file_replaced`); None: any at lfn
 
 
 @dataclass(frozen=True)
@@ -77,21 +80,24 @@ class Place:
 
 @dataclass(frozen=True)
 class Retired:
-    """`retire_many`'s answer: the targets retired by key, the refused, the targets' places."""
+    """`retire_many`'s answer: the targets retired by key, the refused, the targets' places, and
+    the deletions whose LFN now names another file than theirs (`replaced`, with the reason)."""
 
     targets: dict[str, list[Target]]
     refused: dict[str, str]
     places: dict[Target, Place]
+    replaced: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
 class Outcome:
     """What became of a batch of deletions, by key: the SEs whose replicas are gone (`done`; an
     absent replica counts as gone), refused with the reason, or failed with a storage or
-    catalogue error (to be retried)."""
+    catalogue error (to be retried); `replaced`: nothing done, the LFN names another file now."""
 
     done: dict[str, list[str]] = field(default_factory=dict)
     refused: dict[str, str] = field(default_factory=dict)
+    replaced: dict[str, str] = field(default_factory=dict)
     failed: dict[str, CairnError] = field(default_factory=dict)
 
 
@@ -116,9 +122,9 @@ def _check_inside(se: StorageElement, lfn: str, replica: Mapping[str, Any]) -> N
 
 def _decide(deletion: Deletion, replicas: list[Document], ses: Mapping[str, StorageElement] | None,
             at: dt.datetime) -> list[tuple[int, str, bool]]:
-    """The deletion's replicas as `(position, se, to_retire)` (to_retire False: already
-    retired), deciding on `replicas` (the file as read, with this batch's earlier retirements
-    applied); raises Refused. With `ses`, each replica's SE must be there and its URL inside it."""
+    """The deletion's replicas as `(position, se, to_retire)` (to_retire False: already retired
+    by a deletion at work), deciding on `replicas` (the file as read, with this batch's earlier
+    retirements applied); raises Refused. With `ses`, each replica's SE must be there and its URL inside it."""
     lfn, chosen = deletion.lfn, []
     for name in deletion.ses:
         index = next((i for i, r in enumerate(replicas) if r.get("se") == name), None)
@@ -138,7 +144,9 @@ def _decide(deletion: Deletion, replicas: list[Document], ses: Mapping[str, Stor
         if not others and not deletion.allow_last and replica.get("status") == "available":
             raise Refused(f"{lfn} on {name}: the last available replica; only a request to delete every replica "
                           "may remove it")
-        chosen.append((index, name, replica.get("status") != "unavailable"))
+        # One retired otherwise (no removal token), or by a deletion abandoned long ago, is retired
+        # again: the mark keeps writers off it while its bytes go (`replica_removal.being_removed`).
+        chosen.append((index, name, replica.get("status") != "unavailable" or not being_removed(replica, at)))
     return chosen
 
 
@@ -149,17 +157,22 @@ async def retire_many(db: AsyncDatabase[Document], deletions: Sequence[Deletion]
     meanwhile are read and decided again (a few rounds), then refused."""
     retired: dict[str, list[Target]] = {}
     refused: dict[str, str] = {}
+    replaced: dict[str, str] = {}
     places: dict[Target, Place] = {}
     pending = list(deletions)
     for _ in range(5):
-        files = await fetch_files(db, {d.lfn for d in pending}, {"replicas": 1, "version": 1})
+        files = await fetch_files(db, {d.lfn for d in pending}, {"replicas": 1, "version": 1, "guid": 1})
         at = dt.datetime.now(dt.UTC)
         plans: dict[str, tuple[Any, list[tuple[int, str]]]] = {}
+        tokens: dict[Target, str] = {}
         decided: dict[str, list[Target]] = {}
         for deletion in pending:
             doc = files.get(deletion.lfn)
             if doc is None:
                 retired[deletion.key] = []
+                continue
+            if other := file_replaced({"lfn": deletion.lfn, "guid": deletion.guid}, doc):
+                replaced[deletion.key] = other.message
                 continue
             replicas = doc.setdefault("replicas", [])
             try:
@@ -171,17 +184,21 @@ async def retire_many(db: AsyncDatabase[Document], deletions: Sequence[Deletion]
                 places[(deletion.lfn, name)] = Place(replicas[index].get("url"),
                                                      storage_lfn(deletion.lfn, replicas[index]))
                 if to_retire:
+                    if replicas[index].get(REMOVAL):
+                        tokens[(deletion.lfn, name)] = replicas[index][REMOVAL]
                     replicas[index] = {**replicas[index], "status": "unavailable"}
                     plans.setdefault(deletion.lfn, (doc.get("version"), []))[1].append((index, name))
             decided[deletion.key] = [(deletion.lfn, name) for _, name, _ in chosen]
-        written = await retire_replicas(db, plans)
+        # Guarded by the GUID read too: a file removed and registered again at the LFN since
+        # may have come back to the same version and replicas.
+        written = await retire_replicas(db, plans, guids={lfn: files[lfn].get("guid") for lfn in plans}, tokens=tokens)
         pending = [d for d in pending if d.key in decided and d.lfn in plans and d.lfn not in written]
         again = {d.key for d in pending}
         retired.update({key: targets for key, targets in decided.items() if key not in again})
         if not pending:
             break
     refused.update({d.key: f"{d.lfn}: the file kept changing; try again" for d in pending})
-    return Retired(retired, refused, places)
+    return Retired(retired, refused, places, replaced)
 
 
 async def delete_bytes(places: Mapping[Target, Place], ses: Mapping[str, StorageElement],
@@ -219,7 +236,7 @@ async def delete_replicas(db: AsyncDatabase[Document], deletions: Sequence[Delet
     gone = await remove_retired(db, [t for t in retired.places if t not in errors])
     # A path is free once no record would delete there again (a replica that stays keeps it held).
     await moved_paths.release(db, [(se, retired.places[(lfn, se)].path) for lfn, se in gone])
-    outcome = Outcome(refused=retired.refused)
+    outcome = Outcome(refused=retired.refused, replaced=retired.replaced)
     for key, found in retired.targets.items():
         error = next((errors[t] for t in found if t in errors), None)
         if error is not None:

@@ -1,7 +1,9 @@
 """How the failed attempts of a worker cycle end, decided for all of them before one bulk write.
 
 A failed copy's destination replica goes (its bytes first, then every `copying` replica of the
-cycle in one bulk pull); a source found corrupt is to be marked bad, a missing one reported; and
+cycle in one bulk pull); a source found corrupt is to be marked bad, a missing one reported (only
+once a stat of it confirms it is missing: a NotFound may come from the destination or a
+third-party copy's other end, and a healthy replica must not be counted lost for it); and
 the request ends by the one fail-or-retry rule (`requests.failure_end`), or fails over at once to
 another source when the one tried is bad. The ends themselves are written by the cycle
 (`copy_steps.finish_cycle`) in one guarded bulk write with its other ends; only the attempts whose
@@ -20,12 +22,12 @@ from dataclasses import dataclass
 
 from catalogue.replica_health import report_suspicious
 from catalogue.replicas import set_replica_status
-from kernel.errors import CairnError
+from kernel.errors import CairnError, NotFound
 from storage_plugins.registry import plugin_for
 from transfers import destination, link_stats
 from transfers import requests as rq
 from transfers.endpoints import endpoints
-from transfers.failures import CHECKSUM, SOURCE_MISSING, Failure
+from transfers.failures import CHECKSUM, SOURCE_MISSING, TRANSFER_FAILED, Failure
 from transfers.transfer import Context, Failed, Job, release_pin
 
 log = logging.getLogger("cairn.transfers")
@@ -53,6 +55,33 @@ async def _source_is_corrupt(ctx: Context, job: Job) -> bool:
     return actual.lower() != str(job.file["adler32"]).lower()
 
 
+async def _source_is_missing(ctx: Context, job: Job) -> bool | None:
+    """After a NotFound: is the source replica missing on storage (a stat, as
+    `transfers.suspicious` asks before counting a user's report)? None when storage cannot tell."""
+    assert job.source is not None
+    try:
+        ep = endpoints(job.source.se, job.source.path, "read", credentials=ctx.credentials,
+                       registered_url=job.source.url)[0]
+        await plugin_for(ep.url, ep.options).stat(ep.url)
+    except NotFound:
+        return True
+    except CairnError:
+        return None
+    return False
+
+
+async def _missing_source(ctx: Context, job: Job, failure: Failure) -> tuple[Failure, str | None]:
+    """A SOURCE_MISSING failure as confirmed: still the source's ("missing" to note), or an
+    ordinary failure of the destination or the link (the source is there, or cannot be checked)."""
+    assert job.source is not None
+    found = await _source_is_missing(ctx, job)
+    if found:
+        return failure, "missing"
+    why = "is there" if found is False else "could not be checked"
+    return Failure(TRANSFER_FAILED, f"{failure.message} (the replica on {job.source.se.name} {why}: not reported "
+                                    "missing; a failure of the destination or the link)", permanent=False), None
+
+
 async def _decide(ctx: Context, failed: Failed) -> Decided:
     job, failure = failed.job, failed.failure
     base_s, cap_s = ctx.settings.retry_base_s, ctx.settings.retry_cap_s
@@ -64,7 +93,7 @@ async def _decide(ctx: Context, failed: Failed) -> Decided:
         failure = Failure(CHECKSUM, f"{failure.message} (the replica on {source} is corrupt: marked bad)", False)
         note = "bad"
     elif failure.reason == SOURCE_MISSING:
-        note = "missing"
+        failure, note = await _missing_source(ctx, job, failure)
     if note is not None:
         if len(job.sources) > 1:
             log.info("%s: %s; failing over from %s", job.lfn, failure.message, source)

@@ -101,10 +101,12 @@ async def copy_between(
     (and the size, `expected_size`: the catalogue's, which spares a stream a stat of its source).
 
     On a checksum mismatch the destination's copy is removed (by `storage_plugins.copy`).
-    Every error names the LFN and both SEs besides the URL the storage complained about.
+    Every error names the LFN and both SEs besides the URL the storage complained about, and
+    carries the side it came from in `details["side"]` when that is known (`error_side`).
     `route_below`: see `negotiate` (needs `expected_size`).
     """
     context = f"copy of {lfn} from SE {source_se.name} to SE {dest_se.name}"
+    chosen: Negotiated | None = None
     try:
         chosen = negotiate(source_se, dest_se, lfn, source_url=source_url, source_lfn=source_lfn,
                            credentials=credentials, dest_endpoints=dest_endpoints, size=expected_size,
@@ -123,4 +125,23 @@ async def copy_between(
             plan=chosen.plan,  # negotiated above: not planned twice per file
         )
     except CairnError as exc:
+        side = error_side(exc, chosen.plan.source, chosen.plan.dest) if chosen is not None else None
+        if side is not None:
+            exc.details.setdefault("side", side)
         raise exc.within(context) from None
+
+
+def error_side(exc: CairnError, source: str, dest: str) -> str | None:
+    """"source" or "destination": the side a storage error is about, by the URL its message
+    starts with (every storage error names the URL it is about first); None when it names both
+    (a third-party copy's, whose cause either side may hold) or neither. A NotFound is only the
+    source's loss when the source said it: a destination's (an S3 bucket gone, a 404 to a PUT)
+    must not mark healthy source replicas lost (`transfers.failed_copies`)."""
+    message = exc.message
+    if message.startswith((f"{source} -> ", f"{dest} -> ")):
+        return None
+    if message.startswith(f"{dest}:"):
+        return "destination"
+    if message.startswith(f"{source}:"):
+        return "source"
+    return None

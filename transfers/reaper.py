@@ -40,7 +40,7 @@ from kernel.settings import Settings
 from transfers import requests as rq
 from transfers.dark_data import StillInUse, delete_dark
 from transfers.deletion import Deletion, delete_replicas, protection
-from transfers.failures import classify
+from transfers.failures import FILE_REPLACED, classify
 
 log = logging.getLogger("cairn.reaper")
 
@@ -149,11 +149,12 @@ class Reaper(Daemon):
                 continue
             # An explicit request for every replica (administrators) may take the last and protected ones.
             deletions.append(Deletion(request["_id"], request["lfn"], names, allow_last=not only,
-                                      override_protection=not only))
+                                      override_protection=not only, guid=request.get("guid")))
         outcome = await delete_replicas(self.db, deletions, ses, self.credentials)
         by_id = {r["_id"]: r for r in requests}
         ends += [rq.End(rid, rq.done_fields({"deleted": names}), final=True) for rid, names in outcome.done.items()]
         ends += [_failed(by_id[rid], reason, "refused") for rid, reason in outcome.refused.items()]
+        ends += [_failed(by_id[rid], reason, FILE_REPLACED) for rid, reason in outcome.replaced.items()]
         ends += [rq.failure_end(by_id[rid], classify(exc), base_s=self.settings.retry_base_s,
                                 cap_s=self.settings.retry_cap_s) for rid, exc in outcome.failed.items()]
         await rq.end_many(self.db, ends, self.worker)

@@ -32,7 +32,7 @@ from kernel.principal import Principal
 from kernel.responses import JsonList
 from kernel.web import DATABASE, ApiRoutes, json_response, principal_of, query_int, read_model, scopes
 from transfers import requests as rq
-from transfers.shared_requests import both, cancel_as, of_requester, of_submission
+from transfers.shared_requests import both, cancel_as, of_requester, of_submission, release_as
 
 routes = ApiRoutes("requests")
 
@@ -87,9 +87,10 @@ class RequestSelection(BaseModel):
 
 async def authorized_lfns(
     db: AsyncDatabase[Document], principal: Principal, lfns: list[str], action: Action
-) -> tuple[list[str], dict[str, str]]:
+) -> tuple[dict[str, str], dict[str, str]]:
     """The LFNs the caller may `action` (catalogue.authorization: r to copy or stage, w to
-    delete a replica), and a reason for each other one (a hidden file is "no such file")."""
+    delete a replica) with their file's GUID, and a reason for each other one (a hidden file is
+    "no such file")."""
     failed: dict[str, str] = {}
     valid = []
     for lfn in dict.fromkeys(lfns):
@@ -99,7 +100,7 @@ async def authorized_lfns(
             failed[lfn] = exc.message
     allowed, refused = await authorize_files(db, principal, valid, action)
     failed.update(refused)
-    return [lfn for lfn in valid if lfn in allowed], failed
+    return {lfn: str(allowed[lfn].get("guid") or "") for lfn in valid if lfn in allowed}, failed
 
 
 async def submit_authorized(
@@ -107,9 +108,10 @@ async def submit_authorized(
     item: dict[str, Any], **kw: Any,
 ) -> dict[str, Any]:
     """Queue requests for the LFNs the caller may `action`; each other LFN fails on its own.
-    Authorized here, once: the daemons then act with these rights (catalogue.authorization)."""
+    Authorized here, once, for the file each LFN names now: the daemons then act with these
+    rights on that file only (its GUID, in the request), never on one registered there later."""
     permitted, refused = await authorized_lfns(db, principal, lfns, action)
-    result = await rq.submit(db, kind, [{"lfn": lfn, **item} for lfn in permitted],
+    result = await rq.submit(db, kind, [{"lfn": lfn, "guid": guid or None, **item} for lfn, guid in permitted.items()],
                              requester=requester_of(principal), vo=vo_stamp(principal), **kw)
     result["failed"] = {**refused, **result["failed"]}
     return result
@@ -265,7 +267,11 @@ async def cancel_requests(request: web.Request) -> web.Response:
 @routes.post("/requests/release", policy=scopes("transfers.write"), body=RequestSelection,
              summary="Release the pins of done stage requests (by id or submission); the stager drops them")
 async def release_requests(request: web.Request) -> web.Response:
-    asked = await rq.ask_release(request.app[DATABASE], await selected(request, "release"))
+    principal, query = principal_of(request), await selected(request, "release")
+    db = request.app[DATABASE]
+    # as cancel: an administrator releases outright; a user withdraws, and the pin goes once
+    # nobody who asked for the staged copy is left (`transfers.shared_requests`)
+    asked = await (rq.ask_release(db, query) if principal.is_admin else release_as(db, query, requester_of(principal)))
     return json_response({"release_asked": asked})
 
 

@@ -120,6 +120,9 @@ class TransferRequest(claims.Leased):
     modified: dt.datetime
     pin_lifetime_s: NotRequired[float]
     audit_run: NotRequired[str]
+    # The file the requester was authorized for (its GUID, read at submission): the daemons act
+    # only on that file, not on another registered at the LFN since (`failures.file_replaced`).
+    guid: NotRequired[str]
 
 
 def _new_request(
@@ -154,6 +157,8 @@ def _new_request(
         "created": at,
         "modified": at,
     }
+    if isinstance(item.get("guid"), str):
+        doc["guid"] = item["guid"]
     if kind == "delete" and isinstance(item.get("audit_run"), str):
         doc["audit_run"] = item["audit_run"]  # a dark file of that run (transfers.dark_data)
     if kind == "stage" and item.get("pin_lifetime_s") is not None:
@@ -218,14 +223,30 @@ async def submit(
         if doc["active_key"] not in dup_set and doc["lfn"] not in failed:
             successful[doc["lfn"]] = doc["_id"]
     # requests_active_key: the open requests that already do what was asked
-    existing = await find_by_values(db[REQUESTS], "active_key", duplicates, {"lfn": 1, "requester": 1})
+    existing = await find_by_values(db[REQUESTS], "active_key", duplicates,
+                                    {"lfn": 1, "requester": 1, "guid": 1, "active_key": 1})
+    existing = _same_files(existing, {doc["active_key"]: doc.get("guid") for doc in docs}, failed)
     successful.update({doc["lfn"]: doc["_id"] for doc in existing})
     await _join(db, [doc["_id"] for doc in existing if doc.get("requester") != requester], requester, submission)
     if duplicates:
         for doc in docs:
-            if doc["active_key"] in dup_set and doc["lfn"] not in successful:
+            if doc["active_key"] in dup_set and doc["lfn"] not in successful and doc["lfn"] not in failed:
                 failed[doc["lfn"]] = "an identical request finished while this one was submitted; submit again"
     return {"submission": submission, "successful": successful, "failed": failed}
+
+
+def _same_files(existing: list[Document], guids: Mapping[str, str | None], failed: dict[str, str]) -> list[Document]:
+    """The open requests to share: those for the file asked for. One still open for an earlier
+    file at the LFN (it will fail, `failures.file_replaced`) is not this request; its LFN fails."""
+    same = []
+    for doc in existing:
+        wanted = guids.get(doc["active_key"])
+        if wanted and doc.get("guid") and doc["guid"] != wanted:
+            failed[doc["lfn"]] = (f"request {doc['_id']}, for the earlier file at this LFN (GUID {doc['guid']}), "
+                                  "is still open; submit again once it has ended")
+        else:
+            same.append(doc)
+    return same
 
 
 def user_requester(sub: str) -> str:

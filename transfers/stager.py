@@ -34,6 +34,7 @@ from kernel.settings import Settings
 from storage_plugins.tape import TapePlugin
 from transfers import requests as rq
 from transfers.endpoints import tape_endpoint
+from transfers.failures import file_replaced
 
 log = logging.getLogger("cairn.stager")
 
@@ -114,6 +115,8 @@ class Stager(Daemon):
         if file_doc is None or replica is None:
             reason = "no such file" if file_doc is None else f"no replica on {se_name}"
             return _failed(request, f"{lfn}: {reason}", "no_source")
+        if replaced := file_replaced(request, file_doc):
+            return _failed(request, replaced.message, replaced.reason)
         try:
             plugin, url = await self._tape_url(se_name, storage_lfn(lfn, replica), replica.get("url"))
             stage_id = await plugin.bring_online([url], pin_lifetime_s=self._lifetime(request))

@@ -32,7 +32,7 @@ from storage_plugins.tape import TapePlugin
 from transfers import destination
 from transfers import requests as rq
 from transfers.endpoints import Endpoint, endpoints, tape_endpoint
-from transfers.failures import NO_SOURCE, NO_SUCH_FILE, Failure, classify
+from transfers.failures import NO_SOURCE, NO_SUCH_FILE, Failure, classify, file_replaced
 from transfers.negotiation import copy_between
 from transfers.sources import Source, rank_sources
 
@@ -120,6 +120,9 @@ async def plan(ctx: Context, request: Document, file_doc: Document | None,
     lfn, dest_name = request["lfn"], request["dest_se"]
     if file_doc is None:
         job.failure = Failure(NO_SUCH_FILE, f"{lfn}: no such file", permanent=True)
+        return job
+    if replaced := file_replaced(request, file_doc):
+        job.failure = replaced
         return job
     job.file, job.dest = file_doc, ses.get(dest_name)
     if job.dest is None:
