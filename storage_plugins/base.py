@@ -117,6 +117,24 @@ NAME_MAX = 255  # bytes of a file name on Linux file systems
 CREATE_ONLY_HEADERS = {"If-None-Match": "*"}
 
 
+def validated_options(
+    model: type[PluginOptions], options: Mapping[str, Any] | None, schemes: Sequence[str]
+) -> PluginOptions:
+    """options as model, or InvalidInput naming the fields and their problems but never the values
+    given: options carry secrets (tokens, keys) and this message reaches users (a request's
+    last_error, an API answer)."""
+    try:
+        return model.model_validate(dict(options or {}))
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in error['loc']) or 'options'}: {error['msg']}"
+            for error in exc.errors(include_input=False, include_url=False, include_context=False)
+        )
+    # Raised outside the except block, so the ValidationError (whose text shows the values) is not
+    # even this error's __context__, which tracebacks and error reporters print.
+    raise InvalidInput(f"invalid options for the {', '.join(schemes)} storage plugin: {problems}")
+
+
 class StoragePlugin(ABC):
     """A storage protocol. Subclasses set `schemes`, `Options`, and implement the abstract methods."""
 
@@ -134,11 +152,7 @@ class StoragePlugin(ABC):
     Options: ClassVar[type[PluginOptions]] = PluginOptions
 
     def __init__(self, options: Mapping[str, Any] | None = None) -> None:
-        try:
-            self.options = self.Options.model_validate(dict(options or {}))
-        except ValidationError as exc:
-            names = ", ".join(self.schemes)
-            raise InvalidInput(f"invalid options for the {names} storage plugin: {exc}") from exc
+        self.options = validated_options(self.Options, options, self.schemes)
 
     @abstractmethod
     async def stat(self, url: str) -> FileInfo:

@@ -14,8 +14,8 @@ from typing import Any, Literal
 
 from catalogue.replica_urls import VARIANT_MARK, derived_url, se_url, variant_url
 from catalogue.storage_elements import Protocol, StorageElement
-from kernel.errors import CairnError, Forbidden
-from storage_plugins.registry import plugin_for
+from kernel.errors import CairnError, Forbidden, InvalidInput
+from storage_plugins.registry import plugin_class, plugin_for
 from storage_plugins.tape import TapePlugin
 
 Operation = Literal["read", "write", "delete"]
@@ -39,10 +39,24 @@ class Endpoint:
 def plugin_options(
     se: StorageElement, protocol: Protocol, credentials: Mapping[str, Mapping[str, str]]
 ) -> dict[str, Any]:
-    """The options a storage plugin needs for this SE's protocol (non-secret extra + secrets);
-    a local directory's plugin also gets the SE's root, to refuse any path that resolves outside it."""
+    """The options a storage plugin needs for this SE's protocol (non-secret extra + the SE's
+    secrets that this protocol's plugin takes); a local directory's plugin also gets the SE's
+    root, to refuse any path that resolves outside it."""
     confined = {"root": protocol.prefix} if protocol.scheme == "file" else {}
-    return {**protocol.extra, **credentials.get(se.name, {}), **confined}
+    return {**protocol.extra, **_secrets_for(protocol.scheme, credentials.get(se.name, {})), **confined}
+
+
+def _secrets_for(scheme: str, secrets: Mapping[str, str]) -> dict[str, str]:
+    """The SE's secrets that scheme's plugin declares. Secrets are given once per SE, for all its
+    protocols (S3 keys beside a WebDAV token): a plugin refuses keys it does not know, and the
+    others are not its business."""
+    if not secrets:
+        return {}
+    try:
+        declared = plugin_class(scheme).Options.model_fields
+    except InvalidInput:  # no plugin for the scheme: plugin_for will say so; it gets no secret
+        return {}
+    return {key: value for key, value in secrets.items() if key in declared}
 
 
 def endpoints(
