@@ -32,7 +32,7 @@ from dataio.client import DataClient
 from dataio.download import download_one
 from dataio.progress import NoProgress
 from dataio.replica_order import replicas_to_read
-from dataio.signed_access import needs_signing, signed_endpoint, without_signature
+from dataio.signed_access import needs_signing, redacted, signed_endpoint, without_signature
 from kernel.errors import CairnError, Forbidden, NotFound
 from kernel.settings import get_settings
 from storage_plugins.checksums import Adler32
@@ -152,7 +152,8 @@ class CairnFileSystem(AsyncFileSystem):
                         digest = Adler32()
                         digest.update(data)
                         if digest.hexdigest() != doc["adler32"]:
-                            raise ChecksumMismatch(ep.url, str(doc["adler32"]), digest.hexdigest())
+                            # Named without its signature, as every error from a signed URL is.
+                            raise ChecksumMismatch(redacted(ep.url), str(doc["adler32"]), digest.hexdigest())
                     return data
                 except ChecksumMismatch as exc:
                     reasons.append(f"SE {replica.se.name}: corrupted replica ({exc.message})")

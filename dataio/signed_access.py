@@ -37,8 +37,13 @@ def redacted(url: str) -> str:
 
 
 def without_signature(exc: CairnError, url: str) -> CairnError:
-    """The error with the signed URL in its message replaced by its redacted form."""
+    """The error with the signed URL replaced by its redacted form wherever it names it: its
+    message, its details and its `url` (ChecksumMismatch carries the URL in all three)."""
     if url in exc.message:
         exc.message = exc.message.replace(url, redacted(url))
         exc.args = (exc.message,)
+    exc.details = {key: value.replace(url, redacted(url)) if isinstance(value, str) else value
+                   for key, value in exc.details.items()}
+    if isinstance(getattr(exc, "url", None), str):
+        exc.url = exc.url.replace(url, redacted(url))  # type: ignore[attr-defined]
     return exc

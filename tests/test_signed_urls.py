@@ -15,8 +15,9 @@ import pytest
 
 from cairn.sdk import Client
 from dataio.fsspec_cairn import CairnFileSystem
+from dataio.signed_access import without_signature
 from kernel.errors import Conflict, Forbidden, InvalidInput, NotFound
-from storage_plugins.errors import NotSupported
+from storage_plugins.errors import ChecksumMismatch, NotSupported
 from tests.fixtures.api import RunningApi
 from tests.fixtures.live_ses import LiveSEs
 from tests.fixtures.payloads import Payload
@@ -179,3 +180,25 @@ def _local(directory: Path, data: bytes) -> Path:
     path = directory / "f"
     path.write_bytes(data)
     return path
+
+
+async def test_cairn_fsspec_names_a_corrupted_replica_read_through_a_signed_url_without_its_signature(
+    api: RunningApi, live_ses: LiveSEs, admin: Client, s3_server: S3Endpoint, tmp_path: Path
+) -> None:
+    se = await live_ses.add("s3", secrets_on_server=True)
+    (tmp_path / "a").write_bytes(b"the right bytes" * 100)
+    [up] = await admin.upload([tmp_path / "a"], "/cta/a", se.name, credentials={})
+    assert up.url is not None
+    bucket, key = up.url.removeprefix("s3://").split("/", 1)
+    async with s3_server.client() as client:
+        await client.put_object(Bucket=bucket, Key=key, Body=b"the wrong bytes" * 100)
+    fs = CairnFileSystem(api.url, api.admin_token, credentials={}, skip_instance_cache=True)
+    with pytest.raises(OSError, match="corrupted replica") as caught:
+        await asyncio.to_thread(fs.cat_file, "/cta/a")
+    assert "X-Amz-" not in str(caught.value)
+
+
+def test_an_error_about_a_signed_url_keeps_its_signature_nowhere() -> None:
+    signed = "https://s3.example/b/k?X-Amz-Signature=abc"
+    error = without_signature(ChecksumMismatch(signed, "00000001", "00000002"), signed)
+    assert "X-Amz-" not in f"{error.to_json()} {error.url} {error.args}"
