@@ -253,3 +253,28 @@ def test_dump_lines_give_a_path_and_optionally_a_size_and_an_adler32() -> None:
         parse_dump_line("/cta/a\t12\txyz", 3)
     with pytest.raises(InvalidInput, match="line 4: a size"):
         parse_dump_line("/cta/a\ttwelve", 4)
+
+
+async def test_cleaning_dark_files_leaves_the_ses_shared_plugin_open_for_its_other_users(
+    database: AsyncDatabase[Document], live_ses: LiveSEs, admin: Client,
+) -> None:
+    """The reaper deletes a dark file with the process's shared plugin of the SE; it closed it after,
+    breaking whatever else was reading through it (an S3 SE's one client)."""
+    fast = audit_settings(live_ses.api.settings, dark_grace_s=0)
+    se = await live_ses.add("s3", name="SHARED-S3", secrets_on_server=True)
+    big = bytes(range(256)) * (64 << 10)  # 16 MiB: more than the connection buffers at once
+    await write_on_storage(se, "/cta/k/big", big, fast)
+    result = await admin.register_files([{"lfn": "/cta/k/big", "size": len(big), "adler32": adler32(big),
+                                          "replicas": [{"se": se.name}]}])
+    assert not result["failed"], result
+    await write_on_storage(se, "/cta/k/dark.bin", b"nobody registered me", fast)
+    run = await audit(admin, database, fast, se.name)
+    assert await admin.clean_dark(str(run["id"]))
+    plugin, url = storage(se, "/cta/k/big", fast)  # the instance the reaper uses too
+    reading = plugin.read(url)
+    read = bytearray(await anext(reading))
+    await Reaper(fast, database).run(max_cycles=1)
+    async for chunk in reading:
+        read += chunk
+    assert read == big
+    assert await on_storage(se, "/cta/k/dark.bin", fast) is None

@@ -3,6 +3,8 @@ threshold-th report marks them lost; a report of a replica that is there counts 
 
 from __future__ import annotations
 
+import asyncio
+import zlib
 from pathlib import Path
 
 from pymongo.asynchronous.database import AsyncDatabase
@@ -76,3 +78,23 @@ async def test_a_replica_being_written_is_not_counted_suspicious(live_ses: LiveS
     assert answer["state"] == "not_expected", answer
     doc = await admin.get_file("/cta/s/w")
     assert [(r["status"], r.get("suspicions")) for r in doc["replicas"]] == [("copying", None)]
+
+
+async def test_concurrent_reports_of_a_present_replica_all_find_it(live_ses: LiveSEs) -> None:
+    """The server checks each report with its shared plugin of the SE; one report ending closed it
+    under the others in flight (an S3 SE's client), which then answered 'unverified'."""
+    se = await live_ses.add("s3", secrets_on_server=True)
+    await write_on_storage(se, "/cta/s/p", b"present", live_ses.api.settings)
+    adler32 = f"{zlib.adler32(b'present'):08x}"
+    result = await live_ses.admin.register_files([{"lfn": "/cta/s/p", "size": 7, "adler32": adler32,
+                                                   "replicas": [{"se": se.name}]}])
+    assert not result["failed"], result
+    api = live_ses.api
+    token = api.token("bob", groups=("cta",), scopes=("catalogue.read",))
+
+    async def report() -> object:
+        async with api.client(token) as bob:
+            answer = await bob.request("POST", "/replicas/suspicious", json_body={"lfn": "/cta/s/p", "se": se.name})
+        return answer["state"]
+
+    assert await asyncio.gather(*(report() for _ in range(20))) == ["present"] * 20

@@ -41,15 +41,16 @@ async def delete_dark(db: AsyncDatabase[Document], run_id: str, lfn: str, se: St
         raise StillInUse(f"{lfn} on {se.name}: the bytes of a file moved to another LFN; not dark")
     run = await audit_runs.get_run(db, run_id)
     endpoint = endpoints(se, lfn, "delete", credentials=credentials)[0]
-    async with plugin_for(endpoint.url, endpoint.options) as plugin:
-        try:
-            info = await plugin.stat(endpoint.url)
-            if info.mtime is not None and run.get("started") and info.mtime > run["started"].timestamp():
-                await audit_runs.cleaned(db, run_id, lfn, "kept: written since the run")
-                raise StillInUse(f"{lfn} on {se.name}: written again since audit run {run_id}")
-            await plugin.delete(endpoint.url)
-        except NotFound:
-            await audit_runs.cleaned(db, run_id, lfn, "gone")
-            return False
+    # The process's shared plugin: not closed here, others are using it (`close_plugins`).
+    plugin = plugin_for(endpoint.url, endpoint.options)
+    try:
+        info = await plugin.stat(endpoint.url)
+        if info.mtime is not None and run.get("started") and info.mtime > run["started"].timestamp():
+            await audit_runs.cleaned(db, run_id, lfn, "kept: written since the run")
+            raise StillInUse(f"{lfn} on {se.name}: written again since audit run {run_id}")
+        await plugin.delete(endpoint.url)
+    except NotFound:
+        await audit_runs.cleaned(db, run_id, lfn, "gone")
+        return False
     await audit_runs.cleaned(db, run_id, lfn, "deleted")
     return True

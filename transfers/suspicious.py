@@ -30,8 +30,8 @@ async def confirm_and_report(db: AsyncDatabase[Document], lfn: str, se_name: str
     try:
         endpoint = endpoints(se, storage_lfn(lfn, replica), "read", credentials=credentials,
                              registered_url=replica.get("url"))[0]
-        async with plugin_for(endpoint.url, endpoint.options) as plugin:
-            await plugin.stat(endpoint.url)
+        # The process's shared plugin: not closed here, others are using it (`close_plugins`).
+        await plugin_for(endpoint.url, endpoint.options).stat(endpoint.url)
     except NotFound:
         return await report_suspicious(db, lfn, se_name, threshold=threshold, reason=reason)
     except CairnError:
