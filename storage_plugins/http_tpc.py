@@ -14,12 +14,19 @@ followed by one final line `success: ...` or `failure: reason`.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import AsyncIterable, Callable
 from dataclasses import dataclass, field
+from urllib.parse import urljoin, urlsplit
 
 from kernel.errors import CairnError, NotFound, ServiceUnavailable
-from storage_plugins.errors import TransferFailed
+from storage_plugins.errors import StorageError, TransferFailed
+
+# Redirects of a COPY followed (by hand, `redirect_target`) before giving up.
+MAX_COPY_REDIRECTS = 5
+REDIRECT_STATUSES = (301, 302, 303, 307, 308)
+_DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 @dataclass
@@ -98,3 +105,42 @@ def failure_error(source: str, dest: str, message: str) -> CairnError:
     if _REMOTE_DOWN.search(message):
         return ServiceUnavailable(text)
     return TransferFailed(text)
+
+
+def origin(url: str) -> tuple[str, str, int]:
+    """The (scheme, host, port) of an http(s) URL, the port spelt out; StorageError if it has none."""
+    parts = urlsplit(url)
+    try:
+        port = parts.port or _DEFAULT_PORTS.get(parts.scheme.lower(), 0)
+    except ValueError:
+        port = 0
+    if not parts.hostname or not port:
+        raise StorageError(f"{url}: not an http(s) URL with a host")
+    return parts.scheme.lower(), parts.hostname.lower(), port
+
+
+def redirect_target(url: str, location: str | None) -> str:
+    """Where to send again a COPY to url that was redirected to location: only within url's
+    origin. A COPY carries the passive endpoint's token (TransferHeaderAuthorization), which
+    the active endpoint's SE may see but no host its answer names; a redirect elsewhere is a
+    StorageError naming that origin only (its URL may carry the server's own secrets)."""
+    if not location:
+        raise StorageError(f"{url}: the COPY was redirected without a Location")
+    target = urljoin(url, location.strip())
+    scheme, host, port = origin(target)
+    if (scheme, host, port) != origin(url):
+        raise StorageError(f"{url}: the COPY was redirected to another server ({scheme}://{host}:{port}); "
+                           "not followed, as it carries the other endpoint's token")
+    return target
+
+
+def may_carry_token(url: str) -> bool:
+    """Whether a COPY to url may carry another endpoint's token: over TLS, or to this machine,
+    so that the token never crosses a network in the clear (the WLCG token profile wants TLS)."""
+    scheme, host, _ = origin(url)
+    if scheme == "https" or host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

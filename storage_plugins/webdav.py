@@ -21,8 +21,15 @@ from kernel.errors import CairnError, Conflict, Forbidden, InvalidInput, NotFoun
 from storage_plugins.base import FileInfo, PluginOptions, StoragePlugin, TpcMode, WriteResult
 from storage_plugins.byte_ranges import range_skip, within
 from storage_plugins.checksums import Adler32, normalise_adler32, tee_adler32
-from storage_plugins.errors import StorageError
-from storage_plugins.http_tpc import failure_error, read_tpc_stream
+from storage_plugins.errors import NotSupported, StorageError
+from storage_plugins.http_tpc import (
+    MAX_COPY_REDIRECTS,
+    REDIRECT_STATUSES,
+    failure_error,
+    may_carry_token,
+    read_tpc_stream,
+    redirect_target,
+)
 
 WIRE_SCHEME = {"dav": "http", "davs": "https", "http": "http", "https": "https"}
 PROPFIND_BODY = (
@@ -182,6 +189,22 @@ class WebDavPlugin(StoragePlugin):
                 raise
         return await self.session().request(method, wire_url(url), headers=headers, **kwargs)
 
+    @contextlib.asynccontextmanager
+    async def _copy(self, url: str, headers: dict[str, str]) -> AsyncIterator[aiohttp.ClientResponse]:
+        """The accepted answer (201/202) to a COPY at url, its redirects followed here, and only
+        within url's origin (`http_tpc.redirect_target`): aiohttp follows them anywhere, dropping
+        only Authorization when the host changes, not the other endpoint's token."""
+        url = wire_url(url)
+        for _ in range(MAX_COPY_REDIRECTS + 1):
+            ok = (201, 202, *REDIRECT_STATUSES)
+            async with self._request("COPY", url, headers=headers, ok=ok, allow_redirects=False) as response:
+                if response.status in (201, 202):
+                    yield response
+                    return
+                location = response.headers.get("Location")
+            url = redirect_target(url, location)
+        raise StorageError(f"{url}: the COPY was redirected more than {MAX_COPY_REDIRECTS} times")
+
     async def _propfind(self, url: str, depth: str) -> list[FileInfo]:
         headers = {"Depth": depth, "Content-Type": "application/xml"}
         async with self._request("PROPFIND", url, headers=headers, data=PROPFIND_BODY, ok=(207,)) as response:
@@ -290,7 +313,13 @@ class WebDavPlugin(StoragePlugin):
         timeout_s: float = 3600,
         remote_token: str | None = None,
     ) -> int:
-        """COPY between two WebDAV endpoints: pull (dest fetches `Source`) or push (source sends)."""
+        """COPY between two WebDAV endpoints: pull (dest fetches `Source`) or push (source sends).
+        remote_token, the passive endpoint's, goes only to the active endpoint's origin (`_copy`)
+        and only over TLS or loopback (`http_tpc.may_carry_token`)."""
+        target = dest if mode == "pull" else source
+        if remote_token and not may_carry_token(wire_url(target)):
+            raise NotSupported(f"{source} -> {dest}: the other endpoint's token is not sent to {target} "
+                               "over plain http; give the active endpoint an https protocol")
         parent = _parent(dest)
         if mode == "pull":
             if parent not in self._made_dirs:
@@ -298,16 +327,16 @@ class WebDavPlugin(StoragePlugin):
                 if len(self._made_dirs) > 100_000:
                     self._made_dirs.clear()
                 self._made_dirs.add(parent)
-            target, headers = dest, {"Source": wire_url(source)}
+            headers = {"Source": wire_url(source)}
         else:
-            target, headers = source, {"Destination": wire_url(dest)}
+            headers = {"Destination": wire_url(dest)}
         headers["Overwrite"] = "T" if overwrite else "F"
         headers["Credential"] = "none"
         if remote_token:
             headers["TransferHeaderAuthorization"] = f"Bearer {remote_token}"
         try:
             async with asyncio.timeout(timeout_s):
-                async with self._request("COPY", target, headers=headers, ok=(201, 202)) as response:
+                async with self._copy(target, headers) as response:
                     outcome = await read_tpc_stream(response.content)
         except TimeoutError as exc:
             self._made_dirs.discard(parent)

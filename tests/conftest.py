@@ -14,6 +14,7 @@ pytest_plugins = [
     "tests.fixtures.multi_vo",
     "tests.fixtures.slurm",
     "tests.fixtures.tcp_gate",
+    "tests.fixtures.http_servers",
     "tests.fixtures.portal",
     "tests.fixtures.browser",
 ]
