@@ -35,6 +35,7 @@ from dataio.replica_order import ReadableReplica, replicas_to_read
 from dataio.signed_access import needs_signing, signed_endpoint, without_signature
 from kernel.errors import CairnError, Forbidden, InvalidInput, NotFound
 from storage_plugins.base import StoragePlugin, landing, write_local
+from storage_plugins.byte_ranges import at_most
 from storage_plugins.checksums import Adler32, tee_adler32
 from storage_plugins.errors import ChecksumMismatch
 from transfers.endpoints import Endpoint, endpoints
@@ -208,9 +209,14 @@ async def _fetch(
             raise ReplicaCorrupted(ep.url, adler32, result.adler32).within(f"size {result.size} != {size}")
         return
     digest = Adler32()
+
+    def too_many() -> ReplicaCorrupted:  # a replica (or its server) sending more is not the file
+        return ReplicaCorrupted(ep.url, f"{adler32} of {size} bytes", f"more than {size} bytes")
+
     try:
         async with landing(path) as partial:
-            await write_local(partial, counted(tee_adler32(plugin.read(ep.url), digest), lfn, sink))
+            await write_local(partial, counted(tee_adler32(at_most(plugin.read(ep.url), size, too_many), digest),
+                                               lfn, sink))
             if digest.size != size or digest.hexdigest() != adler32:
                 error = ReplicaCorrupted(ep.url, adler32, digest.hexdigest())
                 raise error.within(f"size {digest.size} != {size}") if digest.size != size else error

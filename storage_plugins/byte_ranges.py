@@ -1,14 +1,16 @@
-"""Ranged reads over HTTP (WebDAV, S3): what to keep of an answer to a Range request.
+"""How many bytes to take of a server's answer: the range asked for, or no more than the size
+expected.
 
 HTTP lets a server ignore Range and answer 200 with the whole file (RFC 9110, 14.2), and a
 server may send more than asked: a ranged read that yielded the answer as it came gave bytes
 from the start of the file for a read at an offset (fsspec's `cairn://` partial reads, which no
-checksum covers)."""
+checksum covers). A whole-file read whose size is known stops as soon as the server sends more
+(`at_most`), rather than reading to the end of an answer that may have none."""
 
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Callable
 
 from storage_plugins.errors import StorageError
 
@@ -41,3 +43,19 @@ async def within(chunks: AsyncIterable[bytes], skip: int, take: int | None) -> A
                 return
             take -= len(chunk)
         yield chunk
+
+
+async def at_most(chunks: AsyncIterable[bytes], size: int, too_many: Callable[[], Exception]) -> AsyncIterator[bytes]:
+    """The chunks, raising too_many() as soon as they pass size bytes (nothing past it is yielded).
+    The source stream is closed then, so its connection goes at once, not when it is collected."""
+    seen = 0
+    source = aiter(chunks)
+    try:
+        async for chunk in source:
+            seen += len(chunk)
+            if seen > size:
+                raise too_many()
+            yield chunk
+    finally:
+        if isinstance(source, AsyncGenerator):
+            await source.aclose()

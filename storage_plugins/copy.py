@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 from kernel.errors import CairnError, Conflict, InvalidInput
 from storage_plugins.base import StoragePlugin, TpcMode
+from storage_plugins.byte_ranges import at_most
 from storage_plugins.checksums import Adler32, tee_adler32
 from storage_plugins.errors import ChecksumMismatch, StorageError
 from storage_plugins.registry import plugin_class, plugin_for, scheme_of
@@ -197,13 +198,18 @@ async def _stream(
 ) -> tuple[int, str, str]:
     size = expected_size if expected_size is not None else (await src.stat(plan.source)).size
     passed = Adler32()
+
+    def too_many() -> StorageError:
+        return StorageError(f"{plan.source}: the source sent more than the file's {size} bytes")
+
     try:
-        await dst.write(plan.dest, tee_adler32(src.read(plan.source), passed), size=size)
+        await dst.write(plan.dest, tee_adler32(at_most(src.read(plan.source), size, too_many), passed), size=size)
     except StorageError:
-        # Written to the catalogue's size: a source that holds another size is a wrong copy.
+        # Written to the catalogue's size: a source that holds another size is a wrong copy. A
+        # source that cannot say (its stat fails too) leaves the write's own error to be raised.
         if expected_size is not None and expected_adler32 is not None:
-            actual_size = (await src.stat(plan.source)).size
-            if actual_size != expected_size:
+            actual_size = await _size_or_none(src, plan.source)
+            if actual_size is not None and actual_size != expected_size:
                 raise ChecksumMismatch(plan.source, expected_adler32, f"(size {actual_size}, not {expected_size})") \
                     from None
         raise
@@ -213,3 +219,10 @@ async def _stream(
     # must hold the same.
     stored = await dst.checksum(plan.dest) if dst.server_checksum else passed.hexdigest()
     return passed.size, stored, passed.hexdigest()
+
+
+async def _size_or_none(plugin: StoragePlugin, url: str) -> int | None:
+    try:
+        return (await plugin.stat(url)).size
+    except CairnError:
+        return None

@@ -17,7 +17,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import AsyncIterable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from urllib.parse import urljoin, urlsplit
 
 from kernel.errors import CairnError, NotFound, ServiceUnavailable
@@ -42,15 +42,18 @@ class PerfMarker:
 
 @dataclass
 class TpcOutcome:
-    """What the active endpoint reported: markers seen and the final verdict."""
+    """What the active endpoint reported: its last marker, how many it sent, and the final verdict.
+    Only the last marker is kept: a copy may last hours and send one every few seconds (or a
+    server may send them without end), and each supersedes the one before."""
 
-    markers: list[PerfMarker] = field(default_factory=list)
+    last_marker: PerfMarker | None = None
+    marker_count: int = 0
     succeeded: bool = False
     message: str = ""
 
     @property
     def bytes_transferred(self) -> int:
-        return self.markers[-1].bytes_transferred if self.markers else 0
+        return self.last_marker.bytes_transferred if self.last_marker else 0
 
 
 _FIELDS = {
@@ -75,7 +78,7 @@ async def read_tpc_stream(
         if lowered == "perf marker":
             marker = PerfMarker()
         elif lowered == "end" and marker is not None:
-            outcome.markers.append(marker)
+            outcome.last_marker, outcome.marker_count = marker, outcome.marker_count + 1
             if on_marker is not None:
                 on_marker(marker)
             marker = None

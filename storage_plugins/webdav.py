@@ -8,11 +8,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ssl
-import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterable, AsyncIterator, Mapping
-from email.utils import parsedate_to_datetime
 from typing import Any
-from urllib.parse import unquote, urlsplit, urlunsplit
+from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 from pydantic import Field
@@ -30,6 +28,7 @@ from storage_plugins.http_tpc import (
     read_tpc_stream,
     redirect_target,
 )
+from storage_plugins.multistatus import read_multistatus
 
 WIRE_SCHEME = {"dav": "http", "davs": "https", "http": "http", "https": "https"}
 PROPFIND_BODY = (
@@ -44,6 +43,9 @@ class WebDavOptions(PluginOptions):
     verify: bool = True
     # Bearer token sent as Authorization (WLCG / SciTokens).
     token: str | None = None
+    # Largest PROPFIND answer read (a listing of some 200k entries): what a server sends beyond
+    # it is refused rather than read without end (`storage_plugins.multistatus`).
+    max_propfind_bytes: int = Field(64 << 20, ge=1 << 10)
     connect_timeout_s: float = Field(10, gt=0)
     # Longest silence while reading a response (a GET chunk, a TPC performance marker).
     read_timeout_s: float = Field(300, gt=0)
@@ -67,6 +69,19 @@ def _parent(url: str) -> str:
     return urlunsplit((parts.scheme, parts.netloc, path, "", ""))
 
 
+# What is read of an error answer's body: its first lines say what went wrong, and a server
+# (buggy, hostile, or one a redirect chose) may send an error body without end.
+ERROR_BODY_BYTES = 4 << 10
+
+
+async def error_body(content: aiohttp.StreamReader) -> str:
+    """The start of an error answer's body (ERROR_BODY_BYTES at most); the rest is left unread."""
+    data = bytearray()
+    while len(data) < ERROR_BODY_BYTES and (chunk := await content.read(ERROR_BODY_BYTES - len(data))):
+        data += chunk
+    return data.decode(errors="replace")
+
+
 def http_error(url: str, status: int, body: str) -> CairnError:
     """Map an HTTP error status to the kernel's classes, naming the URL."""
     detail = body.strip()[:300] or f"HTTP {status}"
@@ -79,37 +94,6 @@ def http_error(url: str, status: int, body: str) -> CairnError:
     if status in (409, 412):
         return Conflict(f"{url}: {detail}")
     return StorageError(f"{url}: HTTP {status}: {detail}")
-
-
-def _local(tag: str) -> str:
-    return tag.rsplit("}", 1)[-1].lower()
-
-
-def parse_multistatus(base_url: str, text: str) -> list[FileInfo]:
-    """FileInfos from a PROPFIND multistatus answer; hrefs are resolved against base_url."""
-    parts = urlsplit(base_url)
-    entries = []
-    for response in ET.fromstring(text):
-        if _local(response.tag) != "response":
-            continue
-        href, size, is_dir, mtime = "", 0, False, None
-        for element in response.iter():
-            name = _local(element.tag)
-            value = (element.text or "").strip()
-            if name == "href":
-                href = value
-            elif name == "getcontentlength" and value:
-                size = int(value)
-            elif name == "collection" or (name == "iscollection" and value == "1"):
-                is_dir = True
-            elif name == "getlastmodified" and value:
-                with contextlib.suppress(TypeError, ValueError):
-                    mtime = parsedate_to_datetime(value).timestamp()
-        href_parts = urlsplit(href)
-        path = unquote(href_parts.path).rstrip("/") or "/"
-        url = urlunsplit((parts.scheme, parts.netloc, path, "", ""))
-        entries.append(FileInfo(url, 0 if is_dir else size, is_dir, mtime))
-    return entries
 
 
 # Requests that change nothing on the storage, so a connection broken before any answer may be
@@ -165,7 +149,7 @@ class WebDavPlugin(StoragePlugin):
         try:
             async with await self._send(method, url, headers, kwargs) as response:
                 if response.status not in ok:
-                    raise http_error(url, response.status, await response.text(errors="replace"))
+                    raise http_error(url, response.status, await error_body(response.content))
                 yield response
         except (aiohttp.ClientConnectionError, TimeoutError) as exc:
             raise ServiceUnavailable(
@@ -208,11 +192,7 @@ class WebDavPlugin(StoragePlugin):
     async def _propfind(self, url: str, depth: str) -> list[FileInfo]:
         headers = {"Depth": depth, "Content-Type": "application/xml"}
         async with self._request("PROPFIND", url, headers=headers, data=PROPFIND_BODY, ok=(207,)) as response:
-            text = await response.text()
-        try:
-            return parse_multistatus(url, text)
-        except ET.ParseError as exc:
-            raise StorageError(f"{url}: unreadable PROPFIND answer ({exc})") from exc
+            return await read_multistatus(url, response.content.iter_any(), self.options.max_propfind_bytes)
 
     async def stat(self, url: str) -> FileInfo:
         entries = await self._propfind(url, "0")
