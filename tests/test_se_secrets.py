@@ -35,6 +35,12 @@ def test_each_protocol_gets_only_the_secrets_its_plugin_takes() -> None:
         plugin_class(ep.scheme)(ep.options)  # each plugin accepts what it is given
 
 
+def test_a_secret_that_no_protocol_of_the_se_takes_is_refused_by_name() -> None:
+    with pytest.raises(InvalidInput, match="tokne is an option of none") as caught:
+        endpoints(EOS, "/cta/f", "read", credentials={"EOS": {"tokne": SECRET}})
+    assert SECRET not in str(caught.value)
+
+
 def test_invalid_plugin_options_are_named_without_the_values_given() -> None:
     with pytest.raises(InvalidInput) as caught:
         WebDavPlugin({"token": SECRET, "verify": SECRET, "tokne": SECRET})

@@ -2,8 +2,9 @@
 storage-plugin options for each.
 
 Options are the protocol's `extra` from the catalogue (endpoint URL, bucket region, CA file,
-tape cache...) overlaid with this process's secrets for the SE (`CAIRN_STORAGE_CREDENTIALS`),
-so credentials never pass through the catalogue.
+tape cache...) overlaid with those of this process's secrets for the SE
+(`CAIRN_STORAGE_CREDENTIALS`) that the protocol's plugin takes, so credentials never pass
+through the catalogue and reach no plugin they are not for.
 """
 
 from __future__ import annotations
@@ -43,20 +44,28 @@ def plugin_options(
     secrets that this protocol's plugin takes); a local directory's plugin also gets the SE's
     root, to refuse any path that resolves outside it."""
     confined = {"root": protocol.prefix} if protocol.scheme == "file" else {}
-    return {**protocol.extra, **_secrets_for(protocol.scheme, credentials.get(se.name, {})), **confined}
+    return {**protocol.extra, **_secrets_for(se, protocol, credentials.get(se.name, {})), **confined}
 
 
-def _secrets_for(scheme: str, secrets: Mapping[str, str]) -> dict[str, str]:
-    """The SE's secrets that scheme's plugin declares. Secrets are given once per SE, for all its
-    protocols (S3 keys beside a WebDAV token): a plugin refuses keys it does not know, and the
-    others are not its business."""
+def _secrets_for(se: StorageElement, protocol: Protocol, secrets: Mapping[str, str]) -> dict[str, str]:
+    """The SE's secrets that protocol's plugin declares. Secrets are given once per SE, for all its
+    protocols (S3 keys beside a WebDAV token), and a plugin refuses keys it does not know; a key
+    that none of the SE's plugins takes (a typo, a protocol gone) is refused by name, never value."""
     if not secrets:
         return {}
+    taken = {p.scheme: _option_names(p.scheme) for p in se.protocols}
+    unknown = sorted(set(secrets).difference(*taken.values()))
+    if unknown:
+        raise InvalidInput(f"CAIRN_STORAGE_CREDENTIALS for SE {se.name}: {', '.join(unknown)} is an option "
+                           "of none of its protocols' storage plugins")
+    return {key: value for key, value in secrets.items() if key in taken[protocol.scheme]}
+
+
+def _option_names(scheme: str) -> frozenset[str]:
     try:
-        declared = plugin_class(scheme).Options.model_fields
-    except InvalidInput:  # no plugin for the scheme: plugin_for will say so; it gets no secret
-        return {}
-    return {key: value for key, value in secrets.items() if key in declared}
+        return frozenset(plugin_class(scheme).Options.model_fields)
+    except InvalidInput:  # no plugin for the scheme: plugin_for will say so
+        return frozenset()
 
 
 def endpoints(
