@@ -122,18 +122,20 @@ def origin(url: str) -> tuple[str, str, int]:
     return parts.scheme.lower(), parts.hostname.lower(), port
 
 
-def redirect_target(url: str, location: str | None) -> str:
-    """Where to send again a COPY to url that was redirected to location: only within url's
-    origin. A COPY carries the passive endpoint's token (TransferHeaderAuthorization), which
-    the active endpoint's SE may see but no host its answer names; a redirect elsewhere is a
-    StorageError naming that origin only (its URL may carry the server's own secrets)."""
+def redirect_target(url: str, location: str | None, *, carries_token: bool) -> str:
+    """Where to send again a COPY to url that was redirected to location. Another server is
+    followed, as davix (FTS3's) does: a head node sending the COPY to a disk server is how EOS
+    and dCache work, and the active endpoint's SE, which chose it, sees the tokens anyway. But a
+    COPY carrying a token (the SE's own, the other endpoint's) is not sent over plain http to
+    another machine, nor an https COPY downgraded; that is a StorageError naming that origin
+    only (its URL may carry the server's own secrets)."""
     if not location:
         raise StorageError(f"{url}: the COPY was redirected without a Location")
     target = urljoin(url, location.strip())
-    scheme, host, port = origin(target)
-    if (scheme, host, port) != origin(url):
-        raise StorageError(f"{url}: the COPY was redirected to another server ({scheme}://{host}:{port}); "
-                           "not followed, as it carries the other endpoint's token")
+    if (carries_token or origin(url)[0] == "https") and not may_carry_token(target):
+        scheme, host, port = origin(target)
+        raise StorageError(f"{url}: the COPY was redirected to plain http on another machine "
+                           f"({scheme}://{host}:{port}); not followed, as it carries a token or came over https")
     return target
 
 

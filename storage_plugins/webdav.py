@@ -175,9 +175,9 @@ class WebDavPlugin(StoragePlugin):
 
     @contextlib.asynccontextmanager
     async def _copy(self, url: str, headers: dict[str, str]) -> AsyncIterator[aiohttp.ClientResponse]:
-        """The accepted answer (201/202) to a COPY at url, its redirects followed here, and only
-        within url's origin (`http_tpc.redirect_target`): aiohttp follows them anywhere, dropping
-        only Authorization when the host changes, not the other endpoint's token."""
+        """The accepted answer (201/202) to a COPY at url, its redirects followed here, never to
+        plain http on another machine while it carries a token (`http_tpc.redirect_target`):
+        aiohttp follows them anywhere, dropping only Authorization, not the other endpoint's token."""
         url = wire_url(url)
         for _ in range(MAX_COPY_REDIRECTS + 1):
             ok = (201, 202, *REDIRECT_STATUSES)
@@ -186,7 +186,8 @@ class WebDavPlugin(StoragePlugin):
                     yield response
                     return
                 location = response.headers.get("Location")
-            url = redirect_target(url, location)
+            url = redirect_target(url, location, carries_token=bool(self.options.token)
+                                  or "TransferHeaderAuthorization" in headers)
         raise StorageError(f"{url}: the COPY was redirected more than {MAX_COPY_REDIRECTS} times")
 
     async def _propfind(self, url: str, depth: str) -> list[FileInfo]:
@@ -294,8 +295,8 @@ class WebDavPlugin(StoragePlugin):
         remote_token: str | None = None,
     ) -> int:
         """COPY between two WebDAV endpoints: pull (dest fetches `Source`) or push (source sends).
-        remote_token, the passive endpoint's, goes only to the active endpoint's origin (`_copy`)
-        and only over TLS or loopback (`http_tpc.may_carry_token`)."""
+        remote_token, the passive endpoint's, goes only over TLS or loopback, to the active
+        endpoint and where its redirects lead (`_copy`, `http_tpc.may_carry_token`)."""
         target = dest if mode == "pull" else source
         if remote_token and not may_carry_token(wire_url(target)):
             raise NotSupported(f"{source} -> {dest}: the other endpoint's token is not sent to {target} "

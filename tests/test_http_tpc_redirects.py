@@ -1,6 +1,6 @@
 """An HTTP third-party copy carries the passive endpoint's token (TransferHeaderAuthorization): the
-COPY's redirects are followed only within the active endpoint's server, a bounded number of times,
-and the token is never sent over plain http to another machine."""
+COPY's redirects are followed a bounded number of times, to another server too (a head node
+sending it to a disk server), but the token is never sent over plain http to another machine."""
 
 from __future__ import annotations
 
@@ -17,27 +17,39 @@ DONE = b"Perf Marker\nTimestamp: 1\nStripe Index: 0\nStripe Bytes Transferred: 7
        b"success: Created\n"
 
 
-async def test_a_copy_redirected_to_another_server_fails_and_the_token_goes_nowhere(
+async def test_a_copy_redirected_to_plain_http_on_another_machine_fails_and_the_token_goes_nowhere(
     http_server: StartServer,
 ) -> None:
-    seen: list[dict[str, str]] = []
+    async def destination(request: web.Request) -> web.Response:
+        if request.method == "MKCOL":
+            return web.Response(status=201)
+        raise web.HTTPTemporaryRedirect(f"http://elsewhere.example:1{request.path}")  # would be resolved, then sent
 
-    async def elsewhere(request: web.Request) -> web.Response:
-        seen.append(dict(request.headers))
+    dest = await http_server(destination)
+    with pytest.raises(StorageError, match="redirected to plain http on another machine"):
+        await copy("https://source.example:1/data/f", f"{dest}/data/f", source_options={"https": {"token": TOKEN}},
+                   expected_adler32="00000001", timeout_s=10)
+
+
+async def test_a_copy_redirected_to_a_disk_server_is_followed_with_the_token(http_server: StartServer) -> None:
+    seen: list[str | None] = []
+
+    async def disk_server(request: web.Request) -> web.Response:
+        seen.append(request.headers.get("TransferHeaderAuthorization"))
         return web.Response(status=202, body=DONE)
 
-    other = await http_server(elsewhere)
+    other = await http_server(disk_server)
 
-    async def destination(request: web.Request) -> web.Response:
+    async def head_node(request: web.Request) -> web.Response:
         if request.method == "MKCOL":
             return web.Response(status=201)
         raise web.HTTPTemporaryRedirect(f"{other}{request.path}")
 
-    dest = await http_server(destination)
-    with pytest.raises(StorageError, match="redirected to another server"):
-        await copy("https://source.example:1/data/f", f"{dest}/data/f", source_options={"https": {"token": TOKEN}},
-                   expected_adler32="00000001", timeout_s=10)
-    assert seen == []
+    dest = await http_server(head_node)
+    async with WebDavPlugin() as plugin:
+        moved = await plugin.third_party_copy("https://source.example:1/data/f", f"{dest}/data/f",
+                                              remote_token=TOKEN, timeout_s=10)
+    assert (moved, seen) == (7, [f"Bearer {TOKEN}"])
 
 
 async def test_a_copy_redirected_within_its_server_is_followed_with_the_token(http_server: StartServer) -> None:
