@@ -61,6 +61,7 @@ async def fill(db: AsyncDatabase[Document], queued: int, done: int) -> None:
             if group == "done":
                 await db[rq.REQUESTS].update_many({"_id": {"$in": list(result["successful"].values())}},
                                                   {"$set": {"state": "done"}, "$unset": {"active_key": ""}})
+    await rq.give_turns(db)  # once per database (every request here has a turn): not a claim's cost
 
 
 async def in_memory_sort_claim(db: AsyncDatabase[Document], worker: str, limit: int) -> list[Document]:

@@ -47,6 +47,7 @@ from kernel.db import (
 )
 from kernel.errors import InvalidInput
 from transfers.failures import Failure, retry_delay_s
+from transfers.turns import FIRST_TURN, mark_served, note_turns_given, take_turns, turns_given
 
 REQUESTS = "transfer_requests"
 
@@ -64,9 +65,11 @@ JOINED, JOINED_SUBMISSIONS = "joined", "joined_submissions"
 
 INDEXES = [
     IndexSpec(REQUESTS, [("active_key", 1)], name="requests_active_key", unique=True, sparse=True),
-    # claim(): the next queued request of a kind, by priority then age
+    # claim(): the next queued request of a kind, by priority, then turn (`transfers.turns`), then age
+    IndexSpec(REQUESTS, [("state", 1), ("kind", 1), ("priority", -1), ("turn", 1), ("created", 1)],
+              name="requests_claim_turn", index_order=True),
     IndexSpec(REQUESTS, [("state", 1), ("kind", 1), ("priority", -1), ("created", 1)], name="requests_claim",
-              index_order=True),
+              retired=True),
     # claim() of expired leases
     IndexSpec(REQUESTS, [("state", 1), ("lease_expires", 1)], name="requests_lease"),
     IndexSpec(REQUESTS, [("requester", 1), ("state", 1)], name="requests_by_requester"),
@@ -123,6 +126,7 @@ class TransferRequest(claims.Leased):
     # The file the requester was authorized for (its GUID, read at submission): the daemons act
     # only on that file, not on another registered at the LFN since (`failures.file_replaced`).
     guid: NotRequired[str]
+    turn: NotRequired[int]  # its place among its priority's requests (`transfers.turns`)
 
 
 def _new_request(
@@ -209,6 +213,9 @@ async def submit(
     successful: dict[str, str] = {}
     duplicates: list[str] = []
     if docs:
+        first = await take_turns(db, requester, len(docs))
+        for index, doc in enumerate(docs):
+            doc["turn"] = first + index
         with database_errors():
             try:
                 await db[REQUESTS].insert_many(cast(list[Document], docs), ordered=False)
@@ -279,7 +286,7 @@ def _claimable(kinds: Iterable[Kind], at: dt.datetime) -> dict[str, Any]:
     return {"kind": {"$in": list(kinds)}, "$or": [{"state": "queued", "not_before": {"$lte": at}}, {"state": "active"}]}
 
 
-CLAIM_ORDER = [("priority", -1), ("created", 1)]
+CLAIM_ORDER = [("priority", -1), ("turn", 1), ("created", 1)]
 
 
 def _start(at: dt.datetime) -> dict[str, Any]:
@@ -294,8 +301,9 @@ async def claim(
 
     One atomic find_one_and_update: two workers can never hold the same request.
     """
+    await _turns_given(db)
     at = now()
-    # requests_claim / requests_lease
+    # requests_claim_turn / requests_lease
     return await claims.claim_one(db[REQUESTS], worker, {**_claimable(kinds, at), **(extra_filter or {})},
                                   lease_s=lease_s, sort=CLAIM_ORDER, update=_start(at))
 
@@ -310,18 +318,47 @@ async def claim_many(
     them). A caller that claims many times a second may look for expired leases less often: such
     requests have waited a lease already, and the look is a read of its own.
 
-    Each state is its own read of the `requests_claim` index (state and kind equal, priority and
-    age in order) under `kernel.db.INDEX_ORDER`, so that Cairn's FerretDB build reads the next
-    `limit` entries of the index instead of every open request (a claim at 50k queued cost 0.5 s
-    of database CPU, growing with the queue). Its promises hold: state and kind are strings,
-    priorities one digit (`submit` checks), `created` a date."""
+    Each state is its own read of the `requests_claim_turn` index (state and kind equal, priority,
+    turn and age in order) under `kernel.db.INDEX_ORDER`, so that Cairn's FerretDB build reads the
+    next `limit` entries of the index instead of every open request (a claim at 50k queued cost
+    0.5 s of database CPU, growing with the queue). Its promises hold: state and kind are strings,
+    priorities one digit (`submit` checks), turns integers of 16 digits (`transfers.turns`; a
+    request queued before turns has one given by `give_turns`), `created` a date. The service
+    frontier moves to the batch's last turn."""
+    await _turns_given(db)
     at = now()
     kind_list = list(kinds)
     kind: Document = {"kind": kind_list[0]} if len(kind_list) == 1 else {"kind": {"$in": kind_list}}
     states: list[Document] = [{"state": "active"}] if expired else []
     queries = [{**state, **kind} for state in [*states, {"state": "queued", "not_before": {"$lte": at}}]]
-    return await claims.claim_in_turn(db[REQUESTS], worker, queries, lease_s=lease_s, sort=CLAIM_ORDER, limit=limit,
-                                      update=_start(at), comment=INDEX_ORDER)
+    got = await claims.claim_in_turn(db[REQUESTS], worker, queries, lease_s=lease_s, sort=CLAIM_ORDER, limit=limit,
+                                     update=_start(at), comment=INDEX_ORDER)
+    await mark_served(db, got)
+    return got
+
+
+_TURNS_GIVEN: set[int] = set()  # the database clients of this process whose requests all have a turn
+
+
+async def _turns_given(db: AsyncDatabase[Document]) -> None:
+    """`give_turns` once per database client of this process, before its first claim."""
+    if id(db.client) not in _TURNS_GIVEN:
+        await give_turns(db)
+        _TURNS_GIVEN.add(id(db.client))
+
+
+async def give_turns(db: AsyncDatabase[Document]) -> int:
+    """Give the open requests queued before turns existed the first turn (they are claimed before
+    all others of their priority, by age, as they were), so that every request has one; how many
+    there were. Once per database (`turns.GIVEN` notes it: a look at every request), asked before
+    a process's first claim."""
+    if await turns_given(db):
+        return 0
+    with database_errors():
+        result = await db[REQUESTS].update_many({"turn": {"$exists": False}, "state": {"$in": list(OPEN_STATES)}},
+                                                {"$set": {"turn": FIRST_TURN}})
+    await note_turns_given(db)
+    return int(result.modified_count)
 
 
 async def renew_lease(db: AsyncDatabase[Document], request_id: str, worker: str, *, lease_s: float) -> bool:
