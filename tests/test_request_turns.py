@@ -65,3 +65,17 @@ async def test_requests_queued_before_turns_existed_are_claimed_first_in_their_o
     claimed = await _claimed(world, 5)
     assert [doc["_id"] for doc in claimed[:3]] == [bob_ids[lfn] for lfn in bobs]
     assert all(isinstance(doc["turn"], int) for doc in claimed)
+
+
+async def test_quick_deletions_do_not_push_the_transfers_frontier_past_their_backlog(world: World) -> None:
+    bobs = await _register(world, "bob", "/lhcb/pub/heavy", 30)
+    alices = await _register(world, "alice", "/cta/mc/gone", 40)
+    alice_copy = await _register(world, "alice", "/cta/mc/one", 1)
+    await _ask(world, "bob", bobs)
+    await _claimed(world, 5)
+    status, answer = await world.call("alice", "POST", "/requests/deletions", {"lfns": alices, "se": "DISK1"})
+    assert status == 201 and not answer["failed"], answer
+    deletions = await rq.claim_many(world.db, "test-reaper", kinds=["delete"], lease_s=60, limit=40)
+    assert len(deletions) == 40
+    copy_id = (await _ask(world, "alice", alice_copy))[alice_copy[0]]
+    assert (await _claimed(world, 1))[0]["_id"] == copy_id

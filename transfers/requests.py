@@ -213,7 +213,7 @@ async def submit(
     successful: dict[str, str] = {}
     duplicates: list[str] = []
     if docs:
-        first = await take_turns(db, requester, len(docs))
+        first = await take_turns(db, kind, requester, len(docs))
         for index, doc in enumerate(docs):
             doc["turn"] = first + index
         with database_errors():
