@@ -5,7 +5,7 @@
 
 For each queue size, in a database of its own (FerretDB in a temp dir unless $CAIRN_MONGODB_URI):
 QUEUED transfer requests queued, DONE more that ended (the history a queue keeps), then
-- `claim`: CLAIMS calls of `transfers.requests.claim_many` (LIMIT each), the workers' path: one
+- `claim`: CLAIMS calls of `transfers.request_claims.claim_many` (LIMIT each), the workers' path: one
   read per state under `kernel.db.INDEX_ORDER`, which Cairn's FerretDB build answers from the
   `requests_claim` index;
 - `in_memory_sort` (baseline, same database, same run): CLAIMS claims of LIMIT by
@@ -15,7 +15,7 @@ The same for the job checker's claims (`--queue jobs`): QUEUED jobs `received` b
 ones, claimed in batches of LIMIT by `wms.jobs.claim_batch` (`jobs_by_state_recheck` under
 INDEX_ORDER) and by the same claim without the comment; and for the stager's polls (`--queue
 staging`): QUEUED stage requests `staging` with their polls due, claimed by
-`transfers.requests.claim_staging_many` (`requests_stage_poll`) and without the comment. Each
+`transfers.request_claims.claim_staging_many` (`requests_stage_poll`) and without the comment. Each
 call's wall time and the database's CPU per call (FerretDB's, from /proc). Prints JSON.
 """
 
@@ -45,6 +45,7 @@ from bench.harness import cpu_seconds  # noqa: E402
 from cairn.embedded_db import start_ferretdb  # noqa: E402
 from kernel import claims  # noqa: E402
 from kernel.db import Document, ensure_indexes  # noqa: E402
+from transfers import request_claims as rc  # noqa: E402
 from transfers import requests as rq  # noqa: E402
 from wms import jobs, states  # noqa: E402
 
@@ -61,7 +62,7 @@ async def fill(db: AsyncDatabase[Document], queued: int, done: int) -> None:
             if group == "done":
                 await db[rq.REQUESTS].update_many({"_id": {"$in": list(result["successful"].values())}},
                                                   {"$set": {"state": "done"}, "$unset": {"active_key": ""}})
-    await rq.give_turns(db)  # once per database (every request here has a turn): not a claim's cost
+    await rc.give_turns(db)  # once per database (every request here has a turn): not a claim's cost
 
 
 async def in_memory_sort_claim(db: AsyncDatabase[Document], worker: str, limit: int) -> list[Document]:
@@ -69,7 +70,7 @@ async def in_memory_sort_claim(db: AsyncDatabase[Document], worker: str, limit: 
     at = rq.now()
     claimable = {"kind": {"$in": ["transfer"]},
                  "$or": [{"state": "queued", "not_before": {"$lte": at}}, {"state": "active"}]}
-    return await claims.claim_many(db[rq.REQUESTS], worker, claimable, lease_s=600, sort=rq.CLAIM_ORDER,
+    return await claims.claim_many(db[rq.REQUESTS], worker, claimable, lease_s=600, sort=rc.CLAIM_ORDER,
                                    limit=limit)
 
 
@@ -101,13 +102,13 @@ def claimer(db: AsyncDatabase[Document], how: str, limit: int) -> Callable[[str]
     """One claim of the kind `how` names, by a worker of the given name."""
     received, checking = states.RECEIVED, states.CHECKING
     return {
-        "claim": lambda worker: rq.claim_many(db, worker, kinds=["transfer"], lease_s=600, limit=limit),
+        "claim": lambda worker: rc.claim_many(db, worker, kinds=["transfer"], lease_s=600, limit=limit),
         "in_memory_sort": lambda worker: in_memory_sort_claim(db, worker, limit),
         "job_claim": lambda worker: jobs.claim_batch(db, received, checking, worker, limit),
         "job_in_memory_sort": lambda worker: claims.claim_many(
             db[jobs.JOBS], worker, {"state": received}, lease_s=jobs.CHECK_LEASE_S, sort=[("recheck_at", 1)],
             limit=limit, update={"$set": {"state": checking}}),
-        "staging_claim": lambda worker: rq.claim_staging_many(db, worker, lease_s=600, limit=limit),
+        "staging_claim": lambda worker: rc.claim_staging_many(db, worker, lease_s=600, limit=limit),
         "staging_in_memory_sort": lambda worker: claims.claim_many(
             db[rq.REQUESTS], worker, {"state": "staging", "stage.next_poll": {"$lte": rq.now()}}, lease_s=600,
             sort=[("stage.next_poll", 1)], limit=limit),

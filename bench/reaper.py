@@ -46,6 +46,7 @@ from kernel.db import Document, ensure_indexes, read_by_ids  # noqa: E402
 from kernel.principal import Principal  # noqa: E402
 from kernel.settings import load_settings  # noqa: E402
 from storage_plugins.registry import plugin_for  # noqa: E402
+from transfers import request_claims as rc  # noqa: E402
 from transfers import requests as rq  # noqa: E402
 from transfers.reaper import Reaper  # noqa: E402
 
@@ -107,7 +108,7 @@ async def reaper_run(db: AsyncDatabase[Document], reaper: Reaper) -> None:
 
 
 async def per_file_run(db: AsyncDatabase[Document], se: StorageElement) -> None:
-    while claimed := await rq.claim_many(db, "bench", kinds=["delete"], lease_s=600, limit=200):
+    while claimed := await rc.claim_many(db, "bench", kinds=["delete"], lease_s=600, limit=200):
         for request in claimed:
             lfn = request["lfn"]
             assert await set_replica_status(db, lfn, "GONE", "unavailable", expected="available")

@@ -17,6 +17,7 @@ from kernel.settings import Settings
 from tests.fixtures.s3 import S3Endpoint
 from tests.fixtures.transfers import add_ses, disk_se, fast_settings, put_files, replica_status, run_until_drained
 from transfers import failed_copies
+from transfers import request_claims as rc
 from transfers import requests as rq
 from transfers.failures import DESTINATION_NOT_FOUND, SOURCE_MISSING, TRANSFER_FAILED, classify
 from transfers.transfer import Context, Failed, plan
@@ -55,7 +56,7 @@ async def test_a_not_found_of_unknown_side_is_the_sources_only_once_a_stat_finds
     await put_files(database, ses[:1], ["/vo/d/f"])
     await rq.submit_transfers(database, [{"lfn": "/vo/d/f", "dest_se": "DEST"}], requester="user:bob")
     ctx = Context(database, "w1", fast_settings(settings).transfers, suspicious_threshold=1)
-    request = await rq.claim(database, "w1", kinds=["transfer"], lease_s=30)
+    request = await rc.claim(database, "w1", kinds=["transfer"], lease_s=30)
     assert request is not None
     job = await plan(ctx, request, (await fetch_files(database, ["/vo/d/f"]))["/vo/d/f"],
                      {se.name: se for se in await list_storage_elements(database)})

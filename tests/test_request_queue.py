@@ -10,6 +10,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from kernel.db import Document, ensure_indexes
 from kernel.errors import InvalidInput
+from transfers import request_claims as rc
 from transfers import requests as rq
 from transfers.failures import TIMEOUT, Failure, retry_delay_s
 
@@ -42,7 +43,7 @@ async def test_concurrent_claims_never_hand_out_a_request_twice(database: AsyncD
 
     async def worker(name: str) -> list[str]:
         got = []
-        while (doc := await rq.claim(db, name, kinds=["transfer"], lease_s=60)) is not None:
+        while (doc := await rc.claim(db, name, kinds=["transfer"], lease_s=60)) is not None:
             got.append(doc["_id"])
         return got
 
@@ -58,7 +59,7 @@ async def test_concurrent_batch_claims_never_hand_out_a_request_twice(database: 
 
     async def worker(name: str) -> list[Document]:
         got: list[Document] = []
-        while batch := await rq.claim_many(db, name, kinds=["transfer"], lease_s=60, limit=6):
+        while batch := await rc.claim_many(db, name, kinds=["transfer"], lease_s=60, limit=6):
             got += batch
         return got
 
@@ -74,9 +75,9 @@ async def test_a_batch_claim_takes_the_best_first_and_expired_leases_too(databas
     db = await queue(database)
     await rq.submit_transfers(db, [{"lfn": "/vo/low", "dest_se": "B"}], requester="t", priority=1)
     await rq.submit_transfers(db, [{"lfn": "/vo/high", "dest_se": "B"}], requester="t", priority=5)
-    assert [d["lfn"] for d in await rq.claim_many(db, "dead", kinds=["transfer"], lease_s=60, limit=1)] == ["/vo/high"]
+    assert [d["lfn"] for d in await rc.claim_many(db, "dead", kinds=["transfer"], lease_s=60, limit=1)] == ["/vo/high"]
     await db[rq.REQUESTS].update_many({}, {"$set": {"lease_expires": rq.now() - dt.timedelta(seconds=1)}})
-    taken = await rq.claim_many(db, "w", kinds=["transfer"], lease_s=60, limit=5)
+    taken = await rc.claim_many(db, "w", kinds=["transfer"], lease_s=60, limit=5)
     assert [(d["lfn"], d["attempts"]) for d in taken] == [("/vo/high", 2), ("/vo/low", 1)]
 
 
@@ -88,7 +89,7 @@ async def test_a_batch_claim_takes_expired_leases_then_due_requests_of_its_kind_
     due yet stay where they are, however many the history holds."""
     db = await queue(database)
     await rq.submit_transfers(db, [{"lfn": "/vo/dead", "dest_se": "B"}], requester="t", priority=0)
-    assert len(await rq.claim_many(db, "dead", kinds=["transfer"], lease_s=60, limit=5)) == 1
+    assert len(await rc.claim_many(db, "dead", kinds=["transfer"], lease_s=60, limit=5)) == 1
     await db[rq.REQUESTS].update_many({}, {"$set": {"lease_expires": rq.now() - dt.timedelta(seconds=1)}})
     done = await rq.submit_transfers(db, [{"lfn": f"/vo/done{i}", "dest_se": "B"} for i in range(30)], requester="t",
                                      priority=9)
@@ -98,11 +99,11 @@ async def test_a_batch_claim_takes_expired_leases_then_due_requests_of_its_kind_
         await rq.submit_transfers(db, [{"lfn": lfn, "dest_se": "B"}], requester="t", priority=priority)
     await db[rq.REQUESTS].update_one({"lfn": "/vo/later"}, {"$set": {"not_before": rq.now() + dt.timedelta(hours=1)}})
     await rq.submit(db, "delete", [{"lfn": "/vo/gone"}], requester="t", priority=9)
-    first = await rq.claim_many(db, "w", kinds=["transfer"], lease_s=60, limit=3)
+    first = await rc.claim_many(db, "w", kinds=["transfer"], lease_s=60, limit=3)
     assert [d["lfn"] for d in first] == ["/vo/dead", "/vo/p9", "/vo/old3"]
-    rest = await rq.claim_many(db, "w", kinds=["transfer"], lease_s=60, limit=10)
+    rest = await rc.claim_many(db, "w", kinds=["transfer"], lease_s=60, limit=10)
     assert [d["lfn"] for d in rest] == ["/vo/new3", "/vo/p1"]
-    assert [d["lfn"] for d in await rq.claim_many(db, "w", kinds=["delete", "stage"], lease_s=60, limit=10)] == \
+    assert [d["lfn"] for d in await rc.claim_many(db, "w", kinds=["delete", "stage"], lease_s=60, limit=10)] == \
         ["/vo/gone"]
 
 
@@ -120,12 +121,12 @@ async def test_an_expired_lease_is_taken_over_and_the_old_holder_cannot_complete
 ) -> None:
     db = await queue(database)
     await rq.submit_transfers(db, [{"lfn": "/vo/a", "dest_se": "B"}], requester="t")
-    first = await rq.claim(db, "crashed", kinds=["transfer"], lease_s=60)
+    first = await rc.claim(db, "crashed", kinds=["transfer"], lease_s=60)
     assert first is not None
-    assert await rq.claim(db, "other", kinds=["transfer"], lease_s=60) is None
+    assert await rc.claim(db, "other", kinds=["transfer"], lease_s=60) is None
     await db[rq.REQUESTS].update_one({"_id": first["_id"]},
                                      {"$set": {"lease_expires": rq.now() - dt.timedelta(seconds=1)}})
-    taken = await rq.claim(db, "other", kinds=["transfer"], lease_s=60)
+    taken = await rc.claim(db, "other", kinds=["transfer"], lease_s=60)
     assert taken is not None and taken["_id"] == first["_id"] and taken["attempts"] == 2
     assert not await rq.complete(db, first["_id"], "crashed", {})
     assert await rq.complete(db, first["_id"], "other", {"bytes": 1})
@@ -137,10 +138,10 @@ async def test_an_expired_lease_is_taken_over_and_the_old_holder_cannot_complete
 async def test_retry_later_hides_the_request_until_it_is_due(database: AsyncDatabase[Document]) -> None:
     db = await queue(database)
     await rq.submit_transfers(db, [{"lfn": "/vo/a", "dest_se": "B"}], requester="t")
-    doc = await rq.claim(db, "w", kinds=["transfer"], lease_s=60)
+    doc = await rc.claim(db, "w", kinds=["transfer"], lease_s=60)
     assert doc is not None
     assert await rq.retry_later(db, doc["_id"], "w", "timeout", delay_s=3600)
-    assert await rq.claim(db, "w", kinds=["transfer"], lease_s=60) is None
+    assert await rc.claim(db, "w", kinds=["transfer"], lease_s=60) is None
     counts = await rq.progress(db, {"requester": "t"})
     assert counts["queued"] == 1 and counts["total"] == 1
 
@@ -159,14 +160,14 @@ async def test_fail_or_retry_backs_off_until_the_attempts_run_out_then_fails(
     db = await queue(database)
     await rq.submit(db, "transfer", [{"lfn": "/vo/a", "dest_se": "B"}], requester="t", max_attempts=2)
     slow = Failure(TIMEOUT, "timed out", permanent=False)
-    first = await rq.claim(db, "w", kinds=["transfer"], lease_s=60)
+    first = await rc.claim(db, "w", kinds=["transfer"], lease_s=60)
     assert first is not None and first["attempts"] == 1
     assert not await rq.fail_or_retry(db, first, "w", slow, base_s=0.05, cap_s=0.05)
     queued = await rq.get_request(db, first["_id"])
     assert queued is not None and (queued["state"], queued["error_class"]) == ("queued", TIMEOUT)
     assert queued["not_before"] > rq.now() - dt.timedelta(seconds=1)
     await asyncio.sleep(0.1)
-    second = await rq.claim(db, "w", kinds=["transfer"], lease_s=60)
+    second = await rc.claim(db, "w", kinds=["transfer"], lease_s=60)
     assert second is not None and second["attempts"] == 2
     assert await rq.fail_or_retry(db, second, "w", slow, base_s=0.05, cap_s=0.05)
     failed = await rq.get_request(db, first["_id"])
@@ -185,7 +186,7 @@ async def test_claim_many_shares_nothing_between_workers_racing_for_the_queue(
 ) -> None:
     db = await queue(database)
     await rq.submit_transfers(db, [{"lfn": f"/vo/r{i}", "dest_se": "B"} for i in range(40)], requester="t")
-    batches = await asyncio.gather(*(rq.claim_many(db, f"w{n}", kinds=["transfer"], lease_s=60, limit=15)
+    batches = await asyncio.gather(*(rc.claim_many(db, f"w{n}", kinds=["transfer"], lease_s=60, limit=15)
                                      for n in range(4)))
     ids = [doc["_id"] for batch in batches for doc in batch]
     assert len(ids) == len(set(ids)) >= 15  # a request another worker took meanwhile is skipped, never shared

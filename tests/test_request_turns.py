@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from tests.fixtures.authz import World
+from transfers import request_claims as rc
 from transfers import requests as rq
 
 BACKLOG = 120
@@ -31,7 +32,7 @@ async def _ask(world: World, who: str, lfns: list[str]) -> dict[str, str]:
 
 
 async def _claimed(world: World, limit: int) -> list[dict[str, Any]]:
-    return await rq.claim_many(world.db, "test-worker", kinds=["transfer"], lease_s=60, limit=limit)
+    return await rc.claim_many(world.db, "test-worker", kinds=["transfer"], lease_s=60, limit=limit)
 
 
 async def test_a_newcomers_request_is_served_before_a_heavy_requesters_backlog(world: World) -> None:
@@ -60,7 +61,7 @@ async def test_requests_queued_before_turns_existed_are_claimed_first_in_their_o
     alices = await _register(world, "alice", "/cta/mc/new", 2)
     bob_ids = await _ask(world, "bob", bobs)
     await world.db[rq.REQUESTS].update_many({"_id": {"$in": list(bob_ids.values())}}, {"$unset": {"turn": ""}})
-    rq._TURNS_GIVEN.clear()  # a process started after the upgrade
+    rc._TURNS_GIVEN.clear()  # a process started after the upgrade
     await _ask(world, "alice", alices)
     claimed = await _claimed(world, 5)
     assert [doc["_id"] for doc in claimed[:3]] == [bob_ids[lfn] for lfn in bobs]
@@ -75,7 +76,7 @@ async def test_quick_deletions_do_not_push_the_transfers_frontier_past_their_bac
     await _claimed(world, 5)
     status, answer = await world.call("alice", "POST", "/requests/deletions", {"lfns": alices, "se": "DISK1"})
     assert status == 201 and not answer["failed"], answer
-    deletions = await rq.claim_many(world.db, "test-reaper", kinds=["delete"], lease_s=60, limit=40)
+    deletions = await rc.claim_many(world.db, "test-reaper", kinds=["delete"], lease_s=60, limit=40)
     assert len(deletions) == 40
     copy_id = (await _ask(world, "alice", alice_copy))[alice_copy[0]]
     assert (await _claimed(world, 1))[0]["_id"] == copy_id

@@ -26,6 +26,7 @@ from tests.fixtures.transfers import (
     se_root,
 )
 from transfers import link_stats
+from transfers import request_claims as rc
 from transfers import requests as rq
 from transfers.copy_steps import Cycle, finish_cycle
 from transfers.failures import Failure
@@ -80,7 +81,7 @@ async def _planned(ctx: Context, request: Document, *, without_on: str | None = 
 
 
 async def _claim(ctx: Context, lfn: str) -> Document:
-    request = await rq.claim(ctx.db, ctx.worker, kinds=["transfer"], lease_s=60, extra_filter={"lfn": lfn})
+    request = await rc.claim(ctx.db, ctx.worker, kinds=["transfer"], lease_s=60, extra_filter={"lfn": lfn})
     assert request is not None
     return request
 

@@ -24,6 +24,7 @@ from tests.fixtures.transfers import (
     write_bytes,
 )
 from transfers import link_stats
+from transfers import request_claims as rc
 from transfers import requests as rq
 from transfers.worker import TransferWorker
 
@@ -138,7 +139,7 @@ async def test_a_cancelled_request_left_copying_by_a_dead_worker_is_cleaned_up(
     await put_files(database, [src], ["/vo/f"])
     await rq.submit_transfers(database, [{"lfn": "/vo/f", "dest_se": "DST"}], requester="t")
     # A worker registered the destination and started writing, then died; the user cancels.
-    claimed = await rq.claim(database, "dead-worker", kinds=["transfer"], lease_s=60)
+    claimed = await rc.claim(database, "dead-worker", kinds=["transfer"], lease_s=60)
     assert claimed is not None
     from transfers.destination import register_copying
 
@@ -179,7 +180,7 @@ async def test_an_interrupted_copy_is_cleaned_up_and_its_request_released_or_lef
     await put_files(database, [src], ["/vo/mine", "/vo/taken"])
     await rq.submit_transfers(database, [{"lfn": "/vo/mine", "dest_se": "DST"}], requester="t")
     ctx = Context(database, "me", fast_settings(settings).transfers)
-    mine = await rq.claim(database, "me", kinds=["transfer"], lease_s=60)
+    mine = await rc.claim(database, "me", kinds=["transfer"], lease_s=60)
     assert mine is not None
     await register_copying(database, "/vo/mine", dst)
     partial = write_bytes(dst, "/vo/mine", b"half")
@@ -190,7 +191,7 @@ async def test_an_interrupted_copy_is_cleaned_up_and_its_request_released_or_lef
     assert doc is not None and (doc["state"], doc["attempts"]) == ("queued", 0)
     # Lease lost to another worker: its replica is its business.
     await rq.submit_transfers(database, [{"lfn": "/vo/taken", "dest_se": "DST"}], requester="t")
-    taken = await rq.claim(database, "other", kinds=["transfer"], lease_s=60, extra_filter={"lfn": "/vo/taken"})
+    taken = await rc.claim(database, "other", kinds=["transfer"], lease_s=60, extra_filter={"lfn": "/vo/taken"})
     assert taken is not None
     await register_copying(database, "/vo/taken", dst)
     await abandon(ctx, taken["_id"], "/vo/taken", dst, stopping=False)

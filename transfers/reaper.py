@@ -37,6 +37,7 @@ from kernel.daemon import Daemon
 from kernel.db import Document, iterate
 from kernel.errors import CairnError
 from kernel.settings import Settings
+from transfers import request_claims as rc
 from transfers import requests as rq
 from transfers.dark_data import StillInUse, delete_dark
 from transfers.deletion import Deletion, delete_replicas, protection
@@ -104,7 +105,7 @@ class Reaper(Daemon):
     async def run_once(self) -> int:
         ses = {se.name: se for se in await list_storage_elements(self.db)}
         claimed_at = time.monotonic()
-        claimed = await rq.claim_many(self.db, self.worker, kinds=["delete"], lease_s=self.settings.lease_s,
+        claimed = await rc.claim_many(self.db, self.worker, kinds=["delete"], lease_s=self.settings.lease_s,
                                       limit=self.settings.reaper_batch)
         handled = len(claimed)
         for request in [r for r in claimed if r.get("audit_run")]:
@@ -124,7 +125,7 @@ class Reaper(Daemon):
         ids = [r["_id"] for r in requests]
 
         async def keep() -> bool:
-            held = await rq.renew_leases(self.db, ids, self.worker, lease_s=self.settings.lease_s)
+            held = await rc.renew_leases(self.db, ids, self.worker, lease_s=self.settings.lease_s)
             return len(held) == len(ids)
 
         held, _ = await lease.while_held(self._delete_batch(requests, ses), keep, every_s=self.settings.lease_s / 3,

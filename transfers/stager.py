@@ -32,6 +32,7 @@ from kernel.db import Document
 from kernel.errors import CairnError, NotFound, ServiceUnavailable
 from kernel.settings import Settings
 from storage_plugins.tape import TapePlugin
+from transfers import request_claims as rc
 from transfers import requests as rq
 from transfers.endpoints import tape_endpoint
 from transfers.failures import file_replaced
@@ -55,13 +56,13 @@ class Stager(Daemon):
     async def run_once(self) -> int:
         self._ses = {se.name: se for se in await list_storage_elements(self.db)}  # once per cycle
         handled = 0
-        claimed = await rq.claim_many(self.db, self.worker, kinds=["stage"], lease_s=self.settings.lease_s,
+        claimed = await rc.claim_many(self.db, self.worker, kinds=["stage"], lease_s=self.settings.lease_s,
                                       limit=BATCH)
         files = await fetch_files(self.db, {request["lfn"] for request in claimed}) if claimed else {}
         started = [await self._start(request, files.get(request["lfn"])) for request in claimed]
         await rq.end_many(self.db, started, self.worker)
         handled += len(claimed)
-        staging = await rq.claim_staging_many(self.db, self.worker, lease_s=self.settings.lease_s, limit=BATCH)
+        staging = await rc.claim_staging_many(self.db, self.worker, lease_s=self.settings.lease_s, limit=BATCH)
         outcomes: dict[str, list[str]] = {"done": [], "requeued": [], "poll_later": []}
         ended: list[rq.End] = []
         for request in staging:

@@ -27,7 +27,7 @@ from kernel.db import Document, database_errors
 
 TURNS = "request_turns"
 SERVED = "@served"  # the service frontiers' documents: "@served|<kind>" (requesters are "kind:name")
-GIVEN = "@given"  # there: every request queued before turns existed has one (`requests.give_turns`)
+GIVEN = "@given"  # there: every request queued before turns existed has one (`request_claims.give_turns`)
 FIRST_TURN = 10**15
 
 

@@ -33,6 +33,7 @@ from kernel.daemon import Daemon
 from kernel.db import COMMANDS, Document
 from kernel.lease import LeaseKeeper
 from kernel.settings import Settings
+from transfers import request_claims as rc
 from transfers import requests as rq
 from transfers.copy_steps import Cycle, finish_cycle, start_copies
 from transfers.failures import classify
@@ -179,7 +180,7 @@ class TransferWorker(Daemon):
         return [rid for rid in self.held if rid not in self.running or not self.running[rid][1].done()]
 
     async def _renew(self, held: Sequence[str]) -> set[str]:
-        return await rq.renew_leases(self.ctx.db, held, self.worker, lease_s=self.ctx.settings.lease_s)
+        return await rc.renew_leases(self.ctx.db, held, self.worker, lease_s=self.ctx.settings.lease_s)
 
     def _lost(self, rid: str) -> None:
         """Stop the work of a request whose lease is gone, unless that work is ending it (then
@@ -215,7 +216,7 @@ class TransferWorker(Daemon):
         expired = time.monotonic() >= self._expired_look_at
         if expired:
             self._expired_look_at = time.monotonic() + settings.lease_s / 4
-        claimed = await rq.claim_many(self.ctx.db, self.worker, kinds=["transfer"], lease_s=settings.lease_s,
+        claimed = await rc.claim_many(self.ctx.db, self.worker, kinds=["transfer"], lease_s=settings.lease_s,
                                       limit=room, expired=expired)
         drained = len(claimed) < room
         self._claim_after = time.monotonic() + settings.idle_sleep_s if drained else 0.0
