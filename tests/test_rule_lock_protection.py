@@ -90,10 +90,10 @@ class LockReads(monitoring.CommandListener):
             self.reads += 1
 
     def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
-        pass
+        """Only a command's start is counted (pymongo's listener needs all three methods)."""
 
     def failed(self, event: monitoring.CommandFailedEvent) -> None:
-        pass
+        """As `succeeded`."""
 
 
 async def _retire(db: AsyncDatabase[Document], lfns: list[str]) -> None:
