@@ -154,7 +154,8 @@ def start_ferretdb(data_dir: Path, *, port: int | None = None, private: bool = F
     enter (then no other local account can connect to it or read its files)."""
     if private:
         private_dir(data_dir)
-    data_dir.mkdir(parents=True, exist_ok=True)
+    else:
+        data_dir.mkdir(parents=True, exist_ok=True)
     unix_socket = socket_path(data_dir) if private else None
     port = None if private else port or free_port()
     log_file = data_dir / "ferretdb.log"
