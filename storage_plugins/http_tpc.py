@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import AsyncIterable, Callable
+from collections.abc import AsyncIterable, AsyncIterator, Callable
 from dataclasses import dataclass
 from urllib.parse import urljoin, urlsplit
 
@@ -27,6 +27,10 @@ from storage_plugins.errors import StorageError, TransferFailed
 MAX_COPY_REDIRECTS = 5
 REDIRECT_STATUSES = (301, 302, 303, 307, 308)
 _DEFAULT_PORTS = {"http": 80, "https": 443}
+# The most of one progress line kept: a marker's lines are a few dozen bytes, a final line a
+# sentence. What a server sends past it on one line is read and dropped (an unbounded line once
+# stopped the copy with aiohttp's "Line is too long", a ValueError no caller expects).
+MAX_LINE = 8 << 10
 
 
 @dataclass
@@ -64,13 +68,38 @@ _FIELDS = {
 }
 
 
+async def bounded_lines(chunks: AsyncIterable[bytes], max_line: int = MAX_LINE) -> AsyncIterator[bytes]:
+    """The lines of a byte stream, each cut to its first max_line bytes; never more than
+    max_line bytes of one line held, however long the server makes it."""
+    held = bytearray()
+    async for chunk in chunks:
+        start = 0
+        while True:
+            end = chunk.find(b"\n", start)
+            piece = chunk[start:] if end < 0 else chunk[start:end]
+            held += piece[:max(0, max_line - len(held))]
+            if end < 0:
+                break
+            yield bytes(held)
+            held.clear()
+            start = end + 1
+    if held:
+        yield bytes(held)
+
+
+def _count(value: str) -> int:
+    """A marker's number; 0 for what is not one (a server's typo does not fail the copy)."""
+    text = value.strip()
+    return int(text) if text.isdigit() and len(text) <= 20 else 0
+
+
 async def read_tpc_stream(
-    lines: AsyncIterable[bytes], on_marker: Callable[[PerfMarker], None] | None = None
+    chunks: AsyncIterable[bytes], on_marker: Callable[[PerfMarker], None] | None = None
 ) -> TpcOutcome:
-    """Parse the body of a COPY response as it arrives."""
+    """Parse the body of a COPY response as it arrives (`bounded_lines` of its chunks)."""
     outcome = TpcOutcome()
     marker: PerfMarker | None = None
-    async for raw in lines:
+    async for raw in bounded_lines(chunks):
         line = raw.decode(errors="replace").strip()
         if not line:
             continue
@@ -86,7 +115,7 @@ async def read_tpc_stream(
             key, _, value = line.partition(":")
             name = _FIELDS.get(key.strip().lower())
             if name is not None:
-                setattr(marker, name, int(value.strip() or 0))
+                setattr(marker, name, _count(value))
             elif key.strip().lower() == "remoteconnections":
                 marker.remote_connections = value.strip()
         elif lowered.startswith("success:"):

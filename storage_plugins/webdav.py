@@ -318,7 +318,7 @@ class WebDavPlugin(StoragePlugin):
         try:
             async with asyncio.timeout(timeout_s):
                 async with self._copy(target, headers) as response:
-                    outcome = await read_tpc_stream(response.content)
+                    outcome = await read_tpc_stream(response.content.iter_any())
         except TimeoutError as exc:
             self._made_dirs.discard(parent)
             raise ServiceUnavailable(

@@ -100,10 +100,10 @@ async def test_a_large_listing_within_the_bounds_is_read_whole(http_server: Star
     assert len(found) == 20_000 and sum(e.size for e in found) == sum(range(1, 20_001))
 
 
-async def test_a_third_party_copys_progress_markers_are_not_all_kept(http_server: StartServer) -> None:
-    body = MARKER * 30_000 + b"success: Created\n"
+def streaming(body: bytes) -> Handler:
+    """A COPY answer streaming body in 64 KiB writes (MKCOL: created)."""
 
-    async def progress(request: web.Request) -> web.StreamResponse:
+    async def handler(request: web.Request) -> web.StreamResponse:
         if request.method == "MKCOL":
             return web.Response(status=201)
         response = web.StreamResponse(status=202)
@@ -112,7 +112,11 @@ async def test_a_third_party_copys_progress_markers_are_not_all_kept(http_server
             await response.write(body[start:start + (1 << 16)])
         return response
 
-    base = await http_server(progress)
+    return handler
+
+
+async def test_a_third_party_copys_progress_markers_are_not_all_kept(http_server: StartServer) -> None:
+    base = await http_server(streaming(MARKER * 30_000 + b"success: Created\n"))
     async with WebDavPlugin() as plugin:
         tracemalloc.start()
         try:
@@ -121,6 +125,31 @@ async def test_a_third_party_copys_progress_markers_are_not_all_kept(http_server
         finally:
             tracemalloc.stop()
     assert moved == 7 and peak < (2 << 20), f"{peak >> 20} MiB held for 30000 markers"
+
+
+async def test_an_endless_progress_line_is_cut_and_the_verdict_still_read(http_server: StartServer) -> None:
+    # 4 MiB without a newline (aiohttp's line reader gave up at 128 KiB with a ValueError), then
+    # a marker whose numbers are not numbers, then the verdict.
+    garbled = MARKER.replace(b"Timestamp: 1", b"Timestamp: soon").replace(b"Index: 0", b"Index: " + b"9" * 5000)
+    body = MARKER + b"x" * (4 << 20) + b"\n" + garbled + b"success: Created\n"
+    base = await http_server(streaming(body))
+    async with WebDavPlugin() as plugin:
+        tracemalloc.start()
+        try:
+            moved = await plugin.third_party_copy(f"{base}/src/f", f"{base}/dst/f", timeout_s=60)
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+    assert moved == 7 and peak < (2 << 20), f"{peak >> 20} MiB held for one 4 MiB line"
+
+
+async def test_an_endless_failure_line_fails_the_copy_with_its_start(http_server: StartServer) -> None:
+    body = MARKER + b"failure: disk full " + b"y" * (1 << 20) + b"\n"
+    base = await http_server(streaming(body))
+    async with WebDavPlugin() as plugin:
+        with pytest.raises(CairnError) as failed:
+            await plugin.third_party_copy(f"{base}/src/f", f"{base}/dst/f", timeout_s=60)
+    assert "disk full" in failed.value.message and len(failed.value.message) < (10 << 10)
 
 
 async def test_a_copy_stops_reading_a_source_that_sends_more_than_the_file(
