@@ -115,23 +115,9 @@ def streaming(body: bytes) -> Handler:
     return handler
 
 
-async def test_a_third_party_copys_progress_markers_are_not_all_kept(http_server: StartServer) -> None:
-    base = await http_server(streaming(MARKER * 30_000 + b"success: Created\n"))
-    async with WebDavPlugin() as plugin:
-        tracemalloc.start()
-        try:
-            moved = await plugin.third_party_copy(f"{base}/src/f", f"{base}/dst/f", timeout_s=60)
-            _, peak = tracemalloc.get_traced_memory()
-        finally:
-            tracemalloc.stop()
-    assert moved == 7 and peak < (2 << 20), f"{peak >> 20} MiB held for 30000 markers"
-
-
-async def test_an_endless_progress_line_is_cut_and_the_verdict_still_read(http_server: StartServer) -> None:
-    # 4 MiB without a newline (aiohttp's line reader gave up at 128 KiB with a ValueError), then
-    # a marker whose numbers are not numbers, then the verdict.
-    garbled = MARKER.replace(b"Timestamp: 1", b"Timestamp: soon").replace(b"Index: 0", b"Index: " + b"9" * 5000)
-    body = MARKER + b"x" * (4 << 20) + b"\n" + garbled + b"success: Created\n"
+async def copied_with_peak(http_server: StartServer, body: bytes) -> tuple[int, int]:
+    """A third-party copy whose active endpoint streams body: the bytes it reported moved, and
+    the most memory Python held meanwhile."""
     base = await http_server(streaming(body))
     async with WebDavPlugin() as plugin:
         tracemalloc.start()
@@ -140,6 +126,20 @@ async def test_an_endless_progress_line_is_cut_and_the_verdict_still_read(http_s
             _, peak = tracemalloc.get_traced_memory()
         finally:
             tracemalloc.stop()
+    return moved, peak
+
+
+async def test_a_third_party_copys_progress_markers_are_not_all_kept(http_server: StartServer) -> None:
+    moved, peak = await copied_with_peak(http_server, MARKER * 30_000 + b"success: Created\n")
+    assert moved == 7 and peak < (2 << 20), f"{peak >> 20} MiB held for 30000 markers"
+
+
+async def test_an_endless_progress_line_is_cut_and_the_verdict_still_read(http_server: StartServer) -> None:
+    # 4 MiB without a newline (aiohttp's line reader gave up at 128 KiB with a ValueError), then
+    # a marker whose numbers are not numbers, then the verdict.
+    garbled = MARKER.replace(b"Timestamp: 1", b"Timestamp: soon").replace(b"Index: 0", b"Index: " + b"9" * 5000)
+    body = MARKER + b"x" * (4 << 20) + b"\n" + garbled + b"success: Created\n"
+    moved, peak = await copied_with_peak(http_server, body)
     assert moved == 7 and peak < (2 << 20), f"{peak >> 20} MiB held for one 4 MiB line"
 
 
