@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterable
 
 _PR_SET_PDEATHSIG = 1
+_PR_SET_DUMPABLE = 4
 
 
 def child_preexec() -> None:
@@ -18,6 +19,17 @@ def child_preexec() -> None:
     if sys.platform.startswith("linux"):
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+
+
+def keep_memory_private() -> None:
+    """Make this process undumpable (Linux PR_SET_DUMPABLE 0): processes of the same Unix user,
+    such as the payloads a pilot runs, can then neither read its /proc files (environ: its token
+    and the SEs' credentials) nor attach to it and read its memory. Its children are dumpable
+    again after exec."""
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        if libc.prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_SET_DUMPABLE, 0) failed")
 
 
 def stop_processes(procs: Iterable[subprocess.Popen[bytes]], *, timeout_s: float = 10) -> None:

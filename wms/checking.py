@@ -21,7 +21,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from catalogue.directories import fetch_directories
 from catalogue.lfn import ancestors
-from catalogue.permissions import READ, hiding_denial
+from catalogue.permissions import READ, hiding_denial, se_in_vo
 from catalogue.replicas import get_replicas
 from catalogue.storage_paths import PATH_LFN
 from catalogue.vos import confine_owner, registry
@@ -78,7 +78,7 @@ async def check_batch(db: AsyncDatabase[Document], config: WmsSettings, worker: 
             outcomes[job["_id"]] = {"state": states.FAILED,
                                     "reason": f"none of the job's sites is a site of VO {job.get('vo')}"}
             continue
-        outcome, key = await _decide(db, config, job, readable_by_owner(owner, files, dirs), ses, sites)
+        outcome, key = await _decide(db, config, job, readable_by_owner(owner, files, dirs), ses, sites, owner)
         outcomes[job["_id"]] = outcome
         if key is not None:
             queues[key].append(job["_id"])
@@ -110,9 +110,10 @@ def queue_key(job: Document, sites: Sequence[str]) -> QueueKey:
 
 async def _decide(
     db: AsyncDatabase[Document], config: WmsSettings, job: Document, files: Mapping[str, Document],
-    ses: Mapping[str, SiteStore], sites: Sequence[str],
+    ses: Mapping[str, SiteStore], sites: Sequence[str], owner: Principal,
 ) -> tuple[Document, QueueKey | None]:
-    """Place one job; `sites` are those it may run at (`placement.allowed_sites`; empty: any)."""
+    """Place one job; `sites` are those it may run at (`placement.allowed_sites`; empty: any);
+    `owner` (confined to the job's VO) limits the disk SEs its staging copies go to."""
     desc = job["description"]
     lfns: list[str] = desc["input_data"]
     placement = place(lfns, files, ses, allowed_sites=sites)
@@ -120,7 +121,7 @@ async def _decide(
         reason = f"input data missing (no usable replica anywhere): {', '.join(placement.missing[:20])}"
         return {"state": states.FAILED, "reason": reason, "missing": placement.missing}, None
     if placement.tape_only:
-        return await _staging_outcome(db, config, job, placement, ses, sites), None
+        return await _staging_outcome(db, config, job, placement, _vo_disks(ses, owner), sites), None
     if lfns and not placement.sites:
         return {"state": states.FAILED, "reason": "no allowed site can read the input data"}, None
     key = queue_key(job, placement.sites)
@@ -138,6 +139,12 @@ async def _decide(
     outcome = {"state": states.WAITING, "reason": reason, "sites": placement.sites, "task_queue": key.queue_id,
                "resolved_inputs": resolved, "enqueued": False}
     return outcome, key
+
+
+def _vo_disks(ses: Mapping[str, SiteStore], owner: Principal) -> dict[str, SiteStore]:
+    """The SEs with only the disks the owner's VO uses: staging copies land on the VO's own
+    storage, as its users' requests must (another VO's disk would hold and count them)."""
+    return {name: se for name, se in ses.items() if se.kind != "disk" or se_in_vo(owner, name)}
 
 
 async def _staging_outcome(

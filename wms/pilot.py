@@ -27,6 +27,7 @@ import os
 import shutil
 import signal
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -40,6 +41,8 @@ from wms.client import JobsClient
 from wms.config import WmsSettings
 from wms.pilot_data import Credentials, DataAccessError, fetch, put
 
+# What the pilot's environment holds for the pilot alone (see `payload_environment`).
+PILOT_SECRETS = ("CAIRN_TOKEN", "CAIRN_STORAGE_CREDENTIALS", "CAIRN_MONGODB_URI", "CAIRN_SIGNING_KEY_FILE")
 # How long a payload killed by SIGTERM waits for the pilot's own SIGTERM (a batch cancel) to arrive.
 SIGNAL_GRACE_S = 2.0
 
@@ -201,10 +204,9 @@ class Pilot(Daemon):
     async def _run_payload(
         self, order: dict[str, Any], job_dir: Path, kill: asyncio.Event, lost: asyncio.Event, logs: Logs,
     ) -> tuple[int | None, str]:
-        env = dict(os.environ)
+        env = payload_environment(os.environ)
         env.update({"CAIRN_JOB_ID": str(order["id"]), "CAIRN_JOB_ATTEMPT": str(order["attempt"]),
                     "CAIRN_SITE": self.site})
-        env.pop("CAIRN_TOKEN", None)  # the payload runs as the user, not with the pilot's credentials
         out, err = logs
         try:
             proc = await asyncio.create_subprocess_exec(
@@ -281,6 +283,17 @@ class Pilot(Daemon):
             return log.read().decode(errors="replace")
         except OSError:
             return ""
+
+
+def payload_environment(environ: Mapping[str, str]) -> dict[str, str]:
+    """The pilot's environment less its secrets (PILOT_SECRETS, nested `__` forms too, in any
+    case as the settings read them): the payload runs as its user, and the SEs' credentials
+    would give it every VO's bytes on them, the pilot's token every job's reports."""
+    def secret(name: str) -> bool:
+        upper = name.upper()
+        return any(upper == s or upper.startswith(f"{s}__") for s in PILOT_SECRETS)
+
+    return {name: value for name, value in environ.items() if not secret(name)}
 
 
 def _fresh_dir(path: Path) -> None:

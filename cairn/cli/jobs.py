@@ -190,9 +190,11 @@ def pilot(site: str, work_dir: Path, cpu: int, memory_mb: int, tags: tuple[str, 
           idle_exit_s: float | None) -> None:
     """Run a pilot: pull jobs for SITE and run them (needs a token with scope jobs.pilot)."""
     from cairn.sdk import Client
+    from kernel.process import keep_memory_private
     from wms.config import wms_settings
     from wms.pilot import Pilot, Resources
 
+    keep_memory_private()  # first: its payloads run as the same Unix user and must not read its secrets
     settings = cli_settings()
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     work_dir.mkdir(parents=True, exist_ok=True)
