@@ -8,7 +8,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 _PR_SET_PDEATHSIG = 1
 _PR_SET_DUMPABLE = 4
@@ -30,6 +30,18 @@ def keep_memory_private() -> None:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
         if libc.prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0) != 0:
             raise OSError(ctypes.get_errno(), "prctl(PR_SET_DUMPABLE, 0) failed")
+
+
+def without_settings(environ: Mapping[str, str], names: Iterable[str]) -> dict[str, str]:
+    """environ less the settings `names` (CAIRN_... variables), their nested `__` forms too, in any
+    case, as the settings read them."""
+    wanted = tuple(name.upper() for name in names)
+
+    def named(key: str) -> bool:
+        upper = key.upper()
+        return any(upper == name or upper.startswith(f"{name}__") for name in wanted)
+
+    return {key: value for key, value in environ.items() if not named(key)}
 
 
 def stop_processes(procs: Iterable[subprocess.Popen[bytes]], *, timeout_s: float = 10) -> None:

@@ -26,7 +26,7 @@ from tests.fixtures.daemons import daemon_env
 from tests.fixtures.grid import Grid, check_all, wait_for
 from tests.fixtures.slurm import SlurmCluster
 from wms import jobs, pilot_records
-from wms.batch.interface import QueueConfig
+from wms.batch.interface import PilotSpec, QueueConfig
 from wms.batch.slurm import SlurmBackend
 from wms.config import WmsSettings
 from wms.daemons import JobWatchdog
@@ -272,3 +272,29 @@ async def test_a_factory_sigkilled_while_submitting_and_restarted_submits_no_pil
     done = await jobs.get_jobs(grid.db, ids)
     assert all(j["attempt"] == 1 for j in done), [j["history"] for j in done]
     assert sorted(j for p in pilots.values() for j in p["jobs"]) == sorted(ids)  # each job ran once, in a pilot
+
+
+async def test_a_pilots_secrets_reach_it_as_its_environment_never_in_the_script_slurm_keeps(
+    slurm: SlurmCluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A payload runs as the pilot's user, who may read the job's script back from Slurm (`scontrol
+    # write batch_script`, or slurmd's spool): the pilot's token must not be in it. Nor does the
+    # factory's own database address reach the pilot.
+    monkeypatch.setenv("SLURM_CONF", str(slurm.conf))
+    monkeypatch.setenv("CAIRN_MONGODB_URI", "mongodb://factory-only")
+    go, seen = tmp_path / "go", tmp_path / "seen"
+    script = (f"for i in $(seq 300); do [ -e {go} ] && break; sleep 0.1; done\n"
+              f'echo "$CAIRN_TOKEN|${{CAIRN_MONGODB_URI:-none}}" > {seen}\n')
+    spec = PilotSpec(name="secrets-probe", script=script, env={"CAIRN_TOKEN": "pilot-token-4711"},
+                     log_path=tmp_path / "probe.log", time_limit_s=120)
+    queue = QueueConfig(name="batch", site=SITE, backend="slurm", partition=slurm.partition)
+    [batch_id] = await SlurmBackend().submit(queue, [spec])
+    kept = await asyncio.to_thread(slurm.run, "scontrol", "write", "batch_script", batch_id, "-")
+    go.touch()
+    deadline = time.monotonic() + 60
+    while not seen.exists() or not seen.read_text().strip():
+        assert time.monotonic() < deadline, slurm.logs()
+        await asyncio.sleep(0.2)
+    assert "seq 300" in kept  # the script Slurm kept, as submitted
+    assert "pilot-token-4711" not in kept
+    assert seen.read_text().strip() == "pilot-token-4711|none"

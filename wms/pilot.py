@@ -35,7 +35,7 @@ from typing import Any, BinaryIO
 from catalogue.storage_paths import storage_lfn
 from kernel.daemon import Daemon
 from kernel.errors import CairnError, Conflict, ServiceUnavailable
-from kernel.process import child_preexec
+from kernel.process import child_preexec, without_settings
 from storage_plugins.registry import close_plugins
 from wms.client import JobsClient
 from wms.config import WmsSettings
@@ -286,14 +286,10 @@ class Pilot(Daemon):
 
 
 def payload_environment(environ: Mapping[str, str]) -> dict[str, str]:
-    """The pilot's environment less its secrets (PILOT_SECRETS, nested `__` forms too, in any
-    case as the settings read them): the payload runs as its user, and the SEs' credentials
-    would give it every VO's bytes on them, the pilot's token every job's reports."""
-    def secret(name: str) -> bool:
-        upper = name.upper()
-        return any(upper == s or upper.startswith(f"{s}__") for s in PILOT_SECRETS)
-
-    return {name: value for name, value in environ.items() if not secret(name)}
+    """The pilot's environment less its secrets (PILOT_SECRETS): the payload runs as its user,
+    and the SEs' credentials would give it every VO's bytes on them, the pilot's token every
+    job's reports."""
+    return without_settings(environ, PILOT_SECRETS)
 
 
 def _fresh_dir(path: Path) -> None:

@@ -3,11 +3,17 @@
 
 from __future__ import annotations
 
+import os
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from kernel.process import without_settings
+
+# The factory's own secrets (it runs beside the API server): what a pilot is never given. Its
+# token and the SEs' credentials it gets in its spec's env.
+SERVER_SECRETS = ("CAIRN_MONGODB_URI", "CAIRN_SIGNING_KEY_FILE", "CAIRN_TOKEN", "CAIRN_STORAGE_CREDENTIALS")
 WAITING, RUNNING, DONE, FAILED, ABORTED, LOST = "waiting", "running", "done", "failed", "aborted", "lost"
 ACTIVE = (WAITING, RUNNING)
 FINAL = (DONE, FAILED, ABORTED, LOST)
@@ -24,6 +30,13 @@ class PilotSpec:
     cores: int = 1
     memory_mb: int = 2048
     time_limit_s: int = 3600
+
+
+def pilot_environment(spec: PilotSpec) -> dict[str, str]:
+    """The environment a pilot starts with: the factory's less SERVER_SECRETS, and the spec's.
+    Backends hand it over as the environment, never written in a script the batch system keeps
+    (a payload can read its job's script back: `scontrol write batch_script`)."""
+    return {**without_settings(os.environ, SERVER_SECRETS), **spec.env}
 
 
 @dataclass(frozen=True)

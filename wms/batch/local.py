@@ -26,6 +26,7 @@ from wms.batch.interface import (
     BatchStatus,
     PilotSpec,
     QueueConfig,
+    pilot_environment,
 )
 
 
@@ -48,7 +49,7 @@ class LocalBackend(BatchBackend):
                 with spec.log_path.open("ab") as out:
                     proc = await asyncio.create_subprocess_exec(
                         "sh", "-c", wrapper, stdout=out, stderr=asyncio.subprocess.STDOUT,
-                        stdin=asyncio.subprocess.DEVNULL, env={**os.environ, **spec.env},
+                        stdin=asyncio.subprocess.DEVNULL, env=pilot_environment(spec),
                         preexec_fn=child_preexec, start_new_session=True)
             except OSError as exc:
                 if not ids:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 import pwd
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from wms.batch.interface import (
     ABORTED,
@@ -25,6 +25,7 @@ from wms.batch.interface import (
     BatchStatus,
     PilotSpec,
     QueueConfig,
+    pilot_environment,
 )
 
 COMMAND_TIMEOUT_S = 60
@@ -37,12 +38,13 @@ FINISHED = {"COMPLETED": DONE, "FAILED": FAILED, "NODE_FAIL": FAILED, "OUT_OF_ME
             "DEADLINE": ABORTED}
 
 
-async def run_command(*argv: str, stdin: str | None = None) -> str:
-    """Run one batch command; its stdout, or BatchError with its stderr."""
+async def run_command(*argv: str, stdin: str | None = None, env: Mapping[str, str] | None = None) -> str:
+    """Run one batch command (in env, else this process's environment); its stdout, or
+    BatchError with its stderr."""
     try:
         proc = await asyncio.create_subprocess_exec(
             *argv, stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env)
     except OSError as exc:
         raise BatchError(f"cannot run {argv[0]}: {exc.strerror or exc}") from exc
     try:
@@ -71,7 +73,9 @@ class SlurmBackend(BatchBackend):
             if queue.memory_mb:
                 argv.append(f"--mem={spec.memory_mb}M")
             async with gate:
-                out = await run_command(*argv, stdin=_script(spec))
+                # The environment goes with --export=ALL; the script (which Slurm keeps, and gives
+                # back to its job's processes) holds no value of it.
+                out = await run_command(*argv, stdin=f"#!/bin/sh\n{spec.script}", env=pilot_environment(spec))
             return out.strip().split(";")[0]
 
         results = await asyncio.gather(*(one(s) for s in pilots), return_exceptions=True)
@@ -121,15 +125,6 @@ class SlurmBackend(BatchBackend):
 
     async def kill(self, batch_id: str) -> None:
         await run_command("scancel", batch_id)
-
-
-def _script(spec: PilotSpec) -> str:
-    exports = "".join(f"export {k}={_quote(v)}\n" for k, v in sorted(spec.env.items()))
-    return f"#!/bin/sh\n{exports}{spec.script}"
-
-
-def _quote(value: str) -> str:
-    return "'" + value.replace("'", "'\\''") + "'"
 
 
 def _exit_code(text: str) -> int | None:
