@@ -9,7 +9,7 @@ from pydantic import ValidationError
 
 from cairn.portal.access import caller, page_size
 from cairn.portal.render import page
-from catalogue.authorization import authorize_rule_target, require_visible_rule, visible_rules
+from catalogue.authorization import authorize_rule_target, require_visible_rule, se_in_vo, visible_rules
 from kernel.errors import CairnError, InvalidInput
 from kernel.web import validation_message
 from rules import locks as rule_locks
@@ -71,13 +71,14 @@ async def wizard(request: web.Request) -> web.Response:
 
 @routes.get("/rule-wizard/preview")
 async def preview(request: web.Request) -> web.Response:
-    """The SEs an expression means now, and the user's quota room on each (an htmx fragment)."""
+    """The SEs of the user's VO an expression means now (as GET /expressions/resolve answers), and
+    the user's quota room on each (an htmx fragment)."""
     db, user = caller(request, api.routes, "GET", "/expressions/resolve")
     expression = request.query.get("expression", "").strip()
     context: dict[str, Any] = {"expression": expression, "ses": [], "room": {}, "problem": None}
     if expression:
         try:
-            ses = await store.resolve_expression(db, expression)
+            ses = [se for se in await store.resolve_expression(db, expression) if se_in_vo(user, se["name"])]
             context["ses"] = ses
             context["room"] = await quotas.room(db, user.sub, [se["name"] for se in ses])
         except CairnError as exc:
