@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 from jwt import PyJWK
 
 from kernel.errors import InvalidInput, Unauthenticated
-from kernel.principal import GLOBAL_VO, SCOPES, Principal
+from kernel.principal import GLOBAL_VO, PILOT_SCOPE, SCOPES, Principal
 from kernel.settings import Settings, TrustedIssuer
 
 ALLOWED_ALGORITHMS = ("RS256", "ES256", "EdDSA")
@@ -246,9 +246,12 @@ class TokenVerifier:
 def _principal(claims: dict[str, Any], trusted: TrustedIssuer | None = None) -> Principal:
     """The caller a verified token names. A trusted issuer mapped to a VO makes every token of
     its VO (whatever `vo` the token claims) and says which claim carries the groups; only the
-    built-in issuer may name the global VO `*`."""
+    built-in issuer may name the global VO `*`. Such a VO's issuer makes no pilots: `jobs.pilot`
+    runs every VO's jobs (the installation's pilots are never confined), so it is dropped."""
     scope = claims.get("scope", "")
     scopes = scope.split() if isinstance(scope, str) else list(scope)
+    if trusted is not None and trusted.vo:
+        scopes = [s for s in scopes if s != PILOT_SCOPE]
     groups = claims.get(trusted.groups_claim if trusted else "groups") or []
     if isinstance(groups, str):
         groups = [groups]
