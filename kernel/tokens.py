@@ -7,6 +7,7 @@ are refused before any key is looked at, which also closes the HMAC-with-public-
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import time
@@ -38,6 +39,12 @@ _KEY_TYPES: dict[str, tuple[type, ...]] = {
 }
 CLOCK_SKEW_S = 30
 JWKS_CACHE_S = 300
+# An issuer's keys are fetched again before JWKS_CACHE_S for a key id they lack (the issuer
+# rotated its keys), at most once per JWKS_REFETCH_S; after a failed fetch, none is tried for
+# JWKS_RETRY_S. Concurrent verifications wait for one fetch: whatever tokens arrive, an issuer's
+# JWKS URL sees at most one request per JWKS_REFETCH_S.
+JWKS_REFETCH_S = 10.0
+JWKS_RETRY_S = 10.0
 
 JwksFetcher = Callable[[str], Awaitable[dict[str, Any]]]
 
@@ -153,6 +160,8 @@ class TokenVerifier:
         self.trusted = {t.issuer: t for t in trusted}
         self.fetch_jwks = fetch_jwks
         self._cache: dict[str, _KeySet] = {}
+        self._failed: dict[str, tuple[float, str]] = {}  # issuer: when its last fetch failed, and why
+        self._fetching: dict[str, asyncio.Lock] = {}
 
     async def verify(self, token: str) -> Principal:
         """The caller a token names; Unauthenticated (401) for any token that fails, whatever
@@ -176,8 +185,8 @@ class TokenVerifier:
         issuer = unverified.get("iss")
         if not isinstance(issuer, str):
             raise Unauthenticated("token has no issuer (iss)")
-        keys, audience = await self._keys_for(issuer)
         kid = header.get("kid")
+        keys, audience = await self._keys_for(issuer, kid)
         candidates = [k for k_kid, k in keys if kid is None or k_kid is None or k_kid == kid]
         if not candidates:
             raise Unauthenticated(f"no key of issuer {issuer!r} matches key id {kid!r}")
@@ -213,16 +222,39 @@ class TokenVerifier:
                 raise Unauthenticated(f"invalid token: {exc}") from exc
         raise Unauthenticated(f"token signature does not verify ({type(last).__name__})")
 
-    async def _keys_for(self, issuer: str) -> tuple[list[tuple[str | None, Any]], str]:
+    async def _keys_for(self, issuer: str, kid: object) -> tuple[list[tuple[str | None, Any]], str]:
         if self.builtin is not None and issuer == self.builtin.issuer:
             return [(self.builtin.kid, self.builtin.private_key.public_key())], self.audience
         trusted = self.trusted.get(issuer)
         if trusted is None:
             raise Unauthenticated(f"token issuer {issuer!r} is not trusted")
         audience = trusted.audience or self.audience
+        if self._usable(issuer, kid):
+            return self._cache[issuer].keys, audience
+        async with self._fetching.setdefault(issuer, asyncio.Lock()):
+            if not self._usable(issuer, kid):  # another verification may have fetched meanwhile
+                failed_at, why = self._failed.get(issuer, (-JWKS_RETRY_S, ""))
+                if time.monotonic() - failed_at < JWKS_RETRY_S:
+                    raise Unauthenticated(f"cannot fetch keys of issuer {issuer!r}: {why}")
+                try:
+                    self._cache[issuer] = _KeySet(await self._fetch_keys(trusted), time.monotonic())
+                except Unauthenticated as exc:
+                    self._failed[issuer] = (time.monotonic(), exc.message)
+                    raise
+            return self._cache[issuer].keys, audience
+
+    def _usable(self, issuer: str, kid: object) -> bool:
+        """Are the cached keys of `issuer` fresh, and do they hold key id `kid` (or were they
+        fetched too recently to ask again)?"""
         cached = self._cache.get(issuer)
-        if cached is not None and time.monotonic() - cached.fetched_at < JWKS_CACHE_S:
-            return cached.keys, audience
+        if cached is None:
+            return False
+        age = time.monotonic() - cached.fetched_at
+        known = kid is None or any(k_kid is None or k_kid == kid for k_kid, _ in cached.keys)
+        return age < JWKS_CACHE_S and (known or age < JWKS_REFETCH_S)
+
+    async def _fetch_keys(self, trusted: TrustedIssuer) -> list[tuple[str | None, Any]]:
+        issuer = trusted.issuer
         keys: list[tuple[str | None, Any]] = [
             (None, serialization.load_pem_public_key(pem.encode())) for pem in trusted.public_keys
         ]
@@ -239,8 +271,7 @@ class TokenVerifier:
                 raise
             except Exception as exc:
                 raise Unauthenticated(f"cannot fetch keys of issuer {issuer!r}: {exc}") from exc
-        self._cache[issuer] = _KeySet(keys, time.monotonic())
-        return keys, audience
+        return keys
 
 
 def _principal(claims: dict[str, Any], trusted: TrustedIssuer | None = None) -> Principal:

@@ -26,8 +26,8 @@ from catalogue.authorization import (
 from kernel.errors import InvalidInput
 from kernel.responses import JsonList, RebuildBody
 from kernel.web import ADMIN, DATABASE, ApiRoutes, json_response, principal_of, query_int, read_model, scopes
-from rules import locks as rule_locks
 from rules import quota_rebuild, quotas, store
+from rules.lock_views import visible_locks
 from rules.quotas import QuotaIn
 from rules.se_expression import validate
 from rules.store import RuleIn, RuleUpdate, rule_view
@@ -89,15 +89,15 @@ async def show(request: web.Request) -> web.Response:
     return json_response(rule_view(await visible_rule(request)))
 
 
-@routes.get("/rules/{id}/locks", policy=READ, summary="One page of a rule's locks",
+@routes.get("/rules/{id}/locks", policy=READ, summary="One page of a rule's locks (on files the caller can reach)",
             query={"state": "replicating, ok or stuck", "after": "last lock id of the previous page",
                    "limit": "1..10000 (1000)"}, response=JsonList)
 async def locks(request: web.Request) -> web.Response:
     db = request.app[DATABASE]
     await visible_rule(request)
-    page = await rule_locks.list_locks(db, request.match_info["id"], state=request.query.get("state"),
-                                       after=request.query.get("after"),
-                                       limit=query_int(request, "limit", 1000, minimum=1, maximum=10_000))
+    page, _ = await visible_locks(db, principal_of(request), request.match_info["id"],
+                                  state=request.query.get("state"), after=request.query.get("after"),
+                                  limit=query_int(request, "limit", 1000, minimum=1, maximum=10_000))
     return json_response([{"id": lock.pop("_id"), **lock} for lock in page])
 
 

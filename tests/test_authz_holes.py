@@ -7,7 +7,11 @@ from __future__ import annotations
 
 import json
 
+from kernel.settings import Settings
+from rules.evaluator import RuleEvaluator
 from tests.fixtures.authz import ALICES, DATASET, MISSING, PRIVATE, SHARED, World, same_answer
+from tests.fixtures.portal import PortalFactory
+from tests.fixtures.rules import rule_settings
 
 
 async def unchanged(world: World, who: str, method: str, path: str, body: object = None,
@@ -136,3 +140,22 @@ async def test_dataset_contents_leave_out_files_the_reader_cannot_reach(world: W
         # carol (group lhcb) reaches SHARED but not the 0700 directory; alice reaches neither
         assert listed(await world.call("carol", "GET", path, params={"did": DATASET})) == [SHARED]
         assert listed(await world.call("alice", "GET", path, params={"did": DATASET})) == []
+
+
+async def test_a_dataset_rules_locks_leave_out_files_the_reader_cannot_reach(
+    world: World, settings: Settings, portal: PortalFactory,
+) -> None:
+    status, rule = await world.call("bob", "POST", "/rules", {"did": DATASET, "copies": 1, "expression": "DISK2"})
+    assert status == 201, rule
+    await RuleEvaluator(rule_settings(settings), world.db).run(max_cycles=2)
+    locks = f"/rules/{rule['id']}/locks"
+    _, bobs = await world.call("bob", "GET", locks)
+    assert [x["lfn"] for x in bobs] == sorted([PRIVATE, SHARED])
+    # carol sees bob's dataset rule (datasets are shared names) but not the 0700 directory's file
+    status, carols = await world.call("carol", "GET", locks)
+    assert status == 200 and [x["lfn"] for x in carols] == [SHARED], carols
+    status, first = await world.call("carol", "GET", locks, params={"limit": "1"})
+    assert status == 200 and [x["lfn"] for x in first] == [SHARED], first
+    async with portal(world.tokens["carol"]) as carol:
+        page = await carol.get(f"/ui/rules/{rule['id']}", params={"limit": "1"})
+    assert page.status == 200 and SHARED in page.text and PRIVATE not in page.text

@@ -84,3 +84,14 @@ async def test_login_only_returns_to_a_portal_page(api: RunningApi, portal: Port
                                redirects=False)
         assert page.headers["Location"] == "/ui/browse?path=/cta&limit=5"
         assert 'name="next" value="/ui/browse?path=/cta&amp;limit=5"' in form.text
+
+
+async def test_no_portal_page_may_be_framed_by_another_site(api: RunningApi, portal: PortalFactory) -> None:
+    async with portal(None) as stranger:
+        answers = [await stranger.get("/ui/login"), await stranger.get("/ui/", redirects=False)]
+    async with portal(api.token(scopes=READER)) as user:
+        answers += [await user.get("/ui/browse", params={"path": "/"}), await user.get("/ui/triage")]
+    assert [a.status for a in answers] == [200, 303, 200, 403]
+    for answer in answers:
+        assert answer.headers["X-Frame-Options"] == "DENY"
+        assert answer.headers["Content-Security-Policy"] == "frame-ancestors 'none'"

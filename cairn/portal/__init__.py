@@ -25,7 +25,7 @@ from cairn.portal import (
     transfer_pages,
     triage_pages,
 )
-from cairn.portal.middleware import session_middleware
+from cairn.portal.middleware import forbid_framing, session_middleware
 
 PREFIX = "/ui/"
 STATIC = Path(__file__).parent / "static"
@@ -34,6 +34,7 @@ STATIC = Path(__file__).parent / "static"
 def build_portal() -> web.Application:
     """The portal as a sub-application, mounted by the server at /ui/."""
     app = web.Application(middlewares=[session_middleware])
+    app.on_response_prepare.append(forbid_framing)
     aiohttp_jinja2.setup(app, loader=jinja2.PackageLoader("cairn.portal", "templates"), autoescape=True,
                          undefined=jinja2.StrictUndefined)
     for module in (session_pages, dashboard, namespace_pages, rule_pages, transfer_pages, job_pages,

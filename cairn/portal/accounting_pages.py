@@ -4,8 +4,9 @@ as tables, plots (PNG from the browser's canvas) and CSV downloads.
 The figures are the catalogue's usage counters, the rules' account usage and the transfers'
 hourly counters added up per activity in MongoDB (the same functions as GET /usage/ses,
 GET /quotas and GET /transfers/activity); an account sees its own rows, admins every account's.
-Usage per SE counts every VO's files: a caller GET /usage/ses refuses (a VO among several) is
-refused its CSV (403), and the page leaves that table out.
+Usage per SE and transfers per activity count every VO's data: a caller GET /usage/ses and
+GET /transfers/activity refuse (a VO among several) is refused their CSV and series (403), and
+the page leaves those tables out.
 The browser gets the activity series as JSON, never the requests.
 """
 
@@ -39,7 +40,8 @@ COLUMNS = {"ses": ("se", "replicas", "bytes"),
 
 async def _series(request: web.Request) -> dict[str, Any]:
     """The activity series of the query string (`hours`, `step_hours`), as GET /transfers/activity."""
-    db, _ = caller(request, transfer_api.routes, "GET", "/transfers/activity")
+    db, user = caller(request, transfer_api.routes, "GET", "/transfers/activity")
+    require_installation_view(user, "transfer activity")
     return await activity_series(db, hours=query_int(request, "hours", 48, minimum=1, maximum=MAX_HOURS),
                                  step_hours=query_int(request, "step_hours", 1, minimum=1, maximum=MAX_HOURS))
 

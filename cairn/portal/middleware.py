@@ -1,5 +1,5 @@
 """The portal's middleware: the session cookie decoded into the principal, strangers sent to the
-login page, CSRF checked on every POST, and refusals shown as pages."""
+login page, CSRF checked on every POST, and refusals shown as pages; and no page in a frame."""
 
 from __future__ import annotations
 
@@ -13,6 +13,9 @@ from kernel.errors import CairnError, Unauthenticated
 from kernel.web import PRINCIPAL, Handler, authenticate
 
 PUBLIC_PATHS = ("/ui/login", "/ui/static/")
+# No other site may frame a portal page: its buttons (kill jobs, flip SE switches, remove
+# replicas) must not be clicked through a page laid over it (clickjacking).
+NO_FRAMING = {"X-Frame-Options": "DENY", "Content-Security-Policy": "frame-ancestors 'none'"}
 
 
 @web.middleware
@@ -37,3 +40,8 @@ async def session_middleware(request: web.Request, handler: Handler) -> web.Stre
         return await handler(request)
     except CairnError as exc:
         return await error_page(request, exc)
+
+
+async def forbid_framing(request: web.Request, response: web.StreamResponse) -> None:
+    """Every portal answer (pages, errors, redirects, static files) refuses to be framed."""
+    response.headers.update(NO_FRAMING)

@@ -11,6 +11,7 @@ from aiohttp import web
 
 from cairn.portal.access import caller, page_size
 from cairn.portal.render import page
+from catalogue.authorization import vo_query
 from kernel.errors import Forbidden, InvalidInput
 from kernel.principal import Principal
 from kernel.web import query_int
@@ -34,12 +35,13 @@ def _owner(request: web.Request, user: Principal) -> str | None:
 
 @routes.get("/productions")
 async def production_list(request: web.Request) -> web.Response:
-    """Productions and transformations, newest first (`limit` of each, at most 1000)."""
+    """Productions and transformations of the user's VO, newest first (`limit` of each, at most
+    1000), kept to the VO as GET /transformations keeps them: a VO's admin is admin of its VO only."""
     db, user = caller(request, api.routes, "GET", "/transformations")
     caller(request, production_api.routes, "GET", "/productions")
     owner, limit = _owner(request, user), page_size(request)
-    found = await transformations.list_transformations(db, owner, limit + 1)
-    made = await production.list_productions(db, owner, limit)
+    found = await transformations.list_transformations(db, owner, limit + 1, vo_query(user))
+    made = await production.list_productions(db, owner, limit, vo_query(user))
     return page(request, "productions.html", {
         "productions": [production.public_view(d) for d in made],
         "transformations": [transformations.public_view(d) for d in found[:limit]],

@@ -9,12 +9,12 @@ from pydantic import ValidationError
 
 from cairn.portal.access import caller, page_size
 from cairn.portal.render import page
-from catalogue.authorization import authorize_rule_target, require_visible_rule, visible_rules
+from catalogue.authorization import authorize_rule_target, require_visible_rule, se_in_vo, visible_rules
 from kernel.errors import CairnError, InvalidInput
 from kernel.web import validation_message
-from rules import locks as rule_locks
 from rules import quotas, store
 from rules import routes as api
+from rules.lock_views import visible_locks
 from rules.se_expression import validate
 from rules.store import RuleIn, rule_view
 
@@ -50,15 +50,13 @@ async def rule_list(request: web.Request) -> web.Response:
 
 @routes.get("/rules/{id}")
 async def rule_page(request: web.Request) -> web.Response:
-    """A rule, and one page of its locks (each file's lock state and last error)."""
+    """A rule, and one page of its locks on files the user can reach (each one's state and last error)."""
     db, user = caller(request, api.routes, "GET", "/rules/{id}/locks")
     doc = await store.get_rule(db, request.match_info["id"])
     await require_visible_rule(db, user, doc)
-    limit = page_size(request)
-    locks = await rule_locks.list_locks(db, doc["_id"], state=request.query.get("state") or None,
-                                        after=request.query.get("after") or None, limit=limit + 1)
-    next_after = locks[limit - 1]["_id"] if len(locks) > limit else None
-    return page(request, "rule.html", {"rule": rule_view(doc), "locks": locks[:limit], "next_after": next_after,
+    locks, next_after = await visible_locks(db, user, doc["_id"], state=request.query.get("state") or None,
+                                            after=request.query.get("after") or None, limit=page_size(request))
+    return page(request, "rule.html", {"rule": rule_view(doc), "locks": locks, "next_after": next_after,
                                        "states": ("replicating", "ok", "stuck")})
 
 
@@ -71,13 +69,14 @@ async def wizard(request: web.Request) -> web.Response:
 
 @routes.get("/rule-wizard/preview")
 async def preview(request: web.Request) -> web.Response:
-    """The SEs an expression means now, and the user's quota room on each (an htmx fragment)."""
+    """The SEs of the user's VO an expression means now (as GET /expressions/resolve answers), and
+    the user's quota room on each (an htmx fragment)."""
     db, user = caller(request, api.routes, "GET", "/expressions/resolve")
     expression = request.query.get("expression", "").strip()
     context: dict[str, Any] = {"expression": expression, "ses": [], "room": {}, "problem": None}
     if expression:
         try:
-            ses = await store.resolve_expression(db, expression)
+            ses = [se for se in await store.resolve_expression(db, expression) if se_in_vo(user, se["name"])]
             context["ses"] = ses
             context["room"] = await quotas.room(db, user.sub, [se["name"] for se in ses])
         except CairnError as exc:

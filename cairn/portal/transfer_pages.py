@@ -1,7 +1,8 @@
 """Transfer monitoring: a source-by-destination matrix, queue depths and failures by category.
 
-The numbers are the ones GET /api/v1/transfers/stats reports (aggregated in MongoDB); the
-browser gets the per-link series for the throughput plot as JSON, never the requests.
+The numbers are the ones GET /api/v1/transfers/stats reports (aggregated in MongoDB), refused
+as that route refuses them (they count every VO's transfers); the browser gets the per-link
+series for the throughput plot as JSON, never the requests.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from aiohttp import web
 
 from cairn.portal.access import caller
 from cairn.portal.render import page
+from catalogue.authorization import require_installation_view
 from kernel.web import json_response, query_int
 from transfers import stats_routes as api
 from transfers.link_series import MAX_HOURS, hourly_series
@@ -30,7 +32,8 @@ def matrix(links: list[dict[str, Any]]) -> dict[str, Any]:
 
 @routes.get("/transfers")
 async def transfers(request: web.Request) -> web.Response:
-    db, _ = caller(request, api.routes, "GET", "/transfers/stats")
+    db, user = caller(request, api.routes, "GET", "/transfers/stats")
+    require_installation_view(user, "transfer statistics")
     links = await link_statistics(db)
     return page(request, "transfers.html", {"matrix": matrix(links), "queues": await queue_depths(db),
                                             "failures": await failures_by_reason(db)})
@@ -39,7 +42,8 @@ async def transfers(request: web.Request) -> web.Response:
 @routes.get("/transfers/series")
 async def series(request: web.Request) -> web.Response:
     """Files done and failed and MB moved per hour (all links, or the one chosen), for the plot."""
-    db, _ = caller(request, api.routes, "GET", "/transfers/series")
+    db, user = caller(request, api.routes, "GET", "/transfers/series")
+    require_installation_view(user, "transfer statistics")
     return json_response(await hourly_series(db, hours=query_int(request, "hours", 48, minimum=1, maximum=MAX_HOURS),
                                              source=request.query.get("source") or None,
                                              dest=request.query.get("dest") or None))
