@@ -8,7 +8,9 @@ are refused before any key is looked at, which also closes the HMAC-with-public-
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import math
 import os
 import time
 import uuid
@@ -25,7 +27,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 from jwt import PyJWK
 
-from kernel.errors import InvalidInput, Unauthenticated
+from kernel.errors import InvalidInput, ServiceUnavailable, Unauthenticated
 from kernel.principal import GLOBAL_VO, PILOT_SCOPE, SCOPES, Principal
 from kernel.settings import Settings, TrustedIssuer
 
@@ -165,10 +167,12 @@ class TokenVerifier:
 
     async def verify(self, token: str) -> Principal:
         """The caller a token names; Unauthenticated (401) for any token that fails, whatever
-        the reason (a library error on a hostile token must never become a 500)."""
+        the reason (a library error on a hostile token must never become a 500), but
+        ServiceUnavailable (503, Retry-After) while its issuer's keys cannot be fetched: the
+        token may be good, and the client should retry, not drop it."""
         try:
             return await self._verify(token)
-        except Unauthenticated:
+        except (Unauthenticated, ServiceUnavailable):
             raise
         except Exception as exc:
             raise Unauthenticated(f"invalid token ({type(exc).__name__})") from exc
@@ -234,11 +238,11 @@ class TokenVerifier:
         async with self._fetching.setdefault(issuer, asyncio.Lock()):
             if not self._usable(issuer, kid):  # another verification may have fetched meanwhile
                 failed_at, why = self._failed.get(issuer, (-JWKS_RETRY_S, ""))
-                if time.monotonic() - failed_at < JWKS_RETRY_S:
-                    raise Unauthenticated(f"cannot fetch keys of issuer {issuer!r}: {why}")
+                if (wait := JWKS_RETRY_S - (time.monotonic() - failed_at)) > 0:
+                    raise ServiceUnavailable(why, retry_after=math.ceil(wait))
                 try:
                     self._cache[issuer] = _KeySet(await self._fetch_keys(trusted), time.monotonic())
-                except Unauthenticated as exc:
+                except ServiceUnavailable as exc:
                     self._failed[issuer] = (time.monotonic(), exc.message)
                     raise
             return self._cache[issuer].keys, audience
@@ -263,14 +267,17 @@ class TokenVerifier:
                 raise Unauthenticated(f"cannot fetch keys of issuer {issuer!r}")
             try:
                 jwks = await self.fetch_jwks(trusted.jwks_url)
-                for jwk in jwks.get("keys", []):
-                    if jwk.get("kty") == "oct":
-                        continue  # symmetric keys are never trusted
-                    keys.append((jwk.get("kid"), PyJWK(jwk).key))
-            except Unauthenticated:
-                raise
+                published = jwks.get("keys", [])
+                if not isinstance(published, list):
+                    raise TypeError("its 'keys' is not a list")
             except Exception as exc:
-                raise Unauthenticated(f"cannot fetch keys of issuer {issuer!r}: {exc}") from exc
+                raise ServiceUnavailable(f"cannot fetch keys of issuer {issuer!r} (retry later): {exc}",
+                                         retry_after=math.ceil(JWKS_RETRY_S)) from exc
+            for jwk in published:
+                if not isinstance(jwk, dict) or jwk.get("kty") == "oct":
+                    continue  # symmetric keys are never trusted
+                with contextlib.suppress(Exception):  # a key that is no key verifies nothing; the others still do
+                    keys.append((jwk.get("kid"), PyJWK(jwk).key))
         return keys
 
 
