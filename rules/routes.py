@@ -61,7 +61,7 @@ async def create(request: web.Request) -> web.Response:
             validate(expression)  # a broken body is a 400 before the DID is looked at
     await authorize_rule_target(db, principal, body.did)
     doc = await store.create_rule(db, principal, body)
-    return json_response(rule_view(doc), status=201)
+    return json_response(rule_view(doc, principal_of(request)), status=201)
 
 
 @routes.get("/rules", policy=READ, summary="Rules, newest first",
@@ -73,7 +73,7 @@ async def list_rules(request: web.Request) -> web.Response:
                                    did=request.query.get("did"), state=request.query.get("state"),
                                    limit=query_int(request, "limit", 1000, minimum=1, maximum=10_000),
                                    where=vo_query(principal))
-    return json_response([rule_view(d) for d in await visible_rules(db, principal, found)])
+    return json_response([rule_view(d, principal) for d in await visible_rules(db, principal, found)])
 
 
 async def visible_rule(request: web.Request) -> dict[str, Any]:
@@ -86,7 +86,7 @@ async def visible_rule(request: web.Request) -> dict[str, Any]:
 
 @routes.get("/rules/{id}", policy=READ, summary="One rule with its lock counts", responses={404: "no such rule"})
 async def show(request: web.Request) -> web.Response:
-    return json_response(rule_view(await visible_rule(request)))
+    return json_response(rule_view(await visible_rule(request), principal_of(request)))
 
 
 @routes.get("/rules/{id}/locks", policy=READ, summary="One page of a rule's locks (on files the caller can reach)",
@@ -107,7 +107,7 @@ async def update(request: web.Request) -> web.Response:
     body = await read_model(request, RuleUpdate)
     await visible_rule(request)
     doc = await store.update_rule(request.app[DATABASE], principal_of(request), request.match_info["id"], body)
-    return json_response(rule_view(doc))
+    return json_response(rule_view(doc, principal_of(request)))
 
 
 @routes.delete("/rules/{id}", policy=WRITE, summary="Delete a rule (expires now; the cleaner releases its locks)",
@@ -115,7 +115,7 @@ async def update(request: web.Request) -> web.Response:
 async def delete(request: web.Request) -> web.Response:
     await visible_rule(request)
     doc = await store.delete_rule(request.app[DATABASE], principal_of(request), request.match_info["id"])
-    return json_response(rule_view(doc))
+    return json_response(rule_view(doc, principal_of(request)))
 
 
 @routes.get("/quotas", policy=READ, summary="Quotas and usage per account and SE",

@@ -151,9 +151,20 @@ class RuleUpdate(BaseModel):
     state: Literal["replicating"] | None = Field(None, description="resume a suspended or stuck rule")
 
 
-def rule_view(doc: Document) -> dict[str, Any]:
-    """The public shape of a rule."""
+# What a rule's reader who is neither its account nor an administrator sees of a dataset or
+# container rule's error (`rule_view`).
+ERROR_WITHHELD = "one or more files are stuck; the reason is shown to the rule's account and administrators"
+
+
+def rule_view(doc: Document, viewer: Principal) -> dict[str, Any]:
+    """The public shape of a rule, as `viewer` (one allowed to see it) is shown it. A rule's error
+    names one of its files and quotes a transfer's error (URLs, paths): on a dataset or container,
+    whose readers may not reach every file in it, only the rule's account and administrators see
+    it (a hidden file answers as a missing one); a file rule's readers reach its file."""
     view = {"id": doc["_id"], **{k: v for k, v in doc.items() if k not in ("_id", claims.OWNER, claims.EXPIRES)}}
+    on_file = str(doc.get("did", "")).startswith("/")
+    if view.get("error") and not (on_file or viewer.is_admin or doc.get("account") == viewer.sub):
+        view["error"] = ERROR_WITHHELD
     view["locks"] = {s: int(doc.get(f"locks_{s}", 0)) for s in ("replicating", "ok", "stuck")}
     for s in ("replicating", "ok", "stuck"):
         view.pop(f"locks_{s}", None)

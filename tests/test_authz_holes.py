@@ -9,6 +9,7 @@ import json
 
 from kernel.settings import Settings
 from rules.evaluator import RuleEvaluator
+from rules.store import ERROR_WITHHELD
 from tests.fixtures.authz import ALICES, DATASET, MISSING, PRIVATE, SHARED, World, same_answer
 from tests.fixtures.portal import PortalFactory
 from tests.fixtures.rules import rule_settings
@@ -159,3 +160,21 @@ async def test_a_dataset_rules_locks_leave_out_files_the_reader_cannot_reach(
     async with portal(world.tokens["carol"]) as carol:
         page = await carol.get(f"/ui/rules/{rule['id']}", params={"limit": "1"})
     assert page.status == 200 and SHARED in page.text and PRIVATE not in page.text
+
+
+async def test_a_dataset_rules_error_is_withheld_from_readers_who_are_not_its_account(
+    world: World, portal: PortalFactory,
+) -> None:
+    status, rule = await world.call("bob", "POST", "/rules", {"did": DATASET, "copies": 1, "expression": "DISK2"})
+    assert status == 201, rule
+    # What the evaluator writes on a stuck rule: its first stuck lock's file and the transfer's error.
+    error = f"{PRIVATE}: copy failed: davs://disk2.example.org{PRIVATE}: 507 Insufficient Storage"
+    await world.db["rules"].update_one({"_id": rule["id"]}, {"$set": {"state": "stuck", "error": error}})
+    _, bobs = await world.call("bob", "GET", f"/rules/{rule['id']}")
+    assert bobs["error"] == error
+    _, carols = await world.call("carol", "GET", f"/rules/{rule['id']}")
+    _, listed = await world.call("carol", "GET", "/rules", params={"did": DATASET})
+    assert PRIVATE not in str(carols) and PRIVATE not in str(listed) and carols["error"] == ERROR_WITHHELD
+    async with portal(world.tokens["carol"]) as carol:
+        pages = [await carol.get(f"/ui/rules/{rule['id']}"), await carol.get("/ui/rules")]
+    assert all(p.status == 200 and PRIVATE not in p.text for p in pages)

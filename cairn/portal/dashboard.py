@@ -30,7 +30,7 @@ async def dashboard(request: web.Request) -> web.Response:
         context["quotas"] = await quotas.quotas_and_usage(db, user.sub)
         mine = [*await store.list_rules(db, account=user.sub, state="stuck", limit=50),
                 *await store.list_rules(db, account=user.sub, state="replicating", limit=50)]
-        context["rules"] = [rule_view(d) for d in await visible_rules(db, user, mine)]
+        context["rules"] = [rule_view(d, user) for d in await visible_rules(db, user, mine)]
     except Forbidden:
         pass
     try:

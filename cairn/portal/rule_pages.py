@@ -44,7 +44,7 @@ async def rule_list(request: web.Request) -> web.Response:
         after = batch[-1]["_id"]
     more = len(shown) > limit or (len(shown) > 0 and len(batch) > limit)
     rows = shown[:limit]
-    return page(request, "rules.html", {"rules": [rule_view(d) for d in rows], "states": STATES,
+    return page(request, "rules.html", {"rules": [rule_view(d, user) for d in rows], "states": STATES,
                                         "next_after": rows[-1]["_id"] if more and rows else None})
 
 
@@ -56,7 +56,7 @@ async def rule_page(request: web.Request) -> web.Response:
     await require_visible_rule(db, user, doc)
     locks, next_after = await visible_locks(db, user, doc["_id"], state=request.query.get("state") or None,
                                             after=request.query.get("after") or None, limit=page_size(request))
-    return page(request, "rule.html", {"rule": rule_view(doc), "locks": locks, "next_after": next_after,
+    return page(request, "rule.html", {"rule": rule_view(doc, user), "locks": locks, "next_after": next_after,
                                        "states": ("replicating", "ok", "stuck")})
 
 
