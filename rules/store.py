@@ -163,8 +163,11 @@ def rule_view(doc: Document, viewer: Principal) -> dict[str, Any]:
     it (a hidden file answers as a missing one); a file rule's readers reach its file."""
     view = {"id": doc["_id"], **{k: v for k, v in doc.items() if k not in ("_id", claims.OWNER, claims.EXPIRES)}}
     on_file = str(doc.get("did", "")).startswith("/")
-    if view.get("error") and not (on_file or viewer.is_admin or doc.get("account") == viewer.sub):
-        view["error"] = ERROR_WITHHELD
+    if not (on_file or viewer.is_admin or doc.get("account") == viewer.sub):
+        if view.get("error"):
+            view["error"] = ERROR_WITHHELD
+        if isinstance(view.get("last_repair"), dict) and view["last_repair"].get("reason"):
+            view["last_repair"] = {**view["last_repair"], "reason": ERROR_WITHHELD}
     view["locks"] = {s: int(doc.get(f"locks_{s}", 0)) for s in ("replicating", "ok", "stuck")}
     for s in ("replicating", "ok", "stuck"):
         view.pop(f"locks_{s}", None)

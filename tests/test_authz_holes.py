@@ -169,9 +169,10 @@ async def test_a_dataset_rules_error_is_withheld_from_readers_who_are_not_its_ac
     assert status == 201, rule
     # What the evaluator writes on a stuck rule: its first stuck lock's file and the transfer's error.
     error = f"{PRIVATE}: copy failed: davs://disk2.example.org{PRIVATE}: 507 Insufficient Storage"
-    await world.db["rules"].update_one({"_id": rule["id"]}, {"$set": {"state": "stuck", "error": error}})
+    await world.db["rules"].update_one({"_id": rule["id"]}, {"$set": {
+        "state": "stuck", "error": error, "last_repair": {"moved": 1, "reason": error}}})
     _, bobs = await world.call("bob", "GET", f"/rules/{rule['id']}")
-    assert bobs["error"] == error
+    assert bobs["error"] == bobs["last_repair"]["reason"] == error
     _, carols = await world.call("carol", "GET", f"/rules/{rule['id']}")
     _, listed = await world.call("carol", "GET", "/rules", params={"did": DATASET})
     assert PRIVATE not in str(carols) and PRIVATE not in str(listed) and carols["error"] == ERROR_WITHHELD
