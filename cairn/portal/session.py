@@ -17,7 +17,7 @@ from aiohttp import web
 
 from kernel.errors import Forbidden, Unauthenticated
 from kernel.principal import Principal
-from kernel.web import PRINCIPAL
+from kernel.web import PRINCIPAL, SETTINGS
 
 SESSION_COOKIE = "cairn_session"
 LOGIN_CSRF_COOKIE = "cairn_login_csrf"
@@ -41,9 +41,12 @@ def principal(request: web.Request) -> Principal:
 
 def set_cookie(request: web.Request, response: web.StreamResponse, name: str, value: str,
                max_age: int | None = None) -> None:
-    """A cookie only this site's requests carry, unreadable from scripts; Secure over https."""
+    """A cookie only this site's requests carry, unreadable from scripts; Secure over https, and
+    whenever the server's public URL (`CAIRN_API_URL`) is https: behind a proxy that ends TLS,
+    the request itself arrives as plain http."""
+    public = request.config_dict[SETTINGS].api_url or ""
     response.set_cookie(name, value, path="/ui/", httponly=True, samesite="Strict", max_age=max_age,
-                        secure=request.secure)
+                        secure=request.secure or public.lower().startswith("https://"))
 
 
 async def check_csrf(request: web.Request) -> None:
