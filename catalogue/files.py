@@ -328,9 +328,9 @@ async def _outside_moves(db: AsyncDatabase[Document], token: str, written: list[
     had left its LFN, so after its paths were held)."""
     held = dict.fromkeys(await moving_or_gone_above(db, [doc["_id"] for doc in written]) if written else set(),
                          BELOW_A_MOVE)
-    for lfn, se in await moved_paths.held_by_others(
-            db, ((doc["_id"], r["se"], doc["guid"]) for doc in written for r in doc["replicas"])):
-        held.setdefault(lfn, f"replica on SE {se} not registered: {moved_paths.HELD}")
+    for (lfn, se), why in (await moved_paths.held_by_others(
+            db, ((doc["_id"], r["se"], doc["guid"]) for doc in written for r in doc["replicas"]))).items():
+        held.setdefault(lfn, f"replica on SE {se} not registered: {why}")
     if not held:
         return written
     await give_up_registered(db, token, {doc["_id"]: doc["guid"] for doc in written if doc["_id"] in held})

@@ -16,23 +16,38 @@ reason (`catalogue.files` gives such files up, uncounted). A holder moved back t
 add a replica there again (its GUID). The record goes when the reaper has deleted the bytes at
 that path (`release`), or when it is found with no replica of its holder left at the path (the
 replica left the catalogue otherwise: its bytes are dark data, found and cleaned by an audit).
+
+A deletion holds the paths whose bytes it is about to delete the same way (`hold_for_deletion`,
+for at most DELETION_HOLD_S), before it reads its replicas' records one last time: the holder
+may be forced out of the catalogue and a new file registered at its LFN meanwhile, whose bytes
+the deletion would delete. Either the new file's replica was written before the hold (the
+deletion's last read then finds the new file and leaves the path alone), or it finds the hold
+and is refused (`BEING_DELETED`) until the deletion ends it (`end_deletion`).
 """
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from pymongo import UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 
 from catalogue.collection_names import FILES
-from catalogue.directories import insert_ignoring_duplicates
+from catalogue.directories import insert_ignoring_duplicates, now
 from catalogue.storage_paths import PATH_LFN, storage_lfn
-from kernel.db import READ_SLICE, Document, IndexSpec, database_errors, find_by_values, read_by_ids
+from kernel.db import READ_SLICE, Document, IndexSpec, bulk_write_chunked, database_errors, find_by_values, read_by_ids
 from kernel.marks import by_ids
 
 MOVED_PATHS = "moved_paths"
 HELD = "the SE's path for this LFN holds the bytes of another file that was moved; choose another LFN or SE"
+BEING_DELETED = ("the SE's path for this LFN holds the bytes of an earlier file at it, which a deletion is removing "
+                 "now; try again in a few minutes")
+# How long a deletion's hold on a path lasts if the deletion dies before ending it.
+DELETION_HOLD_S = 600.0
+DELETING = "deleting_until"  # a path record's deletion hold ends then
+DELETION_ONLY = "deletion_only"  # a path record made by a deletion's hold alone (no moved file's)
 # No index but `_id`: every write and check goes by it; an audit reads its SE's paths once a run.
 INDEXES: list[IndexSpec] = []
 
@@ -51,18 +66,50 @@ async def hold(db: AsyncDatabase[Document], records: Iterable[Mapping[str, Any]]
     await insert_ignoring_duplicates(db[MOVED_PATHS], docs)
 
 
-async def held_by_others(db: AsyncDatabase[Document], wanted: Iterable[tuple[str, str, Any]]) -> set[tuple[str, str]]:
+async def held_by_others(db: AsyncDatabase[Document], wanted: Iterable[tuple[str, str, Any]]
+                         ) -> dict[tuple[str, str], str]:
     """Of `(lfn, se, guid)` (a replica to add at lfn's own path on se, for the file of that GUID),
-    the `(lfn, se)` whose path holds another file's catalogued bytes. One `_id $in` read (and
-    `_live`'s reads for the paths found, rare: a path a moved file left)."""
+    the `(lfn, se)` whose path holds another file's catalogued bytes, or bytes a deletion is
+    removing, with the reason (HELD, BEING_DELETED). One `_id $in` read (and `_live`'s reads for
+    the paths found, rare: a path a moved file left)."""
     wanted = list(wanted)
     if not wanted:
-        return set()
+        return {}
     keys = {_key(se, lfn): (lfn, se, guid) for lfn, se, guid in wanted}
     with database_errors():
         found = [doc async for doc in read_by_ids(db[MOVED_PATHS], keys)]
     others = [doc for doc in found if doc.get("guid") is None or doc["guid"] != keys[doc["_id"]][2]]
-    return {keys[doc["_id"]][:2] for doc in await _live(db, others)}
+    at = now()
+    return {(keys[doc["_id"]][0], keys[doc["_id"]][1]): BEING_DELETED if _deleting(doc, at) else HELD
+            for doc in await _live(db, others)}
+
+
+def _deleting(record: Mapping[str, Any], at: dt.datetime) -> bool:
+    until = record.get(DELETING)
+    if isinstance(until, dt.datetime) and until.tzinfo is None:
+        until = until.replace(tzinfo=dt.UTC)
+    return isinstance(until, dt.datetime) and until > at
+
+
+async def hold_for_deletion(db: AsyncDatabase[Document], places: Iterable[tuple[str, str, str | None]]) -> None:
+    """A deletion is about to delete the bytes at these `(se, path, guid)` (of the file of that
+    GUID): hold each path for DELETION_HOLD_S (a moved file's record there is marked too). One
+    bulk of upserts."""
+    until = now() + dt.timedelta(seconds=DELETION_HOLD_S)
+    updates = [UpdateOne({"_id": _key(se, path)}, {"$set": {DELETING: until}, "$setOnInsert": {
+        "se": se, "path": path, "guid": guid, DELETION_ONLY: True}}, upsert=True) for se, path, guid in places]
+    if updates:
+        await bulk_write_chunked(db[MOVED_PATHS], updates)
+
+
+async def end_deletion(db: AsyncDatabase[Document], places: Iterable[tuple[str, str]]) -> None:
+    """The deletion at these `(se, path)` ended (bytes deleted, or left alone): its holds go, a
+    moved file's record there stays as it was."""
+    keys = sorted({_key(se, path) for se, path in places})
+    with database_errors():
+        for flt in by_ids(keys):
+            await db[MOVED_PATHS].delete_many({**flt, DELETION_ONLY: True})
+            await db[MOVED_PATHS].update_many(flt, {"$unset": {DELETING: ""}})
 
 
 async def release(db: AsyncDatabase[Document], gone: Iterable[tuple[str, str]]) -> None:
@@ -107,9 +154,10 @@ async def _live(db: AsyncDatabase[Document], records: list[Document]) -> list[Do
                 async for doc in db[FILES].find({field: {"$in": missing[start:start + READ_SLICE]}}, projection):
                     holders[doc[field]] = doc
     live, stale = [], []
+    at = now()
     for record in records:
         holder = holders.get(record.get("guid") or "")
-        if record.get("guid") is None or (holder is not None and any(
+        if record.get("guid") is None or _deleting(record, at) or (holder is not None and any(
                 r.get("se") == record["se"] and storage_lfn(holder["_id"], r) == record["path"]
                 for r in holder.get("replicas", []))):
             live.append(record)

@@ -57,9 +57,9 @@ async def push_replicas(
     docs = dict(known or {})
     if pending and not docs:
         docs = await find_by_ids(db[FILES], pending, PUSH_FIELDS)
-    held = dict.fromkeys(await moved_paths.held_by_others(db, (
+    held = await moved_paths.held_by_others(db, (
         (lfn, r["se"], docs[lfn].get("guid")) for lfn, reps in pending.items() if lfn in docs
-        for r in reps if not r.get(PATH_LFN))), moved_paths.HELD)
+        for r in reps if not r.get(PATH_LFN)))
     if held:
         if refused is None:
             (lfn, se), why = min(held.items())

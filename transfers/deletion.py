@@ -72,10 +72,12 @@ class Deletion:
 @dataclass(frozen=True)
 class Place:
     """Where a replica's bytes are: its registered URL, and the LFN its URLs derive from (a moved
-    file's replica keeps the one it was written under, `catalogue.moved_paths`)."""
+    file's replica keeps the one it was written under, `catalogue.moved_paths`); and the GUID of
+    the file it was retired from."""
 
     url: str | None
     path: str
+    guid: str | None = None
 
 
 @dataclass(frozen=True)
@@ -182,7 +184,7 @@ async def retire_many(db: AsyncDatabase[Document], deletions: Sequence[Deletion]
                 continue
             for index, name, to_retire in chosen:
                 places[(deletion.lfn, name)] = Place(replicas[index].get("url"),
-                                                     storage_lfn(deletion.lfn, replicas[index]))
+                                                     storage_lfn(deletion.lfn, replicas[index]), doc.get("guid"))
                 if to_retire:
                     if replicas[index].get(REMOVAL):
                         tokens[(deletion.lfn, name)] = replicas[index][REMOVAL]
@@ -226,13 +228,39 @@ async def delete_bytes(places: Mapping[Target, Place], ses: Mapping[str, Storage
     return failed
 
 
+async def delete_held_bytes(db: AsyncDatabase[Document], places: Mapping[Target, Place],
+                            ses: Mapping[str, StorageElement], credentials: Mapping[str, Mapping[str, str]]
+                            ) -> dict[Target, CairnError]:
+    """`delete_bytes` of the retired replicas whose records still say so, their paths held
+    meanwhile (`moved_paths.hold_for_deletion`): a file forced out of the catalogue since its
+    retirement, and another registered at its LFN, would otherwise lose its new bytes. A target
+    whose record is gone or is another file's now is left alone (the forced-out file's bytes are
+    dark data, as that removal says)."""
+    await moved_paths.hold_for_deletion(db, [(se, p.path, p.guid) for (_, se), p in places.items()])
+    try:
+        files = await fetch_files(db, {lfn for lfn, _ in places}, {"guid": 1, "replicas": 1})
+        kept = {target: place for target, place in places.items()
+                if _still_retired(files.get(target[0]), target, place)}
+        return await delete_bytes(kept, ses, credentials) if kept else {}
+    finally:
+        await moved_paths.end_deletion(db, [(se, p.path) for (_, se), p in places.items()])
+
+
+def _still_retired(doc: Mapping[str, Any] | None, target: Target, place: Place) -> bool:
+    """Does the file record still hold the retired replica (same file, same path, a removal token)?"""
+    if doc is None or (place.guid is not None and doc.get("guid") != place.guid):
+        return False
+    return any(r.get("se") == target[1] and r.get("status") == "unavailable" and r.get(REMOVAL)
+               and storage_lfn(target[0], r) == place.path for r in doc.get("replicas", []))
+
+
 async def delete_replicas(db: AsyncDatabase[Document], deletions: Sequence[Deletion],
                           ses: Mapping[str, StorageElement], credentials: Mapping[str, Mapping[str, str]]) -> Outcome:
     """Retire, delete the bytes of and remove the replicas of a batch of deletions (a few round
     trips for the whole batch). A deletion whose bytes could not all be deleted fails (its
     replicas stay retired, and are removed when it is tried again); the others' records go."""
     retired = await retire_many(db, deletions, ses)
-    errors = await delete_bytes(retired.places, ses, credentials) if retired.places else {}
+    errors = await delete_held_bytes(db, retired.places, ses, credentials) if retired.places else {}
     gone = await remove_retired(db, [t for t in retired.places if t not in errors])
     # A path is free once no record would delete there again (a replica that stays keeps it held).
     await moved_paths.release(db, [(se, retired.places[(lfn, se)].path) for lfn, se in gone])

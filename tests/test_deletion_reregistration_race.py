@@ -1,0 +1,71 @@
+"""A deletion never deletes the bytes of a file registered at its LFN after the one it retired.
+
+Between a deletion's retirement of a replica and its deletion of the bytes, the file may be forced
+out of the catalogue (`remove_files(force=True)`: its record goes, its bytes stay) and a new file
+registered at the same LFN, whose replica on that SE has the same path. Before, the deletion then
+deleted the new file's bytes: `available` in the catalogue, nothing on the SE. The deletion is run
+in its real steps (`transfers.deletion`), as a reaper slow between them does."""
+
+from __future__ import annotations
+
+import os
+import zlib
+from pathlib import Path
+
+from pymongo.asynchronous.database import AsyncDatabase
+
+from catalogue import moved_paths
+from catalogue.files import register_files, remove_files
+from catalogue.replica_removal import remove_retired
+from kernel.db import Document
+from kernel.settings import Settings
+from tests.fixtures.catalogue import ADMIN
+from tests.fixtures.transfers import add_ses, disk_se, put_files, replica_status, se_root, write_bytes
+from transfers.deletion import Deletion, delete_held_bytes, retire_many
+
+LFN = "/vo/f"
+
+
+async def register_new_file(db: AsyncDatabase[Document], data: bytes) -> dict[str, object]:
+    """A new file at LFN with a replica on B, as an upload leaves it (its bytes written there)."""
+    return await register_files(db, ADMIN, [{"lfn": LFN, "size": len(data), "adler32": f"{zlib.adler32(data):08x}",
+                                             "replicas": [{"se": "B"}]}])
+
+
+async def test_a_file_registered_again_before_the_bytes_go_keeps_its_bytes(
+    database: AsyncDatabase[Document], settings: Settings, tmp_path: Path,
+) -> None:
+    a, b = disk_se("A", tmp_path / "a"), disk_se("B", tmp_path / "b")
+    await add_ses(database, a, b)
+    await put_files(database, [a, b], [LFN])
+    ses = {"A": a, "B": b}
+    retired = await retire_many(database, [Deletion("d", LFN, ("B",))], ses)  # the deletion's first step
+    assert retired.targets == {"d": [(LFN, "B")]}
+    # meanwhile: the file is forced out, and a new one registered there, its bytes on B
+    assert (await remove_files(database, ADMIN, [LFN], force=True))["successful"][LFN]["removed"]
+    new = os.urandom(2048)
+    write_bytes(b, LFN, new)
+    assert not (await register_new_file(database, new))["failed"]
+    # the deletion's last steps: the bytes (left alone: the record is another file's), the record
+    assert not await delete_held_bytes(database, retired.places, ses, settings.storage_credentials)
+    assert await remove_retired(database, [(LFN, "B")]) == set()
+    assert (se_root(b) / "vo/f").read_bytes() == new
+    assert await replica_status(database, LFN, "B") == "available"
+    assert not await moved_paths.held_by_others(database, [(LFN, "B", "another file")])  # the hold ended
+
+
+async def test_a_file_registered_while_the_bytes_go_is_refused_until_they_are_gone(
+    database: AsyncDatabase[Document], settings: Settings, tmp_path: Path,
+) -> None:
+    a, b = disk_se("A", tmp_path / "a"), disk_se("B", tmp_path / "b")
+    await add_ses(database, a, b)
+    await put_files(database, [a, b], [LFN])
+    retired = await retire_many(database, [Deletion("d", LFN, ("B",))], {"A": a, "B": b})
+    place = retired.places[(LFN, "B")]
+    await moved_paths.hold_for_deletion(database, [("B", place.path, place.guid)])  # the deletion, about to delete
+    assert (await remove_files(database, ADMIN, [LFN], force=True))["successful"][LFN]["removed"]
+    refused = await register_new_file(database, b"new bytes")
+    assert "a deletion is removing" in refused["failed"][LFN], refused
+    assert await replica_status(database, LFN, "B") is None  # taken back, not left half-registered
+    await moved_paths.end_deletion(database, [("B", place.path)])  # the deletion ended
+    assert not (await register_new_file(database, b"new bytes"))["failed"]
