@@ -31,13 +31,13 @@ import datetime as dt
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from pymongo import UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import BulkWriteError
 
 from catalogue.collection_names import FILES
-from catalogue.directories import insert_ignoring_duplicates, now
+from catalogue.directories import DUPLICATE_KEY, insert_ignoring_duplicates, now
 from catalogue.storage_paths import PATH_LFN, storage_lfn
-from kernel.db import READ_SLICE, Document, IndexSpec, bulk_write_chunked, database_errors, find_by_values, read_by_ids
+from kernel.db import READ_SLICE, Document, IndexSpec, database_errors, find_by_values, read_by_ids
 from kernel.marks import by_ids
 
 MOVED_PATHS = "moved_paths"
@@ -93,13 +93,24 @@ def _deleting(record: Mapping[str, Any], at: dt.datetime) -> bool:
 
 async def hold_for_deletion(db: AsyncDatabase[Document], places: Iterable[tuple[str, str, str | None]]) -> None:
     """A deletion is about to delete the bytes at these `(se, path, guid)` (of the file of that
-    GUID): hold each path for DELETION_HOLD_S (a moved file's record there is marked too). One
-    bulk of upserts."""
+    GUID): hold each path for DELETION_HOLD_S. One unordered insert; a path held already (a moved
+    file's record, or a deletion's before) has its hold renewed by one more update."""
     until = now() + dt.timedelta(seconds=DELETION_HOLD_S)
-    updates = [UpdateOne({"_id": _key(se, path)}, {"$set": {DELETING: until}, "$setOnInsert": {
-        "se": se, "path": path, "guid": guid, DELETION_ONLY: True}}, upsert=True) for se, path, guid in places]
-    if updates:
-        await bulk_write_chunked(db[MOVED_PATHS], updates)
+    docs = {_key(se, path): {"_id": _key(se, path), "se": se, "path": path, "guid": guid, DELETION_ONLY: True,
+                             DELETING: until} for se, path, guid in places}
+    held: list[str] = []
+    try:
+        with database_errors():
+            if docs:
+                await db[MOVED_PATHS].insert_many(list(docs.values()), ordered=False)
+    except BulkWriteError as exc:
+        errors = exc.details.get("writeErrors", [])
+        if any(e.get("code") != DUPLICATE_KEY for e in errors):
+            raise
+        held = [list(docs)[e["index"]] for e in errors]
+    with database_errors():
+        for flt in by_ids(held):
+            await db[MOVED_PATHS].update_many(flt, {"$set": {DELETING: until}})
 
 
 async def end_deletion(db: AsyncDatabase[Document], places: Iterable[tuple[str, str]]) -> None:
