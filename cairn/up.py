@@ -141,13 +141,19 @@ async def prepare(settings: Settings, vo: str = DEFAULT_VO) -> None:
         await close_client()
 
 
+PAYLOAD_USER = "CAIRN_WMS_PAYLOAD_USER"
+
+
 def child_commands(settings: Settings) -> list[tuple[str, list[str]]]:
     py = [sys.executable, "-m", "cairn"]
     commands = [("server", [*py, "server"])]
     commands += [(f"daemon-{name}", [*py, "daemon", name]) for name in sorted(daemon_factories())]
+    # A payload runs what its job's owner wrote: as this account it could read var (the signing
+    # key, the admin token, the database). Run as root, payloads get an account of their own.
+    account = ["--payload-user", "nobody"] if os.geteuid() == 0 and not os.environ.get(PAYLOAD_USER) else []
     for site in sorted({LOCAL_SITE}):
         work_dir = settings.var_dir / "pilots" / site
-        commands.append((f"pilot-{site}", [*py, "pilot", "--site", site, "--work-dir", str(work_dir)]))
+        commands.append((f"pilot-{site}", [*py, "pilot", "--site", site, "--work-dir", str(work_dir), *account]))
     return commands
 
 

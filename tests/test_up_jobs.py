@@ -60,6 +60,13 @@ def test_jobs_submitted_with_the_cli_run_at_the_local_site(tmp_path: Path) -> No
         assert logs["stdout"] == "number 7\nnumber 8\n"
         [replica] = cairn(tmp_path, "stat", "/local/sum.txt")["replicas"]
         assert Path(replica["url"].removeprefix("file://")).read_text() == "number 7\nnumber 8\n"
+        if os.geteuid() == 0:  # `cairn up` as root runs payloads as `nobody`: var is not theirs to read
+            peek_script = f"id -u; cat {tmp_path}/var/client.json || echo refused"
+            (tmp_path / "peek.json").write_text(json.dumps({"executable": "/bin/sh", "arguments": ["-c", peek_script]}))
+            [peek] = cairn(tmp_path, "job", "submit", str(tmp_path / "peek.json"))["ids"]
+            assert wait_final(tmp_path, peek)["state"] == "done"
+            assert cairn(tmp_path, "job", "logs", peek)["stdout"] == "65534\nrefused\n"
+            made.append(peek)
         listed = cairn(tmp_path, "job", "list")
         assert sorted(j["id"] for j in listed) == sorted([*made, summed])
     finally:

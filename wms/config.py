@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -25,6 +27,10 @@ class WmsSettings(BaseSettings):
     # How far apart the watchdog's two looks at the task queues' and groups' counters must be for
     # it to mend one both looks found drifted alike (`wms.counter_recount.QuietMender`).
     counter_mend_s: float = Field(60.0, gt=0)
+    # The Unix account a pilot running as root runs payloads as (`wms.payload_account`), and
+    # where their job directories go (default: a new directory in the system's temporary one).
+    payload_user: str | None = None
+    payload_dir: Path | None = None
 
 
 def wms_settings() -> WmsSettings:

@@ -39,6 +39,7 @@ from kernel.process import child_preexec, without_settings
 from storage_plugins.registry import close_plugins
 from wms.client import JobsClient
 from wms.config import WmsSettings
+from wms.payload_account import PayloadAccount
 from wms.pilot_data import Credentials, DataAccessError, fetch, put
 
 # What the pilot's environment holds for the pilot alone (see `payload_environment`).
@@ -75,9 +76,10 @@ class Pilot(Daemon):
     def __init__(
         self, client: JobsClient, site: str, work_dir: Path, config: WmsSettings, resources: Resources | None = None,
         *, keep_work_dirs: bool = False, name: str | None = None, idle_exit_s: float | None = None,
-        credentials: Credentials | None = None,
+        credentials: Credentials | None = None, payload_account: PayloadAccount | None = None,
     ) -> None:
         super().__init__()
+        self.account = payload_account  # None: payloads run as the pilot's own user
         self.credentials = credentials or {}
         if name:
             self.worker = name
@@ -113,10 +115,12 @@ class Pilot(Daemon):
     async def close(self) -> None:
         await self.client.close()
         await close_plugins()
+        if self.account is not None:
+            await asyncio.to_thread(self.account.remove_base)
 
     async def run_job(self, order: dict[str, Any]) -> None:
         job_id, attempt = order["id"], order["attempt"]
-        job_dir = self.work_dir / f"job-{job_id}-{attempt}"
+        job_dir = (self.account.base if self.account else self.work_dir) / f"job-{job_id}-{attempt}"
         await asyncio.to_thread(_fresh_dir, job_dir)
         try:
             started = await self.client.start_job(job_id, pilot=self.worker, attempt=attempt)
@@ -169,7 +173,13 @@ class Pilot(Daemon):
             await self._download_inputs(order, job_dir)
         except DataAccessError as exc:
             return Outcome("failed", f"input download failed: {exc.message}")
-        exit_code, why = await self._run_payload(order, job_dir, kill, lost, logs)
+        if self.account is not None:
+            await asyncio.to_thread(self.account.hand_over, job_dir)
+        try:
+            exit_code, why = await self._run_payload(order, job_dir, kill, lost, logs)
+        finally:
+            if self.account is not None:
+                await asyncio.to_thread(self.account.take_back, job_dir)
         if why == "killed":
             return Outcome("killed", "killed by request", exit_code)
         if why == "timeout":
@@ -207,11 +217,15 @@ class Pilot(Daemon):
         env = payload_environment(os.environ)
         env.update({"CAIRN_JOB_ID": str(order["id"]), "CAIRN_JOB_ATTEMPT": str(order["attempt"]),
                     "CAIRN_SITE": self.site})
+        account: dict[str, Any] = {}
+        if self.account is not None:
+            env["HOME"] = str(job_dir)
+            account = self.account.process_options()
         out, err = logs
         try:
             proc = await asyncio.create_subprocess_exec(
                 order["executable"], *order["arguments"], cwd=job_dir, stdout=out, stderr=err, env=env,
-                preexec_fn=child_preexec, start_new_session=True,
+                preexec_fn=child_preexec, start_new_session=True, **account,
             )
         except OSError as exc:
             return None, f"cannot start {order['executable']}: {exc.strerror or exc}"
@@ -226,6 +240,8 @@ class Pilot(Daemon):
                 # payload may die of it before this pilot has seen its own SIGTERM.
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stop.wait(), SIGNAL_GRACE_S)
+            if self.account is not None:
+                _terminate(proc.pid)  # what it left running in its group, before its directory is read
             if proc.returncode == -signal.SIGTERM and self.stopping:
                 return proc.returncode, "lost"
             return proc.returncode, ""

@@ -186,12 +186,16 @@ def rebuild_counters(dry_run: bool, as_json: bool) -> None:
 @click.option("--tag", "tags", multiple=True, help="a tag this pilot offers (repeatable)")
 @click.option("--max-cycles", type=click.IntRange(1), help="stop after this many match attempts (default: never)")
 @click.option("--idle-exit-s", type=click.FloatRange(0), help="stop after this long without a matching job")
+@click.option("--payload-user", help="run payloads as this Unix account (a pilot running as root; default: "
+                                     "$CAIRN_WMS_PAYLOAD_USER, else the pilot's own account)")
 def pilot(site: str, work_dir: Path, cpu: int, memory_mb: int, tags: tuple[str, ...], max_cycles: int | None,
-          idle_exit_s: float | None) -> None:
+          idle_exit_s: float | None, payload_user: str | None) -> None:
     """Run a pilot: pull jobs for SITE and run them (needs a token with scope jobs.pilot)."""
     from cairn.sdk import Client
+    from kernel.errors import ConfigurationError
     from kernel.process import keep_memory_private
     from wms.config import wms_settings
+    from wms.payload_account import PayloadAccount
     from wms.pilot import Pilot, Resources
 
     keep_memory_private()  # first: its payloads run as the same Unix user and must not read its secrets
@@ -199,11 +203,17 @@ def pilot(site: str, work_dir: Path, cpu: int, memory_mb: int, tags: tuple[str, 
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     work_dir.mkdir(parents=True, exist_ok=True)
     root = work_dir.resolve()
+    config = wms_settings()
+    account_name = payload_user or config.payload_user
+    try:
+        account = PayloadAccount.named(account_name, config.payload_dir) if account_name else None
+    except ConfigurationError as exc:
+        raise click.ClickException(exc.message) from exc
 
     async def go() -> None:
-        agent = Pilot(Client(), site, root, wms_settings(), Resources(cpu, memory_mb, list(tags)),
+        agent = Pilot(Client(), site, root, config, Resources(cpu, memory_mb, list(tags)),
                       name=os.environ.get("CAIRN_PILOT_NAME") or None, idle_exit_s=idle_exit_s,
-                      credentials=settings.storage_credentials)
+                      credentials=settings.storage_credentials, payload_account=account)
         agent.install_signal_handlers()
         await agent.run(max_cycles=max_cycles)
 
