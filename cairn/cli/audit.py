@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from cairn.cli.output import emit_json, json_option, table
+from cairn.cli.output import emit_json, json_option, safe_text, table
 from cairn.cli.runner import run
 from kernel import jsonio
 
@@ -114,4 +114,4 @@ def audit_clean_dark(run_id: str, as_json: bool) -> None:
         return
     click.echo(f"{len(answer['successful'])} deletion(s) queued (submission {answer['submission']})")
     for lfn, reason in answer["failed"].items():
-        click.echo(f"not queued: {lfn}: {reason}", err=True)
+        click.echo(safe_text(f"not queued: {lfn}: {reason}"), err=True)

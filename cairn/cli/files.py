@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from cairn.cli.output import emit_json, json_option, table
+from cairn.cli.output import emit_json, json_option, safe_text, table
 from cairn.cli.runner import run
 
 
@@ -64,4 +64,4 @@ def replicas(lfns: tuple[str, ...], active: bool, as_json: bool) -> None:
     rows = [{"lfn": lfn, **r} for lfn, reps in result["successful"].items() for r in reps]
     table(rows, ["lfn", "se", "status", "url"])
     for lfn, reason in result["failed"].items():
-        click.echo(f"{lfn}: {reason}", err=True)
+        click.echo(safe_text(f"{lfn}: {reason}"), err=True)

@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from cairn.cli.output import drift_title, emit, emit_json, fail, json_option, table
+from cairn.cli.output import drift_title, emit, emit_json, fail, json_option, safe_text, table
 from cairn.cli.runner import run
 from cairn.cli.settings import cli_settings
 from kernel.errors import InvalidInput
@@ -81,18 +81,19 @@ def list_(state: str | None, owner: str | None, limit: int, as_json: bool) -> No
 
 @job.command("logs")
 @click.argument("job_id")
+@click.option("--raw", is_flag=True, help="print the payload's output as it wrote it, terminal control "
+              "characters included (shown escaped otherwise)")
 @json_option
-def logs(job_id: str, as_json: bool) -> None:
+def logs(job_id: str, raw: bool, as_json: bool) -> None:
     """Exit code, stdout and stderr (their tails) of a job."""
     found = run(lambda c: c.job_logs(job_id))
     if as_json:
         emit_json(found)
         return
     click.echo(f"job {found['id']}: {found['state']}, exit code {found['exit_code']}")
-    click.echo("--- stdout ---")
-    click.echo(found["stdout"], nl=False)
-    click.echo("--- stderr ---")
-    click.echo(found["stderr"], nl=False)
+    for stream in ("stdout", "stderr"):
+        click.echo(f"--- {stream} ---")
+        click.echo(found[stream] if raw else safe_text(found[stream], lines=True), nl=False)
 
 
 @job.command("kill")

@@ -4,6 +4,7 @@ they arrive (`emit_json_lines_stream`, `stream_table`), holding one chunk of row
 from __future__ import annotations
 
 import functools
+import re
 import sys
 from collections.abc import AsyncIterable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -28,6 +29,25 @@ def console(*, stderr: bool = False) -> Console:
 
 def err_console() -> Console:
     return console(stderr=True)
+
+
+# What a value chosen by another user (an LFN, a metadata value, a job's output, an error naming
+# them) could use to drive the viewer's terminal or hide text: C0 controls (ESC starts CSI/OSC
+# sequences, e.g. OSC 52 writes the clipboard; CR overwrites a line), DEL, C1 controls and the
+# bidirectional overrides. Shown escaped (`\x1b`); JSON output escapes them itself.
+_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+_UNSAFE_IN_LINES = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def _escaped(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def safe_text(value: str, *, lines: bool = False) -> str:
+    """`value` with every terminal control character shown escaped; `lines` keeps newlines and
+    tabs (a job's output, a log)."""
+    return (_UNSAFE_IN_LINES if lines else _UNSAFE).sub(_escaped, value)
 
 
 json_option = click.option("--json", "as_json", is_flag=True, help="print JSON for scripts")
@@ -107,12 +127,13 @@ def _line(cells: Sequence[str], widths: Sequence[int]) -> str:
 
 def table(rows: Iterable[dict[str, Any]], columns: Sequence[str], *, title: str | None = None) -> None:
     from rich.table import Table
+    from rich.text import Text
 
     view = Table(title=title, show_edge=False, header_style="bold")
     for col in columns:
         view.add_column(col)
-    for row in rows:
-        view.add_row(*[_cell(row.get(col)) for col in columns])
+    for row in rows:  # Text, not str: a value is shown as written, never read as rich markup
+        view.add_row(*[Text(_cell(row.get(col))) for col in columns])
     console().print(view)
 
 
@@ -120,12 +141,14 @@ def _cell(value: Any) -> str:
     if value is None:
         return ""
     if isinstance(value, list | tuple):
-        return ", ".join(str(v) for v in value)
+        return safe_text(", ".join(str(v) for v in value))
     if isinstance(value, dict):
-        return ", ".join(f"{k}={v}" for k, v in value.items())
-    return str(value)
+        return safe_text(", ".join(f"{k}={v}" for k, v in value.items()))
+    return safe_text(str(value))
 
 
 def fail(exc: CairnError) -> None:
-    err_console().print(f"[red]error[/red] ({exc.code}): {exc.message}")
+    from rich.text import Text
+
+    err_console().print(Text.assemble(("error", "red"), f" ({exc.code}): {safe_text(exc.message)}"))
     sys.exit(2 if exc.status < 500 else 3)

@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from cairn.cli.output import emit_json, json_option, table
+from cairn.cli.output import emit_json, json_option, safe_text, table
 from cairn.cli.runner import run
 
 PILOT_COLUMNS = ["name", "site", "queue", "backend", "batch_id", "state", "submitted_at", "exit_code", "jobs"]
@@ -55,7 +55,7 @@ def pilots_logs(name: str, as_json: bool) -> None:
     if as_json:
         emit_json(found)
     else:
-        click.echo(found["text"], nl=False)
+        click.echo(safe_text(found["text"], lines=True), nl=False)
 
 
 @click.command("queues")

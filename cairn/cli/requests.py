@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from cairn.cli.output import emit_json, json_option, table
+from cairn.cli.output import emit_json, json_option, safe_text, table
 from cairn.cli.runner import run
 
 
@@ -32,7 +32,7 @@ def print_bulk(result: dict[str, object], as_json: bool) -> None:
     assert isinstance(ok, dict) and isinstance(failed, dict)
     click.echo(f"submission {result.get('submission')}: {len(ok)} queued, {len(failed)} failed")
     for lfn, reason in failed.items():
-        click.echo(f"  failed {lfn}: {reason}", err=True)
+        click.echo(safe_text(f"  failed {lfn}: {reason}"), err=True)
 
 
 lfn_args = click.argument("lfns", nargs=-1)
