@@ -7,8 +7,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from pymongo.asynchronous.database import AsyncDatabase
 
+from cairn.cli.output import table
 from cairn.sdk import Client
 from kernel.db import Document
 from tests.fixtures.api import RunningApi
@@ -61,3 +63,9 @@ async def test_job_logs_show_a_payloads_control_characters_escaped_unless_raw(
     assert "line one\n\\x1b]52;c;eA==\\x07\\x0dcover\n" in shown.stdout
     raw = await run_cli(api.url, api.admin_token, "job", "logs", job_id, "--raw")
     assert "line one\n\x1b]52;c;eA==\x07" in raw.stdout  # (text mode reads the CR as a newline)
+
+
+def test_a_table_title_naming_stored_values_is_not_markup(capsys: pytest.CaptureFixture[str]) -> None:
+    table([{"a": 1}], ["a"], title=f"moved: [link=https://evil.example]x[/link]{CLIPBOARD}")
+    printed = capsys.readouterr().out
+    assert "\x1b" not in printed and "[link=https://evil.example]" in printed.replace("\n", "")

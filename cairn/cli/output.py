@@ -129,7 +129,7 @@ def table(rows: Iterable[dict[str, Any]], columns: Sequence[str], *, title: str 
     from rich.table import Table
     from rich.text import Text
 
-    view = Table(title=title, show_edge=False, header_style="bold")
+    view = Table(title=Text(safe_text(title)) if title else None, show_edge=False, header_style="bold")
     for col in columns:
         view.add_column(col)
     for row in rows:  # Text, not str: a value is shown as written, never read as rich markup
