@@ -87,6 +87,17 @@ class Vo(BaseModel):
     def _roots(cls, roots: list[str]) -> list[str]:
         return sorted({check_lfn(r) for r in roots})
 
+    @field_validator("ses")
+    @classmethod
+    def _ses(cls, ses: dict[str, VoSe]) -> dict[str, VoSe]:
+        # The SE names are keys of the VO's document: a '.' there is a path to MongoDB (a switch
+        # on `A.B` would write `ses.A.B` and leave a record no server can read) and FerretDB
+        # refuses it outright.
+        dotted = sorted(name for name in ses if "." in name or name.startswith("$"))
+        if dotted:
+            raise ValueError(f"SE(s) {dotted} cannot be given to a VO: a VO's SE name may not hold '.'")
+        return ses
+
     @field_validator("scopes")
     @classmethod
     def _scopes(cls, scopes: list[str]) -> list[str]:
