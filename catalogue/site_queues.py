@@ -16,6 +16,11 @@ from catalogue.storage_elements import NAME_PATTERN, SITES
 from kernel.db import Document, database_errors
 from kernel.errors import NotFound
 
+# A queue's name is a key of its site's document (`queues.NAME`): a '.' there would be a path
+# (`short.q` stored as `queues.short.q`, a record no listing can read), so unlike an SE's or a
+# site's name it holds no dot.
+QUEUE_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
+
 
 class QueueSettings(BaseModel):
     """A queue's configuration (the body of PUT /sites/{name}/queues/{queue})."""
@@ -33,7 +38,7 @@ class QueueSettings(BaseModel):
 
 
 class SiteQueue(QueueSettings):
-    name: str = Field(..., pattern=NAME_PATTERN)
+    name: str = Field(..., pattern=QUEUE_NAME_PATTERN)
     site: str = Field(..., pattern=NAME_PATTERN)
 
 
