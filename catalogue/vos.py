@@ -35,6 +35,11 @@ from kernel.principal import ADMIN_SCOPE, DEFAULT_VO, GLOBAL_VO, Principal
 CACHE_S = 2.0  # how long a server process trusts its copy of the (small, rarely changed) registry
 PILOT_SCOPES = frozenset({"jobs.pilot"})
 SCOPE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}$"
+# A member's or admin's name as the VO's tokens carry it (`sub`), bare: no ':' (it separates the VO
+# from a name; `confine` refuses such tokens) and no control characters (the names are shown to
+# the installation's admins). Checked where names come in, not on reading the registry: a record
+# stored before this check keeps working.
+MEMBER_PATTERN = re.compile(r"[^:\x00-\x1f\x7f-\x9f]{1,256}")
 
 
 class VoSe(BaseModel):
@@ -159,6 +164,7 @@ async def put_vo(db: AsyncDatabase[Document], vo: Vo) -> Vo:
     """Create or replace a VO; roots and DID scopes may not be another VO's."""
     if vo.name == GLOBAL_VO:
         raise InvalidInput(f"{GLOBAL_VO!r} is the global VO of installation admins, not a VO to register")
+    check_member_names([*vo.admins, *vo.members])
     _forget(db)
     _check_disjoint(vo, await registry(db))
     unknown = sorted(set(vo.ses) - set(await fetch_storage_elements(db, vo.ses)))
@@ -171,6 +177,14 @@ async def put_vo(db: AsyncDatabase[Document], vo: Vo) -> Vo:
                                                      "$setOnInsert": {"created": at}}, upsert=True)
     _forget(db)
     return vo
+
+
+def check_member_names(names: list[str]) -> None:
+    """400 naming the member or admin names that are not bare names of a token's `sub`."""
+    bad = [n for n in names if not MEMBER_PATTERN.fullmatch(n)]
+    if bad:
+        raise InvalidInput(f"invalid member name(s) {bad[:10]}: a bare name (no ':', no control characters)",
+                           details={"names": bad[:10]})
 
 
 async def ensure_default_vo(db: AsyncDatabase[Document], name: str = DEFAULT_VO) -> None:
@@ -191,6 +205,7 @@ async def change_members(db: AsyncDatabase[Document], name: str, *, add: list[st
                          admins: bool = False) -> Vo:
     """Add and remove members (or, with `admins`, admins) of a VO."""
     await get_vo(db, name)
+    check_member_names(add)
     field = "admins" if admins else "members"
     with database_errors():
         if add:
