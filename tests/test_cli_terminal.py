@@ -69,3 +69,10 @@ def test_a_table_title_naming_stored_values_is_not_markup(capsys: pytest.Capture
     table([{"a": 1}], ["a"], title=f"moved: [link=https://evil.example]x[/link]{CLIPBOARD}")
     printed = capsys.readouterr().out
     assert "\x1b" not in printed and "[link=https://evil.example]" in printed.replace("\n", "")
+
+
+def test_safe_text_escapes_controls_and_bidi_and_keeps_lines_only_when_asked() -> None:
+    from cairn.cli.output import safe_text
+
+    assert safe_text("a\tb\nc\x1b[31m\x9b\u202ed\x7f") == "a\\x09b\\x0ac\\x1b[31m\\x9b\\u202ed\\x7f"
+    assert safe_text("a\tb\nc\rd\x00", lines=True) == "a\tb\nc\\x0dd\\x00"

@@ -48,14 +48,16 @@ def pilots_show(name: str, as_json: bool) -> None:
 
 @pilots.command("logs")
 @click.argument("name")
+@click.option("--raw", is_flag=True, help="print the log as written, terminal control characters included "
+              "(shown escaped otherwise)")
 @json_option
-def pilots_logs(name: str, as_json: bool) -> None:
+def pilots_logs(name: str, raw: bool, as_json: bool) -> None:
     """The tail of a pilot's batch log (admins)."""
     found = run(lambda c: c.pilot_logs(name))
     if as_json:
         emit_json(found)
     else:
-        click.echo(safe_text(found["text"], lines=True), nl=False)
+        click.echo(found["text"] if raw else safe_text(found["text"], lines=True), nl=False)
 
 
 @click.command("queues")
