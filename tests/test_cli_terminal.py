@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from pymongo.asynchronous.database import AsyncDatabase
 
-from cairn.cli.output import table
+from cairn.cli.output import safe_text, table
 from cairn.sdk import Client
 from kernel.db import Document
 from tests.fixtures.api import RunningApi
@@ -72,7 +72,5 @@ def test_a_table_title_naming_stored_values_is_not_markup(capsys: pytest.Capture
 
 
 def test_safe_text_escapes_controls_and_bidi_and_keeps_lines_only_when_asked() -> None:
-    from cairn.cli.output import safe_text
-
     assert safe_text("a\tb\nc\x1b[31m\x9b\u202ed\x7f") == "a\\x09b\\x0ac\\x1b[31m\\x9b\\u202ed\\x7f"
     assert safe_text("a\tb\nc\rd\x00", lines=True) == "a\tb\nc\\x0dd\\x00"
