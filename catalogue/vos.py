@@ -34,6 +34,10 @@ from kernel.principal import ADMIN_SCOPE, DEFAULT_VO, GLOBAL_VO, Principal
 
 CACHE_S = 2.0  # how long a server process trusts its copy of the (small, rarely changed) registry
 PILOT_SCOPES = frozenset({"jobs.pilot"})
+# The names of deleted VOs: never registered again, since the jobs, rules, requests, subscriptions,
+# transformations and productions of the deleted VO keep its name as their `vo` (no package
+# deletes its history), and a new VO of that name would be handed them all.
+RETIRED_VOS = "retired_vos"
 SCOPE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}$"
 # A member's or admin's name as the VO's tokens carry it (`sub`), bare: no ':' (it separates the VO
 # from a name; `confine` refuses such tokens) and no control characters (the names are shown to
@@ -166,7 +170,15 @@ async def put_vo(db: AsyncDatabase[Document], vo: Vo) -> Vo:
         raise InvalidInput(f"{GLOBAL_VO!r} is the global VO of installation admins, not a VO to register")
     check_member_names([*vo.admins, *vo.members])
     _forget(db)
-    _check_disjoint(vo, await registry(db))
+    current = await registry(db)
+    if vo.name not in current:
+        with database_errors():
+            retired = await db[RETIRED_VOS].find_one({"_id": vo.name})
+        if retired is not None:
+            raise Conflict(f"VO name {vo.name!r} was a VO's, deleted {retired['deleted']:%Y-%m-%d}: what that VO "
+                           "left (jobs, rules, requests, ...) still carries it, so it is not given again; "
+                           "choose another name")
+    _check_disjoint(vo, current)
     unknown = sorted(set(vo.ses) - set(await fetch_storage_elements(db, vo.ses)))
     if unknown:
         raise InvalidInput(f"unknown SE(s) {unknown}: add them first (cairn se add)")
@@ -255,6 +267,7 @@ async def delete_vo(db: AsyncDatabase[Document], name: str, remains: list[str]) 
         raise Conflict(f"VO {name!r} still has {'; '.join(remains)}: remove them first",
                        details={"remains": remains})
     with database_errors():
+        await db[RETIRED_VOS].update_one({"_id": name}, {"$set": {"deleted": dt.datetime.now(dt.UTC)}}, upsert=True)
         await db[VOS].delete_one({"_id": name})
     _forget(db)
 

@@ -44,6 +44,22 @@ async def test_an_empty_vo_is_deleted_with_its_root(vo_world: World) -> None:
     assert status == 404
 
 
+async def test_a_deleted_vos_name_is_never_given_to_a_new_vo(vo_world: World) -> None:
+    # What the deleted VO left (here a job of its member) still carries its name: a new VO of that
+    # name would be handed it.
+    body = {"name": "km3net", "roots": ["/km3net"], "members": ["olduser"]}
+    assert (await vo_world.call("admin", "PUT", "/vos/km3net", body))[0] == 200
+    vo_world.tokens["olduser"] = vo_world.api.token("olduser", vo="km3net", scopes=USER_SCOPES)
+    status, answer = await vo_world.call("olduser", "POST", "/jobs", {"executable": "/bin/true", "name": "secret-run"})
+    assert status in (200, 201), answer
+    assert (await vo_world.call("admin", "DELETE", "/vos/km3net"))[0] == 200
+    status, answer = await vo_world.call("admin", "PUT", "/vos/km3net", {**body, "admins": ["newadmin"]})
+    assert status == 409 and "choose another name" in answer["message"], answer
+    vo_world.tokens["newadmin"] = vo_world.api.token("newadmin", vo="km3net", scopes=("admin", *USER_SCOPES))
+    status, _ = await vo_world.call("newadmin", "GET", "/jobs")
+    assert status == 401  # no VO of that name: its tokens are refused, and its jobs stay out of reach
+
+
 async def test_only_a_global_admin_deletes_a_vo(vo_world: World) -> None:
     await vo_world.call("admin", "PUT", "/vos/km3net", {"name": "km3net", "roots": ["/km3net"]})
     for who in ("ctaadmin", "eve"):
