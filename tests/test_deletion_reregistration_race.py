@@ -17,11 +17,12 @@ from pymongo.asynchronous.database import AsyncDatabase
 from catalogue import moved_paths
 from catalogue.files import register_files, remove_files
 from catalogue.replica_removal import remove_retired
+from catalogue.storage_elements import StorageElement
 from kernel.db import Document
 from kernel.settings import Settings
 from tests.fixtures.catalogue import ADMIN
 from tests.fixtures.transfers import add_ses, disk_se, put_files, replica_status, se_root, write_bytes
-from transfers.deletion import Deletion, delete_held_bytes, retire_many
+from transfers.deletion import Deletion, Retired, delete_held_bytes, retire_many
 
 LFN = "/vo/f"
 
@@ -32,24 +33,29 @@ async def register_new_file(db: AsyncDatabase[Document], data: bytes) -> dict[st
                                              "replicas": [{"se": "B"}]}])
 
 
+async def retired_on_b(db: AsyncDatabase[Document], tmp_path: Path) -> tuple[dict[str, StorageElement], Retired]:
+    """LFN on SEs A and B, and its replica on B retired by a deletion (its first step)."""
+    a, b = disk_se("A", tmp_path / "a"), disk_se("B", tmp_path / "b")
+    await add_ses(db, a, b)
+    await put_files(db, [a, b], [LFN])
+    retired = await retire_many(db, [Deletion("d", LFN, ("B",))], {"A": a, "B": b})
+    assert retired.targets == {"d": [(LFN, "B")]}
+    return {"A": a, "B": b}, retired
+
+
 async def test_a_file_registered_again_before_the_bytes_go_keeps_its_bytes(
     database: AsyncDatabase[Document], settings: Settings, tmp_path: Path,
 ) -> None:
-    a, b = disk_se("A", tmp_path / "a"), disk_se("B", tmp_path / "b")
-    await add_ses(database, a, b)
-    await put_files(database, [a, b], [LFN])
-    ses = {"A": a, "B": b}
-    retired = await retire_many(database, [Deletion("d", LFN, ("B",))], ses)  # the deletion's first step
-    assert retired.targets == {"d": [(LFN, "B")]}
+    ses, retired = await retired_on_b(database, tmp_path)
     # meanwhile: the file is forced out, and a new one registered there, its bytes on B
     assert (await remove_files(database, ADMIN, [LFN], force=True))["successful"][LFN]["removed"]
     new = os.urandom(2048)
-    write_bytes(b, LFN, new)
+    write_bytes(ses["B"], LFN, new)
     assert not (await register_new_file(database, new))["failed"]
     # the deletion's last steps: the bytes (left alone: the record is another file's), the record
     assert not await delete_held_bytes(database, retired.places, ses, settings.storage_credentials)
     assert await remove_retired(database, [(LFN, "B")]) == set()
-    assert (se_root(b) / "vo/f").read_bytes() == new
+    assert (se_root(ses["B"]) / "vo/f").read_bytes() == new
     assert await replica_status(database, LFN, "B") == "available"
     assert not await moved_paths.held_by_others(database, [(LFN, "B", "another file")])  # the hold ended
 
@@ -57,10 +63,7 @@ async def test_a_file_registered_again_before_the_bytes_go_keeps_its_bytes(
 async def test_a_file_registered_while_the_bytes_go_is_refused_until_they_are_gone(
     database: AsyncDatabase[Document], settings: Settings, tmp_path: Path,
 ) -> None:
-    a, b = disk_se("A", tmp_path / "a"), disk_se("B", tmp_path / "b")
-    await add_ses(database, a, b)
-    await put_files(database, [a, b], [LFN])
-    retired = await retire_many(database, [Deletion("d", LFN, ("B",))], {"A": a, "B": b})
+    _, retired = await retired_on_b(database, tmp_path)
     place = retired.places[(LFN, "B")]
     await moved_paths.hold_for_deletion(database, [("B", place.path, place.guid)])  # the deletion, about to delete
     assert (await remove_files(database, ADMIN, [LFN], force=True))["successful"][LFN]["removed"]
