@@ -1,6 +1,7 @@
 """One rule the evaluator cannot evaluate does not stop the others: its error is kept on it and
 the pass goes on (a rule whose expression was stored before expressions had a depth bound raised
-out of every pass, first of all since it stays dirty, so no replicating rule moved on again)."""
+out of every pass, first of all since it stays dirty, so no replicating rule moved on again),
+and it is not called ok while it was never evaluated (it was: no locks counted, so "ok")."""
 
 from __future__ import annotations
 
@@ -30,3 +31,4 @@ async def test_a_rule_that_cannot_be_evaluated_does_not_stop_the_others(
     await run_until_ok(database, rule_settings(settings), good["_id"], timeout_s=30)
     kept = await store.get_rule(database, bad["_id"])
     assert "parentheses nest deeper" in kept["error"] and kept["dirty"], kept  # looked at again, first
+    assert kept["state"] != "ok", kept
