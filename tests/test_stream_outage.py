@@ -1,6 +1,7 @@
 """A streamed answer the database leaves mid-way ends in a way a client can tell from a complete
 one: NDJSON with an error line, Arrow and Parquet cut short (the error answer the middleware made
-once the body had begun went nowhere, and the client waited for the rest until its own timeout)."""
+once the body had begun went nowhere, and the client waited for the rest until its own timeout);
+one record the view cannot show ends an NDJSON stream with an error line too, not in a hang."""
 
 from __future__ import annotations
 
@@ -59,3 +60,16 @@ async def test_a_find_the_database_leaves_midway_does_not_look_complete(
         assert b'"error"' in body.splitlines()[-1], body[-300:]
     else:
         assert not complete
+
+
+async def test_a_record_that_breaks_its_view_ends_the_stream_with_an_error_line(
+    api: RunningApi, database: AsyncDatabase[Document],
+) -> None:
+    # a record stored before replicas always named their SE
+    await database["files"].insert_one({"_id": "/vo/odd", "size": 1, "owner": "root", "group": "admin", "mode": 0o644,
+                                        "replicas": [{"url": "file:///x"}]})
+    headers = {"Authorization": f"Bearer {api.admin_token}"}
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=20)) as http, http.post(
+            f"{api.url}/api/v1/find", json={"query": "size>=0"}, headers=headers) as resp:
+        body = await resp.read()
+    assert b'"error"' in body.splitlines()[-1], body[-300:]
