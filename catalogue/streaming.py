@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterable, AsyncIterator, Callable
 from typing import Any
 
@@ -10,6 +11,8 @@ from aiohttp import web
 
 from catalogue.tabular import FORMATS, Row, check_format, encode
 from kernel.web import stream_ndjson
+
+log = logging.getLogger("cairn.api")
 
 
 async def stream_rows(
@@ -29,7 +32,16 @@ async def stream_rows(
     response = web.StreamResponse(headers={
         "Content-Type": FORMATS[tabular], "Content-Disposition": f'attachment; filename="{filename}.{extension}"'})
     await response.prepare(request)
-    async for chunk in encode(rows(), schema, tabular):
-        await response.write(chunk)
+    try:
+        async for chunk in encode(rows(), schema, tabular):
+            await response.write(chunk)
+    except Exception:
+        # The headers are gone and a binary format has no room for an error line: cut the
+        # connection before the body's end, so the client sees an incomplete body. An error
+        # answer made now (the error middleware's) went nowhere, and the client waited forever.
+        log.exception("%s %s: the stream stopped midway; connection cut", request.method, request.path)
+        if request.transport is not None:
+            request.transport.abort()
+        return response
     await response.write_eof()
     return response

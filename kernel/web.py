@@ -334,9 +334,16 @@ async def stream_ndjson(request: web.Request, items: AsyncIterable[Any]) -> web.
                 await response.write(b"\n".join(batch))
                 batch.clear()
                 due = clock() + NDJSON_WAIT
-    except CairnError as exc:
+    except Exception as exc:
         # Headers are gone already: the last line carries the error so clients can tell
-        # a cut-short stream from a complete one.
+        # a cut-short stream from a complete one (an error answer made now went nowhere, and the
+        # client waited for the rest). The database down is a 503's error; anything else, one
+        # record the view could not show among them, an internal error's.
+        if isinstance(exc, UNAVAILABLE_ERRORS):
+            exc = ServiceUnavailable(f"database unavailable: {type(exc).__name__}")
+        if not isinstance(exc, CairnError):
+            log.exception("%s %s: the stream stopped midway", request.method, request.path)
+            exc = CairnError("internal error; the server log has the details")
         batch.append(jsonio.dumps_bytes({"error": exc.to_json()}))
     if batch:
         batch.append(b"")

@@ -18,6 +18,7 @@ directory, not datasets, so an attachment or detachment changes no transformatio
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
 from pymongo.asynchronous.database import AsyncDatabase
@@ -30,7 +31,9 @@ from catalogue.find import open_query, query_filter
 from catalogue.lfn import ROOT
 from catalogue.permissions import READ
 from catalogue.vos import confine_owner
+from kernel.daemon import retried
 from kernel.db import Document, read_by_ids
+from kernel.errors import CairnError
 from kernel.principal import Principal
 from productions import transformation_files, transformations
 
@@ -42,6 +45,7 @@ FEEDING = ("new", "active", "flushing", "stopped")
 # Events after which a file may no longer belong to a transformation.
 LEAVING_EVENTS = ("metadata_changed", "file_removed")
 BATCH = 1000
+log = logging.getLogger("cairn.productions")
 
 
 def group_key(doc: Document) -> str | None:
@@ -157,10 +161,28 @@ async def handle_events(db: AsyncDatabase[Document], events: list[change_feed.Ev
     leaving = sorted({e["did"] for e in events if e["kind"] in LEAVING_EVENTS} - directories)
     added = 0
     for doc in await transformations.running(db, FEEDING):
-        added += await feed_lfns(db, doc, files, leaving)
-        for directory in sorted(directories):
-            added += await feed_directory(db, doc, directory)
+        added += await _feed_isolated(db, doc, files, leaving, sorted(directories))
     return added
+
+
+async def _feed_isolated(db: AsyncDatabase[Document], doc: Document, files: Sequence[str], leaving: Sequence[str],
+                         directories: Sequence[str]) -> int:
+    """One transformation's share of a batch. Its own error (a query that compiles no more once a
+    field is declared) is kept on it and the feed goes on: the feed's position is everyone's, and
+    one transformation failing a batch held every transformation's feed at that batch. The
+    database down is no one transformation's fault: the batch stops, and is read again."""
+    try:
+        added = await feed_lfns(db, doc, files, leaving)
+        for directory in directories:
+            added += await feed_directory(db, doc, directory)
+        return added
+    except Exception as exc:
+        if retried(exc):
+            raise
+        log.exception("transformation %s: feeding failed; the feed goes on", doc["_id"])
+        await transformations.record_feed_error(db, doc["_id"], exc.message if isinstance(exc, CairnError)
+                                                else f"unexpected error: {type(exc).__name__}")
+        return 0
 
 
 async def follow(db: AsyncDatabase[Document], worker: str, *, lease_s: float) -> int:

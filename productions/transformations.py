@@ -144,6 +144,13 @@ async def set_state(db: AsyncDatabase[Document], transformation_id: str, from_st
             {"$set": {"state": state, "updated": now(), **fields}}, return_document=ReturnDocument.AFTER)
 
 
+async def record_feed_error(db: AsyncDatabase[Document], transformation_id: str, message: str) -> None:
+    """Keep why the change feed's last batch could not feed this transformation (its owner sees it)."""
+    with database_errors():
+        await db[TRANSFORMATIONS].update_one({"_id": transformation_id},
+                                             {"$set": {"feed_error": {"at": now(), "message": message[:1000]}}})
+
+
 async def change_state(db: AsyncDatabase[Document], doc: Document, from_states: tuple[str, ...],
                        state: str) -> Document:
     """A user's state change; Conflict when the transformation is not in a state it may leave."""
@@ -200,7 +207,8 @@ def public_view(doc: Document) -> dict[str, Any]:
     return {"id": doc["_id"], "name": doc["name"], "owner": doc["owner"], "state": doc["state"],
             "type": doc["spec"]["type"], "spec": doc["spec"], "tasks_created": doc.get("next_task", 0),
             "production": doc.get("production"), "created": doc["created"], "updated": doc["updated"],
-            **({"cleaned_summary": doc["cleaned_summary"]} if doc.get("cleaned_summary") else {})}
+            **({"cleaned_summary": doc["cleaned_summary"]} if doc.get("cleaned_summary") else {}),
+            **({"feed_error": doc["feed_error"]} if doc.get("feed_error") else {})}
 
 
 async def adopt_unowned(db: AsyncDatabase[Document], vo: str) -> int:

@@ -15,8 +15,9 @@ from abc import abstractmethod
 from pymongo.asynchronous.database import AsyncDatabase
 
 from kernel import lease
-from kernel.daemon import Daemon
+from kernel.daemon import Daemon, retried
 from kernel.db import Document
+from kernel.errors import CairnError
 from kernel.settings import Settings
 from rules import store
 
@@ -44,14 +45,31 @@ class RuleDaemon(Daemon):
 
     async def run_once(self) -> int:
         handled = 0
+        failed: list[str] = []  # rules whose work raised in this pass: not taken again in it
         for _ in range(RULES_PER_CYCLE):
             if self.stopping:
                 break
-            rule = await store.claim(self.db, self.worker, self.query(), lease_s=self.settings.lease_s, sort=self.sort)
+            rule = await store.claim(self.db, self.worker, _besides(self.query(), failed),
+                                     lease_s=self.settings.lease_s, sort=self.sort)
             if rule is None:
                 break
-            handled += await self.holding(rule)
+            handled += await self.isolated(rule, failed)
         return handled
+
+    async def isolated(self, rule: Document, failed: list[str]) -> int:
+        """`holding(rule)`; its own error is kept on the rule and the pass goes on (a rule that
+        raised stayed first in line, and every pass ended there, so no other rule moved on).
+        The database down is no one rule's fault: it stops the pass, and the daemon backs off."""
+        try:
+            return await self.holding(rule)
+        except Exception as exc:
+            if retried(exc):
+                raise
+            failed.append(rule["_id"])
+            log.exception("%s: rule %s failed; the others go on", self.name, rule["_id"])
+            reason = exc.message if isinstance(exc, CairnError) else f"unexpected error: {type(exc).__name__}"
+            await store.set_fields(self.db, rule["_id"], {"error": f"{self.name} failed: {reason}"[:2000]})
+            return 0
 
     async def holding(self, rule: Document) -> int:
         """`work_on(rule)`, renewing the rule's lease while it runs (`kernel.lease.while_held`)."""
@@ -61,3 +79,12 @@ class RuleDaemon(Daemon):
         if not held:
             log.warning("%s: lost the lease of rule %s; stopping its work", self.name, rule["_id"])
         return done or 0
+
+
+def _besides(query: Document | list[Document], failed: list[str]) -> Document | list[Document]:
+    """The query (each of several) without the rules in `failed`."""
+    if not failed:
+        return query
+    if isinstance(query, dict):
+        return {**query, "_id": {"$nin": failed}}
+    return [{**q, "_id": {"$nin": failed}} for q in query]

@@ -83,6 +83,8 @@ class RuleEvaluator(RuleDaemon):
         finally:
             current = await store.get_rule(self.db, rule["_id"])
             fields = settle(current)
+            if fields.get("state") == "ok" and current["state"] != "ok" and current.get("dirty"):
+                fields = {}  # not evaluated yet (its evaluation failed, or it changed meanwhile): not ok
             if fields.get("state") == "ok" and current["state"] != "ok" and current.get(claims.OWNER) == self.worker:
                 # Counted, not assumed, before a rule is called ok (and no longer looked at).
                 current.update({f"locks_{s}": n for s, n in (await locks.recount(self.db, rule["_id"])).items()})

@@ -97,7 +97,7 @@ class RuleRepairer(RuleDaemon):
                     await store.release(self.db, rule, self.worker, {})
                 break
             seen.add(rule["_id"])
-            handled += await self.holding(rule)
+            handled += await self.isolated(rule, [])
         return handled
 
     async def work_on(self, rule: Document) -> int:

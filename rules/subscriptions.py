@@ -15,6 +15,7 @@ created (over quota, no SE) is recorded in the subscription's `errors`.
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Sequence
 from typing import Any
@@ -27,6 +28,7 @@ from catalogue.authorization import authorize_rule_target, require_vo, vo_stamp
 from catalogue.datasets import DATASETS, did_within_reach
 from catalogue.directories import now
 from catalogue.vos import confine_owner, qualified
+from kernel.daemon import retried
 from kernel.db import Document, IndexSpec, database_errors, increment, read_by_ids, stamp_missing
 from kernel.errors import CairnError, Conflict, Forbidden, NotFound
 from kernel.patterns import compiled, searches
@@ -35,6 +37,7 @@ from rules.se_expression import validate
 from rules.store import RuleIn, RulePlacement, check_account, create_rule
 
 SUBSCRIPTIONS = "subscriptions"
+log = logging.getLogger("cairn.rules")
 MAX_ERRORS = 1000  # refusals kept per subscription (`_record`)
 
 INDEXES: list[IndexSpec] = []
@@ -148,8 +151,24 @@ async def apply_to_new(db: AsyncDatabase[Document], dids: Sequence[str]) -> int:
     new = sorted(found, key=lambda d: d["created"])
     made = 0
     for subscription in await list_subscriptions(db) if new else []:
-        made += await _apply(db, subscription, [d for d in new if d["created"] >= subscription["created"]])
+        made += await _apply_isolated(db, subscription, [d for d in new if d["created"] >= subscription["created"]])
     return made
+
+
+async def _apply_isolated(db: AsyncDatabase[Document], subscription: Document, new: list[Document]) -> int:
+    """`_apply`, its own error (a filter stored before filters had their checks) kept in its
+    `errors` while the others go on: the feed's position is every subscription's, and one
+    subscription's error held them all at that batch. The database down stops the batch."""
+    try:
+        return await _apply(db, subscription, new)
+    except Exception as exc:
+        if retried(exc):
+            raise
+        log.exception("subscription %s: not applied; the others go on", subscription["_id"])
+        reason = exc.errors()[0]["msg"] if isinstance(exc, ValidationError) else \
+            exc.message if isinstance(exc, CairnError) else type(exc).__name__
+        await _record(db, subscription, 0, {"subscription": f"not applied: {reason}"})
+        return 0
 
 
 async def _apply(db: AsyncDatabase[Document], subscription: Document, new: list[Document]) -> int:

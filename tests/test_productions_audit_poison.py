@@ -1,14 +1,17 @@
 """One user's transformation cannot stop everyone's: a job template that a file's metadata
 cannot fill (`%(run)c` with a run out of range, or one that gives a lone surrogate the database
 cannot store) fails that task with the reason; a transformation's unexpected error is logged and
-the daemon's pass goes on to the others. A database outage still stops the pass (the daemon
-backs off), whichever transformation meets it."""
+the daemon's pass goes on to the others; a query that compiles no more (a field declared since)
+is kept as that transformation's feed error and the change feed goes on. A database outage
+still stops the pass (the daemon backs off), whichever transformation meets it."""
 
 from __future__ import annotations
 
 import pytest
 from pymongo.asynchronous.database import AsyncDatabase
 
+from catalogue import change_feed
+from catalogue.metadata_fields import FieldDeclaration, declare_field
 from kernel.db import Document
 from productions.daemons import TransformationFeeder, TransformationTasks
 from tests.fixtures.api import RunningApi
@@ -67,6 +70,26 @@ async def test_a_transformation_that_fails_unexpectedly_does_not_stop_the_others
     await _passes(grid.db)
     assert [s for s, _ in await _task_states(grid.db, evil)] == ["created"]  # left as it was
     assert [s for s, _ in await _task_states(grid.db, good)] == ["submitted"]
+
+
+async def test_a_transformation_whose_query_no_longer_compiles_does_not_stop_the_feed(
+    api: RunningApi, grid: Grid,
+) -> None:
+    good = await _alices_transformation(api, grid)
+    async with api.client(api.token(sub="mallory", vo="cta", groups=("cta",), scopes=USER)) as mallory:
+        evil = (await mallory.add_transformation({
+            "name": "evil", "input_query": "run=abc", "input_path": "/cta",
+            "job": {"executable": "/bin/true"}}))["id"]
+    await TransformationFeeder(grid.db).run_once()
+    # an administrator's routine declaration: `run=abc` compiles no more
+    await declare_field(grid.db, FieldDeclaration(key="run", type="int"))
+    await grid.add_file("/cta/good/1.raw", b"x", [SE], meta={"kind": "good", "run": 8})
+    await change_feed.append(grid.db, [change_feed.event("file_registered", "/cta/good/1.raw")])
+    await TransformationFeeder(grid.db).run_once()
+    fed = {(f["transformation"], f["lfn"]) async for f in grid.db["transformation_files"].find({})}
+    assert fed == {(good, "/cta/good/0.raw"), (good, "/cta/good/1.raw")}
+    kept = await grid.db["transformations"].find_one({"_id": evil})
+    assert kept is not None and "run is an int" in kept["feed_error"]["message"]
 
 
 async def test_a_database_outage_during_a_transformations_work_stops_the_pass(

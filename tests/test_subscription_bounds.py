@@ -55,6 +55,20 @@ async def test_a_bad_stored_template_is_an_error_of_its_own_and_the_others_go_on
     assert poison is not None and "the subscription's rule is not valid" in poison["errors"]["vo:raw1"]
 
 
+async def test_a_filter_stored_before_its_checks_is_an_error_of_its_own_and_the_others_go_on(
+    api: RunningApi, admin: Client, database: AsyncDatabase[Document], tiered: list[str],
+) -> None:
+    await admin.add_subscription("good", {"copies": 1, "expression": "tier=1"}, filter={"name_pattern": "^raw"})
+    await admin.add_subscription("aaa-poison", {"copies": 1, "expression": "tier=1"}, filter={"name_pattern": "^raw"})
+    # stored before patterns were RE2's (a backreference)
+    await database["subscriptions"].update_one({"_id": "aaa-poison"}, {"$set": {"filter.name_pattern": r"(a)\1"}})
+    await dataset_on_src(database, "vo:raw1", ["/vo/raw1/f"])
+    await RuleSubscriber(api.settings, database).run(max_cycles=3)
+    assert await _rules_on(admin) == {"vo:raw1"}
+    poison = await database["subscriptions"].find_one({"_id": "aaa-poison"})
+    assert poison is not None and "not applied" in poison["errors"]["subscription"], poison
+
+
 async def test_a_name_pattern_is_matched_in_linear_time(
     api: RunningApi, admin: Client, database: AsyncDatabase[Document], tiered: list[str],
 ) -> None:

@@ -24,6 +24,7 @@ import os
 import shlex
 import sys
 import uuid
+from collections.abc import Awaitable
 from pathlib import Path
 
 from pydantic import Field
@@ -32,7 +33,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from catalogue.site_queues import SiteQueue, list_queues
 from kernel import lease
-from kernel.daemon import Daemon
+from kernel.daemon import Daemon, retried
 from kernel.db import Document
 from kernel.settings import Settings
 from kernel.tokens import BuiltinIssuer
@@ -103,11 +104,26 @@ class PilotFactory(Daemon):
             async def keep(lease_name: str = name) -> bool:
                 return await lease.acquire(self.db, lease_name, self.worker, lease_s=self.config.lease_s)
 
-            held, result = await lease.while_held(self.cycle(queue_config(queue)), keep,
-                                                  every_s=self.config.lease_s / 3)
+            held, result = await self._isolated(queue, lease.while_held(self.cycle(queue_config(queue)), keep,
+                                                                        every_s=self.config.lease_s / 3))
             if held and result:
                 handled += result
         return handled
+
+    async def _isolated(self, queue: SiteQueue, work: Awaitable[tuple[bool, int | None]]) -> tuple[bool, int | None]:
+        """One queue's pass. Its batch system down (or its own unexpected error) is logged and the
+        other queues go on: one site's Slurm controller down stopped every site's pilots. The
+        database down is no one queue's fault: it stops the pass, and the daemon backs off."""
+        try:
+            return await work
+        except BatchError as exc:
+            log.warning("queue %s:%s: its batch system failed (%s); the other queues go on",
+                        queue.site, queue.name, exc)
+        except Exception as exc:
+            if retried(exc):
+                raise
+            log.exception("queue %s:%s failed; the other queues go on", queue.site, queue.name)
+        return False, None
 
     async def cycle(self, queue: QueueConfig) -> int:
         """Reconcile, follow and submit for one queue; how many pilots were submitted."""
