@@ -138,14 +138,16 @@ class TapePlugin(StoragePlugin):
             "ready_at": now + self.options.stage_delay_s,
             "pin_lifetime_s": pin_lifetime_s or self.options.pin_lifetime_s,
         }
-        await asyncio.to_thread(write_json, self._request_file(request_id), record)
+        with mapped_os_errors(urls[0]):  # the cache's disk full or gone: unavailable, not a crash
+            await asyncio.to_thread(write_json, self._request_file(request_id), record)
         self._tasks[request_id] = asyncio.create_task(self._stage_later(request_id))
         return request_id
 
     async def poll_bring_online(self, request_id: str) -> dict[str, StageStatus]:
         """The status of each file of a request: queued, online, failed, evicted (no live pin is
         left on its staged copy: they expired or were released), or released before it was staged."""
-        record = await asyncio.to_thread(read_json, self._request_file(request_id))
+        with mapped_os_errors(f"bring-online request {request_id}"):
+            record = await asyncio.to_thread(read_json, self._request_file(request_id))
         if record is None:
             raise NotFound(f"tape bring-online request {request_id}: no such request")
         if time.time() >= record["ready_at"] and "queued" in record["files"].values():

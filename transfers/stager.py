@@ -35,7 +35,7 @@ from storage_plugins.tape import TapePlugin
 from transfers import request_claims as rc
 from transfers import requests as rq
 from transfers.endpoints import tape_endpoint
-from transfers.failures import file_replaced
+from transfers.failures import classify, file_replaced
 
 log = logging.getLogger("cairn.stager")
 
@@ -121,6 +121,9 @@ class Stager(Daemon):
         try:
             plugin, url = await self._tape_url(se_name, storage_lfn(lfn, replica), replica.get("url"))
             stage_id = await plugin.bring_online([url], pin_lifetime_s=self._lifetime(request))
+        except ServiceUnavailable as exc:  # the tape system is away: asked again after a backoff
+            return rq.failure_end(request, classify(exc), base_s=self.settings.retry_base_s,
+                                  cap_s=self.settings.retry_cap_s)
         except CairnError as exc:
             return _failed(request, exc.message, "staging_failed")
         return rq.End(request["_id"], {"state": "staging", "stage": {
@@ -141,6 +144,9 @@ class Stager(Daemon):
                 stage_id = await plugin.bring_online([url], pin_lifetime_s=self._lifetime(request))
                 return rq.End(request["_id"], {"stage.request_id": stage_id, "stage.next_poll": rq.now() + dt.timedelta(
                     seconds=self.settings.stage_poll_s)}, final=False, attempts=request.get("attempts"))
+        except ServiceUnavailable as exc:  # the tape system is away: its request is polled again later
+            log.warning("%s: poll postponed: %s", request["lfn"], exc.message)
+            return "poll_later"
         except (CairnError, KeyError) as exc:
             return _failed(request, f"staging {request['lfn']}: {exc}", "staging_failed")
         if status == "online":
