@@ -21,7 +21,7 @@ OWNERS = {
     "files": "catalogue", "directories": "catalogue", "datasets": "catalogue", "dataset_files": "catalogue",
     "moved_paths": "catalogue",
     "container_children": "catalogue", "usage": "catalogue", "usage_claims": "catalogue",
-    "storage_elements": "catalogue", "sites": "catalogue", "vos": "catalogue",
+    "storage_elements": "catalogue", "sites": "catalogue", "vos": "catalogue", "retired_vos": "catalogue",
     "metadata_fields": "catalogue", "meta_effective": "catalogue", "meta_origin": "catalogue",
     "rules": "rules", "locks": "rules", "subscriptions": "rules", "quotas": "rules", "account_usage": "rules",
     "catalogue_events": "catalogue", "feed_consumers": "catalogue",
