@@ -7,12 +7,12 @@ Every file and directory carries three maps:
 - `meta_origin`: for each effective key, the path whose own value it is.
 
 New entries copy the effective maps of their nearest existing ancestor (already fetched, with
-one `_id $in`, for the ACL check). Changing a directory's key `k` is one `update_many` per
-collection over the subtree: entries whose `k` came from this directory or from farther up (or
-from nowhere) take the new value; entries whose `k` comes from a nearer directory, or is their
-own, keep theirs. So a metadata query is always a single query on `meta_effective`. The subtree
-stops at another VO's root nested in it: that VO's entries inherit nothing from the directories
-of the VO above.
+one `_id $in`, for the ACL check). Changing a directory's keys is one `update_many` per
+collection over the subtree for all the keys of the call (`_propagate`): entries whose key came
+from this directory or from farther up (or from nowhere) take the new value; entries whose key
+comes from a nearer directory, or is their own, keep theirs. So a metadata query is always a
+single query on `meta_effective`. The subtree stops at another VO's root nested in it: that
+VO's entries inherit nothing from the directories of the VO above.
 
 There is no transaction: a file registered while its directory's value is being changed may
 keep the value it copied at registration; setting the directory's value again repairs it.
@@ -25,7 +25,7 @@ for a caller without r (`catalogue.namespace.shown_entry`), and /find shows only
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from pymongo.asynchronous.collection import AsyncCollection
@@ -41,6 +41,10 @@ from catalogue.vos import Vo, registry, vo_of_path
 from kernel.db import Document, database_errors
 from kernel.errors import InvalidInput, NotFound
 from kernel.principal import Principal
+
+MAX_KEYS_PER_CALL = 100
+"""Most keys one call sets or removes: a directory's values are written to every entry below it,
+so the keys of a call multiply that work (dozens of keys per directory is generous)."""
 
 
 def inherited(path: str, dirs: Mapping[str, Mapping[str, Any]]) -> tuple[dict[str, Any], dict[str, str]]:
@@ -106,18 +110,58 @@ async def _writable(
     return doc, collection, dirs
 
 
-def _subtree_of(path: str, key: str, origins: Iterable[str | None], leaving_out: Iterable[str] = ()) -> dict[str, Any]:
-    """Entries strictly below `path` whose `key` comes from one of `origins` (None: from nowhere),
-    but for the directories `leaving_out` and what is below them."""
-    named = [o for o in origins if o is not None]
-    alternatives: list[dict[str, Any]] = [{f"{ORIGIN}.{key}": {"$in": named}}]
+def _inherits(key: str, origins: Iterable[str | None]) -> dict[str, Any]:
+    """Entries whose `key` comes from one of `origins` (None: from nowhere)."""
+    origins = list(origins)
+    alternatives: list[dict[str, Any]] = [{f"{ORIGIN}.{key}": {"$in": [o for o in origins if o is not None]}}]
     if None in origins:
         alternatives.append({f"{ORIGIN}.{key}": {"$exists": False}})
-    flt: dict[str, Any] = {"_id": {"$regex": descendant_pattern(path)}, "$or": alternatives}
-    # `dir` itself, then `dir/` .. `dir0` ('0' follows '/'): its subtree, a range of the `_id` index
-    outside = [clause for d in leaving_out for clause in (
-        {"_id": {"$ne": d}}, {"$or": [{"_id": {"$lt": d + "/"}}, {"_id": {"$gte": d + "0"}}]})]
-    return {**flt, "$and": outside} if outside else flt
+    return {"$or": alternatives}
+
+
+def _below(path: str, leaving_out: Iterable[str]) -> list[dict[str, Any]]:
+    """Clauses for the entries strictly below `path` but for the directories `leaving_out` and
+    what is below them (`dir/` .. `dir0`, '0' following '/', is a directory's subtree)."""
+    return [{"_id": {"$regex": descendant_pattern(path)}}, *(clause for d in leaving_out for clause in (
+        {"_id": {"$ne": d}}, {"$or": [{"_id": {"$lt": d + "/"}}, {"_id": {"$gte": d + "0"}}]}))]
+
+
+def _merged(updates: Iterable[Mapping[str, Mapping[str, Any]]]) -> dict[str, dict[str, Any]]:
+    merged: dict[str, dict[str, Any]] = {}
+    for update in updates:
+        for operator, fields in update.items():
+            merged.setdefault(operator, {}).update(fields)
+    return merged
+
+
+async def _propagate(db: AsyncDatabase[Document], path: str, leaving_out: Iterable[str],
+                     origins: Sequence[str | None], updates: Mapping[str, Mapping[str, Any]]) -> None:
+    """Apply each key's update to the entries below `path` whose key comes from `origins`.
+
+    One `update_many` per collection covers the entries where every key does (the usual case);
+    then one read finds the entries where only some keys do (below a directory with values of
+    its own), and they are updated grouped by which keys. So the subtree is scanned a fixed
+    number of times however many keys one call carries (a scan per key let a single call of
+    1000 keys hold the database for many minutes)."""
+    below = _below(path, leaving_out)
+    every = [_inherits(key, origins) for key in sorted(updates)]
+    for name in (DIRECTORIES, FILES):
+        await db[name].update_many({"$and": [*below, *every]}, _merged(updates.values()))
+        if len(every) == 1:
+            continue
+        # Read to its end before writing (FerretDB's SQLite backend blocks writers behind a cursor).
+        partial = await db[name].find({"$and": [*below, {"$or": every}, {"$nor": [{"$and": every}]}]},
+                                      {f"{ORIGIN}.{key}": 1 for key in updates}).to_list()
+        groups: dict[tuple[str, ...], list[str]] = {}
+        for doc in partial:
+            have = doc.get(ORIGIN) or {}
+            keys = tuple(k for k in sorted(updates) if have.get(k) in origins)
+            groups.setdefault(keys, []).append(doc["_id"])
+        for keys, ids in groups.items():
+            for start in range(0, len(ids), 10_000):
+                await db[name].update_many(
+                    {"$and": [{"_id": {"$in": ids[start:start + 10_000]}}, *(_inherits(k, origins) for k in keys)]},
+                    _merged(updates[k] for k in keys))
 
 
 def _other_vos_below(vos: dict[str, Vo], path: str) -> list[str]:
@@ -148,10 +192,8 @@ async def set_metadata(
             # Index: `_id` prefix range on MongoDB (the subtree), then the origin test.
             farther = [*ancestors(path), path, None]
             foreign = _other_vos_below(vos, path)
-            for key, value in typed.items():
-                update = {"$set": {f"{EFFECTIVE}.{key}": value, f"{ORIGIN}.{key}": path}}
-                for name in (DIRECTORIES, FILES):
-                    await db[name].update_many(_subtree_of(path, key, farther, foreign), update)
+            await _propagate(db, path, foreign, farther, {key: {"$set": {
+                f"{EFFECTIVE}.{key}": value, f"{ORIGIN}.{key}": path}} for key, value in typed.items()})
     await change_feed.append(db, [change_feed.event("metadata_changed", path, keys=sorted(typed))])
     return await _written(db, path)
 
@@ -168,21 +210,21 @@ async def remove_metadata(
     foreign = _other_vos_below(await registry(db), path)
     fallback_values, fallback_origins = inherited(path, dirs)
     own = doc.get("meta") or {}
+    updates: dict[str, dict[str, Any]] = {}
     for key in wanted:
         if key not in own:
             continue
         if key in fallback_values:
-            update: dict[str, Any] = {"$set": {f"{EFFECTIVE}.{key}": fallback_values[key],
-                                               f"{ORIGIN}.{key}": fallback_origins[key]}}
+            updates[key] = {"$set": {f"{EFFECTIVE}.{key}": fallback_values[key],
+                                     f"{ORIGIN}.{key}": fallback_origins[key]}}
         else:
-            update = {"$unset": {f"{EFFECTIVE}.{key}": "", f"{ORIGIN}.{key}": ""}}
-        with database_errors():
-            await collection.update_one({"_id": path}, {**update, "$unset": {
-                f"meta.{key}": "", **update.get("$unset", {})}})
-            if collection.name == DIRECTORIES:
-                for name in (DIRECTORIES, FILES):
-                    await db[name].update_many(_subtree_of(path, key, [path], foreign), update)
+            updates[key] = {"$unset": {f"{EFFECTIVE}.{key}": "", f"{ORIGIN}.{key}": ""}}
     with database_errors():
+        if updates:
+            own_update = _merged([*updates.values(), {"$unset": {f"meta.{key}": "" for key in updates}}])
+            await collection.update_one({"_id": path}, own_update)
+            if collection.name == DIRECTORIES:
+                await _propagate(db, path, foreign, [path], updates)
         await collection.update_one({"_id": path}, {"$set": {"modified": now()}})
     await change_feed.append(db, [change_feed.event("metadata_changed", path, keys=sorted(wanted))])
     return await _written(db, path)

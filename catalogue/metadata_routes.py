@@ -28,14 +28,14 @@ class SetBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     path: str
-    values: dict[str, Any] = Field(..., min_length=1, max_length=1000)
+    values: dict[str, Any] = Field(..., min_length=1, max_length=metadata.MAX_KEYS_PER_CALL)
 
 
 class RemoveBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     path: str
-    keys: list[str] = Field(..., min_length=1, max_length=1000)
+    keys: list[str] = Field(..., min_length=1, max_length=metadata.MAX_KEYS_PER_CALL)
 
 
 class FindBody(BaseModel):
