@@ -99,7 +99,8 @@ async def walk(db: AsyncDatabase[Document], lfn: str, direction: Direction, dept
         else:
             with database_errors():
                 # Index: files_by_ancestors (multikey).
-                cursor = db[FILES].find({"ancestors": {"$in": sorted(level_docs)}}, {"ancestors": 1})
+                # Only the names: a descendant's own `ancestors` (perhaps thousands) are not needed.
+                cursor = db[FILES].find({"ancestors": {"$in": sorted(level_docs)}}, {"_id": 1})
                 docs = await cursor.to_list()
             level_docs = await _seen_by(visible, {d["_id"]: d for d in docs if d["_id"] not in seen})
             found = [{"lfn": n, "depth": level, "exists": True} for n in sorted(level_docs)]
