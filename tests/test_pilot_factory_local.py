@@ -14,7 +14,7 @@ from catalogue.site_queues import SiteQueue, put_queue
 from catalogue.sites import Site, put_site
 from tests.fixtures.api import RunningApi
 from tests.fixtures.cli import run_cli
-from tests.fixtures.grid import Grid, check_all, wait_for
+from tests.fixtures.grid import Grid, check_all, factory_until_pilots_done, wait_for
 from wms import pilot_records
 from wms.config import WmsSettings
 from wms.pilot_factory import FactorySettings, PilotFactory
@@ -74,17 +74,7 @@ async def test_queues_pilots_and_job_links_through_the_cli(
     async with api.client(api.token(sub="alice", scopes=USER)) as alice:
         [job_id] = await alice.submit_jobs([{"executable": "/bin/true", "input_data": ["/cta/c.dat"]}])
     await check_all(grid.db, wms_config)
-    factory = PilotFactory(grid.db, api.settings, FactorySettings(
-        api_url=api.url, work_dir=tmp_path / "factory", poll_s=0.3, pilot_idle_s=1), api.issuer)
-    task = asyncio.create_task(factory.run())
-    try:
-        deadline = time.monotonic() + 60
-        while not (docs := await pilot_records.list_pilots(grid.db, site="SITE-C")) or docs[0]["state"] != "done":
-            assert time.monotonic() < deadline, docs
-            await asyncio.sleep(0.2)
-    finally:
-        factory.stop()
-        await task
+    await factory_until_pilots_done(api, grid.db, tmp_path / "factory", "SITE-C")
     alice_token = api.token(sub="alice", scopes=USER)
     [listed] = json.loads((await run_cli(api.url, alice_token, "pilots", "list", "--json")).stdout)
     shown = json.loads((await run_cli(api.url, alice_token, "pilots", "show", listed["name"], "--json")).stdout)

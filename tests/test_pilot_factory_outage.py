@@ -4,8 +4,6 @@ so no queue after it, at any site, got a pilot)."""
 
 from __future__ import annotations
 
-import asyncio
-import time
 from pathlib import Path
 
 import pytest
@@ -14,10 +12,9 @@ from cairn.embedded_db import free_port
 from catalogue.site_queues import SiteQueue, put_queue
 from catalogue.sites import Site, put_site
 from tests.fixtures.api import RunningApi
-from tests.fixtures.grid import Grid, check_all, wait_for
+from tests.fixtures.grid import Grid, check_all, factory_until_pilots_done, wait_for
 from wms import pilot_records
 from wms.config import WmsSettings
-from wms.pilot_factory import FactorySettings, PilotFactory
 
 USER = ("jobs.read", "jobs.write")
 
@@ -46,18 +43,7 @@ async def test_a_queue_whose_batch_system_is_down_does_not_stop_the_other_queues
     async with api.client(api.token(sub="alice", scopes=USER)) as alice:
         ids = await alice.submit_jobs([{"executable": "/bin/true", "input_data": ["/cta/b.dat"]}])
     await check_all(grid.db, wms_config)
-    factory = PilotFactory(grid.db, api.settings, FactorySettings(
-        api_url=api.url, work_dir=tmp_path / "factory", poll_s=0.3, pilot_idle_s=1), api.issuer)
-    task = asyncio.create_task(factory.run())
-    try:
-        deadline = time.monotonic() + 60
-        while not (docs := await pilot_records.list_pilots(grid.db, site="SITE-B")) \
-                or any(d["state"] != "done" for d in docs):
-            assert time.monotonic() < deadline, docs
-            await asyncio.sleep(0.2)
-    finally:
-        factory.stop()
-        await task
+    await factory_until_pilots_done(api, grid.db, tmp_path / "factory", "SITE-B")
     assert [j["site"] for j in await wait_for(grid.db, ids, {"done"})] == ["SITE-B"]
     old = await pilot_records.list_pilots(grid.db, site="SITE-A")
     assert [(p["_id"], p["state"]) for p in old] == [("SITE-A.batch.old", "waiting")]  # left as it was
