@@ -17,10 +17,14 @@ import random
 import signal
 import socket
 from abc import ABC, abstractmethod
+from collections.abc import Awaitable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from kernel.documents import unavailable_errors
-from kernel.errors import ServiceUnavailable
+from kernel.errors import CairnError, ServiceUnavailable
+
+T = TypeVar("T")
 
 log = logging.getLogger("cairn.daemon")
 
@@ -30,6 +34,20 @@ def retried(exc: Exception) -> bool:
     The driver's errors are looked up only then (the pilot, a daemon with no database, does not
     load the driver to start)."""
     return isinstance(exc, (ServiceUnavailable, *unavailable_errors()))
+
+
+async def one_of_many(work: Awaitable[T], what: str, logger: logging.Logger) -> tuple[T | None, str | None]:
+    """One item's work in a pass over many (a rule, a subscription, a transformation, a queue):
+    its result, or, when it raised, None and why (logged), for the caller to keep on the item
+    while the others go on, so that one user's item never stops a daemon for everyone. A
+    dependency down is no one item's fault: it propagates, the pass stops, the daemon backs off."""
+    try:
+        return await work, None
+    except Exception as exc:
+        if retried(exc):
+            raise
+        logger.exception("%s failed; the others go on", what)
+        return None, exc.message if isinstance(exc, CairnError) else f"unexpected error: {type(exc).__name__}"
 
 
 @dataclass

@@ -12,7 +12,7 @@ from typing import Any
 from pymongo.asynchronous.database import AsyncDatabase
 
 from kernel import lease
-from kernel.daemon import Daemon, retried
+from kernel.daemon import Daemon, one_of_many
 from kernel.db import Document
 from productions import feeding, monitoring, production, task_creation, task_submission, transformations
 
@@ -35,18 +35,12 @@ class _PerTransformation(Daemon):
         return handled
 
     async def _isolated(self, doc: Document, work: Callable[[Document], Coroutine[Any, Any, int]]) -> int:
-        """One transformation's work under its lease. Its unexpected error is logged and the
-        others go on (one user's transformation must not stop everyone's); the database being
-        down is no one transformation's fault: it stops the pass, and the daemon backs off."""
-        try:
-            _, done = await lease.under_named_lease(self.db, f"{self.name}:{doc['_id']}", self.worker, work(doc),
-                                                    lease_s=LEASE_S)
-        except Exception as exc:
-            if retried(exc):
-                raise
-            log.exception("%s: transformation %s failed; the others go on", self.name, doc["_id"])
-            return 0
-        return done or 0
+        """One transformation's work under its lease (`kernel.daemon.one_of_many`: its error is
+        logged and the others go on; the database down stops the pass)."""
+        work_under_lease = lease.under_named_lease(self.db, f"{self.name}:{doc['_id']}", self.worker, work(doc),
+                                                   lease_s=LEASE_S)
+        outcome, _ = await one_of_many(work_under_lease, f"{self.name}: transformation {doc['_id']}", log)
+        return (outcome[1] or 0) if outcome else 0
 
 
 class TransformationFeeder(_PerTransformation):

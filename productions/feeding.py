@@ -31,9 +31,8 @@ from catalogue.find import open_query, query_filter
 from catalogue.lfn import ROOT
 from catalogue.permissions import READ
 from catalogue.vos import confine_owner
-from kernel.daemon import retried
+from kernel.daemon import one_of_many
 from kernel.db import Document, read_by_ids
-from kernel.errors import CairnError
 from kernel.principal import Principal
 from productions import transformation_files, transformations
 
@@ -169,20 +168,17 @@ async def _feed_isolated(db: AsyncDatabase[Document], doc: Document, files: Sequ
                          directories: Sequence[str]) -> int:
     """One transformation's share of a batch. Its own error (a query that compiles no more once a
     field is declared) is kept on it and the feed goes on: the feed's position is everyone's, and
-    one transformation failing a batch held every transformation's feed at that batch. The
-    database down is no one transformation's fault: the batch stops, and is read again."""
-    try:
+    one transformation failing a batch held every transformation's feed at that batch."""
+    async def feed() -> int:
         added = await feed_lfns(db, doc, files, leaving)
         for directory in directories:
             added += await feed_directory(db, doc, directory)
         return added
-    except Exception as exc:
-        if retried(exc):
-            raise
-        log.exception("transformation %s: feeding failed; the feed goes on", doc["_id"])
-        await transformations.record_feed_error(db, doc["_id"], exc.message if isinstance(exc, CairnError)
-                                                else f"unexpected error: {type(exc).__name__}")
-        return 0
+
+    added, why = await one_of_many(feed(), f"transformation {doc['_id']}: feeding", log)
+    if why is not None:
+        await transformations.record_feed_error(db, doc["_id"], why)
+    return added or 0
 
 
 async def follow(db: AsyncDatabase[Document], worker: str, *, lease_s: float) -> int:

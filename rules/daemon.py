@@ -15,9 +15,8 @@ from abc import abstractmethod
 from pymongo.asynchronous.database import AsyncDatabase
 
 from kernel import lease
-from kernel.daemon import Daemon, retried
+from kernel.daemon import Daemon, one_of_many
 from kernel.db import Document
-from kernel.errors import CairnError
 from kernel.settings import Settings
 from rules import store
 
@@ -58,18 +57,13 @@ class RuleDaemon(Daemon):
 
     async def isolated(self, rule: Document, failed: list[str]) -> int:
         """`holding(rule)`; its own error is kept on the rule and the pass goes on (a rule that
-        raised stayed first in line, and every pass ended there, so no other rule moved on).
-        The database down is no one rule's fault: it stops the pass, and the daemon backs off."""
-        try:
-            return await self.holding(rule)
-        except Exception as exc:
-            if retried(exc):
-                raise
-            failed.append(rule["_id"])
-            log.exception("%s: rule %s failed; the others go on", self.name, rule["_id"])
-            reason = exc.message if isinstance(exc, CairnError) else f"unexpected error: {type(exc).__name__}"
-            await store.set_fields(self.db, rule["_id"], {"error": f"{self.name} failed: {reason}"[:2000]})
-            return 0
+        raised stayed first in line, and every pass ended there, so no other rule moved on)."""
+        done, why = await one_of_many(self.holding(rule), f"{self.name}: rule {rule['_id']}", log)
+        if why is None:
+            return done or 0
+        failed.append(rule["_id"])
+        await store.set_fields(self.db, rule["_id"], {"error": f"{self.name} failed: {why}"[:2000]})
+        return 0
 
     async def holding(self, rule: Document) -> int:
         """`work_on(rule)`, renewing the rule's lease while it runs (`kernel.lease.while_held`)."""

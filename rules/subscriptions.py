@@ -28,9 +28,9 @@ from catalogue.authorization import authorize_rule_target, require_vo, vo_stamp
 from catalogue.datasets import DATASETS, did_within_reach
 from catalogue.directories import now
 from catalogue.vos import confine_owner, qualified
-from kernel.daemon import retried
+from kernel.daemon import one_of_many
 from kernel.db import Document, IndexSpec, database_errors, increment, read_by_ids, stamp_missing
-from kernel.errors import CairnError, Conflict, Forbidden, NotFound
+from kernel.errors import CairnError, Conflict, Forbidden, InvalidInput, NotFound
 from kernel.patterns import compiled, searches
 from kernel.principal import DEFAULT_VO, Principal
 from rules.se_expression import validate
@@ -158,17 +158,17 @@ async def apply_to_new(db: AsyncDatabase[Document], dids: Sequence[str]) -> int:
 async def _apply_isolated(db: AsyncDatabase[Document], subscription: Document, new: list[Document]) -> int:
     """`_apply`, its own error (a filter stored before filters had their checks) kept in its
     `errors` while the others go on: the feed's position is every subscription's, and one
-    subscription's error held them all at that batch. The database down stops the batch."""
-    try:
-        return await _apply(db, subscription, new)
-    except Exception as exc:
-        if retried(exc):
-            raise
-        log.exception("subscription %s: not applied; the others go on", subscription["_id"])
-        reason = exc.errors()[0]["msg"] if isinstance(exc, ValidationError) else \
-            exc.message if isinstance(exc, CairnError) else type(exc).__name__
-        await _record(db, subscription, 0, {"subscription": f"not applied: {reason}"})
-        return 0
+    subscription's error held them all at that batch."""
+    async def apply() -> int:
+        try:
+            return await _apply(db, subscription, new)
+        except ValidationError as exc:  # its stored filter: said as pydantic says what is wrong with it
+            raise InvalidInput(exc.errors()[0]["msg"]) from exc
+
+    made, why = await one_of_many(apply(), f"subscription {subscription['_id']}", log)
+    if why is not None:
+        await _record(db, subscription, 0, {"subscription": f"not applied: {why}"})
+    return made or 0
 
 
 async def _apply(db: AsyncDatabase[Document], subscription: Document, new: list[Document]) -> int:
