@@ -32,7 +32,13 @@ def keep_memory_private() -> None:
             raise OSError(ctypes.get_errno(), "prctl(PR_SET_DUMPABLE, 0) failed")
 
 
-def without_settings(environ: Mapping[str, str], names: Iterable[str]) -> dict[str, str]:
+# The settings that hold a process's secrets (its token, the SEs' credentials, the database's
+# address, the signing key's path): never passed on to a process that runs others' code or that
+# gets secrets of its own (a pilot from its factory, a payload from its pilot).
+SECRET_SETTINGS = ("CAIRN_TOKEN", "CAIRN_STORAGE_CREDENTIALS", "CAIRN_MONGODB_URI", "CAIRN_SIGNING_KEY_FILE")
+
+
+def without_settings(environ: Mapping[str, str], names: Iterable[str] = SECRET_SETTINGS) -> dict[str, str]:
     """environ less the settings `names` (CAIRN_... variables), their nested `__` forms too, in any
     case, as the settings read them."""
     wanted = tuple(name.upper() for name in names)

@@ -42,8 +42,6 @@ from wms.config import WmsSettings
 from wms.payload_account import PayloadAccount
 from wms.pilot_data import Credentials, DataAccessError, fetch, put
 
-# What the pilot's environment holds for the pilot alone (see `payload_environment`).
-PILOT_SECRETS = ("CAIRN_TOKEN", "CAIRN_STORAGE_CREDENTIALS", "CAIRN_MONGODB_URI", "CAIRN_SIGNING_KEY_FILE")
 # How long a payload killed by SIGTERM waits for the pilot's own SIGTERM (a batch cancel) to arrive.
 SIGNAL_GRACE_S = 2.0
 
@@ -302,10 +300,10 @@ class Pilot(Daemon):
 
 
 def payload_environment(environ: Mapping[str, str]) -> dict[str, str]:
-    """The pilot's environment less its secrets (PILOT_SECRETS): the payload runs as its user,
-    and the SEs' credentials would give it every VO's bytes on them, the pilot's token every
-    job's reports."""
-    return without_settings(environ, PILOT_SECRETS)
+    """The pilot's environment less its secrets (`kernel.process.SECRET_SETTINGS`): the payload
+    runs as its user, and the SEs' credentials would give it every VO's bytes on them, the
+    pilot's token every job's reports."""
+    return without_settings(environ)
 
 
 def _fresh_dir(path: Path) -> None:

@@ -11,9 +11,6 @@ from pathlib import Path
 
 from kernel.process import without_settings
 
-# The factory's own secrets (it runs beside the API server): what a pilot is never given. Its
-# token and the SEs' credentials it gets in its spec's env.
-SERVER_SECRETS = ("CAIRN_MONGODB_URI", "CAIRN_SIGNING_KEY_FILE", "CAIRN_TOKEN", "CAIRN_STORAGE_CREDENTIALS")
 WAITING, RUNNING, DONE, FAILED, ABORTED, LOST = "waiting", "running", "done", "failed", "aborted", "lost"
 ACTIVE = (WAITING, RUNNING)
 FINAL = (DONE, FAILED, ABORTED, LOST)
@@ -33,10 +30,11 @@ class PilotSpec:
 
 
 def pilot_environment(spec: PilotSpec) -> dict[str, str]:
-    """The environment a pilot starts with: the factory's less SERVER_SECRETS, and the spec's.
+    """The environment a pilot starts with: the factory's less its secrets
+    (`kernel.process.SECRET_SETTINGS`), and the spec's (the pilot's own token, the SEs' credentials).
     Backends hand it over as the environment, never written in a script the batch system keeps
     (a payload can read its job's script back: `scontrol write batch_script`)."""
-    return {**without_settings(os.environ, SERVER_SECRETS), **spec.env}
+    return {**without_settings(os.environ), **spec.env}
 
 
 @dataclass(frozen=True)
