@@ -45,6 +45,7 @@ def route_tables() -> list[ApiRoutes]:
         dataset_routes,
         feed_routes,
         file_routes,
+        identity_routes,
         metadata_routes,
         namespace_routes,
         provenance_routes,
@@ -65,7 +66,8 @@ def route_tables() -> list[ApiRoutes]:
             rule_routes.routes, subscription_routes.routes, request_routes.routes, signed_url_routes.routes,
             stats_routes.routes, wms_routes.routes, feed_routes.routes, audit_routes.routes,
             suspicious_routes.routes, transformation_routes.routes, production_routes.routes,
-            site_queue_routes.routes, pilot_routes.routes, vo_routes.routes, vo_migration.routes]
+            site_queue_routes.routes, pilot_routes.routes, vo_routes.routes, identity_routes.routes,
+            vo_migration.routes]
 
 
 def plain_routes() -> list[tuple[str, str, Handler]]:

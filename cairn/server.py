@@ -11,8 +11,8 @@ from aiohttp import web
 from cairn.components import index_specs, plain_routes, route_tables
 from cairn.portal import PREFIX as PORTAL_PREFIX
 from cairn.portal import build_portal
+from catalogue.identities import recognise
 from catalogue.tabular import load_converters
-from catalogue.vos import confine
 from kernel.collector import settle_collector
 from kernel.db import close_client, ensure_indexes, get_database
 from kernel.settings import Settings
@@ -41,7 +41,7 @@ def build_app(settings: Settings) -> web.Application:
     app[DATABASE] = get_database(settings)
     issuer = BuiltinIssuer.from_settings(settings)
     app[ISSUER] = issuer
-    app[CONFINE] = confine
+    app[CONFINE] = recognise
     app[ROUTE_TABLES] = route_tables()
     for table in app[ROUTE_TABLES]:
         table.install(app)

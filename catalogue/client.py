@@ -234,6 +234,26 @@ class CatalogueClient(BaseClient):
         """Delete a VO with no files, directories or datasets left (global admins; 409 names what remains)."""
         return await self._named("DELETE", "vos", name)
 
+    async def identities(self, *, vo: str | None = None, issuer: str | None = None, after: str = "",
+                         limit: int = 1000) -> list[Json]:
+        """User names and the issuer each is bound to (admins: a VO's admin sees its VO's)."""
+        result: list[Json] = await self.request("GET", "/identities", params={
+            "vo": vo, "issuer": issuer, "after": after or None, "limit": limit})
+        return result
+
+    async def bind_identity(self, name: str, issuer: str) -> Json:
+        """Bind a user name to an issuer: its tokens of other issuers are refused from then on."""
+        return await self._named("PUT", "identities", name, {"issuer": issuer})
+
+    async def forget_identity(self, name: str) -> Json:
+        """Forget a name's binding (the next token naming it binds it to that token's issuer)."""
+        return await self._named("DELETE", "identities", name)
+
+    async def move_identities(self, old: str, new: str) -> Json:
+        """Bind every name of issuer `old` to issuer `new`; answers how many moved."""
+        result: Json = await self.request("POST", "/identities/move", json_body={"from": old, "to": new})
+        return result
+
     async def vo_members(self, name: str) -> Json:
         """A VO's members and admins."""
         return await self._named("GET", "vos", name, below="/members")

@@ -236,6 +236,12 @@ MATRIX: dict[str, Case] = {
     "DELETE /vos/{name}": admin_only("/vos/NOPE"),
     "PATCH /vos/{name}/ses/{se}": same(404, "/vos/NOPE/ses/DISK1", body={"write_enabled": False}),
     "POST /vos/{name}/migrate": admin_only("/vos/NOPE/migrate"),
+    "GET /identities": admin_only("/identities"),
+    "PUT /identities/{name}": Case("/identities/bob", (403, 403, 403), {"issuer": "https://iam.example"},
+                                   changes=frozenset()),
+    "DELETE /identities/{name}": admin_only("/identities/bob"),
+    "POST /identities/move": Case("/identities/move", (403, 403, 403), {"from": "cairn", "to": "https://iam.example"},
+                                  changes=frozenset()),
 }
 MATRIX_IDS: dict[str, str] = {}
 

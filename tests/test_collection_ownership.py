@@ -22,6 +22,7 @@ OWNERS = {
     "moved_paths": "catalogue",
     "container_children": "catalogue", "usage": "catalogue", "usage_claims": "catalogue",
     "storage_elements": "catalogue", "sites": "catalogue", "vos": "catalogue", "retired_vos": "catalogue",
+    "identities": "catalogue",
     "metadata_fields": "catalogue", "meta_effective": "catalogue", "meta_origin": "catalogue",
     "rules": "rules", "locks": "rules", "subscriptions": "rules", "quotas": "rules", "account_usage": "rules",
     "catalogue_events": "catalogue", "feed_consumers": "catalogue",

@@ -39,6 +39,14 @@ VO_CASES: dict[str, Case] = {
     "PATCH /vos/{name}/ses/{se}": Case("/vos/lhcb/ses/DISK1", (403, 403, 404), {"write_enabled": False},
                                        changes=frozenset()),
     "POST /vos/{name}/migrate": Case("/vos/lhcb/migrate", (403, 403, 403), changes=frozenset()),
+    # A VO's admin lists and moves its VO's names only; another VO's name is refused by its text.
+    "GET /identities": Case("/identities", (403, 403, 200), changes=frozenset()),
+    "PUT /identities/{name}": Case("/identities/lhcb:bob", (403, 403, 403), {"issuer": "https://iam.example"},
+                                   changes=frozenset()),
+    "DELETE /identities/{name}": Case("/identities/lhcb:bob", (403, 403, 404), changes=frozenset()),
+    "POST /identities/move": Case("/identities/move", (403, 403, 200),
+                                  {"from": "https://nobody.example", "to": "https://iam.example"},
+                                  changes=frozenset()),
     # A VO's admin declares fields for its own VO (tests/test_multi_vo_fields.py): an outsider's own object.
     "PUT /metadata/fields": Case("/metadata/fields", (403, 403, 200), {"key": "ctaonly", "type": "int"},
                                  changes=frozenset({"alice"})),

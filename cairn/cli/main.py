@@ -58,6 +58,7 @@ COMMANDS = {
     "audit": "cairn.cli.audit:audit",
     "pilots": "cairn.cli.pilots:pilots",
     "vo": "cairn.cli.vos:vo",
+    "identity": "cairn.cli.identities:identity",
 }
 
 # Subcommands of a group that live beside the features they serve.
