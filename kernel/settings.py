@@ -83,6 +83,8 @@ class RuleSettings(BaseModel):
     transfer_attempts: int = Field(5, ge=1)
     # A rule stuck for longer than this (and not repaired meanwhile) is suspended.
     suspend_after_s: float = Field(24 * 3600.0, gt=0)
+    # A rule whose evaluation raised this many passes in a row is suspended (its error kept).
+    suspend_after_failures: int = Field(5, ge=1)
     idle_sleep_s: float = Field(1.0, gt=0)
     # Change feed events older than this, and passed by every consumer, are trimmed.
     feed_retention_s: float = Field(7 * 24 * 3600.0, ge=0)

@@ -6,6 +6,8 @@ locks released batch by batch (their replicas lose the protection of this rule, 
 may free the space once nothing else protects them), and the rule removed. A cleaner that dies
 half way leaves the rule expired with fewer locks; the next one carries on (locks it was
 releasing when it died wait for their marks to lapse, `rules.locks.RELEASE_LEASE`).
+An expired rule is cleaned whatever its state (a suspended one too), and one another daemon's
+work on failed is given back at once (`rules.daemon`), so the cleaner takes it at its next pass.
 """
 
 from __future__ import annotations

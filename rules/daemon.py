@@ -1,6 +1,9 @@
 """The loop the rule daemons share: take rules one at a time under each rule's own lease
 (`rules.store.claim`), work on each, give it back. A subclass says which rules (`query`), in
-which order (`sort`), and what to do with one (`work_on`, which must release or remove it).
+which order (`sort`), and what to do with one (`work_on`, which must release or remove it when
+it succeeds). A rule whose work raised is given back here at once with its error (`give_back`),
+not left held until its lease runs out: the other daemons (the cleaner, for one that expired)
+take it at their next pass.
 
 The lease is renewed every third of its length while the work runs (evaluating a rule on a large
 dataset outlasts any fixed lease), so a second daemon takes a rule over only from a holder that
@@ -62,8 +65,13 @@ class RuleDaemon(Daemon):
         if why is None:
             return done or 0
         failed.append(rule["_id"])
-        await store.set_fields(self.db, rule["_id"], {"error": f"{self.name} failed: {why}"[:2000]})
+        await self.give_back(rule, f"{self.name} failed: {why}"[:2000])
         return 0
+
+    async def give_back(self, rule: Document, error: str) -> None:
+        """Release a rule whose work raised, keeping `error` on it (set even if the lease was lost)."""
+        if not await store.release(self.db, rule, self.worker, {"error": error}):
+            await store.set_fields(self.db, rule["_id"], {"error": error})
 
     async def holding(self, rule: Document) -> int:
         """`work_on(rule)`, renewing the rule's lease while it runs (`kernel.lease.while_held`)."""

@@ -8,7 +8,9 @@ replicating locks from before has them moved on by their replicas and requests
 again after `rules.poll_s`, or after as long as its pass took if that is longer, or sooner when
 the change feed says replicas it waits for became available (`rules.wake`). Suspended
 rules are left alone; expired ones are the cleaner's. Any number of evaluators can run: the
-lease keeps each rule to one.
+lease keeps each rule to one. A rule whose evaluation keeps raising (not a database outage: a
+stored record that no longer reads) is suspended after `rules.suspend_after_failures` passes
+in a row (`RuleEvaluator.give_back`).
 """
 
 from __future__ import annotations
@@ -66,36 +68,59 @@ class RuleEvaluator(RuleDaemon):
         return evaluator_query(now())
 
     async def work_on(self, rule: Document) -> int:
-        """Evaluate (if dirty) and move on one claimed rule, then give it back."""
+        """Evaluate (if dirty) and move on one claimed rule, then give it back settled (when this
+        raised, `give_back` does)."""
         changed = 0
         began = time.monotonic()
-        try:
-            waiting = True
-            if rule.get("dirty"):
-                stats = await evaluate(self.db, rule, self.settings)
-                log.info("rule %s on %s: %s", rule["_id"], rule["did"], stats)
-                changed += stats["new"] + stats["released"] + 1
-                await store.clear_dirty(self.db, rule["_id"], int(rule.get("generation", 0)))
-                # The new locks' transfers were submitted by the evaluation itself.
-                waiting = stats["waiting"] > 0
-            if waiting:
-                changed += await progress(self.db, rule, self.settings)
-        finally:
-            current = await store.get_rule(self.db, rule["_id"])
-            fields = settle(current)
-            if fields.get("state") == "ok" and current["state"] != "ok" and current.get("dirty"):
-                fields = {}  # not evaluated yet (its evaluation failed, or it changed meanwhile): not ok
-            if fields.get("state") == "ok" and current["state"] != "ok" and current.get(claims.OWNER) == self.worker:
-                # Counted, not assumed, before a rule is called ok (and no longer looked at).
-                current.update({f"locks_{s}": n for s, n in (await locks.recount(self.db, rule["_id"])).items()})
-                fields = settle(current)
-            if fields.get("state") == "stuck" and int(current.get("locks_stuck", 0)):
-                fields["error"] = await first_stuck_error(self.db, rule["_id"]) or current.get("error")
-                if current["state"] != "stuck":
-                    log.warning("rule %s is stuck: %s", rule["_id"], fields["error"])
-            # A rule whose pass took long is looked at less often, so one large rule does not
-            # keep the evaluators from the others; a wake (`rules.wake`) brings it forward.
-            took = time.monotonic() - began
-            due = now() + dt.timedelta(seconds=max(self.settings.poll_s, took))
-            await release_unless_woken(self.db, rule, self.worker, {**fields, "due": due}, took)
+        waiting = True
+        if rule.get("dirty"):
+            stats = await evaluate(self.db, rule, self.settings)
+            log.info("rule %s on %s: %s", rule["_id"], rule["did"], stats)
+            changed += stats["new"] + stats["released"] + 1
+            await store.clear_dirty(self.db, rule["_id"], int(rule.get("generation", 0)))
+            # The new locks' transfers were submitted by the evaluation itself.
+            waiting = stats["waiting"] > 0
+        if waiting:
+            changed += await progress(self.db, rule, self.settings)
+        await self.give_back_settled(rule, began)
         return changed
+
+    async def give_back_settled(self, rule: Document, began: float) -> None:
+        """Give back a rule whose pass succeeded, in the state its counters say, its failures reset."""
+        current = await store.get_rule(self.db, rule["_id"])
+        fields = settle(current)
+        if fields.get("state") == "ok" and current["state"] != "ok" and current.get("dirty"):
+            fields = {}  # changed meanwhile: evaluated again before it is called ok
+        if fields.get("state") == "ok" and current["state"] != "ok" and current.get(claims.OWNER) == self.worker:
+            # Counted, not assumed, before a rule is called ok (and no longer looked at).
+            current.update({f"locks_{s}": n for s, n in (await locks.recount(self.db, rule["_id"])).items()})
+            fields = settle(current)
+        if fields.get("state") == "stuck" and int(current.get("locks_stuck", 0)):
+            fields["error"] = await first_stuck_error(self.db, rule["_id"]) or current.get("error")
+            if current["state"] != "stuck":
+                log.warning("rule %s is stuck: %s", rule["_id"], fields["error"])
+        # A rule whose pass took long is looked at less often, so one large rule does not
+        # keep the evaluators from the others; a wake (`rules.wake`) brings it forward.
+        took = time.monotonic() - began
+        due = now() + dt.timedelta(seconds=max(self.settings.poll_s, took))
+        await release_unless_woken(self.db, rule, self.worker, {**fields, "due": due, "evaluation_failures": 0},
+                                   took)
+
+    async def give_back(self, rule: Document, error: str) -> None:
+        """A pass that raised is counted on the rule (`evaluation_failures`): at
+        `rules.suspend_after_failures` in a row the rule is suspended, its error kept, and no
+        pass is spent on it until it is resumed; before that it is looked at again after `poll_s`
+        (at once if it is dirty), and left as it was (not settled: its counters may be half
+        changed)."""
+        failures = await store.count_failure(self.db, rule["_id"], self.worker)
+        if failures is None:  # its lease was lost: the new holder counts its own pass
+            await super().give_back(rule, error)
+            return
+        fields: dict[str, object] = {"error": error, "due": now() + dt.timedelta(seconds=self.settings.poll_s)}
+        if failures >= self.settings.suspend_after_failures:
+            fields.update(state="suspended", error=f"suspended after {failures} failed evaluations in a row "
+                          f"(resume it to try again); the last: {error}"[:2000])
+            log.warning("rule %s: %s", rule["_id"], fields["error"])
+        # Guarded by the count: a resume meanwhile (count reset) is not undone by a suspension.
+        if not await store.release(self.db, rule, self.worker, fields, guard={"evaluation_failures": failures}):
+            await super().give_back(rule, error)

@@ -101,21 +101,19 @@ class RuleRepairer(RuleDaemon):
         return handled
 
     async def work_on(self, rule: Document) -> int:
-        """Repair one claimed stuck rule, then give it back."""
+        """Repair one claimed stuck rule, then give it back (when this raised, `give_back` does)."""
         fields: dict[str, Any] = {}
-        try:
-            moved, reason = await repair(self.db, rule, self.settings)
-            if moved:
-                fields = {"state": "replicating", "stuck_since": None, "due": now(),
-                          "error": f"moved {moved} stuck lock(s) to other SEs; last failure: {reason}",
-                          "last_repair": {"at": now(), "moved": moved, "reason": reason}}
-                log.info("rule %s: %s", rule["_id"], fields["error"])
-            elif int(rule.get("unplaced", 0)) > 0 and not rule.get("dirty"):
-                await store.set_fields(self.db, rule["_id"], {}, make_dirty=True)
-            if not moved and stuck_too_long(rule, self.settings.suspend_after_s):
-                fields = {"state": "suspended", "error": f"stuck since {rule['stuck_since'].isoformat()} "
-                          f"and nowhere else to go; suspended (last failure: {reason or rule.get('error')})"}
-                log.warning("rule %s: %s", rule["_id"], fields["error"])
-        finally:
-            await store.release(self.db, rule, self.worker, fields)
+        moved, reason = await repair(self.db, rule, self.settings)
+        if moved:
+            fields = {"state": "replicating", "stuck_since": None, "due": now(),
+                      "error": f"moved {moved} stuck lock(s) to other SEs; last failure: {reason}",
+                      "last_repair": {"at": now(), "moved": moved, "reason": reason}}
+            log.info("rule %s: %s", rule["_id"], fields["error"])
+        elif int(rule.get("unplaced", 0)) > 0 and not rule.get("dirty"):
+            await store.set_fields(self.db, rule["_id"], {}, make_dirty=True)
+        if not moved and stuck_too_long(rule, self.settings.suspend_after_s):
+            fields = {"state": "suspended", "error": f"stuck since {rule['stuck_since'].isoformat()} "
+                      f"and nowhere else to go; suspended (last failure: {reason or rule.get('error')})"}
+            log.warning("rule %s: %s", rule["_id"], fields["error"])
+        await store.release(self.db, rule, self.worker, fields)
         return 1 if fields else 0

@@ -10,6 +10,11 @@ States:
     replicating --all locks ok--> ok --content grows--> replicating
     replicating --a lock's transfer failed for good--> stuck --repaired--> replicating
     stuck --stuck longer than rules.suspend_after_s--> suspended  (left alone until updated)
+    any --its evaluation raised rules.suspend_after_failures passes in a row--> suspended
+
+A suspended rule is resumed by an update (`cairn rule update --resume`), which also resets its
+count of failed evaluations (`evaluation_failures`). An expired rule is the cleaner's whatever
+its state.
 
 A new rule, a rule whose copies changed and a rule whose DID gained or lost content are `dirty`
 (see `rules.triggers`): the evaluator (re)computes its locks. Deleting a rule sets its
@@ -132,6 +137,8 @@ class Rule(claims.Leased):
     # set by `rules.wake`: wakes counted, and the earliest a wake may bring `due` to
     wakes: NotRequired[int]
     next_wake: NotRequired[dt.datetime]
+    # set by `rules.evaluator`: its passes over the rule that raised in a row (0 after one that did not)
+    evaluation_failures: NotRequired[int]
     unplaced: int
     locks_replicating: int
     locks_ok: int
@@ -152,8 +159,9 @@ class RuleUpdate(BaseModel):
 
 
 # What a rule's reader who is neither its account nor an administrator sees of a dataset or
-# container rule's error (`rule_view`).
-ERROR_WITHHELD = "one or more files are stuck; the reason is shown to the rule's account and administrators"
+# container rule's error (`rule_view`): a stuck file's, or a failed evaluation's, that may name
+# a file too.
+ERROR_WITHHELD = "the reason is shown to the rule's account and administrators"
 
 
 def rule_view(doc: Document, viewer: Principal) -> dict[str, Any]:
@@ -437,7 +445,7 @@ async def update_rule(db: AsyncDatabase[Document], principal: Principal, rule_id
         if getattr(update, name) is not None:
             change[name] = getattr(update, name)
     if update.state == "replicating" and rule["state"] in ("stuck", "suspended"):
-        change.update({"state": "replicating", "stuck_since": None, "dirty": True, "due": at})
+        change.update({"state": "replicating", "stuck_since": None, "dirty": True, "due": at, "evaluation_failures": 0})
         inc["generation"] = 1
     # An expired rule is being removed (the cleaner may be releasing its locks): not changed.
     with database_errors():
@@ -492,6 +500,16 @@ async def set_fields(db: AsyncDatabase[Document], rule_id: str, fields: dict[str
         update.update(increment({"generation": 1}))
     with database_errors():
         await db[RULES].update_one({"_id": rule_id}, update)
+
+
+async def count_failure(db: AsyncDatabase[Document], rule_id: str, worker: str) -> int | None:
+    """Count one more failed evaluation of a rule `worker` holds; the count now, or None when
+    `worker` no longer holds the rule."""
+    with database_errors():
+        counted = await db[RULES].find_one_and_update(
+            {"_id": rule_id, claims.OWNER: worker}, increment({"evaluation_failures": 1}),
+            return_document=ReturnDocument.AFTER)  # no projection: FerretDB 1.24 has none here
+    return None if counted is None else int(counted["evaluation_failures"])
 
 
 async def remove(db: AsyncDatabase[Document], rule: Document, worker: str) -> bool:

@@ -5,25 +5,14 @@ from __future__ import annotations
 import asyncio
 
 from pymongo import AsyncMongoClient, monitoring
-from pymongo.asynchronous.database import AsyncDatabase
 
 from catalogue.storage_elements import StorageElementUpdate, update_storage_element
 from kernel.db import Document
-from kernel.principal import Principal
 from kernel.settings import Settings
-from tests.fixtures.grid import Grid, check_all
+from tests.fixtures.grid import Grid, check_all, submit_jobs
 from transfers.requests import requests_for
-from wms import checking, jobs, submission, task_queues
+from wms import checking, jobs, task_queues
 from wms.config import WmsSettings
-from wms.description import JobDescription
-
-ALICE = Principal(sub="alice", vo="cta", groups=("cta",), scopes=frozenset({"jobs.write"}))
-
-
-async def submit(db: AsyncDatabase[Document], *inputs: list[str], **extra: object) -> list[str]:
-    descriptions = [JobDescription(executable="/bin/true", input_data=lfns, **extra)  # type: ignore[arg-type]
-                    for lfns in inputs]
-    return await submission.submit(db, ALICE, descriptions)
 
 
 async def test_each_job_waits_for_the_sites_holding_all_its_inputs(grid: Grid, wms_config: WmsSettings) -> None:
@@ -31,7 +20,7 @@ async def test_each_job_waits_for_the_sites_holding_all_its_inputs(grid: Grid, w
     await grid.add_file("/cta/a2", b"2", ["SITE-A-DISK", "SITE-B-DISK"])
     await grid.add_file("/cta/b1", b"3", ["SITE-B-DISK"])
     await grid.add_file("/cta/c1", b"4", ["SITE-C-DISK", "SITE-B-DISK"])
-    ids = await submit(grid.db, ["/cta/a1", "/cta/a2"], ["/cta/b1", "/cta/a2"], ["/cta/c1"])
+    ids = await submit_jobs(grid.db, ["/cta/a1", "/cta/a2"], ["/cta/b1", "/cta/a2"], ["/cta/c1"])
     await check_all(grid.db, wms_config)
     placed = {j["_id"]: j for j in await jobs.get_jobs(grid.db, ids)}
     assert [placed[i]["state"] for i in ids] == ["waiting"] * 3
@@ -45,7 +34,7 @@ async def test_without_a_site_holding_everything_the_sites_with_most_inputs_are_
     await grid.add_file("/cta/x1", b"1", ["SITE-A-DISK"])
     await grid.add_file("/cta/x2", b"2", ["SITE-C-DISK"])
     await grid.add_file("/cta/x3", b"3", ["SITE-C-DISK"])
-    [job_id] = await submit(grid.db, ["/cta/x1", "/cta/x2", "/cta/x3"])
+    [job_id] = await submit_jobs(grid.db, ["/cta/x1", "/cta/x2", "/cta/x3"])
     await check_all(grid.db, wms_config)
     job = await jobs.get_job(grid.db, job_id)
     assert (job["state"], job["sites"]) == ("waiting", ["SITE-C"])
@@ -57,7 +46,7 @@ async def test_inputs_that_exist_nowhere_fail_the_job_naming_them(grid: Grid, wm
     await grid.db["files"].insert_one({"_id": "/cta/lost", "size": 1, "adler32": "00000000", "owner": "alice",
                                        "group": "cta", "mode": 0o644, "replicas": [
         {"se": "SITE-B-DISK", "url": "file:///nowhere", "status": "bad"}]})
-    [job_id] = await submit(grid.db, ["/cta/here", "/cta/lost", "/cta/never-registered"])
+    [job_id] = await submit_jobs(grid.db, ["/cta/here", "/cta/lost", "/cta/never-registered"])
     await check_all(grid.db, wms_config)
     job = await jobs.get_job(grid.db, job_id)
     assert job["state"] == "failed"
@@ -70,7 +59,7 @@ async def test_a_batch_of_jobs_costs_one_catalogue_query(
 ) -> None:
     for n in range(6):
         await grid.add_file(f"/cta/f{n}", b"x", ["SITE-A-DISK" if n % 2 else "SITE-B-DISK"])
-    await submit(grid.db, *[[f"/cta/f{n}"] for n in range(6)])
+    await submit_jobs(grid.db, *[[f"/cta/f{n}"] for n in range(6)])
     listener = FindCounter()
     watched: AsyncMongoClient[Document] = AsyncMongoClient(settings.mongodb_uri, event_listeners=[listener])
     try:
@@ -82,7 +71,7 @@ async def test_a_batch_of_jobs_costs_one_catalogue_query(
 
 async def test_requirement_sites_narrow_the_choice(grid: Grid, wms_config: WmsSettings) -> None:
     await grid.add_file("/cta/ab", b"1", ["SITE-A-DISK", "SITE-B-DISK"])
-    [job_id] = await submit(grid.db, ["/cta/ab"], requirements={"sites": ["SITE-B"]})
+    [job_id] = await submit_jobs(grid.db, ["/cta/ab"], requirements={"sites": ["SITE-B"]})
     await check_all(grid.db, wms_config)
     assert (await jobs.get_job(grid.db, job_id))["sites"] == ["SITE-B"]
 
@@ -90,7 +79,7 @@ async def test_requirement_sites_narrow_the_choice(grid: Grid, wms_config: WmsSe
 async def test_jobs_with_the_same_needs_share_a_task_queue(grid: Grid, wms_config: WmsSettings) -> None:
     await grid.add_file("/cta/q1", b"1", ["SITE-A-DISK"])
     await grid.add_file("/cta/q2", b"2", ["SITE-A-DISK"])
-    await submit(grid.db, ["/cta/q1"], ["/cta/q2"], [], priority=7)
+    await submit_jobs(grid.db, ["/cta/q1"], ["/cta/q2"], [], priority=7)
     await check_all(grid.db, wms_config)
     queues = await task_queues.all_queues(grid.db)
     assert sorted((q["sites"], q["waiting"], q["priority"]) for q in queues) == [(["*"], 1, 7), (["SITE-A"], 2, 7)]
@@ -102,7 +91,7 @@ async def test_tape_only_inputs_are_requested_for_staging_and_the_job_waits(
     await grid.add_se("SITE-C-TAPE", "SITE-C", kind="tape")
     await grid.add_file("/cta/raw/t1", b"tape bytes", ["SITE-C-TAPE"])
     await grid.add_file("/cta/raw/d1", b"disk bytes", ["SITE-B-DISK"])
-    [job_id] = await submit(grid.db, ["/cta/raw/t1", "/cta/raw/d1"])
+    [job_id] = await submit_jobs(grid.db, ["/cta/raw/t1", "/cta/raw/d1"])
     await check_all(grid.db, wms_config)
     job = await jobs.get_job(grid.db, job_id)
     assert job["state"] == "staging"
@@ -132,13 +121,13 @@ async def test_tape_only_inputs_are_staged_to_writable_disk_at_the_tape_site(
     await grid.add_se("SITE-C-DISK2", "SITE-C")
     await update_storage_element(grid.db, "SITE-C-DISK", StorageElementUpdate(write_enabled=False))
     await grid.add_file("/cta/raw/t3", b"tape bytes", ["SITE-C-TAPE"])
-    [job_id] = await submit(grid.db, ["/cta/raw/t3"])
+    [job_id] = await submit_jobs(grid.db, ["/cta/raw/t3"])
     await check_all(grid.db, wms_config)
     job = await jobs.get_job(grid.db, job_id)
     assert (job["state"], job["staging_to"]) == ("staging", "SITE-C-DISK2")
 
     await update_storage_element(grid.db, "SITE-C-DISK2", StorageElementUpdate(write_enabled=False))
-    [job_id] = await submit(grid.db, ["/cta/raw/t3"])
+    [job_id] = await submit_jobs(grid.db, ["/cta/raw/t3"])
     await check_all(grid.db, wms_config)
     assert (await jobs.get_job(grid.db, job_id))["staging_to"] == "SITE-A-DISK"
 
@@ -146,7 +135,7 @@ async def test_tape_only_inputs_are_staged_to_writable_disk_at_the_tape_site(
 async def test_a_failed_staging_request_fails_the_job(grid: Grid, wms_config: WmsSettings) -> None:
     await grid.add_se("SITE-C-TAPE", "SITE-C", kind="tape")
     await grid.add_file("/cta/raw/t2", b"tape bytes", ["SITE-C-TAPE"])
-    [job_id] = await submit(grid.db, ["/cta/raw/t2"])
+    [job_id] = await submit_jobs(grid.db, ["/cta/raw/t2"])
     await check_all(grid.db, wms_config)
     await grid.db["transfer_requests"].update_many(
         {"requester": f"job:{job_id}"}, {"$set": {"state": "failed", "last_error": "tape drive on fire"}})

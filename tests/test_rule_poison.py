@@ -1,21 +1,41 @@
 """One rule the evaluator cannot evaluate does not stop the others: its error is kept on it and
 the pass goes on (a rule whose expression was stored before expressions had a depth bound raised
 out of every pass, first of all since it stays dirty, so no replicating rule moved on again),
-and it is not called ok while it was never evaluated (it was: no locks counted, so "ok")."""
+and it is not called ok while it was never evaluated (it was: no locks counted, so "ok").
+After `rules.suspend_after_failures` failed passes in a row it is suspended, and no pass is spent
+on it until it is resumed (it was tried again every pass, forever); a pass that failed gives the
+rule back at once, so a deleted one is the cleaner's without waiting out the lease (it was held,
+when a record its evaluation could not read failed the evaluator's release too)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from pymongo.asynchronous.database import AsyncDatabase
 
 from kernel.bounds import MAX_EXPRESSION_DEPTH
 from kernel.db import Document
+from kernel.errors import NotFound
+from kernel.principal import Principal
 from kernel.settings import Settings
 from rules import store
-from rules.store import RuleIn
+from rules.cleaner import RuleCleaner
+from rules.evaluator import RuleEvaluator
+from rules.store import ERROR_WITHHELD, RuleIn, RuleUpdate, rule_view
 from tests.fixtures.catalogue import ADMIN
 from tests.fixtures.rules import dataset_on_src, rule_settings, run_until_ok, tiered_ses
+
+DEEP = "(" * (MAX_EXPRESSION_DEPTH + 1) + "tier=1" + ")" * (MAX_EXPRESSION_DEPTH + 1)
+CAROL = Principal(sub="carol", vo="cta", groups=("cta",), scopes=frozenset({"catalogue.read"}))
+
+
+async def unreadable_rule(db: AsyncDatabase[Document], did: str, stored: Document | None = None) -> Document:
+    """A rule whose stored record its evaluation cannot read (by default an expression stored
+    before expressions had a depth bound)."""
+    rule = await store.create_rule(db, ADMIN, RuleIn(did=did, copies=1, expression="tier=1"))
+    await db["rules"].update_one({"_id": rule["_id"]}, {"$set": stored or {"expression": DEEP}})
+    return rule
 
 
 async def test_a_rule_that_cannot_be_evaluated_does_not_stop_the_others(
@@ -24,11 +44,76 @@ async def test_a_rule_that_cannot_be_evaluated_does_not_stop_the_others(
     await tiered_ses(database, tmp_path)
     await dataset_on_src(database, "vo:bad", ["/vo/bad/f"])
     await dataset_on_src(database, "vo:good", ["/vo/good/f"])
-    bad = await store.create_rule(database, ADMIN, RuleIn(did="vo:bad", copies=1, expression="tier=1"))
-    deep = "(" * (MAX_EXPRESSION_DEPTH + 1) + "tier=1" + ")" * (MAX_EXPRESSION_DEPTH + 1)
-    await database["rules"].update_one({"_id": bad["_id"]}, {"$set": {"expression": deep}})  # stored before
+    bad = await unreadable_rule(database, "vo:bad")
     good = await store.create_rule(database, ADMIN, RuleIn(did="vo:good", copies=1, expression="tier=1"))
     await run_until_ok(database, rule_settings(settings), good["_id"], timeout_s=30)
     kept = await store.get_rule(database, bad["_id"])
     assert "parentheses nest deeper" in kept["error"] and kept["dirty"], kept  # looked at again, first
     assert kept["state"] != "ok", kept
+
+
+async def test_a_rule_whose_evaluation_keeps_failing_is_suspended_and_left_alone(
+    database: AsyncDatabase[Document], settings: Settings, tmp_path: Path,
+) -> None:
+    await tiered_ses(database, tmp_path)
+    await dataset_on_src(database, "vo:bad", ["/vo/bad/f"])
+    bad = await unreadable_rule(database, "vo:bad")
+    evaluator = RuleEvaluator(rule_settings(settings, suspend_after_failures=3), database)
+    for failures in (1, 2, 3):
+        assert (await store.get_rule(database, bad["_id"]))["state"] == "replicating"
+        await evaluator.run_once()
+        kept = await store.get_rule(database, bad["_id"])
+        assert (kept["evaluation_failures"], kept["lease_owner"]) == (failures, None), kept
+    assert kept["state"] == "suspended", kept
+    assert "suspended after 3 failed evaluations" in kept["error"] and "parentheses nest deeper" in kept["error"]
+    await evaluator.run_once()
+    assert await store.get_rule(database, bad["_id"]) == kept  # not taken again
+    assert rule_view(kept, ADMIN)["error"] == kept["error"]
+    assert rule_view(kept, CAROL)["error"] == ERROR_WITHHELD  # a dataset rule's reader who is not its account
+
+
+async def test_resuming_a_suspended_rule_resets_its_failures(
+    database: AsyncDatabase[Document], settings: Settings, tmp_path: Path,
+) -> None:
+    await tiered_ses(database, tmp_path)
+    await dataset_on_src(database, "vo:bad", ["/vo/bad/f"])
+    bad = await unreadable_rule(database, "vo:bad")
+    fast = rule_settings(settings, suspend_after_failures=2)
+    evaluator = RuleEvaluator(fast, database)
+    for _ in range(2):
+        await evaluator.run_once()
+    assert (await store.get_rule(database, bad["_id"]))["state"] == "suspended"
+    await database["rules"].update_one({"_id": bad["_id"]}, {"$set": {"expression": "tier=1"}})  # mended
+    resumed = await store.update_rule(database, ADMIN, bad["_id"], RuleUpdate(state="replicating"))
+    assert (resumed["state"], resumed["evaluation_failures"], resumed["dirty"]) == ("replicating", 0, True)
+    await run_until_ok(database, fast, bad["_id"], timeout_s=30)
+
+
+async def test_a_deleted_rule_whose_evaluation_failed_is_cleaned_without_waiting_for_its_lease(
+    database: AsyncDatabase[Document], settings: Settings, tmp_path: Path,
+) -> None:
+    await tiered_ses(database, tmp_path)
+    await dataset_on_src(database, "vo:bad", ["/vo/bad/f"])
+    fast = rule_settings(settings, lease_s=120.0)
+    bad = await unreadable_rule(database, "vo:bad", {"locks_stuck": "many"})  # a counter that no longer reads
+    await RuleEvaluator(fast, database).run_once()
+    assert (await store.get_rule(database, bad["_id"]))["evaluation_failures"] == 1
+    await store.delete_rule(database, ADMIN, bad["_id"])
+    assert await RuleCleaner(fast, database).run_once() == 1
+    with pytest.raises(NotFound):
+        await store.get_rule(database, bad["_id"])
+
+
+async def test_a_suspended_rule_that_expires_is_cleaned(
+    database: AsyncDatabase[Document], settings: Settings, tmp_path: Path,
+) -> None:
+    await tiered_ses(database, tmp_path)
+    await dataset_on_src(database, "vo:bad", ["/vo/bad/f"])
+    fast = rule_settings(settings, suspend_after_failures=1)
+    bad = await unreadable_rule(database, "vo:bad")
+    await RuleEvaluator(fast, database).run_once()
+    assert (await store.get_rule(database, bad["_id"]))["state"] == "suspended"
+    await store.delete_rule(database, ADMIN, bad["_id"])
+    assert await RuleCleaner(fast, database).run_once() == 1
+    with pytest.raises(NotFound):
+        await store.get_rule(database, bad["_id"])

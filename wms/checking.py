@@ -4,7 +4,8 @@ One catalogue query per batch resolves every input LFN of every job to its repli
 each job either waits in the task queue of its candidate sites, waits in `staging` while its
 tape-only inputs are copied to disk at the best site, or fails naming the inputs that exist
 nowhere. Jobs in `staging` are checked again every `staging_recheck_s`; they fail when a
-transfer they asked for failed. A job runs only at its VO's sites when the VO lists any
+transfer they asked for failed. A job whose checking raises fails alone, saying why
+(`wms.unprocessable`), and the others go on. A job runs only at its VO's sites when the VO lists any
 (`placement.allowed_sites`), so its task queue, and the pilot factory's demand at a site, count
 it only there.
 """
@@ -20,16 +21,17 @@ from collections.abc import Mapping, Sequence
 from pymongo.asynchronous.database import AsyncDatabase
 
 from catalogue.directories import fetch_directories
-from catalogue.lfn import ancestors
+from catalogue.lfn import ancestors, check_lfn
 from catalogue.permissions import READ, hiding_denial, se_in_vo
 from catalogue.replicas import get_replicas
 from catalogue.storage_paths import PATH_LFN
 from catalogue.vos import confine_owner, registry
 from kernel import claims
+from kernel.daemon import one_of_many
 from kernel.db import Document
 from kernel.principal import DEFAULT_VO, Principal
 from transfers.requests import list_requests, submit_transfers
-from wms import input_data, jobs, states, task_queues
+from wms import input_data, jobs, states, task_queues, unprocessable
 from wms.config import WmsSettings
 from wms.input_data import SiteStore
 from wms.outputs import owner_of
@@ -63,35 +65,68 @@ async def check_batch(db: AsyncDatabase[Document], config: WmsSettings, worker: 
     batch += due
     if not batch:
         return 0
-    lfns = {lfn for job in batch for lfn in job["description"]["input_data"]}
-    files, _ = await get_replicas(db, sorted(lfns))  # the one catalogue query of this pass
+    outcomes: dict[str, Document] = {}
+    inputs: dict[str, list[str]] = {}
+    for job in batch:
+        lfns, why = await one_of_many(_inputs_of(job), f"job {job['_id']}", log)
+        if why is None:
+            inputs[job["_id"]] = lfns or []
+        else:
+            outcomes[job["_id"]] = _unprocessable(why)
+    # the one catalogue query of this pass
+    files, _ = await get_replicas(db, sorted({lfn for lfns in inputs.values() for lfn in lfns}))
     dirs = await fetch_directories(db, {a for lfn in files for a in ancestors(lfn)})
     ses = await input_data.storage_elements(db)
     vo_sites = {name: vo.sites for name, vo in (await registry(db)).items()}
-    outcomes: dict[str, Document] = {}
-    queues: dict[QueueKey, list[str]] = defaultdict(list)
+    queues: dict[QueueKey, list[tuple[str, int]]] = defaultdict(list)
     for job in batch:
-        owner = await confine_owner(db, owner_of(job))
-        requested = job["description"]["requirements"]["sites"]
-        sites = allowed_sites(requested, vo_sites.get(job.get("vo") or DEFAULT_VO, []))
-        if sites is None:
-            outcomes[job["_id"]] = {"state": states.FAILED,
-                                    "reason": f"none of the job's sites is a site of VO {job.get('vo')}"}
+        if job["_id"] in outcomes:
             continue
-        outcome, key = await _decide(db, config, job, readable_by_owner(owner, files, dirs), ses, sites, owner)
-        outcomes[job["_id"]] = outcome
-        if key is not None:
-            queues[key].append(job["_id"])
+        placed, why = await one_of_many(_check(db, config, job, files, dirs, ses, vo_sites), f"job {job['_id']}", log)
+        if placed is None:
+            outcomes[job["_id"]] = _unprocessable(str(why))
+            continue
+        outcomes[job["_id"]], queued = placed
+        if queued is not None:
+            queues[queued[0]].append((job["_id"], queued[1]))
     await jobs.apply_outcomes(db, claim, outcomes)
     # Jobs still claimed are those someone asked to kill while this pass held them.
     leftovers = {j["_id"] for j in await jobs.claimed_jobs(db, claim)}
     for job_id in leftovers:
         await jobs.transition(db, job_id, [states.CHECKING, states.STAGING], states.KILLED,
                               "killed by request", guard={claims.OWNER: claim}, set_fields=dict(claims.FREE))
-    attempts = {job["_id"]: int(job["attempt"]) for job in batch}
-    for key, ids in queues.items():
-        await enqueue(db, key, [(i, attempts[i]) for i in ids if i not in leftovers])
+    for key, entries in queues.items():
+        await enqueue(db, key, [(job_id, attempt) for job_id, attempt in entries if job_id not in leftovers])
     return len(batch)
+
+
+async def _inputs_of(job: Document) -> list[str]:
+    """A job's input LFNs, each checked as submission did (a job stored before a check existed
+    fails alone rather than failing the pass's one catalogue query for every job)."""
+    lfns: list[str] = job["description"]["input_data"]
+    for lfn in lfns:
+        check_lfn(lfn)
+    return lfns
+
+
+def _unprocessable(why: str) -> Document:
+    """The outcome of a job whose checking raised (`wms.unprocessable`)."""
+    return {"state": states.FAILED, "reason": unprocessable.reason("job-checker", why)}
+
+
+async def _check(
+    db: AsyncDatabase[Document], config: WmsSettings, job: Document, files: Mapping[str, Document],
+    dirs: Mapping[str, Document], ses: Mapping[str, SiteStore], vo_sites: Mapping[str, Sequence[str]],
+) -> tuple[Document, tuple[QueueKey, int] | None]:
+    """One job of a pass: the sites its VO allows it, then its placement (`_decide`); its
+    outcome, and the task queue it goes to with its attempt (None: it is not queued)."""
+    owner = await confine_owner(db, owner_of(job))
+    requested = job["description"]["requirements"]["sites"]
+    sites = allowed_sites(requested, vo_sites.get(job.get("vo") or DEFAULT_VO, []))
+    if sites is None:
+        return {"state": states.FAILED, "reason": f"none of the job's sites is a site of VO {job.get('vo')}"}, None
+    outcome, key = await _decide(db, config, job, readable_by_owner(owner, files, dirs), ses, sites, owner)
+    return outcome, None if key is None else (key, int(job["attempt"]))
 
 
 async def enqueue(db: AsyncDatabase[Document], key: QueueKey, attempts: Sequence[tuple[str, int]]) -> None:
