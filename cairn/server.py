@@ -11,7 +11,7 @@ from aiohttp import web
 from cairn.components import index_specs, plain_routes, route_tables
 from cairn.portal import PREFIX as PORTAL_PREFIX
 from cairn.portal import build_portal
-from catalogue.identities import recognise
+from catalogue.identities import recogniser
 from catalogue.tabular import load_converters
 from kernel.collector import settle_collector
 from kernel.db import close_client, ensure_indexes, get_database
@@ -41,7 +41,7 @@ def build_app(settings: Settings) -> web.Application:
     app[DATABASE] = get_database(settings)
     issuer = BuiltinIssuer.from_settings(settings)
     app[ISSUER] = issuer
-    app[CONFINE] = recognise
+    app[CONFINE] = recogniser(settings.token_issuer)
     app[ROUTE_TABLES] = route_tables()
     for table in app[ROUTE_TABLES]:
         table.install(app)

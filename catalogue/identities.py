@@ -9,10 +9,12 @@ listed by name included. Rucio maps each identity (issuer and subject) to an acc
 mapping is the name itself, kept with the issuer that first used it. An admin moves a name to
 another issuer (`cairn identity bind`) or all names of an issuer at once (an IdP replaced).
 
-Each server process keeps the bindings it has read for `CACHE_S`: a binding changed elsewhere
-takes effect here within that time, and a token refused against a cached binding is looked up
-once more before the refusal. Pilots' own tokens (scope `jobs.pilot` alone, one name per pilot,
-from the installation's pilot factory) are not bound.
+The built-in issuer's tokens are never refused (its key's holders, the operators, can mint any
+token anyway, and renaming it must not lock them out); a name they use first is bound to it all
+the same, so no other issuer takes it. Each server process keeps the bindings it has read for
+`CACHE_S`: a binding changed elsewhere takes effect here within that time, and a token refused
+against a cached binding is looked up once more before the refusal. Pilots' own tokens (scope
+`jobs.pilot` alone, one name per pilot, from the installation's pilot factory) are not bound.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from kernel.claims import now
 from kernel.db import Document, database_errors
 from kernel.errors import Forbidden, InvalidInput, NotFound, Unauthenticated
 from kernel.principal import DEFAULT_VO, Principal
+from kernel.web import Confine
 
 IDENTITIES = "identities"
 CACHE_S = 10.0
@@ -47,18 +50,29 @@ class Identity(TypedDict):
 _cache: dict[tuple[str, str], tuple[str, float]] = {}
 
 
-async def recognise(db: AsyncDatabase[Document], principal: Principal) -> Principal:
+def recogniser(builtin: str | None) -> Confine:
+    """`recognise`, with the installation's built-in issuer named (`kernel.settings.token_issuer`)."""
+
+    async def confine_known(db: AsyncDatabase[Document], principal: Principal) -> Principal:
+        return await recognise(db, principal, builtin)
+
+    return confine_known
+
+
+async def recognise(db: AsyncDatabase[Document], principal: Principal, builtin: str | None = None) -> Principal:
     """The caller confined to its VO (`catalogue.vos.confine`), once its name is known to belong
-    to its token's issuer: bound to it now if the name is new."""
+    to its token's issuer (bound to it now if the name is new). Tokens of `builtin` are never
+    refused: whoever holds its key mints any token anyway."""
     confined = await confine(db, principal)
     if principal.scopes == PILOT_SCOPES or not confined.issuer:
         return confined
     key = (db.name, confined.sub)
     issuer = _cached(key)
-    if issuer != confined.issuer:
+    trusted = confined.issuer == builtin
+    if issuer is None or (issuer != confined.issuer and not trusted):
         issuer = await _bind_first(db, confined)
         _remember(key, issuer)
-    if issuer != confined.issuer:
+    if issuer != confined.issuer and not trusted:
         raise Unauthenticated(f"user name {confined.sub!r} belongs to another issuer's tokens on this "
                               "installation; an administrator can move it (cairn identity bind)")
     return confined
