@@ -38,13 +38,18 @@ async def unreadable_rule(db: AsyncDatabase[Document], did: str, stored: Documen
     return rule
 
 
+async def bad_rule(db: AsyncDatabase[Document], tmp_path: Path, stored: Document | None = None) -> Document:
+    """The tiered SEs, a dataset `vo:bad` of one file, and an `unreadable_rule` on it."""
+    await tiered_ses(db, tmp_path)
+    await dataset_on_src(db, "vo:bad", ["/vo/bad/f"])
+    return await unreadable_rule(db, "vo:bad", stored)
+
+
 async def test_a_rule_that_cannot_be_evaluated_does_not_stop_the_others(
     database: AsyncDatabase[Document], settings: Settings, tmp_path: Path,
 ) -> None:
-    await tiered_ses(database, tmp_path)
-    await dataset_on_src(database, "vo:bad", ["/vo/bad/f"])
+    bad = await bad_rule(database, tmp_path)
     await dataset_on_src(database, "vo:good", ["/vo/good/f"])
-    bad = await unreadable_rule(database, "vo:bad")
     good = await store.create_rule(database, ADMIN, RuleIn(did="vo:good", copies=1, expression="tier=1"))
     await run_until_ok(database, rule_settings(settings), good["_id"], timeout_s=30)
     kept = await store.get_rule(database, bad["_id"])
@@ -55,9 +60,7 @@ async def test_a_rule_that_cannot_be_evaluated_does_not_stop_the_others(
 async def test_a_rule_whose_evaluation_keeps_failing_is_suspended_and_left_alone(
     database: AsyncDatabase[Document], settings: Settings, tmp_path: Path,
 ) -> None:
-    await tiered_ses(database, tmp_path)
-    await dataset_on_src(database, "vo:bad", ["/vo/bad/f"])
-    bad = await unreadable_rule(database, "vo:bad")
+    bad = await bad_rule(database, tmp_path)
     evaluator = RuleEvaluator(rule_settings(settings, suspend_after_failures=3), database)
     for failures in (1, 2, 3):
         assert (await store.get_rule(database, bad["_id"]))["state"] == "replicating"
@@ -75,9 +78,7 @@ async def test_a_rule_whose_evaluation_keeps_failing_is_suspended_and_left_alone
 async def test_resuming_a_suspended_rule_resets_its_failures(
     database: AsyncDatabase[Document], settings: Settings, tmp_path: Path,
 ) -> None:
-    await tiered_ses(database, tmp_path)
-    await dataset_on_src(database, "vo:bad", ["/vo/bad/f"])
-    bad = await unreadable_rule(database, "vo:bad")
+    bad = await bad_rule(database, tmp_path)
     fast = rule_settings(settings, suspend_after_failures=2)
     evaluator = RuleEvaluator(fast, database)
     for _ in range(2):
@@ -92,10 +93,8 @@ async def test_resuming_a_suspended_rule_resets_its_failures(
 async def test_a_deleted_rule_whose_evaluation_failed_is_cleaned_without_waiting_for_its_lease(
     database: AsyncDatabase[Document], settings: Settings, tmp_path: Path,
 ) -> None:
-    await tiered_ses(database, tmp_path)
-    await dataset_on_src(database, "vo:bad", ["/vo/bad/f"])
     fast = rule_settings(settings, lease_s=120.0)
-    bad = await unreadable_rule(database, "vo:bad", {"locks_stuck": "many"})  # a counter that no longer reads
+    bad = await bad_rule(database, tmp_path, {"locks_stuck": "many"})  # a counter that no longer reads
     await RuleEvaluator(fast, database).run_once()
     assert (await store.get_rule(database, bad["_id"]))["evaluation_failures"] == 1
     await store.delete_rule(database, ADMIN, bad["_id"])
@@ -107,10 +106,8 @@ async def test_a_deleted_rule_whose_evaluation_failed_is_cleaned_without_waiting
 async def test_a_suspended_rule_that_expires_is_cleaned(
     database: AsyncDatabase[Document], settings: Settings, tmp_path: Path,
 ) -> None:
-    await tiered_ses(database, tmp_path)
-    await dataset_on_src(database, "vo:bad", ["/vo/bad/f"])
     fast = rule_settings(settings, suspend_after_failures=1)
-    bad = await unreadable_rule(database, "vo:bad")
+    bad = await bad_rule(database, tmp_path)
     await RuleEvaluator(fast, database).run_once()
     assert (await store.get_rule(database, bad["_id"]))["state"] == "suspended"
     await store.delete_rule(database, ADMIN, bad["_id"])
