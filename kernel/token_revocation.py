@@ -100,8 +100,10 @@ async def token_revocation(verifier: TokenVerifier, token: str) -> Revocation:
 
 
 async def revoke(revoking: Revoking, principal: Principal, revocation: Revocation) -> Revocation:
-    """Store an entry made by the caller and put it in force here at once; 422 when a caller
-    other than a global admin holds MAX_PER_REVOKER live entries already."""
+    """Store an entry made by the caller (unless its tokens have all expired) and put it in force
+    here at once; 422 when a caller other than a global admin holds MAX_PER_REVOKER live entries."""
+    if revocation.expires <= now():
+        return revocation  # its token is refused for having expired: nothing to store
     by = revoker(principal)
     if not principal.is_global_admin and await held_by(revoking.db, by) >= MAX_PER_REVOKER:
         raise QuotaExceeded(f"you hold {MAX_PER_REVOKER} revocations already; they end as the tokens expire")
