@@ -21,6 +21,7 @@ from catalogue import (
     storage_elements,
     usage,
 )
+from kernel import revocations
 from kernel.daemon import Daemon
 from kernel.db import Document, IndexSpec
 from kernel.settings import Settings
@@ -54,6 +55,7 @@ def route_tables() -> list[ApiRoutes]:
         usage_routes,
         vo_routes,
     )
+    from kernel import revocation_routes
     from productions import production_routes, transformation_routes
     from rules import routes as rule_routes
     from rules import subscription_routes
@@ -67,7 +69,7 @@ def route_tables() -> list[ApiRoutes]:
             stats_routes.routes, wms_routes.routes, feed_routes.routes, audit_routes.routes,
             suspicious_routes.routes, transformation_routes.routes, production_routes.routes,
             site_queue_routes.routes, pilot_routes.routes, vo_routes.routes, identity_routes.routes,
-            vo_migration.routes]
+            vo_migration.routes, revocation_routes.routes]
 
 
 def plain_routes() -> list[tuple[str, str, Handler]]:
@@ -83,7 +85,8 @@ def index_specs() -> list[IndexSpec]:
             *quotas.INDEXES, *subscriptions.INDEXES, *wms_jobs.INDEXES, *wms_task_queues.INDEXES,
             *usage.INDEXES, *replica_triage.INDEXES, *link_series.INDEXES,
             *audit_runs.INDEXES, *transformations.INDEXES, *transformation_files.INDEXES,
-            *production_tasks.INDEXES, *production.INDEXES, *wms_pilot_records.INDEXES, *moved_paths.INDEXES]
+            *production_tasks.INDEXES, *production.INDEXES, *wms_pilot_records.INDEXES, *moved_paths.INDEXES,
+            *revocations.INDEXES]
 
 
 def daemon_factories() -> dict[str, DaemonFactory]:

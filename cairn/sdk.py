@@ -17,6 +17,7 @@ from catalogue.client import CatalogueClient
 from catalogue.metadata_client import MetadataClient
 from dataio.client import DataClient
 from kernel.client import BaseClient
+from kernel.revocation_client import RevocationClient
 from productions.client import TransformationsClient
 from rules.client import RulesClient
 from transfers.audit_client import AuditClient
@@ -25,7 +26,7 @@ from wms.client import JobsClient
 
 
 class Client(DataClient, JobsClient, TransformationsClient, CatalogueClient, MetadataClient, RulesClient,
-             TransfersClient, AuditClient, BaseClient):
+             TransfersClient, AuditClient, RevocationClient, BaseClient):
     """Every API call Cairn offers, as async methods."""
 
     async def whoami(self) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from catalogue.identities import recogniser
 from catalogue.tabular import load_converters
 from kernel.collector import settle_collector
 from kernel.db import close_client, ensure_indexes, get_database
+from kernel.revocation_view import RevocationView
 from kernel.settings import Settings
 from kernel.tokens import BuiltinIssuer, TokenVerifier
 from kernel.web import (
@@ -63,17 +64,20 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
             data: dict[str, object] = await resp.json()
             return data
 
+    revocations = RevocationView(app[DATABASE])
     app[VERIFIER] = TokenVerifier(
         audience=settings.token_audience,
         builtin=app[ISSUER],
         trusted=settings.trusted_issuers,
         fetch_jwks=fetch_jwks,
+        revocations=revocations,
     )
     try:
         await ensure_indexes(app[DATABASE], index_specs())
     except Exception as exc:  # the server still starts and answers 503 until the database is back
         log.warning("could not create indexes at start (%s); they will be created on next start", exc)
     yield
+    await revocations.close()
     await session.close()
     await close_client()
 

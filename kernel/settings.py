@@ -137,6 +137,10 @@ class Settings(BaseSettings):
     token_issuer: str = "cairn"
     token_audience: str = "cairn"
     token_lifetime_s: int = Field(12 * 3600, ge=60)
+    # How long a revocation is kept whose tokens' expiry is unknown (by jti alone, or of a user):
+    # at least the longest lifetime of a token this installation accepts (`cairn token issue`
+    # signs up to 366 days). A subject's tokens without `iat` are refused for as long.
+    token_revocation_keep_s: int = Field(367 * 86400, ge=3600)
     signing_key_file: Path | None = None
     trusted_issuers: list[TrustedIssuer] = Field(default_factory=list)
 

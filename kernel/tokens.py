@@ -17,7 +17,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jwt
 from cryptography.hazmat.primitives import serialization
@@ -30,6 +30,9 @@ from jwt import PyJWK
 from kernel.errors import InvalidInput, ServiceUnavailable, Unauthenticated
 from kernel.principal import GLOBAL_VO, PILOT_SCOPE, SCOPES, Principal
 from kernel.settings import Settings, TrustedIssuer
+
+if TYPE_CHECKING:
+    from kernel.revocation_view import RevocationView
 
 ALLOWED_ALGORITHMS = ("RS256", "ES256", "EdDSA")
 # The public-key class each algorithm needs: a token whose alg does not fit the key is refused
@@ -147,7 +150,8 @@ class _KeySet:
 
 
 class TokenVerifier:
-    """Verifies bearer tokens against the built-in issuer and the trusted external issuers."""
+    """Verifies bearer tokens against the built-in issuer and the trusted external issuers, and,
+    given the view of the revocations, refuses the revoked ones."""
 
     def __init__(
         self,
@@ -156,11 +160,13 @@ class TokenVerifier:
         builtin: BuiltinIssuer | None,
         trusted: Iterable[TrustedIssuer] = (),
         fetch_jwks: JwksFetcher | None = None,
+        revocations: RevocationView | None = None,
     ) -> None:
         self.audience = audience
         self.builtin = builtin
         self.trusted = {t.issuer: t for t in trusted}
         self.fetch_jwks = fetch_jwks
+        self.revocations = revocations
         self._cache: dict[str, _KeySet] = {}
         self._failed: dict[str, tuple[float, str]] = {}  # issuer: when its last fetch failed, and why
         self._fetching: dict[str, asyncio.Lock] = {}
@@ -171,13 +177,26 @@ class TokenVerifier:
         ServiceUnavailable (503, Retry-After) while its issuer's keys cannot be fetched: the
         token may be good, and the client should retry, not drop it."""
         try:
-            return await self._verify(token)
+            principal = await self._verify(token)
+            if self.revocations is not None:
+                await self.revocations.check(principal.claims, principal.vo)
+            return principal
         except (Unauthenticated, ServiceUnavailable):
             raise
         except Exception as exc:
             raise Unauthenticated(f"invalid token ({type(exc).__name__})") from exc
 
-    async def _verify(self, token: str) -> Principal:
+    async def signed(self, token: str) -> Principal:
+        """The caller a token names if its signature, issuer and audience verify, expired, not
+        yet valid or revoked alike: a token to revoke. Errors as `verify`."""
+        try:
+            return await self._verify(token, timely=False)
+        except (Unauthenticated, ServiceUnavailable):
+            raise
+        except Exception as exc:
+            raise Unauthenticated(f"invalid token ({type(exc).__name__})") from exc
+
+    async def _verify(self, token: str, *, timely: bool = True) -> Principal:
         try:
             header = jwt.get_unverified_header(token)
             unverified = jwt.decode(token, options={"verify_signature": False})
@@ -207,7 +226,7 @@ class TokenVerifier:
                     audience=audience,
                     issuer=issuer,
                     leeway=CLOCK_SKEW_S,
-                    options={"require": ["exp", "iss", "aud", "sub"]},
+                    options={"require": ["exp", "iss", "aud", "sub"], "verify_exp": timely, "verify_nbf": timely},
                 )
                 return _principal(claims, self.trusted.get(issuer))
             except jwt.InvalidSignatureError as exc:

@@ -62,6 +62,9 @@ MATRIX: dict[str, Case] = {
     "GET /openapi.json": same(200, "/openapi.json"),
     "GET /.well-known/jwks.json": same(200, "/.well-known/jwks.json"),
     "GET /whoami": same(200, "/whoami"),
+    # Anyone may revoke (their reach: tests/test_token_revocation.py); a token long expired stores nothing.
+    "POST /tokens/revocations": same(200, "/tokens/revocations", body=lambda who: {"token": MATRIX_IDS["expired"]}),
+    "GET /tokens/revocations": admin_only("/tokens/revocations"),
     "POST /namespace/mkdir": Case("/namespace/mkdir", (201, 403, 403), {"path": "/lhcb/pub/newdir"}),
     "GET /namespace/stat": Case("/namespace/stat", (200, 200, 403), params={"path": SHARED}, changes=frozenset()),
     "GET /namespace/ls": Case("/namespace/ls", (200, 200, 403), params={"path": "/lhcb/pub"}, changes=frozenset()),
@@ -248,6 +251,7 @@ MATRIX_IDS: dict[str, str] = {}
 
 async def bobs_objects(world: World) -> None:
     """What the matrix acts on besides the world's files: victims, a rule, a request, a job."""
+    MATRIX_IDS["expired"] = world.api.token("bob", vo="cta", groups=("lhcb",), lifetime_s=-3600)
     async with world.client("bob") as bob:
         await bob.mkdir(VICTIM_DIR, mode=0o755)  # carol (group lhcb) may not write in it
         result = await bob.register_files([{"lfn": f"{VICTIM_DIR}/{n}", "size": 1, "adler32": "00020002"}

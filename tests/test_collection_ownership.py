@@ -17,7 +17,7 @@ WRITES = {"insert_one", "insert_many", "update_one", "update_many", "delete_one"
           "bulk_write", "find_one_and_update", "find_one_and_replace", "find_one_and_delete", "drop"}
 # Which package may write each collection.
 OWNERS = {
-    "leases": "kernel",
+    "leases": "kernel", "token_revocations": "kernel",
     "files": "catalogue", "directories": "catalogue", "datasets": "catalogue", "dataset_files": "catalogue",
     "moved_paths": "catalogue",
     "container_children": "catalogue", "usage": "catalogue", "usage_claims": "catalogue",

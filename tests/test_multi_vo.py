@@ -52,6 +52,11 @@ VO_CASES: dict[str, Case] = {
                                  changes=frozenset({"alice"})),
     "DELETE /metadata/fields": Case("/metadata/fields", (403, 403, 404), params={"key": "nosuchfield"},
                                     changes=frozenset()),
+    # A revocation by jti reaches the caller's own VO only, and answers alike whatever the jti names
+    # (tests/test_token_revocation.py): an outsider's own object. A VO's admin lists its VO's.
+    "POST /tokens/revocations": Case("/tokens/revocations", (200, 200, 200), {"jti": "some-token-id"},
+                                     changes=frozenset({"alice"})),
+    "GET /tokens/revocations": Case("/tokens/revocations", (403, 403, 200), changes=frozenset()),
 }
 # Installation totals that mix VOs are refused to a confined caller.
 REFUSED = {"GET /usage/ses", "GET /transfers/stats", "GET /transfers/series"}

@@ -5,8 +5,9 @@ from __future__ import annotations
 from aiohttp import web
 
 from cairn.portal.render import page
-from cairn.portal.session import LOGIN_CSRF_COOKIE, SESSION_COOKIE, new_login_csrf, set_cookie
+from cairn.portal.session import LOGIN_CSRF_COOKIE, SESSION_COOKIE, TOKEN, new_login_csrf, principal, set_cookie
 from kernel.errors import Unauthenticated
+from kernel.token_revocation import Revoking, revoke, token_revocation
 from kernel.web import authenticate
 
 routes = web.RouteTableDef()
@@ -49,6 +50,11 @@ async def login(request: web.Request) -> web.Response:
 
 @routes.post("/logout")
 async def logout(request: web.Request) -> web.Response:
+    """End the session and revoke its token: a copy of the cookie taken earlier is then no use.
+    A token without `jti` cannot be revoked alone (only with all its user's): its session just ends."""
+    if TOKEN in request and "jti" in principal(request).claims:
+        found = Revoking.of(request)
+        await revoke(found, principal(request), await token_revocation(found.verifier, request[TOKEN]))
     response = web.HTTPSeeOther("/ui/login")
     response.del_cookie(SESSION_COOKIE, path="/ui/")
     raise response
