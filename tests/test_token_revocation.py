@@ -148,12 +148,18 @@ async def test_a_revoked_token_ends_its_portal_session(api: RunningApi, portal: 
         assert (await user.login(token)).status == 401
 
 
-async def test_logging_out_of_the_portal_revokes_the_sessions_token(api: RunningApi, portal: PortalFactory) -> None:
-    token = api.token(scopes=READER)
-    async with portal(token) as user:
+async def test_logging_out_of_the_portal_revokes_the_sessions_token_when_asked(
+    api: RunningApi, portal: PortalFactory,
+) -> None:
+    kept, ended = api.token(scopes=READER), api.token(scopes=READER)
+    async with portal(kept) as user:
         await user.get("/ui/")
         assert (await user.post("/ui/logout", {}, redirects=False)).status == 303
-    assert await status_of(api.url, token) == 401
+    assert await status_of(api.url, kept) == 200  # a plain logout: the token (maybe the CLI's) lives on
+    async with portal(ended) as user:
+        await user.get("/ui/")
+        assert (await user.post("/ui/logout", {"revoke": "1"}, redirects=False)).status == 303
+    assert await status_of(api.url, ended) == 401
 
 
 async def test_a_revoked_pilot_token_takes_no_more_jobs(api: RunningApi, database: AsyncDatabase[Document]) -> None:

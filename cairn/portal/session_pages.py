@@ -50,9 +50,11 @@ async def login(request: web.Request) -> web.Response:
 
 @routes.post("/logout")
 async def logout(request: web.Request) -> web.Response:
-    """End the session and revoke its token: a copy of the cookie taken earlier is then no use.
-    A token without `jti` cannot be revoked alone (only with all its user's): its session just ends."""
-    if TOKEN in request and "jti" in principal(request).claims:
+    """End the session; with `revoke`, revoke its token too, so a copy of the cookie taken earlier
+    is no use (nor is the token anywhere else: the CLI's, if it was that one). A token without
+    `jti` cannot be revoked alone (only with all its user's): its session just ends."""
+    wanted = (await request.post()).get("revoke") == "1"
+    if wanted and TOKEN in request and "jti" in principal(request).claims:
         found = Revoking.of(request)
         await revoke(found, principal(request), await token_revocation(found.verifier, request[TOKEN]))
     response = web.HTTPSeeOther("/ui/login")
