@@ -16,8 +16,9 @@ VO), one per claimed batch, none per file.
 
 Turns are integers of 16 digits (FIRST_TURN to LAST_TURN): the claim index's order is read as
 text on Cairn's FerretDB build (`kernel.db.INDEX_ORDER`), where integers must have one number of
-digits. Clocks of before activities had their own (`<kind>|<requester>`) still hold back that
-requester's new flows until its older requests are served.
+digits. A clock stored before activities had clocks of their own (`<kind>|<requester>`) still
+holds back that requester's new flows until its older requests are served; it is not counted as
+a backlogged flow of its VO.
 """
 
 from __future__ import annotations
