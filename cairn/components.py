@@ -59,14 +59,21 @@ def route_tables() -> list[ApiRoutes]:
     from productions import production_routes, transformation_routes
     from rules import routes as rule_routes
     from rules import subscription_routes
-    from transfers import audit_routes, request_routes, signed_url_routes, stats_routes, suspicious_routes
+    from transfers import (
+        audit_routes,
+        request_routes,
+        share_routes,
+        signed_url_routes,
+        stats_routes,
+        suspicious_routes,
+    )
     from wms import pilot_routes
     from wms import routes as wms_routes
 
     return [system_routes.routes, namespace_routes.routes, file_routes.routes, se_routes.routes,
             metadata_routes.routes, dataset_routes.routes, provenance_routes.routes, usage_routes.routes,
             rule_routes.routes, subscription_routes.routes, request_routes.routes, signed_url_routes.routes,
-            stats_routes.routes, wms_routes.routes, feed_routes.routes, audit_routes.routes,
+            stats_routes.routes, share_routes.routes, wms_routes.routes, feed_routes.routes, audit_routes.routes,
             suspicious_routes.routes, transformation_routes.routes, production_routes.routes,
             site_queue_routes.routes, pilot_routes.routes, vo_routes.routes, identity_routes.routes,
             vo_migration.routes, revocation_routes.routes]

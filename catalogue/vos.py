@@ -90,6 +90,9 @@ class Vo(BaseModel):
     members: list[str] = Field(default_factory=list, max_length=100_000)
     fair_share: float = Field(1.0, gt=0, le=1_000_000,
                               description="the VO's share of the pilots against other VOs (wms.matching)")
+    transfer_share: float = Field(1.0, gt=0, le=1_000_000, allow_inf_nan=False, strict=True,
+                                  description="the VO's share of the transfer queue against other VOs "
+                                              "(transfers.shares)")
 
     @field_validator("roots")
     @classmethod
@@ -125,6 +128,7 @@ class VoDocument(TypedDict, total=False):
     admins: list[str]
     members: list[str]
     fair_share: float
+    transfer_share: float
     created: dt.datetime
 
 
@@ -237,6 +241,16 @@ async def set_fair_share(db: AsyncDatabase[Document], name: str, share: float) -
     """Set a VO's share of the pilots (global admins: shares between VOs are the installation's)."""
     with database_errors():
         found = await db[VOS].update_one({"_id": name}, {"$set": {"fair_share": float(share)}})
+    _forget(db)
+    if not found.matched_count:
+        raise NotFound(f"VO {name!r} does not exist")
+    return await get_vo(db, name)
+
+
+async def set_transfer_share(db: AsyncDatabase[Document], name: str, share: float) -> Vo:
+    """Set a VO's share of the transfer queue (global admins; `transfers.shares` weighs by it)."""
+    with database_errors():
+        found = await db[VOS].update_one({"_id": name}, {"$set": {"transfer_share": float(share)}})
     _forget(db)
     if not found.matched_count:
         raise NotFound(f"VO {name!r} does not exist")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import quote
 
 from kernel.client import BaseClient
 
@@ -79,4 +80,26 @@ class TransfersClient(BaseClient):
         """Transfers per activity (files done, failed attempts, MB) over the last `hours`, per bucket."""
         result: dict[str, Any] = await self.request("GET", "/transfers/activity",
                                                     params={"hours": hours, "step_hours": step_hours})
+        return result
+
+    async def transfer_shares(self) -> dict[str, Any]:
+        """Shares of the transfer queue: {vos: [{vo, share, backlogged}], activities, default_activity_share}."""
+        result: dict[str, Any] = await self.request("GET", "/transfer-shares")
+        return result
+
+    async def set_vo_transfer_share(self, vo: str, share: float) -> dict[str, Any]:
+        """Set a VO's share of the transfer queue (global admins)."""
+        result: dict[str, Any] = await self.request("PUT", f"/transfer-shares/vos/{quote(vo, safe='')}",
+                                                    json_body={"share": share})
+        return result
+
+    async def set_activity_share(self, activity: str, share: float) -> dict[str, Any]:
+        """Set an activity's share within its VO's part of the queue ('*': every unlisted one's; global admins)."""
+        result: dict[str, Any] = await self.request("PUT", f"/transfer-shares/activities/{quote(activity, safe='')}",
+                                                    json_body={"share": share})
+        return result
+
+    async def forget_activity_share(self, activity: str) -> dict[str, Any]:
+        """Give an activity the default share again (global admins)."""
+        result: dict[str, Any] = await self.request("DELETE", f"/transfer-shares/activities/{quote(activity, safe='')}")
         return result

@@ -47,6 +47,7 @@ from kernel.db import (
 )
 from kernel.errors import InvalidInput
 from transfers.failures import Failure, retry_delay_s
+from transfers.turns import INDEXES as TURN_INDEXES
 from transfers.turns import take_turns
 
 REQUESTS = "transfer_requests"
@@ -87,6 +88,7 @@ INDEXES = [
     # index on the embedded database (`kernel.db.count_by`), not by reading every request ever held
     IndexSpec(REQUESTS, [("state", 1), ("kind", 1), ("dest_se", 1), ("vo", 1)], name="requests_by_state_kind_dest_vo",
               group_count=True),
+    *TURN_INDEXES,
 ]
 
 
@@ -213,9 +215,9 @@ async def submit(
     successful: dict[str, str] = {}
     duplicates: list[str] = []
     if docs:
-        first = await take_turns(db, kind, requester, len(docs))
-        for index, doc in enumerate(docs):
-            doc["turn"] = first + index
+        turns = await take_turns(db, kind, requester, len(docs), vo=vo, activity=activity)
+        for doc, turn in zip(docs, turns, strict=True):
+            doc["turn"] = turn
         with database_errors():
             try:
                 await db[REQUESTS].insert_many(cast(list[Document], docs), ordered=False)

@@ -1,13 +1,19 @@
-"""`cairn transfers stats|series|activity`: how the transfer system is doing, over time, by activity."""
+"""`cairn transfers stats|series|activity|shares`: how the transfer system is doing, over time, by
+activity, and how its queue is shared."""
 
 from __future__ import annotations
 
 import datetime as dt
+from functools import partial
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from cairn.cli.output import emit_json, json_option, table
 from cairn.cli.runner import run
+
+if TYPE_CHECKING:
+    from cairn.sdk import Client
 
 
 @click.group()
@@ -58,3 +64,46 @@ def activity(hours: int, step_hours: int, as_json: bool) -> None:
         emit_json(doc)
         return
     table(doc["totals"], ["activity", "done", "failed", "bytes"], title=f"by activity, last {hours} h")
+
+
+def _activity_share(value: str) -> tuple[str, float]:
+    """`NAME=SHARE` -> (NAME, SHARE); the server checks both."""
+    name, sep, share = value.rpartition("=")
+    try:
+        if not sep:
+            raise ValueError(value)
+        return name, float(share)
+    except ValueError as exc:
+        raise click.BadParameter(f"{value!r} is not NAME=SHARE") from exc
+
+
+async def _set_activity(client: Client, *, name: str, share: float) -> Any:
+    return await client.set_activity_share(name, share)
+
+
+async def _forget_activity(client: Client, *, name: str) -> Any:
+    return await client.forget_activity_share(name)
+
+
+@transfers.command("shares")
+@click.option("--activity", "set_activities", multiple=True, metavar="NAME=SHARE",
+              help="set an activity's share within its VO's part ('*' for every unlisted one; global admins; "
+                   "repeatable)")
+@click.option("--forget-activity", "forget", multiple=True, metavar="NAME",
+              help="give an activity the default share again (global admins; repeatable)")
+@json_option
+def shares(set_activities: tuple[str, ...], forget: tuple[str, ...], as_json: bool) -> None:
+    """Shares of the transfer queue: VOs' (`cairn vo update --transfer-share`) with their backlogged
+    flows, then activities' within a VO; with options, change activities' shares first."""
+    for name, share in map(_activity_share, set_activities):
+        run(partial(_set_activity, name=name, share=share))
+    for name in forget:
+        run(partial(_forget_activity, name=name))
+    doc = run(lambda c: c.transfer_shares())
+    if as_json:
+        emit_json(doc)
+        return
+    table(doc["vos"], ["vo", "share", "backlogged"], title="VOs")
+    rows = [{"activity": k, "share": v} for k, v in doc["activities"].items()]
+    table([*rows, {"activity": "(any other)", "share": doc["default_activity_share"]}], ["activity", "share"],
+          title="activities (within a VO)")

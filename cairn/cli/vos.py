@@ -11,7 +11,8 @@ from cairn.cli.runner import run, run_and_say
 from cairn.cli.ses import switch_changes, switch_options
 from kernel.principal import DEFAULT_VO
 
-VO_COLUMNS = ["name", "roots", "scopes", "ses", "sites", "admins", "fair_share"]
+SHARE = click.FloatRange(0, 1e6, min_open=True)
+VO_COLUMNS = ["name", "roots", "scopes", "ses", "sites", "admins", "fair_share", "transfer_share"]
 
 
 def _row(vo: dict[str, Any]) -> dict[str, Any]:
@@ -45,12 +46,15 @@ def vo() -> None:
 @click.option("--admin", "admins", multiple=True, help="user who administers the VO (repeatable)")
 @click.option("--share", type=click.FloatRange(0, 1e6, min_open=True), default=1.0, show_default=True,
               help="the VO's share of the pilots against other VOs")
+@click.option("--transfer-share", type=SHARE, default=1.0, show_default=True,
+              help="the VO's share of the transfer queue against other VOs")
 @json_option
 def vo_add(name: str, roots: tuple[str, ...], scopes: tuple[str, ...], ses: tuple[str, ...],
-           sites: tuple[str, ...], admins: tuple[str, ...], share: float, as_json: bool) -> None:
+           sites: tuple[str, ...], admins: tuple[str, ...], share: float, transfer_share: float,
+           as_json: bool) -> None:
     """Create or replace a VO (global admins); its missing root directories are made."""
     body = {"name": name, "roots": list(roots), "scopes": list(scopes), "ses": dict(_se_option(s) for s in ses),
-            "sites": list(sites), "admins": list(admins), "fair_share": share}
+            "sites": list(sites), "admins": list(admins), "fair_share": share, "transfer_share": transfer_share}
     saved = run(lambda c: c.put_vo(body))
     emit_json(saved) if as_json else click.echo(f"VO {saved['name']} saved (roots {', '.join(saved['roots'])})")
 
@@ -90,13 +94,21 @@ def vo_members(name: str, add: tuple[str, ...], remove: tuple[str, ...], admins:
 
 @vo.command("update")
 @click.argument("name")
-@click.option("--share", type=click.FloatRange(0, 1e6, min_open=True), required=True,
-              help="the VO's share of the pilots against other VOs")
+@click.option("--share", type=SHARE, help="the VO's share of the pilots against other VOs")
+@click.option("--transfer-share", type=SHARE, help="the VO's share of the transfer queue against other VOs")
 @json_option
-def vo_update(name: str, share: float, as_json: bool) -> None:
-    """Change a VO's fair share (global admins); the rest of the VO stays as it is."""
-    saved = run(lambda c: c.set_vo_share(name, share))
-    emit_json(saved) if as_json else click.echo(f"VO {saved['vo']}: share {saved['share']}")
+def vo_update(name: str, share: float | None, transfer_share: float | None, as_json: bool) -> None:
+    """Change a VO's fair share of the pilots and/or of the transfer queue (global admins); the
+    rest of the VO stays as it is."""
+    if share is None and transfer_share is None:
+        raise click.UsageError("nothing to change: give --share and/or --transfer-share")
+    saved: dict[str, Any] = {"vo": name}
+    if share is not None:
+        saved["share"] = run(lambda c: c.set_vo_share(name, share))["share"]
+    if transfer_share is not None:
+        saved["transfer_share"] = run(lambda c: c.set_vo_transfer_share(name, transfer_share))["share"]
+    changed = ", ".join(f"{key.replace('_', ' ')} {saved[key]}" for key in ("share", "transfer_share") if key in saved)
+    emit_json(saved) if as_json else click.echo(f"VO {name}: {changed}")
 
 
 @vo.command("shares")
