@@ -1,4 +1,5 @@
-"""What the processes are made of: every package's route tables, indexes and daemons.
+"""What the processes are made of: every package's route tables, indexes, daemons, and the open
+work a VO's deletion waits for.
 
 Adding a capability means adding its routes, indexes or daemon here — nowhere else.
 """
@@ -21,6 +22,7 @@ from catalogue import (
     storage_elements,
     usage,
 )
+from catalogue.vo_removal import OpenWork
 from kernel import revocations
 from kernel.daemon import Daemon
 from kernel.db import Document, IndexSpec
@@ -94,6 +96,19 @@ def index_specs() -> list[IndexSpec]:
             *audit_runs.INDEXES, *transformations.INDEXES, *transformation_files.INDEXES,
             *production_tasks.INDEXES, *production.INDEXES, *wms_pilot_records.INDEXES, *moved_paths.INDEXES,
             *revocations.INDEXES]
+
+
+def open_work() -> tuple[OpenWork, ...]:
+    """A VO's work that `cairn vo delete` waits for, each kind counted by its package, with the
+    command that ends it."""
+    return (OpenWork("open job(s)", "cairn job kill", wms_jobs.count_open_of_vo),
+            OpenWork("rule(s)", "cairn rule delete", rule_store.count_open_of_vo),
+            OpenWork("open transfer, stage or deletion request(s)", "cairn requests cancel",
+                     transfer_requests.count_open_of_vo),
+            OpenWork("subscription(s)", "cairn subscription delete", subscriptions.count_of_vo),
+            OpenWork("transformation(s) not completed or cleaned",
+                     "cairn transformation delete, or cairn production delete for a production's steps",
+                     transformations.count_open_of_vo))
 
 
 def daemon_factories() -> dict[str, DaemonFactory]:

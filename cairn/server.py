@@ -8,11 +8,12 @@ from collections.abc import AsyncIterator
 import aiohttp
 from aiohttp import web
 
-from cairn.components import index_specs, plain_routes, route_tables
+from cairn.components import index_specs, open_work, plain_routes, route_tables
 from cairn.portal import PREFIX as PORTAL_PREFIX
 from cairn.portal import build_portal
 from catalogue.identities import recogniser
 from catalogue.tabular import load_converters
+from catalogue.vo_routes import OPEN_WORK
 from kernel.collector import settle_collector
 from kernel.db import close_client, ensure_indexes, get_database
 from kernel.revocation_view import RevocationView
@@ -43,6 +44,7 @@ def build_app(settings: Settings) -> web.Application:
     issuer = BuiltinIssuer.from_settings(settings)
     app[ISSUER] = issuer
     app[CONFINE] = recogniser(settings.token_issuer)
+    app[OPEN_WORK] = open_work()
     app[ROUTE_TABLES] = route_tables()
     for table in app[ROUTE_TABLES]:
         table.install(app)

@@ -33,7 +33,7 @@ from catalogue.directory_moves import BELOW_A_MOVE, below_moves, give_up_registe
 from catalogue.file_removal import remove_records, still_has_replicas
 from catalogue.lfn import ancestors, check_lfn, name_of, parent_of
 from catalogue.metadata import metadata_fields_for
-from catalogue.metadata_fields import MetadataMaps, field_types, typed_values, types_for
+from catalogue.metadata_fields import MAX_KEYS_PER_ENTRY, MetadataMaps, field_types, typed_values, types_for
 from catalogue.permissions import (
     DEFAULT_FILE_MODE,
     NO_SUCH_FILE,
@@ -139,7 +139,8 @@ class FileIn(BaseModel):
     guid: str | None = Field(None, min_length=1, max_length=64)
     mode: int | None = Field(None, ge=0, le=0o777)
     replicas: list[ReplicaIn] = Field(default_factory=list, max_length=100)
-    meta: dict[str, Any] = Field(default_factory=dict, description="own metadata (validated against declared types)")
+    meta: dict[str, Any] = Field(default_factory=dict, max_length=MAX_KEYS_PER_ENTRY,
+                                 description="own metadata (validated against declared types)")
     ancestors: list[str] = Field(default_factory=list, max_length=MAX_ANCESTORS,
                                  description="LFNs this file was made from (provenance)")
 

@@ -14,6 +14,10 @@ comes from a nearer directory, or is their own, keep theirs. So a metadata query
 single query on `meta_effective`. The subtree stops at another VO's root nested in it: that
 VO's entries inherit nothing from the directories of the VO above.
 
+An entry's own values are bounded in all (`metadata_fields.MAX_KEYS_PER_ENTRY` keys and
+`MAX_TEXT_PER_ENTRY` characters, whatever the number of calls), checked against the values the
+write is guarded to change (VERSION); inherited values do not count against an entry.
+
 There is no transaction: a file registered while its directory's value is being changed may
 keep the value it copied at registration; setting the directory's value again repairs it.
 A move re-derives the moved entries' inherited values from their new ancestors.
@@ -35,16 +39,31 @@ from catalogue import change_feed
 from catalogue.collection_names import FILES
 from catalogue.directories import DIRECTORIES, fetch_directories, now
 from catalogue.lfn import ROOT, ancestors, check_lfn, descendant_pattern, is_within
-from catalogue.metadata_fields import EFFECTIVE, ORIGIN, MetadataMaps, check_key, field_types, typed_values, types_for
+from catalogue.metadata_fields import (
+    EFFECTIVE,
+    ORIGIN,
+    MetadataMaps,
+    check_entry_bounds,
+    check_key,
+    field_types,
+    typed_values,
+    types_for,
+)
 from catalogue.permissions import READ, WRITE, entry_denial, require, traversal_denial
 from catalogue.vos import Vo, registry, vo_of_path
 from kernel.db import Document, database_errors
-from kernel.errors import InvalidInput, NotFound
+from kernel.errors import Conflict, InvalidInput, NotFound
 from kernel.principal import Principal
 
 MAX_KEYS_PER_CALL = 100
 """Most keys one call sets or removes: a directory's values are written to every entry below it,
 so the keys of a call multiply that work (dozens of keys per directory is generous)."""
+VERSION = "meta_version"
+"""Bumped by every change of an entry's own values. A set is written only over the values it
+checked against the entry bounds (`metadata_fields.check_entry_bounds`) — the version read is
+a guard in the update's filter — so two calls each within the bounds cannot pass them together.
+Records written before it have none, matched as null: nothing to migrate."""
+WRITE_TRIES = 5
 
 
 def inherited(path: str, dirs: Mapping[str, Mapping[str, Any]]) -> tuple[dict[str, Any], dict[str, str]]:
@@ -172,6 +191,22 @@ def _other_vos_below(vos: dict[str, Vo], path: str) -> list[str]:
                   if root != path and is_within(root, path))
 
 
+async def _set_within_bounds(db: AsyncDatabase[Document], principal: Principal, path: str,
+                             typed: Mapping[str, Any], changes: Mapping[str, Any]) -> AsyncCollection[Document]:
+    """Write `changes` on the entry if its own values with `typed` over them stay within the entry
+    bounds, guarded by the VERSION it had when checked (read again and checked again if another
+    call changed it meanwhile); returns the entry's collection."""
+    for _ in range(WRITE_TRIES):
+        doc, collection, _ = await _writable(db, principal, path)
+        check_entry_bounds(path, doc.get("meta") or {}, typed)
+        with database_errors():
+            written = await collection.update_one({"_id": path, VERSION: doc.get(VERSION)},
+                                                  {"$set": dict(changes), "$inc": {VERSION: 1}})
+        if written.matched_count:
+            return collection
+    raise Conflict(f"the metadata of {path} changed {WRITE_TRIES} times while this call was written; try again")
+
+
 async def set_metadata(
     db: AsyncDatabase[Document], principal: Principal, path: str, values: Mapping[str, Any]
 ) -> dict[str, Any]:
@@ -182,12 +217,11 @@ async def set_metadata(
         raise InvalidInput("give at least one key and value")
     vos = await registry(db)
     typed = typed_values(values, types_for(await field_types(db), vo_of_path(vos, path)))
-    _, collection, _ = await _writable(db, principal, path)
     changes: dict[str, Any] = {"modified": now()}
     for key, value in typed.items():
         changes.update({f"meta.{key}": value, f"{EFFECTIVE}.{key}": value, f"{ORIGIN}.{key}": path})
+    collection = await _set_within_bounds(db, principal, path, typed, changes)
     with database_errors():
-        await collection.update_one({"_id": path}, {"$set": changes})
         if collection.name == DIRECTORIES:
             # Index: `_id` prefix range on MongoDB (the subtree), then the origin test.
             farther = [*ancestors(path), path, None]
@@ -221,7 +255,8 @@ async def remove_metadata(
             updates[key] = {"$unset": {f"{EFFECTIVE}.{key}": "", f"{ORIGIN}.{key}": ""}}
     with database_errors():
         if updates:
-            own_update = _merged([*updates.values(), {"$unset": {f"meta.{key}": "" for key in updates}}])
+            own_update = _merged([*updates.values(), {"$unset": {f"meta.{key}": "" for key in updates}},
+                                  {"$inc": {VERSION: 1}}])
             await collection.update_one({"_id": path}, own_update)
             if collection.name == DIRECTORIES:
                 await _propagate(db, path, foreign, [path], updates)

@@ -32,7 +32,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from kernel.bounds import INT64_MAX, INT64_MIN
 from kernel.db import Document, database_errors
-from kernel.errors import Conflict, InvalidInput, NotFound
+from kernel.errors import Conflict, InvalidInput, LimitExceeded, NotFound
 from kernel.principal import Principal
 
 METADATA_FIELDS = "metadata_fields"
@@ -46,6 +46,11 @@ MAX_LIST = 256
 MAX_VALUES_CHARS = 64 * 1024
 """Most characters of text (strings, list items) in the values of one call: a directory's values
 are copied to every entry below it, so an 8 MB list set on a directory of 300 files wrote 2.4 GB."""
+MAX_KEYS_PER_ENTRY = 1000
+MAX_TEXT_PER_ENTRY = 1024 * 1024
+"""Most own keys of one file or directory, and characters of text in their values, however many
+calls set them (only MongoDB's 16 MB document bounded them; each value is stored twice, with its
+origin path once more): a physicist's entry carries tens of keys and kilobytes."""
 
 
 def _strings(value: Any) -> bool:
@@ -159,6 +164,18 @@ def free_value(key: str, value: Any) -> Any:
         return value
     raise ValueError(f"{key}: a value is a number, a string (at most {MAX_STRING} characters), a boolean, a "
                      f"datetime or a list of at most {MAX_LIST} such strings; got {_start_of(value)}")
+
+
+def check_entry_bounds(path: str, own: Mapping[str, Any], changes: Mapping[str, Any]) -> None:
+    """LimitExceeded (413) when `own` values with `changes` set over them would pass
+    MAX_KEYS_PER_ENTRY keys or MAX_TEXT_PER_ENTRY characters of text."""
+    after = {**own, **changes}
+    keys, text = len(after), sum(_text_chars(value) for value in after.values())
+    if keys > MAX_KEYS_PER_ENTRY or text > MAX_TEXT_PER_ENTRY:
+        raise LimitExceeded(
+            f"{path} would hold {keys} metadata keys and {text} characters of text; an entry holds at most "
+            f"{MAX_KEYS_PER_ENTRY} keys and {MAX_TEXT_PER_ENTRY} characters: remove some first",
+            details={"keys": keys, "max_keys": MAX_KEYS_PER_ENTRY, "text": text, "max_text": MAX_TEXT_PER_ENTRY})
 
 
 def typed_values(values: Mapping[str, Any], declared: Mapping[str, str]) -> dict[str, Any]:

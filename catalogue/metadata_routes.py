@@ -94,7 +94,9 @@ async def get(request: web.Request) -> web.Response:
 
 
 @routes.post("/metadata/set", policy=WRITE, summary="Set metadata on a file or directory (w on it)",
-             body=SetBody, responses={400: "a value breaks its declared type (nothing written)"})
+             body=SetBody, responses={400: "a value breaks its declared type (nothing written)",
+                                      409: "the entry changed meanwhile, again and again (nothing written)",
+                                      413: "the entry would hold over 1000 keys or 1 MiB of text (nothing written)"})
 async def set_values(request: web.Request) -> web.Response:
     body = await read_model(request, SetBody)
     db = request.app[DATABASE]

@@ -20,6 +20,8 @@ from kernel.web import ADMIN, DATABASE, ApiRoutes, json_response, principal_of, 
 
 routes = ApiRoutes("vos")
 M = TypeVar("M", bound=BaseModel)
+OPEN_WORK: web.AppKey[tuple[vo_removal.OpenWork, ...]] = web.AppKey("vo_open_work")
+"""The open work of a VO that deleting it waits for, given by the assembly (`cairn.components`)."""
 READ = scopes("catalogue.read")
 WRITE = scopes("catalogue.write")
 
@@ -99,11 +101,12 @@ async def change_members(request: web.Request) -> web.Response:
     return json_response({"vo": changed.name, "members": changed.members, "admins": changed.admins})
 
 
-@routes.delete("/vos/{name}", policy=ADMIN, summary="Delete a VO that has no files, directories or datasets left",
-               responses={404: "no such VO", 409: "the VO still has data (named), or it is the default VO"})
+@routes.delete("/vos/{name}", policy=ADMIN, summary="Delete a VO that has no files, directories or datasets "
+               "left, nor open jobs, rules, requests, subscriptions or transformations",
+               responses={404: "no such VO", 409: "data or open work remain (named), or it is the default VO"})
 async def delete_vo(request: web.Request) -> web.Response:
-    name = request.match_info["name"]
-    await vo_removal.delete_vo(request.app[DATABASE], principal_of(request), name)
+    name, open_work = request.match_info["name"], request.app[OPEN_WORK]
+    await vo_removal.delete_vo(request.app[DATABASE], principal_of(request), name, open_work)
     return json_response({"deleted": name})
 
 

@@ -61,6 +61,14 @@ class BodyTooLarge(CairnError):
     code = "body_too_large"
 
 
+class LimitExceeded(CairnError):
+    """What the request would store passes a bound on the stored whole (an entry's metadata, say),
+    though the request itself is within its own bounds; nothing is written."""
+
+    status = 413
+    code = "limit_exceeded"
+
+
 class Unauthenticated(CairnError):
     """No token, or a token that fails verification."""
 

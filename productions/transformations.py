@@ -28,6 +28,8 @@ MAX_TASK = 99_999_999  # the highest task number (`productions.tasks.task_id` pa
 STATES = ("new", "active", "flushing", "stopped", "completed", "cleaned")
 # States in which the daemons work on a transformation.
 RUNNING = ("new", "active", "flushing")
+# States in which it may still make tasks (stopped: once started again); the others are final.
+OPEN = ("new", "active", "flushing", "stopped")
 REQUEST_TYPES = ("replication", "removal")  # their tasks are transfer-queue requests (`productions.request_tasks`)
 
 INDEXES = [
@@ -214,3 +216,11 @@ def public_view(doc: Document) -> dict[str, Any]:
 async def adopt_unowned(db: AsyncDatabase[Document], vo: str) -> int:
     """Give the transformations stored before VOs were recorded (no `vo`) to VO `vo` (`cairn vo migrate`)."""
     return await stamp_missing(db[TRANSFORMATIONS], "vo", vo)
+
+
+async def count_open_of_vo(db: AsyncDatabase[Document], vo: str, limit: int) -> int:
+    """Transformations of VO `vo` not completed or cleaned (a stopped one may start again), at most
+    `limit` counted: a VO is not deleted while it has some (`catalogue.vo_removal`)."""
+    with database_errors():
+        # Index: transformations_by_state.
+        return await db[TRANSFORMATIONS].count_documents({"state": {"$in": list(OPEN)}, "vo": vo}, limit=limit)

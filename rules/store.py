@@ -541,3 +541,12 @@ async def release(db: AsyncDatabase[Document], rule: Document, worker: str, fiel
 async def adopt_unowned(db: AsyncDatabase[Document], vo: str) -> int:
     """Give the rules stored before VOs were recorded (no `vo`) to VO `vo` (`cairn vo migrate`)."""
     return await stamp_missing(db[RULES], "vo", vo)
+
+
+async def count_open_of_vo(db: AsyncDatabase[Document], vo: str, limit: int) -> int:
+    """Rules of VO `vo` not expired (a deleted rule expires; the cleaner then removes it), at most
+    `limit` counted: a VO is not deleted while it has some (`catalogue.vo_removal`)."""
+    with database_errors():
+        # Index: rules_by_state_vo.
+        return await db[RULES].count_documents({"state": {"$in": list(STATES)}, "vo": vo, "$or": [
+            {"expires_at": None}, {"expires_at": {"$gt": now()}}]}, limit=limit)

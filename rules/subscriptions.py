@@ -219,3 +219,10 @@ async def _record(db: AsyncDatabase[Document], subscription: Document, made: int
 async def adopt_unowned(db: AsyncDatabase[Document], vo: str) -> int:
     """Give the subscriptions stored before VOs were recorded (no `vo`) to VO `vo` (`cairn vo migrate`)."""
     return await stamp_missing(db[SUBSCRIPTIONS], "vo", vo)
+
+
+async def count_of_vo(db: AsyncDatabase[Document], vo: str, limit: int) -> int:
+    """Subscriptions of VO `vo` (each gives rules to new datasets until removed), at most `limit`
+    counted: a VO is not deleted while it has some (`catalogue.vo_removal`)."""
+    with database_errors():
+        return await db[SUBSCRIPTIONS].count_documents({"vo": vo}, limit=limit)

@@ -570,3 +570,11 @@ async def fail_or_retry(
 async def adopt_unowned(db: AsyncDatabase[Document], vo: str) -> int:
     """Give the requests stored before VOs were recorded (no `vo`) to VO `vo` (`cairn vo migrate`)."""
     return await stamp_missing(db[REQUESTS], "vo", vo)
+
+
+async def count_open_of_vo(db: AsyncDatabase[Document], vo: str, limit: int) -> int:
+    """Requests of VO `vo` still queued, staging or active, at most `limit` counted: a VO is not
+    deleted while it has some (`catalogue.vo_removal`)."""
+    with database_errors():
+        # Index: requests_by_state_kind_dest_vo (its `state` prefix).
+        return await db[REQUESTS].count_documents({"state": {"$in": list(OPEN_STATES)}, "vo": vo}, limit=limit)

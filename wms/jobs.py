@@ -42,6 +42,8 @@ LOCAL_IDS = frozenset({DEFAULT_VO, GLOBAL_VO})
 # How long a checker pass holds its jobs before `clear_stale_claims` gives them to another.
 CHECK_LEASE_S = 300.0
 
+OPEN_STATES = [state for state in states.ALL if state not in states.FINAL]
+
 INDEXES = [
     # claim_batch (checker: received / staging due), stalled_jobs (watchdog)
     IndexSpec(JOBS, [("state", 1), ("recheck_at", 1)], name="jobs_by_state_recheck", index_order=True),
@@ -365,3 +367,11 @@ async def adopt_unowned(db: AsyncDatabase[Document], vo: str) -> int:
     with database_errors():
         result = await db[JOBS].update_many({"vo": None}, {"$set": {"vo": vo}})
     return int(result.modified_count)
+
+
+async def count_open_of_vo(db: AsyncDatabase[Document], vo: str, limit: int) -> int:
+    """Jobs of VO `vo` that have not ended (done, failed or killed), at most `limit` counted: a VO
+    is not deleted while it has some (`catalogue.vo_removal`)."""
+    with database_errors():
+        # Index: jobs_by_state_vo.
+        return await db[JOBS].count_documents({"state": {"$in": OPEN_STATES}, "vo": vo}, limit=limit)

@@ -137,7 +137,8 @@ def vo_se(name: str, se: str, read: bool | None, write: bool | None, delete: boo
 @vo.command("delete")
 @click.argument("name")
 def vo_delete(name: str) -> None:
-    """Delete a VO with no files, directories or datasets left (global admins)."""
+    """Delete a VO with no files, directories or datasets left, nor open jobs, rules, requests,
+    subscriptions or transformations (global admins)."""
     run_and_say(lambda c: c.delete_vo(name), f"VO {name} deleted")
 
 
