@@ -239,18 +239,17 @@ async def fair_shares(db: AsyncDatabase[Document]) -> dict[str, float]:
 
 async def set_fair_share(db: AsyncDatabase[Document], name: str, share: float) -> Vo:
     """Set a VO's share of the pilots (global admins: shares between VOs are the installation's)."""
-    with database_errors():
-        found = await db[VOS].update_one({"_id": name}, {"$set": {"fair_share": float(share)}})
-    _forget(db)
-    if not found.matched_count:
-        raise NotFound(f"VO {name!r} does not exist")
-    return await get_vo(db, name)
+    return await _set_share(db, name, "fair_share", share)
 
 
 async def set_transfer_share(db: AsyncDatabase[Document], name: str, share: float) -> Vo:
     """Set a VO's share of the transfer queue (global admins; `transfers.shares` weighs by it)."""
+    return await _set_share(db, name, "transfer_share", share)
+
+
+async def _set_share(db: AsyncDatabase[Document], name: str, field: str, share: float) -> Vo:
     with database_errors():
-        found = await db[VOS].update_one({"_id": name}, {"$set": {"transfer_share": float(share)}})
+        found = await db[VOS].update_one({"_id": name}, {"$set": {field: float(share)}})
     _forget(db)
     if not found.matched_count:
         raise NotFound(f"VO {name!r} does not exist")
