@@ -45,7 +45,7 @@ from catalogue.permissions import (
     se_in_vo,
     traversal_denial,
 )
-from catalogue.provenance import add_ancestor_links
+from catalogue.provenance import MAX_ANCESTORS, add_ancestor_links
 from catalogue.replica_pushes import push_replicas
 from catalogue.replica_urls import se_url
 from catalogue.storage_elements import fetch_storage_elements
@@ -107,7 +107,6 @@ INDEXES = [
     # provenance: descendants of a file, files.find({ancestors: {$in: [lfn, ...]}})
     IndexSpec(FILES, [("ancestors", 1)], name="files_by_ancestors", sparse=True),
 ]
-MAX_ANCESTORS = 10_000
 
 
 def _lfn(value: str) -> str:
@@ -384,14 +383,18 @@ async def _reconcile(
     # have been written, so they are written again (consumers take events at least once).
     await change_feed.append(db, [change_feed.event("file_registered", lfn, replicas=[
         r["se"] for r in stored[lfn].get("replicas", [])]) for lfn in updates])
+    # Ancestors first: a file they would take past its bound fails, and gets no replica either.
+    linked = await add_ancestor_links(db, {f.lfn: f.ancestors for f in duplicates
+                                           if f.ancestors and f.lfn in successful})
+    for lfn, error in linked.refused.items():
+        successful.pop(lfn, None)
+        updates.pop(lfn, None)
+        failed[lfn] = error.message
     refused: dict[tuple[str, str], str] = {}
     await push_replicas(db, updates, known=stored, refused=refused)
     for (lfn, se), why in refused.items():  # the file is registered, but that replica is not: the file fails
         successful.pop(lfn, None)
         failed[lfn] = f"replica on SE {se} not registered: {why}"
-    if any(f.ancestors for f in duplicates):
-        await add_ancestor_links(db, {f.lfn: f.ancestors for f in duplicates
-                                      if f.ancestors and f.lfn in successful})
 
 
 def _file_document(item: FileIn, principal: Principal, replicas: list[ReplicaRecord], at: dt.datetime,

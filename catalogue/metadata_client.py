@@ -142,7 +142,8 @@ class MetadataClient(BaseClient):
         return result
 
     async def link_ancestors(self, lfn: str, ancestors: Iterable[str]) -> Json:
-        """Record the files `lfn` was made from."""
+        """Record the files `lfn` was made from: `{lfn, added, already_linked}` (counts). A file
+        holds at most 10,000 ancestors: past that, LimitExceeded and nothing linked."""
         result: Json = await self.request("POST", "/provenance/link",
                                           json_body={"lfn": lfn, "ancestors": list(ancestors)})
         return result

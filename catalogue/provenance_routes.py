@@ -24,7 +24,15 @@ class LinkBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     lfn: str
-    ancestors: list[str] = Field(..., min_length=1, max_length=10_000)
+    ancestors: list[str] = Field(..., min_length=1, max_length=provenance.MAX_ANCESTORS)
+
+
+class LinkAnswer(BaseModel):
+    """What a link call did: counts, not the file's stored list (which can be long)."""
+
+    lfn: str
+    added: int = Field(description="ancestors the file did not hold before")
+    already_linked: int = Field(description="given ancestors it held already")
 
 
 @routes.get("/provenance", policy=READ_SCOPE, summary="Ancestors or descendants of a file, to a depth",
@@ -48,7 +56,9 @@ async def related(request: web.Request) -> web.Response:
 
 @routes.post("/provenance/link", policy=WRITE_SCOPE, summary="Record the files a file was made from "
                                                              "(w on it, r on each)",
-             body=LinkBody, responses={404: "no such file"})
+             body=LinkBody, response=LinkAnswer,
+             responses={404: "no such file",
+                        413: f"the file would hold more than {provenance.MAX_ANCESTORS:,} ancestors"})
 async def link(request: web.Request) -> web.Response:
     body = await read_model(request, LinkBody)
     await authorize_link(request.app[DATABASE], principal_of(request), check_lfn(body.lfn), body.ancestors)

@@ -38,7 +38,8 @@ def ancestry_show(lfn: str, descendants: bool, depth: int, as_json: bool) -> Non
 def ancestry_link(lfn: str, ancestors: tuple[str, ...], as_json: bool) -> None:
     """Record that LFN was made from ANCESTORS."""
     linked = run(lambda c: c.link_ancestors(lfn, ancestors))
-    emit_json(linked) if as_json else click.echo(f"{lfn} <- {', '.join(linked['ancestors'])}")
+    emit_json(linked) if as_json else click.echo(
+        f"{lfn} <- {linked['added']} ancestor(s) added, {linked['already_linked']} already linked")
 
 
 @click.group()
