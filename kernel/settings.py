@@ -85,6 +85,9 @@ class RuleSettings(BaseModel):
     suspend_after_s: float = Field(24 * 3600.0, gt=0)
     # A rule whose evaluation raised this many passes in a row is suspended (its error kept).
     suspend_after_failures: int = Field(5, ge=1)
+    # A rule whose evaluation or cleaning raised k passes in a row is taken again no sooner than
+    # poll_s * 2**(k-1) later, at most this long (`rules.backoff`).
+    backoff_max_s: float = Field(600.0, gt=0)
     idle_sleep_s: float = Field(1.0, gt=0)
     # Change feed events older than this, and passed by every consumer, are trimmed.
     feed_retention_s: float = Field(7 * 24 * 3600.0, ge=0)

@@ -8,6 +8,9 @@ half way leaves the rule expired with fewer locks; the next one carries on (lock
 releasing when it died wait for their marks to lapse, `rules.locks.RELEASE_LEASE`).
 An expired rule is cleaned whatever its state (a suspended one too), and one another daemon's
 work on failed is given back at once (`rules.daemon`), so the cleaner takes it at its next pass.
+A cleaning that raised is kept as the rule's error and tried again after a delay that doubles
+with each failure in a row (`rules.backoff`, `cleaning_failures`, `cleaning_retry_at`), never
+suspended: an expired rule must go eventually.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from kernel import claims
 from kernel.db import Document, database_errors
 from kernel.errors import ServiceUnavailable
 from kernel.settings import RuleSettings
-from rules import locks, store
+from rules import backoff, locks, store
 from rules.daemon import RuleDaemon
 from rules.transfer_requests import requester
 from transfers import requests as rq
@@ -63,10 +66,25 @@ class RuleCleaner(RuleDaemon):
     sort = "expires_at"
 
     def query(self) -> dict[str, Any]:
-        return {"expires_at": {"$lt": now()}, "locked": False}
+        at = now()
+        # Index: rules_by_expiry (the `$or` is checked on the rules it gave).
+        return {"expires_at": {"$lt": at}, "locked": False, **backoff.ready("cleaning_retry_at", at)}
 
     async def work_on(self, rule: Document) -> int:
         """Clean one claimed expired rule (which removes it)."""
         released = await clean(self.db, rule, self.settings)
         log.info("rule %s on %s expired: released %d lock(s)", rule["_id"], rule["did"], released)
         return 1
+
+    async def give_back(self, rule: Document, error: str) -> None:
+        """A cleaning that raised is counted (`cleaning_failures`) and the rule not taken again
+        before its `cleaning_retry_at` (`rules.backoff`), its error kept."""
+        failures = await store.count_failure(self.db, rule["_id"], self.worker, "cleaning_failures")
+        if failures is None:  # its lease was lost: the new holder counts its own pass
+            await super().give_back(rule, error)
+            return
+        retry = backoff.retry_at(self.settings, failures, now())
+        log.warning("rule %s: cleaning failed %d time(s) in a row, trying again at %s: %s", rule["_id"], failures,
+                    retry.isoformat(), error)
+        if not await store.release(self.db, rule, self.worker, {"error": error, "cleaning_retry_at": retry}):
+            await super().give_back(rule, error)

@@ -8,9 +8,10 @@ replicating locks from before has them moved on by their replicas and requests
 again after `rules.poll_s`, or after as long as its pass took if that is longer, or sooner when
 the change feed says replicas it waits for became available (`rules.wake`). Suspended
 rules are left alone; expired ones are the cleaner's. Any number of evaluators can run: the
-lease keeps each rule to one. A rule whose evaluation keeps raising (not a database outage: a
-stored record that no longer reads) is suspended after `rules.suspend_after_failures` passes
-in a row (`RuleEvaluator.give_back`).
+lease keeps each rule to one. A rule whose evaluation raised (not a database outage: a stored
+record that no longer reads, a fault that may pass) is taken again only after a delay that doubles
+with each failure in a row, dirty or not (`rules.backoff`), and suspended after
+`rules.suspend_after_failures` of them (`RuleEvaluator.give_back`).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from catalogue import change_feed
 from catalogue.directories import now
 from kernel import claims
 from kernel.db import Document, database_errors
-from rules import feed, locks, store
+from rules import backoff, feed, locks, store
 from rules.daemon import RuleDaemon
 from rules.evaluation import evaluate, settle
 from rules.progress import progress
@@ -37,11 +38,14 @@ TRIM_EVERY_S = 60.0
 
 def evaluator_query(at: dt.datetime) -> list[Document]:
     """Rules with work for the evaluator, in the order it takes them: dirty ones (not suspended),
-    then replicating and then stuck ones due for a look; unexpired all. Each its own query, so that
-    an index holds its condition (`rules_dirty`, `rules_by_state_due`)."""
+    then replicating and then stuck ones due for a look; unexpired all, and none backing off after
+    a failed pass (`retry_at`). Each its own query, so that an index holds its condition
+    (`rules_dirty`, `rules_by_state_due`: top-level equalities and bounds); the `$or`s are in a
+    `$and`, which the embedded database checks on the rules the index gave."""
     live = {"$or": [{"expires_at": None}, {"expires_at": {"$gt": at}}]}
-    return [{"dirty": True, "state": {"$ne": "suspended"}, **live},
-            *({"state": state, "due": {"$lte": at}, **live} for state in ("replicating", "stuck"))]
+    rest = {"$and": [live, backoff.ready("retry_at", at)]}
+    return [{"dirty": True, "state": {"$ne": "suspended"}, **rest},
+            *({"state": state, "due": {"$lte": at}, **rest} for state in ("replicating", "stuck"))]
 
 
 async def first_stuck_error(db: AsyncDatabase[Document], rule_id: str) -> str | None:
@@ -103,20 +107,21 @@ class RuleEvaluator(RuleDaemon):
         # keep the evaluators from the others; a wake (`rules.wake`) brings it forward.
         took = time.monotonic() - began
         due = now() + dt.timedelta(seconds=max(self.settings.poll_s, took))
-        await release_unless_woken(self.db, rule, self.worker, {**fields, "due": due, "evaluation_failures": 0},
-                                   took)
+        await release_unless_woken(self.db, rule, self.worker,
+                                   {**fields, "due": due, "evaluation_failures": 0, "retry_at": None}, took)
 
     async def give_back(self, rule: Document, error: str) -> None:
         """A pass that raised is counted on the rule (`evaluation_failures`): at
         `rules.suspend_after_failures` in a row the rule is suspended, its error kept, and no
-        pass is spent on it until it is resumed; before that it is looked at again after `poll_s`
-        (at once if it is dirty), and left as it was (not settled: its counters may be half
-        changed)."""
+        pass is spent on it until it is resumed; before that it is not taken again before its
+        `retry_at` (`rules.backoff`: dirty or not), and left as it was (not settled: its counters
+        may be half changed)."""
         failures = await store.count_failure(self.db, rule["_id"], self.worker)
         if failures is None:  # its lease was lost: the new holder counts its own pass
             await super().give_back(rule, error)
             return
-        fields: dict[str, object] = {"error": error, "due": now() + dt.timedelta(seconds=self.settings.poll_s)}
+        retry = backoff.retry_at(self.settings, failures, now())
+        fields: dict[str, object] = {"error": error, "due": retry, "retry_at": retry}
         if failures >= self.settings.suspend_after_failures:
             fields.update(state="suspended", error=f"suspended after {failures} failed evaluations in a row "
                           f"(resume it to try again); the last: {error}"[:2000])

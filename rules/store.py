@@ -12,9 +12,10 @@ States:
     stuck --stuck longer than rules.suspend_after_s--> suspended  (left alone until updated)
     any --its evaluation raised rules.suspend_after_failures passes in a row--> suspended
 
-A suspended rule is resumed by an update (`cairn rule update --resume`), which also resets its
-count of failed evaluations (`evaluation_failures`). An expired rule is the cleaner's whatever
-its state.
+A failed evaluation is retried after a growing delay (`rules.backoff`, `retry_at`). A suspended
+rule is resumed by an update (`cairn rule update --resume`), which also resets its count of failed
+evaluations (`evaluation_failures`) and its delay, and moves its `error` to `last_error`. An
+expired rule is the cleaner's whatever its state.
 
 A new rule, a rule whose copies changed and a rule whose DID gained or lost content are `dirty`
 (see `rules.triggers`): the evaluator (re)computes its locks. Deleting a rule sets its
@@ -137,8 +138,15 @@ class Rule(claims.Leased):
     # set by `rules.wake`: wakes counted, and the earliest a wake may bring `due` to
     wakes: NotRequired[int]
     next_wake: NotRequired[dt.datetime]
-    # set by `rules.evaluator`: its passes over the rule that raised in a row (0 after one that did not)
+    # set by `rules.evaluator`: its passes over the rule that raised in a row (0 after one that did
+    # not), and the earliest it takes the rule again after one that raised (`rules.backoff`)
     evaluation_failures: NotRequired[int]
+    retry_at: NotRequired[dt.datetime | None]
+    # the same of `rules.cleaner`'s passes over the expired rule
+    cleaning_failures: NotRequired[int]
+    cleaning_retry_at: NotRequired[dt.datetime | None]
+    # set by a resume: the error the rule had until then (its `error` is cleared)
+    last_error: NotRequired[str | None]
     unplaced: int
     locks_replicating: int
     locks_ok: int
@@ -172,8 +180,9 @@ def rule_view(doc: Document, viewer: Principal) -> dict[str, Any]:
     view = {"id": doc["_id"], **{k: v for k, v in doc.items() if k not in ("_id", claims.OWNER, claims.EXPIRES)}}
     on_file = str(doc.get("did", "")).startswith("/")
     if not (on_file or viewer.is_admin or doc.get("account") == viewer.sub):
-        if view.get("error"):
-            view["error"] = ERROR_WITHHELD
+        for field in ("error", "last_error"):
+            if view.get(field):
+                view[field] = ERROR_WITHHELD
         if isinstance(view.get("last_repair"), dict) and view["last_repair"].get("reason"):
             view["last_repair"] = {**view["last_repair"], "reason": ERROR_WITHHELD}
     view["locks"] = {s: int(doc.get(f"locks_{s}", 0)) for s in ("replicating", "ok", "stuck")}
@@ -445,7 +454,8 @@ async def update_rule(db: AsyncDatabase[Document], principal: Principal, rule_id
         if getattr(update, name) is not None:
             change[name] = getattr(update, name)
     if update.state == "replicating" and rule["state"] in ("stuck", "suspended"):
-        change.update({"state": "replicating", "stuck_since": None, "dirty": True, "due": at, "evaluation_failures": 0})
+        change.update({"state": "replicating", "stuck_since": None, "dirty": True, "due": at, "evaluation_failures": 0,
+                       "retry_at": None, "error": None, **({"last_error": rule["error"]} if rule.get("error") else {})})
         inc["generation"] = 1
     # An expired rule is being removed (the cleaner may be releasing its locks): not changed.
     with database_errors():
@@ -502,14 +512,16 @@ async def set_fields(db: AsyncDatabase[Document], rule_id: str, fields: dict[str
         await db[RULES].update_one({"_id": rule_id}, update)
 
 
-async def count_failure(db: AsyncDatabase[Document], rule_id: str, worker: str) -> int | None:
-    """Count one more failed evaluation of a rule `worker` holds; the count now, or None when
-    `worker` no longer holds the rule."""
+async def count_failure(db: AsyncDatabase[Document], rule_id: str, worker: str,
+                        field: str = "evaluation_failures") -> int | None:
+    """Count one more failed pass (an evaluation's, or a cleaning's with `field`
+    `cleaning_failures`) of a rule `worker` holds; the count now, or None when `worker` no longer
+    holds the rule."""
     with database_errors():
         counted = await db[RULES].find_one_and_update(
-            {"_id": rule_id, claims.OWNER: worker}, increment({"evaluation_failures": 1}),
+            {"_id": rule_id, claims.OWNER: worker}, increment({field: 1}),
             return_document=ReturnDocument.AFTER)  # no projection: FerretDB 1.24 has none here
-    return None if counted is None else int(counted["evaluation_failures"])
+    return None if counted is None else int(counted[field])
 
 
 async def remove(db: AsyncDatabase[Document], rule: Document, worker: str) -> bool:

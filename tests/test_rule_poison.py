@@ -5,10 +5,17 @@ and it is not called ok while it was never evaluated (it was: no locks counted, 
 After `rules.suspend_after_failures` failed passes in a row it is suspended, and no pass is spent
 on it until it is resumed (it was tried again every pass, forever); a pass that failed gives the
 rule back at once, so a deleted one is the cleaner's without waiting out the lease (it was held,
-when a record its evaluation could not read failed the evaluator's release too)."""
+when a record its evaluation could not read failed the evaluator's release too).
+A failed pass is not tried again before a delay that doubles with each failure (a dirty rule was
+taken again at the next pass, so a fault that might pass suspended it within a second), and a
+failed cleaning likewise (it was retried every pass); a resumed rule no longer shows the error
+it was suspended with (it did until it settled)."""
 
 from __future__ import annotations
 
+import asyncio
+import datetime as dt
+import time
 from pathlib import Path
 
 import pytest
@@ -19,7 +26,7 @@ from kernel.db import Document
 from kernel.errors import NotFound
 from kernel.principal import Principal
 from kernel.settings import Settings
-from rules import store
+from rules import store, triggers
 from rules.cleaner import RuleCleaner
 from rules.evaluator import RuleEvaluator
 from rules.store import ERROR_WITHHELD, RuleIn, RuleUpdate, rule_view
@@ -36,6 +43,11 @@ async def unreadable_rule(db: AsyncDatabase[Document], did: str, stored: Documen
     rule = await store.create_rule(db, ADMIN, RuleIn(did=did, copies=1, expression="tier=1"))
     await db["rules"].update_one({"_id": rule["_id"]}, {"$set": stored or {"expression": DEEP}})
     return rule
+
+
+async def backoff_over(db: AsyncDatabase[Document], rule_id: str, field: str = "retry_at") -> None:
+    """Move a failed rule's retry time (`rules.backoff`) into the past, as if its delay had passed."""
+    await db["rules"].update_one({"_id": rule_id}, {"$set": {field: dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1)}})
 
 
 async def bad_rule(db: AsyncDatabase[Document], tmp_path: Path, stored: Document | None = None) -> Document:
@@ -64,6 +76,7 @@ async def test_a_rule_whose_evaluation_keeps_failing_is_suspended_and_left_alone
     evaluator = RuleEvaluator(rule_settings(settings, suspend_after_failures=3), database)
     for failures in (1, 2, 3):
         assert (await store.get_rule(database, bad["_id"]))["state"] == "replicating"
+        await backoff_over(database, bad["_id"])
         await evaluator.run_once()
         kept = await store.get_rule(database, bad["_id"])
         assert (kept["evaluation_failures"], kept["lease_owner"]) == (failures, None), kept
@@ -82,6 +95,7 @@ async def test_resuming_a_suspended_rule_resets_its_failures(
     fast = rule_settings(settings, suspend_after_failures=2)
     evaluator = RuleEvaluator(fast, database)
     for _ in range(2):
+        await backoff_over(database, bad["_id"])
         await evaluator.run_once()
     assert (await store.get_rule(database, bad["_id"]))["state"] == "suspended"
     await database["rules"].update_one({"_id": bad["_id"]}, {"$set": {"expression": "tier=1"}})  # mended
@@ -114,3 +128,90 @@ async def test_a_suspended_rule_that_expires_is_cleaned(
     assert await RuleCleaner(fast, database).run_once() == 1
     with pytest.raises(NotFound):
         await store.get_rule(database, bad["_id"])
+
+
+async def test_a_failed_evaluation_is_not_tried_again_before_its_backoff_even_when_new_content_comes(
+    database: AsyncDatabase[Document], settings: Settings, tmp_path: Path,
+) -> None:
+    bad = await bad_rule(database, tmp_path)
+    evaluator = RuleEvaluator(rule_settings(settings, poll_s=60.0), database)
+    before = dt.datetime.now(dt.UTC)
+    await evaluator.run_once()
+    failed = await store.get_rule(database, bad["_id"])
+    assert failed["evaluation_failures"] == 1 and failed["retry_at"] >= before + dt.timedelta(seconds=59), failed
+    await evaluator.run_once()
+    assert await store.get_rule(database, bad["_id"]) == failed  # dirty, but not taken
+    await triggers.content_changed(database, ["vo:bad"])  # new content marks it dirty again
+    changed = await store.get_rule(database, bad["_id"])
+    await evaluator.run_once()
+    assert await store.get_rule(database, bad["_id"]) == changed
+    await backoff_over(database, bad["_id"])
+    await evaluator.run_once()
+    again = await store.get_rule(database, bad["_id"])
+    assert again["evaluation_failures"] == 2 and again["retry_at"] >= before + dt.timedelta(seconds=119), again
+
+
+async def test_failed_evaluations_until_the_suspension_span_at_least_their_backoffs(
+    database: AsyncDatabase[Document], settings: Settings, tmp_path: Path,
+) -> None:
+    bad = await bad_rule(database, tmp_path)
+    evaluator = RuleEvaluator(rule_settings(settings, poll_s=0.1, suspend_after_failures=5), database)
+    began = time.monotonic()
+    while (await store.get_rule(database, bad["_id"]))["state"] != "suspended":
+        assert time.monotonic() - began < 20
+        await evaluator.run_once()
+        await asyncio.sleep(0.02)
+    assert time.monotonic() - began >= 0.1 * (1 + 2 + 4 + 8)
+
+
+async def test_the_backoff_is_capped(
+    database: AsyncDatabase[Document], settings: Settings, tmp_path: Path,
+) -> None:
+    bad = await bad_rule(database, tmp_path)
+    evaluator = RuleEvaluator(rule_settings(settings, poll_s=60.0, backoff_max_s=90.0), database)
+    for _ in range(3):  # the third waits 90 s, not 240
+        await backoff_over(database, bad["_id"])
+        before = dt.datetime.now(dt.UTC)
+        await evaluator.run_once()
+    after = dt.datetime.now(dt.UTC)
+    kept = await store.get_rule(database, bad["_id"])
+    assert kept["evaluation_failures"] == 3, kept
+    assert before + dt.timedelta(seconds=89) <= kept["retry_at"] <= after + dt.timedelta(seconds=90), kept
+
+
+async def test_a_failed_cleaning_backs_off_and_the_rule_goes_once_it_can(
+    database: AsyncDatabase[Document], settings: Settings, tmp_path: Path,
+) -> None:
+    bad = await bad_rule(database, tmp_path, {"did_type": "file"})
+    await database["rules"].update_one({"_id": bad["_id"]}, {"$unset": {"did": ""}})  # a record that no longer reads
+    await store.delete_rule(database, ADMIN, bad["_id"])
+    cleaner = RuleCleaner(rule_settings(settings, poll_s=60.0), database)
+    before = dt.datetime.now(dt.UTC)
+    assert await cleaner.run_once() == 0
+    failed = await store.get_rule(database, bad["_id"])
+    assert failed["cleaning_failures"] == 1 and "KeyError" in failed["error"], failed
+    assert failed["cleaning_retry_at"] >= before + dt.timedelta(seconds=59), failed
+    assert await cleaner.run_once() == 0
+    assert await store.get_rule(database, bad["_id"]) == failed  # not taken
+    await backoff_over(database, bad["_id"], "cleaning_retry_at")
+    await cleaner.run_once()
+    again = await store.get_rule(database, bad["_id"])
+    assert again["cleaning_failures"] == 2 and again["cleaning_retry_at"] >= before + dt.timedelta(seconds=119)
+    await database["rules"].update_one({"_id": bad["_id"]}, {"$set": {"did": "vo:bad", "did_type": "dataset"}})
+    await backoff_over(database, bad["_id"], "cleaning_retry_at")
+    assert await cleaner.run_once() == 1
+    with pytest.raises(NotFound):
+        await store.get_rule(database, bad["_id"])
+
+
+async def test_a_resumed_rule_shows_no_error_but_keeps_the_last_one(
+    database: AsyncDatabase[Document], settings: Settings, tmp_path: Path,
+) -> None:
+    bad = await bad_rule(database, tmp_path)
+    await RuleEvaluator(rule_settings(settings, suspend_after_failures=1), database).run_once()
+    suspended = await store.get_rule(database, bad["_id"])
+    assert suspended["state"] == "suspended", suspended
+    resumed = await store.update_rule(database, ADMIN, bad["_id"], RuleUpdate(state="replicating"))
+    assert (resumed["error"], resumed["last_error"], resumed["retry_at"]) == (None, suspended["error"], None)
+    assert rule_view(resumed, ADMIN)["last_error"] == suspended["error"]
+    assert rule_view(resumed, CAROL)["last_error"] == ERROR_WITHHELD

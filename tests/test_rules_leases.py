@@ -82,18 +82,21 @@ async def test_the_evaluator_takes_dirty_rules_then_replicating_then_stuck_ones_
     database: AsyncDatabase[Document],
 ) -> None:
     """Its claims are three queries now (each read from an index on the embedded database): the
-    order they are tried in, and what none of them takes (suspended, expired, not due, held)."""
+    order they are tried in, and what none of them takes (suspended, expired, not due, held,
+    backing off after a failed pass)."""
     await ensure_indexes(database, store.INDEXES)
     at = dt.datetime.now(dt.UTC)
     hour = dt.timedelta(hours=1)
     rules = {"stuck": ("stuck", False, at - 2 * hour, None), "replicating": ("replicating", False, at - hour, None),
              "dirty": ("ok", True, at + hour, None), "suspended": ("suspended", True, at - hour, None),
              "expired": ("ok", True, at - hour, at - hour), "later": ("replicating", False, at + hour, None),
-             "held": ("replicating", False, at - 3 * hour, None)}
+             "held": ("replicating", False, at - 3 * hour, None),
+             "failing": ("replicating", True, at - 4 * hour, None)}
     await database[store.RULES].insert_many([
         {"_id": name, "state": state, "dirty": dirty, "due": due, "expires_at": expires, "locked": False,
          "lease_owner": "other" if name == "held" else None,
-         "lease_expires": at + hour if name == "held" else None}
+         "lease_expires": at + hour if name == "held" else None,
+         **({"retry_at": at + hour} if name == "failing" else {})}
         for name, (state, dirty, due, expires) in rules.items()])
     taken = []
     while (rule := await store.claim(database, "evaluator", evaluator_query(at), lease_s=60)) is not None:
