@@ -57,6 +57,14 @@ async def bad_rule(db: AsyncDatabase[Document], tmp_path: Path, stored: Document
     return await unreadable_rule(db, "vo:bad", stored)
 
 
+async def cleaned_at_once(db: AsyncDatabase[Document], fast: Settings, rule_id: str) -> None:
+    """Delete a rule: the cleaner's next pass removes it."""
+    await store.delete_rule(db, ADMIN, rule_id)
+    assert await RuleCleaner(fast, db).run_once() == 1
+    with pytest.raises(NotFound):
+        await store.get_rule(db, rule_id)
+
+
 async def test_a_rule_that_cannot_be_evaluated_does_not_stop_the_others(
     database: AsyncDatabase[Document], settings: Settings, tmp_path: Path,
 ) -> None:
@@ -111,10 +119,7 @@ async def test_a_deleted_rule_whose_evaluation_failed_is_cleaned_without_waiting
     bad = await bad_rule(database, tmp_path, {"locks_stuck": "many"})  # a counter that no longer reads
     await RuleEvaluator(fast, database).run_once()
     assert (await store.get_rule(database, bad["_id"]))["evaluation_failures"] == 1
-    await store.delete_rule(database, ADMIN, bad["_id"])
-    assert await RuleCleaner(fast, database).run_once() == 1
-    with pytest.raises(NotFound):
-        await store.get_rule(database, bad["_id"])
+    await cleaned_at_once(database, fast, bad["_id"])
 
 
 async def test_a_suspended_rule_that_expires_is_cleaned(
@@ -124,10 +129,7 @@ async def test_a_suspended_rule_that_expires_is_cleaned(
     bad = await bad_rule(database, tmp_path)
     await RuleEvaluator(fast, database).run_once()
     assert (await store.get_rule(database, bad["_id"]))["state"] == "suspended"
-    await store.delete_rule(database, ADMIN, bad["_id"])
-    assert await RuleCleaner(fast, database).run_once() == 1
-    with pytest.raises(NotFound):
-        await store.get_rule(database, bad["_id"])
+    await cleaned_at_once(database, fast, bad["_id"])
 
 
 async def test_a_failed_evaluation_is_not_tried_again_before_its_backoff_even_when_new_content_comes(
