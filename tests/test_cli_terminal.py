@@ -1,6 +1,7 @@
 """What one user stores, another user's `cairn` prints: never as terminal control sequences
 (ESC starts CSI and OSC sequences, OSC 52 writes the viewer's clipboard, CR hides text) and
-never read as rich markup. Shown escaped (`\\x1b`); --json output escapes them itself."""
+never read as rich markup. Shown escaped (`\\x1b`); --json output escapes them itself, and
+DEL and the C1 controls, which JSON leaves raw, as `\\u` escapes."""
 
 from __future__ import annotations
 
@@ -39,6 +40,20 @@ async def test_a_metadata_value_reaches_another_users_terminal_escaped(
     assert "[link=https://evil.example]docs[/link]" in as_table.replace("\n", "")  # not markup
     as_json = await run_cli(api.url, api.admin_token, "meta", "get", "/cta/mc/f1", "--json")
     assert json.loads(as_json.stdout)["effective"]["particle"] == PLANTED
+
+
+async def test_json_output_escapes_del_and_the_c1_controls_too(
+    api: RunningApi, admin: Client, catalogue_db: AsyncDatabase[Document]
+) -> None:
+    planted = "a\x7fb\x9b2Jc\x85d"  # DEL; CSI and NEL as an 8-bit terminal reads them
+    assert not (await admin.register_files([{"lfn": "/cta/mc/f2", "size": 1, "adler32": "00000001",
+                                             "replicas": [{"se": "CERN-DISK"}]}]))["failed"]
+    await admin.set_metadata("/cta/mc/f2", {"note": planted})
+    shown = await run_cli(api.url, api.admin_token, "meta", "get", "/cta/mc/f2", "--json")
+    assert shown.returncode == 0, shown.stderr
+    assert not any(c in shown.stdout for c in "\x7f\x9b\x85"), shown.stdout
+    assert "a\\u007fb\\u009b2Jc\\u0085d" in shown.stdout
+    assert json.loads(shown.stdout)["effective"]["note"] == planted  # the same value, for scripts
 
 
 async def test_an_error_naming_a_planted_value_shows_it_as_written(api: RunningApi, admin: Client) -> None:

@@ -53,8 +53,21 @@ def safe_text(value: str, *, lines: bool = False) -> str:
 json_option = click.option("--json", "as_json", is_flag=True, help="print JSON for scripts")
 
 
+# DEL and the C1 controls (U+0080-U+009F; 0x9B is CSI to an 8-bit terminal) as JSON writes them
+# raw in strings, in UTF-8: shown as \u escapes instead, the same JSON value. (The C0 controls
+# and ESC are escaped by JSON itself.) In UTF-8, 0xC2 is only ever a lead byte, so the pairs
+# matched here are those characters and nothing else.
+RAW_CONTROLS = re.compile(rb"\x7f|\xc2[\x80-\x9f]")
+
+
+def escaped_controls(data: bytes) -> bytes:
+    """JSON text with DEL and the C1 controls escaped (`\u007f`), so another user's value printed
+    with --json drives no terminal either."""
+    return RAW_CONTROLS.sub(lambda m: b"\\u%04x" % ord(m.group().decode()), data)
+
+
 def emit_json(data: Any) -> None:
-    click.echo(jsonio.dumps_bytes(data, indent=True))
+    click.echo(escaped_controls(jsonio.dumps_bytes(data, indent=True)))
 
 
 CHUNK = 500
@@ -67,7 +80,7 @@ async def emit_json_lines_stream(chunks: AsyncIterable[list[bytes]]) -> int:
     count = 0
     out.write(b"[")
     async for lines in chunks:
-        out.write((b",\n  " if count else b"\n  ") + b",\n  ".join(lines))
+        out.write(escaped_controls((b",\n  " if count else b"\n  ") + b",\n  ".join(lines)))
         out.flush()
         count += len(lines)
     out.write(b"\n]\n" if count else b"]\n")
