@@ -4,10 +4,11 @@ takes the rule again no sooner than `rules.poll_s * 2**(k-1)` later (at most
 by a few attempts spread over minutes rather than spent in seconds.
 
 Each daemon keeps its own count and time on the rule (the evaluator's `evaluation_failures` and
-`retry_at`, the cleaner's `cleaning_failures` and `cleaning_retry_at`), both reset or unset by a
-pass that succeeds; `ready` is the condition its claim adds. The time is a field of its own, not
-`due`, so that nothing that brings `due` forward (a wake, new content marking the rule dirty, a
-change of copies) shortens the wait.
+`retry_at`, the cleaner's `cleaning_failures` and `cleaning_retry_at`, the repairer's
+`repair_failures` and `repair_retry_at`), both reset or unset by a pass that succeeds
+(`rules.daemon.RuleDaemon.give_back_later` counts and sets them); `ready` is the condition its
+claim adds. The time is a field of its own, not `due`, so that nothing that brings `due` forward
+(a wake, new content marking the rule dirty, a change of copies) shortens the wait.
 """
 
 from __future__ import annotations

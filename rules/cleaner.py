@@ -79,12 +79,4 @@ class RuleCleaner(RuleDaemon):
     async def give_back(self, rule: Document, error: str) -> None:
         """A cleaning that raised is counted (`cleaning_failures`) and the rule not taken again
         before its `cleaning_retry_at` (`rules.backoff`), its error kept."""
-        failures = await store.count_failure(self.db, rule["_id"], self.worker, "cleaning_failures")
-        if failures is None:  # its lease was lost: the new holder counts its own pass
-            await super().give_back(rule, error)
-            return
-        retry = backoff.retry_at(self.settings, failures, now())
-        log.warning("rule %s: cleaning failed %d time(s) in a row, trying again at %s: %s", rule["_id"], failures,
-                    retry.isoformat(), error)
-        if not await store.release(self.db, rule, self.worker, {"error": error, "cleaning_retry_at": retry}):
-            await super().give_back(rule, error)
+        await self.give_back_later(rule, error, "cleaning_failures", "cleaning_retry_at")

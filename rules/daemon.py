@@ -17,11 +17,12 @@ from abc import abstractmethod
 
 from pymongo.asynchronous.database import AsyncDatabase
 
+from catalogue.directories import now
 from kernel import lease
 from kernel.daemon import Daemon, one_of_many
 from kernel.db import Document
 from kernel.settings import Settings
-from rules import store
+from rules import backoff, store
 
 log = logging.getLogger("cairn.rules")
 
@@ -72,6 +73,19 @@ class RuleDaemon(Daemon):
         """Release a rule whose work raised, keeping `error` on it (set even if the lease was lost)."""
         if not await store.release(self.db, rule, self.worker, {"error": error}):
             await store.set_fields(self.db, rule["_id"], {"error": error})
+
+    async def give_back_later(self, rule: Document, error: str, failures_field: str, retry_field: str) -> None:
+        """`give_back`, counting the failure in `failures_field` and keeping the rule from this
+        daemon until `retry_field` (`rules.backoff`), which its query must hold it to."""
+        failures = await store.count_failure(self.db, rule["_id"], self.worker, failures_field)
+        if failures is None:  # its lease was lost: the new holder counts its own pass
+            await RuleDaemon.give_back(self, rule, error)
+            return
+        retry = backoff.retry_at(self.settings, failures, now())
+        log.warning("%s: rule %s failed %d time(s) in a row, trying again at %s: %s", self.name, rule["_id"],
+                    failures, retry.isoformat(), error)
+        if not await store.release(self.db, rule, self.worker, {"error": error, retry_field: retry}):
+            await RuleDaemon.give_back(self, rule, error)
 
     async def holding(self, rule: Document) -> int:
         """`work_on(rule)`, renewing the rule's lease while it runs (`kernel.lease.while_held`)."""

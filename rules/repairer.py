@@ -22,7 +22,7 @@ from catalogue.availability import available_on
 from catalogue.directories import now
 from kernel.db import Document
 from kernel.settings import RuleSettings
-from rules import locks, quotas, store
+from rules import backoff, locks, quotas, store
 from rules.daemon import RULES_PER_CYCLE, RuleDaemon
 from rules.evaluation import stuck_too_long
 from rules.placement import rank
@@ -82,7 +82,13 @@ class RuleRepairer(RuleDaemon):
     name = "rule-repairer"
 
     def query(self) -> dict[str, Any]:
-        return {"state": "stuck"}
+        return {"state": "stuck", **backoff.ready("repair_retry_at", now())}
+
+    async def give_back(self, rule: Document, error: str) -> None:
+        """A repair that raised is counted (`repair_failures`) and the rule not taken again before
+        its `repair_retry_at` (`rules.backoff`), its error kept; it stays stuck (the suspension
+        of a rule stuck too long is the repairer's own, from `stuck_since`)."""
+        await self.give_back_later(rule, error, "repair_failures", "repair_retry_at")
 
     # Its own loop: a rule it could not repair stays stuck with the same `due`, so each cycle
     # skips the rules it has seen already.
@@ -115,5 +121,5 @@ class RuleRepairer(RuleDaemon):
             fields = {"state": "suspended", "error": f"stuck since {rule['stuck_since'].isoformat()} "
                       f"and nowhere else to go; suspended (last failure: {reason or rule.get('error')})"}
             log.warning("rule %s: %s", rule["_id"], fields["error"])
-        await store.release(self.db, rule, self.worker, fields)
+        await store.release(self.db, rule, self.worker, {**fields, "repair_failures": 0, "repair_retry_at": None})
         return 1 if fields else 0

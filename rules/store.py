@@ -145,6 +145,9 @@ class Rule(claims.Leased):
     # the same of `rules.cleaner`'s passes over the expired rule
     cleaning_failures: NotRequired[int]
     cleaning_retry_at: NotRequired[dt.datetime | None]
+    # set by `rules.repairer` alike: its failed repairs in a row, and when it may try again
+    repair_failures: NotRequired[int]
+    repair_retry_at: NotRequired[dt.datetime | None]
     # set by a resume: the error the rule had until then (its `error` is cleared)
     last_error: NotRequired[str | None]
     unplaced: int
@@ -514,8 +517,8 @@ async def set_fields(db: AsyncDatabase[Document], rule_id: str, fields: dict[str
 
 async def count_failure(db: AsyncDatabase[Document], rule_id: str, worker: str,
                         field: str = "evaluation_failures") -> int | None:
-    """Count one more failed pass (an evaluation's, or a cleaning's with `field`
-    `cleaning_failures`) of a rule `worker` holds; the count now, or None when `worker` no longer
+    """Count one more failed pass (an evaluation's, or a cleaning's or a repair's with `field`
+    `cleaning_failures` or `repair_failures`) of a rule `worker` holds; the count now, or None when `worker` no longer
     holds the rule."""
     with database_errors():
         counted = await db[RULES].find_one_and_update(

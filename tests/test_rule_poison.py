@@ -29,6 +29,7 @@ from kernel.settings import Settings
 from rules import store, triggers
 from rules.cleaner import RuleCleaner
 from rules.evaluator import RuleEvaluator
+from rules.repairer import RuleRepairer
 from rules.store import ERROR_WITHHELD, RuleIn, RuleUpdate, rule_view
 from tests.fixtures.catalogue import ADMIN
 from tests.fixtures.rules import dataset_on_src, rule_settings, run_until_ok, tiered_ses
@@ -204,6 +205,30 @@ async def test_a_failed_cleaning_backs_off_and_the_rule_goes_once_it_can(
     assert await cleaner.run_once() == 1
     with pytest.raises(NotFound):
         await store.get_rule(database, bad["_id"])
+
+
+async def test_a_failed_repair_backs_off_and_a_good_one_resets_it(
+    database: AsyncDatabase[Document], settings: Settings, tmp_path: Path,
+) -> None:
+    stuck = {"expression": DEEP, "state": "stuck", "stuck_since": dt.datetime.now(dt.UTC)}
+    bad = await bad_rule(database, tmp_path, stuck)
+    repairer = RuleRepairer(rule_settings(settings, poll_s=60.0), database)
+    before = dt.datetime.now(dt.UTC)
+    await repairer.run_once()
+    failed = await store.get_rule(database, bad["_id"])
+    assert failed["repair_failures"] == 1 and failed["lease_owner"] is None, failed
+    assert failed["repair_retry_at"] >= before + dt.timedelta(seconds=59) and failed["state"] == "stuck", failed
+    await repairer.run_once()
+    assert await store.get_rule(database, bad["_id"]) == failed  # not taken before its time
+    await backoff_over(database, bad["_id"], "repair_retry_at")
+    await repairer.run_once()
+    again = await store.get_rule(database, bad["_id"])
+    assert again["repair_failures"] == 2 and again["repair_retry_at"] >= before + dt.timedelta(seconds=119)
+    await database["rules"].update_one({"_id": bad["_id"]}, {"$set": {"expression": "tier=1"}})  # mended
+    await backoff_over(database, bad["_id"], "repair_retry_at")
+    await repairer.run_once()
+    mended = await store.get_rule(database, bad["_id"])
+    assert (mended["repair_failures"], mended["repair_retry_at"]) == (0, None), mended
 
 
 async def test_a_resumed_rule_shows_no_error_but_keeps_the_last_one(
