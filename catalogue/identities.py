@@ -23,6 +23,7 @@ import time
 from typing import Any, TypedDict
 
 from pymongo import ReturnDocument
+from pymongo.errors import DuplicateKeyError
 from pymongo.asynchronous.database import AsyncDatabase
 
 from catalogue.vos import PILOT_SCOPES, confine
@@ -121,12 +122,19 @@ async def bind(db: AsyncDatabase[Document], principal: Principal, name: str, iss
     _check_name(name)
     _check_issuer(issuer)
     vo = _vo_of(name)
+    refused = Forbidden(f"an admin of VO {principal.vo} binds only its VO's names ({principal.vo}:...)")
     if principal.confined and vo != principal.vo:
-        raise Forbidden(f"an admin of VO {principal.vo} binds only its VO's names ({principal.vo}:...)")
+        raise refused
+    # A VO's admin changes only a binding of its VO: a bare name bound by a global admin (VO `*`)
+    # is no name of VO `local`'s, though bare; upserting it then hits the `_id` and fails.
+    query: dict[str, Any] = {"_id": name, **({"vo": principal.vo} if principal.confined else {})}
     with database_errors():
-        done = await db[IDENTITIES].find_one_and_update(
-            {"_id": name}, {"$set": {"issuer": issuer, "vo": vo, "bound": now()}},
-            upsert=True, return_document=ReturnDocument.AFTER) or {}
+        try:
+            done = await db[IDENTITIES].find_one_and_update(
+                query, {"$set": {"issuer": issuer, "vo": vo, "bound": now()}},
+                upsert=True, return_document=ReturnDocument.AFTER) or {}
+        except DuplicateKeyError:
+            raise refused from None
     _cache.pop((db.name, name), None)
     return Identity(_id=done["_id"], issuer=done["issuer"], vo=done["vo"], bound=done["bound"])
 

@@ -116,3 +116,18 @@ async def test_the_cli_lists_binds_and_forgets(vo_world: World) -> None:
     assert forgot.returncode == 0, forgot.stderr
     again = await run_cli(vo_world.api.url, token, "identity", "forget", "cta:eve")
     assert again.returncode != 0 and "not bound" in again.stderr
+
+
+async def test_an_admin_of_the_vo_of_bare_names_cannot_rebind_a_global_admins_name(vo_world: World) -> None:
+    """Bare names are VO `local`'s, and a global admin's name is bare too (bound with VO `*`):
+    an admin of a confined `local` binds its members' names, not the global admin's."""
+    async with vo_world.client("admin") as admin:
+        await admin.put_vo({"name": "local", "roots": ["/local"], "admins": ["localadmin"]})
+    vo_world.tokens["localadmin"] = vo_world.api.token("localadmin", vo="local", groups=("phys",),
+                                                       scopes=USER_SCOPES)
+    assert (await vo_world.call("admin", "GET", "/identities"))[0] == 200  # binds root (VO *)
+    before = await vo_world.db["identities"].find_one({"_id": "root"})
+    status, answer = await vo_world.call("localadmin", "PUT", "/identities/root", {"issuer": IAM.issuer})
+    assert status == 403, answer
+    assert await vo_world.db["identities"].find_one({"_id": "root"}) == before
+    assert (await vo_world.call("localadmin", "PUT", "/identities/newbie", {"issuer": IAM.issuer}))[0] == 200
