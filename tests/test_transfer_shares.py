@@ -158,8 +158,22 @@ async def test_the_cli_sets_and_shows_transfer_shares(vo_world: World) -> None:
 
 async def test_a_clock_stored_before_activities_keeps_its_requesters_order(world: World) -> None:
     await _queue(world, "user:bob", None, 30, tag="-old")
-    clock = await world.db["request_turns"].find_one_and_delete({"_id": "transfer|user:bob|default"})
+    clock = await world.db["request_turns"].find_one_and_delete({"_id": "transfer|user:bob|*"})
     await world.db["request_turns"].insert_one({"_id": "transfer|user:bob", "turn": clock["turn"]})  # as stored
     await _queue(world, "user:bob", None, 5, activity="express", tag="-new")
     claimed = await rc.claim_many(world.db, "w", kinds=["transfer"], lease_s=60, limit=35)
     assert [doc["lfn"].split("/")[2] for doc in claimed] == ["user_bob-old"] * 30 + ["user_bob-new"] * 5
+
+
+async def test_activity_names_without_a_share_do_not_multiply_a_users_flows(vo_world: World) -> None:
+    """An activity with no share of its own is the default's flow: a user naming a new activity
+    per submission neither stores a clock each time nor outweighs the other users of its VO."""
+    for n in range(40):
+        await _queue(vo_world, "user:lhcb:bob", "lhcb", 5, activity=f"a{n}")
+    await _queue(vo_world, "user:lhcb:carol", "lhcb", 100)
+    clocks = await vo_world.db["request_turns"].count_documents({"_id": {"$regex": r"^transfer\|user:lhcb:bob\|"}})
+    assert clocks == 1
+    got = await _claimed(vo_world, 100, field="requester")
+    # As if bob had named one activity: carol, arriving second, is served every other turn of
+    # bob's (1 claim in 100 when each name was a flow of its own).
+    assert got["user:lhcb:carol"] >= 30, got

@@ -3,11 +3,11 @@ wait behind them (a user queueing 100k copies took the daemons for hours from ev
 every VO: claims went by priority, then by age), and so that the queue is shared by weight.
 
 Within a priority, requests are claimed by `turn`. Each flow (a requester's requests of one kind
-and activity) has a clock; a submission of N requests takes the flow's next N turns, `stride`
-apart (`transfers.shares`: 1 for the heaviest weight, 1 / weight for lighter ones), starting no
-earlier than that kind's service frontier (the highest turn of that kind claimed so far: the
-reaper's quick deletions must not push the transfers' frontier past a transfer backlog). A
-newcomer's request so lands just behind what is being served, ahead of a heavy requester's
+and activity; the activities without a share of their own are one flow) has a clock; a
+submission of N requests takes the flow's next N turns, `stride` apart (`transfers.shares`: 1
+for the heaviest weight, 1 / weight for lighter ones), starting no earlier than that kind's
+service frontier (the highest turn of that kind claimed so far: the reaper's quick deletions
+must not push the transfers' frontier past a transfer backlog). A newcomer's request so lands just behind what is being served, ahead of a heavy requester's
 backlog; backlogged flows are served in proportion to their weights (weighted fair queueing by
 stride scheduling, as FTS3's VO and activity shares). One flow's requests keep their submission
 order. A weight is fixed when its requests are queued: a share changed, or a VO's user arriving,
@@ -31,7 +31,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from kernel.claims import now
 from kernel.db import Document, IndexSpec, database_errors
 from kernel.principal import DEFAULT_VO
-from transfers.shares import activity_shares, offsets, stride, vo_shares
+from transfers.shares import DEFAULT_ACTIVITY, activity_shares, offsets, stride, vo_shares
 
 TURNS = "request_turns"
 SERVED = "@served"  # the service frontiers' documents: "@served|<kind>" (requesters are "kind:name")
@@ -54,9 +54,13 @@ async def take_turns(db: AsyncDatabase[Document], kind: str, requester: str, cou
     """Turns for requester's `count` new requests of `kind` and `activity`, in order: after its
     earlier ones, not before the frontier, spaced by the flow's weight. Two submissions of one
     flow at once get disjoint turns (the `$inc` is atomic)."""
-    clock, served_id, legacy = clock_of(kind, requester, activity), f"{SERVED}|{kind}", f"{kind}|{requester}"
     vo = vo or DEFAULT_VO
     vos, activities = await vo_shares(db), await activity_shares(db)
+    # An activity without a share of its own is the default's flow: requesters name activities
+    # freely, and a name per submission would otherwise store a clock each time and count as
+    # that many backlogged flows, outweighing the VO's other users (`shares.stride`).
+    activity = activity if activity in activities else DEFAULT_ACTIVITY
+    clock, served_id, legacy = clock_of(kind, requester, activity), f"{SERVED}|{kind}", f"{kind}|{requester}"
     with database_errors():
         known = {doc["_id"]: int(doc["turn"]) async for doc in db[TURNS].find({"_id": {"$in": [served_id, legacy]}})}
     frontier = known.get(served_id, FIRST_TURN)
