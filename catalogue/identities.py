@@ -23,8 +23,8 @@ import time
 from typing import Any, TypedDict
 
 from pymongo import ReturnDocument
-from pymongo.errors import DuplicateKeyError
 from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import DuplicateKeyError
 
 from catalogue.vos import PILOT_SCOPES, confine
 from kernel.claims import now

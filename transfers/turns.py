@@ -7,12 +7,13 @@ and activity; the activities without a share of their own are one flow) has a cl
 submission of N requests takes the flow's next N turns, `stride` apart (`transfers.shares`: 1
 for the heaviest weight, 1 / weight for lighter ones), starting no earlier than that kind's
 service frontier (the highest turn of that kind claimed so far: the reaper's quick deletions
-must not push the transfers' frontier past a transfer backlog). A newcomer's request so lands just behind what is being served, ahead of a heavy requester's
-backlog; backlogged flows are served in proportion to their weights (weighted fair queueing by
-stride scheduling, as FTS3's VO and activity shares). One flow's requests keep their submission
-order. A weight is fixed when its requests are queued: a share changed, or a VO's user arriving,
-weighs the submissions after it. Cost: four small round trips per submission (three with one
-VO), one per claimed batch, none per file.
+must not push the transfers' frontier past a transfer backlog). A newcomer's request so lands
+just behind what is being served, ahead of a heavy requester's backlog; backlogged flows are
+served in proportion to their weights (weighted fair queueing by stride scheduling, as FTS3's VO
+and activity shares). One flow's requests keep their submission order. A weight is fixed when
+its requests are queued: a share changed, or a VO's user arriving, weighs the submissions after
+it. Cost: four small round trips per submission (three with one VO), one per claimed batch, none
+per file.
 
 Turns are integers of 16 digits (FIRST_TURN to LAST_TURN): the claim index's order is read as
 text on Cairn's FerretDB build (`kernel.db.INDEX_ORDER`), where integers must have one number of
