@@ -45,7 +45,7 @@ class Replies(monitoring.CommandListener):
         self.names = self.bytes = 0
 
     def started(self, event: monitoring.CommandStartedEvent) -> None:
-        pass
+        """Nothing to count before the reply (the listener interface asks for it)."""
 
     def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
         cursor = event.reply.get("cursor") or {}
@@ -56,7 +56,7 @@ class Replies(monitoring.CommandListener):
             self.names += len(names) if isinstance(names, list) else int(names is not None)
 
     def failed(self, event: monitoring.CommandFailedEvent) -> None:
-        pass
+        """A failed command answered no names."""
 
 
 async def _file_with(db: AsyncDatabase[Document], top: str, ancestors: int) -> str:

@@ -5,9 +5,10 @@ a link call), and the walk read every one of a level's files' names before count
 from __future__ import annotations
 
 import pytest
-from pymongo import AsyncMongoClient, monitoring
+from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
+from bench.provenance import Replies
 from catalogue.files import register_files
 from catalogue.namespace import mkdir
 from catalogue.provenance import MAX_RESULTS, add_ancestor_links, record_production, walk
@@ -20,25 +21,6 @@ from tests.fixtures.catalogue import ADMIN
 TOP = "/cta/prov"
 PARENTS = 30
 PER_PARENT = 10_000  # what one link call may add
-
-
-class NamesRead(monitoring.CommandListener):
-    """Counts the ancestor names the database answers with (whole lists or one per entry)."""
-
-    def __init__(self) -> None:
-        self.names = 0
-
-    def started(self, event: monitoring.CommandStartedEvent) -> None:
-        pass
-
-    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
-        cursor = event.reply.get("cursor") or {}
-        for doc in cursor.get("firstBatch", []) + cursor.get("nextBatch", []):
-            names = doc.get("ancestors")
-            self.names += len(names) if isinstance(names, list) else int(names is not None)
-
-    def failed(self, event: monitoring.CommandFailedEvent) -> None:
-        pass
 
 
 async def _files(db: AsyncDatabase[Document], lfns: list[str]) -> None:
@@ -62,7 +44,7 @@ async def test_an_ancestors_walk_past_its_bound_reads_only_the_bound_and_says_wh
     catalogue_db: AsyncDatabase[Document], mongodb_uri: str, settings: Settings,
 ) -> None:
     lfn = await _wide(catalogue_db)
-    counter = NamesRead()
+    counter = Replies()  # counts the ancestor names the database answers with
     client: AsyncMongoClient[Document] = AsyncMongoClient(mongodb_uri, event_listeners=[counter], tz_aware=True)
     try:
         with pytest.raises(InvalidInput) as cut:
