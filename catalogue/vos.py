@@ -227,7 +227,8 @@ async def change_members(db: AsyncDatabase[Document], name: str, *, add: list[st
         if add:
             await db[VOS].update_one({"_id": name}, {"$addToSet": {field: {"$each": add}}})
         if remove:
-            await db[VOS].update_one({"_id": name}, {"$pull": {field: {"$in": remove}}})
+            # `$pullAll`, not `$pull` by `$in`: FerretDB 1.24 matches the latter and pulls nothing.
+            await db[VOS].update_one({"_id": name}, {"$pullAll": {field: remove}})
     _forget(db)
     return await get_vo(db, name)
 

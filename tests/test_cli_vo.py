@@ -77,3 +77,24 @@ async def test_token_issue_defaults_to_vo_local_and_keeps_vo_star_for_admins(tmp
     assert jwt.decode(done.stdout.strip(), options={"verify_signature": False})["vo"] == "local"
     done = await run_cli("http://127.0.0.1:9", None, "token", "issue", "--user", "ann", "--vo", "*", env=env)
     assert done.returncode == 2 and "admin scope" in done.stderr
+
+
+async def test_vo_members_remove_takes_members_and_admins_away(api: RunningApi, admin: Client) -> None:
+    """A removal stored nothing on the embedded database (`$pull` by `$in` matches there but
+    pulls nothing) while answering 200: a demoted admin kept administering the VO."""
+    root = api.token("root", vo="*", groups=("admin",), scopes=("admin",))
+    assert (await cairn(api, root, "vo", "add", "cta", "--root", "/cta", "--admin", "ctaadmin",
+                        "--admin", "dave"))[0] == 0
+    ctaadmin = api.token("ctaadmin", vo="cta", groups=("cta",), scopes=USER)
+    assert (await cairn(api, ctaadmin, "vo", "members", "cta", "--add", "eve", "--add", "frank"))[0] == 0
+    code, out, err = await cairn(api, ctaadmin, "vo", "members", "cta", "--remove", "frank", "--json")
+    assert code == 0, err
+    assert json.loads(out)["members"] == ["eve"]
+    code, out, err = await cairn(api, root, "vo", "members", "cta", "--admins", "--remove", "dave", "--json")
+    assert code == 0, err
+    assert json.loads(out)["admins"] == ["ctaadmin"]
+    assert (await admin.request("GET", "/vos/cta/members"))["admins"] == ["ctaadmin"]
+    dave = api.token("dave", vo="cta", groups=("cta",), scopes=USER)
+    code, _, err = await cairn(api, dave, "vo", "members", "cta", "--add", "mallory")
+    assert code == 2 and "only an admin of VO cta" in err
+    assert (await admin.request("GET", "/vos/cta/members"))["members"] == ["eve"]
