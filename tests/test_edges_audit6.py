@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import os
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 from aiohttp import web
@@ -17,10 +21,13 @@ from rules import subscriptions
 from tests.fixtures.api import RunningApi
 from tests.fixtures.authz import PRIVATE, USER_SCOPES, World
 from tests.fixtures.grid import Grid
+from tests.fixtures.live_ses import LiveSEs
+from tests.fixtures.payloads import Payload
 from tests.fixtures.portal import PortalFactory
 
 RULES = ("catalogue.read", "rules.read", "rules.write")
 NOBODY = 65534
+T = TypeVar("T")
 
 
 async def test_the_wizard_refuses_a_lifetime_beyond_any_number_of_days(
@@ -111,3 +118,33 @@ async def test_a_subscription_acts_no_longer_as_an_administrator_once_its_owner_
     assert await vo_world.db["rules"].count_documents({"did": "lhcb:bob.new"}) == 0
     stored = await vo_world.db["subscriptions"].find_one({"name": "grab"})
     assert stored is not None and "needs r on each of its files" in str(stored["errors"]), stored
+
+
+async def largest_file_while(directory: Path, work: Awaitable[T]) -> tuple[T, int]:
+    """What `work` answers, and the largest file seen in `directory` while it ran (looked at
+    every millisecond, partial files included)."""
+    task = asyncio.ensure_future(work)
+    largest = 0
+    while not task.done():
+        for entry in os.scandir(directory):
+            with contextlib.suppress(OSError):
+                largest = max(largest, entry.stat().st_size)
+        await asyncio.sleep(0.001)
+    return await task, largest
+
+
+async def test_a_download_over_xrootd_takes_no_more_than_the_registered_size(
+    live_ses: LiveSEs, admin: Client, payload: Callable[[int], Payload], tmp_path: Path,
+) -> None:
+    """The replica's bytes replaced behind the catalogue's back by a far larger object (by whoever
+    may write there): gfal2's copy took every byte of it onto the reader's disk before its size
+    and checksum were compared (the streamed reads stop at the registered size)."""
+    se = await live_ses.add("root")
+    assert (await admin.upload([payload(4096).path], "/cta/f", se.name))[0].status == "uploaded"
+    live_ses.stored_file(se.name, "/cta/f").write_bytes(b"x" * (64 << 20))
+    out = tmp_path / "out"
+    out.mkdir()
+    [result], largest = await largest_file_while(out, admin.download(["/cta/f"], out / "f"))
+    assert (result.status, result.code) == ("failed", "checksum_mismatch"), result
+    assert largest <= 4096, largest
+    assert list(out.iterdir()) == []
