@@ -198,6 +198,12 @@ async def _fetch(
 ) -> None:
     plugin = client.plugin(ep.url, ep.options)
     if _native_get(plugin):
+        # The protocol's own copy takes every byte the storage has before anything is compared:
+        # an object larger than the file (replaced behind the catalogue's back) would fill the
+        # reader's disk. Its size is asked first (an object replaced between the two is not caught).
+        stored = (await plugin.stat(ep.url)).size
+        if stored != size:
+            raise ReplicaCorrupted(ep.url, f"{adler32} of {size} bytes", f"{stored} bytes stored")
         try:
             result = await plugin.get(ep.url, path, expected_adler32=adler32)
         except ChecksumMismatch as exc:

@@ -18,7 +18,7 @@ import orjson
 
 from kernel import jsonio
 from kernel.api_prefix import API_PREFIX
-from kernel.errors import CairnError, ServiceUnavailable, error_class_for
+from kernel.errors import CairnError, InvalidInput, ServiceUnavailable, error_class_for
 
 CLIENT_FILE = "client.json"
 
@@ -32,10 +32,23 @@ def client_defaults(var_dir: str | os.PathLike[str] | None = None) -> tuple[str,
         token = Path(token_file).read_text().strip()
     saved = Path(var_dir or os.environ.get("CAIRN_VAR_DIR", "var")) / CLIENT_FILE
     if (url is None or token is None) and saved.is_file():
-        data = json.loads(saved.read_text())
+        data = json.loads(_own_file(saved).read_text())
         url = url or data.get("url")
         token = token if token is not None else data.get("token")
     return (url or "http://127.0.0.1:8700").rstrip("/"), token
+
+
+def _own_file(path: Path) -> Path:
+    """`path` if this account owns it and nobody else may rewrite it: the saved settings are read
+    from the current directory, and one planted there (a shared project area) named its writer's
+    server, to which the caller's token and uploads then went."""
+    info = path.stat()
+    if info.st_uid != os.geteuid():
+        raise InvalidInput(f"{path} is not yours (its owner is uid {info.st_uid}): not read. Set CAIRN_API_URL "
+                           "and CAIRN_TOKEN, or CAIRN_VAR_DIR to your own directory")
+    if info.st_mode & 0o022:
+        raise InvalidInput(f"{path} is writable by others: not read (chmod 600 it)")
+    return path
 
 
 def lfn_path(lfn: str) -> str:

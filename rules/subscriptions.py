@@ -32,7 +32,7 @@ from kernel.daemon import one_of_many
 from kernel.db import Document, IndexSpec, database_errors, increment, read_by_ids, stamp_missing
 from kernel.errors import CairnError, Conflict, Forbidden, InvalidInput, NotFound
 from kernel.patterns import compiled, searches
-from kernel.principal import DEFAULT_VO, Principal
+from kernel.principal import ADMIN_SCOPE, DEFAULT_VO, Principal
 from rules.se_expression import validate
 from rules.store import RuleIn, RulePlacement, check_account, create_rule
 
@@ -103,7 +103,7 @@ async def add_subscription(db: AsyncDatabase[Document], principal: Principal, it
     # The rights a matching dataset is checked against later are the subscriber's, as now.
     doc: Document = {"_id": subscription_id(principal, item.name), "name": item.name, "vo": vo_stamp(principal),
                      "account": item.account or principal.sub,
-                     "groups": list(principal.groups), "scopes": sorted(principal.scopes | {"rules.write"}),
+                     "groups": list(principal.groups), "scopes": stored_scopes(principal),
                      "filter": item.filter.model_dump(), "rule": item.rule.model_dump(), "comment": item.comment,
                      "created": at, "rules_created": 0, "errors": {}}
     try:
@@ -112,6 +112,17 @@ async def add_subscription(db: AsyncDatabase[Document], principal: Principal, it
     except DuplicateKeyError as exc:
         raise Conflict(f"subscription {item.name} exists already") from exc
     return doc
+
+
+def stored_scopes(principal: Principal) -> list[str]:
+    """The scopes a subscription acts with: its maker's, but `admin` only where the maker's token
+    carried it. An administrator by the VO's registry (`catalogue.vos.confine`) is found one again
+    at each application, from the registry as it is then: stored, the role outlived its removal,
+    and the subscription went on making rules on any dataset of the VO."""
+    scope = principal.claims.get("scope", "")
+    granted = set(scope.split() if isinstance(scope, str) else scope if isinstance(scope, list) else ())
+    kept = principal.scopes if ADMIN_SCOPE in granted or not principal.claims else principal.scopes - {ADMIN_SCOPE}
+    return sorted(kept | {"rules.write"})
 
 
 async def list_subscriptions(db: AsyncDatabase[Document], where: Document | None = None) -> list[Document]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from aiohttp import web
@@ -106,9 +107,12 @@ def _rule_in(form: dict[str, str]) -> RuleIn:
                               "copies": form.get("copies") or "1"}
     if form.get("lifetime_days"):
         try:
-            fields["lifetime_s"] = int(float(form["lifetime_days"]) * 86400)
+            days = float(form["lifetime_days"])
         except ValueError as exc:
             raise InvalidInput("lifetime must be a number of days") from exc
+        if not math.isfinite(days):  # int() of an infinity raised OverflowError: a 500
+            raise InvalidInput("lifetime must be a finite number of days")
+        fields["lifetime_s"] = int(days * 86400)
     if form.get("comment"):
         fields["comment"] = form["comment"]
     try:
