@@ -83,6 +83,7 @@ class JobRecord(TypedDict):
     recheck_at: dt.datetime
     attempt: int
     reschedules: int
+    output_salt: NotRequired[str]  # the secret part of its outputs' GUIDs (`wms.outputs.output_guid`)
     site: NotRequired[str]
     lease_owner: NotRequired[str | None]  # kernel.claims: a checker pass or matcher holding the job
     lease_expires: NotRequired[dt.datetime | None]
@@ -358,7 +359,7 @@ async def count_by_vo_and_state(db: AsyncDatabase[Document]) -> list[Document]:
 
 def public_view(doc: Document) -> dict[str, Any]:
     """A job as the API shows it (`id` instead of `_id`, internal bookkeeping left out)."""
-    out = {k: v for k, v in doc.items() if k not in ("_id", claims.OWNER, claims.EXPIRES, "scopes")}
+    out = {k: v for k, v in doc.items() if k not in ("_id", claims.OWNER, claims.EXPIRES, "scopes", "output_salt")}
     return {"id": doc["_id"], **out}
 
 

@@ -1,0 +1,66 @@
+"""What the sixth audit of the job layer found, as specifications: another user cannot take or
+block a job's outputs by registering a file under the GUID the job will give them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cairn.sdk import Client
+from tests.fixtures.api import RunningApi
+from tests.fixtures.grid import Grid, check_all
+from wms import jobs
+from wms.outputs import output_guid
+
+USER = ("jobs.read", "jobs.write", "catalogue.read", "catalogue.write")
+OUT = "/cta/out/o.txt"
+
+
+def pilot_client(api: RunningApi) -> Client:
+    return api.client(api.token(sub="pilot", scopes=("jobs.pilot",)))
+
+
+async def alices_job_registers_its_output(api: RunningApi, grid: Grid, wms_config: Any,
+                                          squat: str) -> dict[str, Any]:
+    """alice's job declares OUT; bob (same group, /cta is group-writable) registers `squat` under
+    the GUID he predicts for that output (job ids are counted, the GUID derived from id and LFN);
+    then the job's pilot registers the output. What the registration answered."""
+    async with api.client(api.token(sub="alice", scopes=USER)) as alice:
+        [job_id] = await alice.submit_jobs([{"executable": "/bin/true",
+                                             "outputs": [{"path": "o", "lfn": OUT, "se": "SITE-A-DISK"}]}])
+    await check_all(grid.db, wms_config)
+    async with api.client(api.token(sub="bob", scopes=USER)) as bob:
+        result = await bob.register_files([{"lfn": squat, "size": 1, "adler32": "00000001",
+                                            "guid": output_guid(job_id, OUT)}])
+        assert not result["failed"], result
+    async with pilot_client(api) as pilot:
+        order = await pilot.match_job(pilot="p", site="SITE-A")
+        assert order is not None and order["id"] == job_id
+        await pilot.start_job(job_id, pilot="p", attempt=1)
+        return dict(await pilot.register_job_outputs(job_id, pilot="p", attempt=1, files=[
+            {"lfn": OUT, "url": order["outputs"][0]["url"], "size": 2, "adler32": "0000000a"}]))
+
+
+async def test_a_file_under_a_predicted_output_guid_does_not_block_the_jobs_output(
+    api: RunningApi, grid: Grid, wms_config: Any
+) -> None:
+    result = await alices_job_registers_its_output(api, grid, wms_config, squat="/cta/bob-squat.txt")
+    assert result == {"successful": {OUT: "registered"}, "failed": {}}
+    record = await grid.db["files"].find_one({"_id": OUT})
+    assert record is not None and record["owner"] == "alice"
+
+
+async def test_another_users_file_at_the_output_lfn_is_not_taken_over_by_the_job(
+    api: RunningApi, grid: Grid, wms_config: Any
+) -> None:
+    result = await alices_job_registers_its_output(api, grid, wms_config, squat=OUT)
+    assert result["failed"] == {OUT: "the LFN exists already and was not produced by this job"}
+    record = await grid.db["files"].find_one({"_id": OUT})
+    assert record is not None and (record["owner"], record["size"], record.get("produced_by")) == ("bob", 1, None)
+
+
+async def test_the_output_salt_is_not_shown_with_the_job(api: RunningApi, grid: Grid) -> None:
+    async with api.client(api.token(sub="alice", scopes=USER)) as alice:
+        [job_id] = await alice.submit_jobs([{"executable": "/bin/true"}])
+        shown = await alice.get_job(job_id)
+    assert "output_salt" in await jobs.get_job(grid.db, job_id)
+    assert "output_salt" not in shown
