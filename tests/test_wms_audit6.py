@@ -3,6 +3,7 @@ block a job's outputs by registering a file under the GUID the job will give the
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from cairn.sdk import Client
@@ -64,3 +65,12 @@ async def test_the_output_salt_is_not_shown_with_the_job(api: RunningApi, grid: 
         shown = await alice.get_job(job_id)
     assert "output_salt" in await jobs.get_job(grid.db, job_id)
     assert "output_salt" not in shown
+
+
+async def test_concurrent_extensions_each_add_their_tasks(api: RunningApi, grid: Grid) -> None:
+    scopes = (*USER, "transfers.read", "transfers.write")
+    async with api.client(api.token(sub="alice", scopes=scopes)) as alice:
+        made = await alice.add_transformation({"name": "sim", "type": "mc", "max_tasks": 1,
+                                               "job": {"executable": "/bin/true"}})
+        await asyncio.gather(*(alice.transformation_action(made["id"], "extend", {"tasks": 1}) for _ in range(10)))
+        assert (await alice.get_transformation(made["id"]))["spec"]["max_tasks"] == 11
