@@ -1,15 +1,20 @@
 """What the sixth audit of the job layer found, as specifications: another user cannot take or
-block a job's outputs by registering a file under the GUID the job will give them."""
+block a job's outputs by registering a file under the GUID the job will give them; concurrent
+extensions of a transformation each count; a waiting job whose attempt's claimer stopped between
+its two writes is settled by the watchdog instead of waiting for good."""
 
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 from typing import Any
 
 from cairn.sdk import Client
 from tests.fixtures.api import RunningApi
 from tests.fixtures.grid import Grid, check_all
-from wms import jobs
+from wms import jobs, task_queues
+from wms.config import WmsSettings
+from wms.daemons import JobWatchdog
 from wms.outputs import output_guid
 
 USER = ("jobs.read", "jobs.write", "catalogue.read", "catalogue.write")
@@ -74,3 +79,42 @@ async def test_concurrent_extensions_each_add_their_tasks(api: RunningApi, grid:
                                                "job": {"executable": "/bin/true"}})
         await asyncio.gather(*(alice.transformation_action(made["id"], "extend", {"tasks": 1}) for _ in range(10)))
         assert (await alice.get_transformation(made["id"]))["spec"]["max_tasks"] == 11
+
+
+async def a_waiting_job_claimed_by(api: RunningApi, grid: Grid, wms_config: WmsSettings, by: str) -> str:
+    """alice's waiting job, whose attempt `by` claimed (a matcher also popped it from its queue)
+    two minutes ago and then stopped before it moved the job (killed, or the database gone)."""
+    async with api.client(api.token(sub="alice", scopes=USER)) as alice:
+        [job_id] = await alice.submit_jobs([{"executable": "/bin/true"}])
+    await check_all(grid.db, wms_config)
+    if by != "kill":
+        assert await task_queues.pop(grid.db, (await jobs.get_job(grid.db, job_id))["task_queue"]) == (job_id, 1)
+    assert await jobs.claim_attempt(grid.db, job_id, 1, by)
+    past = jobs.now() - dt.timedelta(minutes=2)
+    await grid.db["job_claims"].update_one({"_id": f"{job_id}:1"}, {"$set": {"at": past}})
+    return job_id
+
+
+async def test_a_job_whose_match_was_cut_short_is_matched_again(
+    api: RunningApi, grid: Grid, wms_config: WmsSettings
+) -> None:
+    job_id = await a_waiting_job_claimed_by(api, grid, wms_config, "p-dead")
+    assert await JobWatchdog(grid.db, wms_config).run_once() == 1
+    stored = await jobs.get_job(grid.db, job_id)
+    assert (stored["state"], stored["attempt"], stored["reschedules"]) == ("received", 2, 0)
+    await check_all(grid.db, wms_config)
+    async with pilot_client(api) as pilot:
+        order = await pilot.match_job(pilot="p", site="SITE-A")
+    assert order is not None and (order["id"], order["attempt"]) == (job_id, 2)
+    assert await JobWatchdog(grid.db, wms_config).run_once() == 0  # settled once
+
+
+async def test_a_kill_cut_short_is_finished_by_the_watchdog(
+    api: RunningApi, grid: Grid, wms_config: WmsSettings
+) -> None:
+    job_id = await a_waiting_job_claimed_by(api, grid, wms_config, "kill")
+    async with api.client(api.token(sub="alice", scopes=USER)) as alice:
+        assert (await alice.kill_job(job_id))["state"] == "kill_requested"  # asked again: nobody acted
+    assert await JobWatchdog(grid.db, wms_config).run_once() == 1
+    assert (await jobs.get_job(grid.db, job_id))["state"] == "killed"
+    assert [q["waiting"] for q in await task_queues.all_queues(grid.db)] == [0]
