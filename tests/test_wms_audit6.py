@@ -1,7 +1,8 @@
 """What the sixth audit of the job layer found, as specifications: another user cannot take or
 block a job's outputs by registering a file under the GUID the job will give them; concurrent
 extensions of a transformation each count; a waiting job whose attempt's claimer stopped between
-its two writes is settled by the watchdog instead of waiting for good."""
+its two writes is settled by the watchdog instead of waiting for good; an output's metadata key
+that is no field name is refused at submission (it was a 500)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,10 @@ import asyncio
 import datetime as dt
 from typing import Any
 
+import pytest
+
 from cairn.sdk import Client
+from kernel.errors import InvalidInput
 from tests.fixtures.api import RunningApi
 from tests.fixtures.grid import Grid, check_all
 from wms import jobs, task_queues
@@ -118,3 +122,17 @@ async def test_a_kill_cut_short_is_finished_by_the_watchdog(
     assert await JobWatchdog(grid.db, wms_config).run_once() == 1
     assert (await jobs.get_job(grid.db, job_id))["state"] == "killed"
     assert [q["waiting"] for q in await task_queues.all_queues(grid.db)] == [0]
+
+
+@pytest.mark.parametrize("key", ["$set", "a.b", "", "9lives"])
+async def test_an_output_metadata_key_that_is_no_field_name_is_refused(api: RunningApi, grid: Grid, key: str) -> None:
+    async with api.client(api.token(sub="alice", scopes=USER)) as alice:
+        with pytest.raises(InvalidInput):
+            await alice.submit_jobs([{"executable": "/bin/true",
+                                      "outputs": [{"path": "o", "lfn": OUT, "se": "SITE-A-DISK", "meta": {key: 1}}]}])
+        with pytest.raises(InvalidInput):
+            await alice.add_transformation({"name": "sim", "type": "mc", "max_tasks": 1, "job": {
+                "executable": "/bin/true", "outputs": [{"path": "o", "lfn": "/cta/out/%(task)s", "se": "SITE-A-DISK",
+                                                        "meta": {key: 1}}]}})
+    assert await grid.db["jobs"].count_documents({}) == 0
+    assert await grid.db["transformations"].count_documents({}) == 0

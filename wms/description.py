@@ -19,6 +19,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from catalogue.metadata_fields import KEY_PATTERN
 from kernel.bounds import Int64, PositiveInt64
 from kernel.errors import InvalidInput
 
@@ -48,6 +49,17 @@ class OutputFile(BaseModel):
     meta: dict[str, str | Int64 | float] = Field(
         default_factory=dict, max_length=100,
         description="metadata the output is registered with (e.g. type=dl1), checked against the declared types")
+
+    @field_validator("meta")
+    @classmethod
+    def _metadata_keys(cls, value: dict[str, str | int | float]) -> dict[str, str | int | float]:
+        # A key with `.` or a leading `$` is no field name the database stores (the job's record
+        # was refused with a 500), nor one the catalogue registers.
+        bad = sorted(key for key in value if not KEY_PATTERN.fullmatch(key))
+        if bad:
+            raise ValueError(f"metadata keys are identifiers (letters, digits, _; a letter first; at most 64): "
+                             f"{bad[:5]}")
+        return value
 
     @field_validator("path")
     @classmethod
