@@ -136,3 +136,17 @@ async def test_an_output_metadata_key_that_is_no_field_name_is_refused(api: Runn
                                                         "meta": {key: 1}}]}})
     assert await grid.db["jobs"].count_documents({}) == 0
     assert await grid.db["transformations"].count_documents({}) == 0
+
+
+@pytest.mark.parametrize("description", [
+    {"executable": "/bin/true\x00"},
+    {"executable": "/bin/true", "arguments": ["a\x00b"]},
+    {"executable": "/bin/true", "outputs": [{"path": "o\x00", "lfn": OUT, "se": "SITE-A-DISK"}]},
+])
+async def test_a_nul_in_what_the_pilot_hands_to_the_system_is_refused(
+    api: RunningApi, grid: Grid, description: dict[str, Any]
+) -> None:
+    async with api.client(api.token(sub="alice", scopes=USER)) as alice:
+        with pytest.raises(InvalidInput):
+            await alice.submit_jobs([description])
+    assert await grid.db["jobs"].count_documents({}) == 0

@@ -64,6 +64,7 @@ class OutputFile(BaseModel):
     @field_validator("path")
     @classmethod
     def _relative(cls, value: str) -> str:
+        _no_nul(value)
         if value.startswith("/") or ".." in value.split("/"):
             raise ValueError("must be a relative path inside the work directory")
         return value
@@ -131,6 +132,18 @@ class JobDescription(BaseModel):
     time_limit_s: int = Field(3600, ge=1, le=14 * 86400)
     parameters: ParameterList | ParameterRange | None = None
 
+    @field_validator("executable")
+    @classmethod
+    def _executable(cls, value: str) -> str:
+        return _no_nul(value)
+
+    @field_validator("arguments")
+    @classmethod
+    def _arguments(cls, value: list[str]) -> list[str]:
+        for argument in value:
+            _no_nul(argument)
+        return value
+
     @model_validator(mode="after")
     def _lfns_after_substitution(self) -> JobDescription:
         if self.input_dataset is not None and self.input_query is not None:
@@ -161,6 +174,15 @@ class JobDescription(BaseModel):
         if isinstance(self.parameters, ParameterRange):
             return list(self.parameters.values())
         return list(self.parameters)
+
+
+def _no_nul(text: str) -> str:
+    """A path or argument the pilot hands to the system: a NUL byte there made the pilot's exec
+    (or its look for the output) raise, which left the job running unheard until it stalled, on
+    every pilot that took it again."""
+    if "\x00" in text:
+        raise ValueError("must not contain a NUL character")
+    return text
 
 
 def _check_lfns(lfns: list[str]) -> None:
