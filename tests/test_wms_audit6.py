@@ -1,6 +1,7 @@
 """What the sixth audit of the job layer found, as specifications: another user cannot take or
 block a job's outputs by registering a file under the GUID the job will give them; concurrent
-extensions of a transformation each count; a waiting job whose attempt's claimer stopped between
+extensions of a transformation each count; a job its stopped transformation could only ask to
+kill is not run again by the transformation's monitor; a waiting job whose attempt's claimer stopped between
 its two writes is settled by the watchdog instead of waiting for good; an output's metadata key
 that is no field name is refused at submission (it was a 500)."""
 
@@ -14,6 +15,7 @@ import pytest
 
 from cairn.sdk import Client
 from kernel.errors import InvalidInput
+from productions.daemons import TransformationFeeder, TransformationMonitor, TransformationTasks
 from tests.fixtures.api import RunningApi
 from tests.fixtures.grid import Grid, check_all
 from wms import jobs, task_queues
@@ -150,3 +152,28 @@ async def test_a_nul_in_what_the_pilot_hands_to_the_system_is_refused(
         with pytest.raises(InvalidInput):
             await alice.submit_jobs([description])
     assert await grid.db["jobs"].count_documents({}) == 0
+
+
+async def test_a_job_its_stopped_transformation_killed_late_is_not_run_again(
+    api: RunningApi, grid: Grid, wms_config: WmsSettings
+) -> None:
+    await grid.add_file("/cta/raw/0.raw", b"x", ["SITE-A-DISK"], meta={"type": "raw"})
+    async with api.client(api.token(sub="alice", scopes=USER)) as alice:
+        tid = (await alice.add_transformation({"name": "t", "input_query": "type=raw", "input_path": "/cta",
+                                               "job": {"executable": "/bin/true"}}))["id"]
+        for daemon in (TransformationFeeder(grid.db), TransformationTasks(grid.db)):
+            await daemon.run_once()
+        [task] = await alice.transformation_tasks(tid)
+        # A checker pass holds the job when the transformation stops (then dies): the kill is a request.
+        held = await jobs.claim_batch(grid.db, "received", "checking", "gone:1", 10)
+        assert [j["_id"] for j in held] == [task["job"]]
+        await grid.db["jobs"].update_one({"_id": task["job"]}, {"$set": {"lease_expires": jobs.now()}})
+        assert await alice.transformation_action(tid, "stop") == {"tasks_cancelled": 0, "jobs_killed": 0}
+        await JobWatchdog(grid.db, wms_config).run_once()
+        await check_all(grid.db, wms_config)
+        assert (await jobs.get_job(grid.db, task["job"]))["state"] == "killed"
+        await TransformationMonitor(grid.db).run_once()
+        job = await jobs.get_job(grid.db, task["job"])
+        assert (job["state"], job["attempt"]) == ("killed", 1)
+        assert [t["state"] for t in await alice.transformation_tasks(tid)] == ["killed"]
+        assert [f["status"] for f in await alice.transformation_files(tid)] == ["unused"]
