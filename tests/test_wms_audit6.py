@@ -3,7 +3,8 @@ block a job's outputs by registering a file under the GUID the job will give the
 extensions of a transformation each count; a job its stopped transformation could only ask to
 kill is not run again by the transformation's monitor; a waiting job whose attempt's claimer stopped between
 its two writes is settled by the watchdog instead of waiting for good; an output's metadata key
-that is no field name is refused at submission (it was a 500)."""
+that is no field name is refused at submission (it was a 500); a transformation's job template
+is bounded before it is filled, as a parametric job's."""
 
 from __future__ import annotations
 
@@ -177,3 +178,24 @@ async def test_a_job_its_stopped_transformation_killed_late_is_not_run_again(
         assert (job["state"], job["attempt"]) == ("killed", 1)
         assert [t["state"] for t in await alice.transformation_tasks(tid)] == ["killed"]
         assert [f["status"] for f in await alice.transformation_files(tid)] == ["unused"]
+
+
+async def test_a_transformation_template_with_a_huge_printf_width_is_refused(api: RunningApi, grid: Grid) -> None:
+    async with api.client(api.token(sub="alice", scopes=USER)) as alice:
+        with pytest.raises(InvalidInput) as refused:  # 1 GB per argument to fill, in the server, before
+            await alice.add_transformation({"name": "t", "type": "mc", "max_tasks": 1,
+                                            "job": {"executable": "/bin/true", "arguments": ["%(task)200d"]}})
+    assert "width or precision above 100" in refused.value.message
+    assert await grid.db["transformations"].count_documents({}) == 0
+
+
+async def test_a_long_value_in_many_placeholders_fails_its_task_unbuilt(api: RunningApi, grid: Grid) -> None:
+    await grid.add_file("/cta/raw/0.raw", b"x", ["SITE-A-DISK"], meta={"type": "raw", "blob": "x" * 100_000})
+    async with api.client(api.token(sub="alice", scopes=USER)) as alice:
+        tid = (await alice.add_transformation({"name": "t", "input_query": "type=raw", "input_path": "/cta", "job": {
+            "executable": "/bin/true", "arguments": ["-%(blob)s"] * 100}}))["id"]
+        for daemon in (TransformationFeeder(grid.db), TransformationTasks(grid.db)):
+            await daemon.run_once()
+        [task] = await alice.transformation_tasks(tid)
+    assert task["state"] == "failed" and "once filled; the limit is" in task["reason"]
+    assert await grid.db["jobs"].count_documents({}) == 0

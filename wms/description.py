@@ -216,10 +216,15 @@ def _expanded_chars(description: JobDescription) -> int:
     values = description.parameter_values()
     if not values:
         return 0
-    texts = description.templates()
+    return len(values) * substitution_bound(description.templates(), values)
+
+
+def substitution_bound(texts: Sequence[str], values: Sequence[object]) -> int:
+    """An upper bound of the characters `texts` hold once any of `values` is substituted into
+    each of their conversions (whose widths `check_widths` bounds)."""
     conversions = sum(len(CONVERSION.findall(text)) for text in texts)
-    widest = MAX_FORMAT_WIDTH + NUMBER_CHARS + max(len(ascii(v)) for v in values)
-    return len(values) * (sum(map(len, texts)) + conversions * widest)
+    widest = MAX_FORMAT_WIDTH + NUMBER_CHARS + max((len(ascii(v)) for v in values), default=0)
+    return sum(map(len, texts)) + conversions * widest
 
 
 def expand(description: JobDescription) -> list[JobDescription]:
@@ -232,7 +237,7 @@ def expand(description: JobDescription) -> list[JobDescription]:
     if len(values) > MAX_JOBS_PER_SUBMISSION:
         raise InvalidInput(f"{len(values)} parameter values exceed the limit of {MAX_JOBS_PER_SUBMISSION}")
     for text in description.templates():
-        _check_widths(text)
+        check_widths(text)
     template = description.model_dump(exclude={"parameters"})
     jobs = []
     for index, value in enumerate(values):
@@ -253,7 +258,7 @@ def expand(description: JobDescription) -> list[JobDescription]:
     return jobs
 
 
-def _check_widths(text: str) -> None:
+def check_widths(text: str) -> None:
     """Refuse a printf width or precision that would build a huge string from a short template
     (`%(index)20000000d` is 20 MB per job), before anything is substituted."""
     for width, precision in CONVERSION.findall(text):
