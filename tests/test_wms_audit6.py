@@ -4,7 +4,8 @@ extensions of a transformation each count; a job its stopped transformation coul
 kill is not run again by the transformation's monitor; a waiting job whose attempt's claimer stopped between
 its two writes is settled by the watchdog instead of waiting for good; an output's metadata key
 that is no field name is refused at submission (it was a 500); a transformation's job template
-is bounded before it is filled, as a parametric job's."""
+is bounded before it is filled, as a parametric job's; a NUL in what the pilot hands to the system
+is refused; a second clean at once keeps the counts the first kept."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import pytest
 
 from cairn.sdk import Client
 from kernel.errors import InvalidInput
+from productions import cleaning, transformations
 from productions.daemons import TransformationFeeder, TransformationMonitor, TransformationTasks
 from tests.fixtures.api import RunningApi
 from tests.fixtures.grid import Grid, check_all
@@ -199,3 +201,20 @@ async def test_a_long_value_in_many_placeholders_fails_its_task_unbuilt(api: Run
         [task] = await alice.transformation_tasks(tid)
     assert task["state"] == "failed" and "once filled; the limit is" in task["reason"]
     assert await grid.db["jobs"].count_documents({}) == 0
+
+
+async def test_a_second_clean_at_once_keeps_the_counts_the_first_kept(api: RunningApi, grid: Grid) -> None:
+    await grid.add_file("/cta/raw/0.raw", b"x", ["SITE-A-DISK"], meta={"type": "raw"})
+    async with api.client(api.token(sub="alice", scopes=USER)) as alice:
+        tid = (await alice.add_transformation({"name": "t", "input_query": "type=raw", "input_path": "/cta",
+                                               "job": {"executable": "/bin/true"}}))["id"]
+        for daemon in (TransformationFeeder(grid.db), TransformationTasks(grid.db)):
+            await daemon.run_once()
+        await alice.transformation_action(tid, "stop")
+        # Two clean calls: both read the transformation stopped, then one cleans before the other goes on.
+        second = await transformations.get(grid.db, tid)
+        first = await alice.transformation_action(tid, "clean")
+        assert first["summary"]["tasks"]["killed"] == 1
+        again = await cleaning.clean(grid.db, second)
+        assert again["summary"] == first["summary"]
+        assert (await alice.get_transformation(tid))["cleaned_summary"] == first["summary"]
