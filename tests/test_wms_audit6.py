@@ -5,7 +5,8 @@ kill is not run again by the transformation's monitor; a waiting job whose attem
 its two writes is settled by the watchdog instead of waiting for good; an output's metadata key
 that is no field name is refused at submission (it was a 500); a transformation's job template
 is bounded before it is filled, as a parametric job's; a NUL in what the pilot hands to the system
-is refused; a second clean at once keeps the counts the first kept."""
+is refused; a second clean at once keeps the counts the first kept; a task pass makes and submits
+nothing for a transformation stopped since the pass began."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import pytest
 
 from cairn.sdk import Client
 from kernel.errors import InvalidInput
-from productions import cleaning, transformations
+from productions import cleaning, task_creation, task_submission, transformations
 from productions.daemons import TransformationFeeder, TransformationMonitor, TransformationTasks
 from tests.fixtures.api import RunningApi
 from tests.fixtures.grid import Grid, check_all
@@ -218,3 +219,20 @@ async def test_a_second_clean_at_once_keeps_the_counts_the_first_kept(api: Runni
         again = await cleaning.clean(grid.db, second)
         assert again["summary"] == first["summary"]
         assert (await alice.get_transformation(tid))["cleaned_summary"] == first["summary"]
+
+
+async def test_a_task_pass_that_read_the_transformation_before_its_stop_submits_nothing(
+    api: RunningApi, grid: Grid
+) -> None:
+    await grid.add_file("/cta/raw/0.raw", b"x", ["SITE-A-DISK"], meta={"type": "raw"})
+    async with api.client(api.token(sub="alice", scopes=USER)) as alice:
+        tid = (await alice.add_transformation({"name": "t", "input_query": "type=raw", "input_path": "/cta",
+                                               "job": {"executable": "/bin/true"}}))["id"]
+        await TransformationFeeder(grid.db).run_once()
+        # The task daemon's pass lists the running transformations; this one stops before its turn.
+        [listed] = await transformations.running(grid.db, ("active", "flushing"))
+        await alice.transformation_action(tid, "stop")
+        assert await task_creation.create_tasks(grid.db, listed) == 0  # what its turn does, with what it read
+        assert await task_submission.submit_tasks(grid.db, listed) == 0
+        assert await grid.db["jobs"].count_documents({}) == 0
+        assert [f["status"] for f in await alice.transformation_files(tid)] == ["unused"]
