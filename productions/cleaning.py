@@ -49,16 +49,29 @@ async def _end_open_tasks(db: AsyncDatabase[Document], doc: Document) -> int:
     return ended
 
 
+async def _cleaned(db: AsyncDatabase[Document], doc: Document) -> Document:
+    """The transformation moved to `cleaned` with its counts kept. The counts are written only by
+    the move out of stopped or completed: a second clean that read the transformation before the
+    first moved it would else count what the first had deleted already and keep zeros instead."""
+    if doc.get("cleaned_summary"):
+        return doc
+    summary = {"files": await transformation_files.count_by_status(db, doc["_id"]),
+               "tasks": await tasks.count_by_state(db, doc["_id"])}
+    unkept = ("cleaned",) if doc["state"] == "cleaned" else ("stopped", "completed")  # cleaned: before counts were kept
+    cleaned = await transformations.set_state(db, doc["_id"], unkept, "cleaned", cleaned_summary=summary)
+    if cleaned is None:
+        cleaned = await transformations.get(db, doc["_id"])
+        if cleaned["state"] != "cleaned" or not cleaned.get("cleaned_summary"):
+            raise Conflict(f"transformation {doc['_id']} changed state while being cleaned; try again")
+    return cleaned
+
+
 async def clean(db: AsyncDatabase[Document], doc: Document) -> dict[str, Any]:
     """Clean the transformation (see the module docstring); what was ended and removed."""
     if doc["state"] not in CLEANABLE:
         raise Conflict(f"transformation {doc['_id']} is {doc['state']}: stop it before cleaning it")
-    summary = doc.get("cleaned_summary") or {
-        "files": await transformation_files.count_by_status(db, doc["_id"]),
-        "tasks": await tasks.count_by_state(db, doc["_id"])}
-    cleaned = await transformations.set_state(db, doc["_id"], CLEANABLE, "cleaned", cleaned_summary=summary)
-    if cleaned is None:
-        raise Conflict(f"transformation {doc['_id']} changed state while being cleaned; try again")
+    cleaned = await _cleaned(db, doc)
+    summary = cleaned["cleaned_summary"]
     ended = await _end_open_tasks(db, cleaned)
     removed_tasks = await tasks.delete_all(db, doc["_id"])
     removed_files = await transformation_files.delete_all(db, doc["_id"])

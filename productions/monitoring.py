@@ -1,6 +1,9 @@
 """Following the jobs of submitted tasks: a done job makes its task done and its files processed;
 a failed job is counted (once per attempt) and rescheduled until the transformation's
-`max_attempts`, then its task fails and its files become problematic. An mc transformation whose
+`max_attempts`, then its task fails and its files become problematic. A stopped transformation
+reschedules nothing (its start does): a job of it that ends killed is what the stop cancelled
+(a kill the stop could only request, of a job a checker held), and gives its files back as the
+stop does. An mc transformation whose
 tasks were all made and all ended is completed.
 """
 
@@ -19,7 +22,13 @@ BATCH = 500
 
 
 async def _failed(db: AsyncDatabase[Document], doc: Document, task: Document, job: Document) -> None:
+    if doc["state"] == "stopped" and job["state"] == states.KILLED:
+        if await tasks.mark(db, [task["_id"]], ["submitted"], "killed", "transformation stopped"):
+            await transformation_files.finish_task_files(db, doc["_id"], task["_id"], "unused")
+        return
     counted = await tasks.count_failure(db, task, int(job["attempt"])) or task
+    if doc["state"] == "stopped":
+        return  # counted; rescheduled once it is started again
     if int(counted["failures"]) < int(doc["spec"]["max_attempts"]):
         # Conflict: rescheduled already (or by someone else); the next pass sees the new attempt.
         with contextlib.suppress(Conflict):

@@ -14,13 +14,16 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from kernel.errors import InvalidInput
 from rules.se_expression import validate as validate_expression
-from wms.description import NAME_PATTERN, JobDescription
+from wms.description import NAME_PATTERN, JobDescription, check_widths, substitution_bound
 
 Kind = Literal["processing", "mc", "replication", "removal"]
 GroupingPlugin = Literal["count", "size", "meta", "broadcast", "share"]
 # A value that fills every placeholder when the template is checked at creation.
 _SAMPLE = {"transformation": "t", "transformation_id": "t", "task": 1}
+# The most characters a task's job may hold once filled: its record must fit a 16 MB document.
+MAX_FILLED_CHARS = 8 * 1024 * 1024
 
 
 class Grouping(BaseModel):
@@ -148,7 +151,19 @@ def render(template: dict[str, Any], env: dict[str, Any], *, task_inputs: list[s
     """The job of one task: the template with its placeholders filled and the task's inputs
     (ValueError naming the problem when a placeholder has no value or the job is invalid).
     A file's metadata fills it, so any value must give a ValueError, not another error: `%(run)c`
-    with run=2**40 overflows, with run=0xD800 gives a lone surrogate the database cannot store."""
+    with run=2**40 overflows, with run=0xD800 gives a lone surrogate the database cannot store.
+    What filling could build is bounded first, as for parametric jobs (`wms.description`): a
+    printf width (`%(task)999999999d` is 1 GB) or a long value in many placeholders would
+    otherwise fill the memory of the server (at creation) or of the task daemon."""
+    texts = _strings(template)
+    try:
+        for text in texts:
+            check_widths(text)
+    except InvalidInput as exc:
+        raise ValueError(exc.message) from None
+    if (bound := substitution_bound(texts, list(env.values()))) > MAX_FILLED_CHARS:
+        raise ValueError(f"the job template would hold up to {bound} characters once filled; the limit is "
+                         f"{MAX_FILLED_CHARS} (fewer placeholders, or shorter values)")
     try:
         filled = _fill(template, env)
         _check_text(filled)

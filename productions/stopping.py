@@ -29,28 +29,40 @@ async def stop(db: AsyncDatabase[Document], doc: Document) -> dict[str, int]:
     stopped = await transformations.change_state(db, doc, ("new", "active", "flushing"), "stopped")
     created = await tasks.tasks_in(db, doc["_id"], ["created"], 10**7)
     cancelled = await _release(db, stopped, [t["_id"] for t in created if t.get("job") is None], ["created"])
-    jobs_killed = 0
-    if doc["spec"]["type"] in request_tasks.REQUEST_KIND:
-        for task in await tasks.tasks_in(db, doc["_id"], ["submitted"], 10**7):
-            await request_tasks.cancel_task(db, doc, task)
-            cancelled += await _release(db, stopped, [task["_id"]], ["submitted"])
-        return {"tasks_cancelled": cancelled, "jobs_killed": 0}
     after = -1
+    jobs_killed = 0
     while batch := await tasks.tasks_in(db, doc["_id"], ["created", "submitted"], BATCH, after):
         after = batch[-1]["number"]
-        found = await jobs.get_jobs(db, [t["job"] for t in batch if t.get("job")])
-        by_job = {t["job"]: t for t in batch}
-        for job in found:
-            if job["state"] not in NOT_STARTED:
-                continue
-            try:
-                outcome = await control.kill(db, job, "its transformation was stopped")
-            except Conflict:
-                continue
-            if outcome["state"] == states.KILLED:
-                jobs_killed += 1
-                cancelled += await _release(db, stopped, [by_job[job["_id"]]["_id"]], ["created", "submitted"])
+        killed, released = await cancel_not_started(db, stopped, batch)
+        jobs_killed += killed
+        cancelled += released
     return {"tasks_cancelled": cancelled, "jobs_killed": jobs_killed}
+
+
+async def cancel_not_started(db: AsyncDatabase[Document], doc: Document, batch: list[Document]) -> tuple[int, int]:
+    """Cancel what these tasks asked for that has not started: their open requests, or their jobs
+    not started yet (those killed release their task). (jobs killed, tasks released)."""
+    if doc["spec"]["type"] in request_tasks.REQUEST_KIND:
+        released = 0
+        for task in batch:
+            if task["state"] == "submitted":
+                await request_tasks.cancel_task(db, doc, task)
+                released += await _release(db, doc, [task["_id"]], ["submitted"])
+        return 0, released
+    jobs_killed = released = 0
+    found = await jobs.get_jobs(db, [t["job"] for t in batch if t.get("job")])
+    by_job = {t["job"]: t for t in batch}
+    for job in found:
+        if job["state"] not in NOT_STARTED:
+            continue
+        try:
+            outcome = await control.kill(db, job, "its transformation was stopped")
+        except Conflict:
+            continue
+        if outcome["state"] == states.KILLED:
+            jobs_killed += 1
+            released += await _release(db, doc, [by_job[job["_id"]]["_id"]], ["created", "submitted"])
+    return jobs_killed, released
 
 
 async def start(db: AsyncDatabase[Document], doc: Document) -> Document:

@@ -13,7 +13,7 @@ from pymongo import UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 
 from kernel.db import Document, bulk_write_chunked
-from productions import locality, tasks, transformation_files, transformations
+from productions import locality, task_submission, tasks, transformation_files, transformations
 from productions.feeding import group_key
 from productions.grouping import Group, make_groups, needs_location, shared_metadata
 
@@ -49,7 +49,10 @@ def _room(doc: Document) -> int | None:
 
 
 async def create_tasks(db: AsyncDatabase[Document], doc: Document) -> int:
-    """Make the tasks the transformation's unused files (or its mc quota) allow now."""
+    """Make the tasks the transformation's unused files (or its mc quota) allow now (none once
+    it stopped: a stop since the pass began gave their files back)."""
+    if not await task_submission.still_making(db, doc):
+        return 0
     await repair_assignments(db, doc)
     room = _room(doc)
     if room == 0:

@@ -19,12 +19,13 @@ from catalogue.vos import confine_owner
 from kernel.db import Document
 from kernel.errors import Conflict, Forbidden, InvalidInput, NotFound
 from kernel.principal import DEFAULT_VO
-from productions import request_tasks, tasks, transformation_files, transformations
+from productions import request_tasks, stopping, tasks, transformation_files, transformations
 from productions.spec import render
 from wms import jobs, submission
 from wms.description import JobDescription
 
 BATCH = 200
+MAKING = ("active", "flushing")
 REFUSALS = (InvalidInput, Conflict, Forbidden, NotFound)
 log = logging.getLogger("cairn.productions")
 
@@ -55,8 +56,31 @@ async def _submit_requests(db: AsyncDatabase[Document], doc: Document, created: 
     return queued
 
 
+async def still_making(db: AsyncDatabase[Document], doc: Document) -> bool:
+    """Whether the transformation still makes tasks now: a daemon's pass reads the transformations
+    when it begins, and one stopped (or deleted) since must not have tasks made or submitted."""
+    try:
+        return (await transformations.get(db, doc["_id"]))["state"] in MAKING
+    except NotFound:
+        return False
+
+
 async def submit_tasks(db: AsyncDatabase[Document], doc: Document) -> int:
-    """Submit up to BATCH created tasks as jobs (or requests); returns how many were submitted."""
+    """Submit up to BATCH created tasks as jobs (or requests); returns how many were submitted.
+    A stop that lands while they are submitted is met after: what it could not see yet (jobs or
+    requests stored after its look) is cancelled here, as the stop cancels."""
+    if not await still_making(db, doc):
+        return 0
+    submitted = await _submit_tasks(db, doc)
+    if submitted and not await still_making(db, doc):
+        after = -1
+        while batch := await tasks.tasks_in(db, doc["_id"], ["created", "submitted"], BATCH, after):
+            after = batch[-1]["number"]
+            await stopping.cancel_not_started(db, doc, batch)
+    return submitted
+
+
+async def _submit_tasks(db: AsyncDatabase[Document], doc: Document) -> int:
     created = await tasks.tasks_in(db, doc["_id"], ["created"], BATCH)
     if doc["spec"]["type"] in request_tasks.REQUEST_KIND:
         return await _submit_requests(db, doc, created)

@@ -30,6 +30,9 @@ STATES = ("new", "active", "flushing", "stopped", "completed", "cleaned")
 RUNNING = ("new", "active", "flushing")
 # States in which it may still make tasks (stopped: once started again); the others are final.
 OPEN = ("new", "active", "flushing", "stopped")
+# States in which it may be extended, and how often an extension reads it again when it changed meanwhile.
+EXTENDABLE = ("new", "active", "flushing", "completed", "stopped")
+EXTEND_TRIES = 20
 REQUEST_TYPES = ("replication", "removal")  # their tasks are transfer-queue requests (`productions.request_tasks`)
 
 INDEXES = [
@@ -182,17 +185,27 @@ async def save_initial_progress(db: AsyncDatabase[Document], transformation_id: 
 
 
 async def extend(db: AsyncDatabase[Document], doc: Document, tasks: int) -> Document:
-    """Allow `tasks` more tasks (an mc transformation makes them; a finished one becomes active)."""
+    """Allow `tasks` more tasks (an mc transformation makes them; a finished one becomes active).
+    The new limit is written only where the limit it was reckoned from still holds (and, with no
+    limit, the count of tasks made), read again otherwise: two extensions at once each add theirs."""
     if tasks < 1:
         raise InvalidInput("extend by at least one task")
-    limit = doc["spec"].get("max_tasks")
-    new_limit = (limit if limit is not None else doc["next_task"]) + tasks
-    with database_errors():
-        changed = await db[TRANSFORMATIONS].find_one_and_update(
-            {"_id": doc["_id"], "state": {"$in": ["new", "active", "flushing", "completed", "stopped"]}},
-            {"$set": {"spec.max_tasks": new_limit, "updated": now()}}, return_document=ReturnDocument.AFTER)
-    if changed is None:
-        raise Conflict(f"transformation {doc['_id']} is {doc['state']}")
+    for _ in range(EXTEND_TRIES):
+        limit = doc["spec"].get("max_tasks")
+        base = {"spec.max_tasks": limit} if limit is not None else {"spec.max_tasks": None,
+                                                                     "next_task": doc["next_task"]}
+        with database_errors():
+            changed = await db[TRANSFORMATIONS].find_one_and_update(
+                {"_id": doc["_id"], "state": {"$in": list(EXTENDABLE)}, **base},
+                {"$set": {"spec.max_tasks": (limit if limit is not None else doc["next_task"]) + tasks,
+                          "updated": now()}}, return_document=ReturnDocument.AFTER)
+        if changed is not None:
+            break
+        doc = await get(db, doc["_id"])
+        if doc["state"] not in EXTENDABLE:
+            raise Conflict(f"transformation {doc['_id']} is {doc['state']}")
+    else:
+        raise Conflict(f"transformation {doc['_id']} changed {EXTEND_TRIES} times while being extended; try again")
     if changed["state"] == "completed":
         changed = await set_state(db, doc["_id"], ("completed",), "active") or changed
     return changed

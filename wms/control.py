@@ -1,7 +1,9 @@
-"""Kill and reschedule: decisions shared by users' requests and the watchdog."""
+"""Kill and reschedule: decisions shared by users' requests and the watchdog, and the settling
+of attempts whose claimer stopped before moving the job (`settle_stale_claims`)."""
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Sequence
 
 from pymongo.asynchronous.database import AsyncDatabase
@@ -10,7 +12,14 @@ from kernel import claims
 from kernel.db import Document
 from kernel.errors import Conflict
 from wms import jobs, states, task_queues
+from wms.unprocessable import UNQUEUED_CLAIM
 
+# Who claims a waiting job's attempt besides the matcher (which claims it for a pilot, by its name).
+KILL_CLAIM = "kill"
+# How old a claim of a job still waiting must be to count as its claimer's stopping: a claim and
+# the job's move that follows it are two writes, milliseconds apart.
+CLAIM_SETTLE_S = 60.0
+CLAIMS_PER_PASS = 1000
 RESET_ON_RESCHEDULE = ("pilot", "site", "heartbeat_at", "matched_at", "started", "finished", "task_queue",
                        "enqueued", "kill_requested", "exit_code", "missing", "resolved_inputs", "sites")
 
@@ -25,7 +34,7 @@ async def kill(db: AsyncDatabase[Document], job: Document, reason: str) -> Docum
     job_id = job["_id"]
     if job["state"] in states.FINAL:
         raise Conflict(f"job {job_id} is {job['state']} already")
-    if job["state"] == states.WAITING and await jobs.claim_attempt(db, job_id, job["attempt"], "kill"):
+    if job["state"] == states.WAITING and await jobs.claim_attempt(db, job_id, job["attempt"], KILL_CLAIM):
         await jobs.set_state_claimed(db, job_id, states.KILLED, reason)
         if job.get("task_queue"):
             await task_queues.remove(db, job["task_queue"], task_queues.entry(job_id, job["attempt"]))
@@ -82,3 +91,44 @@ async def declare_stalled(db: AsyncDatabase[Document], job: Document, max_resche
     except Conflict:
         return "moved on by a request meanwhile"
     return "rescheduled"
+
+
+async def settle_stale_claims(db: AsyncDatabase[Document], now: dt.datetime) -> int:
+    """Finish what claimers that stopped between claiming a waiting job's attempt and moving the
+    job began (a process killed, the database gone between the two writes): such a job stayed
+    waiting for good, which no pilot could take (its attempt was claimed), nor a kill end, nor a
+    reschedule move. A kill's claim kills it, the watchdog's fails it, a match's gives the job a
+    new attempt (its pilot never got it). The claims are read in the order they were made, from
+    where the last pass stopped; how many jobs were settled."""
+    since = await jobs.claims_settled_until(db)
+    found = await jobs.claims_made(db, since, now - dt.timedelta(seconds=CLAIM_SETTLE_S), CLAIMS_PER_PASS)
+    if not found:
+        return 0
+    claimers = {str(claim["_id"]): str(claim.get("by", "")) for claim in found}
+    waiting = await jobs.get_jobs(db, [claim.rpartition(":")[0] for claim in claimers], state=states.WAITING)
+    settled = 0
+    for job in waiting:
+        by = claimers.get(task_queues.entry(job["_id"], job["attempt"]))
+        if by is not None and await _settle(db, job, by):
+            settled += 1
+    await jobs.set_claims_settled_until(db, found[-1]["at"])
+    return settled
+
+
+async def _settle(db: AsyncDatabase[Document], job: Document, by: str) -> bool:
+    guard = {"attempt": job["attempt"]}
+    if by == KILL_CLAIM or job.get("kill_requested"):
+        done = await jobs.transition(db, job["_id"], [states.WAITING], states.KILLED,
+                                     job.get("kill_reason") or "killed by request", guard=guard)
+        if done is not None and job.get("task_queue"):
+            await task_queues.remove(db, job["task_queue"], task_queues.entry(job["_id"], job["attempt"]))
+    elif by == UNQUEUED_CLAIM:
+        done = await jobs.transition(db, job["_id"], [states.WAITING], states.FAILED,
+                                     "the job watchdog could not queue it", guard=guard)
+    else:
+        done = await jobs.transition(
+            db, job["_id"], [states.WAITING], states.RECEIVED,
+            f"its match to pilot {by} was cut short before the pilot got it; checking it again",
+            guard=guard, set_fields={"recheck_at": jobs.now()}, unset_fields=RESET_ON_RESCHEDULE,
+            inc={"attempt": 1})
+    return done is not None

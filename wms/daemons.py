@@ -2,7 +2,8 @@
 
 - job-checker: resolves input data of new jobs (and rechecks staging jobs) and queues them;
 - job-watchdog: declares jobs stalled when their pilot is silent and reschedules them, frees
-  claims of checkers that died, queues jobs a checker placed but did not queue, and mends the
+  claims of checkers that died, settles waiting jobs whose attempt's claimer stopped before
+  moving them (`control.settle_stale_claims`), queues jobs a checker placed but did not queue, and mends the
   task queues' and groups' counters that stayed drifted (`counter_recount.QuietMender`).
 
 Each job's work in a pass is isolated (`kernel.daemon.one_of_many`): a job whose processing
@@ -57,6 +58,7 @@ class JobWatchdog(Daemon):
         for job in await jobs.silent_jobs(self.db, cutoff, 500):
             handled += await self.isolated(self.stall(job, now), job, unprocessable.fail_at_pilot)
         handled += await jobs.clear_stale_claims(self.db, now)
+        handled += await control.settle_stale_claims(self.db, now)
         repair_before = now - dt.timedelta(seconds=self.config.unqueued_repair_s)
         for job in await jobs.unqueued_waiting(self.db, repair_before, 500):
             handled += await self.isolated(self.requeue(job), job, unprocessable.fail_unqueued)

@@ -19,6 +19,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from catalogue.metadata_fields import KEY_PATTERN
 from kernel.bounds import Int64, PositiveInt64
 from kernel.errors import InvalidInput
 
@@ -49,9 +50,21 @@ class OutputFile(BaseModel):
         default_factory=dict, max_length=100,
         description="metadata the output is registered with (e.g. type=dl1), checked against the declared types")
 
+    @field_validator("meta")
+    @classmethod
+    def _metadata_keys(cls, value: dict[str, str | int | float]) -> dict[str, str | int | float]:
+        # A key with `.` or a leading `$` is no field name the database stores (the job's record
+        # was refused with a 500), nor one the catalogue registers.
+        bad = sorted(key for key in value if not KEY_PATTERN.fullmatch(key))
+        if bad:
+            raise ValueError(f"metadata keys are identifiers (letters, digits, _; a letter first; at most 64): "
+                             f"{bad[:5]}")
+        return value
+
     @field_validator("path")
     @classmethod
     def _relative(cls, value: str) -> str:
+        _no_nul(value)
         if value.startswith("/") or ".." in value.split("/"):
             raise ValueError("must be a relative path inside the work directory")
         return value
@@ -119,6 +132,18 @@ class JobDescription(BaseModel):
     time_limit_s: int = Field(3600, ge=1, le=14 * 86400)
     parameters: ParameterList | ParameterRange | None = None
 
+    @field_validator("executable")
+    @classmethod
+    def _executable(cls, value: str) -> str:
+        return _no_nul(value)
+
+    @field_validator("arguments")
+    @classmethod
+    def _arguments(cls, value: list[str]) -> list[str]:
+        for argument in value:
+            _no_nul(argument)
+        return value
+
     @model_validator(mode="after")
     def _lfns_after_substitution(self) -> JobDescription:
         if self.input_dataset is not None and self.input_query is not None:
@@ -149,6 +174,15 @@ class JobDescription(BaseModel):
         if isinstance(self.parameters, ParameterRange):
             return list(self.parameters.values())
         return list(self.parameters)
+
+
+def _no_nul(text: str) -> str:
+    """A path or argument the pilot hands to the system: a NUL byte there made the pilot's exec
+    (or its look for the output) raise, which left the job running unheard until it stalled, on
+    every pilot that took it again."""
+    if "\x00" in text:
+        raise ValueError("must not contain a NUL character")
+    return text
 
 
 def _check_lfns(lfns: list[str]) -> None:
@@ -182,10 +216,15 @@ def _expanded_chars(description: JobDescription) -> int:
     values = description.parameter_values()
     if not values:
         return 0
-    texts = description.templates()
+    return len(values) * substitution_bound(description.templates(), values)
+
+
+def substitution_bound(texts: Sequence[str], values: Sequence[object]) -> int:
+    """An upper bound of the characters `texts` hold once any of `values` is substituted into
+    each of their conversions (whose widths `check_widths` bounds)."""
     conversions = sum(len(CONVERSION.findall(text)) for text in texts)
-    widest = MAX_FORMAT_WIDTH + NUMBER_CHARS + max(len(ascii(v)) for v in values)
-    return len(values) * (sum(map(len, texts)) + conversions * widest)
+    widest = MAX_FORMAT_WIDTH + NUMBER_CHARS + max((len(ascii(v)) for v in values), default=0)
+    return sum(map(len, texts)) + conversions * widest
 
 
 def expand(description: JobDescription) -> list[JobDescription]:
@@ -198,7 +237,7 @@ def expand(description: JobDescription) -> list[JobDescription]:
     if len(values) > MAX_JOBS_PER_SUBMISSION:
         raise InvalidInput(f"{len(values)} parameter values exceed the limit of {MAX_JOBS_PER_SUBMISSION}")
     for text in description.templates():
-        _check_widths(text)
+        check_widths(text)
     template = description.model_dump(exclude={"parameters"})
     jobs = []
     for index, value in enumerate(values):
@@ -219,7 +258,7 @@ def expand(description: JobDescription) -> list[JobDescription]:
     return jobs
 
 
-def _check_widths(text: str) -> None:
+def check_widths(text: str) -> None:
     """Refuse a printf width or precision that would build a huge string from a short template
     (`%(index)20000000d` is 20 MB per job), before anything is substituted."""
     for width, precision in CONVERSION.findall(text):

@@ -53,7 +53,11 @@ INDEXES = [
     IndexSpec(JOBS, [(claims.OWNER, 1)], name="jobs_by_lease_owner", sparse=True, index_order=True),
     # count_by_vo_and_state (GET /metrics), on the embedded database
     IndexSpec(JOBS, [("state", 1), ("vo", 1)], name="jobs_by_state_vo", group_count=True),
+    # claims_made (watchdog): the attempts' claims in the order they were made
+    IndexSpec(CLAIMS, [("at", 1)], name="job_claims_by_time", index_order=True),
 ]
+# The counter document holding when the claims the watchdog has settled were made (`claims_made`).
+CLAIMS_SETTLED = "job_claims_settled"
 
 
 class HistoryEntry(TypedDict):
@@ -83,6 +87,7 @@ class JobRecord(TypedDict):
     recheck_at: dt.datetime
     attempt: int
     reschedules: int
+    output_salt: NotRequired[str]  # the secret part of its outputs' GUIDs (`wms.outputs.output_guid`)
     site: NotRequired[str]
     lease_owner: NotRequired[str | None]  # kernel.claims: a checker pass or matcher holding the job
     lease_expires: NotRequired[dt.datetime | None]
@@ -132,9 +137,11 @@ async def get_job(db: AsyncDatabase[Document], job_id: str) -> Document:
     return doc
 
 
-async def get_jobs(db: AsyncDatabase[Document], job_ids: Sequence[str]) -> list[Document]:
-    """The jobs among `job_ids` that exist, by `_id` in slices (kernel.db.read_by_ids)."""
-    return [doc async for doc in read_by_ids(db[JOBS], job_ids)]
+async def get_jobs(db: AsyncDatabase[Document], job_ids: Sequence[str], *,
+                   state: str | None = None) -> list[Document]:
+    """The jobs among `job_ids` that exist (and are in `state`), by `_id` in slices (kernel.db.read_by_ids)."""
+    flt = {"state": state} if state is not None else None
+    return [doc async for doc in read_by_ids(db[JOBS], job_ids, flt=flt)]
 
 
 def list_jobs(
@@ -211,6 +218,27 @@ async def claim_attempt(db: AsyncDatabase[Document], job_id: str, attempt: int, 
     except DuplicateKeyError:
         return False
     return True
+
+
+async def claims_made(db: AsyncDatabase[Document], since: dt.datetime | None, before: dt.datetime,
+                      limit: int) -> list[Document]:
+    """Attempts' claims made from `since` (included: the last one read again is harmless) until
+    `before`, oldest first (index job_claims_by_time, under INDEX_ORDER: `at` is a date in every claim)."""
+    made: Document = {"$lte": before, **({"$gte": since} if since is not None else {})}
+    with database_errors():
+        return await db[CLAIMS].find({"at": made}, comment=INDEX_ORDER).sort("at", 1).limit(limit).to_list()
+
+
+async def claims_settled_until(db: AsyncDatabase[Document]) -> dt.datetime | None:
+    """When the claims the watchdog has looked at were made (None: it never looked)."""
+    with database_errors():
+        doc = await db[COUNTERS].find_one({"_id": CLAIMS_SETTLED})
+    return None if doc is None else doc["at"]
+
+
+async def set_claims_settled_until(db: AsyncDatabase[Document], at: dt.datetime) -> None:
+    with database_errors():
+        await db[COUNTERS].update_one({"_id": CLAIMS_SETTLED}, {"$set": {"at": at}}, upsert=True)
 
 
 async def set_state_claimed(
@@ -358,7 +386,7 @@ async def count_by_vo_and_state(db: AsyncDatabase[Document]) -> list[Document]:
 
 def public_view(doc: Document) -> dict[str, Any]:
     """A job as the API shows it (`id` instead of `_id`, internal bookkeeping left out)."""
-    out = {k: v for k, v in doc.items() if k not in ("_id", claims.OWNER, claims.EXPIRES, "scopes")}
+    out = {k: v for k, v in doc.items() if k not in ("_id", claims.OWNER, claims.EXPIRES, "scopes", "output_salt")}
     return {"id": doc["_id"], **out}
 
 

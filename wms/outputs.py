@@ -1,12 +1,16 @@
 """Registering a job's output files in the catalogue, with provenance.
 
-Each output gets a GUID derived from the job and the LFN, the same for every attempt. The
+Each output gets a GUID derived from the job, the LFN and the job's secret `output_salt` (drawn
+at submission, never shown), the same for every attempt. The
 first registration goes through `catalogue.files.register_files` as the job's owner (so the
 catalogue's path permissions and directory creation apply); then the record gets the job's
 provenance: `ancestors` (the job's input LFNs) and `produced_by: {job, attempt}`. When a
 later attempt of the same job registers the LFN again, the GUID shows the record is this
 job's, and it is updated in place: one record per output, whatever the number of attempts.
-An LFN that exists with another GUID belongs to someone else and is refused.
+An LFN that exists with another GUID, or another owner, belongs to someone else and is refused.
+The salt keeps the GUID unguessable: from the job id (a counter) and the LFN alone, another user
+could register a file under it first, and the job's output would then be refused (the GUID is
+unique), or taken over in place when that file sat at the output's LFN.
 
 Fencing by attempt: every attempt writes its outputs to its own URL (`attempt_url`: the SE's URL
 for the LFN with the job and attempt as its variant, `catalogue.replica_urls.variant_url`), and
@@ -20,6 +24,7 @@ than the one that wrote it.
 from __future__ import annotations
 
 import datetime as dt
+import secrets
 import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -39,9 +44,15 @@ from kernel.principal import Principal
 GUID_NAMESPACE = uuid.UUID("6f1e3c0a-8d5b-4a7e-9c2f-3b1d2e4f5a60")
 
 
-def output_guid(job_id: str, lfn: str) -> str:
-    """The same GUID for the same output of the same job, whichever attempt registers it."""
-    return str(uuid.uuid5(GUID_NAMESPACE, f"{job_id}:{lfn}"))
+def output_salt() -> str:
+    """A job's secret part of its outputs' GUIDs (stored with the job at submission)."""
+    return secrets.token_hex(16)
+
+
+def output_guid(job_id: str, lfn: str, salt: str | None = None) -> str:
+    """The same GUID for the same output of the same job, whichever attempt registers it (a job
+    stored before salts were drawn has none: its GUIDs stay as they were)."""
+    return str(uuid.uuid5(GUID_NAMESPACE, f"{job_id}:{lfn}" + (f":{salt}" if salt else "")))
 
 
 def attempt_url(url: str, job_id: str, attempt: int) -> str:
@@ -93,8 +104,8 @@ async def register_outputs(
     db: AsyncDatabase[Document], job: Document, items: Sequence[dict[str, Any]], ancestors: Sequence[str]
 ) -> dict[str, dict[str, str]]:
     """Register `{lfn, se, url, size, adler32}` items of one job attempt; answers per LFN."""
-    guids = {item["lfn"]: output_guid(job["_id"], item["lfn"]) for item in items}
-    existing = await fetch_files(db, list(guids), {"guid": 1})
+    guids = {item["lfn"]: output_guid(job["_id"], item["lfn"], job.get("output_salt")) for item in items}
+    existing = await fetch_files(db, list(guids), {"guid": 1, "owner": 1})
     successful: dict[str, str] = {}
     failed: dict[str, str] = {}
     new = []
@@ -109,7 +120,7 @@ async def register_outputs(
             failed[lfn] = refusal
         elif stored is None:
             new.append(item)
-        elif stored.get("guid") != guids[lfn]:
+        elif stored.get("guid") != guids[lfn] or stored.get("owner") != job["owner"]:
             failed[lfn] = "the LFN exists already and was not produced by this job"
         else:
             replica = {"se": item["se"], "url": item["url"], "status": "available", "created": at, "modified": at}
@@ -118,7 +129,7 @@ async def register_outputs(
     if overwrite:
         not_newer = {"$or": [{"produced_by.attempt": {"$lte": job["attempt"]}}, {"produced_by": None}]}
         # Through the catalogue: the file's version is bumped and its usage follows the new content.
-        guard = {lfn: {"guid": guids[lfn], **not_newer} for lfn in overwrite}
+        guard = {lfn: {"guid": guids[lfn], "owner": job["owner"], **not_newer} for lfn in overwrite}
         updated = await overwrite_files(db, overwrite, guard=guard)
         successful.update(dict.fromkeys(updated, "updated"))
         failed.update({lfn: "a later attempt of the job registered this output, or the file changed meanwhile"

@@ -225,8 +225,8 @@ class Pilot(Daemon):
                 order["executable"], *order["arguments"], cwd=job_dir, stdout=out, stderr=err, env=env,
                 preexec_fn=child_preexec, start_new_session=True, **account,
             )
-        except OSError as exc:
-            return None, f"cannot start {order['executable']}: {exc.strerror or exc}"
+        except (OSError, ValueError) as exc:  # ValueError: a NUL in a job stored before they were refused
+            return None, f"cannot start {order['executable']}: {getattr(exc, 'strerror', None) or exc}"
         waiter = asyncio.create_task(proc.wait())
         stop = asyncio.create_task(_first(kill, lost, self._stop))
         done, _ = await asyncio.wait({waiter, stop}, timeout=order["time_limit_s"],
@@ -332,7 +332,10 @@ def _produced(job_dir: Path, path: str, lfn: str) -> Path:
     refused, or a payload could have the pilot upload, under the job owner's LFN, a file only the
     pilot may read (its own credentials, another job's outputs)."""
     src = job_dir / path
-    real = src.resolve()
+    try:
+        real = src.resolve()
+    except ValueError as exc:  # a NUL in a job stored before they were refused
+        raise DataAccessError(f"output {path!r} (for {lfn}) is no path: {exc}") from exc
     if not real.is_relative_to(job_dir.resolve()):
         raise DataAccessError(f"output {path} (for {lfn}) leads out of the job's directory; not uploaded")
     if not real.is_file():

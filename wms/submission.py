@@ -28,6 +28,7 @@ from kernel.principal import Principal
 from wms import input_data, jobs, states
 from wms.description import JobDescription, expand_all
 from wms.input_selection import resolve_inputs
+from wms.outputs import output_salt
 
 
 async def submit(
@@ -116,4 +117,5 @@ def _job_document(job_id: str, job: JobDescription, principal: Principal, at: dt
         "recheck_at": at,
         "attempt": 1,
         "reschedules": 0,
+        "output_salt": output_salt(),
     }

@@ -17,6 +17,9 @@ from pymongo.asynchronous.database import AsyncDatabase
 from kernel.db import Document
 from wms import jobs, states
 
+# The claimer named on a waiting job's attempt that the watchdog failed (`wms.control.settle_stale_claims`).
+UNQUEUED_CLAIM = "job-watchdog"
+
 
 def reason(daemon: str, why: str) -> str:
     """The failed job's reason: which daemon could not process it, and its error."""
@@ -34,5 +37,5 @@ async def fail_at_pilot(db: AsyncDatabase[Document], job: Document, why: str) ->
 async def fail_unqueued(db: AsyncDatabase[Document], job: Document, why: str) -> None:
     """Fail a waiting job the watchdog could not queue, by claiming its attempt as a kill does
     (`control.kill`): a pilot that took it meanwhile keeps it."""
-    if await jobs.claim_attempt(db, job["_id"], cast(int, job.get("attempt")), "job-watchdog"):
+    if await jobs.claim_attempt(db, job["_id"], cast(int, job.get("attempt")), UNQUEUED_CLAIM):
         await jobs.set_state_claimed(db, job["_id"], states.FAILED, why)
