@@ -36,7 +36,7 @@ from catalogue.collection_names import CONTAINER_CHILDREN
 from catalogue.datasets import DATASETS, check_did, get_did, writable_did
 from catalogue.directories import DUPLICATE_KEY, find_by_ids, now
 from catalogue.directory_moves import leaving
-from catalogue.files import authorized_files
+from catalogue.files import authorized_files, fetch_files
 from catalogue.find import open_query
 from catalogue.lfn import check_lfn
 from catalogue.permissions import READ
@@ -188,17 +188,29 @@ async def attach_files(
 async def detach_files(
     db: AsyncDatabase[Document], principal: Principal, did: str, lfns: Sequence[str]
 ) -> dict[str, Any]:
-    """Detach files from an open, non-dynamic dataset; an LFN that is not in it fails."""
+    """Detach files from an open, non-dynamic dataset; an LFN that is not in it fails, and so does
+    a file the caller cannot reach (hidden = not attached, as the contents show it; it stays)."""
     doc = await writable_did(db, principal, did, "dataset")
     if doc.get("query") is not None:
         raise InvalidInput(f"{did} is dynamic: its contents come from its query (refresh it instead)")
     wanted = list(dict.fromkeys(lfns))
-    present, mine = await _marked_delete(db, did, DATASET_FILES, [_row_id(did, lfn) for lfn in wanted], _file_tally)
+    hidden = await _hidden_files(db, principal, wanted)
+    rows = [_row_id(did, lfn) for lfn in wanted if lfn not in hidden]
+    present, mine = await _marked_delete(db, did, DATASET_FILES, rows, _file_tally)
     lfns_present = {row["lfn"] for row in present}
     detached = {row["lfn"] for row in mine}
     await _members_changed(db, "detached", [(did, lfn) for lfn in sorted(detached)])
     return {"successful": {lfn: {"detached": lfn in detached} for lfn in wanted if lfn in lfns_present},
             "failed": {lfn: f"not in {did}" for lfn in wanted if lfn not in lfns_present}}
+
+
+async def _hidden_files(db: AsyncDatabase[Document], principal: Principal, lfns: list[str]) -> set[str]:
+    """The LFNs whose files exist but that the caller cannot reach. (A row whose file was removed
+    is not hidden: its dataset's writers may still detach it.)"""
+    if principal.is_global_admin:
+        return set()
+    _, refused = await authorized_files(db, principal, lfns, 0)
+    return set(await fetch_files(db, list(refused), {"_id": 1})) if refused else set()
 
 
 async def _marked_delete(db: AsyncDatabase[Document], did: str, collection: str, ids: list[str], tally: Tally
