@@ -33,7 +33,7 @@ from pymongo.errors import BulkWriteError
 
 from catalogue import change_feed
 from catalogue.collection_names import CONTAINER_CHILDREN
-from catalogue.datasets import DATASETS, check_did, get_did, writable_did
+from catalogue.datasets import DATASETS, REFRESH_LEASE, REFRESHING, check_did, get_did, writable_did
 from catalogue.directories import DUPLICATE_KEY, find_by_ids, now
 from catalogue.directory_moves import leaving
 from catalogue.files import authorized_files, fetch_files
@@ -41,7 +41,7 @@ from catalogue.find import open_query
 from catalogue.lfn import check_lfn
 from catalogue.permissions import READ
 from kernel.db import INDEX_ORDER, Document, IndexSpec, database_errors, find_by_values, increment, iterate
-from kernel.errors import Conflict, InvalidInput, NotFound
+from kernel.errors import Conflict, InvalidInput, NotFound, ServiceUnavailable
 from kernel.marks import Mark, by_ids
 from kernel.principal import Principal
 
@@ -373,6 +373,41 @@ async def refresh(db: AsyncDatabase[Document], principal: Principal, did: str) -
     if doc.get("query") is None:
         raise InvalidInput(f"{did} is not dynamic (it has no query)")
     results = await open_query(db, principal, doc["query"], scope=doc.get("path", "/"))
+    mark = Mark(REFRESHING, REFRESH_LEASE)
+    await _hold_for_refresh(db, did, mark)
+    try:
+        return await _refreshed(db, did, results, mark)
+    except BaseException:
+        await asyncio.shield(mark.take_off(db[DATASETS], [did]))
+        raise
+
+
+async def _hold_for_refresh(db: AsyncDatabase[Document], did: str, mark: Mark) -> None:
+    """Mark an open dataset as refreshed by this call (409 when closed or frozen meanwhile, or
+    refreshed by another call)."""
+    with database_errors():
+        held = await db[DATASETS].update_one({"_id": did, "state": "open", **mark.free()},
+                                             {"$set": {REFRESHING: mark.value()}})
+    if not held.matched_count:
+        state = (await get_did(db, did))["state"]
+        if state != "open":
+            raise Conflict(f"{did} is {state}: contents change only while it is open")
+        raise Conflict(f"{did} is being refreshed by another call; try again when it ends")
+
+
+async def _still_refreshing(db: AsyncDatabase[Document], did: str, mark: Mark) -> None:
+    """Renew this call's mark before a write; 503 when it lapsed (a close or freeze may have
+    landed since: nothing more is written)."""
+    with database_errors():
+        renewed = await db[DATASETS].update_one({"_id": did, **mark.mine()}, {"$set": {f"{REFRESHING}.at": now()}})
+    if not renewed.matched_count:
+        raise ServiceUnavailable(f"the refresh of {did} took too long and was given up; refresh it again")
+
+
+async def _refreshed(db: AsyncDatabase[Document], did: str, results: AsyncIterator[Document],
+                     mark: Mark) -> Document:
+    """Write the difference between `results` and the stored rows, then the counts, and take
+    the mark off."""
     stored = iterate(db[DATASET_FILES].find({"did": did}, {"lfn": 1, "size": 1}, comment=INDEX_ORDER)
                      .sort("lfn", 1).batch_size(5000))
     files = size = 0
@@ -383,10 +418,13 @@ async def refresh(db: AsyncDatabase[Document], principal: Principal, did: str) -
         lfn = found["_id"]
         files += 1
         size += int(found.get("size", 0))
+        if files % REFRESH_BATCH == 0:  # a long read that writes nothing keeps its mark too
+            await _still_refreshing(db, did, mark)
         while current is not None and current["lfn"] < lfn:
             drops.append(current["_id"])
             current = await anext(stored, None)
         if len(drops) >= REFRESH_BATCH:
+            await _still_refreshing(db, did, mark)
             await _delete_rows(db, drops)
             drops = []
         if current is not None and current["lfn"] == lfn:
@@ -394,15 +432,20 @@ async def refresh(db: AsyncDatabase[Document], principal: Principal, did: str) -
         else:
             adds.append({"_id": _row_id(did, lfn), "did": did, "lfn": lfn, "size": int(found.get("size", 0))})
         if len(adds) >= REFRESH_BATCH:
+            await _still_refreshing(db, did, mark)
             await _attach_rows(db, adds)
             adds = []
     while current is not None:
         drops.append(current["_id"])
         current = await anext(stored, None)
+    await _still_refreshing(db, did, mark)
     await _attach_rows(db, adds)
     await _delete_rows(db, drops)
     with database_errors():
         updated = await db[DATASETS].find_one_and_update(
-            {"_id": did}, {"$set": {"files": files, "bytes": size, "refreshed": now(), "modified": now()}},
-            return_document=True)
-    return updated or doc
+            {"_id": did, **mark.mine()},
+            {"$set": {"files": files, "bytes": size, "refreshed": now(), "modified": now()},
+             "$unset": {REFRESHING: ""}}, return_document=True)
+    if updated is None:
+        raise ServiceUnavailable(f"the refresh of {did} took too long and was given up; refresh it again")
+    return updated

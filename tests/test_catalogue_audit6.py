@@ -4,7 +4,18 @@ cannot reach /lhcb/data)."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+
+from pymongo.asynchronous.database import AsyncDatabase
+
+from catalogue.dataset_contents import DATASET_FILES, refresh
+from catalogue.datasets import DidIn, change_state, create_did, get_did
+from catalogue.files import register_files
+from kernel.db import Document
+from kernel.errors import Conflict
 from tests.fixtures.authz import DATASET, MISSING, PRIVATE, World, same_answer
+from tests.fixtures.catalogue import ADMIN, ALICE
 
 
 async def test_detach_answers_a_hidden_file_like_one_not_attached_and_keeps_it(world: World) -> None:
@@ -17,3 +28,29 @@ async def test_detach_answers_a_hidden_file_like_one_not_attached_and_keeps_it(w
     assert did["files"] == 2
     detached = await world.call("bob", "POST", "/dids/detach", {"did": DATASET, "lfns": [PRIVATE]})
     assert detached == (200, {"successful": {PRIVATE: {"detached": True}}, "failed": {}})
+
+
+async def test_a_freeze_during_a_refresh_leaves_the_frozen_contents_as_they_were(
+        catalogue_db: AsyncDatabase[Document]) -> None:
+    db = catalogue_db
+    await register_files(db, ADMIN, [{"lfn": f"/cta/big/f{i:05d}", "size": 1, "adler32": "00000001"}
+                                     for i in range(6000)])
+    await create_did(db, ALICE, DidIn(did="cta:dyn", query="size >= 0", path="/cta/big"))
+    refreshing = asyncio.create_task(refresh(db, ALICE, "cta:dyn"))
+    for _ in range(10_000):  # until its first rows are in
+        if await db[DATASET_FILES].count_documents({"did": "cta:dyn"}) or refreshing.done():
+            break
+        await asyncio.sleep(0.005)
+    try:
+        frozen = await change_state(db, ALICE, "cta:dyn", "freeze")
+    except Conflict:  # refused while the refresh writes: the refresh ends and the dataset stays open
+        frozen = None
+    rows_at_freeze = await db[DATASET_FILES].count_documents({"did": "cta:dyn"})
+    with contextlib.suppress(Conflict):
+        await refreshing
+    doc = await get_did(db, "cta:dyn")
+    rows = await db[DATASET_FILES].count_documents({"did": "cta:dyn"})
+    if frozen is not None:
+        assert (rows, doc["files"]) == (rows_at_freeze, rows_at_freeze), (rows_at_freeze, rows, doc["files"])
+    else:
+        assert doc["state"] == "open" and rows == doc["files"] == 6000
