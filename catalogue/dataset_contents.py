@@ -10,7 +10,8 @@ races: an attach charges the DID for its rows first (guarded by `state: open`), 
 gives back those that were there already (`_counted_insert`) and takes them back out if a close
 or freeze landed meanwhile; a file detach marks the rows no other call is detaching
 (`detaching`, `kernel.marks`), reads back its own, deletes them by its mark and takes off what it
-read (`_marked_delete`, for a container's children too). A call cut short can leave a DID
+read (`_marked_delete`, for a container's children too), then puts them back if a close or
+freeze landed meanwhile (`_put_back_if_closed`). A call cut short can leave a DID
 counting rows it does not hold, never the other way; `cairn dataset rebuild-counts`
 (`catalogue.dataset_recount`) recounts them from the rows. An attach looks, after its rows are in,
 for its files being moved or removed (`catalogue.directory_moves.leaving`; a move looks for rows
@@ -197,11 +198,28 @@ async def detach_files(
     hidden = await _hidden_files(db, principal, wanted)
     rows = [_row_id(did, lfn) for lfn in wanted if lfn not in hidden]
     present, mine = await _marked_delete(db, did, DATASET_FILES, rows, _file_tally)
+    await _put_back_if_closed(db, did, DATASET_FILES, mine, _file_tally)
     lfns_present = {row["lfn"] for row in present}
     detached = {row["lfn"] for row in mine}
     await _members_changed(db, "detached", [(did, lfn) for lfn in sorted(detached)])
     return {"successful": {lfn: {"detached": lfn in detached} for lfn in wanted if lfn in lfns_present},
             "failed": {lfn: f"not in {did}" for lfn in wanted if lfn not in lfns_present}}
+
+
+async def _put_back_if_closed(db: AsyncDatabase[Document], did: str, collection: str, rows: list[Document],
+                              tally: Tally) -> None:
+    """After a detach deleted `rows`: if a close or freeze landed meanwhile, insert them again
+    and count them back (409, nothing detached), as an attach takes its rows back out."""
+    if not rows:
+        return
+    with database_errors():
+        if (await db[DATASETS].find_one({"_id": did}, {"state": 1}) or {}).get("state") == "open":
+            return
+    back = await _insert_rows(db, collection, [{k: v for k, v in r.items() if k != DETACHING} for r in rows])
+    if back:
+        with database_errors():
+            await db[DATASETS].update_one({"_id": did}, increment(tally(back)))
+    raise Conflict(f"{did} was closed or frozen meanwhile; nothing detached")
 
 
 async def _hidden_files(db: AsyncDatabase[Document], principal: Principal, lfns: list[str]) -> set[str]:
@@ -299,6 +317,7 @@ async def detach_children(
     wanted = list(dict.fromkeys(children))
     present, mine = await _marked_delete(db, container, CONTAINER_CHILDREN,
                                          [_row_id(container, c) for c in wanted], _child_tally)
+    await _put_back_if_closed(db, container, CONTAINER_CHILDREN, mine, _child_tally)
     found = {row["child"] for row in present}
     detached = {row["child"] for row in mine}
     await _members_changed(db, "detached", [(container, child) for child in sorted(detached)])

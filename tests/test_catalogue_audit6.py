@@ -9,7 +9,7 @@ import contextlib
 
 from pymongo.asynchronous.database import AsyncDatabase
 
-from catalogue.dataset_contents import DATASET_FILES, refresh
+from catalogue.dataset_contents import DATASET_FILES, DETACHING, attach_files, detach_files, refresh
 from catalogue.datasets import DidIn, change_state, create_did, get_did
 from catalogue.files import register_files
 from kernel.db import Document
@@ -54,3 +54,25 @@ async def test_a_freeze_during_a_refresh_leaves_the_frozen_contents_as_they_were
         assert (rows, doc["files"]) == (rows_at_freeze, rows_at_freeze), (rows_at_freeze, rows, doc["files"])
     else:
         assert doc["state"] == "open" and rows == doc["files"] == 6000
+
+
+async def test_a_freeze_during_a_detach_leaves_the_frozen_contents_as_they_were(
+        catalogue_db: AsyncDatabase[Document]) -> None:
+    db = catalogue_db
+    lfns = [f"/cta/big/f{i:05d}" for i in range(6000)]
+    await register_files(db, ADMIN, [{"lfn": lfn, "size": 1, "adler32": "00000001"} for lfn in lfns])
+    await create_did(db, ALICE, DidIn(did="cta:ds"))
+    await attach_files(db, ALICE, "cta:ds", lfns)
+    detaching = asyncio.create_task(detach_files(db, ALICE, "cta:ds", lfns))
+    for _ in range(10_000):  # until it has marked its rows
+        if await db[DATASET_FILES].count_documents({"did": "cta:ds", DETACHING: {"$exists": True}}) \
+                or detaching.done():
+            break
+        await asyncio.sleep(0.002)
+    await change_state(db, ALICE, "cta:ds", "freeze")
+    rows_at_freeze = await db[DATASET_FILES].count_documents({"did": "cta:ds"})
+    with contextlib.suppress(Conflict):
+        await detaching
+    doc = await get_did(db, "cta:ds")
+    rows = await db[DATASET_FILES].count_documents({"did": "cta:ds"})
+    assert (rows_at_freeze, rows, doc["files"]) == (6000, 6000, 6000)
