@@ -222,6 +222,14 @@ async def _put_back_if_closed(db: AsyncDatabase[Document], did: str, collection:
     raise Conflict(f"{did} was closed or frozen meanwhile; nothing detached")
 
 
+async def _unreadable(db: AsyncDatabase[Document], principal: Principal, lfns: list[str]) -> set[str]:
+    """The LFNs whose files exist but that the caller may not read (its queries leave them out)."""
+    if principal.is_global_admin or not lfns:
+        return set()
+    _, refused = await authorized_files(db, principal, lfns, READ)
+    return set(await fetch_files(db, list(refused), {"_id": 1})) if refused else set()
+
+
 async def _hidden_files(db: AsyncDatabase[Document], principal: Principal, lfns: list[str]) -> set[str]:
     """The LFNs whose files exist but that the caller cannot reach. (A row whose file was removed
     is not hidden: its dataset's writers may still detach it.)"""
@@ -395,7 +403,7 @@ async def refresh(db: AsyncDatabase[Document], principal: Principal, did: str) -
     mark = Mark(REFRESHING, REFRESH_LEASE)
     await _hold_for_refresh(db, did, mark)
     try:
-        return await _refreshed(db, did, results, mark)
+        return await _refreshed(db, principal, did, results, mark)
     except BaseException:
         await asyncio.shield(mark.take_off(db[DATASETS], [did]))
         raise
@@ -423,15 +431,27 @@ async def _still_refreshing(db: AsyncDatabase[Document], did: str, mark: Mark) -
         raise ServiceUnavailable(f"the refresh of {did} took too long and was given up; refresh it again")
 
 
-async def _refreshed(db: AsyncDatabase[Document], did: str, results: AsyncIterator[Document],
-                     mark: Mark) -> Document:
+async def _refreshed(db: AsyncDatabase[Document], principal: Principal, did: str,
+                     results: AsyncIterator[Document], mark: Mark) -> Document:
     """Write the difference between `results` and the stored rows, then the counts, and take
-    the mark off."""
+    the mark off. A stored row the caller's query could not return because the caller may not
+    read its file stays (and counts): not shown to a caller is not gone (a group member with
+    less access dropped the owner's files, and the locks of rules on the dataset with them)."""
     stored = iterate(db[DATASET_FILES].find({"did": did}, {"lfn": 1, "size": 1}, comment=INDEX_ORDER)
                      .sort("lfn", 1).batch_size(5000))
     files = size = 0
     adds: list[Document] = []
-    drops: list[str] = []
+    drops: list[Document] = []
+
+    async def drop() -> None:
+        nonlocal files, size
+        kept = await _unreadable(db, principal, [row["lfn"] for row in drops])
+        files += len(kept)
+        size += sum(int(row.get("size", 0)) for row in drops if row["lfn"] in kept)
+        await _still_refreshing(db, did, mark)
+        await _delete_rows(db, [row["_id"] for row in drops if row["lfn"] not in kept])
+        drops.clear()
+
     current = await anext(stored, None)
     async for found in results:
         lfn = found["_id"]
@@ -440,12 +460,10 @@ async def _refreshed(db: AsyncDatabase[Document], did: str, results: AsyncIterat
         if files % REFRESH_BATCH == 0:  # a long read that writes nothing keeps its mark too
             await _still_refreshing(db, did, mark)
         while current is not None and current["lfn"] < lfn:
-            drops.append(current["_id"])
+            drops.append(current)
             current = await anext(stored, None)
         if len(drops) >= REFRESH_BATCH:
-            await _still_refreshing(db, did, mark)
-            await _delete_rows(db, drops)
-            drops = []
+            await drop()
         if current is not None and current["lfn"] == lfn:
             current = await anext(stored, None)
         else:
@@ -455,11 +473,13 @@ async def _refreshed(db: AsyncDatabase[Document], did: str, results: AsyncIterat
             await _attach_rows(db, adds)
             adds = []
     while current is not None:
-        drops.append(current["_id"])
+        drops.append(current)
         current = await anext(stored, None)
+        if len(drops) >= REFRESH_BATCH:
+            await drop()
+    await drop()
     await _still_refreshing(db, did, mark)
     await _attach_rows(db, adds)
-    await _delete_rows(db, drops)
     with database_errors():
         updated = await db[DATASETS].find_one_and_update(
             {"_id": did, **mark.mine()},

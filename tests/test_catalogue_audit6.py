@@ -14,7 +14,7 @@ from catalogue.datasets import DidIn, change_state, create_did, get_did
 from catalogue.files import register_files
 from kernel.db import Document
 from kernel.errors import Conflict
-from tests.fixtures.authz import DATASET, MISSING, PRIVATE, World, same_answer
+from tests.fixtures.authz import DATASET, MISSING, PRIVATE, SHARED, World, same_answer
 from tests.fixtures.catalogue import ADMIN, ALICE
 
 
@@ -76,3 +76,13 @@ async def test_a_freeze_during_a_detach_leaves_the_frozen_contents_as_they_were(
     doc = await get_did(db, "cta:ds")
     rows = await db[DATASET_FILES].count_documents({"did": "cta:ds"})
     assert (rows_at_freeze, rows, doc["files"]) == (6000, 6000, 6000)
+
+
+async def test_a_refresh_by_a_member_who_cannot_read_a_file_leaves_its_row(world: World) -> None:
+    made = await world.call("bob", "POST", "/dids", {"did": "lhcb:dyn", "query": "size >= 0", "path": "/lhcb"})
+    assert made[0] == 201 and made[1]["files"] == 2, made
+    assert (await world.call("carol", "POST", "/dids/refresh", {"did": "lhcb:dyn"}))[0] == 200
+    _, bobs = await world.call("bob", "GET", "/dids/contents", params={"did": "lhcb:dyn"})
+    assert [m["lfn"] for m in bobs["members"]] == [PRIVATE, SHARED]
+    _, did = await world.call("bob", "GET", "/dids", params={"did": "lhcb:dyn"})
+    assert (did["files"], did["bytes"]) == (2, made[1]["bytes"])
