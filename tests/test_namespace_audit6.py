@@ -12,6 +12,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from catalogue.directories import DIRECTORIES
 from catalogue.files import FILES, register_files
+from catalogue.moves import move
 from catalogue.namespace import mkdir, remove
 from kernel.db import Document
 from kernel.errors import CairnError
@@ -23,7 +24,7 @@ ROUNDS = 300
 async def _orphans_of_races(db: AsyncDatabase[Document], make: Callable[[str], Awaitable[object]]) -> list[str]:
     """Race `make(directory)` against the removal of that (empty) directory, ROUNDS times with
     staggered starts; the entries left below a directory that is gone."""
-    await mkdir(db, ADMIN, "/cta", mode=0o777)
+    await mkdir(db, ADMIN, "/cta", parents=True, mode=0o777)
     orphans = []
     for i in range(ROUNDS):
         directory = f"/cta/e{i}"
@@ -57,3 +58,15 @@ async def test_a_directory_made_while_its_parent_is_removed_is_not_left_without_
         await mkdir(catalogue_db, ALICE, f"{directory}/sub")
 
     assert await _orphans_of_races(catalogue_db, make) == []
+
+
+async def test_a_file_moved_into_a_directory_being_removed_is_not_left_without_it(
+        catalogue_db: AsyncDatabase[Document]) -> None:
+    await mkdir(catalogue_db, ADMIN, "/cta", mode=0o777)
+    await register_files(catalogue_db, ALICE, [{"lfn": f"/cta/src/f{i}", "size": 1, "adler32": "00000001"}
+                                               for i in range(ROUNDS)])
+
+    async def move_in(directory: str) -> None:
+        await move(catalogue_db, ALICE, f"/cta/src/f{directory.removeprefix('/cta/e')}", f"{directory}/x")
+
+    assert await _orphans_of_races(catalogue_db, move_in) == []
