@@ -27,7 +27,7 @@ from catalogue import change_feed, moved_paths
 from catalogue.children import subtree_range
 from catalogue.dataset_contents import DATASET_FILES
 from catalogue.directories import DIRECTORIES, entry_view, fetch_directories, find_by_ids, now
-from catalogue.directory_moves import MOVE_LEASE, files_held_below
+from catalogue.directory_moves import MOVE_LEASE, files_held_below, moving_or_gone_above
 from catalogue.file_move import move_file_record
 from catalogue.file_rules import NAMED_BY
 from catalogue.files import FILES
@@ -168,6 +168,11 @@ async def _move_directory(db: AsyncDatabase[Document], source: str, destination:
     except BaseException:
         await asyncio.shield(mark.take_off(db[DIRECTORIES], [source]))
         raise
+    if await moving_or_gone_above(db, [destination]):  # removed since it was looked at: the tree would lack it
+        with database_errors():
+            await db[DIRECTORIES].delete_one({"_id": destination, "modified": moved["modified"]})
+        await mark.take_off(db[DIRECTORIES], [source])
+        raise Conflict(f"a directory above {destination} was removed or is being moved; nothing moved")
     # The source's record, and its mark, stay until everything below it has moved: the files below
     # see the mark on an ancestor for as long as some of them are still at their old place.
     placed: dict[str, Document] = {destination: moved}

@@ -70,3 +70,15 @@ async def test_a_file_moved_into_a_directory_being_removed_is_not_left_without_i
         await move(catalogue_db, ALICE, f"/cta/src/f{directory.removeprefix('/cta/e')}", f"{directory}/x")
 
     assert await _orphans_of_races(catalogue_db, move_in) == []
+
+
+async def test_a_directory_moved_into_a_directory_being_removed_is_not_left_without_it(
+        catalogue_db: AsyncDatabase[Document]) -> None:
+    await mkdir(catalogue_db, ADMIN, "/cta", mode=0o777)
+    await register_files(catalogue_db, ALICE, [{"lfn": f"/cta/src/d{i}/f", "size": 1, "adler32": "00000001"}
+                                               for i in range(ROUNDS)])
+
+    async def move_in(directory: str) -> None:
+        await move(catalogue_db, ALICE, f"/cta/src/d{directory.removeprefix('/cta/e')}", f"{directory}/x")
+
+    assert await _orphans_of_races(catalogue_db, move_in) == []
