@@ -86,3 +86,21 @@ async def test_a_refresh_by_a_member_who_cannot_read_a_file_leaves_its_row(world
     assert [m["lfn"] for m in bobs["members"]] == [PRIVATE, SHARED]
     _, did = await world.call("bob", "GET", "/dids", params={"did": "lhcb:dyn"})
     assert (did["files"], did["bytes"]) == (2, made[1]["bytes"])
+
+
+async def test_a_refused_directory_move_does_not_name_a_file_the_mover_cannot_reach(world: World) -> None:
+    async with world.client("bob") as bob:
+        await bob.mkdir("/lhcb/shared", mode=0o770)  # carol (group lhcb) may move what is in it
+        for name in ("priv", "open"):
+            await bob.mkdir(f"/lhcb/shared/{name}", mode=0o700 if name == "priv" else 0o750)
+    files = [{"lfn": f"/lhcb/shared/{name}/secret.root", "size": 1, "adler32": "00000001"} for name in ("priv", "open")]
+    assert (await world.call("bob", "POST", "/files/register", {"files": files}))[0] == 200
+    attached = await world.call("bob", "POST", "/dids/attach", {"did": DATASET, "lfns": [f["lfn"] for f in files]})
+    assert attached[0] == 200, attached
+    hidden = await world.call("carol", "POST", "/namespace/move", {"source": "/lhcb/shared/priv",
+                                                                    "destination": "/lhcb/shared/privx"})
+    assert hidden[0] == 409 and "secret" not in hidden[1]["message"], hidden
+    assert hidden[1]["message"].startswith("a file below /lhcb/shared/priv is attached to a dataset")
+    shown = await world.call("carol", "POST", "/namespace/move", {"source": "/lhcb/shared/open",
+                                                                   "destination": "/lhcb/shared/openx"})
+    assert shown[0] == 409 and shown[1]["message"].startswith("/lhcb/shared/open/secret.root is attached"), shown
