@@ -10,7 +10,8 @@ races: an attach charges the DID for its rows first (guarded by `state: open`), 
 gives back those that were there already (`_counted_insert`) and takes them back out if a close
 or freeze landed meanwhile; a file detach marks the rows no other call is detaching
 (`detaching`, `kernel.marks`), reads back its own, deletes them by its mark and takes off what it
-read (`_marked_delete`, for a container's children too). A call cut short can leave a DID
+read (`_marked_delete`, for a container's children too), then puts them back if a close or
+freeze landed meanwhile (`_put_back_if_closed`). A call cut short can leave a DID
 counting rows it does not hold, never the other way; `cairn dataset rebuild-counts`
 (`catalogue.dataset_recount`) recounts them from the rows. An attach looks, after its rows are in,
 for its files being moved or removed (`catalogue.directory_moves.leaving`; a move looks for rows
@@ -33,15 +34,15 @@ from pymongo.errors import BulkWriteError
 
 from catalogue import change_feed
 from catalogue.collection_names import CONTAINER_CHILDREN
-from catalogue.datasets import DATASETS, check_did, get_did, writable_did
+from catalogue.datasets import DATASETS, REFRESH_LEASE, REFRESHING, check_did, get_did, writable_did
 from catalogue.directories import DUPLICATE_KEY, find_by_ids, now
 from catalogue.directory_moves import leaving
-from catalogue.files import authorized_files
+from catalogue.files import authorized_files, fetch_files
 from catalogue.find import open_query
 from catalogue.lfn import check_lfn
 from catalogue.permissions import READ
 from kernel.db import INDEX_ORDER, Document, IndexSpec, database_errors, find_by_values, increment, iterate
-from kernel.errors import Conflict, InvalidInput, NotFound
+from kernel.errors import Conflict, InvalidInput, NotFound, ServiceUnavailable
 from kernel.marks import Mark, by_ids
 from kernel.principal import Principal
 
@@ -188,17 +189,54 @@ async def attach_files(
 async def detach_files(
     db: AsyncDatabase[Document], principal: Principal, did: str, lfns: Sequence[str]
 ) -> dict[str, Any]:
-    """Detach files from an open, non-dynamic dataset; an LFN that is not in it fails."""
+    """Detach files from an open, non-dynamic dataset; an LFN that is not in it fails, and so does
+    a file the caller cannot reach (hidden = not attached, as the contents show it; it stays)."""
     doc = await writable_did(db, principal, did, "dataset")
     if doc.get("query") is not None:
         raise InvalidInput(f"{did} is dynamic: its contents come from its query (refresh it instead)")
     wanted = list(dict.fromkeys(lfns))
-    present, mine = await _marked_delete(db, did, DATASET_FILES, [_row_id(did, lfn) for lfn in wanted], _file_tally)
+    hidden = await _hidden_files(db, principal, wanted)
+    rows = [_row_id(did, lfn) for lfn in wanted if lfn not in hidden]
+    present, mine = await _marked_delete(db, did, DATASET_FILES, rows, _file_tally)
+    await _put_back_if_closed(db, did, DATASET_FILES, mine, _file_tally)
     lfns_present = {row["lfn"] for row in present}
     detached = {row["lfn"] for row in mine}
     await _members_changed(db, "detached", [(did, lfn) for lfn in sorted(detached)])
     return {"successful": {lfn: {"detached": lfn in detached} for lfn in wanted if lfn in lfns_present},
             "failed": {lfn: f"not in {did}" for lfn in wanted if lfn not in lfns_present}}
+
+
+async def _put_back_if_closed(db: AsyncDatabase[Document], did: str, collection: str, rows: list[Document],
+                              tally: Tally) -> None:
+    """After a detach deleted `rows`: if a close or freeze landed meanwhile, insert them again
+    and count them back (409, nothing detached), as an attach takes its rows back out."""
+    if not rows:
+        return
+    with database_errors():
+        if (await db[DATASETS].find_one({"_id": did}, {"state": 1}) or {}).get("state") == "open":
+            return
+    back = await _insert_rows(db, collection, [{k: v for k, v in r.items() if k != DETACHING} for r in rows])
+    if back:
+        with database_errors():
+            await db[DATASETS].update_one({"_id": did}, increment(tally(back)))
+    raise Conflict(f"{did} was closed or frozen meanwhile; nothing detached")
+
+
+async def _unreadable(db: AsyncDatabase[Document], principal: Principal, lfns: list[str]) -> set[str]:
+    """The LFNs whose files exist but that the caller may not read (its queries leave them out)."""
+    if principal.is_global_admin or not lfns:
+        return set()
+    _, refused = await authorized_files(db, principal, lfns, READ)
+    return set(await fetch_files(db, list(refused), {"_id": 1})) if refused else set()
+
+
+async def _hidden_files(db: AsyncDatabase[Document], principal: Principal, lfns: list[str]) -> set[str]:
+    """The LFNs whose files exist but that the caller cannot reach. (A row whose file was removed
+    is not hidden: its dataset's writers may still detach it.)"""
+    if principal.is_global_admin:
+        return set()
+    _, refused = await authorized_files(db, principal, lfns, 0)
+    return set(await fetch_files(db, list(refused), {"_id": 1})) if refused else set()
 
 
 async def _marked_delete(db: AsyncDatabase[Document], did: str, collection: str, ids: list[str], tally: Tally
@@ -287,6 +325,7 @@ async def detach_children(
     wanted = list(dict.fromkeys(children))
     present, mine = await _marked_delete(db, container, CONTAINER_CHILDREN,
                                          [_row_id(container, c) for c in wanted], _child_tally)
+    await _put_back_if_closed(db, container, CONTAINER_CHILDREN, mine, _child_tally)
     found = {row["child"] for row in present}
     detached = {row["child"] for row in mine}
     await _members_changed(db, "detached", [(container, child) for child in sorted(detached)])
@@ -361,36 +400,91 @@ async def refresh(db: AsyncDatabase[Document], principal: Principal, did: str) -
     if doc.get("query") is None:
         raise InvalidInput(f"{did} is not dynamic (it has no query)")
     results = await open_query(db, principal, doc["query"], scope=doc.get("path", "/"))
+    mark = Mark(REFRESHING, REFRESH_LEASE)
+    await _hold_for_refresh(db, did, mark)
+    try:
+        return await _refreshed(db, principal, did, results, mark)
+    except BaseException:
+        await asyncio.shield(mark.take_off(db[DATASETS], [did]))
+        raise
+
+
+async def _hold_for_refresh(db: AsyncDatabase[Document], did: str, mark: Mark) -> None:
+    """Mark an open dataset as refreshed by this call (409 when closed or frozen meanwhile, or
+    refreshed by another call)."""
+    with database_errors():
+        held = await db[DATASETS].update_one({"_id": did, "state": "open", **mark.free()},
+                                             {"$set": {REFRESHING: mark.value()}})
+    if not held.matched_count:
+        state = (await get_did(db, did))["state"]
+        if state != "open":
+            raise Conflict(f"{did} is {state}: contents change only while it is open")
+        raise Conflict(f"{did} is being refreshed by another call; try again when it ends")
+
+
+async def _still_refreshing(db: AsyncDatabase[Document], did: str, mark: Mark) -> None:
+    """Renew this call's mark before a write; 503 when it lapsed (a close or freeze may have
+    landed since: nothing more is written)."""
+    with database_errors():
+        renewed = await db[DATASETS].update_one({"_id": did, **mark.mine()}, {"$set": {f"{REFRESHING}.at": now()}})
+    if not renewed.matched_count:
+        raise ServiceUnavailable(f"the refresh of {did} took too long and was given up; refresh it again")
+
+
+async def _refreshed(db: AsyncDatabase[Document], principal: Principal, did: str,
+                     results: AsyncIterator[Document], mark: Mark) -> Document:
+    """Write the difference between `results` and the stored rows, then the counts, and take
+    the mark off. A stored row the caller's query could not return because the caller may not
+    read its file stays (and counts): not shown to a caller is not gone (a group member with
+    less access dropped the owner's files, and the locks of rules on the dataset with them)."""
     stored = iterate(db[DATASET_FILES].find({"did": did}, {"lfn": 1, "size": 1}, comment=INDEX_ORDER)
                      .sort("lfn", 1).batch_size(5000))
     files = size = 0
     adds: list[Document] = []
-    drops: list[str] = []
+    drops: list[Document] = []
+
+    async def drop() -> None:
+        nonlocal files, size
+        kept = await _unreadable(db, principal, [row["lfn"] for row in drops])
+        files += len(kept)
+        size += sum(int(row.get("size", 0)) for row in drops if row["lfn"] in kept)
+        await _still_refreshing(db, did, mark)
+        await _delete_rows(db, [row["_id"] for row in drops if row["lfn"] not in kept])
+        drops.clear()
+
     current = await anext(stored, None)
     async for found in results:
         lfn = found["_id"]
         files += 1
         size += int(found.get("size", 0))
+        if files % REFRESH_BATCH == 0:  # a long read that writes nothing keeps its mark too
+            await _still_refreshing(db, did, mark)
         while current is not None and current["lfn"] < lfn:
-            drops.append(current["_id"])
+            drops.append(current)
             current = await anext(stored, None)
         if len(drops) >= REFRESH_BATCH:
-            await _delete_rows(db, drops)
-            drops = []
+            await drop()
         if current is not None and current["lfn"] == lfn:
             current = await anext(stored, None)
         else:
             adds.append({"_id": _row_id(did, lfn), "did": did, "lfn": lfn, "size": int(found.get("size", 0))})
         if len(adds) >= REFRESH_BATCH:
+            await _still_refreshing(db, did, mark)
             await _attach_rows(db, adds)
             adds = []
     while current is not None:
-        drops.append(current["_id"])
+        drops.append(current)
         current = await anext(stored, None)
+        if len(drops) >= REFRESH_BATCH:
+            await drop()
+    await drop()
+    await _still_refreshing(db, did, mark)
     await _attach_rows(db, adds)
-    await _delete_rows(db, drops)
     with database_errors():
         updated = await db[DATASETS].find_one_and_update(
-            {"_id": did}, {"$set": {"files": files, "bytes": size, "refreshed": now(), "modified": now()}},
-            return_document=True)
-    return updated or doc
+            {"_id": did, **mark.mine()},
+            {"$set": {"files": files, "bytes": size, "refreshed": now(), "modified": now()},
+             "$unset": {REFRESHING: ""}}, return_document=True)
+    if updated is None:
+        raise ServiceUnavailable(f"the refresh of {did} took too long and was given up; refresh it again")
+    return updated

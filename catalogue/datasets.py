@@ -22,11 +22,13 @@ so listing and counting cost the same). Files are never attached to or detached 
 hand; `refresh` re-runs the query while it is open; freezing keeps the last snapshot forever.
 
 Each state change is one `update_one` guarded by the state it leaves, so two racing callers
-cannot both succeed.
+cannot both succeed, and by no refresh holding the dataset (409 meanwhile: a freeze landing
+between a refresh's writes left the "final" snapshot changing under it).
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from typing import Any, Literal
 
@@ -41,12 +43,17 @@ from catalogue.meta_query import compile_query
 from catalogue.metadata_fields import query_fields
 from kernel.db import Document, IndexSpec, database_errors
 from kernel.errors import Conflict, Forbidden, InvalidInput, NotFound
+from kernel.marks import Mark
 from kernel.principal import Principal
 
 DATASETS = "datasets"
 # Checked with `fullmatch`: `$` also matches before a final newline, so `match` took "lhcb:name\n".
 SCOPE_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+=-]{0,254}$")
+# A dynamic dataset's mark while one call refreshes it (`dataset_contents.refresh`, `kernel.marks`):
+# its state does not change meanwhile, so a close or freeze never lands between its writes.
+REFRESHING = "refreshing"
+REFRESH_LEASE = dt.timedelta(minutes=2)
 DidType = Literal["dataset", "container"]
 State = Literal["open", "closed", "frozen"]
 
@@ -120,7 +127,7 @@ def may_change(principal: Principal, did: Document) -> bool:
 
 def did_view(doc: Document) -> dict[str, Any]:
     """The public shape of a DID record."""
-    view = {"did": doc["_id"], **{k: v for k, v in doc.items() if k != "_id"}}
+    view = {"did": doc["_id"], **{k: v for k, v in doc.items() if k not in ("_id", REFRESHING)}}
     view["dynamic"] = doc.get("query") is not None
     return view
 
@@ -182,9 +189,11 @@ async def change_state(db: AsyncDatabase[Document], principal: Principal, did: s
         raise Conflict(f"cannot {action} {did}: it is {doc['state']}")
     with database_errors():
         updated = await db[DATASETS].find_one_and_update(
-            {"_id": did, "state": doc["state"]}, {"$set": {"state": reaching, "modified": now()}},
-            return_document=True)
+            {"_id": did, "state": doc["state"], **Mark(REFRESHING, REFRESH_LEASE).free()},
+            {"$set": {"state": reaching, "modified": now()}}, return_document=True)
     if updated is None:
+        if (await get_did(db, did))["state"] == doc["state"]:
+            raise Conflict(f"{did} is being refreshed: {action} it once the refresh ends")
         raise Conflict(f"{did} changed state meanwhile; read it again")
     return updated
 

@@ -10,7 +10,9 @@ GUID index is unique) and deletes the original by its mark and by the `version` 
 replica added or removed meanwhile bumps it, and the copy is taken back and made again from a
 fresh read (up to MOVE_ROUNDS times). An original that left another way meanwhile (a removal
 that took a lapsed mark over) makes the move take its copy back and answer 409; so does a
-directory above the file or its destination being moved (`catalogue.directory_moves`).
+directory above the file or its destination being moved (`catalogue.directory_moves`), or one
+above its destination gone once the copy is in (removed meanwhile: the copy would be left
+without it).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
 from catalogue import change_feed, moved_paths
-from catalogue.directory_moves import moving_above
+from catalogue.directory_moves import moving_above, moving_or_gone_above
 from catalogue.files import FILES
 from catalogue.usage import REMOVAL_LEASE, REMOVING
 from kernel.db import Document, database_errors
@@ -67,6 +69,8 @@ async def move_file_record(db: AsyncDatabase[Document], source: str, destination
             except DuplicateKeyError:
                 copy = None
                 raise Conflict(f"{destination} exists already") from None
+            if await moving_or_gone_above(db, [destination]):  # its directory removed since it was looked at
+                raise Conflict(f"a directory above {destination} was removed or is being moved; nothing moved")
             if await mark.delete(db[FILES], [source], "the move", where={"version": current.get("version")}):
                 placed = await _placed(db, source, copy)
                 copy = None

@@ -27,7 +27,7 @@ from catalogue import change_feed, moved_paths
 from catalogue.children import subtree_range
 from catalogue.dataset_contents import DATASET_FILES
 from catalogue.directories import DIRECTORIES, entry_view, fetch_directories, find_by_ids, now
-from catalogue.directory_moves import MOVE_LEASE, files_held_below
+from catalogue.directory_moves import MOVE_LEASE, files_held_below, moving_or_gone_above
 from catalogue.file_move import move_file_record
 from catalogue.file_rules import NAMED_BY
 from catalogue.files import FILES
@@ -78,13 +78,13 @@ async def move(db: AsyncDatabase[Document], principal: Principal, source: str, d
 
     if kind == "file":
         was, placed = await move_file_record(db, source, destination, place,
-                                             lambda current: _named_by_lfn(db, source, current, kind))
+                                             lambda current: _named_by_lfn(db, principal, source, current, kind))
         usage = Usage()
         usage.file(source, int(was.get("size", 0)), -1)
         usage.file(destination, int(was.get("size", 0)), +1)
         await usage.apply(db)
         return entry_view(placed, kind)
-    return entry_view(await _move_directory(db, source, destination, place), kind)
+    return entry_view(await _move_directory(db, principal, source, destination, place), kind)
 
 
 def _foreign_root_denial(principal: Principal, source: str, destination: str) -> str | None:
@@ -100,14 +100,16 @@ def _foreign_root_denial(principal: Principal, source: str, destination: str) ->
     return None
 
 
-async def _named_by_lfn(db: AsyncDatabase[Document], source: str, entry: Document, kind: str) -> str | None:
+async def _named_by_lfn(db: AsyncDatabase[Document], principal: Principal, source: str, entry: Document,
+                        kind: str) -> str | None:
     """Why the file (or a file below the directory) at source must keep its LFN, or None: datasets
     and replication rules name their files by LFN, so a file a dataset holds, whose replicas a
     rule locks or that is a rule's DID (`catalogue.file_rules`), is not renamed (Rucio renames no
     such file either); detach it or delete the rule first. Nor one with a replica being written:
     its writer finishes it by LFN. Asked once the move's mark is on (an attach or a rule looks
     for the mark after its own write: one of the two sees the other). Reads by index
-    (`dataset_files_by_lfn`; a directory's files in one look by `_id` range)."""
+    (`dataset_files_by_lfn`; a directory's files in one look by `_id` range). A file below a
+    directory is named only to a caller who can reach it (`_told`)."""
     below: Any = source
     if kind == "directory":  # one look at the subtree for a file held any of the three ways
         low, high = subtree_range(source)
@@ -118,24 +120,37 @@ async def _named_by_lfn(db: AsyncDatabase[Document], source: str, entry: Documen
                                        {"replicas.status": "copying"}]},
                 {"replicas.locks": 1, "replicas.status": 1, NAMED_BY: 1}, comment=ID_ORDER) or {}  # LFNs: a range
     replicas = entry.get("replicas", [])
-    locked = entry if any(r.get("locks") for r in replicas) else None
-    named = entry if entry.get(NAMED_BY) else None
-    writing = entry if any(r.get("status") == "copying" for r in replicas) else None
-    if locked is not None:
-        return f"{locked['_id']} has replicas locked by replication rules, which name it by its LFN; it cannot move"
-    if named is not None:
-        return (f"{named['_id']} is the DID of replication rule {sorted(named[NAMED_BY])[0]}, which names it by its "
-                "LFN; it cannot move (delete the rule first)")
-    if writing is not None:  # the transfer or upload would finish a replica at an LFN that moved away
-        return f"{writing['_id']} has a replica being written (a transfer or an upload); move it once that ends"
+    locked = any(r.get("locks") for r in replicas)
+    writing = any(r.get("status") == "copying" for r in replicas)
+    if locked or entry.get(NAMED_BY) or writing:
+        name = await _told(db, principal, entry["_id"], source)
+        if locked:
+            return f"{name} has replicas locked by replication rules, which name it by its LFN; it cannot move"
+        if entry.get(NAMED_BY):
+            rule = f" {sorted(entry[NAMED_BY])[0]}" if name == entry["_id"] else ""
+            return (f"{name} is the DID of replication rule{rule}, which names it by its LFN; it cannot move "
+                    "(delete the rule first)")
+        # the transfer or upload would finish a replica at an LFN that moved away
+        return f"{name} has a replica being written (a transfer or an upload); move it once that ends"
     with database_errors():
         row = await db[DATASET_FILES].find_one({"lfn": below}, {"lfn": 1}, comment=INDEX_ORDER)  # LFNs: no arrays
     if row is not None:
-        return f"{row['lfn']} is attached to a dataset, which names it by its LFN; detach it before moving it"
+        name = await _told(db, principal, row["lfn"], source)
+        return f"{name} is attached to a dataset, which names it by its LFN; detach it before moving it"
     return None
 
 
-async def _move_directory(db: AsyncDatabase[Document], source: str, destination: str,
+async def _told(db: AsyncDatabase[Document], principal: Principal, lfn: str, source: str) -> str:
+    """`lfn` as a refusal names it to the caller: itself where the caller can reach it, else "a
+    file below `source`" (a directory's tree may hold files its mover cannot see: their names, and
+    the ids of rules naming them, are not told)."""
+    if lfn == source:
+        return lfn
+    dirs = await fetch_directories(db, ancestors(lfn))
+    return lfn if traversal_denial(principal, lfn, dirs) is None else f"a file below {source}"
+
+
+async def _move_directory(db: AsyncDatabase[Document], principal: Principal, source: str, destination: str,
                           place: Callable[[Document], Document]) -> Document:
     """Move a directory and everything below it, marked (`MOVING`) so that one call moves it: a
     second move of it meanwhile (a retry, another user) is refused (409) instead of copying the
@@ -153,8 +168,10 @@ async def _move_directory(db: AsyncDatabase[Document], source: str, destination:
         raise Conflict(f"{source} was moved meanwhile; nothing moved")
     if held := await files_held_below(db, source):
         await mark.take_off(db[DIRECTORIES], [source])
-        raise Conflict(f"{len(held)} file(s) below {source} are being moved or removed (e.g. {held[0]}); try again")
-    if reason := await _named_by_lfn(db, source, current, "directory"):  # after the mark: see `_named_by_lfn`
+        raise Conflict(f"{len(held)} file(s) below {source} are being moved or removed (e.g. "
+                       f"{await _told(db, principal, held[0], source)}); try again")
+    # after the mark: see `_named_by_lfn`
+    if reason := await _named_by_lfn(db, principal, source, current, "directory"):
         await mark.take_off(db[DIRECTORIES], [source])
         raise Conflict(reason)
     moved = place(current)
@@ -168,6 +185,11 @@ async def _move_directory(db: AsyncDatabase[Document], source: str, destination:
     except BaseException:
         await asyncio.shield(mark.take_off(db[DIRECTORIES], [source]))
         raise
+    if await moving_or_gone_above(db, [destination]):  # removed since it was looked at: the tree would lack it
+        with database_errors():
+            await db[DIRECTORIES].delete_one({"_id": destination, "modified": moved["modified"]})
+        await mark.take_off(db[DIRECTORIES], [source])
+        raise Conflict(f"a directory above {destination} was removed or is being moved; nothing moved")
     # The source's record, and its mark, stay until everything below it has moved: the files below
     # see the mark on an ancestor for as long as some of them are still at their old place.
     placed: dict[str, Document] = {destination: moved}

@@ -20,8 +20,10 @@ from catalogue.directories import (
     entry_view,
     fetch_directories,
     insert_directories,
+    insert_ignoring_duplicates,
     now,
 )
+from catalogue.directory_moves import moving_or_gone_above
 from catalogue.file_removal import remove_records
 from catalogue.files import FILES
 from catalogue.lfn import ROOT, ancestors, check_lfn, descendant_pattern, is_within, parent_of
@@ -99,6 +101,12 @@ async def mkdir(
     docs = [directory_document(p, principal, mode=mode if p == path else None, at=at,
                                metadata=metadata_fields_for(p, {}, dirs)) for p in missing]
     await insert_directories(db, docs)
+    if await moving_or_gone_above(db, [path]):
+        # A directory above went (removed or moved) between the look and the insert: what this
+        # call made would be left without it. Taken back out; the removal sees it gone.
+        with database_errors():
+            await db[DIRECTORIES].delete_many({"_id": {"$in": missing}, "created": at, "owner": principal.sub})
+        raise Conflict(f"a directory above {path} was removed or is being moved; try again")
     return entry_view(docs[-1], "directory")
 
 
@@ -203,9 +211,7 @@ async def remove(db: AsyncDatabase[Document], principal: Principal, path: str, *
         if path in refused:
             raise Conflict(f"{path}: {refused[path]}")
         return len(removed_files)
-    low, high = subtree_range(path)  # anything in the range is below `path`: one index probe each
-    child = await page_by_id(db[DIRECTORIES], {}, {"_id": 1}, after=low, before=high, size=1) or await page_by_id(
-        db[FILES], {}, {"_id": 1}, after=low, before=high, size=1)
+    child = await _any_below(db, path)
     removed = 0
     if child:
         if not recursive:
@@ -220,7 +226,20 @@ async def remove(db: AsyncDatabase[Document], principal: Principal, path: str, *
         await drop_directory_usage(db, path)
     with database_errors():
         removed += (await db[DIRECTORIES].delete_one({"_id": path})).deleted_count
+    if not child and removed and await _any_below(db, path):
+        # An entry made below it between the look and the delete (its writer saw the directory
+        # there): it would be left without its directory, out of listings and of the directory's
+        # modes. The directory comes back; writers that look after their insert give up.
+        await insert_ignoring_duplicates(db[DIRECTORIES], [doc])
+        raise Conflict(f"directory {path} is not empty")
     return removed
+
+
+async def _any_below(db: AsyncDatabase[Document], path: str) -> list[Document]:
+    """One directory or file below `path`, if any (anything in the range is below it: one index probe each)."""
+    low, high = subtree_range(path)
+    return await page_by_id(db[DIRECTORIES], {}, {"_id": 1}, after=low, before=high, size=1) or await page_by_id(
+        db[FILES], {}, {"_id": 1}, after=low, before=high, size=1)
 
 
 async def _remove_tree_files(db: AsyncDatabase[Document], path: str) -> int:
