@@ -29,6 +29,7 @@ from typing import Any, Literal, TypedDict
 from pydantic import BaseModel, ConfigDict, Field
 from pymongo import IndexModel
 from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import DuplicateKeyError
 
 from kernel.bounds import INT64_MAX, INT64_MIN
 from kernel.db import Document, database_errors
@@ -270,11 +271,24 @@ async def declare_field(db: AsyncDatabase[Document], declaration: FieldDeclarati
     if existing is not None and existing["type"] != declaration.type:
         raise InvalidInput(f"field {declaration.key} is declared as {existing['type']}; remove it before "
                            f"declaring it as {declaration.type}")
+    stored = {"_id": declaration.key, "type": declaration.type, "description": declaration.description,
+              "vo": declaration.vo}
     with database_errors():
-        await db[METADATA_FIELDS].replace_one(
-            {"_id": declaration.key},
-            {"_id": declaration.key, "type": declaration.type, "description": declaration.description,
-             "vo": declaration.vo}, upsert=True)
+        # Written only over the declaration looked at (none: an insert): two VOs declaring one
+        # key at once both passed the look, and the second upsert took the first's field over.
+        try:
+            if existing is None:
+                await db[METADATA_FIELDS].insert_one(stored)
+                replaced = True
+            else:
+                replaced = (await db[METADATA_FIELDS].replace_one(
+                    {"_id": declaration.key, "vo": existing.get("vo"), "type": existing["type"]}, stored)
+                ).matched_count == 1
+        except DuplicateKeyError:
+            replaced = False
+    if not replaced:
+        raise Conflict(f"field {declaration.key} was declared or changed meanwhile; read it again")
+    with database_errors():
         for collection in ("files", "directories"):
             names = set(await db[collection].index_information())
             if index_name(declaration.key) not in names:

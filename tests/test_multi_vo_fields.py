@@ -4,6 +4,7 @@ installation's fields."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 from tests.fixtures.authz import World
@@ -62,3 +63,18 @@ async def test_cli_declares_a_field_for_the_admins_vo(vo_world: World) -> None:
     assert [(f["key"], f["vo"]) for f in json.loads(done.stdout)] == [("pt", "cta")]
     done = await run_cli(vo_world.api.url, vo_world.tokens["eve"], "meta", "fields", "--declare", "muons", "int")
     assert done.returncode == 2 and "declared by administrators" in done.stderr
+
+
+async def test_two_vos_declaring_one_key_at_once_leave_one_declaration(vo_world: World) -> None:
+    """Declaring was a look, then an upsert: two VOs' admins declaring one key at once both got
+    200 and the second took the first's field over (its VO and type), under values typed by it."""
+    for round_ in range(8):
+        key = f"energy{round_}"
+        answers = await asyncio.gather(declare(vo_world, "ctaadmin", key, "int"),
+                                       declare(vo_world, "lhcbadmin", key, "float"))
+        won = [answer for status, answer in answers if status == 200]
+        assert len(won) == 1, answers
+        assert sorted(status for status, _ in answers) == [200, 409], answers
+        _, fields = await vo_world.call("admin", "GET", "/metadata/fields")
+        stored = next(f for f in fields if f["key"] == key)
+        assert (stored["vo"], stored["type"]) == (won[0]["vo"], won[0]["type"]), (stored, won)
