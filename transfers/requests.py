@@ -282,8 +282,9 @@ async def _join(db: AsyncDatabase[Document], ids: list[str], requester: str, sub
                                                 {"$addToSet": {JOINED: requester, JOINED_SUBMISSIONS: submission}})
     if result.modified_count == len(ids):  # the submission is new: every open one matched was changed
         return set(ids)
-    return {doc["_id"] async for doc in read_by_ids(db[REQUESTS], ids, {"_id": 1},
-                                                    flt={JOINED_SUBMISSIONS: submission})}
+    # (a submission named again, as a production task's, changes nothing where it joined before)
+    return {doc["_id"] async for doc in read_by_ids(db[REQUESTS], ids, {"_id": 1}, flt={
+        JOINED_SUBMISSIONS: submission, "state": {"$in": list(OPEN_STATES)}})}
 
 
 async def submit_transfers(
