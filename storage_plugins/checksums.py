@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import re
 import zlib
 from collections.abc import AsyncIterable, AsyncIterator
 
+from storage_plugins.errors import StorageError
+
 ADLER32_START = 1
+_HEX32 = re.compile(r"[0-9a-f]{1,8}")
 
 
 def format_adler32(value: int) -> str:
@@ -13,9 +17,14 @@ def format_adler32(value: int) -> str:
     return f"{value & 0xFFFFFFFF:08x}"
 
 
-def normalise_adler32(text: str) -> str:
-    """Accept what servers answer (`0x1A2b`, `1a2b`, upper case) and spell it our way."""
+def normalise_adler32(text: str, url: str = "") -> str:
+    """Accept what servers answer (`0x1A2b`, `1a2b`, upper case) and spell it our way; anything
+    else a server answers is its error (StorageError, naming `url`), not a ValueError that
+    callers handling storage errors let through."""
     cleaned = text.strip().lower().removeprefix("0x")
+    if not _HEX32.fullmatch(cleaned):
+        shown = text if len(text) <= 40 else f"{text[:40]}..."
+        raise StorageError(f"{url or 'storage'}: the server's adler32 {shown!r} is not 1 to 8 hex digits")
     return format_adler32(int(cleaned, 16))
 
 

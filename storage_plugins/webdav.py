@@ -272,7 +272,7 @@ class WebDavPlugin(StoragePlugin):
         for item in digest_header.split(","):
             name, _, value = item.strip().partition("=")
             if name.lower() == "adler32" and value and length is not None and length.isdigit():
-                return int(length), normalise_adler32(value)
+                return int(length), normalise_adler32(value, url)
         return await super().size_and_checksum(url)
 
     async def checksum(self, url: str) -> str:
@@ -281,7 +281,7 @@ class WebDavPlugin(StoragePlugin):
         for item in digest_header.split(","):
             name, _, value = item.strip().partition("=")
             if name.lower() == "adler32" and value:
-                return normalise_adler32(value)
+                return normalise_adler32(value, url)
         return await super().checksum(url)
 
     async def third_party_copy(

@@ -228,7 +228,7 @@ class XRootDPlugin(StoragePlugin):
 
     async def checksum(self, url: str) -> str:
         _is_root_url(url)
-        return normalise_adler32(await self._call(url, lambda ctx: ctx.checksum(url, "adler32")))
+        return normalise_adler32(await self._call(url, lambda ctx: ctx.checksum(url, "adler32")), url)
 
     def _copy_parameters(self, ctx: Any, overwrite: bool, timeout_s: float) -> Any:
         params = ctx.transfer_parameters()

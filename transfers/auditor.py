@@ -29,6 +29,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from catalogue.moved_paths import held_on
 from catalogue.replica_health import mark_bad, mark_lost_many, other_copies, replicas_on
+from catalogue.replica_urls import VARIANT_MARK, variant_url
 from catalogue.storage_elements import StorageElement, get_storage_element, list_storage_elements
 from kernel import lease
 from kernel.daemon import Daemon
@@ -40,6 +41,7 @@ from storage_plugins.registry import plugin_for
 from transfers import audit_runs
 from transfers import requests as rq
 from transfers.audit_compare import Findings, StorageEntry, compare, dump_lines, lfn_of, sorted_dump
+from transfers.audit_variants import Variants, registered_tags
 from transfers.endpoints import endpoints
 
 log = logging.getLogger("cairn.auditor")
@@ -56,10 +58,10 @@ async def _listing(plugin: StoragePlugin, root: str, base: str) -> AsyncIterator
 
 
 async def _without(stream: AsyncIterator[StorageEntry], held: set[str]) -> AsyncIterator[StorageEntry]:
-    """The storage stream without the paths moved files' bytes hold (`catalogue.moved_paths`):
-    those are not dark, and their replicas are not in the catalogue side's LFN order."""
+    """The storage stream without the paths moved files' bytes hold (`catalogue.moved_paths`), nor
+    their URL variants: those are not dark, and their replicas are not in the catalogue side's LFN order."""
     async for entry in stream:
-        if entry.lfn not in held:
+        if entry.lfn.partition(VARIANT_MARK)[0] not in held:
             yield entry
 
 
@@ -80,6 +82,7 @@ class Audit:
         endpoint = endpoints(se, "/", "read", credentials=credentials)[0]
         self.root, self.base = endpoint.url, endpoint.protocol.base_url()
         self.plugin = plugin_for(endpoint.url, endpoint.options)
+        self.variants = Variants(db, se)
 
     async def storage_side(self) -> tuple[AsyncIterator[StorageEntry], float]:
         """The storage stream and the time it describes."""
@@ -106,9 +109,16 @@ class Audit:
             await self.flush()
 
     async def _lost(self, entries: list[dict[str, Any]]) -> None:
-        """Mark a batch of lost replicas (after a stat each, when the storage was listed live)."""
+        """Mark a batch of lost replicas (after a stat each, when the storage was listed live); one
+        registered at a URL variant whose path storage holds is matched, not lost (`audit_variants`)."""
+        tags = await registered_tags(self.db, self.se, [e["lfn"] for e in entries]) if entries else {}
         for entry in entries:
-            if not self.run.get("dump") and await self.plugin.exists(self._url(entry["lfn"])):
+            tag = tags.get(entry["lfn"], "")
+            if tag and self.variants.seen_at(entry["lfn"], tag):
+                entry["kind"] = "variant"
+                self._recount(lost=-1, matched=1, storage=1)
+                continue
+            if not self.run.get("dump") and await self.plugin.exists(self._url(entry["lfn"], tag)):
                 entry["kind"] = "rechecked"  # written back meanwhile, or listed late: not lost
                 self._count("rechecked")
         lost = [e for e in entries if e["kind"] == "lost"]
@@ -118,8 +128,24 @@ class Audit:
             entry["no_copy"] = (left[entry["lfn"]] if entry["marked"]
                                 else await other_copies(self.db, entry["lfn"], self.se.name)) == 0
 
-    def _url(self, lfn: str) -> str:
-        return endpoints(self.se, lfn, "read", credentials=self.credentials)[0].url
+    def _url(self, lfn: str, tag: str = "") -> str:
+        url = endpoints(self.se, lfn, "read", credentials=self.credentials)[0].url
+        return variant_url(url, tag) if tag else url
+
+    def _recount(self, **by: int) -> None:
+        for name, n in by.items():
+            self.found.counts[name] += n
+
+    async def _settle_variants(self) -> None:
+        """The variant paths no replica stands for are dark (or young), as any unregistered file."""
+        now = time.time()
+        for entry in await self.variants.settle():
+            self._recount(storage=1)
+            if entry.mtime is not None and now - entry.mtime < self.settings.dark_grace_s:
+                self._recount(young=1)
+            else:
+                self._recount(dark=1)
+                await self.on_entry({"kind": "dark", "lfn": entry.lfn, "storage_size": entry.size})
 
     async def storage_adler32(self, lfn: str) -> str | None:
         """The SE's own adler32 of lfn (None when it cannot say)."""
@@ -161,19 +187,20 @@ class Audit:
     async def flush(self) -> None:
         await self._lost([e for e in self.pending if e["kind"] == "lost"])
         await self._mismatched([e for e in self.pending if e["kind"] in MISMATCHES])
-        kept = [e for e in self.pending if e["kind"] != "rechecked"]
+        kept = [e for e in self.pending if e["kind"] not in ("rechecked", "variant")]
         self._count("no_copy", sum(1 for e in kept if e.get("no_copy")))
         await audit_runs.add_entries(self.db, self.run, kept)
         self.pending = []
 
     async def execute(self) -> dict[str, int]:
         storage, as_of = await self.storage_side()
-        storage = _without(storage, await held_on(self.db, self.se.name))
+        storage = self.variants.aside(_without(storage, await held_on(self.db, self.se.name)), self._settle_variants)
         catalogue = replicas_on(self.db, self.se.name, page=self.settings.page)
         checksums = self.settings.checksums and self.plugin.server_checksum and not self.run.get("dump")
         found = await compare(self.publishing(storage), catalogue, as_of=as_of,
                               grace_s=self.settings.dark_grace_s, on_entry=self.on_entry, found=self.found,
                               checksum_of=self.storage_adler32 if checksums else None)
+        await self._settle_variants()
         await self.flush()
         counts = {**found.counts, **self.counts}
         counts["lost"] -= counts.get("rechecked", 0)

@@ -15,11 +15,13 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from catalogue.files import fetch_files
 from catalogue.moved_paths import held_on
+from catalogue.replica_urls import VARIANT_MARK
 from catalogue.storage_elements import StorageElement
 from kernel.db import Document
 from kernel.errors import NotFound
 from storage_plugins.registry import plugin_for
 from transfers import audit_runs
+from transfers.audit_variants import registered_tags
 from transfers.endpoints import endpoints
 
 
@@ -33,10 +35,13 @@ async def delete_dark(db: AsyncDatabase[Document], run_id: str, lfn: str, se: St
     if await audit_runs.cleanable(db, run_id, se.name, lfn) is None:
         raise StillInUse(f"{lfn} on {se.name}: not a dark file whose deletion was asked for in run {run_id}")
     known = await fetch_files(db, [lfn], {"replicas.se": 1})
-    if any(r.get("se") == se.name for r in known.get(lfn, {}).get("replicas", [])):
+    # A URL variant (`LFN!tag`) is the bytes of LFN's replica once one is registered there.
+    base, mark, tag = lfn.partition(VARIANT_MARK)
+    if any(r.get("se") == se.name for r in known.get(lfn, {}).get("replicas", [])) or (
+            mark and (await registered_tags(db, se, [base])).get(base) == tag):
         await audit_runs.cleaned(db, run_id, lfn, "kept: registered since")
         raise StillInUse(f"{lfn} on {se.name}: a replica is registered now; it is not dark any more")
-    if lfn in await held_on(db, se.name, [lfn]):
+    if {lfn, base} & await held_on(db, se.name, [lfn, base]):
         await audit_runs.cleaned(db, run_id, lfn, "kept: a moved file's bytes")
         raise StillInUse(f"{lfn} on {se.name}: the bytes of a file moved to another LFN; not dark")
     run = await audit_runs.get_run(db, run_id)

@@ -19,6 +19,7 @@ from catalogue.authorization import (
     authorize_files,
     require_did,
     require_se,
+    visible_files,
     vo_query,
     vo_stamp,
 )
@@ -133,12 +134,17 @@ def asked_by(principal: Principal, doc: Document) -> bool:
 
 
 async def dataset_lfns(db: AsyncDatabase[Document], principal: Principal, did: str) -> list[str]:
-    """The files of a dataset, or of every dataset below a container, to replicate.
+    """The files of a dataset, or of every dataset below a container, to replicate: those the
+    caller can see, as `GET /dids/contents` lists them (a file behind a directory the caller
+    cannot search is left out, not named in the answer; nor is one removed since it was attached).
 
     Listing a DID's contents needs `catalogue.read` (as `cairn dataset contents` does)."""
     if not principal.has_scope("catalogue.read"):
         raise Forbidden("replicating a dataset lists its contents: that needs the catalogue.read scope")
     lfns = await file_lfns(db, require_did(principal, did), limit=MAX_LFNS)
+    if lfns and not principal.is_global_admin:
+        seen = await visible_files(db, principal, lfns)
+        lfns = [lfn for lfn in lfns if lfn in seen]
     if not lfns:
         raise InvalidInput(f"{did} holds no files; nothing queued", details={"dataset": did})
     return lfns

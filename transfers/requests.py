@@ -63,6 +63,7 @@ MAX_PRIORITY = 9
 # The requesters, other than the owner, that asked for an open request while it was open (`_join`),
 # and their submissions.
 JOINED, JOINED_SUBMISSIONS = "joined", "joined_submissions"
+ENDED_MEANWHILE = "an identical request ended while this one was submitted; submit again"
 
 INDEXES = [
     IndexSpec(REQUESTS, [("active_key", 1)], name="requests_active_key", unique=True, sparse=True),
@@ -235,12 +236,17 @@ async def submit(
     existing = await find_by_values(db[REQUESTS], "active_key", duplicates,
                                     {"lfn": 1, "requester": 1, "guid": 1, "active_key": 1})
     existing = _same_files(existing, {doc["active_key"]: doc.get("guid") for doc in docs}, failed)
-    successful.update({doc["lfn"]: doc["_id"] for doc in existing})
-    await _join(db, [doc["_id"] for doc in existing if doc.get("requester") != requester], requester, submission)
+    joined = await _join(db, [doc["_id"] for doc in existing if doc.get("requester") != requester], requester,
+                         submission)
+    for found in existing:
+        if found.get("requester") == requester or found["_id"] in joined:
+            successful[found["lfn"]] = found["_id"]
+        else:  # it ended (its owner cancelled it, say) between the look above and the join
+            failed[found["lfn"]] = ENDED_MEANWHILE
     if duplicates:
         for doc in docs:
             if doc["active_key"] in dup_set and doc["lfn"] not in successful and doc["lfn"] not in failed:
-                failed[doc["lfn"]] = "an identical request finished while this one was submitted; submit again"
+                failed[doc["lfn"]] = ENDED_MEANWHILE
     return {"submission": submission, "successful": successful, "failed": failed}
 
 
@@ -263,15 +269,22 @@ def user_requester(sub: str) -> str:
     return f"user:{sub}"
 
 
-async def _join(db: AsyncDatabase[Document], ids: list[str], requester: str, submission: str) -> None:
+async def _join(db: AsyncDatabase[Document], ids: list[str], requester: str, submission: str) -> set[str]:
     """Another requester's open requests that do what this one asked: shared with it, not handed
     over (`JOINED`, and its submission in `JOINED_SUBMISSIONS`), so it sees them, follows them by
     its submission and may withdraw from them, and their owner's cancel no longer cancels what it
-    was told is queued (`transfers.shared_requests`)."""
-    if ids:
-        with database_errors():
-            await db[REQUESTS].update_many({"_id": {"$in": ids}, "state": {"$in": list(OPEN_STATES)}},
-                                           {"$addToSet": {JOINED: requester, JOINED_SUBMISSIONS: submission}})
+    was told is queued (`transfers.shared_requests`). Returns the ids joined: one that ended
+    since it was found is not (it is not the joiner's, nor will it copy anything for them)."""
+    if not ids:
+        return set()
+    with database_errors():
+        result = await db[REQUESTS].update_many({"_id": {"$in": ids}, "state": {"$in": list(OPEN_STATES)}},
+                                                {"$addToSet": {JOINED: requester, JOINED_SUBMISSIONS: submission}})
+    if result.modified_count == len(ids):  # the submission is new: every open one matched was changed
+        return set(ids)
+    # (a submission named again, as a production task's, changes nothing where it joined before)
+    return {doc["_id"] async for doc in read_by_ids(db[REQUESTS], ids, {"_id": 1}, flt={
+        JOINED_SUBMISSIONS: submission, "state": {"$in": list(OPEN_STATES)}})}
 
 
 async def submit_transfers(
