@@ -14,6 +14,7 @@ from typing import Any
 from tests.fixtures.authz import SHARED, World
 from tests.fixtures.transfers import fast_settings, run_until_drained, write_bytes
 from transfers.endpoints import tape_endpoint
+from transfers.requests import JOINS_FULL, MAX_JOINED_SUBMISSIONS
 from transfers.stager import Stager
 
 ON_TAPE = "/lhcb/pub/t.root"
@@ -103,3 +104,24 @@ async def test_a_shared_stage_pin_is_released_only_by_the_last_who_asked_for_it(
     status, answer = await world.call("bob", "POST", "/requests/release", {"submission": bobs["submission"]})
     assert status == 200 and answer["release_asked"] == 1, answer
     assert not await _online_after_the_stager(world)
+
+
+async def test_submissions_joining_one_request_are_bounded(world: World) -> None:
+    """Each submission that joined another user's request was kept in that request's document: a
+    joiner submitting again and again grew it without bound (every join slower than the last,
+    towards the largest document the database stores). The 1001st is refused; the request and
+    the joined submissions go on."""
+    rid = (await _ask(world, "bob"))["successful"][SHARED]
+    first = await _ask(world, "carol")
+    assert first["successful"][SHARED] == rid
+    more = [f"s{i}" for i in range(MAX_JOINED_SUBMISSIONS - 2)]  # as if carol had submitted 998 more times
+    await world.db["transfer_requests"].update_one({"_id": rid}, {"$push": {"joined_submissions": {"$each": more}}})
+    last = await _ask(world, "carol")
+    assert last["successful"][SHARED] == rid
+    status, refused = await world.call("carol", "POST", "/requests/transfers", {"lfns": [SHARED], "dest_se": "DISK2"})
+    assert status == 201 and refused["failed"] == {SHARED: JOINS_FULL}, refused
+    doc = await world.db["transfer_requests"].find_one({"_id": rid})
+    assert doc is not None and len(doc["joined_submissions"]) == MAX_JOINED_SUBMISSIONS
+    assert doc["state"] in ("queued", "submitted", "active") and doc["requester"] == "user:bob"
+    status, seen = await world.call("carol", "GET", f"/requests/{rid}")
+    assert status == 200, seen

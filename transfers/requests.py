@@ -64,6 +64,12 @@ MAX_PRIORITY = 9
 # and their submissions.
 JOINED, JOINED_SUBMISSIONS = "joined", "joined_submissions"
 ENDED_MEANWHILE = "an identical request ended while this one was submitted; submit again"
+# Submissions that may join one request (`_join`): each is kept in the owner's request document,
+# so a joiner submitting again and again grew it without bound (each join slower than the last).
+MAX_JOINED_SUBMISSIONS = 1000
+JOINS_FULL = (f"an identical request of another requester has {MAX_JOINED_SUBMISSIONS} submissions joined "
+              "already; follow it by one of those, or submit again once it has ended")
+_ROOM_TO_JOIN = {f"{JOINED_SUBMISSIONS}.{MAX_JOINED_SUBMISSIONS - 1}": {"$exists": False}}
 
 INDEXES = [
     IndexSpec(REQUESTS, [("active_key", 1)], name="requests_active_key", unique=True, sparse=True),
@@ -238,9 +244,13 @@ async def submit(
     existing = _same_files(existing, {doc["active_key"]: doc.get("guid") for doc in docs}, failed)
     joined = await _join(db, [doc["_id"] for doc in existing if doc.get("requester") != requester], requester,
                          submission)
+    left_out = [doc["_id"] for doc in existing if doc.get("requester") != requester and doc["_id"] not in joined]
+    full = await _full(db, left_out) if left_out else set()
     for found in existing:
         if found.get("requester") == requester or found["_id"] in joined:
             successful[found["lfn"]] = found["_id"]
+        elif found["_id"] in full:
+            failed[found["lfn"]] = JOINS_FULL
         else:  # it ended (its owner cancelled it, say) between the look above and the join
             failed[found["lfn"]] = ENDED_MEANWHILE
     if duplicates:
@@ -278,13 +288,20 @@ async def _join(db: AsyncDatabase[Document], ids: list[str], requester: str, sub
     if not ids:
         return set()
     with database_errors():
-        result = await db[REQUESTS].update_many({"_id": {"$in": ids}, "state": {"$in": list(OPEN_STATES)}},
-                                                {"$addToSet": {JOINED: requester, JOINED_SUBMISSIONS: submission}})
+        result = await db[REQUESTS].update_many(
+            {"_id": {"$in": ids}, "state": {"$in": list(OPEN_STATES)}, **_ROOM_TO_JOIN},
+            {"$addToSet": {JOINED: requester, JOINED_SUBMISSIONS: submission}})
     if result.modified_count == len(ids):  # the submission is new: every open one matched was changed
         return set(ids)
     # (a submission named again, as a production task's, changes nothing where it joined before)
     return {doc["_id"] async for doc in read_by_ids(db[REQUESTS], ids, {"_id": 1}, flt={
         JOINED_SUBMISSIONS: submission, "state": {"$in": list(OPEN_STATES)}})}
+
+
+async def _full(db: AsyncDatabase[Document], ids: list[str]) -> set[str]:
+    """Those of the open requests `ids` that no further submission may join."""
+    return {doc["_id"] async for doc in read_by_ids(db[REQUESTS], ids, {"_id": 1}, flt={
+        "state": {"$in": list(OPEN_STATES)}, f"{JOINED_SUBMISSIONS}.{MAX_JOINED_SUBMISSIONS - 1}": {"$exists": True}})}
 
 
 async def submit_transfers(
