@@ -12,6 +12,7 @@ Ctrl-C (or SIGTERM) stops all of it; children also die with this process if it i
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import json
 import os
 import signal
@@ -23,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
+from typing import IO
 
 from cairn.components import daemon_factories, index_specs
 from cairn.embedded_db import EmbeddedDatabase, start_ferretdb, wait_for_port
@@ -30,6 +32,7 @@ from catalogue.storage_elements import Protocol, StorageElement, put_storage_ele
 from catalogue.vos import ensure_default_vo
 from kernel.client import CLIENT_FILE
 from kernel.db import close_client, ensure_indexes, get_database
+from kernel.errors import ConfigurationError
 from kernel.principal import DEFAULT_VO
 from kernel.private_files import private_dir, write_private
 from kernel.process import child_preexec, stop_processes
@@ -157,12 +160,28 @@ def child_commands(settings: Settings) -> list[tuple[str, list[str]]]:
     return commands
 
 
+def only_up(var_dir: Path) -> IO[bytes]:
+    """An exclusive lock on var/up.lock, held as long as the returned file is open (the kernel drops
+    it when this process ends, however it ends: no stale lock after a crash). A second `cairn up`
+    on the same var would remove the first's database socket, start a second FerretDB on its files
+    and, stopping, remove the socket again: the first's services would lose their database."""
+    handle = (var_dir / "up.lock").open("ab")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise ConfigurationError(f"another `cairn up` runs on {var_dir}: stop it first, or give another "
+                                 "--var-dir") from None
+    return handle
+
+
 def run_up(settings: Settings, *, vo: str) -> int:
     """Run everything on one machine; the admin token is of VO `vo` (default `local`), the VO
     rooted at `/` that `prepare` registers, whose admins are global admins (catalogue.vos)."""
     # Only this account may enter var: the admin token, the signing keys, the local SEs' files
     # and the embedded database (on a socket in var/db: it has no accounts of its own).
     var_dir = private_dir(settings.var_dir.resolve())
+    held = only_up(var_dir)  # noqa: F841 (held until this process ends)
     (var_dir / "log").mkdir(exist_ok=True)
     embedded: EmbeddedDatabase | None = None
     if settings.mongodb_uri is None:

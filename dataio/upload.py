@@ -17,7 +17,10 @@ the copies wait for the other, and a crash leaves at most two batches of `copyin
 A `copying` replica found on the SE already (an upload that died) is written over; a `bad` or
 `unavailable` one is left alone and the file fails with a conflict.
 If any step after 2 fails, the partial object is deleted and the registration undone (the
-file record if this upload created it, else only its replica), so nothing stays registered.
+replica, and the file record if this upload created it), so nothing stays registered; the undo
+first takes the replica `copying` -> `unavailable`, so that a concurrent upload of the same file
+(which found the replica `copying` and writes over it) never has what it finished undone, and a
+flip refused because such an upload made the replica `available` first is reported `exists`.
 A file that is already registered with an available replica on that SE (same size and
 adler32) is reported `exists` and not sent again.
 """
@@ -374,8 +377,15 @@ async def _finalise(client: IOClient, se: StorageElement, stored: list[_Stored],
         raise
     except (CairnError, OSError) as exc:  # the call failed: no file of the batch is known available
         refused = {s.item.lfn: _as_error(exc, s.item) for s in stored}
+    finished = await _finished_by_others(client, se, [s.item for s in stored if s.item.lfn in refused])
     for entry in stored:
         item = entry.item
+        if item.lfn in finished:  # another upload of the same bytes flipped it first: they are there
+            sink.finished(item.lfn, True)
+            outcomes[item.lfn] = FileOutcome(item.lfn, str(item.local), "exists", se.name, finished[item.lfn],
+                                             item.size, item.adler32, time.monotonic() - entry.started,
+                                             notes=[*entry.notes, "another upload of the same file finished first"])
+            continue
         error = refused.get(item.lfn)
         if error is not None:
             outcomes[item.lfn] = await _failed(client, se, item, entry.endpoint, entry.started, error, entry.notes,
@@ -470,20 +480,70 @@ async def _discard(client: IOClient, ep: Endpoint, lfn: str) -> None:
         await client.plugin(ep.url, ep.options).delete(ep.url)
 
 
+async def _finished_by_others(client: IOClient, se: StorageElement, items: list[_Planned]) -> dict[str, str | None]:
+    """Of files whose flip was refused, those whose replica on se another upload of the same
+    bytes (same size and adler32, as registration checked) made `available` meanwhile: their URLs."""
+    if not items:
+        return {}
+    try:
+        found = (await client.lookup_files([item.lfn for item in items]))["successful"]
+    except CairnError:
+        return {}
+    out: dict[str, str | None] = {}
+    for item in items:
+        doc = found.get(item.lfn) or {}
+        mine = [r for r in doc.get("replicas", []) if r.get("se") == se.name and r.get("status") == "available"]
+        if mine and doc.get("size") == item.size and doc.get("adler32") == item.adler32:
+            out[item.lfn] = mine[0].get("url")
+    return out
+
+
 async def _roll_back(client: IOClient, se: StorageElement, item: _Planned, stored: Endpoint | None) -> list[str]:
-    """Delete what was stored (if anything) and undo the registration."""
-    if stored is not None:
+    """Delete what was stored (if anything) and undo the registration, once the replica is this
+    upload's to undo: another upload of the same file may share it (it found it `copying`, or
+    this one did), and what that one made `available` meanwhile stays, bytes and record."""
+    if stored is not None and needs_signing(stored):
+        await _discard(client, stored, item.lfn)  # the server deletes only a replica still `copying`
+    claimed, why = await _claim(client, se, item)
+    if not claimed:
+        return [why, *await _forget_empty(client, item)]
+    if stored is not None and not needs_signing(stored):
         await _discard(client, stored, item.lfn)
     return await _unregister(client, se, item)
 
 
-async def _unregister(client: IOClient, se: StorageElement, item: _Planned) -> list[str]:
-    """Undo the registration of a failed upload; notes say what could not be undone."""
+async def _claim(client: IOClient, se: StorageElement, item: _Planned) -> tuple[bool, str]:
+    """Take the replica `copying` -> `unavailable` (guarded): no other upload flips it from then on.
+    Refused (it is `available`, or another undo took it): (False, why)."""
     try:
-        if item.created:
-            result: dict[str, Any] = await client.remove_files([item.lfn], force=True)
-        else:
-            result = await client.remove_replicas([{"lfn": item.lfn, "se": se.name}])
+        result = await client.set_replica_statuses(
+            [{"lfn": item.lfn, "se": se.name, "status": "unavailable", "expected": "copying"}])
+    except CairnError as exc:
+        return False, f"registration of {item.lfn} left as it is: {exc.message}"
+    if item.lfn in result["failed"]:
+        return False, f"registration of {item.lfn} left as it is: {result['failed'][item.lfn]}"
+    return True, ""
+
+
+async def _forget_empty(client: IOClient, item: _Planned) -> list[str]:
+    """A file this upload created, left without any replica by another upload's undo, goes too
+    (a file with replicas is kept: it is no longer only this upload's)."""
+    if not item.created:
+        return []
+    with contextlib.suppress(CairnError):
+        result = await client.remove_files([item.lfn])
+        if not result["failed"]:
+            return ["registration undone"]
+    return []
+
+
+async def _unregister(client: IOClient, se: StorageElement, item: _Planned) -> list[str]:
+    """Undo the registration of a failed upload whose replica it claimed; notes say what could not
+    be undone. A file it created goes only if no other upload has added a replica to it since."""
+    try:
+        result: dict[str, Any] = await client.remove_replicas([{"lfn": item.lfn, "se": se.name}])
+        if item.created and not result["failed"]:
+            result = await client.remove_files([item.lfn])
     except CairnError as exc:
         return [f"could not undo the registration of {item.lfn}: {exc.message}"]
     if result["failed"]:
