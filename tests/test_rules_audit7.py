@@ -9,13 +9,15 @@ from pathlib import Path
 from pymongo.asynchronous.database import AsyncDatabase
 
 from catalogue.directories import now
+from catalogue.replicas import add_replicas, remove_replicas
 from kernel.db import Document
 from kernel.settings import Settings
-from rules import evaluator, store
+from rules import evaluator, feed, store
 from rules.cleaner import RuleCleaner
+from rules.evaluator import RuleEvaluator
 from rules.store import RuleIn, RuleUpdate
 from tests.fixtures.catalogue import ADMIN
-from tests.fixtures.rules import dataset_on_src, run_until, tiered_ses
+from tests.fixtures.rules import dataset_on_src, rule_settings, run_until, run_until_ok, tiered_ses
 
 
 async def _past_its_lifetime(db: AsyncDatabase[Document], rule_id: str) -> None:
@@ -51,3 +53,31 @@ async def test_a_locked_rule_past_its_lifetime_is_still_evaluated(
     await _past_its_lifetime(database, rule["_id"])
     taken = await store.claim(database, "t", evaluator.evaluator_query(now()), lease_s=10)
     assert taken is not None and taken["_id"] == rule["_id"]
+
+
+async def _replica(db: AsyncDatabase[Document], lfn: str, se: str) -> Document:
+    doc = await db["files"].find_one({"_id": lfn}, {"replicas": 1})
+    return next(r for r in doc["replicas"] if r["se"] == se)
+
+
+async def test_a_locked_replica_registered_again_before_the_evaluation_is_protected_again(
+    database: AsyncDatabase[Document], settings: Settings, tmp_path: Path,
+) -> None:
+    await tiered_ses(database, tmp_path)
+    await dataset_on_src(database, "vo:ds", ["/vo/ds/f0"])
+    rule = await store.create_rule(database, ADMIN, RuleIn(did="vo:ds", copies=1, expression="T1-A"))
+    fast = rule_settings(settings)
+    await run_until_ok(database, fast, rule["_id"])
+    before = await _replica(database, "/vo/ds/f0", "T1-A")
+    assert before["lock_rules"] == [rule["_id"]]
+    # The file's owner takes the replica's record off and registers it again (same bytes, same
+    # URL): the new record carries no lock, while the rule's lock is still ok and `counted`.
+    await remove_replicas(database, [{"lfn": "/vo/ds/f0", "se": "T1-A"}])
+    await add_replicas(database, [{"lfn": "/vo/ds/f0", "se": "T1-A", "url": before["url"]}])
+    assert await feed.follow(database, "t", lease_s=5) >= 1  # the removal makes the rule dirty
+    assert (await store.get_rule(database, rule["_id"]))["dirty"] is True
+    await RuleEvaluator(fast, database).run(max_cycles=1)
+    after = await _replica(database, "/vo/ds/f0", "T1-A")
+    # Unprotected, the reaper could free it (and its removal would tell no rule) while the rule says ok.
+    assert (after.get("lock_rules"), after.get("locks")) == ([rule["_id"]], 1)
+    assert (await store.get_rule(database, rule["_id"]))["state"] == "ok"
