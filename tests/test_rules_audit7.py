@@ -12,9 +12,10 @@ from catalogue.directories import now
 from catalogue.replicas import add_replicas, remove_replicas
 from kernel.db import Document
 from kernel.settings import Settings
-from rules import evaluator, feed, store
+from rules import evaluator, feed, locks, quotas, store
 from rules.cleaner import RuleCleaner
 from rules.evaluator import RuleEvaluator
+from rules.repairer import repair
 from rules.store import RuleIn, RuleUpdate
 from tests.fixtures.catalogue import ADMIN
 from tests.fixtures.rules import dataset_on_src, rule_settings, run_until, run_until_ok, tiered_ses
@@ -81,3 +82,26 @@ async def test_a_locked_replica_registered_again_before_the_evaluation_is_protec
     # Unprotected, the reaper could free it (and its removal would tell no rule) while the rule says ok.
     assert (after.get("lock_rules"), after.get("locks")) == ([rule["_id"]], 1)
     assert (await store.get_rule(database, rule["_id"]))["state"] == "ok"
+
+
+async def test_a_repair_killed_between_its_new_lock_and_the_old_ones_release_leaves_no_extra_copy(
+    database: AsyncDatabase[Document], settings: Settings, tmp_path: Path,
+) -> None:
+    await tiered_ses(database, tmp_path)
+    await dataset_on_src(database, "vo:ds", ["/vo/ds/f0"])
+    rule = await store.create_rule(database, ADMIN, RuleIn(did="vo:ds", copies=1, expression="tier=1"))
+    fast = rule_settings(settings)
+    await RuleEvaluator(fast, database).run(max_cycles=1)
+    [first] = await locks.locks_of(database, rule["_id"])
+    await locks.set_state(database, rule["_id"], [first["_id"]], "replicating", "stuck", {"error": "failed"})
+    current = await store.get_rule(database, rule["_id"])
+    # What a repair writes first, and all a repair killed right after it wrote: the stuck lock's
+    # replacement on another SE (its old lock not released yet).
+    other = next(se for se in ("T1-A", "T1-B", "T1-C") if se != first["se"])
+    await locks.insert_locks(database, current, [locks.new_lock(
+        current, "/vo/ds/f0", other, first["size"], "replicating", failed_ses=[first["se"]], moved_from=first["se"])])
+    await repair(database, await store.get_rule(database, rule["_id"]), fast.rules)
+    # The file has its one copy's lock, the account is charged once, and no third SE was asked for.
+    assert [lock["se"] for lock in await locks.locks_of(database, rule["_id"])] == [other]
+    assert [(row["used_files"], row["used_bytes"]) for row in await quotas.quotas_and_usage(database)
+            if row["used_files"]] == [(1, first["size"])]
