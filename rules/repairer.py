@@ -105,8 +105,7 @@ class RuleRepairer(RuleDaemon):
         handled = 0
         seen: set[str] = set()
         for _ in range(RULES_PER_CYCLE):
-            rule = await store.claim(self.db, self.worker, {**self.query(), "_id": {"$nin": sorted(seen)}},
-                                     lease_s=self.settings.lease_s)
+            rule = await self.claim({**self.query(), "_id": {"$nin": sorted(seen)}})
             if rule is None or self.stopping:
                 if rule is not None:
                     await store.release(self.db, rule, self.worker, {})

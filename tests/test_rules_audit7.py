@@ -4,12 +4,14 @@ concurrent lock changes."""
 from __future__ import annotations
 
 import datetime as dt
+import time
 from pathlib import Path
 
 from pymongo.asynchronous.database import AsyncDatabase
 
 from catalogue.directories import now
 from catalogue.replicas import add_replicas, remove_replicas
+from kernel import lease
 from kernel.db import Document
 from kernel.settings import Settings
 from rules import evaluator, feed, locks, quotas, store
@@ -105,3 +107,27 @@ async def test_a_repair_killed_between_its_new_lock_and_the_old_ones_release_lea
     assert [lock["se"] for lock in await locks.locks_of(database, rule["_id"])] == [other]
     assert [(row["used_files"], row["used_bytes"]) for row in await quotas.quotas_and_usage(database)
             if row["used_files"]] == [(1, first["size"])]
+
+
+async def _kept() -> bool:
+    return True
+
+
+async def test_a_rule_daemon_that_stalled_past_its_lease_writes_no_lock(
+    database: AsyncDatabase[Document], settings: Settings, tmp_path: Path,
+) -> None:
+    await tiered_ses(database, tmp_path)
+    await dataset_on_src(database, "vo:ds", ["/vo/ds/f0"])
+    rule = await store.create_rule(database, ADMIN, RuleIn(did="vo:ds", copies=1, expression="SRC|T1-A"))
+    ok = locks.new_lock(rule, "/vo/ds/f0", "SRC", 256, "ok")
+    # Its lease taken (and last renewed) a whole lease ago: its successor, the cleaner of the rule
+    # deleted meanwhile, may have released the rule's locks and removed it.
+    stalled = time.monotonic() - 10.0
+    held, _ = await lease.while_held(locks.insert_locks(database, rule, [ok]), _kept, every_s=60, lease_s=10.0,
+                                     since=stalled)
+    assert not held
+    held, _ = await lease.while_held(locks.protect(database, [ok]), _kept, every_s=60, lease_s=10.0, since=stalled)
+    assert not held
+    assert await database[locks.LOCKS].count_documents({}) == 0
+    assert (await _replica(database, "/vo/ds/f0", "SRC")).get("lock_rules") in (None, [])
+    assert all(row["used_files"] == 0 for row in await quotas.quotas_and_usage(database))
