@@ -1,5 +1,5 @@
-"""Rules audit (seventh): a locked rule past its lifetime, and the replicas' lock sets under
-concurrent lock changes."""
+"""Rules audit (seventh): a locked rule past its lifetime; a locked replica registered again; a
+repair or a rule daemon cut short (killed between two writes, stalled past its lease)."""
 
 from __future__ import annotations
 
