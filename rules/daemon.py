@@ -8,11 +8,14 @@ take it at their next pass.
 The lease is renewed every third of its length while the work runs (evaluating a rule on a large
 dataset outlasts any fixed lease), so a second daemon takes a rule over only from a holder that
 died or stalled; a holder that finds its lease taken over stops its work there, as if it had died.
+A holder that stalled (paused past its lease) stops at its next lock write (`rules.locks`:
+`kernel.lease.check_held`) instead of writing locks for a rule its successor may have removed.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from abc import abstractmethod
 
 from pymongo.asynchronous.database import AsyncDatabase
@@ -31,6 +34,7 @@ RULES_PER_CYCLE = 20
 
 class RuleDaemon(Daemon):
     sort = "due"
+    _claimed_at = 0.0  # time.monotonic() before the claim of the rule being worked on
 
     def __init__(self, settings: Settings, db: AsyncDatabase[Document]) -> None:
         super().__init__()
@@ -52,12 +56,16 @@ class RuleDaemon(Daemon):
         for _ in range(RULES_PER_CYCLE):
             if self.stopping:
                 break
-            rule = await store.claim(self.db, self.worker, _besides(self.query(), failed),
-                                     lease_s=self.settings.lease_s, sort=self.sort)
+            rule = await self.claim(_besides(self.query(), failed))
             if rule is None:
                 break
             handled += await self.isolated(rule, failed)
         return handled
+
+    async def claim(self, query: Document | list[Document]) -> Document | None:
+        """Take the next rule of `query` under its lease (`store.claim`), noting when."""
+        self._claimed_at = time.monotonic()
+        return await store.claim(self.db, self.worker, query, lease_s=self.settings.lease_s, sort=self.sort)
 
     async def isolated(self, rule: Document, failed: list[str]) -> int:
         """`holding(rule)`; its own error is kept on the rule and the pass goes on (a rule that
@@ -91,7 +99,7 @@ class RuleDaemon(Daemon):
         """`work_on(rule)`, renewing the rule's lease while it runs (`kernel.lease.while_held`)."""
         held, done = await lease.while_held(
             self.work_on(rule), lambda: store.renew(self.db, rule["_id"], self.worker, lease_s=self.settings.lease_s),
-            every_s=self.settings.lease_s / 3)
+            every_s=self.settings.lease_s / 3, lease_s=self.settings.lease_s, since=self._claimed_at)
         if not held:
             log.warning("%s: lost the lease of rule %s; stopping its work", self.name, rule["_id"])
         return done or 0

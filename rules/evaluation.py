@@ -5,11 +5,12 @@ the locks the placement asks for: ok where the replica is available, replicating
 is needed — submitted right away, the lock remembering when (`submitted`) — or stuck when the
 source expression leaves nothing to copy from. Release locks of files that left the DID or exceed
 the copies; put ok locks whose replica was removed anyway (`rules.feed`,
-`rules.locks.replicas_lost`) back to replicating, and protect ok locks a crash left uncounted.
+`rules.locks.replicas_lost`) back to replicating, and protect ok locks whose available replica
+does not carry them (a crash left them uncounted, or the replica was registered again).
 The reads come first, each collection once; then per `batch` files one insert of locks, one of
 requests, and a few counter updates. Memory for one pass: the rule's files (LFN and size), its
-existing locks (five fields each) and the files' available SEs, plus one batch of new locks and
-requests (figures: `bench/rules.py`).
+existing locks (five fields each), the files' available SEs and the replicas locked by the rule,
+plus one batch of new locks and requests (figures: `bench/rules.py`).
 
 Locks that were already replicating are moved on by `rules.progress`.
 
@@ -27,9 +28,11 @@ from typing import Any
 
 from pymongo.asynchronous.database import AsyncDatabase
 
-from catalogue.availability import available_on
+from catalogue.availability import available_ses
 from catalogue.directories import now
-from kernel.db import Document
+from catalogue.files import FILES
+from catalogue.replica_locks import PROJECTION as LOCKED_REPLICAS
+from kernel.db import Document, read_by_ids
 from kernel.settings import RuleSettings
 from rules import locks as rule_locks
 from rules import quotas, store
@@ -55,6 +58,7 @@ class RulePass:
     sources: set[str] | None  # the SEs of its source expression (None: any)
     existing: dict[str, list[Document]] = field(default_factory=dict)  # its locks by LFN
     replicas: Mapping[str, Collection[str]] = field(default_factory=dict)  # SEs with an available replica
+    held: set[tuple[str, str]] = field(default_factory=set)  # (lfn, SE): replicas whose lock_rules name the rule
     stats: dict[str, int] = field(default_factory=lambda: dict.fromkeys(STATS, 0))
 
 
@@ -81,7 +85,7 @@ async def evaluate(db: AsyncDatabase[Document], rule: Document, settings: RuleSe
         groups[key].append((lfn, size))
         stats["files"] += 1
     seen = {lfn for files in groups.values() for lfn, _ in files}
-    run.replicas = await available_on(db, seen | set(run.existing))
+    run.replicas, run.held = await _replicas(db, seen | set(run.existing), rule["_id"])
     await _check_ok_locks(run)
     stats["waiting"] = sum(lock["state"] == "replicating" for locks in run.existing.values() for lock in locks)
     # Chunks of about `batch` files, whole groups where they fit (a group larger than a chunk
@@ -106,14 +110,30 @@ async def evaluate(db: AsyncDatabase[Document], rule: Document, settings: RuleSe
     return stats
 
 
+async def _replicas(db: AsyncDatabase[Document], lfns: set[str], rule_id: str
+                    ) -> tuple[dict[str, tuple[str, ...]], set[tuple[str, str]]]:
+    """The SEs each file has an available replica on, and the replicas `(lfn, se)` whose
+    `lock_rules` name the rule, from one read of the files by `_id` in slices (Index: _id)."""
+    available: dict[str, tuple[str, ...]] = {}
+    held: set[tuple[str, str]] = set()
+    async for doc in read_by_ids(db[FILES], lfns, LOCKED_REPLICAS):
+        available[doc["_id"]] = available_ses(doc)
+        held.update((doc["_id"], r["se"]) for r in doc.get("replicas", []) if rule_id in (r.get("lock_rules") or ()))
+    return available, held
+
+
 async def _check_ok_locks(run: RulePass) -> None:
     """Ok locks whose replica is no longer available go back to replicating (their count taken
     off the replica first, so a crash in between leaves an uncounted ok lock, found next time);
-    ok locks with an available replica that a crash left uncounted are counted."""
+    ok locks with an available replica that does not carry them are put on it: one a crash left
+    uncounted, and one whose replica was registered again (taken off and added back, or replaced
+    by an overwrite) before this evaluation, the new record without the rule's lock although the
+    lock says `counted` (unprotected, the reaper could free it, and its removal would tell no rule)."""
     db, rule, batch, replicas = run.db, run.rule, run.settings.batch, run.replicas
     ok = [lock for locks in run.existing.values() for lock in locks if lock["state"] == "ok"]
     lost = [lock for lock in ok if lock["se"] not in replicas.get(lock["lfn"], ())]
-    uncounted = [lock for lock in ok if not lock.get("counted") and lock["se"] in replicas.get(lock["lfn"], ())]
+    uncounted = [{**lock, "counted": False} for lock in ok if lock["se"] in replicas.get(lock["lfn"], ())
+                 and (not lock.get("counted") or (lock["lfn"], lock["se"]) not in run.held)]
     for start in range(0, len(lost), batch):
         part = lost[start:start + batch]
         await rule_locks.unprotect(db, part)

@@ -38,11 +38,12 @@ TRIM_EVERY_S = 60.0
 
 def evaluator_query(at: dt.datetime) -> list[Document]:
     """Rules with work for the evaluator, in the order it takes them: dirty ones (not suspended),
-    then replicating and then stuck ones due for a look; unexpired all, and none backing off after
-    a failed pass (`retry_at`). Each its own query, so that an index holds its condition
-    (`rules_dirty`, `rules_by_state_due`: top-level equalities and bounds); the `$or`s are in a
-    `$and`, which the embedded database checks on the rules the index gave."""
-    live = {"$or": [{"expires_at": None}, {"expires_at": {"$gt": at}}]}
+    then replicating and then stuck ones due for a look; unexpired all (or locked:
+    `store.not_removed`), and none backing off after a failed pass (`retry_at`). Each its own
+    query, so that an index holds its condition (`rules_dirty`, `rules_by_state_due`: top-level
+    equalities and bounds); the `$or`s are in a `$and`, which the embedded database checks on the
+    rules the index gave."""
+    live = store.not_removed(at)
     rest = {"$and": [live, backoff.ready("retry_at", at)]}
     return [{"dirty": True, "state": {"$ne": "suspended"}, **rest},
             *({"state": state, "due": {"$lte": at}, **rest} for state in ("replicating", "stuck"))]

@@ -30,6 +30,11 @@ same locks (a stalled lease holder and its successor, a retry of a call that tim
 each back once; a lapsed mark (a call that died between marking and deleting) is taken over. A
 stall of more than half a lease just before a delete could still count a lock twice, and then
 it counts none (it logs that). Cost: one more read per batch.
+
+A lease holder that stalled past its lease (`kernel.lease.check_held`) writes no lock and puts
+none on a replica: its successor (the cleaner of a rule deleted meanwhile) may have released the
+rule's locks and removed it, and a lock written after that would protect its replica and charge
+the account for good, with no rule left to release it.
 """
 
 from __future__ import annotations
@@ -46,6 +51,7 @@ from pymongo.errors import BulkWriteError
 
 from catalogue.directories import DUPLICATE_KEY, now
 from catalogue.replica_locks import change_lock_rules
+from kernel import lease
 from kernel.db import ID_ORDER, Document, IndexSpec, database_errors, increment, read_by_ids
 from kernel.marks import Mark, by_ids
 from rules import quotas
@@ -144,7 +150,9 @@ async def insert_locks(db: AsyncDatabase[Document], rule: Document, locks: list[
     """Charge the account for locks, insert them (unordered; ids are deterministic, so a lock that
     exists is skipped and its charge given back), count them on the rule, and protect the replicas
     of the ok ones. Locks on an SE where the account's quota has no room for them now
-    (`quotas.reserve`) are not written: they go to `refused` when given."""
+    (`quotas.reserve`) are not written: they go to `refused` when given. A holder whose lease may
+    have run out writes nothing (LeaseLost, see the module docstring)."""
+    lease.check_held()
     short = await quotas.reserve(db, rule["account"], _held(locks, +1), rule.get("vo")) if locks else set()
     if short:
         if refused is not None:
@@ -286,6 +294,8 @@ async def change_replica_locks(db: AsyncDatabase[Document], locks: Iterable[Docu
     (through the catalogue: `catalogue.replica_locks.change_lock_rules`, which computes from
     `files` when the caller just read them with `replica_states`). Replicas that are gone
     are skipped and returned as `(lfn, se)`. Raises ServiceUnavailable if files keep changing."""
+    if add:
+        lease.check_held()  # see the module docstring
     rules_by_replica: dict[str, dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
     for lock in locks:
         rules_by_replica[lock["lfn"]][lock["se"]].add(rule_of(lock))

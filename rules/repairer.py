@@ -5,7 +5,9 @@ allows — writable, within the account's quota, not already locked for that fil
 file failed on before — ranked like the evaluator ranks (`rules.placement.rank`),
 and moves the lock there: the stuck lock is released, a replicating one created (it remembers
 `failed_ses` and `moved_from`), and the rule goes back to replicating with the reason recorded
-in `error` (until the rule is ok) and in `last_repair` (kept). Locks with nowhere to go stay
+in `error` (until the rule is ok) and in `last_repair` (kept). A stuck lock on a file that has
+more locks than the rule's copies (its replacement written by a repair killed before it released
+the old one) is released, not moved again. Locks with nowhere to go stay
 stuck; a rule stuck for longer than `rules.suspend_after_s` is suspended (the evaluator then
 leaves it alone until an update resumes it). A rule with files that found no SE at all is
 marked dirty for another placement.
@@ -52,8 +54,15 @@ async def repair(db: AsyncDatabase[Document], rule: Document, settings: RuleSett
         chunk = stuck[start:start + settings.batch]
         old: list[Document] = []
         new: list[Document] = []
+        surplus: list[Document] = []
         for lock in chunk:
             lfn, size = lock["lfn"], int(lock["size"])
+            if len(taken.get(lfn, ())) > int(rule["copies"]):
+                # Its replacement is there already (a repair killed between the two writes, or
+                # copies lowered since): released, not moved again.
+                surplus.append(lock)
+                taken[lfn].discard(lock["se"])
+                continue
             failed = [*lock.get("failed_ses", []), lock["se"]]
             excluded = set(failed) | taken.get(lfn, set())
             ranked = rank(candidates, [(lfn, size)], {}, replicas, rule.get("weight"))
@@ -72,9 +81,9 @@ async def repair(db: AsyncDatabase[Document], rule: Document, settings: RuleSett
         refused: list[Document] = []
         await locks.insert_locks(db, rule, new, refused=refused)
         kept = {lock["_id"] for lock in refused}
-        await locks.remove_locks(db, rule, [lock for lock, placed in zip(old, new, strict=True)
-                                            if placed["_id"] not in kept])
-        moved += len(new) - len(kept)
+        await locks.remove_locks(db, rule, [*surplus, *(lock for lock, placed in zip(old, new, strict=True)
+                                                       if placed["_id"] not in kept)])
+        moved += len(new) - len(kept) + len(surplus)
     return moved, reason
 
 
@@ -96,8 +105,7 @@ class RuleRepairer(RuleDaemon):
         handled = 0
         seen: set[str] = set()
         for _ in range(RULES_PER_CYCLE):
-            rule = await store.claim(self.db, self.worker, {**self.query(), "_id": {"$nin": sorted(seen)}},
-                                     lease_s=self.settings.lease_s)
+            rule = await self.claim({**self.query(), "_id": {"$nin": sorted(seen)}})
             if rule is None or self.stopping:
                 if rule is not None:
                     await store.release(self.db, rule, self.worker, {})

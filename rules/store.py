@@ -429,6 +429,13 @@ async def page_rules(db: AsyncDatabase[Document], *, account: str | None = None,
         return await db[RULES].find(query).sort([("created", -1), ("_id", -1)]).limit(limit).to_list()
 
 
+def not_removed(at: dt.datetime) -> Document:
+    """The rules the cleaner is not removing at `at`: unexpired ones, and locked ones whatever
+    their expiry (a locked rule does not expire until unlocked: the cleaner takes only unlocked
+    ones, so one past its lifetime is kept, evaluated, and may be changed, e.g. unlocked)."""
+    return {"$or": [{"expires_at": None}, {"expires_at": {"$gt": at}}, {"locked": True}]}
+
+
 def _may_change(principal: Principal, rule: Document) -> None:
     if not (principal.is_admin or rule["account"] == principal.sub):
         raise Forbidden(f"rule {rule['_id']} belongs to {rule['account']}")
@@ -438,7 +445,8 @@ async def update_rule(db: AsyncDatabase[Document], principal: Principal, rule_id
                       update: RuleUpdate) -> Document:
     """Change a rule's copies (checked against the quota), lifetime, lock flag, comment or
     activity, or resume it (one atomic update; more copies make the rule dirty). An expired rule
-    (deleted, or past its lifetime) is refused (409): the cleaner removes it whatever changes."""
+    (deleted, or past its lifetime) is refused (409): the cleaner removes it whatever changes;
+    not a locked one, which the cleaner leaves (`not_removed`)."""
     rule = await get_rule(db, rule_id)
     _may_change(principal, rule)
     at = now()
@@ -460,10 +468,11 @@ async def update_rule(db: AsyncDatabase[Document], principal: Principal, rule_id
         change.update({"state": "replicating", "stuck_since": None, "dirty": True, "due": at, "evaluation_failures": 0,
                        "retry_at": None, "error": None, **({"last_error": rule["error"]} if rule.get("error") else {})})
         inc["generation"] = 1
-    # An expired rule is being removed (the cleaner may be releasing its locks): not changed.
+    # An expired rule is being removed (the cleaner may be releasing its locks): not changed. A
+    # locked one is not (and unlocking it is how it is let expire).
     with database_errors():
         updated = await db[RULES].find_one_and_update(
-            {"_id": rule_id, "$or": [{"expires_at": None}, {"expires_at": {"$gt": at}}]},
+            {"_id": rule_id, **not_removed(at)},
             {"$set": change, **(increment(inc) if inc else {})}, return_document=ReturnDocument.AFTER)
     if updated is None:
         raise Conflict(f"rule {rule_id} has expired and is being removed; make a new rule")
@@ -559,9 +568,9 @@ async def adopt_unowned(db: AsyncDatabase[Document], vo: str) -> int:
 
 
 async def count_open_of_vo(db: AsyncDatabase[Document], vo: str, limit: int) -> int:
-    """Rules of VO `vo` not expired (a deleted rule expires; the cleaner then removes it), at most
+    """Rules of VO `vo` not being removed (a deleted rule expires; the cleaner then removes it), at most
     `limit` counted: a VO is not deleted while it has some (`catalogue.vo_removal`)."""
     with database_errors():
         # Index: rules_by_state_vo.
-        return await db[RULES].count_documents({"state": {"$in": list(STATES)}, "vo": vo, "$or": [
-            {"expires_at": None}, {"expires_at": {"$gt": now()}}]}, limit=limit)
+        return await db[RULES].count_documents({"state": {"$in": list(STATES)}, "vo": vo, **not_removed(now())},
+                                                limit=limit)
