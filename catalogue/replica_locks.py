@@ -38,10 +38,11 @@ async def change_lock_rules(db: AsyncDatabase[Document], rules_by_replica: Mappi
     Per round: one read of the files (in slices), then one `update_many` per kind of change —
     usually one per SE for a batch of a rule's locks, as `catalogue.replicas.set_replica_statuses`
     does (FerretDB scans for every filter but `_id`, so one write per file would cost more). Each
-    write is guarded by every changed replica's SE and `locks` as read: a concurrent change
-    (another rule's lock, a shifted array) makes that file miss, and the files are read and
-    computed again. A call only adds or only removes, so a changed set always changes its size
-    and the count is a sound guard. Bumps `version` (a reaper deciding on the old one reads
+    write is guarded by every changed replica's SE, `locks` and `lock_rules` as read: a concurrent
+    change (another rule's lock, a shifted array) makes that file miss, and the files are read and
+    computed again. (The count alone was no guard: one rule's lock released and another's added
+    since the read leave it as it was, and a write from that read put the released rule back and
+    dropped the added one.) Bumps `version` (a reaper deciding on the old one reads
     again). Replicas that are gone are skipped. Raises ServiceUnavailable if files keep changing.
 
     `files`, when given, are the records as the caller just read them (`replica_states`): the
@@ -49,7 +50,7 @@ async def change_lock_rules(db: AsyncDatabase[Document], rules_by_replica: Mappi
     pending: dict[str, Mapping[str, set[str]]] = dict(rules_by_replica)
     gone: set[tuple[str, str]] = set()
     for _ in range(LOCK_UPDATE_ATTEMPTS):
-        groups: dict[tuple[tuple[int, str, Any, tuple[str, ...]], ...], list[str]] = defaultdict(list)
+        groups: dict[tuple[tuple[int, str, Any, Any, tuple[str, ...]], ...], list[str]] = defaultdict(list)
         given = {lfn: files[lfn] for lfn in pending if lfn in files} if files is not None else {}
         docs = {**given, **{doc["_id"]: doc async for doc in read_by_ids(
             db[FILES], [lfn for lfn in pending if lfn not in given], PROJECTION)}}
@@ -71,7 +72,7 @@ async def change_lock_rules(db: AsyncDatabase[Document], rules_by_replica: Mappi
 
 
 def _lock_changes(doc: Document, rules_by_se: Mapping[str, set[str]], add: bool
-                  ) -> tuple[tuple[int, str, Any, tuple[str, ...]], ...]:
+                  ) -> tuple[tuple[int, str, Any, Any, tuple[str, ...]], ...]:
     """What adding (or removing) rules changes on a file's replicas: (position, SE, `locks` as
     read, new rule set) per replica that changes; () if none does."""
     changes = []
@@ -82,16 +83,19 @@ def _lock_changes(doc: Document, rules_by_se: Mapping[str, set[str]], add: bool
         old = set(replica.get("lock_rules") or ())
         new = old | rules_here if add else old - rules_here
         if new != old:
-            changes.append((i, replica["se"], replica.get("locks"), tuple(sorted(new))))
+            was = replica.get("lock_rules")
+            changes.append((i, replica["se"], replica.get("locks"), None if was is None else tuple(was),
+                            tuple(sorted(new))))
     return tuple(changes)
 
 
-def _lock_update(changes: tuple[tuple[int, str, Any, tuple[str, ...]], ...], lfns: list[str]) -> UpdateMany:
+def _lock_update(changes: tuple[tuple[int, str, Any, Any, tuple[str, ...]], ...], lfns: list[str]) -> UpdateMany:
     guard: dict[str, Any] = {"_id": {"$in": lfns}}
     fields: dict[str, Any] = {}
-    for i, se, count, new in changes:
+    for i, se, count, was, new in changes:
         guard[f"replicas.{i}.se"] = se
         guard[f"replicas.{i}.locks"] = count  # None also matches a replica never locked
+        guard[f"replicas.{i}.lock_rules"] = None if was is None else list(was)  # the set as read, not only its size
         fields[f"replicas.{i}.lock_rules"] = list(new)
         fields[f"replicas.{i}.locks"] = len(new)
     return UpdateMany(guard, {"$set": fields, **increment({"version": 1})})

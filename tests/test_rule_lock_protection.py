@@ -12,6 +12,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from catalogue import change_feed
 from catalogue.files import fetch_files
+from catalogue.replica_locks import replica_states
 from catalogue.replica_removal import remove_retired, retire_replicas
 from kernel.db import Document
 from kernel.settings import Settings
@@ -157,3 +158,25 @@ async def test_the_reapers_removals_tell_the_rules_that_locked_them_without_a_re
     assert listener.reads == 0
     assert [(r["_id"], r["dirty"]) async for r in database["rules"].find({}).sort("_id", 1)] == \
         [("r1", True), ("r2", False)]
+
+
+async def test_a_lock_write_from_a_stale_read_keeps_the_locks_changed_since(
+    database: AsyncDatabase[Document], tmp_path: Path,
+) -> None:
+    """A change of a replica's `lock_rules` was guarded by the count as read, not the list: after
+    rule b's lock was released and d's added (the count back where it was), a write computed from
+    the older read (as `rules.progress` hands over records read ahead) stored {b, c}: d's lock no
+    longer protected its replica, and b's released lock stayed on it for good."""
+    await _setup(database, tmp_path)
+    lfn = LFNS[0]
+
+    def lock(rule_id: str) -> Document:
+        return {"_id": rule_locks.lock_id(rule_id, lfn, "SRC"), "lfn": lfn, "se": "SRC"}
+
+    await rule_locks.change_replica_locks(database, [lock("b")], add=True)
+    read_before = await replica_states(database, [lfn])
+    await rule_locks.change_replica_locks(database, [lock("b")], add=False)
+    await rule_locks.change_replica_locks(database, [lock("d")], add=True)
+    await rule_locks.change_replica_locks(database, [lock("c")], add=True, files=read_before)
+    replica = next(r for r in (await fetch_files(database, [lfn]))[lfn]["replicas"] if r["se"] == "SRC")
+    assert (sorted(replica["lock_rules"]), replica["locks"]) == (["c", "d"], 2), replica
