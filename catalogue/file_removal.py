@@ -36,7 +36,8 @@ from kernel.db import Document, database_errors, read_by_ids
 from kernel.marks import Mark, by_ids
 
 ELSEWHERE_WAIT = 1.0  # seconds a removal waits for another call removing some of its files
-COUNTED_FIELDS = {"replicas.se": 1, "size": 1, REGISTERED_IN: 1}  # what counting a removal reads
+# What counting a removal reads, and the rules that locked its replicas (named in its event).
+COUNTED_FIELDS = {"replicas.se": 1, "replicas.lock_rules": 1, "size": 1, REGISTERED_IN: 1}
 log = logging.getLogger(__name__)
 
 
@@ -58,13 +59,20 @@ async def remove_records(db: AsyncDatabase[Document], lfns: Sequence[str], *, fo
         await asyncio.shield(release(db, claim))
         raise
     await record_files(db, removed.values(), -1)
-    await change_feed.append(db, [change_feed.event("file_removed", lfn) for lfn in removed])
+    await change_feed.append(db, [_removed_event(lfn, doc) for lfn, doc in removed.items()])
     refused = {lfn: still_has_replicas(count) for lfn, count in claim.kept.items()}
     for lfn, since in (await _still_elsewhere(db, claim.elsewhere)).items():
         refused[lfn] = f"file is being removed by another request (since {since.isoformat()}); try again"
     for lfn in claim.moving:
         refused[lfn] = BELOW_A_MOVE
     return set(removed), refused
+
+
+def _removed_event(lfn: str, doc: Document) -> change_feed.Event:
+    """`file_removed`, naming the rules that locked its replicas (a forced removal): they look
+    again, as after a locked replica's removal, instead of staying ok with nothing behind them."""
+    rules = sorted({rule for r in doc.get("replicas", []) for rule in r.get("lock_rules") or ()})
+    return change_feed.event("file_removed", lfn, lock_rules=rules) if rules else change_feed.event("file_removed", lfn)
 
 
 @dataclass

@@ -3,7 +3,8 @@ to or detached from a DID make the rules on it, and on every container above it,
 (`rules.triggers.content_changed`), so that the evaluator places the new content and
 releases what left; a replica removed while rule locks protected it (an administrator's
 override) makes the rules holding those locks `dirty` (the reaper's removals name those rules;
-the others are looked up: `rules.locks.replicas_lost`), so that they copy the file again; a
+the others are looked up: `rules.locks.replicas_lost`), so that they copy the file again, and a
+file removed with locked replicas (forced) makes the rules it names look again; a
 replica that became available wakes the rules with a replicating lock on it
 (`rules.wake.replicas_available`), so they turn ok without waiting for their poll.
 Run by the rule evaluator at the start of each cycle, under the feed's lease.
@@ -33,6 +34,9 @@ async def mark_changed(db: AsyncDatabase[Document], events: list[change_feed.Eve
     # are looked up in the locks
     removals = [e for e in events if e["kind"] == "replica_removed" and "data" in e]
     await make_dirty(db, {rule for e in removals for rule in e["data"].get("lock_rules", ())})
+    # a file removed with its locked replicas (forced) names the rules that locked them
+    await make_dirty(db, {rule for e in events if e["kind"] == "file_removed"
+                          for rule in e.get("data", {}).get("lock_rules", ())})
     removed = {(e["did"], e["data"]["se"]) for e in removals if "lock_rules" not in e["data"]}
     if removed:
         await replicas_lost(db, removed)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from pymongo.asynchronous.database import AsyncDatabase
 
+from catalogue.files import remove_files
 from catalogue.replicas import add_replicas
 from catalogue.storage_elements import StorageElementUpdate, update_storage_element
 from kernel.db import Document
@@ -175,3 +176,30 @@ async def test_an_admin_deletion_of_a_locked_replica_puts_its_lock_back_to_repli
     assert [r.get("locks") for r in doc["replicas"] if r["se"] == "T1-A"] == [1]
     current = await store.get_rule(database, rule["_id"])
     assert (current["locks_ok"], current["locks_replicating"], current["locks_stuck"]) == (4, 0, 0)
+
+
+async def test_a_forced_removal_of_a_locked_file_makes_its_rules_look_again(
+    database: AsyncDatabase[Document], settings: Settings, tmp_path: Path,
+) -> None:
+    """A file removed with `force` while rule locks protected its replicas left those rules ok
+    with nothing behind them: `file_removed` named no rule, and the rules read no such event.
+    The event now names the rules that locked its replicas, and they are evaluated again: the
+    lock of the file that is gone is released, the rule's counts follow."""
+    await tiered_ses(database, tmp_path, tier1=1)
+    lfns = [f"/vo/fr/f{i}" for i in range(3)]
+    await dataset_on_src(database, "vo:fr", lfns)
+    rule = await store.create_rule(database, ADMIN, RuleIn(did="vo:fr", copies=1, expression="tier=1"))
+    fast = rule_settings(settings)
+    await run_until_ok(database, fast, rule["_id"])
+    assert (await store.get_rule(database, rule["_id"]))["locks_ok"] == 3
+    result = await remove_files(database, ADMIN, [lfns[0]], force=True)
+    assert result["successful"][lfns[0]] == {"removed": True}, result
+    await feed.follow(database, "t", lease_s=5)
+    assert (await store.get_rule(database, rule["_id"]))["dirty"] is True
+
+    async def released() -> bool:
+        current = await store.get_rule(database, rule["_id"])
+        return current["locks_ok"] == 2 and not current["dirty"]
+
+    await run_until(released, rule_daemons(fast, database), timeout_s=30)
+    assert await database["rule_locks"].count_documents({"rule": rule["_id"], "lfn": lfns[0]}) == 0
