@@ -131,6 +131,13 @@ class Stager(Daemon):
             "next_poll": rq.now()}}, final=False,
             attempts=request.get("attempts"))
 
+    async def _ask_again(self, request: Document, plugin: TapePlugin, url: str, fields: Document) -> rq.End:
+        """A new bring-online request for a staging request's file, polled after stage_poll_s."""
+        stage_id = await plugin.bring_online([url], pin_lifetime_s=self._lifetime(request))
+        next_poll = rq.now() + dt.timedelta(seconds=self.settings.stage_poll_s)
+        return rq.End(request["_id"], {**fields, "stage.request_id": stage_id, "stage.next_poll": next_poll},
+                      final=False, attempts=request.get("attempts"))
+
     async def _poll(self, request: Document) -> str | rq.End:
         """A `staging` request whose poll is due: online → "done" (a stage request) or "requeued"
         (a transfer); not yet → "poll_later"; else its end (failed, or asked again)."""
@@ -141,9 +148,13 @@ class Stager(Daemon):
                 status = (await plugin.poll_bring_online(stage["request_id"])).get(url, "failed")
             except NotFound:
                 # The tape system forgot the request (restarted): ask again.
-                stage_id = await plugin.bring_online([url], pin_lifetime_s=self._lifetime(request))
-                return rq.End(request["_id"], {"stage.request_id": stage_id, "stage.next_poll": rq.now() + dt.timedelta(
-                    seconds=self.settings.stage_poll_s)}, final=False, attempts=request.get("attempts"))
+                return await self._ask_again(request, plugin, url, {})
+            recalls = int(stage.get("recalls") or 0)
+            if status == "evicted" and recalls < int(request.get("max_attempts") or rq.DEFAULT_MAX_ATTEMPTS):
+                # Staged, then its pin lapsed before a poll saw it online (the stager or the database
+                # was away longer than the pin): the file is still on tape, so it is recalled again.
+                log.warning("%s: its pin lapsed before it was seen online; staging it again", request["lfn"])
+                return await self._ask_again(request, plugin, url, {"stage.recalls": recalls + 1})
         except ServiceUnavailable as exc:  # the tape system is away: its request is polled again later
             log.warning("%s: poll postponed: %s", request["lfn"], exc.message)
             return "poll_later"

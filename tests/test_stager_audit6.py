@@ -1,0 +1,71 @@
+"""The stager against outages and races (sixth audit): a recall whose pin lapsed while no stager
+polled it (the stager killed, or the database away, longer than the pin) is asked again, not
+failed for good; a bring-online whose request was cancelled before the stager or worker could
+record it is released, not left pinned for its lifetime."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from pathlib import Path
+
+from pymongo.asynchronous.database import AsyncDatabase
+
+from kernel.db import Document
+from kernel.settings import Settings
+from tests.fixtures.daemons import DaemonProcesses, daemon_env
+from tests.fixtures.transfers import add_ses, disk_se, fast_settings, put_files, run_until_drained, se_root, tape_se
+from transfers import requests as rq
+from transfers.worker import TransferWorker
+
+# A poll every 1.5 s, a pin of 3 s: the stager is killed after the staging and before its poll,
+# and stays away longer than the pin.
+TIMINGS = {"lease_s": 2, "stage_poll_s": 1.5, "pin_lifetime_s": 3, "idle_sleep_s": 0.1, "retry_base_s": 0.2}
+
+
+def _tape_records(cache: Path) -> list[dict[str, object]]:
+    return [json.loads(p.read_text()) for p in (cache / "requests").glob("*.json")]
+
+
+async def _until(check: object, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not await check():  # type: ignore[operator]
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.05)
+
+
+async def test_a_recall_whose_pin_lapsed_while_the_stager_was_killed_is_asked_again(
+    database: AsyncDatabase[Document], settings: Settings, tmp_path: Path,
+) -> None:
+    tape, dst = tape_se("TAPE", tmp_path / "t", stage_delay_s=0.3), disk_se("DST", tmp_path / "dst")
+    await add_ses(database, tape, dst)
+    contents = await put_files(database, [tape], ["/vo/raw/staged", "/vo/raw/copied"])
+    await rq.submit(database, "stage", [{"lfn": "/vo/raw/staged", "dest_se": "TAPE"}], requester="t")
+    await rq.submit_transfers(database, [{"lfn": "/vo/raw/copied", "dest_se": "DST"}], requester="t")
+    fast = fast_settings(settings, **TIMINGS)
+    (tmp_path / "logs").mkdir()
+    stagers = DaemonProcesses("stager", daemon_env(settings, **TIMINGS), tmp_path / "logs")
+    proc = stagers.start()
+    try:
+        async def stage_started() -> bool:
+            return bool(await database[rq.REQUESTS].count_documents({"state": "staging"}))
+        await _until(stage_started, 20)
+        await TransferWorker(fast, database).run(max_cycles=1)  # the transfer parked in staging too
+
+        async def both_online() -> bool:
+            records = _tape_records(tmp_path / "t" / "cache")
+            return len(records) == 2 and all(set(r["files"].values()) == {"online"} for r in records)  # type: ignore
+        await _until(both_online, 20)
+        staging = await database[rq.REQUESTS].count_documents({"state": "staging"})
+        assert staging == 2, "the stager saw the files online before it was killed: no outage to test"
+        stagers.kill(proc)
+        await asyncio.sleep(4)  # the outage outlasts the pins
+        stagers.start()
+        await run_until_drained(database, TransferWorker(fast, database), timeout_s=60)
+    finally:
+        stagers.stop_all()
+    requests = {r["lfn"]: r for r in await database[rq.REQUESTS].find({}).to_list()}
+    assert {lfn: r["state"] for lfn, r in requests.items()} == {"/vo/raw/staged": "done", "/vo/raw/copied": "done"}, \
+        [(r["state"], r["last_error"]) for r in requests.values()]
+    assert (se_root(dst) / "vo/raw/copied").read_bytes() == contents["/vo/raw/copied"]
