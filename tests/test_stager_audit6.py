@@ -6,8 +6,11 @@ record it is released, not left pinned for its lifetime."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
 import json
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from pymongo.asynchronous.database import AsyncDatabase
@@ -17,6 +20,7 @@ from kernel.settings import Settings
 from tests.fixtures.daemons import DaemonProcesses, daemon_env
 from tests.fixtures.transfers import add_ses, disk_se, fast_settings, put_files, run_until_drained, se_root, tape_se
 from transfers import requests as rq
+from transfers.stager import Stager
 from transfers.worker import TransferWorker
 
 # A poll every 1.5 s, a pin of 3 s: the stager is killed after the staging and before its poll,
@@ -69,3 +73,66 @@ async def test_a_recall_whose_pin_lapsed_while_the_stager_was_killed_is_asked_ag
     assert {lfn: r["state"] for lfn, r in requests.items()} == {"/vo/raw/staged": "done", "/vo/raw/copied": "done"}, \
         [(r["state"], r["last_error"]) for r in requests.values()]
     assert (se_root(dst) / "vo/raw/copied").read_bytes() == contents["/vo/raw/copied"]
+
+
+def _pinned(cache: Path) -> list[dict[str, float]]:
+    """The live pins on the tape's staged copies."""
+    return [pins for p in (cache / "pins").glob("*.json") if (pins := {
+        k: v for k, v in json.loads(p.read_text())["pins"].items() if v > time.time()})]
+
+
+@contextlib.contextmanager
+def tape_lock_held(cache: Path) -> Iterator[None]:
+    """Hold the tape cache's lock (a busy tape system: its bring-online requests wait)."""
+    (cache / "files").mkdir(parents=True, exist_ok=True)
+    with open(cache / "pins.lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+async def test_a_stage_request_cancelled_while_its_recall_is_asked_leaves_no_pin(
+    database: AsyncDatabase[Document], settings: Settings, tmp_path: Path,
+) -> None:
+    tape = tape_se("TAPE", tmp_path / "t", stage_delay_s=0.3)
+    await add_ses(database, tape)
+    await put_files(database, [tape], ["/vo/raw/f"])
+    submitted = await rq.submit(database, "stage", [{"lfn": "/vo/raw/f", "dest_se": "TAPE"}], requester="t")
+    request_id = submitted["successful"]["/vo/raw/f"]
+    stager = Stager(fast_settings(settings), database)
+    cache = tmp_path / "t" / "cache"
+    with tape_lock_held(cache):
+        cycle = asyncio.create_task(stager.run_once())
+
+        async def claimed() -> bool:
+            return bool(await database[rq.REQUESTS].count_documents({"_id": request_id, "state": "active"}))
+        await _until(claimed, 10)
+        assert await rq.cancel(database, {"_id": request_id}) == 1  # the user cancels meanwhile
+    await cycle
+    await stager.run(max_cycles=3)
+    await asyncio.sleep(0.6)  # past the drive time: a recall still asked would be staged and pinned now
+    assert [set(r["files"].values()) for r in _tape_records(cache)] == [{"released"}]
+    assert _pinned(cache) == []
+
+
+async def test_a_transfer_cancelled_while_parked_for_staging_leaves_no_pin(
+    database: AsyncDatabase[Document], settings: Settings, tmp_path: Path,
+) -> None:
+    tape, dst = tape_se("TAPE", tmp_path / "t", stage_delay_s=0.3), disk_se("DST", tmp_path / "dst")
+    await add_ses(database, tape, dst)
+    await put_files(database, [tape], ["/vo/raw/f"])
+    submitted = await rq.submit_transfers(database, [{"lfn": "/vo/raw/f", "dest_se": "DST"}], requester="t")
+    request_id = submitted["successful"]["/vo/raw/f"]
+    worker = TransferWorker(fast_settings(settings, settle_every_s=5), database)
+    try:
+        await worker.run_once()  # claimed, its recall asked, its parking not written yet
+        assert await rq.cancel(database, {"_id": request_id}) == 1
+        await worker.run_once()  # the parking is settled: the request is no longer this worker's
+    finally:
+        await worker.close()
+    await asyncio.sleep(0.6)
+    cache = tmp_path / "t" / "cache"
+    assert [set(r["files"].values()) for r in _tape_records(cache)] == [{"released"}]
+    assert _pinned(cache) == []

@@ -52,6 +52,8 @@ class Stager(Daemon):
         self.credentials = settings.storage_credentials
         self.idle_sleep_s = min(settings.transfers.idle_sleep_s, settings.transfers.stage_poll_s)
         self._ses: dict[str, StorageElement] = {}
+        # The recalls this cycle asked for, by request, until the request's end records them.
+        self._asked: dict[str, tuple[TapePlugin, str, str]] = {}
 
     async def run_once(self) -> int:
         self._ses = {se.name: se for se in await list_storage_elements(self.db)}  # once per cycle
@@ -60,7 +62,7 @@ class Stager(Daemon):
                                       limit=BATCH)
         files = await fetch_files(self.db, {request["lfn"] for request in claimed}) if claimed else {}
         started = [await self._start(request, files.get(request["lfn"])) for request in claimed]
-        await rq.end_many(self.db, started, self.worker)
+        await self._end(started, "active")
         handled += len(claimed)
         staging = await rc.claim_staging_many(self.db, self.worker, lease_s=self.settings.lease_s, limit=BATCH)
         outcomes: dict[str, list[str]] = {"done": [], "requeued": [], "poll_later": []}
@@ -73,10 +75,29 @@ class Stager(Daemon):
                 outcomes[outcome].append(request["_id"])
             handled += 1
         await rq.staged_many(self.db, self.worker, **outcomes, delay_s=self.settings.stage_poll_s)
-        await rq.end_many(self.db, ended, self.worker, from_state="staging")
+        await self._end(ended, "staging")
         for request in await rq.releases_asked(self.db, BATCH):
             handled += await self._release(request)
         return handled
+
+    async def _end(self, ends: list[rq.End], from_state: str) -> None:
+        """End held requests (`requests.end_many`); a recall asked for a request that is no longer
+        this stager's (cancelled meanwhile, or taken over after its lease ran out) is released at
+        once: its end, which would have recorded it, did not take, so nobody else would."""
+        asked = {end.request_id: self._asked.pop(end.request_id) for end in ends if end.request_id in self._asked}
+        ended = await rq.end_many(self.db, ends, self.worker, from_state=from_state)
+        for request_id, (plugin, url, stage_id) in asked.items():
+            if request_id not in ended:
+                try:
+                    await plugin.release(url, request_id=stage_id)
+                except CairnError as exc:
+                    log.warning("%s: recall %s not released (its pin lapses): %s", url, stage_id, exc.message)
+
+    async def _bring_online(self, request: Document, plugin: TapePlugin, url: str) -> str:
+        """Ask the tape SE to recall url for request (noted until the request's end records it)."""
+        stage_id = await plugin.bring_online([url], pin_lifetime_s=self._lifetime(request))
+        self._asked[request["_id"]] = (plugin, url, stage_id)
+        return stage_id
 
     async def _release(self, request: Document) -> bool:
         """Drop the pin of a released or cancelled request (idempotent: two stagers may both do it); False
@@ -120,7 +141,7 @@ class Stager(Daemon):
             return _failed(request, replaced.message, replaced.reason)
         try:
             plugin, url = await self._tape_url(se_name, storage_lfn(lfn, replica), replica.get("url"))
-            stage_id = await plugin.bring_online([url], pin_lifetime_s=self._lifetime(request))
+            stage_id = await self._bring_online(request, plugin, url)
         except ServiceUnavailable as exc:  # the tape system is away: asked again after a backoff
             return rq.failure_end(request, classify(exc), base_s=self.settings.retry_base_s,
                                   cap_s=self.settings.retry_cap_s)
@@ -133,7 +154,7 @@ class Stager(Daemon):
 
     async def _ask_again(self, request: Document, plugin: TapePlugin, url: str, fields: Document) -> rq.End:
         """A new bring-online request for a staging request's file, polled after stage_poll_s."""
-        stage_id = await plugin.bring_online([url], pin_lifetime_s=self._lifetime(request))
+        stage_id = await self._bring_online(request, plugin, url)
         next_poll = rq.now() + dt.timedelta(seconds=self.settings.stage_poll_s)
         return rq.End(request["_id"], {**fields, "stage.request_id": stage_id, "stage.next_poll": next_poll},
                       final=False, attempts=request.get("attempts"))
