@@ -97,7 +97,8 @@ class TapePlugin(StoragePlugin):
 
     async def delete(self, url: str) -> None:
         await self._disk.delete(self._on_tape(url))
-        await asyncio.to_thread(self._release, url, None)
+        with mapped_os_errors(url):
+            await asyncio.to_thread(self._release, url, None)
 
     async def mkdir(self, url: str) -> None:
         await self._disk.mkdir(self._on_tape(url))
@@ -168,7 +169,8 @@ class TapePlugin(StoragePlugin):
         yet is not staged at all (as SRM's abort). True if the copy stays pinned."""
         # An id that cannot be one is refused here, not ignored.
         request_file = self._request_file(request_id) if request_id is not None else None
-        return await asyncio.to_thread(self._release, url, request_id, request_file)
+        with mapped_os_errors(url):  # the cache's disk full or failing: unavailable, not a crash
+            return await asyncio.to_thread(self._release, url, request_id, request_file)
 
     def _release(self, url: str, request_id: str | None, request_file: Path | None = None) -> bool:
         with self.pins.locked():
@@ -183,7 +185,8 @@ class TapePlugin(StoragePlugin):
 
     async def evict_expired(self) -> builtins.list[str]:
         """Remove staged copies whose pins have expired (or were released); returns their URLs."""
-        return await asyncio.to_thread(self._evict_expired)
+        with mapped_os_errors("the tape SE's disk cache"):
+            return await asyncio.to_thread(self._evict_expired)
 
     def _evict_expired(self) -> builtins.list[str]:
         evicted: builtins.list[str] = []

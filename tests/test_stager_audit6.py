@@ -9,10 +9,13 @@ import asyncio
 import contextlib
 import fcntl
 import json
+import os
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
 from pymongo.asynchronous.database import AsyncDatabase
 
 from kernel.db import Document
@@ -136,3 +139,41 @@ async def test_a_transfer_cancelled_while_parked_for_staging_leaves_no_pin(
     cache = tmp_path / "t" / "cache"
     assert [set(r["files"].values()) for r in _tape_records(cache)] == [{"released"}]
     assert _pinned(cache) == []
+
+
+@contextlib.contextmanager
+def small_tmpfs(where: Path) -> Iterator[Path]:
+    """A 256 KiB tmpfs mounted at `where`."""
+    where.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(where)], check=True)
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], check=False)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounts a small tmpfs (root)")
+async def test_a_release_on_a_tape_whose_cache_is_full_waits_and_others_go_on(
+    database: AsyncDatabase[Document], settings: Settings, tmp_path: Path,
+) -> None:
+    with small_tmpfs(tmp_path / "full" / "cache") as full_cache:
+        full, ok = tape_se("FULL", tmp_path / "full", stage_delay_s=0.1), tape_se("OK", tmp_path / "ok")
+        await add_ses(database, full, ok)
+        await put_files(database, [full, ok], ["/vo/raw/f"])
+        fast = fast_settings(settings)
+        for requester, se in (("alice", "FULL"), ("bob", "FULL"), ("carol", "OK")):
+            # Two pins on FULL's copy, one after the other: releasing one rewrites the other's.
+            await rq.submit(database, "stage", [{"lfn": "/vo/raw/f", "dest_se": se}], requester=requester)
+            await run_until_drained(database, Stager(fast, database), timeout_s=30)
+        with (full_cache / "filler").open("wb") as out, contextlib.suppress(OSError):
+            out.write(b"\0" * (1 << 20))  # FULL's cache fills up
+        assert await rq.ask_release(database, {"requester": {"$in": ["alice", "carol"]}}) == 2
+        stager = Stager(fast, database)
+        for _ in range(3):
+            await stager.run_once()  # raised the cache's OSError at every cycle, before any later release
+        released = {r["requester"]: r["release"] for r in await database[rq.REQUESTS].find({"release": {
+            "$exists": True}}).to_list()}
+        assert released == {"alice": "asked", "carol": "released"}
+        (full_cache / "filler").unlink()
+        await stager.run_once()
+        assert await database[rq.REQUESTS].count_documents({"release": "released"}) == 2
