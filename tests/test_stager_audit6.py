@@ -23,6 +23,7 @@ from kernel.settings import Settings
 from tests.fixtures.daemons import DaemonProcesses, daemon_env
 from tests.fixtures.transfers import add_ses, disk_se, fast_settings, put_files, run_until_drained, se_root, tape_se
 from transfers import requests as rq
+from transfers import stager as stager_module
 from transfers.stager import Stager
 from transfers.worker import TransferWorker
 
@@ -142,10 +143,10 @@ async def test_a_transfer_cancelled_while_parked_for_staging_leaves_no_pin(
 
 
 @contextlib.contextmanager
-def small_tmpfs(where: Path) -> Iterator[Path]:
-    """A 256 KiB tmpfs mounted at `where`."""
+def small_tmpfs(where: Path, size: str = "256k") -> Iterator[Path]:
+    """A small tmpfs mounted at `where`."""
     where.mkdir(parents=True, exist_ok=True)
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(where)], check=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)], check=True)
     try:
         yield where
     finally:
@@ -177,3 +178,30 @@ async def test_a_release_on_a_tape_whose_cache_is_full_waits_and_others_go_on(
         (full_cache / "filler").unlink()
         await stager.run_once()
         assert await database[rq.REQUESTS].count_documents({"release": "released"}) == 2
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounts a small tmpfs (root)")
+async def test_releases_on_a_tape_whose_cache_is_full_do_not_hold_up_another_tapes(
+    database: AsyncDatabase[Document], settings: Settings, tmp_path: Path,
+) -> None:
+    with small_tmpfs(tmp_path / "full" / "cache", size="8m") as full_cache:
+        full, ok = tape_se("FULL", tmp_path / "full", stage_delay_s=0), tape_se("OK", tmp_path / "ok")
+        await add_ses(database, full, ok)
+        lfns = [f"/vo/raw/f{i:03d}" for i in range(stager_module.BATCH + 1)]
+        await put_files(database, [full], lfns, size=16)
+        await put_files(database, [ok], ["/vo/raw/ok"], size=16)
+        fast = fast_settings(settings)
+        for requester in ("alice", "bob"):  # two pins on each of FULL's copies: releasing one rewrites the other
+            await rq.submit(database, "stage", [{"lfn": lfn, "dest_se": "FULL"} for lfn in lfns], requester=requester)
+            await run_until_drained(database, Stager(fast, database), timeout_s=60)
+        await rq.submit(database, "stage", [{"lfn": "/vo/raw/ok", "dest_se": "OK"}], requester="carol")
+        await run_until_drained(database, Stager(fast, database), timeout_s=30)
+        with (full_cache / "filler").open("wb") as out, contextlib.suppress(OSError):
+            out.write(b"\\0" * (16 << 20))  # FULL's cache fills up
+        assert await rq.ask_release(database, {"requester": {"$in": ["alice", "carol"]}}) == len(lfns) + 1
+        stager = Stager(fast, database)
+        for _ in range(3):
+            await stager.run_once()
+        carol = await database[rq.REQUESTS].find_one({"requester": "carol"})
+        assert carol is not None and carol["release"] == "released"
+        assert await database[rq.REQUESTS].count_documents({"release": "asked"}) == len(lfns)

@@ -40,6 +40,7 @@ from transfers.failures import classify, file_replaced
 log = logging.getLogger("cairn.stager")
 
 BATCH = 100
+RELEASE_LOOKS = 4  # looks for releases a cycle, each leaving out the tape SEs found away
 
 
 class Stager(Daemon):
@@ -76,8 +77,24 @@ class Stager(Daemon):
             handled += 1
         await rq.staged_many(self.db, self.worker, **outcomes, delay_s=self.settings.stage_poll_s)
         await self._end(ended, "staging")
-        for request in await rq.releases_asked(self.db, BATCH):
-            handled += await self._release(request)
+        return handled + await self._releases()
+
+    async def _releases(self) -> int:
+        """Release what was asked; a tape SE found away is left out of the next look (a few a
+        cycle), so that its releases, waiting for it, do not hold up the other tapes' behind them."""
+        handled, away = 0, set[str]()
+        for _ in range(RELEASE_LOOKS):
+            found_away = False
+            for request in await rq.releases_asked(self.db, BATCH, skip_ses=sorted(away)):
+                if (se := (request.get("stage") or {}).get("se")) in away:
+                    continue
+                if await self._release(request):
+                    handled += 1
+                else:
+                    away.add(str(se))
+                    found_away = True
+            if not found_away:
+                break
         return handled
 
     async def _end(self, ends: list[rq.End], from_state: str) -> None:
