@@ -26,7 +26,7 @@ from urllib.parse import unquote, urlsplit
 import aiofiles.os
 from pydantic import Field
 
-from kernel.errors import InvalidInput, NotFound
+from kernel.errors import InvalidInput, NotFound, ServiceUnavailable
 from storage_plugins.base import FileInfo, PluginOptions, StoragePlugin, WriteResult
 from storage_plugins.errors import NotOnline
 from storage_plugins.posix import PosixPlugin, file_url, mapped_os_errors
@@ -213,7 +213,8 @@ class TapePlugin(StoragePlugin):
     async def _stage_later(self, request_id: str) -> None:
         try:
             await asyncio.sleep(self.options.stage_delay_s)
-            await self._stage(request_id)
+            with contextlib.suppress(ServiceUnavailable):  # its files stay queued: a poll stages them
+                await self._stage(request_id)
         finally:
             self._tasks.pop(request_id, None)
 
@@ -233,10 +234,10 @@ class TapePlugin(StoragePlugin):
             if status != "queued":
                 continue
             cached = self._cached(url)
+            partial = cached.with_name(f".{cached.name}.{uuid.uuid4().hex[:8]}.staging")
             try:
                 with mapped_os_errors(url):
                     cached.parent.mkdir(parents=True, exist_ok=True)
-                    partial = cached.with_name(f".{cached.name}.{uuid.uuid4().hex[:8]}.staging")
                     shutil.copyfile(tape_path(url), partial)
                     # The copy and its pin appear together: eviction never sees one without the
                     # other; and not at all for a file released meanwhile.
@@ -249,9 +250,15 @@ class TapePlugin(StoragePlugin):
                         self.pins.add(str(tape_path(url)), request_id, time.time() + record["pin_lifetime_s"])
                 record["files"][url] = "online"
             except Exception as exc:
-                record["files"][url] = "failed"
+                # A partial copy is never evicted (eviction skips them): it goes now. A cache that
+                # is full or failing is waited for: the file stays queued, staged at a later poll.
+                with contextlib.suppress(OSError):
+                    partial.unlink(missing_ok=True)
+                if not isinstance(exc, ServiceUnavailable):
+                    record["files"][url] = "failed"
                 record.setdefault("errors", {})[url] = str(exc)
-        with self.pins.locked():  # keep what a release marked while the files were copied
+        with self.pins.locked(), mapped_os_errors(f"bring-online request {request_id}"):
+            # Keep what a release marked while the files were copied.
             current = read_json(path) or {"files": {}}
             for url, status in current["files"].items():
                 if status == "released":

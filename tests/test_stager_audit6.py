@@ -205,3 +205,27 @@ async def test_releases_on_a_tape_whose_cache_is_full_do_not_hold_up_another_tap
         carol = await database[rq.REQUESTS].find_one({"requester": "carol"})
         assert carol is not None and carol["release"] == "released"
         assert await database[rq.REQUESTS].count_documents({"release": "asked"}) == len(lfns)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounts a small tmpfs (root)")
+async def test_a_recall_that_meets_a_full_tape_cache_waits_for_room_and_leaves_no_partial_copy(
+    database: AsyncDatabase[Document], settings: Settings, tmp_path: Path,
+) -> None:
+    with small_tmpfs(tmp_path / "t" / "cache", size="512k") as cache:
+        tape = tape_se("TAPE", tmp_path / "t", stage_delay_s=0.1)
+        await add_ses(database, tape)
+        await put_files(database, [tape], ["/vo/raw/big"], size=400 * 1024)
+        filler = cache / "filler"
+        filler.write_bytes(b"\0" * (256 * 1024))  # room for the request's record, not for the file
+        await rq.submit(database, "stage", [{"lfn": "/vo/raw/big", "dest_se": "TAPE"}], requester="t")
+        stager = Stager(fast_settings(settings), database)
+        for _ in range(5):
+            await stager.run_once()
+            await asyncio.sleep(0.2)
+        waiting = await database[rq.REQUESTS].find_one({})
+        assert waiting is not None and waiting["state"] == "staging", waiting
+        assert [p.name for p in (cache / "files").rglob("*") if p.is_file()] == []  # no partial copy left
+        filler.unlink()  # room again
+        await run_until_drained(database, stager, timeout_s=30)
+        done = await database[rq.REQUESTS].find_one({})
+        assert done is not None and done["state"] == "done", done
