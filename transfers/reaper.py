@@ -42,7 +42,7 @@ from transfers import request_claims as rc
 from transfers import requests as rq
 from transfers.dark_data import StillInUse, delete_dark
 from transfers.deletion import Deletion, delete_replicas, protection
-from transfers.failures import FILE_REPLACED, classify
+from transfers.failures import FILE_REPLACED, backoff_s, classify
 
 log = logging.getLogger("cairn.reaper")
 
@@ -165,9 +165,22 @@ class Reaper(Daemon):
         ends += [rq.End(rid, rq.done_fields({"deleted": names}), final=True) for rid, names in outcome.done.items()]
         ends += [_failed(by_id[rid], reason, "refused") for rid, reason in outcome.refused.items()]
         ends += [_failed(by_id[rid], reason, FILE_REPLACED) for rid, reason in outcome.replaced.items()]
-        ends += [rq.failure_end(by_id[rid], classify(exc), base_s=self.settings.retry_base_s,
-                                cap_s=self.settings.retry_cap_s) for rid, exc in outcome.failed.items()]
+        ends += [self._failed_deletion(by_id[rid], exc) for rid, exc in outcome.failed.items()]
         await rq.end_many(self.db, ends, self.worker)
+
+    def _failed_deletion(self, request: Document, exc: CairnError) -> rq.End:
+        """A deletion whose replicas are retired (unreadable) but whose bytes could not be deleted:
+        tried again after a backoff, also once its attempts are used up unless the failure is
+        permanent (the SE away a while): giving up would leave the replicas retired for good."""
+        failure = classify(exc)
+        base_s, cap_s = self.settings.retry_base_s, self.settings.retry_cap_s
+        end = rq.failure_end(request, failure, base_s=base_s, cap_s=cap_s)
+        if not end.final or failure.permanent:
+            return end
+        delay = backoff_s(int(request.get("attempts", 1)), base_s=base_s, cap_s=cap_s)
+        return rq.End(request["_id"], {"state": "queued", "last_error": failure.message, "error_class": failure.reason,
+                                       "not_before": rq.now() + dt.timedelta(seconds=delay)},
+                      final=False, attempts=request.get("attempts"))
 
     async def _delete_dark(self, request: Document, se: StorageElement | None) -> None:
         """A dark file an operator asked to delete (`transfers.dark_data`)."""
