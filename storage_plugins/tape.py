@@ -26,7 +26,7 @@ from urllib.parse import unquote, urlsplit
 import aiofiles.os
 from pydantic import Field
 
-from kernel.errors import InvalidInput, NotFound
+from kernel.errors import InvalidInput, NotFound, ServiceUnavailable
 from storage_plugins.base import FileInfo, PluginOptions, StoragePlugin, WriteResult
 from storage_plugins.errors import NotOnline
 from storage_plugins.posix import PosixPlugin, file_url, mapped_os_errors
@@ -97,7 +97,8 @@ class TapePlugin(StoragePlugin):
 
     async def delete(self, url: str) -> None:
         await self._disk.delete(self._on_tape(url))
-        await asyncio.to_thread(self._release, url, None)
+        with mapped_os_errors(url):
+            await asyncio.to_thread(self._release, url, None)
 
     async def mkdir(self, url: str) -> None:
         await self._disk.mkdir(self._on_tape(url))
@@ -168,7 +169,8 @@ class TapePlugin(StoragePlugin):
         yet is not staged at all (as SRM's abort). True if the copy stays pinned."""
         # An id that cannot be one is refused here, not ignored.
         request_file = self._request_file(request_id) if request_id is not None else None
-        return await asyncio.to_thread(self._release, url, request_id, request_file)
+        with mapped_os_errors(url):  # the cache's disk full or failing: unavailable, not a crash
+            return await asyncio.to_thread(self._release, url, request_id, request_file)
 
     def _release(self, url: str, request_id: str | None, request_file: Path | None = None) -> bool:
         with self.pins.locked():
@@ -183,7 +185,8 @@ class TapePlugin(StoragePlugin):
 
     async def evict_expired(self) -> builtins.list[str]:
         """Remove staged copies whose pins have expired (or were released); returns their URLs."""
-        return await asyncio.to_thread(self._evict_expired)
+        with mapped_os_errors("the tape SE's disk cache"):
+            return await asyncio.to_thread(self._evict_expired)
 
     def _evict_expired(self) -> builtins.list[str]:
         evicted: builtins.list[str] = []
@@ -210,7 +213,8 @@ class TapePlugin(StoragePlugin):
     async def _stage_later(self, request_id: str) -> None:
         try:
             await asyncio.sleep(self.options.stage_delay_s)
-            await self._stage(request_id)
+            with contextlib.suppress(ServiceUnavailable):  # its files stay queued: a poll stages them
+                await self._stage(request_id)
         finally:
             self._tasks.pop(request_id, None)
 
@@ -230,10 +234,10 @@ class TapePlugin(StoragePlugin):
             if status != "queued":
                 continue
             cached = self._cached(url)
+            partial = cached.with_name(f".{cached.name}.{uuid.uuid4().hex[:8]}.staging")
             try:
                 with mapped_os_errors(url):
                     cached.parent.mkdir(parents=True, exist_ok=True)
-                    partial = cached.with_name(f".{cached.name}.{uuid.uuid4().hex[:8]}.staging")
                     shutil.copyfile(tape_path(url), partial)
                     # The copy and its pin appear together: eviction never sees one without the
                     # other; and not at all for a file released meanwhile.
@@ -246,9 +250,15 @@ class TapePlugin(StoragePlugin):
                         self.pins.add(str(tape_path(url)), request_id, time.time() + record["pin_lifetime_s"])
                 record["files"][url] = "online"
             except Exception as exc:
-                record["files"][url] = "failed"
+                # A partial copy is never evicted (eviction skips them): it goes now. A cache that
+                # is full or failing is waited for: the file stays queued, staged at a later poll.
+                with contextlib.suppress(OSError):
+                    partial.unlink(missing_ok=True)
+                if not isinstance(exc, ServiceUnavailable):
+                    record["files"][url] = "failed"
                 record.setdefault("errors", {})[url] = str(exc)
-        with self.pins.locked():  # keep what a release marked while the files were copied
+        with self.pins.locked(), mapped_os_errors(f"bring-online request {request_id}"):
+            # Keep what a release marked while the files were copied.
             current = read_json(path) or {"files": {}}
             for url, status in current["files"].items():
                 if status == "released":

@@ -28,7 +28,7 @@ from transfers import destination, failed_copies, link_stats
 from transfers import requests as rq
 from transfers.endpoints import endpoints
 from transfers.failures import Failure, classify
-from transfers.transfer import Context, Copied, Failed, Job, count_earlier_copy, release_pin
+from transfers.transfer import Context, Copied, Failed, Job, count_earlier_copy, release_pin, release_recall
 
 log = logging.getLogger("cairn.transfers")
 
@@ -176,5 +176,9 @@ async def finish_cycle(ctx: Context, cycle: Cycle, *, db_commands: int = 0) -> l
             await rq.count_unfinished_copy(ctx.db, copied.job.id)
     await asyncio.gather(*(release_pin(ctx, job) for job in [*(c.job for c in good), *cycle.already_there]
                            if job.id in ended))
+    # A recall asked for a request no longer this worker's (cancelled, or taken over) is recorded
+    # nowhere: its parking did not take. Released now, else it stayed pinned for its lifetime.
+    await asyncio.gather(*(release_recall(ctx, job.source.se if job.source else None, stage, job.lfn)
+                           for job, stage in cycle.parked if job.id not in ended))
     return [*((c.job, True) for c in good), *((job, True) for job in cycle.already_there),
             *((f.job, False) for f in cycle.failures)]

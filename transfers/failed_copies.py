@@ -22,13 +22,14 @@ from dataclasses import dataclass
 
 from catalogue.replica_health import report_suspicious
 from catalogue.replicas import set_replica_status
+from catalogue.storage_paths import storage_lfn
 from kernel.errors import CairnError, NotFound
 from storage_plugins.registry import plugin_for
 from transfers import destination, link_stats
 from transfers import requests as rq
-from transfers.endpoints import endpoints
+from transfers.endpoints import Endpoint, endpoints
 from transfers.failures import CHECKSUM, SOURCE_MISSING, TRANSFER_FAILED, Failure
-from transfers.transfer import Context, Failed, Job, release_pin
+from transfers.transfer import Context, Failed, Job, dest_endpoint, release_pin
 
 log = logging.getLogger("cairn.transfers")
 
@@ -114,7 +115,22 @@ async def decide(ctx: Context, failures: Sequence[Failed]) -> list[Decided]:
     await destination.discard_many(ctx.db, [
         (f.job.lfn, f.job.dest.name, f.job.dest_eps[0] if f.job.dest_eps else None)
         for f in failures if f.attempted and f.job.dest is not None])
-    return [await _decide(ctx, failed) for failed in failures]
+    decided = [await _decide(ctx, failed) for failed in failures]
+    # A request failing for good before its copy was tried (no source left, say), whose earlier
+    # attempt registered a `copying` replica and was killed: that replica goes too. Its end unsets
+    # the request's flag, by which `transfer.sweep_ended` finds such replicas: nothing else would.
+    await destination.discard_many(ctx.db, [_left_by_earlier_attempt(ctx, d.failed.job) for d in decided
+                                            if d.end.final and not d.failed.attempted
+                                            and d.failed.job.request.get("copying_replica")
+                                            and d.failed.job.dest is not None and d.failed.job.file is not None])
+    return decided
+
+
+def _left_by_earlier_attempt(ctx: Context, job: Job) -> tuple[str, str, Endpoint | None]:
+    """`discard_many`'s target for the replica an earlier attempt of job registered (at its path)."""
+    assert job.dest is not None and job.file is not None
+    there = next((r for r in job.file.get("replicas", []) if r.get("se") == job.dest.name), None)
+    return job.lfn, job.dest.name, dest_endpoint(ctx, job.dest, storage_lfn(job.lfn, there or {}))
 
 
 async def after_end(ctx: Context, decided: Sequence[Decided], ended: set[str]) -> list[link_stats.Outcome]:

@@ -30,6 +30,7 @@ import time
 from pymongo.asynchronous.database import AsyncDatabase
 
 from catalogue.files import FILES, fetch_files
+from catalogue.replica_removal import REMOVAL, being_removed
 from catalogue.storage_elements import StorageElement, list_storage_elements
 from catalogue.usage import se_bytes
 from kernel import lease
@@ -41,7 +42,7 @@ from transfers import request_claims as rc
 from transfers import requests as rq
 from transfers.dark_data import StillInUse, delete_dark
 from transfers.deletion import Deletion, delete_replicas, protection
-from transfers.failures import FILE_REPLACED, classify
+from transfers.failures import FILE_REPLACED, backoff_s, classify
 
 log = logging.getLogger("cairn.reaper")
 
@@ -62,8 +63,9 @@ async def used_bytes(db: AsyncDatabase[Document], se: str) -> int:
 
 async def eviction_candidates(db: AsyncDatabase[Document], se: str, *, limit: int) -> list[Document]:
     """Available, unprotected replicas on se that are not their file's last available copy,
-    least recently used first: `{lfn, size, last_used}`, the `limit` first of them. One pass over
-    the SE's files, keeping only those `limit` (a heap): memory does not grow with the SE."""
+    least recently used first, after those an abandoned deletion left retired (`_abandoned`):
+    `{lfn, size, last_used}`, the `limit` first of them. One pass over the SE's files, keeping
+    only those `limit` (a heap): memory does not grow with the SE."""
     at = dt.datetime.now(dt.UTC)
     kept: list[tuple[float, int, Document]] = []  # the least recently used so far; kept[0] the most recent
     seen = 0
@@ -71,19 +73,26 @@ async def eviction_candidates(db: AsyncDatabase[Document], se: str, *, limit: in
     async for doc in iterate(db[FILES].find({"replicas.se": se}, {"replicas": 1, "size": 1})):
         replicas = doc.get("replicas", [])
         mine = next((r for r in replicas if r.get("se") == se), None)
-        if mine is None or mine.get("status") != "available" or protection(mine, at):
+        if mine is None or not (mine.get("status") == "available" or _abandoned(mine, at)) or protection(mine, at):
             continue
         if not any(r.get("se") != se and r.get("status") == "available" for r in replicas):
             continue
         last_used = mine.get("accessed") or mine.get("created") or at
-        entry = (-last_used.timestamp(), seen, {"lfn": doc["_id"], "size": int(doc.get("size", 0)),
-                                                 "last_used": last_used})
+        # An abandoned one first: unreadable already, its bytes still on the SE and in its usage.
+        rank = float("inf") if _abandoned(mine, at) else -last_used.timestamp()
+        entry = (rank, seen, {"lfn": doc["_id"], "size": int(doc.get("size", 0)), "last_used": last_used})
         seen += 1
         if len(kept) < limit:
             heapq.heappush(kept, entry)
         elif entry[0] > kept[0][0]:
             heapq.heapreplace(kept, entry)
     return [candidate for _, _, candidate in sorted(kept, key=lambda e: (-e[0], e[1]))]
+
+
+def _abandoned(replica: Document, at: dt.datetime) -> bool:
+    """Retired by a deletion that gave up (its bytes could not be deleted: the SE was down, say)
+    longer ago than any live deletion lasts: nothing else would delete it, nor read it again."""
+    return replica.get("status") == "unavailable" and bool(replica.get(REMOVAL)) and not being_removed(replica, at)
 
 
 def _failed(request: Document, error: str, error_class: str) -> rq.End:
@@ -156,9 +165,22 @@ class Reaper(Daemon):
         ends += [rq.End(rid, rq.done_fields({"deleted": names}), final=True) for rid, names in outcome.done.items()]
         ends += [_failed(by_id[rid], reason, "refused") for rid, reason in outcome.refused.items()]
         ends += [_failed(by_id[rid], reason, FILE_REPLACED) for rid, reason in outcome.replaced.items()]
-        ends += [rq.failure_end(by_id[rid], classify(exc), base_s=self.settings.retry_base_s,
-                                cap_s=self.settings.retry_cap_s) for rid, exc in outcome.failed.items()]
+        ends += [self._failed_deletion(by_id[rid], exc) for rid, exc in outcome.failed.items()]
         await rq.end_many(self.db, ends, self.worker)
+
+    def _failed_deletion(self, request: Document, exc: CairnError) -> rq.End:
+        """A deletion whose replicas are retired (unreadable) but whose bytes could not be deleted:
+        tried again after a backoff, also once its attempts are used up unless the failure is
+        permanent (the SE away a while): giving up would leave the replicas retired for good."""
+        failure = classify(exc)
+        base_s, cap_s = self.settings.retry_base_s, self.settings.retry_cap_s
+        end = rq.failure_end(request, failure, base_s=base_s, cap_s=cap_s)
+        if not end.final or failure.permanent:
+            return end
+        delay = backoff_s(int(request.get("attempts", 1)), base_s=base_s, cap_s=cap_s)
+        return rq.End(request["_id"], {"state": "queued", "last_error": failure.message, "error_class": failure.reason,
+                                       "not_before": rq.now() + dt.timedelta(seconds=delay)},
+                      final=False, attempts=request.get("attempts"))
 
     async def _delete_dark(self, request: Document, se: StorageElement | None) -> None:
         """A dark file an operator asked to delete (`transfers.dark_data`)."""

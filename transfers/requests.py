@@ -526,13 +526,17 @@ async def ask_release(db: AsyncDatabase[Document], query: dict[str, Any]) -> int
     return result.modified_count
 
 
-async def releases_asked(db: AsyncDatabase[Document], limit: int) -> list[Document]:
-    """Requests whose pin a user asked to release: from `requests_release` under INDEX_ORDER (`release`
-    is a string or absent), since the stager asks at every cycle, once a second when idle (a scan
-    of a 100k-request history cost the embedded database 0.3 CPU-s each time)."""
+async def releases_asked(db: AsyncDatabase[Document], limit: int, *,
+                         skip_ses: Sequence[str] = ()) -> list[Document]:
+    """Requests whose pin a user asked to release (but those on `skip_ses`, tape SEs found away):
+    from `requests_release` under INDEX_ORDER (`release` is a string or absent), since the stager
+    asks at every cycle, once a second when idle (a scan of a 100k-request history cost the
+    embedded database 0.3 CPU-s each time)."""
+    query: dict[str, Any] = {"release": "asked"}
+    if skip_ses:
+        query["stage.se"] = {"$nin": list(skip_ses)}
     with database_errors():
-        return await db[REQUESTS].find({"release": "asked"}, {"lfn": 1, "stage": 1}, comment=INDEX_ORDER) \
-            .limit(limit).to_list()
+        return await db[REQUESTS].find(query, {"lfn": 1, "stage": 1}, comment=INDEX_ORDER).limit(limit).to_list()
 
 
 async def released(db: AsyncDatabase[Document], request_id: str, outcome: str) -> None:

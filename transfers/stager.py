@@ -40,6 +40,7 @@ from transfers.failures import classify, file_replaced
 log = logging.getLogger("cairn.stager")
 
 BATCH = 100
+RELEASE_LOOKS = 4  # looks for releases a cycle, each leaving out the tape SEs found away
 
 
 class Stager(Daemon):
@@ -52,6 +53,8 @@ class Stager(Daemon):
         self.credentials = settings.storage_credentials
         self.idle_sleep_s = min(settings.transfers.idle_sleep_s, settings.transfers.stage_poll_s)
         self._ses: dict[str, StorageElement] = {}
+        # The recalls this cycle asked for, by request, until the request's end records them.
+        self._asked: dict[str, tuple[TapePlugin, str, str]] = {}
 
     async def run_once(self) -> int:
         self._ses = {se.name: se for se in await list_storage_elements(self.db)}  # once per cycle
@@ -60,7 +63,7 @@ class Stager(Daemon):
                                       limit=BATCH)
         files = await fetch_files(self.db, {request["lfn"] for request in claimed}) if claimed else {}
         started = [await self._start(request, files.get(request["lfn"])) for request in claimed]
-        await rq.end_many(self.db, started, self.worker)
+        await self._end(started, "active")
         handled += len(claimed)
         staging = await rc.claim_staging_many(self.db, self.worker, lease_s=self.settings.lease_s, limit=BATCH)
         outcomes: dict[str, list[str]] = {"done": [], "requeued": [], "poll_later": []}
@@ -73,10 +76,45 @@ class Stager(Daemon):
                 outcomes[outcome].append(request["_id"])
             handled += 1
         await rq.staged_many(self.db, self.worker, **outcomes, delay_s=self.settings.stage_poll_s)
-        await rq.end_many(self.db, ended, self.worker, from_state="staging")
-        for request in await rq.releases_asked(self.db, BATCH):
-            handled += await self._release(request)
+        await self._end(ended, "staging")
+        return handled + await self._releases()
+
+    async def _releases(self) -> int:
+        """Release what was asked; a tape SE found away is left out of the next look (a few a
+        cycle), so that its releases, waiting for it, do not hold up the other tapes' behind them."""
+        handled, away = 0, set[str]()
+        for _ in range(RELEASE_LOOKS):
+            found_away = False
+            for request in await rq.releases_asked(self.db, BATCH, skip_ses=sorted(away)):
+                if (se := (request.get("stage") or {}).get("se")) in away:
+                    continue
+                if await self._release(request):
+                    handled += 1
+                else:
+                    away.add(str(se))
+                    found_away = True
+            if not found_away:
+                break
         return handled
+
+    async def _end(self, ends: list[rq.End], from_state: str) -> None:
+        """End held requests (`requests.end_many`); a recall asked for a request that is no longer
+        this stager's (cancelled meanwhile, or taken over after its lease ran out) is released at
+        once: its end, which would have recorded it, did not take, so nobody else would."""
+        asked = {end.request_id: self._asked.pop(end.request_id) for end in ends if end.request_id in self._asked}
+        ended = await rq.end_many(self.db, ends, self.worker, from_state=from_state)
+        for request_id, (plugin, url, stage_id) in asked.items():
+            if request_id not in ended:
+                try:
+                    await plugin.release(url, request_id=stage_id)
+                except CairnError as exc:
+                    log.warning("%s: recall %s not released (its pin lapses): %s", url, stage_id, exc.message)
+
+    async def _bring_online(self, request: Document, plugin: TapePlugin, url: str) -> str:
+        """Ask the tape SE to recall url for request (noted until the request's end records it)."""
+        stage_id = await plugin.bring_online([url], pin_lifetime_s=self._lifetime(request))
+        self._asked[request["_id"]] = (plugin, url, stage_id)
+        return stage_id
 
     async def _release(self, request: Document) -> bool:
         """Drop the pin of a released or cancelled request (idempotent: two stagers may both do it); False
@@ -120,7 +158,7 @@ class Stager(Daemon):
             return _failed(request, replaced.message, replaced.reason)
         try:
             plugin, url = await self._tape_url(se_name, storage_lfn(lfn, replica), replica.get("url"))
-            stage_id = await plugin.bring_online([url], pin_lifetime_s=self._lifetime(request))
+            stage_id = await self._bring_online(request, plugin, url)
         except ServiceUnavailable as exc:  # the tape system is away: asked again after a backoff
             return rq.failure_end(request, classify(exc), base_s=self.settings.retry_base_s,
                                   cap_s=self.settings.retry_cap_s)
@@ -130,6 +168,13 @@ class Stager(Daemon):
             "se": se_name, "url": url, "path": storage_lfn(lfn, replica), "request_id": stage_id,
             "next_poll": rq.now()}}, final=False,
             attempts=request.get("attempts"))
+
+    async def _ask_again(self, request: Document, plugin: TapePlugin, url: str, fields: Document) -> rq.End:
+        """A new bring-online request for a staging request's file, polled after stage_poll_s."""
+        stage_id = await self._bring_online(request, plugin, url)
+        next_poll = rq.now() + dt.timedelta(seconds=self.settings.stage_poll_s)
+        return rq.End(request["_id"], {**fields, "stage.request_id": stage_id, "stage.next_poll": next_poll},
+                      final=False, attempts=request.get("attempts"))
 
     async def _poll(self, request: Document) -> str | rq.End:
         """A `staging` request whose poll is due: online → "done" (a stage request) or "requeued"
@@ -141,9 +186,13 @@ class Stager(Daemon):
                 status = (await plugin.poll_bring_online(stage["request_id"])).get(url, "failed")
             except NotFound:
                 # The tape system forgot the request (restarted): ask again.
-                stage_id = await plugin.bring_online([url], pin_lifetime_s=self._lifetime(request))
-                return rq.End(request["_id"], {"stage.request_id": stage_id, "stage.next_poll": rq.now() + dt.timedelta(
-                    seconds=self.settings.stage_poll_s)}, final=False, attempts=request.get("attempts"))
+                return await self._ask_again(request, plugin, url, {})
+            recalls = int(stage.get("recalls") or 0)
+            if status == "evicted" and recalls < int(request.get("max_attempts") or rq.DEFAULT_MAX_ATTEMPTS):
+                # Staged, then its pin lapsed before a poll saw it online (the stager or the database
+                # was away longer than the pin): the file is still on tape, so it is recalled again.
+                log.warning("%s: its pin lapsed before it was seen online; staging it again", request["lfn"])
+                return await self._ask_again(request, plugin, url, {"stage.recalls": recalls + 1})
         except ServiceUnavailable as exc:  # the tape system is away: its request is polled again later
             log.warning("%s: poll postponed: %s", request["lfn"], exc.message)
             return "poll_later"

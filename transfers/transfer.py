@@ -159,14 +159,19 @@ async def release_pin(ctx: Context, job: Job) -> None:
 
     Only the pin of this request goes (another transfer reading the same copy keeps its own);
     a release that fails is logged, and the pin then lapses after `pin_lifetime_s`."""
-    stage_doc = job.request.get("stage") or {}
-    if job.staged_on is None or not stage_doc.get("request_id"):
+    await release_recall(ctx, job.staged_on, job.request.get("stage") or {}, job.lfn)
+
+
+async def release_recall(ctx: Context, se: StorageElement | None, stage_doc: Mapping[str, Any], lfn: str) -> None:
+    """Drop the pin of bring-online request `stage_doc` (a request's `stage`) on tape SE `se`, or
+    stop its recall if it has not staged yet; a release that fails is logged (the pin lapses)."""
+    if se is None or not stage_doc.get("request_id"):
         return
     try:
-        plugin, url = _tape(ctx, job.staged_on, stage_doc.get("path") or job.lfn, stage_doc.get("url"))
+        plugin, url = _tape(ctx, se, stage_doc.get("path") or lfn, stage_doc.get("url"))
         await plugin.release(url, request_id=stage_doc["request_id"])
     except CairnError as exc:
-        log.warning("%s: could not release the pin on %s: %s", job.lfn, job.staged_on.name, exc.message)
+        log.warning("%s: could not release the pin on %s: %s", lfn, se.name, exc.message)
 
 
 async def stage(ctx: Context, job: Job) -> dict[str, Any]:
