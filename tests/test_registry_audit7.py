@@ -1,0 +1,69 @@
+"""Usage counters stay exact when a file's replicas change while a removal holds the file
+(`catalogue.file_removal`): what a removal takes off is what the record held when it went."""
+
+from __future__ import annotations
+
+from pymongo.asynchronous.database import AsyncDatabase
+
+from catalogue.file_removal import COUNTED_FIELDS, claim_removals, delete_claimed
+from catalogue.files import register_files
+from catalogue.replicas import add_replicas, remove_replicas
+from catalogue.usage import rebuild, record_files
+from kernel.db import Document
+from tests.fixtures.catalogue import ADMIN
+
+
+async def _registered(db: AsyncDatabase[Document], lfn: str) -> None:
+    result = await register_files(db, ADMIN, [{"lfn": lfn, "size": 1000, "adler32": "00000001",
+                                               "replicas": [{"se": "CERN-DISK"}]}])
+    assert not result["failed"], result["failed"]
+
+
+async def _exact(db: AsyncDatabase[Document]) -> None:
+    report = await rebuild(db, fix=False)
+    assert report["drifted"] == 0, report["drift"]
+
+
+async def _removal_with(db: AsyncDatabase[Document], lfn: str, meanwhile: object) -> set[str]:
+    """A forced removal of lfn with `meanwhile` awaited between its read of the record and its delete."""
+    claim = await claim_removals(db, [lfn], COUNTED_FIELDS, force=True)
+    await meanwhile  # type: ignore[misc]
+    removed = await delete_claimed(db, claim)
+    await record_files(db, removed.values(), -1)
+    return set(removed)
+
+
+async def test_a_replica_added_while_a_forced_removal_holds_the_file_is_taken_off_its_se(
+        catalogue_db: AsyncDatabase[Document]) -> None:
+    db = catalogue_db
+    await _registered(db, "/vo/held/a")
+    added = add_replicas(db, [{"lfn": "/vo/held/a", "se": "DESY-DISK"}])
+    assert await _removal_with(db, "/vo/held/a", added) == {"/vo/held/a"}
+    assert await db["files"].count_documents({}) == 0
+    await _exact(db)
+
+
+async def test_a_replica_removed_while_a_forced_removal_holds_the_file_is_taken_off_once(
+        catalogue_db: AsyncDatabase[Document]) -> None:
+    db = catalogue_db
+    await _registered(db, "/vo/held/b")
+    pulled = remove_replicas(db, [{"lfn": "/vo/held/b", "se": "CERN-DISK"}])
+    assert await _removal_with(db, "/vo/held/b", pulled) == {"/vo/held/b"}
+    assert await db["files"].count_documents({}) == 0
+    await _exact(db)
+
+
+async def test_a_replica_added_while_a_removal_without_force_holds_the_file_keeps_it(
+        catalogue_db: AsyncDatabase[Document]) -> None:
+    db = catalogue_db
+    result = await register_files(db, ADMIN, [{"lfn": "/vo/held/c", "size": 10, "adler32": "00000001"}])
+    assert not result["failed"]
+    claim = await claim_removals(db, ["/vo/held/c"], COUNTED_FIELDS, force=False)
+    assert set(claim.records) == {"/vo/held/c"}  # no replica yet: marked for removal
+    await add_replicas(db, [{"lfn": "/vo/held/c", "se": "DESY-DISK"}])  # e.g. an upload finishing
+    removed = await delete_claimed(db, claim)
+    await record_files(db, removed.values(), -1)
+    assert removed == {} and claim.kept == {"/vo/held/c": 1}
+    doc = await db["files"].find_one({"_id": "/vo/held/c"})
+    assert doc is not None and [r["se"] for r in doc["replicas"]] == ["DESY-DISK"] and "removing" not in doc
+    await _exact(db)
