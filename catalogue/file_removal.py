@@ -34,6 +34,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from catalogue import change_feed
 from catalogue.collection_names import FILES
 from catalogue.directory_moves import BELOW_A_MOVE, moving_above
+from catalogue.replica_removal import REMOVAL, remove_retired
 from catalogue.usage import REGISTERED_IN, REMOVAL_LEASE, REMOVING, record_files, take_over_calls
 from kernel.db import Document, database_errors, read_by_ids
 from kernel.marks import Mark, by_ids
@@ -41,7 +42,8 @@ from kernel.marks import Mark, by_ids
 ELSEWHERE_WAIT = 1.0  # seconds a removal waits for another call removing some of its files
 DELETE_ROUNDS = 5  # reads of records whose replicas keep changing under the mark before giving them up
 COUNTED_FIELDS = {"replicas.se": 1, "size": 1, REGISTERED_IN: 1}  # what counting a removal reads
-_GUARD_FIELDS = {REMOVING: 1, "version": 1}  # what a removal reads besides: its mark, and the version it deletes at
+# What a removal reads besides: its mark, the version it deletes at, and retired replicas.
+_GUARD_FIELDS = {REMOVING: 1, "version": 1, "replicas.se": 1, "replicas.status": 1, f"replicas.{REMOVAL}": 1}
 log = logging.getLogger(__name__)
 
 
@@ -123,9 +125,16 @@ async def delete_claimed(db: AsyncDatabase[Document], claim: Claim) -> dict[str,
     for _ in range(DELETE_ROUNDS):
         if not records:
             return removed
-        deleted = await _delete_as_read(db, claim.mark, records)
-        if deleted == len(records):
-            return removed | records
+        if retired := _being_removed(records):
+            # A deletion's count may have taken these off their SEs already (by their removal
+            # tokens) and not yet pulled them: they go its way, counted once, and the records
+            # are read again.
+            await remove_retired(db, retired)
+            deleted = 0
+        else:
+            deleted = await _delete_as_read(db, claim.mark, records)
+            if deleted == len(records):
+                return removed | records
         # Some records were not deleted: changed since read (still marked by this call, at another
         # version), or went otherwise (a move or a tree removal took them, or a call that took over
         # marks this one let lapse). Of those gone, if exactly as many are gone as this call
@@ -153,6 +162,13 @@ async def delete_claimed(db: AsyncDatabase[Document], claim: Claim) -> dict[str,
         claim.changing.update(records)
         await claim.mark.take_off(db[FILES], sorted(records))
     return removed
+
+
+def _being_removed(records: dict[str, Document]) -> list[tuple[str, str]]:
+    """The replicas of records that a deletion retired, with their removal token
+    (`catalogue.replica_removal`), as `(lfn, se)`."""
+    return sorted((lfn, r["se"]) for lfn, doc in records.items() for r in doc.get("replicas", [])
+                  if r.get(REMOVAL) and r.get("status") == "unavailable")
 
 
 async def _delete_as_read(db: AsyncDatabase[Document], mark: Mark, records: dict[str, Document]) -> int:

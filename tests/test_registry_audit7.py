@@ -6,9 +6,10 @@ from __future__ import annotations
 from pymongo.asynchronous.database import AsyncDatabase
 
 from catalogue.file_removal import COUNTED_FIELDS, claim_removals, delete_claimed
-from catalogue.files import register_files
+from catalogue.files import register_files, remove_files
+from catalogue.replica_removal import REMOVAL, retire_replicas
 from catalogue.replicas import add_replicas, remove_replicas
-from catalogue.usage import rebuild, record_files
+from catalogue.usage import count_removals, rebuild, record_files, removal_fences
 from kernel.db import Document
 from tests.fixtures.catalogue import ADMIN
 
@@ -66,4 +67,21 @@ async def test_a_replica_added_while_a_removal_without_force_holds_the_file_keep
     assert removed == {} and claim.kept == {"/vo/held/c": 1}
     doc = await db["files"].find_one({"_id": "/vo/held/c"})
     assert doc is not None and [r["se"] for r in doc["replicas"]] == ["DESY-DISK"] and "removing" not in doc
+    await _exact(db)
+
+
+async def test_a_forced_removal_after_a_reaper_died_between_its_count_and_its_pull_takes_the_replica_off_once(
+        catalogue_db: AsyncDatabase[Document]) -> None:
+    db = catalogue_db
+    await _registered(db, "/vo/reaped/f")
+    doc = await db["files"].find_one({"_id": "/vo/reaped/f"})
+    assert doc is not None
+    assert await retire_replicas(db, {"/vo/reaped/f": (doc["version"], [(0, "CERN-DISK")])}) == {"/vo/reaped/f"}
+    # The reaper's removal counted the replica off its SE by its token, then died before its pull.
+    fences = await removal_fences(db, ["CERN-DISK"])
+    doc = await db["files"].find_one({"_id": "/vo/reaped/f"})
+    assert doc is not None
+    assert await count_removals(db, {"CERN-DISK": {doc["replicas"][0][REMOVAL]: 1000}}, fences)
+    outcome = await remove_files(db, ADMIN, ["/vo/reaped/f"], force=True)
+    assert outcome["successful"] == {"/vo/reaped/f": {"removed": True}}, outcome
     await _exact(db)
