@@ -1,17 +1,19 @@
-"""Usage counters stay exact when a file's replicas change while a removal holds the file
-(`catalogue.file_removal`): what a removal takes off is what the record held when it went."""
+"""The usage counters stay exact, and writable, whatever happens between a call's writes: a file's
+replicas changing while a removal holds it (`catalogue.file_removal`), sizes past what a counter holds."""
 
 from __future__ import annotations
 
 from pymongo.asynchronous.database import AsyncDatabase
 
+from catalogue import change_feed
 from catalogue.file_removal import COUNTED_FIELDS, claim_removals, delete_claimed
 from catalogue.files import register_files, remove_files
+from catalogue.namespace import mkdir
 from catalogue.replica_removal import REMOVAL, retire_replicas
 from catalogue.replicas import add_replicas, remove_replicas
-from catalogue.usage import count_removals, rebuild, record_files, removal_fences
+from catalogue.usage import count_removals, directory_usage, rebuild, record_files, removal_fences
 from kernel.db import Document
-from tests.fixtures.catalogue import ADMIN
+from tests.fixtures.catalogue import ADMIN, ALICE
 
 
 async def _registered(db: AsyncDatabase[Document], lfn: str) -> None:
@@ -84,4 +86,24 @@ async def test_a_forced_removal_after_a_reaper_died_between_its_count_and_its_pu
     assert await count_removals(db, {"CERN-DISK": {doc["replicas"][0][REMOVAL]: 1000}}, fences)
     outcome = await remove_files(db, ADMIN, ["/vo/reaped/f"], force=True)
     assert outcome["successful"] == {"/vo/reaped/f": {"removed": True}}, outcome
+    await _exact(db)
+
+
+async def test_claimed_sizes_past_the_int64_range_saturate_the_counters_and_stop_no_registration(
+        catalogue_db: AsyncDatabase[Document]) -> None:
+    db = catalogue_db
+    await mkdir(db, ADMIN, "/cta/open", mode=0o777, parents=True)
+    # An ordinary user claims sizes no storage holds: their sum passes what a counter can hold.
+    for name in ("a", "b", "c"):
+        outcome = await register_files(db, ALICE, [{"lfn": f"/cta/open/{name}", "size": 2**62, "adler32": "00000001",
+                                                    "replicas": [{"se": "CERN-DISK"}]}])
+        assert not outcome["failed"], outcome
+    # Everybody else's registrations are still written, counted and told to the change feed.
+    await _registered(db, "/vo/after/f")
+    assert (await directory_usage(db, "/vo"))["bytes"] == 1000
+    registered = {e["did"] for e in await change_feed.read(db, 0, 1000) if e["kind"] == "file_registered"}
+    assert {"/cta/open/c", "/vo/after/f"} <= registered, registered
+    assert (await directory_usage(db, "/"))["bytes"] == 2**63 - 1  # saturated, not wrapped
+    report = await rebuild(db, fix=True)  # a recount past the range is stored saturated too
+    assert report["moved"] == [], report
     await _exact(db)
