@@ -11,7 +11,9 @@ Exactness: increments follow what the database reports as written. A file remova
 the records it marked as its own before deleting them (`catalogue.file_removal`), so two
 removals of the same file racing each other take it off once; a replica added or removed by
 several calls at once is counted by the call whose write took (`catalogue.replica_writers`).
-The rebuild recomputes the counters from the records and reports the drift it corrected.
+The rebuild recomputes the counters from the records and reports the drift it corrected. Sizes
+are what clients claim: a sum past the int64 range is stored at its bound, marked SATURATED
+(`_counter_updates`), rather than refused by the database with every later write of that counter.
 
 Partial writes and retries (the decision: counters are idempotent per file, by register call,
 not recounted): every register call has a token, stored in the records it inserts
