@@ -26,7 +26,7 @@ from pymongo.errors import DuplicateKeyError
 from catalogue import change_feed, moved_paths
 from catalogue.directory_moves import moving_above, moving_or_gone_above
 from catalogue.files import FILES
-from catalogue.usage import REMOVAL_LEASE, REMOVING
+from catalogue.usage import REMOVAL_LEASE, REMOVING, take_over_calls
 from kernel.db import Document, database_errors
 from kernel.errors import Conflict, NotFound
 from kernel.marks import Mark
@@ -61,6 +61,9 @@ async def move_file_record(db: AsyncDatabase[Document], source: str, destination
                 raise Conflict(f"{source} was moved or removed by another request meanwhile; nothing moved")
             if reason := await refusal(current):
                 raise Conflict(reason)
+            # The move takes the file off its old place's counts: its register call's counting must
+            # be done (`catalogue.usage`), and before a copy exists, which a take-over would count too.
+            await take_over_calls(db, [current])
             copy = _copy_of(place(current))
             await moved_paths.hold(db, [copy])  # before the original leaves its LFN
             try:

@@ -14,7 +14,10 @@ than half a lease just before a delete could still miscount (`cairn usage rebuil
 could an outage between a delete and its count. A file below a directory being moved is given up
 (`catalogue.directory_moves`).
 Without `force`, a record is marked only while it has no replica, so a replica added after the
-caller's permission check keeps the file. Cost: one more write and read of each record.
+caller's permission check keeps the file. A record is deleted only at the `version` read under the
+mark: a replica added, removed or overwritten between that read and the delete bumps it, and the
+record is read again (and, without force, kept if it now has a replica), so what is taken off the
+counters is what the record held when it went. Cost: one more write and read of each record.
 """
 
 from __future__ import annotations
@@ -31,13 +34,17 @@ from pymongo.asynchronous.database import AsyncDatabase
 from catalogue import change_feed
 from catalogue.collection_names import FILES
 from catalogue.directory_moves import BELOW_A_MOVE, moving_above
+from catalogue.replica_removal import REMOVAL, remove_retired
 from catalogue.usage import REGISTERED_IN, REMOVAL_LEASE, REMOVING, record_files, take_over_calls
 from kernel.db import Document, database_errors, read_by_ids
 from kernel.marks import Mark, by_ids
 
 ELSEWHERE_WAIT = 1.0  # seconds a removal waits for another call removing some of its files
+DELETE_ROUNDS = 5  # reads of records whose replicas keep changing under the mark before giving them up
 # What counting a removal reads, and the rules that locked its replicas (named in its event).
 COUNTED_FIELDS = {"replicas.se": 1, "replicas.lock_rules": 1, "size": 1, REGISTERED_IN: 1}
+# What a removal reads besides: its mark, the version it deletes at, and retired replicas.
+_GUARD_FIELDS = {REMOVING: 1, "version": 1, "replicas.se": 1, "replicas.status": 1, f"replicas.{REMOVAL}": 1}
 log = logging.getLogger(__name__)
 
 
@@ -65,6 +72,8 @@ async def remove_records(db: AsyncDatabase[Document], lfns: Sequence[str], *, fo
         refused[lfn] = f"file is being removed by another request (since {since.isoformat()}); try again"
     for lfn in claim.moving:
         refused[lfn] = BELOW_A_MOVE
+    for lfn in claim.changing:
+        refused[lfn] = "file's replicas kept changing while it was removed; nothing removed, try again"
     return set(removed), refused
 
 
@@ -84,6 +93,9 @@ class Claim:
     elsewhere: dict[str, dt.datetime] = field(default_factory=dict)  # being removed by another call (since)
     kept: dict[str, int] = field(default_factory=dict)  # gained replicas since the check (without force): how many
     moving: set[str] = field(default_factory=set)  # below a directory being moved: given up, left as they are
+    force: bool = False  # whether records with replicas are removed too
+    projection: dict[str, int] = field(default_factory=dict)  # what is read of each record, to be counted
+    changing: set[str] = field(default_factory=set)  # changed under the mark at every read: given up
 
 
 async def claim_removals(db: AsyncDatabase[Document], lfns: Sequence[str], projection: dict[str, int], *,
@@ -91,12 +103,12 @@ async def claim_removals(db: AsyncDatabase[Document], lfns: Sequence[str], proje
     """Mark lfns' records for this call (free ones, or ones whose mark outlived the lease), then
     read them back: which are this call's (with their fields in `projection`), which another
     call's, which gained a replica. An LFN whose record is gone is in none of them."""
-    claim = Claim(Mark(REMOVING, REMOVAL_LEASE))
+    claim = Claim(Mark(REMOVING, REMOVAL_LEASE), force=force, projection=projection)
     conditions = [claim.mark.free()] if force else [claim.mark.free(), {"replicas.0": {"$exists": False}}]
     with database_errors():
         for flt in by_ids(lfns, *conditions):
             await db[FILES].update_many(flt, {"$set": {REMOVING: claim.mark.value()}})
-    async for doc in read_by_ids(db[FILES], lfns, {**projection, REMOVING: 1}):
+    async for doc in read_by_ids(db[FILES], lfns, {**projection, **_GUARD_FIELDS}):
         mine, mark = claim.mark.holds(doc), doc.pop(REMOVING, None) or {}
         if mine:
             claim.records[doc["_id"]] = doc
@@ -112,21 +124,71 @@ async def claim_removals(db: AsyncDatabase[Document], lfns: Sequence[str], proje
 
 
 async def delete_claimed(db: AsyncDatabase[Document], claim: Claim) -> dict[str, Document]:
-    """Delete the records this call marked, by its mark; the ones it deleted, to be counted."""
-    lfns = sorted(claim.records)
-    deleted = await claim.mark.delete(db[FILES], lfns, "the removal")
-    if deleted == len(lfns):
-        return claim.records
-    # Some records went otherwise (a move or a tree removal took them, or a call that took over
-    # marks this one let lapse). The ones still there are not this call's; if exactly as many
-    # are gone as it deleted, those are its own; else it cannot tell which, and counts none.
-    left = await _present(db, lfns)
-    gone = {lfn: doc for lfn, doc in claim.records.items() if lfn not in left}
-    if len(gone) == deleted:
-        return gone
-    log.warning("a removal deleted %d records while %d of the ones it marked went: it cannot tell which were "
-                "its own and counts none (`cairn usage rebuild` mends the drift)", deleted, len(gone))
-    return {}
+    """Delete the records this call marked, by its mark and at the `version` read; the ones it
+    deleted, as they were when deleted, to be counted. A record changed since it was read (a
+    replica added, removed or overwritten) is read again and tried again; without force, one
+    that has a replica now is kept (`claim.kept`) and its mark taken off."""
+    removed: dict[str, Document] = {}
+    records = dict(claim.records)
+    for _ in range(DELETE_ROUNDS):
+        if not records:
+            return removed
+        if retired := _being_removed(records):
+            # A deletion's count may have taken these off their SEs already (by their removal
+            # tokens) and not yet pulled them: they go its way, counted once, and the records
+            # are read again.
+            await remove_retired(db, retired)
+            deleted = 0
+        else:
+            deleted = await _delete_as_read(db, claim.mark, records)
+            if deleted == len(records):
+                return removed | records
+        # Some records were not deleted: changed since read (still marked by this call, at another
+        # version), or went otherwise (a move or a tree removal took them, or a call that took over
+        # marks this one let lapse). Of those gone, if exactly as many are gone as this call
+        # deleted, those are its own; else it cannot tell which, and counts none.
+        now_there = {doc["_id"]: doc async for doc in read_by_ids(db[FILES], records,
+                                                                  {**claim.projection, **_GUARD_FIELDS})}
+        gone = {lfn: doc for lfn, doc in records.items() if lfn not in now_there}
+        if len(gone) == deleted:
+            removed |= gone
+        else:
+            log.warning("a removal deleted %d records while %d of the ones it marked went: it cannot tell which "
+                        "were its own and counts none (`cairn usage rebuild` mends the drift)", deleted, len(gone))
+        records, kept = {}, []
+        for lfn, doc in now_there.items():
+            if not claim.mark.holds(doc):
+                continue  # another call's now (it took a lapsed mark over)
+            doc.pop(REMOVING, None)
+            if not claim.force and doc.get("replicas"):
+                claim.kept[lfn] = len(doc["replicas"])
+                kept.append(lfn)
+            else:
+                records[lfn] = doc
+        await claim.mark.take_off(db[FILES], sorted(kept))
+    if records:
+        claim.changing.update(records)
+        await claim.mark.take_off(db[FILES], sorted(records))
+    return removed
+
+
+def _being_removed(records: dict[str, Document]) -> list[tuple[str, str]]:
+    """The replicas of records that a deletion retired, with their removal token
+    (`catalogue.replica_removal`), as `(lfn, se)`."""
+    return sorted((lfn, r["se"]) for lfn, doc in records.items() for r in doc.get("replicas", [])
+                  if r.get(REMOVAL) and r.get("status") == "unavailable")
+
+
+async def _delete_as_read(db: AsyncDatabase[Document], mark: Mark, records: dict[str, Document]) -> int:
+    """Delete the records by the mark and at the `version` each was read at: one delete per
+    version found among them (a few: a version counts a file's replica changes)."""
+    by_version: dict[object, list[str]] = {}
+    for lfn, doc in sorted(records.items()):
+        by_version.setdefault(doc.get("version"), []).append(lfn)
+    deleted = 0
+    for version, lfns in by_version.items():
+        deleted += await mark.delete(db[FILES], lfns, "the removal", where={"version": version})
+    return deleted
 
 
 async def release(db: AsyncDatabase[Document], claim: Claim) -> None:

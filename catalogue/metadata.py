@@ -19,7 +19,10 @@ An entry's own values are bounded in all (`metadata_fields.MAX_KEYS_PER_ENTRY` k
 write is guarded to change (VERSION); inherited values do not count against an entry.
 
 There is no transaction: a file registered while its directory's value is being changed may
-keep the value it copied at registration; setting the directory's value again repairs it.
+keep the value it copied at registration; setting the directory's value again repairs it. Two
+sets of one directory at once may propagate in the other order than they wrote: each looks at
+the directory's VERSION after its propagation and propagates again what the directory holds
+then if another call changed it (`_settle`).
 A move re-derives the moved entries' inherited values from their new ancestors.
 
 Permissions: setting or removing needs w on the entry (plus traversal); reading needs r on it
@@ -192,10 +195,11 @@ def _other_vos_below(vos: dict[str, Vo], path: str) -> list[str]:
 
 
 async def _set_within_bounds(db: AsyncDatabase[Document], principal: Principal, path: str,
-                             typed: Mapping[str, Any], changes: Mapping[str, Any]) -> AsyncCollection[Document]:
+                             typed: Mapping[str, Any], changes: Mapping[str, Any]
+                             ) -> tuple[AsyncCollection[Document], int]:
     """Write `changes` on the entry if its own values with `typed` over them stay within the entry
     bounds, guarded by the VERSION it had when checked (read again and checked again if another
-    call changed it meanwhile); returns the entry's collection."""
+    call changed it meanwhile); returns the entry's collection and the VERSION written."""
     for _ in range(WRITE_TRIES):
         doc, collection, _ = await _writable(db, principal, path)
         check_entry_bounds(path, doc.get("meta") or {}, typed)
@@ -203,7 +207,7 @@ async def _set_within_bounds(db: AsyncDatabase[Document], principal: Principal, 
             written = await collection.update_one({"_id": path, VERSION: doc.get(VERSION)},
                                                   {"$set": dict(changes), "$inc": {VERSION: 1}})
         if written.matched_count:
-            return collection
+            return collection, int(doc.get(VERSION) or 0) + 1
     raise Conflict(f"the metadata of {path} changed {WRITE_TRIES} times while this call was written; try again")
 
 
@@ -220,16 +224,52 @@ async def set_metadata(
     changes: dict[str, Any] = {"modified": now()}
     for key, value in typed.items():
         changes.update({f"meta.{key}": value, f"{EFFECTIVE}.{key}": value, f"{ORIGIN}.{key}": path})
-    collection = await _set_within_bounds(db, principal, path, typed, changes)
+    collection, version = await _set_within_bounds(db, principal, path, typed, changes)
     with database_errors():
         if collection.name == DIRECTORIES:
             # Index: `_id` prefix range on MongoDB (the subtree), then the origin test.
-            farther = [*ancestors(path), path, None]
             foreign = _other_vos_below(vos, path)
-            await _propagate(db, path, foreign, farther, {key: {"$set": {
+            await _propagate(db, path, foreign, _farther(path), {key: {"$set": {
                 f"{EFFECTIVE}.{key}": value, f"{ORIGIN}.{key}": path}} for key, value in typed.items()})
+            await _settle(db, path, foreign, sorted(typed), version)
     await change_feed.append(db, [change_feed.event("metadata_changed", path, keys=sorted(typed))])
     return await _written(db, path)
+
+
+def _farther(path: str) -> list[str | None]:
+    """The origins a directory's own value overrides below it: itself, farther up, or none."""
+    return [*ancestors(path), path, None]
+
+
+async def _settle(db: AsyncDatabase[Document], path: str, foreign: Sequence[str], keys: Sequence[str],
+                  version: int) -> None:
+    """After a set propagated its `keys` below the directory `path`: if another call changed the
+    directory's own values since this one wrote them (its VERSION is no longer `version`), that
+    call's propagation may have landed before this one's, leaving entries below with this call's
+    values under the other's; so the directory's values of `keys` as they are now (or the
+    fallback above, for a key removed since) are propagated again, until the VERSION stays put
+    across a propagation. (The last call to change a directory thus leaves what it reads.)"""
+    for _ in range(WRITE_TRIES):
+        doc = await db[DIRECTORIES].find_one({"_id": path}, {"meta": 1, VERSION: 1})
+        if doc is None or int(doc.get(VERSION) or 0) == version:
+            return
+        version = int(doc.get(VERSION) or 0)
+        own = doc.get("meta") or {}
+        updates = {key: {"$set": {f"{EFFECTIVE}.{key}": own[key], f"{ORIGIN}.{key}": path}}
+                   for key in keys if key in own}
+        if updates:
+            await _propagate(db, path, foreign, _farther(path), updates)
+        if gone := [key for key in keys if key not in own]:
+            values, origins = inherited(path, await fetch_directories(db, ancestors(path)))
+            await _propagate(db, path, foreign, [path], {key: _fallback(key, values, origins) for key in gone})
+    raise Conflict(f"the metadata of {path} kept changing while this call propagated it; set it again")
+
+
+def _fallback(key: str, values: Mapping[str, Any], origins: Mapping[str, str]) -> dict[str, Any]:
+    """The update giving an entry the value of `key` from above (or none) once its origin's is gone."""
+    if key in values:
+        return {"$set": {f"{EFFECTIVE}.{key}": values[key], f"{ORIGIN}.{key}": origins[key]}}
+    return {"$unset": {f"{EFFECTIVE}.{key}": "", f"{ORIGIN}.{key}": ""}}
 
 
 async def remove_metadata(
@@ -246,13 +286,8 @@ async def remove_metadata(
     own = doc.get("meta") or {}
     updates: dict[str, dict[str, Any]] = {}
     for key in wanted:
-        if key not in own:
-            continue
-        if key in fallback_values:
-            updates[key] = {"$set": {f"{EFFECTIVE}.{key}": fallback_values[key],
-                                     f"{ORIGIN}.{key}": fallback_origins[key]}}
-        else:
-            updates[key] = {"$unset": {f"{EFFECTIVE}.{key}": "", f"{ORIGIN}.{key}": ""}}
+        if key in own:
+            updates[key] = _fallback(key, fallback_values, fallback_origins)
     with database_errors():
         if updates:
             own_update = _merged([*updates.values(), {"$unset": {f"meta.{key}": "" for key in updates}},

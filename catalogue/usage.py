@@ -11,7 +11,9 @@ Exactness: increments follow what the database reports as written. A file remova
 the records it marked as its own before deleting them (`catalogue.file_removal`), so two
 removals of the same file racing each other take it off once; a replica added or removed by
 several calls at once is counted by the call whose write took (`catalogue.replica_writers`).
-The rebuild recomputes the counters from the records and reports the drift it corrected.
+The rebuild recomputes the counters from the records and reports the drift it corrected. Sizes
+are what clients claim: a sum past the int64 range is stored at its bound, marked SATURATED
+(`_counter_updates`), rather than refused by the database with every later write of that counter.
 
 Partial writes and retries (the decision: counters are idempotent per file, by register call,
 not recounted): every register call has a token, stored in the records it inserts
@@ -42,7 +44,7 @@ from catalogue.collection_names import FILES
 from catalogue.lfn import ROOT, ancestors, check_lfn, is_within, parent_of
 from catalogue.replica_writers import REPLICA_WRITERS
 from kernel import lease
-from kernel.db import Document, IndexSpec, bulk_write_chunked, database_errors, increment, iterate
+from kernel.db import Document, IndexSpec, bulk_write_chunked, database_errors, increment, iterate, read_by_ids
 from kernel.recount import set_if_unmoved
 
 USAGE = "usage"
@@ -65,6 +67,9 @@ REMOVALS = "removals"
 FENCE = "removals_fence"
 # The fields of a record that every write to it moves (a rebuild sets it only where they did not).
 COUNTED = ("files", "replicas", "bytes", FENCE)
+# A counter record's mark: a sum passed the int64 range (claimed sizes) and was set to its bound.
+SATURATED = "saturated"
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
 INDEXES = [
     # take_over_calls: files.find({registered_in: {$in: calls}})
@@ -117,12 +122,39 @@ class Usage:
                 delta["files"] += files
                 delta["bytes"] += size
         self.per_parent.clear()
-        updates = [UpdateOne({"_id": key}, increment({k: v for k, v in delta.items() if v}), upsert=True)
-                   for key, delta in self.deltas.items() if any(delta.values())]
+        deltas = {key: {k: v for k, v in delta.items() if v} for key, delta in self.deltas.items()}
         self.deltas.clear()
-        if updates:
+        if deltas := {key: delta for key, delta in deltas.items() if delta}:
             with database_errors():
-                await bulk_write_chunked(db[USAGE], updates)
+                await bulk_write_chunked(db[USAGE], await _counter_updates(db, deltas))
+
+
+async def _counter_updates(db: AsyncDatabase[Document], deltas: Mapping[str, Mapping[str, int]]) -> list[UpdateOne]:
+    """The updates adding `deltas` to their counter records, read first (one `_id $in`): an
+    upserted `$inc` for a record not there yet, else a `$inc` guarded against passing the int64
+    range, or, for a sum that would pass it (sizes no storage holds, as a client may claim them),
+    the record set to the bound and marked SATURATED. An overflowing `$inc` is refused by the
+    database, which failed every later write of the counter (the root directory's: every
+    registration of the installation, after its insert and before its change-feed events)."""
+    found = {doc["_id"]: doc async for doc in read_by_ids(db[USAGE], deltas, {f: 1 for f in COUNTED})}
+    updates = []
+    for key, delta in deltas.items():
+        doc = found.get(key)
+        after = {field: int((doc or {}).get(field) or 0) + value for field, value in delta.items()}
+        if any(not INT64_MIN <= value <= INT64_MAX for value in after.values()):
+            updates.append(UpdateOne({"_id": key}, {"$set": {**{f: Int64(_bounded(v)) for f, v in after.items()},
+                                                              SATURATED: True}}, upsert=True))
+        elif doc is None:
+            updates.append(UpdateOne({"_id": key}, increment(delta), upsert=True))
+        else:  # a concurrent write taking it past the range meanwhile makes it miss (counted off: rebuild)
+            guard = {f: {"$not": {"$gt": INT64_MAX - v}} if v > 0 else {"$not": {"$lt": INT64_MIN - v}}
+                     for f, v in delta.items()}
+            updates.append(UpdateOne({"_id": key, **guard}, increment(delta)))
+    return updates
+
+
+def _bounded(value: int) -> int:
+    return max(INT64_MIN, min(INT64_MAX, value))
 
 
 Removals = Mapping[str, Mapping[str, int]]  # {se: {removal token: bytes}}, one token per replica
@@ -139,7 +171,8 @@ def _removal_updates(removals: Removals, *, sign: int, fences: Mapping[str, int 
             continue
         present = sign > 0
         guard: dict[str, Any] = {f"{REMOVALS}.{token}": {"$exists": present} for token in tokens}
-        counters: dict[str, int] = {"replicas": sign * len(tokens), "bytes": sign * sum(tokens.values())}
+        counters: dict[str, int] = {"replicas": sign * len(tokens),
+                                    "bytes": sign * _bounded(sum(tokens.values()))}
         if present:
             marks: dict[str, Any] = {"$unset": {f"{REMOVALS}.{t}": "" for t in tokens}}
             counters[FENCE] = 1
@@ -391,11 +424,15 @@ async def apply_recount(db: AsyncDatabase[Document], stored: dict[str, Document]
     moved: list[str] = []
     for key in sorted(set(truth) | set(stored)):
         want, was = truth.get(key, {}), stored.get(key)
-        have = {k: int(v) for k, v in (was or {}).items() if k not in (REMOVALS, FENCE)}
-        if all(want.get(f, 0) == have.get(f, 0) for f in set(want) | set(have)):
+        have = {k: int(v) for k, v in (was or {}).items() if k not in (REMOVALS, FENCE, SATURATED)}
+        saturated = any(_bounded(value) != value for value in want.values())
+        if bool((was or {}).get(SATURATED)) == saturated and all(
+                _bounded(want.get(f, 0)) == have.get(f, 0) for f in set(want) | set(have)):
             continue
         drift[key] = {"stored": have, "recounted": want}
-        record: Document = {field: Int64(value) for field, value in want.items()}
+        record: Document = {field: Int64(_bounded(value)) for field, value in want.items()}
+        if saturated:
+            record[SATURATED] = True
         if key.startswith(se_key("")):  # its tokens go: move its fence (`count_removals`)
             record[FENCE] = Int64(int((was or {}).get(FENCE) or 0) + 1)
         if fix and not await set_if_unmoved(db[USAGE], key, was, record if want else None, fields=COUNTED,

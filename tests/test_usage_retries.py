@@ -127,3 +127,21 @@ async def test_removing_files_a_cut_register_left_uncounted_keeps_usage_exact(
         retried = await register_until_answered(admin, batch())
     assert (len(retried["successful"]), retried["failed"]) == (FILES, {})
     await assert_usage_is_exact(api, FILES)
+
+
+async def test_moving_a_file_a_cut_register_left_uncounted_keeps_usage_exact(
+    api: RunningApi, disk: None, db_gate: TcpGate, mongodb_uri: str, settings: Settings,
+) -> None:
+    direct = AsyncMongoClient[Document](mongodb_uri)[settings.database]["files"]
+    async with api.client() as admin:
+        await register_cut_by_an_outage(admin, db_gate, direct, batch())
+        first = (await direct.find({}, {"_id": 1}).sort("_id", 1).to_list(1))[0]["_id"]
+        await until_answered(lambda: admin.mkdir("/vo/elsewhere"))
+        # The move takes the file off its directory's counts: the cut call's must be on them first.
+        await until_answered(lambda: admin.move(first, "/vo/elsewhere/moved"))
+        # (The moved file's path stays its: the retry leaves that file out.)
+        retried = await register_until_answered(admin, [f for f in batch() if f["lfn"] != first])
+    assert len(retried["successful"]) == FILES - 1 and not retried["failed"]
+    rebuild = await run_cli(api.url, api.admin_token, "usage", "rebuild", "--dry-run", "--json")
+    assert rebuild.returncode == 0, rebuild.stderr
+    assert json.loads(rebuild.stdout)["drifted"] == 0, json.loads(rebuild.stdout)["drift"]
