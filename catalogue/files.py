@@ -464,6 +464,13 @@ async def authorized_files(
     return allowed, failed
 
 
+# A forced removal leaves the file's bytes on storage at the path its LFN gives (dark data): by
+# another user with write on the directory, then a registration of the same LFN on that SE, it
+# handed them the owner's bytes. Only the owner or an admin forgets a file that has replicas.
+FORCED_BY_OTHERS = ("only the file's owner or an admin may force the removal of a file that has replicas "
+                    "(its bytes stay on storage); ask them, or remove its replicas first")
+
+
 async def remove_files(
     db: AsyncDatabase[Document], principal: Principal, lfns: Sequence[str], *, force: bool = False
 ) -> Outcome:
@@ -487,6 +494,8 @@ async def remove_files(
         reason = removal_denial(principal, lfn, dirs)
         if not reason and doc.get("replicas") and not force:
             reason = still_has_replicas(len(doc["replicas"]))
+        elif not reason and doc.get("replicas") and not (principal.is_admin or doc.get("owner") == principal.sub):
+            reason = FORCED_BY_OTHERS
         if reason:
             failed[lfn] = reason
         else:
