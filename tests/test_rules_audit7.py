@@ -23,19 +23,21 @@ from tests.fixtures.catalogue import ADMIN
 from tests.fixtures.rules import dataset_on_src, rule_settings, run_until, run_until_ok, tiered_ses
 
 
-async def _past_its_lifetime(db: AsyncDatabase[Document], rule_id: str) -> None:
-    """The rule's lifetime ran out (as `lifetime_s` would have it, without the wait)."""
-    await db["rules"].update_one({"_id": rule_id}, {"$set": {"expires_at": now() - dt.timedelta(seconds=5)}})
+async def _locked_past_its_lifetime(db: AsyncDatabase[Document], tmp_path: Path) -> Document:
+    """A locked rule on a one-file dataset whose lifetime ran out (as `lifetime_s` would have it,
+    without the wait)."""
+    await tiered_ses(db, tmp_path)
+    await dataset_on_src(db, "vo:ds", ["/vo/ds/f0"])
+    rule = await store.create_rule(db, ADMIN, RuleIn(did="vo:ds", copies=1, expression="tier=1",
+                                                     locked=True, lifetime_s=3600))
+    await db["rules"].update_one({"_id": rule["_id"]}, {"$set": {"expires_at": now() - dt.timedelta(seconds=5)}})
+    return rule
 
 
 async def test_a_locked_rule_past_its_lifetime_can_be_unlocked_and_is_then_cleaned(
     database: AsyncDatabase[Document], settings: Settings, tmp_path: Path,
 ) -> None:
-    await tiered_ses(database, tmp_path)
-    await dataset_on_src(database, "vo:ds", ["/vo/ds/f0"])
-    rule = await store.create_rule(database, ADMIN, RuleIn(did="vo:ds", copies=1, expression="tier=1",
-                                                           locked=True, lifetime_s=3600))
-    await _past_its_lifetime(database, rule["_id"])
+    rule = await _locked_past_its_lifetime(database, tmp_path)
     # "a locked rule cannot be deleted, nor expire, until unlocked": unlocking must stay possible
     unlocked = await store.update_rule(database, ADMIN, rule["_id"], RuleUpdate(locked=False))
     assert unlocked["locked"] is False
@@ -49,11 +51,7 @@ async def test_a_locked_rule_past_its_lifetime_can_be_unlocked_and_is_then_clean
 async def test_a_locked_rule_past_its_lifetime_is_still_evaluated(
     database: AsyncDatabase[Document], settings: Settings, tmp_path: Path,
 ) -> None:
-    await tiered_ses(database, tmp_path)
-    await dataset_on_src(database, "vo:ds", ["/vo/ds/f0"])
-    rule = await store.create_rule(database, ADMIN, RuleIn(did="vo:ds", copies=1, expression="tier=1",
-                                                           locked=True, lifetime_s=3600))
-    await _past_its_lifetime(database, rule["_id"])
+    rule = await _locked_past_its_lifetime(database, tmp_path)
     taken = await store.claim(database, "t", evaluator.evaluator_query(now()), lease_s=10)
     assert taken is not None and taken["_id"] == rule["_id"]
 
