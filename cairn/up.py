@@ -171,7 +171,7 @@ def only_up(var_dir: Path) -> IO[bytes]:
     except BlockingIOError:
         handle.close()
         raise ConfigurationError(f"another `cairn up` runs on {var_dir}: stop it first, or give another "
-                                 "--var-dir") from None
+                                 "--var") from None
     return handle
 
 
