@@ -195,7 +195,7 @@ async def detach_files(
     if doc.get("query") is not None:
         raise InvalidInput(f"{did} is dynamic: its contents come from its query (refresh it instead)")
     wanted = list(dict.fromkeys(lfns))
-    hidden = await _hidden_files(db, principal, wanted)
+    hidden = await _refused_existing(db, principal, wanted, 0)
     rows = [_row_id(did, lfn) for lfn in wanted if lfn not in hidden]
     present, mine = await _marked_delete(db, did, DATASET_FILES, rows, _file_tally)
     await _put_back_if_closed(db, did, DATASET_FILES, mine, _file_tally)
@@ -222,20 +222,14 @@ async def _put_back_if_closed(db: AsyncDatabase[Document], did: str, collection:
     raise Conflict(f"{did} was closed or frozen meanwhile; nothing detached")
 
 
-async def _unreadable(db: AsyncDatabase[Document], principal: Principal, lfns: list[str]) -> set[str]:
-    """The LFNs whose files exist but that the caller may not read (its queries leave them out)."""
+async def _refused_existing(db: AsyncDatabase[Document], principal: Principal, lfns: list[str],
+                            need: int) -> set[str]:
+    """The LFNs whose files exist but that the caller cannot reach (`need` 0) or may not read
+    (READ: its queries leave them out). A row whose file was removed is in neither: its dataset's
+    writers may still detach it."""
     if principal.is_global_admin or not lfns:
         return set()
-    _, refused = await authorized_files(db, principal, lfns, READ)
-    return set(await fetch_files(db, list(refused), {"_id": 1})) if refused else set()
-
-
-async def _hidden_files(db: AsyncDatabase[Document], principal: Principal, lfns: list[str]) -> set[str]:
-    """The LFNs whose files exist but that the caller cannot reach. (A row whose file was removed
-    is not hidden: its dataset's writers may still detach it.)"""
-    if principal.is_global_admin:
-        return set()
-    _, refused = await authorized_files(db, principal, lfns, 0)
+    _, refused = await authorized_files(db, principal, lfns, need)
     return set(await fetch_files(db, list(refused), {"_id": 1})) if refused else set()
 
 
@@ -445,7 +439,7 @@ async def _refreshed(db: AsyncDatabase[Document], principal: Principal, did: str
 
     async def drop() -> None:
         nonlocal files, size
-        kept = await _unreadable(db, principal, [row["lfn"] for row in drops])
+        kept = await _refused_existing(db, principal, [row["lfn"] for row in drops], READ)
         files += len(kept)
         size += sum(int(row.get("size", 0)) for row in drops if row["lfn"] in kept)
         await _still_refreshing(db, did, mark)

@@ -44,6 +44,7 @@ from catalogue.collection_names import FILES
 from catalogue.lfn import ROOT, ancestors, check_lfn, is_within, parent_of
 from catalogue.replica_writers import REPLICA_WRITERS
 from kernel import lease
+from kernel.bounds import INT64_MAX, INT64_MIN
 from kernel.db import Document, IndexSpec, bulk_write_chunked, database_errors, increment, iterate, read_by_ids
 from kernel.recount import set_if_unmoved
 
@@ -69,7 +70,6 @@ FENCE = "removals_fence"
 COUNTED = ("files", "replicas", "bytes", FENCE)
 # A counter record's mark: a sum passed the int64 range (claimed sizes) and was set to its bound.
 SATURATED = "saturated"
-INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
 INDEXES = [
     # take_over_calls: files.find({registered_in: {$in: calls}})

@@ -14,7 +14,7 @@ import math
 import os
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -300,13 +300,18 @@ class TokenVerifier:
         return keys
 
 
+def granted_scopes(claims: Mapping[str, Any]) -> list[str]:
+    """The scopes a token's `scope` claim grants (a space-separated string, or a list)."""
+    scope = claims.get("scope", "")
+    return scope.split() if isinstance(scope, str) else list(scope)
+
+
 def _principal(claims: dict[str, Any], trusted: TrustedIssuer | None = None) -> Principal:
     """The caller a verified token names. A trusted issuer mapped to a VO makes every token of
     its VO (whatever `vo` the token claims) and says which claim carries the groups; only the
     built-in issuer may name the global VO `*`. Such an issuer speaks for its VO alone, so its
     tokens never carry jobs.pilot: a pilot runs every VO's jobs (`catalogue.vos.confine`)."""
-    scope = claims.get("scope", "")
-    scopes = scope.split() if isinstance(scope, str) else list(scope)
+    scopes = granted_scopes(claims)
     if trusted is not None and trusted.vo:
         scopes = [s for s in scopes if s != PILOT_SCOPE]
     groups = claims.get(trusted.groups_claim if trusted else "groups") or []

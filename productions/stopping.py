@@ -29,14 +29,20 @@ async def stop(db: AsyncDatabase[Document], doc: Document) -> dict[str, int]:
     stopped = await transformations.change_state(db, doc, ("new", "active", "flushing"), "stopped")
     created = await tasks.tasks_in(db, doc["_id"], ["created"], 10**7)
     cancelled = await _release(db, stopped, [t["_id"] for t in created if t.get("job") is None], ["created"])
-    after = -1
-    jobs_killed = 0
+    jobs_killed, released = await cancel_all_not_started(db, stopped)
+    return {"tasks_cancelled": cancelled + released, "jobs_killed": jobs_killed}
+
+
+async def cancel_all_not_started(db: AsyncDatabase[Document], doc: Document) -> tuple[int, int]:
+    """`cancel_not_started` for every created or submitted task of the transformation, a batch
+    at a time: (jobs killed, tasks released)."""
+    after, jobs_killed, released = -1, 0, 0
     while batch := await tasks.tasks_in(db, doc["_id"], ["created", "submitted"], BATCH, after):
         after = batch[-1]["number"]
-        killed, released = await cancel_not_started(db, stopped, batch)
+        killed, freed = await cancel_not_started(db, doc, batch)
         jobs_killed += killed
-        cancelled += released
-    return {"tasks_cancelled": cancelled, "jobs_killed": jobs_killed}
+        released += freed
+    return jobs_killed, released
 
 
 async def cancel_not_started(db: AsyncDatabase[Document], doc: Document, batch: list[Document]) -> tuple[int, int]:

@@ -73,10 +73,7 @@ async def submit_tasks(db: AsyncDatabase[Document], doc: Document) -> int:
         return 0
     submitted = await _submit_tasks(db, doc)
     if submitted and not await still_making(db, doc):
-        after = -1
-        while batch := await tasks.tasks_in(db, doc["_id"], ["created", "submitted"], BATCH, after):
-            after = batch[-1]["number"]
-            await stopping.cancel_not_started(db, doc, batch)
+        await stopping.cancel_all_not_started(db, doc)
     return submitted
 
 

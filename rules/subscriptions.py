@@ -33,6 +33,7 @@ from kernel.db import Document, IndexSpec, database_errors, increment, read_by_i
 from kernel.errors import CairnError, Conflict, Forbidden, InvalidInput, NotFound
 from kernel.patterns import compiled, searches
 from kernel.principal import ADMIN_SCOPE, DEFAULT_VO, Principal
+from kernel.tokens import granted_scopes
 from rules.se_expression import validate
 from rules.store import RuleIn, RulePlacement, check_account, create_rule
 
@@ -119,8 +120,7 @@ def stored_scopes(principal: Principal) -> list[str]:
     carried it. An administrator by the VO's registry (`catalogue.vos.confine`) is found one again
     at each application, from the registry as it is then: stored, the role outlived its removal,
     and the subscription went on making rules on any dataset of the VO."""
-    scope = principal.claims.get("scope", "")
-    granted = set(scope.split() if isinstance(scope, str) else scope if isinstance(scope, list) else ())
+    granted = granted_scopes(principal.claims)
     kept = principal.scopes if ADMIN_SCOPE in granted or not principal.claims else principal.scopes - {ADMIN_SCOPE}
     return sorted(kept | {"rules.write"})
 

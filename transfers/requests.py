@@ -294,14 +294,18 @@ async def _join(db: AsyncDatabase[Document], ids: list[str], requester: str, sub
     if result.modified_count == len(ids):  # the submission is new: every open one matched was changed
         return set(ids)
     # (a submission named again, as a production task's, changes nothing where it joined before)
-    return {doc["_id"] async for doc in read_by_ids(db[REQUESTS], ids, {"_id": 1}, flt={
-        JOINED_SUBMISSIONS: submission, "state": {"$in": list(OPEN_STATES)}})}
+    return await _open_among(db, ids, {JOINED_SUBMISSIONS: submission})
 
 
 async def _full(db: AsyncDatabase[Document], ids: list[str]) -> set[str]:
     """Those of the open requests `ids` that no further submission may join."""
-    return {doc["_id"] async for doc in read_by_ids(db[REQUESTS], ids, {"_id": 1}, flt={
-        "state": {"$in": list(OPEN_STATES)}, f"{JOINED_SUBMISSIONS}.{MAX_JOINED_SUBMISSIONS - 1}": {"$exists": True}})}
+    return await _open_among(db, ids, {f"{JOINED_SUBMISSIONS}.{MAX_JOINED_SUBMISSIONS - 1}": {"$exists": True}})
+
+
+async def _open_among(db: AsyncDatabase[Document], ids: list[str], flt: Document) -> set[str]:
+    """The requests among `ids` still open that match `flt` (read by `_id`)."""
+    return {doc["_id"] async for doc in read_by_ids(db[REQUESTS], ids, {"_id": 1},
+                                                    flt={**flt, "state": {"$in": list(OPEN_STATES)}})}
 
 
 async def submit_transfers(

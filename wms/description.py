@@ -132,16 +132,11 @@ class JobDescription(BaseModel):
     time_limit_s: int = Field(3600, ge=1, le=14 * 86400)
     parameters: ParameterList | ParameterRange | None = None
 
-    @field_validator("executable")
+    @field_validator("executable", "arguments")
     @classmethod
-    def _executable(cls, value: str) -> str:
-        return _no_nul(value)
-
-    @field_validator("arguments")
-    @classmethod
-    def _arguments(cls, value: list[str]) -> list[str]:
-        for argument in value:
-            _no_nul(argument)
+    def _handed_to_the_system(cls, value: str | list[str]) -> str | list[str]:
+        for text in [value] if isinstance(value, str) else value:
+            _no_nul(text)
         return value
 
     @model_validator(mode="after")
