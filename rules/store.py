@@ -514,14 +514,16 @@ async def renew(db: AsyncDatabase[Document], rule_id: str, worker: str, *, lease
 
 
 async def set_fields(db: AsyncDatabase[Document], rule_id: str, fields: dict[str, Any], *,
-                     make_dirty: bool = False) -> None:
+                     make_dirty: bool = False, guard: dict[str, Any] | None = None) -> bool:
     """Record what a daemon holding the rule found (evaluation results, errors); with
-    `make_dirty`, also ask for a new evaluation (bumping `generation`)."""
+    `make_dirty`, also ask for a new evaluation (bumping `generation`). Only while the rule
+    matches `guard`; False when it did not."""
     update: dict[str, Any] = {"$set": {**fields, **({"dirty": True} if make_dirty else {})}}
     if make_dirty:
         update.update(increment({"generation": 1}))
     with database_errors():
-        await db[RULES].update_one({"_id": rule_id}, update)
+        result = await db[RULES].update_one({"_id": rule_id, **(guard or {})}, update)
+    return result.matched_count == 1
 
 
 async def count_failure(db: AsyncDatabase[Document], rule_id: str, worker: str,
