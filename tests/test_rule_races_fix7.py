@@ -17,7 +17,8 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from kernel.db import Document
 from kernel.settings import Settings
-from rules import store
+from rules import locks, store
+from rules.evaluator import RuleEvaluator
 from rules.repairer import RuleRepairer
 from rules.store import RuleIn, RuleUpdate
 from tests.fixtures.catalogue import ADMIN
@@ -65,3 +66,37 @@ async def test_a_resume_during_a_repair_is_not_undone(
         assert after["lease_owner"] is None, after
     assert resumed > 0
     assert undone == 0, f"{undone} of {resumed} resumes undone by the repairer"
+
+
+async def test_a_resume_during_an_evaluation_keeps_its_fresh_stuck_time(
+    database: AsyncDatabase[Document], settings: Settings, tmp_path: Path,
+) -> None:
+    """The evaluator gives a stuck rule back settled from its counters, with the `stuck_since` it
+    read; a resume in between (which clears it) had it put back, a day old, so the repairer
+    suspended the resumed rule at its next pass instead of giving it `suspend_after_s` again."""
+    await tiered_ses(database, tmp_path)
+    await dataset_on_src(database, "vo:ds", ["/vo/ds/f0"])
+    rule = await store.create_rule(database, ADMIN, RuleIn(did="vo:ds", copies=1, expression="T1-A"))
+    await locks.insert_locks(database, rule, [locks.new_lock(rule, "/vo/ds/f0", "T1-A", 256, "stuck", error="x")])
+    evaluator = RuleEvaluator(rule_settings(settings), database)
+    undone = 0
+    for _ in range(ROUNDS):
+        await _stuck_for_long(database, rule["_id"])
+        await database["rules"].update_one({"_id": rule["_id"]}, {"$set": {"due": dt.datetime.now(dt.UTC)}})
+
+        async def resume() -> Document:
+            await _jitter()
+            return await store.update_rule(database, ADMIN, rule["_id"], RuleUpdate(state="replicating"))
+
+        async def evaluate() -> int:
+            await _jitter()
+            return await evaluator.run_once()
+
+        await asyncio.gather(resume(), evaluate())
+        after = await store.get_rule(database, rule["_id"])
+        since = after.get("stuck_since")
+        if after["state"] == "suspended" or (since is not None and since < dt.datetime.now(dt.UTC)
+                                              - dt.timedelta(hours=1)):
+            undone += 1
+        assert after["lease_owner"] is None, after
+    assert undone == 0, f"{undone} of {ROUNDS} resumes given back their old stuck time by the evaluator"
