@@ -100,3 +100,34 @@ async def test_a_resume_during_an_evaluation_keeps_its_fresh_stuck_time(
             undone += 1
         assert after["lease_owner"] is None, after
     assert undone == 0, f"{undone} of {ROUNDS} resumes given back their old stuck time by the evaluator"
+
+
+async def test_a_resume_during_an_evaluation_keeps_its_error_cleared(
+    database: AsyncDatabase[Document], settings: Settings, tmp_path: Path,
+) -> None:
+    """An evaluation records what it found on the rule (`unplaced`, its error) and wrote back the
+    error it had read, so one running while its owner resumed the rule put back the error the
+    resume had moved to `last_error`; nothing cleared it until the rule was ok."""
+    await tiered_ses(database, tmp_path)
+    await dataset_on_src(database, "vo:ds", ["/vo/ds/f0"])
+    rule = await store.create_rule(database, ADMIN, RuleIn(did="vo:ds", copies=1, expression="T1-A"))
+    await locks.insert_locks(database, rule, [locks.new_lock(rule, "/vo/ds/f0", "T1-A", 256, "replicating")])
+    evaluator = RuleEvaluator(rule_settings(settings), database)
+    undone = 0
+    for _ in range(ROUNDS):
+        await _stuck_for_long(database, rule["_id"])
+        await database["rules"].update_one({"_id": rule["_id"]}, {"$set": {"dirty": True}})
+
+        async def resume() -> Document:
+            await _jitter()
+            return await store.update_rule(database, ADMIN, rule["_id"], RuleUpdate(state="replicating"))
+
+        async def evaluate() -> int:
+            await _jitter()
+            return await evaluator.run_once()
+
+        await asyncio.gather(resume(), evaluate())
+        after = await store.get_rule(database, rule["_id"])
+        undone += after["error"] == "stuck"
+        assert after["lease_owner"] is None, after
+    assert undone == 0, f"{undone} of {ROUNDS} resumes given back their old error by the evaluator"
