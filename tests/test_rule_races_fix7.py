@@ -4,7 +4,10 @@ rounds that end wrong.
 
 - The repairer suspends (or moves) a stuck rule while its owner resumes it: its release was
   unguarded, so a resume that had answered "replicating" was undone (the rule suspended again,
-  or its `stuck_since` put back so it was suspended at the next repair)."""
+  or its `stuck_since` put back so it was suspended at the next repair).
+- The evaluator gives a rule back settled (its `stuck_since`) and records its error, as read
+  before a resume made during its pass.
+- A deletion and a change of copies and lifetime at once both answered success."""
 
 from __future__ import annotations
 
@@ -16,6 +19,7 @@ from pathlib import Path
 from pymongo.asynchronous.database import AsyncDatabase
 
 from kernel.db import Document
+from kernel.errors import Conflict
 from kernel.settings import Settings
 from rules import locks, store
 from rules.evaluator import RuleEvaluator
@@ -131,3 +135,37 @@ async def test_a_resume_during_an_evaluation_keeps_its_error_cleared(
         undone += after["error"] == "stuck"
         assert after["lease_owner"] is None, after
     assert undone == 0, f"{undone} of {ROUNDS} resumes given back their old error by the evaluator"
+
+
+async def test_a_deletion_and_a_new_lifetime_at_once_do_not_both_succeed_and_keep_the_rule(
+    database: AsyncDatabase[Document], settings: Settings, tmp_path: Path,
+) -> None:
+    """Deleting a rule expires it; a change is refused on an expired rule. A change of copies and
+    lifetime that read the rule before the deletion wrote after it (its quota check reads on), so
+    both answered success and the deleted rule was alive again (or, had the cleaner taken it
+    meanwhile, removed after its owner was told its lifetime was extended)."""
+    await tiered_ses(database, tmp_path)
+    await dataset_on_src(database, "vo:ds", ["/vo/ds/f0"])
+    both = 0
+    for _ in range(ROUNDS):
+        rule = await store.create_rule(database, ADMIN, RuleIn(did="vo:ds", copies=1, expression="tier=1"))
+
+        async def extend(rule_id: str = rule["_id"]) -> bool:
+            await _jitter()
+            try:
+                await store.update_rule(database, ADMIN, rule_id, RuleUpdate(copies=2, lifetime_s=3600))
+            except Conflict:
+                return False
+            return True
+
+        async def delete(rule_id: str = rule["_id"]) -> bool:
+            await _jitter()
+            await store.delete_rule(database, ADMIN, rule_id)
+            return True
+
+        extended, deleted = await asyncio.gather(extend(), delete())
+        after = await store.get_rule(database, rule["_id"])
+        if extended and deleted and after["expires_at"] > dt.datetime.now(dt.UTC):
+            both += 1
+        await database["rules"].delete_one({"_id": rule["_id"]})
+    assert both == 0, f"{both} of {ROUNDS} deletions undone by a lifetime change that answered success"
