@@ -103,10 +103,13 @@ async def evaluate(db: AsyncDatabase[Document], rule: Document, settings: RuleSe
     gone = [lock for lfn, locks in run.existing.items() if lfn not in seen for lock in locks]
     for start in range(0, len(gone), settings.batch):
         stats["released"] += await rule_locks.remove_locks(db, rule, gone[start:start + settings.batch])
-    await store.set_fields(db, rule["_id"], {
-        "unplaced": stats["unplaced"], "evaluated": now(),
-        "error": (f"{stats['unplaced']} file(s) found fewer than {rule['copies']} SEs of {rule['expression']!r} "
-                  "that are writable and within quota") if stats["unplaced"] else rule.get("error")})
+    found: dict[str, Any] = {"unplaced": stats["unplaced"], "evaluated": now()}
+    if stats["unplaced"]:
+        found["error"] = (f"{stats['unplaced']} file(s) found fewer than {rule['copies']} SEs of "
+                          f"{rule['expression']!r} that are writable and within quota")
+    # No error otherwise: the one it read is left as it is now (written back, it undid a resume's
+    # clearing made during the pass).
+    await store.set_fields(db, rule["_id"], found)
     return stats
 
 

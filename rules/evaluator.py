@@ -108,8 +108,13 @@ class RuleEvaluator(RuleDaemon):
         # keep the evaluators from the others; a wake (`rules.wake`) brings it forward.
         took = time.monotonic() - began
         due = now() + dt.timedelta(seconds=max(self.settings.poll_s, took))
-        await release_unless_woken(self.db, rule, self.worker,
-                                   {**fields, "due": due, "evaluation_failures": 0, "retry_at": None}, took)
+        passed = {"due": due, "evaluation_failures": 0, "retry_at": None}
+        # The state only while the rule is as read: a resume (or a change of copies or content)
+        # since bumped `generation` and made it dirty; its state is then settled at the next pass,
+        # not put back (a resumed rule got its old `stuck_since` again, and was suspended at once).
+        if not await release_unless_woken(self.db, rule, self.worker, {**fields, **passed}, took,
+                                          guard={"generation": current.get("generation")}):
+            await release_unless_woken(self.db, rule, self.worker, passed, took)
 
     async def give_back(self, rule: Document, error: str) -> None:
         """A pass that raised is counted on the rule (`evaluation_failures`): at

@@ -115,7 +115,12 @@ class RuleRepairer(RuleDaemon):
         return handled
 
     async def work_on(self, rule: Document) -> int:
-        """Repair one claimed stuck rule, then give it back (when this raised, `give_back` does)."""
+        """Repair one claimed stuck rule, then give it back (when this raised, `give_back` does).
+        Its state is given back only if the rule's `generation` is still the one it read (its own
+        dirtying counted): a resume, a change of copies or of the DID's content meanwhile bumped it
+        and made the rule dirty, and is not undone (a resume was suspended again, or given back its
+        old `stuck_since` and suspended at the next repair); the evaluator settles such a rule."""
+        generation = rule.get("generation")
         fields: dict[str, Any] = {}
         moved, reason = await repair(self.db, rule, self.settings)
         if moved:
@@ -123,11 +128,15 @@ class RuleRepairer(RuleDaemon):
                       "error": f"moved {moved} stuck lock(s) to other SEs; last failure: {reason}",
                       "last_repair": {"at": now(), "moved": moved, "reason": reason}}
             log.info("rule %s: %s", rule["_id"], fields["error"])
-        elif int(rule.get("unplaced", 0)) > 0 and not rule.get("dirty"):
-            await store.set_fields(self.db, rule["_id"], {}, make_dirty=True)
+        elif int(rule.get("unplaced", 0)) > 0 and not rule.get("dirty") and await store.set_fields(
+                self.db, rule["_id"], {}, make_dirty=True, guard={"generation": generation}):
+            generation = int(generation or 0) + 1
         if not moved and stuck_too_long(rule, self.settings.suspend_after_s):
             fields = {"state": "suspended", "error": f"stuck since {rule['stuck_since'].isoformat()} "
                       f"and nowhere else to go; suspended (last failure: {reason or rule.get('error')})"}
             log.warning("rule %s: %s", rule["_id"], fields["error"])
-        await store.release(self.db, rule, self.worker, {**fields, "repair_failures": 0, "repair_retry_at": None})
+        done = {"repair_failures": 0, "repair_retry_at": None}
+        if not await store.release(self.db, rule, self.worker, {**fields, **done}, guard={"generation": generation}):
+            kept = {"last_repair": fields["last_repair"]} if moved else {}
+            await store.release(self.db, rule, self.worker, {**kept, **done})
         return 1 if fields else 0

@@ -442,7 +442,7 @@ def _may_change(principal: Principal, rule: Document) -> None:
 
 
 async def update_rule(db: AsyncDatabase[Document], principal: Principal, rule_id: str,
-                      update: RuleUpdate) -> Document:
+                      update: RuleUpdate, *, retries: int = 3) -> Document:
     """Change a rule's copies (checked against the quota), lifetime, lock flag, comment or
     activity, or resume it (one atomic update; more copies make the rule dirty). An expired rule
     (deleted, or past its lifetime) is refused (409): the cleaner removes it whatever changes;
@@ -469,14 +469,20 @@ async def update_rule(db: AsyncDatabase[Document], principal: Principal, rule_id
                        "retry_at": None, "error": None, **({"last_error": rule["error"]} if rule.get("error") else {})})
         inc["generation"] = 1
     # An expired rule is being removed (the cleaner may be releasing its locks): not changed. A
-    # locked one is not (and unlocking it is how it is let expire).
+    # locked one is not (and unlocking it is how it is let expire). Guarded by the expiry read
+    # too, and checked at the write's time: a deletion landing after the read (a copies check
+    # reads on) was undone by this write's lifetime, both answering success.
     with database_errors():
         updated = await db[RULES].find_one_and_update(
-            {"_id": rule_id, **not_removed(at)},
+            {"_id": rule_id, "expires_at": rule.get("expires_at"), **not_removed(now())},
             {"$set": change, **(increment(inc) if inc else {})}, return_document=ReturnDocument.AFTER)
-    if updated is None:
-        raise Conflict(f"rule {rule_id} has expired and is being removed; make a new rule")
-    return updated
+    if updated is not None:
+        return updated
+    with database_errors():
+        live = await db[RULES].count_documents({"_id": rule_id, **not_removed(now())})
+    if live and retries:
+        return await update_rule(db, principal, rule_id, update, retries=retries - 1)  # its lifetime changed
+    raise Conflict(f"rule {rule_id} has expired and is being removed; make a new rule")
 
 
 async def delete_rule(db: AsyncDatabase[Document], principal: Principal, rule_id: str) -> Document:
@@ -514,14 +520,16 @@ async def renew(db: AsyncDatabase[Document], rule_id: str, worker: str, *, lease
 
 
 async def set_fields(db: AsyncDatabase[Document], rule_id: str, fields: dict[str, Any], *,
-                     make_dirty: bool = False) -> None:
+                     make_dirty: bool = False, guard: dict[str, Any] | None = None) -> bool:
     """Record what a daemon holding the rule found (evaluation results, errors); with
-    `make_dirty`, also ask for a new evaluation (bumping `generation`)."""
+    `make_dirty`, also ask for a new evaluation (bumping `generation`). Only while the rule
+    matches `guard`; False when it did not."""
     update: dict[str, Any] = {"$set": {**fields, **({"dirty": True} if make_dirty else {})}}
     if make_dirty:
         update.update(increment({"generation": 1}))
     with database_errors():
-        await db[RULES].update_one({"_id": rule_id}, update)
+        result = await db[RULES].update_one({"_id": rule_id, **(guard or {})}, update)
+    return result.matched_count == 1
 
 
 async def count_failure(db: AsyncDatabase[Document], rule_id: str, worker: str,

@@ -11,6 +11,15 @@ the catalogue's change feed and calls `apply_to_new` with the new DIDs: each sub
 than a new dataset that matches it gives it its rule (a rule's id is derived from the
 subscription and the DID, so an event handled twice creates one rule). A rule that cannot be
 created (over quota, no SE) is recorded in the subscription's `errors`.
+
+A subscription acts as its maker as the VO's registry has them at each application
+(`maker_now`): an administrator's role only while listed (or given by the maker's token); a maker
+listed among the VO's members when subscribing and no longer listed (nor an admin), or whose VO
+is gone, gets no rules, and the subscription says why in `inactive` (cleared when it applies
+again). A subscription stored before these checks (no `member_listed`) keeps no `admin` of its
+stored scopes in a registered VO (only the registry's, as now), and its maker, unlisted in a VO
+that lists members, gets no rules. The groups stay those of the maker's token when subscribing:
+Cairn keeps no record of a user's groups (they come from the issuer's tokens).
 """
 
 from __future__ import annotations
@@ -27,12 +36,12 @@ from pymongo.errors import DuplicateKeyError
 from catalogue.authorization import authorize_rule_target, require_vo, vo_stamp
 from catalogue.datasets import DATASETS, did_within_reach
 from catalogue.directories import now
-from catalogue.vos import confine_owner, qualified
+from catalogue.vos import Vo, confine_owner, qualified, registry
 from kernel.daemon import one_of_many
 from kernel.db import Document, IndexSpec, database_errors, increment, read_by_ids, stamp_missing
 from kernel.errors import CairnError, Conflict, Forbidden, InvalidInput, NotFound
 from kernel.patterns import compiled, searches
-from kernel.principal import ADMIN_SCOPE, DEFAULT_VO, Principal
+from kernel.principal import ADMIN_SCOPE, DEFAULT_VO, GLOBAL_VO, Principal
 from kernel.tokens import granted_scopes
 from rules.se_expression import validate
 from rules.store import RuleIn, RulePlacement, check_account, create_rule
@@ -101,9 +110,12 @@ async def add_subscription(db: AsyncDatabase[Document], principal: Principal, it
     if item.rule.source_expression:
         validate(item.rule.source_expression)
     at = now()
-    # The rights a matching dataset is checked against later are the subscriber's, as now.
+    account = item.account or principal.sub
+    vo = (await registry(db)).get(vo_stamp(principal))
+    # The rights a matching dataset is checked against later are the subscriber's, as now (the
+    # VO's registry's roles as they are then: `maker_now`).
     doc: Document = {"_id": subscription_id(principal, item.name), "name": item.name, "vo": vo_stamp(principal),
-                     "account": item.account or principal.sub,
+                     "account": account, "member_listed": vo is not None and _bare(vo, account) in vo.members,
                      "groups": list(principal.groups), "scopes": stored_scopes(principal),
                      "filter": item.filter.model_dump(), "rule": item.rule.model_dump(), "comment": item.comment,
                      "created": at, "rules_created": 0, "errors": {}}
@@ -182,12 +194,40 @@ async def _apply_isolated(db: AsyncDatabase[Document], subscription: Document, n
     return made or 0
 
 
+def _bare(vo: Vo, account: str) -> str:
+    return account.removeprefix(f"{vo.name}:")
+
+
+async def maker_now(db: AsyncDatabase[Document], subscription: Document) -> Principal | str:
+    """The principal a subscription acts as at this application: its maker with the stored groups
+    and scopes, the roles the VO's registry gives now (`confine_owner`); or why it acts as nobody
+    (the maker left the VO's members, or the VO is gone). See the module docstring."""
+    vo_name = subscription.get("vo") or DEFAULT_VO
+    vos = await registry(db)
+    vo = vos.get(vo_name)
+    scopes = frozenset(subscription.get("scopes") or ["rules.write"])
+    account = str(subscription["account"])
+    if vos and vo is None and vo_name != GLOBAL_VO:
+        return f"its VO {vo_name} no longer exists"
+    if vo is not None:
+        legacy = "member_listed" not in subscription
+        listed = _bare(vo, account) in vo.members or _bare(vo, account) in vo.admins
+        if not listed and (subscription.get("member_listed") or (legacy and vo.members)):
+            return f"its account {account} is no longer a member of VO {vo.name}"
+        if legacy:  # its `admin` may be the registry's then: only the registry's now
+            scopes -= {ADMIN_SCOPE}
+    return await confine_owner(db, Principal(sub=account, vo=vo_name, groups=tuple(subscription.get("groups") or ()),
+                                             scopes=scopes))
+
+
 async def _apply(db: AsyncDatabase[Document], subscription: Document, new: list[Document]) -> int:
+    if not new:
+        return 0
     wanted = DatasetFilter.model_validate(subscription["filter"])
-    principal = await confine_owner(db, Principal(
-        sub=subscription["account"], vo=subscription.get("vo") or DEFAULT_VO,
-        groups=tuple(subscription.get("groups") or ()),
-        scopes=frozenset(subscription.get("scopes") or ["rules.write"])))
+    principal = await maker_now(db, subscription)
+    await _mark_inactive(db, subscription, principal if isinstance(principal, str) else None)
+    if isinstance(principal, str):
+        return 0
     made = 0
     errors: dict[str, str] = {}
     for did in new:
@@ -211,6 +251,16 @@ async def _apply(db: AsyncDatabase[Document], subscription: Document, new: list[
             errors[did["_id"].replace(".", "_")] = exc.message
     await _record(db, subscription, made, errors)
     return made
+
+
+async def _mark_inactive(db: AsyncDatabase[Document], subscription: Document, why: str | None) -> None:
+    """Say (or stop saying) in `inactive` why the subscription makes no rules now."""
+    if subscription.get("inactive") == why:
+        return
+    if why is not None:
+        log.warning("subscription %s makes no rules: %s", subscription["_id"], why)
+    with database_errors():
+        await db[SUBSCRIPTIONS].update_one({"_id": subscription["_id"]}, {"$set": {"inactive": why}})
 
 
 async def _record(db: AsyncDatabase[Document], subscription: Document, made: int, errors: dict[str, str]) -> None:

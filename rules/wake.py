@@ -90,11 +90,14 @@ def next_wake(ended: dt.datetime, took_s: float) -> dt.datetime:
 
 
 async def release_unless_woken(db: AsyncDatabase[Document], rule: Document, worker: str, fields: Document,
-                               took_s: float) -> None:
+                               took_s: float, *, guard: Document | None = None) -> bool:
     """Give a claimed rule back with `fields` (its `due` the poll's) and `next_wake`; if a wake came
-    during the pass (its `wakes` moved since the claim), due at `next_wake` instead."""
+    during the pass (its `wakes` moved since the claim), due at `next_wake` instead. Only while the
+    rule matches `guard` too: False (nothing written) when it does not, or the lease was lost."""
     ended = now()
     earliest = next_wake(ended, took_s)
-    guard = {"wakes": rule.get("wakes")}
-    if not await store.release(db, rule, worker, {**fields, "next_wake": earliest}, guard=guard):
-        await store.release(db, rule, worker, {**fields, "next_wake": earliest, "due": min(fields["due"], earliest)})
+    if await store.release(db, rule, worker, {**fields, "next_wake": earliest},
+                           guard={"wakes": rule.get("wakes"), **(guard or {})}):
+        return True
+    return await store.release(db, rule, worker, {**fields, "next_wake": earliest,
+                                                  "due": min(fields["due"], earliest)}, guard=guard)
