@@ -26,6 +26,7 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError, OperationFailure
 
+from catalogue.directories import DUPLICATE_KEY
 from kernel.db import Document, bulk_write_chunked, database_errors, read_by_ids
 
 GUID_HOLDS = "guid_holds"
@@ -35,12 +36,20 @@ log = logging.getLogger(__name__)
 
 
 async def hold(db: AsyncDatabase[Document], guids: Iterable[str | None]) -> None:
-    """Hold `guids` for a move (one bulk write; a hold left by a move cut short is renewed)."""
+    """Hold `guids` for a move: one unordered insert (a hold left by a move cut short is renewed)."""
     at = dt.datetime.now(dt.UTC)
-    updates = [UpdateOne({"_id": guid}, {"$set": {"at": at}}, upsert=True) for guid in sorted({g for g in guids if g})]
-    if updates:
+    wanted = sorted({g for g in guids if g})
+    if not wanted:
+        return
+    try:
         with database_errors():
-            await bulk_write_chunked(db[GUID_HOLDS], updates)
+            await db[GUID_HOLDS].insert_many([{"_id": guid, "at": at} for guid in wanted], ordered=False)
+    except BulkWriteError as exc:
+        if any(e.get("code") != DUPLICATE_KEY for e in exc.details.get("writeErrors", [])):
+            raise
+        stale = [wanted[e["index"]] for e in exc.details.get("writeErrors", [])]
+        with database_errors():
+            await db[GUID_HOLDS].update_many({"_id": {"$in": stale}}, {"$set": {"at": at}})
 
 
 async def release(db: AsyncDatabase[Document], guids: Iterable[str | None]) -> None:
