@@ -34,6 +34,7 @@ from pymongo.errors import BulkWriteError
 
 from catalogue import change_feed
 from catalogue.collection_names import CONTAINER_CHILDREN
+from catalogue.dataset_counts import add_counts, counts_set
 from catalogue.datasets import DATASETS, REFRESH_LEASE, REFRESHING, check_did, get_did, writable_did
 from catalogue.directories import DUPLICATE_KEY, find_by_ids, now
 from catalogue.directory_moves import leaving
@@ -41,7 +42,7 @@ from catalogue.files import authorized_files, fetch_files
 from catalogue.find import open_query
 from catalogue.lfn import check_lfn
 from catalogue.permissions import READ
-from kernel.db import INDEX_ORDER, Document, IndexSpec, database_errors, find_by_values, increment, iterate
+from kernel.db import INDEX_ORDER, Document, IndexSpec, database_errors, find_by_values, iterate
 from kernel.errors import Conflict, InvalidInput, NotFound, ServiceUnavailable
 from kernel.marks import Mark, by_ids
 from kernel.principal import Principal
@@ -114,10 +115,7 @@ async def _counted_insert(db: AsyncDatabase[Document], did: str, collection: str
     while the rows go in takes them back out. Returns the rows inserted."""
     if not rows:
         return []
-    with database_errors():
-        charged = await db[DATASETS].update_one(
-            {"_id": did, "state": "open"}, {**increment(tally(rows)), "$set": {"modified": now()}})
-    if charged.matched_count == 0:
+    if not await add_counts(db, did, tally(rows), open_only=True):
         raise Conflict(f"{did} is not open; nothing attached")
     inserted = await _insert_rows(db, collection, rows)
     kept = {r["_id"] for r in inserted}
@@ -127,8 +125,8 @@ async def _counted_insert(db: AsyncDatabase[Document], did: str, collection: str
         if closed:
             await db[collection].delete_many({"_id": {"$in": sorted(kept)}})
             back = rows
-        if back:
-            await db[DATASETS].update_one({"_id": did}, increment({k: -n for k, n in tally(back).items()}))
+    if back:
+        await add_counts(db, did, {k: -n for k, n in tally(back).items()})
     if closed:
         raise Conflict(f"{did} was closed or frozen meanwhile; nothing attached")
     return inserted
@@ -217,8 +215,7 @@ async def _put_back_if_closed(db: AsyncDatabase[Document], did: str, collection:
             return
     back = await _insert_rows(db, collection, [{k: v for k, v in r.items() if k != DETACHING} for r in rows])
     if back:
-        with database_errors():
-            await db[DATASETS].update_one({"_id": did}, increment(tally(back)))
+        await add_counts(db, did, tally(back))
     raise Conflict(f"{did} was closed or frozen meanwhile; nothing detached")
 
 
@@ -255,9 +252,7 @@ async def _marked_delete(db: AsyncDatabase[Document], did: str, collection: str,
                     "none (`cairn dataset rebuild-counts` mends it)", did, deleted, len(mine))
         return found, []
     if mine:
-        with database_errors():
-            await db[DATASETS].update_one({"_id": did}, {**increment({k: -n for k, n in tally(mine).items()}),
-                                                         "$set": {"modified": now()}})
+        await add_counts(db, did, {k: -n for k, n in tally(mine).items()})
     return found, mine
 
 
@@ -474,11 +469,12 @@ async def _refreshed(db: AsyncDatabase[Document], principal: Principal, did: str
     await drop()
     await _still_refreshing(db, did, mark)
     await _attach_rows(db, adds)
+    counts = counts_set({"files": files, "bytes": size})
     with database_errors():
         updated = await db[DATASETS].find_one_and_update(
-            {"_id": did, **mark.mine()},
-            {"$set": {"files": files, "bytes": size, "refreshed": now(), "modified": now()},
-             "$unset": {REFRESHING: ""}}, return_document=True)
+            {"_id": did, **mark.mine()}, {"$set": {**counts["$set"], "refreshed": now(), "modified": now()},
+                                          "$unset": {**counts.get("$unset", {}), REFRESHING: ""}},
+            return_document=True)
     if updated is None:
         raise ServiceUnavailable(f"the refresh of {did} took too long and was given up; refresh it again")
     return updated

@@ -14,12 +14,12 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
-from bson import Int64
 from pymongo.asynchronous.database import AsyncDatabase
 
 from catalogue.collection_names import CONTAINER_CHILDREN
 from catalogue.dataset_contents import DATASET_FILES
 from catalogue.datasets import DATASETS
+from kernel.counters import SATURATED, saturated_record
 from kernel.db import STREAM_PAGE, Document, database_errors, pages_by_id
 from kernel.recount import set_if_unmoved
 
@@ -43,7 +43,7 @@ async def rebuild(db: AsyncDatabase[Document], *, fix: bool = True) -> dict[str,
     """Recount every DID's counts, report those that drifted and, with `fix`, set them where they
     did not move meanwhile (see the module)."""
     with database_errors():
-        dids = await db[DATASETS].find({}, {"type": 1, "files": 1, "bytes": 1, "children": 1}).to_list()
+        dids = await db[DATASETS].find({}, {"type": 1, "files": 1, "bytes": 1, "children": 1, SATURATED: 1}).to_list()
     truth = await recount(db)
     drift: dict[str, Any] = {}
     moved: list[str] = []
@@ -51,11 +51,13 @@ async def rebuild(db: AsyncDatabase[Document], *, fix: bool = True) -> dict[str,
         fields = FIELDS.get(did.get("type", "dataset"), FIELDS["dataset"])
         have = {f: int(did.get(f) or 0) for f in fields}
         want = {f: truth.get(did["_id"], {}).get(f, 0) for f in fields}
-        if have == want:
+        record = saturated_record(want)  # a sum past the int64 range (claimed sizes) at its bound
+        if {f: int(record[f]) for f in fields} == have and bool(did.get(SATURATED)) == (SATURATED in record):
             continue
         drift[did["_id"]] = {"stored": have, "recounted": want}
-        was = {f: did[f] for f in fields if f in did}
-        if fix and not await set_if_unmoved(db[DATASETS], did["_id"], was, {f: Int64(n) for f, n in want.items()},
-                                            fields=fields):
+        was = {f: did.get(f) for f in fields if f in did}
+        if did.get(SATURATED) and SATURATED not in record:
+            record[SATURATED] = False
+        if fix and not await set_if_unmoved(db[DATASETS], did["_id"], was, record, fields=fields):
             moved.append(did["_id"])
     return {"checked": len(dids), "drifted": len(drift), "fixed": fix, "moved": moved, "drift": drift}

@@ -23,7 +23,7 @@ from collections.abc import Awaitable, Callable
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
-from catalogue import change_feed, moved_paths
+from catalogue import change_feed, guid_holds, moved_paths
 from catalogue.directory_moves import moving_above, moving_or_gone_above
 from catalogue.files import FILES
 from catalogue.usage import REMOVAL_LEASE, REMOVING, take_over_calls
@@ -51,6 +51,7 @@ async def move_file_record(db: AsyncDatabase[Document], source: str, destination
     if not marked.modified_count:
         raise Conflict(f"{source} is being moved or removed by another request; try again")
     copy: Document | None = None
+    held: list[str] = []  # the GUID, held from before the original leaves until the copy has it
     try:
         if await moving_above(db, [source, destination]):
             raise Conflict(f"a directory above {source} or {destination} is being moved; try again")
@@ -74,6 +75,9 @@ async def move_file_record(db: AsyncDatabase[Document], source: str, destination
                 raise Conflict(f"{destination} exists already") from None
             if await moving_or_gone_above(db, [destination]):  # its directory removed since it was looked at
                 raise Conflict(f"a directory above {destination} was removed or is being moved; nothing moved")
+            if current.get("guid") and not held:
+                held.append(current["guid"])
+                await guid_holds.hold(db, held)
             if await mark.delete(db[FILES], [source], "the move", where={"version": current.get("version")}):
                 placed = await _placed(db, source, copy)
                 copy = None
@@ -86,6 +90,9 @@ async def move_file_record(db: AsyncDatabase[Document], source: str, destination
             await asyncio.shield(_take_back(db, copy))
         await asyncio.shield(mark.take_off(db[FILES], [source]))
         raise
+    finally:
+        if held:
+            await asyncio.shield(guid_holds.release(db, held))
 
 
 def _copy_of(record: Document) -> Document:
@@ -99,12 +106,12 @@ def _copy_of(record: Document) -> Document:
 async def _placed(db: AsyncDatabase[Document], source: str, copy: Document) -> Document:
     """The copy is the file now, its original gone: its GUID back, and the move told."""
     placed = {k: v for k, v in copy.items() if k != "moving_guid"}
-    change: Document = {"$unset": {"moving_guid": ""}}
     if copy["moving_guid"] is not None:
         placed["guid"] = copy["moving_guid"]
-        change["$set"] = {"guid": copy["moving_guid"]}
-    with database_errors():
-        await db[FILES].update_one({"_id": copy["_id"]}, change)
+        await guid_holds.restore(db[FILES], [(copy["_id"], copy["moving_guid"])])
+    else:
+        with database_errors():
+            await db[FILES].update_one({"_id": copy["_id"]}, {"$unset": {"moving_guid": ""}})
     await change_feed.append(db, [change_feed.event("file_removed", source, moved_to=copy["_id"]),
                                   change_feed.event("file_registered", copy["_id"], moved_from=source)])
     return placed

@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError
 
-from catalogue import change_feed, moved_paths
+from catalogue import change_feed, guid_holds, moved_paths
 from catalogue.collection_names import FILES
 from catalogue.directories import (
     DUPLICATE_KEY,
@@ -96,6 +96,8 @@ class FileRecord(TypedDict):
     meta_origin: dict[str, str]
     ancestors: NotRequired[list[str]]
     registered_in: NotRequired[str]
+
+GUID_TAKEN = "GUID already belongs to another file"
 
 INDEXES = [
     # Sparse: a file being moved carries its GUID as `moving_guid` for a moment (catalogue.moves).
@@ -306,8 +308,9 @@ async def register_files(db: AsyncDatabase[Document], principal: Principal, file
                 else:
                     failed[item.lfn] = f"not written: {error.get('errmsg', 'database error')}"
     dup_lfns = {f.lfn for f in duplicates}
+    named = {f.guid for f in batch.values() if f.guid}
     written = await _outside_moves(db, token, [doc for doc in docs if doc["_id"] not in dup_lfns
-                                                and doc["_id"] not in failed], failed)
+                                                and doc["_id"] not in failed], failed, named)
     for doc in written:
         successful[doc["_id"]] = {"guid": doc["guid"], "created": True}
     await record_registered(db, token, written)
@@ -319,18 +322,21 @@ async def register_files(db: AsyncDatabase[Document], principal: Principal, file
 
 
 async def _outside_moves(db: AsyncDatabase[Document], token: str, written: list[FileRecord],
-                         failed: dict[str, Any]) -> list[FileRecord]:
+                         failed: dict[str, Any], named: set[str]) -> list[FileRecord]:
     """Of the records a register call just wrote, those that are not below a directory a live
     move holds, and whose replicas' paths hold no moved file's bytes; the others are taken back
     (still uncounted) and fail, so that a directory move never leaves a file behind at its old
     place (`catalogue.directory_moves`) and no write goes over a moved file's bytes
     (`catalogue.moved_paths`: read after the insert, which succeeded only once a moved original
-    had left its LFN, so after its paths were held)."""
+    had left its LFN, so after its paths were held), and whose GUID, if the caller named it, no
+    move holds (`catalogue.guid_holds`: the insert took it while its file's copy had not)."""
     held = dict.fromkeys(await moving_or_gone_above(db, [doc["_id"] for doc in written]) if written else set(),
                          BELOW_A_MOVE)
     for (lfn, se), why in (await moved_paths.held_by_others(
             db, ((doc["_id"], r["se"], doc["guid"]) for doc in written for r in doc["replicas"]))).items():
         held.setdefault(lfn, f"replica on SE {se} not registered: {why}")
+    if moving := await guid_holds.held(db, [doc["guid"] for doc in written if doc["guid"] in named]):
+        held.update({doc["_id"]: GUID_TAKEN for doc in written if doc["guid"] in moving})
     if not held:
         return written
     await give_up_registered(db, token, {doc["_id"]: doc["guid"] for doc in written if doc["_id"] in held})
@@ -368,7 +374,7 @@ async def _reconcile(
     for item in duplicates:
         doc = stored.get(item.lfn)
         if doc is None:
-            failed[item.lfn] = "GUID already belongs to another file" if item.guid else "concurrently removed; retry"
+            failed[item.lfn] = GUID_TAKEN if item.guid else "concurrently removed; retry"
             continue
         reason = _same_file(doc, item)
         if not reason and (item.replicas or item.ancestors):

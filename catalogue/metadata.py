@@ -22,7 +22,9 @@ There is no transaction: a file registered while its directory's value is being 
 keep the value it copied at registration; setting the directory's value again repairs it. Two
 sets of one directory at once may propagate in the other order than they wrote: each looks at
 the directory's VERSION after its propagation and propagates again what the directory holds
-then if another call changed it (`_settle`).
+then if another call changed it (`_settle`). A removal is guarded and settled the same way,
+and then reads the values above again, to follow a set of a directory above that passed over
+the entry while the removed value was still its own (`_follow_above`).
 A move re-derives the moved entries' inherited values from their new ancestors.
 
 Permissions: setting or removing needs w on the entry (plus traversal); reading needs r on it
@@ -280,21 +282,66 @@ async def remove_metadata(
     wanted = [check_key(k) for k in keys]
     if not wanted:
         raise InvalidInput("give at least one key")
-    doc, collection, dirs = await _writable(db, principal, path)
     foreign = _other_vos_below(await registry(db), path)
-    fallback_values, fallback_origins = inherited(path, dirs)
-    own = doc.get("meta") or {}
-    updates: dict[str, dict[str, Any]] = {}
-    for key in wanted:
-        if key in own:
-            updates[key] = _fallback(key, fallback_values, fallback_origins)
+    collection, version, updates, given = await _remove_own(db, principal, path, wanted)
     with database_errors():
+        if updates and collection.name == DIRECTORIES:
+            await _propagate(db, path, foreign, [path], updates)
+            await _settle(db, path, foreign, sorted(updates), version)
         if updates:
-            own_update = _merged([*updates.values(), {"$unset": {f"meta.{key}": "" for key in updates}},
-                                  {"$inc": {VERSION: 1}}])
-            await collection.update_one({"_id": path}, own_update)
-            if collection.name == DIRECTORIES:
-                await _propagate(db, path, foreign, [path], updates)
-        await collection.update_one({"_id": path}, {"$set": {"modified": now()}})
+            await _follow_above(db, collection, path, foreign, given)
     await change_feed.append(db, [change_feed.event("metadata_changed", path, keys=sorted(wanted))])
     return await _written(db, path)
+
+
+async def _remove_own(db: AsyncDatabase[Document], principal: Principal, path: str, wanted: Sequence[str]
+                      ) -> tuple[AsyncCollection[Document], int, dict[str, dict[str, Any]],
+                                 dict[str, tuple[Any, str | None]]]:
+    """Unset the entry's own `wanted` keys, each falling back to the value above, guarded by the
+    VERSION read (as a set is: a set landing between this read and write would otherwise have its
+    value dropped without its propagation undone); returns the entry's collection, the VERSION
+    written, the fallback update of each key removed and the value and origin it fell back to."""
+    for _ in range(WRITE_TRIES):
+        doc, collection, dirs = await _writable(db, principal, path)
+        values, origins = inherited(path, dirs)
+        own = doc.get("meta") or {}
+        updates = {key: _fallback(key, values, origins) for key in wanted if key in own}
+        write = _merged([*updates.values(), {"$set": {"modified": now()}}])
+        if updates:
+            write = _merged([write, {"$unset": {f"meta.{key}": "" for key in updates}}, {"$inc": {VERSION: 1}}])
+        with database_errors():
+            written = await collection.update_one({"_id": path, VERSION: doc.get(VERSION)}, write)
+        if written.matched_count:
+            return collection, int(doc.get(VERSION) or 0) + int(bool(updates)), updates, {
+                key: (values.get(key), origins.get(key)) for key in updates}
+    raise Conflict(f"the metadata of {path} changed {WRITE_TRIES} times while this call was written; try again")
+
+
+async def _follow_above(db: AsyncDatabase[Document], collection: AsyncCollection[Document], path: str,
+                        foreign: Sequence[str], given: Mapping[str, tuple[Any, str | None]]) -> None:
+    """After the entry's own keys were removed, each falling back to the value above (`given`: the
+    value and origin the entry, and for a directory its subtree, were given): a set of a directory
+    above that landed between this call's read of the values above and its writes passed over the
+    entry or its subtree (their values were the entry's own then), leaving them the value from
+    before that set. So read what is above again and, while it differs from what the entry holds
+    or its subtree was given, write it there: the entry guarded by its VERSION (a set of its own
+    values since wins), the subtree where its values come through the entry."""
+    given = dict(given)
+    for _ in range(WRITE_TRIES):
+        doc = await collection.find_one({"_id": path}, {"meta": 1, EFFECTIVE: 1, ORIGIN: 1, VERSION: 1})
+        if doc is None:
+            return
+        values, origins = inherited(path, await fetch_directories(db, ancestors(path)))
+        own, effective, origin = doc.get("meta") or {}, doc.get(EFFECTIVE) or {}, doc.get(ORIGIN) or {}
+        above = {key: (values.get(key), origins.get(key)) for key in given if key not in own}
+        entry = [key for key, now_above in above.items() if (effective.get(key), origin.get(key)) != now_above]
+        below = [key for key, now_above in above.items() if given[key] != now_above]
+        if entry and not (await collection.update_one({"_id": path, VERSION: doc.get(VERSION)}, _merged(
+                _fallback(key, values, origins) for key in entry))).matched_count:
+            continue
+        if below and collection.name == DIRECTORIES:
+            await _propagate(db, path, foreign, _farther(path), {key: _fallback(key, values, origins) for key in below})
+        given.update({key: above[key] for key in below})
+        if not entry and not below:
+            return
+    raise Conflict(f"the metadata above {path} kept changing while this call removed its values; remove them again")

@@ -18,12 +18,11 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from pymongo import UpdateOne
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
-from catalogue import change_feed, moved_paths
+from catalogue import change_feed, guid_holds, moved_paths
 from catalogue.children import subtree_range
 from catalogue.dataset_contents import DATASET_FILES
 from catalogue.directories import DIRECTORIES, entry_view, fetch_directories, find_by_ids, now
@@ -37,7 +36,7 @@ from catalogue.namespace import existing_entry, find_entry
 from catalogue.permissions import creation_denial, removal_denial, require, traversal_denial
 from catalogue.storage_paths import moved_replicas
 from catalogue.usage import MOVING, REMOVING, WITHDRAWN, Usage, move_directory_usage
-from kernel.db import ID_ORDER, INDEX_ORDER, Document, bulk_write_chunked, database_errors, pages_by_id
+from kernel.db import ID_ORDER, INDEX_ORDER, Document, database_errors, pages_by_id
 from kernel.errors import Conflict, InvalidInput, NotFound, ServiceUnavailable
 from kernel.marks import Mark
 from kernel.principal import Principal
@@ -236,16 +235,15 @@ async def _relocate(collection: AsyncCollection[Document], pairs: list[tuple[str
     moved = [i for i in range(len(pairs)) if i not in blocked]
     if not moved:
         return 0, []
-    changed = await _drop_originals(collection, [(pairs[i][0], copies[i]) for i in moved], by_version=is_files)
-    moved = [i for i in moved if pairs[i][0] not in changed]
-    restores = [
-        UpdateOne({"_id": copies[i]["_id"]}, {"$set": {"guid": copies[i]["moving_guid"]},
-                                              "$unset": {"moving_guid": ""}})
-        for i in moved if "moving_guid" in copies[i]
-    ]
-    if restores:
-        with database_errors():
-            await bulk_write_chunked(collection, restores)
+    guids = [copies[i]["moving_guid"] for i in moved if copies[i].get("moving_guid")]
+    await guid_holds.hold(collection.database, guids)  # no record holds them between the two writes
+    try:
+        changed = await _drop_originals(collection, [(pairs[i][0], copies[i]) for i in moved], by_version=is_files)
+        moved = [i for i in moved if pairs[i][0] not in changed]
+        await guid_holds.restore(collection, [(copies[i]["_id"], copies[i]["moving_guid"]) for i in moved
+                                              if copies[i].get("moving_guid")])
+    finally:
+        await asyncio.shield(guid_holds.release(collection.database, guids))
     if is_files:
         await change_feed.append(collection.database, [
             event for i in moved for event in (

@@ -44,7 +44,7 @@ from catalogue.collection_names import FILES
 from catalogue.lfn import ROOT, ancestors, check_lfn, is_within, parent_of
 from catalogue.replica_writers import REPLICA_WRITERS
 from kernel import lease
-from kernel.bounds import INT64_MAX, INT64_MIN
+from kernel.counters import SATURATED, bounded, counter_write, saturated_record
 from kernel.db import Document, IndexSpec, bulk_write_chunked, database_errors, increment, iterate, read_by_ids
 from kernel.recount import set_if_unmoved
 
@@ -68,8 +68,6 @@ REMOVALS = "removals"
 FENCE = "removals_fence"
 # The fields of a record that every write to it moves (a rebuild sets it only where they did not).
 COUNTED = ("files", "replicas", "bytes", FENCE)
-# A counter record's mark: a sum passed the int64 range (claimed sizes) and was set to its bound.
-SATURATED = "saturated"
 
 INDEXES = [
     # take_over_calls: files.find({registered_in: {$in: calls}})
@@ -133,28 +131,19 @@ async def _counter_updates(db: AsyncDatabase[Document], deltas: Mapping[str, Map
     """The updates adding `deltas` to their counter records, read first (one `_id $in`): an
     upserted `$inc` for a record not there yet, else a `$inc` guarded against passing the int64
     range, or, for a sum that would pass it (sizes no storage holds, as a client may claim them),
-    the record set to the bound and marked SATURATED. An overflowing `$inc` is refused by the
+    the record set to the bound and marked SATURATED (`kernel.counters`). An overflowing `$inc` is refused by the
     database, which failed every later write of the counter (the root directory's: every
     registration of the installation, after its insert and before its change-feed events)."""
     found = {doc["_id"]: doc async for doc in read_by_ids(db[USAGE], deltas, {f: 1 for f in COUNTED})}
     updates = []
     for key, delta in deltas.items():
         doc = found.get(key)
-        after = {field: int((doc or {}).get(field) or 0) + value for field, value in delta.items()}
-        if any(not INT64_MIN <= value <= INT64_MAX for value in after.values()):
-            updates.append(UpdateOne({"_id": key}, {"$set": {**{f: Int64(_bounded(v)) for f, v in after.items()},
-                                                              SATURATED: True}}, upsert=True))
-        elif doc is None:
-            updates.append(UpdateOne({"_id": key}, increment(delta), upsert=True))
+        guard, update = counter_write(doc, delta)
+        if "$set" in update or doc is None:  # saturated, or a record not there yet
+            updates.append(UpdateOne({"_id": key}, update, upsert=True))
         else:  # a concurrent write taking it past the range meanwhile makes it miss (counted off: rebuild)
-            guard = {f: {"$not": {"$gt": INT64_MAX - v}} if v > 0 else {"$not": {"$lt": INT64_MIN - v}}
-                     for f, v in delta.items()}
-            updates.append(UpdateOne({"_id": key, **guard}, increment(delta)))
+            updates.append(UpdateOne({"_id": key, **guard}, update))
     return updates
-
-
-def _bounded(value: int) -> int:
-    return max(INT64_MIN, min(INT64_MAX, value))
 
 
 Removals = Mapping[str, Mapping[str, int]]  # {se: {removal token: bytes}}, one token per replica
@@ -172,7 +161,7 @@ def _removal_updates(removals: Removals, *, sign: int, fences: Mapping[str, int 
         present = sign > 0
         guard: dict[str, Any] = {f"{REMOVALS}.{token}": {"$exists": present} for token in tokens}
         counters: dict[str, int] = {"replicas": sign * len(tokens),
-                                    "bytes": sign * _bounded(sum(tokens.values()))}
+                                    "bytes": sign * bounded(sum(tokens.values()))}
         if present:
             marks: dict[str, Any] = {"$unset": {f"{REMOVALS}.{t}": "" for t in tokens}}
             counters[FENCE] = 1
@@ -425,14 +414,12 @@ async def apply_recount(db: AsyncDatabase[Document], stored: dict[str, Document]
     for key in sorted(set(truth) | set(stored)):
         want, was = truth.get(key, {}), stored.get(key)
         have = {k: int(v) for k, v in (was or {}).items() if k not in (REMOVALS, FENCE, SATURATED)}
-        saturated = any(_bounded(value) != value for value in want.values())
+        record = saturated_record(want)
+        saturated = SATURATED in record
         if bool((was or {}).get(SATURATED)) == saturated and all(
-                _bounded(want.get(f, 0)) == have.get(f, 0) for f in set(want) | set(have)):
+                bounded(want.get(f, 0)) == have.get(f, 0) for f in set(want) | set(have)):
             continue
         drift[key] = {"stored": have, "recounted": want}
-        record: Document = {field: Int64(_bounded(value)) for field, value in want.items()}
-        if saturated:
-            record[SATURATED] = True
         if key.startswith(se_key("")):  # its tokens go: move its fence (`count_removals`)
             record[FENCE] = Int64(int((was or {}).get(FENCE) or 0) + 1)
         if fix and not await set_if_unmoved(db[USAGE], key, was, record if want else None, fields=COUNTED,

@@ -19,7 +19,7 @@ WRITES = {"insert_one", "insert_many", "update_one", "update_many", "delete_one"
 OWNERS = {
     "leases": "kernel", "token_revocations": "kernel",
     "files": "catalogue", "directories": "catalogue", "datasets": "catalogue", "dataset_files": "catalogue",
-    "moved_paths": "catalogue",
+    "moved_paths": "catalogue", "guid_holds": "catalogue",
     "container_children": "catalogue", "usage": "catalogue", "usage_claims": "catalogue",
     "storage_elements": "catalogue", "sites": "catalogue", "vos": "catalogue", "retired_vos": "catalogue",
     "identities": "catalogue",
