@@ -51,6 +51,17 @@ class Cycle:
     def __bool__(self) -> bool:
         return any(True for _ in self.jobs())
 
+    def copy(self) -> Cycle:
+        """A copy of its lists (`finish_cycle` adds to them: a retry starts from what ended)."""
+        return Cycle(list(self.copies), list(self.failures), list(self.already_there), list(self.parked))
+
+    def merge(self, other: Cycle) -> None:
+        """Take `other`'s items too (a settling that failed, to be tried again with this one)."""
+        self.copies += other.copies
+        self.failures += other.failures
+        self.already_there += other.already_there
+        self.parked += other.parked
+
 
 def dest_path(job: Job) -> str:
     """Where the copy's bytes go on its destination: the path of the replica there that an earlier
