@@ -117,32 +117,34 @@ class Reaper(Daemon):
         claimed = await rc.claim_many(self.db, self.worker, kinds=["delete"], lease_s=self.settings.lease_s,
                                       limit=self.settings.reaper_batch)
         handled = len(claimed)
-        for request in [r for r in claimed if r.get("audit_run")]:
-            await self._delete_dark(request, ses.get(request.get("dest_se") or ""))
-        if batch := [r for r in claimed if not r.get("audit_run")]:
-            await self._holding(batch, ses, claimed_at)
+        if claimed:
+            await self._holding(claimed, ses, claimed_at)
         for se in ses.values():
             handled += await self._free_space(se)
         return handled
 
     async def _holding(self, requests: list[Document], ses: dict[str, StorageElement], claimed_at: float) -> None:
-        """`_delete_batch`, renewing the batch's leases while it runs: a batch that outlasts its
-        leases on a slow database would otherwise be taken over while this reaper still works on
-        it (two live holders of one removal). A lost lease stops the batch, as if this reaper died;
-        so does a lease this reaper could not renew in time (it stalled), before the batch's
-        removals are counted (`kernel.lease.check_held`)."""
-        ids = [r["_id"] for r in requests]
-
-        async def keep() -> bool:
-            held = await rc.renew_leases(self.db, ids, self.worker, lease_s=self.settings.lease_s)
-            return len(held) == len(ids)
-
-        held, _ = await lease.while_held(self._delete_batch(requests, ses), keep, every_s=self.settings.lease_s / 3,
-                                         lease_s=self.settings.lease_s, since=claimed_at)
+        """The claimed batch's dark files one by one, then its other deletions together
+        (`_delete_batch`), renewing the leases of the requests not ended yet while it runs: a batch
+        that outlasts its leases (a slow SE, a slow database) would otherwise be taken over while
+        this reaper still works on it (two live holders of one removal, a dark file deleted twice).
+        A lost lease stops the batch, as if this reaper died; so does a lease this reaper could not
+        renew in time (it stalled), before the batch's removals are counted (`kernel.lease.check_held`)."""
+        pending = {r["_id"] for r in requests}
+        held, _ = await rc.holding(self.db, self.worker, self._delete_claimed(requests, ses, pending),
+                                   lambda: pending, lease_s=self.settings.lease_s, since=claimed_at)
         if not held:
-            log.warning("lost the lease of some of %d deletion requests; stopping their batch", len(ids))
+            log.warning("lost the lease of some of %d deletion requests; stopping their batch", len(requests))
 
-    async def _delete_batch(self, requests: list[Document], ses: dict[str, StorageElement]) -> None:
+    async def _delete_claimed(self, requests: list[Document], ses: dict[str, StorageElement],
+                              pending: set[str]) -> None:
+        for request in [r for r in requests if r.get("audit_run")]:
+            await self._delete_dark(request, ses.get(request.get("dest_se") or ""), pending)
+        if batch := [r for r in requests if not r.get("audit_run")]:
+            await self._delete_batch(batch, ses, pending)
+
+    async def _delete_batch(self, requests: list[Document], ses: dict[str, StorageElement],
+                            pending: set[str]) -> None:
         every = {r["lfn"] for r in requests if not r.get("dest_se")}
         files = await fetch_files(self.db, every, {"replicas.se": 1}) if every else {}
         ends: list[rq.End] = []
@@ -166,6 +168,7 @@ class Reaper(Daemon):
         ends += [_failed(by_id[rid], reason, "refused") for rid, reason in outcome.refused.items()]
         ends += [_failed(by_id[rid], reason, FILE_REPLACED) for rid, reason in outcome.replaced.items()]
         ends += [self._failed_deletion(by_id[rid], exc) for rid, exc in outcome.failed.items()]
+        pending.difference_update(by_id)  # ending now: no longer renewed
         await rq.end_many(self.db, ends, self.worker)
 
     def _failed_deletion(self, request: Document, exc: CairnError) -> rq.End:
@@ -182,18 +185,21 @@ class Reaper(Daemon):
                                        "not_before": rq.now() + dt.timedelta(seconds=delay)},
                       final=False, attempts=request.get("attempts"))
 
-    async def _delete_dark(self, request: Document, se: StorageElement | None) -> None:
+    async def _delete_dark(self, request: Document, se: StorageElement | None, pending: set[str]) -> None:
         """A dark file an operator asked to delete (`transfers.dark_data`)."""
         try:
             if se is None:
                 raise StillInUse(f"SE {request.get('dest_se')} does not exist")
             gone = await delete_dark(self.db, request["audit_run"], request["lfn"], se, self.credentials)
         except StillInUse as exc:
+            pending.discard(request["_id"])
             await rq.fail(self.db, request["_id"], self.worker, str(exc), "refused")
         except CairnError as exc:
+            pending.discard(request["_id"])
             await rq.fail_or_retry(self.db, request, self.worker, classify(exc), base_s=self.settings.retry_base_s,
                                    cap_s=self.settings.retry_cap_s)
         else:
+            pending.discard(request["_id"])
             await rq.complete(self.db, request["_id"], self.worker, {"deleted": [se.name] if gone else []})
 
     async def _evict(self, se: StorageElement, used: int, target: float) -> int:
