@@ -510,14 +510,29 @@ async def cancel(db: AsyncDatabase[Document], query: dict[str, Any]) -> int:
     at = now()
     cancelled = 0
     change = {"state": "cancelled", "modified": at, "finished": at, **claims.FREE}
+    asked: list[dict[str, Any]] = [{"stage.request_id": {"$exists": True}}, {"recall.request_id": {"$exists": True}}]
     with database_errors():
-        for staged, extra in ((True, {"release": "asked"}), (False, {})):
+        none_asked = {"stage.request_id": {"$exists": False}, "recall.request_id": {"$exists": False}}
+        for recall, extra in (({"$or": asked}, {"release": "asked"}), (none_asked, {})):
             result = await db[REQUESTS].update_many(
-                {**query, "state": {"$in": list(OPEN_STATES)}, "stage.request_id": {"$exists": staged}},
+                {"$and": [query, {"state": {"$in": list(OPEN_STATES)}}, recall]},
                 {"$set": {**change, **extra}, "$unset": {"active_key": ""}},
             )
             cancelled += result.modified_count
     return cancelled
+
+
+async def note_recall(db: AsyncDatabase[Document], request_id: str, worker: str, state: str,
+                      recall: Mapping[str, Any]) -> bool:
+    """Note the bring-online request about to be asked for a held request (`recall`: its `se`,
+    `url`, `path` and the `request_id` it is asked under), before it is asked: one that died
+    between the ask and the request's end leaves it here, for the next holder to ask again
+    under the same id (the tape system answers the recall it has) and for a cancel to release.
+    False when the request is no longer held (nothing is to be asked then)."""
+    with database_errors():
+        result = await db[REQUESTS].update_one({"_id": request_id, claims.OWNER: worker, "state": state},
+                                               {"$set": {"recall": dict(recall), "modified": now()}})
+    return result.matched_count == 1
 
 
 async def ask_release(db: AsyncDatabase[Document], query: dict[str, Any]) -> int:
@@ -540,7 +555,8 @@ async def releases_asked(db: AsyncDatabase[Document], limit: int, *,
     if skip_ses:
         query["stage.se"] = {"$nin": list(skip_ses)}
     with database_errors():
-        return await db[REQUESTS].find(query, {"lfn": 1, "stage": 1}, comment=INDEX_ORDER).limit(limit).to_list()
+        return await db[REQUESTS].find(query, {"lfn": 1, "stage": 1, "recall": 1},
+                                       comment=INDEX_ORDER).limit(limit).to_list()
 
 
 async def released(db: AsyncDatabase[Document], request_id: str, outcome: str) -> None:
