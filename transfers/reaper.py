@@ -22,6 +22,7 @@ their leases expire: it repeats every step, and nothing is counted twice or lost
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import heapq
 import logging
@@ -138,9 +139,20 @@ class Reaper(Daemon):
 
     async def _delete_claimed(self, requests: list[Document], ses: dict[str, StorageElement],
                               pending: set[str]) -> None:
-        for request in [r for r in requests if r.get("audit_run")]:
-            await self._delete_dark(request, ses.get(request.get("dest_se") or ""), pending)
-        if batch := [r for r in requests if not r.get("audit_run")]:
+        """Dark files first (a user's deletion of the same replica that met one is done after
+        it, in the batch: a file registered there since is not dark, and is the user's to delete)."""
+        batch = []
+        for request in requests:
+            if runs := rq.dark_runs(request):
+                end = await self._delete_dark(request, ses.get(request.get("dest_se") or ""), runs)
+                if end is not None:
+                    pending.discard(request["_id"])
+                    await rq.end_many(self.db, [end], self.worker)
+                    continue
+                batch.append(request)
+            else:
+                batch.append(request)
+        if batch:
             await self._delete_batch(batch, ses, pending)
 
     async def _delete_batch(self, requests: list[Document], ses: dict[str, StorageElement],
@@ -169,7 +181,10 @@ class Reaper(Daemon):
         ends += [_failed(by_id[rid], reason, FILE_REPLACED) for rid, reason in outcome.replaced.items()]
         ends += [self._failed_deletion(by_id[rid], exc) for rid, exc in outcome.failed.items()]
         pending.difference_update(by_id)  # ending now: no longer renewed
-        await rq.end_many(self.db, ends, self.worker)
+        # A deletion that met one of these since its claim (`requests._tag_deletions`) is not
+        # ended here: taken again once its lease runs out, it is done with what was added.
+        await rq.end_many(self.db, [dataclasses.replace(end, guard=rq.untagged_since(by_id[end.request_id]))
+                                    for end in ends], self.worker)
 
     def _failed_deletion(self, request: Document, exc: CairnError) -> rq.End:
         """A deletion whose replicas are retired (unreadable) but whose bytes could not be deleted:
@@ -185,22 +200,30 @@ class Reaper(Daemon):
                                        "not_before": rq.now() + dt.timedelta(seconds=delay)},
                       final=False, attempts=request.get("attempts"))
 
-    async def _delete_dark(self, request: Document, se: StorageElement | None, pending: set[str]) -> None:
-        """A dark file an operator asked to delete (`transfers.dark_data`)."""
-        try:
-            if se is None:
-                raise StillInUse(f"SE {request.get('dest_se')} does not exist")
-            gone = await delete_dark(self.db, request["audit_run"], request["lfn"], se, self.credentials)
-        except StillInUse as exc:
-            pending.discard(request["_id"])
-            await rq.fail(self.db, request["_id"], self.worker, str(exc), "refused")
-        except CairnError as exc:
-            pending.discard(request["_id"])
-            await rq.fail_or_retry(self.db, request, self.worker, classify(exc), base_s=self.settings.retry_base_s,
-                                   cap_s=self.settings.retry_cap_s)
-        else:
-            pending.discard(request["_id"])
-            await rq.complete(self.db, request["_id"], self.worker, {"deleted": [se.name] if gone else []})
+    async def _delete_dark(self, request: Document, se: StorageElement | None, runs: list[str]) -> rq.End | None:
+        """The dark file of each audit run that asked for it (`transfers.dark_data`): the
+        request's end, or None when it deletes a replica too and goes on to that (a file kept as
+        not dark, say) — or it was deleted and that deletion finds nothing."""
+        guard = rq.untagged_since(request)
+        done, deleted, kept = False, False, []
+        for run in runs:
+            try:
+                if se is None:
+                    raise StillInUse(f"SE {request.get('dest_se')} does not exist")
+                deleted = await delete_dark(self.db, run, request["lfn"], se, self.credentials) or deleted
+                done = True
+            except StillInUse as exc:
+                kept.append(str(exc))
+            except CairnError as exc:
+                end = rq.failure_end(request, classify(exc), base_s=self.settings.retry_base_s,
+                                     cap_s=self.settings.retry_cap_s)
+                return dataclasses.replace(end, guard=guard)
+        if rq.deletes_replica(request) and se is not None:
+            return None
+        if not done:
+            return dataclasses.replace(_failed(request, "; ".join(kept), "refused"), guard=guard)
+        return rq.End(request["_id"], rq.done_fields({"deleted": [se.name] if deleted and se else []}), final=True,
+                      guard=guard)
 
     async def _evict(self, se: StorageElement, used: int, target: float) -> int:
         """Delete the least recently used unprotected replicas of se until `target` bytes are used:

@@ -69,6 +69,8 @@ ENDED_MEANWHILE = "an identical request ended while this one was submitted; subm
 MAX_JOINED_SUBMISSIONS = 1000
 JOINS_FULL = (f"an identical request of another requester has {MAX_JOINED_SUBMISSIONS} submissions joined "
               "already; follow it by one of those, or submit again once it has ended")
+# What deletions that met an open one of the same replica asked on top of it (`_tag_deletions`).
+AUDIT_RUNS, DELETES_REPLICA, TAGGED = "audit_runs", "deletes_replica", "tagged"
 _ROOM_TO_JOIN = {f"{JOINED_SUBMISSIONS}.{MAX_JOINED_SUBMISSIONS - 1}": {"$exists": False}}
 
 INDEXES = [
@@ -240,8 +242,13 @@ async def submit(
             successful[doc["lfn"]] = doc["_id"]
     # requests_active_key: the open requests that already do what was asked
     existing = await find_by_values(db[REQUESTS], "active_key", duplicates,
-                                    {"lfn": 1, "requester": 1, "guid": 1, "active_key": 1})
+                                    {"lfn": 1, "requester": 1, "guid": 1, "active_key": 1, "audit_run": 1})
     existing = _same_files(existing, {doc["active_key"]: doc.get("guid") for doc in docs}, failed)
+    if kind == "delete" and existing:
+        missed = await _tag_deletions(db, existing, {doc["active_key"]: doc for doc in docs})
+        for found in [doc for doc in existing if doc["_id"] in missed]:
+            failed[found["lfn"]] = ENDED_MEANWHILE
+        existing = [doc for doc in existing if doc["_id"] not in missed]
     joined = await _join(db, [doc["_id"] for doc in existing if doc.get("requester") != requester], requester,
                          submission)
     left_out = [doc["_id"] for doc in existing if doc.get("requester") != requester and doc["_id"] not in joined]
@@ -272,6 +279,48 @@ def _same_files(existing: list[Document], guids: Mapping[str, str | None], faile
         else:
             same.append(doc)
     return same
+
+
+async def _tag_deletions(db: AsyncDatabase[Document], existing: list[Document],
+                         asked: Mapping[str, TransferRequest]) -> set[str]:
+    """Open deletions that a new one meets (same LFN and SE) take what it asks on top of theirs:
+    the audit run of a dark file's deletion (`AUDIT_RUNS`), or the deletion of the replica
+    (`DELETES_REPLICA`) when the open one is a dark file's; each such change counts in `TAGGED`,
+    by which the reaper's end of an attempt that began before it changes nothing (it is done
+    again, seeing it). Returns the ids that ended before they could take it."""
+    groups: dict[str | None, list[str]] = {}
+    for doc in existing:
+        run = asked[doc["active_key"]].get("audit_run")
+        if run is not None:
+            groups.setdefault(run, []).append(doc["_id"])
+        elif doc.get("audit_run"):
+            groups.setdefault(None, []).append(doc["_id"])
+    missed: set[str] = set()
+    for run, ids in groups.items():
+        tag: dict[str, Any] = {"$addToSet": {AUDIT_RUNS: run}} if run else {"$set": {DELETES_REPLICA: True}}
+        with database_errors():
+            result = await db[REQUESTS].update_many({"_id": {"$in": ids}, "state": {"$in": list(OPEN_STATES)}},
+                                                    {**tag, **increment({TAGGED: 1})})
+        if result.matched_count < len(ids):
+            missed |= set(ids) - await _open_among(db, ids, {AUDIT_RUNS: run} if run else {DELETES_REPLICA: True})
+    return missed
+
+
+def dark_runs(request: Mapping[str, Any]) -> list[str]:
+    """The audit runs whose dark file a deletion request deletes (its own, then those of the
+    dark deletions that met it, `_tag_deletions`)."""
+    runs = [request["audit_run"]] if request.get("audit_run") else []
+    return runs + [run for run in request.get(AUDIT_RUNS, []) if run not in runs]
+
+
+def deletes_replica(request: Mapping[str, Any]) -> bool:
+    """Does a deletion request delete the file's replica (a user's), not only a dark file?"""
+    return not request.get("audit_run") or bool(request.get(DELETES_REPLICA))
+
+
+def untagged_since(request: Mapping[str, Any]) -> dict[str, Any]:
+    """The guard of an attempt's end: no deletion met the request since it was claimed."""
+    return {TAGGED: request[TAGGED]} if request.get(TAGGED) is not None else {TAGGED: {"$exists": False}}
 
 
 def user_requester(sub: str) -> str:
@@ -435,12 +484,14 @@ class End:
     copied: bool = False
     # Its destination replica was removed (a failed copy): the request owns none any more.
     clear_copying: bool = False
+    guard: Mapping[str, Any] | None = None  # more the request must match (`untagged_since`)
 
 
 def _end_update(end: End, worker: str, at: dt.datetime, token: str, from_state: str) -> UpdateOne:
     guard: dict[str, Any] = {"_id": end.request_id, claims.OWNER: worker, "state": from_state}
     if end.attempts is not None:
         guard["attempts"] = end.attempts
+    guard.update(end.guard or {})
     change: dict[str, Any] = {"$set": {**end.fields, "modified": at, "ended_by": token, **claims.FREE}}
     if end.final:
         # The caller has confirmed or removed its destination replica before ending the request.
