@@ -18,9 +18,10 @@ from kernel.db import Document
 from kernel.errors import ServiceUnavailable
 from kernel.settings import Settings
 from tests.fixtures.tcp_gate import TcpGate
-from tests.fixtures.transfers import add_ses, fast_settings, put_files, tape_se
+from tests.fixtures.transfers import add_ses, disk_se, fast_settings, put_files, run_until_drained, tape_se
 from transfers import requests as rq
 from transfers.stager import Stager
+from transfers.worker import TransferWorker
 
 
 class DropAtRecord(monitoring.CommandListener):
@@ -81,3 +82,35 @@ async def test_a_stager_dying_between_the_recall_and_its_record_leaves_no_second
     await restarted.run_once()
     await asyncio.sleep(0.4)  # past the drive time: any other recall is staged and pinned by now
     assert _live_pins(cache) == []
+
+
+async def test_a_worker_dying_between_its_recall_and_the_parking_leaves_no_second_pin(
+    database: AsyncDatabase[Document], settings: Settings, db_gate: TcpGate, tmp_path: Path,
+) -> None:
+    tape, dst = tape_se("TAPE", tmp_path / "t", stage_delay_s=0.2), disk_se("DST", tmp_path / "dst")
+    await add_ses(database, tape, dst)
+    await put_files(database, [tape], ["/vo/raw/g"], size=10)
+    await rq.submit_transfers(database, [{"lfn": "/vo/raw/g", "dest_se": "DST"}], requester="t")
+    fast = fast_settings(settings, lease_s=1.0, stage_poll_s=0.2, pin_lifetime_s=600)
+    listener = DropAtRecord(db_gate)
+    client: AsyncMongoClient[Document] = AsyncMongoClient(
+        f"mongodb://127.0.0.1:{db_gate.port}/", event_listeners=[listener], tz_aware=True,
+        serverSelectionTimeoutMS=300, connectTimeoutMS=300)
+    dying = TransferWorker(fast, client[settings.database])
+    try:
+        async with asyncio.timeout(20):
+            while not listener.dropped:
+                with contextlib.suppress(ServiceUnavailable):
+                    await dying.run_once()
+    finally:
+        await dying.keeper.stop()  # it dies here: nothing of it runs any more
+        await client.close()
+        await db_gate.open()
+    cache = tmp_path / "t" / "cache"
+    assert len(list((cache / "requests").glob("*.json"))) == 1  # asked, not recorded
+    await run_until_drained(database, TransferWorker(fast, database), Stager(fast, database), timeout_s=60)
+    [request] = await database[rq.REQUESTS].find({}).to_list()
+    assert request["state"] == "done", request
+    assert len(list((cache / "requests").glob("*.json"))) == 1  # on the tape system: one recall
+    await asyncio.sleep(0.4)
+    assert _live_pins(cache) == []  # the transfer's end released the only pin

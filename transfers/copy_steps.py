@@ -161,7 +161,7 @@ def _ends(good: Sequence[Copied], cycle: Cycle) -> list[rq.End]:
     return [
         *(end(c.job, rq.done_fields(c.summary()), final=True, copied=True) for c in good),
         *(end(job, rq.done_fields({"already_there": True}), final=True) for job in cycle.already_there),
-        *(end(job, {"state": "staging", "stage": stage}, final=False) for job, stage in cycle.parked),
+        *(end(job, {"state": "staging", "stage": stage, "recall": None}, final=False) for job, stage in cycle.parked),
     ]
 
 
@@ -187,9 +187,13 @@ async def finish_cycle(ctx: Context, cycle: Cycle, *, db_commands: int = 0) -> l
             await rq.count_unfinished_copy(ctx.db, copied.job.id)
     await asyncio.gather(*(release_pin(ctx, job) for job in [*(c.job for c in good), *cycle.already_there]
                            if job.id in ended))
-    # A recall asked for a request no longer this worker's (cancelled, or taken over) is recorded
-    # nowhere: its parking did not take. Released now, else it stayed pinned for its lifetime.
-    await asyncio.gather(*(release_recall(ctx, job.source.se if job.source else None, stage, job.lfn)
-                           for job, stage in cycle.parked if job.id not in ended))
+    # A recall asked for a request cancelled meanwhile is recorded nowhere: its parking did not
+    # take. Released now, else it stayed pinned for its lifetime. Not one whose request was taken
+    # over (its new holder asks again under the id noted, `transfer.stage`) or that an earlier try
+    # of this settling parked already (a retry after an outage): that is the request's pin.
+    if unparked := {job.id: (job, stage) for job, stage in cycle.parked if job.id not in ended}:
+        cancelled = await rq.cancelled_among(ctx.db, list(unparked))
+        await asyncio.gather(*(release_recall(ctx, job.source.se if job.source else None, stage, job.lfn)
+                               for job, stage in (unparked[rid] for rid in cancelled)))
     return [*((c.job, True) for c in good), *((job, True) for job in cycle.already_there),
             *((f.job, False) for f in cycle.failures)]

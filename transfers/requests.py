@@ -573,6 +573,12 @@ async def cancel(db: AsyncDatabase[Document], query: dict[str, Any]) -> int:
     return cancelled
 
 
+async def cancelled_among(db: AsyncDatabase[Document], request_ids: list[str]) -> set[str]:
+    """Those of the requests that are cancelled (read by `_id`)."""
+    return {doc["_id"] async for doc in read_by_ids(db[REQUESTS], request_ids, {"_id": 1},
+                                                    flt={"state": "cancelled"})}
+
+
 async def note_recall(db: AsyncDatabase[Document], request_id: str, worker: str, state: str,
                       recall: Mapping[str, Any]) -> bool:
     """Note the bring-online request about to be asked for a held request (`recall`: its `se`,
