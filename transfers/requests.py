@@ -505,21 +505,24 @@ def _end_update(end: End, worker: str, at: dt.datetime, token: str, from_state: 
 
 
 async def end_many(db: AsyncDatabase[Document], ends: Sequence[End], worker: str, *,
-                   from_state: str = "active") -> set[str]:
+                   from_state: str = "active", tokens: Sequence[str] = ()) -> set[str]:
     """End many held attempts in one bulk write, each guarded by its lease (and attempt) as
     `complete`, `fail` and `retry_later` are; returns the ids this call ended. A request whose
     lease was lost meanwhile is left alone, so a replay or a worker taking over never sees an
     attempt's end (nor its counters) applied twice. Each write stamps a token of this call, by
-    which the ones that took are read back when not all did."""
+    which the ones that took are read back when not all did. `tokens`: the calls' tokens of the
+    earlier tries of the same ends (the first is this call's): a try cut short after its write
+    and tried again gets back the ends it wrote, to take the steps after them."""
     if not ends:
         return set()
-    token = uuid.uuid4().hex
+    token = tokens[0] if tokens else uuid.uuid4().hex
     at = claims.now()
     outcome = await bulk_write_chunked(db[REQUESTS], [_end_update(end, worker, at, token, from_state) for end in ends])
     ids = [end.request_id for end in ends]
     if outcome.modified_count == len(ends):
         return set(ids)
-    return {doc["_id"] async for doc in read_by_ids(db[REQUESTS], ids, {"_id": 1}, flt={"ended_by": token})}
+    return {doc["_id"] async for doc in read_by_ids(db[REQUESTS], ids, {"_id": 1},
+                                                    flt={"ended_by": {"$in": [token, *tokens]}})}
 
 
 def done_fields(result: dict[str, Any]) -> dict[str, Any]:
