@@ -25,7 +25,7 @@ from typing import Any
 from catalogue.replica_removal import ReplicaBeingRemoved
 from catalogue.storage_paths import storage_lfn
 from kernel.errors import CairnError, ServiceUnavailable
-from transfers import destination, failed_copies, link_stats
+from transfers import destination, failed_copies, link_stats, recalls
 from transfers import requests as rq
 from transfers.endpoints import endpoints
 from transfers.failures import Failure, classify
@@ -191,7 +191,7 @@ async def finish_cycle(ctx: Context, cycle: Cycle, *, db_commands: int = 0) -> l
     # over (its new holder asks again under the id noted, `transfer.stage`) or that an earlier try
     # of this settling parked already (a retry after an outage): that is the request's pin.
     unparked = {job.id: (job, stage) for job, stage in cycle.parked if job.id not in ended}
-    cancelled = await rq.cancelled_among(ctx.db, list(unparked)) if unparked else set()
+    cancelled = await recalls.cancelled_among(ctx.db, list(unparked)) if unparked else set()
     # The last database step: a settling cut short before it is tried again whole (the worker
     # keeps it), and the ends it wrote come back by their tokens; one cut after it is not.
     await link_stats.record_many(ctx.db, [

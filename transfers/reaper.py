@@ -39,6 +39,7 @@ from kernel.daemon import Daemon
 from kernel.db import Document, iterate
 from kernel.errors import CairnError
 from kernel.settings import Settings
+from transfers import deletion_tags
 from transfers import request_claims as rc
 from transfers import requests as rq
 from transfers.dark_data import StillInUse, delete_dark
@@ -143,7 +144,7 @@ class Reaper(Daemon):
         it, in the batch: a file registered there since is not dark, and is the user's to delete)."""
         batch = []
         for request in requests:
-            if runs := rq.dark_runs(request):
+            if runs := deletion_tags.dark_runs(request):
                 end = await self._delete_dark(request, ses.get(request.get("dest_se") or ""), runs)
                 if end is not None:
                     pending.discard(request["_id"])
@@ -183,7 +184,7 @@ class Reaper(Daemon):
         pending.difference_update(by_id)  # ending now: no longer renewed
         # A deletion that met one of these since its claim (`requests._tag_deletions`) is not
         # ended here: taken again once its lease runs out, it is done with what was added.
-        await rq.end_many(self.db, [dataclasses.replace(end, guard=rq.untagged_since(by_id[end.request_id]))
+        await rq.end_many(self.db, [dataclasses.replace(end, guard=deletion_tags.untagged_since(by_id[end.request_id]))
                                     for end in ends], self.worker)
 
     def _failed_deletion(self, request: Document, exc: CairnError) -> rq.End:
@@ -204,7 +205,7 @@ class Reaper(Daemon):
         """The dark file of each audit run that asked for it (`transfers.dark_data`): the
         request's end, or None when it deletes a replica too and goes on to that (a file kept as
         not dark, say) — or it was deleted and that deletion finds nothing."""
-        guard = rq.untagged_since(request)
+        guard = deletion_tags.untagged_since(request)
         done, deleted, kept = False, False, []
         for run in runs:
             try:
@@ -218,7 +219,7 @@ class Reaper(Daemon):
                 end = rq.failure_end(request, classify(exc), base_s=self.settings.retry_base_s,
                                      cap_s=self.settings.retry_cap_s)
                 return dataclasses.replace(end, guard=guard)
-        if rq.deletes_replica(request) and se is not None:
+        if deletion_tags.deletes_replica(request) and se is not None:
             return None
         if not done:
             return dataclasses.replace(_failed(request, "; ".join(kept), "refused"), guard=guard)

@@ -46,6 +46,7 @@ from kernel.db import (
     stamp_missing,
 )
 from kernel.errors import InvalidInput
+from transfers.deletion_tags import AUDIT_RUNS, DELETES_REPLICA, TAGGED
 from transfers.failures import Failure, retry_delay_s
 from transfers.turns import INDEXES as TURN_INDEXES
 from transfers.turns import take_turns
@@ -69,8 +70,6 @@ ENDED_MEANWHILE = "an identical request ended while this one was submitted; subm
 MAX_JOINED_SUBMISSIONS = 1000
 JOINS_FULL = (f"an identical request of another requester has {MAX_JOINED_SUBMISSIONS} submissions joined "
               "already; follow it by one of those, or submit again once it has ended")
-# What deletions that met an open one of the same replica asked on top of it (`_tag_deletions`).
-AUDIT_RUNS, DELETES_REPLICA, TAGGED = "audit_runs", "deletes_replica", "tagged"
 _ROOM_TO_JOIN = {f"{JOINED_SUBMISSIONS}.{MAX_JOINED_SUBMISSIONS - 1}": {"$exists": False}}
 
 INDEXES = [
@@ -304,23 +303,6 @@ async def _tag_deletions(db: AsyncDatabase[Document], existing: list[Document],
         if result.matched_count < len(ids):
             missed |= set(ids) - await _open_among(db, ids, {AUDIT_RUNS: run} if run else {DELETES_REPLICA: True})
     return missed
-
-
-def dark_runs(request: Mapping[str, Any]) -> list[str]:
-    """The audit runs whose dark file a deletion request deletes (its own, then those of the
-    dark deletions that met it, `_tag_deletions`)."""
-    runs = [request["audit_run"]] if request.get("audit_run") else []
-    return runs + [run for run in request.get(AUDIT_RUNS, []) if run not in runs]
-
-
-def deletes_replica(request: Mapping[str, Any]) -> bool:
-    """Does a deletion request delete the file's replica (a user's), not only a dark file?"""
-    return not request.get("audit_run") or bool(request.get(DELETES_REPLICA))
-
-
-def untagged_since(request: Mapping[str, Any]) -> dict[str, Any]:
-    """The guard of an attempt's end: no deletion met the request since it was claimed."""
-    return {TAGGED: request[TAGGED]} if request.get(TAGGED) is not None else {TAGGED: {"$exists": False}}
 
 
 def user_requester(sub: str) -> str:
@@ -574,25 +556,6 @@ async def cancel(db: AsyncDatabase[Document], query: dict[str, Any]) -> int:
             )
             cancelled += result.modified_count
     return cancelled
-
-
-async def cancelled_among(db: AsyncDatabase[Document], request_ids: list[str]) -> set[str]:
-    """Those of the requests that are cancelled (read by `_id`)."""
-    return {doc["_id"] async for doc in read_by_ids(db[REQUESTS], request_ids, {"_id": 1},
-                                                    flt={"state": "cancelled"})}
-
-
-async def note_recall(db: AsyncDatabase[Document], request_id: str, worker: str, state: str,
-                      recall: Mapping[str, Any]) -> bool:
-    """Note the bring-online request about to be asked for a held request (`recall`: its `se`,
-    `url`, `path` and the `request_id` it is asked under), before it is asked: one that died
-    between the ask and the request's end leaves it here, for the next holder to ask again
-    under the same id (the tape system answers the recall it has) and for a cancel to release.
-    False when the request is no longer held (nothing is to be asked then)."""
-    with database_errors():
-        result = await db[REQUESTS].update_one({"_id": request_id, claims.OWNER: worker, "state": state},
-                                               {"$set": {"recall": dict(recall), "modified": now()}})
-    return result.matched_count == 1
 
 
 async def ask_release(db: AsyncDatabase[Document], query: dict[str, Any]) -> int:

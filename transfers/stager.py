@@ -42,6 +42,7 @@ from kernel.errors import CairnError, NotFound, ServiceUnavailable
 from kernel.lease import LeaseLost
 from kernel.settings import Settings
 from storage_plugins.tape import TapePlugin
+from transfers import recalls
 from transfers import request_claims as rc
 from transfers import requests as rq
 from transfers.endpoints import tape_endpoint
@@ -137,7 +138,7 @@ class Stager(Daemon):
         stage_id = noted.get("request_id") if noted.get("url") == url else None
         if stage_id is None:
             stage_id = uuid.uuid4().hex
-            if not await rq.note_recall(self.db, request["_id"], self.worker, state,
+            if not await recalls.note_recall(self.db, request["_id"], self.worker, state,
                                         {**place, "url": url, "request_id": stage_id}):
                 raise LeaseLost(f"stage request {request['_id']} is no longer this stager's")
         return await plugin.bring_online([url], pin_lifetime_s=self._lifetime(request), request_id=stage_id)

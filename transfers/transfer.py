@@ -30,7 +30,7 @@ from kernel.principal import DEFAULT_VO
 from kernel.settings import TransferSettings
 from storage_plugins.copy import CopyResult
 from storage_plugins.tape import TapePlugin
-from transfers import destination
+from transfers import destination, recalls
 from transfers import requests as rq
 from transfers.endpoints import Endpoint, endpoints, tape_endpoint
 from transfers.failures import NO_SOURCE, NO_SUCH_FILE, Failure, classify, file_replaced
@@ -194,7 +194,7 @@ async def stage(ctx: Context, job: Job) -> dict[str, Any]:
     request_id = noted.get("request_id") if noted.get("url") == url else None
     if request_id is None:
         request_id = uuid.uuid4().hex
-        if not await rq.note_recall(ctx.db, job.id, ctx.worker, "active", {
+        if not await recalls.note_recall(ctx.db, job.id, ctx.worker, "active", {
                 "se": job.source.se.name, "url": url, "path": job.source.path, "request_id": request_id}):
             raise CairnError(f"{job.lfn}: request {job.id} is no longer this worker's; not staged")
     request_id = await plugin.bring_online([url], pin_lifetime_s=ctx.settings.pin_lifetime_s, request_id=request_id)
