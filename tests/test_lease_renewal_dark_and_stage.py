@@ -13,7 +13,16 @@ from pymongo.asynchronous.database import AsyncDatabase
 from kernel.daemon import Daemon
 from kernel.db import Document
 from kernel.settings import Settings
-from tests.fixtures.transfers import add_ses, disk_se, fast_settings, open_requests, put_files, tape_se, write_bytes
+from tests.fixtures.transfers import (
+    add_ses,
+    disk_se,
+    fast_settings,
+    open_requests,
+    put_files,
+    tape_lock_held,
+    tape_se,
+    write_bytes,
+)
 from transfers import audit_runs
 from transfers import requests as rq
 from transfers.auditor import request_dark_deletion
@@ -21,7 +30,7 @@ from transfers.reaper import Reaper
 from transfers.stager import Stager
 
 DARK = 300
-STAGED = 200
+STAGED = 20
 
 
 async def _drain(db: AsyncDatabase[Document], *daemons: Daemon, timeout_s: float = 120) -> None:
@@ -75,8 +84,17 @@ async def test_two_stagers_with_a_short_lease_recall_each_file_once(
     lfns = [f"/vo/raw/f{i:03d}" for i in range(STAGED)]
     await put_files(database, [tape], lfns, size=10)
     await rq.submit(database, "stage", [{"lfn": lfn, "dest_se": "TAPE"} for lfn in lfns], requester="t")
-    fast = fast_settings(settings, lease_s=0.4, stage_poll_s=0.2)
-    await _drain(database, Stager(fast, database), Stager(fast, database))
+    fast = fast_settings(settings, lease_s=1.0, stage_poll_s=0.2)
+    stagers = [Stager(fast, database), Stager(fast, database)]
+    tasks = [asyncio.create_task(stager.run()) for stager in stagers]
+    try:
+        with tape_lock_held(tmp_path / "t" / "cache"):  # a busy tape system: the recalls wait 3 leases
+            await asyncio.sleep(3.0)
+    finally:
+        for stager in stagers:
+            stager.stop()
+        await asyncio.gather(*tasks)
+    await _drain(database, Stager(fast, database))
     requests = await database[rq.REQUESTS].find({}).to_list()
     assert {r["state"] for r in requests} == {"done"}
     assert [r["lfn"] for r in requests if r["attempts"] > 1] == []
