@@ -121,16 +121,21 @@ class TapePlugin(StoragePlugin):
         async for chunk in self._disk.read(file_url(self._cached(url)), offset=offset, length=length):
             yield chunk
 
-    async def bring_online(self, urls: builtins.list[str], *, pin_lifetime_s: float | None = None) -> str:
-        """Ask for files to be staged to disk; returns the request id to poll."""
+    async def bring_online(self, urls: builtins.list[str], *, pin_lifetime_s: float | None = None,
+                           request_id: str | None = None) -> str:
+        """Ask for files to be staged to disk; returns the request id to poll. With `request_id`
+        (the caller's, noted before it asks), a request asked already under it is answered, not
+        made again: a caller that died between its ask and its record asks again safely."""
         if not urls:
             raise InvalidInput("a bring-online request needs at least one file")
+        if request_id is not None and await asyncio.to_thread(self._request_file(request_id).exists):
+            return request_id
         for url in urls:
             info = await self.stat(url)
             if info.is_dir:
                 raise InvalidInput(f"{url}: is a directory; bring files online, not directories")
         await self.evict_expired()
-        request_id = uuid.uuid4().hex
+        request_id = request_id or uuid.uuid4().hex
         now = time.time()
         record = {
             "id": request_id,

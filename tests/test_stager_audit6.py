@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import json
 import os
 import subprocess
@@ -21,7 +20,16 @@ from pymongo.asynchronous.database import AsyncDatabase
 from kernel.db import Document
 from kernel.settings import Settings
 from tests.fixtures.daemons import DaemonProcesses, daemon_env
-from tests.fixtures.transfers import add_ses, disk_se, fast_settings, put_files, run_until_drained, se_root, tape_se
+from tests.fixtures.transfers import (
+    add_ses,
+    disk_se,
+    fast_settings,
+    put_files,
+    run_until_drained,
+    se_root,
+    tape_lock_held,
+    tape_se,
+)
 from transfers import requests as rq
 from transfers import stager as stager_module
 from transfers.stager import Stager
@@ -83,18 +91,6 @@ def _pinned(cache: Path) -> list[dict[str, float]]:
     """The live pins on the tape's staged copies."""
     return [pins for p in (cache / "pins").glob("*.json") if (pins := {
         k: v for k, v in json.loads(p.read_text())["pins"].items() if v > time.time()})]
-
-
-@contextlib.contextmanager
-def tape_lock_held(cache: Path) -> Iterator[None]:
-    """Hold the tape cache's lock (a busy tape system: its bring-online requests wait)."""
-    (cache / "files").mkdir(parents=True, exist_ok=True)
-    with open(cache / "pins.lock", "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 async def test_a_stage_request_cancelled_while_its_recall_is_asked_leaves_no_pin(

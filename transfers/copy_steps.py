@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,7 +25,7 @@ from typing import Any
 from catalogue.replica_removal import ReplicaBeingRemoved
 from catalogue.storage_paths import storage_lfn
 from kernel.errors import CairnError, ServiceUnavailable
-from transfers import destination, failed_copies, link_stats
+from transfers import destination, failed_copies, link_stats, recalls
 from transfers import requests as rq
 from transfers.endpoints import endpoints
 from transfers.failures import Failure, classify
@@ -41,6 +42,8 @@ class Cycle:
     failures: list[Failed] = field(default_factory=list)
     already_there: list[Job] = field(default_factory=list)  # nothing to copy: the file is there
     parked: list[tuple[Job, dict[str, Any]]] = field(default_factory=list)  # waiting for staging
+    # Its ends' tokens (`requests.end_many`): kept across the tries of a settling that failed.
+    tokens: list[str] = field(default_factory=lambda: [uuid.uuid4().hex])
 
     def jobs(self) -> Iterator[Job]:
         yield from (c.job for c in self.copies)
@@ -50,6 +53,19 @@ class Cycle:
 
     def __bool__(self) -> bool:
         return any(True for _ in self.jobs())
+
+    def copy(self) -> Cycle:
+        """A copy of its lists (`finish_cycle` adds to them: a retry starts from what ended)."""
+        return Cycle(list(self.copies), list(self.failures), list(self.already_there), list(self.parked),
+                     list(self.tokens))
+
+    def merge(self, other: Cycle) -> None:
+        """Take `other`'s items too (a settling that failed, to be tried again with this one)."""
+        self.copies += other.copies
+        self.failures += other.failures
+        self.already_there += other.already_there
+        self.parked += other.parked
+        self.tokens += [token for token in other.tokens if token not in self.tokens]
 
 
 def dest_path(job: Job) -> str:
@@ -150,7 +166,7 @@ def _ends(good: Sequence[Copied], cycle: Cycle) -> list[rq.End]:
     return [
         *(end(c.job, rq.done_fields(c.summary()), final=True, copied=True) for c in good),
         *(end(job, rq.done_fields({"already_there": True}), final=True) for job in cycle.already_there),
-        *(end(job, {"state": "staging", "stage": stage}, final=False) for job, stage in cycle.parked),
+        *(end(job, {"state": "staging", "stage": stage, "recall": None}, final=False) for job, stage in cycle.parked),
     ]
 
 
@@ -164,21 +180,28 @@ async def finish_cycle(ctx: Context, cycle: Cycle, *, db_commands: int = 0) -> l
     for job in cycle.already_there:
         await count_earlier_copy(ctx, job)
     decided = await failed_copies.decide(ctx, cycle.failures)
-    ended = await rq.end_many(ctx.db, [*_ends(good, cycle), *(d.end for d in decided)], ctx.worker)
+    ended = await rq.end_many(ctx.db, [*_ends(good, cycle), *(d.end for d in decided)], ctx.worker,
+                              tokens=cycle.tokens)
     failures = await failed_copies.after_end(ctx, decided, ended)
+    for copied in good:
+        if copied.job.id not in ended:  # the lease was lost meanwhile; the copy still happened: count it (once)
+            await rq.count_unfinished_copy(ctx.db, copied.job.id)
+    # A recall asked for a request cancelled meanwhile is recorded nowhere: its parking did not
+    # take. Released below, else it stayed pinned for its lifetime. Not one whose request was taken
+    # over (its new holder asks again under the id noted, `transfer.stage`) or that an earlier try
+    # of this settling parked already (a retry after an outage): that is the request's pin.
+    unparked = {job.id: (job, stage) for job, stage in cycle.parked if job.id not in ended}
+    cancelled = await recalls.cancelled_among(ctx.db, list(unparked)) if unparked else set()
+    # The last database step: a settling cut short before it is tried again whole (the worker
+    # keeps it), and the ends it wrote come back by their tokens; one cut after it is not.
     await link_stats.record_many(ctx.db, [
         *(link_stats.Outcome(*c.job.link, True, c.result.bytes, c.result.seconds, c.result.mode,
                              activity=c.job.request.get("activity", "default"), vo=c.job.vo)
           for c in good),
         *failures], db_commands=db_commands)
-    for copied in good:
-        if copied.job.id not in ended:  # the lease was lost meanwhile; the copy still happened: count it (once)
-            await rq.count_unfinished_copy(ctx.db, copied.job.id)
     await asyncio.gather(*(release_pin(ctx, job) for job in [*(c.job for c in good), *cycle.already_there]
                            if job.id in ended))
-    # A recall asked for a request no longer this worker's (cancelled, or taken over) is recorded
-    # nowhere: its parking did not take. Released now, else it stayed pinned for its lifetime.
     await asyncio.gather(*(release_recall(ctx, job.source.se if job.source else None, stage, job.lfn)
-                           for job, stage in cycle.parked if job.id not in ended))
+                           for job, stage in (unparked[rid] for rid in cancelled)))
     return [*((c.job, True) for c in good), *((job, True) for job in cycle.already_there),
             *((f.job, False) for f in cycle.failures)]

@@ -22,6 +22,7 @@ their leases expire: it repeats every step, and nothing is counted twice or lost
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import heapq
 import logging
@@ -38,6 +39,7 @@ from kernel.daemon import Daemon
 from kernel.db import Document, iterate
 from kernel.errors import CairnError
 from kernel.settings import Settings
+from transfers import deletion_tags
 from transfers import request_claims as rc
 from transfers import requests as rq
 from transfers.dark_data import StillInUse, delete_dark
@@ -117,32 +119,45 @@ class Reaper(Daemon):
         claimed = await rc.claim_many(self.db, self.worker, kinds=["delete"], lease_s=self.settings.lease_s,
                                       limit=self.settings.reaper_batch)
         handled = len(claimed)
-        for request in [r for r in claimed if r.get("audit_run")]:
-            await self._delete_dark(request, ses.get(request.get("dest_se") or ""))
-        if batch := [r for r in claimed if not r.get("audit_run")]:
-            await self._holding(batch, ses, claimed_at)
+        if claimed:
+            await self._holding(claimed, ses, claimed_at)
         for se in ses.values():
             handled += await self._free_space(se)
         return handled
 
     async def _holding(self, requests: list[Document], ses: dict[str, StorageElement], claimed_at: float) -> None:
-        """`_delete_batch`, renewing the batch's leases while it runs: a batch that outlasts its
-        leases on a slow database would otherwise be taken over while this reaper still works on
-        it (two live holders of one removal). A lost lease stops the batch, as if this reaper died;
-        so does a lease this reaper could not renew in time (it stalled), before the batch's
-        removals are counted (`kernel.lease.check_held`)."""
-        ids = [r["_id"] for r in requests]
-
-        async def keep() -> bool:
-            held = await rc.renew_leases(self.db, ids, self.worker, lease_s=self.settings.lease_s)
-            return len(held) == len(ids)
-
-        held, _ = await lease.while_held(self._delete_batch(requests, ses), keep, every_s=self.settings.lease_s / 3,
-                                         lease_s=self.settings.lease_s, since=claimed_at)
+        """The claimed batch's dark files one by one, then its other deletions together
+        (`_delete_batch`), renewing the leases of the requests not ended yet while it runs: a batch
+        that outlasts its leases (a slow SE, a slow database) would otherwise be taken over while
+        this reaper still works on it (two live holders of one removal, a dark file deleted twice).
+        A lost lease stops the batch, as if this reaper died; so does a lease this reaper could not
+        renew in time (it stalled), before the batch's removals are counted (`kernel.lease.check_held`)."""
+        pending = {r["_id"] for r in requests}
+        held, _ = await rc.holding(self.db, self.worker, self._delete_claimed(requests, ses, pending),
+                                   lambda: pending, lease_s=self.settings.lease_s, since=claimed_at)
         if not held:
-            log.warning("lost the lease of some of %d deletion requests; stopping their batch", len(ids))
+            log.warning("lost the lease of some of %d deletion requests; stopping their batch", len(requests))
 
-    async def _delete_batch(self, requests: list[Document], ses: dict[str, StorageElement]) -> None:
+    async def _delete_claimed(self, requests: list[Document], ses: dict[str, StorageElement],
+                              pending: set[str]) -> None:
+        """Dark files first (a user's deletion of the same replica that met one is done after
+        it, in the batch: a file registered there since is not dark, and is the user's to delete)."""
+        batch = []
+        for request in requests:
+            if runs := deletion_tags.dark_runs(request):
+                end = await self._delete_dark(request, ses.get(request.get("dest_se") or ""), runs)
+                if end is not None:
+                    pending.discard(request["_id"])
+                    await rq.end_many(self.db, [end], self.worker)
+                    continue
+                batch.append(request)
+            else:
+                batch.append(request)
+        if batch:
+            await self._delete_batch(batch, ses, pending)
+
+    async def _delete_batch(self, requests: list[Document], ses: dict[str, StorageElement],
+                            pending: set[str]) -> None:
         every = {r["lfn"] for r in requests if not r.get("dest_se")}
         files = await fetch_files(self.db, every, {"replicas.se": 1}) if every else {}
         ends: list[rq.End] = []
@@ -166,7 +181,11 @@ class Reaper(Daemon):
         ends += [_failed(by_id[rid], reason, "refused") for rid, reason in outcome.refused.items()]
         ends += [_failed(by_id[rid], reason, FILE_REPLACED) for rid, reason in outcome.replaced.items()]
         ends += [self._failed_deletion(by_id[rid], exc) for rid, exc in outcome.failed.items()]
-        await rq.end_many(self.db, ends, self.worker)
+        pending.difference_update(by_id)  # ending now: no longer renewed
+        # A deletion that met one of these since its claim (`requests._tag_deletions`) is not
+        # ended here: taken again once its lease runs out, it is done with what was added.
+        await rq.end_many(self.db, [dataclasses.replace(end, guard=deletion_tags.untagged_since(by_id[end.request_id]))
+                                    for end in ends], self.worker)
 
     def _failed_deletion(self, request: Document, exc: CairnError) -> rq.End:
         """A deletion whose replicas are retired (unreadable) but whose bytes could not be deleted:
@@ -182,19 +201,30 @@ class Reaper(Daemon):
                                        "not_before": rq.now() + dt.timedelta(seconds=delay)},
                       final=False, attempts=request.get("attempts"))
 
-    async def _delete_dark(self, request: Document, se: StorageElement | None) -> None:
-        """A dark file an operator asked to delete (`transfers.dark_data`)."""
-        try:
-            if se is None:
-                raise StillInUse(f"SE {request.get('dest_se')} does not exist")
-            gone = await delete_dark(self.db, request["audit_run"], request["lfn"], se, self.credentials)
-        except StillInUse as exc:
-            await rq.fail(self.db, request["_id"], self.worker, str(exc), "refused")
-        except CairnError as exc:
-            await rq.fail_or_retry(self.db, request, self.worker, classify(exc), base_s=self.settings.retry_base_s,
-                                   cap_s=self.settings.retry_cap_s)
-        else:
-            await rq.complete(self.db, request["_id"], self.worker, {"deleted": [se.name] if gone else []})
+    async def _delete_dark(self, request: Document, se: StorageElement | None, runs: list[str]) -> rq.End | None:
+        """The dark file of each audit run that asked for it (`transfers.dark_data`): the
+        request's end, or None when it deletes a replica too and goes on to that (a file kept as
+        not dark, say) — or it was deleted and that deletion finds nothing."""
+        guard = deletion_tags.untagged_since(request)
+        done, deleted, kept = False, False, []
+        for run in runs:
+            try:
+                if se is None:
+                    raise StillInUse(f"SE {request.get('dest_se')} does not exist")
+                deleted = await delete_dark(self.db, run, request["lfn"], se, self.credentials) or deleted
+                done = True
+            except StillInUse as exc:
+                kept.append(str(exc))
+            except CairnError as exc:
+                end = rq.failure_end(request, classify(exc), base_s=self.settings.retry_base_s,
+                                     cap_s=self.settings.retry_cap_s)
+                return dataclasses.replace(end, guard=guard)
+        if deletion_tags.deletes_replica(request) and se is not None:
+            return None
+        if not done:
+            return dataclasses.replace(_failed(request, "; ".join(kept), "refused"), guard=guard)
+        return rq.End(request["_id"], rq.done_fields({"deleted": [se.name] if deleted and se else []}), final=True,
+                      guard=guard)
 
     async def _evict(self, se: StorageElement, used: int, target: float) -> int:
         """Delete the least recently used unprotected replicas of se until `target` bytes are used:

@@ -6,15 +6,17 @@ under `kernel.db.INDEX_ORDER`, and the renewals that keep a held request its wor
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Sequence
-from typing import Any
+from collections.abc import Callable, Collection, Coroutine, Iterable, Sequence
+from typing import Any, TypeVar
 
 from pymongo.asynchronous.database import AsyncDatabase
 
-from kernel import claims
+from kernel import claims, lease
 from kernel.db import INDEX_ORDER, Document, database_errors, increment
 from transfers.requests import OPEN_STATES, REQUESTS, Kind, now
 from transfers.turns import FIRST_TURN, mark_served, note_turns_given, turns_given
+
+T = TypeVar("T")
 
 
 def _claimable(kinds: Iterable[Kind], at: dt.datetime) -> dict[str, Any]:
@@ -108,10 +110,27 @@ async def held_by(db: AsyncDatabase[Document], request_ids: Iterable[str], worke
 
 
 async def renew_leases(db: AsyncDatabase[Document], request_ids: Sequence[str], worker: str, *,
-                       lease_s: float) -> set[str]:
-    """Extend every lease this worker holds among request_ids in one update; returns the ones still held."""
-    return await claims.renew(db[REQUESTS], request_ids, worker, lease_s=lease_s, guard={"state": "active"},
+                       lease_s: float, state: str = "active") -> set[str]:
+    """Extend every lease this worker holds among request_ids (in `state`: `staging` for the
+    stager's polls) in one update; returns the ones still held."""
+    return await claims.renew(db[REQUESTS], request_ids, worker, lease_s=lease_s, guard={"state": state},
                               set_fields={"modified": now()})
+
+
+async def holding(db: AsyncDatabase[Document], worker: str, work: Coroutine[Any, Any, T],
+                  pending: Callable[[], Collection[str]], *, lease_s: float, since: float,
+                  state: str = "active") -> tuple[bool, T | None]:
+    """Run `work` on held requests, renewing the leases of those `pending()` names (the work
+    takes a request out before it ends it) every third of a lease (`kernel.lease.while_held`;
+    `since`: the time.monotonic() before they were claimed). One found lost, or not renewed in
+    time, stops the work as if its holder had died: (False, None); else (True, its result)."""
+    async def keep() -> bool:
+        ids = list(pending())
+        held = await renew_leases(db, ids, worker, lease_s=lease_s, state=state) if ids else set()
+        still = pending()
+        return not [rid for rid in ids if rid not in held and rid in still]
+
+    return await lease.while_held(work, keep, every_s=lease_s / 3, lease_s=lease_s, since=since)
 
 
 async def claim_staging(db: AsyncDatabase[Document], worker: str, *, lease_s: float) -> Document | None:

@@ -46,6 +46,7 @@ from kernel.db import (
     stamp_missing,
 )
 from kernel.errors import InvalidInput
+from transfers.deletion_tags import AUDIT_RUNS, DELETES_REPLICA, TAGGED
 from transfers.failures import Failure, retry_delay_s
 from transfers.turns import INDEXES as TURN_INDEXES
 from transfers.turns import take_turns
@@ -240,8 +241,13 @@ async def submit(
             successful[doc["lfn"]] = doc["_id"]
     # requests_active_key: the open requests that already do what was asked
     existing = await find_by_values(db[REQUESTS], "active_key", duplicates,
-                                    {"lfn": 1, "requester": 1, "guid": 1, "active_key": 1})
+                                    {"lfn": 1, "requester": 1, "guid": 1, "active_key": 1, "audit_run": 1})
     existing = _same_files(existing, {doc["active_key"]: doc.get("guid") for doc in docs}, failed)
+    if kind == "delete" and existing:
+        missed = await _tag_deletions(db, existing, {doc["active_key"]: doc for doc in docs})
+        for found in [doc for doc in existing if doc["_id"] in missed]:
+            failed[found["lfn"]] = ENDED_MEANWHILE
+        existing = [doc for doc in existing if doc["_id"] not in missed]
     joined = await _join(db, [doc["_id"] for doc in existing if doc.get("requester") != requester], requester,
                          submission)
     left_out = [doc["_id"] for doc in existing if doc.get("requester") != requester and doc["_id"] not in joined]
@@ -272,6 +278,31 @@ def _same_files(existing: list[Document], guids: Mapping[str, str | None], faile
         else:
             same.append(doc)
     return same
+
+
+async def _tag_deletions(db: AsyncDatabase[Document], existing: list[Document],
+                         asked: Mapping[str, TransferRequest]) -> set[str]:
+    """Open deletions that a new one meets (same LFN and SE) take what it asks on top of theirs:
+    the audit run of a dark file's deletion (`AUDIT_RUNS`), or the deletion of the replica
+    (`DELETES_REPLICA`) when the open one is a dark file's; each such change counts in `TAGGED`,
+    by which the reaper's end of an attempt that began before it changes nothing (it is done
+    again, seeing it). Returns the ids that ended before they could take it."""
+    groups: dict[str | None, list[str]] = {}
+    for doc in existing:
+        run = asked[doc["active_key"]].get("audit_run")
+        if run is not None:
+            groups.setdefault(run, []).append(doc["_id"])
+        elif doc.get("audit_run"):
+            groups.setdefault(None, []).append(doc["_id"])
+    missed: set[str] = set()
+    for run, ids in groups.items():
+        tag: dict[str, Any] = {"$addToSet": {AUDIT_RUNS: run}} if run else {"$set": {DELETES_REPLICA: True}}
+        with database_errors():
+            result = await db[REQUESTS].update_many({"_id": {"$in": ids}, "state": {"$in": list(OPEN_STATES)}},
+                                                    {**tag, **increment({TAGGED: 1})})
+        if result.matched_count < len(ids):
+            missed |= set(ids) - await _open_among(db, ids, {AUDIT_RUNS: run} if run else {DELETES_REPLICA: True})
+    return missed
 
 
 def user_requester(sub: str) -> str:
@@ -435,12 +466,14 @@ class End:
     copied: bool = False
     # Its destination replica was removed (a failed copy): the request owns none any more.
     clear_copying: bool = False
+    guard: Mapping[str, Any] | None = None  # more the request must match (`untagged_since`)
 
 
 def _end_update(end: End, worker: str, at: dt.datetime, token: str, from_state: str) -> UpdateOne:
     guard: dict[str, Any] = {"_id": end.request_id, claims.OWNER: worker, "state": from_state}
     if end.attempts is not None:
         guard["attempts"] = end.attempts
+    guard.update(end.guard or {})
     change: dict[str, Any] = {"$set": {**end.fields, "modified": at, "ended_by": token, **claims.FREE}}
     if end.final:
         # The caller has confirmed or removed its destination replica before ending the request.
@@ -454,21 +487,24 @@ def _end_update(end: End, worker: str, at: dt.datetime, token: str, from_state: 
 
 
 async def end_many(db: AsyncDatabase[Document], ends: Sequence[End], worker: str, *,
-                   from_state: str = "active") -> set[str]:
+                   from_state: str = "active", tokens: Sequence[str] = ()) -> set[str]:
     """End many held attempts in one bulk write, each guarded by its lease (and attempt) as
     `complete`, `fail` and `retry_later` are; returns the ids this call ended. A request whose
     lease was lost meanwhile is left alone, so a replay or a worker taking over never sees an
     attempt's end (nor its counters) applied twice. Each write stamps a token of this call, by
-    which the ones that took are read back when not all did."""
+    which the ones that took are read back when not all did. `tokens`: the calls' tokens of the
+    earlier tries of the same ends (the first is this call's): a try cut short after its write
+    and tried again gets back the ends it wrote, to take the steps after them."""
     if not ends:
         return set()
-    token = uuid.uuid4().hex
+    token = tokens[0] if tokens else uuid.uuid4().hex
     at = claims.now()
     outcome = await bulk_write_chunked(db[REQUESTS], [_end_update(end, worker, at, token, from_state) for end in ends])
     ids = [end.request_id for end in ends]
     if outcome.modified_count == len(ends):
         return set(ids)
-    return {doc["_id"] async for doc in read_by_ids(db[REQUESTS], ids, {"_id": 1}, flt={"ended_by": token})}
+    return {doc["_id"] async for doc in read_by_ids(db[REQUESTS], ids, {"_id": 1},
+                                                    flt={"ended_by": {"$in": [token, *tokens]}})}
 
 
 def done_fields(result: dict[str, Any]) -> dict[str, Any]:
@@ -510,10 +546,12 @@ async def cancel(db: AsyncDatabase[Document], query: dict[str, Any]) -> int:
     at = now()
     cancelled = 0
     change = {"state": "cancelled", "modified": at, "finished": at, **claims.FREE}
+    asked: list[dict[str, Any]] = [{"stage.request_id": {"$exists": True}}, {"recall.request_id": {"$exists": True}}]
     with database_errors():
-        for staged, extra in ((True, {"release": "asked"}), (False, {})):
+        none_asked = {"stage.request_id": {"$exists": False}, "recall.request_id": {"$exists": False}}
+        for recall, extra in (({"$or": asked}, {"release": "asked"}), (none_asked, {})):
             result = await db[REQUESTS].update_many(
-                {**query, "state": {"$in": list(OPEN_STATES)}, "stage.request_id": {"$exists": staged}},
+                {"$and": [query, {"state": {"$in": list(OPEN_STATES)}}, recall]},
                 {"$set": {**change, **extra}, "$unset": {"active_key": ""}},
             )
             cancelled += result.modified_count
@@ -540,7 +578,8 @@ async def releases_asked(db: AsyncDatabase[Document], limit: int, *,
     if skip_ses:
         query["stage.se"] = {"$nin": list(skip_ses)}
     with database_errors():
-        return await db[REQUESTS].find(query, {"lfn": 1, "stage": 1}, comment=INDEX_ORDER).limit(limit).to_list()
+        return await db[REQUESTS].find(query, {"lfn": 1, "stage": 1, "recall": 1},
+                                       comment=INDEX_ORDER).limit(limit).to_list()
 
 
 async def released(db: AsyncDatabase[Document], request_id: str, outcome: str) -> None:

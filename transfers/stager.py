@@ -11,6 +11,11 @@ When a user asks to release a done stage request (`cairn requests release`), or 
 request that asked for staging, the stager drops that request's pin (or stops its staging);
 pins other requests hold on the same copy stay.
 
+Each bring-online request is asked under an id noted on the request first (`recall`), so a
+stager that dies or loses the lease between the ask and the request's end leaves nothing pinned
+that nobody knows: the next holder asks again under that id (the tape system answers the recall
+it has), a cancel releases it. The leases of a batch are renewed while its recalls and polls run.
+
 A cycle claims its requests in batches (`claim_many`), reads their files in one query and the
 SEs once, and writes the new requests' ends (parked in `staging`, or failed) in one guarded bulk
 write, the polls' outcomes (online, not yet) with one guarded update per outcome, and the polls
@@ -21,6 +26,10 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import time
+import uuid
+from collections.abc import Callable, Coroutine, Mapping
+from typing import Any
 
 from pymongo.asynchronous.database import AsyncDatabase
 
@@ -30,8 +39,10 @@ from catalogue.storage_paths import storage_lfn
 from kernel.daemon import Daemon
 from kernel.db import Document
 from kernel.errors import CairnError, NotFound, ServiceUnavailable
+from kernel.lease import LeaseLost
 from kernel.settings import Settings
 from storage_plugins.tape import TapePlugin
+from transfers import recalls
 from transfers import request_claims as rc
 from transfers import requests as rq
 from transfers.endpoints import tape_endpoint
@@ -53,19 +64,39 @@ class Stager(Daemon):
         self.credentials = settings.storage_credentials
         self.idle_sleep_s = min(settings.transfers.idle_sleep_s, settings.transfers.stage_poll_s)
         self._ses: dict[str, StorageElement] = {}
-        # The recalls this cycle asked for, by request, until the request's end records them.
-        self._asked: dict[str, tuple[TapePlugin, str, str]] = {}
 
     async def run_once(self) -> int:
         self._ses = {se.name: se for se in await list_storage_elements(self.db)}  # once per cycle
-        handled = 0
+        claimed_at = time.monotonic()
         claimed = await rc.claim_many(self.db, self.worker, kinds=["stage"], lease_s=self.settings.lease_s,
                                       limit=BATCH)
-        files = await fetch_files(self.db, {request["lfn"] for request in claimed}) if claimed else {}
-        started = [await self._start(request, files.get(request["lfn"])) for request in claimed]
-        await self._end(started, "active")
-        handled += len(claimed)
+        if claimed:
+            await self._holding(self._start_all, claimed, claimed_at, "active")
+        polled_at = time.monotonic()
         staging = await rc.claim_staging_many(self.db, self.worker, lease_s=self.settings.lease_s, limit=BATCH)
+        if staging:
+            await self._holding(self._poll_all, staging, polled_at, "staging")
+        return len(claimed) + len(staging) + await self._releases()
+
+    async def _holding(self, work: Callable[[list[Document], set[str]], Coroutine[Any, Any, None]],
+                       requests: list[Document], since: float, state: str) -> None:
+        """Run `work` on held requests renewing their leases until it ends them (`request_claims.
+        holding`): recalls asked one by one can outlast a lease, and a second stager taking the
+        requests over meanwhile asked for them again. A lease found lost stops the work, as if
+        this stager had died (the recalls it asked are noted on their requests: `_bring_online`)."""
+        pending = {r["_id"] for r in requests}
+        held, _ = await rc.holding(self.db, self.worker, work(requests, pending), lambda: pending,
+                                   lease_s=self.settings.lease_s, since=since, state=state)
+        if not held:
+            log.warning("lost the lease of some of %d %s requests; stopping their batch", len(requests), state)
+
+    async def _start_all(self, claimed: list[Document], pending: set[str]) -> None:
+        files = await fetch_files(self.db, {request["lfn"] for request in claimed})
+        started = [await self._start(request, files.get(request["lfn"])) for request in claimed]
+        pending.clear()  # ending now: no longer renewed
+        await rq.end_many(self.db, started, self.worker, from_state="active")
+
+    async def _poll_all(self, staging: list[Document], pending: set[str]) -> None:
         outcomes: dict[str, list[str]] = {"done": [], "requeued": [], "poll_later": []}
         ended: list[rq.End] = []
         for request in staging:
@@ -74,10 +105,9 @@ class Stager(Daemon):
                 ended.append(outcome)
             else:
                 outcomes[outcome].append(request["_id"])
-            handled += 1
+        pending.clear()
         await rq.staged_many(self.db, self.worker, **outcomes, delay_s=self.settings.stage_poll_s)
-        await self._end(ended, "staging")
-        return handled + await self._releases()
+        await rq.end_many(self.db, ended, self.worker, from_state="staging")
 
     async def _releases(self) -> int:
         """Release what was asked; a tape SE found away is left out of the next look (a few a
@@ -97,32 +127,34 @@ class Stager(Daemon):
                 break
         return handled
 
-    async def _end(self, ends: list[rq.End], from_state: str) -> None:
-        """End held requests (`requests.end_many`); a recall asked for a request that is no longer
-        this stager's (cancelled meanwhile, or taken over after its lease ran out) is released at
-        once: its end, which would have recorded it, did not take, so nobody else would."""
-        asked = {end.request_id: self._asked.pop(end.request_id) for end in ends if end.request_id in self._asked}
-        ended = await rq.end_many(self.db, ends, self.worker, from_state=from_state)
-        for request_id, (plugin, url, stage_id) in asked.items():
-            if request_id not in ended:
-                try:
-                    await plugin.release(url, request_id=stage_id)
-                except CairnError as exc:
-                    log.warning("%s: recall %s not released (its pin lapses): %s", url, stage_id, exc.message)
-
-    async def _bring_online(self, request: Document, plugin: TapePlugin, url: str) -> str:
-        """Ask the tape SE to recall url for request (noted until the request's end records it)."""
-        stage_id = await plugin.bring_online([url], pin_lifetime_s=self._lifetime(request))
-        self._asked[request["_id"]] = (plugin, url, stage_id)
-        return stage_id
+    async def _bring_online(self, request: Document, plugin: TapePlugin, url: str, state: str,
+                            place: Mapping[str, str]) -> str:
+        """Ask the tape SE to recall url for a held request, under an id noted on the request
+        first (`requests.note_recall`; `place`: its `se` and `path`): a stager that dies (or
+        loses the lease) between the ask and the request's end leaves the id there, and the next
+        holder asks again under it — the tape system answers the recall it has, no second pin —
+        or a cancel releases it. An id noted so for the same URL is asked again, not a new one."""
+        noted = request.get("recall") or {}
+        stage_id = noted.get("request_id") if noted.get("url") == url else None
+        if stage_id is None:
+            stage_id = uuid.uuid4().hex
+            if not await recalls.note_recall(self.db, request["_id"], self.worker, state,
+                                        {**place, "url": url, "request_id": stage_id}):
+                raise LeaseLost(f"stage request {request['_id']} is no longer this stager's")
+        return await plugin.bring_online([url], pin_lifetime_s=self._lifetime(request), request_id=stage_id)
 
     async def _release(self, request: Document) -> bool:
-        """Drop the pin of a released or cancelled request (idempotent: two stagers may both do it); False
-        when the tape SE is unavailable and the release waits for a later cycle."""
-        stage = request.get("stage") or {}
+        """Drop the pins of a released or cancelled request: its recall's, and one noted but not
+        recorded (idempotent: two stagers may both do it); False when the tape SE is unavailable
+        and the release waits for a later cycle."""
+        asked = {doc["request_id"]: doc for doc in (request.get("stage") or {}, request.get("recall") or {})
+                 if doc.get("request_id")}
         try:
-            plugin, url = await self._tape_url(stage["se"], stage.get("path") or request["lfn"], stage.get("url"))
-            await plugin.release(url, request_id=stage["request_id"])
+            if not asked:
+                raise KeyError("request_id")
+            for stage_id, stage in asked.items():
+                plugin, url = await self._tape_url(stage["se"], stage.get("path") or request["lfn"], stage.get("url"))
+                await plugin.release(url, request_id=stage_id)
         except NotFound:
             outcome = "released"  # the SE or the file is gone, and the pin with it
         except ServiceUnavailable as exc:
@@ -157,24 +189,26 @@ class Stager(Daemon):
         if replaced := file_replaced(request, file_doc):
             return _failed(request, replaced.message, replaced.reason)
         try:
-            plugin, url = await self._tape_url(se_name, storage_lfn(lfn, replica), replica.get("url"))
-            stage_id = await self._bring_online(request, plugin, url)
+            path = storage_lfn(lfn, replica)
+            plugin, url = await self._tape_url(se_name, path, replica.get("url"))
+            stage_id = await self._bring_online(request, plugin, url, "active", {"se": se_name, "path": path})
         except ServiceUnavailable as exc:  # the tape system is away: asked again after a backoff
             return rq.failure_end(request, classify(exc), base_s=self.settings.retry_base_s,
                                   cap_s=self.settings.retry_cap_s)
         except CairnError as exc:
             return _failed(request, exc.message, "staging_failed")
-        return rq.End(request["_id"], {"state": "staging", "stage": {
-            "se": se_name, "url": url, "path": storage_lfn(lfn, replica), "request_id": stage_id,
-            "next_poll": rq.now()}}, final=False,
-            attempts=request.get("attempts"))
+        return rq.End(request["_id"], {"state": "staging", "recall": None, "stage": {
+            "se": se_name, "url": url, "path": path, "request_id": stage_id, "next_poll": rq.now()}},
+            final=False, attempts=request.get("attempts"))
 
     async def _ask_again(self, request: Document, plugin: TapePlugin, url: str, fields: Document) -> rq.End:
         """A new bring-online request for a staging request's file, polled after stage_poll_s."""
-        stage_id = await self._bring_online(request, plugin, url)
+        stage = request.get("stage") or {}
+        stage_id = await self._bring_online(request, plugin, url, "staging",
+                                            {"se": stage.get("se", ""), "path": stage.get("path") or request["lfn"]})
         next_poll = rq.now() + dt.timedelta(seconds=self.settings.stage_poll_s)
-        return rq.End(request["_id"], {**fields, "stage.request_id": stage_id, "stage.next_poll": next_poll},
-                      final=False, attempts=request.get("attempts"))
+        return rq.End(request["_id"], {**fields, "recall": None, "stage.request_id": stage_id,
+                                       "stage.next_poll": next_poll}, final=False, attempts=request.get("attempts"))
 
     async def _poll(self, request: Document) -> str | rq.End:
         """A `staging` request whose poll is due: online → "done" (a stage request) or "requeued"

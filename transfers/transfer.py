@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -29,7 +30,7 @@ from kernel.principal import DEFAULT_VO
 from kernel.settings import TransferSettings
 from storage_plugins.copy import CopyResult
 from storage_plugins.tape import TapePlugin
-from transfers import destination
+from transfers import destination, recalls
 from transfers import requests as rq
 from transfers.endpoints import Endpoint, endpoints, tape_endpoint
 from transfers.failures import NO_SOURCE, NO_SUCH_FILE, Failure, classify, file_replaced
@@ -64,6 +65,8 @@ class Job:
     sources: list[Source] = field(default_factory=list)
     failure: Failure | None = None
     staged_on: StorageElement | None = None  # the tape SE holding this request's pin, if it staged
+    # The tape SE of a recall an earlier attempt noted and did not record (`stage`), if any.
+    noted_on: StorageElement | None = None
     dest_eps: list[Endpoint] = field(default_factory=list)  # where it is written, best first
     # Set once the request's end is being written: a lease found lost from then on is the
     # request ending, not a reason to stop its work.
@@ -116,7 +119,8 @@ async def plan(ctx: Context, request: Document, file_doc: Document | None,
                ses: Mapping[str, StorageElement]) -> Job:
     """Decide what to do with a claimed transfer, given its file as just read (asks a tape SE
     whether the file is online)."""
-    job = Job(request, "failed", staged_on=ses.get((request.get("stage") or {}).get("se", "")))
+    job = Job(request, "failed", staged_on=ses.get((request.get("stage") or {}).get("se", "")),
+              noted_on=ses.get((request.get("recall") or {}).get("se", "")))
     lfn, dest_name = request["lfn"], request["dest_se"]
     if file_doc is None:
         job.failure = Failure(NO_SUCH_FILE, f"{lfn}: no such file", permanent=True)
@@ -158,8 +162,12 @@ async def release_pin(ctx: Context, job: Job) -> None:
     """The request has ended: drop the pin its bring-online request holds on the staged copy.
 
     Only the pin of this request goes (another transfer reading the same copy keeps its own);
-    a release that fails is logged, and the pin then lapses after `pin_lifetime_s`."""
-    await release_recall(ctx, job.staged_on, job.request.get("stage") or {}, job.lfn)
+    a release that fails is logged, and the pin then lapses after `pin_lifetime_s`. A recall an
+    earlier attempt noted and never recorded (it died between, `stage`) is released too."""
+    staged, noted = job.request.get("stage") or {}, job.request.get("recall") or {}
+    await release_recall(ctx, job.staged_on, staged, job.lfn)
+    if noted.get("request_id") not in (None, staged.get("request_id")):
+        await release_recall(ctx, job.noted_on, noted, job.lfn)
 
 
 async def release_recall(ctx: Context, se: StorageElement | None, stage_doc: Mapping[str, Any], lfn: str) -> None:
@@ -176,10 +184,20 @@ async def release_recall(ctx: Context, se: StorageElement | None, stage_doc: Map
 
 async def stage(ctx: Context, job: Job) -> dict[str, Any]:
     """Every source is on tape and offline: ask for it to be brought online; returns the request's
-    `stage` for it to wait in `staging` (`copy_steps.Cycle.parked`)."""
+    `stage` for it to wait in `staging` (`copy_steps.Cycle.parked`). The recall is asked under an
+    id noted on the request first (`requests.note_recall`), or under the one an earlier attempt
+    noted for the same URL and died before recording (the tape system answers the recall it
+    has): a worker killed before its cycle's settling leaves no pin that nobody knows."""
     assert job.source is not None
     plugin, url = _tape(ctx, job.source.se, job.source.path, job.source.url)
-    request_id = await plugin.bring_online([url], pin_lifetime_s=ctx.settings.pin_lifetime_s)
+    noted = job.request.get("recall") or {}
+    request_id = noted.get("request_id") if noted.get("url") == url else None
+    if request_id is None:
+        request_id = uuid.uuid4().hex
+        if not await recalls.note_recall(ctx.db, job.id, ctx.worker, "active", {
+                "se": job.source.se.name, "url": url, "path": job.source.path, "request_id": request_id}):
+            raise CairnError(f"{job.lfn}: request {job.id} is no longer this worker's; not staged")
+    request_id = await plugin.bring_online([url], pin_lifetime_s=ctx.settings.pin_lifetime_s, request_id=request_id)
     log.info("%s: staging from %s (%s)", job.lfn, job.source.se.name, request_id)
     return {"se": job.source.se.name, "url": url, "path": job.source.path, "request_id": request_id,
             "next_poll": rq.now()}

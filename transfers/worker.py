@@ -11,7 +11,8 @@ What one transfer does is in `transfers.transfer`; the catalogue and queue steps
 after the copies are taken in bulk (`transfers.copy_steps`): whatever ended — copied, failed,
 found at its destination already, parked for staging — is gathered in a `Cycle` and settled
 together once per `settle_every_s` (or at once when nothing else runs), so the database sees a
-few writes per batch, not per file. Any number of workers share the queue: a request is held
+few writes per batch, not per file; a settling that fails (the database down) is kept, its
+leases renewed, and tried again at the next. Any number of workers share the queue: a request is held
 by one lease at a time, and the replica steps are idempotent. A request whose end is being
 written is not stopped when its lease is found gone: ending it is what gives the lease up.
 """
@@ -29,7 +30,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from catalogue.files import fetch_files
 from catalogue.storage_elements import StorageElement, list_storage_elements
-from kernel.daemon import Daemon
+from kernel.daemon import Daemon, retried
 from kernel.db import COMMANDS, Document
 from kernel.lease import LeaseKeeper
 from kernel.settings import Settings
@@ -44,6 +45,9 @@ log = logging.getLogger("cairn.transfers")
 
 SE_REFRESH_S = 10.0
 SWEEP_EVERY_S = 30.0
+# A settling failing for another reason than a dependency down is tried this many times, then
+# dropped (its requests' leases run out and they are taken again).
+MAX_SETTLE_TRIES = 5
 
 Link = tuple[str, str]
 
@@ -67,6 +71,7 @@ class TransferWorker(Daemon):
         self.cycle = Cycle()
         self._settled_at = time.monotonic()
         self._steps: asyncio.Task[int] | None = None  # the database steps in flight, if any
+        self._settle_failures = 0  # settlings failed in a row (`_unsettled`)
         self.on_link: dict[str, float] = {}
         self._commands_reported = COMMANDS.sent
         self._ses: dict[str, StorageElement] = {}
@@ -152,21 +157,43 @@ class TransferWorker(Daemon):
         if not self.cycle:
             return
         cycle, self.cycle = self.cycle, Cycle()
+        unsettled = cycle.copy()
         for job in cycle.jobs():
             self.stepping[job.id] = job
         try:
             sent, self._commands_reported = COMMANDS.sent - self._commands_reported, COMMANDS.sent
             ended = await finish_cycle(self.ctx, cycle, db_commands=sent)
+        except Exception as exc:
+            self._unsettled(unsettled, exc)
+            raise
         except BaseException:
-            for job in cycle.jobs():
-                if self.on_link.pop(job.id, None) is not None:
-                    self.optimizer.released(*job.link)
+            self._drop(cycle)
             raise
         finally:
             for job in cycle.jobs():
                 self.stepping.pop(job.id, None)
+        self._settle_failures = 0
         for job, ok in ended:
             self._finished(job, ok=ok)
+
+    def _unsettled(self, cycle: Cycle, exc: Exception) -> None:
+        """A settling that failed is kept, its leases renewed, and tried again at the next one
+        (after the loop's backoff): dropped, its copies were made again once their leases ran out.
+        Its steps are idempotent and guarded (`copy_steps`), so a retry after a partial one counts
+        nothing twice. The database down is waited out (what is kept is bounded by the claims, which
+        count it as held); another error drops the batch after MAX_SETTLE_TRIES, as before."""
+        self._settle_failures += 1
+        if retried(exc) or self._settle_failures < MAX_SETTLE_TRIES:
+            self.cycle.merge(cycle)
+        else:
+            log.error("settling %d request(s) failed %d times; leaving them to their leases",
+                      sum(1 for _ in cycle.jobs()), self._settle_failures)
+            self._drop(cycle)
+
+    def _drop(self, cycle: Cycle) -> None:
+        for job in cycle.jobs():
+            if self.on_link.pop(job.id, None) is not None:
+                self.optimizer.released(*job.link)
 
     def _finished(self, job: Job, *, ok: bool) -> None:
         """Tell the optimizer, if the job counted on its link (it was started there)."""
