@@ -4,7 +4,8 @@ a failed job is counted (once per attempt) and rescheduled until the transformat
 reschedules nothing (its start does): a job of it that ends killed is what the stop cancelled
 (a kill the stop could only request, of a job a checker held), and gives its files back as the
 stop does. An mc transformation whose
-tasks were all made and all ended is completed.
+tasks were all made and all ended is completed, unless an extension raised its limit since that
+was read (the completion is guarded by the limit and task count read).
 """
 
 from __future__ import annotations
@@ -74,4 +75,7 @@ async def _maybe_complete(db: AsyncDatabase[Document], doc: Document) -> None:
     if fresh["next_task"] < (fresh["spec"].get("max_tasks") or 0):
         return
     if not await tasks.tasks_in(db, doc["_id"], list(tasks.OPEN), 1):
-        await transformations.set_state(db, doc["_id"], ("active",), "completed")
+        # Guarded by the limit and count read: an extension landing after the read (it saw the
+        # transformation active, so it does not reopen it) keeps it active for its new tasks.
+        read = {"spec.max_tasks": fresh["spec"].get("max_tasks"), "next_task": fresh["next_task"]}
+        await transformations.set_state(db, doc["_id"], ("active",), "completed", guard=read)

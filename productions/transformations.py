@@ -141,11 +141,12 @@ async def running(db: AsyncDatabase[Document], states: tuple[str, ...] = RUNNING
 
 
 async def set_state(db: AsyncDatabase[Document], transformation_id: str, from_states: tuple[str, ...],
-                    state: str, **fields: Any) -> Document | None:
-    """Move to `state` if in one of `from_states`; the new document, or None."""
+                    state: str, *, guard: Document | None = None, **fields: Any) -> Document | None:
+    """Move to `state` if in one of `from_states` (and the fields of `guard` still hold their
+    values); the new document, or None."""
     with database_errors():
         return await db[TRANSFORMATIONS].find_one_and_update(
-            {"_id": transformation_id, "state": {"$in": list(from_states)}},
+            {"_id": transformation_id, "state": {"$in": list(from_states)}, **(guard or {})},
             {"$set": {"state": state, "updated": now(), **fields}}, return_document=ReturnDocument.AFTER)
 
 
