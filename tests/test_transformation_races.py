@@ -7,16 +7,19 @@ from __future__ import annotations
 
 import asyncio
 import random
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from pymongo.asynchronous.database import AsyncDatabase
 
 from kernel.db import Document
 from kernel.principal import Principal
-from productions import monitoring, transformations
+from productions import cleaning, monitoring, stopping, task_creation, task_submission, transformations
 from productions.spec import TransformationSpec
 from tests.fixtures.grid import Grid
 
 ROUNDS = 150
+PASS_ROUNDS = 250
 ALICE = Principal(sub="alice", vo="local", groups=("cta",),
                   scopes=frozenset({"jobs.read", "jobs.write", "catalogue.read", "catalogue.write"}))
 
@@ -54,3 +57,39 @@ async def test_a_monitors_completion_never_swallows_an_extension_that_landed_mea
         if after["state"] == "completed" and after["next_task"] < after["spec"]["max_tasks"]:
             swallowed += 1
     assert swallowed == 0
+
+
+async def _task_pass(db: AsyncDatabase[Document], read: Document) -> None:
+    """The task daemon's turn for a transformation it listed as `read` (`TransformationTasks`)."""
+    await task_creation.create_tasks(db, read)
+    await task_submission.submit_tasks(db, read)
+
+
+async def _race_with_a_task_pass(db: AsyncDatabase[Document], name: str,
+                                 action: Callable[[AsyncDatabase[Document], Document], Awaitable[Any]]) -> int:
+    """PASS_ROUNDS rounds of a new mc transformation's task pass racing `action` on it; in how many a
+    task of it is left although it is gone, or a job of it not killed (nor ended) though nothing
+    may run in its name (deleted, or stopped before its jobs started)."""
+    bad = 0
+    for i in range(PASS_ROUNDS):
+        read = await _mc(db, f"{name}{i}", 2)
+
+        async def act(read: Document = read) -> None:
+            await _jitter()
+            await action(db, read)
+
+        await asyncio.gather(_task_pass(db, read), act())
+        gone = await db["transformations"].count_documents({"_id": read["_id"]}) == 0
+        left = gone and await db["transformation_tasks"].count_documents({"transformation": read["_id"]})
+        running = await db["jobs"].count_documents({"name": {"$regex": f"^{name}{i}-"},
+                                                    "state": {"$nin": ["killed", "failed", "done"]}})
+        bad += bool(left or running)
+    return bad
+
+
+async def test_a_delete_leaves_no_task_or_open_job_that_a_task_pass_in_its_turn_made(grid: Grid) -> None:
+    assert await _race_with_a_task_pass(grid.db, "d", cleaning.delete) == 0
+
+
+async def test_a_stop_leaves_no_job_that_a_task_pass_in_its_turn_submitted(grid: Grid) -> None:
+    assert await _race_with_a_task_pass(grid.db, "s", stopping.stop) == 0
