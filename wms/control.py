@@ -11,7 +11,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from kernel import claims
 from kernel.db import Document
 from kernel.errors import Conflict
-from wms import jobs, states, task_queues
+from wms import jobs, stage_requests, states, task_queues
 from wms.unprocessable import UNQUEUED_CLAIM
 
 # Who claims a waiting job's attempt besides the matcher (which claims it for a pilot, by its name).
@@ -29,7 +29,7 @@ async def kill(db: AsyncDatabase[Document], job: Document, reason: str) -> Docum
 
     A waiting job is killed by claiming its attempt, as a pilot would: if a pilot claimed it
     in the same instant, the job is flagged instead and whoever holds it (matcher, checker,
-    pilot) ends it.
+    pilot) ends it. A staging job's transfers are withdrawn (`wms.stage_requests`).
     """
     job_id = job["_id"]
     if job["state"] in states.FINAL:
@@ -42,6 +42,7 @@ async def kill(db: AsyncDatabase[Document], job: Document, reason: str) -> Docum
     done = await jobs.transition(db, job_id, [states.RECEIVED, states.STAGING, states.STALLED], states.KILLED,
                                  reason, guard={claims.OWNER: None})
     if done is not None:
+        await stage_requests.withdraw_left(db, done)  # a staging job's copies are no longer needed
         return {"id": job_id, "state": states.KILLED}
     flagged = await jobs.update_fields(db, job_id, {"state": {"$nin": list(states.FINAL)}},
                                        {"kill_requested": True, "kill_reason": reason})
