@@ -10,6 +10,7 @@ import random
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import pytest
 from pymongo.asynchronous.database import AsyncDatabase
 
 from kernel.db import Document
@@ -17,6 +18,7 @@ from kernel.principal import Principal
 from productions import cleaning, monitoring, stopping, task_creation, task_submission, transformations
 from productions.spec import TransformationSpec
 from tests.fixtures.grid import Grid
+from wms import jobs
 
 ROUNDS = 150
 PASS_ROUNDS = 250
@@ -93,3 +95,31 @@ async def test_a_delete_leaves_no_task_or_open_job_that_a_task_pass_in_its_turn_
 
 async def test_a_stop_leaves_no_job_that_a_task_pass_in_its_turn_submitted(grid: Grid) -> None:
     assert await _race_with_a_task_pass(grid.db, "s", stopping.stop) == 0
+
+
+async def _failed_job(db: AsyncDatabase[Document], name: str) -> Document:
+    """A new mc transformation of one task whose job failed (its monitor would run it again)."""
+    read = await _mc(db, name, 1)
+    await _task_pass(db, read)
+    [task] = await db["transformation_tasks"].find({"transformation": read["_id"]}).to_list()
+    assert await jobs.transition(db, task["job"], ["received"], "failed", "exit code 1") is not None
+    return read
+
+
+@pytest.mark.parametrize("action", [cleaning.delete, stopping.stop], ids=["delete", "stop"])
+async def test_a_monitor_runs_no_job_again_for_a_transformation_stopped_or_deleted_meanwhile(
+    grid: Grid, action: Callable[[AsyncDatabase[Document], Document], Awaitable[Any]],
+) -> None:
+    db = grid.db
+    running = 0
+    for i in range(ROUNDS):
+        read = await _failed_job(db, f"m{i}")
+
+        async def act(read: Document = read) -> None:
+            await _jitter()
+            await action(db, read)
+
+        await asyncio.gather(monitoring.follow_tasks(db, read), act())
+        running += await db["jobs"].count_documents({"name": {"$regex": f"^m{i}-"},
+                                                     "state": {"$nin": ["killed", "failed", "done"]}})
+    assert running == 0
