@@ -1,6 +1,7 @@
 """A job that leaves `staging` without its copies (killed, or failed) withdraws the transfers it
 asked for, through the real daemons: a recall under way for it alone is cancelled and its tape
-pin released; one another job or a user also asked for goes on for them."""
+pin released; one another job or a user also asked for goes on for them; a withdrawal cut short
+between the job's move and its withdrawal is finished by the job watchdog."""
 
 from __future__ import annotations
 
@@ -16,7 +17,9 @@ from tests.fixtures.api import RunningApi
 from tests.fixtures.grid import Grid, wait_for
 from tests.test_job_staging import USER, data_daemons, submit
 from transfers.requests import get_request, submit_transfers
+from wms import jobs, stage_requests
 from wms.config import WmsSettings
+from wms.daemons import JobWatchdog
 from wms.stage_requests import requester_of
 
 RAW = "/cta/raw/run9.raw"
@@ -58,7 +61,7 @@ async def test_a_killed_staging_job_cancels_its_recall_and_its_pin_is_released(
         await kill(api, job_id)
         await request_when(grid.db, request_id, {"state": "cancelled", "release": "released"})
     [job] = await wait_for(grid.db, [job_id], {"killed"})
-    assert job["transfer_requests"] == [request_id]
+    assert job["transfer_requests"] == [request_id] and stage_requests.HELD not in job
 
 
 async def test_a_killed_staging_job_leaves_a_shared_recall_to_the_job_that_joined_it(
@@ -112,3 +115,18 @@ async def test_a_job_failing_for_one_lost_tape_input_cancels_the_recall_of_the_o
                   if r is not None and r["lfn"] == RAW]
         assert len(others) == 1
         await request_when(grid.db, others[0]["_id"], {"state": "cancelled", "release": "released"})
+
+
+async def test_a_withdrawal_cut_short_by_a_stopped_process_is_finished_by_the_watchdog(
+    api: RunningApi, grid: Grid, settings: Settings, wms_config: WmsSettings,
+) -> None:
+    await grid.add_se("SITE-C-TAPE", "SITE-C", kind="tape", stage_delay_s=60)
+    await grid.add_file(RAW, b"raw\n", ["SITE-C-TAPE"])
+    async with data_daemons(settings, grid.db, wms_config):
+        job_id, request_id = await staging_job(api, grid)
+        # The kill's first write (the job's move), and its process stopped before the withdrawal.
+        assert await jobs.transition(grid.db, job_id, ["staging"], "killed", "killed by request") is not None
+        assert await JobWatchdog(grid.db, wms_config).run_once() >= 1
+        await request_when(grid.db, request_id, {"state": "cancelled", "release": "released"})
+    assert stage_requests.HELD not in await jobs.get_job(grid.db, job_id)
+    assert await JobWatchdog(grid.db, wms_config).run_once() == 0  # withdrawn once

@@ -221,7 +221,7 @@ async def _staging_outcome(
         return {"state": states.FAILED, "reason": f"could not request staging: {result['failed']}"}
     reason = f"staging {len(items)} tape-only input(s) to {dest} at {site}"
     return {"state": states.STAGING, "reason": reason, "recheck_at": recheck_at, "staging_to": dest,
-            "transfer_requests": sorted(result["successful"].values())}
+            "transfer_requests": sorted(result["successful"].values()), stage_requests.HELD: True}
 
 
 async def _requests_of(db: AsyncDatabase[Document], job: Document) -> list[Document]:
