@@ -47,7 +47,7 @@ async def _cancel_if_stopped_meanwhile(db: AsyncDatabase[Document], doc: Documen
     left it: its new attempt is cancelled here as they cancel (a stop's gives the task's files back)."""
     if await task_submission.still_making(db, doc):
         return
-    if await task_submission.cleaned_meanwhile(db, doc):
+    if await transformations.cleaned_or_gone(db, doc["_id"]):
         job = await jobs.find_job(db, task["job"])
         if job is not None:
             with contextlib.suppress(Conflict):

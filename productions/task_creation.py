@@ -70,7 +70,7 @@ async def create_tasks(db: AsyncDatabase[Document], doc: Document) -> int:
     new = [tasks.document(doc["_id"], first + i, [f["lfn"] for f in g.files], _env(doc, first + i, g))
            for i, g in enumerate(groups)]
     await tasks.insert(db, new)
-    if await task_submission.cleaned_meanwhile(db, doc):  # after the clean's look: nobody else deletes them
+    if await transformations.cleaned_or_gone(db, doc["_id"]):  # after the clean's look: nobody else deletes them
         await tasks.delete(db, [t["_id"] for t in new])
         return 0
     await repair_assignments(db, doc)

@@ -66,15 +66,6 @@ async def still_making(db: AsyncDatabase[Document], doc: Document) -> bool:
         return False
 
 
-async def cleaned_meanwhile(db: AsyncDatabase[Document], doc: Document) -> bool:
-    """Whether the transformation was cleaned (or deleted) since the pass read it: the clean
-    ended the tasks it found and deleted them, so what the pass made after is the pass's to undo."""
-    try:
-        return (await transformations.get(db, doc["_id"]))["state"] == "cleaned"
-    except NotFound:
-        return True
-
-
 async def submit_tasks(db: AsyncDatabase[Document], doc: Document) -> int:
     """Submit up to BATCH created tasks as jobs (or requests); returns how many were submitted.
     A stop that lands while they are submitted is met after: what it could not see yet (jobs or
@@ -86,7 +77,7 @@ async def submit_tasks(db: AsyncDatabase[Document], doc: Document) -> int:
         return 0
     submitted = await _submit_tasks(db, doc)
     if submitted and not await still_making(db, doc):
-        if await cleaned_meanwhile(db, doc):
+        if await transformations.cleaned_or_gone(db, doc["_id"]):
             await _end_submitted(db, doc, submitted)
         else:
             await stopping.cancel_all_not_started(db, doc)

@@ -15,7 +15,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from kernel.db import Document
 from kernel.principal import Principal
-from productions import cleaning, monitoring, stopping, task_creation, task_submission, transformations
+from productions import cleaning, feeding, monitoring, stopping, task_creation, task_submission, transformations
 from productions.spec import TransformationSpec
 from tests.fixtures.grid import Grid
 from wms import jobs
@@ -123,3 +123,30 @@ async def test_a_monitor_runs_no_job_again_for_a_transformation_stopped_or_delet
         running += await db["jobs"].count_documents({"name": {"$regex": f"^m{i}-"},
                                                      "state": {"$nin": ["killed", "failed", "done"]}})
     assert running == 0
+
+
+async def test_a_delete_leaves_no_file_status_that_the_feeder_in_its_turn_added(grid: Grid) -> None:
+    db = grid.db
+    lfns = [f"/cta/raw/{n}.raw" for n in range(3)]
+    for lfn in lfns:
+        await grid.add_file(lfn, b"x", ["SITE-A-DISK"], meta={"type": "raw"})
+    left = 0
+    for i in range(ROUNDS):
+        spec = TransformationSpec.model_validate({"name": f"f{i}", "input_query": "type=raw", "input_path": "/cta",
+                                                  "job": {"executable": "/bin/true"}})
+        made = await transformations.create(db, ALICE, spec)
+        read = await transformations.set_state(db, made["_id"], ("new",), "active")
+        assert read is not None
+
+        async def delete(read: Document = read) -> None:
+            await _jitter()
+            await cleaning.delete(db, read)
+
+        async def feed(read: Document = read) -> None:
+            # The feeder's share of a batch of change-feed events naming the files, for what it listed.
+            await asyncio.sleep(random.uniform(0, 0.03))
+            await feeding._feed_isolated(db, read, lfns, [], [])
+
+        await asyncio.gather(feed(), delete())
+        left += bool(await db["transformation_files"].count_documents({"transformation": read["_id"]}))
+    assert left == 0
