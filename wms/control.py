@@ -35,10 +35,7 @@ async def kill(db: AsyncDatabase[Document], job: Document, reason: str) -> Docum
     if job["state"] in states.FINAL:
         raise Conflict(f"job {job_id} is {job['state']} already")
     if job["state"] == states.WAITING and await jobs.claim_attempt(db, job_id, job["attempt"], KILL_CLAIM):
-        await jobs.set_state_claimed(db, job_id, states.KILLED, reason)
-        if job.get("task_queue"):
-            await task_queues.remove(db, job["task_queue"], task_queues.entry(job_id, job["attempt"]))
-        return {"id": job_id, "state": states.KILLED}
+        return await _kill_claimed(db, job, reason)
     done = await jobs.transition(db, job_id, [states.RECEIVED, states.STAGING, states.STALLED], states.KILLED,
                                  reason, guard={claims.OWNER: None})
     if done is not None:
@@ -48,7 +45,21 @@ async def kill(db: AsyncDatabase[Document], job: Document, reason: str) -> Docum
                                        {"kill_requested": True, "kill_reason": reason})
     if not flagged:
         raise Conflict(f"job {job_id} finished before it could be killed")
+    # A checker that stored the job waiting after the look above skips no flag it could not see:
+    # the job, waiting now, is killed here as a waiting one is (else it waited for a pilot to end it).
+    now = await jobs.find_job(db, job_id)
+    if now is not None and now["state"] == states.WAITING and await jobs.claim_attempt(
+            db, job_id, now["attempt"], KILL_CLAIM):
+        return await _kill_claimed(db, now, reason)
     return {"id": job_id, "state": "kill_requested"}
+
+
+async def _kill_claimed(db: AsyncDatabase[Document], job: Document, reason: str) -> Document:
+    """Kill a waiting job whose attempt the kill has claimed, and take it out of its queue."""
+    await jobs.set_state_claimed(db, job["_id"], states.KILLED, reason)
+    if job.get("task_queue"):
+        await task_queues.remove(db, job["task_queue"], task_queues.entry(job["_id"], job["attempt"]))
+    return {"id": job["_id"], "state": states.KILLED}
 
 
 async def reschedule(db: AsyncDatabase[Document], job: Document, reason: str, *,
