@@ -63,13 +63,14 @@ async def _kill_claimed(db: AsyncDatabase[Document], job: Document, reason: str)
 
 
 async def reschedule(db: AsyncDatabase[Document], job: Document, reason: str, *,
-                     from_states: Sequence[str] = states.RESCHEDULABLE) -> Document:
+                     from_states: Sequence[str] = states.RESCHEDULABLE, guard: Document | None = None) -> Document:
     """Send a stalled, failed or killed job back to the checker as a new attempt. `from_states`
     narrows what the job may be in now: the watchdog moves only a job still stalled, so a kill
-    that landed since it declared the stall stays a kill (the attempt alone does not change)."""
+    that landed since it declared the stall stays a kill (the attempt alone does not change);
+    `guard`, what else must hold."""
     done = await jobs.transition(
         db, job["_id"], list(from_states), states.RECEIVED, reason,
-        guard={"attempt": job["attempt"]},
+        guard={"attempt": job["attempt"], **(guard or {})},
         set_fields={"recheck_at": jobs.now()},
         unset_fields=RESET_ON_RESCHEDULE,
         inc={"attempt": 1, "reschedules": 1},
@@ -98,10 +99,13 @@ async def declare_stalled(db: AsyncDatabase[Document], job: Document, max_resche
                               f"stalled {int(stalled.get('reschedules', 0)) + 1} times; giving up")
         return "failed"
     try:
+        # Not a job flagged for killing since the stall was declared (the reschedule would drop the flag).
         await reschedule(db, stalled, f"rescheduled after stalling (attempt {stalled['attempt']})",
-                         from_states=[states.STALLED])
+                         from_states=[states.STALLED], guard={"kill_requested": {"$ne": True}})
     except Conflict:
-        return "moved on by a request meanwhile"
+        killed = await jobs.transition(db, job["_id"], [states.STALLED], states.KILLED, "killed by request",
+                                       guard={"attempt": stalled["attempt"], "kill_requested": True})
+        return "killed" if killed is not None else "moved on by a request meanwhile"
     return "rescheduled"
 
 
