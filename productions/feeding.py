@@ -14,6 +14,7 @@ matches it, or that was removed from the catalogue, is dropped from a transforma
 still unused (status removed); one assigned or processed stays as it is (its task ran or runs on
 it). A removed file that comes to match again is unused again. (Inputs are queries over a
 directory, not datasets, so an attachment or detachment changes no transformation's input.)
+Files added after a clean (or delete) of the transformation began are deleted by the feeder.
 """
 
 from __future__ import annotations
@@ -82,6 +83,7 @@ async def _add_batch(db: AsyncDatabase[Document], doc: Document, batch: list[Doc
     records = [{"_id": d["_id"], "size": d.get("size"), "meta_effective": d.get("meta_effective") or d.get("meta")}
                for d in batch]
     added = await transformation_files.add_files(db, doc["_id"], records, group_key(doc))
+    await _unless_cleaned_meanwhile(db, doc)
     await transformations.save_initial_progress(db, doc["_id"], batch[-1]["_id"])
     return added
 
@@ -178,7 +180,16 @@ async def _feed_isolated(db: AsyncDatabase[Document], doc: Document, files: Sequ
     added, why = await one_of_many(feed(), f"transformation {doc['_id']}: feeding", log)
     if why is not None:
         await transformations.record_feed_error(db, doc["_id"], why)
+    if added:
+        await _unless_cleaned_meanwhile(db, doc)
     return added or 0
+
+
+async def _unless_cleaned_meanwhile(db: AsyncDatabase[Document], doc: Document) -> None:
+    """A clean (or delete) since the feeder read the transformation deleted the file statuses it
+    found: those added after are deleted here (after the clean's look, nobody else would)."""
+    if await transformations.cleaned_or_gone(db, doc["_id"]):
+        await transformation_files.delete_all(db, doc["_id"])
 
 
 async def follow(db: AsyncDatabase[Document], worker: str, *, lease_s: float) -> int:

@@ -1,10 +1,12 @@
 """Following the jobs of submitted tasks: a done job makes its task done and its files processed;
 a failed job is counted (once per attempt) and rescheduled until the transformation's
 `max_attempts`, then its task fails and its files become problematic. A stopped transformation
-reschedules nothing (its start does): a job of it that ends killed is what the stop cancelled
+reschedules nothing (its start does; nor does a pass that read it before a stop or clean:
+the attempt it made is cancelled): a job of it that ends killed is what the stop cancelled
 (a kill the stop could only request, of a job a checker held), and gives its files back as the
 stop does. An mc transformation whose
-tasks were all made and all ended is completed.
+tasks were all made and all ended is completed, unless an extension raised its limit since that
+was read (the completion is guarded by the limit and task count read).
 """
 
 from __future__ import annotations
@@ -14,8 +16,8 @@ import contextlib
 from pymongo.asynchronous.database import AsyncDatabase
 
 from kernel.db import Document
-from kernel.errors import Conflict
-from productions import request_tasks, tasks, transformation_files, transformations
+from kernel.errors import Conflict, NotFound
+from productions import request_tasks, stopping, task_submission, tasks, transformation_files, transformations
 from wms import control, jobs, states
 
 BATCH = 500
@@ -33,10 +35,25 @@ async def _failed(db: AsyncDatabase[Document], doc: Document, task: Document, jo
         # Conflict: rescheduled already (or by someone else); the next pass sees the new attempt.
         with contextlib.suppress(Conflict):
             await control.reschedule(db, job, f"task {task['_id']}: retry {counted['failures']}")
+            await _cancel_if_stopped_meanwhile(db, doc, task)
         return
     await transformation_files.finish_task_files(db, doc["_id"], task["_id"], "problematic", failed=True)
     await tasks.mark(db, [task["_id"]], ["submitted"], "failed",
                      f"job {job['_id']} failed {counted['failures']} time(s): {job.get('reason', '')}")
+
+
+async def _cancel_if_stopped_meanwhile(db: AsyncDatabase[Document], doc: Document, task: Document) -> None:
+    """A stop or clean that landed since the pass read the transformation found the job ended and
+    left it: its new attempt is cancelled here as they cancel (a stop's gives the task's files back)."""
+    if await task_submission.still_making(db, doc):
+        return
+    if await transformations.cleaned_or_gone(db, doc["_id"]):
+        job = await jobs.find_job(db, task["job"])
+        if job is not None:
+            with contextlib.suppress(Conflict):
+                await control.kill(db, job, "its transformation was cleaned")
+        return
+    await stopping.cancel_not_started(db, doc, [task])
 
 
 async def follow_tasks(db: AsyncDatabase[Document], doc: Document) -> int:
@@ -70,8 +87,14 @@ async def follow_tasks(db: AsyncDatabase[Document], doc: Document) -> int:
 async def _maybe_complete(db: AsyncDatabase[Document], doc: Document) -> None:
     if doc["spec"]["type"] != "mc" or doc["state"] != "active":
         return
-    fresh = await transformations.get(db, doc["_id"])
+    try:
+        fresh = await transformations.get(db, doc["_id"])
+    except NotFound:  # deleted since the pass began
+        return
     if fresh["next_task"] < (fresh["spec"].get("max_tasks") or 0):
         return
     if not await tasks.tasks_in(db, doc["_id"], list(tasks.OPEN), 1):
-        await transformations.set_state(db, doc["_id"], ("active",), "completed")
+        # Guarded by the limit and count read: an extension landing after the read (it saw the
+        # transformation active, so it does not reopen it) keeps it active for its new tasks.
+        read = {"spec.max_tasks": fresh["spec"].get("max_tasks"), "next_task": fresh["next_task"]}
+        await transformations.set_state(db, doc["_id"], ("active",), "completed", guard=read)

@@ -4,7 +4,8 @@ transformation gets its next tasks with no input. Runs under the transformation'
 Order, so that a crash loses nothing and assigns nothing twice: task numbers are reserved, the
 tasks inserted (state created, their files listed), then their files marked assigned. A task
 whose files were not marked yet (its creator died) is completed by `repair_assignments` before
-any new grouping, so a file is never put in a second task.
+any new grouping, so a file is never put in a second task. Tasks inserted after a clean (or a
+delete) began are deleted by the pass that made them: the clean read the tasks before them.
 """
 
 from __future__ import annotations
@@ -69,6 +70,9 @@ async def create_tasks(db: AsyncDatabase[Document], doc: Document) -> int:
     new = [tasks.document(doc["_id"], first + i, [f["lfn"] for f in g.files], _env(doc, first + i, g))
            for i, g in enumerate(groups)]
     await tasks.insert(db, new)
+    if await transformations.cleaned_or_gone(db, doc["_id"]):  # after the clean's look: nobody else deletes them
+        await tasks.delete(db, [t["_id"] for t in new])
+        return 0
     await repair_assignments(db, doc)
     return len(new)
 

@@ -11,6 +11,7 @@ problematic.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 
 from pymongo.asynchronous.database import AsyncDatabase
@@ -21,7 +22,7 @@ from kernel.errors import Conflict, Forbidden, InvalidInput, NotFound
 from kernel.principal import DEFAULT_VO
 from productions import request_tasks, stopping, tasks, transformation_files, transformations
 from productions.spec import render
-from wms import jobs, submission
+from wms import control, jobs, submission
 from wms.description import JobDescription
 
 BATCH = 200
@@ -44,13 +45,13 @@ async def _fail(db: AsyncDatabase[Document], doc: Document, task: Document, reas
     await tasks.mark(db, [task["_id"]], ["created"], "failed", reason)
 
 
-async def _submit_requests(db: AsyncDatabase[Document], doc: Document, created: list[Document]) -> int:
+async def _submit_requests(db: AsyncDatabase[Document], doc: Document, created: list[Document]) -> list[Document]:
     """Queue each task's requests; a task its owner may not ask for fails on its own."""
-    queued = 0
+    queued = []
     for task in created:
         try:
             await request_tasks.submit_task(db, doc, task)
-            queued += 1
+            queued.append(task)
         except REFUSALS as exc:
             await _fail(db, doc, task, f"the requests were refused: {exc}")
     return queued
@@ -68,21 +69,48 @@ async def still_making(db: AsyncDatabase[Document], doc: Document) -> bool:
 async def submit_tasks(db: AsyncDatabase[Document], doc: Document) -> int:
     """Submit up to BATCH created tasks as jobs (or requests); returns how many were submitted.
     A stop that lands while they are submitted is met after: what it could not see yet (jobs or
-    requests stored after its look) is cancelled here, as the stop cancels."""
+    requests stored after its look) is cancelled here, as the stop cancels; so is what this pass
+    submitted for a task the stop released before the pass could mark it submitted. A clean or
+    delete that landed meanwhile may have looked at the tasks before what this pass submitted
+    existed, and deleted them: whatever this pass submitted is ended here, as the clean ends it."""
     if not await still_making(db, doc):
         return 0
     submitted = await _submit_tasks(db, doc)
     if submitted and not await still_making(db, doc):
-        await stopping.cancel_all_not_started(db, doc)
-    return submitted
+        if await transformations.cleaned_or_gone(db, doc["_id"]):
+            await _end_submitted(db, doc, submitted)
+        else:
+            await stopping.cancel_all_not_started(db, doc)
+            await _end_submitted(db, doc, await _released_meanwhile(db, submitted))
+    return len(submitted)
 
 
-async def _submit_tasks(db: AsyncDatabase[Document], doc: Document) -> int:
+async def _released_meanwhile(db: AsyncDatabase[Document], submitted: list[Document]) -> list[Document]:
+    """Those of the tasks this pass submitted that a stop released (killed: their files are unused
+    again) before the pass could mark them submitted: their jobs or requests are no task's now."""
+    now = await tasks.states_of(db, [t["_id"] for t in submitted])
+    return [t for t in submitted if now.get(t["_id"], "killed") == "killed"]
+
+
+async def _end_submitted(db: AsyncDatabase[Document], doc: Document, submitted: list[Document]) -> None:
+    """Kill the jobs (or cancel the requests) of tasks this pass submitted (`cleaning` does it for
+    the tasks it found)."""
+    if doc["spec"]["type"] in request_tasks.REQUEST_KIND:
+        for task in submitted:
+            await request_tasks.cancel_task(db, doc, task)
+        return
+    for job in await jobs.get_jobs(db, [t["job"] for t in submitted]):
+        with contextlib.suppress(Conflict):  # it ended already
+            await control.kill(db, job, "its transformation was stopped or cleaned")
+
+
+async def _submit_tasks(db: AsyncDatabase[Document], doc: Document) -> list[Document]:
+    """The tasks this pass submitted (or found submitted by a pass that died)."""
     created = await tasks.tasks_in(db, doc["_id"], ["created"], BATCH)
     if doc["spec"]["type"] in request_tasks.REQUEST_KIND:
         return await _submit_requests(db, doc, created)
     if not created:
-        return 0
+        return []
     fresh = [t for t in created if t.get("job") is None]
     if fresh:
         ids = await jobs.allocate_ids(db, len(fresh), doc.get("vo") or DEFAULT_VO)
@@ -101,7 +129,7 @@ async def _submit_tasks(db: AsyncDatabase[Document], doc: Document) -> int:
         except (ValueError, ArithmeticError) as exc:  # from a file's metadata: this task's, no one else's
             await _fail(db, doc, task, f"the job template gives no valid job: {exc}")
     if not pending:
-        return len(already)
+        return already
     principal = await confine_owner(db, transformations.owner_principal(doc))
     try:
         await submission.submit(db, principal, [d for _, d in pending], ids=[t["job"] for t, _ in pending])
@@ -115,4 +143,4 @@ async def _submit_tasks(db: AsyncDatabase[Document], doc: Document) -> int:
             except REFUSALS as exc:
                 await _fail(db, doc, task, f"the job layer refused the job: {exc}")
     await tasks.mark(db, [t["_id"] for t in submitted], ["created"], "submitted", "submitted")
-    return len(submitted) + len(already)
+    return submitted + already

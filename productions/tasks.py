@@ -125,6 +125,19 @@ async def files_by_site(db: AsyncDatabase[Document], transformation_id: str) -> 
     return {r["_id"]: int(r["n"]) for r in rows if r["_id"] is not None}
 
 
+async def states_of(db: AsyncDatabase[Document], ids: Sequence[str]) -> dict[str, str]:
+    """The state of each of these tasks that exists (by `_id`)."""
+    with database_errors():
+        found = await db[TASKS].find({"_id": {"$in": list(ids)}}, {"state": 1}).to_list()
+    return {t["_id"]: t["state"] for t in found}
+
+
+async def delete(db: AsyncDatabase[Document], ids: Sequence[str]) -> int:
+    """Delete these tasks (a pass's own, made after its transformation was cleaned); how many."""
+    with database_errors():
+        return (await db[TASKS].delete_many({"_id": {"$in": list(ids)}})).deleted_count if ids else 0
+
+
 async def delete_all(db: AsyncDatabase[Document], transformation_id: str) -> int:
     """Delete every one of a transformation's tasks (cleaning); how many."""
     with database_errors():

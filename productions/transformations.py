@@ -126,6 +126,15 @@ async def get(db: AsyncDatabase[Document], transformation_id: str) -> Document:
     return doc
 
 
+async def cleaned_or_gone(db: AsyncDatabase[Document], transformation_id: str) -> bool:
+    """Whether the transformation is cleaned, or deleted: a daemon's pass that read it before
+    checks this after its writes, since the clean (`productions.cleaning`) ended and deleted what
+    it found then, and what the pass wrote after is the pass's to undo."""
+    with database_errors():
+        doc = await db[TRANSFORMATIONS].find_one({"_id": transformation_id}, {"state": 1})
+    return doc is None or doc["state"] == "cleaned"
+
+
 async def list_transformations(db: AsyncDatabase[Document], owner: str | None, limit: int,
                                where: Document | None = None) -> list[Document]:
     """Newest first, of one owner or all, matching `where` (e.g. the caller's VO)."""
@@ -141,11 +150,12 @@ async def running(db: AsyncDatabase[Document], states: tuple[str, ...] = RUNNING
 
 
 async def set_state(db: AsyncDatabase[Document], transformation_id: str, from_states: tuple[str, ...],
-                    state: str, **fields: Any) -> Document | None:
-    """Move to `state` if in one of `from_states`; the new document, or None."""
+                    state: str, *, guard: Document | None = None, **fields: Any) -> Document | None:
+    """Move to `state` if in one of `from_states` (and the fields of `guard` still hold their
+    values); the new document, or None."""
     with database_errors():
         return await db[TRANSFORMATIONS].find_one_and_update(
-            {"_id": transformation_id, "state": {"$in": list(from_states)}},
+            {"_id": transformation_id, "state": {"$in": list(from_states)}, **(guard or {})},
             {"$set": {"state": state, "updated": now(), **fields}}, return_document=ReturnDocument.AFTER)
 
 

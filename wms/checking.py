@@ -31,11 +31,12 @@ from kernel.daemon import one_of_many
 from kernel.db import Document
 from kernel.principal import DEFAULT_VO, Principal
 from transfers.requests import list_requests, submit_transfers
-from wms import input_data, jobs, states, task_queues, unprocessable
+from wms import input_data, jobs, stage_requests, states, task_queues, unprocessable
 from wms.config import WmsSettings
 from wms.input_data import SiteStore
 from wms.outputs import owner_of
 from wms.placement import Placement, allowed_sites, disk_se_at, place, staging_site, usable_replicas
+from wms.stage_requests import requester_of
 from wms.task_queues import QueueKey
 
 log = logging.getLogger("cairn.wms.checker")
@@ -49,10 +50,6 @@ def readable_by_owner(
     naming it), so a job never reads what its owner cannot (`catalogue.authorization`); `owner`
     is `owner_of(job)` confined to its VO."""
     return {lfn: doc for lfn, doc in files.items() if hiding_denial(owner, lfn, doc, READ, dirs) is None}
-
-
-def requester_of(job_id: str) -> str:
-    return f"job:{job_id}"
 
 
 async def check_batch(db: AsyncDatabase[Document], config: WmsSettings, worker: str) -> int:
@@ -93,11 +90,28 @@ async def check_batch(db: AsyncDatabase[Document], config: WmsSettings, worker: 
     # Jobs still claimed are those someone asked to kill while this pass held them.
     leftovers = {j["_id"] for j in await jobs.claimed_jobs(db, claim)}
     for job_id in leftovers:
-        await jobs.transition(db, job_id, [states.CHECKING, states.STAGING], states.KILLED,
-                              "killed by request", guard={claims.OWNER: claim}, set_fields=dict(claims.FREE))
+        killed = await jobs.transition(db, job_id, [states.CHECKING, states.STAGING], states.KILLED,
+                                       "killed by request", guard={claims.OWNER: claim}, set_fields=dict(claims.FREE))
+        asked = (killed or {}).get("transfer_requests", []) + outcomes.get(job_id, {}).get("transfer_requests", [])
+        await stage_requests.withdraw(db, job_id, asked)  # this pass may have asked for some, unrecorded
+    await _withdraw_left_behind(db, batch, outcomes, leftovers)
     for key, entries in queues.items():
         await enqueue(db, key, [(job_id, attempt) for job_id, attempt in entries if job_id not in leftovers])
     return len(batch)
+
+
+async def _withdraw_left_behind(
+    db: AsyncDatabase[Document], batch: Sequence[Document], outcomes: Mapping[str, Document], leftovers: set[str],
+) -> None:
+    """Withdraw the transfers asked for by the jobs of the pass that left staging (or were placed
+    or failed while recording some) without them, once their outcome is stored: read back, since
+    an outcome whose claim was lost meanwhile is not."""
+    moved = {job["_id"]: outcomes[job["_id"]]["state"] for job in batch if job.get("transfer_requests")
+             and job["_id"] not in leftovers and outcomes.get(job["_id"], {}).get("state") != states.STAGING}
+    if moved:
+        for job in await jobs.get_jobs(db, list(moved)):
+            if job["state"] == moved[job["_id"]] and not job.get(claims.OWNER):
+                await stage_requests.withdraw_left(db, job)
 
 
 async def _inputs_of(job: Document) -> list[str]:
@@ -207,7 +221,7 @@ async def _staging_outcome(
         return {"state": states.FAILED, "reason": f"could not request staging: {result['failed']}"}
     reason = f"staging {len(items)} tape-only input(s) to {dest} at {site}"
     return {"state": states.STAGING, "reason": reason, "recheck_at": recheck_at, "staging_to": dest,
-            "transfer_requests": sorted(result["successful"].values())}
+            "transfer_requests": sorted(result["successful"].values()), stage_requests.HELD: True}
 
 
 async def _requests_of(db: AsyncDatabase[Document], job: Document) -> list[Document]:

@@ -11,7 +11,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from kernel import claims
 from kernel.db import Document
 from kernel.errors import Conflict
-from wms import jobs, states, task_queues
+from wms import jobs, stage_requests, states, task_queues
 from wms.unprocessable import UNQUEUED_CLAIM
 
 # Who claims a waiting job's attempt besides the matcher (which claims it for a pilot, by its name).
@@ -29,35 +29,48 @@ async def kill(db: AsyncDatabase[Document], job: Document, reason: str) -> Docum
 
     A waiting job is killed by claiming its attempt, as a pilot would: if a pilot claimed it
     in the same instant, the job is flagged instead and whoever holds it (matcher, checker,
-    pilot) ends it.
+    pilot) ends it. A staging job's transfers are withdrawn (`wms.stage_requests`).
     """
     job_id = job["_id"]
     if job["state"] in states.FINAL:
         raise Conflict(f"job {job_id} is {job['state']} already")
     if job["state"] == states.WAITING and await jobs.claim_attempt(db, job_id, job["attempt"], KILL_CLAIM):
-        await jobs.set_state_claimed(db, job_id, states.KILLED, reason)
-        if job.get("task_queue"):
-            await task_queues.remove(db, job["task_queue"], task_queues.entry(job_id, job["attempt"]))
-        return {"id": job_id, "state": states.KILLED}
+        return await _kill_claimed(db, job, reason)
     done = await jobs.transition(db, job_id, [states.RECEIVED, states.STAGING, states.STALLED], states.KILLED,
                                  reason, guard={claims.OWNER: None})
     if done is not None:
+        await stage_requests.withdraw_left(db, done)  # a staging job's copies are no longer needed
         return {"id": job_id, "state": states.KILLED}
     flagged = await jobs.update_fields(db, job_id, {"state": {"$nin": list(states.FINAL)}},
                                        {"kill_requested": True, "kill_reason": reason})
     if not flagged:
         raise Conflict(f"job {job_id} finished before it could be killed")
+    # A checker that stored the job waiting after the look above skips no flag it could not see:
+    # the job, waiting now, is killed here as a waiting one is (else it waited for a pilot to end it).
+    now = await jobs.find_job(db, job_id)
+    if now is not None and now["state"] == states.WAITING and await jobs.claim_attempt(
+            db, job_id, now["attempt"], KILL_CLAIM):
+        return await _kill_claimed(db, now, reason)
     return {"id": job_id, "state": "kill_requested"}
 
 
+async def _kill_claimed(db: AsyncDatabase[Document], job: Document, reason: str) -> Document:
+    """Kill a waiting job whose attempt the kill has claimed, and take it out of its queue."""
+    await jobs.set_state_claimed(db, job["_id"], states.KILLED, reason)
+    if job.get("task_queue"):
+        await task_queues.remove(db, job["task_queue"], task_queues.entry(job["_id"], job["attempt"]))
+    return {"id": job["_id"], "state": states.KILLED}
+
+
 async def reschedule(db: AsyncDatabase[Document], job: Document, reason: str, *,
-                     from_states: Sequence[str] = states.RESCHEDULABLE) -> Document:
+                     from_states: Sequence[str] = states.RESCHEDULABLE, guard: Document | None = None) -> Document:
     """Send a stalled, failed or killed job back to the checker as a new attempt. `from_states`
     narrows what the job may be in now: the watchdog moves only a job still stalled, so a kill
-    that landed since it declared the stall stays a kill (the attempt alone does not change)."""
+    that landed since it declared the stall stays a kill (the attempt alone does not change);
+    `guard`, what else must hold."""
     done = await jobs.transition(
         db, job["_id"], list(from_states), states.RECEIVED, reason,
-        guard={"attempt": job["attempt"]},
+        guard={"attempt": job["attempt"], **(guard or {})},
         set_fields={"recheck_at": jobs.now()},
         unset_fields=RESET_ON_RESCHEDULE,
         inc={"attempt": 1, "reschedules": 1},
@@ -86,10 +99,13 @@ async def declare_stalled(db: AsyncDatabase[Document], job: Document, max_resche
                               f"stalled {int(stalled.get('reschedules', 0)) + 1} times; giving up")
         return "failed"
     try:
+        # Not a job flagged for killing since the stall was declared (the reschedule would drop the flag).
         await reschedule(db, stalled, f"rescheduled after stalling (attempt {stalled['attempt']})",
-                         from_states=[states.STALLED])
+                         from_states=[states.STALLED], guard={"kill_requested": {"$ne": True}})
     except Conflict:
-        return "moved on by a request meanwhile"
+        killed = await jobs.transition(db, job["_id"], [states.STALLED], states.KILLED, "killed by request",
+                                       guard={"attempt": stalled["attempt"], "kill_requested": True})
+        return "killed" if killed is not None else "moved on by a request meanwhile"
     return "rescheduled"
 
 

@@ -21,7 +21,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from kernel.daemon import Daemon, one_of_many
 from kernel.db import Document
-from wms import checking, control, jobs, unprocessable
+from wms import checking, control, jobs, stage_requests, unprocessable
 from wms.config import WmsSettings
 from wms.counter_recount import QuietMender
 
@@ -62,6 +62,9 @@ class JobWatchdog(Daemon):
         repair_before = now - dt.timedelta(seconds=self.config.unqueued_repair_s)
         for job in await jobs.unqueued_waiting(self.db, repair_before, 500):
             handled += await self.isolated(self.requeue(job), job, unprocessable.fail_unqueued)
+        for job in await stage_requests.left_holding(self.db, 500):  # a withdrawal cut short
+            await stage_requests.withdraw_left(self.db, job)
+            handled += 1
         for counter in await self.mender.look(self.db):
             log.warning("counter %s had drifted from what it counts (a call cut short); mended", counter)
             handled += 1

@@ -53,6 +53,8 @@ INDEXES = [
     IndexSpec(JOBS, [(claims.OWNER, 1)], name="jobs_by_lease_owner", sparse=True, index_order=True),
     # count_by_vo_and_state (GET /metrics), on the embedded database
     IndexSpec(JOBS, [("state", 1), ("vo", 1)], name="jobs_by_state_vo", group_count=True),
+    # stage_requests.left_holding (watchdog): the few jobs flagged as holding staging copies
+    IndexSpec(JOBS, [("stage_requests_held", 1)], name="jobs_stage_requests_held", sparse=True, index_order=True),
     # claims_made (watchdog): the attempts' claims in the order they were made
     IndexSpec(CLAIMS, [("at", 1)], name="job_claims_by_time", index_order=True),
 ]
