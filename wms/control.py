@@ -34,24 +34,34 @@ async def kill(db: AsyncDatabase[Document], job: Document, reason: str) -> Docum
     job_id = job["_id"]
     if job["state"] in states.FINAL:
         raise Conflict(f"job {job_id} is {job['state']} already")
-    if job["state"] == states.WAITING and await jobs.claim_attempt(db, job_id, job["attempt"], KILL_CLAIM):
-        return await _kill_claimed(db, job, reason)
-    done = await jobs.transition(db, job_id, [states.RECEIVED, states.STAGING, states.STALLED], states.KILLED,
-                                 reason, guard={claims.OWNER: None})
-    if done is not None:
-        await stage_requests.withdraw_left(db, done)  # a staging job's copies are no longer needed
-        return {"id": job_id, "state": states.KILLED}
+    if (killed := await _kill_unheld(db, job, reason)) is not None:
+        return killed
     flagged = await jobs.update_fields(db, job_id, {"state": {"$nin": list(states.FINAL)}},
                                        {"kill_requested": True, "kill_reason": reason})
     if not flagged:
         raise Conflict(f"job {job_id} finished before it could be killed")
-    # A checker that stored the job waiting after the look above skips no flag it could not see:
-    # the job, waiting now, is killed here as a waiting one is (else it waited for a pilot to end it).
+    # A checker that stored the job waiting, or a watchdog that sent it back to the checker, after
+    # the look above skips no flag it could not see: the job, unheld now, is killed here as such a
+    # job is (else it waited for a pilot to end it, or the checker ran it again).
     now = await jobs.find_job(db, job_id)
-    if now is not None and now["state"] == states.WAITING and await jobs.claim_attempt(
-            db, job_id, now["attempt"], KILL_CLAIM):
-        return await _kill_claimed(db, now, reason)
+    if now is not None and now["state"] not in states.FINAL and (
+            killed := await _kill_unheld(db, now, reason)) is not None:
+        return killed
     return {"id": job_id, "state": "kill_requested"}
+
+
+async def _kill_unheld(db: AsyncDatabase[Document], job: Document, reason: str) -> Document | None:
+    """Kill a job no pilot holds: a waiting one by claiming its attempt, a received, staging or
+    stalled one by its move (no claim on it); None when it is held (or moved on meanwhile)."""
+    job_id = job["_id"]
+    if job["state"] == states.WAITING and await jobs.claim_attempt(db, job_id, job["attempt"], KILL_CLAIM):
+        return await _kill_claimed(db, job, reason)
+    done = await jobs.transition(db, job_id, [states.RECEIVED, states.STAGING, states.STALLED], states.KILLED,
+                                 reason, guard={claims.OWNER: None})
+    if done is None:
+        return None
+    await stage_requests.withdraw_left(db, done)  # a staging job's copies are no longer needed
+    return {"id": job_id, "state": states.KILLED}
 
 
 async def _kill_claimed(db: AsyncDatabase[Document], job: Document, reason: str) -> Document:
