@@ -16,6 +16,7 @@ still set is counted once by whoever clears the flag (`transfer.count_earlier_co
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import uuid
 from collections.abc import Iterator, Sequence
@@ -139,13 +140,16 @@ async def _confirm(ctx: Context, copies: Sequence[Copied]) -> set[tuple[str, str
     return confirmed
 
 
-async def _confirmed(ctx: Context, copies: Sequence[Copied], cycle: Cycle) -> list[Copied]:
-    """The copies whose replica is `available` now; the others (their replica changed during the
-    copy) made a copy that counts, and an attempt that failed (added to `cycle`)."""
+async def _confirmed(ctx: Context, copies: Sequence[Copied], cycle: Cycle) -> tuple[list[Copied], set[str]]:
+    """The copies whose replica is `available` now, and the requests of the others (their replica
+    changed during the copy): each made a copy that counts, in the write ending its attempt as
+    failed (added to `cycle`). Counted there, not here: a settling tried again whole (the worker
+    keeps one that failed) comes here again, and a `$inc` here counted the copy once per try."""
     if not copies:
-        return []
+        return [], set()
     confirmed = await _confirm(ctx, copies)
     good: list[Copied] = []
+    changed: set[str] = set()
     for copied in copies:
         job = copied.job
         if job.dest is None:
@@ -153,10 +157,10 @@ async def _confirmed(ctx: Context, copies: Sequence[Copied], cycle: Cycle) -> li
         if (job.lfn, job.dest.name) in confirmed:
             good.append(copied)
         else:
-            await rq.count_copy(ctx.db, job.id)
+            changed.add(job.id)
             cycle.failures.append(Failed(job, Failure(
                 "replica_changed", f"{job.lfn}: the replica on {job.dest.name} changed during the copy", False)))
-    return good
+    return good, changed
 
 
 def _ends(good: Sequence[Copied], cycle: Cycle) -> list[rq.End]:
@@ -176,16 +180,19 @@ async def finish_cycle(ctx: Context, cycle: Cycle, *, db_commands: int = 0) -> l
     during the copy). Parked jobs have not ended and are not returned."""
     for job in cycle.jobs():
         job.ending = True
-    good = await _confirmed(ctx, cycle.copies, cycle)
+    good, changed = await _confirmed(ctx, cycle.copies, cycle)
     for job in cycle.already_there:
         await count_earlier_copy(ctx, job)
     decided = await failed_copies.decide(ctx, cycle.failures)
+    for item in decided:  # a copy made whose replica changed: counted by its end, once (`_confirmed`)
+        if item.failed.job.id in changed:
+            item.end = dataclasses.replace(item.end, copied=True)
     ended = await rq.end_many(ctx.db, [*_ends(good, cycle), *(d.end for d in decided)], ctx.worker,
                               tokens=cycle.tokens)
     failures = await failed_copies.after_end(ctx, decided, ended)
-    for copied in good:
-        if copied.job.id not in ended:  # the lease was lost meanwhile; the copy still happened: count it (once)
-            await rq.count_unfinished_copy(ctx.db, copied.job.id)
+    for rid in [*(copied.job.id for copied in good), *sorted(changed)]:
+        if rid not in ended:  # the lease was lost meanwhile; the copy still happened: count it (once)
+            await rq.count_unfinished_copy(ctx.db, rid)
     # A recall asked for a request cancelled meanwhile is recorded nowhere: its parking did not
     # take. Released below, else it stayed pinned for its lifetime. Not one whose request was taken
     # over (its new holder asks again under the id noted, `transfer.stage`) or that an earlier try
