@@ -23,6 +23,7 @@ import asyncio
 import datetime as dt
 import hashlib
 import json
+import math
 import uuid
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
@@ -31,6 +32,7 @@ from typing import Any, Literal, TypedDict
 from pymongo.asynchronous.database import AsyncDatabase
 
 from kernel.documents import Document, IndexSpec, database_errors
+from kernel.errors import ServiceUnavailable
 
 REVOCATIONS = "token_revocations"
 # How far before the newest `changed` it has seen a reader looks again: a write stamped before
@@ -44,10 +46,12 @@ INDEXES = [
 ]
 Kind = Literal["jti", "subject"]
 # An entry's mark while the call that inserted it counts its maker's entries (`record`), and when
-# it was set: a mark older than PENDING_S was left by a call that died, and the entry goes.
+# it was set: a mark older than PENDING_S was left by a call that died (or stalled: its entry is
+# then taken back and it tries again), and the entry goes. A call making the same entry meanwhile
+# waits for it up to ADMIT_TRIES * ADMIT_WAIT_S, then answers 503 (retry after PENDING_S).
 PENDING, PENDING_AT = "pending", "pending_at"
-PENDING_S = 60.0
-ADMIT_TRIES, ADMIT_WAIT_S = 100, 0.05
+PENDING_S = 10.0
+ADMIT_TRIES, ADMIT_WAIT_S = 40, 0.05
 
 
 class Revoker(TypedDict):
@@ -172,7 +176,8 @@ async def record(db: AsyncDatabase[Document], revocation: Revocation, by: Revoke
         else:  # another call's entry, pending: wait until it is in force or taken back (or its mark lapsed)
             await _drop_lapsed(db, revocation.id)
             await asyncio.sleep(ADMIT_WAIT_S)
-    raise RuntimeError(f"revocation {revocation.id} stayed pending for {ADMIT_TRIES} tries")
+    raise ServiceUnavailable("the same revocation is being made by another call (or one cut short); retry later",
+                             retry_after=math.ceil(PENDING_S))
 
 
 async def _admit(db: AsyncDatabase[Document], entry_id: str, mark: str, by: Revoker, cap: int) -> bool | None:

@@ -5,15 +5,17 @@ hold are a bound however many of their calls race."""
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import time
 
 import aiohttp
 import jwt
+import pytest
 from pymongo.asynchronous.database import AsyncDatabase
 
 from kernel.db import Document
-from kernel.errors import QuotaExceeded
-from kernel.revocations import REVOCATIONS, Revocation, Revoker, held_by, now
+from kernel.errors import QuotaExceeded, ServiceUnavailable
+from kernel.revocations import PENDING, PENDING_AT, PENDING_S, REVOCATIONS, Revocation, Revoker, held_by, now
 from kernel.token_revocation import MAX_PER_REVOKER
 from kernel.tokens import CLOCK_SKEW_S
 from tests.fixtures.api import RunningApi
@@ -97,3 +99,22 @@ async def test_a_revocation_made_again_stays_its_first_makers_and_is_admitted_at
     assert not await _revoke(api, alice, "one-more")
     assert await _revoke(api, alice, "last")  # in force already: no new entry, nothing counted
     assert await held_by(database, by) == MAX_PER_REVOKER
+
+
+async def test_a_revocation_left_pending_by_a_call_that_died_is_made_once_its_mark_lapsed(
+    api: RunningApi, database: AsyncDatabase[Document],
+) -> None:
+    alice = api.token("alice", scopes=READER)
+    by: Revoker = {"iss": api.issuer.issuer, "sub": "alice", "vo": "cta"}
+    at = now()
+    entry = Revocation("jti", at.replace(year=at.year + 1), jti="cut", iss=by["iss"], sub="alice", vo="cta")
+    left = {"_id": entry.id, "kind": "jti", "jti": "cut", "iss": by["iss"], "sub": "alice", "vo": "cta",
+            "expires": entry.expires, "changed": at, "by": by, PENDING: "dead-call", PENDING_AT: at}
+    await database[REVOCATIONS].insert_one(left)
+    with pytest.raises(ServiceUnavailable):  # its maker may still be counting: retry later
+        await _revoke(api, alice, "cut")
+    await database[REVOCATIONS].update_one({"_id": entry.id}, {"$set": {
+        PENDING_AT: at - dt.timedelta(seconds=PENDING_S + 1)}})
+    assert await _revoke(api, alice, "cut")
+    stored = await database[REVOCATIONS].find_one({"_id": entry.id})
+    assert stored is not None and PENDING not in stored
