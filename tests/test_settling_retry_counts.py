@@ -1,5 +1,6 @@
-"""A copy whose destination replica changed while it ran is counted once (`requests.copies`), even
-when the settling that counts it meets the database down and the worker tries it again whole."""
+"""What a worker's settling counts is counted once when the settling meets the database down and
+the worker tries it again whole: a copy whose destination replica changed while it ran (on its
+request's `copies`), and every transfer on its link's counters."""
 
 from __future__ import annotations
 
@@ -11,9 +12,11 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from kernel.db import Document
 from kernel.settings import Settings
-from tests.fixtures.tcp_gate import TcpGate
+from tests.fixtures.tcp_gate import CutAfter, TcpGate
 from tests.fixtures.transfers import add_ses, disk_se, fast_settings, open_requests, put_files
+from transfers import link_stats
 from transfers import requests as rq
+from transfers.link_series import LINK_HOURS
 from transfers.worker import TransferWorker
 
 LFN = "/vo/changed/f"
@@ -81,3 +84,37 @@ async def test_a_copy_whose_replica_changed_is_counted_once_across_a_retried_set
     done = await database[rq.REQUESTS].find({}).to_list()
     # Two copies made: the one whose replica changed, and the retry's.
     assert [(d["state"], d.get("copies")) for d in done] == [("done", 2)]
+
+
+async def test_a_transfer_is_counted_once_on_its_link_when_the_settling_is_cut_after_the_links_count(
+    database: AsyncDatabase[Document], settings: Settings, db_gate: TcpGate, tmp_path: Path,
+) -> None:
+    src, dst = disk_se("SRC", tmp_path / "src"), disk_se("DST", tmp_path / "dst")
+    await add_ses(database, src, dst)
+    await put_files(database, [src], [LFN])
+    await rq.submit_transfers(database, [{"lfn": LFN, "dest_se": "DST"}], requester="t")
+    cut = CutAfter(db_gate, "update", link_stats.LINK_STATS)  # the hourly series' write meets the outage
+    client = cut.client()
+    worker = TransferWorker(fast_settings(settings, lease_s=3.0, settle_every_s=0.2), client[settings.database])
+    task = asyncio.create_task(worker.run())
+    try:
+        async with asyncio.timeout(30):
+            while True:
+                if cut.done:
+                    break
+                await asyncio.sleep(0.05)
+        await db_gate.close()
+        await asyncio.sleep(0.6)
+        await db_gate.open()
+        async with asyncio.timeout(30):
+            while True:  # the kept settling is tried again: its series written this time
+                if await database[LINK_HOURS].count_documents({}):
+                    break
+                await asyncio.sleep(0.2)
+    finally:
+        worker.stop()
+        await task
+        await client.close()
+    links = await link_stats.link_statistics(database)
+    assert [(link["source"], link["dest"], link["done"], link["bytes"]) for link in links] == [
+        ("SRC", "DST", 1, 1024)]
