@@ -83,7 +83,8 @@ async def delete_quota(db: AsyncDatabase[Document], account: str, se: str) -> No
 
 
 async def quotas_and_usage(db: AsyncDatabase[Document], account: str | None = None) -> list[dict[str, Any]]:
-    """Every (account, SE) with a quota or usage: `{account, se, quota, used_bytes, used_files}`."""
+    """Every (account, SE) with a quota or usage: `{account, se, quota, used_bytes, used_files}`,
+    and `saturated` where the usage passed the int64 range (see the module docstring)."""
     query = {"account": account} if account else {}
     with database_errors():
         quotas = {d["_id"]: d for d in await db[QUOTAS].find(query).to_list()}
@@ -93,7 +94,7 @@ async def quotas_and_usage(db: AsyncDatabase[Document], account: str | None = No
         q, u = quotas.get(name, {}), usage.get(name, {})
         rows.append({"account": q.get("account") or u.get("account"), "se": q.get("se") or u.get("se"),
                      "quota_bytes": q.get("bytes"), "used_bytes": int(u.get("bytes", 0)),
-                     "used_files": int(u.get("files", 0)), "saturated": bool(u.get(SATURATED))})
+                     "used_files": int(u.get("files", 0)), **({"saturated": True} if u.get(SATURATED) else {})})
     return rows
 
 
