@@ -10,13 +10,21 @@ skew) when it is known, else the longest a token may live (`token_revocation_kee
 
 `changed` is stamped by the database server's clock (`$currentDate`), so a process reads what
 changed since its last look by that one clock (`read_changed`), trusting no other process's.
+
+An entry's maker (`by`, the first caller who made it) may be held to a number of live entries
+(`record`'s `cap`) exactly, however many calls race: a new entry is inserted PENDING (counted,
+not in force, not listed), its maker's entries are counted with it, and it is then either put in
+force or taken back. Two calls racing for the last place may both be refused; none passes it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import hashlib
 import json
+import math
+import uuid
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any, Literal, TypedDict
@@ -24,6 +32,7 @@ from typing import Any, Literal, TypedDict
 from pymongo.asynchronous.database import AsyncDatabase
 
 from kernel.documents import Document, IndexSpec, database_errors
+from kernel.errors import ServiceUnavailable
 
 REVOCATIONS = "token_revocations"
 # How far before the newest `changed` it has seen a reader looks again: a write stamped before
@@ -36,6 +45,13 @@ INDEXES = [
     IndexSpec(REVOCATIONS, [("vo", 1), ("changed", -1)], "by_vo"),  # listing
 ]
 Kind = Literal["jti", "subject"]
+# An entry's mark while the call that inserted it counts its maker's entries (`record`), and when
+# it was set: a mark older than PENDING_S was left by a call that died (or stalled: its entry is
+# then taken back and it tries again), and the entry goes. A call making the same entry meanwhile
+# waits for it up to ADMIT_TRIES * ADMIT_WAIT_S, then answers 503 (retry after PENDING_S).
+PENDING, PENDING_AT = "pending", "pending_at"
+PENDING_S = 10.0
+ADMIT_TRIES, ADMIT_WAIT_S = 40, 0.05
 
 
 class Revoker(TypedDict):
@@ -59,6 +75,8 @@ class RevocationDocument(TypedDict, total=False):
     expires: dt.datetime
     changed: dt.datetime
     by: Revoker
+    pending: str
+    pending_at: dt.datetime
 
 
 def same_user(vo: str, one: str, other: str) -> bool:
@@ -124,19 +142,65 @@ def now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
-async def record(db: AsyncDatabase[Document], revocation: Revocation, by: Revoker) -> None:
-    """Store an entry (one upsert: made again, it only grows stricter), and drop those past."""
+async def record(db: AsyncDatabase[Document], revocation: Revocation, by: Revoker, *, cap: int | None = None) -> bool:
+    """Store an entry (one upsert: made again, it only grows stricter), and drop those past. With
+    `cap`, a new entry is stored only if its maker then holds at most `cap` live entries, this one
+    counted (see the module docstring); False when it was not (nothing stored). Made again, an
+    entry stays its first maker's and counts for nobody else."""
     fields = {"kind": revocation.kind, "jti": revocation.jti, "iss": revocation.iss, "sub": revocation.sub,
               "vo": revocation.vo}
     raised: Document = {"expires": revocation.expires}
     if revocation.not_before is not None:
         raised["not_before"] = revocation.not_before
-    with database_errors():
-        await db[REVOCATIONS].update_one(
-            {"_id": revocation.id},
-            {"$setOnInsert": fields, "$max": raised, "$set": {"by": by}, "$currentDate": {"changed": True}},
-            upsert=True)
+    stricter = {"$max": raised, "$currentDate": {"changed": True}}
+    if cap is None:
+        with database_errors():
+            await db[REVOCATIONS].update_one({"_id": revocation.id}, {"$setOnInsert": {**fields, "by": by}, **stricter},
+                                             upsert=True)
         await drop_expired(db)
+        return True
+    for _ in range(ADMIT_TRIES):
+        with database_errors():
+            if (await db[REVOCATIONS].update_one({"_id": revocation.id, PENDING: {"$exists": False}},
+                                                 stricter)).matched_count:
+                await drop_expired(db)
+                return True  # in force already: no new entry
+            mark = uuid.uuid4().hex
+            made = await db[REVOCATIONS].update_one(
+                {"_id": revocation.id},
+                {"$setOnInsert": {**fields, "by": by, PENDING: mark, PENDING_AT: now()}, **stricter}, upsert=True)
+        if made.upserted_id is not None:
+            admitted = await _admit(db, revocation.id, mark, by, cap)
+            if admitted is not None:
+                return admitted
+        else:  # another call's entry, pending: wait until it is in force or taken back (or its mark lapsed)
+            await _drop_lapsed(db, revocation.id)
+            await asyncio.sleep(ADMIT_WAIT_S)
+    raise ServiceUnavailable("the same revocation is being made by another call (or one cut short); retry later",
+                             retry_after=math.ceil(PENDING_S))
+
+
+async def _admit(db: AsyncDatabase[Document], entry_id: str, mark: str, by: Revoker, cap: int) -> bool | None:
+    """Count the maker's entries with the pending one `entry_id` (this call's `mark`) and put it in
+    force, or take it back past `cap`. None: the mark was gone (it lapsed and the entry was taken
+    back while this call stalled): try again."""
+    with database_errors():
+        if await held_by(db, by) > cap:
+            await db[REVOCATIONS].delete_one({"_id": entry_id, PENDING: mark})
+            return False
+        result = await db[REVOCATIONS].update_one({"_id": entry_id, PENDING: mark}, {
+            "$unset": {PENDING: "", PENDING_AT: ""}, "$currentDate": {"changed": True}})
+    if not result.matched_count:
+        return None
+    await drop_expired(db)
+    return True
+
+
+async def _drop_lapsed(db: AsyncDatabase[Document], entry_id: str) -> None:
+    """Take back the entry if a call that died left it pending."""
+    with database_errors():
+        await db[REVOCATIONS].delete_one({"_id": entry_id, PENDING: {"$exists": True},
+                                          PENDING_AT: {"$lt": now() - dt.timedelta(seconds=PENDING_S)}})
 
 
 async def drop_expired(db: AsyncDatabase[Document]) -> int:
@@ -149,7 +213,7 @@ async def drop_expired(db: AsyncDatabase[Document]) -> int:
 async def read_changed(db: AsyncDatabase[Document], since: dt.datetime | None) -> list[Document]:
     """The live entries changed at or after `since` by the database's clock (every live one for
     None), oldest change first (index `changed`)."""
-    query: Document = {"expires": {"$gte": now()}}
+    query: Document = {"expires": {"$gte": now()}, PENDING: {"$exists": False}}
     if since is not None:
         query["changed"] = {"$gte": since}
     with database_errors():
@@ -157,7 +221,7 @@ async def read_changed(db: AsyncDatabase[Document], since: dt.datetime | None) -
 
 
 async def held_by(db: AsyncDatabase[Document], by: Revoker) -> int:
-    """How many live entries one revoker made (index `by_revoker`)."""
+    """How many live entries one revoker made, those pending too (index `by_revoker`)."""
     with database_errors():
         return await db[REVOCATIONS].count_documents(
             {"by.iss": by["iss"], "by.sub": by["sub"], "by.vo": by["vo"], "expires": {"$gte": now()}})
@@ -166,7 +230,7 @@ async def held_by(db: AsyncDatabase[Document], by: Revoker) -> int:
 async def list_revocations(db: AsyncDatabase[Document], *, vo: str | None, limit: int) -> list[Document]:
     """The live entries, newest change first: those reaching only VO `vo`, or every one for None
     (index `by_vo`)."""
-    query: Document = {"expires": {"$gte": now()}}
+    query: Document = {"expires": {"$gte": now()}, PENDING: {"$exists": False}}
     if vo is not None:
         query["vo"] = vo
     with database_errors():

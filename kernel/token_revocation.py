@@ -8,7 +8,8 @@
 - By the token itself: anyone who holds it (its signature verifies, expired or not). Whoever
   holds a token may already act as its user, revoking included: a leaked token can be ended by
   whoever finds it.
-- By subject (issuer + user): every token issued before now, and those without `iat`. A global
+- By subject (issuer + user): every token issued before now (by its `iat`, the issuer's clock,
+  within the clock skew allowed: `subject_not_before`), and those without `iat`. A global
   admin any subject, in every VO; a VO's admin the subjects of its VO (tokens of that VO only);
   anyone else only themselves ("sign out everywhere": their tokens of their VO).
 """
@@ -27,7 +28,7 @@ from kernel.documents import Document
 from kernel.errors import Forbidden, InvalidInput, QuotaExceeded, Unauthenticated
 from kernel.principal import Principal
 from kernel.revocation_view import RevocationView
-from kernel.revocations import Revocation, Revoker, held_by, now, record, same_user
+from kernel.revocations import Revocation, Revoker, now, record, same_user
 from kernel.tokens import CLOCK_SKEW_S, TokenVerifier
 from kernel.web import DATABASE, SETTINGS, VERIFIER
 
@@ -82,8 +83,15 @@ def subject_revocation(principal: Principal, user: str, issuer: str | None, keep
     if not principal.is_admin and (iss != me["iss"] or not same_user(me["vo"], user, me["sub"])):
         raise Forbidden("you may revoke only your own tokens (a VO's admin: its users'; a global admin: anyone's)")
     vo = None if principal.is_global_admin else me["vo"]
-    # Up to the next second: a token issued in the second of the revocation is refused too.
-    return Revocation("subject", _kept(keep_s), iss=iss, sub=user, vo=vo, not_before=math.ceil(time.time()))
+    return Revocation("subject", _kept(keep_s), iss=iss, sub=user, vo=vo, not_before=subject_not_before())
+
+
+def subject_not_before() -> int:
+    """The `iat` from which a user's tokens pass a revocation made now: `iat` is the issuer's
+    clock, which may run ahead of this server's by as much as tokens are let be early
+    (`kernel.tokens.CLOCK_SKEW_S`), so a token stamped up to that much later may have been issued
+    before the revocation, and is refused too (and so is one of the second it is made in)."""
+    return math.ceil(time.time()) + CLOCK_SKEW_S
 
 
 async def token_revocation(verifier: TokenVerifier, token: str) -> Revocation:
@@ -101,12 +109,12 @@ async def token_revocation(verifier: TokenVerifier, token: str) -> Revocation:
 
 async def revoke(revoking: Revoking, principal: Principal, revocation: Revocation) -> Revocation:
     """Store an entry made by the caller (unless its tokens have all expired) and put it in force
-    here at once; 422 when a caller other than a global admin holds MAX_PER_REVOKER live entries."""
+    here at once; 422 when a caller other than a global admin would hold more than MAX_PER_REVOKER
+    live entries (exactly, however many of their calls race: `kernel.revocations.record`)."""
     if revocation.expires <= now():
         return revocation  # its token is refused for having expired: nothing to store
-    by = revoker(principal)
-    if not principal.is_global_admin and await held_by(revoking.db, by) >= MAX_PER_REVOKER:
+    cap = None if principal.is_global_admin else MAX_PER_REVOKER
+    if not await record(revoking.db, revocation, revoker(principal), cap=cap):
         raise QuotaExceeded(f"you hold {MAX_PER_REVOKER} revocations already; they end as the tokens expire")
-    await record(revoking.db, revocation, by)
     revoking.view.apply(revocation)
     return revocation

@@ -25,15 +25,18 @@ that, a lock inserted behind the count's pages with its charge already stored wo
 out of the usage for good, letting the account past its quota. What is left: a charge stored
 just before the rebuild began whose locks land after the count passed them, or a delete counted
 whose give-back lands after the record was set (milliseconds each, between a call's two writes).
+
+Sizes are what clients claim: a recount past the int64 range is set at its bound and marked
+SATURATED (`kernel.counters.saturated_record`), and the mark taken off once a recount is within it.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from bson import Int64
 from pymongo.asynchronous.database import AsyncDatabase
 
+from kernel.counters import SATURATED, bounded, saturated_record
 from kernel.db import STREAM_PAGE, Document, database_errors, pages_by_id
 from kernel.recount import set_if_unmoved
 from rules.locks import LOCKS
@@ -76,18 +79,21 @@ async def apply(db: AsyncDatabase[Document], held: dict[str, Document], truth: H
     for name in sorted(set(truth) | set(held)):
         row = truth.get(name) or held[name]
         want, have = _counts(truth.get(name, {})), _counts(held.get(name, {}))
-        if want == have:
+        record = _record(row, want) if name in truth else None  # nothing locked: the record goes
+        if {f: bounded(n) for f, n in want.items()} == have and (
+                bool(held.get(name, {}).get(SATURATED)) == (record is not None and SATURATED in record)):
             continue
         drift[name] = {"account": row["account"], "se": row["se"], "stored": have, "recounted": want}
-        record = _record(row, want) if name in truth else None  # nothing locked: the record goes
-        if fix and not await set_if_unmoved(db[ACCOUNT_USAGE], name, held.get(name), record, fields=FIELDS):
+        if fix and not await set_if_unmoved(db[ACCOUNT_USAGE], name, held.get(name), record, fields=FIELDS,
+                                            replace=True):
             moved.append(name)
     return {"checked": len(set(truth) | set(held)), "drifted": len(drift), "fixed": fix, "moved": moved,
             "drift": drift}
 
 
 def _record(row: Document, counts: dict[str, int]) -> Document:
-    return {"account": row["account"], "se": row["se"], **{f: Int64(n) for f, n in counts.items()}}
+    """The whole record of a recount (replacing the stored one, its SATURATED mark with it)."""
+    return {"account": row["account"], "se": row["se"], **saturated_record(counts)}
 
 
 def _counts(doc: Document) -> dict[str, int]:

@@ -15,6 +15,13 @@ placed at the same moment by several daemons (each read the same room) cannot to
 account past its quota: the later ones' locks on that SE are refused and placed again next time.
 A VO's quota (over all its accounts) is checked after the charge, which is given back if the VO's
 accounts together lock more than it.
+
+Sizes are what clients claim (never checked against storage), so where the account has no quota
+its usage may pass the int64 range: a `$inc` past it was refused by the database, and so was every
+later charge and release of that account on that SE (every rule made or removed there). Each
+charge is a `$inc` guarded against passing the range, or, for a sum past it, the usage set to
+its bound and marked SATURATED (`kernel.counters`; not exact any more: `cairn quota rebuild`
+recounts it). Under a quota the usage stays within it (`reserve`'s filter).
 """
 
 from __future__ import annotations
@@ -24,18 +31,21 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
-from pymongo import UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import DuplicateKeyError
 
 from catalogue.directories import now
 from catalogue.vos import Vo, registry
 from kernel.bounds import Size
+from kernel.counters import SATURATED, bounded, counter_write
 from kernel.db import Document, IndexSpec, database_errors, increment, read_by_ids
-from kernel.errors import NotFound
+from kernel.errors import Conflict, NotFound
 from kernel.principal import DEFAULT_VO
 
 QUOTAS = "quotas"
 ACCOUNT_USAGE = "account_usage"
+COUNTERS = ("files", "bytes")
+WRITE_TRIES = 5
 
 INDEXES = [
     # quotas_and_usage(account)
@@ -73,7 +83,8 @@ async def delete_quota(db: AsyncDatabase[Document], account: str, se: str) -> No
 
 
 async def quotas_and_usage(db: AsyncDatabase[Document], account: str | None = None) -> list[dict[str, Any]]:
-    """Every (account, SE) with a quota or usage: `{account, se, quota, used_bytes, used_files}`."""
+    """Every (account, SE) with a quota or usage: `{account, se, quota, used_bytes, used_files}`,
+    and `saturated` where the usage passed the int64 range (see the module docstring)."""
     query = {"account": account} if account else {}
     with database_errors():
         quotas = {d["_id"]: d for d in await db[QUOTAS].find(query).to_list()}
@@ -83,7 +94,7 @@ async def quotas_and_usage(db: AsyncDatabase[Document], account: str | None = No
         q, u = quotas.get(name, {}), usage.get(name, {})
         rows.append({"account": q.get("account") or u.get("account"), "se": q.get("se") or u.get("se"),
                      "quota_bytes": q.get("bytes"), "used_bytes": int(u.get("bytes", 0)),
-                     "used_files": int(u.get("files", 0))})
+                     "used_files": int(u.get("files", 0)), **({"saturated": True} if u.get(SATURATED) else {})})
     return rows
 
 
@@ -152,6 +163,9 @@ async def reserve(db: AsyncDatabase[Document], account: str, deltas: Mapping[str
     refused: set[str] = set()
     for se in sorted(limits):
         files, size = wanted.pop(se)
+        if size > limits[se]:  # never fits (and past the int64 range, a `$inc` cannot even be sent)
+            refused.add(se)
+            continue
         change = {**increment({"files": files, "bytes": size}), "$set": {"account": account, "se": se}}
         flt = {"_id": key(account, se), "bytes": {"$lte": limits[se] - size}}
         with database_errors():
@@ -175,11 +189,36 @@ async def reserve(db: AsyncDatabase[Document], account: str, deltas: Mapping[str
 
 
 async def charge(db: AsyncDatabase[Document], account: str, deltas: Mapping[str, tuple[int, int]]) -> None:
-    """Add `(files, bytes)` per SE to the account's usage (negative to release), one bulk write."""
-    updates = [UpdateOne({"_id": key(account, se)},
-                         {**increment({"files": files, "bytes": size}), "$set": {"account": account, "se": se}},
-                         upsert=True)
-               for se, (files, size) in deltas.items() if files or size]
-    if updates:
-        with database_errors():
-            await db[ACCOUNT_USAGE].bulk_write(updates, ordered=False)
+    """Add `(files, bytes)` per SE to the account's usage (negative to release): per SE one upsert
+    that never passes the int64 range (see the module docstring), a `$inc` guarded against
+    passing it. One whose guard misses hits the record's `_id` (DuplicateKey): that record is read
+    and written as read (at the bound, marked, where the sum passes it), so no charge is lost or
+    applied twice. Conflict if a record kept changing for WRITE_TRIES tries. (One write per SE: a
+    bulk write whose upsert fails is answered by the embedded database in a form the driver
+    cannot read.)"""
+    for se, (files, size) in sorted(deltas.items()):
+        if files or size:
+            await _charge_one(db, account, se, {"files": files, "bytes": size})
+
+
+async def _charge_one(db: AsyncDatabase[Document], account: str, se: str, delta: Mapping[str, int]) -> None:
+    doc: Document | None = {f: 0 for f in delta}  # not read: a guarded `$inc` whatever the counters
+    if any(bounded(value) != value for value in delta.values()):
+        doc = await _usage_on(db, account, se)  # a delta past the range: set from what is read
+    for _ in range(WRITE_TRIES):
+        guard, update = counter_write(doc, delta)
+        if doc is not None and SATURATED in update.get("$set", {}):
+            guard = {f: doc.get(f, {"$exists": False}) for f in COUNTERS}  # set from what was read
+        update = {**update, "$set": {**update.get("$set", {}), "account": account, "se": se}}
+        try:
+            with database_errors():
+                await db[ACCOUNT_USAGE].update_one({"_id": key(account, se), **guard}, update, upsert=True)
+            return
+        except DuplicateKeyError:  # the record is there and missed the guard: read it
+            doc = await _usage_on(db, account, se)
+    raise Conflict(f"the quota usage of {account} on {se} kept changing while this call was counted; try again")
+
+
+async def _usage_on(db: AsyncDatabase[Document], account: str, se: str) -> Document | None:
+    with database_errors():
+        return await db[ACCOUNT_USAGE].find_one({"_id": key(account, se)}, {f: 1 for f in COUNTERS})

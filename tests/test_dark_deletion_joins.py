@@ -23,9 +23,10 @@ ROUNDS = 60
 
 async def _dark_run(db: AsyncDatabase[Document], se: str, lfns: list[str]) -> str:
     run = await audit_runs.queue_run(db, se, requester="t")
-    await audit_runs.start(db, run["_id"])
+    run = await audit_runs.start(db, run["_id"])
+    assert run is not None
     await audit_runs.add_entries(db, run, [{"kind": "dark", "lfn": lfn} for lfn in lfns])
-    await audit_runs.finish(db, run["_id"], {"dark": len(lfns)})
+    assert await audit_runs.finish(db, run, {"dark": len(lfns)})
     return str(run["_id"])
 
 

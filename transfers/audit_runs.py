@@ -6,6 +6,12 @@ the open run carries `open_se`, unique, unset when the run ends. What a run foun
 per entry in `audit_entries`: `lost` (in the catalogue, not on storage), `dark` (on storage, not
 in the catalogue, older than the grace period), `size_mismatch` and `checksum_mismatch` (read
 together as the kind `mismatch`).
+
+Each start of a run (its first, or a takeover of a run whose auditor died or stalled past its
+lease) gives it a new `attempt`. Every write of a run's progress, end and entries names the
+attempt it belongs to: an auditor that stalled and resumed after another took its run over
+changes nothing of it (its counters and end are refused by their guard; its entries carry its
+attempt, which no reader reads and the run's end removes).
 """
 
 from __future__ import annotations
@@ -56,6 +62,7 @@ class AuditRun(TypedDict, total=False):
     finished: dt.datetime | None
     error: str | None
     counts: dict[str, int]
+    attempt: str
 
 
 async def queue_run(db: AsyncDatabase[Document], se: str, *, requester: str, dump: str | None = None) -> Document:
@@ -87,36 +94,56 @@ async def last_created(db: AsyncDatabase[Document], se: str) -> dt.datetime | No
 
 
 async def start(db: AsyncDatabase[Document], run_id: str) -> Document | None:
-    """Mark an open run running (again) and forget what an earlier, interrupted attempt found."""
+    """Mark an open run running (again) under a new attempt, and forget what an earlier,
+    interrupted attempt found; the run as started (None: it is not open)."""
     with database_errors():
         doc = await db[AUDIT_RUNS].find_one_and_update(
             {"_id": run_id, "state": {"$in": list(OPEN_STATES)}},
-            {"$set": {"state": "running", "started": now(), "counts": {}}}, return_document=ReturnDocument.AFTER)
+            {"$set": {"state": "running", "started": now(), "counts": {}, "attempt": uuid.uuid4().hex}},
+            return_document=ReturnDocument.AFTER)
         if doc is not None:
             await db[AUDIT_ENTRIES].delete_many({"run": run_id})
     return doc
 
 
-async def progress(db: AsyncDatabase[Document], run_id: str, counts: dict[str, int]) -> None:
-    """Publish a running run's counters."""
-    with database_errors():
-        await db[AUDIT_RUNS].update_one({"_id": run_id, "state": "running"}, {"$set": {"counts": dict(counts)}})
+def _mine(run: Document) -> Document:
+    """The filter of a run as this attempt of it (`start`) left it."""
+    return {"_id": run["_id"], "attempt": run.get("attempt")}
 
 
-async def finish(db: AsyncDatabase[Document], run_id: str, counts: dict[str, int], *, error: str | None = None) -> None:
-    """End a run: done with its counters, or failed with an error; it is no longer open."""
+async def progress(db: AsyncDatabase[Document], run: Document, counts: dict[str, int]) -> None:
+    """Publish a running run's counters (unless another attempt has the run now)."""
     with database_errors():
-        await db[AUDIT_RUNS].update_one(
-            {"_id": run_id},
+        await db[AUDIT_RUNS].update_one({**_mine(run), "state": "running"}, {"$set": {"counts": dict(counts)}})
+
+
+async def finish(db: AsyncDatabase[Document], run: Document, counts: dict[str, int], *,
+                 error: str | None = None) -> bool:
+    """End a run as started (`start`): done with its counters, or failed with an error; it is no
+    longer open. False when another attempt has the run now (nothing written)."""
+    with database_errors():
+        ended = await db[AUDIT_RUNS].update_one(
+            {**_mine(run), "state": "running"},
             {"$set": {"state": "failed" if error else "done", "finished": now(), "counts": dict(counts),
                       "error": error}, "$unset": {"open_se": ""}})
+        if ended.matched_count:  # what stalled attempts wrote after this one began goes
+            await db[AUDIT_ENTRIES].delete_many({"run": run["_id"], "attempt": {"$ne": run.get("attempt")}})
+    return bool(ended.matched_count)
 
 
 async def add_entries(db: AsyncDatabase[Document], run: Document, entries: Sequence[Document]) -> None:
-    """Record what a run found (`{kind, lfn, ...}` each)."""
+    """Record what a run found (`{kind, lfn, ...}` each), under the run's attempt (`start`)."""
     if entries:
         with database_errors():
-            await db[AUDIT_ENTRIES].insert_many([{**e, "run": run["_id"], "se": run["se"]} for e in entries])
+            await db[AUDIT_ENTRIES].insert_many([{**e, "run": run["_id"], "se": run["se"],
+                                                  "attempt": run.get("attempt")} for e in entries])
+
+
+async def _of_run(db: AsyncDatabase[Document], run_id: str) -> Document:
+    """The filter of a run's entries: those of the attempt that has it now."""
+    with database_errors():
+        run = await db[AUDIT_RUNS].find_one({"_id": run_id}, {"attempt": 1})
+    return {"run": run_id, "attempt": (run or {}).get("attempt")}
 
 
 async def get_run(db: AsyncDatabase[Document], run_id: str) -> Document:
@@ -137,31 +164,39 @@ def entries(db: AsyncDatabase[Document], run_id: str, kind: str | None) -> Async
     """A run's entries (of one kind), by LFN. Index: audit_entries_by_run."""
     if kind is not None and kind not in KIND_FILTERS:
         raise InvalidInput(f"entry kind {kind!r} is not one of {', '.join(KIND_FILTERS)}")
-    query: dict[str, Any] = {"run": run_id, **({"kind": KIND_FILTERS[kind]} if kind else {})}
-    return iterate(db[AUDIT_ENTRIES].find(query, {"_id": 0}).sort([("kind", 1), ("lfn", 1)]).batch_size(5000))
+
+    async def rows() -> AsyncIterator[Document]:
+        query: dict[str, Any] = {**await _of_run(db, run_id), **({"kind": KIND_FILTERS[kind]} if kind else {})}
+        async for row in iterate(db[AUDIT_ENTRIES].find(query, {"_id": 0, "attempt": 0})
+                                 .sort([("kind", 1), ("lfn", 1)]).batch_size(5000)):
+            yield row
+
+    return rows()
 
 
 async def allow_cleaning(db: AsyncDatabase[Document], run_id: str) -> None:
     """An operator asked for the dark files of run to be deleted."""
     with database_errors():
-        await db[AUDIT_ENTRIES].update_many({"run": run_id, "kind": "dark"}, {"$set": {"clean": "requested"}})
+        await db[AUDIT_ENTRIES].update_many({**await _of_run(db, run_id), "kind": "dark"},
+                                            {"$set": {"clean": "requested"}})
 
 
 async def cleanable(db: AsyncDatabase[Document], run_id: str, se: str, lfn: str) -> Document | None:
     """The dark entry of lfn on se in run, if an operator asked for its deletion: what lets the
     reaper delete a file the catalogue does not know."""
     with database_errors():
-        return await db[AUDIT_ENTRIES].find_one({"run": run_id, "kind": "dark", "se": se, "lfn": lfn,
+        return await db[AUDIT_ENTRIES].find_one({**await _of_run(db, run_id), "kind": "dark", "se": se, "lfn": lfn,
                                                  "clean": "requested"})
 
 
 async def cleaned(db: AsyncDatabase[Document], run_id: str, lfn: str, outcome: str) -> None:
     """Record what became of a dark file's deletion."""
     with database_errors():
-        await db[AUDIT_ENTRIES].update_one({"run": run_id, "kind": "dark", "lfn": lfn}, {"$set": {"clean": outcome}})
+        await db[AUDIT_ENTRIES].update_one({**await _of_run(db, run_id), "kind": "dark", "lfn": lfn},
+                                           {"$set": {"clean": outcome}})
 
 
 async def dark_lfns(db: AsyncDatabase[Document], run_id: str) -> list[str]:
     """The LFNs a run found dark."""
     with database_errors():
-        return await db[AUDIT_ENTRIES].distinct("lfn", {"run": run_id, "kind": "dark"})
+        return await db[AUDIT_ENTRIES].distinct("lfn", {**await _of_run(db, run_id), "kind": "dark"})

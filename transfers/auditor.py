@@ -100,7 +100,7 @@ class Audit:
         async for entry in stream:
             if time.monotonic() - self.published > PROGRESS_S:
                 self.published = time.monotonic()
-                await audit_runs.progress(self.db, self.run["_id"], {**self.found.counts, **self.counts})
+                await audit_runs.progress(self.db, self.run, {**self.found.counts, **self.counts})
             yield entry
 
     async def on_entry(self, entry: dict[str, Any]) -> None:
@@ -122,6 +122,7 @@ class Audit:
                 entry["kind"] = "rechecked"  # written back meanwhile, or listed late: not lost
                 self._count("rechecked")
         lost = [e for e in entries if e["kind"] == "lost"]
+        lease.check_held()  # a stat older than the lease: its successor has the run (and stats afresh)
         left = await mark_lost_many(self.db, self.se.name, [e["lfn"] for e in lost])
         for entry in lost:
             entry["marked"] = entry["lfn"] in left
@@ -178,6 +179,7 @@ class Audit:
                 entry["kind"] = "rechecked"
                 self._count("mismatch_rechecked")
                 continue
+            lease.check_held()
             entry["marked"] = bool(confirmed) and await mark_bad(self.db, entry["lfn"], self.se.name, entry["status"])
             self._count("bad", int(entry["marked"]))
 
@@ -211,7 +213,9 @@ class Audit:
 
 
 async def run_audit(db: AsyncDatabase[Document], settings: Settings, run_id: str) -> Document | None:
-    """Do one open run now (the caller holds the SE's lease); the run as it ended."""
+    """Do one open run now (the caller holds the SE's lease); the run as it ended. An auditor
+    that stalled past its lease meanwhile changes nothing of the run (`audit_runs`: its attempt)."""
+    lease.check_held()
     run = await audit_runs.start(db, run_id)
     if run is None:
         return None
@@ -219,19 +223,22 @@ async def run_audit(db: AsyncDatabase[Document], settings: Settings, run_id: str
         se = await get_storage_element(db, run["se"])
         audit = Audit(db, settings.audit, settings.storage_credentials, run, se)
     except CairnError as exc:
-        await audit_runs.finish(db, run_id, {}, error=exc.message)
+        await audit_runs.finish(db, run, {}, error=exc.message)
         return await audit_runs.get_run(db, run_id)
     try:
         counts = await audit.execute()
     except (CairnError, OSError) as exc:
         message = exc.message if isinstance(exc, CairnError) else str(exc)
         log.warning("audit %s of %s failed: %s", run_id, run["se"], message)
-        await audit_runs.finish(db, run_id, audit.counts, error=message)
+        ended = await audit_runs.finish(db, run, audit.counts, error=message)
     else:
         log.info("audit %s of %s: %s", run_id, run["se"], counts)
-        await audit_runs.finish(db, run_id, counts)
+        ended = await audit_runs.finish(db, run, counts)
     finally:
         await audit.close()
+    if not ended:
+        log.warning("audit %s of %s was taken over while this auditor stalled; its findings are dropped",
+                    run_id, run["se"])
     return await audit_runs.get_run(db, run_id)
 
 

@@ -16,9 +16,10 @@ still set is counted once by whoever clears the flag (`transfer.count_earlier_co
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,6 +45,11 @@ class Cycle:
     parked: list[tuple[Job, dict[str, Any]]] = field(default_factory=list)  # waiting for staging
     # Its ends' tokens (`requests.end_many`): kept across the tries of a settling that failed.
     tokens: list[str] = field(default_factory=lambda: [uuid.uuid4().hex])
+    # The requests whose outcomes are on their links' counters, and on the hourly series: shared
+    # by a settling's copy (`copy`), which the worker keeps to try again if it fails, so a try
+    # does not count again what an earlier one counted before it failed.
+    linked: set[str] = field(default_factory=set)
+    hourly: set[str] = field(default_factory=set)
 
     def jobs(self) -> Iterator[Job]:
         yield from (c.job for c in self.copies)
@@ -57,7 +63,7 @@ class Cycle:
     def copy(self) -> Cycle:
         """A copy of its lists (`finish_cycle` adds to them: a retry starts from what ended)."""
         return Cycle(list(self.copies), list(self.failures), list(self.already_there), list(self.parked),
-                     list(self.tokens))
+                     list(self.tokens), self.linked, self.hourly)
 
     def merge(self, other: Cycle) -> None:
         """Take `other`'s items too (a settling that failed, to be tried again with this one)."""
@@ -66,6 +72,8 @@ class Cycle:
         self.already_there += other.already_there
         self.parked += other.parked
         self.tokens += [token for token in other.tokens if token not in self.tokens]
+        self.linked |= other.linked
+        self.hourly |= other.hourly
 
 
 def dest_path(job: Job) -> str:
@@ -139,13 +147,16 @@ async def _confirm(ctx: Context, copies: Sequence[Copied]) -> set[tuple[str, str
     return confirmed
 
 
-async def _confirmed(ctx: Context, copies: Sequence[Copied], cycle: Cycle) -> list[Copied]:
-    """The copies whose replica is `available` now; the others (their replica changed during the
-    copy) made a copy that counts, and an attempt that failed (added to `cycle`)."""
+async def _confirmed(ctx: Context, copies: Sequence[Copied], cycle: Cycle) -> tuple[list[Copied], set[str]]:
+    """The copies whose replica is `available` now, and the requests of the others (their replica
+    changed during the copy): each made a copy that counts, in the write ending its attempt as
+    failed (added to `cycle`). Counted there, not here: a settling tried again whole (the worker
+    keeps one that failed) comes here again, and a `$inc` here counted the copy once per try."""
     if not copies:
-        return []
+        return [], set()
     confirmed = await _confirm(ctx, copies)
     good: list[Copied] = []
+    changed: set[str] = set()
     for copied in copies:
         job = copied.job
         if job.dest is None:
@@ -153,10 +164,23 @@ async def _confirmed(ctx: Context, copies: Sequence[Copied], cycle: Cycle) -> li
         if (job.lfn, job.dest.name) in confirmed:
             good.append(copied)
         else:
-            await rq.count_copy(ctx.db, job.id)
+            changed.add(job.id)
             cycle.failures.append(Failed(job, Failure(
                 "replica_changed", f"{job.lfn}: the replica on {job.dest.name} changed during the copy", False)))
-    return good
+    return good, changed
+
+
+async def _count_links(ctx: Context, cycle: Cycle, outcomes: Mapping[str, link_stats.Outcome],
+                       db_commands: int) -> None:
+    """Count the outcomes on their links, then on the hourly series, each step only for the
+    requests an earlier try of this settling did not count there (`Cycle.linked`, `hourly`). What
+    is left: a write that landed but whose answer was lost counts again when tried again."""
+    fresh = {rid: outcome for rid, outcome in outcomes.items() if rid not in cycle.linked}
+    await link_stats.record_links(ctx.db, list(fresh.values()), db_commands=db_commands)
+    cycle.linked.update(fresh)
+    fresh = {rid: outcome for rid, outcome in outcomes.items() if rid not in cycle.hourly}
+    await link_stats.record_series(ctx.db, list(fresh.values()))
+    cycle.hourly.update(fresh)
 
 
 def _ends(good: Sequence[Copied], cycle: Cycle) -> list[rq.End]:
@@ -176,29 +200,31 @@ async def finish_cycle(ctx: Context, cycle: Cycle, *, db_commands: int = 0) -> l
     during the copy). Parked jobs have not ended and are not returned."""
     for job in cycle.jobs():
         job.ending = True
-    good = await _confirmed(ctx, cycle.copies, cycle)
+    good, changed = await _confirmed(ctx, cycle.copies, cycle)
     for job in cycle.already_there:
         await count_earlier_copy(ctx, job)
     decided = await failed_copies.decide(ctx, cycle.failures)
+    for item in decided:  # a copy made whose replica changed: counted by its end, once (`_confirmed`)
+        if item.failed.job.id in changed:
+            item.end = dataclasses.replace(item.end, copied=True)
     ended = await rq.end_many(ctx.db, [*_ends(good, cycle), *(d.end for d in decided)], ctx.worker,
                               tokens=cycle.tokens)
     failures = await failed_copies.after_end(ctx, decided, ended)
-    for copied in good:
-        if copied.job.id not in ended:  # the lease was lost meanwhile; the copy still happened: count it (once)
-            await rq.count_unfinished_copy(ctx.db, copied.job.id)
+    for rid in [*(copied.job.id for copied in good), *sorted(changed)]:
+        if rid not in ended:  # the lease was lost meanwhile; the copy still happened: count it (once)
+            await rq.count_unfinished_copy(ctx.db, rid)
     # A recall asked for a request cancelled meanwhile is recorded nowhere: its parking did not
     # take. Released below, else it stayed pinned for its lifetime. Not one whose request was taken
     # over (its new holder asks again under the id noted, `transfer.stage`) or that an earlier try
     # of this settling parked already (a retry after an outage): that is the request's pin.
     unparked = {job.id: (job, stage) for job, stage in cycle.parked if job.id not in ended}
     cancelled = await recalls.cancelled_among(ctx.db, list(unparked)) if unparked else set()
-    # The last database step: a settling cut short before it is tried again whole (the worker
-    # keeps it), and the ends it wrote come back by their tokens; one cut after it is not.
-    await link_stats.record_many(ctx.db, [
-        *(link_stats.Outcome(*c.job.link, True, c.result.bytes, c.result.seconds, c.result.mode,
-                             activity=c.job.request.get("activity", "default"), vo=c.job.vo)
-          for c in good),
-        *failures], db_commands=db_commands)
+    # The last database steps: a settling cut short before them is tried again whole (the worker
+    # keeps it), and the ends it wrote come back by their tokens; one cut after them is not.
+    outcomes = {**{c.job.id: link_stats.Outcome(*c.job.link, True, c.result.bytes, c.result.seconds, c.result.mode,
+                                                activity=c.job.request.get("activity", "default"), vo=c.job.vo)
+                   for c in good}, **failures}
+    await _count_links(ctx, cycle, outcomes, db_commands)
     await asyncio.gather(*(release_pin(ctx, job) for job in [*(c.job for c in good), *cycle.already_there]
                            if job.id in ended))
     await asyncio.gather(*(release_recall(ctx, job.source.se if job.source else None, stage, job.lfn)

@@ -133,10 +133,11 @@ def _left_by_earlier_attempt(ctx: Context, job: Job) -> tuple[str, str, Endpoint
     return job.lfn, job.dest.name, dest_endpoint(ctx, job.dest, storage_lfn(job.lfn, there or {}))
 
 
-async def after_end(ctx: Context, decided: Sequence[Decided], ended: set[str]) -> list[link_stats.Outcome]:
+async def after_end(ctx: Context, decided: Sequence[Decided], ended: set[str]) -> dict[str, link_stats.Outcome]:
     """Once the ends are written: note the sources, release the pins of the requests that failed
-    for good; returns the link outcomes to count (those of the attempts this worker ended)."""
-    outcomes: list[link_stats.Outcome] = []
+    for good; returns the link outcomes to count (those of the attempts this worker ended), by
+    request id."""
+    outcomes: dict[str, link_stats.Outcome] = {}
     pins: list[Job] = []
     for item in decided:
         job = item.failed.job
@@ -148,8 +149,8 @@ async def after_end(ctx: Context, decided: Sequence[Decided], ended: set[str]) -
             await report_suspicious(ctx.db, job.lfn, job.source.se.name, threshold=ctx.suspicious_threshold,
                                     reason=item.failed.failure.message)
         if item.failed.attempted:
-            outcomes.append(link_stats.Outcome(*job.link, False, reason=item.failed.failure.reason,
-                                               activity=job.request.get("activity", "default"), vo=job.vo))
+            outcomes[job.id] = link_stats.Outcome(*job.link, False, reason=item.failed.failure.reason,
+                                                  activity=job.request.get("activity", "default"), vo=job.vo)
         if item.end.final:
             pins.append(job)
     await asyncio.gather(*(release_pin(ctx, job) for job in pins))

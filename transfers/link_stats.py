@@ -90,8 +90,21 @@ def _totals(outcomes: Sequence[Outcome], key: Callable[[Outcome], K], *, per_vo:
 
 async def record_many(db: AsyncDatabase[Document], outcomes: Sequence[Outcome], *, db_commands: int = 0) -> None:
     """Add finished transfers to their links' counters: one upsert per link in one bulk write
-    (and the same for the hourly series). `db_commands` sent for them are shared out over the
-    links by files done."""
+    (and the same for the hourly series, `record_series`). `db_commands` sent for them are
+    shared out over the links by files done."""
+    await record_links(db, outcomes, db_commands=db_commands)
+    await record_series(db, outcomes)
+
+
+async def record_series(db: AsyncDatabase[Document], outcomes: Sequence[Outcome]) -> None:
+    """Add finished transfers to the hourly series of their links and activities (one bulk write)."""
+    if outcomes:
+        await record_hours(db, _totals(outcomes, lambda o: (o.source, o.dest, o.activity)),
+                           at=dt.datetime.now(dt.UTC))
+
+
+async def record_links(db: AsyncDatabase[Document], outcomes: Sequence[Outcome], *, db_commands: int = 0) -> None:
+    """`record_many`'s first step: the links' counters alone."""
     if not outcomes:
         return
     at = dt.datetime.now(dt.UTC)
@@ -110,7 +123,6 @@ async def record_many(db: AsyncDatabase[Document], outcomes: Sequence[Outcome], 
                for (source, dest), inc in per_link.items()]
     with database_errors():
         await bulk_write_chunked(db[LINK_STATS], updates)
-    await record_hours(db, _totals(outcomes, lambda o: (o.source, o.dest, o.activity)), at=at)
 
 
 async def link_statistics(db: AsyncDatabase[Document]) -> list[Document]:
