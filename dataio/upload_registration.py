@@ -15,6 +15,7 @@ from dataio.progress import FileOutcome
 from dataio.upload_items import PlannedFile
 from dataio.upload_lease import UploadLease
 from dataio.upload_undo import finished_by_others
+from kernel.errors import CairnError
 
 
 async def register(
@@ -39,6 +40,12 @@ async def register(
                                              error=f"{item.lfn} not registered, nothing sent to SE {se.name}: {reason}")
             continue
         item.created = bool(result["successful"][item.lfn].get("created"))
+        if isinstance(existing.get(item.lfn), CairnError):  # removed since (another upload's undo): this file only
+            outcomes[item.lfn] = FileOutcome(item.lfn, str(item.local), "failed", se.name, size=item.size,
+                                             adler32=item.adler32, code="conflict",
+                                             error=f"{item.lfn} not sent to SE {se.name}: "
+                                                   f"{existing[item.lfn].message}; try again")
+            continue
         mine = [] if item.created else [r for r in existing[item.lfn].get("replicas", []) if r.get("se") == se.name]
         status = mine[0].get("status") if mine else None
         if status == "available":
@@ -79,10 +86,9 @@ async def _hold(client: IOClient, se: StorageElement, lease: UploadLease, items:
 
 
 async def _existing_files(client: IOClient, lfns: list[str]) -> dict[str, Any]:
-    """The records of files that were registered before this upload (one call)."""
+    """The records of files that were registered before this upload (one call), or why one can
+    no longer be read (removed right after this registration found it)."""
     if not lfns:
         return {}
     result = await client.lookup_files(lfns)
-    for lfn, reason in result["failed"].items():
-        raise refusal(lfn, reason)
-    return dict(result["successful"])
+    return {**result["successful"], **{lfn: refusal(lfn, reason) for lfn, reason in result["failed"].items()}}

@@ -48,7 +48,10 @@ async def roll_back(client: IOClient, se: StorageElement, lease: UploadLease, it
     """Delete what was stored (if anything) and undo the registration, once the replica is this
     upload's to undo: one it does not hold (another upload's, in progress or taken over after
     this one fell silent) is left alone, bytes and record."""
-    lost = await lease.ensure([item.lfn])
+    try:
+        lost = await lease.ensure([item.lfn])
+    except (CairnError, OSError) as exc:  # unreachable: whether it is still this upload's is unknown
+        return [f"registration of {item.lfn} left as it is: {exc}"]
     if lost:
         return [f"registration of {item.lfn} left as it is: {lost[item.lfn]}"]
     try:
