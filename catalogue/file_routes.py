@@ -8,7 +8,7 @@ from typing import Any
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
-from catalogue import files, replica_triage, replicas
+from catalogue import files, replica_triage, replicas, upload_leases
 from catalogue.files import FileIn, ReplicaStatus, authorized_files
 from catalogue.lfn import check_lfn
 from catalogue.permissions import PERMISSION_FIELDS, READ, WRITE
@@ -82,6 +82,20 @@ class ReplicaStatusesBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     replicas: list[ReplicaStatusBody] = Field(..., max_length=100_000)
+
+
+class ReplicaPlace(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    lfn: str
+    se: str = Field(..., min_length=1)
+
+
+class HoldBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    writer: str = Field(..., min_length=16, max_length=64, description="the upload's own random token")
+    replicas: list[ReplicaPlace] = Field(..., max_length=MAX_BULK_ITEMS)
 
 
 def _checked(lfns: list[str]) -> list[str]:
@@ -209,3 +223,19 @@ async def bad(request: web.Request) -> web.Response:
     return json_response(await replica_triage.bad_replicas(
         request.app[DATABASE], se=request.query.get("se"), after=check_lfn(after) if after else None,
         limit=query_int(request, "limit", 1000, minimum=1, maximum=10_000)))
+
+
+@routes.post("/replicas/hold", policy=WRITE_SCOPE, summary="Take or renew an upload's lease on `copying` replicas "
+             "(bulk; one per LFN): only one upload writes a replica at a time", body=HoldBody,
+             responses=BULK_RESPONSES, response=BulkAnswer)
+async def hold(request: web.Request) -> web.Response:
+    body = await read_model(request, HoldBody)
+    lfns = _checked([item.lfn for item in body.replicas])
+    if len(set(lfns)) != len(lfns):
+        raise InvalidInput("one replica per LFN in a call")
+    db = request.app[DATABASE]
+    allowed, failed = await authorized_files(db, principal_of(request), lfns, WRITE)
+    items = [item.model_dump() for item in body.replicas if item.lfn in allowed]
+    result = await upload_leases.hold_replicas(db, body.writer, items, allowed)
+    result["failed"].update(failed)
+    return json_response(result)

@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +43,9 @@ from transfers.suspicious_client import report_missing
 
 Credentials = Mapping[str, Mapping[str, str]]
 Json = dict[str, Any]
+# Called with the URL between a native copy's size check and the copy (tests replace the object
+# there, as a storage changed behind the catalogue's back would).
+SIZE_CHECKED: list[Callable[[str], Awaitable[None]]] = []
 NEXT_PROTOCOL_ERRORS = ("service_unavailable", "storage_error", "forbidden", "invalid_input", "not_supported",
                         "transfer_failed")
 
@@ -200,12 +203,15 @@ async def _fetch(
     if _native_get(plugin):
         # The protocol's own copy takes every byte the storage has before anything is compared:
         # an object larger than the file (replaced behind the catalogue's back) would fill the
-        # reader's disk. Its size is asked first (an object replaced between the two is not caught).
+        # reader's disk. Its size is asked first (a wrong one fails before a byte moves), and the
+        # copy itself is bounded by it (an object replaced between the two stops the copy there).
         stored = (await plugin.stat(ep.url)).size
         if stored != size:
             raise ReplicaCorrupted(ep.url, f"{adler32} of {size} bytes", f"{stored} bytes stored")
+        for hook in SIZE_CHECKED:
+            await hook(ep.url)
         try:
-            result = await plugin.get(ep.url, path, expected_adler32=adler32)
+            result = await plugin.get(ep.url, path, expected_adler32=adler32, max_size=size)
         except ChecksumMismatch as exc:
             raise ReplicaCorrupted(ep.url, adler32, exc.actual) from None
         sink.advanced(lfn, result.size)

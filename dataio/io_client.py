@@ -33,6 +33,13 @@ class IOClient(CatalogueClient):
         result: dict[str, Any] = await self.request("POST", "/storage/discard", json_body={"lfn": lfn, "se": se})
         return result
 
+    async def hold_replicas(self, writer: str, se: str, lfns: list[str]) -> dict[str, Any]:
+        """Take or renew upload `writer`'s lease on the `copying` replicas of lfns on SE se
+        (`catalogue.upload_leases`); answers per LFN."""
+        body = {"writer": writer, "replicas": [{"lfn": lfn, "se": se} for lfn in lfns]}
+        result: dict[str, Any] = await self.request("POST", "/replicas/hold", json_body=body)
+        return result
+
     def plugin(self, url: str, options: Mapping[str, Any] | None = None) -> StoragePlugin:
         """The storage plugin serving url with options: this client's own, shared by its calls
         alike, closed by `close`."""

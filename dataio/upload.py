@@ -14,13 +14,20 @@ Order of events for each file (Rucio's upload does the same):
 Files go in batches of BATCH: while one batch is stored and flipped, the next is hashed and
 registered (at most two batches registered and not yet flipped), so neither the catalogue nor
 the copies wait for the other, and a crash leaves at most two batches of `copying` records.
-A `copying` replica found on the SE already (an upload that died) is written over; a `bad` or
-`unavailable` one is left alone and the file fails with a conflict.
+Only one upload writes a replica at a time: right after registering, an upload takes a lease on
+each `copying` replica it is to write (`dataio.upload_lease`, `catalogue.upload_leases`), renewed
+while its bytes move and again before the flip. A second upload of the same file to the same SE
+(a retry, two shells, two hosts) finds the replica held and fails with `in_progress`, writing
+nothing (or `exists`, if the first finished meanwhile); a `copying` replica whose upload died is
+taken over once its lease has not been renewed for LEASE_S (10 minutes). Rucio's upload leaves
+this to storage (a temporary name renamed at the end, where the protocol can rename) and DIRAC's
+to the last writer; neither fits a non-atomic SE (XRootD, WebDAV) where two writers of one path
+leave a reader partial bytes, so the catalogue, which every upload consults first, decides.
+A `bad` or `unavailable` replica is left alone and the file fails with a conflict.
 If any step after 2 fails, the partial object is deleted and the registration undone (the
-replica, and the file record if this upload created it), so nothing stays registered; the undo
-first takes the replica `copying` -> `unavailable`, so that a concurrent upload of the same file
-(which found the replica `copying` and writes over it) never has what it finished undone, and a
-flip refused because such an upload made the replica `available` first is reported `exists`.
+replica, and the file record if this upload created it), so nothing stays registered; only a
+replica this upload still holds is undone (first taken `copying` -> `unavailable`), so what
+another upload holds or made `available` stays, bytes and record.
 A file that is already registered with an available replica on that SE (same size and
 adler32) is reported `exists` and not sent again.
 """
@@ -34,15 +41,16 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from catalogue.refusals import refusal
 from catalogue.storage_elements import StorageElement
-from catalogue.storage_paths import storage_lfn
 from dataio.io_client import IOClient
 from dataio.progress import FileOutcome, NoProgress, ProgressSink, counted
 from dataio.signed_access import needs_signing, signed_endpoint, without_signature
 from dataio.status_batches import make_available
+from dataio.upload_items import PlannedFile
+from dataio.upload_lease import UploadLease
+from dataio.upload_registration import register
+from dataio.upload_undo import discard, finished_by_others, roll_back
 from kernel.errors import CairnError, Conflict, InvalidInput, NotFound, ServiceUnavailable
 from storage_plugins.base import StoragePlugin, WriteResult, read_local
 from storage_plugins.checksums import Adler32, tee_adler32
@@ -70,20 +78,10 @@ SUM_THREADS = 1
 
 
 @dataclass
-class _Planned:
-    local: Path
-    lfn: str
-    size: int = 0
-    adler32: str = ""
-    created: bool = False
-    unreadable: str | None = None  # why its sum could not be read (it fails alone)
-
-
-@dataclass
 class _Stored:
     """A file whose bytes are on the SE and verified, waiting for its replica's flip."""
 
-    item: _Planned
+    item: PlannedFile
     endpoint: Endpoint
     started: float
     notes: list[str]
@@ -152,31 +150,32 @@ async def upload_files(
     se = StorageElement.model_validate(await client.get_se(se_name))
     targets = await target_lfns(client, locals_, lfn)
     outcomes: dict[str, FileOutcome] = {}
-    planned: list[_Planned] = []
+    planned: list[PlannedFile] = []
     for local, target in targets:
         endpoints(se, target, "write", credentials=credentials)  # switched off: Forbidden naming SE and LFN
         size, unusable = _local_size(local)
         if unusable:
             outcomes[target] = _unusable(target, local, se, unusable)
             continue
-        planned.append(_Planned(local, target, size))
+        planned.append(PlannedFile(local, target, size))
     gate = asyncio.Semaphore(max(1, concurrency))  # files being stored at once
     disk = asyncio.Semaphore(DISK_THREADS)  # small files' copies to a posix SE
     summing = asyncio.Semaphore(SUM_THREADS)  # small files' sums
     in_flight = asyncio.Semaphore(2)  # batches registered and not yet flipped
+    lease = UploadLease(client, se.name)
     preparing = asyncio.Lock()  # one batch hashed and registered at a time, in order
 
-    async def one_batch(batch: list[_Planned]) -> None:
+    async def one_batch(batch: list[PlannedFile]) -> None:
         async with in_flight:
             async with preparing:
                 await _checksum_locals(batch, concurrency, summing)
                 for item in batch:
                     if item.unreadable:
                         outcomes[item.lfn] = _unusable(item.lfn, item.local, se, item.unreadable)
-                await _register(client, se, [item for item in batch if not item.unreadable], outcomes)
+                await register(client, se, lease, [item for item in batch if not item.unreadable], outcomes)
             todo = [item for item in batch if item.lfn not in outcomes]
-            stored = await _store_all(client, gate, disk, se, todo, credentials or {}, sink, outcomes)
-            await _finalise(client, se, stored, outcomes, sink)
+            stored = await _store_all(client, gate, disk, se, lease, todo, credentials or {}, sink, outcomes)
+            await _finalise(client, se, lease, stored, outcomes, sink)
 
     batches = [asyncio.ensure_future(one_batch(planned[i:i + BATCH])) for i in range(0, len(planned), BATCH)]
     try:
@@ -187,6 +186,8 @@ async def upload_files(
             batch.cancel()
         await asyncio.gather(*batches, return_exceptions=True)
         raise
+    finally:
+        await lease.close()
     return [outcomes[target] for _, target in targets]
 
 
@@ -207,21 +208,21 @@ def _unusable(lfn: str, local: Path, se: StorageElement, reason: str) -> FileOut
     return FileOutcome(lfn, str(local), "failed", se.name, error=reason, code=InvalidInput.code)
 
 
-async def _checksum_locals(planned: list[_Planned], concurrency: int, summing: asyncio.Semaphore) -> None:
+async def _checksum_locals(planned: list[PlannedFile], concurrency: int, summing: asyncio.Semaphore) -> None:
     """Size and adler32 of every file: small ones PUT_CHUNK per thread hop (a small file's hop
     costs more than its sum) in the `summing` slots, big ones `concurrency` at once (slots of their
     own: the previous batch's stores, holding the upload's, do not delay them). A file that
     cannot be read now is marked `unreadable` with the reason, and the others go on."""
     big = asyncio.Semaphore(max(1, concurrency))
 
-    def sums(chunk: list[_Planned]) -> None:
+    def sums(chunk: list[PlannedFile]) -> None:
         for item in chunk:
             try:
                 item.size, item.adler32 = _adler32_of_file(item.local)
             except OSError as exc:  # gone or unreadable since it was planned
                 item.unreadable = f"{item.local}: {exc.strerror or exc}"
 
-    async def some(chunk: list[_Planned], slots: asyncio.Semaphore) -> None:
+    async def some(chunk: list[PlannedFile], slots: asyncio.Semaphore) -> None:
         async with slots:
             await asyncio.to_thread(sums, chunk)
 
@@ -230,61 +231,16 @@ async def _checksum_locals(planned: list[_Planned], concurrency: int, summing: a
                          *(some([item], big) for item in planned if item.size > SMALL_FILE))
 
 
-async def _register(
-    client: IOClient, se: StorageElement, planned: list[_Planned], outcomes: dict[str, FileOutcome]
-) -> None:
-    """Register every file with a copying replica (one call); refusals become failed outcomes."""
-    if not planned:
-        return
-    files = [{"lfn": p.lfn, "size": p.size, "adler32": p.adler32, "replicas": [{"se": se.name, "status": "copying"}]}
-             for p in planned]
-    result = await client.register_files(files)
-    existing = await _existing_files(client, [p.lfn for p in planned if p.lfn not in result["failed"]
-                                              and not result["successful"][p.lfn].get("created")])
-    for item in planned:
-        if item.lfn in result["failed"]:
-            reason = result["failed"][item.lfn]
-            outcomes[item.lfn] = FileOutcome(item.lfn, str(item.local), "failed", se.name, size=item.size,
-                                             adler32=item.adler32, code="refused",
-                                             error=f"{item.lfn} not registered, nothing sent to SE {se.name}: {reason}")
-            continue
-        item.created = bool(result["successful"][item.lfn].get("created"))
-        if not item.created:
-            mine = [r for r in existing[item.lfn].get("replicas", []) if r.get("se") == se.name]
-            status = mine[0].get("status") if mine else None
-            if status == "available":
-                outcomes[item.lfn] = FileOutcome(item.lfn, str(item.local), "exists", se.name, mine[0].get("url"),
-                                                 item.size, item.adler32,
-                                                 notes=[f"already on SE {se.name} with the same adler32"])
-            elif status not in (None, "copying") or storage_lfn(item.lfn, mine[0]) != item.lfn:
-                # A bad or unavailable replica is an operator's (or the reaper's) business: do not
-                # overwrite its bytes, nor forget it on rollback. Nor one left by an upload whose
-                # file was moved meanwhile: its bytes lie at the old LFN's path.
-                outcomes[item.lfn] = FileOutcome(
-                    item.lfn, str(item.local), "failed", se.name, size=item.size, adler32=item.adler32,
-                    code="conflict", error=f"{item.lfn} already has a {status} replica on SE {se.name}; "
-                                           "remove it (cairn replicas / rm) before uploading again")
-
-
-async def _existing_files(client: IOClient, lfns: list[str]) -> dict[str, Any]:
-    """The records of files that were registered before this upload (one call)."""
-    if not lfns:
-        return {}
-    result = await client.lookup_files(lfns)
-    for lfn, reason in result["failed"].items():
-        raise refusal(lfn, reason)
-    return dict(result["successful"])
-
-
 async def _store_all(
-    client: IOClient, gate: asyncio.Semaphore, disk: asyncio.Semaphore, se: StorageElement, todo: list[_Planned],
+    client: IOClient, gate: asyncio.Semaphore, disk: asyncio.Semaphore, se: StorageElement, lease: UploadLease,
+    todo: list[PlannedFile],
     credentials: Credentials, sink: ProgressSink, outcomes: dict[str, FileOutcome],
 ) -> list[_Stored]:
     """Store a batch's files: small ones bound for a local-disk SE PUT_CHUNK at a time (one
     worker-thread hop each chunk, in the `disk` slots), the others one by one, each in one of
     the `gate`'s slots."""
-    quick: list[tuple[_Planned, Endpoint]] = []
-    each: list[_Planned] = []
+    quick: list[tuple[PlannedFile, Endpoint]] = []
+    each: list[PlannedFile] = []
     for item in todo:
         best = endpoints(se, item.lfn, "write", credentials=credentials)[0]
         if best.scheme == "file" and item.size <= SMALL_FILE:
@@ -292,15 +248,15 @@ async def _store_all(
         else:
             each.append(item)
     chunked, single = await asyncio.gather(
-        asyncio.gather(*(_store_chunk(client, gate, disk, se, quick[i:i + PUT_CHUNK], credentials, sink, outcomes)
-                         for i in range(0, len(quick), PUT_CHUNK))),
-        asyncio.gather(*(_store_one(client, gate, se, item, credentials, sink, outcomes) for item in each)))
+        asyncio.gather(*(_store_chunk(client, gate, disk, se, lease, quick[i:i + PUT_CHUNK], credentials, sink,
+                                      outcomes) for i in range(0, len(quick), PUT_CHUNK))),
+        asyncio.gather(*(_store_one(client, gate, se, lease, item, credentials, sink, outcomes) for item in each)))
     return [entry for entry in [*(e for part in chunked for e in part), *single] if entry is not None]
 
 
 async def _store_chunk(
-    client: IOClient, gate: asyncio.Semaphore, disk: asyncio.Semaphore, se: StorageElement,
-    chunk: list[tuple[_Planned, Endpoint]], credentials: Credentials, sink: ProgressSink,
+    client: IOClient, gate: asyncio.Semaphore, disk: asyncio.Semaphore, se: StorageElement, lease: UploadLease,
+    chunk: list[tuple[PlannedFile, Endpoint]], credentials: Credentials, sink: ProgressSink,
     outcomes: dict[str, FileOutcome],
 ) -> list[_Stored | None]:
     """Copy small files to a local-disk SE in one thread (`PosixPlugin.put_many`: each checked
@@ -318,10 +274,10 @@ async def _store_chunk(
                 raise TypeError(f"{first.url}: a local-disk SE's plugin is {type(plugin).__name__}")
             results = await plugin.put_many([(item.local, ep.url, item.adler32) for item, ep in chunk])
     except asyncio.CancelledError:
-        await asyncio.shield(asyncio.gather(*(_roll_back(client, se, item, ep) for item, ep in chunk)))
+        await asyncio.shield(asyncio.gather(*(roll_back(client, se, lease, item, ep) for item, ep in chunk)))
         raise
     done: list[_Stored | None] = []
-    again: list[_Planned] = []
+    again: list[PlannedFile] = []
     for (item, ep), result in zip(chunk, results, strict=True):
         if isinstance(result, WriteResult) and result.size == item.size:
             sink.advanced(item.lfn, item.size)
@@ -329,13 +285,13 @@ async def _store_chunk(
         else:
             again.append(item)
     done += await asyncio.gather(
-        *(_store_one(client, gate, se, item, credentials, sink, outcomes, announced=True) for item in again))
+        *(_store_one(client, gate, se, lease, item, credentials, sink, outcomes, announced=True) for item in again))
     return done
 
 
 async def _store_one(
-    client: IOClient, gate: asyncio.Semaphore, se: StorageElement, item: _Planned, credentials: Credentials,
-    sink: ProgressSink, outcomes: dict[str, FileOutcome], *, announced: bool = False,
+    client: IOClient, gate: asyncio.Semaphore, se: StorageElement, lease: UploadLease, item: PlannedFile,
+    credentials: Credentials, sink: ProgressSink, outcomes: dict[str, FileOutcome], *, announced: bool = False,
 ) -> _Stored | None:
     """Store one file in one of the `gate`'s slots; on failure, undo it and record the outcome."""
     started = time.monotonic()
@@ -352,32 +308,42 @@ async def _store_one(
                     await _store(client, ep, item, sink)
                     return _Stored(item, ep, started, notes)
                 except (ServiceUnavailable, StorageError) as exc:
-                    await _discard(client, ep, item.lfn)
+                    await discard(client, ep, item.lfn)
                     if index == len(eps) - 1 or isinstance(exc, ChecksumMismatch):
                         raise
                     notes.append(f"{ep.scheme} failed ({exc.message}); trying {eps[index + 1].scheme}")
     except asyncio.CancelledError:
         # Interrupted (Ctrl-C), also while waiting for a slot: still leave nothing behind, then stop.
-        await asyncio.shield(_roll_back(client, se, item, attempt))
+        await asyncio.shield(roll_back(client, se, lease, item, attempt))
         raise
     except (CairnError, OSError) as exc:
-        outcomes[item.lfn] = await _failed(client, se, item, None, started, exc, notes, sink)
+        outcomes[item.lfn] = await _failed(client, se, lease, item, None, started, exc, notes, sink)
     return None
 
 
-async def _finalise(client: IOClient, se: StorageElement, stored: list[_Stored], outcomes: dict[str, FileOutcome],
-                    sink: ProgressSink) -> None:
+async def _finalise(client: IOClient, se: StorageElement, lease: UploadLease, stored: list[_Stored],
+                    outcomes: dict[str, FileOutcome], sink: ProgressSink) -> None:
     """Flip the stored files' replicas to available in one call; undo those it did not flip."""
     if not stored:
         return
     try:
+        # Held for LEASE_S * 3/4 more at least, so no other upload writes over the bytes as they
+        # become available; one taken over (this upload fell silent) is the other's to finish.
+        lost = await lease.ensure(s.item.lfn for s in stored)
+        for entry in [s for s in stored if s.item.lfn in lost]:
+            sink.finished(entry.item.lfn, False)
+            outcomes[entry.item.lfn] = FileOutcome(
+                entry.item.lfn, str(entry.item.local), "failed", se.name, None, entry.item.size, entry.item.adler32,
+                time.monotonic() - entry.started, f"{entry.item.lfn} not made available on SE {se.name}: "
+                f"{lost[entry.item.lfn]}", "in_progress", entry.notes)
+        stored = [s for s in stored if s.item.lfn not in lost]
         refused: dict[str, CairnError] = await make_available(client, se.name, [s.item.lfn for s in stored])
     except asyncio.CancelledError:
-        await asyncio.shield(asyncio.gather(*(_roll_back(client, se, s.item, s.endpoint) for s in stored)))
+        await asyncio.shield(asyncio.gather(*(roll_back(client, se, lease, s.item, s.endpoint) for s in stored)))
         raise
     except (CairnError, OSError) as exc:  # the call failed: no file of the batch is known available
         refused = {s.item.lfn: _as_error(exc, s.item) for s in stored}
-    finished = await _finished_by_others(client, se, [s.item for s in stored if s.item.lfn in refused])
+    finished = await finished_by_others(client, se, [s.item for s in stored if s.item.lfn in refused])
     for entry in stored:
         item = entry.item
         if item.lfn in finished:  # another upload of the same bytes flipped it first: they are there
@@ -388,25 +354,26 @@ async def _finalise(client: IOClient, se: StorageElement, stored: list[_Stored],
             continue
         error = refused.get(item.lfn)
         if error is not None:
-            outcomes[item.lfn] = await _failed(client, se, item, entry.endpoint, entry.started, error, entry.notes,
-                                               sink)
+            outcomes[item.lfn] = await _failed(client, se, lease, item, entry.endpoint, entry.started, error,
+                                               entry.notes, sink)
             continue
         sink.finished(item.lfn, True)
         outcomes[item.lfn] = FileOutcome(item.lfn, str(item.local), "uploaded", se.name, entry.endpoint.url,
                                          item.size, item.adler32, time.monotonic() - entry.started,
                                          notes=entry.notes)
+    await lease.release(s.item.lfn for s in stored)
 
 
-def _as_error(exc: Exception, item: _Planned) -> CairnError:
+def _as_error(exc: Exception, item: PlannedFile) -> CairnError:
     return exc if isinstance(exc, CairnError) else StorageError(f"{item.local}: {exc}")
 
 
-async def _failed(client: IOClient, se: StorageElement, item: _Planned, stored: Endpoint | None, started: float,
-                  exc: Exception, notes: list[str], sink: ProgressSink) -> FileOutcome:
+async def _failed(client: IOClient, se: StorageElement, lease: UploadLease, item: PlannedFile, stored: Endpoint | None,
+                  started: float, exc: Exception, notes: list[str], sink: ProgressSink) -> FileOutcome:
     """Undo a file's upload (its bytes, its registration) and say why it failed."""
     error = _as_error(exc, item)
     error.within(f"upload of {item.local} to {item.lfn} on SE {se.name}")
-    notes = [*notes, *await _roll_back(client, se, item, stored)]
+    notes = [*notes, *await roll_back(client, se, lease, item, stored)]
     sink.finished(item.lfn, False)
     return FileOutcome(item.lfn, str(item.local), "failed", se.name, None, item.size, item.adler32,
                        time.monotonic() - started, error.message, error.code, notes)
@@ -422,7 +389,7 @@ def _native_put(plugin: StoragePlugin, size: int) -> bool:
     return not isinstance(plugin, PosixPlugin) or size <= SMALL_FILE
 
 
-async def _store(client: IOClient, ep: Endpoint, item: _Planned, sink: ProgressSink) -> None:
+async def _store(client: IOClient, ep: Endpoint, item: PlannedFile, sink: ProgressSink) -> None:
     """Send the file and check that the storage holds exactly what was registered."""
     if needs_signing(ep):
         for again in (True, False):
@@ -459,7 +426,7 @@ async def _store(client: IOClient, ep: Endpoint, item: _Planned, sink: ProgressS
         raise StorageError(f"{ep.url}: the storage holds {size} bytes, {item.size} were sent")
 
 
-async def _send_signed(client: IOClient, signed: Endpoint, item: _Planned, sink: ProgressSink) -> None:
+async def _send_signed(client: IOClient, signed: Endpoint, item: PlannedFile, sink: ProgressSink) -> None:
     """PUT to a signed URL: S3 stores all of the body or nothing, and the adler32 of what was
     sent must be the registered one (the URL grants no HEAD to ask the storage afterwards)."""
     plugin = client.plugin(signed.url, signed.options)
@@ -469,83 +436,3 @@ async def _send_signed(client: IOClient, signed: Endpoint, item: _Planned, sink:
     if passed.hexdigest() != item.adler32:
         raise ChecksumMismatch(file_url(item.local), item.adler32, passed.hexdigest()).within(
             "the local file changed while it was uploaded")
-
-
-async def _discard(client: IOClient, ep: Endpoint, lfn: str) -> None:
-    """Remove a partial or unverified object (nothing there is fine)."""
-    with contextlib.suppress(CairnError, OSError):
-        if needs_signing(ep):
-            await client.discard_stored(lfn, ep.se.name)  # the server deletes: no DELETE URL outlives its check
-            return
-        await client.plugin(ep.url, ep.options).delete(ep.url)
-
-
-async def _finished_by_others(client: IOClient, se: StorageElement, items: list[_Planned]) -> dict[str, str | None]:
-    """Of files whose flip was refused, those whose replica on se another upload of the same
-    bytes (same size and adler32, as registration checked) made `available` meanwhile: their URLs."""
-    if not items:
-        return {}
-    try:
-        found = (await client.lookup_files([item.lfn for item in items]))["successful"]
-    except CairnError:
-        return {}
-    out: dict[str, str | None] = {}
-    for item in items:
-        doc = found.get(item.lfn) or {}
-        mine = [r for r in doc.get("replicas", []) if r.get("se") == se.name and r.get("status") == "available"]
-        if mine and doc.get("size") == item.size and doc.get("adler32") == item.adler32:
-            out[item.lfn] = mine[0].get("url")
-    return out
-
-
-async def _roll_back(client: IOClient, se: StorageElement, item: _Planned, stored: Endpoint | None) -> list[str]:
-    """Delete what was stored (if anything) and undo the registration, once the replica is this
-    upload's to undo: another upload of the same file may share it (it found it `copying`, or
-    this one did), and what that one made `available` meanwhile stays, bytes and record."""
-    if stored is not None and needs_signing(stored):
-        await _discard(client, stored, item.lfn)  # the server deletes only a replica still `copying`
-    claimed, why = await _claim(client, se, item)
-    if not claimed:
-        return [why, *await _forget_empty(client, item)]
-    if stored is not None and not needs_signing(stored):
-        await _discard(client, stored, item.lfn)
-    return await _unregister(client, se, item)
-
-
-async def _claim(client: IOClient, se: StorageElement, item: _Planned) -> tuple[bool, str]:
-    """Take the replica `copying` -> `unavailable` (guarded): no other upload flips it from then on.
-    Refused (it is `available`, or another undo took it): (False, why)."""
-    try:
-        result = await client.set_replica_statuses(
-            [{"lfn": item.lfn, "se": se.name, "status": "unavailable", "expected": "copying"}])
-    except CairnError as exc:
-        return False, f"registration of {item.lfn} left as it is: {exc.message}"
-    if item.lfn in result["failed"]:
-        return False, f"registration of {item.lfn} left as it is: {result['failed'][item.lfn]}"
-    return True, ""
-
-
-async def _forget_empty(client: IOClient, item: _Planned) -> list[str]:
-    """A file this upload created, left without any replica by another upload's undo, goes too
-    (a file with replicas is kept: it is no longer only this upload's)."""
-    if not item.created:
-        return []
-    with contextlib.suppress(CairnError):
-        result = await client.remove_files([item.lfn])
-        if not result["failed"]:
-            return ["registration undone"]
-    return []
-
-
-async def _unregister(client: IOClient, se: StorageElement, item: _Planned) -> list[str]:
-    """Undo the registration of a failed upload whose replica it claimed; notes say what could not
-    be undone. A file it created goes only if no other upload has added a replica to it since."""
-    try:
-        result: dict[str, Any] = await client.remove_replicas([{"lfn": item.lfn, "se": se.name}])
-        if item.created and not result["failed"]:
-            result = await client.remove_files([item.lfn])
-    except CairnError as exc:
-        return [f"could not undo the registration of {item.lfn}: {exc.message}"]
-    if result["failed"]:
-        return [f"could not undo the registration of {item.lfn}: {result['failed'][item.lfn]}"]
-    return ["registration undone"]

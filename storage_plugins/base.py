@@ -23,6 +23,7 @@ import aiofiles.os
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from kernel.errors import InvalidInput, NotFound
+from storage_plugins.byte_ranges import at_most
 from storage_plugins.checksums import Adler32, tee_adler32
 from storage_plugins.errors import ChecksumMismatch, NotSupported
 
@@ -236,12 +237,19 @@ class StoragePlugin(ABC):
         return digest.hexdigest()
 
     async def get(
-        self, url: str, path: str | os.PathLike[str], *, expected_adler32: str | None = None
+        self, url: str, path: str | os.PathLike[str], *, expected_adler32: str | None = None,
+        max_size: int | None = None,
     ) -> WriteResult:
-        """Download url into a local file, checking the adler32 when one is expected."""
+        """Download url into a local file, checking the adler32 when one is expected; with
+        max_size, a stored object bigger than that fails (ChecksumMismatch) once that much landed."""
         digest = Adler32()
+
+        def too_big() -> ChecksumMismatch:
+            return ChecksumMismatch(url, f"at most {max_size} bytes", f"more than {max_size} bytes")
+
+        stream = self.read(url) if max_size is None else at_most(self.read(url), max_size, too_big)
         async with landing(Path(path)) as partial:
-            size = await write_local(partial, tee_adler32(self.read(url), digest))
+            size = await write_local(partial, tee_adler32(stream, digest))
             if expected_adler32 is not None and digest.hexdigest() != expected_adler32:
                 raise ChecksumMismatch(url, expected_adler32, digest.hexdigest())
         return WriteResult(url, size, digest.hexdigest())

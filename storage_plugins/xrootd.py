@@ -52,6 +52,7 @@ _UNAVAILABLE = {
     errno.EPIPE,
 }
 _gfal2: ModuleType | None = None
+WATCH_S = 0.01  # how often a bounded download (`get` with max_size) looks at the size of what landed
 
 
 def import_gfal2() -> ModuleType:
@@ -100,6 +101,13 @@ def _is_root_url(url: str) -> None:
 
 def _absolute(path: str | os.PathLike[str]) -> Path:
     return Path(os.path.abspath(path))
+
+
+def _local_size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:  # not made yet
+        return 0
 
 
 def _adler32_of_file(path: Path, chunk_size: int) -> str:
@@ -243,13 +251,13 @@ class XRootDPlugin(StoragePlugin):
         )
 
     async def get(
-        self, url: str, path: str | os.PathLike[str], *, expected_adler32: str | None = None
+        self, url: str, path: str | os.PathLike[str], *, expected_adler32: str | None = None,
+        max_size: int | None = None,
     ) -> WriteResult:
         _is_root_url(url)
-        timeout = self.options.transfer_timeout_s
         loop = asyncio.get_running_loop()
         async with landing(_absolute(path)) as partial:
-            await self._filecopy(url, file_url(partial), url, overwrite=True, timeout_s=timeout)
+            await self._copy_to_local(url, partial, max_size)
             actual = await loop.run_in_executor(
                 self._executor, _adler32_of_file, partial, self.options.chunk_size
             )
@@ -257,6 +265,39 @@ class XRootDPlugin(StoragePlugin):
                 raise ChecksumMismatch(url, expected_adler32, actual)
             size = (await aiofiles.os.stat(partial)).st_size
         return WriteResult(url, size, actual)
+
+    async def _copy_to_local(self, url: str, partial: Path, max_size: int | None) -> None:
+        """gfal2's copy of url to the local file partial; with max_size, the copy is watched and
+        cancelled once the file grows past it (an object replaced by a bigger one after its size
+        was asked), so at most max_size plus what arrives within WATCH_S lands on the disk."""
+        timeout = self.options.transfer_timeout_s
+        running: list[Any] = []
+        cancelled: list[bool] = []
+
+        def copy(ctx: Any) -> None:
+            running.append(ctx)
+            try:
+                ctx.filecopy(self._copy_parameters(ctx, True, timeout), url, file_url(partial))
+            finally:
+                if cancelled:  # the next call on this thread gets a fresh context (no cancellation left over)
+                    self._local.context = None
+
+        task = asyncio.ensure_future(self._call(url, copy))
+        if max_size is None:
+            await task
+            return
+        while not task.done():
+            await asyncio.wait([task], timeout=WATCH_S)
+            if _local_size(partial) > max_size:
+                cancelled.append(True)
+                for ctx in running:
+                    ctx.cancel()
+                with contextlib.suppress(CairnError):
+                    await task
+                raise ChecksumMismatch(url, f"at most {max_size} bytes", f"more than {max_size} bytes")
+        await task
+        if _local_size(partial) > max_size:
+            raise ChecksumMismatch(url, f"at most {max_size} bytes", f"more than {max_size} bytes")
 
     async def put(
         self, path: str | os.PathLike[str], url: str, *, expected_adler32: str | None = None

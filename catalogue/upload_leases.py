@@ -1,0 +1,111 @@
+"""Which upload writes a `copying` replica: a lease on the replica, so that two uploads of one
+file to one SE (a retry, two shells, two hosts) never write its bytes at the same time.
+
+`hold_replicas` gives a replica to the caller's upload (its `writer` token on the replica, and
+`modified` set to now) when the replica is `copying` and has no writer (just registered), is
+the caller's already (a renewal), or its writer has not renewed it for LEASE_S (an upload that
+died): each is one guarded update on what was read, so of two takers one wins. A replica
+another upload renewed within LEASE_S is refused as in progress. The holder renews while it
+stores and right before it flips or undoes the replica, so a taker (which needs LEASE_S of
+silence) never meets a live holder. The lease is kept on `copying` replicas only: a flip or
+an undo ends it (a later status change leaves the old token, which nothing reads).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from pymongo import UpdateMany, UpdateOne
+
+from catalogue.directories import now
+from catalogue.files import FILES, fetch_files
+from kernel.db import Document, bulk_write_chunked, increment
+
+LEASE_S = 600  # an upload silent this long is taken for dead; its holder renews every LEASE_S / 4
+WRITER = "writer"
+IN_PROGRESS = "in progress"  # the reason's opening words, for clients to tell it from other refusals
+
+
+def _stamp(at: dt.datetime) -> dt.datetime:
+    return at.replace(microsecond=at.microsecond // 1000 * 1000)  # as stored (BSON keeps milliseconds)
+
+
+def _aware(value: Any) -> dt.datetime | None:
+    if not isinstance(value, dt.datetime):
+        return None
+    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+
+
+def _refusal(lfn: str, se: str, replica: Mapping[str, Any] | None, writer: str, stale: dt.datetime) -> str | None:
+    """Why the caller may not hold this replica now, or None."""
+    if replica is None:
+        return f"{lfn} has no replica on SE {se}"
+    if replica.get("status") != "copying":
+        return f"replica of {lfn} on SE {se} is {replica.get('status')!r}, not 'copying'"
+    held, since = replica.get(WRITER), _aware(replica.get("modified"))
+    if held not in (None, writer) and since is not None and since > stale:
+        return (f"{IN_PROGRESS}: another upload is writing {lfn} to SE {se} (last heard of at "
+                f"{since.isoformat(timespec='seconds')}; taken for dead {LEASE_S} s after that)")
+    return None
+
+
+async def hold_replicas(
+    db: Any, writer: str, items: Sequence[Mapping[str, str]], files: Mapping[str, Document]
+) -> dict[str, dict[str, Any]]:
+    """Take or renew the lease of upload `writer` on each replica `{lfn, se}` (one per LFN;
+    `files`: the records as just read, with w checked). Answers `{"successful": {lfn:
+    {"lease_s"}}, "failed": {lfn: reason}}`; one bulk write and one read back for the batch."""
+    at = _stamp(now())
+    stale = at - dt.timedelta(seconds=LEASE_S)
+    failed: dict[str, Any] = {}
+    groups: dict[tuple[int, str, str | None], list[str]] = {}
+    singles: list[UpdateOne] = []
+    for item in items:
+        lfn, se = item["lfn"], item["se"]
+        found = [(i, r) for i, r in enumerate(files[lfn].get("replicas", [])) if r.get("se") == se]
+        index, replica = found[0] if found else (-1, None)
+        reason = _refusal(lfn, se, replica, writer, stale)
+        if reason or replica is None:
+            failed[lfn] = reason
+            continue
+        held = replica.get(WRITER)
+        if held is None or held == writer:  # the usual cases go many files per update
+            groups.setdefault((index, se, held), []).append(lfn)
+            continue
+        singles.append(UpdateOne(  # a dead upload's: only as read, so one taker wins
+            {"_id": lfn, f"replicas.{index}.se": se, f"replicas.{index}.status": "copying",
+             f"replicas.{index}.{WRITER}": held, f"replicas.{index}.modified": replica.get("modified")},
+            _taken(index, writer, at)))
+    updates: list[UpdateMany | UpdateOne] = [
+        UpdateMany({"_id": {"$in": lfns}, f"replicas.{index}.se": se, f"replicas.{index}.status": "copying",
+                    f"replicas.{index}.{WRITER}": {"$exists": False} if held is None else held},
+                   _taken(index, writer, at))
+        for (index, se, held), lfns in groups.items()]
+    if updates or singles:
+        await bulk_write_chunked(db[FILES], [*updates, *singles])
+    return {"successful": await _held(db, writer, items, failed, stale), "failed": failed}
+
+
+def _taken(index: int, writer: str, at: dt.datetime) -> Document:
+    return {"$set": {f"replicas.{index}.{WRITER}": writer, f"replicas.{index}.modified": at},
+            **increment({"version": 1})}
+
+
+async def _held(db: Any, writer: str, items: Sequence[Mapping[str, str]], failed: dict[str, Any],
+                stale: dt.datetime) -> dict[str, Any]:
+    """Read back which replicas carry the caller's lease now; say why for the others."""
+    wanted = [item for item in items if item["lfn"] not in failed]
+    if not wanted:
+        return {}
+    found = await fetch_files(db, [item["lfn"] for item in wanted], {"replicas": 1})
+    held: dict[str, Any] = {}
+    for item in wanted:
+        lfn, se = item["lfn"], item["se"]
+        replica = next((r for r in (found.get(lfn) or {}).get("replicas", []) if r.get("se") == se), None)
+        if replica is not None and replica.get("status") == "copying" and replica.get(WRITER) == writer:
+            held[lfn] = {"lease_s": LEASE_S}
+        else:
+            failed[lfn] = _refusal(lfn, se, replica, writer, stale) or f"replica of {lfn} on SE {se} changed meanwhile"
+    return held

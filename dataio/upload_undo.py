@@ -1,0 +1,110 @@
+"""The undo of an upload that failed: its bytes and its registration go, once the replica is
+this upload's to undo (it holds its lease, `dataio.upload_lease`, and takes it `copying` ->
+`unavailable`); what another upload holds or made `available` stays, bytes and record."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+from catalogue.storage_elements import StorageElement
+from dataio.io_client import IOClient
+from dataio.signed_access import needs_signing
+from dataio.upload_items import PlannedFile
+from dataio.upload_lease import UploadLease
+from kernel.errors import CairnError
+from transfers.endpoints import Endpoint
+
+
+async def discard(client: IOClient, ep: Endpoint, lfn: str) -> None:
+    """Remove a partial or unverified object (nothing there is fine)."""
+    with contextlib.suppress(CairnError, OSError):
+        if needs_signing(ep):
+            await client.discard_stored(lfn, ep.se.name)  # the server deletes: no DELETE URL outlives its check
+            return
+        await client.plugin(ep.url, ep.options).delete(ep.url)
+
+
+async def finished_by_others(client: IOClient, se: StorageElement, items: list[PlannedFile]) -> dict[str, str | None]:
+    """Of files whose flip was refused, those whose replica on se another upload of the same
+    bytes (same size and adler32, as registration checked) made `available` meanwhile: their URLs."""
+    if not items:
+        return {}
+    try:
+        found = (await client.lookup_files([item.lfn for item in items]))["successful"]
+    except CairnError:
+        return {}
+    out: dict[str, str | None] = {}
+    for item in items:
+        doc = found.get(item.lfn) or {}
+        mine = [r for r in doc.get("replicas", []) if r.get("se") == se.name and r.get("status") == "available"]
+        if mine and doc.get("size") == item.size and doc.get("adler32") == item.adler32:
+            out[item.lfn] = mine[0].get("url")
+    return out
+
+
+async def roll_back(client: IOClient, se: StorageElement, lease: UploadLease, item: PlannedFile,
+                    stored: Endpoint | None) -> list[str]:
+    """Delete what was stored (if anything) and undo the registration, once the replica is this
+    upload's to undo: one it does not hold (another upload's, in progress or taken over after
+    this one fell silent) is left alone, bytes and record."""
+    try:
+        lost = await lease.ensure([item.lfn])
+    except (CairnError, OSError) as exc:  # unreachable: whether it is still this upload's is unknown
+        return [f"registration of {item.lfn} left as it is: {exc}"]
+    if lost:
+        return [f"registration of {item.lfn} left as it is: {lost[item.lfn]}"]
+    try:
+        return await _undo(client, se, item, stored)
+    finally:
+        await lease.release([item.lfn])
+
+
+async def _undo(client: IOClient, se: StorageElement, item: PlannedFile, stored: Endpoint | None) -> list[str]:
+    if stored is not None and needs_signing(stored):
+        await discard(client, stored, item.lfn)  # the server deletes only a replica still `copying`
+    claimed, why = await _claim(client, se, item)
+    if not claimed:
+        return [why, *await _forget_empty(client, item)]
+    if stored is not None and not needs_signing(stored):
+        await discard(client, stored, item.lfn)
+    return await _unregister(client, se, item)
+
+
+async def _claim(client: IOClient, se: StorageElement, item: PlannedFile) -> tuple[bool, str]:
+    """Take the replica `copying` -> `unavailable` (guarded): no other upload flips it from then on.
+    Refused (it is `available`, or another undo took it): (False, why)."""
+    try:
+        result = await client.set_replica_statuses(
+            [{"lfn": item.lfn, "se": se.name, "status": "unavailable", "expected": "copying"}])
+    except CairnError as exc:
+        return False, f"registration of {item.lfn} left as it is: {exc.message}"
+    if item.lfn in result["failed"]:
+        return False, f"registration of {item.lfn} left as it is: {result['failed'][item.lfn]}"
+    return True, ""
+
+
+async def _forget_empty(client: IOClient, item: PlannedFile) -> list[str]:
+    """A file this upload created, left without any replica by another upload's undo, goes too
+    (a file with replicas is kept: it is no longer only this upload's)."""
+    if not item.created:
+        return []
+    with contextlib.suppress(CairnError):
+        result = await client.remove_files([item.lfn])
+        if not result["failed"]:
+            return ["registration undone"]
+    return []
+
+
+async def _unregister(client: IOClient, se: StorageElement, item: PlannedFile) -> list[str]:
+    """Undo the registration of a failed upload whose replica it claimed; notes say what could not
+    be undone. A file it created goes only if no other upload has added a replica to it since."""
+    try:
+        result: dict[str, Any] = await client.remove_replicas([{"lfn": item.lfn, "se": se.name}])
+        if item.created and not result["failed"]:
+            result = await client.remove_files([item.lfn])
+    except CairnError as exc:
+        return [f"could not undo the registration of {item.lfn}: {exc.message}"]
+    if result["failed"]:
+        return [f"could not undo the registration of {item.lfn}: {result['failed'][item.lfn]}"]
+    return ["registration undone"]
