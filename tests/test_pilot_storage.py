@@ -71,3 +71,26 @@ async def test_a_url_outside_its_se_is_refused_before_any_plugin(live_ses: LiveS
     for url in (f"file://{root}/../escape/cta/a.dat", f"file://{root}/cta/other.dat", "file:///etc/passwd"):
         with pytest.raises(DataAccessError):
             plugin_options(url, "/cta/a.dat", config, "read", {})
+
+
+async def test_a_pilot_stops_reading_an_input_that_storage_holds_bigger_than_registered(
+    api: RunningApi, admin: Client, live_ses: LiveSEs, database: AsyncDatabase[Document], wms_config: WmsSettings,
+    pilots: list[PilotProcess], tmp_path: Path,
+) -> None:
+    """The object behind an input replaced on storage by a far bigger one: the pilot's copy stops
+    at the registered size (else it filled the worker node's disk before the checksum said no)."""
+    await live_ses.add("file", "DISK-SE")
+    await admin.mkdir("/cta/in")
+    local = tmp_path / "small.dat"
+    local.write_bytes(b"small input\n")
+    [up] = await admin.upload([local], "/cta/in/small.dat", "DISK-SE")
+    assert up.status == "uploaded", up
+    with live_ses.stored_file("DISK-SE", "/cta/in/small.dat").open("r+b") as stored:
+        stored.truncate(64 << 20)  # sparse: 64 MiB where 12 bytes were registered
+    async with api.client(api.token(sub="alice", scopes=USER)) as alice:
+        [job_id] = await alice.submit_jobs([{"executable": "/bin/true", "input_data": ["/cta/in/small.dat"]}])
+    await check_all(database, wms_config)
+    start_pilot(api, "SITE-A", tmp_path, wms_config, pilots)
+    [done] = await wait_for(database, [job_id], {"done", "failed"}, pilots=pilots)
+    assert done["state"] == "failed"
+    assert "more than 12 bytes" in done["reason"], done["reason"]

@@ -176,7 +176,7 @@ async def _decide(
     key = queue_key(job, placement.sites)
     # A list, not a dict keyed by LFN: LFNs contain dots, which field names must not.
     resolved = [
-        {"lfn": lfn, "adler32": files[lfn].get("adler32"),
+        {"lfn": lfn, "adler32": files[lfn].get("adler32"), "size": files[lfn].get("size"),
          "replicas": [{"se": r["se"], "site": ses[r["se"]].site, "url": r.get("url", ""),
                        **({PATH_LFN: r[PATH_LFN]} if r.get(PATH_LFN) else {})}  # a moved file's path
                       for r in usable_replicas(files[lfn], ses, "disk")]}

@@ -136,7 +136,8 @@ async def work_order(db: AsyncDatabase[Document], job: Document) -> dict[str, An
     inputs = []
     for item in await inputs_inside_their_ses(db, job.get("resolved_inputs", [])):
         ordered = sorted(item["replicas"], key=lambda r: (r.get("site") != site, r.get("se", "")))
-        inputs.append({"lfn": item["lfn"], "adler32": item.get("adler32"), "replicas": ordered})
+        inputs.append({"lfn": item["lfn"], "adler32": item.get("adler32"), "size": item.get("size"),
+                       "replicas": ordered})
     outputs = await output_destinations(db, job)
     return {
         "id": job["_id"],

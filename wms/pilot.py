@@ -202,7 +202,8 @@ class Pilot(Daemon):
                 try:
                     await fetch(replica["url"], dest, lfn=storage_lfn(item["lfn"], replica),
                                 se_config=replica["se_config"],
-                                credentials=self.credentials, expected_adler32=item.get("adler32"))
+                                credentials=self.credentials, expected_adler32=item.get("adler32"),
+                                size=item["size"] if isinstance(item.get("size"), int) else None)
                     break
                 except DataAccessError as exc:
                     errors.append(f"{replica['se']}: {exc.message}")

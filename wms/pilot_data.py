@@ -47,12 +47,14 @@ def plugin_options(url: str, lfn: str, se_config: Mapping[str, Any], operation: 
 
 
 async def fetch(url: str, dest: Path, *, lfn: str, se_config: Mapping[str, Any], credentials: Credentials,
-                expected_adler32: str | None = None) -> tuple[int, str]:
-    """Download a replica to `dest`; returns (size, adler32). A checksum mismatch is an error."""
+                expected_adler32: str | None = None, size: int | None = None) -> tuple[int, str]:
+    """Download a replica to `dest`; returns (size, adler32). A checksum mismatch is an error, and
+    so is a stored object past the registered `size` (the copy stops there: storage replaced by a
+    bigger object does not fill the worker node's disk)."""
     options = plugin_options(url, lfn, se_config, "read", credentials)
     try:
         result = await plugin_for(url, options).get(url, dest, expected_adler32=expected_adler32.lower()
-                                                    if expected_adler32 else None)
+                                                    if expected_adler32 else None, max_size=size)
     except CairnError as exc:
         raise DataAccessError(f"cannot read {url}: {exc.message}") from exc
     return result.size, result.adler32
