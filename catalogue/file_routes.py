@@ -3,7 +3,6 @@ adding and removing replicas and changing their status. Bulk calls answer per LF
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any
 
 from aiohttp import web
@@ -15,6 +14,7 @@ from catalogue.lfn import check_lfn
 from catalogue.permissions import PERMISSION_FIELDS, READ, WRITE
 from catalogue.refusals import refusal
 from catalogue.usage import INTERNAL_FIELDS
+from catalogue.writer_tokens import writer_digest
 from kernel.bounds import MAX_BULK_ITEMS
 from kernel.db import for_output
 from kernel.errors import Conflict, InvalidInput, NotFound
@@ -237,8 +237,6 @@ async def hold(request: web.Request) -> web.Response:
     db = request.app[DATABASE]
     allowed, failed = await authorized_files(db, principal_of(request), lfns, WRITE)
     items = [item.model_dump() for item in body.replicas if item.lfn in allowed]
-    # Stored as its digest: replicas are shown to readers, and the token is the upload's own.
-    writer = hashlib.sha256(body.writer.encode()).hexdigest()[:32]
-    result = await upload_leases.hold_replicas(db, writer, items, allowed)
+    result = await upload_leases.hold_replicas(db, writer_digest(body.writer), items, allowed)
     result["failed"].update(failed)
     return json_response(result)

@@ -51,6 +51,7 @@ from catalogue.replica_urls import se_url
 from catalogue.storage_elements import fetch_storage_elements
 from catalogue.usage import REGISTERED_IN, record_registered, take_over_calls
 from catalogue.vos import registry, vo_of_path
+from catalogue.writer_tokens import writer_digest
 from kernel.bounds import Size
 from kernel.db import Document, IndexSpec, database_errors
 from kernel.errors import InvalidInput, NotFound
@@ -69,6 +70,7 @@ class ReplicaRecord(TypedDict):
     status: str  # one of REPLICA_STATUSES
     created: dt.datetime
     modified: dt.datetime
+    writer: NotRequired[str]  # a `copying` replica's upload (`catalogue.upload_leases`)
 
 
 class FileRecord(TypedDict):
@@ -126,6 +128,15 @@ class ReplicaIn(BaseModel):
     se: str = Field(..., min_length=1, max_length=64)
     url: str | None = Field(None, min_length=1, max_length=4096)
     status: ReplicaStatus = "available"
+    writer: str | None = Field(None, min_length=16, max_length=64,
+                               description="a `copying` replica's upload token: the upload holds its lease from "
+                                           "the registration on (`catalogue.upload_leases`)")
+
+    @model_validator(mode="after")
+    def _writer_of_copying(self) -> ReplicaIn:
+        if self.writer is not None and self.status != "copying":
+            raise ValueError("only a copying replica has a writer")
+        return self
 
 
 class FileIn(BaseModel):
@@ -210,6 +221,8 @@ async def replica_documents(
     for lfn, replica in pairs:
         url = se_url(ses[replica.se], lfn, replica.url)
         out[id(replica)] = {"se": replica.se, "url": url, "status": replica.status, "created": at, "modified": at}
+        if replica.writer is not None:  # held by its upload from now on, as `upload_leases` keeps it
+            out[id(replica)]["writer"] = writer_digest(replica.writer)
     return out
 
 

@@ -34,9 +34,19 @@ class UploadLease:
         """Hold the replicas of lfns; answers why each one not held was refused."""
         async with self._lock:
             refused = await self._hold(lfns)
+        self._keep_renewing()
+        return refused
+
+    def adopt(self, lfns: Iterable[str], sent: float) -> None:
+        """Count as held the replicas of lfns that the registration sent at `sent` (its
+        time.monotonic()) made with this upload's `writer`: they are held from then on."""
+        for lfn in lfns:
+            self._renewed[lfn] = sent
+        self._keep_renewing()
+
+    def _keep_renewing(self) -> None:
         if self._task is None and self._renewed:
             self._task = asyncio.ensure_future(self._renew_forever())
-        return refused
 
     async def ensure(self, lfns: Iterable[str]) -> dict[str, str]:
         """Make sure lfns are still held for the next LEASE_S * 3/4 (renewing those last renewed

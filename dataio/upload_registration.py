@@ -4,12 +4,14 @@ write held for this upload (`dataio.upload_lease`); what cannot be written becom
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from catalogue.refusals import refusal
 from catalogue.storage_elements import StorageElement
 from catalogue.storage_paths import storage_lfn
 from catalogue.upload_leases import IN_PROGRESS
+from catalogue.writer_tokens import writer_digest
 from dataio.io_client import IOClient
 from dataio.progress import FileOutcome
 from dataio.upload_items import PlannedFile
@@ -26,12 +28,16 @@ async def register(
     to write (one call); refusals become failed outcomes, a file on the SE already `exists`."""
     if not planned:
         return
-    files = [{"lfn": p.lfn, "size": p.size, "adler32": p.adler32, "replicas": [{"se": se.name, "status": "copying"}]}
-             for p in planned]
+    # The replicas this registration makes are held by this upload from the start (`writer`);
+    # only those found there already are taken by a hold call.
+    replica = {"se": se.name, "status": "copying", "writer": lease.writer}
+    files = [{"lfn": p.lfn, "size": p.size, "adler32": p.adler32, "replicas": [replica]} for p in planned]
+    sent = time.monotonic()
     result = await client.register_files(files)
     existing = await _existing_files(client, [p.lfn for p in planned if p.lfn not in result["failed"]
                                               and not result["successful"][p.lfn].get("created")])
     to_hold: list[PlannedFile] = []
+    made: list[str] = []  # replicas this registration made: held already
     for item in planned:
         if item.lfn in result["failed"]:
             reason = result["failed"][item.lfn]
@@ -60,8 +66,11 @@ async def register(
                 item.lfn, str(item.local), "failed", se.name, size=item.size, adler32=item.adler32,
                 code="conflict", error=f"{item.lfn} already has a {status} replica on SE {se.name}; "
                                        "remove it (cairn replicas / rm) before uploading again")
+        elif item.created or (mine and mine[0].get("writer") == writer_digest(lease.writer)):
+            made.append(item.lfn)
         else:
             to_hold.append(item)
+    lease.adopt(made, sent)
     await _hold(client, se, lease, to_hold, outcomes)
 
 

@@ -1,0 +1,12 @@
+"""An upload's writer token as the catalogue keeps it (`catalogue.upload_leases`): its digest,
+since replicas are shown to every reader of their file and the token is the upload's own. A
+module of its own (hashlib only): the upload command computes it too, without the catalogue."""
+
+from __future__ import annotations
+
+import hashlib
+
+
+def writer_digest(token: str) -> str:
+    """What a replica's `writer` holds for the upload whose token this is."""
+    return hashlib.sha256(token.encode()).hexdigest()[:32]
