@@ -43,6 +43,7 @@ from transfers import requests as rq
 from transfers.dark_data import StillInUse, delete_dark
 from transfers.deletion import Deletion, delete_replicas, protection
 from transfers.failures import FILE_REPLACED, backoff_s, classify
+from transfers.removed_bytes import REMOVED_PATH, delete_removed, queue_removed
 
 log = logging.getLogger("cairn.reaper")
 
@@ -113,13 +114,17 @@ class Reaper(Daemon):
 
     async def run_once(self) -> int:
         ses = {se.name: se for se in await list_storage_elements(self.db)}
+        await queue_removed(self.db)  # the bytes forced removals left (`transfers.removed_bytes`)
         claimed_at = time.monotonic()
         claimed = await rc.claim_many(self.db, self.worker, kinds=["delete"], lease_s=self.settings.lease_s,
                                       limit=self.settings.reaper_batch)
         handled = len(claimed)
         for request in [r for r in claimed if r.get("audit_run")]:
             await self._delete_dark(request, ses.get(request.get("dest_se") or ""))
-        if batch := [r for r in claimed if not r.get("audit_run")]:
+        for request in [r for r in claimed if r.get(REMOVED_PATH)]:
+            await delete_removed(self.db, request, ses.get(request.get("dest_se") or ""), self.credentials, self.worker,
+                                 self.settings)
+        if batch := [r for r in claimed if not r.get("audit_run") and not r.get(REMOVED_PATH)]:
             await self._holding(batch, ses, claimed_at)
         for se in ses.values():
             handled += await self._free_space(se)
