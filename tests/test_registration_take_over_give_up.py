@@ -1,0 +1,55 @@
+"""A registration that meets a file another registration just inserted answers for it only once
+that registration has settled: if it gave the file up (its replica's path is held, it is below a
+move), the file is not reported registered.
+
+Before, registration B found registration A's record (duplicate key), answered `successful`
+(`created: false`) and took A's call over, while A then gave the record up and deleted it: B's
+caller was told of a file that did not exist."""
+
+from __future__ import annotations
+
+import asyncio
+import zlib
+from pathlib import Path
+
+from pymongo.asynchronous.database import AsyncDatabase
+
+from catalogue.files import register_files, remove_files
+from catalogue.moved_paths import HELD
+from catalogue.moves import move
+from catalogue.namespace import mkdir
+from catalogue.registration_settling import GIVEN_UP
+from catalogue.usage import rebuild
+from kernel.db import Document
+from tests.fixtures.catalogue import ADMIN
+from tests.fixtures.transfers import add_ses, disk_se, put_files
+
+ROUNDS = 150
+DATA = b"the same file"
+ROW = {"lfn": "/vo/x/f", "size": len(DATA), "adler32": f"{zlib.adler32(DATA):08x}"}
+
+
+async def test_a_file_the_first_registration_gave_up_is_not_reported_registered_by_the_second(
+        database: AsyncDatabase[Document], tmp_path: Path) -> None:
+    a = disk_se("A", tmp_path / "a")
+    await add_ses(database, a)
+    await put_files(database, [a], ["/vo/x/f"])
+    await mkdir(database, ADMIN, "/vo/y")
+    await move(database, ADMIN, "/vo/x/f", "/vo/y/f")  # /vo/x/f's path on A is the moved file's
+    told_wrong = raced = refused = 0
+    for _ in range(ROUNDS):
+        given_up, other = await asyncio.gather(
+            register_files(database, ADMIN, [{**ROW, "replicas": [{"se": "A"}]}]),  # refused: HELD
+            register_files(database, ADMIN, [ROW]))
+        assert HELD in given_up["failed"].get("/vo/x/f", ""), given_up
+        exists = await database["files"].find_one({"_id": "/vo/x/f"}) is not None
+        if "/vo/x/f" in other["successful"]:
+            raced += not other["successful"]["/vo/x/f"]["created"]
+            told_wrong += not exists
+        refused += GIVEN_UP in other["failed"].get("/vo/x/f", "")
+        if exists:
+            await remove_files(database, ADMIN, ["/vo/x/f"])
+    print(f"raced {raced}, told to try again {refused}, told wrong {told_wrong} of {ROUNDS}")
+    assert told_wrong == 0, f"{told_wrong} of {ROUNDS} rounds answered successful for a file given up ({raced} raced)"
+    # nor did the second take the first's call over and count a record deleted uncounted
+    assert (await rebuild(database, fix=False))["drifted"] == 0
