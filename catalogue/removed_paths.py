@@ -68,31 +68,37 @@ async def hold_removed(db: AsyncDatabase[Document], places: Iterable[RemovedPlac
     if not wanted:
         return
     with database_errors():
-        existing = {doc["_id"]: doc async for doc in read_by_ids(db[MOVED_PATHS], wanted, {"guid": 1, REMOVED: 1})}
+        existing = {doc["_id"]: doc async for doc in read_by_ids(db[MOVED_PATHS], wanted,
+                                                                 {"guid": 1, REMOVED: 1, DELETION_ONLY: 1})}
     at = now()
     ops = []
     for key, place in wanted.items():
         doc = existing.get(key, {})
         earlier = doc.get(REMOVED) or {}
-        moved = earlier.get("moved", False) if earlier.get("guid") == place.guid else (
-            place.guid is not None and doc.get("guid") == place.guid)
+        if earlier.get("guid") == place.guid:  # held by this removal already (an earlier round)
+            moved, deleting = earlier.get("moved", False), earlier.get("deletion", False)
+        else:
+            moved = place.guid is not None and doc.get("guid") == place.guid and not doc.get(DELETION_ONLY)
+            deleting = bool(doc.get(DELETION_ONLY))
         ops.append(UpdateOne({"_id": key}, {
             "$set": {"se": place.se, "path": place.path, "guid": None, REMOVAL_HOLD: True, REMOVAL_QUEUED: NOT_QUEUED,
-                     REMOVED: {"guid": place.guid, "url": place.url, "at": at, "moved": moved}},
+                     REMOVED: {"guid": place.guid, "url": place.url, "at": at, "moved": moved,
+                               "deletion": deleting}},
             "$unset": {DELETION_ONLY: ""}}, upsert=True))
     await bulk_write_chunked(db[MOVED_PATHS], ops)
 
 
 async def unhold_removed(db: AsyncDatabase[Document], places: Iterable[RemovedPlace]) -> None:
-    """Take back holds whose file was not removed after all: a moved file's record comes back as
-    it was, the others go. Guarded by the GUID held for."""
+    """Take back holds whose file was not removed after all: a moved file's record, or a
+    deletion's hold, comes back as it was; the others go. Guarded by the GUID held for."""
     ops: list[UpdateOne | DeleteOne] = []
+    back = {"$unset": {REMOVED: "", REMOVAL_HOLD: "", REMOVAL_QUEUED: ""}}
     for place in {key_of(p.se, p.path): p for p in places}.values():
-        key = key_of(place.se, place.path)
-        ops.append(UpdateOne({"_id": key, f"{REMOVED}.guid": place.guid, f"{REMOVED}.moved": True},
-                             {"$set": {"guid": place.guid},
-                              "$unset": {REMOVED: "", REMOVAL_HOLD: "", REMOVAL_QUEUED: ""}}))
-        ops.append(DeleteOne({"_id": key, f"{REMOVED}.guid": place.guid, f"{REMOVED}.moved": False}))
+        mine = {"_id": key_of(place.se, place.path), REMOVAL_HOLD: True, f"{REMOVED}.guid": place.guid}
+        ops.append(UpdateOne({**mine, f"{REMOVED}.moved": True}, {"$set": {"guid": place.guid}, **back}))
+        ops.append(UpdateOne({**mine, f"{REMOVED}.deletion": True},
+                             {"$set": {"guid": place.guid, DELETION_ONLY: True}, **back}))
+        ops.append(DeleteOne(mine))
     if ops:
         await bulk_write_chunked(db[MOVED_PATHS], ops, ordered=True)
 
@@ -110,7 +116,8 @@ async def due(db: AsyncDatabase[Document], limit: int) -> list[RemovedPlace]:
 async def queued(db: AsyncDatabase[Document], places: Sequence[RemovedPlace]) -> None:
     """Their deletions were queued now."""
     at = now()
-    await bulk_write_chunked(db[MOVED_PATHS], [UpdateOne({"_id": key_of(p.se, p.path), f"{REMOVED}.guid": p.guid},
+    await bulk_write_chunked(db[MOVED_PATHS], [UpdateOne({"_id": key_of(p.se, p.path), REMOVAL_HOLD: True,
+                                                          f"{REMOVED}.guid": p.guid},
                                                          {"$set": {REMOVAL_QUEUED: at}}) for p in places])
 
 
@@ -146,4 +153,5 @@ async def removal_state(db: AsyncDatabase[Document], se: str, path: str) -> tupl
 async def release_removed(db: AsyncDatabase[Document], place: RemovedPlace) -> None:
     """The bytes at the place were deleted: its path is free again."""
     with database_errors():
-        await db[MOVED_PATHS].delete_one({"_id": key_of(place.se, place.path), f"{REMOVED}.guid": place.guid})
+        await db[MOVED_PATHS].delete_one({"_id": key_of(place.se, place.path), REMOVAL_HOLD: True,
+                                          f"{REMOVED}.guid": place.guid})

@@ -97,3 +97,14 @@ async def test_a_hold_whose_file_stayed_is_taken_back_and_its_bytes_kept(
     assert await moved_paths.held_by_others(database, [("/vo/x/f", "A", "another"), ("/vo/x/g", "A", "another")]) \
         == {("/vo/x/g", "A"): HELD}  # the moved file's hold is back as it was; the other went
     assert await database["moved_paths"].count_documents({REMOVED: {"$exists": True}}) == 0
+
+
+async def test_a_hold_taken_back_leaves_a_deletion_at_work_its_own_hold(database: AsyncDatabase[Document]) -> None:
+    place = removed_paths.RemovedPlace("A", "/vo/x/f", "guid-f")
+    await moved_paths.hold_for_deletion(database, [("A", "/vo/x/f", "guid-f")])  # a reaper deleting its replica
+    await removed_paths.hold_removed(database, [place])  # a forced removal of the file, which then kept it
+    await removed_paths.unhold_removed(database, [place])
+    assert await moved_paths.held_by_others(database, [("/vo/x/f", "A", "another")]) == {
+        ("/vo/x/f", "A"): moved_paths.BEING_DELETED}  # before: the deletion's hold went with it
+    await moved_paths.end_deletion(database, [("A", "/vo/x/f")])
+    assert not await moved_paths.held_by_others(database, [("/vo/x/f", "A", "another")])
