@@ -8,8 +8,11 @@ its bytes (`transfers.removed_bytes`): a registration at it is refused meanwhile
 
 from __future__ import annotations
 
+import asyncio
+import random
 import zlib
 from pathlib import Path
+from typing import Any
 
 from pymongo.asynchronous.database import AsyncDatabase
 
@@ -22,7 +25,15 @@ from kernel.db import Document
 from kernel.settings import Settings
 from tests.fixtures.authz import World, register_with_bytes
 from tests.fixtures.catalogue import ADMIN
-from tests.fixtures.transfers import add_ses, disk_se, fast_settings, put_files, se_root, write_bytes
+from tests.fixtures.transfers import (
+    add_ses,
+    delete_removed_bytes,
+    disk_se,
+    fast_settings,
+    put_files,
+    se_root,
+    write_bytes,
+)
 from transfers.reaper import Reaper
 
 SECRET = "/lhcb/shared/secret.root"
@@ -108,3 +119,24 @@ async def test_a_hold_taken_back_leaves_a_deletion_at_work_its_own_hold(database
         ("/vo/x/f", "A"): moved_paths.BEING_DELETED}  # before: the deletion's hold went with it
     await moved_paths.end_deletion(database, [("A", "/vo/x/f")])
     assert not await moved_paths.held_by_others(database, [("/vo/x/f", "A", "another")])
+
+
+async def _register_soon(database: AsyncDatabase[Document], row: dict[str, Any]) -> dict[str, Any]:
+    await asyncio.sleep(random.uniform(0, 0.01))
+    return await register_files(database, ADMIN, [row])
+
+
+async def test_a_registration_racing_a_forced_removal_never_lands_on_the_old_bytes(
+        database: AsyncDatabase[Document], settings: Settings, tmp_path: Path) -> None:
+    a = disk_se("A", tmp_path / "a")
+    await add_ses(database, a)
+    landed = 0
+    for _ in range(100):
+        old = await put_files(database, [a], ["/vo/f"], size=16)
+        row = {"lfn": "/vo/f", "size": 16, "adler32": f"{zlib.adler32(old['/vo/f']):08x}", "replicas": [{"se": "A"}]}
+        _, again = await asyncio.gather(remove_files(database, ADMIN, ["/vo/f"], force=True),
+                                        _register_soon(database, row))
+        landed += bool(again["successful"].get("/vo/f", {}).get("created"))
+        await remove_files(database, ADMIN, ["/vo/f"], force=True)
+        await delete_removed_bytes(database, settings)
+    assert landed == 0
