@@ -70,9 +70,7 @@ async def remove_records(db: AsyncDatabase[Document], lfns: Sequence[str], *, fo
     except BaseException:
         await asyncio.shield(release(db, claim))
         raise  # its holds stay: the reaper tells those of records kept from those of records gone
-    # The holds of records that stay (given up, kept, another call's now) are taken back.
-    await removed_paths.unhold_removed(db, [place for lfn, places in claim.held.items() if lfn not in removed
-                                            for place in places])
+    await _unhold_kept(db, claim, removed)
     await record_files(db, removed.values(), -1)
     await change_feed.append(db, [_removed_event(lfn, doc) for lfn, doc in removed.items()])
     refused = {lfn: still_has_replicas(count) for lfn, count in claim.kept.items()}
@@ -83,6 +81,18 @@ async def remove_records(db: AsyncDatabase[Document], lfns: Sequence[str], *, fo
     for lfn in claim.changing:
         refused[lfn] = "file's replicas kept changing while it was removed; nothing removed, try again"
     return set(removed), refused
+
+
+async def _unhold_kept(db: AsyncDatabase[Document], claim: Claim, removed: dict[str, Document]) -> None:
+    """Take back the holds of records that stayed (given up, kept, another call's now): those
+    still at their LFN with their GUID. A record this call held and that went otherwise (a move,
+    another removal) keeps its holds: the reaper finds where its bytes stand (`removed_paths`)."""
+    stayed = [lfn for lfn in claim.held if lfn not in removed]
+    if not stayed:
+        return
+    now_there = {doc["_id"]: doc.get("guid") async for doc in read_by_ids(db[FILES], stayed, {"guid": 1})}
+    await removed_paths.unhold_removed(db, [place for lfn in stayed for place in claim.held[lfn]
+                                            if lfn in now_there and now_there[lfn] == place.guid])
 
 
 def _removed_event(lfn: str, doc: Document) -> change_feed.Event:

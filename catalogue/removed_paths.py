@@ -19,13 +19,14 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from pymongo import DeleteOne, UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import BulkWriteError
 
 from catalogue.collection_names import FILES
-from catalogue.directories import now
+from catalogue.directories import DUPLICATE_KEY, now
 from catalogue.moved_paths import DELETION_ONLY, MOVED_PATHS, REMOVAL_HOLD, REMOVAL_QUEUED, REMOVED, key_of
 from catalogue.storage_paths import storage_lfn
 from catalogue.usage import REMOVAL_LEASE, REMOVING
@@ -61,31 +62,47 @@ def places_of(records: Mapping[str, Mapping[str, object]]) -> list[RemovedPlace]
 
 
 async def hold_removed(db: AsyncDatabase[Document], places: Iterable[RemovedPlace]) -> None:
-    """Hold these paths for their bytes' deletion (before the records go). One read and one bulk
-    write. A moved file's record at the path (the file's own) becomes the hold, and comes back
-    as it was if the hold is taken back (`moved`); a deletion's hold there becomes this one."""
+    """Hold these paths for their bytes' deletion (before the records go): one unordered insert,
+    and for the paths with a record already, one read and one bulk update. A moved file's
+    record at the path (the file's own) becomes the hold, and comes back as it was if the hold is
+    taken back (`moved`); so does a deletion's hold there (`deletion`)."""
     wanted = {key_of(p.se, p.path): p for p in places}
     if not wanted:
         return
-    with database_errors():
-        existing = {doc["_id"]: doc async for doc in read_by_ids(db[MOVED_PATHS], wanted,
-                                                                 {"guid": 1, REMOVED: 1, DELETION_ONLY: 1})}
     at = now()
+    fresh = [_hold(place, {}, at)[0] | {"_id": key} for key, place in wanted.items()]
+    existing: dict[str, Document] = {}
+    try:
+        with database_errors():
+            await db[MOVED_PATHS].insert_many(fresh, ordered=False)
+    except BulkWriteError as exc:  # a record there already (a moved file's, a deletion's hold): updated
+        if any(e.get("code") != DUPLICATE_KEY for e in exc.details.get("writeErrors", [])):
+            raise
+        existing = await _path_records(db, [fresh[e["index"]]["_id"] for e in exc.details["writeErrors"]])
     ops = []
-    for key, place in wanted.items():
-        doc = existing.get(key, {})
-        earlier = doc.get(REMOVED) or {}
-        if earlier.get("guid") == place.guid:  # held by this removal already (an earlier round)
-            moved, deleting = earlier.get("moved", False), earlier.get("deletion", False)
-        else:
-            moved = place.guid is not None and doc.get("guid") == place.guid and not doc.get(DELETION_ONLY)
-            deleting = bool(doc.get(DELETION_ONLY))
-        ops.append(UpdateOne({"_id": key}, {
-            "$set": {"se": place.se, "path": place.path, "guid": None, REMOVAL_HOLD: True, REMOVAL_QUEUED: NOT_QUEUED,
-                     REMOVED: {"guid": place.guid, "url": place.url, "at": at, "moved": moved,
-                               "deletion": deleting}},
-            "$unset": {DELETION_ONLY: ""}}, upsert=True))
+    for key, doc in existing.items():
+        fields, unset = _hold(wanted[key], doc, at)
+        ops.append(UpdateOne({"_id": key}, {"$set": fields, "$unset": unset}, upsert=True))
     await bulk_write_chunked(db[MOVED_PATHS], ops)
+
+
+async def _path_records(db: AsyncDatabase[Document], keys: Iterable[str]) -> dict[str, Document]:
+    with database_errors():
+        return {doc["_id"]: doc async for doc in read_by_ids(db[MOVED_PATHS], keys,
+                                                             {"guid": 1, REMOVED: 1, DELETION_ONLY: 1})}
+
+
+def _hold(place: RemovedPlace, doc: Mapping[str, Any], at: dt.datetime) -> tuple[Document, Document]:
+    """The fields a hold of place sets on the path's record `doc` as read ({} if none), and unsets."""
+    earlier = doc.get(REMOVED) or {}
+    if earlier.get("guid") == place.guid:  # held by this removal already (an earlier round)
+        moved, deleting = earlier.get("moved", False), earlier.get("deletion", False)
+    else:
+        moved = place.guid is not None and doc.get("guid") == place.guid and not doc.get(DELETION_ONLY)
+        deleting = bool(doc.get(DELETION_ONLY))
+    return ({"se": place.se, "path": place.path, "guid": None, REMOVAL_HOLD: True, REMOVAL_QUEUED: NOT_QUEUED,
+             REMOVED: {"guid": place.guid, "url": place.url, "at": at, "moved": moved, "deletion": deleting}},
+            {DELETION_ONLY: ""})
 
 
 async def unhold_removed(db: AsyncDatabase[Document], places: Iterable[RemovedPlace]) -> None:
@@ -146,7 +163,13 @@ async def removal_state(db: AsyncDatabase[Document], se: str, path: str) -> tupl
         marked_at = marked_at.replace(tzinfo=dt.UTC)
     if isinstance(marked_at, dt.datetime) and now() - marked_at < REMOVAL_LEASE:
         return "wait", place
-    await unhold_removed(db, [place])
+    if holder["_id"] != path:  # the file's bytes at a path it was moved from: held for it as a move does
+        mine = {"_id": key_of(se, path), REMOVAL_HOLD: True, f"{REMOVED}.guid": place.guid}
+        with database_errors():
+            await db[MOVED_PATHS].update_one(mine, {"$set": {"guid": place.guid},
+                                                    "$unset": {REMOVED: "", REMOVAL_HOLD: "", REMOVAL_QUEUED: ""}})
+    else:
+        await unhold_removed(db, [place])
     return "released", None
 
 
