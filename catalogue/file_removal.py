@@ -36,6 +36,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from catalogue import change_feed, removed_paths
 from catalogue.collection_names import FILES
 from catalogue.directory_moves import BELOW_A_MOVE, moving_above
+from catalogue.registration_settling import wait_settled
 from catalogue.removed_paths import RemovedPlace
 from catalogue.replica_removal import REMOVAL, remove_retired
 from catalogue.storage_paths import PATH_LFN
@@ -65,6 +66,7 @@ async def remove_records(db: AsyncDatabase[Document], lfns: Sequence[str], *, fo
     were removed by someone else meanwhile."""
     claim = await claim_removals(db, lfns, COUNTED_FIELDS, force=force)
     try:
+        await wait_settled(db, claim.records.values())  # a live register call counts its own
         await take_over_calls(db, claim.records.values())  # what is taken off was counted
         removed = await delete_claimed(db, claim)
     except BaseException:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 from pymongo.asynchronous.database import AsyncDatabase
 
@@ -30,13 +30,23 @@ GIVEN_UP = "registered at the same time by another request, which gave it up; tr
 async def settled(db: AsyncDatabase[Document], stored: Mapping[str, Document]) -> dict[str, Document]:
     """`stored` (records as read, by LFN) as they are once the register calls that inserted them
     settled: read again if any had not, without those given up (gone, or being withdrawn)."""
-    calls = {doc[REGISTERED_IN] for doc in stored.values() if doc.get(REGISTERED_IN)}
-    waiting = calls - await counted_calls(db, calls) if calls else set()
-    if not waiting and not any(doc.get(WITHDRAWN) for doc in stored.values()):
+    if not await wait_settled(db, stored.values()) and not any(doc.get(WITHDRAWN) for doc in stored.values()):
         return dict(stored)
+    again = await find_by_ids(db[FILES], stored)
+    return {lfn: doc for lfn, doc in again.items() if not doc.get(WITHDRAWN)}
+
+
+async def wait_settled(db: AsyncDatabase[Document], records: Iterable[Mapping[str, object]]) -> bool:
+    """Wait (up to SETTLE_WAIT) until the register calls that inserted these records (read with
+    REGISTERED_IN) have settled; whether any had not when asked. A removal waits so before it
+    takes a call over (`catalogue.file_removal`): a take-over counts every record of the call,
+    also those it then gives up, deleted uncounted."""
+    calls = {str(doc[REGISTERED_IN]) for doc in records if doc.get(REGISTERED_IN)}
+    waiting = calls - await counted_calls(db, calls) if calls else set()
+    if not waiting:
+        return False
     deadline = time.monotonic() + SETTLE_WAIT
     while waiting and time.monotonic() < deadline:
         await asyncio.sleep(0.01)
         waiting -= await counted_calls(db, waiting)
-    again = await find_by_ids(db[FILES], stored)
-    return {lfn: doc for lfn, doc in again.items() if not doc.get(WITHDRAWN)}
+    return True

@@ -86,3 +86,26 @@ async def test_a_replica_added_to_a_file_its_registration_gave_up_is_not_reporte
     print(f"added {added}, told wrong {told_wrong} of {ROUNDS}")
     assert told_wrong == 0, f"{told_wrong} of {ROUNDS} rounds answered a replica added to a file given up"
     assert (await rebuild(database, fix=False))["drifted"] == 0
+
+
+async def _remove_soon(database: AsyncDatabase[Document], lfn: str) -> dict[str, Any]:
+    await asyncio.sleep(random.uniform(0, 0.004))
+    return await remove_files(database, ADMIN, [lfn], force=True)
+
+
+async def test_a_removal_racing_a_registration_that_gives_files_up_keeps_usage_exact(
+        database: AsyncDatabase[Document], tmp_path: Path) -> None:
+    a, b = disk_se("A", tmp_path / "a"), disk_se("B", tmp_path / "b")
+    await add_ses(database, a, b)
+    await put_files(database, [a], ["/vo/x/f"])
+    await mkdir(database, ADMIN, "/vo/y")
+    await move(database, ADMIN, "/vo/x/f", "/vo/y/f")  # /vo/x/f's path on A is the moved file's
+    kept = {"lfn": "/vo/x/g", "size": len(DATA), "adler32": ROW["adler32"], "replicas": [{"se": "B"}]}
+    drifted = 0
+    for _ in range(ROUNDS // 3):
+        await asyncio.gather(register_files(database, ADMIN, [{**ROW, "replicas": [{"se": "A"}]}, kept]),
+                             _remove_soon(database, "/vo/x/g"))
+        await remove_files(database, ADMIN, ["/vo/x/g"], force=True)
+        await database["moved_paths"].delete_many({"removal_hold": True})  # no bytes there to wait for
+        drifted += bool((await rebuild(database, fix=True))["drifted"])
+    assert drifted == 0, f"{drifted} of {ROUNDS // 3} rounds left usage drifted"
