@@ -18,6 +18,8 @@ caller's permission check keeps the file. A record is deleted only at the `versi
 mark: a replica added, removed or overwritten between that read and the delete bumps it, and the
 record is read again (and, without force, kept if it now has a replica), so what is taken off the
 counters is what the record held when it went. Cost: one more write and read of each record.
+A forced removal holds its records' replicas' paths before it deletes them, until the reaper has
+deleted their bytes (`catalogue.removed_paths`); it takes back the holds of records it kept.
 """
 
 from __future__ import annotations
@@ -31,10 +33,13 @@ from dataclasses import dataclass, field
 
 from pymongo.asynchronous.database import AsyncDatabase
 
-from catalogue import change_feed
+from catalogue import change_feed, removed_paths
 from catalogue.collection_names import FILES
 from catalogue.directory_moves import BELOW_A_MOVE, moving_above
+from catalogue.registration_settling import wait_settled
+from catalogue.removed_paths import RemovedPlace
 from catalogue.replica_removal import REMOVAL, remove_retired
+from catalogue.storage_paths import PATH_LFN
 from catalogue.usage import REGISTERED_IN, REMOVAL_LEASE, REMOVING, record_files, take_over_calls
 from kernel.db import Document, database_errors, read_by_ids
 from kernel.marks import Mark, by_ids
@@ -44,7 +49,8 @@ DELETE_ROUNDS = 5  # reads of records whose replicas keep changing under the mar
 # What counting a removal reads, and the rules that locked its replicas (named in its event).
 COUNTED_FIELDS = {"replicas.se": 1, "replicas.lock_rules": 1, "size": 1, REGISTERED_IN: 1}
 # What a removal reads besides: its mark, the version it deletes at, and retired replicas.
-_GUARD_FIELDS = {REMOVING: 1, "version": 1, "replicas.se": 1, "replicas.status": 1, f"replicas.{REMOVAL}": 1}
+_GUARD_FIELDS = {REMOVING: 1, "version": 1, "replicas.se": 1, "replicas.status": 1, f"replicas.{REMOVAL}": 1,
+                 "guid": 1, "replicas.url": 1, f"replicas.{PATH_LFN}": 1}  # and where their bytes are
 log = logging.getLogger(__name__)
 
 
@@ -60,11 +66,13 @@ async def remove_records(db: AsyncDatabase[Document], lfns: Sequence[str], *, fo
     were removed by someone else meanwhile."""
     claim = await claim_removals(db, lfns, COUNTED_FIELDS, force=force)
     try:
+        await wait_settled(db, claim.records.values())  # a live register call counts its own
         await take_over_calls(db, claim.records.values())  # what is taken off was counted
         removed = await delete_claimed(db, claim)
     except BaseException:
         await asyncio.shield(release(db, claim))
-        raise
+        raise  # its holds stay: the reaper tells those of records kept from those of records gone
+    await _unhold_kept(db, claim, removed)
     await record_files(db, removed.values(), -1)
     await change_feed.append(db, [_removed_event(lfn, doc) for lfn, doc in removed.items()])
     refused = {lfn: still_has_replicas(count) for lfn, count in claim.kept.items()}
@@ -75,6 +83,18 @@ async def remove_records(db: AsyncDatabase[Document], lfns: Sequence[str], *, fo
     for lfn in claim.changing:
         refused[lfn] = "file's replicas kept changing while it was removed; nothing removed, try again"
     return set(removed), refused
+
+
+async def _unhold_kept(db: AsyncDatabase[Document], claim: Claim, removed: dict[str, Document]) -> None:
+    """Take back the holds of records that stayed (given up, kept, another call's now): those
+    still at their LFN with their GUID. A record this call held and that went otherwise (a move,
+    another removal) keeps its holds: the reaper finds where its bytes stand (`removed_paths`)."""
+    stayed = [lfn for lfn in claim.held if lfn not in removed]
+    if not stayed:
+        return
+    now_there = {doc["_id"]: doc.get("guid") async for doc in read_by_ids(db[FILES], stayed, {"guid": 1})}
+    await removed_paths.unhold_removed(db, [place for lfn in stayed for place in claim.held[lfn]
+                                            if lfn in now_there and now_there[lfn] == place.guid])
 
 
 def _removed_event(lfn: str, doc: Document) -> change_feed.Event:
@@ -96,6 +116,18 @@ class Claim:
     force: bool = False  # whether records with replicas are removed too
     projection: dict[str, int] = field(default_factory=dict)  # what is read of each record, to be counted
     changing: set[str] = field(default_factory=set)  # changed under the mark at every read: given up
+    held: dict[str, list[RemovedPlace]] = field(default_factory=dict)  # paths held for their bytes' deletion (force)
+
+
+async def _hold_paths(db: AsyncDatabase[Document], claim: Claim, records: dict[str, Document]) -> None:
+    """A forced removal holds the paths of the replicas of these records, as read, before any of
+    them may leave the catalogue (`catalogue.removed_paths`)."""
+    if not claim.force:
+        return
+    places = {lfn: removed_paths.places_of({lfn: doc}) for lfn, doc in records.items()}
+    await removed_paths.hold_removed(db, [p for found in places.values() for p in found])
+    for lfn, found in places.items():
+        claim.held.setdefault(lfn, []).extend(p for p in found if p not in claim.held.get(lfn, []))
 
 
 async def claim_removals(db: AsyncDatabase[Document], lfns: Sequence[str], projection: dict[str, int], *,
@@ -137,9 +169,11 @@ async def delete_claimed(db: AsyncDatabase[Document], claim: Claim) -> dict[str,
             # A deletion's count may have taken these off their SEs already (by their removal
             # tokens) and not yet pulled them: they go its way, counted once, and the records
             # are read again.
+            await _hold_paths(db, claim, {lfn: records[lfn] for lfn, _ in retired})
             await remove_retired(db, retired)
             deleted = 0
         else:
+            await _hold_paths(db, claim, records)
             deleted = await _delete_as_read(db, claim.mark, records)
             if deleted == len(records):
                 return removed | records

@@ -46,6 +46,7 @@ from catalogue.permissions import (
     traversal_denial,
 )
 from catalogue.provenance import MAX_ANCESTORS, add_ancestor_links
+from catalogue.registration_settling import GIVEN_UP, settled
 from catalogue.replica_pushes import push_replicas
 from catalogue.replica_urls import se_url
 from catalogue.storage_elements import fetch_storage_elements
@@ -322,11 +323,11 @@ async def register_files(db: AsyncDatabase[Document], principal: Principal, file
                     failed[item.lfn] = f"not written: {error.get('errmsg', 'database error')}"
     dup_lfns = {f.lfn for f in duplicates}
     named = {f.guid for f in batch.values() if f.guid}
-    written = await _outside_moves(db, token, [doc for doc in docs if doc["_id"] not in dup_lfns
-                                                and doc["_id"] not in failed], failed, named)
+    inserted = [doc for doc in docs if doc["_id"] not in dup_lfns and doc["_id"] not in failed]
+    written = await _outside_moves(db, token, inserted, failed, named)
     for doc in written:
         successful[doc["_id"]] = {"guid": doc["guid"], "created": True}
-    await record_registered(db, token, written)
+    await record_registered(db, token, written, inserted=bool(inserted))  # settled (`registration_settling`)
     await change_feed.append(db, [change_feed.event("file_registered", d["_id"],
                                                     replicas=[r["se"] for r in d["replicas"]]) for d in written])
     if duplicates:
@@ -382,12 +383,14 @@ async def _reconcile(
 ) -> None:
     """Compare LFNs that existed already with what was given; add their new replicas and
     ancestors, which changes the file and so needs w on it (as /replicas/add and /provenance/link)."""
-    stored = await find_by_ids(db[FILES], (f.lfn for f in duplicates))
+    first = await find_by_ids(db[FILES], (f.lfn for f in duplicates))
+    stored = await settled(db, first)  # without those their register call gave up
     updates: dict[str, list[ReplicaRecord]] = {}
     for item in duplicates:
         doc = stored.get(item.lfn)
         if doc is None:
-            failed[item.lfn] = GUID_TAKEN if item.guid else "concurrently removed; retry"
+            failed[item.lfn] = GIVEN_UP if item.lfn in first else GUID_TAKEN if item.guid else (
+                "concurrently removed; retry")
             continue
         reason = _same_file(doc, item)
         if not reason and (item.replicas or item.ancestors):

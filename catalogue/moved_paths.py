@@ -48,12 +48,24 @@ BEING_DELETED = ("the SE's path for this LFN holds the bytes of an earlier file 
 DELETION_HOLD_S = 600.0
 DELETING = "deleting_until"  # a path record's deletion hold ends then
 DELETION_ONLY = "deletion_only"  # a path record made by a deletion's hold alone (no moved file's)
-# No index but `_id`: every write and check goes by it; an audit reads its SE's paths once a run.
-INDEXES: list[IndexSpec] = []
+# A path record holding a force-removed file's bytes until the reaper deletes them
+# (`catalogue.removed_paths`): {guid, url, at, moved}; its record's own `guid` is None, and it
+# carries REMOVAL_HOLD (True) and REMOVAL_QUEUED (when its deletion was last queued).
+REMOVED, REMOVAL_HOLD, REMOVAL_QUEUED = "removed", "removal_hold", "removal_queued"
+REMOVED_BEING_DELETED = ("the bytes of a removed file at the SE's path for this LFN are being deleted; "
+                         "try again in a few minutes")
+# Every write and check goes by `_id`; an audit reads its SE's paths once a run; the reaper finds
+# the paths of removed files due for deletion under INDEX_ORDER (`removed_paths.due`).
+INDEXES: list[IndexSpec] = [IndexSpec(MOVED_PATHS, [(REMOVAL_HOLD, 1), (REMOVAL_QUEUED, 1)],
+                                      name="moved_paths_removal_due", sparse=True, index_order=True)]
 
 
-def _key(se: str, path: str) -> str:
+def key_of(se: str, path: str) -> str:
+    """A path record's `_id`."""
     return f"{se}{path}"  # an SE name has no '/', a path starts with one
+
+
+_key = key_of
 
 
 async def hold(db: AsyncDatabase[Document], records: Iterable[Mapping[str, Any]]) -> None:
@@ -80,8 +92,13 @@ async def held_by_others(db: AsyncDatabase[Document], wanted: Iterable[tuple[str
         found = [doc async for doc in read_by_ids(db[MOVED_PATHS], keys)]
     others = [doc for doc in found if doc.get("guid") is None or doc["guid"] != keys[doc["_id"]][2]]
     at = now()
-    return {(keys[doc["_id"]][0], keys[doc["_id"]][1]): BEING_DELETED if _deleting(doc, at) else HELD
-            for doc in await _live(db, others)}
+    return {(keys[doc["_id"]][0], keys[doc["_id"]][1]): _why_held(doc, at) for doc in await _live(db, others)}
+
+
+def _why_held(record: Mapping[str, Any], at: dt.datetime) -> str:
+    if record.get(REMOVED):
+        return REMOVED_BEING_DELETED
+    return BEING_DELETED if _deleting(record, at) else HELD
 
 
 def _deleting(record: Mapping[str, Any], at: dt.datetime) -> bool:
@@ -124,11 +141,12 @@ async def end_deletion(db: AsyncDatabase[Document], places: Iterable[tuple[str, 
 
 
 async def release(db: AsyncDatabase[Document], gone: Iterable[tuple[str, str]]) -> None:
-    """The bytes at these `(se, path)` were deleted: their paths are free again."""
+    """The bytes at these `(se, path)` were deleted: their paths are free again. A removed file's
+    hold stays: its bytes' deletion is another one, which releases it (`catalogue.removed_paths`)."""
     keys = sorted({_key(se, path) for se, path in gone})
     with database_errors():
         for flt in by_ids(keys):
-            await db[MOVED_PATHS].delete_many(flt)
+            await db[MOVED_PATHS].delete_many({**flt, REMOVED: {"$exists": False}})
 
 
 async def held_on(db: AsyncDatabase[Document], se: str, paths: Sequence[str] | None = None) -> set[str]:

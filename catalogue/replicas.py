@@ -29,12 +29,13 @@ from catalogue.files import (
     replica_documents,
 )
 from catalogue.lfn import check_lfn
+from catalogue.registration_settling import settled
 from catalogue.replica_pulls import pull_replicas
 from catalogue.replica_pushes import push_replicas, set_back
 from catalogue.replica_removal import REMOVAL, ReplicaBeingRemoved, being_removed
 from catalogue.replica_writers import OVERWRITTEN, REPLICA_WRITERS, new_token, own_writes, writer_field
 from catalogue.storage_elements import SES
-from catalogue.usage import Usage
+from catalogue.usage import REGISTERED_IN, WITHDRAWN, Usage
 from kernel.db import Document, bulk_write_chunked, database_errors, increment
 from kernel.errors import Conflict, InvalidInput
 from kernel.principal import Principal
@@ -109,7 +110,10 @@ async def add_replicas(db: AsyncDatabase[Document], items: Iterable[Mapping[str,
     """
     pairs = _checked(items, with_replica=True)
     docs = await replica_documents(db, pairs, principal)
-    found = await fetch_files(db, {lfn for lfn, _ in pairs}, {"replicas.se": 1, "version": 1, "size": 1, "guid": 1})
+    found = await fetch_files(db, {lfn for lfn, _ in pairs}, {"replicas.se": 1, "version": 1, "size": 1, "guid": 1,
+                                                               REGISTERED_IN: 1, WITHDRAWN: 1})
+    # A file its register call is still settling may be given up (deleted, uncounted) just after.
+    found = await settled(db, found)
     successful: dict[str, Any] = {}
     failed: dict[str, Any] = {}
     wanted: dict[str, list[ReplicaRecord]] = {}

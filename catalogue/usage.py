@@ -252,10 +252,20 @@ def _first_replicas(doc: Document) -> list[Document]:
     return [r for r in doc.get("replicas", []) if created is None or r.get("created", created) <= created]
 
 
-async def record_registered(db: AsyncDatabase[Document], call: str, docs: Sequence[Mapping[str, Any]]) -> None:
-    """A register call counts the records it inserted, unless a retry took the call over first."""
-    if docs and await _claim_calls(db, [call]):
+async def record_registered(db: AsyncDatabase[Document], call: str, docs: Sequence[Mapping[str, Any]], *,
+                            inserted: bool = False) -> None:
+    """A register call counts the records it inserted and kept, unless a retry took the call over
+    first. A call that `inserted` records and gave them all up claims its call too: the claim
+    says it has settled (`counted_calls`)."""
+    if (docs or inserted) and await _claim_calls(db, [call]) and docs:
         await record_files(db, docs, +1)
+
+
+async def counted_calls(db: AsyncDatabase[Document], calls: Iterable[str]) -> set[str]:
+    """Of register calls, those claimed: counted, by themselves or a retry, and so settled (a
+    call gives up its records before it claims). One `_id $in` read."""
+    with database_errors():
+        return {doc["_id"] async for doc in read_by_ids(db[USAGE_CLAIMS], sorted(set(calls)), {"_id": 1})}
 
 
 async def take_over_calls(db: AsyncDatabase[Document], docs: Iterable[Document]) -> None:

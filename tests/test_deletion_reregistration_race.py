@@ -21,8 +21,9 @@ from catalogue.storage_elements import StorageElement
 from kernel.db import Document
 from kernel.settings import Settings
 from tests.fixtures.catalogue import ADMIN
-from tests.fixtures.transfers import add_ses, disk_se, put_files, replica_status, se_root, write_bytes
+from tests.fixtures.transfers import add_ses, disk_se, fast_settings, put_files, replica_status, se_root, write_bytes
 from transfers.deletion import Deletion, Retired, delete_held_bytes, retire_many
+from transfers.reaper import Reaper
 
 LFN = "/vo/f"
 
@@ -43,21 +44,24 @@ async def retired_on_b(db: AsyncDatabase[Document], tmp_path: Path) -> tuple[dic
     return {"A": a, "B": b}, retired
 
 
-async def test_a_file_registered_again_before_the_bytes_go_keeps_its_bytes(
+async def test_a_file_registered_again_after_the_bytes_go_keeps_its_bytes(
     database: AsyncDatabase[Document], settings: Settings, tmp_path: Path,
 ) -> None:
     ses, retired = await retired_on_b(database, tmp_path)
-    # meanwhile: the file is forced out, and a new one registered there, its bytes on B
+    # meanwhile: the file is forced out; its paths are held until their bytes are deleted
     assert (await remove_files(database, ADMIN, [LFN], force=True))["successful"][LFN]["removed"]
+    assert "being deleted" in (await register_new_file(database, b"new bytes"))["failed"][LFN]
+    # the deletion's last steps leave the forced-out file's bytes to the removal's own deletion
+    assert not await delete_held_bytes(database, retired.places, ses, settings.storage_credentials)
+    assert await remove_retired(database, [(LFN, "B")]) == set()
+    assert "being deleted" in (await register_new_file(database, b"new bytes"))["failed"][LFN]
+    await Reaper(fast_settings(settings), database).run(max_cycles=1)
+    assert not (se_root(ses["B"]) / "vo/f").exists()
     new = os.urandom(2048)
     write_bytes(ses["B"], LFN, new)
     assert not (await register_new_file(database, new))["failed"]
-    # the deletion's last steps: the bytes (left alone: the record is another file's), the record
-    assert not await delete_held_bytes(database, retired.places, ses, settings.storage_credentials)
-    assert await remove_retired(database, [(LFN, "B")]) == set()
     assert (se_root(ses["B"]) / "vo/f").read_bytes() == new
     assert await replica_status(database, LFN, "B") == "available"
-    assert not await moved_paths.held_by_others(database, [(LFN, "B", "another file")])  # the hold ended
 
 
 async def test_a_file_registered_while_the_bytes_go_is_refused_until_they_are_gone(
@@ -68,7 +72,9 @@ async def test_a_file_registered_while_the_bytes_go_is_refused_until_they_are_go
     await moved_paths.hold_for_deletion(database, [("B", place.path, place.guid)])  # the deletion, about to delete
     assert (await remove_files(database, ADMIN, [LFN], force=True))["successful"][LFN]["removed"]
     refused = await register_new_file(database, b"new bytes")
-    assert "a deletion is removing" in refused["failed"][LFN], refused
+    assert "being deleted" in refused["failed"][LFN], refused
     assert await replica_status(database, LFN, "B") is None  # taken back, not left half-registered
     await moved_paths.end_deletion(database, [("B", place.path)])  # the deletion ended
+    assert "being deleted" in (await register_new_file(database, b"new bytes"))["failed"][LFN]  # the removal's hold
+    await Reaper(fast_settings(settings), database).run(max_cycles=1)
     assert not (await register_new_file(database, b"new bytes"))["failed"]

@@ -152,7 +152,7 @@ async def test_a_moved_file_on_tape_is_staged_and_copied_from_its_old_path(
 
 
 async def test_a_file_moved_back_owns_its_path_again_and_a_new_file_there_is_not_registered(
-    database: AsyncDatabase[Document], tmp_path: Path,
+    database: AsyncDatabase[Document], settings: Settings, tmp_path: Path,
 ) -> None:
     a, b = disk_se("A", tmp_path / "a"), disk_se("B", tmp_path / "b")
     await add_ses(database, a, b)
@@ -167,6 +167,7 @@ async def test_a_file_moved_back_owns_its_path_again_and_a_new_file_there_is_not
     assert "/vo/x/f" in (await register_files(database, ADMIN, [{**new, "replicas": [{"se": "B"}]}]))["successful"]
     assert HELD in (await add_replicas(database, [{"lfn": "/vo/x/f", "se": "A"}]))["failed"]["/vo/x/f"]
     await remove_files(database, ADMIN, ["/vo/x/f"], force=True)
+    await Reaper(fast_settings(settings), database).run(max_cycles=1)  # its bytes' deletion frees its paths
 
     await move(database, ADMIN, "/vo/y/f", "/vo/x/f")  # back where its bytes are
     back = await database["files"].find_one({"_id": "/vo/x/f"})

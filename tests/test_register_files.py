@@ -95,11 +95,11 @@ async def test_a_batch_costs_the_same_few_commands_whatever_its_size(
         assert [c for c in sizes["large"] if c != "find"] == [c for c in sizes["small"] if c != "find"], sizes
         assert sizes["large"].count("find") <= sizes["small"].count("find") * slices, sizes
         # The same batch again: duplicates are compared with one more query (per slice), their
-        # calls' claims are tried once, and their events written again (a retried call's may never
-        # have been): O(1) per slice.
+        # calls' claims are read once (settled: `catalogue.registration_settling`) and tried once,
+        # and their events written again (a retried call's may never have been): O(1) per slice.
         counter.commands.clear()
         again = [a_file(f"/cta/large/d{i % 7}/f{i}", ses=("CERN-DISK", "DESY-DISK")) for i in range(2000)]
         assert len((await register_files(db, ADMIN, again))["successful"]) == 2000
-        assert len(counter.commands) <= 7 * slices, counter.commands
+        assert len(counter.commands) <= 7 * slices + 1, counter.commands
     finally:
         await client.close()

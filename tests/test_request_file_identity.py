@@ -5,7 +5,7 @@ in their shared group directory, bob's queued requests fail saying so, and carol
 from __future__ import annotations
 
 from tests.fixtures.authz import World, register_with_bytes
-from tests.fixtures.transfers import fast_settings, replica_status, run_until_drained, se_root
+from tests.fixtures.transfers import delete_removed_bytes, fast_settings, replica_status, run_until_drained, se_root
 from transfers import requests as rq
 from transfers.failures import FILE_REPLACED
 from transfers.reaper import Reaper
@@ -20,6 +20,7 @@ async def _replace_bobs_file(world: World, ses: slice) -> None:
     """bob's file at LFN goes; carol registers her own there (0600: bob may neither read nor write it)."""
     async with world.client("bob") as bob:
         await bob.remove_files([LFN], force=True)
+    await delete_removed_bytes(world.db, world.api.settings)  # the reaper's first step: its paths are free
     async with world.client("carol") as carol:
         await register_with_bytes(carol, world.ses[ses], [(LFN, 0o600)])
 

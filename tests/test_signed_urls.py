@@ -12,16 +12,19 @@ from urllib.parse import parse_qs, urlsplit
 import aiohttp
 import pandas as pd
 import pytest
+from pymongo.asynchronous.database import AsyncDatabase
 
 from cairn.sdk import Client
 from dataio.fsspec_cairn import CairnFileSystem
 from dataio.signed_access import without_signature
+from kernel.db import Document
 from kernel.errors import Conflict, Forbidden, InvalidInput, NotFound
 from storage_plugins.errors import ChecksumMismatch, NotSupported
 from tests.fixtures.api import RunningApi
 from tests.fixtures.live_ses import LiveSEs
 from tests.fixtures.payloads import Payload
 from tests.fixtures.s3 import S3Endpoint
+from tests.fixtures.transfers import delete_removed_bytes
 
 
 async def _object_size(s3: S3Endpoint, url: str) -> int:
@@ -98,7 +101,7 @@ def _sum(data: bytes) -> str:
 
 
 async def test_a_put_url_is_short_lived_and_signed_for_the_size_and_for_creating_only(
-    api: RunningApi, live_ses: LiveSEs, s3_server: S3Endpoint, tmp_path: Path
+    api: RunningApi, live_ses: LiveSEs, s3_server: S3Endpoint, tmp_path: Path, database: AsyncDatabase[Document]
 ) -> None:
     """A URL cannot be revoked: kept after its file was removed, bob's PUT URL must not overwrite
     the object of alice's file registered later at the same LFN, nor store more than registered."""
@@ -111,6 +114,7 @@ async def test_a_put_url_is_short_lived_and_signed_for_the_size_and_for_creating
         with pytest.raises(InvalidInput, match="method"):  # no DELETE URL: the server deletes (discard)
             await bob.signed_url("/cta/f", se.name, "DELETE")
         await bob.remove_files(["/cta/f"], force=True)
+    await delete_removed_bytes(database, api.settings)  # the reaper frees the path
     assert answer["expires_in"] == 600 and "X-Amz-Expires=600" in answer["url"]
     signed = parse_qs(urlsplit(answer["url"]).query)["X-Amz-SignedHeaders"][0].split(";")
     assert {"content-length", "if-none-match"} <= set(signed)  # S3 refuses the URL without them

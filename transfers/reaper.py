@@ -45,6 +45,7 @@ from transfers import requests as rq
 from transfers.dark_data import StillInUse, delete_dark
 from transfers.deletion import Deletion, delete_replicas, protection
 from transfers.failures import FILE_REPLACED, backoff_s, classify
+from transfers.removed_bytes import REMOVED_PATH, delete_removed, queue_removed
 
 log = logging.getLogger("cairn.reaper")
 
@@ -115,6 +116,7 @@ class Reaper(Daemon):
 
     async def run_once(self) -> int:
         ses = {se.name: se for se in await list_storage_elements(self.db)}
+        await queue_removed(self.db)  # the bytes forced removals left (`transfers.removed_bytes`)
         claimed_at = time.monotonic()
         claimed = await rc.claim_many(self.db, self.worker, kinds=["delete"], lease_s=self.settings.lease_s,
                                       limit=self.settings.reaper_batch)
@@ -144,7 +146,11 @@ class Reaper(Daemon):
         it, in the batch: a file registered there since is not dark, and is the user's to delete)."""
         batch = []
         for request in requests:
-            if runs := deletion_tags.dark_runs(request):
+            if request.get(REMOVED_PATH):  # the bytes a forced removal left (`transfers.removed_bytes`)
+                pending.discard(request["_id"])
+                await delete_removed(self.db, request, ses.get(request.get("dest_se") or ""), self.credentials,
+                                     self.worker, self.settings)
+            elif runs := deletion_tags.dark_runs(request):
                 end = await self._delete_dark(request, ses.get(request.get("dest_se") or ""), runs)
                 if end is not None:
                     pending.discard(request["_id"])

@@ -133,6 +133,7 @@ class TransferRequest(claims.Leased):
     modified: dt.datetime
     pin_lifetime_s: NotRequired[float]
     audit_run: NotRequired[str]
+    removed_path: NotRequired[bool]  # the bytes a forced removal left at the path `lfn` (transfers.removed_bytes)
     # The file the requester was authorized for (its GUID, read at submission): the daemons act
     # only on that file, not on another registered at the LFN since (`failures.file_replaced`).
     guid: NotRequired[str]
@@ -175,6 +176,8 @@ def _new_request(
         doc["guid"] = item["guid"]
     if kind == "delete" and isinstance(item.get("audit_run"), str):
         doc["audit_run"] = item["audit_run"]  # a dark file of that run (transfers.dark_data)
+    if kind == "delete" and item.get("removed_path") is True:  # not one with a user's deletion of the LFN
+        doc["removed_path"], doc["active_key"] = True, active_key("delete-removed", lfn, dest)
     if kind == "stage" and item.get("pin_lifetime_s") is not None:
         doc["pin_lifetime_s"] = float(item["pin_lifetime_s"])
     return doc
