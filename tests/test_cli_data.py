@@ -7,11 +7,15 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from pymongo.asynchronous.database import AsyncDatabase
 
+from kernel.db import Document
+from kernel.settings import Settings
 from tests.fixtures.api import RunningApi
 from tests.fixtures.cli import run_cli
 from tests.fixtures.live_ses import LiveSEs
 from tests.fixtures.payloads import Payload, small_files
+from tests.fixtures.transfers import delete_removed_bytes
 
 
 async def test_upload_then_download_with_json(
@@ -78,3 +82,26 @@ async def test_upload_and_download_leave_no_unclosed_session(
     assert down.returncode == 0, down.stderr
     assert (tmp_path / "got").read_bytes() == data.path.read_bytes()
     assert "Unclosed" not in up.stderr + down.stderr, up.stderr + down.stderr
+
+
+async def test_rm_force_takes_a_file_with_replicas_out_and_the_reaper_deletes_its_bytes(
+    api: RunningApi, live_ses: LiveSEs, database: AsyncDatabase[Document], settings: Settings, tmp_path: Path
+) -> None:
+    se = await live_ses.add("file")
+    local = tmp_path / "f"
+    local.write_bytes(b"forced out\n")
+    up = await run_cli(api.url, api.admin_token, "upload", str(local), "/cta/forced", "--se", se.name)
+    assert up.returncode == 0, up.stderr
+    stored = live_ses.stored_file(se.name, "/cta/forced")
+    plain = await run_cli(api.url, api.admin_token, "rm", "/cta/forced")
+    assert plain.returncode != 0 and "replica" in plain.stderr, plain
+    both = await run_cli(api.url, api.admin_token, "rm", "-r", "--force", "/cta/forced")
+    assert both.returncode == 2, both
+    forced = await run_cli(api.url, api.admin_token, "rm", "--force", "/cta/forced", "--json")
+    assert forced.returncode == 0, forced.stderr
+    assert "/cta/forced" in json.loads(forced.stdout)["successful"]
+    again = await run_cli(api.url, api.admin_token, "rm", "--force", "/cta/forced")
+    assert (again.returncode, again.stdout) == (0, "removed 0 entries (no such file)\n"), again  # idempotent
+    assert stored.exists()  # until the reaper has deleted them; the path is held meanwhile
+    assert await delete_removed_bytes(database, settings) == 1
+    assert not stored.exists()

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from cairn.cli.output import emit_json, emit_json_lines_stream, json_option, stream_table, table
+from cairn.cli.output import emit_json, emit_json_lines_stream, json_option, safe_text, stream_table, table
 from cairn.cli.runner import run
 
 ENTRY_COLUMNS = ["mode", "owner", "group", "size", "modified", "name"]
@@ -90,14 +90,36 @@ def mv(source: str, destination: str, as_json: bool) -> None:
 @click.command()
 @click.argument("path")
 @click.option("-r", "--recursive", is_flag=True, help="remove a directory and everything below it (admins)")
+@click.option("-f", "--force", is_flag=True,
+              help="remove a file that still has replicas; their bytes are deleted (its owner or admins)")
 @json_option
-def rm(path: str, recursive: bool, as_json: bool) -> None:
-    """Remove a file (without replicas), an empty directory, or a tree (admins, -r)."""
+def rm(path: str, recursive: bool, force: bool, as_json: bool) -> None:
+    """Remove a file (without replicas, or with them: --force), an empty directory, or a tree (admins, -r)."""
+    if force and recursive:
+        raise click.UsageError("--force removes one file; -r removes a tree (and its files' replicas)")
+    if force:
+        _force_out(path, as_json)
+        return
     result = run(lambda c: c.remove(path, recursive=recursive))
     if as_json:
         emit_json(result)
     else:
         click.echo(f"removed {result['removed']} entr{'y' if result['removed'] == 1 else 'ies'}")
+
+
+def _force_out(lfn: str, as_json: bool) -> None:
+    """`rm --force`: one file out of the catalogue, replicas and all (`POST /files/remove`)."""
+    result = run(lambda c: c.remove_files([lfn], force=True))
+    if as_json:
+        emit_json(result)
+    elif result["successful"].get(lfn, {}).get("removed"):
+        click.echo("removed 1 entry; its replicas' bytes are deleted by the reaper")
+    elif lfn in result["successful"]:
+        click.echo("removed 0 entries (no such file)")
+    for reason in result["failed"].values():
+        if not as_json:
+            click.echo(safe_text(f"{lfn}: {reason}"), err=True)
+        raise SystemExit(1)
 
 
 @click.command()
