@@ -88,6 +88,8 @@ MATRIX: dict[str, Case] = {
                                   {"lfn": SHARED, "se": "DISK1", "status": "available"}),
     "POST /replicas/statuses": Case("/replicas/statuses", (200, 200, 200),
                                     {"replicas": [{"lfn": SHARED, "se": "DISK1", "status": "available"}]}),
+    "POST /replicas/hold": Case("/replicas/hold", (200, 200, 200),
+                                {"writer": "w" * 32, "replicas": [{"lfn": SHARED, "se": "DISK1"}]}),
     "POST /files/lookup": same(200, "/files/lookup", body={"lfns": [SHARED, PRIVATE]}),
     "GET /ses": same(200, "/ses"),
     "GET /ses/{name}": same(200, "/ses/DISK1"),
