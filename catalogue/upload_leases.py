@@ -21,11 +21,10 @@ from pymongo import UpdateMany, UpdateOne
 
 from catalogue.directories import now
 from catalogue.files import FILES, fetch_files
+from catalogue.writer_tokens import IN_PROGRESS, WRITER
 from kernel.db import Document, bulk_write_chunked, increment
 
 LEASE_S = 600  # an upload silent this long is taken for dead; its holder renews every LEASE_S / 4
-WRITER = "writer"
-IN_PROGRESS = "in progress"  # the reason's opening words, for clients to tell it from other refusals
 
 
 def _stamp(at: dt.datetime) -> dt.datetime:

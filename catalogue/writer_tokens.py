@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import hashlib
 
+WRITER = "writer"  # the replica's field
+IN_PROGRESS = "in progress"  # a refusal's opening words, for clients to tell it from other refusals
+
 
 def writer_digest(token: str) -> str:
     """What a replica's `writer` holds for the upload whose token this is."""

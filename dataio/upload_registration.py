@@ -10,8 +10,7 @@ from typing import Any
 from catalogue.refusals import refusal
 from catalogue.storage_elements import StorageElement
 from catalogue.storage_paths import storage_lfn
-from catalogue.upload_leases import IN_PROGRESS
-from catalogue.writer_tokens import writer_digest
+from catalogue.writer_tokens import IN_PROGRESS, writer_digest
 from dataio.io_client import IOClient
 from dataio.progress import FileOutcome
 from dataio.upload_items import PlannedFile
