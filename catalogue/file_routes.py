@@ -3,6 +3,7 @@ adding and removing replicas and changing their status. Bulk calls answer per LF
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from aiohttp import web
@@ -70,11 +71,14 @@ class ReplicasBody(BaseModel):
     replicas: list[ReplicaItem] = Field(..., max_length=1_000_000)
 
 
-class ReplicaStatusBody(BaseModel):
+class ReplicaPlace(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     lfn: str
     se: str = Field(..., min_length=1)
+
+
+class ReplicaStatusBody(ReplicaPlace):
     status: ReplicaStatus
     expected: ReplicaStatus | None = None
 
@@ -83,13 +87,6 @@ class ReplicaStatusesBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     replicas: list[ReplicaStatusBody] = Field(..., max_length=100_000)
-
-
-class ReplicaPlace(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    lfn: str
-    se: str = Field(..., min_length=1)
 
 
 class HoldBody(BaseModel):
@@ -193,15 +190,21 @@ async def set_status(request: web.Request) -> web.Response:
              response=BulkAnswer)
 async def set_statuses(request: web.Request) -> web.Response:
     body = await read_model(request, ReplicaStatusesBody)
-    lfns = _checked([item.lfn for item in body.replicas])
-    if len(set(lfns)) != len(lfns):
-        raise InvalidInput("one replica per LFN in a call: set the others in another call")
-    db = request.app[DATABASE]
-    allowed, failed = await authorized_files(db, principal_of(request), lfns, WRITE)
-    items = [item.model_dump() for item in body.replicas if item.lfn in allowed]
-    result = await replicas.set_replica_statuses(db, items, allowed)
+    items, allowed, failed = await _writable_replicas(request, body.replicas)
+    result = await replicas.set_replica_statuses(request.app[DATABASE], items, allowed)
     result["failed"].update(failed)
     return json_response(result)
+
+
+async def _writable_replicas(request: web.Request, wanted: Sequence[ReplicaPlace]
+                             ) -> tuple[list[dict[str, Any]], dict[str, Any], dict[str, str]]:
+    """Of a bulk call's replicas (one per LFN), those on files the caller may write: the items,
+    those files' records, and why each other LFN failed (a hidden file as a missing one)."""
+    lfns = _checked([item.lfn for item in wanted])
+    if len(set(lfns)) != len(lfns):
+        raise InvalidInput("one replica per LFN in a call: give the others in another call")
+    allowed, failed = await authorized_files(request.app[DATABASE], principal_of(request), lfns, WRITE)
+    return [item.model_dump() for item in wanted if item.lfn in allowed], allowed, failed
 
 
 @routes.post("/files/lookup", policy=READ_SCOPE, summary="Many files with their replicas (bulk)", body=LookupBody,
@@ -231,12 +234,7 @@ async def bad(request: web.Request) -> web.Response:
              responses=BULK_RESPONSES, response=BulkAnswer)
 async def hold(request: web.Request) -> web.Response:
     body = await read_model(request, HoldBody)
-    lfns = _checked([item.lfn for item in body.replicas])
-    if len(set(lfns)) != len(lfns):
-        raise InvalidInput("one replica per LFN in a call")
-    db = request.app[DATABASE]
-    allowed, failed = await authorized_files(db, principal_of(request), lfns, WRITE)
-    items = [item.model_dump() for item in body.replicas if item.lfn in allowed]
-    result = await upload_leases.hold_replicas(db, writer_digest(body.writer), items, allowed)
+    items, allowed, failed = await _writable_replicas(request, body.replicas)
+    result = await upload_leases.hold_replicas(request.app[DATABASE], writer_digest(body.writer), items, allowed)
     result["failed"].update(failed)
     return json_response(result)

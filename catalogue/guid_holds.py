@@ -16,6 +16,7 @@ than HOLD_LEASE (a move cut short) holds nothing.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import logging
 import time
@@ -73,14 +74,12 @@ async def restore(files: AsyncCollection[Document], copies: Sequence[tuple[str, 
     pending = list(copies)
     deadline = time.monotonic() + RESTORE_WAIT
     while pending:
-        try:
+        with contextlib.suppress(BulkWriteError, OperationFailure):  # a GUID taken meanwhile: look again
             with database_errors():
                 await bulk_write_chunked(files, [UpdateOne(
                     {"_id": lfn, "moving_guid": guid}, {"$set": {"guid": guid}, "$unset": {"moving_guid": ""}})
                     for lfn, guid in pending])
             return
-        except (BulkWriteError, OperationFailure):
-            pass
         left = {doc["_id"] async for doc in read_by_ids(files, [lfn for lfn, _ in pending], {"_id": 1},
                                                          flt={"moving_guid": {"$exists": True}})}
         pending = [(lfn, guid) for lfn, guid in pending if lfn in left]

@@ -386,12 +386,6 @@ async def flag_copying_replicas(db: AsyncDatabase[Document], request_ids: Sequen
             await db[REQUESTS].update_many({"_id": {"$in": list(request_ids)}}, {"$set": {"copying_replica": True}})
 
 
-async def count_copy(db: AsyncDatabase[Document], request_id: str) -> None:
-    """Count one finished copy of a request's bytes, whoever did it (duplicates show as copies > 1)."""
-    with database_errors():
-        await db[REQUESTS].update_one({"_id": request_id}, increment({"copies": 1}))
-
-
 async def count_unfinished_copy(db: AsyncDatabase[Document], request_id: str) -> bool:
     """Count the copy an attempt made and confirmed without finishing the request (it lost its
     lease, or was killed), once: only whoever clears `copying_replica` counts it. True if counted.
@@ -450,7 +444,8 @@ async def complete(
     db: AsyncDatabase[Document], request_id: str, worker: str, result: dict[str, Any], *, copied: bool = False
 ) -> bool:
     """Mark work done; only the lease holder can, and only once. `copied` counts the copy made
-    (see `count_copy`) in the same write."""
+    (`copies`: each finished copy of the request's bytes, whoever made it; duplicates show as
+    copies > 1) in the same write."""
     return await _finish_active(db, request_id, worker, {"state": "done", "result": result, "last_error": None},
                                 final=True, inc={"copies": 1} if copied else None)
 
