@@ -151,7 +151,7 @@ async def test_a_transfer_meeting_a_replica_an_upload_holds_waits_then_takes_it_
         assert "/cta/held" in (await uploading.hold_replicas("u" * 32, dest.name, ["/cta/held"]))["successful"]
     submitted = await rq.submit_transfers(database, [{"lfn": "/cta/held", "dest_se": dest.name}], requester="t")
     [request_id] = submitted["successful"].values()
-    worker = TransferWorker(fast_settings(api.settings, retry_base_s=0.4, retry_cap_s=0.4), database)
+    worker = TransferWorker(fast_settings(api.settings, retry_base_s=0.1, retry_cap_s=0.1), database)
     running = asyncio.create_task(worker.run())
     try:
         async with asyncio.timeout(30):
@@ -159,6 +159,9 @@ async def test_a_transfer_meeting_a_replica_an_upload_holds_waits_then_takes_it_
                 if (await rq.get_request(database, request_id) or {}).get("error_class") == "destination_in_progress":
                     break
                 await asyncio.sleep(0.05)
+        await asyncio.sleep(1.5)  # many more tries than its 5 attempts: waiting uses none of them
+        waiting = await rq.get_request(database, request_id)
+        assert waiting is not None and waiting["state"] != "failed" and waiting["attempts"] <= 1, waiting
         assert not live_ses.stored_file(dest.name, "/cta/held").exists()  # nothing copied over the upload's
         monkeypatch.setattr(catalogue.upload_leases, "LEASE_S", 1)  # the upload falls silent: taken over
         request = await _ended(database, request_id)
