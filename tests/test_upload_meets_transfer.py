@@ -22,6 +22,7 @@ import pytest
 from pymongo.asynchronous.database import AsyncDatabase
 
 import catalogue.upload_leases
+import transfers.worker
 from cairn.sdk import Client
 from catalogue.storage_elements import list_storage_elements
 from kernel.db import Document
@@ -35,6 +36,7 @@ from transfers.worker import TransferWorker
 
 ROUNDS = {"file": 120, "root": 40}
 SIZE = 256 << 10
+BIG = 256 << 20  # a copy lasting a few seconds
 
 
 def _stored_matches(path: Path, size: int, adler32: str) -> bool:
@@ -172,3 +174,35 @@ async def test_a_transfer_meeting_a_replica_an_upload_holds_waits_then_takes_it_
     assert live_ses.stored_file(dest.name, "/cta/held").read_bytes() == data
     found = await admin.get_file("/cta/held")
     assert [r["status"] for r in found["replicas"] if r["se"] == dest.name] == ["available"]
+
+
+async def test_a_transfers_hold_is_renewed_while_it_copies_so_an_upload_never_takes_it_over(
+    api: RunningApi, live_ses: LiveSEs, admin: Client, database: AsyncDatabase[Document], tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Renewed with the request's lease (every 0.25 s here): half a second of silence would lose it.
+    monkeypatch.setattr(catalogue.upload_leases, "LEASE_S", 0.5)
+    monkeypatch.setattr(transfers.worker, "LEASE_S", 0.5)
+    source, dest = await live_ses.add("file"), await live_ses.add("root")
+    local = tmp_path / "big"
+    await asyncio.to_thread(local.write_bytes, os.urandom(BIG))
+    [done] = await admin.upload([local], "/cta/big", source.name)
+    assert done.status == "uploaded", done.error
+    submitted = await rq.submit_transfers(database, [{"lfn": "/cta/big", "dest_se": dest.name}], requester="t")
+    [request_id] = submitted["successful"].values()
+    worker = TransferWorker(fast_settings(api.settings, lease_s=1.0), database)
+    running = asyncio.create_task(worker.run())
+    refused: Counter[str] = Counter()
+    try:
+        async with api.client() as uploading:
+            while (await rq.get_request(database, request_id) or {}).get("state") not in rq.FINAL_STATES:
+                answer = await uploading.hold_replicas("u" * 32, dest.name, ["/cta/big"])
+                refused.update(str(why).split(":")[0] for why in answer["failed"].values())
+                assert not answer["successful"], answer  # taken over while the transfer copied
+                await asyncio.sleep(0.1)
+    finally:
+        worker.stop()
+        await running
+    assert refused["in progress"] >= 5, refused  # the copy outlasted the hold's lease
+    found = await admin.get_file("/cta/big")
+    assert _stored_matches(live_ses.stored_file(dest.name, "/cta/big"), found["size"], found["adler32"])
