@@ -9,6 +9,10 @@ another upload renewed within LEASE_S is refused as in progress. The holder rene
 stores and right before it flips or undoes the replica, so a taker (which needs LEASE_S of
 silence) never meets a live holder. The lease is kept on `copying` replicas only: a flip or
 an undo ends it (a later status change leaves the old token, which nothing reads).
+
+A transfer's destination replica is held the same way by the marker TRANSFER
+(`hold_for_transfers`, renewed with its request's lease): an upload does not write a replica a
+transfer is copying to, nor a transfer one an upload is writing.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from pymongo import UpdateMany, UpdateOne
 
 from catalogue.directories import now
 from catalogue.files import FILES, fetch_files
-from catalogue.writer_tokens import IN_PROGRESS, WRITER
+from catalogue.writer_tokens import IN_PROGRESS, TRANSFER, WRITER
 from kernel.db import Document, bulk_write_chunked, increment
 
 LEASE_S = 600  # an upload silent this long is taken for dead; its holder renews every LEASE_S / 4
@@ -45,7 +49,8 @@ def _refusal(lfn: str, se: str, replica: Mapping[str, Any] | None, writer: str, 
         return f"replica of {lfn} on SE {se} is {replica.get('status')!r}, not 'copying'"
     held, since = replica.get(WRITER), _aware(replica.get("modified"))
     if held not in (None, writer) and since is not None and since > stale:
-        return (f"{IN_PROGRESS}: another upload is writing {lfn} to SE {se} (last heard of at "
+        who = "a transfer is copying" if held == TRANSFER else "another upload is writing"
+        return (f"{IN_PROGRESS}: {who} {lfn} to SE {se} (last heard of at "
                 f"{since.isoformat(timespec='seconds')}; taken for dead {LEASE_S} s after that)")
     return None
 
@@ -108,3 +113,26 @@ async def _held(db: Any, writer: str, items: Sequence[Mapping[str, str]], failed
         else:
             failed[lfn] = _refusal(lfn, se, replica, writer, stale) or f"replica of {lfn} on SE {se} changed meanwhile"
     return held
+
+
+async def hold_for_transfers(db: Any, items: Sequence[tuple[str, str]]) -> dict[tuple[str, str], str]:
+    """Take or renew the transfers' hold (TRANSFER) on their destination replicas `(lfn, se)`, as
+    `hold_replicas` does an upload's; answers why each one not held was refused (a live upload
+    holds it, or it is not `copying`). One read and one bulk write per round of distinct LFNs."""
+    refused: dict[tuple[str, str], str] = {}
+    pending = list(dict.fromkeys(items))
+    while pending:
+        batch: dict[str, str] = {}
+        later: list[tuple[str, str]] = []
+        for lfn, se in pending:
+            if lfn in batch:
+                later.append((lfn, se))
+            else:
+                batch[lfn] = se
+        files = await fetch_files(db, list(batch), {"replicas": 1})
+        known = {lfn: se for lfn, se in batch.items() if lfn in files}
+        refused.update({(lfn, se): f"{lfn}: no such file" for lfn, se in batch.items() if lfn not in files})
+        outcome = await hold_replicas(db, TRANSFER, [{"lfn": lfn, "se": se} for lfn, se in known.items()], files)
+        refused.update({(lfn, known[lfn]): str(why) for lfn, why in outcome["failed"].items()})
+        pending = later
+    return refused

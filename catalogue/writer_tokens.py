@@ -7,6 +7,9 @@ from __future__ import annotations
 import hashlib
 
 WRITER = "writer"  # the replica's field
+# A transfer's destination replica is held by its request (`transfers.copy_steps`): a marker no
+# upload's digest (32 hex digits) can equal, so no upload token renews it or passes for it.
+TRANSFER = "transfer"
 IN_PROGRESS = "in progress"  # a refusal's opening words, for clients to tell it from other refusals
 
 

@@ -25,11 +25,12 @@ from typing import Any
 
 from catalogue.replica_removal import ReplicaBeingRemoved
 from catalogue.storage_paths import storage_lfn
+from catalogue.upload_leases import hold_for_transfers
 from kernel.errors import CairnError, ServiceUnavailable
 from transfers import destination, failed_copies, link_stats, recalls
 from transfers import requests as rq
 from transfers.endpoints import endpoints
-from transfers.failures import Failure, classify
+from transfers.failures import DESTINATION_IN_PROGRESS, Failure, classify
 from transfers.transfer import Context, Copied, Failed, Job, count_earlier_copy, release_pin, release_recall
 
 log = logging.getLogger("cairn.transfers")
@@ -121,8 +122,25 @@ async def start_copies(ctx: Context, jobs: Sequence[Job], cycle: Cycle) -> list[
             cycle.already_there.append(job)
         else:
             ready.append(job)
+    ready = await _hold(ctx, ready, cycle)
     await rq.flag_copying_replicas(ctx.db, [job.id for job in ready])
     return ready
+
+
+async def _hold(ctx: Context, jobs: list[Job], cycle: Cycle) -> list[Job]:
+    """Hold the jobs' `copying` destination replicas for the transfers (`upload_leases`); returns
+    the jobs holding theirs. One an upload holds is not copied over: its request waits and tries
+    again (no copy tried: nothing discarded, no link blamed)."""
+    refused = await hold_for_transfers(ctx.db, [(job.lfn, job.dest.name) for job in jobs if job.dest is not None])
+    held: list[Job] = []
+    for job in jobs:
+        assert job.dest is not None
+        why = refused.get((job.lfn, job.dest.name))
+        if why is None:
+            held.append(job)
+        else:
+            cycle.failures.append(Failed(job, Failure(DESTINATION_IN_PROGRESS, why, permanent=False), attempted=False))
+    return held
 
 
 async def _confirm(ctx: Context, copies: Sequence[Copied]) -> set[tuple[str, str]]:

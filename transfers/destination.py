@@ -1,5 +1,8 @@
 """A transfer's destination replica: registered `copying` before any byte moves, flipped to
 `available` only after the copy was verified, removed (with its bytes) when the copy fails.
+While it is `copying` the replica is held by the transfer (`writer` TRANSFER, renewed with the
+request's lease, `catalogue.upload_leases`): an upload of the same file to that SE does not write
+it, and a `copying` replica an upload holds is neither copied over nor removed here.
 
 Every step is idempotent, so a worker that takes over a crashed worker's request finds the
 replica in whatever state it was left and carries on. Status changes go through
@@ -24,6 +27,7 @@ from catalogue.replica_urls import derived_url
 from catalogue.replicas import add_replicas, copying_again, set_replica_status, set_replica_statuses
 from catalogue.storage_elements import StorageElement, replica_url
 from catalogue.storage_paths import storage_lfn
+from catalogue.writer_tokens import TRANSFER, WRITER
 from kernel.db import Document, database_errors
 from kernel.errors import CairnError, Conflict
 from storage_plugins.registry import plugin_for
@@ -60,7 +64,7 @@ async def register_copying(
         if file_doc is not None and protocol is not None:
             at = now()
             replica = {"se": se.name, "url": replica_url(protocol, lfn), "status": "copying", "created": at,
-                       "modified": at}
+                       "modified": at, WRITER: TRANSFER}
             await push_replicas(db, {lfn: [replica]}, known={lfn: file_doc})
         else:
             outcome = await add_replicas(db, [{"lfn": lfn, "se": se.name, "status": "copying"}])
@@ -93,7 +97,7 @@ async def register_copying_many(
             known[file_doc["_id"]] = file_doc
             pushes.setdefault(file_doc["_id"], []).append({
                 "se": se.name, "url": replica_url(protocol, file_doc["_id"]), "status": "copying", "created": at,
-                "modified": at})
+                "modified": at, WRITER: TRANSFER})
     if pushes:
         statuses.update(dict.fromkeys(await push_replicas(db, pushes, known=known), "copying"))
     for file_doc, se in wanted:
@@ -161,7 +165,9 @@ async def discard_many(db: AsyncDatabase[Document], targets: Sequence[tuple[str,
     copying: dict[tuple[str, str], Endpoint | None] = {}
     for lfn, se, dest in targets:
         for replica in (found.get(lfn) or {}).get("replicas", []):
-            if replica.get("se") == se and replica.get("status") == "copying":
+            # Not one an upload holds (`catalogue.upload_leases`): its bytes and record are that upload's.
+            ours = replica.get(WRITER) in (None, TRANSFER)
+            if replica.get("se") == se and replica.get("status") == "copying" and ours:
                 # Only bytes at the replica's own URL go: a moved file's replica lies at its old path
                 # (`catalogue.moved_paths`), and the path of its LFN may hold another file's bytes.
                 own = dest is not None and dest.url == derived_url(dest.protocol, storage_lfn(lfn, replica))

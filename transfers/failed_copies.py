@@ -28,7 +28,7 @@ from storage_plugins.registry import plugin_for
 from transfers import destination, link_stats
 from transfers import requests as rq
 from transfers.endpoints import Endpoint, endpoints
-from transfers.failures import CHECKSUM, SOURCE_MISSING, TRANSFER_FAILED, Failure
+from transfers.failures import CHECKSUM, DESTINATION_IN_PROGRESS, SOURCE_MISSING, TRANSFER_FAILED, Failure
 from transfers.transfer import Context, Failed, Job, dest_endpoint, release_pin
 
 log = logging.getLogger("cairn.transfers")
@@ -86,6 +86,8 @@ async def _missing_source(ctx: Context, job: Job, failure: Failure) -> tuple[Fai
 async def _decide(ctx: Context, failed: Failed) -> Decided:
     job, failure = failed.job, failed.failure
     base_s, cap_s = ctx.settings.retry_base_s, ctx.settings.retry_cap_s
+    if failure.reason == DESTINATION_IN_PROGRESS:
+        return Decided(failed, _wait_for_upload(job, failure, base_s, cap_s))
     if not failed.attempted or job.source is None:
         return Decided(failed, rq.failure_end(job.request, failure, base_s=base_s, cap_s=cap_s))
     source = job.source.se.name
@@ -105,6 +107,17 @@ async def _decide(ctx: Context, failed: Failed) -> Decided:
         failure = Failure(failure.reason, f"{failure.message}; no other source", permanent=True)
     end = rq.failure_end(job.request, failure, base_s=base_s, cap_s=cap_s)
     return Decided(failed, dataclasses.replace(end, clear_copying=True), note)
+
+
+def _wait_for_upload(job: Job, failure: Failure, base_s: float, cap_s: float) -> rq.End:
+    """An upload holds the destination replica: the request waits and tries again, the attempt
+    given back (an upload may take longer than the attempts' backoffs; a dead one's hold is
+    taken over LEASE_S after it fell silent, `catalogue.upload_leases`)."""
+    attempts = int(job.request.get("attempts", 1))
+    given_back = max(0, attempts - 1)
+    end = rq.failure_end({**job.request, "attempts": given_back}, failure, base_s=base_s, cap_s=cap_s,
+                         update={"attempts": given_back})
+    return dataclasses.replace(end, attempts=job.request.get("attempts"))
 
 
 async def decide(ctx: Context, failures: Sequence[Failed]) -> list[Decided]:

@@ -30,6 +30,7 @@ SOURCE_MISSING = "source_missing"
 DESTINATION_NOT_FOUND = "destination_not_found"
 FILE_REPLACED = "file_replaced"
 DESTINATION_BEING_DELETED = "destination_being_deleted"
+DESTINATION_IN_PROGRESS = "destination_in_progress"  # an upload holds the destination replica: later
 CHECKSUM = "checksum_mismatch"
 UNAVAILABLE = "storage_unavailable"
 TRANSFER_FAILED = "transfer_failed"

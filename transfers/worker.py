@@ -6,7 +6,8 @@ and registers the destination replicas of the whole batch `copying` at once; the
 the waiting copies per link (source SE → destination SE) as far as the optimizer's decision
 for the link and the global and per-SE limits allow — in memory, so a slot freed by a finished
 copy is refilled at once. Leases are renewed in one write per renewal (its own task), and the
-copies whose lease was lost are stopped (cancelled, or taken over after this worker stalled).
+copies whose lease was lost are stopped (cancelled, or taken over after this worker stalled);
+the holds on their destination replicas (`catalogue.upload_leases`) are renewed with them.
 What one transfer does is in `transfers.transfer`; the catalogue and queue steps before and
 after the copies are taken in bulk (`transfers.copy_steps`): whatever ended — copied, failed,
 found at its destination already, parked for staging — is gathered in a `Cycle` and settled
@@ -30,6 +31,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from catalogue.files import fetch_files
 from catalogue.storage_elements import StorageElement, list_storage_elements
+from catalogue.upload_leases import LEASE_S, hold_for_transfers
 from kernel.daemon import Daemon, retried
 from kernel.db import COMMANDS, Document
 from kernel.lease import LeaseKeeper
@@ -84,6 +86,7 @@ class TransferWorker(Daemon):
         # while copies ran made them most of the database's work when claims scanned the queue).
         self._claim_after = 0.0
         self._expired_look_at = 0.0  # when to look for requests whose lease ran out next (monotonic)
+        self._holds_due = time.monotonic() + LEASE_S / 4  # when to renew the destination replicas' holds
 
     @property
     def held(self) -> list[str]:
@@ -207,7 +210,16 @@ class TransferWorker(Daemon):
         return [rid for rid in self.held if rid not in self.running or not self.running[rid][1].done()]
 
     async def _renew(self, held: Sequence[str]) -> set[str]:
-        return await rc.renew_leases(self.ctx.db, held, self.worker, lease_s=self.ctx.settings.lease_s)
+        kept = await rc.renew_leases(self.ctx.db, held, self.worker, lease_s=self.ctx.settings.lease_s)
+        if time.monotonic() >= self._holds_due:  # the destination replicas' holds, with their requests
+            self._holds_due = time.monotonic() + LEASE_S / 4
+            copying = [job for job in (*(job for job, _, _ in self.running.values()),
+                                       *(job for queue in self.waiting.values() for job in queue))
+                       if job.id in kept and job.dest is not None]
+            lost = await hold_for_transfers(self.ctx.db, [(job.lfn, job.dest.name) for job in copying if job.dest])
+            for lfn, se in lost:
+                log.warning("%s: the hold on its replica on %s was lost (%s)", lfn, se, lost[(lfn, se)])
+        return kept
 
     def _lost(self, rid: str) -> None:
         """Stop the work of a request whose lease is gone, unless that work is ending it (then
