@@ -102,7 +102,7 @@ def ended_job(number: int, at: dt.datetime) -> Document:
 
 
 def ok_rule(number: int, at: dt.datetime) -> Document:
-    """A rule whose locks are all ok and that nobody changes (fields of `rules.store.Rule`)."""
+    """A rule whose locks are all ok and that nobody changes (fields of `rules.rule_models.Rule`)."""
     return {"_id": f"{number:032x}", "vo": "local", "did": f"local:ds{number}", "did_type": "DATASET",
             "account": "bench", "copies": 2, "expression": "tier=1", "grouping": "DATASET", "weight": None,
             "activity": "default", "source_expression": None, "locked": False, "comment": "", "priority": 3,

@@ -58,9 +58,9 @@ from kernel.db import Document, ensure_indexes  # noqa: E402
 from kernel.principal import Principal  # noqa: E402
 from kernel.settings import load_settings  # noqa: E402
 from rules import locks as rule_locks  # noqa: E402
-from rules import store  # noqa: E402
+from rules import rule_claims, store  # noqa: E402
 from rules.evaluator import RuleEvaluator  # noqa: E402
-from rules.store import RuleIn  # noqa: E402
+from rules.rule_models import RuleIn  # noqa: E402
 from transfers import requests as rq  # noqa: E402
 
 ADMIN = Principal(sub="bench", vo="bench", groups=("bench",), scopes=frozenset({"admin"}))
@@ -143,7 +143,7 @@ async def timed_pass(evaluator: RuleEvaluator, db: AsyncDatabase[Document], rule
                      trace_memory: bool = False) -> tuple[float, dict[str, int], list[dict[str, Any]], int | None]:
     """One evaluator pass on the rule: seconds, commands by name, slowest commands, and with
     trace_memory its peak Python memory in bytes."""
-    claimed = await store.claim(db, evaluator.worker, {"_id": rule_id}, lease_s=3600)
+    claimed = await rule_claims.claim(db, evaluator.worker, {"_id": rule_id}, lease_s=3600)
     assert claimed is not None
     commands.seen.clear()
     commands.millis.clear()

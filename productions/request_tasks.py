@@ -29,7 +29,7 @@ from kernel.db import Document
 from kernel.errors import Forbidden
 from kernel.principal import Principal
 from productions import tasks, transformation_files, transformations
-from rules.store import resolve_expression
+from rules.rule_admission import resolve_expression
 from transfers import requests
 from transfers.shared_requests import cancel_as
 

@@ -16,7 +16,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from kernel.db import Document, database_errors, find_by_values
 from kernel.settings import RuleSettings
-from rules import store
+from rules import rule_admission
 from rules.locks import lock_id
 from rules.se_expression import resolve
 from transfers import requests as rq
@@ -32,7 +32,7 @@ async def source_ses(db: AsyncDatabase[Document], rule: Document) -> set[str] | 
     """The SEs a rule may copy from (None: any)."""
     if not rule.get("source_expression"):
         return None
-    return resolve(rule["source_expression"], await store.all_ses(db))
+    return resolve(rule["source_expression"], await rule_admission.all_ses(db))
 
 
 def no_source_error(rule: Document) -> str:

@@ -28,7 +28,7 @@ from kernel.db import Document
 from kernel.settings import Settings
 from rules import store
 from rules.evaluation import evaluate
-from rules.store import RuleIn
+from rules.rule_models import RuleIn
 from tests.fixtures.api import RunningApi
 from tests.fixtures.audit import audit_settings
 from tests.fixtures.catalogue import ADMIN

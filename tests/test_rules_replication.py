@@ -13,10 +13,10 @@ from catalogue.replicas import add_replicas
 from catalogue.storage_elements import StorageElementUpdate, update_storage_element
 from kernel.db import Document
 from kernel.settings import Settings
-from rules import feed, locks, quotas, store
+from rules import feed, locks, quotas, rule_edits, store
 from rules.cleaner import RuleCleaner
 from rules.evaluator import RuleEvaluator
-from rules.store import RuleIn, RuleUpdate
+from rules.rule_models import RuleIn, RuleUpdate
 from tests.fixtures.catalogue import ADMIN
 from tests.fixtures.rules import (
     dataset_on_src,
@@ -124,7 +124,7 @@ async def test_expiry_releases_the_locks_and_the_replicas_may_then_be_deleted(
     assert refused["state"] == "failed" and "rule lock" in refused["last_error"]
     assert await replica_status(database, lfns[0], "T1-A") == "available"
 
-    await store.update_rule(database, ADMIN, rule["_id"], RuleUpdate(lifetime_s=1))
+    await rule_edits.update_rule(database, ADMIN, rule["_id"], RuleUpdate(lifetime_s=1))
     await asyncio.sleep(1.2)
 
     async def gone() -> bool:

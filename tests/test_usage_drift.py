@@ -13,9 +13,9 @@ from catalogue.replica_urls import se_url
 from catalogue.usage import rebuild, se_usage
 from kernel.db import Document
 from kernel.settings import Settings
-from rules import store
+from rules import rule_edits, store
 from rules.cleaner import RuleCleaner
-from rules.store import RuleIn, RuleUpdate
+from rules.rule_models import RuleIn, RuleUpdate
 from tests.fixtures.catalogue import ADMIN
 from tests.fixtures.rules import dataset_on_src, rule_settings, run_until, run_until_ok, tiered_ses
 from tests.fixtures.transfers import add_ses, disk_se, fast_settings, put_files, replica_status, run_until_drained
@@ -72,7 +72,7 @@ async def test_a_rules_expiry_and_the_deletion_of_its_copies_leave_no_drift(
     fast = rule_settings(settings)
 
     await run_until_ok(database, fast, rule["_id"])
-    await store.update_rule(database, ADMIN, rule["_id"], RuleUpdate(lifetime_s=1))
+    await rule_edits.update_rule(database, ADMIN, rule["_id"], RuleUpdate(lifetime_s=1))
     await asyncio.sleep(1.2)
 
     async def gone() -> bool:

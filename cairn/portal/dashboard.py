@@ -15,7 +15,7 @@ from catalogue.authorization import visible_rules
 from kernel.errors import Forbidden
 from rules import quotas, store
 from rules import routes as rule_api
-from rules.store import rule_view
+from rules.rule_models import rule_view
 from wms import jobs
 from wms import routes as job_api
 
