@@ -45,6 +45,7 @@ from bench.harness import cpu_seconds  # noqa: E402
 from cairn.embedded_db import start_ferretdb  # noqa: E402
 from kernel import claims  # noqa: E402
 from kernel.db import Document, ensure_indexes  # noqa: E402
+from transfers import queueing  # noqa: E402
 from transfers import request_claims as rc  # noqa: E402
 from transfers import requests as rq  # noqa: E402
 from wms import jobs, states  # noqa: E402
@@ -58,7 +59,7 @@ async def fill(db: AsyncDatabase[Document], queued: int, done: int) -> None:
         for start in range(0, count, SUBMIT_BATCH):
             items = [{"lfn": f"/bench/{group}/f{i:07d}", "dest_se": "DEST"}
                      for i in range(start, min(count, start + SUBMIT_BATCH))]
-            result = await rq.submit_transfers(db, items, requester="bench")
+            result = await queueing.submit_transfers(db, items, requester="bench")
             if group == "done":
                 await db[rq.REQUESTS].update_many({"_id": {"$in": list(result["successful"].values())}},
                                                   {"$set": {"state": "done"}, "$unset": {"active_key": ""}})
@@ -90,9 +91,9 @@ async def fill_staging(db: AsyncDatabase[Document], staging: int, done: int) -> 
     await fill(db, 0, done)
     at = rq.now()
     for start in range(0, staging, SUBMIT_BATCH):
-        result = await rq.submit(db, "stage", [{"lfn": f"/bench/tape/f{i:07d}", "dest_se": "TAPE"}
-                                               for i in range(start, min(staging, start + SUBMIT_BATCH))],
-                                 requester="bench")
+        result = await queueing.submit(db, "stage", [{"lfn": f"/bench/tape/f{i:07d}", "dest_se": "TAPE"}
+                                                     for i in range(start, min(staging, start + SUBMIT_BATCH))],
+                                       requester="bench")
         await db[rq.REQUESTS].update_many(
             {"_id": {"$in": list(result["successful"].values())}},
             {"$set": {"state": "staging", "stage": {"se": "TAPE", "request_id": "bench", "next_poll": at}}})

@@ -50,6 +50,7 @@ from kernel.db import Document  # noqa: E402
 from kernel.principal import Principal  # noqa: E402
 from productions import tasks, transformation_files, transformations  # noqa: E402
 from productions.spec import TransformationSpec  # noqa: E402
+from transfers import queueing  # noqa: E402
 from transfers import requests as rq  # noqa: E402
 from wms import jobs  # noqa: E402
 from wms.pilot_records import PILOTS  # noqa: E402
@@ -125,7 +126,7 @@ async def ended_requests(db: Any, count: int) -> None:
     for start in range(0, count, BATCH):
         items = [{"lfn": f"/history/f{i:07d}", "dest_se": "LOCAL-DISK2"}
                  for i in range(start, min(count, start + BATCH))]
-        result = await rq.submit_transfers(db, items, requester="bench")
+        result = await queueing.submit_transfers(db, items, requester="bench")
         await db[rq.REQUESTS].update_many(
             {"_id": {"$in": list(result["successful"].values())}},
             {"$set": {"state": "done", "finished": rq.now(), "result": {"mode": "tpc", "bytes": 1 << 20}},

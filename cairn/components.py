@@ -33,7 +33,7 @@ from productions import tasks as production_tasks
 from rules import locks as rule_locks
 from rules import quotas, subscriptions
 from rules import store as rule_store
-from transfers import audit_runs, link_series
+from transfers import audit_runs, link_series, request_reads
 from transfers import requests as transfer_requests
 from wms import jobs as wms_jobs
 from wms import pilot_records as wms_pilot_records
@@ -104,7 +104,7 @@ def open_work() -> tuple[OpenWork, ...]:
     return (OpenWork("open job(s)", "cairn job kill", wms_jobs.count_open_of_vo),
             OpenWork("rule(s)", "cairn rule delete", rule_store.count_open_of_vo),
             OpenWork("open transfer, stage or deletion request(s)", "cairn requests cancel",
-                     transfer_requests.count_open_of_vo),
+                     request_reads.count_open_of_vo),
             OpenWork("subscription(s)", "cairn subscription delete", subscriptions.count_of_vo),
             OpenWork("transformation(s) not completed or cleaned",
                      "cairn transformation delete, or cairn production delete for a production's steps",

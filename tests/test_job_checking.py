@@ -10,7 +10,7 @@ from catalogue.storage_elements import StorageElementUpdate, update_storage_elem
 from kernel.db import Document
 from kernel.settings import Settings
 from tests.fixtures.grid import Grid, check_all, submit_jobs
-from transfers.requests import requests_for
+from transfers.request_reads import requests_for
 from wms import checking, jobs, task_queues
 from wms.config import WmsSettings
 

@@ -30,7 +30,8 @@ from kernel import claims
 from kernel.daemon import one_of_many
 from kernel.db import Document
 from kernel.principal import DEFAULT_VO, Principal
-from transfers.requests import list_requests, submit_transfers
+from transfers.queueing import submit_transfers
+from transfers.request_reads import list_requests
 from wms import input_data, jobs, stage_requests, states, task_queues, unprocessable
 from wms.config import WmsSettings
 from wms.input_data import SiteStore
