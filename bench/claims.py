@@ -12,7 +12,7 @@ QUEUED transfer requests queued, DONE more that ended (the history a queue keeps
   `kernel.claims.claim_many` with the filter the workers used before (both states in one `$or`,
   no comment), which the database answers by reading every open request and sorting them.
 The same for the job checker's claims (`--queue jobs`): QUEUED jobs `received` beside DONE `done`
-ones, claimed in batches of LIMIT by `wms.jobs.claim_batch` (`jobs_by_state_recheck` under
+ones, claimed in batches of LIMIT by `wms.checker_claims.claim_batch` (`jobs_by_state_recheck` under
 INDEX_ORDER) and by the same claim without the comment; and for the stager's polls (`--queue
 staging`): QUEUED stage requests `staging` with their polls due, claimed by
 `transfers.request_claims.claim_staging_many` (`requests_stage_poll`) and without the comment. Each
@@ -48,7 +48,7 @@ from kernel.db import Document, ensure_indexes  # noqa: E402
 from transfers import queueing  # noqa: E402
 from transfers import request_claims as rc  # noqa: E402
 from transfers import requests as rq  # noqa: E402
-from wms import jobs, states  # noqa: E402
+from wms import checker_claims, jobs, states  # noqa: E402
 
 SUBMIT_BATCH = 10_000
 
@@ -105,9 +105,9 @@ def claimer(db: AsyncDatabase[Document], how: str, limit: int) -> Callable[[str]
     return {
         "claim": lambda worker: rc.claim_many(db, worker, kinds=["transfer"], lease_s=600, limit=limit),
         "in_memory_sort": lambda worker: in_memory_sort_claim(db, worker, limit),
-        "job_claim": lambda worker: jobs.claim_batch(db, received, checking, worker, limit),
+        "job_claim": lambda worker: checker_claims.claim_batch(db, received, checking, worker, limit),
         "job_in_memory_sort": lambda worker: claims.claim_many(
-            db[jobs.JOBS], worker, {"state": received}, lease_s=jobs.CHECK_LEASE_S, sort=[("recheck_at", 1)],
+            db[jobs.JOBS], worker, {"state": received}, lease_s=checker_claims.CHECK_LEASE_S, sort=[("recheck_at", 1)],
             limit=limit, update={"$set": {"state": checking}}),
         "staging_claim": lambda worker: rc.claim_staging_many(db, worker, lease_s=600, limit=limit),
         "staging_in_memory_sort": lambda worker: claims.claim_many(
