@@ -12,7 +12,7 @@ QUEUED transfer requests queued, DONE more that ended (the history a queue keeps
   `kernel.claims.claim_many` with the filter the workers used before (both states in one `$or`,
   no comment), which the database answers by reading every open request and sorting them.
 The same for the job checker's claims (`--queue jobs`): QUEUED jobs `received` beside DONE `done`
-ones, claimed in batches of LIMIT by `wms.jobs.claim_batch` (`jobs_by_state_recheck` under
+ones, claimed in batches of LIMIT by `wms.checker_claims.claim_batch` (`jobs_by_state_recheck` under
 INDEX_ORDER) and by the same claim without the comment; and for the stager's polls (`--queue
 staging`): QUEUED stage requests `staging` with their polls due, claimed by
 `transfers.request_claims.claim_staging_many` (`requests_stage_poll`) and without the comment. Each
@@ -45,9 +45,10 @@ from bench.harness import cpu_seconds  # noqa: E402
 from cairn.embedded_db import start_ferretdb  # noqa: E402
 from kernel import claims  # noqa: E402
 from kernel.db import Document, ensure_indexes  # noqa: E402
+from transfers import queueing  # noqa: E402
 from transfers import request_claims as rc  # noqa: E402
 from transfers import requests as rq  # noqa: E402
-from wms import jobs, states  # noqa: E402
+from wms import checker_claims, jobs, states  # noqa: E402
 
 SUBMIT_BATCH = 10_000
 
@@ -58,7 +59,7 @@ async def fill(db: AsyncDatabase[Document], queued: int, done: int) -> None:
         for start in range(0, count, SUBMIT_BATCH):
             items = [{"lfn": f"/bench/{group}/f{i:07d}", "dest_se": "DEST"}
                      for i in range(start, min(count, start + SUBMIT_BATCH))]
-            result = await rq.submit_transfers(db, items, requester="bench")
+            result = await queueing.submit_transfers(db, items, requester="bench")
             if group == "done":
                 await db[rq.REQUESTS].update_many({"_id": {"$in": list(result["successful"].values())}},
                                                   {"$set": {"state": "done"}, "$unset": {"active_key": ""}})
@@ -90,9 +91,9 @@ async def fill_staging(db: AsyncDatabase[Document], staging: int, done: int) -> 
     await fill(db, 0, done)
     at = rq.now()
     for start in range(0, staging, SUBMIT_BATCH):
-        result = await rq.submit(db, "stage", [{"lfn": f"/bench/tape/f{i:07d}", "dest_se": "TAPE"}
-                                               for i in range(start, min(staging, start + SUBMIT_BATCH))],
-                                 requester="bench")
+        result = await queueing.submit(db, "stage", [{"lfn": f"/bench/tape/f{i:07d}", "dest_se": "TAPE"}
+                                                     for i in range(start, min(staging, start + SUBMIT_BATCH))],
+                                       requester="bench")
         await db[rq.REQUESTS].update_many(
             {"_id": {"$in": list(result["successful"].values())}},
             {"$set": {"state": "staging", "stage": {"se": "TAPE", "request_id": "bench", "next_poll": at}}})
@@ -104,9 +105,9 @@ def claimer(db: AsyncDatabase[Document], how: str, limit: int) -> Callable[[str]
     return {
         "claim": lambda worker: rc.claim_many(db, worker, kinds=["transfer"], lease_s=600, limit=limit),
         "in_memory_sort": lambda worker: in_memory_sort_claim(db, worker, limit),
-        "job_claim": lambda worker: jobs.claim_batch(db, received, checking, worker, limit),
+        "job_claim": lambda worker: checker_claims.claim_batch(db, received, checking, worker, limit),
         "job_in_memory_sort": lambda worker: claims.claim_many(
-            db[jobs.JOBS], worker, {"state": received}, lease_s=jobs.CHECK_LEASE_S, sort=[("recheck_at", 1)],
+            db[jobs.JOBS], worker, {"state": received}, lease_s=checker_claims.CHECK_LEASE_S, sort=[("recheck_at", 1)],
             limit=limit, update={"$set": {"state": checking}}),
         "staging_claim": lambda worker: rc.claim_staging_many(db, worker, lease_s=600, limit=limit),
         "staging_in_memory_sort": lambda worker: claims.claim_many(

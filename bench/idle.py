@@ -50,6 +50,7 @@ from kernel.db import Document  # noqa: E402
 from kernel.principal import Principal  # noqa: E402
 from productions import tasks, transformation_files, transformations  # noqa: E402
 from productions.spec import TransformationSpec  # noqa: E402
+from transfers import queueing  # noqa: E402
 from transfers import requests as rq  # noqa: E402
 from wms import jobs  # noqa: E402
 from wms.pilot_records import PILOTS  # noqa: E402
@@ -102,7 +103,7 @@ def ended_job(number: int, at: dt.datetime) -> Document:
 
 
 def ok_rule(number: int, at: dt.datetime) -> Document:
-    """A rule whose locks are all ok and that nobody changes (fields of `rules.store.Rule`)."""
+    """A rule whose locks are all ok and that nobody changes (fields of `rules.rule_models.Rule`)."""
     return {"_id": f"{number:032x}", "vo": "local", "did": f"local:ds{number}", "did_type": "DATASET",
             "account": "bench", "copies": 2, "expression": "tier=1", "grouping": "DATASET", "weight": None,
             "activity": "default", "source_expression": None, "locked": False, "comment": "", "priority": 3,
@@ -125,7 +126,7 @@ async def ended_requests(db: Any, count: int) -> None:
     for start in range(0, count, BATCH):
         items = [{"lfn": f"/history/f{i:07d}", "dest_se": "LOCAL-DISK2"}
                  for i in range(start, min(count, start + BATCH))]
-        result = await rq.submit_transfers(db, items, requester="bench")
+        result = await queueing.submit_transfers(db, items, requester="bench")
         await db[rq.REQUESTS].update_many(
             {"_id": {"$in": list(result["successful"].values())}},
             {"$set": {"state": "done", "finished": rq.now(), "result": {"mode": "tpc", "bytes": 1 << 20}},

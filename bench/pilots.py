@@ -41,7 +41,7 @@ from kernel.db import ensure_indexes, get_database
 from kernel.settings import load_settings
 from kernel.web import ISSUER
 from tests.fixtures.slurm import SlurmCluster, one_node_cluster
-from wms import checking, jobs, pilot_records
+from wms import checking, job_reads, pilot_records
 from wms.batch.interface import BatchBackend, QueueConfig
 from wms.config import WmsSettings
 from wms.pilot_factory import FactorySettings, PilotFactory
@@ -91,7 +91,7 @@ async def through_pilots(settings: Any, count: int, app: web.Application, url: s
     tasks = [asyncio.create_task(factory.run()), asyncio.create_task(checker())]
     try:
         while True:
-            counts = await jobs.count_by_state(db, None)
+            counts = await job_reads.count_by_state(db, None)
             if counts.get("done", 0) + counts.get("failed", 0) >= count:
                 break
             if time.perf_counter() - started > TIMEOUT_S:

@@ -46,6 +46,7 @@ from kernel.db import Document, ensure_indexes, read_by_ids  # noqa: E402
 from kernel.principal import Principal  # noqa: E402
 from kernel.settings import load_settings  # noqa: E402
 from storage_plugins.registry import plugin_for  # noqa: E402
+from transfers import queueing  # noqa: E402
 from transfers import request_claims as rc  # noqa: E402
 from transfers import requests as rq  # noqa: E402
 from transfers.reaper import Reaper  # noqa: E402
@@ -98,8 +99,9 @@ async def timed(commands: Commands, work: Any) -> float:
 async def submit(db: AsyncDatabase[Document], group: str, files: int) -> None:
     """The deletion requests of a run, submitted before it is timed."""
     for start in range(0, files, 1000):
-        await rq.submit(db, "delete", [{"lfn": f"/bench/{group}/f{i:06d}", "dest_se": "GONE"}
-                                       for i in range(start, min(files, start + 1000))], requester=f"bench-{group}")
+        await queueing.submit(db, "delete", [{"lfn": f"/bench/{group}/f{i:06d}", "dest_se": "GONE"}
+                                             for i in range(start, min(files, start + 1000))],
+                              requester=f"bench-{group}")
 
 
 async def reaper_run(db: AsyncDatabase[Document], reaper: Reaper) -> None:

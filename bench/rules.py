@@ -10,7 +10,7 @@ locks and requests exist. Database commands are counted with a pymongo CommandLi
 the client the evaluator uses, and reported per 1000 files, with the commands that took longest
 (by collection and filter shape). With --trace-memory the pass's peak Python memory is reported
 per file (tracemalloc, which slows the pass: time it without). The baseline in the same run is
-the request queue alone: submitting the same N x COPIES transfers with `transfers.requests.submit`
+the request queue alone: submitting the same N x COPIES transfers with `transfers.queueing.submit`
 (what any bulk replication costs without rules) into an empty queue, as the rule's was.
 
 Then (unless --no-progress) the rule's progress once its transfers are over: no transfer runs,
@@ -58,9 +58,10 @@ from kernel.db import Document, ensure_indexes  # noqa: E402
 from kernel.principal import Principal  # noqa: E402
 from kernel.settings import load_settings  # noqa: E402
 from rules import locks as rule_locks  # noqa: E402
-from rules import store  # noqa: E402
+from rules import rule_claims, store  # noqa: E402
 from rules.evaluator import RuleEvaluator  # noqa: E402
-from rules.store import RuleIn  # noqa: E402
+from rules.rule_models import RuleIn  # noqa: E402
+from transfers import queueing  # noqa: E402
 from transfers import requests as rq  # noqa: E402
 
 ADMIN = Principal(sub="bench", vo="bench", groups=("bench",), scopes=frozenset({"admin"}))
@@ -143,7 +144,7 @@ async def timed_pass(evaluator: RuleEvaluator, db: AsyncDatabase[Document], rule
                      trace_memory: bool = False) -> tuple[float, dict[str, int], list[dict[str, Any]], int | None]:
     """One evaluator pass on the rule: seconds, commands by name, slowest commands, and with
     trace_memory its peak Python memory in bytes."""
-    claimed = await store.claim(db, evaluator.worker, {"_id": rule_id}, lease_s=3600)
+    claimed = await rule_claims.claim(db, evaluator.worker, {"_id": rule_id}, lease_s=3600)
     assert claimed is not None
     commands.seen.clear()
     commands.millis.clear()
@@ -248,7 +249,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         began = time.perf_counter()
         for wanted in items.values():
             for start in range(0, len(wanted), BATCH):
-                await rq.submit(base, "transfer", wanted[start:start + BATCH], requester="baseline")
+                await queueing.submit(base, "transfer", wanted[start:start + BATCH], requester="baseline")
         baseline_s = time.perf_counter() - began
         commands.counting = False
         baseline_commands = sum(commands.seen.values())

@@ -25,7 +25,7 @@ from catalogue.storage_elements import Protocol, StorageElement, put_storage_ele
 from kernel.db import COMMANDS, close_client, ensure_indexes, get_database
 from kernel.principal import Principal
 from kernel.settings import load_settings
-from transfers import link_stats
+from transfers import link_stats, queueing, request_reads
 from transfers import requests as rq
 from transfers.worker import TransferWorker
 
@@ -67,8 +67,8 @@ async def run(n: int, scratch: Path, uri: str) -> dict[str, Any]:
     (scratch / "outside").mkdir()
     (Path(dst.protocols[0].prefix) / "bench/blocked").parent.mkdir(parents=True, exist_ok=True)
     (Path(dst.protocols[0].prefix) / "bench/blocked").symlink_to(scratch / "outside")
-    await rq.submit(db, "transfer", [{"lfn": lfn, "dest_se": "DST"} for names in lfns.values() for lfn in names],
-                    requester="bench", max_attempts=MAX_ATTEMPTS)
+    await queueing.submit(db, "transfer", [{"lfn": lfn, "dest_se": "DST"} for names in lfns.values() for lfn in names],
+                          requester="bench", max_attempts=MAX_ATTEMPTS)
     worker = TransferWorker(settings, db)
     sent = COMMANDS.sent
     started = time.perf_counter()
@@ -81,7 +81,7 @@ async def run(n: int, scratch: Path, uri: str) -> dict[str, Any]:
     worker.stop()
     await task
     commands = COMMANDS.sent - sent - polls  # the polling above is this process's too: one command each
-    states = await rq.progress(db, {})
+    states = await request_reads.progress(db, {})
     [link] = await link_stats.link_statistics(db)
     attempts = sum(d["attempts"] for d in await db[rq.REQUESTS].find({}, {"attempts": 1}).to_list())
     await close_client()

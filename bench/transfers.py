@@ -56,7 +56,7 @@ from kernel.principal import Principal
 from kernel.process import child_preexec
 from kernel.settings import load_settings
 from storage_plugins.registry import close_plugins, plugin_for
-from transfers import link_stats
+from transfers import link_stats, queueing, request_reads
 from transfers import requests as rq
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -148,7 +148,7 @@ async def replicate(db: AsyncDatabase[Document], files: list[dict[str, Any]], de
     commands_before, files_before = await commands_and_files(db)
     meter.start()
     started = time.time()
-    result = await rq.submit_transfers(db, [{"lfn": f["lfn"], "dest_se": dest} for f in files], requester="bench")
+    result = await queueing.submit_transfers(db, [{"lfn": f["lfn"], "dest_se": dest} for f in files], requester="bench")
     query = {"submission": result["submission"]}
     # Seldom, and asking only whether one request is still open: the database the workers share
     # then skips ended requests before decoding them (counting every state each second decoded
@@ -158,7 +158,7 @@ async def replicate(db: AsyncDatabase[Document], files: list[dict[str, Any]], de
         if not await db[rq.REQUESTS].find_one(still_open, {"_id": 1}):
             break
         await asyncio.sleep(1.0)
-    counts = await rq.progress(db, query)
+    counts = await request_reads.progress(db, query)
     last = await db[rq.REQUESTS].find_one(query, {"finished": 1}, sort=[("finished", -1)])
     seconds = last["finished"].timestamp() - started if last and last.get("finished") else time.time() - started
     cpu = meter.ms_per(len(files))

@@ -33,8 +33,9 @@ from productions import tasks as production_tasks
 from rules import locks as rule_locks
 from rules import quotas, subscriptions
 from rules import store as rule_store
-from transfers import audit_runs, link_series
+from transfers import audit_runs, link_series, request_reads
 from transfers import requests as transfer_requests
+from wms import job_reads
 from wms import jobs as wms_jobs
 from wms import pilot_records as wms_pilot_records
 from wms import task_queues as wms_task_queues
@@ -101,10 +102,10 @@ def index_specs() -> list[IndexSpec]:
 def open_work() -> tuple[OpenWork, ...]:
     """A VO's work that `cairn vo delete` waits for, each kind counted by its package, with the
     command that ends it."""
-    return (OpenWork("open job(s)", "cairn job kill", wms_jobs.count_open_of_vo),
+    return (OpenWork("open job(s)", "cairn job kill", job_reads.count_open_of_vo),
             OpenWork("rule(s)", "cairn rule delete", rule_store.count_open_of_vo),
             OpenWork("open transfer, stage or deletion request(s)", "cairn requests cancel",
-                     transfer_requests.count_open_of_vo),
+                     request_reads.count_open_of_vo),
             OpenWork("subscription(s)", "cairn subscription delete", subscriptions.count_of_vo),
             OpenWork("transformation(s) not completed or cleaned",
                      "cairn transformation delete, or cairn production delete for a production's steps",

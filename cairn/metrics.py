@@ -28,7 +28,7 @@ from kernel.principal import DEFAULT_VO, Principal
 from kernel.web import DATABASE, PRINCIPAL
 from rules import store as rule_store
 from transfers import metrics as transfer_metrics
-from wms import jobs
+from wms import job_reads
 
 
 class _Snapshot(Collector):
@@ -44,7 +44,7 @@ class _Snapshot(Collector):
 async def vo_families(db: AsyncDatabase[Document]) -> list[Metric]:
     """Jobs and rules per VO and state, and the namespace's files and bytes per VO."""
     job_family = GaugeMetricFamily("cairn_jobs", "Jobs by VO and state", labels=["vo", "state"])
-    for row in await jobs.count_by_vo_and_state(db):
+    for row in await job_reads.count_by_vo_and_state(db):
         job_family.add_metric([row["vo"], str(row["state"])], row["n"])
     rule_family = GaugeMetricFamily("cairn_rules", "Replication rules by VO and state", labels=["vo", "state"])
     for row in await rule_store.count_by_vo_and_state(db):

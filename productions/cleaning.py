@@ -26,7 +26,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from kernel.db import Document
 from kernel.errors import Conflict
 from productions import request_tasks, stopping, tasks, transformation_files, transformations
-from wms import control, jobs
+from wms import control, job_reads
 
 CLEANABLE = ("stopped", "completed", "cleaned")
 BATCH = 500
@@ -42,7 +42,7 @@ async def _end_open_tasks(db: AsyncDatabase[Document], doc: Document) -> int:
             for task in batch:
                 ended += await request_tasks.cancel_task(db, doc, task)
             continue
-        for job in await jobs.get_jobs(db, [t["job"] for t in batch if t.get("job")]):
+        for job in await job_reads.get_jobs(db, [t["job"] for t in batch if t.get("job")]):
             with contextlib.suppress(Conflict):  # it ended already
                 await control.kill(db, job, "its transformation was cleaned")
                 ended += 1

@@ -13,8 +13,8 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from catalogue.files import fetch_files
 from kernel.db import Document
+from rules.rule_admission import all_ses
 from rules.se_expression import resolve
-from rules.store import all_ses
 
 
 async def tag(db: AsyncDatabase[Document], doc: Document, files: Sequence[Document]) -> None:

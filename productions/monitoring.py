@@ -18,7 +18,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from kernel.db import Document
 from kernel.errors import Conflict, NotFound
 from productions import request_tasks, stopping, task_submission, tasks, transformation_files, transformations
-from wms import control, jobs, states
+from wms import control, job_reads, jobs, states
 
 BATCH = 500
 
@@ -69,7 +69,7 @@ async def follow_tasks(db: AsyncDatabase[Document], doc: Document) -> int:
             for task in open_tasks:
                 changed += await request_tasks.follow_task(db, doc, task)
             continue
-        found = {j["_id"]: j for j in await jobs.get_jobs(db, [t["job"] for t in open_tasks])}
+        found = {j["_id"]: j for j in await job_reads.get_jobs(db, [t["job"] for t in open_tasks])}
         for task in open_tasks:
             job = found.get(task["job"])
             if job is None:

@@ -1,5 +1,5 @@
 """Tasks of replication and removal transformations: each becomes requests in the transfer
-queue (`transfers.requests.submit`), and is followed by their states.
+queue (`transfers.queueing.submit`), and is followed by their states.
 
 Submission is exactly once without a recorded id: the task's id is the requests' `submission`,
 and the queue reuses an identical open request instead of doubling it, so a submitter that
@@ -29,8 +29,8 @@ from kernel.db import Document
 from kernel.errors import Forbidden
 from kernel.principal import Principal
 from productions import tasks, transformation_files, transformations
-from rules.store import resolve_expression
-from transfers import requests
+from rules.rule_admission import resolve_expression
+from transfers import queueing, requests
 from transfers.shared_requests import cancel_as
 
 REQUEST_KIND: dict[str, requests.Kind] = {"replication": "transfer", "removal": "delete"}
@@ -96,8 +96,8 @@ async def submit_task(db: AsyncDatabase[Document], doc: Document, task: Document
         await transformation_files.finish_task_files(db, doc["_id"], task["_id"], "processed")
         await tasks.mark(db, [task["_id"]], ["created"], "done", "nothing to do")
         return
-    result = await requests.submit(db, REQUEST_KIND[doc["spec"]["type"]], items,
-                                   requester=requests.user_requester(owner.sub),
+    result = await queueing.submit(db, REQUEST_KIND[doc["spec"]["type"]], items,
+                                   requester=queueing.user_requester(owner.sub),
                                    activity=template["activity"], priority=int(doc["spec"]["priority"]) // 2,
                                    submission=task["_id"], vo=vo_stamp(owner))
     await tasks.mark(db, [task["_id"]], ["created"], "submitted", "requests queued",
@@ -125,4 +125,4 @@ async def follow_task(db: AsyncDatabase[Document], doc: Document, task: Document
 async def cancel_task(db: AsyncDatabase[Document], doc: Document, task: Document) -> int:
     """Cancel the task's open requests (a stopped transformation) for its owner: one another
     requester joined stays theirs (`transfers.shared_requests`); how many the owner no longer has."""
-    return await cancel_as(db, {"submission": task["_id"]}, requests.user_requester(doc["owner"]))
+    return await cancel_as(db, {"submission": task["_id"]}, queueing.user_requester(doc["owner"]))

@@ -9,7 +9,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from kernel.db import Document
 from kernel.errors import Conflict
 from productions import request_tasks, tasks, transformation_files, transformations
-from wms import control, jobs, states
+from wms import control, job_reads, states
 
 NOT_STARTED = (states.RECEIVED, states.CHECKING, states.STAGING, states.WAITING)
 BATCH = 500
@@ -56,7 +56,7 @@ async def cancel_not_started(db: AsyncDatabase[Document], doc: Document, batch: 
                 released += await _release(db, doc, [task["_id"]], ["submitted"])
         return 0, released
     jobs_killed = released = 0
-    found = await jobs.get_jobs(db, [t["job"] for t in batch if t.get("job")])
+    found = await job_reads.get_jobs(db, [t["job"] for t in batch if t.get("job")])
     by_job = {t["job"]: t for t in batch}
     for job in found:
         if job["state"] not in NOT_STARTED:

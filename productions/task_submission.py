@@ -22,7 +22,7 @@ from kernel.errors import Conflict, Forbidden, InvalidInput, NotFound
 from kernel.principal import DEFAULT_VO
 from productions import request_tasks, stopping, tasks, transformation_files, transformations
 from productions.spec import render
-from wms import control, jobs, submission
+from wms import control, job_reads, jobs, submission
 from wms.description import JobDescription
 
 BATCH = 200
@@ -99,7 +99,7 @@ async def _end_submitted(db: AsyncDatabase[Document], doc: Document, submitted: 
         for task in submitted:
             await request_tasks.cancel_task(db, doc, task)
         return
-    for job in await jobs.get_jobs(db, [t["job"] for t in submitted]):
+    for job in await job_reads.get_jobs(db, [t["job"] for t in submitted]):
         with contextlib.suppress(Conflict):  # it ended already
             await control.kill(db, job, "its transformation was stopped or cleaned")
 
@@ -117,7 +117,7 @@ async def _submit_tasks(db: AsyncDatabase[Document], doc: Document) -> list[Docu
         reserved = dict(zip([t["_id"] for t in fresh], ids, strict=True))
         await tasks.reserve_jobs(db, reserved)
         created = await tasks.tasks_in(db, doc["_id"], ["created"], BATCH)
-    existing = {j["_id"] for j in await jobs.get_jobs(db, [t["job"] for t in created if t.get("job")])}
+    existing = {j["_id"] for j in await job_reads.get_jobs(db, [t["job"] for t in created if t.get("job")])}
     already = [t for t in created if t.get("job") in existing]
     await tasks.mark(db, [t["_id"] for t in already], ["created"], "submitted", "submitted")
     pending: list[tuple[Document, JobDescription]] = []

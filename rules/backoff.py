@@ -27,5 +27,5 @@ def retry_at(settings: RuleSettings, failures: int, at: dt.datetime) -> dt.datet
 
 def ready(field: str, at: dt.datetime) -> Document:
     """The rules whose `field` (a retry time) is unset or past at `at`: a residual condition to
-    `$and` to a claim's query, whose indexed conditions stay at its top level (`rules.store.claim`)."""
+    `$and` to a claim's query, whose indexed conditions stay at its top level (`rules.rule_claims.claim`)."""
     return {"$or": [{field: None}, {field: {"$lte": at}}]}

@@ -25,7 +25,7 @@ from kernel import claims
 from kernel.db import Document, database_errors
 from kernel.errors import ServiceUnavailable
 from kernel.settings import RuleSettings
-from rules import backoff, locks, store
+from rules import backoff, locks, rule_claims
 from rules.daemon import RuleDaemon
 from rules.transfer_requests import requester
 from transfers import requests as rq
@@ -57,7 +57,7 @@ async def clean(db: AsyncDatabase[Document], rule: Document, settings: RuleSetti
             raise ServiceUnavailable(f"the locks of rule {rule['_id']} are being released by another call; "
                                      "trying again later")
         released += freed
-    await store.remove(db, rule, rule[claims.OWNER])
+    await rule_claims.remove(db, rule, rule[claims.OWNER])
     return released
 
 

@@ -1,5 +1,5 @@
 """The loop the rule daemons share: take rules one at a time under each rule's own lease
-(`rules.store.claim`), work on each, give it back. A subclass says which rules (`query`), in
+(`rules.rule_claims.claim`), work on each, give it back. A subclass says which rules (`query`), in
 which order (`sort`), and what to do with one (`work_on`, which must release or remove it when
 it succeeds). A rule whose work raised is given back here at once with its error (`give_back`),
 not left held until its lease runs out: the other daemons (the cleaner, for one that expired)
@@ -25,7 +25,7 @@ from kernel import lease
 from kernel.daemon import Daemon, one_of_many
 from kernel.db import Document
 from kernel.settings import Settings
-from rules import backoff, store
+from rules import backoff, rule_claims
 
 log = logging.getLogger("cairn.rules")
 
@@ -63,9 +63,9 @@ class RuleDaemon(Daemon):
         return handled
 
     async def claim(self, query: Document | list[Document]) -> Document | None:
-        """Take the next rule of `query` under its lease (`store.claim`), noting when."""
+        """Take the next rule of `query` under its lease (`rule_claims.claim`), noting when."""
         self._claimed_at = time.monotonic()
-        return await store.claim(self.db, self.worker, query, lease_s=self.settings.lease_s, sort=self.sort)
+        return await rule_claims.claim(self.db, self.worker, query, lease_s=self.settings.lease_s, sort=self.sort)
 
     async def isolated(self, rule: Document, failed: list[str]) -> int:
         """`holding(rule)`; its own error is kept on the rule and the pass goes on (a rule that
@@ -79,26 +79,27 @@ class RuleDaemon(Daemon):
 
     async def give_back(self, rule: Document, error: str) -> None:
         """Release a rule whose work raised, keeping `error` on it (set even if the lease was lost)."""
-        if not await store.release(self.db, rule, self.worker, {"error": error}):
-            await store.set_fields(self.db, rule["_id"], {"error": error})
+        if not await rule_claims.release(self.db, rule, self.worker, {"error": error}):
+            await rule_claims.set_fields(self.db, rule["_id"], {"error": error})
 
     async def give_back_later(self, rule: Document, error: str, failures_field: str, retry_field: str) -> None:
         """`give_back`, counting the failure in `failures_field` and keeping the rule from this
         daemon until `retry_field` (`rules.backoff`), which its query must hold it to."""
-        failures = await store.count_failure(self.db, rule["_id"], self.worker, failures_field)
+        failures = await rule_claims.count_failure(self.db, rule["_id"], self.worker, failures_field)
         if failures is None:  # its lease was lost: the new holder counts its own pass
             await RuleDaemon.give_back(self, rule, error)
             return
         retry = backoff.retry_at(self.settings, failures, now())
         log.warning("%s: rule %s failed %d time(s) in a row, trying again at %s: %s", self.name, rule["_id"],
                     failures, retry.isoformat(), error)
-        if not await store.release(self.db, rule, self.worker, {"error": error, retry_field: retry}):
+        if not await rule_claims.release(self.db, rule, self.worker, {"error": error, retry_field: retry}):
             await RuleDaemon.give_back(self, rule, error)
 
     async def holding(self, rule: Document) -> int:
         """`work_on(rule)`, renewing the rule's lease while it runs (`kernel.lease.while_held`)."""
         held, done = await lease.while_held(
-            self.work_on(rule), lambda: store.renew(self.db, rule["_id"], self.worker, lease_s=self.settings.lease_s),
+            self.work_on(rule),
+            lambda: rule_claims.renew(self.db, rule["_id"], self.worker, lease_s=self.settings.lease_s),
             every_s=self.settings.lease_s / 3, lease_s=self.settings.lease_s, since=self._claimed_at)
         if not held:
             log.warning("%s: lost the lease of rule %s; stopping its work", self.name, rule["_id"])

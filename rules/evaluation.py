@@ -35,7 +35,7 @@ from catalogue.replica_locks import PROJECTION as LOCKED_REPLICAS
 from kernel.db import Document, read_by_ids
 from kernel.settings import RuleSettings
 from rules import locks as rule_locks
-from rules import quotas, store
+from rules import quotas, rule_admission, rule_claims, rule_contents, store
 from rules.placement import place_group, rank
 from rules.se_expression import resolve
 from rules.transfer_requests import no_source_error, source_for, source_ses, submit_for
@@ -68,7 +68,7 @@ async def evaluate(db: AsyncDatabase[Document], rule: Document, settings: RuleSe
     if not await store.name_its_file(db, rule):
         log.warning("rule %s withdrawn: its file %s is being moved or removed", rule["_id"], rule["did"])
         return dict.fromkeys(STATS, 0)
-    ses = await store.rule_ses(db, rule.get("vo"))
+    ses = await rule_admission.rule_ses(db, rule.get("vo"))
     names = resolve(rule["expression"], ses)
     run = RulePass(db, rule, settings, candidates=[se for se in ses if se["name"] in names],
                    room=await quotas.room_in_vo(db, rule["account"], rule.get("vo"), names),
@@ -81,7 +81,7 @@ async def evaluate(db: AsyncDatabase[Document], rule: Document, settings: RuleSe
     del every
     stats = run.stats
     groups: dict[str, list[tuple[str, int]]] = defaultdict(list)
-    async for key, lfn, size in store.rule_files(db, rule):
+    async for key, lfn, size in rule_contents.rule_files(db, rule):
         groups[key].append((lfn, size))
         stats["files"] += 1
     seen = {lfn for files in groups.values() for lfn, _ in files}
@@ -109,7 +109,7 @@ async def evaluate(db: AsyncDatabase[Document], rule: Document, settings: RuleSe
                           f"{rule['expression']!r} that are writable and within quota")
     # No error otherwise: the one it read is left as it is now (written back, it undid a resume's
     # clearing made during the pass).
-    await store.set_fields(db, rule["_id"], found)
+    await rule_claims.set_fields(db, rule["_id"], found)
     return stats
 
 

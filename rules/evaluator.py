@@ -26,7 +26,7 @@ from catalogue import change_feed
 from catalogue.directories import now
 from kernel import claims
 from kernel.db import Document, database_errors
-from rules import backoff, feed, locks, store
+from rules import backoff, feed, locks, rule_claims, store
 from rules.daemon import RuleDaemon
 from rules.evaluation import evaluate, settle
 from rules.progress import progress
@@ -82,7 +82,7 @@ class RuleEvaluator(RuleDaemon):
             stats = await evaluate(self.db, rule, self.settings)
             log.info("rule %s on %s: %s", rule["_id"], rule["did"], stats)
             changed += stats["new"] + stats["released"] + 1
-            await store.clear_dirty(self.db, rule["_id"], int(rule.get("generation", 0)))
+            await rule_claims.clear_dirty(self.db, rule["_id"], int(rule.get("generation", 0)))
             # The new locks' transfers were submitted by the evaluation itself.
             waiting = stats["waiting"] > 0
         if waiting:
@@ -122,7 +122,7 @@ class RuleEvaluator(RuleDaemon):
         pass is spent on it until it is resumed; before that it is not taken again before its
         `retry_at` (`rules.backoff`: dirty or not), and left as it was (not settled: its counters
         may be half changed)."""
-        failures = await store.count_failure(self.db, rule["_id"], self.worker)
+        failures = await rule_claims.count_failure(self.db, rule["_id"], self.worker)
         if failures is None:  # its lease was lost: the new holder counts its own pass
             await super().give_back(rule, error)
             return
@@ -133,5 +133,5 @@ class RuleEvaluator(RuleDaemon):
                           f"(resume it to try again); the last: {error}"[:2000])
             log.warning("rule %s: %s", rule["_id"], fields["error"])
         # Guarded by the count: a resume meanwhile (count reset) is not undone by a suspension.
-        if not await store.release(self.db, rule, self.worker, fields, guard={"evaluation_failures": failures}):
+        if not await rule_claims.release(self.db, rule, self.worker, fields, guard={"evaluation_failures": failures}):
             await super().give_back(rule, error)

@@ -1,7 +1,7 @@
 """Rule locks: one per rule, file and SE, in `locks` (`_id` `<rule>:<lfn>:<se>`), in state
 replicating, ok or stuck.
 
-Only the daemon holding the rule's lease (`rules.store.claim`) changes its locks, so the
+Only the daemon holding the rule's lease (`rules.rule_claims.claim`) changes its locks, so the
 rule's counters (`locks_replicating`, `locks_ok`, `locks_stuck`) follow every insert, state
 change and removal by the counts the database reports, without re-counting. A daemon killed
 between a change and its count leaves them off; the evaluator notices when what it reads

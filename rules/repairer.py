@@ -24,7 +24,7 @@ from catalogue.availability import available_on
 from catalogue.directories import now
 from kernel.db import Document
 from kernel.settings import RuleSettings
-from rules import backoff, locks, quotas, store
+from rules import backoff, locks, quotas, rule_admission, rule_claims
 from rules.daemon import RULES_PER_CYCLE, RuleDaemon
 from rules.evaluation import stuck_too_long
 from rules.placement import rank
@@ -34,7 +34,7 @@ log = logging.getLogger("cairn.rules")
 
 async def repair(db: AsyncDatabase[Document], rule: Document, settings: RuleSettings) -> tuple[int, str | None]:
     """Move the rule's stuck locks to other allowed SEs; returns (moved, first reason seen)."""
-    ses = await store.rule_ses(db, rule.get("vo"))
+    ses = await rule_admission.rule_ses(db, rule.get("vo"))
     names = resolve(rule["expression"], ses)
     candidates = [se for se in ses if se["name"] in names and se.get("write_enabled", True)]
     room = await quotas.room_in_vo(db, rule["account"], rule.get("vo"), names)
@@ -108,7 +108,7 @@ class RuleRepairer(RuleDaemon):
             rule = await self.claim({**self.query(), "_id": {"$nin": sorted(seen)}})
             if rule is None or self.stopping:
                 if rule is not None:
-                    await store.release(self.db, rule, self.worker, {})
+                    await rule_claims.release(self.db, rule, self.worker, {})
                 break
             seen.add(rule["_id"])
             handled += await self.isolated(rule, [])
@@ -128,7 +128,7 @@ class RuleRepairer(RuleDaemon):
                       "error": f"moved {moved} stuck lock(s) to other SEs; last failure: {reason}",
                       "last_repair": {"at": now(), "moved": moved, "reason": reason}}
             log.info("rule %s: %s", rule["_id"], fields["error"])
-        elif int(rule.get("unplaced", 0)) > 0 and not rule.get("dirty") and await store.set_fields(
+        elif int(rule.get("unplaced", 0)) > 0 and not rule.get("dirty") and await rule_claims.set_fields(
                 self.db, rule["_id"], {}, make_dirty=True, guard={"generation": generation}):
             generation = int(generation or 0) + 1
         if not moved and stuck_too_long(rule, self.settings.suspend_after_s):
@@ -136,7 +136,8 @@ class RuleRepairer(RuleDaemon):
                       f"and nowhere else to go; suspended (last failure: {reason or rule.get('error')})"}
             log.warning("rule %s: %s", rule["_id"], fields["error"])
         done = {"repair_failures": 0, "repair_retry_at": None}
-        if not await store.release(self.db, rule, self.worker, {**fields, **done}, guard={"generation": generation}):
+        if not await rule_claims.release(self.db, rule, self.worker, {**fields, **done},
+                                         guard={"generation": generation}):
             kept = {"last_repair": fields["last_repair"]} if moved else {}
-            await store.release(self.db, rule, self.worker, {**kept, **done})
+            await rule_claims.release(self.db, rule, self.worker, {**kept, **done})
         return 1 if fields else 0

@@ -26,11 +26,11 @@ from catalogue.authorization import (
 from kernel.errors import InvalidInput
 from kernel.responses import JsonList, RebuildBody
 from kernel.web import ADMIN, DATABASE, ApiRoutes, json_response, principal_of, query_int, read_model, scopes
-from rules import quota_rebuild, quotas, store
+from rules import quota_rebuild, quotas, rule_admission, rule_edits, store
 from rules.lock_views import visible_locks
 from rules.quotas import QuotaIn
+from rules.rule_models import RuleIn, RuleUpdate, rule_view
 from rules.se_expression import validate
-from rules.store import RuleIn, RuleUpdate, rule_view
 
 routes = ApiRoutes("rules")
 READ = scopes("rules.read")
@@ -44,7 +44,7 @@ async def resolve_expression(request: web.Request) -> web.Response:
     expression = request.query.get("expression", "")
     if not expression.strip():
         raise InvalidInput("query parameter 'expression' is required")
-    ses = await store.resolve_expression(request.app[DATABASE], expression)
+    ses = await rule_admission.resolve_expression(request.app[DATABASE], expression)
     principal = principal_of(request)
     return json_response({"expression": expression, "ses": [se["name"] for se in ses
                                                             if se_in_vo(principal, se["name"])]})
@@ -106,7 +106,7 @@ async def locks(request: web.Request) -> web.Response:
 async def update(request: web.Request) -> web.Response:
     body = await read_model(request, RuleUpdate)
     await visible_rule(request)
-    doc = await store.update_rule(request.app[DATABASE], principal_of(request), request.match_info["id"], body)
+    doc = await rule_edits.update_rule(request.app[DATABASE], principal_of(request), request.match_info["id"], body)
     return json_response(rule_view(doc, principal_of(request)))
 
 
@@ -114,7 +114,7 @@ async def update(request: web.Request) -> web.Response:
                responses={403: "not your rule", 404: "no such rule", 409: "the rule is locked"})
 async def delete(request: web.Request) -> web.Response:
     await visible_rule(request)
-    doc = await store.delete_rule(request.app[DATABASE], principal_of(request), request.match_info["id"])
+    doc = await rule_edits.delete_rule(request.app[DATABASE], principal_of(request), request.match_info["id"])
     return json_response(rule_view(doc, principal_of(request)))
 
 

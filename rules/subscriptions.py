@@ -43,8 +43,10 @@ from kernel.errors import CairnError, Conflict, Forbidden, InvalidInput, NotFoun
 from kernel.patterns import compiled, searches
 from kernel.principal import ADMIN_SCOPE, DEFAULT_VO, GLOBAL_VO, Principal
 from kernel.tokens import granted_scopes
+from rules.rule_admission import check_account
+from rules.rule_models import RuleIn, RulePlacement
 from rules.se_expression import validate
-from rules.store import RuleIn, RulePlacement, check_account, create_rule
+from rules.store import create_rule
 
 SUBSCRIPTIONS = "subscriptions"
 log = logging.getLogger("cairn.rules")

@@ -16,9 +16,10 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from kernel.db import Document, database_errors, find_by_values
 from kernel.settings import RuleSettings
-from rules import store
+from rules import rule_admission
 from rules.locks import lock_id
 from rules.se_expression import resolve
+from transfers import queueing
 from transfers import requests as rq
 
 Target = tuple[str, str]  # (lfn, SE)
@@ -32,7 +33,7 @@ async def source_ses(db: AsyncDatabase[Document], rule: Document) -> set[str] | 
     """The SEs a rule may copy from (None: any)."""
     if not rule.get("source_expression"):
         return None
-    return resolve(rule["source_expression"], await store.all_ses(db))
+    return resolve(rule["source_expression"], await rule_admission.all_ses(db))
 
 
 def no_source_error(rule: Document) -> str:
@@ -61,9 +62,9 @@ async def submit_for(db: AsyncDatabase[Document], rule: Document, targets: Itera
     for dest, items in by_dest.items():
         for start in range(0, len(items), settings.batch):
             part = items[start:start + settings.batch]
-            result = await rq.submit(db, "transfer", part, requester=requester(rule), activity=rule["activity"],
-                                     priority=int(rule.get("priority", 3)), max_attempts=settings.transfer_attempts,
-                                     vo=rule.get("vo"))
+            result = await queueing.submit(db, "transfer", part, requester=requester(rule), activity=rule["activity"],
+                                           priority=int(rule.get("priority", 3)),
+                                           max_attempts=settings.transfer_attempts, vo=rule.get("vo"))
             for item in part:
                 lid = lock_id(rule["_id"], item["lfn"], dest)
                 if item["lfn"] in result["successful"]:

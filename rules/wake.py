@@ -22,7 +22,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from catalogue.directories import now
 from kernel.db import Document, bulk_write_chunked, database_errors, increment, read_by_ids
-from rules import store
+from rules import rule_admission, rule_claims
 from rules.locks import LOCKS, lock_id
 from rules.se_expression import ExpressionError, resolve
 from rules.triggers import RULES
@@ -51,7 +51,7 @@ async def rules_waiting_on(db: AsyncDatabase[Document], pairs: Iterable[tuple[st
     rules = await _waiting_rules(db) if wanted else []
     if not rules:
         return []
-    ses = await store.all_ses(db)
+    ses = await rule_admission.all_ses(db)
     found = []
     for rule in rules:
         try:
@@ -96,8 +96,8 @@ async def release_unless_woken(db: AsyncDatabase[Document], rule: Document, work
     rule matches `guard` too: False (nothing written) when it does not, or the lease was lost."""
     ended = now()
     earliest = next_wake(ended, took_s)
-    if await store.release(db, rule, worker, {**fields, "next_wake": earliest},
-                           guard={"wakes": rule.get("wakes"), **(guard or {})}):
+    if await rule_claims.release(db, rule, worker, {**fields, "next_wake": earliest},
+                                 guard={"wakes": rule.get("wakes"), **(guard or {})}):
         return True
-    return await store.release(db, rule, worker, {**fields, "next_wake": earliest,
-                                                  "due": min(fields["due"], earliest)}, guard=guard)
+    return await rule_claims.release(db, rule, worker, {**fields, "next_wake": earliest,
+                                                        "due": min(fields["due"], earliest)}, guard=guard)

@@ -18,7 +18,7 @@ from kernel.db import Document
 from kernel.errors import InvalidInput
 from kernel.settings import Settings
 from rules import store
-from rules.store import RuleIn
+from rules.rule_models import RuleIn
 from tests.fixtures.audit import audit_settings, on_storage, storage, write_on_storage
 from tests.fixtures.catalogue import ADMIN
 from tests.fixtures.live_ses import LiveSEs

@@ -9,7 +9,7 @@ import json
 
 from kernel.settings import Settings
 from rules.evaluator import RuleEvaluator
-from rules.store import ERROR_WITHHELD
+from rules.rule_models import ERROR_WITHHELD
 from tests.fixtures.authz import ALICES, DATASET, MISSING, PRIVATE, SHARED, World, same_answer
 from tests.fixtures.portal import PortalFactory
 from tests.fixtures.rules import rule_settings

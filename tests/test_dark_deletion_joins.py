@@ -13,7 +13,7 @@ from catalogue.files import fetch_files
 from kernel.db import Document
 from kernel.settings import Settings
 from tests.fixtures.transfers import add_ses, disk_se, fast_settings, put_files, run_until_drained, write_bytes
-from transfers import audit_runs
+from transfers import audit_runs, queueing
 from transfers import requests as rq
 from transfers.auditor import request_dark_deletion
 from transfers.reaper import Reaper
@@ -42,7 +42,7 @@ async def test_a_clean_dark_meeting_a_users_deletion_of_the_path_deletes_the_dar
     path = write_bytes(se, "/vo/d/x", b"nobody registered me")
     run_id = await _dark_run(database, "DARK", ["/vo/d/x"])
     await asyncio.sleep(0.01)  # the bytes are older than the run
-    users = await rq.submit(database, "delete", [{"lfn": "/vo/d/x", "dest_se": "DARK"}], requester="user:bob")
+    users = await queueing.submit(database, "delete", [{"lfn": "/vo/d/x", "dest_se": "DARK"}], requester="user:bob")
     answer = await request_dark_deletion(database, run_id, requester="admin")
     assert answer["successful"] == users["successful"]  # one request does both
     await run_until_drained(database, Reaper(fast_settings(settings), database))
@@ -61,7 +61,7 @@ async def test_a_users_deletion_meeting_a_clean_dark_still_deletes_the_replica_r
     run_id = await _dark_run(database, "DARK", ["/vo/d/y"])
     await request_dark_deletion(database, run_id, requester="admin")
     await put_files(database, [keep, se], ["/vo/d/y"])  # registered there since: not dark any more
-    users = await rq.submit(database, "delete", [{"lfn": "/vo/d/y", "dest_se": "DARK"}], requester="user:bob")
+    users = await queueing.submit(database, "delete", [{"lfn": "/vo/d/y", "dest_se": "DARK"}], requester="user:bob")
     assert not users["failed"], users
     await run_until_drained(database, Reaper(fast_settings(settings), database))
     files = await fetch_files(database, ["/vo/d/y"])
@@ -83,7 +83,7 @@ async def test_a_clean_dark_joining_a_deletion_the_reaper_is_working_on_is_still
         lfn = f"/vo/race/f{i}"
         write_bytes(se, lfn, b"dark")
         run_id = await _dark_run(database, "DARK", [lfn])
-        await rq.submit(database, "delete", [{"lfn": lfn, "dest_se": "DARK"}], requester="user:bob")
+        await queueing.submit(database, "delete", [{"lfn": lfn, "dest_se": "DARK"}], requester="user:bob")
         _, answer = await asyncio.gather(reaper.run_once(),
                                          request_dark_deletion(database, run_id, requester="admin"))
         if answer["successful"]:  # else it is told the user's deletion ended meanwhile: to clean again

@@ -26,6 +26,7 @@ from tests.fixtures.transfers import (
     run_until_drained,
     se_root,
 )
+from transfers import queueing
 from transfers import requests as rq
 from transfers.deletion import Deletion, delete_bytes, retire_many
 from transfers.failures import DESTINATION_BEING_DELETED
@@ -53,7 +54,7 @@ async def test_a_transfer_waits_for_a_deletion_at_work_on_its_destination_replic
     ses = {"A": a, "B": b}
     retired = await retire_many(database, [Deletion("d", "/vo/f", ("B",))], ses)  # the deletion's first step
     assert retired.targets == {"d": [("/vo/f", "B")]}
-    await rq.submit(database, "transfer", [{"lfn": "/vo/f", "dest_se": "B"}], requester="user:y", max_attempts=50)
+    await queueing.submit(database, "transfer", [{"lfn": "/vo/f", "dest_se": "B"}], requester="user:y", max_attempts=50)
     fast = fast_settings(settings)
     refused = await _until_refused_or_ended(database, TransferWorker(fast, database))
     assert refused["state"] == "queued" and "a deletion is removing this replica" in refused["last_error"], refused
@@ -87,7 +88,7 @@ async def test_a_replica_whose_deletion_was_abandoned_long_ago_is_copied_again(
     await retire_many(database, [Deletion("d", "/vo/f", ("B",))], {"A": a, "B": b})
     (se_root(b) / "vo/f").unlink()  # its bytes went; the deleter never came back for the record
     await _retired_long_ago(database, "/vo/f", "B")
-    await rq.submit(database, "transfer", [{"lfn": "/vo/f", "dest_se": "B"}], requester="user:y")
+    await queueing.submit(database, "transfer", [{"lfn": "/vo/f", "dest_se": "B"}], requester="user:y")
     await run_until_drained(database, TransferWorker(fast_settings(settings), database), timeout_s=30)
     assert await replica_status(database, "/vo/f", "B") == "available"
     assert (se_root(b) / "vo/f").exists()

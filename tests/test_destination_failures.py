@@ -16,7 +16,7 @@ from kernel.errors import NotFound
 from kernel.settings import Settings
 from tests.fixtures.s3 import S3Endpoint
 from tests.fixtures.transfers import add_ses, disk_se, fast_settings, put_files, replica_status, run_until_drained
-from transfers import failed_copies
+from transfers import failed_copies, queueing
 from transfers import request_claims as rc
 from transfers import requests as rq
 from transfers.failures import DESTINATION_NOT_FOUND, SOURCE_MISSING, TRANSFER_FAILED, classify
@@ -37,7 +37,7 @@ async def test_a_destination_that_answers_not_found_leaves_the_sources_available
     fast = fast_settings(settings)
     fast = fast.model_copy(update={"audit": fast.audit.model_copy(update={"suspicious_threshold": 1})})
     for _ in range(2):  # one report would mark a source lost at this threshold
-        await rq.submit_transfers(database, [{"lfn": "/vo/d/f", "dest_se": "S3X"}], requester="user:bob")
+        await queueing.submit_transfers(database, [{"lfn": "/vo/d/f", "dest_se": "S3X"}], requester="user:bob")
         await run_until_drained(database, TransferWorker(fast, database), timeout_s=30)
     requests = await database[rq.REQUESTS].find({"lfn": "/vo/d/f"}).to_list()
     assert [(r["state"], r["error_class"]) for r in requests] == [("failed", DESTINATION_NOT_FOUND)] * 2
@@ -54,7 +54,7 @@ async def test_a_not_found_of_unknown_side_is_the_sources_only_once_a_stat_finds
     ses = [disk_se(name, tmp_path / name.lower()) for name in ("A", "DEST")]
     await add_ses(database, *ses)
     await put_files(database, ses[:1], ["/vo/d/f"])
-    await rq.submit_transfers(database, [{"lfn": "/vo/d/f", "dest_se": "DEST"}], requester="user:bob")
+    await queueing.submit_transfers(database, [{"lfn": "/vo/d/f", "dest_se": "DEST"}], requester="user:bob")
     ctx = Context(database, "w1", fast_settings(settings).transfers, suspicious_threshold=1)
     request = await rc.claim(database, "w1", kinds=["transfer"], lease_s=30)
     assert request is not None

@@ -10,8 +10,8 @@ from catalogue.storage_elements import StorageElementUpdate, update_storage_elem
 from kernel.db import Document
 from kernel.settings import Settings
 from tests.fixtures.grid import Grid, check_all, submit_jobs
-from transfers.requests import requests_for
-from wms import checking, jobs, task_queues
+from transfers.request_reads import requests_for
+from wms import checking, job_reads, jobs, task_queues
 from wms.config import WmsSettings
 
 
@@ -22,7 +22,7 @@ async def test_each_job_waits_for_the_sites_holding_all_its_inputs(grid: Grid, w
     await grid.add_file("/cta/c1", b"4", ["SITE-C-DISK", "SITE-B-DISK"])
     ids = await submit_jobs(grid.db, ["/cta/a1", "/cta/a2"], ["/cta/b1", "/cta/a2"], ["/cta/c1"])
     await check_all(grid.db, wms_config)
-    placed = {j["_id"]: j for j in await jobs.get_jobs(grid.db, ids)}
+    placed = {j["_id"]: j for j in await job_reads.get_jobs(grid.db, ids)}
     assert [placed[i]["state"] for i in ids] == ["waiting"] * 3
     assert [placed[i]["sites"] for i in ids] == [["SITE-A"], ["SITE-B"], ["SITE-B", "SITE-C"]]
     assert placed[ids[0]]["history"][-1]["reason"].endswith("(sites that hold all inputs)")

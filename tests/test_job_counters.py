@@ -18,7 +18,7 @@ from tests.fixtures.api import RunningApi
 from tests.fixtures.cli import cli_json, run_cli
 from tests.fixtures.grid import Grid, check_all
 from tests.fixtures.tcp_gate import TcpGate, cut_short
-from wms import checking, counter_recount, jobs, matching, task_queues
+from wms import checking, counter_recount, job_reads, jobs, matching, task_queues
 from wms.config import WmsSettings
 from wms.daemons import JobWatchdog
 
@@ -49,7 +49,7 @@ async def test_a_match_cut_short_is_found_and_fixed_by_cairn_job_rebuild_counter
     # The job moved to its pilot; the group's count of jobs at pilots never heard of it.
     offer = matching.PilotOffer(pilot="p", site="SITE-A")
     await cut_short(db_gate, settings.database, "findAndModify", jobs.JOBS, lambda db: matching.match(db, offer))
-    assert await jobs.count_by_state(grid.db) == {"matched": 1, "waiting": 1}
+    assert await job_reads.count_by_state(grid.db) == {"matched": 1, "waiting": 1}
     assert await counters(grid.db) == ([1], 0)
 
     report = await admin.rebuild_job_counters(fix=False)

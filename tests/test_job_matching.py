@@ -12,7 +12,7 @@ from cairn.sdk import Client
 from kernel.errors import Conflict
 from tests.fixtures.api import RunningApi
 from tests.fixtures.grid import Grid, check_all
-from wms import checking, jobs, task_queues
+from wms import checker_claims, checking, jobs, task_queues
 from wms.config import WmsSettings
 from wms.daemons import JobWatchdog
 from wms.outputs import attempt_url
@@ -271,7 +271,7 @@ async def test_the_watchdog_frees_the_claims_of_a_checker_that_died_and_only_tho
 ) -> None:
     ids = await submit_as(api, "alice", "cta", job(), job(), job())
     # A checker pass took all three and died; another pass, alive, holds a fresh claim on none.
-    taken = await jobs.claim_batch(grid.db, "received", "checking", "dead-host:0a1b2c3d", 10)
+    taken = await checker_claims.claim_batch(grid.db, "received", "checking", "dead-host:0a1b2c3d", 10)
     assert sorted(doc["_id"] for doc in taken) == sorted(ids)
     expired = jobs.now() - datetime.timedelta(seconds=1)
     await grid.db["jobs"].update_many({"_id": {"$in": ids[:2]}}, {"$set": {"lease_expires": expired}})

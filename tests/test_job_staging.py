@@ -18,7 +18,7 @@ from kernel.settings import Settings
 from tests.fixtures.api import RunningApi
 from tests.fixtures.grid import Grid, PilotProcess, adler32_hex, start_pilot, wait_for
 from tests.fixtures.transfers import fast_settings
-from transfers.requests import requests_for
+from transfers.request_reads import requests_for
 from transfers.stager import Stager
 from transfers.worker import TransferWorker
 from wms.checking import requester_of

@@ -17,7 +17,8 @@ from kernel.settings import Settings
 from tests.fixtures.api import RunningApi
 from tests.fixtures.grid import Grid, wait_for
 from tests.test_job_staging import USER, data_daemons, submit
-from transfers.requests import get_request, submit_transfers
+from transfers.queueing import submit_transfers
+from transfers.requests import get_request
 from wms import jobs, stage_requests
 from wms.config import WmsSettings
 from wms.daemons import JobWatchdog

@@ -23,7 +23,7 @@ from tests.fixtures.transfers import (
     tape_se,
     write_bytes,
 )
-from transfers import audit_runs
+from transfers import audit_runs, queueing
 from transfers import requests as rq
 from transfers.auditor import request_dark_deletion
 from transfers.reaper import Reaper
@@ -84,7 +84,7 @@ async def test_two_stagers_with_a_short_lease_recall_each_file_once(
     await add_ses(database, tape)
     lfns = [f"/vo/raw/f{i:03d}" for i in range(STAGED)]
     await put_files(database, [tape], lfns, size=10)
-    await rq.submit(database, "stage", [{"lfn": lfn, "dest_se": "TAPE"} for lfn in lfns], requester="t")
+    await queueing.submit(database, "stage", [{"lfn": lfn, "dest_se": "TAPE"} for lfn in lfns], requester="t")
     fast = fast_settings(settings, lease_s=1.0, stage_poll_s=0.2)
     stagers = [Stager(fast, database), Stager(fast, database)]
     tasks = [asyncio.create_task(stager.run()) for stager in stagers]

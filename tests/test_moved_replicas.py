@@ -28,7 +28,7 @@ from kernel.db import Document
 from kernel.settings import Settings
 from rules import store
 from rules.evaluation import evaluate
-from rules.store import RuleIn
+from rules.rule_models import RuleIn
 from tests.fixtures.api import RunningApi
 from tests.fixtures.audit import audit_settings
 from tests.fixtures.catalogue import ADMIN
@@ -46,6 +46,7 @@ from tests.fixtures.transfers import (
     se_root,
     tape_se,
 )
+from transfers import queueing
 from transfers import requests as rq
 from transfers.auditor import Auditor
 from transfers.reaper import Reaper
@@ -141,8 +142,8 @@ async def test_a_moved_file_on_tape_is_staged_and_copied_from_its_old_path(
     contents = await put_files(database, [tape], ["/vo/raw/f"])
     await mkdir(database, ADMIN, "/vo/kept")
     await move(database, ADMIN, "/vo/raw/f", "/vo/kept/f")
-    await rq.submit(database, "stage", [{"lfn": "/vo/kept/f", "dest_se": "TAPE"}], requester="t")
-    await rq.submit_transfers(database, [{"lfn": "/vo/kept/f", "dest_se": "DST"}], requester="t")
+    await queueing.submit(database, "stage", [{"lfn": "/vo/kept/f", "dest_se": "TAPE"}], requester="t")
+    await queueing.submit_transfers(database, [{"lfn": "/vo/kept/f", "dest_se": "DST"}], requester="t")
     fast = fast_settings(settings)
     await run_until_drained(database, TransferWorker(fast, database), Stager(fast, database), timeout_s=60)
     states = {d["kind"]: (d["state"], d.get("last_error")) async for d in database[rq.REQUESTS].find({})}

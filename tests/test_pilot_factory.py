@@ -25,7 +25,7 @@ from tests.fixtures.api import RunningApi
 from tests.fixtures.daemons import daemon_env
 from tests.fixtures.grid import Grid, check_all, wait_for
 from tests.fixtures.slurm import SlurmCluster
-from wms import jobs, pilot_records
+from wms import job_reads, pilot_records
 from wms.batch.interface import PilotSpec, QueueConfig
 from wms.batch.slurm import SlurmBackend
 from wms.config import WmsSettings
@@ -107,7 +107,7 @@ async def test_jobs_run_inside_slurm_pilots_at_their_site_and_pilots_leave_when_
     async with running(factory.run(), checker(grid, wms_config)):
         deadline = time.monotonic() + 240
         while True:
-            found = await jobs.get_jobs(grid.db, ids)
+            found = await job_reads.get_jobs(grid.db, ids)
             pilots = await pilot_records.list_pilots(grid.db, site=SITE)
             most_waiting = max(most_waiting, sum(p["state"] in ("submitting", "waiting") for p in pilots))
             if all(j["state"] in ("done", "failed") for j in found):
@@ -250,7 +250,7 @@ async def test_a_factory_sigkilled_while_submitting_and_restarted_submits_no_pil
             while True:
                 crash = [p for p in await pilot_records.list_pilots(grid.db, site=SITE) if p["queue"] == "crash"]
                 seen_waiting = max(seen_waiting, sum(p["state"] in ("submitting", "waiting") for p in crash))
-                found = await jobs.get_jobs(grid.db, ids)
+                found = await job_reads.get_jobs(grid.db, ids)
                 if all(j["state"] == "done" for j in found) and all(
                         p["state"] not in ("submitting", "waiting", "running") for p in crash):
                     break
@@ -269,7 +269,7 @@ async def test_a_factory_sigkilled_while_submitting_and_restarted_submits_no_pil
     names = (await asyncio.to_thread(slurm.run, "sacct", "-c", "-n", "-P", "-o", "JobName")).split()
     crash_names = [n for n in names if n.startswith(f"{SITE}.crash.")]
     assert len(crash_names) == len(set(crash_names)) == len(recorded)  # no pilot submitted twice
-    done = await jobs.get_jobs(grid.db, ids)
+    done = await job_reads.get_jobs(grid.db, ids)
     assert all(j["attempt"] == 1 for j in done), [j["history"] for j in done]
     assert sorted(j for p in pilots.values() for j in p["jobs"]) == sorted(ids)  # each job ran once, in a pilot
 

@@ -15,6 +15,7 @@ from kernel import lease
 from kernel.db import Document
 from kernel.settings import Settings
 from tests.fixtures.transfers import add_ses, disk_se, fast_settings, put_files, replica_status, se_root
+from transfers import queueing
 from transfers import requests as rq
 from transfers.deletion import Refused, retire
 from transfers.reaper import Reaper, eviction_candidates, used_bytes
@@ -32,7 +33,7 @@ async def test_a_deletion_request_removes_the_replica_and_its_bytes(
     a, b = disk_se("A", tmp_path / "a"), disk_se("B", tmp_path / "b")
     await add_ses(database, a, b)
     await put_files(database, [a, b], ["/vo/f"])
-    await rq.submit(database, "delete", [{"lfn": "/vo/f", "dest_se": "A"}], requester="t")
+    await queueing.submit(database, "delete", [{"lfn": "/vo/f", "dest_se": "A"}], requester="t")
     await Reaper(fast_settings(settings), database).run(max_cycles=1)
     request = (await _requests(database))["/vo/f"]
     assert request["state"] == "done" and request["result"] == {"deleted": ["A"]}
@@ -48,8 +49,8 @@ async def test_the_last_replica_is_kept_unless_every_replica_is_asked_for(
     await add_ses(database, a, b)
     await put_files(database, [a], ["/vo/one"])
     await put_files(database, [a, b], ["/vo/all"])
-    await rq.submit(database, "delete", [{"lfn": "/vo/one", "dest_se": "A"}], requester="t")
-    await rq.submit(database, "delete", [{"lfn": "/vo/all"}], requester="t")
+    await queueing.submit(database, "delete", [{"lfn": "/vo/one", "dest_se": "A"}], requester="t")
+    await queueing.submit(database, "delete", [{"lfn": "/vo/all"}], requester="t")
     await Reaper(fast_settings(settings), database).run(max_cycles=1)
     requests = await _requests(database)
     assert requests["/vo/one"]["state"] == "failed" and "last available replica" in requests["/vo/one"]["last_error"]
@@ -65,7 +66,7 @@ async def test_a_locked_replica_is_not_deleted_by_a_request_naming_its_se(
     await add_ses(database, a, b)
     await put_files(database, [a, b], ["/vo/f"])
     await database["files"].update_one({"_id": "/vo/f"}, {"$set": {"replicas.0.locks": 2}})
-    await rq.submit(database, "delete", [{"lfn": "/vo/f", "dest_se": "A"}], requester="t")
+    await queueing.submit(database, "delete", [{"lfn": "/vo/f", "dest_se": "A"}], requester="t")
     await Reaper(fast_settings(settings), database).run(max_cycles=1)
     request = (await _requests(database))["/vo/f"]
     assert request["state"] == "failed" and "rule lock" in request["last_error"]

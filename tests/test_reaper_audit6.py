@@ -22,6 +22,7 @@ from kernel.settings import Settings
 from tests.fixtures.tcp_gate import TcpGate
 from tests.fixtures.transfers import add_ses, disk_se, fast_settings, put_files, replica_status, run_until_drained
 from tests.fixtures.xrootd import data_file
+from transfers import queueing
 from transfers import requests as rq
 from transfers.reaper import Reaper, used_bytes
 
@@ -85,7 +86,7 @@ async def test_a_deletion_request_outlasts_an_se_outage_longer_than_its_attempts
     for made in (path, path.parent, path.parent.parent):
         os.chown(made, owner.st_uid, owner.st_gid)
     assert not (await add_replicas(database, [{"lfn": "/vo/f", "se": "XRD"}]))["failed"]
-    await rq.submit(database, "delete", [{"lfn": "/vo/f", "dest_se": "XRD"}], requester="t")
+    await queueing.submit(database, "delete", [{"lfn": "/vo/f", "dest_se": "XRD"}], requester="t")
     reaper = Reaper(fast_settings(settings, retry_base_s=0.2, retry_cap_s=0.5), database)
 
     async def back_after(delay_s: float) -> None:

@@ -15,6 +15,7 @@ from kernel.db import Document
 from kernel.settings import Settings
 from tests.fixtures.daemons import DaemonProcesses, daemon_env, drain_while_killing
 from tests.fixtures.transfers import add_ses, disk_se, open_requests, put_files, se_root
+from transfers import queueing
 from transfers import requests as rq
 
 pytestmark = pytest.mark.slow
@@ -36,7 +37,7 @@ async def test_deletions_survive_reapers_killed_every_few_seconds(
     await add_ses(database, keep, gone)
     lfns = [f"/vo/reap/f{i:03d}" for i in range(DELETIONS)]
     await put_files(database, [keep, gone], lfns, size=1000)
-    await rq.submit(database, "delete", [{"lfn": lfn, "dest_se": "GONE"} for lfn in lfns], requester="t")
+    await queueing.submit(database, "delete", [{"lfn": lfn, "dest_se": "GONE"} for lfn in lfns], requester="t")
     (tmp_path / "logs").mkdir()
     reapers = DaemonProcesses("reaper", daemon_env(settings, **FAST), tmp_path / "logs")
     try:

@@ -28,6 +28,7 @@ from tests.fixtures.grid import Grid, check_all
 from tests.fixtures.live_ses import LiveSEs
 from tests.fixtures.s3 import S3Endpoint
 from tests.fixtures.transfers import add_ses, disk_se, fast_settings, run_until_drained, se_root, write_bytes
+from transfers import queueing
 from transfers import requests as rq
 from transfers.reaper import Reaper
 from transfers.worker import TransferWorker
@@ -146,7 +147,7 @@ async def test_a_percent_encoded_dot_dot_lfn_is_refused_and_never_reaches_anothe
     await bed.legacy_file(evil, b"x", [{"se": se.name, "url": replica_url(se.protocols[0], evil)}
                                        for se in (bed.disk1, bed.disk2)])
     before = await bed.replicas(evil)
-    await rq.submit(bed.db, "delete", [{"lfn": evil, "dest_se": "LOCAL-DISK1"}], requester="user:alice")
+    await queueing.submit(bed.db, "delete", [{"lfn": evil, "dest_se": "LOCAL-DISK1"}], requester="user:alice")
     await Reaper(fast_settings(settings), bed.db).run(max_cycles=1)
     [request] = await bed.db[rq.REQUESTS].find({"lfn": evil}).to_list()
     assert request["state"] == "failed" and "refused" in request["last_error"]

@@ -10,6 +10,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from kernel.db import Document, ensure_indexes
 from kernel.errors import InvalidInput
+from transfers import cancellation, queueing, request_reads
 from transfers import request_claims as rc
 from transfers import requests as rq
 from transfers.failures import TIMEOUT, Failure, retry_delay_s
@@ -22,24 +23,24 @@ async def queue(database: AsyncDatabase[Document]) -> AsyncDatabase[Document]:
 
 async def test_submitting_the_same_transfer_twice_reuses_the_open_request(database: AsyncDatabase[Document]) -> None:
     db = await queue(database)
-    first = await rq.submit_transfers(db, [{"lfn": "/vo/a", "dest_se": "B"}], requester="user:alice")
-    second = await rq.submit_transfers(db, [{"lfn": "/vo/a", "dest_se": "B"}, {"lfn": "/vo/b", "dest_se": "B"}],
-                                       requester="user:bob")
+    first = await queueing.submit_transfers(db, [{"lfn": "/vo/a", "dest_se": "B"}], requester="user:alice")
+    second = await queueing.submit_transfers(db, [{"lfn": "/vo/a", "dest_se": "B"}, {"lfn": "/vo/b", "dest_se": "B"}],
+                                             requester="user:bob")
     assert second["successful"]["/vo/a"] == first["successful"]["/vo/a"]
     assert await db[rq.REQUESTS].count_documents({}) == 2
 
 
 async def test_bad_items_fail_alone(database: AsyncDatabase[Document]) -> None:
     db = await queue(database)
-    result = await rq.submit_transfers(db, [{"lfn": "relative", "dest_se": "B"}, {"lfn": "/vo/x"},
-                                            {"lfn": "/vo/ok", "dest_se": "B"}], requester="user:alice")
+    result = await queueing.submit_transfers(db, [{"lfn": "relative", "dest_se": "B"}, {"lfn": "/vo/x"},
+                                                  {"lfn": "/vo/ok", "dest_se": "B"}], requester="user:alice")
     assert set(result["failed"]) == {"relative", "/vo/x"}
     assert list(result["successful"]) == ["/vo/ok"]
 
 
 async def test_concurrent_claims_never_hand_out_a_request_twice(database: AsyncDatabase[Document]) -> None:
     db = await queue(database)
-    await rq.submit_transfers(db, [{"lfn": f"/vo/f{i}", "dest_se": "B"} for i in range(20)], requester="t")
+    await queueing.submit_transfers(db, [{"lfn": f"/vo/f{i}", "dest_se": "B"} for i in range(20)], requester="t")
 
     async def worker(name: str) -> list[str]:
         got = []
@@ -55,7 +56,7 @@ async def test_concurrent_claims_never_hand_out_a_request_twice(database: AsyncD
 
 async def test_concurrent_batch_claims_never_hand_out_a_request_twice(database: AsyncDatabase[Document]) -> None:
     db = await queue(database)
-    await rq.submit_transfers(db, [{"lfn": f"/vo/f{i:02d}", "dest_se": "B"} for i in range(40)], requester="t")
+    await queueing.submit_transfers(db, [{"lfn": f"/vo/f{i:02d}", "dest_se": "B"} for i in range(40)], requester="t")
 
     async def worker(name: str) -> list[Document]:
         got: list[Document] = []
@@ -73,8 +74,8 @@ async def test_concurrent_batch_claims_never_hand_out_a_request_twice(database: 
 
 async def test_a_batch_claim_takes_the_best_first_and_expired_leases_too(database: AsyncDatabase[Document]) -> None:
     db = await queue(database)
-    await rq.submit_transfers(db, [{"lfn": "/vo/low", "dest_se": "B"}], requester="t", priority=1)
-    await rq.submit_transfers(db, [{"lfn": "/vo/high", "dest_se": "B"}], requester="t", priority=5)
+    await queueing.submit_transfers(db, [{"lfn": "/vo/low", "dest_se": "B"}], requester="t", priority=1)
+    await queueing.submit_transfers(db, [{"lfn": "/vo/high", "dest_se": "B"}], requester="t", priority=5)
     assert [d["lfn"] for d in await rc.claim_many(db, "dead", kinds=["transfer"], lease_s=60, limit=1)] == ["/vo/high"]
     await db[rq.REQUESTS].update_many({}, {"$set": {"lease_expires": rq.now() - dt.timedelta(seconds=1)}})
     taken = await rc.claim_many(db, "w", kinds=["transfer"], lease_s=60, limit=5)
@@ -88,17 +89,17 @@ async def test_a_batch_claim_takes_expired_leases_then_due_requests_of_its_kind_
     them), then queued and due ones by priority and age; ended ones, other kinds and requests not
     due yet stay where they are, however many the history holds."""
     db = await queue(database)
-    await rq.submit_transfers(db, [{"lfn": "/vo/dead", "dest_se": "B"}], requester="t", priority=0)
+    await queueing.submit_transfers(db, [{"lfn": "/vo/dead", "dest_se": "B"}], requester="t", priority=0)
     assert len(await rc.claim_many(db, "dead", kinds=["transfer"], lease_s=60, limit=5)) == 1
     await db[rq.REQUESTS].update_many({}, {"$set": {"lease_expires": rq.now() - dt.timedelta(seconds=1)}})
-    done = await rq.submit_transfers(db, [{"lfn": f"/vo/done{i}", "dest_se": "B"} for i in range(30)], requester="t",
-                                     priority=9)
+    done = await queueing.submit_transfers(db, [{"lfn": f"/vo/done{i}", "dest_se": "B"} for i in range(30)],
+                                           requester="t", priority=9)
     await db[rq.REQUESTS].update_many({"_id": {"$in": list(done["successful"].values())}},
                                       {"$set": {"state": "done"}, "$unset": {"active_key": ""}})
     for lfn, priority in (("/vo/old3", 3), ("/vo/new3", 3), ("/vo/p9", 9), ("/vo/p1", 1), ("/vo/later", 9)):
-        await rq.submit_transfers(db, [{"lfn": lfn, "dest_se": "B"}], requester="t", priority=priority)
+        await queueing.submit_transfers(db, [{"lfn": lfn, "dest_se": "B"}], requester="t", priority=priority)
     await db[rq.REQUESTS].update_one({"lfn": "/vo/later"}, {"$set": {"not_before": rq.now() + dt.timedelta(hours=1)}})
-    await rq.submit(db, "delete", [{"lfn": "/vo/gone"}], requester="t", priority=9)
+    await queueing.submit(db, "delete", [{"lfn": "/vo/gone"}], requester="t", priority=9)
     first = await rc.claim_many(db, "w", kinds=["transfer"], lease_s=60, limit=3)
     assert [d["lfn"] for d in first] == ["/vo/dead", "/vo/p9", "/vo/old3"]
     rest = await rc.claim_many(db, "w", kinds=["transfer"], lease_s=60, limit=10)
@@ -111,8 +112,8 @@ async def test_a_priority_outside_the_queue_s_digits_is_refused(database: AsyncD
     db = await queue(database)
     for priority in (-1, 10, 3.0, True, "3"):
         with pytest.raises(InvalidInput, match="priority"):
-            await rq.submit_transfers(db, [{"lfn": "/vo/f", "dest_se": "B"}], requester="t",
-                                      priority=priority)  # type: ignore[arg-type]
+            await queueing.submit_transfers(db, [{"lfn": "/vo/f", "dest_se": "B"}], requester="t",
+                                            priority=priority)  # type: ignore[arg-type]
     assert await db[rq.REQUESTS].count_documents({}) == 0
 
 
@@ -120,7 +121,7 @@ async def test_an_expired_lease_is_taken_over_and_the_old_holder_cannot_complete
     database: AsyncDatabase[Document],
 ) -> None:
     db = await queue(database)
-    await rq.submit_transfers(db, [{"lfn": "/vo/a", "dest_se": "B"}], requester="t")
+    await queueing.submit_transfers(db, [{"lfn": "/vo/a", "dest_se": "B"}], requester="t")
     first = await rc.claim(db, "crashed", kinds=["transfer"], lease_s=60)
     assert first is not None
     assert await rc.claim(db, "other", kinds=["transfer"], lease_s=60) is None
@@ -137,20 +138,20 @@ async def test_an_expired_lease_is_taken_over_and_the_old_holder_cannot_complete
 
 async def test_retry_later_hides_the_request_until_it_is_due(database: AsyncDatabase[Document]) -> None:
     db = await queue(database)
-    await rq.submit_transfers(db, [{"lfn": "/vo/a", "dest_se": "B"}], requester="t")
+    await queueing.submit_transfers(db, [{"lfn": "/vo/a", "dest_se": "B"}], requester="t")
     doc = await rc.claim(db, "w", kinds=["transfer"], lease_s=60)
     assert doc is not None
     assert await rq.retry_later(db, doc["_id"], "w", "timeout", delay_s=3600)
     assert await rc.claim(db, "w", kinds=["transfer"], lease_s=60) is None
-    counts = await rq.progress(db, {"requester": "t"})
+    counts = await request_reads.progress(db, {"requester": "t"})
     assert counts["queued"] == 1 and counts["total"] == 1
 
 
 async def test_cancel_closes_open_requests_and_frees_the_key(database: AsyncDatabase[Document]) -> None:
     db = await queue(database)
-    first = await rq.submit_transfers(db, [{"lfn": "/vo/a", "dest_se": "B"}], requester="t")
-    assert await rq.cancel(db, {"requester": "t"}) == 1
-    again = await rq.submit_transfers(db, [{"lfn": "/vo/a", "dest_se": "B"}], requester="t")
+    first = await queueing.submit_transfers(db, [{"lfn": "/vo/a", "dest_se": "B"}], requester="t")
+    assert await cancellation.cancel(db, {"requester": "t"}) == 1
+    again = await queueing.submit_transfers(db, [{"lfn": "/vo/a", "dest_se": "B"}], requester="t")
     assert again["successful"]["/vo/a"] != first["successful"]["/vo/a"]
 
 
@@ -158,7 +159,7 @@ async def test_fail_or_retry_backs_off_until_the_attempts_run_out_then_fails(
     database: AsyncDatabase[Document],
 ) -> None:
     db = await queue(database)
-    await rq.submit(db, "transfer", [{"lfn": "/vo/a", "dest_se": "B"}], requester="t", max_attempts=2)
+    await queueing.submit(db, "transfer", [{"lfn": "/vo/a", "dest_se": "B"}], requester="t", max_attempts=2)
     slow = Failure(TIMEOUT, "timed out", permanent=False)
     first = await rc.claim(db, "w", kinds=["transfer"], lease_s=60)
     assert first is not None and first["attempts"] == 1
@@ -185,7 +186,7 @@ async def test_claim_many_shares_nothing_between_workers_racing_for_the_queue(
     database: AsyncDatabase[Document],
 ) -> None:
     db = await queue(database)
-    await rq.submit_transfers(db, [{"lfn": f"/vo/r{i}", "dest_se": "B"} for i in range(40)], requester="t")
+    await queueing.submit_transfers(db, [{"lfn": f"/vo/r{i}", "dest_se": "B"} for i in range(40)], requester="t")
     batches = await asyncio.gather(*(rc.claim_many(db, f"w{n}", kinds=["transfer"], lease_s=60, limit=15)
                                      for n in range(4)))
     ids = [doc["_id"] for batch in batches for doc in batch]

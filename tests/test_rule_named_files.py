@@ -21,7 +21,7 @@ from kernel.errors import Conflict
 from rules import store
 from rules.cleaner import RuleCleaner
 from rules.evaluator import RuleEvaluator
-from rules.store import RuleIn
+from rules.rule_models import RuleIn
 from tests.fixtures.api import RunningApi
 from tests.fixtures.catalogue import ADMIN
 from tests.fixtures.cli import cli_json, run_cli

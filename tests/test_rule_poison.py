@@ -26,11 +26,11 @@ from kernel.db import Document
 from kernel.errors import NotFound
 from kernel.principal import Principal
 from kernel.settings import Settings
-from rules import store, triggers
+from rules import rule_edits, store, triggers
 from rules.cleaner import RuleCleaner
 from rules.evaluator import RuleEvaluator
 from rules.repairer import RuleRepairer
-from rules.store import ERROR_WITHHELD, RuleIn, RuleUpdate, rule_view
+from rules.rule_models import ERROR_WITHHELD, RuleIn, RuleUpdate, rule_view
 from tests.fixtures.catalogue import ADMIN
 from tests.fixtures.rules import dataset_on_src, rule_settings, run_until_ok, tiered_ses
 
@@ -60,7 +60,7 @@ async def bad_rule(db: AsyncDatabase[Document], tmp_path: Path, stored: Document
 
 async def cleaned_at_once(db: AsyncDatabase[Document], fast: Settings, rule_id: str) -> None:
     """Delete a rule: the cleaner's next pass removes it."""
-    await store.delete_rule(db, ADMIN, rule_id)
+    await rule_edits.delete_rule(db, ADMIN, rule_id)
     assert await RuleCleaner(fast, db).run_once() == 1
     with pytest.raises(NotFound):
         await store.get_rule(db, rule_id)
@@ -108,7 +108,7 @@ async def test_resuming_a_suspended_rule_resets_its_failures(
         await evaluator.run_once()
     assert (await store.get_rule(database, bad["_id"]))["state"] == "suspended"
     await database["rules"].update_one({"_id": bad["_id"]}, {"$set": {"expression": "tier=1"}})  # mended
-    resumed = await store.update_rule(database, ADMIN, bad["_id"], RuleUpdate(state="replicating"))
+    resumed = await rule_edits.update_rule(database, ADMIN, bad["_id"], RuleUpdate(state="replicating"))
     assert (resumed["state"], resumed["evaluation_failures"], resumed["dirty"]) == ("replicating", 0, True)
     await run_until_ok(database, fast, bad["_id"], timeout_s=30)
 
@@ -187,7 +187,7 @@ async def test_a_failed_cleaning_backs_off_and_the_rule_goes_once_it_can(
 ) -> None:
     bad = await bad_rule(database, tmp_path, {"did_type": "file"})
     await database["rules"].update_one({"_id": bad["_id"]}, {"$unset": {"did": ""}})  # a record that no longer reads
-    await store.delete_rule(database, ADMIN, bad["_id"])
+    await rule_edits.delete_rule(database, ADMIN, bad["_id"])
     cleaner = RuleCleaner(rule_settings(settings, poll_s=60.0), database)
     before = dt.datetime.now(dt.UTC)
     assert await cleaner.run_once() == 0
@@ -238,7 +238,7 @@ async def test_a_resumed_rule_shows_no_error_but_keeps_the_last_one(
     await RuleEvaluator(rule_settings(settings, suspend_after_failures=1), database).run_once()
     suspended = await store.get_rule(database, bad["_id"])
     assert suspended["state"] == "suspended", suspended
-    resumed = await store.update_rule(database, ADMIN, bad["_id"], RuleUpdate(state="replicating"))
+    resumed = await rule_edits.update_rule(database, ADMIN, bad["_id"], RuleUpdate(state="replicating"))
     assert (resumed["error"], resumed["last_error"], resumed["retry_at"]) == (None, suspended["error"], None)
     assert rule_view(resumed, ADMIN)["last_error"] == suspended["error"]
     assert rule_view(resumed, CAROL)["last_error"] == ERROR_WITHHELD

@@ -13,10 +13,10 @@ from catalogue.replicas import add_replicas, set_replica_statuses
 from kernel.db import Document
 from kernel.settings import Settings
 from rules import locks as rule_locks
-from rules import store
+from rules import rule_claims, store
 from rules.evaluation import evaluate
 from rules.progress import progress
-from rules.store import RuleIn
+from rules.rule_models import RuleIn
 from rules.transfer_requests import requester
 from tests.fixtures.catalogue import ADMIN
 from tests.fixtures.rules import dataset_on_src, tiered_ses
@@ -30,7 +30,7 @@ async def _replicating_rule(db: AsyncDatabase[Document], settings: Settings, rul
     rule = await store.create_rule(db, ADMIN, RuleIn(did="vo:prog", copies=2, expression="tier=1"),
                                    rule_id=rule_id)
     await evaluate(db, rule, settings.rules)
-    await store.clear_dirty(db, rule_id, 0)
+    await rule_claims.clear_dirty(db, rule_id, 0)
     return await store.get_rule(db, rule_id)
 
 

@@ -21,10 +21,10 @@ from pymongo.asynchronous.database import AsyncDatabase
 from kernel.db import Document
 from kernel.errors import Conflict
 from kernel.settings import Settings
-from rules import locks, store
+from rules import locks, rule_edits, store
 from rules.evaluator import RuleEvaluator
 from rules.repairer import RuleRepairer
-from rules.store import RuleIn, RuleUpdate
+from rules.rule_models import RuleIn, RuleUpdate
 from tests.fixtures.catalogue import ADMIN
 from tests.fixtures.rules import dataset_on_src, rule_settings, tiered_ses
 
@@ -55,7 +55,7 @@ async def test_a_resume_during_a_repair_is_not_undone(
 
         async def resume() -> Document:
             await _jitter()
-            return await store.update_rule(database, ADMIN, rule["_id"], RuleUpdate(state="replicating"))
+            return await rule_edits.update_rule(database, ADMIN, rule["_id"], RuleUpdate(state="replicating"))
 
         async def repair() -> int:
             await _jitter()
@@ -90,7 +90,7 @@ async def test_a_resume_during_an_evaluation_keeps_its_fresh_stuck_time(
 
         async def resume() -> Document:
             await _jitter()
-            return await store.update_rule(database, ADMIN, rule["_id"], RuleUpdate(state="replicating"))
+            return await rule_edits.update_rule(database, ADMIN, rule["_id"], RuleUpdate(state="replicating"))
 
         async def evaluate() -> int:
             await _jitter()
@@ -124,7 +124,7 @@ async def test_a_resume_during_an_evaluation_keeps_its_error_cleared(
 
         async def resume() -> Document:
             await _jitter()
-            return await store.update_rule(database, ADMIN, rule["_id"], RuleUpdate(state="replicating"))
+            return await rule_edits.update_rule(database, ADMIN, rule["_id"], RuleUpdate(state="replicating"))
 
         async def evaluate() -> int:
             await _jitter()
@@ -153,14 +153,14 @@ async def test_a_deletion_and_a_new_lifetime_at_once_do_not_both_succeed_and_kee
         async def extend(rule_id: str = rule["_id"]) -> bool:
             await _jitter()
             try:
-                await store.update_rule(database, ADMIN, rule_id, RuleUpdate(copies=2, lifetime_s=3600))
+                await rule_edits.update_rule(database, ADMIN, rule_id, RuleUpdate(copies=2, lifetime_s=3600))
             except Conflict:
                 return False
             return True
 
         async def delete(rule_id: str = rule["_id"]) -> bool:
             await _jitter()
-            await store.delete_rule(database, ADMIN, rule_id)
+            await rule_edits.delete_rule(database, ADMIN, rule_id)
             return True
 
         extended, deleted = await asyncio.gather(extend(), delete())

@@ -13,9 +13,9 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from kernel.db import Document
 from kernel.settings import Settings
-from rules import store, wake
+from rules import rule_claims, store, wake
 from rules.evaluation import evaluate
-from rules.store import RuleIn
+from rules.rule_models import RuleIn
 from tests.fixtures.catalogue import ADMIN
 from tests.fixtures.rules import dataset_on_src, rule_settings, run_until_ok, tiered_ses
 
@@ -47,7 +47,7 @@ async def test_only_the_rules_waiting_on_a_replica_are_woken(
     for did in ("vo:one", "vo:two"):
         rule = await store.create_rule(database, ADMIN, RuleIn(did=did, copies=1, expression="tier=1"))
         await evaluate(database, rule, fast.rules)
-        await store.clear_dirty(database, rule["_id"], 0)
+        await rule_claims.clear_dirty(database, rule["_id"], 0)
         await database["rules"].update_one({"_id": rule["_id"]}, {"$set": {"due": LATER}})
         rules[did] = rule["_id"]
     lock = await database["locks"].find_one({"rule": rules["vo:one"]})

@@ -14,11 +14,11 @@ from catalogue.replicas import add_replicas, remove_replicas
 from kernel import lease
 from kernel.db import Document
 from kernel.settings import Settings
-from rules import evaluator, feed, locks, quotas, store
+from rules import evaluator, feed, locks, quotas, rule_claims, rule_edits, store
 from rules.cleaner import RuleCleaner
 from rules.evaluator import RuleEvaluator
 from rules.repairer import repair
-from rules.store import RuleIn, RuleUpdate
+from rules.rule_models import RuleIn, RuleUpdate
 from tests.fixtures.catalogue import ADMIN
 from tests.fixtures.rules import dataset_on_src, rule_settings, run_until, run_until_ok, tiered_ses
 
@@ -39,7 +39,7 @@ async def test_a_locked_rule_past_its_lifetime_can_be_unlocked_and_is_then_clean
 ) -> None:
     rule = await _locked_past_its_lifetime(database, tmp_path)
     # "a locked rule cannot be deleted, nor expire, until unlocked": unlocking must stay possible
-    unlocked = await store.update_rule(database, ADMIN, rule["_id"], RuleUpdate(locked=False))
+    unlocked = await rule_edits.update_rule(database, ADMIN, rule["_id"], RuleUpdate(locked=False))
     assert unlocked["locked"] is False
 
     async def gone() -> bool:
@@ -52,7 +52,7 @@ async def test_a_locked_rule_past_its_lifetime_is_still_evaluated(
     database: AsyncDatabase[Document], settings: Settings, tmp_path: Path,
 ) -> None:
     rule = await _locked_past_its_lifetime(database, tmp_path)
-    taken = await store.claim(database, "t", evaluator.evaluator_query(now()), lease_s=10)
+    taken = await rule_claims.claim(database, "t", evaluator.evaluator_query(now()), lease_s=10)
     assert taken is not None and taken["_id"] == rule["_id"]
 
 

@@ -12,10 +12,10 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from kernel.db import Document, ensure_indexes
 from kernel.settings import Settings
-from rules import store
+from rules import rule_claims, store
 from rules.daemon import RuleDaemon
 from rules.evaluator import evaluator_query
-from rules.store import RuleIn
+from rules.rule_models import RuleIn
 from tests.fixtures.catalogue import ADMIN
 from tests.fixtures.rules import dataset_on_src, rule_settings, tiered_ses
 
@@ -38,7 +38,7 @@ class SlowDaemon(RuleDaemon):
     async def work_on(self, rule: Document) -> int:
         await asyncio.sleep(self.seconds)
         self.finished = True
-        await store.release(self.db, rule, self.worker, {})
+        await rule_claims.release(self.db, rule, self.worker, {})
         return 1
 
 
@@ -47,7 +47,7 @@ async def claimed_rule(database: AsyncDatabase[Document], tmp_path: Path, daemon
     await tiered_ses(database, tmp_path)
     await dataset_on_src(database, "vo:lease", ["/vo/lease/f0"])
     rule = await store.create_rule(database, ADMIN, RuleIn(did="vo:lease", copies=1, expression="tier=1"))
-    claimed = await store.claim(database, daemon.worker, {"_id": rule["_id"]}, lease_s=LEASE_S)
+    claimed = await rule_claims.claim(database, daemon.worker, {"_id": rule["_id"]}, lease_s=LEASE_S)
     assert claimed is not None
     return claimed
 
@@ -60,7 +60,7 @@ async def test_the_lease_is_renewed_while_the_work_outlasts_it(
     work = asyncio.create_task(slow.holding(rule))
     for _ in range(6):
         await asyncio.sleep(LEASE_S / 2)
-        assert await store.claim(database, "other", {"_id": rule["_id"]}, lease_s=LEASE_S) is None
+        assert await rule_claims.claim(database, "other", {"_id": rule["_id"]}, lease_s=LEASE_S) is None
     assert await work == 1 and slow.finished
     assert (await store.get_rule(database, rule["_id"]))["lease_owner"] is None
 
@@ -99,6 +99,6 @@ async def test_the_evaluator_takes_dirty_rules_then_replicating_then_stuck_ones_
          **({"retry_at": at + hour} if name == "failing" else {})}
         for name, (state, dirty, due, expires) in rules.items()])
     taken = []
-    while (rule := await store.claim(database, "evaluator", evaluator_query(at), lease_s=60)) is not None:
+    while (rule := await rule_claims.claim(database, "evaluator", evaluator_query(at), lease_s=60)) is not None:
         taken.append(rule["_id"])
     assert taken == ["dirty", "replicating", "stuck"]

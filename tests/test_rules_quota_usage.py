@@ -22,7 +22,7 @@ from kernel.db import Document
 from kernel.settings import Settings
 from rules import locks as rule_locks
 from rules import quota_rebuild, quotas, store
-from rules.store import RuleIn
+from rules.rule_models import RuleIn
 from tests.fixtures.api import RunningApi
 from tests.fixtures.catalogue import ADMIN, CommandCounter
 from tests.fixtures.cli import cli_json, run_cli

@@ -21,7 +21,7 @@ from rules.evaluation import evaluate
 from rules.evaluator import RuleEvaluator
 from rules.quotas import QuotaIn
 from rules.repairer import repair
-from rules.store import RuleIn
+from rules.rule_models import RuleIn
 from tests.fixtures.catalogue import ADMIN
 from tests.fixtures.rules import dataset_on_src, rule_settings, tiered_ses
 

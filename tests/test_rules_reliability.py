@@ -18,7 +18,7 @@ from kernel.db import Document
 from kernel.settings import Settings
 from rules import locks as rule_locks
 from rules import store
-from rules.store import RuleIn
+from rules.rule_models import RuleIn
 from tests.fixtures.catalogue import ADMIN
 from tests.fixtures.daemons import DaemonProcesses, daemon_env
 from tests.fixtures.rules import dataset_on_src, replicas_by_file, tiered_ses

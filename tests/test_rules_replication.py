@@ -13,10 +13,10 @@ from catalogue.replicas import add_replicas
 from catalogue.storage_elements import StorageElementUpdate, update_storage_element
 from kernel.db import Document
 from kernel.settings import Settings
-from rules import feed, locks, quotas, store
+from rules import feed, locks, quotas, rule_edits, store
 from rules.cleaner import RuleCleaner
 from rules.evaluator import RuleEvaluator
-from rules.store import RuleIn, RuleUpdate
+from rules.rule_models import RuleIn, RuleUpdate
 from tests.fixtures.catalogue import ADMIN
 from tests.fixtures.rules import (
     dataset_on_src,
@@ -29,6 +29,7 @@ from tests.fixtures.rules import (
     tiered_ses,
 )
 from tests.fixtures.transfers import replica_status
+from transfers import queueing
 from transfers import requests as rq
 from transfers.reaper import Reaper
 
@@ -118,13 +119,13 @@ async def test_expiry_releases_the_locks_and_the_replicas_may_then_be_deleted(
     fast = rule_settings(settings)
 
     await run_until_ok(database, fast, rule["_id"])
-    await rq.submit(database, "delete", [{"lfn": lfns[0], "dest_se": "T1-A"}], requester="t")
+    await queueing.submit(database, "delete", [{"lfn": lfns[0], "dest_se": "T1-A"}], requester="t")
     await Reaper(fast, database).run(max_cycles=1)
     refused = await database[rq.REQUESTS].find_one({"kind": "delete"})
     assert refused["state"] == "failed" and "rule lock" in refused["last_error"]
     assert await replica_status(database, lfns[0], "T1-A") == "available"
 
-    await store.update_rule(database, ADMIN, rule["_id"], RuleUpdate(lifetime_s=1))
+    await rule_edits.update_rule(database, ADMIN, rule["_id"], RuleUpdate(lifetime_s=1))
     await asyncio.sleep(1.2)
 
     async def gone() -> bool:
@@ -135,7 +136,7 @@ async def test_expiry_releases_the_locks_and_the_replicas_may_then_be_deleted(
     files = await database["files"].find({"_id": {"$in": lfns}}, {"replicas": 1}).to_list()
     assert all(r.get("locks", 0) == 0 for d in files for r in d["replicas"])
     assert (await quotas.quotas_and_usage(database, "root"))[0]["used_bytes"] == 0
-    await rq.submit(database, "delete", [{"lfn": lfn, "dest_se": "T1-A"} for lfn in lfns], requester="t2")
+    await queueing.submit(database, "delete", [{"lfn": lfn, "dest_se": "T1-A"} for lfn in lfns], requester="t2")
     await Reaper(fast, database).run(max_cycles=1)
     assert [await replica_status(database, lfn, "T1-A") for lfn in lfns] == [None] * 5
     assert [await replica_status(database, lfn, "SRC") for lfn in lfns] == ["available"] * 5
@@ -153,7 +154,7 @@ async def test_an_admin_deletion_of_a_locked_replica_puts_its_lock_back_to_repli
 
     await run_until_ok(database, fast, rule["_id"])
     # An administrator's request to delete every replica of a file overrides the lock.
-    await rq.submit(database, "delete", [{"lfn": lfns[0]}], requester="admin")
+    await queueing.submit(database, "delete", [{"lfn": lfns[0]}], requester="admin")
     await Reaper(fast, database).run(max_cycles=1)
     assert (await database[rq.REQUESTS].find_one({"kind": "delete"}))["state"] == "done"
     assert await replica_status(database, lfns[0], "T1-A") is None

@@ -14,7 +14,7 @@ from kernel.db import Document
 from kernel.settings import Settings
 from tests.fixtures.tcp_gate import CutAfter, TcpGate
 from tests.fixtures.transfers import add_ses, disk_se, fast_settings, open_requests, put_files
-from transfers import link_stats
+from transfers import link_stats, queueing
 from transfers import requests as rq
 from transfers.link_series import LINK_HOURS
 from transfers.worker import TransferWorker
@@ -58,7 +58,7 @@ async def test_a_copy_whose_replica_changed_is_counted_once_across_a_retried_set
     src, dst = disk_se("SRC", tmp_path / "src"), disk_se("DST", tmp_path / "dst")
     await add_ses(database, src, dst)
     await put_files(database, [src], [LFN])
-    await rq.submit_transfers(database, [{"lfn": LFN, "dest_se": "DST"}], requester="t")
+    await queueing.submit_transfers(database, [{"lfn": LFN, "dest_se": "DST"}], requester="t")
     listener = ChangeThenCut(db_gate, mongodb_uri, settings.database)
     client: AsyncMongoClient[Document] = AsyncMongoClient(
         f"mongodb://127.0.0.1:{db_gate.port}/", event_listeners=[listener], tz_aware=True,
@@ -92,7 +92,7 @@ async def test_a_transfer_is_counted_once_on_its_link_when_the_settling_is_cut_a
     src, dst = disk_se("SRC", tmp_path / "src"), disk_se("DST", tmp_path / "dst")
     await add_ses(database, src, dst)
     await put_files(database, [src], [LFN])
-    await rq.submit_transfers(database, [{"lfn": LFN, "dest_se": "DST"}], requester="t")
+    await queueing.submit_transfers(database, [{"lfn": LFN, "dest_se": "DST"}], requester="t")
     cut = CutAfter(db_gate, "update", link_stats.LINK_STATS)  # the hourly series' write meets the outage
     client = cut.client()
     worker = TransferWorker(fast_settings(settings, lease_s=3.0, settle_every_s=0.2), client[settings.database])

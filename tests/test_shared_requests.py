@@ -14,7 +14,7 @@ from typing import Any
 from tests.fixtures.authz import SHARED, World
 from tests.fixtures.transfers import fast_settings, run_until_drained, write_bytes
 from transfers.endpoints import tape_endpoint
-from transfers.requests import JOINS_FULL, MAX_JOINED_SUBMISSIONS
+from transfers.queueing import JOINS_FULL, MAX_JOINED_SUBMISSIONS
 from transfers.stager import Stager
 
 ON_TAPE = "/lhcb/pub/t.root"

@@ -28,6 +28,7 @@ from tests.fixtures.transfers import (
     se_root,
     tape_se,
 )
+from transfers import queueing
 from transfers import requests as rq
 from transfers.stager import Stager
 from transfers.worker import TransferWorker
@@ -39,7 +40,7 @@ async def test_a_stage_request_is_done_once_the_file_is_online_in_the_disk_cache
     tape = tape_se("TAPE", tmp_path / "t", stage_delay_s=0.5)
     await add_ses(database, tape)
     await put_files(database, [tape], ["/vo/raw/f"])
-    await rq.submit(database, "stage", [{"lfn": "/vo/raw/f", "dest_se": "TAPE"}], requester="t")
+    await queueing.submit(database, "stage", [{"lfn": "/vo/raw/f", "dest_se": "TAPE"}], requester="t")
     await run_until_drained(database, Stager(fast_settings(settings), database), timeout_s=30)
     request = await database[rq.REQUESTS].find_one({})
     assert request is not None
@@ -54,7 +55,7 @@ async def test_a_transfer_whose_only_source_is_on_tape_waits_in_staging_then_cop
     tape, dst = tape_se("TAPE", tmp_path / "t", stage_delay_s=0.5), disk_se("DST", tmp_path / "dst")
     await add_ses(database, tape, dst)
     contents = await put_files(database, [tape], ["/vo/raw/f"])
-    await rq.submit_transfers(database, [{"lfn": "/vo/raw/f", "dest_se": "DST"}], requester="t")
+    await queueing.submit_transfers(database, [{"lfn": "/vo/raw/f", "dest_se": "DST"}], requester="t")
     fast = fast_settings(settings)
     worker = TransferWorker(fast, database)
     await worker.run(max_cycles=1)
@@ -74,7 +75,7 @@ async def test_staging_a_file_without_a_replica_on_that_tape_fails(
     tape, disk = tape_se("TAPE", tmp_path / "t"), disk_se("DISK", tmp_path / "d")
     await add_ses(database, tape, disk)
     await put_files(database, [disk], ["/vo/f"])
-    await rq.submit(database, "stage", [{"lfn": "/vo/f", "dest_se": "TAPE"}], requester="t")
+    await queueing.submit(database, "stage", [{"lfn": "/vo/f", "dest_se": "TAPE"}], requester="t")
     await run_until_drained(database, Stager(fast_settings(settings), database), timeout_s=30)
     request = await database[rq.REQUESTS].find_one({})
     assert request is not None
@@ -92,7 +93,7 @@ async def tape_file_to_copy(database: AsyncDatabase[Document], tmp_path: Path) -
     tape, dst = tape_se("TAPE", tmp_path / "t", stage_delay_s=0.2), disk_se("DST", tmp_path / "dst")
     await add_ses(database, tape, dst)
     await put_files(database, [tape], ["/vo/raw/f"])
-    await rq.submit_transfers(database, [{"lfn": "/vo/raw/f", "dest_se": "DST"}], requester="t")
+    await queueing.submit_transfers(database, [{"lfn": "/vo/raw/f", "dest_se": "DST"}], requester="t")
     return tape
 
 
@@ -103,7 +104,7 @@ async def test_a_transfer_from_tape_releases_its_own_pin_after_the_copy_and_leav
     fast = fast_settings(settings)
     worker = TransferWorker(fast, database)
     await worker.run(max_cycles=1)  # parks the transfer in staging under a bring-online of its own
-    await rq.submit(database, "stage", [{"lfn": "/vo/raw/f", "dest_se": "TAPE"}], requester="u")
+    await queueing.submit(database, "stage", [{"lfn": "/vo/raw/f", "dest_se": "TAPE"}], requester="u")
     await run_until_drained(database, worker, Stager(fast, database), timeout_s=30)
     transfer = await database[rq.REQUESTS].find_one({"kind": "transfer"})
     staged = await database[rq.REQUESTS].find_one({"kind": "stage"})

@@ -30,6 +30,7 @@ from tests.fixtures.transfers import (
     tape_lock_held,
     tape_se,
 )
+from transfers import cancellation, queueing
 from transfers import requests as rq
 from transfers import stager as stager_module
 from transfers.stager import Stager
@@ -57,8 +58,8 @@ async def test_a_recall_whose_pin_lapsed_while_the_stager_was_killed_is_asked_ag
     tape, dst = tape_se("TAPE", tmp_path / "t", stage_delay_s=0.3), disk_se("DST", tmp_path / "dst")
     await add_ses(database, tape, dst)
     contents = await put_files(database, [tape], ["/vo/raw/staged", "/vo/raw/copied"])
-    await rq.submit(database, "stage", [{"lfn": "/vo/raw/staged", "dest_se": "TAPE"}], requester="t")
-    await rq.submit_transfers(database, [{"lfn": "/vo/raw/copied", "dest_se": "DST"}], requester="t")
+    await queueing.submit(database, "stage", [{"lfn": "/vo/raw/staged", "dest_se": "TAPE"}], requester="t")
+    await queueing.submit_transfers(database, [{"lfn": "/vo/raw/copied", "dest_se": "DST"}], requester="t")
     fast = fast_settings(settings, **TIMINGS)
     (tmp_path / "logs").mkdir()
     stagers = DaemonProcesses("stager", daemon_env(settings, **TIMINGS), tmp_path / "logs")
@@ -99,7 +100,7 @@ async def test_a_stage_request_cancelled_while_its_recall_is_asked_leaves_no_pin
     tape = tape_se("TAPE", tmp_path / "t", stage_delay_s=0.3)
     await add_ses(database, tape)
     await put_files(database, [tape], ["/vo/raw/f"])
-    submitted = await rq.submit(database, "stage", [{"lfn": "/vo/raw/f", "dest_se": "TAPE"}], requester="t")
+    submitted = await queueing.submit(database, "stage", [{"lfn": "/vo/raw/f", "dest_se": "TAPE"}], requester="t")
     request_id = submitted["successful"]["/vo/raw/f"]
     stager = Stager(fast_settings(settings), database)
     cache = tmp_path / "t" / "cache"
@@ -109,7 +110,7 @@ async def test_a_stage_request_cancelled_while_its_recall_is_asked_leaves_no_pin
         async def claimed() -> bool:
             return bool(await database[rq.REQUESTS].count_documents({"_id": request_id, "state": "active"}))
         await _until(claimed, 10)
-        assert await rq.cancel(database, {"_id": request_id}) == 1  # the user cancels meanwhile
+        assert await cancellation.cancel(database, {"_id": request_id}) == 1  # the user cancels meanwhile
     await cycle
     await stager.run(max_cycles=3)
     await asyncio.sleep(0.6)  # past the drive time: a recall still asked would be staged and pinned now
@@ -123,12 +124,12 @@ async def test_a_transfer_cancelled_while_parked_for_staging_leaves_no_pin(
     tape, dst = tape_se("TAPE", tmp_path / "t", stage_delay_s=0.3), disk_se("DST", tmp_path / "dst")
     await add_ses(database, tape, dst)
     await put_files(database, [tape], ["/vo/raw/f"])
-    submitted = await rq.submit_transfers(database, [{"lfn": "/vo/raw/f", "dest_se": "DST"}], requester="t")
+    submitted = await queueing.submit_transfers(database, [{"lfn": "/vo/raw/f", "dest_se": "DST"}], requester="t")
     request_id = submitted["successful"]["/vo/raw/f"]
     worker = TransferWorker(fast_settings(settings, settle_every_s=5), database)
     try:
         await worker.run_once()  # claimed, its recall asked, its parking not written yet
-        assert await rq.cancel(database, {"_id": request_id}) == 1
+        assert await cancellation.cancel(database, {"_id": request_id}) == 1
         await worker.run_once()  # the parking is settled: the request is no longer this worker's
     finally:
         await worker.close()
@@ -160,11 +161,11 @@ async def test_a_release_on_a_tape_whose_cache_is_full_waits_and_others_go_on(
         fast = fast_settings(settings)
         for requester, se in (("alice", "FULL"), ("bob", "FULL"), ("carol", "OK")):
             # Two pins on FULL's copy, one after the other: releasing one rewrites the other's.
-            await rq.submit(database, "stage", [{"lfn": "/vo/raw/f", "dest_se": se}], requester=requester)
+            await queueing.submit(database, "stage", [{"lfn": "/vo/raw/f", "dest_se": se}], requester=requester)
             await run_until_drained(database, Stager(fast, database), timeout_s=30)
         with (full_cache / "filler").open("wb") as out, contextlib.suppress(OSError):
             out.write(b"\0" * (1 << 20))  # FULL's cache fills up
-        assert await rq.ask_release(database, {"requester": {"$in": ["alice", "carol"]}}) == 2
+        assert await cancellation.ask_release(database, {"requester": {"$in": ["alice", "carol"]}}) == 2
         stager = Stager(fast, database)
         for _ in range(3):
             await stager.run_once()  # raised the cache's OSError at every cycle, before any later release
@@ -188,13 +189,14 @@ async def test_releases_on_a_tape_whose_cache_is_full_do_not_hold_up_another_tap
         await put_files(database, [ok], ["/vo/raw/ok"], size=16)
         fast = fast_settings(settings)
         for requester in ("alice", "bob"):  # two pins on each of FULL's copies: releasing one rewrites the other
-            await rq.submit(database, "stage", [{"lfn": lfn, "dest_se": "FULL"} for lfn in lfns], requester=requester)
+            await queueing.submit(database, "stage", [{"lfn": lfn, "dest_se": "FULL"} for lfn in lfns],
+                                  requester=requester)
             await run_until_drained(database, Stager(fast, database), timeout_s=60)
-        await rq.submit(database, "stage", [{"lfn": "/vo/raw/ok", "dest_se": "OK"}], requester="carol")
+        await queueing.submit(database, "stage", [{"lfn": "/vo/raw/ok", "dest_se": "OK"}], requester="carol")
         await run_until_drained(database, Stager(fast, database), timeout_s=30)
         with (full_cache / "filler").open("wb") as out, contextlib.suppress(OSError):
             out.write(b"\\0" * (16 << 20))  # FULL's cache fills up
-        assert await rq.ask_release(database, {"requester": {"$in": ["alice", "carol"]}}) == len(lfns) + 1
+        assert await cancellation.ask_release(database, {"requester": {"$in": ["alice", "carol"]}}) == len(lfns) + 1
         stager = Stager(fast, database)
         for _ in range(3):
             await stager.run_once()
@@ -213,7 +215,7 @@ async def test_a_recall_that_meets_a_full_tape_cache_waits_for_room_and_leaves_n
         await put_files(database, [tape], ["/vo/raw/big"], size=400 * 1024)
         filler = cache / "filler"
         filler.write_bytes(b"\0" * (256 * 1024))  # room for the request's record, not for the file
-        await rq.submit(database, "stage", [{"lfn": "/vo/raw/big", "dest_se": "TAPE"}], requester="t")
+        await queueing.submit(database, "stage", [{"lfn": "/vo/raw/big", "dest_se": "TAPE"}], requester="t")
         stager = Stager(fast_settings(settings), database)
         for _ in range(5):
             await stager.run_once()

@@ -17,6 +17,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from kernel.db import Document
 from kernel.settings import Settings
 from tests.fixtures.transfers import add_ses, fast_settings, put_files, run_until_drained, tape_se
+from transfers import queueing
 from transfers import requests as rq
 from transfers.stager import Stager
 
@@ -45,7 +46,7 @@ async def test_a_stage_request_waits_out_a_full_tape_cache_then_is_staged(
     await put_files(database, [tape], ["/vo/raw/f"])
     fast = fast_settings(settings)
     with full_filesystem(tmp_path / "t" / "cache") as filler:
-        await rq.submit(database, "stage", [{"lfn": "/vo/raw/f", "dest_se": "TAPE"}], requester="t")
+        await queueing.submit(database, "stage", [{"lfn": "/vo/raw/f", "dest_se": "TAPE"}], requester="t")
         stager = Stager(fast, database)
         for _ in range(3):
             await stager.run_once()

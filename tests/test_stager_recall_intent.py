@@ -19,6 +19,7 @@ from kernel.errors import ServiceUnavailable
 from kernel.settings import Settings
 from tests.fixtures.tcp_gate import TcpGate
 from tests.fixtures.transfers import add_ses, disk_se, fast_settings, put_files, run_until_drained, tape_se
+from transfers import cancellation, queueing
 from transfers import requests as rq
 from transfers.stager import Stager
 from transfers.worker import TransferWorker
@@ -55,7 +56,7 @@ async def test_a_stager_dying_between_the_recall_and_its_record_leaves_no_second
     tape = tape_se("TAPE", tmp_path / "t", stage_delay_s=0.2)
     await add_ses(database, tape)
     await put_files(database, [tape], ["/vo/raw/f"], size=10)
-    submitted = await rq.submit(database, "stage", [{"lfn": "/vo/raw/f", "dest_se": "TAPE"}], requester="t")
+    submitted = await queueing.submit(database, "stage", [{"lfn": "/vo/raw/f", "dest_se": "TAPE"}], requester="t")
     request_id = submitted["successful"]["/vo/raw/f"]
     fast = fast_settings(settings, lease_s=1.0, stage_poll_s=0.2, pin_lifetime_s=600)
     listener = DropAtRecord(db_gate)
@@ -78,7 +79,7 @@ async def test_a_stager_dying_between_the_recall_and_its_record_leaves_no_second
             await restarted.run_once()
             await asyncio.sleep(0.1)
     assert len(list((cache / "requests").glob("*.json"))) == 1  # on the tape system: one recall
-    assert await rq.ask_release(database, {"_id": request_id}) == 1
+    assert await cancellation.ask_release(database, {"_id": request_id}) == 1
     await restarted.run_once()
     await asyncio.sleep(0.4)  # past the drive time: any other recall is staged and pinned by now
     assert _live_pins(cache) == []
@@ -90,7 +91,7 @@ async def test_a_worker_dying_between_its_recall_and_the_parking_leaves_no_secon
     tape, dst = tape_se("TAPE", tmp_path / "t", stage_delay_s=0.2), disk_se("DST", tmp_path / "dst")
     await add_ses(database, tape, dst)
     await put_files(database, [tape], ["/vo/raw/g"], size=10)
-    await rq.submit_transfers(database, [{"lfn": "/vo/raw/g", "dest_se": "DST"}], requester="t")
+    await queueing.submit_transfers(database, [{"lfn": "/vo/raw/g", "dest_se": "DST"}], requester="t")
     fast = fast_settings(settings, lease_s=1.0, stage_poll_s=0.2, pin_lifetime_s=600)
     listener = DropAtRecord(db_gate)
     client: AsyncMongoClient[Document] = AsyncMongoClient(

@@ -22,6 +22,7 @@ from storage_plugins.webdav import WebDavPlugin
 from tests.fixtures.catalogue import ADMIN
 from tests.fixtures.http_servers import StartServer
 from tests.fixtures.transfers import add_ses, disk_se, fast_settings, put_files, run_until_drained
+from transfers import queueing
 from transfers import requests as rq
 from transfers.worker import TransferWorker
 
@@ -58,8 +59,8 @@ async def test_a_source_answering_a_malformed_digest_fails_its_request_alone(
                                                      "adler32": f"{zlib.adler32(RIGHT):08x}",
                                                      "replicas": [{"se": "HOSTILE"}]}])
     assert not result["failed"], result
-    await rq.submit_transfers(database, [{"lfn": "/vo/f", "dest_se": "DST"}, {"lfn": "/vo/good", "dest_se": "DST"}],
-                              requester="t")
+    await queueing.submit_transfers(database, [{"lfn": "/vo/f", "dest_se": "DST"},
+                                               {"lfn": "/vo/good", "dest_se": "DST"}], requester="t")
     await run_until_drained(database, TransferWorker(fast_settings(settings, copy_timeout_s=10), database),
                             timeout_s=30)
     ended = {r["lfn"]: r async for r in database[rq.REQUESTS].find({})}

@@ -23,6 +23,7 @@ from tests.fixtures.transfers import (
     run_until_drained,
     se_root,
 )
+from transfers import queueing
 from transfers import requests as rq
 from transfers.worker import TransferWorker
 
@@ -59,7 +60,7 @@ async def test_a_transfer_whose_source_is_missing_reports_it_and_fails_over(
         (se_root(source) / "vo/t/f").unlink()  # gone from both sources behind the catalogue's back
     fast = fast_settings(settings)
     fast = fast.model_copy(update={"audit": fast.audit.model_copy(update={"suspicious_threshold": 1})})
-    await rq.submit_transfers(database, [{"lfn": "/vo/t/f", "dest_se": "DEST"}], requester="admin")
+    await queueing.submit_transfers(database, [{"lfn": "/vo/t/f", "dest_se": "DEST"}], requester="admin")
     await run_until_drained(database, TransferWorker(fast, database))
     request = await database[rq.REQUESTS].find_one({"lfn": "/vo/t/f"})
     assert request["state"] == "failed" and "no other source" in request["last_error"]

@@ -33,6 +33,7 @@ from tests.fixtures.transfers import (
     se_root,
 )
 from tests.fixtures.xrootd import data_file
+from transfers import queueing
 from transfers import requests as rq
 from transfers.worker import TransferWorker
 
@@ -115,7 +116,7 @@ async def drain_while_killing_workers(database: AsyncDatabase[Document], setting
     """Copy lfns to dest_se with three worker processes, one SIGKILLed (and another started) at
     every sixth of the work and every 0.5-1.5 s; then every request is done with exactly one
     copy, every replica available."""
-    await rq.submit_transfers(database, [{"lfn": lfn, "dest_se": dest_se} for lfn in lfns], requester="t")
+    await queueing.submit_transfers(database, [{"lfn": lfn, "dest_se": dest_se} for lfn in lfns], requester="t")
     (tmp_path / "logs").mkdir()
     workers = DaemonProcesses("transfers", daemon_env(settings, **FAST), tmp_path / "logs")
     try:
@@ -142,7 +143,7 @@ async def test_three_workers_on_one_queue_copy_each_file_once(
     await add_ses(database, src, dst)
     lfns = [f"/vo/three/f{i:03d}" for i in range(200)]
     await put_files(database, [src], lfns, size=2048)
-    await rq.submit_transfers(database, [{"lfn": lfn, "dest_se": "DST"} for lfn in lfns], requester="t")
+    await queueing.submit_transfers(database, [{"lfn": lfn, "dest_se": "DST"} for lfn in lfns], requester="t")
     (tmp_path / "logs").mkdir()
     workers = DaemonProcesses("transfers", daemon_env(settings, **{**FAST, "lease_s": 20}), tmp_path / "logs")
     try:
@@ -170,7 +171,7 @@ async def test_a_destination_that_refuses_connections_is_retried_until_it_is_bac
     await add_ses(database, src, dst)
     lfns = [f"/vo/down/f{i}" for i in range(5)]
     contents = await put_files(database, [src], lfns, size=10_000)
-    await rq.submit_transfers(database, [{"lfn": lfn, "dest_se": "XRD"} for lfn in lfns], requester="t")
+    await queueing.submit_transfers(database, [{"lfn": lfn, "dest_se": "XRD"} for lfn in lfns], requester="t")
     worker = TransferWorker(fast_settings(settings, retry_base_s=0.3, retry_cap_s=1.0), database)
 
     async def back_after(delay_s: float) -> None:
@@ -217,7 +218,7 @@ async def test_a_corrupt_source_on_xrootd_is_marked_bad_and_the_copy_comes_from_
     (se_root(spare) / "vo/corrupt/f").write_bytes(data)
     await register_files(database, ADMIN, [{"lfn": lfn, "size": len(data), "adler32": good,
                                             "replicas": [{"se": "XRD-A"}, {"se": "SPARE"}]}])
-    await rq.submit_transfers(database, [{"lfn": lfn, "dest_se": "XRD-B"}], requester="t")
+    await queueing.submit_transfers(database, [{"lfn": lfn, "dest_se": "XRD-B"}], requester="t")
     await run_until_drained(database, TransferWorker(fast_settings(settings), database), timeout_s=60)
     request = await database[rq.REQUESTS].find_one({})
     assert request is not None

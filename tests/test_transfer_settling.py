@@ -25,7 +25,7 @@ from tests.fixtures.transfers import (
     run_until_drained,
     se_root,
 )
-from transfers import link_stats
+from transfers import link_stats, queueing
 from transfers import request_claims as rc
 from transfers import requests as rq
 from transfers.copy_steps import Cycle, finish_cycle
@@ -48,8 +48,8 @@ async def test_a_cycle_of_mixed_outcomes_lands_with_every_counter_matching(
     (tmp_path / "outside").mkdir()
     (se_root(dst) / "vo/mix/blocked").symlink_to(tmp_path / "outside")
     lfns = [*ok, "/vo/mix/gone", "/vo/mix/blocked/f", "/vo/mix/there"]
-    await rq.submit(database, "transfer", [{"lfn": lfn, "dest_se": "DST"} for lfn in lfns], requester="t",
-                    max_attempts=3)
+    await queueing.submit(database, "transfer", [{"lfn": lfn, "dest_se": "DST"} for lfn in lfns], requester="t",
+                          max_attempts=3)
     await run_until_drained(database, TransferWorker(fast_settings(settings), database), timeout_s=90)
     by_lfn = {d["lfn"]: d for d in await database[rq.REQUESTS].find({}).to_list()}
     assert all(by_lfn[lfn]["state"] == "done" and by_lfn[lfn]["copies"] == 1 for lfn in ok)
@@ -91,7 +91,7 @@ async def _one_transfer(database: AsyncDatabase[Document], tmp_path: Path) -> No
     src, dst = disk_se("SRC", tmp_path / "src"), disk_se("DST", tmp_path / "dst")
     await add_ses(database, src, dst)
     await put_files(database, [src], ["/vo/f"])
-    await rq.submit_transfers(database, [{"lfn": "/vo/f", "dest_se": "DST"}], requester="t")
+    await queueing.submit_transfers(database, [{"lfn": "/vo/f", "dest_se": "DST"}], requester="t")
 
 
 async def test_a_failure_settled_for_a_done_request_is_not_counted(

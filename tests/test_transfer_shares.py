@@ -11,8 +11,8 @@ from typing import Any
 
 from tests.fixtures.authz import World
 from tests.fixtures.cli import run_cli
+from transfers import queueing
 from transfers import request_claims as rc
-from transfers import requests as rq
 
 # Each user queues its backlog as rules and productions do: in batches. A weight is fixed when its
 # requests are queued, so a VO's first user's first batch took the whole VO's share: the claims
@@ -24,7 +24,7 @@ async def _queue(world: World, requester: str, vo: str | None, count: int, *, ac
                  tag: str = "") -> None:
     items = [{"lfn": f"/{vo or 'any'}/{requester.replace(':', '_')}{tag}/{activity}/f{i:04d}", "dest_se": "DISK2"}
              for i in range(count)]
-    result = await rq.submit(world.db, "transfer", items, requester=requester, vo=vo, activity=activity)
+    result = await queueing.submit(world.db, "transfer", items, requester=requester, vo=vo, activity=activity)
     assert not result["failed"], result["failed"]
 
 

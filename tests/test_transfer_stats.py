@@ -15,7 +15,7 @@ from kernel.principal import DEFAULT_VO
 from tests.fixtures.api import RunningApi
 from tests.fixtures.cli import run_cli
 from tests.fixtures.transfers import add_ses, disk_se, fast_settings, put_files, run_until_drained
-from transfers import link_stats
+from transfers import link_stats, queueing
 from transfers import requests as rq
 from transfers.worker import TransferWorker
 
@@ -24,11 +24,11 @@ async def _some_transfers(db: AsyncDatabase[Document], api: RunningApi, tmp_path
     src, dst = disk_se("SRC", tmp_path / "src"), disk_se("DST", tmp_path / "dst")
     await add_ses(db, src, dst)
     await put_files(db, [src], ["/vo/a", "/vo/b"], size=1000)
-    await rq.submit_transfers(db, [{"lfn": lfn, "dest_se": "DST"} for lfn in ("/vo/a", "/vo/b", "/vo/none")],
-                              requester="t")
+    await queueing.submit_transfers(db, [{"lfn": lfn, "dest_se": "DST"} for lfn in ("/vo/a", "/vo/b", "/vo/none")],
+                                    requester="t")
     (tmp_path / "src" / "vo" / "b").unlink()
     await run_until_drained(db, TransferWorker(fast_settings(api.settings), db))
-    await rq.submit_transfers(db, [{"lfn": "/vo/a", "dest_se": "SRC"}], requester="t")  # stays queued
+    await queueing.submit_transfers(db, [{"lfn": "/vo/a", "dest_se": "SRC"}], requester="t")  # stays queued
 
 
 async def test_stats_report_links_queues_and_failures(

@@ -26,6 +26,7 @@ from tests.fixtures.transfers import (
     run_until_drained,
     se_root,
 )
+from transfers import queueing
 from transfers import requests as rq
 from transfers.worker import TransferWorker
 
@@ -41,7 +42,7 @@ async def test_a_takeover_that_finds_no_source_removes_the_killed_attempts_copyi
     source = se_root(src) / "vo/raw/f"
     source.unlink()
     os.mkfifo(source)  # a source that stalls: the copy waits for bytes that never come
-    submitted = await rq.submit_transfers(database, [{"lfn": "/vo/raw/f", "dest_se": "DST"}], requester="t")
+    submitted = await queueing.submit_transfers(database, [{"lfn": "/vo/raw/f", "dest_se": "DST"}], requester="t")
     request_id = submitted["successful"]["/vo/raw/f"]
     (tmp_path / "logs").mkdir()
     workers = DaemonProcesses("transfers", daemon_env(settings, **FAST), tmp_path / "logs")

@@ -23,7 +23,7 @@ from tests.fixtures.transfers import (
     se_root,
     write_bytes,
 )
-from transfers import link_stats
+from transfers import cancellation, link_stats, queueing
 from transfers import request_claims as rc
 from transfers import requests as rq
 from transfers.worker import TransferWorker
@@ -36,7 +36,7 @@ async def test_replicated_files_are_verified_and_registered_available(
     await add_ses(database, src, dst)
     lfns = [f"/vo/run/f{i}" for i in range(20)]
     contents = await put_files(database, [src], lfns)
-    await rq.submit_transfers(database, [{"lfn": lfn, "dest_se": "DST"} for lfn in lfns], requester="t")
+    await queueing.submit_transfers(database, [{"lfn": lfn, "dest_se": "DST"} for lfn in lfns], requester="t")
     await run_until_drained(database, TransferWorker(fast_settings(settings), database))
     for lfn in lfns:
         assert (se_root(dst) / lfn.lstrip("/")).read_bytes() == contents[lfn]
@@ -56,7 +56,7 @@ async def test_a_corrupt_source_is_marked_bad_and_another_source_is_used(
     await add_ses(database, a, b, dst)
     contents = await put_files(database, [a, b], ["/vo/f"])
     write_bytes(a, "/vo/f", b"X" * len(contents["/vo/f"]))
-    await rq.submit_transfers(database, [{"lfn": "/vo/f", "dest_se": "DST"}], requester="t")
+    await queueing.submit_transfers(database, [{"lfn": "/vo/f", "dest_se": "DST"}], requester="t")
     await run_until_drained(database, TransferWorker(fast_settings(settings), database))
     request = await database[rq.REQUESTS].find_one({})
     assert request is not None
@@ -76,7 +76,7 @@ async def test_a_corrupt_only_source_fails_the_request_and_leaves_no_copying_rep
     await add_ses(database, src, dst)
     await put_files(database, [src], ["/vo/f"], size=100)
     write_bytes(src, "/vo/f", b"Y" * 100)
-    await rq.submit_transfers(database, [{"lfn": "/vo/f", "dest_se": "DST"}], requester="t")
+    await queueing.submit_transfers(database, [{"lfn": "/vo/f", "dest_se": "DST"}], requester="t")
     await run_until_drained(database, TransferWorker(fast_settings(settings), database))
     request = await database[rq.REQUESTS].find_one({})
     assert request is not None
@@ -95,7 +95,7 @@ async def test_a_missing_source_file_fails_over_then_fails_permanently(
     await add_ses(database, src, dst)
     await put_files(database, [src], ["/vo/gone"])
     (se_root(src) / "vo/gone").unlink()
-    await rq.submit_transfers(database, [{"lfn": "/vo/gone", "dest_se": "DST"}], requester="t")
+    await queueing.submit_transfers(database, [{"lfn": "/vo/gone", "dest_se": "DST"}], requester="t")
     await run_until_drained(database, TransferWorker(fast_settings(settings), database))
     request = await database[rq.REQUESTS].find_one({})
     assert request is not None
@@ -109,8 +109,8 @@ async def test_a_file_without_a_usable_replica_fails_with_no_source(
     src.read_enabled = False
     await add_ses(database, src, dst)
     await put_files(database, [src], ["/vo/f"])
-    await rq.submit_transfers(database, [{"lfn": "/vo/f", "dest_se": "DST"},
-                                         {"lfn": "/vo/nothing", "dest_se": "DST"}], requester="t")
+    await queueing.submit_transfers(database, [{"lfn": "/vo/f", "dest_se": "DST"},
+                                               {"lfn": "/vo/nothing", "dest_se": "DST"}], requester="t")
     await run_until_drained(database, TransferWorker(fast_settings(settings), database))
     by_lfn = {d["lfn"]: d async for d in database[rq.REQUESTS].find({})}
     assert (by_lfn["/vo/f"]["state"], by_lfn["/vo/f"]["error_class"]) == ("failed", "no_source")
@@ -123,7 +123,7 @@ async def test_a_file_already_at_the_destination_is_done_without_a_copy(
     src, dst = disk_se("SRC", tmp_path / "src"), disk_se("DST", tmp_path / "dst")
     await add_ses(database, src, dst)
     await put_files(database, [src, dst], ["/vo/f"])
-    await rq.submit_transfers(database, [{"lfn": "/vo/f", "dest_se": "DST"}], requester="t")
+    await queueing.submit_transfers(database, [{"lfn": "/vo/f", "dest_se": "DST"}], requester="t")
     await run_until_drained(database, TransferWorker(fast_settings(settings), database))
     request = await database[rq.REQUESTS].find_one({})
     assert request is not None
@@ -137,7 +137,7 @@ async def test_a_cancelled_request_left_copying_by_a_dead_worker_is_cleaned_up(
     src, dst = disk_se("SRC", tmp_path / "src"), disk_se("DST", tmp_path / "dst")
     await add_ses(database, src, dst)
     await put_files(database, [src], ["/vo/f"])
-    await rq.submit_transfers(database, [{"lfn": "/vo/f", "dest_se": "DST"}], requester="t")
+    await queueing.submit_transfers(database, [{"lfn": "/vo/f", "dest_se": "DST"}], requester="t")
     # A worker registered the destination and started writing, then died; the user cancels.
     claimed = await rc.claim(database, "dead-worker", kinds=["transfer"], lease_s=60)
     assert claimed is not None
@@ -146,7 +146,7 @@ async def test_a_cancelled_request_left_copying_by_a_dead_worker_is_cleaned_up(
     assert await register_copying(database, "/vo/f", dst) == "copying"
     await rq.flag_copying_replica(database, claimed["_id"])
     partial = write_bytes(dst, "/vo/f", b"half")
-    assert await rq.cancel(database, {"_id": claimed["_id"]}) == 1
+    assert await cancellation.cancel(database, {"_id": claimed["_id"]}) == 1
     worker = TransferWorker(fast_settings(settings), database)
     await worker.run(max_cycles=1)
     assert await copying_replicas(database) == []
@@ -162,7 +162,7 @@ async def test_stream_copies_between_local_ses_keep_the_catalogue_adler32(
     src, dst = disk_se("SRC", tmp_path / "src"), disk_se("DST", tmp_path / "dst")
     await add_ses(database, src, dst)
     contents = await put_files(database, [src], ["/vo/big"], size=3 << 20)
-    await rq.submit_transfers(database, [{"lfn": "/vo/big", "dest_se": "DST"}], requester="t")
+    await queueing.submit_transfers(database, [{"lfn": "/vo/big", "dest_se": "DST"}], requester="t")
     await run_until_drained(database, TransferWorker(fast_settings(settings), database))
     request = await database[rq.REQUESTS].find_one({})
     assert request is not None and request["result"]["mode"] == "stream"
@@ -178,7 +178,7 @@ async def test_an_interrupted_copy_is_cleaned_up_and_its_request_released_or_lef
     src, dst = disk_se("SRC", tmp_path / "src"), disk_se("DST", tmp_path / "dst")
     await add_ses(database, src, dst)
     await put_files(database, [src], ["/vo/mine", "/vo/taken"])
-    await rq.submit_transfers(database, [{"lfn": "/vo/mine", "dest_se": "DST"}], requester="t")
+    await queueing.submit_transfers(database, [{"lfn": "/vo/mine", "dest_se": "DST"}], requester="t")
     ctx = Context(database, "me", fast_settings(settings).transfers)
     mine = await rc.claim(database, "me", kinds=["transfer"], lease_s=60)
     assert mine is not None
@@ -190,7 +190,7 @@ async def test_an_interrupted_copy_is_cleaned_up_and_its_request_released_or_lef
     doc = await rq.get_request(database, mine["_id"])
     assert doc is not None and (doc["state"], doc["attempts"]) == ("queued", 0)
     # Lease lost to another worker: its replica is its business.
-    await rq.submit_transfers(database, [{"lfn": "/vo/taken", "dest_se": "DST"}], requester="t")
+    await queueing.submit_transfers(database, [{"lfn": "/vo/taken", "dest_se": "DST"}], requester="t")
     taken = await rc.claim(database, "other", kinds=["transfer"], lease_s=60, extra_filter={"lfn": "/vo/taken"})
     assert taken is not None
     await register_copying(database, "/vo/taken", dst)
@@ -207,7 +207,7 @@ async def test_no_done_request_is_counted_as_a_failure_while_leases_are_renewed_
     await add_ses(database, src, dst)
     lfns = [f"/vo/renew/f{i:03d}" for i in range(150)]
     await put_files(database, [src], lfns, size=2048)
-    await rq.submit_transfers(database, [{"lfn": lfn, "dest_se": "DST"} for lfn in lfns], requester="t")
+    await queueing.submit_transfers(database, [{"lfn": lfn, "dest_se": "DST"} for lfn in lfns], requester="t")
     worker = TransferWorker(fast_settings(settings, lease_s=4.0, global_limit=32, prefetch=16), database)
     with caplog.at_level(logging.WARNING, logger="cairn.transfers"):
         await run_until_drained(database, worker, timeout_s=120)

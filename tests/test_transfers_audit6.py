@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from tests.fixtures.authz import DATASET, PRIVATE, SHARED, World, same_answer
+from transfers import queueing
 from transfers import requests as rq
 
 
@@ -21,7 +22,7 @@ async def test_a_request_cancelled_while_another_user_joins_it_is_not_reported_q
     status, bobs = await world.call("bob", "POST", "/requests/transfers", {"lfns": [SHARED], "dest_se": "DISK2"})
     assert status == 201, bobs
     rid = bobs["successful"][SHARED]
-    real = rq.find_by_values
+    real = queueing.find_by_values
 
     async def bob_cancels_meanwhile(*args: Any, **kw: Any) -> list[Any]:
         found: list[Any] = await real(*args, **kw)
@@ -30,7 +31,7 @@ async def test_a_request_cancelled_while_another_user_joins_it_is_not_reported_q
             assert status == 200 and answer["cancelled"] == 1, answer
         return found
 
-    monkeypatch.setattr(rq, "find_by_values", bob_cancels_meanwhile)
+    monkeypatch.setattr(queueing, "find_by_values", bob_cancels_meanwhile)
     status, carols = await world.call("carol", "POST", "/requests/transfers", {"lfns": [SHARED], "dest_se": "DISK2"})
     monkeypatch.undo()
     assert status == 201, carols

@@ -30,7 +30,7 @@ from tests.fixtures.api import RunningApi
 from tests.fixtures.live_ses import LiveSEs
 from tests.fixtures.transfers import fast_settings
 from tests.test_upload_concurrent_writers import ChangesTheFileWhenItStarts
-from transfers import destination
+from transfers import destination, queueing
 from transfers import requests as rq
 from transfers.worker import TransferWorker
 
@@ -68,7 +68,7 @@ async def _one_round(api: RunningApi, live_ses: LiveSEs, database: AsyncDatabase
         [first] = await client.upload([local], lfn, source)
         assert first.status == "uploaded", first.error
         local.write_bytes(content)
-        submitted = await rq.submit_transfers(database, [{"lfn": lfn, "dest_se": dest}], requester="t")
+        submitted = await queueing.submit_transfers(database, [{"lfn": lfn, "dest_se": dest}], requester="t")
         [request_id] = [str(rid) for rid in submitted["successful"].values()]
         await asyncio.sleep(random.uniform(0, 0.25))  # the worker claims within its idle sleep (0.1 s)
         outcomes = await client.upload([local], lfn, dest, progress=ChangesTheFileWhenItStarts(local))
@@ -151,7 +151,7 @@ async def test_a_transfer_meeting_a_replica_an_upload_holds_waits_then_takes_it_
     await admin.add_replicas([{"lfn": "/cta/held", "se": dest.name, "status": "copying"}])
     async with api.client() as uploading:
         assert "/cta/held" in (await uploading.hold_replicas("u" * 32, dest.name, ["/cta/held"]))["successful"]
-    submitted = await rq.submit_transfers(database, [{"lfn": "/cta/held", "dest_se": dest.name}], requester="t")
+    submitted = await queueing.submit_transfers(database, [{"lfn": "/cta/held", "dest_se": dest.name}], requester="t")
     [request_id] = submitted["successful"].values()
     worker = TransferWorker(fast_settings(api.settings, retry_base_s=0.1, retry_cap_s=0.1), database)
     running = asyncio.create_task(worker.run())
@@ -188,7 +188,7 @@ async def test_a_transfers_hold_is_renewed_while_it_copies_so_an_upload_never_ta
     await asyncio.to_thread(local.write_bytes, os.urandom(BIG))
     [done] = await admin.upload([local], "/cta/big", source.name)
     assert done.status == "uploaded", done.error
-    submitted = await rq.submit_transfers(database, [{"lfn": "/cta/big", "dest_se": dest.name}], requester="t")
+    submitted = await queueing.submit_transfers(database, [{"lfn": "/cta/big", "dest_se": dest.name}], requester="t")
     [request_id] = submitted["successful"].values()
     worker = TransferWorker(fast_settings(api.settings, lease_s=1.0), database)
     running = asyncio.create_task(worker.run())

@@ -13,13 +13,13 @@ from catalogue.replica_urls import se_url
 from catalogue.usage import rebuild, se_usage
 from kernel.db import Document
 from kernel.settings import Settings
-from rules import store
+from rules import rule_edits, store
 from rules.cleaner import RuleCleaner
-from rules.store import RuleIn, RuleUpdate
+from rules.rule_models import RuleIn, RuleUpdate
 from tests.fixtures.catalogue import ADMIN
 from tests.fixtures.rules import dataset_on_src, rule_settings, run_until, run_until_ok, tiered_ses
 from tests.fixtures.transfers import add_ses, disk_se, fast_settings, put_files, replica_status, run_until_drained
-from transfers import requests as rq
+from transfers import queueing
 from transfers.reaper import Reaper
 from transfers.worker import TransferWorker
 from wms.outputs import attempt_url, register_outputs
@@ -40,10 +40,10 @@ async def test_replicate_then_delete_the_copy_by_request_leaves_no_drift(
     lfns = [f"/vo/up/f{i}" for i in range(3)]
     await put_files(database, [disk1], lfns, size=KIB)
     fast = fast_settings(settings)
-    await rq.submit_transfers(database, [{"lfn": lfn, "dest_se": "LOCAL-DISK2"} for lfn in lfns], requester="t")
+    await queueing.submit_transfers(database, [{"lfn": lfn, "dest_se": "LOCAL-DISK2"} for lfn in lfns], requester="t")
     await run_until_drained(database, TransferWorker(fast, database))
     assert [await replica_status(database, lfn, "LOCAL-DISK2") for lfn in lfns] == ["available"] * 3
-    await rq.submit(database, "delete", [{"lfn": lfn, "dest_se": "LOCAL-DISK2"} for lfn in lfns], requester="t")
+    await queueing.submit(database, "delete", [{"lfn": lfn, "dest_se": "LOCAL-DISK2"} for lfn in lfns], requester="t")
     await Reaper(fast, database).run(max_cycles=1)
     assert [await replica_status(database, lfn, "LOCAL-DISK2") for lfn in lfns] == [None] * 3
     assert {u["se"]: u["replicas"] for u in await se_usage(database)}.get("LOCAL-DISK2", 0) == 0
@@ -72,7 +72,7 @@ async def test_a_rules_expiry_and_the_deletion_of_its_copies_leave_no_drift(
     fast = rule_settings(settings)
 
     await run_until_ok(database, fast, rule["_id"])
-    await store.update_rule(database, ADMIN, rule["_id"], RuleUpdate(lifetime_s=1))
+    await rule_edits.update_rule(database, ADMIN, rule["_id"], RuleUpdate(lifetime_s=1))
     await asyncio.sleep(1.2)
 
     async def gone() -> bool:
@@ -80,7 +80,7 @@ async def test_a_rules_expiry_and_the_deletion_of_its_copies_leave_no_drift(
 
     await run_until(gone, [RuleCleaner(fast, database)])
     await assert_no_drift(database)
-    await rq.submit(database, "delete", [{"lfn": lfn, "dest_se": "T1-A"} for lfn in lfns], requester="t")
+    await queueing.submit(database, "delete", [{"lfn": lfn, "dest_se": "T1-A"} for lfn in lfns], requester="t")
     await Reaper(fast, database).run(max_cycles=1)
     assert [await replica_status(database, lfn, "T1-A") for lfn in lfns] == [None] * 4
     await assert_no_drift(database)

@@ -22,7 +22,7 @@ from productions import cleaning, task_creation, task_submission, transformation
 from productions.daemons import TransformationFeeder, TransformationMonitor, TransformationTasks
 from tests.fixtures.api import RunningApi
 from tests.fixtures.grid import Grid, check_all
-from wms import jobs, task_queues
+from wms import checker_claims, job_claims, jobs, task_queues
 from wms.config import WmsSettings
 from wms.daemons import JobWatchdog
 from wms.outputs import output_guid
@@ -99,7 +99,7 @@ async def a_waiting_job_claimed_by(api: RunningApi, grid: Grid, wms_config: WmsS
     await check_all(grid.db, wms_config)
     if by != "kill":
         assert await task_queues.pop(grid.db, (await jobs.get_job(grid.db, job_id))["task_queue"]) == (job_id, 1)
-    assert await jobs.claim_attempt(grid.db, job_id, 1, by)
+    assert await job_claims.claim_attempt(grid.db, job_id, 1, by)
     past = jobs.now() - dt.timedelta(minutes=2)
     await grid.db["job_claims"].update_one({"_id": f"{job_id}:1"}, {"$set": {"at": past}})
     return job_id
@@ -169,7 +169,7 @@ async def test_a_job_its_stopped_transformation_killed_late_is_not_run_again(
             await daemon.run_once()
         [task] = await alice.transformation_tasks(tid)
         # A checker pass holds the job when the transformation stops (then dies): the kill is a request.
-        held = await jobs.claim_batch(grid.db, "received", "checking", "gone:1", 10)
+        held = await checker_claims.claim_batch(grid.db, "received", "checking", "gone:1", 10)
         assert [j["_id"] for j in held] == [task["job"]]
         await grid.db["jobs"].update_one({"_id": task["job"]}, {"$set": {"lease_expires": jobs.now()}})
         assert await alice.transformation_action(tid, "stop") == {"tasks_cancelled": 0, "jobs_killed": 0}

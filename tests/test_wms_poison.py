@@ -15,13 +15,13 @@ from kernel.db import Document
 from tests.fixtures.api import RunningApi
 from tests.fixtures.grid import Grid, check_all, submit_jobs
 from tests.fixtures.tcp_gate import TcpGate, cut_short
-from wms import jobs
+from wms import job_reads, jobs
 from wms.config import WmsSettings
 from wms.daemons import JobWatchdog
 
 
 async def states_of(db: AsyncDatabase[Document], ids: list[str]) -> list[str]:
-    found = {j["_id"]: j["state"] for j in await jobs.get_jobs(db, ids)}
+    found = {j["_id"]: j["state"] for j in await job_reads.get_jobs(db, ids)}
     return [found[i] for i in ids]
 
 

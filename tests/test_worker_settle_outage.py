@@ -23,7 +23,7 @@ from tests.fixtures.transfers import (
     se_root,
     write_bytes,
 )
-from transfers import link_stats
+from transfers import link_stats, queueing
 from transfers import requests as rq
 from transfers.worker import TransferWorker
 
@@ -56,7 +56,7 @@ async def test_a_settling_cut_by_an_outage_is_retried_without_copying_again(
     src, dst = disk_se("SRC", tmp_path / "src"), disk_se("DST", tmp_path / "dst")
     await add_ses(database, src, dst)
     await put_files(database, [src], LFNS)
-    await rq.submit_transfers(database, [{"lfn": lfn, "dest_se": "DST"} for lfn in LFNS], requester="t")
+    await queueing.submit_transfers(database, [{"lfn": lfn, "dest_se": "DST"} for lfn in LFNS], requester="t")
     listener = DropAtConfirm(db_gate)
     client: AsyncMongoClient[Document] = AsyncMongoClient(
         f"mongodb://127.0.0.1:{db_gate.port}/", event_listeners=[listener], tz_aware=True,
@@ -118,7 +118,7 @@ async def test_a_settling_cut_after_its_ends_still_marks_the_corrupt_source_and_
     await add_ses(database, a, b, dst)
     contents = await put_files(database, [a, b], ["/vo/f"])
     write_bytes(a, "/vo/f", b"X" * len(contents["/vo/f"]))  # A is tried first, and is corrupt
-    await rq.submit_transfers(database, [{"lfn": "/vo/f", "dest_se": "DST"}], requester="t")
+    await queueing.submit_transfers(database, [{"lfn": "/vo/f", "dest_se": "DST"}], requester="t")
     listener = CutAfterEnds(db_gate)
     client: AsyncMongoClient[Document] = AsyncMongoClient(
         f"mongodb://127.0.0.1:{db_gate.port}/", event_listeners=[listener], tz_aware=True,

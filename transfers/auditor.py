@@ -38,8 +38,7 @@ from kernel.errors import CairnError, Conflict, InvalidInput
 from kernel.settings import AuditSettings, Settings
 from storage_plugins.base import StoragePlugin
 from storage_plugins.registry import plugin_for
-from transfers import audit_runs
-from transfers import requests as rq
+from transfers import audit_runs, queueing
 from transfers.audit_compare import Findings, StorageEntry, compare, dump_lines, lfn_of, sorted_dump
 from transfers.audit_variants import Variants, registered_tags
 from transfers.endpoints import endpoints
@@ -250,7 +249,7 @@ async def request_dark_deletion(db: AsyncDatabase[Document], run_id: str, *, req
         raise Conflict(f"audit run {run_id!r} is {run['state']}; dark files are deleted from finished runs only")
     await audit_runs.allow_cleaning(db, run_id)
     items = [{"lfn": lfn, "dest_se": run["se"], "audit_run": run_id} for lfn in await audit_runs.dark_lfns(db, run_id)]
-    return await rq.submit(db, "delete", items, requester=requester, activity=DARK_ACTIVITY, submission=run_id)
+    return await queueing.submit(db, "delete", items, requester=requester, activity=DARK_ACTIVITY, submission=run_id)
 
 
 class Auditor(Daemon):

@@ -1,5 +1,5 @@
 """What deletions that met an open deletion of the same replica asked on top of it
-(`requests.submit` tags it): the audit runs whose dark file it deletes, whether it deletes the
+(`queueing.submit` tags it): the audit runs whose dark file it deletes, whether it deletes the
 file's replica too, and how many such tags it took (the guard of the reaper's ends)."""
 
 from __future__ import annotations

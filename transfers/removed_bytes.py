@@ -17,6 +17,7 @@ from catalogue.storage_elements import StorageElement
 from kernel.db import Document
 from kernel.errors import CairnError
 from kernel.settings import TransferSettings
+from transfers import queueing
 from transfers import requests as rq
 from transfers.deletion import Place, delete_bytes
 from transfers.failures import classify
@@ -32,8 +33,8 @@ async def queue_removed(db: AsyncDatabase[Document]) -> int:
     due = await removed_paths.due(db, QUEUE_BATCH)
     if not due:
         return 0
-    await rq.submit(db, "delete", [{"lfn": p.path, "dest_se": p.se, REMOVED_PATH: True} for p in due],
-                    requester=REQUESTER)
+    await queueing.submit(db, "delete", [{"lfn": p.path, "dest_se": p.se, REMOVED_PATH: True} for p in due],
+                          requester=REQUESTER)
     await removed_paths.queued(db, due)
     return len(due)
 

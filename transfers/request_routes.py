@@ -32,6 +32,7 @@ from kernel.errors import Forbidden, InvalidInput, NotFound
 from kernel.principal import Principal
 from kernel.responses import JsonList
 from kernel.web import DATABASE, ApiRoutes, json_response, principal_of, query_int, read_model, scopes
+from transfers import cancellation, queueing, request_reads
 from transfers import requests as rq
 from transfers.shared_requests import both, cancel_as, of_requester, of_submission, release_as
 
@@ -112,14 +113,15 @@ async def submit_authorized(
     Authorized here, once, for the file each LFN names now: the daemons then act with these
     rights on that file only (its GUID, in the request), never on one registered there later."""
     permitted, refused = await authorized_lfns(db, principal, lfns, action)
-    result = await rq.submit(db, kind, [{"lfn": lfn, "guid": guid or None, **item} for lfn, guid in permitted.items()],
-                             requester=requester_of(principal), vo=vo_stamp(principal), **kw)
+    result = await queueing.submit(db, kind,
+                                   [{"lfn": lfn, "guid": guid or None, **item} for lfn, guid in permitted.items()],
+                                   requester=requester_of(principal), vo=vo_stamp(principal), **kw)
     result["failed"] = {**refused, **result["failed"]}
     return result
 
 
 def requester_of(principal: Principal) -> str:
-    return rq.user_requester(principal.sub)
+    return queueing.user_requester(principal.sub)
 
 
 def visible_to(principal: Principal) -> dict[str, Any]:
@@ -224,7 +226,7 @@ async def list_requests(request: web.Request) -> web.Response:
     if request.query.get("state") not in (None, *rq.STATES):
         raise InvalidInput(f"unknown state {request.query['state']!r}; states: {', '.join(rq.STATES)}")
     limit = query_int(request, "limit", 100, minimum=1, maximum=1000)
-    docs = await rq.list_requests(request.app[DATABASE], query, limit=limit)
+    docs = await request_reads.list_requests(request.app[DATABASE], query, limit=limit)
     return json_response(docs)
 
 
@@ -241,7 +243,7 @@ async def get_request(request: web.Request) -> web.Response:
 @routes.get("/submissions/{id}", policy=scopes("transfers.read"), summary="Progress of a bulk submission")
 async def submission_progress(request: web.Request) -> web.Response:
     query = both(of_submission(request.match_info["id"]), visible_to(principal_of(request)))
-    counts = await rq.progress(request.app[DATABASE], query)
+    counts = await request_reads.progress(request.app[DATABASE], query)
     if counts["total"] == 0:
         raise NotFound(f"submission {request.match_info['id']} does not exist")
     return json_response({"submission": request.match_info["id"], "states": counts})
@@ -266,7 +268,8 @@ async def cancel_requests(request: web.Request) -> web.Response:
     principal, query = principal_of(request), await selected(request, "cancel")
     db = request.app[DATABASE]
     # an administrator cancels outright; a user withdraws (`transfers.shared_requests`)
-    cancelled = await (rq.cancel(db, query) if principal.is_admin else cancel_as(db, query, requester_of(principal)))
+    cancelled = await (cancellation.cancel(db, query) if principal.is_admin
+                       else cancel_as(db, query, requester_of(principal)))
     return json_response({"cancelled": cancelled})
 
 
@@ -277,7 +280,8 @@ async def release_requests(request: web.Request) -> web.Response:
     db = request.app[DATABASE]
     # as cancel: an administrator releases outright; a user withdraws, and the pin goes once
     # nobody who asked for the staged copy is left (`transfers.shared_requests`)
-    asked = await (rq.ask_release(db, query) if principal.is_admin else release_as(db, query, requester_of(principal)))
+    asked = await (cancellation.ask_release(db, query) if principal.is_admin
+                   else release_as(db, query, requester_of(principal)))
     return json_response({"release_asked": asked})
 
 

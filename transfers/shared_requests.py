@@ -1,5 +1,5 @@
 """Requests that several requesters asked for: an identical open request is shared, not doubled
-(`transfers.requests.submit`): its owner (`requester`) and those who joined it (`joined`, with
+(`transfers.queueing.submit`): its owner (`requester`) and those who joined it (`joined`, with
 their submissions in `joined_submissions`) each see it, follow it by their own submission and
 may cancel it; a cancel by one of them withdraws that one only, and the request is cancelled
 when nobody who asked for it is left. Releasing a done stage request's pin goes the same way: the
@@ -16,7 +16,8 @@ from typing import Any
 from pymongo.asynchronous.database import AsyncDatabase
 
 from kernel.db import Document, database_errors
-from transfers.requests import JOINED, JOINED_SUBMISSIONS, OPEN_STATES, REQUESTS, ask_release, cancel, now
+from transfers.cancellation import ask_release, cancel
+from transfers.requests import JOINED, JOINED_SUBMISSIONS, OPEN_STATES, REQUESTS, now
 
 OPEN = {"state": {"$in": list(OPEN_STATES)}}
 RELEASABLE = {"kind": "stage", "state": "done", "release": {"$exists": False}}  # as `ask_release` takes them
@@ -42,13 +43,13 @@ def both(*queries: Document) -> Document:
 
 async def cancel_as(db: AsyncDatabase[Document], query: dict[str, Any], requester: str) -> int:
     """Cancel, for `requester`, the open requests matching query that it owns or joined
-    (`_withdraw`; one nobody else asked for is cancelled, `transfers.requests.cancel`)."""
+    (`_withdraw`; one nobody else asked for is cancelled, `transfers.cancellation.cancel`)."""
     return await _withdraw(db, query, requester, OPEN, cancel)
 
 
 async def release_as(db: AsyncDatabase[Document], query: dict[str, Any], requester: str) -> int:
     """Release, for `requester`, the pins of the done stage requests matching query that it owns or
-    joined (`_withdraw`; one nobody else asked for has its release asked, `requests.ask_release`)."""
+    joined (`_withdraw`; one nobody else asked for has its release asked, `cancellation.ask_release`)."""
     return await _withdraw(db, query, requester, RELEASABLE, ask_release)
 
 

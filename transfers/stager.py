@@ -42,7 +42,7 @@ from kernel.errors import CairnError, NotFound, ServiceUnavailable
 from kernel.lease import LeaseLost
 from kernel.settings import Settings
 from storage_plugins.tape import TapePlugin
-from transfers import recalls
+from transfers import cancellation, recalls
 from transfers import request_claims as rc
 from transfers import requests as rq
 from transfers.endpoints import tape_endpoint
@@ -115,7 +115,7 @@ class Stager(Daemon):
         handled, away = 0, set[str]()
         for _ in range(RELEASE_LOOKS):
             found_away = False
-            for request in await rq.releases_asked(self.db, BATCH, skip_ses=sorted(away)):
+            for request in await cancellation.releases_asked(self.db, BATCH, skip_ses=sorted(away)):
                 if (se := (request.get("stage") or {}).get("se")) in away:
                     continue
                 if await self._release(request):
@@ -165,7 +165,7 @@ class Stager(Daemon):
             log.warning("%s: %s", request["lfn"], outcome)
         else:
             outcome = "released"
-        await rq.released(self.db, request["_id"], outcome)
+        await cancellation.released(self.db, request["_id"], outcome)
         return True
 
     def _lifetime(self, request: Document) -> float:

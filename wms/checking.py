@@ -30,8 +30,9 @@ from kernel import claims
 from kernel.daemon import one_of_many
 from kernel.db import Document
 from kernel.principal import DEFAULT_VO, Principal
-from transfers.requests import list_requests, submit_transfers
-from wms import input_data, jobs, stage_requests, states, task_queues, unprocessable
+from transfers.queueing import submit_transfers
+from transfers.request_reads import list_requests
+from wms import checker_claims, input_data, job_reads, jobs, stage_requests, states, task_queues, unprocessable
 from wms.config import WmsSettings
 from wms.input_data import SiteStore
 from wms.outputs import owner_of
@@ -55,8 +56,8 @@ def readable_by_owner(
 async def check_batch(db: AsyncDatabase[Document], config: WmsSettings, worker: str) -> int:
     """One checker pass over new jobs and due staging jobs; returns how many were handled."""
     claim = f"{worker}:{uuid.uuid4().hex[:8]}"
-    batch = await jobs.claim_batch(db, states.RECEIVED, states.CHECKING, claim, config.check_batch)
-    due = await jobs.claim_batch(
+    batch = await checker_claims.claim_batch(db, states.RECEIVED, states.CHECKING, claim, config.check_batch)
+    due = await checker_claims.claim_batch(
         db, states.STAGING, states.STAGING, claim, config.check_batch, due_before=jobs.now()
     )
     batch += due
@@ -86,9 +87,9 @@ async def check_batch(db: AsyncDatabase[Document], config: WmsSettings, worker: 
         outcomes[job["_id"]], queued = placed
         if queued is not None:
             queues[queued[0]].append((job["_id"], queued[1]))
-    await jobs.apply_outcomes(db, claim, outcomes)
+    await checker_claims.apply_outcomes(db, claim, outcomes)
     # Jobs still claimed are those someone asked to kill while this pass held them.
-    leftovers = {j["_id"] for j in await jobs.claimed_jobs(db, claim)}
+    leftovers = {j["_id"] for j in await checker_claims.claimed_jobs(db, claim)}
     for job_id in leftovers:
         killed = await jobs.transition(db, job_id, [states.CHECKING, states.STAGING], states.KILLED,
                                        "killed by request", guard={claims.OWNER: claim}, set_fields=dict(claims.FREE))
@@ -109,7 +110,7 @@ async def _withdraw_left_behind(
     moved = {job["_id"]: outcomes[job["_id"]]["state"] for job in batch if job.get("transfer_requests")
              and job["_id"] not in leftovers and outcomes.get(job["_id"], {}).get("state") != states.STAGING}
     if moved:
-        for job in await jobs.get_jobs(db, list(moved)):
+        for job in await job_reads.get_jobs(db, list(moved)):
             if job["state"] == moved[job["_id"]] and not job.get(claims.OWNER):
                 await stage_requests.withdraw_left(db, job)
 
@@ -147,7 +148,7 @@ async def enqueue(db: AsyncDatabase[Document], key: QueueKey, attempts: Sequence
     """Put waiting jobs (id, attempt) in their task queue, then record that they are there."""
     if attempts:
         await task_queues.enqueue(db, key, [task_queues.entry(job_id, n) for job_id, n in attempts])
-        await jobs.mark_enqueued(db, [job_id for job_id, _ in attempts])
+        await checker_claims.mark_enqueued(db, [job_id for job_id, _ in attempts])
 
 
 def queue_key(job: Document, sites: Sequence[str]) -> QueueKey:

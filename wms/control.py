@@ -11,7 +11,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from kernel import claims
 from kernel.db import Document
 from kernel.errors import Conflict
-from wms import jobs, stage_requests, states, task_queues
+from wms import job_claims, job_reads, jobs, stage_requests, states, task_queues
 from wms.unprocessable import UNQUEUED_CLAIM
 
 # Who claims a waiting job's attempt besides the matcher (which claims it for a pilot, by its name).
@@ -54,7 +54,7 @@ async def _kill_unheld(db: AsyncDatabase[Document], job: Document, reason: str) 
     """Kill a job no pilot holds: a waiting one by claiming its attempt, a received, staging or
     stalled one by its move (no claim on it); None when it is held (or moved on meanwhile)."""
     job_id = job["_id"]
-    if job["state"] == states.WAITING and await jobs.claim_attempt(db, job_id, job["attempt"], KILL_CLAIM):
+    if job["state"] == states.WAITING and await job_claims.claim_attempt(db, job_id, job["attempt"], KILL_CLAIM):
         return await _kill_claimed(db, job, reason)
     done = await jobs.transition(db, job_id, [states.RECEIVED, states.STAGING, states.STALLED], states.KILLED,
                                  reason, guard={claims.OWNER: None})
@@ -126,18 +126,18 @@ async def settle_stale_claims(db: AsyncDatabase[Document], now: dt.datetime) -> 
     reschedule move. A kill's claim kills it, the watchdog's fails it, a match's gives the job a
     new attempt (its pilot never got it). The claims are read in the order they were made, from
     where the last pass stopped; how many jobs were settled."""
-    since = await jobs.claims_settled_until(db)
-    found = await jobs.claims_made(db, since, now - dt.timedelta(seconds=CLAIM_SETTLE_S), CLAIMS_PER_PASS)
+    since = await job_claims.claims_settled_until(db)
+    found = await job_claims.claims_made(db, since, now - dt.timedelta(seconds=CLAIM_SETTLE_S), CLAIMS_PER_PASS)
     if not found:
         return 0
     claimers = {str(claim["_id"]): str(claim.get("by", "")) for claim in found}
-    waiting = await jobs.get_jobs(db, [claim.rpartition(":")[0] for claim in claimers], state=states.WAITING)
+    waiting = await job_reads.get_jobs(db, [claim.rpartition(":")[0] for claim in claimers], state=states.WAITING)
     settled = 0
     for job in waiting:
         by = claimers.get(task_queues.entry(job["_id"], job["attempt"]))
         if by is not None and await _settle(db, job, by):
             settled += 1
-    await jobs.set_claims_settled_until(db, found[-1]["at"])
+    await job_claims.set_claims_settled_until(db, found[-1]["at"])
     return settled
 
 

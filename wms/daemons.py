@@ -21,7 +21,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from kernel.daemon import Daemon, one_of_many
 from kernel.db import Document
-from wms import checking, control, jobs, stage_requests, unprocessable
+from wms import checker_claims, checking, control, job_reads, jobs, stage_requests, unprocessable
 from wms.config import WmsSettings
 from wms.counter_recount import QuietMender
 
@@ -55,12 +55,12 @@ class JobWatchdog(Daemon):
         now = jobs.now()
         handled = 0
         cutoff = now - dt.timedelta(seconds=self.config.stalled_after_s)
-        for job in await jobs.silent_jobs(self.db, cutoff, 500):
+        for job in await job_reads.silent_jobs(self.db, cutoff, 500):
             handled += await self.isolated(self.stall(job, now), job, unprocessable.fail_at_pilot)
-        handled += await jobs.clear_stale_claims(self.db, now)
+        handled += await checker_claims.clear_stale_claims(self.db, now)
         handled += await control.settle_stale_claims(self.db, now)
         repair_before = now - dt.timedelta(seconds=self.config.unqueued_repair_s)
-        for job in await jobs.unqueued_waiting(self.db, repair_before, 500):
+        for job in await job_reads.unqueued_waiting(self.db, repair_before, 500):
             handled += await self.isolated(self.requeue(job), job, unprocessable.fail_unqueued)
         for job in await stage_requests.left_holding(self.db, 500):  # a withdrawal cut short
             await stage_requests.withdraw_left(self.db, job)

@@ -9,7 +9,7 @@ Order of preference, recomputed at every match (two-level fair share, as DIRAC's
 A pilot the factory submitted gets the job added to its pilot document, and the job names the
 pilot's batch id (`batch_id`), so each leads to the other.
 The claim is a `$pop` on the task queue document, then the insert of the attempt's claim
-document (`jobs.claim_attempt`), so a stale id (a job killed or matched meanwhile) is skipped,
+document (`job_claims.claim_attempt`), so a stale id (a job killed or matched meanwhile) is skipped,
 never run twice. Every query on the way is an `_id` lookup or a read of a small collection (task
 queues, one usage document per group; the VO registry is cached): matching cost does not grow
 with the number of jobs.
@@ -31,7 +31,7 @@ from catalogue.storage_paths import storage_lfn
 from catalogue.vos import fair_shares
 from kernel.db import Document
 from kernel.errors import InvalidInput
-from wms import jobs, pilot_records, states, task_queues
+from wms import job_claims, jobs, pilot_records, states, task_queues
 from wms.outputs import output_destinations
 
 log = logging.getLogger("cairn.wms.matcher")
@@ -86,7 +86,7 @@ async def match(db: AsyncDatabase[Document], offer: PilotOffer) -> Document | No
 
 
 async def _take(db: AsyncDatabase[Document], job_id: str, attempt: int, offer: PilotOffer) -> Document | None:
-    if not await jobs.claim_attempt(db, job_id, attempt, offer.pilot):
+    if not await job_claims.claim_attempt(db, job_id, attempt, offer.pilot):
         log.info("job %s attempt %s was killed or matched already; skipped", job_id, attempt)
         return None
     at = jobs.now()

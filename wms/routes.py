@@ -30,7 +30,7 @@ from kernel.web import (
     scopes,
     validation_message,
 )
-from wms import control, counter_recount, execution, jobs, matching, states, submission, task_queues
+from wms import control, counter_recount, execution, job_reads, jobs, matching, states, submission, task_queues
 from wms.api_models import ControlRequest, FinalReport, MatchRequest, OutputsReport, PilotReport, ShareRequest
 from wms.description import JobDescription, Submission
 from wms.pilot_factory import PILOT_NAME_CLAIM, PILOT_SITE_CLAIM
@@ -84,7 +84,7 @@ async def list_jobs(request: web.Request) -> web.Response:
     if state is not None and state not in states.ALL:
         raise InvalidInput(f"unknown state {state!r}; states: {', '.join(states.ALL)}")
     limit = query_int(request, "limit", 100, minimum=1, maximum=10_000)
-    found = [jobs.public_view(d) async for d in jobs.list_jobs(request.app[DATABASE], owner=owner, state=state,
+    found = [jobs.public_view(d) async for d in job_reads.list_jobs(request.app[DATABASE], owner=owner, state=state,
                                                                  limit=limit, where=vo_query(principal))]
     return json_response(found)
 
@@ -92,8 +92,8 @@ async def list_jobs(request: web.Request) -> web.Response:
 @routes.get("/job-summary", policy=READ, summary="Jobs per state (yours; everyone's for admins)")
 async def job_summary(request: web.Request) -> web.Response:
     principal = principal_of(request)
-    counts = await jobs.count_by_state(request.app[DATABASE], None if principal.is_admin else principal.sub,
-                                       where=vo_query(principal))
+    counts = await job_reads.count_by_state(request.app[DATABASE], None if principal.is_admin else principal.sub,
+                                            where=vo_query(principal))
     return json_response({state: counts.get(state, 0) for state in states.ALL})
 
 

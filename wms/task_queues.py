@@ -2,7 +2,7 @@
 
 Each queue is one small document holding its definition and the ids of its waiting jobs in
 submission order. Popping the first id (`$pop` on the queue's `_id`) hands a job id to one
-matcher, which then claims the job's attempt (`jobs.claim_attempt`); the matcher never scans
+matcher, which then claims the job's attempt (`job_claims.claim_attempt`); the matcher never scans
 the jobs collection. A killed job's id is removed with `$pull` to keep counts right; an id
 left over (or queued twice by the watchdog's repair) is harmless because its attempt can be
 claimed only once. Per-group counts of jobs at pilots (`group_usage`) feed the fair share; a

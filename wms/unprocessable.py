@@ -15,7 +15,7 @@ from typing import cast
 from pymongo.asynchronous.database import AsyncDatabase
 
 from kernel.db import Document
-from wms import jobs, states
+from wms import job_claims, jobs, states
 
 # The claimer named on a waiting job's attempt that the watchdog failed (`wms.control.settle_stale_claims`).
 UNQUEUED_CLAIM = "job-watchdog"
@@ -37,5 +37,5 @@ async def fail_at_pilot(db: AsyncDatabase[Document], job: Document, why: str) ->
 async def fail_unqueued(db: AsyncDatabase[Document], job: Document, why: str) -> None:
     """Fail a waiting job the watchdog could not queue, by claiming its attempt as a kill does
     (`control.kill`): a pilot that took it meanwhile keeps it."""
-    if await jobs.claim_attempt(db, job["_id"], cast(int, job.get("attempt")), UNQUEUED_CLAIM):
+    if await job_claims.claim_attempt(db, job["_id"], cast(int, job.get("attempt")), UNQUEUED_CLAIM):
         await jobs.set_state_claimed(db, job["_id"], states.FAILED, why)

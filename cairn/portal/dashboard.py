@@ -15,8 +15,8 @@ from catalogue.authorization import visible_rules
 from kernel.errors import Forbidden
 from rules import quotas, store
 from rules import routes as rule_api
-from rules.store import rule_view
-from wms import jobs
+from rules.rule_models import rule_view
+from wms import job_reads, jobs
 from wms import routes as job_api
 
 routes = web.RouteTableDef()
@@ -36,7 +36,7 @@ async def dashboard(request: web.Request) -> web.Response:
     try:
         db, user = caller(request, job_api.routes, "GET", "/jobs")
         context["failed_jobs"] = [jobs.public_view(d) async for d in
-                                  jobs.list_jobs(db, owner=user.sub, state="failed", limit=50)]
+                                  job_reads.list_jobs(db, owner=user.sub, state="failed", limit=50)]
     except Forbidden:
         pass
     return page(request, "dashboard.html", context)

@@ -12,7 +12,7 @@ from cairn.portal.access import caller, page_size
 from cairn.portal.render import page
 from catalogue.authorization import vo_query
 from kernel.errors import CairnError, Forbidden, InvalidInput, NotFound
-from wms import control, jobs, pilot_records, states
+from wms import control, job_reads, jobs, pilot_records, states
 from wms import pilot_routes as pilot_api
 from wms import routes as api
 from wms.routes import _own as require_own_job
@@ -34,9 +34,9 @@ async def job_list(request: web.Request) -> web.Response:
     if state is not None and state not in states.ALL:
         raise InvalidInput(f"unknown state {state!r}; states: {', '.join(states.ALL)}")
     limit = page_size(request)
-    found = await jobs.page_jobs(db, owner=owner, state=state, after=request.query.get("after") or None,
-                                 limit=limit + 1, where=vo_query(user))
-    counts = await jobs.count_by_state(db, None if user.is_admin else user.sub, where=vo_query(user))
+    found = await job_reads.page_jobs(db, owner=owner, state=state, after=request.query.get("after") or None,
+                                      limit=limit + 1, where=vo_query(user))
+    counts = await job_reads.count_by_state(db, None if user.is_admin else user.sub, where=vo_query(user))
     return page(request, "jobs.html", {"jobs": [jobs.public_view(d) for d in found[:limit]], "states": states.ALL,
                                        "counts": counts, "outcomes": request.query.getall("outcome", []),
                                        "next_after": found[limit - 1]["_id"] if len(found) > limit else None})

@@ -13,7 +13,7 @@ from cairn.portal.access import caller, page_size
 from cairn.portal.render import page
 from kernel.errors import InvalidInput
 from kernel.principal import Principal
-from wms import jobs, pilot_records
+from wms import job_reads, jobs, pilot_records
 from wms import pilot_routes as api
 from wms import routes as job_api
 
@@ -57,7 +57,7 @@ async def pilot_page(request: web.Request) -> web.Response:
     visible: list[dict[str, Any]] = []
     while start < len(ran) and len(visible) <= limit:  # bounded slices, so a busy pilot is never read whole
         chunk = ran[start:start + limit + 1]
-        found = {d["_id"]: d for d in await jobs.get_jobs(db, chunk)}
+        found = {d["_id"]: d for d in await job_reads.get_jobs(db, chunk)}
         visible += [jobs.public_view(found[i]) for i in chunk
                     if i in found and user.sees_vo(found[i].get("vo")) and _readable(user, found[i])]
         start += len(chunk)

@@ -13,11 +13,11 @@ from cairn.portal.render import page
 from catalogue.authorization import authorize_rule_target, require_visible_rule, se_in_vo, visible_rules
 from kernel.errors import CairnError, InvalidInput
 from kernel.web import validation_message
-from rules import quotas, store
+from rules import quotas, rule_admission, store
 from rules import routes as api
 from rules.lock_views import visible_locks
+from rules.rule_models import RuleIn, rule_view
 from rules.se_expression import validate
-from rules.store import RuleIn, rule_view
 
 routes = web.RouteTableDef()
 STATES = ("replicating", "ok", "stuck", "suspended")
@@ -77,7 +77,7 @@ async def preview(request: web.Request) -> web.Response:
     context: dict[str, Any] = {"expression": expression, "ses": [], "room": {}, "problem": None}
     if expression:
         try:
-            ses = [se for se in await store.resolve_expression(db, expression) if se_in_vo(user, se["name"])]
+            ses = [se for se in await rule_admission.resolve_expression(db, expression) if se_in_vo(user, se["name"])]
             context["ses"] = ses
             context["room"] = await quotas.room(db, user.sub, [se["name"] for se in ses])
         except CairnError as exc:
