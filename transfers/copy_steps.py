@@ -98,9 +98,10 @@ async def start_copies(ctx: Context, jobs: Sequence[Job], cycle: Cycle) -> list[
             cycle.failures.append(Failed(job, classify(exc)))
             continue
         wanted.append(job)
+    pushed: set[tuple[str, str]] = set()  # replicas made now: held by the transfers from their push
     try:
         statuses = await destination.register_copying_many(
-            ctx.db, [(job.file, job.dest) for job in wanted if job.file is not None and job.dest is not None])
+            ctx.db, [(job.file, job.dest) for job in wanted if job.file is not None and job.dest is not None], pushed)
     except ServiceUnavailable:
         raise
     except CairnError:  # one file's replica would not register: find which, and fail only that one
@@ -122,9 +123,16 @@ async def start_copies(ctx: Context, jobs: Sequence[Job], cycle: Cycle) -> list[
             cycle.already_there.append(job)
         else:
             ready.append(job)
-    ready = await _hold(ctx, ready, cycle)
+    # Replicas found there already (an earlier attempt's, an upload's) are held in one more round.
+    held = {job.id for job in await _hold(ctx, [job for job in ready if _place(job) not in pushed], cycle)}
+    ready = [job for job in ready if _place(job) in pushed or job.id in held]
     await rq.flag_copying_replicas(ctx.db, [job.id for job in ready])
     return ready
+
+
+def _place(job: Job) -> tuple[str, str]:
+    assert job.dest is not None
+    return job.lfn, job.dest.name
 
 
 async def _hold(ctx: Context, jobs: list[Job], cycle: Cycle) -> list[Job]:

@@ -81,12 +81,14 @@ async def register_copying(
 
 
 async def register_copying_many(
-    db: AsyncDatabase[Document], wanted: Sequence[tuple[Document, StorageElement]]
+    db: AsyncDatabase[Document], wanted: Sequence[tuple[Document, StorageElement]],
+    pushed: set[tuple[str, str]] | None = None,
 ) -> dict[tuple[str, str], str]:
     """`register_copying` for many copies at once (each `(file record just read, destination
     SE)`): the replicas not on their file yet are pushed in one guarded bulk write; the others
     (left by an earlier attempt) and the pushes that lost a race go one by one. Returns
-    {(lfn, se): status found}, as `register_copying` would."""
+    {(lfn, se): status found}, as `register_copying` would; adds to `pushed` the `(lfn, se)`
+    whose replica the bulk write made (held by the transfers from then on: `WRITER`)."""
     statuses: dict[tuple[str, str], str] = {}
     pushes: dict[str, list[Document]] = {}
     known: dict[str, Document] = {}
@@ -99,7 +101,10 @@ async def register_copying_many(
                 "se": se.name, "url": replica_url(protocol, file_doc["_id"]), "status": "copying", "created": at,
                 "modified": at, WRITER: TRANSFER})
     if pushes:
-        statuses.update(dict.fromkeys(await push_replicas(db, pushes, known=known), "copying"))
+        made = await push_replicas(db, pushes, known=known)
+        statuses.update(dict.fromkeys(made, "copying"))
+        if pushed is not None:
+            pushed.update(made)
     for file_doc, se in wanted:
         if (file_doc["_id"], se.name) not in statuses:
             statuses[(file_doc["_id"], se.name)] = await register_copying(db, file_doc["_id"], se)
