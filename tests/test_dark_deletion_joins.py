@@ -12,22 +12,21 @@ from pymongo.asynchronous.database import AsyncDatabase
 from catalogue.files import fetch_files
 from kernel.db import Document
 from kernel.settings import Settings
-from tests.fixtures.transfers import add_ses, disk_se, fast_settings, put_files, run_until_drained, write_bytes
+from tests.fixtures.transfers import (
+    add_ses,
+    dark_run,
+    disk_se,
+    fast_settings,
+    put_files,
+    run_until_drained,
+    write_bytes,
+)
 from transfers import audit_runs, queueing
 from transfers import requests as rq
 from transfers.auditor import request_dark_deletion
 from transfers.reaper import Reaper
 
 ROUNDS = 60
-
-
-async def _dark_run(db: AsyncDatabase[Document], se: str, lfns: list[str]) -> str:
-    run = await audit_runs.queue_run(db, se, requester="t")
-    run = await audit_runs.start(db, run["_id"])
-    assert run is not None
-    await audit_runs.add_entries(db, run, [{"kind": "dark", "lfn": lfn} for lfn in lfns])
-    assert await audit_runs.finish(db, run, {"dark": len(lfns)})
-    return str(run["_id"])
 
 
 async def _clean_outcome(db: AsyncDatabase[Document], run_id: str) -> set[str]:
@@ -40,7 +39,7 @@ async def test_a_clean_dark_meeting_a_users_deletion_of_the_path_deletes_the_dar
     se = disk_se("DARK", tmp_path / "dark")
     await add_ses(database, se)
     path = write_bytes(se, "/vo/d/x", b"nobody registered me")
-    run_id = await _dark_run(database, "DARK", ["/vo/d/x"])
+    run_id = await dark_run(database, "DARK", ["/vo/d/x"])
     await asyncio.sleep(0.01)  # the bytes are older than the run
     users = await queueing.submit(database, "delete", [{"lfn": "/vo/d/x", "dest_se": "DARK"}], requester="user:bob")
     answer = await request_dark_deletion(database, run_id, requester="admin")
@@ -58,7 +57,7 @@ async def test_a_users_deletion_meeting_a_clean_dark_still_deletes_the_replica_r
     keep, se = disk_se("KEEP", tmp_path / "keep"), disk_se("DARK", tmp_path / "dark")
     await add_ses(database, keep, se)
     write_bytes(se, "/vo/d/y", b"dark for now")
-    run_id = await _dark_run(database, "DARK", ["/vo/d/y"])
+    run_id = await dark_run(database, "DARK", ["/vo/d/y"])
     await request_dark_deletion(database, run_id, requester="admin")
     await put_files(database, [keep, se], ["/vo/d/y"])  # registered there since: not dark any more
     users = await queueing.submit(database, "delete", [{"lfn": "/vo/d/y", "dest_se": "DARK"}], requester="user:bob")
@@ -82,7 +81,7 @@ async def test_a_clean_dark_joining_a_deletion_the_reaper_is_working_on_is_still
     for i in range(ROUNDS):  # the join lands while the reaper holds the user's request, or not
         lfn = f"/vo/race/f{i}"
         write_bytes(se, lfn, b"dark")
-        run_id = await _dark_run(database, "DARK", [lfn])
+        run_id = await dark_run(database, "DARK", [lfn])
         await queueing.submit(database, "delete", [{"lfn": lfn, "dest_se": "DARK"}], requester="user:bob")
         _, answer = await asyncio.gather(reaper.run_once(),
                                          request_dark_deletion(database, run_id, requester="admin"))

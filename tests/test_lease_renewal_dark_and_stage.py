@@ -10,15 +10,15 @@ from pathlib import Path
 
 from pymongo.asynchronous.database import AsyncDatabase
 
-from kernel.daemon import Daemon
 from kernel.db import Document
 from kernel.settings import Settings
 from tests.fixtures.transfers import (
     add_ses,
+    dark_run,
     disk_se,
     fast_settings,
-    open_requests,
     put_files,
+    run_until_drained,
     tape_lock_held,
     tape_se,
     write_bytes,
@@ -33,30 +33,6 @@ DARK = 300
 STAGED = 20
 
 
-async def _drain(db: AsyncDatabase[Document], *daemons: Daemon, timeout_s: float = 120) -> None:
-    tasks = [asyncio.create_task(d.run()) for d in daemons]
-    try:
-        async with asyncio.timeout(timeout_s):
-            while True:
-                if not await open_requests(db):
-                    break
-                await asyncio.sleep(0.1)
-    finally:
-        for d in daemons:
-            d.stop()
-        await asyncio.gather(*tasks)
-
-
-async def _dark_run(db: AsyncDatabase[Document], se: str, lfns: list[str]) -> str:
-    """A finished audit run of se that found lfns dark."""
-    run = await audit_runs.queue_run(db, se, requester="t")
-    run = await audit_runs.start(db, run["_id"])
-    assert run is not None
-    await audit_runs.add_entries(db, run, [{"kind": "dark", "lfn": lfn} for lfn in lfns])
-    assert await audit_runs.finish(db, run, {"dark": len(lfns)})
-    return str(run["_id"])
-
-
 async def test_two_reapers_with_a_short_lease_delete_each_dark_file_once(
     database: AsyncDatabase[Document], settings: Settings, tmp_path: Path,
 ) -> None:
@@ -65,10 +41,10 @@ async def test_two_reapers_with_a_short_lease_delete_each_dark_file_once(
     lfns = [f"/vo/dark/f{i:03d}" for i in range(DARK)]
     for lfn in lfns:
         write_bytes(se, lfn, b"dark")
-    run_id = await _dark_run(database, "DARK", lfns)
+    run_id = await dark_run(database, "DARK", lfns)
     await request_dark_deletion(database, run_id, requester="admin")
     fast = fast_settings(settings, lease_s=1.0, reaper_batch=DARK)
-    await _drain(database, Reaper(fast, database), Reaper(fast, database))
+    await run_until_drained(database, Reaper(fast, database), Reaper(fast, database), timeout_s=120)
     requests = await database[rq.REQUESTS].find({}).to_list()
     taken_twice = [r["lfn"] for r in requests if r["attempts"] > 1]
     assert taken_twice == []
@@ -95,7 +71,7 @@ async def test_two_stagers_with_a_short_lease_recall_each_file_once(
         for stager in stagers:
             stager.stop()
         await asyncio.gather(*tasks)
-    await _drain(database, Stager(fast, database))
+    await run_until_drained(database, Stager(fast, database), timeout_s=120)
     requests = await database[rq.REQUESTS].find({}).to_list()
     assert {r["state"] for r in requests} == {"done"}
     assert [r["lfn"] for r in requests if r["attempts"] > 1] == []
