@@ -122,8 +122,8 @@ class RuleEvaluator(RuleDaemon):
         pass is spent on it until it is resumed; before that it is not taken again before its
         `retry_at` (`rules.backoff`: dirty or not), and left as it was (not settled: its counters
         may be half changed)."""
-        failures = await rule_claims.count_failure(self.db, rule["_id"], self.worker)
-        if failures is None:  # its lease was lost: the new holder counts its own pass
+        failures = await rule_claims.count_failure(self.db, rule, self.worker)
+        if failures is None:  # its lease was lost (the new holder counts its own pass), or it was resumed
             await super().give_back(rule, error)
             return
         retry = backoff.retry_at(self.settings, failures, now())
@@ -132,6 +132,7 @@ class RuleEvaluator(RuleDaemon):
             fields.update(state="suspended", error=f"suspended after {failures} failed evaluations in a row "
                           f"(resume it to try again); the last: {error}"[:2000])
             log.warning("rule %s: %s", rule["_id"], fields["error"])
-        # Guarded by the count: a resume meanwhile (count reset) is not undone by a suspension.
-        if not await rule_claims.release(self.db, rule, self.worker, fields, guard={"evaluation_failures": failures}):
+        # Guarded by the count and the resumes: a resume meanwhile is not undone by a suspension.
+        if not await rule_claims.release(self.db, rule, self.worker, fields,
+                                         guard={**rule_claims.unresumed(rule), "evaluation_failures": failures}):
             await super().give_back(rule, error)

@@ -112,6 +112,8 @@ class Rule(claims.Leased):
     repair_retry_at: NotRequired[dt.datetime | None]
     # set by a resume: the error the rule had until then (its `error` is cleared)
     last_error: NotRequired[str | None]
+    # counted by a resume: a daemon's failed pass that read fewer does not record its failure
+    resumes: NotRequired[int]
     unplaced: int
     locks_replicating: int
     locks_ok: int
