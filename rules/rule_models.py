@@ -88,6 +88,9 @@ class Rule(claims.Leased):
     comment: str
     priority: int
     subscription: str | None
+    # the change feed's event (its sequence number) the subscription made it for
+    # (`rules.subscription_counts`)
+    subscription_event: NotRequired[int]
     state: str
     error: str | None
     stuck_since: dt.datetime | None
