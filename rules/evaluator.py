@@ -93,15 +93,22 @@ class RuleEvaluator(RuleDaemon):
     async def give_back_settled(self, rule: Document, began: float) -> None:
         """Give back a rule whose pass succeeded, in the state its counters say, its failures reset."""
         current = await store.get_rule(self.db, rule["_id"])
+        held = current.get(claims.OWNER) == self.worker
+        stuck_error = await first_stuck_error(self.db, rule["_id"]) if int(current.get("locks_stuck", 0)) else None
+        if stuck_error is None and int(current.get("locks_stuck", 0)) and held:
+            # Counted stuck, none found: a daemon cut short between a lock's removal and its count
+            # (a repair's move). Settled from that, the rule stayed stuck, never ok, and was
+            # suspended by the repairer, which found nothing to move.
+            current.update({f"locks_{s}": n for s, n in (await locks.recount(self.db, rule["_id"])).items()})
         fields = settle(current)
         if fields.get("state") == "ok" and current["state"] != "ok" and current.get("dirty"):
             fields = {}  # changed meanwhile: evaluated again before it is called ok
-        if fields.get("state") == "ok" and current["state"] != "ok" and current.get(claims.OWNER) == self.worker:
+        if fields.get("state") == "ok" and current["state"] != "ok" and held:
             # Counted, not assumed, before a rule is called ok (and no longer looked at).
             current.update({f"locks_{s}": n for s, n in (await locks.recount(self.db, rule["_id"])).items()})
             fields = settle(current)
         if fields.get("state") == "stuck" and int(current.get("locks_stuck", 0)):
-            fields["error"] = await first_stuck_error(self.db, rule["_id"]) or current.get("error")
+            fields["error"] = stuck_error or await first_stuck_error(self.db, rule["_id"]) or current.get("error")
             if current["state"] != "stuck":
                 log.warning("rule %s is stuck: %s", rule["_id"], fields["error"])
         # A rule whose pass took long is looked at less often, so one large rule does not
