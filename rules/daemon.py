@@ -78,21 +78,25 @@ class RuleDaemon(Daemon):
         return 0
 
     async def give_back(self, rule: Document, error: str) -> None:
-        """Release a rule whose work raised, keeping `error` on it (set even if the lease was lost)."""
-        if not await rule_claims.release(self.db, rule, self.worker, {"error": error}):
-            await rule_claims.set_fields(self.db, rule["_id"], {"error": error})
+        """Release a rule whose work raised, keeping `error` on it (set even if the lease was lost),
+        unless it was resumed since it was read (`rule_claims.unresumed`): then as the resume left it."""
+        guard = rule_claims.unresumed(rule)
+        if not await rule_claims.release(self.db, rule, self.worker, {"error": error}, guard=guard) \
+                and not await rule_claims.release(self.db, rule, self.worker, {}):
+            await rule_claims.set_fields(self.db, rule["_id"], {"error": error}, guard=guard)
 
     async def give_back_later(self, rule: Document, error: str, failures_field: str, retry_field: str) -> None:
         """`give_back`, counting the failure in `failures_field` and keeping the rule from this
         daemon until `retry_field` (`rules.backoff`), which its query must hold it to."""
-        failures = await rule_claims.count_failure(self.db, rule["_id"], self.worker, failures_field)
-        if failures is None:  # its lease was lost: the new holder counts its own pass
+        failures = await rule_claims.count_failure(self.db, rule, self.worker, failures_field)
+        if failures is None:  # its lease was lost (the new holder counts its own pass), or it was resumed
             await RuleDaemon.give_back(self, rule, error)
             return
         retry = backoff.retry_at(self.settings, failures, now())
         log.warning("%s: rule %s failed %d time(s) in a row, trying again at %s: %s", self.name, rule["_id"],
                     failures, retry.isoformat(), error)
-        if not await rule_claims.release(self.db, rule, self.worker, {"error": error, retry_field: retry}):
+        if not await rule_claims.release(self.db, rule, self.worker, {"error": error, retry_field: retry},
+                                         guard={**rule_claims.unresumed(rule), failures_field: failures}):
             await RuleDaemon.give_back(self, rule, error)
 
     async def holding(self, rule: Document) -> int:

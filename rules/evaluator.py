@@ -93,15 +93,22 @@ class RuleEvaluator(RuleDaemon):
     async def give_back_settled(self, rule: Document, began: float) -> None:
         """Give back a rule whose pass succeeded, in the state its counters say, its failures reset."""
         current = await store.get_rule(self.db, rule["_id"])
+        held = current.get(claims.OWNER) == self.worker
+        stuck_error = await first_stuck_error(self.db, rule["_id"]) if int(current.get("locks_stuck", 0)) else None
+        if stuck_error is None and int(current.get("locks_stuck", 0)) and held:
+            # Counted stuck, none found: a daemon cut short between a lock's removal and its count
+            # (a repair's move). Settled from that, the rule stayed stuck, never ok, and was
+            # suspended by the repairer, which found nothing to move.
+            current.update({f"locks_{s}": n for s, n in (await locks.recount(self.db, rule["_id"])).items()})
         fields = settle(current)
         if fields.get("state") == "ok" and current["state"] != "ok" and current.get("dirty"):
             fields = {}  # changed meanwhile: evaluated again before it is called ok
-        if fields.get("state") == "ok" and current["state"] != "ok" and current.get(claims.OWNER) == self.worker:
+        if fields.get("state") == "ok" and current["state"] != "ok" and held:
             # Counted, not assumed, before a rule is called ok (and no longer looked at).
             current.update({f"locks_{s}": n for s, n in (await locks.recount(self.db, rule["_id"])).items()})
             fields = settle(current)
         if fields.get("state") == "stuck" and int(current.get("locks_stuck", 0)):
-            fields["error"] = await first_stuck_error(self.db, rule["_id"]) or current.get("error")
+            fields["error"] = stuck_error or await first_stuck_error(self.db, rule["_id"]) or current.get("error")
             if current["state"] != "stuck":
                 log.warning("rule %s is stuck: %s", rule["_id"], fields["error"])
         # A rule whose pass took long is looked at less often, so one large rule does not
@@ -122,8 +129,8 @@ class RuleEvaluator(RuleDaemon):
         pass is spent on it until it is resumed; before that it is not taken again before its
         `retry_at` (`rules.backoff`: dirty or not), and left as it was (not settled: its counters
         may be half changed)."""
-        failures = await rule_claims.count_failure(self.db, rule["_id"], self.worker)
-        if failures is None:  # its lease was lost: the new holder counts its own pass
+        failures = await rule_claims.count_failure(self.db, rule, self.worker)
+        if failures is None:  # its lease was lost (the new holder counts its own pass), or it was resumed
             await super().give_back(rule, error)
             return
         retry = backoff.retry_at(self.settings, failures, now())
@@ -132,6 +139,7 @@ class RuleEvaluator(RuleDaemon):
             fields.update(state="suspended", error=f"suspended after {failures} failed evaluations in a row "
                           f"(resume it to try again); the last: {error}"[:2000])
             log.warning("rule %s: %s", rule["_id"], fields["error"])
-        # Guarded by the count: a resume meanwhile (count reset) is not undone by a suspension.
-        if not await rule_claims.release(self.db, rule, self.worker, fields, guard={"evaluation_failures": failures}):
+        # Guarded by the count and the resumes: a resume meanwhile is not undone by a suspension.
+        if not await rule_claims.release(self.db, rule, self.worker, fields,
+                                         guard={**rule_claims.unresumed(rule), "evaluation_failures": failures}):
             await super().give_back(rule, error)

@@ -16,6 +16,7 @@ marked dirty for another placement.
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from typing import Any
 
 from pymongo.asynchronous.database import AsyncDatabase
@@ -33,14 +34,19 @@ from rules.se_expression import resolve
 log = logging.getLogger("cairn.rules")
 
 async def repair(db: AsyncDatabase[Document], rule: Document, settings: RuleSettings) -> tuple[int, str | None]:
-    """Move the rule's stuck locks to other allowed SEs; returns (moved, first reason seen)."""
+    """Move the rule's stuck locks to other allowed SEs; returns (moved, first reason seen). A rule
+    whose counters disagree with its locks has them set right (in `rule` too): a repair cut short
+    between a lock's removal and its count left stuck ones counted (`RuleRepairer.work_on`)."""
     ses = await rule_admission.rule_ses(db, rule.get("vo"))
     names = resolve(rule["expression"], ses)
     candidates = [se for se in ses if se["name"] in names and se.get("write_enabled", True)]
     room = await quotas.room_in_vo(db, rule["account"], rule.get("vo"), names)
     # Reads first, each collection once (see rules.evaluation), then writes per batch.
     every = await locks.locks_of(db, rule["_id"], projection={"lfn": 1, "se": 1, "state": 1})
-    if not any(lock["state"] == "stuck" for lock in every):
+    read = Counter(lock["state"] for lock in every)
+    if {state: read.get(state, 0) for state in locks.LOCK_STATES} != locks.counters_of(rule):
+        rule.update({f"locks_{state}": n for state, n in (await locks.recount(db, rule["_id"])).items()})
+    if not read.get("stuck"):
         return 0, None
     stuck = await locks.locks_of(db, rule["_id"], "stuck")
     taken: dict[str, set[str]] = {}
@@ -131,7 +137,11 @@ class RuleRepairer(RuleDaemon):
         elif int(rule.get("unplaced", 0)) > 0 and not rule.get("dirty") and await rule_claims.set_fields(
                 self.db, rule["_id"], {}, make_dirty=True, guard={"generation": generation}):
             generation = int(generation or 0) + 1
-        if not moved and stuck_too_long(rule, self.settings.suspend_after_s):
+        if not moved and not (int(rule.get("locks_stuck", 0)) or int(rule.get("unplaced", 0))):
+            # Stuck by a count left off, none in fact (`repair` set it right): for the evaluator to
+            # settle, not suspended for having nothing to move.
+            fields = {"state": "replicating", "stuck_since": None, "due": now()}
+        elif not moved and stuck_too_long(rule, self.settings.suspend_after_s):
             fields = {"state": "suspended", "error": f"stuck since {rule['stuck_since'].isoformat()} "
                       f"and nowhere else to go; suspended (last failure: {reason or rule.get('error')})"}
             log.warning("rule %s: %s", rule["_id"], fields["error"])

@@ -49,14 +49,22 @@ async def set_fields(db: AsyncDatabase[Document], rule_id: str, fields: dict[str
     return result.matched_count == 1
 
 
-async def count_failure(db: AsyncDatabase[Document], rule_id: str, worker: str,
+def unresumed(rule: Document) -> Document:
+    """The guard of a failed pass's writes (its error, failure count, backoff, suspension): the rule
+    not resumed since `rule` was read. A resume clears them; written after it, they undid it (the
+    mended rule showed the old error and waited out a backoff). Not `generation`, which new content
+    bumps too: a rule on a dataset that keeps growing would never back off."""
+    return {"resumes": rule.get("resumes")}
+
+
+async def count_failure(db: AsyncDatabase[Document], rule: Document, worker: str,
                         field: str = "evaluation_failures") -> int | None:
     """Count one more failed pass (an evaluation's, or a cleaning's or a repair's with `field`
-    `cleaning_failures` or `repair_failures`) of a rule `worker` holds; the count now, or None when `worker` no longer
-    holds the rule."""
+    `cleaning_failures` or `repair_failures`) of a rule `worker` holds, as read (`unresumed`); the
+    count now, or None when `worker` no longer holds the rule or it was resumed since."""
     with database_errors():
         counted = await db[RULES].find_one_and_update(
-            {"_id": rule_id, claims.OWNER: worker}, increment({field: 1}),
+            {"_id": rule["_id"], claims.OWNER: worker, **unresumed(rule)}, increment({field: 1}),
             return_document=ReturnDocument.AFTER)  # no projection: FerretDB 1.24 has none here
     return None if counted is None else int(counted[field])
 

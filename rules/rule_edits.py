@@ -49,9 +49,12 @@ async def update_rule(db: AsyncDatabase[Document], principal: Principal, rule_id
         if getattr(update, name) is not None:
             change[name] = getattr(update, name)
     if update.state == "replicating" and rule["state"] in ("stuck", "suspended"):
+        # `resumes` keeps a daemon's failed pass that read the rule before from undoing this
+        # (`rules.rule_claims.unresumed`); the repairer's failures are forgiven too.
         change.update({"state": "replicating", "stuck_since": None, "dirty": True, "due": at, "evaluation_failures": 0,
-                       "retry_at": None, "error": None, **({"last_error": rule["error"]} if rule.get("error") else {})})
-        inc["generation"] = 1
+                       "retry_at": None, "repair_failures": 0, "repair_retry_at": None, "error": None,
+                       **({"last_error": rule["error"]} if rule.get("error") else {})})
+        inc.update(generation=1, resumes=1)
     # An expired rule is being removed (the cleaner may be releasing its locks): not changed. A
     # locked one is not (and unlocking it is how it is let expire). Guarded by the expiry read
     # too, and checked at the write's time: a deletion landing after the read (a copies check

@@ -88,6 +88,9 @@ class Rule(claims.Leased):
     comment: str
     priority: int
     subscription: str | None
+    # the change feed's event (its sequence number) the subscription made it for
+    # (`rules.subscription_counts`)
+    subscription_event: NotRequired[int]
     state: str
     error: str | None
     stuck_since: dt.datetime | None
@@ -112,6 +115,8 @@ class Rule(claims.Leased):
     repair_retry_at: NotRequired[dt.datetime | None]
     # set by a resume: the error the rule had until then (its `error` is cleared)
     last_error: NotRequired[str | None]
+    # counted by a resume: a daemon's failed pass that read fewer does not record its failure
+    resumes: NotRequired[int]
     unplaced: int
     locks_replicating: int
     locks_ok: int

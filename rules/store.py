@@ -37,7 +37,8 @@ INDEXES = [
 
 
 async def create_rule(db: AsyncDatabase[Document], principal: Principal, item: RuleIn, *,
-                      rule_id: str | None = None, subscription: str | None = None) -> Document:
+                      rule_id: str | None = None, subscription: str | None = None,
+                      subscription_event: int | None = None) -> Document:
     """Check and store a new rule (`dirty`: the evaluator makes its locks). Refuses with 4xx and
     writes nothing on a bad or unmatched expression, too many copies, an unknown DID or no quota."""
     check_account(principal, item.account, "create rules")
@@ -59,6 +60,8 @@ async def create_rule(db: AsyncDatabase[Document], principal: Principal, item: R
         "dirty": True, "generation": 0, "due": at, "unplaced": 0,
         "locks_replicating": 0, "locks_ok": 0, "locks_stuck": 0, "lease_owner": None, "lease_expires": None,
     }
+    if subscription_event is not None:
+        doc["subscription_event"] = subscription_event
     with database_errors():
         await db[RULES].insert_one(cast(Document, doc))
     if did_type == "file" and not await file_rules.name_file(db, item.did, doc["_id"]):

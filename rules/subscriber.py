@@ -1,7 +1,8 @@
 """`cairn daemon rule-subscriptions`: gives new datasets the rules of the subscriptions they
 match (see `rules.subscriptions`), reading the `did_created` events of the catalogue's
 change feed under its lease (one daemon at a time reads it); creating a rule twice is harmless
-(its id is deterministic), so events seen again after a crash do no harm."""
+(its id is deterministic), and counting it twice does not happen (it is counted by its event,
+`rules.subscription_counts`), so events seen again after a crash do no harm."""
 
 from __future__ import annotations
 
@@ -30,7 +31,8 @@ class RuleSubscriber(Daemon):
 
         async def handle(events: list[change_feed.Event]) -> None:
             nonlocal made
-            made += await subscriptions.apply_to_new(self.db, [e["did"] for e in events if e["kind"] == "did_created"])
+            created = [e for e in events if e["kind"] == "did_created"]
+            made += await subscriptions.apply_to_new(self.db, [e["did"] for e in created], [e["_id"] for e in created])
 
         await change_feed.consume(self.db, CONSUMER, self.worker, handle, lease_s=self.settings.lease_s)
         return made

@@ -9,8 +9,9 @@ of), `dynamic` (true or false). An empty filter matches every new dataset.
 The `rule-subscriptions` daemon (`rules.subscriber`) reads the `did_created` events of
 the catalogue's change feed and calls `apply_to_new` with the new DIDs: each subscription older
 than a new dataset that matches it gives it its rule (a rule's id is derived from the
-subscription and the DID, so an event handled twice creates one rule). A rule that cannot be
-created (over quota, no SE) is recorded in the subscription's `errors`.
+subscription and the DID, so an event handled twice creates one rule), counted once in its
+`rules_created` (`rules.subscription_counts`). A rule that cannot be created (over quota, no SE)
+is recorded in the subscription's `errors`.
 
 A subscription acts as its maker as the VO's registry has them at each application
 (`maker_now`): an administrator's role only while listed (or given by the maker's token); a maker
@@ -26,7 +27,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -38,19 +39,19 @@ from catalogue.datasets import DATASETS, did_within_reach
 from catalogue.directories import now
 from catalogue.vos import Vo, confine_owner, qualified, registry
 from kernel.daemon import one_of_many
-from kernel.db import Document, IndexSpec, database_errors, increment, read_by_ids, stamp_missing
+from kernel.db import Document, IndexSpec, database_errors, read_by_ids, stamp_missing
 from kernel.errors import CairnError, Conflict, Forbidden, InvalidInput, NotFound
 from kernel.patterns import compiled, searches
 from kernel.principal import ADMIN_SCOPE, DEFAULT_VO, GLOBAL_VO, Principal
 from kernel.tokens import granted_scopes
+from rules import subscription_counts
 from rules.rule_admission import check_account
 from rules.rule_models import RuleIn, RulePlacement
 from rules.se_expression import validate
 from rules.store import create_rule
 
-SUBSCRIPTIONS = "subscriptions"
+SUBSCRIPTIONS = subscription_counts.SUBSCRIPTIONS
 log = logging.getLogger("cairn.rules")
-MAX_ERRORS = 1000  # refusals kept per subscription (`_record`)
 
 INDEXES: list[IndexSpec] = []
 
@@ -169,30 +170,35 @@ def rule_id_for(subscription: str, did: str) -> str:
     return uuid.uuid5(uuid.NAMESPACE_URL, f"cairn-subscription:{subscription}:{did}").hex
 
 
-async def apply_to_new(db: AsyncDatabase[Document], dids: Sequence[str]) -> int:
-    """Give newly created DIDs (from the change feed's `did_created` events) the rules of every
-    subscription that matches them and is older than them; returns how many rules were made."""
+async def apply_to_new(db: AsyncDatabase[Document], dids: Sequence[str], events: Sequence[int] | None = None) -> int:
+    """Give newly created DIDs (from the change feed's `did_created` events, whose sequence
+    numbers `events` are, in the same order) the rules of every subscription that matches them
+    and is older than them; returns how many rules were made. Given their events, the rules are
+    counted once however often they are given (`rules.subscription_counts`)."""
+    at = dict(zip(dids, events, strict=True)) if events is not None else {}
     found = [d async for d in read_by_ids(db[DATASETS], dids, flt={"type": "dataset"})]
     new = sorted(found, key=lambda d: d["created"])
     made = 0
     for subscription in await list_subscriptions(db) if new else []:
-        made += await _apply_isolated(db, subscription, [d for d in new if d["created"] >= subscription["created"]])
+        made += await _apply_isolated(db, subscription, [d for d in new if d["created"] >= subscription["created"]],
+                                      at)
     return made
 
 
-async def _apply_isolated(db: AsyncDatabase[Document], subscription: Document, new: list[Document]) -> int:
+async def _apply_isolated(db: AsyncDatabase[Document], subscription: Document, new: list[Document],
+                          at: Mapping[str, int]) -> int:
     """`_apply`, its own error (a filter stored before filters had their checks) kept in its
     `errors` while the others go on: the feed's position is every subscription's, and one
     subscription's error held them all at that batch."""
     async def apply() -> int:
         try:
-            return await _apply(db, subscription, new)
+            return await _apply(db, subscription, new, at)
         except ValidationError as exc:  # its stored filter: said as pydantic says what is wrong with it
             raise InvalidInput(exc.errors()[0]["msg"]) from exc
 
     made, why = await one_of_many(apply(), f"subscription {subscription['_id']}", log)
     if why is not None:
-        await _record(db, subscription, 0, {"subscription": f"not applied: {why}"})
+        await subscription_counts.record(db, subscription, {}, {"subscription": (f"not applied: {why}", None)})
     return made or 0
 
 
@@ -222,7 +228,10 @@ async def maker_now(db: AsyncDatabase[Document], subscription: Document) -> Prin
                                              scopes=scopes))
 
 
-async def _apply(db: AsyncDatabase[Document], subscription: Document, new: list[Document]) -> int:
+async def _apply(db: AsyncDatabase[Document], subscription: Document, new: list[Document],
+                 at: Mapping[str, int]) -> int:
+    """Make the subscription's rules on the new DIDs it matches, then count them and keep the
+    refusals (`rules.subscription_counts`); returns how many rules this call made."""
     if not new:
         return 0
     wanted = DatasetFilter.model_validate(subscription["filter"])
@@ -230,29 +239,38 @@ async def _apply(db: AsyncDatabase[Document], subscription: Document, new: list[
     await _mark_inactive(db, subscription, principal if isinstance(principal, str) else None)
     if isinstance(principal, str):
         return 0
-    made = 0
-    errors: dict[str, str] = {}
+    made: dict[str, int | None] = {}
+    existing: dict[str, tuple[str, int]] = {}  # rule id: (DID, event), for rules made already
+    errors: dict[str, tuple[str, int | None]] = {}
     for did in new:
         if not wanted.matches(did) or not did_within_reach(principal, did["_id"]):
             continue  # another VO's datasets are not this subscription's business
+        event, rule_id = at.get(did["_id"]), rule_id_for(subscription["_id"], did["_id"])
         try:
             item = RuleIn(did=did["_id"], **subscription["rule"])
             # The same check as POST /rules, as the subscriber: a dataset the subscriber may not
             # make a rule on gets none (and the refusal is kept in `errors`).
             await authorize_rule_target(db, principal, did["_id"])
-            await create_rule(db, principal, item, rule_id=rule_id_for(subscription["_id"], did["_id"]),
-                              subscription=subscription["_id"])
-            made += 1
+            await create_rule(db, principal, item, rule_id=rule_id, subscription=subscription["_id"],
+                              subscription_event=event)
+            made[did["_id"]] = event
         except DuplicateKeyError:
-            continue
+            if event is not None and subscription_counts.uncounted(subscription, event):
+                existing[rule_id] = (did["_id"], event)  # made by an application cut short before its count?
         except ValidationError as exc:  # a template stored before its bounds were a rule's
-            errors[did["_id"].replace(".", "_")] = f"the subscription's rule is not valid: {exc.errors()[0]['msg']}"
+            errors[did["_id"].replace(".", "_")] = (
+                f"the subscription's rule is not valid: {exc.errors()[0]['msg']}", event)
         except CairnError as exc:
             if exc.status >= 500:
                 raise
-            errors[did["_id"].replace(".", "_")] = exc.message
-    await _record(db, subscription, made, errors)
-    return made
+            errors[did["_id"].replace(".", "_")] = (exc.message, event)
+    made_now = len(made)
+    for rule_id in await subscription_counts.made_for(db, subscription["_id"],
+                                                      {r: event for r, (_, event) in existing.items()}):
+        did_name, event = existing[rule_id]
+        made[did_name] = event
+    await subscription_counts.record(db, subscription, made, errors)
+    return made_now
 
 
 async def _mark_inactive(db: AsyncDatabase[Document], subscription: Document, why: str | None) -> None:
@@ -263,20 +281,6 @@ async def _mark_inactive(db: AsyncDatabase[Document], subscription: Document, wh
         log.warning("subscription %s makes no rules: %s", subscription["_id"], why)
     with database_errors():
         await db[SUBSCRIPTIONS].update_one({"_id": subscription["_id"]}, {"$set": {"inactive": why}})
-
-
-async def _record(db: AsyncDatabase[Document], subscription: Document, made: int, errors: dict[str, str]) -> None:
-    """Count the rules made and keep the refusals by dataset, up to MAX_ERRORS of them (the
-    others only counted in `errors_dropped`, so a subscription refused on every dataset does not
-    grow without bound)."""
-    room = max(0, MAX_ERRORS - len(subscription.get("errors") or {}))
-    kept = dict(sorted(errors.items())[:room])
-    fields: dict[str, Any] = {f"errors.{k}": v for k, v in kept.items()}
-    counts = {"rules_created": made, "errors_dropped": len(errors) - len(kept)}
-    if fields or made or counts["errors_dropped"]:
-        with database_errors():
-            await db[SUBSCRIPTIONS].update_one({"_id": subscription["_id"]},
-                                               {**({"$set": fields} if fields else {}), **increment(counts)})
 
 
 async def adopt_unowned(db: AsyncDatabase[Document], vo: str) -> int:

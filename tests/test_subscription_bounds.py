@@ -15,7 +15,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from cairn.sdk import Client
 from kernel.db import Document
 from kernel.errors import CairnError
-from rules import subscriptions
+from rules import subscription_counts
 from rules.subscriber import RuleSubscriber
 from tests.fixtures.api import RunningApi
 from tests.fixtures.rules import dataset_on_src, tiered_ses
@@ -92,7 +92,7 @@ async def test_the_refusals_kept_per_subscription_are_bounded(
     api: RunningApi, admin: Client, database: AsyncDatabase[Document], tiered: list[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(subscriptions, "MAX_ERRORS", 2)
+    monkeypatch.setattr(subscription_counts, "MAX_ERRORS", 2)
     await admin.add_subscription("over", {"copies": 9, "expression": "tier=1"})  # 3 tier-1 SEs: never placeable
     for i in range(4):
         await dataset_on_src(database, f"vo:d{i}", [f"/vo/d{i}/f"])
