@@ -60,7 +60,7 @@ async def test_a_reaper_frozen_before_deleting_removed_bytes_spares_a_new_file_t
         assert (await remove_files(database, ADMIN, [lfn], force=True))["successful"][lfn]["removed"]
         stalled, thaw = threading.Event(), threading.Event()
 
-        def frozen_reaper() -> None:
+        def frozen_reaper(stalled: threading.Event, thaw: threading.Event) -> None:
             async def cycle() -> None:
                 client: AsyncMongoClient[Document] = AsyncMongoClient(settings.mongodb_uri, tz_aware=True)
                 try:
@@ -74,7 +74,7 @@ async def test_a_reaper_frozen_before_deleting_removed_bytes_spares_a_new_file_t
             finally:
                 sys.setprofile(None)
 
-        thread = threading.Thread(target=frozen_reaper)
+        thread = threading.Thread(target=frozen_reaper, args=(stalled, thaw))
         thread.start()
         try:
             assert await asyncio.to_thread(stalled.wait, 30), "the first reaper never reached the deletion"
