@@ -81,7 +81,7 @@ async def hourly_series(db: AsyncDatabase[Document], *, hours: int = 48, source:
     query: dict[str, Any] = {"hour": {"$gte": start}}
     query.update({k: v for k, v in {"source": source, "dest": dest}.items() if v})
     with database_errors():
-        docs = await db[LINK_HOURS].find(query).to_list()  # Index: link_hours_by_hour.
+        docs = await db[LINK_HOURS].find(query, {SETTLES: 0}).to_list()  # Index: link_hours_by_hour.
     slots = [start + dt.timedelta(hours=i) for i in range(hours)]
     done, failed, nbytes = dict.fromkeys(slots, 0), dict.fromkeys(slots, 0), dict.fromkeys(slots, 0)
     for doc in docs:

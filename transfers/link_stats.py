@@ -20,7 +20,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from kernel.db import Document, bulk_write_chunked, count_by, database_errors
 from kernel.principal import DEFAULT_VO
-from transfers.link_series import LINK_HOURS, counted_once, hour_updates
+from transfers.link_series import LINK_HOURS, SETTLES, counted_once, hour_updates
 from transfers.requests import REQUESTS
 
 LINK_STATS = "link_stats"
@@ -147,7 +147,7 @@ async def link_statistics(db: AsyncDatabase[Document]) -> list[Document]:
     """Every link's counters, with its throughput: bytes over the time copies took (per-transfer
     rate times concurrency) and over the wall-clock span between its first and last transfer."""
     with database_errors():
-        docs = await db[LINK_STATS].find({}).sort("_id", 1).to_list()
+        docs = await db[LINK_STATS].find({}, {SETTLES: 0}).sort("_id", 1).to_list()
     out = []
     for doc in docs:
         span = ((doc["last"] - doc["first"]).total_seconds()) if doc.get("first") and doc.get("last") else 0.0
@@ -173,7 +173,7 @@ async def link_statistics_by_vo(db: AsyncDatabase[Document]) -> list[Document]:
     seconds, failures}. What a link counted before it kept VOs apart is the VO `local`'s (as
     every object stored before VOs)."""
     with database_errors():
-        docs = await db[LINK_STATS].find({}).sort("_id", 1).to_list()
+        docs = await db[LINK_STATS].find({}, {SETTLES: 0}).sort("_id", 1).to_list()
     rows = []
     for doc in docs:
         per_vo = {_vo_name(k): _flat(v) for k, v in doc.get("vos", {}).items()}
