@@ -159,11 +159,13 @@ class Stager(Daemon):
         or a cancel releases it. An id noted so for the same URL is asked again, not a new one."""
         noted = request.get("recall") or {}
         stage_id = noted.get("request_id") if noted.get("url") == url else None
-        if stage_id is None:
-            stage_id = uuid.uuid4().hex
-            if not await recalls.note_recall(self.db, request["_id"], self.worker, state,
-                                        {**place, "url": url, "request_id": stage_id}):
-                raise LeaseLost(f"stage request {request['_id']} is no longer this stager's")
+        # A noted id is noted again (a guarded write, as a new one): not asked once the request
+        # was cancelled or taken over. One cancelled after this write is released after the ask
+        # (`_release_cancelled`).
+        recall = {**place, "url": url, "request_id": stage_id or uuid.uuid4().hex}
+        stage_id = recall["request_id"]
+        if not await recalls.note_recall(self.db, request["_id"], self.worker, state, recall):
+            raise LeaseLost(f"stage request {request['_id']} is no longer this stager's")
         self._asked[request["_id"]] = {**place, "url": url, "request_id": stage_id}  # asked, or about to be
         return await plugin.bring_online([url], pin_lifetime_s=self._lifetime(request), request_id=stage_id)
 
