@@ -33,8 +33,9 @@ from catalogue.usage import REMOVAL_LEASE, REMOVING
 from kernel.db import INDEX_ORDER, Document, bulk_write_chunked, database_errors, read_by_ids
 
 # A hold whose deletion request was queued this long ago and is still there is queued again (its
-# request failed for good: the SE away a long while, say).
-REQUEUE_S = 3600.0
+# request failed for good, on a permanent error; an open request is joined). The reaper retries a
+# failing deletion itself on a shorter backoff (`transfers.removed_bytes.RETRY_CAP_S`).
+REQUEUE_S = 900.0
 NOT_QUEUED = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 

@@ -17,14 +17,17 @@ async def cancel(db: AsyncDatabase[Document], query: dict[str, Any]) -> int:
     """Cancel open requests matching query (callers scope it to what the user may cancel).
 
     A request that asked a tape SE to bring its file online is also asked to be released: the
-    stager drops its pin, or stops the staging if it has not finished (`releases_asked`)."""
+    stager drops its pin, or stops the staging if it has not finished (`releases_asked`).
+    Those with no recall asked are cancelled first: a recall noted after that look (a request
+    never goes back to none) is found by the second, which asks its release. In the other order
+    a recall noted between the two looks left the request matched by neither, not cancelled."""
     at = now()
     cancelled = 0
     change = {"state": "cancelled", "modified": at, "finished": at, **claims.FREE}
     asked: list[dict[str, Any]] = [{"stage.request_id": {"$exists": True}}, {"recall.request_id": {"$exists": True}}]
     with database_errors():
         none_asked = {"stage.request_id": {"$exists": False}, "recall.request_id": {"$exists": False}}
-        for recall, extra in (({"$or": asked}, {"release": "asked"}), (none_asked, {})):
+        for recall, extra in ((none_asked, {}), ({"$or": asked}, {"release": "asked"})):
             result = await db[REQUESTS].update_many(
                 {"$and": [query, {"state": {"$in": list(OPEN_STATES)}}, recall]},
                 {"$set": {**change, **extra}, "$unset": {"active_key": ""}},

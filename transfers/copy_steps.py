@@ -46,11 +46,12 @@ class Cycle:
     parked: list[tuple[Job, dict[str, Any]]] = field(default_factory=list)  # waiting for staging
     # Its ends' tokens (`requests.end_many`): kept across the tries of a settling that failed.
     tokens: list[str] = field(default_factory=lambda: [uuid.uuid4().hex])
-    # The requests whose outcomes are on their links' counters, and on the hourly series: shared
-    # by a settling's copy (`copy`), which the worker keeps to try again if it fails, so a try
-    # does not count again what an earlier one counted before it failed.
-    linked: set[str] = field(default_factory=set)
-    hourly: set[str] = field(default_factory=set)
+    # The requests whose outcomes are on their links' counters and hourly series, and the counts
+    # sent whose writes may have landed (their replies lost): shared by a settling's copy
+    # (`copy`), which the worker keeps to try again if it fails, so a try sends those again under
+    # their ids (counted once, `link_stats.Counted`) and counts nothing twice.
+    counted: set[str] = field(default_factory=set)
+    counting: list[tuple[frozenset[str], link_stats.Counted]] = field(default_factory=list)
 
     def jobs(self) -> Iterator[Job]:
         yield from (c.job for c in self.copies)
@@ -64,7 +65,7 @@ class Cycle:
     def copy(self) -> Cycle:
         """A copy of its lists (`finish_cycle` adds to them: a retry starts from what ended)."""
         return Cycle(list(self.copies), list(self.failures), list(self.already_there), list(self.parked),
-                     list(self.tokens), self.linked, self.hourly)
+                     list(self.tokens), self.counted, self.counting)
 
     def merge(self, other: Cycle) -> None:
         """Take `other`'s items too (a settling that failed, to be tried again with this one)."""
@@ -73,8 +74,8 @@ class Cycle:
         self.already_there += other.already_there
         self.parked += other.parked
         self.tokens += [token for token in other.tokens if token not in self.tokens]
-        self.linked |= other.linked
-        self.hourly |= other.hourly
+        self.counted |= other.counted
+        self.counting += [sent for sent in other.counting if sent not in self.counting]
 
 
 def dest_path(job: Job) -> str:
@@ -198,15 +199,19 @@ async def _confirmed(ctx: Context, copies: Sequence[Copied], cycle: Cycle) -> tu
 
 async def _count_links(ctx: Context, cycle: Cycle, outcomes: Mapping[str, link_stats.Outcome],
                        db_commands: int) -> None:
-    """Count the outcomes on their links, then on the hourly series, each step only for the
-    requests an earlier try of this settling did not count there (`Cycle.linked`, `hourly`). What
-    is left: a write that landed but whose answer was lost counts again when tried again."""
-    fresh = {rid: outcome for rid, outcome in outcomes.items() if rid not in cycle.linked}
-    await link_stats.record_links(ctx.db, list(fresh.values()), db_commands=db_commands)
-    cycle.linked.update(fresh)
-    fresh = {rid: outcome for rid, outcome in outcomes.items() if rid not in cycle.hourly}
-    await link_stats.record_series(ctx.db, list(fresh.values()))
-    cycle.hourly.update(fresh)
+    """Count the outcomes on their links, then on the hourly series, under an id per try of
+    this settling (`link_stats.Counted`): what an earlier try sent is sent again under its id
+    (its writes may have landed, their replies lost: counted once), what it counted is not sent."""
+    sent = {rid for rids, _ in cycle.counting for rid in rids}
+    fresh = {rid: outcome for rid, outcome in outcomes.items() if rid not in cycle.counted and rid not in sent}
+    if fresh:
+        cycle.counting.append((frozenset(fresh), link_stats.Counted(list(fresh.values()), db_commands)))
+    counts = [count for _, count in cycle.counting]
+    await link_stats.record_links(ctx.db, counts)
+    await link_stats.record_series(ctx.db, counts)
+    for rids, _ in cycle.counting:
+        cycle.counted |= rids
+    cycle.counting.clear()
 
 
 def _ends(good: Sequence[Copied], cycle: Cycle) -> list[rq.End]:

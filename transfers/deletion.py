@@ -42,6 +42,7 @@ from catalogue.replica_removal import REMOVAL, being_removed, remove_retired, re
 from catalogue.replica_urls import se_url
 from catalogue.storage_elements import StorageElement
 from catalogue.storage_paths import storage_lfn
+from kernel import lease
 from kernel.db import Document
 from kernel.errors import CairnError, InvalidInput
 from storage_plugins.base import DELETE_CONCURRENCY, StoragePlugin
@@ -220,6 +221,9 @@ async def delete_bytes(places: Mapping[Target, Place], ses: Mapping[str, Storage
 
     async def on_se(by_plugin: dict[StoragePlugin, dict[str, Target]]) -> None:
         for plugin, urls in by_plugin.items():
+            # Work under a lease deletes only while it surely holds it: a holder that stalled
+            # past it may find the path freed by its successor and a new file's bytes there.
+            lease.check_held()
             errors = await plugin.delete_many(list(urls), concurrency=DELETE_CONCURRENCY)
             for url, exc in errors.items():
                 failed[urls[url]] = exc if isinstance(exc, CairnError) else CairnError(f"{url}: {exc}")

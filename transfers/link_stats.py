@@ -4,21 +4,23 @@ stateless API server can report them: every worker adds what a cycle finished wi
 A link also counts the database commands its workers sent per file they finished there
 (`db_commands`, the worker's commands since its last report, shared out by files), and keeps
 its counters per VO of the requests too (`vos.<VO>.…`, read by `link_statistics_by_vo`).
+A worker counts each settling under an id (`Counted`): tried again after a write that landed but
+whose reply was lost, it is not counted twice (`link_series.counted_once`, in the same bulk writes).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from pymongo import UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 
-from kernel.db import Document, bulk_write_chunked, count_by, database_errors, increment
+from kernel.db import Document, bulk_write_chunked, count_by, database_errors
 from kernel.principal import DEFAULT_VO
-from transfers.link_series import record_hours
+from transfers.link_series import LINK_HOURS, SETTLES, counted_once, hour_updates
 from transfers.requests import REQUESTS
 
 LINK_STATS = "link_stats"
@@ -42,6 +44,18 @@ class Outcome:
     reason: str | None = None
     activity: str = "default"
     vo: str = DEFAULT_VO  # the VO of the request
+
+
+@dataclass(frozen=True)
+class Counted:
+    """Outcomes counted together, once, under `token` (a worker's settling; a try again of the
+    same writes is recognised by it), with the database commands sent for them and the time
+    that places them in the hourly series."""
+
+    outcomes: Sequence[Outcome]
+    db_commands: int = 0
+    token: str = field(default_factory=lambda: uuid.uuid4().hex[:16])
+    at: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.UTC))
 
 
 async def record(
@@ -92,44 +106,48 @@ async def record_many(db: AsyncDatabase[Document], outcomes: Sequence[Outcome], 
     """Add finished transfers to their links' counters: one upsert per link in one bulk write
     (and the same for the hourly series, `record_series`). `db_commands` sent for them are
     shared out over the links by files done."""
-    await record_links(db, outcomes, db_commands=db_commands)
-    await record_series(db, outcomes)
+    counts = [Counted(outcomes, db_commands)]
+    await record_links(db, counts)
+    await record_series(db, counts)
 
 
-async def record_series(db: AsyncDatabase[Document], outcomes: Sequence[Outcome]) -> None:
-    """Add finished transfers to the hourly series of their links and activities (one bulk write)."""
-    if outcomes:
-        await record_hours(db, _totals(outcomes, lambda o: (o.source, o.dest, o.activity)),
-                           at=dt.datetime.now(dt.UTC))
+async def record_series(db: AsyncDatabase[Document], counts: Sequence[Counted]) -> None:
+    """Add counts to the hourly series of their links and activities, each once (one bulk write)."""
+    updates = [update for count in counts if count.outcomes
+               for update in hour_updates(_totals(count.outcomes, lambda o: (o.source, o.dest, o.activity)),
+                                          at=count.at, token=count.token)]
+    if updates:
+        await bulk_write_chunked(db[LINK_HOURS], updates, ordered=True)
 
 
-async def record_links(db: AsyncDatabase[Document], outcomes: Sequence[Outcome], *, db_commands: int = 0) -> None:
-    """`record_many`'s first step: the links' counters alone."""
-    if not outcomes:
-        return
-    at = dt.datetime.now(dt.UTC)
-    per_link = _totals(outcomes, lambda o: (o.source, o.dest), per_vo=True)
-    done = sum(1 for o in outcomes if o.ok)
-    if db_commands and done:
+async def record_links(db: AsyncDatabase[Document], counts: Sequence[Counted]) -> None:
+    """`record_many`'s first step: the links' counters alone, each count once (one bulk write)."""
+    updates = [update for count in counts if count.outcomes for update in _link_updates(count)]
+    if updates:
+        with database_errors():
+            await bulk_write_chunked(db[LINK_STATS], updates, ordered=True)
+
+
+def _link_updates(count: Counted) -> list[Any]:
+    per_link = _totals(count.outcomes, lambda o: (o.source, o.dest), per_vo=True)
+    done = sum(1 for o in count.outcomes if o.ok)
+    if count.db_commands and done:
         shares = [(link, totals.get("done", 0)) for link, totals in per_link.items() if totals.get("done")]
-        left = db_commands
+        left = count.db_commands
         for index, (link, files) in enumerate(shares):
-            share = left if index == len(shares) - 1 else db_commands * files // done
+            share = left if index == len(shares) - 1 else count.db_commands * files // done
             per_link[link]["db_commands"] = share
             left -= share
-    updates = [UpdateOne({"_id": link_id(source, dest)},
-                         {**increment(inc), "$set": {"source": source, "dest": dest, "last": at},
-                          "$setOnInsert": {"first": at}}, upsert=True)
-               for (source, dest), inc in per_link.items()]
-    with database_errors():
-        await bulk_write_chunked(db[LINK_STATS], updates)
+    return [update for (source, dest), inc in per_link.items()
+            for update in counted_once(link_id(source, dest), {"source": source, "dest": dest, "last": count.at},
+                                       inc, count.token, on_insert={"first": count.at})]
 
 
 async def link_statistics(db: AsyncDatabase[Document]) -> list[Document]:
     """Every link's counters, with its throughput: bytes over the time copies took (per-transfer
     rate times concurrency) and over the wall-clock span between its first and last transfer."""
     with database_errors():
-        docs = await db[LINK_STATS].find({}).sort("_id", 1).to_list()
+        docs = await db[LINK_STATS].find({}, {SETTLES: 0}).sort("_id", 1).to_list()
     out = []
     for doc in docs:
         span = ((doc["last"] - doc["first"]).total_seconds()) if doc.get("first") and doc.get("last") else 0.0
@@ -155,7 +173,7 @@ async def link_statistics_by_vo(db: AsyncDatabase[Document]) -> list[Document]:
     seconds, failures}. What a link counted before it kept VOs apart is the VO `local`'s (as
     every object stored before VOs)."""
     with database_errors():
-        docs = await db[LINK_STATS].find({}).sort("_id", 1).to_list()
+        docs = await db[LINK_STATS].find({}, {SETTLES: 0}).sort("_id", 1).to_list()
     rows = []
     for doc in docs:
         per_vo = {_vo_name(k): _flat(v) for k, v in doc.get("vos", {}).items()}

@@ -18,6 +18,7 @@ from transfers.requests import (
     DEFAULT_MAX_ATTEMPTS,
     JOINED,
     JOINED_SUBMISSIONS,
+    JOINS,
     KINDS,
     MAX_PRIORITY,
     OPEN_STATES,
@@ -30,12 +31,28 @@ from transfers.requests import (
 from transfers.turns import take_turns
 
 ENDED_MEANWHILE = "an identical request ended while this one was submitted; submit again"
+# An identical open request that ends as a submission joins it (a user's deletion the reaper ends
+# as a clean-dark of the same replica is queued) is not this one's: the item is submitted again
+# (a new request), up to this many passes in all, before it is answered ENDED_MEANWHILE.
+ENDED_PASSES = 3
 # Submissions that may join one request (`_join`): each is kept in the owner's request document,
 # so a joiner submitting again and again grew it without bound (each join slower than the last).
 MAX_JOINED_SUBMISSIONS = 1000
 JOINS_FULL = (f"an identical request of another requester has {MAX_JOINED_SUBMISSIONS} submissions joined "
               "already; follow it by one of those, or submit again once it has ended")
 _ROOM_TO_JOIN = {f"{JOINED_SUBMISSIONS}.{MAX_JOINED_SUBMISSIONS - 1}": {"$exists": False}}
+# The submissions of one requester kept on a request it joined: a user submitting the same
+# replication again and again filled the request's 1000 by themselves, and nobody else could join
+# it. Past these, a re-submission is answered with the request (its requester follows it by id, or
+# by an earlier submission) and its submission is not recorded there.
+MAX_SUBMISSIONS_PER_JOINER = 10
+
+
+def joins_field(requester: str) -> str:
+    """The field counting a requester's submissions joined to a request (`JOINS`.<requester>,
+    its `.`, `$` and `%` escaped: a field name holds none)."""
+    escaped = requester.replace("%", "%25").replace(".", "%2E").replace("$", "%24")
+    return f"{JOINS}.{escaped}"
 
 
 def _new_request(
@@ -104,6 +121,27 @@ async def submit(
     if isinstance(priority, bool) or not isinstance(priority, int) or not 0 <= priority <= MAX_PRIORITY:
         raise InvalidInput(f"a request's priority is an integer from 0 to {MAX_PRIORITY}, not {priority!r}")
     submission = submission or uuid.uuid4().hex
+    successful: dict[str, str] = {}
+    failed: dict[str, str] = {}
+    pending = list(items)
+    for attempt in range(1, ENDED_PASSES + 1):
+        once = await _submit_once(db, kind, pending, requester=requester, activity=activity, priority=priority,
+                                  submission=submission, max_attempts=max_attempts, vo=vo)
+        successful.update(once["successful"])
+        ended = {lfn for lfn, why in once["failed"].items() if why == ENDED_MEANWHILE}
+        failed.update({lfn: why for lfn, why in once["failed"].items() if lfn not in ended or attempt == ENDED_PASSES})
+        if not ended:
+            break
+        pending = [item for item in pending if item.get("lfn") in ended]
+    return {"submission": submission, "successful": successful, "failed": failed}
+
+
+async def _submit_once(
+    db: AsyncDatabase[Document], kind: Kind, items: Sequence[dict[str, Any]], *, requester: str, activity: str,
+    priority: int, submission: str, max_attempts: int, vo: str | None,
+) -> dict[str, Any]:
+    """One pass of `submit`: {"successful", "failed"} (an item whose identical request ended as
+    this one met it fails with ENDED_MEANWHILE, for `submit` to make it again)."""
     at = now()
     docs: list[TransferRequest] = []
     failed: dict[str, str] = {}
@@ -164,7 +202,7 @@ async def submit(
         for doc in docs:
             if doc["active_key"] in dup_set and doc["lfn"] not in successful and doc["lfn"] not in failed:
                 failed[doc["lfn"]] = ENDED_MEANWHILE
-    return {"submission": submission, "successful": successful, "failed": failed}
+    return {"successful": successful, "failed": failed}
 
 
 def _same_files(existing: list[Document], guids: Mapping[str, str | None], failed: dict[str, str]) -> list[Document]:
@@ -219,14 +257,22 @@ async def _join(db: AsyncDatabase[Document], ids: list[str], requester: str, sub
     since it was found is not (it is not the joiner's, nor will it copy anything for them)."""
     if not ids:
         return set()
+    count = joins_field(requester)
     with database_errors():
         result = await db[REQUESTS].update_many(
-            {"_id": {"$in": ids}, "state": {"$in": list(OPEN_STATES)}, **_ROOM_TO_JOIN},
-            {"$addToSet": {JOINED: requester, JOINED_SUBMISSIONS: submission}})
+            {"_id": {"$in": ids}, "state": {"$in": list(OPEN_STATES)}, JOINED_SUBMISSIONS: {"$ne": submission},
+             count: {"$not": {"$gte": MAX_SUBMISSIONS_PER_JOINER}}, **_ROOM_TO_JOIN},
+            {"$addToSet": {JOINED: requester, JOINED_SUBMISSIONS: submission}, **increment({count: 1})})
     if result.modified_count == len(ids):  # the submission is new: every open one matched was changed
         return set(ids)
-    # (a submission named again, as a production task's, changes nothing where it joined before)
-    return await _open_among(db, ids, {JOINED_SUBMISSIONS: submission})
+    # A submission named again (a production task's) changes nothing where it joined before; a
+    # requester with MAX_SUBMISSIONS_PER_JOINER there already has joined it (again, if it withdrew).
+    with database_errors():
+        await db[REQUESTS].update_many(
+            {"_id": {"$in": ids}, "state": {"$in": list(OPEN_STATES)}, count: {"$gte": MAX_SUBMISSIONS_PER_JOINER}},
+            {"$addToSet": {JOINED: requester}})
+    return await _open_among(db, ids, {"$or": [{JOINED_SUBMISSIONS: submission},
+                                               {JOINED: requester, count: {"$gte": MAX_SUBMISSIONS_PER_JOINER}}]})
 
 
 async def _full(db: AsyncDatabase[Document], ids: list[str]) -> set[str]:

@@ -147,9 +147,11 @@ class Reaper(Daemon):
         batch = []
         for request in requests:
             if request.get(REMOVED_PATH):  # the bytes a forced removal left (`transfers.removed_bytes`)
+                # Its lease renewed until it ends: its deletion checks the lease is held.
+                removed = await delete_removed(self.db, request, ses.get(request.get("dest_se") or ""),
+                                               self.credentials, self.settings)
                 pending.discard(request["_id"])
-                await delete_removed(self.db, request, ses.get(request.get("dest_se") or ""), self.credentials,
-                                     self.worker, self.settings)
+                await rq.end_many(self.db, [removed], self.worker)
             elif runs := deletion_tags.dark_runs(request):
                 end = await self._delete_dark(request, ses.get(request.get("dest_se") or ""), runs)
                 if end is not None:

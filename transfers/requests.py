@@ -64,6 +64,7 @@ MAX_PRIORITY = 9
 # The requesters, other than the owner, that asked for an open request while it was open
 # (`transfers.queueing`), and their submissions.
 JOINED, JOINED_SUBMISSIONS = "joined", "joined_submissions"
+JOINS = "joins"  # per requester who joined, how many of its submissions it holds (`queueing._join`)
 
 INDEXES = [
     IndexSpec(REQUESTS, [("active_key", 1)], name="requests_active_key", unique=True, sparse=True),

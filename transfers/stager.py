@@ -64,6 +64,7 @@ class Stager(Daemon):
         self.credentials = settings.storage_credentials
         self.idle_sleep_s = min(settings.transfers.idle_sleep_s, settings.transfers.stage_poll_s)
         self._ses: dict[str, StorageElement] = {}
+        self._asked: dict[str, Document] = {}  # the recalls the batch at work asked, by request (`_holding`)
 
     async def run_once(self) -> int:
         self._ses = {se.name: se for se in await list_storage_elements(self.db)}  # once per cycle
@@ -85,10 +86,32 @@ class Stager(Daemon):
         requests over meanwhile asked for them again. A lease found lost stops the work, as if
         this stager had died (the recalls it asked are noted on their requests: `_bring_online`)."""
         pending = {r["_id"] for r in requests}
-        held, _ = await rc.holding(self.db, self.worker, work(requests, pending), lambda: pending,
-                                   lease_s=self.settings.lease_s, since=since, state=state)
+        self._asked = {}
+        try:
+            held, _ = await rc.holding(self.db, self.worker, work(requests, pending), lambda: pending,
+                                       lease_s=self.settings.lease_s, since=since, state=state)
+        finally:
+            asked, self._asked = self._asked, {}
+            await self._release_cancelled(asked)
         if not held:
             log.warning("lost the lease of some of %d %s requests; stopping their batch", len(requests), state)
+
+    async def _release_cancelled(self, asked: Mapping[str, Document]) -> None:
+        """Release the recalls this batch asked for requests cancelled meanwhile: the cancel's
+        release may have reached the tape system before the ask (a noted id asked again after it
+        found nothing to release), which then made the recall, pinned for its lifetime. Looked at
+        after the asks (one read): a cancel after the look asks its release after them."""
+        if not asked:
+            return
+        for rid in sorted(await recalls.cancelled_among(self.db, list(asked))):
+            recall = asked[rid]
+            try:
+                plugin, url = await self._tape_url(recall["se"], recall["path"], recall["url"])
+                await plugin.release(url, request_id=recall["request_id"])
+            except NotFound:
+                continue
+            except CairnError as exc:
+                log.warning("%s: the recall asked after its cancel could not be released: %s", rid, exc)
 
     async def _start_all(self, claimed: list[Document], pending: set[str]) -> None:
         files = await fetch_files(self.db, {request["lfn"] for request in claimed})
@@ -136,11 +159,14 @@ class Stager(Daemon):
         or a cancel releases it. An id noted so for the same URL is asked again, not a new one."""
         noted = request.get("recall") or {}
         stage_id = noted.get("request_id") if noted.get("url") == url else None
-        if stage_id is None:
-            stage_id = uuid.uuid4().hex
-            if not await recalls.note_recall(self.db, request["_id"], self.worker, state,
-                                        {**place, "url": url, "request_id": stage_id}):
-                raise LeaseLost(f"stage request {request['_id']} is no longer this stager's")
+        # A noted id is noted again (a guarded write, as a new one): not asked once the request
+        # was cancelled or taken over. One cancelled after this write is released after the ask
+        # (`_release_cancelled`).
+        recall = {**place, "url": url, "request_id": stage_id or uuid.uuid4().hex}
+        stage_id = recall["request_id"]
+        if not await recalls.note_recall(self.db, request["_id"], self.worker, state, recall):
+            raise LeaseLost(f"stage request {request['_id']} is no longer this stager's")
+        self._asked[request["_id"]] = {**place, "url": url, "request_id": stage_id}  # asked, or about to be
         return await plugin.bring_online([url], pin_lifetime_s=self._lifetime(request), request_id=stage_id)
 
     async def _release(self, request: Document) -> bool:
