@@ -72,6 +72,7 @@ class ReplicaRecord(TypedDict):
     created: dt.datetime
     modified: dt.datetime
     writer: NotRequired[str]  # a `copying` replica's upload (`catalogue.upload_leases`)
+    writer_at: NotRequired[dt.datetime]  # when that upload last took or renewed it
 
 
 class FileRecord(TypedDict):
@@ -224,6 +225,7 @@ async def replica_documents(
         out[id(replica)] = {"se": replica.se, "url": url, "status": replica.status, "created": at, "modified": at}
         if replica.writer is not None:  # held by its upload from now on, as `upload_leases` keeps it
             out[id(replica)]["writer"] = writer_digest(replica.writer)
+            out[id(replica)]["writer_at"] = at
     return out
 
 

@@ -7,10 +7,23 @@ from __future__ import annotations
 import hashlib
 
 WRITER = "writer"  # the replica's field
+# When its writer last took or renewed it: the lease's clock, apart from the replica's `modified`,
+# which status changes also set (an undo's `unavailable`, a transfer's `copying` again must not
+# make a dead writer look alive). A replica without it (written before it existed, or pushed by
+# a transfer) counts from `modified`.
+WRITER_AT = "writer_at"
 # A transfer's destination replica is held by its request (`transfers.copy_steps`): a marker no
 # upload's digest (32 hex digits) can equal, so no upload token renews it or passes for it.
 TRANSFER = "transfer"
 IN_PROGRESS = "in progress"  # a refusal's opening words, for clients to tell it from other refusals
+NOT_HELD = "another writer took it over"  # why a holder's flip or undo of a replica was refused
+# An upload silent this long is taken for dead (`catalogue.upload_leases`). Short, so that a killed
+# upload blocks its files for seconds, not minutes; its holder renews every LEASE_S / RENEWALS in
+# the background and, before writing more bytes, makes sure its last renewal is not older than
+# LEASE_S / 2 (`dataio.upload_lease`), so a live upload is never taken over. Here, beside the
+# writer's digest, because the upload command needs it without the catalogue's modules.
+LEASE_S = 30.0
+RENEWALS = 6  # renewals per LEASE_S: five may fail in a row (the catalogue away) before it lapses
 
 
 def writer_digest(token: str) -> str:
