@@ -87,7 +87,7 @@ async def test_an_upload_copying_for_many_leases_is_never_taken_over(
     api: RunningApi, live_ses: LiveSEs, admin: Client, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(catalogue.upload_leases, "LEASE_S", 1.0)
-    monkeypatch.setattr(dataio.upload_lease, "LEASE_S", 1.0)
+    monkeypatch.setattr(dataio.upload_lease, "LEASE_S", 1.0, raising=False)
     se = await live_ses.add("file")
     local = tmp_path / "big"
     await asyncio.to_thread(local.write_bytes, os.urandom(64 << 20))
@@ -111,7 +111,7 @@ async def test_an_upload_whose_lease_was_taken_over_stops_and_flips_nothing(
     # The catalogue takes a replica silent for a second as dead; the upload (told 30 s) renews
     # every 2 s: between two renewals, another writer takes its replica over.
     monkeypatch.setattr(catalogue.upload_leases, "LEASE_S", 1.0)
-    monkeypatch.setattr(dataio.upload_lease, "RENEWALS", 15)
+    monkeypatch.setattr(dataio.upload_lease, "RENEWALS", 15, raising=False)
     se = await live_ses.add("file")
     local = tmp_path / "big"
     await asyncio.to_thread(local.write_bytes, os.urandom(64 << 20))
