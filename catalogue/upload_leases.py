@@ -29,7 +29,7 @@ from pymongo import UpdateMany, UpdateOne
 
 from catalogue.directories import now
 from catalogue.files import FILES, fetch_files
-from catalogue.writer_tokens import IN_PROGRESS, LEASE_S, NOT_HELD, TRANSFER, WRITER, WRITER_AT
+from catalogue.writer_tokens import FOUNDING, IN_PROGRESS, LEASE_S, NOT_HELD, TRANSFER, WRITER, WRITER_AT
 from kernel.db import Document, bulk_write_chunked, increment
 
 __all__ = ["LEASE_S", "hold_for_transfers", "hold_replicas"]
@@ -68,8 +68,9 @@ async def hold_replicas(
     """Take or renew the lease of upload `writer` on each replica `{lfn, se}` (one per LFN;
     `files`: the records as just read, with w checked); with `renew`, only renew (a replica
     another writer took over meanwhile is refused, not taken back: its holder lost it for good).
-    Answers `{"successful": {lfn: {"lease_s"}}, "failed": {lfn: reason}}`; one bulk write and
-    one read back for the batch."""
+    Answers `{"successful": {lfn: {"lease_s", "founding"?}}, "failed": {lfn: reason}}`
+    (`founding`: the replica was registered with its file, whose record the holder removes if
+    it fails); one bulk write and one read back for the batch."""
     at = _stamp(now())
     stale = at - dt.timedelta(seconds=LEASE_S)
     failed: dict[str, Any] = {}
@@ -119,7 +120,7 @@ async def _held(db: Any, writer: str, items: Sequence[Mapping[str, str]], failed
         lfn, se = item["lfn"], item["se"]
         replica = next((r for r in (found.get(lfn) or {}).get("replicas", []) if r.get("se") == se), None)
         if replica is not None and replica.get("status") == "copying" and replica.get(WRITER) == writer:
-            held[lfn] = {"lease_s": LEASE_S}
+            held[lfn] = {"lease_s": LEASE_S, **({FOUNDING: True} if replica.get(FOUNDING) else {})}
         else:
             failed[lfn] = _refusal(lfn, se, replica, writer, stale) or f"replica of {lfn} on SE {se} changed meanwhile"
     return held

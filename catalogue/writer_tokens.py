@@ -12,6 +12,10 @@ WRITER = "writer"  # the replica's field
 # make a dead writer look alive). A replica without it (written before it existed, or pushed by
 # a transfer) counts from `modified`.
 WRITER_AT = "writer_at"
+# On a replica registered together with its file by an upload (the registration created the
+# record): the record is that replica's holder's to remove if the upload fails, whichever upload
+# holds it by then (one that took it over after the first fell silent inherits it).
+FOUNDING = "founding"
 # A transfer's destination replica is held by its request (`transfers.copy_steps`): a marker no
 # upload's digest (32 hex digits) can equal, so no upload token renews it or passes for it.
 TRANSFER = "transfer"

@@ -19,7 +19,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Iterable
 
-from catalogue.writer_tokens import LEASE_S, RENEWALS
+from catalogue.writer_tokens import FOUNDING, LEASE_S, RENEWALS
 from dataio.io_client import IOClient
 from kernel.errors import CairnError, Conflict
 
@@ -43,6 +43,7 @@ class UploadLease:
         self._lost: dict[str, str] = {}  # LFN -> why this upload lost it
         self._writing: dict[str, asyncio.Task[object]] = {}  # LFN -> the task storing its bytes
         self._stopped: set[str] = set()  # LFNs whose store a loss cancelled
+        self.founding: set[str] = set()  # LFNs taken whose record came with their replica (FOUNDING)
         self._lock = asyncio.Lock()  # one hold call at a time: a release waits for one in flight
         self._task: asyncio.Task[None] | None = None
 
@@ -133,6 +134,8 @@ class UploadLease:
             result = await self.client.hold_replicas(self.writer, self.se, chunk, renew=renew)
             for lfn, answer in result["successful"].items():
                 self._renewed[lfn] = sent
+                if answer.get(FOUNDING):
+                    self.founding.add(lfn)
                 self.lease_s = float(answer.get("lease_s", self.lease_s))
             for lfn, reason in result["failed"].items():
                 self._lose(lfn, str(reason))
