@@ -52,7 +52,7 @@ from catalogue.replica_urls import se_url
 from catalogue.storage_elements import fetch_storage_elements
 from catalogue.usage import REGISTERED_IN, record_registered, take_over_calls
 from catalogue.vos import registry, vo_of_path
-from catalogue.writer_tokens import FOUNDING, WRITER, writer_digest
+from catalogue.writer_tokens import WRITER, writer_digest
 from kernel.bounds import Size
 from kernel.db import Document, IndexSpec, database_errors
 from kernel.errors import InvalidInput, NotFound
@@ -425,7 +425,11 @@ async def _reconcile(
 def _founding(replica: ReplicaRecord) -> ReplicaRecord:
     """An upload's replica as inserted with the record its registration creates: marked FOUNDING
     (a copy: the same replica pushed onto a record found there already is not)."""
-    return {**replica, FOUNDING: True} if WRITER in replica else replica
+    if WRITER not in replica:
+        return replica
+    founding = ReplicaRecord(**replica)
+    founding["founding"] = True  # FOUNDING
+    return founding
 
 
 def _file_document(item: FileIn, principal: Principal, replicas: list[ReplicaRecord], at: dt.datetime,
