@@ -19,7 +19,8 @@ each `copying` replica it is to write (`dataio.upload_lease`, `catalogue.upload_
 while its bytes move and again before the flip. A second upload of the same file to the same SE
 (a retry, two shells, two hosts) finds the replica held and fails with `in_progress`, writing
 nothing (or `exists`, if the first finished meanwhile); a `copying` replica whose upload died is
-taken over once its lease has not been renewed for LEASE_S (10 minutes). Rucio's upload leaves
+taken over once its lease has not been renewed for LEASE_S (30 s); an upload that lost its lease
+so stops writing that file and neither flips nor undoes it. Rucio's upload leaves
 this to storage (a temporary name renamed at the end, where the protocol can rename) and DIRAC's
 to the last writer; neither fits a non-atomic SE (XRootD, WebDAV) where two writers of one path
 leave a reader partial bytes, so the catalogue, which every upload consults first, decides.
@@ -328,7 +329,7 @@ async def _finalise(client: IOClient, se: StorageElement, lease: UploadLease, st
     if not stored:
         return
     try:
-        # Held for LEASE_S * 3/4 more at least, so no other upload writes over the bytes as they
+        # Held for LEASE_S / 2 more at least, so no other upload writes over the bytes as they
         # become available; one taken over (this upload fell silent) is the other's to finish.
         lost = await lease.ensure(s.item.lfn for s in stored)
         for entry in [s for s in stored if s.item.lfn in lost]:
