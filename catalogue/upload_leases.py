@@ -29,7 +29,16 @@ from pymongo import UpdateMany, UpdateOne
 
 from catalogue.directories import now
 from catalogue.files import FILES, fetch_files
-from catalogue.writer_tokens import FOUNDING, IN_PROGRESS, LEASE_S, NOT_HELD, TRANSFER, WRITER, WRITER_AT
+from catalogue.writer_tokens import (
+    FOUNDING,
+    IN_PROGRESS,
+    LEASE_S,
+    NOT_HELD,
+    TRANSFER,
+    TRANSFER_LEASE_S,
+    WRITER,
+    WRITER_AT,
+)
 from kernel.db import Document, bulk_write_chunked, increment
 
 __all__ = ["LEASE_S", "hold_for_transfers", "hold_replicas"]
@@ -45,9 +54,10 @@ def _aware(value: Any) -> dt.datetime | None:
     return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
 
 
-def _refusal(lfn: str, se: str, replica: Mapping[str, Any] | None, writer: str, stale: dt.datetime,
+def _refusal(lfn: str, se: str, replica: Mapping[str, Any] | None, writer: str, at: dt.datetime,
              renew: bool = False) -> str | None:
-    """Why the caller may not hold this replica now (with `renew`: keep holding it), or None."""
+    """Why the caller may not hold this replica now (with `renew`: keep holding it), or None. An
+    upload's hold lapses after LEASE_S of silence, a transfer's after TRANSFER_LEASE_S."""
     if replica is None:
         return f"{lfn} has no replica on SE {se}"
     if replica.get("status") != "copying":
@@ -55,10 +65,11 @@ def _refusal(lfn: str, se: str, replica: Mapping[str, Any] | None, writer: str, 
     held, since = replica.get(WRITER), _aware(replica.get(WRITER_AT, replica.get("modified")))
     if renew and held != writer:
         return f"{IN_PROGRESS}: the replica of {lfn} on SE {se} is not held by this upload any more ({NOT_HELD})"
-    if held not in (None, writer) and since is not None and since > stale:
+    lease_s = TRANSFER_LEASE_S if held == TRANSFER else LEASE_S
+    if held not in (None, writer) and since is not None and since > at - dt.timedelta(seconds=lease_s):
         who = "a transfer is copying" if held == TRANSFER else "another upload is writing"
         return (f"{IN_PROGRESS}: {who} {lfn} to SE {se} (last heard of at "
-                f"{since.isoformat(timespec='seconds')}; taken for dead {LEASE_S} s after that)")
+                f"{since.isoformat(timespec='seconds')}; taken for dead {lease_s:g} s after that)")
     return None
 
 
@@ -72,7 +83,6 @@ async def hold_replicas(
     (`founding`: the replica was registered with its file, whose record the holder removes if
     it fails); one bulk write and one read back for the batch."""
     at = _stamp(now())
-    stale = at - dt.timedelta(seconds=LEASE_S)
     failed: dict[str, Any] = {}
     groups: dict[tuple[int, str, str | None], list[str]] = {}
     singles: list[UpdateOne] = []
@@ -80,7 +90,7 @@ async def hold_replicas(
         lfn, se = item["lfn"], item["se"]
         found = [(i, r) for i, r in enumerate(files[lfn].get("replicas", [])) if r.get("se") == se]
         index, replica = found[0] if found else (-1, None)
-        reason = _refusal(lfn, se, replica, writer, stale, renew)
+        reason = _refusal(lfn, se, replica, writer, at, renew)
         if reason or replica is None:
             failed[lfn] = reason
             continue
@@ -99,7 +109,7 @@ async def hold_replicas(
         for (index, se, held), lfns in groups.items()]
     if updates or singles:
         await bulk_write_chunked(db[FILES], [*updates, *singles])
-    return {"successful": await _held(db, writer, items, failed, stale), "failed": failed}
+    return {"successful": await _held(db, writer, items, failed, at), "failed": failed}
 
 
 def _taken(index: int, writer: str, at: dt.datetime) -> Document:
@@ -109,7 +119,7 @@ def _taken(index: int, writer: str, at: dt.datetime) -> Document:
 
 
 async def _held(db: Any, writer: str, items: Sequence[Mapping[str, str]], failed: dict[str, Any],
-                stale: dt.datetime) -> dict[str, Any]:
+                at: dt.datetime) -> dict[str, Any]:
     """Read back which replicas carry the caller's lease now; say why for the others."""
     wanted = [item for item in items if item["lfn"] not in failed]
     if not wanted:
@@ -122,7 +132,7 @@ async def _held(db: Any, writer: str, items: Sequence[Mapping[str, str]], failed
         if replica is not None and replica.get("status") == "copying" and replica.get(WRITER) == writer:
             held[lfn] = {"lease_s": LEASE_S, **({FOUNDING: True} if replica.get(FOUNDING) else {})}
         else:
-            failed[lfn] = _refusal(lfn, se, replica, writer, stale) or f"replica of {lfn} on SE {se} changed meanwhile"
+            failed[lfn] = _refusal(lfn, se, replica, writer, at) or f"replica of {lfn} on SE {se} changed meanwhile"
     return held
 
 

@@ -28,6 +28,11 @@ NOT_HELD = "another writer took it over"  # why a holder's flip or undo of a rep
 # writer's digest, because the upload command needs it without the catalogue's modules.
 LEASE_S = 30.0
 RENEWALS = 6  # renewals per LEASE_S: five may fail in a row (the catalogue away) before it lapses
+# A transfer's hold lapses only after this much silence: a transfer worker notices a lost hold
+# only at its next renewal and does not stop a copy for it, so its hold must outlast any stall
+# of the worker (an event loop held up, the catalogue away) that a live copy may survive. A dead
+# worker's request is claimed again by another, which holds the replica again.
+TRANSFER_LEASE_S = 600.0
 
 
 def writer_digest(token: str) -> str:
