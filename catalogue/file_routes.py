@@ -83,10 +83,15 @@ class ReplicaStatusBody(ReplicaPlace):
     expected: ReplicaStatus | None = None
 
 
+class HeldReplicaStatusBody(ReplicaStatusBody):
+    writer: str | None = Field(None, min_length=16, max_length=64,
+                               description="an upload's token: only a replica that upload holds changes")
+
+
 class ReplicaStatusesBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    replicas: list[ReplicaStatusBody] = Field(..., max_length=100_000)
+    replicas: list[HeldReplicaStatusBody] = Field(..., max_length=100_000)
 
 
 class HoldBody(BaseModel):
@@ -94,6 +99,7 @@ class HoldBody(BaseModel):
 
     writer: str = Field(..., min_length=16, max_length=64, description="the upload's own random token")
     replicas: list[ReplicaPlace] = Field(..., max_length=MAX_BULK_ITEMS)
+    renew: bool = Field(False, description="only renew: a replica another writer took over is refused")
 
 
 def _checked(lfns: list[str]) -> list[str]:
@@ -186,11 +192,14 @@ async def set_status(request: web.Request) -> web.Response:
 
 
 @routes.post("/replicas/statuses", policy=WRITE_SCOPE, summary="Set the status of many replicas (bulk; one per LFN, "
-             "each guarded by its expected status)", body=ReplicaStatusesBody, responses=BULK_RESPONSES,
+             "each guarded by its expected status and, if given, its upload's writer)", body=ReplicaStatusesBody,
+             responses=BULK_RESPONSES,
              response=BulkAnswer)
 async def set_statuses(request: web.Request) -> web.Response:
     body = await read_model(request, ReplicaStatusesBody)
     items, allowed, failed = await _writable_replicas(request, body.replicas)
+    for item in items:  # kept as `catalogue.upload_leases` keeps it
+        item["writer"] = None if item.get("writer") is None else writer_digest(item["writer"])
     result = await replicas.set_replica_statuses(request.app[DATABASE], items, allowed)
     result["failed"].update(failed)
     return json_response(result)
@@ -235,6 +244,7 @@ async def bad(request: web.Request) -> web.Response:
 async def hold(request: web.Request) -> web.Response:
     body = await read_model(request, HoldBody)
     items, allowed, failed = await _writable_replicas(request, body.replicas)
-    result = await upload_leases.hold_replicas(request.app[DATABASE], writer_digest(body.writer), items, allowed)
+    result = await upload_leases.hold_replicas(request.app[DATABASE], writer_digest(body.writer), items, allowed,
+                                               renew=body.renew)
     result["failed"].update(failed)
     return json_response(result)

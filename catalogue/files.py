@@ -52,7 +52,7 @@ from catalogue.replica_urls import se_url
 from catalogue.storage_elements import fetch_storage_elements
 from catalogue.usage import REGISTERED_IN, record_registered, take_over_calls
 from catalogue.vos import registry, vo_of_path
-from catalogue.writer_tokens import writer_digest
+from catalogue.writer_tokens import WRITER, writer_digest
 from kernel.bounds import Size
 from kernel.db import Document, IndexSpec, database_errors
 from kernel.errors import InvalidInput, NotFound
@@ -72,6 +72,8 @@ class ReplicaRecord(TypedDict):
     created: dt.datetime
     modified: dt.datetime
     writer: NotRequired[str]  # a `copying` replica's upload (`catalogue.upload_leases`)
+    writer_at: NotRequired[dt.datetime]  # when that upload last took or renewed it
+    founding: NotRequired[bool]  # registered with its file by that upload (`writer_tokens.FOUNDING`)
 
 
 class FileRecord(TypedDict):
@@ -224,6 +226,7 @@ async def replica_documents(
         out[id(replica)] = {"se": replica.se, "url": url, "status": replica.status, "created": at, "modified": at}
         if replica.writer is not None:  # held by its upload from now on, as `upload_leases` keeps it
             out[id(replica)]["writer"] = writer_digest(replica.writer)
+            out[id(replica)]["writer_at"] = at
     return out
 
 
@@ -305,7 +308,7 @@ async def register_files(db: AsyncDatabase[Document], principal: Principal, file
 
     at = now()
     token = uuid.uuid4().hex
-    docs = [_file_document(f, principal, [replicas[id(r)] for r in f.replicas], at,
+    docs = [_file_document(f, principal, [_founding(replicas[id(r)]) for r in f.replicas], at,
                            metadata_fields_for(f.lfn, own_meta[id(f)], dirs)) for f in batch.values()]
     for doc in docs:  # see catalogue.usage: a retry counts what a call cut short could not
         doc["registered_in"] = token
@@ -417,6 +420,16 @@ async def _reconcile(
     for (lfn, se), why in refused.items():  # the file is registered, but that replica is not: the file fails
         successful.pop(lfn, None)
         failed[lfn] = f"replica on SE {se} not registered: {why}"
+
+
+def _founding(replica: ReplicaRecord) -> ReplicaRecord:
+    """An upload's replica as inserted with the record its registration creates: marked FOUNDING
+    (a copy: the same replica pushed onto a record found there already is not)."""
+    if WRITER not in replica:
+        return replica
+    founding = ReplicaRecord(**replica)
+    founding["founding"] = True  # FOUNDING
+    return founding
 
 
 def _file_document(item: FileIn, principal: Principal, replicas: list[ReplicaRecord], at: dt.datetime,

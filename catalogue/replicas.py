@@ -36,6 +36,7 @@ from catalogue.replica_removal import REMOVAL, ReplicaBeingRemoved, being_remove
 from catalogue.replica_writers import OVERWRITTEN, REPLICA_WRITERS, new_token, own_writes, writer_field
 from catalogue.storage_elements import SES
 from catalogue.usage import REGISTERED_IN, WITHDRAWN, Usage
+from catalogue.writer_tokens import NOT_HELD, WRITER
 from kernel.db import Document, bulk_write_chunked, database_errors, increment
 from kernel.errors import Conflict, InvalidInput
 from kernel.principal import Principal
@@ -219,10 +220,11 @@ async def overwrite_files(db: AsyncDatabase[Document], changes: Mapping[str, Doc
 
 async def set_replica_status(
     db: AsyncDatabase[Document], lfn: str, se: str, status: str, *, expected: str | None = None,
-    unless_removing: bool = False,
+    unless_removing: bool = False, writer: str | None = None,
 ) -> bool:
     """Atomically set the status of the replica of `lfn` on `se`; with `expected`, only if the
-    replica is in that status now. True when the replica was changed. `unless_removing`: raise
+    replica is in that status now; with `writer` (a digest), only if that upload holds it
+    (`catalogue.upload_leases`). True when the replica was changed. `unless_removing`: raise
     ReplicaBeingRemoved for a replica a deletion is at work on (`replica_removal.being_removed`)."""
     check_lfn(lfn)
     for value in (status, expected):
@@ -240,8 +242,12 @@ async def set_replica_status(
         index, current = found[0]
         if expected is not None and current.get("status") != expected:
             return False
+        if writer is not None and current.get(WRITER) != writer:
+            return False
         at = now()
         guard = {"_id": lfn, f"replicas.{index}.se": se, f"replicas.{index}.status": current.get("status")}
+        if writer is not None:
+            guard[f"replicas.{index}.{WRITER}"] = writer
         if unless_removing:
             if being_removed(current, at):
                 raise ReplicaBeingRemoved(f"{lfn} on SE {se}: a deletion is removing this replica; it may be "
@@ -289,7 +295,7 @@ async def set_replica_statuses(
     """
     successful: dict[str, Any] = {}
     failed: dict[str, Any] = {}
-    groups: dict[tuple[int, str, Any, str], list[str]] = {}
+    groups: dict[tuple[int, str, Any, str, str | None], list[str]] = {}
     planned: list[tuple[Mapping[str, Any], int]] = []
     at = now()
     at = at.replace(microsecond=at.microsecond // 1000 * 1000)  # as stored (BSON keeps milliseconds)
@@ -303,15 +309,19 @@ async def set_replica_statuses(
         if expected is not None and current.get("status") != expected:
             failed[lfn] = f"replica of {lfn} on {se} is {current.get('status')!r}, not {expected!r}"
             continue
+        if item.get("writer") is not None and current.get(WRITER) != item["writer"]:
+            failed[lfn] = f"replica of {lfn} on {se} is not this upload's any more: {NOT_HELD}"
+            continue
         planned.append((item, index))
-        groups.setdefault((index, se, current.get("status"), item["status"]), []).append(lfn)
+        groups.setdefault((index, se, current.get("status"), item["status"], item.get("writer")), []).append(lfn)
     if not planned:
         return {"successful": successful, "failed": failed}
     updates = [
-        UpdateMany({"_id": {"$in": lfns}, f"replicas.{index}.se": se, f"replicas.{index}.status": current},
+        UpdateMany({"_id": {"$in": lfns}, f"replicas.{index}.se": se, f"replicas.{index}.status": current,
+                    **({} if writer is None else {f"replicas.{index}.{WRITER}": writer})},
                    {"$set": {f"replicas.{index}.status": status, f"replicas.{index}.modified": at, "modified": at},
                     **increment({"version": 1})})
-        for (index, se, current, status), lfns in groups.items()
+        for (index, se, current, status, writer), lfns in groups.items()
     ]
     result = await bulk_write_chunked(db[FILES], updates)
     if result.modified_count == len(planned):
@@ -328,7 +338,8 @@ async def set_replica_statuses(
         applied = mine.get("se") == item["se"] and mine.get("status") == item["status"] and mine.get("modified") == at
         if applied:
             events.append(change_feed.event("replica_status", lfn, se=item["se"], status=item["status"]))
-        if applied or await set_replica_status(db, lfn, item["se"], item["status"], expected=item.get("expected")):
+        if applied or await set_replica_status(db, lfn, item["se"], item["status"], expected=item.get("expected"),
+                                               writer=item.get("writer")):
             successful[lfn] = item["status"]
         else:
             failed[lfn] = f"replica of {lfn} on {item['se']} changed meanwhile; it is not {item.get('expected')!r}"

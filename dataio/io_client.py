@@ -33,10 +33,12 @@ class IOClient(CatalogueClient):
         result: dict[str, Any] = await self.request("POST", "/storage/discard", json_body={"lfn": lfn, "se": se})
         return result
 
-    async def hold_replicas(self, writer: str, se: str, lfns: list[str]) -> dict[str, Any]:
+    async def hold_replicas(self, writer: str, se: str, lfns: list[str], *, renew: bool = False) -> dict[str, Any]:
         """Take or renew upload `writer`'s lease on the `copying` replicas of lfns on SE se
-        (`catalogue.upload_leases`); answers per LFN."""
-        body = {"writer": writer, "replicas": [{"lfn": lfn, "se": se} for lfn in lfns]}
+        (`catalogue.upload_leases`; with `renew`, only renew); answers per LFN."""
+        body: dict[str, Any] = {"writer": writer, "replicas": [{"lfn": lfn, "se": se} for lfn in lfns]}
+        if renew:
+            body["renew"] = True
         result: dict[str, Any] = await self.request("POST", "/replicas/hold", json_body=body)
         return result
 

@@ -18,14 +18,17 @@ if TYPE_CHECKING:
 MAX_BATCH = 1000
 
 
-async def make_available(client: CatalogueClient, se: str, lfns: Sequence[str]) -> dict[str, CairnError]:
-    """Flip the replicas of lfns on se from `copying` to `available`; answers why each one that
-    was not flipped was refused (an empty dict: all were). A failed call raises."""
+async def make_available(client: CatalogueClient, se: str, lfns: Sequence[str], *,
+                         writer: str | None = None) -> dict[str, CairnError]:
+    """Flip the replicas of lfns on se from `copying` to `available` (with `writer`, an upload's
+    token: only those that upload holds); answers why each one that was not flipped was refused
+    (an empty dict: all were). A failed call raises."""
     refused: dict[str, CairnError] = {}
+    held = {} if writer is None else {"writer": writer}
     for start in range(0, len(lfns), MAX_BATCH):
         chunk = lfns[start:start + MAX_BATCH]
         result = await client.set_replica_statuses(
-            [{"lfn": lfn, "se": se, "status": "available", "expected": "copying"} for lfn in chunk])
+            [{"lfn": lfn, "se": se, "status": "available", "expected": "copying", **held} for lfn in chunk])
         failed = result["failed"]
         refused.update({lfn: refusal(lfn, str(failed[lfn])) for lfn in chunk if lfn in failed})
     return refused

@@ -19,7 +19,8 @@ each `copying` replica it is to write (`dataio.upload_lease`, `catalogue.upload_
 while its bytes move and again before the flip. A second upload of the same file to the same SE
 (a retry, two shells, two hosts) finds the replica held and fails with `in_progress`, writing
 nothing (or `exists`, if the first finished meanwhile); a `copying` replica whose upload died is
-taken over once its lease has not been renewed for LEASE_S (10 minutes). Rucio's upload leaves
+taken over once its lease has not been renewed for LEASE_S (30 s); an upload that lost its lease
+so stops writing that file and neither flips nor undoes it. Rucio's upload leaves
 this to storage (a temporary name renamed at the end, where the protocol can rename) and DIRAC's
 to the last writer; neither fits a non-atomic SE (XRootD, WebDAV) where two writers of one path
 leave a reader partial bytes, so the catalogue, which every upload consults first, decides.
@@ -305,7 +306,8 @@ async def _store_one(
             for index, ep in enumerate(eps):
                 attempt = ep
                 try:
-                    await _store(client, ep, item, sink)
+                    async with lease.writing(item.lfn):  # stopped if another writer takes the replica over
+                        await _store(client, ep, item, sink, lease)
                     return _Stored(item, ep, started, notes)
                 except (ServiceUnavailable, StorageError) as exc:
                     await discard(client, ep, item.lfn)
@@ -327,7 +329,7 @@ async def _finalise(client: IOClient, se: StorageElement, lease: UploadLease, st
     if not stored:
         return
     try:
-        # Held for LEASE_S * 3/4 more at least, so no other upload writes over the bytes as they
+        # Held for LEASE_S / 2 more at least, so no other upload writes over the bytes as they
         # become available; one taken over (this upload fell silent) is the other's to finish.
         lost = await lease.ensure(s.item.lfn for s in stored)
         for entry in [s for s in stored if s.item.lfn in lost]:
@@ -337,7 +339,8 @@ async def _finalise(client: IOClient, se: StorageElement, lease: UploadLease, st
                 time.monotonic() - entry.started, f"{entry.item.lfn} not made available on SE {se.name}: "
                 f"{lost[entry.item.lfn]}", "in_progress", entry.notes)
         stored = [s for s in stored if s.item.lfn not in lost]
-        refused: dict[str, CairnError] = await make_available(client, se.name, [s.item.lfn for s in stored])
+        refused: dict[str, CairnError] = await make_available(client, se.name, [s.item.lfn for s in stored],
+                                                                writer=lease.writer)
     except asyncio.CancelledError:
         await asyncio.shield(asyncio.gather(*(roll_back(client, se, lease, s.item, s.endpoint) for s in stored)))
         raise
@@ -389,13 +392,14 @@ def _native_put(plugin: StoragePlugin, size: int) -> bool:
     return not isinstance(plugin, PosixPlugin) or size <= SMALL_FILE
 
 
-async def _store(client: IOClient, ep: Endpoint, item: PlannedFile, sink: ProgressSink) -> None:
-    """Send the file and check that the storage holds exactly what was registered."""
+async def _store(client: IOClient, ep: Endpoint, item: PlannedFile, sink: ProgressSink, lease: UploadLease) -> None:
+    """Send the file and check that the storage holds exactly what was registered; each chunk of
+    a stream goes only while this upload holds the replica (`UploadLease.fence`)."""
     if needs_signing(ep):
         for again in (True, False):
             signed = await signed_endpoint(client, ep, item.lfn, "PUT")
             try:
-                await _send_signed(client, signed, item, sink)
+                await _send_signed(client, signed, item, sink, lease)
                 return
             except Conflict as exc:  # an object is there (an upload of this replica that died): once more
                 if not again:
@@ -413,7 +417,8 @@ async def _store(client: IOClient, ep: Endpoint, item: PlannedFile, sink: Progre
         sink.advanced(item.lfn, item.size)
         return
     passed = Adler32()
-    stream = counted(tee_adler32(read_local(item.local, plugin.options.chunk_size), passed), item.lfn, sink)
+    chunks = lease.fenced(item.lfn, read_local(item.local, plugin.options.chunk_size))
+    stream = counted(tee_adler32(chunks, passed), item.lfn, sink)
     result = await plugin.write(ep.url, stream, size=item.size)
     if passed.hexdigest() != item.adler32:
         raise ChecksumMismatch(file_url(item.local), item.adler32, passed.hexdigest()).within(
@@ -426,13 +431,14 @@ async def _store(client: IOClient, ep: Endpoint, item: PlannedFile, sink: Progre
         raise StorageError(f"{ep.url}: the storage holds {size} bytes, {item.size} were sent")
 
 
-async def _send_signed(client: IOClient, signed: Endpoint, item: PlannedFile, sink: ProgressSink) -> None:
+async def _send_signed(client: IOClient, signed: Endpoint, item: PlannedFile, sink: ProgressSink,
+                       lease: UploadLease) -> None:
     """PUT to a signed URL: S3 stores all of the body or nothing, and the adler32 of what was
     sent must be the registered one (the URL grants no HEAD to ask the storage afterwards)."""
     plugin = client.plugin(signed.url, signed.options)
     passed = Adler32()
-    stream = counted(tee_adler32(read_local(item.local, plugin.options.chunk_size), passed), item.lfn, sink)
-    await plugin.write(signed.url, stream, size=item.size)
+    chunks = lease.fenced(item.lfn, read_local(item.local, plugin.options.chunk_size))
+    await plugin.write(signed.url, counted(tee_adler32(chunks, passed), item.lfn, sink), size=item.size)
     if passed.hexdigest() != item.adler32:
         raise ChecksumMismatch(file_url(item.local), item.adler32, passed.hexdigest()).within(
             "the local file changed while it was uploaded")

@@ -80,6 +80,8 @@ async def _hold(client: IOClient, se: StorageElement, lease: UploadLease, items:
     refused = await lease.take([item.lfn for item in items]) if items else {}
     finished = await finished_by_others(client, se, [item for item in items if item.lfn in refused])
     for item in items:
+        # Taken over from an upload whose registration made the record: this one removes it if it fails.
+        item.created = item.created or item.lfn in lease.founding
         if item.lfn in finished:
             outcomes[item.lfn] = FileOutcome(item.lfn, str(item.local), "exists", se.name, finished[item.lfn],
                                              item.size, item.adler32,

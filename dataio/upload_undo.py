@@ -55,15 +55,16 @@ async def roll_back(client: IOClient, se: StorageElement, lease: UploadLease, it
     if lost:
         return [f"registration of {item.lfn} left as it is: {lost[item.lfn]}"]
     try:
-        return await _undo(client, se, item, stored)
+        return await _undo(client, se, lease.writer, item, stored)
     finally:
         await lease.release([item.lfn])
 
 
-async def _undo(client: IOClient, se: StorageElement, item: PlannedFile, stored: Endpoint | None) -> list[str]:
+async def _undo(client: IOClient, se: StorageElement, writer: str, item: PlannedFile, stored: Endpoint | None
+                ) -> list[str]:
     if stored is not None and needs_signing(stored):
         await discard(client, stored, item.lfn)  # the server deletes only a replica still `copying`
-    claimed, why = await _claim(client, se, item)
+    claimed, why = await _claim(client, se, writer, item)
     if not claimed:
         return [why, *await _forget_empty(client, item)]
     if stored is not None and not needs_signing(stored):
@@ -71,12 +72,13 @@ async def _undo(client: IOClient, se: StorageElement, item: PlannedFile, stored:
     return await _unregister(client, se, item)
 
 
-async def _claim(client: IOClient, se: StorageElement, item: PlannedFile) -> tuple[bool, str]:
-    """Take the replica `copying` -> `unavailable` (guarded): no other upload flips it from then on.
-    Refused (it is `available`, or another undo took it): (False, why)."""
+async def _claim(client: IOClient, se: StorageElement, writer: str, item: PlannedFile) -> tuple[bool, str]:
+    """Take the replica `copying` -> `unavailable` (guarded, and only while this upload holds it):
+    no other upload flips it from then on. Refused (it is `available`, another writer took it
+    over, or another undo took it): (False, why)."""
     try:
         result = await client.set_replica_statuses(
-            [{"lfn": item.lfn, "se": se.name, "status": "unavailable", "expected": "copying"}])
+            [{"lfn": item.lfn, "se": se.name, "status": "unavailable", "expected": "copying", "writer": writer}])
     except CairnError as exc:
         return False, f"registration of {item.lfn} left as it is: {exc.message}"
     if item.lfn in result["failed"]:

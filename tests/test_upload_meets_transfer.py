@@ -181,8 +181,8 @@ async def test_a_transfers_hold_is_renewed_while_it_copies_so_an_upload_never_ta
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # Renewed with the request's lease (every 0.25 s here): half a second of silence would lose it.
-    monkeypatch.setattr(catalogue.upload_leases, "LEASE_S", 0.5)
-    monkeypatch.setattr(transfers.worker, "LEASE_S", 0.5)
+    monkeypatch.setattr(catalogue.upload_leases, "TRANSFER_LEASE_S", 0.5)
+    monkeypatch.setattr(transfers.worker, "TRANSFER_LEASE_S", 0.5)
     source, dest = await live_ses.add("file"), await live_ses.add("root")
     local = tmp_path / "big"
     await asyncio.to_thread(local.write_bytes, os.urandom(BIG))

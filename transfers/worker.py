@@ -31,7 +31,8 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from catalogue.files import fetch_files
 from catalogue.storage_elements import StorageElement, list_storage_elements
-from catalogue.upload_leases import LEASE_S, hold_for_transfers
+from catalogue.upload_leases import hold_for_transfers
+from catalogue.writer_tokens import TRANSFER_LEASE_S
 from kernel.daemon import Daemon, retried
 from kernel.db import COMMANDS, Document
 from kernel.lease import LeaseKeeper
@@ -86,7 +87,7 @@ class TransferWorker(Daemon):
         # while copies ran made them most of the database's work when claims scanned the queue).
         self._claim_after = 0.0
         self._expired_look_at = 0.0  # when to look for requests whose lease ran out next (monotonic)
-        self._holds_due = time.monotonic() + LEASE_S / 4  # when to renew the destination replicas' holds
+        self._holds_due = time.monotonic() + TRANSFER_LEASE_S / 4  # when to renew the destination replicas' holds
 
     @property
     def held(self) -> list[str]:
@@ -212,7 +213,7 @@ class TransferWorker(Daemon):
     async def _renew(self, held: Sequence[str]) -> set[str]:
         kept = await rc.renew_leases(self.ctx.db, held, self.worker, lease_s=self.ctx.settings.lease_s)
         if time.monotonic() >= self._holds_due:  # the destination replicas' holds, with their requests
-            self._holds_due = time.monotonic() + LEASE_S / 4
+            self._holds_due = time.monotonic() + TRANSFER_LEASE_S / 4
             copying = [job for job in (*(job for job, _, _ in self.running.values()),
                                        *(job for queue in self.waiting.values() for job in queue))
                        if job.id in kept and job.dest is not None]
