@@ -148,10 +148,20 @@ async def _check(
 
 
 async def enqueue(db: AsyncDatabase[Document], key: QueueKey, attempts: Sequence[tuple[str, int]]) -> None:
-    """Put waiting jobs (id, attempt) in their task queue, then record that they are there."""
-    if attempts:
-        await task_queues.enqueue(db, key, [task_queues.entry(job_id, n) for job_id, n in attempts])
-        await checker_claims.mark_enqueued(db, [job_id for job_id, _ in attempts])
+    """Put waiting jobs (id, attempt) in their task queue, then record that they are there. A job
+    that left `waiting` before its entry was pushed (a kill whose `$pull` came first) has its
+    entry taken out again here: one pushed after the kill's look stayed, counted, until a pilot's
+    pop met it."""
+    if not attempts:
+        return
+    await task_queues.enqueue(db, key, [task_queues.entry(job_id, n) for job_id, n in attempts])
+    if await checker_claims.mark_enqueued(db, [job_id for job_id, _ in attempts]) == len(attempts):
+        return
+    now = {job["_id"]: job for job in await job_reads.get_jobs(db, [job_id for job_id, _ in attempts])}
+    for job_id, n in attempts:
+        job = now.get(job_id)
+        if job is None or job["state"] != states.WAITING or int(job["attempt"]) != n:
+            await task_queues.remove(db, key.queue_id, task_queues.entry(job_id, n))
 
 
 def queue_key(job: Document, sites: Sequence[str]) -> QueueKey:
