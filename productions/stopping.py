@@ -78,4 +78,7 @@ async def start(db: AsyncDatabase[Document], doc: Document) -> Document:
 
 async def flush(db: AsyncDatabase[Document], doc: Document) -> Document:
     """Ask the next task-creation pass to make tasks of incomplete groups too."""
-    return await transformations.change_state(db, doc, ("active", "flushing"), "flushing")
+    flushing = await transformations.ask_flush(db, doc["_id"], ("active", "flushing"))
+    if flushing is None:
+        raise Conflict(f"transformation {doc['_id']} is {doc['state']}; it must be one of active, flushing")
+    return flushing

@@ -3,7 +3,8 @@
 A transformation document holds its spec (see `productions.spec`), its owner's identity (the
 rights its tasks act with, delegated when it is created, as a job's are), its state and the
 counter of its task numbers. States: new (its initial query has not finished), active, flushing
-(the next task-creation pass also makes incomplete groups), stopped, completed (an mc
+(the next task-creation pass also makes incomplete groups; each flush asked counts in `FLUSHES`,
+so a pass ends only the flushes it saw: `end_flush`), stopped, completed (an mc
 transformation whose tasks all ended), cleaned (its tasks and file statuses deleted, their
 counts kept: `productions.cleaning`). Every change is one update guarded by state.
 """
@@ -34,6 +35,7 @@ OPEN = ("new", "active", "flushing", "stopped")
 EXTENDABLE = ("new", "active", "flushing", "completed", "stopped")
 EXTEND_TRIES = 20
 REQUEST_TYPES = ("replication", "removal")  # their tasks are transfer-queue requests (`productions.request_tasks`)
+FLUSHES = "flushes"  # how many flushes were asked (absent: none since it was made)
 
 INDEXES = [
     # running(): the daemons' pass over live transformations
@@ -150,13 +152,28 @@ async def running(db: AsyncDatabase[Document], states: tuple[str, ...] = RUNNING
 
 
 async def set_state(db: AsyncDatabase[Document], transformation_id: str, from_states: tuple[str, ...],
-                    state: str, *, guard: Document | None = None, **fields: Any) -> Document | None:
+                    state: str, *, guard: Document | None = None, inc: Document | None = None,
+                    **fields: Any) -> Document | None:
     """Move to `state` if in one of `from_states` (and the fields of `guard` still hold their
-    values); the new document, or None."""
+    values), adding `inc` to its counters; the new document, or None."""
     with database_errors():
         return await db[TRANSFORMATIONS].find_one_and_update(
             {"_id": transformation_id, "state": {"$in": list(from_states)}, **(guard or {})},
-            {"$set": {"state": state, "updated": now(), **fields}}, return_document=ReturnDocument.AFTER)
+            {"$set": {"state": state, "updated": now(), **fields}, **(increment(inc) if inc else {})},
+            return_document=ReturnDocument.AFTER)
+
+
+async def ask_flush(db: AsyncDatabase[Document], transformation_id: str,
+                    from_states: tuple[str, ...]) -> Document | None:
+    """Move to flushing from one of `from_states`, counting the flush asked (`FLUSHES`); the new
+    document, or None."""
+    return await set_state(db, transformation_id, from_states, "flushing", inc={FLUSHES: 1})
+
+
+async def end_flush(db: AsyncDatabase[Document], doc: Document) -> Document | None:
+    """Back to active from the flush that `doc` (read before a task pass) was in, unless another
+    was asked since: that one's files may have come after the pass read its window."""
+    return await set_state(db, doc["_id"], ("flushing",), "active", guard={FLUSHES: doc.get(FLUSHES)})
 
 
 async def record_feed_error(db: AsyncDatabase[Document], transformation_id: str, message: str) -> None:
