@@ -25,8 +25,7 @@ BATCH = 500
 
 async def _failed(db: AsyncDatabase[Document], doc: Document, task: Document, job: Document) -> None:
     if doc["state"] == "stopped" and job["state"] == states.KILLED:
-        if await tasks.mark(db, [task["_id"]], ["submitted"], "killed", "transformation stopped"):
-            await transformation_files.finish_task_files(db, doc["_id"], task["_id"], "unused")
+        await stopping.release_task(db, doc, task["_id"], ["submitted"])
         return
     counted = await tasks.count_failure(db, task, int(job["attempt"])) or task
     if doc["state"] == "stopped":
