@@ -60,10 +60,11 @@ async def create_tasks(db: AsyncDatabase[Document], doc: Document) -> int:
     if not await task_submission.still_making(db, doc):
         return 0
     await repair_assignments(db, doc)
+    made = await _finish_allocation(db, doc)
     room = _room(doc)
     if room == 0:
         await _flush_done(db, doc)  # no task can be made: nothing is left to flush
-        return 0
+        return made
     whole = True
     if doc["spec"]["type"] == "mc":
         groups = [Group([]) for _ in range(min(room or MC_BATCH, MC_BATCH))]
@@ -71,9 +72,29 @@ async def create_tasks(db: AsyncDatabase[Document], doc: Document) -> int:
         groups, whole = await _group_window(db, doc)
         if room is not None:
             groups = groups[:room]
-    made = await _make(db, doc, groups)
+    made += await _make(db, doc, groups)
     if whole:
         await _flush_done(db, doc)
+    return made
+
+
+async def _finish_allocation(db: AsyncDatabase[Document], doc: Document) -> int:
+    """Store the tasks of the numbers an earlier pass reserved and did not store (it stopped in
+    between): an mc transformation's are made here, or its quota (`max_tasks`, counted by
+    `next_task`) would lose them for good; a processing one's files stayed unused, so they go to
+    the new tasks and those numbers stay unused. How many tasks were made."""
+    count = int(doc.get(transformations.ALLOCATING) or 0)
+    if not count:
+        return 0
+    last = int(doc["next_task"])
+    numbers = range(last - count + 1, last + 1)
+    made = 0
+    if doc["spec"]["type"] == "mc":
+        stored = await tasks.states_of(db, [tasks.task_id(doc["_id"], n) for n in numbers])
+        new = [tasks.document(doc["_id"], n, [], _env(doc, n, Group([]))) for n in numbers
+               if tasks.task_id(doc["_id"], n) not in stored]
+        made = await _store(db, doc, new)
+    await transformations.allocation_done(db, doc["_id"], count, last)
     return made
 
 
@@ -84,6 +105,16 @@ async def _make(db: AsyncDatabase[Document], doc: Document, groups: list[Group])
     first = await transformations.allocate_tasks(db, doc["_id"], len(groups))
     new = [tasks.document(doc["_id"], first + i, [f["lfn"] for f in g.files], _env(doc, first + i, g))
            for i, g in enumerate(groups)]
+    made = await _store(db, doc, new)
+    await transformations.allocation_done(db, doc["_id"], len(groups), first + len(groups) - 1)
+    return made
+
+
+async def _store(db: AsyncDatabase[Document], doc: Document, new: list[Document]) -> int:
+    """Insert new tasks and mark their files assigned; how many (none once the transformation
+    was cleaned meanwhile: the clean read the tasks before them, so they are deleted here)."""
+    if not new:
+        return 0
     await tasks.insert(db, new)
     if await transformations.cleaned_or_gone(db, doc["_id"]):  # after the clean's look: nobody else deletes them
         await tasks.delete(db, [t["_id"] for t in new])

@@ -36,6 +36,8 @@ EXTENDABLE = ("new", "active", "flushing", "completed", "stopped")
 EXTEND_TRIES = 20
 REQUEST_TYPES = ("replication", "removal")  # their tasks are transfer-queue requests (`productions.request_tasks`)
 FLUSHES = "flushes"  # how many flushes were asked (absent: none since it was made)
+# How many task numbers, the last `next_task`'s, a pass reserved and has not stored tasks for yet.
+ALLOCATING = "allocating"
 
 INDEXES = [
     # running(): the daemons' pass over live transformations
@@ -194,15 +196,24 @@ async def change_state(db: AsyncDatabase[Document], doc: Document, from_states: 
 
 async def allocate_tasks(db: AsyncDatabase[Document], transformation_id: str, count: int) -> int:
     """Reserve `count` task numbers in one write; returns the first. Numbers stop at MAX_TASK
-    (eight digits: a task's `_id` holds its number zero-padded, and `_id` order is number order)."""
+    (eight digits: a task's `_id` holds its number zero-padded, and `_id` order is number order).
+    The reservation is noted (`ALLOCATING`) until `allocation_done`: a pass stopped before it
+    stored its tasks leaves it to the next pass (`productions.task_creation`)."""
     with database_errors():
         doc = await db[TRANSFORMATIONS].find_one_and_update(
             {"_id": transformation_id, "next_task": {"$not": {"$gt": MAX_TASK - count}}},
-            increment({"next_task": count}), return_document=ReturnDocument.AFTER)
+            {**increment({"next_task": count}), "$set": {ALLOCATING: count}}, return_document=ReturnDocument.AFTER)
     if doc is None:
         await get(db, transformation_id)  # NotFound when it is gone
         raise Conflict(f"transformation {transformation_id} has made its {MAX_TASK:,} tasks: no more can be made")
     return int(doc["next_task"]) - count + 1
+
+
+async def allocation_done(db: AsyncDatabase[Document], transformation_id: str, count: int, last: int) -> None:
+    """The tasks of the `count` numbers up to `last` are stored: the reservation is no longer noted."""
+    with database_errors():
+        await db[TRANSFORMATIONS].update_one({"_id": transformation_id, ALLOCATING: count, "next_task": last},
+                                             {"$unset": {ALLOCATING: ""}})
 
 
 async def save_initial_progress(db: AsyncDatabase[Document], transformation_id: str, after: str) -> None:
