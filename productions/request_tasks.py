@@ -31,7 +31,7 @@ from kernel.principal import Principal
 from productions import tasks, transformation_files, transformations
 from rules.rule_admission import resolve_expression
 from transfers import queueing, requests
-from transfers.shared_requests import cancel_as
+from transfers.shared_requests import cancel_as, of_submission
 
 REQUEST_KIND: dict[str, requests.Kind] = {"replication": "transfer", "removal": "delete"}
 REQUEST_ACTION: dict[str, Action] = {"replication": REQUEST_TRANSFER, "removal": REQUEST_DELETION}
@@ -130,4 +130,6 @@ async def follow_task(db: AsyncDatabase[Document], doc: Document, task: Document
 async def cancel_task(db: AsyncDatabase[Document], doc: Document, task: Document) -> int:
     """Cancel the task's open requests (a stopped transformation) for its owner: one another
     requester joined stays theirs (`transfers.shared_requests`); how many the owner no longer has."""
-    return await cancel_as(db, {"submission": task["_id"]}, queueing.user_requester(doc["owner"]))
+    # Those it made and those it joined (another requester's identical open request, which names
+    # the task's submission among its joined ones): the owner leaves both.
+    return await cancel_as(db, of_submission(task["_id"]), queueing.user_requester(doc["owner"]))
