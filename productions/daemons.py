@@ -61,8 +61,7 @@ class TransformationTasks(_PerTransformation):
     states = ("active", "flushing")
 
     async def _work(self, doc: Document) -> int:
-        made = await task_creation.create_tasks(self.db, doc)
-        await task_creation.flush_done(self.db, doc)
+        made = await task_creation.create_tasks(self.db, doc)  # (ends the flush it made)
         return made + await task_submission.submit_tasks(self.db, doc)
 
     async def run_once(self) -> int:

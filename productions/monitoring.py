@@ -6,7 +6,8 @@ the attempt it made is cancelled): a job of it that ends killed is what the stop
 (a kill the stop could only request, of a job a checker held), and gives its files back as the
 stop does. An mc transformation whose
 tasks were all made and all ended is completed, unless an extension raised its limit since that
-was read (the completion is guarded by the limit and task count read).
+was read (the completion is guarded by the limit and task count read), or a task pass reserved
+numbers whose tasks it has not stored yet (`transformations.ALLOCATING`).
 """
 
 from __future__ import annotations
@@ -25,8 +26,7 @@ BATCH = 500
 
 async def _failed(db: AsyncDatabase[Document], doc: Document, task: Document, job: Document) -> None:
     if doc["state"] == "stopped" and job["state"] == states.KILLED:
-        if await tasks.mark(db, [task["_id"]], ["submitted"], "killed", "transformation stopped"):
-            await transformation_files.finish_task_files(db, doc["_id"], task["_id"], "unused")
+        await stopping.release_task(db, doc, task["_id"], ["submitted"])
         return
     counted = await tasks.count_failure(db, task, int(job["attempt"])) or task
     if doc["state"] == "stopped":
@@ -91,10 +91,12 @@ async def _maybe_complete(db: AsyncDatabase[Document], doc: Document) -> None:
         fresh = await transformations.get(db, doc["_id"])
     except NotFound:  # deleted since the pass began
         return
-    if fresh["next_task"] < (fresh["spec"].get("max_tasks") or 0):
-        return
+    if fresh["next_task"] < (fresh["spec"].get("max_tasks") or 0) or fresh.get(transformations.ALLOCATING):
+        return  # (numbers reserved by a task pass whose tasks are not stored yet: they are still to run)
     if not await tasks.tasks_in(db, doc["_id"], list(tasks.OPEN), 1):
         # Guarded by the limit and count read: an extension landing after the read (it saw the
-        # transformation active, so it does not reopen it) keeps it active for its new tasks.
-        read = {"spec.max_tasks": fresh["spec"].get("max_tasks"), "next_task": fresh["next_task"]}
+        # transformation active, so it does not reopen it) keeps it active for its new tasks; and
+        # by no reservation noted since (a pass's tasks stored after the look above).
+        read = {"spec.max_tasks": fresh["spec"].get("max_tasks"), "next_task": fresh["next_task"],
+                transformations.ALLOCATING: None}
         await transformations.set_state(db, doc["_id"], ("active",), "completed", guard=read)

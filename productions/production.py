@@ -151,7 +151,7 @@ async def advance(db: AsyncDatabase[Document], step: Document) -> bool:
     for before in production["steps"][:index]:
         if not await _quiet(db, before):
             return False
-    return await transformations.set_state(db, step["_id"], ("active",), "flushing") is not None
+    return await transformations.ask_flush(db, step["_id"], ("active",)) is not None
 
 
 def public_view(doc: Document) -> dict[str, Any]:

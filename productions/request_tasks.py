@@ -31,7 +31,7 @@ from kernel.principal import Principal
 from productions import tasks, transformation_files, transformations
 from rules.rule_admission import resolve_expression
 from transfers import queueing, requests
-from transfers.shared_requests import cancel_as
+from transfers.shared_requests import cancel_as, of_submission
 
 REQUEST_KIND: dict[str, requests.Kind] = {"replication": "transfer", "removal": "delete"}
 REQUEST_ACTION: dict[str, Action] = {"replication": REQUEST_TRANSFER, "removal": REQUEST_DELETION}
@@ -101,7 +101,8 @@ async def submit_task(db: AsyncDatabase[Document], doc: Document, task: Document
                                    activity=template["activity"], priority=int(doc["spec"]["priority"]) // 2,
                                    submission=task["_id"], vo=vo_stamp(owner))
     await tasks.mark(db, [task["_id"]], ["created"], "submitted", "requests queued",
-                     requests=sorted(set(result["successful"].values())))
+                     requests=sorted(set(result["successful"].values())),
+                     request_attempt=int(task.get("seen_attempt", 0)) + 1)
 
 
 async def follow_task(db: AsyncDatabase[Document], doc: Document, task: Document) -> int:
@@ -114,7 +115,11 @@ async def follow_task(db: AsyncDatabase[Document], doc: Document, task: Document
     if all(s == "done" for s in states):
         await transformation_files.finish_task_files(db, doc["_id"], task["_id"], "processed")
         return await tasks.mark(db, [task["_id"]], ["submitted"], "done", "requests done")
-    counted = await tasks.count_failure(db, task, int(task.get("seen_attempt", 0)) + 1) or task
+    # The attempt the submission recorded: a pass stopped between counting it and asking again
+    # leaves `seen_attempt` at it, so the next pass finds it counted (tasks submitted before
+    # attempts were recorded count the one after the last seen, as they did).
+    attempt = int(task.get("request_attempt") or int(task.get("seen_attempt", 0)) + 1)
+    counted = await tasks.count_failure(db, task, attempt) or task
     if int(counted["failures"]) < int(doc["spec"]["max_attempts"]):
         return await tasks.mark(db, [task["_id"]], ["submitted"], "created", "requests failed: asking again",
                                 requests=[])
@@ -125,4 +130,6 @@ async def follow_task(db: AsyncDatabase[Document], doc: Document, task: Document
 async def cancel_task(db: AsyncDatabase[Document], doc: Document, task: Document) -> int:
     """Cancel the task's open requests (a stopped transformation) for its owner: one another
     requester joined stays theirs (`transfers.shared_requests`); how many the owner no longer has."""
-    return await cancel_as(db, {"submission": task["_id"]}, queueing.user_requester(doc["owner"]))
+    # Those it made and those it joined (another requester's identical open request, which names
+    # the task's submission among its joined ones): the owner leaves both.
+    return await cancel_as(db, of_submission(task["_id"]), queueing.user_requester(doc["owner"]))

@@ -18,8 +18,29 @@ BATCH = 500
 async def _release(db: AsyncDatabase[Document], doc: Document, task_ids: list[str], from_states: list[str]) -> int:
     released = 0
     for task_id in task_ids:
-        if await tasks.mark(db, [task_id], from_states, "killed", "transformation stopped"):
-            await transformation_files.finish_task_files(db, doc["_id"], task_id, "unused")
+        released += await release_task(db, doc, task_id, from_states)
+    return released
+
+
+async def release_task(db: AsyncDatabase[Document], doc: Document, task_id: str, from_states: list[str]) -> bool:
+    """Kill a task still in `from_states` and give its files back (unused again); False when it
+    had left them. The task is killed flagged `files_released: false` until its files are back,
+    so a stop (or monitor) cut between the two writes leaves a task that `start` finishes: its
+    files stayed assigned to a killed task, which no pass would look at again."""
+    if not await tasks.mark(db, [task_id], from_states, "killed", "transformation stopped", files_released=False):
+        return False
+    await transformation_files.finish_task_files(db, doc["_id"], task_id, "unused")
+    await tasks.mark_files_released(db, task_id)
+    return True
+
+
+async def _release_cut_short(db: AsyncDatabase[Document], doc: Document) -> int:
+    """Give back the files of killed tasks whose release was cut short (`release_task`)."""
+    released = 0
+    while cut := await tasks.tasks_in(db, doc["_id"], ["killed"], BATCH, files_released=False):
+        for task in cut:
+            await transformation_files.finish_task_files(db, doc["_id"], task["_id"], "unused")
+            await tasks.mark_files_released(db, task["_id"])
             released += 1
     return released
 
@@ -72,10 +93,15 @@ async def cancel_not_started(db: AsyncDatabase[Document], doc: Document, batch: 
 
 
 async def start(db: AsyncDatabase[Document], doc: Document) -> Document:
-    """Resume a stopped transformation."""
+    """Resume a stopped transformation (the files of tasks its stop killed that are still
+    assigned, their release cut short, are given back first)."""
+    await _release_cut_short(db, doc)
     return await transformations.change_state(db, doc, ("stopped",), "active")
 
 
 async def flush(db: AsyncDatabase[Document], doc: Document) -> Document:
     """Ask the next task-creation pass to make tasks of incomplete groups too."""
-    return await transformations.change_state(db, doc, ("active", "flushing"), "flushing")
+    flushing = await transformations.ask_flush(db, doc["_id"], ("active", "flushing"))
+    if flushing is None:
+        raise Conflict(f"transformation {doc['_id']} is {doc['state']}; it must be one of active, flushing")
+    return flushing

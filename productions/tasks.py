@@ -2,7 +2,8 @@
 
 States: created (files chosen; `job` holds the job id reserved for it once submission began),
 submitted (the job exists), done, failed (its attempts ran out: its files are problematic),
-killed (the transformation was stopped before the job ran: its files are unused again).
+killed (the transformation was stopped before the job ran: its files are unused again; a task
+killed with `files_released` false had its files' release cut short, finished by `start`).
 `failures` counts the failed job attempts seen; `seen_attempt` the last one counted, so a monitor
 that dies between counting and rescheduling never counts an attempt twice.
 """
@@ -83,6 +84,12 @@ async def mark_files_marked(db: AsyncDatabase[Document], ids: Sequence[str]) -> 
     """Flag tasks whose files were marked assigned (task creation need not look at them again)."""
     with database_errors():
         await db[TASKS].update_many({"_id": {"$in": list(ids)}}, {"$set": {"files_marked": True}})
+
+
+async def mark_files_released(db: AsyncDatabase[Document], task_id: str) -> None:
+    """Record that a killed task's files were given back (unused again)."""
+    with database_errors():
+        await db[TASKS].update_one({"_id": task_id}, {"$set": {"files_released": True}})
 
 
 async def mark(db: AsyncDatabase[Document], ids: Sequence[str], from_states: Sequence[str], state: str,

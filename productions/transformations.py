@@ -3,7 +3,8 @@
 A transformation document holds its spec (see `productions.spec`), its owner's identity (the
 rights its tasks act with, delegated when it is created, as a job's are), its state and the
 counter of its task numbers. States: new (its initial query has not finished), active, flushing
-(the next task-creation pass also makes incomplete groups), stopped, completed (an mc
+(the next task-creation pass also makes incomplete groups; each flush asked counts in `FLUSHES`,
+so a pass ends only the flushes it saw: `end_flush`), stopped, completed (an mc
 transformation whose tasks all ended), cleaned (its tasks and file statuses deleted, their
 counts kept: `productions.cleaning`). Every change is one update guarded by state.
 """
@@ -34,6 +35,9 @@ OPEN = ("new", "active", "flushing", "stopped")
 EXTENDABLE = ("new", "active", "flushing", "completed", "stopped")
 EXTEND_TRIES = 20
 REQUEST_TYPES = ("replication", "removal")  # their tasks are transfer-queue requests (`productions.request_tasks`)
+FLUSHES = "flushes"  # how many flushes were asked (absent: none since it was made)
+# How many task numbers, the last `next_task`'s, a pass reserved and has not stored tasks for yet.
+ALLOCATING = "allocating"
 
 INDEXES = [
     # running(): the daemons' pass over live transformations
@@ -150,13 +154,28 @@ async def running(db: AsyncDatabase[Document], states: tuple[str, ...] = RUNNING
 
 
 async def set_state(db: AsyncDatabase[Document], transformation_id: str, from_states: tuple[str, ...],
-                    state: str, *, guard: Document | None = None, **fields: Any) -> Document | None:
+                    state: str, *, guard: Document | None = None, inc: Document | None = None,
+                    **fields: Any) -> Document | None:
     """Move to `state` if in one of `from_states` (and the fields of `guard` still hold their
-    values); the new document, or None."""
+    values), adding `inc` to its counters; the new document, or None."""
     with database_errors():
         return await db[TRANSFORMATIONS].find_one_and_update(
             {"_id": transformation_id, "state": {"$in": list(from_states)}, **(guard or {})},
-            {"$set": {"state": state, "updated": now(), **fields}}, return_document=ReturnDocument.AFTER)
+            {"$set": {"state": state, "updated": now(), **fields}, **(increment(inc) if inc else {})},
+            return_document=ReturnDocument.AFTER)
+
+
+async def ask_flush(db: AsyncDatabase[Document], transformation_id: str,
+                    from_states: tuple[str, ...]) -> Document | None:
+    """Move to flushing from one of `from_states`, counting the flush asked (`FLUSHES`); the new
+    document, or None."""
+    return await set_state(db, transformation_id, from_states, "flushing", inc={FLUSHES: 1})
+
+
+async def end_flush(db: AsyncDatabase[Document], doc: Document) -> Document | None:
+    """Back to active from the flush that `doc` (read before a task pass) was in, unless another
+    was asked since: that one's files may have come after the pass read its window."""
+    return await set_state(db, doc["_id"], ("flushing",), "active", guard={FLUSHES: doc.get(FLUSHES)})
 
 
 async def record_feed_error(db: AsyncDatabase[Document], transformation_id: str, message: str) -> None:
@@ -177,15 +196,24 @@ async def change_state(db: AsyncDatabase[Document], doc: Document, from_states: 
 
 async def allocate_tasks(db: AsyncDatabase[Document], transformation_id: str, count: int) -> int:
     """Reserve `count` task numbers in one write; returns the first. Numbers stop at MAX_TASK
-    (eight digits: a task's `_id` holds its number zero-padded, and `_id` order is number order)."""
+    (eight digits: a task's `_id` holds its number zero-padded, and `_id` order is number order).
+    The reservation is noted (`ALLOCATING`) until `allocation_done`: a pass stopped before it
+    stored its tasks leaves it to the next pass (`productions.task_creation`)."""
     with database_errors():
         doc = await db[TRANSFORMATIONS].find_one_and_update(
             {"_id": transformation_id, "next_task": {"$not": {"$gt": MAX_TASK - count}}},
-            increment({"next_task": count}), return_document=ReturnDocument.AFTER)
+            {**increment({"next_task": count}), "$set": {ALLOCATING: count}}, return_document=ReturnDocument.AFTER)
     if doc is None:
         await get(db, transformation_id)  # NotFound when it is gone
         raise Conflict(f"transformation {transformation_id} has made its {MAX_TASK:,} tasks: no more can be made")
     return int(doc["next_task"]) - count + 1
+
+
+async def allocation_done(db: AsyncDatabase[Document], transformation_id: str, count: int, last: int) -> None:
+    """The tasks of the `count` numbers up to `last` are stored: the reservation is no longer noted."""
+    with database_errors():
+        await db[TRANSFORMATIONS].update_one({"_id": transformation_id, ALLOCATING: count, "next_task": last},
+                                             {"$unset": {ALLOCATING: ""}})
 
 
 async def save_initial_progress(db: AsyncDatabase[Document], transformation_id: str, after: str) -> None:

@@ -1,5 +1,6 @@
 """Races between two calls on one job, run concurrently for many rounds: a kill that lands while
-the checker moves the job on ends it, whichever state the checker left it in."""
+the checker moves the job on ends it, whichever state the checker left it in, and leaves no entry
+of it in its task queue."""
 
 from __future__ import annotations
 
@@ -8,11 +9,12 @@ import random
 
 from kernel.principal import Principal
 from tests.fixtures.grid import Grid
-from wms import checking, control, execution, jobs, matching, submission
+from wms import checking, control, execution, jobs, matching, submission, task_queues
 from wms.config import WmsSettings
 from wms.description import JobDescription
 
 ROUNDS = 150
+QUEUE_ROUNDS = 80
 STALL_ROUNDS = 400  # the window is one round trip wide
 ALICE = Principal(sub="alice", vo="local", groups=("cta",), scopes=frozenset({"jobs.read", "jobs.write"}))
 
@@ -32,6 +34,29 @@ async def test_a_kill_racing_the_checker_ends_the_job(grid: Grid, wms_config: Wm
         await asyncio.gather(checking.check_batch(db, wms_config, "checker"), kill())
         alive += (await jobs.get_job(db, job_id))["state"] != "killed"
     assert alive == 0
+
+
+async def test_a_kill_racing_the_checker_leaves_no_entry_in_the_task_queue(grid: Grid, wms_config: WmsSettings) -> None:
+    # The pass queues its jobs one task queue after another: the last job of a batch spread over
+    # eleven queues (one per priority) is pushed a few round trips after it was stored waiting,
+    # where a kill's claim and `$pull` fit.
+    db = grid.db
+    stale = 0
+    for i in range(QUEUE_ROUNDS):
+        ids = await submission.submit(db, ALICE, [JobDescription.model_validate(
+            {"name": f"q{i}-{p}", "executable": "/bin/true", "priority": p}) for p in range(11)])
+        read = await jobs.get_job(db, ids[-1])
+
+        async def kill(read: dict = read) -> None:  # type: ignore[type-arg]
+            await asyncio.sleep(random.uniform(0, 0.03))
+            await control.kill(db, read, "by request")
+
+        await asyncio.gather(checking.check_batch(db, wms_config, "checker"), kill())
+        assert (await jobs.get_job(db, ids[-1]))["state"] == "killed"
+        stale += await db[task_queues.QUEUE_ENTRIES].count_documents({"entries": task_queues.entry(ids[-1], 1)})
+    counted = sum(q["waiting"] for q in await task_queues.all_queues(db))
+    entries = sum(len(q["entries"]) for q in await db[task_queues.QUEUE_ENTRIES].find({}).to_list())
+    assert (stale, counted) == (0, entries)
 
 
 async def test_a_kill_racing_the_watchdogs_stall_is_not_lost_to_the_reschedule(

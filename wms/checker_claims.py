@@ -68,9 +68,13 @@ async def apply_outcomes(db: AsyncDatabase[Document], claim: str, outcomes: dict
     await bulk_write_chunked(db[JOBS], ops)
 
 
-async def mark_enqueued(db: AsyncDatabase[Document], job_ids: Sequence[str]) -> None:
+async def mark_enqueued(db: AsyncDatabase[Document], job_ids: Sequence[str]) -> int:
+    """Record that these jobs are in their task queue; how many were still waiting to be marked
+    (one killed or matched since its entry was pushed is not)."""
     with database_errors():
-        await db[JOBS].update_many({"_id": {"$in": list(job_ids)}}, {"$set": {"enqueued": True}})
+        result = await db[JOBS].update_many({"_id": {"$in": list(job_ids)}, "state": states.WAITING},
+                                            {"$set": {"enqueued": True}})
+    return result.matched_count
 
 
 async def claimed_jobs(db: AsyncDatabase[Document], claim: str) -> list[Document]:

@@ -80,7 +80,8 @@ async def check_batch(db: AsyncDatabase[Document], config: WmsSettings, worker: 
     for job in batch:
         if job["_id"] in outcomes:
             continue
-        placed, why = await one_of_many(_check(db, config, job, files, dirs, ses, vo_sites), f"job {job['_id']}", log)
+        placed, why = await one_of_many(_check(db, config, job, files, dirs, ses, vo_sites, claim),
+                                        f"job {job['_id']}", log)
         if placed is None:
             outcomes[job["_id"]] = _unprocessable(str(why))
             continue
@@ -91,10 +92,9 @@ async def check_batch(db: AsyncDatabase[Document], config: WmsSettings, worker: 
     # Jobs still claimed are those someone asked to kill while this pass held them.
     leftovers = {j["_id"] for j in await checker_claims.claimed_jobs(db, claim)}
     for job_id in leftovers:
-        killed = await jobs.transition(db, job_id, [states.CHECKING, states.STAGING], states.KILLED,
-                                       "killed by request", guard={claims.OWNER: claim}, set_fields=dict(claims.FREE))
-        asked = (killed or {}).get("transfer_requests", []) + outcomes.get(job_id, {}).get("transfer_requests", [])
-        await stage_requests.withdraw(db, job_id, asked)  # this pass may have asked for some, unrecorded
+        await jobs.transition(db, job_id, [states.CHECKING, states.STAGING], states.KILLED,
+                              "killed by request", guard={claims.OWNER: claim}, set_fields=dict(claims.FREE))
+        await stage_requests.withdraw(db, job_id)  # this pass may have asked for some, unrecorded
     await _withdraw_left_behind(db, batch, outcomes, leftovers)
     for key, entries in queues.items():
         await enqueue(db, key, [(job_id, attempt) for job_id, attempt in entries if job_id not in leftovers])
@@ -105,9 +105,12 @@ async def _withdraw_left_behind(
     db: AsyncDatabase[Document], batch: Sequence[Document], outcomes: Mapping[str, Document], leftovers: set[str],
 ) -> None:
     """Withdraw the transfers asked for by the jobs of the pass that left staging (or were placed
-    or failed while recording some) without them, once their outcome is stored: read back, since
-    an outcome whose claim was lost meanwhile is not."""
-    moved = {job["_id"]: outcomes[job["_id"]]["state"] for job in batch if job.get("transfer_requests")
+    or failed while recording some, or flagged as asking by a pass stopped before it recorded
+    them, `stage_requests.note_asking`) without them, once their outcome is stored: read back,
+    since an outcome whose claim was lost meanwhile is not."""
+    moved = {job["_id"]: outcomes[job["_id"]]["state"] for job in batch
+             if (job.get("transfer_requests") or job.get(stage_requests.HELD)
+                 or outcomes.get(job["_id"], {}).get(stage_requests.HELD))
              and job["_id"] not in leftovers and outcomes.get(job["_id"], {}).get("state") != states.STAGING}
     if moved:
         for job in await job_reads.get_jobs(db, list(moved)):
@@ -131,7 +134,7 @@ def _unprocessable(why: str) -> Document:
 
 async def _check(
     db: AsyncDatabase[Document], config: WmsSettings, job: Document, files: Mapping[str, Document],
-    dirs: Mapping[str, Document], ses: Mapping[str, SiteStore], vo_sites: Mapping[str, Sequence[str]],
+    dirs: Mapping[str, Document], ses: Mapping[str, SiteStore], vo_sites: Mapping[str, Sequence[str]], claim: str,
 ) -> tuple[Document, tuple[QueueKey, int] | None]:
     """One job of a pass: the sites its VO allows it, then its placement (`_decide`); its
     outcome, and the task queue it goes to with its attempt (None: it is not queued)."""
@@ -140,15 +143,25 @@ async def _check(
     sites = allowed_sites(requested, vo_sites.get(job.get("vo") or DEFAULT_VO, []))
     if sites is None:
         return {"state": states.FAILED, "reason": f"none of the job's sites is a site of VO {job.get('vo')}"}, None
-    outcome, key = await _decide(db, config, job, readable_by_owner(owner, files, dirs), ses, sites, owner)
+    outcome, key = await _decide(db, config, job, readable_by_owner(owner, files, dirs), ses, sites, owner, claim)
     return outcome, None if key is None else (key, int(job["attempt"]))
 
 
 async def enqueue(db: AsyncDatabase[Document], key: QueueKey, attempts: Sequence[tuple[str, int]]) -> None:
-    """Put waiting jobs (id, attempt) in their task queue, then record that they are there."""
-    if attempts:
-        await task_queues.enqueue(db, key, [task_queues.entry(job_id, n) for job_id, n in attempts])
-        await checker_claims.mark_enqueued(db, [job_id for job_id, _ in attempts])
+    """Put waiting jobs (id, attempt) in their task queue, then record that they are there. A job
+    that left `waiting` before its entry was pushed (a kill whose `$pull` came first) has its
+    entry taken out again here: one pushed after the kill's look stayed, counted, until a pilot's
+    pop met it."""
+    if not attempts:
+        return
+    await task_queues.enqueue(db, key, [task_queues.entry(job_id, n) for job_id, n in attempts])
+    if await checker_claims.mark_enqueued(db, [job_id for job_id, _ in attempts]) == len(attempts):
+        return
+    now = {job["_id"]: job for job in await job_reads.get_jobs(db, [job_id for job_id, _ in attempts])}
+    for job_id, n in attempts:
+        job = now.get(job_id)
+        if job is None or job["state"] != states.WAITING or int(job["attempt"]) != n:
+            await task_queues.remove(db, key.queue_id, task_queues.entry(job_id, n))
 
 
 def queue_key(job: Document, sites: Sequence[str]) -> QueueKey:
@@ -160,10 +173,11 @@ def queue_key(job: Document, sites: Sequence[str]) -> QueueKey:
 
 async def _decide(
     db: AsyncDatabase[Document], config: WmsSettings, job: Document, files: Mapping[str, Document],
-    ses: Mapping[str, SiteStore], sites: Sequence[str], owner: Principal,
+    ses: Mapping[str, SiteStore], sites: Sequence[str], owner: Principal, claim: str,
 ) -> tuple[Document, QueueKey | None]:
     """Place one job; `sites` are those it may run at (`placement.allowed_sites`; empty: any);
-    `owner` (confined to the job's VO) limits the disk SEs its staging copies go to."""
+    `owner` (confined to the job's VO) limits the disk SEs its staging copies go to; `claim`, the
+    pass's hold on the job."""
     desc = job["description"]
     lfns: list[str] = desc["input_data"]
     placement = place(lfns, files, ses, allowed_sites=sites)
@@ -171,7 +185,7 @@ async def _decide(
         reason = f"input data missing (no usable replica anywhere): {', '.join(placement.missing[:20])}"
         return {"state": states.FAILED, "reason": reason, "missing": placement.missing}, None
     if placement.tape_only:
-        return await _staging_outcome(db, config, job, placement, _vo_disks(ses, owner), sites), None
+        return await _staging_outcome(db, config, job, placement, _vo_disks(ses, owner), sites, claim), None
     if lfns and not placement.sites:
         return {"state": states.FAILED, "reason": "no allowed site can read the input data"}, None
     key = queue_key(job, placement.sites)
@@ -199,7 +213,7 @@ def _vo_disks(ses: Mapping[str, SiteStore], owner: Principal) -> dict[str, SiteS
 
 async def _staging_outcome(
     db: AsyncDatabase[Document], config: WmsSettings, job: Document, placement: Placement,
-    ses: Mapping[str, SiteStore], allowed_sites: Sequence[str],
+    ses: Mapping[str, SiteStore], allowed_sites: Sequence[str], claim: str,
 ) -> Document:
     recheck_at = jobs.now() + dt.timedelta(seconds=config.staging_recheck_s)
     requester = requester_of(job["_id"])
@@ -216,10 +230,14 @@ async def _staging_outcome(
     if dest is None:
         return {"state": states.FAILED, "reason": "inputs are only on tape and no allowed site has a disk SE"}
     items = [{"lfn": lfn, "dest_se": dest, "source_se": tape} for lfn, tape in sorted(placement.tape_only.items())]
+    if not await stage_requests.note_asking(db, job["_id"], claim):
+        return {"state": states.FAILED, "reason": "its checker lost it"}  # not stored: the claim is gone
     result = await submit_transfers(db, items, requester=requester, activity="job-staging", priority=4,
                                     vo=job.get("vo"))
     if result["failed"]:
-        return {"state": states.FAILED, "reason": f"could not request staging: {result['failed']}"}
+        # (those asked for are withdrawn once this is stored: `_withdraw_left_behind`)
+        return {"state": states.FAILED, "reason": f"could not request staging: {result['failed']}",
+                stage_requests.HELD: True}
     reason = f"staging {len(items)} tape-only input(s) to {dest} at {site}"
     return {"state": states.STAGING, "reason": reason, "recheck_at": recheck_at, "staging_to": dest,
             "transfer_requests": sorted(result["successful"].values()), stage_requests.HELD: True}

@@ -16,6 +16,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
+from bson import Int64
 from pymongo import ReturnDocument
 from pymongo.asynchronous.database import AsyncDatabase
 
@@ -106,12 +107,23 @@ async def pop(db: AsyncDatabase[Document], queue_id: str) -> tuple[str, int] | N
             {"_id": queue_id}, {"$pop": {"entries": -1}}, return_document=ReturnDocument.BEFORE
         )
         if before is None or not before.get("entries"):
-            # The count said otherwise (a concurrent pop won the last one): correct it.
-            await db[TASK_QUEUES].update_one({"_id": queue_id}, {"$set": {"waiting": 0}})
+            await _counted_empty(db, queue_id)
             return None
         await _one_less(db, queue_id)
     job_id, _, attempt = str(before["entries"][0]).rpartition(":")
     return job_id, int(attempt)
+
+
+async def _counted_empty(db: AsyncDatabase[Document], queue_id: str) -> None:
+    """Correct the count of a queue found empty while counted otherwise (a concurrent pop won the
+    last one). An enqueue's push and count may land between the pop and this write, which would
+    set its job's count to 0 (its queue offered to no pilot until the watchdog's mender, minutes
+    on): the entries are read again after it, and counted at least. (Its own `$inc` may then count
+    one more than there is: the next pop finding it empty corrects that.)"""
+    await db[TASK_QUEUES].update_one({"_id": queue_id}, {"$set": {"waiting": 0}})
+    now = await db[QUEUE_ENTRIES].find_one({"_id": queue_id}, {"entries": 1})
+    if now is not None and now.get("entries"):
+        await db[TASK_QUEUES].update_one({"_id": queue_id}, {"$max": {"waiting": Int64(len(now["entries"]))}})
 
 
 async def remove(db: AsyncDatabase[Document], queue_id: str, job_entry: str) -> bool:
