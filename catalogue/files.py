@@ -251,7 +251,7 @@ async def register_files(db: AsyncDatabase[Document], principal: Principal, file
     """
     parsed = parse_files(files)
     fields = await field_types(db) if any(f.meta for f in parsed) else {}
-    vos = await registry(db) if fields else {}
+    vos = await registry(db)  # cached: the declared types, and where inherited metadata stops
     own_meta: dict[int, dict[str, Any]] = {}
     for index, item in enumerate(parsed):
         try:
@@ -300,13 +300,13 @@ async def register_files(db: AsyncDatabase[Document], principal: Principal, file
         needed = sorted({a for lfn in batch for a in ancestors(lfn)[1:] if a not in dirs})
         at = now()
         await insert_directories(db, [directory_document(p, principal, mode=None, at=at,
-                                                         metadata=metadata_fields_for(p, {}, dirs))
+                                                         metadata=metadata_fields_for(p, {}, dirs, vos))
                                       for p in needed])
 
     at = now()
     token = uuid.uuid4().hex
     docs = [_file_document(f, principal, [replicas[id(r)] for r in f.replicas], at,
-                           metadata_fields_for(f.lfn, own_meta[id(f)], dirs)) for f in batch.values()]
+                           metadata_fields_for(f.lfn, own_meta[id(f)], dirs, vos)) for f in batch.values()]
     for doc in docs:  # see catalogue.usage: a retry counts what a call cut short could not
         doc["registered_in"] = token
     duplicates: list[FileIn] = []

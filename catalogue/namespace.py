@@ -44,6 +44,7 @@ from catalogue.permissions import (
     within_reach,
 )
 from catalogue.usage import drop_directory_usage
+from catalogue.vos import registry
 from kernel.db import Document, database_errors, for_output, page_by_id
 from kernel.errors import Conflict, Forbidden, InvalidInput, NotFound
 from kernel.principal import Principal
@@ -98,8 +99,9 @@ async def mkdir(
         raise Conflict(f"{clash['_id']} is a file, not a directory")
     require(creation_denial(principal, path, dirs), path)
     at = now()
+    vos = await registry(db)
     docs = [directory_document(p, principal, mode=mode if p == path else None, at=at,
-                               metadata=metadata_fields_for(p, {}, dirs)) for p in missing]
+                               metadata=metadata_fields_for(p, {}, dirs, vos)) for p in missing]
     await insert_directories(db, docs)
     if await moving_or_gone_above(db, [path]):
         # A directory above went (removed or moved) between the look and the insert: what this
