@@ -29,7 +29,7 @@ from catalogue.directories import (
     insert_directories,
     now,
 )
-from catalogue.directory_moves import BELOW_A_MOVE, below_moves, give_up_registered, moving_or_gone_above
+from catalogue.directory_moves import BELOW_A_MOVE, below_moves, give_up_registered, looked_above
 from catalogue.file_removal import remove_records, still_has_replicas
 from catalogue.lfn import ancestors, check_lfn, name_of, parent_of
 from catalogue.metadata import metadata_fields_for
@@ -37,6 +37,7 @@ from catalogue.metadata_fields import MAX_KEYS_PER_ENTRY, MetadataMaps, field_ty
 from catalogue.permissions import (
     DEFAULT_FILE_MODE,
     NO_SUCH_FILE,
+    PERMISSION_FIELDS,
     READ,
     WRITE,
     creation_denial,
@@ -324,7 +325,7 @@ async def register_files(db: AsyncDatabase[Document], principal: Principal, file
     dup_lfns = {f.lfn for f in duplicates}
     named = {f.guid for f in batch.values() if f.guid}
     inserted = [doc for doc in docs if doc["_id"] not in dup_lfns and doc["_id"] not in failed]
-    written = await _outside_moves(db, token, inserted, failed, named)
+    written = await _outside_moves(db, principal, token, inserted, failed, named)
     for doc in written:
         successful[doc["_id"]] = {"guid": doc["guid"], "created": True}
     await record_registered(db, token, written, inserted=bool(inserted))  # settled (`registration_settling`)
@@ -335,7 +336,7 @@ async def register_files(db: AsyncDatabase[Document], principal: Principal, file
     return {"successful": successful, "failed": failed}
 
 
-async def _outside_moves(db: AsyncDatabase[Document], token: str, written: list[FileRecord],
+async def _outside_moves(db: AsyncDatabase[Document], principal: Principal, token: str, written: list[FileRecord],
                          failed: dict[str, Any], named: set[str]) -> list[FileRecord]:
     """Of the records a register call just wrote, those that are not below a directory a live
     move holds, and whose replicas' paths hold no moved file's bytes; the others are taken back
@@ -343,9 +344,16 @@ async def _outside_moves(db: AsyncDatabase[Document], token: str, written: list[
     place (`catalogue.directory_moves`) and no write goes over a moved file's bytes
     (`catalogue.moved_paths`: read after the insert, which succeeded only once a moved original
     had left its LFN, so after its paths were held), and whose GUID, if the caller named it, no
-    move holds (`catalogue.guid_holds`: the insert took it while its file's copy had not)."""
-    held = dict.fromkeys(await moving_or_gone_above(db, [doc["_id"] for doc in written]) if written else set(),
-                         BELOW_A_MOVE)
+    move holds (`catalogue.guid_holds`: the insert took it while its file's copy had not), and
+    that the caller may still create as the directories above stand after the insert (the same
+    read): a chmod or chown that returned before the insert landed refuses the file, as it would
+    have refused a call checked after it."""
+    lfns = [doc["_id"] for doc in written]
+    gone, now_above = await looked_above(db, lfns, PERMISSION_FIELDS) if written else (set(), {})
+    held = dict.fromkeys(gone, BELOW_A_MOVE)
+    for lfn in lfns:  # a chmod or chown of a directory above since the check: judged as it stands now
+        if lfn not in held and (why := creation_denial(principal, lfn, now_above)):
+            held[lfn] = why
     for (lfn, se), why in (await moved_paths.held_by_others(
             db, ((doc["_id"], r["se"], doc["guid"]) for doc in written for r in doc["replicas"]))).items():
         held.setdefault(lfn, f"replica on SE {se} not registered: {why}")
