@@ -17,6 +17,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from catalogue.files import register_files
 from catalogue.namespace import chmod, mkdir
 from kernel.db import Document
+from kernel.errors import Forbidden
 from tests.fixtures.catalogue import ADMIN, ALICE
 
 ROUNDS = 200
@@ -48,3 +49,31 @@ async def test_a_file_written_after_a_chmod_denying_its_writer_returned_is_refus
         late += exists and not seen_after_chmod[0]
     print(f"refused {refused}, written after the chmod {late} of {ROUNDS}")
     assert late == 0, f"{late} of {ROUNDS} files were written after the chmod that denied their writer"
+
+
+async def test_a_directory_made_after_a_chmod_denying_its_maker_returned_is_refused(
+        catalogue_db: AsyncDatabase[Document]) -> None:
+    db = catalogue_db
+    late = 0
+    for i in range(ROUNDS):
+        directory = f"/cta/open{i}"
+        await mkdir(db, ADMIN, directory, parents=True)
+        await chmod(db, ADMIN, directory, 0o777)
+        seen_after_chmod: list[bool] = []
+
+        async def close(directory: str = directory, seen: list[bool] = seen_after_chmod) -> None:
+            await asyncio.sleep(random.uniform(0, 0.004))
+            await chmod(db, ADMIN, directory, 0o755)
+            seen.append(await db["directories"].find_one({"_id": f"{directory}/d"}) is not None)
+
+        async def make(directory: str = directory) -> Any:
+            await asyncio.sleep(random.uniform(0, 0.004))
+            return await mkdir(db, ALICE, f"{directory}/d/e", parents=True)
+
+        outcome, _ = await asyncio.gather(make(), close(), return_exceptions=True)
+        if isinstance(outcome, BaseException) and not isinstance(outcome, Forbidden):
+            raise outcome
+        exists = await db["directories"].find_one({"_id": f"{directory}/d"}) is not None
+        assert exists == (not isinstance(outcome, BaseException)), outcome
+        late += exists and not seen_after_chmod[0]
+    assert late == 0, f"{late} of {ROUNDS} directories were made after the chmod that denied their maker"
