@@ -56,7 +56,7 @@ from catalogue.metadata_fields import (
     typed_values,
     types_for,
 )
-from catalogue.permissions import READ, WRITE, entry_denial, require, traversal_denial
+from catalogue.permissions import PERMISSION_FIELDS, READ, WRITE, entry_denial, require, traversal_denial
 from catalogue.vos import Vo, registry, root_of, vo_of_path
 from kernel.db import Document, database_errors
 from kernel.errors import Conflict, InvalidInput, NotFound
@@ -146,6 +146,12 @@ async def _writable(
     return doc, collection, dirs
 
 
+def _as_checked(doc: Document) -> dict[str, Any]:
+    """A write's guard that the entry's owner, group and mode are still those its permission was
+    checked on: a chmod or chown that returned before the write lands refuses it (read again)."""
+    return {field: doc.get(field) for field in PERMISSION_FIELDS}
+
+
 def _inherits(key: str, origins: Iterable[str | None]) -> dict[str, Any]:
     """Entries whose `key` comes from one of `origins` (None: from nowhere)."""
     origins = list(origins)
@@ -218,7 +224,7 @@ async def _set_within_bounds(db: AsyncDatabase[Document], principal: Principal, 
         doc, collection, _ = await _writable(db, principal, path)
         check_entry_bounds(path, doc.get("meta") or {}, typed)
         with database_errors():
-            written = await collection.update_one({"_id": path, VERSION: doc.get(VERSION)},
+            written = await collection.update_one({"_id": path, VERSION: doc.get(VERSION), **_as_checked(doc)},
                                                   {"$set": dict(changes), "$inc": {VERSION: 1}})
         if written.matched_count:
             return collection, int(doc.get(VERSION) or 0) + 1
@@ -323,7 +329,7 @@ async def _remove_own(db: AsyncDatabase[Document], principal: Principal, path: s
         if updates:
             write = _merged([write, {"$unset": {f"meta.{key}": "" for key in updates}}, {"$inc": {VERSION: 1}}])
         with database_errors():
-            written = await collection.update_one({"_id": path, VERSION: doc.get(VERSION)}, write)
+            written = await collection.update_one({"_id": path, VERSION: doc.get(VERSION), **_as_checked(doc)}, write)
         if written.matched_count:
             return collection, int(doc.get(VERSION) or 0) + int(bool(updates)), updates, {
                 key: (values.get(key), origins.get(key)) for key in updates}
