@@ -325,7 +325,8 @@ async def register_files(db: AsyncDatabase[Document], principal: Principal, file
     dup_lfns = {f.lfn for f in duplicates}
     named = {f.guid for f in batch.values() if f.guid}
     inserted = [doc for doc in docs if doc["_id"] not in dup_lfns and doc["_id"] not in failed]
-    written = await _outside_moves(db, principal, token, inserted, failed, named)
+    # judged again where its check judged it: at the directories there before its mkdir -p
+    written = await _outside_moves(db, principal, token, inserted, failed, named, set(missing))
     for doc in written:
         successful[doc["_id"]] = {"guid": doc["guid"], "created": True}
     await record_registered(db, token, written, inserted=bool(inserted))  # settled (`registration_settling`)
@@ -337,7 +338,7 @@ async def register_files(db: AsyncDatabase[Document], principal: Principal, file
 
 
 async def _outside_moves(db: AsyncDatabase[Document], principal: Principal, token: str, written: list[FileRecord],
-                         failed: dict[str, Any], named: set[str]) -> list[FileRecord]:
+                         failed: dict[str, Any], named: set[str], made: set[str]) -> list[FileRecord]:
     """Of the records a register call just wrote, those that are not below a directory a live
     move holds, and whose replicas' paths hold no moved file's bytes; the others are taken back
     (still uncounted) and fail, so that a directory move never leaves a file behind at its old
@@ -346,13 +347,15 @@ async def _outside_moves(db: AsyncDatabase[Document], principal: Principal, toke
     had left its LFN, so after its paths were held), and whose GUID, if the caller named it, no
     move holds (`catalogue.guid_holds`: the insert took it while its file's copy had not), and
     that the caller may still create as the directories above stand after the insert (the same
-    read): a chmod or chown that returned before the insert landed refuses the file, as it would
-    have refused a call checked after it."""
+    read; those it `made` on the way left out, as its check before had them missing): a chmod
+    or chown that returned before the insert landed refuses the file, as it would have refused
+    a call checked after it."""
     lfns = [doc["_id"] for doc in written]
     gone, now_above = await looked_above(db, lfns, PERMISSION_FIELDS) if written else (set(), {})
     held = dict.fromkeys(gone, BELOW_A_MOVE)
+    before = {path: doc for path, doc in now_above.items() if path not in made}
     for lfn in lfns:  # a chmod or chown of a directory above since the check: judged as it stands now
-        if lfn not in held and (why := creation_denial(principal, lfn, now_above)):
+        if lfn not in held and (why := creation_denial(principal, lfn, before)):
             held[lfn] = why
     for (lfn, se), why in (await moved_paths.held_by_others(
             db, ((doc["_id"], r["se"], doc["guid"]) for doc in written for r in doc["replicas"]))).items():
