@@ -26,8 +26,8 @@ from catalogue import change_feed, guid_holds, moved_paths
 from catalogue.children import subtree_range
 from catalogue.dataset_contents import DATASET_FILES
 from catalogue.directories import DIRECTORIES, entry_view, fetch_directories, find_by_ids, now
-from catalogue.directory_moves import MOVE_LEASE, files_held_below, moving_or_gone_above
-from catalogue.file_move import move_file_record
+from catalogue.directory_moves import MOVE_LEASE, files_held_below
+from catalogue.file_move import landing, move_file_record
 from catalogue.file_rules import NAMED_BY
 from catalogue.files import FILES
 from catalogue.lfn import ROOT, ancestors, check_lfn, is_within, name_of, parent_of
@@ -78,7 +78,7 @@ async def move(db: AsyncDatabase[Document], principal: Principal, source: str, d
         return {**moved, **metadata_fields_for(destination, record.get("meta") or {}, dirs, vos)}
 
     if kind == "file":
-        was, placed = await move_file_record(db, source, destination, place,
+        was, placed = await move_file_record(db, principal, source, destination, place,
                                              lambda current: _named_by_lfn(db, principal, source, current, kind))
         usage = Usage()
         usage.file(source, int(was.get("size", 0)), -1)
@@ -186,10 +186,12 @@ async def _move_directory(db: AsyncDatabase[Document], principal: Principal, sou
     except BaseException:
         await asyncio.shield(mark.take_off(db[DIRECTORIES], [source]))
         raise
-    if await moving_or_gone_above(db, [destination]):  # removed since it was looked at: the tree would lack it
+    gone, denial = await landing(db, principal, destination)  # gone: the tree would lack it; denial: a chmod
+    if gone or denial:
         with database_errors():
             await db[DIRECTORIES].delete_one({"_id": destination, "modified": moved["modified"]})
         await mark.take_off(db[DIRECTORIES], [source])
+        require(denial, destination)
         raise Conflict(f"a directory above {destination} was removed or is being moved; nothing moved")
     # The source's record, and its mark, stay until everything below it has moved: the files below
     # see the mark on an ancestor for as long as some of them are still at their old place.
