@@ -63,13 +63,15 @@ async def moving_above(db: AsyncDatabase[Document], lfns: Iterable[str]) -> set[
     return below_moves(lfns, marked)
 
 
-async def _looked_above(db: AsyncDatabase[Document], lfns: list[str]) -> tuple[set[str], list[str]]:
+async def _looked_above(db: AsyncDatabase[Document], lfns: list[str], fields: Iterable[str] = ()
+                        ) -> tuple[set[str], list[str], dict[str, Document]]:
     """Of lfns, those below a directory a live move holds, and those with a directory above them
-    missing (one read of their ancestors)."""
+    missing; and their ancestors as read, with `fields` (one read of their ancestors)."""
     above = sorted({d for lfn in lfns for d in ancestors(lfn) if d != ROOT})
-    found = [doc async for doc in read_by_ids(db[DIRECTORIES], above, {MOVING: 1})]
-    present = {doc["_id"] for doc in found}
-    return below_moves(lfns, found), [lfn for lfn in lfns if any(d not in present for d in ancestors(lfn) if d != ROOT)]
+    found = [doc async for doc in read_by_ids(db[DIRECTORIES], above, {MOVING: 1, **dict.fromkeys(fields, 1)})]
+    present = {doc["_id"]: doc for doc in found}
+    orphaned = [lfn for lfn in lfns if any(d not in present for d in ancestors(lfn) if d != ROOT)]
+    return below_moves(lfns, found), orphaned, present
 
 
 async def moving_or_gone_above(db: AsyncDatabase[Document], lfns: Iterable[str]) -> set[str]:
@@ -77,8 +79,15 @@ async def moving_or_gone_above(db: AsyncDatabase[Document], lfns: Iterable[str])
     move holds or with a directory above them gone (one read of their ancestors): what a
     registration must give up, read after its insert (a directory move takes the directories
     below it away first and its own record, with the mark, last)."""
-    moving, orphaned = await _looked_above(db, list(lfns))
-    return moving | set(orphaned)
+    return (await looked_above(db, lfns))[0]
+
+
+async def looked_above(db: AsyncDatabase[Document], lfns: Iterable[str], fields: Iterable[str] = ()
+                       ) -> tuple[set[str], dict[str, Document]]:
+    """`moving_or_gone_above`, and the ancestors as that read found them, with `fields` (a
+    registration checks them again: `catalogue.files._outside_moves`)."""
+    moving, orphaned, found = await _looked_above(db, list(lfns), fields)
+    return moving | set(orphaned), found
 
 
 async def carried_or_moving(db: AsyncDatabase[Document], lfns: Iterable[str]) -> set[str]:
@@ -87,7 +96,7 @@ async def carried_or_moving(db: AsyncDatabase[Document], lfns: Iterable[str]) ->
     directories may lack them and still be there): read after a write that names a file by its
     LFN, what a directory move may have carried away or be about to. One read of their
     ancestors, and one of the files whose directories are missing."""
-    moving, orphaned = await _looked_above(db, list(lfns))
+    moving, orphaned, _ = await _looked_above(db, list(lfns))
     if not orphaned:
         return moving
     there = {doc["_id"] async for doc in read_by_ids(db[FILES], orphaned, {"_id": 1})}

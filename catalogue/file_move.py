@@ -24,17 +24,28 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
 from catalogue import change_feed, guid_holds, moved_paths
-from catalogue.directory_moves import moving_above, moving_or_gone_above
+from catalogue.directory_moves import looked_above, moving_above
 from catalogue.files import FILES
+from catalogue.permissions import PERMISSION_FIELDS, creation_denial, require
 from catalogue.usage import REMOVAL_LEASE, REMOVING, take_over_calls
 from kernel.db import Document, database_errors
 from kernel.errors import Conflict, NotFound
 from kernel.marks import Mark
+from kernel.principal import Principal
 
 MOVE_ROUNDS = 5
 
 
-async def move_file_record(db: AsyncDatabase[Document], source: str, destination: str,
+async def landing(db: AsyncDatabase[Document], principal: Principal, destination: str) -> tuple[bool, str | None]:
+    """Read once a move's new record is at `destination`: whether a directory above it went or a
+    move holds one (`directory_moves.moving_or_gone_above`), and why the caller may not create
+    it as the directories above stand now (a chmod or chown since the move's check, returned
+    before the record landed, refuses it as it refuses a move checked after it). One read."""
+    gone, above = await looked_above(db, [destination], PERMISSION_FIELDS)
+    return bool(gone), None if gone else creation_denial(principal, destination, above)
+
+
+async def move_file_record(db: AsyncDatabase[Document], principal: Principal, source: str, destination: str,
                            place: Callable[[Document], Document],
                            refusal: Callable[[Document], Awaitable[str | None]]) -> tuple[Document, Document]:
     """Move the file at `source` to the record `place` makes of it as it is now; returns the
@@ -73,8 +84,10 @@ async def move_file_record(db: AsyncDatabase[Document], source: str, destination
             except DuplicateKeyError:
                 copy = None
                 raise Conflict(f"{destination} exists already") from None
-            if await moving_or_gone_above(db, [destination]):  # its directory removed since it was looked at
+            gone, denial = await landing(db, principal, destination)
+            if gone:  # its directory removed since it was looked at
                 raise Conflict(f"a directory above {destination} was removed or is being moved; nothing moved")
+            require(denial, destination)
             if current.get("guid") and not held:
                 held.append(current["guid"])
                 await guid_holds.hold(db, held)

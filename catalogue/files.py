@@ -29,7 +29,7 @@ from catalogue.directories import (
     insert_directories,
     now,
 )
-from catalogue.directory_moves import BELOW_A_MOVE, below_moves, give_up_registered, moving_or_gone_above
+from catalogue.directory_moves import BELOW_A_MOVE, below_moves, give_up_registered, looked_above
 from catalogue.file_removal import remove_records, still_has_replicas
 from catalogue.lfn import ancestors, check_lfn, name_of, parent_of
 from catalogue.metadata import metadata_fields_for
@@ -37,6 +37,7 @@ from catalogue.metadata_fields import MAX_KEYS_PER_ENTRY, MetadataMaps, field_ty
 from catalogue.permissions import (
     DEFAULT_FILE_MODE,
     NO_SUCH_FILE,
+    PERMISSION_FIELDS,
     READ,
     WRITE,
     creation_denial,
@@ -254,7 +255,7 @@ async def register_files(db: AsyncDatabase[Document], principal: Principal, file
     """
     parsed = parse_files(files)
     fields = await field_types(db) if any(f.meta for f in parsed) else {}
-    vos = await registry(db) if fields else {}
+    vos = await registry(db)  # cached: the declared types, and where inherited metadata stops
     own_meta: dict[int, dict[str, Any]] = {}
     for index, item in enumerate(parsed):
         try:
@@ -303,13 +304,13 @@ async def register_files(db: AsyncDatabase[Document], principal: Principal, file
         needed = sorted({a for lfn in batch for a in ancestors(lfn)[1:] if a not in dirs})
         at = now()
         await insert_directories(db, [directory_document(p, principal, mode=None, at=at,
-                                                         metadata=metadata_fields_for(p, {}, dirs))
+                                                         metadata=metadata_fields_for(p, {}, dirs, vos))
                                       for p in needed])
 
     at = now()
     token = uuid.uuid4().hex
     docs = [_file_document(f, principal, [_founding(replicas[id(r)]) for r in f.replicas], at,
-                           metadata_fields_for(f.lfn, own_meta[id(f)], dirs)) for f in batch.values()]
+                           metadata_fields_for(f.lfn, own_meta[id(f)], dirs, vos)) for f in batch.values()]
     for doc in docs:  # see catalogue.usage: a retry counts what a call cut short could not
         doc["registered_in"] = token
     duplicates: list[FileIn] = []
@@ -327,7 +328,8 @@ async def register_files(db: AsyncDatabase[Document], principal: Principal, file
     dup_lfns = {f.lfn for f in duplicates}
     named = {f.guid for f in batch.values() if f.guid}
     inserted = [doc for doc in docs if doc["_id"] not in dup_lfns and doc["_id"] not in failed]
-    written = await _outside_moves(db, token, inserted, failed, named)
+    # judged again where its check judged it: at the directories there before its mkdir -p
+    written = await _outside_moves(db, principal, token, inserted, failed, named, set(missing))
     for doc in written:
         successful[doc["_id"]] = {"guid": doc["guid"], "created": True}
     await record_registered(db, token, written, inserted=bool(inserted))  # settled (`registration_settling`)
@@ -338,17 +340,26 @@ async def register_files(db: AsyncDatabase[Document], principal: Principal, file
     return {"successful": successful, "failed": failed}
 
 
-async def _outside_moves(db: AsyncDatabase[Document], token: str, written: list[FileRecord],
-                         failed: dict[str, Any], named: set[str]) -> list[FileRecord]:
+async def _outside_moves(db: AsyncDatabase[Document], principal: Principal, token: str, written: list[FileRecord],
+                         failed: dict[str, Any], named: set[str], made: set[str]) -> list[FileRecord]:
     """Of the records a register call just wrote, those that are not below a directory a live
     move holds, and whose replicas' paths hold no moved file's bytes; the others are taken back
     (still uncounted) and fail, so that a directory move never leaves a file behind at its old
     place (`catalogue.directory_moves`) and no write goes over a moved file's bytes
     (`catalogue.moved_paths`: read after the insert, which succeeded only once a moved original
     had left its LFN, so after its paths were held), and whose GUID, if the caller named it, no
-    move holds (`catalogue.guid_holds`: the insert took it while its file's copy had not)."""
-    held = dict.fromkeys(await moving_or_gone_above(db, [doc["_id"] for doc in written]) if written else set(),
-                         BELOW_A_MOVE)
+    move holds (`catalogue.guid_holds`: the insert took it while its file's copy had not), and
+    that the caller may still create as the directories above stand after the insert (the same
+    read; those it `made` on the way left out, as its check before had them missing): a chmod
+    or chown that returned before the insert landed refuses the file, as it would have refused
+    a call checked after it."""
+    lfns = [doc["_id"] for doc in written]
+    gone, now_above = await looked_above(db, lfns, PERMISSION_FIELDS) if written else (set(), {})
+    held = dict.fromkeys(gone, BELOW_A_MOVE)
+    before = {path: doc for path, doc in now_above.items() if path not in made}
+    for lfn in lfns:  # a chmod or chown of a directory above since the check: judged as it stands now
+        if lfn not in held and (why := creation_denial(principal, lfn, before)):
+            held[lfn] = why
     for (lfn, se), why in (await moved_paths.held_by_others(
             db, ((doc["_id"], r["se"], doc["guid"]) for doc in written for r in doc["replicas"]))).items():
         held.setdefault(lfn, f"replica on SE {se} not registered: {why}")

@@ -12,7 +12,9 @@ collection over the subtree for all the keys of the call (`_propagate`): entries
 from this directory or from farther up (or from nowhere) take the new value; entries whose key
 comes from a nearer directory, or is their own, keep theirs. So a metadata query is always a
 single query on `meta_effective`. The subtree stops at another VO's root nested in it: that
-VO's entries inherit nothing from the directories of the VO above.
+VO's entries inherit nothing from the directories of the VO above, and a new entry copies only
+the values set within its own VO's root (`inherited`), also below a root declared after the
+values above it were set.
 
 An entry's own values are bounded in all (`metadata_fields.MAX_KEYS_PER_ENTRY` keys and
 `MAX_TEXT_PER_ENTRY` characters, whatever the number of calls), checked against the values the
@@ -54,8 +56,8 @@ from catalogue.metadata_fields import (
     typed_values,
     types_for,
 )
-from catalogue.permissions import READ, WRITE, entry_denial, require, traversal_denial
-from catalogue.vos import Vo, registry, vo_of_path
+from catalogue.permissions import PERMISSION_FIELDS, READ, WRITE, entry_denial, require, traversal_denial
+from catalogue.vos import Vo, registry, root_of, vo_of_path
 from kernel.db import Document, database_errors
 from kernel.errors import Conflict, InvalidInput, NotFound
 from kernel.principal import Principal
@@ -71,19 +73,29 @@ Records written before it have none, matched as null: nothing to migrate."""
 WRITE_TRIES = 5
 
 
-def inherited(path: str, dirs: Mapping[str, Mapping[str, Any]]) -> tuple[dict[str, Any], dict[str, str]]:
+def inherited(path: str, dirs: Mapping[str, Mapping[str, Any]], root: str | None = None
+              ) -> tuple[dict[str, Any], dict[str, str]]:
     """Effective values and origins that a new entry at `path` inherits: those of its nearest
-    existing ancestor among `dirs` (which already merge everything above it)."""
+    existing ancestor among `dirs` (which already merge everything above it) that come from
+    within `root`, the namespace root of `path`'s VO (`vos.root_of`): another VO's directories
+    above that root pass nothing down, even to a directory made before the root was declared
+    (whose maps copied theirs) or to an entry whose nearest directory is above the root."""
     for ancestor in reversed(ancestors(path)):
         entry = dirs.get(ancestor)
         if entry is not None:
-            return dict(entry.get(EFFECTIVE) or {}), dict(entry.get(ORIGIN) or {})
+            values, origins = dict(entry.get(EFFECTIVE) or {}), dict(entry.get(ORIGIN) or {})
+            if root is None or root == ROOT:
+                return values, origins
+            kept = {key for key, origin in origins.items() if is_within(origin, root)}
+            return {k: v for k, v in values.items() if k in kept}, {k: origins[k] for k in kept}
     return {}, {}
 
 
-def metadata_fields_for(path: str, own: Mapping[str, Any], dirs: Mapping[str, Mapping[str, Any]]) -> MetadataMaps:
-    """The `meta`, `meta_effective` and `meta_origin` of a new entry with its own values `own`."""
-    effective, origin = inherited(path, dirs)
+def metadata_fields_for(path: str, own: Mapping[str, Any], dirs: Mapping[str, Mapping[str, Any]],
+                        vos: Mapping[str, Vo]) -> MetadataMaps:
+    """The `meta`, `meta_effective` and `meta_origin` of a new entry with its own values `own`,
+    given every VO (`vos.registry`: what it inherits stops at its VO's root)."""
+    effective, origin = inherited(path, dirs, root_of(vos, path))
     effective.update(own)
     origin.update({key: path for key in own})
     return {"meta": dict(own), "meta_effective": effective, "meta_origin": origin}
@@ -132,6 +144,12 @@ async def _writable(
     doc, collection = await _entry(db, path)
     require(entry_denial(principal, path, doc, WRITE, dirs), path)
     return doc, collection, dirs
+
+
+def _as_checked(doc: Document) -> dict[str, Any]:
+    """A write's guard that the entry's owner, group and mode are still those its permission was
+    checked on: a chmod or chown that returned before the write lands refuses it (read again)."""
+    return {field: doc.get(field) for field in PERMISSION_FIELDS}
 
 
 def _inherits(key: str, origins: Iterable[str | None]) -> dict[str, Any]:
@@ -206,7 +224,7 @@ async def _set_within_bounds(db: AsyncDatabase[Document], principal: Principal, 
         doc, collection, _ = await _writable(db, principal, path)
         check_entry_bounds(path, doc.get("meta") or {}, typed)
         with database_errors():
-            written = await collection.update_one({"_id": path, VERSION: doc.get(VERSION)},
+            written = await collection.update_one({"_id": path, VERSION: doc.get(VERSION), **_as_checked(doc)},
                                                   {"$set": dict(changes), "$inc": {VERSION: 1}})
         if written.matched_count:
             return collection, int(doc.get(VERSION) or 0) + 1
@@ -262,7 +280,8 @@ async def _settle(db: AsyncDatabase[Document], path: str, foreign: Sequence[str]
         if updates:
             await _propagate(db, path, foreign, _farther(path), updates)
         if gone := [key for key in keys if key not in own]:
-            values, origins = inherited(path, await fetch_directories(db, ancestors(path)))
+            root = root_of(await registry(db), path)
+            values, origins = inherited(path, await fetch_directories(db, ancestors(path)), root)
             await _propagate(db, path, foreign, [path], {key: _fallback(key, values, origins) for key in gone})
     raise Conflict(f"the metadata of {path} kept changing while this call propagated it; set it again")
 
@@ -303,14 +322,14 @@ async def _remove_own(db: AsyncDatabase[Document], principal: Principal, path: s
     written, the fallback update of each key removed and the value and origin it fell back to."""
     for _ in range(WRITE_TRIES):
         doc, collection, dirs = await _writable(db, principal, path)
-        values, origins = inherited(path, dirs)
+        values, origins = inherited(path, dirs, root_of(await registry(db), path))
         own = doc.get("meta") or {}
         updates = {key: _fallback(key, values, origins) for key in wanted if key in own}
         write = _merged([*updates.values(), {"$set": {"modified": now()}}])
         if updates:
             write = _merged([write, {"$unset": {f"meta.{key}": "" for key in updates}}, {"$inc": {VERSION: 1}}])
         with database_errors():
-            written = await collection.update_one({"_id": path, VERSION: doc.get(VERSION)}, write)
+            written = await collection.update_one({"_id": path, VERSION: doc.get(VERSION), **_as_checked(doc)}, write)
         if written.matched_count:
             return collection, int(doc.get(VERSION) or 0) + int(bool(updates)), updates, {
                 key: (values.get(key), origins.get(key)) for key in updates}
@@ -331,7 +350,8 @@ async def _follow_above(db: AsyncDatabase[Document], collection: AsyncCollection
         doc = await collection.find_one({"_id": path}, {"meta": 1, EFFECTIVE: 1, ORIGIN: 1, VERSION: 1})
         if doc is None:
             return
-        values, origins = inherited(path, await fetch_directories(db, ancestors(path)))
+        root = root_of(await registry(db), path)
+        values, origins = inherited(path, await fetch_directories(db, ancestors(path)), root)
         own, effective, origin = doc.get("meta") or {}, doc.get(EFFECTIVE) or {}, doc.get(ORIGIN) or {}
         above = {key: (values.get(key), origins.get(key)) for key in given if key not in own}
         entry = [key for key, now_above in above.items() if (effective.get(key), origin.get(key)) != now_above]

@@ -15,7 +15,7 @@ A directory never carries another VO's nested namespace root along, nor is moved
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from pymongo.asynchronous.collection import AsyncCollection
@@ -26,8 +26,8 @@ from catalogue import change_feed, guid_holds, moved_paths
 from catalogue.children import subtree_range
 from catalogue.dataset_contents import DATASET_FILES
 from catalogue.directories import DIRECTORIES, entry_view, fetch_directories, find_by_ids, now
-from catalogue.directory_moves import MOVE_LEASE, files_held_below, moving_or_gone_above
-from catalogue.file_move import move_file_record
+from catalogue.directory_moves import MOVE_LEASE, files_held_below
+from catalogue.file_move import landing, move_file_record
 from catalogue.file_rules import NAMED_BY
 from catalogue.files import FILES
 from catalogue.lfn import ROOT, ancestors, check_lfn, is_within, name_of, parent_of
@@ -36,6 +36,7 @@ from catalogue.namespace import existing_entry, find_entry
 from catalogue.permissions import creation_denial, removal_denial, require, traversal_denial
 from catalogue.storage_paths import moved_replicas
 from catalogue.usage import MOVING, REMOVING, WITHDRAWN, Usage, move_directory_usage
+from catalogue.vos import Vo, registry
 from kernel.db import ID_ORDER, INDEX_ORDER, Document, database_errors, pages_by_id
 from kernel.errors import Conflict, InvalidInput, NotFound, ServiceUnavailable
 from kernel.marks import Mark
@@ -66,6 +67,7 @@ async def move(db: AsyncDatabase[Document], principal: Principal, source: str, d
     require(creation_denial(principal, destination, dirs), destination)
     if kind == "directory":
         require(_foreign_root_denial(principal, source, destination))
+    vos = await registry(db)  # inherited metadata stops at the destination's VO root
 
     def place(record: Document) -> Document:
         """The record at its new place; inherited metadata re-derived from the new ancestors."""
@@ -73,17 +75,17 @@ async def move(db: AsyncDatabase[Document], principal: Principal, source: str, d
                  "modified": now()}
         if "replicas" in record:
             moved["replicas"] = moved_replicas(record["replicas"], source, destination)
-        return {**moved, **metadata_fields_for(destination, record.get("meta") or {}, dirs)}
+        return {**moved, **metadata_fields_for(destination, record.get("meta") or {}, dirs, vos)}
 
     if kind == "file":
-        was, placed = await move_file_record(db, source, destination, place,
+        was, placed = await move_file_record(db, principal, source, destination, place,
                                              lambda current: _named_by_lfn(db, principal, source, current, kind))
         usage = Usage()
         usage.file(source, int(was.get("size", 0)), -1)
         usage.file(destination, int(was.get("size", 0)), +1)
         await usage.apply(db)
         return entry_view(placed, kind)
-    return entry_view(await _move_directory(db, principal, source, destination, place), kind)
+    return entry_view(await _move_directory(db, principal, source, destination, place, vos), kind)
 
 
 def _foreign_root_denial(principal: Principal, source: str, destination: str) -> str | None:
@@ -150,7 +152,7 @@ async def _told(db: AsyncDatabase[Document], principal: Principal, lfn: str, sou
 
 
 async def _move_directory(db: AsyncDatabase[Document], principal: Principal, source: str, destination: str,
-                          place: Callable[[Document], Document]) -> Document:
+                          place: Callable[[Document], Document], vos: Mapping[str, Vo]) -> Document:
     """Move a directory and everything below it, marked (`MOVING`) so that one call moves it: a
     second move of it meanwhile (a retry, another user) is refused (409) instead of copying the
     tree again and moving its usage twice; it excludes the moves and removals of files below it
@@ -184,16 +186,18 @@ async def _move_directory(db: AsyncDatabase[Document], principal: Principal, sou
     except BaseException:
         await asyncio.shield(mark.take_off(db[DIRECTORIES], [source]))
         raise
-    if await moving_or_gone_above(db, [destination]):  # removed since it was looked at: the tree would lack it
+    gone, denial = await landing(db, principal, destination)  # gone: the tree would lack it; denial: a chmod
+    if gone or denial:
         with database_errors():
             await db[DIRECTORIES].delete_one({"_id": destination, "modified": moved["modified"]})
         await mark.take_off(db[DIRECTORIES], [source])
+        require(denial, destination)
         raise Conflict(f"a directory above {destination} was removed or is being moved; nothing moved")
     # The source's record, and its mark, stay until everything below it has moved: the files below
     # see the mark on an ancestor for as long as some of them are still at their old place.
     placed: dict[str, Document] = {destination: moved}
     for name in (DIRECTORIES, FILES):
-        await _move_subtree(db[name], source, destination, placed,
+        await _move_subtree(db[name], source, destination, placed, vos,
                             lambda: mark.renew(db[DIRECTORIES], [source]))
     await move_directory_usage(db, source, destination)
     with database_errors():
@@ -275,7 +279,7 @@ async def _drop_originals(collection: AsyncCollection[Document], placed: list[tu
 
 async def _move_subtree(
     collection: AsyncCollection[Document], source: str, destination: str, placed: dict[str, Document],
-    keep_mark: Callable[[], Awaitable[None]],
+    vos: Mapping[str, Vo], keep_mark: Callable[[], Awaitable[None]],
 ) -> None:
     """Move every record below `source` to the same place below `destination`, batch by batch,
     re-deriving inherited metadata from the directories already `placed` (directories come
@@ -290,7 +294,7 @@ async def _move_subtree(
     def placed_copy(doc: Document) -> tuple[str, Document]:
         path = destination + doc["_id"][cut:]
         copy = {**doc, "_id": path, "parent": parent_of(path), **metadata_fields_for(path, doc.get("meta") or {},
-                                                                                       placed)}
+                                                                                       placed, vos)}
         if is_directories:
             placed[path] = copy
         else:

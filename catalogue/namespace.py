@@ -23,7 +23,7 @@ from catalogue.directories import (
     insert_ignoring_duplicates,
     now,
 )
-from catalogue.directory_moves import moving_or_gone_above
+from catalogue.directory_moves import looked_above
 from catalogue.file_removal import remove_records
 from catalogue.files import FILES
 from catalogue.lfn import ROOT, ancestors, check_lfn, descendant_pattern, is_within, parent_of
@@ -31,6 +31,7 @@ from catalogue.metadata import metadata_fields_for
 from catalogue.metadata_fields import EFFECTIVE, ORIGIN
 from catalogue.permissions import (
     EXECUTE,
+    PERMISSION_FIELDS,
     READ,
     ROOT_ENTRY,
     check_chmod,
@@ -44,6 +45,7 @@ from catalogue.permissions import (
     within_reach,
 )
 from catalogue.usage import drop_directory_usage
+from catalogue.vos import registry
 from kernel.db import Document, database_errors, for_output, page_by_id
 from kernel.errors import Conflict, Forbidden, InvalidInput, NotFound
 from kernel.principal import Principal
@@ -98,14 +100,20 @@ async def mkdir(
         raise Conflict(f"{clash['_id']} is a file, not a directory")
     require(creation_denial(principal, path, dirs), path)
     at = now()
+    vos = await registry(db)
     docs = [directory_document(p, principal, mode=mode if p == path else None, at=at,
-                               metadata=metadata_fields_for(p, {}, dirs)) for p in missing]
+                               metadata=metadata_fields_for(p, {}, dirs, vos)) for p in missing]
     await insert_directories(db, docs)
-    if await moving_or_gone_above(db, [path]):
+    gone, now_above = await looked_above(db, [path], PERMISSION_FIELDS)
+    # A chmod or chown above since the check, returned before the insert: judged as it stands now.
+    before = {p: d for p, d in now_above.items() if p not in missing}
+    denied = None if gone else creation_denial(principal, path, before)
+    if gone or denied:
         # A directory above went (removed or moved) between the look and the insert: what this
         # call made would be left without it. Taken back out; the removal sees it gone.
         with database_errors():
             await db[DIRECTORIES].delete_many({"_id": {"$in": missing}, "created": at, "owner": principal.sub})
+        require(denied, path)
         raise Conflict(f"a directory above {path} was removed or is being moved; try again")
     return entry_view(docs[-1], "directory")
 

@@ -270,13 +270,16 @@ async def counted_calls(db: AsyncDatabase[Document], calls: Iterable[str]) -> se
 
 async def take_over_calls(db: AsyncDatabase[Document], docs: Iterable[Document]) -> None:
     """Count the records of the register calls named by `docs` that never counted theirs (cut
-    short by an outage): claim each such call, then count every record it inserted with its
-    first replicas (index files_by_registered_in). Calls that counted cost one failed insert."""
+    short by an outage, or still giving records up): claim each such call, then count every
+    record it inserted and did not withdraw, with its first replicas (index
+    files_by_registered_in). Calls that counted cost one failed insert."""
     won = await _claim_calls(db, {d[REGISTERED_IN] for d in docs if d.get(REGISTERED_IN)})
     if not won:
         return
     usage = Usage()
-    cursor = db[FILES].find({REGISTERED_IN: {"$in": sorted(won)}},
+    # Not the records the call withdrew (`directory_moves.give_up_registered`): it deletes them uncounted,
+    # after waiting (up to PASS_WAIT) for a move, longer than a registration waits for it to settle.
+    cursor = db[FILES].find({REGISTERED_IN: {"$in": sorted(won)}, WITHDRAWN: {"$exists": False}},
                             {"size": 1, "created": 1, "replicas.se": 1, "replicas.created": 1})
     async for doc in iterate(cursor.batch_size(5000)):
         usage.file(doc["_id"], int(doc.get("size", 0)), +1)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 import time
+from collections.abc import Mapping
 from typing import Any, TypedDict
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -288,12 +289,21 @@ async def delete_vo(db: AsyncDatabase[Document], name: str, remains: list[str]) 
 
 def vo_of_path(vos: dict[str, Vo], path: str) -> str | None:
     """The VO a path belongs to: the one with the longest root above it (None: no VO's)."""
-    best: tuple[int, str | None] = (-1, None)
+    return _longest_root(vos, path)[1]
+
+
+def root_of(vos: Mapping[str, Vo], path: str) -> str | None:
+    """The namespace root of the VO `path` belongs to: the longest root above it (None: no VO's)."""
+    return _longest_root(vos, path)[0]
+
+
+def _longest_root(vos: Mapping[str, Vo], path: str) -> tuple[str | None, str | None]:
+    best: tuple[str | None, str | None] = (None, None)
     for vo in vos.values():
         for root in vo.roots:
-            if is_within(path, root) and len(root) > best[0]:
-                best = (len(root), vo.name)
-    return best[1]
+            if is_within(path, root) and len(root) > len(best[0] or ""):
+                best = (root, vo.name)
+    return best
 
 
 def qualified(vo: str, name: str) -> str:
