@@ -1,0 +1,84 @@
+"""Secrets of the eighth audit: state that another local account planted or may read is not
+taken for this account's own (the built-in issuer's signing key, `cairn up`'s var)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from cairn.embedded_db import free_port
+from cairn.server import build_app
+from kernel.errors import ConfigurationError
+from kernel.settings import Settings
+from kernel.tokens import BuiltinIssuer
+
+ROOT = Path(__file__).resolve().parents[1]
+as_root = pytest.mark.skipif(os.geteuid() != 0, reason="files of another account need root to make")
+
+
+def nobody() -> tuple[int, int]:
+    import pwd
+
+    entry = pwd.getpwnam("nobody")
+    return entry.pw_uid, entry.pw_gid
+
+
+def plant_key(path: Path, mode: int) -> None:
+    """An Ed25519 key at path, as whoever wrote it there knows it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pem = Ed25519PrivateKey.generate().private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    path.write_bytes(pem)
+    path.chmod(mode)
+
+
+@as_root
+def test_a_signing_key_planted_by_another_account_does_not_start_the_server(settings: Settings) -> None:
+    # Another account's key in ./var/keys (a shared project area): its writer would sign tokens of
+    # any user, global admins included, that this server accepts.
+    key = settings.resolved_signing_key_file
+    plant_key(key, 0o600)
+    os.chown(key, *nobody())
+    with pytest.raises(ConfigurationError, match="another account"):
+        build_app(settings)
+
+
+def test_a_signing_key_others_may_read_is_refused(settings: Settings) -> None:
+    key = settings.resolved_signing_key_file
+    BuiltinIssuer.from_settings(settings)  # made 0600
+    key.chmod(0o644)
+    with pytest.raises(ConfigurationError, match="other accounts"):
+        BuiltinIssuer.from_settings(settings)
+    key.chmod(0o640)  # a group may read it (a secret mounted for the pod's group)
+    assert BuiltinIssuer.from_settings(settings).public_pem
+
+
+@as_root
+def test_cairn_up_refuses_a_var_of_another_account(tmp_path: Path) -> None:
+    # A var made beforehand by another account: cairn up kept its state there (its owner could
+    # plant the signing key, read the logs and the local SEs' files) instead of refusing.
+    workdir = tmp_path / "shared"
+    (workdir / "var").mkdir(parents=True)
+    workdir.chmod(0o1777)
+    (workdir / "var").chmod(0o777)
+    os.chown(workdir / "var", *nobody())
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CAIRN_")}
+    env["PYTHONPATH"] = str(ROOT)
+    proc = subprocess.Popen([sys.executable, "-m", "cairn", "up", "--port", str(free_port())], cwd=workdir, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        output, _ = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.terminate()
+        output, _ = proc.communicate(timeout=30)
+        pytest.fail("cairn up ran on another account's var:\n" + output)
+    assert proc.returncode != 0
+    assert "belongs to another account" in output
+    assert not (workdir / "var" / "client.json").exists()
+    assert not (workdir / "var" / "log").exists()
