@@ -3,6 +3,7 @@ taken for this account's own (the built-in issuer's signing key, `cairn up`'s va
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -13,10 +14,13 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from cairn.embedded_db import free_port
+from cairn.sdk import Client
 from cairn.server import build_app
 from kernel.errors import ConfigurationError
 from kernel.settings import Settings
 from kernel.tokens import BuiltinIssuer
+from tests.fixtures.api import RunningApi
+from tests.fixtures.cli import run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 as_root = pytest.mark.skipif(os.geteuid() != 0, reason="files of another account need root to make")
@@ -82,3 +86,39 @@ def test_cairn_up_refuses_a_var_of_another_account(tmp_path: Path) -> None:
     assert "belongs to another account" in output
     assert not (workdir / "var" / "client.json").exists()
     assert not (workdir / "var" / "log").exists()
+
+
+SE_SECRET = "SK-0123456789abcdef"
+
+
+@pytest.mark.parametrize("option", ["secret_key", "access_key", "session_token", "token"])
+async def test_cairn_se_add_keeps_an_se_secret_out_of_the_catalogue(api: RunningApi, option: str) -> None:
+    # A `KEY=VALUE` plugin option of `--protocol` is stored in the SE's record, which GET /ses
+    # shows every user: the S3 keys or WebDAV token given so reached anyone with a token.
+    scheme = "davs://dav.example.org:8443/data" if option == "token" else "s3://bucket/data"
+    done = await run_cli(api.url, api.admin_token, "se", "add", "LEAKY", "--site", "CERN",
+                         "--protocol", f"{scheme},{option}={SE_SECRET}")
+    assert done.returncode != 0
+    assert "CAIRN_STORAGE_CREDENTIALS" in done.stderr and SE_SECRET not in done.stderr
+    async with Client(api.url, api.token("bob")) as bob:
+        listed = await bob.list_ses()
+    assert SE_SECRET not in json.dumps(listed)
+
+
+async def test_cairn_se_put_keeps_an_se_secret_out_of_the_catalogue(api: RunningApi, tmp_path: Path) -> None:
+    definition = tmp_path / "se.json"
+    definition.write_text(json.dumps({"name": "LEAKY", "site": "CERN", "protocols": [
+        {"scheme": "s3", "host": "bucket", "prefix": "/data", "extra": {"secret_key": SE_SECRET}}]}))
+    done = await run_cli(api.url, api.admin_token, "se", "put", str(definition))
+    assert done.returncode != 0 and "secret_key" in done.stderr and SE_SECRET not in done.stderr
+    async with Client(api.url, api.token("bob")) as bob:
+        assert SE_SECRET not in json.dumps(await bob.list_ses())
+
+
+def test_the_secret_options_are_the_plugins_secret_fields() -> None:
+    from storage_plugins.s3 import S3Options
+    from storage_plugins.secret_options import SECRET_OPTIONS
+    from storage_plugins.webdav import WebDavOptions
+
+    assert {"access_key", "secret_key", "session_token"} | {"token"} == SECRET_OPTIONS
+    assert set(S3Options.model_fields) | set(WebDavOptions.model_fields) >= SECRET_OPTIONS
