@@ -1,12 +1,16 @@
-"""Secrets of the eighth audit: state that another local account planted or may read is not
-taken for this account's own (the built-in issuer's signing key, `cairn up`'s var)."""
+"""Secrets of the eighth audit: state another local account planted or may read is not taken for
+this account's own (the signing key, `cairn up`'s var, a pilot's work dir), and SE secrets stay out of
+the SE records every user reads."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -21,6 +25,8 @@ from kernel.settings import Settings
 from kernel.tokens import BuiltinIssuer
 from tests.fixtures.api import RunningApi
 from tests.fixtures.cli import run_cli
+from tests.fixtures.grid import Grid, PilotProcess, check_all, start_pilot, wait_for
+from wms.config import WmsSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 as_root = pytest.mark.skipif(os.geteuid() != 0, reason="files of another account need root to make")
@@ -122,3 +128,53 @@ def test_the_secret_options_are_the_plugins_secret_fields() -> None:
 
     assert {"access_key", "secret_key", "session_token"} | {"token"} == SECRET_OPTIONS
     assert set(S3Options.model_fields) | set(WebDavOptions.model_fields) >= SECRET_OPTIONS
+
+
+# Run as `nobody`: the bytes of each job's inputs it can read below a pilot's work directory.
+READ_INPUTS = """
+import glob, sys
+found = {}
+for path in glob.glob(sys.argv[1] + "/job-*/*.dat"):
+    try:
+        found[path] = open(path, "rb").read().decode()
+    except OSError as exc:
+        found[path] = type(exc).__name__
+print(found)
+"""
+
+
+def inputs_nobody_reads(work_dir: Path) -> str:
+    done = subprocess.run(["runuser", "-u", "nobody", "--", "/usr/bin/python3", "-I", "-c", READ_INPUTS,
+                           str(work_dir)], capture_output=True, text=True, timeout=60, check=True)
+    return done.stdout
+
+
+def open_dir() -> Path:
+    """A directory every account may enter, as a batch job's often is."""
+    made = Path(tempfile.mkdtemp(prefix="cairn-pilot-"))
+    made.chmod(0o755)
+    return made
+
+
+@as_root
+async def test_another_account_cannot_read_a_running_jobs_inputs_in_the_pilots_work_dir(
+    api: RunningApi, grid: Grid, wms_config: WmsSettings, pilots: list[PilotProcess],
+) -> None:
+    # The pilot downloads a job's inputs into a directory of its work directory: made with the
+    # umask's 0755 and 0644, any local account of the worker node read them while the job ran
+    # (files the catalogue lets only the job's owner read).
+    await grid.add_file("/cta/private.dat", b"alice-only-bytes", ["SITE-A-DISK"], mode=0o600)
+    shared = open_dir()
+    try:
+        async with api.client(api.token(sub="alice", scopes=("jobs.read", "jobs.write"))) as alice:
+            [job_id] = await alice.submit_jobs([{"executable": "/bin/sh", "arguments": ["-c", "sleep 4"],
+                                                 "input_data": ["/cta/private.dat"]}])
+        await check_all(grid.db, wms_config)
+        start_pilot(api, "SITE-A", shared, wms_config, pilots)
+        [job] = await wait_for(grid.db, [job_id], {"running", "done", "failed"}, pilots=pilots)
+        assert job["state"] == "running", job.get("reason")
+        seen = await asyncio.to_thread(inputs_nobody_reads, shared / "work-SITE-A-0")
+        assert "alice-only-bytes" not in seen, seen
+        assert (await wait_for(grid.db, [job_id], {"done", "failed"}, pilots=pilots))[0]["state"] == "done"
+    finally:
+        shutil.rmtree(shared, ignore_errors=True)
