@@ -29,6 +29,7 @@ from jwt import PyJWK
 
 from kernel.errors import InvalidInput, ServiceUnavailable, Unauthenticated
 from kernel.principal import GLOBAL_VO, PILOT_SCOPE, SCOPES, Principal
+from kernel.private_files import read_private
 from kernel.settings import Settings, TrustedIssuer
 
 if TYPE_CHECKING:
@@ -55,9 +56,10 @@ JwksFetcher = Callable[[str], Awaitable[dict[str, Any]]]
 
 
 def load_or_create_signing_key(path: Path) -> Ed25519PrivateKey:
-    """The built-in issuer's Ed25519 key, created (mode 0600) on first use."""
+    """The built-in issuer's Ed25519 key, created (mode 0600) on first use; an existing one only
+    if this account (or root) owns it and no other may read it (`read_private`)."""
     if path.exists():
-        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+        key = serialization.load_pem_private_key(read_private(path), password=None)
         if not isinstance(key, Ed25519PrivateKey):
             raise InvalidInput(f"{path} does not hold an Ed25519 private key")
         return key

@@ -194,6 +194,7 @@ def pilot(site: str, work_dir: Path, cpu: int, memory_mb: int, tags: tuple[str, 
     """Run a pilot: pull jobs for SITE and run them (needs a token with scope jobs.pilot)."""
     from cairn.sdk import Client
     from kernel.errors import ConfigurationError
+    from kernel.private_files import private_dir
     from kernel.process import keep_memory_private
     from wms.config import wms_settings
     from wms.payload_account import PayloadAccount
@@ -202,11 +203,12 @@ def pilot(site: str, work_dir: Path, cpu: int, memory_mb: int, tags: tuple[str, 
     keep_memory_private()  # first: its payloads run as the same Unix user and must not read its secrets
     settings = cli_settings()
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    work_dir.mkdir(parents=True, exist_ok=True)
-    root = work_dir.resolve()
     config = wms_settings()
     account_name = payload_user or config.payload_user
     try:
+        # Only this account may enter it: a job's inputs (files the catalogue lets only the job's
+        # owner read), its outputs and its logs lie there while it runs.
+        root = private_dir(work_dir).resolve()
         account = PayloadAccount.named(account_name, config.payload_dir) if account_name else None
     except ConfigurationError as exc:
         raise click.ClickException(exc.message) from exc

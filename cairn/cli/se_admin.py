@@ -9,7 +9,7 @@ import click
 
 from cairn.cli.output import emit_json, json_option, table
 from cairn.cli.runner import run
-from cairn.cli.se_spec import pairs, protocols
+from cairn.cli.se_spec import pairs, protocols, without_secrets
 from cairn.cli.ses import SE_COLUMNS, _se_row
 from kernel.errors import Conflict, NotFound
 
@@ -67,8 +67,8 @@ def se_add(name: str, site: str | None, kind: str | None, protocol_specs: tuple[
         raise click.UsageError("an SE needs --site")
     if not protocol_specs:
         raise click.UsageError("an SE needs at least one --protocol")
-    doc = _apply({"name": name}, site, kind, protocol_specs, attrs,
-                 {"read": read, "write": write, "delete": delete}, total_bytes)
+    doc = without_secrets(_apply({"name": name}, site, kind, protocol_specs, attrs,
+                                 {"read": read, "write": write, "delete": delete}, total_bytes))
 
     async def add(client: Client) -> Any:
         try:
@@ -90,8 +90,9 @@ def se_update(name: str, site: str | None, kind: str | None, protocol_specs: tup
 
     async def update(client: Client) -> Any:
         current = await client.get_se(name)
-        return await client.put_se(_apply(current, site, kind, protocol_specs, attrs,
-                                          {"read": read, "write": write, "delete": delete}, total_bytes))
+        return await client.put_se(without_secrets(_apply(current, site, kind, protocol_specs, attrs,
+                                                          {"read": read, "write": write, "delete": delete},
+                                                          total_bytes)))
 
     _show(run(update), as_json)
 

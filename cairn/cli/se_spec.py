@@ -14,6 +14,8 @@ from urllib.parse import urlsplit
 
 import click
 
+from storage_plugins.secret_options import SECRET_OPTIONS
+
 SCHEMES = ("file", "s3", "root", "dav", "davs", "http", "https", "tape")
 
 
@@ -72,6 +74,19 @@ def protocol(spec: str, priority: int) -> dict[str, Any]:
         else:
             raise click.BadParameter(f"unknown protocol flag {flag!r} (ro, noread, nowrite, nodelete, tpc, "
                                      "priority=N or KEY=VALUE plugin options)", param_hint="--protocol")
+    return doc
+
+
+def without_secrets(doc: dict[str, Any]) -> dict[str, Any]:
+    """doc, an SE about to be saved, if no protocol's `extra` holds a secret option: the SE's
+    record is shown to every user (GET /ses, the portal), so its keys would reach them all."""
+    for item in doc.get("protocols") or []:
+        extra = item.get("extra") if isinstance(item, dict) else None
+        found = sorted(SECRET_OPTIONS.intersection(extra or {})) if isinstance(extra, dict) else []
+        if found:
+            raise click.UsageError(f"{', '.join(found)}: a secret, not stored in the SE's record (every user "
+                                   "reads it); give it to the servers and daemons in CAIRN_STORAGE_CREDENTIALS "
+                                   "('{\"SE\": {\"OPTION\": ...}}')")
     return doc
 
 

@@ -11,6 +11,7 @@ import click
 
 from cairn.cli.output import emit, emit_json, json_option, table
 from cairn.cli.runner import run, run_and_say
+from cairn.cli.se_spec import without_secrets
 
 SE_COLUMNS = ["name", "site", "kind", "read_enabled", "write_enabled", "delete_enabled", "protocols"]
 
@@ -66,7 +67,8 @@ def se_show(name: str, as_json: bool) -> None:
 def se_put(definition: Path, as_json: bool) -> None:
     """Create or replace an SE from a JSON file (admins): the fields of `cairn se show NAME --json`,
     described in the README's "Storage elements"; `cairn se add` builds one from options."""
-    saved = run(lambda c: c.put_se(json.loads(definition.read_text())))
+    doc = without_secrets(json.loads(definition.read_text()))
+    saved = run(lambda c: c.put_se(doc))
     emit_json(saved) if as_json else click.echo(f"SE {saved['name']} saved")
 
 
