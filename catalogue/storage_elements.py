@@ -19,7 +19,8 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, 
 from catalogue.lfn import is_within
 from kernel.bounds import Int64, PositiveInt64, Size
 from kernel.documents import Document, IndexSpec, database_errors, one_reply
-from kernel.errors import Conflict, NotFound
+from kernel.errors import Conflict, InvalidInput, NotFound
+from kernel.secret_options import SECRET_OPTIONS
 
 if TYPE_CHECKING:
     from pymongo.asynchronous.database import AsyncDatabase
@@ -200,8 +201,19 @@ async def _loaded(db: AsyncDatabase[Document], docs: list[Document]) -> list[Sto
     return [StorageElement.from_document(d, *uses.get(d["_id"], ({}, {}))) for d in docs]
 
 
+def refuse_secrets(se: StorageElement) -> None:
+    """Refuse an SE whose protocols' plugin options hold a secret (`kernel.secret_options`): its
+    record is shown to every user (GET /ses, the portal). The error names the option, never its value."""
+    found = sorted({name for protocol in se.protocols for name in SECRET_OPTIONS.intersection(protocol.extra)})
+    if found:
+        raise InvalidInput(f"{', '.join(found)}: a secret, not stored in the SE's record (every user reads it); "
+                           "give it to the servers and daemons in CAIRN_STORAGE_CREDENTIALS")
+
+
 async def put_storage_element(db: AsyncDatabase[Document], se: StorageElement) -> None:
-    """Create or replace an SE (and make sure its site exists)."""
+    """Create or replace an SE (and make sure its site exists); one holding a secret is refused
+    (`refuse_secrets`)."""
+    refuse_secrets(se)
     now = dt.datetime.now(dt.UTC)
     doc = se.to_document()
     with database_errors():
@@ -279,6 +291,8 @@ def shown_to(principal: Principal, se: StorageElement) -> dict[str, Any]:
     """An SE as the caller sees it (the API's and the portal's): a VO-confined caller sees its own
     VO's path and switches only."""
     shown = se.model_dump(mode="json")
+    for protocol in shown.get("protocols") or []:  # a record stored before secrets were refused
+        protocol["extra"] = {k: v for k, v in (protocol.get("extra") or {}).items() if k not in SECRET_OPTIONS}
     if principal.confined:
         for name in VO_FIELDS:
             shown[name] = {root: v for root, v in shown[name].items() if root in principal.roots}

@@ -13,13 +13,16 @@ import sys
 import tempfile
 from pathlib import Path
 
+import aiohttp
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from pymongo.asynchronous.database import AsyncDatabase
 
 from cairn.embedded_db import free_port
 from cairn.sdk import Client
 from cairn.server import build_app
+from kernel.db import Document
 from kernel.errors import ConfigurationError
 from kernel.settings import Settings
 from kernel.tokens import BuiltinIssuer
@@ -121,9 +124,29 @@ async def test_cairn_se_put_keeps_an_se_secret_out_of_the_catalogue(api: Running
         assert SE_SECRET not in json.dumps(await bob.list_ses())
 
 
+async def test_the_api_refuses_an_se_secret_and_hides_one_stored_before(
+    api: RunningApi, database: AsyncDatabase[Document],
+) -> None:
+    # The CLI's refusal alone left PUT /ses/NAME storing the key (and GET /ses showing it to all).
+    body = {"name": "LEAKY", "site": "CERN", "protocols": [
+        {"scheme": "s3", "host": "bucket", "prefix": "/data", "extra": {"region": "r", "secret_key": SE_SECRET}}]}
+    ok = {**body, "protocols": [{**body["protocols"][0], "extra": {"region": "r"}}]}
+    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {api.admin_token}"}) as http:
+        refused = await http.put(f"{api.url}/api/v1/ses/LEAKY", json=body)
+        assert refused.status == 400 and SE_SECRET not in await refused.text()
+        assert await database["ses"].find_one({"_id": "LEAKY"}) is None
+        # One stored before the refusal (straight into the database) is shown without it.
+        stored = await http.put(f"{api.url}/api/v1/ses/LEAKY", json=ok)
+        assert stored.status == 200, await stored.text()
+    await database["ses"].update_one({"_id": "LEAKY"}, {"$set": {"protocols.0.extra.secret_key": SE_SECRET}})
+    async with Client(api.url, api.token("bob")) as bob:
+        listed = json.dumps(await bob.list_ses())
+    assert SE_SECRET not in listed and '"region": "r"' in listed
+
+
 def test_the_secret_options_are_the_plugins_secret_fields() -> None:
+    from kernel.secret_options import SECRET_OPTIONS
     from storage_plugins.s3 import S3Options
-    from storage_plugins.secret_options import SECRET_OPTIONS
     from storage_plugins.webdav import WebDavOptions
 
     assert {"access_key", "secret_key", "session_token"} | {"token"} == SECRET_OPTIONS

@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 
 import click
 
-from storage_plugins.secret_options import SECRET_OPTIONS
+from kernel.secret_options import SECRET_OPTIONS
 
 SCHEMES = ("file", "s3", "root", "dav", "davs", "http", "https", "tape")
 
