@@ -25,8 +25,8 @@ async def signed_endpoint(client: IOClient, ep: Endpoint, lfn: str, method: Sign
     answer = await client.signed_url(lfn, ep.se.name, method)
     verify = ep.options.get("verify")
     options: dict[str, Any] = {"ca_file": str(verify)} if isinstance(verify, str) else {}
-    if answer.get("headers"):  # what the URL was signed with: a PUT without them is refused
-        options["put_headers"] = dict(answer["headers"])
+    if answer.get("headers"):  # what the URL was signed with: a request without them is refused
+        options["put_headers" if method == "PUT" else "get_headers"] = dict(answer["headers"])
     return Endpoint(ep.se, ep.protocol, str(answer["url"]), options)
 
 

@@ -286,12 +286,17 @@ class StoragePlugin(ABC):
 
     async def signed_url(
         self, url: str, *, method: Literal["GET", "PUT", "DELETE"] = "GET", lifetime_s: int = 3600,
-        size: int | None = None, create_only: bool = False,
+        size: int | None = None, create_only: bool = False, if_match: str | None = None,
     ) -> str:
         """A URL that grants method on url, without further credentials, for lifetime_s seconds;
         a PUT of exactly `size` bytes only, and with `create_only` only where no object is (the
-        PUT must then carry `CREATE_ONLY_HEADERS`, which the signature covers)."""
+        PUT must then carry `CREATE_ONLY_HEADERS`, which the signature covers); a GET with
+        `if_match` of the object with that entity tag only (the GET must carry `If-Match`)."""
         raise NotSupported(f"{url}: {self.schemes[0]} cannot issue time-limited URLs")
+
+    async def entity_tag(self, url: str) -> str:
+        """The entity tag of the object at url now (what `signed_url`'s `if_match` pins)."""
+        raise NotSupported(f"{url}: {self.schemes[0]} has no entity tags")
 
     async def close(self) -> None:  # noqa: B027 - most plugins hold nothing to release
         """Release connections (sessions, thread pools)."""

@@ -367,9 +367,16 @@ class S3Plugin(StoragePlugin):
                 return str(tag["Value"])
         return await super().checksum(url)
 
+    async def entity_tag(self, url: str) -> str:
+        bucket, key = split_s3_url(url)
+        client = await self.client()
+        with mapped_s3_errors(url):
+            head = await client.head_object(Bucket=bucket, Key=key)
+        return str(head["ETag"])
+
     async def signed_url(
         self, url: str, *, method: Literal["GET", "PUT", "DELETE"] = "GET", lifetime_s: int = 3600,
-        size: int | None = None, create_only: bool = False,
+        size: int | None = None, create_only: bool = False, if_match: str | None = None,
     ) -> str:
         bucket, key = split_s3_url(url)
         client = await self.client()
@@ -383,6 +390,10 @@ class S3Plugin(StoragePlugin):
                 params["ContentLength"] = size
             if create_only:
                 params["IfNoneMatch"] = CREATE_ONLY_HEADERS["If-None-Match"]
+        if method == "GET" and if_match is not None:
+            # Signed too: the URL reads this object only, not one stored at the key after it (the
+            # bytes of a file registered at the same LFN once this URL's file was removed).
+            params["IfMatch"] = if_match
         with mapped_s3_errors(url):
             signed: str = await client.generate_presigned_url(operation, Params=params, ExpiresIn=lifetime_s)
         return signed

@@ -52,6 +52,8 @@ class WebDavOptions(PluginOptions):
     max_connections: int = Field(32, ge=1, le=4096)
     # Headers every PUT carries: the conditions a signed URL was signed with (`CREATE_ONLY_HEADERS`).
     put_headers: dict[str, str] = Field(default_factory=dict)
+    # Headers every GET carries: the condition a signed URL for reading was signed with (If-Match).
+    get_headers: dict[str, str] = Field(default_factory=dict)
 
 
 def wire_url(url: str) -> str:
@@ -218,7 +220,7 @@ class WebDavPlugin(StoragePlugin):
         )
 
     async def read(self, url: str, *, offset: int = 0, length: int | None = None) -> AsyncIterator[bytes]:
-        headers = {}
+        headers = dict(self.options.get_headers)
         if offset or length is not None:
             if length == 0:
                 return

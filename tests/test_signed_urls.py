@@ -133,6 +133,36 @@ async def test_a_put_url_is_short_lived_and_signed_for_the_size_and_for_creating
         assert await (await s3.get_object(Bucket=bucket, Key=key))["Body"].read() == alice_data
 
 
+async def test_a_get_url_reads_only_the_object_it_was_signed_for(
+    api: RunningApi, live_ses: LiveSEs, tmp_path: Path, database: AsyncDatabase[Document]
+) -> None:
+    """Kept after alice's world-readable file was removed, bob's day-long GET URL read the object
+    of carol's private file registered later at the same LFN (the path comes from the name)."""
+    se = await live_ses.add("s3", secrets_on_server=True)
+    alice_data, carol_data = b"alice's public bytes", b"carol's private bytes"
+    async with api.client(api.token("alice", scopes=USER_SCOPES)) as alice:
+        await alice.register_files([{"lfn": "/cta/f", "size": len(alice_data), "adler32": _sum(alice_data),
+                                     "mode": 0o644, "replicas": [{"se": se.name, "status": "copying"}]}])
+        [up] = await alice.upload([_local(tmp_path, alice_data)], "/cta/f", se.name, credentials={})
+        assert up.status == "uploaded", up.error
+        async with api.client(api.token("bob", scopes=USER_SCOPES)) as bob:
+            answer = await bob.signed_url("/cta/f", se.name, "GET", lifetime_s=24 * 3600)
+            async with aiohttp.ClientSession() as http, http.get(answer["url"], headers=answer["headers"]) as resp:
+                assert (resp.status, await resp.read()) == (200, alice_data)
+        await alice.remove_files(["/cta/f"], force=True)
+    await delete_removed_bytes(database, api.settings)  # the reaper frees the path
+    signed = parse_qs(urlsplit(answer["url"]).query)["X-Amz-SignedHeaders"][0].split(";")
+    assert "if-match" in signed  # S3 refuses the URL without it
+    assert set(answer["headers"]) == {"If-Match"}
+    async with api.client(api.token("carol", scopes=USER_SCOPES)) as carol:
+        await carol.register_files([{"lfn": "/cta/f", "size": len(carol_data), "adler32": _sum(carol_data),
+                                     "mode": 0o600, "replicas": [{"se": se.name, "status": "copying"}]}])
+        [up] = await carol.upload([_local(tmp_path, carol_data)], "/cta/f", se.name, credentials={})
+        assert up.status == "uploaded", up.error
+    async with aiohttp.ClientSession() as http, http.get(answer["url"], headers=answer["headers"]) as resp:
+        assert resp.status == 412 and carol_data not in await resp.read()
+
+
 async def test_discard_deletes_only_what_a_writer_of_a_copying_replica_wrote(
     api: RunningApi, live_ses: LiveSEs, s3_server: S3Endpoint
 ) -> None:

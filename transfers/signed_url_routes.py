@@ -7,6 +7,9 @@ client without that SE's secrets can read or write the bytes the catalogue lets 
   object only (`CREATE_ONLY_HEADERS`, which the client must send): a URL cannot be revoked, so
   one kept after its file was removed must not overwrite the object of a file registered at the
   same LFN later, nor store more bytes than were registered (and counted against the quota).
+- a GET URL is signed with the object's entity tag (If-Match, which the client must send): kept
+  after its file was removed, it does not read the object of a file registered at the same LFN
+  later, whose reader may be someone else;
 - no DELETE URL: a failed upload asks the server to delete what it wrote (`POST
   /storage/discard`, checked like a PUT at that moment), so no capability to delete an object
   outlives the check.
@@ -94,10 +97,13 @@ async def signed_url(request: web.Request) -> web.Response:
     plugin = plugin_for(ep.url, ep.options)
     if writing:
         url = await plugin.signed_url(ep.url, method="PUT", lifetime_s=lifetime, size=size, create_only=True)
-    else:
-        url = await plugin.signed_url(ep.url, method="GET", lifetime_s=lifetime)
+        headers = dict(CREATE_ONLY_HEADERS)
+    else:  # pinned to the object there now (see above)
+        etag = await plugin.entity_tag(ep.url)
+        url = await plugin.signed_url(ep.url, method="GET", lifetime_s=lifetime, if_match=etag)
+        headers = {"If-Match": etag}
     return json_response({"lfn": lfn, "se": body.se, "method": body.method, "url": url, "expires_in": lifetime,
-                          "headers": dict(CREATE_ONLY_HEADERS) if writing else {}})
+                          "headers": headers})
 
 
 @routes.post("/storage/discard", policy=WRITE_SCOPE, summary="Delete what an upload wrote to an S3 SE",
