@@ -158,10 +158,8 @@ async def _writable(request: web.Request, items: list[dict[str, Any]]) -> tuple[
              responses=BULK_RESPONSES, response=BulkAnswer)
 async def add(request: web.Request) -> web.Response:
     body = await read_model(request, ReplicasBody)
-    items, refused = await _writable(request, [i.model_dump(exclude_none=True) for i in body.replicas])
-    result = await replicas.add_replicas(request.app[DATABASE], items, principal_of(request))
-    result["failed"].update(refused)
-    return json_response(result)
+    items = [i.model_dump(exclude_none=True) for i in body.replicas]  # w on each file: checked there
+    return json_response(await replicas.add_replicas(request.app[DATABASE], items, principal_of(request)))
 
 
 @routes.post("/replicas/remove", policy=WRITE_SCOPE, summary="Remove replicas from the catalogue (bulk)",

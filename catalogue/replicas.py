@@ -25,10 +25,12 @@ from catalogue.files import (
     Outcome,
     ReplicaIn,
     ReplicaRecord,
+    authorized_files,
     fetch_files,
     replica_documents,
 )
 from catalogue.lfn import check_lfn
+from catalogue.permissions import PERMISSION_FIELDS, WRITE
 from catalogue.registration_settling import settled
 from catalogue.replica_pulls import pull_replicas
 from catalogue.replica_pushes import push_replicas, set_back
@@ -107,12 +109,19 @@ async def add_replicas(db: AsyncDatabase[Document], items: Iterable[Mapping[str,
 
     Answers `{"successful": {lfn: [se, ...]}, "failed": {lfn: reason}}`. Unknown SEs (for a
     caller's `principal`, also SEs its VO does not use) and bad LFNs reject the whole call
-    (InvalidInput) before anything is written.
+    (InvalidInput) before anything is written. A caller's replicas go only on files it may write
+    (w), judged again once they are in (`_judged_again`).
     """
     pairs = _checked(items, with_replica=True)
     docs = await replica_documents(db, pairs, principal)
-    found = await fetch_files(db, {lfn for lfn, _ in pairs}, {"replicas.se": 1, "version": 1, "size": 1, "guid": 1,
-                                                               REGISTERED_IN: 1, WITHDRAWN: 1})
+    lfns = list(dict.fromkeys(lfn for lfn, _ in pairs))
+    fields = {"replicas.se": 1, "version": 1, "size": 1, "guid": 1, REGISTERED_IN: 1, WITHDRAWN: 1}
+    denied: dict[str, str] = {}
+    if principal is None:
+        found = await fetch_files(db, lfns, fields)
+    else:
+        fields |= dict.fromkeys(PERMISSION_FIELDS, 1)
+        found, denied = await authorized_files(db, principal, lfns, WRITE, fields)
     # A file its register call is still settling may be given up (deleted, uncounted) just after.
     found = await settled(db, found)
     successful: dict[str, Any] = {}
@@ -120,18 +129,37 @@ async def add_replicas(db: AsyncDatabase[Document], items: Iterable[Mapping[str,
     wanted: dict[str, list[ReplicaRecord]] = {}
     for lfn, replica in pairs:
         if lfn not in found:
-            failed[lfn] = "no such file"
+            failed[lfn] = denied.get(lfn, "no such file")
             continue
         successful.setdefault(lfn, []).append(replica.se)
         wanted.setdefault(lfn, []).append(docs[id(replica)])
     refused: dict[tuple[str, str], str] = {}
-    await push_replicas(db, wanted, known=found, refused=refused)
+    added = await push_replicas(db, wanted, known=found, refused=refused)
+    if principal is not None:
+        refused.update(await _judged_again(db, principal, added))
     for lfn, se in refused:
         successful[lfn].remove(se)
         if not successful[lfn]:
             del successful[lfn]
         failed[lfn] = f"replica on SE {se} not added: {refused[(lfn, se)]}"
     return {"successful": successful, "failed": failed}
+
+
+async def _judged_again(db: AsyncDatabase[Document], principal: Principal, added: Sequence[tuple[str, str]]
+                        ) -> dict[tuple[str, str], str]:
+    """Of the replicas a caller's call just `added`, those it takes back off their files because
+    the caller may no longer write them as the files and directories stand now, with why: a chmod
+    or chown of the file or of a directory above it, returned before the replica landed, refuses
+    it as it refuses a call checked after it (the check and the push are two writes apart). Two
+    reads (the files' permission fields, their ancestors)."""
+    if not added:
+        return {}
+    _, denied = await authorized_files(db, principal, sorted({lfn for lfn, _ in added}), WRITE,
+                                       dict.fromkeys(PERMISSION_FIELDS, 1))
+    taken = [(lfn, se) for lfn, se in added if lfn in denied]
+    if taken:
+        await pull_replicas(db, taken)
+    return {(lfn, se): denied[lfn] for lfn, se in taken}
 
 
 async def remove_replicas(db: AsyncDatabase[Document], items: Iterable[Mapping[str, Any]]) -> Outcome:
