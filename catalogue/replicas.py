@@ -248,12 +248,14 @@ async def overwrite_files(db: AsyncDatabase[Document], changes: Mapping[str, Doc
 
 async def set_replica_status(
     db: AsyncDatabase[Document], lfn: str, se: str, status: str, *, expected: str | None = None,
-    unless_removing: bool = False, writer: str | None = None,
+    unless_removing: bool = False, writer: str | None = None, judged: Mapping[str, Any] | None = None,
 ) -> bool:
     """Atomically set the status of the replica of `lfn` on `se`; with `expected`, only if the
     replica is in that status now; with `writer` (a digest), only if that upload holds it
     (`catalogue.upload_leases`). True when the replica was changed. `unless_removing`: raise
-    ReplicaBeingRemoved for a replica a deletion is at work on (`replica_removal.being_removed`)."""
+    ReplicaBeingRemoved for a replica a deletion is at work on (`replica_removal.being_removed`).
+    `judged`: the file's owner, group and mode as a caller's permission was checked on; a chmod
+    or chown since (returned before the write lands) makes it False."""
     check_lfn(lfn)
     for value in (status, expected):
         if value is not None and value not in REPLICA_STATUSES:
@@ -263,9 +265,9 @@ async def set_replica_status(
     # (No `$elemMatch` or positional `$` here: FerretDB 1.24 supports neither in updates.)
     for _ in range(5):
         with database_errors():
-            doc = await db[FILES].find_one({"_id": lfn}, {"replicas": 1})
+            doc = await db[FILES].find_one({"_id": lfn}, {"replicas": 1, **dict.fromkeys(PERMISSION_FIELDS, 1)})
         found = [(i, r) for i, r in enumerate((doc or {}).get("replicas", [])) if r.get("se") == se]
-        if not found:
+        if not found or (judged is not None and any((doc or {}).get(f) != judged.get(f) for f in PERMISSION_FIELDS)):
             return False
         index, current = found[0]
         if expected is not None and current.get("status") != expected:
@@ -273,7 +275,8 @@ async def set_replica_status(
         if writer is not None and current.get(WRITER) != writer:
             return False
         at = now()
-        guard = {"_id": lfn, f"replicas.{index}.se": se, f"replicas.{index}.status": current.get("status")}
+        guard = {"_id": lfn, f"replicas.{index}.se": se, f"replicas.{index}.status": current.get("status"),
+                 **({} if judged is None else {f: judged.get(f) for f in PERMISSION_FIELDS})}
         if writer is not None:
             guard[f"replicas.{index}.{WRITER}"] = writer
         if unless_removing:
@@ -309,7 +312,8 @@ async def copying_again(db: AsyncDatabase[Document], lfn: str, se: str, was: str
 
 
 async def set_replica_statuses(
-    db: AsyncDatabase[Document], items: Sequence[Mapping[str, Any]], files: Mapping[str, Document]
+    db: AsyncDatabase[Document], items: Sequence[Mapping[str, Any]], files: Mapping[str, Document], *,
+    as_judged: bool = False,
 ) -> Outcome:
     """Set the status of many replicas `{lfn, se, status, expected?}` (one per LFN), each only
     from `expected` when given; `files` are the records as just read (`authorized_files`).
@@ -320,10 +324,12 @@ async def set_replica_statuses(
     scans the collection for any filter but `{_id: x}`, so one guarded update per file would
     cost a scan per file.) Only when some guard missed (a concurrent change) are the files read
     again and the missed ones retried one by one. Answers {lfn: status} or {lfn: reason}.
+    `as_judged`: each write also guarded by its file's owner, group and mode as in `files` (a
+    caller's permission was checked on them: a chmod or chown since makes it miss).
     """
     successful: dict[str, Any] = {}
     failed: dict[str, Any] = {}
-    groups: dict[tuple[int, str, Any, str, str | None], list[str]] = {}
+    groups: dict[tuple[int, str, Any, str, str | None, tuple[Any, ...]], list[str]] = {}
     planned: list[tuple[Mapping[str, Any], int]] = []
     at = now()
     at = at.replace(microsecond=at.microsecond // 1000 * 1000)  # as stored (BSON keeps milliseconds)
@@ -341,15 +347,17 @@ async def set_replica_statuses(
             failed[lfn] = f"replica of {lfn} on {se} is not this upload's any more: {NOT_HELD}"
             continue
         planned.append((item, index))
-        groups.setdefault((index, se, current.get("status"), item["status"], item.get("writer")), []).append(lfn)
+        perms = tuple(files[lfn].get(f) for f in PERMISSION_FIELDS) if as_judged else ()
+        groups.setdefault((index, se, current.get("status"), item["status"], item.get("writer"), perms), []).append(lfn)
     if not planned:
         return {"successful": successful, "failed": failed}
     updates = [
         UpdateMany({"_id": {"$in": lfns}, f"replicas.{index}.se": se, f"replicas.{index}.status": current,
-                    **({} if writer is None else {f"replicas.{index}.{WRITER}": writer})},
+                    **({} if writer is None else {f"replicas.{index}.{WRITER}": writer}),
+                    **dict(zip(PERMISSION_FIELDS, perms, strict=False))},
                    {"$set": {f"replicas.{index}.status": status, f"replicas.{index}.modified": at, "modified": at},
                     **increment({"version": 1})})
-        for (index, se, current, status, writer), lfns in groups.items()
+        for (index, se, current, status, writer, perms), lfns in groups.items()
     ]
     result = await bulk_write_chunked(db[FILES], updates)
     if result.modified_count == len(planned):
@@ -366,8 +374,9 @@ async def set_replica_statuses(
         applied = mine.get("se") == item["se"] and mine.get("status") == item["status"] and mine.get("modified") == at
         if applied:
             events.append(change_feed.event("replica_status", lfn, se=item["se"], status=item["status"]))
+        judged = {f: files[lfn].get(f) for f in PERMISSION_FIELDS} if as_judged else None
         if applied or await set_replica_status(db, lfn, item["se"], item["status"], expected=item.get("expected"),
-                                               writer=item.get("writer")):
+                                               writer=item.get("writer"), judged=judged):
             successful[lfn] = item["status"]
         else:
             failed[lfn] = f"replica of {lfn} on {item['se']} changed meanwhile; it is not {item.get('expected')!r}"
