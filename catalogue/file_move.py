@@ -26,7 +26,7 @@ from pymongo.errors import DuplicateKeyError
 from catalogue import change_feed, guid_holds, moved_paths
 from catalogue.directory_moves import looked_above, moving_above
 from catalogue.files import FILES
-from catalogue.permissions import PERMISSION_FIELDS, creation_denial, require
+from catalogue.permissions import PERMISSION_FIELDS, creation_denial, removal_denial, require
 from catalogue.usage import REMOVAL_LEASE, REMOVING, take_over_calls
 from kernel.db import Document, database_errors
 from kernel.errors import Conflict, NotFound
@@ -36,13 +36,19 @@ from kernel.principal import Principal
 MOVE_ROUNDS = 5
 
 
-async def landing(db: AsyncDatabase[Document], principal: Principal, destination: str) -> tuple[bool, str | None]:
+async def landing(db: AsyncDatabase[Document], principal: Principal, source: str, destination: str
+                  ) -> tuple[bool, str | None, str]:
     """Read once a move's new record is at `destination`: whether a directory above it went or a
-    move holds one (`directory_moves.moving_or_gone_above`), and why the caller may not create
-    it as the directories above stand now (a chmod or chown since the move's check, returned
-    before the record landed, refuses it as it refuses a move checked after it). One read."""
-    gone, above = await looked_above(db, [destination], PERMISSION_FIELDS)
-    return bool(gone), None if gone else creation_denial(principal, destination, above)
+    move holds one (`directory_moves.moving_or_gone_above`), and why the caller may not move
+    `source` there as the directories above both stand now (a chmod or chown since the move's
+    check, of the destination's directory or of the source's, returned before the record landed,
+    refuses it as it refuses a move checked after it), with the path the denial is about. One read."""
+    gone, above = await looked_above(db, [destination, source], PERMISSION_FIELDS)
+    if destination in gone:
+        return True, None, destination
+    if denial := creation_denial(principal, destination, above):
+        return False, denial, destination
+    return False, removal_denial(principal, source, above), source
 
 
 async def move_file_record(db: AsyncDatabase[Document], principal: Principal, source: str, destination: str,
@@ -84,10 +90,10 @@ async def move_file_record(db: AsyncDatabase[Document], principal: Principal, so
             except DuplicateKeyError:
                 copy = None
                 raise Conflict(f"{destination} exists already") from None
-            gone, denial = await landing(db, principal, destination)
+            gone, denial, denied = await landing(db, principal, source, destination)
             if gone:  # its directory removed since it was looked at
                 raise Conflict(f"a directory above {destination} was removed or is being moved; nothing moved")
-            require(denial, destination)
+            require(denial, denied)
             if current.get("guid") and not held:
                 held.append(current["guid"])
                 await guid_holds.hold(db, held)

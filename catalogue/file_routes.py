@@ -158,10 +158,8 @@ async def _writable(request: web.Request, items: list[dict[str, Any]]) -> tuple[
              responses=BULK_RESPONSES, response=BulkAnswer)
 async def add(request: web.Request) -> web.Response:
     body = await read_model(request, ReplicasBody)
-    items, refused = await _writable(request, [i.model_dump(exclude_none=True) for i in body.replicas])
-    result = await replicas.add_replicas(request.app[DATABASE], items, principal_of(request))
-    result["failed"].update(refused)
-    return json_response(result)
+    items = [i.model_dump(exclude_none=True) for i in body.replicas]  # w on each file: checked there
+    return json_response(await replicas.add_replicas(request.app[DATABASE], items, principal_of(request)))
 
 
 @routes.post("/replicas/remove", policy=WRITE_SCOPE, summary="Remove replicas from the catalogue (bulk)",
@@ -182,8 +180,13 @@ async def set_status(request: web.Request) -> web.Response:
     allowed, failed = await authorized_files(db, principal_of(request), [check_lfn(body.lfn)], WRITE)
     if body.lfn in failed:
         raise refusal(body.lfn, failed[body.lfn])
-    changed = await replicas.set_replica_status(db, body.lfn, body.se, body.status, expected=body.expected)
+    judged = {f: allowed[body.lfn].get(f) for f in PERMISSION_FIELDS}  # a chmod or chown since refuses it
+    changed = await replicas.set_replica_status(db, body.lfn, body.se, body.status, expected=body.expected,
+                                                judged=judged)
     if not changed:
+        _, now_failed = await authorized_files(db, principal_of(request), [body.lfn], WRITE)
+        if body.lfn in now_failed:
+            raise refusal(body.lfn, now_failed[body.lfn])
         current = {r["se"]: r.get("status") for r in allowed[body.lfn].get("replicas", [])}
         if body.se not in current:
             raise NotFound(f"{body.lfn} has no replica on {body.se}")
@@ -200,7 +203,7 @@ async def set_statuses(request: web.Request) -> web.Response:
     items, allowed, failed = await _writable_replicas(request, body.replicas)
     for item in items:  # kept as `catalogue.upload_leases` keeps it
         item["writer"] = None if item.get("writer") is None else writer_digest(item["writer"])
-    result = await replicas.set_replica_statuses(request.app[DATABASE], items, allowed)
+    result = await replicas.set_replica_statuses(request.app[DATABASE], items, allowed, as_judged=True)
     result["failed"].update(failed)
     return json_response(result)
 

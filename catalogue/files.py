@@ -51,6 +51,7 @@ from catalogue.registration_settling import GIVEN_UP, settled
 from catalogue.replica_pushes import push_replicas
 from catalogue.replica_urls import se_url
 from catalogue.storage_elements import fetch_storage_elements
+from catalogue.unmade_directories import take_back_made
 from catalogue.usage import REGISTERED_IN, record_registered, take_over_calls
 from catalogue.vos import registry, vo_of_path
 from catalogue.writer_tokens import WRITER, writer_digest
@@ -294,6 +295,8 @@ async def register_files(db: AsyncDatabase[Document], principal: Principal, file
         failed[lfn] = reason
         del batch[lfn]
     missing = sorted({a for lfn in batch for a in ancestors(lfn)[1:] if a not in dirs})
+    needed: list[str] = []
+    made_at = now()
     if missing:
         clashing = set(await find_by_ids(db[FILES], missing, {"_id": 1}))
         for lfn in list(batch):
@@ -302,8 +305,7 @@ async def register_files(db: AsyncDatabase[Document], principal: Principal, file
                 failed[lfn] = f"{blocked[0]} is a file, not a directory"
                 del batch[lfn]
         needed = sorted({a for lfn in batch for a in ancestors(lfn)[1:] if a not in dirs})
-        at = now()
-        await insert_directories(db, [directory_document(p, principal, mode=None, at=at,
+        await insert_directories(db, [directory_document(p, principal, mode=None, at=made_at,
                                                          metadata=metadata_fields_for(p, {}, dirs, vos))
                                       for p in needed])
 
@@ -330,6 +332,9 @@ async def register_files(db: AsyncDatabase[Document], principal: Principal, file
     inserted = [doc for doc in docs if doc["_id"] not in dup_lfns and doc["_id"] not in failed]
     # judged again where its check judged it: at the directories there before its mkdir -p
     written = await _outside_moves(db, principal, token, inserted, failed, named, set(missing))
+    if needed and len(written) < len(inserted):  # given up: the directories made for them only go too
+        kept = {a for doc in written for a in ancestors(doc["_id"])}
+        await take_back_made(db, principal.sub, [p for p in needed if p not in kept], made_at)
     for doc in written:
         successful[doc["_id"]] = {"guid": doc["guid"], "created": True}
     await record_registered(db, token, written, inserted=bool(inserted))  # settled (`registration_settling`)

@@ -186,12 +186,12 @@ async def _move_directory(db: AsyncDatabase[Document], principal: Principal, sou
     except BaseException:
         await asyncio.shield(mark.take_off(db[DIRECTORIES], [source]))
         raise
-    gone, denial = await landing(db, principal, destination)  # gone: the tree would lack it; denial: a chmod
+    gone, denial, denied = await landing(db, principal, source, destination)  # gone: the tree would lack it
     if gone or denial:
         with database_errors():
             await db[DIRECTORIES].delete_one({"_id": destination, "modified": moved["modified"]})
         await mark.take_off(db[DIRECTORIES], [source])
-        require(denial, destination)
+        require(denial, denied)
         raise Conflict(f"a directory above {destination} was removed or is being moved; nothing moved")
     # The source's record, and its mark, stay until everything below it has moved: the files below
     # see the mark on an ancestor for as long as some of them are still at their old place.

@@ -56,6 +56,7 @@ LIST_PROJECTION = {"replicas": 0, "meta": 0}
 # metadata, and a file's replicas (where its bytes are).
 READ_FIELDS = frozenset({"replicas", "meta", EFFECTIVE, ORIGIN})
 REMOVE_BATCH = 1000  # files of a tree removed per call of `remove_records`
+CHANGE_ROUNDS = 5  # reads of an entry whose owner, group or mode keep changing under a chmod or chown
 
 
 async def find_entry(db: AsyncDatabase[Document], path: str) -> tuple[Document, str] | None:
@@ -298,10 +299,16 @@ async def _change(
         raise InvalidInput("the root directory cannot be changed")
     dirs = await fetch_directories(db, ancestors(path))
     require(traversal_denial(principal, path, dirs), path)  # before existence: hidden = missing
-    doc, kind = await existing_entry(db, path)
-    check(doc)
-    collection = db[DIRECTORIES] if kind == "directory" else db[FILES]
-    updated = {**doc, **changes, "modified": now()}
-    with database_errors():
-        await collection.update_one({"_id": path}, {"$set": {**changes, "modified": updated["modified"]}})
-    return entry_view(updated, kind)
+    # Guarded by the owner, group and mode the check judged: a chown (or chmod) landing between
+    # the check and the write makes it miss, and it is judged again on the entry as it is then.
+    for _ in range(CHANGE_ROUNDS):
+        doc, kind = await existing_entry(db, path)
+        check(doc)
+        collection = db[DIRECTORIES] if kind == "directory" else db[FILES]
+        updated = {**doc, **changes, "modified": now()}
+        with database_errors():
+            written = await collection.update_one({"_id": path, **{f: doc.get(f) for f in PERMISSION_FIELDS}},
+                                                  {"$set": {**changes, "modified": updated["modified"]}})
+        if written.matched_count:
+            return entry_view(updated, kind)
+    raise Conflict(f"{path} kept changing owner, group or mode meanwhile; try again")

@@ -25,10 +25,12 @@ from catalogue.files import (
     Outcome,
     ReplicaIn,
     ReplicaRecord,
+    authorized_files,
     fetch_files,
     replica_documents,
 )
 from catalogue.lfn import check_lfn
+from catalogue.permissions import PERMISSION_FIELDS, WRITE
 from catalogue.registration_settling import settled
 from catalogue.replica_pulls import pull_replicas
 from catalogue.replica_pushes import push_replicas, set_back
@@ -107,12 +109,19 @@ async def add_replicas(db: AsyncDatabase[Document], items: Iterable[Mapping[str,
 
     Answers `{"successful": {lfn: [se, ...]}, "failed": {lfn: reason}}`. Unknown SEs (for a
     caller's `principal`, also SEs its VO does not use) and bad LFNs reject the whole call
-    (InvalidInput) before anything is written.
+    (InvalidInput) before anything is written. A caller's replicas go only on files it may write
+    (w), judged again once they are in (`_judged_again`).
     """
     pairs = _checked(items, with_replica=True)
     docs = await replica_documents(db, pairs, principal)
-    found = await fetch_files(db, {lfn for lfn, _ in pairs}, {"replicas.se": 1, "version": 1, "size": 1, "guid": 1,
-                                                               REGISTERED_IN: 1, WITHDRAWN: 1})
+    lfns = list(dict.fromkeys(lfn for lfn, _ in pairs))
+    fields = {"replicas.se": 1, "version": 1, "size": 1, "guid": 1, REGISTERED_IN: 1, WITHDRAWN: 1}
+    denied: dict[str, str] = {}
+    if principal is None:
+        found = await fetch_files(db, lfns, fields)
+    else:
+        fields |= dict.fromkeys(PERMISSION_FIELDS, 1)
+        found, denied = await authorized_files(db, principal, lfns, WRITE, fields)
     # A file its register call is still settling may be given up (deleted, uncounted) just after.
     found = await settled(db, found)
     successful: dict[str, Any] = {}
@@ -120,18 +129,37 @@ async def add_replicas(db: AsyncDatabase[Document], items: Iterable[Mapping[str,
     wanted: dict[str, list[ReplicaRecord]] = {}
     for lfn, replica in pairs:
         if lfn not in found:
-            failed[lfn] = "no such file"
+            failed[lfn] = denied.get(lfn, "no such file")
             continue
         successful.setdefault(lfn, []).append(replica.se)
         wanted.setdefault(lfn, []).append(docs[id(replica)])
     refused: dict[tuple[str, str], str] = {}
-    await push_replicas(db, wanted, known=found, refused=refused)
+    added = await push_replicas(db, wanted, known=found, refused=refused)
+    if principal is not None:
+        refused.update(await _judged_again(db, principal, added))
     for lfn, se in refused:
         successful[lfn].remove(se)
         if not successful[lfn]:
             del successful[lfn]
         failed[lfn] = f"replica on SE {se} not added: {refused[(lfn, se)]}"
     return {"successful": successful, "failed": failed}
+
+
+async def _judged_again(db: AsyncDatabase[Document], principal: Principal, added: Sequence[tuple[str, str]]
+                        ) -> dict[tuple[str, str], str]:
+    """Of the replicas a caller's call just `added`, those it takes back off their files because
+    the caller may no longer write them as the files and directories stand now, with why: a chmod
+    or chown of the file or of a directory above it, returned before the replica landed, refuses
+    it as it refuses a call checked after it (the check and the push are two writes apart). Two
+    reads (the files' permission fields, their ancestors)."""
+    if not added:
+        return {}
+    _, denied = await authorized_files(db, principal, sorted({lfn for lfn, _ in added}), WRITE,
+                                       dict.fromkeys(PERMISSION_FIELDS, 1))
+    taken = [(lfn, se) for lfn, se in added if lfn in denied]
+    if taken:
+        await pull_replicas(db, taken)
+    return {(lfn, se): denied[lfn] for lfn, se in taken}
 
 
 async def remove_replicas(db: AsyncDatabase[Document], items: Iterable[Mapping[str, Any]]) -> Outcome:
@@ -220,12 +248,14 @@ async def overwrite_files(db: AsyncDatabase[Document], changes: Mapping[str, Doc
 
 async def set_replica_status(
     db: AsyncDatabase[Document], lfn: str, se: str, status: str, *, expected: str | None = None,
-    unless_removing: bool = False, writer: str | None = None,
+    unless_removing: bool = False, writer: str | None = None, judged: Mapping[str, Any] | None = None,
 ) -> bool:
     """Atomically set the status of the replica of `lfn` on `se`; with `expected`, only if the
     replica is in that status now; with `writer` (a digest), only if that upload holds it
     (`catalogue.upload_leases`). True when the replica was changed. `unless_removing`: raise
-    ReplicaBeingRemoved for a replica a deletion is at work on (`replica_removal.being_removed`)."""
+    ReplicaBeingRemoved for a replica a deletion is at work on (`replica_removal.being_removed`).
+    `judged`: the file's owner, group and mode as a caller's permission was checked on; a chmod
+    or chown since (returned before the write lands) makes it False."""
     check_lfn(lfn)
     for value in (status, expected):
         if value is not None and value not in REPLICA_STATUSES:
@@ -235,9 +265,9 @@ async def set_replica_status(
     # (No `$elemMatch` or positional `$` here: FerretDB 1.24 supports neither in updates.)
     for _ in range(5):
         with database_errors():
-            doc = await db[FILES].find_one({"_id": lfn}, {"replicas": 1})
+            doc = await db[FILES].find_one({"_id": lfn}, {"replicas": 1, **dict.fromkeys(PERMISSION_FIELDS, 1)})
         found = [(i, r) for i, r in enumerate((doc or {}).get("replicas", [])) if r.get("se") == se]
-        if not found:
+        if not found or (judged is not None and any((doc or {}).get(f) != judged.get(f) for f in PERMISSION_FIELDS)):
             return False
         index, current = found[0]
         if expected is not None and current.get("status") != expected:
@@ -245,7 +275,8 @@ async def set_replica_status(
         if writer is not None and current.get(WRITER) != writer:
             return False
         at = now()
-        guard = {"_id": lfn, f"replicas.{index}.se": se, f"replicas.{index}.status": current.get("status")}
+        guard = {"_id": lfn, f"replicas.{index}.se": se, f"replicas.{index}.status": current.get("status"),
+                 **({} if judged is None else {f: judged.get(f) for f in PERMISSION_FIELDS})}
         if writer is not None:
             guard[f"replicas.{index}.{WRITER}"] = writer
         if unless_removing:
@@ -281,7 +312,8 @@ async def copying_again(db: AsyncDatabase[Document], lfn: str, se: str, was: str
 
 
 async def set_replica_statuses(
-    db: AsyncDatabase[Document], items: Sequence[Mapping[str, Any]], files: Mapping[str, Document]
+    db: AsyncDatabase[Document], items: Sequence[Mapping[str, Any]], files: Mapping[str, Document], *,
+    as_judged: bool = False,
 ) -> Outcome:
     """Set the status of many replicas `{lfn, se, status, expected?}` (one per LFN), each only
     from `expected` when given; `files` are the records as just read (`authorized_files`).
@@ -292,10 +324,12 @@ async def set_replica_statuses(
     scans the collection for any filter but `{_id: x}`, so one guarded update per file would
     cost a scan per file.) Only when some guard missed (a concurrent change) are the files read
     again and the missed ones retried one by one. Answers {lfn: status} or {lfn: reason}.
+    `as_judged`: each write also guarded by its file's owner, group and mode as in `files` (a
+    caller's permission was checked on them: a chmod or chown since makes it miss).
     """
     successful: dict[str, Any] = {}
     failed: dict[str, Any] = {}
-    groups: dict[tuple[int, str, Any, str, str | None], list[str]] = {}
+    groups: dict[tuple[int, str, Any, str, str | None, tuple[Any, ...]], list[str]] = {}
     planned: list[tuple[Mapping[str, Any], int]] = []
     at = now()
     at = at.replace(microsecond=at.microsecond // 1000 * 1000)  # as stored (BSON keeps milliseconds)
@@ -313,15 +347,17 @@ async def set_replica_statuses(
             failed[lfn] = f"replica of {lfn} on {se} is not this upload's any more: {NOT_HELD}"
             continue
         planned.append((item, index))
-        groups.setdefault((index, se, current.get("status"), item["status"], item.get("writer")), []).append(lfn)
+        perms = tuple(files[lfn].get(f) for f in PERMISSION_FIELDS) if as_judged else ()
+        groups.setdefault((index, se, current.get("status"), item["status"], item.get("writer"), perms), []).append(lfn)
     if not planned:
         return {"successful": successful, "failed": failed}
     updates = [
         UpdateMany({"_id": {"$in": lfns}, f"replicas.{index}.se": se, f"replicas.{index}.status": current,
-                    **({} if writer is None else {f"replicas.{index}.{WRITER}": writer})},
+                    **({} if writer is None else {f"replicas.{index}.{WRITER}": writer}),
+                    **dict(zip(PERMISSION_FIELDS, perms, strict=False))},
                    {"$set": {f"replicas.{index}.status": status, f"replicas.{index}.modified": at, "modified": at},
                     **increment({"version": 1})})
-        for (index, se, current, status, writer), lfns in groups.items()
+        for (index, se, current, status, writer, perms), lfns in groups.items()
     ]
     result = await bulk_write_chunked(db[FILES], updates)
     if result.modified_count == len(planned):
@@ -338,8 +374,9 @@ async def set_replica_statuses(
         applied = mine.get("se") == item["se"] and mine.get("status") == item["status"] and mine.get("modified") == at
         if applied:
             events.append(change_feed.event("replica_status", lfn, se=item["se"], status=item["status"]))
+        judged = {f: files[lfn].get(f) for f in PERMISSION_FIELDS} if as_judged else None
         if applied or await set_replica_status(db, lfn, item["se"], item["status"], expected=item.get("expected"),
-                                               writer=item.get("writer")):
+                                               writer=item.get("writer"), judged=judged):
             successful[lfn] = item["status"]
         else:
             failed[lfn] = f"replica of {lfn} on {item['se']} changed meanwhile; it is not {item.get('expected')!r}"
