@@ -1,0 +1,151 @@
+"""An upload's undo removes only what is still its own, whenever it runs: one stalled past its
+lease after claiming the replica (`unavailable`) leaves the replica and the bytes a transfer took
+over meanwhile; one cut short between its writes never leaves a record it founded without
+replicas (the replica and that record go in one call); a founded record another replica joined
+stays with that replica."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+import zlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pymongo.asynchronous.database import AsyncDatabase
+
+import catalogue.upload_leases
+from cairn.sdk import Client
+from catalogue.storage_elements import StorageElement
+from catalogue.upload_leases import hold_for_transfers
+from dataio.upload_items import PlannedFile
+from dataio.upload_lease import UploadLease
+from dataio.upload_undo import roll_back
+from kernel.db import Document
+from kernel.errors import ServiceUnavailable
+from tests.fixtures.api import RunningApi
+from tests.fixtures.live_ses import LiveSEs
+from transfers import destination
+from transfers.endpoints import endpoints
+
+SIZE = 64 << 10
+LEASE = 0.4  # the upload lease, shortened: a stall of the undo longer than it
+
+
+async def _chunks(data: bytes) -> AsyncIterator[bytes]:
+    yield data
+
+
+async def _write(client: Client, se: StorageElement, lfn: str, data: bytes) -> None:
+    ep = endpoints(se, lfn, "write")[0]
+    await client.plugin(ep.url, ep.options).write(ep.url, _chunks(data))
+
+
+async def _take_over_and_copy(database: AsyncDatabase[Document], client: Client, se: StorageElement, lfn: str,
+                              data: bytes) -> None:
+    """What a transfer to se does with the `unavailable` replica an undo left: copying again, held
+    once the upload's lease lapsed, the bytes copied, flipped `available`."""
+    assert await destination.register_copying(database, lfn, se) == "copying"
+    while await hold_for_transfers(database, [(lfn, se.name)]):
+        await asyncio.sleep(0.05)
+    await _write(client, se, lfn, data)
+    assert await destination.confirm(database, lfn, se.name)
+
+
+async def test_an_undo_stalled_after_its_claim_leaves_what_a_transfer_took_over(
+    api: RunningApi, live_ses: LiveSEs, admin: Client, database: AsyncDatabase[Document], tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(catalogue.upload_leases, "LEASE_S", LEASE)
+    source, dest = await live_ses.add("file"), await live_ses.add("file")
+    bad = []
+    for index in range(8):
+        lfn, data = f"/cta/stall/f{index}", os.urandom(SIZE)
+        (tmp_path / f"f{index}").write_bytes(data)
+        [done] = await admin.upload([tmp_path / f"f{index}"], lfn, source.name)
+        assert done.status == "uploaded", done.error
+        await admin.add_replicas([{"lfn": lfn, "se": dest.name, "status": "copying"}])
+        async with api.client() as client:
+            lease = UploadLease(client, dest.name)
+            assert await lease.take([lfn]) == {}
+            await _write(client, dest, lfn, os.urandom(SIZE // 2))  # a partial copy, then the upload fails
+            claim = client.set_replica_statuses
+
+            async def stalled(replicas: Any, claim: Any = claim, lfn: str = lfn, data: bytes = data) -> Any:
+                answer = await claim(replicas)  # copying -> unavailable; then the undo's process stalls
+                await asyncio.sleep(LEASE)
+                await _take_over_and_copy(database, admin, dest, lfn, data)
+                return answer
+
+            monkeypatch.setattr(client, "set_replica_statuses", stalled)
+            await roll_back(client, dest, lease, PlannedFile(tmp_path / f"f{index}", lfn, SIZE),
+                            endpoints(dest, lfn, "write")[0])
+            await lease.close()
+        replicas = {r["se"]: r["status"] for r in (await admin.get_file(lfn))["replicas"]}
+        stored = live_ses.stored_file(dest.name, lfn)
+        if replicas.get(dest.name) != "available" or not stored.exists() or stored.read_bytes() != data:
+            bad.append((lfn, replicas, stored.exists()))
+    assert bad == []  # an available replica removed, or its bytes deleted, by the stalled undo
+
+
+async def _founded(api: RunningApi, client: Client, se: StorageElement, lease: UploadLease, lfn: str,
+                   data: bytes) -> None:
+    """An upload's registration that created the record of lfn with its replica on se, held."""
+    sent = time.monotonic()
+    made = await client.register_files([{"lfn": lfn, "size": len(data), "adler32": f"{zlib.adler32(data):08x}",
+                                         "replicas": [{"se": se.name, "status": "copying", "writer": lease.writer}]}])
+    assert made["successful"][lfn]["created"], made
+    lease.adopt([lfn], sent)
+    await _write(client, se, lfn, data[: len(data) // 2])
+
+
+async def test_an_undo_killed_between_its_writes_leaves_no_record_without_replicas(
+    api: RunningApi, live_ses: LiveSEs, admin: Client, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    se = await live_ses.add("file")
+    empty = []
+    for index in range(8):
+        lfn, data = f"/cta/killed/f{index}", os.urandom(SIZE)
+        async with api.client() as client:
+            lease = UploadLease(client, se.name)
+            await _founded(api, client, se, lease, lfn, data)
+            request, removed = client.request, []
+
+            async def killed(method: str, path: str, *args: Any, request: Any = request, removed: list[str] = removed,
+                             **kw: Any) -> Any:
+                if removed:  # the process died right after the undo's first removal
+                    raise ServiceUnavailable("killed")
+                answer = await request(method, path, *args, **kw)
+                if path in ("/replicas/remove", "/replicas/undo"):
+                    removed.append(path)
+                return answer
+
+            monkeypatch.setattr(client, "request", killed)
+            item = PlannedFile(tmp_path / "none", lfn, len(data), created=True)
+            await roll_back(client, se, lease, item, endpoints(se, lfn, "write")[0])
+            await lease.close()
+        found = (await admin.lookup_files([lfn]))["successful"].get(lfn)
+        if found is not None and not found.get("replicas"):
+            empty.append(lfn)
+    assert empty == []
+
+
+async def test_an_undo_leaves_a_record_it_founded_that_another_replica_joined(
+    api: RunningApi, live_ses: LiveSEs, admin: Client, tmp_path: Path
+) -> None:
+    se, other = await live_ses.add("file"), await live_ses.add("file")
+    data = os.urandom(SIZE)
+    async with api.client() as client:
+        lease = UploadLease(client, se.name)
+        await _founded(api, client, se, lease, "/cta/joined", data)
+        await admin.add_replicas([{"lfn": "/cta/joined", "se": other.name}])
+        item = PlannedFile(tmp_path / "none", "/cta/joined", SIZE, created=True)
+        assert await roll_back(client, se, lease, item, endpoints(se, "/cta/joined", "write")[0]) == [
+            "registration undone"]
+        await lease.close()
+    found = await admin.get_file("/cta/joined")
+    assert [r["se"] for r in found["replicas"]] == [other.name]
+    assert not live_ses.stored_file(se.name, "/cta/joined").exists()
