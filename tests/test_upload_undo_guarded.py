@@ -2,7 +2,7 @@
 lease after claiming the replica (`unavailable`) leaves the replica and the bytes a transfer took
 over meanwhile; one cut short between its writes never leaves a record it founded without
 replicas (the replica and that record go in one call); a founded record another replica joined
-stays with that replica."""
+stays with that replica; a finished upload's replica founds its record no more."""
 
 from __future__ import annotations
 
@@ -28,6 +28,7 @@ from kernel.db import Document
 from kernel.errors import ServiceUnavailable
 from tests.fixtures.api import RunningApi
 from tests.fixtures.live_ses import LiveSEs
+from tests.test_upload_concurrent_writers import ChangesTheFileWhenItStarts
 from transfers import destination
 from transfers.endpoints import endpoints
 
@@ -49,8 +50,9 @@ async def _take_over_and_copy(database: AsyncDatabase[Document], client: Client,
     """What a transfer to se does with the `unavailable` replica an undo left: copying again, held
     once the upload's lease lapsed, the bytes copied, flipped `available`."""
     assert await destination.register_copying(database, lfn, se) == "copying"
-    while await hold_for_transfers(database, [(lfn, se.name)]):
-        await asyncio.sleep(0.05)
+    async with asyncio.timeout(10):  # held once the upload's lease lapsed
+        while await hold_for_transfers(database, [(lfn, se.name)]):  # noqa: ASYNC110 (a catalogue write: no event)
+            await asyncio.sleep(0.05)
     await _write(client, se, lfn, data)
     assert await destination.confirm(database, lfn, se.name)
 
@@ -149,3 +151,29 @@ async def test_an_undo_leaves_a_record_it_founded_that_another_replica_joined(
     found = await admin.get_file("/cta/joined")
     assert [r["se"] for r in found["replicas"]] == [other.name]
     assert not live_ses.stored_file(se.name, "/cta/joined").exists()
+
+
+async def test_a_failed_upload_leaves_the_record_of_a_finished_upload_whose_replica_it_took_over(
+    api: RunningApi, live_ses: LiveSEs, admin: Client, database: AsyncDatabase[Document], tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The replica an upload founded its record with, once `available`, founds nothing any more: a
+    later copy to it (a transfer's, after it went bad) taken over by an upload that fails does
+    not take the file's record (its metadata, its owner) with it."""
+    monkeypatch.setattr(catalogue.upload_leases, "TRANSFER_LEASE_S", LEASE)
+    monkeypatch.setattr(catalogue.upload_leases, "LEASE_S", LEASE)
+    se = await live_ses.add("file")
+    local, data = tmp_path / "f", os.urandom(SIZE)
+    local.write_bytes(data)
+    [done] = await admin.upload([local], "/cta/finished", se.name)
+    assert done.status == "uploaded", done.error
+    await admin.set_replica_status("/cta/finished", se.name, "bad", expected="available")
+    assert await destination.register_copying(database, "/cta/finished", se) == "copying"  # a transfer, which dies
+    await asyncio.sleep(LEASE + 0.1)
+    assert await hold_for_transfers(database, [("/cta/finished", se.name)]) == {}
+    await asyncio.sleep(LEASE + 0.1)
+    local.write_bytes(data)  # the same file again, changed while it is sent: it fails
+    [failed] = await admin.upload([local], "/cta/finished", se.name, progress=ChangesTheFileWhenItStarts(local))
+    assert (failed.status, failed.code) != ("failed", "refused"), failed
+    assert failed.status == "failed", failed
+    assert "/cta/finished" in (await admin.lookup_files(["/cta/finished"]))["successful"]
