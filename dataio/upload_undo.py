@@ -68,17 +68,18 @@ async def roll_back(client: IOClient, se: StorageElement, lease: UploadLease, it
 
 async def _undo(client: IOClient, se: StorageElement, lease: UploadLease, item: PlannedFile,
                 stored: Endpoint | None) -> list[str]:
-    notes = [] if stored is None else await _discard_held(client, lease, stored, item.lfn)
+    notes = [] if stored is None else await discard_held(client, lease, stored, item.lfn)
     claimed, why = await _claim(client, se, lease.writer, item)
     if not claimed:
         return [*notes, why, *await _forget_empty(client, item)]
     return [*notes, *await _unregister(client, se, lease.writer, item)]
 
 
-async def _discard_held(client: IOClient, lease: UploadLease, stored: Endpoint, lfn: str) -> list[str]:
+async def discard_held(client: IOClient, lease: UploadLease, stored: Endpoint, lfn: str) -> list[str]:
     """Delete what this upload stored, only while it holds the replica for LEASE_S / 2 more at
-    least (a transfer takes it only LEASE_S after its last renewal): once the replica is claimed
-    `unavailable` nothing renews it, so bytes deleted after a stall there could be a transfer's."""
+    least (another writer takes it only LEASE_S after its last renewal), as bytes are written:
+    after a stall (the process held up, the renewals late) the bytes there may be another's.
+    Once the replica is claimed `unavailable` nothing renews it: delete before the claim."""
     try:
         await lease.fence(lfn)
     except (LeaseLost, CairnError, OSError) as exc:

@@ -18,6 +18,8 @@ import pytest
 from pymongo.asynchronous.database import AsyncDatabase
 
 import catalogue.upload_leases
+import dataio.upload
+import dataio.upload_lease
 from cairn.sdk import Client
 from catalogue.storage_elements import StorageElement
 from catalogue.upload_leases import hold_for_transfers
@@ -26,6 +28,7 @@ from dataio.upload_lease import UploadLease
 from dataio.upload_undo import roll_back
 from kernel.db import Document
 from kernel.errors import ServiceUnavailable
+from storage_plugins.errors import StorageError
 from tests.fixtures.api import RunningApi
 from tests.fixtures.live_ses import LiveSEs
 from tests.test_upload_concurrent_writers import ChangesTheFileWhenItStarts
@@ -177,3 +180,38 @@ async def test_a_failed_upload_leaves_the_record_of_a_finished_upload_whose_repl
     assert (failed.status, failed.code) != ("failed", "refused"), failed
     assert failed.status == "failed", failed
     assert "/cta/finished" in (await admin.lookup_files(["/cta/finished"]))["successful"]
+
+
+async def test_a_store_failing_after_a_stall_leaves_the_bytes_of_the_writer_that_took_the_replica_over(
+    api: RunningApi, live_ses: LiveSEs, admin: Client, database: AsyncDatabase[Document], tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The store fails (the storage errs) after the upload fell silent past its lease (its
+    renewals late) and a transfer took the replica over and copied it: the upload's clean-up of
+    its partial object deletes nothing then, nor does its undo."""
+    monkeypatch.setattr(catalogue.upload_leases, "LEASE_S", LEASE)
+    monkeypatch.setattr(dataio.upload_lease, "LEASE_S", LEASE)  # as the server answers holds
+    monkeypatch.setattr(dataio.upload_lease, "RENEWALS", 0.2)  # a renewal every 2 s: late, as after a stall
+    source, dest = await live_ses.add("file"), await live_ses.add("file")
+    bad = []
+    for index in range(6):
+        lfn, data = f"/cta/storing/f{index}", os.urandom(SIZE)
+        (tmp_path / f"f{index}").write_bytes(data)
+        [done] = await admin.upload([tmp_path / f"f{index}"], lfn, source.name)
+        assert done.status == "uploaded", done.error
+
+        async def failing(client: Any, ep: Any, item: Any, sink: Any, lease: Any, data: bytes = data) -> None:
+            await asyncio.sleep(LEASE + 0.1)  # silent past the lease, then taken over and copied
+            await _take_over_and_copy(database, admin, dest, item.lfn, data)
+            raise StorageError(f"{ep.url}: the storage went away")
+
+        with monkeypatch.context() as patched:
+            patched.setattr(dataio.upload, "_store", failing)
+            patched.setattr(dataio.upload, "SMALL_FILE", 0)  # each file its own way (`_store_one`)
+            [outcome] = await admin.upload([tmp_path / f"f{index}"], lfn, dest.name)
+        assert outcome.status == "failed", outcome
+        replicas = {r["se"]: r["status"] for r in (await admin.get_file(lfn))["replicas"]}
+        stored = live_ses.stored_file(dest.name, lfn)
+        if replicas.get(dest.name) != "available" or not stored.exists() or stored.read_bytes() != data:
+            bad.append((lfn, replicas, stored.exists()))
+    assert bad == []  # the transfer's bytes deleted under its available replica
