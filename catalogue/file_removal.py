@@ -18,6 +18,9 @@ caller's permission check keeps the file. A record is deleted only at the `versi
 mark: a replica added, removed or overwritten between that read and the delete bumps it, and the
 record is read again (and, without force, kept if it now has a replica), so what is taken off the
 counters is what the record held when it went. Cost: one more write and read of each record.
+An upload's undo (`held`) removes a record it founded together with its one replica, as long as
+that replica is still the only one and its upload's (`founding_only`): no record is left empty
+by an undo cut between two writes, and none goes that a transfer or another upload took over.
 A forced removal holds its records' replicas' paths before it deletes them, until the reaper has
 deleted their bytes (`catalogue.removed_paths`); it takes back the holds of records it kept.
 """
@@ -41,6 +44,7 @@ from catalogue.removed_paths import RemovedPlace
 from catalogue.replica_removal import REMOVAL, remove_retired
 from catalogue.storage_paths import PATH_LFN
 from catalogue.usage import REGISTERED_IN, REMOVAL_LEASE, REMOVING, record_files, take_over_calls
+from catalogue.writer_tokens import FOUNDING, WRITER
 from kernel.db import Document, database_errors, read_by_ids
 from kernel.marks import Mark, by_ids
 
@@ -50,7 +54,9 @@ DELETE_ROUNDS = 5  # reads of records whose replicas keep changing under the mar
 COUNTED_FIELDS = {"replicas.se": 1, "replicas.lock_rules": 1, "size": 1, REGISTERED_IN: 1}
 # What a removal reads besides: its mark, the version it deletes at, and retired replicas.
 _GUARD_FIELDS = {REMOVING: 1, "version": 1, "replicas.se": 1, "replicas.status": 1, f"replicas.{REMOVAL}": 1,
-                 "guid": 1, "replicas.url": 1, f"replicas.{PATH_LFN}": 1}  # and where their bytes are
+                 "guid": 1, "replicas.url": 1, f"replicas.{PATH_LFN}": 1,  # and where their bytes are
+                 f"replicas.{WRITER}": 1, f"replicas.{FOUNDING}": 1}  # and whose (`held`)
+HELD_STATUSES = ("copying", "unavailable")  # an upload's replica its undo may remove with the record
 log = logging.getLogger(__name__)
 
 
@@ -58,13 +64,14 @@ def still_has_replicas(count: int) -> str:
     return f"file still has {count} replica(s); remove them first or force"
 
 
-async def remove_records(db: AsyncDatabase[Document], lfns: Sequence[str], *, force: bool
-                         ) -> tuple[set[str], dict[str, str]]:
+async def remove_records(db: AsyncDatabase[Document], lfns: Sequence[str], *, force: bool,
+                         held: tuple[str, str] | None = None) -> tuple[set[str], dict[str, str]]:
     """Mark, delete and count the records of lfns (permission checked) that no other call is
-    removing. Returns the LFNs this call removed, and why some were not: one that gained a
-    replica (without force), one another call still holds after a short wait for it. The rest
-    were removed by someone else meanwhile."""
-    claim = await claim_removals(db, lfns, COUNTED_FIELDS, force=force)
+    removing; with `held` (SE, upload writer digest), also those whose only replica is the one
+    that upload founded and still holds (`founding_only`). Returns the LFNs this call removed,
+    and why some were not: one that gained a replica (without force), one another call still
+    holds after a short wait for it. The rest were removed by someone else meanwhile."""
+    claim = await claim_removals(db, lfns, COUNTED_FIELDS, force=force, held=held)
     try:
         await wait_settled(db, claim.records.values())  # a live register call counts its own
         await take_over_calls(db, claim.records.values())  # what is taken off was counted
@@ -117,6 +124,20 @@ class Claim:
     projection: dict[str, int] = field(default_factory=dict)  # what is read of each record, to be counted
     changing: set[str] = field(default_factory=set)  # changed under the mark at every read: given up
     held: dict[str, list[RemovedPlace]] = field(default_factory=dict)  # paths held for their bytes' deletion (force)
+    founder: tuple[str, str] | None = None  # (SE, writer): an undo's, whose founding replica may go too
+
+    def removable(self, doc: Document) -> bool:
+        """Whether the record as read may go: forced, without replicas, or (an undo's) with only
+        the founding replica its upload holds."""
+        return self.force or not doc.get("replicas") or (
+            self.founder is not None and founding_only(doc, *self.founder))
+
+
+def founding_only(doc: Document, se: str, writer: str) -> bool:
+    """Whether the record's only replica is the one upload `writer` founded on se and still holds."""
+    replicas = doc.get("replicas") or []
+    return len(replicas) == 1 and replicas[0].get("se") == se and replicas[0].get(WRITER) == writer and bool(
+        replicas[0].get(FOUNDING)) and replicas[0].get("status") in HELD_STATUSES
 
 
 async def _hold_paths(db: AsyncDatabase[Document], claim: Claim, records: dict[str, Document]) -> None:
@@ -131,23 +152,33 @@ async def _hold_paths(db: AsyncDatabase[Document], claim: Claim, records: dict[s
 
 
 async def claim_removals(db: AsyncDatabase[Document], lfns: Sequence[str], projection: dict[str, int], *,
-                         force: bool) -> Claim:
+                         force: bool, held: tuple[str, str] | None = None) -> Claim:
     """Mark lfns' records for this call (free ones, or ones whose mark outlived the lease), then
     read them back: which are this call's (with their fields in `projection`), which another
     call's, which gained a replica. An LFN whose record is gone is in none of them."""
-    claim = Claim(Mark(REMOVING, REMOVAL_LEASE), force=force, projection=projection)
-    conditions = [claim.mark.free()] if force else [claim.mark.free(), {"replicas.0": {"$exists": False}}]
+    claim = Claim(Mark(REMOVING, REMOVAL_LEASE), force=force, projection=projection, founder=held)
+    empty: Document = {"replicas.0": {"$exists": False}}
+    if held is not None:  # or only the founding replica of the undo's upload (checked again as read)
+        empty = {"$or": [empty, {"replicas.0.se": held[0], f"replicas.0.{WRITER}": held[1],
+                                 "replicas.1": {"$exists": False}}]}
+    conditions = [claim.mark.free()] if force else [claim.mark.free(), empty]
     with database_errors():
         for flt in by_ids(lfns, *conditions):
             await db[FILES].update_many(flt, {"$set": {REMOVING: claim.mark.value()}})
+    marked_kept: list[str] = []
     async for doc in read_by_ids(db[FILES], lfns, {**projection, **_GUARD_FIELDS}):
         mine, mark = claim.mark.holds(doc), doc.pop(REMOVING, None) or {}
-        if mine:
+        if mine and not claim.removable(doc):  # a replica came between the mark and this read
+            claim.kept[doc["_id"]] = len(doc["replicas"])
+            marked_kept.append(doc["_id"])
+        elif mine:
             claim.records[doc["_id"]] = doc
         elif mark or force or not doc.get("replicas"):  # held, or let go by its holder just now
             claim.elsewhere[doc["_id"]] = mark.get("at", claim.mark.at)
         else:
             claim.kept[doc["_id"]] = len(doc["replicas"])
+    if marked_kept:
+        await claim.mark.take_off(db[FILES], sorted(marked_kept))
     claim.moving = await moving_above(db, claim.records) if claim.records else set()
     if claim.moving:
         await claim.mark.take_off(db[FILES], sorted(claim.moving))
@@ -194,7 +225,7 @@ async def delete_claimed(db: AsyncDatabase[Document], claim: Claim) -> dict[str,
             if not claim.mark.holds(doc):
                 continue  # another call's now (it took a lapsed mark over)
             doc.pop(REMOVING, None)
-            if not claim.force and doc.get("replicas"):
+            if not claim.removable(doc):
                 claim.kept[lfn] = len(doc["replicas"])
                 kept.append(lfn)
             else:

@@ -9,7 +9,7 @@ from typing import Any
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
-from catalogue import files, replica_triage, replicas, upload_leases
+from catalogue import files, replica_triage, replicas, upload_leases, upload_undos
 from catalogue.files import FileIn, ReplicaStatus, authorized_files
 from catalogue.lfn import check_lfn
 from catalogue.permissions import PERMISSION_FIELDS, READ, WRITE
@@ -100,6 +100,14 @@ class HoldBody(BaseModel):
     writer: str = Field(..., min_length=16, max_length=64, description="the upload's own random token")
     replicas: list[ReplicaPlace] = Field(..., max_length=MAX_BULK_ITEMS)
     renew: bool = Field(False, description="only renew: a replica another writer took over is refused")
+
+
+class UndoBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    writer: str = Field(..., min_length=16, max_length=64, description="the failed upload's own token")
+    se: str = Field(..., min_length=1)
+    lfns: list[str] = Field(..., max_length=MAX_BULK_ITEMS)
 
 
 def _checked(lfns: list[str]) -> list[str]:
@@ -249,5 +257,19 @@ async def hold(request: web.Request) -> web.Response:
     items, allowed, failed = await _writable_replicas(request, body.replicas)
     result = await upload_leases.hold_replicas(request.app[DATABASE], writer_digest(body.writer), items, allowed,
                                                renew=body.renew)
+    result["failed"].update(failed)
+    return json_response(result)
+
+
+@routes.post("/replicas/undo", policy=WRITE_SCOPE, summary="Undo a failed upload's replicas on an SE (bulk): only "
+             "those it still holds go, each with its record when the upload founded it and it is the only "
+             "replica", body=UndoBody, responses=BULK_RESPONSES, response=BulkAnswer)
+async def undo(request: web.Request) -> web.Response:
+    body = await read_model(request, UndoBody)
+    db = request.app[DATABASE]
+    allowed, failed = await authorized_files(db, principal_of(request), _checked(list(dict.fromkeys(body.lfns))),
+                                             WRITE)
+    result = await upload_undos.undo_held_replicas(db, principal_of(request), writer_digest(body.writer), body.se,
+                                                   allowed)
     result["failed"].update(failed)
     return json_response(result)

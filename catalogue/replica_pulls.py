@@ -18,18 +18,22 @@ from catalogue.directories import find_by_ids, now
 from catalogue.replica_removal import REMOVAL, remove_retired
 from catalogue.replica_writers import REMOVED, REPLICA_WRITERS, new_token, write_round, writer_field
 from catalogue.usage import Usage
+from catalogue.writer_tokens import WRITER
 from kernel.db import Document, increment
 
 PULL_ROUNDS = 5  # rounds of a replica pull that keeps losing races before it leaves the rest listed
 PULL_FIELDS = {"replicas": 1, "size": 1, REPLICA_WRITERS: 1}  # what a pull reads
+HELD_STATUSES = ("copying", "unavailable")  # what an upload's undo takes off (`held_by`)
 
 
 async def pull_replicas(db: AsyncDatabase[Document], targets: Iterable[tuple[str, str]], *,
-                        status: str | None = None) -> set[str]:
+                        status: str | None = None, held_by: str | None = None) -> set[str]:
     """Take the replicas `(lfn, se)` off their files and off their SEs' usage, one update per file
     in one bulk write (and one usage write); with `status`, only a replica in that status now (a
-    retired replica being deleted, an unfinished copy being discarded). Returns the LFNs whose
-    file exists.
+    retired replica being deleted, an unfinished copy being discarded); with `held_by` (an
+    upload's writer digest, `catalogue.upload_leases`), only a replica that writer still holds,
+    `copying` or `unavailable` (its undo: not one a transfer or another upload took over since).
+    Returns the LFNs whose file exists.
 
     Each update pins the elements it pulls at their positions as read (FerretDB has no `$pull` by
     condition) and carries the call's token (`catalogue.replica_writers`): a round that partly
@@ -52,6 +56,9 @@ async def pull_replicas(db: AsyncDatabase[Document], targets: Iterable[tuple[str
             for index, replica in enumerate(doc.get("replicas", [])):
                 if replica["se"] not in wanted.get(lfn, ()) or status not in (None, replica.get("status")):
                     continue
+                if held_by is not None and (replica.get(WRITER) != held_by
+                                            or replica.get("status") not in HELD_STATUSES):
+                    continue  # as read, pinned below: a take-over since makes the pull miss
                 if replica.get(REMOVAL) and replica.get("status") == "unavailable":
                     retired.add((lfn, replica["se"]))  # the reaper's (below)
                     wanted[lfn].discard(replica["se"])

@@ -38,7 +38,7 @@ from catalogue.replica_removal import REMOVAL, ReplicaBeingRemoved, being_remove
 from catalogue.replica_writers import OVERWRITTEN, REPLICA_WRITERS, new_token, own_writes, writer_field
 from catalogue.storage_elements import SES
 from catalogue.usage import REGISTERED_IN, WITHDRAWN, Usage
-from catalogue.writer_tokens import NOT_HELD, WRITER
+from catalogue.writer_tokens import FOUNDING, NOT_HELD, WRITER
 from kernel.db import Document, bulk_write_chunked, database_errors, increment
 from kernel.errors import Conflict, InvalidInput
 from kernel.principal import Principal
@@ -187,9 +187,7 @@ async def set_status_if_unchanged(db: AsyncDatabase[Document], lfn: str, se: str
     at = now()
     with database_errors():
         result = await db[FILES].update_one(
-            {"_id": lfn, "version": version, f"replicas.{index}.se": se},
-            {"$set": {f"replicas.{index}.status": status, f"replicas.{index}.modified": at, "modified": at},
-             **increment({"version": 1})})
+            {"_id": lfn, "version": version, f"replicas.{index}.se": se}, _status_update(index, status, at))
     if result.matched_count == 1:
         await change_feed.append(db, [change_feed.event("replica_status", lfn, se=se, status=status)])
     return result.matched_count == 1
@@ -246,6 +244,17 @@ async def overwrite_files(db: AsyncDatabase[Document], changes: Mapping[str, Doc
     return done
 
 
+def _status_update(index: int, status: str, at: Any) -> Document:
+    """The update setting the replica at `index` to status; one made `available` founds its
+    record no more (`writer_tokens.FOUNDING`): an upload that later takes it over and fails
+    (after it went bad and a copy to it began again) leaves the record, its owner and metadata."""
+    update: Document = {"$set": {f"replicas.{index}.status": status, f"replicas.{index}.modified": at, "modified": at},
+                        **increment({"version": 1})}
+    if status == "available":
+        update["$unset"] = {f"replicas.{index}.{FOUNDING}": ""}
+    return update
+
+
 async def set_replica_status(
     db: AsyncDatabase[Document], lfn: str, se: str, status: str, *, expected: str | None = None,
     unless_removing: bool = False, writer: str | None = None, judged: Mapping[str, Any] | None = None,
@@ -285,11 +294,7 @@ async def set_replica_status(
                                           "written again once it is gone")
             guard[f"replicas.{index}.{REMOVAL}"] = current.get(REMOVAL)  # as read: a retirement since misses
         with database_errors():
-            result = await db[FILES].update_one(
-                guard,
-                {"$set": {f"replicas.{index}.status": status, f"replicas.{index}.modified": at, "modified": at},
-                 **increment({"version": 1})},
-            )
+            result = await db[FILES].update_one(guard, _status_update(index, status, at))
         if result.matched_count == 1:
             await change_feed.append(db, [change_feed.event("replica_status", lfn, se=se, status=status)])
             return True
@@ -355,8 +360,7 @@ async def set_replica_statuses(
         UpdateMany({"_id": {"$in": lfns}, f"replicas.{index}.se": se, f"replicas.{index}.status": current,
                     **({} if writer is None else {f"replicas.{index}.{WRITER}": writer}),
                     **dict(zip(PERMISSION_FIELDS, perms, strict=False))},
-                   {"$set": {f"replicas.{index}.status": status, f"replicas.{index}.modified": at, "modified": at},
-                    **increment({"version": 1})})
+                   _status_update(index, status, at))
         for (index, se, current, status, writer, perms), lfns in groups.items()
     ]
     result = await bulk_write_chunked(db[FILES], updates)

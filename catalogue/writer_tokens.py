@@ -14,7 +14,8 @@ WRITER = "writer"  # the replica's field
 WRITER_AT = "writer_at"
 # On a replica registered together with its file by an upload (the registration created the
 # record): the record is that replica's holder's to remove if the upload fails, whichever upload
-# holds it by then (one that took it over after the first fell silent inherits it).
+# holds it by then (one that took it over after the first fell silent inherits it). The flip to
+# `available` takes it off: the record is then a finished file's, never an undo's to remove.
 FOUNDING = "founding"
 # A transfer's destination replica is held by its request (`transfers.copy_steps`): a marker no
 # upload's digest (32 hex digits) can equal, so no upload token renews it or passes for it.

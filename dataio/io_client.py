@@ -42,6 +42,13 @@ class IOClient(CatalogueClient):
         result: dict[str, Any] = await self.request("POST", "/replicas/hold", json_body=body)
         return result
 
+    async def undo_replicas(self, writer: str, se: str, lfns: list[str]) -> dict[str, Any]:
+        """Remove the replicas of lfns on SE se that upload `writer` still holds, each with the
+        record it founded when that is its only replica (`catalogue.upload_undos`); per LFN."""
+        body = {"writer": writer, "se": se, "lfns": lfns}
+        result: dict[str, Any] = await self.request("POST", "/replicas/undo", json_body=body)
+        return result
+
     def plugin(self, url: str, options: Mapping[str, Any] | None = None) -> StoragePlugin:
         """The storage plugin serving url with options: this client's own, shared by its calls
         alike, closed by `close`."""

@@ -51,7 +51,7 @@ from dataio.status_batches import make_available
 from dataio.upload_items import PlannedFile
 from dataio.upload_lease import UploadLease
 from dataio.upload_registration import register
-from dataio.upload_undo import discard, finished_by_others, roll_back
+from dataio.upload_undo import discard_held, finished_by_others, roll_back
 from kernel.errors import CairnError, Conflict, InvalidInput, NotFound, ServiceUnavailable
 from storage_plugins.base import StoragePlugin, WriteResult, read_local
 from storage_plugins.checksums import Adler32, tee_adler32
@@ -273,7 +273,16 @@ async def _store_chunk(
             plugin = client.plugin(first.url, first.options)
             if not isinstance(plugin, PosixPlugin):
                 raise TypeError(f"{first.url}: a local-disk SE's plugin is {type(plugin).__name__}")
-            results = await plugin.put_many([(item.local, ep.url, item.adler32) for item, ep in chunk])
+            # One call, no chunks to fence: it starts only with every replica held for LEASE_S / 2 more
+            # at least; one lost (or the catalogue away) takes the one-file way, which fails it.
+            try:
+                lost = await lease.ensure([item.lfn for item, _ in chunk], within=lease.lease_s / 2)
+            except (CairnError, OSError):
+                lost = {item.lfn: "" for item, _ in chunk}
+            held = [(item, ep) for item, ep in chunk if item.lfn not in lost]
+            put = await plugin.put_many([(item.local, ep.url, item.adler32) for item, ep in held]) if held else []
+            by_lfn = {item.lfn: result for (item, _), result in zip(held, put, strict=True)}
+            results = [by_lfn.get(item.lfn) for item, _ in chunk]
     except asyncio.CancelledError:
         await asyncio.shield(asyncio.gather(*(roll_back(client, se, lease, item, ep) for item, ep in chunk)))
         raise
@@ -310,7 +319,7 @@ async def _store_one(
                         await _store(client, ep, item, sink, lease)
                     return _Stored(item, ep, started, notes)
                 except (ServiceUnavailable, StorageError) as exc:
-                    await discard(client, ep, item.lfn)
+                    notes.extend(await discard_held(client, lease, ep, item.lfn))  # not another writer's
                     if index == len(eps) - 1 or isinstance(exc, ChecksumMismatch):
                         raise
                     notes.append(f"{ep.scheme} failed ({exc.message}); trying {eps[index + 1].scheme}")
@@ -409,6 +418,7 @@ async def _store(client: IOClient, ep: Endpoint, item: PlannedFile, sink: Progre
                 raise without_signature(exc, signed.url) from None
     plugin = client.plugin(ep.url, ep.options)
     if _native_put(plugin, item.size):
+        await lease.fence(item.lfn)  # one call, no chunks to fence: it starts only while this upload holds it
         # The plugin checks the adler32 of what it stored against expected_adler32 (gfal2: the
         # server's; posix: of the bytes it copied, in one thread) and stores nothing on a mismatch.
         result = await plugin.put(item.local, ep.url, expected_adler32=item.adler32)

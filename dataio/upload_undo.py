@@ -1,6 +1,12 @@
 """The undo of an upload that failed: its bytes and its registration go, once the replica is
 this upload's to undo (it holds its lease, `dataio.upload_lease`, and takes it `copying` ->
-`unavailable`); what another upload holds or made `available` stays, bytes and record."""
+`unavailable`); what another upload holds or made `available` stays, bytes and record.
+
+Each step is fenced against a stall of the undo itself (its process held up past the lease,
+after which a transfer may take the `unavailable` replica over and write it): the bytes are
+deleted only while the lease is fresh (`UploadLease.fence`, as bytes are written), before the
+claim; the catalogue removes the replica, and with it a record this upload founded, only while
+this upload still holds it (`catalogue.upload_undos`), in one call."""
 
 from __future__ import annotations
 
@@ -11,7 +17,7 @@ from catalogue.storage_elements import StorageElement
 from dataio.io_client import IOClient
 from dataio.signed_access import needs_signing
 from dataio.upload_items import PlannedFile
-from dataio.upload_lease import UploadLease
+from dataio.upload_lease import LeaseLost, UploadLease
 from kernel.errors import CairnError
 from transfers.endpoints import Endpoint
 
@@ -55,21 +61,31 @@ async def roll_back(client: IOClient, se: StorageElement, lease: UploadLease, it
     if lost:
         return [f"registration of {item.lfn} left as it is: {lost[item.lfn]}"]
     try:
-        return await _undo(client, se, lease.writer, item, stored)
+        return await _undo(client, se, lease, item, stored)
     finally:
         await lease.release([item.lfn])
 
 
-async def _undo(client: IOClient, se: StorageElement, writer: str, item: PlannedFile, stored: Endpoint | None
-                ) -> list[str]:
-    if stored is not None and needs_signing(stored):
-        await discard(client, stored, item.lfn)  # the server deletes only a replica still `copying`
-    claimed, why = await _claim(client, se, writer, item)
+async def _undo(client: IOClient, se: StorageElement, lease: UploadLease, item: PlannedFile,
+                stored: Endpoint | None) -> list[str]:
+    notes = [] if stored is None else await discard_held(client, lease, stored, item.lfn)
+    claimed, why = await _claim(client, se, lease.writer, item)
     if not claimed:
-        return [why, *await _forget_empty(client, item)]
-    if stored is not None and not needs_signing(stored):
-        await discard(client, stored, item.lfn)
-    return await _unregister(client, se, item)
+        return [*notes, why, *await _forget_empty(client, item)]
+    return [*notes, *await _unregister(client, se, lease.writer, item)]
+
+
+async def discard_held(client: IOClient, lease: UploadLease, stored: Endpoint, lfn: str) -> list[str]:
+    """Delete what this upload stored, only while it holds the replica for LEASE_S / 2 more at
+    least (another writer takes it only LEASE_S after its last renewal), as bytes are written:
+    after a stall (the process held up, the renewals late) the bytes there may be another's.
+    Once the replica is claimed `unavailable` nothing renews it: delete before the claim."""
+    try:
+        await lease.fence(lfn)
+    except (LeaseLost, CairnError, OSError) as exc:
+        return [f"bytes of {lfn} left as they are: {exc}"]
+    await discard(client, stored, lfn)  # signed: the server deletes only a replica still `copying`
+    return []
 
 
 async def _claim(client: IOClient, se: StorageElement, writer: str, item: PlannedFile) -> tuple[bool, str]:
@@ -98,13 +114,13 @@ async def _forget_empty(client: IOClient, item: PlannedFile) -> list[str]:
     return []
 
 
-async def _unregister(client: IOClient, se: StorageElement, item: PlannedFile) -> list[str]:
+async def _unregister(client: IOClient, se: StorageElement, writer: str, item: PlannedFile) -> list[str]:
     """Undo the registration of a failed upload whose replica it claimed; notes say what could not
-    be undone. A file it created goes only if no other upload has added a replica to it since."""
+    be undone. Only a replica this upload still holds goes (not one a transfer took over while
+    this undo stalled), and a record it founded with it, in one call, if no other replica was
+    added to it since (`catalogue.upload_undos`)."""
     try:
-        result: dict[str, Any] = await client.remove_replicas([{"lfn": item.lfn, "se": se.name}])
-        if item.created and not result["failed"]:
-            result = await client.remove_files([item.lfn])
+        result: dict[str, Any] = await client.undo_replicas(writer, se.name, [item.lfn])
     except CairnError as exc:
         return [f"could not undo the registration of {item.lfn}: {exc.message}"]
     if result["failed"]:

@@ -90,6 +90,8 @@ MATRIX: dict[str, Case] = {
                                     {"replicas": [{"lfn": SHARED, "se": "DISK1", "status": "available"}]}),
     "POST /replicas/hold": Case("/replicas/hold", (200, 200, 200),
                                 {"writer": "w" * 32, "replicas": [{"lfn": SHARED, "se": "DISK1"}]}),
+    "POST /replicas/undo": Case("/replicas/undo", (200, 200, 200),
+                                {"writer": "w" * 32, "se": "DISK1", "lfns": [SHARED]}),
     "POST /files/lookup": same(200, "/files/lookup", body={"lfns": [SHARED, PRIVATE]}),
     "GET /ses": same(200, "/ses"),
     "GET /ses/{name}": same(200, "/ses/DISK1"),

@@ -41,7 +41,7 @@ async def _undo_until(client: Client, se: StorageElement, lease: UploadLease, it
     if steps >= 2:
         await discard(client, endpoints(se, item.lfn, "write")[0], item.lfn)
     if steps >= 3:
-        assert await _unregister(client, se, item) == ["registration undone"]
+        assert await _unregister(client, se, lease.writer, item) == ["registration undone"]
 
 
 async def _chunks(data: bytes) -> AsyncIterator[bytes]:
