@@ -33,7 +33,10 @@ pytestmark = pytest.mark.slow
 
 KILLS = int(os.environ.get("CAIRN_TEST_CHAOS_KILLS", "20"))
 DRAIN_S = float(os.environ.get("CAIRN_TEST_CHAOS_DRAIN_S", "90"))
-SEED = int(os.environ.get("CAIRN_TEST_CHAOS_SEED", str(random.randrange(1 << 30))))
+# A fixed schedule by default (CI fails only on what a known schedule shows); a seed of "random"
+# explores others, printed so a failure can be run again.
+_SEED = os.environ.get("CAIRN_TEST_CHAOS_SEED", "11")
+SEED = random.randrange(1 << 30) if _SEED == "random" else int(_SEED)
 # Transfer leases long enough that a live, slow copy on a loaded machine is not taken over (its
 # own kill test is tests/test_transfer_reliability.py); rule leases short, so a killed daemon's
 # rule is taken over within seconds.
