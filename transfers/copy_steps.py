@@ -127,8 +127,29 @@ async def start_copies(ctx: Context, jobs: Sequence[Job], cycle: Cycle) -> list[
     # Replicas found there already (an earlier attempt's, an upload's) are held in one more round.
     held = {job.id for job in await _hold(ctx, [job for job in ready if _place(job) not in pushed], cycle)}
     ready = [job for job in ready if _place(job) in pushed or job.id in held]
+    landed = await _landed_earlier(ctx, [job for job in ready if job.id in held])
+    cycle.already_there += landed
+    ready = [job for job in ready if job not in landed]
     await rq.flag_copying_replicas(ctx.db, [job.id for job in ready])
     return ready
+
+
+async def _landed_earlier(ctx: Context, jobs: list[Job]) -> list[Job]:
+    """The jobs whose earlier attempt (killed, or its lease lost, between its copy and its
+    confirmation) left the file whole at the replica's URL: their replica is confirmed as that
+    copy's, not copied again (the copy is counted once, `count_earlier_copy`). Only takeovers
+    (`copying_replica` on the request) look, on disk SEs (a tape file's checksum may wait for a
+    recall): a stat and a checksum each."""
+    earlier = [job for job in jobs if job.request.get("copying_replica") and job.dest_eps
+               and job.dest is not None and job.dest.kind != "tape"]
+    whole = await asyncio.gather(*(destination.holds_whole(job.dest_eps[0], job.file or {}) for job in earlier))
+    landed: list[Job] = []
+    for job, found in zip(earlier, whole, strict=True):
+        assert job.dest is not None and job.file is not None
+        record = destination.copying_record(job.file, job.dest.name)
+        if found and await destination.confirm_many(ctx.db, {job.lfn: (job.dest.name, record)}):
+            landed.append(job)
+    return landed
 
 
 def _place(job: Job) -> tuple[str, str]:

@@ -156,6 +156,16 @@ async def discard(db: AsyncDatabase[Document], lfn: str, se: str, dest: Endpoint
     await discard_many(db, [(lfn, se, dest)])
 
 
+async def holds_whole(dest: Endpoint, file_doc: Document) -> bool:
+    """Whether dest holds the file whole (the catalogue's size and adler32): the bytes an earlier
+    attempt copied before it was stopped unconfirmed (partial bytes, or none, answer False)."""
+    try:
+        size, adler32 = await plugin_for(dest.url, dest.options).size_and_checksum(dest.url)
+    except (CairnError, OSError):
+        return False
+    return size == file_doc.get("size") and adler32 == file_doc.get("adler32")
+
+
 async def _delete_bytes(dest: Endpoint) -> None:
     with contextlib.suppress(CairnError, OSError):
         await plugin_for(dest.url, dest.options).delete(dest.url)
