@@ -15,7 +15,8 @@ freeze landed meanwhile (`_put_back_if_closed`). A call cut short can leave a DI
 counting rows it does not hold, never the other way; `cairn dataset rebuild-counts`
 (`catalogue.dataset_recount`) recounts them from the rows. An attach looks, after its rows are in,
 for its files being moved or removed (`catalogue.directory_moves.leaving`; a move looks for rows
-after its mark) and takes those rows back out: no row names an LFN its file left.
+after its mark) and takes those rows back out: no row names an LFN its file left; and for files
+its caller may no longer read (a chmod or chown that returned before its rows landed).
 Attaching a container to a container refuses cycles: the child's descendants are walked one
 `$in` query per level before the link is written (no transactions: two concurrent attaches that
 together close a cycle are not caught).
@@ -41,7 +42,7 @@ from catalogue.directory_moves import leaving
 from catalogue.files import authorized_files, fetch_files
 from catalogue.find import open_query
 from catalogue.lfn import check_lfn
-from catalogue.permissions import READ
+from catalogue.permissions import PERMISSION_FIELDS, READ
 from kernel.db import INDEX_ORDER, Document, IndexSpec, database_errors, find_by_values, iterate
 from kernel.errors import Conflict, InvalidInput, NotFound, ServiceUnavailable
 from kernel.marks import Mark, by_ids
@@ -171,17 +172,32 @@ async def attach_files(
     rows = [{"_id": _row_id(did, lfn), "did": did, "lfn": lfn, "size": int(f.get("size", 0))}
             for lfn, f in allowed.items()]
     inserted = await _counted_insert(db, did, DATASET_FILES, rows, _file_tally)
-    if gone := await leaving(db, [r["lfn"] for r in inserted]):
-        # Moved or removed while attached: the row would name an LFN the file left. Taken back
-        # out (and off the counts) the way a detach does, so a detach racing it counts once.
-        await _marked_delete(db, did, DATASET_FILES, [_row_id(did, lfn) for lfn in sorted(gone)], _file_tally)
-        inserted = [r for r in inserted if r["lfn"] not in gone]
+    gone = await leaving(db, [r["lfn"] for r in inserted])
+    denied = await _unreadable_now(db, principal, [r["lfn"] for r in inserted if r["lfn"] not in gone])
+    if taken := gone | set(denied):
+        # Moved or removed while attached (the row would name an LFN the file left), or no longer
+        # readable to the caller: taken back out (and off the counts) the way a detach does, so a
+        # detach racing it counts once.
+        await _marked_delete(db, did, DATASET_FILES, [_row_id(did, lfn) for lfn in sorted(taken)], _file_tally)
+        inserted = [r for r in inserted if r["lfn"] not in taken]
         failed.update(dict.fromkeys(sorted(gone), LEFT))
-        allowed = {lfn: f for lfn, f in allowed.items() if lfn not in gone}
+        failed.update(denied)
+        allowed = {lfn: f for lfn, f in allowed.items() if lfn not in taken}
     if inserted:
         await _members_changed(db, "attached", [(did, r["lfn"]) for r in inserted])
     new = {r["lfn"] for r in inserted}
     return {"successful": {lfn: {"attached": lfn in new} for lfn in allowed}, "failed": failed}
+
+
+async def _unreadable_now(db: AsyncDatabase[Document], principal: Principal, lfns: list[str]) -> dict[str, str]:
+    """Of the files an attach just put in, those the caller may no longer read as the files and
+    directories stand now, with why: a chmod or chown of the file or of a directory above it,
+    returned before the row landed, refuses it as it refuses an attach checked after it (the check
+    and the insert are writes apart). Two reads (the files' permission fields, their ancestors)."""
+    if principal.is_global_admin or not lfns:
+        return {}
+    _, denied = await authorized_files(db, principal, lfns, READ, dict.fromkeys(PERMISSION_FIELDS, 1))
+    return denied
 
 
 async def detach_files(
