@@ -11,8 +11,8 @@ gives back those that were there already (`_counted_insert`) and takes them back
 or freeze landed meanwhile; a file detach marks the rows no other call is detaching
 (`detaching`, `kernel.marks`), reads back its own, deletes them by its mark and takes off what it
 read (`_marked_delete`, for a container's children too), then puts them back if a close or
-freeze landed meanwhile (`_put_back_if_closed`). A call cut short can leave a DID
-counting rows it does not hold, never the other way; `cairn dataset rebuild-counts`
+freeze landed meanwhile (`_put_back_if_closed`), and those the caller can no longer reach.
+A call cut short can leave a DID counting rows it does not hold, never the other way; `cairn dataset rebuild-counts`
 (`catalogue.dataset_recount`) recounts them from the rows. An attach looks, after its rows are in,
 for its files being moved or removed (`catalogue.directory_moves.leaving`; a move looks for rows
 after its mark) and takes those rows back out: no row names an LFN its file left; and for files
@@ -213,6 +213,12 @@ async def detach_files(
     rows = [_row_id(did, lfn) for lfn in wanted if lfn not in hidden]
     present, mine = await _marked_delete(db, did, DATASET_FILES, rows, _file_tally)
     await _put_back_if_closed(db, did, DATASET_FILES, mine, _file_tally)
+    # Judged again once deleted: a chmod or chown above a file that hid it from the caller and
+    # returned before the delete landed refuses it as a detach checked after it (hidden = not in).
+    if hidden_now := await _refused_existing(db, principal, [row["lfn"] for row in mine], 0):
+        await _put_back(db, did, DATASET_FILES, [row for row in mine if row["lfn"] in hidden_now], _file_tally)
+        present = [row for row in present if row["lfn"] not in hidden_now]
+        mine = [row for row in mine if row["lfn"] not in hidden_now]
     lfns_present = {row["lfn"] for row in present}
     detached = {row["lfn"] for row in mine}
     await _members_changed(db, "detached", [(did, lfn) for lfn in sorted(detached)])
@@ -229,10 +235,16 @@ async def _put_back_if_closed(db: AsyncDatabase[Document], did: str, collection:
     with database_errors():
         if (await db[DATASETS].find_one({"_id": did}, {"state": 1}) or {}).get("state") == "open":
             return
+    await _put_back(db, did, collection, rows, tally)
+    raise Conflict(f"{did} was closed or frozen meanwhile; nothing detached")
+
+
+async def _put_back(db: AsyncDatabase[Document], did: str, collection: str, rows: list[Document],
+                    tally: Tally) -> None:
+    """Insert rows a detach deleted again and count those that went in back."""
     back = await _insert_rows(db, collection, [{k: v for k, v in r.items() if k != DETACHING} for r in rows])
     if back:
         await add_counts(db, did, tally(back))
-    raise Conflict(f"{did} was closed or frozen meanwhile; nothing detached")
 
 
 async def _refused_existing(db: AsyncDatabase[Document], principal: Principal, lfns: list[str],
