@@ -18,8 +18,8 @@ for its files being moved or removed (`catalogue.directory_moves.leaving`; a mov
 after its mark) and takes those rows back out: no row names an LFN its file left; and for files
 its caller may no longer read (a chmod or chown that returned before its rows landed).
 Attaching a container to a container refuses cycles: the child's descendants are walked one
-`$in` query per level before the link is written (no transactions: two concurrent attaches that
-together close a cycle are not caught).
+`$in` query per level before the link is written, and again after (`_no_cycle_made`): two
+concurrent attaches that together close a cycle each see the other's link then.
 """
 
 from __future__ import annotations
@@ -328,10 +328,29 @@ async def attach_children(
             raise Conflict(f"attaching {child} to {container} would make a cycle", details={"child": child})
     rows = [{"_id": _row_id(container, c), "container": container, "child": c} for c in wanted]
     inserted = await _counted_insert(db, container, CONTAINER_CHILDREN, rows, _child_tally)
+    await _no_cycle_made(db, container, inserted, {c for c in wanted if found[c]["type"] == "container"})
     if inserted:
         await _members_changed(db, "attached", [(container, r["child"]) for r in inserted])
     new = {r["child"] for r in inserted}
     return {"successful": {c: {"attached": c in new} for c in wanted}, "failed": {}}
+
+
+async def _no_cycle_made(db: AsyncDatabase[Document], container: str, rows: list[Document],
+                         containers: set[str]) -> None:
+    """Looks for cycles again once the links to container children are in: two attaches that
+    together close one (A into B, B into A) each walked before the other's link was there. On a
+    cycle (or a nesting too deep to tell) this call's links are taken back out, and off the
+    counts, as a detach does (409): of the links of a cycle, the last one in sees it."""
+    for row in rows:
+        if row["child"] not in containers:
+            continue  # a dataset holds no DIDs
+        try:
+            if container in await _descendant_containers(db, row["child"]):
+                raise Conflict(f"attaching {row['child']} to {container} would make a cycle (another attach "
+                               "closed it meanwhile); nothing attached", details={"child": row["child"]})
+        except Conflict:
+            await _marked_delete(db, container, CONTAINER_CHILDREN, sorted(r["_id"] for r in rows), _child_tally)
+            raise
 
 
 async def detach_children(
