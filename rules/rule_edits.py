@@ -76,6 +76,9 @@ async def update_rule(db: AsyncDatabase[Document], principal: Principal, rule_id
     raise Conflict(f"rule {rule_id} has expired and is being removed; make a new rule")
 
 
+GROWN = ("copies", "expires_at", "locked")  # what growing a rule changes
+
+
 def _grows(rule: Document, update: RuleUpdate, at: dt.datetime) -> bool:
     """Does the update ask for more of what the rule holds: copies, a later (or no) expiry, a lock?"""
     if update.copies is not None and update.copies > rule["copies"]:
@@ -94,18 +97,18 @@ async def _judged_again(db: AsyncDatabase[Document], principal: Principal, rule:
     """After an update that grew the rule: the caller's right on its DID judged again as it stands
     now. A chmod or chown that took the caller's r away and returned before the update landed
     refuses it (403) as an update checked after it: the rule's copies, expiry and lock are set
-    back to what they were, unless another change landed since (guarded by `modified`)."""
+    back to what they were, unless another update changed them since (guarded by their values as
+    this one wrote them: the daemons' writes of the rule's state do not keep it from going back)."""
     try:
         await authorize_rule_target(db, principal, rule["did"])
         return updated
     except (Forbidden, NotFound):
-        back: dict[str, Any] = {"copies": rule["copies"], "expires_at": rule.get("expires_at"),
-                                "locked": rule.get("locked", False), "modified": now()}
+        back: dict[str, Any] = {**{f: rule.get(f) for f in GROWN}, "modified": now()}
         more = updated["copies"] != rule["copies"]
         if more:
             back.update({"dirty": True, "due": now()})
         with database_errors():
-            await db[RULES].update_one({"_id": rule["_id"], "modified": updated["modified"]},
+            await db[RULES].update_one({"_id": rule["_id"], **{f: updated.get(f) for f in GROWN}},
                                        {"$set": back, **(increment({"generation": 1}) if more else {})})
         raise
 
