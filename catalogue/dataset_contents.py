@@ -11,14 +11,15 @@ gives back those that were there already (`_counted_insert`) and takes them back
 or freeze landed meanwhile; a file detach marks the rows no other call is detaching
 (`detaching`, `kernel.marks`), reads back its own, deletes them by its mark and takes off what it
 read (`_marked_delete`, for a container's children too), then puts them back if a close or
-freeze landed meanwhile (`_put_back_if_closed`). A call cut short can leave a DID
-counting rows it does not hold, never the other way; `cairn dataset rebuild-counts`
+freeze landed meanwhile (`_put_back_if_closed`), and those the caller can no longer reach.
+A call cut short can leave a DID counting rows it does not hold, never the other way; `cairn dataset rebuild-counts`
 (`catalogue.dataset_recount`) recounts them from the rows. An attach looks, after its rows are in,
 for its files being moved or removed (`catalogue.directory_moves.leaving`; a move looks for rows
-after its mark) and takes those rows back out: no row names an LFN its file left.
+after its mark) and takes those rows back out: no row names an LFN its file left; and for files
+its caller may no longer read (a chmod or chown that returned before its rows landed).
 Attaching a container to a container refuses cycles: the child's descendants are walked one
-`$in` query per level before the link is written (no transactions: two concurrent attaches that
-together close a cycle are not caught).
+`$in` query per level before the link is written, and again after (`_no_cycle_made`): two
+concurrent attaches that together close a cycle each see the other's link then.
 """
 
 from __future__ import annotations
@@ -34,16 +35,15 @@ from pymongo.errors import BulkWriteError
 
 from catalogue import change_feed
 from catalogue.collection_names import CONTAINER_CHILDREN
-from catalogue.dataset_counts import add_counts, counts_set
-from catalogue.datasets import DATASETS, REFRESH_LEASE, REFRESHING, check_did, get_did, writable_did
-from catalogue.directories import DUPLICATE_KEY, find_by_ids, now
+from catalogue.dataset_counts import add_counts
+from catalogue.datasets import DATASETS, check_did, get_did, writable_did
+from catalogue.directories import DUPLICATE_KEY, find_by_ids
 from catalogue.directory_moves import leaving
 from catalogue.files import authorized_files, fetch_files
-from catalogue.find import open_query
 from catalogue.lfn import check_lfn
-from catalogue.permissions import READ
+from catalogue.permissions import PERMISSION_FIELDS, READ
 from kernel.db import INDEX_ORDER, Document, IndexSpec, database_errors, find_by_values, iterate
-from kernel.errors import Conflict, InvalidInput, NotFound, ServiceUnavailable
+from kernel.errors import Conflict, InvalidInput, NotFound
 from kernel.marks import Mark, by_ids
 from kernel.principal import Principal
 
@@ -53,7 +53,6 @@ LEFT = "the file was being moved or removed while it was attached; nothing attac
 DETACHING = "detaching"
 DETACH_LEASE = dt.timedelta(minutes=2)
 MAX_CONTAINER_DEPTH = 64
-REFRESH_BATCH = 1000
 Tally = Callable[[Sequence[Document]], dict[str, int]]  # what member rows add to their DID's counts
 log = logging.getLogger(__name__)
 
@@ -77,7 +76,7 @@ INDEXES = [
 ]
 
 
-def _row_id(did: str, member: str) -> str:
+def row_id(did: str, member: str) -> str:
     return f"{did}#{member}"
 
 
@@ -132,14 +131,14 @@ async def _counted_insert(db: AsyncDatabase[Document], did: str, collection: str
     return inserted
 
 
-async def _delete_rows(db: AsyncDatabase[Document], ids: list[str]) -> None:
+async def delete_rows(db: AsyncDatabase[Document], ids: list[str]) -> None:
     if ids:
         with database_errors():
             await db[DATASET_FILES].delete_many({"_id": {"$in": ids}})
         await _members_changed(db, "detached", [_split_row_id(i) for i in ids])
 
 
-async def _attach_rows(db: AsyncDatabase[Document], rows: list[Document]) -> None:
+async def attach_rows(db: AsyncDatabase[Document], rows: list[Document]) -> None:
     inserted = await _insert_rows(db, DATASET_FILES, rows)
     await _members_changed(db, "attached", [(r["did"], r["lfn"]) for r in inserted])
 
@@ -168,20 +167,35 @@ async def attach_files(
     if doc.get("query") is not None:
         raise InvalidInput(f"{did} is dynamic: its contents come from its query (refresh it instead)")
     allowed, failed = await authorized_files(db, principal, list(dict.fromkeys(lfns)), READ)
-    rows = [{"_id": _row_id(did, lfn), "did": did, "lfn": lfn, "size": int(f.get("size", 0))}
+    rows = [{"_id": row_id(did, lfn), "did": did, "lfn": lfn, "size": int(f.get("size", 0))}
             for lfn, f in allowed.items()]
     inserted = await _counted_insert(db, did, DATASET_FILES, rows, _file_tally)
-    if gone := await leaving(db, [r["lfn"] for r in inserted]):
-        # Moved or removed while attached: the row would name an LFN the file left. Taken back
-        # out (and off the counts) the way a detach does, so a detach racing it counts once.
-        await _marked_delete(db, did, DATASET_FILES, [_row_id(did, lfn) for lfn in sorted(gone)], _file_tally)
-        inserted = [r for r in inserted if r["lfn"] not in gone]
+    gone = await leaving(db, [r["lfn"] for r in inserted])
+    denied = await _unreadable_now(db, principal, [r["lfn"] for r in inserted if r["lfn"] not in gone])
+    if taken := gone | set(denied):
+        # Moved or removed while attached (the row would name an LFN the file left), or no longer
+        # readable to the caller: taken back out (and off the counts) the way a detach does, so a
+        # detach racing it counts once.
+        await _marked_delete(db, did, DATASET_FILES, [row_id(did, lfn) for lfn in sorted(taken)], _file_tally)
+        inserted = [r for r in inserted if r["lfn"] not in taken]
         failed.update(dict.fromkeys(sorted(gone), LEFT))
-        allowed = {lfn: f for lfn, f in allowed.items() if lfn not in gone}
+        failed.update(denied)
+        allowed = {lfn: f for lfn, f in allowed.items() if lfn not in taken}
     if inserted:
         await _members_changed(db, "attached", [(did, r["lfn"]) for r in inserted])
     new = {r["lfn"] for r in inserted}
     return {"successful": {lfn: {"attached": lfn in new} for lfn in allowed}, "failed": failed}
+
+
+async def _unreadable_now(db: AsyncDatabase[Document], principal: Principal, lfns: list[str]) -> dict[str, str]:
+    """Of the files an attach just put in, those the caller may no longer read as the files and
+    directories stand now, with why: a chmod or chown of the file or of a directory above it,
+    returned before the row landed, refuses it as it refuses an attach checked after it (the check
+    and the insert are writes apart). Two reads (the files' permission fields, their ancestors)."""
+    if principal.is_global_admin or not lfns:
+        return {}
+    _, denied = await authorized_files(db, principal, lfns, READ, dict.fromkeys(PERMISSION_FIELDS, 1))
+    return denied
 
 
 async def detach_files(
@@ -193,10 +207,16 @@ async def detach_files(
     if doc.get("query") is not None:
         raise InvalidInput(f"{did} is dynamic: its contents come from its query (refresh it instead)")
     wanted = list(dict.fromkeys(lfns))
-    hidden = await _refused_existing(db, principal, wanted, 0)
-    rows = [_row_id(did, lfn) for lfn in wanted if lfn not in hidden]
+    hidden = await refused_existing(db, principal, wanted, 0)
+    rows = [row_id(did, lfn) for lfn in wanted if lfn not in hidden]
     present, mine = await _marked_delete(db, did, DATASET_FILES, rows, _file_tally)
     await _put_back_if_closed(db, did, DATASET_FILES, mine, _file_tally)
+    # Judged again once deleted: a chmod or chown above a file that hid it from the caller and
+    # returned before the delete landed refuses it as a detach checked after it (hidden = not in).
+    if hidden_now := await refused_existing(db, principal, [row["lfn"] for row in mine], 0):
+        await _put_back(db, did, DATASET_FILES, [row for row in mine if row["lfn"] in hidden_now], _file_tally)
+        present = [row for row in present if row["lfn"] not in hidden_now]
+        mine = [row for row in mine if row["lfn"] not in hidden_now]
     lfns_present = {row["lfn"] for row in present}
     detached = {row["lfn"] for row in mine}
     await _members_changed(db, "detached", [(did, lfn) for lfn in sorted(detached)])
@@ -213,13 +233,19 @@ async def _put_back_if_closed(db: AsyncDatabase[Document], did: str, collection:
     with database_errors():
         if (await db[DATASETS].find_one({"_id": did}, {"state": 1}) or {}).get("state") == "open":
             return
-    back = await _insert_rows(db, collection, [{k: v for k, v in r.items() if k != DETACHING} for r in rows])
-    if back:
-        await add_counts(db, did, tally(back))
+    await _put_back(db, did, collection, rows, tally)
     raise Conflict(f"{did} was closed or frozen meanwhile; nothing detached")
 
 
-async def _refused_existing(db: AsyncDatabase[Document], principal: Principal, lfns: list[str],
+async def _put_back(db: AsyncDatabase[Document], did: str, collection: str, rows: list[Document],
+                    tally: Tally) -> None:
+    """Insert rows a detach deleted again and count those that went in back."""
+    back = await _insert_rows(db, collection, [{k: v for k, v in r.items() if k != DETACHING} for r in rows])
+    if back:
+        await add_counts(db, did, tally(back))
+
+
+async def refused_existing(db: AsyncDatabase[Document], principal: Principal, lfns: list[str],
                             need: int) -> set[str]:
     """The LFNs whose files exist but that the caller cannot reach (`need` 0) or may not read
     (READ: its queries leave them out). A row whose file was removed is in neither: its dataset's
@@ -298,12 +324,31 @@ async def attach_children(
         if child == container or (found[child]["type"] == "container"
                                   and container in await _descendant_containers(db, child)):
             raise Conflict(f"attaching {child} to {container} would make a cycle", details={"child": child})
-    rows = [{"_id": _row_id(container, c), "container": container, "child": c} for c in wanted]
+    rows = [{"_id": row_id(container, c), "container": container, "child": c} for c in wanted]
     inserted = await _counted_insert(db, container, CONTAINER_CHILDREN, rows, _child_tally)
+    await _no_cycle_made(db, container, inserted, {c for c in wanted if found[c]["type"] == "container"})
     if inserted:
         await _members_changed(db, "attached", [(container, r["child"]) for r in inserted])
     new = {r["child"] for r in inserted}
     return {"successful": {c: {"attached": c in new} for c in wanted}, "failed": {}}
+
+
+async def _no_cycle_made(db: AsyncDatabase[Document], container: str, rows: list[Document],
+                         containers: set[str]) -> None:
+    """Looks for cycles again once the links to container children are in: two attaches that
+    together close one (A into B, B into A) each walked before the other's link was there. On a
+    cycle (or a nesting too deep to tell) this call's links are taken back out, and off the
+    counts, as a detach does (409): of the links of a cycle, the last one in sees it."""
+    for row in rows:
+        if row["child"] not in containers:
+            continue  # a dataset holds no DIDs
+        try:
+            if container in await _descendant_containers(db, row["child"]):
+                raise Conflict(f"attaching {row['child']} to {container} would make a cycle (another attach "
+                               "closed it meanwhile); nothing attached", details={"child": row["child"]})
+        except Conflict:
+            await _marked_delete(db, container, CONTAINER_CHILDREN, sorted(r["_id"] for r in rows), _child_tally)
+            raise
 
 
 async def detach_children(
@@ -313,7 +358,7 @@ async def detach_children(
     await writable_did(db, principal, container, "container")
     wanted = list(dict.fromkeys(children))
     present, mine = await _marked_delete(db, container, CONTAINER_CHILDREN,
-                                         [_row_id(container, c) for c in wanted], _child_tally)
+                                         [row_id(container, c) for c in wanted], _child_tally)
     await _put_back_if_closed(db, container, CONTAINER_CHILDREN, mine, _child_tally)
     found = {row["child"] for row in present}
     detached = {row["child"] for row in mine}
@@ -376,105 +421,3 @@ async def list_page(db: AsyncDatabase[Document], did: str, *, after: str | None 
     members = members[:limit]
     key = "lfn" if members and "lfn" in members[0] else "did"
     return {"members": members, "next_after": members[-1][key] if more else None}
-
-
-async def refresh(db: AsyncDatabase[Document], principal: Principal, did: str) -> Document:
-    """Re-run a dynamic dataset's query and make its contents the result (open datasets only).
-
-    The query's results and the stored contents are both read sorted by LFN and merged, so
-    only the difference is written, in batches, in constant memory; the counts are then set to
-    the result's totals.
-    """
-    doc = await writable_did(db, principal, did, "dataset")
-    if doc.get("query") is None:
-        raise InvalidInput(f"{did} is not dynamic (it has no query)")
-    results = await open_query(db, principal, doc["query"], scope=doc.get("path", "/"))
-    mark = Mark(REFRESHING, REFRESH_LEASE)
-    await _hold_for_refresh(db, did, mark)
-    try:
-        return await _refreshed(db, principal, did, results, mark)
-    except BaseException:
-        await asyncio.shield(mark.take_off(db[DATASETS], [did]))
-        raise
-
-
-async def _hold_for_refresh(db: AsyncDatabase[Document], did: str, mark: Mark) -> None:
-    """Mark an open dataset as refreshed by this call (409 when closed or frozen meanwhile, or
-    refreshed by another call)."""
-    with database_errors():
-        held = await db[DATASETS].update_one({"_id": did, "state": "open", **mark.free()},
-                                             {"$set": {REFRESHING: mark.value()}})
-    if not held.matched_count:
-        state = (await get_did(db, did))["state"]
-        if state != "open":
-            raise Conflict(f"{did} is {state}: contents change only while it is open")
-        raise Conflict(f"{did} is being refreshed by another call; try again when it ends")
-
-
-async def _still_refreshing(db: AsyncDatabase[Document], did: str, mark: Mark) -> None:
-    """Renew this call's mark before a write; 503 when it lapsed (a close or freeze may have
-    landed since: nothing more is written)."""
-    with database_errors():
-        renewed = await db[DATASETS].update_one({"_id": did, **mark.mine()}, {"$set": {f"{REFRESHING}.at": now()}})
-    if not renewed.matched_count:
-        raise ServiceUnavailable(f"the refresh of {did} took too long and was given up; refresh it again")
-
-
-async def _refreshed(db: AsyncDatabase[Document], principal: Principal, did: str,
-                     results: AsyncIterator[Document], mark: Mark) -> Document:
-    """Write the difference between `results` and the stored rows, then the counts, and take
-    the mark off. A stored row the caller's query could not return because the caller may not
-    read its file stays (and counts): not shown to a caller is not gone (a group member with
-    less access dropped the owner's files, and the locks of rules on the dataset with them)."""
-    stored = iterate(db[DATASET_FILES].find({"did": did}, {"lfn": 1, "size": 1}, comment=INDEX_ORDER)
-                     .sort("lfn", 1).batch_size(5000))
-    files = size = 0
-    adds: list[Document] = []
-    drops: list[Document] = []
-
-    async def drop() -> None:
-        nonlocal files, size
-        kept = await _refused_existing(db, principal, [row["lfn"] for row in drops], READ)
-        files += len(kept)
-        size += sum(int(row.get("size", 0)) for row in drops if row["lfn"] in kept)
-        await _still_refreshing(db, did, mark)
-        await _delete_rows(db, [row["_id"] for row in drops if row["lfn"] not in kept])
-        drops.clear()
-
-    current = await anext(stored, None)
-    async for found in results:
-        lfn = found["_id"]
-        files += 1
-        size += int(found.get("size", 0))
-        if files % REFRESH_BATCH == 0:  # a long read that writes nothing keeps its mark too
-            await _still_refreshing(db, did, mark)
-        while current is not None and current["lfn"] < lfn:
-            drops.append(current)
-            current = await anext(stored, None)
-        if len(drops) >= REFRESH_BATCH:
-            await drop()
-        if current is not None and current["lfn"] == lfn:
-            current = await anext(stored, None)
-        else:
-            adds.append({"_id": _row_id(did, lfn), "did": did, "lfn": lfn, "size": int(found.get("size", 0))})
-        if len(adds) >= REFRESH_BATCH:
-            await _still_refreshing(db, did, mark)
-            await _attach_rows(db, adds)
-            adds = []
-    while current is not None:
-        drops.append(current)
-        current = await anext(stored, None)
-        if len(drops) >= REFRESH_BATCH:
-            await drop()
-    await drop()
-    await _still_refreshing(db, did, mark)
-    await _attach_rows(db, adds)
-    counts = counts_set({"files": files, "bytes": size})
-    with database_errors():
-        updated = await db[DATASETS].find_one_and_update(
-            {"_id": did, **mark.mine()}, {"$set": {**counts["$set"], "refreshed": now(), "modified": now()},
-                                          "$unset": {**counts.get("$unset", {}), REFRESHING: ""}},
-            return_document=True)
-    if updated is None:
-        raise ServiceUnavailable(f"the refresh of {did} took too long and was given up; refresh it again")
-    return updated

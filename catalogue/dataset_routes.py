@@ -10,7 +10,7 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 from pymongo.asynchronous.database import AsyncDatabase
 
-from catalogue import dataset_contents, dataset_recount, datasets
+from catalogue import dataset_contents, dataset_recount, dataset_refresh, datasets
 from catalogue.authorization import require_did, visible_files
 from catalogue.datasets import DidIn, did_view
 from catalogue.find import check_query
@@ -77,7 +77,7 @@ async def create(request: web.Request) -> web.Response:
         await check_query(db, principal, body.query, body.path)
     doc = await datasets.create_did(db, principal, body)
     if body.query is not None:
-        doc = await dataset_contents.refresh(db, principal, body.did)
+        doc = await dataset_refresh.refresh(db, principal, body.did)
     return json_response(did_view(doc), status=201)
 
 
@@ -134,7 +134,7 @@ async def detach(request: web.Request) -> web.Response:
 async def refresh(request: web.Request) -> web.Response:
     body = await read_model(request, DidBody)
     _in_vo(request, body.did)
-    doc = await dataset_contents.refresh(request.app[DATABASE], principal_of(request), body.did)
+    doc = await dataset_refresh.refresh(request.app[DATABASE], principal_of(request), body.did)
     return json_response(did_view(doc))
 
 

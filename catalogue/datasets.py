@@ -50,7 +50,7 @@ DATASETS = "datasets"
 # Checked with `fullmatch`: `$` also matches before a final newline, so `match` took "lhcb:name\n".
 SCOPE_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+=-]{0,254}$")
-# A dynamic dataset's mark while one call refreshes it (`dataset_contents.refresh`, `kernel.marks`):
+# A dynamic dataset's mark while one call refreshes it (`dataset_refresh.refresh`, `kernel.marks`):
 # its state does not change meanwhile, so a close or freeze never lands between its writes.
 REFRESHING = "refreshing"
 REFRESH_LEASE = dt.timedelta(minutes=2)
@@ -145,7 +145,7 @@ async def get_did(db: AsyncDatabase[Document], did: str) -> Document:
 async def create_did(db: AsyncDatabase[Document], principal: Principal, item: DidIn) -> Document:
     """Create an open dataset or container owned by the caller. A dynamic dataset's query is
     checked here (400 with the position) and its first snapshot is taken by the caller of this
-    function (`dataset_contents.refresh`)."""
+    function (`dataset_refresh.refresh`)."""
     scope, name = check_did(item.did)
     if not may_create_in(principal, scope):
         mine = principal.did_scopes if principal.confined and WILDCARD_SCOPE not in principal.did_scopes else (

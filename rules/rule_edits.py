@@ -9,9 +9,10 @@ from typing import Any
 from pymongo import ReturnDocument
 from pymongo.asynchronous.database import AsyncDatabase
 
+from catalogue.authorization import authorize_rule_target
 from catalogue.directories import now
 from kernel.db import Document, database_errors, increment
-from kernel.errors import Conflict, Forbidden
+from kernel.errors import Conflict, Forbidden, NotFound
 from kernel.principal import Principal
 from rules.rule_admission import check_room
 from rules.rule_contents import did_target
@@ -34,6 +35,9 @@ async def update_rule(db: AsyncDatabase[Document], principal: Principal, rule_id
     rule = await get_rule(db, rule_id)
     _may_change(principal, rule)
     at = now()
+    grows = not principal.is_global_admin and _grows(rule, update, at)  # an admin's right no chmod takes
+    if grows:  # a rule's locks keep its DID's owner from deleting replicas: more of them need r, as making it
+        await authorize_rule_target(db, principal, rule["did"])
     change: dict[str, Any] = {"modified": at}
     inc: dict[str, int] = {}
     if update.copies is not None and update.copies != rule["copies"]:
@@ -64,12 +68,49 @@ async def update_rule(db: AsyncDatabase[Document], principal: Principal, rule_id
             {"_id": rule_id, "expires_at": rule.get("expires_at"), **not_removed(now())},
             {"$set": change, **(increment(inc) if inc else {})}, return_document=ReturnDocument.AFTER)
     if updated is not None:
-        return updated
+        return await _judged_again(db, principal, rule, updated) if grows else updated
     with database_errors():
         live = await db[RULES].count_documents({"_id": rule_id, **not_removed(now())})
     if live and retries:
         return await update_rule(db, principal, rule_id, update, retries=retries - 1)  # its lifetime changed
     raise Conflict(f"rule {rule_id} has expired and is being removed; make a new rule")
+
+
+GROWN = ("copies", "expires_at", "locked")  # what growing a rule changes
+
+
+def _grows(rule: Document, update: RuleUpdate, at: dt.datetime) -> bool:
+    """Does the update ask for more of what the rule holds: copies, a later (or no) expiry, a lock?"""
+    if update.copies is not None and update.copies > rule["copies"]:
+        return True
+    if update.locked and not rule.get("locked"):
+        return True
+    if update.lifetime_s is None:
+        return False
+    expires = rule.get("expires_at")
+    return expires is not None and (not update.lifetime_s or at + dt.timedelta(seconds=update.lifetime_s)
+                                    > expires.replace(tzinfo=dt.UTC))
+
+
+async def _judged_again(db: AsyncDatabase[Document], principal: Principal, rule: Document,
+                        updated: Document) -> Document:
+    """After an update that grew the rule: the caller's right on its DID judged again as it stands
+    now. A chmod or chown that took the caller's r away and returned before the update landed
+    refuses it (403) as an update checked after it: the rule's copies, expiry and lock are set
+    back to what they were, unless another update changed them since (guarded by their values as
+    this one wrote them: the daemons' writes of the rule's state do not keep it from going back)."""
+    try:
+        await authorize_rule_target(db, principal, rule["did"])
+        return updated
+    except (Forbidden, NotFound):
+        back: dict[str, Any] = {**{f: rule.get(f) for f in GROWN}, "modified": now()}
+        more = updated["copies"] != rule["copies"]
+        if more:
+            back.update({"dirty": True, "due": now()})
+        with database_errors():
+            await db[RULES].update_one({"_id": rule["_id"], **{f: updated.get(f) for f in GROWN}},
+                                       {"$set": back, **(increment({"generation": 1}) if more else {})})
+        raise
 
 
 async def delete_rule(db: AsyncDatabase[Document], principal: Principal, rule_id: str) -> Document:

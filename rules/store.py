@@ -10,10 +10,10 @@ from typing import cast
 from pymongo.asynchronous.database import AsyncDatabase
 
 from catalogue import file_rules
-from catalogue.authorization import vo_stamp
+from catalogue.authorization import authorize_rule_target, vo_stamp
 from catalogue.directories import now
 from kernel.db import Document, IndexSpec, count_by, database_errors, stamp_missing
-from kernel.errors import Conflict, NotFound
+from kernel.errors import Conflict, Forbidden, NotFound
 from kernel.principal import DEFAULT_VO, Principal
 from rules.rule_admission import check_account, check_room
 from rules.rule_contents import did_target
@@ -40,12 +40,18 @@ async def create_rule(db: AsyncDatabase[Document], principal: Principal, item: R
                       rule_id: str | None = None, subscription: str | None = None,
                       subscription_event: int | None = None) -> Document:
     """Check and store a new rule (`dirty`: the evaluator makes its locks). Refuses with 4xx and
-    writes nothing on a bad or unmatched expression, too many copies, an unknown DID or no quota."""
+    writes nothing on a bad or unmatched expression, too many copies, an unknown DID, a DID the
+    caller may not make a rule on (`authorize_rule_target`) or no quota. The DID is judged again
+    once the rule is in: a chmod or chown that took the caller's r away and returned before the
+    rule landed withdraws it (403), as a making checked after it is refused."""
     check_account(principal, item.account, "create rules")
     account = item.account or principal.sub
     validate(item.expression)
     if item.source_expression:
         validate(item.source_expression)
+    judged = not principal.is_global_admin  # whose right no chmod or chown takes away
+    if judged:
+        await authorize_rule_target(db, principal, item.did)
     did_type, size = await did_target(db, item.did)
     await check_room(db, account, item.expression, item.copies, item.did, did_type, size, vo_stamp(principal))
     at = now()
@@ -68,12 +74,18 @@ async def create_rule(db: AsyncDatabase[Document], principal: Principal, item: R
         await _withdraw(db, doc["_id"])
         raise Conflict(f"file {item.did} was being moved or removed while the rule was made; the rule was "
                        "withdrawn, try again")
+    try:
+        if judged:
+            await authorize_rule_target(db, principal, item.did)
+    except (Forbidden, NotFound):
+        await _withdraw(db, doc["_id"])
+        raise
     return cast(Document, doc)
 
 
 async def _withdraw(db: AsyncDatabase[Document], rule_id: str) -> None:
-    """A rule on a file being moved or removed is withdrawn the way a deletion does (the cleaner
-    cancels what its evaluation may have started)."""
+    """A rule on a file being moved or removed, or on a DID its maker lost the right to meanwhile,
+    is withdrawn the way a deletion does (the cleaner cancels what its evaluation may have started)."""
     with database_errors():
         await db[RULES].update_one({"_id": rule_id}, {"$set": {"locked": False, "expires_at": now()}})
 

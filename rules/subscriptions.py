@@ -34,7 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
-from catalogue.authorization import authorize_rule_target, require_vo, vo_stamp
+from catalogue.authorization import require_vo, vo_stamp
 from catalogue.datasets import DATASETS, did_within_reach
 from catalogue.directories import now
 from catalogue.vos import Vo, confine_owner, qualified, registry
@@ -248,9 +248,8 @@ async def _apply(db: AsyncDatabase[Document], subscription: Document, new: list[
         event, rule_id = at.get(did["_id"]), rule_id_for(subscription["_id"], did["_id"])
         try:
             item = RuleIn(did=did["_id"], **subscription["rule"])
-            # The same check as POST /rules, as the subscriber: a dataset the subscriber may not
-            # make a rule on gets none (and the refusal is kept in `errors`).
-            await authorize_rule_target(db, principal, did["_id"])
+            # The same checks as POST /rules (`create_rule`), as the subscriber: a dataset the
+            # subscriber may not make a rule on gets none (and the refusal is kept in `errors`).
             await create_rule(db, principal, item, rule_id=rule_id, subscription=subscription["_id"],
                               subscription_event=event)
             made[did["_id"]] = event

@@ -9,7 +9,8 @@ import contextlib
 
 from pymongo.asynchronous.database import AsyncDatabase
 
-from catalogue.dataset_contents import DATASET_FILES, DETACHING, attach_files, detach_files, refresh
+from catalogue.dataset_contents import DATASET_FILES, DETACHING, attach_files, detach_files
+from catalogue.dataset_refresh import refresh
 from catalogue.datasets import DidIn, change_state, create_did, get_did
 from catalogue.files import register_files
 from kernel.db import Document

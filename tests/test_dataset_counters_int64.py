@@ -8,8 +8,9 @@ from __future__ import annotations
 import pytest
 from pymongo.asynchronous.database import AsyncDatabase
 
-from catalogue.dataset_contents import attach_files, detach_files, refresh
+from catalogue.dataset_contents import attach_files, detach_files
 from catalogue.dataset_recount import rebuild
+from catalogue.dataset_refresh import refresh
 from catalogue.datasets import DidIn, create_did, get_did
 from catalogue.files import register_files
 from catalogue.namespace import mkdir

@@ -12,8 +12,8 @@ from catalogue.dataset_contents import (
     detach_files,
     list_page,
     open_contents,
-    refresh,
 )
+from catalogue.dataset_refresh import refresh
 from catalogue.datasets import DidIn, change_state, create_did, get_did
 from catalogue.files import register_files
 from catalogue.metadata import set_metadata
