@@ -1,7 +1,9 @@
-"""A move racing a chmod of its destination's directory that takes the mover's write away: an
-entry that arrives after the chmod returned is refused (403), as a move checked after it is.
+"""A move racing a chmod that takes the mover's write away, of its destination's directory or of
+its source's (moving an entry away removes it from its directory): an entry that arrives at its
+destination after the chmod returned is refused (403) and stays where it was, as a move checked
+after the chmod is.
 
-Before, the move judged the destination's directory as it read it before writing the new record."""
+Before, the move judged both directories as it read them before writing the new record."""
 
 from __future__ import annotations
 
@@ -20,11 +22,15 @@ from kernel.errors import Forbidden
 from tests.fixtures.catalogue import ADMIN, ALICE
 
 ROUNDS = 150
+# When the chmod starts, per directory chmodded: a source's is taken away after the move's
+# reads and marks (before them, the move is refused by its first check, not raced).
+CHMOD_DELAY = {"destination": (0, 0.004), "source": (0.002, 0.016)}
 
 
+@pytest.mark.parametrize("side", ["destination", "source"])
 @pytest.mark.parametrize("kind", ["file", "directory"])
-async def test_an_entry_moved_in_after_a_chmod_denying_its_mover_returned_is_refused(
-        catalogue_db: AsyncDatabase[Document], kind: str) -> None:
+async def test_an_entry_moved_after_a_chmod_denying_its_mover_returned_is_refused(
+        catalogue_db: AsyncDatabase[Document], kind: str, side: str) -> None:
     db = catalogue_db
     late = refused = 0
     collection = "files" if kind == "file" else "directories"
@@ -38,10 +44,11 @@ async def test_an_entry_moved_in_after_a_chmod_denying_its_mover_returned_is_ref
         else:
             await mkdir(db, ALICE, f"{source}/e")
         seen_after_chmod: list[bool] = []
+        denied = target if side == "destination" else source
 
-        async def close(target: str = target, seen: list[bool] = seen_after_chmod) -> None:
-            await asyncio.sleep(random.uniform(0, 0.004))
-            await chmod(db, ADMIN, target, 0o755)  # ALICE is neither owner nor in its group
+        async def close(denied: str = denied, target: str = target, seen: list[bool] = seen_after_chmod) -> None:
+            await asyncio.sleep(random.uniform(*CHMOD_DELAY[side]))
+            await chmod(db, ADMIN, denied, 0o755)  # ALICE is neither owner nor in its group
             seen.append(await db[collection].find_one({"_id": f"{target}/e"}) is not None)
 
         async def carry(source: str = source, target: str = target) -> Any:
@@ -53,7 +60,8 @@ async def test_an_entry_moved_in_after_a_chmod_denying_its_mover_returned_is_ref
             raise outcome
         refused += isinstance(outcome, Forbidden)
         arrived = await db[collection].find_one({"_id": f"{target}/e"}) is not None
-        assert arrived == (not isinstance(outcome, BaseException)), outcome
+        stayed = await db[collection].find_one({"_id": f"{source}/e"}) is not None
+        assert arrived == (not isinstance(outcome, BaseException)) == (not stayed), outcome
         late += arrived and not seen_after_chmod[0]
-    print(f"{kind}: refused {refused}, moved in after the chmod {late} of {ROUNDS}")
-    assert late == 0, f"{late} of {ROUNDS} entries were moved in after the chmod that denied their mover"
+    print(f"{kind}, {side}: refused {refused}, moved after the chmod {late} of {ROUNDS}")
+    assert late == 0, f"{late} of {ROUNDS} entries were moved after the chmod of the {side} that denied their mover"
