@@ -38,6 +38,18 @@ EXTRA: dict[str, tuple[str, str, Any, dict[str, str] | None]] = {
     "rules of a file": ("GET", "/rules", None, {"did": SHARED}),
     "directory listing of its files": ("GET", "/namespace/ls", None, {"path": "/lhcb/pub/victims"}),
     "a file's descendants": ("GET", "/provenance", None, {"lfn": SHARED, "direction": "descendants"}),
+    "registering an existing file": ("POST", "/files/register", {"files": [
+        {"lfn": SHARED, "size": 1, "adler32": "00020002"}]}, None),
+    "making an existing directory": ("POST", "/namespace/mkdir", {"path": "/lhcb/pub/victims"}, None),
+    "a directory's metadata": ("GET", "/metadata", None, {"path": "/lhcb/pub/victims"}),
+    "setting a directory's metadata": ("POST", "/metadata/set", {"path": "/lhcb/pub/victims", "values": {"a": 1}},
+                                       None),
+    "a directory's mode": ("POST", "/namespace/chmod", {"path": "/lhcb/pub/victims", "mode": 0o777}, None),
+    "moving a directory": ("POST", "/namespace/move", {"source": "/lhcb/pub/victims",
+                                                        "destination": "/cta/mc/v"}, None),
+    "removing a directory": ("POST", "/namespace/remove", {"path": "/lhcb/pub/victims"}, None),
+    "a directory listing as a stream": ("GET", "/namespace/ls/stream", None, {"path": "/lhcb/pub/victims"}),
+    "a directory's entry": ("GET", "/namespace/stat", None, {"path": "/lhcb/pub/victims"}),
     # SEs of one VO are hidden from another's members and admins (DISK2 is lhcb's in vo_world)
     "an SE": ("GET", "/ses/DISK2", None, None),
     "an SE's dump": ("GET", "/ses/DISK2/dump", None, None),
