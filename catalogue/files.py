@@ -494,17 +494,20 @@ async def authorized_files(
     db: AsyncDatabase[Document], principal: Principal, lfns: Sequence[str], bits: int, projection: Any = None
 ) -> tuple[dict[str, Document], dict[str, str]]:
     """Files the caller may act on with `bits` (r to read replicas, w to change them) and why
-    the others are refused; two queries (the files, then their ancestors) for any number.
-    A file the caller cannot reach is refused as "no such file", like a missing one.
-    A `projection` must keep PERMISSION_FIELDS."""
+    the others are refused; two queries (the names' directories, then the files) for any number.
+    A file the caller cannot reach is refused as "no such file", like a missing one, and is not
+    read: reading it made a batch of hidden names cost 3-6x a batch of missing ones (a count of
+    which names exist in a directory the caller cannot search). A `projection` must keep
+    PERMISSION_FIELDS."""
     for lfn in lfns:
         check_lfn(lfn)
-    found = await fetch_files(db, lfns, projection)
-    parents = {parent_of(lfn) for lfn in found}  # a file's ancestors: its parent's and the parent
+    parents = {parent_of(lfn) for lfn in lfns}  # a file's ancestors: its parent's and the parent
     dirs = await fetch_directories(db, parents.union(*(ancestors(p) for p in parents)))
+    walked: dict[str, str | None] = {}
+    found = await fetch_files(db, [lfn for lfn in lfns if not traversal_denial(principal, lfn, dirs, walked)],
+                              projection)
     allowed: dict[str, Document] = {}
     failed: dict[str, str] = {}
-    walked: dict[str, str | None] = {}
     for lfn in lfns:
         doc = found.get(lfn)
         reason = "no such file" if doc is None else hiding_denial(principal, lfn, doc, bits, dirs, walked)
@@ -531,12 +534,13 @@ async def remove_files(
     off the usage counters by one call (`catalogue.file_removal`)."""
     for lfn in lfns:
         check_lfn(lfn)
-    found = await fetch_files(db, lfns, {"replicas.se": 1, "owner": 1, "size": 1, REGISTERED_IN: 1})
-    dirs = await fetch_directories(db, {a for lfn in found for a in ancestors(lfn)})
+    dirs = await fetch_directories(db, {a for lfn in lfns for a in ancestors(lfn)})
+    walked: dict[str, str | None] = {}  # a file the caller cannot reach is not read (as in `authorized_files`)
+    found = await fetch_files(db, [lfn for lfn in lfns if not traversal_denial(principal, lfn, dirs, walked)],
+                              {"replicas.se": 1, "owner": 1, "size": 1, REGISTERED_IN: 1})
     successful: dict[str, Any] = {}
     failed: dict[str, Any] = {}
     doomed = []
-    walked: dict[str, str | None] = {}
     for lfn in dict.fromkeys(lfns):
         doc = found.get(lfn)
         if doc is None or traversal_denial(principal, lfn, dirs, walked):  # hidden answers as missing

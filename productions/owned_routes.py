@@ -13,7 +13,7 @@ from pydantic import BaseModel
 
 from catalogue.authorization import require_vo, vo_query
 from kernel.db import Document
-from kernel.errors import Forbidden
+from kernel.errors import Forbidden, NotFound
 from kernel.principal import Principal
 from kernel.responses import JsonList
 from kernel.web import DATABASE, ApiRoutes, Policy, json_response, principal_of, query_int, read_model
@@ -24,14 +24,15 @@ View = Callable[[Document], dict[str, Any]]
 
 
 def check_owner(principal: Principal, doc: Document, noun: str) -> None:
-    """Only its owner or an admin may see or change it; another VO's answers like a missing one."""
+    """Only its owner or an admin may see or change it; another user's (or VO's) answers like a
+    missing one, so a refusal does not tell that it exists, nor whose it is."""
     require_vo(principal, doc, f"{noun} {doc['_id']} does not exist")
     if not principal.is_admin and doc["owner"] != principal.sub:
-        raise Forbidden(f"{noun} {doc['_id']} belongs to {doc['owner']}; only its owner or an admin may do this")
+        raise NotFound(f"{noun} {doc['_id']} does not exist")
 
 
 async def mine(request: web.Request, get: Getter, noun: str) -> Document:
-    """The object the path's `{id}` names, if the caller may act on it (404 / 403 otherwise)."""
+    """The object the path's `{id}` names, if the caller may act on it (404 otherwise, as for a missing one)."""
     doc = await get(request.app[DATABASE], request.match_info["id"])
     check_owner(principal_of(request), doc, noun)
     return doc
@@ -57,7 +58,7 @@ def add_action(routes: ApiRoutes, method: str, path: str, get: Getter, noun: str
 
     handler.__name__ = name
     routes.route(method, path, policy=policy, summary=summary,
-                 responses={404: f"no such {noun}", 403: "not yours", **(responses or {})})(handler)
+                 responses={404: f"no such {noun} (or not yours)", **(responses or {})})(handler)
 
 
 def add_creation(routes: ApiRoutes, path: str, model: type[BaseModel],

@@ -30,7 +30,7 @@ add_listing(routes, "/productions", "productions", production.list_productions, 
 
 
 @routes.get("/productions/{id}", policy=READ, summary="A production and its steps",
-            responses={404: "no such production", 403: "not yours"})
+            responses={404: "no such production (or not yours)"})
 async def show_production(request: web.Request) -> web.Response:
     return json_response(production.public_view(await _mine(request)))
 

@@ -51,7 +51,7 @@ add_listing(routes, "/transformations", "transformations", transformations.list_
 
 
 @routes.get("/transformations/{id}", policy=READ, summary="A transformation, its files per status, its tasks per state",
-            responses={404: "no such transformation", 403: "not yours"})
+            responses={404: "no such transformation (or not yours)"})
 async def show_transformation(request: web.Request) -> web.Response:
     doc = await _mine(request)
     db = request.app[DATABASE]

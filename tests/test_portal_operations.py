@@ -148,8 +148,8 @@ async def test_a_transformation_shows_its_progress_and_pages_files_and_tasks(
         assert chain.status == 200 and ">sim</a>" in chain.text and ">reco</a>" in chain.text
         assert (await alice.get("/ui/productions", params={"owner": "bob"})).status == 403
     async with portal(api.token(sub="bob", scopes=JOBS)) as bob:
-        assert (await bob.get(f"/ui/transformations/{tid}")).status == 403
-        assert (await bob.get(f"/ui/productions/{made['id']}")).status == 403
+        assert (await bob.get(f"/ui/transformations/{tid}")).status == 404
+        assert (await bob.get(f"/ui/productions/{made['id']}")).status == 404
         assert tid not in (await bob.get("/ui/productions")).text
     async with portal(api.admin_token) as root:
         assert tid in (await root.get("/ui/productions", params={"owner": "alice"})).text

@@ -43,9 +43,11 @@ PILOT = scopes("jobs.pilot")
 
 
 def _own(principal: Principal, job: dict[str, Any]) -> None:
-    require_vo(principal, job, f"job {job['_id']} does not exist")  # another VO's job is a missing one
+    """Another user's job answers as a missing one: ids are sequential, so a refusal naming its
+    owner would tell anyone who runs jobs, and how many."""
+    require_vo(principal, job, f"job {job['_id']} does not exist")
     if not principal.is_admin and job["owner"] != principal.sub:
-        raise Forbidden(f"job {job['_id']} belongs to {job['owner']}; only its owner or an admin may do this")
+        raise NotFound(f"job {job['_id']} does not exist")
 
 
 async def _job_for(request: web.Request) -> dict[str, Any]:
@@ -98,7 +100,7 @@ async def job_summary(request: web.Request) -> web.Response:
 
 
 @routes.get("/jobs/{id}", policy=READ, summary="A job: state, history, placement, outcome",
-            responses={404: "no such job", 403: "not your job"})
+            responses={404: "no such job (or not yours)"})
 async def get_job(request: web.Request) -> web.Response:
     job = await _job_for(request)
     view = jobs.public_view(job)
