@@ -48,7 +48,9 @@ from catalogue.writer_tokens import FOUNDING, WRITER
 from kernel.db import Document, database_errors, read_by_ids
 from kernel.marks import Mark, by_ids
 
-ELSEWHERE_WAIT = 1.0  # seconds a removal waits for another call removing some of its files
+ELSEWHERE_WAIT = 5.0  # seconds a removal waits for another call removing some of its files (a loaded
+# server takes over a second for a few hundred records: six calls over the same 300 files answered
+# "try again" at 1 s on a busy 2-core machine)
 DELETE_ROUNDS = 5  # reads of records whose replicas keep changing under the mark before giving them up
 # What counting a removal reads, and the rules that locked its replicas (named in its event).
 COUNTED_FIELDS = {"replicas.se": 1, "replicas.lock_rules": 1, "size": 1, REGISTERED_IN: 1}
