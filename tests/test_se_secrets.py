@@ -17,6 +17,7 @@ from storage_plugins.webdav import WebDavPlugin
 from tests.fixtures.api import RunningApi
 from tests.fixtures.authz import SHARED, World
 from tests.fixtures.live_ses import LiveSEs, xrootd_protocols
+from tests.fixtures.s3 import S3Endpoint
 from tests.fixtures.transfers import add_ses, fast_settings, replica_status, run_until_drained
 from transfers.endpoints import endpoints
 from transfers.worker import TransferWorker
@@ -79,7 +80,7 @@ async def test_a_failed_transfer_shows_its_requester_no_se_secret(
 
 
 async def test_a_signed_url_is_issued_for_an_s3_se_that_also_has_a_webdav_token(
-    api: RunningApi, live_ses: LiveSEs
+    api: RunningApi, live_ses: LiveSEs, s3_server: S3Endpoint
 ) -> None:
     se = await live_ses.add("s3", secrets_on_server=True)
     davs = Protocol(scheme="davs", host="127.0.0.1", port=2, prefix="/dav", priority=2)
@@ -87,6 +88,10 @@ async def test_a_signed_url_is_issued_for_an_s3_se_that_also_has_a_webdav_token(
     api.settings.storage_credentials[se.name]["token"] = SECRET
     await live_ses.admin.register_files([{"lfn": "/cta/f", "size": 3, "adler32": f"{zlib.adler32(b'abc'):08x}",
                                           "mode": 0o644, "replicas": [{"se": se.name}]}])
+    [replica] = (await live_ses.admin.get_file("/cta/f"))["replicas"]
+    bucket, key = replica["url"].removeprefix("s3://").split("/", 1)
+    async with s3_server.client() as s3:  # a GET URL is signed for the object there (its entity tag)
+        await s3.put_object(Bucket=bucket, Key=key, Body=b"abc")
     async with api.client(api.token("bob", groups=("cta",), scopes=("catalogue.read",))) as bob:
         try:
             answer = await bob.signed_url("/cta/f", se.name, "GET")
