@@ -24,12 +24,25 @@ hand; `refresh` re-runs the query while it is open; freezing keeps the last snap
 Each state change is one `update_one` guarded by the state it leaves, so two racing callers
 cannot both succeed, and by no refresh holding the dataset (409 meanwhile: a freeze landing
 between a refresh's writes left the "final" snapshot changing under it).
+
+Every DID is announced on the change feed (`did_created`, which subscriptions read) once: it is
+inserted marked `unannounced` (a token and its time), its event appended, its mark cleared. A
+creator cut short in between (a server killed, a database error) leaves the mark, and
+`announce_late` (the subscriber's pass) announces the DIDs whose mark is older than
+ANNOUNCE_GRACE, taking each mark over with a write guarded by its lapsed time (two sweepers
+never both take it). A creator past half the grace before its append leaves it to them; a
+creator cancelled after its insert finishes its announcement. What may still announce a DID
+twice: a server killed after its append and before its clear, or
+stalled more than half the grace on the way to the database; a second event is harmless (a
+subscription's rule id is derived from the DID, its count from the event that made it).
 """
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import re
+import uuid
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -41,9 +54,9 @@ from catalogue.directories import now
 from catalogue.lfn import ROOT, check_lfn
 from catalogue.meta_query import compile_query
 from catalogue.metadata_fields import query_fields
-from kernel.db import Document, IndexSpec, database_errors
+from kernel.db import INDEX_ORDER, Document, IndexSpec, database_errors
 from kernel.errors import Conflict, Forbidden, InvalidInput, NotFound
-from kernel.marks import Mark
+from kernel.marks import Mark, by_ids
 from kernel.principal import Principal
 
 DATASETS = "datasets"
@@ -54,12 +67,19 @@ NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+=-]{0,254}$")
 # its state does not change meanwhile, so a close or freeze never lands between its writes.
 REFRESHING = "refreshing"
 REFRESH_LEASE = dt.timedelta(minutes=2)
+# A DID's mark from its insert until its `did_created` event is on the feed (`announce_late`):
+# the token of the call announcing it, and since when.
+UNANNOUNCED, UNANNOUNCED_SINCE = "unannounced", "unannounced_since"
+ANNOUNCE_GRACE = dt.timedelta(seconds=30)
+ANNOUNCE_BATCH = 1000  # DIDs announced late per call, at most
 DidType = Literal["dataset", "container"]
 State = Literal["open", "closed", "frozen"]
 
 INDEXES = [
     # list_dids: datasets.find({scope: s}).sort(name)
     IndexSpec(DATASETS, [("scope", 1), ("name", 1)], name="datasets_by_scope_name"),
+    # announce_late: datasets.find({unannounced_since: {$lt: t}}) under INDEX_ORDER (a date bound).
+    IndexSpec(DATASETS, [(UNANNOUNCED_SINCE, 1)], name="datasets_unannounced", sparse=True, index_order=True),
 ]
 
 # state change -> (states it may leave, state it reaches)
@@ -127,7 +147,8 @@ def may_change(principal: Principal, did: Document) -> bool:
 
 def did_view(doc: Document) -> dict[str, Any]:
     """The public shape of a DID record."""
-    view = {"did": doc["_id"], **{k: v for k, v in doc.items() if k not in ("_id", REFRESHING)}}
+    view = {"did": doc["_id"], **{k: v for k, v in doc.items() if k not in ("_id", REFRESHING, UNANNOUNCED,
+                                                                     UNANNOUNCED_SINCE)}}
     view["dynamic"] = doc.get("query") is not None
     return view
 
@@ -157,9 +178,10 @@ async def create_did(db: AsyncDatabase[Document], principal: Principal, item: Di
         check_lfn(item.path)
         compile_query(item.query, await query_fields(db, principal))
     at = now()
+    token = uuid.uuid4().hex
     doc: Document = {"_id": item.did, "scope": scope, "name": name, "type": item.type, "state": "open",
                      "owner": principal.sub, "group": principal.primary_group, "description": item.description,
-                     "created": at, "modified": at}
+                     "created": at, "modified": at, UNANNOUNCED: token, UNANNOUNCED_SINCE: at}
     if item.type == "dataset":
         doc.update({"files": 0, "bytes": 0})
     else:
@@ -171,8 +193,42 @@ async def create_did(db: AsyncDatabase[Document], principal: Principal, item: Di
             await db[DATASETS].insert_one(doc)
     except DuplicateKeyError as exc:
         raise Conflict(f"DID {item.did} exists already") from exc
-    await change_feed.append(db, [change_feed.event("did_created", doc["_id"], type=doc["type"])])
+    # Shielded: a caller cancelled (a client gone) after its insert still announces it, once.
+    await asyncio.shield(_announce(db, [doc], token, at))
+    del doc[UNANNOUNCED], doc[UNANNOUNCED_SINCE]
     return doc
+
+
+async def _announce(db: AsyncDatabase[Document], docs: list[Document], token: str, since: dt.datetime) -> None:
+    """Append the `did_created` events of DIDs marked by `token` at `since`, then clear the mark
+    on those that still carry it; nothing when `since` is half the grace ago (`announce_late` may
+    take the mark over)."""
+    if not docs or now() - since > ANNOUNCE_GRACE / 2:
+        return
+    await change_feed.append(db, [change_feed.event("did_created", d["_id"], type=d["type"]) for d in docs])
+    with database_errors():
+        for flt in by_ids([d["_id"] for d in docs], {UNANNOUNCED: token}):
+            await db[DATASETS].update_many(flt, {"$unset": {UNANNOUNCED: "", UNANNOUNCED_SINCE: ""}})
+
+
+async def announce_late(db: AsyncDatabase[Document], *, grace: dt.timedelta = ANNOUNCE_GRACE) -> int:
+    """Announce the DIDs whose creation was cut short between its insert and its event (marked
+    longer than `grace`), up to ANNOUNCE_BATCH; returns how many this call announced. Each mark
+    is taken over by one write guarded by its lapsed time, so of concurrent callers one announces
+    a DID; a caller cut short in turn leaves its own mark to lapse."""
+    token, since = uuid.uuid4().hex, now()
+    lapsed = {UNANNOUNCED_SINCE: {"$lt": since - grace}}
+    with database_errors():
+        # Index: datasets_unannounced (only DIDs cut short carry its field).
+        found = await db[DATASETS].find(lapsed, {"_id": 1}, comment=INDEX_ORDER).limit(ANNOUNCE_BATCH).to_list()
+        ids = [d["_id"] for d in found]
+        for flt in by_ids(ids, lapsed):
+            await db[DATASETS].update_many(flt, {"$set": {UNANNOUNCED: token, UNANNOUNCED_SINCE: since}})
+        taken: list[Document] = []
+        for flt in by_ids(ids, {UNANNOUNCED: token}):
+            taken += await db[DATASETS].find(flt, {"type": 1}).to_list()
+    await _announce(db, taken, token, since)
+    return len(taken)
 
 
 async def change_state(db: AsyncDatabase[Document], principal: Principal, did: str, action: str) -> Document:
