@@ -125,9 +125,14 @@ async def decide(ctx: Context, failures: Sequence[Failed]) -> list[Decided]:
     bulk pull) and decide how each request ends."""
     for failed in failures:
         failed.job.ending = True
+    held_until: dict[tuple[str, str], float] = {}  # see `destination.discard_many`
+    for f in failures:
+        if f.job.dest is not None:
+            place = (f.job.lfn, f.job.dest.name)
+            held_until[place] = min(held_until.get(place, f.job.held_until), f.job.held_until)
     await destination.discard_many(ctx.db, [
         (f.job.lfn, f.job.dest.name, f.job.dest_eps[0] if f.job.dest_eps else None)
-        for f in failures if f.attempted and f.job.dest is not None])
+        for f in failures if f.attempted and f.job.dest is not None], held_until)
     decided = [await _decide(ctx, failed) for failed in failures]
     # A request failing for good before its copy was tried (no source left, say), whose earlier
     # attempt registered a `copying` replica and was killed: that replica goes too. Its end unsets
@@ -135,7 +140,8 @@ async def decide(ctx: Context, failures: Sequence[Failed]) -> list[Decided]:
     await destination.discard_many(ctx.db, [_left_by_earlier_attempt(ctx, d.failed.job) for d in decided
                                             if d.end.final and not d.failed.attempted
                                             and d.failed.job.request.get("copying_replica")
-                                            and d.failed.job.dest is not None and d.failed.job.file is not None])
+                                            and d.failed.job.dest is not None and d.failed.job.file is not None],
+                                   held_until)
     return decided
 
 
