@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import sys
 import threading
+import time
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -23,6 +24,7 @@ from kernel.db import Document
 from kernel.settings import Settings
 from tests.fixtures.transfers import (
     add_ses,
+    copying_replicas,
     disk_se,
     fast_settings,
     put_files,
@@ -31,6 +33,7 @@ from tests.fixtures.transfers import (
     se_root,
 )
 from transfers import destination, queueing
+from transfers import requests as rq
 from transfers.worker import TransferWorker
 
 LEASE_S = 1.0
@@ -90,3 +93,47 @@ async def test_a_worker_frozen_before_discarding_spares_the_copy_its_successor_c
         emptied += await replica_status(database, lfn, "DST") == "available" and not on_storage.exists()
         assert not on_storage.exists() or on_storage.read_bytes() == data
     assert emptied == 0  # before: 3 of 3 (available replicas whose bytes the frozen worker deleted)
+
+
+def _hold_past_sure_part(code: Any, stalled: threading.Event) -> Any:
+    """Holds the thread at the first call of `code` until its `held_until` argument has passed."""
+    def profile(frame: FrameType, event: str, arg: object) -> None:
+        if event == "call" and frame.f_code is code and not stalled.is_set():
+            stalled.set()
+            time.sleep(max(0.0, frame.f_locals["held_until"] - time.monotonic()) + 0.05)
+
+    return profile
+
+
+async def test_a_failed_copy_left_past_its_sure_lease_is_discarded_once_its_request_ends(
+        database: AsyncDatabase[Document], settings: Settings, tmp_path: Path) -> None:
+    """Slow past the sure part of its lease, not past the lease: the worker ends the request for
+    good, then discards the destination replica it left (nothing else would: the end unsets the
+    request's `copying_replica`, by which ended requests' replicas are swept)."""
+    quick = fast_settings(settings, lease_s=8.0)
+    src, dst = disk_se("SRC", tmp_path / "src"), disk_se("DST", tmp_path / "dst")
+    await add_ses(database, src, dst)
+    await put_files(database, [src], ["/vo/slow"], size=2048)
+    (se_root(src) / "vo/slow").unlink()  # its only source is missing: the request fails for good
+    await queueing.submit_transfers(database, [{"lfn": "/vo/slow", "dest_se": "DST"}], requester="t")
+    stalled = threading.Event()
+
+    def slow_worker() -> None:
+        async def cycles() -> None:
+            client: AsyncMongoClient[Document] = AsyncMongoClient(quick.mongodb_uri, tz_aware=True)
+            try:
+                await TransferWorker(quick, client[quick.database]).run(max_cycles=20)
+            finally:
+                await client.close()
+
+        sys.setprofile(_hold_past_sure_part(destination._delete_bytes.__code__, stalled))
+        try:
+            asyncio.run(cycles())
+        finally:
+            sys.setprofile(None)
+
+    await asyncio.to_thread(slow_worker)
+    assert stalled.is_set()
+    request = await database[rq.REQUESTS].find_one({"lfn": "/vo/slow"})
+    assert request is not None and request["state"] == "failed"
+    assert await copying_replicas(database) == []  # not left `copying` with no request to own it
