@@ -27,10 +27,12 @@ class IOClient(CatalogueClient):
         result: dict[str, Any] = await self.request("POST", "/storage/signed-url", json_body=body)
         return result
 
-    async def discard_stored(self, lfn: str, se: str) -> dict[str, Any]:
+    async def discard_stored(self, lfn: str, se: str, writer: str | None = None) -> dict[str, Any]:
         """The server deletes what this client wrote for lfn's `copying` replica on S3 SE se
-        through a signed URL (a failed upload's undo; nothing there is fine)."""
-        result: dict[str, Any] = await self.request("POST", "/storage/discard", json_body={"lfn": lfn, "se": se})
+        through a signed URL (a failed upload's undo; nothing there is fine), while upload
+        `writer` holds that replica (without it: while no writer does)."""
+        body = {"lfn": lfn, "se": se, **({"writer": writer} if writer is not None else {})}
+        result: dict[str, Any] = await self.request("POST", "/storage/discard", json_body=body)
         return result
 
     async def hold_replicas(self, writer: str, se: str, lfns: list[str], *, renew: bool = False) -> dict[str, Any]:

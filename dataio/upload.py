@@ -413,7 +413,7 @@ async def _store(client: IOClient, ep: Endpoint, item: PlannedFile, sink: Progre
             except Conflict as exc:  # an object is there (an upload of this replica that died): once more
                 if not again:
                     raise without_signature(exc, signed.url) from None
-                await client.discard_stored(item.lfn, ep.se.name)
+                await client.discard_stored(item.lfn, ep.se.name, lease.writer)
             except CairnError as exc:
                 raise without_signature(exc, signed.url) from None
     plugin = client.plugin(ep.url, ep.options)

@@ -22,11 +22,12 @@ from kernel.errors import CairnError
 from transfers.endpoints import Endpoint
 
 
-async def discard(client: IOClient, ep: Endpoint, lfn: str) -> None:
-    """Remove a partial or unverified object (nothing there is fine)."""
+async def discard(client: IOClient, ep: Endpoint, lfn: str, writer: str | None = None) -> None:
+    """Remove a partial or unverified object (nothing there is fine); signed, the server does it
+    while upload `writer` holds the replica."""
     with contextlib.suppress(CairnError, OSError):
         if needs_signing(ep):
-            await client.discard_stored(lfn, ep.se.name)  # the server deletes: no DELETE URL outlives its check
+            await client.discard_stored(lfn, ep.se.name, writer)  # the server deletes: no DELETE URL outlives its check
             return
         await client.plugin(ep.url, ep.options).delete(ep.url)
 
@@ -84,7 +85,7 @@ async def discard_held(client: IOClient, lease: UploadLease, stored: Endpoint, l
         await lease.fence(lfn)
     except (LeaseLost, CairnError, OSError) as exc:
         return [f"bytes of {lfn} left as they are: {exc}"]
-    await discard(client, stored, lfn)  # signed: the server deletes only a replica still `copying`
+    await discard(client, stored, lfn, lease.writer)  # signed: the server deletes only a replica still ours
     return []
 
 

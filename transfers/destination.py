@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Mapping, Sequence
 
 from pymongo.asynchronous.database import AsyncDatabase
@@ -166,16 +167,26 @@ async def holds_whole(dest: Endpoint, file_doc: Document) -> bool:
     return size == file_doc.get("size") and adler32 == file_doc.get("adler32")
 
 
-async def _delete_bytes(dest: Endpoint) -> None:
+async def _delete_bytes(dest: Endpoint, held_until: float) -> None:
+    if time.monotonic() > held_until:  # see `discard_many`
+        return
     with contextlib.suppress(CairnError, OSError):
         await plugin_for(dest.url, dest.options).delete(dest.url)
 
 
-async def discard_many(db: AsyncDatabase[Document], targets: Sequence[tuple[str, str, Endpoint | None]]) -> None:
+async def discard_many(db: AsyncDatabase[Document], targets: Sequence[tuple[str, str, Endpoint | None]],
+                       held_until: Mapping[tuple[str, str], float] | None = None) -> set[tuple[str, str]]:
     """`discard` for many `(lfn, se, dest)`: one read of their files, the bytes of those still
-    `copying` deleted side by side, then those replicas pulled in one bulk write."""
+    `copying` deleted side by side, then those replicas pulled in one bulk write.
+
+    `held_until` {(lfn, se): time.monotonic()}: until when the caller surely holds the lease of the
+    request copying there (`Job.held_until`). Past it, its bytes and replica are left to the
+    request's holder: a caller that stalled between its read and its deletion may resume after
+    another worker took the request over and confirmed its own copy there (those bytes would go,
+    the replica staying available), or while that copy runs. Returns the `(lfn, se)` left so."""
     if not targets:
-        return
+        return set()
+    until = dict(held_until or {})
     found = await fetch_files(db, {lfn for lfn, _, _ in targets}, {"replicas": 1})
     copying: dict[tuple[str, str], Endpoint | None] = {}
     for lfn, se, dest in targets:
@@ -188,9 +199,16 @@ async def discard_many(db: AsyncDatabase[Document], targets: Sequence[tuple[str,
                 own = dest is not None and dest.url == derived_url(dest.protocol, storage_lfn(lfn, replica))
                 copying[(lfn, se)] = dest if own else None
     if not copying:
-        return
-    await asyncio.gather(*(_delete_bytes(dest) for dest in copying.values() if dest is not None))
+        return set()
+    forever = float("inf")
+    await asyncio.gather(*(_delete_bytes(dest, until.get(place, forever))
+                           for place, dest in copying.items() if dest is not None))
+    late = {place for place in copying if time.monotonic() > until.get(place, forever)}
+    copying = {place: dest for place, dest in copying.items() if place not in late}
+    if not copying:
+        return late
     # Through the catalogue, so that the SEs' usage loses the replicas too.
     await pull_replicas(db, list(copying), status="copying")
     for lfn, se in copying:
         log.info("removed the unfinished replica of %s on %s", lfn, se)
+    return late

@@ -42,6 +42,10 @@ class Decided:
     failed: Failed
     end: rq.End
     note: str | None = None
+    # Its destination, not discarded while the lease was surely held (`destination.discard_many`):
+    # discarded once its end is written, if that end is final (nothing else would: the end unsets
+    # the request's `copying_replica`, by which `transfer.sweep_ended` finds such replicas).
+    left: tuple[str, str, Endpoint | None] | None = None
 
 
 async def _source_is_corrupt(ctx: Context, job: Job) -> bool:
@@ -125,17 +129,28 @@ async def decide(ctx: Context, failures: Sequence[Failed]) -> list[Decided]:
     bulk pull) and decide how each request ends."""
     for failed in failures:
         failed.job.ending = True
-    await destination.discard_many(ctx.db, [
-        (f.job.lfn, f.job.dest.name, f.job.dest_eps[0] if f.job.dest_eps else None)
-        for f in failures if f.attempted and f.job.dest is not None])
+    held_until: dict[tuple[str, str], float] = {}  # see `destination.discard_many`
+    for f in failures:
+        if f.job.dest is not None:
+            place = (f.job.lfn, f.job.dest.name)
+            held_until[place] = min(held_until.get(place, f.job.held_until), f.job.held_until)
+    targets = {(f.job.lfn, f.job.dest.name): (f.job.lfn, f.job.dest.name, f.job.dest_eps[0] if f.job.dest_eps else None)
+               for f in failures if f.attempted and f.job.dest is not None}
+    left = await destination.discard_many(ctx.db, list(targets.values()), held_until)
     decided = [await _decide(ctx, failed) for failed in failures]
     # A request failing for good before its copy was tried (no source left, say), whose earlier
     # attempt registered a `copying` replica and was killed: that replica goes too. Its end unsets
     # the request's flag, by which `transfer.sweep_ended` finds such replicas: nothing else would.
-    await destination.discard_many(ctx.db, [_left_by_earlier_attempt(ctx, d.failed.job) for d in decided
-                                            if d.end.final and not d.failed.attempted
-                                            and d.failed.job.request.get("copying_replica")
-                                            and d.failed.job.dest is not None and d.failed.job.file is not None])
+    by_earlier = {d.failed.job.id: _left_by_earlier_attempt(ctx, d.failed.job) for d in decided
+                  if d.end.final and not d.failed.attempted and d.failed.job.request.get("copying_replica")
+                  and d.failed.job.dest is not None and d.failed.job.file is not None}
+    left |= await destination.discard_many(ctx.db, list(by_earlier.values()), held_until)
+    for d in decided:
+        job = d.failed.job
+        target = by_earlier.get(job.id) or (targets.get((job.lfn, job.dest.name)) if job.dest is not None
+                                            and d.failed.attempted else None)
+        if target is not None and target[:2] in left:
+            d.left = target
     return decided
 
 
@@ -167,4 +182,7 @@ async def after_end(ctx: Context, decided: Sequence[Decided], ended: set[str]) -
         if item.end.final:
             pins.append(job)
     await asyncio.gather(*(release_pin(ctx, job) for job in pins))
+    # Ended for good by this write: the request is no other worker's to take over.
+    left = [item.left for item in decided if item.left is not None and item.end.final and item.failed.job.id in ended]
+    await destination.discard_many(ctx.db, left)
     return outcomes

@@ -11,8 +11,9 @@ client without that SE's secrets can read or write the bytes the catalogue lets 
   after its file was removed, it does not read the object of a file registered at the same LFN
   later, whose reader may be someone else;
 - no DELETE URL: a failed upload asks the server to delete what it wrote (`POST
-  /storage/discard`, checked like a PUT at that moment), so no capability to delete an object
-  outlives the check.
+  /storage/discard`, checked like a PUT at that moment, and naming the upload's `writer` token:
+  a replica another upload, or a transfer, holds is refused, its object being that writer's),
+  so no capability to delete an object outlives the check.
 The server signs and deletes with its own `CAIRN_STORAGE_CREDENTIALS`.
 """
 
@@ -28,6 +29,8 @@ from catalogue.authorization import READ_FILE, WRITE_REPLICAS, require_file
 from catalogue.lfn import check_lfn
 from catalogue.storage_elements import get_storage_element
 from catalogue.storage_paths import storage_lfn
+from catalogue.writer_tokens import IN_PROGRESS, TRANSFER, WRITER, writer_digest
+from kernel.db import Document
 from kernel.errors import Conflict, Forbidden, NotFound
 from kernel.principal import Principal
 from kernel.web import DATABASE, SETTINGS, ApiRoutes, json_response, principal_of, read_model, scopes
@@ -57,12 +60,15 @@ class DiscardBody(BaseModel):
 
     lfn: str
     se: str = Field(..., min_length=1)
+    writer: str | None = Field(None, min_length=16, max_length=64,
+                               description="the upload's own token (`/replicas/hold`): without it, only a replica "
+                                           "no writer holds is discarded")
 
 
 async def _s3_replica(request: web.Request, principal: Principal, raw_lfn: str, se_name: str,
-                      writing: bool) -> tuple[str, int, Endpoint]:
-    """The LFN, the registered size and the S3 endpoint of its replica on SE se_name, if the
-    caller may read it (available) or, writing, change it (copying)."""
+                      writing: bool) -> tuple[str, int, Endpoint, Document]:
+    """The LFN, the registered size, the S3 endpoint of its replica on SE se_name and that
+    replica, if the caller may read it (available) or, writing, change it (copying)."""
     lfn = check_lfn(raw_lfn)
     if writing and not principal.has_scope("catalogue.write"):
         raise Forbidden("writing or deleting through the server needs the catalogue.write scope")
@@ -81,7 +87,18 @@ async def _s3_replica(request: web.Request, principal: Principal, raw_lfn: str, 
     s3 = [ep for ep in eps if ep.scheme == "s3"]
     if not s3:
         raise NotSupported(f"SE {se.name} has no S3 protocol to reach {lfn} through the server")
-    return lfn, int(doc.get("size") or 0), s3[0]
+    return lfn, int(doc.get("size") or 0), s3[0], replica
+
+
+def _check_holder(lfn: str, se: str, replica: Document, writer: str | None) -> None:
+    """Refuse (Conflict, `in progress`) a replica held by another writer than the caller's upload
+    (another upload, a transfer: `catalogue.upload_leases`), whose object is that writer's,
+    maybe written already and about to be flipped `available`. A caller naming no writer (a
+    client from before the holds) is given only a replica that no writer holds."""
+    held = replica.get(WRITER)
+    if held is not None and (writer is None or held != writer_digest(writer)):
+        who = "a transfer is copying" if held == TRANSFER else "another upload is writing"
+        raise Conflict(f"{IN_PROGRESS}: {who} {lfn} to SE {se}; what is there is not this upload's to discard")
 
 
 @routes.post("/storage/signed-url", policy=READ_SCOPE, summary="A time-limited URL for a replica on an S3 SE",
@@ -92,7 +109,7 @@ async def _s3_replica(request: web.Request, principal: Principal, raw_lfn: str, 
 async def signed_url(request: web.Request) -> web.Response:
     body = await read_model(request, SignedUrlBody)
     writing = body.method == "PUT"
-    lfn, size, ep = await _s3_replica(request, principal_of(request), body.lfn, body.se, writing)
+    lfn, size, ep, _ = await _s3_replica(request, principal_of(request), body.lfn, body.se, writing)
     lifetime = min(body.lifetime_s, WRITE_LIFETIME_S) if writing else body.lifetime_s
     plugin = plugin_for(ep.url, ep.options)
     if writing:
@@ -109,13 +126,15 @@ async def signed_url(request: web.Request) -> web.Response:
 @routes.post("/storage/discard", policy=WRITE_SCOPE, summary="Delete what an upload wrote to an S3 SE",
              body=DiscardBody,
              responses={403: "no w permission on the file", 404: "no such file or no replica on that SE",
-                        409: "the replica is not being written (copying)",
+                        409: "the replica is not being written (copying), or another writer holds it",
                         501: "the SE has no S3 protocol"})
 async def discard(request: web.Request) -> web.Response:
     """The object of a `copying` replica deleted by the server, for a client that wrote it
-    through a signed URL and failed (nothing there is fine)."""
+    through a signed URL and failed (nothing there is fine), while that replica is the
+    client's upload's (`writer`) or no writer's."""
     body = await read_model(request, DiscardBody)
-    lfn, _, ep = await _s3_replica(request, principal_of(request), body.lfn, body.se, writing=True)
+    lfn, _, ep, replica = await _s3_replica(request, principal_of(request), body.lfn, body.se, writing=True)
+    _check_holder(lfn, body.se, replica, body.writer)
     plugin = plugin_for(ep.url, ep.options)
     with contextlib.suppress(NotFound):
         await plugin.delete(ep.url)

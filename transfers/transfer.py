@@ -71,6 +71,9 @@ class Job:
     # Set once the request's end is being written: a lease found lost from then on is the
     # request ending, not a reason to stop its work.
     ending: bool = False
+    # time.monotonic() until which this worker surely holds the request's lease (`kernel.lease`'s
+    # SURE_PART of a lease after its claim or last renewal): its destination is discarded only before.
+    held_until: float = float("inf")
 
     @property
     def id(self) -> str:
@@ -247,18 +250,21 @@ async def run_copy(ctx: Context, job: Job) -> Copied | Failed:
     return Copied(job, result)
 
 
-async def abandon(ctx: Context, request_id: str, lfn: str, dest: StorageElement | None, *, stopping: bool) -> None:
+async def abandon(ctx: Context, request_id: str, lfn: str, dest: StorageElement | None, *, stopping: bool,
+                  held_until: float = float("inf")) -> None:
     """After a copy was interrupted (lease lost or worker stopping): clean up what is ours.
 
     The request still ours (stopping) → its replica is removed and the request released;
-    ended meanwhile (cancelled) → its replica is removed; taken over by another worker → left alone.
+    ended meanwhile (cancelled) → its replica is removed; taken over by another worker → left alone
+    (and so when still ours once `held_until`, `Job.held_until`, has passed: see `destination.discard_many`).
     """
     doc = await rq.get_request(ctx.db, request_id)
     if doc is None or dest is None:
         return
     ours = doc.get("state") == "active" and doc.get("lease_owner") == ctx.worker
     if ours or doc.get("state") in rq.FINAL_STATES:
-        await destination.discard(ctx.db, lfn, dest.name, dest_endpoint(ctx, dest, lfn))
+        await destination.discard_many(ctx.db, [(lfn, dest.name, dest_endpoint(ctx, dest, lfn))],
+                                       {(lfn, dest.name): held_until} if ours else None)
         await rq.clear_copying_replica(ctx.db, request_id)
     if ours and stopping:
         await rq.release(ctx.db, request_id, ctx.worker)

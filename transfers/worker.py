@@ -35,7 +35,7 @@ from catalogue.upload_leases import hold_for_transfers
 from catalogue.writer_tokens import TRANSFER_LEASE_S
 from kernel.daemon import Daemon, retried
 from kernel.db import COMMANDS, Document
-from kernel.lease import LeaseKeeper
+from kernel.lease import SURE_PART, LeaseKeeper
 from kernel.settings import Settings
 from transfers import request_claims as rc
 from transfers import requests as rq
@@ -210,8 +210,19 @@ class TransferWorker(Daemon):
         # Finished copies not collected yet ended their requests themselves, or are about to.
         return [rid for rid in self.held if rid not in self.running or not self.running[rid][1].done()]
 
+    def _jobs(self) -> dict[str, Job]:
+        """The jobs this worker holds the requests of, by request id."""
+        running = (job for job, _, _ in self.running.values())
+        waiting = (job for queue in self.waiting.values() for job in queue)
+        return {job.id: job for job in (*running, *self.stepping.values(), *self.cycle.jobs(), *waiting)}
+
     async def _renew(self, held: Sequence[str]) -> set[str]:
+        sent = time.monotonic()
         kept = await rc.renew_leases(self.ctx.db, held, self.worker, lease_s=self.ctx.settings.lease_s)
+        jobs = self._jobs()
+        for rid in kept:
+            if rid in jobs:
+                jobs[rid].held_until = sent + SURE_PART * self.ctx.settings.lease_s
         if time.monotonic() >= self._holds_due:  # the destination replicas' holds, with their requests
             self._holds_due = time.monotonic() + TRANSFER_LEASE_S / 4
             copying = [job for job in (*(job for job, _, _ in self.running.values()),
@@ -256,6 +267,7 @@ class TransferWorker(Daemon):
         expired = time.monotonic() >= self._expired_look_at
         if expired:
             self._expired_look_at = time.monotonic() + settings.lease_s / 4
+        sent = time.monotonic()
         claimed = await rc.claim_many(self.ctx.db, self.worker, kinds=["transfer"], lease_s=settings.lease_s,
                                       limit=room, expired=expired)
         drained = len(claimed) < room
@@ -263,9 +275,11 @@ class TransferWorker(Daemon):
         files = await fetch_files(self.ctx.db, {request["lfn"] for request in claimed}) if claimed else {}
         ses = await self.ses()
         copies: list[Job] = []
+        held_until = sent + SURE_PART * settings.lease_s
         for request in claimed:
             try:
                 job = await plan(self.ctx, request, files.get(request["lfn"]), ses)
+                job.held_until = held_until
                 if job.outcome == "copy":
                     copies.append(job)
                 elif job.outcome == "stage":
@@ -279,7 +293,8 @@ class TransferWorker(Daemon):
             except Exception as exc:
                 failure = classify(exc)
                 log.warning("request %s (%s): %s", request["_id"], request["lfn"], failure.message)
-                self.cycle.failures.append(Failed(Job(request, "failed", failure=failure), failure, attempted=False))
+                job = Job(request, "failed", failure=failure, held_until=held_until)
+                self.cycle.failures.append(Failed(job, failure, attempted=False))
         await self._register(copies)
         return len(claimed)
 
@@ -315,7 +330,8 @@ class TransferWorker(Daemon):
         try:
             return await run_copy(self.ctx, job)
         except asyncio.CancelledError:
-            await asyncio.shield(abandon(self.ctx, job.id, job.lfn, job.dest, stopping=self.stopping))
+            await asyncio.shield(abandon(self.ctx, job.id, job.lfn, job.dest, stopping=self.stopping,
+                                        held_until=job.held_until))
             raise
 
     def _sweep_due(self) -> bool:
