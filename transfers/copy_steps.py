@@ -138,10 +138,14 @@ async def _landed_earlier(ctx: Context, jobs: list[Job]) -> list[Job]:
     """The jobs whose earlier attempt (killed, or its lease lost, between its copy and its
     confirmation) left the file whole at the replica's URL: their replica is confirmed as that
     copy's, not copied again (the copy is counted once, `count_earlier_copy`). Only takeovers
-    (`copying_replica` on the request) look, on disk SEs (a tape file's checksum may wait for a
-    recall): a stat and a checksum each."""
+    (`copying_replica` on the request) look, where the destination is a local file system (`file`:
+    a stat and a checksum read here, bounded by the file's size). Not over a remote protocol: a
+    killed worker's third-party copy may still be running on the destination server, whose
+    checksum query then waits for it (gfal2's call blocked the worker's cycle for minutes under
+    the reliability test's kills), nor on tape (a checksum may wait for a recall); those are
+    copied again, as before."""
     earlier = [job for job in jobs if job.request.get("copying_replica") and job.dest_eps
-               and job.dest is not None and job.dest.kind != "tape"]
+               and job.dest is not None and job.dest.kind != "tape" and job.dest_eps[0].scheme == "file"]
     whole = await asyncio.gather(*(destination.holds_whole(job.dest_eps[0], job.file or {}) for job in earlier))
     landed: list[Job] = []
     for job, found in zip(earlier, whole, strict=True):
