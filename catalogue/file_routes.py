@@ -10,7 +10,8 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
 from catalogue import files, replica_triage, replicas, upload_leases, upload_undos
-from catalogue.files import FileIn, ReplicaStatus, authorized_files
+from catalogue.file_models import FileIn, ReplicaStatus
+from catalogue.files import authorized_files
 from catalogue.lfn import check_lfn
 from catalogue.permissions import PERMISSION_FIELDS, READ, WRITE
 from catalogue.refusals import refusal

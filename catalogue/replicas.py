@@ -19,12 +19,9 @@ from pymongo.asynchronous.database import AsyncDatabase
 from catalogue import change_feed
 from catalogue.directories import now
 from catalogue.directory_moves import BELOW_A_MOVE, carried_or_moving
+from catalogue.file_models import REPLICA_STATUSES, Outcome, ReplicaIn, ReplicaRecord
 from catalogue.files import (
     FILES,
-    REPLICA_STATUSES,
-    Outcome,
-    ReplicaIn,
-    ReplicaRecord,
     authorized_files,
     fetch_files,
     replica_documents,

@@ -14,8 +14,9 @@ from typing import Any
 from pymongo.asynchronous.database import AsyncDatabase
 
 from catalogue.directories import fetch_directories
+from catalogue.file_models import Outcome
 from catalogue.file_removal import founding_only, remove_records
-from catalogue.files import Outcome, fetch_files
+from catalogue.files import fetch_files
 from catalogue.lfn import ancestors
 from catalogue.permissions import removal_denial
 from catalogue.replica_pulls import pull_replicas
