@@ -14,7 +14,6 @@ import sys
 import threading
 import zlib
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 from pymongo import AsyncMongoClient
@@ -26,6 +25,7 @@ from catalogue.storage_elements import put_storage_element
 from kernel.db import Document
 from kernel.settings import Settings
 from tests.fixtures.catalogue import ADMIN
+from tests.fixtures.freezing import freeze_at_first_call
 from tests.fixtures.transfers import add_ses, disk_se, fast_settings, put_files, se_root, write_bytes
 from transfers import deletion
 from transfers import requests as rq
@@ -33,15 +33,6 @@ from transfers.reaper import Reaper
 from transfers.removed_bytes import REQUESTER
 
 LEASE_S = 1.0
-
-
-def _freeze_at_first_call(code: Any, stalled: threading.Event, thaw: threading.Event) -> Any:
-    def profile(frame: FrameType, event: str, arg: object) -> None:
-        if event == "call" and frame.f_code is code and not stalled.is_set():
-            stalled.set()
-            thaw.wait(30)
-
-    return profile
 
 
 def _row(lfn: str, data: bytes, se: str) -> dict[str, Any]:
@@ -68,7 +59,7 @@ async def test_a_reaper_frozen_before_deleting_removed_bytes_spares_a_new_file_t
                 finally:
                     await client.close()
 
-            sys.setprofile(_freeze_at_first_call(deletion.delete_bytes.__code__, stalled, thaw))
+            sys.setprofile(freeze_at_first_call(deletion.delete_bytes.__code__, stalled, thaw))
             try:
                 asyncio.run(cycle())
             finally:

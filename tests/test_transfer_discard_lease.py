@@ -22,6 +22,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from kernel.db import Document
 from kernel.settings import Settings
+from tests.fixtures.freezing import freeze_at_first_call
 from tests.fixtures.transfers import (
     add_ses,
     copying_replicas,
@@ -39,15 +40,6 @@ from transfers.worker import TransferWorker
 LEASE_S = 1.0
 
 
-def _freeze_at_first_call(code: Any, stalled: threading.Event, thaw: threading.Event) -> Any:
-    def profile(frame: FrameType, event: str, arg: object) -> None:
-        if event == "call" and frame.f_code is code and not stalled.is_set():
-            stalled.set()
-            thaw.wait(30)
-
-    return profile
-
-
 def _worker_frozen_at_discard(settings: Settings, stalled: threading.Event, thaw: threading.Event) -> None:
     """A worker in its own thread (its own event loop), frozen as it begins deleting bytes."""
     async def cycles() -> None:
@@ -57,7 +49,7 @@ def _worker_frozen_at_discard(settings: Settings, stalled: threading.Event, thaw
         finally:
             await client.close()
 
-    sys.setprofile(_freeze_at_first_call(destination._delete_bytes.__code__, stalled, thaw))
+    sys.setprofile(freeze_at_first_call(destination._delete_bytes.__code__, stalled, thaw))
     try:
         asyncio.run(cycles())
     finally:
