@@ -7,7 +7,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from catalogue.directories import directory_document, insert_directories, now
 from kernel.db import Document
-from kernel.errors import Conflict, Forbidden, InvalidInput
+from kernel.errors import Conflict, Forbidden, InvalidInput, NotFound
 from kernel.principal import Principal
 from tests.fixtures.api import RunningApi
 from tests.fixtures.grid import Grid, check_all
@@ -129,9 +129,9 @@ async def test_only_the_owner_or_an_admin_sees_and_kills_a_job(api: RunningApi, 
     async with api.client(api.token(sub="alice", scopes=USER_SCOPES)) as alice, \
             api.client(api.token(sub="mallory", scopes=USER_SCOPES)) as mallory, api.client() as admin:
         [job_id] = await alice.submit_jobs(simple())
-        with pytest.raises(Forbidden):
+        with pytest.raises(NotFound):  # as a missing job: ids are sequential, owners not told
             await mallory.get_job(job_id)
-        with pytest.raises(Forbidden):
+        with pytest.raises(NotFound):
             await mallory.kill_job(job_id)
         assert [j["id"] for j in await mallory.list_jobs()] == []
         assert [j["id"] for j in await admin.list_jobs(owner="alice")] == [job_id]
