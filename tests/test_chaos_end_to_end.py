@@ -149,6 +149,10 @@ def _adler32(path: Path) -> str | None:
         return None
 
 
+# Found by this test in the last CI of 2026-12-06 (fixed seed 11): an SE usage counter one replica
+# short after the kills (T1-B stored 131 replicas, recounted 132). Not fixed yet: kept running, so
+# the other invariants still show, and marked until the cause is found (issue 17's note).
+@pytest.mark.xfail(strict=False, reason="an SE usage counter one replica short after kills (2026-12-06), not fixed yet")
 async def test_nothing_lost_nothing_counted_twice_while_daemons_are_killed_at_random(
     database: AsyncDatabase[Document], settings: Settings, api: RunningApi, tmp_path: Path,
 ) -> None:
