@@ -34,6 +34,7 @@ async def test_a_pop_finding_the_queue_empty_never_uncounts_a_job_queued_meanwhi
         entries = await db[task_queues.QUEUE_ENTRIES].find_one({"_id": KEY.queue_id})
         assert entries is not None
         hidden += bool(entries["entries"]) and queue["waiting"] < len(entries["entries"])
-        while await task_queues.pop(db, KEY.queue_id) is not None:  # (the next round starts empty)
-            pass
+        drained = await task_queues.pop(db, KEY.queue_id)
+        while drained is not None:  # (the next round starts empty)
+            drained = await task_queues.pop(db, KEY.queue_id)
     assert hidden == 0
