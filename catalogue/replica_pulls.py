@@ -12,12 +12,12 @@ from collections.abc import Iterable
 from pymongo import UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 
-from catalogue import change_feed
+from catalogue import change_feed, usage_entries
 from catalogue.collection_names import FILES
 from catalogue.directories import find_by_ids, now
 from catalogue.replica_removal import REMOVAL, remove_retired
 from catalogue.replica_writers import REMOVED, REPLICA_WRITERS, new_token, write_round, writer_field
-from catalogue.usage import Usage
+from catalogue.usage import USAGE_ENTRIES
 from catalogue.writer_tokens import WRITER
 from kernel.db import Document, increment
 
@@ -47,7 +47,8 @@ async def pull_replicas(db: AsyncDatabase[Document], targets: Iterable[tuple[str
     found = await find_by_ids(db[FILES], wanted, PULL_FIELDS)
     existing = set(found)
     token = new_token()
-    usage = Usage()
+    records = await usage_entries.read_records(db, {se for ses in wanted.values() for se in ses})
+    written: dict[str, list[Document]] = {}
     gone: list[tuple[str, str]] = []
     retired: set[tuple[str, str]] = set()
     for _ in range(PULL_ROUNDS):
@@ -67,22 +68,26 @@ async def pull_replicas(db: AsyncDatabase[Document], targets: Iterable[tuple[str
         if not plans:
             break
         at = now()
+        entries = {lfn: [usage_entries.entry(r["se"], -1, int(found[lfn].get("size", 0))) for _, r in hits]
+                   for lfn, hits in plans.items()}
         updates = [UpdateOne({"_id": lfn, **{f"replicas.{i}": r for i, r in hits}},
                              {"$pullAll": {"replicas": [r for _, r in hits]},
+                              "$push": {USAGE_ENTRIES: {"$each": entries[lfn]}},
                               "$set": {"modified": at, **{writer_field(r["se"], REMOVED): token for _, r in hits}},
                               **increment({"version": 1})})
                    for lfn, hits in plans.items()]
         attempted = [(lfn, r["se"]) for lfn, hits in plans.items() for _, r in hits]
-        sizes = {lfn: int(found[lfn].get("size", 0)) for lfn in plans}
         mine, reread = await write_round(db[FILES], updates, attempted, REMOVED, token, plans, PULL_FIELDS)
         found = found if reread is None else reread
+        # Each update took with its entries or not at all; the usage counts what took.
+        for lfn in {lfn for lfn, _ in mine} if reread is not None else entries:
+            written.setdefault(lfn, []).extend(entries[lfn])
         for lfn, se in mine:
-            usage.replica(se, sizes[lfn], -1)
             wanted[lfn].discard(se)
         gone.extend(mine)
         if len(mine) == len(attempted):
             break
-    await usage.apply(db)
+    await usage_entries.settle(db, records, written)
     await change_feed.append(db, [change_feed.event("replica_removed", lfn, se=se) for lfn, se in gone])
     if retired:
         await remove_retired(db, sorted(retired))
