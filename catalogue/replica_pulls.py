@@ -1,4 +1,5 @@
-"""Taking replicas off their files: one guarded update per file, each counted once on its SE.
+"""Taking replicas off their files: one guarded update per file, each counted once on its SE
+(by the usage entry its update writes, `catalogue.usage_entries`).
 
 A pull pins the elements it takes at their positions as read and carries its call's token
 (`catalogue.replica_writers`), so calls racing on the same replicas count each one once; a
@@ -37,10 +38,11 @@ async def pull_replicas(db: AsyncDatabase[Document], targets: Iterable[tuple[str
 
     Each update pins the elements it pulls at their positions as read (FerretDB has no `$pull` by
     condition) and carries the call's token (`catalogue.replica_writers`): a round that partly
-    missed (a file changed meanwhile) reads the files back, counts the replicas its token took,
-    and tries the others again on what it read. A retired replica the reaper is removing (it
-    carries a removal token) goes the reaper's way (`remove_retired`), which its SE's usage
-    counts by that token: the two racing take it off once."""
+    missed (a file changed meanwhile) reads the files back, finds the replicas its token took,
+    and tries the others again on what it read. Each update carries what the SEs' usage owes for
+    it (`catalogue.usage_entries`), settled after the last round, crash-safe as a push's.
+    A retired replica the reaper is removing (it carries a removal token) goes the reaper's way
+    (`remove_retired`), which its SE's usage counts by that token: the two racing take it off once."""
     wanted: dict[str, set[str]] = {}
     for lfn, se in targets:
         wanted.setdefault(lfn, set()).add(se)

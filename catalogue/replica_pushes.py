@@ -49,9 +49,11 @@ async def push_replicas(
 
     Each update is guarded by the file's `version` (bumped by every replica change) rather than
     by `replicas.se $ne`, which FerretDB 1.24 evaluates wrongly on arrays, and carries the call's
-    token (`catalogue.replica_writers`): a round that partly missed reads the files back, counts
-    the replicas with its token, and tries the rest again. Two round trips per batch when
-    nothing races.
+    token (`catalogue.replica_writers`): a round that partly missed reads the files back, finds
+    the replicas with its token, and tries the rest again. Each update also carries what the SEs'
+    usage owes for it (`catalogue.usage_entries`), settled after the last round: a kill between
+    the two leaves the count to the transfer workers' sweep, never lost nor counted twice. Five
+    round trips per batch when nothing races (records read, push, apply, clear, forget).
     """
     pending = {lfn: reps for lfn, reps in wanted.items() if reps}
     docs = dict(known or {})

@@ -7,6 +7,10 @@ register, file removal, replica add and replica remove collects its increments i
 and applies them with one unordered bulk write of upserted `$inc`s (single-document `$inc` is
 atomic; in commands of `kernel.db.write_chunk`), never by scanning. A file's ancestors are known from its path.
 
+Replica adds and pulls (`catalogue.replica_pushes`, `catalogue.replica_pulls`) write what they
+owe an SE's record in the same update as the replica (`catalogue.usage_entries`), so a process
+killed between that write and its counter write leaves the count to a successor, applied once.
+
 Exactness: increments follow what the database reports as written. A file removal counts only
 the records it marked as its own before deleting them (`catalogue.file_removal`), so two
 removals of the same file racing each other take it off once; a replica added or removed by

@@ -54,19 +54,14 @@ def entry(se: str, sign: int, size: int) -> Document:
 
 
 async def read_records(db: AsyncDatabase[Document], ses: Iterable[str]) -> Records:
-    """The SE records (counters, fences, applied tokens), made where missing (zero, no fences).
-    A writer reads them before it writes its entries, a successor before it reads them."""
+    """The SE records (counters, fences, applied tokens) there are. A writer reads them before it
+    writes its entries, a successor before it reads them; one missing then has no fence yet."""
     keys = {se_key(se): se for se in ses}
     if not keys:
         return {}
     fields = {"replicas": 1, "bytes": 1, SATURATED: 1, APPLIED: 1, WRITER_FENCE: 1, TAKEOVER_FENCE: 1}
     with database_errors():
-        found = {keys[d["_id"]]: d async for d in read_by_ids(db[USAGE], keys, fields)}
-    if missing := [key for key, se in keys.items() if se not in found]:
-        await bulk_write_chunked(db[USAGE], [UpdateOne({"_id": key}, {"$setOnInsert": {
-            "replicas": Int64(0), "bytes": Int64(0)}}, upsert=True) for key in missing])
-        found.update({keys[key]: {} for key in missing})
-    return found
+        return {keys[d["_id"]]: d async for d in read_by_ids(db[USAGE], keys, fields)}
 
 
 def _fences(record: Document, successor: bool) -> Document:
@@ -99,6 +94,9 @@ async def _apply(db: AsyncDatabase[Document], records: Records, entries: Entries
         updates.append(UpdateOne({"_id": se_key(se), **_fences(record, successor), **guard}, update))
     if not updates:
         return True
+    if missing := {se for se in _by_se(entries) if se not in records}:  # the SE's first replica: its record
+        await bulk_write_chunked(db[USAGE], [UpdateOne({"_id": se_key(se)}, {"$setOnInsert": {
+            "replicas": Int64(0), "bytes": Int64(0)}}, upsert=True) for se in sorted(missing)])
     result = await bulk_write_chunked(db[USAGE], updates)
     return result.modified_count == len(updates)
 
@@ -175,10 +173,8 @@ async def settle_stale(db: AsyncDatabase[Document], older_than_s: float = STALE_
         with database_errors():
             docs = await db[FILES].find({f"{USAGE_ENTRIES}.at": {"$lt": cutoff}}, {USAGE_ENTRIES: 1}
                                         ).limit(SWEEP_LIMIT).to_list()
-        # Not yet those on an SE without a record when the records were read: made now, for the next pass.
-        entries = {d["_id"]: [e for e in d.get(USAGE_ENTRIES) or [] if e["at"] < cutoff and e["se"] in records]
-                   for d in docs}
-        await read_records(db, {e["se"] for d in docs for e in d.get(USAGE_ENTRIES) or []} - set(records))
+        # An SE without a record when they were read had no fence then (its record is made with none).
+        entries = {d["_id"]: [e for e in d.get(USAGE_ENTRIES) or [] if e["at"] < cutoff] for d in docs}
         if not entries or not await settle(db, records, entries, successor=True):
             return settled
         settled += sum(len(found) for found in entries.values())
