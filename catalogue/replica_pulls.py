@@ -51,6 +51,7 @@ async def pull_replicas(db: AsyncDatabase[Document], targets: Iterable[tuple[str
     token = new_token()
     records = await usage_entries.read_records(db, {se for ses in wanted.values() for se in ses})
     written: dict[str, list[Document]] = {}
+    call = ""  # noted at its first write (`usage_entries.begin`)
     gone: list[tuple[str, str]] = []
     retired: set[tuple[str, str]] = set()
     for _ in range(PULL_ROUNDS):
@@ -70,7 +71,8 @@ async def pull_replicas(db: AsyncDatabase[Document], targets: Iterable[tuple[str
         if not plans:
             break
         at = now()
-        entries = {lfn: [usage_entries.entry(r["se"], -1, int(found[lfn].get("size", 0))) for _, r in hits]
+        call = call or await usage_entries.begin(db)
+        entries = {lfn: [usage_entries.entry(call, r["se"], -1, int(found[lfn].get("size", 0))) for _, r in hits]
                    for lfn, hits in plans.items()}
         updates = [UpdateOne({"_id": lfn, **{f"replicas.{i}": r for i, r in hits}},
                              {"$pullAll": {"replicas": [r for _, r in hits]},
@@ -89,7 +91,7 @@ async def pull_replicas(db: AsyncDatabase[Document], targets: Iterable[tuple[str
         gone.extend(mine)
         if len(mine) == len(attempted):
             break
-    await usage_entries.settle(db, records, written)
+    await usage_entries.settle(db, records, written, calls=[call] if call else [])
     await change_feed.append(db, [change_feed.event("replica_removed", lfn, se=se) for lfn, se in gone])
     if retired:
         await remove_retired(db, sorted(retired))

@@ -71,6 +71,7 @@ async def push_replicas(
     token = new_token()
     records = await usage_entries.read_records(db, {r["se"] for reps in pending.values() for r in reps})
     written: dict[str, list[Document]] = {}
+    call = ""  # noted at its first write (`usage_entries.begin`)
     added: list[tuple[str, str]] = []
     for _ in range(PUSH_ROUNDS):
         at = now()
@@ -86,7 +87,8 @@ async def push_replicas(
             if new:
                 attempted.extend((lfn, r["se"]) for r in new)
                 writers = {writer_field(r["se"], ADDED): token for r in new}
-                entries[lfn] = [usage_entries.entry(r["se"], +1, int(doc.get("size", 0))) for r in new]
+                call = call or await usage_entries.begin(db)
+                entries[lfn] = [usage_entries.entry(call, r["se"], +1, int(doc.get("size", 0))) for r in new]
                 updates.append(UpdateOne({"_id": lfn, "version": doc.get("version")},
                                          {"$push": {"replicas": {"$each": new}, USAGE_ENTRIES: {"$each": entries[lfn]}},
                                           "$set": {"modified": at, **writers}, **increment({"version": 1})}))
@@ -100,7 +102,7 @@ async def push_replicas(
         added.extend(mine)
         if len(mine) == len(attempted):
             break
-    await usage_entries.settle(db, records, written)
+    await usage_entries.settle(db, records, written, calls=[call] if call else [])
     await change_feed.append(db, [change_feed.event("replica_added", lfn, se=se) for lfn, se in added])
     writing = {(lfn, r["se"]) for lfn, reps in pending.items() for r in reps if r.get("status") == "copying"}
     taken = await _taken_back(db, [pair for pair in added if pair in writing], docs, token)

@@ -67,6 +67,8 @@ WITHDRAWN = "withdrawn"
 # A file record's replica counts not yet cleared, and an SE record's tokens of those applied and
 # its fences (`catalogue.usage_entries`).
 USAGE_ENTRIES = "usage_entries"
+# Calls writing such counts, noted until they have settled them (`catalogue.usage_entries.begin`).
+USAGE_PENDING = "usage_pending"
 APPLIED = "applied"
 WRITER_FENCE = "writer_fence"
 TAKEOVER_FENCE = "takeover_fence"
@@ -84,8 +86,8 @@ KEPT = (APPLIED, WRITER_FENCE, TAKEOVER_FENCE)
 INDEXES = [
     # take_over_calls: files.find({registered_in: {$in: calls}})
     IndexSpec(FILES, [(REGISTERED_IN, 1)], name="files_by_registered_in", sparse=True),
-    # usage_entries.settle_stale: files.find({usage_entries.at: {$lt: ...}})
-    IndexSpec(FILES, [(f"{USAGE_ENTRIES}.at", 1)], name="files_by_usage_entry_time", sparse=True),
+    # usage_entries._entries_of: files.find({usage_entries.c: {$in: calls}})
+    IndexSpec(FILES, [(f"{USAGE_ENTRIES}.c", 1)], name="files_by_usage_entry_call", sparse=True),
     # usage_entries._find: files.find({usage_entries.t: {$in: tokens}})
     IndexSpec(FILES, [(f"{USAGE_ENTRIES}.t", 1)], name="files_by_usage_entry_token", sparse=True),
 ]

@@ -11,8 +11,15 @@ The protocol (`settle`), a few bulk writes per batch whoever runs it:
 4. forget the tokens from the SE records, which moves a fence.
 The writer runs it right after its write. A writer killed anywhere leaves entries on the files,
 and `settle_stale` (run by the transfer workers' sweep) finishes them: an entry is applied once
-by its token. A writer that only stalled and resumes after a successor forgot its tokens is
-refused by the successors' fence (`takeover_fence`), moved by every successor's forget and
+by its token. So that the sweep need not look through every file record for them (a scan of the
+collection on the embedded database), a call that writes entries first notes itself in
+USAGE_PENDING (`begin`, one insert; its entries name it) and takes the note away once it has
+settled (`settle`, one delete): the sweep reads the notes older than STALE_S, a small collection,
+and looks for entries only by the calls they name. A call that died before writing any entry
+leaves a note with none, dropped after ORPHAN_S (a writer stalled that long between its note and
+its write, then killed before settling, leaves its entries to the rebuild).
+A writer that only stalled and resumes after a successor forgot its tokens is refused by the
+successors' fence (`takeover_fence`), moved by every successor's forget and
 by a rebuild; a successor is refused by either fence (writers' forgets move `writer_fence`). So a
 writer's count is refused only after a takeover, not by another batch on the same SE. A refused
 count reads the fences, then the entries still on the files, and applies those not applied.
@@ -34,23 +41,37 @@ from pymongo import UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 
 from catalogue.collection_names import FILES
-from catalogue.usage import APPLIED, TAKEOVER_FENCE, USAGE, USAGE_ENTRIES, WRITER_FENCE, se_key
+from catalogue.usage import APPLIED, TAKEOVER_FENCE, USAGE, USAGE_ENTRIES, USAGE_PENDING, WRITER_FENCE, se_key
 from kernel.counters import SATURATED, counter_write
 from kernel.db import Document, bulk_write_chunked, database_errors, increment, read_by_ids
 
 ATTEMPTS = 20  # counts refused by a moved fence before a settling gives up (the sweep finishes it)
 STALE_S = 2.0  # entries older than this are a successor's (their writer died or stalled)
-SWEEP_LIMIT = 2000  # files a sweep settles at a time
+ORPHAN_S = 600.0  # a call's note without entries older than this is dropped (its writer died before writing)
+SWEEP_LIMIT = 200  # calls a sweep settles at a time
 Entries = Mapping[str, Sequence[Document]]  # {lfn: [entry, ...]}
 Records = dict[str, Document]  # SE usage records by SE name, as read
 
 
-def entry(se: str, sign: int, size: int) -> Document:
-    """What a replica add (+1) or pull (-1) on `se` of a file of `size` owes the SE's usage; the
-    time is cut to milliseconds as stored, so the entry is cleared by its exact value."""
+def _now() -> dt.datetime:
     at = dt.datetime.now(dt.UTC)
-    return {"t": uuid.uuid4().hex, "se": se, "n": sign, "b": sign * size,
-            "at": at.replace(microsecond=at.microsecond // 1000 * 1000)}
+    return at.replace(microsecond=at.microsecond // 1000 * 1000)  # as stored (BSON keeps milliseconds)
+
+
+async def begin(db: AsyncDatabase[Document]) -> str:
+    """Note a call about to write entries (USAGE_PENDING, for the sweep); returns its token,
+    which its entries carry (`entry`)."""
+    call = uuid.uuid4().hex
+    with database_errors():
+        await db[USAGE_PENDING].insert_one({"_id": call, "at": _now()})
+    return call
+
+
+def entry(call: str, se: str, sign: int, size: int) -> Document:
+    """What a replica add (+1) or pull (-1) on `se` of a file of `size`, by the call `call`
+    (`begin`), owes the SE's usage; the time is cut to milliseconds as stored, so the entry is
+    cleared by its exact value."""
+    return {"t": uuid.uuid4().hex, "c": call, "se": se, "n": sign, "b": sign * size, "at": _now()}
 
 
 async def read_records(db: AsyncDatabase[Document], ses: Iterable[str]) -> Records:
@@ -137,49 +158,71 @@ async def _forget(db: AsyncDatabase[Document], entries: Entries, successor: bool
         await bulk_write_chunked(db[USAGE], updates)
 
 
-async def settle(db: AsyncDatabase[Document], records: Records, entries: Entries, *, successor: bool = False
-                 ) -> bool:
+async def settle(db: AsyncDatabase[Document], records: Records, entries: Entries, *, calls: Iterable[str] = (),
+                 successor: bool = False) -> bool:
     """Apply, clear and forget `entries` ({lfn: [entry]}), written or read after `records`
-    (`read_records`, of every SE they name) were read: the module docstring's steps 2-4. A
-    `successor` settles entries another call wrote. Returns False when fences kept moving
-    (ATTEMPTS times): the entries stay on the files, for the sweep."""
+    (`read_records`, of every SE they name) were read: the module docstring's steps 2-4; then
+    take away the notes of `calls` (`begin`), whose entries these are. A `successor` settles
+    entries another call wrote. Returns False when fences kept moving (ATTEMPTS times): the
+    entries and notes stay, for the sweep."""
     entries = {lfn: list(found) for lfn, found in entries.items() if found}
-    if not entries:
-        return True
     pending: Entries = entries
-    for attempt in range(ATTEMPTS):
+    for attempt in range(ATTEMPTS if entries else 0):
         if await _apply(db, records, pending, successor):
             break
         await asyncio.sleep(random.uniform(0, 0.01 * attempt))
         records = await read_records(db, _by_se(entries))  # before the entries: a fence, then what it guards
         pending = await _find(db, entries)
     else:
-        return False
-    await _clear(db, entries)
-    await _forget(db, entries, successor)
+        if entries:
+            return False
+    if entries:
+        await _clear(db, entries)
+        await _forget(db, entries, successor)
+    if calls := sorted(set(calls)):
+        with database_errors():
+            await db[USAGE_PENDING].delete_many({"_id": {"$in": calls}})
     return True
 
 
+async def _entries_of(db: AsyncDatabase[Document], calls: Iterable[str]) -> dict[str, list[Document]]:
+    """The entries of `calls` still on files (index files_by_usage_entry_call; on the embedded
+    database a scan, run only when some call's note is stale)."""
+    wanted = sorted(set(calls))
+    with database_errors():
+        docs = await db[FILES].find({f"{USAGE_ENTRIES}.c": {"$in": wanted}}, {USAGE_ENTRIES: 1}).to_list()
+    return {d["_id"]: mine for d in docs if (mine := [e for e in d.get(USAGE_ENTRIES) or [] if e.get("c") in wanted])}
+
+
 async def settle_stale(db: AsyncDatabase[Document], older_than_s: float = STALE_S) -> int:
-    """Finish the counts of writers that died (or stalled) between their file write and their
-    count: settle, as a successor, the entries older than `older_than_s` (index
-    files_by_usage_entry_time, `catalogue.usage.INDEXES`), SWEEP_LIMIT files at a time. Returns the entries settled."""
-    cutoff = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=older_than_s)
+    """Finish the counts of calls that died (or stalled) between their file write and their
+    count: settle, as a successor, the entries of the calls noted more than `older_than_s` ago
+    (USAGE_PENDING: one small read when none is), SWEEP_LIMIT calls at a time; drop the notes of
+    calls that wrote no entry within ORPHAN_S. Returns the entries settled."""
     settled = 0
     while True:
+        at = dt.datetime.now(dt.UTC)
         with database_errors():
-            ses = {d["_id"][3:] for d in await db[USAGE].find({"_id": {"$regex": "^se:"}}, {"_id": 1}).to_list()}
-        records = await read_records(db, ses)
-        with database_errors():
-            docs = await db[FILES].find({f"{USAGE_ENTRIES}.at": {"$lt": cutoff}}, {USAGE_ENTRIES: 1}
-                                        ).limit(SWEEP_LIMIT).to_list()
-        # An SE without a record when they were read had no fence then (its record is made with none).
-        entries = {d["_id"]: [e for e in d.get(USAGE_ENTRIES) or [] if e["at"] < cutoff] for d in docs}
-        if not entries or not await settle(db, records, entries, successor=True):
+            notes = await db[USAGE_PENDING].find({"at": {"$lt": at - dt.timedelta(seconds=older_than_s)}}
+                                                  ).sort("at", 1).limit(SWEEP_LIMIT).to_list()
+        if not notes:
+            return settled
+        calls = {n["_id"]: n["at"] for n in notes}
+        # The SEs the entries name, their records, then the entries as they are after the records.
+        records = await read_records(db, {e["se"] for found in (await _entries_of(db, calls)).values() for e in found})
+        entries = await _entries_of(db, calls)
+        written = {e["c"] for found in entries.values() for e in found}
+        cutoff = at - dt.timedelta(seconds=ORPHAN_S)
+        ended = [c for c, noted in calls.items() if c in written or _aware(noted) < cutoff]
+        if not await settle(db, records, entries, calls=ended, successor=True):
             return settled
         settled += sum(len(found) for found in entries.values())
-        if len(docs) < SWEEP_LIMIT:
+        if len(notes) < SWEEP_LIMIT or not ended:
             return settled
+
+
+def _aware(at: dt.datetime) -> dt.datetime:
+    return at if at.tzinfo else at.replace(tzinfo=dt.UTC)  # as a client without tz_aware reads it
 
 
 def owed(entries: Iterable[Document], applied: Mapping[str, Mapping[str, Any]]) -> dict[str, list[int]]:

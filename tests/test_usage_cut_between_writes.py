@@ -6,6 +6,7 @@ counted for it counts nothing more. Each is checked by a recount (`usage rebuild
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import sys
 import threading
 from collections.abc import Iterator
@@ -22,7 +23,7 @@ from catalogue import usage_entries
 from catalogue.collection_names import FILES
 from catalogue.files import fetch_files
 from catalogue.storage_elements import StorageElement
-from catalogue.usage import USAGE, USAGE_ENTRIES, rebuild, se_usage
+from catalogue.usage import USAGE, USAGE_ENTRIES, USAGE_PENDING, rebuild, se_usage
 from kernel import db as kernel_db
 from kernel.db import Document
 from kernel.settings import Settings
@@ -151,4 +152,22 @@ async def test_a_worker_stalled_before_counting_counts_nothing_after_the_sweep_c
         thaw.set()
         await asyncio.to_thread(thread.join, 30)
     assert set(outcome["statuses"].values()) == {"copying"}
+    await _exact(database, 3)
+    assert await database[USAGE_PENDING].count_documents({}) == 0  # the calls' notes are gone
+
+
+async def test_the_sweep_reads_only_stale_notes_and_drops_a_dead_calls_note_without_entries_after_a_while(
+    database: AsyncDatabase[Document], tmp_path: Path,
+) -> None:
+    """A call noted but killed before its write leaves a note and no entry: kept while its
+    writer may still be writing, dropped after ORPHAN_S; a settled call leaves no note."""
+    _, dest = await _two_ses(database, tmp_path)
+    await _copying(database, dest)
+    assert await database[USAGE_PENDING].count_documents({}) == 0
+    now = dt.datetime.now(dt.UTC)
+    await database[USAGE_PENDING].insert_many([
+        {"_id": "young", "at": now - dt.timedelta(seconds=usage_entries.STALE_S + 5)},
+        {"_id": "old", "at": now - dt.timedelta(seconds=usage_entries.ORPHAN_S + 5)}])
+    assert await usage_entries.settle_stale(database) == 0
+    assert [n["_id"] for n in await database[USAGE_PENDING].find({}).to_list()] == ["young"]
     await _exact(database, 3)
