@@ -29,6 +29,7 @@ from collections.abc import Sequence
 
 from pymongo.asynchronous.database import AsyncDatabase
 
+from catalogue import usage_entries
 from catalogue.files import fetch_files
 from catalogue.storage_elements import StorageElement, list_storage_elements
 from catalogue.upload_leases import hold_for_transfers
@@ -341,6 +342,8 @@ class TransferWorker(Daemon):
         if not self._sweep_due():
             return
         self._swept_at = time.monotonic()
+        if settled := await usage_entries.settle_stale(self.ctx.db):  # counts a killed process left half done
+            log.info("settled %d replica count(s) left on their files", settled)
         cleaned = await sweep_ended(self.ctx, await self.ses())
         if cleaned:
             log.info("removed the copying replicas of %d ended request(s)", cleaned)
