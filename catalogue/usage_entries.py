@@ -138,14 +138,19 @@ async def _find(db: AsyncDatabase[Document], entries: Entries) -> dict[str, list
 
 
 async def _clear(db: AsyncDatabase[Document], entries: Entries) -> None:
-    """Step 3: the entries off their files (all copies: a move may have copied a file)."""
+    """Step 3: the entries off their files (all copies: a move may have copied a file). Each
+    clearing moves its file's version: a directory move that copied the file with the entries
+    meanwhile copies it again rather than drop the original (`catalogue.moves`), so no copy
+    keeps an entry that is no longer owed."""
     values = [e for found in entries.values() for e in found]
+    update = {"$pullAll": {USAGE_ENTRIES: values}, **increment({"version": 1})}
     with database_errors():
-        result = await db[FILES].update_many({"_id": {"$in": list(entries)}}, {"$pullAll": {USAGE_ENTRIES: values}})
+        result = await db[FILES].update_many({"_id": {"$in": list(entries)}, f"{USAGE_ENTRIES}.t": {"$in": [
+            e["t"] for e in values]}}, update)
     # Fewer modified: some cleared by another, or the file moved or went.
     if result.modified_count < len(entries) and (left := await _find(db, entries)):
         with database_errors():
-            await db[FILES].update_many({"_id": {"$in": list(left)}}, {"$pullAll": {USAGE_ENTRIES: values}})
+            await db[FILES].update_many({"_id": {"$in": list(left)}}, update)
 
 
 async def _forget(db: AsyncDatabase[Document], entries: Entries, successor: bool) -> None:

@@ -19,14 +19,18 @@ import pytest
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
-from catalogue import usage_entries
+from catalogue import moves, usage_entries
 from catalogue.collection_names import FILES
 from catalogue.files import fetch_files
+from catalogue.moves import move
+from catalogue.namespace import mkdir
+from catalogue.replicas import add_replicas
 from catalogue.storage_elements import StorageElement
 from catalogue.usage import USAGE, USAGE_ENTRIES, USAGE_PENDING, rebuild, se_usage
 from kernel import db as kernel_db
 from kernel.db import Document
 from kernel.settings import Settings
+from tests.fixtures.catalogue import ADMIN
 from tests.fixtures.freezing import freeze_at_first_call
 from tests.fixtures.transfers import add_ses, disk_se, fast_settings, put_files
 from transfers.destination import discard_many, register_copying_many
@@ -170,4 +174,65 @@ async def test_the_sweep_reads_only_stale_notes_and_drops_a_dead_calls_note_with
         {"_id": "old", "at": now - dt.timedelta(seconds=usage_entries.ORPHAN_S + 5)}])
     assert await usage_entries.settle_stale(database) == 0
     assert [n["_id"] for n in await database[USAGE_PENDING].find({}).to_list()] == ["young"]
+    await _exact(database, 3)
+
+
+def _in_thread(settings: Settings, code: Any, stalled: threading.Event, thaw: threading.Event,
+               work: Any) -> threading.Thread:
+    """`work(db)` in its own thread, client and loop (another process, as far as the database
+    sees), frozen at the first call of `code` until `thaw`."""
+    def run() -> None:
+        async def go() -> None:
+            client: AsyncMongoClient[Document] = AsyncMongoClient(settings.mongodb_uri, tz_aware=True)
+            try:
+                await work(client[settings.database])
+            finally:
+                await client.close()
+
+        sys.setprofile(freeze_at_first_call(code, stalled, thaw))
+        try:
+            asyncio.run(go())
+        finally:
+            sys.setprofile(None)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread
+
+
+async def test_a_directory_move_between_a_count_and_its_clearing_carries_no_entry_along(
+    database: AsyncDatabase[Document], settings: Settings, tmp_path: Path,
+) -> None:
+    """A replica add has counted its entries; a directory move copies the files, entries and all;
+    the add clears its entries at the old LFNs; the move then drops the originals. The copies must
+    not keep the entries: no sweep would find them (the call's note is gone) and a rebuild would
+    take them as owed. The clearing moves each file's version, so the move copies them again."""
+    await _two_ses(database, tmp_path)
+    await mkdir(database, ADMIN, "/vo/moved")
+    frozen = [threading.Event() for _ in range(4)]  # writer stalled, writer thaw, move stalled, move thaw
+
+    async def add(db: AsyncDatabase[Document]) -> None:
+        assert not (await add_replicas(db, [{"lfn": lfn, "se": "DEST"} for lfn in LFNS]))["failed"]
+
+    async def move_dir(db: AsyncDatabase[Document]) -> None:
+        await move(db, ADMIN, "/vo/cut", "/vo/moved/cut")
+
+    writer = _in_thread(settings, usage_entries._clear.__code__, frozen[0], frozen[1], add)
+    mover: threading.Thread | None = None
+    try:
+        assert await asyncio.to_thread(frozen[0].wait, 30), "the add never reached its clearing"
+        mover = _in_thread(settings, moves._drop_originals.__code__, frozen[2], frozen[3], move_dir)
+        assert await asyncio.to_thread(frozen[2].wait, 30), "the move never reached its drop"
+        frozen[1].set()
+        await asyncio.to_thread(writer.join, 30)
+    finally:
+        for thaw in frozen[1::2]:
+            thaw.set()
+        await asyncio.to_thread(writer.join, 30)
+        if mover is not None:
+            await asyncio.to_thread(mover.join, 30)
+    moved = await fetch_files(database, [lfn.replace("/vo/cut", "/vo/moved/cut") for lfn in LFNS],
+                              {"replicas": 1, USAGE_ENTRIES: 1})
+    assert len(moved) == 3 and all([r["se"] for r in f["replicas"]] == ["SRC", "DEST"] for f in moved.values())
+    assert await database[FILES].count_documents({f"{USAGE_ENTRIES}.0": {"$exists": True}}) == 0
     await _exact(database, 3)
