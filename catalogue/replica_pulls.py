@@ -1,5 +1,4 @@
-"""Taking replicas off their files: one guarded update per file, each counted once on its SE
-(by the usage entry its update writes, `catalogue.usage_entries`).
+"""Taking replicas off their files: one guarded update per file, each counted once on its SE.
 
 A pull pins the elements it takes at their positions as read and carries its call's token
 (`catalogue.replica_writers`), so calls racing on the same replicas count each one once; a
@@ -13,12 +12,11 @@ from collections.abc import Iterable
 from pymongo import UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 
-from catalogue import change_feed, usage_entries
+from catalogue import change_feed, usage_intents
 from catalogue.collection_names import FILES
 from catalogue.directories import find_by_ids, now
 from catalogue.replica_removal import REMOVAL, remove_retired
 from catalogue.replica_writers import REMOVED, REPLICA_WRITERS, new_token, write_round, writer_field
-from catalogue.usage import USAGE_ENTRIES
 from catalogue.writer_tokens import WRITER
 from kernel.db import Document, increment
 
@@ -38,20 +36,18 @@ async def pull_replicas(db: AsyncDatabase[Document], targets: Iterable[tuple[str
 
     Each update pins the elements it pulls at their positions as read (FerretDB has no `$pull` by
     condition) and carries the call's token (`catalogue.replica_writers`): a round that partly
-    missed (a file changed meanwhile) reads the files back, finds the replicas its token took,
-    and tries the others again on what it read. Each update carries what the SEs' usage owes for
-    it (`catalogue.usage_entries`), settled after the last round, crash-safe as a push's.
-    A retired replica the reaper is removing (it carries a removal token) goes the reaper's way
-    (`remove_retired`), which its SE's usage counts by that token: the two racing take it off once."""
+    missed (a file changed meanwhile) reads the files back, counts the replicas its token took,
+    and tries the others again on what it read. A retired replica the reaper is removing (it
+    carries a removal token) goes the reaper's way (`remove_retired`), which its SE's usage
+    counts by that token: the two racing take it off once."""
     wanted: dict[str, set[str]] = {}
     for lfn, se in targets:
         wanted.setdefault(lfn, set()).add(se)
     found = await find_by_ids(db[FILES], wanted, PULL_FIELDS)
     existing = set(found)
     token = new_token()
-    records = await usage_entries.read_records(db, {se for ses in wanted.values() for se in ses})
-    written: dict[str, list[Document]] = {}
-    call = ""  # noted at its first write (`usage_entries.begin`)
+    noted: usage_intents.Records = {}  # the SE records noting this call (`usage_intents`), at its first write
+    counts: dict[str, list[int]] = {}
     gone: list[tuple[str, str]] = []
     retired: set[tuple[str, str]] = set()
     for _ in range(PULL_ROUNDS):
@@ -70,29 +66,30 @@ async def pull_replicas(db: AsyncDatabase[Document], targets: Iterable[tuple[str
                     plans.setdefault(lfn, []).append((index, replica))
         if not plans:
             break
+        if not noted:
+            noted = await usage_intents.intend(db, token, -1, ((lfn, se) for lfn, ses in wanted.items() for se in ses))
         at = now()
-        call = call or await usage_entries.begin(db)
-        entries = {lfn: [usage_entries.entry(call, r["se"], -1, int(found[lfn].get("size", 0))) for _, r in hits]
-                   for lfn, hits in plans.items()}
         updates = [UpdateOne({"_id": lfn, **{f"replicas.{i}": r for i, r in hits}},
                              {"$pullAll": {"replicas": [r for _, r in hits]},
-                              "$push": {USAGE_ENTRIES: {"$each": entries[lfn]}},
                               "$set": {"modified": at, **{writer_field(r["se"], REMOVED): token for _, r in hits}},
                               **increment({"version": 1})})
                    for lfn, hits in plans.items()]
         attempted = [(lfn, r["se"]) for lfn, hits in plans.items() for _, r in hits]
+        sizes = {lfn: int(found[lfn].get("size", 0)) for lfn in plans}
         mine, reread = await write_round(db[FILES], updates, attempted, REMOVED, token, plans, PULL_FIELDS)
         found = found if reread is None else reread
-        # Each update took with its entries or not at all; the usage counts what took.
-        for lfn in {lfn for lfn, _ in mine} if reread is not None else entries:
-            written.setdefault(lfn, []).extend(entries[lfn])
         for lfn, se in mine:
+            count = counts.setdefault(se, [0, 0])
+            count[0] -= 1
+            count[1] -= sizes[lfn]
             wanted[lfn].discard(se)
         gone.extend(mine)
         if len(mine) == len(attempted):
             break
-    await usage_entries.settle(db, records, written, calls=[call] if call else [])
+    if noted:
+        await usage_intents.settle(db, token, noted, counts)
     await change_feed.append(db, [change_feed.event("replica_removed", lfn, se=se) for lfn, se in gone])
     if retired:
         await remove_retired(db, sorted(retired))
     return existing
+

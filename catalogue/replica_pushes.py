@@ -16,14 +16,13 @@ from typing import Any
 from pymongo import UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 
-from catalogue import change_feed, moved_paths, usage_entries
+from catalogue import change_feed, moved_paths, usage_intents
 from catalogue.collection_names import FILES
 from catalogue.directories import find_by_ids, now
 from catalogue.directory_moves import BELOW_A_MOVE, carried_or_moving
 from catalogue.replica_pulls import pull_replicas
 from catalogue.replica_writers import ADDED, REPLICA_WRITERS, new_token, write_round, writer_field, written_by
 from catalogue.storage_paths import PATH_LFN
-from catalogue.usage import USAGE_ENTRIES
 from kernel.db import Document, database_errors, find_by_values, increment
 from kernel.errors import Conflict
 
@@ -49,11 +48,9 @@ async def push_replicas(
 
     Each update is guarded by the file's `version` (bumped by every replica change) rather than
     by `replicas.se $ne`, which FerretDB 1.24 evaluates wrongly on arrays, and carries the call's
-    token (`catalogue.replica_writers`): a round that partly missed reads the files back, finds
-    the replicas with its token, and tries the rest again. Each update also carries what the SEs'
-    usage owes for it (`catalogue.usage_entries`), settled after the last round: a kill between
-    the two leaves the count to the transfer workers' sweep, never lost nor counted twice. Five
-    round trips per batch when nothing races (records read, push, apply, clear, forget).
+    token (`catalogue.replica_writers`): a round that partly missed reads the files back, counts
+    the replicas with its token, and tries the rest again. Two round trips per batch when
+    nothing races.
     """
     pending = {lfn: reps for lfn, reps in wanted.items() if reps}
     docs = dict(known or {})
@@ -69,15 +66,13 @@ async def push_replicas(
         refused.update(held)
         pending = {lfn: [r for r in reps if (lfn, r["se"]) not in held] for lfn, reps in pending.items()}
     token = new_token()
-    records = await usage_entries.read_records(db, {r["se"] for reps in pending.values() for r in reps})
-    written: dict[str, list[Document]] = {}
-    call = ""  # noted at its first write (`usage_entries.begin`)
+    noted: usage_intents.Records = {}  # the SE records noting this call (`usage_intents`), at its first write
+    counts: dict[str, list[int]] = {}
     added: list[tuple[str, str]] = []
     for _ in range(PUSH_ROUNDS):
         at = now()
         updates = []
         attempted: list[tuple[str, str]] = []
-        entries: dict[str, list[Document]] = {}
         for lfn, reps in pending.items():
             doc = docs.get(lfn)
             if doc is None:
@@ -87,22 +82,26 @@ async def push_replicas(
             if new:
                 attempted.extend((lfn, r["se"]) for r in new)
                 writers = {writer_field(r["se"], ADDED): token for r in new}
-                call = call or await usage_entries.begin(db)
-                entries[lfn] = [usage_entries.entry(call, r["se"], +1, int(doc.get("size", 0))) for r in new]
                 updates.append(UpdateOne({"_id": lfn, "version": doc.get("version")},
-                                         {"$push": {"replicas": {"$each": new}, USAGE_ENTRIES: {"$each": entries[lfn]}},
-                                          "$set": {"modified": at, **writers}, **increment({"version": 1})}))
+                                         {"$push": {"replicas": {"$each": new}}, "$set": {"modified": at, **writers},
+                                          **increment({"version": 1})}))
         if not updates:
             break
+        sizes = {lfn: int(docs[lfn].get("size", 0)) for lfn, _ in attempted}
+        if not noted:
+            noted = await usage_intents.intend(db, token, +1, ((lfn, r["se"]) for lfn, reps in pending.items()
+                                                                  for r in reps))
         mine, reread = await write_round(db[FILES], updates, attempted, ADDED, token, pending, PUSH_FIELDS)
         docs = docs if reread is None else reread
-        # Each update took with its entries or not at all; the usage counts what took.
-        for lfn in {lfn for lfn, _ in mine} if reread is not None else entries:
-            written.setdefault(lfn, []).extend(entries[lfn])
+        for lfn, se in mine:
+            count = counts.setdefault(se, [0, 0])
+            count[0] += 1
+            count[1] += sizes[lfn]
         added.extend(mine)
         if len(mine) == len(attempted):
             break
-    await usage_entries.settle(db, records, written, calls=[call] if call else [])
+    if noted:
+        await usage_intents.settle(db, token, noted, counts)
     await change_feed.append(db, [change_feed.event("replica_added", lfn, se=se) for lfn, se in added])
     writing = {(lfn, r["se"]) for lfn, reps in pending.items() for r in reps if r.get("status") == "copying"}
     taken = await _taken_back(db, [pair for pair in added if pair in writing], docs, token)

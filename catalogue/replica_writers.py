@@ -10,15 +10,13 @@ every update applied, the call counts what it sent. When it reports fewer (anoth
 some of the files meanwhile: two clients adding the same replicas, a retry racing the request
 it repeats), the database does not say which; the call reads the files back and counts what
 carries its token, and only that. The call that lost the race finds the other's token there and
-counts nothing. (What the SEs' usage counts is each write's own entry, `catalogue.usage_entries`;
-the token tells the call which replicas it added or removed, for its answer and its events.)
+counts nothing.
 
 A token stays until the next write of the same kind on that SE of that file replaces it. If that
 happens between a call's write and its read-back (the same replica added, removed and added
 again within those milliseconds), the call finds fewer files with its token than the database
-reported written: it reports those it found and logs the difference; the usage entries of the
-others are left on their files for the transfer workers' sweep (`usage_entries.settle_stale`).
-Readers never show the field (`catalogue.usage.INTERNAL_FIELDS`); it costs a few dozen bytes
+reported written: it counts those it found and logs the difference (`cairn usage rebuild` mends
+it). Readers never show the field (`catalogue.usage.INTERNAL_FIELDS`); it costs a few dozen bytes
 per SE a file has ever had a replica on.
 """
 
@@ -73,7 +71,7 @@ def own_writes(docs: Mapping[str, Mapping[str, Any]], attempted: Sequence[tuple[
     found = len({lfn for lfn, _ in mine})
     if found < reported:
         log.warning("%d of the %d files this call wrote (%s) were written again before it read them back: "
-                    "their usage entries are left to the sweep",
+                    "the usage counters may be off by those (`cairn usage rebuild` mends it)",
                     reported - found, reported, op)
     return mine
 

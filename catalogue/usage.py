@@ -7,9 +7,10 @@ register, file removal, replica add and replica remove collects its increments i
 and applies them with one unordered bulk write of upserted `$inc`s (single-document `$inc` is
 atomic; in commands of `kernel.db.write_chunk`), never by scanning. A file's ancestors are known from its path.
 
-Replica adds and pulls (`catalogue.replica_pushes`, `catalogue.replica_pulls`) write what they
-owe an SE's record in the same update as the replica (`catalogue.usage_entries`), so a process
-killed between that write and its counter write leaves the count to a successor, applied once.
+Replica adds and pulls (`catalogue.replica_pushes`, `catalogue.replica_pulls`) note themselves
+on their SEs' records before writing the files and settle the note with their count
+(`catalogue.usage_intents`), so a process killed between the two writes leaves its count to a
+successor, counted once.
 
 Exactness: increments follow what the database reports as written. A file removal counts only
 the records it marked as its own before deleting them (`catalogue.file_removal`), so two
@@ -64,32 +65,20 @@ MOVING = "moving"
 # A file record a registration wrote and gives up below a directory move: no move copies it
 # (`catalogue.directory_moves.give_up_registered`).
 WITHDRAWN = "withdrawn"
-# A file record's replica counts not yet cleared, and an SE record's tokens of those applied and
-# its fences (`catalogue.usage_entries`).
-USAGE_ENTRIES = "usage_entries"
-# Calls writing such counts, noted until they have settled them (`catalogue.usage_entries.begin`).
-USAGE_PENDING = "usage_pending"
-APPLIED = "applied"
-WRITER_FENCE = "writer_fence"
-TAKEOVER_FENCE = "takeover_fence"
+# An SE record's notes of replica adds and pulls not yet counted (`catalogue.usage_intents`).
+INTENTS = "intents"
 # A record's bookkeeping fields, which no reader shows.
-INTERNAL_FIELDS = ("_id", REGISTERED_IN, REMOVING, MOVING, REPLICA_WRITERS, "moving_guid", WITHDRAWN, USAGE_ENTRIES)
+INTERNAL_FIELDS = ("_id", REGISTERED_IN, REMOVING, MOVING, REPLICA_WRITERS, "moving_guid", WITHDRAWN)
 # An SE record's tokens of replica removals counted but not yet complete (`count_removals`).
 REMOVALS = "removals"
 # An SE record's count of the times tokens left its REMOVALS (`removal_fences`).
 FENCE = "removals_fence"
 # The fields of a record that every write to it moves (a rebuild sets it only where they did not).
-COUNTED = ("files", "replicas", "bytes", FENCE, WRITER_FENCE, TAKEOVER_FENCE)
-# What an SE record keeps through a rebuild (`apply_recount`).
-KEPT = (APPLIED, WRITER_FENCE, TAKEOVER_FENCE)
+COUNTED = ("files", "replicas", "bytes", FENCE)
 
 INDEXES = [
     # take_over_calls: files.find({registered_in: {$in: calls}})
     IndexSpec(FILES, [(REGISTERED_IN, 1)], name="files_by_registered_in", sparse=True),
-    # usage_entries._entries_of: files.find({usage_entries.c: {$in: calls}})
-    IndexSpec(FILES, [(f"{USAGE_ENTRIES}.c", 1)], name="files_by_usage_entry_call", sparse=True),
-    # usage_entries._find: files.find({usage_entries.t: {$in: tokens}})
-    IndexSpec(FILES, [(f"{USAGE_ENTRIES}.t", 1)], name="files_by_usage_entry_token", sparse=True),
 ]
 
 
@@ -389,23 +378,15 @@ async def se_bytes(db: AsyncDatabase[Document], se: str) -> int:
 
 
 async def recount(db: AsyncDatabase[Document]) -> tuple[dict[str, dict[str, int]], set[str]]:
-    """`counted_files` without the replica counts still on the files."""
-    truth, calls, _ = await counted_files(db)
-    return truth, calls
-
-
-async def counted_files(db: AsyncDatabase[Document]) -> tuple[dict[str, dict[str, int]], set[str], list[Document]]:
     """Usage recomputed from the file records in one streamed pass over them (size, parent and
     replica SEs projected), summed per parent directory and per SE, then rolled up the tree in
-    memory proportional to the number of directories; the register calls named by the records
-    it read, and the replica counts still on them (`catalogue.usage_entries`). (An aggregation
-    `$sum` of a field would save the transfer, but FerretDB 1.24 sums field references to 0.)"""
+    memory proportional to the number of directories; and the register calls named by the
+    records it read. (An aggregation `$sum` of a field would save the transfer, but FerretDB 1.24
+    sums field references to 0.)"""
     per_parent: dict[str, list[int]] = defaultdict(lambda: [0, 0])
     per_se: dict[str, list[int]] = defaultdict(lambda: [0, 0])
     calls: set[str] = set()
-    entries: list[Document] = []
-    cursor = db[FILES].find({}, {"parent": 1, "size": 1, "replicas.se": 1, REGISTERED_IN: 1, USAGE_ENTRIES: 1}
-                            ).batch_size(5000)
+    cursor = db[FILES].find({}, {"parent": 1, "size": 1, "replicas.se": 1, REGISTERED_IN: 1}).batch_size(5000)
     async for file in iterate(cursor):
         size = int(file.get("size", 0))
         totals = per_parent[file["parent"]]
@@ -416,7 +397,6 @@ async def counted_files(db: AsyncDatabase[Document]) -> tuple[dict[str, dict[str
             per_se[replica["se"]][1] += size
         if call := file.get(REGISTERED_IN):
             calls.add(call)
-        entries += file.get(USAGE_ENTRIES) or []
     out: dict[str, dict[str, int]] = defaultdict(lambda: {"files": 0, "bytes": 0})
     for parent, (files, size) in per_parent.items():
         for directory in [*ancestors(parent), parent] if parent != ROOT else [ROOT]:
@@ -425,7 +405,7 @@ async def counted_files(db: AsyncDatabase[Document]) -> tuple[dict[str, dict[str
     result = {k: dict(v) for k, v in out.items()}
     for se, (replicas, size) in per_se.items():
         result[se_key(se)] = {"replicas": replicas, "bytes": size}
-    return result, calls, entries
+    return result, calls
 
 
 async def rebuild(db: AsyncDatabase[Document], *, fix: bool = True) -> dict[str, Any]:
@@ -437,8 +417,7 @@ async def rebuild(db: AsyncDatabase[Document], *, fix: bool = True) -> dict[str,
     will not count them again). What is left: an increment stored just before the rebuild began
     for records written after the count passed them (milliseconds between a call's two writes)."""
     held = await stored_usage(db)
-    truth, calls, entries = await counted_files(db)
-    return await apply_recount(db, held, truth, calls, fix=fix, entries=entries)
+    return await apply_recount(db, held, *await recount(db), fix=fix)
 
 
 async def stored_usage(db: AsyncDatabase[Document]) -> dict[str, Document]:
@@ -448,33 +427,22 @@ async def stored_usage(db: AsyncDatabase[Document]) -> dict[str, Document]:
 
 
 async def apply_recount(db: AsyncDatabase[Document], stored: dict[str, Document], truth: dict[str, dict[str, int]],
-                        calls: set[str], *, fix: bool, entries: Sequence[Document] = ()) -> dict[str, Any]:
-    """`rebuild` once the records (`stored`, read first) and the files (`truth`, `calls`, and the
-    replica counts on them, `entries`) were read. An SE record is to hold its replicas less what
-    the entries not yet applied to it owe; it keeps its applied tokens and fences."""
+                        calls: set[str], *, fix: bool) -> dict[str, Any]:
+    """`rebuild` once the records (`stored`, read first) and the files (`truth`, `calls`) were read."""
     drift: dict[str, Any] = {}
     moved: list[str] = []
-    truth = {key: dict(value) for key, value in truth.items()}
-    applied = {key[3:]: doc.get(APPLIED) or {} for key, doc in stored.items() if key.startswith(se_key(""))}
-    for e in entries:
-        if e["t"] not in applied.get(e["se"], {}):
-            want = truth.setdefault(se_key(e["se"]), {"replicas": 0, "bytes": 0})
-            want["replicas"] -= e["n"]
-            want["bytes"] -= e["b"]
     for key in sorted(set(truth) | set(stored)):
         want, was = truth.get(key, {}), stored.get(key)
-        have = {k: int(v) for k, v in (was or {}).items() if k not in (REMOVALS, FENCE, SATURATED, *KEPT)}
+        have = {k: int(v) for k, v in (was or {}).items() if k not in (REMOVALS, FENCE, SATURATED, INTENTS)}
         record = saturated_record(want)
         saturated = SATURATED in record
         if bool((was or {}).get(SATURATED)) == saturated and all(
                 bounded(want.get(f, 0)) == have.get(f, 0) for f in set(want) | set(have)):
             continue
         drift[key] = {"stored": have, "recounted": want}
-        if key.startswith(se_key("")):  # its removal tokens go: move its fence (`count_removals`)
+        if key.startswith(se_key("")):  # its tokens go: move its fence (`count_removals`)
             record[FENCE] = Int64(int((was or {}).get(FENCE) or 0) + 1)
-            record.update({k: (was or {})[k] for k in KEPT if k in (was or {})})
-        kept = any(k in (was or {}) for k in KEPT)
-        if fix and not await set_if_unmoved(db[USAGE], key, was, record if want or kept else None, fields=COUNTED,
+        if fix and not await set_if_unmoved(db[USAGE], key, was, record if want else None, fields=COUNTED,
                                             replace=True):
             moved.append(key)
     if fix:  # the count included these calls' records: nobody is to count them again

@@ -68,6 +68,9 @@ class TransferSettings(BaseModel):
     # queue: fewer, larger batches), and how many replicas it looks at per SE and pass.
     reaper_batch: int = Field(1000, ge=1)
     idle_sleep_s: float = Field(1.0, gt=0)
+    # A replica count noted on an SE's usage record and not settled after this long is its
+    # call's no more (it died): the workers' sweep settles it (`catalogue.usage_intents`).
+    usage_settle_after_s: float = Field(60.0, gt=0)
 
 
 class RuleSettings(BaseModel):

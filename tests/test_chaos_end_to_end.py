@@ -41,7 +41,7 @@ SEED = random.randrange(1 << 30) if _SEED == "random" else int(_SEED)
 # own kill test is tests/test_transfer_reliability.py); rule leases short, so a killed daemon's
 # rule is taken over within seconds.
 TRANSFERS = {"lease_s": 10, "retry_base_s": 0.2, "retry_cap_s": 2, "idle_sleep_s": 0.2, "stage_poll_s": 0.2,
-             "reaper_batch": 10}
+             "reaper_batch": 10, "usage_settle_after_s": 5}
 RULES = {"lease_s": 3, "poll_s": 0.5, "idle_sleep_s": 0.2, "batch": 20}
 DAEMONS = ("transfers", "transfers", "stager", "reaper", "rule-evaluator", "rule-repairer", "rule-cleaner",
            "rule-subscriptions")
@@ -135,8 +135,8 @@ async def _settled(db: AsyncDatabase[Document], rule_id: str) -> bool:
     members = await db[dataset_contents.DATASET_FILES].count_documents({"did": "vo:chaos"})
     if await db[rule_locks.LOCKS].count_documents({"rule": rule_id, "state": "ok"}) != 2 * members:
         return False
-    # Replica counts a killed daemon left on their files: the transfer workers' sweep finishes them.
-    return not await db["files"].count_documents({f"{usage.USAGE_ENTRIES}.0": {"$exists": True}})
+    # Replica counts a killed daemon left noted on their SEs: the transfer workers' sweep settles them.
+    return not any(d.get(usage.INTENTS) for d in await db[usage.USAGE].find({"_id": {"$regex": "^se:"}}).to_list())
 
 
 async def _locks_by_file(db: AsyncDatabase[Document]) -> dict[tuple[str, str], int]:
