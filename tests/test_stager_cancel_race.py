@@ -23,7 +23,8 @@ from transfers import requests as rq
 from transfers.endpoints import tape_endpoint
 from transfers.stager import Stager
 
-ROUNDS = 40
+# Before its fix 11 and 15 of 40 rounds left a pin: at 11/40, 25 rounds miss it with p < 0.1%.
+ROUNDS = 25
 PIN_S = 600
 
 
