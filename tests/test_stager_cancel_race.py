@@ -23,8 +23,9 @@ from transfers import requests as rq
 from transfers.endpoints import tape_endpoint
 from transfers.stager import Stager
 
-# Before its fix 11 and 15 of 40 rounds left a pin: at 11/40, 25 rounds miss it with p < 0.1%.
-ROUNDS = 25
+# Not cut: before its fix 11 and 15 of 40 rounds left a pin, but with the fix taken out again on
+# today's code only 1 and 3 of 25 did.
+ROUNDS = 40
 PIN_S = 600
 
 
