@@ -18,7 +18,8 @@ from kernel.db import Document
 from kernel.errors import Conflict
 from tests.fixtures.catalogue import ALICE
 
-ROUNDS = 150
+# Before its fix 146 of 150 pairs made a cycle: 15 rounds are plenty to see it.
+ROUNDS = 15
 
 
 async def test_two_containers_attached_to_each_other_at_once_make_no_cycle(

@@ -21,7 +21,10 @@ from kernel.db import Document
 from kernel.errors import Forbidden
 from tests.fixtures.catalogue import ADMIN, ALICE
 
-ROUNDS = 200
+# Before their fixes 24-35 of 200 files (then 93 of 200 below a directory the call made) and 75 of
+# 200 directories landed after the chmod; the directories' fix taken out again on today's code,
+# 1 and 8 of 20 did: 60 rounds, not 200, still miss either with p < 0.5% at 24/200 or 9/40.
+ROUNDS = 60
 
 
 async def test_a_file_written_after_a_chmod_denying_its_writer_returned_is_refused(

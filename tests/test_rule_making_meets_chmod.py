@@ -25,7 +25,12 @@ from rules import rule_edits, store
 from rules.rule_models import RuleIn, RuleUpdate
 from tests.fixtures.catalogue import ADMIN, ALICE
 
-ROUNDS = 150
+# Per case, the rounds that catch the race the case was written for. Before their fixes 53 of 150
+# rules on a file, 96 of 150 on a dataset and 71 of 150 copies raises landed after the chmod; the
+# making's fix taken out again on today's code, 18 of 75 on a file and 11 of 75 on a dataset did:
+# at those rates 40 and 60 rounds miss it with p < 0.01%. Only 4 of 150 lifetime removals did:
+# those keep 150.
+ROUNDS = {"file": 40, "dataset": 60, "copies": 40, "lifetime": 150}
 
 
 async def _live_rules(db: AsyncDatabase[Document], did: str, at: dt.datetime) -> int:
@@ -39,7 +44,7 @@ async def test_a_rule_made_after_a_chmod_denying_its_maker_returned_is_withdrawn
         catalogue_db: AsyncDatabase[Document], target: str) -> None:
     db = catalogue_db
     late = refused = 0
-    for i in range(ROUNDS):
+    for i in range(ROUNDS[target]):
         lfn = f"/cta/r{i}/f"
         await mkdir(db, ADMIN, f"/cta/r{i}", parents=True)
         await register_files(db, ADMIN, [{"lfn": lfn, "size": 1, "adler32": "00000001"}])
@@ -69,8 +74,8 @@ async def test_a_rule_made_after_a_chmod_denying_its_maker_returned_is_withdrawn
         assert there == (made is not None), made
         refused += made is None
         late += there and not seen_after_chmod[0]
-    print(f"{target}: refused {refused}, made after the chmod {late} of {ROUNDS}")
-    assert late == 0, f"{late} of {ROUNDS} rules were made after the chmod that denied their maker"
+    print(f"{target}: refused {refused}, made after the chmod {late} of {ROUNDS[target]}")
+    assert late == 0, f"{late} of {ROUNDS[target]} rules were made after the chmod that denied their maker"
 
 
 @pytest.mark.parametrize("change", ["copies", "lifetime"])
@@ -81,7 +86,7 @@ async def test_a_rule_grown_after_a_chmod_denying_its_account_returned_is_set_ba
     db = catalogue_db
     late = refused = 0
     grown = {"copies": {"copies": 2}, "lifetime": {"lifetime_s": 0}}[change]
-    for i in range(ROUNDS):
+    for i in range(ROUNDS[change]):
         lfn = f"/cta/g{i}/f"
         await mkdir(db, ADMIN, f"/cta/g{i}", parents=True)
         await register_files(db, ADMIN, [{"lfn": lfn, "size": 1, "adler32": "00000001"}])
@@ -112,10 +117,10 @@ async def test_a_rule_grown_after_a_chmod_denying_its_account_returned_is_set_ba
         assert there == (updated is not None), updated
         refused += updated is None
         late += there and not seen_after_chmod[0]
-    print(f"{change}: refused {refused}, grown after the chmod {late} of {ROUNDS}")
-    assert late == 0, f"{late} of {ROUNDS} rules were grown after the chmod that denied their account"
+    print(f"{change}: refused {refused}, grown after the chmod {late} of {ROUNDS[change]}")
+    assert late == 0, f"{late} of {ROUNDS[change]} rules were grown after the chmod that denied their account"
     # shrinking needs no r: the account may always hold less
-    lfn = f"/cta/g{ROUNDS - 1}/f"
+    lfn = f"/cta/g{ROUNDS[change] - 1}/f"
     rule = await store.create_rule(db, ADMIN, RuleIn(did=lfn, copies=2, expression="CERN-DISK|DESY-DISK",
                                                      account="alice"))
     assert (await rule_edits.update_rule(db, ALICE, rule["_id"], RuleUpdate(copies=1)))["copies"] == 1
