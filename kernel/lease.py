@@ -101,15 +101,17 @@ async def while_held(work: Coroutine[Any, Any, T], keep: Callable[[], Awaitable[
     With `lease_s` (the lease's length; `since`: the time.monotonic() before it was taken, else
     now), the work's `check_held()` raises LeaseLost once the lease was not renewed for
     SURE_PART of it; work that stops so returns (False, None) too."""
-    held = _Held(float("inf"))
-    if lease_s is not None:
-        held.until = (time.monotonic() if since is None else since) + SURE_PART * lease_s
+    sent = time.monotonic() if since is None or lease_s is None else since
+    held = _Held(float("inf") if lease_s is None else sent + SURE_PART * lease_s)
     context = contextvars.copy_context()
     context.run(_HELD.set, held)
     task = asyncio.get_running_loop().create_task(work, context=context)
     try:
         while True:
-            done, _ = await asyncio.wait({task}, timeout=every_s)
+            # Every `every_s` from the last renewal sent (the first from the lease's taking), not
+            # from its answer: a slow round trip (a loaded database) must not stretch the gap
+            # past the sure part of the lease.
+            done, _ = await asyncio.wait({task}, timeout=max(0.0, sent + every_s - time.monotonic()))
             if done:
                 return _outcome(task)
             sent = time.monotonic()

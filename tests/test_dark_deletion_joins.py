@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-import pytest
 from pymongo.asynchronous.database import AsyncDatabase
 
 from catalogue.files import fetch_files
@@ -34,10 +33,6 @@ async def _clean_outcome(db: AsyncDatabase[Document], run_id: str) -> set[str]:
     return {e["clean"] async for e in audit_runs.entries(db, run_id, "dark")}
 
 
-# Failed once in the last CI of 2026-12-06 (the dark file still there once the reaper had drained;
-# passed in the two CIs before): suspected the deletion skipped under a lease not surely held and
-# the request ended anyway. Marked until the cause is found (issue 17's note).
-@pytest.mark.xfail(strict=False, reason="the dark file once left after the reaper drained (2026-12-06), not found yet")
 async def test_a_clean_dark_meeting_a_users_deletion_of_the_path_deletes_the_dark_file_and_counts_it(
     database: AsyncDatabase[Document], settings: Settings, tmp_path: Path,
 ) -> None:
@@ -45,7 +40,6 @@ async def test_a_clean_dark_meeting_a_users_deletion_of_the_path_deletes_the_dar
     await add_ses(database, se)
     path = write_bytes(se, "/vo/d/x", b"nobody registered me")
     run_id = await dark_run(database, "DARK", ["/vo/d/x"])
-    await asyncio.sleep(0.01)  # the bytes are older than the run
     users = await queueing.submit(database, "delete", [{"lfn": "/vo/d/x", "dest_se": "DARK"}], requester="user:bob")
     answer = await request_dark_deletion(database, run_id, requester="admin")
     assert answer["successful"] == users["successful"]  # one request does both

@@ -3,8 +3,10 @@
 The reaper deletes one only when an operator asked for the dark files of a finished audit run
 (`audit_runs.allow_cleaning`), the file is still without a replica on that SE (nor holds a
 moved file's bytes, `catalogue.moved_paths`), and it did not
-change on storage since the run began (a new write of the same name is not dark). The URL comes
-from `transfers.endpoints`, so nothing outside the SE is ever deleted.
+change on storage since the run began (a new write of the same name is not dark), and only
+while the reaper surely holds the request's lease (`kernel.lease.check_held`: else LeaseLost, its
+successor has the request). The URL comes from `transfers.endpoints`, so nothing outside the SE is
+ever deleted.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from catalogue.files import fetch_files
 from catalogue.moved_paths import held_on
 from catalogue.replica_urls import VARIANT_MARK
 from catalogue.storage_elements import StorageElement
+from kernel import lease
 from kernel.db import Document
 from kernel.errors import NotFound
 from storage_plugins.registry import plugin_for
@@ -53,6 +56,10 @@ async def delete_dark(db: AsyncDatabase[Document], run_id: str, lfn: str, se: St
         if info.mtime is not None and run.get("started") and info.mtime > run["started"].timestamp():
             await audit_runs.cleaned(db, run_id, lfn, "kept: written since the run")
             raise StillInUse(f"{lfn} on {se.name}: written again since audit run {run_id}")
+        # Only while the request's lease is surely held: a reaper that stalled past it may find the
+        # file deleted by its successor and another registered there, whose date (the storage's
+        # clock, or one a copy kept) need not be later than the run's start.
+        lease.check_held()
         await plugin.delete(endpoint.url)
     except NotFound:
         await audit_runs.cleaned(db, run_id, lfn, "gone")
