@@ -75,3 +75,19 @@ async def test_a_reaper_frozen_before_deleting_a_dark_file_spares_a_file_registe
         thaw.set()
         await asyncio.to_thread(thread.join, 30)
     assert path.exists() and path.read_bytes() == new  # before: deleted by the reaper that resumed
+
+
+async def test_a_dark_files_deletion_once_recorded_is_not_written_over_by_a_late_reaper(
+    database: AsyncDatabase[Document], tmp_path: Path,
+) -> None:
+    """The successor deleted the dark file and recorded it; the stalled reaper, resuming before
+    its checks, finds the path gone or a file registered there since: its "gone" or "kept" must
+    not replace what became of the dark file."""
+    se = disk_se("DISK", tmp_path / "disk")
+    await add_ses(database, se)
+    run_id = await dark_run(database, se.name, ["/vo/dark/a"])
+    await audit_runs.allow_cleaning(database, run_id)
+    await audit_runs.cleaned(database, run_id, "/vo/dark/a", "deleted")
+    for late in ("gone", "kept: registered since"):
+        await audit_runs.cleaned(database, run_id, "/vo/dark/a", late)
+    assert {e["clean"] async for e in audit_runs.entries(database, run_id, "dark")} == {"deleted"}

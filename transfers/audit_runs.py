@@ -190,10 +190,12 @@ async def cleanable(db: AsyncDatabase[Document], run_id: str, se: str, lfn: str)
 
 
 async def cleaned(db: AsyncDatabase[Document], run_id: str, lfn: str, outcome: str) -> None:
-    """Record what became of a dark file's deletion."""
+    """Record what became of a dark file's deletion. "deleted" stays: a reaper that stalled
+    before its checks and resumed after its successor deleted the file (and another was
+    registered there) finds it "gone" or "kept", which is not what became of the dark file."""
     with database_errors():
-        await db[AUDIT_ENTRIES].update_one({**await _of_run(db, run_id), "kind": "dark", "lfn": lfn},
-                                           {"$set": {"clean": outcome}})
+        await db[AUDIT_ENTRIES].update_one({**await _of_run(db, run_id), "kind": "dark", "lfn": lfn,
+                                            "clean": {"$ne": "deleted"}}, {"$set": {"clean": outcome}})
 
 
 async def dark_lfns(db: AsyncDatabase[Document], run_id: str) -> list[str]:
