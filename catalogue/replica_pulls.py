@@ -79,9 +79,7 @@ async def pull_replicas(db: AsyncDatabase[Document], targets: Iterable[tuple[str
         mine, reread = await write_round(db[FILES], updates, attempted, REMOVED, token, plans, PULL_FIELDS)
         found = found if reread is None else reread
         for lfn, se in mine:
-            count = counts.setdefault(se, [0, 0])
-            count[0] -= 1
-            count[1] -= sizes[lfn]
+            usage_intents.tally(counts, se, -1, sizes[lfn])
             wanted[lfn].discard(se)
         gone.extend(mine)
         if len(mine) == len(attempted):

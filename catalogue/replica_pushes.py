@@ -94,9 +94,7 @@ async def push_replicas(
         mine, reread = await write_round(db[FILES], updates, attempted, ADDED, token, pending, PUSH_FIELDS)
         docs = docs if reread is None else reread
         for lfn, se in mine:
-            count = counts.setdefault(se, [0, 0])
-            count[0] += 1
-            count[1] += sizes[lfn]
+            usage_intents.tally(counts, se, +1, sizes[lfn])
         added.extend(mine)
         if len(mine) == len(attempted):
             break

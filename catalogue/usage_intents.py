@@ -44,15 +44,10 @@ COUNTERS = {"replicas": 1, "bytes": 1, SATURATED: 1}
 Records = dict[str, Document]  # SE usage records (counters) by SE name, as read
 
 
-def _now() -> dt.datetime:
-    at = dt.datetime.now(dt.UTC)
-    return at.replace(microsecond=at.microsecond // 1000 * 1000)  # as stored (BSON keeps milliseconds)
-
-
 async def intend(db: AsyncDatabase[Document], call: str, sign: int, targets: Iterable[tuple[str, str]]) -> Records:
     """Step 1: note `call` (adding, sign +1, or pulling, -1, the replicas `(lfn, se)`) on each
     SE's record, made where missing; returns the records' counters as they are with the note on."""
-    at = _now()
+    at = dt.datetime.now(dt.UTC)
     lfns_by_se: dict[str, set[str]] = {}
     for lfn, se in targets:
         lfns_by_se.setdefault(se, set()).add(lfn)
@@ -71,6 +66,13 @@ async def intend(db: AsyncDatabase[Document], call: str, sign: int, targets: Ite
                                              for se, update in updates.items()])
         keys = {se_key(se): se for se in notes}
         return {keys[d["_id"]]: d async for d in read_by_ids(db[USAGE], keys, COUNTERS)}
+
+
+def tally(counts: dict[str, list[int]], se: str, sign: int, size: int) -> None:
+    """Add one replica added (+1) or pulled (-1) on `se` to a call's `counts` for `settle`."""
+    count = counts.setdefault(se, [0, 0])
+    count[0] += sign
+    count[1] += sign * size
 
 
 async def settle(db: AsyncDatabase[Document], call: str, records: Records, counts: Mapping[str, Sequence[int]]
