@@ -136,9 +136,9 @@ def daemon_factories() -> dict[str, DaemonFactory]:
         "rule-subscriptions": RuleSubscriber,
         "job-checker": lambda settings, db: JobChecker(db, wms_settings()),
         "job-watchdog": lambda settings, db: JobWatchdog(db, wms_settings()),
-        "transformation-feeder": lambda settings, db: TransformationFeeder(db),
-        "transformation-tasks": lambda settings, db: TransformationTasks(db),
-        "transformation-monitor": lambda settings, db: TransformationMonitor(db),
+        "transformation-feeder": lambda settings, db: TransformationFeeder(db, lease_s=settings.productions.lease_s),
+        "transformation-tasks": lambda settings, db: TransformationTasks(db, lease_s=settings.productions.lease_s),
+        "transformation-monitor": lambda settings, db: TransformationMonitor(db, lease_s=settings.productions.lease_s),
         "pilot-factory": _pilot_factory,
         "auditor": Auditor,
     }

@@ -114,6 +114,14 @@ class AuditSettings(BaseModel):
     idle_sleep_s: float = Field(5.0, gt=0)
 
 
+class ProductionSettings(BaseModel):
+    """The transformation daemons (`productions.daemons`)."""
+
+    # A transformation is worked on by one instance of each daemon at a time under a lease this
+    # long (and the change feed's follower under one): a killed instance's work waits for it.
+    lease_s: float = Field(60.0, ge=1)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", validate_default=True
@@ -157,6 +165,7 @@ class Settings(BaseSettings):
     transfers: TransferSettings = Field(default_factory=TransferSettings)
     rules: RuleSettings = Field(default_factory=RuleSettings)
     audit: AuditSettings = Field(default_factory=AuditSettings)
+    productions: ProductionSettings = Field(default_factory=ProductionSettings)
 
     # The site this process runs at (clients prefer replicas on its SEs).
     site: str | None = None

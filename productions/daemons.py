@@ -16,7 +16,7 @@ from kernel.daemon import Daemon, one_of_many
 from kernel.db import Document
 from productions import feeding, monitoring, production, task_creation, task_submission, transformations
 
-LEASE_S = 60.0
+LEASE_S = 60.0  # the default of `kernel.settings.ProductionSettings.lease_s`
 log = logging.getLogger("cairn.productions")
 
 
@@ -24,9 +24,10 @@ class _PerTransformation(Daemon):
     idle_sleep_s = 1.0
     states: tuple[str, ...] = transformations.RUNNING
 
-    def __init__(self, db: AsyncDatabase[Document]) -> None:
+    def __init__(self, db: AsyncDatabase[Document], *, lease_s: float = LEASE_S) -> None:
         super().__init__()
         self.db = db
+        self.lease_s = lease_s
 
     async def each(self, work: Callable[[Document], Coroutine[Any, Any, int]]) -> int:
         handled = 0
@@ -38,7 +39,7 @@ class _PerTransformation(Daemon):
         """One transformation's work under its lease (`kernel.daemon.one_of_many`: its error is
         logged and the others go on; the database down stops the pass)."""
         work_under_lease = lease.under_named_lease(self.db, f"{self.name}:{doc['_id']}", self.worker, work(doc),
-                                                   lease_s=LEASE_S)
+                                                   lease_s=self.lease_s)
         outcome, _ = await one_of_many(work_under_lease, f"{self.name}: transformation {doc['_id']}", log)
         return (outcome[1] or 0) if outcome else 0
 
@@ -50,7 +51,7 @@ class TransformationFeeder(_PerTransformation):
     states = ("new",)
 
     async def run_once(self) -> int:
-        handled = await feeding.follow(self.db, self.worker, lease_s=LEASE_S)
+        handled = await feeding.follow(self.db, self.worker, lease_s=self.lease_s)
         return handled + await self.each(lambda doc: feeding.initial_feed(self.db, doc))
 
 

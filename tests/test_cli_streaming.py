@@ -78,11 +78,16 @@ async def silent_api() -> AsyncIterator[str]:
         response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
         await response.prepare(request)
         await response.write(b'{"name": "first", "type": "file", "mode": 420}\n')
-        await asyncio.sleep(30)
+        with contextlib.suppress(TimeoutError):  # silent until the test is over, then gone at once
+            await asyncio.wait_for(over.wait(), 30)
         return response
 
+    over = asyncio.Event()
     async with listing_server(stall) as url:
-        yield url
+        try:
+            yield url
+        finally:
+            over.set()
 
 
 @pytest.fixture

@@ -98,6 +98,7 @@ async def test_simulate_process_merge_with_late_input_and_killed_daemons(
         await put_storage_element(grid.db, StorageElement(name=name, site=site, attributes={"tier": 1},
                                                           protocols=[Protocol(scheme="file", prefix=str(path))]))
     env = daemon_env(settings)
+    env["CAIRN_PRODUCTIONS__LEASE_S"] = "8"  # a killed daemon's lease runs out in 8 s, not a minute
     names = ("transformation-feeder", "transformation-tasks", "transformation-monitor", "job-checker", "transfers")
     daemons = {n: DaemonProcesses(n, env, tmp_path) for n in names}
     for d in daemons.values():
@@ -130,7 +131,7 @@ async def test_simulate_process_merge_with_late_input_and_killed_daemons(
             for name in killed:
                 daemons[name].start()
                 daemons[name].start()  # two instances share the work by leases
-            # a lease the killed daemons held runs out first (productions.daemons.LEASE_S)
+            # a lease the killed daemons held runs out first (CAIRN_PRODUCTIONS__LEASE_S)
             await until(lambda: processed_at_least(proc, 15), "all 15 sim files processed", timeout_s=150,
                         logs=logs)
             assert (await show(alice, sim))["state"] == "completed"
