@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -140,8 +143,14 @@ async def test_a_cancelled_pilot_leaves_its_job_stalled_then_rescheduled_and_don
 ) -> None:
     grid = slurm_site
     await grid.add_file("/cta/in/slow.dat", b"slow\n", [SE])
+    # The first attempt sleeps until it is cancelled (a fixed nap was once over before a loaded
+    # machine's scancel); a mark in /tmp, which any payload account may write, tells the second.
+    first = Path(tempfile.mkdtemp(prefix="cairn-cancelled-")) / "first"
+    os.chmod(first.parent, 0o1777)
     [job_id] = await submit(api, [{
-        "executable": "/bin/sh", "arguments": ["-c", "sleep 4; cat slow.dat > r.txt; echo $SLURM_JOB_ID >> r.txt"],
+        "executable": "/bin/sh",
+        "arguments": ["-c", f"if mkdir {first} 2>/dev/null; then sleep 60; fi; "
+                            "cat slow.dat > r.txt; echo $SLURM_JOB_ID >> r.txt"],
         "input_data": ["/cta/in/slow.dat"], "outputs": [{"path": "r.txt", "lfn": "/cta/out/slow.txt", "se": SE}]}])
     factory = make_factory(api, grid, tmp_path)
     watchdog = JobWatchdog(grid.db, wms_config)
@@ -161,6 +170,7 @@ async def test_a_cancelled_pilot_leaves_its_job_stalled_then_rescheduled_and_don
     content = await grid.replica_bytes("/cta/out/slow.txt", SE)
     assert content == f"slow\n{job['batch_id']}\n".encode()
     assert await grid.db["files"].count_documents({"_id": "/cta/out/slow.txt"}) == 1
+    shutil.rmtree(first.parent)
 
 
 async def test_a_factory_that_died_after_sbatch_adopts_the_pilot_instead_of_submitting_again(
