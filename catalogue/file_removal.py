@@ -39,11 +39,12 @@ from pymongo.asynchronous.database import AsyncDatabase
 from catalogue import change_feed, removed_paths
 from catalogue.collection_names import FILES
 from catalogue.directory_moves import BELOW_A_MOVE, moving_above
+from catalogue.registration_counts import take_over_calls
 from catalogue.registration_settling import wait_settled
 from catalogue.removed_paths import RemovedPlace
 from catalogue.replica_removal import REMOVAL, remove_retired
 from catalogue.storage_paths import PATH_LFN
-from catalogue.usage import REGISTERED_IN, REMOVAL_LEASE, REMOVING, record_files, take_over_calls
+from catalogue.usage import REGISTERED_IN, REMOVAL_LEASE, REMOVING, record_files
 from catalogue.writer_tokens import FOUNDING, WRITER
 from kernel.db import Document, database_errors, read_by_ids
 from kernel.marks import Mark, by_ids

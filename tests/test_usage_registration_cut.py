@@ -8,66 +8,26 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
-from types import FrameType
+import threading
+from typing import Any
 
 import pytest
-from pymongo.asynchronous.collection import AsyncCollection
+from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
+from catalogue import registration_counts
 from catalogue.collection_names import FILES
 from catalogue.files import register_files
 from catalogue.usage import USAGE, directory_usage, rebuild, se_usage
-from kernel import db as kernel_db
 from kernel.db import Document
 from kernel.settings import Settings
 from tests.fixtures.catalogue import ADMIN
-from tests.fixtures.transfers import fast_settings
-from transfers.worker import TransferWorker
+from tests.fixtures.freezing import freeze_at_first_call
+from tests.fixtures.usage_cuts import STALE_S, Killed, killed_at_first_count, next_worker_sweeps
 
 SIZE = 100
 LFNS = [f"/vo/cut/d{i % 2}/f{i}" for i in range(4)]
 FILES_IN = [{"lfn": lfn, "size": SIZE, "adler32": "00000001", "replicas": [{"se": "CERN-DISK"}]} for lfn in LFNS]
-STALE_S = 0.5  # the tests' `usage_settle_after_s`: a note older than this is a dead call's
-
-
-class Killed(Exception):
-    """Stands in for SIGKILL: raised where the process would have died, nothing after it runs."""
-
-
-@contextmanager
-def killed_at_first_count() -> Iterator[None]:
-    """The first bulk write to the usage collection after the file records' insert raises
-    Killed before it is sent: the records were written, the counters not."""
-    wrote: list[str] = []
-    insert = AsyncCollection.insert_many.__code__
-
-    def profile(frame: FrameType, event: str, arg: object) -> None:
-        if event != "call":
-            return
-        if frame.f_code is insert:
-            wrote.append(getattr(frame.f_locals.get("self"), "name", ""))
-        elif (frame.f_code is kernel_db.bulk_write_chunked.__code__ and FILES in wrote
-              and getattr(frame.f_locals.get("collection"), "name", "") == USAGE):
-            sys.setprofile(None)
-            raise Killed
-
-    sys.setprofile(profile)
-    try:
-        yield
-    finally:
-        sys.setprofile(None)
-
-
-async def _next_worker_sweeps(db: AsyncDatabase[Document], settings: Settings) -> None:
-    """A transfer worker started after the kill: its first turn sweeps."""
-    await asyncio.sleep(STALE_S)
-    worker = TransferWorker(fast_settings(settings, usage_settle_after_s=STALE_S), db)
-    try:
-        await worker.run_once()
-    finally:
-        await worker.close()
 
 
 async def _exact(db: AsyncDatabase[Document]) -> None:
@@ -76,14 +36,76 @@ async def _exact(db: AsyncDatabase[Document]) -> None:
         "CERN-DISK": (len(LFNS), len(LFNS) * SIZE)}
     report = await rebuild(db, fix=False)
     assert report["drifted"] == 0, report["drift"]
+    assert await _noted(db) == []
 
 
-@pytest.mark.xfail(strict=True, reason="the counters stay short: nothing settles a count its call died before")
+async def _noted(db: AsyncDatabase[Document]) -> list[str]:
+    """The usage records still carrying a registration's note."""
+    return sorted(d["_id"] for d in await db[USAGE].find({}).to_list() if d.get(registration_counts.NOTES))
+
+
 async def test_files_registered_by_a_server_killed_before_counting_them_are_counted_by_the_sweep(
     catalogue_db: AsyncDatabase[Document], settings: Settings,
 ) -> None:
     with killed_at_first_count(), pytest.raises(Killed):
         await register_files(catalogue_db, ADMIN, FILES_IN)
     assert await catalogue_db[FILES].count_documents({}) == len(LFNS)
-    await _next_worker_sweeps(catalogue_db, settings)
+    await next_worker_sweeps(catalogue_db, settings)
+    await _exact(catalogue_db)
+
+
+async def test_a_registration_stalled_before_counting_counts_nothing_after_the_sweep_counted_for_it(
+    catalogue_db: AsyncDatabase[Document], settings: Settings,
+) -> None:
+    """Frozen (in its own thread, client and loop: another process) with its records written
+    and their count about to be sent; the sweep counts them; thawed, its count misses (the
+    notes are gone) and it counts nothing."""
+    stalled, thaw = threading.Event(), threading.Event()
+    outcome: dict[str, Any] = {}
+
+    def stalled_server() -> None:
+        async def call() -> Any:
+            client: AsyncMongoClient[Document] = AsyncMongoClient(settings.mongodb_uri, tz_aware=True)
+            try:
+                return await register_files(client[settings.database], ADMIN, FILES_IN)
+            finally:
+                await client.close()
+
+        sys.setprofile(freeze_at_first_call(registration_counts.settle.__code__, stalled, thaw))
+        try:
+            outcome["result"] = asyncio.run(call())
+        finally:
+            sys.setprofile(None)
+
+    thread = threading.Thread(target=stalled_server)
+    thread.start()
+    try:
+        assert await asyncio.to_thread(stalled.wait, 30), "the call never reached its count"
+        await asyncio.sleep(STALE_S)
+        assert await registration_counts.settle_stale(catalogue_db, STALE_S) == 1
+        await _exact(catalogue_db)
+    finally:
+        thaw.set()
+        await asyncio.to_thread(thread.join, 30)
+    assert sorted(outcome["result"]["successful"]) == sorted(LFNS)
+    await _exact(catalogue_db)
+
+
+async def test_a_rebuild_after_the_kill_leaves_the_sweep_nothing_to_count_again(
+    catalogue_db: AsyncDatabase[Document], settings: Settings,
+) -> None:
+    with killed_at_first_count(), pytest.raises(Killed):
+        await register_files(catalogue_db, ADMIN, FILES_IN)
+    report = await rebuild(catalogue_db)
+    assert report["drifted"] > 0 and not report["moved"]
+    assert await _noted(catalogue_db) == []
+    await next_worker_sweeps(catalogue_db, settings)
+    await _exact(catalogue_db)
+
+
+async def test_a_live_registration_is_not_counted_by_the_sweep(catalogue_db: AsyncDatabase[Document]) -> None:
+    """Settled by itself: the sweep finds nothing left, however old the call."""
+    await register_files(catalogue_db, ADMIN, FILES_IN)
+    await asyncio.sleep(STALE_S)
+    assert await registration_counts.settle_stale(catalogue_db, STALE_S) == 0
     await _exact(catalogue_db)
