@@ -11,7 +11,8 @@ a tree removal) is counted by that way: if fewer records were deleted than went,
 tell which were its own and counts none. A lapsed mark (a call that died between marking and
 deleting: its files were never taken off) is taken over by the next removal; a stall of more
 than half a lease just before a delete could still miscount (`cairn usage rebuild` mends it), as
-could an outage between a delete and its count. A file below a directory being moved is given up
+could an outage or a server killed between a delete and its count
+(`tests/test_usage_open_windows.py`). A file below a directory being moved is given up
 (`catalogue.directory_moves`).
 Without `force`, a record is marked only while it has no replica, so a replica added after the
 caller's permission check keeps the file. A record is deleted only at the `version` read under the

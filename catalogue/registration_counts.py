@@ -89,12 +89,15 @@ async def settle(db: AsyncDatabase[Document], call: str, keys: Sequence[str], de
     projection = {"files": 1, "replicas": 1, "bytes": 1, SATURATED: 1, f"{NOTES}.{call}": 1}
     for _ in range(SETTLE_ROUNDS):
         with database_errors():
-            noted = {d["_id"]: d async for d in read_by_ids(db[USAGE], pending, projection)
-                     if call in (d.get(NOTES) or {})}
+            if deltas:  # the counters as they are, for their bounds (`counter_write`)
+                noted = {d["_id"]: d async for d in read_by_ids(db[USAGE], pending, projection)
+                         if call in (d.get(NOTES) or {})}
+            else:  # nothing to add (every file failed or was there already): only the notes go
+                noted = {key: {} for key in pending}
             if not noted:
                 break
             updates = [_settling(key, call, record, deltas.get(key, {})) for key, record in noted.items()]
-            if (await bulk_write_chunked(db[USAGE], updates)).modified_count == len(updates):
+            if (await bulk_write_chunked(db[USAGE], updates)).modified_count == len(updates) or not deltas:
                 break
         pending = list(noted)  # a counter bound moved meanwhile, or another settled: read again
     else:
