@@ -18,7 +18,7 @@ from typing import Any
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError
 
-from catalogue import change_feed, guid_holds, moved_paths, registration_counts
+from catalogue import change_feed, guid_holds, moved_paths, registration_counts, usage_claims
 from catalogue.collection_names import FILES
 from catalogue.directories import (
     DUPLICATE_KEY,
@@ -192,7 +192,7 @@ async def register_files(db: AsyncDatabase[Document], principal: Principal, file
     duplicates: list[FileIn] = []
     noted = registration_counts.noted_keys(batch, {r.se for f in batch.values() for r in f.replicas})
     if docs:
-        await registration_counts.intend(db, token, noted)
+        await usage_claims.intend(db, token, noted)
         try:
             with database_errors():
                 await db[FILES].insert_many([dict(d) for d in docs], ordered=False)
@@ -214,7 +214,7 @@ async def register_files(db: AsyncDatabase[Document], principal: Principal, file
     for doc in written:
         successful[doc["_id"]] = {"guid": doc["guid"], "created": True}
     if docs:  # settled (`registration_settling`)
-        await registration_counts.settle(db, token, noted, registered_totals(written))
+        await usage_claims.settle(db, token, noted, registered_totals(written))
     await change_feed.append(db, [change_feed.event("file_registered", d["_id"],
                                                     replicas=[r["se"] for r in d["replicas"]]) for d in written])
     if duplicates:

@@ -70,11 +70,14 @@ MOVING = "moving"
 WITHDRAWN = "withdrawn"
 # An SE record's notes of replica adds and pulls not yet counted (`catalogue.usage_intents`).
 INTENTS = "intents"
-# A usage record's notes of register calls not yet counted, and a call's claim's fields while it
-# is not: since when, and the records it noted (`catalogue.registration_counts`).
+# A usage record's notes of calls not yet counted, and a call's claim's fields while it is not:
+# since when, the records it noted, and what a successor counts it by; and a claim's kind (none:
+# a register call's, kept as the sign it was counted) (`catalogue.usage_claims`).
 NOTES = "registering"
 PENDING = "pending"
 KEYS = "keys"
+COUNTING = "counting"
+KIND = "kind"
 # A record's bookkeeping fields, which no reader shows.
 INTERNAL_FIELDS = ("_id", REGISTERED_IN, REMOVING, MOVING, REPLICA_WRITERS, "moving_guid", WITHDRAWN)
 # An SE record's tokens of replica removals counted but not yet complete (`count_removals`).
@@ -403,10 +406,13 @@ async def rebuild(db: AsyncDatabase[Document], *, fix: bool = True) -> dict[str,
 
 async def _forget_pending(db: AsyncDatabase[Document], calls: set[str]) -> None:
     """Settle, counting nothing, the PENDING register calls among `calls` (a recount counted
-    their records): their notes leave their records, and the claims say settled."""
+    their records) and every other PENDING call (an overwrite: the recount read what it wrote,
+    or it lands after and stays uncounted): their notes leave their records, and the claims of
+    register calls say settled; the others go."""
     with database_errors():
-        pending = {c["_id"]: c.get(KEYS) or [] for c in await db[USAGE_CLAIMS].find(
-            {PENDING: {"$exists": True}}, {KEYS: 1}).to_list() if c["_id"] in calls}  # usage_claims_by_pending
+        claims = await db[USAGE_CLAIMS].find({PENDING: {"$exists": True}}, {KEYS: 1, KIND: 1}
+                                             ).to_list()  # usage_claims_by_pending
+        pending = {c["_id"]: c.get(KEYS) or [] for c in claims if c["_id"] in calls or c.get(KIND)}
         by_key: dict[str, list[str]] = defaultdict(list)
         for call, keys in pending.items():
             for key in keys:
@@ -414,8 +420,11 @@ async def _forget_pending(db: AsyncDatabase[Document], calls: set[str]) -> None:
         if by_key:
             await bulk_write_chunked(db[USAGE], [UpdateOne({"_id": key}, {"$unset": {f"{NOTES}.{c}": "" for c in cs}})
                                                  for key, cs in sorted(by_key.items())])
-        if pending:
-            await db[USAGE_CLAIMS].update_many({"_id": {"$in": sorted(pending)}}, {"$unset": {PENDING: "", KEYS: ""}})
+        if others := sorted(c["_id"] for c in claims if c.get(KIND)):
+            await db[USAGE_CLAIMS].delete_many({"_id": {"$in": others}})
+        if registers := sorted(set(pending) - set(others)):
+            await db[USAGE_CLAIMS].update_many({"_id": {"$in": registers}},
+                                               {"$unset": {PENDING: "", KEYS: "", COUNTING: ""}})
 
 
 async def stored_usage(db: AsyncDatabase[Document]) -> dict[str, Document]:

@@ -15,10 +15,10 @@ import pytest
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
-from catalogue import registration_counts
+from catalogue import registration_counts, usage_claims
 from catalogue.collection_names import FILES
 from catalogue.files import register_files
-from catalogue.usage import USAGE, directory_usage, rebuild, se_usage
+from catalogue.usage import NOTES, USAGE, directory_usage, rebuild, se_usage
 from kernel.db import Document
 from kernel.settings import Settings
 from tests.fixtures.catalogue import ADMIN
@@ -41,7 +41,7 @@ async def _exact(db: AsyncDatabase[Document]) -> None:
 
 async def _noted(db: AsyncDatabase[Document]) -> list[str]:
     """The usage records still carrying a registration's note."""
-    return sorted(d["_id"] for d in await db[USAGE].find({}).to_list() if d.get(registration_counts.NOTES))
+    return sorted(d["_id"] for d in await db[USAGE].find({}).to_list() if d.get(NOTES))
 
 
 async def test_files_registered_by_a_server_killed_before_counting_them_are_counted_by_the_sweep(
@@ -71,7 +71,7 @@ async def test_a_registration_stalled_before_counting_counts_nothing_after_the_s
             finally:
                 await client.close()
 
-        sys.setprofile(freeze_at_first_call(registration_counts.settle.__code__, stalled, thaw))
+        sys.setprofile(freeze_at_first_call(usage_claims.settle.__code__, stalled, thaw))
         try:
             outcome["result"] = asyncio.run(call())
         finally:
