@@ -148,8 +148,13 @@ class Usage:
         """Write every non-zero increment in one unordered bulk write (upserting new records):
         each counter document once, in commands of `kernel.db.write_chunk`."""
         if deltas := self.totals():
-            with database_errors():
-                await bulk_write_chunked(db[USAGE], await _counter_updates(db, deltas))
+            await add_to_counters(db, deltas)
+
+
+async def add_to_counters(db: AsyncDatabase[Document], deltas: Mapping[str, Mapping[str, int]]) -> None:
+    """Add `deltas` (by usage record) to the counters: one read and one unordered bulk write."""
+    with database_errors():
+        await bulk_write_chunked(db[USAGE], await _counter_updates(db, deltas))
 
 
 async def _counter_updates(db: AsyncDatabase[Document], deltas: Mapping[str, Mapping[str, int]]) -> list[UpdateOne]:
