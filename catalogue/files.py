@@ -213,8 +213,8 @@ async def register_files(db: AsyncDatabase[Document], principal: Principal, file
         await take_back_made(db, principal.sub, [p for p in needed if p not in kept], made_at)
     for doc in written:
         successful[doc["_id"]] = {"guid": doc["guid"], "created": True}
-    if docs:  # settled (`registration_settling`)
-        await usage_claims.settle(db, token, noted, registered_totals(written))
+    if docs:  # settled (`registration_settling`); the claim of a call that inserted nothing goes
+        await usage_claims.settle(db, token, noted, registered_totals(written), keep=bool(inserted))
     await change_feed.append(db, [change_feed.event("file_registered", d["_id"],
                                                     replicas=[r["se"] for r in d["replicas"]]) for d in written])
     if duplicates:
