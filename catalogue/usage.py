@@ -9,9 +9,11 @@ atomic; in commands of `kernel.db.write_chunk`), never by scanning. A file's anc
 
 Replica adds and pulls (`catalogue.replica_pushes`, `catalogue.replica_pulls`) note themselves
 on their SEs' records before writing the files and settle the note with their count
-(`catalogue.usage_intents`); so do registrations, on every record they may change
-(`catalogue.registration_counts`): a process killed between the two writes leaves its count to
-a successor, counted once.
+(`catalogue.usage_intents`); registrations, overwrites and file removals claim their count and
+note it on every record they may change (`catalogue.usage_claims`): a process killed between
+the two writes leaves its count to a successor, counted once. The rebuild keeps the notes of
+calls it did not count and settles the claims of those it did, and of every overwrite and
+removal, counting nothing more (what is left: `catalogue.usage_claims`).
 
 Exactness: increments follow what the database reports as written. A file removal counts only
 the records it marked as its own before deleting them (`catalogue.file_removal`), so two
@@ -31,8 +33,7 @@ after waiting a moment for it (`catalogue.registration_settling`), settles that 
 every record it kept; the transfer workers' sweep settles the others. A removal or move does
 the same before it takes records off, so it only ever takes off what was counted. Records of
 calls that never claimed (written before claims came first) are claimed and counted by whoever
-meets them. The rebuild counts what it reads, claims every token it has counted and settles
-those PENDING, counting nothing more.
+meets them. The rebuild claims every token it has counted.
 """
 
 from __future__ import annotations

@@ -19,7 +19,10 @@ after the sweep, counts nothing. Which calls use it: registrations
 (`catalogue.registration_counts`), overwrites (`catalogue.overwrite_counts`).
 
 What is left, for `cairn usage rebuild`: a call stalled longer than the sweep's wait between its
-notes and its writes, whose writes land after the sweep settled it (they stay uncounted).
+notes and its writes, whose writes land after the sweep settled it (they stay uncounted); a
+directory move carrying a noted record away before the call or the sweep settles (that record
+misses the count); a call whose writes land after a rebuild settled it (a rebuild on a busy
+installation). Orphan notes (a claim's insert failed, its notes landed) count nothing.
 """
 
 from __future__ import annotations
