@@ -53,6 +53,7 @@ from kernel.marks import Mark, by_ids
 ELSEWHERE_WAIT = 5.0  # seconds a removal waits for another call removing some of its files (a loaded
 # server takes over a second for a few hundred records: six calls over the same 300 files answered
 # "try again" at 1 s on a busy 2-core machine)
+BATCH = 1000  # records one removal marks, deletes and counts at a time
 DELETE_ROUNDS = 5  # reads of records whose replicas keep changing under the mark before giving them up
 # What counting a removal reads, and the rules that locked its replicas (named in its event).
 COUNTED_FIELDS = {"replicas.se": 1, "replicas.lock_rules": 1, "size": 1, "guid": 1, REGISTERED_IN: 1}
@@ -74,14 +75,27 @@ async def remove_records(db: AsyncDatabase[Document], lfns: Sequence[str], *, fo
     removing; with `held` (SE, upload writer digest), also those whose only replica is the one
     that upload founded and still holds (`founding_only`). Returns the LFNs this call removed,
     and why some were not: one that gained a replica (without force), one another call still
-    holds after a short wait for it. The rest were removed by someone else meanwhile."""
+    holds after a short wait for it. The rest were removed by someone else meanwhile. In
+    batches of BATCH, each with its own mark and count claim (a claim holds its records as read:
+    one for 100,000 would pass the database's document size)."""
+    removed: set[str] = set()
+    refused: dict[str, str] = {}
+    for start in range(0, len(lfns), BATCH):
+        gone, kept = await _remove_batch(db, lfns[start:start + BATCH], force=force, held=held)
+        removed |= gone
+        refused.update(kept)
+    return removed, refused
+
+
+async def _remove_batch(db: AsyncDatabase[Document], lfns: Sequence[str], *, force: bool,
+                        held: tuple[str, str] | None) -> tuple[set[str], dict[str, str]]:
     claim = await claim_removals(db, lfns, COUNTED_FIELDS, force=force, held=held)
     noted: list[str] = []
     try:
         await wait_settled(db, claim.records.values())  # a live register call counts its own
         await take_over_calls(db, claim.records.values())  # what is taken off was counted
         if claim.records:  # a server killed after its deletes leaves the count to the sweep
-            noted = await removal_counts.intend(db, claim.mark.token, claim.records)
+            noted = await removal_counts.intend(db, claim.mark.token, claim.mark.at, claim.records)
         removed = await delete_claimed(db, claim)
     except BaseException:
         await asyncio.shield(release(db, claim))

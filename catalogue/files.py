@@ -155,6 +155,7 @@ async def register_files(db: AsyncDatabase[Document], principal: Principal, file
 
     # One query for every directory involved: ancestors of each LFN and the LFNs themselves.
     involved = {a for lfn in batch for a in ancestors(lfn)} | set(batch)
+    usage_claims.check_noted(involved)  # the call's usage claim names them: refused before any write
     dirs = await fetch_directories(db, involved)
     for lfn in list(batch):
         # The denial first: a hidden or another VO's directory must answer as a missing path does.

@@ -91,8 +91,10 @@ COUNTED = ("files", "replicas", "bytes", FENCE)
 INDEXES = [
     # take_over_calls: files.find({registered_in: {$in: calls}})
     IndexSpec(FILES, [(REGISTERED_IN, 1)], name="files_by_registered_in", sparse=True),
-    # registration_counts.settle_stale and rebuild: usage_claims.find({pending: {$lt: cutoff}})
-    IndexSpec(USAGE_CLAIMS, [(PENDING, 1)], name="usage_claims_by_pending", sparse=True),
+    # usage_claims.stale and rebuild: usage_claims.find({pending: {$lt: cutoff}}); read under
+    # INDEX_ORDER where the server is Cairn's FerretDB build (a register call's claim is kept for
+    # good: the sweep, every 30 s in each worker, must not read them all)
+    IndexSpec(USAGE_CLAIMS, [(PENDING, 1)], name="usage_claims_by_pending", sparse=True, index_order=True),
 ]
 
 

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from pymongo import UpdateOne
@@ -37,11 +37,25 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from catalogue.usage import COUNTING, KEYS, KIND, NOTES, PENDING, USAGE, USAGE_CLAIMS
 from kernel.counters import SATURATED, counter_write
-from kernel.db import Document, bulk_write_chunked, database_errors, read_by_ids
+from kernel.db import INDEX_ORDER, Document, bulk_write_chunked, database_errors, read_by_ids
+from kernel.errors import InvalidInput
 
 STALE_S = 60.0  # a claim PENDING longer than this is its call's no more: it died, or stalled (docstring)
+# A claim lists the usage records its call may change: a call whose directories' names pass this
+# many bytes is refused before it writes anything (a claim must fit in one document, 16 MiB).
+MAX_NOTED_BYTES = 4 << 20
+STALE_BATCH = 1000  # claims a sweep reads at a time (the rest at its next turn)
 SETTLE_ROUNDS = 5  # settles missing on a counter bound moved meanwhile, before the sweep's turn
 Deltas = Mapping[str, Mapping[str, int]]  # increments by usage record `_id`
+
+
+def check_noted(paths: Iterable[str]) -> None:
+    """Refuse (400) a call whose usage records, one per directory in `paths`, would not fit in
+    its claim (MAX_NOTED_BYTES of names): it is to be split."""
+    names = list(paths)
+    if (size := sum(len(p) + 8 for p in names)) > MAX_NOTED_BYTES:
+        raise InvalidInput(f"this call reaches {len(names)} directories ({size} bytes of names, at most "
+                           f"{MAX_NOTED_BYTES}): split it into smaller calls")
 
 
 async def intend(db: AsyncDatabase[Document], call: str, keys: Sequence[str], *, kind: str | None = None,
@@ -94,8 +108,11 @@ def _settling(key: str, call: str, record: Document, delta: Mapping[str, int]) -
 
 
 async def stale(db: AsyncDatabase[Document], older_than_s: float, kind: str | None) -> list[Document]:
-    """The claims of `kind` PENDING for longer than `older_than_s` (index usage_claims_by_pending)."""
+    """The claims of `kind` PENDING for longer than `older_than_s`, the oldest STALE_BATCH of
+    every kind read from the index usage_claims_by_pending (under INDEX_ORDER: only PENDING
+    claims carry its field, and a register call's settled claim stays for good)."""
     cutoff = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=older_than_s)
     with database_errors():
-        return await db[USAGE_CLAIMS].find({PENDING: {"$lt": cutoff}, KIND: kind if kind else {"$exists": False}}
-                                           ).sort("_id", 1).to_list()
+        found = await db[USAGE_CLAIMS].find({PENDING: {"$lt": cutoff}}, comment=INDEX_ORDER
+                                            ).sort(PENDING, 1).limit(STALE_BATCH).to_list()
+    return [claim for claim in found if claim.get(KIND) == kind]

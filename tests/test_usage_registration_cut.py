@@ -7,6 +7,7 @@ is checked by a recount (`usage rebuild --dry-run`)."""
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import sys
 import threading
 from typing import Any
@@ -15,11 +16,14 @@ import pytest
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
+from cairn.components import index_specs
 from catalogue import registration_counts, usage_claims
 from catalogue.collection_names import FILES
+from catalogue.directories import DIRECTORIES
 from catalogue.files import register_files
-from catalogue.usage import NOTES, USAGE, directory_usage, rebuild, se_usage
-from kernel.db import Document
+from catalogue.usage import KEYS, NOTES, PENDING, USAGE, USAGE_CLAIMS, directory_usage, rebuild, se_usage
+from kernel.db import Document, ensure_indexes, serves_index_order
+from kernel.errors import InvalidInput
 from kernel.settings import Settings
 from tests.fixtures.catalogue import ADMIN
 from tests.fixtures.freezing import freeze_at_first_call
@@ -109,3 +113,34 @@ async def test_a_live_registration_is_not_counted_by_the_sweep(catalogue_db: Asy
     await asyncio.sleep(STALE_S)
     assert await registration_counts.settle_stale(catalogue_db, STALE_S) == 0
     await _exact(catalogue_db)
+
+
+async def test_on_the_build_the_sweep_reads_only_pending_claims_from_their_index(
+    catalogue_db: AsyncDatabase[Document],
+) -> None:
+    """A register call's claim stays for good, one per call: the sweep, every 30 s in each
+    worker, reads the PENDING ones from their index. The read's promise breached (a time held
+    in an array, which a scan's `$lt` matches) shows which way it read."""
+    if not await serves_index_order(catalogue_db):
+        pytest.skip("the server is not Cairn's FerretDB build")
+    await ensure_indexes(catalogue_db, index_specs())
+    old = dt.datetime.now(dt.UTC) - dt.timedelta(hours=1)
+    await catalogue_db[USAGE_CLAIMS].insert_many([{"_id": "settled"}, {"_id": "dead", PENDING: old, KEYS: []},
+                                                  {"_id": "breached", PENDING: [old], KEYS: []}])
+    assert [c["_id"] for c in await usage_claims.stale(catalogue_db, 60, None)] == ["dead"]
+
+
+async def test_a_registration_whose_directories_would_not_fit_its_claim_is_refused_before_any_write(
+    catalogue_db: AsyncDatabase[Document], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(usage_claims, "MAX_NOTED_BYTES", 200)
+    lfns = [f"/vo/wide/d{i}/f" for i in range(20)]
+    with pytest.raises(InvalidInput, match="split it"):
+        await register_files(catalogue_db, ADMIN, [{"lfn": lfn, "size": SIZE, "adler32": "00000001",
+                                                   "replicas": [{"se": "CERN-DISK"}]} for lfn in lfns])
+    assert await catalogue_db[FILES].count_documents({}) == 0
+    assert await catalogue_db[DIRECTORIES].count_documents({"_id": {"$regex": "^/vo/wide"}}) == 0
+    assert await catalogue_db[USAGE_CLAIMS].count_documents({}) == 0
+    ok = lfns[0]  # a call within the bound goes through
+    assert ok in (await register_files(catalogue_db, ADMIN, [{"lfn": ok, "size": SIZE, "adler32": "00000001",
+                                                             "replicas": [{"se": "CERN-DISK"}]}]))["successful"]

@@ -6,6 +6,7 @@ deletes leaves its files, and the sweep counts nothing off. Each is checked by a
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import sys
 import threading
 from collections.abc import Iterator
@@ -17,7 +18,7 @@ import pytest
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
-from catalogue import removal_counts, usage_claims
+from catalogue import file_removal, removal_counts, usage_claims
 from catalogue.collection_names import FILES
 from catalogue.files import register_files, remove_files
 from catalogue.usage import USAGE_CLAIMS, rebuild
@@ -112,5 +113,44 @@ async def test_a_removal_stalled_before_counting_counts_nothing_off_after_the_sw
         thaw.set()
         await asyncio.to_thread(thread.join, 30)
     assert outcome["result"]["failed"] == {}
+    report = await rebuild(catalogue_db, fix=False)
+    assert report["drifted"] == 0, report["drift"]
+
+
+async def test_a_claim_swept_after_its_marks_lease_counts_nothing_off_that_a_taker_counted(
+    catalogue_db: AsyncDatabase[Document], settings: Settings, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A removal killed before its deletes; its marks lapse and another removal takes its files
+    over, deletes them and counts them off; a sweep reaching the dead call's claim only now finds
+    their GUIDs gone, and would count them off a second time."""
+    lease = dt.timedelta(seconds=2)
+    monkeypatch.setattr(file_removal, "REMOVAL_LEASE", lease)
+    monkeypatch.setattr(removal_counts, "REMOVAL_LEASE", lease)
+    monkeypatch.setattr(removal_counts, "TAKEOVER_MARGIN", dt.timedelta(seconds=0.5))
+    await _registered(catalogue_db)
+    with killed_before_delete(), pytest.raises(Killed):
+        await remove_files(catalogue_db, ADMIN, LFNS, force=True)
+    await asyncio.sleep(lease.total_seconds() + 0.1)  # its marks lapse
+    taken = await remove_files(catalogue_db, ADMIN, LFNS, force=True)
+    assert (taken["failed"], await catalogue_db[FILES].count_documents({})) == ({}, 0)
+    await next_worker_sweeps(catalogue_db, settings)
+    assert await catalogue_db[USAGE_CLAIMS].count_documents({"kind": removal_counts.KIND}) == 0
+    report = await rebuild(catalogue_db, fix=False)
+    assert report["drifted"] == 0, report["drift"]
+
+
+async def test_a_removal_of_more_files_than_a_batch_counts_each_off_once(
+    catalogue_db: AsyncDatabase[Document], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Removals go BATCH records at a time, each batch with its own claim (a claim holds its
+    records as read: 100,000 in one would pass the database's document size)."""
+    monkeypatch.setattr(file_removal, "BATCH", 4)
+    lfns = [f"/vo/many/f{i:02d}" for i in range(10)]
+    outcome = await register_files(catalogue_db, ADMIN, [{"lfn": lfn, "size": 100, "adler32": "00000001",
+                                                         "replicas": [{"se": "CERN-DISK"}]} for lfn in lfns])
+    assert sorted(outcome["successful"]) == lfns
+    removed = await remove_files(catalogue_db, ADMIN, [*lfns, *lfns[:3]], force=True)
+    assert (removed["failed"], sorted(removed["successful"])) == ({}, lfns)
+    assert await catalogue_db[FILES].count_documents({}) == 0
     report = await rebuild(catalogue_db, fix=False)
     assert report["drifted"] == 0, report["drift"]
