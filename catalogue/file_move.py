@@ -27,7 +27,8 @@ from catalogue import change_feed, guid_holds, moved_paths
 from catalogue.directory_moves import looked_above, moving_above
 from catalogue.files import FILES
 from catalogue.permissions import PERMISSION_FIELDS, creation_denial, removal_denial, require
-from catalogue.usage import REMOVAL_LEASE, REMOVING, take_over_calls
+from catalogue.registration_counts import take_over_calls
+from catalogue.usage import REMOVAL_LEASE, REMOVING
 from kernel.db import Document, database_errors
 from kernel.errors import Conflict, NotFound
 from kernel.marks import Mark

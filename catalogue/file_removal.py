@@ -10,8 +10,9 @@ ELSEWHERE_WAIT for it to end, then says so). A record that leaves another way me
 a tree removal) is counted by that way: if fewer records were deleted than went, the call cannot
 tell which were its own and counts none. A lapsed mark (a call that died between marking and
 deleting: its files were never taken off) is taken over by the next removal; a stall of more
-than half a lease just before a delete could still miscount (`cairn usage rebuild` mends it), as
-could an outage between a delete and its count. A file below a directory being moved is given up
+than half a lease just before a delete could still miscount (`cairn usage rebuild` mends it). A
+call claims its count before its deletes and settles it after (`catalogue.removal_counts`): one
+killed in between leaves it to the transfer workers' sweep. A file below a directory being moved is given up
 (`catalogue.directory_moves`).
 Without `force`, a record is marked only while it has no replica, so a replica added after the
 caller's permission check keeps the file. A record is deleted only at the `version` read under the
@@ -36,14 +37,15 @@ from dataclasses import dataclass, field
 
 from pymongo.asynchronous.database import AsyncDatabase
 
-from catalogue import change_feed, removed_paths
+from catalogue import change_feed, removal_counts, removed_paths
 from catalogue.collection_names import FILES
 from catalogue.directory_moves import BELOW_A_MOVE, moving_above
+from catalogue.registration_counts import take_over_calls
 from catalogue.registration_settling import wait_settled
 from catalogue.removed_paths import RemovedPlace
 from catalogue.replica_removal import REMOVAL, remove_retired
 from catalogue.storage_paths import PATH_LFN
-from catalogue.usage import REGISTERED_IN, REMOVAL_LEASE, REMOVING, record_files, take_over_calls
+from catalogue.usage import REGISTERED_IN, REMOVAL_LEASE, REMOVING
 from catalogue.writer_tokens import FOUNDING, WRITER
 from kernel.db import Document, database_errors, read_by_ids
 from kernel.marks import Mark, by_ids
@@ -51,9 +53,10 @@ from kernel.marks import Mark, by_ids
 ELSEWHERE_WAIT = 5.0  # seconds a removal waits for another call removing some of its files (a loaded
 # server takes over a second for a few hundred records: six calls over the same 300 files answered
 # "try again" at 1 s on a busy 2-core machine)
+BATCH = 1000  # records one removal marks, deletes and counts at a time
 DELETE_ROUNDS = 5  # reads of records whose replicas keep changing under the mark before giving them up
 # What counting a removal reads, and the rules that locked its replicas (named in its event).
-COUNTED_FIELDS = {"replicas.se": 1, "replicas.lock_rules": 1, "size": 1, REGISTERED_IN: 1}
+COUNTED_FIELDS = {"replicas.se": 1, "replicas.lock_rules": 1, "size": 1, "guid": 1, REGISTERED_IN: 1}
 # What a removal reads besides: its mark, the version it deletes at, and retired replicas.
 _GUARD_FIELDS = {REMOVING: 1, "version": 1, "replicas.se": 1, "replicas.status": 1, f"replicas.{REMOVAL}": 1,
                  "guid": 1, "replicas.url": 1, f"replicas.{PATH_LFN}": 1,  # and where their bytes are
@@ -72,17 +75,34 @@ async def remove_records(db: AsyncDatabase[Document], lfns: Sequence[str], *, fo
     removing; with `held` (SE, upload writer digest), also those whose only replica is the one
     that upload founded and still holds (`founding_only`). Returns the LFNs this call removed,
     and why some were not: one that gained a replica (without force), one another call still
-    holds after a short wait for it. The rest were removed by someone else meanwhile."""
+    holds after a short wait for it. The rest were removed by someone else meanwhile. In
+    batches of BATCH, each with its own mark and count claim (a claim holds its records as read:
+    one for 100,000 would pass the database's document size)."""
+    removed: set[str] = set()
+    refused: dict[str, str] = {}
+    for start in range(0, len(lfns), BATCH):
+        gone, kept = await _remove_batch(db, lfns[start:start + BATCH], force=force, held=held)
+        removed |= gone
+        refused.update(kept)
+    return removed, refused
+
+
+async def _remove_batch(db: AsyncDatabase[Document], lfns: Sequence[str], *, force: bool,
+                        held: tuple[str, str] | None) -> tuple[set[str], dict[str, str]]:
     claim = await claim_removals(db, lfns, COUNTED_FIELDS, force=force, held=held)
+    noted: list[str] = []
     try:
         await wait_settled(db, claim.records.values())  # a live register call counts its own
         await take_over_calls(db, claim.records.values())  # what is taken off was counted
+        if claim.records:  # a server killed after its deletes leaves the count to the sweep
+            noted = await removal_counts.intend(db, claim.mark.token, claim.mark.at, claim.records)
         removed = await delete_claimed(db, claim)
     except BaseException:
         await asyncio.shield(release(db, claim))
         raise  # its holds stay: the reaper tells those of records kept from those of records gone
     await _unhold_kept(db, claim, removed)
-    await record_files(db, removed.values(), -1)
+    if claim.records:
+        await removal_counts.settle(db, claim.mark.token, noted, removed.values())
     await change_feed.append(db, [_removed_event(lfn, doc) for lfn, doc in removed.items()])
     refused = {lfn: still_has_replicas(count) for lfn, count in claim.kept.items()}
     for lfn, since in (await _still_elsewhere(db, claim.elsewhere)).items():

@@ -18,7 +18,7 @@ from typing import Any
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError
 
-from catalogue import change_feed, guid_holds, moved_paths
+from catalogue import change_feed, guid_holds, moved_paths, registration_counts, usage_claims
 from catalogue.collection_names import FILES
 from catalogue.directories import (
     DUPLICATE_KEY,
@@ -54,12 +54,13 @@ from catalogue.permissions import (
     traversal_denial,
 )
 from catalogue.provenance import add_ancestor_links
+from catalogue.registration_counts import registered_totals, take_over_calls
 from catalogue.registration_settling import GIVEN_UP, settled
 from catalogue.replica_pushes import push_replicas
 from catalogue.replica_urls import se_url
 from catalogue.storage_elements import fetch_storage_elements
 from catalogue.unmade_directories import take_back_made
-from catalogue.usage import REGISTERED_IN, record_registered, take_over_calls
+from catalogue.usage import REGISTERED_IN
 from catalogue.vos import registry, vo_of_path
 from catalogue.writer_tokens import WRITER, writer_digest
 from kernel.db import Document, IndexSpec, database_errors
@@ -154,6 +155,7 @@ async def register_files(db: AsyncDatabase[Document], principal: Principal, file
 
     # One query for every directory involved: ancestors of each LFN and the LFNs themselves.
     involved = {a for lfn in batch for a in ancestors(lfn)} | set(batch)
+    usage_claims.check_noted(involved)  # the call's usage claim names them: refused before any write
     dirs = await fetch_directories(db, involved)
     for lfn in list(batch):
         # The denial first: a hidden or another VO's directory must answer as a missing path does.
@@ -186,10 +188,12 @@ async def register_files(db: AsyncDatabase[Document], principal: Principal, file
     token = uuid.uuid4().hex
     docs = [_file_document(f, principal, [_founding(replicas[id(r)]) for r in f.replicas], at,
                            metadata_fields_for(f.lfn, own_meta[id(f)], dirs, vos)) for f in batch.values()]
-    for doc in docs:  # see catalogue.usage: a retry counts what a call cut short could not
+    for doc in docs:  # see catalogue.registration_counts: a sweep or retry counts what a call cut short could not
         doc["registered_in"] = token
     duplicates: list[FileIn] = []
+    noted = registration_counts.noted_keys(batch, {r.se for f in batch.values() for r in f.replicas})
     if docs:
+        await usage_claims.intend(db, token, noted)
         try:
             with database_errors():
                 await db[FILES].insert_many([dict(d) for d in docs], ordered=False)
@@ -210,7 +214,8 @@ async def register_files(db: AsyncDatabase[Document], principal: Principal, file
         await take_back_made(db, principal.sub, [p for p in needed if p not in kept], made_at)
     for doc in written:
         successful[doc["_id"]] = {"guid": doc["guid"], "created": True}
-    await record_registered(db, token, written, inserted=bool(inserted))  # settled (`registration_settling`)
+    if docs:  # settled (`registration_settling`); the claim of a call that inserted nothing goes
+        await usage_claims.settle(db, token, noted, registered_totals(written), keep=bool(inserted))
     await change_feed.append(db, [change_feed.event("file_registered", d["_id"],
                                                     replicas=[r["se"] for r in d["replicas"]]) for d in written])
     if duplicates:

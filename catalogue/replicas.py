@@ -16,7 +16,7 @@ from typing import Any
 from pymongo import UpdateMany, UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 
-from catalogue import change_feed
+from catalogue import change_feed, overwrite_counts, usage_claims
 from catalogue.directories import now
 from catalogue.directory_moves import BELOW_A_MOVE, carried_or_moving
 from catalogue.file_models import REPLICA_STATUSES, Outcome, ReplicaIn, ReplicaRecord
@@ -34,7 +34,7 @@ from catalogue.replica_pushes import push_replicas, set_back
 from catalogue.replica_removal import REMOVAL, ReplicaBeingRemoved, being_removed
 from catalogue.replica_writers import OVERWRITTEN, REPLICA_WRITERS, new_token, own_writes, writer_field
 from catalogue.storage_elements import SES
-from catalogue.usage import REGISTERED_IN, WITHDRAWN, Usage
+from catalogue.usage import REGISTERED_IN, WITHDRAWN
 from catalogue.writer_tokens import FOUNDING, NOT_HELD, WRITER
 from kernel.db import Document, bulk_write_chunked, database_errors, increment
 from kernel.errors import Conflict, InvalidInput
@@ -195,17 +195,21 @@ async def overwrite_files(db: AsyncDatabase[Document], changes: Mapping[str, Doc
     """Replace the content of existing files (`{lfn: {size, adler32, replicas, ...fields}}`, e.g.
     a job's output written again by a later attempt): one bulk write guarded by each file's
     `version` (and `guard[lfn]`), bumping it, and one usage write moving the old size and
-    replicas out and the new ones in. Returns the LFNs overwritten (a file that changed
-    meanwhile is read again, up to a few times); the updates carry the call's token, by which a
-    write that partly missed finds its own (`catalogue.replica_writers`)."""
+    replicas out and the new ones in, noted before the write (`catalogue.overwrite_counts`: a
+    server killed in between leaves the count to the sweep). Returns the LFNs overwritten (a file
+    that changed meanwhile is read again, up to a few times); the updates carry the round's
+    token, by which a write that partly missed finds its own (`catalogue.replica_writers`)."""
     done: set[str] = set()
     pending = dict(changes)
-    token = new_token()
     for _ in range(5):
         found = await fetch_files(db, list(pending), {"replicas.se": 1, "size": 1, "version": 1})
         planned = [lfn for lfn in pending if lfn in found]
         if not planned:
             break
+        token = new_token()
+        plans = {lfn: overwrite_counts.planned(lfn, found[lfn], pending[lfn]) for lfn in planned}
+        noted = overwrite_counts.noted_keys(plans.values())
+        await usage_claims.intend(db, token, noted, kind=overwrite_counts.KIND, counting=list(plans.values()))
         at = now()
         mark = {"modified": at, writer_field(None, OVERWRITTEN): token}
         updates = [UpdateOne({"_id": lfn, "version": found[lfn].get("version"), **(guard or {}).get(lfn, {})},
@@ -217,18 +221,7 @@ async def overwrite_files(db: AsyncDatabase[Document], changes: Mapping[str, Doc
             now_found = await fetch_files(db, planned, {REPLICA_WRITERS: 1})
             written = [lfn for lfn, _ in own_writes(now_found, [(lfn, None) for lfn in planned], OVERWRITTEN, token,
                                                      result.modified_count)]
-        usage = Usage()
-        for lfn in written:
-            before, after = found[lfn], pending[lfn]
-            old_size = int(before.get("size") or 0)
-            new_size = int(after.get("size") or old_size)
-            usage.file(lfn, old_size, -1)
-            usage.file(lfn, new_size, +1)
-            for replica in before.get("replicas") or []:
-                usage.replica(replica["se"], old_size, -1)
-            for replica in after.get("replicas") or before.get("replicas") or []:
-                usage.replica(replica["se"], new_size, +1)
-        await usage.apply(db)
+        await usage_claims.settle(db, token, noted, overwrite_counts.totals(plans[lfn] for lfn in written), keep=False)
         await change_feed.append(db, [
             *(change_feed.event("replica_removed", lfn, se=r["se"]) for lfn in written
               for r in found[lfn].get("replicas") or []),

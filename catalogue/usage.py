@@ -9,8 +9,11 @@ atomic; in commands of `kernel.db.write_chunk`), never by scanning. A file's anc
 
 Replica adds and pulls (`catalogue.replica_pushes`, `catalogue.replica_pulls`) note themselves
 on their SEs' records before writing the files and settle the note with their count
-(`catalogue.usage_intents`), so a process killed between the two writes leaves its count to a
-successor, counted once.
+(`catalogue.usage_intents`); registrations, overwrites and file removals claim their count and
+note it on every record they may change (`catalogue.usage_claims`): a process killed between
+the two writes leaves its count to a successor, counted once. The rebuild keeps the notes of
+calls it did not count and settles the claims of those it did, and of every overwrite and
+removal, counting nothing more (what is left: `catalogue.usage_claims`).
 
 Exactness: increments follow what the database reports as written. A file removal counts only
 the records it marked as its own before deleting them (`catalogue.file_removal`), so two
@@ -22,14 +25,15 @@ are what clients claim: a sum past the int64 range is stored at its bound, marke
 
 Partial writes and retries (the decision: counters are idempotent per file, by register call,
 not recounted): every register call has a token, stored in the records it inserts
-(`registered_in`). After inserting, the call claims its token — inserts it into `usage_claims`,
-whose unique `_id` lets one caller win — and counts its records only if it won. A call cut short
-by a database outage (answered 503 with some records written) never claimed its token; its retry
-meets those records as existing files, claims the token of each call named there that nobody
-claimed, and counts every record of that call. A removal does the same before it takes records
-off, so it only ever takes off what was counted. Cost: one insert per call, one sparse index.
-A crash between a claim and its increments undercounts; so can a retry that overtakes a call
-still inserting. The rebuild corrects both and claims every token it has counted.
+(`registered_in`), and claimed in `usage_claims` (unique `_id`) before it inserts, PENDING until
+its count is settled, by itself or, if it died or stalled, by a successor
+(`catalogue.registration_counts`). A call cut short by a database outage (answered 503 with some
+records written) leaves its claim PENDING; its retry meets those records as existing files and,
+after waiting a moment for it (`catalogue.registration_settling`), settles that call, counting
+every record it kept; the transfer workers' sweep settles the others. A removal or move does
+the same before it takes records off, so it only ever takes off what was counted. Records of
+calls that never claimed (written before claims came first) are claimed and counted by whoever
+meets them. The rebuild claims every token it has counted.
 """
 
 from __future__ import annotations
@@ -67,6 +71,14 @@ MOVING = "moving"
 WITHDRAWN = "withdrawn"
 # An SE record's notes of replica adds and pulls not yet counted (`catalogue.usage_intents`).
 INTENTS = "intents"
+# A usage record's notes of calls not yet counted, and a call's claim's fields while it is not:
+# since when, the records it noted, and what a successor counts it by; and a claim's kind (none:
+# a register call's, kept as the sign it was counted) (`catalogue.usage_claims`).
+NOTES = "registering"
+PENDING = "pending"
+KEYS = "keys"
+COUNTING = "counting"
+KIND = "kind"
 # A record's bookkeeping fields, which no reader shows.
 INTERNAL_FIELDS = ("_id", REGISTERED_IN, REMOVING, MOVING, REPLICA_WRITERS, "moving_guid", WITHDRAWN)
 # An SE record's tokens of replica removals counted but not yet complete (`count_removals`).
@@ -79,6 +91,10 @@ COUNTED = ("files", "replicas", "bytes", FENCE)
 INDEXES = [
     # take_over_calls: files.find({registered_in: {$in: calls}})
     IndexSpec(FILES, [(REGISTERED_IN, 1)], name="files_by_registered_in", sparse=True),
+    # usage_claims.stale and rebuild: usage_claims.find({pending: {$lt: cutoff}}); read under
+    # INDEX_ORDER where the server is Cairn's FerretDB build (a register call's claim is kept for
+    # good: the sweep, every 30 s in each worker, must not read them all)
+    IndexSpec(USAGE_CLAIMS, [(PENDING, 1)], name="usage_claims_by_pending", sparse=True, index_order=True),
 ]
 
 
@@ -118,9 +134,9 @@ class Usage:
             delta["files"] += sign * files
             delta["bytes"] += sign * size
 
-    async def apply(self, db: AsyncDatabase[Document]) -> None:
-        """Write every non-zero increment in one unordered bulk write (upserting new records):
-        each counter document once, in commands of `kernel.db.write_chunk`."""
+    def totals(self) -> dict[str, dict[str, int]]:
+        """The non-zero increments collected, by usage record (each directory's rolled up from
+        the files below it); collecting starts again."""
         for parent, (files, size) in self.per_parent.items():
             for directory in [*ancestors(parent), parent]:
                 delta = self.deltas[directory_key(directory)]
@@ -129,9 +145,19 @@ class Usage:
         self.per_parent.clear()
         deltas = {key: {k: v for k, v in delta.items() if v} for key, delta in self.deltas.items()}
         self.deltas.clear()
-        if deltas := {key: delta for key, delta in deltas.items() if delta}:
-            with database_errors():
-                await bulk_write_chunked(db[USAGE], await _counter_updates(db, deltas))
+        return {key: delta for key, delta in deltas.items() if delta}
+
+    async def apply(self, db: AsyncDatabase[Document]) -> None:
+        """Write every non-zero increment in one unordered bulk write (upserting new records):
+        each counter document once, in commands of `kernel.db.write_chunk`."""
+        if deltas := self.totals():
+            await add_to_counters(db, deltas)
+
+
+async def add_to_counters(db: AsyncDatabase[Document], deltas: Mapping[str, Mapping[str, int]]) -> None:
+    """Add `deltas` (by usage record) to the counters: one read and one unordered bulk write."""
+    with database_errors():
+        await bulk_write_chunked(db[USAGE], await _counter_updates(db, deltas))
 
 
 async def _counter_updates(db: AsyncDatabase[Document], deltas: Mapping[str, Mapping[str, int]]) -> list[UpdateOne]:
@@ -238,7 +264,7 @@ async def forget_removals(db: AsyncDatabase[Document], tokens: Mapping[str, Iter
         await bulk_write_chunked(db[USAGE], updates)
 
 
-async def _claim_calls(db: AsyncDatabase[Document], calls: Iterable[str]) -> set[str]:
+async def claim_calls(db: AsyncDatabase[Document], calls: Iterable[str]) -> set[str]:
     """The register calls whose counting this caller won: one unordered insert of their tokens
     into `usage_claims`, where a token that is there already is lost (unique `_id`)."""
     claims = [{"_id": call} for call in sorted(set(calls))]
@@ -253,46 +279,12 @@ async def _claim_calls(db: AsyncDatabase[Document], calls: Iterable[str]) -> set
     return {c["_id"] for i, c in enumerate(claims) if i not in lost}
 
 
-def _first_replicas(doc: Document) -> list[Document]:
-    """The replicas a file was registered with (made just before the record, so not later)."""
-    created = doc.get("created")
-    return [r for r in doc.get("replicas", []) if created is None or r.get("created", created) <= created]
-
-
-async def record_registered(db: AsyncDatabase[Document], call: str, docs: Sequence[Mapping[str, Any]], *,
-                            inserted: bool = False) -> None:
-    """A register call counts the records it inserted and kept, unless a retry took the call over
-    first. A call that `inserted` records and gave them all up claims its call too: the claim
-    says it has settled (`counted_calls`)."""
-    if (docs or inserted) and await _claim_calls(db, [call]) and docs:
-        await record_files(db, docs, +1)
-
-
 async def counted_calls(db: AsyncDatabase[Document], calls: Iterable[str]) -> set[str]:
-    """Of register calls, those claimed: counted, by themselves or a retry, and so settled (a
-    call gives up its records before it claims). One `_id $in` read."""
+    """Of register calls, those claimed and not PENDING: counted, by themselves, a retry or the
+    sweep, and so settled (a call gives up its records before it settles). One `_id $in` read."""
     with database_errors():
-        return {doc["_id"] async for doc in read_by_ids(db[USAGE_CLAIMS], sorted(set(calls)), {"_id": 1})}
-
-
-async def take_over_calls(db: AsyncDatabase[Document], docs: Iterable[Document]) -> None:
-    """Count the records of the register calls named by `docs` that never counted theirs (cut
-    short by an outage, or still giving records up): claim each such call, then count every
-    record it inserted and did not withdraw, with its first replicas (index
-    files_by_registered_in). Calls that counted cost one failed insert."""
-    won = await _claim_calls(db, {d[REGISTERED_IN] for d in docs if d.get(REGISTERED_IN)})
-    if not won:
-        return
-    usage = Usage()
-    # Not the records the call withdrew (`directory_moves.give_up_registered`): it deletes them uncounted,
-    # after waiting (up to PASS_WAIT) for a move, longer than a registration waits for it to settle.
-    cursor = db[FILES].find({REGISTERED_IN: {"$in": sorted(won)}, WITHDRAWN: {"$exists": False}},
-                            {"size": 1, "created": 1, "replicas.se": 1, "replicas.created": 1})
-    async for doc in iterate(cursor.batch_size(5000)):
-        usage.file(doc["_id"], int(doc.get("size", 0)), +1)
-        for replica in _first_replicas(doc):
-            usage.replica(replica["se"], int(doc.get("size", 0)), +1)
-    await usage.apply(db)
+        return {doc["_id"] async for doc in read_by_ids(db[USAGE_CLAIMS], sorted(set(calls)), {"_id": 1, PENDING: 1})
+                if PENDING not in doc}
 
 
 async def record_files(db: AsyncDatabase[Document], docs: Iterable[Mapping[str, Any]], sign: int) -> None:
@@ -420,6 +412,29 @@ async def rebuild(db: AsyncDatabase[Document], *, fix: bool = True) -> dict[str,
     return await apply_recount(db, held, *await recount(db), fix=fix)
 
 
+async def _forget_pending(db: AsyncDatabase[Document], calls: set[str]) -> None:
+    """Settle, counting nothing, the PENDING register calls among `calls` (a recount counted
+    their records) and every other PENDING call (an overwrite: the recount read what it wrote,
+    or it lands after and stays uncounted): their notes leave their records, and the claims of
+    register calls say settled; the others go."""
+    with database_errors():
+        claims = await db[USAGE_CLAIMS].find({PENDING: {"$exists": True}}, {KEYS: 1, KIND: 1}
+                                             ).to_list()  # usage_claims_by_pending
+        pending = {c["_id"]: c.get(KEYS) or [] for c in claims if c["_id"] in calls or c.get(KIND)}
+        by_key: dict[str, list[str]] = defaultdict(list)
+        for call, keys in pending.items():
+            for key in keys:
+                by_key[key].append(call)
+        if by_key:
+            await bulk_write_chunked(db[USAGE], [UpdateOne({"_id": key}, {"$unset": {f"{NOTES}.{c}": "" for c in cs}})
+                                                 for key, cs in sorted(by_key.items())])
+        if others := sorted(c["_id"] for c in claims if c.get(KIND)):
+            await db[USAGE_CLAIMS].delete_many({"_id": {"$in": others}})
+        if registers := sorted(set(pending) - set(others)):
+            await db[USAGE_CLAIMS].update_many({"_id": {"$in": registers}},
+                                               {"$unset": {PENDING: "", KEYS: "", COUNTING: ""}})
+
+
 async def stored_usage(db: AsyncDatabase[Document]) -> dict[str, Document]:
     """Every usage record as it is now, by `_id` (without it)."""
     with database_errors():
@@ -433,8 +448,10 @@ async def apply_recount(db: AsyncDatabase[Document], stored: dict[str, Document]
     moved: list[str] = []
     for key in sorted(set(truth) | set(stored)):
         want, was = truth.get(key, {}), stored.get(key)
-        have = {k: int(v) for k, v in (was or {}).items() if k not in (REMOVALS, FENCE, SATURATED, INTENTS)}
+        have = {k: int(v) for k, v in (was or {}).items() if k not in (REMOVALS, FENCE, SATURATED, INTENTS, NOTES)}
         record = saturated_record(want)
+        if uncounted := {c: at for c, at in ((was or {}).get(NOTES) or {}).items() if c not in calls}:
+            record[NOTES] = uncounted  # calls the count did not see: they settle here still
         saturated = SATURATED in record
         if bool((was or {}).get(SATURATED)) == saturated and all(
                 bounded(want.get(f, 0)) == have.get(f, 0) for f in set(want) | set(have)):
@@ -446,6 +463,7 @@ async def apply_recount(db: AsyncDatabase[Document], stored: dict[str, Document]
                                             replace=True):
             moved.append(key)
     if fix:  # the count included these calls' records: nobody is to count them again
-        await _claim_calls(db, calls)
+        await claim_calls(db, calls)
+        await _forget_pending(db, calls)
     return {"checked": len(set(truth) | set(stored)), "drifted": len(drift), "fixed": fix, "moved": moved,
             "drift": drift}

@@ -87,12 +87,12 @@ async def test_a_batch_costs_the_same_few_commands_whatever_its_size(
         # catalogue.metadata; both cached, so read by the first call only),
         # directories, missing parents, 2 inserts, the ancestors' move marks once written
         # (catalogue.directory_moves), the replicas' paths moved files hold (catalogue.moved_paths),
-        # the call's claim to count its records (catalogue.usage), the
-        # usage increments (a read of the counters, kept within the int64 range, and one bulk
-        # write), and the change feed's events (one counter increment, one insert); reads by _id
-        # go in slices of READ_SLICE ids, so a read costs one find per slice.
+        # the call's pending claim and its notes on the usage records (catalogue.registration_counts),
+        # the usage increments (a read of the counters, kept within the int64 range, and one bulk
+        # write), the claim settled, and the change feed's events (one counter increment, one
+        # insert); reads by _id go in slices of READ_SLICE ids, so a read costs one find per slice.
         slices = -(-2000 // READ_SLICE)
-        assert len(sizes["small"]) <= 14, sizes
+        assert len(sizes["small"]) <= 16, sizes
         assert [c for c in sizes["large"] if c != "find"] == [c for c in sizes["small"] if c != "find"], sizes
         assert sizes["large"].count("find") <= sizes["small"].count("find") * slices, sizes
         # The same batch again: duplicates are compared with one more query (per slice), their
@@ -101,6 +101,7 @@ async def test_a_batch_costs_the_same_few_commands_whatever_its_size(
         counter.commands.clear()
         again = [a_file(f"/cta/large/d{i % 7}/f{i}", ses=("CERN-DISK", "DESY-DISK")) for i in range(2000)]
         assert len((await register_files(db, ADMIN, again))["successful"]) == 2000
-        assert len(counter.commands) <= 7 * slices + 1, counter.commands
+        # (and the call's own pending claim and notes, taken back: 4 commands whatever the size)
+        assert len(counter.commands) <= 7 * slices + 5, counter.commands
     finally:
         await client.close()

@@ -29,7 +29,7 @@ from collections.abc import Sequence
 
 from pymongo.asynchronous.database import AsyncDatabase
 
-from catalogue import usage_intents
+from catalogue import overwrite_counts, registration_counts, removal_counts, usage_intents
 from catalogue.files import fetch_files
 from catalogue.storage_elements import StorageElement, list_storage_elements
 from catalogue.upload_leases import hold_for_transfers
@@ -345,6 +345,12 @@ class TransferWorker(Daemon):
         stale_s = self.ctx.settings.usage_settle_after_s
         if settled := await usage_intents.settle_stale(self.ctx.db, stale_s):  # counts a killed process left
             log.info("settled %d replica count(s) a stopped process had left noted", settled)
+        if settled := await registration_counts.settle_stale(self.ctx.db, stale_s):
+            log.info("settled %d registration count(s) a stopped process had left pending", settled)
+        if settled := await overwrite_counts.settle_stale(self.ctx.db, stale_s):
+            log.info("settled %d overwrite count(s) a stopped process had left pending", settled)
+        if settled := await removal_counts.settle_stale(self.ctx.db, stale_s):
+            log.info("settled %d file removal count(s) a stopped process had left pending", settled)
         cleaned = await sweep_ended(self.ctx, await self.ses())
         if cleaned:
             log.info("removed the copying replicas of %d ended request(s)", cleaned)

@@ -1,0 +1,114 @@
+"""File removals' counts that a server killed between its delete and its count cannot lose or
+double (`catalogue.usage_claims`).
+
+A file removal (`catalogue.file_removal.remove_records`) deletes the records it marked, then
+takes them off the usage counters of their directories and SEs: a server killed in between left
+the counters holding files that were gone, for good. Now, once it has marked and read its
+records, the call claims its mark's token PENDING with each record as read (`planned`: LFN,
+GUID, size, replicas' SEs) and notes itself on the records those may change; after its deletes
+it settles what it removed. The transfer workers' sweep (`settle_stale`) counts for a call left
+PENDING the planned records whose GUID no record holds any more (index files_by_guid), and
+settles it. By then the call's deletes are over: it deletes only within half its marks' lease
+(`kernel.marks.Mark.delete`, REMOVAL_LEASE / 2, the sweep's default wait), and until the lease
+ends no other call moves or removes what it marked. So the sweep counts only while the lease
+lasts (less TAKEOVER_MARGIN, after its read): past it, another removal may have taken a record
+over and counted it off itself, and the sweep settles the claim counting nothing (logged).
+
+What is left, for `cairn usage rebuild`: a claim the sweep reaches only after its marks' lease
+(the workers stopped for over a minute; its records stay counted); a record whose replicas
+changed between the read and the delete (counted off by its replicas as read); a GUID
+registered again within the sweep's wait (not counted off).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from pymongo.asynchronous.database import AsyncDatabase
+
+from catalogue import usage_claims
+from catalogue.collection_names import FILES
+from catalogue.usage import COUNTING, KEYS, REMOVAL_LEASE, Usage, add_to_counters
+from kernel.db import Document, database_errors, read_by_ids
+
+KIND = "removal"
+MARKED_AT, PLANS = "marked_at", "plans"  # a claim's COUNTING: when the call marked its records, and them as read
+# The part of the marks' lease the sweep keeps clear of their end: other servers' clocks, and a
+# sweep slow between its read and its settle.
+TAKEOVER_MARGIN = dt.timedelta(seconds=15)
+log = logging.getLogger("cairn.usage")
+
+
+def planned(doc: Mapping[str, Any]) -> Document:
+    """What removing the record `doc` (as read) takes off: its size and replicas' SEs."""
+    return {"lfn": doc["_id"], "guid": doc.get("guid"), "size": int(doc.get("size") or 0),
+            "ses": [r["se"] for r in doc.get("replicas") or []]}
+
+
+def totals(plans: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, int]]:
+    """What removing the records `plans` (`planned`) takes off the usage records."""
+    usage = Usage()
+    for plan in plans:
+        usage.file(plan["lfn"], plan["size"], -1)
+        for se in plan["ses"]:
+            usage.replica(se, plan["size"], -1)
+    return usage.totals()
+
+
+async def intend(db: AsyncDatabase[Document], token: str, marked_at: dt.datetime,
+                 records: Mapping[str, Document]) -> list[str]:
+    """Before deleting `records` (as read, with guid, size and replicas.se; marked at
+    `marked_at`): claim `token` with them and note it on the usage records they may change;
+    returns those."""
+    plans = [planned(doc) for doc in records.values()]
+    keys = sorted(totals(plans))
+    await usage_claims.intend(db, token, keys, kind=KIND, counting={MARKED_AT: marked_at, PLANS: plans})
+    return keys
+
+
+async def settle(db: AsyncDatabase[Document], token: str, keys: Sequence[str], removed: Iterable[Document]) -> None:
+    """After the deletes: take what the call `removed` off, each noted record once; a record it
+    did not note (a replica on another SE by the time it deleted) directly, as nobody else
+    counts it."""
+    deltas = totals(planned(doc) for doc in removed)
+    noted = set(keys)
+    await usage_claims.settle(db, token, keys, {k: v for k, v in deltas.items() if k in noted}, keep=False)
+    if rest := {k: v for k, v in deltas.items() if k not in noted}:
+        await add_to_counters(db, rest)
+
+
+async def settle_stale(db: AsyncDatabase[Document], older_than_s: float = usage_claims.STALE_S) -> int:
+    """Finish the counts of removals that died (or stalled) between their intent and their
+    count: the claims PENDING for longer than `older_than_s`, each counting off the planned
+    records whose GUID (or, without one, LFN) no record holds. Returns the calls settled."""
+    stale = await usage_claims.stale(db, older_than_s, KIND)
+    for claim in stale:
+        counting = claim.get(COUNTING) or {}
+        plans = counting.get(PLANS) or []
+        with database_errors():
+            guids = {d["guid"] for d in await db[FILES].find(  # files_by_guid
+                {"guid": {"$in": [p["guid"] for p in plans if p.get("guid")]}}, {"guid": 1}).to_list()}
+            lfns = {d["_id"] async for d in read_by_ids(db[FILES], [p["lfn"] for p in plans if not p.get("guid")],
+                                                       {"_id": 1})}
+        gone = [p for p in plans if (p["guid"] not in guids if p.get("guid") else p["lfn"] not in lfns)]
+        if not _before_takeovers(counting.get(MARKED_AT)):
+            # Read once another removal could have taken a record over and counted it off itself.
+            log.warning("file removal %s left its count pending past its marks' lease: counting nothing; "
+                        "`cairn usage rebuild` sets its %d record(s) right", claim["_id"], len(gone))
+            gone = []
+        await usage_claims.settle(db, claim["_id"], claim.get(KEYS) or [], totals(gone), keep=False)
+    return len(stale)
+
+
+def _before_takeovers(marked_at: Any) -> bool:
+    """Whether now, right after the sweep's read, is still inside the lease of marks made at
+    `marked_at` (less TAKEOVER_MARGIN for the clocks of other servers): no other removal has
+    taken over (and counted off) one of its records yet."""
+    if not isinstance(marked_at, dt.datetime):
+        return False
+    if marked_at.tzinfo is None:
+        marked_at = marked_at.replace(tzinfo=dt.UTC)
+    return dt.datetime.now(dt.UTC) < marked_at + REMOVAL_LEASE - TAKEOVER_MARGIN

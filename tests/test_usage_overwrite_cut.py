@@ -1,0 +1,104 @@
+"""An overwrite whose server dies between writing the files' new sizes and counting them is
+counted exactly once all the same: the next transfer worker's sweep settles the round's count
+from the files' overwrite writer (`catalogue.overwrite_counts`). A round that only stalled there
+and resumes after the sweep counts nothing more; a rebuild in between leaves nothing for either
+to count again. Each is checked by a recount (`usage rebuild --dry-run`)."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import threading
+from typing import Any
+
+import pytest
+from pymongo import AsyncMongoClient
+from pymongo.asynchronous.database import AsyncDatabase
+
+from catalogue import overwrite_counts, usage_claims
+from catalogue.collection_names import FILES
+from catalogue.files import register_files
+from catalogue.replicas import overwrite_files
+from catalogue.usage import NOTES, USAGE, USAGE_CLAIMS, directory_usage, rebuild, se_usage
+from kernel.db import Document
+from kernel.settings import Settings
+from tests.fixtures.catalogue import ADMIN
+from tests.fixtures.freezing import freeze_at_first_call
+from tests.fixtures.usage_cuts import STALE_S, Killed, killed_at_first_count, next_worker_sweeps
+
+LFNS = [f"/vo/over/d{i % 2}/f{i}" for i in range(3)]
+NEW = {lfn: {"size": 250, "adler32": "00000002", "replicas": [{"se": "DESY-DISK", "url": f"file:///x{lfn}"}]}
+       for lfn in LFNS}
+
+
+async def _registered(db: AsyncDatabase[Document]) -> None:
+    outcome = await register_files(db, ADMIN, [{"lfn": lfn, "size": 100, "adler32": "00000001",
+                                               "replicas": [{"se": "CERN-DISK"}]} for lfn in LFNS])
+    assert sorted(outcome["successful"]) == sorted(LFNS)
+
+
+async def _exact(db: AsyncDatabase[Document]) -> None:
+    assert await directory_usage(db, "/vo/over") == {"path": "/vo/over", "files": 3, "bytes": 750}
+    assert {row["se"]: (row["replicas"], row["bytes"]) for row in await se_usage(db) if row["replicas"]} == {
+        "DESY-DISK": (3, 750)}
+    report = await rebuild(db, fix=False)
+    assert report["drifted"] == 0, report["drift"]
+    assert [d["_id"] for d in await db[USAGE].find({}).to_list() if d.get(NOTES)] == []
+    assert await db[USAGE_CLAIMS].count_documents({"kind": overwrite_counts.KIND}) == 0
+
+
+async def test_files_overwritten_by_a_server_killed_before_counting_them_are_counted_by_the_sweep(
+    catalogue_db: AsyncDatabase[Document], settings: Settings,
+) -> None:
+    await _registered(catalogue_db)
+    with killed_at_first_count(), pytest.raises(Killed):
+        await overwrite_files(catalogue_db, NEW)
+    assert {d["size"] for d in await catalogue_db[FILES].find({}, {"size": 1}).to_list()} == {250}
+    await next_worker_sweeps(catalogue_db, settings)
+    await _exact(catalogue_db)
+
+
+async def test_an_overwrite_stalled_before_counting_counts_nothing_after_the_sweep_counted_for_it(
+    catalogue_db: AsyncDatabase[Document], settings: Settings,
+) -> None:
+    await _registered(catalogue_db)
+    stalled, thaw = threading.Event(), threading.Event()
+    outcome: dict[str, Any] = {}
+
+    def stalled_server() -> None:
+        async def call() -> set[str]:
+            client: AsyncMongoClient[Document] = AsyncMongoClient(settings.mongodb_uri, tz_aware=True)
+            try:
+                return await overwrite_files(client[settings.database], NEW)
+            finally:
+                await client.close()
+
+        sys.setprofile(freeze_at_first_call(usage_claims.settle.__code__, stalled, thaw))
+        try:
+            outcome["done"] = asyncio.run(call())
+        finally:
+            sys.setprofile(None)
+
+    thread = threading.Thread(target=stalled_server)
+    thread.start()
+    try:
+        assert await asyncio.to_thread(stalled.wait, 30), "the call never reached its count"
+        await asyncio.sleep(STALE_S)
+        assert await overwrite_counts.settle_stale(catalogue_db, STALE_S) == 1
+        await _exact(catalogue_db)
+    finally:
+        thaw.set()
+        await asyncio.to_thread(thread.join, 30)
+    assert outcome["done"] == set(LFNS)
+    await _exact(catalogue_db)
+
+
+async def test_a_rebuild_after_a_killed_overwrite_leaves_the_sweep_nothing_to_count_again(
+    catalogue_db: AsyncDatabase[Document], settings: Settings,
+) -> None:
+    await _registered(catalogue_db)
+    with killed_at_first_count(), pytest.raises(Killed):
+        await overwrite_files(catalogue_db, NEW)
+    assert (await rebuild(catalogue_db))["drifted"] > 0
+    await next_worker_sweeps(catalogue_db, settings)
+    await _exact(catalogue_db)
