@@ -31,7 +31,15 @@ from catalogue.directories import DUPLICATE_KEY, now
 from catalogue.moved_paths import DELETION_ONLY, MOVED_PATHS, REMOVAL_HOLD, REMOVAL_QUEUED, REMOVED, key_of
 from catalogue.storage_paths import storage_lfn
 from catalogue.usage import REMOVAL_LEASE, REMOVING
-from kernel.db import INDEX_ORDER, Document, bulk_write_chunked, database_errors, find_by_values, read_by_ids
+from kernel.db import (
+    IN_TURN_MAX,
+    INDEX_ORDER,
+    Document,
+    bulk_write_chunked,
+    database_errors,
+    find_by_values,
+    read_by_ids,
+)
 
 # A hold whose deletion request was queued this long ago and is still there is queued again (its
 # request failed for good, on a permanent error; an open request is joined). The reaper retries a
@@ -149,15 +157,13 @@ async def removal_states(db: AsyncDatabase[Document], targets: Iterable[Target]
     """What the reaper does with the hold at each `(se, path)`: `delete` its bytes (its file is
     gone from the catalogue), `wait` (its removal is still at work), or nothing (`released`: no
     hold there, or the file kept its replica there after all, whose hold is taken back now).
-    One bounded read of the holds by `_id`, one of their files by GUID (`files_by_guid`), and the
-    holds taken back in two bulk writes at most."""
+    One bounded read of the holds by `_id`, one of their files by GUID (`files_by_guid`, in
+    slices), and the holds taken back in two bulk writes at most."""
     wanted = {key_of(se, path): (se, path) for se, path in targets}
     records = await _path_records(db, wanted)
     held = {key: RemovedPlace(se, path, records[key][REMOVED].get("guid"), records[key][REMOVED].get("url"))
             for key, (se, path) in wanted.items() if (records.get(key) or {}).get(REMOVED)}
-    guids = {place.guid for place in held.values() if place.guid is not None}
-    holders = {doc["guid"]: doc for doc in await find_by_values(db[FILES], "guid", guids,
-                                                                {"guid": 1, "replicas": 1, REMOVING: 1})}
+    holders = await _files_by_guid(db, {place.guid for place in held.values() if place.guid is not None})
     states: dict[Target, tuple[State, RemovedPlace | None]] = {target: ("released", None) for target in wanted.values()}
     moved: list[RemovedPlace] = []
     kept: list[RemovedPlace] = []
@@ -171,6 +177,16 @@ async def removal_states(db: AsyncDatabase[Document], targets: Iterable[Target]
     await _hold_as_moved(db, moved)
     await unhold_removed(db, kept)
     return states
+
+
+async def _files_by_guid(db: AsyncDatabase[Document], guids: Iterable[str]) -> dict[str, Document]:
+    """The files of these GUIDs, IN_TURN_MAX GUIDs a `find_by_values` so that each is read from
+    `files_by_guid` on Cairn's FerretDB too (more in one go are one `$in` over every file there)."""
+    wanted, found = sorted(guids), dict[str, Document]()
+    for start in range(0, len(wanted), IN_TURN_MAX):
+        found.update((doc["guid"], doc) for doc in await find_by_values(
+            db[FILES], "guid", wanted[start:start + IN_TURN_MAX], {"guid": 1, "replicas": 1, REMOVING: 1}))
+    return found
 
 
 def _decide(place: RemovedPlace, holder: Mapping[str, Any] | None, at: dt.datetime
