@@ -12,6 +12,7 @@ import datetime as dt
 import sys
 import threading
 from pathlib import Path
+from types import CodeType
 
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
@@ -23,6 +24,7 @@ from catalogue.moved_paths import MOVED_PATHS, REMOVED
 from catalogue.storage_elements import StorageElement, list_storage_elements
 from kernel.db import Document
 from kernel.settings import Settings
+from storage_plugins.posix import PosixPlugin
 from tests.fixtures.catalogue import ADMIN
 from tests.fixtures.freezing import freeze_at_first_call
 from tests.fixtures.transfers import add_ses, disk_se, fast_settings, put_files, se_root, write_bytes
@@ -119,8 +121,10 @@ async def test_in_a_batch_a_path_whose_removal_is_at_work_waits_and_the_others_g
     assert await _holds(database) == 2  # still refused to registrations
 
 
-def _frozen_reaper(settings: Settings, stalled: threading.Event, thaw: threading.Event) -> None:
-    """One reaper cycle in a thread of its own, frozen where it is about to delete bytes."""
+def _frozen_reaper(settings: Settings, stalled: threading.Event, thaw: threading.Event,
+                   at: CodeType = deletion.delete_bytes.__code__) -> None:
+    """One reaper cycle in a thread of its own, frozen at the first call of `at` (by default
+    where it is about to delete bytes)."""
     async def cycle() -> None:
         client: AsyncMongoClient[Document] = AsyncMongoClient(settings.mongodb_uri, tz_aware=True)
         try:
@@ -128,7 +132,7 @@ def _frozen_reaper(settings: Settings, stalled: threading.Event, thaw: threading
         finally:
             await client.close()
 
-    sys.setprofile(freeze_at_first_call(deletion.delete_bytes.__code__, stalled, thaw))
+    sys.setprofile(freeze_at_first_call(at, stalled, thaw))
     try:
         asyncio.run(cycle())
     finally:
@@ -159,3 +163,25 @@ async def test_a_reaper_whose_lease_lapsed_before_the_storage_call_deletes_nothi
             break
         await asyncio.sleep(0.1)
     assert _stored(a) == [] and await _holds(database) == 0
+
+
+async def test_a_reaper_stalled_amid_its_batchs_deletions_deletes_no_more_when_it_resumes(
+        database: AsyncDatabase[Document], settings: Settings, tmp_path: Path) -> None:
+    """The lease is checked before each storage call, not once a batch: a stall amid a long batch
+    (a slow SE) leaves the rest of it to the successor."""
+    quick = fast_settings(settings, lease_s=LEASE_S)
+    a = disk_se("A", tmp_path / "a")
+    await add_ses(database, a)
+    lfns = [f"/vo/amid/f{i:02d}" for i in range(30)]
+    await _force_removed(database, [a], lfns)
+    stalled, thaw = threading.Event(), threading.Event()
+    thread = threading.Thread(target=_frozen_reaper, args=(quick, stalled, thaw, PosixPlugin.delete.__code__))
+    thread.start()
+    try:
+        assert await asyncio.to_thread(stalled.wait, 30), "the reaper never reached a deletion"
+        await asyncio.sleep(LEASE_S * 1.5)  # its leases run out while it is frozen in its first deletion
+    finally:
+        thaw.set()
+        await asyncio.to_thread(thread.join, 30)
+    assert len(_stored(a)) >= 29  # the one under way when it stalled at most (before: all 30)
+    assert await _holds(database) == 30  # none released: a successor deletes (again) and releases them
