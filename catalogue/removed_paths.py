@@ -9,9 +9,10 @@ REMOVED_BEING_DELETED) *before* it deletes the record, and the reaper deletes th
 releases the path (`transfers.removed_bytes`, through a deletion request).
 
 A hold whose record was not deleted after all (the removal gave up, or died between the hold and
-the delete) is taken back by the removal, or found by the reaper (`removal_state`: the file of
+the delete) is taken back by the removal, or found by the reaper (`removal_states`: the file of
 that GUID still has a replica at the path) and taken back then; bytes are deleted only once no
-catalogued replica stands at the path.
+catalogued replica stands at the path. The reaper reads and releases the holds of a batch together
+(`removal_states`, `release_removed`), each write guarded by the hold and its GUID.
 """
 
 from __future__ import annotations
@@ -30,7 +31,15 @@ from catalogue.directories import DUPLICATE_KEY, now
 from catalogue.moved_paths import DELETION_ONLY, MOVED_PATHS, REMOVAL_HOLD, REMOVAL_QUEUED, REMOVED, key_of
 from catalogue.storage_paths import storage_lfn
 from catalogue.usage import REMOVAL_LEASE, REMOVING
-from kernel.db import INDEX_ORDER, Document, bulk_write_chunked, database_errors, read_by_ids
+from kernel.db import (
+    IN_TURN_MAX,
+    INDEX_ORDER,
+    Document,
+    bulk_write_chunked,
+    database_errors,
+    find_by_values,
+    read_by_ids,
+)
 
 # A hold whose deletion request was queued this long ago and is still there is queued again (its
 # request failed for good, on a permanent error; an open request is joined). The reaper retries a
@@ -140,42 +149,71 @@ async def queued(db: AsyncDatabase[Document], places: Sequence[RemovedPlace]) ->
 
 
 State = Literal["delete", "wait", "released"]
+Target = tuple[str, str]  # (se, path)
 
 
-async def removal_state(db: AsyncDatabase[Document], se: str, path: str) -> tuple[State, RemovedPlace | None]:
-    """What the reaper does with the hold at `(se, path)`: `delete` its bytes (its file is gone
-    from the catalogue), `wait` (its removal is still at work), or nothing (`released`: no hold
-    there, or the file kept its replica there after all, whose hold is taken back now)."""
-    with database_errors():
-        doc = await db[MOVED_PATHS].find_one({"_id": key_of(se, path)})
-    if doc is None or not doc.get(REMOVED):
-        return "released", None
-    place = RemovedPlace(se, path, doc[REMOVED].get("guid"), doc[REMOVED].get("url"))
-    if place.guid is None:
-        return "delete", place
-    with database_errors():  # files_by_guid
-        holder = await db[FILES].find_one({"guid": place.guid}, {"replicas": 1, REMOVING: 1})
-    if holder is None or not any(r.get("se") == se and storage_lfn(holder["_id"], r) == path
-                                 for r in holder.get("replicas", [])):
-        return "delete", place
-    mark = holder.get(REMOVING) or {}
-    marked_at = mark.get("at")
+async def removal_states(db: AsyncDatabase[Document], targets: Iterable[Target]
+                         ) -> dict[Target, tuple[State, RemovedPlace | None]]:
+    """What the reaper does with the hold at each `(se, path)`: `delete` its bytes (its file is
+    gone from the catalogue), `wait` (its removal is still at work), or nothing (`released`: no
+    hold there, or the file kept its replica there after all, whose hold is taken back now).
+    One bounded read of the holds by `_id`, one of their files by GUID (`files_by_guid`, in
+    slices), and the holds taken back in two bulk writes at most."""
+    wanted = {key_of(se, path): (se, path) for se, path in targets}
+    records = await _path_records(db, wanted)
+    held = {key: RemovedPlace(se, path, records[key][REMOVED].get("guid"), records[key][REMOVED].get("url"))
+            for key, (se, path) in wanted.items() if (records.get(key) or {}).get(REMOVED)}
+    holders = await _files_by_guid(db, {place.guid for place in held.values() if place.guid is not None})
+    states: dict[Target, tuple[State, RemovedPlace | None]] = {target: ("released", None) for target in wanted.values()}
+    moved: list[RemovedPlace] = []
+    kept: list[RemovedPlace] = []
+    at = now()
+    for place in held.values():
+        decision = _decide(place, holders.get(place.guid or ""), at)
+        if decision == "delete" or decision == "wait":
+            states[(place.se, place.path)] = (decision, place)
+        else:
+            (moved if decision == "moved" else kept).append(place)
+    await _hold_as_moved(db, moved)
+    await unhold_removed(db, kept)
+    return states
+
+
+async def _files_by_guid(db: AsyncDatabase[Document], guids: Iterable[str]) -> dict[str, Document]:
+    """The files of these GUIDs, IN_TURN_MAX GUIDs a `find_by_values` so that each is read from
+    `files_by_guid` on Cairn's FerretDB too (more in one go are one `$in` over every file there)."""
+    wanted, found = sorted(guids), dict[str, Document]()
+    for start in range(0, len(wanted), IN_TURN_MAX):
+        found.update((doc["guid"], doc) for doc in await find_by_values(
+            db[FILES], "guid", wanted[start:start + IN_TURN_MAX], {"guid": 1, "replicas": 1, REMOVING: 1}))
+    return found
+
+
+def _decide(place: RemovedPlace, holder: Mapping[str, Any] | None, at: dt.datetime
+            ) -> Literal["delete", "wait", "moved", "kept"]:
+    """`delete`, `wait`, or, when the file of the hold's GUID (`holder`) kept its replica at the
+    path, `moved` (a path it was moved from) or `kept` (its own)."""
+    if place.guid is None or holder is None or not any(r.get("se") == place.se and storage_lfn(holder["_id"], r)
+                                                       == place.path for r in holder.get("replicas", [])):
+        return "delete"
+    marked_at = (holder.get(REMOVING) or {}).get("at")
     if isinstance(marked_at, dt.datetime) and marked_at.tzinfo is None:
         marked_at = marked_at.replace(tzinfo=dt.UTC)
-    if isinstance(marked_at, dt.datetime) and now() - marked_at < REMOVAL_LEASE:
-        return "wait", place
-    if holder["_id"] != path:  # the file's bytes at a path it was moved from: held for it as a move does
-        mine = {"_id": key_of(se, path), REMOVAL_HOLD: True, f"{REMOVED}.guid": place.guid}
-        with database_errors():
-            await db[MOVED_PATHS].update_one(mine, {"$set": {"guid": place.guid},
-                                                    "$unset": {REMOVED: "", REMOVAL_HOLD: "", REMOVAL_QUEUED: ""}})
-    else:
-        await unhold_removed(db, [place])
-    return "released", None
+    if isinstance(marked_at, dt.datetime) and at - marked_at < REMOVAL_LEASE:
+        return "wait"
+    return "moved" if holder["_id"] != place.path else "kept"
 
 
-async def release_removed(db: AsyncDatabase[Document], place: RemovedPlace) -> None:
-    """The bytes at the place were deleted: its path is free again."""
-    with database_errors():
-        await db[MOVED_PATHS].delete_one({"_id": key_of(place.se, place.path), REMOVAL_HOLD: True,
-                                          f"{REMOVED}.guid": place.guid})
+async def _hold_as_moved(db: AsyncDatabase[Document], places: Sequence[RemovedPlace]) -> None:
+    """The file's bytes at paths it was moved from: held for it as a move does."""
+    await bulk_write_chunked(db[MOVED_PATHS], [
+        UpdateOne({"_id": key_of(p.se, p.path), REMOVAL_HOLD: True, f"{REMOVED}.guid": p.guid},
+                  {"$set": {"guid": p.guid}, "$unset": {REMOVED: "", REMOVAL_HOLD: "", REMOVAL_QUEUED: ""}})
+        for p in places])
+
+
+async def release_removed(db: AsyncDatabase[Document], places: Iterable[RemovedPlace]) -> None:
+    """The bytes at these places were deleted: their paths are free again (one bulk write). Each
+    goes only while it is still the hold for that file's GUID, never another's since."""
+    await bulk_write_chunked(db[MOVED_PATHS], [
+        DeleteOne({"_id": key_of(p.se, p.path), REMOVAL_HOLD: True, f"{REMOVED}.guid": p.guid}) for p in places])

@@ -22,6 +22,7 @@ import aiofiles
 import aiofiles.os
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from kernel import lease
 from kernel.errors import InvalidInput, NotFound
 from storage_plugins.byte_ranges import at_most
 from storage_plugins.checksums import Adler32, tee_adler32
@@ -199,12 +200,16 @@ class StoragePlugin(ABC):
     async def delete_many(self, urls: Sequence[str], *, concurrency: int = DELETE_CONCURRENCY) -> dict[str, Exception]:
         """Remove many files of this plugin's server, a file already gone counting as removed;
         returns `{url: error}` for those that could not be. This default runs `delete` with at
-        most `concurrency` at once; a plugin whose server deletes in bulk overrides it."""
+        most `concurrency` at once; a plugin whose server deletes in bulk overrides it. Work under
+        a lease (`kernel.lease.while_held`) stops with LeaseLost before any storage call made once
+        its lease may have run out: a holder that stalled in a long batch must not go on deleting
+        paths its successor may have freed since."""
         gate = asyncio.Semaphore(concurrency)
         failed: dict[str, Exception] = {}
 
         async def one(url: str) -> None:
             async with gate:
+                lease.check_held()  # before each deletion, not once a batch (`kernel.lease`: LeaseLost)
                 try:
                     await self.delete(url)
                 except NotFound:

@@ -15,7 +15,8 @@ Each cycle claims a batch of deletion requests and deletes them together (`trans
 delete_replicas`): the files read once, the replicas retired in one guarded bulk write, the bytes
 deleted per SE in bulk (S3 DeleteObjects) or a few at once, the records and the SEs' usage
 removed in a few bulk writes (`catalogue.replica_removal`, each step idempotent), and the
-requests ended in one bulk write guarded by their leases. A reaper killed anywhere leaves
+requests ended in one bulk write guarded by their leases. The bytes forced removals left go the
+same way, together (`transfers.removed_bytes.delete_removed`). A reaper killed anywhere leaves
 retired replicas (and perhaps removal tokens) whose requests another reaper takes over when
 their leases expire: it repeats every step, and nothing is counted twice or lost.
 """
@@ -142,25 +143,25 @@ class Reaper(Daemon):
 
     async def _delete_claimed(self, requests: list[Document], ses: dict[str, StorageElement],
                               pending: set[str]) -> None:
-        """Dark files first (a user's deletion of the same replica that met one is done after
-        it, in the batch: a file registered there since is not dark, and is the user's to delete)."""
+        """The bytes forced removals left, together (`transfers.removed_bytes`); then dark files
+        (a user's deletion of the same replica that met one is done after it, in the batch: a file
+        registered there since is not dark, and is the user's to delete); then the rest together."""
+        removed = [r for r in requests if r.get(REMOVED_PATH)]
+        if removed:  # their leases renewed until they end: their deletion checks the lease is held
+            ends = await delete_removed(self.db, removed, ses, self.credentials, self.settings)
+            pending.difference_update(r["_id"] for r in removed)
+            await rq.end_many(self.db, ends, self.worker)
         batch = []
         for request in requests:
-            if request.get(REMOVED_PATH):  # the bytes a forced removal left (`transfers.removed_bytes`)
-                # Its lease renewed until it ends: its deletion checks the lease is held.
-                removed = await delete_removed(self.db, request, ses.get(request.get("dest_se") or ""),
-                                               self.credentials, self.settings)
-                pending.discard(request["_id"])
-                await rq.end_many(self.db, [removed], self.worker)
-            elif runs := deletion_tags.dark_runs(request):
+            if request.get(REMOVED_PATH):
+                continue
+            if runs := deletion_tags.dark_runs(request):
                 end = await self._delete_dark(request, ses.get(request.get("dest_se") or ""), runs)
                 if end is not None:
                     pending.discard(request["_id"])
                     await rq.end_many(self.db, [end], self.worker)
                     continue
-                batch.append(request)
-            else:
-                batch.append(request)
+            batch.append(request)
         if batch:
             await self._delete_batch(batch, ses, pending)
 
