@@ -30,6 +30,9 @@ from pymongo.errors import DuplicateKeyError
 
 from kernel.claims import EXPIRES, OWNER, now
 from kernel.db import Document, database_errors
+from kernel.lease_held import _HELD, _Held
+from kernel.lease_held import LeaseLost as LeaseLost  # the lease's API, here as before
+from kernel.lease_held import check_held as check_held
 
 LEASES = "leases"
 
@@ -46,28 +49,6 @@ log = logging.getLogger("cairn.lease")
 # The part of a lease a holder counts on after a renewal, by its own clock: the rest covers the
 # clocks of the holder and its successor disagreeing and the write in flight.
 SURE_PART = 0.75
-
-
-class LeaseLost(Exception):
-    """The lease of the work running here may have run out: it stops, as if its holder had died."""
-
-
-class _Held:
-    """Until when (time.monotonic()) the work running in a context surely holds its lease."""
-
-    def __init__(self, until: float) -> None:
-        self.until = until
-
-
-_HELD: contextvars.ContextVar[_Held | None] = contextvars.ContextVar("cairn_lease_held", default=None)
-
-
-def check_held() -> None:
-    """Raise LeaseLost when the work running here holds its lease through `while_held` and that
-    lease may have run out by now (see the module docstring); nothing outside such work."""
-    held = _HELD.get()
-    if held is not None and time.monotonic() > held.until:
-        raise LeaseLost(f"lease not renewed for {time.monotonic() - held.until:.1f} s past its sure part")
 
 
 async def acquire(db: AsyncDatabase[Document], name: str, owner: str, *, lease_s: float) -> bool:

@@ -22,7 +22,7 @@ import aiofiles
 import aiofiles.os
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from kernel import lease
+from kernel import lease_held
 from kernel.errors import InvalidInput, NotFound
 from storage_plugins.byte_ranges import at_most
 from storage_plugins.checksums import Adler32, tee_adler32
@@ -209,7 +209,7 @@ class StoragePlugin(ABC):
 
         async def one(url: str) -> None:
             async with gate:
-                lease.check_held()  # before each deletion, not once a batch (`kernel.lease`: LeaseLost)
+                lease_held.check_held()  # before each deletion, not once a batch (`kernel.lease`: LeaseLost)
                 try:
                     await self.delete(url)
                 except NotFound:

@@ -21,7 +21,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from botocore.exceptions import ConnectionError as BotoConnectionError
 from pydantic import Field
 
-from kernel import lease
+from kernel import lease_held
 from kernel.errors import CairnError, Forbidden, InvalidInput, NotFound, ServiceUnavailable
 from storage_plugins.base import (
     CREATE_ONLY_HEADERS,
@@ -344,7 +344,7 @@ class S3Plugin(StoragePlugin):
         async def one(bucket: str, keys: list[tuple[str, str]]) -> None:
             url_of = dict(keys)
             async with gate:
-                lease.check_held()  # before each call, as `StoragePlugin.delete_many` does
+                lease_held.check_held()  # before each call, as `StoragePlugin.delete_many` does
                 try:
                     with mapped_s3_errors(f"s3://{bucket}"):
                         answer = await client.delete_objects(
