@@ -83,8 +83,9 @@ async def force_removed(db: AsyncDatabase[Document], lfns: list[str]) -> None:
 
 async def batch_run(db: AsyncDatabase[Document], settings: Settings) -> None:
     reaper = Reaper(settings, db)
-    while await reaper.run_once():  # until a cycle finds nothing to do
-        pass
+    handled = 1
+    while handled:  # until a cycle finds nothing to do
+        handled = await reaper.run_once()
 
 
 async def one_by_one_run(db: AsyncDatabase[Document], settings: Settings, se: StorageElement) -> None:

@@ -8,15 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import sys
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
-from typing import Any
 
 import pytest
-from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
 from catalogue import usage_intents
@@ -27,7 +24,7 @@ from catalogue.usage import INTENTS, USAGE, rebuild, se_key, se_usage
 from kernel import db as kernel_db
 from kernel.db import Document
 from kernel.settings import Settings
-from tests.fixtures.freezing import freeze_at_first_call
+from tests.fixtures.freezing import stalled_call
 from tests.fixtures.transfers import add_ses, disk_se, fast_settings, put_files
 from transfers.destination import discard_many, register_copying_many
 from transfers.worker import TransferWorker
@@ -134,34 +131,12 @@ async def test_a_worker_stalled_before_counting_counts_nothing_after_the_sweep_c
     and their count about to be sent; the sweep counts them; thawed, its count misses (the note
     is gone) and it counts nothing."""
     _, dest = await _two_ses(database, tmp_path)
-    stalled, thaw = threading.Event(), threading.Event()
-    outcome: dict[str, Any] = {}
-
-    def stalled_worker() -> None:
-        async def push() -> dict[tuple[str, str], str]:
-            client: AsyncMongoClient[Document] = AsyncMongoClient(settings.mongodb_uri, tz_aware=True)
-            try:
-                return await _copying(client[settings.database], dest)
-            finally:
-                await client.close()
-
-        sys.setprofile(freeze_at_first_call(usage_intents.settle.__code__, stalled, thaw))
-        try:
-            outcome["statuses"] = asyncio.run(push())
-        finally:
-            sys.setprofile(None)
-
-    thread = threading.Thread(target=stalled_worker)
-    thread.start()
-    try:
-        assert await asyncio.to_thread(stalled.wait, 30), "the worker never reached its count"
+    async with stalled_call(settings, lambda db: _copying(db, dest), usage_intents.settle.__code__,
+                            "worker") as outcome:
         await asyncio.sleep(STALE_S)
         assert await usage_intents.settle_stale(database, STALE_S) == 1
         await _exact(database, 3)
-    finally:
-        thaw.set()
-        await asyncio.to_thread(thread.join, 30)
-    assert set(outcome["statuses"].values()) == {"copying"}
+    assert set(outcome["result"].values()) == {"copying"}
     await _exact(database, 3)
 
 

@@ -7,12 +7,8 @@ to count again. Each is checked by a recount (`usage rebuild --dry-run`)."""
 from __future__ import annotations
 
 import asyncio
-import sys
-import threading
-from typing import Any
 
 import pytest
-from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
 from catalogue import overwrite_counts, usage_claims
@@ -23,7 +19,7 @@ from catalogue.usage import NOTES, USAGE, USAGE_CLAIMS, directory_usage, rebuild
 from kernel.db import Document
 from kernel.settings import Settings
 from tests.fixtures.catalogue import ADMIN
-from tests.fixtures.freezing import freeze_at_first_call
+from tests.fixtures.freezing import stalled_call
 from tests.fixtures.usage_cuts import STALE_S, Killed, killed_at_first_count, next_worker_sweeps
 
 LFNS = [f"/vo/over/d{i % 2}/f{i}" for i in range(3)]
@@ -62,34 +58,11 @@ async def test_an_overwrite_stalled_before_counting_counts_nothing_after_the_swe
     catalogue_db: AsyncDatabase[Document], settings: Settings,
 ) -> None:
     await _registered(catalogue_db)
-    stalled, thaw = threading.Event(), threading.Event()
-    outcome: dict[str, Any] = {}
-
-    def stalled_server() -> None:
-        async def call() -> set[str]:
-            client: AsyncMongoClient[Document] = AsyncMongoClient(settings.mongodb_uri, tz_aware=True)
-            try:
-                return await overwrite_files(client[settings.database], NEW)
-            finally:
-                await client.close()
-
-        sys.setprofile(freeze_at_first_call(usage_claims.settle.__code__, stalled, thaw))
-        try:
-            outcome["done"] = asyncio.run(call())
-        finally:
-            sys.setprofile(None)
-
-    thread = threading.Thread(target=stalled_server)
-    thread.start()
-    try:
-        assert await asyncio.to_thread(stalled.wait, 30), "the call never reached its count"
+    async with stalled_call(settings, lambda db: overwrite_files(db, NEW), usage_claims.settle.__code__) as outcome:
         await asyncio.sleep(STALE_S)
         assert await overwrite_counts.settle_stale(catalogue_db, STALE_S) == 1
         await _exact(catalogue_db)
-    finally:
-        thaw.set()
-        await asyncio.to_thread(thread.join, 30)
-    assert outcome["done"] == set(LFNS)
+    assert outcome["result"] == set(LFNS)
     await _exact(catalogue_db)
 
 

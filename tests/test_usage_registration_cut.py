@@ -8,12 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import sys
-import threading
-from typing import Any
 
 import pytest
-from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
 from cairn.components import index_specs
@@ -26,7 +22,7 @@ from kernel.db import Document, ensure_indexes, serves_index_order
 from kernel.errors import InvalidInput
 from kernel.settings import Settings
 from tests.fixtures.catalogue import ADMIN
-from tests.fixtures.freezing import freeze_at_first_call
+from tests.fixtures.freezing import stalled_call
 from tests.fixtures.usage_cuts import STALE_S, Killed, killed_at_first_count, next_worker_sweeps
 
 SIZE = 100
@@ -64,33 +60,11 @@ async def test_a_registration_stalled_before_counting_counts_nothing_after_the_s
     """Frozen (in its own thread, client and loop: another process) with its records written
     and their count about to be sent; the sweep counts them; thawed, its count misses (the
     notes are gone) and it counts nothing."""
-    stalled, thaw = threading.Event(), threading.Event()
-    outcome: dict[str, Any] = {}
-
-    def stalled_server() -> None:
-        async def call() -> Any:
-            client: AsyncMongoClient[Document] = AsyncMongoClient(settings.mongodb_uri, tz_aware=True)
-            try:
-                return await register_files(client[settings.database], ADMIN, FILES_IN)
-            finally:
-                await client.close()
-
-        sys.setprofile(freeze_at_first_call(usage_claims.settle.__code__, stalled, thaw))
-        try:
-            outcome["result"] = asyncio.run(call())
-        finally:
-            sys.setprofile(None)
-
-    thread = threading.Thread(target=stalled_server)
-    thread.start()
-    try:
-        assert await asyncio.to_thread(stalled.wait, 30), "the call never reached its count"
+    async with stalled_call(settings, lambda db: register_files(db, ADMIN, FILES_IN),
+                            usage_claims.settle.__code__) as outcome:
         await asyncio.sleep(STALE_S)
         assert await registration_counts.settle_stale(catalogue_db, STALE_S) == 1
         await _exact(catalogue_db)
-    finally:
-        thaw.set()
-        await asyncio.to_thread(thread.join, 30)
     assert sorted(outcome["result"]["successful"]) == sorted(LFNS)
     await _exact(catalogue_db)
 

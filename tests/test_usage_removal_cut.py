@@ -8,14 +8,11 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import sys
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from types import FrameType
-from typing import Any
 
 import pytest
-from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
 from catalogue import file_removal, removal_counts, usage_claims
@@ -26,7 +23,7 @@ from kernel.db import Document
 from kernel.marks import Mark
 from kernel.settings import Settings
 from tests.fixtures.catalogue import ADMIN
-from tests.fixtures.freezing import freeze_at_first_call
+from tests.fixtures.freezing import stalled_call
 from tests.fixtures.usage_cuts import STALE_S, Killed, killed_at_first_count, next_worker_sweeps
 
 LFNS = [f"/vo/open/f{i}" for i in range(3)]
@@ -85,33 +82,11 @@ async def test_a_removal_stalled_before_counting_counts_nothing_off_after_the_sw
     """Frozen (in its own thread, client and loop: another process) with its records deleted
     and their count about to be sent; the sweep counts them off; thawed, it counts nothing."""
     await _registered(catalogue_db)
-    stalled, thaw = threading.Event(), threading.Event()
-    outcome: dict[str, Any] = {}
-
-    def stalled_server() -> None:
-        async def call() -> Any:
-            client: AsyncMongoClient[Document] = AsyncMongoClient(settings.mongodb_uri, tz_aware=True)
-            try:
-                return await remove_files(client[settings.database], ADMIN, LFNS, force=True)
-            finally:
-                await client.close()
-
-        sys.setprofile(freeze_at_first_call(usage_claims.settle.__code__, stalled, thaw))
-        try:
-            outcome["result"] = asyncio.run(call())
-        finally:
-            sys.setprofile(None)
-
-    thread = threading.Thread(target=stalled_server)
-    thread.start()
-    try:
-        assert await asyncio.to_thread(stalled.wait, 30), "the call never reached its count"
+    async with stalled_call(settings, lambda db: remove_files(db, ADMIN, LFNS, force=True),
+                            usage_claims.settle.__code__) as outcome:
         await asyncio.sleep(STALE_S)
         assert await removal_counts.settle_stale(catalogue_db, STALE_S) == 1
         assert (await rebuild(catalogue_db, fix=False))["drifted"] == 0
-    finally:
-        thaw.set()
-        await asyncio.to_thread(thread.join, 30)
     assert outcome["result"]["failed"] == {}
     report = await rebuild(catalogue_db, fix=False)
     assert report["drifted"] == 0, report["drift"]
