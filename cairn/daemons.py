@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 
 from cairn.components import daemon_factories, index_specs
+from kernel import event_loop
 from kernel.collector import settle_collector
 from kernel.db import close_client, ensure_indexes, get_database
 from kernel.errors import InvalidInput
@@ -38,4 +38,4 @@ async def run_daemon(settings: Settings, name: str, *, max_cycles: int | None = 
 def main(settings: Settings, name: str) -> None:
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     settle_collector()
-    asyncio.run(run_daemon(settings, name))
+    event_loop.run(run_daemon(settings, name))

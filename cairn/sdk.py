@@ -8,7 +8,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import inspect
 from typing import Any
@@ -16,6 +15,7 @@ from typing import Any
 from catalogue.client import CatalogueClient
 from catalogue.metadata_client import MetadataClient
 from dataio.client import DataClient
+from kernel import event_loop
 from kernel.client import BaseClient
 from kernel.revocation_client import RevocationClient
 from productions.client import TransformationsClient
@@ -38,7 +38,7 @@ class SyncClient:
     """The same calls as `Client`, blocking; async generators come back as lists."""
 
     def __init__(self, url: str | None = None, token: str | None = None, **kw: Any) -> None:
-        self._loop = asyncio.new_event_loop()
+        self._loop = event_loop.new_loop()
         self._client = Client(url, token, **kw)
 
     def close(self) -> None:

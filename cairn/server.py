@@ -14,6 +14,7 @@ from cairn.portal import build_portal
 from catalogue.identities import recogniser
 from catalogue.tabular import load_converters
 from catalogue.vo_routes import OPEN_WORK
+from kernel import event_loop
 from kernel.collector import settle_collector
 from kernel.db import close_client, ensure_indexes, get_database
 from kernel.revocation_view import RevocationView
@@ -89,5 +90,5 @@ def run_server(settings: Settings) -> None:
     app = build_app(settings)
     load_converters()
     settle_collector()
-    web.run_app(app, host=settings.api_host, port=settings.api_port, print=None, access_log=None,
-                shutdown_timeout=10, keepalive_timeout=settings.keepalive_s)
+    web.run_app(app, loop=event_loop.new_loop(), host=settings.api_host, port=settings.api_port, print=None,
+                access_log=None, shutdown_timeout=10, keepalive_timeout=settings.keepalive_s)

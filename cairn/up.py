@@ -11,7 +11,6 @@ Ctrl-C (or SIGTERM) stops all of it; children also die with this process if it i
 
 from __future__ import annotations
 
-import asyncio
 import fcntl
 import json
 import os
@@ -30,6 +29,7 @@ from cairn.components import daemon_factories, index_specs
 from cairn.embedded_db import EmbeddedDatabase, start_ferretdb, wait_for_port
 from catalogue.storage_elements import Protocol, StorageElement, put_storage_element
 from catalogue.vos import ensure_default_vo
+from kernel import event_loop
 from kernel.client import CLIENT_FILE
 from kernel.db import close_client, ensure_indexes, get_database
 from kernel.errors import ConfigurationError
@@ -197,7 +197,7 @@ def run_up(settings: Settings, *, vo: str) -> int:
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     try:
-        asyncio.run(prepare(settings, vo))
+        event_loop.run(prepare(settings, vo))
         issuer = BuiltinIssuer.from_settings(settings)
         token = issuer.issue(sub="admin", vo=vo, groups=[vo], scopes=["admin"], lifetime_s=30 * 86400)
         url = settings.resolved_api_url

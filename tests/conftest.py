@@ -1,4 +1,14 @@
-"""Test bed: real servers on loopback (see tests/fixtures/)."""
+"""Test bed: real servers on loopback (see tests/fixtures/). The tests run on the event loop the
+product runs on (`kernel.event_loop`: uvloop unless CAIRN_EVENT_LOOP=asyncio)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Mapping
+
+import pytest
+
+from kernel import event_loop
 
 pytest_plugins = [
     "tests.fixtures.endpoints",
@@ -18,3 +28,10 @@ pytest_plugins = [
     "tests.fixtures.portal",
     "tests.fixtures.browser",
 ]
+
+
+def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item
+                                  ) -> Mapping[str, Callable[[], asyncio.AbstractEventLoop]]:
+    """One loop kind for every async test and fixture: the product's (a single factory leaves
+    the tests' names as they are)."""
+    return {event_loop.loop_name(): event_loop.loop_factory()}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import os
@@ -14,6 +13,7 @@ import click
 from cairn.cli.output import drift_title, emit, emit_json, fail, json_option, safe_text, table
 from cairn.cli.runner import run
 from cairn.cli.settings import cli_settings
+from kernel import event_loop
 from kernel.errors import InvalidInput
 
 JOB_COLUMNS = ["id", "name", "owner", "group", "state", "reason", "site", "attempt", "updated"]
@@ -220,4 +220,4 @@ def pilot(site: str, work_dir: Path, cpu: int, memory_mb: int, tags: tuple[str, 
         agent.install_signal_handlers()
         await agent.run(max_cycles=max_cycles)
 
-    asyncio.run(go())
+    event_loop.run(go())

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from cairn.cli.output import fail
+from kernel import event_loop
 from kernel.errors import CairnError
 
 T = TypeVar("T")
@@ -27,7 +27,7 @@ def run(action: Callable[[Client], Awaitable[T]]) -> T:
             return await action(client)
 
     try:
-        return asyncio.run(go())
+        return event_loop.run(go())
     except CairnError as exc:
         fail(exc)
         raise  # unreachable: fail() exits
@@ -41,7 +41,7 @@ def run_and_say(action: Callable[[Client], Awaitable[Any]], done: str) -> None:
 
 def run_coro(coro: Awaitable[Any]) -> Any:
     try:
-        return asyncio.run(_await(coro))
+        return event_loop.run(_await(coro))
     except CairnError as exc:
         fail(exc)
 
