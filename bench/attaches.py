@@ -21,7 +21,6 @@ route's), with the time to the stream's first row.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 import time
 import uuid
@@ -40,6 +39,7 @@ from catalogue import dataset_contents
 from catalogue.datasets import DidIn, create_did
 from catalogue.files import register_files
 from catalogue.moves import move
+from kernel import event_loop
 from kernel.db import Document, ensure_indexes
 from kernel.principal import Principal
 
@@ -133,7 +133,7 @@ def main() -> None:
     parser.add_argument("--moves", type=int, default=50, help="single-file moves before and after the rows (50)")
     args = parser.parse_args()
     with testbed("cairn-bench-attaches-") as bed:
-        result = asyncio.run(measure(bed.database_uri, bed.database_pid, args.files, args.rounds, args.moves))
+        result = event_loop.run(measure(bed.database_uri, bed.database_pid, args.files, args.rounds, args.moves))
         emit({"database": bed.database_kind, **result})
 
 

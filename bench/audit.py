@@ -48,6 +48,7 @@ from cairn.components import index_specs  # noqa: E402
 from cairn.embedded_db import start_ferretdb  # noqa: E402
 from catalogue.files import register_files  # noqa: E402
 from catalogue.storage_elements import Protocol, StorageElement, put_storage_element  # noqa: E402
+from kernel import event_loop  # noqa: E402
 from kernel.db import Document, ensure_indexes  # noqa: E402
 from kernel.principal import Principal  # noqa: E402
 from kernel.settings import Settings, load_settings  # noqa: E402
@@ -246,4 +247,4 @@ if __name__ == "__main__":
     parser.add_argument("--sort-only", action="store_true", help="only the dump's external sort (no database)")
     parser.add_argument("--page", type=int, default=10000, help="catalogue replicas read per page (audit.page)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
-    asyncio.run(main(parser.parse_args()))
+    event_loop.run(main(parser.parse_args()))

@@ -20,7 +20,6 @@ Run it against MongoDB (`CAIRN_MONGODB_URI`) for production figures.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import shutil
 import uuid
 from pathlib import Path
@@ -31,6 +30,7 @@ from bench.storage_io import bench_plugin, figures, make_files
 from cairn.embedded_xrootd import XRootDServer, make_tls, start_xrootd
 from cairn.sdk import Client
 from dataio.progress import FileOutcome
+from kernel import event_loop
 from kernel.settings import load_settings
 from kernel.tokens import BuiltinIssuer
 from storage_plugins.posix import file_url
@@ -130,7 +130,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         api, port = start_server(bed.database_uri, database, bed.scratch)
         bed.on_exit(lambda: (api.terminate(), api.wait(timeout=30)))
         big, smalls = make_files(bed.scratch / "src", args.big_mib, args.small_count, args.small_kib)
-        return asyncio.run(measure(args, f"http://127.0.0.1:{port}", token, xrootd, bed.moto_port, bed.scratch,
+        return event_loop.run(measure(args, f"http://127.0.0.1:{port}", token, xrootd, bed.moto_port, bed.scratch,
                                    big, smalls))
 
 

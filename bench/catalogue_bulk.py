@@ -18,7 +18,6 @@ bare `_id $in` read of the same LFNs in slices of 1000 (the floor of resolution)
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import random
@@ -34,6 +33,7 @@ from pymongo import AsyncMongoClient  # noqa: E402
 
 from bench.harness import api_server, cpu_seconds  # noqa: E402
 from cairn.sdk import Client  # noqa: E402
+from kernel import event_loop  # noqa: E402
 
 IGNORED = {"serverStatus", "serverstatus", "hello", "ismaster", "isMaster", "ping", "endSessions", "buildInfo",
            "buildinfo", "getParameter", "getparameter"}
@@ -142,7 +142,7 @@ def main() -> None:
     parser.add_argument("--mongodb-uri", default=os.environ.get("CAIRN_MONGODB_URI"))
     args = parser.parse_args()
     with api_server("cairn-bench-", args.mongodb_uri) as api:
-        figures = asyncio.run(measure(args, api.uri, api.database, api.port, api.pid, api.database_pid, api.workdir,
+        figures = event_loop.run(measure(args, api.uri, api.database, api.port, api.pid, api.database_pid, api.workdir,
                                       api.token))
         figures["database"] = api.database_kind
         print(json.dumps(figures, indent=2))

@@ -22,7 +22,6 @@ call's wall time and the database's CPU per call (FerretDB's, from /proc). Print
 from __future__ import annotations
 
 import argparse
-import asyncio
 import datetime as dt
 import json
 import os
@@ -43,7 +42,7 @@ from pymongo.asynchronous.database import AsyncDatabase  # noqa: E402
 
 from bench.harness import cpu_seconds  # noqa: E402
 from cairn.embedded_db import start_ferretdb  # noqa: E402
-from kernel import claims  # noqa: E402
+from kernel import claims, event_loop  # noqa: E402
 from kernel.db import Document, ensure_indexes  # noqa: E402
 from transfers import queueing  # noqa: E402
 from transfers import request_claims as rc  # noqa: E402
@@ -179,7 +178,7 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=256)
     parser.add_argument("--queue", choices=("transfers", "jobs", "staging"), default="transfers",
                         help="whose claims: transfer workers', the job checker's or the stager's polls")
-    print(json.dumps(asyncio.run(run(parser.parse_args())), indent=1))
+    print(json.dumps(event_loop.run(run(parser.parse_args())), indent=1))
 
 
 if __name__ == "__main__":

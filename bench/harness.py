@@ -23,6 +23,7 @@ from typing import Any
 
 from cairn.embedded_db import find_ferretdb, free_port, start_ferretdb, wait_for_port
 from cairn.embedded_xrootd import make_base_dir
+from kernel import event_loop
 from kernel.process import child_preexec
 from kernel.settings import load_settings
 from kernel.tokens import BuiltinIssuer
@@ -232,10 +233,9 @@ def emit_by_size(prefix: str, sizes: str, measure: Callable[[str, int | None, in
                  **fields: Any) -> None:
     """Run `measure(database URI, database pid, size)` for each of the comma-separated sizes on one
     testbed and print the figures by size (with `fields`)."""
-    import asyncio
 
     with testbed(prefix) as bed:
-        results = {size: asyncio.run(measure(bed.database_uri, bed.database_pid, int(size)))
+        results = {size: event_loop.run(measure(bed.database_uri, bed.database_pid, int(size)))
                    for size in sizes.split(",")}
         emit({"database": bed.database_kind, **fields, "by_size": results})
 

@@ -21,7 +21,6 @@ checkout of Cairn (its own `cairn up`) for a before/after. Prints JSON.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import datetime as dt
 import json
@@ -46,6 +45,7 @@ from bench.harness import cpu_seconds  # noqa: E402
 from catalogue.files import register_files  # noqa: E402
 from catalogue.site_queues import SiteQueue, put_queue  # noqa: E402
 from catalogue.storage_elements import get_storage_element, put_storage_element  # noqa: E402
+from kernel import event_loop  # noqa: E402
 from kernel.db import Document  # noqa: E402
 from kernel.principal import Principal  # noqa: E402
 from productions import tasks, transformation_files, transformations  # noqa: E402
@@ -206,7 +206,7 @@ HISTORIES: dict[str, Callable[[Any, int], Awaitable[None]]] = {
 def one_size(tree: Path, history: int, window: float, kind: str) -> dict[str, Any]:
     with running_up(tree) as (up, uri, _):
         began = time.perf_counter()
-        asyncio.run(ended_history(uri, history, kind))
+        event_loop.run(ended_history(uri, history, kind))
         filled = time.perf_counter() - began
         time.sleep(10)
         listed = subprocess.run(["pgrep", "-s", str(up.pid)], capture_output=True, text=True).stdout

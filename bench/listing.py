@@ -19,7 +19,6 @@ baseline in the same run: a bare keyset scan of the same records straight from t
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import subprocess
@@ -39,6 +38,7 @@ from pymongo import AsyncMongoClient  # noqa: E402
 from bench.catalogue_bulk import se  # noqa: E402
 from bench.harness import api_server, children_cpu_seconds, cpu_seconds  # noqa: E402
 from cairn.sdk import Client  # noqa: E402
+from kernel import event_loop  # noqa: E402
 
 SE_NAME = "BENCH-DISK1"
 FILL_BATCH = 10_000
@@ -212,7 +212,7 @@ async def bare_scan(uri: str, database: str, database_pid: int | None) -> dict[s
 
 def measure(args: argparse.Namespace, uri: str, database: str, url: str, token: str, watch: Watch,
             workdir: Path) -> dict[str, Any]:
-    fill_s = asyncio.run(fill(uri, database, url, token, args.entries, workdir))
+    fill_s = event_loop.run(fill(uri, database, url, token, args.entries, workdir))
     n = args.entries
     out = workdir / "out"
     out.mkdir()
@@ -249,7 +249,7 @@ def measure(args: argparse.Namespace, uri: str, database: str, url: str, token: 
     idle_failed = {"idle_cli_failed": idle_cli["failed"]} if "failed" in idle_cli else {}
     return {"entries": n, "fill_bare_insert_s": round(fill_s, 1), "idle_cli_peak_mib": idle_cli["cli_peak_mib"],
             "idle_cli_seconds": idle_cli["seconds"], **idle_failed, "runs": runs,
-            "baseline_bare_keyset_scan": asyncio.run(bare_scan(uri, database, watch.database))}
+            "baseline_bare_keyset_scan": event_loop.run(bare_scan(uri, database, watch.database))}
 
 
 def main() -> None:

@@ -42,6 +42,7 @@ from cairn.embedded_db import start_ferretdb
 from catalogue.files import FILES
 from catalogue.replicas import get_replicas
 from catalogue.storage_elements import Protocol, StorageElement, put_storage_element
+from kernel import event_loop
 from kernel.db import Document, ensure_indexes
 from kernel.principal import Principal
 from wms import input_data, jobs, matching, states, submission, task_queues
@@ -233,7 +234,7 @@ def main() -> None:
     parser.add_argument("--uri", help="MongoDB URI (default: $CAIRN_MONGODB_URI, else an embedded FerretDB)")
     args = parser.parse_args()
     args.matches = min(args.matches, args.jobs)
-    print(json.dumps(asyncio.run(run(args)), indent=2))
+    print(json.dumps(event_loop.run(run(args)), indent=2))
 
 
 if __name__ == "__main__":

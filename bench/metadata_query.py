@@ -18,7 +18,6 @@ the filter was pushed down).
 from __future__ import annotations
 
 import argparse
-import asyncio
 import datetime as dt
 import json
 import os
@@ -44,6 +43,7 @@ from catalogue.files import register_files  # noqa: E402
 from catalogue.find import explain_query, query_filter  # noqa: E402
 from catalogue.metadata_fields import FieldDeclaration, declare_field  # noqa: E402
 from catalogue.storage_elements import Protocol, StorageElement, put_storage_element  # noqa: E402
+from kernel import event_loop  # noqa: E402
 from kernel.db import ensure_indexes, get_database  # noqa: E402
 from kernel.principal import Principal  # noqa: E402
 from kernel.settings import load_settings  # noqa: E402
@@ -166,4 +166,4 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    event_loop.run(main())

@@ -14,7 +14,6 @@ whole history every time. Prints JSON with medians.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import re
 import statistics
@@ -31,6 +30,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.harness import cpu_seconds  # noqa: E402
 from bench.idle import ended_history, running_up  # noqa: E402
+from kernel import event_loop  # noqa: E402
 
 KINDS = ("requests", "jobs", "rules")
 
@@ -59,14 +59,14 @@ def one_size(tree: Path, history: int, count: int) -> dict[str, Any]:
             raise SystemExit("cairn up printed no API address")
         began = time.perf_counter()
         for kind in KINDS:
-            asyncio.run(ended_history(uri, history, kind))
+            event_loop.run(ended_history(uri, history, kind))
         filled = time.perf_counter() - began
         time.sleep(10)
         listed = subprocess.run(["pgrep", "-s", str(up.pid)], capture_output=True, text=True).stdout
         commands = {int(p): Path(f"/proc/{p}/cmdline").read_text().replace("\0", " ") for p in listed.split()}
         pids = {"database": [p for p, c in commands.items() if "ferretdb" in c],
                 "api": [p for p, c in commands.items() if "cairn server" in c]}
-        result = asyncio.run(scrapes(url.group(1), count, pids))
+        result = event_loop.run(scrapes(url.group(1), count, pids))
     return {"history_each": history, "fill_s": round(filled, 1), **result}
 
 

@@ -19,7 +19,6 @@ the tree's move over the bare relocation. Each round checks `usage rebuild` find
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 import uuid
 from pathlib import Path
@@ -36,6 +35,7 @@ from bench.removals import ADMIN, SES, registered, timed
 from catalogue.moves import move
 from catalogue.storage_elements import Protocol, StorageElement, put_storage_element
 from catalogue.usage import rebuild
+from kernel import event_loop
 from kernel.db import Document
 
 
@@ -101,7 +101,7 @@ def main() -> None:
                         help="files registered elsewhere first and kept, as in a catalogue that holds more (0)")
     args = parser.parse_args()
     with testbed("cairn-bench-moves-") as bed:
-        result = asyncio.run(measure(bed.database_uri, bed.database_pid, args.files, args.file_moves, args.rounds,
+        result = event_loop.run(measure(bed.database_uri, bed.database_pid, args.files, args.file_moves, args.rounds,
                                      args.others))
         emit({"database": bed.database_kind, **result})
 

@@ -37,6 +37,7 @@ from cairn.server import build_app
 from catalogue.site_queues import SiteQueue, put_queue
 from catalogue.sites import Site, put_site
 from catalogue.storage_elements import Protocol, StorageElement, put_storage_element
+from kernel import event_loop
 from kernel.db import ensure_indexes, get_database
 from kernel.settings import load_settings
 from kernel.web import ISSUER
@@ -156,4 +157,4 @@ if __name__ == "__main__":
     parser.add_argument("--jobs", type=int, default=200)
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
-    asyncio.run(main(args.jobs))
+    event_loop.run(main(args.jobs))

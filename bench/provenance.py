@@ -12,7 +12,6 @@ the ancestor names and reply bytes the database sent per walk.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import statistics
 import sys
 import time
@@ -32,6 +31,7 @@ from bench.removals import ADMIN
 from catalogue.files import register_files
 from catalogue.namespace import mkdir
 from catalogue.provenance import add_ancestor_links, record_production, walk
+from kernel import event_loop
 from kernel.db import Document
 from kernel.errors import InvalidInput
 
@@ -110,7 +110,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="walks of each (3); medians reported")
     args = parser.parse_args()
     with testbed("cairn-bench-provenance-") as bed:
-        result = asyncio.run(measure(bed.database_uri, bed.database_pid, args.within, args.past, args.rounds))
+        result = event_loop.run(measure(bed.database_uri, bed.database_pid, args.within, args.past, args.rounds))
         emit({"database": bed.database_kind, **result})
 
 

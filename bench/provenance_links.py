@@ -11,7 +11,6 @@ the database replied with per call.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import statistics
 import sys
@@ -32,6 +31,7 @@ from bench.removals import ADMIN
 from catalogue.files import register_files
 from catalogue.namespace import mkdir
 from catalogue.provenance import add_ancestor_links, link_ancestors
+from kernel import event_loop
 from kernel.db import Document
 
 
@@ -73,7 +73,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5, help="calls per HELD (5); medians reported")
     args = parser.parse_args()
     with testbed("cairn-bench-links-") as bed:
-        result = asyncio.run(measure(bed.database_uri, [int(h) for h in args.held.split(",")], args.rounds))
+        result = event_loop.run(measure(bed.database_uri, [int(h) for h in args.held.split(",")], args.rounds))
         emit({"database": bed.database_kind, "calls": result})
 
 

@@ -42,6 +42,7 @@ from catalogue.replica_pulls import pull_replicas  # noqa: E402
 from catalogue.replica_urls import se_url  # noqa: E402
 from catalogue.replicas import set_replica_status  # noqa: E402
 from catalogue.storage_elements import Protocol, StorageElement, put_storage_element  # noqa: E402
+from kernel import event_loop  # noqa: E402
 from kernel.db import Document, ensure_indexes, read_by_ids  # noqa: E402
 from kernel.principal import Principal  # noqa: E402
 from kernel.settings import load_settings  # noqa: E402
@@ -173,7 +174,7 @@ def main() -> None:
     parser.add_argument("--files", type=int, default=1000)
     parser.add_argument("--per-file", type=int, default=200)
     parser.add_argument("--mongodb-uri")
-    print(json.dumps(asyncio.run(run(parser.parse_args())), indent=2))
+    print(json.dumps(event_loop.run(run(parser.parse_args())), indent=2))
 
 
 if __name__ == "__main__":

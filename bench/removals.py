@@ -17,7 +17,6 @@ phase over the bare delete.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 import time
 import uuid
@@ -35,6 +34,7 @@ from catalogue.files import register_files, remove_files
 from catalogue.namespace import remove
 from catalogue.storage_elements import Protocol, StorageElement, put_storage_element
 from catalogue.usage import rebuild
+from kernel import event_loop
 from kernel.db import Document
 from kernel.principal import Principal
 
@@ -113,7 +113,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="rounds of bulk, tree and bare (3); medians reported")
     args = parser.parse_args()
     with testbed("cairn-bench-removals-") as bed:
-        result = asyncio.run(measure(bed.database_uri, bed.database_pid, args.files, args.rounds))
+        result = event_loop.run(measure(bed.database_uri, bed.database_pid, args.files, args.rounds))
         emit({"database": bed.database_kind, **result})
 
 

@@ -40,6 +40,7 @@ from catalogue.moved_paths import MOVED_PATHS, REMOVAL_HOLD, REMOVED, key_of
 from catalogue.replica_urls import se_url
 from catalogue.storage_elements import Protocol, StorageElement, put_storage_element
 from catalogue.usage import REMOVING
+from kernel import event_loop
 from kernel.db import Document, ensure_indexes
 from kernel.principal import Principal
 from kernel.settings import Settings, load_settings
@@ -185,7 +186,7 @@ def main() -> None:
     parser.add_argument("--phases", default="batch,one_by_one", help="batch,one_by_one (both)")
     args = parser.parse_args()
     with testbed("cairn-bench-removed-bytes-") as bed:
-        result = asyncio.run(measure(bed.database_uri, bed.database_pid, bed.scratch, args.files, args.other_files,
+        result = event_loop.run(measure(bed.database_uri, bed.database_pid, bed.scratch, args.files, args.other_files,
                                      args.phases.split(",")))
         emit({"database": bed.database_kind, "ferretdb": ferretdb_version() if bed.database_pid else None,
               "files": args.files, "other_files": args.other_files, "file_bytes": SIZE, **result})

@@ -18,7 +18,6 @@ milliseconds and database CPU-ms per replica, and each phase over its bare write
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 import time
 import uuid
@@ -36,6 +35,7 @@ from catalogue.files import register_files
 from catalogue.replicas import add_replicas, remove_replicas
 from catalogue.storage_elements import Protocol, StorageElement, put_storage_element
 from catalogue.usage import rebuild
+from kernel import event_loop
 from kernel.db import Document
 from kernel.principal import Principal
 
@@ -104,7 +104,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="rounds of the four phases (3); medians reported")
     args = parser.parse_args()
     with testbed("cairn-bench-replica-writes-") as bed:
-        result = asyncio.run(measure(bed.database_uri, bed.database_pid, args.files, args.rounds))
+        result = event_loop.run(measure(bed.database_uri, bed.database_pid, args.files, args.rounds))
         emit({"database": bed.database_kind, **result})
 
 

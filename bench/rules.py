@@ -29,7 +29,6 @@ make a pass quadratic. Its memory: about 1.3 KB of peak Python memory per file
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import shutil
@@ -54,6 +53,7 @@ from catalogue.datasets import DidIn, create_did  # noqa: E402
 from catalogue.files import fetch_files, register_files  # noqa: E402
 from catalogue.replicas import add_replicas, set_replica_statuses  # noqa: E402
 from catalogue.storage_elements import Protocol, StorageElement, put_storage_element  # noqa: E402
+from kernel import event_loop  # noqa: E402
 from kernel.db import Document, ensure_indexes  # noqa: E402
 from kernel.principal import Principal  # noqa: E402
 from kernel.settings import load_settings  # noqa: E402
@@ -278,7 +278,7 @@ def main() -> None:
     parser.add_argument("--trace-memory", action="store_true",
                         help="measure the pass's peak Python memory (tracemalloc; slows the pass)")
     args = parser.parse_args()
-    print(json.dumps(asyncio.run(run(args)), indent=2))
+    print(json.dumps(event_loop.run(run(args)), indent=2))
 
 
 if __name__ == "__main__":

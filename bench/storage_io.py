@@ -26,6 +26,7 @@ from typing import Any
 from bench.harness import MB, MOTO, timed
 from cairn.embedded_db import free_port, wait_for_port
 from cairn.embedded_xrootd import XRootDServer, make_base_dir, make_tls, start_xrootd
+from kernel import event_loop
 from kernel.process import child_preexec
 from storage_plugins.posix import file_url
 from storage_plugins.registry import close_plugins, plugin_for
@@ -230,7 +231,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     try:
         wait_for_port("127.0.0.1", moto_port, timeout_s=30)
         big, smalls = make_files(scratch / "src", args.big_mib, args.small_count, args.small_kib)
-        return asyncio.run(measure(args, server, moto_port, scratch, big, smalls))
+        return event_loop.run(measure(args, server, moto_port, scratch, big, smalls))
     finally:
         server.stop()
         moto.kill()

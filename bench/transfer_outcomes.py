@@ -22,6 +22,7 @@ from bench.harness import emit, testbed
 from cairn.components import index_specs
 from catalogue.files import register_files
 from catalogue.storage_elements import Protocol, StorageElement, put_storage_element
+from kernel import event_loop
 from kernel.db import COMMANDS, close_client, ensure_indexes, get_database
 from kernel.principal import Principal
 from kernel.settings import load_settings
@@ -97,7 +98,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=400, help="requests, a quarter of each outcome (400)")
     args = parser.parse_args()
     with testbed("cairn-bench-outcomes-") as bed:
-        emit({"database": bed.database_kind, **asyncio.run(run(args.requests, bed.scratch, bed.database_uri))})
+        emit({"database": bed.database_kind, **event_loop.run(run(args.requests, bed.scratch, bed.database_uri))})
 
 
 if __name__ == "__main__":

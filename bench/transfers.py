@@ -51,6 +51,7 @@ from cairn.components import index_specs
 from cairn.embedded_xrootd import XRootDServer, start_xrootd_pair
 from catalogue.files import register_files
 from catalogue.storage_elements import Protocol, StorageElement, put_storage_element
+from kernel import event_loop
 from kernel.db import Document, close_client, ensure_indexes, get_database
 from kernel.principal import Principal
 from kernel.process import child_preexec
@@ -373,7 +374,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         a, b = start_xrootd_pair(bed.xrootd_base)
         bed.on_exit(a.stop)
         bed.on_exit(b.stop)
-        return asyncio.run(measure(args, bed, a, b))
+        return event_loop.run(measure(args, bed, a, b))
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -17,7 +17,6 @@ the initial query path: a second transformation created after the files exist, f
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import shutil
@@ -41,6 +40,7 @@ from catalogue import change_feed  # noqa: E402
 from catalogue.directories import directory_document, insert_directories, now  # noqa: E402
 from catalogue.files import register_files  # noqa: E402
 from catalogue.storage_elements import Protocol, StorageElement, put_storage_element  # noqa: E402
+from kernel import event_loop  # noqa: E402
 from kernel.db import Document, ensure_indexes  # noqa: E402
 from kernel.principal import Principal  # noqa: E402
 from productions import feeding, task_creation, transformation_files, transformations  # noqa: E402
@@ -190,7 +190,7 @@ def main() -> None:
         ferret = start_ferretdb(scratch / "db")
         uri = ferret.uri
     try:
-        result = asyncio.run(run(uri, args.files, args.per_task, args.trace_memory))
+        result = event_loop.run(run(uri, args.files, args.per_task, args.trace_memory))
         result["database"] = "given" if args.mongodb_uri else "FerretDB 1.24 (SQLite)"
         print(json.dumps(result, indent=2))
     finally:

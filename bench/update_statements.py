@@ -17,7 +17,6 @@ update_many does). Give the build before a change and the build after to compare
 from __future__ import annotations
 
 import argparse
-import asyncio
 import datetime as dt
 import os
 import shutil
@@ -32,6 +31,7 @@ from pymongo import AsyncMongoClient, UpdateOne
 
 from bench.harness import cpu_seconds, emit
 from cairn.embedded_db import find_ferretdb, start_ferretdb
+from kernel import event_loop
 from kernel.db import Document, ensure_indexes
 from transfers.requests import INDEXES, REQUESTS
 
@@ -105,4 +105,4 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    event_loop.run(main())

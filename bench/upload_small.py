@@ -45,6 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import dataio
 from bench.harness import emit, start_server, testbed
 from cairn.sdk import Client
+from kernel import event_loop
 from kernel.settings import load_settings
 from kernel.tokens import BuiltinIssuer
 
@@ -186,7 +187,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                                                             scopes=["admin"])
         api, port = start_server(bed.database_uri, database, bed.scratch)
         bed.on_exit(lambda: (api.terminate(), api.wait(timeout=30)))
-        result = asyncio.run(measure(args, f"http://127.0.0.1:{port}", token, bed.scratch))
+        result = event_loop.run(measure(args, f"http://127.0.0.1:{port}", token, bed.scratch))
         shutil.rmtree(bed.scratch / "se", ignore_errors=True)
         return {"database": bed.database_kind, **result}
 

@@ -9,7 +9,6 @@ caller confined to one. Prints JSON with the median and p95 latency of each read
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import shutil
 import statistics
@@ -29,6 +28,7 @@ from cairn.embedded_db import start_ferretdb
 from cairn.server import build_app
 from catalogue import namespace, vos
 from catalogue.files import register_files
+from kernel import event_loop
 from kernel.api_prefix import API_PREFIX
 from kernel.db import get_database
 from kernel.principal import Principal
@@ -90,7 +90,7 @@ def main() -> None:
     scratch = Path(tempfile.mkdtemp(prefix="cairn-bench-vo-"))
     ferret = start_ferretdb(scratch / "db")
     try:
-        figures = asyncio.run(run(args.calls, ferret.uri, scratch / "var"))
+        figures = event_loop.run(run(args.calls, ferret.uri, scratch / "var"))
     finally:
         ferret.stop()
         shutil.rmtree(scratch, ignore_errors=True)
