@@ -13,6 +13,7 @@ switch accounts, and refuses the setting.
 
 from __future__ import annotations
 
+import functools
 import os
 import pwd
 import shutil
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from kernel.errors import ConfigurationError
+from kernel.process import child_preexec
 
 
 @dataclass(frozen=True)
@@ -64,9 +66,27 @@ class PayloadAccount:
         account can change nothing in it), then what is in it."""
         _own(job_dir, 0, 0)
 
-    def process_options(self) -> dict[str, Any]:
-        """`asyncio.create_subprocess_exec` options that start the payload as the account."""
-        return {"user": self.uid, "group": self.gid, "extra_groups": []}
+    def process_options(self, job_dir: Path) -> dict[str, Any]:
+        """`asyncio.create_subprocess_exec` options that start the payload as the account in
+        job_dir: the switch is made in the child before exec (`become`), not with subprocess's
+        `user`/`group` options, which uvloop's subprocesses do not take (`kernel.event_loop`);
+        and no `cwd`, which uvloop would enter after the switch (the account may not pass the
+        directories above it)."""
+        return {"preexec_fn": functools.partial(become, self.uid, self.gid, str(job_dir))}
+
+
+def become(uid: int, gid: int, cwd: str) -> None:
+    """Runs in the payload's child before exec: enter cwd (still as root), drop every group but
+    the account's, then its gid and uid (real, effective and saved: there is no way back to
+    root); fail, and so start nothing, unless the switch took. Then what every child of a Cairn
+    process does (`child_preexec`: its death signal is set after the switch, which clears it)."""
+    os.chdir(cwd)
+    os.setgroups([])
+    os.setresgid(gid, gid, gid)
+    os.setresuid(uid, uid, uid)
+    if os.getresuid() != (uid, uid, uid) or os.getresgid() != (gid, gid, gid) or os.getgroups():
+        raise OSError("the switch to the payload account did not take")
+    child_preexec()
 
 
 def _own(top: Path, uid: int, gid: int) -> None:

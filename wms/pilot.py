@@ -216,15 +216,15 @@ class Pilot(Daemon):
         env = payload_environment(os.environ)
         env.update({"CAIRN_JOB_ID": str(order["id"]), "CAIRN_JOB_ATTEMPT": str(order["attempt"]),
                     "CAIRN_SITE": self.site})
-        account: dict[str, Any] = {}
+        options: dict[str, Any] = {"preexec_fn": child_preexec, "cwd": job_dir}
         if self.account is not None:
             env["HOME"] = str(job_dir)
-            account = self.account.process_options()
+            options = self.account.process_options(job_dir)  # its preexec_fn enters job_dir, ends with child_preexec
         out, err = logs
         try:
             proc = await asyncio.create_subprocess_exec(
-                order["executable"], *order["arguments"], cwd=job_dir, stdout=out, stderr=err, env=env,
-                preexec_fn=child_preexec, start_new_session=True, **account,
+                order["executable"], *order["arguments"], stdout=out, stderr=err, env=env,
+                start_new_session=True, **options,
             )
         except (OSError, ValueError) as exc:  # ValueError: a NUL in a job stored before they were refused
             return None, f"cannot start {order['executable']}: {getattr(exc, 'strerror', None) or exc}"
