@@ -33,7 +33,9 @@ from schemathesis.specs.openapi.checks import (
 from kernel.db import Document
 from tests.fixtures.api import RunningApi
 
-EXAMPLES_PER_MODE = 12
+# Valid calls reach further into the handlers than invalid ones, which mostly meet the body's
+# model: 10 and 6 per operation (12 and 12 took 74 s of the suite for 3603 calls).
+EXAMPLES = {GenerationMode.POSITIVE: 10, GenerationMode.NEGATIVE: 6}
 BUDGET_S = 170
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
 # Streams answer NDJSON whose lines the document cannot describe; their status is still checked.
@@ -66,7 +68,7 @@ class Run:
                                  f"{response.text[:200]!r}: {'; '.join(kinds)}\n  {case.as_curl_command()[:300]}")
 
     def exercise(self, operation: APIOperation, mode: GenerationMode) -> None:
-        @settings(max_examples=EXAMPLES_PER_MODE, derandomize=True, database=None, deadline=None,
+        @settings(max_examples=EXAMPLES[mode], derandomize=True, database=None, deadline=None,
                   phases=[Phase.explicit, Phase.generate], suppress_health_check=list(HealthCheck))
         @given(case=operation.as_strategy(mode))
         def run(case: schemathesis.Case) -> None:
