@@ -36,7 +36,7 @@ from pymongo import UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 
 from catalogue.usage import COUNTING, KEYS, KIND, NOTES, PENDING, USAGE, USAGE_CLAIMS
-from kernel.counters import SATURATED, counter_write
+from kernel.counters import SATURATED, bounded, counter_write
 from kernel.db import INDEX_ORDER, Document, bulk_write_chunked, database_errors, read_by_ids
 from kernel.errors import InvalidInput
 
@@ -79,13 +79,17 @@ async def settle(db: AsyncDatabase[Document], call: str, keys: Sequence[str], de
     counter bound that kept moving) are left to the sweep."""
     pending = list(keys)
     projection = {"files": 1, "replicas": 1, "bytes": 1, SATURATED: 1, f"{NOTES}.{call}": 1}
-    for _ in range(SETTLE_ROUNDS):
+    for round_ in range(SETTLE_ROUNDS):
         with database_errors():
-            if deltas:  # the counters as they are, for their bounds (`counter_write`)
+            if not deltas or (round_ == 0 and _unread_will_do(deltas)):
+                # Nothing to add (every file failed or was there already): only the notes go. Or a
+                # first try unread: each `$inc` guarded against passing its bound does not need the
+                # counters (`counter_write` of an unread record); one that misses (a counter near
+                # the bound, a note settled by another) is read in the next round. One command less.
+                noted = {key: {} for key in pending}
+            else:  # the counters as they are, for their bounds (`counter_write`)
                 noted = {d["_id"]: d async for d in read_by_ids(db[USAGE], pending, projection)
                          if call in (d.get(NOTES) or {})}
-            else:  # nothing to add (every file failed or was there already): only the notes go
-                noted = {key: {} for key in pending}
             if not noted:
                 break
             updates = [_settling(key, call, record, deltas.get(key, {})) for key, record in noted.items()]
@@ -99,6 +103,12 @@ async def settle(db: AsyncDatabase[Document], call: str, keys: Sequence[str], de
             await db[USAGE_CLAIMS].update_one({"_id": call}, {"$unset": {PENDING: "", KEYS: ""}})
         else:
             await db[USAGE_CLAIMS].delete_one({"_id": call})
+
+
+def _unread_will_do(deltas: Deltas) -> bool:
+    """Whether every delta alone fits the int64 range, so that `counter_write` of an unread
+    record makes a guarded `$inc` (a sum that may pass the range needs the counters read)."""
+    return all(bounded(v) == v for delta in deltas.values() for v in delta.values())
 
 
 def _settling(key: str, call: str, record: Document, delta: Mapping[str, int]) -> UpdateOne:
