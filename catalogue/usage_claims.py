@@ -86,7 +86,7 @@ async def settle(db: AsyncDatabase[Document], call: str, keys: Sequence[str], de
                 # first try unread: each `$inc` guarded against passing its bound does not need the
                 # counters (`counter_write` of an unread record); one that misses (a counter near
                 # the bound, a note settled by another) is read in the next round. One command less.
-                noted = {key: {} for key in pending}
+                noted: dict[str, Document] = {key: {} for key in pending}
             else:  # the counters as they are, for their bounds (`counter_write`)
                 noted = {d["_id"]: d async for d in read_by_ids(db[USAGE], pending, projection)
                          if call in (d.get(NOTES) or {})}
