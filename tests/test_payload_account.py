@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import os
 import pwd
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -47,3 +49,25 @@ async def test_a_root_pilots_payload_runs_as_its_account_and_cannot_read_the_pil
     assert link_job["state"] == "failed" and "leads out of the job's directory" in link_job["reason"]
     assert await grid.db["files"].find_one({"_id": "/cta/out/key.txt"}) is None
     assert not list((tmp_path / "payloads").iterdir())  # each job's directory went with its job
+
+
+def _become_in_a_child(cwd: str) -> subprocess.CompletedProcess[str]:
+    """`become` nobody in a child process (never in this one), which then says who it is."""
+    nobody = pwd.getpwnam("nobody")
+    code = ("import os; from wms.payload_account import become; "
+            f"become({nobody.pw_uid}, {nobody.pw_gid}, {cwd!r}); "
+            "print(os.getresuid(), os.getresgid(), os.getgroups(), os.getcwd())")
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                          cwd=Path(__file__).resolve().parent.parent)
+
+
+def test_the_switch_drops_every_group_and_id_for_good_and_fails_closed(tmp_path: Path) -> None:
+    nobody = pwd.getpwnam("nobody")
+    job = tmp_path / "job"
+    job.mkdir()
+    tmp_path.chmod(0o700)  # the account cannot pass it: the directory is entered before the switch
+    done = _become_in_a_child(str(job))
+    uid, gid = nobody.pw_uid, nobody.pw_gid
+    assert done.stdout.strip() == f"{(uid, uid, uid)} {(gid, gid, gid)} [] {job}", done.stderr
+    failed = _become_in_a_child(str(tmp_path / "gone"))
+    assert failed.returncode != 0 and "FileNotFoundError" in failed.stderr and not failed.stdout

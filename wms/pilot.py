@@ -26,6 +26,7 @@ import logging
 import os
 import shutil
 import signal
+import subprocess
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -228,6 +229,9 @@ class Pilot(Daemon):
             )
         except (OSError, ValueError) as exc:  # ValueError: a NUL in a job stored before they were refused
             return None, f"cannot start {order['executable']}: {getattr(exc, 'strerror', None) or exc}"
+        except subprocess.SubprocessError:  # the payload account's step before exec failed (`become`)
+            return None, (f"cannot start {order['executable']}: could not enter its job directory as payload "
+                          f"account {self.account.name if self.account else '?'}")
         waiter = asyncio.create_task(proc.wait())
         stop = asyncio.create_task(_first(kill, lost, self._stop))
         done, _ = await asyncio.wait({waiter, stop}, timeout=order["time_limit_s"],
