@@ -34,7 +34,10 @@ from transfers import destination, queueing
 from transfers import requests as rq
 from transfers.worker import TransferWorker
 
-ROUNDS = {"file": 120, "root": 40}
+# Random interleavings on top of the two windows the tests below hold open one at a time (an upload
+# meeting a transfer's copy, a transfer meeting an upload's hold). Before the fix 2-8 of 120 disk
+# rounds and 2 of 40 XRootD rounds went wrong.
+ROUNDS = {"file": 60, "root": 40}
 SIZE = 256 << 10
 BIG = 256 << 20  # a copy lasting a few seconds
 
