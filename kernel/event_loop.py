@@ -1,14 +1,15 @@
-"""The event loop every Cairn process runs on: uvloop where it is installed (a dependency on
-Linux), asyncio's own otherwise or when CAIRN_EVENT_LOOP=asyncio says so.
+"""The event loop every Cairn process runs on: Python's own (asyncio), or uvloop when
+CAIRN_EVENT_LOOP=uvloop says so (a dependency on Linux).
 
-uvloop runs the same asyncio code with its I/O in libuv. Measured on this project (quiet machine,
-two pairs): four test files that put the API server, the database driver and the HTTP client in
-one loop took 6-9% less time (78.5 / 73.2 s on asyncio's loop, 71.1 / 68.8 s on uvloop);
-transfers of 1000 small files by the daemons were no faster (one run each: 148 files/s on uvloop,
-172 on asyncio's, 0.69x and 0.72x `xrdcp --parallel 8` in the same runs; `cairn upload` 1.53 s
-against 1.98 s; `bench/results/event_loop_ab.json`). The switch is for an
-operator who meets a difference: one was found and fixed (uvloop's subprocesses take no
-user/group options; `wms.payload_account` switches accounts itself).
+Measured on this project, quiet machine (`bench/results/event_loop_ab.json`): on uvloop, four test
+files that put the API server, the database driver and the HTTP client in one loop took 6-9% less
+time (asyncio 78.5 / 73.2 s, uvloop 71.1 / 68.8 s), and `cairn upload` of 1000 small files 1.53 s
+against 1.98 s; but the transfer daemons copied 1000 small files 10-14% slower (two pairs: 172 / 200.6
+files/s on asyncio's loop, 148 / 179.3 on uvloop; 0.72 / 0.68x against 0.69 / 0.59x `xrdcp
+--parallel 8` in the same runs). Transfers are what an installation spends its time on, so the
+default stays asyncio's loop; an API-heavy installation may choose uvloop. Both run the whole suite
+(the tests run on the configured loop, `tests/conftest.py`); one difference was found and fixed:
+uvloop's subprocesses take no user/group options (`wms.payload_account` switches accounts itself).
 """
 
 from __future__ import annotations
@@ -22,24 +23,20 @@ from kernel.errors import ConfigurationError
 
 T = TypeVar("T")
 ENV = "CAIRN_EVENT_LOOP"
-CHOICES = ("uvloop", "asyncio")
+CHOICES = ("asyncio", "uvloop")
 
 
 def loop_name() -> str:
-    """The loop this process runs: CAIRN_EVENT_LOOP if set (uvloop, asyncio), else uvloop when
-    importable."""
-    wanted = os.environ.get(ENV, "").strip().lower()
-    if wanted and wanted not in CHOICES:
+    """The loop this process runs: CAIRN_EVENT_LOOP (asyncio, uvloop), by default asyncio."""
+    wanted = os.environ.get(ENV, "").strip().lower() or "asyncio"
+    if wanted not in CHOICES:
         raise ConfigurationError(f"{ENV}={wanted!r}: give one of {', '.join(CHOICES)}")
-    if wanted == "asyncio":
-        return "asyncio"
-    try:
-        import uvloop  # noqa: F401
-    except ImportError:
-        if wanted == "uvloop":
+    if wanted == "uvloop":
+        try:
+            import uvloop  # noqa: F401
+        except ImportError:
             raise ConfigurationError(f"{ENV}=uvloop, but uvloop is not installed (pip install uvloop)") from None
-        return "asyncio"
-    return "uvloop"
+    return wanted
 
 
 def loop_factory() -> Callable[[], asyncio.AbstractEventLoop]:

@@ -1,5 +1,5 @@
 """Test bed: real servers on loopback (see tests/fixtures/). The tests run on the event loop the
-product runs on (`kernel.event_loop`: uvloop unless CAIRN_EVENT_LOOP=asyncio)."""
+product is configured to run on (`kernel.event_loop`: asyncio's, or CAIRN_EVENT_LOOP=uvloop)."""
 
 from __future__ import annotations
 

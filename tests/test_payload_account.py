@@ -30,6 +30,9 @@ async def test_a_root_pilots_payload_runs_as_its_account_and_cannot_read_the_pil
     secret.chmod(0o600)
     monkeypatch.setenv("CAIRN_WMS_PAYLOAD_USER", "nobody")
     monkeypatch.setenv("CAIRN_WMS_PAYLOAD_DIR", str(tmp_path / "payloads"))
+    # The pilot on uvloop (the other loop `kernel.event_loop` offers), whose subprocesses take no
+    # user/group options: the switch to the account is the payload's own step before exec.
+    monkeypatch.setenv("CAIRN_EVENT_LOOP", "uvloop")
     await grid.add_file("/cta/data/in.dat", b"input bytes\n", ["SITE-A-DISK"])
     script = (f"id -u; cat {secret} || echo refused; ln -s {secret} key.txt; "
               "cat in.dat > result.txt; (sleep 30 &) ; echo ran")
