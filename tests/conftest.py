@@ -1,14 +1,7 @@
-"""Test bed: real servers on loopback (see tests/fixtures/). The tests run on the event loop the
-product is configured to run on (`kernel.event_loop`: asyncio's, or CAIRN_EVENT_LOOP=uvloop)."""
+"""Test bed: real servers on loopback (see tests/fixtures/). The tests run on asyncio's loop, the
+product's default (`kernel.event_loop`); processes they start take CAIRN_EVENT_LOOP from them."""
 
 from __future__ import annotations
-
-import asyncio
-from collections.abc import Callable, Mapping
-
-import pytest
-
-from kernel import event_loop
 
 pytest_plugins = [
     "tests.fixtures.endpoints",
@@ -29,9 +22,3 @@ pytest_plugins = [
     "tests.fixtures.browser",
 ]
 
-
-def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item
-                                  ) -> Mapping[str, Callable[[], asyncio.AbstractEventLoop]]:
-    """One loop kind for every async test and fixture: the product's (a single factory leaves
-    the tests' names as they are)."""
-    return {event_loop.loop_name(): event_loop.loop_factory()}
