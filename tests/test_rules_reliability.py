@@ -33,7 +33,10 @@ MAX_KILLS = 40
 # not killed here; a long lease keeps a slow copy on a loaded machine from being taken over and
 # made twice (their own kill test is tests/test_transfer_reliability.py).
 TRANSFERS = {"lease_s": 20, "retry_base_s": 0.2, "retry_cap_s": 2, "idle_sleep_s": 0.2}
-RULES = {"lease_s": 3, "poll_s": 0.5, "idle_sleep_s": 0.2, "batch": 40}
+# Backoff capped at 2 s: a pass that raises under a loaded machine (a lost 3 s lease) was taken
+# again after up to 64 s (poll_s * 2**7), and one fresh-clone run waited 134 s (13 s otherwise);
+# the growing delay and its cap are tested on their own (tests/test_rule_poison.py).
+RULES = {"lease_s": 3, "poll_s": 0.5, "idle_sleep_s": 0.2, "batch": 40, "backoff_max_s": 2}
 
 
 def rule_env(settings: Settings) -> dict[str, str]:
