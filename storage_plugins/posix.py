@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import contextlib
 import errno
 import os
 import stat
@@ -111,6 +112,16 @@ def _real_path(path: Path, real_dirs: dict[str, str]) -> str:
     return os.path.join(real_parent, name)
 
 
+_NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    """os.write until all of data is written (a write may take only part of it)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
 def _copy_file(source: Path, url: str, root: str | None, chunk_size: int, expected_adler32: str | None,
                stop: threading.Event, real_dirs: dict[str, str], made_dirs: set[str]) -> tuple[int, str]:
     """Copy a local file to url's path (through a partial file, renamed when complete and, with
@@ -121,20 +132,34 @@ def _copy_file(source: Path, url: str, root: str | None, chunk_size: int, expect
     if (parent := str(path.parent)) not in made_dirs:
         path.parent.mkdir(parents=True, exist_ok=True)
         made_dirs.add(parent)
-    partial = path.with_name(partial_name(path.name))
+    partial = os.path.join(parent, partial_name(path.name))
     digest = Adler32()
+    # File descriptors, not Python file objects: a small file's copy is mostly system calls, and
+    # the objects' set-up cost as much again (1000 x 100 KiB: CPU 0.60-0.77 s against 0.38-0.58).
+    # The partial name is new (random suffix): created exclusively, never through a symlink.
+    created = False
     try:
-        with source.open("rb") as src, partial.open("wb") as dst:
-            while chunk := src.read(chunk_size):
-                if stop.is_set():
-                    raise InterruptedError(f"copy of {source} to {url} stopped")
-                digest.update(chunk)
-                dst.write(chunk)
+        source_fd = os.open(source, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            target_fd = os.open(partial, _NEW_FILE, 0o666)
+            created = True
+            try:
+                while chunk := os.read(source_fd, chunk_size):
+                    if stop.is_set():
+                        raise InterruptedError(f"copy of {source} to {url} stopped")
+                    digest.update(chunk)
+                    _write_all(target_fd, chunk)
+            finally:
+                os.close(target_fd)
+        finally:
+            os.close(source_fd)
         if expected_adler32 is not None and digest.hexdigest() != expected_adler32:
             raise ChecksumMismatch(url, expected_adler32, digest.hexdigest())
         os.replace(partial, path)
     except BaseException:
-        partial.unlink(missing_ok=True)
+        if created:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(partial)
         raise
     return digest.size, digest.hexdigest()
 
