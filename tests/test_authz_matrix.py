@@ -303,19 +303,35 @@ async def test_every_route_answers_every_caller_as_the_matrix_says(world: World)
     await bobs_objects(world)
     wrong: list[str] = []
     state = await world.snapshot()
+
+    async def unchanged_by(callers: list[str], key: str) -> dict[str, Any]:
+        """The state now, after checking that `callers` (none of whom may change it) did not."""
+        after = await world.snapshot()
+        if after != state:
+            wrong.append(f"{key} as {' or '.join(callers)}: changed the database or storage")
+        return after
+
     for key, policy in routes:
         case = MATRIX[key]
         method = key.split(" ", 1)[0]
         path = case.path.format(**MATRIX_IDS)
+        # The state is read once after a run of callers who may not change it (the snapshot is
+        # most of this test's time), and after each caller who may.
+        quiet: list[str] = []
         for who in ("mallory", "dave", *USERS):
             body = case.body(who if who in USERS else "bob") if callable(case.body) else case.body
             generic = who in ("mallory", "dave") or policy == "admin"
+            may_change = not generic and who in case.changes
+            if may_change and quiet:
+                state, quiet = await unchanged_by(quiet, key), []
             expected = generic_status(policy, who) if who in ("mallory", "dave") else case.status_for(who)
             status, answer = await world.call(who, method, path, body, case.params or None)
             if status != expected:
                 wrong.append(f"{key} as {who}: {status} (expected {expected}) {str(answer)[:200]}")
-            after = await world.snapshot()
-            if (generic or who not in case.changes) and after != state:
-                wrong.append(f"{key} as {who}: changed the database or storage ({status})")
-            state = after
+            if may_change:
+                state = await world.snapshot()
+            else:
+                quiet.append(f"{who} ({status})")
+        if quiet:
+            state = await unchanged_by(quiet, key)
     assert not wrong, "\n".join(wrong)
