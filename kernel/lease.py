@@ -122,7 +122,12 @@ async def under_named_lease(db: AsyncDatabase[Document], name: str, owner: str, 
     """Run `work` holding the named lease `name` (renewed every third of its length), then give
     it up; (False, None) without running it when someone else holds the lease, or once it was lost."""
     since = time.monotonic()
-    if not await acquire(db, name, owner, lease_s=lease_s):
+    try:
+        acquired = await acquire(db, name, owner, lease_s=lease_s)
+    except BaseException:  # cancelled, or the database away: `work` never starts
+        work.close()
+        raise
+    if not acquired:
         work.close()
         return False, None
     try:
