@@ -59,6 +59,15 @@ def tcp_listeners(pid: int) -> list[str]:
     return [line for line in lines if f"pid={pid}," in line]
 
 
+
+def _cmdline(process: Path) -> bytes:
+    """A process's command line, or nothing once it has ended (the other test worker's processes
+    come and go while /proc is read)."""
+    try:
+        return (process / "cmdline").read_bytes()
+    except OSError:
+        return b""
+
 def test_another_account_reaches_neither_the_database_nor_the_token() -> None:
     workdir = Path(tempfile.mkdtemp(prefix="cairn-up-private-"))
     try:
@@ -74,8 +83,7 @@ def test_another_account_reaches_neither_the_database_nor_the_token() -> None:
             socket_path = unquote(uri.group(1).removeprefix("mongodb://").rstrip("/"))
             assert socket_path == str(var.resolve() / "db" / "ferretdb.sock")
             ferretdb = [p for p in Path("/proc").glob("[0-9]*")
-                        if (p / "cmdline").is_file() and b"--listen-unix" in (p / "cmdline").read_bytes()
-                        and socket_path.encode() in (p / "cmdline").read_bytes()]
+                        if b"--listen-unix" in (line := _cmdline(p)) and socket_path.encode() in line]
             assert len(ferretdb) == 1
             assert tcp_listeners(int(ferretdb[0].name)) == []  # no port any account could reach
             modes = {name: stat.S_IMODE((var / name).stat().st_mode) for name in ("", "db", "client.json")}
