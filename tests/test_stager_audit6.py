@@ -107,9 +107,13 @@ async def test_a_stage_request_cancelled_while_its_recall_is_asked_leaves_no_pin
     with tape_lock_held(cache):
         cycle = asyncio.create_task(stager.run_once())
 
-        async def claimed() -> bool:
-            return bool(await database[rq.REQUESTS].count_documents({"_id": request_id, "state": "active"}))
-        await _until(claimed, 10)
+        async def noted() -> bool:
+            """The recall is noted on the request: the ask comes next (and waits for the drive).
+            A cancel landing before the note leaves nothing to ask (that stager stops), as a
+            loaded machine once showed while this waited only for the claim."""
+            return bool(await database[rq.REQUESTS].count_documents(
+                {"_id": request_id, "state": "active", "recall": {"$exists": True}}))
+        await _until(noted, 10)
         assert await cancellation.cancel(database, {"_id": request_id}) == 1  # the user cancels meanwhile
     await cycle
     await stager.run(max_cycles=3)
