@@ -90,6 +90,5 @@ def run_server(settings: Settings) -> None:
     app = build_app(settings)
     load_converters()
     settle_collector()
-    loop = event_loop.new_loop() if event_loop.loop_name() == "uvloop" else None  # None: aiohttp's own
-    web.run_app(app, loop=loop, host=settings.api_host, port=settings.api_port, print=None,
+    web.run_app(app, loop=event_loop.chosen_loop(), host=settings.api_host, port=settings.api_port, print=None,
                 access_log=None, shutdown_timeout=10, keepalive_timeout=settings.keepalive_s)

@@ -51,6 +51,12 @@ def new_loop() -> asyncio.AbstractEventLoop:
     return loop_factory()()
 
 
+def chosen_loop() -> asyncio.AbstractEventLoop | None:
+    """A new loop for a library that makes its own by default (aiohttp's `run_app`): uvloop's when
+    chosen, else None, so that asyncio's default runs exactly as the library runs it."""
+    return new_loop() if loop_name() == "uvloop" else None
+
+
 def run(coro: Coroutine[Any, Any, T]) -> T:
     """`asyncio.run` on this process's kind of loop (asyncio's: `asyncio.run` itself)."""
     if loop_name() == "asyncio":
