@@ -71,7 +71,7 @@ INDEXES = [
     IndexSpec(CONTAINER_CHILDREN, [("container", 1), ("child", 1)], name="container_children_by_container",
               index_order=True),
     # the containers holding a DID (the walks up: a rule's triggers, on every attach; cycle checks),
-    # one DID at a time under INDEX_ORDER on the embedded database (`find_by_values`)
+    # one indexed `$in` under INDEX_ORDER on the embedded database too (`find_by_values`)
     IndexSpec(CONTAINER_CHILDREN, [("child", 1)], name="container_children_by_child", index_order=True),
 ]
 

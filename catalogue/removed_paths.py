@@ -181,7 +181,8 @@ async def removal_states(db: AsyncDatabase[Document], targets: Iterable[Target]
 
 async def _files_by_guid(db: AsyncDatabase[Document], guids: Iterable[str]) -> dict[str, Document]:
     """The files of these GUIDs, IN_TURN_MAX GUIDs a `find_by_values` so that each is read from
-    `files_by_guid` on Cairn's FerretDB too (more in one go are one `$in` over every file there)."""
+    `files_by_guid` on Cairn's FerretDB builds before cairn.14 too (more in one go are one `$in`
+    over every file there; from cairn.14 each call is one indexed `$in`)."""
     wanted, found = sorted(guids), dict[str, Document]()
     for start in range(0, len(wanted), IN_TURN_MAX):
         found.update((doc["guid"], doc) for doc in await find_by_values(

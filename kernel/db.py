@@ -352,23 +352,36 @@ async def find_in_turn(collection: Any, queries: Iterable[Document], projection:
     return found
 
 
-# Values up to which `find_by_values` asks Cairn's FerretDB build one indexed find per value
-# rather than one `$in` (which the build answers by reading every document).
+# Values up to which `find_by_values` asks Cairn's FerretDB build before its fourteenth version
+# one indexed find per value rather than one `$in` (which such a build answers by reading every
+# document).
 IN_TURN_MAX = 256
+# The build from which a find that is one field's `$in` of strings, under INDEX_ORDER, is read
+# from the field's index (one index seek per value, in one query).
+INDEX_IN_BUILD = 14
 
 
 async def find_by_values(collection: Any, field: str, values: Iterable[str], projection: Any = None
                          ) -> list[Document]:
     """The documents whose top-level string `field` (never an array) is one of `values`, from its
-    index on any server: one `$in` where the server reads secondary indexes; on Cairn's FerretDB
-    build, which reads an index only for a find of one value under INDEX_ORDER (the index must be
-    declared `index_order`), one such find per value, all at once, up to IN_TURN_MAX values (more
-    are one `$in`: a read of every document there, cheaper than that many round trips)."""
+    index on any server: one `$in` per READ_SLICE values where the server reads secondary indexes,
+    and on Cairn's FerretDB build from its fourteenth version (under INDEX_ORDER; the index must be
+    declared `index_order`); on its builds 10-13, which read an index only for a find of one value,
+    one such find per value, all at once, up to IN_TURN_MAX values (more are one `$in`: a read of
+    every document there, cheaper than that many round trips)."""
     wanted = sorted(set(values))
     if not wanted:
         return []
     with database_errors():
-        if len(wanted) > IN_TURN_MAX or await cairn_build_at(collection.database) < 10:
+        build = await cairn_build_at(collection.database)
+        if build >= INDEX_IN_BUILD or build == 0:
+            comment = INDEX_ORDER if build else None
+            found: list[Document] = []
+            for start in range(0, len(wanted), READ_SLICE):
+                found += await collection.find({field: {"$in": wanted[start:start + READ_SLICE]}}, projection,
+                                               comment=comment).to_list()
+            return found
+        if len(wanted) > IN_TURN_MAX or build < 10:
             return list(await collection.find({field: {"$in": wanted}}, projection).to_list())
         pages = await asyncio.gather(*(collection.find({field: value}, projection, comment=INDEX_ORDER).to_list()
                                        for value in wanted))

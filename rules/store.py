@@ -23,7 +23,7 @@ from rules.triggers import RULES
 
 INDEXES = [
     # rules of a DID (re-evaluation trigger, `rule list --did`)
-    # the rules on a DID: made on the embedded database too, read one DID at a time under INDEX_ORDER
+    # the rules on a DID: made on the embedded database too, read by `$in` under INDEX_ORDER
     # (`rules.triggers`: every attach marks the rules on the DID and the containers above it)
     IndexSpec(RULES, [("did", 1)], name="rules_by_did", index_order=True),
     IndexSpec(RULES, [("account", 1), ("created", -1)], name="rules_by_account"),

@@ -27,7 +27,7 @@ async def ancestors(db: AsyncDatabase[Document], dids: Iterable[str]) -> set[str
 async def content_changed(db: AsyncDatabase[Document], dids: Iterable[str]) -> int:
     """Mark the rules on these DIDs (and on containers holding them) for re-evaluation."""
     affected = await ancestors(db, dids)
-    # Index: rules_by_did (`find_by_values`: one DID at a time on the embedded database), then `_id`.
+    # Index: rules_by_did (`find_by_values`: one indexed `$in` on the embedded database too), then `_id`.
     ids = sorted(doc["_id"] for doc in await find_by_values(db[RULES], "did", affected, {"_id": 1}))
     modified = 0
     with database_errors():

@@ -5,7 +5,8 @@ back exactly as stored, field order included (the build decodes them in one pass
 unprojected ones without copying, and projections of top-level fields without copying either),
 also through kernel.db.read_by_ids's overlapping slices and kernel.db.for_output's naive
 datetimes; finds under kernel.db.INDEX_ORDER (read from an index on the build) answer like
-finds sorted in memory."""
+finds sorted in memory, and kernel.db.find_by_values (a lone `$in` read from an index on the
+build from cairn.14) like a recount."""
 
 from __future__ import annotations
 
@@ -20,11 +21,14 @@ from pymongo import UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 
 from kernel.db import (
+    INDEX_IN_BUILD,
     INDEX_ORDER,
     READ_SLICE,
     Document,
     IndexSpec,
+    cairn_build_at,
     ensure_indexes,
+    find_by_values,
     for_output,
     read_by_ids,
     serves_index_order,
@@ -271,3 +275,43 @@ async def test_the_build_reads_index_order_from_the_index(database: AsyncDatabas
         from_index = await probe.find({"state": "queued"}, comment=INDEX_ORDER).sort(key, 1).to_list()
         assert "".join(d["_id"] for d in in_memory) == in_memory_order
         assert "".join(d["_id"] for d in from_index) == index_order
+
+
+async def test_find_by_values_answers_like_a_recount(database: AsyncDatabase[Document]) -> None:
+    """`find_by_values` (one indexed `$in` per slice on the build from cairn.14, one find per value
+    before) answers exactly the documents whose field holds one of the values: odd strings, values
+    no document holds, more values than a slice, an `$in` the build does not take over (a value
+    that is not a string) and a field beside a sparse index's missing values."""
+    probe = database["values_probe"]
+    await ensure_indexes(database, [IndexSpec("values_probe", [("guid", 1)], name="values_guid", unique=True,
+                                              sparse=True, index_order=True)])
+    odd = ODD_STRINGS
+    docs: list[Document] = [{"_id": f"d{i:05d}", "guid": f"{odd[i % len(odd)]}-{i}"} for i in range(2500)]
+    docs += [{"_id": "no-guid"}, {"_id": "null-guid", "guid": None}]
+    await probe.insert_many(docs)
+    rng = random.Random(14)
+    for count in (1, 7, READ_SLICE + 301):
+        values = [d["guid"] for d in rng.sample(docs[:2500], count)] + [f"missing-{i}" for i in range(count // 3)]
+        found = await find_by_values(probe, "guid", values + values[:5], {"guid": 1})
+        assert sorted(d["_id"] for d in found) == sorted(d["_id"] for d in docs[:2500] if d["guid"] in set(values))
+    mixed = await probe.find({"guid": {"$in": [docs[3]["guid"], None]}}, {"_id": 1}, comment=INDEX_ORDER).to_list()
+    assert sorted(d["_id"] for d in mixed) == sorted(["d00003", "no-guid", "null-guid"])
+
+
+async def test_the_build_reads_a_lone_in_from_the_index(database: AsyncDatabase[Document]) -> None:
+    """On the build from cairn.14, a find under INDEX_ORDER whose whole filter is one field's `$in`
+    of strings is read from that field's index, which the promise's breach shows: an array holding
+    the value is not the value. An `$in` beside another condition is not taken over (the handler
+    matches the array)."""
+    if await cairn_build_at(database) < INDEX_IN_BUILD:
+        pytest.skip("the server is not Cairn's FerretDB build from cairn.14")
+    probe = database["lone_in_probe"]
+    await ensure_indexes(database, [IndexSpec("lone_in_probe", [("state", 1)], name="lone_in_state",
+                                              index_order=True)])
+    await probe.insert_many([{"_id": "a", "state": "queued", "n": 1}, {"_id": "b", "state": ["queued"], "n": 1},
+                             {"_id": "c", "state": "done", "n": 1}])
+    lone = {"state": {"$in": ["queued", "gone"]}}
+    assert sorted(d["_id"] for d in await probe.find(lone).to_list()) == ["a", "b"]
+    assert [d["_id"] for d in await probe.find(lone, comment=INDEX_ORDER).to_list()] == ["a"]
+    beside = {**lone, "n": 1}
+    assert sorted(d["_id"] for d in await probe.find(beside, comment=INDEX_ORDER).to_list()) == ["a", "b"]

@@ -21,7 +21,8 @@ const CairnIDOrder = "cairn:id-order"
 
 // cairnIDWhere narrows a query to the `_id` values its filter names: `_id: <string|ObjectID>`,
 // `_id: {$in: [<string|ObjectID>...]}` and, with the CairnIDOrder comment, `_id: {$gt|$gte|$lt|$lte:
-// <string>}`; with the CairnIndexOrder comment, to its fields' string equalities (see there);
+// <string>}`; with the CairnIndexOrder comment, to its fields' string equalities and bounds, or
+// the filter's one `$in` of strings (see there);
 // at the top level or in the elements of a top-level `$and`. Only conditions the
 // filter implies are pushed (a subset of a conjunction), and the handler applies the whole
 // filter to what comes back, so anything else is simply not narrowed.
@@ -48,6 +49,10 @@ func cairnIDWhere(filter *types.Document, comment string) (string, []any) {
 		args = append(args, a...)
 	}
 	add(filter)
+	if fields {
+		c, a := cairnOnlyIn(filter)
+		clauses, args = append(clauses, c...), append(args, a...)
+	}
 	if and, err := filter.Get("$and"); err == nil {
 		if parts, ok := and.(*types.Array); ok {
 			for i := 0; i < parts.Len(); i++ {

@@ -12,8 +12,8 @@ import (
 
 // CairnIndexOrder is the query comment by which a caller declares two things of a find:
 //   - no field its filter compares with a string or a boolean at the top level (or in a
-//     top-level `$and`) holds an array in any document (MongoDB's `{f: "x"}` also matches an
-//     array holding "x"), the strings it bounds (`$gt`, `$lt`...) sort like their JSON text
+//     top-level `$and`), or whose `$in` of strings is the whole filter, holds an array in any
+//     document (MongoDB's `{f: "x"}` also matches an array holding "x"), the strings it bounds (`$gt`, `$lt`...) sort like their JSON text
 //     (as for CairnIDOrder), and a field it bounds by a date holds dates (or null) only;
 //   - each field of its sort holds, in every document the filter matches, values of one kind
 //     whose JSON text sorts like the values: strings as for CairnIDOrder, non-negative integers
@@ -63,6 +63,36 @@ func cairnFieldEqualities(doc *types.Document) ([]string, []any) {
 		}
 	}
 	return clauses, args
+}
+
+// cairnOnlyIn is the SQL of a filter that is one top-level field's `$in` of 1 to cairnMaxIn
+// strings and nothing else (`{f: {$in: [...]}}`, what kernel.db.find_by_values asks): JSON text
+// among the values' texts, which SQLite reads from the field's index one value at a time. Only
+// that shape: an `$in` beside other conditions or a sort could turn SQLite's plan away from the
+// index that serves them (a claim's `kind: {$in: ...}` with its queue order).
+func cairnOnlyIn(filter *types.Document) ([]string, []any) {
+	if filter.Len() != 1 {
+		return nil, nil
+	}
+	key := filter.Keys()[0]
+	ops, ok := must.NotFail(filter.Get(key)).(*types.Document)
+	if key == "_id" || !cairnPlainField(key) || !ok || ops.Len() != 1 || ops.Keys()[0] != "$in" {
+		return nil, nil
+	}
+	values, ok := must.NotFail(ops.Get("$in")).(*types.Array)
+	if !ok || values.Len() == 0 || values.Len() > cairnMaxIn {
+		return nil, nil
+	}
+	args := make([]any, 0, values.Len())
+	for i := 0; i < values.Len(); i++ {
+		s, ok := must.NotFail(values.Get(i)).(string)
+		if !ok {
+			return nil, nil
+		}
+		args = append(args, cairnIDArg(s))
+	}
+	marks := strings.TrimSuffix(strings.Repeat("?, ", len(args)), ", ")
+	return []string{fmt.Sprintf("%s IN (%s)", cairnFieldColumn(key), marks)}, args
 }
 
 // cairnStringRange is the SQL of a field's `$gt`, `$gte`, `$lt` and `$lte` of strings or dates.
