@@ -13,8 +13,9 @@ import (
 // CairnIndexOrder is the query comment by which a caller declares two things of a find:
 //   - no field its filter compares with a string or a boolean at the top level (or in a
 //     top-level `$and`), or whose `$in` of strings is the whole filter, holds an array in any
-//     document (MongoDB's `{f: "x"}` also matches an array holding "x"), the strings it bounds (`$gt`, `$lt`...) sort like their JSON text
-//     (as for CairnIDOrder), and a field it bounds by a date holds dates (or null) only;
+//     document (MongoDB's `{f: "x"}` also matches an array holding "x"), the strings it bounds
+//     (`$gt`, `$lt`...) sort like their JSON text (as for CairnIDOrder), and a field it bounds by
+//     a date holds dates (or null) only;
 //   - each field of its sort holds, in every document the filter matches, values of one kind
 //     whose JSON text sorts like the values: strings as for CairnIDOrder, non-negative integers
 //     of one number of digits, dates (milliseconds since 1970: thirteen digits until 2286); and
