@@ -45,10 +45,10 @@ async def test_many_keys_on_a_directory_cost_the_same_writes_as_one(
     try:
         writes = {}
         for count in (1, 40):
-            counter.commands.clear()
+            counter.clear()
             await set_metadata(db, ADMIN, "/cta/run", {f"k{i}": i for i in range(count)})
             writes[count] = counter.commands.count("update")
-            counter.commands.clear()
+            counter.clear()
             await remove_metadata(db, ADMIN, "/cta/run", [f"k{i}" for i in range(count)])
             writes[-count] = counter.commands.count("update")
         assert writes[40] <= writes[1] + 2 and writes[-40] <= writes[-1] + 2, writes

@@ -78,7 +78,7 @@ async def test_a_batch_costs_the_same_few_commands_whatever_its_size(
     try:
         sizes = {}
         for run, count in (("small", 10), ("large", 2000)):
-            counter.commands.clear()
+            counter.clear()
             files = [a_file(f"/cta/{run}/d{i % 7}/f{i}", ses=("CERN-DISK", "DESY-DISK")) for i in range(count)]
             result = await register_files(db, ADMIN, files)
             assert len(result["successful"]) == count
@@ -98,10 +98,12 @@ async def test_a_batch_costs_the_same_few_commands_whatever_its_size(
         # The same batch again: duplicates are compared with one more query (per slice), their
         # calls' claims are read once (settled: `catalogue.registration_settling`) and tried once,
         # and their events written again (a retried call's may never have been): O(1) per slice.
-        counter.commands.clear()
+        counter.clear()
         again = [a_file(f"/cta/large/d{i % 7}/f{i}", ses=("CERN-DISK", "DESY-DISK")) for i in range(2000)]
         assert len((await register_files(db, ADMIN, again))["successful"]) == 2000
-        # (and the call's own pending claim and notes, taken back: 4 commands whatever the size)
-        assert len(counter.commands) <= 7 * slices + 5, counter.commands
+        # (and the call's own pending claim and notes, taken back: 4 commands whatever the size).
+        # Not counted: the SEs and the VO registry, read again when the first call took longer than
+        # their 2 s caches (a loaded machine: 21 commands, 2 of them those).
+        assert len(counter.besides("storage_elements", "vos")) <= 7 * slices + 5, counter.commands
     finally:
         await client.close()

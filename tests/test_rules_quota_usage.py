@@ -199,7 +199,7 @@ async def test_a_release_costs_the_same_few_commands_whatever_its_size(
     sent = {}
     try:
         for size, part in (("small", locks[:2]), ("large", locks[2:])):
-            counter.commands.clear()
+            counter.clear()
             assert await rule_locks.remove_locks(client[settings.database], rule, part) == len(part)
             sent[size] = list(counter.commands)
     finally:
