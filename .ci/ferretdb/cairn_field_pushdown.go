@@ -127,7 +127,7 @@ func cairnFieldTest(key string, value any, keys *[]string) cairnTest {
 			if s, ok := operand.(string); ok && op == "$eq" && values == nil {
 				values = []any{s}
 			}
-			if in, ok := cairnStrings(operand); ok && op == "$in" && values == nil {
+			if in, ok := cairnStrings(operand, cairnMaxValues); ok && op == "$in" && values == nil {
 				values = in
 			}
 		}
@@ -201,10 +201,10 @@ func cairnTopLevel(row []byte, keys []string) (values [][]byte, ok bool) {
 	return values, depth == 0
 }
 
-// cairnStrings is the values of a `$in` array made only of strings.
-func cairnStrings(in any) ([]any, bool) {
+// cairnStrings is the values of a `$in` array made only of strings, 1 to max of them.
+func cairnStrings(in any, max int) ([]any, bool) {
 	arr, ok := in.(*types.Array)
-	if !ok || arr.Len() == 0 || arr.Len() > cairnMaxValues {
+	if !ok || arr.Len() == 0 || arr.Len() > max {
 		return nil, false
 	}
 	values := make([]any, 0, arr.Len())

@@ -113,8 +113,12 @@ func cairnIDIn(in any) (string, []any) {
 			return "", nil
 		}
 	}
-	marks := strings.TrimSuffix(strings.Repeat("?, ", len(args)), ", ")
-	return fmt.Sprintf(`%s IN (%s)`, metadata.IDColumn, marks), args
+	return cairnIn(metadata.IDColumn, len(args)), args
+}
+
+// cairnIn is `column IN (?, ...)` with n placeholders.
+func cairnIn(column string, n int) string {
+	return fmt.Sprintf(`%s IN (%s)`, column, strings.TrimSuffix(strings.Repeat("?, ", n), ", "))
 }
 
 // cairnOrderBy is `ORDER BY` a sort the handler passed down (of `_id` alone with the CairnIDOrder

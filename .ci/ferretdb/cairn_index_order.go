@@ -80,20 +80,15 @@ func cairnOnlyIn(filter *types.Document) ([]string, []any) {
 	if key == "_id" || !cairnPlainField(key) || !ok || ops.Len() != 1 || ops.Keys()[0] != "$in" {
 		return nil, nil
 	}
-	values, ok := must.NotFail(ops.Get("$in")).(*types.Array)
-	if !ok || values.Len() == 0 || values.Len() > cairnMaxIn {
+	values, ok := cairnStrings(must.NotFail(ops.Get("$in")), cairnMaxIn)
+	if !ok {
 		return nil, nil
 	}
-	args := make([]any, 0, values.Len())
-	for i := 0; i < values.Len(); i++ {
-		s, ok := must.NotFail(values.Get(i)).(string)
-		if !ok {
-			return nil, nil
-		}
+	args := make([]any, 0, len(values))
+	for _, s := range values {
 		args = append(args, cairnIDArg(s))
 	}
-	marks := strings.TrimSuffix(strings.Repeat("?, ", len(args)), ", ")
-	return []string{fmt.Sprintf("%s IN (%s)", cairnFieldColumn(key), marks)}, args
+	return []string{cairnIn(cairnFieldColumn(key), len(args))}, args
 }
 
 // cairnStringRange is the SQL of a field's `$gt`, `$gte`, `$lt` and `$lte` of strings or dates.
