@@ -10,6 +10,8 @@ dataset outlasts any fixed lease), so a second daemon takes a rule over only fro
 died or stalled; a holder that finds its lease taken over stops its work there, as if it had died.
 A holder that stalled (paused past its lease) stops at its next lock write (`rules.locks`:
 `kernel.lease.check_held`) instead of writing locks for a rule its successor may have removed.
+Before its work, a holder settles the quota charges a killed predecessor left noted
+(`rules.quota_notes`).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from kernel import lease
 from kernel.daemon import Daemon, one_of_many
 from kernel.db import Document
 from kernel.settings import Settings
-from rules import backoff, rule_claims
+from rules import backoff, quota_notes, rule_claims
 
 log = logging.getLogger("cairn.rules")
 
@@ -102,12 +104,18 @@ class RuleDaemon(Daemon):
     async def holding(self, rule: Document) -> int:
         """`work_on(rule)`, renewing the rule's lease while it runs (`kernel.lease.while_held`)."""
         held, done = await lease.while_held(
-            self.work_on(rule),
+            self._settled_then_work_on(rule),
             lambda: rule_claims.renew(self.db, rule["_id"], self.worker, lease_s=self.settings.lease_s),
             every_s=self.settings.lease_s / 3, lease_s=self.settings.lease_s, since=self._claimed_at)
         if not held:
             log.warning("%s: lost the lease of rule %s; stopping its work", self.name, rule["_id"])
         return done or 0
+
+    async def _settled_then_work_on(self, rule: Document) -> int:
+        """`work_on(rule)` once the quota charges a killed holder of the rule left noted are
+        settled (`rules.quota_notes`)."""
+        await quota_notes.settle_left(self.db, rule)
+        return await self.work_on(rule)
 
 
 def _besides(query: Document | list[Document], failed: list[str]) -> Document | list[Document]:

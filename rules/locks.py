@@ -18,18 +18,18 @@ a lock records that its id is in the replica's set (only a hint of work left to 
 
 Quota usage (`rules.quotas`): a lock's bytes are charged to its rule's account before the lock
 is written (where the account has a quota, only while it has room: `quotas.reserve`; the locks
-it has no room for are not written) and given back after it is deleted, so a call cut short
-(killed, or a 503) leaves the account charged for locks it does not hold — refused early, never
-let past its quota; `cairn quota rebuild` (`rules.quota_rebuild`) mends that. An insert charges every lock it is given
-and gives back those that existed already (deterministic ids: the unique `_id` lets one caller
-win), so concurrent inserts, and a retry of an insert the database wrote before it failed, charge
-each lock once. A release gives back only what it deleted: it marks the locks no other live call
-is releasing (`releasing`, a `kernel.marks.Mark` with lease RELEASE_LEASE), reads back those
-carrying its mark, deletes them by its mark and counts what it read, so two calls releasing the
-same locks (a stalled lease holder and its successor, a retry of a call that timed out) give
-each back once; a lapsed mark (a call that died between marking and deleting) is taken over. A
-stall of more than half a lease just before a delete could still count a lock twice, and then
-it counts none (it logs that). Cost: one more read per batch.
+it has no room for are not written) and given back before it is deleted. Each call notes itself
+on the usage records it changes, in the same update, and takes the note off when done; the
+rule's next lease holder settles the note of a call killed in between (`rules.quota_notes`), so
+a call cut short leaves the usage exact. An insert charges every lock it is given and gives back
+those that existed already (deterministic ids: the unique `_id` lets one caller win), so
+concurrent inserts, and a retry of an insert the database wrote before it failed, charge each
+lock once. A release gives back only what it marked: it marks the locks no other live call is
+releasing (`releasing`, a `kernel.marks.Mark` with lease RELEASE_LEASE), reads back those
+carrying its mark, gives them back, deletes them by its mark and counts what it deleted on the
+rule, so two calls releasing the same locks (a stalled lease holder and its successor, a retry
+of a call that timed out) give each back once; a lapsed mark (a call that died between marking
+and giving back) is taken over. Cost: one more read per batch.
 
 A lease holder that stalled past its lease (`kernel.lease.check_held`) writes no lock and puts
 none on a replica: its successor (the cleaner of a rule deleted meanwhile) may have released the
@@ -42,6 +42,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+import uuid
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -61,6 +62,7 @@ LOCKS = "locks"
 LOCK_STATES = ("replicating", "ok", "stuck")
 RELEASING = "releasing"  # a lock's mark while one call releases it: {token, at}
 RELEASE_LEASE = dt.timedelta(minutes=2)
+CHARGED_BY = "charged_by"  # on a lock: the token of the insert that charged it (`rules.quota_notes`)
 log = logging.getLogger("cairn.rules")
 
 INDEXES = [
@@ -119,7 +121,7 @@ async def list_locks(db: AsyncDatabase[Document], rule_id: str, *, state: str | 
         query["_id"] = {"$gt": after}
     with database_errors():
         # Index: locks_by_rule_lfn.
-        return await db[LOCKS].find(query, {RELEASING: 0}).sort("_id", 1).limit(limit).to_list()
+        return await db[LOCKS].find(query, {RELEASING: 0, CHARGED_BY: 0}).sort("_id", 1).limit(limit).to_list()
 
 
 async def recount(db: AsyncDatabase[Document], rule_id: str) -> dict[str, int]:
@@ -151,16 +153,28 @@ async def insert_locks(db: AsyncDatabase[Document], rule: Document, locks: list[
     exists is skipped and its charge given back), count them on the rule, and protect the replicas
     of the ok ones. Locks on an SE where the account's quota has no room for them now
     (`quotas.reserve`) are not written: they go to `refused` when given. A holder whose lease may
-    have run out writes nothing (LeaseLost, see the module docstring)."""
+    have run out writes nothing (LeaseLost, see the module docstring). The charge is noted on the
+    usage records and the note settled after the insert (`rules.quota_notes`): the locks written
+    carry the call's token in CHARGED_BY."""
+    if not locks:
+        return []
+    token = uuid.uuid4().hex
+    for lock in locks:
+        lock[CHARGED_BY] = token
     lease.check_held()
-    short = await quotas.reserve(db, rule["account"], _held(locks, +1), rule.get("vo")) if locks else set()
+    short = await quotas.reserve(db, rule["account"], _held(locks, +1), rule.get("vo"),
+                                 noted=noted(rule, token, +1, locks))
     if short:
-        if refused is not None:
-            refused.extend(lock for lock in locks if lock["se"] in short)
+        for lock in locks:
+            if lock["se"] in short:
+                del lock[CHARGED_BY]
+                if refused is not None:
+                    refused.append(lock)
         locks = [lock for lock in locks if lock["se"] not in short]
     if not locks:
         return []
     duplicates: set[int] = set()
+    lease.check_held()  # a stall since the charge: the successor may have settled its note already
     try:
         with database_errors():
             await db[LOCKS].insert_many(locks, ordered=False)
@@ -169,12 +183,25 @@ async def insert_locks(db: AsyncDatabase[Document], rule: Document, locks: list[
         if any(e.get("code") != DUPLICATE_KEY for e in errors):
             raise
         duplicates = {e["index"] for e in errors}
-    if duplicates:
-        await quotas.charge(db, rule["account"], _held([locks[i] for i in sorted(duplicates)], -1))
+    back = dict.fromkeys({lock["se"] for lock in locks}, (0, 0))
+    await quotas.charge(db, rule["account"], {**back, **_held([locks[i] for i in sorted(duplicates)], -1)},
+                        settles=token)
     inserted = [lock for i, lock in enumerate(locks) if i not in duplicates]
     await _count(db, rule["_id"], Counter(lock["state"] for lock in inserted))
     await protect(db, [lock for lock in inserted if lock["state"] == "ok"])
     return inserted
+
+
+def noted(rule: Document, token: str, sign: int, locks: Iterable[Document]) -> quotas.Noted:
+    """A call's notes on the usage records of the locks' SEs (`rules.quota_notes`): the rule, the
+    sign (+1 a charge, -1 a give-back), and each SE's locks with their sizes (in `sizes`)."""
+    at = now()
+    by_se: dict[str, Document] = defaultdict(lambda: {"rule": rule["_id"], "at": at, "sign": sign, "locks": [],
+                                                      "sizes": []})
+    for lock in locks:  # (two lists: FerretDB 1.24 stores no array in an array)
+        by_se[lock["se"]]["locks"].append(lock["_id"])
+        by_se[lock["se"]]["sizes"].append(int(lock["size"]))
+    return quotas.Noted(token, dict(by_se))
 
 
 def _held(locks: Iterable[Document], sign: int) -> dict[str, tuple[int, int]]:
@@ -247,23 +274,29 @@ async def mark(db: AsyncDatabase[Document], ids: list[str], fields: dict[str, An
 
 
 async def remove_locks(db: AsyncDatabase[Document], rule: Document, locks: list[Document]) -> int:
-    """Release the locks no other live call is releasing: take them off their replicas, delete
-    them, uncount them on the rule and give their bytes back to the account (see the module
-    docstring). Returns how many this call released."""
+    """Release the locks no other live call is releasing: take them off their replicas, give their
+    bytes back to the account with the call's note, delete them, uncount them on the rule and take
+    the note off (see the module docstring and `rules.quota_notes`). Returns how many this call
+    released."""
     if not locks:
         return 0
     mark = Mark(RELEASING, RELEASE_LEASE)
     mine = await _mark_for_release(db, [lock["_id"] for lock in locks], mark)
     if not mine:
         return 0
+    given = False
     try:
         await change_replica_locks(db, mine, add=False)
+        lease.check_held()  # a stall since the marks: the successor releases them
+        given = True  # from here the note (once written) settles what is left: the marks stay
+        await quotas.charge(db, rule["account"], _held(mine, -1), noted=noted(rule, mark.token, -1, mine))
         released = await _delete_marked(db, mine, mark)
     except BaseException:
-        await asyncio.shield(mark.take_off(db[LOCKS], [lock["_id"] for lock in mine]))
+        if not given:
+            await asyncio.shield(mark.take_off(db[LOCKS], [lock["_id"] for lock in mine]))
         raise
     await _count(db, rule["_id"], {state: -n for state, n in Counter(lock["state"] for lock in released).items()})
-    await quotas.charge(db, rule["account"], _held(released, -1))
+    await quotas.charge(db, rule["account"], dict.fromkeys({lock["se"] for lock in mine}, (0, 0)), settles=mark.token)
     return len(released)
 
 
@@ -284,7 +317,7 @@ async def _delete_marked(db: AsyncDatabase[Document], mine: list[Document], mark
     if deleted == len(mine):
         return mine
     log.warning("a release deleted %d of the %d locks it marked (another call took the rest over): it cannot "
-                "tell which and gives none back (`cairn quota rebuild` mends it)", deleted, len(mine))
+                "tell which and counts none on the rule (its next pass recounts)", deleted, len(mine))
     return []
 
 

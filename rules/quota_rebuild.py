@@ -1,30 +1,28 @@
 """The administrators' rebuild of quota usage (`account_usage`, `rules.quotas`) from the locks.
 
 The locks move an account's usage as they are written and deleted (`rules.locks`), counted
-exactly when calls race each other. What a call cut short leaves behind is mended here:
-- an insert killed (or answered 503) after its charge and before its locks were written: the
-  account is charged for locks that do not exist, unless the call is retried with the same locks;
-- a release killed after its delete and before giving the bytes back: the account is still
-  charged for the deleted locks (a retry finds nothing left to release);
-- a release that stalled past half of `rules.locks.RELEASE_LEASE` before its delete reached the
-  database while another call took its locks over: neither can tell whose they were, and the
-  bytes are not given back;
-- a failed give-back of the duplicates an insert met (charged twice).
-All of these overcharge: the account is refused early, never let past its quota.
+exactly when calls race each other, and a call cut short (killed, or answered 503) between its
+charge and its locks' write, or between its give-back and its delete, leaves a note that the
+rule's next lease holder settles (`rules.quota_notes`). What is left to mend here:
+- a call that stalled longer than its rule's lease between its lease check and its write;
+- a call whose note a rebuild dropped (below) while it ran.
 
 Each lock carries its rule's account (`rules.locks.new_lock`; a rule's account never changes), so
 one pass over the locks (`account`, `se`, `size`, in keyset pages by `_id`: no cursor stays open,
 which on the embedded database would hold writers back) gives files and bytes per account and SE.
-Those that differ from what is stored are reported and, unless dry-run, set.
+Those that differ from what is stored are reported and, unless dry-run, set (a record set
+loses its notes: what the recount read is what is charged; a note's call settling after it
+changes nothing more).
 
 The stored usage is read before the locks are counted, and a record is set (or removed) only
 where it still holds what was read: a charge or give-back that lands while the locks are counted
-(an insert charges before it writes its locks, a release gives back after its delete) moves the
+(an insert charges before it writes its locks, a release gives back before its delete) moves the
 record, which is then left alone and reported under `moved` (run the rebuild again). Without
 that, a lock inserted behind the count's pages with its charge already stored would be set back
 out of the usage for good, letting the account past its quota. What is left: a charge stored
-just before the rebuild began whose locks land after the count passed them, or a delete counted
-whose give-back lands after the record was set (milliseconds each, between a call's two writes).
+just before the rebuild began whose locks land after the count passed them, or a give-back
+stored just before it whose delete lands after the count read its locks (milliseconds each,
+between a call's two writes).
 
 Sizes are what clients claim: a recount past the int64 range is set at its bound and marked
 SATURATED (`kernel.counters.saturated_record`), and the mark taken off once a recount is within it.

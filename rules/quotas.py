@@ -4,8 +4,9 @@
   without a quota for the account is not limited (quotas are opt-in per account and SE).
 - `account_usage`: `_id` `<account>@<se>` with `files` and `bytes` locked by the account's
   rules on the SE, kept with `$inc` as locks are created and released (never by scanning),
-  each lock counted once however many calls race to write or release it (`rules.locks`). A call
-  cut short leaves the account overcharged, never under: `rules.quota_rebuild` recounts it.
+  each lock counted once however many calls race to write or release it (`rules.locks`), and
+  once when a call is cut short between its writes (its NOTES, `rules.quota_notes`);
+  `rules.quota_rebuild` recounts it from the locks.
 
 A rule is refused at creation when fewer SEs of its expression than its copies have room for
 the DID's bytes; the evaluator places files that arrive later only where there is room. Room is
@@ -28,6 +29,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -45,6 +47,7 @@ from kernel.principal import DEFAULT_VO
 QUOTAS = "quotas"
 ACCOUNT_USAGE = "account_usage"
 COUNTERS = ("files", "bytes")
+NOTES = "notes"  # on a usage record: the notes of the calls that changed it and are not settled (`rules.quota_notes`)
 WRITE_TRIES = 5
 
 INDEXES = [
@@ -52,6 +55,23 @@ INDEXES = [
     IndexSpec(QUOTAS, [("account", 1), ("se", 1)], name="quotas_by_account"),
     IndexSpec(ACCOUNT_USAGE, [("account", 1), ("se", 1)], name="account_usage_by_account"),
 ]
+
+
+@dataclass(frozen=True)
+class Noted:
+    """A call's notes (`rules.quota_notes`): its token, and per SE the note written in the same
+    update as the SE's charge."""
+
+    token: str
+    notes: Mapping[str, Document] = field(default_factory=dict)
+
+    def fields(self, se: str) -> Document:
+        """The `$set` of the note on `se`'s record (nothing when it has none)."""
+        return {note_field(self.token): self.notes[se]} if se in self.notes else {}
+
+
+def note_field(token: str) -> str:
+    return f"{NOTES}.{token}"
 
 
 class QuotaIn(BaseModel):
@@ -148,13 +168,14 @@ async def room_in_vo(db: AsyncDatabase[Document], account: str, vo: str | None,
 
 
 async def reserve(db: AsyncDatabase[Document], account: str, deltas: Mapping[str, tuple[int, int]],
-                  vo: str | None = None) -> set[str]:
+                  vo: str | None = None, *, noted: Noted | None = None) -> set[str]:
     """Charge `(files, bytes)` per SE to the account, on each SE where it has a quota only if its
     usage there stays within it; returns the SEs refused (nothing charged there). One read of the
     quotas, one write per SE with a quota (a usage record not made yet is made first), one bulk
     write for the others. Where its VO (None: DEFAULT_VO) has a quota, what all its accounts lock
     there is read after the charge, and the charge given back if they lock more than it (two
-    calls at once may then both give back, and both wait for the next evaluation: never past)."""
+    calls at once may then both give back, and both wait for the next evaluation: never past).
+    With `noted`, each SE's charge writes its note, and a give-back takes it off."""
     wanted = {se: delta for se, delta in deltas.items() if delta[0] or delta[1]}
     asked = dict(wanted)
     with database_errors():
@@ -166,7 +187,8 @@ async def reserve(db: AsyncDatabase[Document], account: str, deltas: Mapping[str
         if size > limits[se]:  # never fits (and past the int64 range, a `$inc` cannot even be sent)
             refused.add(se)
             continue
-        change = {**increment({"files": files, "bytes": size}), "$set": {"account": account, "se": se}}
+        change = {**increment({"files": files, "bytes": size}),
+                  "$set": {"account": account, "se": se, **(noted.fields(se) if noted else {})}}
         flt = {"_id": key(account, se), "bytes": {"$lte": limits[se] - size}}
         with database_errors():
             if (await db[ACCOUNT_USAGE].update_one(flt, change)).modified_count:
@@ -176,49 +198,70 @@ async def reserve(db: AsyncDatabase[Document], account: str, deltas: Mapping[str
                 upsert=True)
             if made.upserted_id is None or not (await db[ACCOUNT_USAGE].update_one(flt, change)).modified_count:
                 refused.add(se)
-    await charge(db, account, wanted)
+    await charge(db, account, wanted, noted=noted)
     registered = (await registry(db)).get(vo or DEFAULT_VO)
     charged = [se for se in asked if se not in refused and asked[se][1] > 0]
     limits = _vo_limits(registered, charged) if registered else {}
     if registered and limits:
         used = await _vo_usage(db, registered, limits)
         past = {se for se, limit in limits.items() if used.get(se, 0) > limit}
-        await charge(db, account, {se: (-asked[se][0], -asked[se][1]) for se in past})
+        await charge(db, account, {se: (-asked[se][0], -asked[se][1]) for se in past},
+                     settles=noted.token if noted else None)
         refused |= past
     return refused
 
 
-async def charge(db: AsyncDatabase[Document], account: str, deltas: Mapping[str, tuple[int, int]]) -> None:
+async def charge(db: AsyncDatabase[Document], account: str, deltas: Mapping[str, tuple[int, int]], *,
+                 noted: Noted | None = None, settles: str | None = None) -> None:
     """Add `(files, bytes)` per SE to the account's usage (negative to release): per SE one upsert
     that never passes the int64 range (see the module docstring), a `$inc` guarded against
     passing it. One whose guard misses hits the record's `_id` (DuplicateKey): that record is read
     and written as read (at the bound, marked, where the sum passes it), so no charge is lost or
     applied twice. Conflict if a record kept changing for WRITE_TRIES tries. (One write per SE: a
     bulk write whose upsert fails is answered by the embedded database in a form the driver
-    cannot read.)"""
+    cannot read.)
+
+    With `noted`, the call's note on each SE is written in the same update. With `settles` (a
+    call's token), each SE's change is applied with that note's removal, only where the note is
+    still there (`rules.quota_notes`): a note someone else settled (or a rebuild dropped) changes
+    nothing more, and a zero change still takes the note off."""
     for se, (files, size) in sorted(deltas.items()):
-        if files or size:
-            await _charge_one(db, account, se, {"files": files, "bytes": size})
+        if files or size or settles:
+            await _charge_one(db, account, se, {"files": files, "bytes": size},
+                              note=noted.fields(se) if noted else {}, settles=settles)
 
 
-async def _charge_one(db: AsyncDatabase[Document], account: str, se: str, delta: Mapping[str, int]) -> None:
+async def _charge_one(db: AsyncDatabase[Document], account: str, se: str, delta: Mapping[str, int], *,
+                      note: Document, settles: str | None) -> None:
     doc: Document | None = {f: 0 for f in delta}  # not read: a guarded `$inc` whatever the counters
-    if any(bounded(value) != value for value in delta.values()):
-        doc = await _usage_on(db, account, se)  # a delta past the range: set from what is read
+    read = any(bounded(value) != value for value in delta.values())
+    if read:
+        doc = await _usage_on(db, account, se, settles)  # a delta past the range: set from what is read
+    noted = {note_field(settles): {"$exists": True}} if settles else {}
     for _ in range(WRITE_TRIES):
+        if settles and read and (doc is None or settles not in (doc.get(NOTES) or {})):
+            return  # settled already (or rebuilt away): nothing more to count
         guard, update = counter_write(doc, delta)
         if doc is not None and SATURATED in update.get("$set", {}):
             guard = {f: doc.get(f, {"$exists": False}) for f in COUNTERS}  # set from what was read
-        update = {**update, "$set": {**update.get("$set", {}), "account": account, "se": se}}
+        update = {**update, "$set": {**update.get("$set", {}), "account": account, "se": se, **note}}
+        if settles:
+            update["$unset"] = {note_field(settles): ""}
         try:
             with database_errors():
-                await db[ACCOUNT_USAGE].update_one({"_id": key(account, se), **guard}, update, upsert=True)
-            return
+                result = await db[ACCOUNT_USAGE].update_one({"_id": key(account, se), **guard, **noted}, update,
+                                                            upsert=not settles)
+            if not settles or result.matched_count:
+                return
         except DuplicateKeyError:  # the record is there and missed the guard: read it
-            doc = await _usage_on(db, account, se)
+            pass
+        doc, read = await _usage_on(db, account, se, settles), True
     raise Conflict(f"the quota usage of {account} on {se} kept changing while this call was counted; try again")
 
 
-async def _usage_on(db: AsyncDatabase[Document], account: str, se: str) -> Document | None:
+async def _usage_on(db: AsyncDatabase[Document], account: str, se: str, settles: str | None = None
+                    ) -> Document | None:
+    """The record's counters (and the note of `settles`, when given)."""
+    fields = {f: 1 for f in COUNTERS} | ({note_field(settles): 1} if settles else {})
     with database_errors():
-        return await db[ACCOUNT_USAGE].find_one({"_id": key(account, se)}, {f: 1 for f in COUNTERS})
+        return await db[ACCOUNT_USAGE].find_one({"_id": key(account, se)}, fields)
