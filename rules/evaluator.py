@@ -26,14 +26,15 @@ from catalogue import change_feed
 from catalogue.directories import now
 from kernel import claims
 from kernel.db import Document, database_errors
-from rules import backoff, feed, locks, rule_claims, store
+from rules import backoff, feed, locks, quota_notes, rule_claims, store
 from rules.daemon import RuleDaemon
 from rules.evaluation import evaluate, settle
 from rules.progress import progress
 from rules.wake import release_unless_woken
 
 log = logging.getLogger("cairn.rules")
-# How often the evaluator trims the change feed of events every consumer has passed.
+# How often the evaluator trims the change feed of events every consumer has passed, and settles
+# the quota notes of rules no daemon holds (`rules.quota_notes.settle_unheld`).
 TRIM_EVERY_S = 60.0
 
 def evaluator_query(at: dt.datetime) -> list[Document]:
@@ -67,6 +68,7 @@ class RuleEvaluator(RuleDaemon):
         if time.monotonic() - self._trimmed_at >= TRIM_EVERY_S:
             self._trimmed_at = time.monotonic()
             await change_feed.trim(self.db, keep_s=self.settings.feed_retention_s)
+            await quota_notes.settle_unheld(self.db, self.worker, lease_s=self.settings.lease_s)
         return followed + await super().run_once()
 
     def query(self) -> list[Document]:

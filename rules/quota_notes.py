@@ -12,7 +12,8 @@ the same update as the change (`notes.<token>`: the rule, the sign, the locks wi
   their bytes back with its note, deletes them by its mark, and takes the note off (guarded).
 A call killed in between leaves its note. Only the holder of the rule's lease changes the rule's
 locks, and each holder settles the rule's notes before its work (`settle_left`, called by
-`rules.daemon.RuleDaemon`): of an insert, the named locks that are there carrying its token stay
+`rules.daemon.RuleDaemon`; the evaluator also takes, once a minute, the rules no daemon would take
+again soon that have notes left: `settle_unheld`): of an insert, the named locks that are there carrying its token stay
 charged and the others are given back; of a release, the named locks still there are deleted
 (their bytes were given back, their replicas unprotected) and uncounted on the rule. Each note
 is settled by one update guarded by its presence, so it is counted once whoever settles it; a
@@ -28,13 +29,16 @@ account's usage records per rule a daemon takes.
 
 from __future__ import annotations
 
+import datetime as dt
 from collections import Counter
 
 from pymongo.asynchronous.database import AsyncDatabase
 
+from catalogue.directories import now
 from kernel.db import READ_SLICE, Document, database_errors, read_by_ids
 from rules import locks as rule_locks
-from rules import quotas
+from rules import quotas, rule_claims
+from rules.triggers import RULES
 
 
 async def settle_left(db: AsyncDatabase[Document], rule: Document) -> int:
@@ -67,3 +71,31 @@ async def _settle(db: AsyncDatabase[Document], rule: Document, se: str, token: s
     await rule_locks.count(db, rule["_id"], tally)
     await quotas.charge(db, rule["account"], {se: (0, 0)}, settles=token)
 
+
+
+async def settle_unheld(db: AsyncDatabase[Document], worker: str, *, lease_s: float) -> int:
+    """Settle the notes older than a lease whose rule no daemon holds and none may take again
+    soon (a rule suspended after failed passes, or whose failed pass backs off): each such rule
+    is taken under its lease for that alone; a note whose rule is gone is settled as is. Returns
+    how many notes were settled. One read of the usage records (the evaluator's, once a minute)."""
+    cutoff = now() - dt.timedelta(seconds=lease_s)
+    with database_errors():
+        records = await db[quotas.ACCOUNT_USAGE].find({quotas.NOTES: {"$exists": True}},
+                                                      {"account": 1, quotas.NOTES: 1}).to_list()
+    stale = {note["rule"]: record["account"] for record in records
+             for note in (record.get(quotas.NOTES) or {}).values() if _aware(note["at"]) < cutoff}
+    settled = 0
+    for rule_id, account in sorted(stale.items()):
+        rule = await rule_claims.claim(db, worker, {"_id": rule_id}, lease_s=lease_s)
+        if rule is not None:
+            try:
+                settled += await settle_left(db, rule)
+            finally:
+                await rule_claims.release(db, rule, worker, {})
+        elif await db[RULES].find_one({"_id": rule_id}, {"_id": 1}) is None:
+            settled += await settle_left(db, {"_id": rule_id, "account": account})
+    return settled
+
+
+def _aware(at: dt.datetime) -> dt.datetime:
+    return at if at.tzinfo else at.replace(tzinfo=dt.UTC)

@@ -8,6 +8,7 @@ is checked against the locks and by the rebuild's dry run."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
@@ -98,5 +99,22 @@ async def test_a_release_stalled_before_its_delete_counts_nothing_more_after_its
         assert await quota_notes.settle_left(database, rule) == 2  # the successor, on taking the rule
         assert await held_by_locks(database) == HALF
     assert stalled["result"] == 0  # its delete found them gone: it counted nothing
+    await _exact(database, rule)
+    assert await charged(database) == HALF
+
+
+async def test_the_notes_of_a_rule_no_daemon_takes_again_are_settled_by_the_evaluators_sweep(
+    database: AsyncDatabase[Document], settings: Settings, rule: Document, db_gate: TcpGate,
+) -> None:
+    """A rule suspended after its failed passes (the last one cut short after a charge): no daemon
+    takes it until it is resumed, and the evaluator's sweep settles its note meanwhile."""
+    locks = new_locks(rule)
+    await rule_locks.insert_locks(database, rule, locks[:20])
+    await cut_short(db_gate, settings.database, "update", quotas.ACCOUNT_USAGE,
+                    lambda db: rule_locks.insert_locks(db, rule, locks[20:]))
+    await database[store.RULES].update_one({"_id": rule["_id"]}, {"$set": {"state": "suspended"}})
+    await asyncio.sleep(0.6)  # older than the lease below
+    await RuleEvaluator(rule_settings(settings, lease_s=0.5), database).run(max_cycles=1)
+    assert (await store.get_rule(database, rule["_id"]))["state"] == "suspended"  # not evaluated
     await _exact(database, rule)
     assert await charged(database) == HALF
