@@ -14,6 +14,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from cairn import system_routes, vo_migration
 from catalogue import (
     dataset_contents,
+    dataset_count_claims,
     datasets,
     directories,
     files,
@@ -91,7 +92,8 @@ def plain_routes() -> list[tuple[str, str, Handler]]:
 
 def index_specs() -> list[IndexSpec]:
     return [*storage_elements.INDEXES, *directories.INDEXES, *files.INDEXES, *datasets.INDEXES,
-            *dataset_contents.INDEXES, *transfer_requests.INDEXES, *rule_store.INDEXES, *rule_locks.INDEXES,
+            *dataset_contents.INDEXES, *dataset_count_claims.INDEXES, *transfer_requests.INDEXES,
+            *rule_store.INDEXES, *rule_locks.INDEXES,
             *quotas.INDEXES, *subscriptions.INDEXES, *wms_jobs.INDEXES, *wms_task_queues.INDEXES,
             *usage.INDEXES, *replica_triage.INDEXES, *link_series.INDEXES,
             *audit_runs.INDEXES, *transformations.INDEXES, *transformation_files.INDEXES,

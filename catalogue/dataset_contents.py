@@ -12,8 +12,10 @@ or freeze landed meanwhile; a file detach marks the rows no other call is detach
 (`detaching`, `kernel.marks`), reads back its own, deletes them by its mark and takes off what it
 read (`_marked_delete`, for a container's children too), then puts them back if a close or
 freeze landed meanwhile (`_put_back_if_closed`), and those the caller can no longer reach.
-A call cut short can leave a DID counting rows it does not hold, never the other way; `cairn dataset rebuild-counts`
-(`catalogue.dataset_recount`) recounts them from the rows. An attach looks, after its rows are in,
+A call cut short can leave a DID counting rows it does not hold, never the other way, until the
+transfer workers' sweep recounts it from the rows (each call holds a claim on the DID while it
+writes: `catalogue.dataset_count_claims`); `cairn dataset rebuild-counts` (`catalogue.dataset_recount`)
+recounts every DID. An attach looks, after its rows are in,
 for its files being moved or removed (`catalogue.directory_moves.leaving`; a move looks for rows
 after its mark) and takes those rows back out: no row names an LFN its file left; and for files
 its caller may no longer read (a chmod or chown that returned before its rows landed).
@@ -35,6 +37,7 @@ from pymongo.errors import BulkWriteError
 
 from catalogue import change_feed
 from catalogue.collection_names import CONTAINER_CHILDREN
+from catalogue.dataset_count_claims import counting
 from catalogue.dataset_counts import add_counts
 from catalogue.datasets import DATASETS, check_did, get_did, writable_did
 from catalogue.directories import DUPLICATE_KEY, find_by_ids
@@ -169,18 +172,19 @@ async def attach_files(
     allowed, failed = await authorized_files(db, principal, list(dict.fromkeys(lfns)), READ)
     rows = [{"_id": row_id(did, lfn), "did": did, "lfn": lfn, "size": int(f.get("size", 0))}
             for lfn, f in allowed.items()]
-    inserted = await _counted_insert(db, did, DATASET_FILES, rows, _file_tally)
-    gone = await leaving(db, [r["lfn"] for r in inserted])
-    denied = await _unreadable_now(db, principal, [r["lfn"] for r in inserted if r["lfn"] not in gone])
-    if taken := gone | set(denied):
-        # Moved or removed while attached (the row would name an LFN the file left), or no longer
-        # readable to the caller: taken back out (and off the counts) the way a detach does, so a
-        # detach racing it counts once.
-        await _marked_delete(db, did, DATASET_FILES, [row_id(did, lfn) for lfn in sorted(taken)], _file_tally)
-        inserted = [r for r in inserted if r["lfn"] not in taken]
-        failed.update(dict.fromkeys(sorted(gone), LEFT))
-        failed.update(denied)
-        allowed = {lfn: f for lfn, f in allowed.items() if lfn not in taken}
+    async with counting(db, did):
+        inserted = await _counted_insert(db, did, DATASET_FILES, rows, _file_tally)
+        gone = await leaving(db, [r["lfn"] for r in inserted])
+        denied = await _unreadable_now(db, principal, [r["lfn"] for r in inserted if r["lfn"] not in gone])
+        if taken := gone | set(denied):
+            # Moved or removed while attached (the row would name an LFN the file left), or no longer
+            # readable to the caller: taken back out (and off the counts) the way a detach does, so a
+            # detach racing it counts once.
+            await _marked_delete(db, did, DATASET_FILES, [row_id(did, lfn) for lfn in sorted(taken)], _file_tally)
+            inserted = [r for r in inserted if r["lfn"] not in taken]
+            failed.update(dict.fromkeys(sorted(gone), LEFT))
+            failed.update(denied)
+            allowed = {lfn: f for lfn, f in allowed.items() if lfn not in taken}
     if inserted:
         await _members_changed(db, "attached", [(did, r["lfn"]) for r in inserted])
     new = {r["lfn"] for r in inserted}
@@ -209,14 +213,15 @@ async def detach_files(
     wanted = list(dict.fromkeys(lfns))
     hidden = await refused_existing(db, principal, wanted, 0)
     rows = [row_id(did, lfn) for lfn in wanted if lfn not in hidden]
-    present, mine = await _marked_delete(db, did, DATASET_FILES, rows, _file_tally)
-    await _put_back_if_closed(db, did, DATASET_FILES, mine, _file_tally)
-    # Judged again once deleted: a chmod or chown above a file that hid it from the caller and
-    # returned before the delete landed refuses it as a detach checked after it (hidden = not in).
-    if hidden_now := await refused_existing(db, principal, [row["lfn"] for row in mine], 0):
-        await _put_back(db, did, DATASET_FILES, [row for row in mine if row["lfn"] in hidden_now], _file_tally)
-        present = [row for row in present if row["lfn"] not in hidden_now]
-        mine = [row for row in mine if row["lfn"] not in hidden_now]
+    async with counting(db, did):
+        present, mine = await _marked_delete(db, did, DATASET_FILES, rows, _file_tally)
+        await _put_back_if_closed(db, did, DATASET_FILES, mine, _file_tally)
+        # Judged again once deleted: a chmod or chown above a file that hid it from the caller and
+        # returned before the delete landed refuses it as a detach checked after it (hidden = not in).
+        if hidden_now := await refused_existing(db, principal, [row["lfn"] for row in mine], 0):
+            await _put_back(db, did, DATASET_FILES, [row for row in mine if row["lfn"] in hidden_now], _file_tally)
+            present = [row for row in present if row["lfn"] not in hidden_now]
+            mine = [row for row in mine if row["lfn"] not in hidden_now]
     lfns_present = {row["lfn"] for row in present}
     detached = {row["lfn"] for row in mine}
     await _members_changed(db, "detached", [(did, lfn) for lfn in sorted(detached)])
@@ -325,8 +330,9 @@ async def attach_children(
                                   and container in await _descendant_containers(db, child)):
             raise Conflict(f"attaching {child} to {container} would make a cycle", details={"child": child})
     rows = [{"_id": row_id(container, c), "container": container, "child": c} for c in wanted]
-    inserted = await _counted_insert(db, container, CONTAINER_CHILDREN, rows, _child_tally)
-    await _no_cycle_made(db, container, inserted, {c for c in wanted if found[c]["type"] == "container"})
+    async with counting(db, container):
+        inserted = await _counted_insert(db, container, CONTAINER_CHILDREN, rows, _child_tally)
+        await _no_cycle_made(db, container, inserted, {c for c in wanted if found[c]["type"] == "container"})
     if inserted:
         await _members_changed(db, "attached", [(container, r["child"]) for r in inserted])
     new = {r["child"] for r in inserted}
@@ -357,9 +363,10 @@ async def detach_children(
     """Detach children from an open container."""
     await writable_did(db, principal, container, "container")
     wanted = list(dict.fromkeys(children))
-    present, mine = await _marked_delete(db, container, CONTAINER_CHILDREN,
-                                         [row_id(container, c) for c in wanted], _child_tally)
-    await _put_back_if_closed(db, container, CONTAINER_CHILDREN, mine, _child_tally)
+    async with counting(db, container):
+        present, mine = await _marked_delete(db, container, CONTAINER_CHILDREN,
+                                             [row_id(container, c) for c in wanted], _child_tally)
+        await _put_back_if_closed(db, container, CONTAINER_CHILDREN, mine, _child_tally)
     found = {row["child"] for row in present}
     detached = {row["child"] for row in mine}
     await _members_changed(db, "detached", [(container, child) for child in sorted(detached)])

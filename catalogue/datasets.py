@@ -70,6 +70,8 @@ REFRESH_LEASE = dt.timedelta(minutes=2)
 # A DID's mark from its insert until its `did_created` event is on the feed (`announce_late`):
 # the token of the call announcing it, and since when.
 UNANNOUNCED, UNANNOUNCED_SINCE = "unannounced", "unannounced_since"
+# How many calls began to change a DID's rows and counts (`catalogue.dataset_count_claims`).
+COUNT_CALLS = "count_calls"
 ANNOUNCE_GRACE = dt.timedelta(seconds=30)
 ANNOUNCE_BATCH = 1000  # DIDs announced late per call, at most
 DidType = Literal["dataset", "container"]
@@ -148,7 +150,7 @@ def may_change(principal: Principal, did: Document) -> bool:
 def did_view(doc: Document) -> dict[str, Any]:
     """The public shape of a DID record."""
     view = {"did": doc["_id"], **{k: v for k, v in doc.items() if k not in ("_id", REFRESHING, UNANNOUNCED,
-                                                                     UNANNOUNCED_SINCE)}}
+                                                                     UNANNOUNCED_SINCE, COUNT_CALLS)}}
     view["dynamic"] = doc.get("query") is not None
     return view
 

@@ -21,6 +21,7 @@ OWNERS = {
     "files": "catalogue", "directories": "catalogue", "datasets": "catalogue", "dataset_files": "catalogue",
     "moved_paths": "catalogue", "guid_holds": "catalogue",
     "container_children": "catalogue", "usage": "catalogue", "usage_claims": "catalogue",
+    "dataset_count_claims": "catalogue",
     "storage_elements": "catalogue", "sites": "catalogue", "vos": "catalogue", "retired_vos": "catalogue",
     "identities": "catalogue",
     "metadata_fields": "catalogue", "meta_effective": "catalogue", "meta_origin": "catalogue",

@@ -29,7 +29,7 @@ from collections.abc import Sequence
 
 from pymongo.asynchronous.database import AsyncDatabase
 
-from catalogue import overwrite_counts, registration_counts, removal_counts, usage_intents
+from catalogue import dataset_recount, overwrite_counts, registration_counts, removal_counts, usage_intents
 from catalogue.files import fetch_files
 from catalogue.storage_elements import StorageElement, list_storage_elements
 from catalogue.upload_leases import hold_for_transfers
@@ -351,6 +351,8 @@ class TransferWorker(Daemon):
             log.info("settled %d overwrite count(s) a stopped process had left pending", settled)
         if settled := await removal_counts.settle_stale(self.ctx.db, stale_s):
             log.info("settled %d file removal count(s) a stopped process had left pending", settled)
+        if settled := await dataset_recount.settle_stale(self.ctx.db, stale_s):
+            log.info("recounted the DIDs of %d attach or detach call(s) a stopped process had left", settled)
         cleaned = await sweep_ended(self.ctx, await self.ses())
         if cleaned:
             log.info("removed the copying replicas of %d ended request(s)", cleaned)
