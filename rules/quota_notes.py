@@ -12,13 +12,13 @@ the same update as the change (`notes.<token>`: the rule, the sign, the locks wi
   their bytes back with its note, deletes them by its mark, and takes the note off (guarded).
 A call killed in between leaves its note. Only the holder of the rule's lease changes the rule's
 locks, and each holder settles the rule's notes before its work (`settle_left`, called by
-`rules.daemon.RuleDaemon`; the evaluator also takes, once a minute, the rules no daemon would take
-again soon that have notes left: `settle_unheld`): of an insert, the named locks that are there carrying its token stay
-charged and the others are given back; of a release, the named locks still there are deleted
-(their bytes were given back, their replicas unprotected) and uncounted on the rule. Each note
-is settled by one update guarded by its presence, so it is counted once whoever settles it; a
-call that only stalled and resumes after its successor settled for it finds its note gone and
-its locks deleted, and counts nothing more.
+`rules.daemon.RuleDaemon`; once a minute the evaluator also takes the rules with notes left that
+no daemon would take soon: `settle_unheld`). Of an insert, the named locks that are there
+carrying its token stay charged and the others are given back; of a release, the named locks
+still there are deleted (their bytes were given back, their replicas unprotected) and uncounted
+on the rule. Each note is settled by one update guarded by its presence, so it is counted once
+whoever settles it; a call that only stalled and resumes after its successor settled for it
+finds its note gone and its locks deleted, and counts nothing more.
 
 What is left, for `cairn quota rebuild`: a stall longer than the rule's lease between a call's
 lease check (`kernel.lease.check_held`, just before its charge and its insert) and the write;
