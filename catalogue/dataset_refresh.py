@@ -2,7 +2,9 @@
 
 A refresh marks the dataset (`refreshing`, `kernel.marks`) so that no close or freeze lands
 between its writes, renews the mark before each batch of writes, and sets the counts to the
-result's totals as it takes the mark off (`catalogue.datasets` for the state machine)."""
+result's totals as it takes the mark off (`catalogue.datasets` for the state machine). It holds a
+claim on the dataset while it writes, so the counts of a refresh cut short are recounted from the
+rows by the transfer workers' sweep (`catalogue.dataset_count_claims`)."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ from collections.abc import AsyncIterator
 from pymongo.asynchronous.database import AsyncDatabase
 
 from catalogue.dataset_contents import DATASET_FILES, attach_rows, delete_rows, refused_existing, row_id
+from catalogue.dataset_count_claims import counting
 from catalogue.dataset_counts import counts_set
 from catalogue.datasets import DATASETS, REFRESH_LEASE, REFRESHING, get_did, writable_did
 from catalogue.directories import now
@@ -39,7 +42,8 @@ async def refresh(db: AsyncDatabase[Document], principal: Principal, did: str) -
     mark = Mark(REFRESHING, REFRESH_LEASE)
     await _hold_for_refresh(db, did, mark)
     try:
-        return await _refreshed(db, principal, did, results, mark)
+        async with counting(db, did):  # a refresh cut short: the sweep recounts its dataset
+            return await _refreshed(db, principal, did, results, mark)
     except BaseException:
         await asyncio.shield(mark.take_off(db[DATASETS], [did]))
         raise

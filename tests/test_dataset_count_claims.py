@@ -1,9 +1,9 @@
-"""A DID's counts stay what its rows hold when an attach or detach is cut short between its row
-writes and its count writes (the database gone mid-call: 503): the call leaves its claim, and the
-next transfer worker's sweep recounts the DID once no live call holds a claim on it
-(`catalogue.dataset_count_claims`). Calls are cut short by a real outage: the database behind a
-TCP gate that closes as soon as it answered a given command. Claims are aged by hand (their
-`at`), as if their call had been gone for a minute."""
+"""A DID's counts stay what its rows hold when an attach, a detach or a dynamic dataset's refresh
+is cut short between its row writes and its count writes (the database gone mid-call: 503): the
+call leaves its claim, and the next transfer worker's sweep recounts the DID once no live call
+holds a claim on it (`catalogue.dataset_count_claims`). Calls are cut short by a real outage: the
+database behind a TCP gate that closes as soon as it answered a given command. Claims are aged by
+hand (their `at`), as if their call had been gone for a minute."""
 
 from __future__ import annotations
 
@@ -15,8 +15,11 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from catalogue import dataset_contents, dataset_count_claims, dataset_recount, datasets
 from catalogue.dataset_contents import DATASET_FILES
+from catalogue.dataset_refresh import refresh
 from catalogue.datasets import DidIn
 from catalogue.directories import now
+from catalogue.metadata import set_metadata
+from catalogue.metadata_fields import FieldDeclaration, declare_field
 from kernel.db import Document
 from kernel.settings import Settings
 from tests.fixtures.catalogue import ADMIN
@@ -112,4 +115,21 @@ async def test_a_did_a_live_call_holds_is_not_recounted_until_that_call_is_done(
         assert await dataset_recount.settle_stale(database, 0.5) == 0
         assert await _counts(database) == {"files": 10, "bytes": 1000}
     assert await dataset_recount.settle_stale(database, 0.5) == 1
+    await _exact(database)
+
+
+async def test_a_refresh_cut_short_between_its_rows_and_its_counts_is_recounted_by_the_sweep(
+    database: AsyncDatabase[Document], settings: Settings, dataset: str, db_gate: TcpGate,
+) -> None:
+    await declare_field(database, FieldDeclaration(key="run", type="int"))
+    for lfn in LFNS[:12]:
+        await set_metadata(database, ADMIN, lfn, {"run": 1})
+    await datasets.create_did(database, ADMIN, DidIn(did="vo:dyn", query="run=1", path="/vo"))
+    await cut_short(db_gate, settings.database, "insert", DATASET_FILES,
+                    lambda db: refresh(db, ADMIN, "vo:dyn"))
+    assert await database[DATASET_FILES].count_documents({"did": "vo:dyn"}) == 12
+    assert await _counts(database, "vo:dyn") == {"files": 0, "bytes": 0}  # the counts come last
+    await _aged(database)
+    await _next_worker_sweeps(database, settings)
+    assert await _counts(database, "vo:dyn") == {"files": 12, "bytes": 1200}
     await _exact(database)
