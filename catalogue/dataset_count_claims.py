@@ -1,12 +1,13 @@
-"""DID counts that a call cut short cannot leave off: each attach or detach claims the DID while
-it changes the DID's rows and counts, and the transfer workers' sweep recounts a DID whose call
-died holding its claim.
+"""DID counts that a call cut short cannot leave off: each attach, detach or refresh claims the
+DID while it changes the DID's rows and counts, and the transfer workers' sweep recounts a DID
+whose call died holding its claim.
 
 A dataset's `files` and `bytes` (a container's `children`) and its rows are two collections, and
 every call writes them apart (`catalogue.dataset_contents`: an attach charges, then inserts; a
-detach deletes, then gives back). A call cut short between (its server killed, the database gone:
-503) left the DID counting rows it did not hold, or not counting rows it held, until an
-administrator ran `cairn dataset rebuild-counts`; a retry did not mend it. Now:
+detach deletes, then gives back; `catalogue.dataset_refresh` sets the counts after its rows). A
+call cut short between (its server killed, the database gone: 503) left the DID counting rows it
+did not hold, or not counting rows it held, until an administrator ran `cairn dataset
+rebuild-counts`; a retry did not mend it. Now:
 1. `counting(db, did)`, before a call's first write: its claim in `dataset_count_claims` (the
    DID, `at`), then `count_calls` of the DID bumped by one;
 2. its writes, the claim's `at` renewed every RENEW_S while they run;

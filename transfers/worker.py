@@ -352,7 +352,8 @@ class TransferWorker(Daemon):
         if settled := await removal_counts.settle_stale(self.ctx.db, stale_s):
             log.info("settled %d file removal count(s) a stopped process had left pending", settled)
         if settled := await dataset_recount.settle_stale(self.ctx.db, stale_s):
-            log.info("recounted the DIDs of %d attach or detach call(s) a stopped process had left", settled)
+            log.info("recounted the DIDs of %d attach, detach or refresh call(s) a stopped process had left",
+                     settled)
         cleaned = await sweep_ended(self.ctx, await self.ses())
         if cleaned:
             log.info("removed the copying replicas of %d ended request(s)", cleaned)
