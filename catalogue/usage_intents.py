@@ -37,6 +37,7 @@ from catalogue.replica_writers import ADDED, REMOVED, REPLICA_WRITERS, written_b
 from catalogue.usage import INTENTS, USAGE, se_key
 from kernel.counters import SATURATED, counter_write
 from kernel.db import ID_ORDER, Document, bulk_write_chunked, database_errors, read_by_ids
+from kernel.documents import aware
 
 STALE_S = 60.0  # a note older than this is its call's no more: it died, or stalled (module docstring)
 SETTLE_ROUNDS = 5  # settles missing on a counter bound moved meanwhile, before the sweep's turn
@@ -117,7 +118,7 @@ async def settle_stale(db: AsyncDatabase[Document], older_than_s: float = STALE_
     for record in records:
         se = record["_id"][len(se_key("")):]
         for call, note in sorted((record.get(INTENTS) or {}).items()):
-            if _aware(note["at"]) >= cutoff:
+            if aware(note["at"]) >= cutoff:
                 continue
             count = await _counted(db, se, call, note)
             await settle(db, call, {se: record}, {se: count})
@@ -136,7 +137,3 @@ async def _counted(db: AsyncDatabase[Document], se: str, call: str, note: Mappin
             replicas += sign
             size += sign * int(doc.get("size", 0))
     return replicas, size
-
-
-def _aware(at: dt.datetime) -> dt.datetime:
-    return at if at.tzinfo else at.replace(tzinfo=dt.UTC)  # as a client without tz_aware reads it

@@ -5,6 +5,7 @@ client process does not load PyMongo and the server settings it never uses."""
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -15,6 +16,11 @@ if TYPE_CHECKING:
     from pymongo import IndexModel
 
 Document = dict[str, Any]
+
+
+def aware(at: dt.datetime) -> dt.datetime:
+    """A stored date in UTC, as a client without `tz_aware` reads it too (naive: UTC)."""
+    return at if at.tzinfo else at.replace(tzinfo=dt.UTC)
 
 
 @dataclass(frozen=True)

@@ -35,7 +35,9 @@ from collections import Counter
 from pymongo.asynchronous.database import AsyncDatabase
 
 from catalogue.directories import now
-from kernel.db import READ_SLICE, Document, database_errors, read_by_ids
+from kernel.db import Document, database_errors, read_by_ids
+from kernel.documents import aware
+from kernel.marks import by_ids
 from rules import locks as rule_locks
 from rules import quotas, rule_claims
 from rules.triggers import RULES
@@ -65,8 +67,8 @@ async def _settle(db: AsyncDatabase[Document], rule: Document, se: str, token: s
     left = [lock async for lock in read_by_ids(db[rule_locks.LOCKS], named, {"state": 1})]
     ids = [lock["_id"] for lock in left]
     with database_errors():
-        for start in range(0, len(ids), READ_SLICE):
-            await db[rule_locks.LOCKS].delete_many({"_id": {"$in": ids[start:start + READ_SLICE]}})
+        for flt in by_ids(ids):
+            await db[rule_locks.LOCKS].delete_many(flt)
     tally: Counter[str] = Counter({state: -n for state, n in Counter(lock["state"] for lock in left).items()})
     await rule_locks.count(db, rule["_id"], tally)
     await quotas.charge(db, rule["account"], {se: (0, 0)}, settles=token)
@@ -83,7 +85,7 @@ async def settle_unheld(db: AsyncDatabase[Document], worker: str, *, lease_s: fl
         records = await db[quotas.ACCOUNT_USAGE].find({quotas.NOTES: {"$exists": True}},
                                                       {"account": 1, quotas.NOTES: 1}).to_list()
     stale = {note["rule"]: record["account"] for record in records
-             for note in (record.get(quotas.NOTES) or {}).values() if _aware(note["at"]) < cutoff}
+             for note in (record.get(quotas.NOTES) or {}).values() if aware(note["at"]) < cutoff}
     settled = 0
     for rule_id, account in sorted(stale.items()):
         rule = await rule_claims.claim(db, worker, {"_id": rule_id}, lease_s=lease_s)
@@ -95,7 +97,3 @@ async def settle_unheld(db: AsyncDatabase[Document], worker: str, *, lease_s: fl
         elif await db[RULES].find_one({"_id": rule_id}, {"_id": 1}) is None:
             settled += await settle_left(db, {"_id": rule_id, "account": account})
     return settled
-
-
-def _aware(at: dt.datetime) -> dt.datetime:
-    return at if at.tzinfo else at.replace(tzinfo=dt.UTC)

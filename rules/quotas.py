@@ -27,6 +27,7 @@ recounts it). Under a quota the usage stays within it (`reserve`'s filter).
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -247,14 +248,12 @@ async def _charge_one(db: AsyncDatabase[Document], account: str, se: str, delta:
         update = {**update, "$set": {**update.get("$set", {}), "account": account, "se": se, **note}}
         if settles:
             update["$unset"] = {note_field(settles): ""}
-        try:
+        with contextlib.suppress(DuplicateKeyError):  # the record is there and missed the guard: read it
             with database_errors():
                 result = await db[ACCOUNT_USAGE].update_one({"_id": key(account, se), **guard, **noted}, update,
                                                             upsert=not settles)
             if not settles or result.matched_count:
                 return
-        except DuplicateKeyError:  # the record is there and missed the guard: read it
-            pass
         doc, read = await _usage_on(db, account, se, settles), True
     raise Conflict(f"the quota usage of {account} on {se} kept changing while this call was counted; try again")
 

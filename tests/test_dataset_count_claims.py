@@ -53,6 +53,8 @@ async def _aged(db: AsyncDatabase[Document]) -> None:
 
 
 async def _next_worker_sweeps(db: AsyncDatabase[Document], settings: Settings) -> None:
+    """A transfer worker's turn (it sweeps at its first) once every claim is aged (`_aged`)."""
+    await _aged(db)
     worker = TransferWorker(fast_settings(settings, usage_settle_after_s=0.5), db)
     try:
         await worker.run_once()
@@ -73,7 +75,6 @@ async def test_an_attach_cut_before_giving_back_the_rows_it_found_there_is_recou
                     lambda db: dataset_contents.attach_files(db, ADMIN, dataset, LFNS))
     assert await database[DATASET_FILES].count_documents({"did": dataset}) == 20
     assert await _counts(database) == {"files": 30, "bytes": 3000}  # the first ten charged twice
-    await _aged(database)
     await _next_worker_sweeps(database, settings)
     assert await _counts(database) == {"files": 20, "bytes": 2000}
     await _exact(database)
@@ -85,7 +86,6 @@ async def test_a_detach_cut_after_its_delete_is_recounted_by_the_sweep(
     await cut_short(db_gate, settings.database, "delete", DATASET_FILES,
                     lambda db: dataset_contents.detach_files(db, ADMIN, dataset, LFNS[:4]))
     assert await _counts(database) == {"files": 10, "bytes": 1000}  # four rows gone, counted still
-    await _aged(database)
     await _next_worker_sweeps(database, settings)
     assert await _counts(database) == {"files": 6, "bytes": 600}
     await _exact(database)
@@ -99,7 +99,6 @@ async def test_a_container_attach_cut_before_its_give_back_is_recounted_by_the_s
     await cut_short(db_gate, settings.database, "insert", "container_children",
                     lambda db: dataset_contents.attach_children(db, ADMIN, "vo:c", [dataset, "vo:other"]))
     assert (await database[datasets.DATASETS].find_one({"_id": "vo:c"}) or {})["children"] == 3
-    await _aged(database)
     await _next_worker_sweeps(database, settings)
     assert (await database[datasets.DATASETS].find_one({"_id": "vo:c"}) or {})["children"] == 2
     await _exact(database)
@@ -129,7 +128,6 @@ async def test_a_refresh_cut_short_between_its_rows_and_its_counts_is_recounted_
                     lambda db: refresh(db, ADMIN, "vo:dyn"))
     assert await database[DATASET_FILES].count_documents({"did": "vo:dyn"}) == 12
     assert await _counts(database, "vo:dyn") == {"files": 0, "bytes": 0}  # the counts come last
-    await _aged(database)
     await _next_worker_sweeps(database, settings)
     assert await _counts(database, "vo:dyn") == {"files": 12, "bytes": 1200}
     await _exact(database)

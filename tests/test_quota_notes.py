@@ -44,13 +44,20 @@ async def _next_holder(db: AsyncDatabase[Document], settings: Settings) -> None:
     await RuleEvaluator(rule_settings(settings), db).run(max_cycles=1)
 
 
+async def _half_then_cut(db: AsyncDatabase[Document], settings: Settings, rule: Document, gate: TcpGate,
+                         command: str, collection: str, again: slice) -> None:
+    """The first ten files' locks inserted, then an insert of `again` of them cut short once the
+    database answered `command` on `collection`."""
+    locks = new_locks(rule)
+    await rule_locks.insert_locks(db, rule, locks[:20])
+    await cut_short(gate, settings.database, command, collection,
+                    lambda gated: rule_locks.insert_locks(gated, rule, [dict(lock) for lock in locks[again]]))
+
+
 async def test_an_insert_killed_after_its_charge_is_given_back_by_the_rules_next_holder(
     database: AsyncDatabase[Document], settings: Settings, rule: Document, db_gate: TcpGate,
 ) -> None:
-    locks = new_locks(rule)
-    await rule_locks.insert_locks(database, rule, locks[:20])
-    await cut_short(db_gate, settings.database, "update", quotas.ACCOUNT_USAGE,
-                    lambda db: rule_locks.insert_locks(db, rule, locks[20:]))
+    await _half_then_cut(database, settings, rule, db_gate, "update", quotas.ACCOUNT_USAGE, slice(20, None))
     assert await held_by_locks(database) == HALF
     assert await charged(database) == {**HALF, "SRC": ALL["SRC"]}  # SRC charged for ten locks not written
     await _next_holder(database, settings)
@@ -61,10 +68,7 @@ async def test_an_insert_killed_after_its_charge_is_given_back_by_the_rules_next
 async def test_an_insert_killed_after_writing_its_locks_keeps_their_charge_and_gives_back_the_duplicates(
     database: AsyncDatabase[Document], settings: Settings, rule: Document, db_gate: TcpGate,
 ) -> None:
-    locks = new_locks(rule)
-    await rule_locks.insert_locks(database, rule, locks[:20])
-    await cut_short(db_gate, settings.database, "insert", rule_locks.LOCKS,
-                    lambda db: rule_locks.insert_locks(db, rule, [dict(lock) for lock in locks]))
+    await _half_then_cut(database, settings, rule, db_gate, "insert", rule_locks.LOCKS, slice(None))
     assert await held_by_locks(database) == ALL
     assert await charged(database) == {se: (30, 3000) for se in ALL}  # the first ten files' twice
     await _next_holder(database, settings)
@@ -108,10 +112,7 @@ async def test_the_notes_of_a_rule_no_daemon_takes_again_are_settled_by_the_eval
 ) -> None:
     """A rule suspended after its failed passes (the last one cut short after a charge): no daemon
     takes it until it is resumed, and the evaluator's sweep settles its note meanwhile."""
-    locks = new_locks(rule)
-    await rule_locks.insert_locks(database, rule, locks[:20])
-    await cut_short(db_gate, settings.database, "update", quotas.ACCOUNT_USAGE,
-                    lambda db: rule_locks.insert_locks(db, rule, locks[20:]))
+    await _half_then_cut(database, settings, rule, db_gate, "update", quotas.ACCOUNT_USAGE, slice(20, None))
     await database[store.RULES].update_one({"_id": rule["_id"]}, {"$set": {"state": "suspended"}})
     await asyncio.sleep(0.6)  # older than the lease below
     await RuleEvaluator(rule_settings(settings, lease_s=0.5), database).run(max_cycles=1)
