@@ -71,6 +71,9 @@ class TransferSettings(BaseModel):
     # A replica count noted on an SE's usage record and not settled after this long is its
     # call's no more (it died): the workers' sweep settles it (`catalogue.usage_intents`).
     usage_settle_after_s: float = Field(60.0, gt=0)
+    # Reaper: a `copying` replica whose upload has been silent this long (killed, its host gone,
+    # and no retry took it over) is undone, its bytes deleted (`transfers.abandoned_uploads`); 0: never.
+    abandoned_upload_s: float = Field(86400.0, ge=0)
 
 
 class RuleSettings(BaseModel):

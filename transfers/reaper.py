@@ -40,7 +40,7 @@ from kernel.daemon import Daemon
 from kernel.db import Document, iterate
 from kernel.errors import CairnError
 from kernel.settings import Settings
-from transfers import deletion_tags
+from transfers import abandoned_uploads, deletion_tags
 from transfers import request_claims as rc
 from transfers import requests as rq
 from transfers.dark_data import StillInUse, delete_dark
@@ -114,6 +114,7 @@ class Reaper(Daemon):
         self.credentials = settings.storage_credentials
         self.idle_sleep_s = settings.transfers.idle_sleep_s
         self._space_checked: dict[str, float] = {}
+        self._abandoned_next = 0.0  # when to look for abandoned uploads next (time.monotonic())
 
     async def run_once(self) -> int:
         ses = {se.name: se for se in await list_storage_elements(self.db)}
@@ -126,7 +127,27 @@ class Reaper(Daemon):
             await self._holding(claimed, ses, claimed_at)
         for se in ses.values():
             handled += await self._free_space(se)
-        return handled
+        return handled + await self._abandoned_uploads(ses)
+
+    async def _abandoned_uploads(self, ses: dict[str, StorageElement]) -> int:
+        """Undo uploads silent for `abandoned_upload_s` (`transfers.abandoned_uploads`): one reaper
+        at a time looks (the named lease "reaper:abandoned-uploads"), a few times per period, and
+        again at once while a look stopped at its batch."""
+        period = self.settings.abandoned_upload_s
+        if not period or time.monotonic() < self._abandoned_next:
+            return 0
+        self._abandoned_next = time.monotonic() + abandoned_uploads.scan_every_s(period)
+        held, swept = await lease.under_named_lease(
+            self.db, "reaper:abandoned-uploads", self.worker,
+            abandoned_uploads.sweep(self.db, ses, self.credentials, period), lease_s=self.settings.lease_s)
+        if not held or swept is None:
+            return 0
+        if swept.more and swept.undone:  # more to look at, and this look got on: look again next cycle
+            self._abandoned_next = 0.0
+        if swept.undone or swept.failed:
+            log.info("abandoned uploads: %d replica(s) undone (%d with their record), %d failed, %d left to a "
+                     "live writer", swept.undone, swept.records_removed, swept.failed, swept.left)
+        return swept.undone
 
     async def _holding(self, requests: list[Document], ses: dict[str, StorageElement], claimed_at: float) -> None:
         """The claimed batch's dark files one by one, then its other deletions together

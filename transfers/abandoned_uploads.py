@@ -1,0 +1,186 @@
+"""Uploads that died for good: `copying` replicas an upload registered and then fell silent on (its
+process killed, its host gone) and that no retry took over for `transfers.abandoned_upload_s`
+(a day by default). Left alone, such a replica keeps its LFN reserved, whatever bytes the upload
+stored on the SE, and its size on the SE's usage, for ever: nothing else ends an upload's work.
+
+The reaper undoes them as the upload's own undo would have (`dataio.upload_undo`), acting as one
+more upload: it takes each replica over with a writer token of its own (`catalogue.upload_leases`:
+one guarded update on the replica as read, so a retry renewing or taking it meanwhile wins and the
+reaper leaves it), deletes the bytes at the replica's path on its SE only right after renewing
+that hold (as an upload fences its writes), then removes the replica and, where the dead upload's
+registration created the record and it is its only replica, the record too
+(`catalogue.upload_undos`: the SE's usage and the directory's counts go with them). A reaper
+killed in between leaves the replicas held by its token: the next one finds them once that hold
+too has been silent for `abandoned_upload_s`.
+
+Replicas a transfer holds (TRANSFER) or that carry no upload's token (a `copying` registration by
+hand) are not uploads' and are left alone; so is an `unavailable` replica an interrupted undo left
+(its bytes went before it was claimed; `cairn rm` or `cairn replicas` show it to its owner).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from pymongo.asynchronous.database import AsyncDatabase
+
+from catalogue.files import FILES, fetch_files
+from catalogue.storage_elements import StorageElement
+from catalogue.storage_paths import storage_lfn
+from catalogue.upload_leases import hold_replicas
+from catalogue.upload_undos import undo_held_replicas
+from catalogue.writer_tokens import LEASE_S, RENEWALS, TRANSFER, WRITER, WRITER_AT, writer_digest
+from kernel import lease
+from kernel.db import Document, pages_by_id
+from kernel.documents import aware
+from kernel.errors import CairnError
+from kernel.principal import ADMIN_SCOPE, Principal
+from storage_plugins.registry import plugin_for
+from transfers.deletion import DELETE_CONCURRENCY
+from transfers.endpoints import endpoints
+
+log = logging.getLogger("cairn.reaper")
+
+# The reaper acts for the installation: the records it removes are dead uploads' own.
+SYSTEM = Principal(sub="cairn", vo="", groups=("admin",), scopes=frozenset({ADMIN_SCOPE}))
+BATCH = 500  # replicas taken over, deleted and undone together
+SCANS_PER_PERIOD = 4  # the catalogue is looked through this often per abandoned_upload_s (at most hourly)
+# Files with a `copying` replica (FerretDB takes no `$elemMatch` of fields: which replica, and
+# whose, is told from the record as read, `abandoned_on`).
+COPYING = {"replicas.status": "copying"}
+
+
+def scan_every_s(abandoned_upload_s: float) -> float:
+    """How often the reaper looks for abandoned uploads: a few times per period, at most hourly."""
+    return min(abandoned_upload_s / SCANS_PER_PERIOD, 3600.0)
+
+
+@dataclass
+class Swept:
+    """What one pass did: replicas undone (`records_removed` of them with their record); replicas
+    whose bytes or undo failed (held by this pass: looked at again once its hold too has been
+    silent for `abandoned_upload_s`); replicas a live writer renewed or took meanwhile (`left`
+    to it); and whether the pass stopped at its batch with more to look at (`more`)."""
+
+    undone: int = 0
+    records_removed: int = 0
+    failed: int = 0
+    left: int = 0
+    more: bool = False
+
+
+def abandoned_on(doc: Mapping[str, Any], before: dt.datetime) -> list[str]:
+    """The SEs of doc's `copying` replicas whose upload has been silent since before `before`."""
+    out = []
+    for replica in doc.get("replicas", []):
+        held = replica.get(WRITER)
+        since = replica.get(WRITER_AT, replica.get("modified"))
+        if replica.get("status") == "copying" and held not in (None, TRANSFER) and isinstance(since, dt.datetime) \
+                and aware(since) < before:
+            out.append(str(replica["se"]))
+    return out
+
+
+async def find_abandoned(db: AsyncDatabase[Document], before: dt.datetime, *,
+                         limit: int | None = None) -> tuple[dict[str, dict[str, Document]], bool]:
+    """Up to `limit` (BATCH) abandoned upload replicas, by SE: `{se: {lfn: record as read}}`, and whether
+    the look stopped there. The files are read by key in pages (memory holds one page), each
+    filtered on its replicas."""
+    found: dict[str, dict[str, Document]] = {}
+    count, limit = 0, limit or BATCH
+    async for doc in pages_by_id(db[FILES], COPYING, None, page=BATCH):
+        for se in abandoned_on(doc, before):
+            found.setdefault(se, {})[doc["_id"]] = doc
+            count += 1
+        if count >= limit:
+            return found, True
+    return found, False
+
+
+async def sweep(db: AsyncDatabase[Document], ses: Mapping[str, StorageElement],
+                credentials: Mapping[str, Mapping[str, str]], abandoned_upload_s: float) -> Swept:
+    """Undo the upload replicas silent for longer than abandoned_upload_s (a batch per SE per
+    call; the reaper calls again while there are more)."""
+    before = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=abandoned_upload_s)
+    found, more = await find_abandoned(db, before)
+    swept = Swept(more=more)
+    for se_name, files in found.items():
+        se = ses.get(se_name)
+        if se is None:  # an SE removed under its replicas: nothing to delete the bytes with
+            swept.failed += len(files)
+            continue
+        await _undo_on(db, se, files, credentials, swept)
+    return swept
+
+
+async def _undo_on(db: AsyncDatabase[Document], se: StorageElement, files: dict[str, Document],
+                   credentials: Mapping[str, Mapping[str, str]], swept: Swept) -> None:
+    """Take the replicas over, then delete their bytes and undo them while every hold is renewed
+    (`kernel.lease.while_held`: each storage call checks the holds are fresh, as an upload's writes do)."""
+    writer = writer_digest(uuid.uuid4().hex)  # this pass's own: a killed reaper's holds lapse like an upload's
+    since = time.monotonic()
+    taken = list((await hold_replicas(db, writer, [{"lfn": lfn, "se": se.name} for lfn in files], files))["successful"])
+    swept.left += len(files) - len(taken)
+    if not taken:
+        return
+
+    async def keep() -> bool:
+        now_files = await fetch_files(db, taken, {"replicas": 1})
+        renewed = await hold_replicas(db, writer, [{"lfn": lfn, "se": se.name} for lfn in now_files], now_files,
+                                      renew=True)
+        return len(renewed["successful"]) == len(taken)
+
+    held, _ = await lease.while_held(_delete_and_undo(db, se, writer, taken, credentials, swept), keep,
+                                     every_s=LEASE_S / RENEWALS, lease_s=LEASE_S, since=since)
+    if not held:
+        log.warning("lost the hold of some of %d abandoned uploads on %s; left for the next pass", len(taken), se.name)
+
+
+async def _delete_and_undo(db: AsyncDatabase[Document], se: StorageElement, writer: str, lfns: list[str],
+                           credentials: Mapping[str, Mapping[str, str]], swept: Swept) -> None:
+    records = await fetch_files(db, lfns)
+    mine = {lfn: doc for lfn, doc in records.items()
+            if any(r.get("se") == se.name and r.get(WRITER) == writer for r in doc.get("replicas", []))}
+    swept.left += len(lfns) - len(mine)
+    failed = await _delete_bytes(se, mine, credentials)
+    swept.failed += len(failed)
+    done = {lfn: doc for lfn, doc in mine.items() if lfn not in failed}
+    if not done:
+        return
+    lease.check_held()
+    outcome = await undo_held_replicas(db, SYSTEM, writer, se.name, done)
+    swept.undone += len(outcome["successful"])
+    swept.records_removed += sum(1 for answer in outcome["successful"].values() if answer["record_removed"])
+    swept.failed += len(outcome["failed"])
+    for lfn, why in outcome["failed"].items():
+        log.warning("abandoned upload of %s to %s not undone: %s", lfn, se.name, why)
+
+
+async def _delete_bytes(se: StorageElement, files: dict[str, Document],
+                        credentials: Mapping[str, Mapping[str, str]]) -> set[str]:
+    """Delete what the dead uploads stored at their replicas' paths (nothing there is fine);
+    the LFNs whose bytes could not be deleted."""
+    failed: set[str] = set()
+    by_plugin: dict[Any, dict[str, str]] = {}
+    for lfn, doc in files.items():
+        replica = next(r for r in doc.get("replicas", []) if r.get("se") == se.name)
+        try:
+            ep = endpoints(se, storage_lfn(lfn, replica), "delete", credentials=credentials,
+                           registered_url=replica.get("url") or None)[0]
+        except CairnError as exc:
+            log.warning("bytes of the abandoned upload of %s on %s not deleted: %s", lfn, se.name, exc)
+            failed.add(lfn)
+            continue
+        by_plugin.setdefault(plugin_for(ep.url, ep.options), {})[ep.url] = lfn
+    for plugin, urls in by_plugin.items():
+        errors = await plugin.delete_many(list(urls), concurrency=DELETE_CONCURRENCY)
+        for url, error in errors.items():
+            log.warning("bytes of the abandoned upload of %s on %s not deleted: %s", urls[url], se.name, error)
+            failed.add(urls[url])
+    return failed
