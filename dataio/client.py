@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from dataio.io_client import IOClient
+from kernel.ride_out import riding_out
 
 if TYPE_CHECKING:
     from dataio.progress import FileOutcome, ProgressSink
@@ -34,8 +35,9 @@ class DataClient(IOClient):
         from kernel.settings import get_settings
 
         creds = get_settings().storage_credentials if credentials is None else credentials
-        return await upload_files(self, paths, lfn, se, credentials=creds, progress=progress,
-                                  concurrency=concurrency)
+        with riding_out(self.ride_out_s):  # each of its calls is safe to send again (`kernel.ride_out`)
+            return await upload_files(self, paths, lfn, se, credentials=creds, progress=progress,
+                                      concurrency=concurrency)
 
     async def download(
         self,
@@ -53,5 +55,7 @@ class DataClient(IOClient):
 
         settings = get_settings()
         creds = settings.storage_credentials if credentials is None else credentials
-        return await download_files(self, lfns, dest, credentials=creds, site=settings.site if site is None else site,
-                                    progress=progress, concurrency=concurrency)
+        with riding_out(self.ride_out_s):
+            return await download_files(self, lfns, dest, credentials=creds,
+                                        site=settings.site if site is None else site, progress=progress,
+                                        concurrency=concurrency)

@@ -44,6 +44,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from catalogue.storage_elements import StorageElement
+from catalogue.writer_tokens import WRITER, writer_digest
 from dataio.io_client import IOClient
 from dataio.progress import FileOutcome, NoProgress, ProgressSink, counted
 from dataio.signed_access import needs_signing, signed_endpoint, without_signature
@@ -51,7 +52,7 @@ from dataio.status_batches import make_available
 from dataio.upload_items import PlannedFile
 from dataio.upload_lease import UploadLease
 from dataio.upload_registration import register
-from dataio.upload_undo import discard_held, finished_by_others, roll_back
+from dataio.upload_undo import discard_held, roll_back, same_bytes_available
 from kernel.errors import CairnError, Conflict, InvalidInput, NotFound, ServiceUnavailable
 from storage_plugins.base import StoragePlugin, WriteResult, read_local
 from storage_plugins.checksums import Adler32, tee_adler32
@@ -355,13 +356,16 @@ async def _finalise(client: IOClient, se: StorageElement, lease: UploadLease, st
         raise
     except (CairnError, OSError) as exc:  # the call failed: no file of the batch is known available
         refused = {s.item.lfn: _as_error(exc, s.item) for s in stored}
-    finished = await finished_by_others(client, se, [s.item for s in stored if s.item.lfn in refused])
+    finished = await same_bytes_available(client, se, [s.item for s in stored if s.item.lfn in refused])
     for entry in stored:
         item = entry.item
-        if item.lfn in finished:  # another upload of the same bytes flipped it first: they are there
+        if item.lfn in finished and finished[item.lfn].get(WRITER) == writer_digest(lease.writer):
+            refused.pop(item.lfn)  # flipped by this upload: a call sent again after its answer was lost
+        elif item.lfn in finished:  # another upload of the same bytes flipped it first: they are there
             sink.finished(item.lfn, True)
-            outcomes[item.lfn] = FileOutcome(item.lfn, str(item.local), "exists", se.name, finished[item.lfn],
-                                             item.size, item.adler32, time.monotonic() - entry.started,
+            outcomes[item.lfn] = FileOutcome(item.lfn, str(item.local), "exists", se.name,
+                                             finished[item.lfn].get("url"), item.size, item.adler32,
+                                             time.monotonic() - entry.started,
                                              notes=[*entry.notes, "another upload of the same file finished first"])
             continue
         error = refused.get(item.lfn)

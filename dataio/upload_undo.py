@@ -35,18 +35,24 @@ async def discard(client: IOClient, ep: Endpoint, lfn: str, writer: str | None =
 async def finished_by_others(client: IOClient, se: StorageElement, items: list[PlannedFile]) -> dict[str, str | None]:
     """Of files whose flip was refused, those whose replica on se another upload of the same
     bytes (same size and adler32, as registration checked) made `available` meanwhile: their URLs."""
+    return {lfn: replica.get("url") for lfn, replica in (await same_bytes_available(client, se, items)).items()}
+
+
+async def same_bytes_available(client: IOClient, se: StorageElement, items: list[PlannedFile]) -> dict[str, Any]:
+    """The `available` replicas on se of those of items registered with their size and adler32
+    (one lookup); a lookup that fails answers none."""
     if not items:
         return {}
     try:
         found = (await client.lookup_files([item.lfn for item in items]))["successful"]
     except CairnError:
         return {}
-    out: dict[str, str | None] = {}
+    out: dict[str, Any] = {}
     for item in items:
         doc = found.get(item.lfn) or {}
         mine = [r for r in doc.get("replicas", []) if r.get("se") == se.name and r.get("status") == "available"]
         if mine and doc.get("size") == item.size and doc.get("adler32") == item.adler32:
-            out[item.lfn] = mine[0].get("url")
+            out[item.lfn] = mine[0]
     return out
 
 

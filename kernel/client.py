@@ -19,8 +19,10 @@ import orjson
 from kernel import jsonio
 from kernel.api_prefix import API_PREFIX
 from kernel.errors import CairnError, InvalidInput, ServiceUnavailable, error_class_for
+from kernel.ride_out import patiently
 
 CLIENT_FILE = "client.json"
+RIDE_OUT_S = 60.0  # an upload's or a download's wait for an API that went away (a restart takes seconds)
 
 
 def client_defaults(var_dir: str | os.PathLike[str] | None = None) -> tuple[str, str | None]:
@@ -59,7 +61,8 @@ def lfn_path(lfn: str) -> str:
 class BaseClient:
     """HTTP plumbing shared by every SDK mixin."""
 
-    def __init__(self, url: str | None = None, token: str | None = None, *, timeout_s: float | None = None) -> None:
+    def __init__(self, url: str | None = None, token: str | None = None, *, timeout_s: float | None = None,
+                 ride_out_s: float | None = None) -> None:
         """`timeout_s` ($CAIRN_API_TIMEOUT, else 300) bounds how long the API may stay silent (no
         byte of an answer or of a stream's body), not how long an answer may take: a 1M-entry
         stream runs for minutes."""
@@ -67,8 +70,13 @@ class BaseClient:
         self.url = (url or default_url).rstrip("/")
         self.token = token if token is not None else default_token
         self.timeout_s = timeout_s if timeout_s is not None else float(os.environ.get("CAIRN_API_TIMEOUT", 300))
+        # How long an upload or a download waits for an API that went away ($CAIRN_API_RIDE_OUT, else
+        # RIDE_OUT_S; 0: fail at once), `kernel.ride_out`.
+        self.ride_out_s = ride_out_s if ride_out_s is not None else float(
+            os.environ.get("CAIRN_API_RIDE_OUT", RIDE_OUT_S))
         self._timeout = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=self.timeout_s)
         self._session: aiohttp.ClientSession | None = None
+        self._answered = False  # the API answered this client once: one away since is waited for (ride_out_s)
 
     async def __aenter__(self) -> Self:
         return self
@@ -113,6 +121,7 @@ class BaseClient:
             async with self.session.request(
                 method, self._url(path), data=data, params=_clean(params), headers=headers
             ) as resp:
+                self._answered = True
                 if resp.status >= 400:
                     raise _error_from(resp.status, await resp.read(), resp.headers)
                 yield resp
@@ -128,7 +137,16 @@ class BaseClient:
     async def request(
         self, method: str, path: str, *, json_body: Any = None, params: dict[str, Any] | None = None
     ) -> Any:
-        """One API call; returns the decoded JSON body or raises the matching CairnError."""
+        """One API call; returns the decoded JSON body or raises the matching CairnError. Under
+        `kernel.ride_out.riding_out`, an API that answered this client before and went away is
+        waited for."""
+        if not self._answered:  # never reached (a wrong URL, a server not started): said at once
+            return await self._request_once(method, path, json_body=json_body, params=params)
+        return await patiently(lambda: self._request_once(method, path, json_body=json_body, params=params))
+
+    async def _request_once(
+        self, method: str, path: str, *, json_body: Any = None, params: dict[str, Any] | None = None
+    ) -> Any:
         async with self._response(method, path, json_body=json_body, params=params) as resp:
             body = await resp.read()
         return json.loads(body) if body else None

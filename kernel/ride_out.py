@@ -1,0 +1,51 @@
+"""Riding out an API that is briefly away (a server restarted, a load balancer switching, the
+database failing over): calls made under `riding_out(s)` that meet ServiceUnavailable (no
+connection, or a 503) are tried again, backing off up to the server's Retry-After, until
+they succeed or `s` seconds have passed since the first try. Only for work whose every call is
+safe to send twice, as an upload's and a download's are (`dataio.client`): a registration made
+by this upload's writer is found as its own, a flip or an undo guarded by that writer is refused
+once done and then read back, a lease is renewed again."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from typing import TypeVar
+
+from kernel.errors import ServiceUnavailable
+
+T = TypeVar("T")
+FIRST_PAUSE_S = 0.25
+LONGEST_PAUSE_S = 5.0
+_PATIENCE: contextvars.ContextVar[float] = contextvars.ContextVar("cairn_ride_out_s", default=0.0)
+
+
+@contextlib.contextmanager
+def riding_out(seconds: float) -> Iterator[None]:
+    """Calls made inside (and in tasks started inside) ride out an API away for up to `seconds`."""
+    token = _PATIENCE.set(max(0.0, seconds))
+    try:
+        yield
+    finally:
+        _PATIENCE.reset(token)
+
+
+async def patiently(call: Callable[[], Awaitable[T]]) -> T:
+    """call(), tried again while it raises ServiceUnavailable, for as long as `riding_out` allows."""
+    patience = _PATIENCE.get()
+    if patience <= 0:
+        return await call()
+    deadline, pause = time.monotonic() + patience, FIRST_PAUSE_S
+    while True:
+        try:
+            return await call()
+        except ServiceUnavailable as exc:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise
+            await asyncio.sleep(min(left, pause))
+            # Doubling, up to the server's Retry-After (a restart answers nothing: 5 s) and LONGEST_PAUSE_S.
+            pause = min(pause * 2, max(FIRST_PAUSE_S, min(float(exc.retry_after), LONGEST_PAUSE_S)))

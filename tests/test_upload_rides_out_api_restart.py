@@ -1,0 +1,96 @@
+"""End to end: the `cairn server` process an upload talks to is SIGKILLed in the middle of a
+`cairn upload` of many files and started again two seconds later on the same port. The command
+waits for it (`kernel.ride_out`: each of an upload's calls is safe to send again) and finishes:
+every file uploaded, its bytes checked on the SE's disk, no `copying` replica left, usage exact.
+Before, every file in flight failed, and an undo that met the dead server left its replica held."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from pymongo.asynchronous.database import AsyncDatabase
+
+from cairn.embedded_db import free_port, wait_for_port
+from cairn.sdk import Client
+from catalogue import usage
+from catalogue.files import FILES
+from kernel.db import Document
+from kernel.process import child_preexec, stop_processes
+from kernel.settings import Settings
+from tests.fixtures.api import RunningApi
+from tests.fixtures.cli import ROOT
+from tests.fixtures.daemons import daemon_env
+from tests.fixtures.live_ses import LiveSEs
+
+pytestmark = pytest.mark.slow
+
+COUNT = 600  # two batches: a registration and a flip each
+SIZE = 64 << 10
+
+
+def _server(settings: Settings, port: int, log: Path) -> subprocess.Popen[bytes]:
+    with log.open("ab") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "cairn", "server", "--port", str(port)],
+                                env=daemon_env(settings), stdout=out, stderr=subprocess.STDOUT,
+                                preexec_fn=child_preexec)
+    wait_for_port("127.0.0.1", port, timeout_s=60, proc=proc)
+    return proc
+
+
+async def _copying(db: AsyncDatabase[Document], se: str) -> int:
+    docs = await db[FILES].find({"_id": {"$regex": "^/cta/ride/"}}, {"replicas": 1}).to_list()
+    return sum(1 for d in docs for r in d["replicas"] if r["se"] == se and r["status"] == "copying")
+
+
+async def test_an_upload_rides_out_a_restart_of_its_api_server(
+    api: RunningApi, live_ses: LiveSEs, admin: Client, database: AsyncDatabase[Document], settings: Settings,
+    tmp_path: Path,
+) -> None:
+    se = await live_ses.add("file")
+    source = tmp_path / "ride"
+    source.mkdir()
+    locals_ = [source / f"f{i:04d}" for i in range(COUNT)]
+    for path in locals_:
+        path.write_bytes(os.urandom(SIZE))
+    port = free_port()
+    server = await asyncio.to_thread(_server, settings, port, tmp_path / "server.log")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CAIRN_")}
+    env.update({"PYTHONPATH": str(ROOT), "CAIRN_API_URL": f"http://127.0.0.1:{port}", "CAIRN_TOKEN": api.token()})
+    command = [sys.executable, "-m", "cairn", "upload", *map(str, locals_), "/cta/ride/", "--se", se.name, "--json"]
+    upload = await asyncio.to_thread(subprocess.Popen, command, env=env, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 60
+        while not await _copying(database, se.name):  # registered: bytes about to move
+            assert upload.poll() is None and time.monotonic() < deadline, upload.stderr and upload.stderr.read()
+            await asyncio.sleep(0.01)
+        os.kill(server.pid, signal.SIGKILL)
+        server.wait()
+        killed = time.monotonic()
+        await asyncio.sleep(2)
+        assert upload.poll() is None, "the upload ended while its server was down"
+        server = await asyncio.to_thread(_server, settings, port, tmp_path / "server.log")
+        out, err = await asyncio.to_thread(upload.communicate, timeout=120)
+    finally:
+        upload.kill()
+        stop_processes([server], timeout_s=15)
+    print(f"upload finished {time.monotonic() - killed:.1f} s after its server's kill")
+    assert upload.returncode == 0, err.decode()[-3000:]
+    outcomes = json.loads(out)
+    assert {o["status"] for o in outcomes} == {"uploaded"} and len(outcomes) == COUNT
+    docs = {d["_id"]: d for d in await database[FILES].find({"_id": {"$regex": "^/cta/ride/"}}).to_list()}
+    assert len(docs) == COUNT
+    for path in locals_:
+        lfn = f"/cta/ride/{path.name}"
+        assert [(r["se"], r["status"]) for r in docs[lfn]["replicas"]] == [(se.name, "available")], lfn
+        assert live_ses.stored_file(se.name, lfn).read_bytes() == path.read_bytes(), lfn  # on the SE's disk
+    report = await usage.rebuild(database, fix=False)
+    assert report["drifted"] == 0, report
