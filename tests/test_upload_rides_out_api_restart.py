@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pymongo.asynchronous.database import AsyncDatabase
@@ -23,6 +24,7 @@ from cairn.sdk import Client
 from catalogue import usage
 from catalogue.files import FILES
 from kernel.db import Document
+from kernel.errors import ServiceUnavailable
 from kernel.process import child_preexec, stop_processes
 from kernel.settings import Settings
 from tests.fixtures.api import RunningApi
@@ -94,3 +96,25 @@ async def test_an_upload_rides_out_a_restart_of_its_api_server(
         assert live_ses.stored_file(se.name, lfn).read_bytes() == path.read_bytes(), lfn  # on the SE's disk
     report = await usage.rebuild(database, fix=False)
     assert report["drifted"] == 0, report
+
+
+async def test_a_flip_whose_answer_was_lost_is_read_back_as_this_uploads(
+    api: RunningApi, live_ses: LiveSEs, admin: Client, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    se = await live_ses.add("file")
+    locals_ = [tmp_path / f"f{i}" for i in range(3)]
+    for path in locals_:
+        path.write_bytes(os.urandom(1000))
+    once = admin._request_once
+    lost: list[str] = []
+
+    async def answer_lost(method: str, path: str, **kw: Any) -> Any:
+        answer = await once(method, path, **kw)
+        if path == "/replicas/statuses" and not lost:  # done by the server; the connection broke on the way back
+            lost.append(path)
+            raise ServiceUnavailable("cannot reach the Cairn API: connection reset")
+        return answer
+
+    monkeypatch.setattr(admin, "_request_once", answer_lost)
+    outcomes = await admin.upload(locals_, "/cta/lost/", se.name)
+    assert lost and [(o.status, o.notes) for o in outcomes] == [("uploaded", [])] * 3, outcomes
