@@ -105,8 +105,8 @@ async def find_abandoned(db: AsyncDatabase[Document], before: dt.datetime, *,
 
 async def sweep(db: AsyncDatabase[Document], ses: Mapping[str, StorageElement],
                 credentials: Mapping[str, Mapping[str, str]], abandoned_upload_s: float) -> Swept:
-    """Undo the upload replicas silent for longer than abandoned_upload_s (a batch per SE per
-    call; the reaper calls again while there are more)."""
+    """Undo the upload replicas silent for longer than abandoned_upload_s (up to BATCH per call;
+    the reaper calls again while there are more)."""
     before = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=abandoned_upload_s)
     found, more = await find_abandoned(db, before)
     swept = Swept(more=more)

@@ -1,0 +1,245 @@
+"""Chaos end to end, on the API side: the `cairn server` process a client drives is SIGKILLed at
+random and started again on the same port, while the client uploads, registers, attaches,
+replicates and removes files, and the daemons (transfer workers, reaper, rule evaluator, repairer
+and cleaner) work as separate processes on a "2 copies on tier=1" rule. The client retries a call
+that met the dead server, as a user's script does (each of these calls is safe to send twice; an
+upload rides the restarts out itself). Once the chaos stops and the daemons drain: everything
+acknowledged is there, and nothing is counted twice (usage, dataset counts, quota, rule locks).
+Bounded in kills and time."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+import zlib
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+from pymongo.asynchronous.database import AsyncDatabase
+
+from cairn.embedded_db import free_port, wait_for_port
+from cairn.sdk import Client
+from catalogue import dataset_contents, dataset_recount, usage
+from catalogue.files import FILES
+from catalogue.usage import REMOVAL_LEASE
+from kernel.db import Document
+from kernel.errors import ServiceUnavailable
+from kernel.process import child_preexec, stop_processes
+from kernel.settings import Settings
+from rules import locks as rule_locks
+from rules import quota_rebuild
+from rules import store as rule_store
+from tests.fixtures.api import RunningApi
+from tests.fixtures.daemons import DaemonProcesses, daemon_env
+from tests.fixtures.transfers import add_ses, disk_se, se_root, write_bytes
+from transfers import requests as rq
+
+pytestmark = pytest.mark.slow
+
+KILLS = int(os.environ.get("CAIRN_TEST_API_CHAOS_KILLS", "10"))
+DRAIN_S = 90.0
+_SEED = os.environ.get("CAIRN_TEST_API_CHAOS_SEED", "7")
+SEED = random.randrange(1 << 30) if _SEED == "random" else int(_SEED)
+SIZE = 2048
+DAEMONS = ("transfers", "reaper", "rule-evaluator", "rule-repairer", "rule-cleaner")
+T = TypeVar("T")
+
+
+class Server:
+    """The API server process, killed and started again on one port."""
+
+    def __init__(self, settings: Settings, log: Path) -> None:
+        self.settings, self.log, self.port = settings, log, free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen([sys.executable, "-m", "cairn", "server", "--port", str(self.port)],
+                                         env=daemon_env(self.settings), stdout=out, stderr=subprocess.STDOUT,
+                                         preexec_fn=child_preexec)
+        wait_for_port("127.0.0.1", self.port, timeout_s=60, proc=self.proc)
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        os.kill(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            stop_processes([self.proc], timeout_s=15)
+
+
+async def again(call: Callable[[], Awaitable[T]]) -> T:
+    """call(), sent again while the server is away (as a user's script would)."""
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            return await call()
+        except ServiceUnavailable:
+            assert time.monotonic() < deadline, "the server stayed away"
+            await asyncio.sleep(0.2)
+
+
+class Workload:
+    """The client's calls, and what each acknowledged."""
+
+    def __init__(self, client: Client, tmp: Path, src: Any) -> None:
+        self.client, self.tmp, self.src = client, tmp, src
+        self.uploaded: dict[str, bytes] = {}
+        self.registered: dict[str, bytes] = {}
+        self.removed: set[str] = set()
+        self.replicated: set[str] = set()
+        self.pending: set[str] = set()  # removals refused "try again"
+
+    async def round(self, number: int) -> None:
+        locals_ = []
+        for k in range(3):
+            path = self.tmp / f"up{number}-{k}"
+            path.write_bytes(os.urandom(SIZE))
+            locals_.append(path)
+        outcomes = await self.client.upload(locals_, f"/vo/chaos/r{number}/", self.src.name)
+        assert all(o.status == "uploaded" for o in outcomes), outcomes
+        lfns = [f"/vo/chaos/r{number}/{p.name}" for p in locals_]
+        self.uploaded.update({lfn: p.read_bytes() for lfn, p in zip(lfns, locals_, strict=True)})
+        assert not (await again(lambda: self.client.attach("vo:chaos", lfns=lfns)))["failed"]
+        files = {f"/vo/reg/r{number}-{k}": os.urandom(SIZE) for k in range(4)}
+        for lfn, data in files.items():
+            write_bytes(self.src, lfn, data)
+        body = [{"lfn": lfn, "size": SIZE, "adler32": f"{zlib.adler32(data):08x}", "replicas": [{"se": self.src.name}]}
+                for lfn, data in files.items()]
+        assert not (await again(lambda: self.client.register_files(body)))["failed"]
+        self.registered.update(files)
+        first = sorted(files)[0]
+        assert not (await again(lambda: self.client.replicate([first], "T1-A")))["failed"]
+        self.replicated.add(first)
+        if number % 2:
+            gone = sorted(lfn for lfn in self.registered
+                          if lfn not in self.replicated | self.removed | self.pending)[:2]
+            await self.remove(gone)
+
+    async def remove(self, lfns: list[str]) -> None:
+        """Remove lfns; one a removal cut short by a kill still marks (its lease, two minutes,
+        not run out) is refused "try again", and is tried again after the chaos (`finish`)."""
+        failed = (await again(lambda: self.client.remove_files(lfns, force=True)))["failed"]
+        assert all("try again" in str(why) for why in failed.values()), failed
+        self.removed.update(lfn for lfn in lfns if lfn not in failed)
+        self.pending.update(failed)
+
+    async def finish(self) -> None:
+        deadline = time.monotonic() + REMOVAL_LEASE.total_seconds() + 30
+        while self.pending:
+            lfns, self.pending = sorted(self.pending), set()
+            await self.remove(lfns)
+            if self.pending:
+                assert time.monotonic() < deadline, self.pending
+                await asyncio.sleep(2)
+
+
+async def _drained(db: AsyncDatabase[Document], rule_id: str) -> bool:
+    if await db[rq.REQUESTS].count_documents({"state": {"$in": list(rq.OPEN_STATES)}}):
+        return False
+    rule = await db[rule_store.RULES].find_one({"_id": rule_id})
+    members = await db[dataset_contents.DATASET_FILES].count_documents({"did": "vo:chaos"})
+    if rule is None or rule["state"] != "ok":
+        return False
+    if await db[rule_locks.LOCKS].count_documents({"rule": rule_id, "state": "ok"}) != 2 * members:
+        return False
+    return not any(d.get(usage.INTENTS) for d in await db[usage.USAGE].find({"_id": {"$regex": "^se:"}}).to_list())
+
+
+async def test_nothing_acknowledged_lost_nothing_counted_twice_while_the_api_server_is_killed_at_random(
+    database: AsyncDatabase[Document], settings: Settings, api: RunningApi, tmp_path: Path,
+) -> None:
+    ses = {name: disk_se(name, tmp_path / name.lower(), site=f"S-{name}") for name in ("SRC", "T1-A", "T1-B")}
+    ses["SRC"].attributes = {"tier": 0}
+    ses["T1-A"].attributes = ses["T1-B"].attributes = {"tier": 1}
+    await add_ses(database, *ses.values())
+    (tmp_path / "logs").mkdir()
+    (tmp_path / "up").mkdir()
+    env = daemon_env(settings, lease_s=10, retry_base_s=0.2, retry_cap_s=2, idle_sleep_s=0.2, reaper_batch=10,
+                     usage_settle_after_s=5)
+    env.update({"CAIRN_RULES__LEASE_S": "3", "CAIRN_RULES__POLL_S": "0.5", "CAIRN_RULES__IDLE_SLEEP_S": "0.2"})
+    daemons = [DaemonProcesses(name, env, tmp_path / "logs") for name in DAEMONS]
+    server, rng = Server(settings, tmp_path / "logs" / "server.log"), random.Random(SEED)
+    started = time.monotonic()
+    print(f"API chaos: seed {SEED}")  # before anything can fail: a failure's schedule can be run again
+    try:
+        await asyncio.to_thread(server.start)
+        for daemon in daemons:
+            daemon.start()
+        async with Client(server.url, api.admin_token) as client:
+            await client.mkdir("/vo/chaos", parents=True)
+            await client.create_did("vo:chaos")
+            rule_id = (await client.add_rule("vo:chaos", 2, "tier=1"))["id"]
+            work = Workload(client, tmp_path / "up", ses["SRC"])
+            kills, number = 0, 0
+
+            async def chaos() -> None:
+                nonlocal kills
+                while kills < KILLS:
+                    await asyncio.sleep(rng.uniform(0.3, 2.0))
+                    await asyncio.to_thread(server.kill)
+                    await asyncio.sleep(rng.uniform(0.2, 1.0))
+                    await asyncio.to_thread(server.start)
+                    kills += 1
+
+            killing = asyncio.create_task(chaos())
+            while not killing.done() or number < 4:
+                await work.round(number)
+                number += 1
+            await killing
+            await work.finish()
+        deadline = time.monotonic() + DRAIN_S
+        while not await _drained(database, rule_id):
+            assert time.monotonic() < deadline, "\n".join(d.logs() for d in daemons)[-6000:]
+            await asyncio.sleep(0.3)
+    finally:
+        server.stop()
+        for daemon in daemons:
+            daemon.stop_all()
+    print(f"API chaos: {kills} kills, {number} rounds, {time.monotonic() - started:.1f} s")
+
+    files = {d["_id"]: d for d in await database[FILES].find({}).to_list()}
+    for lfn, data in {**work.uploaded, **work.registered}.items():  # acknowledged: there, bytes and all
+        if lfn in work.removed:
+            assert lfn not in files, lfn
+            continue
+        doc = files[lfn]
+        assert doc["size"] == len(data) and doc["adler32"] == f"{zlib.adler32(data):08x}", lfn
+        for replica in doc["replicas"]:
+            assert replica["status"] == "available", (lfn, replica)
+            assert (se_root(ses[replica["se"]]) / lfn.lstrip("/")).read_bytes() == data, (lfn, replica["se"])
+    placed = Counter(r["se"] for lfn in work.uploaded for r in files[lfn]["replicas"])
+    assert placed == {"SRC": len(work.uploaded), "T1-A": len(work.uploaded), "T1-B": len(work.uploaded)}, placed
+    assert all("T1-A" in {r["se"] for r in files[lfn]["replicas"]} for lfn in work.replicated)
+    rows = await database[dataset_contents.DATASET_FILES].find({"did": "vo:chaos"}).to_list()
+    attached = {row["lfn"] for row in rows}
+    assert attached == set(work.uploaded)
+
+    requests = await database[rq.REQUESTS].find({}).to_list()
+    assert Counter(r["state"] for r in requests) == {"done": len(requests)}
+    copies: Counter[tuple[str, str]] = Counter()
+    for request in requests:
+        if request["kind"] == "transfer":
+            copies[(request["lfn"], request["dest_se"])] += int(request.get("copies", 0))
+    assert [t for t, n in copies.items() if n > 1] == [], "copied twice"
+    report = await usage.rebuild(database, fix=False)
+    assert report["drifted"] == 0, f"usage (seed {SEED}): {report}"
+    assert not (await quota_rebuild.rebuild(database, fix=False))["drift"], f"quota (seed {SEED})"
+    assert not (await dataset_recount.rebuild(database, fix=False))["drift"], f"dataset counts (seed {SEED})"
+    for rule in await database[rule_store.RULES].find({}).to_list():
+        locks = await database[rule_locks.LOCKS].find({"rule": rule["_id"]}).to_list()
+        states = Counter(lock["state"] for lock in locks)
+        assert rule_locks.counters_of(rule) == {s: states.get(s, 0) for s in rule_locks.LOCK_STATES}, rule
