@@ -6,8 +6,9 @@ stored on the SE, and its size on the SE's usage, for ever: nothing else ends an
 The reaper undoes them as the upload's own undo would have (`dataio.upload_undo`), acting as one
 more upload: it takes each replica over with a writer token of its own (`catalogue.upload_leases`:
 one guarded update on the replica as read, so a retry renewing or taking it meanwhile wins and the
-reaper leaves it), deletes the bytes at the replica's path on its SE only right after renewing
-that hold (as an upload fences its writes), then removes the replica and, where the dead upload's
+reaper leaves it), deletes the bytes at the replica's path on its SE while that hold is renewed,
+each storage call only while its last renewal is fresh (`kernel.lease.while_held`, as an upload
+fences its writes), then removes the replica and, where the dead upload's
 registration created the record and it is its only replica, the record too
 (`catalogue.upload_undos`: the SE's usage and the directory's counts go with them). A reaper
 killed in between leaves the replicas held by its token: the next one finds them once that hold
