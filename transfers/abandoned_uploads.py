@@ -40,11 +40,8 @@ from catalogue.writer_tokens import LEASE_S, RENEWALS, TRANSFER, WRITER, WRITER_
 from kernel import lease
 from kernel.db import Document, pages_by_id
 from kernel.documents import aware
-from kernel.errors import CairnError
 from kernel.principal import ADMIN_SCOPE, Principal
-from storage_plugins.registry import plugin_for
-from transfers.deletion import DELETE_CONCURRENCY
-from transfers.endpoints import endpoints
+from transfers.deletion import Place, delete_bytes
 
 log = logging.getLogger("cairn.reaper")
 
@@ -149,9 +146,15 @@ async def _delete_and_undo(db: AsyncDatabase[Document], se: StorageElement, writ
     mine = {lfn: doc for lfn, doc in records.items()
             if any(r.get("se") == se.name and r.get(WRITER) == writer for r in doc.get("replicas", []))}
     swept.left += len(lfns) - len(mine)
-    failed = await _delete_bytes(se, mine, credentials)
+    # Where each replica's bytes are (a moved file's at the LFN they were written under), deleted as
+    # the reaper deletes retired replicas' (`transfers.deletion.delete_bytes`: nothing there is fine).
+    places = {(lfn, se.name): Place(replica.get("url") or None, storage_lfn(lfn, replica))
+              for lfn, doc in mine.items() for replica in doc["replicas"] if replica.get("se") == se.name}
+    failed = await delete_bytes(places, {se.name: se}, credentials)
+    for (lfn, _), error in failed.items():
+        log.warning("bytes of the abandoned upload of %s on %s not deleted: %s", lfn, se.name, error)
     swept.failed += len(failed)
-    done = {lfn: doc for lfn, doc in mine.items() if lfn not in failed}
+    done = {lfn: doc for lfn, doc in mine.items() if (lfn, se.name) not in failed}
     if not done:
         return
     lease.check_held()
@@ -162,26 +165,3 @@ async def _delete_and_undo(db: AsyncDatabase[Document], se: StorageElement, writ
     for lfn, why in outcome["failed"].items():
         log.warning("abandoned upload of %s to %s not undone: %s", lfn, se.name, why)
 
-
-async def _delete_bytes(se: StorageElement, files: dict[str, Document],
-                        credentials: Mapping[str, Mapping[str, str]]) -> set[str]:
-    """Delete what the dead uploads stored at their replicas' paths (nothing there is fine);
-    the LFNs whose bytes could not be deleted."""
-    failed: set[str] = set()
-    by_plugin: dict[Any, dict[str, str]] = {}
-    for lfn, doc in files.items():
-        replica = next(r for r in doc.get("replicas", []) if r.get("se") == se.name)
-        try:
-            ep = endpoints(se, storage_lfn(lfn, replica), "delete", credentials=credentials,
-                           registered_url=replica.get("url") or None)[0]
-        except CairnError as exc:
-            log.warning("bytes of the abandoned upload of %s on %s not deleted: %s", lfn, se.name, exc)
-            failed.add(lfn)
-            continue
-        by_plugin.setdefault(plugin_for(ep.url, ep.options), {})[ep.url] = lfn
-    for plugin, urls in by_plugin.items():
-        errors = await plugin.delete_many(list(urls), concurrency=DELETE_CONCURRENCY)
-        for url, error in errors.items():
-            log.warning("bytes of the abandoned upload of %s on %s not deleted: %s", urls[url], se.name, error)
-            failed.add(urls[url])
-    return failed
