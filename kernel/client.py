@@ -23,6 +23,7 @@ from kernel.ride_out import patiently
 
 CLIENT_FILE = "client.json"
 RIDE_OUT_S = 60.0  # an upload's or a download's wait for an API that went away (a restart takes seconds)
+SAFE_METHODS = frozenset({"GET", "HEAD"})  # reads: sent again while the API is away (`kernel.ride_out`)
 
 
 def client_defaults(var_dir: str | os.PathLike[str] | None = None) -> tuple[str, str | None]:
@@ -70,8 +71,8 @@ class BaseClient:
         self.url = (url or default_url).rstrip("/")
         self.token = token if token is not None else default_token
         self.timeout_s = timeout_s if timeout_s is not None else float(os.environ.get("CAIRN_API_TIMEOUT", 300))
-        # How long an upload or a download waits for an API that went away ($CAIRN_API_RIDE_OUT, else
-        # RIDE_OUT_S; 0: fail at once), `kernel.ride_out`.
+        # How long a read, an upload, a download or a named call waits for an API that went away
+        # ($CAIRN_API_RIDE_OUT, else RIDE_OUT_S; 0: fail at once), `kernel.ride_out`.
         self.ride_out_s = ride_out_s if ride_out_s is not None else float(
             os.environ.get("CAIRN_API_RIDE_OUT", RIDE_OUT_S))
         self._timeout = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=self.timeout_s)
@@ -137,12 +138,14 @@ class BaseClient:
     async def request(
         self, method: str, path: str, *, json_body: Any = None, params: dict[str, Any] | None = None
     ) -> Any:
-        """One API call; returns the decoded JSON body or raises the matching CairnError. Under
-        `kernel.ride_out.riding_out`, an API that answered this client before and went away is
-        waited for."""
+        """One API call; returns the decoded JSON body or raises the matching CairnError. An API
+        that answered this client before and went away (a restart, 503s while its database is
+        away) is waited for, up to `ride_out_s`, by a read, and by any call under
+        `kernel.ride_out.riding_out`."""
         if not self._answered:  # never reached (a wrong URL, a server not started): said at once
             return await self._request_once(method, path, json_body=json_body, params=params)
-        return await patiently(lambda: self._request_once(method, path, json_body=json_body, params=params))
+        return await patiently(lambda: self._request_once(method, path, json_body=json_body, params=params),
+                               at_least=self.ride_out_s if method in SAFE_METHODS else 0.0)
 
     async def _request_once(
         self, method: str, path: str, *, json_body: Any = None, params: dict[str, Any] | None = None

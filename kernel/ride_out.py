@@ -4,7 +4,9 @@ connection, or a 503) are tried again, backing off up to the server's Retry-Afte
 they succeed or `s` seconds have passed since the first try. Only for work whose every call is
 safe to send twice, as an upload's and a download's are (`dataio.client`): a registration made
 by this upload's writer is found as its own, a flip or an undo guarded by that writer is refused
-once done and then read back, a lease is renewed again."""
+once done and then read back, a lease is renewed again. The SDK's reads (GET) ride it out
+always, and so does a call that names itself so that the server makes its work once however
+often it is sent (`add_rule`'s request id, `rules.rule_requests`)."""
 
 from __future__ import annotations
 
@@ -33,9 +35,10 @@ def riding_out(seconds: float) -> Iterator[None]:
         _PATIENCE.reset(token)
 
 
-async def patiently(call: Callable[[], Awaitable[T]]) -> T:
-    """call(), tried again while it raises ServiceUnavailable, for as long as `riding_out` allows."""
-    patience = _PATIENCE.get()
+async def patiently(call: Callable[[], Awaitable[T]], *, at_least: float = 0.0) -> T:
+    """call(), tried again while it raises ServiceUnavailable, for as long as `riding_out` allows
+    (or `at_least` seconds: a call safe to send again whatever the caller's context)."""
+    patience = max(_PATIENCE.get(), at_least)
     if patience <= 0:
         return await call()
     deadline, pause = time.monotonic() + patience, FIRST_PAUSE_S

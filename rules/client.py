@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 from urllib.parse import quote
 
 from kernel.client import BaseClient
+from kernel.ride_out import riding_out
 
 Json = dict[str, Any]
 
@@ -18,10 +20,14 @@ class RulesClient(BaseClient):
 
     async def add_rule(self, did: str, copies: int, expression: str, **options: Any) -> Json:
         """Create a rule; options: grouping, lifetime_s, weight, activity, source_expression,
-        locked, comment, account, priority."""
-        body = {"did": did, "copies": copies, "expression": expression,
+        locked, comment, account, priority, request_id. The call names itself (`request_id`, a
+        new one unless given) and rides out an API away: sent again, the server answers the rule
+        its first sending made, never a second one (`rules.rule_requests`); a script that runs
+        again after losing the answer gives the same request_id."""
+        body = {"did": did, "copies": copies, "expression": expression, "request_id": uuid.uuid4().hex,
                 **{k: v for k, v in options.items() if v is not None}}
-        result: Json = await self.request("POST", "/rules", json_body=body)
+        with riding_out(self.ride_out_s):
+            result: Json = await self.request("POST", "/rules", json_body=body)
         return result
 
     async def list_rules(self, *, account: str | None = None, did: str | None = None,

@@ -67,6 +67,9 @@ class RuleIn(RulePlacement):
     did: str = Field(..., description="scope:name of a dataset or container, or a file's LFN")
     locked: bool = Field(False, description="a locked rule cannot be deleted, nor expire, until unlocked")
     account: str | None = Field(None, max_length=128, description="owning account (admins only; default: caller)")
+    request_id: str | None = Field(None, pattern=r"^[A-Za-z0-9_.:-]{8,128}$",
+                                   description="a key of the caller's choosing naming this call: the same call "
+                                               "sent again gets the rule the first made (`rules.rule_requests`)")
 
 
 class Rule(claims.Leased):
@@ -91,6 +94,8 @@ class Rule(claims.Leased):
     # the change feed's event (its sequence number) the subscription made it for
     # (`rules.subscription_counts`)
     subscription_event: NotRequired[int]
+    # the digest of the call that made it, when the call named itself (`rules.rule_requests`)
+    request: NotRequired[str]
     state: str
     error: str | None
     stuck_since: dt.datetime | None

@@ -8,6 +8,7 @@ import uuid
 from typing import cast
 
 from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import DuplicateKeyError
 
 from catalogue import file_rules
 from catalogue.authorization import authorize_rule_target, vo_stamp
@@ -18,6 +19,7 @@ from kernel.principal import DEFAULT_VO, Principal
 from rules.rule_admission import check_account, check_room
 from rules.rule_contents import did_target
 from rules.rule_models import STATES, Rule, RuleIn
+from rules.rule_requests import made_before, request_digest, rule_id_for
 from rules.se_expression import validate
 from rules.triggers import RULES
 
@@ -49,12 +51,18 @@ async def create_rule(db: AsyncDatabase[Document], principal: Principal, item: R
     validate(item.expression)
     if item.source_expression:
         validate(item.source_expression)
+    digest = request_digest({**item.model_dump(exclude={"request_id"}), "account": account})
+    if item.request_id is not None:  # sent again (its answer lost): the rule the first sending made
+        rule_id = rule_id_for(principal, item.request_id)
+        if (before := await made_before(db, rule_id, digest)) is not None:
+            return await _finish_making(db, principal, before, again=True)
     judged = not principal.is_global_admin  # whose right no chmod or chown takes away
     if judged:
         await authorize_rule_target(db, principal, item.did)
     did_type, size = await did_target(db, item.did)
     await check_room(db, account, item.expression, item.copies, item.did, did_type, size, vo_stamp(principal))
     at = now()
+    at = at.replace(microsecond=at.microsecond // 1000 * 1000)  # as stored: a sending again answers the same
     doc: Rule = {
         "_id": rule_id or uuid.uuid4().hex, "vo": vo_stamp(principal), "did": item.did, "did_type": did_type,
         "account": account,
@@ -68,19 +76,41 @@ async def create_rule(db: AsyncDatabase[Document], principal: Principal, item: R
     }
     if subscription_event is not None:
         doc["subscription_event"] = subscription_event
-    with database_errors():
-        await db[RULES].insert_one(cast(Document, doc))
-    if did_type == "file" and not await file_rules.name_file(db, item.did, doc["_id"]):
+    if item.request_id is not None:
+        doc["request"] = digest  # rule_requests.REQUEST
+    try:
+        with database_errors():
+            await db[RULES].insert_one(cast(Document, doc))
+    except DuplicateKeyError:
+        if item.request_id is None:
+            raise
+        # The same call sent twice at once: the other sending made it.
+        before = await made_before(db, doc["_id"], digest)
+        if before is None:
+            raise Conflict(f"rule {doc['_id']}, made by this request, has been removed since; use a new "
+                           "request id to make another") from None
+        return await _finish_making(db, principal, before, again=True)
+    return await _finish_making(db, principal, cast(Document, doc), again=False)
+
+
+async def _finish_making(db: AsyncDatabase[Document], principal: Principal, doc: Document, *,
+                         again: bool) -> Document:
+    """The steps of a making after its insert, done again by a sending that found the rule its
+    first sending made (`again`: cut short in between, or its answer lost): a file rule names its
+    file, and the DID is judged again (a chmod or chown that took the caller's r away withdraws it,
+    403)."""
+    if doc.get("did_type") == "file" and not await file_rules.name_file(db, doc["did"], doc["_id"],
+                                                                        unless_named=again):
         await _withdraw(db, doc["_id"])
-        raise Conflict(f"file {item.did} was being moved or removed while the rule was made; the rule was "
+        raise Conflict(f"file {doc['did']} was being moved or removed while the rule was made; the rule was "
                        "withdrawn, try again")
     try:
-        if judged:
-            await authorize_rule_target(db, principal, item.did)
+        if not principal.is_global_admin:
+            await authorize_rule_target(db, principal, doc["did"])
     except (Forbidden, NotFound):
         await _withdraw(db, doc["_id"])
         raise
-    return cast(Document, doc)
+    return doc
 
 
 async def _withdraw(db: AsyncDatabase[Document], rule_id: str) -> None:

@@ -161,7 +161,7 @@ async def test_catalogue_routes_answer_503_with_retry_after_when_the_database_is
     port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     token = app[ISSUER].issue(sub="root", vo="cta", groups=["admin"], scopes=["admin"])
     try:
-        async with Client(f"http://127.0.0.1:{port}", token) as client:
+        async with Client(f"http://127.0.0.1:{port}", token, ride_out_s=0) as client:  # told at once
             with pytest.raises(ServiceUnavailable) as caught:
                 await client.register_files([{"lfn": "/cta/x", "size": 1, "adler32": "00000001"}])
             assert caught.value.retry_after >= 1

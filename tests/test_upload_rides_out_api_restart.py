@@ -19,32 +19,23 @@ from typing import Any
 import pytest
 from pymongo.asynchronous.database import AsyncDatabase
 
-from cairn.embedded_db import free_port, wait_for_port
+from cairn.embedded_db import free_port
 from cairn.sdk import Client
 from catalogue import usage
 from catalogue.files import FILES
 from kernel.db import Document
 from kernel.errors import ServiceUnavailable
-from kernel.process import child_preexec, stop_processes
+from kernel.process import stop_processes
 from kernel.settings import Settings
 from tests.fixtures.api import RunningApi
+from tests.fixtures.api_process import start_api_process
 from tests.fixtures.cli import ROOT
-from tests.fixtures.daemons import daemon_env
 from tests.fixtures.live_ses import LiveSEs
 
 pytestmark = pytest.mark.slow
 
 COUNT = 600  # two batches: a registration and a flip each
 SIZE = 64 << 10
-
-
-def _server(settings: Settings, port: int, log: Path) -> subprocess.Popen[bytes]:
-    with log.open("ab") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "cairn", "server", "--port", str(port)],
-                                env=daemon_env(settings), stdout=out, stderr=subprocess.STDOUT,
-                                preexec_fn=child_preexec)
-    wait_for_port("127.0.0.1", port, timeout_s=60, proc=proc)
-    return proc
 
 
 async def _copying(db: AsyncDatabase[Document], se: str) -> int:
@@ -63,7 +54,7 @@ async def test_an_upload_rides_out_a_restart_of_its_api_server(
     for path in locals_:
         path.write_bytes(os.urandom(SIZE))
     port = free_port()
-    server = await asyncio.to_thread(_server, settings, port, tmp_path / "server.log")
+    server = await asyncio.to_thread(start_api_process, settings, port, tmp_path / "server.log")
     env = {k: v for k, v in os.environ.items() if not k.startswith("CAIRN_")}
     env.update({"PYTHONPATH": str(ROOT), "CAIRN_API_URL": f"http://127.0.0.1:{port}", "CAIRN_TOKEN": api.token()})
     command = [sys.executable, "-m", "cairn", "upload", *map(str, locals_), "/cta/ride/", "--se", se.name, "--json"]
@@ -79,7 +70,7 @@ async def test_an_upload_rides_out_a_restart_of_its_api_server(
         killed = time.monotonic()
         await asyncio.sleep(2)
         assert upload.poll() is None, "the upload ended while its server was down"
-        server = await asyncio.to_thread(_server, settings, port, tmp_path / "server.log")
+        server = await asyncio.to_thread(start_api_process, settings, port, tmp_path / "server.log")
         out, err = await asyncio.to_thread(upload.communicate, timeout=120)
     finally:
         upload.kill()

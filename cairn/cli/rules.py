@@ -30,14 +30,16 @@ def rule() -> None:
 @click.option("--locked", is_flag=True, help="cannot be deleted (nor expire) until unlocked")
 @click.option("--comment", default="")
 @click.option("--account", help="owning account (admins)")
+@click.option("--request-id", help="a key naming this call (8-128 of A-Z a-z 0-9 _ . : -): run again with the "
+                                   "same key, it answers the rule the first run made instead of making a second")
 @json_option
 def rule_add(did: str, copies: int, expression: str, grouping: str, lifetime_s: int | None, weight: str | None,
              activity: str, source_expression: str | None, locked: bool, comment: str, account: str | None,
-             as_json: bool) -> None:
+             request_id: str | None, as_json: bool) -> None:
     """Create a rule on a dataset, container (scope:name) or file (LFN)."""
     created = run(lambda c: c.add_rule(did, copies, expression, grouping=grouping, lifetime_s=lifetime_s,
                                        weight=weight, activity=activity, source_expression=source_expression,
-                                       locked=locked, comment=comment, account=account))
+                                       locked=locked, comment=comment, account=account, request_id=request_id))
     emit_json(created) if as_json else click.echo(f"rule {created['id']} created on {did}")
 
 

@@ -1,0 +1,164 @@
+"""A rule made once however often its call is sent (`rules.rule_requests`): `add_rule` names its
+call, and the same call sent again (its answer lost on the way back, the API restarted, a script
+run again with the same `--request-id`) answers the rule the first sending made; one rule is
+stored, its quota and locks made once. Before, every sending made a rule of its own, and an SDK
+call that met a restarting API failed at once; reads and `add_rule` now ride it out."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import time
+import uuid
+from pathlib import Path
+from urllib.parse import urlparse
+
+import aiohttp
+import pytest
+from pymongo.asynchronous.database import AsyncDatabase
+
+from cairn.embedded_db import free_port
+from cairn.sdk import Client
+from kernel.db import Document
+from kernel.errors import Conflict, InvalidInput, ServiceUnavailable
+from kernel.process import stop_processes
+from kernel.settings import Settings
+from rules.triggers import RULES
+from tests.fixtures.api import RunningApi
+from tests.fixtures.api_process import start_api_process
+from tests.fixtures.cli import run_cli
+from tests.fixtures.rules import dataset_on_src, tiered_ses
+from tests.fixtures.tcp_gate import TcpGate
+
+
+@pytest.fixture
+async def tiered(database: AsyncDatabase[Document], tmp_path: Path) -> list[str]:
+    tier1 = await tiered_ses(database, tmp_path)
+    await dataset_on_src(database, "vo:ds", [f"/vo/ds/f{i}" for i in range(4)], size=1000)
+    return tier1
+
+
+async def _rules_on(database: AsyncDatabase[Document], did: str) -> list[Document]:
+    return await database[RULES].find({"did": did}).to_list()
+
+
+async def test_a_call_sent_again_answers_the_rule_its_first_sending_made(
+    api: RunningApi, admin: Client, tiered: list[str], database: AsyncDatabase[Document],
+) -> None:
+    key = uuid.uuid4().hex
+    first = await admin.add_rule("vo:ds", 1, "tier=1", comment="keep", request_id=key)
+    again = await admin.add_rule("vo:ds", 1, "tier=1", comment="keep", request_id=key)
+    assert again["id"] == first["id"] and again["created"] == first["created"]
+    assert [r["_id"] for r in await _rules_on(database, "vo:ds")] == [first["id"]]
+    # Without a key of its own, each call is a new one (the SDK names every call afresh).
+    other = await admin.add_rule("vo:ds", 1, "tier=1", comment="keep")
+    assert other["id"] != first["id"] and len(await _rules_on(database, "vo:ds")) == 2
+
+
+async def test_a_key_sent_with_other_settings_or_after_its_rule_went_is_refused(
+    api: RunningApi, admin: Client, tiered: list[str], database: AsyncDatabase[Document],
+) -> None:
+    key = uuid.uuid4().hex
+    rule = await admin.add_rule("vo:ds", 1, "tier=1", request_id=key)
+    with pytest.raises(Conflict, match="other settings"):
+        await admin.add_rule("vo:ds", 2, "tier=1", request_id=key)
+    await admin.delete_rule(rule["id"])
+    with pytest.raises(Conflict, match="deleted or withdrawn since"):
+        await admin.add_rule("vo:ds", 1, "tier=1", request_id=key)
+    assert [r["_id"] for r in await _rules_on(database, "vo:ds")] == [rule["id"]]
+    for bad in ("short", "x" * 129, "has space", "semi;colon"):
+        with pytest.raises(InvalidInput, match="request_id"):
+            await admin.add_rule("vo:ds", 1, "tier=1", request_id=bad)
+    assert len(await _rules_on(database, "vo:ds")) == 1
+
+
+async def test_one_key_names_one_call_per_caller(
+    api: RunningApi, admin: Client, tiered: list[str], database: AsyncDatabase[Document],
+) -> None:
+    key = "nightly-2026-12-07"
+    async with api.client(api.token(sub="alice", scopes=("rules.read", "rules.write"))) as alice, \
+            api.client(api.token(sub="bob", scopes=("rules.read", "rules.write"))) as bob:
+        mine = await alice.add_rule("vo:ds", 1, "tier=1", request_id=key)
+        theirs = await bob.add_rule("vo:ds", 1, "tier=1", request_id=key)
+    assert mine["id"] != theirs["id"] and (mine["account"], theirs["account"]) == ("alice", "bob")
+    assert len(await _rules_on(database, "vo:ds")) == 2
+
+
+async def test_two_sendings_at_once_make_one_rule(
+    api: RunningApi, tiered: list[str], database: AsyncDatabase[Document],
+) -> None:
+    body = {"did": "vo:ds", "copies": 1, "expression": "tier=1", "request_id": uuid.uuid4().hex}
+    headers = {"Authorization": f"Bearer {api.admin_token}"}
+    async with aiohttp.ClientSession() as session:
+
+        async def send() -> tuple[int, dict[str, object]]:
+            async with session.post(f"{api.url}/api/v1/rules", json=body, headers=headers) as resp:
+                return resp.status, await resp.json()
+
+        answers = await asyncio.gather(*(send() for _ in range(6)))
+    assert {status for status, _ in answers} == {201}
+    assert len({str(answer["id"]) for _, answer in answers}) == 1
+    assert len(await _rules_on(database, "vo:ds")) == 1
+
+
+async def test_a_rule_whose_answer_was_lost_is_made_once(
+    api: RunningApi, tiered: list[str], database: AsyncDatabase[Document],
+) -> None:
+    port = urlparse(api.url).port
+    assert port is not None
+    gate = TcpGate(port)
+    await gate.open()
+    try:
+        async with Client(f"http://127.0.0.1:{gate.port}", api.admin_token) as client:
+            await client.whoami()  # the API answered this client: one away since is waited for
+            gate.lose_reply_of = b"POST /api/v1/rules "
+            rule = await client.add_rule("vo:ds", 1, "tier=1")
+    finally:
+        await gate.close()
+    assert gate.replies_lost == 1  # made by the first sending; its answer broke on the way back
+    assert [r["_id"] for r in await _rules_on(database, "vo:ds")] == [rule["id"]]
+
+
+async def test_the_cli_run_again_with_its_request_id_answers_the_same_rule(
+    api: RunningApi, tiered: list[str], database: AsyncDatabase[Document],
+) -> None:
+    args = ("rule", "add", "vo:ds", "--copies", "1", "-e", "tier=1", "--request-id", "cron-job-42", "--json")
+    first = await run_cli(api.url, api.admin_token, *args)
+    again = await run_cli(api.url, api.admin_token, *args)
+    assert first.returncode == 0 and again.returncode == 0, (first.stderr, again.stderr)
+    assert json.loads(first.stdout)["id"] == json.loads(again.stdout)["id"]
+    assert len(await _rules_on(database, "vo:ds")) == 1
+
+
+async def test_reads_and_a_rule_ride_out_a_restart_of_the_api_server(
+    api: RunningApi, tiered: list[str], settings: Settings, database: AsyncDatabase[Document], tmp_path: Path,
+) -> None:
+    port = free_port()
+    server = await asyncio.to_thread(start_api_process, settings, port, tmp_path / "server.log")
+    try:
+        async with Client(f"http://127.0.0.1:{port}", api.admin_token) as client:
+            assert (await client.stat("/vo/ds/f0"))["size"] == 1000
+            os.kill(server.pid, signal.SIGKILL)
+            await asyncio.to_thread(server.wait)
+
+            async def start_again() -> None:
+                await asyncio.sleep(1.5)
+                nonlocal server
+                server = await asyncio.to_thread(start_api_process, settings, port, tmp_path / "server.log")
+
+            restart = asyncio.ensure_future(start_again())
+            began = time.monotonic()
+            stat, rule = await asyncio.gather(client.stat("/vo/ds/f1"), client.add_rule("vo:ds", 1, "tier=1"))
+            await restart
+            assert stat["size"] == 1000 and time.monotonic() - began >= 1.5
+            assert [r["_id"] for r in await _rules_on(database, "vo:ds")] == [rule["id"]]
+        async with Client(f"http://127.0.0.1:{port}", api.admin_token, ride_out_s=0) as impatient:
+            await impatient.whoami()
+            os.kill(server.pid, signal.SIGKILL)
+            await asyncio.to_thread(server.wait)
+            with pytest.raises(ServiceUnavailable):  # told at once: no ride-out asked for
+                await impatient.stat("/vo/ds/f1")
+    finally:
+        stop_processes([server], timeout_s=15)
