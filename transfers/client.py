@@ -6,6 +6,7 @@ from typing import Any
 from urllib.parse import quote
 
 from kernel.client import BaseClient
+from kernel.ride_out import riding_out
 
 
 class TransfersClient(BaseClient):
@@ -15,7 +16,8 @@ class TransfersClient(BaseClient):
     ) -> dict[str, Any]:
         """Queue replication of lfns to dest_se; returns {submission, successful, failed}."""
         body = {"lfns": lfns, "dest_se": dest_se, "source_se": source_se, "activity": activity, "priority": priority}
-        result: dict[str, Any] = await self.request("POST", "/requests/transfers", json_body=body)
+        with riding_out(self.ride_out_s):  # queued once however often sent (`transfers.requests`: active_key)
+            result: dict[str, Any] = await self.request("POST", "/requests/transfers", json_body=body)
         return result
 
     async def replicate_dataset(
@@ -26,7 +28,8 @@ class TransfersClient(BaseClient):
         (`scope:name`), to dest_se; answers like `replicate`, per LFN, plus `dataset`."""
         body = {"dataset": dataset, "dest_se": dest_se, "source_se": source_se, "activity": activity,
                 "priority": priority}
-        result: dict[str, Any] = await self.request("POST", "/requests/transfers", json_body=body)
+        with riding_out(self.ride_out_s):  # queued once however often sent (`transfers.requests`: active_key)
+            result: dict[str, Any] = await self.request("POST", "/requests/transfers", json_body=body)
         return result
 
     async def stage(self, lfns: list[str], se: str, *, priority: int = 3,
@@ -34,13 +37,15 @@ class TransfersClient(BaseClient):
         """Bring lfns online from tape SE `se` into its disk cache, pinned for pin_lifetime_s
         (default: the stager's setting) or until released (`release_requests`)."""
         body = {"lfns": lfns, "se": se, "priority": priority, "pin_lifetime_s": pin_lifetime_s}
-        result: dict[str, Any] = await self.request("POST", "/requests/stages", json_body=body)
+        with riding_out(self.ride_out_s):  # queued once however often sent (`transfers.requests`: active_key)
+            result: dict[str, Any] = await self.request("POST", "/requests/stages", json_body=body)
         return result
 
     async def delete_replicas(self, lfns: list[str], se: str | None = None) -> dict[str, Any]:
         """Queue deletion of the replicas of lfns on se (every replica when se is None: admins only)."""
-        result: dict[str, Any] = await self.request(
-            "POST", "/requests/deletions", json_body={"lfns": lfns, "se": se})
+        with riding_out(self.ride_out_s):  # queued once however often sent (`transfers.requests`: active_key)
+            result: dict[str, Any] = await self.request(
+                "POST", "/requests/deletions", json_body={"lfns": lfns, "se": se})
         return result
 
     async def list_requests(self, **filters: Any) -> list[dict[str, Any]]:

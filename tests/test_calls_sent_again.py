@@ -2,7 +2,8 @@
 call, and the same call sent again (its answer lost on the way back, the API restarted, a script
 run again with the same `--request-id`) answers the rule the first sending made; one rule is
 stored, its quota and locks made once. Before, every sending made a rule of its own, and an SDK
-call that met a restarting API failed at once; reads and `add_rule` now ride it out."""
+call that met a restarting API failed at once; reads, `add_rule` and the requests (queued once
+per movement, `transfers.requests`' active_key) now ride it out."""
 
 from __future__ import annotations
 
@@ -31,6 +32,8 @@ from tests.fixtures.api_process import start_api_process
 from tests.fixtures.cli import run_cli
 from tests.fixtures.rules import dataset_on_src, tiered_ses
 from tests.fixtures.tcp_gate import TcpGate
+from tests.fixtures.transfers import add_ses, disk_se, put_files
+from transfers.requests import REQUESTS
 
 
 @pytest.fixture
@@ -162,3 +165,25 @@ async def test_reads_and_a_rule_ride_out_a_restart_of_the_api_server(
                 await impatient.stat("/vo/ds/f1")
     finally:
         stop_processes([server], timeout_s=15)
+
+
+async def test_a_replication_whose_answer_was_lost_is_queued_once(
+    api: RunningApi, database: AsyncDatabase[Document], tmp_path: Path,
+) -> None:
+    source, dest = disk_se("SRC-DISK", tmp_path / "src"), disk_se("DST-DISK", tmp_path / "dst")
+    await add_ses(database, source, dest)
+    await put_files(database, [source], ["/vo/r/f0", "/vo/r/f1"])
+    port = urlparse(api.url).port
+    assert port is not None
+    gate = TcpGate(port)
+    await gate.open()
+    try:
+        async with Client(f"http://127.0.0.1:{gate.port}", api.admin_token) as client:
+            await client.whoami()
+            gate.lose_reply_of = b"POST /api/v1/requests/transfers "
+            queued = await client.replicate(["/vo/r/f0", "/vo/r/f1"], "DST-DISK")
+    finally:
+        await gate.close()
+    assert gate.replies_lost == 1 and not queued["failed"]
+    stored = await database[REQUESTS].find({"lfn": {"$in": ["/vo/r/f0", "/vo/r/f1"]}}).to_list()
+    assert sorted(r["_id"] for r in stored) == sorted(str(r) for r in queued["successful"].values())
