@@ -35,7 +35,7 @@ from catalogue.replica_removal import REMOVAL, ReplicaBeingRemoved, being_remove
 from catalogue.replica_writers import OVERWRITTEN, REPLICA_WRITERS, new_token, own_writes, writer_field
 from catalogue.storage_elements import SES
 from catalogue.usage import REGISTERED_IN, WITHDRAWN
-from catalogue.writer_tokens import FOUNDING, NOT_HELD, WRITER
+from catalogue.writer_tokens import FOUNDING, NOT_HELD, UNDOING, WRITER
 from kernel.db import Document, bulk_write_chunked, database_errors, increment
 from kernel.errors import Conflict, InvalidInput
 from kernel.principal import Principal
@@ -234,15 +234,25 @@ async def overwrite_files(db: AsyncDatabase[Document], changes: Mapping[str, Doc
     return done
 
 
-def _status_update(index: int, status: str, at: Any) -> Document:
+def _status_update(index: int, status: str, at: Any, *, undoing: bool = False) -> Document:
     """The update setting the replica at `index` to status; one made `available` founds its
     record no more (`writer_tokens.FOUNDING`): an upload that later takes it over and fails
-    (after it went bad and a copy to it began again) leaves the record, its owner and metadata."""
-    update: Document = {"$set": {f"replicas.{index}.status": status, f"replicas.{index}.modified": at, "modified": at},
-                        **increment({"version": 1})}
-    if status == "available":
-        update["$unset"] = {f"replicas.{index}.{FOUNDING}": ""}
+    (after it went bad and a copy to it began again) leaves the record, its owner and metadata.
+    `undoing`: an upload's undo claims it (`writer_tokens.UNDOING` set); any other change takes
+    that mark off."""
+    fields = {f"replicas.{index}.status": status, f"replicas.{index}.modified": at, "modified": at}
+    if undoing:
+        fields[f"replicas.{index}.{UNDOING}"] = at
+    update: Document = {"$set": fields, **increment({"version": 1})}
+    gone = ([] if undoing else [UNDOING]) + ([FOUNDING] if status == "available" else [])
+    if gone:
+        update["$unset"] = {f"replicas.{index}.{field}": "" for field in gone}
     return update
+
+
+def _undoing(status: str, expected: str | None, writer: str | None) -> bool:
+    """Whether a status change is an upload's undo claiming its replica (`dataio.upload_undo`)."""
+    return status == "unavailable" and expected == "copying" and writer is not None
 
 
 async def set_replica_status(
@@ -284,7 +294,8 @@ async def set_replica_status(
                                           "written again once it is gone")
             guard[f"replicas.{index}.{REMOVAL}"] = current.get(REMOVAL)  # as read: a retirement since misses
         with database_errors():
-            result = await db[FILES].update_one(guard, _status_update(index, status, at))
+            result = await db[FILES].update_one(guard, _status_update(index, status, at,
+                                                                      undoing=_undoing(status, expected, writer)))
         if result.matched_count == 1:
             await change_feed.append(db, [change_feed.event("replica_status", lfn, se=se, status=status)])
             return True
@@ -350,7 +361,7 @@ async def set_replica_statuses(
         UpdateMany({"_id": {"$in": lfns}, f"replicas.{index}.se": se, f"replicas.{index}.status": current,
                     **({} if writer is None else {f"replicas.{index}.{WRITER}": writer}),
                     **dict(zip(PERMISSION_FIELDS, perms, strict=False))},
-                   _status_update(index, status, at))
+                   _status_update(index, status, at, undoing=_undoing(status, current, writer)))
         for (index, se, current, status, writer, perms), lfns in groups.items()
     ]
     result = await bulk_write_chunked(db[FILES], updates)

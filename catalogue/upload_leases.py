@@ -55,13 +55,13 @@ def _aware(value: Any) -> dt.datetime | None:
 
 
 def _refusal(lfn: str, se: str, replica: Mapping[str, Any] | None, writer: str, at: dt.datetime,
-             renew: bool = False) -> str | None:
+             renew: bool = False, status: str = "copying") -> str | None:
     """Why the caller may not hold this replica now (with `renew`: keep holding it), or None. An
     upload's hold lapses after LEASE_S of silence, a transfer's after TRANSFER_LEASE_S."""
     if replica is None:
         return f"{lfn} has no replica on SE {se}"
-    if replica.get("status") != "copying":
-        return f"replica of {lfn} on SE {se} is {replica.get('status')!r}, not 'copying'"
+    if replica.get("status") != status:
+        return f"replica of {lfn} on SE {se} is {replica.get('status')!r}, not {status!r}"
     held, since = replica.get(WRITER), _aware(replica.get(WRITER_AT, replica.get("modified")))
     if renew and held != writer:
         return f"{IN_PROGRESS}: the replica of {lfn} on SE {se} is not held by this upload any more ({NOT_HELD})"
@@ -74,11 +74,14 @@ def _refusal(lfn: str, se: str, replica: Mapping[str, Any] | None, writer: str, 
 
 
 async def hold_replicas(
-    db: Any, writer: str, items: Sequence[Mapping[str, str]], files: Mapping[str, Document], *, renew: bool = False
+    db: Any, writer: str, items: Sequence[Mapping[str, str]], files: Mapping[str, Document], *, renew: bool = False,
+    status: str = "copying",
 ) -> dict[str, dict[str, Any]]:
     """Take or renew the lease of upload `writer` on each replica `{lfn, se}` (one per LFN;
     `files`: the records as just read, with w checked); with `renew`, only renew (a replica
     another writer took over meanwhile is refused, not taken back: its holder lost it for good).
+    `status` "unavailable": the replica of an undo cut short (`writer_tokens.UNDOING`), held by
+    the reaper to finish it (`transfers.abandoned_uploads`).
     Answers `{"successful": {lfn: {"lease_s", "founding"?}}, "failed": {lfn: reason}}`
     (`founding`: the replica was registered with its file, whose record the holder removes if
     it fails); one bulk write and one read back for the batch."""
@@ -90,7 +93,7 @@ async def hold_replicas(
         lfn, se = item["lfn"], item["se"]
         found = [(i, r) for i, r in enumerate(files[lfn].get("replicas", [])) if r.get("se") == se]
         index, replica = found[0] if found else (-1, None)
-        reason = _refusal(lfn, se, replica, writer, at, renew)
+        reason = _refusal(lfn, se, replica, writer, at, renew, status)
         if reason or replica is None:
             failed[lfn] = reason
             continue
@@ -99,17 +102,17 @@ async def hold_replicas(
             groups.setdefault((index, se, held), []).append(lfn)
             continue
         singles.append(UpdateOne(  # a dead upload's: only as read, so one taker wins
-            {"_id": lfn, f"replicas.{index}.se": se, f"replicas.{index}.status": "copying",
+            {"_id": lfn, f"replicas.{index}.se": se, f"replicas.{index}.status": status,
              f"replicas.{index}.{WRITER}": held, f"replicas.{index}.modified": replica.get("modified")},
             _taken(index, writer, at)))
     updates: list[UpdateMany | UpdateOne] = [
-        UpdateMany({"_id": {"$in": lfns}, f"replicas.{index}.se": se, f"replicas.{index}.status": "copying",
+        UpdateMany({"_id": {"$in": lfns}, f"replicas.{index}.se": se, f"replicas.{index}.status": status,
                     f"replicas.{index}.{WRITER}": {"$exists": False} if held is None else held},
                    _taken(index, writer, at))
         for (index, se, held), lfns in groups.items()]
     if updates or singles:
         await bulk_write_chunked(db[FILES], [*updates, *singles])
-    return {"successful": await _held(db, writer, items, failed, at), "failed": failed}
+    return {"successful": await _held(db, writer, items, failed, at, status), "failed": failed}
 
 
 def _taken(index: int, writer: str, at: dt.datetime) -> Document:
@@ -119,7 +122,7 @@ def _taken(index: int, writer: str, at: dt.datetime) -> Document:
 
 
 async def _held(db: Any, writer: str, items: Sequence[Mapping[str, str]], failed: dict[str, Any],
-                at: dt.datetime) -> dict[str, Any]:
+                at: dt.datetime, status: str) -> dict[str, Any]:
     """Read back which replicas carry the caller's lease now; say why for the others."""
     wanted = [item for item in items if item["lfn"] not in failed]
     if not wanted:
@@ -129,10 +132,11 @@ async def _held(db: Any, writer: str, items: Sequence[Mapping[str, str]], failed
     for item in wanted:
         lfn, se = item["lfn"], item["se"]
         replica = next((r for r in (found.get(lfn) or {}).get("replicas", []) if r.get("se") == se), None)
-        if replica is not None and replica.get("status") == "copying" and replica.get(WRITER) == writer:
+        if replica is not None and replica.get("status") == status and replica.get(WRITER) == writer:
             held[lfn] = {"lease_s": LEASE_S, **({FOUNDING: True} if replica.get(FOUNDING) else {})}
         else:
-            failed[lfn] = _refusal(lfn, se, replica, writer, at) or f"replica of {lfn} on SE {se} changed meanwhile"
+            failed[lfn] = _refusal(lfn, se, replica, writer, at, status=status) or \
+                f"replica of {lfn} on SE {se} changed meanwhile"
     return held
 
 

@@ -17,6 +17,13 @@ WRITER_AT = "writer_at"
 # holds it by then (one that took it over after the first fell silent inherits it). The flip to
 # `available` takes it off: the record is then a finished file's, never an undo's to remove.
 FOUNDING = "founding"
+# On a replica an upload's undo claimed (`copying` -> `unavailable`, guarded by its writer): when.
+# The undo deletes the bytes before the claim and removes the replica right after it; one cut
+# short in between (its process killed) leaves the mark, and the reaper finishes that undo once
+# its writer has been silent for `abandoned_upload_s` (`transfers.abandoned_uploads`). Any other
+# status change takes the mark off: an `unavailable` set otherwise (an operator, the auditor) is
+# never an undo's.
+UNDOING = "undoing"
 # A transfer's destination replica is held by its request (`transfers.copy_steps`): a marker no
 # upload's digest (32 hex digits) can equal, so no upload token renews it or passes for it.
 TRANSFER = "transfer"

@@ -1,7 +1,8 @@
 """The reaper undoes uploads that died for good (`transfers.abandoned_uploads`): a `copying` replica
 whose upload has been silent for `abandoned_upload_s` loses its bytes and its registration (the
 record too when the upload founded it), and its SE's usage; what a live upload, a transfer, a
-hand registration or a returning upload holds is left alone."""
+hand registration or a returning upload holds is left alone. An undo cut short between its claim
+(`unavailable`) and its removal is finished the same way; an `unavailable` set otherwise is not."""
 
 from __future__ import annotations
 
@@ -110,12 +111,12 @@ async def test_an_upload_heard_of_again_after_the_look_keeps_its_replica(
     stored.write_bytes(data)
     await age(database, ["/cta/back"], se.name, 2 * DAY)
     found, _ = await abandoned_uploads.find_abandoned(database, dt.datetime.now(dt.UTC) - dt.timedelta(days=1))
-    assert list(found[se.name]) == ["/cta/back"]
+    assert list(found[(se.name, "copying")]) == ["/cta/back"]
     # The upload was only held up: it renews its lease before the reaper takes the replica.
     assert not (await admin.hold_replicas("b" * 32, se.name, ["/cta/back"], renew=True))["failed"]
     swept = abandoned_uploads.Swept()
-    await abandoned_uploads._undo_on(database, await get_storage_element(database, se.name), found[se.name], {},
-                                     swept)
+    await abandoned_uploads._undo_on(database, await get_storage_element(database, se.name), "copying",
+                                     found[(se.name, "copying")], {}, swept)
     assert (swept.undone, swept.left) == (0, 1), swept
     doc = await database[FILES].find_one({"_id": "/cta/back"})
     assert doc is not None and doc["replicas"][0]["writer"] == writer_digest("b" * 32)
@@ -148,3 +149,36 @@ async def test_a_look_that_stopped_at_its_batch_goes_on_at_the_next_cycle(
     reaper = Reaper(fast_settings(settings, abandoned_upload_s=DAY), database)
     assert [await reaper.run_once() for _ in range(4)] == [2, 2, 1, 0]
     assert await database[FILES].count_documents({"_id": {"$in": lfns}}) == 0
+
+
+async def test_an_undo_cut_short_after_its_claim_is_finished_and_no_other_unavailable_replica(
+    api: RunningApi, live_ses: LiveSEs, admin: Client, database: AsyncDatabase[Document], settings: Settings,
+) -> None:
+    se = await live_ses.add("file")
+    data = os.urandom(2048)
+    writer = "u" * 32
+    lfns = ["/cta/undo/cut", "/cta/undo/operator", "/cta/undo/again"]
+    async with api.client(api.token()) as alice:
+        await _register_copying(alice, se.name, lfns, data, writer)
+        # What an upload's undo sends before it removes the replica (`dataio.upload_undo._claim`); its
+        # process is killed right after, leaving the replica `unavailable`, its bytes maybe still there.
+        claimed = await alice.set_replica_statuses([{"lfn": lfn, "se": se.name, "status": "unavailable",
+                                                     "expected": "copying", "writer": writer} for lfn in lfns])
+        assert not claimed["failed"], claimed
+    await admin.set_replica_statuses([{"lfn": "/cta/undo/operator", "se": se.name, "status": "bad"}])
+    await admin.set_replica_statuses([{"lfn": "/cta/undo/operator", "se": se.name, "status": "unavailable"}])
+    stored = {lfn: live_ses.stored_file(se.name, lfn) for lfn in lfns}
+    for path in stored.values():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+    await age(database, lfns, se.name, 2 * DAY)
+    await age(database, ["/cta/undo/again"], se.name, 60)  # its writer was heard of a minute ago
+    reaper = Reaper(fast_settings(settings, abandoned_upload_s=DAY), database)
+    assert await reaper.run_once() == 1
+    assert await _replicas(database, "/cta/undo/cut") is None and not stored["/cta/undo/cut"].exists()
+    # An operator's `unavailable` (the undo's mark went with its status change) and an undo whose
+    # writer is not yet silent for the period keep their replicas and bytes.
+    for lfn in ("/cta/undo/operator", "/cta/undo/again"):
+        assert await _replicas(database, lfn) == {se.name: "unavailable"}, lfn
+        assert stored[lfn].read_bytes() == data, lfn
+    assert (await usage.rebuild(database, fix=False))["drifted"] == 0

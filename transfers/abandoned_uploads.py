@@ -14,9 +14,15 @@ registration created the record and it is its only replica, the record too
 killed in between leaves the replicas held by its token: the next one finds them once that hold
 too has been silent for `abandoned_upload_s`.
 
+An undo cut short is finished the same way: an upload's undo deletes the bytes, claims the
+replica `copying` -> `unavailable` (marked `writer_tokens.UNDOING`) and removes it; one killed
+between the claim and the removal left an `unavailable` replica its writer holds, the LFN taken and
+the SE's usage counting it. Once that writer has been silent for `abandoned_upload_s`, the reaper
+holds it (status `unavailable`), deletes whatever bytes are at its path and undoes it.
+
 Replicas a transfer holds (TRANSFER) or that carry no upload's token (a `copying` registration by
-hand) are not uploads' and are left alone; so is an `unavailable` replica an interrupted undo left
-(its bytes went before it was claimed; `cairn rm` or `cairn replicas` show it to its owner).
+hand) are not uploads' and are left alone; so is an `unavailable` replica without the undo's mark
+(an operator's or the auditor's) and one the reaper is removing (REMOVAL).
 """
 
 from __future__ import annotations
@@ -32,11 +38,12 @@ from typing import Any
 from pymongo.asynchronous.database import AsyncDatabase
 
 from catalogue.files import FILES, fetch_files
+from catalogue.replica_removal import REMOVAL
 from catalogue.storage_elements import StorageElement
 from catalogue.storage_paths import storage_lfn
 from catalogue.upload_leases import hold_replicas
 from catalogue.upload_undos import undo_held_replicas
-from catalogue.writer_tokens import LEASE_S, RENEWALS, TRANSFER, WRITER, WRITER_AT, writer_digest
+from catalogue.writer_tokens import LEASE_S, RENEWALS, TRANSFER, UNDOING, WRITER, WRITER_AT, writer_digest
 from kernel import lease
 from kernel.db import Document, pages_by_id
 from kernel.documents import aware
@@ -49,9 +56,9 @@ log = logging.getLogger("cairn.reaper")
 SYSTEM = Principal(sub="cairn", vo="", groups=("admin",), scopes=frozenset({ADMIN_SCOPE}))
 BATCH = 500  # replicas taken over, deleted and undone together
 SCANS_PER_PERIOD = 4  # the catalogue is looked through this often per abandoned_upload_s (at most hourly)
-# Files with a `copying` replica (FerretDB takes no `$elemMatch` of fields: which replica, and
-# whose, is told from the record as read, `abandoned_on`).
-COPYING = {"replicas.status": "copying"}
+# Files with a `copying` replica or one an undo claimed (FerretDB takes no `$elemMatch` of fields:
+# which replica, and whose, is told from the record as read, `abandoned_on`).
+LOOKED_AT = {"$or": [{"replicas.status": "copying"}, {f"replicas.{UNDOING}": {"$exists": True}}]}
 
 
 def scan_every_s(abandoned_upload_s: float) -> float:
@@ -73,28 +80,30 @@ class Swept:
     more: bool = False
 
 
-def abandoned_on(doc: Mapping[str, Any], before: dt.datetime) -> list[str]:
-    """The SEs of doc's `copying` replicas whose upload has been silent since before `before`."""
+def abandoned_on(doc: Mapping[str, Any], before: dt.datetime) -> list[tuple[str, str]]:
+    """The SEs and statuses of doc's `copying` replicas, and of those an undo claimed, whose
+    upload has been silent since before `before`."""
     out = []
     for replica in doc.get("replicas", []):
-        held = replica.get(WRITER)
+        held, status = replica.get(WRITER), replica.get("status")
         since = replica.get(WRITER_AT, replica.get("modified"))
-        if replica.get("status") == "copying" and held not in (None, TRANSFER) and isinstance(since, dt.datetime) \
+        undoing = status == "unavailable" and replica.get(UNDOING) is not None and not replica.get(REMOVAL)
+        if (status == "copying" or undoing) and held not in (None, TRANSFER) and isinstance(since, dt.datetime) \
                 and aware(since) < before:
-            out.append(str(replica["se"]))
+            out.append((str(replica["se"]), str(status)))
     return out
 
 
 async def find_abandoned(db: AsyncDatabase[Document], before: dt.datetime, *,
-                         limit: int | None = None) -> tuple[dict[str, dict[str, Document]], bool]:
-    """Up to `limit` (BATCH) abandoned upload replicas, by SE: `{se: {lfn: record as read}}`, and whether
-    the look stopped there. The files are read by key in pages (memory holds one page), each
-    filtered on its replicas."""
-    found: dict[str, dict[str, Document]] = {}
+                         limit: int | None = None) -> tuple[dict[tuple[str, str], dict[str, Document]], bool]:
+    """Up to `limit` (BATCH) abandoned upload replicas, by SE and status: `{(se, status): {lfn:
+    record as read}}`, and whether the look stopped there. The files are read by key in pages
+    (memory holds one page), each filtered on its replicas."""
+    found: dict[tuple[str, str], dict[str, Document]] = {}
     count, limit = 0, limit or BATCH
-    async for doc in pages_by_id(db[FILES], COPYING, None, page=BATCH):
-        for se in abandoned_on(doc, before):
-            found.setdefault(se, {})[doc["_id"]] = doc
+    async for doc in pages_by_id(db[FILES], LOOKED_AT, None, page=BATCH):
+        for place in abandoned_on(doc, before):
+            found.setdefault(place, {})[doc["_id"]] = doc
             count += 1
         if count >= limit:
             return found, True
@@ -108,22 +117,24 @@ async def sweep(db: AsyncDatabase[Document], ses: Mapping[str, StorageElement],
     before = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=abandoned_upload_s)
     found, more = await find_abandoned(db, before)
     swept = Swept(more=more)
-    for se_name, files in found.items():
+    for (se_name, status), files in found.items():
         se = ses.get(se_name)
         if se is None:  # an SE removed under its replicas: nothing to delete the bytes with
             swept.failed += len(files)
             continue
-        await _undo_on(db, se, files, credentials, swept)
+        await _undo_on(db, se, status, files, credentials, swept)
     return swept
 
 
-async def _undo_on(db: AsyncDatabase[Document], se: StorageElement, files: dict[str, Document],
+async def _undo_on(db: AsyncDatabase[Document], se: StorageElement, status: str, files: dict[str, Document],
                    credentials: Mapping[str, Mapping[str, str]], swept: Swept) -> None:
-    """Take the replicas over, then delete their bytes and undo them while every hold is renewed
-    (`kernel.lease.while_held`: each storage call checks the holds are fresh, as an upload's writes do)."""
+    """Take the replicas (in `status`) over, then delete their bytes and undo them while every hold
+    is renewed (`kernel.lease.while_held`: each storage call checks the holds are fresh, as an
+    upload's writes do)."""
     writer = writer_digest(uuid.uuid4().hex)  # this pass's own: a killed reaper's holds lapse like an upload's
     since = time.monotonic()
-    taken = list((await hold_replicas(db, writer, [{"lfn": lfn, "se": se.name} for lfn in files], files))["successful"])
+    items = [{"lfn": lfn, "se": se.name} for lfn in files]
+    taken = list((await hold_replicas(db, writer, items, files, status=status))["successful"])
     swept.left += len(files) - len(taken)
     if not taken:
         return
@@ -131,7 +142,7 @@ async def _undo_on(db: AsyncDatabase[Document], se: StorageElement, files: dict[
     async def keep() -> bool:
         now_files = await fetch_files(db, taken, {"replicas": 1})
         renewed = await hold_replicas(db, writer, [{"lfn": lfn, "se": se.name} for lfn in now_files], now_files,
-                                      renew=True)
+                                      renew=True, status=status)
         return len(renewed["successful"]) == len(taken)
 
     held, _ = await lease.while_held(_delete_and_undo(db, se, writer, taken, credentials, swept), keep,
