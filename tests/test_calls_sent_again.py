@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import signal
 import time
 import uuid
@@ -30,6 +31,7 @@ from rules.triggers import RULES
 from tests.fixtures.api import RunningApi
 from tests.fixtures.api_process import start_api_process
 from tests.fixtures.cli import run_cli
+from tests.fixtures.portal import PortalFactory
 from tests.fixtures.rules import dataset_on_src, tiered_ses
 from tests.fixtures.tcp_gate import TcpGate
 from tests.fixtures.transfers import add_ses, disk_se, put_files
@@ -187,3 +189,19 @@ async def test_a_replication_whose_answer_was_lost_is_queued_once(
     assert gate.replies_lost == 1 and not queued["failed"]
     stored = await database[REQUESTS].find({"lfn": {"$in": ["/vo/r/f0", "/vo/r/f1"]}}).to_list()
     assert sorted(r["_id"] for r in stored) == sorted(str(r) for r in queued["successful"].values())
+
+
+async def test_the_wizard_sent_twice_makes_one_rule(
+    api: RunningApi, tiered: list[str], database: AsyncDatabase[Document], portal: PortalFactory,
+) -> None:
+    async with portal(api.admin_token) as user:
+        form = await user.get("/ui/rule-wizard")
+        found = re.search(r'name="request_id" value="([0-9a-f]{32})"', form.text)
+        assert found, form.text[:500]
+        fields = {"did": "vo:ds", "copies": "1", "expression": "tier=1", "request_id": found.group(1)}
+        first = await user.post("/ui/rule-wizard", fields)  # a double click: the same form twice
+        again = await user.post("/ui/rule-wizard", fields)
+        assert first.status == again.status == 200 and first.url == again.url and "/ui/rules/" in first.url
+        refused = await user.post("/ui/rule-wizard", {**fields, "expression": "tier=("})
+        assert refused.status == 400 and found.group(1) not in refused.text  # a new call once refused
+    assert len(await _rules_on(database, "vo:ds")) == 1

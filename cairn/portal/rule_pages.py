@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import uuid
 from typing import Any
 
 from aiohttp import web
@@ -65,7 +66,9 @@ async def rule_page(request: web.Request) -> web.Response:
 async def wizard(request: web.Request) -> web.Response:
     """The form; its fields come from the query string, so a half-filled wizard can be shared."""
     caller(request, api.routes, "POST", "/rules")
-    return page(request, "wizard.html", {"form": dict(request.query), "problem": None})
+    # The form names the rule it makes: sent twice (a double click, a resubmission), it makes one.
+    return page(request, "wizard.html", {"form": dict(request.query), "problem": None,
+                                         "request_id": uuid.uuid4().hex})
 
 
 @routes.get("/rule-wizard/preview")
@@ -97,7 +100,10 @@ async def create(request: web.Request) -> web.Response:
                 validate(expression)
         doc = await store.create_rule(db, user, item)
     except CairnError as exc:
-        return page(request, "wizard.html", {"form": form, "problem": exc.message}, status=exc.status)
+        # No rule stands made by this form (refused, or withdrawn): sent again, it is a new call.
+        form.pop("request_id", None)
+        return page(request, "wizard.html", {"form": form, "problem": exc.message, "request_id": uuid.uuid4().hex},
+                    status=exc.status)
     raise web.HTTPSeeOther(f"/ui/rules/{doc['_id']}")
 
 
@@ -114,6 +120,8 @@ def _rule_in(form: dict[str, str]) -> RuleIn:
         fields["lifetime_s"] = int(days * 86400)
     if form.get("comment"):
         fields["comment"] = form["comment"]
+    if form.get("request_id"):
+        fields["request_id"] = form["request_id"]
     try:
         return RuleIn.model_validate(fields)
     except ValidationError as exc:
