@@ -205,3 +205,71 @@ async def test_the_wizard_sent_twice_makes_one_rule(
         refused = await user.post("/ui/rule-wizard", {**fields, "expression": "tier=("})
         assert refused.status == 400 and found.group(1) not in refused.text  # a new call once refused
     assert len(await _rules_on(database, "vo:ds")) == 1
+
+
+JOBS_SCOPES = ("jobs.read", "jobs.write")
+
+
+def _parametric(tag: str, count: int) -> dict[str, object]:
+    return {"name": tag, "executable": "/bin/echo", "arguments": ["%(param)s"],
+            "parameters": {"start": 0, "stop": count}}
+
+
+async def test_a_submission_sent_again_answers_the_jobs_its_first_sending_stored(
+    api: RunningApi, database: AsyncDatabase[Document],
+) -> None:
+    async with api.client(api.token(sub="alice", scopes=JOBS_SCOPES)) as alice, \
+            api.client(api.token(sub="bob", scopes=JOBS_SCOPES)) as bob:
+        first = await alice.submit_jobs([_parametric("sweep", 5)], request_id="sweep-2026-12-07")
+        again = await alice.submit_jobs([_parametric("sweep", 5)], request_id="sweep-2026-12-07")
+        assert again == first and len(first) == 5
+        with pytest.raises(Conflict, match="other jobs"):
+            await alice.submit_jobs([_parametric("sweep", 6)], request_id="sweep-2026-12-07")
+        theirs = await bob.submit_jobs([_parametric("sweep", 5)], request_id="sweep-2026-12-07")  # bob's own
+        assert not set(theirs) & set(first)
+        unnamed = await alice.submit_jobs({"executable": "/bin/true"})  # each unnamed call is a new one
+        assert unnamed != (await alice.submit_jobs({"executable": "/bin/true"}))
+    assert await database["jobs"].count_documents({"name": "sweep"}) == 10
+
+
+async def test_a_submission_whose_answer_was_lost_or_sent_six_times_at_once_stores_its_jobs_once(
+    api: RunningApi, database: AsyncDatabase[Document],
+) -> None:
+    port = urlparse(api.url).port
+    assert port is not None
+    gate = TcpGate(port)
+    await gate.open()
+    try:
+        async with Client(f"http://127.0.0.1:{gate.port}", api.token(sub="alice", scopes=JOBS_SCOPES)) as client:
+            await client.whoami()
+            gate.lose_reply_of = b"POST /api/v1/jobs "
+            ids = await client.submit_jobs([_parametric("lost", 3)])
+    finally:
+        await gate.close()
+    assert gate.replies_lost == 1
+    assert sorted(d["_id"] for d in await database["jobs"].find({"name": "lost"}).to_list()) == sorted(ids)
+    body = {"jobs": [_parametric("racing", 40)], "request_id": uuid.uuid4().hex}
+    headers = {"Authorization": f"Bearer {api.token(sub='alice', scopes=JOBS_SCOPES)}"}
+    async with aiohttp.ClientSession() as session:
+
+        async def send() -> tuple[int, dict[str, object]]:
+            async with session.post(f"{api.url}/api/v1/jobs", json=body, headers=headers) as resp:
+                return resp.status, await resp.json()
+
+        answers = await asyncio.gather(*(send() for _ in range(6)))
+    assert {status for status, _ in answers} == {201}, answers
+    assert len({tuple(answer["ids"]) for _, answer in answers}) == 1  # type: ignore[arg-type]
+    assert await database["jobs"].count_documents({"name": "racing"}) == 40
+
+
+async def test_the_cli_run_again_with_its_request_id_submits_once(
+    api: RunningApi, database: AsyncDatabase[Document], tmp_path: Path,
+) -> None:
+    spec = tmp_path / "job.json"
+    spec.write_text(json.dumps({"jobs": [{"name": "cron", "executable": "/bin/true"}]}))
+    args = ("job", "submit", str(spec), "--request-id", "cron-job-42", "--json")
+    token = api.token(sub="alice", scopes=JOBS_SCOPES)
+    first, again = await run_cli(api.url, token, *args), await run_cli(api.url, token, *args)
+    assert first.returncode == again.returncode == 0, (first.stderr, again.stderr)
+    assert json.loads(first.stdout)["ids"] == json.loads(again.stdout)["ids"]
+    assert await database["jobs"].count_documents({"name": "cron"}) == 1

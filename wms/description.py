@@ -286,3 +286,6 @@ class Submission(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     jobs: list[JobDescription] = Field(..., min_length=1, max_length=MAX_JOBS_PER_SUBMISSION)
+    request_id: str | None = Field(None, pattern=r"^[A-Za-z0-9_.:-]{8,128}$",
+                                   description="a key of the caller's choosing naming this call: sent again, it "
+                                               "answers the jobs the first stored (`wms.submission_requests`)")

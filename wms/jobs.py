@@ -47,6 +47,8 @@ INDEXES = [
     IndexSpec(JOBS, [("stage_requests_held", 1)], name="jobs_stage_requests_held", sparse=True, index_order=True),
     # job_claims.claims_made (watchdog): the attempts' claims in the order they were made
     IndexSpec(CLAIMS, [("at", 1)], name="job_claims_by_time", index_order=True),
+    # wms.submission_requests: a named submission's jobs, each stored once (read by `$in` of keys)
+    IndexSpec(JOBS, [("request", 1)], name="jobs_by_request", unique=True, sparse=True, index_order=True),
 ]
 # The counter document holding when the claims the watchdog has settled were made (`job_claims.claims_made`).
 CLAIMS_SETTLED = "job_claims_settled"
@@ -80,6 +82,8 @@ class JobRecord(TypedDict):
     attempt: int
     reschedules: int
     output_salt: NotRequired[str]  # the secret part of its outputs' GUIDs (`wms.outputs.output_guid`)
+    request: NotRequired[str]  # its named submission's key and its place in it (`wms.submission_requests`)
+    request_digest: NotRequired[str]
     site: NotRequired[str]
     lease_owner: NotRequired[str | None]  # kernel.claims: a checker pass or matcher holding the job
     lease_expires: NotRequired[dt.datetime | None]

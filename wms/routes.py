@@ -63,12 +63,13 @@ async def _job_for(request: web.Request) -> dict[str, Any]:
 async def submit_jobs(request: web.Request) -> web.Response:
     data = await read_json(request)
     try:
-        descriptions = (Submission.model_validate(data).jobs if isinstance(data, dict) and "jobs" in data
-                        else [JobDescription.model_validate(data)])
+        bulk = Submission.model_validate(data) if isinstance(data, dict) and "jobs" in data else None
+        descriptions = bulk.jobs if bulk is not None else [JobDescription.model_validate(data)]
     except ValidationError as exc:
         text, problems = validation_message(exc)
         raise InvalidInput(f"invalid job description: {text}", details={"errors": problems}) from exc
-    ids = await submission.submit(request.app[DATABASE], principal_of(request), descriptions)
+    ids = await submission.submit(request.app[DATABASE], principal_of(request), descriptions,
+                                  request_id=bulk.request_id if bulk is not None else None)
     return json_response({"ids": ids}, status=201)
 
 

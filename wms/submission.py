@@ -26,6 +26,7 @@ from kernel.db import Document
 from kernel.errors import Conflict, Forbidden, InvalidInput
 from kernel.principal import Principal
 from wms import input_data, jobs, states
+from wms import submission_requests as requests
 from wms.description import JobDescription, expand_all
 from wms.input_selection import resolve_inputs
 from wms.outputs import output_salt
@@ -33,20 +34,33 @@ from wms.outputs import output_salt
 
 async def submit(
     db: AsyncDatabase[Document], principal: Principal, descriptions: Sequence[JobDescription],
-    *, ids: Sequence[str] | None = None,
+    *, ids: Sequence[str] | None = None, request_id: str | None = None,
 ) -> list[str]:
     """Validate and store the jobs of a submission; returns their ids in description order.
     `ids` (from `jobs.allocate_ids`, one per concrete job) lets a caller record the ids before
-    the jobs exist, so that a retried submission can tell whether they were stored."""
-    concrete = await resolve_inputs(db, principal, expand_all(descriptions))
+    the jobs exist, so that a retried submission can tell whether they were stored.
+    `request_id` names the call: sent again, it answers the jobs its first sending stored
+    (`wms.submission_requests`)."""
+    expanded = expand_all(descriptions)
+    named: list[str] = []
+    asked = requests.digest(descriptions) if request_id is not None else ""
+    if request_id is not None:
+        named = requests.keys(requests.submission_key(principal, request_id), len(expanded))
+        if (before := await requests.stored_before(db, named, asked)) is not None:
+            return before  # stored by a sending before: its outputs may exist by now, so not checked again
+    concrete = await resolve_inputs(db, principal, expanded)
     await _validate(db, principal, concrete)
     if ids is not None and len(ids) != len(concrete):
         raise InvalidInput(f"{len(ids)} job ids given for {len(concrete)} jobs")
     ids = list(ids) if ids is not None else await jobs.allocate_ids(db, len(concrete), principal.vo)
     at = jobs.now()
     docs = [_job_document(job_id, job, principal, at) for job_id, job in zip(ids, concrete, strict=True)]
-    await jobs.insert_jobs(db, docs)
-    return ids
+    if not named:
+        await jobs.insert_jobs(db, docs)
+        return ids
+    for doc, key in zip(docs, named, strict=True):
+        doc["request"], doc["request_digest"] = key, asked  # requests.REQUEST, REQUEST_DIGEST
+    return await requests.insert_once(db, docs, asked)
 
 
 async def _validate(db: AsyncDatabase[Document], principal: Principal, concrete: Sequence[JobDescription]) -> None:

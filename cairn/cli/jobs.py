@@ -36,11 +36,13 @@ def read_description(path: Path) -> Any:
 
 @job.command("submit")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--request-id", help="a key naming this submission (8-128 of A-Z a-z 0-9 _ . : -): run again with "
+                                   "the same key, it answers the jobs the first run stored instead of new ones")
 @json_option
-def submit(file: Path, as_json: bool) -> None:
+def submit(file: Path, request_id: str | None, as_json: bool) -> None:
     """Submit the job description(s) in FILE (JSON or YAML; a list submits in bulk)."""
     description = read_description(file)
-    ids = run(lambda c: c.submit_jobs(description))
+    ids = run(lambda c: c.submit_jobs(description, request_id=request_id))
     if as_json:
         emit_json({"ids": ids})
     else:
