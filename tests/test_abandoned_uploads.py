@@ -182,3 +182,19 @@ async def test_an_undo_cut_short_after_its_claim_is_finished_and_no_other_unavai
         assert await _replicas(database, lfn) == {se.name: "unavailable"}, lfn
         assert stored[lfn].read_bytes() == data, lfn
     assert (await usage.rebuild(database, fix=False))["drifted"] == 0
+
+
+async def test_a_killed_reaper_passs_holds_are_taken_after_the_lease_not_another_period(
+    api: RunningApi, live_ses: LiveSEs, admin: Client, database: AsyncDatabase[Document], settings: Settings,
+) -> None:
+    se = await live_ses.add("file")
+    await _register_copying(admin, se.name, ["/cta/reaped/dead", "/cta/reaped/live"], b"x", "k" * 32)
+    # A pass held both (its token on them) and was killed before it undid them.
+    for lfn in ("/cta/reaped/dead", "/cta/reaped/live"):
+        await database[FILES].update_one({"_id": lfn}, {"$set": {"replicas.0.writer": "reaper-" + "0" * 32}})
+    await age(database, ["/cta/reaped/dead"], se.name, 60)  # its holds silent for twice the lease
+    await age(database, ["/cta/reaped/live"], se.name, 5)  # renewed 5 s ago: a live pass's
+    reaper = Reaper(fast_settings(settings, abandoned_upload_s=DAY), database)
+    assert await reaper.run_once() == 1
+    assert await _replicas(database, "/cta/reaped/dead") is None
+    assert await _replicas(database, "/cta/reaped/live") == {se.name: "copying"}

@@ -11,8 +11,9 @@ each storage call only while its last renewal is fresh (`kernel.lease.while_held
 fences its writes), then removes the replica and, where the dead upload's
 registration created the record and it is its only replica, the record too
 (`catalogue.upload_undos`: the SE's usage and the directory's counts go with them). A reaper
-killed in between leaves the replicas held by its token: the next one finds them once that hold
-too has been silent for `abandoned_upload_s`.
+killed in between leaves the replicas held by its token (REAPER_MARK and a random part, a shape no
+upload's digest has): the next pass takes them once that hold has been silent for LEASE_S, as a
+dead upload's hold lapses, not for another `abandoned_upload_s`.
 
 An undo cut short is finished the same way: an upload's undo deletes the bytes, claims the
 replica `copying` -> `unavailable` (marked `writer_tokens.UNDOING`) and removes it; one killed
@@ -43,7 +44,7 @@ from catalogue.storage_elements import StorageElement
 from catalogue.storage_paths import storage_lfn
 from catalogue.upload_leases import hold_replicas
 from catalogue.upload_undos import undo_held_replicas
-from catalogue.writer_tokens import LEASE_S, RENEWALS, TRANSFER, UNDOING, WRITER, WRITER_AT, writer_digest
+from catalogue.writer_tokens import LEASE_S, RENEWALS, TRANSFER, UNDOING, WRITER, WRITER_AT
 from kernel import lease
 from kernel.db import Document, pages_by_id
 from kernel.documents import aware
@@ -55,6 +56,9 @@ log = logging.getLogger("cairn.reaper")
 # The reaper acts for the installation: the records it removes are dead uploads' own.
 SYSTEM = Principal(sub="cairn", vo="", groups=("admin",), scopes=frozenset({ADMIN_SCOPE}))
 BATCH = 500  # replicas taken over, deleted and undone together
+# A reaper pass's writer token starts so (an upload's is 32 hex digits of a digest, which the
+# server computes: no upload can hold a replica under this shape).
+REAPER_MARK = "reaper-"
 SCANS_PER_PERIOD = 4  # the catalogue is looked through this often per abandoned_upload_s (at most hourly)
 # Files with a `copying` replica or one an undo claimed (FerretDB takes no `$elemMatch` of fields:
 # which replica, and whose, is told from the record as read, `abandoned_on`).
@@ -82,14 +86,16 @@ class Swept:
 
 def abandoned_on(doc: Mapping[str, Any], before: dt.datetime) -> list[tuple[str, str]]:
     """The SEs and statuses of doc's `copying` replicas, and of those an undo claimed, whose
-    upload has been silent since before `before`."""
+    upload has been silent since before `before` (a reaper pass's hold: for LEASE_S)."""
     out = []
+    lapsed = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=LEASE_S)
     for replica in doc.get("replicas", []):
         held, status = replica.get(WRITER), replica.get("status")
         since = replica.get(WRITER_AT, replica.get("modified"))
         undoing = status == "unavailable" and replica.get(UNDOING) is not None and not replica.get(REMOVAL)
-        if (status == "copying" or undoing) and held not in (None, TRANSFER) and isinstance(since, dt.datetime) \
-                and aware(since) < before:
+        if not (status == "copying" or undoing) or held in (None, TRANSFER) or not isinstance(since, dt.datetime):
+            continue
+        if aware(since) < (lapsed if str(held).startswith(REAPER_MARK) else before):
             out.append((str(replica["se"]), str(status)))
     return out
 
@@ -131,7 +137,7 @@ async def _undo_on(db: AsyncDatabase[Document], se: StorageElement, status: str,
     """Take the replicas (in `status`) over, then delete their bytes and undo them while every hold
     is renewed (`kernel.lease.while_held`: each storage call checks the holds are fresh, as an
     upload's writes do)."""
-    writer = writer_digest(uuid.uuid4().hex)  # this pass's own: a killed reaper's holds lapse like an upload's
+    writer = f"{REAPER_MARK}{uuid.uuid4().hex}"  # this pass's own: a killed pass's holds lapse like an upload's
     since = time.monotonic()
     items = [{"lfn": lfn, "se": se.name} for lfn in files]
     taken = list((await hold_replicas(db, writer, items, files, status=status))["successful"])
