@@ -135,6 +135,22 @@ class BaseClient:
         except aiohttp.ClientConnectionError as exc:
             raise ServiceUnavailable(f"cannot reach the Cairn API at {self.url}: {exc}") from exc
 
+    @contextlib.asynccontextmanager
+    async def _opened(
+        self, method: str, path: str, *, json_body: Any = None, params: dict[str, Any] | None = None,
+        accept: str = "application/json",
+    ) -> AsyncIterator[aiohttp.ClientResponse]:
+        """`_response` for a stream: a read's opening is sent again while an API that answered this
+        client before is away (nothing of the stream was seen yet); once it flows, a cut is raised."""
+        patience = self.ride_out_s if method in SAFE_METHODS and self._answered else 0.0
+        async with contextlib.AsyncExitStack() as stack:
+
+            async def opening() -> aiohttp.ClientResponse:
+                return await stack.enter_async_context(
+                    self._response(method, path, json_body=json_body, params=params, accept=accept))
+
+            yield await patiently(opening, at_least=patience)
+
     async def request(
         self, method: str, path: str, *, json_body: Any = None, params: dict[str, Any] | None = None
     ) -> Any:
@@ -168,8 +184,8 @@ class BaseClient:
         """A newline-delimited JSON response as it arrives, as lists of its lines, undecoded
         (without newlines): for a caller that passes them on. The error line that ends a stream
         cut short is raised as its CairnError, after the lines before it."""
-        async with self._response(method, path, json_body=json_body, params=params,
-                                  accept="application/x-ndjson") as resp:
+        async with self._opened(method, path, json_body=json_body, params=params,
+                                accept="application/x-ndjson") as resp:
             rest = b""
             async for chunk in resp.content.iter_any():
                 lines = (rest + chunk).split(b"\n")
@@ -193,7 +209,7 @@ class BaseClient:
     ) -> int:
         """Stream a binary response (Parquet, Arrow) to a file; returns bytes written."""
         written = 0
-        async with self._response(method, path, json_body=json_body, params=params) as resp:
+        async with self._opened(method, path, json_body=json_body, params=params) as resp:
             with dest.open("wb") as out:
                 async for chunk in resp.content.iter_chunked(1 << 20):
                     out.write(chunk)

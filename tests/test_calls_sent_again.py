@@ -137,7 +137,7 @@ async def test_the_cli_run_again_with_its_request_id_answers_the_same_rule(
     assert len(await _rules_on(database, "vo:ds")) == 1
 
 
-async def test_reads_and_a_rule_ride_out_a_restart_of_the_api_server(
+async def test_reads_streams_and_a_rule_ride_out_a_restart_of_the_api_server(
     api: RunningApi, tiered: list[str], settings: Settings, database: AsyncDatabase[Document], tmp_path: Path,
 ) -> None:
     port = free_port()
@@ -155,9 +155,15 @@ async def test_reads_and_a_rule_ride_out_a_restart_of_the_api_server(
 
             restart = asyncio.ensure_future(start_again())
             began = time.monotonic()
-            stat, rule = await asyncio.gather(client.stat("/vo/ds/f1"), client.add_rule("vo:ds", 1, "tier=1"))
+
+            async def listed() -> list[str]:
+                return [entry["name"] async for entry in client.ls("/vo/ds")]
+
+            stat, rule, names = await asyncio.gather(client.stat("/vo/ds/f1"), client.add_rule("vo:ds", 1, "tier=1"),
+                                                     listed())
             await restart
             assert stat["size"] == 1000 and time.monotonic() - began >= 1.5
+            assert names == [f"f{i}" for i in range(4)]
             assert [r["_id"] for r in await _rules_on(database, "vo:ds")] == [rule["id"]]
         async with Client(f"http://127.0.0.1:{port}", api.admin_token, ride_out_s=0) as impatient:
             await impatient.whoami()
