@@ -105,9 +105,23 @@ class XRootDServer:
             ) from exc
 
     def start_again(self, timeout_s: float = 30) -> None:
-        """Start a server that exited with its own configuration: same ports, same data."""
+        """Start a server that exited with its own configuration: same ports, same data. One that
+        does not come up (an xrootd that crashed may crash again replaying the recovery state it
+        left in its admin directory: checkpoints, posc.log) is started once more on a fresh admin
+        directory, the old one kept beside it (`admin.crashed-N`) for a post-mortem."""
+        home = self.data_dir.parent
         self.stop()
-        self.process = _spawn(find_xrootd()[0], self.data_dir.parent)
+        self.process = _spawn(find_xrootd()[0], home)
+        try:
+            self.wait_until_up(timeout_s)
+            return
+        except ConfigurationError:
+            admin = home / "admin"
+            kept = next(p for n in range(1, 1000) if not (p := home / f"admin.crashed-{n}").exists())
+            admin.rename(kept)
+            admin.mkdir()
+            _hand_over(admin)
+        self.process = _spawn(find_xrootd()[0], home)
         self.wait_until_up(timeout_s)
 
     def log_tail(self, chars: int = 3000) -> str:
