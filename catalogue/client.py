@@ -8,6 +8,7 @@ from typing import Any
 from urllib.parse import quote
 
 from kernel.client import BaseClient
+from kernel.ride_out import riding_out
 
 Json = dict[str, Any]
 CHUNKS_IN_FLIGHT = 3
@@ -23,7 +24,8 @@ class CatalogueClient(BaseClient):
         body: Json = {"path": path, "parents": parents}
         if mode is not None:
             body["mode"] = mode
-        result: Json = await self.request("POST", "/namespace/mkdir", json_body=body)
+        with riding_out(self.ride_out_s if parents else 0.0):  # `mkdir -p` of an existing directory is no error
+            result: Json = await self.request("POST", "/namespace/mkdir", json_body=body)
         return result
 
     async def stat(self, path: str) -> Json:
@@ -60,20 +62,23 @@ class CatalogueClient(BaseClient):
 
     async def chmod(self, path: str, mode: int) -> Json:
         """Set the mode bits of an entry."""
-        result: Json = await self.request("POST", "/namespace/chmod", json_body={"path": path, "mode": mode})
+        with riding_out(self.ride_out_s):  # sets the mode: the same however often sent
+            result: Json = await self.request("POST", "/namespace/chmod", json_body={"path": path, "mode": mode})
         return result
 
     async def chown(self, path: str, *, owner: str | None = None, group: str | None = None) -> Json:
         """Change the owner (admins) or the group (owner) of an entry."""
         body = {k: v for k, v in {"path": path, "owner": owner, "group": group}.items() if v is not None}
-        result: Json = await self.request("POST", "/namespace/chown", json_body=body)
+        with riding_out(self.ride_out_s):  # sets owner and group: the same however often sent
+            result: Json = await self.request("POST", "/namespace/chown", json_body=body)
         return result
 
     # --------------------------------------------------------------------------------- files
 
     async def register_files(self, files: Sequence[Mapping[str, Any]]) -> Json:
         """Register files with their first replicas: `{"successful": {...}, "failed": {lfn: reason}}`."""
-        result: Json = await self.request("POST", "/files/register", json_body={"files": list(files)})
+        with riding_out(self.ride_out_s):  # a file registered again as it is answers successful (created False)
+            result: Json = await self.request("POST", "/files/register", json_body={"files": list(files)})
         return result
 
     async def get_file(self, lfn: str) -> Json:
@@ -106,7 +111,8 @@ class CatalogueClient(BaseClient):
 
         async def call(part: list[str]) -> Json:
             async with gate:
-                answer: Json = await self.request("POST", path, json_body={"lfns": part, **body})
+                with riding_out(self.ride_out_s):  # reads (a POST for its long body of LFNs)
+                    answer: Json = await self.request("POST", path, json_body={"lfns": part, **body})
                 return answer
 
         calls = [asyncio.ensure_future(call(wanted[start:start + chunk])) for start in range(0, len(wanted), chunk)]

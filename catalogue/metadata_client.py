@@ -9,6 +9,7 @@ from typing import Any
 from urllib.parse import quote
 
 from kernel.client import BaseClient
+from kernel.ride_out import riding_out
 
 Json = dict[str, Any]
 
@@ -42,7 +43,8 @@ class MetadataClient(BaseClient):
 
     async def set_metadata(self, path: str, values: Mapping[str, Any]) -> Json:
         """Set metadata values on a file or directory (inherited below a directory)."""
-        result: Json = await self.request("POST", "/metadata/set", json_body={"path": path, "values": dict(values)})
+        with riding_out(self.ride_out_s):  # sets the values: the same however often sent
+            result: Json = await self.request("POST", "/metadata/set", json_body={"path": path, "values": dict(values)})
         return result
 
     async def remove_metadata(self, path: str, keys: Iterable[str]) -> Json:
@@ -66,7 +68,8 @@ class MetadataClient(BaseClient):
 
     async def explain_query(self, query: str, *, path: str = "/") -> Json:
         """The database's plan and statistics for a query (admins)."""
-        result: Json = await self.request("POST", "/find/explain", json_body={"query": query, "path": path})
+        with riding_out(self.ride_out_s):  # a read
+            result: Json = await self.request("POST", "/find/explain", json_body={"query": query, "path": path})
         return result
 
     # ---------------------------------------------------------------------------------- DIDs

@@ -23,7 +23,9 @@ from kernel.ride_out import patiently
 
 CLIENT_FILE = "client.json"
 RIDE_OUT_S = 60.0  # an upload's or a download's wait for an API that went away (a restart takes seconds)
-SAFE_METHODS = frozenset({"GET", "HEAD"})  # reads: sent again while the API is away (`kernel.ride_out`)
+# Sent again while the API is away (`kernel.ride_out`): reads, and PUTs (each sets a whole thing
+# to what it carries). A DELETE is not: sent again after its answer was lost, it answers 404.
+IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "PUT"})
 
 
 def client_defaults(var_dir: str | os.PathLike[str] | None = None) -> tuple[str, str | None]:
@@ -142,7 +144,7 @@ class BaseClient:
     ) -> AsyncIterator[aiohttp.ClientResponse]:
         """`_response` for a stream: a read's opening is sent again while an API that answered this
         client before is away (nothing of the stream was seen yet); once it flows, a cut is raised."""
-        patience = self.ride_out_s if method in SAFE_METHODS and self._answered else 0.0
+        patience = self.ride_out_s if method in IDEMPOTENT_METHODS and self._answered else 0.0
         async with contextlib.AsyncExitStack() as stack:
 
             async def opening() -> aiohttp.ClientResponse:
@@ -156,12 +158,12 @@ class BaseClient:
     ) -> Any:
         """One API call; returns the decoded JSON body or raises the matching CairnError. An API
         that answered this client before and went away (a restart, 503s while its database is
-        away) is waited for, up to `ride_out_s`, by a read, and by any call under
-        `kernel.ride_out.riding_out`."""
+        away) is waited for, up to `ride_out_s`, by a read or a PUT, and by any call under
+        `kernel.ride_out.riding_out` (the SDK's calls that are safe to send twice)."""
         if not self._answered:  # never reached (a wrong URL, a server not started): said at once
             return await self._request_once(method, path, json_body=json_body, params=params)
         return await patiently(lambda: self._request_once(method, path, json_body=json_body, params=params),
-                               at_least=self.ride_out_s if method in SAFE_METHODS else 0.0)
+                               at_least=self.ride_out_s if method in IDEMPOTENT_METHODS else 0.0)
 
     async def _request_once(
         self, method: str, path: str, *, json_body: Any = None, params: dict[str, Any] | None = None

@@ -14,7 +14,9 @@ import re
 import signal
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 import aiohttp
@@ -159,11 +161,13 @@ async def test_reads_streams_and_a_rule_ride_out_a_restart_of_the_api_server(
             async def listed() -> list[str]:
                 return [entry["name"] async for entry in client.ls("/vo/ds")]
 
-            stat, rule, names = await asyncio.gather(client.stat("/vo/ds/f1"), client.add_rule("vo:ds", 1, "tier=1"),
-                                                     listed())
+            stat, rule, names, _ = await asyncio.gather(
+                client.stat("/vo/ds/f1"), client.add_rule("vo:ds", 1, "tier=1"), listed(),
+                client.put_site("SITE-Z", description="z"))  # a PUT sets the whole site: safe to send again
             await restart
             assert stat["size"] == 1000 and time.monotonic() - began >= 1.5
             assert names == [f"f{i}" for i in range(4)]
+            assert (await client.get_site("SITE-Z"))["description"] == "z"
             assert [r["_id"] for r in await _rules_on(database, "vo:ds")] == [rule["id"]]
         async with Client(f"http://127.0.0.1:{port}", api.admin_token, ride_out_s=0) as impatient:
             await impatient.whoami()
@@ -279,3 +283,46 @@ async def test_the_cli_run_again_with_its_request_id_submits_once(
     assert first.returncode == again.returncode == 0, (first.stderr, again.stderr)
     assert json.loads(first.stdout)["ids"] == json.loads(again.stdout)["ids"]
     assert await database["jobs"].count_documents({"name": "cron"}) == 1
+
+
+# Calls safe to send twice as they are (the same state, the same answer but for `created`): sent
+# again while the API is away or when their answer was lost, not failed at once.
+SENT_AGAIN: dict[str, tuple[bytes, Callable[[Client], Awaitable[Any]]]] = {
+    "register_files": (b"POST /api/v1/files/register ",
+                       lambda c: c.register_files([{"lfn": "/vo/ds/new", "size": 1, "adler32": "00000001"}])),
+    "lookup_files": (b"POST /api/v1/files/lookup ", lambda c: c.lookup_files(["/vo/ds/f0"])),
+    "get_replicas": (b"POST /api/v1/replicas/resolve ", lambda c: c.get_replicas(["/vo/ds/f0"])),
+    "set_metadata": (b"POST /api/v1/metadata/set ", lambda c: c.set_metadata("/vo/ds/f0", {"run": 7})),
+    "chmod": (b"POST /api/v1/namespace/chmod ", lambda c: c.chmod("/vo/ds", 0o750)),
+    "mkdir_parents": (b"POST /api/v1/namespace/mkdir ", lambda c: c.mkdir("/vo/a/b", parents=True)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(SENT_AGAIN))
+async def test_a_call_safe_to_send_twice_is_sent_again_when_its_answer_was_lost(
+    api: RunningApi, tiered: list[str], database: AsyncDatabase[Document], name: str,
+) -> None:
+    prefix, call = SENT_AGAIN[name]
+    port = urlparse(api.url).port
+    assert port is not None
+    gate = TcpGate(port)
+    await gate.open()
+    try:
+        async with Client(f"http://127.0.0.1:{gate.port}", api.admin_token) as client:
+            await client.whoami()
+            gate.lose_reply_of = prefix
+            answer = await call(client)
+            assert gate.replies_lost == 1
+            if name == "register_files":
+                assert list(answer["successful"]) == ["/vo/ds/new"] and not answer["failed"]
+                assert await database["files"].count_documents({"_id": "/vo/ds/new"}) == 1
+            if name in ("lookup_files", "get_replicas"):
+                assert list(answer["successful"]) == ["/vo/ds/f0"]
+            if name == "set_metadata":
+                assert (await client.get_metadata("/vo/ds/f0"))["own"]["run"] == 7
+            if name == "chmod":
+                assert (await client.stat("/vo/ds"))["mode"] == 0o750
+            if name == "mkdir_parents":
+                assert (await client.stat("/vo/a/b"))["type"] == "directory"
+    finally:
+        await gate.close()
