@@ -19,7 +19,7 @@ import orjson
 from kernel import jsonio
 from kernel.api_prefix import API_PREFIX
 from kernel.errors import CairnError, InvalidInput, ServiceUnavailable, error_class_for
-from kernel.ride_out import patiently
+from kernel.ride_out import patience, patiently
 
 CLIENT_FILE = "client.json"
 RIDE_OUT_S = 60.0  # an upload's or a download's wait for an API that went away (a restart takes seconds)
@@ -144,14 +144,14 @@ class BaseClient:
     ) -> AsyncIterator[aiohttp.ClientResponse]:
         """`_response` for a stream: a read's opening is sent again while an API that answered this
         client before is away (nothing of the stream was seen yet); once it flows, a cut is raised."""
-        patience = self.ride_out_s if method in IDEMPOTENT_METHODS and self._answered else 0.0
+        wait_s = self.ride_out_s if method in IDEMPOTENT_METHODS and self._answered else 0.0
         async with contextlib.AsyncExitStack() as stack:
 
             async def opening() -> aiohttp.ClientResponse:
                 return await stack.enter_async_context(
                     self._response(method, path, json_body=json_body, params=params, accept=accept))
 
-            yield await patiently(opening, at_least=patience)
+            yield await patiently(opening, at_least=wait_s)
 
     async def request(
         self, method: str, path: str, *, json_body: Any = None, params: dict[str, Any] | None = None
@@ -160,10 +160,17 @@ class BaseClient:
         that answered this client before and went away (a restart, 503s while its database is
         away) is waited for, up to `ride_out_s`, by a read or a PUT, and by any call under
         `kernel.ride_out.riding_out` (the SDK's calls that are safe to send twice)."""
-        if not self._answered:  # never reached (a wrong URL, a server not started): said at once
-            return await self._request_once(method, path, json_body=json_body, params=params)
+        at_least = self.ride_out_s if method in IDEMPOTENT_METHODS else 0.0
+        if not self._answered:
+            try:
+                return await self._request_once(method, path, json_body=json_body, params=params)
+            except ServiceUnavailable:
+                # Never reached (a wrong URL, a server not started): said at once. Reached, it
+                # answered 503 (its database away): waited for like a call after it, if safe to resend.
+                if not self._answered or patience(at_least) <= 0:
+                    raise
         return await patiently(lambda: self._request_once(method, path, json_body=json_body, params=params),
-                               at_least=self.ride_out_s if method in IDEMPOTENT_METHODS else 0.0)
+                               at_least=at_least)
 
     async def _request_once(
         self, method: str, path: str, *, json_body: Any = None, params: dict[str, Any] | None = None

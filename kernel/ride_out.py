@@ -35,13 +35,18 @@ def riding_out(seconds: float) -> Iterator[None]:
         _PATIENCE.reset(token)
 
 
+def patience(at_least: float = 0.0) -> float:
+    """How long a call made now may ride out an API away: `riding_out`'s, or at_least."""
+    return max(_PATIENCE.get(), at_least)
+
+
 async def patiently(call: Callable[[], Awaitable[T]], *, at_least: float = 0.0) -> T:
     """call(), tried again while it raises ServiceUnavailable, for as long as `riding_out` allows
     (or `at_least` seconds: a call safe to send again whatever the caller's context)."""
-    patience = max(_PATIENCE.get(), at_least)
-    if patience <= 0:
+    seconds = patience(at_least)
+    if seconds <= 0:
         return await call()
-    deadline, pause = time.monotonic() + patience, FIRST_PAUSE_S
+    deadline, pause = time.monotonic() + seconds, FIRST_PAUSE_S
     while True:
         try:
             return await call()

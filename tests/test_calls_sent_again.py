@@ -26,7 +26,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from cairn.embedded_db import free_port
 from cairn.sdk import Client
 from kernel.db import Document
-from kernel.errors import Conflict, InvalidInput, ServiceUnavailable
+from kernel.errors import Conflict, InvalidInput, NotFound, ServiceUnavailable
 from kernel.process import stop_processes
 from kernel.settings import Settings
 from rules.triggers import RULES
@@ -326,3 +326,52 @@ async def test_a_call_safe_to_send_twice_is_sent_again_when_its_answer_was_lost(
                 assert (await client.stat("/vo/a/b"))["type"] == "directory"
     finally:
         await gate.close()
+
+
+async def test_a_first_call_answered_503_waits_for_the_database_and_a_wrong_url_fails_at_once(
+    settings: Settings, database: AsyncDatabase[Document], mongodb_uri: str,
+) -> None:
+    from aiohttp import web
+
+    from cairn.server import build_app
+    from kernel.db import close_client
+    from kernel.web import ISSUER
+
+    db_port = urlparse(mongodb_uri).port
+    assert db_port is not None
+    gate = TcpGate(db_port)  # closed: the API's database is away when the client first calls
+    away = settings.model_copy(update={"mongodb_uri": f"mongodb://127.0.0.1:{gate.port}/", "db_timeout_ms": 300})
+    await close_client()
+    app = build_app(away)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    token = app[ISSUER].issue(sub="root", vo="cta", groups=["admin"], scopes=["admin"])
+    try:
+        async def back_in(seconds: float) -> None:
+            await asyncio.sleep(seconds)
+            await gate.open()
+
+        async with Client(f"http://127.0.0.1:{port}", token) as client:
+            began = time.monotonic()
+            with pytest.raises(ServiceUnavailable):  # not safe to send twice: told at once
+                await client.remove_files(["/cta/none"])
+            assert time.monotonic() - began < 5
+        async with Client(f"http://127.0.0.1:{port}", token) as client:  # a new one: its first call meets 503
+            opening = asyncio.ensure_future(back_in(1.5))
+            began = time.monotonic()
+            with pytest.raises(NotFound):  # answered once the database is back: there is no such file
+                await client.stat("/cta/none")
+            assert time.monotonic() - began >= 1.5
+            await opening
+        async with Client(f"http://127.0.0.1:{free_port()}", token) as nowhere:  # never reached: at once
+            began = time.monotonic()
+            with pytest.raises(ServiceUnavailable, match="cannot reach"):
+                await nowhere.stat("/cta")
+            assert time.monotonic() - began < 2
+    finally:
+        await gate.close()
+        await runner.cleanup()
+        await close_client()
