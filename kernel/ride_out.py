@@ -23,6 +23,10 @@ T = TypeVar("T")
 FIRST_PAUSE_S = 0.25
 LONGEST_PAUSE_S = 5.0
 _PATIENCE: contextvars.ContextVar[float] = contextvars.ContextVar("cairn_ride_out_s", default=0.0)
+# Told when a call starts waiting (the error it met, the seconds it may still wait): the command
+# line says so on stderr, so that a user is not left before a silent wait.
+_NOTICE: contextvars.ContextVar[Callable[[ServiceUnavailable, float], None] | None] = contextvars.ContextVar(
+    "cairn_ride_out_notice", default=None)
 
 
 @contextlib.contextmanager
@@ -33,6 +37,16 @@ def riding_out(seconds: float) -> Iterator[None]:
         yield
     finally:
         _PATIENCE.reset(token)
+
+
+@contextlib.contextmanager
+def noticing(notice: Callable[[ServiceUnavailable, float], None]) -> Iterator[None]:
+    """Inside, `notice(error, seconds_left)` is called when a call begins to wait for the API."""
+    token = _NOTICE.set(notice)
+    try:
+        yield
+    finally:
+        _NOTICE.reset(token)
 
 
 def patience(at_least: float = 0.0) -> float:
@@ -54,6 +68,8 @@ async def patiently(call: Callable[[], Awaitable[T]], *, at_least: float = 0.0) 
             left = deadline - time.monotonic()
             if left <= 0:
                 raise
+            if pause == FIRST_PAUSE_S and (notice := _NOTICE.get()) is not None:
+                notice(exc, left)
             await asyncio.sleep(min(left, pause))
             # Doubling, up to the server's Retry-After (a restart answers nothing: 5 s) and LONGEST_PAUSE_S.
             pause = min(pause * 2, max(FIRST_PAUSE_S, min(float(exc.retry_after), LONGEST_PAUSE_S)))

@@ -366,6 +366,12 @@ async def test_a_first_call_answered_503_waits_for_the_database_and_a_wrong_url_
                 await client.stat("/cta/none")
             assert time.monotonic() - began >= 1.5
             await opening
+        await gate.cut()  # away again: the command line says that it waits, and for how long
+        opening = asyncio.ensure_future(back_in(1.5))
+        shown = await run_cli(f"http://127.0.0.1:{port}", token, "stat", "/cta/none")
+        await opening
+        assert shown.returncode == 2 and "/cta/none does not exist" in shown.stderr, shown.stderr
+        assert shown.stderr.count("trying again for up to") == 1, shown.stderr
         async with Client(f"http://127.0.0.1:{free_port()}", token) as nowhere:  # never reached: at once
             began = time.monotonic()
             with pytest.raises(ServiceUnavailable, match="cannot reach"):

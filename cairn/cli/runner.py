@@ -9,7 +9,8 @@ import click
 
 from cairn.cli.output import fail
 from kernel import event_loop
-from kernel.errors import CairnError
+from kernel.errors import CairnError, ServiceUnavailable
+from kernel.ride_out import noticing
 
 T = TypeVar("T")
 
@@ -24,13 +25,24 @@ def run(action: Callable[[Client], Awaitable[T]]) -> T:
 
     async def go() -> T:
         async with Client() as client:
-            return await action(client)
+            with noticing(_say_waiting):
+                return await action(client)
 
     try:
         return event_loop.run(go())
     except CairnError as exc:
         fail(exc)
         raise  # unreachable: fail() exits
+
+
+_told: list[bool] = []  # said once per command: a bulk command's calls may all wait at once
+
+
+def _say_waiting(error: ServiceUnavailable, seconds_left: float) -> None:
+    """On stderr, once: the API went away and the command waits for it (CAIRN_API_RIDE_OUT)."""
+    if not _told:
+        _told.append(True)
+        click.echo(f"cairn: {error.message}; trying again for up to {seconds_left:.0f} s", err=True)
 
 
 def run_and_say(action: Callable[[Client], Awaitable[Any]], done: str) -> None:
@@ -47,4 +59,5 @@ def run_coro(coro: Awaitable[Any]) -> Any:
 
 
 async def _await(coro: Awaitable[Any]) -> Any:
-    return await coro
+    with noticing(_say_waiting):
+        return await coro
