@@ -152,7 +152,8 @@ def rule_view(doc: Document, viewer: Principal) -> dict[str, Any]:
     names one of its files and quotes a transfer's error (URLs, paths): on a dataset or container,
     whose readers may not reach every file in it, only the rule's account and administrators see
     it (a hidden file answers as a missing one); a file rule's readers reach its file."""
-    view = {"id": doc["_id"], **{k: v for k, v in doc.items() if k not in ("_id", claims.OWNER, claims.EXPIRES)}}
+    hidden = ("_id", claims.OWNER, claims.EXPIRES, "request")  # bookkeeping: leases, the making call's digest
+    view = {"id": doc["_id"], **{k: v for k, v in doc.items() if k not in hidden}}
     on_file = str(doc.get("did", "")).startswith("/")
     if not (on_file or viewer.is_admin or doc.get("account") == viewer.sub):
         for field in ("error", "last_error"):

@@ -58,6 +58,7 @@ async def test_a_call_sent_again_answers_the_rule_its_first_sending_made(
     first = await admin.add_rule("vo:ds", 1, "tier=1", comment="keep", request_id=key)
     again = await admin.add_rule("vo:ds", 1, "tier=1", comment="keep", request_id=key)
     assert again["id"] == first["id"] and again["created"] == first["created"]
+    assert "request" not in first and "request_id" not in first  # bookkeeping, not shown
     assert [r["_id"] for r in await _rules_on(database, "vo:ds")] == [first["id"]]
     # Without a key of its own, each call is a new one (the SDK names every call afresh).
     other = await admin.add_rule("vo:ds", 1, "tier=1", comment="keep")
@@ -233,6 +234,7 @@ async def test_a_submission_sent_again_answers_the_jobs_its_first_sending_stored
         first = await alice.submit_jobs([_parametric("sweep", 5)], request_id="sweep-2026-12-07")
         again = await alice.submit_jobs([_parametric("sweep", 5)], request_id="sweep-2026-12-07")
         assert again == first and len(first) == 5
+        assert not {"request", "request_digest"} & set(await alice.get_job(first[0]))  # bookkeeping, not shown
         with pytest.raises(Conflict, match="other jobs"):
             await alice.submit_jobs([_parametric("sweep", 6)], request_id="sweep-2026-12-07")
         theirs = await bob.submit_jobs([_parametric("sweep", 5)], request_id="sweep-2026-12-07")  # bob's own

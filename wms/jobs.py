@@ -191,7 +191,8 @@ async def update_fields(db: AsyncDatabase[Document], job_id: str, guard: Documen
 
 def public_view(doc: Document) -> dict[str, Any]:
     """A job as the API shows it (`id` instead of `_id`, internal bookkeeping left out)."""
-    out = {k: v for k, v in doc.items() if k not in ("_id", claims.OWNER, claims.EXPIRES, "scopes", "output_salt")}
+    out = {k: v for k, v in doc.items()
+           if k not in ("_id", claims.OWNER, claims.EXPIRES, "scopes", "output_salt", "request", "request_digest")}
     return {"id": doc["_id"], **out}
 
 
