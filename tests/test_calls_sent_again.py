@@ -16,7 +16,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlparse
 
 import aiohttp
@@ -30,7 +30,7 @@ from kernel.errors import Conflict, InvalidInput, NotFound, ServiceUnavailable
 from kernel.process import stop_processes
 from kernel.settings import Settings
 from rules.triggers import RULES
-from tests.fixtures.api import RunningApi
+from tests.fixtures.api import RunningApi, api_on
 from tests.fixtures.api_process import start_api_process
 from tests.fixtures.cli import run_cli
 from tests.fixtures.portal import PortalFactory
@@ -39,12 +39,46 @@ from tests.fixtures.tcp_gate import TcpGate
 from tests.fixtures.transfers import add_ses, disk_se, put_files
 from transfers.requests import REQUESTS
 
+T = TypeVar("T")
+
 
 @pytest.fixture
 async def tiered(database: AsyncDatabase[Document], tmp_path: Path) -> list[str]:
     tier1 = await tiered_ses(database, tmp_path)
     await dataset_on_src(database, "vo:ds", [f"/vo/ds/f{i}" for i in range(4)], size=1000)
     return tier1
+
+
+async def answer_lost(api: RunningApi, token: str, request_line: bytes,
+                      call: Callable[[Client], Awaitable[T]]) -> T:
+    """call() through a gate in front of the API that loses the answer to the first request
+    starting with request_line (carried out by the server, its answer broken on the way back)."""
+    port = urlparse(api.url).port
+    assert port is not None
+    gate = TcpGate(port)
+    await gate.open()
+    try:
+        async with Client(f"http://127.0.0.1:{gate.port}", token) as client:
+            await client.whoami()  # the API answered this client: one away since is waited for
+            gate.lose_reply_of = request_line
+            answer = await call(client)
+    finally:
+        await gate.close()
+    assert gate.replies_lost == 1
+    return answer
+
+
+async def sent_at_once(api: RunningApi, token: str, path: str, body: dict[str, Any],
+                       times: int = 6) -> list[tuple[int, dict[str, Any]]]:
+    """The same POST sent `times` times at once: each one's status and answer."""
+    headers = {"Authorization": f"Bearer {token}"}
+    async with aiohttp.ClientSession() as session:
+
+        async def send() -> tuple[int, dict[str, Any]]:
+            async with session.post(f"{api.url}/api/v1{path}", json=body, headers=headers) as resp:
+                return resp.status, await resp.json()
+
+        return list(await asyncio.gather(*(send() for _ in range(times))))
 
 
 async def _rules_on(database: AsyncDatabase[Document], did: str) -> list[Document]:
@@ -97,15 +131,8 @@ async def test_one_key_names_one_call_per_caller(
 async def test_two_sendings_at_once_make_one_rule(
     api: RunningApi, tiered: list[str], database: AsyncDatabase[Document],
 ) -> None:
-    body = {"did": "vo:ds", "copies": 1, "expression": "tier=1", "request_id": uuid.uuid4().hex}
-    headers = {"Authorization": f"Bearer {api.admin_token}"}
-    async with aiohttp.ClientSession() as session:
-
-        async def send() -> tuple[int, dict[str, object]]:
-            async with session.post(f"{api.url}/api/v1/rules", json=body, headers=headers) as resp:
-                return resp.status, await resp.json()
-
-        answers = await asyncio.gather(*(send() for _ in range(6)))
+    answers = await sent_at_once(api, api.admin_token, "/rules", {"did": "vo:ds", "copies": 1, "expression": "tier=1",
+                                                                  "request_id": uuid.uuid4().hex})
     assert {status for status, _ in answers} == {201}
     assert len({str(answer["id"]) for _, answer in answers}) == 1
     assert len(await _rules_on(database, "vo:ds")) == 1
@@ -114,18 +141,7 @@ async def test_two_sendings_at_once_make_one_rule(
 async def test_a_rule_whose_answer_was_lost_is_made_once(
     api: RunningApi, tiered: list[str], database: AsyncDatabase[Document],
 ) -> None:
-    port = urlparse(api.url).port
-    assert port is not None
-    gate = TcpGate(port)
-    await gate.open()
-    try:
-        async with Client(f"http://127.0.0.1:{gate.port}", api.admin_token) as client:
-            await client.whoami()  # the API answered this client: one away since is waited for
-            gate.lose_reply_of = b"POST /api/v1/rules "
-            rule = await client.add_rule("vo:ds", 1, "tier=1")
-    finally:
-        await gate.close()
-    assert gate.replies_lost == 1  # made by the first sending; its answer broke on the way back
+    rule = await answer_lost(api, api.admin_token, b"POST /api/v1/rules ", lambda c: c.add_rule("vo:ds", 1, "tier=1"))
     assert [r["_id"] for r in await _rules_on(database, "vo:ds")] == [rule["id"]]
 
 
@@ -186,18 +202,9 @@ async def test_a_replication_whose_answer_was_lost_is_queued_once(
     source, dest = disk_se("SRC-DISK", tmp_path / "src"), disk_se("DST-DISK", tmp_path / "dst")
     await add_ses(database, source, dest)
     await put_files(database, [source], ["/vo/r/f0", "/vo/r/f1"])
-    port = urlparse(api.url).port
-    assert port is not None
-    gate = TcpGate(port)
-    await gate.open()
-    try:
-        async with Client(f"http://127.0.0.1:{gate.port}", api.admin_token) as client:
-            await client.whoami()
-            gate.lose_reply_of = b"POST /api/v1/requests/transfers "
-            queued = await client.replicate(["/vo/r/f0", "/vo/r/f1"], "DST-DISK")
-    finally:
-        await gate.close()
-    assert gate.replies_lost == 1 and not queued["failed"]
+    queued = await answer_lost(api, api.admin_token, b"POST /api/v1/requests/transfers ",
+                               lambda c: c.replicate(["/vo/r/f0", "/vo/r/f1"], "DST-DISK"))
+    assert not queued["failed"]
     stored = await database[REQUESTS].find({"lfn": {"$in": ["/vo/r/f0", "/vo/r/f1"]}}).to_list()
     assert sorted(r["_id"] for r in stored) == sorted(str(r) for r in queued["successful"].values())
 
@@ -247,30 +254,13 @@ async def test_a_submission_sent_again_answers_the_jobs_its_first_sending_stored
 async def test_a_submission_whose_answer_was_lost_or_sent_six_times_at_once_stores_its_jobs_once(
     api: RunningApi, database: AsyncDatabase[Document],
 ) -> None:
-    port = urlparse(api.url).port
-    assert port is not None
-    gate = TcpGate(port)
-    await gate.open()
-    try:
-        async with Client(f"http://127.0.0.1:{gate.port}", api.token(sub="alice", scopes=JOBS_SCOPES)) as client:
-            await client.whoami()
-            gate.lose_reply_of = b"POST /api/v1/jobs "
-            ids = await client.submit_jobs([_parametric("lost", 3)])
-    finally:
-        await gate.close()
-    assert gate.replies_lost == 1
+    alice = api.token(sub="alice", scopes=JOBS_SCOPES)
+    ids = await answer_lost(api, alice, b"POST /api/v1/jobs ", lambda c: c.submit_jobs([_parametric("lost", 3)]))
     assert sorted(d["_id"] for d in await database["jobs"].find({"name": "lost"}).to_list()) == sorted(ids)
-    body = {"jobs": [_parametric("racing", 40)], "request_id": uuid.uuid4().hex}
-    headers = {"Authorization": f"Bearer {api.token(sub='alice', scopes=JOBS_SCOPES)}"}
-    async with aiohttp.ClientSession() as session:
-
-        async def send() -> tuple[int, dict[str, object]]:
-            async with session.post(f"{api.url}/api/v1/jobs", json=body, headers=headers) as resp:
-                return resp.status, await resp.json()
-
-        answers = await asyncio.gather(*(send() for _ in range(6)))
+    answers = await sent_at_once(api, alice, "/jobs", {"jobs": [_parametric("racing", 40)],
+                                                       "request_id": uuid.uuid4().hex})
     assert {status for status, _ in answers} == {201}, answers
-    assert len({tuple(answer["ids"]) for _, answer in answers}) == 1  # type: ignore[arg-type]
+    assert len({tuple(answer["ids"]) for _, answer in answers}) == 1
     assert await database["jobs"].count_documents({"name": "racing"}) == 40
 
 
@@ -305,81 +295,56 @@ async def test_a_call_safe_to_send_twice_is_sent_again_when_its_answer_was_lost(
     api: RunningApi, tiered: list[str], database: AsyncDatabase[Document], name: str,
 ) -> None:
     prefix, call = SENT_AGAIN[name]
-    port = urlparse(api.url).port
-    assert port is not None
-    gate = TcpGate(port)
-    await gate.open()
-    try:
-        async with Client(f"http://127.0.0.1:{gate.port}", api.admin_token) as client:
-            await client.whoami()
-            gate.lose_reply_of = prefix
-            answer = await call(client)
-            assert gate.replies_lost == 1
-            if name == "register_files":
-                assert list(answer["successful"]) == ["/vo/ds/new"] and not answer["failed"]
-                assert await database["files"].count_documents({"_id": "/vo/ds/new"}) == 1
-            if name in ("lookup_files", "get_replicas"):
-                assert list(answer["successful"]) == ["/vo/ds/f0"]
-            if name == "set_metadata":
-                assert (await client.get_metadata("/vo/ds/f0"))["own"]["run"] == 7
-            if name == "chmod":
-                assert (await client.stat("/vo/ds"))["mode"] == 0o750
-            if name == "mkdir_parents":
-                assert (await client.stat("/vo/a/b"))["type"] == "directory"
-    finally:
-        await gate.close()
+    answer = await answer_lost(api, api.admin_token, prefix, call)
+    async with api.client() as client:
+        if name == "register_files":
+            assert list(answer["successful"]) == ["/vo/ds/new"] and not answer["failed"]
+            assert await database["files"].count_documents({"_id": "/vo/ds/new"}) == 1
+        if name in ("lookup_files", "get_replicas"):
+            assert list(answer["successful"]) == ["/vo/ds/f0"]
+        if name == "set_metadata":
+            assert (await client.get_metadata("/vo/ds/f0"))["own"]["run"] == 7
+        if name == "chmod":
+            assert (await client.stat("/vo/ds"))["mode"] == 0o750
+        if name == "mkdir_parents":
+            assert (await client.stat("/vo/a/b"))["type"] == "directory"
 
 
 async def test_a_first_call_answered_503_waits_for_the_database_and_a_wrong_url_fails_at_once(
     settings: Settings, database: AsyncDatabase[Document], mongodb_uri: str,
 ) -> None:
-    from aiohttp import web
-
-    from cairn.server import build_app
-    from kernel.db import close_client
-    from kernel.web import ISSUER
-
     db_port = urlparse(mongodb_uri).port
     assert db_port is not None
     gate = TcpGate(db_port)  # closed: the API's database is away when the client first calls
-    away = settings.model_copy(update={"mongodb_uri": f"mongodb://127.0.0.1:{gate.port}/", "db_timeout_ms": 300})
-    await close_client()
-    app = build_app(away)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    token = app[ISSUER].issue(sub="root", vo="cta", groups=["admin"], scopes=["admin"])
-    try:
-        async def back_in(seconds: float) -> None:
-            await asyncio.sleep(seconds)
-            await gate.open()
 
-        async with Client(f"http://127.0.0.1:{port}", token) as client:
-            began = time.monotonic()
-            with pytest.raises(ServiceUnavailable):  # not safe to send twice: told at once
-                await client.remove_files(["/cta/none"])
-            assert time.monotonic() - began < 5
-        async with Client(f"http://127.0.0.1:{port}", token) as client:  # a new one: its first call meets 503
+    async def back_in(seconds: float) -> None:
+        await asyncio.sleep(seconds)
+        await gate.open()
+
+    try:
+        async with api_on(settings, mongodb_uri=f"mongodb://127.0.0.1:{gate.port}/", db_timeout_ms=300) as (url, token):
+            async with Client(url, token) as client:
+                began = time.monotonic()
+                with pytest.raises(ServiceUnavailable):  # not safe to send twice: told at once
+                    await client.remove_files(["/cta/none"])
+                assert time.monotonic() - began < 5
+            async with Client(url, token) as client:  # a new one: its first call meets 503
+                opening = asyncio.ensure_future(back_in(1.5))
+                began = time.monotonic()
+                with pytest.raises(NotFound):  # answered once the database is back: there is no such file
+                    await client.stat("/cta/none")
+                assert time.monotonic() - began >= 1.5
+                await opening
+            await gate.cut()  # away again: the command line says that it waits, and for how long
             opening = asyncio.ensure_future(back_in(1.5))
-            began = time.monotonic()
-            with pytest.raises(NotFound):  # answered once the database is back: there is no such file
-                await client.stat("/cta/none")
-            assert time.monotonic() - began >= 1.5
+            shown = await run_cli(url, token, "stat", "/cta/none")
             await opening
-        await gate.cut()  # away again: the command line says that it waits, and for how long
-        opening = asyncio.ensure_future(back_in(1.5))
-        shown = await run_cli(f"http://127.0.0.1:{port}", token, "stat", "/cta/none")
-        await opening
-        assert shown.returncode == 2 and "/cta/none does not exist" in shown.stderr, shown.stderr
-        assert shown.stderr.count("trying again for up to") == 1, shown.stderr
-        async with Client(f"http://127.0.0.1:{free_port()}", token) as nowhere:  # never reached: at once
-            began = time.monotonic()
-            with pytest.raises(ServiceUnavailable, match="cannot reach"):
-                await nowhere.stat("/cta")
-            assert time.monotonic() - began < 2
+            assert shown.returncode == 2 and "/cta/none does not exist" in shown.stderr, shown.stderr
+            assert shown.stderr.count("trying again for up to") == 1, shown.stderr
+            async with Client(f"http://127.0.0.1:{free_port()}", token) as nowhere:  # never reached: at once
+                began = time.monotonic()
+                with pytest.raises(ServiceUnavailable, match="cannot reach"):
+                    await nowhere.stat("/cta")
+                assert time.monotonic() - began < 2
     finally:
         await gate.close()
-        await runner.cleanup()
-        await close_client()

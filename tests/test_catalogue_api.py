@@ -12,8 +12,7 @@ from cairn.sdk import Client, SyncClient
 from kernel.db import Document
 from kernel.errors import Conflict, InvalidInput, NotFound, ServiceUnavailable
 from kernel.settings import Settings
-from kernel.web import ISSUER
-from tests.fixtures.api import RunningApi
+from tests.fixtures.api import RunningApi, api_on
 
 
 @pytest.fixture
@@ -145,31 +144,15 @@ async def test_a_big_directory_streams_in_order_across_batches(ready: Client) ->
 
 
 async def test_catalogue_routes_answer_503_with_retry_after_when_the_database_is_down(settings: Settings) -> None:
-    from aiohttp import web
-
     from cairn.embedded_db import free_port
-    from cairn.server import build_app
-    from kernel.db import close_client
 
-    dead = settings.model_copy(update={"mongodb_uri": f"mongodb://127.0.0.1:{free_port()}/", "db_timeout_ms": 300})
-    await close_client()
-    app = build_app(dead)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    token = app[ISSUER].issue(sub="root", vo="cta", groups=["admin"], scopes=["admin"])
-    try:
-        async with Client(f"http://127.0.0.1:{port}", token, ride_out_s=0) as client:  # told at once
-            with pytest.raises(ServiceUnavailable) as caught:
-                await client.register_files([{"lfn": "/cta/x", "size": 1, "adler32": "00000001"}])
-            assert caught.value.retry_after >= 1
-            with pytest.raises(ServiceUnavailable):
-                await client.stat("/cta")
-    finally:
-        await runner.cleanup()
-        await close_client()
+    dead = api_on(settings, mongodb_uri=f"mongodb://127.0.0.1:{free_port()}/", db_timeout_ms=300)
+    async with dead as (url, token), Client(url, token, ride_out_s=0) as client:  # told at once
+        with pytest.raises(ServiceUnavailable) as caught:
+            await client.register_files([{"lfn": "/cta/x", "size": 1, "adler32": "00000001"}])
+        assert caught.value.retry_after >= 1
+        with pytest.raises(ServiceUnavailable):
+            await client.stat("/cta")
 
 
 async def test_a_batch_of_ten_thousand_registers_and_registers_again_idempotently(ready: Client) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import aiohttp
 
-from tests.fixtures.api import RunningApi
+from tests.fixtures.api import RunningApi, api_on
 
 
 async def test_health_reports_the_database_answers(api: RunningApi) -> None:
@@ -32,26 +32,10 @@ async def test_unknown_route_is_a_json_404(api: RunningApi) -> None:
 
 
 async def test_health_is_503_with_retry_after_when_the_database_is_down(settings, tmp_path) -> None:  # type: ignore[no-untyped-def]
-    from aiohttp import web
-
     from cairn.embedded_db import free_port
-    from cairn.server import build_app
 
-    dead = settings.model_copy(update={"mongodb_uri": f"mongodb://127.0.0.1:{free_port()}/", "db_timeout_ms": 300})
-    from kernel.db import close_client
-
-    await close_client()
-    app = build_app(dead)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    try:
-        async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{port}/api/v1/health") as resp:
-            assert resp.status == 503
-            assert resp.headers["Retry-After"].isdigit()
-            assert (await resp.json())["database"] == "unreachable"
-    finally:
-        await runner.cleanup()
-        await close_client()
+    dead = api_on(settings, mongodb_uri=f"mongodb://127.0.0.1:{free_port()}/", db_timeout_ms=300)
+    async with dead as (url, _), aiohttp.ClientSession() as http, http.get(f"{url}/api/v1/health") as resp:
+        assert resp.status == 503
+        assert resp.headers["Retry-After"].isdigit()
+        assert (await resp.json())["database"] == "unreachable"
