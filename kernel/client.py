@@ -22,7 +22,7 @@ from kernel.errors import CairnError, InvalidInput, ServiceUnavailable, error_cl
 from kernel.ride_out import patience, patiently
 
 CLIENT_FILE = "client.json"
-RIDE_OUT_S = 60.0  # an upload's or a download's wait for an API that went away (a restart takes seconds)
+RIDE_OUT_S = 60.0  # a call's wait for an API that went away, where safe to send again (a restart takes seconds)
 # Sent again while the API is away (`kernel.ride_out`): reads, and PUTs (each sets a whole thing
 # to what it carries). A DELETE is not: sent again after its answer was lost, it answers 404.
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "PUT"})

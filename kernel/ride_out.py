@@ -4,9 +4,11 @@ connection, or a 503) are tried again, backing off up to the server's Retry-Afte
 they succeed or `s` seconds have passed since the first try. Only for work whose every call is
 safe to send twice, as an upload's and a download's are (`dataio.client`): a registration made
 by this upload's writer is found as its own, a flip or an undo guarded by that writer is refused
-once done and then read back, a lease is renewed again. The SDK's reads (GET) ride it out
-always, and so does a call that names itself so that the server makes its work once however
-often it is sent (`add_rule`'s request id, `rules.rule_requests`)."""
+once done and then read back, a lease is renewed again. The SDK's reads and PUTs ride it out
+always (`kernel.client.IDEMPOTENT_METHODS`), its calls that are safe to send twice do so under
+`riding_out`, among them those that name themselves so that the server does their work once
+however often they are sent (`rules.rule_requests`, `wms.submission_requests`). The command line
+is told when a call begins to wait (`noticing`)."""
 
 from __future__ import annotations
 

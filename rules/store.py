@@ -51,8 +51,9 @@ async def create_rule(db: AsyncDatabase[Document], principal: Principal, item: R
     validate(item.expression)
     if item.source_expression:
         validate(item.source_expression)
-    digest = request_digest({**item.model_dump(exclude={"request_id"}), "account": account})
+    digest = ""
     if item.request_id is not None:  # sent again (its answer lost): the rule the first sending made
+        digest = request_digest({**item.model_dump(exclude={"request_id"}), "account": account})
         rule_id = rule_id_for(principal, item.request_id)
         if (before := await made_before(db, rule_id, digest)) is not None:
             return await _finish_making(db, principal, before, again=True)
