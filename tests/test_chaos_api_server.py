@@ -1,10 +1,12 @@
 """Chaos end to end, on the API side: the `cairn server` process a client drives is SIGKILLed at
 random and started again on the same port, while the client uploads, registers, attaches,
-replicates and removes files, and the daemons (transfer workers, reaper, rule evaluator, repairer
-and cleaner) work as separate processes on a "2 copies on tier=1" rule. The client retries a call
-that met the dead server, as a user's script does (each of these calls is safe to send twice; an
-upload rides the restarts out itself). Once the chaos stops and the daemons drain: everything
-acknowledged is there, and nothing is counted twice (usage, dataset counts, quota, rule locks).
+replicates and removes files, makes a rule on a file and submits jobs, and the daemons (transfer
+workers, reaper, rule evaluator, repairer and cleaner) work as separate processes on a "2 copies
+on tier=1" rule. The SDK rides the restarts out, and the client also retries a call that met the
+dead server for longer, as a user's script does (each of these calls is safe to send twice; a
+rule and a submission name themselves with a request id of the script's). Once the chaos stops
+and the daemons drain: everything acknowledged is there, once (one rule per call, the jobs of a
+submission once), and nothing is counted twice (usage, dataset counts, quota, rule locks).
 Bounded in kills and time."""
 
 from __future__ import annotations
@@ -116,6 +118,8 @@ class Workload:
         self.removed: set[str] = set()
         self.replicated: set[str] = set()
         self.pending: set[str] = set()  # removals refused "try again"
+        self.rules: dict[str, str] = {}  # file -> the rule the call on it answered
+        self.jobs: dict[str, list[str]] = {}  # job name -> the ids its submission answered
 
     async def round(self, number: int) -> None:
         locals_ = []
@@ -138,9 +142,15 @@ class Workload:
         first = sorted(files)[0]
         assert not (await again(lambda: self.client.replicate([first], "T1-A")))["failed"]
         self.replicated.add(first)
+        ruled = sorted(files)[1]
+        rule = await again(lambda: self.client.add_rule(ruled, 1, "T1-B", request_id=f"chaos-rule-{number}"))
+        self.rules[ruled] = rule["id"]
+        jobs = [{"name": f"chaos-{number}", "executable": "/bin/true", "arguments": [str(k)]} for k in range(2)]
+        self.jobs[f"chaos-{number}"] = await again(
+            lambda: self.client.submit_jobs(jobs, request_id=f"chaos-jobs-{number}"))
         if number % 2:
             gone = sorted(lfn for lfn in self.registered
-                          if lfn not in self.replicated | self.removed | self.pending)[:2]
+                          if lfn not in self.replicated | self.removed | self.pending | set(self.rules))[:2]
             await self.remove(gone)
 
     async def remove(self, lfns: list[str]) -> None:
@@ -168,6 +178,8 @@ async def _not_drained(db: AsyncDatabase[Document], rule_id: str) -> str:
     rule = await db[rule_store.RULES].find_one({"_id": rule_id})
     if rule is None or rule["state"] != "ok":
         return f"rule {rule and rule['state']}"
+    if not_ok := await db[rule_store.RULES].count_documents({"state": {"$ne": "ok"}}):
+        return f"{not_ok} file rule(s) not ok"
     members = await db[dataset_contents.DATASET_FILES].count_documents({"did": "vo:chaos"})
     if (ok := await db[rule_locks.LOCKS].count_documents({"rule": rule_id, "state": "ok"})) != 2 * members:
         return f"{ok} locks ok for {members} files"
@@ -250,6 +262,12 @@ async def test_nothing_acknowledged_lost_nothing_counted_twice_while_the_api_ser
     placed = Counter(r["se"] for lfn in work.uploaded for r in files[lfn]["replicas"])
     assert placed == {"SRC": len(work.uploaded), "T1-A": len(work.uploaded), "T1-B": len(work.uploaded)}, placed
     assert all("T1-A" in {r["se"] for r in files[lfn]["replicas"]} for lfn in work.replicated)
+    for lfn, made in work.rules.items():  # one rule per call, whatever the kills
+        assert [r["_id"] for r in await database[rule_store.RULES].find({"did": lfn}).to_list()] == [made], lfn
+        assert "T1-B" in {r["se"] for r in files[lfn]["replicas"]}, lfn
+    for name, ids in work.jobs.items():  # each submission's jobs stored once
+        stored = sorted(d["_id"] for d in await database["jobs"].find({"name": name}).to_list())
+        assert len(ids) == 2 and stored == sorted(ids), (name, stored, ids)
     rows = await database[dataset_contents.DATASET_FILES].find({"did": "vo:chaos"}).to_list()
     attached = {row["lfn"] for row in rows}
     assert attached == set(work.uploaded)
