@@ -34,7 +34,7 @@ from typing import Any, Literal, NotRequired
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from kernel import claims
+from kernel import claims, request_ids
 from kernel.bounds import MAX_LIFETIME_S
 from kernel.db import Document
 from kernel.principal import Principal
@@ -67,9 +67,7 @@ class RuleIn(RulePlacement):
     did: str = Field(..., description="scope:name of a dataset or container, or a file's LFN")
     locked: bool = Field(False, description="a locked rule cannot be deleted, nor expire, until unlocked")
     account: str | None = Field(None, max_length=128, description="owning account (admins only; default: caller)")
-    request_id: str | None = Field(None, pattern=r"^[A-Za-z0-9_.:-]{8,128}$",
-                                   description="a key of the caller's choosing naming this call: the same call "
-                                               "sent again gets the rule the first made (`rules.rule_requests`)")
+    request_id: str | None = Field(None, pattern=request_ids.PATTERN, description=request_ids.DESCRIPTION)
 
 
 class Rule(claims.Leased):

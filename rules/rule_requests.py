@@ -13,7 +13,6 @@ or withdrawn since (its making refused it, or its owner deleted it): a new key m
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 from typing import Any
 
 from pymongo.asynchronous.database import AsyncDatabase
@@ -23,6 +22,7 @@ from kernel.db import Document, database_errors
 from kernel.documents import aware
 from kernel.errors import Conflict
 from kernel.principal import Principal
+from kernel.request_ids import call_key, digest
 from rules.triggers import RULES
 
 REQUEST = "request"  # on a rule: the digest of the call that made it (`request_digest`)
@@ -30,14 +30,12 @@ REQUEST = "request"  # on a rule: the digest of the call that made it (`request_
 
 def rule_id_for(principal: Principal, request_id: str) -> str:
     """The id of the rule the caller's call named request_id makes (a rule id's shape: 32 hex)."""
-    named = f"{vo_stamp(principal)}\n{principal.sub}\n{request_id}".encode()
-    return hashlib.sha256(b"cairn-rule-request\n" + named).hexdigest()[:32]
+    return call_key("rule-request", vo_stamp(principal), principal.sub, request_id)
 
 
 def request_digest(body: dict[str, Any]) -> str:
     """What the call asked for, so that a key sent again with another body is told apart."""
-    text = "\n".join(f"{key}={body[key]!r}" for key in sorted(body))
-    return hashlib.sha256(text.encode()).hexdigest()
+    return digest(body)
 
 
 async def made_before(db: AsyncDatabase[Document], rule_id: str, digest: str) -> Document | None:

@@ -20,6 +20,7 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from catalogue.metadata_fields import KEY_PATTERN
+from kernel import request_ids
 from kernel.bounds import Int64, PositiveInt64
 from kernel.errors import InvalidInput
 
@@ -286,6 +287,4 @@ class Submission(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     jobs: list[JobDescription] = Field(..., min_length=1, max_length=MAX_JOBS_PER_SUBMISSION)
-    request_id: str | None = Field(None, pattern=r"^[A-Za-z0-9_.:-]{8,128}$",
-                                   description="a key of the caller's choosing naming this call: sent again, it "
-                                               "answers the jobs the first stored (`wms.submission_requests`)")
+    request_id: str | None = Field(None, pattern=request_ids.PATTERN, description=request_ids.DESCRIPTION)

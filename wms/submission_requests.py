@@ -13,8 +13,6 @@ refused (409).
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -22,9 +20,11 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError
 
 from catalogue.authorization import vo_stamp
+from kernel import request_ids
 from kernel.db import Document, database_errors, find_by_values
 from kernel.errors import Conflict
 from kernel.principal import Principal
+from kernel.request_ids import call_key
 from wms.jobs import JOBS, JobRecord, insert_jobs
 
 REQUEST = "request"  # on a job: "<submission key>:<its place in the submission>"
@@ -34,14 +34,12 @@ DUPLICATE_KEY = 11000
 
 def submission_key(principal: Principal, request_id: str) -> str:
     """The key of the caller's submission named request_id (no other caller's can equal it)."""
-    named = f"{vo_stamp(principal)}\n{principal.sub}\n{request_id}".encode()
-    return hashlib.sha256(b"cairn-job-submission\n" + named).hexdigest()[:32]
+    return call_key("job-submission", vo_stamp(principal), principal.sub, request_id)
 
 
 def digest(descriptions: Sequence[Any]) -> str:
     """What a submission asked for (its descriptions as sent), to tell a key reused for others."""
-    text = json.dumps([d.model_dump(mode="json") for d in descriptions], sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()
+    return request_ids.digest([d.model_dump(mode="json") for d in descriptions])
 
 
 def keys(key: str, count: int) -> list[str]:
