@@ -105,7 +105,7 @@ async def test_a_register_cut_by_a_database_outage_then_retried_counts_every_fil
     api: RunningApi, disk: None, db_gate: TcpGate, mongodb_uri: str, settings: Settings,
 ) -> None:
     direct = AsyncMongoClient[Document](mongodb_uri)[settings.database]["files"]  # not through the gate
-    async with api.client() as admin:
+    async with Client(api.url, api.admin_token, ride_out_s=0) as admin:  # it retries by itself
         written = await register_cut_by_an_outage(admin, db_gate, direct, batch())
         retried = await register_until_answered(admin, batch())
     assert (len(retried["successful"]), retried["failed"]) == (FILES, {})
@@ -117,7 +117,7 @@ async def test_removing_files_a_cut_register_left_uncounted_keeps_usage_exact(
     api: RunningApi, disk: None, db_gate: TcpGate, mongodb_uri: str, settings: Settings,
 ) -> None:
     direct = AsyncMongoClient[Document](mongodb_uri)[settings.database]["files"]
-    async with api.client() as admin:
+    async with Client(api.url, api.admin_token, ride_out_s=0) as admin:  # it retries by itself
         await register_cut_by_an_outage(admin, db_gate, direct, batch())
         every_other = [f["_id"] for f in await direct.find({}, {"_id": 1}).sort("_id", 1).to_list()][::2]
         removed = await until_answered(lambda: admin.remove_files(every_other, force=True))
@@ -135,7 +135,7 @@ async def test_moving_a_file_a_cut_register_left_uncounted_keeps_usage_exact(
     api: RunningApi, disk: None, db_gate: TcpGate, mongodb_uri: str, settings: Settings,
 ) -> None:
     direct = AsyncMongoClient[Document](mongodb_uri)[settings.database]["files"]
-    async with api.client() as admin:
+    async with Client(api.url, api.admin_token, ride_out_s=0) as admin:  # it retries by itself
         await register_cut_by_an_outage(admin, db_gate, direct, batch())
         first = (await direct.find({}, {"_id": 1}).sort("_id", 1).to_list(1))[0]["_id"]
         await until_answered(lambda: admin.mkdir("/vo/elsewhere"))
