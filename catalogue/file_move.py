@@ -12,7 +12,9 @@ fresh read (up to MOVE_ROUNDS times). An original that left another way meanwhil
 that took a lapsed mark over) makes the move take its copy back and answer 409; so does a
 directory above the file or its destination being moved (`catalogue.directory_moves`), or one
 above its destination gone once the copy is in (removed meanwhile: the copy would be left
-without it).
+without it). Before its first copy the call claims its counts (`catalogue.move_counts`): a server
+killed half-way leaves the copy and the count to the transfer workers' sweep, which takes the
+copy back (the original still there) or counts the move (it is gone).
 """
 
 from __future__ import annotations
@@ -23,12 +25,12 @@ from collections.abc import Awaitable, Callable
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
-from catalogue import change_feed, guid_holds, moved_paths
+from catalogue import change_feed, guid_holds, move_counts, moved_paths
 from catalogue.directory_moves import looked_above, moving_above
 from catalogue.files import FILES
 from catalogue.permissions import PERMISSION_FIELDS, creation_denial, removal_denial, require
 from catalogue.registration_counts import take_over_calls
-from catalogue.usage import REMOVAL_LEASE, REMOVING
+from catalogue.usage import COPY_CALL, REMOVAL_LEASE, REMOVING
 from kernel.db import Document, database_errors
 from kernel.errors import Conflict, NotFound
 from kernel.marks import Mark
@@ -70,6 +72,8 @@ async def move_file_record(db: AsyncDatabase[Document], principal: Principal, so
         raise Conflict(f"{source} is being moved or removed by another request; try again")
     copy: Document | None = None
     held: list[str] = []  # the GUID, held from before the original leaves until the copy has it
+    claim: move_counts.Claim | None = None  # claimed before the first copy goes in
+    deleted = False  # the original: once it is gone, the copy is the file (never taken back)
     try:
         if await moving_above(db, [source, destination]):
             raise Conflict(f"a directory above {source} or {destination} is being moved; try again")
@@ -83,7 +87,8 @@ async def move_file_record(db: AsyncDatabase[Document], principal: Principal, so
             # The move takes the file off its old place's counts: its register call's counting must
             # be done (`catalogue.usage`), and before a copy exists, which a take-over would count too.
             await take_over_calls(db, [current])
-            copy = _copy_of(place(current))
+            claim = await move_counts.intend(db, mark, source, destination, current, claim)
+            copy = _copy_of(place(current), mark.token)
             await moved_paths.hold(db, [copy])  # before the original leaves its LFN
             try:
                 with database_errors():
@@ -99,8 +104,9 @@ async def move_file_record(db: AsyncDatabase[Document], principal: Principal, so
                 held.append(current["guid"])
                 await guid_holds.hold(db, held)
             if await mark.delete(db[FILES], [source], "the move", where={"version": current.get("version")}):
-                placed = await _placed(db, source, copy)
-                copy = None
+                placing, copy, deleted = copy, None, True
+                placed = await _placed(db, source, placing)
+                await move_counts.settle(db, claim)
                 return current, placed
             await _take_back(db, copy)  # the original changed (or went) since it was read
             copy = None
@@ -108,36 +114,43 @@ async def move_file_record(db: AsyncDatabase[Document], principal: Principal, so
     except BaseException:
         if copy is not None:
             await asyncio.shield(_take_back(db, copy))
-        await asyncio.shield(mark.take_off(db[FILES], [source]))
+        # Its claim settled before its mark goes (`move_counts.give_up`); a call that could not
+        # settle it, or whose original is gone, leaves both to the sweep (and the mark to lapse).
+        if not deleted and (claim is None or await asyncio.shield(move_counts.give_up(db, claim))):
+            await asyncio.shield(mark.take_off(db[FILES], [source]))
         raise
     finally:
         if held:
             await asyncio.shield(guid_holds.release(db, held))
 
 
-def _copy_of(record: Document) -> Document:
+def _copy_of(record: Document, token: str) -> Document:
     """The new record as first written: its GUID held as `moving_guid` (also what tells the copy
-    from a record made there otherwise), the original's mark left behind."""
+    from a record made there otherwise), the call's token (COPY_CALL: what the sweep takes back
+    or places, `catalogue.move_counts`), the original's mark left behind."""
     copy = {k: v for k, v in record.items() if k not in (REMOVING, "guid")}
     copy["moving_guid"] = record.get("guid")
+    copy[COPY_CALL] = token
     return copy
 
 
 async def _placed(db: AsyncDatabase[Document], source: str, copy: Document) -> Document:
-    """The copy is the file now, its original gone: its GUID back, and the move told."""
-    placed = {k: v for k, v in copy.items() if k != "moving_guid"}
+    """The copy is the file now, its original gone: its GUID back (the call's token off), and
+    the move told."""
+    placed = {k: v for k, v in copy.items() if k not in ("moving_guid", COPY_CALL)}
     if copy["moving_guid"] is not None:
         placed["guid"] = copy["moving_guid"]
         await guid_holds.restore(db[FILES], [(copy["_id"], copy["moving_guid"])])
     else:
         with database_errors():
-            await db[FILES].update_one({"_id": copy["_id"]}, {"$unset": {"moving_guid": ""}})
+            await db[FILES].update_one({"_id": copy["_id"]}, {"$unset": {"moving_guid": "", COPY_CALL: ""}})
     await change_feed.append(db, [change_feed.event("file_removed", source, moved_to=copy["_id"]),
                                   change_feed.event("file_registered", copy["_id"], moved_from=source)])
     return placed
 
 
 async def _take_back(db: AsyncDatabase[Document], copy: Document) -> None:
-    """Remove a copy whose original stayed (the record there still holds `moving_guid`)."""
+    """Remove a copy whose original stayed: this call's (by its token), never another's that a
+    later move of the file put at the same place."""
     with database_errors():
-        await db[FILES].delete_one({"_id": copy["_id"], "moving_guid": {"$exists": True}})
+        await db[FILES].delete_one({"_id": copy["_id"], COPY_CALL: copy[COPY_CALL]})

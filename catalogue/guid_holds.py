@@ -28,6 +28,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError, OperationFailure
 
 from catalogue.directories import DUPLICATE_KEY
+from catalogue.usage import COPY_CALL
 from kernel.db import Document, bulk_write_chunked, database_errors, read_by_ids
 
 GUID_HOLDS = "guid_holds"
@@ -76,8 +77,9 @@ async def restore(files: AsyncCollection[Document], copies: Sequence[tuple[str, 
     while pending:
         with contextlib.suppress(BulkWriteError, OperationFailure):  # a GUID taken meanwhile: look again
             with database_errors():
-                await bulk_write_chunked(files, [UpdateOne(
-                    {"_id": lfn, "moving_guid": guid}, {"$set": {"guid": guid}, "$unset": {"moving_guid": ""}})
+                await bulk_write_chunked(files, [UpdateOne(  # a file move's copy: its call's token goes too
+                    {"_id": lfn, "moving_guid": guid}, {"$set": {"guid": guid},
+                                                        "$unset": {"moving_guid": "", COPY_CALL: ""}})
                     for lfn, guid in pending])
             return
         left = {doc["_id"] async for doc in read_by_ids(files, [lfn for lfn, _ in pending], {"_id": 1},

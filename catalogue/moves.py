@@ -2,7 +2,8 @@
 
 Moves have no transaction to lean on: the new records are written first and the old ones
 removed after, batch by batch, so a crash half-way leaves a record at its old place, its new
-place or both, never neither (repairing such a half-done move is not automated yet). One call
+place or both, never neither: a single file's move cut short is finished or taken back by the
+transfer workers' sweep (`catalogue.move_counts`); a directory's is not yet. One call
 moves a given file (`catalogue.file_move`) or directory (its `moving` mark), so a retried or
 concurrent move is refused rather than copying it twice; a directory move and the moves and
 removals of files below it exclude each other (`catalogue.directory_moves`; files registered below
@@ -35,7 +36,7 @@ from catalogue.metadata import metadata_fields_for
 from catalogue.namespace import existing_entry, find_entry
 from catalogue.permissions import creation_denial, removal_denial, require, traversal_denial
 from catalogue.storage_paths import moved_replicas
-from catalogue.usage import MOVING, REMOVING, WITHDRAWN, Usage, move_directory_usage
+from catalogue.usage import MOVING, REMOVING, WITHDRAWN, move_directory_usage
 from catalogue.vos import Vo, registry
 from kernel.db import ID_ORDER, INDEX_ORDER, Document, database_errors, pages_by_id
 from kernel.errors import Conflict, InvalidInput, NotFound, ServiceUnavailable
@@ -78,12 +79,9 @@ async def move(db: AsyncDatabase[Document], principal: Principal, source: str, d
         return {**moved, **metadata_fields_for(destination, record.get("meta") or {}, dirs, vos)}
 
     if kind == "file":
-        was, placed = await move_file_record(db, principal, source, destination, place,
-                                             lambda current: _named_by_lfn(db, principal, source, current, kind))
-        usage = Usage()
-        usage.file(source, int(was.get("size", 0)), -1)
-        usage.file(destination, int(was.get("size", 0)), +1)
-        await usage.apply(db)
+        # counted by the call once the original is gone, or by the sweep after a kill (`catalogue.move_counts`)
+        _, placed = await move_file_record(db, principal, source, destination, place,
+                                           lambda current: _named_by_lfn(db, principal, source, current, kind))
         return entry_view(placed, kind)
     return entry_view(await _move_directory(db, principal, source, destination, place, vos), kind)
 

@@ -80,7 +80,9 @@ KEYS = "keys"
 COUNTING = "counting"
 KIND = "kind"
 # A record's bookkeeping fields, which no reader shows.
-INTERNAL_FIELDS = ("_id", REGISTERED_IN, REMOVING, MOVING, REPLICA_WRITERS, "moving_guid", WITHDRAWN)
+# A file move's copy: the token of the call that wrote it, until it is placed (`catalogue.move_counts`).
+COPY_CALL = "move_call"
+INTERNAL_FIELDS = ("_id", REGISTERED_IN, REMOVING, MOVING, REPLICA_WRITERS, "moving_guid", COPY_CALL, WITHDRAWN)
 # An SE record's tokens of replica removals counted but not yet complete (`count_removals`).
 REMOVALS = "removals"
 # An SE record's count of the times tokens left its REMOVALS (`removal_fences`).

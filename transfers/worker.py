@@ -29,7 +29,14 @@ from collections.abc import Sequence
 
 from pymongo.asynchronous.database import AsyncDatabase
 
-from catalogue import dataset_recount, overwrite_counts, registration_counts, removal_counts, usage_intents
+from catalogue import (
+    dataset_recount,
+    move_counts,
+    overwrite_counts,
+    registration_counts,
+    removal_counts,
+    usage_intents,
+)
 from catalogue.files import fetch_files
 from catalogue.storage_elements import StorageElement, list_storage_elements
 from catalogue.upload_leases import hold_for_transfers
@@ -351,6 +358,8 @@ class TransferWorker(Daemon):
             log.info("settled %d overwrite count(s) a stopped process had left pending", settled)
         if settled := await removal_counts.settle_stale(self.ctx.db, stale_s):
             log.info("settled %d file removal count(s) a stopped process had left pending", settled)
+        if settled := await move_counts.settle_stale(self.ctx.db, stale_s):
+            log.info("finished or took back %d file move(s) a stopped process had left half done", settled)
         if settled := await dataset_recount.settle_stale(self.ctx.db, stale_s):
             log.info("recounted the DIDs of %d attach, detach or refresh call(s) a stopped process had left",
                      settled)

@@ -1,0 +1,166 @@
+"""File moves that a server killed half-way cannot leave done twice, half done or miscounted
+(`catalogue.usage_claims`).
+
+A file move (`catalogue.file_move`) inserts its copy at the destination, deletes the original
+under its mark, then takes the file off its old directories' counts and onto its new ones. A
+server killed after the insert left the copy beside the original for good (the file at two LFNs,
+both naming the same bytes, the destination taken), and one killed after the delete left the
+counts on the old directories. Now the call claims its mark's token PENDING before its first
+insert, with the move as planned (PLAN: source, destination, GUID, size; KIND "move"), noted on
+the usage records of both places' directories, and its copy carries the token (COPY_CALL) until
+it is placed. Once the original is deleted the call counts the move (`settle`); a move that gave
+up takes its copy back, settles counting nothing (`give_up`), and only then takes its mark off.
+
+The transfer workers' sweep (`settle_stale`) finishes a claim left PENDING. By then the call
+cannot delete any more: `kernel.marks.Mark.delete` refuses past half the marks' lease, the
+sweep's default wait. If the original is still at its place (its GUID there), the move did not
+happen: the sweep notes that on the claim (UNDONE), takes the mark off the original (a thawed call
+then deletes nothing), takes back the copy carrying the token, and settles counting nothing; the
+file can be moved again at once. If the original is gone, the move happened: the copy is given
+its GUID if the call did not get that far (with the move's two events), and the move is counted,
+while inside the marks' lease (less TAKEOVER_MARGIN): until then no other call could have moved
+or removed the original. Past it, the sweep counts nothing and logs the move for `cairn usage
+rebuild`; a copy beside its original is still taken back.
+
+What is left: a call killed between placing its copy and appending the move's events leaves the
+feed without them (the records and counts are right).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from pymongo.asynchronous.database import AsyncDatabase
+
+from catalogue import change_feed, guid_holds, usage_claims
+from catalogue.collection_names import FILES
+from catalogue.usage import COPY_CALL, COUNTING, KEYS, REMOVAL_LEASE, REMOVING, USAGE_CLAIMS, Usage
+from kernel.db import Document, database_errors
+from kernel.errors import ServiceUnavailable
+from kernel.marks import Mark
+
+KIND = "move"
+MARKED_AT, PLAN, UNDONE = "marked_at", "plan", "undone"  # a claim's COUNTING
+TAKEOVER_MARGIN = dt.timedelta(seconds=15)  # as `catalogue.removal_counts`: clocks, a slow sweep
+log = logging.getLogger("cairn.usage")
+
+
+@dataclass
+class Claim:
+    """A move call's claim: its token (its mark's), the usage records noted, the move planned."""
+
+    token: str
+    keys: list[str]
+    plan: Document
+
+
+def planned(source: str, destination: str, record: Mapping[str, Any]) -> Document:
+    return {"source": source, "destination": destination, "guid": record.get("guid"),
+            "size": int(record.get("size") or 0)}
+
+
+def totals(plan: Mapping[str, Any]) -> dict[str, dict[str, int]]:
+    """What the move takes off its old directories and adds to its new ones (none of their
+    common ancestors: nothing of theirs changes)."""
+    usage = Usage()
+    usage.file(plan["source"], plan["size"], -1)
+    usage.file(plan["destination"], plan["size"], +1)
+    return usage.totals()
+
+
+async def intend(db: AsyncDatabase[Document], mark: Mark, source: str, destination: str,
+                 record: Mapping[str, Any], claim: Claim | None) -> Claim:
+    """Before a copy of `record` (as read under `mark`) is inserted: claim the call's token with
+    the move as planned, noted on the usage records it changes. Made once per call; a later
+    round that read another size plans that (one update)."""
+    plan = planned(source, destination, record)
+    if claim is None:
+        keys = sorted(totals(plan))
+        await usage_claims.intend(db, mark.token, keys, kind=KIND, counting={MARKED_AT: mark.at, PLAN: plan})
+        return Claim(mark.token, keys, plan)
+    if plan != claim.plan:
+        with database_errors():
+            await db[USAGE_CLAIMS].update_one({"_id": claim.token}, {"$set": {f"{COUNTING}.{PLAN}": plan}})
+        claim.plan = plan
+    return claim
+
+
+async def settle(db: AsyncDatabase[Document], claim: Claim) -> None:
+    """The original is deleted: count the move, each noted record once."""
+    await usage_claims.settle(db, claim.token, claim.keys, totals(claim.plan), keep=False)
+
+
+async def give_up(db: AsyncDatabase[Document], claim: Claim) -> bool:
+    """The move gave up with its original in place and its copy taken back: settle counting
+    nothing. False when the database did not answer (the call then leaves its mark to lapse and
+    its claim to the sweep: taken off first, another call could move the file before the claim
+    goes, and the sweep would count that move for this one)."""
+    try:
+        await usage_claims.settle(db, claim.token, claim.keys, {}, keep=False)
+    except ServiceUnavailable:
+        return False
+    return True
+
+
+async def settle_stale(db: AsyncDatabase[Document], older_than_s: float = usage_claims.STALE_S) -> int:
+    """Finish the moves that died (or stalled) between their claim and their count, as the
+    module says. Returns the calls settled."""
+    stale = await usage_claims.stale(db, older_than_s, KIND)
+    for claim in stale:
+        counting = claim.get(COUNTING) or {}
+        found = Claim(claim["_id"], list(claim.get(KEYS) or []), counting.get(PLAN) or {})
+        source, guid = found.plan.get("source"), found.plan.get("guid")
+        with database_errors():
+            original = await db[FILES].find_one({"_id": source}, {"guid": 1})
+        if counting.get(UNDONE) or (original is not None and original.get("guid") == guid):
+            await _take_back(db, found)
+        elif _before_takeovers(counting.get(MARKED_AT)):
+            await _finish(db, found)
+        else:
+            log.warning("file move %s (%s to %s) left pending past its marks' lease: counting nothing; "
+                        "`cairn usage rebuild` sets the counts right", found.token, source,
+                        found.plan.get("destination"))
+            await usage_claims.settle(db, found.token, found.keys, {}, keep=False)
+    return len(stale)
+
+
+async def _take_back(db: AsyncDatabase[Document], claim: Claim) -> None:
+    """The move did not happen: noted so first (a sweep cut short does the same next time, even
+    once the original has moved on), then the mark off the original, the copy back, the claim
+    settled counting nothing."""
+    source, destination = claim.plan.get("source"), claim.plan.get("destination")
+    with database_errors():
+        await db[USAGE_CLAIMS].update_one({"_id": claim.token}, {"$set": {f"{COUNTING}.{UNDONE}": True}})
+        await db[FILES].update_one({"_id": source, f"{REMOVING}.token": claim.token}, {"$unset": {REMOVING: ""}})
+        await db[FILES].delete_one({"_id": destination, COPY_CALL: claim.token})
+    await usage_claims.settle(db, claim.token, claim.keys, {}, keep=False)
+
+
+async def _finish(db: AsyncDatabase[Document], claim: Claim) -> None:
+    """The move happened: its copy given its GUID (and the move told) if the call did not get
+    that far, then the move counted."""
+    source, destination, guid = (claim.plan.get(k) for k in ("source", "destination", "guid"))
+    with database_errors():
+        unplaced = await db[FILES].find_one({"_id": destination, COPY_CALL: claim.token}, {"_id": 1})
+    if unplaced is not None:
+        if guid:
+            await guid_holds.restore(db[FILES], [(destination, guid)])
+        with database_errors():
+            await db[FILES].update_one({"_id": destination, COPY_CALL: claim.token},
+                                       {"$unset": {COPY_CALL: "", **({} if guid else {"moving_guid": ""})}})
+        await change_feed.append(db, [change_feed.event("file_removed", source, moved_to=destination),
+                                      change_feed.event("file_registered", destination, moved_from=source)])
+    await settle(db, claim)
+
+
+def _before_takeovers(marked_at: Any) -> bool:
+    """Whether now is still inside the lease of a mark made at `marked_at` (less TAKEOVER_MARGIN)."""
+    if not isinstance(marked_at, dt.datetime):
+        return False
+    if marked_at.tzinfo is None:
+        marked_at = marked_at.replace(tzinfo=dt.UTC)
+    return dt.datetime.now(dt.UTC) < marked_at + REMOVAL_LEASE - TAKEOVER_MARGIN

@@ -1,0 +1,173 @@
+"""A file move whose server dies half-way is finished or taken back by the next transfer
+worker's sweep (`catalogue.move_counts`): killed after its copy landed and before the original
+went, the copy is taken back and the file can be moved again at once; killed after the original
+went and before the count, the move is counted once. Each is checked by a recount and on the
+records themselves."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from types import FrameType
+
+import pytest
+from pymongo.asynchronous.database import AsyncDatabase
+
+from catalogue import file_move, move_counts, usage_claims
+from catalogue.collection_names import FILES
+from catalogue.files import register_files
+from catalogue.moves import move
+from catalogue.namespace import mkdir
+from catalogue.usage import REMOVING, USAGE_CLAIMS, rebuild
+from kernel.db import Document
+from kernel.errors import Conflict
+from kernel.marks import Mark
+from kernel.settings import Settings
+from tests.fixtures.catalogue import ADMIN
+from tests.fixtures.freezing import stalled_call
+from tests.fixtures.usage_cuts import STALE_S, Killed, killed_at_first_count, next_worker_sweeps
+
+SOURCE, DESTINATION = "/vo/from/f", "/vo/to/f"
+
+
+@contextmanager
+def killed_before_delete(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The move's delete of its original raises Killed before it is sent, and nothing of the
+    call's own clean-up runs (a killed process runs none): its copy and its mark stay."""
+    async def dead(*args: object, **kwargs: object) -> None:
+        return None
+
+    def profile(frame: FrameType, event: str, arg: object) -> None:
+        if event == "call" and frame.f_code is Mark.delete.__code__:
+            sys.setprofile(None)
+            raise Killed
+
+    with monkeypatch.context() as patched:
+        patched.setattr(file_move, "_take_back", dead)
+        patched.setattr(Mark, "take_off", dead)
+        patched.setattr(move_counts, "give_up", dead)
+        sys.setprofile(profile)
+        try:
+            yield
+        finally:
+            sys.setprofile(None)
+
+
+async def _registered(db: AsyncDatabase[Document]) -> str:
+    outcome = await register_files(db, ADMIN, [{"lfn": SOURCE, "size": 100, "adler32": "00000001",
+                                               "replicas": [{"se": "CERN-DISK"}]}])
+    assert list(outcome["successful"]) == [SOURCE]
+    await mkdir(db, ADMIN, "/vo/to", parents=True)
+    doc = await db[FILES].find_one({"_id": SOURCE})
+    assert doc is not None
+    return str(doc["guid"])
+
+
+async def _no_drift(db: AsyncDatabase[Document]) -> None:
+    report = await rebuild(db, fix=False)
+    assert report["drifted"] == 0, report["drift"]
+    assert await db[USAGE_CLAIMS].count_documents({"kind": move_counts.KIND}) == 0
+
+
+async def test_a_move_killed_after_deleting_its_original_is_counted_once_by_the_sweep(
+    catalogue_db: AsyncDatabase[Document], settings: Settings,
+) -> None:
+    guid = await _registered(catalogue_db)
+    with killed_at_first_count(), pytest.raises(Killed):
+        await move(catalogue_db, ADMIN, SOURCE, DESTINATION)
+    assert await catalogue_db[FILES].find_one({"_id": SOURCE}) is None
+    await next_worker_sweeps(catalogue_db, settings)
+    moved = await catalogue_db[FILES].find_one({"_id": DESTINATION})
+    assert moved is not None and moved.get("guid") == guid and "moving_guid" not in moved
+    await _no_drift(catalogue_db)
+
+
+async def test_a_move_killed_before_deleting_its_original_is_taken_back_by_the_sweep(
+    catalogue_db: AsyncDatabase[Document], settings: Settings, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Before: the copy stayed at the destination beside the original for good (the file at two
+    LFNs, the destination taken), and the original stayed marked until its lease ended."""
+    guid = await _registered(catalogue_db)
+    with killed_before_delete(monkeypatch), pytest.raises(Killed):
+        await move(catalogue_db, ADMIN, SOURCE, DESTINATION)
+    assert await catalogue_db[FILES].find_one({"_id": DESTINATION}) is not None
+    await next_worker_sweeps(catalogue_db, settings)
+    assert await catalogue_db[FILES].find_one({"_id": DESTINATION}) is None
+    original = await catalogue_db[FILES].find_one({"_id": SOURCE})
+    assert original is not None and original.get("guid") == guid and REMOVING not in original
+    await _no_drift(catalogue_db)
+    await move(catalogue_db, ADMIN, SOURCE, DESTINATION)  # at once: its mark went with the copy
+    assert await catalogue_db[FILES].find_one({"_id": DESTINATION}) is not None
+    await _no_drift(catalogue_db)
+
+
+async def test_a_move_stalled_before_its_count_counts_nothing_after_the_sweep_did(
+    catalogue_db: AsyncDatabase[Document], settings: Settings,
+) -> None:
+    """Frozen (its own thread, client and loop: another process) with its original deleted and
+    its count about to be sent; the sweep counts the move; thawed, the call counts nothing."""
+    await _registered(catalogue_db)
+    async with stalled_call(settings, lambda db: move(db, ADMIN, SOURCE, DESTINATION),
+                            usage_claims.settle.__code__) as outcome:
+        await asyncio.sleep(STALE_S)
+        assert await move_counts.settle_stale(catalogue_db, STALE_S) == 1
+        assert (await rebuild(catalogue_db, fix=False))["drifted"] == 0
+    assert outcome["result"]["path"] == DESTINATION
+    await _no_drift(catalogue_db)
+
+
+async def test_a_move_that_gave_up_leaves_no_claim(
+    catalogue_db: AsyncDatabase[Document], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A move refused after its claim (the original kept changing) settles it counting nothing."""
+    await _registered(catalogue_db)
+    monkeypatch.setattr(file_move, "MOVE_ROUNDS", 0)
+    with pytest.raises(Exception, match="kept changing"):
+        await move(catalogue_db, ADMIN, SOURCE, DESTINATION)
+    assert await catalogue_db[FILES].find_one({"_id": DESTINATION}) is None
+    await _no_drift(catalogue_db)
+
+
+async def test_a_claim_swept_after_its_marks_lease_takes_back_its_copy_and_counts_nothing(
+    catalogue_db: AsyncDatabase[Document], settings: Settings, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Swept only once another call could have taken the original over: the copy beside the
+    original still goes (it is this call's, by its token), and nothing is counted."""
+    lease = dt.timedelta(seconds=2)
+    monkeypatch.setattr(file_move, "REMOVAL_LEASE", lease)
+    monkeypatch.setattr(move_counts, "REMOVAL_LEASE", lease)
+    monkeypatch.setattr(move_counts, "TAKEOVER_MARGIN", dt.timedelta(seconds=0.5))
+    await _registered(catalogue_db)
+    with killed_before_delete(monkeypatch), pytest.raises(Killed):
+        await move(catalogue_db, ADMIN, SOURCE, DESTINATION)
+    await asyncio.sleep(lease.total_seconds() + 0.1)
+    await next_worker_sweeps(catalogue_db, settings)
+    assert await catalogue_db[FILES].find_one({"_id": DESTINATION}) is None
+    assert await catalogue_db[FILES].find_one({"_id": SOURCE}) is not None
+    await _no_drift(catalogue_db)
+
+
+async def test_a_move_stalled_before_deleting_its_original_deletes_nothing_after_the_sweep_took_it_back(
+    catalogue_db: AsyncDatabase[Document], settings: Settings,
+) -> None:
+    """Frozen with its copy in and its delete about to be sent; the sweep takes the copy and the
+    mark back; thawed, the call finds its mark gone, deletes nothing and says so."""
+    guid = await _registered(catalogue_db)
+    async def refused(db: AsyncDatabase[Document]) -> Conflict | None:
+        try:
+            await move(db, ADMIN, SOURCE, DESTINATION)
+        except Conflict as exc:
+            return exc
+        return None
+
+    async with stalled_call(settings, refused, Mark.delete.__code__, "move") as outcome:
+        await asyncio.sleep(STALE_S)
+        assert await move_counts.settle_stale(catalogue_db, STALE_S) == 1
+    assert "moved or removed by another request" in str(outcome["result"])
+    assert await catalogue_db[FILES].find_one({"_id": DESTINATION}) is None
+    original = await catalogue_db[FILES].find_one({"_id": SOURCE})
+    assert original is not None and original.get("guid") == guid
+    await _no_drift(catalogue_db)
