@@ -16,14 +16,14 @@ from types import FrameType
 import pytest
 from pymongo.asynchronous.database import AsyncDatabase
 
-from catalogue import file_move, move_counts, usage_claims
+from catalogue import file_move, guid_holds, move_counts, usage_claims
 from catalogue.collection_names import FILES
 from catalogue.files import register_files
 from catalogue.moves import move
 from catalogue.namespace import mkdir
 from catalogue.usage import REMOVING, USAGE_CLAIMS, rebuild
 from kernel.db import Document
-from kernel.errors import Conflict
+from kernel.errors import Conflict, ServiceUnavailable
 from kernel.marks import Mark
 from kernel.settings import Settings
 from tests.fixtures.catalogue import ADMIN
@@ -170,4 +170,25 @@ async def test_a_move_stalled_before_deleting_its_original_deletes_nothing_after
     assert await catalogue_db[FILES].find_one({"_id": DESTINATION}) is None
     original = await catalogue_db[FILES].find_one({"_id": SOURCE})
     assert original is not None and original.get("guid") == guid
+    await _no_drift(catalogue_db)
+
+
+async def test_a_move_whose_database_fails_after_deleting_its_original_keeps_its_copy(
+    catalogue_db: AsyncDatabase[Document], settings: Settings, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Before: the call, failing while it gave its copy the GUID back, took the copy back too
+    (it still carried `moving_guid`): the original deleted, the file was gone from the catalogue."""
+    guid = await _registered(catalogue_db)
+
+    async def database_gone(*args: object, **kwargs: object) -> None:
+        raise ServiceUnavailable("the database went away")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(guid_holds, "restore", database_gone)
+        with pytest.raises(ServiceUnavailable):
+            await move(catalogue_db, ADMIN, SOURCE, DESTINATION)
+    assert await catalogue_db[FILES].find_one({"_id": DESTINATION}) is not None
+    await next_worker_sweeps(catalogue_db, settings)
+    moved = await catalogue_db[FILES].find_one({"_id": DESTINATION})
+    assert moved is not None and moved.get("guid") == guid and "moving_guid" not in moved
     await _no_drift(catalogue_db)
