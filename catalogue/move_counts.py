@@ -11,19 +11,21 @@ the usage records of both places' directories, and its copy carries the token (C
 it is placed. Once the original is deleted the call counts the move (`settle`); a move that gave
 up takes its copy back, settles counting nothing (`give_up`), and only then takes its mark off.
 
-The transfer workers' sweep (`settle_stale`) finishes a claim left PENDING. By then the call
-cannot delete any more: `kernel.marks.Mark.delete` refuses past half the marks' lease, the
-sweep's default wait. If the original is still at its place (its GUID there), the move did not
-happen: the sweep notes that on the claim (UNDONE), takes the mark off the original (a thawed call
-then deletes nothing), takes back the copy carrying the token, and settles counting nothing; the
-file can be moved again at once. If the original is gone, the move happened: the copy is given
-its GUID if the call did not get that far (with the move's two events), and the move is counted,
-while inside the marks' lease (less TAKEOVER_MARGIN): until then no other call could have moved
-or removed the original. Past it, the sweep counts nothing and logs the move for `cairn usage
-rebuild`; a copy beside its original is still taken back.
+The transfer workers' sweep (`settle_stale`) finishes a claim left PENDING. It first takes the
+call's mark off the original, so that the call, were it only slow, deletes nothing from then on
+(its delete is by its mark), and only then looks for the original. Still at its place (its GUID
+there), the move did not happen: the sweep notes that on the claim (UNDONE), takes back the copy
+carrying the token and settles counting nothing; the file can be moved again at once. Gone, the
+move happened: the copy is given its GUID if the call did not get that far (with the move's two
+events), and the move is counted, while inside the marks' lease (less TAKEOVER_MARGIN): until
+then no other call could have moved or removed the original. Past it, the sweep counts nothing
+and logs the move for `cairn usage rebuild`; a copy beside its original is still taken back.
 
 What is left: a call killed between placing its copy and appending the move's events leaves the
-feed without them (the records and counts are right).
+feed without them (the records and counts are right); a sweep killed right after taking a mark
+off, whose file another call then removes (not moves) before the next sweep, has that sweep place
+the copy (the file back at the destination, counted); `cairn usage rebuild` drops the claims of
+moves pending (it counts the records as they are): a copy beside its original then stays.
 """
 
 from __future__ import annotations
@@ -113,25 +115,36 @@ async def settle_stale(db: AsyncDatabase[Document], older_than_s: float = usage_
     for claim in stale:
         counting = claim.get(COUNTING) or {}
         found = Claim(claim["_id"], list(claim.get(KEYS) or []), counting.get(PLAN) or {})
-        source, guid = found.plan.get("source"), found.plan.get("guid")
-        with database_errors():
-            original = await db[FILES].find_one({"_id": source}, {"guid": 1})
-        if counting.get(UNDONE) or (original is not None and original.get("guid") == guid):
+        if counting.get(UNDONE) or await _stayed(db, found):
             await _take_back(db, found)
         elif _before_takeovers(counting.get(MARKED_AT)):
             await _finish(db, found)
         else:
             log.warning("file move %s (%s to %s) left pending past its marks' lease: counting nothing; "
-                        "`cairn usage rebuild` sets the counts right", found.token, source,
+                        "`cairn usage rebuild` sets the counts right", found.token, found.plan.get("source"),
                         found.plan.get("destination"))
             await usage_claims.settle(db, found.token, found.keys, {}, keep=False)
     return len(stale)
 
 
+async def _stayed(db: AsyncDatabase[Document], claim: Claim) -> bool:
+    """Whether the move's original is still the file: the call's mark taken off it first (a
+    call only slow, not dead, then deletes nothing: its delete is by its mark), then looked for at
+    its place, and, gone from there, wherever its GUID is (a sweep cut short after taking the mark
+    off may find the file moved on by another call since)."""
+    source, destination, guid = claim.plan.get("source"), claim.plan.get("destination"), claim.plan.get("guid")
+    with database_errors():
+        await db[FILES].update_one({"_id": source, f"{REMOVING}.token": claim.token}, {"$unset": {REMOVING: ""}})
+        original = await db[FILES].find_one({"_id": source}, {"guid": 1})
+        if original is not None and original.get("guid") == guid:
+            return True
+        holder = await db[FILES].find_one({"guid": guid}, {"_id": 1}) if guid else None  # files_by_guid
+    return holder is not None and holder["_id"] != destination
+
+
 async def _take_back(db: AsyncDatabase[Document], claim: Claim) -> None:
-    """The move did not happen: noted so first (a sweep cut short does the same next time, even
-    once the original has moved on), then the mark off the original, the copy back, the claim
-    settled counting nothing."""
+    """The move did not happen: noted so first (a sweep cut short does the same next time), then
+    the copy carrying the call's token taken back, and the claim settled counting nothing."""
     source, destination = claim.plan.get("source"), claim.plan.get("destination")
     with database_errors():
         await db[USAGE_CLAIMS].update_one({"_id": claim.token}, {"$set": {f"{COUNTING}.{UNDONE}": True}})
@@ -143,12 +156,12 @@ async def _take_back(db: AsyncDatabase[Document], claim: Claim) -> None:
 async def _finish(db: AsyncDatabase[Document], claim: Claim) -> None:
     """The move happened: its copy given its GUID (and the move told) if the call did not get
     that far, then the move counted."""
-    source, destination, guid = (claim.plan.get(k) for k in ("source", "destination", "guid"))
+    source, destination, guid = str(claim.plan["source"]), str(claim.plan["destination"]), claim.plan.get("guid")
     with database_errors():
         unplaced = await db[FILES].find_one({"_id": destination, COPY_CALL: claim.token}, {"_id": 1})
     if unplaced is not None:
         if guid:
-            await guid_holds.restore(db[FILES], [(destination, guid)])
+            await guid_holds.restore(db[FILES], [(destination, str(guid))])
         with database_errors():
             await db[FILES].update_one({"_id": destination, COPY_CALL: claim.token},
                                        {"$unset": {COPY_CALL: "", **({} if guid else {"moving_guid": ""})}})

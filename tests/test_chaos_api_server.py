@@ -1,12 +1,14 @@
 """Chaos end to end, on the API side: the `cairn server` process a client drives is SIGKILLed at
 random and started again on the same port, while the client uploads, registers, attaches,
-replicates and removes files, makes a rule on a file and submits jobs, and the daemons (transfer
+replicates, moves and removes files, makes a rule on a file and submits jobs, and the daemons (transfer
 workers, reaper, rule evaluator, repairer and cleaner) work as separate processes on a "2 copies
 on tier=1" rule. The SDK rides the restarts out, and the client also retries a call that met the
 dead server for longer, as a user's script does (each of these calls is safe to send twice; a
 rule and a submission name themselves with a request id of the script's). Once the chaos stops
 and the daemons drain: everything acknowledged is there, once (one rule per call, the jobs of a
-submission once), and nothing is counted twice (usage, dataset counts, quota, rule locks).
+submission once; a file moved by a call a kill cut short at one LFN only, once the workers' sweep
+took its copy back or finished it), and nothing is counted twice (usage, dataset counts, quota,
+rule locks).
 Bounded in kills and time."""
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from catalogue import dataset_contents, dataset_count_claims, usage
 from catalogue.files import FILES
 from catalogue.usage import REMOVAL_LEASE
 from kernel.db import Document
-from kernel.errors import ServiceUnavailable
+from kernel.errors import Conflict, NotFound, ServiceUnavailable
 from kernel.process import child_preexec, stop_processes
 from kernel.settings import Settings
 from rules import locks as rule_locks
@@ -120,6 +122,9 @@ class Workload:
         self.pending: set[str] = set()  # removals refused "try again"
         self.rules: dict[str, str] = {}  # file -> the rule the call on it answered
         self.jobs: dict[str, list[str]] = {}  # job name -> the ids its submission answered
+        self.moved: dict[str, str] = {}  # destination -> source, of the moves acknowledged
+        self.moving: dict[str, str] = {}  # source -> destination, of the moves refused "try again"
+        self.moves_cut: Counter[str] = Counter()  # how moves met a kill: found moved, or refused
 
     async def round(self, number: int) -> None:
         locals_ = []
@@ -148,10 +153,28 @@ class Workload:
         jobs = [{"name": f"chaos-{number}", "executable": "/bin/true", "arguments": [str(k)]} for k in range(2)]
         self.jobs[f"chaos-{number}"] = await again(
             lambda: self.client.submit_jobs(jobs, request_id=f"chaos-jobs-{number}"))
+        await self.move(sorted(files)[2], f"/vo/moved/r{number}")
         if number % 2:
             gone = sorted(lfn for lfn in self.registered
-                          if lfn not in self.replicated | self.removed | self.pending | set(self.rules))[:2]
+                          if lfn not in self.replicated | self.removed | self.pending | set(self.rules)
+                          | set(self.moved.values()) | set(self.moving))[:2]
             await self.remove(gone)
+
+    async def move(self, source: str, destination: str) -> None:
+        """Move source; sent again after a kill, the call finds it moved (404: its first sending
+        did it) or, cut short half-way, its copy at the destination (409) until the workers'
+        sweep takes that back: tried again after the chaos (`finish`)."""
+        try:
+            await again(lambda: self.client.move(source, destination))
+        except NotFound:  # the first sending moved it; its answer was lost
+            self.moves_cut["found moved"] += 1
+        except Conflict as exc:
+            assert "exists already" in str(exc) or "try again" in str(exc), exc
+            self.moves_cut["refused"] += 1
+            self.moving[source] = destination
+            return
+        self.moving.pop(source, None)
+        self.moved[destination] = source
 
     async def remove(self, lfns: list[str]) -> None:
         """Remove lfns; one a removal cut short by a kill still marks (its lease, two minutes,
@@ -163,11 +186,14 @@ class Workload:
 
     async def finish(self) -> None:
         deadline = time.monotonic() + REMOVAL_LEASE.total_seconds() + 30
-        while self.pending:
+        while self.pending or self.moving:
             lfns, self.pending = sorted(self.pending), set()
-            await self.remove(lfns)
-            if self.pending:
-                assert time.monotonic() < deadline, self.pending
+            if lfns:
+                await self.remove(lfns)
+            for source, destination in sorted(self.moving.items()):
+                await self.move(source, destination)
+            if self.pending or self.moving:
+                assert time.monotonic() < deadline, (self.pending, self.moving)
                 await asyncio.sleep(2)
 
 
@@ -214,6 +240,7 @@ async def test_nothing_acknowledged_lost_nothing_counted_twice_while_the_api_ser
             daemon.start()
         async with Client(server.url, api.admin_token) as client:
             await client.mkdir("/vo/chaos", parents=True)
+            await client.mkdir("/vo/moved", parents=True)
             await client.create_did("vo:chaos")
             rule_id = (await client.add_rule("vo:chaos", 2, "tier=1"))["id"]
             work = Workload(client, tmp_path / "up", ses["SRC"])
@@ -237,8 +264,8 @@ async def test_nothing_acknowledged_lost_nothing_counted_twice_while_the_api_ser
             await killing
             began = time.monotonic()
             await work.finish()
-            print(f"slowest round {slowest:.1f} s; removals tried again after the chaos for "
-                  f"{time.monotonic() - began:.1f} s")
+            print(f"slowest round {slowest:.1f} s; removals and moves tried again after the chaos for "
+                  f"{time.monotonic() - began:.1f} s; moves that met a kill: {dict(work.moves_cut)}")
         deadline = time.monotonic() + DRAIN_S
         while left := await _not_drained(database, rule_id):
             assert time.monotonic() < deadline, f"not drained: {left}; " + "\n".join(d.logs() for d in daemons)[-6000:]
@@ -250,15 +277,22 @@ async def test_nothing_acknowledged_lost_nothing_counted_twice_while_the_api_ser
     print(f"API chaos: {kills} kills, {number} rounds, {time.monotonic() - started:.1f} s")
 
     files = {d["_id"]: d for d in await database[FILES].find({}).to_list()}
+    now_at = {source: destination for destination, source in work.moved.items()}
     for lfn, data in {**work.uploaded, **work.registered}.items():  # acknowledged: there, bytes and all
         if lfn in work.removed:
             assert lfn not in files, lfn
             continue
-        doc = files[lfn]
+        if lfn in now_at:  # moved: at its new LFN only, its bytes where they were
+            assert lfn not in files, lfn
+            doc = files[now_at[lfn]]
+            assert doc.get("guid") and not {"moving_guid", "move_call"} & set(doc), doc
+        else:
+            doc = files[lfn]
         assert doc["size"] == len(data) and doc["adler32"] == f"{zlib.adler32(data):08x}", lfn
         for replica in doc["replicas"]:
             assert replica["status"] == "available", (lfn, replica)
             assert (se_root(ses[replica["se"]]) / lfn.lstrip("/")).read_bytes() == data, (lfn, replica["se"])
+    assert not [lfn for lfn in files if lfn.startswith("/vo/moved/") and lfn not in work.moved], "moved twice"
     placed = Counter(r["se"] for lfn in work.uploaded for r in files[lfn]["replicas"])
     assert placed == {"SRC": len(work.uploaded), "T1-A": len(work.uploaded), "T1-B": len(work.uploaded)}, placed
     assert all("T1-A" in {r["se"] for r in files[lfn]["replicas"]} for lfn in work.replicated)
