@@ -8,7 +8,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from pathlib import Path
 from typing import Any, Self
 from urllib.parse import quote
@@ -59,6 +59,11 @@ def _own_file(path: Path) -> Path:
 def lfn_path(lfn: str) -> str:
     """An LFN as a URL path segment sequence (each segment quoted, slashes kept)."""
     return quote(lfn, safe="/")
+
+
+class NotSent(ServiceUnavailable):
+    """The API could not be reached at all (no connection was made): the call was not sent, so
+    sending it again is safe whatever it does."""
 
 
 class BaseClient:
@@ -129,11 +134,13 @@ class BaseClient:
                     raise _error_from(resp.status, await resp.read(), resp.headers)
                 yield resp
         except aiohttp.ConnectionTimeoutError as exc:
-            raise ServiceUnavailable(f"cannot reach the Cairn API at {self.url}: connection timed out") from exc
+            raise NotSent(f"cannot reach the Cairn API at {self.url}: connection timed out") from exc
         except TimeoutError as exc:  # aiohttp's ServerTimeoutError (sock_read) derives from it
             raise ServiceUnavailable(f"the Cairn API at {self.url} sent nothing for {self.timeout_s:g} s "
                                      f"({method} {path}); it may be overloaded, or the call needs a longer "
                                      "timeout", retry_after=5) from exc
+        except aiohttp.ClientConnectorError as exc:  # no connection made (refused: a server restarting)
+            raise NotSent(f"cannot reach the Cairn API at {self.url}: {exc}") from exc
         except aiohttp.ClientConnectionError as exc:
             raise ServiceUnavailable(f"cannot reach the Cairn API at {self.url}: {exc}") from exc
 
@@ -159,18 +166,26 @@ class BaseClient:
         """One API call; returns the decoded JSON body or raises the matching CairnError. An API
         that answered this client before and went away (a restart, 503s while its database is
         away) is waited for, up to `ride_out_s`, by a read or a PUT, and by any call under
-        `kernel.ride_out.riding_out` (the SDK's calls that are safe to send twice)."""
+        `kernel.ride_out.riding_out` (the SDK's calls that are safe to send twice). Any other call
+        (a move, a removal) waits for it only while no connection can be made (NotSent: nothing
+        was sent); one sent and then cut off, or answered 503, fails at once (sent again, it
+        could answer 404 for what its first sending did)."""
         at_least = self.ride_out_s if method in IDEMPOTENT_METHODS else 0.0
+
+        def once() -> Awaitable[Any]:
+            return self._request_once(method, path, json_body=json_body, params=params)
+
         if not self._answered:
             try:
-                return await self._request_once(method, path, json_body=json_body, params=params)
+                return await once()
             except ServiceUnavailable:
                 # Never reached (a wrong URL, a server not started): said at once. Reached, it
                 # answered 503 (its database away): waited for like a call after it, if safe to resend.
                 if not self._answered or patience(at_least) <= 0:
                     raise
-        return await patiently(lambda: self._request_once(method, path, json_body=json_body, params=params),
-                               at_least=at_least)
+        if patience(at_least) <= 0:
+            return await patiently(once, at_least=self.ride_out_s, only=NotSent)
+        return await patiently(once, at_least=at_least)
 
     async def _request_once(
         self, method: str, path: str, *, json_body: Any = None, params: dict[str, Any] | None = None

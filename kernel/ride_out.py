@@ -56,9 +56,11 @@ def patience(at_least: float = 0.0) -> float:
     return max(_PATIENCE.get(), at_least)
 
 
-async def patiently(call: Callable[[], Awaitable[T]], *, at_least: float = 0.0) -> T:
-    """call(), tried again while it raises ServiceUnavailable, for as long as `riding_out` allows
-    (or `at_least` seconds: a call safe to send again whatever the caller's context)."""
+async def patiently(call: Callable[[], Awaitable[T]], *, at_least: float = 0.0,
+                    only: type[ServiceUnavailable] = ServiceUnavailable) -> T:
+    """call(), tried again while it raises ServiceUnavailable (`only` that kind of it: another
+    is raised at once), for as long as `riding_out` allows (or `at_least` seconds: a call safe
+    to send again whatever the caller's context)."""
     seconds = patience(at_least)
     if seconds <= 0:
         return await call()
@@ -68,7 +70,7 @@ async def patiently(call: Callable[[], Awaitable[T]], *, at_least: float = 0.0) 
             return await call()
         except ServiceUnavailable as exc:
             left = deadline - time.monotonic()
-            if left <= 0:
+            if left <= 0 or not isinstance(exc, only):
                 raise
             if pause == FIRST_PAUSE_S and (notice := _NOTICE.get()) is not None:
                 notice(exc, left)
