@@ -24,8 +24,9 @@ and logs the move for `cairn usage rebuild`; a copy beside its original is still
 What is left: a call killed between placing its copy and appending the move's events leaves the
 feed without them (the records and counts are right); a sweep killed right after taking a mark
 off, whose file another call then removes (not moves) before the next sweep, has that sweep place
-the copy (the file back at the destination, counted); `cairn usage rebuild` drops the claims of
-moves pending (it counts the records as they are): a copy beside its original then stays.
+the copy (the file back at the destination, counted). `cairn usage rebuild` settles the claims of
+dead moves this way first (`catalogue.usage_routes`), and drops those younger than the sweep's
+wait (it counts the records as they are): a copy such a move left beside its original stays.
 """
 
 from __future__ import annotations

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from catalogue import usage
+from catalogue import move_counts, usage
 from catalogue.authorization import authorize_directory_usage, require_installation_view
 from catalogue.lfn import check_lfn
 from catalogue.replica_dump import open_dump
 from catalogue.streaming import stream_rows
 from catalogue.tabular import REPLICA_SCHEMA
 from kernel.responses import JsonList, RebuildBody
-from kernel.web import ADMIN, DATABASE, ApiRoutes, json_response, principal_of, read_model, scopes
+from kernel.web import ADMIN, DATABASE, SETTINGS, ApiRoutes, json_response, principal_of, read_model, scopes
 
 routes = ApiRoutes("usage")
 READ = scopes("catalogue.read")
@@ -38,7 +38,10 @@ async def ses(request: web.Request) -> web.Response:
              body=RebuildBody)
 async def rebuild(request: web.Request) -> web.Response:
     body = await read_model(request, RebuildBody)
-    return json_response(await usage.rebuild(request.app[DATABASE], fix=body.fix))
+    db = request.app[DATABASE]
+    if body.fix:  # half-done moves of dead calls finished or taken back first: the recount drops their claims
+        await move_counts.settle_stale(db, request.app[SETTINGS].transfers.usage_settle_after_s)
+    return json_response(await usage.rebuild(db, fix=body.fix))
 
 
 @routes.get("/ses/{name}/dump", policy=ADMIN, summary="Every replica on an SE (NDJSON, Arrow or Parquet)",

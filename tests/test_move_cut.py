@@ -26,6 +26,7 @@ from kernel.db import Document
 from kernel.errors import Conflict, ServiceUnavailable
 from kernel.marks import Mark
 from kernel.settings import Settings
+from tests.fixtures.api import RunningApi
 from tests.fixtures.catalogue import ADMIN
 from tests.fixtures.freezing import stalled_call
 from tests.fixtures.usage_cuts import STALE_S, Killed, killed_at_first_count, next_worker_sweeps
@@ -192,3 +193,22 @@ async def test_a_move_whose_database_fails_after_deleting_its_original_keeps_its
     moved = await catalogue_db[FILES].find_one({"_id": DESTINATION})
     assert moved is not None and moved.get("guid") == guid and "moving_guid" not in moved
     await _no_drift(catalogue_db)
+
+
+async def test_a_usage_rebuild_takes_back_a_dead_moves_copy_before_it_counts(
+    database: AsyncDatabase[Document], api: RunningApi, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Before: the rebuild counted the copy beside its original and dropped the claim, so no
+    sweep would ever take the copy back (the file at two LFNs for good)."""
+    async with api.client() as client:
+        await client.register_files([{"lfn": SOURCE, "size": 100, "adler32": "00000001"}])
+        await client.mkdir("/vo/to", parents=True)
+    with killed_before_delete(monkeypatch), pytest.raises(Killed):
+        await move(database, ADMIN, SOURCE, DESTINATION)
+    await database[USAGE_CLAIMS].update_many({"kind": move_counts.KIND},  # as old as the sweep's wait
+                                              {"$set": {"pending": dt.datetime.now(dt.UTC) - dt.timedelta(minutes=2)}})
+    async with api.client() as client:
+        await client.rebuild_usage(fix=True)
+    assert await database[FILES].find_one({"_id": DESTINATION}) is None
+    assert await database[FILES].find_one({"_id": SOURCE}) is not None
+    await _no_drift(database)
