@@ -6,27 +6,30 @@ under its mark, then takes the file off its old directories' counts and onto its
 server killed after the insert left the copy beside the original for good (the file at two LFNs,
 both naming the same bytes, the destination taken), and one killed after the delete left the
 counts on the old directories. Now the call claims its mark's token PENDING before its first
-insert, with the move as planned (PLAN: source, destination, GUID, size; KIND "move"), noted on
-the usage records of both places' directories, and its copy carries the token (COPY_CALL) until
-it is placed. Once the original is deleted the call counts the move (`settle`); a move that gave
-up takes its copy back, settles counting nothing (`give_up`), and only then takes its mark off.
+insert, with the move as planned (PLAN: source, destination, the original's GUID, creation time
+and size; KIND "move"), noted on the usage records of both places' directories, and its copy
+carries the token (COPY_CALL) until it is placed. Once the original is deleted the call counts the
+move (`settle`); a move that gave up takes its copy back, settles counting nothing (`give_up`),
+and only then takes its mark off.
 
 The transfer workers' sweep (`settle_stale`) finishes a claim left PENDING. It first takes the
 call's mark off the original, so that the call, were it only slow, deletes nothing from then on
-(its delete is by its mark), and only then looks for the original. Still at its place (its GUID
-there), the move did not happen: the sweep notes that on the claim (UNDONE), takes back the copy
-carrying the token and settles counting nothing; the file can be moved again at once. Gone, the
-move happened: the copy is given its GUID if the call did not get that far (with the move's two
-events), and the move is counted, while inside the marks' lease (less TAKEOVER_MARGIN): until
-then no other call could have moved or removed the original. Past it, the sweep counts nothing
-and logs the move for `cairn usage rebuild`; a copy beside its original is still taken back.
+(its delete is by its mark), and only then looks for the original. Still at its place (the mark
+was on it, or its GUID and creation time are there), the move did not happen: the sweep notes that
+on the claim (UNDONE), takes back the copy carrying the token and settles counting nothing; the
+file can be moved again at once. Gone, the move happened: the copy is given its GUID if the call
+did not get that far (with the move's two events), and the move is counted, while inside the
+marks' lease (less TAKEOVER_MARGIN): until then no other call could have moved or removed the
+original. Past it, the sweep counts nothing and logs the move for `cairn usage rebuild`; a copy
+beside its original is still taken back.
 
 What is left: a call killed between placing its copy and appending the move's events leaves the
 feed without them (the records and counts are right); a sweep killed right after taking a mark
-off, whose file another call then removes (not moves) before the next sweep, has that sweep place
-the copy (the file back at the destination, counted). `cairn usage rebuild` settles the claims of
-dead moves this way first (`catalogue.usage_routes`), and drops those younger than the sweep's
-wait (it counts the records as they are): a copy such a move left beside its original stays.
+off, whose file another call then moves or removes before the next sweep, has that sweep place the
+copy (a second record of the file, or one back at the destination, counted). `cairn usage rebuild`
+settles the claims of dead moves this way first (`catalogue.usage_routes`), and drops those
+younger than the sweep's wait (it counts the records as they are): a copy such a move left beside
+its original stays.
 """
 
 from __future__ import annotations
@@ -63,7 +66,7 @@ class Claim:
 
 def planned(source: str, destination: str, record: Mapping[str, Any]) -> Document:
     return {"source": source, "destination": destination, "guid": record.get("guid"),
-            "size": int(record.get("size") or 0)}
+            "created": record.get("created"), "size": int(record.get("size") or 0)}
 
 
 def totals(plan: Mapping[str, Any]) -> dict[str, dict[str, int]]:
@@ -129,18 +132,20 @@ async def settle_stale(db: AsyncDatabase[Document], older_than_s: float = usage_
 
 
 async def _stayed(db: AsyncDatabase[Document], claim: Claim) -> bool:
-    """Whether the move's original is still the file: the call's mark taken off it first (a
-    call only slow, not dead, then deletes nothing: its delete is by its mark), then looked for at
-    its place, and, gone from there, wherever its GUID is (a sweep cut short after taking the mark
-    off may find the file moved on by another call since)."""
-    source, destination, guid = claim.plan.get("source"), claim.plan.get("destination"), claim.plan.get("guid")
+    """Whether the move's original is still at its place: the call's mark taken off it (a call
+    only slow, not dead, then deletes nothing: its delete is by its mark), or, the mark gone (the
+    call gave up, or it lapsed and another call took the file over), the record there with the
+    original's GUID and creation time: a file registered there since is not taken for it (were it
+    given the GUID, the sweep would take back the only record of the moved file)."""
+    source = claim.plan.get("source")
     with database_errors():
-        await db[FILES].update_one({"_id": source, f"{REMOVING}.token": claim.token}, {"$unset": {REMOVING: ""}})
-        original = await db[FILES].find_one({"_id": source}, {"guid": 1})
-        if original is not None and original.get("guid") == guid:
+        taken = await db[FILES].update_one({"_id": source, f"{REMOVING}.token": claim.token},
+                                           {"$unset": {REMOVING: ""}})
+        if taken.modified_count:
             return True
-        holder = await db[FILES].find_one({"guid": guid}, {"_id": 1}) if guid else None  # files_by_guid
-    return holder is not None and holder["_id"] != destination
+        original = await db[FILES].find_one({"_id": source}, {"guid": 1, "created": 1})
+    return original is not None and (original.get("guid"), original.get("created")) == (
+        claim.plan.get("guid"), claim.plan.get("created"))
 
 
 async def _take_back(db: AsyncDatabase[Document], claim: Claim) -> None:

@@ -212,3 +212,21 @@ async def test_a_usage_rebuild_takes_back_a_dead_moves_copy_before_it_counts(
     assert await database[FILES].find_one({"_id": DESTINATION}) is None
     assert await database[FILES].find_one({"_id": SOURCE}) is not None
     await _no_drift(database)
+
+
+async def test_a_file_registered_at_the_source_since_is_not_taken_for_the_original(
+    catalogue_db: AsyncDatabase[Document], settings: Settings,
+) -> None:
+    """Killed once the original went; another file registered at the old LFN meanwhile: the sweep
+    places the copy (the moved file) and counts the move, the new file stays."""
+    guid = await _registered(catalogue_db)
+    with killed_at_first_count(), pytest.raises(Killed):
+        await move(catalogue_db, ADMIN, SOURCE, DESTINATION)
+    again = await register_files(catalogue_db, ADMIN, [{"lfn": SOURCE, "size": 7, "adler32": "00000002"}])
+    assert list(again["successful"]) == [SOURCE]
+    await next_worker_sweeps(catalogue_db, settings)
+    moved = await catalogue_db[FILES].find_one({"_id": DESTINATION})
+    assert moved is not None and moved.get("guid") == guid and "move_call" not in moved
+    newer = await catalogue_db[FILES].find_one({"_id": SOURCE})
+    assert newer is not None and newer["guid"] != guid and newer["size"] == 7
+    await _no_drift(catalogue_db)
