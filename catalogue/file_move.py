@@ -73,6 +73,7 @@ async def move_file_record(db: AsyncDatabase[Document], principal: Principal, so
     copy: Document | None = None
     held: list[str] = []  # the GUID, held from before the original leaves until the copy has it
     claim: move_counts.Claim | None = None  # claimed before the first copy goes in
+    claiming = False  # from the first try to claim: a claim may have been written
     deleted = False  # the original: once it is gone, the copy is the file (never taken back)
     try:
         if await moving_above(db, [source, destination]):
@@ -87,6 +88,7 @@ async def move_file_record(db: AsyncDatabase[Document], principal: Principal, so
             # The move takes the file off its old place's counts: its register call's counting must
             # be done (`catalogue.usage`), and before a copy exists, which a take-over would count too.
             await take_over_calls(db, [current])
+            claiming = True
             claim = await move_counts.intend(db, mark, source, destination, current, claim)
             copy = _copy_of(place(current), mark.token)
             await moved_paths.hold(db, [copy])  # before the original leaves its LFN
@@ -116,7 +118,7 @@ async def move_file_record(db: AsyncDatabase[Document], principal: Principal, so
             await asyncio.shield(_take_back(db, copy))
         # Its claim settled before its mark goes (`move_counts.give_up`); a call that could not
         # settle it, or whose original is gone, leaves both to the sweep (and the mark to lapse).
-        if not deleted and (claim is None or await asyncio.shield(move_counts.give_up(db, claim))):
+        if not deleted and (not claiming or await asyncio.shield(move_counts.give_up(db, mark.token))):
             await asyncio.shield(mark.take_off(db[FILES], [source]))
         raise
     finally:

@@ -91,14 +91,19 @@ async def _remove_batch(db: AsyncDatabase[Document], lfns: Sequence[str], *, for
                         held: tuple[str, str] | None) -> tuple[set[str], dict[str, str]]:
     claim = await claim_removals(db, lfns, COUNTED_FIELDS, force=force, held=held)
     noted: list[str] = []
+    intended = False
     try:
         await wait_settled(db, claim.records.values())  # a live register call counts its own
         await take_over_calls(db, claim.records.values())  # what is taken off was counted
         if claim.records:  # a server killed after its deletes leaves the count to the sweep
+            intended = True  # from the first try: a claim may have been written
             noted = await removal_counts.intend(db, claim.mark.token, claim.mark.at, claim.records)
         removed = await delete_claimed(db, claim)
     except BaseException:
-        await asyncio.shield(release(db, claim))
+        # What it deleted is counted off before its marks go (`removal_counts.give_up`); a call that
+        # cannot count it leaves the marks to lapse and the count to the sweep.
+        if not intended or await asyncio.shield(removal_counts.give_up(db, claim.mark.token)):
+            await asyncio.shield(release(db, claim))
         raise  # its holds stay: the reaper tells those of records kept from those of records gone
     await _unhold_kept(db, claim, removed)
     if claim.records:

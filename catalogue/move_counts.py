@@ -100,13 +100,16 @@ async def settle(db: AsyncDatabase[Document], claim: Claim) -> None:
     await usage_claims.settle(db, claim.token, claim.keys, totals(claim.plan), keep=False)
 
 
-async def give_up(db: AsyncDatabase[Document], claim: Claim) -> bool:
-    """The move gave up with its original in place and its copy taken back: settle counting
-    nothing. False when the database did not answer (the call then leaves its mark to lapse and
-    its claim to the sweep: taken off first, another call could move the file before the claim
-    goes, and the sweep would count that move for this one)."""
+async def give_up(db: AsyncDatabase[Document], token: str) -> bool:
+    """The move `token` gave up with its original in place and its copy taken back: its claim,
+    if it was made, settled counting nothing. False when the database did not answer (the call
+    then leaves its mark to lapse and its claim to the sweep: taken off first, another call could
+    move the file before the claim goes, and the sweep would count that move for this one)."""
     try:
-        await usage_claims.settle(db, claim.token, claim.keys, {}, keep=False)
+        with database_errors():
+            claim = await db[USAGE_CLAIMS].find_one({"_id": token}, {KEYS: 1})
+        if claim is not None:
+            await usage_claims.settle(db, token, list(claim.get(KEYS) or []), {}, keep=False)
     except ServiceUnavailable:
         return False
     return True

@@ -1,23 +1,26 @@
-"""File removals' counts that a server killed between its delete and its count cannot lose or
-double (`catalogue.usage_claims`).
+"""File removals' counts that a server killed between its delete and its count cannot lose or double
+(`catalogue.usage_claims`).
 
-A file removal (`catalogue.file_removal.remove_records`) deletes the records it marked, then
-takes them off the usage counters of their directories and SEs: a server killed in between left
-the counters holding files that were gone, for good. Now, once it has marked and read its
-records, the call claims its mark's token PENDING with each record as read (`planned`: LFN,
-GUID, size, replicas' SEs) and notes itself on the records those may change; after its deletes
-it settles what it removed. The transfer workers' sweep (`settle_stale`) counts for a call left
-PENDING the planned records whose GUID no record holds any more (index files_by_guid), and
-settles it. By then the call's deletes are over: it deletes only within half its marks' lease
-(`kernel.marks.Mark.delete`, REMOVAL_LEASE / 2, the sweep's default wait), and until the lease
-ends no other call moves or removes what it marked. So the sweep counts only while the lease
-lasts (less TAKEOVER_MARGIN, after its read): past it, another removal may have taken a record
-over and counted it off itself, and the sweep settles the claim counting nothing (logged).
+A file removal (`catalogue.file_removal.remove_records`) deletes the records it marked, then takes
+them off the usage counters of their directories and SEs: a server killed in between left the
+counters holding files that were gone, for good. Now, once it has marked and read its records, the
+call claims its mark's token PENDING with each record as read (`planned`: LFN, GUID, size,
+replicas' SEs) and notes itself on the records those may change; after its deletes it settles what
+it removed; a call that fails after its intent (the database gone mid-delete) counts off what it
+deleted, as the sweep would, before it lets its other records go (`give_up`: before, a retry could
+remove and count those, and the sweep count them again). The transfer workers' sweep
+(`settle_stale`) counts for a call left PENDING the planned records whose GUID no record holds any
+more (index files_by_guid), and settles it. By then the call's deletes are over: it deletes only
+within half its marks' lease (`kernel.marks.Mark.delete`, REMOVAL_LEASE / 2, the sweep's default
+wait), and until the lease ends no other call moves or removes what it marked. So the sweep counts
+only while the lease lasts (less TAKEOVER_MARGIN, after its read): past it, another removal may
+have taken a record over and counted it off itself, and the sweep settles the claim counting
+nothing (logged).
 
 What is left, for `cairn usage rebuild`: a claim the sweep reaches only after its marks' lease
-(the workers stopped for over a minute; its records stay counted); a record whose replicas
-changed between the read and the delete (counted off by its replicas as read); a GUID
-registered again within the sweep's wait (not counted off).
+(the workers stopped for over a minute; its records stay counted); a record whose replicas changed
+between the read and the delete (counted off by its replicas as read); a GUID registered again
+within the sweep's wait (not counted off).
 """
 
 from __future__ import annotations
@@ -31,8 +34,9 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from catalogue import usage_claims
 from catalogue.collection_names import FILES
-from catalogue.usage import COUNTING, KEYS, REMOVAL_LEASE, Usage, add_to_counters
+from catalogue.usage import COUNTING, KEYS, REMOVAL_LEASE, USAGE_CLAIMS, Usage, add_to_counters
 from kernel.db import Document, database_errors, read_by_ids
+from kernel.errors import ServiceUnavailable
 
 KIND = "removal"
 MARKED_AT, PLANS = "marked_at", "plans"  # a claim's COUNTING: when the call marked its records, and them as read
@@ -86,21 +90,41 @@ async def settle_stale(db: AsyncDatabase[Document], older_than_s: float = usage_
     records whose GUID (or, without one, LFN) no record holds. Returns the calls settled."""
     stale = await usage_claims.stale(db, older_than_s, KIND)
     for claim in stale:
-        counting = claim.get(COUNTING) or {}
-        plans = counting.get(PLANS) or []
-        with database_errors():
-            guids = {d["guid"] for d in await db[FILES].find(  # files_by_guid
-                {"guid": {"$in": [p["guid"] for p in plans if p.get("guid")]}}, {"guid": 1}).to_list()}
-            lfns = {d["_id"] async for d in read_by_ids(db[FILES], [p["lfn"] for p in plans if not p.get("guid")],
-                                                       {"_id": 1})}
-        gone = [p for p in plans if (p["guid"] not in guids if p.get("guid") else p["lfn"] not in lfns)]
-        if not _before_takeovers(counting.get(MARKED_AT)):
-            # Read once another removal could have taken a record over and counted it off itself.
-            log.warning("file removal %s left its count pending past its marks' lease: counting nothing; "
-                        "`cairn usage rebuild` sets its %d record(s) right", claim["_id"], len(gone))
-            gone = []
-        await usage_claims.settle(db, claim["_id"], claim.get(KEYS) or [], totals(gone), keep=False)
+        await _settle_claim(db, claim)
     return len(stale)
+
+
+async def give_up(db: AsyncDatabase[Document], token: str) -> bool:
+    """A removal that failed after its intent (the database gone mid-delete) counts off what it
+    deleted, as the sweep would, before its marks go: taken off first, a retry could delete the
+    rest and count it, and the sweep count it a second time. False when the database did not
+    answer (the call then leaves its marks to lapse and its claim to the sweep)."""
+    try:
+        with database_errors():
+            claim = await db[USAGE_CLAIMS].find_one({"_id": token})
+        if claim is not None:
+            await _settle_claim(db, claim)
+    except ServiceUnavailable:
+        return False
+    return True
+
+
+async def _settle_claim(db: AsyncDatabase[Document], claim: Document) -> None:
+    """Count off the records of a claim left PENDING whose GUID (or LFN) is gone, and settle it."""
+    counting = claim.get(COUNTING) or {}
+    plans = counting.get(PLANS) or []
+    with database_errors():
+        guids = {d["guid"] for d in await db[FILES].find(  # files_by_guid
+            {"guid": {"$in": [p["guid"] for p in plans if p.get("guid")]}}, {"guid": 1}).to_list()}
+        lfns = {d["_id"] async for d in read_by_ids(db[FILES], [p["lfn"] for p in plans if not p.get("guid")],
+                                                   {"_id": 1})}
+    gone = [p for p in plans if (p["guid"] not in guids if p.get("guid") else p["lfn"] not in lfns)]
+    if not _before_takeovers(counting.get(MARKED_AT)):
+        # Read once another removal could have taken a record over and counted it off itself.
+        log.warning("file removal %s left its count pending past its marks' lease: counting nothing; "
+                    "`cairn usage rebuild` sets its %d record(s) right", claim["_id"], len(gone))
+        gone = []
+    await usage_claims.settle(db, claim["_id"], claim.get(KEYS) or [], totals(gone), keep=False)
 
 
 def _before_takeovers(marked_at: Any) -> bool:

@@ -20,6 +20,7 @@ from catalogue.collection_names import FILES
 from catalogue.files import register_files, remove_files
 from catalogue.usage import USAGE_CLAIMS, rebuild
 from kernel.db import Document
+from kernel.errors import ServiceUnavailable
 from kernel.marks import Mark
 from kernel.settings import Settings
 from tests.fixtures.catalogue import ADMIN
@@ -127,5 +128,32 @@ async def test_a_removal_of_more_files_than_a_batch_counts_each_off_once(
     removed = await remove_files(catalogue_db, ADMIN, [*lfns, *lfns[:3]], force=True)
     assert (removed["failed"], sorted(removed["successful"])) == ({}, lfns)
     assert await catalogue_db[FILES].count_documents({}) == 0
+    report = await rebuild(catalogue_db, fix=False)
+    assert report["drifted"] == 0, report["drift"]
+
+
+async def test_a_removal_failing_half_way_counts_its_own_deletes_before_a_retry_takes_the_rest(
+    catalogue_db: AsyncDatabase[Document], settings: Settings, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The database fails after the removal deleted some of its records: the call lets its other
+    records go at once for a retry, which removes and counts them. Before, its claim was left to
+    the sweep, which counted every planned record whose GUID was gone: the retry's too, twice."""
+    await _registered(catalogue_db)
+    deleting = file_removal._delete_as_read
+
+    async def half_then_gone(db: AsyncDatabase[Document], mark: Mark, records: dict[str, Document]) -> int:
+        first = dict(sorted(records.items())[:1])
+        await deleting(db, mark, first)
+        raise ServiceUnavailable("the database went away")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(file_removal, "_delete_as_read", half_then_gone)
+        with pytest.raises(ServiceUnavailable):
+            await remove_files(catalogue_db, ADMIN, LFNS, force=True)
+    assert await catalogue_db[FILES].count_documents({}) == len(LFNS) - 1
+    again = await remove_files(catalogue_db, ADMIN, LFNS[1:], force=True)  # at once: the marks went
+    assert (again["failed"], sorted(again["successful"])) == ({}, LFNS[1:])
+    await next_worker_sweeps(catalogue_db, settings)
+    assert await catalogue_db[USAGE_CLAIMS].count_documents({"kind": removal_counts.KIND}) == 0
     report = await rebuild(catalogue_db, fix=False)
     assert report["drifted"] == 0, report["drift"]
