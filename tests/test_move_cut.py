@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from types import FrameType
 
 import pytest
 from pymongo.asynchronous.database import AsyncDatabase
@@ -29,7 +27,7 @@ from kernel.settings import Settings
 from tests.fixtures.api import RunningApi
 from tests.fixtures.catalogue import ADMIN
 from tests.fixtures.freezing import stalled_call
-from tests.fixtures.usage_cuts import STALE_S, Killed, killed_at_first_count, next_worker_sweeps
+from tests.fixtures.usage_cuts import STALE_S, Killed, killed_at_first_call, killed_at_first_count, next_worker_sweeps
 
 SOURCE, DESTINATION = "/vo/from/f", "/vo/to/f"
 
@@ -41,20 +39,11 @@ def killed_before_delete(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     async def dead(*args: object, **kwargs: object) -> None:
         return None
 
-    def profile(frame: FrameType, event: str, arg: object) -> None:
-        if event == "call" and frame.f_code is Mark.delete.__code__:
-            sys.setprofile(None)
-            raise Killed
-
-    with monkeypatch.context() as patched:
+    with monkeypatch.context() as patched, killed_at_first_call(Mark.delete.__code__):
         patched.setattr(file_move, "_take_back", dead)
         patched.setattr(Mark, "take_off", dead)
         patched.setattr(move_counts, "give_up", dead)
-        sys.setprofile(profile)
-        try:
-            yield
-        finally:
-            sys.setprofile(None)
+        yield
 
 
 async def _registered(db: AsyncDatabase[Document]) -> str:

@@ -26,6 +26,7 @@ from kernel.db import Document
 from kernel.settings import Settings
 from tests.fixtures.freezing import stalled_call
 from tests.fixtures.transfers import add_ses, disk_se, fast_settings, put_files
+from tests.fixtures.usage_cuts import profiled
 from transfers.destination import discard_many, register_copying_many
 from transfers.worker import TransferWorker
 
@@ -52,11 +53,8 @@ def killed_at_first_usage_write() -> Iterator[None]:
             sys.setprofile(None)
             raise Killed
 
-    sys.setprofile(profile)
-    try:
+    with profiled(profile):
         yield
-    finally:
-        sys.setprofile(None)
 
 
 async def _two_ses(database: AsyncDatabase[Document], tmp_path: Path) -> tuple[StorageElement, StorageElement]:

@@ -7,10 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
-from types import FrameType
+from contextlib import AbstractContextManager
 
 import pytest
 from pymongo.asynchronous.database import AsyncDatabase
@@ -25,24 +22,14 @@ from kernel.marks import Mark
 from kernel.settings import Settings
 from tests.fixtures.catalogue import ADMIN
 from tests.fixtures.freezing import stalled_call
-from tests.fixtures.usage_cuts import STALE_S, Killed, killed_at_first_count, next_worker_sweeps
+from tests.fixtures.usage_cuts import STALE_S, Killed, killed_at_first_call, killed_at_first_count, next_worker_sweeps
 
 LFNS = [f"/vo/open/f{i}" for i in range(3)]
 
 
-@contextmanager
-def killed_before_delete() -> Iterator[None]:
+def killed_before_delete() -> AbstractContextManager[None]:
     """The removal's first delete raises Killed before it is sent: marked and claimed, nothing deleted."""
-    def profile(frame: FrameType, event: str, arg: object) -> None:
-        if event == "call" and frame.f_code is Mark.delete.__code__:
-            sys.setprofile(None)
-            raise Killed
-
-    sys.setprofile(profile)
-    try:
-        yield
-    finally:
-        sys.setprofile(None)
+    return killed_at_first_call(Mark.delete.__code__)
 
 
 async def _registered(db: AsyncDatabase[Document]) -> None:
