@@ -47,7 +47,7 @@ from catalogue.collection_names import FILES
 from catalogue.usage import COPY_CALL, COUNTING, KEYS, REMOVAL_LEASE, REMOVING, USAGE_CLAIMS, Usage
 from kernel.db import Document, database_errors
 from kernel.errors import ServiceUnavailable
-from kernel.marks import Mark
+from kernel.marks import Mark, within
 
 KIND = "move"
 MARKED_AT, PLAN, UNDONE = "marked_at", "plan", "undone"  # a claim's COUNTING
@@ -124,7 +124,7 @@ async def settle_stale(db: AsyncDatabase[Document], older_than_s: float = usage_
         found = Claim(claim["_id"], list(claim.get(KEYS) or []), counting.get(PLAN) or {})
         if counting.get(UNDONE) or await _stayed(db, found):
             await _take_back(db, found)
-        elif _before_takeovers(counting.get(MARKED_AT)):
+        elif within(counting.get(MARKED_AT), REMOVAL_LEASE - TAKEOVER_MARGIN):  # no takeover yet
             await _finish(db, found)
         else:
             log.warning("file move %s (%s to %s) left pending past its marks' lease: counting nothing; "
@@ -177,12 +177,3 @@ async def _finish(db: AsyncDatabase[Document], claim: Claim) -> None:
         await change_feed.append(db, [change_feed.event("file_removed", source, moved_to=destination),
                                       change_feed.event("file_registered", destination, moved_from=source)])
     await settle(db, claim)
-
-
-def _before_takeovers(marked_at: Any) -> bool:
-    """Whether now is still inside the lease of a mark made at `marked_at` (less TAKEOVER_MARGIN)."""
-    if not isinstance(marked_at, dt.datetime):
-        return False
-    if marked_at.tzinfo is None:
-        marked_at = marked_at.replace(tzinfo=dt.UTC)
-    return dt.datetime.now(dt.UTC) < marked_at + REMOVAL_LEASE - TAKEOVER_MARGIN

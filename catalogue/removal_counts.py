@@ -37,6 +37,7 @@ from catalogue.collection_names import FILES
 from catalogue.usage import COUNTING, KEYS, REMOVAL_LEASE, USAGE_CLAIMS, Usage, add_to_counters
 from kernel.db import Document, database_errors, read_by_ids
 from kernel.errors import ServiceUnavailable
+from kernel.marks import within
 
 KIND = "removal"
 MARKED_AT, PLANS = "marked_at", "plans"  # a claim's COUNTING: when the call marked its records, and them as read
@@ -119,20 +120,12 @@ async def _settle_claim(db: AsyncDatabase[Document], claim: Document) -> None:
         lfns = {d["_id"] async for d in read_by_ids(db[FILES], [p["lfn"] for p in plans if not p.get("guid")],
                                                    {"_id": 1})}
     gone = [p for p in plans if (p["guid"] not in guids if p.get("guid") else p["lfn"] not in lfns)]
-    if not _before_takeovers(counting.get(MARKED_AT)):
+    # Now, right after the read, still inside the marks' lease (less TAKEOVER_MARGIN for the clocks
+    # of other servers): no other removal has taken over (and counted off) one of its records yet.
+    if not within(counting.get(MARKED_AT), REMOVAL_LEASE - TAKEOVER_MARGIN):
         # Read once another removal could have taken a record over and counted it off itself.
         log.warning("file removal %s left its count pending past its marks' lease: counting nothing; "
                     "`cairn usage rebuild` sets its %d record(s) right", claim["_id"], len(gone))
         gone = []
     await usage_claims.settle(db, claim["_id"], claim.get(KEYS) or [], totals(gone), keep=False)
 
-
-def _before_takeovers(marked_at: Any) -> bool:
-    """Whether now, right after the sweep's read, is still inside the lease of marks made at
-    `marked_at` (less TAKEOVER_MARGIN for the clocks of other servers): no other removal has
-    taken over (and counted off) one of its records yet."""
-    if not isinstance(marked_at, dt.datetime):
-        return False
-    if marked_at.tzinfo is None:
-        marked_at = marked_at.replace(tzinfo=dt.UTC)
-    return dt.datetime.now(dt.UTC) < marked_at + REMOVAL_LEASE - TAKEOVER_MARGIN

@@ -26,6 +26,17 @@ def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
+def within(at: Any, span: dt.timedelta) -> bool:
+    """Whether now is less than `span` after `at` (a mark's time as read back: naive is UTC; not
+    a time at all: False). A successor counting for a dead call does so only within the call's
+    marks' lease less a margin (`catalogue.removal_counts`, `catalogue.move_counts`)."""
+    if not isinstance(at, dt.datetime):
+        return False
+    if at.tzinfo is None:
+        at = at.replace(tzinfo=dt.UTC)
+    return _now() < at + span
+
+
 def by_ids(ids: Sequence[Any], *conditions: Document) -> Iterator[Document]:
     """The filters of `conditions` on the documents of ids, READ_SLICE `_id`s each (an `_id`
     index lookup on any database)."""
