@@ -10,12 +10,13 @@ it removed; a call that fails after its intent (the database gone mid-delete) co
 deleted, as the sweep would, before it lets its other records go (`give_up`: before, a retry could
 remove and count those, and the sweep count them again). The transfer workers' sweep
 (`settle_stale`) counts for a call left PENDING the planned records whose GUID no record holds any
-more (index files_by_guid), and settles it. By then the call's deletes are over: it deletes only
-within half its marks' lease (`kernel.marks.Mark.delete`, REMOVAL_LEASE / 2, the sweep's default
-wait), and until the lease ends no other call moves or removes what it marked. So the sweep counts
-only while the lease lasts (less TAKEOVER_MARGIN, after its read): past it, another removal may
-have taken a record over and counted it off itself, and the sweep settles the claim counting
-nothing (logged).
+more (index files_by_guid), settles it, and then takes the call's marks past half their lease off
+the records it left (a retry removes them at once, not after the marks' lease). By then the call's
+deletes are over: it deletes only within half its marks' lease (`kernel.marks.Mark.delete`,
+REMOVAL_LEASE / 2, the sweep's default wait), and until the lease ends no other call moves or
+removes what it marked. So the sweep counts only while the lease lasts (less TAKEOVER_MARGIN,
+after its read): past it, another removal may have taken a record over and counted it off itself,
+and the sweep settles the claim counting nothing (logged).
 
 What is left, for `cairn usage rebuild`: a claim the sweep reaches only after its marks' lease
 (the workers stopped for over a minute; its records stay counted); a record whose replicas changed
@@ -34,10 +35,10 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from catalogue import usage_claims
 from catalogue.collection_names import FILES
-from catalogue.usage import COUNTING, KEYS, REMOVAL_LEASE, USAGE_CLAIMS, Usage, add_to_counters
+from catalogue.usage import COUNTING, KEYS, REMOVAL_LEASE, REMOVING, USAGE_CLAIMS, Usage, add_to_counters
 from kernel.db import Document, database_errors, read_by_ids
 from kernel.errors import ServiceUnavailable
-from kernel.marks import within
+from kernel.marks import by_ids, within
 
 KIND = "removal"
 MARKED_AT, PLANS = "marked_at", "plans"  # a claim's COUNTING: when the call marked its records, and them as read
@@ -92,7 +93,21 @@ async def settle_stale(db: AsyncDatabase[Document], older_than_s: float = usage_
     stale = await usage_claims.stale(db, older_than_s, KIND)
     for claim in stale:
         await _settle_claim(db, claim)
+        await _free_kept(db, claim)
     return len(stale)
+
+
+async def _free_kept(db: AsyncDatabase[Document], claim: Document) -> None:
+    """Take the dead call's marks off the records it did not delete, once its count is settled
+    (not before: a record freed first could be removed and counted by a retry, then counted again
+    here), and only marks past half their lease (the call, were it only slow, can no longer delete
+    by them: `kernel.marks.Mark.delete`): a retry removes the records at once rather than after
+    the marks' lease. A sweep sooner than that (a short `usage_settle_after_s`) leaves them to lapse."""
+    lfns = [p["lfn"] for p in (claim.get(COUNTING) or {}).get(PLANS) or []]
+    spent = {f"{REMOVING}.token": claim["_id"], f"{REMOVING}.at": {"$lt": dt.datetime.now(dt.UTC) - REMOVAL_LEASE / 2}}
+    with database_errors():
+        for flt in by_ids(lfns, spent):
+            await db[FILES].update_many(flt, {"$unset": {REMOVING: ""}})
 
 
 async def give_up(db: AsyncDatabase[Document], token: str) -> bool:

@@ -144,3 +144,31 @@ async def test_a_removal_failing_half_way_counts_its_own_deletes_before_a_retry_
     assert await catalogue_db[USAGE_CLAIMS].count_documents({"kind": removal_counts.KIND}) == 0
     report = await rebuild(catalogue_db, fix=False)
     assert report["drifted"] == 0, report["drift"]
+
+
+async def test_the_sweep_frees_the_files_of_a_removal_killed_before_its_deletes(
+    catalogue_db: AsyncDatabase[Document], settings: Settings, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Killed with its files marked and nothing deleted (none of its clean-up run): once the sweep
+    settled its claim past half the marks' lease, a retry removes them at once. Before, the retry
+    was refused "try again" until the marks' lease ran out."""
+    lease = dt.timedelta(seconds=4)
+    monkeypatch.setattr(file_removal, "REMOVAL_LEASE", lease)
+    monkeypatch.setattr(removal_counts, "REMOVAL_LEASE", lease)
+    monkeypatch.setattr(removal_counts, "TAKEOVER_MARGIN", dt.timedelta(seconds=0.5))
+    await _registered(catalogue_db)
+
+    async def dead(*args: object, **kwargs: object) -> None:
+        return None
+
+    with monkeypatch.context() as patched, killed_before_delete(), pytest.raises(Killed):
+        patched.setattr(file_removal, "release", dead)
+        patched.setattr(removal_counts, "give_up", dead)
+        await remove_files(catalogue_db, ADMIN, LFNS, force=True)
+    await asyncio.sleep(lease.total_seconds() / 2)  # the marks past half their lease, well inside it
+    await next_worker_sweeps(catalogue_db, settings)
+    again = await remove_files(catalogue_db, ADMIN, LFNS, force=True)
+    assert (again["failed"], sorted(again["successful"])) == ({}, LFNS)
+    assert all(v["removed"] for v in again["successful"].values())
+    report = await rebuild(catalogue_db, fix=False)
+    assert report["drifted"] == 0, report["drift"]
