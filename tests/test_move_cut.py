@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 
 import pytest
 from pymongo.asynchronous.database import AsyncDatabase
@@ -27,23 +26,22 @@ from kernel.settings import Settings
 from tests.fixtures.api import RunningApi
 from tests.fixtures.catalogue import ADMIN
 from tests.fixtures.freezing import stalled_call
-from tests.fixtures.usage_cuts import STALE_S, Killed, killed_at_first_call, killed_at_first_count, next_worker_sweeps
+from tests.fixtures.usage_cuts import (
+    STALE_S,
+    Killed,
+    killed_at_first_count,
+    killed_without_clean_up,
+    next_worker_sweeps,
+)
 
 SOURCE, DESTINATION = "/vo/from/f", "/vo/to/f"
 
 
-@contextmanager
-def killed_before_delete(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+def killed_before_delete(monkeypatch: pytest.MonkeyPatch) -> AbstractContextManager[None]:
     """The move's delete of its original raises Killed before it is sent, and nothing of the
     call's own clean-up runs (a killed process runs none): its copy and its mark stay."""
-    async def dead(*args: object, **kwargs: object) -> None:
-        return None
-
-    with monkeypatch.context() as patched, killed_at_first_call(Mark.delete.__code__):
-        patched.setattr(file_move, "_take_back", dead)
-        patched.setattr(Mark, "take_off", dead)
-        patched.setattr(move_counts, "give_up", dead)
-        yield
+    return killed_without_clean_up(monkeypatch, Mark.delete.__code__, (file_move, "_take_back"), (Mark, "take_off"),
+                                   (move_counts, "give_up"))
 
 
 async def _registered(db: AsyncDatabase[Document]) -> str:

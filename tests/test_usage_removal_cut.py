@@ -22,7 +22,14 @@ from kernel.marks import Mark
 from kernel.settings import Settings
 from tests.fixtures.catalogue import ADMIN
 from tests.fixtures.freezing import stalled_call
-from tests.fixtures.usage_cuts import STALE_S, Killed, killed_at_first_call, killed_at_first_count, next_worker_sweeps
+from tests.fixtures.usage_cuts import (
+    STALE_S,
+    Killed,
+    killed_at_first_call,
+    killed_at_first_count,
+    killed_without_clean_up,
+    next_worker_sweeps,
+)
 
 LFNS = [f"/vo/open/f{i}" for i in range(3)]
 
@@ -158,12 +165,8 @@ async def test_the_sweep_frees_the_files_of_a_removal_killed_before_its_deletes(
     monkeypatch.setattr(removal_counts, "TAKEOVER_MARGIN", dt.timedelta(seconds=0.5))
     await _registered(catalogue_db)
 
-    async def dead(*args: object, **kwargs: object) -> None:
-        return None
-
-    with monkeypatch.context() as patched, killed_before_delete(), pytest.raises(Killed):
-        patched.setattr(file_removal, "release", dead)
-        patched.setattr(removal_counts, "give_up", dead)
+    with killed_without_clean_up(monkeypatch, Mark.delete.__code__, (file_removal, "release"),
+                                 (removal_counts, "give_up")), pytest.raises(Killed):
         await remove_files(catalogue_db, ADMIN, LFNS, force=True)
     await asyncio.sleep(lease.total_seconds() / 2)  # the marks past half their lease, well inside it
     await next_worker_sweeps(catalogue_db, settings)
