@@ -28,6 +28,7 @@ from collections.abc import Iterable, Mapping
 
 from pymongo.asynchronous.database import AsyncDatabase
 
+from catalogue import directory_move_plan as plan
 from catalogue.children import subtree_range
 from catalogue.collection_names import FILES
 from catalogue.directories import DIRECTORIES
@@ -51,7 +52,7 @@ def _live(mark: Document | None, lease: dt.timedelta) -> bool:
 def below_moves(lfns: Iterable[str], directories: Iterable[Document]) -> set[str]:
     """Of lfns, those below one of `directories` (their ancestors' records, as read) that a live
     move holds."""
-    held = {doc["_id"] for doc in directories if _live(doc.get(MOVING), MOVE_LEASE)}
+    held = {doc["_id"] for doc in directories if plan.held(doc.get(MOVING), MOVE_LEASE)}
     return {lfn for lfn in lfns if held.intersection(ancestors(lfn))} if held else set()
 
 
@@ -115,6 +116,18 @@ async def leaving(db: AsyncDatabase[Document], lfns: Iterable[str]) -> set[str]:
     return held | await moving_above(db, [lfn for lfn in lfns if lfn not in held])
 
 
+async def moves_around(db: AsyncDatabase[Document], source: str, destination: str, token: str) -> bool:
+    """Whether another move holds a directory above `source` or `destination`, or below `source`
+    (read after this move's mark: a move of a directory above or below it sees that mark)."""
+    if await moving_above(db, [source, destination]):
+        return True
+    low, high = subtree_range(source)
+    async for doc in pages_by_id(db[DIRECTORIES], {MOVING: {"$exists": True}}, {MOVING: 1}, after=low, before=high):
+        if doc[MOVING].get("token") != token and plan.held(doc[MOVING], MOVE_LEASE):
+            return True
+    return False
+
+
 async def files_held_below(db: AsyncDatabase[Document], path: str) -> list[str]:
     """The files below `path` that a live file move or removal holds, after waiting up to
     HELD_WAIT for them to go (one read of the subtree's records by `_id` range each look)."""
@@ -163,7 +176,7 @@ async def _moves_passed(db: AsyncDatabase[Document], lfns: list[str]) -> None:
     async def marks() -> dict[str, tuple[str, dt.datetime]]:
         return {doc["_id"]: (doc[MOVING].get("token"), doc[MOVING].get("at"))
                 async for doc in read_by_ids(db[DIRECTORIES], above, {MOVING: 1}, flt={MOVING: {"$exists": True}})
-                if _live(doc.get(MOVING), MOVE_LEASE)}
+                if plan.held(doc.get(MOVING), MOVE_LEASE)}
 
     seen = {path: [mark] for path, mark in (await marks()).items()}
     deadline = time.monotonic() + PASS_WAIT

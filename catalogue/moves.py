@@ -2,8 +2,9 @@
 
 Moves have no transaction to lean on: the new records are written first and the old ones
 removed after, batch by batch, so a crash half-way leaves a record at its old place, its new
-place or both, never neither: a single file's move cut short is finished or taken back by the
-transfer workers' sweep (`catalogue.move_counts`); a directory's is not yet. One call
+place or both, never neither: a move cut short is finished or taken back by the transfer
+workers' sweep (a file's: `catalogue.move_counts`; a directory's: `catalogue.directory_move_repair`,
+planned by `catalogue.directory_move_plan`, whose marks keep writers out of both trees). One call
 moves a given file (`catalogue.file_move`) or directory (its `moving` mark), so a retried or
 concurrent move is refused rather than copying it twice; a directory move and the moves and
 removals of files below it exclude each other (`catalogue.directory_moves`; files registered below
@@ -24,10 +25,11 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from catalogue import change_feed, guid_holds, moved_paths
+from catalogue import directory_move_plan as plan
 from catalogue.children import subtree_range
 from catalogue.dataset_contents import DATASET_FILES
 from catalogue.directories import DIRECTORIES, entry_view, fetch_directories, find_by_ids, now
-from catalogue.directory_moves import MOVE_LEASE, files_held_below
+from catalogue.directory_moves import MOVE_LEASE, files_held_below, moves_around
 from catalogue.file_move import landing, move_file_record
 from catalogue.file_rules import NAMED_BY
 from catalogue.files import FILES
@@ -36,15 +38,17 @@ from catalogue.metadata import metadata_fields_for
 from catalogue.namespace import existing_entry, find_entry
 from catalogue.permissions import creation_denial, removal_denial, require, traversal_denial
 from catalogue.storage_paths import moved_replicas
-from catalogue.usage import MOVING, REMOVING, WITHDRAWN, move_directory_usage
+from catalogue.usage import COPY_CALL, MOVING, REMOVING, WITHDRAWN
 from catalogue.vos import Vo, registry
-from kernel.db import ID_ORDER, INDEX_ORDER, Document, database_errors, pages_by_id
+from kernel.db import ID_ORDER, INDEX_ORDER, Document, database_errors, page_by_id, pages_by_id, read_by_ids
 from kernel.errors import Conflict, InvalidInput, NotFound, ServiceUnavailable
 from kernel.marks import Mark
 from kernel.principal import Principal
 
 MOVE_BATCH = 1000
 RELOCATE_ROUNDS = 10  # times a directory move copies again the files that changed while it copied them
+LEFTOVER_ROUNDS = 5  # passes over a tree, for records a writer giving up held at their new place
+LEFTOVER_WAIT = 0.2  # seconds between two passes
 
 
 async def move(db: AsyncDatabase[Document], principal: Principal, source: str, destination: str) -> dict[str, Any]:
@@ -154,10 +158,13 @@ async def _move_directory(db: AsyncDatabase[Document], principal: Principal, sou
     """Move a directory and everything below it, marked (`MOVING`) so that one call moves it: a
     second move of it meanwhile (a retry, another user) is refused (409) instead of copying the
     tree again and moving its usage twice; it excludes the moves and removals of files below it
-    (`catalogue.directory_moves`)."""
+    (`catalogue.directory_moves`), and moves of directories above or below it. Planned
+    (`catalogue.directory_move_plan`): once its destination stands, a call cut short is finished
+    by the transfer workers' sweep (`catalogue.directory_move_repair`)."""
     mark = Mark(MOVING, MOVE_LEASE)
+    call = mark.token
     with database_errors():
-        marked = await db[DIRECTORIES].update_one({"$and": [{"_id": source}, mark.free()]},
+        marked = await db[DIRECTORIES].update_one({"$and": [{"_id": source}, plan.free(mark)]},
                                                   {"$set": {MOVING: mark.value()}})
     if not marked.modified_count:
         raise Conflict(f"{source} is being moved by another request, or was moved meanwhile; try again")
@@ -169,41 +176,78 @@ async def _move_directory(db: AsyncDatabase[Document], principal: Principal, sou
         await mark.take_off(db[DIRECTORIES], [source])
         raise Conflict(f"{len(held)} file(s) below {source} are being moved or removed (e.g. "
                        f"{await _told(db, principal, held[0], source)}); try again")
+    if await moves_around(db, source, destination, mark.token):
+        await mark.take_off(db[DIRECTORIES], [source])
+        raise Conflict(f"a directory above or below {source}, or above {destination}, is being moved; try again")
     # after the mark: see `_named_by_lfn`
     if reason := await _named_by_lfn(db, principal, source, current, "directory"):
         await mark.take_off(db[DIRECTORIES], [source])
         raise Conflict(reason)
     moved = place(current)
-    moved.pop(MOVING, None)
-    try:
+    moved[MOVING] = plan.destination_mark(mark, call, source)  # nothing is made below it while it fills
+    try:  # claimed first, then the marks name the claim (a mark naming none would hold for good)
+        await plan.intend(db, call, source, destination)
+        await plan.name_call(db, mark, call, source, destination)
         with database_errors():
             await db[DIRECTORIES].insert_one(moved)
-    except DuplicateKeyError:
-        await mark.take_off(db[DIRECTORIES], [source])
-        raise Conflict(f"{destination} exists already") from None
-    except BaseException:
-        await asyncio.shield(mark.take_off(db[DIRECTORIES], [source]))
+    except BaseException as exc:
+        if await asyncio.shield(plan.give_up(db, call)):  # else the mark stays: the sweep takes the move back
+            await asyncio.shield(mark.take_off(db[DIRECTORIES], [source]))
+        if isinstance(exc, DuplicateKeyError):
+            raise Conflict(f"{destination} exists already") from None
         raise
     gone, denial, denied = await landing(db, principal, source, destination)  # gone: the tree would lack it
-    if gone or denial:
+    if gone or denial or not await plan.placed(db, call):  # not placed: a sweep took the call for dead
         with database_errors():
-            await db[DIRECTORIES].delete_one({"_id": destination, "modified": moved["modified"]})
-        await mark.take_off(db[DIRECTORIES], [source])
+            await db[DIRECTORIES].delete_one({"_id": destination, **mark.mine()})
+        if await plan.give_up(db, call):
+            await mark.take_off(db[DIRECTORIES], [source])
         require(denial, denied)
-        raise Conflict(f"a directory above {destination} was removed or is being moved; nothing moved")
-    # The source's record, and its mark, stay until everything below it has moved: the files below
-    # see the mark on an ancestor for as long as some of them are still at their old place.
-    placed: dict[str, Document] = {destination: moved}
-    for name in (DIRECTORIES, FILES):
-        await _move_subtree(db[name], source, destination, placed, vos,
-                            lambda: mark.renew(db[DIRECTORIES], [source]))
-    await move_directory_usage(db, source, destination)
-    with database_errors():
-        await db[DIRECTORIES].delete_one({"_id": source, **mark.mine()})
+        if gone:
+            raise Conflict(f"a directory above {destination} was removed or is being moved; nothing moved")
+        raise ServiceUnavailable(f"moving {source} stalled before it began; nothing moved, try again")
+    await finish_tree(db, mark, call, source, destination, {destination: moved}, vos)
+    moved.pop(MOVING, None)
     return moved
 
 
-async def _relocate(collection: AsyncCollection[Document], pairs: list[tuple[str, Document]]
+async def finish_tree(db: AsyncDatabase[Document], mark: Mark, call: str, source: str, destination: str,
+                      placed: dict[str, Document], vos: Mapping[str, Vo]) -> None:
+    """Move what is still below `source` under `destination`, then its usage, and end the move
+    (`catalogue.directory_move_plan`, steps a to d). The source's record, and its mark, stay until
+    everything below it has moved: the files below see the mark on an ancestor for as long as some
+    of them are still at their old place. Records a writer giving up holds at the new place for a
+    moment are moved in a next round; still there after LEFTOVER_ROUNDS: 503, the sweep goes on."""
+    for _ in range(LEFTOVER_ROUNDS):
+        for name in (DIRECTORIES, FILES):
+            await _move_subtree(db[name], source, destination, placed, vos, call,
+                                lambda: plan.renew(db, mark, source, destination))
+        if not await _left_below(db, source):
+            break
+        await asyncio.sleep(LEFTOVER_WAIT)
+    else:
+        raise ServiceUnavailable(f"some records below {source} could not move yet; the transfer workers finish "
+                                 "the move")
+    await plan.renew(db, mark, source, destination)
+    await plan.move_usage(db, call, source, destination)
+    low, high = subtree_range(destination)
+    with database_errors():
+        await db[DIRECTORIES].delete_one({"_id": source, **mark.mine()})
+        await db[DIRECTORIES].update_one({"_id": destination, **mark.mine()}, {"$unset": {MOVING: ""}})
+        await db[DIRECTORIES].update_many({"_id": {"$gt": low, "$lt": high}, COPY_CALL: call},
+                                          {"$unset": {COPY_CALL: ""}})
+    await plan.settle(db, call)
+
+
+async def _left_below(db: AsyncDatabase[Document], source: str) -> bool:
+    """Whether a record is still below `source` (one a registration gave up is its to delete)."""
+    low, high = subtree_range(source)
+    return bool(await page_by_id(db[DIRECTORIES], {}, {"_id": 1}, after=low, before=high, size=1)
+                or await page_by_id(db[FILES], {WITHDRAWN: {"$exists": False}}, {"_id": 1}, after=low, before=high,
+                                    size=1))
+
+
+async def _relocate(collection: AsyncCollection[Document], pairs: list[tuple[str, Document]], call: str
                     ) -> tuple[int, list[str]]:
     """Put records at their new `_id`s, then drop the old ones: three round trips per batch. How
     many moved (a record whose new place was taken meanwhile stays where it was), and the files
@@ -212,7 +256,9 @@ async def _relocate(collection: AsyncCollection[Document], pairs: list[tuple[str
 
     A file's GUID is unique, so a copy carries it as `moving_guid` until the original is gone
     (the GUID index is sparse). A crash between the steps leaves the original, or both, never
-    neither; a copy left with `moving_guid` still names its GUID.
+    neither; a copy left with `moving_guid` still names its GUID. Every copy carries the move's
+    call (COPY_CALL) until it is placed: a directory whose copy an earlier pass of the same move
+    (one killed: `catalogue.directory_move_repair`) left in place is taken as moved.
     """
     if not pairs:
         return 0, []
@@ -222,6 +268,7 @@ async def _relocate(collection: AsyncCollection[Document], pairs: list[tuple[str
         copy = dict(doc)
         copy.pop(REMOVING, None)  # a removal's (or move's) mark stays with the record it marked
         copy.pop(MOVING, None)
+        copy[COPY_CALL] = call
         if is_files and "guid" in copy:
             copy["moving_guid"] = copy.pop("guid")
         copies.append(copy)
@@ -234,6 +281,10 @@ async def _relocate(collection: AsyncCollection[Document], pairs: list[tuple[str
     except BulkWriteError as exc:
         # A record that appeared at the new place meanwhile: keep the original where it is.
         blocked = {e["index"] for e in exc.details.get("writeErrors", [])}
+        if blocked and not is_files:
+            ours = {doc["_id"] async for doc in read_by_ids(collection, [copies[i]["_id"] for i in blocked],
+                                                            {"_id": 1}, flt={COPY_CALL: call})}
+            blocked = {i for i in blocked if copies[i]["_id"] not in ours}
     moved = [i for i in range(len(pairs)) if i not in blocked]
     if not moved:
         return 0, []
@@ -244,6 +295,9 @@ async def _relocate(collection: AsyncCollection[Document], pairs: list[tuple[str
         moved = [i for i in moved if pairs[i][0] not in changed]
         await guid_holds.restore(collection, [(copies[i]["_id"], copies[i]["moving_guid"]) for i in moved
                                               if copies[i].get("moving_guid")])
+        if is_files and (plain := [copies[i]["_id"] for i in moved if not copies[i].get("moving_guid")]):
+            with database_errors():  # a file of no GUID: placed once its original went
+                await collection.update_many({"_id": {"$in": plain}, COPY_CALL: call}, {"$unset": {COPY_CALL: ""}})
     finally:
         await asyncio.shield(guid_holds.release(collection.database, guids))
     if is_files:
@@ -271,13 +325,13 @@ async def _drop_originals(collection: AsyncCollection[Document], placed: list[tu
         changed = set(await find_by_ids(collection, [old for old, _ in placed], {"_id": 1}))
         if changed:
             await collection.delete_many({"_id": {"$in": [copy["_id"] for old, copy in placed if old in changed]},
-                                          "moving_guid": {"$exists": True}})
+                                          COPY_CALL: placed[0][1][COPY_CALL]})
     return changed
 
 
 async def _move_subtree(
     collection: AsyncCollection[Document], source: str, destination: str, placed: dict[str, Document],
-    vos: Mapping[str, Vo], keep_mark: Callable[[], Awaitable[None]],
+    vos: Mapping[str, Vo], call: str, keep_mark: Callable[[], Awaitable[None]],
 ) -> None:
     """Move every record below `source` to the same place below `destination`, batch by batch,
     re-deriving inherited metadata from the directories already `placed` (directories come
@@ -304,17 +358,17 @@ async def _move_subtree(
     async for doc in pages_by_id(collection, flt, after=low, before=high, page=MOVE_BATCH):
         batch.append(placed_copy(doc))
         if len(batch) >= MOVE_BATCH:
-            await _relocate_all(collection, batch, placed_copy)
+            await _relocate_all(collection, batch, placed_copy, call)
             await keep_mark()
             batch = []
-    await _relocate_all(collection, batch, placed_copy)
+    await _relocate_all(collection, batch, placed_copy, call)
 
 
 async def _relocate_all(collection: AsyncCollection[Document], batch: list[tuple[str, Document]],
-                        placed_copy: Callable[[Document], tuple[str, Document]]) -> None:
+                        placed_copy: Callable[[Document], tuple[str, Document]], call: str) -> None:
     """`_relocate` a batch, then again from a fresh read the files that changed meanwhile."""
     for _ in range(RELOCATE_ROUNDS):
-        _, changed = await _relocate(collection, batch)
+        _, changed = await _relocate(collection, batch, call)
         if not changed:
             return
         batch = [placed_copy(doc) for doc in (await find_by_ids(collection, changed)).values() if WITHDRAWN not in doc]

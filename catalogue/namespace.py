@@ -13,6 +13,7 @@ from typing import Any
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 
+from catalogue import directory_move_plan as plan
 from catalogue.children import direct_children, subtree_range
 from catalogue.directories import (
     DIRECTORIES,
@@ -23,7 +24,7 @@ from catalogue.directories import (
     insert_ignoring_duplicates,
     now,
 )
-from catalogue.directory_moves import looked_above
+from catalogue.directory_moves import MOVE_LEASE, looked_above
 from catalogue.file_removal import remove_records
 from catalogue.files import FILES
 from catalogue.lfn import ROOT, ancestors, check_lfn, descendant_pattern, is_within, parent_of
@@ -44,7 +45,7 @@ from catalogue.permissions import (
     traversal_denial,
     within_reach,
 )
-from catalogue.usage import drop_directory_usage
+from catalogue.usage import MOVING, drop_directory_usage
 from catalogue.vos import registry
 from kernel.db import Document, database_errors, for_output, page_by_id
 from kernel.errors import Conflict, Forbidden, InvalidInput, NotFound
@@ -213,6 +214,8 @@ async def remove(db: AsyncDatabase[Document], principal: Principal, path: str, *
     require(traversal_denial(principal, path, dirs), path)  # before existence: hidden = missing
     doc, kind = await existing_entry(db, path)
     require(removal_denial(principal, path, dirs), path)
+    if kind == "directory" and plan.held(doc.get(MOVING), MOVE_LEASE):  # the move would leave its tree orphaned
+        raise Conflict(f"{path} is being moved; try again once the move ended")
     if kind == "file":
         if doc.get("replicas"):
             raise Conflict(f"{path} still has {len(doc['replicas'])} replica(s); remove them first")

@@ -45,7 +45,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from bson import Int64
-from pymongo import ReplaceOne, UpdateOne
+from pymongo import UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError
 
@@ -79,6 +79,8 @@ PENDING = "pending"
 KEYS = "keys"
 COUNTING = "counting"
 KIND = "kind"
+# A directory move's claim (`catalogue.directory_move_plan`): a rebuild leaves it to the move.
+DIRECTORY_MOVE = "directory_move"
 # A record's bookkeeping fields, which no reader shows.
 # A file move's copy: the token of the call that wrote it, until it is placed (`catalogue.move_counts`).
 COPY_CALL = "move_call"
@@ -307,25 +309,6 @@ async def drop_directory_usage(db: AsyncDatabase[Document], path: str) -> None:
         await db[USAGE].delete_many({"_id": {"$regex": "^" + re.escape(directory_key(path)) + "(/|$)"}})
 
 
-async def move_directory_usage(db: AsyncDatabase[Document], source: str, destination: str) -> None:
-    """After a directory tree moved: its totals leave the source's ancestors and reach the
-    destination's, and the records of the tree are re-keyed under the new path."""
-    pattern = "^" + re.escape(directory_key(source)) + "(/|$)"
-    with database_errors():
-        records = await db[USAGE].find({"_id": {"$regex": pattern}}).to_list()
-    totals = next((r for r in records if r["_id"] == directory_key(source)), {})
-    usage = Usage()
-    usage.subtree(source, int(totals.get("files", 0)), int(totals.get("bytes", 0)), -1)
-    usage.subtree(destination, int(totals.get("files", 0)), int(totals.get("bytes", 0)), +1)
-    cut = len(directory_key(source))
-    moved = [{**r, "_id": directory_key(destination) + r["_id"][cut:]} for r in records]
-    with database_errors():
-        if moved:
-            await bulk_write_chunked(db[USAGE], [ReplaceOne({"_id": m["_id"]}, m, upsert=True) for m in moved])
-            await db[USAGE].delete_many({"_id": {"$in": [r["_id"] for r in records]}})
-    await usage.apply(db)
-
-
 async def directory_usage(db: AsyncDatabase[Document], path: str, leaving_out: Iterable[str] = ()) -> dict[str, Any]:
     """Files and bytes below `path` (recursive), less what is below those of the directories
     `leaving_out` nested in it (another VO's roots, for a caller confined to its VO, as
@@ -422,6 +405,7 @@ async def _forget_pending(db: AsyncDatabase[Document], calls: set[str]) -> None:
     with database_errors():
         claims = await db[USAGE_CLAIMS].find({PENDING: {"$exists": True}}, {KEYS: 1, KIND: 1}
                                              ).to_list()  # usage_claims_by_pending
+        claims = [c for c in claims if c.get(KIND) != DIRECTORY_MOVE]  # the route refuses a rebuild during one
         pending = {c["_id"]: c.get(KEYS) or [] for c in claims if c["_id"] in calls or c.get(KIND)}
         by_key: dict[str, list[str]] = defaultdict(list)
         for call, keys in pending.items():

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from catalogue import move_counts, usage
+from catalogue import directory_move_repair, move_counts, usage
 from catalogue.authorization import authorize_directory_usage, require_installation_view
 from catalogue.lfn import check_lfn
 from catalogue.replica_dump import open_dump
 from catalogue.streaming import stream_rows
 from catalogue.tabular import REPLICA_SCHEMA
+from kernel.errors import Conflict
 from kernel.responses import JsonList, RebuildBody
 from kernel.web import ADMIN, DATABASE, SETTINGS, ApiRoutes, json_response, principal_of, read_model, scopes
 
@@ -35,12 +36,18 @@ async def ses(request: web.Request) -> web.Response:
 
 
 @routes.post("/usage/rebuild", policy=ADMIN, summary="Recount usage from the records; report (and fix) drift",
+             responses={409: "a directory move is under way"},
              body=RebuildBody)
 async def rebuild(request: web.Request) -> web.Response:
     body = await read_model(request, RebuildBody)
     db = request.app[DATABASE]
     if body.fix:  # half-done moves of dead calls finished or taken back first: the recount drops their claims
-        await move_counts.settle_stale(db, request.app[SETTINGS].transfers.usage_settle_after_s)
+        stale_s = request.app[SETTINGS].transfers.usage_settle_after_s
+        await move_counts.settle_stale(db, stale_s)
+        await directory_move_repair.settle_stale(db, stale_s)
+        if moving := await directory_move_repair.under_way(db):  # it moves its tree's counts once it is done
+            raise Conflict(f"{len(moving)} directory move(s) under way (e.g. of {moving[0]}); rebuild once they "
+                           "ended (one cut short is finished by the transfer workers once its lease is out)")
     return json_response(await usage.rebuild(db, fix=body.fix))
 
 

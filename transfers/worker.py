@@ -31,6 +31,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from catalogue import (
     dataset_recount,
+    directory_move_repair,
     move_counts,
     overwrite_counts,
     registration_counts,
@@ -360,6 +361,8 @@ class TransferWorker(Daemon):
             log.info("settled %d file removal count(s) a stopped process had left pending", settled)
         if settled := await move_counts.settle_stale(self.ctx.db, stale_s):
             log.info("finished or took back %d file move(s) a stopped process had left half done", settled)
+        if settled := await directory_move_repair.settle_stale(self.ctx.db, stale_s):
+            log.info("finished or took back %d directory move(s) a stopped process had left", settled)
         if settled := await dataset_recount.settle_stale(self.ctx.db, stale_s):
             log.info("recounted the DIDs of %d attach, detach or refresh call(s) a stopped process had left",
                      settled)
