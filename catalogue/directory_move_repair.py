@@ -22,6 +22,7 @@ the feed without them (the sweep tells only the copies it places itself).
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 
 from pymongo.asynchronous.database import AsyncDatabase
@@ -41,11 +42,13 @@ from kernel.marks import Mark, within
 log = logging.getLogger("cairn.usage")
 
 
-async def settle_stale(db: AsyncDatabase[Document], older_than_s: float = usage_claims.STALE_S) -> int:
-    """Finish or take back the directory moves whose calls died, as the module says; how many."""
+async def settle_stale(db: AsyncDatabase[Document], older_than_s: float = usage_claims.STALE_S,
+                       lease: dt.timedelta = MOVE_LEASE) -> int:
+    """Finish or take back the directory moves whose calls died (their marks not renewed for
+    `lease`), as the module says; how many."""
     done = 0
     for claim in await usage_claims.stale(db, older_than_s, plan.KIND):
-        done += await _repair(db, claim)
+        done += await _repair(db, claim, lease)
     return done
 
 
@@ -58,7 +61,7 @@ async def under_way(db: AsyncDatabase[Document]) -> list[str]:
     return sorted(str((claim.get(COUNTING) or {}).get(plan.SOURCE)) for claim in claims)
 
 
-async def _repair(db: AsyncDatabase[Document], claim: Document) -> bool:
+async def _repair(db: AsyncDatabase[Document], claim: Document, lease: dt.timedelta) -> bool:
     call, counting = str(claim["_id"]), claim.get(COUNTING) or {}
     source, destination = str(counting[plan.SOURCE]), str(counting[plan.DESTINATION])
     with database_errors():
@@ -70,9 +73,9 @@ async def _repair(db: AsyncDatabase[Document], claim: Document) -> bool:
                                              {"$unset": {MOVING: ""}})
         await plan.settle(db, call)
         return True
-    if within(found.get("at"), MOVE_LEASE):
+    if within(found.get("at"), lease):
         return False  # alive, or stalled for less than its lease
-    mark = Mark(MOVING, MOVE_LEASE)
+    mark = Mark(MOVING, lease)
     with database_errors():
         taken = await db[DIRECTORIES].update_one({"_id": source, f"{MOVING}.token": found.get("token")},
                                                  {"$set": {MOVING: plan.source_mark(mark, call, destination)}})

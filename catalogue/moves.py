@@ -17,6 +17,7 @@ A directory never carries another VO's nested namespace root along, nor is moved
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
@@ -51,8 +52,10 @@ LEFTOVER_ROUNDS = 5  # passes over a tree, for records a writer giving up held a
 LEFTOVER_WAIT = 0.2  # seconds between two passes
 
 
-async def move(db: AsyncDatabase[Document], principal: Principal, source: str, destination: str) -> dict[str, Any]:
-    """Rename or move a file or a directory (with everything below it) to a path that is free."""
+async def move(db: AsyncDatabase[Document], principal: Principal, source: str, destination: str, *,
+               lease: dt.timedelta = MOVE_LEASE) -> dict[str, Any]:
+    """Rename or move a file or a directory (with everything below it) to a path that is free; a
+    directory's move holds its marks for `lease` between two batches (`directory_move_lease_s`)."""
     check_lfn(source)
     check_lfn(destination)
     if source == ROOT:
@@ -87,7 +90,7 @@ async def move(db: AsyncDatabase[Document], principal: Principal, source: str, d
         _, placed = await move_file_record(db, principal, source, destination, place,
                                            lambda current: _named_by_lfn(db, principal, source, current, kind))
         return entry_view(placed, kind)
-    return entry_view(await _move_directory(db, principal, source, destination, place, vos), kind)
+    return entry_view(await _move_directory(db, principal, source, destination, place, vos, lease), kind)
 
 
 def _foreign_root_denial(principal: Principal, source: str, destination: str) -> str | None:
@@ -154,14 +157,15 @@ async def _told(db: AsyncDatabase[Document], principal: Principal, lfn: str, sou
 
 
 async def _move_directory(db: AsyncDatabase[Document], principal: Principal, source: str, destination: str,
-                          place: Callable[[Document], Document], vos: Mapping[str, Vo]) -> Document:
+                          place: Callable[[Document], Document], vos: Mapping[str, Vo], lease: dt.timedelta
+                          ) -> Document:
     """Move a directory and everything below it, marked (`MOVING`) so that one call moves it: a
     second move of it meanwhile (a retry, another user) is refused (409) instead of copying the
     tree again and moving its usage twice; it excludes the moves and removals of files below it
     (`catalogue.directory_moves`), and moves of directories above or below it. Planned
     (`catalogue.directory_move_plan`): once its destination stands, a call cut short is finished
     by the transfer workers' sweep (`catalogue.directory_move_repair`)."""
-    mark = Mark(MOVING, MOVE_LEASE)
+    mark = Mark(MOVING, lease)
     call = mark.token
     with database_errors():
         marked = await db[DIRECTORIES].update_one({"$and": [{"_id": source}, plan.free(mark)]},

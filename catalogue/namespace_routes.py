@@ -6,13 +6,25 @@ normalises `..` or `//` away before the LFN rules see them.
 
 from __future__ import annotations
 
+import datetime as dt
+
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
 from catalogue import moves, namespace
 from catalogue.lfn import check_lfn
 from kernel.errors import InvalidInput
-from kernel.web import DATABASE, ApiRoutes, json_response, principal_of, query_int, read_model, scopes, stream_ndjson
+from kernel.web import (
+    DATABASE,
+    SETTINGS,
+    ApiRoutes,
+    json_response,
+    principal_of,
+    query_int,
+    read_model,
+    scopes,
+    stream_ndjson,
+)
 
 routes = ApiRoutes("namespace")
 READ = scopes("catalogue.read")
@@ -108,7 +120,8 @@ async def ls_stream(request: web.Request) -> web.StreamResponse:
              responses={404: "source or destination directory missing", 409: "destination exists"})
 async def move(request: web.Request) -> web.Response:
     body = await read_model(request, MoveBody)
-    entry = await moves.move(request.app[DATABASE], principal_of(request), body.source, body.destination)
+    lease = dt.timedelta(seconds=request.app[SETTINGS].transfers.directory_move_lease_s)
+    entry = await moves.move(request.app[DATABASE], principal_of(request), body.source, body.destination, lease=lease)
     return json_response(entry)
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 from aiohttp import web
 
 from catalogue import directory_move_repair, move_counts, usage
@@ -42,9 +44,10 @@ async def rebuild(request: web.Request) -> web.Response:
     body = await read_model(request, RebuildBody)
     db = request.app[DATABASE]
     if body.fix:  # half-done moves of dead calls finished or taken back first: the recount drops their claims
-        stale_s = request.app[SETTINGS].transfers.usage_settle_after_s
-        await move_counts.settle_stale(db, stale_s)
-        await directory_move_repair.settle_stale(db, stale_s)
+        transfers = request.app[SETTINGS].transfers
+        await move_counts.settle_stale(db, transfers.usage_settle_after_s)
+        await directory_move_repair.settle_stale(db, transfers.usage_settle_after_s,
+                                                 dt.timedelta(seconds=transfers.directory_move_lease_s))
         if moving := await directory_move_repair.under_way(db):  # it moves its tree's counts once it is done
             raise Conflict(f"{len(moving)} directory move(s) under way (e.g. of {moving[0]}); rebuild once they "
                            "ended (one cut short is finished by the transfer workers once its lease is out)")

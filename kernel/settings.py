@@ -71,6 +71,10 @@ class TransferSettings(BaseModel):
     # A replica count noted on an SE's usage record and not settled after this long is its
     # call's no more (it died): the workers' sweep settles it (`catalogue.usage_intents`).
     usage_settle_after_s: float = Field(60.0, gt=0)
+    # A directory move renews its marks after each batch of records it moves; one whose marks were
+    # not renewed for this long died (or stalled), and the workers' sweep finishes its move
+    # (`catalogue.directory_move_repair`). API servers and workers must agree on it.
+    directory_move_lease_s: float = Field(600.0, ge=1)
     # Reaper: a `copying` replica whose upload has been silent this long (killed, its host gone,
     # and no retry took it over) is undone, its bytes deleted (`transfers.abandoned_uploads`); 0: never.
     abandoned_upload_s: float = Field(86400.0, ge=0)

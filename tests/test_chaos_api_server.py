@@ -1,14 +1,16 @@
 """Chaos end to end, on the API side: the `cairn server` process a client drives is SIGKILLed at
 random and started again on the same port, while the client uploads, registers, attaches,
-replicates, moves and removes files, makes a rule on a file and submits jobs, and the daemons (transfer
+replicates, moves and removes files, moves a directory tree, makes a rule on a file and submits jobs,
+and the daemons (transfer
 workers, reaper, rule evaluator, repairer and cleaner) work as separate processes on a "2 copies
 on tier=1" rule. The SDK rides the restarts out, and the client also retries a call that met the
 dead server for longer, as a user's script does (each of these calls is safe to send twice; a
 rule and a submission name themselves with a request id of the script's). Once the chaos stops
 and the daemons drain: everything acknowledged is there, once (one rule per call, the jobs of a
 submission once; a file moved by a call a kill cut short at one LFN only, once the workers' sweep
-took its copy back or finished it), and nothing is counted twice (usage, dataset counts, quota,
-rule locks).
+took its copy back or finished it; a tree moved by a call a kill cut short whole at its new place,
+once the workers' sweep finished the move), and nothing is counted twice (usage, dataset counts,
+quota, rule locks).
 Bounded in kills and time."""
 
 from __future__ import annotations
@@ -57,6 +59,10 @@ AGAIN_S = 150.0
 _SEED = os.environ.get("CAIRN_TEST_API_CHAOS_SEED", "7")
 SEED = random.randrange(1 << 30) if _SEED == "random" else int(_SEED)
 SIZE = 2048
+# A directory move's marks' lease, for the API servers and the workers: a move a kill cut short is
+# finished by the workers' sweep this long after its last batch (600 s by default).
+DIRECTORY_MOVE_LEASE_S = 5
+TREE = 400  # files of the tree moved each round (a move long enough for some kills to cut it)
 DAEMONS = ("transfers", "reaper", "rule-evaluator", "rule-repairer", "rule-cleaner")
 T = TypeVar("T")
 
@@ -77,7 +83,7 @@ class Server:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> None:
-        env = {**daemon_env(self.settings), "CAIRN_LOG_LEVEL": "INFO"}
+        env = {**daemon_env(self.settings, directory_move_lease_s=DIRECTORY_MOVE_LEASE_S), "CAIRN_LOG_LEVEL": "INFO"}
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen([sys.executable, "-m", "cairn", "server", "--port", str(self.port)],
                                          env=env, stdout=out, stderr=subprocess.STDOUT, preexec_fn=child_preexec)
@@ -125,6 +131,7 @@ class Workload:
         self.moved: dict[str, str] = {}  # destination -> source, of the moves acknowledged
         self.moving: dict[str, str] = {}  # source -> destination, of the moves refused "try again"
         self.moves_cut: Counter[str] = Counter()  # how moves met a kill: found moved, or refused
+        self.trees: dict[str, list[str]] = {}  # a tree moved each round: its files, below it
 
     async def round(self, number: int) -> None:
         locals_ = []
@@ -154,6 +161,12 @@ class Workload:
         self.jobs[f"chaos-{number}"] = await again(
             lambda: self.client.submit_jobs(jobs, request_id=f"chaos-jobs-{number}"))
         await self.move(sorted(files)[2], f"/vo/moved/r{number}")
+        tree = f"/vo/tree/r{number}"
+        below = [f"/a/x{k}" for k in range(TREE // 2)] + [f"/b/c/y{k}" for k in range(TREE // 2)]
+        assert not (await again(lambda: self.client.register_files(
+            [{"lfn": tree + name, "size": SIZE, "adler32": "00000001"} for name in below])))["failed"]
+        self.trees[tree] = below
+        await self.move(tree, f"/vo/trees/r{number}")
         if number % 2:
             gone = sorted(lfn for lfn in self.registered
                           if lfn not in self.replicated | self.removed | self.pending | set(self.rules)
@@ -163,14 +176,16 @@ class Workload:
     async def move(self, source: str, destination: str) -> None:
         """Move source; sent again after a kill, the call finds it moved (404: its first sending
         did it) or, cut short half-way, its copy at the destination (409) until the workers'
-        sweep takes that back: tried again after the chaos (`finish`)."""
+        sweep takes that back (a file's) or the tree "being moved" until the sweep finished its
+        move (a directory's): tried again after the chaos (`finish`)."""
+        kind = "tree" if source.startswith("/vo/tree/") else "file"
         try:
             await again(lambda: self.client.move(source, destination))
         except NotFound:  # the first sending moved it; its answer was lost
-            self.moves_cut["found moved"] += 1
+            self.moves_cut[f"{kind} found moved"] += 1
         except Conflict as exc:
             assert "exists already" in str(exc) or "try again" in str(exc), exc
-            self.moves_cut["refused"] += 1
+            self.moves_cut[f"{kind} refused"] += 1
             self.moving[source] = destination
             return
         self.moving.pop(source, None)
@@ -228,7 +243,7 @@ async def test_nothing_acknowledged_lost_nothing_counted_twice_while_the_api_ser
     (tmp_path / "logs").mkdir()
     (tmp_path / "up").mkdir()
     env = daemon_env(settings, lease_s=10, retry_base_s=0.2, retry_cap_s=2, idle_sleep_s=0.2, reaper_batch=10,
-                     usage_settle_after_s=5)
+                     usage_settle_after_s=5, directory_move_lease_s=DIRECTORY_MOVE_LEASE_S)
     env.update({"CAIRN_RULES__LEASE_S": "3", "CAIRN_RULES__POLL_S": "0.5", "CAIRN_RULES__IDLE_SLEEP_S": "0.2"})
     daemons = [DaemonProcesses(name, env, tmp_path / "logs") for name in DAEMONS]
     server, rng = Server(settings, tmp_path / "logs" / "server.log"), random.Random(SEED)
@@ -241,6 +256,7 @@ async def test_nothing_acknowledged_lost_nothing_counted_twice_while_the_api_ser
         async with Client(server.url, api.admin_token) as client:
             await client.mkdir("/vo/chaos", parents=True)
             await client.mkdir("/vo/moved", parents=True)
+            await client.mkdir("/vo/trees", parents=True)
             await client.create_did("vo:chaos")
             rule_id = (await client.add_rule("vo:chaos", 2, "tier=1"))["id"]
             work = Workload(client, tmp_path / "up", ses["SRC"])
@@ -293,6 +309,13 @@ async def test_nothing_acknowledged_lost_nothing_counted_twice_while_the_api_ser
             assert replica["status"] == "available", (lfn, replica)
             assert (se_root(ses[replica["se"]]) / lfn.lstrip("/")).read_bytes() == data, (lfn, replica["se"])
     assert not [lfn for lfn in files if lfn.startswith("/vo/moved/") and lfn not in work.moved], "moved twice"
+    for tree, below in work.trees.items():  # every tree whole at its new place, or (not moved) at its old
+        moved_to = {source: destination for destination, source in work.moved.items()}.get(tree)
+        assert moved_to is not None, f"{tree} not moved"
+        assert not [lfn for lfn in files if lfn.startswith(tree + "/")], tree
+        assert sorted(lfn[len(moved_to):] for lfn in files if lfn.startswith(moved_to + "/")) == sorted(below), tree
+        assert all(files[moved_to + name].get("guid") and not {"moving_guid", "move_call"} & set(files[moved_to + name])
+                   for name in below), tree
     placed = Counter(r["se"] for lfn in work.uploaded for r in files[lfn]["replicas"])
     assert placed == {"SRC": len(work.uploaded), "T1-A": len(work.uploaded), "T1-B": len(work.uploaded)}, placed
     assert all("T1-A" in {r["se"] for r in files[lfn]["replicas"]} for lfn in work.replicated)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import logging
 import time
 from collections import deque
@@ -361,7 +362,8 @@ class TransferWorker(Daemon):
             log.info("settled %d file removal count(s) a stopped process had left pending", settled)
         if settled := await move_counts.settle_stale(self.ctx.db, stale_s):
             log.info("finished or took back %d file move(s) a stopped process had left half done", settled)
-        if settled := await directory_move_repair.settle_stale(self.ctx.db, stale_s):
+        lease = dt.timedelta(seconds=self.ctx.settings.directory_move_lease_s)
+        if settled := await directory_move_repair.settle_stale(self.ctx.db, stale_s, lease):
             log.info("finished or took back %d directory move(s) a stopped process had left", settled)
         if settled := await dataset_recount.settle_stale(self.ctx.db, stale_s):
             log.info("recounted the DIDs of %d attach, detach or refresh call(s) a stopped process had left",
