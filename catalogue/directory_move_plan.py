@@ -154,15 +154,18 @@ async def settle(db: AsyncDatabase[Document], call: str) -> None:
     await usage_claims.settle(db, call, list(claim.get(KEYS) or []), deltas, keep=False)
 
 
-async def give_up(db: AsyncDatabase[Document], call: str) -> bool:
-    """The move gave up before PLACED, its destination's record taken back: its claim settled
-    counting nothing. False when the database did not answer (the call then leaves its mark, for
-    the sweep to take the move back)."""
+async def give_up(db: AsyncDatabase[Document], mark: Mark, call: str, source: str, destination: str) -> None:
+    """Take the move back before PLACED: the destination's record under this mark deleted, the
+    source's mark taken off, and only then the claim settled counting nothing. In this order: a
+    claim left PENDING with no mark of its call on the source is settled by the sweep counting
+    nothing, whereas a mark naming a claim that is gone would hold its tree for good. The database
+    not answering, what is left stays for the sweep (it takes the move back once the lease is out)."""
     try:
         with database_errors():
+            await db[DIRECTORIES].delete_one({"_id": destination, **mark.mine()})
+            await db[DIRECTORIES].update_one({"_id": source, **mark.mine()}, {"$unset": {MOVING: ""}})
             claim = await db[USAGE_CLAIMS].find_one({"_id": call}, {KEYS: 1})
         if claim is not None:
             await usage_claims.settle(db, call, list(claim.get(KEYS) or []), {}, keep=False)
     except ServiceUnavailable:
-        return False
-    return True
+        return

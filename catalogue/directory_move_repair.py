@@ -84,10 +84,7 @@ async def _repair(db: AsyncDatabase[Document], claim: Document, lease: dt.timede
         await db[DIRECTORIES].update_one({"_id": destination, f"{MOVING}.{plan.CALL}": call},
                                          {"$set": {MOVING: plan.destination_mark(mark, call, source)}})
     if not counting.get(plan.PLACED):
-        with database_errors():
-            await db[DIRECTORIES].delete_one({"_id": destination, **mark.mine()})
-        if await plan.give_up(db, call):
-            await mark.take_off(db[DIRECTORIES], [source])
+        await plan.give_up(db, mark, call, source, destination)
         log.warning("took back the move of %s to %s, which a stopped process had left before it began", source,
                     destination)
         return True

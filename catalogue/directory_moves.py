@@ -119,9 +119,13 @@ async def leaving(db: AsyncDatabase[Document], lfns: Iterable[str]) -> set[str]:
 async def moves_around(db: AsyncDatabase[Document], source: str, destination: str, token: str) -> bool:
     """Whether another move holds a directory above `source` or `destination`, or below `source`
     (read after this move's mark: a move of a directory above or below it sees that mark)."""
-    if await moving_above(db, [source, destination]):
-        return True
-    low, high = subtree_range(source)
+    return bool(await moving_above(db, [source, destination])) or await moves_below(db, source, token)
+
+
+async def moves_below(db: AsyncDatabase[Document], path: str, token: str | None = None) -> bool:
+    """Whether a move (other than the one of `token`) holds a directory below `path` (one read
+    of the subtree's directories by `_id` range)."""
+    low, high = subtree_range(path)
     async for doc in pages_by_id(db[DIRECTORIES], {MOVING: {"$exists": True}}, {MOVING: 1}, after=low, before=high):
         if doc[MOVING].get("token") != token and plan.held(doc[MOVING], MOVE_LEASE):
             return True

@@ -195,17 +195,13 @@ async def _move_directory(db: AsyncDatabase[Document], principal: Principal, sou
         with database_errors():
             await db[DIRECTORIES].insert_one(moved)
     except BaseException as exc:
-        if await asyncio.shield(plan.give_up(db, call)):  # else the mark stays: the sweep takes the move back
-            await asyncio.shield(mark.take_off(db[DIRECTORIES], [source]))
+        await asyncio.shield(plan.give_up(db, mark, call, source, destination))
         if isinstance(exc, DuplicateKeyError):
             raise Conflict(f"{destination} exists already") from None
         raise
     gone, denial, denied = await landing(db, principal, source, destination)  # gone: the tree would lack it
     if gone or denial or not await plan.placed(db, call):  # not placed: a sweep took the call for dead
-        with database_errors():
-            await db[DIRECTORIES].delete_one({"_id": destination, **mark.mine()})
-        if await plan.give_up(db, call):
-            await mark.take_off(db[DIRECTORIES], [source])
+        await plan.give_up(db, mark, call, source, destination)
         require(denial, denied)
         if gone:
             raise Conflict(f"a directory above {destination} was removed or is being moved; nothing moved")

@@ -24,7 +24,7 @@ from catalogue.directories import (
     insert_ignoring_duplicates,
     now,
 )
-from catalogue.directory_moves import MOVE_LEASE, looked_above
+from catalogue.directory_moves import MOVE_LEASE, looked_above, moves_below
 from catalogue.file_removal import remove_records
 from catalogue.files import FILES
 from catalogue.lfn import ROOT, ancestors, check_lfn, descendant_pattern, is_within, parent_of
@@ -232,6 +232,8 @@ async def remove(db: AsyncDatabase[Document], principal: Principal, path: str, *
             raise Forbidden("only admins may remove a directory recursively")
         if any(is_within(root, path) for root in principal.foreign_roots):
             raise Forbidden(f"{path} holds another VO's namespace root; only a global admin may remove it")
+        if await moves_below(db, path):  # its records would be taken from under the move
+            raise Conflict(f"a directory below {path} is being moved; try again once the move ended")
         removed += await _remove_tree_files(db, path)
         with database_errors():
             removed += (await db[DIRECTORIES].delete_many({"_id": {"$regex": descendant_pattern(path)}})).deleted_count

@@ -121,6 +121,8 @@ async def test_a_directory_move_killed_half_way_is_finished_once_by_the_sweep(
             await remove(catalogue_db, ADMIN, DESTINATION, recursive=True)
         with pytest.raises(Conflict, match="being moved"):
             await move(catalogue_db, ADMIN, "/vo", "/vo2")  # a tree holding a move under way
+        with pytest.raises(Conflict, match="being moved"):
+            await remove(catalogue_db, ADMIN, "/vo", recursive=True)
         await next_worker_sweeps(catalogue_db, settings)  # within the lease: the call may be alive
         assert await catalogue_db[DIRECTORIES].find_one({"_id": SOURCE}) is not None
         await _lease_out(catalogue_db)
@@ -134,13 +136,16 @@ async def test_a_directory_move_killed_half_way_is_finished_once_by_the_sweep(
     await _no_drift(catalogue_db)
 
 
+@pytest.mark.parametrize("point", ["claimed, its mark not naming it", "destination in, not placed"])
 async def test_a_directory_move_killed_before_its_destination_stood_is_taken_back(
-    catalogue_db: AsyncDatabase[Document], settings: Settings, monkeypatch: pytest.MonkeyPatch,
+    catalogue_db: AsyncDatabase[Document], settings: Settings, monkeypatch: pytest.MonkeyPatch, point: str,
 ) -> None:
     guids = await _tree(catalogue_db)
-    with _killed_at(monkeypatch, directory_move_plan.placed.__code__, 1), pytest.raises(Killed):
+    code = directory_move_plan.name_call if point.startswith("claimed") else directory_move_plan.placed
+    with _killed_at(monkeypatch, code.__code__, 1), pytest.raises(Killed):
         await move(catalogue_db, ADMIN, SOURCE, DESTINATION)
-    assert await catalogue_db[DIRECTORIES].find_one({"_id": DESTINATION}) is not None
+    stood = await catalogue_db[DIRECTORIES].find_one({"_id": DESTINATION}) is not None
+    assert stood == (point == "destination in, not placed")
     await _lease_out(catalogue_db)
     await next_worker_sweeps(catalogue_db, settings)
     assert await catalogue_db[DIRECTORIES].find_one({"_id": DESTINATION}) is None
