@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from typing import Any
 from urllib.parse import quote
@@ -48,10 +49,14 @@ class CatalogueClient(BaseClient):
         """What `ls` streams, as chunks of undecoded JSON lines (one entry each), to pass on."""
         return self.stream_line_chunks("/namespace/ls/stream", params={"path": path, "after": after})
 
-    async def move(self, source: str, destination: str) -> Json:
-        """Rename or move a file or directory tree."""
-        result: Json = await self.request("POST", "/namespace/move",
-                                          json_body={"source": source, "destination": destination})
+    async def move(self, source: str, destination: str, *, request_id: str | None = None) -> Json:
+        """Rename or move a file or directory tree. The call names itself (`request_id`, a new one
+        unless given) and rides out an API away: sent again, the server answers the move its first
+        sending made (`catalogue.move_requests`); a script that runs again after losing the answer
+        gives the same request_id."""
+        body = {"source": source, "destination": destination, "request_id": request_id or uuid.uuid4().hex}
+        with riding_out(self.ride_out_s):
+            result: Json = await self.request("POST", "/namespace/move", json_body=body)
         return result
 
     async def remove(self, path: str, *, recursive: bool = False) -> Json:

@@ -25,7 +25,7 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
-from catalogue import change_feed, guid_holds, moved_paths
+from catalogue import change_feed, guid_holds, move_requests, moved_paths
 from catalogue import directory_move_plan as plan
 from catalogue.children import subtree_range
 from catalogue.dataset_contents import DATASET_FILES
@@ -39,7 +39,7 @@ from catalogue.metadata import metadata_fields_for
 from catalogue.namespace import existing_entry, find_entry
 from catalogue.permissions import creation_denial, removal_denial, require, traversal_denial
 from catalogue.storage_paths import moved_replicas
-from catalogue.usage import COPY_CALL, MOVING, REMOVING, WITHDRAWN
+from catalogue.usage import COPY_CALL, MOVED_BY, MOVING, REMOVING, WITHDRAWN
 from catalogue.vos import Vo, registry
 from kernel.db import ID_ORDER, INDEX_ORDER, Document, database_errors, page_by_id, pages_by_id, read_by_ids
 from kernel.errors import Conflict, InvalidInput, NotFound, ServiceUnavailable
@@ -53,9 +53,11 @@ LEFTOVER_WAIT = 0.2  # seconds between two passes
 
 
 async def move(db: AsyncDatabase[Document], principal: Principal, source: str, destination: str, *,
-               lease: dt.timedelta = MOVE_LEASE) -> dict[str, Any]:
+               lease: dt.timedelta = MOVE_LEASE, request_id: str | None = None) -> dict[str, Any]:
     """Rename or move a file or a directory (with everything below it) to a path that is free; a
-    directory's move holds its marks for `lease` between two batches (`directory_move_lease_s`)."""
+    directory's move holds its marks for `lease` between two batches (`directory_move_lease_s`).
+    A move named `request_id` sent again answers what its first sending placed
+    (`catalogue.move_requests`)."""
     check_lfn(source)
     check_lfn(destination)
     if source == ROOT:
@@ -65,6 +67,9 @@ async def move(db: AsyncDatabase[Document], principal: Principal, source: str, d
     dirs = await fetch_directories(db, [*ancestors(source), *ancestors(destination)])
     for path in (source, destination):  # before existence: hidden = missing
         require(traversal_denial(principal, path, dirs), path)
+    stamped = move_requests.stamp(principal, request_id, source, destination) if request_id else None
+    if stamped and (done := await move_requests.done_before(db, destination, stamped)):
+        return entry_view(*done)
     _, kind = await existing_entry(db, source)
     if await find_entry(db, destination) is not None:
         raise Conflict(f"{destination} exists already")
@@ -81,6 +86,9 @@ async def move(db: AsyncDatabase[Document], principal: Principal, source: str, d
         """The record at its new place; inherited metadata re-derived from the new ancestors."""
         moved = {**record, "_id": destination, "parent": target_parent, "name": name_of(destination),
                  "modified": now()}
+        moved.pop(MOVED_BY, None)
+        if stamped:
+            moved[MOVED_BY] = stamped
         if "replicas" in record:
             moved["replicas"] = moved_replicas(record["replicas"], source, destination)
         return {**moved, **metadata_fields_for(destination, record.get("meta") or {}, dirs, vos)}

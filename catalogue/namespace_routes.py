@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from catalogue import moves, namespace
 from catalogue.lfn import check_lfn
+from kernel import request_ids
 from kernel.errors import InvalidInput
 from kernel.web import (
     DATABASE,
@@ -44,6 +45,7 @@ class MoveBody(BaseModel):
 
     source: str
     destination: str
+    request_id: str | None = Field(None, pattern=request_ids.PATTERN, description=request_ids.DESCRIPTION)
 
 
 class RemoveBody(BaseModel):
@@ -121,7 +123,8 @@ async def ls_stream(request: web.Request) -> web.StreamResponse:
 async def move(request: web.Request) -> web.Response:
     body = await read_model(request, MoveBody)
     lease = dt.timedelta(seconds=request.app[SETTINGS].transfers.directory_move_lease_s)
-    entry = await moves.move(request.app[DATABASE], principal_of(request), body.source, body.destination, lease=lease)
+    entry = await moves.move(request.app[DATABASE], principal_of(request), body.source, body.destination, lease=lease,
+                             request_id=body.request_id)
     return json_response(entry)
 
 

@@ -84,7 +84,10 @@ DIRECTORY_MOVE = "directory_move"
 # A record's bookkeeping fields, which no reader shows.
 # A file move's copy: the token of the call that wrote it, until it is placed (`catalogue.move_counts`).
 COPY_CALL = "move_call"
-INTERNAL_FIELDS = ("_id", REGISTERED_IN, REMOVING, MOVING, REPLICA_WRITERS, "moving_guid", COPY_CALL, WITHDRAWN)
+# The record a named move placed: its call's stamp (`catalogue.move_requests`).
+MOVED_BY = "moved_by"
+INTERNAL_FIELDS = ("_id", REGISTERED_IN, REMOVING, MOVING, REPLICA_WRITERS, "moving_guid", COPY_CALL, WITHDRAWN,
+                   MOVED_BY)
 # An SE record's tokens of replica removals counted but not yet complete (`count_removals`).
 REMOVALS = "removals"
 # An SE record's count of the times tokens left its REMOVALS (`removal_fences`).

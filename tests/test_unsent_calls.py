@@ -1,8 +1,8 @@
 """Calls that are not safe to send twice (a move, a removal, a DID's creation) wait for an API
 that went away as long as no connection can be made to it: such a call was never sent, so
 sending it once the API listens again does its work once (`kernel.client.NotSent`). Before, each
-failed at once while the server restarted, as a call whose answer was lost still does (sent
-again, a move would answer 404 for what its first sending did)."""
+failed at once while the server restarted, as a removal whose answer was lost still does (sent
+again, it would answer 404 for what its first sending did; a move names itself and is sent again)."""
 
 from __future__ import annotations
 
@@ -74,19 +74,21 @@ async def test_a_move_a_removal_and_a_did_wait_for_an_api_restarting_and_are_don
         stop_processes([server], timeout_s=15)
 
 
-async def test_a_move_whose_answer_was_lost_is_told_at_once_and_done_once(
+async def test_a_removal_whose_answer_was_lost_is_told_at_once_and_done_once(
     api: RunningApi, database: AsyncDatabase[Document],
 ) -> None:
+    """A removal is not named: sent again, it would answer 404 for its own work. (A move is, and
+    is answered what it did: `tests/test_move_requests.py`.)"""
     async with api.client() as client:
-        await _files(client, "/vo/lost/a")
+        await _files(client, "/vo/lost/a", "/vo/lost/b")
 
-    async def move(client: Client) -> Any:
+    async def remove(client: Client) -> Any:
         try:
-            return await client.move("/vo/lost/a", "/vo/lost/b")
+            return await client.remove("/vo/lost/a")
         except ServiceUnavailable as exc:
             return exc
 
     began = time.monotonic()
-    answer = await answer_lost(api, api.admin_token, b"POST /api/v1/namespace/move", move)
+    answer = await answer_lost(api, api.admin_token, b"POST /api/v1/namespace/remove", remove)
     assert isinstance(answer, ServiceUnavailable) and time.monotonic() - began < 10, answer
     assert [d["_id"] async for d in database[FILES].find({"_id": {"$regex": "^/vo/lost/"}})] == ["/vo/lost/b"]

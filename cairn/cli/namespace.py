@@ -80,10 +80,12 @@ def mkdir(path: str, parents: bool, mode: str | None, as_json: bool) -> None:
 @click.command()
 @click.argument("source")
 @click.argument("destination")
+@click.option("--request-id", help="a key naming this move (8-128 of A-Z a-z 0-9 _ . : -): run again with the "
+                                   "same key after losing the answer, it answers the move the first run made")
 @json_option
-def mv(source: str, destination: str, as_json: bool) -> None:
+def mv(source: str, destination: str, request_id: str | None, as_json: bool) -> None:
     """Rename or move a file or a directory tree."""
-    entry = run(lambda c: c.move(source, destination))
+    entry = run(lambda c: c.move(source, destination, request_id=request_id))
     emit_json(entry) if as_json else click.echo(f"{source} -> {entry['path']}")
 
 
