@@ -6,8 +6,9 @@ lost (a server restart, a broken connection, a script run again with `--request-
 record its first sending placed and answers it, where it answered 404 for its own work before.
 
 A stamped record whose move is not finished (a file's copy not yet placed, a directory still
-filling under its mark) answers 409 "try again": the workers' sweep finishes a move cut short (or
-takes a file's back, and the move is then made by the next sending). A stamp names the caller,
+filling under its mark) answers 503 with Retry-After, which the SDK waits on as on an API away:
+the first sending finishes it, or the workers' sweep a move cut short (or takes a file's back, and
+the move is then made by the next sending). A stamp names the caller,
 so nobody else's sending can match it; the same request id sent for another move does not match
 either (the stamp carries the move asked for) and is judged as a new move.
 """
@@ -20,7 +21,7 @@ from catalogue.authorization import vo_stamp
 from catalogue.namespace import find_entry
 from catalogue.usage import COPY_CALL, MOVED_BY, MOVING
 from kernel.db import Document
-from kernel.errors import Conflict
+from kernel.errors import ServiceUnavailable
 from kernel.principal import Principal
 from kernel.request_ids import call_key, digest
 
@@ -32,10 +33,10 @@ def stamp(principal: Principal, request_id: str, source: str, destination: str) 
 
 async def done_before(db: AsyncDatabase[Document], destination: str, stamped: str) -> tuple[Document, str] | None:
     """The entry an earlier sending of this move placed at `destination`, with its kind (None:
-    none did); 409 while that move is still being finished."""
+    none did); 503 while that move is still being finished."""
     found = await find_entry(db, destination)
     if found is None or found[0].get(MOVED_BY) != stamped:
         return None
     if {COPY_CALL, "moving_guid", MOVING} & set(found[0]):
-        raise Conflict(f"this request's move to {destination} is being finished; try again")
+        raise ServiceUnavailable(f"this request's move to {destination} is being finished; try again")
     return found

@@ -290,7 +290,10 @@ async def test_nothing_acknowledged_lost_nothing_counted_twice_while_the_api_ser
         server.stop()
         for daemon in daemons:
             daemon.stop_all()
-    print(f"API chaos: {kills} kills, {number} rounds, {time.monotonic() - started:.1f} s")
+    finished = sum(path.read_text(errors="replace").count("which a stopped process had left half done")
+                   for path in (tmp_path / "logs").glob("transfers-*.log"))
+    print(f"API chaos: {kills} kills, {number} rounds, {time.monotonic() - started:.1f} s; "
+          f"tree moves a kill cut that the workers' sweep finished: {finished}")
 
     files = {d["_id"]: d for d in await database[FILES].find({}).to_list()}
     now_at = {source: destination for destination, source in work.moved.items()}

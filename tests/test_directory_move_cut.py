@@ -238,3 +238,22 @@ async def test_a_directory_move_whose_server_was_sigkilled_half_way_is_finished_
         await client.move("/vo/moved", "/vo/big")
         assert (await client.directory_usage("/vo/big"))["files"] == BIG
     await _no_drift(database)
+
+
+async def test_a_named_move_cut_short_and_sent_again_waits_for_the_sweep_then_answers_it(
+    catalogue_db: AsyncDatabase[Document], settings: Settings, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Sent again while its first sending's tree is still being finished: 503 (the SDK waits);
+    once the sweep finished it: answered the tree at its new place, moved once."""
+    guids = await _tree(catalogue_db)
+    monkeypatch.setattr(moves, "MOVE_BATCH", 3)
+    with _killed_at(monkeypatch, moves._drop_originals.__code__, 3), pytest.raises(Killed):
+        await move(catalogue_db, ADMIN, SOURCE, DESTINATION, request_id="nightly-move-1")
+    with pytest.raises(ServiceUnavailable, match="being finished"):
+        await move(catalogue_db, ADMIN, SOURCE, DESTINATION, request_id="nightly-move-1")
+    await _lease_out(catalogue_db)
+    await next_worker_sweeps(catalogue_db, settings)
+    answered = await move(catalogue_db, ADMIN, SOURCE, DESTINATION, request_id="nightly-move-1")
+    assert answered["path"] == DESTINATION and answered["type"] == "directory"
+    await _moved_whole(catalogue_db, guids)
+    await _no_drift(catalogue_db)
