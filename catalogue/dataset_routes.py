@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pymongo.asynchronous.database import AsyncDatabase
 
 from catalogue import dataset_contents, dataset_recount, dataset_refresh, datasets
-from catalogue.authorization import require_did, visible_files
+from catalogue.authorization import require_did, visible_files, vo_stamp
 from catalogue.datasets import DidIn, did_view
 from catalogue.find import check_query
 from catalogue.streaming import stream_rows
@@ -19,6 +19,7 @@ from catalogue.tabular import DATASET_SCHEMA, check_format
 from kernel.db import Document
 from kernel.errors import InvalidInput
 from kernel.principal import Principal
+from kernel.request_ids import call_key, digest
 from kernel.responses import JsonList, RebuildBody
 from kernel.web import ADMIN, DATABASE, ApiRoutes, json_response, principal_of, query_int, read_model, scopes
 
@@ -75,8 +76,12 @@ async def create(request: web.Request) -> web.Response:
     if body.query is not None and body.type == "dataset":
         # the checks of its first refresh, before anything is written: a refusal leaves no DID behind
         await check_query(db, principal, body.query, body.path)
-    doc = await datasets.create_did(db, principal, body)
-    if body.query is not None:
+    stamp = None
+    if body.request_id:  # sent again, the DID its first sending made is answered (`datasets.MADE_BY`)
+        asked = body.model_dump(mode="json", exclude={"request_id"})
+        stamp = f"{call_key('did-creation', vo_stamp(principal), principal.sub, body.request_id)}:{digest(asked)}"
+    doc = await datasets.create_did(db, principal, body, stamp)
+    if body.query is not None and doc.get("refreshed") is None:  # its first snapshot (once)
         doc = await dataset_refresh.refresh(db, principal, body.did)
     return json_response(did_view(doc), status=201)
 

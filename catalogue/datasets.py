@@ -54,6 +54,7 @@ from catalogue.directories import now
 from catalogue.lfn import ROOT, check_lfn
 from catalogue.meta_query import compile_query
 from catalogue.metadata_fields import query_fields
+from kernel import request_ids
 from kernel.db import INDEX_ORDER, Document, IndexSpec, database_errors
 from kernel.errors import Conflict, Forbidden, InvalidInput, NotFound
 from kernel.marks import Mark, by_ids
@@ -72,6 +73,9 @@ REFRESH_LEASE = dt.timedelta(minutes=2)
 UNANNOUNCED, UNANNOUNCED_SINCE = "unannounced", "unannounced_since"
 # How many calls began to change a DID's rows and counts (`catalogue.dataset_count_claims`).
 COUNT_CALLS = "count_calls"
+# A DID a named creation made: its call's stamp (`catalogue.dataset_routes.create`), so that the
+# call sent again (its answer lost) answers the DID instead of 409.
+MADE_BY = "made_by"
 ANNOUNCE_GRACE = dt.timedelta(seconds=30)
 ANNOUNCE_BATCH = 1000  # DIDs announced late per call, at most
 DidType = Literal["dataset", "container"]
@@ -102,6 +106,7 @@ class DidIn(BaseModel):
     query: str | None = Field(None, max_length=10_000, description="dynamic dataset: its metadata query")
     path: str = Field(ROOT, description="dynamic dataset: the directory its query is scoped to")
     description: str = Field("", max_length=2000)
+    request_id: str | None = Field(None, pattern=request_ids.PATTERN, description=request_ids.DESCRIPTION)
 
 
 def check_did(value: object) -> tuple[str, str]:
@@ -150,7 +155,7 @@ def may_change(principal: Principal, did: Document) -> bool:
 def did_view(doc: Document) -> dict[str, Any]:
     """The public shape of a DID record."""
     view = {"did": doc["_id"], **{k: v for k, v in doc.items() if k not in ("_id", REFRESHING, UNANNOUNCED,
-                                                                     UNANNOUNCED_SINCE, COUNT_CALLS)}}
+                                                                     UNANNOUNCED_SINCE, COUNT_CALLS, MADE_BY)}}
     view["dynamic"] = doc.get("query") is not None
     return view
 
@@ -165,10 +170,12 @@ async def get_did(db: AsyncDatabase[Document], did: str) -> Document:
     return doc
 
 
-async def create_did(db: AsyncDatabase[Document], principal: Principal, item: DidIn) -> Document:
+async def create_did(db: AsyncDatabase[Document], principal: Principal, item: DidIn,
+                     stamp: str | None = None) -> Document:
     """Create an open dataset or container owned by the caller. A dynamic dataset's query is
     checked here (400 with the position) and its first snapshot is taken by the caller of this
-    function (`dataset_refresh.refresh`)."""
+    function (`dataset_refresh.refresh`). With `stamp` (a named call's), a DID an earlier sending
+    of the same call made is answered as it is (409 for any other DID of that name)."""
     scope, name = check_did(item.did)
     if not may_create_in(principal, scope):
         mine = principal.did_scopes if principal.confined and WILDCARD_SCOPE not in principal.did_scopes else (
@@ -190,10 +197,16 @@ async def create_did(db: AsyncDatabase[Document], principal: Principal, item: Di
         doc["children"] = 0
     if item.query is not None:
         doc.update({"query": item.query, "path": item.path, "refreshed": None})
+    if stamp:
+        doc[MADE_BY] = stamp
     try:
         with database_errors():
             await db[DATASETS].insert_one(doc)
     except DuplicateKeyError as exc:
+        with database_errors():
+            made = await db[DATASETS].find_one({"_id": item.did, MADE_BY: stamp}) if stamp else None
+        if made is not None:
+            return made
         raise Conflict(f"DID {item.did} exists already") from exc
     # Shielded: a caller cancelled (a client gone) after its insert still announces it, once.
     await asyncio.shield(_announce(db, [doc], token, at))

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator, Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -75,12 +76,16 @@ class MetadataClient(BaseClient):
     # ---------------------------------------------------------------------------------- DIDs
 
     async def create_did(self, did: str, *, type: str = "dataset", query: str | None = None, path: str = "/",
-                         description: str = "") -> Json:
-        """Create a dataset or container; with `query`, a dynamic dataset (snapshot taken now)."""
-        body: Json = {"did": did, "type": type, "path": path, "description": description}
+                         description: str = "", request_id: str | None = None) -> Json:
+        """Create a dataset or container; with `query`, a dynamic dataset (snapshot taken now).
+        The call names itself (`request_id`, a new one unless given) and rides out an API away:
+        sent again, the server answers the DID its first sending made instead of 409."""
+        body: Json = {"did": did, "type": type, "path": path, "description": description,
+                      "request_id": request_id or uuid.uuid4().hex}
         if query is not None:
             body["query"] = query
-        result: Json = await self.request("POST", "/dids", json_body=body)
+        with riding_out(self.ride_out_s):
+            result: Json = await self.request("POST", "/dids", json_body=body)
         return result
 
     async def get_did(self, did: str) -> Json:

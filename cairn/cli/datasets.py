@@ -82,10 +82,14 @@ def dataset() -> None:
 @click.option("--query", help="a metadata query: makes a dynamic dataset")
 @click.option("--path", default="/", show_default=True, help="the directory a dynamic dataset's query is scoped to")
 @click.option("--description", default="")
+@click.option("--request-id", help="a key naming this call (8-128 of A-Z a-z 0-9 _ . : -): run again with the "
+                                   "same key after losing the answer, it answers the DID the first run made")
 @json_option
-def dataset_create(did: str, query: str | None, path: str, description: str, as_json: bool) -> None:
+def dataset_create(did: str, query: str | None, path: str, description: str, request_id: str | None,
+                   as_json: bool) -> None:
     """Create a dataset scope:name."""
-    _did(run(lambda c: c.create_did(did, query=query, path=path, description=description)), as_json)
+    _did(run(lambda c: c.create_did(did, query=query, path=path, description=description, request_id=request_id)),
+         as_json)
 
 
 @dataset.command("show")
@@ -163,10 +167,13 @@ def container() -> None:
 @container.command("create")
 @click.argument("did")
 @click.option("--description", default="")
+@click.option("--request-id", help="a key naming this call (8-128 of A-Z a-z 0-9 _ . : -): run again with the "
+                                   "same key after losing the answer, it answers the DID the first run made")
 @json_option
-def container_create(did: str, description: str, as_json: bool) -> None:
+def container_create(did: str, description: str, request_id: str | None, as_json: bool) -> None:
     """Create a container scope:name."""
-    _did(run(lambda c: c.create_did(did, type="container", description=description)), as_json)
+    _did(run(lambda c: c.create_did(did, type="container", description=description, request_id=request_id)),
+         as_json)
 
 
 @container.command("attach")
