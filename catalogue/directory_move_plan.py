@@ -43,7 +43,7 @@ from catalogue.usage import (
 )
 from kernel.db import Document, bulk_write_chunked, database_errors
 from kernel.errors import Conflict, ServiceUnavailable
-from kernel.marks import Mark
+from kernel.marks import Mark, within
 
 KIND = DIRECTORY_MOVE
 CALL, TO, FROM = "call", "to", "from"  # a directory move's mark: the claim it works for, where the tree goes or was
@@ -53,12 +53,7 @@ SOURCE, DESTINATION, PLACED, FILES, BYTES = "source", "destination", "placed", "
 def held(mark: Mapping[str, Any] | None, lease: dt.timedelta) -> bool:
     """Whether a directory's MOVING mark (as read) holds it: a planned move's for as long as it
     stands, another's within its lease."""
-    if not mark:
-        return False
-    if CALL in mark:
-        return True
-    at = mark.get("at")
-    return isinstance(at, dt.datetime) and at.replace(tzinfo=at.tzinfo or dt.UTC) > dt.datetime.now(dt.UTC) - lease
+    return mark is not None and (CALL in mark or within(mark.get("at"), lease))
 
 
 def free(mark: Mark) -> Document:

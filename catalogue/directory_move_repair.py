@@ -46,10 +46,7 @@ async def settle_stale(db: AsyncDatabase[Document], older_than_s: float = usage_
                        lease: dt.timedelta = MOVE_LEASE) -> int:
     """Finish or take back the directory moves whose calls died (their marks not renewed for
     `lease`), as the module says; how many."""
-    done = 0
-    for claim in await usage_claims.stale(db, older_than_s, plan.KIND):
-        done += await _repair(db, claim, lease)
-    return done
+    return sum([await _repair(db, claim, lease) for claim in await usage_claims.stale(db, older_than_s, plan.KIND)])
 
 
 async def under_way(db: AsyncDatabase[Document]) -> list[str]:
